@@ -1,0 +1,1 @@
+//! silverback-config (placeholder; filled in by its issue).

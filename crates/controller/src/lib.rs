@@ -1,0 +1,1 @@
+//! silverback-controller (placeholder; filled in by its issue).

@@ -1,0 +1,1 @@
+//! silverback-envtest (placeholder; filled in by its issue).

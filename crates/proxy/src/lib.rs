@@ -1,0 +1,1 @@
+//! silverback-proxy (placeholder; filled in by its issue).

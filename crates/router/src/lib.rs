@@ -1,0 +1,1 @@
+//! silverback-router (placeholder; filled in by its issue).

@@ -1,0 +1,1 @@
+//! silverback-translator (placeholder; filled in by its issue).
