@@ -1,0 +1,282 @@
+//! A loaded configuration ([`Config`]): flat entity lists with resolved ids, serialization
+//! back to Kong's declarative format (flat or nested), the flattened entity map that
+//! `POST /config` returns, and the configuration hash.
+
+use std::io::Write;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::entities::*;
+
+/// A validated configuration: every entity has an id and every reference is a resolved
+/// [`ForeignKey`]. Entities are in canonical kind order, each list in input order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// `vaults`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vaults: Vec<Vault>,
+    /// `certificates`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Certificate>,
+    /// `ca_certificates`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificates: Vec<CaCertificate>,
+    /// `snis`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snis: Vec<Sni>,
+    /// `consumers`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
+    /// `consumer_groups`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumer_groups: Vec<ConsumerGroup>,
+    /// `consumer_group_consumers`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumer_group_consumers: Vec<ConsumerGroupConsumer>,
+    /// `services`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+    /// `routes`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// `upstreams`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<Upstream>,
+    /// `targets`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
+    /// `plugins`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<Plugin>,
+    /// `keyauth_credentials`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keyauth_credentials: Vec<KeyauthCredential>,
+    /// `basicauth_credentials`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub basicauth_credentials: Vec<BasicauthCredential>,
+    /// `jwt_secrets`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jwt_secrets: Vec<JwtSecret>,
+    /// `acls`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<Acl>,
+    /// `hmacauth_credentials`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hmacauth_credentials: Vec<HmacauthCredential>,
+    /// Whether load-time transformations (password hashing) are still to be applied:
+    /// `false` for a loaded configuration, exported as `_transform`.
+    #[serde(skip)]
+    pub transform: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            vaults: vec![],
+            certificates: vec![],
+            ca_certificates: vec![],
+            snis: vec![],
+            consumers: vec![],
+            consumer_groups: vec![],
+            consumer_group_consumers: vec![],
+            services: vec![],
+            routes: vec![],
+            upstreams: vec![],
+            targets: vec![],
+            plugins: vec![],
+            keyauth_credentials: vec![],
+            basicauth_credentials: vec![],
+            jwt_secrets: vec![],
+            acls: vec![],
+            hmacauth_credentials: vec![],
+            transform: true,
+        }
+    }
+}
+
+/// The hash of an empty configuration.
+pub const EMPTY_HASH: &str = "00000000000000000000000000000000";
+
+struct Md5Writer(md5::Md5);
+
+impl Write for Md5Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use md5::Digest;
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Whether the configuration holds no entity at all.
+    pub fn is_empty(&self) -> bool {
+        self.entity_count() == 0
+    }
+
+    /// Total number of entities.
+    pub fn entity_count(&self) -> usize {
+        self.vaults.len()
+            + self.certificates.len()
+            + self.ca_certificates.len()
+            + self.snis.len()
+            + self.consumers.len()
+            + self.consumer_groups.len()
+            + self.consumer_group_consumers.len()
+            + self.services.len()
+            + self.routes.len()
+            + self.upstreams.len()
+            + self.targets.len()
+            + self.plugins.len()
+            + self.keyauth_credentials.len()
+            + self.basicauth_credentials.len()
+            + self.jwt_secrets.len()
+            + self.acls.len()
+            + self.hmacauth_credentials.len()
+    }
+
+    /// The configuration hash: md5 (hex) of the canonical flat JSON serialization, or
+    /// [`EMPTY_HASH`] for an empty configuration. The same input always hashes the same.
+    pub fn hash(&self) -> String {
+        if self.is_empty() {
+            return EMPTY_HASH.to_string();
+        }
+        use md5::Digest;
+        let mut w = Md5Writer(md5::Md5::new());
+        // Serializing plain structs and JSON values into a writer that cannot fail.
+        if serde_json::to_writer(&mut w, self).is_err() {
+            return EMPTY_HASH.to_string();
+        }
+        hex::encode(w.0.finalize())
+    }
+
+    /// The flat declarative document (`_format_version: "3.0"`, every entity at top level,
+    /// references as `{"id": ...}`).
+    pub fn to_flat_value(&self) -> Value {
+        let mut m = match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let mut out = header(self.transform);
+        out.append(&mut m);
+        Value::Object(out)
+    }
+
+    /// The nested declarative document: routes inside services, targets inside upstreams,
+    /// snis inside certificates, credentials inside consumers, and plugins inside their only
+    /// parent. Entities with several parents stay at top level with their references.
+    pub fn to_nested_value(&self) -> Value {
+        let flat = self.to_flat_value();
+        let Value::Object(mut doc) = flat else { return flat };
+        // (child kind, fk field, parent kind)
+        let nestings: &[(&str, &str, &str)] = &[
+            ("plugins", "route", "routes"),
+            ("plugins", "service", "services"),
+            ("plugins", "consumer", "consumers"),
+            ("routes", "service", "services"),
+            ("targets", "upstream", "upstreams"),
+            ("snis", "certificate", "certificates"),
+            ("keyauth_credentials", "consumer", "consumers"),
+            ("basicauth_credentials", "consumer", "consumers"),
+            ("jwt_secrets", "consumer", "consumers"),
+            ("acls", "consumer", "consumers"),
+            ("hmacauth_credentials", "consumer", "consumers"),
+        ];
+        const PLUGIN_SCOPES: [&str; 4] = ["route", "service", "consumer", "consumer_group"];
+        for (child, fk, parent) in nestings {
+            let Some(Value::Array(children)) = doc.remove(*child) else { continue };
+            let Some(Value::Array(parents)) = doc.get_mut(*parent) else {
+                doc.insert(child.to_string(), Value::Array(children));
+                continue;
+            };
+            let index: std::collections::HashMap<String, usize> = parents
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.get("id").and_then(Value::as_str).map(|id| (id.to_string(), i)))
+                .collect();
+            let mut remaining = Vec::new();
+            for mut c in children {
+                let single_parent = *child != "plugins"
+                    || PLUGIN_SCOPES.iter().filter(|s| c.get(**s).is_some()).count() == 1;
+                let pid = c.get(*fk).and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
+                match (single_parent, pid.and_then(|p| index.get(&p).copied())) {
+                    (true, Some(i)) => {
+                        if let Value::Object(cm) = &mut c {
+                            cm.remove(*fk);
+                        }
+                        if let Value::Object(pm) = &mut parents[i] {
+                            let arr = pm.entry(child.to_string()).or_insert_with(|| Value::Array(vec![]));
+                            if let Value::Array(a) = arr {
+                                a.push(c);
+                            }
+                        }
+                    }
+                    _ => remaining.push(c),
+                }
+            }
+            if !remaining.is_empty() {
+                doc.insert(child.to_string(), Value::Array(remaining));
+            }
+        }
+        Value::Object(doc)
+    }
+
+    /// The document as JSON text.
+    pub fn to_json(&self, nested: bool) -> String {
+        let v = if nested { self.to_nested_value() } else { self.to_flat_value() };
+        serde_json::to_string(&v).unwrap_or_default()
+    }
+
+    /// The document as YAML text.
+    pub fn to_yaml(&self, nested: bool) -> String {
+        let v = if nested { self.to_nested_value() } else { self.to_flat_value() };
+        serde_saphyr::to_string(&v).unwrap_or_default()
+    }
+
+    /// The map `POST /config` answers with: `{"services": {"<id>": {...}}, ...}`.
+    pub fn flattened_entities(&self) -> Value {
+        let Value::Object(flat) = self.to_flat_value() else { return Value::Null };
+        let mut out = Map::new();
+        for (k, v) in flat {
+            if k.starts_with('_') {
+                continue;
+            }
+            let Value::Array(items) = v else { continue };
+            let mut by_id = Map::new();
+            for (i, item) in items.into_iter().enumerate() {
+                let key = item
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| composite_key(&item, i));
+                by_id.insert(key, item);
+            }
+            out.insert(k, Value::Object(by_id));
+        }
+        Value::Object(out)
+    }
+
+    /// Looks a service up by id.
+    pub fn service(&self, id: Uuid) -> Option<&Service> {
+        self.services.iter().find(|s| s.id == id)
+    }
+}
+
+fn composite_key(item: &Value, i: usize) -> String {
+    let part = |f: &str| item.get(f).and_then(|v| v.get("id")).and_then(Value::as_str).unwrap_or("");
+    let k = format!("{}:{}", part("consumer_group"), part("consumer"));
+    if k == ":" { i.to_string() } else { k }
+}
+
+fn header(transform: bool) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("_format_version".into(), Value::from("3.0"));
+    if !transform {
+        m.insert("_transform".into(), Value::Bool(false));
+    }
+    m
+}

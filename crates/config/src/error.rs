@@ -1,0 +1,228 @@
+//! Errors of loading a declarative configuration, in the shapes Kong's `POST /config` uses:
+//! a nested `fields` table mirroring the input, and `flattened_errors` entries that name each
+//! failing entity by type, name, id and tags (the controller maps them back to Kubernetes
+//! objects through the tags).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// One error of a flattened entity entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlatError {
+    /// `field` or `entity`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Dotted path of the field (absent for entity errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Kong's message.
+    pub message: String,
+}
+
+/// The errors of one entity, as in Kong's `flattened_errors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlattenedError {
+    /// Singular entity type (`service`).
+    pub entity_type: String,
+    /// The entity's endpoint key (name, username, ...), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_name: Option<String>,
+    /// The entity's id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_id: Option<String>,
+    /// The entity's tags.
+    #[serde(default)]
+    pub entity_tags: Vec<String>,
+    /// The entity as given (nested children removed, parent reference added).
+    pub entity: Value,
+    /// The errors.
+    pub errors: Vec<FlatError>,
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfigError {
+    /// The document could not be parsed (not JSON/YAML, or not an object).
+    #[error("failed parsing declarative configuration: {0}")]
+    Parse(String),
+    /// The document parsed but is invalid.
+    #[error("declarative config is invalid: {}", .0.summary())]
+    Invalid(Box<Invalid>),
+}
+
+/// All errors of an invalid document.
+#[derive(Debug, Clone, Default)]
+pub struct Invalid {
+    /// Every error, nested like the input (Kong's `fields`).
+    pub fields: Map<String, Value>,
+    /// Errors not tied to an entity (top-level keys), nested like the input.
+    pub top_level: Map<String, Value>,
+    /// Per-entity errors.
+    pub flattened: Vec<FlattenedError>,
+}
+
+impl Invalid {
+    fn summary(&self) -> String {
+        lua_pretty(&Value::Object(self.fields.clone()))
+    }
+}
+
+impl ConfigError {
+    /// Kong's error code for declarative configuration errors.
+    pub const CODE: i64 = 14;
+
+    /// The body of Kong's 400 response. With `flatten`, entity errors move from `fields` to
+    /// `flattened_errors`.
+    pub fn kong_body(&self, flatten: bool) -> Value {
+        match self {
+            ConfigError::Parse(m) => {
+                let m = format!("failed parsing declarative configuration: {m}");
+                json!({
+                    "code": Self::CODE,
+                    "name": "invalid declarative configuration",
+                    "message": m,
+                    "fields": {"error": m},
+                })
+            }
+            ConfigError::Invalid(inv) => {
+                let fields = if flatten { &inv.top_level } else { &inv.fields };
+                let fields = Value::Object(fields.clone());
+                let mut body = json!({
+                    "code": Self::CODE,
+                    "name": "invalid declarative configuration",
+                    "message": format!("declarative config is invalid: {}", lua_pretty(&fields)),
+                    "fields": fields,
+                });
+                if flatten {
+                    body["flattened_errors"] =
+                        serde_json::to_value(&inv.flattened).unwrap_or(Value::Array(vec![]));
+                }
+                body
+            }
+        }
+    }
+
+    /// One human-readable line per error, for the CLI.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Parse(_) => vec![self.to_string()],
+            ConfigError::Invalid(inv) => {
+                let mut out = Vec::new();
+                flatten_value("", &Value::Object(inv.top_level.clone()), &mut out);
+                for fe in &inv.flattened {
+                    let who = match (&fe.entity_name, &fe.entity_id) {
+                        (Some(n), _) => format!("{} '{n}'", fe.entity_type),
+                        (None, Some(id)) => format!("{} {id}", fe.entity_type),
+                        _ => fe.entity_type.clone(),
+                    };
+                    for e in &fe.errors {
+                        match &e.field {
+                            Some(f) => out.push(format!("{who}: {f}: {}", e.message)),
+                            None => out.push(format!("{who}: {}", e.message)),
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The flattened entity errors (empty for parse errors).
+    pub fn flattened(&self) -> &[FlattenedError] {
+        match self {
+            ConfigError::Parse(_) => &[],
+            ConfigError::Invalid(inv) => &inv.flattened,
+        }
+    }
+}
+
+fn flatten_value(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_value(&p, v, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                flatten_value(&format!("{prefix}[{}]", i + 1), v, out);
+            }
+        }
+        Value::Null => {}
+        Value::String(s) => out.push(format!("{prefix}: {s}")),
+        other => out.push(format!("{prefix}: {other}")),
+    }
+}
+
+/// Renders a value like Penlight's `pretty.write(t, "")`, which Kong uses in its messages:
+/// `{services={{host="required field missing"}}}`.
+pub fn lua_pretty(v: &Value) -> String {
+    let mut s = String::new();
+    write_lua(v, &mut s);
+    s
+}
+
+fn write_lua(v: &Value, s: &mut String) {
+    match v {
+        Value::Null => s.push_str("nil"),
+        Value::Bool(b) => s.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => s.push_str(&n.to_string()),
+        Value::String(x) => {
+            s.push('"');
+            for c in x.chars() {
+                match c {
+                    '"' => s.push_str("\\\""),
+                    '\\' => s.push_str("\\\\"),
+                    '\n' => s.push_str("\\n"),
+                    c => s.push(c),
+                }
+            }
+            s.push('"');
+        }
+        Value::Array(a) => {
+            s.push('{');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                write_lua(x, s);
+            }
+            s.push('}');
+        }
+        Value::Object(m) => {
+            s.push('{');
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                let ident = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if ident {
+                    s.push_str(k);
+                } else {
+                    s.push_str("[\"");
+                    s.push_str(k);
+                    s.push_str("\"]");
+                }
+                s.push('=');
+                write_lua(&m[k], s);
+            }
+            s.push('}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_pretty_matches_penlight_shape() {
+        let v = json!({"services": [{"host": "required field missing", "@entity": ["x"]}]});
+        assert_eq!(lua_pretty(&v), r#"{services={{["@entity"]={"x"},host="required field missing"}}}"#);
+        assert_eq!(lua_pretty(&json!({})), "{}");
+    }
+}

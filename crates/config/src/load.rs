@@ -1,0 +1,759 @@
+//! Loading a declarative document into a [`Config`]:
+//!
+//! 1. top-level keys (`_format_version`, `_transform`, `_comment`, `_ignore`, entity arrays);
+//!    1.1 and 2.1 documents are migrated to 3.0 (regex-looking route paths get `~`);
+//! 2. nested entities are hoisted (a nested child's parent reference is filled in);
+//! 3. ids are generated for entities given without one, with Kong's UUIDv5 rules;
+//! 4. every entity is validated against its schema (plugins and vaults also against their
+//!    own configuration schema), defaults filled;
+//! 5. uniqueness and references are checked and resolved to ids;
+//! 6. load-time transformations run (target default port, basic-auth password hashing,
+//!    generated credential secrets, CA certificate digests).
+//!
+//! Every error is collected; none stops the others from being reported.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::entities::{EntityKind, normalize_target, schema};
+use crate::error::{ConfigError, FlatError, FlattenedError, Invalid};
+use crate::ids;
+use crate::plugin::PluginRegistry;
+use crate::schema::{Errors, FieldError, Record, index_map_to_array};
+use crate::{RouterFlavor, pki};
+
+/// What loading depends on besides the document.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions<'a> {
+    /// Router flavor: decides whether routes may carry `expression`/`priority`.
+    pub router_flavor: RouterFlavor,
+    /// Plugins the data plane implements.
+    pub plugins: &'a PluginRegistry,
+    /// Current time (Unix seconds) for CA expiry checks; `None` skips them.
+    pub now_unix: Option<i64>,
+}
+
+/// Parses (JSON or YAML) and loads a document.
+pub fn load_bytes(bytes: &[u8], opts: &LoadOptions<'_>) -> Result<Config, ConfigError> {
+    load(crate::parse::parse_document(bytes)?, opts)
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+struct Raw {
+    kind: EntityKind,
+    /// The entity as given, nested children removed (kept for error reports).
+    input: Map<String, Value>,
+    path: Vec<Seg>,
+    /// Index of the parent raw and the foreign-key field it fills, for nested entities.
+    parent: Option<(usize, &'static str)>,
+    values: Map<String, Value>,
+    errors: Errors,
+    id: Option<Uuid>,
+}
+
+/// Loads a parsed document.
+pub fn load(doc: Value, opts: &LoadOptions<'_>) -> Result<Config, ConfigError> {
+    let Value::Object(mut top) = doc else {
+        return Err(ConfigError::Parse("expected an object".into()));
+    };
+    let mut top_errors = Errors::default();
+    let migrate = match top.remove("_format_version") {
+        None | Some(Value::Null) => {
+            top_errors.field("_format_version", "required field missing");
+            false
+        }
+        Some(Value::String(s)) if s == "3.0" => false,
+        Some(Value::String(s)) if s == "1.1" || s == "2.1" => true,
+        Some(Value::String(_)) => {
+            top_errors.field("_format_version", "expected one of: 1.1, 2.1, 3.0");
+            false
+        }
+        Some(_) => {
+            top_errors.field("_format_version", "expected a string");
+            false
+        }
+    };
+    let transform = match top.remove("_transform") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            top_errors.field("_transform", "expected a boolean");
+            true
+        }
+    };
+    match top.remove("_comment") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(_) => top_errors.field("_comment", "expected a string"),
+    }
+    match top.remove("_ignore") {
+        None | Some(Value::Null) | Some(Value::Array(_)) => {}
+        Some(_) => top_errors.field("_ignore", "expected an array"),
+    }
+    let mut arrays: Vec<(EntityKind, Value)> = Vec::new();
+    for (k, v) in top {
+        match EntityKind::from_plural(&k) {
+            Some(kind) => arrays.push((kind, v)),
+            None => top_errors.field(k, "unknown field"),
+        }
+    }
+    arrays.sort_by_key(|(k, _)| *k);
+
+    let mut st = State { raws: Vec::new(), top: Map::new(), migrate, opts };
+    for (kind, v) in arrays {
+        st.collect(kind, v, vec![Seg::Key(kind.plural())], None);
+    }
+    st.generate_ids();
+    st.validate_all();
+    st.check_unique_and_resolve();
+    st.transform(transform);
+    st.finish(top_errors)
+}
+
+struct State<'o, 'a> {
+    raws: Vec<Raw>,
+    /// Errors at positions that are not entities (`expected a record`...).
+    top: Map<String, Value>,
+    migrate: bool,
+    opts: &'o LoadOptions<'a>,
+}
+
+impl State<'_, '_> {
+    fn collect(
+        &mut self,
+        kind: EntityKind,
+        value: Value,
+        path: Vec<Seg>,
+        parent: Option<(usize, &'static str)>,
+    ) {
+        let Value::Array(items) = value else {
+            insert_at(&mut self.top, &path, Value::String("expected an array".into()));
+            return;
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            let mut p = path.clone();
+            p.push(Seg::Index(i));
+            let item = match (kind, item) {
+                // `certificates[].snis` may list plain names.
+                (EntityKind::Sni, Value::String(s)) if parent.is_some() => {
+                    let mut m = Map::new();
+                    m.insert("name".into(), Value::String(s));
+                    Value::Object(m)
+                }
+                (_, item) => item,
+            };
+            let Value::Object(mut m) = item else {
+                insert_at(&mut self.top, &p, Value::String("expected a record".into()));
+                continue;
+            };
+            let mut nested = Vec::new();
+            for (child, fk) in kind.nested_children() {
+                if let Some(v) = m.remove(child.plural()) {
+                    nested.push((child, fk, v));
+                }
+            }
+            let mut errors = Errors::default();
+            if let Some((_, fk)) = parent {
+                if m.get(fk).is_some_and(|v| !v.is_null()) {
+                    errors.field(fk, "value must be null");
+                }
+            }
+            self.normalize_input(kind, &mut m, &mut errors);
+            let idx = self.raws.len();
+            self.raws.push(Raw {
+                kind,
+                input: m,
+                path: p.clone(),
+                parent,
+                values: Map::new(),
+                errors,
+                id: None,
+            });
+            for (child, fk, v) in nested {
+                let mut cp = p.clone();
+                cp.push(Seg::Key(child.plural()));
+                self.collect(child, v, cp, Some((idx, fk)));
+            }
+        }
+    }
+
+    /// Shorthands and input-dependent defaults, applied before validation.
+    fn normalize_input(&self, kind: EntityKind, m: &mut Map<String, Value>, errors: &mut Errors) {
+        match kind {
+            EntityKind::Service => {
+                if let Some(url) = m.remove("url") {
+                    match url.as_str().map(expand_url) {
+                        Some(Ok(parts)) => {
+                            for (k, v) in parts {
+                                m.insert(k.into(), v);
+                            }
+                        }
+                        Some(Err(e)) => errors.field("url", e),
+                        None if url.is_null() => {}
+                        None => errors.field("url", "expected a string"),
+                    }
+                }
+            }
+            EntityKind::Route => {
+                if self.migrate {
+                    if let Some(Value::Array(paths)) = m.get_mut("paths") {
+                        for p in paths.iter_mut() {
+                            if let Value::String(s) = p {
+                                if !s.starts_with('~') && !is_plain_path(s) {
+                                    *s = format!("~{s}");
+                                }
+                            }
+                        }
+                    }
+                }
+                let grpc_only = m.get("protocols").and_then(Value::as_array).is_some_and(|a| {
+                    !a.is_empty() && a.iter().all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
+                });
+                if grpc_only && !m.contains_key("strip_path") {
+                    m.insert("strip_path".into(), Value::Bool(false));
+                }
+            }
+            EntityKind::Upstream => {
+                let algorithm = m.get("algorithm").and_then(Value::as_str).map(str::to_string);
+                match algorithm.as_deref() {
+                    None => {
+                        let hashing = m
+                            .get("hash_on")
+                            .and_then(Value::as_str)
+                            .is_some_and(|h| h != "none");
+                        if hashing {
+                            m.insert("algorithm".into(), "consistent-hashing".into());
+                        }
+                    }
+                    Some("least-connections" | "latency" | "round-robin") => {
+                        m.remove("hash_on");
+                        m.remove("hash_fallback");
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn generate_ids(&mut self) {
+        let mut positions: HashMap<EntityKind, usize> = HashMap::new();
+        for i in 0..self.raws.len() {
+            let pos = {
+                let n = positions.entry(self.raws[i].kind).or_default();
+                *n += 1;
+                *n - 1
+            };
+            let raw = &self.raws[i];
+            if !raw.kind.has_id() {
+                continue;
+            }
+            if let Some(v) = raw.input.get("id") {
+                if !v.is_null() {
+                    // validated later; a malformed id leaves the entity without one
+                    self.raws[i].id = v.as_str().and_then(|s| Uuid::try_parse(s).ok());
+                    continue;
+                }
+            }
+            let parent = raw.parent.map(|(p, fk)| (self.raws[p].id, fk));
+            let id = ids::generate(raw.kind, &raw.input, parent, pos);
+            self.raws[i].id = Some(id);
+        }
+        // fill nested parent references
+        for i in 0..self.raws.len() {
+            if let Some((p, fk)) = self.raws[i].parent {
+                let pid = self.raws[p].id.unwrap_or(Uuid::nil());
+                let mut r = Map::new();
+                r.insert("id".into(), Value::String(pid.to_string()));
+                self.raws[i].input.insert(fk.into(), Value::Object(r));
+            }
+        }
+    }
+
+    fn validate_all(&mut self) {
+        let flavor = self.opts.router_flavor;
+        let schemas: HashMap<EntityKind, Record> =
+            EntityKind::ALL.iter().map(|k| (*k, schema(*k, flavor))).collect();
+        let plugins = self.opts.plugins;
+        let now = self.opts.now_unix;
+        for raw in &mut self.raws {
+            let (values, errors) = schemas[&raw.kind].validate(&raw.input);
+            raw.values = values;
+            merge_errors(&mut raw.errors, errors);
+            match raw.kind {
+                EntityKind::Plugin => validate_plugin(raw, plugins),
+                EntityKind::Vault => validate_vault(raw),
+                EntityKind::CaCertificate => {
+                    if let Some(cert) = raw.values.get("cert").and_then(Value::as_str) {
+                        match pki::check_ca_certificate(cert, now) {
+                            Ok(digest) => {
+                                raw.values.insert("cert_digest".into(), Value::String(digest));
+                            }
+                            Err(e) => raw.errors.field("cert", e),
+                        }
+                    }
+                }
+                EntityKind::Target => {
+                    if let Some(Value::String(t)) = raw.values.get_mut("target") {
+                        *t = normalize_target(t);
+                    }
+                }
+                _ => {}
+            }
+            for f in raw.kind.auto_fields() {
+                if !raw.values.contains_key(*f) {
+                    raw.values.insert((*f).into(), Value::String(ids::random_secret()));
+                }
+            }
+            if raw.errors.is_empty() && raw.kind.has_id() {
+                // the input is no longer needed: report from the validated values
+                raw.input = Map::new();
+            }
+        }
+    }
+
+    fn check_unique_and_resolve(&mut self) {
+        // ids and unique fields
+        let mut by_id: HashMap<(EntityKind, Uuid), usize> = HashMap::new();
+        let mut by_key: HashMap<(EntityKind, &str), Uuid> = HashMap::new();
+        let mut uniques: HashMap<(EntityKind, &'static str, String), ()> = HashMap::new();
+        let schemas: HashMap<EntityKind, Vec<&'static str>> = EntityKind::ALL
+            .iter()
+            .map(|k| {
+                let s = schema(*k, self.opts.router_flavor);
+                (*k, s.fields.iter().filter(|f| f.unique).map(|f| f.name).collect())
+            })
+            .collect();
+        let mut errs: Vec<(usize, String)> = Vec::new();
+        for (i, raw) in self.raws.iter().enumerate() {
+            if let Some(id) = raw.id {
+                if by_id.insert((raw.kind, id), i).is_some() {
+                    errs.push((
+                        i,
+                        format!(
+                            "uniqueness violation: '{}' entity with primary key set to '{id}' already declared",
+                            raw.kind.plural()
+                        ),
+                    ));
+                }
+            }
+            for f in &schemas[&raw.kind] {
+                if let Some(v) = raw.values.get(*f).and_then(Value::as_str) {
+                    if uniques.insert((raw.kind, f, v.to_string()), ()).is_some() {
+                        errs.push((
+                            i,
+                            format!(
+                                "uniqueness violation: '{}' entity with {f} set to '{v}' already declared",
+                                raw.kind.plural()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        for raw in &self.raws {
+            if let (Some(ek), Some(id)) = (raw.kind.endpoint_key(), raw.id) {
+                if let Some(v) = raw.values.get(ek).and_then(Value::as_str) {
+                    by_key.entry((raw.kind, v)).or_insert(id);
+                }
+            }
+        }
+        // references
+        let mut resolved: Vec<(usize, &'static str, Uuid)> = Vec::new();
+        for (i, raw) in self.raws.iter().enumerate() {
+            for (fk, target) in raw.kind.foreign_keys() {
+                let nested = raw.parent.is_some_and(|(_, f)| f == *fk);
+                let Some(v) = raw.values.get(*fk) else { continue };
+                let found = match v {
+                    Value::String(s) => by_key.get(&(*target, s.as_str())).copied().or_else(|| {
+                        Uuid::try_parse(s).ok().filter(|id| by_id.contains_key(&(*target, *id)))
+                    }),
+                    Value::Object(o) => o
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .and_then(|s| Uuid::try_parse(s).ok())
+                        .filter(|id| nested || by_id.contains_key(&(*target, *id))),
+                    _ => None,
+                };
+                match found {
+                    Some(id) => resolved.push((i, fk, id)),
+                    None if nested => {}
+                    None => {
+                        let shown = match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        errs.push((
+                            i,
+                            format!(
+                                "invalid reference '{fk}: {shown}' (no such entry in '{}')",
+                                target.plural()
+                            ),
+                        ));
+                    }
+                }
+            }
+            if raw.kind == EntityKind::Service {
+                for ca in raw.values.get("ca_certificates").and_then(Value::as_array).into_iter().flatten() {
+                    let ok = ca
+                        .as_str()
+                        .and_then(|s| Uuid::try_parse(s).ok())
+                        .is_some_and(|id| by_id.contains_key(&(EntityKind::CaCertificate, id)));
+                    if !ok {
+                        errs.push((
+                            i,
+                            format!(
+                                "invalid reference 'ca_certificates: {}' (no such entry in 'ca_certificates')",
+                                ca.as_str().unwrap_or_default()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        drop(by_key);
+        for (i, fk, id) in resolved {
+            let mut r = Map::new();
+            r.insert("id".into(), Value::String(id.to_string()));
+            self.raws[i].values.insert(fk.into(), Value::Object(r));
+        }
+        // plugin scope uniqueness (also when ids were given explicitly)
+        let mut scopes: HashMap<String, Option<Uuid>> = HashMap::new();
+        for (i, raw) in self.raws.iter().enumerate().filter(|(_, r)| r.kind == EntityKind::Plugin) {
+            let part = |f: &str| {
+                raw.values.get(f).and_then(|v| v.get("id")).and_then(Value::as_str).unwrap_or("").to_string()
+            };
+            let name = raw.values.get("name").and_then(Value::as_str).unwrap_or("");
+            let key = format!(
+                "{name}|{}|{}|{}|{}",
+                part("route"),
+                part("service"),
+                part("consumer"),
+                part("consumer_group")
+            );
+            // equal ids were already reported as a primary-key violation
+            if scopes.insert(key, raw.id).is_some_and(|prev| prev != raw.id) {
+                errs.push((
+                    i,
+                    format!("uniqueness violation: 'plugins' entity with name set to '{name}' already declared for the same route, service, consumer and consumer group"),
+                ));
+            }
+        }
+        for (i, e) in errs {
+            self.raws[i].errors.entity(e);
+        }
+    }
+
+    fn transform(&mut self, transform: bool) {
+        if !transform {
+            return;
+        }
+        for raw in &mut self.raws {
+            if raw.kind != EntityKind::BasicauthCredential || !raw.errors.is_empty() {
+                continue;
+            }
+            let consumer = raw
+                .values
+                .get("consumer")
+                .and_then(|v| v.get("id"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if let Some(Value::String(p)) = raw.values.get_mut("password") {
+                *p = ids::basicauth_hash(p, &consumer);
+            }
+        }
+    }
+
+    fn finish(mut self, top_errors: Errors) -> Result<Config, ConfigError> {
+        let failed = !top_errors.is_empty()
+            || !self.top.is_empty()
+            || self.raws.iter().any(|r| !r.errors.is_empty());
+        if failed {
+            return Err(self.into_error(top_errors));
+        }
+        let mut cfg = Config { transform: false, ..Config::default() };
+        for raw in self.raws.drain(..) {
+            let mut values = raw.values;
+            if let Some(id) = raw.id {
+                values.insert("id".into(), Value::String(id.to_string()));
+            }
+            let v = Value::Object(values);
+            let res = push_typed(&mut cfg, raw.kind, v);
+            if let Err(e) = res {
+                let mut inv = Invalid::default();
+                inv.top_level.insert("error".into(), Value::String(format!("internal: {e}")));
+                inv.fields = inv.top_level.clone();
+                return Err(ConfigError::Invalid(Box::new(inv)));
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn into_error(self, top_errors: Errors) -> ConfigError {
+        let mut fields = Map::new();
+        let mut top_level = Map::new();
+        if let Value::Object(m) = top_errors.to_json() {
+            for (k, v) in m {
+                fields.insert(k.clone(), v.clone());
+                top_level.insert(k, v);
+            }
+        }
+        for (k, v) in &self.top {
+            merge_json(&mut fields, k, v.clone());
+            merge_json(&mut top_level, k, v.clone());
+        }
+        let mut flattened = Vec::new();
+        for raw in &self.raws {
+            if raw.errors.is_empty() {
+                continue;
+            }
+            if let Value::Object(m) = raw.errors.to_json() {
+                insert_at(&mut fields, &raw.path, Value::Object(m));
+            }
+            flattened.push(self.flattened_entry(raw));
+        }
+        let fields = arrays_from_index_maps(fields);
+        let top_level = arrays_from_index_maps(top_level);
+        ConfigError::Invalid(Box::new(Invalid { fields, top_level, flattened }))
+    }
+
+    fn flattened_entry(&self, raw: &Raw) -> FlattenedError {
+        let source = if raw.input.is_empty() { &raw.values } else { &raw.input };
+        let mut entity = source.clone();
+        if let (Some(id), false) = (raw.id, entity.contains_key("id")) {
+            if raw.input.is_empty() {
+                entity.insert("id".into(), Value::String(id.to_string()));
+            }
+        }
+        let name_key = raw.kind.endpoint_key();
+        let entity_name = name_key
+            .and_then(|k| source.get(k))
+            .or_else(|| if raw.kind == EntityKind::Plugin { source.get("name") } else { None })
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let entity_tags = source
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        let errors = raw
+            .errors
+            .flatten()
+            .into_iter()
+            .map(|(field, message)| {
+                if field.is_empty() {
+                    FlatError { kind: "entity".into(), field: None, message }
+                } else {
+                    FlatError { kind: "field".into(), field: Some(field), message }
+                }
+            })
+            .collect();
+        FlattenedError {
+            entity_type: raw.kind.singular().to_string(),
+            entity_name,
+            entity_id: raw.id.map(|u| u.to_string()),
+            entity_tags,
+            entity: Value::Object(entity),
+            errors,
+        }
+    }
+}
+
+fn validate_plugin(raw: &mut Raw, plugins: &PluginRegistry) {
+    let Some(name) = raw.values.get("name").and_then(Value::as_str) else { return };
+    let Some(schema) = plugins.get(name) else {
+        raw.errors.field(
+            "name",
+            format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
+        );
+        return;
+    };
+    let input = match raw.input.get("config") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            raw.errors.field("config", "expected a record");
+            return;
+        }
+    };
+    let (config, errors) = schema.config.validate(&input);
+    if !errors.is_empty() {
+        raw.errors.fields.retain(|(n, _)| n != "config");
+        raw.errors.fields.push(("config".into(), FieldError::Nested(errors)));
+    }
+    raw.values.insert("config".into(), Value::Object(config));
+    if let Some(Value::Array(ps)) = raw.values.get("protocols") {
+        let mut e = Errors::default();
+        for (i, p) in ps.iter().enumerate() {
+            if let Some(p) = p.as_str() {
+                if !schema.protocols.contains(&p) {
+                    e.field((i + 1).to_string(), format!("expected one of: {}", schema.protocols.join(", ")));
+                }
+            }
+        }
+        if !e.is_empty() {
+            raw.errors.fields.push(("protocols".into(), FieldError::Nested(e)));
+        }
+    }
+    for (flag, field) in [
+        (schema.no_consumer, "consumer"),
+        (schema.no_route, "route"),
+        (schema.no_service, "service"),
+    ] {
+        if flag && raw.values.get(field).is_some_and(|v| !v.is_null()) {
+            raw.errors.field(field, "value must be null");
+        }
+    }
+}
+
+fn validate_vault(raw: &mut Raw) {
+    let Some(name) = raw.values.get("name").and_then(Value::as_str) else { return };
+    if !crate::VAULT_TYPES.contains(&name) {
+        raw.errors.field("name", format!("vault '{name}' is not installed"));
+        return;
+    }
+    let record = Record::new(vec![crate::schema::Field::string("prefix").check_str(|s| {
+        let mut cs = s.chars();
+        let first_ok = cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '-');
+        if first_ok && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            Ok(())
+        } else {
+            Err(format!("invalid value: {s}"))
+        }
+    })]);
+    let input = match raw.input.get("config") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            raw.errors.field("config", "expected a record");
+            return;
+        }
+    };
+    let (config, errors) = record.validate(&input);
+    if !errors.is_empty() {
+        raw.errors.fields.push(("config".into(), FieldError::Nested(errors)));
+    }
+    raw.values.insert("config".into(), Value::Object(config));
+}
+
+fn push_typed(cfg: &mut Config, kind: EntityKind, v: Value) -> Result<(), serde_json::Error> {
+    use serde_json::from_value as f;
+    match kind {
+        EntityKind::Vault => cfg.vaults.push(f(v)?),
+        EntityKind::Certificate => cfg.certificates.push(f(v)?),
+        EntityKind::CaCertificate => cfg.ca_certificates.push(f(v)?),
+        EntityKind::Sni => cfg.snis.push(f(v)?),
+        EntityKind::Consumer => cfg.consumers.push(f(v)?),
+        EntityKind::ConsumerGroup => cfg.consumer_groups.push(f(v)?),
+        EntityKind::ConsumerGroupConsumer => cfg.consumer_group_consumers.push(f(v)?),
+        EntityKind::Service => cfg.services.push(f(v)?),
+        EntityKind::Route => cfg.routes.push(f(v)?),
+        EntityKind::Upstream => cfg.upstreams.push(f(v)?),
+        EntityKind::Target => cfg.targets.push(f(v)?),
+        EntityKind::Plugin => cfg.plugins.push(f(v)?),
+        EntityKind::KeyauthCredential => cfg.keyauth_credentials.push(f(v)?),
+        EntityKind::BasicauthCredential => cfg.basicauth_credentials.push(f(v)?),
+        EntityKind::JwtSecret => cfg.jwt_secrets.push(f(v)?),
+        EntityKind::Acl => cfg.acls.push(f(v)?),
+        EntityKind::HmacauthCredential => cfg.hmacauth_credentials.push(f(v)?),
+    }
+    Ok(())
+}
+
+/// Kong 1.x/2.x route paths were regexes when they used characters outside this set.
+fn is_plain_path(p: &str) -> bool {
+    p.bytes().all(|b| b.is_ascii_alphanumeric() || b"./-_~%".contains(&b))
+}
+
+/// Expands a service `url` into protocol, host, port and path.
+fn expand_url(url: &str) -> Result<Vec<(&'static str, Value)>, String> {
+    let bad = || format!("invalid url: {url}");
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !crate::typedefs::SERVICE_PROTOCOLS.contains(&scheme.as_str()) {
+        return Err(bad());
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let hp = crate::typedefs::split_host_port(authority).map_err(|_| bad())?;
+    let default_port = match scheme.as_str() {
+        "https" | "grpcs" | "wss" | "tls" => 443,
+        _ => 80,
+    };
+    let mut out = vec![
+        ("protocol", Value::String(scheme.clone())),
+        ("host", Value::String(hp.host.to_string())),
+        ("port", Value::from(hp.port.unwrap_or(default_port))),
+    ];
+    if let Some(p) = path {
+        out.push(("path", Value::String(p.to_string())));
+    }
+    Ok(out)
+}
+
+fn merge_errors(into: &mut Errors, from: Errors) {
+    into.entity.extend(from.entity);
+    for (k, e) in from.fields {
+        if !into.has_field(&k) {
+            into.fields.push((k, e));
+        }
+    }
+}
+
+fn seg_key(s: &Seg) -> String {
+    match s {
+        Seg::Key(k) => (*k).to_string(),
+        Seg::Index(i) => (i + 1).to_string(),
+    }
+}
+
+/// Inserts `v` at `path` in a tree of objects (indices as 1-based keys), merging objects.
+fn insert_at(root: &mut Map<String, Value>, path: &[Seg], v: Value) {
+    let Some((last, init)) = path.split_last() else { return };
+    let mut node = root;
+    for s in init {
+        let entry = node.entry(seg_key(s)).or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        let Value::Object(m) = entry else { return };
+        node = m;
+    }
+    merge_json(node, &seg_key(last), v);
+}
+
+fn merge_json(node: &mut Map<String, Value>, key: &str, v: Value) {
+    match (node.get_mut(key), v) {
+        (Some(Value::Object(existing)), Value::Object(new)) => {
+            for (k, v) in new {
+                merge_json(existing, &k, v);
+            }
+        }
+        (_, v) => {
+            node.insert(key.to_string(), v);
+        }
+    }
+}
+
+fn arrays_from_index_maps(m: Map<String, Value>) -> Map<String, Value> {
+    fn conv(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let m: Map<String, Value> = m.into_iter().map(|(k, v)| (k, conv(v))).collect();
+                index_map_to_array(m)
+            }
+            other => other,
+        }
+    }
+    m.into_iter().map(|(k, v)| (k, conv(v))).collect()
+}

@@ -1,0 +1,107 @@
+//! PEM parsing and the certificate checks of `certificates` and `ca_certificates`: the
+//! certificate parses, the key parses and matches it, the alternative pair uses another key
+//! type, a CA certificate is a CA and not expired.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::SigningKey;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use crate::schema::Errors;
+
+/// Parses a PEM chain (at least one certificate).
+pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    let certs = certs.map_err(|e| format!("invalid certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("invalid certificate: no PEM certificate found".into());
+    }
+    for c in &certs {
+        x509_parser::parse_x509_certificate(c.as_ref())
+            .map_err(|e| format!("invalid certificate: {e}"))?;
+    }
+    Ok(certs)
+}
+
+/// Parses a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| format!("invalid key: {e}"))
+}
+
+/// Loads a key into a signing key of the ring provider.
+pub fn signing_key(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, String> {
+    rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| format!("invalid key: {e}"))
+}
+
+/// Checks that `key` belongs to the leaf of `certs`; returns the key's algorithm.
+fn matching(certs: &[CertificateDer<'_>], key: &Arc<dyn SigningKey>) -> Result<rustls::SignatureAlgorithm, ()> {
+    let leaf = certs.first().ok_or(())?;
+    let (_, x509) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| ())?;
+    let spki = key.public_key().ok_or(())?;
+    if spki.as_ref() == x509.tbs_certificate.subject_pki.raw {
+        Ok(key.algorithm())
+    } else {
+        Err(())
+    }
+}
+
+/// Parses and matches a certificate and key, as the proxy needs them.
+pub fn parse_pair(
+    cert: &str,
+    key: &str,
+) -> Result<(Vec<CertificateDer<'static>>, Arc<dyn SigningKey>), String> {
+    let certs = parse_certs(cert)?;
+    let signer = signing_key(&parse_key(key)?)?;
+    matching(&certs, &signer).map_err(|_| "certificate does not match key".to_string())?;
+    Ok((certs, signer))
+}
+
+/// Record check of `certificates`.
+pub(crate) fn check_certificate_entity(m: &Map<String, Value>, e: &mut Errors) {
+    let s = |k: &str| m.get(k).and_then(Value::as_str);
+    let mut algs = Vec::new();
+    for (cert_f, key_f, mismatch) in [
+        ("cert", "key", "certificate does not match key"),
+        ("cert_alt", "key_alt", "alternative certificate does not match key"),
+    ] {
+        match (s(cert_f), s(key_f)) {
+            (Some(c), Some(k)) => {
+                let certs = parse_certs(c).map_err(|err| e.field(cert_f, err)).ok();
+                let key = parse_key(k).and_then(|k| signing_key(&k)).map_err(|err| e.field(key_f, err)).ok();
+                if let (Some(certs), Some(key)) = (certs, key) {
+                    match matching(&certs, &key) {
+                        Ok(alg) => algs.push(alg),
+                        Err(()) => e.entity(mismatch),
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => e.entity("all or none of these fields must be set: 'cert_alt', 'key_alt'"),
+        }
+    }
+    if algs.len() == 2 && algs[0] == algs[1] {
+        e.entity("certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type");
+    }
+}
+
+/// Checks a CA certificate; returns its SHA-256 digest (hex of the DER).
+pub fn check_ca_certificate(pem: &str, now_unix: Option<i64>) -> Result<String, String> {
+    let certs = parse_certs(pem)?;
+    if certs.len() != 1 {
+        return Err("please submit only one certificate at a time".into());
+    }
+    let (_, x509) = x509_parser::parse_x509_certificate(certs[0].as_ref())
+        .map_err(|err| format!("invalid certificate: {err}"))?;
+    if let Some(now) = now_unix {
+        if x509.validity().not_after.timestamp() < now {
+            return Err("certificate expired, \"Not After\" time is in the past".into());
+        }
+    }
+    let is_ca = x509.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
+    if !is_ca {
+        return Err("certificate does not appear to be a CA because it is missing the \"CA\" basic constraint".into());
+    }
+    use sha2::Digest;
+    Ok(hex::encode(sha2::Sha256::digest(certs[0].as_ref())))
+}

@@ -1,0 +1,682 @@
+//! A small schema engine in the style of Kong's (`kong/db/schema`): typed fields with
+//! defaults and constraints, validated over JSON values, producing Kong-shaped errors.
+//!
+//! Entities and plugin configurations are both described with [`Record`]s, so a plugin
+//! brings its own configuration schema (see [`crate::plugin`]).
+//!
+//! Semantics that follow Kong:
+//! - a field that is absent (or `null`) gets its default; a required field without a value
+//!   reports `required field missing`;
+//! - strings must be non-empty unless `len_min` says otherwise;
+//! - sets are arrays whose duplicates are dropped;
+//! - unknown keys report `unknown field`;
+//! - record-level checks (Kong's `entity_checks`) run only when every field is valid, so one
+//!   mistake does not cascade into several messages.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// A check on a single value; `Err` carries Kong's message.
+pub type ValueCheck = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
+
+/// A check on a whole record, run after its fields validated. It may add entity-level
+/// messages (`@entity`) or field messages to `errors`.
+pub type RecordCheck = Arc<dyn Fn(&Map<String, Value>, &mut Errors) + Send + Sync>;
+
+/// The type of a field and its type-specific constraints.
+#[derive(Clone)]
+pub enum Kind {
+    /// A string.
+    String(StringRules),
+    /// A whole number (JSON numbers with no fractional part).
+    Integer {
+        /// Inclusive range.
+        between: Option<(i64, i64)>,
+        /// Allowed values.
+        one_of: Option<Vec<i64>>,
+    },
+    /// Any JSON number.
+    Number {
+        /// Inclusive range.
+        between: Option<(f64, f64)>,
+    },
+    /// `true` or `false`.
+    Boolean,
+    /// An ordered list; with `set`, duplicates are dropped.
+    Array {
+        /// Schema of each element.
+        elements: Box<Field>,
+        /// Whether this is a set.
+        set: bool,
+        /// Minimum number of elements.
+        len_min: Option<usize>,
+        /// Maximum number of elements.
+        len_max: Option<usize>,
+    },
+    /// A JSON object with arbitrary keys.
+    Map {
+        /// Schema of each key (always a string).
+        keys: Box<Field>,
+        /// Schema of each value.
+        values: Box<Field>,
+    },
+    /// A nested record.
+    Record(Arc<Record>),
+    /// A reference to another entity (`{"id": ...}`, an id, or an endpoint key).
+    Foreign(&'static str),
+    /// Anything (no validation).
+    Any,
+}
+
+/// Constraints on strings.
+#[derive(Clone)]
+pub struct StringRules {
+    /// Minimum length in bytes (Kong's default is 1).
+    pub len_min: usize,
+    /// Maximum length in bytes.
+    pub len_max: Option<usize>,
+    /// Allowed values.
+    pub one_of: Option<Vec<&'static str>>,
+}
+
+impl Default for StringRules {
+    fn default() -> Self {
+        StringRules { len_min: 1, len_max: None, one_of: None }
+    }
+}
+
+/// One field of a record.
+#[derive(Clone)]
+pub struct Field {
+    /// The key in the record.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: Kind,
+    /// Whether a value must be present (after defaults).
+    pub required: bool,
+    /// Value used when the field is absent.
+    pub default: Option<Value>,
+    /// Whether the data plane generates the value when absent (Kong's `auto`).
+    pub auto: bool,
+    /// Whether the value must be unique among entities of the same type.
+    pub unique: bool,
+    /// Extra validation run after the type checks passed.
+    pub check: Option<ValueCheck>,
+}
+
+impl fmt::Debug for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Field").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// A record: ordered fields plus record-level checks.
+#[derive(Clone, Default)]
+pub struct Record {
+    /// The fields, in output order.
+    pub fields: Vec<Field>,
+    /// Checks on the whole record (Kong's `entity_checks`).
+    pub checks: Vec<RecordCheck>,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.fields.iter().map(|x| x.name)).finish()
+    }
+}
+
+// === builders ===
+
+impl Field {
+    /// A field of the given kind, optional, with no default.
+    pub fn new(name: &'static str, kind: Kind) -> Self {
+        Field {
+            name,
+            kind,
+            required: false,
+            default: None,
+            auto: false,
+            unique: false,
+            check: None,
+        }
+    }
+    /// A non-empty string.
+    pub fn string(name: &'static str) -> Self {
+        Self::new(name, Kind::String(StringRules::default()))
+    }
+    /// A string that may be empty.
+    pub fn string_any(name: &'static str) -> Self {
+        Self::new(name, Kind::String(StringRules { len_min: 0, ..Default::default() }))
+    }
+    /// A string limited to the given values.
+    pub fn one_of(name: &'static str, values: &[&'static str]) -> Self {
+        Self::new(
+            name,
+            Kind::String(StringRules { one_of: Some(values.to_vec()), ..Default::default() }),
+        )
+    }
+    /// An integer in an inclusive range.
+    pub fn integer(name: &'static str, min: i64, max: i64) -> Self {
+        Self::new(name, Kind::Integer { between: Some((min, max)), one_of: None })
+    }
+    /// An integer without range.
+    pub fn any_integer(name: &'static str) -> Self {
+        Self::new(name, Kind::Integer { between: None, one_of: None })
+    }
+    /// A number in an inclusive range.
+    pub fn number(name: &'static str, min: f64, max: f64) -> Self {
+        Self::new(name, Kind::Number { between: Some((min, max)) })
+    }
+    /// A boolean.
+    pub fn boolean(name: &'static str) -> Self {
+        Self::new(name, Kind::Boolean)
+    }
+    /// An array of elements described by `elements` (its name is ignored).
+    pub fn array(name: &'static str, elements: Field) -> Self {
+        Self::new(
+            name,
+            Kind::Array { elements: Box::new(elements), set: false, len_min: None, len_max: None },
+        )
+    }
+    /// A set (duplicates dropped) of elements described by `elements`.
+    pub fn set(name: &'static str, elements: Field) -> Self {
+        Self::new(
+            name,
+            Kind::Array { elements: Box::new(elements), set: true, len_min: None, len_max: None },
+        )
+    }
+    /// A map from keys to values.
+    pub fn map(name: &'static str, keys: Field, values: Field) -> Self {
+        Self::new(name, Kind::Map { keys: Box::new(keys), values: Box::new(values) })
+    }
+    /// A nested record.
+    pub fn record(name: &'static str, record: Record) -> Self {
+        Self::new(name, Kind::Record(Arc::new(record)))
+    }
+    /// A reference to another entity type (plural entity name, e.g. `services`).
+    pub fn foreign(name: &'static str, entity: &'static str) -> Self {
+        Self::new(name, Kind::Foreign(entity))
+    }
+    /// A value of any shape.
+    pub fn any(name: &'static str) -> Self {
+        Self::new(name, Kind::Any)
+    }
+
+    /// Marks the field required.
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+    /// Sets the default.
+    pub fn default(mut self, v: impl Into<Value>) -> Self {
+        self.default = Some(v.into());
+        self
+    }
+    /// Marks the field as generated when absent.
+    pub fn auto(mut self) -> Self {
+        self.auto = true;
+        self
+    }
+    /// Marks the field unique among entities of its type.
+    pub fn unique(mut self) -> Self {
+        self.unique = true;
+        self
+    }
+    /// Adds a value check run after the type checks.
+    pub fn check(mut self, f: impl Fn(&Value) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        self.check = Some(Arc::new(f));
+        self
+    }
+    /// Adds a check on the string value.
+    pub fn check_str(self, f: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        self.check(move |v| match v.as_str() {
+            Some(s) => f(s),
+            None => Ok(()),
+        })
+    }
+    /// Sets minimum/maximum lengths (strings: bytes; arrays: elements).
+    pub fn len(mut self, min: usize, max: Option<usize>) -> Self {
+        match &mut self.kind {
+            Kind::String(r) => {
+                r.len_min = min;
+                r.len_max = max;
+            }
+            Kind::Array { len_min, len_max, .. } => {
+                *len_min = Some(min);
+                *len_max = max;
+            }
+            _ => {}
+        }
+        self
+    }
+    /// Restricts an integer field to the given values.
+    pub fn int_one_of(mut self, values: &[i64]) -> Self {
+        if let Kind::Integer { one_of, .. } = &mut self.kind {
+            *one_of = Some(values.to_vec());
+        }
+        self
+    }
+}
+
+impl Record {
+    /// A record with the given fields and no checks.
+    pub fn new(fields: Vec<Field>) -> Self {
+        Record { fields, checks: Vec::new() }
+    }
+    /// Adds a record-level check.
+    pub fn check(
+        mut self,
+        f: impl Fn(&Map<String, Value>, &mut Errors) + Send + Sync + 'static,
+    ) -> Self {
+        self.checks.push(Arc::new(f));
+        self
+    }
+    /// Looks a field up by name.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+    /// The record's defaults, as Kong fills them for an empty input.
+    pub fn defaults(&self) -> Value {
+        let (v, _) = self.validate(&Map::new());
+        Value::Object(v)
+    }
+}
+
+// === errors ===
+
+/// Validation errors of one record, shaped like Kong's error tables: entity-level messages
+/// (`@entity`) plus per-field errors, nested for records and arrays.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Errors {
+    /// Entity-level messages.
+    pub entity: Vec<String>,
+    /// Field errors, in schema order; array elements are keyed by 1-based index.
+    pub fields: Vec<(String, FieldError)>,
+}
+
+/// The error of one field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldError {
+    /// A message about the field itself.
+    Message(String),
+    /// Errors inside a record, map or array value.
+    Nested(Errors),
+}
+
+impl Errors {
+    /// Whether there is no error at all.
+    pub fn is_empty(&self) -> bool {
+        self.entity.is_empty() && self.fields.is_empty()
+    }
+    /// Adds an entity-level message.
+    pub fn entity(&mut self, msg: impl Into<String>) {
+        self.entity.push(msg.into());
+    }
+    /// Adds (or replaces) the message of a field.
+    pub fn field(&mut self, name: impl Into<String>, msg: impl Into<String>) {
+        let name = name.into();
+        self.fields.retain(|(n, _)| *n != name);
+        self.fields.push((name, FieldError::Message(msg.into())));
+    }
+    /// Whether a field has an error.
+    pub fn has_field(&self, name: &str) -> bool {
+        self.fields.iter().any(|(n, _)| n == name)
+    }
+    /// Flattens to `(dotted field path, message)` pairs; entity-level messages of nested
+    /// records are reported at the record's path. Entity messages of `self` use an empty path.
+    pub fn flatten(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.flatten_into("", &mut out);
+        out
+    }
+    fn flatten_into(&self, prefix: &str, out: &mut Vec<(String, String)>) {
+        for m in &self.entity {
+            out.push((prefix.to_string(), m.clone()));
+        }
+        for (name, e) in &self.fields {
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            match e {
+                FieldError::Message(m) => out.push((path, m.clone())),
+                FieldError::Nested(n) => n.flatten_into(&path, out),
+            }
+        }
+    }
+    /// Kong's nested error table as JSON (`{"field": "msg", "@entity": [..]}`); arrays whose
+    /// keys are indices become JSON arrays with `null` holes when dense enough.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        for (name, e) in &self.fields {
+            let v = match e {
+                FieldError::Message(s) => Value::String(s.clone()),
+                FieldError::Nested(n) => n.to_json(),
+            };
+            m.insert(name.clone(), v);
+        }
+        if !self.entity.is_empty() {
+            m.insert(
+                "@entity".into(),
+                Value::Array(self.entity.iter().cloned().map(Value::String).collect()),
+            );
+        }
+        index_map_to_array(m)
+    }
+}
+
+/// Turns `{"1": a, "3": b}` into `[a, null, b]` when the keys are all indices and the array
+/// is not too sparse (the rule cjson applies to Lua tables).
+pub(crate) fn index_map_to_array(m: Map<String, Value>) -> Value {
+    if m.is_empty() {
+        return Value::Object(m);
+    }
+    let mut max = 0usize;
+    for k in m.keys() {
+        match k.parse::<usize>() {
+            Ok(i) if i >= 1 => max = max.max(i),
+            _ => return Value::Object(m),
+        }
+    }
+    if max > 10 && max > 2 * m.len() {
+        return Value::Object(m);
+    }
+    let mut arr = vec![Value::Null; max];
+    for (k, v) in m {
+        if let Ok(i) = k.parse::<usize>() {
+            arr[i - 1] = v;
+        }
+    }
+    Value::Array(arr)
+}
+
+// === validation ===
+
+enum Outcome {
+    Ok(Value),
+    Err(FieldError),
+}
+
+impl Record {
+    /// Validates `input` against the record: fills defaults, normalises values (integers,
+    /// sets) and reports every error. The returned map holds only known fields; `input` is
+    /// left untouched so that callers can report it alongside the errors.
+    pub fn validate(&self, input: &Map<String, Value>) -> (Map<String, Value>, Errors) {
+        let mut errors = Errors::default();
+        let mut out = Map::with_capacity(self.fields.len());
+        for f in &self.fields {
+            match validate_field(f, input.get(f.name)) {
+                Outcome::Ok(Value::Null) => {}
+                Outcome::Ok(v) => {
+                    out.insert(f.name.to_string(), v);
+                }
+                Outcome::Err(e) => {
+                    errors.fields.push((f.name.to_string(), e));
+                }
+            }
+        }
+        for k in input.keys() {
+            if k == "_comment" || k == "_ignore" || self.field(k).is_some() {
+                continue;
+            }
+            errors.fields.push((k.clone(), FieldError::Message("unknown field".into())));
+        }
+        if errors.is_empty() {
+            for c in &self.checks {
+                c(&out, &mut errors);
+            }
+        }
+        (out, errors)
+    }
+}
+
+fn msg(s: impl Into<String>) -> Outcome {
+    Outcome::Err(FieldError::Message(s.into()))
+}
+
+fn validate_field(f: &Field, v: Option<&Value>) -> Outcome {
+    let out = match v {
+        None | Some(Value::Null) => match &f.default {
+            Some(d) => match validate_kind(&f.kind, d) {
+                Outcome::Ok(v) => v,
+                e => return e,
+            },
+            None if f.required => return msg("required field missing"),
+            None => return Outcome::Ok(Value::Null),
+        },
+        Some(v) => match validate_kind(&f.kind, v) {
+            Outcome::Ok(v) => v,
+            e => return e,
+        },
+    };
+    if let Some(c) = &f.check {
+        if let Err(e) = c(&out) {
+            return msg(e);
+        }
+    }
+    Outcome::Ok(out)
+}
+
+fn validate_kind(kind: &Kind, v: &Value) -> Outcome {
+    match kind {
+        Kind::Any => Outcome::Ok(v.clone()),
+        Kind::String(r) => {
+            let Value::String(s) = v else { return msg("expected a string") };
+            if s.len() < r.len_min {
+                return msg(format!("length must be at least {}", r.len_min));
+            }
+            if let Some(max) = r.len_max {
+                if s.len() > max {
+                    return msg(format!("length must be at most {max}"));
+                }
+            }
+            if let Some(one_of) = &r.one_of {
+                if !one_of.contains(&s.as_str()) {
+                    return msg(format!("expected one of: {}", one_of.join(", ")));
+                }
+            }
+            Outcome::Ok(v.clone())
+        }
+        Kind::Integer { between, one_of } => {
+            let Some(i) = as_integer(v) else { return msg("expected an integer") };
+            if let Some(one_of) = one_of {
+                if !one_of.contains(&i) {
+                    let list: Vec<String> = one_of.iter().map(|x| x.to_string()).collect();
+                    return msg(format!("expected one of: {}", list.join(", ")));
+                }
+            }
+            if let Some((lo, hi)) = between {
+                if i < *lo || i > *hi {
+                    return msg(format!("value should be between {lo} and {hi}"));
+                }
+            }
+            Outcome::Ok(Value::from(i))
+        }
+        Kind::Number { between } => {
+            let Some(n) = v.as_f64() else { return msg("expected a number") };
+            if let Some((lo, hi)) = between {
+                if n < *lo || n > *hi {
+                    return msg(format!(
+                        "value should be between {} and {}",
+                        fmt_num(*lo),
+                        fmt_num(*hi)
+                    ));
+                }
+            }
+            Outcome::Ok(v.clone())
+        }
+        Kind::Boolean => match v {
+            Value::Bool(_) => Outcome::Ok(v.clone()),
+            _ => msg("expected a boolean"),
+        },
+        Kind::Array { elements, set, len_min, len_max } => {
+            let Value::Array(items) = v else {
+                return msg(if *set { "expected a set" } else { "expected an array" });
+            };
+            if let Some(min) = len_min {
+                if items.len() < *min {
+                    return msg(format!("length must be at least {min}"));
+                }
+            }
+            if let Some(max) = len_max {
+                if items.len() > *max {
+                    return msg(format!("length must be at most {max}"));
+                }
+            }
+            let mut errs = Errors::default();
+            let mut out: Vec<Value> = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                if item.is_null() {
+                    errs.fields.push((
+                        (i + 1).to_string(),
+                        FieldError::Message("required field missing".into()),
+                    ));
+                    continue;
+                }
+                match validate_field(elements, Some(item)) {
+                    Outcome::Ok(v) => {
+                        if !*set || !out.contains(&v) {
+                            out.push(v)
+                        }
+                    }
+                    Outcome::Err(e) => errs.fields.push(((i + 1).to_string(), e)),
+                }
+            }
+            if errs.is_empty() {
+                Outcome::Ok(Value::Array(out))
+            } else {
+                Outcome::Err(FieldError::Nested(errs))
+            }
+        }
+        Kind::Map { keys, values } => {
+            let Value::Object(m) = v else { return msg("expected a map") };
+            let mut errs = Errors::default();
+            let mut out = Map::with_capacity(m.len());
+            for (k, val) in m {
+                if let Outcome::Err(e) = validate_field(keys, Some(&Value::String(k.clone()))) {
+                    errs.fields.push((k.clone(), e));
+                    continue;
+                }
+                match validate_field(values, Some(val)) {
+                    Outcome::Ok(v) => {
+                        out.insert(k.clone(), v);
+                    }
+                    Outcome::Err(e) => errs.fields.push((k.clone(), e)),
+                }
+            }
+            if errs.is_empty() {
+                Outcome::Ok(Value::Object(out))
+            } else {
+                Outcome::Err(FieldError::Nested(errs))
+            }
+        }
+        Kind::Record(r) => {
+            let Value::Object(m) = v else { return msg("expected a record") };
+            let (out, errs) = r.validate(m);
+            if errs.is_empty() {
+                Outcome::Ok(Value::Object(out))
+            } else {
+                Outcome::Err(FieldError::Nested(errs))
+            }
+        }
+        Kind::Foreign(_) => match v {
+            Value::String(s) if !s.is_empty() => Outcome::Ok(v.clone()),
+            Value::Object(m) => match m.get("id") {
+                Some(Value::String(_)) if m.len() == 1 => Outcome::Ok(v.clone()),
+                _ => {
+                    let mut e = Errors::default();
+                    for k in m.keys().filter(|k| *k != "id") {
+                        e.field(k.clone(), "unknown field");
+                    }
+                    match m.get("id") {
+                        None | Some(Value::Null) => e.field("id", "required field missing"),
+                        Some(Value::String(_)) => {}
+                        Some(_) => e.field("id", "expected a string"),
+                    }
+                    Outcome::Err(FieldError::Nested(e))
+                }
+            },
+            _ => msg("expected a record"),
+        },
+    }
+}
+
+fn fmt_num(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { format!("{n}") }
+}
+
+/// The value as an integer when it is a whole JSON number.
+pub fn as_integer(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Some(i)
+            } else if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() < 9.0e15 { Some(f as i64) } else { None }
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn defaults_types_and_unknown_fields() {
+        let r = Record::new(vec![
+            Field::string("name").required(),
+            Field::integer("port", 0, 65535).default(80),
+            Field::set("tags", Field::string("")),
+            Field::record("inner", Record::new(vec![Field::boolean("on").default(true)])),
+        ]);
+        let (out, e) = r.validate(&obj(json!({"name": "a", "tags": ["x", "x", "y"], "inner": {}})));
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(Value::Object(out), json!({"name": "a", "port": 80, "tags": ["x", "y"], "inner": {"on": true}}));
+
+        let (_, e) = r.validate(&obj(json!({"port": 70000, "bogus": 1, "tags": [1], "inner": {"on": "yes"}})));
+        assert_eq!(
+            e.flatten(),
+            vec![
+                ("name".to_string(), "required field missing".to_string()),
+                ("port".into(), "value should be between 0 and 65535".into()),
+                ("tags.1".into(), "expected a string".into()),
+                ("inner.on".into(), "expected a boolean".into()),
+                ("bogus".into(), "unknown field".into()),
+            ]
+        );
+        assert_eq!(
+            e.to_json(),
+            json!({"name": "required field missing", "port": "value should be between 0 and 65535",
+                   "tags": ["expected a string"], "inner": {"on": "expected a boolean"}, "bogus": "unknown field"})
+        );
+    }
+
+    #[test]
+    fn integers_accept_whole_floats_only() {
+        let r = Record::new(vec![Field::any_integer("n")]);
+        assert!(r.validate(&obj(json!({"n": 5.0}))).1.is_empty());
+        assert_eq!(r.validate(&obj(json!({"n": 5.5}))).1.flatten()[0].1, "expected an integer");
+        assert_eq!(r.validate(&obj(json!({"n": "5"}))).1.flatten()[0].1, "expected an integer");
+    }
+
+    #[test]
+    fn sparse_index_maps_stay_objects() {
+        let mut m = Map::new();
+        m.insert("20".into(), json!("x"));
+        assert!(index_map_to_array(m).is_object());
+        let mut m = Map::new();
+        m.insert("2".into(), json!("x"));
+        assert_eq!(index_map_to_array(m), json!([null, "x"]));
+    }
+}

@@ -1,0 +1,389 @@
+//! Kong's common field types (`kong/db/schema/typedefs.lua`) as schema fields and value
+//! validators, with Kong's error messages.
+
+use std::net::IpAddr;
+
+use crate::schema::{Field, Kind};
+use crate::uri;
+
+/// Every protocol a route or plugin may name.
+pub const PROTOCOLS: &[&str] =
+    &["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"];
+
+/// Protocols a service may use.
+pub const SERVICE_PROTOCOLS: &[&str] =
+    &["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"];
+
+/// `id`: a UUID string.
+pub fn uuid(name: &'static str) -> Field {
+    Field::string(name).check_str(|s| {
+        if uuid::Uuid::try_parse(s).is_ok() { Ok(()) } else { Err("expected a valid UUID".into()) }
+    })
+}
+
+/// `tags`: a set of printable strings without `,` and `/`.
+pub fn tags() -> Field {
+    Field::set("tags", Field::string("").check_str(validate_tag))
+}
+
+/// Validates one tag.
+pub fn validate_tag(t: &str) -> Result<(), String> {
+    if t.chars().all(|c| (c.is_ascii_graphic() || !c.is_ascii()) && c != ',' && c != '/') {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid tag '{t}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"
+        ))
+    }
+}
+
+/// `utf8_name`: alphanumerics, `.`, `-`, `_`, `~` and non-ASCII characters.
+pub fn utf8_name(name: &'static str) -> Field {
+    Field::string(name).check_str(|s| {
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c) || !c.is_ascii()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid value '{s}': it must only contain alphanumeric and '., -, _, ~' characters"
+            ))
+        }
+    })
+}
+
+/// `port`: 0..65535.
+pub fn port(name: &'static str) -> Field {
+    Field::integer(name, 0, 65535)
+}
+
+/// Timeouts in milliseconds: 1..2^31-2.
+pub fn timeout(name: &'static str) -> Field {
+    Field::integer(name, 1, 2_147_483_646).default(60_000)
+}
+
+/// `header_name`.
+pub fn header_name(name: &'static str) -> Field {
+    Field::string(name).check_str(validate_header_name)
+}
+
+/// Validates a header name.
+pub fn validate_header_name(h: &str) -> Result<(), String> {
+    if !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(())
+    } else {
+        Err(format!("bad header name '{h}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"))
+    }
+}
+
+/// Whether `s` is a syntactically valid DNS hostname (labels of letters, digits, `-`, `_`).
+pub fn is_hostname(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// A host split into name and optional port, as `utils.normalize_ip` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort<'a> {
+    /// Hostname or IP (IPv6 without brackets).
+    pub host: &'a str,
+    /// The port, when one was given.
+    pub port: Option<u16>,
+    /// Whether `host` is an IP address.
+    pub is_ip: bool,
+}
+
+/// Splits `host[:port]` / `[v6]:port` / `v6`. Errors: `"invalid port number"` or
+/// `"invalid value"`.
+pub fn split_host_port(s: &str) -> Result<HostPort<'_>, &'static str> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or("invalid value")?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("invalid value");
+        }
+        let port = match after {
+            "" => None,
+            p => Some(parse_port(p.strip_prefix(':').ok_or("invalid value")?)?),
+        };
+        return Ok(HostPort { host: h, port, is_ip: true });
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(HostPort { host: s, port: None, is_ip: true });
+    }
+    let (h, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(parse_port(p)?)),
+        None => (s, None),
+    };
+    if h.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(HostPort { host: h, port, is_ip: true });
+    }
+    if looks_like_ipv4(h) || !is_hostname(h) {
+        return Err("invalid value");
+    }
+    Ok(HostPort { host: h, port, is_ip: false })
+}
+
+fn looks_like_ipv4(h: &str) -> bool {
+    !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+fn parse_port(p: &str) -> Result<u16, &'static str> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("invalid port number");
+    }
+    p.parse::<u16>().map_err(|_| "invalid port number")
+}
+
+/// `host`: a hostname or IP without port.
+pub fn host(name: &'static str) -> Field {
+    Field::string(name).check_str(validate_host)
+}
+
+/// Validates a `host` value.
+pub fn validate_host(s: &str) -> Result<(), String> {
+    match split_host_port(s) {
+        Ok(hp) if hp.port.is_none() => Ok(()),
+        Ok(_) => Err(format!("invalid value: {s}")),
+        Err(_) => Err(format!("invalid value: {s}")),
+    }
+}
+
+/// `host_with_optional_port`.
+pub fn validate_host_with_optional_port(s: &str) -> Result<(), String> {
+    match split_host_port(s) {
+        Ok(_) => Ok(()),
+        Err("invalid port number") => Err(format!("invalid port number: {s}")),
+        Err(_) => Err(format!("invalid value: {s}")),
+    }
+}
+
+fn check_wildcard(s: &str) -> Result<String, String> {
+    let n = s.matches('*').count();
+    if n > 1 {
+        return Err("invalid wildcard: must have at most one wildcard".into());
+    }
+    if n == 1 {
+        if let Some(rest) = s.strip_prefix("*.") {
+            return Ok(format!("wildcard.{rest}"));
+        }
+        if let Some(rest) = s.strip_suffix(".*") {
+            return Ok(format!("{rest}.wildcard"));
+        }
+        // `host.*:port`
+        if let Some((h, p)) = s.rsplit_once(':') {
+            if let Some(rest) = h.strip_suffix(".*") {
+                return Ok(format!("{rest}.wildcard:{p}"));
+            }
+        }
+        return Err("invalid wildcard: must be placed at leftmost or rightmost label".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Route `hosts` element: a host with optional port and at most one wildcard label.
+pub fn validate_route_host(s: &str) -> Result<(), String> {
+    let plain = check_wildcard(s)?;
+    match split_host_port(&plain) {
+        Ok(hp) if hp.is_ip && s.contains('*') => Err(format!("invalid value: {s}")),
+        Ok(_) => Ok(()),
+        Err("invalid port number") => Err(format!("invalid port number: {s}")),
+        Err(_) => Err(format!("invalid value: {s}")),
+    }
+}
+
+/// `wildcard_host` for SNIs: no port, no IP, at most one wildcard label.
+pub fn validate_wildcard_sni(s: &str) -> Result<(), String> {
+    let plain = check_wildcard(s)?;
+    match split_host_port(&plain) {
+        Ok(hp) if hp.is_ip => Err(format!("invalid value: {s}: must not be an IP")),
+        Ok(hp) if hp.port.is_some() => Err(format!("invalid value: {s}: must not have a port")),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("invalid value: {s}")),
+    }
+}
+
+/// `path` (for services and cookie paths): starts with `/`, no empty segments, RFC 3986
+/// characters and valid percent-encoding.
+pub fn path(name: &'static str) -> Field {
+    Field::string(name).check_str(validate_path)
+}
+
+/// Validates a `path` value.
+pub fn validate_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err("should start with: /".into());
+    }
+    if p.contains("//") {
+        return Err("must not have empty segments".into());
+    }
+    check_rfc3986_and_percent(p).map_err(|(e, _)| e)
+}
+
+/// Returns `(message, is_percent_error)`.
+fn check_rfc3986_and_percent(p: &str) -> Result<(), (String, bool)> {
+    let b = p.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let ok = i + 2 < b.len() + 1
+                && b.len() > i + 2
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit();
+            if !ok {
+                let end = (i + 3).min(b.len());
+                let frag = String::from_utf8_lossy(&b[i..end]);
+                return Err((format!("invalid url-encoded value: '{frag}'"), true));
+            }
+            i += 3;
+            continue;
+        }
+        i += 1;
+    }
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || ".-_~/%:@!$&'()*+,;=".contains(c);
+    if !p.chars().all(allowed) {
+        return Err((
+            format!("invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"),
+            false,
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a route path: a normalised prefix (`/...`) or a regex (`~/...`).
+pub fn validate_router_path(p: &str) -> Result<(), String> {
+    if !(p.starts_with('/') || p.starts_with("~/")) {
+        return Err("should start with: / (fixed path) or ~/ (regex path)".into());
+    }
+    if p.contains("//") {
+        return Err("must not have empty segments".into());
+    }
+    if let Some(re) = p.strip_prefix('~') {
+        if let Err((e, true)) = check_rfc3986_and_percent(re) {
+            return Err(e);
+        }
+        if let Err(e) = regex::Regex::new(&crate::router_regex(re)) {
+            let reason = e.to_string();
+            let reason = reason.lines().last().unwrap_or("").trim().to_string();
+            return Err(format!("invalid regex: '{re}' (PCRE returned: {reason})"));
+        }
+        return Ok(());
+    }
+    check_rfc3986_and_percent(p).map_err(|(e, _)| e)?;
+    let n = uri::normalize(p, true);
+    if n != p {
+        return Err(format!("non-normalized path, consider use '{n}' instead"));
+    }
+    Ok(())
+}
+
+/// Validates an IP address or CIDR range.
+pub fn validate_ip_or_cidr(s: &str) -> Result<(), String> {
+    let ok = match s.split_once('/') {
+        Some((ip, bits)) => match (ip.parse::<IpAddr>(), bits.parse::<u8>()) {
+            (Ok(IpAddr::V4(_)), Ok(b)) => b <= 32,
+            (Ok(IpAddr::V6(_)), Ok(b)) => b <= 128,
+            _ => false,
+        },
+        None => s.parse::<IpAddr>().is_ok(),
+    };
+    if ok { Ok(()) } else { Err(format!("invalid ip or cidr range: '{s}'")) }
+}
+
+/// `sources`/`destinations` elements: `{ip, port}` with at least one of the two.
+pub fn ip_port_set(name: &'static str) -> Field {
+    use crate::schema::Record;
+    Field::set(
+        name,
+        Field::record(
+            "",
+            Record::new(vec![
+                Field::string("ip").check_str(validate_ip_or_cidr),
+                port("port"),
+            ])
+            .check(|m, e| {
+                if !m.contains_key("ip") && !m.contains_key("port") {
+                    e.entity("at least one of these fields must be non-empty: 'ip', 'port'");
+                }
+            }),
+        ),
+    )
+}
+
+/// A protocol set (`protocols`) limited to `allowed`.
+pub fn protocols(allowed: &'static [&'static str], default: &[&str]) -> Field {
+    Field::set("protocols", Field::one_of("", allowed))
+        .len(1, None)
+        .default(serde_json::Value::from(default.to_vec()))
+}
+
+/// Whether a field's kind is a reference (used when hoisting nested entities).
+pub fn is_foreign(f: &Field) -> Option<&'static str> {
+    match f.kind {
+        Kind::Foreign(e) => Some(e),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert!(validate_route_host("example.com").is_ok());
+        assert!(validate_route_host("*.example.com").is_ok());
+        assert!(validate_route_host("example.*").is_ok());
+        assert!(validate_route_host("example.com:8080").is_ok());
+        assert!(validate_route_host("10.0.0.1").is_ok());
+        assert_eq!(
+            validate_route_host("a.*.com").unwrap_err(),
+            "invalid wildcard: must be placed at leftmost or rightmost label"
+        );
+        assert_eq!(
+            validate_route_host("*.a.*").unwrap_err(),
+            "invalid wildcard: must have at most one wildcard"
+        );
+        assert_eq!(validate_route_host("ex ample").unwrap_err(), "invalid value: ex ample");
+        assert_eq!(validate_route_host("a.com:99999").unwrap_err(), "invalid port number: a.com:99999");
+        assert!(validate_host("10.0.0.1").is_ok());
+        assert!(validate_host("::1").is_ok());
+        assert!(validate_host("a.com:80").is_err());
+        assert!(validate_wildcard_sni("*.a.com").is_ok());
+        assert!(validate_wildcard_sni("1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert!(validate_router_path("/foo").is_ok());
+        assert!(validate_router_path("~/foo/(?<id>\\d+)$").is_ok());
+        assert_eq!(
+            validate_router_path("foo").unwrap_err(),
+            "should start with: / (fixed path) or ~/ (regex path)"
+        );
+        assert_eq!(
+            validate_router_path("/foo/../bar").unwrap_err(),
+            "non-normalized path, consider use '/bar' instead"
+        );
+        assert!(validate_router_path("~/foo(").unwrap_err().starts_with("invalid regex: '/foo('"));
+        assert_eq!(validate_path("/a%zz").unwrap_err(), "invalid url-encoded value: '%zz'");
+        assert!(validate_path("/a b").unwrap_err().starts_with("invalid path"));
+        assert_eq!(validate_path("/a//b").unwrap_err(), "must not have empty segments");
+    }
+
+    #[test]
+    fn misc() {
+        assert!(validate_ip_or_cidr("10.0.0.0/8").is_ok());
+        assert!(validate_ip_or_cidr("10.0.0.0/33").is_err());
+        assert!(validate_header_name("x-foo_1").is_ok());
+        assert!(validate_header_name("x foo").is_err());
+        assert!(validate_tag("a/b").is_err());
+        assert!(validate_tag("k8s-name:foo").is_ok());
+    }
+}

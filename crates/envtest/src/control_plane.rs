@@ -1,0 +1,661 @@
+//! Starting and stopping etcd + kube-apiserver.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+use kube::config::Kubeconfig;
+use kube::{Client, ResourceExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::assets::{Assets, GatewayApiChannel};
+use crate::certs::Pki;
+use crate::crds;
+use crate::process::{self, Supervised};
+
+/// Prefix of the control planes' temporary directories (in `std::env::temp_dir()`).
+const TEMP_PREFIX: &str = "silverback-envtest-";
+/// Setting this environment variable keeps the temporary directory (logs, kubeconfigs, etcd
+/// data) after the control plane is dropped; its path is printed to stderr.
+pub const ENV_KEEP: &str = "SILVERBACK_ENVTEST_KEEP";
+
+/// Configures and starts a [`ControlPlane`]; see [`ControlPlane::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until .start() is awaited"]
+pub struct ControlPlaneBuilder {
+    crds: Vec<PathBuf>,
+    gateway_api: Option<GatewayApiChannel>,
+    start_timeout: Duration,
+    apiserver_args: Vec<String>,
+}
+
+impl Default for ControlPlaneBuilder {
+    fn default() -> Self {
+        Self {
+            crds: Vec::new(),
+            gateway_api: None,
+            start_timeout: Duration::from_secs(60),
+            apiserver_args: Vec::new(),
+        }
+    }
+}
+
+impl ControlPlaneBuilder {
+    /// Installs the CustomResourceDefinitions in `path` (a YAML file or a directory of them,
+    /// see [`crate::read_crds`]) before [`start`](Self::start) returns. May be repeated.
+    pub fn crds(mut self, path: impl Into<PathBuf>) -> Self {
+        self.crds.push(path.into());
+        self
+    }
+
+    /// Installs the pinned Gateway API release's CRDs of `channel` (from the Go module cache,
+    /// linked by `test/envtest/build.sh`).
+    pub fn gateway_api_crds(mut self, channel: GatewayApiChannel) -> Self {
+        self.gateway_api = Some(channel);
+        self
+    }
+
+    /// How long starting may take in all (processes, readiness, CRDs). Default 60 s: the
+    /// machines have 2 cores and other builds may be running.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// An extra `kube-apiserver` flag, e.g. `--feature-gates=...`; later flags win.
+    pub fn apiserver_arg(mut self, arg: impl Into<String>) -> Self {
+        self.apiserver_args.push(arg.into());
+        self
+    }
+
+    /// Starts etcd and kube-apiserver, waits until the API server is ready and installs the
+    /// CRDs.
+    ///
+    /// # Panics
+    ///
+    /// When the binaries are not built, with a message telling to run `test/envtest/build.sh`:
+    /// that is a broken test setup, not a test failure.
+    pub async fn start(self) -> anyhow::Result<ControlPlane> {
+        let assets = match Assets::locate() {
+            Ok(assets) => assets,
+            Err(e) => panic!("{e:#}"),
+        };
+        let deadline = Instant::now() + self.start_timeout;
+        // Ports are picked free, then released; a concurrent process may grab one before the
+        // server binds it. Such a start fails fast and is retried with new ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_start(&assets, deadline).await {
+                Ok(cp) => return Ok(cp),
+                Err(StartError::PortRace(e)) if attempt < 3 && Instant::now() < deadline => {
+                    eprintln!("silverback-envtest: retrying the start after: {e:#}");
+                }
+                Err(StartError::PortRace(e) | StartError::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_start(
+        &self,
+        assets: &Assets,
+        deadline: Instant,
+    ) -> Result<ControlPlane, StartError> {
+        sweep_stale_temp_dirs();
+        let dir = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempdir()
+            .context("creating the control plane's temporary directory")?;
+        std::fs::write(dir.path().join("owner"), process::owner_token())
+            .context("writing the owner file")?;
+        let path = |name: &str| dir.path().join(name);
+
+        let pki = Pki::generate()?;
+        for (name, contents) in [
+            ("serving-ca.crt", pki.serving_ca_pem.as_str()),
+            ("apiserver.crt", pki.serving.cert_pem.as_str()),
+            ("apiserver.key", pki.serving.key_pem.as_str()),
+            ("sa-signer.key", pki.service_account_key_pem.as_str()),
+            ("sa-signer.pub", pki.service_account_pub_pem.as_str()),
+        ] {
+            write_file(&path(name), contents)?;
+        }
+        write_file(&path("client-ca.crt"), &pki.client_ca_pem())?;
+
+        let etcd_port = process::free_port()?;
+        let peer_port = process::free_port()?;
+        let apiserver_port = process::free_port()?;
+
+        // etcd
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut cmd = process::command_dying_with_parent(&assets.etcd());
+        cmd.arg(format!("--data-dir={}", path("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=default={peer_url}"))
+            .arg("--unsafe-no-fsync=true")
+            .arg("--log-level=warn");
+        let etcd = Supervised::spawn("etcd", cmd, Some(&path("etcd.log")))?;
+        wait_for_etcd(&etcd, etcd_port, deadline).await?;
+
+        // kube-apiserver
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let mut cmd = process::command_dying_with_parent(&assets.kube_apiserver());
+        cmd.arg(format!("--etcd-servers={etcd_url}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={apiserver_port}"))
+            .arg(format!(
+                "--tls-cert-file={}",
+                path("apiserver.crt").display()
+            ))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                path("apiserver.key").display()
+            ))
+            .arg(format!(
+                "--client-ca-file={}",
+                path("client-ca.crt").display()
+            ))
+            .arg(format!("--service-account-issuer={server}"))
+            .arg(format!(
+                "--service-account-key-file={}",
+                path("sa-signer.pub").display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                path("sa-signer.key").display()
+            ))
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--authorization-mode=RBAC")
+            // No controller manager creates the `default` ServiceAccount of namespaces.
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg("--allow-privileged=true")
+            .arg(format!("--cert-dir={}", path("certs").display()))
+            .arg("--profiling=false")
+            .args(&self.apiserver_args);
+        let apiserver =
+            Supervised::spawn("kube-apiserver", cmd, Some(&path("kube-apiserver.log")))?;
+
+        let admin_cert = pki.client_cert("silverback-envtest-admin", &["system:masters"])?;
+        let admin_kc = kubeconfig(
+            &server,
+            &pki.serving_ca_pem,
+            "silverback-envtest-admin",
+            &UserAuth::Cert {
+                cert_pem: &admin_cert.cert_pem,
+                key_pem: &admin_cert.key_pem,
+            },
+        )?;
+        let admin = Identity::write(
+            "silverback-envtest-admin",
+            admin_kc,
+            path("admin.kubeconfig"),
+            None,
+        )?;
+        crate::install_crypto_provider();
+        let client = admin.client()?;
+        wait_for_readyz(&client, &apiserver, &etcd, deadline).await?;
+
+        let mut crd_paths = self.crds.clone();
+        if let Some(channel) = self.gateway_api {
+            crd_paths.insert(0, assets.gateway_api_crds(channel)?);
+        }
+        if !crd_paths.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            crds::install_crds(&client, &crd_paths, left)
+                .await
+                .map_err(|e| e.context(apiserver.log_tail(20)))?;
+        }
+
+        Ok(ControlPlane {
+            client,
+            admin,
+            server,
+            pki,
+            apiserver,
+            etcd,
+            identities: AtomicU64::new(0),
+            dir: Some(dir),
+        })
+    }
+}
+
+/// Why a start attempt failed.
+enum StartError {
+    /// A server exited during start-up because its port was taken: retry with new ports.
+    PortRace(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for StartError {
+    fn from(e: E) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+/// An error for a process that exited during start-up.
+fn exited(p: &Supervised, what: &str) -> StartError {
+    let tail = p.log_tail(30);
+    let e = anyhow::anyhow!("{what} exited during start-up\n{tail}");
+    if tail.contains("address already in use") {
+        StartError::PortRace(e)
+    } else {
+        StartError::Other(e)
+    }
+}
+
+async fn wait_for_etcd(etcd: &Supervised, port: u16, deadline: Instant) -> Result<(), StartError> {
+    loop {
+        if etcd.exit_status().is_some() {
+            return Err(exited(etcd, "etcd"));
+        }
+        let probe = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .await?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).await?;
+            std::io::Result::Ok(body.contains("\"health\":\"true\""))
+        };
+        if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(StartError::Other(anyhow::anyhow!(
+                "etcd not healthy in time\n{}",
+                etcd.log_tail(30)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for_readyz(
+    client: &Client,
+    apiserver: &Supervised,
+    etcd: &Supervised,
+    deadline: Instant,
+) -> Result<(), StartError> {
+    loop {
+        if apiserver.exit_status().is_some() {
+            return Err(exited(apiserver, "kube-apiserver"));
+        }
+        if etcd.exit_status().is_some() {
+            return Err(exited(etcd, "etcd"));
+        }
+        let req = http::Request::get("/readyz")
+            .body(Vec::new())
+            .context("building /readyz request")?;
+        let last =
+            match tokio::time::timeout(Duration::from_secs(2), client.request_text(req)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_owned(),
+            };
+        if Instant::now() > deadline {
+            return Err(StartError::Other(anyhow::anyhow!(
+                "kube-apiserver not ready in time (last /readyz: {last})\n{}",
+                apiserver.log_tail(30)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes temporary directories of control planes whose test process is gone (one that was
+/// killed or aborted, so it could not clean up).
+fn sweep_stale_temp_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::read_to_string(path.join("owner")) {
+            Ok(owner) if !process::owner_alive(&owner) => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            // No owner file yet (being created) or a live owner: leave it.
+            _ => {}
+        }
+    }
+}
+
+fn write_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+enum UserAuth<'a> {
+    Cert { cert_pem: &'a str, key_pem: &'a str },
+    Token(&'a str),
+}
+
+fn kubeconfig(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    auth: &UserAuth<'_>,
+) -> anyhow::Result<Kubeconfig> {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let user_entry = match auth {
+        UserAuth::Cert { cert_pem, key_pem } => serde_json::json!({
+            "client-certificate-data": b64(cert_pem),
+            "client-key-data": b64(key_pem),
+        }),
+        UserAuth::Token(token) => serde_json::json!({ "token": token }),
+    };
+    let value = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{
+            "name": "envtest",
+            "cluster": { "server": server, "certificate-authority-data": b64(ca_pem) },
+        }],
+        "users": [{ "name": user, "user": user_entry }],
+        "contexts": [{
+            "name": "envtest",
+            "context": { "cluster": "envtest", "user": user, "namespace": "default" },
+        }],
+        "current-context": "envtest",
+    });
+    serde_json::from_value(value).context("building a kubeconfig")
+}
+
+/// A running etcd + kube-apiserver pair; see the [crate documentation](crate).
+///
+/// Dropping it kills both processes and removes the temporary directory (unless
+/// `SILVERBACK_ENVTEST_KEEP` is set).
+pub struct ControlPlane {
+    client: Client,
+    admin: Identity,
+    server: String,
+    pki: Pki,
+    apiserver: Supervised,
+    etcd: Supervised,
+    identities: AtomicU64,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("server", &self.server)
+            .field("dir", &self.dir())
+            .field("apiserver_pid", &self.apiserver.pid())
+            .field("etcd_pid", &self.etcd.pid())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// A builder; `ControlPlane::builder().start().await` starts a bare control plane.
+    pub fn builder() -> ControlPlaneBuilder {
+        ControlPlaneBuilder::default()
+    }
+
+    /// Starts a control plane without CRDs (same as `builder().start()`).
+    ///
+    /// # Panics
+    ///
+    /// When the binaries are not built; see [`ControlPlaneBuilder::start`].
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::builder().start().await
+    }
+
+    /// A client with the admin identity (group `system:masters`: RBAC allows everything).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The admin identity.
+    pub fn admin(&self) -> &Identity {
+        &self.admin
+    }
+
+    /// Path of the admin kubeconfig file (for a process under test, or `kubectl`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        self.admin.kubeconfig_path()
+    }
+
+    /// The API server's URL, `https://127.0.0.1:<port>`.
+    pub fn server_url(&self) -> &str {
+        &self.server
+    }
+
+    /// PEM of the CA that signed the API server's serving certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.serving_ca_pem
+    }
+
+    /// The temporary directory with certificates, kubeconfigs, logs (`etcd.log`,
+    /// `kube-apiserver.log`) and etcd's data.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+
+    /// Process id of kube-apiserver.
+    pub fn apiserver_pid(&self) -> u32 {
+        self.apiserver.pid()
+    }
+
+    /// Process id of etcd.
+    pub fn etcd_pid(&self) -> u32 {
+        self.etcd.pid()
+    }
+
+    /// Path of the kube-apiserver log.
+    pub fn apiserver_log(&self) -> PathBuf {
+        self.dir().join("kube-apiserver.log")
+    }
+
+    /// Installs the CustomResourceDefinitions in `path` (see [`crate::read_crds`]) and waits
+    /// until they are established (at most 30 s). Returns their names.
+    pub async fn install_crds(&self, path: impl AsRef<Path>) -> anyhow::Result<Vec<String>> {
+        crds::install_crds(
+            &self.client,
+            &[path.as_ref().to_path_buf()],
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// Creates a namespace named `<prefix>-<random suffix>` and returns its name. Use one per
+    /// test when tests share a control plane. (No namespace controller runs, so a deleted
+    /// namespace stays `Terminating`; nothing needs to delete it.)
+    pub async fn create_namespace(&self, prefix: &str) -> anyhow::Result<String> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{prefix}-")),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        let created = api
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating a namespace {prefix}-*"))?;
+        Ok(created.name_any())
+    }
+
+    fn next_kubeconfig_path(&self, label: &str) -> PathBuf {
+        let n = self.identities.fetch_add(1, Ordering::Relaxed);
+        let safe: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir().join(format!("{n}-{safe}.kubeconfig"))
+    }
+
+    /// An identity authenticated by a client certificate (signed by the client CA) for user
+    /// `user` in `groups` (at most two; `system:authenticated` is added by the API server).
+    pub fn user_identity(&self, user: &str, groups: &[&str]) -> anyhow::Result<Identity> {
+        let cert = self.pki.client_cert(user, groups)?;
+        let kc = kubeconfig(
+            &self.server,
+            &self.pki.serving_ca_pem,
+            user,
+            &UserAuth::Cert {
+                cert_pem: &cert.cert_pem,
+                key_pem: &cert.key_pem,
+            },
+        )?;
+        Identity::write(user, kc, self.next_kubeconfig_path(user), None)
+    }
+
+    /// An identity for ServiceAccount `namespace/name` that authenticates with a client
+    /// certificate: user `system:serviceaccount:<namespace>:<name>`, groups
+    /// `system:serviceaccounts` and `system:serviceaccounts:<namespace>`. RBAC treats it
+    /// exactly like the ServiceAccount (subjects of kind ServiceAccount match the user name).
+    /// The ServiceAccount object need not exist.
+    pub fn service_account_cert_identity(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Identity> {
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let ns_group = format!("system:serviceaccounts:{namespace}");
+        self.user_identity(&user, &["system:serviceaccounts", &ns_group])
+    }
+
+    /// An identity for ServiceAccount `namespace/name` that authenticates with a bound token
+    /// from the TokenRequest API (valid for a day), as a Pod's projected token would. Creates
+    /// the ServiceAccount if it does not exist (the token is only valid while it does).
+    pub async fn service_account_identity(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Identity> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        };
+        match api.create(&PostParams::default(), &sa).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("creating ServiceAccount {namespace}/{name}"));
+            }
+        }
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(24 * 3600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let response: TokenRequest = api
+            .create_subresource("token", name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token for ServiceAccount {namespace}/{name}"))?;
+        let token = response
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .context("the TokenRequest returned no token")?;
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let kc = kubeconfig(
+            &self.server,
+            &self.pki.serving_ca_pem,
+            &user,
+            &UserAuth::Token(&token),
+        )?;
+        Identity::write(&user, kc, self.next_kubeconfig_path(&user), Some(token))
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.apiserver.kill();
+        self.etcd.kill();
+        if std::env::var_os(ENV_KEEP).is_some() {
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("silverback-envtest: kept {}", kept.display());
+            }
+        }
+        // `dir` (a TempDir) is removed when the fields drop, after the processes are gone.
+    }
+}
+
+/// A user identity of a [`ControlPlane`]: a kubeconfig (written to a file in the control plane's
+/// directory) and the clients made from it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    username: String,
+    kubeconfig: Kubeconfig,
+    kubeconfig_path: PathBuf,
+    token: Option<String>,
+}
+
+impl Identity {
+    fn write(
+        username: &str,
+        kubeconfig: Kubeconfig,
+        path: PathBuf,
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let text = serde_json::to_string_pretty(&kubeconfig)?;
+        write_file(&path, &text)?;
+        Ok(Self {
+            username: username.to_owned(),
+            kubeconfig,
+            kubeconfig_path: path,
+            token,
+        })
+    }
+
+    /// The user name the API server sees, e.g. `system:serviceaccount:ns:name`.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The kubeconfig.
+    pub fn kubeconfig(&self) -> &Kubeconfig {
+        &self.kubeconfig
+    }
+
+    /// Path of the kubeconfig file (JSON, which every kubeconfig reader accepts), e.g. for
+    /// `--kubeconfig` or `KUBECONFIG` of a process under test.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// The bearer token, for identities made by [`ControlPlane::service_account_identity`].
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// A new client authenticating as this identity.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        crate::install_crypto_provider();
+        let config = kube::Config::try_from(self.kubeconfig.clone())
+            .context("a client config from the kubeconfig")?;
+        Client::try_from(config).context("building a client")
+    }
+}
