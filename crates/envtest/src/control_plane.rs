@@ -593,11 +593,11 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.apiserver.kill();
         self.etcd.kill();
-        if std::env::var_os(ENV_KEEP).is_some() {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!("silverback-envtest: kept {}", kept.display());
-            }
+        if std::env::var_os(ENV_KEEP).is_some()
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!("silverback-envtest: kept {}", kept.display());
         }
         // `dir` (a TempDir) is removed when the fields drop, after the processes are gone.
     }

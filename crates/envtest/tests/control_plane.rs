@@ -1,5 +1,7 @@
 //! The control plane behaves like a real Kubernetes API: objects, watches, status subresources,
 //! CRD validation, Leases and clean teardown.
+// Test code: helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

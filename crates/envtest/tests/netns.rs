@@ -1,5 +1,7 @@
 //! Backends in test network namespaces: reachable from the host at a non-loopback address that
 //! the API server accepts in an EndpointSlice.
+// Test code: helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! ServiceAccount identities are subject to RBAC: denied before a Role is bound, allowed after,
 //! and only for what the Role grants.
+// Test code: helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
