@@ -20,6 +20,11 @@ use crate::process::{self, Supervised};
 
 /// Prefix of the control planes' temporary directories (in `std::env::temp_dir()`).
 const TEMP_PREFIX: &str = "silverback-envtest-";
+/// etcd's client and peer URLs: unix sockets `etcd.sock:1` and `peer.sock:2` in the control
+/// plane's directory (the working directory of etcd and kube-apiserver).
+const ETCD_CLIENT_URL: &str = "unix://etcd.sock:1";
+const ETCD_CLIENT_SOCKET: &str = "etcd.sock:1";
+const ETCD_PEER_URL: &str = "unix://peer.sock:2";
 /// Setting this environment variable keeps the temporary directory (logs, kubeconfigs, etcd
 /// data) after the control plane is dropped; its path is printed to stderr.
 pub const ENV_KEEP: &str = "SILVERBACK_ENVTEST_KEEP";
@@ -127,29 +132,28 @@ impl ControlPlaneBuilder {
         }
         write_file(&path("client-ca.crt"), &pki.client_ca_pem())?;
 
-        let etcd_port = process::free_port()?;
-        let peer_port = process::free_port()?;
-        let apiserver_port = process::free_port()?;
-
-        // etcd
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        // etcd listens on unix sockets in the directory (relative names: etcd wants
+        // `unix://<host>:<port>`), so it needs no TCP port and a test can never reach the etcd
+        // of another.
         let mut cmd = process::command_dying_with_parent(&assets.etcd());
-        cmd.arg(format!("--data-dir={}", path("etcd").display()))
-            .arg(format!("--listen-client-urls={etcd_url}"))
-            .arg(format!("--advertise-client-urls={etcd_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=default={peer_url}"))
+        cmd.current_dir(dir.path())
+            .arg(format!("--data-dir={}", path("etcd").display()))
+            .arg(format!("--listen-client-urls={ETCD_CLIENT_URL}"))
+            .arg(format!("--advertise-client-urls={ETCD_CLIENT_URL}"))
+            .arg(format!("--listen-peer-urls={ETCD_PEER_URL}"))
+            .arg(format!("--initial-advertise-peer-urls={ETCD_PEER_URL}"))
+            .arg(format!("--initial-cluster=default={ETCD_PEER_URL}"))
             .arg("--unsafe-no-fsync=true")
             .arg("--log-level=warn");
         let etcd = Supervised::spawn("etcd", cmd, Some(&path("etcd.log")))?;
-        wait_for_etcd(&etcd, etcd_port, deadline).await?;
+        wait_for_etcd(&etcd, &path(ETCD_CLIENT_SOCKET), deadline).await?;
 
         // kube-apiserver
+        let apiserver_port = process::free_port()?;
         let server = format!("https://127.0.0.1:{apiserver_port}");
         let mut cmd = process::command_dying_with_parent(&assets.kube_apiserver());
-        cmd.arg(format!("--etcd-servers={etcd_url}"))
+        cmd.current_dir(dir.path())
+            .arg(format!("--etcd-servers={ETCD_CLIENT_URL}"))
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
             .arg(format!("--secure-port={apiserver_port}"))
@@ -217,7 +221,6 @@ impl ControlPlaneBuilder {
         }
 
         Ok(ControlPlane {
-            client,
             admin,
             server,
             pki,
@@ -253,14 +256,18 @@ fn exited(p: &Supervised, what: &str) -> StartError {
     }
 }
 
-async fn wait_for_etcd(etcd: &Supervised, port: u16, deadline: Instant) -> Result<(), StartError> {
+async fn wait_for_etcd(
+    etcd: &Supervised,
+    socket: &Path,
+    deadline: Instant,
+) -> Result<(), StartError> {
     loop {
         if etcd.exit_status().is_some() {
             return Err(exited(etcd, "etcd"));
         }
         let probe = async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            let mut s = tokio::net::UnixStream::connect(socket).await?;
+            s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
                 .await?;
             let mut body = String::new();
             s.read_to_string(&mut body).await?;
@@ -275,7 +282,7 @@ async fn wait_for_etcd(etcd: &Supervised, port: u16, deadline: Instant) -> Resul
                 etcd.log_tail(30)
             )));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -379,7 +386,6 @@ fn kubeconfig(
 /// Dropping it kills both processes and removes the temporary directory (unless
 /// `SILVERBACK_ENVTEST_KEEP` is set).
 pub struct ControlPlane {
-    client: Client,
     admin: Identity,
     server: String,
     pki: Pki,
@@ -415,9 +421,42 @@ impl ControlPlane {
         Self::builder().start().await
     }
 
-    /// A client with the admin identity (group `system:masters`: RBAC allows everything).
+    /// A control plane shared by every test of the test binary that calls this, started on the
+    /// first call with the standard Gateway API CRDs. Give each test its own namespace
+    /// ([`create_namespace`](Self::create_namespace)).
+    ///
+    /// It is never dropped: its processes are killed when the test process exits (they are
+    /// spawned with a parent-death signal), and its temporary directory is removed by the next
+    /// control plane started on the machine.
+    ///
+    /// # Panics
+    ///
+    /// When the binaries are not built; see [`ControlPlaneBuilder::start`].
+    pub async fn shared() -> anyhow::Result<&'static ControlPlane> {
+        static SHARED: tokio::sync::OnceCell<ControlPlane> = tokio::sync::OnceCell::const_new();
+        SHARED
+            .get_or_try_init(|| {
+                ControlPlane::builder()
+                    .gateway_api_crds(GatewayApiChannel::Standard)
+                    .start()
+            })
+            .await
+    }
+
+    /// A new client with the admin identity (group `system:masters`: RBAC allows everything).
+    ///
+    /// Each call builds a fresh client on the current tokio runtime, so a control plane shared
+    /// by tests with different runtimes (see [`ControlPlane::shared`]) hands each a working
+    /// client. (A `kube::Client` keeps tasks on the runtime that made it.)
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
     pub fn client(&self) -> Client {
-        self.client.clone()
+        #[allow(clippy::expect_used)]
+        self.admin
+            .client()
+            .expect("the admin kubeconfig built a client when the control plane started")
     }
 
     /// The admin identity.
@@ -465,7 +504,7 @@ impl ControlPlane {
     /// until they are established (at most 30 s). Returns their names.
     pub async fn install_crds(&self, path: impl AsRef<Path>) -> anyhow::Result<Vec<String>> {
         crds::install_crds(
-            &self.client,
+            &self.client(),
             &[path.as_ref().to_path_buf()],
             Duration::from_secs(30),
         )
@@ -476,7 +515,7 @@ impl ControlPlane {
     /// test when tests share a control plane. (No namespace controller runs, so a deleted
     /// namespace stays `Terminating`; nothing needs to delete it.)
     pub async fn create_namespace(&self, prefix: &str) -> anyhow::Result<String> {
-        let api: Api<Namespace> = Api::all(self.client.clone());
+        let api: Api<Namespace> = Api::all(self.client());
         let ns = Namespace {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{prefix}-")),
@@ -545,7 +584,7 @@ impl ControlPlane {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Identity> {
-        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<ServiceAccount> = Api::namespaced(self.client(), namespace);
         let sa = ServiceAccount {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),

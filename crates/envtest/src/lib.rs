@@ -3,11 +3,17 @@
 //! # Control plane
 //!
 //! [`ControlPlane`] starts a real `etcd` and `kube-apiserver` (built from Go modules by
-//! `test/envtest/build.sh`) on free loopback ports, with generated certificates, a
-//! service-account signing key and an admin identity (a client certificate in the group
-//! `system:masters`). It waits until the API server is ready, writes a kubeconfig, installs
-//! CustomResourceDefinitions and hands out [`kube::Client`]s. Dropping it kills both processes
-//! and removes its temporary directory, also when the test panics.
+//! `test/envtest/build.sh`): the API server on a free loopback port, etcd on unix sockets in the
+//! control plane's temporary directory. It generates certificates, a service-account signing
+//! key and an admin identity (a client certificate in the group `system:masters`), waits until
+//! the API server is ready (`/readyz`), writes a kubeconfig, installs CustomResourceDefinitions
+//! and hands out [`kube::Client`]s. Dropping it kills both processes and removes its temporary
+//! directory, also when the test panics. Should the test process die without unwinding, the
+//! processes get SIGKILL from the kernel (parent-death signal) and the next start removes the
+//! directory.
+//!
+//! Each test can start its own control plane (about 3 s), or tests can share one per test
+//! binary with [`ControlPlane::shared`] and a namespace each.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

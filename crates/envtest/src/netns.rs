@@ -84,6 +84,28 @@ fn remove(index: u32) {
     let _ = run_ip(&["netns", "del", &name]);
 }
 
+/// Removes the namespaces of test processes that died without cleaning up.
+fn sweep_stale_claims() {
+    let Ok(entries) = std::fs::read_dir(CLAIM_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(index) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let holder = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        // An empty file is being written right now by its creator: leave it.
+        if !holder.is_empty() && !process::owner_alive(&holder) {
+            remove(index);
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Claims a free index: a claim file created exclusively, holding this process's owner token.
 /// Claims of dead processes are cleaned up and reused.
 fn claim_index() -> anyhow::Result<(u32, PathBuf)> {
@@ -117,6 +139,7 @@ fn claim_index() -> anyhow::Result<(u32, PathBuf)> {
 impl NetNs {
     /// Creates the namespace and the veth pair, addresses and links up, `lo` up inside.
     pub fn create() -> anyhow::Result<Self> {
+        sweep_stale_claims();
         let (index, claim) = claim_index()?;
         let (name, host_if, ns_if) = names(index);
         let ns = Self {
