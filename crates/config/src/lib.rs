@@ -38,6 +38,7 @@ pub mod pki;
 pub mod plugin;
 mod route_checks;
 pub mod schema;
+pub mod synthetic;
 pub mod typedefs;
 pub mod uri;
 

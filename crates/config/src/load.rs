@@ -206,8 +206,8 @@ impl State<'_, '_> {
                     if let Some(Value::Array(paths)) = m.get_mut("paths") {
                         for p in paths.iter_mut() {
                             if let Value::String(s) = p {
-                                if !s.starts_with('~') && !is_plain_path(s) {
-                                    *s = format!("~{s}");
+                                if !s.starts_with('~') {
+                                    *s = crate::uri::migrate_path(s);
                                 }
                             }
                         }
@@ -666,11 +666,6 @@ fn push_typed(cfg: &mut Config, kind: EntityKind, v: Value) -> Result<(), serde_
         EntityKind::HmacauthCredential => cfg.hmacauth_credentials.push(f(v)?),
     }
     Ok(())
-}
-
-/// Kong 1.x/2.x route paths were regexes when they used characters outside this set.
-fn is_plain_path(p: &str) -> bool {
-    p.bytes().all(|b| b.is_ascii_alphanumeric() || b"./-_~%".contains(&b))
 }
 
 /// Expands a service `url` into protocol, host, port and path.

@@ -1,9 +1,6 @@
 //! URI path helpers with Kong's semantics (`kong/tools/uri.lua`): normalisation of request
 //! paths for routing, and escaping of upstream paths.
 
-/// Characters that stay percent-encoded when normalising (RFC 3986 reserved set plus `%`).
-const RESERVED: &[u8] = b"!*'();:@&=+$,/?%#[]";
-
 fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -13,17 +10,21 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// Normalises a path as Kong does before routing: percent-decodes every character outside the
-/// reserved set (upper-casing the escapes that stay), merges repeated slashes when
-/// `merge_slashes` is set, and resolves `.` and `..` segments.
+fn is_unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Normalises a path as Kong does before routing (RFC 3986 §6.2.2): percent-decodes the
+/// escapes of unreserved characters (upper-casing the escapes that stay), merges repeated
+/// slashes when `merge_slashes` is set, and resolves `.` and `..` segments.
 ///
 /// ```
 /// use silverback_config::uri::normalize;
 /// assert_eq!(normalize("/a/%62c/./d/../e", true), "/a/bc/e");
-/// assert_eq!(normalize("/x%2fy//z", true), "/x%2Fy/z");
+/// assert_eq!(normalize("/x%2fy//z%20", true), "/x%2Fy/z%20");
 /// ```
 pub fn normalize(path: &str, merge_slashes: bool) -> String {
-    let decoded = if path.contains('%') { decode_unreserved(path) } else { path.to_string() };
+    let decoded = if path.contains('%') { decode_unreserved(path, false) } else { path.to_string() };
     let merged = if merge_slashes && decoded.contains("//") {
         let mut s = String::with_capacity(decoded.len());
         let mut prev_slash = false;
@@ -45,35 +46,44 @@ pub fn normalize(path: &str, merge_slashes: bool) -> String {
     if merged.contains('.') { remove_dot_segments(&merged) } else { merged }
 }
 
-fn decode_unreserved(path: &str) -> String {
-    let decode = |ascii_only: bool| -> Vec<u8> {
-        let b = path.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' && i + 2 < b.len() {
-                if let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                    let c = h * 16 + l;
-                    if RESERVED.contains(&c) || (ascii_only && c >= 0x80) {
-                        out.push(b'%');
-                        out.push(b[i + 1].to_ascii_uppercase());
-                        out.push(b[i + 2].to_ascii_uppercase());
-                    } else {
-                        out.push(c);
+/// Decodes escapes of unreserved characters and upper-cases the others. With
+/// `escape_regex_meta`, decoded regex metacharacters (`.`, `-`) are escaped with `\`, as
+/// Kong's path migration does for regex paths.
+fn decode_unreserved(path: &str, escape_regex_meta: bool) -> String {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                let c = h * 16 + l;
+                if is_unreserved(c) {
+                    if escape_regex_meta && matches!(c, b'.' | b'-') {
+                        out.push('\\');
                     }
-                    i += 3;
-                    continue;
+                    out.push(c as char);
+                } else {
+                    out.push('%');
+                    out.push(b[i + 1].to_ascii_uppercase() as char);
+                    out.push(b[i + 2].to_ascii_uppercase() as char);
                 }
+                i += 3;
+                continue;
             }
-            out.push(b[i]);
-            i += 1;
         }
-        out
-    };
-    match String::from_utf8(decode(false)) {
-        Ok(s) => s,
-        Err(_) => String::from_utf8(decode(true)).unwrap_or_else(|_| path.to_string()),
+        // copy one UTF-8 character
+        let ch_len = path[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&path[i..i + ch_len]);
+        i += ch_len;
     }
+    out
+}
+
+/// Kong's 3.0 migration of an old (1.x/2.x) route path: plain paths are normalised, others
+/// become regexes (`~`), with unreserved escapes decoded.
+pub fn migrate_path(path: &str) -> String {
+    let plain = path.bytes().all(|b| b.is_ascii_alphanumeric() || b"./-_~%".contains(&b));
+    if plain { normalize(path, true) } else { format!("~{}", decode_unreserved(path, true)) }
 }
 
 /// RFC 3986 §5.2.4 `remove_dot_segments`.
@@ -148,14 +158,17 @@ mod tests {
             ("/%2e%2e/x", "/x"),
             ("/a%2Fb", "/a%2Fb"),
             ("/a%2fb", "/a%2Fb"),
-            ("/caf%C3%A9", "/café"),
-            ("/bad%FF", "/bad%FF"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/a%20b", "/a%20b"),
+            ("/%41%2d%5f", "/A-_"),
             ("/100%", "/100%"),
         ];
         for (i, o) in cases {
             assert_eq!(normalize(i, true), o, "input {i}");
         }
         assert_eq!(normalize("/a//b", false), "/a//b");
+        assert_eq!(migrate_path("/a/%62"), "/a/b");
+        assert_eq!(migrate_path("/v[12]/%2e"), "~/v[12]/\\.");
     }
 
     #[test]

@@ -1,0 +1,483 @@
+//! Invalid documents: each case asserts the exact error entries (entity type and name, field,
+//! message), in Kong's wording.
+
+mod common;
+
+use common::{error_lines, load, load_value, load_with, pem};
+use serde_json::json;
+use silverback_config::RouterFlavor;
+
+fn check(name: &str, doc: &str, expected: &[&str]) {
+    let err = match load(doc) {
+        Ok(_) => panic!("case {name}: expected an error"),
+        Err(e) => e,
+    };
+    assert_eq!(error_lines(&err), expected, "case {name}");
+}
+
+fn check_value(name: &str, doc: serde_json::Value, expected: &[&str]) {
+    let err = load_value(doc).err().unwrap_or_else(|| panic!("case {name}: expected an error"));
+    assert_eq!(error_lines(&err), expected, "case {name}");
+}
+
+const HDR: &str = "_format_version: \"3.0\"\n";
+
+fn doc(body: &str) -> String {
+    format!("{HDR}{body}")
+}
+
+#[test]
+fn top_level() {
+    check("missing version", "services: []\n", &["top _format_version: required field missing"]);
+    check(
+        "bad version",
+        "_format_version: \"4.0\"\n",
+        &["top _format_version: expected one of: 1.1, 2.1, 3.0"],
+    );
+    check("unknown key", &doc("servces: []\n"), &["top servces: unknown field"]);
+    check("underscore key", &doc("_info: {}\n"), &["top _info: unknown field"]);
+    check("transform type", &doc("_transform: 1\n"), &["top _transform: expected a boolean"]);
+    check("not an array", &doc("services: {}\n"), &["top services: expected an array"]);
+    check(
+        "element not a record",
+        &doc("services:\n- host: a.com\n- 12\n"),
+        &["top services.2: expected a record"],
+    );
+    assert_eq!(
+        error_lines(&load("a: [b").unwrap_err())[0].split(':').next(),
+        Some("parse"),
+        "yaml syntax"
+    );
+    assert_eq!(error_lines(&load("[]").unwrap_err()), ["parse: expected an object"]);
+}
+
+#[test]
+fn services() {
+    check("missing host", &doc("services:\n- name: s\n"), &["service[s] host: required field missing"]);
+    check(
+        "port range",
+        &doc("services:\n- name: s\n  host: a.com\n  port: 70000\n"),
+        &["service[s] port: value should be between 0 and 65535"],
+    );
+    check(
+        "protocol",
+        &doc("services:\n- name: s\n  host: a.com\n  protocol: ftp\n"),
+        &["service[s] protocol: expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp, ws, wss"],
+    );
+    check(
+        "retries type",
+        &doc("services:\n- name: s\n  host: a.com\n  retries: \"5\"\n"),
+        &["service[s] retries: expected an integer"],
+    );
+    check(
+        "unknown field",
+        &doc("services:\n- name: s\n  host: a.com\n  hots: b\n"),
+        &["service[s] hots: unknown field"],
+    );
+    check(
+        "path with tcp",
+        &doc("services:\n- name: s\n  host: a.com\n  protocol: tcp\n  path: /x\n"),
+        &[
+            "service[s] @entity: failed conditional validation given value of field 'protocol'",
+            "service[s] path: value must be null",
+        ],
+    );
+    check(
+        "tls_verify with http",
+        &doc("services:\n- name: s\n  host: a.com\n  tls_verify: true\n"),
+        &[
+            "service[s] @entity: failed conditional validation given value of field 'protocol'",
+            "service[s] tls_verify: value must be null",
+        ],
+    );
+    check(
+        "timeout range",
+        &doc("services:\n- name: s\n  host: a.com\n  connect_timeout: 0\n"),
+        &["service[s] connect_timeout: value should be between 1 and 2147483646"],
+    );
+    check(
+        "name characters",
+        &doc("services:\n- name: a b\n  host: a.com\n"),
+        &["service[a b] name: invalid value 'a b': it must only contain alphanumeric and '., -, _, ~' characters"],
+    );
+    check(
+        "host syntax",
+        &doc("services:\n- name: s\n  host: bad host\n"),
+        &["service[s] host: invalid value: bad host"],
+    );
+    check(
+        "url",
+        &doc("services:\n- name: s\n  url: nope\n"),
+        &["service[s] url: invalid url: nope", "service[s] host: required field missing"],
+    );
+    check(
+        "duplicate name",
+        &doc("services:\n- name: s\n  host: a.com\n- name: s\n  host: b.com\n"),
+        &[
+            "service[s] @entity: uniqueness violation: 'services' entity with primary key set to 'b268827a-8f7f-551f-8769-e6bceb2f3ec6' already declared",
+            "service[s] @entity: uniqueness violation: 'services' entity with name set to 's' already declared",
+        ],
+    );
+    check(
+        "duplicate id",
+        &doc("services:\n- id: 4f1d9f06-4d2d-4b5e-9e7a-000000000001\n  host: a.com\n- id: 4f1d9f06-4d2d-4b5e-9e7a-000000000001\n  host: b.com\n"),
+        &["service[-] @entity: uniqueness violation: 'services' entity with primary key set to '4f1d9f06-4d2d-4b5e-9e7a-000000000001' already declared"],
+    );
+    check(
+        "bad id",
+        &doc("services:\n- id: not-a-uuid\n  name: s\n  host: a.com\n"),
+        &["service[s] id: expected a valid UUID"],
+    );
+    check(
+        "dangling ca certificate",
+        &doc("services:\n- name: s\n  url: https://a.com\n  ca_certificates: [4f1d9f06-4d2d-4b5e-9e7a-000000000009]\n"),
+        &["service[s] @entity: invalid reference 'ca_certificates: 4f1d9f06-4d2d-4b5e-9e7a-000000000009' (no such entry in 'ca_certificates')"],
+    );
+    check(
+        "tags",
+        &doc("services:\n- name: s\n  host: a.com\n  tags: [\"a,b\"]\n"),
+        &["service[s] tags.1: invalid tag 'a,b': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"],
+    );
+}
+
+#[test]
+fn routes() {
+    let svc = "services:\n- name: s\n  host: a.com\n  routes:\n";
+    check(
+        "nothing to match",
+        &doc(&format!("{svc}  - name: r\n")),
+        &["route[r] @entity: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'http'"],
+    );
+    check(
+        "path start",
+        &doc(&format!("{svc}  - name: r\n    paths: [foo]\n")),
+        &["route[r] paths.1: should start with: / (fixed path) or ~/ (regex path)"],
+    );
+    check(
+        "non-normalized",
+        &doc(&format!("{svc}  - name: r\n    paths: [/a/./b]\n")),
+        &["route[r] paths.1: non-normalized path, consider use '/a/b' instead"],
+    );
+    let err = load(&doc(&format!("{svc}  - name: r\n    paths: [\"~/a(\"]\n"))).unwrap_err();
+    let lines = error_lines(&err);
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].starts_with("route[r] paths.1: invalid regex: '/a(' (PCRE returned: "), "{lines:?}");
+    check(
+        "wildcard",
+        &doc(&format!("{svc}  - name: r\n    hosts: [\"a.*.com\"]\n")),
+        &["route[r] hosts.1: invalid wildcard: must be placed at leftmost or rightmost label"],
+    );
+    check(
+        "method case",
+        &doc(&format!("{svc}  - name: r\n    methods: [get]\n")),
+        &["route[r] methods.1: invalid value: get"],
+    );
+    check(
+        "host header",
+        &doc(&format!("{svc}  - name: r\n    headers: {{Host: [a.com]}}\n")),
+        &["route[r] headers: cannot contain 'host' header, which must be specified in the 'hosts' attribute"],
+    );
+    check(
+        "redirect code",
+        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    https_redirect_status_code: 300\n")),
+        &["route[r] https_redirect_status_code: expected one of: 426, 301, 302, 307, 308"],
+    );
+    check(
+        "dangling service",
+        &doc("routes:\n- name: r\n  paths: [/]\n  service: nope\n"),
+        &["route[r] @entity: invalid reference 'service: nope' (no such entry in 'services')"],
+    );
+    check(
+        "mixed protocols",
+        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    protocols: [http, tcp]\n")),
+        &["route[r] protocols: these sets are mutually exclusive: ('http', 'https', 'ws', 'wss'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('grpc', 'grpcs')"],
+    );
+    check(
+        "tcp with paths",
+        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    protocols: [tcp]\n    destinations: [{{port: 9000}}]\n")),
+        &["route[r] paths: cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'"],
+    );
+    check(
+        "passthrough without snis",
+        &doc(&format!("{svc}  - name: r\n    protocols: [tls_passthrough]\n")),
+        &["route[r] @entity: must set snis when 'protocols' is 'tls_passthrough'"],
+    );
+    check(
+        "grpc strip_path",
+        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    protocols: [grpc]\n    strip_path: true\n")),
+        &["route[r] strip_path: cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'"],
+    );
+    check(
+        "snis on http",
+        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    protocols: [http]\n    snis: [a.com]\n")),
+        &["route[r] snis: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'"],
+    );
+    check(
+        "expression in compat",
+        &doc(&format!("{svc}  - name: r\n    expression: 'http.path == \"/\"'\n")),
+        &["route[r] expression: unknown field"],
+    );
+    check(
+        "nested route with service",
+        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    service: s\n")),
+        &["route[r] service: value must be null"],
+    );
+    check(
+        "sources on http",
+        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    sources: [{{ip: 10.0.0.1}}]\n")),
+        &["route[r] sources: cannot set 'sources' when 'protocols' is 'http' or 'https'"],
+    );
+    check(
+        "source ip",
+        &doc(&format!("{svc}  - name: r\n    protocols: [tcp]\n    sources: [{{ip: 10.0.0.0/40}}]\n")),
+        &["route[r] sources.1.ip: invalid ip or cidr range: '10.0.0.0/40'"],
+    );
+    check(
+        "path_handling v1",
+        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    path_handling: v1\n")),
+        &["route[r] path_handling: path_handling='v1' is not supported in the 'traditional_compatible' router flavor"],
+    );
+}
+
+#[test]
+fn expressions_flavor() {
+    let case = |name: &str, route: &str, expected: &[&str]| {
+        let d = doc(&format!("services:\n- name: s\n  host: a.com\n  routes:\n  - name: r\n{route}"));
+        let err = load_with(&d, RouterFlavor::Expressions).err().unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(error_lines(&err), expected, "case {name}");
+    };
+    case(
+        "unknown field in expression",
+        "    expression: 'http.nope == \"x\"'\n",
+        &["route[r] @entity: Router Expression failed validation: Unknown LHS field"],
+    );
+    case(
+        "expression with paths",
+        "    expression: 'http.path ^= \"/\"'\n    paths: [/]\n",
+        &["route[r] @entity: Router Expression failed validation: cannot set 'expression' together with 'paths'"],
+    );
+    case(
+        "priority range",
+        "    expression: 'http.path ^= \"/\"'\n    priority: -1\n",
+        &["route[r] priority: value should be between 0 and 70368744177663"],
+    );
+}
+
+#[test]
+fn upstreams_and_targets() {
+    check("name required", &doc("upstreams:\n- slots: 100\n"), &["upstream[-] name: required field missing"]);
+    check(
+        "ip name",
+        &doc("upstreams:\n- name: 10.0.0.1\n"),
+        &["upstream[10.0.0.1] name: Invalid name ('10.0.0.1'); no ip addresses allowed"],
+    );
+    check(
+        "hash header",
+        &doc("upstreams:\n- name: u\n  hash_on: header\n"),
+        &[
+            "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
+            "upstream[u] hash_on_header: required field missing",
+        ],
+    );
+    check(
+        "slots",
+        &doc("upstreams:\n- name: u\n  slots: 5\n"),
+        &["upstream[u] slots: value should be between 10 and 65536"],
+    );
+    check(
+        "healthcheck concurrency",
+        &doc("upstreams:\n- name: u\n  healthchecks: {active: {concurrency: 0}}\n"),
+        &["upstream[u] healthchecks.active.concurrency: value should be between 1 and 2147483648"],
+    );
+    check(
+        "weight",
+        &doc("upstreams:\n- name: u\n  targets:\n  - target: 10.0.0.1\n    weight: 70000\n"),
+        &["target[10.0.0.1] weight: value should be between 0 and 65535"],
+    );
+    check(
+        "target syntax",
+        &doc("upstreams:\n- name: u\n  targets:\n  - target: a b\n"),
+        &["target[a b] target: Invalid target ('a b'); not a valid hostname or ip address"],
+    );
+    check(
+        "dangling upstream",
+        &doc("targets:\n- target: 10.0.0.1\n  upstream: nope\n"),
+        &["target[10.0.0.1:8000] @entity: invalid reference 'upstream: nope' (no such entry in 'upstreams')"],
+    );
+}
+
+#[test]
+fn consumers_plugins_credentials() {
+    check(
+        "consumer identity",
+        &doc("consumers:\n- tags: [x]\n"),
+        &["consumer[-] @entity: at least one of these fields must be non-empty: 'custom_id', 'username'"],
+    );
+    check(
+        "duplicate username",
+        &doc("consumers:\n- username: a\n- username: a\n"),
+        &[
+            "consumer[a] @entity: uniqueness violation: 'consumers' entity with primary key set to '0b2e2520-8980-505a-b7a2-769e8dde10c3' already declared",
+            "consumer[a] @entity: uniqueness violation: 'consumers' entity with username set to 'a' already declared",
+        ],
+    );
+    check(
+        "unknown plugin",
+        &doc("plugins:\n- name: nope\n"),
+        &["plugin[nope] name: plugin 'nope' not enabled; add it to the 'plugins' configuration property"],
+    );
+    check(
+        "plugin config",
+        &doc("plugins:\n- name: example-limit\n  config: {minute: many, bogus: 1}\n"),
+        &["plugin[example-limit] config.minute: expected a number", "plugin[example-limit] config.bogus: unknown field"],
+    );
+    check(
+        "plugin protocols",
+        &doc("plugins:\n- name: example-limit\n  protocols: [tcp]\n"),
+        &["plugin[example-limit] protocols.1: expected one of: grpc, grpcs, http, https, ws, wss"],
+    );
+    check(
+        "plugin no_consumer",
+        &doc("consumers:\n- username: c\n  plugins:\n  - name: example-auth\n"),
+        &["plugin[example-auth] consumer: value must be null"],
+    );
+    check(
+        "duplicate plugin scope",
+        &doc("services:\n- name: s\n  host: a.com\n  plugins:\n  - name: example-limit\n  - name: example-limit\n"),
+        &["plugin[example-limit] @entity: uniqueness violation: 'plugins' entity with primary key set to 'd449a4ef-a111-5767-8654-c34ed96b9fc7' already declared"],
+    );
+    check(
+        "keyauth consumer",
+        &doc("keyauth_credentials:\n- key: k\n"),
+        &["keyauth_credential[k] consumer: required field missing"],
+    );
+    check(
+        "basicauth password",
+        &doc("consumers:\n- username: c\n  basicauth_credentials:\n  - username: u\n"),
+        &["basicauth_credential[u] password: required field missing"],
+    );
+    check(
+        "jwt public key",
+        &doc("consumers:\n- username: c\n  jwt_secrets:\n  - key: k\n    algorithm: RS256\n"),
+        &[
+            "jwt_secret[k] @entity: failed conditional validation given value of field 'algorithm'",
+            "jwt_secret[k] rsa_public_key: required field missing",
+        ],
+    );
+    check(
+        "acl consumer",
+        &doc("acls:\n- group: g\n  consumer: nobody\n"),
+        &["acl[-] @entity: invalid reference 'consumer: nobody' (no such entry in 'consumers')"],
+    );
+    check(
+        "vault prefix",
+        &doc("vaults:\n- prefix: Bad\n  name: env\n"),
+        &["vault[Bad] prefix: invalid value: Bad"],
+    );
+    check(
+        "vault type",
+        &doc("vaults:\n- prefix: my-vault\n  name: aws\n"),
+        &["vault[my-vault] name: vault 'aws' is not installed"],
+    );
+}
+
+#[test]
+fn certificates() {
+    let (rsa_c, rsa_k, ec_c, ec_k, other_k) =
+        (pem("rsa.crt"), pem("rsa.key"), pem("ec.crt"), pem("ec.key"), pem("other.key"));
+    let v = "3.0";
+    let err = load_value(json!({"_format_version": v, "certificates": [{"cert": "garbage", "key": rsa_k}]})).unwrap_err();
+    let lines = error_lines(&err);
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].starts_with("certificate[-] cert: invalid certificate: "), "{lines:?}");
+    check_value(
+        "key mismatch",
+        json!({"_format_version": v, "certificates": [{"cert": rsa_c, "key": other_k}]}),
+        &["certificate[-] @entity: certificate does not match key"],
+    );
+    check_value(
+        "alt pair incomplete",
+        json!({"_format_version": v, "certificates": [{"cert": rsa_c, "key": rsa_k, "cert_alt": ec_c}]}),
+        &["certificate[-] @entity: all or none of these fields must be set: 'cert_alt', 'key_alt'"],
+    );
+    check_value(
+        "alt same type",
+        json!({"_format_version": v, "certificates": [{"cert": ec_c, "key": ec_k, "cert_alt": ec_c, "key_alt": ec_k}]}),
+        &["certificate[-] @entity: certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type"],
+    );
+    check(
+        "dangling sni",
+        &doc("snis:\n- name: a.com\n  certificate: 4f1d9f06-4d2d-4b5e-9e7a-000000000001\n"),
+        &["sni[a.com] @entity: invalid reference 'certificate: {\"id\":\"4f1d9f06-4d2d-4b5e-9e7a-000000000001\"}' (no such entry in 'certificates')"
+            .replace("{\"id\":\"4f1d9f06-4d2d-4b5e-9e7a-000000000001\"}", "4f1d9f06-4d2d-4b5e-9e7a-000000000001")
+            .as_str()],
+    );
+    check_value(
+        "duplicate sni",
+        json!({"_format_version": v, "certificates": [{"cert": rsa_c, "key": rsa_k, "snis": ["a.com", "a.com"]}]}),
+        &[
+            "sni[a.com] @entity: uniqueness violation: 'snis' entity with primary key set to '427e83db-cac4-51f7-b3e6-883bb69d6fed' already declared",
+            "sni[a.com] @entity: uniqueness violation: 'snis' entity with name set to 'a.com' already declared",
+        ],
+    );
+    check_value(
+        "not a CA",
+        json!({"_format_version": v, "ca_certificates": [{"cert": rsa_c}]}),
+        &["ca_certificate[-] cert: certificate does not appear to be a CA because it is missing the \"CA\" basic constraint"],
+    );
+    check_value(
+        "expired CA",
+        json!({"_format_version": v, "ca_certificates": [{"cert": pem("expired-ca.crt")}]}),
+        &["ca_certificate[-] cert: certificate expired, \"Not After\" time is in the past"],
+    );
+    check_value(
+        "two certificates in a CA entry",
+        json!({"_format_version": v, "ca_certificates": [{"cert": format!("{}{}", pem("ca.crt"), pem("ca.crt"))}]}),
+        &["ca_certificate[-] cert: please submit only one certificate at a time"],
+    );
+}
+
+#[test]
+fn flattened_entries_carry_identity_for_the_controller() {
+    let d = doc(
+        "services:\n- name: ns.svc.80\n  host: a.com\n  tags: [k8s-name:svc, k8s-namespace:ns, k8s-kind:Service]\n  routes:\n  - name: ns.ing.svc.a.com.80\n    paths: [bad]\n    tags: [k8s-name:ing, k8s-namespace:ns, k8s-kind:Ingress]\n",
+    );
+    let err = load(&d).unwrap_err();
+    let body = err.kong_body(true);
+    assert_eq!(body["code"], 14);
+    assert_eq!(body["name"], "invalid declarative configuration");
+    assert_eq!(body["message"], "declarative config is invalid: {}");
+    let fe = &body["flattened_errors"][0];
+    assert_eq!(fe["entity_type"], "route");
+    assert_eq!(fe["entity_name"], "ns.ing.svc.a.com.80");
+    assert_eq!(fe["entity_tags"], json!(["k8s-name:ing", "k8s-namespace:ns", "k8s-kind:Ingress"]));
+    // the hoisted route names its parent
+    let svc_id = silverback_config::ids::kong_id(silverback_config::EntityKind::Service, "ns.svc.80");
+    assert_eq!(fe["entity"]["service"]["id"], svc_id.to_string());
+    assert_eq!(fe["entity_id"], silverback_config::ids::kong_id(silverback_config::EntityKind::Route, "ns.ing.svc.a.com.80").to_string());
+    assert_eq!(fe["errors"], json!([{"type": "field", "field": "paths.1", "message": "should start with: / (fixed path) or ~/ (regex path)"}]));
+    // without flattening, the errors are nested like the input
+    let body = err.kong_body(false);
+    assert_eq!(
+        body["fields"],
+        json!({"services": [{"routes": [{"paths": ["should start with: / (fixed path) or ~/ (regex path)"]}]}]})
+    );
+    assert_eq!(
+        body["message"],
+        "declarative config is invalid: {services={{routes={{paths={\"should start with: / (fixed path) or ~/ (regex path)\"}}}}}}"
+    );
+    assert!(body.get("flattened_errors").is_none());
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let d = doc("services:\n- name: a\n- name: b\n  host: x.com\n  port: -1\nupstreams:\n- name: 1.2.3.4\n");
+    assert_eq!(
+        error_lines(&load(&d).unwrap_err()),
+        [
+            "service[a] host: required field missing",
+            "service[b] port: value should be between 0 and 65535",
+            "upstream[1.2.3.4] name: Invalid name ('1.2.3.4'); no ip addresses allowed",
+        ]
+    );
+}
