@@ -198,6 +198,7 @@ impl ControlPlaneBuilder {
                 cert_pem: &admin_cert.cert_pem,
                 key_pem: &admin_cert.key_pem,
             },
+            "default",
         )?;
         let admin = Identity::write(
             "silverback-envtest-admin",
@@ -349,11 +350,13 @@ enum UserAuth<'a> {
     Token(&'a str),
 }
 
+/// A kubeconfig for one user, whose context's default namespace is `namespace`.
 fn kubeconfig(
     server: &str,
     ca_pem: &str,
     user: &str,
     auth: &UserAuth<'_>,
+    namespace: &str,
 ) -> anyhow::Result<Kubeconfig> {
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -374,7 +377,7 @@ fn kubeconfig(
         "users": [{ "name": user, "user": user_entry }],
         "contexts": [{
             "name": "envtest",
-            "context": { "cluster": "envtest", "user": user, "namespace": "default" },
+            "context": { "cluster": "envtest", "user": user, "namespace": namespace },
         }],
         "current-context": "envtest",
     });
@@ -453,7 +456,6 @@ impl ControlPlane {
     ///
     /// Outside a tokio runtime.
     pub fn client(&self) -> Client {
-        #[allow(clippy::expect_used)]
         self.admin
             .client()
             .expect("the admin kubeconfig built a client when the control plane started")
@@ -547,7 +549,17 @@ impl ControlPlane {
 
     /// An identity authenticated by a client certificate (signed by the client CA) for user
     /// `user` in `groups` (at most two; `system:authenticated` is added by the API server).
+    /// Its kubeconfig's default namespace is `default`.
     pub fn user_identity(&self, user: &str, groups: &[&str]) -> anyhow::Result<Identity> {
+        self.cert_identity(user, groups, "default")
+    }
+
+    fn cert_identity(
+        &self,
+        user: &str,
+        groups: &[&str],
+        namespace: &str,
+    ) -> anyhow::Result<Identity> {
         let cert = self.pki.client_cert(user, groups)?;
         let kc = kubeconfig(
             &self.server,
@@ -557,6 +569,7 @@ impl ControlPlane {
                 cert_pem: &cert.cert_pem,
                 key_pem: &cert.key_pem,
             },
+            namespace,
         )?;
         Identity::write(user, kc, self.next_kubeconfig_path(user), None)
     }
@@ -565,7 +578,8 @@ impl ControlPlane {
     /// certificate: user `system:serviceaccount:<namespace>:<name>`, groups
     /// `system:serviceaccounts` and `system:serviceaccounts:<namespace>`. RBAC treats it
     /// exactly like the ServiceAccount (subjects of kind ServiceAccount match the user name).
-    /// The ServiceAccount object need not exist.
+    /// The ServiceAccount object need not exist. The kubeconfig's default namespace is
+    /// `namespace`, as for a Pod.
     pub fn service_account_cert_identity(
         &self,
         namespace: &str,
@@ -573,12 +587,13 @@ impl ControlPlane {
     ) -> anyhow::Result<Identity> {
         let user = format!("system:serviceaccount:{namespace}:{name}");
         let ns_group = format!("system:serviceaccounts:{namespace}");
-        self.user_identity(&user, &["system:serviceaccounts", &ns_group])
+        self.cert_identity(&user, &["system:serviceaccounts", &ns_group], namespace)
     }
 
     /// An identity for ServiceAccount `namespace/name` that authenticates with a bound token
     /// from the TokenRequest API (valid for a day), as a Pod's projected token would. Creates
-    /// the ServiceAccount if it does not exist (the token is only valid while it does).
+    /// the ServiceAccount if it does not exist (the token is only valid while it does). The
+    /// kubeconfig's default namespace is `namespace`, as for a Pod.
     pub async fn service_account_identity(
         &self,
         namespace: &str,
@@ -623,6 +638,7 @@ impl ControlPlane {
             &self.pki.serving_ca_pem,
             &user,
             &UserAuth::Token(&token),
+            namespace,
         )?;
         Identity::write(&user, kc, self.next_kubeconfig_path(&user), Some(token))
     }

@@ -74,3 +74,25 @@ async fn a_test_process_that_exits_abruptly_leaves_nothing_behind() {
     );
     drop((cp, ns));
 }
+
+#[tokio::test]
+async fn a_panicking_test_stops_its_control_plane() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let cp = ControlPlane::start().await.unwrap();
+        tx.send((cp.apiserver_pid(), cp.etcd_pid(), cp.dir().to_path_buf()))
+            .unwrap();
+        panic!("the test fails while the control plane runs");
+    });
+    let err = task.await.unwrap_err();
+    assert!(err.is_panic());
+    let (apiserver, etcd, dir) = rx.await.unwrap();
+    // Unwinding dropped the control plane: processes reaped, directory removed.
+    for pid in [apiserver, etcd] {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} survived"
+        );
+    }
+    assert!(!dir.exists(), "{} survived", dir.display());
+}

@@ -46,6 +46,11 @@ async fn service_account_identities_are_denied_until_a_role_is_bound() {
     let by_cert: Identity = cp.service_account_cert_identity(&ns, "controller").unwrap();
     let expected_user = format!("system:serviceaccount:{ns}:controller");
     assert!(by_token.token().is_some());
+    // Like a Pod's, the identities' default namespace is the ServiceAccount's.
+    for id in [&by_token, &by_cert] {
+        let ctx = id.kubeconfig().contexts[0].context.as_ref().unwrap();
+        assert_eq!(ctx.namespace.as_deref(), Some(ns.as_str()));
+    }
     assert!(by_token.kubeconfig_path().is_file() && by_cert.kubeconfig_path().is_file());
     let token_client = by_token.client().unwrap();
     let cert_client = by_cert.client().unwrap();
