@@ -1,0 +1,2 @@
+//! Router match benchmark (filled in next).
+fn main() {}

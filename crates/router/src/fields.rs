@@ -1,0 +1,436 @@
+//! Field-based matchers: a route's methods, hosts, paths, headers, snis, sources and
+//! destinations, compiled to the predicates Kong's `transform.get_expression` generates and
+//! evaluated directly (no expression text, no allocation unless a regex must see a
+//! lowercased header value or captures are returned).
+
+use std::net::IpAddr;
+
+use regex::Regex;
+use silverback_config::{IpPort, Route};
+
+use crate::compile::{Hit, Prefix};
+use crate::request::{Prepared, split_host_port};
+use crate::{Captures, RouterError, Scheme, route_label};
+
+/// `==`, `=^` (suffix) or `^=` (prefix) against a string.
+#[derive(Debug, Clone)]
+pub(crate) enum Affix {
+    Exact(Box<str>),
+    Suffix(Box<str>),
+    Prefix(Box<str>),
+}
+
+impl Affix {
+    /// Kong's reading of a host or SNI pattern: a leading `*` means suffix, a trailing `*`
+    /// prefix.
+    fn wildcard(pattern: &str) -> Affix {
+        if let Some(rest) = pattern.strip_prefix('*') {
+            Affix::Suffix(rest.into())
+        } else if let Some(rest) = pattern.strip_suffix('*') {
+            Affix::Prefix(rest.into())
+        } else {
+            Affix::Exact(pattern.into())
+        }
+    }
+
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            Affix::Exact(s) => v == &**s,
+            Affix::Suffix(s) => v.ends_with(&**s),
+            Affix::Prefix(s) => v.starts_with(&**s),
+        }
+    }
+}
+
+/// One route host: pattern plus optional port.
+#[derive(Debug, Clone)]
+pub(crate) struct HostRule {
+    pub affix: Affix,
+    pub port: Option<u16>,
+    /// Index in `route.hosts`.
+    pub idx: usize,
+}
+
+#[derive(Debug)]
+pub(crate) enum PathRule {
+    Prefix { text: Box<str>, idx: usize },
+    Regex { re: Regex, idx: usize },
+}
+
+#[derive(Debug)]
+pub(crate) enum ValueRule {
+    /// Lowercased value (Lua `string.lower`: ASCII only).
+    Eq(Box<str>),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+pub(crate) struct HeaderRule {
+    pub name: http::HeaderName,
+    pub values: Vec<ValueRule>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IpRule {
+    Addr(IpAddr),
+    Cidr(IpAddr, u8),
+}
+
+impl IpRule {
+    fn parse(s: &str) -> Option<IpRule> {
+        match s.split_once('/') {
+            None => s.parse().ok().map(IpRule::Addr),
+            Some((a, m)) => {
+                let addr: IpAddr = a.parse().ok()?;
+                let len: u8 = m.parse().ok()?;
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                (len <= max).then_some(IpRule::Cidr(addr, len))
+            }
+        }
+    }
+
+    fn matches(&self, ip: IpAddr) -> bool {
+        match *self {
+            IpRule::Addr(a) => a == ip,
+            IpRule::Cidr(net, len) => match (net, ip) {
+                (IpAddr::V4(n), IpAddr::V4(i)) => {
+                    let mask = if len == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - u32::from(len))
+                    };
+                    (u32::from(n) & mask) == (u32::from(i) & mask)
+                }
+                (IpAddr::V6(n), IpAddr::V6(i)) => {
+                    let mask = if len == 0 {
+                        0
+                    } else {
+                        u128::MAX << (128 - u32::from(len))
+                    };
+                    (u128::from(n) & mask) == (u128::from(i) & mask)
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NetRule {
+    ip: Option<IpRule>,
+    port: Option<u16>,
+}
+
+impl NetRule {
+    fn compile(route: &Route, field: &'static str, v: &IpPort) -> Result<NetRule, RouterError> {
+        let ip = match &v.ip {
+            None => None,
+            Some(s) => Some(IpRule::parse(s).ok_or_else(|| RouterError::Ip {
+                route: route_label(route),
+                field,
+                ip: s.clone(),
+            })?),
+        };
+        Ok(NetRule { ip, port: v.port })
+    }
+
+    fn matches(&self, addr: Option<std::net::SocketAddr>, port: Option<u16>) -> bool {
+        let ip_ok = match self.ip {
+            None => true,
+            Some(r) => addr.is_some_and(|a| r.matches(a.ip())),
+        };
+        let port_ok = match self.port {
+            None => true,
+            Some(p) => port == Some(p),
+        };
+        ip_ok && port_ok
+    }
+}
+
+/// A compiled field-based matcher.
+#[derive(Debug)]
+pub(crate) struct FieldMatcher {
+    pub snis: Vec<Affix>,
+    pub sources: Vec<NetRule>,
+    pub destinations: Vec<NetRule>,
+    pub methods: Vec<Box<str>>,
+    pub hosts: Vec<HostRule>,
+    pub paths: Vec<PathRule>,
+    pub headers: Vec<HeaderRule>,
+    /// `net.protocol` values (expressions flavor only).
+    pub protocols: Option<Vec<&'static str>>,
+}
+
+/// Lua's `string.lower` (ASCII only).
+fn lua_lower(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+impl FieldMatcher {
+    /// Compiles `route` restricted to the paths at `path_idx`.
+    pub fn new(
+        route: &Route,
+        path_idx: &[usize],
+        protocols: Option<Vec<&'static str>>,
+    ) -> Result<Self, RouterError> {
+        let snis = route
+            .snis
+            .iter()
+            .map(|s| {
+                // Kong: `x.*` is a prefix; otherwise a trailing dot is dropped, then `*.x`
+                // is a suffix.
+                if let Some(p) = s.strip_suffix('*') {
+                    return Affix::Prefix(p.into());
+                }
+                let s = if s.len() > 1 {
+                    s.strip_suffix('.').unwrap_or(s)
+                } else {
+                    s
+                };
+                Affix::wildcard(s)
+            })
+            .collect();
+        let sources = route
+            .sources
+            .iter()
+            .map(|v| NetRule::compile(route, "sources", v))
+            .collect::<Result<_, _>>()?;
+        let destinations = route
+            .destinations
+            .iter()
+            .map(|v| NetRule::compile(route, "destinations", v))
+            .collect::<Result<_, _>>()?;
+        let methods = route.methods.iter().map(|m| m.as_str().into()).collect();
+        let hosts = route
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(idx, h)| {
+                let (host, port) = split_host_port(h);
+                HostRule {
+                    affix: Affix::wildcard(host),
+                    port,
+                    idx,
+                }
+            })
+            .collect();
+        let mut paths = Vec::with_capacity(path_idx.len());
+        for &idx in path_idx {
+            let p = &route.paths[idx];
+            if let Some(re) = p.strip_prefix('~') {
+                // Kong: strip `~`, anchor with `^`, and rewrite `?<` to `?P<`.
+                let src = format!("^{}", re.replace("?<", "?P<"));
+                let re = Regex::new(&src).map_err(|e| RouterError::PathRegex {
+                    route: route_label(route),
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?;
+                paths.push(PathRule::Regex { re, idx });
+            } else {
+                paths.push(PathRule::Prefix {
+                    text: p.as_str().into(),
+                    idx,
+                });
+            }
+        }
+        let mut headers = Vec::with_capacity(route.headers.len());
+        for (name, values) in &route.headers {
+            let hname = http::HeaderName::from_bytes(
+                name.replace('_', "-").to_ascii_lowercase().as_bytes(),
+            )
+            .map_err(|_| RouterError::HeaderName {
+                route: route_label(route),
+                header: name.clone(),
+            })?;
+            let mut rules = Vec::with_capacity(values.len());
+            for v in values {
+                if let Some(re) = v.strip_prefix("~*") {
+                    let lowered = lua_lower(re);
+                    let re = Regex::new(&lowered).map_err(|e| RouterError::HeaderRegex {
+                        route: route_label(route),
+                        header: name.clone(),
+                        value: v.clone(),
+                        message: e.to_string(),
+                    })?;
+                    rules.push(ValueRule::Regex(re));
+                } else {
+                    rules.push(ValueRule::Eq(lua_lower(v).into()));
+                }
+            }
+            headers.push(HeaderRule {
+                name: hname,
+                values: rules,
+            });
+        }
+        Ok(FieldMatcher {
+            snis,
+            sources,
+            destinations,
+            methods,
+            hosts,
+            paths,
+            headers,
+            protocols,
+        })
+    }
+
+    /// Evaluates the matcher; on success returns what matched.
+    pub fn eval(&self, req: &Prepared<'_>) -> Option<Hit> {
+        let view = req.view;
+        if !self.snis.is_empty() && view.scheme == Scheme::Https {
+            let sni = view.sni?;
+            if !self.snis.iter().any(|a| a.matches(sni)) {
+                return None;
+            }
+        }
+        if !self.sources.is_empty()
+            && !self
+                .sources
+                .iter()
+                .any(|r| r.matches(view.src, view.src.map(|a| a.port())))
+        {
+            return None;
+        }
+        if !self.destinations.is_empty()
+            && !self
+                .destinations
+                .iter()
+                .any(|r| r.matches(view.dst, Some(req.dst_port)))
+        {
+            return None;
+        }
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| &**m == view.method) {
+            return None;
+        }
+        let mut host_hit = None;
+        if !self.hosts.is_empty() {
+            let host = req.host?;
+            host_hit = Some(
+                self.hosts
+                    .iter()
+                    .find(|h| h.affix.matches(host) && h.port.is_none_or(|p| p == req.dst_port))?
+                    .idx,
+            );
+        }
+        if self
+            .protocols
+            .as_ref()
+            .is_some_and(|p| !p.contains(&view.scheme.as_str()))
+        {
+            return None;
+        }
+        // Paths: the first path of the group that matches, in configured order.
+        let mut path_hit = None;
+        let mut prefix = Prefix::None;
+        let mut captures = Captures::default();
+        let mut regex_path: Option<&Regex> = None;
+        if !self.paths.is_empty() {
+            let path: &str = &req.path;
+            for p in &self.paths {
+                match p {
+                    PathRule::Prefix { text, idx } => {
+                        if path.starts_with(&**text) {
+                            path_hit = Some(*idx);
+                            prefix = Prefix::Route(*idx);
+                            break;
+                        }
+                    }
+                    PathRule::Regex { re, idx } => {
+                        if re.is_match(path) {
+                            path_hit = Some(*idx);
+                            regex_path = Some(re);
+                            break;
+                        }
+                    }
+                }
+            }
+            path_hit?;
+        }
+        // Headers: every header name must match one of its values (on any request value).
+        let mut header_regex_hits: Vec<(&Regex, String)> = Vec::new();
+        for h in &self.headers {
+            let mut ok = false;
+            'values: for rule in &h.values {
+                for v in view.headers.get_all(&h.name) {
+                    let Ok(v) = std::str::from_utf8(v.as_bytes()) else {
+                        continue;
+                    };
+                    match rule {
+                        ValueRule::Eq(want) => {
+                            let eq = if v.is_ascii() {
+                                v.eq_ignore_ascii_case(want)
+                            } else {
+                                v.to_lowercase() == **want
+                            };
+                            if eq {
+                                ok = true;
+                                break 'values;
+                            }
+                        }
+                        ValueRule::Regex(re) => {
+                            let lowered = v.to_lowercase();
+                            if re.is_match(&lowered) {
+                                header_regex_hits.push((re, lowered));
+                                ok = true;
+                                break 'values;
+                            }
+                        }
+                    }
+                }
+            }
+            if !ok {
+                return None;
+            }
+        }
+        if let Some(re) = regex_path {
+            let path: &str = &req.path;
+            if let Some(c) = re.captures(path) {
+                prefix = Prefix::Owned(c.get(0).map_or("", |m| m.as_str()).to_string());
+                captures = collect_captures(re, &c);
+            }
+        }
+        // Kong's engine records header regex captures in the same map, after the path's.
+        for (re, v) in &header_regex_hits {
+            if let Some(c) = re.captures(v) {
+                overlay_captures(&mut captures, re, &c);
+            }
+        }
+        if captures.positional.iter().flatten().count() + captures.named.len() < 2 {
+            // Kong exposes uri_captures only when there is more than the whole match.
+            captures = Captures::default();
+        }
+        Some(Hit {
+            host: host_hit,
+            path: path_hit,
+            prefix,
+            captures,
+        })
+    }
+}
+
+pub(crate) fn collect_captures(re: &Regex, c: &regex::Captures<'_>) -> Captures {
+    let mut out = Captures::default();
+    overlay_captures(&mut out, re, c);
+    out
+}
+
+/// Inserts captures of `c` into `out`, replacing entries with the same key (positional index
+/// or name), as Kong's engine does when several regexes of one route match.
+fn overlay_captures(out: &mut Captures, re: &Regex, c: &regex::Captures<'_>) {
+    for (i, m) in c.iter().enumerate() {
+        if let Some(m) = m {
+            if out.positional.len() <= i {
+                out.positional.resize(i + 1, None);
+            }
+            out.positional[i] = Some(m.as_str().to_string());
+        }
+    }
+    for name in re.capture_names().flatten() {
+        if let Some(m) = c.name(name) {
+            match out.named.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = m.as_str().to_string(),
+                None => out.named.push((name.to_string(), m.as_str().to_string())),
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The request fields the matchers read, computed once per request.
+
+use std::borrow::Cow;
+
+use crate::RequestView;
+
+/// A request prepared for matching.
+pub(crate) struct Prepared<'a> {
+    /// The original view.
+    pub view: &'a RequestView<'a>,
+    /// `http.host`: the Host header without a numeric `:port`; `None` when absent.
+    pub host: Option<&'a str>,
+    /// `net.dst.port`: the Host header's port, else the listener port.
+    pub dst_port: u16,
+    /// `http.path`: the normalized path.
+    pub path: Cow<'a, str>,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(view: &'a RequestView<'a>) -> Self {
+        let (host, port) = split_host_port(view.host);
+        Prepared {
+            view,
+            host: if host.is_empty() { None } else { Some(host) },
+            dst_port: port.unwrap_or(view.port),
+            path: normalize_path(view.path),
+        }
+    }
+}
+
+/// Kong's `split_host_port`: the part after the first `:` is a port only when it is a
+/// number; otherwise the whole string is the host.
+pub(crate) fn split_host_port(h: &str) -> (&str, Option<u16>) {
+    match h.find(':') {
+        None => (h, None),
+        Some(p) => {
+            let rest = &h[p + 1..];
+            if !rest.is_empty() && rest.len() <= 5 && rest.bytes().all(|b| b.is_ascii_digit()) {
+                match rest.parse::<u32>() {
+                    // a port above 65535 can never equal a route port: keep it out of range
+                    Ok(n) if n <= u32::from(u16::MAX) => (&h[..p], Some(n as u16)),
+                    _ => (&h[..p], None),
+                }
+            } else {
+                (h, None)
+            }
+        }
+    }
+}
+
+/// Kong's normalization of the request path (`normalize(uri, true)`), without allocating
+/// when the path is already normal.
+pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
+    if needs_normalization(path) {
+        Cow::Owned(silverback_config::uri::normalize(path, true))
+    } else {
+        Cow::Borrowed(path)
+    }
+}
+
+fn needs_normalization(path: &str) -> bool {
+    let b = path.as_bytes();
+    let mut prev_slash = false;
+    let mut seg_start = 0usize;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'%' => return true,
+            b'/' => {
+                if prev_slash {
+                    return true;
+                }
+                prev_slash = true;
+                let seg = &b[seg_start..i];
+                if seg == b"." || seg == b".." {
+                    return true;
+                }
+                seg_start = i + 1;
+            }
+            _ => prev_slash = false,
+        }
+    }
+    let seg = &b[seg_start..];
+    seg == b"." || seg == b".."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(split_host_port("a.com"), ("a.com", None));
+        assert_eq!(split_host_port("a.com:8080"), ("a.com", Some(8080)));
+        assert_eq!(split_host_port("a.com:x"), ("a.com:x", None));
+        assert_eq!(split_host_port("[::1]:80"), ("[::1]:80", None));
+        assert_eq!(split_host_port("a.com:99999"), ("a.com", None));
+    }
+
+    #[test]
+    fn normalization_fast_path_agrees() {
+        for p in [
+            "/", "/a/b", "/a//b", "/a/./b", "/a/../b", "/a/b/..", "/a/.", "/%41", "/a.b/c.",
+            "/..a/b", "", "*", "/a/b/", "/.", "/..", "a/./b",
+        ] {
+            assert_eq!(
+                normalize_path(p),
+                silverback_config::uri::normalize(p, true),
+                "{p}"
+            );
+        }
+    }
+}
