@@ -15,7 +15,6 @@ use crate::request::Prepared;
 use crate::{Captures, RouterError, route_label};
 
 /// A compiled expression route.
-#[allow(dead_code)] // host_key/path_key feed the index
 pub(crate) struct ExprMatcher {
     ast: Expression,
     /// A necessary condition on `http.host`, for the index.
