@@ -1,1 +1,56 @@
-//! silverback-translator (placeholder; filled in by its issue).
+//! The translator: a pure, deterministic function from Kubernetes objects (Ingress,
+//! IngressClass, Service, EndpointSlice, Secret, Kong's IngressClassParameters) to one Kong
+//! declarative configuration, plus a list of per-object [`Problem`]s.
+//!
+//! It follows KIC's conventions so that users moving from KIC see the same entities: Kong
+//! Services `<ns>.<svc>.<port>` with host = Upstream `<svc>.<ns>.<port>.svc`, routes
+//! `<ns>.<ingress>.<svc>.<host>.<port>` combined per (Ingress, backend, host), UUIDv5 ids,
+//! `k8s-*` tags, KIC's defaults and annotations (see [`annotations`]).
+//!
+//! A broken object is reported and left out together with what depends on it; the rest is
+//! still translated, and the output always passes `silverback_config::load`:
+//! - a problem of an Ingress's own (annotation value, host, path, TLS host) leaves the whole
+//!   Ingress out;
+//! - a dangling reference (missing Service, port or Secret, unusable TLS Secret, conflicting
+//!   SNI, second default backend) leaves out only what needs it;
+//! - a problem of a Service (annotation, client certificate, CA certificates) leaves out its
+//!   Kong Services and the routes to them.
+//!
+//! ```
+//! use silverback_translator::{Objects, TranslateOptions, translate};
+//!
+//! let objects = Objects::from_yaml_documents(br#"
+//! apiVersion: networking.k8s.io/v1
+//! kind: Ingress
+//! metadata: {name: web, namespace: default}
+//! spec:
+//!   ingressClassName: kong
+//!   rules:
+//!   - host: example.com
+//!     http:
+//!       paths:
+//!       - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+//! ---
+//! apiVersion: v1
+//! kind: Service
+//! metadata: {name: web, namespace: default}
+//! spec: {ports: [{port: 80}]}
+//! "#).unwrap();
+//! let t = translate(&objects, &TranslateOptions::default());
+//! assert!(t.problems.is_empty());
+//! assert_eq!(t.config["services"][0]["name"], "default.web.80");
+//! assert_eq!(t.config["services"][0]["routes"][0]["name"], "default.web.web.example.com.80");
+//! ```
+
+pub mod annotations;
+pub mod expression;
+pub mod manifests;
+pub mod objects;
+pub mod problem;
+pub mod synthetic;
+pub mod translate;
+
+pub use objects::{IngressClassParameters, IngressClassParametersSpec, Kind, ObjectError, Objects};
+pub use problem::{ObjectRef, Problem, problems_from_flattened};
+pub use silverback_config::RouterFlavor;
+pub use translate::{PluginAttachment, TranslateOptions, Translation, translate};

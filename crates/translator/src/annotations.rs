@@ -1,0 +1,631 @@
+//! The annotations the translator honours, parsed and checked. A value that Kong would
+//! reject, or that does not parse, is an error naming the annotation.
+
+use std::collections::BTreeMap;
+
+use silverback_config::RouterFlavor;
+use silverback_config::typedefs as t;
+
+/// `konghq.com/` prefix.
+pub const PREFIX: &str = "konghq.com/";
+/// `kubernetes.io/ingress.class`
+pub const INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
+/// `ingress.kubernetes.io/force-ssl-redirect`
+pub const FORCE_SSL_REDIRECT: &str = "ingress.kubernetes.io/force-ssl-redirect";
+/// `ingress.kubernetes.io/service-upstream`
+pub const SERVICE_UPSTREAM: &str = "ingress.kubernetes.io/service-upstream";
+/// `konghq.com/plugins`
+pub const PLUGINS: &str = "konghq.com/plugins";
+/// Default regex prefix of Ingress paths (`konghq.com/regex-prefix` overrides it).
+pub const DEFAULT_REGEX_PREFIX: &str = "/~";
+
+/// The field name of an annotation in problem reports.
+pub fn field(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
+
+/// Read access to an object's annotations.
+#[derive(Clone, Copy)]
+pub struct Annotations<'a>(pub Option<&'a BTreeMap<String, String>>);
+
+/// Errors as `(field, reason)`.
+pub type Errs = Vec<(String, String)>;
+
+impl<'a> Annotations<'a> {
+    /// The trimmed value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.0.and_then(|m| m.get(key)).map(|s| s.trim())
+    }
+    fn kong(&self, name: &str) -> Option<(&'a str, String)> {
+        let key = format!("{PREFIX}{name}");
+        self.get(&key).map(|v| (v, key))
+    }
+    /// All `konghq.com/headers.<name>` annotations, by header name.
+    fn headers(&self) -> Vec<(String, &'a str)> {
+        let prefix = format!("{PREFIX}headers.");
+        self.0
+            .into_iter()
+            .flat_map(|m| m.range(prefix.clone()..))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (k[prefix.len()..].to_string(), v.trim()))
+            .collect()
+    }
+}
+
+/// Go's `strconv.ParseBool`, as KIC reads boolean annotations.
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean '{v}': expected true or false")),
+    }
+}
+
+/// An integer within `min..=max`.
+pub fn parse_int(v: &str, min: i64, max: i64) -> Result<i64, String> {
+    let n: i64 = v.parse().map_err(|_| format!("invalid integer '{v}'"))?;
+    if n < min || n > max {
+        return Err(format!("{n} is out of range {min}..{max}"));
+    }
+    Ok(n)
+}
+
+/// A comma-separated list, items trimmed, empty items dropped.
+pub fn list(v: &str) -> Vec<String> {
+    split(v, ",")
+}
+
+fn split(v: &str, sep: &str) -> Vec<String> {
+    v.split(sep)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn tags(a: &Annotations<'_>, errs: &mut Errs) -> Vec<String> {
+    let Some((v, key)) = a.kong("tags") else {
+        return vec![];
+    };
+    let tags = list(v);
+    for tag in &tags {
+        if let Err(e) = t::validate_tag(tag) {
+            errs.push((field(&key), e));
+        }
+    }
+    tags
+}
+
+/// Route settings from an Ingress's annotations, with KIC's defaults.
+#[derive(Debug, Clone)]
+pub struct RouteOpts {
+    /// `konghq.com/protocols` (and force-ssl-redirect); `None` leaves Kong's default.
+    pub protocols: Option<Vec<String>>,
+    /// `konghq.com/strip-path` (default false).
+    pub strip_path: bool,
+    /// `konghq.com/preserve-host` (default true).
+    pub preserve_host: bool,
+    /// `konghq.com/https-redirect-status-code` (default 426; 302 with force-ssl-redirect).
+    pub https_redirect_status_code: i64,
+    /// `konghq.com/regex-priority` (default 0).
+    pub regex_priority: i64,
+    /// `konghq.com/methods`, upper-cased.
+    pub methods: Vec<String>,
+    /// `konghq.com/snis`.
+    pub snis: Vec<String>,
+    /// `konghq.com/request-buffering` (default true).
+    pub request_buffering: bool,
+    /// `konghq.com/response-buffering` (default true).
+    pub response_buffering: bool,
+    /// `konghq.com/host-aliases`.
+    pub host_aliases: Vec<String>,
+    /// `konghq.com/headers.<name>`, split on `konghq.com/headers-separator` (default `,`).
+    pub headers: Vec<(String, Vec<String>)>,
+    /// `konghq.com/path-handling` (default v0).
+    pub path_handling: String,
+    /// `konghq.com/tags`.
+    pub tags: Vec<String>,
+    /// `konghq.com/regex-prefix` (default `/~`).
+    pub regex_prefix: String,
+    /// `konghq.com/rewrite`.
+    pub rewrite: Option<String>,
+    /// `konghq.com/plugins`.
+    pub plugins: Vec<String>,
+}
+
+const STREAM: &[&str] = &["tcp", "tls", "udp", "tls_passthrough"];
+const GRPC: &[&str] = &["grpc", "grpcs"];
+
+impl RouteOpts {
+    /// Parses the annotations; the errors name the annotation at fault.
+    pub fn parse(a: &Annotations<'_>, flavor: RouterFlavor) -> (RouteOpts, Errs) {
+        let mut errs = Errs::new();
+        let mut o = RouteOpts {
+            protocols: None,
+            strip_path: false,
+            preserve_host: true,
+            https_redirect_status_code: 426,
+            regex_priority: 0,
+            methods: vec![],
+            snis: vec![],
+            request_buffering: true,
+            response_buffering: true,
+            host_aliases: vec![],
+            headers: vec![],
+            path_handling: "v0".into(),
+            tags: tags(a, &mut errs),
+            regex_prefix: DEFAULT_REGEX_PREFIX.into(),
+            rewrite: None,
+            plugins: a.get(PLUGINS).map(list).unwrap_or_default(),
+        };
+        let boolean = |name: &str, target: &mut bool, errs: &mut Errs| {
+            if let Some((v, key)) = a.kong(name) {
+                match parse_bool(v) {
+                    Ok(b) => *target = b,
+                    Err(e) => errs.push((field(&key), e)),
+                }
+            }
+        };
+        boolean("strip-path", &mut o.strip_path, &mut errs);
+        boolean("preserve-host", &mut o.preserve_host, &mut errs);
+        boolean("request-buffering", &mut o.request_buffering, &mut errs);
+        boolean("response-buffering", &mut o.response_buffering, &mut errs);
+
+        if let Some((v, key)) = a.kong("protocols") {
+            let ps = list(v);
+            let bad: Vec<&String> = ps
+                .iter()
+                .filter(|p| !t::PROTOCOLS.contains(&p.as_str()))
+                .collect();
+            if ps.is_empty() {
+                errs.push((field(&key), "no protocol given".into()));
+            } else if let Some(b) = bad.first() {
+                errs.push((
+                    field(&key),
+                    format!(
+                        "invalid protocol '{b}': expected one of {}",
+                        t::PROTOCOLS.join(", ")
+                    ),
+                ));
+            } else if let Some(s) = ps.iter().find(|p| STREAM.contains(&p.as_str())) {
+                errs.push((
+                    field(&key),
+                    format!("protocol '{s}' cannot carry Ingress hosts and paths"),
+                ));
+            } else if ps.iter().any(|p| GRPC.contains(&p.as_str()))
+                && ps.iter().any(|p| !GRPC.contains(&p.as_str()))
+            {
+                errs.push((
+                    field(&key),
+                    "grpc/grpcs cannot be mixed with http/https/ws/wss".into(),
+                ));
+            } else {
+                o.protocols = Some(ps);
+            }
+        }
+        if a.get(FORCE_SSL_REDIRECT)
+            .is_some_and(|v| parse_bool(v) == Ok(true))
+        {
+            o.protocols = Some(vec!["https".into()]);
+            o.https_redirect_status_code = 302;
+        }
+        if let Some((v, key)) = a.kong("https-redirect-status-code") {
+            match parse_int(v, 0, 999) {
+                Ok(c) if [301, 302, 307, 308, 426].contains(&c) => o.https_redirect_status_code = c,
+                Ok(c) => errs.push((
+                    field(&key),
+                    format!("{c} is not one of 301, 302, 307, 308, 426"),
+                )),
+                Err(e) => errs.push((field(&key), e)),
+            }
+        }
+        if let Some((v, key)) = a.kong("regex-priority") {
+            match parse_int(v, -(1 << 31), (1 << 31) - 1) {
+                Ok(n) => o.regex_priority = n,
+                Err(e) => errs.push((field(&key), e)),
+            }
+        }
+        if let Some((v, key)) = a.kong("methods") {
+            let ms: Vec<String> = list(v)
+                .into_iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect();
+            match ms
+                .iter()
+                .find(|m| !m.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                Some(m) => errs.push((field(&key), format!("invalid method '{m}'"))),
+                None => o.methods = dedup(ms),
+            }
+        }
+        if let Some((v, key)) = a.kong("snis") {
+            let snis = list(v);
+            for s in &snis {
+                if let Err(e) = t::validate_wildcard_sni(s) {
+                    errs.push((field(&key), e));
+                }
+            }
+            o.snis = dedup(snis);
+        }
+        if let Some((v, key)) = a.kong("host-aliases") {
+            let hosts = list(v);
+            for h in &hosts {
+                if let Err(e) = t::validate_route_host(h) {
+                    errs.push((field(&key), e));
+                }
+            }
+            o.host_aliases = hosts;
+        }
+        let sep = a
+            .kong("headers-separator")
+            .map(|(v, _)| v)
+            .filter(|v| !v.is_empty())
+            .unwrap_or(",");
+        for (name, v) in a.headers() {
+            let key = field(&format!("{PREFIX}headers.{name}"));
+            if let Err(e) = t::validate_header_name(&name) {
+                errs.push((key, e));
+            } else if name.eq_ignore_ascii_case("host") {
+                errs.push((
+                    key,
+                    "the Host header is matched with the Ingress host, not a header".into(),
+                ));
+            } else {
+                let values = split(v, sep);
+                if values.is_empty() {
+                    errs.push((key, "no header value given".into()));
+                } else {
+                    o.headers.push((name.to_ascii_lowercase(), values));
+                }
+            }
+        }
+        if let Some((v, key)) = a.kong("path-handling") {
+            match v {
+                "v0" => {}
+                "v1" if flavor == RouterFlavor::Traditional => o.path_handling = "v1".into(),
+                "v1" => errs.push((
+                    field(&key),
+                    format!(
+                        "path_handling v1 is not supported by the {} router",
+                        flavor.as_str()
+                    ),
+                )),
+                other => errs.push((
+                    field(&key),
+                    format!("invalid value '{other}': expected v0 or v1"),
+                )),
+            }
+        }
+        if let Some((v, key)) = a.kong("regex-prefix") {
+            if v.is_empty() {
+                errs.push((field(&key), "empty regex prefix".into()));
+            } else {
+                o.regex_prefix = v.to_string();
+            }
+        }
+        if let Some((v, key)) = a.kong("rewrite") {
+            match rewrite_template(v) {
+                Ok(_) => o.rewrite = Some(v.to_string()),
+                Err(e) => errs.push((field(&key), e)),
+            }
+        }
+        // combinations Kong refuses
+        let protocols = o
+            .protocols
+            .clone()
+            .unwrap_or_else(|| vec!["http".into(), "https".into()]);
+        let grpc = protocols.iter().any(|p| GRPC.contains(&p.as_str()));
+        if grpc && !o.methods.is_empty() {
+            errs.push((
+                field("konghq.com/methods"),
+                "methods cannot be matched on grpc routes".into(),
+            ));
+        }
+        if grpc && o.strip_path {
+            errs.push((
+                field("konghq.com/strip-path"),
+                "strip-path must be false on grpc routes".into(),
+            ));
+        }
+        if !o.snis.is_empty()
+            && !protocols
+                .iter()
+                .any(|p| matches!(p.as_str(), "https" | "grpcs" | "wss"))
+        {
+            errs.push((
+                field("konghq.com/snis"),
+                "snis need an https, grpcs or wss protocol".into(),
+            ));
+        }
+        (o, errs)
+    }
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|x| seen.insert(x.clone()));
+    v
+}
+
+/// Turns a `konghq.com/rewrite` value into the request-transformer `replace.uri` template:
+/// `$N` becomes the N-th regex capture; `\$` a literal dollar.
+pub fn rewrite_template(v: &str) -> Result<String, String> {
+    if !v.starts_with('/') {
+        return Err(format!("rewrite '{v}' must start with /"));
+    }
+    let mut out = String::new();
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'$') => {
+                chars.next();
+                out.push_str("\\$");
+            }
+            '$' => {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    digits.push(d);
+                    chars.next();
+                }
+                if digits.is_empty() {
+                    return Err(format!(
+                        "rewrite '{v}': '$' must be followed by a capture group number"
+                    ));
+                }
+                out.push_str(&format!("$(uri_captures[{digits}])"));
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Kong Service and Upstream settings from a Kubernetes Service's annotations.
+#[derive(Debug, Clone)]
+pub struct ServiceOpts {
+    /// `konghq.com/protocol` (default http).
+    pub protocol: String,
+    /// `konghq.com/path` (default `/`; none for non-HTTP protocols).
+    pub path: Option<String>,
+    /// `konghq.com/connect-timeout` (ms, default 60000).
+    pub connect_timeout: i64,
+    /// `konghq.com/read-timeout` (ms, default 60000).
+    pub read_timeout: i64,
+    /// `konghq.com/write-timeout` (ms, default 60000).
+    pub write_timeout: i64,
+    /// `konghq.com/retries` (default 5).
+    pub retries: i64,
+    /// `konghq.com/tls-verify`.
+    pub tls_verify: Option<bool>,
+    /// `konghq.com/tls-verify-depth`.
+    pub tls_verify_depth: Option<i64>,
+    /// `konghq.com/ca-certificates-secrets`: Secret names.
+    pub ca_secrets: Vec<String>,
+    /// `konghq.com/client-cert`: Secret name.
+    pub client_cert: Option<String>,
+    /// `konghq.com/host-header`.
+    pub host_header: Option<String>,
+    /// `ingress.kubernetes.io/service-upstream`.
+    pub service_upstream: bool,
+    /// `konghq.com/tags`.
+    pub tags: Vec<String>,
+    /// `konghq.com/plugins`.
+    pub plugins: Vec<String>,
+}
+
+impl ServiceOpts {
+    /// Parses the annotations; the errors name the annotation at fault.
+    pub fn parse(a: &Annotations<'_>) -> (ServiceOpts, Errs) {
+        let mut errs = Errs::new();
+        let mut o = ServiceOpts {
+            protocol: "http".into(),
+            path: None,
+            connect_timeout: 60_000,
+            read_timeout: 60_000,
+            write_timeout: 60_000,
+            retries: 5,
+            tls_verify: None,
+            tls_verify_depth: None,
+            ca_secrets: vec![],
+            client_cert: None,
+            host_header: None,
+            service_upstream: false,
+            tags: tags(a, &mut errs),
+            plugins: a.get(PLUGINS).map(list).unwrap_or_default(),
+        };
+        if let Some((v, key)) = a.kong("protocol") {
+            if t::SERVICE_PROTOCOLS.contains(&v) {
+                o.protocol = v.to_string();
+            } else {
+                errs.push((
+                    field(&key),
+                    format!(
+                        "invalid protocol '{v}': expected one of {}",
+                        t::SERVICE_PROTOCOLS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let http_like = matches!(o.protocol.as_str(), "http" | "https" | "ws" | "wss");
+        if http_like {
+            o.path = Some("/".into());
+        }
+        if let Some((v, key)) = a.kong("path") {
+            if !http_like {
+                errs.push((
+                    field(&key),
+                    format!("a path cannot be set with protocol {}", o.protocol),
+                ));
+            } else if let Err(e) = t::validate_path(v) {
+                errs.push((field(&key), e));
+            } else {
+                o.path = Some(v.to_string());
+            }
+        }
+        for (name, target) in [
+            ("connect-timeout", &mut o.connect_timeout),
+            ("read-timeout", &mut o.read_timeout),
+            ("write-timeout", &mut o.write_timeout),
+        ] {
+            if let Some((v, key)) = a.kong(name) {
+                match parse_int(v, 1, 2_147_483_646) {
+                    Ok(n) => *target = n,
+                    Err(e) => errs.push((field(&key), e)),
+                }
+            }
+        }
+        if let Some((v, key)) = a.kong("retries") {
+            match parse_int(v, 0, 32767) {
+                Ok(n) => o.retries = n,
+                Err(e) => errs.push((field(&key), e)),
+            }
+        }
+        let tls_like = matches!(o.protocol.as_str(), "https" | "tls" | "wss");
+        let tls_only = |name: &str, errs: &mut Errs| -> Option<(&str, String)> {
+            let (v, key) = a.kong(name)?;
+            if tls_like {
+                Some((v, key))
+            } else {
+                errs.push((
+                    field(&key),
+                    format!(
+                        "only applies to https, tls or wss services, not {}",
+                        o.protocol
+                    ),
+                ));
+                None
+            }
+        };
+        if let Some((v, key)) = tls_only("tls-verify", &mut errs) {
+            match parse_bool(v) {
+                Ok(b) => o.tls_verify = Some(b),
+                Err(e) => errs.push((field(&key), e)),
+            }
+        }
+        if let Some((v, key)) = tls_only("tls-verify-depth", &mut errs) {
+            match parse_int(v, 0, 64) {
+                Ok(n) => o.tls_verify_depth = Some(n),
+                Err(e) => errs.push((field(&key), e)),
+            }
+        }
+        if let Some((v, _)) = tls_only("ca-certificates-secrets", &mut errs) {
+            o.ca_secrets = list(v);
+        }
+        if let Some((v, key)) = tls_only("client-cert", &mut errs) {
+            if v.is_empty() {
+                errs.push((field(&key), "empty Secret name".into()));
+            } else {
+                o.client_cert = Some(v.to_string());
+            }
+        }
+        if let Some((v, key)) = a.kong("host-header") {
+            match t::validate_host_with_optional_port(v) {
+                Ok(()) => o.host_header = Some(v.to_string()),
+                Err(e) => errs.push((field(&key), e)),
+            }
+        }
+        if let Some(v) = a.get(SERVICE_UPSTREAM) {
+            match parse_bool(v) {
+                Ok(b) => o.service_upstream = b,
+                Err(e) => errs.push((field(SERVICE_UPSTREAM), e)),
+            }
+        }
+        (o, errs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn route_opts() {
+        let m = ann(&[
+            ("konghq.com/strip-path", "True"),
+            ("konghq.com/methods", "get, post"),
+            ("konghq.com/headers.x-a", "1|2"),
+            ("konghq.com/headers-separator", "|"),
+            ("konghq.com/tags", "a, b"),
+            ("ingress.kubernetes.io/force-ssl-redirect", "true"),
+            ("konghq.com/https-redirect-status-code", "308"),
+        ]);
+        let (o, errs) =
+            RouteOpts::parse(&Annotations(Some(&m)), RouterFlavor::TraditionalCompatible);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(o.strip_path);
+        assert_eq!(o.methods, ["GET", "POST"]);
+        assert_eq!(
+            o.headers,
+            [("x-a".to_string(), vec!["1".to_string(), "2".to_string()])]
+        );
+        assert_eq!(o.tags, ["a", "b"]);
+        assert_eq!(o.protocols, Some(vec!["https".to_string()]));
+        assert_eq!(o.https_redirect_status_code, 308);
+    }
+
+    #[test]
+    fn route_opts_errors() {
+        for (k, v) in [
+            ("konghq.com/strip-path", "yes"),
+            ("konghq.com/protocols", "http,bogus"),
+            ("konghq.com/protocols", "grpc,http"),
+            ("konghq.com/protocols", "tcp"),
+            ("konghq.com/https-redirect-status-code", "200"),
+            ("konghq.com/regex-priority", "x"),
+            ("konghq.com/methods", "G3T"),
+            ("konghq.com/headers.host", "a"),
+            ("konghq.com/headers.bad name", "a"),
+            ("konghq.com/path-handling", "v1"),
+            ("konghq.com/tags", "a/b"),
+            ("konghq.com/rewrite", "/x/$"),
+            ("konghq.com/host-aliases", "a..b"),
+        ] {
+            let m = ann(&[(k, v)]);
+            let (_, errs) =
+                RouteOpts::parse(&Annotations(Some(&m)), RouterFlavor::TraditionalCompatible);
+            assert_eq!(errs.len(), 1, "{k}={v}: {errs:?}");
+            assert!(errs[0].0.contains(k), "{errs:?}");
+        }
+        let m = ann(&[("konghq.com/path-handling", "v1")]);
+        assert!(
+            RouteOpts::parse(&Annotations(Some(&m)), RouterFlavor::Traditional)
+                .1
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn service_opts() {
+        let m = ann(&[("konghq.com/protocol", "grpc"), ("konghq.com/retries", "2")]);
+        let (o, errs) = ServiceOpts::parse(&Annotations(Some(&m)));
+        assert!(errs.is_empty());
+        assert_eq!((o.protocol.as_str(), o.path, o.retries), ("grpc", None, 2));
+        let m = ann(&[("konghq.com/tls-verify", "true")]);
+        assert_eq!(ServiceOpts::parse(&Annotations(Some(&m))).1.len(), 1);
+        let m = ann(&[
+            ("konghq.com/protocol", "https"),
+            ("konghq.com/tls-verify", "true"),
+            ("konghq.com/read-timeout", "0"),
+        ]);
+        let (o, errs) = ServiceOpts::parse(&Annotations(Some(&m)));
+        assert_eq!(o.tls_verify, Some(true));
+        assert_eq!(errs.len(), 1);
+    }
+
+    #[test]
+    fn rewrite() {
+        assert_eq!(
+            rewrite_template("/a/$1/b$12").unwrap(),
+            "/a/$(uri_captures[1])/b$(uri_captures[12])"
+        );
+        assert_eq!(rewrite_template(r"/p\$x").unwrap(), r"/p\$x");
+        assert!(rewrite_template("x").is_err());
+    }
+}

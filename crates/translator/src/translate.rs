@@ -1,0 +1,1232 @@
+//! The translation itself: selected Ingresses, their Services, EndpointSlices and Secrets
+//! into one Kong declarative document.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use silverback_config::entities::EntityKind;
+use silverback_config::typedefs as t;
+use silverback_config::{RouterFlavor, ids};
+use uuid::Uuid;
+
+use crate::annotations::{self as ann, Annotations, RouteOpts, ServiceOpts};
+use crate::expression::{self, Matchers, PathMatch};
+use crate::objects::{IngressClassParametersSpec, KONG_GROUP, Key, Kind, Objects};
+use crate::problem::{ObjectRef, Problem};
+
+/// The IngressClass `spec.controller` value that marks a class as ours.
+pub const CONTROLLER_NAME: &str = "ingress-controllers.konghq.com/kong";
+/// The annotation marking the cluster's default IngressClass.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// The label marking a Secret as a CA certificate.
+pub const CA_CERT_LABEL: &str = "konghq.com/ca-cert";
+
+/// Settings of a translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslateOptions {
+    /// The ingress class we serve (KIC's `--ingress-class`, default `kong`).
+    pub ingress_class: String,
+    /// The data plane's router flavor: field-based routes, or `expression` + `priority`.
+    pub router_flavor: RouterFlavor,
+    /// Keep terminating endpoints as targets of weight 0 (KIC's `--enable-drain-support`).
+    pub enable_drain_support: bool,
+    /// Cluster domain appended to Service DNS names of `service-upstream` targets
+    /// (KIC's `--cluster-domain`, default empty).
+    pub cluster_domain: String,
+    /// Honour `konghq.com/rewrite` (KIC's `RewriteURIs` feature gate, default off): adds a
+    /// `request-transformer` plugin to the routes.
+    pub rewrite_uris: bool,
+    /// Now, in Unix seconds, to refuse expired CA certificates; `None` skips the check.
+    pub now_unix: Option<i64>,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions {
+            ingress_class: "kong".into(),
+            router_flavor: RouterFlavor::TraditionalCompatible,
+            enable_drain_support: false,
+            cluster_domain: String::new(),
+            rewrite_uris: false,
+            now_unix: None,
+        }
+    }
+}
+
+/// The Kong entity a `konghq.com/plugins` annotation asks plugins for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PluginAttachment {
+    /// The annotated object.
+    pub object: ObjectRef,
+    /// `route` or `service`.
+    pub entity_type: String,
+    /// The Kong entity's name.
+    pub entity_name: String,
+    /// Plugin names as written (`name` or `namespace:name`).
+    pub plugins: Vec<String>,
+}
+
+/// The result of a translation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translation {
+    /// The Kong declarative document (`_format_version: "3.0"`), nested like KIC's: routes
+    /// in services, targets in upstreams, SNIs in certificates. Every list is sorted and
+    /// every object's keys are in order, so the same objects always give the same bytes.
+    pub config: Value,
+    /// What could not be translated, sorted.
+    pub problems: Vec<Problem>,
+    /// `konghq.com/plugins` requests, for the plugin translation, sorted.
+    pub plugins: Vec<PluginAttachment>,
+    /// The Ingresses of our class that were translated (not left out by a problem of their
+    /// own), sorted: the ones whose status the controller may update.
+    pub configured: Vec<ObjectRef>,
+}
+
+impl Translation {
+    /// The document as JSON (compact).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.config).unwrap_or_default()
+    }
+    /// The document as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(&self.config).unwrap_or_default()
+    }
+}
+
+/// Translates `objects` into a Kong configuration and the problems met on the way.
+pub fn translate(objects: &Objects, opts: &TranslateOptions) -> Translation {
+    let mut tr = Translator::new(objects, opts);
+    tr.run();
+    tr.finish()
+}
+
+struct KongService {
+    fields: Vec<(&'static str, Value)>,
+    routes: BTreeMap<String, Value>,
+    upstream: Value,
+}
+
+struct Cert {
+    cert: String,
+    key: String,
+    tags: Vec<String>,
+    snis: BTreeSet<String>,
+}
+
+/// A resolved Kubernetes Service: its settings, or the reason it is left out.
+type SvcState = Result<(ServiceOpts, Vec<String>, Option<String>, Vec<String>), ()>;
+
+struct Translator<'a> {
+    objects: &'a Objects,
+    opts: &'a TranslateOptions,
+    params: IngressClassParametersSpec,
+    class_is_default: bool,
+    problems: Vec<Problem>,
+    services: BTreeMap<String, KongService>,
+    svc_states: HashMap<Key, SvcState>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    certs: BTreeMap<String, Cert>,
+    secret_certs: HashMap<Key, Option<String>>,
+    ca_certs: BTreeMap<String, Value>,
+    ca_by_secret: HashMap<Key, Result<String, String>>,
+    sni_owner: HashMap<String, String>,
+    route_names: HashSet<String>,
+    plugins: Vec<PluginAttachment>,
+    configured: Vec<ObjectRef>,
+}
+
+fn meta_ns(m: &ObjectMeta) -> &str {
+    m.namespace.as_deref().unwrap_or_default()
+}
+fn meta_name(m: &ObjectMeta) -> &str {
+    m.name.as_deref().unwrap_or_default()
+}
+
+/// DNS-1123 subdomain: what Kubernetes allows as object names (and what keeps our tags,
+/// entity names and hostnames valid).
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn sorted(mut pairs: Vec<(&'static str, Value)>) -> Value {
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn strings(v: &[String]) -> Value {
+    Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+impl<'a> Translator<'a> {
+    fn new(objects: &'a Objects, opts: &'a TranslateOptions) -> Self {
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for s in objects.endpoint_slices.values() {
+            let svc = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"));
+            if let Some(svc) = svc {
+                slices
+                    .entry((meta_ns(&s.metadata), svc.as_str()))
+                    .or_default()
+                    .push(s);
+            }
+        }
+        let mut tr = Translator {
+            objects,
+            opts,
+            params: IngressClassParametersSpec::default(),
+            class_is_default: false,
+            problems: vec![],
+            services: BTreeMap::new(),
+            svc_states: HashMap::new(),
+            slices,
+            certs: BTreeMap::new(),
+            secret_certs: HashMap::new(),
+            ca_certs: BTreeMap::new(),
+            ca_by_secret: HashMap::new(),
+            sni_owner: HashMap::new(),
+            route_names: HashSet::new(),
+            plugins: vec![],
+            configured: vec![],
+        };
+        tr.class();
+        tr
+    }
+
+    fn problem(&mut self, object: ObjectRef, field: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            object,
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Our IngressClass: whether it is the default, and its parameters.
+    fn class(&mut self) {
+        let Some(class) = self.objects.ingress_classes.get(&self.opts.ingress_class) else {
+            return;
+        };
+        let spec = class.spec.as_ref();
+        if spec.and_then(|s| s.controller.as_deref()) != Some(CONTROLLER_NAME) {
+            return;
+        }
+        self.class_is_default = class
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+            .is_some_and(|v| v.trim() == "true");
+        let Some(p) = spec.and_then(|s| s.parameters.as_ref()) else {
+            return;
+        };
+        if p.api_group.as_deref() != Some(KONG_GROUP) || p.kind != "IngressClassParameters" {
+            return;
+        }
+        let oref = ObjectRef::new(Kind::IngressClass, &class.metadata);
+        if p.scope.as_deref() != Some("Namespace") {
+            self.problem(
+                oref,
+                "spec.parameters.scope",
+                "IngressClassParameters are namespaced: scope must be Namespace",
+            );
+            return;
+        }
+        let Some(ns) = p.namespace.clone() else {
+            self.problem(
+                oref,
+                "spec.parameters.namespace",
+                "required for IngressClassParameters",
+            );
+            return;
+        };
+        match self
+            .objects
+            .ingress_class_parameters
+            .get(&(ns.clone(), p.name.clone()))
+        {
+            Some(params) => self.params = params.spec.clone(),
+            None => self.problem(
+                oref,
+                "spec.parameters.name",
+                format!(
+                    "IngressClassParameters {ns}/{} not found; using defaults",
+                    p.name
+                ),
+            ),
+        }
+    }
+
+    /// KIC's class rules: the annotation decides if set, then `spec.ingressClassName`, and a
+    /// classless Ingress belongs to us only if our IngressClass is the default.
+    fn selected(&self, ing: &Ingress) -> bool {
+        let annotated = ing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ann::INGRESS_CLASS));
+        if let Some(c) = annotated.filter(|c| !c.is_empty()) {
+            return *c == self.opts.ingress_class;
+        }
+        if let Some(c) = ing
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_ref())
+        {
+            return *c == self.opts.ingress_class;
+        }
+        self.class_is_default
+    }
+
+    fn run(&mut self) {
+        self.ca_certificates();
+        let mut ingresses: Vec<&Ingress> = self
+            .objects
+            .ingresses
+            .values()
+            .filter(|i| self.selected(i))
+            .collect();
+        // oldest first: the oldest Ingress wins the default backend and shared SNIs
+        ingresses.sort_by(|a, b| {
+            let ts = |i: &Ingress| i.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            ts(a)
+                .cmp(&ts(b))
+                .then_with(|| meta_ns(&a.metadata).cmp(meta_ns(&b.metadata)))
+                .then_with(|| meta_name(&a.metadata).cmp(meta_name(&b.metadata)))
+        });
+        let mut default_backend: Option<ObjectRef> = None;
+        for ing in ingresses {
+            self.ingress(ing, &mut default_backend);
+        }
+    }
+
+    fn ingress(&mut self, ing: &Ingress, default_backend: &mut Option<ObjectRef>) {
+        let oref = ObjectRef::new(Kind::Ingress, &ing.metadata);
+        let ns = meta_ns(&ing.metadata).to_string();
+        let name = meta_name(&ing.metadata).to_string();
+        let mut errs: ann::Errs = vec![];
+        if !is_dns_subdomain(&ns) || !is_dns_subdomain(&name) {
+            errs.push((
+                "metadata.name".into(),
+                "namespace and name must be DNS subdomains".into(),
+            ));
+        }
+        if let Err(e) = t::validate_tag(&oref.uid) {
+            errs.push(("metadata.uid".into(), e));
+        }
+        let annotations = Annotations(ing.metadata.annotations.as_ref());
+        let (ro, e) = RouteOpts::parse(&annotations, self.opts.router_flavor);
+        errs.extend(e);
+        if ro.rewrite.is_some() && !self.opts.rewrite_uris {
+            // KIC ignores the annotation without its feature gate; say so, keep the Ingress.
+            self.problem(
+                oref.clone(),
+                ann::field("konghq.com/rewrite"),
+                "ignored: URI rewriting is not enabled (RewriteURIs)",
+            );
+        }
+        let Some(spec) = ing.spec.as_ref() else {
+            self.configured.push(oref);
+            return;
+        };
+
+        // (service, port key, host) -> paths with the backend's field path
+        struct Draft<'i> {
+            backend: &'i IngressServiceBackend,
+            field: String,
+            paths: Vec<(String, PathMatch)>,
+        }
+        let mut drafts: BTreeMap<(String, String, String), Draft<'_>> = BTreeMap::new();
+        let mut dangling: Vec<(String, String)> = vec![];
+        for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = rule.host.clone().unwrap_or_default();
+            let host_check =
+                || t::validate_route_host(&host).and_then(|()| t::validate_wildcard_sni(&host));
+            if let (false, Err(e)) = (host.is_empty(), host_check()) {
+                errs.push((format!("spec.rules[{ri}].host"), e));
+                continue;
+            }
+            let Some(http) = rule.http.as_ref() else {
+                continue;
+            };
+            for (pi, p) in http.paths.iter().enumerate() {
+                let pfield = format!("spec.rules[{ri}].http.paths[{pi}]");
+                let paths = match self.paths(p.path.as_deref(), p.path_type.as_str(), &ro) {
+                    Ok(paths) => paths,
+                    Err(e) => {
+                        errs.push((format!("{pfield}.path"), e));
+                        continue;
+                    }
+                };
+                let Some(backend) = p.backend.service.as_ref() else {
+                    dangling.push((
+                        format!("{pfield}.backend"),
+                        "only Service backends are supported".into(),
+                    ));
+                    continue;
+                };
+                let port_key = port_key(backend);
+                let d = drafts
+                    .entry((backend.name.clone(), port_key, host.clone()))
+                    .or_insert_with(|| Draft {
+                        backend,
+                        field: format!("{pfield}.backend.service"),
+                        paths: vec![],
+                    });
+                for pm in paths {
+                    if !d.paths.contains(&pm) {
+                        d.paths.push(pm);
+                    }
+                }
+            }
+        }
+        for (ti, tls) in spec.tls.iter().flatten().enumerate() {
+            for (hi, h) in tls.hosts.iter().flatten().enumerate() {
+                if let Err(e) = t::validate_wildcard_sni(h) {
+                    errs.push((format!("spec.tls[{ti}].hosts[{hi}]"), e));
+                }
+            }
+        }
+        if !errs.is_empty() {
+            for (field, reason) in errs {
+                self.problem(
+                    oref.clone(),
+                    field,
+                    format!("{reason}; the Ingress is left out"),
+                );
+            }
+            return;
+        }
+        for (field, reason) in dangling {
+            self.problem(oref.clone(), field, reason);
+        }
+        let mut tags = oref.tags();
+        tags.extend(ro.tags.iter().cloned());
+
+        for ((svc, port, host), d) in &drafts {
+            let kong_service = match self.kong_service(&ns, d.backend, &d.field, &oref) {
+                Some(s) => s,
+                None => continue,
+            };
+            let base = format!("{ns}.{name}.{svc}.{}.{port}", host.replace('*', "_"));
+            let hosts: Vec<String> = if host.is_empty() {
+                ro.host_aliases.clone()
+            } else {
+                std::iter::once(host.clone())
+                    .chain(ro.host_aliases.iter().cloned())
+                    .collect()
+            };
+            let routes = self.routes(&base, &hosts, &d.paths, &ro, &tags, false);
+            self.add_routes(&kong_service, routes, &oref, &d.field, &ro);
+        }
+
+        // TLS
+        for (ti, tls) in spec.tls.iter().flatten().enumerate() {
+            let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let field = format!("spec.tls[{ti}].secretName");
+            let Some(cert_id) = self.tls_secret(&ns, secret, &oref, &field) else {
+                continue;
+            };
+            for (hi, h) in tls.hosts.iter().flatten().enumerate() {
+                match self.sni_owner.get(h) {
+                    Some(owner) if *owner != cert_id => {
+                        let p = Problem {
+                            object: oref.clone(),
+                            field: format!("spec.tls[{ti}].hosts[{hi}]"),
+                            reason: format!(
+                                "SNI {h} is already served by another certificate (an older Ingress's); left out"
+                            ),
+                        };
+                        self.problems.push(p);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.sni_owner.insert(h.clone(), cert_id.clone());
+                        if let Some(c) = self.certs.get_mut(&cert_id) {
+                            c.snis.insert(h.clone());
+                        }
+                    }
+                }
+            }
+        }
+
+        // default backend: the oldest Ingress that has one wins
+        if let Some(db) = spec.default_backend.as_ref() {
+            let field = "spec.defaultBackend".to_string();
+            match (default_backend.as_ref(), db.service.as_ref()) {
+                (Some(winner), _) => {
+                    let reason = format!("ignored: {winner} (older) provides the default backend");
+                    self.problem(oref.clone(), field, reason);
+                }
+                (None, None) => {
+                    self.problem(oref.clone(), field, "only Service backends are supported")
+                }
+                (None, Some(backend)) => {
+                    *default_backend = Some(oref.clone());
+                    let bfield = format!("{field}.service");
+                    if let Some(kong_service) = self.kong_service(&ns, backend, &bfield, &oref) {
+                        let base = format!("{ns}.{name}");
+                        let paths = vec![("/".to_string(), PathMatch::SegmentPrefix("/".into()))];
+                        let routes = self.routes(&base, &[], &paths, &ro, &tags, true);
+                        self.add_routes(&kong_service, routes, &oref, &bfield, &ro);
+                    }
+                }
+            }
+        }
+        self.configured.push(oref);
+    }
+
+    fn add_routes(
+        &mut self,
+        kong_service: &str,
+        routes: Vec<(String, Value)>,
+        oref: &ObjectRef,
+        field: &str,
+        ro: &RouteOpts,
+    ) {
+        for (rname, mut route) in routes {
+            if !self.route_names.insert(rname.clone()) {
+                let reason =
+                    format!("route name {rname} is already used by another Ingress; left out");
+                self.problem(oref.clone(), field.to_string(), reason);
+                continue;
+            }
+            if let (Some(rw), true) = (ro.rewrite.as_deref(), self.opts.rewrite_uris) {
+                let uri = ann::rewrite_template(rw).unwrap_or_default();
+                let plugin = json!({
+                    "config": {"replace": {"uri": uri}},
+                    "name": "request-transformer",
+                    "tags": route.get("tags").cloned().unwrap_or(Value::Null),
+                });
+                if let Value::Object(m) = &mut route {
+                    m.insert("plugins".into(), Value::Array(vec![plugin]));
+                    m.sort_keys();
+                }
+            }
+            if !ro.plugins.is_empty() {
+                self.plugins.push(PluginAttachment {
+                    object: oref.clone(),
+                    entity_type: "route".into(),
+                    entity_name: rname.clone(),
+                    plugins: ro.plugins.clone(),
+                });
+            }
+            if let Some(s) = self.services.get_mut(kong_service) {
+                s.routes.insert(rname, route);
+            }
+        }
+    }
+
+    /// Kong paths and path matches of one Ingress path.
+    fn paths(
+        &self,
+        path: Option<&str>,
+        path_type: &str,
+        ro: &RouteOpts,
+    ) -> Result<Vec<(String, PathMatch)>, String> {
+        let path = path.unwrap_or_default();
+        let plain = |p: &str| -> Result<(), String> { t::validate_router_path(p) };
+        match path_type {
+            "Exact" => {
+                if !path.starts_with('/') {
+                    return Err("Exact paths must start with /".into());
+                }
+                let exact = format!("/{}", path.trim_start_matches('/'));
+                plain(&exact)?;
+                Ok(vec![(
+                    format!("~{}$", regex::escape(&exact)),
+                    PathMatch::Exact(exact),
+                )])
+            }
+            "Prefix" => {
+                if !path.starts_with('/') {
+                    return Err("Prefix paths must start with /".into());
+                }
+                let trimmed = path.trim_matches('/');
+                if trimmed.is_empty() {
+                    return Ok(vec![("/".into(), PathMatch::SegmentPrefix("/".into()))]);
+                }
+                let base = format!("/{trimmed}");
+                let dir = format!("{base}/");
+                plain(&dir)?;
+                let exact = format!("~{}$", regex::escape(&base));
+                Ok(vec![
+                    (exact, PathMatch::SegmentPrefix(base.clone())),
+                    (dir, PathMatch::SegmentPrefix(base)),
+                ])
+            }
+            "ImplementationSpecific" | "" => {
+                if path.is_empty() {
+                    return Ok(vec![("/".into(), PathMatch::Prefix("/".into()))]);
+                }
+                let kong = if let Some(rest) = path.strip_prefix(ro.regex_prefix.as_str()) {
+                    format!("~{rest}")
+                } else if self.params.enable_legacy_regex_detection {
+                    silverback_config::uri::migrate_path(path)
+                } else {
+                    path.to_string()
+                };
+                plain(&kong)?;
+                let pm = match kong.strip_prefix('~') {
+                    Some(re) => PathMatch::Regex(re.to_string()),
+                    None => PathMatch::Prefix(kong.clone()),
+                };
+                Ok(vec![(kong, pm)])
+            }
+            other => Err(format!("unknown pathType '{other}'")),
+        }
+    }
+
+    /// The routes of one (service, host) group of an Ingress: one combined route with Kong's
+    /// fields, or with the expressions router, one route per path priority class.
+    fn routes(
+        &self,
+        base: &str,
+        hosts: &[String],
+        paths: &[(String, PathMatch)],
+        ro: &RouteOpts,
+        tags: &[String],
+        catch_all: bool,
+    ) -> Vec<(String, Value)> {
+        let mut common: Vec<(&'static str, Value)> = vec![
+            (
+                "https_redirect_status_code",
+                json!(ro.https_redirect_status_code),
+            ),
+            ("preserve_host", json!(ro.preserve_host)),
+            ("request_buffering", json!(ro.request_buffering)),
+            ("response_buffering", json!(ro.response_buffering)),
+            ("strip_path", json!(ro.strip_path)),
+            ("tags", strings(tags)),
+        ];
+        match (&ro.protocols, catch_all) {
+            (Some(p), _) => common.push(("protocols", strings(p))),
+            (None, true) => common.push(("protocols", json!(["http", "https"]))),
+            (None, false) => {}
+        }
+        if self.opts.router_flavor == RouterFlavor::Expressions {
+            let mut groups: BTreeMap<std::cmp::Reverse<u64>, Vec<PathMatch>> = BTreeMap::new();
+            for (_, pm) in paths {
+                let g = groups
+                    .entry(std::cmp::Reverse(pm.priority_bits()))
+                    .or_default();
+                if !g.contains(pm) {
+                    g.push(pm.clone());
+                }
+            }
+            let m = Matchers {
+                hosts,
+                methods: &ro.methods,
+                headers: &ro.headers,
+                snis: &ro.snis,
+            };
+            return groups
+                .into_values()
+                .enumerate()
+                .map(|(i, group)| {
+                    let name = if i == 0 {
+                        base.to_string()
+                    } else {
+                        format!("{base}_{i}")
+                    };
+                    let (expr, priority) = expression::route(&group, &m);
+                    let mut f = common.clone();
+                    f.push(("expression", Value::String(expr)));
+                    f.push(("priority", json!(if catch_all { 0 } else { priority })));
+                    f.push((
+                        "id",
+                        Value::String(ids::kong_id(EntityKind::Route, &name).to_string()),
+                    ));
+                    f.push(("name", Value::String(name.clone())));
+                    (name, sorted(f))
+                })
+                .collect();
+        }
+        let mut f = common;
+        let kong_paths: Vec<String> = paths.iter().map(|(p, _)| p.clone()).collect();
+        f.push(("paths", strings(&kong_paths)));
+        f.push(("path_handling", Value::String(ro.path_handling.clone())));
+        f.push(("regex_priority", json!(ro.regex_priority)));
+        if !hosts.is_empty() {
+            f.push(("hosts", strings(hosts)));
+        }
+        if !ro.methods.is_empty() {
+            f.push(("methods", strings(&ro.methods)));
+        }
+        if !ro.snis.is_empty() {
+            f.push(("snis", strings(&ro.snis)));
+        }
+        if !ro.headers.is_empty() {
+            let h: BTreeMap<&str, Value> = ro
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), strings(v)))
+                .collect();
+            f.push(("headers", json!(h)));
+        }
+        f.push((
+            "id",
+            Value::String(ids::kong_id(EntityKind::Route, base).to_string()),
+        ));
+        f.push(("name", Value::String(base.to_string())));
+        vec![(base.to_string(), sorted(f))]
+    }
+
+    /// The Kong Service for an Ingress backend, created on first use; `None` (with a
+    /// problem) when the backend cannot be served.
+    fn kong_service(
+        &mut self,
+        ns: &str,
+        backend: &IngressServiceBackend,
+        field: &str,
+        ing: &ObjectRef,
+    ) -> Option<String> {
+        let objects = self.objects;
+        let key = (ns.to_string(), backend.name.clone());
+        let Some(svc) = objects.services.get(&key) else {
+            self.problem(
+                ing.clone(),
+                format!("{field}.name"),
+                format!("Service {ns}/{} not found", backend.name),
+            );
+            return None;
+        };
+        let port_def = backend.port.as_ref();
+        let sport: ServicePort = match resolve_port(svc, backend) {
+            Ok(p) => p,
+            Err(e) => {
+                let f = if port_def.and_then(|p| p.name.as_ref()).is_some() {
+                    "port.name"
+                } else {
+                    "port.number"
+                };
+                self.problem(ing.clone(), format!("{field}.{f}"), e);
+                return None;
+            }
+        };
+        let port = port_key(backend);
+        let name = format!("{ns}.{}.{port}", backend.name);
+        if self.services.contains_key(&name) {
+            return Some(name);
+        }
+        let Ok((so, tags, client_cert, ca_ids)) = self.svc_state(svc) else {
+            let reason = format!("Service {ns}/{} has problems and is left out", backend.name);
+            self.problem(ing.clone(), format!("{field}.name"), reason);
+            return None;
+        };
+        let upstream_name = format!("{}.{ns}.{port}.svc", backend.name);
+        let mut f: Vec<(&'static str, Value)> = vec![
+            ("connect_timeout", json!(so.connect_timeout)),
+            ("host", Value::String(upstream_name.clone())),
+            (
+                "id",
+                Value::String(ids::kong_id(EntityKind::Service, &name).to_string()),
+            ),
+            ("name", Value::String(name.clone())),
+            ("port", json!(80)),
+            ("protocol", Value::String(so.protocol.clone())),
+            ("read_timeout", json!(so.read_timeout)),
+            ("retries", json!(so.retries)),
+            ("tags", strings(&tags)),
+            ("write_timeout", json!(so.write_timeout)),
+        ];
+        if let Some(p) = &so.path {
+            f.push(("path", Value::String(p.clone())));
+        }
+        if let Some(v) = so.tls_verify {
+            f.push(("tls_verify", json!(v)));
+        }
+        if let Some(v) = so.tls_verify_depth {
+            f.push(("tls_verify_depth", json!(v)));
+        }
+        if let Some(id) = client_cert {
+            f.push(("client_certificate", json!({ "id": id })));
+        }
+        if !ca_ids.is_empty() {
+            f.push(("ca_certificates", strings(&ca_ids)));
+        }
+        let targets = self.targets(
+            svc,
+            &sport,
+            so.service_upstream || self.params.service_upstream,
+        );
+        let mut up: Vec<(&'static str, Value)> = vec![
+            ("algorithm", json!("round-robin")),
+            ("name", Value::String(upstream_name)),
+            ("tags", strings(&tags)),
+        ];
+        if let Some(h) = &so.host_header {
+            up.push(("host_header", Value::String(h.clone())));
+        }
+        if !targets.is_empty() {
+            let ts: Vec<Value> = targets
+                .into_iter()
+                .map(|(target, weight)| json!({"tags": strings(&tags), "target": target, "weight": weight}))
+                .collect();
+            up.push(("targets", Value::Array(ts)));
+        }
+        if !so.plugins.is_empty() {
+            self.plugins.push(PluginAttachment {
+                object: ObjectRef::new(Kind::Service, &svc.metadata),
+                entity_type: "service".into(),
+                entity_name: name.clone(),
+                plugins: so.plugins.clone(),
+            });
+        }
+        self.services.insert(
+            name.clone(),
+            KongService {
+                fields: f,
+                routes: BTreeMap::new(),
+                upstream: sorted(up),
+            },
+        );
+        Some(name)
+    }
+
+    /// A Service's settings (memoized); problems are reported once, on the Service.
+    fn svc_state(&mut self, svc: &Service) -> SvcState {
+        let key = (
+            meta_ns(&svc.metadata).to_string(),
+            meta_name(&svc.metadata).to_string(),
+        );
+        if let Some(s) = self.svc_states.get(&key) {
+            return s.clone();
+        }
+        let oref = ObjectRef::new(Kind::Service, &svc.metadata);
+        let (so, mut errs) = ServiceOpts::parse(&Annotations(svc.metadata.annotations.as_ref()));
+        if !is_dns_subdomain(&key.0) || !is_dns_subdomain(&key.1) {
+            errs.push((
+                "metadata.name".into(),
+                "namespace and name must be DNS subdomains".into(),
+            ));
+        }
+        if let Err(e) = t::validate_tag(&oref.uid) {
+            errs.push(("metadata.uid".into(), e));
+        }
+        let spec = svc.spec.as_ref();
+        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            let ext = spec
+                .and_then(|s| s.external_name.as_deref())
+                .unwrap_or_default();
+            if !t::is_hostname(ext) {
+                errs.push((
+                    "spec.externalName".into(),
+                    format!("'{ext}' is not a hostname"),
+                ));
+            }
+        }
+        let mut client_cert = None;
+        if let Some(secret) = so.client_cert.clone() {
+            client_cert = self.tls_secret(
+                &key.0,
+                &secret,
+                &oref,
+                &ann::field("konghq.com/client-cert"),
+            );
+            if client_cert.is_none() {
+                errs.push((
+                    ann::field("konghq.com/client-cert"),
+                    format!("Secret {}/{secret} is not a usable TLS Secret", key.0),
+                ));
+            }
+        }
+        let mut ca_ids = vec![];
+        for secret in &so.ca_secrets {
+            match self.ca_by_secret.get(&(key.0.clone(), secret.clone())) {
+                Some(Ok(id)) => ca_ids.push(id.clone()),
+                Some(Err(e)) => errs.push((
+                    ann::field("konghq.com/ca-certificates-secrets"),
+                    format!("Secret {}/{secret}: {e}", key.0),
+                )),
+                None => errs.push((
+                    ann::field("konghq.com/ca-certificates-secrets"),
+                    format!(
+                        "Secret {}/{secret} not found or not labeled {CA_CERT_LABEL}=true",
+                        key.0
+                    ),
+                )),
+            }
+        }
+        ca_ids.sort();
+        ca_ids.dedup();
+        let state = if errs.is_empty() {
+            let mut tags = oref.tags();
+            tags.extend(so.tags.iter().cloned());
+            Ok((so, tags, client_cert, ca_ids))
+        } else {
+            for (field, reason) in errs {
+                self.problem(
+                    oref.clone(),
+                    field,
+                    format!("{reason}; the Service is left out"),
+                );
+            }
+            Err(())
+        };
+        self.svc_states.insert(key, state.clone());
+        state
+    }
+
+    /// Targets of a Service port: endpoint addresses, the Service DNS name
+    /// (`service-upstream`), or the external name.
+    fn targets(
+        &mut self,
+        svc: &Service,
+        sport: &ServicePort,
+        service_upstream: bool,
+    ) -> Vec<(String, u16)> {
+        let ns = meta_ns(&svc.metadata);
+        let name = meta_name(&svc.metadata);
+        let spec = svc.spec.as_ref();
+        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            let ext = spec
+                .and_then(|s| s.external_name.as_deref())
+                .unwrap_or_default();
+            return vec![(format!("{ext}:{}", sport.port), 100)];
+        }
+        if service_upstream {
+            let domain = if self.opts.cluster_domain.is_empty() {
+                String::new()
+            } else {
+                format!(".{}", self.opts.cluster_domain)
+            };
+            return vec![(format!("{name}.{ns}.svc{domain}:{}", sport.port), 100)];
+        }
+        let mut out: BTreeMap<String, u16> = BTreeMap::new();
+        let slices = self.slices.get(&(ns, name)).cloned().unwrap_or_default();
+        for slice in slices {
+            let port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| {
+                    p.name.as_deref().unwrap_or_default()
+                        == sport.name.as_deref().unwrap_or_default()
+                })
+                .and_then(|p| p.port);
+            let Some(port) = port.filter(|p| (1..=65535).contains(p)) else {
+                continue;
+            };
+            for (ei, ep) in slice.endpoints.iter().enumerate() {
+                let cond = ep.conditions.as_ref();
+                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+                let weight = if ready && !terminating {
+                    100
+                } else if terminating && self.opts.enable_drain_support {
+                    0
+                } else {
+                    continue;
+                };
+                for (ai, addr) in ep.addresses.iter().enumerate() {
+                    let target = if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+                        format!("[{addr}]:{port}")
+                    } else {
+                        format!("{addr}:{port}")
+                    };
+                    if t::split_host_port(&target).is_err() {
+                        let oref = ObjectRef::new(Kind::EndpointSlice, &slice.metadata);
+                        self.problem(
+                            oref,
+                            format!("endpoints[{ei}].addresses[{ai}]"),
+                            format!("'{addr}' is not an IP address or hostname; left out"),
+                        );
+                        continue;
+                    }
+                    let w = out.entry(target).or_insert(weight);
+                    *w = (*w).max(weight);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The certificate of a TLS Secret (memoized): its id, or `None` with problems.
+    fn tls_secret(
+        &mut self,
+        ns: &str,
+        name: &str,
+        user: &ObjectRef,
+        field: &str,
+    ) -> Option<String> {
+        let key = (ns.to_string(), name.to_string());
+        let state = match self.secret_certs.get(&key) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.load_tls_secret(&key);
+                self.secret_certs.insert(key.clone(), s.clone());
+                s
+            }
+        };
+        if state.is_none() {
+            let reason = match self.objects.secrets.contains_key(&key) {
+                true => format!("Secret {ns}/{name} is not a usable TLS Secret"),
+                false => format!("Secret {ns}/{name} not found"),
+            };
+            self.problem(user.clone(), field.to_string(), reason);
+        }
+        state
+    }
+
+    fn load_tls_secret(&mut self, key: &Key) -> Option<String> {
+        let secret = self.objects.secrets.get(key)?;
+        let oref = ObjectRef::new(Kind::Secret, &secret.metadata);
+        let mut fail = |field: &str, reason: String| {
+            self.problems.push(Problem {
+                object: oref.clone(),
+                field: field.to_string(),
+                reason,
+            });
+            None
+        };
+        let Some(cert) = secret_value(secret, "tls.crt") else {
+            return fail("data[tls.crt]", "missing or not UTF-8".into());
+        };
+        let Some(pkey) = secret_value(secret, "tls.key") else {
+            return fail("data[tls.key]", "missing or not UTF-8".into());
+        };
+        if let Err(e) = silverback_config::pki::parse_pair(&cert, &pkey) {
+            return fail("data[tls.crt]", e);
+        }
+        if let Err(e) = t::validate_tag(&oref.uid) {
+            return fail("metadata.uid", e);
+        }
+        if !is_dns_subdomain(&key.0) || !is_dns_subdomain(&key.1) {
+            return fail(
+                "metadata.name",
+                "namespace and name must be DNS subdomains".into(),
+            );
+        }
+        let id = secret_id(&secret.metadata, EntityKind::Certificate);
+        if self.certs.contains_key(&id) {
+            return fail("metadata.uid", "another Secret has the same UID".into());
+        }
+        self.certs.insert(
+            id.clone(),
+            Cert {
+                cert,
+                key: pkey,
+                tags: oref.tags(),
+                snis: BTreeSet::new(),
+            },
+        );
+        Some(id)
+    }
+
+    /// CA certificates: Secrets labeled `konghq.com/ca-cert: "true"` of our class (or of
+    /// none), with the PEM in `cert` (or `ca.crt`) and optionally the id in `id`.
+    fn ca_certificates(&mut self) {
+        let mut digests: HashMap<String, String> = HashMap::new();
+        let objects = self.objects;
+        for (key, secret) in &objects.secrets {
+            let labeled = secret
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(CA_CERT_LABEL))
+                .is_some_and(|v| v == "true");
+            if !labeled {
+                continue;
+            }
+            let class = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ann::INGRESS_CLASS));
+            if class.is_some_and(|c| !c.is_empty() && *c != self.opts.ingress_class) {
+                continue;
+            }
+            let oref = ObjectRef::new(Kind::Secret, &secret.metadata);
+            let result = (|| -> Result<(String, String, String), (String, String)> {
+                let pem = secret_value(secret, "cert")
+                    .or_else(|| secret_value(secret, "ca.crt"))
+                    .ok_or_else(|| {
+                        ("data[cert]".to_string(), "missing or not UTF-8".to_string())
+                    })?;
+                let digest = silverback_config::pki::check_ca_certificate(&pem, self.opts.now_unix)
+                    .map_err(|e| ("data[cert]".to_string(), e))?;
+                t::validate_tag(&oref.uid).map_err(|e| ("metadata.uid".to_string(), e))?;
+                if !is_dns_subdomain(&key.0) || !is_dns_subdomain(&key.1) {
+                    return Err((
+                        "metadata.name".into(),
+                        "namespace and name must be DNS subdomains".into(),
+                    ));
+                }
+                let id = match secret_value(secret, "id") {
+                    Some(id) => Uuid::try_parse(id.trim())
+                        .map_err(|_| ("data[id]".to_string(), format!("'{id}' is not a UUID")))?
+                        .to_string(),
+                    None => secret_id(&secret.metadata, EntityKind::CaCertificate),
+                };
+                Ok((pem, digest, id))
+            })();
+            let entry = match result {
+                Err((field, reason)) => {
+                    self.problem(
+                        oref,
+                        field,
+                        format!("{reason}; the CA certificate is left out"),
+                    );
+                    Err(reason)
+                }
+                Ok((pem, digest, id)) => {
+                    if let Some(other) = digests.get(&digest) {
+                        let reason = format!("same certificate as Secret {other}; left out");
+                        self.problem(oref, "data[cert]", reason.clone());
+                        Err(reason)
+                    } else if self.ca_certs.contains_key(&id) {
+                        let reason = "another CA Secret has the same id; left out".to_string();
+                        self.problem(oref, "data[id]", reason.clone());
+                        Err(reason)
+                    } else {
+                        digests.insert(digest, format!("{}/{}", key.0, key.1));
+                        let v = json!({"cert": pem, "id": id, "tags": strings(&oref.tags())});
+                        self.ca_certs.insert(id.clone(), v);
+                        Ok(id)
+                    }
+                }
+            };
+            self.ca_by_secret.insert(key.clone(), entry);
+        }
+    }
+
+    fn finish(mut self) -> Translation {
+        let mut doc = Map::new();
+        doc.insert("_format_version".into(), json!("3.0"));
+        if !self.ca_certs.is_empty() {
+            let v: Vec<Value> = std::mem::take(&mut self.ca_certs).into_values().collect();
+            doc.insert("ca_certificates".into(), Value::Array(v));
+        }
+        if !self.certs.is_empty() {
+            let v: Vec<Value> = std::mem::take(&mut self.certs)
+                .into_iter()
+                .map(|(id, c)| {
+                    let mut f = vec![
+                        ("cert", Value::String(c.cert)),
+                        ("id", Value::String(id)),
+                        ("key", Value::String(c.key)),
+                        ("tags", strings(&c.tags)),
+                    ];
+                    if !c.snis.is_empty() {
+                        let snis: Vec<Value> = c
+                            .snis
+                            .iter()
+                            .map(|s| json!({"name": s, "tags": strings(&c.tags)}))
+                            .collect();
+                        f.push(("snis", Value::Array(snis)));
+                    }
+                    sorted(f)
+                })
+                .collect();
+            doc.insert("certificates".into(), Value::Array(v));
+        }
+        let mut services = Vec::with_capacity(self.services.len());
+        let mut upstreams = Vec::with_capacity(self.services.len());
+        for (_, s) in std::mem::take(&mut self.services) {
+            let mut f = s.fields;
+            if !s.routes.is_empty() {
+                f.push(("routes", Value::Array(s.routes.into_values().collect())));
+            }
+            services.push(sorted(f));
+            upstreams.push(s.upstream);
+        }
+        if !services.is_empty() {
+            doc.insert("services".into(), Value::Array(services));
+        }
+        if !upstreams.is_empty() {
+            upstreams.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            doc.insert("upstreams".into(), Value::Array(upstreams));
+        }
+        self.problems.sort();
+        self.problems.dedup();
+        self.plugins.sort();
+        self.configured.sort();
+        Translation {
+            config: Value::Object(doc),
+            problems: self.problems,
+            plugins: self.plugins,
+            configured: self.configured,
+        }
+    }
+}
+
+/// KIC's canonical port string of a backend: the number, or the name.
+fn port_key(b: &IngressServiceBackend) -> String {
+    match b.port.as_ref() {
+        Some(p) => match (&p.name, p.number) {
+            (Some(n), _) if !n.is_empty() => n.clone(),
+            (_, Some(n)) => n.to_string(),
+            _ => String::new(),
+        },
+        None => String::new(),
+    }
+}
+
+fn resolve_port(svc: &Service, b: &IngressServiceBackend) -> Result<ServicePort, String> {
+    let ns = meta_ns(&svc.metadata);
+    let name = meta_name(&svc.metadata);
+    let spec = svc.spec.as_ref();
+    let ports: &[ServicePort] = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    let external = spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName");
+    let p = b
+        .port
+        .as_ref()
+        .ok_or_else(|| "a backend port is required".to_string())?;
+    if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+        if !pn.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+            return Err(format!("invalid port name '{pn}'"));
+        }
+        return ports
+            .iter()
+            .find(|sp| sp.name.as_deref() == Some(pn))
+            .cloned()
+            .ok_or_else(|| format!("Service {ns}/{name} has no port named '{pn}'"));
+    }
+    let n = p
+        .number
+        .ok_or_else(|| "a backend port number or name is required".to_string())?;
+    if !(1..=65535).contains(&n) {
+        return Err(format!("port {n} is out of range 1..65535"));
+    }
+    match ports.iter().find(|sp| sp.port == n) {
+        Some(sp) => Ok(sp.clone()),
+        None if external && ports.is_empty() => Ok(ServicePort {
+            port: n,
+            ..Default::default()
+        }),
+        None => Err(format!("Service {ns}/{name} has no port {n}")),
+    }
+}
+
+fn secret_value(s: &Secret, k: &str) -> Option<String> {
+    if let Some(b) = s.data.as_ref().and_then(|d| d.get(k)) {
+        return String::from_utf8(b.0.clone()).ok();
+    }
+    s.string_data.as_ref().and_then(|d| d.get(k)).cloned()
+}
+
+/// A Secret-backed entity's id: the Secret's UID when it is a UUID (as KIC does), else a
+/// UUIDv5 of `namespace/name`.
+fn secret_id(m: &ObjectMeta, kind: EntityKind) -> String {
+    match m.uid.as_deref().and_then(|u| Uuid::try_parse(u).ok()) {
+        Some(u) => u.to_string(),
+        None => ids::kong_id(kind, &format!("{}/{}", meta_ns(m), meta_name(m))).to_string(),
+    }
+}
