@@ -1,1 +1,42 @@
-//! silverback-proxy (placeholder; filled in by its issue).
+//! The Silverback data plane: a Kong-compatible HTTP gateway.
+//!
+//! - [`Settings`] holds a node's settings in `kong.conf` vocabulary ([`Listen`] parses
+//!   `proxy_listen`-style specifications).
+//! - [`Gateway::start`] binds the proxy, admin and status listeners and serves on the
+//!   current tokio runtime; [`Gateway::apply`] swaps the configuration in process (the
+//!   admin API's `POST /config` does the same over HTTP).
+//! - The request path and its phases are documented in [`proxy`]; errors and their mapping
+//!   to Kong's statuses in [`error`]; the admin API in [`admin`]; the balancer seam and the
+//!   upstream connection pool in [`upstream`]; TLS certificate selection in [`tls`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), silverback_proxy::ProxyError> {
+//! use silverback_proxy::{Gateway, Listen, Settings};
+//! let settings = Settings {
+//!     proxy_listen: Listen::parse_list("127.0.0.1:8000, 127.0.0.1:8443 ssl http2").unwrap(),
+//!     ..Settings::default()
+//! };
+//! let gw = Gateway::start(settings, None).await?;
+//! println!("{:?}", gw.local_addrs());
+//! gw.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod body;
+pub mod error;
+mod gateway;
+pub mod metrics;
+pub mod proxy;
+pub mod settings;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;
+
+pub use error::ProxyError;
+pub use gateway::{BoundListener, Gateway, ListenerKind};
+pub use settings::{Cidr, Listen, ListenError, Settings};
+
+/// The Kong version whose behaviour and admin API this data plane reproduces (reported by
+/// `GET /` and in the default server token).
+pub const KONG_VERSION: &str = "3.10.0";

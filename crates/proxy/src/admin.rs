@@ -1,0 +1,635 @@
+//! The admin API (DB-less semantics) and the status API.
+//!
+//! Admin listener: `GET /`, `GET /status`, `GET /status/ready`, `GET /metrics`,
+//! `POST /config` (`check_hash`, `flatten_errors`), `GET /config`, read-only entity
+//! collections and entities (`/services`, `/services/{id or name}`,
+//! `/services/{id}/routes`, ... with `size`/`offset` paging), `/plugins/enabled`,
+//! `/tags/{tag}`. Writes to entity endpoints answer 405 with Kong's DB-less message.
+//!
+//! Status listener: `GET /status`, `GET /status/ready`, `GET /metrics`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use md5::Digest;
+use serde_json::{Map, Value, json};
+use silverback_config::{ConfigError, EMPTY_HASH, EntityKind, LoadOptions};
+
+use crate::body::ProxyBody;
+use crate::gateway::{ListenerKind, Shared};
+use crate::snapshot::Snapshot;
+
+fn json_response(status: StatusCode, v: &Value) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(serde_json::to_vec(v).unwrap_or_default()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn message(status: StatusCode, m: &str) -> Response<ProxyBody> {
+    json_response(status, &json!({ "message": m }))
+}
+
+/// Entry point of the admin and status listeners.
+pub(crate) async fn serve(
+    sh: Arc<Shared>,
+    kind: ListenerKind,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = std::time::Instant::now();
+    let mut r = route(&sh, kind, req).await;
+    let h = r.headers_mut();
+    if sh.settings.server_tokens {
+        h.insert(header::SERVER, sh.server.clone());
+    }
+    if sh.settings.latency_tokens && kind == ListenerKind::Admin {
+        h.insert(
+            "x-kong-admin-latency",
+            HeaderValue::from(start.elapsed().as_millis() as u64),
+        );
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    Ok(r)
+}
+
+fn query_param<'a>(q: Option<&'a str>, name: &str) -> Option<&'a str> {
+    q?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+async fn route(
+    sh: &Arc<Shared>,
+    kind: ListenerKind,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let m = req.method().clone();
+    match (kind, segs.as_slice()) {
+        (_, ["status"]) => only_get(&m, || status(sh)),
+        (_, ["status", "ready"]) => only_get(&m, || ready(sh)),
+        (_, ["metrics"]) => only_get(&m, || {
+            let snap = sh.snapshot.load();
+            let mut r = Response::new(ProxyBody::full(
+                sh.metrics.render(&sh.node_id.to_string(), &snap.hash),
+            ));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=UTF-8"),
+            );
+            r
+        }),
+        (ListenerKind::Status, _) => message(StatusCode::NOT_FOUND, "Not found"),
+        (_, []) => only_get(&m, || root(sh)),
+        (_, ["config"]) => match m {
+            Method::GET => {
+                let snap = sh.snapshot.load();
+                json_response(
+                    StatusCode::OK,
+                    &json!({ "config": snap.config.to_yaml(false) }),
+                )
+            }
+            Method::POST => post_config(sh, req).await,
+            _ => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        },
+        (_, ["plugins", "enabled"]) => only_get(&m, || {
+            let names: Vec<&str> = sh.settings.plugins.iter().map(|p| p.name).collect();
+            json_response(StatusCode::OK, &json!({ "enabled_plugins": names }))
+        }),
+        (_, ["tags", tag]) => only_get(&m, || tagged(sh, tag, req.uri().query())),
+        (_, [coll, rest @ ..]) if kind_of(coll).is_some() && rest.len() <= 2 => {
+            let Some(k) = kind_of(coll) else {
+                return message(StatusCode::NOT_FOUND, "Not found");
+            };
+            if m != Method::GET && m != Method::HEAD {
+                return write_refused(&m, coll, k, rest);
+            }
+            entities(sh, k, rest, req.uri().query())
+        }
+        _ => message(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+fn only_get(m: &Method, f: impl FnOnce() -> Response<ProxyBody>) -> Response<ProxyBody> {
+    if m == Method::GET || m == Method::HEAD {
+        f()
+    } else {
+        message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+    }
+}
+
+/// Admin endpoint name → entity kind.
+fn kind_of(endpoint: &str) -> Option<EntityKind> {
+    Some(match endpoint {
+        "key-auths" => EntityKind::KeyauthCredential,
+        "basic-auths" => EntityKind::BasicauthCredential,
+        "jwts" => EntityKind::JwtSecret,
+        "hmac-auths" => EntityKind::HmacauthCredential,
+        "acls" => EntityKind::Acl,
+        "consumer_groups" => EntityKind::ConsumerGroup,
+        other => EntityKind::from_plural(other)?,
+    })
+}
+
+fn write_refused(m: &Method, coll: &str, k: EntityKind, rest: &[&str]) -> Response<ProxyBody> {
+    let plural = match rest {
+        [_, child] => kind_of(child).map(|c| c.plural()).unwrap_or(k.plural()),
+        _ => k.plural(),
+    };
+    let _ = coll;
+    let verb = match *m {
+        Method::POST => "create",
+        Method::PUT => "create or update",
+        Method::PATCH => "update",
+        Method::DELETE => "remove",
+        _ => return message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+    };
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({
+            "code": 12,
+            "name": "operation unsupported",
+            "message": format!("cannot {verb} '{plural}' entities when not using a database"),
+        }),
+    )
+}
+
+fn flat_list(snap: &Snapshot, k: EntityKind) -> Vec<Value> {
+    match snap.flat().get(k.plural()) {
+        Some(Value::Array(a)) => a.clone(),
+        _ => vec![],
+    }
+}
+
+fn find_entity<'a>(list: &'a [Value], k: EntityKind, key: &str) -> Option<&'a Value> {
+    list.iter()
+        .find(|e| e.get("id").and_then(Value::as_str) == Some(key))
+        .or_else(|| {
+            let f = k.endpoint_key()?;
+            list.iter()
+                .find(|e| e.get(f).and_then(Value::as_str) == Some(key))
+        })
+}
+
+fn page(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
+    let size = match query_param(q, "size").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"code": 3, "name": "invalid size", "message": "size must be an integer between 1 and 1000", "fields": {}}),
+            );
+        }
+    };
+    let offset = match query_param(q, "offset").map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"code": 7, "name": "invalid offset", "message": "'offset' is not a valid offset: bad base64 encoding", "fields": {}}),
+            );
+        }
+    };
+    let total = items.len();
+    let end = offset.saturating_add(size).min(total);
+    let more = end < total;
+    let data: Vec<Value> = items.into_iter().skip(offset).take(size).collect();
+    let mut body = Map::new();
+    body.insert("data".into(), Value::Array(data));
+    if more {
+        body.insert(
+            "next".into(),
+            Value::from(format!("{base}?offset={end}&size={size}")),
+        );
+        body.insert("offset".into(), Value::from(end.to_string()));
+    } else {
+        body.insert("next".into(), Value::Null);
+    }
+    json_response(StatusCode::OK, &Value::Object(body))
+}
+
+fn entities(sh: &Shared, k: EntityKind, rest: &[&str], q: Option<&str>) -> Response<ProxyBody> {
+    let snap = sh.snapshot.load();
+    let list = flat_list(&snap, k);
+    let base = format!(
+        "/{}",
+        rest.iter()
+            .fold(k.plural().to_string(), |a, s| format!("{a}/{s}"))
+    );
+    match rest {
+        [] => {
+            let mut items = list;
+            if let Some(tags) = query_param(q, "tags") {
+                items.retain(|e| has_tags(e, tags));
+            }
+            page_checked(items, &base, q)
+        }
+        [id] => match find_entity(&list, k, id) {
+            Some(e) => json_response(StatusCode::OK, e),
+            None => message(StatusCode::NOT_FOUND, "Not found"),
+        },
+        [id, child] => {
+            let Some(parent) = find_entity(&list, k, id) else {
+                return message(StatusCode::NOT_FOUND, "Not found");
+            };
+            let pid = parent
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let Some(ck) = kind_of(child) else {
+                return message(StatusCode::NOT_FOUND, "Not found");
+            };
+            // A child collection (`/services/{s}/routes`) or the parent reference of a child
+            // (`/routes/{r}/service`).
+            if let Some((fk, _)) = ck.foreign_keys().iter().find(|(_, p)| *p == k) {
+                let items: Vec<Value> = flat_list(&snap, ck)
+                    .into_iter()
+                    .filter(|c| {
+                        c.get(*fk).and_then(|r| r.get("id")).and_then(Value::as_str)
+                            == Some(pid.as_str())
+                    })
+                    .collect();
+                return page_checked(items, &base, q);
+            }
+            if let Some((fk, pk)) = k.foreign_keys().iter().find(|(f, _)| *f == *child) {
+                let Some(rid) = parent
+                    .get(*fk)
+                    .and_then(|r| r.get("id"))
+                    .and_then(Value::as_str)
+                else {
+                    return message(StatusCode::NOT_FOUND, "Not found");
+                };
+                return match find_entity(&flat_list(&snap, *pk), *pk, rid) {
+                    Some(e) => json_response(StatusCode::OK, e),
+                    None => message(StatusCode::NOT_FOUND, "Not found"),
+                };
+            }
+            message(StatusCode::NOT_FOUND, "Not found")
+        }
+        _ => message(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+fn page_checked(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
+    page(items, base, q)
+}
+
+fn has_tags(e: &Value, tags: &str) -> bool {
+    let et: Vec<&str> = e
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if tags.contains('/') {
+        tags.split('/').any(|t| et.contains(&t))
+    } else {
+        tags.split(',').all(|t| et.contains(&t))
+    }
+}
+
+fn tagged(sh: &Shared, tag: &str, q: Option<&str>) -> Response<ProxyBody> {
+    let snap = sh.snapshot.load();
+    let mut items = vec![];
+    for k in EntityKind::ALL {
+        for e in flat_list(&snap, k) {
+            if has_tags(&e, tag)
+                && let Some(id) = e.get("id")
+            {
+                items.push(json!({"entity_name": k.plural(), "entity_id": id, "tag": tag}));
+            }
+        }
+    }
+    page_checked(items, &format!("/tags/{tag}"), q)
+}
+
+fn root(sh: &Shared) -> Response<ProxyBody> {
+    let s = &sh.settings;
+    let mut available = Map::new();
+    for p in s.plugins.iter() {
+        available.insert(
+            p.name.into(),
+            json!({"version": p.version, "priority": p.priority}),
+        );
+    }
+    let snap = sh.snapshot.load();
+    let mut enabled: Vec<&str> = snap
+        .config
+        .plugins
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    enabled.sort_unstable();
+    enabled.dedup();
+    let listeners = sh.listeners.lock().map(|l| l.clone()).unwrap_or_default();
+    let describe = |kind: ListenerKind| -> Vec<Value> {
+        listeners
+            .iter()
+            .filter(|l| l.kind == kind)
+            .map(|l| {
+                json!({
+                    "ip": l.addr.ip().to_string(), "port": l.addr.port(), "ssl": l.listen.ssl,
+                    "http2": l.listen.http2, "reuseport": l.listen.reuseport,
+                    "backlog=N": l.listen.backlog, "listener": format!("{} {}", l.addr, if l.listen.ssl { "ssl" } else { "" }).trim_end(),
+                })
+            })
+            .collect()
+    };
+    let strs = |v: &[crate::Listen]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let body = json!({
+        "tagline": "Welcome to kong",
+        "version": crate::KONG_VERSION,
+        "edition": "community",
+        "hostname": sh.hostname,
+        "node_id": sh.node_id.to_string(),
+        "timers": {"running": 0, "pending": 0},
+        "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
+        "lua_version": "silverback",
+        "pids": {"master": std::process::id(), "workers": [std::process::id()]},
+        "configuration": {
+            "database": "off",
+            "role": "traditional",
+            "router_flavor": s.router_flavor.as_str(),
+            "proxy_listen": strs(&s.proxy_listen),
+            "admin_listen": strs(&s.admin_listen),
+            "status_listen": strs(&s.status_listen),
+            "proxy_listeners": describe(ListenerKind::Proxy),
+            "admin_listeners": describe(ListenerKind::Admin),
+            "status_listeners": describe(ListenerKind::Status),
+            "trusted_ips": s.trusted_ips.iter().map(|c| format!("{}/{}", c.addr, c.prefix)).collect::<Vec<_>>(),
+            "real_ip_header": s.real_ip_header,
+            "real_ip_recursive": if s.real_ip_recursive { "on" } else { "off" },
+            "plugins": s.plugins.iter().map(|p| p.name).collect::<Vec<_>>(),
+            "server_tokens": s.server_tokens,
+            "latency_tokens": s.latency_tokens,
+            "upstream_keepalive_pool_size": s.upstream_keepalive_pool_size,
+            "upstream_keepalive_max_requests": s.upstream_keepalive_max_requests,
+            "upstream_keepalive_idle_timeout": s.upstream_keepalive_idle_timeout.as_secs(),
+            "nginx_worker_processes": s.worker_threads.map(|n| n.to_string()).unwrap_or_else(|| "auto".into()),
+        },
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+fn status(sh: &Shared) -> Response<ProxyBody> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &sh.metrics;
+    let active = m.active.load(Relaxed).max(0);
+    let body = json!({
+        "server": {
+            "connections_active": active,
+            "connections_reading": 0,
+            "connections_writing": active,
+            "connections_waiting": 0,
+            "connections_accepted": m.accepted.load(Relaxed),
+            "connections_handled": m.handled.load(Relaxed) + active as u64,
+            "total_requests": m.requests.load(Relaxed),
+        },
+        "memory": {
+            "workers_lua_vms": [{"pid": std::process::id(), "http_allocated_gc": format!("{:.2} MiB", rss_bytes() as f64 / 1048576.0)}],
+            "lua_shared_dicts": {},
+        },
+        "configuration_hash": sh.snapshot.load().hash,
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+fn ready(sh: &Shared) -> Response<ProxyBody> {
+    let snap = sh.snapshot.load();
+    if !snap.loaded {
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no configuration available (configuration hash is not initialized)",
+        );
+    }
+    if snap.hash == EMPTY_HASH {
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no configuration available (empty configuration present)",
+        );
+    }
+    message(StatusCode::OK, "ready")
+}
+
+fn flag(q: Option<&str>, name: &str) -> bool {
+    matches!(query_param(q, name), Some("1" | "true" | "on" | "yes"))
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The declarative document of a `POST /config` body: a raw JSON/YAML document, a JSON
+/// object `{"config": "<document>"}`, or a form field `config=`.
+fn document(ct: &str, body: Bytes) -> Bytes {
+    if ct.starts_with("application/x-www-form-urlencoded") {
+        let s = String::from_utf8_lossy(&body);
+        for kv in s.split('&') {
+            if let Some(v) = kv.strip_prefix("config=") {
+                return percent_decode(v).into();
+            }
+        }
+        return Bytes::new();
+    }
+    let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if looks_json
+        && let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&body)
+        && !m.contains_key("_format_version")
+        && let Some(Value::String(doc)) = m.get("config")
+    {
+        return Bytes::from(doc.clone());
+    }
+    body
+}
+
+async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let q = req.uri().query().map(str::to_string);
+    let q = q.as_deref();
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let Ok(_guard) = sh.loading.try_lock() else {
+        let mut r = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Currently loading previous configuration",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let limited = Limited::new(req.into_body(), sh.settings.admin_max_body);
+    let body = match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
+        Err(_) => return message(StatusCode::REQUEST_TIMEOUT, "Request timeout"),
+    };
+    let doc = document(&ct, body);
+    if doc.iter().all(u8::is_ascii_whitespace) {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "expected a declarative configuration",
+        );
+    }
+    let raw_md5 = hex::encode(md5::Md5::digest(&doc));
+    let check_hash = query_param(q, "check_hash") == Some("1");
+    if check_hash
+        && sh
+            .raw_md5
+            .lock()
+            .map(|m| m.as_deref() == Some(raw_md5.as_str()))
+            .unwrap_or(false)
+    {
+        return not_modified();
+    }
+    let flatten = flag(q, "flatten_errors");
+    let sh2 = sh.clone();
+    // Parsing, validation and compilation run off the request path.
+    let res = tokio::task::spawn_blocking(
+        move || -> Result<(Value, String, bool), Result<ConfigError, String>> {
+            let opts = LoadOptions {
+                router_flavor: sh2.settings.router_flavor,
+                plugins: &sh2.settings.plugins,
+                now_unix: now_unix(),
+            };
+            let cfg = silverback_config::load_bytes(&doc, &opts).map_err(Ok)?;
+            let hash = cfg.hash();
+            if check_hash && hash == sh2.snapshot.load().hash && sh2.snapshot.load().loaded {
+                return Ok((Value::Null, hash, false));
+            }
+            let entities = cfg.flattened_entities();
+            sh2.apply(cfg).map_err(|e| Err(e.to_string()))?;
+            Ok((entities, hash, true))
+        },
+    )
+    .await;
+    match res {
+        Ok(Ok((_, _, false))) => {
+            if let Ok(mut m) = sh.raw_md5.lock() {
+                *m = Some(raw_md5);
+            }
+            not_modified()
+        }
+        Ok(Ok((entities, _, true))) => {
+            if let Ok(mut m) = sh.raw_md5.lock() {
+                *m = Some(raw_md5);
+            }
+            json_response(StatusCode::CREATED, &entities)
+        }
+        Ok(Err(Ok(e))) => json_response(StatusCode::BAD_REQUEST, &e.kong_body(flatten)),
+        Ok(Err(Err(e))) => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({
+                "code": ConfigError::CODE,
+                "name": "invalid declarative configuration",
+                "message": format!("declarative config is invalid: {e}"),
+                "fields": {"error": e},
+            }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "configuration load panicked");
+            message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            )
+        }
+    }
+}
+
+fn not_modified() -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::empty());
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    r
+}
+
+fn now_unix() -> Option<i64> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_from_bodies() {
+        assert_eq!(
+            &document(
+                "application/json",
+                Bytes::from_static(b"{\"config\":\"a: 1\"}")
+            )[..],
+            b"a: 1"
+        );
+        let raw = Bytes::from_static(b"{\"_format_version\":\"3.0\",\"config\":\"x\"}");
+        assert_eq!(document("application/json", raw.clone()), raw);
+        assert_eq!(
+            &document(
+                "application/x-www-form-urlencoded",
+                Bytes::from_static(b"x=1&config=a%3A+1")
+            )[..],
+            b"a: 1"
+        );
+        assert_eq!(
+            &document("text/yaml", Bytes::from_static(b"a: 1"))[..],
+            b"a: 1"
+        );
+    }
+
+    #[test]
+    fn endpoints_map_to_kinds() {
+        assert_eq!(kind_of("services"), Some(EntityKind::Service));
+        assert_eq!(kind_of("key-auths"), Some(EntityKind::KeyauthCredential));
+        assert_eq!(kind_of("nope"), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! Response bodies sent to clients: a buffered body (errors, admin API), or an upstream body
+//! streamed through, which returns its upstream connection to the pool when read to the end,
+//! enforces the read timeout between chunks, and counts bytes for metrics.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::metrics::RouteStats;
+use crate::upstream::{Conn, Pool};
+
+/// Error type of [`ProxyBody`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// A complete body (possibly empty).
+    Full(Option<Bytes>),
+    /// An upstream body streamed through.
+    Upstream(Box<UpstreamBody>),
+}
+
+impl ProxyBody {
+    /// An empty body.
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(None)
+    }
+    /// A complete body.
+    pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+        let b = b.into();
+        ProxyBody::Full(if b.is_empty() { None } else { Some(b) })
+    }
+}
+
+/// A streamed upstream body.
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<(Arc<Pool>, Conn)>,
+    read_timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    stats: Option<Arc<RouteStats>>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    /// Wraps an upstream body; `conn` goes back to `pool` at the end of the body.
+    pub fn wrap(
+        inner: Incoming,
+        conn: Option<(Arc<Pool>, Conn)>,
+        read_timeout: Duration,
+        stats: Option<Arc<RouteStats>>,
+    ) -> ProxyBody {
+        let mut b = UpstreamBody {
+            inner,
+            conn,
+            read_timeout,
+            sleep: None,
+            stats,
+            bytes: 0,
+        };
+        if b.inner.is_end_stream() {
+            b.release();
+        }
+        ProxyBody::Upstream(Box::new(b))
+    }
+
+    fn release(&mut self) {
+        if let Some((pool, conn)) = self.conn.take() {
+            pool.put(conn);
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(s) = &self.stats {
+            s.egress(self.bytes);
+        }
+    }
+}
+
+/// The upstream went silent for longer than `read_timeout` in the middle of a body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream read timeout in response body")]
+pub struct BodyTimeout;
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream(u) => {
+                let u = &mut **u;
+                match Pin::new(&mut u.inner).poll_frame(cx) {
+                    Poll::Ready(r) => {
+                        u.sleep = None;
+                        match r {
+                            Some(Ok(f)) => {
+                                if let Some(d) = f.data_ref() {
+                                    u.bytes += d.len() as u64;
+                                }
+                                if u.inner.is_end_stream() {
+                                    u.release();
+                                }
+                                Poll::Ready(Some(Ok(f)))
+                            }
+                            Some(Err(e)) => {
+                                u.conn = None;
+                                Poll::Ready(Some(Err(e.into())))
+                            }
+                            None => {
+                                u.release();
+                                Poll::Ready(None)
+                            }
+                        }
+                    }
+                    Poll::Pending => {
+                        let t = u.read_timeout;
+                        let sleep = u
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+                        ready!(sleep.as_mut().poll(cx));
+                        u.conn = None;
+                        Poll::Ready(Some(Err(Box::new(BodyTimeout))))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Upstream(u) => u.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(b) => {
+                SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0))
+            }
+            ProxyBody::Upstream(u) => u.inner.size_hint(),
+        }
+    }
+}

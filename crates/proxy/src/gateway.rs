@@ -1,0 +1,428 @@
+//! A running data plane: listeners, the published snapshot, and the configuration swap.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use silverback_config::Config;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::ProxyError;
+use crate::metrics::Metrics;
+use crate::proxy::ConnInfo;
+use crate::settings::{Listen, Settings};
+use crate::snapshot::Snapshot;
+use crate::tls::SniResolver;
+use crate::upstream::{BalancerFactory, DirectFactory, Pool, Resolver};
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// `proxy_listen`
+    Proxy,
+    /// `admin_listen`
+    Admin,
+    /// `status_listen`
+    Status,
+}
+
+/// A bound listener.
+#[derive(Debug, Clone)]
+pub struct BoundListener {
+    /// What it serves.
+    pub kind: ListenerKind,
+    /// Its specification.
+    pub listen: Listen,
+    /// The address actually bound (the port is known even when 0 was asked for).
+    pub addr: SocketAddr,
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub settings: Settings,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub pool: Arc<Pool>,
+    pub resolver: Resolver,
+    pub metrics: Metrics,
+    pub factory: Arc<dyn BalancerFactory>,
+    pub node_id: uuid::Uuid,
+    pub hostname: String,
+    /// Held while a configuration is being loaded (`POST /config` answers 429 meanwhile).
+    pub loading: tokio::sync::Mutex<()>,
+    /// md5 of the raw body of the last configuration applied through `POST /config`.
+    pub raw_md5: Mutex<Option<String>>,
+    pub listeners: Mutex<Vec<BoundListener>>,
+    pub server: HeaderValue,
+    pub via_h1: HeaderValue,
+    pub via_h2: HeaderValue,
+}
+
+impl Shared {
+    /// Compiles and publishes a configuration. Compilation happens in the caller; the
+    /// running snapshot is untouched on error.
+    pub fn apply(&self, config: Config) -> Result<(), ProxyError> {
+        let t = Instant::now();
+        let prev = self.snapshot.load_full();
+        let snap = Snapshot::build(
+            config,
+            self.settings.router_flavor,
+            &*self.factory,
+            Some(&prev),
+            true,
+        )?;
+        let hash = snap.hash.clone();
+        self.snapshot.store(Arc::new(snap));
+        self.metrics.config_swaps.fetch_add(1, Relaxed);
+        tracing::info!(hash = %hash, elapsed_ms = t.elapsed().as_millis() as u64, "configuration applied");
+        Ok(())
+    }
+}
+
+/// A running data plane. Dropping it does not stop it; call [`Gateway::shutdown`].
+pub struct Gateway {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listeners", &self.local_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+fn bind(l: &Listen) -> Result<TcpListener, ProxyError> {
+    let err = |source| ProxyError::Bind {
+        addr: l.addr,
+        source,
+    };
+    let domain = if l.addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+        .map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    if l.reuseport {
+        s.set_reuse_port(true).map_err(err)?;
+    }
+    s.set_nonblocking(true).map_err(err)?;
+    s.set_tcp_nodelay(true).map_err(err)?;
+    s.bind(&l.addr.into()).map_err(err)?;
+    s.listen(l.backlog.min(i32::MAX as u32) as i32)
+        .map_err(err)?;
+    TcpListener::from_std(s.into()).map_err(err)
+}
+
+impl Gateway {
+    /// Binds every listener and starts serving on the current tokio runtime. `initial` is
+    /// served from the start (the proxy is "ready" only once a non-empty configuration is
+    /// loaded, as Kong in DB-less mode).
+    pub async fn start(settings: Settings, initial: Option<Config>) -> Result<Gateway, ProxyError> {
+        Self::start_with(settings, initial, Arc::new(DirectFactory)).await
+    }
+
+    /// [`Gateway::start`] with another balancer (the load-balancing seam).
+    pub async fn start_with(
+        settings: Settings,
+        initial: Option<Config>,
+        factory: Arc<dyn BalancerFactory>,
+    ) -> Result<Gateway, ProxyError> {
+        let loaded = initial.is_some();
+        let snap = Snapshot::build(
+            initial.unwrap_or_default(),
+            settings.router_flavor,
+            &*factory,
+            None,
+            loaded,
+        )?;
+        let snapshot = Arc::new(ArcSwap::from_pointee(snap));
+        let default_cert = crate::tls::default_certificate()?;
+        let resolver = Arc::new(SniResolver {
+            snapshot: snapshot.clone(),
+            default: default_cert,
+        });
+        let hv = |s: String| {
+            HeaderValue::from_str(&s).map_err(|e| ProxyError::Tls(format!("server token: {e}")))
+        };
+        let shared = Arc::new(Shared {
+            server: hv(settings.server_token.clone())?,
+            via_h1: hv(format!("1.1 {}", settings.server_token))?,
+            via_h2: hv(format!("2 {}", settings.server_token))?,
+            pool: Arc::new(Pool::new(
+                settings.upstream_keepalive_pool_size,
+                settings.upstream_keepalive_idle_timeout,
+                settings.upstream_keepalive_max_requests,
+            )),
+            resolver: Resolver::default(),
+            metrics: Metrics::default(),
+            factory,
+            node_id: uuid::Uuid::new_v4(),
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into()),
+            loading: tokio::sync::Mutex::new(()),
+            raw_md5: Mutex::new(None),
+            listeners: Mutex::new(vec![]),
+            snapshot,
+            settings,
+        });
+        let (tx, rx) = watch::channel(false);
+        let mut tasks = vec![];
+        let mut bound = vec![];
+        let specs: Vec<(ListenerKind, Listen)> = [
+            (ListenerKind::Proxy, &shared.settings.proxy_listen),
+            (ListenerKind::Admin, &shared.settings.admin_listen),
+            (ListenerKind::Status, &shared.settings.status_listen),
+        ]
+        .into_iter()
+        .flat_map(|(k, ls)| ls.iter().map(move |l| (k, l.clone())))
+        .collect();
+        for (kind, l) in specs {
+            let listener = bind(&l)?;
+            let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+                addr: l.addr,
+                source,
+            })?;
+            bound.push(BoundListener {
+                kind,
+                listen: l.clone(),
+                addr,
+            });
+            let tls = l.ssl.then(|| {
+                tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+                    resolver.clone(),
+                    l.http2,
+                ))
+            });
+            tasks.push(tokio::spawn(accept_loop(
+                shared.clone(),
+                kind,
+                listener,
+                tls,
+                rx.clone(),
+            )));
+        }
+        if let Ok(mut l) = shared.listeners.lock() {
+            *l = bound;
+        }
+        // Idle upstream connections are swept in the background.
+        let pool = shared.pool.clone();
+        let mut srx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => pool.sweep(),
+                    _ = srx.changed() => return,
+                }
+            }
+        }));
+        Ok(Gateway {
+            shared,
+            shutdown: tx,
+            tasks,
+        })
+    }
+
+    /// Compiles `config` (router, certificates, balancer) in the calling thread and publishes
+    /// it atomically. On error the running configuration keeps serving.
+    pub fn apply(&self, config: Config) -> Result<(), ProxyError> {
+        self.shared.apply(config)
+    }
+
+    /// The running configuration's hash (Kong's `configuration_hash`).
+    pub fn config_hash(&self) -> String {
+        self.shared.snapshot.load().hash.clone()
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.snapshot.load().config.clone()
+    }
+
+    /// Every bound listener with its actual address.
+    pub fn local_addrs(&self) -> Vec<BoundListener> {
+        self.shared
+            .listeners
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// The first bound address of a kind, TLS or not.
+    pub fn addr(&self, kind: ListenerKind, ssl: bool) -> Option<SocketAddr> {
+        self.local_addrs()
+            .into_iter()
+            .find(|l| l.kind == kind && l.listen.ssl == ssl)
+            .map(|l| l.addr)
+    }
+
+    /// Idle upstream connections in the pool.
+    pub fn idle_upstream_connections(&self) -> usize {
+        self.shared.pool.idle_count()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), then stops.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let grace = self.shared.settings.shutdown_grace;
+        for t in self.tasks {
+            if tokio::time::timeout(grace, t).await.is_err() {
+                tracing::warn!("listener did not drain in time");
+            }
+        }
+    }
+}
+
+fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor> {
+    let s = &sh.settings;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.client_header_timeout)
+        .max_buf_size(s.max_header_bytes.max(8192))
+        .max_headers(s.max_headers)
+        .keep_alive(true)
+        .half_close(false);
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(s.keepalive_timeout))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(128)
+        .max_header_list_size(s.max_header_bytes as u32);
+    if kind != ListenerKind::Proxy {
+        b.http2().max_concurrent_streams(16);
+    }
+    b
+}
+
+async fn accept_loop(
+    sh: Arc<Shared>,
+    kind: ListenerKind,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(conn_builder(&sh, kind));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        sh.metrics.accepted.fetch_add(1, Relaxed);
+        let sh2 = sh.clone();
+        let b = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            sh2.metrics.active.fetch_add(1, Relaxed);
+            serve_conn(&sh2, kind, &b, stream, peer, local, tls, watcher).await;
+            sh2.metrics.active.fetch_sub(1, Relaxed);
+            sh2.metrics.handled.fetch_add(1, Relaxed);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(sh.settings.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?kind, "connections still open after the grace period");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_conn(
+    sh: &Arc<Shared>,
+    kind: ListenerKind,
+    b: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    match tls {
+        None => {
+            let info = Arc::new(ConnInfo {
+                peer,
+                local,
+                tls: false,
+                sni: None,
+            });
+            serve_io(sh, kind, b, TokioIo::new(stream), info, watcher).await
+        }
+        Some(acc) => {
+            let s =
+                match tokio::time::timeout(sh.settings.tls_handshake_timeout, acc.accept(stream))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let sni = s.get_ref().1.server_name().map(Box::from);
+            let info = Arc::new(ConnInfo {
+                peer,
+                local,
+                tls: true,
+                sni,
+            });
+            serve_io(sh, kind, b, TokioIo::new(s), info, watcher).await
+        }
+    }
+}
+
+async fn serve_io<I>(
+    sh: &Arc<Shared>,
+    kind: ListenerKind,
+    b: &auto::Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    info: Arc<ConnInfo>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let r = match kind {
+        ListenerKind::Proxy => {
+            let sh = sh.clone();
+            let svc = service_fn(move |req| crate::proxy::serve(sh.clone(), info.clone(), req));
+            watcher
+                .watch(b.serve_connection_with_upgrades(io, svc).into_owned())
+                .await
+        }
+        ListenerKind::Admin | ListenerKind::Status => {
+            let sh = sh.clone();
+            let svc = service_fn(move |req| crate::admin::serve(sh.clone(), kind, req));
+            watcher
+                .watch(b.serve_connection(io, svc).into_owned())
+                .await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,852 @@
+//! The request path. Phases, in order (Kong's names in parentheses):
+//!
+//! 1. **rewrite**: request id, strict HTTP/1 framing checks (duplicate or non-numeric
+//!    `Content-Length`, `Content-Length` with `Transfer-Encoding`), body size limit.
+//! 2. **route** (router): one snapshot load; the router matches method, host, path,
+//!    headers, SNI. No match is 404.
+//! 3. **access** (runloop `before`): https-only routes (426 or redirect), gRPC checks
+//!    (415/426, gRPCs-only), route without service (503).
+//! 4. **balancer**: the snapshot's [`Balancer`](crate::upstream::Balancer) picks a peer per
+//!    attempt; connect failures are retried up to the service's `retries` on the next pick.
+//! 5. **upstream request**: path (strip_path, service path, path_handling, escaped, query
+//!    appended), Host (`preserve_host`), `X-Forwarded-*`, `X-Real-IP`, `Via`,
+//!    `X-Kong-Request-Id`, hop-by-hop headers removed; the body streamed, or buffered when the
+//!    route asks for `request_buffering` and it is small.
+//! 6. **header_filter**: hop-by-hop response headers removed, `Via`, `Server`,
+//!    `X-Kong-Upstream-Latency`, `X-Kong-Proxy-Latency`, `X-Kong-Request-Id`.
+//! 7. **body_filter**: the body streams through with the read timeout between chunks; the
+//!    upstream connection goes back to the pool at its end.
+//! 8. **log**: metrics.
+//!
+//! Every failure is an [`Error`] whose kind gives Kong's status and message; the body format
+//! follows the client's `Accept` ([`Format`]).
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use silverback_config::{Protocol, Route, Service};
+use silverback_router::{RequestView, Scheme};
+
+use crate::body::{ProxyBody, UpstreamBody};
+use crate::error::{Error, Format, Kind, Source, grpc_headers};
+use crate::gateway::Shared;
+use crate::metrics::RouteStats;
+use crate::upstream::{Outcome, PoolKey, ReqBody, SelectCtx, is_h2};
+
+/// What the proxy knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Local address.
+    pub local: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// TLS server name sent by the client.
+    pub sni: Option<Box<str>>,
+}
+
+struct Ctx {
+    start: Instant,
+    rid: HeaderValue,
+    format: Format,
+    stats: Option<Arc<RouteStats>>,
+}
+
+static X_KONG_REQUEST_ID: HeaderName = HeaderName::from_static("x-kong-request-id");
+static X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
+static X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+static X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static PROXY: HeaderName = HeaderName::from_static("proxy");
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new({
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id() as u64);
+        h.finish() | 1
+    });
+}
+
+fn next_u64() -> u64 {
+    RNG.with(|c| {
+        // xorshift64*
+        let mut x = c.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        c.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+/// A request id: 32 lowercase hex digits, as Kong's `$kong_request_id`.
+pub fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, w) in [next_u64(), next_u64()].into_iter().enumerate() {
+        for j in 0..16 {
+            out[i * 16 + j] = HEX[((w >> (60 - j * 4)) & 0xf) as usize];
+        }
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn num_header(n: u64) -> HeaderValue {
+    HeaderValue::from(n)
+}
+
+/// Entry point of the proxy listeners.
+pub(crate) async fn serve(
+    sh: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    sh.metrics.requests.fetch_add(1, Relaxed);
+    let mut cx = Ctx {
+        start: Instant::now(),
+        rid: request_id(),
+        format: Format::negotiate(req.headers()),
+        stats: None,
+    };
+    let resp = match proxy(&sh, &conn, req, &mut cx).await {
+        Ok(r) => r,
+        Err(e) => {
+            match e.source {
+                Source::Upstream => {
+                    tracing::warn!(request_id = ?cx.rid, error = %e, "upstream failure")
+                }
+                Source::Internal => {
+                    tracing::error!(request_id = ?cx.rid, error = %e, "internal failure")
+                }
+                Source::Downstream => {
+                    tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
+                }
+            }
+            let mut r = kong_error(&sh, &cx, e.kind.status(), e.kind.message());
+            if e.kind == Kind::BadRequest {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
+    };
+    let stats = cx.stats.as_ref().unwrap_or(&sh.metrics.unmatched);
+    if !matches!(resp.body(), ProxyBody::Upstream(_)) {
+        stats.response(resp.status().as_u16(), false);
+        stats.latencies(ms(cx.start.elapsed()), ms(cx.start.elapsed()), None);
+    }
+    Ok(resp)
+}
+
+/// A response produced by the gateway itself, in Kong's error format.
+fn kong_error(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(
+        cx.format.body(message, cx.rid.to_str().unwrap_or("")),
+    ));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if let Some(ct) = cx.format.content_type() {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    } else {
+        grpc_headers(h, status, message);
+    }
+    kong_headers(sh, cx, h);
+    r
+}
+
+/// A `kong.response.exit(status, {message = ...})` response: compact JSON.
+fn kong_exit(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(
+        serde_json::json!({ "message": message }).to_string(),
+    ));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if cx.format == Format::Grpc {
+        grpc_headers(h, status, message);
+    } else {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    kong_headers(sh, cx, h);
+    r
+}
+
+fn kong_headers(sh: &Shared, cx: &Ctx, h: &mut HeaderMap) {
+    h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
+    if sh.settings.latency_tokens {
+        h.insert(
+            X_KONG_RESPONSE_LATENCY.clone(),
+            num_header(ms(cx.start.elapsed())),
+        );
+    }
+    if sh.settings.server_tokens {
+        h.insert(header::SERVER, sh.server.clone());
+    }
+}
+
+/// Strict HTTP/1 framing: what hyper tolerates but a proxy must not forward.
+fn check_framing(h: &HeaderMap) -> Result<Option<u64>, Error> {
+    let bad = || Error::downstream(Kind::BadRequest);
+    let mut cls = h.get_all(header::CONTENT_LENGTH).iter();
+    let cl = match (cls.next(), cls.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(bad()),
+        (Some(v), None) => {
+            let b = v.as_bytes();
+            if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
+                return Err(bad());
+            }
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+        }
+    };
+    if cl.is_some() && h.contains_key(header::TRANSFER_ENCODING) {
+        return Err(bad());
+    }
+    if h.get_all(header::HOST).iter().count() > 1 {
+        return Err(bad());
+    }
+    Ok(cl)
+}
+
+fn host_of(req: &Request<Incoming>) -> &str {
+    if let Some(h) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    {
+        return h;
+    }
+    req.uri().authority().map(|a| a.as_str()).unwrap_or("")
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map(|i| &host[..=i]).unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn has_proto(route: &Route, p: Protocol) -> bool {
+    route.protocols.contains(&p)
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+}
+
+/// Removes hop-by-hop headers (and those named in `Connection`).
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            if keep_upgrade && n == header::UPGRADE {
+                continue;
+            }
+            h.remove(n);
+        }
+        h.remove(header::CONNECTION);
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(&PROXY);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::PROXY_AUTHENTICATE);
+    if !keep_upgrade {
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// Kong's `uri.escape`: percent-encodes bytes outside its safe set.
+fn escape_path(p: &str) -> std::borrow::Cow<'_, str> {
+    fn safe(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$&'()*+,/:;=?@[]-_.~%".contains(&b)
+    }
+    if p.bytes().all(safe) {
+        return p.into();
+    }
+    let mut s = String::with_capacity(p.len() + 8);
+    for b in p.bytes() {
+        if safe(b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s.into()
+}
+
+/// The client address after `trusted_ips`/`real_ip_header`.
+fn real_ip(sh: &Shared, peer: IpAddr, h: &HeaderMap, trusted: bool) -> IpAddr {
+    if !trusted {
+        return peer;
+    }
+    let Some(v) = h
+        .get(sh.settings.real_ip_header.as_str())
+        .and_then(|v| v.to_str().ok())
+    else {
+        return peer;
+    };
+    let items: Vec<IpAddr> = v.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    if sh.settings.real_ip_recursive {
+        items
+            .iter()
+            .rev()
+            .find(|ip| !sh.settings.is_trusted(**ip))
+            .or(items.first())
+            .copied()
+            .unwrap_or(peer)
+    } else {
+        items.last().copied().unwrap_or(peer)
+    }
+}
+
+fn set(h: &mut HeaderMap, n: &HeaderName, v: &str) {
+    if v.is_empty() {
+        h.remove(n);
+    } else if let Ok(v) = HeaderValue::from_str(v) {
+        h.insert(n.clone(), v);
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+async fn proxy(
+    sh: &Arc<Shared>,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    cx: &mut Ctx,
+) -> Result<Response<ProxyBody>, Error> {
+    // --- rewrite ---
+    let content_length = if req.version() <= Version::HTTP_11 {
+        check_framing(req.headers())?
+    } else {
+        req.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    };
+    let max = sh.settings.client_max_body_size;
+    if max > 0 && content_length.is_some_and(|n| n > max) {
+        return Err(Error::downstream(Kind::PayloadTooLarge));
+    }
+
+    // --- route ---
+    let snap = sh.snapshot.load_full();
+    let scheme = if conn.tls {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let m = {
+        let view = RequestView {
+            method: req.method().as_str(),
+            scheme,
+            host: host_of(&req),
+            port: conn.local.port(),
+            path: req.uri().path(),
+            headers: req.headers(),
+            sni: conn.sni.as_deref(),
+            src: Some(conn.peer),
+            dst: Some(conn.local),
+            query: req.uri().query(),
+        };
+        snap.router.find(&view)
+    };
+    let Some(m) = m else {
+        return Err(Error::downstream(Kind::NoRoute));
+    };
+    let route = m.route;
+    let stats = snap.route_stats(&sh.metrics, route, m.service);
+    if let Some(n) = content_length {
+        stats.ingress(n);
+    }
+    cx.stats = Some(stats.clone());
+
+    // --- access ---
+    let trusted = sh.settings.is_trusted(conn.peer.ip());
+    let hdr = |n: &HeaderName| {
+        if trusted {
+            req.headers().get(n).and_then(|v| v.to_str().ok())
+        } else {
+            None
+        }
+    };
+    let fwd_proto = hdr(&X_FORWARDED_PROTO)
+        .unwrap_or(scheme.as_str())
+        .to_string();
+    let client_host = host_of(&req).to_string();
+    let fwd_host = hdr(&X_FORWARDED_HOST)
+        .map(str::to_string)
+        .unwrap_or_else(|| strip_port(&client_host).to_ascii_lowercase());
+    let fwd_port = hdr(&X_FORWARDED_PORT)
+        .map(str::to_string)
+        .unwrap_or_else(|| conn.local.port().to_string());
+    let fwd_path = hdr(&X_FORWARDED_PATH)
+        .unwrap_or(req.uri().path())
+        .to_string();
+    let fwd_prefix = match hdr(&X_FORWARDED_PREFIX) {
+        Some(p) => p.to_string(),
+        None => m
+            .stripped_prefix
+            .as_deref()
+            .filter(|p| *p != "/")
+            .unwrap_or("")
+            .to_string(),
+    };
+    if has_proto(route, Protocol::Https)
+        && !has_proto(route, Protocol::Http)
+        && fwd_proto != "https"
+        && !has_proto(route, Protocol::Grpcs)
+    {
+        let code = route.https_redirect_status_code;
+        if code == 426 {
+            let mut r = kong_exit(
+                sh,
+                cx,
+                StatusCode::UPGRADE_REQUIRED,
+                "Please use HTTPS protocol",
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            r.headers_mut().insert(
+                header::UPGRADE,
+                HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+            );
+            return Ok(r);
+        }
+        let uri = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let mut r = Response::new(ProxyBody::empty());
+        *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        if let Ok(v) = HeaderValue::from_str(&format!("https://{fwd_host}{uri}")) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        kong_headers(sh, cx, r.headers_mut());
+        return Ok(r);
+    }
+    let grpc_route = has_proto(route, Protocol::Grpc) || has_proto(route, Protocol::Grpcs);
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if is_grpc {
+        if req.version() != Version::HTTP_2 {
+            let mut r = kong_exit(
+                sh,
+                cx,
+                StatusCode::UPGRADE_REQUIRED,
+                "Please use HTTP2 protocol",
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            r.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
+            return Ok(r);
+        }
+        if grpc_route && !has_proto(route, Protocol::Grpc) && fwd_proto != "https" {
+            let mut r = Response::new(ProxyBody::empty());
+            grpc_headers(
+                r.headers_mut(),
+                StatusCode::OK,
+                "gRPC request matched gRPCs route",
+            );
+            r.headers_mut()
+                .insert("grpc-status", HeaderValue::from_static("1"));
+            kong_headers(sh, cx, r.headers_mut());
+            return Ok(r);
+        }
+    } else if grpc_route && !has_proto(route, Protocol::Http) && !has_proto(route, Protocol::Https)
+    {
+        return Ok(kong_exit(
+            sh,
+            cx,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Non-gRPC request matched gRPC route",
+        ));
+    }
+    let Some(service) = m.service else {
+        return Err(Error::new(Kind::NoService, Source::Internal));
+    };
+
+    // --- upstream request ---
+    let upgrade = req.version() <= Version::HTTP_11 && is_upgrade(req.headers());
+    let client_upgrade = if upgrade {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let (mut parts, body) = req.into_parts();
+    let mut pq = escape_path(&m.upstream_path).into_owned();
+    if let Some(pq_raw) = parts.uri.path_and_query()
+        && let Some(i) = pq_raw.as_str().find('?')
+    {
+        pq.push_str(&pq_raw.as_str()[i..]);
+    }
+    let client_version = parts.version;
+    let h = &mut parts.headers;
+    let te_trailers = h
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    strip_hop_by_hop(h, upgrade);
+    h.remove(header::TE);
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrade {
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+    }
+    let realip = real_ip(sh, conn.peer.ip(), h, trusted);
+    let peer_ip = conn.peer.ip().to_string();
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {peer_ip}"),
+        None => peer_ip,
+    };
+    set(h, &X_FORWARDED_FOR, &xff);
+    set(h, &X_FORWARDED_PROTO, &fwd_proto);
+    set(h, &X_FORWARDED_HOST, &fwd_host);
+    set(h, &X_FORWARDED_PORT, &fwd_port);
+    set(h, &X_FORWARDED_PATH, &fwd_path);
+    set(h, &X_FORWARDED_PREFIX, &fwd_prefix);
+    set(h, &X_REAL_IP, &realip.to_string());
+    h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
+    if sh.settings.server_tokens {
+        let via = format!(
+            "{} {}",
+            version_str(client_version),
+            sh.settings.server_token
+        );
+        match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+            Some(prev) => set(h, &header::VIA, &format!("{prev}, {via}")),
+            None => set(h, &header::VIA, &via),
+        }
+    }
+
+    let body: ReqBody = if route.request_buffering
+        && !upgrade
+        && content_length.is_some_and(|n| n > 0 && n <= sh.settings.request_buffer_limit)
+    {
+        match tokio::time::timeout(sh.settings.client_header_timeout, body.collect()).await {
+            Ok(Ok(c)) => Either::Right(Full::new(c.to_bytes())),
+            Ok(Err(e)) => return Err(Error::downstream(Kind::BadRequest).because(e)),
+            Err(_) => return Err(Error::downstream(Kind::BadRequest)),
+        }
+    } else if content_length == Some(0) || (content_length.is_none() && body.is_end_stream()) {
+        Either::Right(Full::new(Bytes::new()))
+    } else {
+        Either::Left(body)
+    };
+
+    let up = Upstream {
+        service,
+        route,
+        conn,
+        client_host: &client_host,
+        stats: &stats,
+        pq,
+        te_trailers,
+    };
+    send(sh, cx, &snap.balancer, up, parts, body, client_upgrade).await
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        _ => "1.1",
+    }
+}
+
+/// What [`send`] needs to know about the matched request.
+struct Upstream<'a> {
+    service: &'a Service,
+    route: &'a Route,
+    conn: &'a ConnInfo,
+    client_host: &'a str,
+    stats: &'a Arc<RouteStats>,
+    /// Upstream path and query.
+    pq: String,
+    te_trailers: bool,
+}
+
+enum Chan {
+    H1(crate::upstream::Conn),
+    H2(hyper::client::conn::http2::SendRequest<ReqBody>),
+    Ws(hyper::client::conn::http1::SendRequest<ReqBody>),
+}
+
+fn default_port(p: Protocol, port: u16) -> bool {
+    match p {
+        Protocol::Http | Protocol::Grpc | Protocol::Ws => port == 80,
+        Protocol::Https | Protocol::Grpcs | Protocol::Wss => port == 443,
+        _ => false,
+    }
+}
+
+fn outcome_of(e: &Error) -> Outcome {
+    match e.kind {
+        Kind::ConnectTimeout | Kind::ReadTimeout | Kind::WriteTimeout => Outcome::Timeout,
+        Kind::ConnectRefused => Outcome::ConnectFailed,
+        _ => Outcome::Failed,
+    }
+}
+
+async fn next_h1(sh: &Shared, key: &PoolKey, t: Duration) -> Result<crate::upstream::Conn, Error> {
+    match sh.pool.take(key) {
+        Some(c) => Ok(c),
+        None => sh.pool.connect_h1(key, t).await,
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+async fn send(
+    sh: &Arc<Shared>,
+    cx: &Ctx,
+    balancer: &Arc<dyn crate::upstream::Balancer>,
+    up: Upstream<'_>,
+    mut parts: http::request::Parts,
+    body: ReqBody,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<ProxyBody>, Error> {
+    let service = up.service;
+    let h2 = is_h2(service.protocol);
+    let tls = service.protocol.is_tls();
+    let connect_timeout = Duration::from_millis(u64::from(service.connect_timeout));
+    let read_timeout = Duration::from_millis(u64::from(service.read_timeout));
+
+    // --- balancer ---
+    let mut prev = None;
+    let mut attempt = 0u32;
+    let (pick, key, chan) = loop {
+        let ctx = SelectCtx {
+            service,
+            attempt,
+            headers: &parts.headers,
+            client_ip: up.conn.peer.ip(),
+            previous: prev.as_ref(),
+        };
+        let pick = balancer
+            .select(&ctx)
+            .map_err(|k| Error::new(k, Source::Upstream))?;
+        let addrs = sh.resolver.resolve(&pick).await?;
+        let addr = addrs[attempt as usize % addrs.len()];
+        let key = PoolKey {
+            addr,
+            tls: tls.then(|| pick.host.clone()),
+        };
+        let r = if client_upgrade.is_some() {
+            sh.pool
+                .connect_upgradable(&key, connect_timeout)
+                .await
+                .map(Chan::Ws)
+        } else if h2 {
+            sh.pool.h2(&key, connect_timeout).await.map(Chan::H2)
+        } else {
+            next_h1(sh, &key, connect_timeout).await.map(Chan::H1)
+        };
+        match r {
+            Ok(c) => break (pick, key, c),
+            Err(e) => {
+                balancer.report(service, &pick, outcome_of(&e));
+                if !e.retryable || attempt >= u32::from(service.retries) {
+                    return Err(e);
+                }
+                attempt += 1;
+                prev = Some(pick);
+            }
+        }
+    };
+
+    // Host and URI.
+    let host_value = if up.route.preserve_host && !up.client_host.is_empty() {
+        up.client_host.to_string()
+    } else if default_port(service.protocol, pick.port) {
+        pick.host_header.to_string()
+    } else {
+        format!("{}:{}", pick.host_header, pick.port)
+    };
+    let fail = |e: Error| {
+        balancer.report(service, &pick, outcome_of(&e));
+        e
+    };
+    if h2 {
+        let scheme = if tls { "https" } else { "http" };
+        parts.uri = Uri::try_from(format!("{scheme}://{host_value}{}", up.pq))
+            .map_err(|e| Error::new(Kind::Internal, Source::Internal).because(e))?;
+        parts.headers.remove(header::HOST);
+        parts.version = Version::HTTP_2;
+    } else {
+        parts.uri = Uri::try_from(up.pq.as_str())
+            .map_err(|e| Error::downstream(Kind::BadRequest).because(e))?;
+        if let Ok(v) = HeaderValue::from_str(&host_value) {
+            parts.headers.insert(header::HOST, v);
+        }
+        parts.version = Version::HTTP_11;
+    }
+    let mut req = Request::from_parts(parts, body);
+    let t_sent = Instant::now();
+    let read_err = |e: hyper::Error| {
+        if e.is_timeout() {
+            Error::upstream(Kind::ReadTimeout)
+        } else {
+            Error::upstream(Kind::InvalidResponse).because(e)
+        }
+    };
+
+    // --- send ---
+    let (resp, pooled) = match chan {
+        Chan::H1(mut c) => loop {
+            if c.tx.ready().await.is_err() {
+                if c.reused {
+                    c = next_h1(sh, &key, connect_timeout).await.map_err(fail)?;
+                    continue;
+                }
+                return Err(fail(Error::upstream(Kind::InvalidResponse)));
+            }
+            match tokio::time::timeout(read_timeout, c.tx.try_send_request(req)).await {
+                Err(_) => return Err(fail(Error::upstream(Kind::ReadTimeout))),
+                Ok(Ok(r)) => break (r, Some(c)),
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(r) if c.reused => {
+                        req = r;
+                        c = next_h1(sh, &key, connect_timeout).await.map_err(fail)?;
+                    }
+                    _ => return Err(fail(read_err(e.into_error()))),
+                },
+            }
+        },
+        Chan::H2(mut tx) => {
+            tx.ready().await.map_err(|e| fail(read_err(e)))?;
+            match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
+                Err(_) => return Err(fail(Error::upstream(Kind::ReadTimeout))),
+                Ok(r) => (r.map_err(|e| fail(read_err(e)))?, None),
+            }
+        }
+        Chan::Ws(mut tx) => {
+            tx.ready().await.map_err(|e| fail(read_err(e)))?;
+            match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
+                Err(_) => return Err(fail(Error::upstream(Kind::ReadTimeout))),
+                Ok(r) => (r.map_err(|e| fail(read_err(e)))?, None),
+            }
+        }
+    };
+    let upstream_ms = ms(t_sent.elapsed());
+    let proxy_ms = ms(t_sent.duration_since(cx.start));
+    let status = resp.status();
+    balancer.report(service, &pick, Outcome::Response(status.as_u16()));
+
+    // --- header_filter ---
+    let (mut rp, rbody) = resp.into_parts();
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(&mut rp.headers, switching);
+    if !up.te_trailers {
+        rp.headers.remove(header::TRAILER);
+    }
+    rp.version = Version::HTTP_11;
+    let h = &mut rp.headers;
+    if sh.settings.server_tokens {
+        let via = if h2 {
+            sh.via_h2.clone()
+        } else {
+            sh.via_h1.clone()
+        };
+        match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+            Some(prev) => set(
+                h,
+                &header::VIA,
+                &format!("{prev}, {}", via.to_str().unwrap_or("")),
+            ),
+            None => {
+                h.insert(header::VIA, via);
+            }
+        }
+        if !h.contains_key(header::SERVER) {
+            h.insert(header::SERVER, sh.server.clone());
+        }
+    }
+    if sh.settings.latency_tokens {
+        h.insert(X_KONG_UPSTREAM_LATENCY.clone(), num_header(upstream_ms));
+        h.insert(X_KONG_PROXY_LATENCY.clone(), num_header(proxy_ms));
+    }
+    h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
+    up.stats.response(status.as_u16(), true);
+    up.stats
+        .latencies(ms(cx.start.elapsed()), proxy_ms, Some(upstream_ms));
+
+    if switching {
+        rp.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        let Some(client) = client_upgrade else {
+            return Err(Error::upstream(Kind::InvalidResponse));
+        };
+        let mut tmp = Response::from_parts(rp, rbody);
+        let upstream = hyper::upgrade::on(&mut tmp);
+        let (rp, _) = tmp.into_parts();
+        tokio::spawn(async move {
+            let (Ok(u), Ok(d)) = tokio::join!(upstream, client) else {
+                return;
+            };
+            let mut u = TokioIo::new(u);
+            let mut d = TokioIo::new(d);
+            let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+        });
+        return Ok(Response::from_parts(rp, ProxyBody::empty()));
+    }
+
+    // --- body_filter ---
+    let pooled = pooled.map(|c| (sh.pool.clone(), c));
+    let body = UpstreamBody::wrap(rbody, pooled, read_timeout, Some(up.stats.clone()));
+    Ok(Response::from_parts(rp, body))
+}

@@ -1,0 +1,385 @@
+//! Node settings in Kong's vocabulary (`proxy_listen`, `admin_listen`, `trusted_ips`, ...):
+//! what a `kong.conf` would hold. [`Settings::default`] gives Kong's defaults.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use silverback_config::{PluginRegistry, RouterFlavor};
+
+/// One listener: `addr:port [ssl] [http2] [reuseport] [backlog=N]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// Address and port to bind (port 0 picks a free one).
+    pub addr: SocketAddr,
+    /// TLS termination on this listener.
+    pub ssl: bool,
+    /// HTTP/2: offered by ALPN on `ssl` listeners. Plain listeners always accept h2c with
+    /// prior knowledge.
+    pub http2: bool,
+    /// `SO_REUSEPORT` on the socket.
+    pub reuseport: bool,
+    /// Listen backlog (default 511, nginx's).
+    pub backlog: u32,
+}
+
+/// Why a listener specification was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    /// The address part is not `ip:port`, `[ipv6]:port` or `*:port`.
+    #[error("invalid listen address '{0}': expected ip:port")]
+    Address(String),
+    /// A flag we do not know.
+    #[error("invalid listen flag '{0}' in '{1}'")]
+    Flag(String, String),
+    /// `backlog=N` with a bad number.
+    #[error("invalid backlog in '{0}'")]
+    Backlog(String),
+    /// Kong's `off`, given with other listeners.
+    #[error("'off' cannot be combined with other listeners")]
+    Off,
+}
+
+impl Listen {
+    /// A plain listener on `addr` with default flags.
+    pub fn plain(addr: SocketAddr) -> Listen {
+        Listen {
+            addr,
+            ssl: false,
+            http2: false,
+            reuseport: false,
+            backlog: 511,
+        }
+    }
+
+    /// Parses a comma-separated list in Kong's syntax, e.g.
+    /// `"0.0.0.0:8000, 0.0.0.0:8443 ssl http2 reuseport backlog=16384"`. `off` (alone) gives
+    /// an empty list. Flags Kong accepts but that have no effect here (`deferred`, `bind`,
+    /// `proxy_protocol`, `so_keepalive=...`, `ipv6only=...`) are accepted and ignored.
+    pub fn parse_list(s: &str) -> Result<Vec<Listen>, ListenError> {
+        let items: Vec<&str> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .collect();
+        if items.contains(&"off") {
+            return if items.len() == 1 {
+                Ok(vec![])
+            } else {
+                Err(ListenError::Off)
+            };
+        }
+        items.into_iter().map(Listen::parse_one).collect()
+    }
+
+    fn parse_one(item: &str) -> Result<Listen, ListenError> {
+        let mut words = item.split_whitespace();
+        let addr_s = words
+            .next()
+            .ok_or_else(|| ListenError::Address(item.into()))?;
+        let addr = parse_addr(addr_s).ok_or_else(|| ListenError::Address(addr_s.into()))?;
+        let mut l = Listen::plain(addr);
+        for w in words {
+            match w {
+                "ssl" => l.ssl = true,
+                "http2" => l.http2 = true,
+                "reuseport" => l.reuseport = true,
+                "deferred" | "bind" | "proxy_protocol" => {}
+                _ if w.starts_with("backlog=") => {
+                    l.backlog = w["backlog=".len()..]
+                        .parse()
+                        .map_err(|_| ListenError::Backlog(item.into()))?;
+                }
+                _ if w.starts_with("so_keepalive=") || w.starts_with("ipv6only=") => {}
+                _ => return Err(ListenError::Flag(w.into(), item.into())),
+            }
+        }
+        Ok(l)
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.addr)?;
+        if self.ssl {
+            f.write_str(" ssl")?;
+        }
+        if self.http2 {
+            f.write_str(" http2")?;
+        }
+        if self.reuseport {
+            f.write_str(" reuseport")?;
+        }
+        if self.backlog != 511 {
+            write!(f, " backlog={}", self.backlog)?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_addr(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let ip: IpAddr = match host {
+        "*" => IpAddr::from([0, 0, 0, 0]),
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        h => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// An IP network (`10.0.0.0/8`, `::1`, `unix:` is not supported). A bare address is a
+/// host network (`/32` or `/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d[/n]` or `v6[/n]`, or Kong's `0.0.0.0/0,::/0` shorthand pieces.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let s = s.trim();
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| format!("invalid IP or CIDR '{s}'"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("invalid prefix in '{s}'"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Parses a comma-separated list.
+    pub fn parse_list(s: &str) -> Result<Vec<Cidr>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(Cidr::parse)
+            .collect()
+    }
+
+    /// Whether `ip` is inside the network. IPv4-mapped IPv6 addresses match IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Node settings. Field names follow `kong.conf`; [`Default`] gives Kong's defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `proxy_listen` (default `0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl
+    /// reuseport backlog=16384`).
+    pub proxy_listen: Vec<Listen>,
+    /// `admin_listen` (default `127.0.0.1:8001 reuseport backlog=16384`): loopback only
+    /// unless configured otherwise.
+    pub admin_listen: Vec<Listen>,
+    /// `status_listen` (default `0.0.0.0:8100`): `/status`, `/status/ready`, `/metrics`.
+    pub status_listen: Vec<Listen>,
+    /// `trusted_ips`: clients whose forwarding headers (`X-Forwarded-*`, `real_ip_header`)
+    /// are believed. Default: none.
+    pub trusted_ips: Vec<Cidr>,
+    /// `real_ip_header` (default `X-Real-IP`).
+    pub real_ip_header: String,
+    /// `real_ip_recursive` (default off).
+    pub real_ip_recursive: bool,
+    /// `router_flavor` (default `traditional_compatible`).
+    pub router_flavor: RouterFlavor,
+    /// Plugins this node implements (reported by `GET /`, used to validate `POST /config`).
+    pub plugins: Arc<PluginRegistry>,
+    /// Worker threads of the proxy runtime the binary builds (`nginx_worker_processes`);
+    /// `None` means one per core. [`crate::Gateway::start`] itself runs on the caller's runtime.
+    pub worker_threads: Option<usize>,
+    /// The server token sent in `Server` and `Via` (`kong/3.10.0`, Kong's format).
+    pub server_token: String,
+    /// `headers` includes `server_tokens` (Server, Via).
+    pub server_tokens: bool,
+    /// `headers` includes `latency_tokens` (X-Kong-*-Latency).
+    pub latency_tokens: bool,
+    /// Largest request head (request line + headers) in bytes: larger gets 400
+    /// (`large_client_header_buffers`, 4 x 8k in nginx).
+    pub max_header_bytes: usize,
+    /// Most request headers accepted.
+    pub max_headers: usize,
+    /// `client_max_body_size` in bytes: larger bodies get 413. 0 = unlimited (Kong's default).
+    pub client_max_body_size: u64,
+    /// Request bodies up to this size are buffered before proxying when the route says
+    /// `request_buffering` (which also makes them retryable); larger ones are streamed.
+    pub request_buffer_limit: u64,
+    /// Time to receive a whole request head, and the idle time allowed between two requests
+    /// on a keep-alive connection (`client_header_timeout`, 60 s).
+    pub client_header_timeout: Duration,
+    /// Keep-alive idle time for HTTP/2 connections (`keepalive_timeout`, 60 s): checked by
+    /// pings.
+    pub keepalive_timeout: Duration,
+    /// TLS handshake timeout.
+    pub tls_handshake_timeout: Duration,
+    /// Idle upstream connections kept per address (`upstream_keepalive_pool_size`, 512).
+    pub upstream_keepalive_pool_size: usize,
+    /// Idle time after which pooled upstream connections are closed (60 s).
+    pub upstream_keepalive_idle_timeout: Duration,
+    /// Requests after which an upstream connection is retired (10000).
+    pub upstream_keepalive_max_requests: u32,
+    /// Largest `POST /config` body accepted, bytes.
+    pub admin_max_body: usize,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let l = |s: &str| Listen::parse_list(s).unwrap_or_default();
+        Settings {
+            proxy_listen: l(
+                "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl reuseport backlog=16384",
+            ),
+            admin_listen: l("127.0.0.1:8001 reuseport backlog=16384"),
+            status_listen: l("0.0.0.0:8100"),
+            trusted_ips: vec![],
+            real_ip_header: "X-Real-IP".into(),
+            real_ip_recursive: false,
+            router_flavor: RouterFlavor::TraditionalCompatible,
+            plugins: Arc::new(PluginRegistry::new()),
+            worker_threads: None,
+            server_token: format!("kong/{}", crate::KONG_VERSION),
+            server_tokens: true,
+            latency_tokens: true,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            client_max_body_size: 0,
+            request_buffer_limit: 64 * 1024,
+            client_header_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(60),
+            upstream_keepalive_pool_size: 512,
+            upstream_keepalive_idle_timeout: Duration::from_secs(60),
+            upstream_keepalive_max_requests: 10_000,
+            admin_max_body: 512 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for tests: every listener on `127.0.0.1:0`, one plain and one TLS+h2 proxy
+    /// listener, and short timeouts.
+    pub fn loopback() -> Settings {
+        let l = |s: &str| Listen::parse_list(s).unwrap_or_default();
+        Settings {
+            proxy_listen: l("127.0.0.1:0, 127.0.0.1:0 ssl http2"),
+            admin_listen: l("127.0.0.1:0"),
+            status_listen: l("127.0.0.1:0"),
+            ..Settings::default()
+        }
+    }
+
+    /// Whether `ip` is in `trusted_ips`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_ips.iter().any(|c| c.contains(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kong_listen_syntax() {
+        let l = Listen::parse_list("0.0.0.0:8000, 0.0.0.0:8443 ssl http2 reuseport backlog=16384")
+            .unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0], Listen::plain("0.0.0.0:8000".parse().unwrap()));
+        assert!(l[1].ssl && l[1].http2 && l[1].reuseport);
+        assert_eq!(l[1].backlog, 16384);
+        assert_eq!(
+            l[1].to_string(),
+            "0.0.0.0:8443 ssl http2 reuseport backlog=16384"
+        );
+        let v6 = Listen::parse_list("[::1]:8001").unwrap();
+        assert_eq!(v6[0].addr, "[::1]:8001".parse().unwrap());
+        assert_eq!(
+            Listen::parse_list("*:80").unwrap()[0].addr,
+            "0.0.0.0:80".parse().unwrap()
+        );
+        assert_eq!(Listen::parse_list("off").unwrap(), vec![]);
+        assert_eq!(Listen::parse_list("off, 1.2.3.4:5"), Err(ListenError::Off));
+        assert!(matches!(
+            Listen::parse_list("1.2.3.4"),
+            Err(ListenError::Address(_))
+        ));
+        assert!(matches!(
+            Listen::parse_list("1.2.3.4:80 sll"),
+            Err(ListenError::Flag(..))
+        ));
+        assert!(matches!(
+            Listen::parse_list("1.2.3.4:80 backlog=x"),
+            Err(ListenError::Backlog(_))
+        ));
+    }
+
+    #[test]
+    fn defaults_are_kongs() {
+        let s = Settings::default();
+        assert_eq!(s.proxy_listen.len(), 2);
+        assert_eq!(s.proxy_listen[0].addr.port(), 8000);
+        assert!(s.proxy_listen[1].ssl && s.proxy_listen[1].http2);
+        assert_eq!(s.admin_listen[0].addr, "127.0.0.1:8001".parse().unwrap());
+        assert_eq!(s.status_listen[0].addr.port(), 8100);
+        assert_eq!(s.real_ip_header, "X-Real-IP");
+    }
+
+    #[test]
+    fn cidr_contains() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.9.9".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(!Cidr::parse("::1").unwrap().contains("::2".parse().unwrap()));
+        assert!(Cidr::parse("1.2.3.4/33").is_err());
+        assert!(Cidr::parse("nope").is_err());
+    }
+}

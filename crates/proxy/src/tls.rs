@@ -1,0 +1,243 @@
+//! TLS: certificates chosen by SNI from the configuration (Kong's `find_certificate` order),
+//! a default certificate generated at start, and client configurations for TLS upstreams.
+//!
+//! Lookup order for a ClientHello server name `n`: the exact name, `*.<n minus its first
+//! label>`, `<n minus its last label>.*`, an SNI entity named `*`, then the default
+//! certificate. No server name gets the default certificate. A certificate with `cert_alt`
+//! offers both keys; the first one whose key type the client can verify is used.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use silverback_config::{Config, pki};
+
+use crate::ProxyError;
+
+/// Certificates of one configuration, indexed by SNI.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    by_name: HashMap<String, Arc<Pair>>,
+}
+
+/// A certificate and its optional alternative (another key type).
+#[derive(Debug)]
+pub struct Pair {
+    main: Arc<CertifiedKey>,
+    alt: Option<Arc<CertifiedKey>>,
+}
+
+impl Pair {
+    fn choose(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
+        let schemes = hello.signature_schemes();
+        for k in std::iter::once(&self.main).chain(self.alt.as_ref()) {
+            if k.key.choose_scheme(schemes).is_some() {
+                return k.clone();
+            }
+        }
+        self.main.clone()
+    }
+}
+
+fn certified(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
+    let chain = pki::parse_certs(cert)?;
+    let key = pki::signing_key(&pki::parse_key(key)?)?;
+    Ok(Arc::new(CertifiedKey::new(chain, key)))
+}
+
+impl CertStore {
+    /// Compiles the certificates and SNIs of a configuration.
+    pub fn build(config: &Config) -> Result<CertStore, ProxyError> {
+        let mut pairs = HashMap::new();
+        for c in &config.certificates {
+            let err = |message| ProxyError::Certificate {
+                id: c.id.to_string(),
+                message,
+            };
+            let main = certified(&c.cert, &c.key).map_err(err)?;
+            let alt = match (&c.cert_alt, &c.key_alt) {
+                (Some(cert), Some(key)) => Some(certified(cert, key).map_err(err)?),
+                _ => None,
+            };
+            pairs.insert(c.id, Arc::new(Pair { main, alt }));
+        }
+        let mut by_name = HashMap::new();
+        for s in &config.snis {
+            if let Some(p) = pairs.get(&s.certificate.id) {
+                by_name.insert(s.name.to_ascii_lowercase(), p.clone());
+            }
+        }
+        Ok(CertStore { by_name })
+    }
+
+    /// The certificate for a server name, in Kong's lookup order; `None` means the default.
+    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<Pair>> {
+        let name = sni?.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(p) = self.by_name.get(&name) {
+            return Some(p);
+        }
+        if let Some((_, rest)) = name.split_once('.')
+            && let Some(p) = self.by_name.get(&format!("*.{rest}"))
+        {
+            return Some(p);
+        }
+        if let Some((head, _)) = name.rsplit_once('.')
+            && let Some(p) = self.by_name.get(&format!("{head}.*"))
+        {
+            return Some(p);
+        }
+        self.by_name.get("*")
+    }
+
+    /// Number of server names.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether no server name is configured.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Generates the default certificate (self-signed, `CN=localhost`), as Kong does at start
+/// when `ssl_cert` is not set.
+pub fn default_certificate() -> Result<Arc<CertifiedKey>, ProxyError> {
+    let tls = |e: rcgen::Error| ProxyError::Tls(e.to_string());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(tls)?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(tls)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = params.self_signed(&key).map_err(tls)?;
+    certified(&cert.pem(), &key.serialize_pem()).map_err(ProxyError::Tls)
+}
+
+/// The certificate resolver of TLS listeners: reads the current snapshot's certificates,
+/// so a configuration swap changes certificates without touching listeners.
+#[derive(Debug)]
+pub struct SniResolver {
+    pub(crate) snapshot: Arc<ArcSwap<crate::snapshot::Snapshot>>,
+    pub(crate) default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let snap = self.snapshot.load();
+        match snap.certs.lookup(hello.server_name()) {
+            Some(p) => Some(p.choose(&hello)),
+            None => Some(self.default.clone()),
+        }
+    }
+}
+
+/// The server configuration of a TLS listener.
+pub fn server_config(resolver: Arc<SniResolver>, http2: bool) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = match rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+    {
+        Ok(b) => b.with_no_client_auth().with_cert_resolver(resolver),
+        // The ring provider supports every protocol version; unreachable in practice.
+        Err(_) => rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver),
+    };
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Arc::new(cfg)
+}
+
+/// Accepts any upstream certificate: Kong's default (`tls_verify` off).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Client configurations for TLS upstreams: `(h1, h2)` ALPN variants, without verification
+/// (Kong's `tls_verify` default). Services with `tls_verify: true` are verified against
+/// their `ca_certificates` ([`verifying_client_config`]).
+pub fn insecure_client_configs() -> (Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mk = |alpn: &[u8]| {
+        let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.dangerous()
+                    .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
+                    .with_no_client_auth()
+            })
+            .unwrap_or_else(|_| {
+                rustls::ClientConfig::builder()
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
+                    .with_no_client_auth()
+            });
+        c.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(c)
+    };
+    (mk(b"http/1.1"), mk(b"h2"))
+}
+
+/// A verifying client configuration trusting the given PEM CA certificates.
+pub fn verifying_client_config(
+    ca_pems: &[&str],
+    h2: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in ca_pems {
+        for c in pki::parse_certs(pem)? {
+            roots.add(c).map_err(|e| e.to_string())?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    Ok(Arc::new(c))
+}

@@ -1,0 +1,758 @@
+//! Proxying through a real gateway to real backends: routing decisions, the upstream URL
+//! and headers, Kong's error responses, timeouts, keep-alive, strict parsing, TLS with SNI,
+//! h2/h2c, WebSocket and gRPC.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn basic(b: &Backend) -> String {
+    format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: echo
+  url: {url}/base
+  routes:
+  - name: strip
+    paths: ["/strip"]
+  - name: keep
+    paths: ["/keep"]
+    strip_path: false
+  - name: host
+    hosts: ["example.com"]
+    preserve_host: true
+  - name: regex
+    paths: ["~/items/(?<id>\\d+)$"]
+  - name: secure
+    paths: ["/secure"]
+    protocols: ["https"]
+  - name: redirect
+    paths: ["/redirect"]
+    protocols: ["https"]
+    https_redirect_status_code: 301
+- name: root
+  url: {url}
+  routes:
+  - name: root-any
+    paths: ["/any"]
+    strip_path: false
+- name: slow
+  url: {url}
+  read_timeout: 300
+  routes:
+  - name: slow
+    paths: ["/delay"]
+    strip_path: false
+- name: dead
+  url: http://127.0.0.1:1
+  retries: 1
+  routes:
+  - name: dead
+    paths: ["/dead"]
+routes:
+- name: orphan
+  paths: ["/orphan"]
+"#,
+        url = b.url()
+    )
+}
+
+#[tokio::test]
+async fn routes_and_builds_the_upstream_request() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+
+    let r = c.get("anything.test", "/strip/a/b?x=1&y").await;
+    assert_eq!(r.status, 200);
+    let e = r.json();
+    assert_eq!(e["uri"], "/base/a/b?x=1&y");
+    assert_eq!(e["headers"]["host"], b.addr.to_string());
+    assert_eq!(e["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(e["headers"]["x-forwarded-host"], "anything.test");
+    assert_eq!(e["headers"]["x-forwarded-port"], g.http.port().to_string());
+    assert_eq!(e["headers"]["x-forwarded-path"], "/strip/a/b");
+    assert_eq!(e["headers"]["x-forwarded-prefix"], "/strip");
+    assert_eq!(e["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(e["headers"]["x-real-ip"], "127.0.0.1");
+    assert_eq!(e["headers"]["via"], "1.1 kong/3.10.0");
+    let rid = r.header("x-kong-request-id").unwrap().to_string();
+    assert_eq!(rid.len(), 32);
+    assert!(
+        rid.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    assert_eq!(e["headers"]["x-kong-request-id"], rid.as_str());
+    // Response headers: hop-by-hop named in Connection removed, Kong's added.
+    assert_eq!(r.header("x-backend"), Some("backend"));
+    assert_eq!(r.header("x-hop"), None);
+    assert_eq!(r.header("via"), Some("1.1 kong/3.10.0"));
+    assert_eq!(r.header("server"), Some("kong/3.10.0"));
+    assert!(
+        r.header("x-kong-upstream-latency")
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert!(
+        r.header("x-kong-proxy-latency")
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+
+    // strip_path false; the service path joins with a slash per path_handling v0.
+    assert_eq!(c.get("x", "/keep/z").await.json()["uri"], "/base/keep/z");
+    // preserve_host: the client's Host (with port) goes upstream.
+    let e = c.get("example.com:8080", "/p").await.json();
+    assert_eq!(e["headers"]["host"], "example.com:8080");
+    assert_eq!(e["uri"], "/base/p");
+    // Regex route; the whole match is stripped.
+    assert_eq!(c.get("x", "/items/42").await.json()["uri"], "/base");
+    assert_eq!(c.get("x", "/items/42x").await.status, 404);
+    // Incoming X-Forwarded-For is appended to; untrusted forwarding headers are ignored.
+    let e = c
+        .send(
+            req("GET", "x", "/any")
+                .header("x-forwarded-for", "1.2.3.4")
+                .header("x-forwarded-proto", "https")
+                .header("x-real-ip", "9.9.9.9")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(e["headers"]["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
+    assert_eq!(e["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(e["headers"]["x-real-ip"], "127.0.0.1");
+    assert_eq!(e["uri"], "/any");
+    // A body streams through.
+    let e = c
+        .send(
+            req("POST", "x", "/any")
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::from_static(b"hello")))
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(e["method"], "POST");
+    assert_eq!(e["body"], "hello");
+    assert_eq!(e["headers"]["content-length"], "5");
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn trusted_ips_and_real_ip_header() {
+    let b = Backend::start().await;
+    let mut s = silverback_proxy::Settings::loopback();
+    s.trusted_ips = silverback_proxy::Cidr::parse_list("127.0.0.0/8").unwrap();
+    s.real_ip_header = "X-Forwarded-For".into();
+    s.real_ip_recursive = true;
+    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+    let e = c
+        .send(
+            req("GET", "x", "/any")
+                .header("x-forwarded-for", "5.6.7.8, 127.0.0.9")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "public.example")
+                .header("x-forwarded-port", "443")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(e["headers"]["x-real-ip"], "5.6.7.8");
+    assert_eq!(e["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(e["headers"]["x-forwarded-host"], "public.example");
+    assert_eq!(e["headers"]["x-forwarded-port"], "443");
+    assert_eq!(
+        e["headers"]["x-forwarded-for"],
+        "5.6.7.8, 127.0.0.9, 127.0.0.1"
+    );
+    // A trusted client saying https passes the https-only check.
+    let r = c
+        .send(
+            req("GET", "x", "/secure")
+                .header("x-forwarded-proto", "https")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn kong_error_responses() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+
+    let r = c.get("x", "/nothing-here").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    let rid = r.header("x-kong-request-id").unwrap().to_string();
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": "no Route matched with those values", "request_id": rid})
+    );
+    assert_eq!(r.header("server"), Some("kong/3.10.0"));
+    assert!(r.header("x-kong-response-latency").is_some());
+
+    let r = c
+        .send(
+            req("GET", "x", "/nothing")
+                .header("accept", "text/plain")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        r.text(),
+        format!(
+            "no Route matched with those values\nrequest_id: {}\n",
+            r.header("x-kong-request-id").unwrap()
+        )
+    );
+
+    let r = c
+        .send(
+            req("GET", "x", "/nothing")
+                .header("accept", "text/html")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        r.text()
+            .contains("<p>no Route matched with those values.</p>")
+    );
+
+    let r = c.get("x", "/orphan").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["message"], "no Service found with those values");
+
+    let r = c.get("x", "/dead").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        r.json()["message"],
+        "An invalid response was received from the upstream server"
+    );
+
+    let r = c.get("x", "/delay/2000").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["message"], "The upstream server is timing out");
+    // Under the read timeout it passes.
+    assert_eq!(c.get("x", "/delay/10").await.status, 200);
+
+    // Upstream error statuses pass through untouched.
+    let r = c.get("x", "/any/../status/503").await;
+    assert_eq!(
+        r.status, 404,
+        "normalized path /status/503 matches no route"
+    );
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_only_routes() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+    let r = c.get("x", "/secure").await;
+    assert_eq!(r.status, 426);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": "Please use HTTPS protocol"})
+    );
+    assert_eq!(r.header("upgrade"), Some("TLS/1.2, HTTP/1.1"));
+    let r = c.get("shop.example", "/redirect/x?q=1").await;
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some("https://shop.example/redirect/x?q=1")
+    );
+    assert!(r.body.is_empty());
+    // Over TLS the same route proxies.
+    let (tls, _, alpn) = tls_connect(g.https, "shop.example", &[b"http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let r = tx
+        .send_request(
+            req("GET", "shop.example", "/secure/a")
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+    for _ in 0..50 {
+        assert_eq!(c.get("x", "/any").await.status, 200);
+    }
+    // Several clients in parallel.
+    let mut tasks = vec![];
+    for _ in 0..8 {
+        let a = g.http;
+        tasks.push(tokio::spawn(async move {
+            let mut c = H1::connect(a).await;
+            for _ in 0..20 {
+                assert_eq!(c.get("x", "/any").await.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let conns = b.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        conns <= 9,
+        "expected pooled upstream connections, backend saw {conns}"
+    );
+    assert_eq!(b.requests.load(std::sync::atomic::Ordering::SeqCst), 210);
+    assert!(g.gw.idle_upstream_connections() >= 1);
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn strict_http1_parsing() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let w = Duration::from_millis(500);
+    let conflict = raw(
+        g.http,
+        b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        w,
+    )
+    .await;
+    assert!(conflict.starts_with("HTTP/1.1 400"), "{conflict}");
+    let list = raw(
+        g.http,
+        b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\nabcd",
+        w,
+    )
+    .await;
+    assert!(list.starts_with("HTTP/1.1 400"), "{list}");
+    // Identical duplicates are collapsed into one value by the parser (RFC 9112 6.3 allows
+    // either); exactly one Content-Length goes upstream.
+    let dup = raw(g.http, b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc", w).await;
+    assert!(
+        dup.starts_with("HTTP/1.1 400") || dup.contains(r#""content-length":"3""#),
+        "{dup}"
+    );
+    let both = raw(
+        g.http,
+        b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        w,
+    )
+    .await;
+    // The parser drops Content-Length when Transfer-Encoding is present (RFC 9112 6.1): the
+    // body is read as chunked and only chunked framing goes upstream.
+    assert!(
+        both.starts_with("HTTP/1.1 400") || !both.contains("content-length\":"),
+        "{both}"
+    );
+    assert!(
+        both.starts_with("HTTP/1.1 400") || both.contains(r#""transfer-encoding":"chunked""#),
+        "{both}"
+    );
+    let fold = raw(
+        g.http,
+        b"GET /any HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n",
+        w,
+    )
+    .await;
+    assert!(fold.starts_with("HTTP/1.1 400"), "{fold}");
+    let bad_chunk = raw(g.http, b"POST /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", w).await;
+    assert!(!bad_chunk.contains("HTTP/1.1 200"), "{bad_chunk}");
+    let two_hosts = raw(
+        g.http,
+        b"GET /any HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        w,
+    )
+    .await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+    // A body that looks like a request is never parsed as one (no route: 404 without
+    // reading the body, then the connection must not be reused).
+    let smuggle = b"POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 36\r\n\r\nGET /any HTTP/1.1\r\nHost: smuggled\r\n\r\n";
+    let out = raw(g.http, smuggle, w).await;
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert_eq!(count_responses(&out), 1, "{out}");
+    assert!(!out.contains("smuggled"));
+    // Too many header bytes.
+    let mut big = b"GET /any HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..100 {
+        big.extend_from_slice(format!("X-Big-{i}: {}\r\n", "a".repeat(500)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    let out = raw(g.http, &big, w).await;
+    assert!(
+        out.starts_with("HTTP/1.1 431") || out.starts_with("HTTP/1.1 400"),
+        "{out}"
+    );
+    // Pipelined requests on one connection are answered in order.
+    let out = raw(
+        g.http,
+        b"GET /any/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /any/2 HTTP/1.1\r\nHost: x\r\n\r\n",
+        w,
+    )
+    .await;
+    assert_eq!(count_responses(&out), 2, "{out}");
+    assert!(out.find("/any/1").unwrap() < out.find("/any/2").unwrap());
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let b = Backend::start().await;
+    let mut s = silverback_proxy::Settings::loopback();
+    s.client_header_timeout = Duration::from_millis(300);
+    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    // A client that never finishes its head.
+    let mut sock = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    sock.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let t = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "connection not closed");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    // An idle keep-alive connection is closed too.
+    let mut sock = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    sock.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut n = 0;
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return n,
+                Ok(k) => n += k,
+            }
+        }
+    })
+    .await;
+    assert!(r.expect("idle connection closed") > 0);
+    g.gw.shutdown().await;
+}
+
+fn tls_config(b: &Backend) -> String {
+    let (c1, k1) = cert(&["exact.test"]);
+    let (c2, k2) = cert(&["*.wild.test"]);
+    format!(
+        r#"
+_format_version: "3.0"
+certificates:
+- cert: {c1:?}
+  key: {k1:?}
+  snis: [{{name: exact.test}}]
+- cert: {c2:?}
+  key: {k2:?}
+  snis: [{{name: "*.wild.test"}}]
+services:
+- name: echo
+  url: {url}
+  routes:
+  - name: all
+    paths: ["/"]
+    strip_path: false
+  - name: sni-only
+    snis: ["exact.test"]
+    paths: ["/sni"]
+    strip_path: false
+    protocols: ["https"]
+"#,
+        url = b.url()
+    )
+}
+
+#[tokio::test]
+async fn tls_certificates_by_sni_and_h2_by_alpn() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&tls_config(&b))).await;
+    let (_, names, _) = tls_connect(g.https, "exact.test", &[b"http/1.1"]).await;
+    assert_eq!(names, vec!["DNSName(exact.test)"]);
+    let (_, names, _) = tls_connect(g.https, "a.wild.test", &[b"http/1.1"]).await;
+    assert_eq!(names, vec!["DNSName(*.wild.test)"]);
+    let (_, names, _) = tls_connect(g.https, "other.test", &[b"http/1.1"]).await;
+    assert_eq!(names, vec!["DNSName(localhost)"], "default certificate");
+    // h2 over TLS by ALPN, with SNI routing.
+    let (tls, _, alpn) = tls_connect(g.https, "exact.test", &[b"h2", b"http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let mut c = H2::over(tls).await;
+    let r = c
+        .send(
+            http::Request::get("https://exact.test/sni/x")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let e = r.json();
+    assert_eq!(e["uri"], "/sni/x");
+    assert_eq!(e["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(e["headers"]["via"], "2 kong/3.10.0");
+    assert_eq!(e["version"], "HTTP/1.1");
+    // The SNI route does not match another name.
+    let (tls, _, _) = tls_connect(g.https, "a.wild.test", &[b"h2"]).await;
+    let mut c = H2::over(tls).await;
+    let r = c
+        .send(
+            http::Request::get("https://a.wild.test/sni/x")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        r.json()["uri"],
+        "/sni/x",
+        "falls back to the catch-all route"
+    );
+    assert!(r.json()["headers"].get("x-forwarded-prefix").is_none());
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificates_follow_configuration_swaps() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let (_, names, _) = tls_connect(g.https, "exact.test", &[b"http/1.1"]).await;
+    assert_eq!(names, vec!["DNSName(localhost)"]);
+    g.gw.apply(load(&tls_config(&b))).unwrap();
+    let (_, names, _) = tls_connect(g.https, "exact.test", &[b"http/1.1"]).await;
+    assert_eq!(names, vec!["DNSName(exact.test)"]);
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut c = H2::h2c(g.http).await;
+    for i in 0..5 {
+        let r = c
+            .send(
+                http::Request::get(format!("http://h2c.test/strip/{i}"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let e = r.json();
+        assert_eq!(e["uri"], format!("/base/{i}"));
+        assert_eq!(e["headers"]["x-forwarded-host"], "h2c.test");
+        assert_eq!(e["headers"]["via"], "2 kong/3.10.0");
+    }
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_tunnels_after_101() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    s.write_all(
+        b"GET /any/../ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    // `/any/../ws` normalizes to `/ws`, which no route matches.
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    s.write_all(
+        b"GET /any/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    // The backend only upgrades /ws: a normal response, no tunnel.
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_upgrade_and_echo() {
+    let b = Backend::start().await;
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: ws\n  url: {}\n  routes:\n  - name: ws\n    paths: [\"/ws\"]\n    strip_path: false\n",
+        b.url()
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: dghlihnhbxbszsbub25jzq=="),
+        "{head}"
+    );
+    for msg in ["one", "two"] {
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], format!("echo:{msg}").as_bytes());
+    }
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_over_h2_with_trailers() {
+    let b = Backend::start().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: grpc
+  url: grpc://{addr}
+  routes:
+  - name: grpc
+    paths: ["/grpc"]
+    strip_path: false
+    protocols: ["grpc", "grpcs"]
+  - name: grpcs-only
+    paths: ["/grpcs-only"]
+    protocols: ["grpcs"]
+"#,
+        addr = b.addr
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H2::h2c(g.http).await;
+    let r = c
+        .send(
+            http::Request::post("http://x/grpc.Echo/Say")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from_static(b"\0\0\0\0\x03abc")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/grpc"));
+    assert_eq!(&r.body[..], b"\0\0\0\0\x03abc");
+    let t = r.trailers.expect("trailers preserved");
+    assert_eq!(t.get("grpc-status").unwrap(), "0");
+    assert_eq!(t.get("grpc-message").unwrap(), "ok");
+
+    // Non-gRPC request on a gRPC route: 415.
+    let r = c
+        .send(
+            http::Request::get("http://x/grpc.Echo/Say")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 415);
+    assert_eq!(r.json()["message"], "Non-gRPC request matched gRPC route");
+    // gRPC over HTTP/1.1: 426.
+    let mut h1 = H1::connect(g.http).await;
+    let r = h1
+        .send(
+            req("POST", "x", "/grpc.Echo/Say")
+                .header("content-type", "application/grpc")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 426);
+    assert_eq!(r.json()["message"], "Please use HTTP2 protocol");
+    // Plain-text gRPC on a grpcs-only route.
+    let r = c
+        .send(
+            http::Request::post("http://x/grpcs-only/a")
+                .header("content-type", "application/grpc")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), Some("1"));
+    assert_eq!(
+        r.header("grpc-message"),
+        Some("gRPC request matched gRPCs route")
+    );
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_entity_targets_are_used() {
+    let b1 = Backend::builder().name("one").run().await;
+    let b2 = Backend::builder().name("two").run().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: pool
+  targets:
+  - target: {a}
+  - target: {b}
+services:
+- name: lb
+  host: pool
+  port: 80
+  routes:
+  - name: lb
+    paths: ["/"]
+"#,
+        a = b1.addr,
+        b = b2.addr
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let r = c.get("x", "/").await;
+        assert_eq!(r.status, 200);
+        // Kong sends the target's host:port as Host.
+        let name = r.header("x-backend").unwrap().to_string();
+        let addr = if name == "one" { b1.addr } else { b2.addr };
+        assert_eq!(r.json()["headers"]["host"], addr.to_string());
+        seen.insert(name);
+    }
+    assert_eq!(seen.len(), 2, "round robin over both targets");
+    g.gw.shutdown().await;
+}

@@ -1,0 +1,495 @@
+//! In-process test harness: real backend servers on loopback sockets, clients for HTTP/1.1,
+//! h2c, TLS (with SNI and ALPN), raw TCP, and a gateway started from YAML. Every test file
+//! uses these; nothing is mocked.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use silverback_config::{LoadOptions, PluginRegistry, RouterFlavor};
+use silverback_proxy::{Gateway, ListenerKind, Settings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------------------------------------------------------------- backends
+
+/// A backend server: answers every request with a JSON echo of what it received
+/// (`method`, `uri`, `version`, `headers`, `body`), plus a few behaviours by path:
+/// `/delay/<ms>` sleeps first, `/status/<code>` answers that status, `/ws` accepts a
+/// WebSocket upgrade and echoes bytes, `/grpc` answers like a gRPC server (trailers).
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+    /// Requests served so far.
+    pub requests: Arc<AtomicUsize>,
+    pub name: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct BackendBuilder {
+    name: &'static str,
+    h2_only: bool,
+}
+
+impl Backend {
+    /// A backend speaking HTTP/1.1 and h2c (prior knowledge).
+    pub fn builder() -> BackendBuilder {
+        BackendBuilder {
+            name: "backend",
+            h2_only: false,
+        }
+    }
+    pub async fn start() -> Backend {
+        Backend::builder().run().await
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl BackendBuilder {
+    pub fn name(mut self, n: &'static str) -> Self {
+        self.name = n;
+        self
+    }
+    pub async fn run(self) -> Backend {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let b = Backend {
+            addr,
+            connections: Arc::default(),
+            requests: Arc::default(),
+            name: self.name,
+        };
+        let b2 = b.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                b2.connections.fetch_add(1, Ordering::SeqCst);
+                let b3 = b2.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(b3.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        b
+    }
+}
+
+fn headers_json(h: &HeaderMap) -> Value {
+    let mut m = BTreeMap::new();
+    for k in h.keys() {
+        let vals: Vec<&str> = h
+            .get_all(k)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect();
+        m.insert(k.as_str().to_string(), Value::from(vals.join(", ")));
+    }
+    json!(m)
+}
+
+async fn handle(
+    b: Backend,
+    mut req: Request<Incoming>,
+) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
+    b.requests.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    let full = |status: u16, body: Bytes| {
+        let mut r = Response::new(Full::new(body).boxed());
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r
+    };
+    if let Some(ms) = path.strip_prefix("/delay/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if path == "/ws" {
+        let key = req.headers().get("sec-websocket-key").cloned();
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 1024];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let mut out = b"echo:".to_vec();
+                            out.extend_from_slice(&buf[..n]);
+                            if io.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let mut r = full(101, Bytes::new());
+        r.headers_mut()
+            .insert("upgrade", "websocket".parse().unwrap());
+        r.headers_mut()
+            .insert("connection", "Upgrade".parse().unwrap());
+        if let Some(k) = key {
+            r.headers_mut().insert("sec-websocket-accept", k);
+        }
+        return Ok(r);
+    }
+    if path.starts_with("/grpc") {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        trailers.insert("grpc-message", "ok".parse().unwrap());
+        let frames = futures_stream(body, trailers);
+        let mut r = Response::new(frames);
+        r.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        return Ok(r);
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(200);
+    let version = format!("{:?}", req.version());
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let headers = headers_json(req.headers());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let echo = json!({
+        "backend": b.name, "method": method, "uri": uri, "version": version,
+        "headers": headers, "body": String::from_utf8_lossy(&body),
+    });
+    let mut r = full(status, Bytes::from(echo.to_string()));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut().insert("x-backend", b.name.parse().unwrap());
+    r.headers_mut()
+        .insert("connection", "x-hop".parse().unwrap());
+    r.headers_mut()
+        .insert("x-hop", "must-not-pass".parse().unwrap());
+    Ok(r)
+}
+
+/// A body of one data frame followed by trailers.
+fn futures_stream(
+    data: Bytes,
+    trailers: HeaderMap,
+) -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
+    use http_body::Frame;
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+        vec![Ok(Frame::data(data)), Ok(Frame::trailers(trailers))];
+    http_body_util::StreamBody::new(StreamIter(frames.into_iter())).boxed()
+}
+
+struct StreamIter<I>(I);
+impl<I: Iterator + Unpin> futures_core::Stream for StreamIter<I> {
+    type Item = I::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
+
+// ---------------------------------------------------------------- gateway
+
+pub fn load(yaml: &str) -> silverback_config::Config {
+    let plugins = PluginRegistry::new();
+    let opts = LoadOptions {
+        router_flavor: RouterFlavor::TraditionalCompatible,
+        plugins: &plugins,
+        now_unix: None,
+    };
+    silverback_config::load_bytes(yaml.as_bytes(), &opts).expect("valid test configuration")
+}
+
+pub struct Gw {
+    pub gw: Gateway,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub status: SocketAddr,
+}
+
+impl Gw {
+    pub async fn start(yaml: Option<&str>) -> Gw {
+        Gw::start_with(Settings::loopback(), yaml).await
+    }
+    pub async fn start_with(settings: Settings, yaml: Option<&str>) -> Gw {
+        let gw = Gateway::start(settings, yaml.map(load))
+            .await
+            .expect("gateway starts");
+        Gw {
+            http: gw.addr(ListenerKind::Proxy, false).unwrap(),
+            https: gw
+                .addr(ListenerKind::Proxy, true)
+                .unwrap_or(gw.addr(ListenerKind::Proxy, false).unwrap()),
+            admin: gw.addr(ListenerKind::Admin, false).unwrap(),
+            status: gw.addr(ListenerKind::Status, false).unwrap(),
+            gw,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- clients
+
+/// A response read to the end.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, n: &str) -> Option<&str> {
+        self.headers.get(n).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn read(resp: Response<Incoming>) -> Resp {
+    let (p, b) = resp.into_parts();
+    let c = b.collect().await.expect("body");
+    let trailers = c.trailers().cloned();
+    Resp {
+        status: p.status,
+        headers: p.headers,
+        body: c.to_bytes(),
+        trailers,
+    }
+}
+
+/// An HTTP/1.1 client on one keep-alive connection.
+pub struct H1 {
+    tx: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl H1 {
+    pub async fn connect(addr: SocketAddr) -> H1 {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        H1 { tx }
+    }
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Resp {
+        self.tx.ready().await.expect("connection ready");
+        read(self.tx.send_request(req).await.expect("response")).await
+    }
+    pub async fn get(&mut self, host: &str, path: &str) -> Resp {
+        self.send(req("GET", host, path).body(Full::default()).unwrap())
+            .await
+    }
+}
+
+pub fn req(method: &str, host: &str, path: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+}
+
+/// One request on a fresh HTTP/1.1 connection.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Resp {
+    H1::connect(addr).await.get(host, path).await
+}
+
+/// An h2 client (h2c prior knowledge, or over a TLS stream).
+pub struct H2 {
+    tx: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+impl H2 {
+    pub async fn h2c(addr: SocketAddr) -> H2 {
+        let s = TcpStream::connect(addr).await.unwrap();
+        H2::over(s).await
+    }
+    pub async fn over<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+        io: I,
+    ) -> H2 {
+        let (tx, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        H2 { tx }
+    }
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Resp {
+        self.tx.ready().await.unwrap();
+        read(self.tx.send_request(req).await.expect("response")).await
+    }
+}
+
+/// Certificate checks off; records what the server presented.
+#[derive(Debug)]
+pub struct Capture {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS connection with `sni` and ALPN; returns the stream, the leaf certificate's
+/// subject alt names, and the negotiated ALPN.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    Vec<String>,
+    Option<Vec<u8>>,
+) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Capture { provider }))
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let s = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, s)
+        .await
+        .expect("TLS handshake");
+    let (_, c) = tls.get_ref();
+    let leaf = c.peer_certificates().unwrap()[0].clone();
+    let (_, x) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+    let names = x
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|s| {
+            s.value
+                .general_names
+                .iter()
+                .map(|g| format!("{g}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let alpn = c.alpn_protocol().map(|a| a.to_vec());
+    (tls, names, alpn)
+}
+
+/// A self-signed certificate for `names`: (cert PEM, key PEM).
+pub fn cert(names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let c = params.self_signed(&key).unwrap();
+    (c.pem(), key.serialize_pem())
+}
+
+/// Sends raw bytes and reads until the server closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Counts HTTP responses in a raw byte dump.
+pub fn count_responses(s: &str) -> usize {
+    s.matches("HTTP/1.1 ").count()
+}
+
+/// POSTs a body to the admin API.
+pub async fn admin_post(addr: SocketAddr, path: &str, ct: &str, body: impl Into<Bytes>) -> Resp {
+    H1::connect(addr)
+        .await
+        .send(
+            req("POST", "localhost", path)
+                .header("content-type", ct)
+                .body(Full::new(body.into()))
+                .unwrap(),
+        )
+        .await
+}
