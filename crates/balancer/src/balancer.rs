@@ -1,0 +1,1073 @@
+//! [`Balancers`] (every upstream of one configuration) and [`Balancer`] (one upstream):
+//! building from a configuration with state carried over, picking peers, passive reports,
+//! health output.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rustls_pki_types::CertificateDer;
+use silverback_config::{Config, Target, Upstream};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::context::{HashOn, PickContext};
+use crate::dns::{DnsError, RecordType, Resolver, ResolverOptions};
+use crate::error::{BalancerError, NoPeer};
+use crate::health::{HEALTH_GENERATION, HealthPolicy, Report};
+use crate::report::*;
+use crate::ring::{Algorithm, Endpoint, Entry, Ring, hash_value};
+use crate::target::TargetAddr;
+
+/// Settings that do not come from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The resolver. `None`: the previous [`Balancers`]' resolver, else a new one from
+    /// [`ResolverOptions::default`] (system configuration).
+    pub resolver: Option<Arc<Resolver>>,
+    /// Extra CA certificates trusted by active `https`/`grpcs` probes, besides the Mozilla
+    /// roots.
+    pub probe_roots: Vec<CertificateDer<'static>>,
+}
+
+/// The result of one try, for passive health checks and the latency algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Response headers arrived. `latency` runs from the start of the connect to the
+    /// response headers.
+    Response {
+        /// The status.
+        status: u16,
+        /// Connect + time to response headers.
+        latency: Duration,
+    },
+    /// Connecting failed, or the connection broke before a response (Kong's
+    /// `tcp_failure`).
+    TcpError,
+    /// A connect, write or read timeout (Kong counts a 504 as a timeout).
+    Timeout,
+}
+
+/// The `Set-Cookie` a response must carry when `hash_on: cookie` found no cookie and the
+/// balancer generated one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetCookie {
+    /// Cookie name (`hash_on_cookie`).
+    pub name: Arc<str>,
+    /// The generated value (a UUID).
+    pub value: String,
+    /// `hash_on_cookie_path`.
+    pub path: Arc<str>,
+}
+
+impl SetCookie {
+    /// The header value: `name=value; Path=/; Same-Site=Lax; HttpOnly`.
+    pub fn header_value(&self) -> String {
+        format!(
+            "{}={}; Path={}; Same-Site=Lax; HttpOnly",
+            self.name, self.value, self.path
+        )
+    }
+}
+
+/// Where one try goes. Holding it counts as one in-flight request for least-connections:
+/// keep it until the response is finished (or the try failed), then drop it.
+#[derive(Debug)]
+pub struct Peer {
+    /// The address to connect to.
+    pub addr: SocketAddr,
+    /// The name for the Host header and SNI, before `host_header`: the target's hostname,
+    /// the SRV name with `use_srv_name`, or the IP for IP targets.
+    pub hostname: Arc<str>,
+    /// The upstream's `host_header`, which replaces `hostname` in Host and SNI.
+    pub host_header: Option<Arc<str>>,
+    /// A cookie to set on the response (`hash_on: cookie` without a cookie). On a retry,
+    /// pass its value as [`PickContext::generated_cookie`].
+    pub set_cookie: Option<SetCookie>,
+    balanced: Option<Balanced>,
+}
+
+#[derive(Debug)]
+struct Balanced {
+    ep: Arc<Endpoint>,
+    target: Arc<TargetSlot>,
+    policy: Arc<HealthPolicy>,
+    /// Least-connections: the ring and entry to release on drop.
+    release: Option<(Arc<Ring>, u32)>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(Balanced {
+            release: Some((ring, idx)),
+            ..
+        }) = &self.balanced
+        {
+            ring.release(*idx);
+        }
+    }
+}
+
+impl Peer {
+    /// A peer for an IP or resolved name outside any upstream (no health, no balancing).
+    pub fn direct(addr: SocketAddr, hostname: Arc<str>) -> Peer {
+        Peer {
+            addr,
+            hostname,
+            host_header: None,
+            set_cookie: None,
+            balanced: None,
+        }
+    }
+
+    /// The target string (`host:port`) when the peer came from an upstream.
+    pub fn target(&self) -> Option<&str> {
+        self.balanced.as_ref().map(|b| &*b.target.target)
+    }
+
+    /// The name for Host and SNI: `host_header` if set, else `hostname`.
+    pub fn host(&self) -> &str {
+        self.host_header.as_deref().unwrap_or(&self.hostname)
+    }
+
+    /// The Host header Kong sends when `preserve_host` is off: [`Peer::host`], plus
+    /// `:port` unless the port is the scheme's default (80 for http/grpc, 443 for
+    /// https/grpcs). `tls` is whether the service protocol is https/grpcs.
+    pub fn host_header_value(&self, tls: bool) -> String {
+        let host = self.host();
+        let port = self.addr.port();
+        let default = if tls { 443 } else { 80 };
+        let bracketed = host.contains(':') && !host.starts_with('[');
+        match (port == default, bracketed) {
+            (true, false) => host.to_string(),
+            (true, true) => format!("[{host}]"),
+            (false, false) => format!("{host}:{port}"),
+            (false, true) => format!("[{host}]:{port}"),
+        }
+    }
+
+    /// The TLS server name for the upstream connection: [`Peer::host`] without a port,
+    /// or `None` when it is an IP address (no SNI is sent for IPs).
+    pub fn sni(&self) -> Option<&str> {
+        let h = self.host();
+        let h = match h.rsplit_once(':') {
+            Some((name, port))
+                if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                name
+            }
+            _ => h,
+        };
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        if h.parse::<IpAddr>().is_ok() {
+            None
+        } else {
+            Some(h)
+        }
+    }
+
+    /// Reports how this try went: passive health checks (HTTP status, TCP failure, timeout)
+    /// and the latency average. Does nothing for peers outside upstreams.
+    pub fn report(&self, outcome: Outcome) {
+        let Some(b) = &self.balanced else { return };
+        let report = match outcome {
+            Outcome::Response { status, latency } => {
+                b.ep.record_latency(latency);
+                b.policy.passive.classify(status)
+            }
+            Outcome::TcpError => Some(Report::TcpFailure),
+            Outcome::Timeout => Some(Report::Timeout),
+        };
+        if let Some(r) = report
+            && let Some(now_healthy) = b.ep.health.record(r, &b.policy.passive.limits)
+        {
+            log_transition(
+                &b.target.upstream,
+                &b.target.target,
+                b.ep.addr,
+                now_healthy,
+                "passive",
+            );
+        }
+    }
+}
+
+pub(crate) fn log_transition(
+    upstream: &str,
+    target: &str,
+    addr: SocketAddr,
+    healthy: bool,
+    source: &str,
+) {
+    if healthy {
+        tracing::info!(upstream, target, %addr, source, "target address is now healthy");
+    } else {
+        tracing::warn!(upstream, target, %addr, source, "target address is now unhealthy");
+    }
+}
+
+/// One resolved address of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResolvedAddr {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub hostname: Arc<str>,
+}
+
+/// How a target's addresses were obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DnsStatus {
+    /// Not resolved yet.
+    Pending,
+    /// An IP target.
+    Ip,
+    /// Resolved from records of this type.
+    Resolved(RecordType),
+    /// The last lookup failed and there is no previous answer.
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct TargetDns {
+    pub addresses: Vec<ResolvedAddr>,
+    pub status: DnsStatus,
+}
+
+/// One configured target.
+#[derive(Debug)]
+pub(crate) struct TargetSlot {
+    pub upstream: Arc<str>,
+    pub config: Target,
+    /// Normalized `host:port`.
+    pub target: Arc<str>,
+    pub addr: TargetAddr,
+    pub dns: Mutex<TargetDns>,
+}
+
+#[derive(Debug)]
+struct Spec {
+    algorithm: Algorithm,
+    hash_on: HashOn,
+    hash_fallback: HashOn,
+    cookie: Option<(Arc<str>, Arc<str>)>,
+    host_header: Option<Arc<str>>,
+    use_srv_name: bool,
+}
+
+/// Endpoint state by (target string, address), carried across rings and configurations.
+type EndpointMap = HashMap<(Arc<str>, SocketAddr), Arc<Endpoint>>;
+
+/// The balancer of one upstream.
+pub struct Balancer {
+    upstream: Upstream,
+    target_configs: Vec<Target>,
+    client_cert: Option<(String, String)>,
+    name: Arc<str>,
+    spec: Spec,
+    policy: Arc<HealthPolicy>,
+    targets: Vec<Arc<TargetSlot>>,
+    endpoints: Mutex<EndpointMap>,
+    ring: ArcSwap<Ring>,
+    ring_version: AtomicU64,
+    threshold_key: AtomicU64,
+    threshold_ok: AtomicBool,
+    resolver: Arc<Resolver>,
+    stop: watch::Sender<bool>,
+    probe_roots: Vec<CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn invalid(upstream: &str, field: &'static str, reason: impl Into<String>) -> BalancerError {
+    BalancerError::InvalidField {
+        upstream: upstream.to_string(),
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Balancer {
+    fn new(
+        upstream: &Upstream,
+        targets: Vec<Target>,
+        client_cert: Option<(String, String)>,
+        previous: Option<&Balancer>,
+        resolver: Arc<Resolver>,
+        probe_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Balancer, BalancerError> {
+        let uname = upstream.name.as_str();
+        let name: Arc<str> = uname.into();
+        let algorithm =
+            Algorithm::parse(&upstream.algorithm).map_err(|e| invalid(uname, "algorithm", e))?;
+        let hash_on = HashOn::parse(
+            &upstream.hash_on,
+            match upstream.hash_on.as_str() {
+                "header" => upstream.hash_on_header.as_deref(),
+                "cookie" => upstream.hash_on_cookie.as_deref(),
+                "query_arg" => upstream.hash_on_query_arg.as_deref(),
+                "uri_capture" => upstream.hash_on_uri_capture.as_deref(),
+                _ => None,
+            },
+        )
+        .map_err(|e| invalid(uname, "hash_on", e))?;
+        let hash_fallback = HashOn::parse(
+            &upstream.hash_fallback,
+            match upstream.hash_fallback.as_str() {
+                "header" => upstream.hash_fallback_header.as_deref(),
+                "query_arg" => upstream.hash_fallback_query_arg.as_deref(),
+                "uri_capture" => upstream.hash_fallback_uri_capture.as_deref(),
+                _ => None,
+            },
+        )
+        .map_err(|e| invalid(uname, "hash_fallback", e))?;
+        // `hash_on` other than none implies consistent-hashing (Kong's shorthand).
+        let algorithm = match (&hash_on, algorithm) {
+            (HashOn::None, a) => a,
+            (_, Algorithm::RoundRobin) => Algorithm::ConsistentHashing,
+            (_, a) => a,
+        };
+        let cookie = match &hash_on {
+            HashOn::Cookie(n) => {
+                let path = if upstream.hash_on_cookie_path.is_empty() {
+                    "/"
+                } else {
+                    &upstream.hash_on_cookie_path
+                };
+                Some((Arc::from(n.as_str()), Arc::from(path)))
+            }
+            _ => None,
+        };
+        let policy = HealthPolicy::from_config(&upstream.healthchecks)
+            .map_err(|e| invalid(uname, "healthchecks", e))?;
+        let spec = Spec {
+            algorithm,
+            hash_on,
+            hash_fallback,
+            cookie,
+            host_header: upstream.host_header.as_deref().map(Arc::from),
+            use_srv_name: upstream.use_srv_name,
+        };
+
+        let mut slots = Vec::with_capacity(targets.len());
+        for t in &targets {
+            let addr =
+                TargetAddr::parse(&t.target).map_err(|reason| BalancerError::InvalidTarget {
+                    upstream: uname.to_string(),
+                    target: t.target.clone(),
+                    reason,
+                })?;
+            let target: Arc<str> = if addr.host.contains(':') {
+                format!("[{}]:{}", addr.host, addr.port).into()
+            } else {
+                format!("{}:{}", addr.host, addr.port).into()
+            };
+            let dns = match addr.ip {
+                Some(ip) => TargetDns {
+                    addresses: vec![ResolvedAddr {
+                        addr: SocketAddr::new(ip, addr.port),
+                        weight: t.weight,
+                        hostname: Arc::from(addr.host.as_str()),
+                    }],
+                    status: DnsStatus::Ip,
+                },
+                None => {
+                    // Start from the previous balancer's answer for this name, if any.
+                    let prev = previous.and_then(|p| p.targets.iter().find(|s| s.addr == addr));
+                    match prev {
+                        Some(p) => {
+                            let d = p.dns.lock().unwrap_or_else(|e| e.into_inner());
+                            let addresses = d
+                                .addresses
+                                .iter()
+                                .map(|a| ResolvedAddr {
+                                    weight: if matches!(
+                                        d.status,
+                                        DnsStatus::Resolved(RecordType::Srv)
+                                    ) {
+                                        a.weight
+                                    } else {
+                                        t.weight
+                                    },
+                                    ..a.clone()
+                                })
+                                .collect();
+                            TargetDns {
+                                addresses,
+                                status: d.status.clone(),
+                            }
+                        }
+                        None => TargetDns {
+                            addresses: vec![],
+                            status: DnsStatus::Pending,
+                        },
+                    }
+                }
+            };
+            slots.push(Arc::new(TargetSlot {
+                upstream: Arc::clone(&name),
+                config: t.clone(),
+                target,
+                addr,
+                dns: Mutex::new(dns),
+            }));
+        }
+        // Sorted by host then port, so every process builds the same structures.
+        slots.sort_by(|a, b| {
+            (a.addr.host.as_str(), a.addr.port).cmp(&(b.addr.host.as_str(), b.addr.port))
+        });
+
+        let endpoints = previous
+            .map(|p| {
+                p.endpoints
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            })
+            .unwrap_or_default();
+        let (stop, _) = watch::channel(false);
+        let b = Balancer {
+            upstream: upstream.clone(),
+            target_configs: targets,
+            client_cert,
+            name,
+            spec,
+            policy: Arc::new(policy),
+            targets: slots,
+            endpoints: Mutex::new(endpoints),
+            ring: ArcSwap::from_pointee(Ring::new(algorithm, vec![])),
+            ring_version: AtomicU64::new(0),
+            threshold_key: AtomicU64::new(u64::MAX),
+            threshold_ok: AtomicBool::new(false),
+            resolver,
+            stop,
+            probe_roots,
+        };
+        b.rebuild_ring();
+        Ok(b)
+    }
+
+    /// Rebuilds the ring from the targets' current addresses, reusing endpoint state.
+    pub(crate) fn rebuild_ring(&self) {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = Vec::new();
+        let mut live = std::collections::HashSet::new();
+        for (ti, slot) in self.targets.iter().enumerate() {
+            let dns = slot.dns.lock().unwrap_or_else(|e| e.into_inner());
+            for a in &dns.addresses {
+                let key = (Arc::clone(&slot.target), a.addr);
+                let ep = endpoints
+                    .entry(key.clone())
+                    .or_insert_with(|| Arc::new(Endpoint::new(a.addr, Arc::clone(&a.hostname))));
+                if ep.hostname != a.hostname {
+                    // Same address under another name (SRV change): new identity.
+                    *ep = Arc::new(Endpoint::new(a.addr, Arc::clone(&a.hostname)));
+                }
+                live.insert(key);
+                entries.push(Entry {
+                    ep: Arc::clone(ep),
+                    weight: a.weight,
+                    target: ti as u32,
+                });
+            }
+        }
+        endpoints.retain(|k, _| live.contains(k));
+        self.ring
+            .store(Arc::new(Ring::new(self.spec.algorithm, entries)));
+        self.ring_version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The upstream's id.
+    pub fn id(&self) -> Uuid {
+        self.upstream.id
+    }
+
+    /// The upstream entity this balancer was built from.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The algorithm in use.
+    pub fn algorithm(&self) -> Algorithm {
+        self.spec.algorithm
+    }
+
+    /// Whether health checks (active or passive) are on.
+    pub fn healthchecks_enabled(&self) -> bool {
+        self.policy.enabled
+    }
+
+    fn threshold_ok(&self, ring: &Ring) -> bool {
+        let threshold = self.policy.threshold;
+        if threshold <= 0.0 {
+            return true;
+        }
+        let key = HEALTH_GENERATION
+            .load(Ordering::Relaxed)
+            .wrapping_mul(1 << 20)
+            .wrapping_add(self.ring_version.load(Ordering::Relaxed));
+        if self.threshold_key.load(Ordering::Acquire) == key {
+            return self.threshold_ok.load(Ordering::Relaxed);
+        }
+        let (mut total, mut healthy) = (0u64, 0u64);
+        for e in &ring.entries {
+            total += u64::from(e.weight);
+            if e.ep.health.is_healthy() {
+                healthy += u64::from(e.weight);
+            }
+        }
+        let ok = total > 0 && (healthy as f64 / total as f64 * 100.0) > threshold;
+        self.threshold_ok.store(ok, Ordering::Relaxed);
+        self.threshold_key.store(key, Ordering::Release);
+        ok
+    }
+
+    /// The hash of a request, and the cookie to set when one had to be generated.
+    fn hash(&self, ctx: &PickContext<'_>) -> (u64, Option<SetCookie>) {
+        if let Some(v) = self
+            .spec
+            .hash_on
+            .value(ctx)
+            .or_else(|| self.spec.hash_fallback.value(ctx))
+        {
+            return (hash_value(&v), None);
+        }
+        if let Some((name, path)) = &self.spec.cookie {
+            let value = Uuid::new_v4().to_string();
+            let h = hash_value(&value);
+            return (
+                h,
+                Some(SetCookie {
+                    name: Arc::clone(name),
+                    value,
+                    path: Arc::clone(path),
+                }),
+            );
+        }
+        (hash_value(""), None)
+    }
+
+    /// Picks the peer for one try. `tried` holds the addresses of earlier tries of the same
+    /// request: they are avoided while another address is available (consistent-hashing
+    /// continues its walk, the others pick the next best).
+    pub fn pick(&self, ctx: &PickContext<'_>, tried: &[SocketAddr]) -> Result<Peer, NoPeer> {
+        let (hash, set_cookie) = match self.spec.algorithm {
+            Algorithm::ConsistentHashing => self.hash(ctx),
+            _ => (0, None),
+        };
+        let full =
+            (self.spec.algorithm == Algorithm::LeastConnections).then(|| self.ring.load_full());
+        let guard = full.is_none().then(|| self.ring.load());
+        let ring: &Ring = match (&full, &guard) {
+            (Some(f), _) => f,
+            (None, Some(g)) => g,
+            (None, None) => return Err(NoPeer::NoHealthyPeer),
+        };
+        if !self.threshold_ok(ring) {
+            return Err(NoPeer::NoHealthyPeer);
+        }
+        let idx = ring.pick(hash, tried).ok_or(NoPeer::NoHealthyPeer)?;
+        let e = &ring.entries[idx as usize];
+        let release = full.as_ref().map(|r| (Arc::clone(r), idx));
+        let e_ep = Arc::clone(&e.ep);
+        let target = Arc::clone(&self.targets[e.target as usize]);
+        Ok(Peer {
+            addr: e_ep.addr,
+            hostname: Arc::clone(&e_ep.hostname),
+            host_header: self.spec.host_header.clone(),
+            set_cookie,
+            balanced: Some(Balanced {
+                ep: e_ep,
+                target,
+                policy: Arc::clone(&self.policy),
+                release,
+            }),
+        })
+    }
+
+    /// Passive health report for a peer; the same as [`Peer::report`].
+    pub fn report(&self, peer: &Peer, outcome: Outcome) {
+        peer.report(outcome);
+    }
+
+    /// The admin API override (`POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`):
+    /// sets every address of the target (by target string or id), or only `address`.
+    pub fn set_health(
+        &self,
+        target: &str,
+        address: Option<SocketAddr>,
+        healthy: bool,
+    ) -> Result<(), String> {
+        if !self.policy.enabled {
+            return Err(format!("no healthchecker found for {}", self.name));
+        }
+        let normalized = TargetAddr::parse(target).ok();
+        let slot = self
+            .targets
+            .iter()
+            .find(|s| s.config.id.to_string() == target || Some(&s.addr) == normalized.as_ref())
+            .ok_or_else(|| format!("target '{target}' not found in upstream '{}'", self.name))?;
+        let ring = self.ring.load();
+        let mut found = false;
+        for e in ring
+            .entries
+            .iter()
+            .filter(|e| Arc::ptr_eq(&self.targets[e.target as usize], slot))
+        {
+            if address.is_none_or(|a| a == e.ep.addr) {
+                found = true;
+                if e.ep.health.set(healthy) {
+                    log_transition(&self.name, &slot.target, e.ep.addr, healthy, "admin");
+                }
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(format!("address not found for target '{target}'"))
+        }
+    }
+
+    /// The health of every target and of the balancer, in Kong's shapes.
+    pub fn health(&self) -> UpstreamHealth {
+        let ring = self.ring.load();
+        let enabled = self.policy.enabled;
+        let mut hosts = Vec::with_capacity(self.targets.len());
+        let mut targets = Vec::with_capacity(self.targets.len());
+        let (mut total, mut unavailable) = (0u64, 0u64);
+        for (ti, slot) in self.targets.iter().enumerate() {
+            let mut addresses = Vec::new();
+            let (mut t_total, mut t_unavailable) = (0u64, 0u64);
+            for e in ring.entries.iter().filter(|e| e.target as usize == ti) {
+                let healthy = e.ep.health.is_healthy();
+                t_total += u64::from(e.weight);
+                if !healthy {
+                    t_unavailable += u64::from(e.weight);
+                }
+                addresses.push(AddressHealth {
+                    ip: e.ep.addr.ip().to_string(),
+                    port: e.ep.addr.port(),
+                    weight: e.weight,
+                    health: match (enabled, healthy) {
+                        (false, _) => HealthStatus::HealthchecksOff,
+                        (true, true) => HealthStatus::Healthy,
+                        (true, false) => HealthStatus::Unhealthy,
+                    },
+                });
+            }
+            total += t_total;
+            unavailable += t_unavailable;
+            let dns = {
+                let d = slot.dns.lock().unwrap_or_else(|e| e.into_inner());
+                match &d.status {
+                    DnsStatus::Pending => "pending".to_string(),
+                    DnsStatus::Ip => "A".to_string(),
+                    DnsStatus::Resolved(k) => k.as_str().to_string(),
+                    DnsStatus::Failed(e) => e.clone(),
+                }
+            };
+            let health = if addresses.is_empty() {
+                HealthStatus::DnsError
+            } else if addresses.iter().any(|a| a.health == HealthStatus::Healthy) {
+                HealthStatus::Healthy
+            } else if addresses
+                .iter()
+                .any(|a| a.health == HealthStatus::Unhealthy)
+            {
+                HealthStatus::Unhealthy
+            } else {
+                HealthStatus::HealthchecksOff
+            };
+            let details = TargetDetails {
+                host: slot.addr.host.clone(),
+                port: slot.addr.port,
+                dns,
+                node_weight: slot.config.weight,
+                weight: WeightSummary {
+                    total: t_total,
+                    unavailable: t_unavailable,
+                    available: t_total - t_unavailable,
+                },
+                addresses,
+            };
+            hosts.push(details.clone());
+            targets.push(TargetHealth {
+                id: slot.config.id,
+                target: slot.config.target.clone(),
+                weight: slot.config.weight,
+                tags: (!slot.config.tags.is_empty()).then(|| slot.config.tags.clone()),
+                created_at: slot.config.created_at,
+                updated_at: slot.config.updated_at,
+                upstream: UpstreamRef {
+                    id: self.upstream.id,
+                },
+                health,
+                data: details,
+            });
+        }
+        let healthy = self.threshold_ok(&ring) && total > unavailable;
+        let balancer = BalancerHealth {
+            health: match (enabled, healthy) {
+                (false, _) => HealthStatus::HealthchecksOff,
+                (true, true) => HealthStatus::Healthy,
+                (true, false) => HealthStatus::Unhealthy,
+            },
+            id: self.upstream.id,
+            details: enabled.then(|| BalancerDetails {
+                healthy,
+                weight: WeightSummary {
+                    total,
+                    unavailable,
+                    available: total - unavailable,
+                },
+                hosts,
+            }),
+        };
+        UpstreamHealth {
+            name: self.name.to_string(),
+            balancer,
+            targets,
+        }
+    }
+
+    /// Whether every hostname target has been resolved at least once (or failed).
+    pub fn resolved(&self) -> bool {
+        self.targets.iter().all(|t| {
+            !matches!(
+                t.dns.lock().unwrap_or_else(|e| e.into_inner()).status,
+                DnsStatus::Pending
+            )
+        })
+    }
+
+    fn same_config(
+        &self,
+        upstream: &Upstream,
+        targets: &[Target],
+        cert: &Option<(String, String)>,
+    ) -> bool {
+        self.upstream == *upstream && self.target_configs == targets && self.client_cert == *cert
+    }
+
+    pub(crate) fn current_ring(&self) -> Arc<Ring> {
+        self.ring.load_full()
+    }
+
+    pub(crate) fn policy(&self) -> &Arc<HealthPolicy> {
+        &self.policy
+    }
+
+    pub(crate) fn targets(&self) -> &[Arc<TargetSlot>] {
+        &self.targets
+    }
+
+    pub(crate) fn client_cert(&self) -> Option<&(String, String)> {
+        self.client_cert.as_ref()
+    }
+
+    pub(crate) fn probe_roots(&self) -> &[CertificateDer<'static>] {
+        &self.probe_roots
+    }
+
+    pub(crate) fn host_header(&self) -> Option<&Arc<str>> {
+        self.spec.host_header.as_ref()
+    }
+
+    /// Starts the DNS refresher and the active checker, as needed.
+    fn start(self: &Arc<Self>, runtime: &Handle) {
+        if self.targets.iter().any(|t| t.addr.ip.is_none()) {
+            let weak = Arc::downgrade(self);
+            let stop = self.stop.subscribe();
+            let resolver = Arc::clone(&self.resolver);
+            runtime.spawn(dns_refresher(weak, resolver, stop));
+        }
+        if self.policy.active.enabled() {
+            let weak = Arc::downgrade(self);
+            let stop = self.stop.subscribe();
+            runtime.spawn(crate::checker::run(weak, stop));
+        }
+    }
+
+    /// Applies one resolution of a hostname target. Returns whether addresses changed.
+    fn apply_dns(
+        &self,
+        slot: &TargetSlot,
+        answer: Result<&crate::dns::DnsAnswer, &DnsError>,
+    ) -> bool {
+        let mut d = slot.dns.lock().unwrap_or_else(|e| e.into_inner());
+        match answer {
+            Ok(a) => {
+                let mut addresses: Vec<ResolvedAddr> = a
+                    .records
+                    .iter()
+                    .map(|r| ResolvedAddr {
+                        addr: SocketAddr::new(r.ip, r.port.unwrap_or(slot.addr.port)),
+                        weight: if slot.config.weight == 0 {
+                            0
+                        } else {
+                            r.weight.unwrap_or(slot.config.weight)
+                        },
+                        hostname: match (&r.srv_name, self.spec.use_srv_name) {
+                            (Some(n), true) => Arc::clone(n),
+                            _ => Arc::from(slot.addr.host.as_str()),
+                        },
+                    })
+                    .collect();
+                addresses.sort_by_key(|x| x.addr);
+                addresses.dedup_by(|x, y| x.addr == y.addr);
+                d.status = DnsStatus::Resolved(a.kind);
+                if d.addresses != addresses {
+                    d.addresses = addresses;
+                    return true;
+                }
+                false
+            }
+            Err(e) => {
+                if d.addresses.is_empty() {
+                    d.status = DnsStatus::Failed(e.to_string());
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Keeps hostname targets in sync with DNS: re-queries each when its answer expires.
+async fn dns_refresher(
+    weak: Weak<Balancer>,
+    resolver: Arc<Resolver>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let Some(b) = weak.upgrade() else { return };
+        let now = Instant::now();
+        let mut next = now + Duration::from_secs(3600);
+        let mut changed = false;
+        for slot in b.targets.iter().filter(|t| t.addr.ip.is_none()) {
+            let res = tokio::select! {
+                r = resolver.resolve_fresh(&slot.addr.host) => r,
+                _ = stop.changed() => return,
+            };
+            match &res {
+                Ok((answer, expires)) => {
+                    changed |= b.apply_dns(slot, Ok(answer));
+                    next = next.min(*expires);
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %b.name, target = %slot.target, error = %e, "target resolution failed");
+                    changed |= b.apply_dns(slot, Err(e));
+                    let retry = match e {
+                        DnsError::NotFound(_) => resolver.options().not_found_ttl,
+                        DnsError::Failed { .. } => resolver.options().error_ttl,
+                    };
+                    next = next.min(Instant::now() + retry);
+                }
+            }
+        }
+        if changed {
+            b.rebuild_ring();
+        }
+        drop(b);
+        let next = next.max(Instant::now() + resolver.options().min_ttl);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Every upstream balancer of one configuration, by name.
+#[derive(Debug)]
+pub struct Balancers {
+    by_name: HashMap<Box<str>, Arc<Balancer>>,
+    resolver: Arc<Resolver>,
+    /// Upstream names in configuration order.
+    order: Vec<Box<str>>,
+}
+
+impl Balancers {
+    /// Builds the balancers of `config`. An upstream equal to one in `previous` (same
+    /// upstream entity, targets and client certificate) keeps its balancer as is: health,
+    /// counters, DNS state, checkers. A changed upstream gets a new balancer that keeps the
+    /// health of addresses it still has. Active checkers and DNS refreshers run on
+    /// `runtime` and stop when their balancer is dropped (or on [`Balancers::shutdown`]).
+    pub fn build(
+        config: &Config,
+        previous: Option<&Balancers>,
+        runtime: &Handle,
+    ) -> Result<Balancers, BalancerError> {
+        Self::build_with(config, previous, runtime, &Options::default())
+    }
+
+    /// [`Balancers::build`] with [`Options`].
+    pub fn build_with(
+        config: &Config,
+        previous: Option<&Balancers>,
+        runtime: &Handle,
+        options: &Options,
+    ) -> Result<Balancers, BalancerError> {
+        let resolver = options
+            .resolver
+            .clone()
+            .or_else(|| previous.map(|p| Arc::clone(&p.resolver)))
+            .unwrap_or_else(|| Arc::new(Resolver::new(ResolverOptions::default())));
+        let mut by_upstream: HashMap<Uuid, Vec<Target>> = HashMap::new();
+        for t in &config.targets {
+            by_upstream
+                .entry(t.upstream.id)
+                .or_default()
+                .push(t.clone());
+        }
+        let mut by_name = HashMap::with_capacity(config.upstreams.len());
+        let mut order = Vec::with_capacity(config.upstreams.len());
+        let mut fresh = Vec::new();
+        for u in &config.upstreams {
+            let targets = by_upstream.remove(&u.id).unwrap_or_default();
+            let cert = match &u.client_certificate {
+                None => None,
+                Some(fk) => {
+                    let c = config
+                        .certificates
+                        .iter()
+                        .find(|c| c.id == fk.id)
+                        .ok_or_else(|| {
+                            invalid(
+                                &u.name,
+                                "client_certificate",
+                                format!("no certificate {}", fk.id),
+                            )
+                        })?;
+                    Some((c.cert.clone(), c.key.clone()))
+                }
+            };
+            let prev = previous.and_then(|p| p.by_name.get(u.name.as_str()));
+            let b = match prev {
+                Some(p) if p.same_config(u, &targets, &cert) => Arc::clone(p),
+                _ => {
+                    let b = Arc::new(Balancer::new(
+                        u,
+                        targets,
+                        cert,
+                        prev.map(|p| &**p),
+                        Arc::clone(&resolver),
+                        options.probe_roots.clone(),
+                    )?);
+                    fresh.push(Arc::clone(&b));
+                    b
+                }
+            };
+            order.push(u.name.as_str().into());
+            by_name.insert(u.name.as_str().into(), b);
+        }
+        // Start background work only once the whole configuration was accepted.
+        for b in &fresh {
+            b.start(runtime);
+        }
+        Ok(Balancers {
+            by_name,
+            resolver,
+            order,
+        })
+    }
+
+    /// The balancer of an upstream.
+    pub fn get(&self, upstream_name: &str) -> Option<&Arc<Balancer>> {
+        self.by_name.get(upstream_name)
+    }
+
+    /// Every balancer, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Balancer>> {
+        self.order.iter().filter_map(|n| self.by_name.get(n))
+    }
+
+    /// The shared resolver.
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
+    }
+
+    /// Waits until every hostname target has been resolved once, up to `timeout`. Returns
+    /// whether all were.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.by_name.values().all(|b| b.resolved()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The one call of the proxy: a peer for a service's `host` and `port`. A host naming an
+    /// upstream goes through that balancer (the port is ignored, as in Kong); an IP is used
+    /// as is; any other name is resolved through the DNS cache, rotating over its addresses
+    /// and avoiding `tried` ones.
+    pub async fn peer(
+        &self,
+        host: &str,
+        port: u16,
+        ctx: &PickContext<'_>,
+        tried: &[SocketAddr],
+    ) -> Result<Peer, NoPeer> {
+        if let Some(b) = self.by_name.get(host) {
+            return b.pick(ctx, tried);
+        }
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            return Ok(Peer::direct(SocketAddr::new(ip, port), host.into()));
+        }
+        let (addr, _srv_name) = self
+            .resolver
+            .pick(host, port, tried)
+            .await
+            .map_err(|e| NoPeer::from(&e))?;
+        Ok(Peer::direct(addr, host.into()))
+    }
+
+    /// Health of every upstream, in configuration order.
+    pub fn health(&self) -> Vec<UpstreamHealth> {
+        self.iter().map(|b| b.health()).collect()
+    }
+
+    /// Every sample of `kong_upstream_target_health`.
+    pub fn target_health_metrics(&self) -> Vec<TargetHealthSample> {
+        self.iter()
+            .flat_map(|b| b.health().metric_samples())
+            .collect()
+    }
+
+    /// Stops every active checker and DNS refresher of this set now (process exit). After a
+    /// configuration swap nothing needs calling: dropping the old set stops the work of
+    /// balancers the new set did not keep.
+    pub fn shutdown(&self) {
+        for b in self.by_name.values() {
+            let _ = b.stop.send(true);
+        }
+    }
+}

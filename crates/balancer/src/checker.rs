@@ -1,0 +1,331 @@
+//! Active health checks: one task per balancer probes its healthy addresses every
+//! `healthy.interval` and its unhealthy ones every `unhealthy.interval`, at most
+//! `concurrency` probes at a time, each bounded by `timeout`.
+//!
+//! Probes: `tcp` connects; `http` / `https` send `GET http_path` over HTTP/1.1 (TLS for
+//! https, SNI from `https_sni` or the target's name, certificate verified unless
+//! `https_verify_certificate` is false, the upstream's client certificate presented);
+//! `grpc` / `grpcs` send the same GET over HTTP/2 (prior knowledge / ALPN h2). The Host
+//! header is the upstream's `host_header` or the target's name, with `headers` added.
+//! A status in `healthy.http_statuses` is a success, one in `unhealthy.http_statuses` an
+//! HTTP failure; a refused or broken connection is a TCP failure; running out of time is
+//! a timeout. Kong turns `tcp` checks off for HTTP upstreams; we run them.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::balancer::{Balancer, log_transition};
+use crate::health::{ActivePolicy, ProbeKind, Report};
+use crate::ring::Endpoint;
+
+pub(crate) async fn run(weak: Weak<Balancer>, mut stop: watch::Receiver<bool>) {
+    let Some(b) = weak.upgrade() else { return };
+    let policy = b.policy().active.clone();
+    let tls = match policy.kind {
+        ProbeKind::Https | ProbeKind::Grpcs => match tls_config(&b, &policy) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::error!(upstream = b.name(), error = %e, "active health checks disabled: bad TLS settings");
+                return;
+            }
+        },
+        _ => None,
+    };
+    drop(b);
+    let mk = |d: Option<Duration>| {
+        d.map(|d| {
+            tokio::time::interval_at(
+                tokio::time::Instant::now() + d,
+                d.max(Duration::from_millis(10)),
+            )
+        })
+    };
+    let mut healthy_tick = mk(policy.healthy_interval);
+    let mut unhealthy_tick = mk(policy.unhealthy_interval);
+    for t in [&mut healthy_tick, &mut unhealthy_tick]
+        .into_iter()
+        .flatten()
+    {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        let probe_healthy = tokio::select! {
+            _ = async { match &mut healthy_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => true,
+            _ = async { match &mut unhealthy_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => false,
+            _ = stop.changed() => return,
+        };
+        tokio::select! {
+            keep = round(&weak, &policy, tls.as_ref(), probe_healthy) => if !keep { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Probes every address currently in the given state. Returns false once the balancer is
+/// gone.
+async fn round(
+    weak: &Weak<Balancer>,
+    policy: &ActivePolicy,
+    tls: Option<&Arc<ClientConfig>>,
+    healthy: bool,
+) -> bool {
+    let Some(b) = weak.upgrade() else {
+        return false;
+    };
+    let ring = b.current_ring();
+    let host_header = b.host_header().cloned();
+    let upstream = b.name().to_string();
+    drop(b);
+    let mut seen = std::collections::HashSet::new();
+    let sem = Arc::new(Semaphore::new(policy.concurrency));
+    let mut set = JoinSet::new();
+    for e in ring.entries.iter() {
+        if e.weight == 0
+            || e.ep.health.is_healthy() != healthy
+            || !seen.insert(Arc::as_ptr(&e.ep) as usize)
+        {
+            continue;
+        }
+        let ep = Arc::clone(&e.ep);
+        let sem = Arc::clone(&sem);
+        let policy = policy.clone();
+        let tls = tls.cloned();
+        let host = host_header
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&ep.hostname));
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let r = probe(&ep, &policy, tls, &host).await;
+            (ep, r)
+        });
+    }
+    while let Some(res) = set.join_next().await {
+        let Ok((ep, report)) = res else { continue };
+        if let Some(r) = report
+            && let Some(now) = ep.health.record(r, &policy.limits)
+        {
+            let target = ring
+                .entries
+                .iter()
+                .find(|e| Arc::ptr_eq(&e.ep, &ep))
+                .map(|e| e.target)
+                .and_then(|t| {
+                    weak.upgrade()
+                        .map(|b| b.targets()[t as usize].target.to_string())
+                })
+                .unwrap_or_default();
+            log_transition(&upstream, &target, ep.addr, now, "active");
+        }
+    }
+    true
+}
+
+/// One probe. `None` when the status is in neither list.
+async fn probe(
+    ep: &Endpoint,
+    policy: &ActivePolicy,
+    tls: Option<Arc<ClientConfig>>,
+    host: &str,
+) -> Option<Report> {
+    match tokio::time::timeout(policy.timeout, probe_inner(ep, policy, tls, host)).await {
+        Ok(r) => r,
+        Err(_) => Some(Report::Timeout),
+    }
+}
+
+async fn probe_inner(
+    ep: &Endpoint,
+    policy: &ActivePolicy,
+    tls: Option<Arc<ClientConfig>>,
+    host: &str,
+) -> Option<Report> {
+    let tcp = match TcpStream::connect(ep.addr).await {
+        Ok(s) => s,
+        Err(_) => return Some(Report::TcpFailure),
+    };
+    let _ = tcp.set_nodelay(true);
+    let h2 = matches!(policy.kind, ProbeKind::Grpc | ProbeKind::Grpcs);
+    let status = match (policy.kind, tls) {
+        (ProbeKind::Tcp, _) => return Some(Report::Success),
+        (ProbeKind::Https | ProbeKind::Grpcs, Some(cfg)) => {
+            let sni = policy.https_sni.as_deref().unwrap_or(host);
+            let sni = sni
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|c| c.is_ascii_digit()))
+                .map_or(sni, |(h, _)| h);
+            let name = match ServerName::try_from(sni.to_string()) {
+                Ok(n) => n,
+                Err(_) => ServerName::IpAddress(ep.addr.ip().into()),
+            };
+            let stream = match tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+            {
+                Ok(s) => s,
+                Err(_) => return Some(Report::TcpFailure),
+            };
+            http_status(stream, h2, policy, host, ep).await
+        }
+        _ => http_status(tcp, h2, policy, host, ep).await,
+    };
+    match status {
+        Ok(st) => policy.classify(st),
+        Err(()) => Some(Report::TcpFailure),
+    }
+}
+
+async fn http_status<S>(
+    io: S,
+    h2: bool,
+    policy: &ActivePolicy,
+    host: &str,
+    ep: &Endpoint,
+) -> Result<u16, ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let port = ep.addr.port();
+    let default = matches!(policy.kind, ProbeKind::Https | ProbeKind::Grpcs)
+        .then_some(443)
+        .unwrap_or(80);
+    let authority = if host.contains(':') || port == default {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut req = http::Request::builder().method("GET");
+    req = if h2 {
+        let scheme = if policy.kind == ProbeKind::Grpcs {
+            "https"
+        } else {
+            "http"
+        };
+        req.uri(format!("{scheme}://{authority}{}", policy.http_path))
+    } else {
+        req.uri(policy.http_path.as_str())
+            .header(http::header::HOST, authority.as_str())
+    };
+    req = req.header(http::header::USER_AGENT, "silverback-healthcheck");
+    for (k, v) in &policy.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|_| ())?;
+    let io = TokioIo::new(io);
+    if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|_| ())?;
+        let task = tokio::spawn(conn);
+        let res = sender
+            .send_request(req)
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|_| ());
+        task.abort();
+        res
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|_| ())?;
+        let task = tokio::spawn(conn);
+        let res = sender
+            .send_request(req)
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|_| ());
+        task.abort();
+        res
+    }
+}
+
+fn tls_config(b: &Balancer, policy: &ActivePolicy) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if policy.verify_certificate {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for c in b.probe_roots() {
+            roots
+                .add(c.clone())
+                .map_err(|e| format!("probe root: {e}"))?;
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    };
+    let mut cfg = match b.client_cert() {
+        Some((cert, key)) => {
+            let certs = silverback_config::pki::parse_certs(cert)?;
+            let key = silverback_config::pki::parse_key(key)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| e.to_string())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    if policy.kind == ProbeKind::Grpcs {
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+    }
+    Ok(cfg)
+}
+
+/// `https_verify_certificate: false`.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

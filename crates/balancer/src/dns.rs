@@ -1,0 +1,400 @@
+//! DNS resolution with a TTL-respecting cache.
+//!
+//! - Names are looked up as SRV first (Kong's `dns_order` puts SRV before A), then A/AAAA;
+//!   the hosts file is honoured. An SRV answer's targets are resolved to addresses and keep
+//!   the record's port (0 = the caller's port) and weight (0 counts as 1).
+//! - An answer is cached until its TTL runs out (at least `min_ttl`). An expired answer is
+//!   still served for up to `stale_ttl` while one background query refreshes it, so a
+//!   request never waits on DNS for a name it has resolved before.
+//! - "Name does not exist" and "no records" are cached for `not_found_ttl`; other failures
+//!   for `error_ttl`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::config::{
+    NameServerConfig, NameServerConfigGroup, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::{ResolveError, TokioResolver};
+
+use crate::error::NoPeer;
+
+/// Resolver settings.
+#[derive(Debug, Clone)]
+pub struct ResolverOptions {
+    /// Name servers (UDP, with TCP fallback). `None` reads the system configuration
+    /// (`/etc/resolv.conf`).
+    pub nameservers: Option<Vec<SocketAddr>>,
+    /// Per-query timeout.
+    pub timeout: Duration,
+    /// Query SRV before A/AAAA (Kong's default order).
+    pub srv: bool,
+    /// Shortest time an answer is kept (a TTL of 0 is re-queried at this pace).
+    pub min_ttl: Duration,
+    /// How long an expired answer may still be served while it is refreshed.
+    pub stale_ttl: Duration,
+    /// How long "name does not exist" / "no records" is cached.
+    pub not_found_ttl: Duration,
+    /// How long another failure is cached.
+    pub error_ttl: Duration,
+}
+
+impl Default for ResolverOptions {
+    fn default() -> Self {
+        ResolverOptions {
+            nameservers: None,
+            timeout: Duration::from_secs(2),
+            srv: true,
+            min_ttl: Duration::from_secs(1),
+            stale_ttl: Duration::from_secs(3600),
+            not_found_ttl: Duration::from_secs(30),
+            error_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One usable address of a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRecord {
+    /// The address.
+    pub ip: IpAddr,
+    /// The SRV record's port (`None` for A/AAAA, or an SRV port of 0).
+    pub port: Option<u16>,
+    /// The SRV record's weight, 0 raised to 1 (`None` for A/AAAA).
+    pub weight: Option<u32>,
+    /// The SRV record's target name (`None` for A/AAAA).
+    pub srv_name: Option<Arc<str>>,
+}
+
+/// The record type an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordType {
+    /// IPv4 / IPv6 addresses (or the hosts file).
+    A,
+    /// SRV records.
+    Srv,
+}
+
+impl RecordType {
+    /// Kong's name, as in `/upstreams/{u}/health` (`"A"`, `"SRV"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Srv => "SRV",
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// The name that was asked for.
+    pub name: Arc<str>,
+    /// The addresses (never empty).
+    pub records: Vec<DnsRecord>,
+    /// Where the records came from.
+    pub kind: RecordType,
+}
+
+/// A failed lookup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    /// The name does not exist or has no usable records.
+    #[error("name resolution failed for '{0}'")]
+    NotFound(String),
+    /// Timeout, server failure, or another resolver error.
+    #[error("DNS error for '{name}': {detail}")]
+    Failed {
+        /// The name.
+        name: String,
+        /// The resolver's message.
+        detail: String,
+    },
+}
+
+impl From<&DnsError> for NoPeer {
+    fn from(e: &DnsError) -> NoPeer {
+        match e {
+            DnsError::NotFound(_) => NoPeer::NameResolution,
+            DnsError::Failed { .. } => NoPeer::Resolver(e.to_string()),
+        }
+    }
+}
+
+struct CacheEntry {
+    answer: Result<Arc<DnsAnswer>, DnsError>,
+    expires: Instant,
+    refreshing: AtomicBool,
+    /// Round-robin pointer for [`Resolver::pick`].
+    next: AtomicUsize,
+}
+
+/// A caching resolver, shared by every configuration (the cache survives swaps).
+pub struct Resolver {
+    inner: TokioResolver,
+    opts: ResolverOptions,
+    cache: RwLock<HashMap<Box<str>, Arc<CacheEntry>>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    /// A resolver with these settings. With no name servers given and no readable system
+    /// configuration, only the hosts file and IP literals resolve.
+    pub fn new(opts: ResolverOptions) -> Resolver {
+        let (config, mut ropts) = match &opts.nameservers {
+            Some(servers) => {
+                let mut group = NameServerConfigGroup::new();
+                for s in servers {
+                    group.push(NameServerConfig::new(*s, Protocol::Udp));
+                    group.push(NameServerConfig::new(*s, Protocol::Tcp));
+                }
+                (ResolverConfig::from_parts(None, vec![], group), ResolverOpts::default())
+            }
+            None => hickory_resolver::system_conf::read_system_conf().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no system DNS configuration; only the hosts file resolves");
+                (ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::new()), ResolverOpts::default())
+            }),
+        };
+        ropts.timeout = opts.timeout;
+        ropts.attempts = 2;
+        // Our own cache does the TTL bookkeeping; keep hickory's small.
+        ropts.cache_size = 64;
+        ropts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+        let inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+            .with_options(ropts)
+            .build();
+        Resolver {
+            inner,
+            opts,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The settings.
+    pub fn options(&self) -> &ResolverOptions {
+        &self.opts
+    }
+
+    fn cached(&self, name: &str) -> Option<Arc<CacheEntry>> {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Resolves `name`, from the cache when possible. An expired answer is served (and
+    /// refreshed in the background) for up to `stale_ttl`.
+    pub async fn resolve(self: &Arc<Self>, name: &str) -> Result<Arc<DnsAnswer>, DnsError> {
+        Ok(self.resolve_entry(name, true).await?.0)
+    }
+
+    /// Resolves `name`, querying when the cached answer has expired (used to keep balancer
+    /// targets in sync). Returns the answer and when it expires.
+    pub async fn resolve_fresh(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<(Arc<DnsAnswer>, Instant), DnsError> {
+        self.resolve_entry(name, false).await
+    }
+
+    async fn resolve_entry(
+        self: &Arc<Self>,
+        name: &str,
+        allow_stale: bool,
+    ) -> Result<(Arc<DnsAnswer>, Instant), DnsError> {
+        let now = Instant::now();
+        if let Some(e) = self.cached(name) {
+            if now < e.expires {
+                return e.answer.clone().map(|a| (a, e.expires));
+            }
+            if allow_stale
+                && let Ok(a) = &e.answer
+                && now < e.expires + self.opts.stale_ttl
+            {
+                if !e.refreshing.swap(true, Ordering::AcqRel) {
+                    let me = Arc::clone(self);
+                    let name = name.to_string();
+                    tokio::spawn(async move {
+                        me.query_and_store(&name).await;
+                    });
+                }
+                return Ok((Arc::clone(a), e.expires));
+            }
+        }
+        let e = self.query_and_store(name).await;
+        e.answer.clone().map(|a| (a, e.expires))
+    }
+
+    async fn query_and_store(&self, name: &str) -> Arc<CacheEntry> {
+        let (answer, ttl) = self.query(name).await;
+        let ttl = match &answer {
+            Ok(_) => ttl.max(self.opts.min_ttl),
+            Err(DnsError::NotFound(_)) => self.opts.not_found_ttl,
+            Err(DnsError::Failed { .. }) => self.opts.error_ttl,
+        };
+        let prev = self.cached(name);
+        // Keep serving the last good answer when a refresh fails.
+        let answer = match (answer, prev.as_ref().map(|p| &p.answer)) {
+            (Err(err), Some(Ok(good))) => {
+                tracing::warn!(name, error = %err, "DNS refresh failed; keeping the previous answer");
+                Ok(Arc::clone(good))
+            }
+            (a, _) => a,
+        };
+        let entry = Arc::new(CacheEntry {
+            answer,
+            expires: Instant::now() + ttl,
+            refreshing: AtomicBool::new(false),
+            next: AtomicUsize::new(prev.map(|p| p.next.load(Ordering::Relaxed)).unwrap_or(0)),
+        });
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.into(), Arc::clone(&entry));
+        entry
+    }
+
+    async fn query(&self, name: &str) -> (Result<Arc<DnsAnswer>, DnsError>, Duration) {
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            let rec = DnsRecord {
+                ip,
+                port: None,
+                weight: None,
+                srv_name: None,
+            };
+            return (
+                Ok(Arc::new(DnsAnswer {
+                    name: name.into(),
+                    records: vec![rec],
+                    kind: RecordType::A,
+                })),
+                Duration::MAX / 4,
+            );
+        }
+        let fqdn_name = name;
+        if self.opts.srv {
+            match self.inner.srv_lookup(fqdn_name).await {
+                Ok(srv) => {
+                    let now = Instant::now();
+                    let mut ttl = srv.as_lookup().valid_until().saturating_duration_since(now);
+                    let mut records = Vec::new();
+                    let mut last_err = None;
+                    for r in srv.iter() {
+                        let target = r.target().to_utf8();
+                        let target = target.trim_end_matches('.');
+                        let weight = Some(u32::from(r.weight()).max(1));
+                        let port = (r.port() != 0).then_some(r.port());
+                        let srv_name: Arc<str> = target.into();
+                        match self.inner.lookup_ip(target).await {
+                            Ok(ips) => {
+                                ttl = ttl.min(ips.valid_until().saturating_duration_since(now));
+                                for ip in ips.iter() {
+                                    records.push(DnsRecord {
+                                        ip,
+                                        port,
+                                        weight,
+                                        srv_name: Some(Arc::clone(&srv_name)),
+                                    });
+                                }
+                            }
+                            Err(e) => last_err = Some(e),
+                        }
+                    }
+                    if !records.is_empty() {
+                        let a = DnsAnswer {
+                            name: name.into(),
+                            records,
+                            kind: RecordType::Srv,
+                        };
+                        return (Ok(Arc::new(a)), ttl);
+                    }
+                    if let Some(e) = last_err {
+                        return (Err(classify(name, &e)), Duration::ZERO);
+                    }
+                }
+                Err(e) if !(e.is_nx_domain() || e.is_no_records_found()) => {
+                    tracing::debug!(name, error = %e, "SRV lookup failed; trying A/AAAA");
+                }
+                Err(_) => {}
+            }
+        }
+        match self.inner.lookup_ip(fqdn_name).await {
+            Ok(ips) => {
+                let ttl = ips.valid_until().saturating_duration_since(Instant::now());
+                let mut records: Vec<DnsRecord> = ips
+                    .iter()
+                    .map(|ip| DnsRecord {
+                        ip,
+                        port: None,
+                        weight: None,
+                        srv_name: None,
+                    })
+                    .collect();
+                records.dedup();
+                if records.is_empty() {
+                    return (Err(DnsError::NotFound(name.into())), Duration::ZERO);
+                }
+                (
+                    Ok(Arc::new(DnsAnswer {
+                        name: name.into(),
+                        records,
+                        kind: RecordType::A,
+                    })),
+                    ttl,
+                )
+            }
+            Err(e) => (Err(classify(name, &e)), Duration::ZERO),
+        }
+    }
+
+    /// Picks an address of `name` for one try: the cached answer's records in turn
+    /// (round-robin), skipping addresses in `tried` while others remain. `port` is used
+    /// unless an SRV record gives one.
+    pub async fn pick(
+        self: &Arc<Self>,
+        name: &str,
+        port: u16,
+        tried: &[SocketAddr],
+    ) -> Result<(SocketAddr, Option<Arc<str>>), DnsError> {
+        let answer = self.resolve(name).await?;
+        let entry = self.cached(name);
+        let start = entry
+            .map(|e| e.next.fetch_add(1, Ordering::Relaxed))
+            .unwrap_or(0);
+        let n = answer.records.len();
+        let addr_of = |r: &DnsRecord| SocketAddr::new(r.ip, r.port.unwrap_or(port));
+        let mut chosen = &answer.records[start % n];
+        for k in 0..n {
+            let r = &answer.records[(start + k) % n];
+            if !tried.contains(&addr_of(r)) {
+                chosen = r;
+                break;
+            }
+        }
+        Ok((addr_of(chosen), chosen.srv_name.clone()))
+    }
+}
+
+fn classify(name: &str, e: &ResolveError) -> DnsError {
+    if e.is_nx_domain() || e.is_no_records_found() {
+        DnsError::NotFound(name.into())
+    } else {
+        DnsError::Failed {
+            name: name.into(),
+            detail: e.to_string(),
+        }
+    }
+}

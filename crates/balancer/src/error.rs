@@ -1,0 +1,63 @@
+//! Errors: building balancers from a configuration ([`BalancerError`]) and failing to pick a
+//! peer for a request ([`NoPeer`]).
+
+/// A configuration that cannot be turned into balancers. Names the upstream and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BalancerError {
+    /// A target string that is not `host[:port]`.
+    #[error("upstream '{upstream}': invalid target '{target}': {reason}")]
+    InvalidTarget {
+        /// The upstream's name.
+        upstream: String,
+        /// The target string.
+        target: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// An upstream field with a value this data plane cannot use.
+    #[error("upstream '{upstream}': invalid {field}: {reason}")]
+    InvalidField {
+        /// The upstream's name.
+        upstream: String,
+        /// The field, e.g. `algorithm` or `client_certificate`.
+        field: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// Why no peer could be picked. Each maps to Kong's status and message
+/// ([`NoPeer::status`], [`NoPeer::message`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoPeer {
+    /// Every address is unhealthy, has weight 0, was already tried, or the healthy weight is
+    /// at or below `healthchecks.threshold`. Kong: 503.
+    #[error("failure to get a peer from the ring-balancer")]
+    NoHealthyPeer,
+    /// The name does not exist or has no usable record. Kong: 503.
+    #[error("name resolution failed")]
+    NameResolution,
+    /// The resolver failed for another reason (timeout, server failure). Kong: 500, with
+    /// the detail going to the log.
+    #[error("DNS resolution failed: {0}")]
+    Resolver(String),
+}
+
+impl NoPeer {
+    /// The HTTP status Kong answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            NoPeer::NoHealthyPeer | NoPeer::NameResolution => 503,
+            NoPeer::Resolver(_) => 500,
+        }
+    }
+
+    /// The message Kong puts in the error body.
+    pub fn message(&self) -> &'static str {
+        match self {
+            NoPeer::NoHealthyPeer => "failure to get a peer from the ring-balancer",
+            NoPeer::NameResolution => "name resolution failed",
+            NoPeer::Resolver(_) => "An unexpected error occurred",
+        }
+    }
+}
