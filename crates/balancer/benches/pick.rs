@@ -15,7 +15,12 @@ fn config(n: usize, algorithm: &str) -> silverback_config::Config {
     }
     y.push_str("  targets:\n");
     for i in 0..n {
-        y.push_str(&format!("  - target: 10.{}.{}.{}:8080\n", i / 65536, (i / 256) % 256, i % 256 + 1));
+        y.push_str(&format!(
+            "  - target: 10.{}.{}.{}:8080\n",
+            i / 65536,
+            (i / 256) % 256,
+            i % 256 + 1
+        ));
     }
     let plugins = silverback_config::PluginRegistry::new();
     let opts = silverback_config::LoadOptions {
@@ -27,11 +32,19 @@ fn config(n: usize, algorithm: &str) -> silverback_config::Config {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut g = c.benchmark_group("pick");
     let paths: Vec<String> = (0..1024).map(|i| format!("/users/{i}")).collect();
     for n in [100usize, 1000] {
-        for alg in ["round-robin", "consistent-hashing", "least-connections", "latency"] {
+        for alg in [
+            "round-robin",
+            "consistent-hashing",
+            "least-connections",
+            "latency",
+        ] {
             let cfg = config(n, alg);
             let balancers = Balancers::build(&cfg, None, rt.handle()).expect("build");
             let b = balancers.get("up").expect("upstream").clone();
@@ -39,7 +52,10 @@ fn bench(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new(alg, n), &n, |bench, _| {
                 bench.iter(|| {
                     i = (i + 1) & 1023;
-                    let ctx = PickContext { path: &paths[i], ..Default::default() };
+                    let ctx = PickContext {
+                        path: &paths[i],
+                        ..Default::default()
+                    };
                     let peer = b.pick(&ctx, &[]).expect("peer");
                     black_box(peer.addr)
                 })

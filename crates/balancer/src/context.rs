@@ -8,7 +8,7 @@ use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
 
 /// Named or numbered captures of the route's regex path, for `hash_on: uri_capture`.
-pub trait UriCaptures {
+pub trait UriCaptures: Send + Sync {
     /// The capture by name, or by number (`"1"`, `"2"`, ...; `"0"` is the whole match).
     fn capture(&self, name: &str) -> Option<&str>;
 }
@@ -127,7 +127,9 @@ impl HashOn {
                     }
                 }
             }
-            HashOn::Cookie(name) => cookie(ctx.headers?, name)
+            HashOn::Cookie(name) => ctx
+                .headers
+                .and_then(|h| cookie(h, name))
                 .map(|v| Cow::Owned(v.to_string()))
                 .or_else(|| ctx.generated_cookie.map(Cow::Borrowed)),
             HashOn::Path => Some(Cow::Borrowed(ctx.path)),

@@ -19,7 +19,8 @@ pub fn config(yaml: &str) -> silverback_config::Config {
         plugins: &plugins,
         now_unix: None,
     };
-    silverback_config::load_bytes(yaml.as_bytes(), &opts).unwrap_or_else(|e| panic!("config: {e:?}"))
+    silverback_config::load_bytes(yaml.as_bytes(), &opts)
+        .unwrap_or_else(|e| panic!("config: {e:?}"))
 }
 
 #[derive(Default)]
@@ -41,11 +42,20 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend on `ip` (any 127.x.y.z) and a free port.
     pub async fn start(ip: &str) -> Backend {
-        let listener = TcpListener::bind((ip.parse::<IpAddr>().expect("ip"), 0)).await.expect("bind");
+        let listener = TcpListener::bind((ip.parse::<IpAddr>().expect("ip"), 0))
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(State { status: AtomicU16::new(200), ..Default::default() });
+        let state = Arc::new(State {
+            status: AtomicU16::new(200),
+            ..Default::default()
+        });
         let task = tokio::spawn(serve(listener, Arc::clone(&state)));
-        Backend { addr, state, task: Mutex::new(Some(task)) }
+        Backend {
+            addr,
+            state,
+            task: Mutex::new(Some(task)),
+        }
     }
 
     /// The status every response gets from now on.
@@ -55,7 +65,9 @@ impl Backend {
 
     /// A delay before every response.
     pub fn set_delay(&self, d: Duration) {
-        self.state.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Non-probe requests served.
@@ -91,7 +103,8 @@ impl Backend {
                 Err(e) => panic!("rebind {}: {e}", self.addr),
             }
         };
-        *self.task.lock().expect("lock") = Some(tokio::spawn(serve(listener, Arc::clone(&self.state))));
+        *self.task.lock().expect("lock") =
+            Some(tokio::spawn(serve(listener, Arc::clone(&self.state))));
     }
 }
 
@@ -104,7 +117,9 @@ impl Drop for Backend {
 async fn serve(listener: TcpListener, state: Arc<State>) {
     let mut conns = JoinSet::new();
     loop {
-        let Ok((sock, _)) = listener.accept().await else { continue };
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
         let state = Arc::clone(&state);
         conns.spawn(handle(sock, state));
         while conns.try_join_next().is_some() {}
@@ -147,14 +162,19 @@ async fn handle(mut sock: TcpStream, state: Arc<State>) {
 pub async fn get(addr: SocketAddr, path: &str) -> Result<u16, String> {
     let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
         .await
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out);
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad response {text:?}"))
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad response {text:?}"))
 }
 
 /// Polls `f` every 20 ms until it is true or `timeout` passes.
@@ -173,9 +193,12 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
 
 /// A DNS server on 127.0.0.1 (UDP) answering A queries for the names in its table, with
 /// the given TTL; other names get NXDOMAIN, other types an empty answer.
+/// Name -> IPv4 addresses.
+pub type DnsTable = Arc<Mutex<Vec<(String, Vec<std::net::Ipv4Addr>)>>>;
+
 pub struct DnsServer {
     pub addr: SocketAddr,
-    pub records: Arc<Mutex<Vec<(String, Vec<std::net::Ipv4Addr>)>>>,
+    pub records: DnsTable,
     pub queries: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
@@ -186,14 +209,18 @@ impl DnsServer {
         use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
         let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let addr = sock.local_addr().expect("addr");
-        let records: Arc<Mutex<Vec<(String, Vec<std::net::Ipv4Addr>)>>> = Arc::default();
+        let records: DnsTable = Arc::default();
         let queries = Arc::new(AtomicUsize::new(0));
         let (r, q) = (Arc::clone(&records), Arc::clone(&queries));
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             loop {
-                let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
-                let Ok(req) = Message::from_vec(&buf[..n]) else { continue };
+                let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                    continue;
+                };
+                let Ok(req) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
                 let mut resp = Message::new();
                 resp.set_id(req.id());
                 resp.set_message_type(MessageType::Response);
@@ -201,9 +228,20 @@ impl DnsServer {
                 resp.set_recursion_desired(req.recursion_desired());
                 resp.set_recursion_available(true);
                 resp.set_authoritative(true);
-                let Some(query) = req.queries().first().cloned() else { continue };
-                let qname = query.name().to_utf8().trim_end_matches('.').to_ascii_lowercase();
-                let known = r.lock().expect("lock").iter().find(|(n, _)| *n == qname).map(|(_, ips)| ips.clone());
+                let Some(query) = req.queries().first().cloned() else {
+                    continue;
+                };
+                let qname = query
+                    .name()
+                    .to_utf8()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                let known = r
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .find(|(n, _)| *n == qname)
+                    .map(|(_, ips)| ips.clone());
                 if query.query_type() == RecordType::A {
                     q.fetch_add(1, Ordering::SeqCst);
                 }
@@ -215,7 +253,11 @@ impl DnsServer {
                         resp.set_response_code(ResponseCode::NoError);
                         if query.query_type() == RecordType::A {
                             for ip in ips {
-                                resp.add_answer(Record::from_rdata(query.name().clone(), ttl, RData::A(A(ip))));
+                                resp.add_answer(Record::from_rdata(
+                                    query.name().clone(),
+                                    ttl,
+                                    RData::A(A(ip)),
+                                ));
                             }
                         }
                     }
@@ -226,7 +268,12 @@ impl DnsServer {
                 }
             }
         });
-        DnsServer { addr, records, queries, task }
+        DnsServer {
+            addr,
+            records,
+            queries,
+            task,
+        }
     }
 
     pub fn set(&self, name: &str, ips: &[&str]) {

@@ -1,0 +1,142 @@
+//! DNS: hostname targets expand to every address and follow TTLs; services by hostname
+//! resolve through the cache.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{DnsServer, config, eventually};
+use silverback_balancer::{
+    Balancers, HealthStatus, NoPeer, Options, PickContext, Resolver, ResolverOptions,
+};
+use tokio::runtime::Handle;
+
+fn resolver(dns: &DnsServer) -> Arc<Resolver> {
+    Arc::new(Resolver::new(ResolverOptions {
+        nameservers: Some(vec![dns.addr]),
+        timeout: Duration::from_millis(500),
+        not_found_ttl: Duration::from_millis(300),
+        ..Default::default()
+    }))
+}
+
+fn addrs(bs: &Balancers, n: usize) -> HashSet<SocketAddr> {
+    let b = bs.get("up").expect("up");
+    (0..n)
+        .filter_map(|_| b.pick(&PickContext::default(), &[]).ok())
+        .map(|p| p.addr)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostname_targets_follow_dns() {
+    let dns = DnsServer::start(1).await;
+    dns.set("svc.test", &["127.0.20.1", "127.0.20.2"]);
+    let cfg = config(
+        "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: svc.test:9000\n    weight: 10\n  - target: missing.test:9000\n",
+    );
+    let opts = Options {
+        resolver: Some(resolver(&dns)),
+        ..Default::default()
+    };
+    let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
+    assert!(
+        bs.ready(Duration::from_secs(5)).await,
+        "targets not resolved"
+    );
+    let want: HashSet<SocketAddr> = ["127.0.20.1:9000", "127.0.20.2:9000"]
+        .iter()
+        .map(|s| s.parse().expect("addr"))
+        .collect();
+    assert_eq!(addrs(&bs, 20), want);
+    let h = bs.get("up").expect("up").health();
+    let svc = h
+        .targets
+        .iter()
+        .find(|t| t.target == "svc.test:9000")
+        .expect("svc");
+    assert_eq!(svc.data.dns, "A");
+    assert_eq!(svc.data.addresses.len(), 2);
+    assert_eq!(svc.data.addresses[0].weight, 10);
+    let missing = h
+        .targets
+        .iter()
+        .find(|t| t.target == "missing.test:9000")
+        .expect("missing");
+    assert_eq!(missing.health, HealthStatus::DnsError);
+    let p = bs
+        .get("up")
+        .expect("up")
+        .pick(&PickContext::default(), &[])
+        .expect("peer");
+    assert_eq!(&*p.hostname, "svc.test");
+    assert_eq!(p.host_header_value(false), "svc.test:9000");
+    assert_eq!(p.sni(), Some("svc.test"));
+
+    // The record changes; after the 1 s TTL the balancer follows.
+    dns.set("svc.test", &["127.0.20.3"]);
+    let want: HashSet<SocketAddr> = ["127.0.20.3:9000".parse().expect("addr")]
+        .into_iter()
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(5), || addrs(&bs, 10) == want).await,
+        "balancer did not follow the DNS change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_hosts_resolve_through_the_ttl_cache() {
+    let dns = DnsServer::start(2).await;
+    dns.set("api.test", &["127.0.21.1", "127.0.21.2"]);
+    let cfg = config(
+        "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: 127.0.0.1:1\n",
+    );
+    let opts = Options {
+        resolver: Some(resolver(&dns)),
+        ..Default::default()
+    };
+    let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
+    let ctx = PickContext::default();
+    let p1 = bs.peer("api.test", 8080, &ctx, &[]).await.expect("peer");
+    let queries = dns.queries.load(Ordering::SeqCst);
+    // A retry avoids the first address.
+    let p2 = bs
+        .peer("api.test", 8080, &ctx, &[p1.addr])
+        .await
+        .expect("peer");
+    assert_ne!(p1.addr, p2.addr);
+    assert_eq!(p1.addr.port(), 8080);
+    for _ in 0..50 {
+        bs.peer("api.test", 8080, &ctx, &[]).await.expect("peer");
+    }
+    assert_eq!(
+        dns.queries.load(Ordering::SeqCst),
+        queries,
+        "cached answers were re-queried"
+    );
+    // Past the TTL a query goes out again (served stale meanwhile).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    bs.peer("api.test", 8080, &ctx, &[]).await.expect("peer");
+    assert!(
+        eventually(Duration::from_secs(3), || dns
+            .queries
+            .load(Ordering::SeqCst)
+            > queries)
+        .await
+    );
+    // Unknown names: 503 "name resolution failed".
+    let err = bs.peer("nope.test", 80, &ctx, &[]).await.expect_err("nx");
+    assert_eq!(
+        (err.status(), err.message()),
+        (503, "name resolution failed")
+    );
+    assert_eq!(err, NoPeer::NameResolution);
+    // IPs need no DNS.
+    let p = bs.peer("127.0.0.9", 81, &ctx, &[]).await.expect("ip");
+    assert_eq!(p.addr, "127.0.0.9:81".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(p.sni(), None);
+}
