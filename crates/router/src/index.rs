@@ -174,10 +174,8 @@ impl Candidates<'_> {
         loop {
             let mut best: Option<(usize, u32)> = None;
             for (i, s) in self.slices.iter().enumerate() {
-                if let Some(&r) = s.first() {
-                    if best.is_none_or(|(_, b)| r < b) {
-                        best = Some((i, r));
-                    }
+                if let Some(&r) = s.first().filter(|&&r| best.is_none_or(|(_, b)| r < b)) {
+                    best = Some((i, r));
                 }
             }
             let (i, r) = best?;

@@ -76,6 +76,7 @@ mod expr;
 mod fields;
 mod index;
 mod request;
+pub mod synthetic;
 mod upstream;
 
 pub use compile::compat_priority;
