@@ -834,17 +834,9 @@ impl<'a> Translator<'a> {
         }
         let mut client_cert = None;
         if let Some(secret) = so.client_cert.clone() {
-            client_cert = self.tls_secret(
-                &key.0,
-                &secret,
-                &oref,
-                &ann::field("konghq.com/client-cert"),
-            );
-            if client_cert.is_none() {
-                errs.push((
-                    ann::field("konghq.com/client-cert"),
-                    format!("Secret {}/{secret} is not a usable TLS Secret", key.0),
-                ));
+            match self.tls_secret_id(&key.0, &secret) {
+                Ok(id) => client_cert = Some(id),
+                Err(reason) => errs.push((ann::field("konghq.com/client-cert"), reason)),
             }
         }
         let mut ca_ids = vec![];
@@ -958,7 +950,7 @@ impl<'a> Translator<'a> {
         out.into_iter().collect()
     }
 
-    /// The certificate of a TLS Secret (memoized): its id, or `None` with problems.
+    /// The certificate of a TLS Secret (memoized): its id, or `None` with a problem on `user`.
     fn tls_secret(
         &mut self,
         ns: &str,
@@ -966,6 +958,18 @@ impl<'a> Translator<'a> {
         user: &ObjectRef,
         field: &str,
     ) -> Option<String> {
+        match self.tls_secret_id(ns, name) {
+            Ok(id) => Some(id),
+            Err(reason) => {
+                self.problem(user.clone(), field.to_string(), reason);
+                None
+            }
+        }
+    }
+
+    /// The certificate id of a TLS Secret, or why it cannot be used (the Secret's own
+    /// problems are reported once, on the Secret).
+    fn tls_secret_id(&mut self, ns: &str, name: &str) -> Result<String, String> {
         let key = (ns.to_string(), name.to_string());
         let state = match self.secret_certs.get(&key) {
             Some(s) => s.clone(),
@@ -975,14 +979,10 @@ impl<'a> Translator<'a> {
                 s
             }
         };
-        if state.is_none() {
-            let reason = match self.objects.secrets.contains_key(&key) {
-                true => format!("Secret {ns}/{name} is not a usable TLS Secret"),
-                false => format!("Secret {ns}/{name} not found"),
-            };
-            self.problem(user.clone(), field.to_string(), reason);
-        }
-        state
+        state.ok_or_else(|| match self.objects.secrets.contains_key(&key) {
+            true => format!("Secret {ns}/{name} is not a usable TLS Secret"),
+            false => format!("Secret {ns}/{name} not found"),
+        })
     }
 
     fn load_tls_secret(&mut self, key: &Key) -> Option<String> {
