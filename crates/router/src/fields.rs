@@ -319,32 +319,26 @@ impl FieldMatcher {
         {
             return None;
         }
-        // Paths: the first path of the group that matches, in configured order.
+        // Plain prefixes first (cheap); regex paths are searched after the headers passed.
         let mut path_hit = None;
         let mut prefix = Prefix::None;
         let mut captures = Captures::default();
-        let mut regex_path: Option<&Regex> = None;
-        if !self.paths.is_empty() {
-            let path: &str = &req.path;
-            for p in &self.paths {
-                match p {
-                    PathRule::Prefix { text, idx } => {
-                        if path.starts_with(&**text) {
-                            path_hit = Some(*idx);
-                            prefix = Prefix::Route(*idx);
-                            break;
-                        }
-                    }
-                    PathRule::Regex { re, idx } => {
-                        if re.is_match(path) {
-                            path_hit = Some(*idx);
-                            regex_path = Some(re);
-                            break;
-                        }
+        let path: &str = &req.path;
+        let mut has_regex = false;
+        for p in &self.paths {
+            match p {
+                PathRule::Prefix { text, idx } => {
+                    if path.starts_with(&**text) {
+                        path_hit = Some(*idx);
+                        prefix = Prefix::Route(*idx);
+                        break;
                     }
                 }
+                PathRule::Regex { .. } => has_regex = true,
             }
-            path_hit?;
+        }
+        if path_hit.is_none() && !has_regex && !self.paths.is_empty() {
+            return None;
         }
         // Headers: every header name must match one of its values (on any request value).
         let mut header_regex_hits: Vec<(&Regex, String)> = Vec::new();
@@ -382,12 +376,22 @@ impl FieldMatcher {
                 return None;
             }
         }
-        if let Some(re) = regex_path {
-            let path: &str = &req.path;
-            if let Some(c) = re.captures(path) {
-                prefix = Prefix::Owned(c.get(0).map_or("", |m| m.as_str()).to_string());
-                captures = collect_captures(re, &c);
+        if path_hit.is_none() && has_regex {
+            // The first regex of the group that matches, in configured order (one search each:
+            // captures only run the capture engine once the fast engines found a match).
+            for p in &self.paths {
+                if let PathRule::Regex { re, idx } = p
+                    && let Some(c) = re.captures(path)
+                {
+                    path_hit = Some(*idx);
+                    prefix = Prefix::Owned(c.get(0).map_or("", |m| m.as_str()).to_string());
+                    if re.captures_len() > 1 {
+                        captures = collect_captures(re, &c);
+                    }
+                    break;
+                }
             }
+            path_hit?;
         }
         // Kong's engine records header regex captures in the same map, after the path's.
         for (re, v) in &header_regex_hits {

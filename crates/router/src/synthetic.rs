@@ -37,7 +37,7 @@ pub fn mixed_routes(n: usize) -> String {
             ),
             7 => format!(
                 "\"hosts\":[\"hdr-{}.example.test\"],\"paths\":[\"/h\"],\"headers\":{{\"x-tenant\":[\"t{i}\"]}}",
-                i % 100
+                (i / 10) % 100
             ),
             8 => format!("\"hosts\":[\"prefix-{i}.*\"],\"paths\":[\"/p\"]"),
             _ => format!(
@@ -114,7 +114,7 @@ pub fn mixed_requests(n: usize, count: usize) -> Vec<SynthRequest> {
             ),
             7 => (
                 "GET",
-                format!("hdr-{}.example.test", i % 100),
+                format!("hdr-{}.example.test", (i / 10) % 100),
                 "/h/x".to_string(),
                 vec![("x-tenant", format!("T{i}"))],
             ),
