@@ -19,6 +19,19 @@ fn vm_hwm() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// CPU time (user + system) of this process in milliseconds, from `/proc/self/stat`
+/// (clock ticks of 10 ms): wall time is meaningless on a shared, loaded machine.
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // fields 14 and 15 of the line are the 12th and 13th after the command name
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10
+}
+
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
@@ -31,11 +44,13 @@ fn main() {
         vm_hwm()
     );
     let start = Instant::now();
+    let cpu = cpu_ms();
     let t = translate(&objects, &TranslateOptions::default());
     let took = start.elapsed();
+    let cpu = cpu_ms() - cpu;
     let json = t.to_json();
     println!(
-        "translate: {took:?}; services {}; problems {}; JSON {} bytes; VmHWM {}",
+        "translate: {took:?} wall, {cpu} ms CPU; services {}; problems {}; JSON {} bytes; VmHWM {}",
         t.config["services"].as_array().map_or(0, Vec::len),
         t.problems.len(),
         json.len(),

@@ -37,6 +37,11 @@ impl<'a> Annotations<'a> {
         self.0.and_then(|m| m.get(key)).map(|s| s.trim())
     }
     fn kong(&self, name: &str) -> Option<(&'a str, String)> {
+        let m = self.0?;
+        // most objects carry few annotations: look for the prefix before building the key
+        if !m.keys().any(|k| k.starts_with(PREFIX)) {
+            return None;
+        }
         let key = format!("{PREFIX}{name}");
         self.get(&key).map(|v| (v, key))
     }

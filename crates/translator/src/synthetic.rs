@@ -5,8 +5,9 @@ use serde_json::json;
 
 use crate::objects::Objects;
 
-/// A cluster of `n` Ingresses (class `kong`), each with one rule routing two paths to its own
-/// Service, `n` Services and `n` EndpointSlices of `endpoints` ready endpoints each.
+/// A cluster of `n` Ingresses (class `kong`), each with one rule routing two paths to port 80
+/// of its own Service, `n` Services and `n` EndpointSlices of `endpoints` ready endpoints
+/// each: `n` Kong Services, routes and upstreams.
 pub fn cluster(n: usize, endpoints: usize) -> Objects {
     let mut o = Objects::new();
     for i in 0..n {
@@ -34,7 +35,7 @@ pub fn cluster(n: usize, endpoints: usize) -> Objects {
                     "host": format!("host-{i}.example.com"),
                     "http": {"paths": [
                         {"path": path, "pathType": path_type, "backend": {"service": {"name": svc, "port": {"number": 80}}}},
-                        {"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"name": "http"}}}}
+                        {"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 80}}}}
                     ]}
                 }]
             }

@@ -108,6 +108,7 @@ pub fn translate(objects: &Objects, opts: &TranslateOptions) -> Translation {
 struct KongService {
     fields: Vec<(&'static str, Value)>,
     routes: BTreeMap<String, Value>,
+    upstream_name: String,
     upstream: Value,
 }
 
@@ -768,16 +769,17 @@ impl<'a> Translator<'a> {
         );
         let mut up: Vec<(&'static str, Value)> = vec![
             ("algorithm", json!("round-robin")),
-            ("name", Value::String(upstream_name)),
+            ("name", Value::String(upstream_name.clone())),
             ("tags", strings(&tags)),
         ];
+        let up_name = upstream_name;
         if let Some(h) = &so.host_header {
             up.push(("host_header", Value::String(h.clone())));
         }
         if !targets.is_empty() {
             let ts: Vec<Value> = targets
                 .into_iter()
-                .map(|(target, weight)| json!({"tags": strings(&tags), "target": target, "weight": weight}))
+                .map(|(target, weight)| json!({"target": target, "weight": weight}))
                 .collect();
             up.push(("targets", Value::Array(ts)));
         }
@@ -794,6 +796,7 @@ impl<'a> Translator<'a> {
             KongService {
                 fields: f,
                 routes: BTreeMap::new(),
+                upstream_name: up_name,
                 upstream: sorted(up),
             },
         );
@@ -1145,13 +1148,14 @@ impl<'a> Translator<'a> {
                 f.push(("routes", Value::Array(s.routes.into_values().collect())));
             }
             services.push(sorted(f));
-            upstreams.push(s.upstream);
+            upstreams.push((s.upstream_name, s.upstream));
         }
         if !services.is_empty() {
             doc.insert("services".into(), Value::Array(services));
         }
         if !upstreams.is_empty() {
-            upstreams.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            upstreams.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let upstreams: Vec<Value> = upstreams.into_iter().map(|(_, u)| u).collect();
             doc.insert("upstreams".into(), Value::Array(upstreams));
         }
         self.problems.sort();
