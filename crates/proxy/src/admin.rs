@@ -252,21 +252,8 @@ fn entities(sh: &Shared, k: EntityKind, rest: &[&str], q: Option<&str>) -> Respo
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let Some(ck) = kind_of(child) else {
-                return message(StatusCode::NOT_FOUND, "Not found");
-            };
-            // A child collection (`/services/{s}/routes`) or the parent reference of a child
-            // (`/routes/{r}/service`).
-            if let Some((fk, _)) = ck.foreign_keys().iter().find(|(_, p)| *p == k) {
-                let items: Vec<Value> = flat_list(&snap, ck)
-                    .into_iter()
-                    .filter(|c| {
-                        c.get(*fk).and_then(|r| r.get("id")).and_then(Value::as_str)
-                            == Some(pid.as_str())
-                    })
-                    .collect();
-                return page_checked(items, &base, q);
-            }
+            // The parent reference of a child (`/routes/{r}/service`), or a child collection
+            // (`/services/{s}/routes`).
             if let Some((fk, pk)) = k.foreign_keys().iter().find(|(f, _)| *f == *child) {
                 let Some(rid) = parent
                     .get(*fk)
@@ -279,6 +266,19 @@ fn entities(sh: &Shared, k: EntityKind, rest: &[&str], q: Option<&str>) -> Respo
                     Some(e) => json_response(StatusCode::OK, e),
                     None => message(StatusCode::NOT_FOUND, "Not found"),
                 };
+            }
+            let Some(ck) = kind_of(child) else {
+                return message(StatusCode::NOT_FOUND, "Not found");
+            };
+            if let Some((fk, _)) = ck.foreign_keys().iter().find(|(_, p)| *p == k) {
+                let items: Vec<Value> = flat_list(&snap, ck)
+                    .into_iter()
+                    .filter(|c| {
+                        c.get(*fk).and_then(|r| r.get("id")).and_then(Value::as_str)
+                            == Some(pid.as_str())
+                    })
+                    .collect();
+                return page_checked(items, &base, q);
             }
             message(StatusCode::NOT_FOUND, "Not found")
         }
@@ -535,7 +535,7 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
     let sh2 = sh.clone();
     // Parsing, validation and compilation run off the request path.
     let res = tokio::task::spawn_blocking(
-        move || -> Result<(Value, String, bool), Result<ConfigError, String>> {
+        move || -> Result<(Vec<u8>, String, bool), Result<ConfigError, String>> {
             let opts = LoadOptions {
                 router_flavor: sh2.settings.router_flavor,
                 plugins: &sh2.settings.plugins,
@@ -543,12 +543,16 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
             };
             let cfg = silverback_config::load_bytes(&doc, &opts).map_err(Ok)?;
             let hash = cfg.hash();
-            if check_hash && hash == sh2.snapshot.load().hash && sh2.snapshot.load().loaded {
-                return Ok((Value::Null, hash, false));
+            let current = sh2.snapshot.load_full();
+            if check_hash && hash == current.hash && current.loaded {
+                return Ok((Vec::new(), hash, false));
             }
-            let entities = cfg.flattened_entities();
-            sh2.apply(cfg).map_err(|e| Err(e.to_string()))?;
-            Ok((entities, hash, true))
+            drop(current);
+            // The answer is serialized after the new configuration is serving.
+            let body = sh2
+                .apply_hashed(cfg, hash.clone())
+                .map_err(|e| Err(e.to_string()))?;
+            Ok((body, hash, true))
         },
     )
     .await;
@@ -563,7 +567,13 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
             if let Ok(mut m) = sh.raw_md5.lock() {
                 *m = Some(raw_md5);
             }
-            json_response(StatusCode::CREATED, &entities)
+            let mut r = Response::new(ProxyBody::full(entities));
+            *r.status_mut() = StatusCode::CREATED;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            r
         }
         Ok(Err(Ok(e))) => json_response(StatusCode::BAD_REQUEST, &e.kong_body(flatten)),
         Ok(Err(Err(e))) => json_response(

@@ -69,20 +69,33 @@ impl Shared {
     /// Compiles and publishes a configuration. Compilation happens in the caller; the
     /// running snapshot is untouched on error.
     pub fn apply(&self, config: Config) -> Result<(), ProxyError> {
+        let hash = config.hash();
+        self.publish(config, hash).map(|_| ())
+    }
+
+    /// [`Shared::apply`] with the hash known; returns the flattened entities (the
+    /// `POST /config` answer), serialized after the new configuration is serving.
+    pub fn apply_hashed(&self, config: Config, hash: String) -> Result<Vec<u8>, ProxyError> {
+        let snap = self.publish(config, hash)?;
+        Ok(snap.flattened_json())
+    }
+
+    fn publish(&self, config: Config, hash: String) -> Result<Arc<Snapshot>, ProxyError> {
         let t = Instant::now();
         let prev = self.snapshot.load_full();
-        let snap = Snapshot::build(
+        let snap = Arc::new(Snapshot::build_hashed(
             config,
+            hash,
             self.settings.router_flavor,
             &*self.factory,
             Some(&prev),
             true,
-        )?;
-        let hash = snap.hash.clone();
-        self.snapshot.store(Arc::new(snap));
+        )?);
+        drop(prev);
+        self.snapshot.store(snap.clone());
         self.metrics.config_swaps.fetch_add(1, Relaxed);
-        tracing::info!(hash = %hash, elapsed_ms = t.elapsed().as_millis() as u64, "configuration applied");
-        Ok(())
+        tracing::info!(hash = %snap.hash, elapsed_ms = t.elapsed().as_millis() as u64, "configuration applied");
+        Ok(snap)
     }
 }
 

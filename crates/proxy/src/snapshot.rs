@@ -47,6 +47,18 @@ impl Snapshot {
         loaded: bool,
     ) -> Result<Snapshot, ProxyError> {
         let hash = config.hash();
+        Self::build_hashed(config, hash, flavor, factory, previous, loaded)
+    }
+
+    /// [`Snapshot::build`] with the configuration's hash already computed.
+    pub fn build_hashed(
+        config: Config,
+        hash: String,
+        flavor: RouterFlavor,
+        factory: &dyn BalancerFactory,
+        previous: Option<&Snapshot>,
+        loaded: bool,
+    ) -> Result<Snapshot, ProxyError> {
         let config = Arc::new(config);
         let router =
             Router::new(config.clone(), flavor).map_err(|e| ProxyError::Router(e.to_string()))?;
@@ -74,6 +86,12 @@ impl Snapshot {
         })
     }
 
+    /// The `POST /config` answer: `{"services": {"<id>": {...}}, ...}`, serialized directly
+    /// (the same content as `Config::flattened_entities`, without building a value tree).
+    pub fn flattened_json(&self) -> Vec<u8> {
+        flattened_json(&self.config)
+    }
+
     /// The flat declarative document (entity arrays by plural name), cached.
     pub fn flat(&self) -> &serde_json::Value {
         self.flat.get_or_init(|| self.config.to_flat_value())
@@ -97,4 +115,82 @@ impl Snapshot {
             })
             .clone()
     }
+}
+
+fn write_kind<T: serde::Serialize>(
+    out: &mut Vec<u8>,
+    first: &mut bool,
+    name: &str,
+    items: &[T],
+    id: impl Fn(&T) -> String,
+) {
+    if items.is_empty() {
+        return;
+    }
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":{");
+    for (i, it) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(id(it).as_bytes());
+        out.extend_from_slice(b"\":");
+        let _ = serde_json::to_writer(&mut *out, it);
+    }
+    out.push(b'}');
+}
+
+/// Writes the flattened entity map of a configuration.
+pub fn flattened_json(c: &Config) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024 + c.entity_count() * 512);
+    out.push(b'{');
+    let mut first = true;
+    macro_rules! kinds {
+        ($($f:ident),*) => {$( write_kind(&mut out, &mut first, stringify!($f), &c.$f, |e| e.id.to_string()); )*};
+    }
+    kinds!(
+        vaults,
+        certificates,
+        ca_certificates,
+        snis,
+        consumers,
+        consumer_groups
+    );
+    // The join table has no id: Kong keys it by its two references.
+    write_kind(
+        &mut out,
+        &mut first,
+        "consumer_group_consumers",
+        &c.consumer_group_consumers,
+        |e| {
+            let v = serde_json::to_value(e).unwrap_or_default();
+            let part = |f: &str| {
+                v.get(f)
+                    .and_then(|x| x.get("id"))
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            format!("{}:{}", part("consumer_group"), part("consumer"))
+        },
+    );
+    kinds!(
+        services,
+        routes,
+        upstreams,
+        targets,
+        plugins,
+        keyauth_credentials,
+        basicauth_credentials,
+        jwt_secrets,
+        acls,
+        hmacauth_credentials
+    );
+    out.push(b'}');
+    out
 }

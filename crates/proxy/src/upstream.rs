@@ -126,13 +126,13 @@ impl DirectBalancer {
     /// Builds it from a configuration.
     pub fn new(config: &Config) -> DirectBalancer {
         let mut upstreams = HashMap::new();
+        let mut by_upstream: HashMap<Uuid, Vec<&silverback_config::Target>> = HashMap::new();
+        for t in config.targets.iter().filter(|t| t.weight > 0) {
+            by_upstream.entry(t.upstream.id).or_default().push(t);
+        }
         for u in &config.upstreams {
             let mut picks = Vec::new();
-            let targets: Vec<_> = config
-                .targets
-                .iter()
-                .filter(|t| t.upstream.id == u.id && t.weight > 0)
-                .collect();
+            let targets = by_upstream.remove(&u.id).unwrap_or_default();
             let g = targets.iter().fold(0u32, |g, t| gcd(g, t.weight)).max(1);
             for t in targets {
                 let (host, port) = split_target(&t.target);

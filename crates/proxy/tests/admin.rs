@@ -1,0 +1,335 @@
+//! The admin and status API contract (DB-less semantics).
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+fn doc(b: &Backend, extra_route: &str) -> String {
+    format!(
+        r#"{{"_format_version":"3.0","services":[{{"name":"svc","url":"{url}","tags":["t1"],
+          "routes":[{{"name":"r1","paths":["/one"],"tags":["t1","t2"]}},{{"name":"{extra_route}","paths":["/{extra_route}"]}}]}},
+          {{"name":"other","url":"{url}","routes":[{{"name":"r3","paths":["/three"]}}]}}],
+          "upstreams":[{{"name":"up","targets":[{{"target":"10.0.0.1:80"}}]}}]}}"#,
+        url = b.url()
+    )
+}
+
+#[tokio::test]
+async fn node_status_and_readiness() {
+    let g = Gw::start(None).await;
+    let r = get(g.admin, "localhost", "/").await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["version"], "3.10.0");
+    assert_eq!(v["configuration"]["database"], "off");
+    assert_eq!(
+        v["configuration"]["router_flavor"],
+        "traditional_compatible"
+    );
+    assert!(v["plugins"]["available_on_server"].is_object());
+    assert_eq!(
+        v["configuration"]["proxy_listeners"][0]["port"],
+        g.http.port()
+    );
+    assert_eq!(v["configuration"]["proxy_listeners"][1]["ssl"], true);
+
+    let r = get(g.status, "localhost", "/status").await;
+    assert_eq!(
+        r.json()["configuration_hash"],
+        "00000000000000000000000000000000"
+    );
+    assert!(r.json()["server"]["total_requests"].is_number());
+    // Not ready until a non-empty configuration is loaded.
+    let r = get(g.status, "localhost", "/status/ready").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json()["message"],
+        "no configuration available (configuration hash is not initialized)"
+    );
+    let r = admin_post(
+        g.admin,
+        "/config",
+        "application/json",
+        r#"{"_format_version":"3.0"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let r = get(g.status, "localhost", "/status/ready").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json()["message"],
+        "no configuration available (empty configuration present)"
+    );
+    let b = Backend::start().await;
+    assert_eq!(
+        admin_post(g.admin, "/config", "application/json", doc(&b, "r2"))
+            .await
+            .status,
+        201
+    );
+    let r = get(g.status, "localhost", "/status/ready").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"message": "ready"}));
+    // The status listener serves nothing else.
+    assert_eq!(get(g.status, "localhost", "/config").await.status, 404);
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn post_config_applies_and_failures_change_nothing() {
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    let r = admin_post(
+        g.admin,
+        "/config?check_hash=1&flatten_errors=1",
+        "application/json",
+        doc(&b, "r2"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        v,
+        load(&doc(&b, "r2")).flattened_entities(),
+        "201 answers the flattened entities"
+    );
+    assert_eq!(v["services"].as_object().unwrap().len(), 2);
+    assert_eq!(v["routes"].as_object().unwrap().len(), 3);
+    let (rid, route) = v["routes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, r)| r["name"] == "r1")
+        .unwrap();
+    assert_eq!(route["id"], rid.as_str());
+    let hash = g.gw.config_hash();
+    assert_eq!(hash.len(), 32);
+    assert_eq!(
+        get(g.admin, "localhost", "/status").await.json()["configuration_hash"],
+        hash.as_str()
+    );
+    assert_eq!(get(g.http, "x", "/one").await.status, 200);
+
+    // Same document with check_hash=1: 304, nothing reloaded.
+    let r = admin_post(
+        g.admin,
+        "/config?check_hash=1",
+        "application/json",
+        doc(&b, "r2"),
+    )
+    .await;
+    assert_eq!(r.status, 304);
+
+    // Invalid document: Kong's 400 body, and the running configuration keeps serving.
+    let bad =
+        r#"{"_format_version":"3.0","services":[{"name":"x","tags":["k8s-name:x"],"port":70000}]}"#;
+    let r = admin_post(g.admin, "/config", "application/json", bad).await;
+    assert_eq!(r.status, 400);
+    let e = r.json();
+    assert_eq!(e["code"], 14);
+    assert_eq!(e["name"], "invalid declarative configuration");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("declarative config is invalid: ")
+    );
+    assert!(e["fields"]["services"].is_array(), "{e}");
+    assert!(e.get("flattened_errors").is_none());
+    let r = admin_post(g.admin, "/config?flatten_errors=1", "application/json", bad).await;
+    let e = r.json();
+    let fe = &e["flattened_errors"][0];
+    assert_eq!(fe["entity_type"], "service");
+    assert_eq!(fe["entity_name"], "x");
+    assert_eq!(fe["entity_tags"], json!(["k8s-name:x"]));
+    assert!(!fe["errors"].as_array().unwrap().is_empty());
+    // Unparseable and empty bodies.
+    let r = admin_post(g.admin, "/config", "application/json", "{nope").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], 14);
+    let r = admin_post(g.admin, "/config", "application/json", "").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        json!({"message": "expected a declarative configuration"})
+    );
+    assert_eq!(g.gw.config_hash(), hash);
+    assert_eq!(get(g.http, "x", "/one").await.status, 200);
+
+    // YAML body, and the {"config": "..."} form.
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: yamlsvc\n  url: {}\n  routes:\n  - name: ry\n    paths: [/yaml]\n",
+        b.url()
+    );
+    let r = admin_post(g.admin, "/config", "text/yaml", yaml.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(get(g.http, "x", "/yaml").await.status, 200);
+    assert_eq!(get(g.http, "x", "/one").await.status, 404);
+    let wrapped = json!({ "config": doc(&b, "r2") }).to_string();
+    assert_eq!(
+        admin_post(g.admin, "/config", "application/json", wrapped)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(get(g.http, "x", "/one").await.status, 200);
+
+    // GET /config exports YAML that loads back to the same hash.
+    let r = get(g.admin, "localhost", "/config").await;
+    let exported = r.json()["config"].as_str().unwrap().to_string();
+    assert!(exported.contains("_format_version"));
+    assert_eq!(load(&exported).hash(), g.gw.config_hash());
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn entity_endpoints_are_read_only() {
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    assert_eq!(
+        admin_post(g.admin, "/config", "application/json", doc(&b, "r2"))
+            .await
+            .status,
+        201
+    );
+    let a = g.admin;
+    let v = get(a, "localhost", "/services").await.json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["next"], Value::Null);
+    let svc_id = v["data"][0]["id"].as_str().unwrap().to_string();
+    // By id and by name.
+    assert_eq!(
+        get(a, "localhost", &format!("/services/{svc_id}"))
+            .await
+            .json()["name"],
+        "svc"
+    );
+    assert_eq!(
+        get(a, "localhost", "/services/svc").await.json()["id"],
+        svc_id.as_str()
+    );
+    assert_eq!(get(a, "localhost", "/services/nope").await.status, 404);
+    // Nested collections and parent references.
+    let v = get(a, "localhost", "/services/svc/routes").await.json();
+    let names: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["r1", "r2"]);
+    assert_eq!(
+        get(a, "localhost", "/routes/r3/service").await.json()["name"],
+        "other"
+    );
+    assert_eq!(
+        get(a, "localhost", "/upstreams/up/targets").await.json()["data"][0]["target"],
+        "10.0.0.1:80"
+    );
+    // Paging.
+    let p1 = get(a, "localhost", "/routes?size=2").await.json();
+    assert_eq!(p1["data"].as_array().unwrap().len(), 2);
+    let next = p1["next"].as_str().unwrap().to_string();
+    assert_eq!(p1["offset"], "2");
+    let p2 = get(a, "localhost", &next).await.json();
+    assert_eq!(p2["data"].as_array().unwrap().len(), 1);
+    assert_eq!(p2["next"], Value::Null);
+    assert_eq!(get(a, "localhost", "/routes?size=0").await.status, 400);
+    // Tags.
+    let v = get(a, "localhost", "/routes?tags=t2").await.json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    let v = get(a, "localhost", "/tags/t1").await.json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    // Writes: 405 with Kong's DB-less messages.
+    let r = admin_post(a, "/routes", "application/json", "{}").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.json(),
+        json!({"code": 12, "name": "operation unsupported", "message": "cannot create 'routes' entities when not using a database"})
+    );
+    let mut c = H1::connect(a).await;
+    let r = c
+        .send(
+            req("DELETE", "localhost", "/services/svc")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.json()["message"],
+        "cannot remove 'services' entities when not using a database"
+    );
+    let r = c
+        .send(
+            req("PUT", "localhost", "/services/svc/routes")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        r.json()["message"],
+        "cannot create or update 'routes' entities when not using a database"
+    );
+    let r = c
+        .send(
+            req("DELETE", "localhost", "/status")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json(), json!({"message": "Method not allowed"}));
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_use_kong_names() {
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    assert_eq!(
+        admin_post(g.admin, "/config", "application/json", doc(&b, "r2"))
+            .await
+            .status,
+        201
+    );
+    let mut c = H1::connect(g.http).await;
+    for _ in 0..3 {
+        assert_eq!(c.get("x", "/one").await.status, 200);
+    }
+    assert_eq!(c.get("x", "/missing").await.status, 404);
+    let r = get(g.status, "localhost", "/metrics").await;
+    assert_eq!(r.status, 200);
+    let t = r.text();
+    assert!(
+        t.contains(r#"kong_http_requests_total{service="svc",route="r1",code="200",source="service",workspace="default",consumer=""} 3"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"kong_http_requests_total{service="",route="",code="404",source="kong""#),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            r#"kong_request_latency_ms_count{service="svc",route="r1",workspace="default"} 3"#
+        ),
+        "{t}"
+    );
+    assert!(t.contains("kong_upstream_latency_ms_bucket"));
+    assert!(t.contains("kong_kong_latency_ms_bucket"));
+    assert!(
+        t.contains(r#"kong_bandwidth_bytes{service="svc",route="r1",direction="egress""#),
+        "{t}"
+    );
+    assert!(t.contains(r#"kong_nginx_connections_total{node_id="#));
+    assert!(t.contains(&format!(r#"hash="{}""#, g.gw.config_hash())));
+    // Also on the admin listener.
+    assert!(
+        get(g.admin, "localhost", "/metrics")
+            .await
+            .text()
+            .contains("kong_http_requests_total")
+    );
+    g.gw.shutdown().await;
+}
