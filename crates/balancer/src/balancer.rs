@@ -80,32 +80,32 @@ impl SetCookie {
 pub struct Peer {
     /// The address to connect to.
     pub addr: SocketAddr,
-    /// The name for the Host header and SNI, before `host_header`: the target's hostname,
-    /// the SRV name with `use_srv_name`, or the IP for IP targets.
-    pub hostname: Arc<str>,
-    /// The upstream's `host_header`, which replaces `hostname` in Host and SNI.
+    /// The upstream's `host_header`, which replaces [`Peer::hostname`] in Host and SNI.
     pub host_header: Option<Arc<str>>,
     /// A cookie to set on the response (`hash_on: cookie` without a cookie). On a retry,
     /// pass its value as [`PickContext::generated_cookie`].
     pub set_cookie: Option<SetCookie>,
-    balanced: Option<Balanced>,
+    inner: PeerInner,
 }
 
 #[derive(Debug)]
-struct Balanced {
-    ep: Arc<Endpoint>,
-    target: Arc<TargetSlot>,
-    policy: Arc<HealthPolicy>,
-    /// Least-connections: the ring and entry to release on drop.
-    release: Option<(Arc<Ring>, u32)>,
+enum PeerInner {
+    Balanced {
+        ep: Arc<Endpoint>,
+        /// Least-connections: the ring and entry to release on drop.
+        release: Option<(Arc<Ring>, u32)>,
+    },
+    Direct {
+        hostname: Arc<str>,
+    },
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if let Some(Balanced {
+        if let PeerInner::Balanced {
             release: Some((ring, idx)),
             ..
-        }) = &self.balanced
+        } = &self.inner
         {
             ring.release(*idx);
         }
@@ -117,21 +117,43 @@ impl Peer {
     pub fn direct(addr: SocketAddr, hostname: Arc<str>) -> Peer {
         Peer {
             addr,
-            hostname,
             host_header: None,
             set_cookie: None,
-            balanced: None,
+            inner: PeerInner::Direct { hostname },
+        }
+    }
+
+    /// The name for the Host header and SNI, before `host_header`: the target's hostname,
+    /// the SRV name with `use_srv_name`, the IP for IP targets, or the service host for
+    /// peers outside upstreams.
+    pub fn hostname(&self) -> &str {
+        match &self.inner {
+            PeerInner::Balanced { ep, .. } => &ep.hostname,
+            PeerInner::Direct { hostname } => hostname,
         }
     }
 
     /// The target string (`host:port`) when the peer came from an upstream.
     pub fn target(&self) -> Option<&str> {
-        self.balanced.as_ref().map(|b| &*b.target.target)
+        match &self.inner {
+            PeerInner::Balanced { ep, .. } => Some(&ep.target),
+            PeerInner::Direct { .. } => None,
+        }
     }
 
-    /// The name for Host and SNI: `host_header` if set, else `hostname`.
+    /// The upstream's name when the peer came from an upstream.
+    pub fn upstream(&self) -> Option<&str> {
+        match &self.inner {
+            PeerInner::Balanced { ep, .. } => Some(&ep.upstream),
+            PeerInner::Direct { .. } => None,
+        }
+    }
+
+    /// The name for Host and SNI: `host_header` if set, else [`Peer::hostname`].
     pub fn host(&self) -> &str {
-        self.host_header.as_deref().unwrap_or(&self.hostname)
+        self.host_header
+            .as_deref()
+            .unwrap_or_else(|| self.hostname())
     }
 
     /// The Host header Kong sends when `preserve_host` is off: [`Peer::host`], plus
@@ -173,25 +195,22 @@ impl Peer {
     /// Reports how this try went: passive health checks (HTTP status, TCP failure, timeout)
     /// and the latency average. Does nothing for peers outside upstreams.
     pub fn report(&self, outcome: Outcome) {
-        let Some(b) = &self.balanced else { return };
+        let PeerInner::Balanced { ep, .. } = &self.inner else {
+            return;
+        };
+        let policy = ep.policy.load();
         let report = match outcome {
             Outcome::Response { status, latency } => {
-                b.ep.record_latency(latency);
-                b.policy.passive.classify(status)
+                ep.record_latency(latency);
+                policy.passive.classify(status)
             }
             Outcome::TcpError => Some(Report::TcpFailure),
             Outcome::Timeout => Some(Report::Timeout),
         };
         if let Some(r) = report
-            && let Some(now_healthy) = b.ep.health.record(r, &b.policy.passive.limits)
+            && let Some(now_healthy) = ep.health.record(r, &policy.passive.limits)
         {
-            log_transition(
-                &b.target.upstream,
-                &b.target.target,
-                b.ep.addr,
-                now_healthy,
-                "passive",
-            );
+            log_transition(&ep.upstream, &ep.target, ep.addr, now_healthy, "passive");
         }
     }
 }
@@ -240,7 +259,6 @@ pub(crate) struct TargetDns {
 /// One configured target.
 #[derive(Debug)]
 pub(crate) struct TargetSlot {
-    pub upstream: Arc<str>,
     pub config: Target,
     /// Normalized `host:port`.
     pub target: Arc<str>,
@@ -421,7 +439,6 @@ impl Balancer {
                 }
             };
             slots.push(Arc::new(TargetSlot {
-                upstream: Arc::clone(&name),
                 config: t.clone(),
                 target,
                 addr,
@@ -472,12 +489,21 @@ impl Balancer {
             let dns = slot.dns.lock().unwrap_or_else(|e| e.into_inner());
             for a in &dns.addresses {
                 let key = (Arc::clone(&slot.target), a.addr);
-                let ep = endpoints
-                    .entry(key.clone())
-                    .or_insert_with(|| Arc::new(Endpoint::new(a.addr, Arc::clone(&a.hostname))));
+                let fresh = || {
+                    Arc::new(Endpoint::new(
+                        a.addr,
+                        Arc::clone(&a.hostname),
+                        Arc::clone(&slot.target),
+                        Arc::clone(&self.name),
+                        Arc::clone(&self.policy),
+                    ))
+                };
+                let ep = endpoints.entry(key.clone()).or_insert_with(fresh);
                 if ep.hostname != a.hostname {
                     // Same address under another name (SRV change): new identity.
-                    *ep = Arc::new(Endpoint::new(a.addr, Arc::clone(&a.hostname)));
+                    *ep = fresh();
+                } else if !Arc::ptr_eq(&ep.policy.load(), &self.policy) {
+                    ep.policy.store(Arc::clone(&self.policy));
                 }
                 live.insert(key);
                 entries.push(Entry {
@@ -588,21 +614,13 @@ impl Balancer {
             return Err(NoPeer::NoHealthyPeer);
         }
         let idx = ring.pick(hash, tried).ok_or(NoPeer::NoHealthyPeer)?;
-        let e = &ring.entries[idx as usize];
+        let ep = Arc::clone(&ring.entries[idx as usize].ep);
         let release = full.as_ref().map(|r| (Arc::clone(r), idx));
-        let e_ep = Arc::clone(&e.ep);
-        let target = Arc::clone(&self.targets[e.target as usize]);
         Ok(Peer {
-            addr: e_ep.addr,
-            hostname: Arc::clone(&e_ep.hostname),
+            addr: ep.addr,
             host_header: self.spec.host_header.clone(),
             set_cookie,
-            balanced: Some(Balanced {
-                ep: e_ep,
-                target,
-                policy: Arc::clone(&self.policy),
-                release,
-            }),
+            inner: PeerInner::Balanced { ep, release },
         })
     }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::health::{HEALTH_GENERATION, HealthState};
+use arc_swap::ArcSwap;
+
+use crate::health::{HEALTH_GENERATION, HealthPolicy, HealthState};
 
 /// Points per address on the consistent-hashing continuum when all weights are equal.
 const POINTS_PER_ADDRESS: f64 = 160.0;
@@ -56,6 +58,12 @@ pub(crate) struct Endpoint {
     /// The name for Host and SNI: the target's hostname, the SRV name with `use_srv_name`,
     /// or the IP.
     pub hostname: Arc<str>,
+    /// The target string (`host:port`) this address belongs to.
+    pub target: Arc<str>,
+    /// The upstream's name.
+    pub upstream: Arc<str>,
+    /// The newest health rules of the upstream (passive reports use them).
+    pub policy: ArcSwap<HealthPolicy>,
     pub health: HealthState,
     /// EWMA of latency in microseconds (f64 bits); 0 = no sample yet.
     ewma: AtomicU64,
@@ -64,10 +72,19 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn new(addr: SocketAddr, hostname: Arc<str>) -> Endpoint {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        hostname: Arc<str>,
+        target: Arc<str>,
+        upstream: Arc<str>,
+        policy: Arc<HealthPolicy>,
+    ) -> Endpoint {
         Endpoint {
             addr,
             hostname,
+            target,
+            upstream,
+            policy: ArcSwap::new(policy),
             health: HealthState::default(),
             ewma: AtomicU64::new(0),
             ewma_at: AtomicU64::new(0),
@@ -130,6 +147,7 @@ enum Algo {
     Hash {
         points: Vec<(u64, u32)>,
         index: Vec<u32>,
+        shift: u32,
     },
     LeastConn(Mutex<LcHeap>),
     Latency,
@@ -150,8 +168,12 @@ impl Ring {
                 next: AtomicUsize::new(0),
             },
             Algorithm::ConsistentHashing => {
-                let (points, index) = continuum(&entries);
-                Algo::Hash { points, index }
+                let (points, index, shift) = continuum(&entries);
+                Algo::Hash {
+                    points,
+                    index,
+                    shift,
+                }
             }
             Algorithm::LeastConnections => Algo::LeastConn(Mutex::new(LcHeap::new(&entries))),
             Algorithm::Latency => {
@@ -195,12 +217,16 @@ impl Ring {
                 }
                 None
             }
-            Algo::Hash { points, index } => {
+            Algo::Hash {
+                points,
+                index,
+                shift,
+            } => {
                 let len = points.len();
                 if len == 0 {
                     return None;
                 }
-                let b = (hash >> 48) as usize;
+                let b = (hash >> shift) as usize;
                 let (lo, hi) = (index[b] as usize, index[b + 1] as usize);
                 let start = lo + points[lo..hi].partition_point(|p| p.0 < hash);
                 for k in 0..len {
@@ -327,8 +353,9 @@ fn wheel(entries: &[Entry]) -> Vec<u32> {
 /// The consistent-hashing continuum: each address gets points proportional to its weight
 /// (160 when all are equal), hashed from `"<ip>:<port> <i>"`, so its points depend on
 /// nothing but its own address and weight share; adding one address of N moves about 1/N
-/// of the keys. Plus a 65537-entry index by the top 16 bits of the point for O(1) lookup.
-fn continuum(entries: &[Entry]) -> (Vec<(u64, u32)>, Vec<u32>) {
+/// of the keys. Plus an index by the top bits of the point (about one bucket per point, at
+/// most 2^16) for O(1) lookup; returns (points, index, shift).
+fn continuum(entries: &[Entry]) -> (Vec<(u64, u32)>, Vec<u32>, u32) {
     let total: u64 = entries.iter().map(|e| u64::from(e.weight)).sum();
     let mut points = Vec::new();
     if total > 0 {
@@ -359,15 +386,17 @@ fn continuum(entries: &[Entry]) -> (Vec<(u64, u32)>, Vec<u32>) {
                 .cmp(&entries[b.1 as usize].ep.addr)
         })
     });
-    let mut index = vec![0u32; (1 << 16) + 1];
+    let bits = (points.len().max(2).next_power_of_two().trailing_zeros()).clamp(4, 16);
+    let shift = 64 - bits;
+    let mut index = vec![0u32; (1usize << bits) + 1];
     let mut p = 0usize;
     for (b, slot) in index.iter_mut().enumerate() {
-        while p < points.len() && ((points[p].0 >> 48) as usize) < b {
+        while p < points.len() && ((points[p].0 >> shift) as usize) < b {
             p += 1;
         }
         *slot = p as u32;
     }
-    (points, index)
+    (points, index, shift)
 }
 
 /// Hashes a request's hash value.
@@ -536,6 +565,20 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    fn test_endpoint(addr: SocketAddr) -> Endpoint {
+        let hc: silverback_config::Healthchecks = serde_json::from_value(serde_json::json!({
+            "threshold": 0,
+            "active": {"type": "http", "timeout": 1, "concurrency": 1, "http_path": "/", "https_verify_certificate": true,
+                "healthy": {"interval": 0, "http_statuses": [200], "successes": 0},
+                "unhealthy": {"interval": 0, "http_statuses": [500], "tcp_failures": 0, "timeouts": 0, "http_failures": 0}},
+            "passive": {"type": "http", "healthy": {"http_statuses": [200], "successes": 0},
+                "unhealthy": {"http_statuses": [500], "tcp_failures": 0, "timeouts": 0, "http_failures": 0}}
+        }))
+        .expect("healthchecks");
+        let policy = Arc::new(HealthPolicy::from_config(&hc).expect("policy"));
+        Endpoint::new(addr, "h".into(), "t:80".into(), "up".into(), policy)
+    }
+
     fn entries(weights: &[u32]) -> Vec<Entry> {
         weights
             .iter()
@@ -545,7 +588,7 @@ mod tests {
                     .parse()
                     .expect("addr");
                 Entry {
-                    ep: Arc::new(Endpoint::new(addr, "h".into())),
+                    ep: Arc::new(test_endpoint(addr)),
                     weight: w,
                     target: i as u32,
                 }

@@ -73,7 +73,7 @@ async fn hostname_targets_follow_dns() {
         .expect("up")
         .pick(&PickContext::default(), &[])
         .expect("peer");
-    assert_eq!(&*p.hostname, "svc.test");
+    assert_eq!(p.hostname(), "svc.test");
     assert_eq!(p.host_header_value(false), "svc.test:9000");
     assert_eq!(p.sni(), Some("svc.test"));
 
@@ -139,4 +139,52 @@ async fn service_hosts_resolve_through_the_ttl_cache() {
     let p = bs.peer("127.0.0.9", 81, &ctx, &[]).await.expect("ip");
     assert_eq!(p.addr, "127.0.0.9:81".parse::<SocketAddr>().expect("addr"));
     assert_eq!(p.sni(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_targets_use_record_ports_weights_and_names() {
+    let dns = DnsServer::start(30).await;
+    dns.set("a.test", &["127.0.22.1"]);
+    dns.set("b.test", &["127.0.22.2"]);
+    dns.set_srv("srv.test", &[(0, 9001, "a.test"), (3, 9002, "b.test")]);
+    let opts = Options {
+        resolver: Some(resolver(&dns)),
+        ..Default::default()
+    };
+    for use_srv_name in [false, true] {
+        let cfg = config(&format!(
+            "_format_version: '3.0'\nupstreams:\n- name: up\n  use_srv_name: {use_srv_name}\n  targets:\n  - target: srv.test:80\n"
+        ));
+        let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
+        assert!(bs.ready(Duration::from_secs(5)).await);
+        let h = bs.get("up").expect("up").health();
+        assert_eq!(h.targets[0].data.dns, "SRV");
+        let got: Vec<(String, u16, u32)> = h.targets[0]
+            .data
+            .addresses
+            .iter()
+            .map(|a| (a.ip.clone(), a.port, a.weight))
+            .collect();
+        // SRV weight 0 counts as 1.
+        assert_eq!(
+            got,
+            vec![
+                ("127.0.22.1".into(), 9001, 1),
+                ("127.0.22.2".into(), 9002, 3)
+            ]
+        );
+        let b = bs.get("up").expect("up");
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..400 {
+            let p = b.pick(&PickContext::default(), &[]).expect("peer");
+            let want = match (use_srv_name, p.addr.port()) {
+                (false, _) => "srv.test",
+                (true, 9001) => "a.test",
+                (true, _) => "b.test",
+            };
+            assert_eq!(p.hostname(), want);
+            *counts.entry(p.addr.port()).or_insert(0) += 1;
+        }
+        assert_eq!((counts[&9001], counts[&9002]), (100, 300));
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -51,6 +51,42 @@ impl Backend {
             ..Default::default()
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&state)));
+        Backend {
+            addr,
+            state,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Starts a TLS backend (HTTP/1.1 inside) with this server configuration.
+    pub async fn start_tls(ip: &str, tls: Arc<rustls::ServerConfig>) -> Backend {
+        let listener = TcpListener::bind((ip.parse::<IpAddr>().expect("ip"), 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(State {
+            status: AtomicU16::new(200),
+            ..Default::default()
+        });
+        let st = Arc::clone(&state);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (st, acceptor) = (Arc::clone(&st), acceptor.clone());
+                conns.spawn(async move {
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(Duration::from_secs(5), acceptor.accept(sock)).await
+                    {
+                        handle(tls, st).await;
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
         Backend {
             addr,
             state,
@@ -126,7 +162,7 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
     }
 }
 
-async fn handle(mut sock: TcpStream, state: Arc<State>) {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, state: Arc<State>) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let head = loop {
@@ -193,12 +229,17 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
 
 /// A DNS server on 127.0.0.1 (UDP) answering A queries for the names in its table, with
 /// the given TTL; other names get NXDOMAIN, other types an empty answer.
+/// Name -> SRV records (weight, port, target).
+pub type SrvTable = Arc<Mutex<Vec<(String, Vec<(u16, u16, String)>)>>>;
+
 /// Name -> IPv4 addresses.
 pub type DnsTable = Arc<Mutex<Vec<(String, Vec<std::net::Ipv4Addr>)>>>;
 
 pub struct DnsServer {
     pub addr: SocketAddr,
     pub records: DnsTable,
+    /// Name -> SRV records (weight, port, target).
+    pub srv: SrvTable,
     pub queries: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
@@ -206,12 +247,13 @@ pub struct DnsServer {
 impl DnsServer {
     pub async fn start(ttl: u32) -> DnsServer {
         use hickory_proto::op::{Message, MessageType, ResponseCode};
-        use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
+        use hickory_proto::rr::{Name, RData, Record, RecordType, rdata::A, rdata::SRV};
         let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let addr = sock.local_addr().expect("addr");
         let records: DnsTable = Arc::default();
         let queries = Arc::new(AtomicUsize::new(0));
-        let (r, q) = (Arc::clone(&records), Arc::clone(&queries));
+        let srv: SrvTable = Arc::default();
+        let (r, q, sv) = (Arc::clone(&records), Arc::clone(&queries), Arc::clone(&srv));
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             loop {
@@ -245,6 +287,30 @@ impl DnsServer {
                 if query.query_type() == RecordType::A {
                     q.fetch_add(1, Ordering::SeqCst);
                 }
+                let srv_known = sv
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .find(|(n, _)| *n == qname)
+                    .map(|(_, s)| s.clone());
+                if query.query_type() == RecordType::SRV
+                    && let Some(list) = srv_known
+                {
+                    resp.set_response_code(ResponseCode::NoError);
+                    for (weight, port, target) in list {
+                        let target = Name::from_ascii(format!("{target}.")).expect("name");
+                        resp.add_answer(Record::from_rdata(
+                            query.name().clone(),
+                            ttl,
+                            RData::SRV(SRV::new(0, weight, port, target)),
+                        ));
+                    }
+                    resp.add_query(query);
+                    if let Ok(bytes) = resp.to_vec() {
+                        let _ = sock.send_to(&bytes, peer).await;
+                    }
+                    continue;
+                }
                 match known {
                     None => {
                         resp.set_response_code(ResponseCode::NXDomain);
@@ -271,6 +337,7 @@ impl DnsServer {
         DnsServer {
             addr,
             records,
+            srv,
             queries,
             task,
         }
@@ -281,6 +348,22 @@ impl DnsServer {
         let mut r = self.records.lock().expect("lock");
         r.retain(|(n, _)| n != name);
         r.push((name.to_string(), ips));
+    }
+}
+
+impl DnsServer {
+    /// SRV records of `name`: (weight, port, target).
+    pub fn set_srv(&self, name: &str, records: &[(u16, u16, &str)]) {
+        self.set(name, &[]);
+        let mut s = self.srv.lock().expect("lock");
+        s.retain(|(n, _)| n != name);
+        s.push((
+            name.to_string(),
+            records
+                .iter()
+                .map(|(w, p, t)| (*w, *p, t.to_string()))
+                .collect(),
+        ));
     }
 }
 
