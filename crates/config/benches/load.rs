@@ -7,7 +7,11 @@ use silverback_config::{LoadOptions, PluginRegistry, RouterFlavor, load_bytes, s
 fn bench(c: &mut Criterion) {
     let doc = synthetic::services_routes_targets(10_000, "10.0.0.1:8080");
     let plugins = PluginRegistry::new();
-    let opts = LoadOptions { router_flavor: RouterFlavor::TraditionalCompatible, plugins: &plugins, now_unix: None };
+    let opts = LoadOptions {
+        router_flavor: RouterFlavor::TraditionalCompatible,
+        plugins: &plugins,
+        now_unix: None,
+    };
     let mut g = c.benchmark_group("config");
     g.sample_size(20);
     g.bench_function("load_and_hash_10k_json", |b| {
@@ -16,8 +20,9 @@ fn bench(c: &mut Criterion) {
             std::hint::black_box(cfg.hash())
         })
     });
-    let yaml = serde_saphyr::to_string(&serde_json::from_str::<serde_json::Value>(&doc).expect("json"))
-        .expect("yaml");
+    let yaml =
+        serde_saphyr::to_string(&serde_json::from_str::<serde_json::Value>(&doc).expect("json"))
+            .expect("yaml");
     g.bench_function("load_and_hash_10k_yaml", |b| {
         b.iter(|| {
             let cfg = load_bytes(yaml.as_bytes(), &opts).expect("valid");

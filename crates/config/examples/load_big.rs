@@ -2,13 +2,24 @@
 //! the process's peak resident memory (`VmHWM`). Run:
 //! `cargo run --release -p silverback-config --example load_big`.
 
+// The allocator the `silverback` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use silverback_config::{LoadOptions, PluginRegistry, RouterFlavor, load_bytes, synthetic};
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
     let doc = synthetic::services_routes_targets(n, "10.0.0.1:8080");
     let plugins = PluginRegistry::new();
-    let opts = LoadOptions { router_flavor: RouterFlavor::TraditionalCompatible, plugins: &plugins, now_unix: None };
+    let opts = LoadOptions {
+        router_flavor: RouterFlavor::TraditionalCompatible,
+        plugins: &plugins,
+        now_unix: None,
+    };
     let start = std::time::Instant::now();
     let cfg = match load_bytes(doc.as_bytes(), &opts) {
         Ok(c) => c,
@@ -21,7 +32,11 @@ fn main() {
     let elapsed = start.elapsed();
     let hwm = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     println!(
         "entities={} doc_bytes={} load+hash={:.1}ms hash={hash} {hwm}",

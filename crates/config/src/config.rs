@@ -171,7 +171,9 @@ impl Config {
     /// parent. Entities with several parents stay at top level with their references.
     pub fn to_nested_value(&self) -> Value {
         let flat = self.to_flat_value();
-        let Value::Object(mut doc) = flat else { return flat };
+        let Value::Object(mut doc) = flat else {
+            return flat;
+        };
         // (child kind, fk field, parent kind)
         let nestings: &[(&str, &str, &str)] = &[
             ("plugins", "route", "routes"),
@@ -188,7 +190,9 @@ impl Config {
         ];
         const PLUGIN_SCOPES: [&str; 4] = ["route", "service", "consumer", "consumer_group"];
         for (child, fk, parent) in nestings {
-            let Some(Value::Array(children)) = doc.remove(*child) else { continue };
+            let Some(Value::Array(children)) = doc.remove(*child) else {
+                continue;
+            };
             let Some(Value::Array(parents)) = doc.get_mut(*parent) else {
                 doc.insert(child.to_string(), Value::Array(children));
                 continue;
@@ -196,20 +200,34 @@ impl Config {
             let index: std::collections::HashMap<String, usize> = parents
                 .iter()
                 .enumerate()
-                .filter_map(|(i, p)| p.get("id").and_then(Value::as_str).map(|id| (id.to_string(), i)))
+                .filter_map(|(i, p)| {
+                    p.get("id")
+                        .and_then(Value::as_str)
+                        .map(|id| (id.to_string(), i))
+                })
                 .collect();
             let mut remaining = Vec::new();
             for mut c in children {
                 let single_parent = *child != "plugins"
-                    || PLUGIN_SCOPES.iter().filter(|s| c.get(**s).is_some()).count() == 1;
-                let pid = c.get(*fk).and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
+                    || PLUGIN_SCOPES
+                        .iter()
+                        .filter(|s| c.get(**s).is_some())
+                        .count()
+                        == 1;
+                let pid = c
+                    .get(*fk)
+                    .and_then(|v| v.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 match (single_parent, pid.and_then(|p| index.get(&p).copied())) {
                     (true, Some(i)) => {
                         if let Value::Object(cm) = &mut c {
                             cm.remove(*fk);
                         }
                         if let Value::Object(pm) = &mut parents[i] {
-                            let arr = pm.entry(child.to_string()).or_insert_with(|| Value::Array(vec![]));
+                            let arr = pm
+                                .entry(child.to_string())
+                                .or_insert_with(|| Value::Array(vec![]));
                             if let Value::Array(a) = arr {
                                 a.push(c);
                             }
@@ -227,19 +245,29 @@ impl Config {
 
     /// The document as JSON text.
     pub fn to_json(&self, nested: bool) -> String {
-        let v = if nested { self.to_nested_value() } else { self.to_flat_value() };
+        let v = if nested {
+            self.to_nested_value()
+        } else {
+            self.to_flat_value()
+        };
         serde_json::to_string(&v).unwrap_or_default()
     }
 
     /// The document as YAML text.
     pub fn to_yaml(&self, nested: bool) -> String {
-        let v = if nested { self.to_nested_value() } else { self.to_flat_value() };
+        let v = if nested {
+            self.to_nested_value()
+        } else {
+            self.to_flat_value()
+        };
         serde_saphyr::to_string(&v).unwrap_or_default()
     }
 
     /// The map `POST /config` answers with: `{"services": {"<id>": {...}}, ...}`.
     pub fn flattened_entities(&self) -> Value {
-        let Value::Object(flat) = self.to_flat_value() else { return Value::Null };
+        let Value::Object(flat) = self.to_flat_value() else {
+            return Value::Null;
+        };
         let mut out = Map::new();
         for (k, v) in flat {
             if k.starts_with('_') {
@@ -267,7 +295,12 @@ impl Config {
 }
 
 fn composite_key(item: &Value, i: usize) -> String {
-    let part = |f: &str| item.get(f).and_then(|v| v.get("id")).and_then(Value::as_str).unwrap_or("");
+    let part = |f: &str| {
+        item.get(f)
+            .and_then(|v| v.get("id"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
     let k = format!("{}:{}", part("consumer_group"), part("consumer"));
     if k == ":" { i.to_string() } else { k }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::RouterFlavor;
@@ -168,7 +168,11 @@ impl EntityKind {
     /// Kinds that may be nested inside this one, with the child's foreign-key field.
     pub fn nested_children(self) -> impl Iterator<Item = (EntityKind, &'static str)> {
         Self::ALL.into_iter().filter_map(move |child| {
-            child.foreign_keys().iter().find(|(_, p)| *p == self).map(|(f, _)| (child, *f))
+            child
+                .foreign_keys()
+                .iter()
+                .find(|(_, p)| *p == self)
+                .map(|(f, _)| (child, *f))
         })
     }
 
@@ -199,12 +203,12 @@ fn base(kind: EntityKind) -> Vec<Field> {
     f
 }
 
-fn https_only(m: &Map<String, Value>, e: &mut Errors, fields: &[&str]) {
+fn https_only(m: &crate::schema::Fields, e: &mut Errors, fields: &[&str]) {
     let proto = m.get("protocol").and_then(Value::as_str).unwrap_or("http");
     if !matches!(proto, "https" | "tls" | "wss") {
         let mut bad = false;
         for f in fields {
-            if m.get(*f).is_some_and(|v| !v.is_null()) {
+            if m.get(f).is_some_and(|v| !v.is_null()) {
                 e.field(*f, "value must be null");
                 bad = true;
             }
@@ -225,7 +229,11 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
         Service => {
             f.push(t::utf8_name("name").unique());
             f.push(Field::integer("retries", 0, 32767).default(5));
-            f.push(Field::one_of("protocol", t::SERVICE_PROTOCOLS).required().default("http"));
+            f.push(
+                Field::one_of("protocol", t::SERVICE_PROTOCOLS)
+                    .required()
+                    .default("http"),
+            );
             f.push(t::host("host").required());
             f.push(t::port("port").required().default(80));
             f.push(t::path("path"));
@@ -241,8 +249,10 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             timestamps(&mut f);
             checks.push(std::sync::Arc::new(|m, e| {
                 let proto = m.get("protocol").and_then(Value::as_str).unwrap_or("http");
-                if matches!(proto, "tcp" | "tls" | "tls_passthrough" | "udp" | "grpc" | "grpcs")
-                    && m.get("path").is_some_and(|v| !v.is_null())
+                if matches!(
+                    proto,
+                    "tcp" | "tls" | "tls_passthrough" | "udp" | "grpc" | "grpcs"
+                ) && m.get("path").is_some_and(|v| !v.is_null())
                 {
                     e.field("path", "value must be null");
                     e.entity("failed conditional validation given value of field 'protocol'");
@@ -250,7 +260,12 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
                 https_only(
                     m,
                     e,
-                    &["client_certificate", "tls_verify", "tls_verify_depth", "ca_certificates"],
+                    &[
+                        "client_certificate",
+                        "tls_verify",
+                        "tls_verify_depth",
+                        "ca_certificates",
+                    ],
                 );
             }));
         }
@@ -267,8 +282,14 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
                     }
                 }),
             ));
-            f.push(Field::array("hosts", Field::string("").check_str(t::validate_route_host)));
-            f.push(Field::array("paths", Field::string("").check_str(t::validate_router_path)));
+            f.push(Field::array(
+                "hosts",
+                Field::string("").check_str(t::validate_route_host),
+            ));
+            f.push(Field::array(
+                "paths",
+                Field::string("").check_str(t::validate_router_path),
+            ));
             f.push(Field::map(
                 "headers",
                 t::header_name(""),
@@ -285,7 +306,10 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::boolean("preserve_host").default(false));
             f.push(Field::boolean("request_buffering").default(true));
             f.push(Field::boolean("response_buffering").default(true));
-            f.push(Field::set("snis", Field::string("").check_str(t::validate_wildcard_sni)));
+            f.push(Field::set(
+                "snis",
+                Field::string("").check_str(t::validate_wildcard_sni),
+            ));
             f.push(t::ip_port_set("sources"));
             f.push(t::ip_port_set("destinations"));
             f.push(t::tags());
@@ -295,17 +319,36 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
                 f.push(Field::integer("priority", 0, (1 << 46) - 1).default(0));
             }
             timestamps(&mut f);
-            checks.push(std::sync::Arc::new(move |m, e| crate::route_checks::check(m, e, flavor)));
+            checks.push(std::sync::Arc::new(move |m, e| {
+                crate::route_checks::check(m, e, flavor)
+            }));
         }
         Upstream => {
             let hash = &[
-                "none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture",
+                "none",
+                "consumer",
+                "ip",
+                "header",
+                "cookie",
+                "path",
+                "query_arg",
+                "uri_capture",
             ];
-            f.push(Field::string("name").required().unique().check_str(validate_upstream_name));
+            f.push(
+                Field::string("name")
+                    .required()
+                    .unique()
+                    .check_str(validate_upstream_name),
+            );
             f.push(
                 Field::one_of(
                     "algorithm",
-                    &["round-robin", "consistent-hashing", "least-connections", "latency"],
+                    &[
+                        "round-robin",
+                        "consistent-hashing",
+                        "least-connections",
+                        "latency",
+                    ],
                 )
                 .default("round-robin"),
             );
@@ -330,7 +373,11 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
         }
         Target => {
             f.push(Field::foreign("upstream", "upstreams").required());
-            f.push(Field::string("target").required().check_str(validate_target));
+            f.push(
+                Field::string("target")
+                    .required()
+                    .check_str(validate_target),
+            );
             f.push(Field::integer("weight", 0, 65535).default(100));
             f.push(t::tags());
             f.push(Field::number("created_at", 0.0, f64::MAX));
@@ -343,7 +390,9 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             timestamps(&mut f);
             checks.push(std::sync::Arc::new(|m, e| {
                 if !m.contains_key("username") && !m.contains_key("custom_id") {
-                    e.entity("at least one of these fields must be non-empty: 'custom_id', 'username'");
+                    e.entity(
+                        "at least one of these fields must be non-empty: 'custom_id', 'username'",
+                    );
                 }
             }));
         }
@@ -364,7 +413,10 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::foreign("consumer", "consumers"));
             f.push(Field::foreign("consumer_group", "consumer_groups"));
             f.push(Field::any("config"));
-            f.push(t::protocols(t::PROTOCOLS, &["grpc", "grpcs", "http", "https"]));
+            f.push(t::protocols(
+                t::PROTOCOLS,
+                &["grpc", "grpcs", "http", "https"],
+            ));
             f.push(Field::boolean("enabled").default(true));
             f.push(t::tags());
             timestamps(&mut f);
@@ -379,7 +431,12 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             checks.push(std::sync::Arc::new(crate::pki::check_certificate_entity));
         }
         Sni => {
-            f.push(Field::string("name").required().unique().check_str(t::validate_wildcard_sni));
+            f.push(
+                Field::string("name")
+                    .required()
+                    .unique()
+                    .check_str(t::validate_wildcard_sni),
+            );
             f.push(Field::foreign("certificate", "certificates").required());
             f.push(t::tags());
             timestamps(&mut f);
@@ -391,7 +448,12 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             timestamps(&mut f);
         }
         Vault => {
-            f.push(Field::string("prefix").required().unique().check_str(validate_vault_prefix));
+            f.push(
+                Field::string("prefix")
+                    .required()
+                    .unique()
+                    .check_str(validate_vault_prefix),
+            );
             f.push(Field::string("name").required());
             f.push(Field::string("description"));
             f.push(Field::any("config"));
@@ -430,9 +492,14 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(t::tags());
             f.push(Field::any_integer("created_at"));
             checks.push(std::sync::Arc::new(|m, e| {
-                let alg = m.get("algorithm").and_then(Value::as_str).unwrap_or("HS256");
-                let needs_key =
-                    alg.starts_with("RS") || alg.starts_with("PS") || alg.starts_with("ES") || alg == "EdDSA";
+                let alg = m
+                    .get("algorithm")
+                    .and_then(Value::as_str)
+                    .unwrap_or("HS256");
+                let needs_key = alg.starts_with("RS")
+                    || alg.starts_with("PS")
+                    || alg.starts_with("ES")
+                    || alg == "EdDSA";
                 if needs_key && !m.contains_key("rsa_public_key") {
                     e.field("rsa_public_key", "required field missing");
                     e.entity("failed conditional validation given value of field 'algorithm'");
@@ -470,7 +537,9 @@ fn validate_target(s: &str) -> Result<(), String> {
         Ok(hp) if hp.port == Some(0) => Err(format!("Invalid target ('{s}'); invalid port number")),
         Ok(_) => Ok(()),
         Err("invalid port number") => Err(format!("Invalid target ('{s}'); invalid port number")),
-        Err(_) => Err(format!("Invalid target ('{s}'); not a valid hostname or ip address")),
+        Err(_) => Err(format!(
+            "Invalid target ('{s}'); not a valid hostname or ip address"
+        )),
     }
 }
 
@@ -489,8 +558,14 @@ pub fn normalize_target(s: &str) -> String {
 }
 
 fn validate_cookie_name(s: &str) -> Result<(), String> {
-    let ok = s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-    if ok { Ok(()) } else { Err("contains one or more invalid characters".into()) }
+    let ok = s
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("contains one or more invalid characters".into())
+    }
 }
 
 fn validate_vault_prefix(s: &str) -> Result<(), String> {
@@ -498,14 +573,18 @@ fn validate_vault_prefix(s: &str) -> Result<(), String> {
         let b = s.as_bytes();
         !b.is_empty()
             && b[0].is_ascii_lowercase()
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
             && !s.ends_with('-')
     };
     if !re_ok {
         return Err(format!("invalid value: {s}"));
     }
     if crate::VAULT_TYPES.contains(&s) {
-        return Err(format!("must not be one of: {}", crate::VAULT_TYPES.join(", ")));
+        return Err(format!(
+            "must not be one of: {}",
+            crate::VAULT_TYPES.join(", ")
+        ));
     }
     Ok(())
 }
@@ -524,7 +603,11 @@ fn healthchecks_schema() -> Record {
         t::path("http_path").default("/"),
         Field::string("https_sni").check_str(t::validate_wildcard_sni),
         Field::boolean("https_verify_certificate").default(true),
-        Field::map("headers", t::header_name(""), Field::array("", Field::string_any(""))),
+        Field::map(
+            "headers",
+            t::header_name(""),
+            Field::array("", Field::string_any("")),
+        ),
         Field::record(
             "healthy",
             Record::new(vec![
@@ -573,14 +656,16 @@ fn healthchecks_schema() -> Record {
     ])
 }
 
-fn upstream_checks(m: &Map<String, Value>, e: &mut Errors) {
+fn upstream_checks(m: &crate::schema::Fields, e: &mut Errors) {
     let get = |k: &str| m.get(k).and_then(Value::as_str);
     let hash_on = get("hash_on").unwrap_or("none");
     let fallback = get("hash_fallback").unwrap_or("none");
     let conditional = |e: &mut Errors, if_field: &str, then_field: &str| {
         if !m.contains_key(then_field) {
             e.field(then_field.to_string(), "required field missing");
-            e.entity(format!("failed conditional validation given value of field '{if_field}'"));
+            e.entity(format!(
+                "failed conditional validation given value of field '{if_field}'"
+            ));
         }
     };
     match hash_on {
@@ -598,22 +683,30 @@ fn upstream_checks(m: &Map<String, Value>, e: &mut Errors) {
         _ => {}
     }
     let fallback_bad = (hash_on == "none" || hash_on == "cookie") && fallback != "none"
-        || (hash_on == fallback && !matches!(hash_on, "none" | "header" | "query_arg" | "uri_capture"));
+        || (hash_on == fallback
+            && !matches!(hash_on, "none" | "header" | "query_arg" | "uri_capture"));
     if fallback_bad {
         e.field("hash_fallback", "expected one of: none");
         e.entity("failed conditional validation given value of field 'hash_on'");
     }
     if hash_on == "header"
         && fallback == "header"
-        && m.get("hash_on_header").map(|v| v.as_str().map(str::to_ascii_lowercase))
-            == m.get("hash_fallback_header").map(|v| v.as_str().map(str::to_ascii_lowercase))
+        && m.get("hash_on_header")
+            .map(|v| v.as_str().map(str::to_ascii_lowercase))
+            == m.get("hash_fallback_header")
+                .map(|v| v.as_str().map(str::to_ascii_lowercase))
     {
-        e.entity("values of these fields must be distinct: 'hash_on_header', 'hash_fallback_header'");
+        e.entity(
+            "values of these fields must be distinct: 'hash_on_header', 'hash_fallback_header'",
+        );
     }
     let algorithm = get("algorithm").unwrap_or("round-robin");
     if algorithm == "consistent-hashing" && hash_on == "none" {
         e.entity("failed conditional validation given value of field 'algorithm'");
-        e.field("hash_on", "must not be 'none' when 'algorithm' is 'consistent-hashing'");
+        e.field(
+            "hash_on",
+            "must not be 'none' when 'algorithm' is 'consistent-hashing'",
+        );
     }
 }
 
@@ -663,11 +756,17 @@ impl Protocol {
     }
     /// Whether the protocol is carried over TLS to the upstream.
     pub fn is_tls(self) -> bool {
-        matches!(self, Protocol::Https | Protocol::Grpcs | Protocol::Tls | Protocol::Wss)
+        matches!(
+            self,
+            Protocol::Https | Protocol::Grpcs | Protocol::Tls | Protocol::Wss
+        )
     }
     /// Whether this is a stream (L4) protocol.
     pub fn is_stream(self) -> bool {
-        matches!(self, Protocol::Tcp | Protocol::Tls | Protocol::TlsPassthrough | Protocol::Udp)
+        matches!(
+            self,
+            Protocol::Tcp | Protocol::Tls | Protocol::TlsPassthrough | Protocol::Udp
+        )
     }
 }
 
@@ -690,7 +789,11 @@ fn yes() -> bool {
 
 /// Serializes whole floats without a fractional part, as Kong's JSON does.
 fn ser_num<S: serde::Serializer>(n: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if n.fract() == 0.0 && n.abs() < 9.0e15 { s.serialize_i64(*n as i64) } else { s.serialize_f64(*n) }
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        s.serialize_i64(*n as i64)
+    } else {
+        s.serialize_f64(*n)
+    }
 }
 
 /// A Kong Service: where requests go.
@@ -1131,7 +1234,10 @@ pub struct Certificate {
 impl std::fmt::Debug for Certificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Keys are secrets: never print them.
-        f.debug_struct("Certificate").field("id", &self.id).field("tags", &self.tags).finish_non_exhaustive()
+        f.debug_struct("Certificate")
+            .field("id", &self.id)
+            .field("tags", &self.tags)
+            .finish_non_exhaustive()
     }
 }
 
@@ -1309,4 +1415,9 @@ macro_rules! redacted_debug {
         }
     )*};
 }
-redacted_debug!(KeyauthCredential, BasicauthCredential, JwtSecret, HmacauthCredential);
+redacted_debug!(
+    KeyauthCredential,
+    BasicauthCredential,
+    JwtSecret,
+    HmacauthCredential
+);

@@ -140,7 +140,11 @@ fn flatten_value(prefix: &str, v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten_value(&p, v, out);
             }
         }
@@ -198,7 +202,10 @@ fn write_lua(v: &Value, s: &mut String) {
                 if i > 0 {
                     s.push(',');
                 }
-                let ident = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                let ident = k
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if ident {
                     s.push_str(k);
@@ -222,7 +229,10 @@ mod tests {
     #[test]
     fn lua_pretty_matches_penlight_shape() {
         let v = json!({"services": [{"host": "required field missing", "@entity": ["x"]}]});
-        assert_eq!(lua_pretty(&v), r#"{services={{["@entity"]={"x"},host="required field missing"}}}"#);
+        assert_eq!(
+            lua_pretty(&v),
+            r#"{services={{["@entity"]={"x"},host="required field missing"}}}"#
+        );
         assert_eq!(lua_pretty(&json!({})), "{}");
     }
 }

@@ -57,7 +57,11 @@ pub fn rewrite_deprecated(expr: &str) -> std::borrow::Cow<'_, str> {
 pub fn validate(expr: &str, stream: bool) -> Result<(), String> {
     let expr = rewrite_deprecated(expr);
     let ast = atc_router::parser::parse(&expr).map_err(|e| e.to_string().replace('\n', " "))?;
-    let schema = if stream { stream_schema() } else { http_schema() };
+    let schema = if stream {
+        stream_schema()
+    } else {
+        http_schema()
+    };
     ast.validate(&schema)
 }
 

@@ -38,10 +38,21 @@ pub fn kong_key(
     parent: Option<(Option<Uuid>, &str)>,
 ) -> Option<String> {
     if let Some(fields) = kind.cache_key() {
-        if fields.iter().any(|f| kind.auto_fields().contains(f)) || kind == EntityKind::CaCertificate {
+        if fields.iter().any(|f| kind.auto_fields().contains(f))
+            || kind == EntityKind::CaCertificate
+        {
             return None;
         }
-        let required = |f: &str| matches!((kind, f), (EntityKind::Target, _) | (EntityKind::Acl, _) | (EntityKind::Plugin, "name") | (_, "username") | (_, "prefix"));
+        let required = |f: &str| {
+            matches!(
+                (kind, f),
+                (EntityKind::Target, _)
+                    | (EntityKind::Acl, _)
+                    | (EntityKind::Plugin, "name")
+                    | (_, "username")
+                    | (_, "prefix")
+            )
+        };
         let mut parts: Vec<String> = vec![kind.plural().to_string(), "*".to_string()];
         for f in fields {
             match m.get(*f) {
@@ -79,7 +90,10 @@ pub fn generate(
 ) -> Uuid {
     match kong_key(kind, m, parent) {
         Some(k) => kong_id(kind, &k),
-        None => Uuid::new_v5(&namespace(kind), format!("silverback#{position}").as_bytes()),
+        None => Uuid::new_v5(
+            &namespace(kind),
+            format!("silverback#{position}").as_bytes(),
+        ),
     }
 }
 
@@ -114,7 +128,11 @@ mod tests {
             "fe1e2edc-5479-52fe-b0f4-b90d8d5f83ba"
         );
         assert_eq!(
-            kong_id(EntityKind::Route, "foo-namespace.foo.foo-svc.example.com.80").to_string(),
+            kong_id(
+                EntityKind::Route,
+                "foo-namespace.foo.foo-svc.example.com.80"
+            )
+            .to_string(),
             "3eee2c18-8fcc-5661-8f84-5c89adfa404f"
         );
     }
@@ -123,30 +141,63 @@ mod tests {
     fn cache_keys() {
         let up = Uuid::nil();
         assert_eq!(
-            kong_key(EntityKind::Target, &obj(json!({"target": "10.0.0.1:80"})), Some((Some(up), "upstream"))).unwrap(),
+            kong_key(
+                EntityKind::Target,
+                &obj(json!({"target": "10.0.0.1:80"})),
+                Some((Some(up), "upstream"))
+            )
+            .unwrap(),
             format!("targets:*:{up}:10.0.0.1:80")
         );
         assert_eq!(
-            kong_key(EntityKind::Target, &obj(json!({"target": "t", "upstream": "u"})), None).unwrap(),
+            kong_key(
+                EntityKind::Target,
+                &obj(json!({"target": "t", "upstream": "u"})),
+                None
+            )
+            .unwrap(),
             "targets:*:u:t"
         );
         assert_eq!(
-            kong_key(EntityKind::Plugin, &obj(json!({"name": "cors", "service": "s"})), None).unwrap(),
+            kong_key(
+                EntityKind::Plugin,
+                &obj(json!({"name": "cors", "service": "s"})),
+                None
+            )
+            .unwrap(),
             "plugins:*:cors::s:"
         );
         assert_eq!(
-            kong_key(EntityKind::Plugin, &obj(json!({"name": "cors", "route": {"id": "x"}})), None).unwrap(),
+            kong_key(
+                EntityKind::Plugin,
+                &obj(json!({"name": "cors", "route": {"id": "x"}})),
+                None
+            )
+            .unwrap(),
             "plugins:*:cors::"
         );
-        assert!(kong_key(EntityKind::KeyauthCredential, &obj(json!({"key": "k"})), None).is_none());
-        assert_eq!(kong_key(EntityKind::Service, &obj(json!({"name": "s"})), None).unwrap(), "s");
+        assert!(
+            kong_key(
+                EntityKind::KeyauthCredential,
+                &obj(json!({"key": "k"})),
+                None
+            )
+            .is_none()
+        );
+        assert_eq!(
+            kong_key(EntityKind::Service, &obj(json!({"name": "s"})), None).unwrap(),
+            "s"
+        );
         assert!(kong_key(EntityKind::Service, &obj(json!({"host": "h"})), None).is_none());
     }
 
     #[test]
     fn basicauth() {
         // sha1("secret" .. "c"), computed with Python's hashlib
-        assert_eq!(basicauth_hash("secret", "c"), "94b26d568ad5f1b38fd5eb28872a8e1cfc217874");
+        assert_eq!(
+            basicauth_hash("secret", "c"),
+            "94b26d568ad5f1b38fd5eb28872a8e1cfc217874"
+        );
         assert_ne!(basicauth_hash("secret", "c"), basicauth_hash("secret", "d"));
     }
 }

@@ -52,7 +52,9 @@ pub use plugin::{PluginRegistry, PluginSchema};
 pub const VAULT_TYPES: &[&str] = &["env"];
 
 /// Kong's `router_flavor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RouterFlavor {
     /// Kong's pre-3.0 router; we match it with the compatible router, and accept

@@ -14,6 +14,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -22,7 +24,7 @@ use crate::entities::{EntityKind, normalize_target, schema};
 use crate::error::{ConfigError, FlatError, FlattenedError, Invalid};
 use crate::ids;
 use crate::plugin::PluginRegistry;
-use crate::schema::{Errors, FieldError, Record, index_map_to_array};
+use crate::schema::{Errors, FieldError, Fields, Record, index_map_to_array};
 use crate::{RouterFlavor, pki};
 
 /// What loading depends on besides the document.
@@ -54,7 +56,7 @@ struct Raw {
     path: Vec<Seg>,
     /// Index of the parent raw and the foreign-key field it fills, for nested entities.
     parent: Option<(usize, &'static str)>,
-    values: Map<String, Value>,
+    values: Fields,
     errors: Errors,
     id: Option<Uuid>,
 }
@@ -106,7 +108,12 @@ pub fn load(doc: Value, opts: &LoadOptions<'_>) -> Result<Config, ConfigError> {
     }
     arrays.sort_by_key(|(k, _)| *k);
 
-    let mut st = State { raws: Vec::new(), top: Map::new(), migrate, opts };
+    let mut st = State {
+        raws: Vec::new(),
+        top: Map::new(),
+        migrate,
+        opts,
+    };
     for (kind, v) in arrays {
         st.collect(kind, v, vec![Seg::Key(kind.plural())], None);
     }
@@ -134,7 +141,11 @@ impl State<'_, '_> {
         parent: Option<(usize, &'static str)>,
     ) {
         let Value::Array(items) = value else {
-            insert_at(&mut self.top, &path, Value::String("expected an array".into()));
+            insert_at(
+                &mut self.top,
+                &path,
+                Value::String("expected an array".into()),
+            );
             return;
         };
         for (i, item) in items.into_iter().enumerate() {
@@ -160,10 +171,10 @@ impl State<'_, '_> {
                 }
             }
             let mut errors = Errors::default();
-            if let Some((_, fk)) = parent {
-                if m.get(fk).is_some_and(|v| !v.is_null()) {
-                    errors.field(fk, "value must be null");
-                }
+            if let Some((_, fk)) = parent
+                && m.get(fk).is_some_and(|v| !v.is_null())
+            {
+                errors.field(fk, "value must be null");
             }
             self.normalize_input(kind, &mut m, &mut errors);
             let idx = self.raws.len();
@@ -172,7 +183,7 @@ impl State<'_, '_> {
                 input: m,
                 path: p.clone(),
                 parent,
-                values: Map::new(),
+                values: Fields::new(),
                 errors,
                 id: None,
             });
@@ -202,26 +213,34 @@ impl State<'_, '_> {
                 }
             }
             EntityKind::Route => {
-                if self.migrate {
-                    if let Some(Value::Array(paths)) = m.get_mut("paths") {
-                        for p in paths.iter_mut() {
-                            if let Value::String(s) = p {
-                                if !s.starts_with('~') {
-                                    *s = crate::uri::migrate_path(s);
-                                }
-                            }
+                if self.migrate
+                    && let Some(Value::Array(paths)) = m.get_mut("paths")
+                {
+                    for p in paths.iter_mut() {
+                        if let Value::String(s) = p
+                            && !s.starts_with('~')
+                        {
+                            *s = crate::uri::migrate_path(s);
                         }
                     }
                 }
-                let grpc_only = m.get("protocols").and_then(Value::as_array).is_some_and(|a| {
-                    !a.is_empty() && a.iter().all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
-                });
+                let grpc_only = m
+                    .get("protocols")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| {
+                        !a.is_empty()
+                            && a.iter()
+                                .all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
+                    });
                 if grpc_only && !m.contains_key("strip_path") {
                     m.insert("strip_path".into(), Value::Bool(false));
                 }
             }
             EntityKind::Upstream => {
-                let algorithm = m.get("algorithm").and_then(Value::as_str).map(str::to_string);
+                let algorithm = m
+                    .get("algorithm")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 match algorithm.as_deref() {
                     None => {
                         let hashing = m
@@ -255,12 +274,12 @@ impl State<'_, '_> {
             if !raw.kind.has_id() {
                 continue;
             }
-            if let Some(v) = raw.input.get("id") {
-                if !v.is_null() {
-                    // validated later; a malformed id leaves the entity without one
-                    self.raws[i].id = v.as_str().and_then(|s| Uuid::try_parse(s).ok());
-                    continue;
-                }
+            if let Some(v) = raw.input.get("id")
+                && !v.is_null()
+            {
+                // validated later; a malformed id leaves the entity without one
+                self.raws[i].id = v.as_str().and_then(|s| Uuid::try_parse(s).ok());
+                continue;
             }
             let parent = raw.parent.map(|(p, fk)| (self.raws[p].id, fk));
             let id = ids::generate(raw.kind, &raw.input, parent, pos);
@@ -279,8 +298,10 @@ impl State<'_, '_> {
 
     fn validate_all(&mut self) {
         let flavor = self.opts.router_flavor;
-        let schemas: HashMap<EntityKind, Record> =
-            EntityKind::ALL.iter().map(|k| (*k, schema(*k, flavor))).collect();
+        let schemas: HashMap<EntityKind, Record> = EntityKind::ALL
+            .iter()
+            .map(|k| (*k, schema(*k, flavor)))
+            .collect();
         let plugins = self.opts.plugins;
         let now = self.opts.now_unix;
         for raw in &mut self.raws {
@@ -294,7 +315,7 @@ impl State<'_, '_> {
                     if let Some(cert) = raw.values.get("cert").and_then(Value::as_str) {
                         match pki::check_ca_certificate(cert, now) {
                             Ok(digest) => {
-                                raw.values.insert("cert_digest".into(), Value::String(digest));
+                                raw.values.insert("cert_digest", Value::String(digest));
                             }
                             Err(e) => raw.errors.field("cert", e),
                         }
@@ -308,8 +329,8 @@ impl State<'_, '_> {
                 _ => {}
             }
             for f in raw.kind.auto_fields() {
-                if !raw.values.contains_key(*f) {
-                    raw.values.insert((*f).into(), Value::String(ids::random_secret()));
+                if !raw.values.contains_key(f) {
+                    raw.values.insert(f, Value::String(ids::random_secret()));
                 }
             }
             if raw.errors.is_empty() && raw.kind.has_id() {
@@ -321,48 +342,59 @@ impl State<'_, '_> {
 
     fn check_unique_and_resolve(&mut self) {
         // ids and unique fields
-        let mut by_id: HashMap<(EntityKind, Uuid), usize> = HashMap::new();
-        let mut by_key: HashMap<(EntityKind, &str), Uuid> = HashMap::new();
-        let mut uniques: HashMap<(EntityKind, &'static str, String), ()> = HashMap::new();
+        let n = self.raws.len();
+        let mut by_id: FxHashMap<(EntityKind, Uuid), usize> = FxHashMap::default();
+        by_id.reserve(n);
+        let mut by_key: FxHashMap<(EntityKind, &str), Uuid> = FxHashMap::default();
+        by_key.reserve(n);
+        let mut uniques: FxHashSet<(EntityKind, &'static str, &str)> = FxHashSet::default();
+        uniques.reserve(n);
         let schemas: HashMap<EntityKind, Vec<&'static str>> = EntityKind::ALL
             .iter()
             .map(|k| {
                 let s = schema(*k, self.opts.router_flavor);
-                (*k, s.fields.iter().filter(|f| f.unique).map(|f| f.name).collect())
+                (
+                    *k,
+                    s.fields
+                        .iter()
+                        .filter(|f| f.unique)
+                        .map(|f| f.name)
+                        .collect(),
+                )
             })
             .collect();
         let mut errs: Vec<(usize, String)> = Vec::new();
         for (i, raw) in self.raws.iter().enumerate() {
-            if let Some(id) = raw.id {
-                if by_id.insert((raw.kind, id), i).is_some() {
-                    errs.push((
+            if let Some(id) = raw.id
+                && by_id.insert((raw.kind, id), i).is_some()
+            {
+                errs.push((
                         i,
                         format!(
                             "uniqueness violation: '{}' entity with primary key set to '{id}' already declared",
                             raw.kind.plural()
                         ),
                     ));
-                }
             }
             for f in &schemas[&raw.kind] {
-                if let Some(v) = raw.values.get(*f).and_then(Value::as_str) {
-                    if uniques.insert((raw.kind, f, v.to_string()), ()).is_some() {
-                        errs.push((
+                if let Some(v) = raw.values.get(f).and_then(Value::as_str)
+                    && !uniques.insert((raw.kind, f, v))
+                {
+                    errs.push((
                             i,
                             format!(
                                 "uniqueness violation: '{}' entity with {f} set to '{v}' already declared",
                                 raw.kind.plural()
                             ),
                         ));
-                    }
                 }
             }
         }
         for raw in &self.raws {
-            if let (Some(ek), Some(id)) = (raw.kind.endpoint_key(), raw.id) {
-                if let Some(v) = raw.values.get(ek).and_then(Value::as_str) {
-                    by_key.entry((raw.kind, v)).or_insert(id);
-                }
+            if let (Some(ek), Some(id)) = (raw.kind.endpoint_key(), raw.id)
+                && let Some(v) = raw.values.get(ek).and_then(Value::as_str)
+            {
+                by_key.entry((raw.kind, v)).or_insert(id);
             }
         }
         // references
@@ -370,10 +402,14 @@ impl State<'_, '_> {
         for (i, raw) in self.raws.iter().enumerate() {
             for (fk, target) in raw.kind.foreign_keys() {
                 let nested = raw.parent.is_some_and(|(_, f)| f == *fk);
-                let Some(v) = raw.values.get(*fk) else { continue };
+                let Some(v) = raw.values.get(fk) else {
+                    continue;
+                };
                 let found = match v {
                     Value::String(s) => by_key.get(&(*target, s.as_str())).copied().or_else(|| {
-                        Uuid::try_parse(s).ok().filter(|id| by_id.contains_key(&(*target, *id)))
+                        Uuid::try_parse(s)
+                            .ok()
+                            .filter(|id| by_id.contains_key(&(*target, *id)))
                     }),
                     Value::Object(o) => o
                         .get("id")
@@ -401,7 +437,13 @@ impl State<'_, '_> {
                 }
             }
             if raw.kind == EntityKind::Service {
-                for ca in raw.values.get("ca_certificates").and_then(Value::as_array).into_iter().flatten() {
+                for ca in raw
+                    .values
+                    .get("ca_certificates")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let ok = ca
                         .as_str()
                         .and_then(|s| Uuid::try_parse(s).ok())
@@ -422,13 +464,23 @@ impl State<'_, '_> {
         for (i, fk, id) in resolved {
             let mut r = Map::new();
             r.insert("id".into(), Value::String(id.to_string()));
-            self.raws[i].values.insert(fk.into(), Value::Object(r));
+            self.raws[i].values.insert(fk, Value::Object(r));
         }
         // plugin scope uniqueness (also when ids were given explicitly)
         let mut scopes: HashMap<String, Option<Uuid>> = HashMap::new();
-        for (i, raw) in self.raws.iter().enumerate().filter(|(_, r)| r.kind == EntityKind::Plugin) {
+        for (i, raw) in self
+            .raws
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == EntityKind::Plugin)
+        {
             let part = |f: &str| {
-                raw.values.get(f).and_then(|v| v.get("id")).and_then(Value::as_str).unwrap_or("").to_string()
+                raw.values
+                    .get(f)
+                    .and_then(|v| v.get("id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
             };
             let name = raw.values.get("name").and_then(Value::as_str).unwrap_or("");
             let key = format!(
@@ -439,7 +491,10 @@ impl State<'_, '_> {
                 part("consumer_group")
             );
             // equal ids were already reported as a primary-key violation
-            if scopes.insert(key, raw.id).is_some_and(|prev| prev != raw.id) {
+            if scopes
+                .insert(key, raw.id)
+                .is_some_and(|prev| prev != raw.id)
+            {
                 errs.push((
                     i,
                     format!("uniqueness violation: 'plugins' entity with name set to '{name}' already declared for the same route, service, consumer and consumer group"),
@@ -479,17 +534,20 @@ impl State<'_, '_> {
         if failed {
             return Err(self.into_error(top_errors));
         }
-        let mut cfg = Config { transform: false, ..Config::default() };
+        let mut cfg = Config {
+            transform: false,
+            ..Config::default()
+        };
         for raw in self.raws.drain(..) {
             let mut values = raw.values;
             if let Some(id) = raw.id {
-                values.insert("id".into(), Value::String(id.to_string()));
+                values.insert("id", Value::String(id.to_string()));
             }
-            let v = Value::Object(values);
-            let res = push_typed(&mut cfg, raw.kind, v);
+            let res = push_typed(&mut cfg, raw.kind, values);
             if let Err(e) = res {
                 let mut inv = Invalid::default();
-                inv.top_level.insert("error".into(), Value::String(format!("internal: {e}")));
+                inv.top_level
+                    .insert("error".into(), Value::String(format!("internal: {e}")));
                 inv.fields = inv.top_level.clone();
                 return Err(ConfigError::Invalid(Box::new(inv)));
             }
@@ -522,27 +580,48 @@ impl State<'_, '_> {
         }
         let fields = arrays_from_index_maps(fields);
         let top_level = arrays_from_index_maps(top_level);
-        ConfigError::Invalid(Box::new(Invalid { fields, top_level, flattened }))
+        ConfigError::Invalid(Box::new(Invalid {
+            fields,
+            top_level,
+            flattened,
+        }))
     }
 
     fn flattened_entry(&self, raw: &Raw) -> FlattenedError {
-        let source = if raw.input.is_empty() { &raw.values } else { &raw.input };
+        let values;
+        let source = if raw.input.is_empty() {
+            values = raw.values.to_map();
+            &values
+        } else {
+            &raw.input
+        };
         let mut entity = source.clone();
-        if let (Some(id), false) = (raw.id, entity.contains_key("id")) {
-            if raw.input.is_empty() {
-                entity.insert("id".into(), Value::String(id.to_string()));
-            }
+        if let (Some(id), false) = (raw.id, entity.contains_key("id"))
+            && raw.input.is_empty()
+        {
+            entity.insert("id".into(), Value::String(id.to_string()));
         }
         let name_key = raw.kind.endpoint_key();
         let entity_name = name_key
             .and_then(|k| source.get(k))
-            .or_else(|| if raw.kind == EntityKind::Plugin { source.get("name") } else { None })
+            .or_else(|| {
+                if raw.kind == EntityKind::Plugin {
+                    source.get("name")
+                } else {
+                    None
+                }
+            })
             .and_then(Value::as_str)
             .map(str::to_string);
         let entity_tags = source
             .get("tags")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let errors = raw
             .errors
@@ -550,9 +629,17 @@ impl State<'_, '_> {
             .into_iter()
             .map(|(field, message)| {
                 if field.is_empty() {
-                    FlatError { kind: "entity".into(), field: None, message }
+                    FlatError {
+                        kind: "entity".into(),
+                        field: None,
+                        message,
+                    }
                 } else {
-                    FlatError { kind: "field".into(), field: Some(field), message }
+                    FlatError {
+                        kind: "field".into(),
+                        field: Some(field),
+                        message,
+                    }
                 }
             })
             .collect();
@@ -568,7 +655,9 @@ impl State<'_, '_> {
 }
 
 fn validate_plugin(raw: &mut Raw, plugins: &PluginRegistry) {
-    let Some(name) = raw.values.get("name").and_then(Value::as_str) else { return };
+    let Some(name) = raw.values.get("name").and_then(Value::as_str) else {
+        return;
+    };
     let Some(schema) = plugins.get(name) else {
         raw.errors.field(
             "name",
@@ -587,20 +676,28 @@ fn validate_plugin(raw: &mut Raw, plugins: &PluginRegistry) {
     let (config, errors) = schema.config.validate(&input);
     if !errors.is_empty() {
         raw.errors.fields.retain(|(n, _)| n != "config");
-        raw.errors.fields.push(("config".into(), FieldError::Nested(errors)));
+        raw.errors
+            .fields
+            .push(("config".into(), FieldError::Nested(errors)));
     }
-    raw.values.insert("config".into(), Value::Object(config));
+    raw.values
+        .insert("config", Value::Object(config.into_map()));
     if let Some(Value::Array(ps)) = raw.values.get("protocols") {
         let mut e = Errors::default();
         for (i, p) in ps.iter().enumerate() {
-            if let Some(p) = p.as_str() {
-                if !schema.protocols.contains(&p) {
-                    e.field((i + 1).to_string(), format!("expected one of: {}", schema.protocols.join(", ")));
-                }
+            if let Some(p) = p.as_str()
+                && !schema.protocols.contains(&p)
+            {
+                e.field(
+                    (i + 1).to_string(),
+                    format!("expected one of: {}", schema.protocols.join(", ")),
+                );
             }
         }
         if !e.is_empty() {
-            raw.errors.fields.push(("protocols".into(), FieldError::Nested(e)));
+            raw.errors
+                .fields
+                .push(("protocols".into(), FieldError::Nested(e)));
         }
     }
     for (flag, field) in [
@@ -615,20 +712,27 @@ fn validate_plugin(raw: &mut Raw, plugins: &PluginRegistry) {
 }
 
 fn validate_vault(raw: &mut Raw) {
-    let Some(name) = raw.values.get("name").and_then(Value::as_str) else { return };
+    let Some(name) = raw.values.get("name").and_then(Value::as_str) else {
+        return;
+    };
     if !crate::VAULT_TYPES.contains(&name) {
-        raw.errors.field("name", format!("vault '{name}' is not installed"));
+        raw.errors
+            .field("name", format!("vault '{name}' is not installed"));
         return;
     }
-    let record = Record::new(vec![crate::schema::Field::string("prefix").check_str(|s| {
-        let mut cs = s.chars();
-        let first_ok = cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '-');
-        if first_ok && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            Ok(())
-        } else {
-            Err(format!("invalid value: {s}"))
-        }
-    })]);
+    let record = Record::new(vec![crate::schema::Field::string("prefix").check_str(
+        |s| {
+            let mut cs = s.chars();
+            let first_ok = cs
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '-');
+            if first_ok && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                Ok(())
+            } else {
+                Err(format!("invalid value: {s}"))
+            }
+        },
+    )]);
     let input = match raw.input.get("config") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
@@ -639,13 +743,18 @@ fn validate_vault(raw: &mut Raw) {
     };
     let (config, errors) = record.validate(&input);
     if !errors.is_empty() {
-        raw.errors.fields.push(("config".into(), FieldError::Nested(errors)));
+        raw.errors
+            .fields
+            .push(("config".into(), FieldError::Nested(errors)));
     }
-    raw.values.insert("config".into(), Value::Object(config));
+    raw.values
+        .insert("config", Value::Object(config.into_map()));
 }
 
-fn push_typed(cfg: &mut Config, kind: EntityKind, v: Value) -> Result<(), serde_json::Error> {
-    use serde_json::from_value as f;
+fn push_typed(cfg: &mut Config, kind: EntityKind, v: Fields) -> Result<(), serde_json::Error> {
+    fn f<T: serde::de::DeserializeOwned>(v: Fields) -> Result<T, serde_json::Error> {
+        v.deserialize()
+    }
     match kind {
         EntityKind::Vault => cfg.vaults.push(f(v)?),
         EntityKind::Certificate => cfg.certificates.push(f(v)?),
@@ -714,10 +823,14 @@ fn seg_key(s: &Seg) -> String {
 
 /// Inserts `v` at `path` in a tree of objects (indices as 1-based keys), merging objects.
 fn insert_at(root: &mut Map<String, Value>, path: &[Seg], v: Value) {
-    let Some((last, init)) = path.split_last() else { return };
+    let Some((last, init)) = path.split_last() else {
+        return;
+    };
     let mut node = root;
     for s in init {
-        let entry = node.entry(seg_key(s)).or_insert_with(|| Value::Object(Map::new()));
+        let entry = node
+            .entry(seg_key(s))
+            .or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }

@@ -8,7 +8,10 @@ use crate::error::ConfigError;
 /// first; everything else (and JSON that fails) is parsed as YAML.
 pub fn parse_document(bytes: &[u8]) -> Result<Value, ConfigError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let trimmed = bytes.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &bytes[i..]);
+    let trimmed = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|i| &bytes[i..]);
     let Some(trimmed) = trimmed else {
         return Err(ConfigError::Parse("expected an object".into()));
     };
@@ -24,7 +27,8 @@ pub fn parse_document(bytes: &[u8]) -> Result<Value, ConfigError> {
             }
         }
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Parse(format!("invalid UTF-8: {e}")))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ConfigError::Parse(format!("invalid UTF-8: {e}")))?;
     match serde_saphyr::from_str::<Value>(text) {
         Ok(v) => check_object(v),
         Err(e) => Err(ConfigError::Parse(first_line(&e.to_string()))),
@@ -36,7 +40,11 @@ fn first_line(s: &str) -> String {
 }
 
 fn check_object(v: Value) -> Result<Value, ConfigError> {
-    if v.is_object() { Ok(v) } else { Err(ConfigError::Parse("expected an object".into())) }
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(ConfigError::Parse("expected an object".into()))
+    }
 }
 
 #[cfg(test)]
@@ -48,9 +56,18 @@ mod tests {
         assert!(parse_document(br#"{"_format_version":"3.0"}"#).is_ok());
         assert!(parse_document(b"_format_version: '3.0'\nservices: []\n").is_ok());
         assert!(parse_document(b"{_format_version: '3.0'}").is_ok());
-        assert!(matches!(parse_document(b"[1,2]"), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            parse_document(b"[1,2]"),
+            Err(ConfigError::Parse(_))
+        ));
         assert!(matches!(parse_document(b""), Err(ConfigError::Parse(_))));
-        assert!(matches!(parse_document(b"a: [b"), Err(ConfigError::Parse(_))));
-        assert!(matches!(parse_document(b"{\"a\": 1"), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            parse_document(b"a: [b"),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            parse_document(b"{\"a\": 1"),
+            Err(ConfigError::Parse(_))
+        ));
     }
 }

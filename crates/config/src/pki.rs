@@ -5,7 +5,7 @@
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::SigningKey;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 use crate::schema::Errors;
@@ -35,7 +35,10 @@ pub fn signing_key(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, Strin
 }
 
 /// Checks that `key` belongs to the leaf of `certs`; returns the key's algorithm.
-fn matching(certs: &[CertificateDer<'_>], key: &Arc<dyn SigningKey>) -> Result<rustls::SignatureAlgorithm, ()> {
+fn matching(
+    certs: &[CertificateDer<'_>],
+    key: &Arc<dyn SigningKey>,
+) -> Result<rustls::SignatureAlgorithm, ()> {
     let leaf = certs.first().ok_or(())?;
     let (_, x509) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| ())?;
     let spki = key.public_key().ok_or(())?;
@@ -58,17 +61,24 @@ pub fn parse_pair(
 }
 
 /// Record check of `certificates`.
-pub(crate) fn check_certificate_entity(m: &Map<String, Value>, e: &mut Errors) {
+pub(crate) fn check_certificate_entity(m: &crate::schema::Fields, e: &mut Errors) {
     let s = |k: &str| m.get(k).and_then(Value::as_str);
     let mut algs = Vec::new();
     for (cert_f, key_f, mismatch) in [
         ("cert", "key", "certificate does not match key"),
-        ("cert_alt", "key_alt", "alternative certificate does not match key"),
+        (
+            "cert_alt",
+            "key_alt",
+            "alternative certificate does not match key",
+        ),
     ] {
         match (s(cert_f), s(key_f)) {
             (Some(c), Some(k)) => {
                 let certs = parse_certs(c).map_err(|err| e.field(cert_f, err)).ok();
-                let key = parse_key(k).and_then(|k| signing_key(&k)).map_err(|err| e.field(key_f, err)).ok();
+                let key = parse_key(k)
+                    .and_then(|k| signing_key(&k))
+                    .map_err(|err| e.field(key_f, err))
+                    .ok();
                 if let (Some(certs), Some(key)) = (certs, key) {
                     match matching(&certs, &key) {
                         Ok(alg) => algs.push(alg),
@@ -93,12 +103,16 @@ pub fn check_ca_certificate(pem: &str, now_unix: Option<i64>) -> Result<String, 
     }
     let (_, x509) = x509_parser::parse_x509_certificate(certs[0].as_ref())
         .map_err(|err| format!("invalid certificate: {err}"))?;
-    if let Some(now) = now_unix {
-        if x509.validity().not_after.timestamp() < now {
-            return Err("certificate expired, \"Not After\" time is in the past".into());
-        }
+    if let Some(now) = now_unix
+        && x509.validity().not_after.timestamp() < now
+    {
+        return Err("certificate expired, \"Not After\" time is in the past".into());
     }
-    let is_ca = x509.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
+    let is_ca = x509
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca);
     if !is_ca {
         return Err("certificate does not appear to be a CA because it is missing the \"CA\" basic constraint".into());
     }

@@ -1,7 +1,7 @@
 //! Record-level checks of routes: protocol groups, the fields each protocol requires or
 //! forbids, and the expression rules of the `expressions` flavor.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::RouterFlavor;
 use crate::schema::Errors;
@@ -11,7 +11,7 @@ const GRPC: &[&str] = &["grpc", "grpcs"];
 const STREAM: &[&str] = &["tcp", "tls", "udp"];
 const PASSTHROUGH: &[&str] = &["tls_passthrough"];
 
-fn non_empty(m: &Map<String, Value>, k: &str) -> bool {
+fn non_empty(m: &crate::schema::Fields, k: &str) -> bool {
     match m.get(k) {
         None | Some(Value::Null) => false,
         Some(Value::Array(a)) => !a.is_empty(),
@@ -22,19 +22,25 @@ fn non_empty(m: &Map<String, Value>, k: &str) -> bool {
 }
 
 fn quote_list(items: &[&str]) -> String {
-    items.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The checks; `m` is the validated route record.
-pub(crate) fn check(m: &Map<String, Value>, e: &mut Errors, flavor: RouterFlavor) {
+pub(crate) fn check(m: &crate::schema::Fields, e: &mut Errors, flavor: RouterFlavor) {
     let protocols: Vec<&str> = m
         .get("protocols")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let groups = [HTTP, GRPC, STREAM, PASSTHROUGH];
-    let used: Vec<&&[&str]> =
-        groups.iter().filter(|g| protocols.iter().any(|p| g.contains(p))).collect();
+    let used: Vec<&&[&str]> = groups
+        .iter()
+        .filter(|g| protocols.iter().any(|p| g.contains(p)))
+        .collect();
     if used.len() > 1 {
         e.field(
             "protocols",
@@ -53,17 +59,26 @@ pub(crate) fn check(m: &Map<String, Value>, e: &mut Errors, flavor: RouterFlavor
                     "cannot contain 'host' header, which must be specified in the 'hosts' attribute",
                 );
             }
-            for v in values.as_array().into_iter().flatten().filter_map(Value::as_str) {
-                if let Some(re) = v.strip_prefix("~*") {
-                    if regex::Regex::new(re).is_err() {
-                        e.field("headers", format!("invalid regex: '{re}'"));
-                    }
+            for v in values
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if let Some(re) = v.strip_prefix("~*")
+                    && regex::Regex::new(re).is_err()
+                {
+                    e.field("headers", format!("invalid regex: '{re}'"));
                 }
             }
         }
     }
 
-    if non_empty(m, "snis") && !protocols.iter().any(|p| matches!(*p, "https" | "grpcs" | "tls" | "tls_passthrough" | "wss")) {
+    if non_empty(m, "snis")
+        && !protocols
+            .iter()
+            .any(|p| matches!(*p, "https" | "grpcs" | "tls" | "tls_passthrough" | "wss"))
+    {
         e.field(
             "snis",
             "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
@@ -81,7 +96,11 @@ pub(crate) fn check(m: &Map<String, Value>, e: &mut Errors, flavor: RouterFlavor
         }
     } else {
         if flavor != RouterFlavor::Expressions {
-            let label = if group == GRPC { "'grpc' or 'grpcs'" } else { "'http' or 'https'" };
+            let label = if group == GRPC {
+                "'grpc' or 'grpcs'"
+            } else {
+                "'http' or 'https'"
+            };
             for f in ["sources", "destinations"] {
                 if non_empty(m, f) {
                     e.field(f, format!("cannot set '{f}' when 'protocols' is {label}"));
@@ -90,18 +109,29 @@ pub(crate) fn check(m: &Map<String, Value>, e: &mut Errors, flavor: RouterFlavor
         }
         if group == GRPC {
             if non_empty(m, "methods") {
-                e.field("methods", "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'");
+                e.field(
+                    "methods",
+                    "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'",
+                );
             }
             if m.get("strip_path") == Some(&Value::Bool(true)) {
-                e.field("strip_path", "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'");
+                e.field(
+                    "strip_path",
+                    "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+                );
             }
         }
     }
 
-    if m.get("path_handling").and_then(Value::as_str) == Some("v1") && flavor != RouterFlavor::Traditional {
+    if m.get("path_handling").and_then(Value::as_str) == Some("v1")
+        && flavor != RouterFlavor::Traditional
+    {
         e.field(
             "path_handling",
-            format!("path_handling='v1' is not supported in the '{}' router flavor", flavor.as_str()),
+            format!(
+                "path_handling='v1' is not supported in the '{}' router flavor",
+                flavor.as_str()
+            ),
         );
     }
 
@@ -110,8 +140,20 @@ pub(crate) fn check(m: &Map<String, Value>, e: &mut Errors, flavor: RouterFlavor
     }
 
     if let Some(expr) = m.get("expression").and_then(Value::as_str) {
-        let traditional = ["methods", "hosts", "paths", "headers", "snis", "sources", "destinations"];
-        let set: Vec<&str> = traditional.iter().copied().filter(|f| non_empty(m, f)).collect();
+        let traditional = [
+            "methods",
+            "hosts",
+            "paths",
+            "headers",
+            "snis",
+            "sources",
+            "destinations",
+        ];
+        let set: Vec<&str> = traditional
+            .iter()
+            .copied()
+            .filter(|f| non_empty(m, f))
+            .collect();
         if !set.is_empty() {
             e.entity(format!(
                 "Router Expression failed validation: cannot set 'expression' together with {}",
@@ -121,7 +163,8 @@ pub(crate) fn check(m: &Map<String, Value>, e: &mut Errors, flavor: RouterFlavor
         if m.get("regex_priority").and_then(Value::as_i64).unwrap_or(0) != 0 {
             e.entity("Router Expression failed validation: cannot set 'regex_priority' together with 'expression'");
         }
-        if let Err(err) = crate::expression::validate(expr, group == STREAM || group == PASSTHROUGH) {
+        if let Err(err) = crate::expression::validate(expr, group == STREAM || group == PASSTHROUGH)
+        {
             e.entity(format!("Router Expression failed validation: {err}"));
         }
         return;
@@ -134,7 +177,10 @@ pub(crate) fn check(m: &Map<String, Value>, e: &mut Errors, flavor: RouterFlavor
         }
         (f, if has("grpc") { "'grpc'" } else { "'grpcs'" })
     } else if group == STREAM {
-        (vec!["sources", "destinations", "snis"], "'tcp', 'tls' or 'udp'")
+        (
+            vec!["sources", "destinations", "snis"],
+            "'tcp', 'tls' or 'udp'",
+        )
     } else if group == PASSTHROUGH {
         if !non_empty(m, "snis") {
             e.entity("must set snis when 'protocols' is 'tls_passthrough'");
@@ -157,6 +203,9 @@ pub(crate) fn check(m: &Map<String, Value>, e: &mut Errors, flavor: RouterFlavor
         (f, label)
     };
     if !fields.iter().any(|f| non_empty(m, f)) {
-        e.entity(format!("must set one of {} when 'protocols' is {label}", quote_list(&fields)));
+        e.entity(format!(
+            "must set one of {} when 'protocols' is {label}",
+            quote_list(&fields)
+        ));
     }
 }

@@ -27,7 +27,10 @@ pub fn services_routes_targets(n: usize, backend: &str) -> String {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{{\"name\":\"up-{i}\",\"targets\":[{{\"target\":\"{backend}\",\"weight\":100}}]}}");
+        let _ = write!(
+            s,
+            "{{\"name\":\"up-{i}\",\"targets\":[{{\"target\":\"{backend}\",\"weight\":100}}]}}"
+        );
     }
     s.push_str("]}");
     s

@@ -7,17 +7,41 @@ use crate::schema::{Field, Kind};
 use crate::uri;
 
 /// Every protocol a route or plugin may name.
-pub const PROTOCOLS: &[&str] =
-    &["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"];
+pub const PROTOCOLS: &[&str] = &[
+    "grpc",
+    "grpcs",
+    "http",
+    "https",
+    "tcp",
+    "tls",
+    "tls_passthrough",
+    "udp",
+    "ws",
+    "wss",
+];
 
 /// Protocols a service may use.
-pub const SERVICE_PROTOCOLS: &[&str] =
-    &["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"];
+pub const SERVICE_PROTOCOLS: &[&str] = &[
+    "grpc",
+    "grpcs",
+    "http",
+    "https",
+    "tcp",
+    "tls",
+    "tls_passthrough",
+    "udp",
+    "ws",
+    "wss",
+];
 
 /// `id`: a UUID string.
 pub fn uuid(name: &'static str) -> Field {
     Field::string(name).check_str(|s| {
-        if uuid::Uuid::try_parse(s).is_ok() { Ok(()) } else { Err("expected a valid UUID".into()) }
+        if uuid::Uuid::try_parse(s).is_ok() {
+            Ok(())
+        } else {
+            Err("expected a valid UUID".into())
+        }
     })
 }
 
@@ -28,7 +52,9 @@ pub fn tags() -> Field {
 
 /// Validates one tag.
 pub fn validate_tag(t: &str) -> Result<(), String> {
-    if t.chars().all(|c| (c.is_ascii_graphic() || !c.is_ascii()) && c != ',' && c != '/') {
+    if t.chars()
+        .all(|c| (c.is_ascii_graphic() || !c.is_ascii()) && c != ',' && c != '/')
+    {
         Ok(())
     } else {
         Err(format!(
@@ -40,7 +66,9 @@ pub fn validate_tag(t: &str) -> Result<(), String> {
 /// `utf8_name`: alphanumerics, `.`, `-`, `_`, `~` and non-ASCII characters.
 pub fn utf8_name(name: &'static str) -> Field {
     Field::string(name).check_str(|s| {
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c) || !c.is_ascii()) {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c) || !c.is_ascii())
+        {
             Ok(())
         } else {
             Err(format!(
@@ -67,10 +95,15 @@ pub fn header_name(name: &'static str) -> Field {
 
 /// Validates a header name.
 pub fn validate_header_name(h: &str) -> Result<(), String> {
-    if !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         Ok(())
     } else {
-        Err(format!("bad header name '{h}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"))
+        Err(format!(
+            "bad header name '{h}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+        ))
     }
 }
 
@@ -82,7 +115,8 @@ pub fn is_hostname(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -111,22 +145,38 @@ pub fn split_host_port(s: &str) -> Result<HostPort<'_>, &'static str> {
             "" => None,
             p => Some(parse_port(p.strip_prefix(':').ok_or("invalid value")?)?),
         };
-        return Ok(HostPort { host: h, port, is_ip: true });
+        return Ok(HostPort {
+            host: h,
+            port,
+            is_ip: true,
+        });
     }
     if s.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Ok(HostPort { host: s, port: None, is_ip: true });
+        return Ok(HostPort {
+            host: s,
+            port: None,
+            is_ip: true,
+        });
     }
     let (h, port) = match s.rsplit_once(':') {
         Some((h, p)) => (h, Some(parse_port(p)?)),
         None => (s, None),
     };
     if h.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Ok(HostPort { host: h, port, is_ip: true });
+        return Ok(HostPort {
+            host: h,
+            port,
+            is_ip: true,
+        });
     }
     if looks_like_ipv4(h) || !is_hostname(h) {
         return Err("invalid value");
     }
-    Ok(HostPort { host: h, port, is_ip: false })
+    Ok(HostPort {
+        host: h,
+        port,
+        is_ip: false,
+    })
 }
 
 fn looks_like_ipv4(h: &str) -> bool {
@@ -176,10 +226,10 @@ fn check_wildcard(s: &str) -> Result<String, String> {
             return Ok(format!("{rest}.wildcard"));
         }
         // `host.*:port`
-        if let Some((h, p)) = s.rsplit_once(':') {
-            if let Some(rest) = h.strip_suffix(".*") {
-                return Ok(format!("{rest}.wildcard:{p}"));
-            }
+        if let Some((h, p)) = s.rsplit_once(':')
+            && let Some(rest) = h.strip_suffix(".*")
+        {
+            return Ok(format!("{rest}.wildcard:{p}"));
         }
         return Err("invalid wildcard: must be placed at leftmost or rightmost label".into());
     }
@@ -245,11 +295,12 @@ fn check_rfc3986_and_percent(p: &str) -> Result<(), (String, bool)> {
         }
         i += 1;
     }
-    let allowed =
-        |c: char| c.is_ascii_alphanumeric() || ".-_~/%:@!$&'()*+,;=".contains(c);
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_~/%:@!$&'()*+,;=".contains(c);
     if !p.chars().all(allowed) {
         return Err((
-            format!("invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"),
+            format!(
+                "invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"
+            ),
             false,
         ));
     }
@@ -293,7 +344,11 @@ pub fn validate_ip_or_cidr(s: &str) -> Result<(), String> {
         },
         None => s.parse::<IpAddr>().is_ok(),
     };
-    if ok { Ok(()) } else { Err(format!("invalid ip or cidr range: '{s}'")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid ip or cidr range: '{s}'"))
+    }
 }
 
 /// `sources`/`destinations` elements: `{ip, port}` with at least one of the two.
@@ -350,8 +405,14 @@ mod tests {
             validate_route_host("*.a.*").unwrap_err(),
             "invalid wildcard: must have at most one wildcard"
         );
-        assert_eq!(validate_route_host("ex ample").unwrap_err(), "invalid value: ex ample");
-        assert_eq!(validate_route_host("a.com:99999").unwrap_err(), "invalid port number: a.com:99999");
+        assert_eq!(
+            validate_route_host("ex ample").unwrap_err(),
+            "invalid value: ex ample"
+        );
+        assert_eq!(
+            validate_route_host("a.com:99999").unwrap_err(),
+            "invalid port number: a.com:99999"
+        );
         assert!(validate_host("10.0.0.1").is_ok());
         assert!(validate_host("::1").is_ok());
         assert!(validate_host("a.com:80").is_err());
@@ -371,10 +432,24 @@ mod tests {
             validate_router_path("/foo/../bar").unwrap_err(),
             "non-normalized path, consider use '/bar' instead"
         );
-        assert!(validate_router_path("~/foo(").unwrap_err().starts_with("invalid regex: '/foo('"));
-        assert_eq!(validate_path("/a%zz").unwrap_err(), "invalid url-encoded value: '%zz'");
-        assert!(validate_path("/a b").unwrap_err().starts_with("invalid path"));
-        assert_eq!(validate_path("/a//b").unwrap_err(), "must not have empty segments");
+        assert!(
+            validate_router_path("~/foo(")
+                .unwrap_err()
+                .starts_with("invalid regex: '/foo('")
+        );
+        assert_eq!(
+            validate_path("/a%zz").unwrap_err(),
+            "invalid url-encoded value: '%zz'"
+        );
+        assert!(
+            validate_path("/a b")
+                .unwrap_err()
+                .starts_with("invalid path")
+        );
+        assert_eq!(
+            validate_path("/a//b").unwrap_err(),
+            "must not have empty segments"
+        );
     }
 
     #[test]

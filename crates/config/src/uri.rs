@@ -24,7 +24,11 @@ fn is_unreserved(c: u8) -> bool {
 /// assert_eq!(normalize("/x%2fy//z%20", true), "/x%2Fy/z%20");
 /// ```
 pub fn normalize(path: &str, merge_slashes: bool) -> String {
-    let decoded = if path.contains('%') { decode_unreserved(path, false) } else { path.to_string() };
+    let decoded = if path.contains('%') {
+        decode_unreserved(path, false)
+    } else {
+        path.to_string()
+    };
     let merged = if merge_slashes && decoded.contains("//") {
         let mut s = String::with_capacity(decoded.len());
         let mut prev_slash = false;
@@ -43,7 +47,11 @@ pub fn normalize(path: &str, merge_slashes: bool) -> String {
     } else {
         decoded
     };
-    if merged.contains('.') { remove_dot_segments(&merged) } else { merged }
+    if merged.contains('.') {
+        remove_dot_segments(&merged)
+    } else {
+        merged
+    }
 }
 
 /// Decodes escapes of unreserved characters and upper-cases the others. With
@@ -54,22 +62,23 @@ fn decode_unreserved(path: &str, escape_regex_meta: bool) -> String {
     let mut out = String::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                let c = h * 16 + l;
-                if is_unreserved(c) {
-                    if escape_regex_meta && matches!(c, b'.' | b'-') {
-                        out.push('\\');
-                    }
-                    out.push(c as char);
-                } else {
-                    out.push('%');
-                    out.push(b[i + 1].to_ascii_uppercase() as char);
-                    out.push(b[i + 2].to_ascii_uppercase() as char);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            let c = h * 16 + l;
+            if is_unreserved(c) {
+                if escape_regex_meta && matches!(c, b'.' | b'-') {
+                    out.push('\\');
                 }
-                i += 3;
-                continue;
+                out.push(c as char);
+            } else {
+                out.push('%');
+                out.push(b[i + 1].to_ascii_uppercase() as char);
+                out.push(b[i + 2].to_ascii_uppercase() as char);
             }
+            i += 3;
+            continue;
         }
         // copy one UTF-8 character
         let ch_len = path[i..].chars().next().map_or(1, char::len_utf8);
@@ -82,8 +91,14 @@ fn decode_unreserved(path: &str, escape_regex_meta: bool) -> String {
 /// Kong's 3.0 migration of an old (1.x/2.x) route path: plain paths are normalised, others
 /// become regexes (`~`), with unreserved escapes decoded.
 pub fn migrate_path(path: &str) -> String {
-    let plain = path.bytes().all(|b| b.is_ascii_alphanumeric() || b"./-_~%".contains(&b));
-    if plain { normalize(path, true) } else { format!("~{}", decode_unreserved(path, true)) }
+    let plain = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"./-_~%".contains(&b));
+    if plain {
+        normalize(path, true)
+    } else {
+        format!("~{}", decode_unreserved(path, true))
+    }
 }
 
 /// RFC 3986 §5.2.4 `remove_dot_segments`.

@@ -16,7 +16,9 @@ fn check(name: &str, doc: &str, expected: &[&str]) {
 }
 
 fn check_value(name: &str, doc: serde_json::Value, expected: &[&str]) {
-    let err = load_value(doc).err().unwrap_or_else(|| panic!("case {name}: expected an error"));
+    let err = load_value(doc)
+        .err()
+        .unwrap_or_else(|| panic!("case {name}: expected an error"));
     assert_eq!(error_lines(&err), expected, "case {name}");
 }
 
@@ -28,32 +30,61 @@ fn doc(body: &str) -> String {
 
 #[test]
 fn top_level() {
-    check("missing version", "services: []\n", &["top _format_version: required field missing"]);
+    check(
+        "missing version",
+        "services: []\n",
+        &["top _format_version: required field missing"],
+    );
     check(
         "bad version",
         "_format_version: \"4.0\"\n",
         &["top _format_version: expected one of: 1.1, 2.1, 3.0"],
     );
-    check("unknown key", &doc("servces: []\n"), &["top servces: unknown field"]);
-    check("underscore key", &doc("_info: {}\n"), &["top _info: unknown field"]);
-    check("transform type", &doc("_transform: 1\n"), &["top _transform: expected a boolean"]);
-    check("not an array", &doc("services: {}\n"), &["top services: expected an array"]);
+    check(
+        "unknown key",
+        &doc("servces: []\n"),
+        &["top servces: unknown field"],
+    );
+    check(
+        "underscore key",
+        &doc("_info: {}\n"),
+        &["top _info: unknown field"],
+    );
+    check(
+        "transform type",
+        &doc("_transform: 1\n"),
+        &["top _transform: expected a boolean"],
+    );
+    check(
+        "not an array",
+        &doc("services: {}\n"),
+        &["top services: expected an array"],
+    );
     check(
         "element not a record",
         &doc("services:\n- host: a.com\n- 12\n"),
         &["top services.2: expected a record"],
     );
     assert_eq!(
-        error_lines(&load("a: [b").unwrap_err())[0].split(':').next(),
+        error_lines(&load("a: [b").unwrap_err())[0]
+            .split(':')
+            .next(),
         Some("parse"),
         "yaml syntax"
     );
-    assert_eq!(error_lines(&load("[]").unwrap_err()), ["parse: expected an object"]);
+    assert_eq!(
+        error_lines(&load("[]").unwrap_err()),
+        ["parse: expected an object"]
+    );
 }
 
 #[test]
 fn services() {
-    check("missing host", &doc("services:\n- name: s\n"), &["service[s] host: required field missing"]);
+    check(
+        "missing host",
+        &doc("services:\n- name: s\n"),
+        &["service[s] host: required field missing"],
+    );
     check(
         "port range",
         &doc("services:\n- name: s\n  host: a.com\n  port: 70000\n"),
@@ -62,7 +93,9 @@ fn services() {
     check(
         "protocol",
         &doc("services:\n- name: s\n  host: a.com\n  protocol: ftp\n"),
-        &["service[s] protocol: expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp, ws, wss"],
+        &[
+            "service[s] protocol: expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp, ws, wss",
+        ],
     );
     check(
         "retries type",
@@ -98,7 +131,9 @@ fn services() {
     check(
         "name characters",
         &doc("services:\n- name: a b\n  host: a.com\n"),
-        &["service[a b] name: invalid value 'a b': it must only contain alphanumeric and '., -, _, ~' characters"],
+        &[
+            "service[a b] name: invalid value 'a b': it must only contain alphanumeric and '., -, _, ~' characters",
+        ],
     );
     check(
         "host syntax",
@@ -108,7 +143,10 @@ fn services() {
     check(
         "url",
         &doc("services:\n- name: s\n  url: nope\n"),
-        &["service[s] url: invalid url: nope", "service[s] host: required field missing"],
+        &[
+            "service[s] url: invalid url: nope",
+            "service[s] host: required field missing",
+        ],
     );
     check(
         "duplicate name",
@@ -120,8 +158,12 @@ fn services() {
     );
     check(
         "duplicate id",
-        &doc("services:\n- id: 4f1d9f06-4d2d-4b5e-9e7a-000000000001\n  host: a.com\n- id: 4f1d9f06-4d2d-4b5e-9e7a-000000000001\n  host: b.com\n"),
-        &["service[-] @entity: uniqueness violation: 'services' entity with primary key set to '4f1d9f06-4d2d-4b5e-9e7a-000000000001' already declared"],
+        &doc(
+            "services:\n- id: 4f1d9f06-4d2d-4b5e-9e7a-000000000001\n  host: a.com\n- id: 4f1d9f06-4d2d-4b5e-9e7a-000000000001\n  host: b.com\n",
+        ),
+        &[
+            "service[-] @entity: uniqueness violation: 'services' entity with primary key set to '4f1d9f06-4d2d-4b5e-9e7a-000000000001' already declared",
+        ],
     );
     check(
         "bad id",
@@ -130,13 +172,19 @@ fn services() {
     );
     check(
         "dangling ca certificate",
-        &doc("services:\n- name: s\n  url: https://a.com\n  ca_certificates: [4f1d9f06-4d2d-4b5e-9e7a-000000000009]\n"),
-        &["service[s] @entity: invalid reference 'ca_certificates: 4f1d9f06-4d2d-4b5e-9e7a-000000000009' (no such entry in 'ca_certificates')"],
+        &doc(
+            "services:\n- name: s\n  url: https://a.com\n  ca_certificates: [4f1d9f06-4d2d-4b5e-9e7a-000000000009]\n",
+        ),
+        &[
+            "service[s] @entity: invalid reference 'ca_certificates: 4f1d9f06-4d2d-4b5e-9e7a-000000000009' (no such entry in 'ca_certificates')",
+        ],
     );
     check(
         "tags",
         &doc("services:\n- name: s\n  host: a.com\n  tags: [\"a,b\"]\n"),
-        &["service[s] tags.1: invalid tag 'a,b': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"],
+        &[
+            "service[s] tags.1: invalid tag 'a,b': expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
+        ],
     );
 }
 
@@ -146,7 +194,9 @@ fn routes() {
     check(
         "nothing to match",
         &doc(&format!("{svc}  - name: r\n")),
-        &["route[r] @entity: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'http'"],
+        &[
+            "route[r] @entity: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'http'",
+        ],
     );
     check(
         "path start",
@@ -161,7 +211,10 @@ fn routes() {
     let err = load(&doc(&format!("{svc}  - name: r\n    paths: [\"~/a(\"]\n"))).unwrap_err();
     let lines = error_lines(&err);
     assert_eq!(lines.len(), 1);
-    assert!(lines[0].starts_with("route[r] paths.1: invalid regex: '/a(' (PCRE returned: "), "{lines:?}");
+    assert!(
+        lines[0].starts_with("route[r] paths.1: invalid regex: '/a(' (PCRE returned: "),
+        "{lines:?}"
+    );
     check(
         "wildcard",
         &doc(&format!("{svc}  - name: r\n    hosts: [\"a.*.com\"]\n")),
@@ -174,12 +227,18 @@ fn routes() {
     );
     check(
         "host header",
-        &doc(&format!("{svc}  - name: r\n    headers: {{Host: [a.com]}}\n")),
-        &["route[r] headers: cannot contain 'host' header, which must be specified in the 'hosts' attribute"],
+        &doc(&format!(
+            "{svc}  - name: r\n    headers: {{Host: [a.com]}}\n"
+        )),
+        &[
+            "route[r] headers: cannot contain 'host' header, which must be specified in the 'hosts' attribute",
+        ],
     );
     check(
         "redirect code",
-        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    https_redirect_status_code: 300\n")),
+        &doc(&format!(
+            "{svc}  - name: r\n    paths: [/]\n    https_redirect_status_code: 300\n"
+        )),
         &["route[r] https_redirect_status_code: expected one of: 426, 301, 302, 307, 308"],
     );
     check(
@@ -189,61 +248,93 @@ fn routes() {
     );
     check(
         "mixed protocols",
-        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    protocols: [http, tcp]\n")),
-        &["route[r] protocols: these sets are mutually exclusive: ('http', 'https', 'ws', 'wss'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('grpc', 'grpcs')"],
+        &doc(&format!(
+            "{svc}  - name: r\n    paths: [/]\n    protocols: [http, tcp]\n"
+        )),
+        &[
+            "route[r] protocols: these sets are mutually exclusive: ('http', 'https', 'ws', 'wss'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('grpc', 'grpcs')",
+        ],
     );
     check(
         "tcp with paths",
-        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    protocols: [tcp]\n    destinations: [{{port: 9000}}]\n")),
-        &["route[r] paths: cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'"],
+        &doc(&format!(
+            "{svc}  - name: r\n    paths: [/]\n    protocols: [tcp]\n    destinations: [{{port: 9000}}]\n"
+        )),
+        &[
+            "route[r] paths: cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'",
+        ],
     );
     check(
         "passthrough without snis",
-        &doc(&format!("{svc}  - name: r\n    protocols: [tls_passthrough]\n")),
+        &doc(&format!(
+            "{svc}  - name: r\n    protocols: [tls_passthrough]\n"
+        )),
         &["route[r] @entity: must set snis when 'protocols' is 'tls_passthrough'"],
     );
     check(
         "grpc strip_path",
-        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    protocols: [grpc]\n    strip_path: true\n")),
+        &doc(&format!(
+            "{svc}  - name: r\n    paths: [/]\n    protocols: [grpc]\n    strip_path: true\n"
+        )),
         &["route[r] strip_path: cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'"],
     );
     check(
         "snis on http",
-        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    protocols: [http]\n    snis: [a.com]\n")),
-        &["route[r] snis: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'"],
+        &doc(&format!(
+            "{svc}  - name: r\n    paths: [/]\n    protocols: [http]\n    snis: [a.com]\n"
+        )),
+        &[
+            "route[r] snis: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+        ],
     );
     check(
         "expression in compat",
-        &doc(&format!("{svc}  - name: r\n    expression: 'http.path == \"/\"'\n")),
+        &doc(&format!(
+            "{svc}  - name: r\n    expression: 'http.path == \"/\"'\n"
+        )),
         &["route[r] expression: unknown field"],
     );
     check(
         "nested route with service",
-        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    service: s\n")),
+        &doc(&format!(
+            "{svc}  - name: r\n    paths: [/]\n    service: s\n"
+        )),
         &["route[r] service: value must be null"],
     );
     check(
         "sources on http",
-        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    sources: [{{ip: 10.0.0.1}}]\n")),
+        &doc(&format!(
+            "{svc}  - name: r\n    paths: [/]\n    sources: [{{ip: 10.0.0.1}}]\n"
+        )),
         &["route[r] sources: cannot set 'sources' when 'protocols' is 'http' or 'https'"],
     );
     check(
         "source ip",
-        &doc(&format!("{svc}  - name: r\n    protocols: [tcp]\n    sources: [{{ip: 10.0.0.0/40}}]\n")),
+        &doc(&format!(
+            "{svc}  - name: r\n    protocols: [tcp]\n    sources: [{{ip: 10.0.0.0/40}}]\n"
+        )),
         &["route[r] sources.1.ip: invalid ip or cidr range: '10.0.0.0/40'"],
     );
     check(
         "path_handling v1",
-        &doc(&format!("{svc}  - name: r\n    paths: [/]\n    path_handling: v1\n")),
-        &["route[r] path_handling: path_handling='v1' is not supported in the 'traditional_compatible' router flavor"],
+        &doc(&format!(
+            "{svc}  - name: r\n    paths: [/]\n    path_handling: v1\n"
+        )),
+        &[
+            "route[r] path_handling: path_handling='v1' is not supported in the 'traditional_compatible' router flavor",
+        ],
     );
 }
 
 #[test]
 fn expressions_flavor() {
     let case = |name: &str, route: &str, expected: &[&str]| {
-        let d = doc(&format!("services:\n- name: s\n  host: a.com\n  routes:\n  - name: r\n{route}"));
-        let err = load_with(&d, RouterFlavor::Expressions).err().unwrap_or_else(|| panic!("{name}"));
+        let d = doc(&format!(
+            "services:\n- name: s\n  host: a.com\n  routes:\n  - name: r\n{route}"
+        ));
+        let err = load_with(&d, RouterFlavor::Expressions)
+            .err()
+            .unwrap_or_else(|| panic!("{name}"));
         assert_eq!(error_lines(&err), expected, "case {name}");
     };
     case(
@@ -254,7 +345,9 @@ fn expressions_flavor() {
     case(
         "expression with paths",
         "    expression: 'http.path ^= \"/\"'\n    paths: [/]\n",
-        &["route[r] @entity: Router Expression failed validation: cannot set 'expression' together with 'paths'"],
+        &[
+            "route[r] @entity: Router Expression failed validation: cannot set 'expression' together with 'paths'",
+        ],
     );
     case(
         "priority range",
@@ -265,7 +358,11 @@ fn expressions_flavor() {
 
 #[test]
 fn upstreams_and_targets() {
-    check("name required", &doc("upstreams:\n- slots: 100\n"), &["upstream[-] name: required field missing"]);
+    check(
+        "name required",
+        &doc("upstreams:\n- slots: 100\n"),
+        &["upstream[-] name: required field missing"],
+    );
     check(
         "ip name",
         &doc("upstreams:\n- name: 10.0.0.1\n"),
@@ -302,7 +399,9 @@ fn upstreams_and_targets() {
     check(
         "dangling upstream",
         &doc("targets:\n- target: 10.0.0.1\n  upstream: nope\n"),
-        &["target[10.0.0.1:8000] @entity: invalid reference 'upstream: nope' (no such entry in 'upstreams')"],
+        &[
+            "target[10.0.0.1:8000] @entity: invalid reference 'upstream: nope' (no such entry in 'upstreams')",
+        ],
     );
 }
 
@@ -311,7 +410,9 @@ fn consumers_plugins_credentials() {
     check(
         "consumer identity",
         &doc("consumers:\n- tags: [x]\n"),
-        &["consumer[-] @entity: at least one of these fields must be non-empty: 'custom_id', 'username'"],
+        &[
+            "consumer[-] @entity: at least one of these fields must be non-empty: 'custom_id', 'username'",
+        ],
     );
     check(
         "duplicate username",
@@ -324,12 +425,17 @@ fn consumers_plugins_credentials() {
     check(
         "unknown plugin",
         &doc("plugins:\n- name: nope\n"),
-        &["plugin[nope] name: plugin 'nope' not enabled; add it to the 'plugins' configuration property"],
+        &[
+            "plugin[nope] name: plugin 'nope' not enabled; add it to the 'plugins' configuration property",
+        ],
     );
     check(
         "plugin config",
         &doc("plugins:\n- name: example-limit\n  config: {minute: many, bogus: 1}\n"),
-        &["plugin[example-limit] config.minute: expected a number", "plugin[example-limit] config.bogus: unknown field"],
+        &[
+            "plugin[example-limit] config.minute: expected a number",
+            "plugin[example-limit] config.bogus: unknown field",
+        ],
     );
     check(
         "plugin protocols",
@@ -343,8 +449,12 @@ fn consumers_plugins_credentials() {
     );
     check(
         "duplicate plugin scope",
-        &doc("services:\n- name: s\n  host: a.com\n  plugins:\n  - name: example-limit\n  - name: example-limit\n"),
-        &["plugin[example-limit] @entity: uniqueness violation: 'plugins' entity with primary key set to 'd449a4ef-a111-5767-8654-c34ed96b9fc7' already declared"],
+        &doc(
+            "services:\n- name: s\n  host: a.com\n  plugins:\n  - name: example-limit\n  - name: example-limit\n",
+        ),
+        &[
+            "plugin[example-limit] @entity: uniqueness violation: 'plugins' entity with primary key set to 'd449a4ef-a111-5767-8654-c34ed96b9fc7' already declared",
+        ],
     );
     check(
         "keyauth consumer",
@@ -383,13 +493,24 @@ fn consumers_plugins_credentials() {
 
 #[test]
 fn certificates() {
-    let (rsa_c, rsa_k, ec_c, ec_k, other_k) =
-        (pem("rsa.crt"), pem("rsa.key"), pem("ec.crt"), pem("ec.key"), pem("other.key"));
+    let (rsa_c, rsa_k, ec_c, ec_k, other_k) = (
+        pem("rsa.crt"),
+        pem("rsa.key"),
+        pem("ec.crt"),
+        pem("ec.key"),
+        pem("other.key"),
+    );
     let v = "3.0";
-    let err = load_value(json!({"_format_version": v, "certificates": [{"cert": "garbage", "key": rsa_k}]})).unwrap_err();
+    let err = load_value(
+        json!({"_format_version": v, "certificates": [{"cert": "garbage", "key": rsa_k}]}),
+    )
+    .unwrap_err();
     let lines = error_lines(&err);
     assert_eq!(lines.len(), 1);
-    assert!(lines[0].starts_with("certificate[-] cert: invalid certificate: "), "{lines:?}");
+    assert!(
+        lines[0].starts_with("certificate[-] cert: invalid certificate: "),
+        "{lines:?}"
+    );
     check_value(
         "key mismatch",
         json!({"_format_version": v, "certificates": [{"cert": rsa_c, "key": other_k}]}),
@@ -403,7 +524,9 @@ fn certificates() {
     check_value(
         "alt same type",
         json!({"_format_version": v, "certificates": [{"cert": ec_c, "key": ec_k, "cert_alt": ec_c, "key_alt": ec_k}]}),
-        &["certificate[-] @entity: certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type"],
+        &[
+            "certificate[-] @entity: certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type",
+        ],
     );
     check(
         "dangling sni",
@@ -423,7 +546,9 @@ fn certificates() {
     check_value(
         "not a CA",
         json!({"_format_version": v, "ca_certificates": [{"cert": rsa_c}]}),
-        &["ca_certificate[-] cert: certificate does not appear to be a CA because it is missing the \"CA\" basic constraint"],
+        &[
+            "ca_certificate[-] cert: certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
+        ],
     );
     check_value(
         "expired CA",
@@ -450,12 +575,26 @@ fn flattened_entries_carry_identity_for_the_controller() {
     let fe = &body["flattened_errors"][0];
     assert_eq!(fe["entity_type"], "route");
     assert_eq!(fe["entity_name"], "ns.ing.svc.a.com.80");
-    assert_eq!(fe["entity_tags"], json!(["k8s-name:ing", "k8s-namespace:ns", "k8s-kind:Ingress"]));
+    assert_eq!(
+        fe["entity_tags"],
+        json!(["k8s-name:ing", "k8s-namespace:ns", "k8s-kind:Ingress"])
+    );
     // the hoisted route names its parent
-    let svc_id = silverback_config::ids::kong_id(silverback_config::EntityKind::Service, "ns.svc.80");
+    let svc_id =
+        silverback_config::ids::kong_id(silverback_config::EntityKind::Service, "ns.svc.80");
     assert_eq!(fe["entity"]["service"]["id"], svc_id.to_string());
-    assert_eq!(fe["entity_id"], silverback_config::ids::kong_id(silverback_config::EntityKind::Route, "ns.ing.svc.a.com.80").to_string());
-    assert_eq!(fe["errors"], json!([{"type": "field", "field": "paths.1", "message": "should start with: / (fixed path) or ~/ (regex path)"}]));
+    assert_eq!(
+        fe["entity_id"],
+        silverback_config::ids::kong_id(
+            silverback_config::EntityKind::Route,
+            "ns.ing.svc.a.com.80"
+        )
+        .to_string()
+    );
+    assert_eq!(
+        fe["errors"],
+        json!([{"type": "field", "field": "paths.1", "message": "should start with: / (fixed path) or ~/ (regex path)"}])
+    );
     // without flattening, the errors are nested like the input
     let body = err.kong_body(false);
     assert_eq!(
@@ -471,7 +610,9 @@ fn flattened_entries_carry_identity_for_the_controller() {
 
 #[test]
 fn every_error_is_reported_at_once() {
-    let d = doc("services:\n- name: a\n- name: b\n  host: x.com\n  port: -1\nupstreams:\n- name: 1.2.3.4\n");
+    let d = doc(
+        "services:\n- name: a\n- name: b\n  host: x.com\n  port: -1\nupstreams:\n- name: 1.2.3.4\n",
+    );
     assert_eq!(
         error_lines(&load(&d).unwrap_err()),
         [

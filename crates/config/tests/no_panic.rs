@@ -11,11 +11,23 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         "[a-z/~*.:0-9 \\-]{0,12}".prop_map(Value::String),
         prop_oneof![
-            Just("http"), Just("tcp"), Just("grpc"), Just("/"), Just("~/a(.*)"), Just("*.a.com"),
-            Just("10.0.0.1"), Just("a.com:80"), Just("GET"), Just("v1"), Just("none"), Just("header")
+            Just("http"),
+            Just("tcp"),
+            Just("grpc"),
+            Just("/"),
+            Just("~/a(.*)"),
+            Just("*.a.com"),
+            Just("10.0.0.1"),
+            Just("a.com:80"),
+            Just("GET"),
+            Just("v1"),
+            Just("none"),
+            Just("header")
         ]
         .prop_map(|s| Value::String(s.into())),
     ];
@@ -30,37 +42,79 @@ fn arb_json() -> impl Strategy<Value = Value> {
 
 fn field_name() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just("name"), Just("host"), Just("port"), Just("protocol"), Just("paths"), Just("hosts"),
-        Just("methods"), Just("headers"), Just("routes"), Just("service"), Just("targets"),
-        Just("target"), Just("upstream"), Just("weight"), Just("plugins"), Just("config"),
-        Just("id"), Just("tags"), Just("url"), Just("snis"), Just("protocols"), Just("username"),
-        Just("hash_on"), Just("healthchecks"), Just("active"), Just("expression"), Just("cert"),
-        Just("sources"), Just("ip"), Just("strip_path"), Just("consumer"), Just("key"), Just("xyz")
+        Just("name"),
+        Just("host"),
+        Just("port"),
+        Just("protocol"),
+        Just("paths"),
+        Just("hosts"),
+        Just("methods"),
+        Just("headers"),
+        Just("routes"),
+        Just("service"),
+        Just("targets"),
+        Just("target"),
+        Just("upstream"),
+        Just("weight"),
+        Just("plugins"),
+        Just("config"),
+        Just("id"),
+        Just("tags"),
+        Just("url"),
+        Just("snis"),
+        Just("protocols"),
+        Just("username"),
+        Just("hash_on"),
+        Just("healthchecks"),
+        Just("active"),
+        Just("expression"),
+        Just("cert"),
+        Just("sources"),
+        Just("ip"),
+        Just("strip_path"),
+        Just("consumer"),
+        Just("key"),
+        Just("xyz")
     ]
     .prop_map(String::from)
 }
 
 fn entity_key() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just("services"), Just("routes"), Just("upstreams"), Just("targets"), Just("consumers"),
-        Just("plugins"), Just("certificates"), Just("snis"), Just("ca_certificates"), Just("vaults"),
-        Just("keyauth_credentials"), Just("basicauth_credentials"), Just("jwt_secrets"), Just("acls"),
-        Just("hmacauth_credentials"), Just("consumer_groups"), Just("consumer_group_consumers")
+        Just("services"),
+        Just("routes"),
+        Just("upstreams"),
+        Just("targets"),
+        Just("consumers"),
+        Just("plugins"),
+        Just("certificates"),
+        Just("snis"),
+        Just("ca_certificates"),
+        Just("vaults"),
+        Just("keyauth_credentials"),
+        Just("basicauth_credentials"),
+        Just("jwt_secrets"),
+        Just("acls"),
+        Just("hmacauth_credentials"),
+        Just("consumer_groups"),
+        Just("consumer_group_consumers")
     ]
     .prop_map(String::from)
 }
 
 fn arb_document() -> impl Strategy<Value = Value> {
-    prop::collection::vec((entity_key(), prop::collection::vec(arb_json(), 0..4)), 0..5).prop_map(
-        |entries| {
-            let mut m = Map::new();
-            m.insert("_format_version".into(), json!("3.0"));
-            for (k, v) in entries {
-                m.insert(k, Value::Array(v));
-            }
-            Value::Object(m)
-        },
+    prop::collection::vec(
+        (entity_key(), prop::collection::vec(arb_json(), 0..4)),
+        0..5,
     )
+    .prop_map(|entries| {
+        let mut m = Map::new();
+        m.insert("_format_version".into(), json!("3.0"));
+        for (k, v) in entries {
+            m.insert(k, Value::Array(v));
+        }
+        Value::Object(m)
+    })
 }
 
 proptest! {

@@ -83,45 +83,107 @@ fn nested_document_loads_every_entity() {
     let up = &cfg.upstreams[0];
     assert_eq!(up.id, kong_id(EntityKind::Upstream, "backend.test"));
     // a nested target's key holds the parent's id and the target as written
-    assert_eq!(cfg.targets[0].id, kong_id(EntityKind::Target, &format!("targets:*:{}:10.0.0.1", up.id)));
+    assert_eq!(
+        cfg.targets[0].id,
+        kong_id(EntityKind::Target, &format!("targets:*:{}:10.0.0.1", up.id))
+    );
     let consumer = &cfg.consumers[0];
     assert_eq!(consumer.id, kong_id(EntityKind::Consumer, "alice"));
     let acl = &cfg.acls[0];
-    assert_eq!(acl.id, kong_id(EntityKind::Acl, &format!("acls:*:{}:admins", consumer.id)));
+    assert_eq!(
+        acl.id,
+        kong_id(EntityKind::Acl, &format!("acls:*:{}:admins", consumer.id))
+    );
 
     // shorthand and defaults
     assert_eq!(svc.protocol, Protocol::Https);
-    assert_eq!((svc.host.as_str(), svc.port, svc.path.as_deref()), ("backend.test", 8443, Some("/api")));
-    assert_eq!((svc.retries, svc.connect_timeout, svc.read_timeout, svc.write_timeout), (5, 60000, 60000, 60000));
+    assert_eq!(
+        (svc.host.as_str(), svc.port, svc.path.as_deref()),
+        ("backend.test", 8443, Some("/api"))
+    );
+    assert_eq!(
+        (
+            svc.retries,
+            svc.connect_timeout,
+            svc.read_timeout,
+            svc.write_timeout
+        ),
+        (5, 60000, 60000, 60000)
+    );
     assert_eq!(route.protocols, vec![Protocol::Http, Protocol::Https]);
-    assert!(route.strip_path && !route.preserve_host && route.request_buffering && route.response_buffering);
-    assert_eq!((route.https_redirect_status_code, route.regex_priority), (426, 0));
-    assert_eq!(up.algorithm, "consistent-hashing", "hash_on implies consistent hashing");
+    assert!(
+        route.strip_path
+            && !route.preserve_host
+            && route.request_buffering
+            && route.response_buffering
+    );
+    assert_eq!(
+        (route.https_redirect_status_code, route.regex_priority),
+        (426, 0)
+    );
+    assert_eq!(
+        up.algorithm, "consistent-hashing",
+        "hash_on implies consistent hashing"
+    );
     assert_eq!(up.slots, 10000);
     assert_eq!(up.healthchecks.active.healthy.interval, 5.0);
-    assert_eq!(up.healthchecks.active.unhealthy.http_statuses, vec![429, 404, 500, 501, 502, 503, 504, 505]);
-    assert_eq!(up.healthchecks.passive.unhealthy.http_statuses, vec![429, 500, 503]);
-    assert_eq!(cfg.targets[0].target, "10.0.0.1:8000", "default target port");
+    assert_eq!(
+        up.healthchecks.active.unhealthy.http_statuses,
+        vec![429, 404, 500, 501, 502, 503, 504, 505]
+    );
+    assert_eq!(
+        up.healthchecks.passive.unhealthy.http_statuses,
+        vec![429, 500, 503]
+    );
+    assert_eq!(
+        cfg.targets[0].target, "10.0.0.1:8000",
+        "default target port"
+    );
     assert_eq!(cfg.targets[1].weight, 0);
 
     // plugins: scopes from nesting, config defaults from the plugin's schema
-    let on_route = cfg.plugins.iter().find(|p| p.name == "example-auth").expect("route plugin");
+    let on_route = cfg
+        .plugins
+        .iter()
+        .find(|p| p.name == "example-auth")
+        .expect("route plugin");
     assert_eq!(on_route.route.map(|f| f.id), Some(route.id));
-    assert_eq!(on_route.config, json!({"key_names": ["apikey"], "hide_credentials": false}));
-    let on_service = cfg.plugins.iter().find(|p| p.service.is_some()).expect("service plugin");
+    assert_eq!(
+        on_route.config,
+        json!({"key_names": ["apikey"], "hide_credentials": false})
+    );
+    let on_service = cfg
+        .plugins
+        .iter()
+        .find(|p| p.service.is_some())
+        .expect("service plugin");
     assert_eq!(on_service.config, json!({"minute": 100, "policy": "redis"}));
-    let on_consumer = cfg.plugins.iter().find(|p| p.consumer.is_some()).expect("consumer plugin");
+    let on_consumer = cfg
+        .plugins
+        .iter()
+        .find(|p| p.consumer.is_some())
+        .expect("consumer plugin");
     assert_eq!(on_consumer.consumer.map(|f| f.id), Some(consumer.id));
-    let global = cfg.plugins.iter().find(|p| p.tags == ["global"]).expect("global plugin");
+    let global = cfg
+        .plugins
+        .iter()
+        .find(|p| p.tags == ["global"])
+        .expect("global plugin");
     assert!(global.route.is_none() && global.service.is_none() && global.consumer.is_none());
 
     // load-time transformations
-    assert_eq!(cfg.basicauth_credentials[0].password, basicauth_hash("s3cret", &consumer.id.to_string()));
+    assert_eq!(
+        cfg.basicauth_credentials[0].password,
+        basicauth_hash("s3cret", &consumer.id.to_string())
+    );
     assert_eq!(cfg.keyauth_credentials[0].key, "alice-key");
     assert_eq!(cfg.keyauth_credentials[1].key.len(), 32, "a generated key");
     assert_eq!(cfg.ca_certificates[0].cert_digest.len(), 64);
     assert_eq!(cfg.snis[1].tags, vec!["wild"]);
-    assert_eq!(cfg.snis[0].certificate.id.to_string(), "6b1c1ef6-8bb4-4a4d-9cf0-8f1c1d1e0001");
+    assert_eq!(
+        cfg.snis[0].certificate.id.to_string(),
+        "6b1c1ef6-8bb4-4a4d-9cf0-8f1c1d1e0001"
+    );
     let cgc = &cfg.consumer_group_consumers[0];
     assert_eq!(cgc.consumer.id, consumer.id);
     assert_eq!(cgc.consumer_group.id, cfg.consumer_groups[0].id);
@@ -164,15 +226,36 @@ plugins:
     let cfg = load(doc).expect("valid");
     let a = kong_id(EntityKind::Service, "a");
     assert_eq!(cfg.routes[0].service.unwrap().id, a);
-    assert_eq!(cfg.routes[1].service.unwrap().id.to_string(), "0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001");
-    assert_eq!(cfg.routes[2].service.unwrap().id.to_string(), "0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001");
+    assert_eq!(
+        cfg.routes[1].service.unwrap().id.to_string(),
+        "0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001"
+    );
+    assert_eq!(
+        cfg.routes[2].service.unwrap().id.to_string(),
+        "0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001"
+    );
     // top-level target: the key holds the reference as written
-    assert_eq!(cfg.targets[0].id, kong_id(EntityKind::Target, "targets:*:up:10.0.0.7:80"));
-    assert_eq!(cfg.targets[0].upstream.id, kong_id(EntityKind::Upstream, "up"));
-    assert_eq!(cfg.keyauth_credentials[0].consumer.id, kong_id(EntityKind::Consumer, "bob"));
+    assert_eq!(
+        cfg.targets[0].id,
+        kong_id(EntityKind::Target, "targets:*:up:10.0.0.7:80")
+    );
+    assert_eq!(
+        cfg.targets[0].upstream.id,
+        kong_id(EntityKind::Upstream, "up")
+    );
+    assert_eq!(
+        cfg.keyauth_credentials[0].consumer.id,
+        kong_id(EntityKind::Consumer, "bob")
+    );
     let p = &cfg.plugins[0];
-    assert_eq!(p.id, kong_id(EntityKind::Plugin, "plugins:*:example-limit:r1:a:"));
-    assert_eq!((p.service.unwrap().id, p.route.unwrap().id), (a, kong_id(EntityKind::Route, "r1")));
+    assert_eq!(
+        p.id,
+        kong_id(EntityKind::Plugin, "plugins:*:example-limit:r1:a:")
+    );
+    assert_eq!(
+        (p.service.unwrap().id, p.route.unwrap().id),
+        (a, kong_id(EntityKind::Route, "r1"))
+    );
 }
 
 #[test]
@@ -213,7 +296,10 @@ fn serialization_round_trips_and_is_byte_stable() {
     let nested = cfg.to_nested_value();
     assert_eq!(nested["services"][0]["routes"][0]["name"], "echo-route");
     assert!(nested["services"][0]["routes"][0].get("service").is_none());
-    assert_eq!(nested["upstreams"][0]["targets"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        nested["upstreams"][0]["targets"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert_eq!(nested["consumers"][0]["acls"][0]["group"], "admins");
 }
 
@@ -246,13 +332,24 @@ fn migrates_old_format_versions() {
             "_format_version: \"{version}\"\nservices:\n- name: s\n  host: a.test\n  routes:\n  - name: r\n    paths: [/plain/./path, \"/items/\\\\d+\", /with%20escape]\nroutes:\n- name: top\n  service: s\n  paths: [\"/v[12]/x\"]\n"
         );
         let cfg = load(&doc).expect("migrated");
-        assert_eq!(cfg.routes[0].paths, vec!["/plain/path", "~/items/\\d+", "/with%20escape"]);
+        assert_eq!(
+            cfg.routes[0].paths,
+            vec!["/plain/path", "~/items/\\d+", "/with%20escape"]
+        );
         assert_eq!(cfg.routes[1].paths, vec!["~/v[12]/x"]);
-        assert!(cfg.to_json(false).starts_with("{\"_format_version\":\"3.0\""));
+        assert!(
+            cfg.to_json(false)
+                .starts_with("{\"_format_version\":\"3.0\"")
+        );
     }
     // 3.0 documents are taken literally
-    let err = load("_format_version: \"3.0\"\nroutes:\n- name: r\n  paths: [\"/items/\\\\d+\"]\n").unwrap_err();
-    assert!(err.to_string().contains("characters outside of the reserved list"), "{err}");
+    let err = load("_format_version: \"3.0\"\nroutes:\n- name: r\n  paths: [\"/items/\\\\d+\"]\n")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("characters outside of the reserved list"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -297,6 +394,9 @@ services:
 "#;
     let cfg = load(doc).expect("valid");
     assert_eq!(cfg.routes.len(), 3);
-    assert!(!cfg.routes[2].strip_path, "grpc routes default to strip_path: false");
+    assert!(
+        !cfg.routes[2].strip_path,
+        "grpc routes default to strip_path: false"
+    );
     assert_eq!(cfg.routes[0].destinations[0].port, Some(5432));
 }

@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 use silverback_config::schema::{Field, Record};
-use silverback_config::{Config, ConfigError, LoadOptions, PluginRegistry, PluginSchema, RouterFlavor};
+use silverback_config::{
+    Config, ConfigError, LoadOptions, PluginRegistry, PluginSchema, RouterFlavor,
+};
 
 /// Two plugins with schemas of our own, standing in for real plugins in these tests.
 pub fn plugins() -> PluginRegistry {
@@ -31,7 +33,11 @@ pub fn plugins() -> PluginRegistry {
 
 pub fn load_with(doc: &str, flavor: RouterFlavor) -> Result<Config, ConfigError> {
     let p = plugins();
-    let opts = LoadOptions { router_flavor: flavor, plugins: &p, now_unix: Some(1_764_000_000) };
+    let opts = LoadOptions {
+        router_flavor: flavor,
+        plugins: &p,
+        now_unix: Some(1_764_000_000),
+    };
     silverback_config::load_bytes(doc.as_bytes(), &opts)
 }
 
@@ -44,8 +50,11 @@ pub fn load_value(doc: Value) -> Result<Config, ConfigError> {
 }
 
 pub fn pem(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/pki/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("fixture")
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/pki/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
 }
 
 /// Renders every error as one line: `type[name] field: message` for entity errors and
@@ -60,7 +69,10 @@ pub fn error_lines(err: &ConfigError) -> Vec<String> {
                 let name = fe.entity_name.clone().unwrap_or_else(|| "-".into());
                 for e in &fe.errors {
                     let field = e.field.clone().unwrap_or_else(|| "@entity".into());
-                    out.push(format!("{}[{}] {}: {}", fe.entity_type, name, field, e.message));
+                    out.push(format!(
+                        "{}[{}] {}: {}",
+                        fe.entity_type, name, field, e.message
+                    ));
                 }
             }
             out
@@ -72,7 +84,11 @@ fn top_lines(prefix: &str, v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 top_lines(&p, v, out);
             }
         }
