@@ -16,10 +16,9 @@ fn config(n: usize, algorithm: &str) -> silverback_config::Config {
     y.push_str("  targets:\n");
     for i in 0..n {
         y.push_str(&format!(
-            "  - target: 10.{}.{}.{}:8080\n",
-            i / 65536,
-            (i / 256) % 256,
-            i % 256 + 1
+            "  - target: 10.0.{}.{}:8080\n",
+            i / 250,
+            i % 250 + 1
         ));
     }
     let plugins = silverback_config::PluginRegistry::new();

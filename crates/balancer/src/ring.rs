@@ -145,7 +145,8 @@ enum Algo {
         next: AtomicUsize,
     },
     Hash {
-        points: Vec<(u64, u32)>,
+        /// (top 32 bits of the point's hash, entry): 8 bytes a point.
+        points: Vec<(u32, u32)>,
         index: Vec<u32>,
         shift: u32,
     },
@@ -226,6 +227,7 @@ impl Ring {
                 if len == 0 {
                     return None;
                 }
+                let hash = (hash >> 32) as u32;
                 let b = (hash >> shift) as usize;
                 let (lo, hi) = (index[b] as usize, index[b + 1] as usize);
                 let start = lo + points[lo..hi].partition_point(|p| p.0 < hash);
@@ -355,7 +357,7 @@ fn wheel(entries: &[Entry]) -> Vec<u32> {
 /// nothing but its own address and weight share; adding one address of N moves about 1/N
 /// of the keys. Plus an index by the top bits of the point (about one bucket per point, at
 /// most 2^16) for O(1) lookup; returns (points, index, shift).
-fn continuum(entries: &[Entry]) -> (Vec<(u64, u32)>, Vec<u32>, u32) {
+fn continuum(entries: &[Entry]) -> (Vec<(u32, u32)>, Vec<u32>, u32) {
     let total: u64 = entries.iter().map(|e| u64::from(e.weight)).sum();
     let mut points = Vec::new();
     if total > 0 {
@@ -373,7 +375,7 @@ fn continuum(entries: &[Entry]) -> (Vec<(u64, u32)>, Vec<u32>, u32) {
                 buf.push_str(&name);
                 buf.push(' ');
                 buf.push_str(&k.to_string());
-                points.push((xxh3_64(buf.as_bytes()), i as u32));
+                points.push(((xxh3_64(buf.as_bytes()) >> 32) as u32, i as u32));
             }
         }
     }
@@ -387,7 +389,7 @@ fn continuum(entries: &[Entry]) -> (Vec<(u64, u32)>, Vec<u32>, u32) {
         })
     });
     let bits = (points.len().max(2).next_power_of_two().trailing_zeros()).clamp(4, 16);
-    let shift = 64 - bits;
+    let shift = 32 - bits;
     let mut index = vec![0u32; (1usize << bits) + 1];
     let mut p = 0usize;
     for (b, slot) in index.iter_mut().enumerate() {
