@@ -34,9 +34,9 @@ mod checker;
 pub mod context;
 pub mod dns;
 pub mod error;
-pub mod health;
+mod health;
 pub mod report;
-pub mod ring;
+mod ring;
 pub mod target;
 
 pub use balancer::{Balancer, Balancers, Options, Outcome, Peer, SetCookie};
