@@ -95,20 +95,6 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
-    c.bench_function("compile/10000-routes", |b| {
-        let plugins = PluginRegistry::new();
-        let opts = LoadOptions {
-            router_flavor: RouterFlavor::TraditionalCompatible,
-            plugins: &plugins,
-            now_unix: None,
-        };
-        let cfg = Arc::new(load_bytes(mixed_routes(10_000).as_bytes(), &opts).expect("valid"));
-        b.iter(|| {
-            black_box(
-                Router::new(cfg.clone(), RouterFlavor::TraditionalCompatible).expect("router"),
-            )
-        })
-    });
 }
 
 criterion_group! {

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::expr::{ExprMatcher, LazyContext};
 use crate::fields::FieldMatcher;
+use crate::lazy_regex::RegexCache;
 use crate::request::Prepared;
 use crate::{Captures, RouterError};
 
@@ -18,10 +19,9 @@ const PLAIN_HOST_ONLY_BIT: u64 = 1 << 60;
 const REGEX_URL_BIT: u64 = 1 << 51;
 const EXPRESSION_ONLY_BITS: u64 = 0xFF << 56;
 
-/// One matcher: a route, or one path group of a split route.
+/// One matcher: a route, or one path group of a split route. (Its priority and UUID only
+/// decide its place in the evaluation order.)
 pub(crate) struct Entry {
-    pub priority: u64,
-    pub id: Uuid,
     /// Index into `config.routes`.
     pub route: usize,
     /// Index into `config.services`.
@@ -31,7 +31,14 @@ pub(crate) struct Entry {
 
 pub(crate) enum Kind {
     Fields(FieldMatcher),
-    Expr(ExprMatcher),
+    Expr(Box<ExprMatcher>),
+}
+
+/// An entry with its sort key.
+struct Keyed {
+    priority: u64,
+    id: Uuid,
+    entry: Entry,
 }
 
 /// What the stripped prefix is, when a path matched.
@@ -170,7 +177,12 @@ pub(crate) fn protocol_clause(route: &Route) -> Option<Vec<&'static str>> {
 }
 
 /// Compiles every HTTP route of the configuration into matchers, in evaluation order.
-pub(crate) fn compile(config: &Config, flavor: RouterFlavor) -> Result<Vec<Entry>, RouterError> {
+/// Regexes go through `regexes` (checked now, compiled on first use, shared when equal).
+pub(crate) fn compile(
+    config: &Config,
+    flavor: RouterFlavor,
+    regexes: &mut RegexCache,
+) -> Result<Vec<Entry>, RouterError> {
     let service_index: std::collections::HashMap<Uuid, usize> = config
         .services
         .iter()
@@ -196,25 +208,29 @@ pub(crate) fn compile(config: &Config, flavor: RouterFlavor) -> Result<Vec<Entry
         if let Some(expression) = &route.expression {
             let m = ExprMatcher::new(route, expression, flavor == RouterFlavor::Expressions)?;
             let priority = EXPRESSION_ONLY_BITS | route.priority.unwrap_or(0);
-            out.push(Entry {
+            out.push(Keyed {
                 priority,
                 id: route.id,
-                route: ri,
-                service,
-                kind: Kind::Expr(m),
+                entry: Entry {
+                    route: ri,
+                    service,
+                    kind: Kind::Expr(Box::new(m)),
+                },
             });
             continue;
         }
         let groups = path_groups(&route.paths);
         if groups.len() <= 1 {
             let all: Vec<usize> = (0..route.paths.len()).collect();
-            let m = FieldMatcher::new(route, &all, protocols)?;
-            out.push(Entry {
+            let m = FieldMatcher::new(route, &all, protocols, regexes)?;
+            out.push(Keyed {
                 priority: compat_priority(route, &route.paths),
                 id: route.id,
-                route: ri,
-                service,
-                kind: Kind::Fields(m),
+                entry: Entry {
+                    route: ri,
+                    service,
+                    kind: Kind::Fields(m),
+                },
             });
         } else {
             for (g, idx) in groups.iter().enumerate() {
@@ -223,20 +239,22 @@ pub(crate) fn compile(config: &Config, flavor: RouterFlavor) -> Result<Vec<Entry
                     &SPLIT_NAMESPACE,
                     format!("{}#{}", route.id, g + 1).as_bytes(),
                 );
-                let m = FieldMatcher::new(route, idx, protocols.clone())?;
-                out.push(Entry {
+                let m = FieldMatcher::new(route, idx, protocols.clone(), regexes)?;
+                out.push(Keyed {
                     priority: compat_priority(route, &paths),
                     id,
-                    route: ri,
-                    service,
-                    kind: Kind::Fields(m),
+                    entry: Entry {
+                        route: ri,
+                        service,
+                        kind: Kind::Fields(m),
+                    },
                 });
             }
         }
     }
     // Kong's engine walks (priority, uuid) in descending order; the first match wins.
     out.sort_by_key(|e| std::cmp::Reverse((e.priority, e.id)));
-    Ok(out)
+    Ok(out.into_iter().map(|k| k.entry).collect())
 }
 
 #[cfg(test)]

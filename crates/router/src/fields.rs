@@ -4,12 +4,14 @@
 //! lowercased header value or captures are returned).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use regex::Regex;
 use silverback_config::{IpPort, Route};
 
 use crate::compile::{Hit, Prefix};
-use crate::request::{Prepared, split_host_port};
+use crate::lazy_regex::{LazyRegex, RegexCache};
+use crate::request::{Prepared, method_bit, split_host_port};
 use crate::{Captures, RouterError, Scheme, route_label};
 
 /// `==`, `=^` (suffix) or `^=` (prefix) against a string.
@@ -54,20 +56,52 @@ pub(crate) struct HostRule {
 #[derive(Debug)]
 pub(crate) enum PathRule {
     Prefix { text: Box<str>, idx: usize },
-    Regex { re: Regex, idx: usize },
+    Regex { re: Arc<LazyRegex>, idx: usize },
 }
 
 #[derive(Debug)]
 pub(crate) enum ValueRule {
     /// Lowercased value (Lua `string.lower`: ASCII only).
     Eq(Box<str>),
-    Regex(Regex),
+    Regex(Arc<LazyRegex>),
 }
 
 #[derive(Debug)]
 pub(crate) struct HeaderRule {
     pub name: http::HeaderName,
-    pub values: Vec<ValueRule>,
+    pub values: Box<[ValueRule]>,
+}
+
+/// A route's `methods`: the standard ones as bits (see [`method_bit`]), others by name.
+#[derive(Debug, Default)]
+pub(crate) struct MethodSet {
+    bits: u16,
+    other: Box<[Box<str>]>,
+}
+
+impl MethodSet {
+    fn new(methods: &[String]) -> Self {
+        let mut bits = 0;
+        let mut other = Vec::new();
+        for m in methods {
+            match method_bit(m) {
+                0 => other.push(m.as_str().into()),
+                b => bits |= b,
+            }
+        }
+        MethodSet {
+            bits,
+            other: other.into(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bits == 0 && self.other.is_empty()
+    }
+
+    fn matches(&self, bit: u16, method: &str) -> bool {
+        self.bits & bit != 0 || self.other.iter().any(|m| &**m == method)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -147,16 +181,24 @@ impl NetRule {
     }
 }
 
-/// A compiled field-based matcher.
+/// A compiled field-based matcher. The fields most routes use are inline; the others are
+/// boxed together, so that the matcher stays small and one evaluation touches few cache
+/// lines.
 #[derive(Debug)]
 pub(crate) struct FieldMatcher {
+    pub methods: MethodSet,
+    pub hosts: Box<[HostRule]>,
+    pub paths: Box<[PathRule]>,
+    pub headers: Box<[HeaderRule]>,
+    pub rare: Option<Box<RareFields>>,
+}
+
+/// Fields few routes set.
+#[derive(Debug, Default)]
+pub(crate) struct RareFields {
     pub snis: Vec<Affix>,
     pub sources: Vec<NetRule>,
     pub destinations: Vec<NetRule>,
-    pub methods: Vec<Box<str>>,
-    pub hosts: Vec<HostRule>,
-    pub paths: Vec<PathRule>,
-    pub headers: Vec<HeaderRule>,
     /// `net.protocol` values (expressions flavor only).
     pub protocols: Option<Vec<&'static str>>,
 }
@@ -172,8 +214,9 @@ impl FieldMatcher {
         route: &Route,
         path_idx: &[usize],
         protocols: Option<Vec<&'static str>>,
+        regexes: &mut RegexCache,
     ) -> Result<Self, RouterError> {
-        let snis = route
+        let snis: Vec<Affix> = route
             .snis
             .iter()
             .map(|s| {
@@ -190,17 +233,17 @@ impl FieldMatcher {
                 Affix::wildcard(s)
             })
             .collect();
-        let sources = route
+        let sources: Vec<NetRule> = route
             .sources
             .iter()
             .map(|v| NetRule::compile(route, "sources", v))
             .collect::<Result<_, _>>()?;
-        let destinations = route
+        let destinations: Vec<NetRule> = route
             .destinations
             .iter()
             .map(|v| NetRule::compile(route, "destinations", v))
             .collect::<Result<_, _>>()?;
-        let methods = route.methods.iter().map(|m| m.as_str().into()).collect();
+        let methods = MethodSet::new(&route.methods);
         let hosts = route
             .hosts
             .iter()
@@ -220,11 +263,13 @@ impl FieldMatcher {
             if let Some(re) = p.strip_prefix('~') {
                 // Kong: strip `~`, anchor with `^`, and rewrite `?<` to `?P<`.
                 let src = format!("^{}", re.replace("?<", "?P<"));
-                let re = Regex::new(&src).map_err(|e| RouterError::PathRegex {
-                    route: route_label(route),
-                    path: p.clone(),
-                    message: e.to_string(),
-                })?;
+                let re = regexes
+                    .get(&src)
+                    .map_err(|message| RouterError::PathRegex {
+                        route: route_label(route),
+                        path: p.clone(),
+                        message,
+                    })?;
                 paths.push(PathRule::Regex { re, idx });
             } else {
                 paths.push(PathRule::Prefix {
@@ -246,12 +291,14 @@ impl FieldMatcher {
             for v in values {
                 if let Some(re) = v.strip_prefix("~*") {
                     let lowered = lua_lower(re);
-                    let re = Regex::new(&lowered).map_err(|e| RouterError::HeaderRegex {
-                        route: route_label(route),
-                        header: name.clone(),
-                        value: v.clone(),
-                        message: e.to_string(),
-                    })?;
+                    let re = regexes
+                        .get(&lowered)
+                        .map_err(|message| RouterError::HeaderRegex {
+                            route: route_label(route),
+                            header: name.clone(),
+                            value: v.clone(),
+                            message,
+                        })?;
                     rules.push(ValueRule::Regex(re));
                 } else {
                     rules.push(ValueRule::Eq(lua_lower(v).into()));
@@ -259,47 +306,34 @@ impl FieldMatcher {
             }
             headers.push(HeaderRule {
                 name: hname,
-                values: rules,
+                values: rules.into(),
             });
         }
+        let rare = (!snis.is_empty()
+            || !sources.is_empty()
+            || !destinations.is_empty()
+            || protocols.is_some())
+        .then(|| {
+            Box::new(RareFields {
+                snis,
+                sources,
+                destinations,
+                protocols,
+            })
+        });
         Ok(FieldMatcher {
-            snis,
-            sources,
-            destinations,
             methods,
             hosts,
-            paths,
-            headers,
-            protocols,
+            paths: paths.into(),
+            headers: headers.into(),
+            rare,
         })
     }
 
     /// Evaluates the matcher; on success returns what matched.
     pub fn eval(&self, req: &Prepared<'_>) -> Option<Hit> {
         let view = req.view;
-        if !self.snis.is_empty() && view.scheme == Scheme::Https {
-            let sni = view.sni?;
-            if !self.snis.iter().any(|a| a.matches(sni)) {
-                return None;
-            }
-        }
-        if !self.sources.is_empty()
-            && !self
-                .sources
-                .iter()
-                .any(|r| r.matches(view.src, view.src.map(|a| a.port())))
-        {
-            return None;
-        }
-        if !self.destinations.is_empty()
-            && !self
-                .destinations
-                .iter()
-                .any(|r| r.matches(view.dst, Some(req.dst_port)))
-        {
-            return None;
-        }
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| &**m == view.method) {
+        if !self.methods.is_empty() && !self.methods.matches(req.method_bit, view.method) {
             return None;
         }
         let mut host_hit = None;
@@ -312,20 +346,17 @@ impl FieldMatcher {
                     .idx,
             );
         }
-        if self
-            .protocols
-            .as_ref()
-            .is_some_and(|p| !p.contains(&view.scheme.as_str()))
+        if let Some(rare) = &self.rare
+            && !rare.matches(req)
         {
             return None;
         }
         // Plain prefixes first (cheap); regex paths are searched after the headers passed.
         let mut path_hit = None;
         let mut prefix = Prefix::None;
-        let mut captures = Captures::default();
         let path: &str = &req.path;
         let mut has_regex = false;
-        for p in &self.paths {
+        for p in &*self.paths {
             match p {
                 PathRule::Prefix { text, idx } => {
                     if path.starts_with(&**text) {
@@ -334,7 +365,8 @@ impl FieldMatcher {
                         break;
                     }
                 }
-                PathRule::Regex { .. } => has_regex = true,
+                // a regex whose literal start the path lacks cannot match
+                PathRule::Regex { re, .. } => has_regex |= path.starts_with(&*re.prefix),
             }
         }
         if path_hit.is_none() && !has_regex && !self.paths.is_empty() {
@@ -342,9 +374,9 @@ impl FieldMatcher {
         }
         // Headers: every header name must match one of its values (on any request value).
         let mut header_regex_hits: Vec<(&Regex, String)> = Vec::new();
-        for h in &self.headers {
+        for h in &*self.headers {
             let mut ok = false;
-            'values: for rule in &h.values {
+            'values: for rule in &*h.values {
                 for v in view.headers.get_all(&h.name) {
                     let Ok(v) = std::str::from_utf8(v.as_bytes()) else {
                         continue;
@@ -362,6 +394,7 @@ impl FieldMatcher {
                             }
                         }
                         ValueRule::Regex(re) => {
+                            let re = re.get();
                             let lowered = v.to_lowercase();
                             if re.is_match(&lowered) {
                                 header_regex_hits.push((re, lowered));
@@ -376,11 +409,14 @@ impl FieldMatcher {
                 return None;
             }
         }
+        let mut captures = Captures::default();
         if path_hit.is_none() && has_regex {
             // The first regex of the group that matches, in configured order (one search each:
             // captures only run the capture engine once the fast engines found a match).
-            for p in &self.paths {
+            for p in &*self.paths {
                 if let PathRule::Regex { re, idx } = p
+                    && path.starts_with(&*re.prefix)
+                    && let re = re.get()
                     && let Some(c) = re.captures(path)
                 {
                     path_hit = Some(*idx);
@@ -409,6 +445,37 @@ impl FieldMatcher {
             prefix,
             captures,
         })
+    }
+}
+
+impl RareFields {
+    fn matches(&self, req: &Prepared<'_>) -> bool {
+        let view = req.view;
+        if !self.snis.is_empty() && view.scheme == Scheme::Https {
+            let Some(sni) = view.sni else { return false };
+            if !self.snis.iter().any(|a| a.matches(sni)) {
+                return false;
+            }
+        }
+        if !self.sources.is_empty()
+            && !self
+                .sources
+                .iter()
+                .any(|r| r.matches(view.src, view.src.map(|a| a.port())))
+        {
+            return false;
+        }
+        if !self.destinations.is_empty()
+            && !self
+                .destinations
+                .iter()
+                .any(|r| r.matches(view.dst, Some(req.dst_port)))
+        {
+            return false;
+        }
+        self.protocols
+            .as_ref()
+            .is_none_or(|p| p.contains(&view.scheme.as_str()))
     }
 }
 

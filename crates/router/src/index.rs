@@ -2,27 +2,45 @@
 //! (rank = position in the priority order), so that the first full match is Kong's answer.
 //!
 //! Matchers are bucketed by a necessary condition on the host (exact host, `*.suffix`,
-//! `prefix.*`, or no host), and inside each bucket by a necessary condition on the path
-//! (the plain prefix; regex paths and path-less matchers are always candidates of their
-//! bucket). A request looks up its host (and each of its dot-suffixes/prefixes for wildcard
-//! buckets), then each distinct prefix length of the bucket: a handful of hash lookups. The
-//! rank lists found are merged in ascending order and evaluated until one matches.
+//! `prefix.*`, or no host), and inside each bucket by a necessary condition on the path: the
+//! plain prefix, or the literal text an anchored regex's matches start with; regexes without
+//! one and path-less matchers are always candidates of their bucket.
+//!
+//! A request costs one hash lookup for its exact host, one per dot of the host only where a
+//! wildcard key with that many labels and that length exists (most configurations have one
+//! or two wildcard shapes, e.g. `*.example.com`), and per bucket either a scan of a few
+//! prefixes or one hash lookup per distinct prefix length of the bucket. Hashing is FxHash
+//! (no DoS concern: the keys come from the configuration, lookups only read). The rank lists
+//! found are merged in ascending order and evaluated until one matches.
 
-use fnv::FnvHashMap;
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use crate::compile::{Entry, Kind};
 use crate::fields::{Affix, PathRule};
 use crate::request::Prepared;
 
+/// Buckets with at most this many distinct prefixes are scanned instead of hashed.
+const SCAN_MAX: usize = 6;
+
 /// Rank lists of one host bucket, by path prefix.
 #[derive(Default)]
 struct PathIndex {
-    by_prefix: FnvHashMap<Box<str>, Vec<u32>>,
-    /// Distinct prefix lengths, ascending.
-    lengths: Vec<usize>,
-    /// Matchers with no plain-prefix condition (regex paths, no paths).
+    /// Matchers with no prefix condition (regex paths without a literal start, no paths).
+    other: Box<[u32]>,
+    /// Small buckets: (prefix, ranks), scanned.
+    scan: Box<[Keyed]>,
+    /// Large buckets: ranks by prefix, looked up once per distinct length.
+    by_prefix: FxHashMap<Box<str>, Box<[u32]>>,
+    /// Distinct prefix lengths of `by_prefix`, ascending.
+    lengths: Box<[u32]>,
+}
+
+/// A bucket while building.
+#[derive(Default)]
+struct PathBuilder {
     other: Vec<u32>,
+    by_prefix: FxHashMap<Box<str>, Vec<u32>>,
 }
 
 fn push_rank(v: &mut Vec<u32>, rank: u32) {
@@ -31,30 +49,59 @@ fn push_rank(v: &mut Vec<u32>, rank: u32) {
     }
 }
 
-impl PathIndex {
+impl PathBuilder {
     fn add(&mut self, rank: u32, prefixes: Option<&[&str]>) {
         match prefixes {
             None => push_rank(&mut self.other, rank),
             Some(ps) => {
                 for p in ps {
                     push_rank(self.by_prefix.entry((*p).into()).or_default(), rank);
-                    if !self.lengths.contains(&p.len()) {
-                        self.lengths.push(p.len());
-                    }
                 }
             }
         }
     }
 
-    fn finish(&mut self) {
-        self.lengths.sort_unstable();
+    fn finish(self) -> PathIndex {
+        let mut ix = PathIndex {
+            other: self.other.into(),
+            ..PathIndex::default()
+        };
+        if self.by_prefix.len() <= SCAN_MAX {
+            let mut scan: Vec<Keyed> = self
+                .by_prefix
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect();
+            // any order gives the same merge; sorted for determinism
+            scan.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            ix.scan = scan.into();
+        } else {
+            let mut lengths: Vec<u32> = self.by_prefix.keys().map(|k| k.len() as u32).collect();
+            lengths.sort_unstable();
+            lengths.dedup();
+            ix.lengths = lengths.into();
+            ix.by_prefix = self
+                .by_prefix
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect();
+        }
+        ix
     }
+}
 
+impl PathIndex {
     fn collect<'i>(&'i self, path: &str, out: &mut Slices<'i>) {
         if !self.other.is_empty() {
             out.push(&self.other);
         }
-        for &l in &self.lengths {
+        for (p, ranks) in &*self.scan {
+            if path.starts_with(&**p) {
+                out.push(ranks);
+            }
+        }
+        for &l in &*self.lengths {
+            let l = l as usize;
             if l > path.len() {
                 break;
             }
@@ -67,14 +114,50 @@ impl PathIndex {
 
 type Slices<'i> = SmallVec<[&'i [u32]; 16]>;
 
+/// A prefix and the ranks of the matchers filed under it.
+type Keyed = (Box<str>, Box<[u32]>);
+
+/// Wildcard keys of one kind (`*.x` suffixes or `x.*` prefixes), with filters on the label
+/// count and length of the keys that exist, so that a request probes only plausible keys.
+#[derive(Default)]
+struct WildMap {
+    map: FxHashMap<Box<str>, PathIndex>,
+    /// Bit `n`: a key has `n` dots (bit 63: 63 or more).
+    dots: u64,
+    /// Bit `n`: a key is `n` bytes long (bit 255: 255 or more).
+    lens: [u64; 4],
+}
+
+fn dot_bit(dots: usize) -> u64 {
+    1 << dots.min(63)
+}
+
+impl WildMap {
+    fn insert(&mut self, key: Box<str>, ix: PathIndex) {
+        self.dots |= dot_bit(key.bytes().filter(|&b| b == b'.').count());
+        let l = key.len().min(255);
+        self.lens[l / 64] |= 1 << (l % 64);
+        self.map.insert(key, ix);
+    }
+
+    #[inline]
+    fn get(&self, key: &str, dots: usize) -> Option<&PathIndex> {
+        let l = key.len().min(255);
+        if self.dots & dot_bit(dots) == 0 || self.lens[l / 64] & (1 << (l % 64)) == 0 {
+            return None;
+        }
+        self.map.get(key)
+    }
+}
+
 /// The index over all matchers of a router.
 #[derive(Default)]
 pub(crate) struct Index {
-    exact: FnvHashMap<Box<str>, PathIndex>,
+    exact: FxHashMap<Box<str>, PathIndex>,
     /// Keys start with `.` (from `*.example.com`).
-    suffix: FnvHashMap<Box<str>, PathIndex>,
+    suffix: WildMap,
     /// Keys end with `.` (from `example.*`).
-    prefix: FnvHashMap<Box<str>, PathIndex>,
+    prefix: WildMap,
     /// Wildcard hosts that do not fall on a label boundary: always candidates.
     odd_host: PathIndex,
     no_host: PathIndex,
@@ -82,55 +165,64 @@ pub(crate) struct Index {
 
 impl Index {
     pub fn build(entries: &[Entry]) -> Self {
-        let mut ix = Index::default();
+        let mut exact: FxHashMap<Box<str>, PathBuilder> = FxHashMap::default();
+        let mut suffix: FxHashMap<Box<str>, PathBuilder> = FxHashMap::default();
+        let mut prefix: FxHashMap<Box<str>, PathBuilder> = FxHashMap::default();
+        let mut odd_host = PathBuilder::default();
+        let mut no_host = PathBuilder::default();
+        let mut hosts: Vec<&Affix> = Vec::new();
+        let mut ps: Vec<&str> = Vec::new();
         for (rank, e) in entries.iter().enumerate() {
             let rank = rank as u32;
-            let (hosts, prefixes): (Vec<&Affix>, Option<Vec<&str>>) = match &e.kind {
+            hosts.clear();
+            ps.clear();
+            let mut indexed = true;
+            match &e.kind {
                 Kind::Fields(f) => {
-                    let hosts = f.hosts.iter().map(|h| &h.affix).collect();
-                    let mut ps = Vec::with_capacity(f.paths.len());
-                    for p in &f.paths {
-                        match p {
-                            PathRule::Prefix { text, .. } => ps.push(&**text),
-                            PathRule::Regex { .. } => {
-                                ps.clear();
-                                break;
-                            }
+                    hosts.extend(f.hosts.iter().map(|h| &h.affix));
+                    for p in &*f.paths {
+                        let key = match p {
+                            PathRule::Prefix { text, .. } => &**text,
+                            PathRule::Regex { re, .. } => &*re.prefix,
+                        };
+                        if key.is_empty() {
+                            indexed = false;
+                            break;
                         }
+                        ps.push(key);
                     }
-                    (hosts, (!ps.is_empty()).then_some(ps))
                 }
-                Kind::Expr(x) => (
-                    x.host_key.iter().collect(),
-                    x.path_key.as_deref().map(|p| vec![p]),
-                ),
-            };
-            let prefixes = prefixes.as_deref();
-            if hosts.is_empty() {
-                ix.no_host.add(rank, prefixes);
+                Kind::Expr(x) => {
+                    hosts.extend(x.host_key.iter());
+                    ps.extend(x.path_key.as_deref());
+                }
             }
-            for h in hosts {
+            let prefixes = (indexed && !ps.is_empty()).then_some(&ps[..]);
+            if hosts.is_empty() {
+                no_host.add(rank, prefixes);
+            }
+            for h in &hosts {
                 let bucket = match h {
-                    Affix::Exact(s) => ix.exact.entry(s.clone()).or_default(),
-                    Affix::Suffix(s) if s.starts_with('.') => {
-                        ix.suffix.entry(s.clone()).or_default()
-                    }
-                    Affix::Prefix(s) if s.ends_with('.') => ix.prefix.entry(s.clone()).or_default(),
-                    _ => &mut ix.odd_host,
+                    Affix::Exact(s) => exact.entry(s.clone()).or_default(),
+                    Affix::Suffix(s) if s.starts_with('.') => suffix.entry(s.clone()).or_default(),
+                    Affix::Prefix(s) if s.ends_with('.') => prefix.entry(s.clone()).or_default(),
+                    _ => &mut odd_host,
                 };
                 bucket.add(rank, prefixes);
             }
         }
-        for b in ix
-            .exact
-            .values_mut()
-            .chain(ix.suffix.values_mut())
-            .chain(ix.prefix.values_mut())
-        {
-            b.finish();
+        let mut ix = Index {
+            exact: exact.into_iter().map(|(k, b)| (k, b.finish())).collect(),
+            odd_host: odd_host.finish(),
+            no_host: no_host.finish(),
+            ..Index::default()
+        };
+        for (k, b) in suffix {
+            ix.suffix.insert(k, b.finish());
         }
-        ix.odd_host.finish();
-        ix.no_host.finish();
+        for (k, b) in prefix {
+            ix.prefix.insert(k, b.finish());
+        }
         ix
     }
 
@@ -142,15 +234,19 @@ impl Index {
             if let Some(b) = self.exact.get(host) {
                 b.collect(path, &mut slices);
             }
-            if !self.suffix.is_empty() || !self.prefix.is_empty() {
+            if self.suffix.dots != 0 || self.prefix.dots != 0 {
+                let total = host.bytes().filter(|&b| b == b'.').count();
+                let mut seen = 0;
                 for (i, c) in host.bytes().enumerate() {
                     if c != b'.' {
                         continue;
                     }
-                    if let Some(b) = self.suffix.get(&host[i..]) {
+                    seen += 1;
+                    // `host[i..]` holds the dots from this one on, `host[..=i]` those up to it
+                    if let Some(b) = self.suffix.get(&host[i..], total - seen + 1) {
                         b.collect(path, &mut slices);
                     }
-                    if let Some(b) = self.prefix.get(&host[..=i]) {
+                    if let Some(b) = self.prefix.get(&host[..=i], seen) {
                         b.collect(path, &mut slices);
                     }
                 }

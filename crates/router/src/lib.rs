@@ -75,6 +75,7 @@ mod compile;
 mod expr;
 mod fields;
 mod index;
+mod lazy_regex;
 mod request;
 pub mod synthetic;
 mod upstream;
@@ -254,6 +255,8 @@ pub struct Router {
     entries: Vec<compile::Entry>,
     index: index::Index,
     exprs: expr::ExprSupport,
+    /// Every distinct regex, compiled on first use (see [`Router::compile_regexes`]).
+    regexes: Vec<Arc<lazy_regex::LazyRegex>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -267,8 +270,13 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     /// Compiles the routes of `config` for `flavor`.
+    ///
+    /// Regex paths and `~*` header values are checked here (an invalid one is an error), but
+    /// each distinct pattern is compiled by the regex engine the first time a request needs
+    /// it; call [`Router::compile_regexes`] off the request path to compile them all ahead.
     pub fn new(config: Arc<Config>, flavor: RouterFlavor) -> Result<Router, RouterError> {
-        let entries = compile::compile(&config, flavor)?;
+        let mut regexes = lazy_regex::RegexCache::default();
+        let entries = compile::compile(&config, flavor, &mut regexes)?;
         let index = index::Index::build(&entries);
         let exprs = expr::ExprSupport::new(&entries);
         Ok(Router {
@@ -277,7 +285,28 @@ impl Router {
             entries,
             index,
             exprs,
+            regexes: regexes.into_vec(),
         })
+    }
+
+    /// Compiles every regex not compiled yet, so that no request pays for a first use
+    /// (a few thousand regexes take about a second). Optional: meant for a background task
+    /// right after a new router is published. Returns how many regexes it compiled.
+    pub fn compile_regexes(&self) -> usize {
+        let mut n = 0;
+        for r in &self.regexes {
+            if !r.is_compiled() {
+                r.get();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// How many distinct regexes the router holds, and how many of them are compiled.
+    pub fn regex_counts(&self) -> (usize, usize) {
+        let compiled = self.regexes.iter().filter(|r| r.is_compiled()).count();
+        (self.regexes.len(), compiled)
     }
 
     /// The configuration this router was compiled from.

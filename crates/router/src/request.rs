@@ -14,6 +14,8 @@ pub(crate) struct Prepared<'a> {
     pub dst_port: u16,
     /// `http.path`: the normalized path.
     pub path: Cow<'a, str>,
+    /// [`method_bit`] of the method.
+    pub method_bit: u16,
 }
 
 impl<'a> Prepared<'a> {
@@ -24,7 +26,25 @@ impl<'a> Prepared<'a> {
             host: if host.is_empty() { None } else { Some(host) },
             dst_port: port.unwrap_or(view.port),
             path: normalize_path(view.path),
+            method_bit: method_bit(view.method),
         }
+    }
+}
+
+/// A bit per standard method (methods compare case-sensitively, as Kong's `==`); 0 for
+/// any other method.
+pub(crate) fn method_bit(m: &str) -> u16 {
+    match m {
+        "GET" => 1,
+        "POST" => 1 << 1,
+        "PUT" => 1 << 2,
+        "DELETE" => 1 << 3,
+        "PATCH" => 1 << 4,
+        "HEAD" => 1 << 5,
+        "OPTIONS" => 1 << 6,
+        "CONNECT" => 1 << 7,
+        "TRACE" => 1 << 8,
+        _ => 0,
     }
 }
 
