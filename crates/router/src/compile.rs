@@ -1,11 +1,11 @@
 //! From configured routes to ordered matchers: filtering, the split by path group, Kong's
 //! priorities and the matcher UUIDs.
 
-use silverback_config::{Config, Protocol, Route, RouterFlavor};
+use silverback_config::{Config, PathHandling, Protocol, Route, RouterFlavor};
 use uuid::Uuid;
 
 use crate::expr::{ExprMatcher, LazyContext};
-use crate::fields::FieldMatcher;
+use crate::fields::{FieldMatcher, Span};
 use crate::lazy_regex::RegexCache;
 use crate::request::Prepared;
 use crate::{Captures, RouterError};
@@ -20,12 +20,21 @@ const REGEX_URL_BIT: u64 = 1 << 51;
 const EXPRESSION_ONLY_BITS: u64 = 0xFF << 56;
 
 /// One matcher: a route, or one path group of a split route. (Its priority and UUID only
-/// decide its place in the evaluation order.)
+/// decide its place in the evaluation order.) It holds what evaluating it and finishing a
+/// match need, so that a match does not read the configuration's route and service.
 pub(crate) struct Entry {
+    /// The matcher's strings (hosts, paths, service path), referred to by [`Span`]s.
+    pub text: Box<str>,
     /// Index into `config.routes`.
-    pub route: usize,
+    pub route: u32,
     /// Index into `config.services`.
-    pub service: Option<usize>,
+    pub service: Option<u32>,
+    /// The service's `path`.
+    pub service_path: Option<Span>,
+    /// The route's `strip_path`.
+    pub strip_path: bool,
+    /// The `path_handling` that applies (v0 unless the traditional flavor).
+    pub handling: PathHandling,
     pub kind: Kind,
 }
 
@@ -44,18 +53,18 @@ struct Keyed {
 /// What the stripped prefix is, when a path matched.
 pub(crate) enum Prefix {
     None,
-    /// The configured path of this index (a plain prefix).
-    Route(usize),
+    /// The configured path (a plain prefix), in the entry's text.
+    Route(Span),
     /// Text of the request path (a regex match, or an expression's `http.path` match).
     Owned(String),
 }
 
 /// A successful evaluation.
 pub(crate) struct Hit {
-    /// Index into `route.hosts` of the host that matched.
-    pub host: Option<usize>,
-    /// Index into `route.paths` of the path that matched.
-    pub path: Option<usize>,
+    /// The route host that matched, as configured (in the entry's text).
+    pub host: Option<Span>,
+    /// The route path that matched, as configured (in the entry's text).
+    pub path: Option<Span>,
     pub prefix: Prefix,
     pub captures: Captures,
 }
@@ -63,7 +72,7 @@ pub(crate) struct Hit {
 impl Entry {
     pub fn eval(&self, req: &Prepared<'_>, ctx: &mut LazyContext<'_>) -> Option<Hit> {
         match &self.kind {
-            Kind::Fields(f) => f.eval(req),
+            Kind::Fields(f) => f.eval(&self.text, req),
             Kind::Expr(x) => x.eval(ctx, req),
         }
     }
@@ -205,32 +214,42 @@ pub(crate) fn compile(
         } else {
             None
         };
+        let service_path = service.and_then(|si| config.services[si].path.as_deref());
+        let entry = |text: String, service_path: Option<Span>, kind: Kind| Entry {
+            text: text.into(),
+            route: ri as u32,
+            service: service.map(|s| s as u32),
+            service_path,
+            strip_path: route.strip_path,
+            handling: if flavor == RouterFlavor::Traditional {
+                route.path_handling
+            } else {
+                PathHandling::V0
+            },
+            kind,
+        };
         if let Some(expression) = &route.expression {
             let m = ExprMatcher::new(route, expression, flavor == RouterFlavor::Expressions)?;
             let priority = EXPRESSION_ONLY_BITS | route.priority.unwrap_or(0);
+            let mut text = String::new();
+            let sp = service_path.map(|p| Span::push(&mut text, p));
             out.push(Keyed {
                 priority,
                 id: route.id,
-                entry: Entry {
-                    route: ri,
-                    service,
-                    kind: Kind::Expr(Box::new(m)),
-                },
+                entry: entry(text, sp, Kind::Expr(Box::new(m))),
             });
             continue;
         }
         let groups = path_groups(&route.paths);
         if groups.len() <= 1 {
             let all: Vec<usize> = (0..route.paths.len()).collect();
-            let m = FieldMatcher::new(route, &all, protocols, regexes)?;
+            let mut text = String::new();
+            let m = FieldMatcher::new(route, &all, protocols, regexes, &mut text)?;
+            let sp = service_path.map(|p| Span::push(&mut text, p));
             out.push(Keyed {
                 priority: compat_priority(route, &route.paths),
                 id: route.id,
-                entry: Entry {
-                    route: ri,
-                    service,
-                    kind: Kind::Fields(m),
-                },
+                entry: entry(text, sp, Kind::Fields(m)),
             });
         } else {
             for (g, idx) in groups.iter().enumerate() {
@@ -239,15 +258,13 @@ pub(crate) fn compile(
                     &SPLIT_NAMESPACE,
                     format!("{}#{}", route.id, g + 1).as_bytes(),
                 );
-                let m = FieldMatcher::new(route, idx, protocols.clone(), regexes)?;
+                let mut text = String::new();
+                let m = FieldMatcher::new(route, idx, protocols.clone(), regexes, &mut text)?;
+                let sp = service_path.map(|p| Span::push(&mut text, p));
                 out.push(Keyed {
                     priority: compat_priority(route, &paths),
                     id,
-                    entry: Entry {
-                        route: ri,
-                        service,
-                        kind: Kind::Fields(m),
-                    },
+                    entry: entry(text, sp, Kind::Fields(m)),
                 });
             }
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use regex::Regex;
 use silverback_config::{IpPort, Route};
+use smallvec::SmallVec;
 
 use crate::compile::{Hit, Prefix};
 use crate::lazy_regex::{LazyRegex, RegexCache};
@@ -44,19 +45,74 @@ impl Affix {
     }
 }
 
+/// A piece of an entry's text (see [`crate::compile::Entry::text`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    /// Appends `s` to `text` and returns where it is.
+    pub fn push(text: &mut String, s: &str) -> Span {
+        let start = text.len() as u32;
+        text.push_str(s);
+        Span {
+            start,
+            len: s.len() as u32,
+        }
+    }
+
+    #[inline]
+    pub fn get(self, text: &str) -> &str {
+        let start = self.start as usize;
+        text.get(start..start + self.len as usize).unwrap_or("")
+    }
+}
+
+/// How a host pattern compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AffixKind {
+    Exact,
+    Suffix,
+    Prefix,
+}
+
 /// One route host: pattern plus optional port.
 #[derive(Debug, Clone)]
 pub(crate) struct HostRule {
-    pub affix: Affix,
+    pub kind: AffixKind,
     pub port: Option<u16>,
-    /// Index in `route.hosts`.
-    pub idx: usize,
+    /// The text compared (the pattern without `*` and port).
+    pub affix: Span,
+    /// The host as configured (`RouteMatch::matched_host`).
+    pub orig: Span,
 }
 
+impl HostRule {
+    #[inline]
+    fn matches(&self, text: &str, host: &str) -> bool {
+        let a = self.affix.get(text);
+        match self.kind {
+            AffixKind::Exact => host == a,
+            AffixKind::Suffix => host.ends_with(a),
+            AffixKind::Prefix => host.starts_with(a),
+        }
+    }
+}
+
+/// One path of the matcher's group; `orig` is the path as configured.
 #[derive(Debug)]
 pub(crate) enum PathRule {
-    Prefix { text: Box<str>, idx: usize },
-    Regex { re: Arc<LazyRegex>, idx: usize },
+    Prefix {
+        orig: Span,
+    },
+    Regex {
+        re: Arc<LazyRegex>,
+        /// Text every match starts with (may be empty).
+        lit: Span,
+        orig: Span,
+    },
 }
 
 #[derive(Debug)]
@@ -181,14 +237,14 @@ impl NetRule {
     }
 }
 
-/// A compiled field-based matcher. The fields most routes use are inline; the others are
-/// boxed together, so that the matcher stays small and one evaluation touches few cache
-/// lines.
+/// A compiled field-based matcher. Strings live in the entry's text; one host and one path
+/// are inline and the fields few routes use are boxed together, so that an evaluation
+/// touches few cache lines.
 #[derive(Debug)]
 pub(crate) struct FieldMatcher {
     pub methods: MethodSet,
-    pub hosts: Box<[HostRule]>,
-    pub paths: Box<[PathRule]>,
+    pub hosts: SmallVec<[HostRule; 1]>,
+    pub paths: SmallVec<[PathRule; 1]>,
     pub headers: Box<[HeaderRule]>,
     pub rare: Option<Box<RareFields>>,
 }
@@ -209,12 +265,13 @@ fn lua_lower(s: &str) -> String {
 }
 
 impl FieldMatcher {
-    /// Compiles `route` restricted to the paths at `path_idx`.
+    /// Compiles `route` restricted to the paths at `path_idx`; strings go to `text`.
     pub fn new(
         route: &Route,
         path_idx: &[usize],
         protocols: Option<Vec<&'static str>>,
         regexes: &mut RegexCache,
+        text: &mut String,
     ) -> Result<Self, RouterError> {
         let snis: Vec<Affix> = route
             .snis
@@ -247,17 +304,23 @@ impl FieldMatcher {
         let hosts = route
             .hosts
             .iter()
-            .enumerate()
-            .map(|(idx, h)| {
+            .map(|h| {
                 let (host, port) = split_host_port(h);
+                let orig = Span::push(text, h);
+                let (kind, affix) = match Affix::wildcard(host) {
+                    Affix::Exact(s) => (AffixKind::Exact, s),
+                    Affix::Suffix(s) => (AffixKind::Suffix, s),
+                    Affix::Prefix(s) => (AffixKind::Prefix, s),
+                };
                 HostRule {
-                    affix: Affix::wildcard(host),
+                    kind,
                     port,
-                    idx,
+                    affix: Span::push(text, &affix),
+                    orig,
                 }
             })
             .collect();
-        let mut paths = Vec::with_capacity(path_idx.len());
+        let mut paths = SmallVec::with_capacity(path_idx.len());
         for &idx in path_idx {
             let p = &route.paths[idx];
             if let Some(re) = p.strip_prefix('~') {
@@ -270,11 +333,12 @@ impl FieldMatcher {
                         path: p.clone(),
                         message,
                     })?;
-                paths.push(PathRule::Regex { re, idx });
+                let orig = Span::push(text, p);
+                let lit = Span::push(text, &re.prefix);
+                paths.push(PathRule::Regex { re, lit, orig });
             } else {
                 paths.push(PathRule::Prefix {
-                    text: p.as_str().into(),
-                    idx,
+                    orig: Span::push(text, p),
                 });
             }
         }
@@ -324,14 +388,14 @@ impl FieldMatcher {
         Ok(FieldMatcher {
             methods,
             hosts,
-            paths: paths.into(),
+            paths,
             headers: headers.into(),
             rare,
         })
     }
 
-    /// Evaluates the matcher; on success returns what matched.
-    pub fn eval(&self, req: &Prepared<'_>) -> Option<Hit> {
+    /// Evaluates the matcher (`text`: its entry's text); on success returns what matched.
+    pub fn eval(&self, text: &str, req: &Prepared<'_>) -> Option<Hit> {
         let view = req.view;
         if !self.methods.is_empty() && !self.methods.matches(req.method_bit, view.method) {
             return None;
@@ -342,8 +406,8 @@ impl FieldMatcher {
             host_hit = Some(
                 self.hosts
                     .iter()
-                    .find(|h| h.affix.matches(host) && h.port.is_none_or(|p| p == req.dst_port))?
-                    .idx,
+                    .find(|h| h.matches(text, host) && h.port.is_none_or(|p| p == req.dst_port))?
+                    .orig,
             );
         }
         if let Some(rare) = &self.rare
@@ -358,15 +422,15 @@ impl FieldMatcher {
         let mut has_regex = false;
         for p in &*self.paths {
             match p {
-                PathRule::Prefix { text, idx } => {
-                    if path.starts_with(&**text) {
-                        path_hit = Some(*idx);
-                        prefix = Prefix::Route(*idx);
+                PathRule::Prefix { orig } => {
+                    if path.starts_with(orig.get(text)) {
+                        path_hit = Some(*orig);
+                        prefix = Prefix::Route(*orig);
                         break;
                     }
                 }
                 // a regex whose literal start the path lacks cannot match
-                PathRule::Regex { re, .. } => has_regex |= path.starts_with(&*re.prefix),
+                PathRule::Regex { lit, .. } => has_regex |= path.starts_with(lit.get(text)),
             }
         }
         if path_hit.is_none() && !has_regex && !self.paths.is_empty() {
@@ -414,12 +478,12 @@ impl FieldMatcher {
             // The first regex of the group that matches, in configured order (one search each:
             // captures only run the capture engine once the fast engines found a match).
             for p in &*self.paths {
-                if let PathRule::Regex { re, idx } = p
-                    && path.starts_with(&*re.prefix)
+                if let PathRule::Regex { re, lit, orig } = p
+                    && path.starts_with(lit.get(text))
                     && let re = re.get()
                     && let Some(c) = re.captures(path)
                 {
-                    path_hit = Some(*idx);
+                    path_hit = Some(*orig);
                     prefix = Prefix::Owned(c.get(0).map_or("", |m| m.as_str()).to_string());
                     if re.captures_len() > 1 {
                         captures = collect_captures(re, &c);

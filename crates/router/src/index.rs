@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use crate::compile::{Entry, Kind};
-use crate::fields::{Affix, PathRule};
+use crate::fields::{Affix, AffixKind, PathRule};
 use crate::request::Prepared;
 
 /// Buckets with at most this many distinct prefixes are scanned instead of hashed.
@@ -170,7 +170,7 @@ impl Index {
         let mut prefix: FxHashMap<Box<str>, PathBuilder> = FxHashMap::default();
         let mut odd_host = PathBuilder::default();
         let mut no_host = PathBuilder::default();
-        let mut hosts: Vec<&Affix> = Vec::new();
+        let mut hosts: Vec<(AffixKind, &str)> = Vec::new();
         let mut ps: Vec<&str> = Vec::new();
         for (rank, e) in entries.iter().enumerate() {
             let rank = rank as u32;
@@ -179,11 +179,12 @@ impl Index {
             let mut indexed = true;
             match &e.kind {
                 Kind::Fields(f) => {
-                    hosts.extend(f.hosts.iter().map(|h| &h.affix));
+                    let text = &*e.text;
+                    hosts.extend(f.hosts.iter().map(|h| (h.kind, h.affix.get(text))));
                     for p in &*f.paths {
                         let key = match p {
-                            PathRule::Prefix { text, .. } => &**text,
-                            PathRule::Regex { re, .. } => &*re.prefix,
+                            PathRule::Prefix { orig } => orig.get(text),
+                            PathRule::Regex { lit, .. } => lit.get(text),
                         };
                         if key.is_empty() {
                             indexed = false;
@@ -193,7 +194,11 @@ impl Index {
                     }
                 }
                 Kind::Expr(x) => {
-                    hosts.extend(x.host_key.iter());
+                    hosts.extend(x.host_key.as_ref().map(|a| match a {
+                        Affix::Exact(s) => (AffixKind::Exact, &**s),
+                        Affix::Suffix(s) => (AffixKind::Suffix, &**s),
+                        Affix::Prefix(s) => (AffixKind::Prefix, &**s),
+                    }));
                     ps.extend(x.path_key.as_deref());
                 }
             }
@@ -201,11 +206,11 @@ impl Index {
             if hosts.is_empty() {
                 no_host.add(rank, prefixes);
             }
-            for h in &hosts {
-                let bucket = match h {
-                    Affix::Exact(s) => exact.entry(s.clone()).or_default(),
-                    Affix::Suffix(s) if s.starts_with('.') => suffix.entry(s.clone()).or_default(),
-                    Affix::Prefix(s) if s.ends_with('.') => prefix.entry(s.clone()).or_default(),
+            for &(kind, s) in &hosts {
+                let bucket = match kind {
+                    AffixKind::Exact => exact.entry(s.into()).or_default(),
+                    AffixKind::Suffix if s.starts_with('.') => suffix.entry(s.into()).or_default(),
+                    AffixKind::Prefix if s.ends_with('.') => prefix.entry(s.into()).or_default(),
                     _ => &mut odd_host,
                 };
                 bucket.add(rank, prefixes);

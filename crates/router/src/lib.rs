@@ -69,7 +69,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use silverback_config::{Config, PathHandling, Route, RouterFlavor, Service};
+use silverback_config::{Config, Route, RouterFlavor, Service};
 
 mod compile;
 mod expr;
@@ -357,39 +357,28 @@ impl Router {
         hit: compile::Hit,
         req: &request::Prepared<'_>,
     ) -> RouteMatch<'r> {
-        let route = &self.config.routes[e.route];
-        let service = e.service.map(|i| &self.config.services[i]);
-        let matched_host = hit
-            .host
-            .and_then(|i| route.hosts.get(i))
-            .map(String::as_str);
-        let matched_path = hit
-            .path
-            .and_then(|i| route.paths.get(i))
-            .map(String::as_str);
+        // Only the entry is read: the route and service are handed out by reference.
+        let route = &self.config.routes[e.route as usize];
+        let service = e.service.map(|i| &self.config.services[i as usize]);
+        let text: &'r str = &e.text;
         let prefix: Option<Cow<'r, str>> = match hit.prefix {
             compile::Prefix::None => None,
-            compile::Prefix::Route(i) => route.paths.get(i).map(|p| Cow::Borrowed(p.as_str())),
+            compile::Prefix::Route(p) => Some(Cow::Borrowed(p.get(text))),
             compile::Prefix::Owned(s) => Some(Cow::Owned(s)),
         };
-        let handling = if self.flavor == RouterFlavor::Traditional {
-            route.path_handling
-        } else {
-            PathHandling::V0
-        };
         let upstream_path = upstream_path(
-            handling,
-            route.strip_path,
-            service.and_then(|s| s.path.as_deref()),
+            e.handling,
+            e.strip_path,
+            e.service_path.map(|p| p.get(text)),
             &req.path,
             prefix.as_deref(),
         );
         RouteMatch {
             route,
             service,
-            matched_host,
-            matched_path,
-            stripped_prefix: if route.strip_path { prefix } else { None },
+            matched_host: hit.host.map(|h| h.get(text)),
+            matched_path: hit.path.map(|p| p.get(text)),
+            stripped_prefix: if e.strip_path { prefix } else { None },
             captures: hit.captures,
             upstream_path,
         }
