@@ -1,0 +1,349 @@
+//! The command line: subcommands, and data-plane settings under Kong's names.
+//!
+//! Every flag can also be given as a `SILVERBACK_*` environment variable. For data-plane
+//! settings that Kong has, the `KONG_*` variable of the same name is accepted as an alias
+//! (`KONG_PROXY_LISTEN` for `--proxy-listen`), so a Kong user's environment carries over; the
+//! `SILVERBACK_*` variable wins when both are set.
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use silverback_config::RouterFlavor;
+
+/// Silverback: Kong for Kubernetes, in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "silverback", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (`info`, `debug`, `silverback_proxy=trace`, ...). Kong's `log_level` names
+    /// (`notice`, `warn`, `crit`...) are accepted too.
+    #[arg(
+        long,
+        global = true,
+        env = "SILVERBACK_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, global = true, env = "SILVERBACK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Controller and data plane in one process.
+    Run(RunArgs),
+    /// The data plane alone, optionally loading a declarative file at start.
+    Proxy(ProxyArgs),
+    /// The control plane alone: watches Kubernetes and pushes to data planes.
+    Controller(ControllerArgs),
+    /// Kubernetes manifests in, Kong declarative configuration out.
+    Translate(TranslateArgs),
+    /// Checks a declarative configuration file; prints every error; exits 1 on any error.
+    Validate(ValidateArgs),
+    /// Prints the version.
+    Version,
+}
+
+/// Data-plane settings, under Kong's names.
+#[derive(Debug, Clone, Args)]
+pub struct DataPlaneArgs {
+    /// Proxy listeners, Kong's syntax: `addr:port [ssl] [http2] [reuseport] [backlog=N]`, comma-separated.
+    #[arg(
+        long,
+        env = "SILVERBACK_PROXY_LISTEN",
+        default_value = "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl reuseport backlog=16384"
+    )]
+    pub proxy_listen: String,
+    /// Admin API listeners (loopback by default: the admin API can reconfigure the gateway).
+    #[arg(
+        long,
+        env = "SILVERBACK_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8001 reuseport backlog=16384"
+    )]
+    pub admin_listen: String,
+    /// Status API listeners (`/status`, `/status/ready`, `/metrics`); `off` disables.
+    #[arg(long, env = "SILVERBACK_STATUS_LISTEN", default_value = "0.0.0.0:8100")]
+    pub status_listen: String,
+    /// Router flavor: `traditional_compatible`, `expressions` or `traditional`.
+    #[arg(
+        long,
+        env = "SILVERBACK_ROUTER_FLAVOR",
+        default_value = "traditional_compatible"
+    )]
+    pub router_flavor: RouterFlavor,
+    /// Addresses (IPs or CIDRs, comma-separated) whose forwarding headers are trusted;
+    /// `unix:` and `0.0.0.0/0, ::/0` as in Kong.
+    #[arg(long, env = "SILVERBACK_TRUSTED_IPS", default_value = "")]
+    pub trusted_ips: String,
+    /// Header carrying the client address, or `proxy_protocol`.
+    #[arg(long, env = "SILVERBACK_REAL_IP_HEADER", default_value = "X-Real-IP")]
+    pub real_ip_header: String,
+    /// Take the last untrusted address of `real_ip_header` rather than the last one.
+    #[arg(long, env = "SILVERBACK_REAL_IP_RECURSIVE", default_value = "off", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub real_ip_recursive: bool,
+    /// Proxy worker threads (Kong's `nginx_worker_processes`): a number, or `auto` for one per core.
+    #[arg(
+        long,
+        env = "SILVERBACK_NGINX_WORKER_PROCESSES",
+        default_value = "auto"
+    )]
+    pub nginx_worker_processes: String,
+}
+
+/// `silverback run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A directory of Kubernetes YAML manifests to serve (no cluster needed).
+    #[arg(long, env = "SILVERBACK_MANIFESTS")]
+    pub manifests: Option<PathBuf>,
+    /// A Kong declarative configuration file to serve.
+    #[arg(long, env = "SILVERBACK_CONFIG", conflicts_with = "manifests")]
+    pub config: Option<PathBuf>,
+    /// Data-plane settings.
+    #[command(flatten)]
+    pub data_plane: DataPlaneArgs,
+}
+
+/// `silverback proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// A Kong declarative configuration file to load at start (Kong's `declarative_config`).
+    #[arg(
+        long,
+        env = "SILVERBACK_DECLARATIVE_CONFIG",
+        alias = "declarative-config"
+    )]
+    pub config: Option<PathBuf>,
+    /// Data-plane settings.
+    #[command(flatten)]
+    pub data_plane: DataPlaneArgs,
+}
+
+/// `silverback controller`.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Kubeconfig file (in-cluster configuration when absent).
+    #[arg(long, env = "SILVERBACK_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Admin API URLs of the data planes to configure.
+    #[arg(long, env = "SILVERBACK_KONG_ADMIN_URL", value_delimiter = ',')]
+    pub kong_admin_url: Vec<String>,
+}
+
+/// `silverback translate`.
+#[derive(Debug, Args)]
+pub struct TranslateArgs {
+    /// A manifest file or a directory of them.
+    #[arg(short = 'f', long = "filename", env = "SILVERBACK_TRANSLATE_FILENAME")]
+    pub file: PathBuf,
+    /// Router flavor of the output.
+    #[arg(
+        long,
+        env = "SILVERBACK_ROUTER_FLAVOR",
+        default_value = "traditional_compatible"
+    )]
+    pub router_flavor: RouterFlavor,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Yaml)]
+    pub output: OutputFormat,
+}
+
+/// `silverback validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The declarative configuration file (JSON or YAML); `-` reads standard input.
+    pub file: PathBuf,
+    /// Router flavor the file is meant for (decides whether `expression` routes are valid).
+    #[arg(
+        long,
+        env = "SILVERBACK_ROUTER_FLAVOR",
+        default_value = "traditional_compatible"
+    )]
+    pub router_flavor: RouterFlavor,
+    /// Output format of the errors: readable lines, or Kong's `flattened_errors` body.
+    #[arg(short = 'o', long, value_enum, default_value_t = ErrorFormat::Text)]
+    pub output: ErrorFormat,
+}
+
+/// Configuration output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+/// Error output format of `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ErrorFormat {
+    /// One line per error.
+    Text,
+    /// Kong's 400 body with `flattened_errors`.
+    Json,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        other => Err(format!("expected on or off, got '{other}'")),
+    }
+}
+
+/// The `KONG_*` alias of a `SILVERBACK_*` variable, for settings Kong has.
+fn kong_alias(var: &str) -> Option<String> {
+    const KONG_SETTINGS: &[&str] = &[
+        "PROXY_LISTEN",
+        "ADMIN_LISTEN",
+        "STATUS_LISTEN",
+        "ROUTER_FLAVOR",
+        "TRUSTED_IPS",
+        "REAL_IP_HEADER",
+        "REAL_IP_RECURSIVE",
+        "DECLARATIVE_CONFIG",
+        "LOG_LEVEL",
+        "NGINX_WORKER_PROCESSES",
+    ];
+    let rest = var.strip_prefix("SILVERBACK_")?;
+    KONG_SETTINGS
+        .contains(&rest)
+        .then(|| format!("KONG_{rest}"))
+}
+
+/// Rewrites an argument's environment variable to its `KONG_*` alias when only the alias is set.
+fn alias_env(arg: clap::Arg, lookup: &dyn Fn(&str) -> bool) -> clap::Arg {
+    let Some(var) = arg.get_env().and_then(|v| v.to_str()).map(str::to_string) else {
+        return arg;
+    };
+    match kong_alias(&var) {
+        Some(kong) if !lookup(&var) && lookup(&kong) => arg.env(kong),
+        _ => arg,
+    }
+}
+
+fn with_aliases(cmd: clap::Command, lookup: &dyn Fn(&str) -> bool) -> clap::Command {
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    let mut cmd = cmd.mut_args(|a| alias_env(a, lookup));
+    for name in names {
+        cmd = cmd.mut_subcommand(name, |sc| with_aliases(sc, lookup));
+    }
+    cmd
+}
+
+impl Cli {
+    /// Parses the process's arguments and environment (with `KONG_*` aliases).
+    pub fn parse_env() -> Cli {
+        let lookup = |v: &str| std::env::var_os(v).is_some();
+        let matches = with_aliases(Cli::command(), &lookup).get_matches();
+        match Cli::from_arg_matches(&matches) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        }
+    }
+
+    #[cfg(test)]
+    /// Parses `args`, with `lookup` telling which environment variables are set (for the alias
+    /// rewrite; clap itself still reads the process environment).
+    pub fn try_parse_with<I, T>(args: I, lookup: &dyn Fn(&str) -> bool) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = with_aliases(Cli::command(), lookup).try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn kong_aliases_cover_kong_settings_only() {
+        assert_eq!(
+            kong_alias("SILVERBACK_PROXY_LISTEN").as_deref(),
+            Some("KONG_PROXY_LISTEN")
+        );
+        assert_eq!(kong_alias("SILVERBACK_MANIFESTS"), None);
+        assert_eq!(kong_alias("PROXY_LISTEN"), None);
+    }
+
+    #[test]
+    fn data_plane_defaults_are_kongs() {
+        let cli = Cli::try_parse_with(["silverback", "proxy"], &|_| false).unwrap();
+        let Command::Proxy(p) = cli.command else {
+            panic!("proxy")
+        };
+        assert_eq!(
+            p.data_plane.proxy_listen,
+            "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl reuseport backlog=16384"
+        );
+        assert_eq!(
+            p.data_plane.admin_listen,
+            "127.0.0.1:8001 reuseport backlog=16384"
+        );
+        assert_eq!(
+            p.data_plane.router_flavor,
+            RouterFlavor::TraditionalCompatible
+        );
+        assert!(!p.data_plane.real_ip_recursive);
+    }
+
+    #[test]
+    fn flags_use_kong_names() {
+        let cli = Cli::try_parse_with(
+            [
+                "silverback",
+                "proxy",
+                "--proxy-listen",
+                "127.0.0.1:9000",
+                "--router-flavor",
+                "expressions",
+                "--real-ip-recursive",
+                "on",
+            ],
+            &|_| false,
+        )
+        .unwrap();
+        let Command::Proxy(p) = cli.command else {
+            panic!("proxy")
+        };
+        assert_eq!(p.data_plane.proxy_listen, "127.0.0.1:9000");
+        assert_eq!(p.data_plane.router_flavor, RouterFlavor::Expressions);
+        assert!(p.data_plane.real_ip_recursive);
+    }
+
+    #[test]
+    fn a_bad_router_flavor_is_a_clear_error() {
+        let err = Cli::try_parse_with(["silverback", "proxy", "--router-flavor", "fast"], &|_| {
+            false
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("invalid router_flavor 'fast'"),
+            "{err}"
+        );
+    }
+}

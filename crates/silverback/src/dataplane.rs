@@ -1,0 +1,121 @@
+//! `silverback proxy` and the data-plane half of `silverback run`: settings from the command
+//! line, the runtime, the initial declarative file, and a clean shutdown on SIGINT/SIGTERM.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use silverback_config::{Config, LoadOptions, PluginRegistry, RouterFlavor, load_bytes};
+use silverback_proxy::{Cidr, Gateway, Listen, Settings};
+
+use crate::cli::DataPlaneArgs;
+
+/// Data-plane settings from the command line (Kong's names, Kong's defaults).
+pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
+    let listen = |name: &str, v: &str| {
+        Listen::parse_list(v).with_context(|| format!("invalid {name} '{v}'"))
+    };
+    let worker_threads = match args.nginx_worker_processes.as_str() {
+        "auto" => None,
+        n => match n.parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => bail!("invalid nginx_worker_processes '{n}': expected a positive number or auto"),
+        },
+    };
+    Ok(Settings {
+        proxy_listen: listen("proxy_listen", &args.proxy_listen)?,
+        admin_listen: listen("admin_listen", &args.admin_listen)?,
+        status_listen: listen("status_listen", &args.status_listen)?,
+        trusted_ips: Cidr::parse_list(&args.trusted_ips)
+            .map_err(|e| anyhow::anyhow!("invalid trusted_ips '{}': {e}", args.trusted_ips))?,
+        real_ip_header: args.real_ip_header.clone(),
+        real_ip_recursive: args.real_ip_recursive,
+        router_flavor: args.router_flavor,
+        worker_threads,
+        ..Settings::default()
+    })
+}
+
+/// Loads a declarative file with the data plane's rules; every error is in the message.
+pub fn load_file(
+    path: &Path,
+    flavor: RouterFlavor,
+    plugins: &PluginRegistry,
+) -> anyhow::Result<Config> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let opts = LoadOptions {
+        router_flavor: flavor,
+        plugins,
+        now_unix: None,
+    };
+    load_bytes(&bytes, &opts).map_err(|e| {
+        let lines: Vec<String> = e.lines().into_iter().map(|l| format!("  {l}")).collect();
+        anyhow::anyhow!("{} is invalid:\n{}", path.display(), lines.join("\n"))
+    })
+}
+
+/// A multi-threaded runtime sized by `nginx_worker_processes`.
+pub fn runtime(settings: &Settings) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.worker_threads {
+        b.worker_threads(n);
+    }
+    b.enable_all()
+        .thread_name("silverback")
+        .build()
+        .context("cannot start the runtime")
+}
+
+/// Starts the data plane, optionally with a declarative file, and serves until SIGINT or
+/// SIGTERM.
+pub fn serve(args: &DataPlaneArgs, config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = settings(args)?;
+    let initial = match config {
+        Some(path) => Some(load_file(path, settings.router_flavor, &settings.plugins)?),
+        None => None,
+    };
+    let rt = runtime(&settings)?;
+    rt.block_on(async move {
+        let gateway = start(settings, initial).await?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        gateway.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Starts a gateway and logs where it listens.
+pub async fn start(settings: Settings, initial: Option<Config>) -> anyhow::Result<Gateway> {
+    let entities = initial.as_ref().map_or(0, Config::entity_count);
+    let gateway = Gateway::start(settings, initial)
+        .await
+        .context("cannot start the data plane")?;
+    for l in gateway.local_addrs() {
+        tracing::info!(kind = ?l.kind, addr = %l.addr, "listening");
+    }
+    tracing::info!(entities, hash = %gateway.config_hash(), "data plane started");
+    Ok(gateway)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

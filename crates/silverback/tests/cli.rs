@@ -1,0 +1,259 @@
+//! The binary's command line, run as a process.
+
+use std::process::{Command, Output};
+
+fn silverback(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_silverback"));
+    cmd.args(args);
+    for var in [
+        "SILVERBACK_ROUTER_FLAVOR",
+        "KONG_ROUTER_FLAVOR",
+        "SILVERBACK_LOG_LEVEL",
+        "KONG_LOG_LEVEL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("the binary runs")
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, body: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, body).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+const VALID: &str = r#"
+_format_version: "3.0"
+services:
+- name: echo
+  url: http://127.0.0.1:9000/api
+  routes:
+  - name: r
+    paths: ["/echo"]
+"#;
+
+const INVALID: &str = r#"
+_format_version: "3.0"
+services:
+- name: a
+  host: bad_host!
+  routes:
+  - name: r1
+    protocols: [http]
+- name: b
+  url: http://ok.test
+  retries: -1
+"#;
+
+const EXPRESSION: &str = r#"
+_format_version: "3.0"
+services:
+- name: echo
+  url: http://127.0.0.1:9000
+  routes:
+  - name: r
+    expression: 'http.path ^= "/x"'
+"#;
+
+#[test]
+fn validate_accepts_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "kong.yaml", VALID);
+    let out = silverback(&["validate", &f], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("valid (2 entities"), "{stdout}");
+}
+
+#[test]
+fn validate_prints_every_error_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "kong.yaml", INVALID);
+    let out = silverback(&["validate", &f], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("service 'a': host: invalid value: bad_host!"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("route 'r1': must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'"), "{stdout}");
+    assert!(
+        stdout.contains("service 'b': retries: value should be between 0 and 32767"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+}
+
+#[test]
+fn validate_json_output_is_kongs_flattened_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "kong.yaml", INVALID);
+    let out = silverback(&["validate", "-o", "json", &f], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["code"], 14);
+    assert_eq!(body["name"], "invalid declarative configuration");
+    let names: Vec<&str> = body["flattened_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entity_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "r1", "b"]);
+}
+
+#[test]
+fn validate_reports_an_unreadable_file() {
+    let out = silverback(&["validate", "/nonexistent/kong.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/kong.yaml"));
+}
+
+#[test]
+fn kong_env_aliases_apply_and_silverback_vars_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "kong.yaml", EXPRESSION);
+    // traditional_compatible rejects `expression` routes
+    assert_eq!(silverback(&["validate", &f], &[]).status.code(), Some(1));
+    // KONG_ROUTER_FLAVOR is honoured
+    let out = silverback(&["validate", &f], &[("KONG_ROUTER_FLAVOR", "expressions")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // SILVERBACK_ROUTER_FLAVOR wins over the alias
+    let out = silverback(
+        &["validate", &f],
+        &[
+            ("KONG_ROUTER_FLAVOR", "expressions"),
+            ("SILVERBACK_ROUTER_FLAVOR", "traditional_compatible"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = silverback(&["version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("silverback {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// A free loopback port (bound and released; the race with other processes is acceptable in tests).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when dropped, so a failing test leaves no process behind.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
+    let (proxy, admin, status) = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "kong.yaml",
+        &format!(
+            "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:{status}\n  routes:\n  - name: r\n    paths: [\"/status\"]\n    strip_path: false\n"
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_silverback"))
+        .args(["proxy", "--config", &f])
+        .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
+        .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("SILVERBACK_STATUS_LISTEN", format!("127.0.0.1:{status}"))
+        .env("KONG_NGINX_WORKER_PROCESSES", "1")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = Child(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let resp = loop {
+        if let Some(r) = http_get(proxy, "/status") {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.contains("\"configuration_hash\""),
+        "proxied to the status API: {resp}"
+    );
+    let admin_root = http_get(admin, "/").unwrap();
+    assert!(
+        admin_root.contains("\"router_flavor\":\"traditional_compatible\""),
+        "{admin_root}"
+    );
+    let miss = http_get(proxy, "/other").unwrap();
+    assert!(miss.starts_with("HTTP/1.1 404"), "{miss}");
+}
+
+#[test]
+fn proxy_refuses_an_invalid_file_naming_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "kong.yaml", INVALID);
+    let out = silverback(
+        &[
+            "proxy",
+            "--config",
+            &f,
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--status-listen",
+            "off",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("service 'a': host: invalid value: bad_host!"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn proxy_rejects_a_bad_listen_setting() {
+    let out = silverback(&["proxy", "--proxy-listen", "127.0.0.1:8000 sslx"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid proxy_listen '127.0.0.1:8000 sslx'")
+    );
+}
