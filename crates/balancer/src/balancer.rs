@@ -163,7 +163,11 @@ impl Peer {
         let host = self.host();
         let port = self.addr.port();
         let default = if tls { 443 } else { 80 };
-        let bracketed = host.contains(':') && !host.starts_with('[');
+        if host.starts_with('[') || host.matches(':').count() == 1 {
+            // Already `host:port` or a bracketed IPv6 literal: as configured.
+            return host.to_string();
+        }
+        let bracketed = host.contains(':');
         match (port == default, bracketed) {
             (true, false) => host.to_string(),
             (true, true) => format!("[{host}]"),
@@ -176,16 +180,14 @@ impl Peer {
     /// or `None` when it is an IP address (no SNI is sent for IPs).
     pub fn sni(&self) -> Option<&str> {
         let h = self.host();
-        let h = match h.rsplit_once(':') {
-            Some((name, port))
-                if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                name
-            }
-            _ => h,
+        let h = if let Some(rest) = h.strip_prefix('[') {
+            rest.split(']').next().unwrap_or(rest)
+        } else if h.matches(':').count() == 1 {
+            h.split(':').next().unwrap_or(h)
+        } else {
+            h
         };
-        let h = h.trim_start_matches('[').trim_end_matches(']');
-        if h.parse::<IpAddr>().is_ok() {
+        if h.is_empty() || h.parse::<IpAddr>().is_ok() {
             None
         } else {
             Some(h)
@@ -1087,5 +1089,36 @@ impl Balancers {
         for b in self.by_name.values() {
             let _ = b.stop.send(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_sni() {
+        let addr: SocketAddr = "10.0.0.1:8080".parse().expect("addr");
+        let p = Peer::direct(addr, "api.test".into());
+        assert_eq!(p.host_header_value(false), "api.test:8080");
+        assert_eq!(p.sni(), Some("api.test"));
+        let p = Peer::direct("10.0.0.1:80".parse().expect("addr"), "api.test".into());
+        assert_eq!(p.host_header_value(false), "api.test");
+        assert_eq!(p.host_header_value(true), "api.test:80");
+        let p = Peer::direct("10.0.0.1:443".parse().expect("addr"), "10.0.0.1".into());
+        assert_eq!(p.host_header_value(true), "10.0.0.1");
+        assert_eq!(p.sni(), None);
+        let p = Peer::direct("[::1]:81".parse().expect("addr"), "::1".into());
+        assert_eq!(p.host_header_value(false), "[::1]:81");
+        assert_eq!(p.sni(), None);
+        let mut p = Peer::direct(addr, "api.test".into());
+        p.host_header = Some("front.test:8443".into());
+        assert_eq!(p.host(), "front.test:8443");
+        assert_eq!(p.host_header_value(false), "front.test:8443");
+        assert_eq!(p.sni(), Some("front.test"));
+        p.host_header = Some("[fe80::1]:8443".into());
+        assert_eq!(p.sni(), None);
+        assert!(p.target().is_none() && p.upstream().is_none());
+        p.report(Outcome::TcpError);
     }
 }
