@@ -13,26 +13,43 @@
 //! (no DoS concern: the keys come from the configuration, lookups only read). The rank lists
 //! found are merged in ascending order and evaluated until one matches.
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use smallvec::SmallVec;
 
 use crate::compile::{Entry, Kind};
-use crate::fields::{Affix, AffixKind, PathRule};
+use crate::fields::{Affix, AffixKind, PathRule, Span};
 use crate::request::Prepared;
 
 /// Buckets with at most this many distinct prefixes are scanned instead of hashed.
 const SCAN_MAX: usize = 6;
 
-/// Rank lists of one host bucket, by path prefix.
+fn hash(s: &str) -> u64 {
+    FxBuildHasher.hash_one(s)
+}
+
+/// The matchers of one host key (or of no host), by path prefix, laid out so that a lookup
+/// touches the table slot and this bucket's text: the key, then the scanned prefixes.
 #[derive(Default)]
-struct PathIndex {
-    /// Matchers with no prefix condition (regex paths without a literal start, no paths).
-    other: Box<[u32]>,
-    /// Small buckets: (prefix, ranks), scanned.
-    scan: Box<[Keyed]>,
-    /// Large buckets: ranks by prefix, looked up once per distinct length.
+struct Bucket {
+    /// The host key, then the scanned prefixes.
+    text: Box<str>,
+    key_len: u32,
+    /// How many of `ranks` are the matchers without a prefix condition.
+    other_len: u32,
+    /// The ranks: those without a prefix condition, then those of each scanned prefix.
+    ranks: SmallVec<[u32; 2]>,
+    /// Scanned prefixes and the end of their ranks in `ranks`.
+    scan: SmallVec<[(Span, u32); 1]>,
+    /// Buckets with many prefixes: ranks by prefix, looked up once per distinct length.
+    big: Option<Box<BigPaths>>,
+}
+
+struct BigPaths {
     by_prefix: FxHashMap<Box<str>, Box<[u32]>>,
-    /// Distinct prefix lengths of `by_prefix`, ascending.
+    /// Distinct prefix lengths, ascending.
     lengths: Box<[u32]>,
 }
 
@@ -61,52 +78,74 @@ impl PathBuilder {
         }
     }
 
-    fn finish(self) -> PathIndex {
-        let mut ix = PathIndex {
-            other: self.other.into(),
-            ..PathIndex::default()
-        };
+    fn finish(self, key: &str) -> Bucket {
+        let mut text = String::from(key);
+        let mut ranks: SmallVec<[u32; 2]> = SmallVec::from_slice(&self.other);
+        let other_len = ranks.len() as u32;
+        let mut scan = SmallVec::new();
+        let mut big = None;
         if self.by_prefix.len() <= SCAN_MAX {
-            let mut scan: Vec<Keyed> = self
-                .by_prefix
-                .into_iter()
-                .map(|(k, v)| (k, v.into()))
-                .collect();
+            let mut items: Vec<(Box<str>, Vec<u32>)> = self.by_prefix.into_iter().collect();
             // any order gives the same merge; sorted for determinism
-            scan.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            ix.scan = scan.into();
+            items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (p, r) in items {
+                let span = Span::push(&mut text, &p);
+                ranks.extend_from_slice(&r);
+                scan.push((span, ranks.len() as u32));
+            }
         } else {
             let mut lengths: Vec<u32> = self.by_prefix.keys().map(|k| k.len() as u32).collect();
             lengths.sort_unstable();
             lengths.dedup();
-            ix.lengths = lengths.into();
-            ix.by_prefix = self
-                .by_prefix
-                .into_iter()
-                .map(|(k, v)| (k, v.into()))
-                .collect();
+            big = Some(Box::new(BigPaths {
+                lengths: lengths.into(),
+                by_prefix: self
+                    .by_prefix
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into()))
+                    .collect(),
+            }));
         }
-        ix
+        ranks.shrink_to_fit();
+        scan.shrink_to_fit();
+        Bucket {
+            key_len: key.len() as u32,
+            text: text.into(),
+            other_len,
+            ranks,
+            scan,
+            big,
+        }
     }
 }
 
-impl PathIndex {
+impl Bucket {
+    #[inline]
+    fn key(&self) -> &str {
+        self.text.get(..self.key_len as usize).unwrap_or("")
+    }
+
     fn collect<'i>(&'i self, path: &str, out: &mut Slices<'i>) {
-        if !self.other.is_empty() {
-            out.push(&self.other);
+        let mut start = self.other_len as usize;
+        if start > 0 {
+            out.push(&self.ranks[..start]);
         }
-        for (p, ranks) in &*self.scan {
-            if path.starts_with(&**p) {
-                out.push(ranks);
+        for &(p, end) in &self.scan {
+            let end = end as usize;
+            if path.starts_with(p.get(&self.text)) {
+                out.push(&self.ranks[start..end]);
             }
+            start = end;
         }
-        for &l in &*self.lengths {
-            let l = l as usize;
-            if l > path.len() {
-                break;
-            }
-            if let Some(v) = path.get(..l).and_then(|k| self.by_prefix.get(k)) {
-                out.push(v);
+        if let Some(big) = &self.big {
+            for &l in &*big.lengths {
+                let l = l as usize;
+                if l > path.len() {
+                    break;
+                }
+                if let Some(v) = path.get(..l).and_then(|k| big.by_prefix.get(k)) {
+                    out.push(v);
+                }
             }
         }
     }
@@ -114,14 +153,32 @@ impl PathIndex {
 
 type Slices<'i> = SmallVec<[&'i [u32]; 16]>;
 
-/// A prefix and the ranks of the matchers filed under it.
-type Keyed = (Box<str>, Box<[u32]>);
+/// Buckets by host key.
+#[derive(Default)]
+struct HostMap {
+    table: HashTable<Bucket>,
+}
+
+impl HostMap {
+    fn build(buckets: FxHashMap<Box<str>, PathBuilder>) -> HostMap {
+        let mut table = HashTable::with_capacity(buckets.len());
+        for (k, b) in buckets {
+            table.insert_unique(hash(&k), b.finish(&k), |b: &Bucket| hash(b.key()));
+        }
+        HostMap { table }
+    }
+
+    #[inline]
+    fn get(&self, key: &str) -> Option<&Bucket> {
+        self.table.find(hash(key), |b| b.key() == key)
+    }
+}
 
 /// Wildcard keys of one kind (`*.x` suffixes or `x.*` prefixes), with filters on the label
 /// count and length of the keys that exist, so that a request probes only plausible keys.
 #[derive(Default)]
 struct WildMap {
-    map: FxHashMap<Box<str>, PathIndex>,
+    map: HostMap,
     /// Bit `n`: a key has `n` dots (bit 63: 63 or more).
     dots: u64,
     /// Bit `n`: a key is `n` bytes long (bit 255: 255 or more).
@@ -133,15 +190,19 @@ fn dot_bit(dots: usize) -> u64 {
 }
 
 impl WildMap {
-    fn insert(&mut self, key: Box<str>, ix: PathIndex) {
-        self.dots |= dot_bit(key.bytes().filter(|&b| b == b'.').count());
-        let l = key.len().min(255);
-        self.lens[l / 64] |= 1 << (l % 64);
-        self.map.insert(key, ix);
+    fn build(buckets: FxHashMap<Box<str>, PathBuilder>) -> WildMap {
+        let mut w = WildMap::default();
+        for key in buckets.keys() {
+            w.dots |= dot_bit(key.bytes().filter(|&b| b == b'.').count());
+            let l = key.len().min(255);
+            w.lens[l / 64] |= 1 << (l % 64);
+        }
+        w.map = HostMap::build(buckets);
+        w
     }
 
     #[inline]
-    fn get(&self, key: &str, dots: usize) -> Option<&PathIndex> {
+    fn get(&self, key: &str, dots: usize) -> Option<&Bucket> {
         let l = key.len().min(255);
         if self.dots & dot_bit(dots) == 0 || self.lens[l / 64] & (1 << (l % 64)) == 0 {
             return None;
@@ -153,14 +214,14 @@ impl WildMap {
 /// The index over all matchers of a router.
 #[derive(Default)]
 pub(crate) struct Index {
-    exact: FxHashMap<Box<str>, PathIndex>,
+    exact: HostMap,
     /// Keys start with `.` (from `*.example.com`).
     suffix: WildMap,
     /// Keys end with `.` (from `example.*`).
     prefix: WildMap,
     /// Wildcard hosts that do not fall on a label boundary: always candidates.
-    odd_host: PathIndex,
-    no_host: PathIndex,
+    odd_host: Bucket,
+    no_host: Bucket,
 }
 
 impl Index {
@@ -216,19 +277,13 @@ impl Index {
                 bucket.add(rank, prefixes);
             }
         }
-        let mut ix = Index {
-            exact: exact.into_iter().map(|(k, b)| (k, b.finish())).collect(),
-            odd_host: odd_host.finish(),
-            no_host: no_host.finish(),
-            ..Index::default()
-        };
-        for (k, b) in suffix {
-            ix.suffix.insert(k, b.finish());
+        Index {
+            exact: HostMap::build(exact),
+            suffix: WildMap::build(suffix),
+            prefix: WildMap::build(prefix),
+            odd_host: odd_host.finish(""),
+            no_host: no_host.finish(""),
         }
-        for (k, b) in prefix {
-            ix.prefix.insert(k, b.finish());
-        }
-        ix
     }
 
     /// The candidates for a request, in ascending rank order.
