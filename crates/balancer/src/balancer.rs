@@ -297,7 +297,7 @@ pub struct Balancer {
     threshold_ok: AtomicBool,
     resolver: Arc<Resolver>,
     stop: watch::Sender<bool>,
-    probe_roots: Vec<CertificateDer<'static>>,
+    probe_roots: Arc<[CertificateDer<'static>]>,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -330,7 +330,8 @@ impl Balancer {
         client_cert: Option<(String, String)>,
         previous: Option<&Balancer>,
         resolver: Arc<Resolver>,
-        probe_roots: Vec<CertificateDer<'static>>,
+        probe_roots: Arc<[CertificateDer<'static>]>,
+        policy: Arc<HealthPolicy>,
     ) -> Result<Balancer, BalancerError> {
         let uname = upstream.name.as_str();
         let name: Arc<str> = uname.into();
@@ -374,8 +375,6 @@ impl Balancer {
             }
             _ => None,
         };
-        let policy = HealthPolicy::from_config(&upstream.healthchecks)
-            .map_err(|e| invalid(uname, "healthchecks", e))?;
         let spec = Spec {
             algorithm,
             hash_on,
@@ -467,7 +466,7 @@ impl Balancer {
             client_cert,
             name,
             spec,
-            policy: Arc::new(policy),
+            policy,
             targets: slots,
             endpoints: Mutex::new(endpoints),
             ring: ArcSwap::from_pointee(Ring::new(algorithm, vec![])),
@@ -873,6 +872,24 @@ impl Balancer {
     }
 }
 
+/// The health rules of an upstream, shared with earlier upstreams of equal settings.
+fn policy_for(
+    cache: &mut Vec<(silverback_config::Healthchecks, Arc<HealthPolicy>)>,
+    u: &Upstream,
+) -> Result<Arc<HealthPolicy>, BalancerError> {
+    if let Some((_, p)) = cache.iter().find(|(h, _)| *h == u.healthchecks) {
+        return Ok(Arc::clone(p));
+    }
+    let p = Arc::new(
+        HealthPolicy::from_config(&u.healthchecks)
+            .map_err(|e| invalid(&u.name, "healthchecks", e))?,
+    );
+    if cache.len() < 16 {
+        cache.push((u.healthchecks.clone(), Arc::clone(&p)));
+    }
+    Ok(p)
+}
+
 /// Keeps hostname targets in sync with DNS: re-queries each when its answer expires.
 async fn dns_refresher(
     weak: Weak<Balancer>,
@@ -962,6 +979,9 @@ impl Balancers {
         let mut by_name = HashMap::with_capacity(config.upstreams.len());
         let mut order = Vec::with_capacity(config.upstreams.len());
         let mut fresh = Vec::new();
+        let probe_roots: Arc<[CertificateDer<'static>]> = options.probe_roots.clone().into();
+        // Most upstreams share a handful of health-check settings: build each rule set once.
+        let mut policies: Vec<(silverback_config::Healthchecks, Arc<HealthPolicy>)> = Vec::new();
         for u in &config.upstreams {
             let targets = by_upstream.remove(&u.id).unwrap_or_default();
             let cert = match &u.client_certificate {
@@ -991,7 +1011,8 @@ impl Balancers {
                         cert,
                         prev.map(|p| &**p),
                         Arc::clone(&resolver),
-                        options.probe_roots.clone(),
+                        Arc::clone(&probe_roots),
+                        policy_for(&mut policies, u)?,
                     )?);
                     fresh.push(Arc::clone(&b));
                     b
