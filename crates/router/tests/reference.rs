@@ -287,8 +287,35 @@ impl Reference {
                 }
             }
         }
+        Reference::from_matchers(owners, &matchers)
+    }
+
+    /// Kong's expressions flavor: each route's `expression`, with `&& (net.protocol == ...)`
+    /// appended unless its protocols are exactly `[https]`, at the route's `priority`.
+    fn expressions(cfg: &Config) -> Self {
+        let mut owners = HashMap::new();
+        let mut matchers = Vec::new();
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let expr = r.expression.clone().expect("expression route");
+            let names: Vec<&str> = r.protocols.iter().map(|p| p.as_str()).collect();
+            let expr = if names == ["https"] {
+                expr
+            } else {
+                let alts: Vec<String> = names
+                    .iter()
+                    .map(|p| format!("net.protocol == {}", raw(p)))
+                    .collect();
+                format!("({expr}) && ({})", alts.join(" || "))
+            };
+            owners.insert(r.id, i);
+            matchers.push((r.priority.unwrap_or(0), r.id, expr));
+        }
+        Reference::from_matchers(owners, &matchers)
+    }
+
+    fn from_matchers(owners: HashMap<Uuid, usize>, matchers: &[(u64, Uuid, String)]) -> Self {
         let mut router = AtcRouter::new(schema());
-        for (p, id, e) in &matchers {
+        for (p, id, e) in matchers {
             router
                 .add_matcher(*p as usize, *id, e)
                 .unwrap_or_else(|err| panic!("{e}: {err}"));
@@ -397,6 +424,133 @@ proptest! {
         let cfg = common::load(RouterFlavor::TraditionalCompatible, &doc);
         let router = silverback_router::Router::new(cfg.clone(), RouterFlavor::TraditionalCompatible).expect("router");
         let reference = Reference::new(&cfg);
+        for req in &reqs {
+            let ours = router.find(&req.view());
+            let linear = router.find_linear(&req.view());
+            prop_assert_eq!(ours.as_ref().map(|m| m.route.id), linear.as_ref().map(|m| m.route.id));
+            let want = reference.find(req);
+            prop_assert_eq!(
+                ours.as_ref().map(|m| m.route.name.clone().unwrap_or_default()),
+                want.as_ref().map(|(i, _)| format!("r{i}")),
+                "request {:?}\ndoc {}", req, doc
+            );
+            if let (Some(m), Some((_, path))) = (&ours, &want)
+                && m.route.strip_path
+            {
+                prop_assert_eq!(m.stripped_prefix.as_deref(), path.as_deref(), "prefix for {:?}", req);
+            }
+        }
+    }
+}
+
+// ---- expressions flavor -----------------------------------------------------------------
+
+/// Predicates over what the requests vary; wildcard hosts with and without a label
+/// boundary, prefixes, equality, anchored and unanchored regexes (some with captures),
+/// transformations, ports.
+const PREDICATES: &[&str] = &[
+    r##"http.host == "a.com""##,
+    r##"http.host == "b.com""##,
+    r##"http.host =^ ".a.com""##,
+    r##"http.host =^ "a.com""##,
+    r##"http.host ^= "x.""##,
+    r##"http.path ^= "/a""##,
+    r##"http.path ^= "/a/b""##,
+    r##"http.path ^= "/b""##,
+    r##"http.path == "/a""##,
+    r##"http.path ~ r#"^/a/\d+"#"##,
+    r##"http.path ~ r#"^/(?P<x>a)/(b)?"#"##,
+    r##"http.path ~ r#"/b"#"##,
+    r##"http.method == "GET""##,
+    r##"http.headers.x_v == "1""##,
+    r##"lower(http.headers.x_v) == "two""##,
+    r##"net.dst.port == 8080"##,
+];
+
+#[derive(Debug, Clone)]
+struct ExprSpec {
+    /// Conjuncts; each is one predicate or an `||` of two, possibly negated.
+    terms: Vec<(usize, Option<usize>, bool)>,
+    priority: u64,
+    protocols: Option<&'static [&'static str]>,
+    strip_path: bool,
+    id_hi: u32,
+}
+
+impl ExprSpec {
+    fn expression(&self) -> String {
+        let terms: Vec<String> = self
+            .terms
+            .iter()
+            .map(|&(a, b, not)| {
+                let t = match b {
+                    Some(b) => format!("({} || {})", PREDICATES[a], PREDICATES[b]),
+                    None => PREDICATES[a].to_string(),
+                };
+                if not { format!("!({t})") } else { t }
+            })
+            .collect();
+        terms.join(" && ")
+    }
+}
+
+fn expr_spec() -> impl Strategy<Value = ExprSpec> {
+    let n = PREDICATES.len();
+    let term = (
+        0..n,
+        prop::option::weighted(0.25, 0..n),
+        prop::bool::weighted(0.1),
+    );
+    (
+        prop::collection::vec(term, 1..=3),
+        0u64..3,
+        prop::option::of(prop::sample::select(vec![
+            &["https"][..],
+            &["http"][..],
+            &["http", "https"][..],
+        ])),
+        any::<bool>(),
+        any::<u32>(),
+    )
+        .prop_map(|(terms, priority, protocols, strip_path, id_hi)| ExprSpec {
+            terms,
+            priority,
+            protocols,
+            strip_path,
+            id_hi,
+        })
+}
+
+fn expr_document(specs: &[ExprSpec]) -> String {
+    let routes: Vec<serde_json::Value> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut m = serde_json::json!({
+                "name": format!("r{i}"),
+                "id": format!("{:08x}-0000-4000-8000-{:012x}", r.id_hi, i),
+                "expression": r.expression(),
+                "priority": r.priority,
+                "strip_path": r.strip_path,
+            });
+            if let Some(p) = r.protocols {
+                m["protocols"] = serde_json::json!(p);
+            }
+            m
+        })
+        .collect();
+    serde_json::json!({"_format_version": "3.0", "routes": routes}).to_string()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+
+    #[test]
+    fn expressions_router_equals_kong_reference(specs in prop::collection::vec(expr_spec(), 1..25), reqs in prop::collection::vec(request(), 1..20)) {
+        let doc = expr_document(&specs);
+        let cfg = common::load(RouterFlavor::Expressions, &doc);
+        let router = silverback_router::Router::new(cfg.clone(), RouterFlavor::Expressions).expect("router");
+        let reference = Reference::expressions(&cfg);
         for req in &reqs {
             let ours = router.find(&req.view());
             let linear = router.find_linear(&req.view());
