@@ -55,10 +55,17 @@ pub fn load_file(
 
 /// A multi-threaded runtime sized by `nginx_worker_processes`.
 pub fn runtime(settings: &Settings) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = settings.worker_threads {
-        b.worker_threads(n);
-    }
+    // One worker: a current-thread runtime, like one nginx worker (no work stealing, no
+    // cross-thread wakeups). Configuration loads still run on the blocking pool.
+    let mut b = match settings.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all()
         .thread_name("silverback")
         .build()
