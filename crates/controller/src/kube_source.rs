@@ -1,0 +1,283 @@
+//! The Kubernetes source: one watch per kind (and per namespace with `--watch-namespace`)
+//! feeding the [`Store`].
+//!
+//! Watches come from `kube::runtime::watcher`, which re-lists after an expired watch or an API
+//! server restart: the objects of a re-list replace that kind's objects in the store
+//! atomically when the listing completes (`InitDone`), so nothing is lost or left stale.
+//! Errors are retried with backoff.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource, ResourceExt as _};
+use serde::de::DeserializeOwned;
+use silverback_translator::{IngressClassParameters, Kind, Objects};
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// What to watch.
+#[derive(Debug, Clone, Default)]
+pub struct WatchScope {
+    /// Namespaces to watch; empty = all.
+    pub namespaces: Vec<String>,
+    /// Label selector for Secrets (`--secret-label-selector`).
+    pub secret_label_selector: Option<String>,
+}
+
+/// The `ApiResource` of Kong's IngressClassParameters.
+pub fn ingress_class_parameters_resource() -> ApiResource {
+    ApiResource {
+        group: "configuration.konghq.com".into(),
+        version: "v1alpha1".into(),
+        api_version: "configuration.konghq.com/v1alpha1".into(),
+        kind: "IngressClassParameters".into(),
+        plural: "ingressclassparameters".into(),
+    }
+}
+
+fn clear_kind(o: &mut Objects, kind: Kind, ns: Option<&str>) {
+    let keep = |k: &(String, String)| ns.is_some_and(|ns| k.0 != ns);
+    match kind {
+        Kind::Ingress => o.ingresses.retain(|k, _| keep(k)),
+        Kind::IngressClass => o.ingress_classes.clear(),
+        Kind::Service => o.services.retain(|k, _| keep(k)),
+        Kind::Secret => o.secrets.retain(|k, _| keep(k)),
+        Kind::EndpointSlice => o.endpoint_slices.retain(|k, _| keep(k)),
+        Kind::IngressClassParameters => o.ingress_class_parameters.retain(|k, _| keep(k)),
+    }
+}
+
+trait Insert: Sized {
+    const KIND: Kind;
+    fn insert(self, o: &mut Objects);
+}
+
+impl Insert for Ingress {
+    const KIND: Kind = Kind::Ingress;
+    fn insert(self, o: &mut Objects) {
+        o.insert_ingress(self);
+    }
+}
+impl Insert for IngressClass {
+    const KIND: Kind = Kind::IngressClass;
+    fn insert(self, o: &mut Objects) {
+        o.insert_ingress_class(self);
+    }
+}
+impl Insert for Service {
+    const KIND: Kind = Kind::Service;
+    fn insert(self, o: &mut Objects) {
+        o.insert_service(self);
+    }
+}
+impl Insert for Secret {
+    const KIND: Kind = Kind::Secret;
+    fn insert(self, o: &mut Objects) {
+        o.insert_secret(self);
+    }
+}
+impl Insert for EndpointSlice {
+    const KIND: Kind = Kind::EndpointSlice;
+    fn insert(self, o: &mut Objects) {
+        o.insert_endpoint_slice(self);
+    }
+}
+impl Insert for DynamicObject {
+    const KIND: Kind = Kind::IngressClassParameters;
+    fn insert(self, o: &mut Objects) {
+        let spec = self
+            .data
+            .get("spec")
+            .cloned()
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default();
+        o.insert_ingress_class_parameters(IngressClassParameters {
+            metadata: self.metadata,
+            spec,
+        });
+    }
+}
+
+async fn run<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    store: Arc<Store>,
+    source: String,
+    ns: Option<String>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    K: Resource + Insert + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut buffer: Vec<K> = Vec::new();
+    loop {
+        let ev = tokio::select! {
+            _ = crate::stopped(&mut shutdown) => return,
+            ev = stream.next() => ev,
+        };
+        let Some(ev) = ev else {
+            return;
+        };
+        match ev {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(mut o)) => {
+                o.managed_fields_mut().clear();
+                buffer.push(o);
+            }
+            Ok(Event::InitDone) => {
+                let items = std::mem::take(&mut buffer);
+                let n = items.len();
+                store.update(|objects| {
+                    clear_kind(objects, K::KIND, ns.as_deref());
+                    for o in items {
+                        o.insert(objects);
+                    }
+                });
+                tracing::debug!(source = %source, objects = n, "listed");
+                store.source_synced(&source);
+            }
+            Ok(Event::Apply(mut o)) => {
+                o.managed_fields_mut().clear();
+                store.update(|objects| o.insert(objects));
+            }
+            Ok(Event::Delete(o)) => {
+                let ns = o.namespace().unwrap_or_default();
+                let name = o.name_any();
+                store.update(|objects| objects.remove(K::KIND, &ns, &name));
+            }
+            Err(e) => {
+                tracing::warn!(source = %source, error = %e, "watch error; retrying");
+            }
+        }
+    }
+}
+
+fn spawn<K>(
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    api: Api<K>,
+    config: watcher::Config,
+    store: &Arc<Store>,
+    ns: Option<String>,
+    shutdown: &watch::Receiver<bool>,
+) where
+    K: Resource + Insert + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let source = format!("{}/{}", K::KIND.as_str(), ns.as_deref().unwrap_or("*"));
+    store.register_source(&source);
+    tasks.push(tokio::spawn(run(
+        api,
+        config,
+        store.clone(),
+        source,
+        ns,
+        shutdown.clone(),
+    )));
+}
+
+/// Whether the IngressClassParameters CRD is served (a 404 means not installed).
+async fn crd_served(client: &Client, ns: Option<&str>) -> bool {
+    let ar = ingress_class_parameters_resource();
+    let api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    !matches!(
+        api.list(&ListParams::default().limit(1)).await,
+        Err(kube::Error::Api(e)) if e.code == 404
+    )
+}
+
+/// Starts every watch; the store becomes ready when each has listed once.
+pub async fn start(
+    client: Client,
+    scope: &WatchScope,
+    store: Arc<Store>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let cfg = watcher::Config::default;
+    let namespaces: Vec<Option<String>> = if scope.namespaces.is_empty() {
+        vec![None]
+    } else {
+        scope.namespaces.iter().cloned().map(Some).collect()
+    };
+    spawn::<IngressClass>(
+        &mut tasks,
+        Api::all(client.clone()),
+        cfg(),
+        &store,
+        None,
+        &shutdown,
+    );
+    let params_served = crd_served(&client, namespaces[0].as_deref()).await;
+    if !params_served {
+        tracing::warn!(
+            "IngressClassParameters (configuration.konghq.com/v1alpha1) is not installed; not watched"
+        );
+    }
+    let mut secret_cfg = cfg();
+    if let Some(sel) = &scope.secret_label_selector {
+        secret_cfg = secret_cfg.labels(sel);
+    }
+    for ns in namespaces {
+        fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+        where
+            K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+            <K as Resource>::DynamicType: Default,
+        {
+            match ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            }
+        }
+        spawn::<Ingress>(
+            &mut tasks,
+            api(&client, &ns),
+            cfg(),
+            &store,
+            ns.clone(),
+            &shutdown,
+        );
+        spawn::<Service>(
+            &mut tasks,
+            api(&client, &ns),
+            cfg(),
+            &store,
+            ns.clone(),
+            &shutdown,
+        );
+        spawn::<EndpointSlice>(
+            &mut tasks,
+            api(&client, &ns),
+            cfg(),
+            &store,
+            ns.clone(),
+            &shutdown,
+        );
+        spawn::<Secret>(
+            &mut tasks,
+            api(&client, &ns),
+            secret_cfg.clone(),
+            &store,
+            ns.clone(),
+            &shutdown,
+        );
+        if params_served {
+            let ar = ingress_class_parameters_resource();
+            let api: Api<DynamicObject> = match &ns {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
+            spawn::<DynamicObject>(&mut tasks, api, cfg(), &store, ns.clone(), &shutdown);
+        }
+    }
+    tasks
+}

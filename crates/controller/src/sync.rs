@@ -1,0 +1,616 @@
+//! The sync loop: debounce changes, re-translate everything, push to every data plane when
+//! the configuration changed, recover from rejections, and report the outcome.
+//!
+//! One sync:
+//! 1. translates the whole store (off the async threads) and hashes the JSON document;
+//! 2. pushes it in parallel to every target whose last accepted document has another hash;
+//! 3. when a data plane rejects it with Kong's `flattened_errors`, maps the errors to objects
+//!    through the `k8s-*` tags, leaves those objects out (and, through the translator, what
+//!    depends on them), re-translates and pushes again (fallback, at most
+//!    [`FALLBACK_ROUNDS`] rounds);
+//! 4. if nothing is accepted, the last good document stays where it is (data planes swap
+//!    atomically, so they keep serving it);
+//! 5. publishes a [`SyncOutcome`] for the status and Event writers.
+//!
+//! Between syncs a periodic check asks every data plane for its configuration hash: one that
+//! restarted (Kong's empty hash) or missed a push (network error, newly discovered) gets the
+//! last good document at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use md5::Digest as _;
+use silverback_config::EMPTY_HASH;
+use silverback_translator::{Kind, ObjectRef, Objects, Problem, TranslateOptions, Translation};
+use tokio::sync::watch;
+
+use crate::metrics::{self, Metrics};
+use crate::store::Store;
+use crate::target::{DataPlaneTarget, PushError};
+
+/// Fallback rounds after a rejection before giving up (keeping the last good document).
+pub const FALLBACK_ROUNDS: usize = 3;
+
+/// The shared list of data planes (static, or kept up to date by gateway discovery).
+pub type Targets = watch::Receiver<Vec<Arc<dyn DataPlaneTarget>>>;
+
+/// Settings of the sync loop.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Translator settings.
+    pub translate: TranslateOptions,
+    /// Quiet time after a change before syncing (more changes within it are batched).
+    pub debounce: Duration,
+    /// Longest wait from the first change to the sync, however busy the changes.
+    pub max_delay: Duration,
+    /// Leave objects a data plane rejects out and push the rest.
+    pub fallback: bool,
+    /// How often data planes are asked for their configuration hash (restart detection,
+    /// retries after failed pushes).
+    pub check_interval: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            translate: TranslateOptions::default(),
+            debounce: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            fallback: true,
+            check_interval: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A translated document.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// JSON bytes, as pushed.
+    pub body: Bytes,
+    /// md5 of `body` (hex): what decides whether a data plane needs a push.
+    pub hash: String,
+    /// Whether it holds no entity.
+    pub empty: bool,
+    /// The Ingresses it configures.
+    pub configured: Vec<ObjectRef>,
+}
+
+impl Document {
+    fn from_translation(t: &Translation) -> Document {
+        let body = Bytes::from(t.to_json());
+        let hash = hex::encode(md5::Md5::digest(&body));
+        let empty = t.config.as_object().is_none_or(|o| o.len() <= 1);
+        Document {
+            body,
+            hash,
+            empty,
+            configured: t.configured.clone(),
+        }
+    }
+}
+
+/// What one sync did, for status and Event writers.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOutcome {
+    /// Store generation translated.
+    pub generation: u64,
+    /// Problems of the translation (objects left out by the translator).
+    pub translation_problems: Vec<Problem>,
+    /// Objects data planes rejected (left out by the fallback, or blocking the push).
+    pub apply_problems: Vec<Problem>,
+    /// `Some(message)` when no data plane accepted the new configuration.
+    pub failure: Option<String>,
+    /// Whether a new configuration was accepted by a data plane in this sync.
+    pub pushed: bool,
+    /// The Ingresses configured on the data planes (from the last good document).
+    pub configured: Vec<ObjectRef>,
+    /// Number of data planes.
+    pub targets: usize,
+}
+
+/// Documents kept for the diagnostics endpoint (`/debug/config/*`).
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    /// Last document accepted by the data planes.
+    pub successful: Mutex<Option<Bytes>>,
+    /// Last document rejected, with the error.
+    pub failed: Mutex<Option<(Bytes, String)>>,
+    /// Objects left out by the last fallback.
+    pub fallback: Mutex<Vec<ObjectRef>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TargetState {
+    /// Hash of the last document this target accepted.
+    accepted: Option<String>,
+}
+
+/// The sync loop; see the [module documentation](self).
+pub struct Syncer {
+    store: Arc<Store>,
+    opts: SyncOptions,
+    targets: Targets,
+    leader: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    diagnostics: Arc<Diagnostics>,
+    outcome: watch::Sender<Option<Arc<SyncOutcome>>>,
+    state: HashMap<String, TargetState>,
+    last_good: Option<Arc<Document>>,
+    synced_generation: Option<u64>,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer").finish_non_exhaustive()
+    }
+}
+
+fn kind_of(r: &ObjectRef) -> Option<Kind> {
+    [
+        Kind::Ingress,
+        Kind::IngressClass,
+        Kind::Service,
+        Kind::Secret,
+        Kind::EndpointSlice,
+        Kind::IngressClassParameters,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == r.kind)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Objects named by problems (distinct kind/namespace/name).
+fn objects_of(problems: &[Problem]) -> BTreeSet<(String, String, String)> {
+    problems
+        .iter()
+        .map(|p| {
+            (
+                p.object.kind.clone(),
+                p.object.namespace.clone(),
+                p.object.name.clone(),
+            )
+        })
+        .collect()
+}
+
+impl Syncer {
+    /// A sync loop over `store`, pushing to `targets` while `leader` is true.
+    pub fn new(
+        store: Arc<Store>,
+        opts: SyncOptions,
+        targets: Targets,
+        leader: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
+        diagnostics: Arc<Diagnostics>,
+    ) -> Syncer {
+        Syncer {
+            store,
+            opts,
+            targets,
+            leader,
+            metrics,
+            diagnostics,
+            outcome: watch::Sender::new(None),
+            state: HashMap::new(),
+            last_good: None,
+            synced_generation: None,
+        }
+    }
+
+    /// A receiver of every sync's outcome.
+    pub fn outcomes(&self) -> watch::Receiver<Option<Arc<SyncOutcome>>> {
+        self.outcome.subscribe()
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.store.wait_ready() => {}
+            _ = crate::stopped(&mut shutdown) => return,
+        }
+        let mut generation = self.store.subscribe();
+        generation.mark_changed();
+        let mut check = tokio::time::interval(self.opts.check_interval);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = crate::stopped(&mut shutdown) => return,
+                r = generation.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    self.debounce(&mut generation).await;
+                    if *self.leader.borrow() {
+                        self.sync(false).await;
+                    }
+                }
+                r = self.targets.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if *self.leader.borrow() {
+                        self.sync(false).await;
+                    }
+                }
+                r = self.leader.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if *self.leader.borrow_and_update() {
+                        tracing::info!("leading: pushing the configuration");
+                        self.sync(true).await;
+                    }
+                }
+                _ = check.tick() => {
+                    if *self.leader.borrow() {
+                        if self.synced_generation != Some(self.store.generation()) {
+                            self.sync(false).await;
+                        }
+                        self.check_targets().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for a quiet `debounce`, at most `max_delay` in all.
+    async fn debounce(&self, generation: &mut watch::Receiver<u64>) {
+        let start = Instant::now();
+        loop {
+            let left = self.opts.max_delay.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            tokio::select! {
+                r = generation.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(self.opts.debounce.min(left)) => return,
+            }
+        }
+    }
+
+    fn targets(&self) -> Vec<Arc<dyn DataPlaneTarget>> {
+        self.targets.borrow().clone()
+    }
+
+    async fn translate(&self, exclude: &BTreeSet<(String, String, String)>) -> Translation {
+        let store = self.store.clone();
+        let opts = self.opts.translate.clone();
+        let excluded_count = exclude.len();
+        let exclude = exclude.clone();
+        let t0 = Instant::now();
+        let fallback = excluded_count > 0;
+        let result = tokio::task::spawn_blocking(move || {
+            if exclude.is_empty() {
+                store.read(|o| silverback_translator::translate(o, &opts))
+            } else {
+                let mut objects: Objects = store.read(Objects::clone);
+                for (kind, ns, name) in &exclude {
+                    let r = ObjectRef {
+                        kind: kind.clone(),
+                        ..ObjectRef::default()
+                    };
+                    if let Some(k) = kind_of(&r) {
+                        objects.remove(k, ns, name);
+                    }
+                }
+                silverback_translator::translate(&objects, &opts)
+            }
+        })
+        .await;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(t) => {
+                let success = if t.problems.is_empty() {
+                    "true"
+                } else {
+                    "false"
+                };
+                let broken = objects_of(&t.problems).len() as f64;
+                if fallback {
+                    self.metrics
+                        .inc(metrics::FALLBACK_TRANSLATION_COUNT, &[("success", success)]);
+                    self.metrics.set(
+                        metrics::FALLBACK_TRANSLATION_BROKEN,
+                        &[],
+                        excluded_count as f64,
+                    );
+                } else {
+                    self.metrics
+                        .inc(metrics::TRANSLATION_COUNT, &[("success", success)]);
+                    self.metrics.observe(
+                        metrics::TRANSLATION_DURATION,
+                        &[("success", success)],
+                        ms,
+                    );
+                    self.metrics.set(metrics::TRANSLATION_BROKEN, &[], broken);
+                }
+                t
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "translation panicked");
+                self.metrics
+                    .inc(metrics::TRANSLATION_COUNT, &[("success", "false")]);
+                Translation {
+                    config: serde_json::json!({"_format_version": "3.0"}),
+                    problems: vec![],
+                    plugins: vec![],
+                    configured: vec![],
+                }
+            }
+        }
+    }
+
+    /// Pushes `doc` to the targets that have not accepted it (all with `force`), in
+    /// parallel. Returns each pushed target's result.
+    async fn push(
+        &mut self,
+        targets: &[Arc<dyn DataPlaneTarget>],
+        doc: &Arc<Document>,
+        force: bool,
+        fallback: bool,
+    ) -> Vec<(String, Result<(), PushError>)> {
+        let todo: Vec<_> = targets
+            .iter()
+            .filter(|t| {
+                force
+                    || self.state.get(t.name()).and_then(|s| s.accepted.as_deref())
+                        != Some(doc.hash.as_str())
+            })
+            .cloned()
+            .collect();
+        let pushes = todo.iter().map(|t| {
+            let doc = doc.clone();
+            let t = t.clone();
+            async move {
+                let t0 = Instant::now();
+                let r = t.push(&doc.body).await;
+                (t.name().to_string(), r, t0.elapsed())
+            }
+        });
+        let results = futures::future::join_all(pushes).await;
+        let mut out = Vec::with_capacity(results.len());
+        for (name, r, elapsed) in results {
+            let success = if r.is_ok() { "true" } else { "false" };
+            let reason = r.as_ref().err().map_or("", PushError::reason);
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            let (count, duration, broken) = if fallback {
+                (
+                    metrics::FALLBACK_PUSH_COUNT,
+                    metrics::FALLBACK_PUSH_DURATION,
+                    metrics::FALLBACK_PUSH_BROKEN,
+                )
+            } else {
+                (
+                    metrics::PUSH_COUNT,
+                    metrics::PUSH_DURATION,
+                    metrics::PUSH_BROKEN,
+                )
+            };
+            let l = [
+                ("success", success),
+                ("protocol", "db-less"),
+                ("failure_reason", reason),
+                ("dataplane", name.as_str()),
+            ];
+            self.metrics.inc(count, &l);
+            self.metrics.observe(
+                duration,
+                &[
+                    ("success", success),
+                    ("protocol", "db-less"),
+                    ("dataplane", name.as_str()),
+                ],
+                ms,
+            );
+            let rejected = match &r {
+                Err(PushError::Rejected { flattened, .. }) => {
+                    let (p, _) = silverback_translator::problems_from_flattened(flattened);
+                    objects_of(&p).len()
+                }
+                _ => 0,
+            };
+            self.metrics
+                .set(broken, &[("dataplane", name.as_str())], rejected as f64);
+            match &r {
+                Ok(()) => {
+                    self.metrics.set(
+                        metrics::PUSH_SIZE,
+                        &[("protocol", "db-less"), ("dataplane", name.as_str())],
+                        doc.body.len() as f64,
+                    );
+                    self.metrics.set(
+                        metrics::PUSH_LAST_SUCCESSFUL,
+                        &[("dataplane", name.as_str())],
+                        unix_now(),
+                    );
+                    self.state.entry(name.clone()).or_default().accepted = Some(doc.hash.clone());
+                    tracing::debug!(dataplane = %name, hash = %doc.hash, ms, "configuration pushed");
+                }
+                Err(e) => {
+                    tracing::warn!(dataplane = %name, error = %e, "push failed");
+                }
+            }
+            out.push((name, r));
+        }
+        out
+    }
+
+    /// Translates and pushes; see the [module documentation](self).
+    pub async fn sync(&mut self, force: bool) {
+        let generation = self.store.generation();
+        let targets = self.targets();
+        let names: BTreeSet<&str> = targets.iter().map(|t| t.name()).collect();
+        self.state.retain(|n, _| names.contains(n.as_str()));
+
+        let translation = self.translate(&BTreeSet::new()).await;
+        for p in &translation.problems {
+            tracing::warn!(problem = %p, "translation problem");
+        }
+        let mut doc = Arc::new(Document::from_translation(&translation));
+        let mut outcome = SyncOutcome {
+            generation,
+            translation_problems: translation.problems.clone(),
+            targets: targets.len(),
+            ..SyncOutcome::default()
+        };
+        drop(translation);
+        self.synced_generation = Some(generation);
+
+        let mut excluded: BTreeSet<(String, String, String)> = BTreeSet::new();
+        let mut apply_problems: Vec<Problem> = Vec::new();
+        let mut round = 0;
+        let mut fallback = false;
+        loop {
+            let results = self
+                .push(&targets, &doc, force && round == 0, fallback)
+                .await;
+            let mut rejections = Vec::new();
+            let mut accepted = 0;
+            let mut failures = Vec::new();
+            for (name, r) in &results {
+                match r {
+                    Ok(()) => accepted += 1,
+                    Err(PushError::Rejected { message, flattened }) => {
+                        rejections.push((name.clone(), message.clone(), flattened.clone()));
+                    }
+                    Err(e) => failures.push(format!("{name}: {e}")),
+                }
+            }
+            if rejections.is_empty() {
+                if results.is_empty() || accepted > 0 || targets.is_empty() {
+                    // Accepted (or nothing needed pushing / nowhere to push yet).
+                    let changed = self.last_good.as_ref().map(|d| &d.hash) != Some(&doc.hash);
+                    if accepted > 0 || (results.is_empty() && !targets.is_empty()) {
+                        outcome.pushed = accepted > 0 && changed;
+                        *self
+                            .diagnostics
+                            .successful
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(doc.body.clone());
+                        self.last_good = Some(doc.clone());
+                    }
+                }
+                if accepted == 0 && !failures.is_empty() {
+                    outcome.failure = Some(failures.join("; "));
+                }
+                break;
+            }
+            // Rejected: map the errors to objects.
+            let mut new_problems = Vec::new();
+            let mut messages = Vec::new();
+            for (name, message, flattened) in &rejections {
+                let (p, unmapped) = silverback_translator::problems_from_flattened(flattened);
+                for u in unmapped {
+                    tracing::warn!(dataplane = %name, entity_type = %u.entity_type, entity = ?u.entity_name, errors = ?u.errors, "rejected entity without k8s tags");
+                }
+                messages.push(format!("{name}: {message}"));
+                new_problems.extend(p);
+            }
+            new_problems.sort();
+            new_problems.dedup();
+            let before = excluded.len();
+            for o in objects_of(&new_problems) {
+                excluded.insert(o);
+            }
+            apply_problems.extend(new_problems);
+            *self
+                .diagnostics
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((doc.body.clone(), messages.join("; ")));
+            round += 1;
+            if !self.opts.fallback || excluded.len() == before || round > FALLBACK_ROUNDS {
+                outcome.failure = Some(messages.join("; "));
+                tracing::error!(error = %messages.join("; "), "configuration rejected; the last good configuration stays");
+                break;
+            }
+            tracing::warn!(excluded = ?excluded, "configuration rejected; pushing without the broken objects");
+            fallback = true;
+            let t = self.translate(&excluded).await;
+            doc = Arc::new(Document::from_translation(&t));
+        }
+        apply_problems.sort();
+        apply_problems.dedup();
+        outcome.apply_problems = apply_problems;
+        *self
+            .diagnostics
+            .fallback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = excluded
+            .iter()
+            .map(|(k, ns, n)| ObjectRef {
+                kind: k.clone(),
+                namespace: ns.clone(),
+                name: n.clone(),
+                ..ObjectRef::default()
+            })
+            .collect();
+        outcome.configured = self
+            .last_good
+            .as_ref()
+            .map(|d| d.configured.clone())
+            .unwrap_or_default();
+        self.outcome.send_replace(Some(Arc::new(outcome)));
+    }
+
+    /// Asks every target for its hash; re-pushes the last good document to those that lost
+    /// it (restarted with an empty configuration) or never got it.
+    pub async fn check_targets(&mut self) {
+        let Some(good) = self.last_good.clone() else {
+            return;
+        };
+        let targets = self.targets();
+        let checks = targets.iter().map(|t| async move { t.config_hash().await });
+        let hashes = futures::future::join_all(checks).await;
+        let mut todo = Vec::new();
+        for (t, h) in targets.iter().zip(hashes) {
+            let accepted = self.state.get(t.name()).and_then(|s| s.accepted.as_deref())
+                == Some(good.hash.as_str());
+            match h {
+                Ok(h) if h == EMPTY_HASH && !good.empty => {
+                    tracing::info!(dataplane = %t.name(), "data plane has no configuration: pushing");
+                    self.state.remove(t.name());
+                    todo.push(t.clone());
+                }
+                Ok(_) if !accepted => todo.push(t.clone()),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(dataplane = %t.name(), error = %e, "status check failed"),
+            }
+        }
+        if !todo.is_empty() {
+            let results = self.push(&todo, &good, true, false).await;
+            let pushed = results.iter().any(|(_, r)| r.is_ok());
+            if pushed {
+                let mut o = self
+                    .outcome
+                    .borrow()
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_default();
+                o.pushed = false;
+                o.configured = good.configured.clone();
+                self.outcome.send_replace(Some(Arc::new(o)));
+            }
+        }
+    }
+
+    /// Hashes of what each target accepted last.
+    pub fn accepted(&self) -> BTreeMap<String, Option<String>> {
+        self.state
+            .iter()
+            .map(|(k, v)| (k.clone(), v.accepted.clone()))
+            .collect()
+    }
+}
