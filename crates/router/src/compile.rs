@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::expr::{ExprMatcher, LazyContext};
 use crate::fields::{FieldMatcher, Span};
-use crate::lazy_regex::RegexCache;
+use crate::lazy_regex::Interner;
 use crate::request::Prepared;
 use crate::{Captures, RouterError};
 
@@ -190,7 +190,7 @@ pub(crate) fn protocol_clause(route: &Route) -> Option<Vec<&'static str>> {
 pub(crate) fn compile(
     config: &Config,
     flavor: RouterFlavor,
-    regexes: &mut RegexCache,
+    regexes: &mut Interner,
 ) -> Result<Vec<Entry>, RouterError> {
     let service_index: std::collections::HashMap<Uuid, usize> = config
         .services

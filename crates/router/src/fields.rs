@@ -11,7 +11,7 @@ use silverback_config::{IpPort, Route};
 use smallvec::SmallVec;
 
 use crate::compile::{Hit, Prefix};
-use crate::lazy_regex::{LazyRegex, RegexCache};
+use crate::lazy_regex::{Interner, LazyRegex};
 use crate::request::{Prepared, method_bit, split_host_port};
 use crate::{Captures, RouterError, Scheme, route_label};
 
@@ -117,15 +117,15 @@ pub(crate) enum PathRule {
 
 #[derive(Debug)]
 pub(crate) enum ValueRule {
-    /// Lowercased value (Lua `string.lower`: ASCII only).
-    Eq(Box<str>),
+    /// Lowercased value (Lua `string.lower`: ASCII only), in the entry's text.
+    Eq(Span),
     Regex(Arc<LazyRegex>),
 }
 
 #[derive(Debug)]
 pub(crate) struct HeaderRule {
     pub name: http::HeaderName,
-    pub values: Box<[ValueRule]>,
+    pub values: SmallVec<[ValueRule; 1]>,
 }
 
 /// A route's `methods`: the standard ones as bits (see [`method_bit`]), others by name.
@@ -270,7 +270,7 @@ impl FieldMatcher {
         route: &Route,
         path_idx: &[usize],
         protocols: Option<Vec<&'static str>>,
-        regexes: &mut RegexCache,
+        regexes: &mut Interner,
         text: &mut String,
     ) -> Result<Self, RouterError> {
         let snis: Vec<Affix> = route
@@ -344,14 +344,13 @@ impl FieldMatcher {
         }
         let mut headers = Vec::with_capacity(route.headers.len());
         for (name, values) in &route.headers {
-            let hname = http::HeaderName::from_bytes(
-                name.replace('_', "-").to_ascii_lowercase().as_bytes(),
-            )
-            .map_err(|_| RouterError::HeaderName {
-                route: route_label(route),
-                header: name.clone(),
-            })?;
-            let mut rules = Vec::with_capacity(values.len());
+            let hname = regexes
+                .header_name(&name.replace('_', "-").to_ascii_lowercase())
+                .ok_or_else(|| RouterError::HeaderName {
+                    route: route_label(route),
+                    header: name.clone(),
+                })?;
+            let mut rules = SmallVec::with_capacity(values.len());
             for v in values {
                 if let Some(re) = v.strip_prefix("~*") {
                     let lowered = lua_lower(re);
@@ -365,12 +364,12 @@ impl FieldMatcher {
                         })?;
                     rules.push(ValueRule::Regex(re));
                 } else {
-                    rules.push(ValueRule::Eq(lua_lower(v).into()));
+                    rules.push(ValueRule::Eq(Span::push(text, &lua_lower(v))));
                 }
             }
             headers.push(HeaderRule {
                 name: hname,
-                values: rules.into(),
+                values: rules,
             });
         }
         let rare = (!snis.is_empty()
@@ -440,17 +439,19 @@ impl FieldMatcher {
         let mut header_regex_hits: Vec<(&Regex, String)> = Vec::new();
         for h in &*self.headers {
             let mut ok = false;
+            let all = view.headers.get_all(&h.name);
             'values: for rule in &*h.values {
-                for v in view.headers.get_all(&h.name) {
+                for v in &all {
                     let Ok(v) = std::str::from_utf8(v.as_bytes()) else {
                         continue;
                     };
                     match rule {
                         ValueRule::Eq(want) => {
+                            let want = want.get(text);
                             let eq = if v.is_ascii() {
                                 v.eq_ignore_ascii_case(want)
                             } else {
-                                v.to_lowercase() == **want
+                                v.to_lowercase() == want
                             };
                             if eq {
                                 ok = true;

@@ -5,7 +5,7 @@
 //! So a [`LazyRegex`] is checked up front with `regex-syntax`'s parser (the same parser and
 //! settings `Regex::new` uses, so the same syntax errors with the same messages, at ~2 µs),
 //! and compiled the first time a request needs it. Identical patterns of one router share
-//! one [`LazyRegex`] (see [`RegexCache`]).
+//! one [`LazyRegex`] (see [`Interner`]).
 //!
 //! The only failure `Regex::new` has beyond syntax is the compiled-size limit, which only a
 //! long pattern or a counted repetition (`x{n}`) can reach: such patterns are compiled
@@ -93,13 +93,25 @@ fn anchored_prefix(hir: &regex_syntax::hir::Hir) -> String {
     }
 }
 
-/// One [`LazyRegex`] per distinct pattern of a router.
+/// One [`LazyRegex`] per distinct pattern of a router, and one allocation per distinct
+/// header name (so that matchers of the same header share its bytes in cache).
 #[derive(Default)]
-pub(crate) struct RegexCache {
+pub(crate) struct Interner {
     map: FxHashMap<String, Arc<LazyRegex>>,
+    header_names: FxHashMap<String, http::HeaderName>,
 }
 
-impl RegexCache {
+impl Interner {
+    /// The shared header name `name` (already lowercased), if valid.
+    pub fn header_name(&mut self, name: &str) -> Option<http::HeaderName> {
+        if let Some(h) = self.header_names.get(name) {
+            return Some(h.clone());
+        }
+        let h = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+        self.header_names.insert(name.to_string(), h.clone());
+        Some(h)
+    }
+
     /// The shared regex of `src`, checked on first sight.
     pub fn get(&mut self, src: &str) -> Result<Arc<LazyRegex>, String> {
         if let Some(r) = self.map.get(src) {

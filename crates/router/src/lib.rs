@@ -275,7 +275,7 @@ impl Router {
     /// each distinct pattern is compiled by the regex engine the first time a request needs
     /// it; call [`Router::compile_regexes`] off the request path to compile them all ahead.
     pub fn new(config: Arc<Config>, flavor: RouterFlavor) -> Result<Router, RouterError> {
-        let mut regexes = lazy_regex::RegexCache::default();
+        let mut regexes = lazy_regex::Interner::default();
         let entries = compile::compile(&config, flavor, &mut regexes)?;
         let index = index::Index::build(&entries);
         let exprs = expr::ExprSupport::new(&entries);
