@@ -9,7 +9,9 @@
 //! A request costs one hash lookup for its exact host, one per dot of the host only where a
 //! wildcard key with that many labels and that length exists (most configurations have one
 //! or two wildcard shapes, e.g. `*.example.com`), and per bucket either a scan of a few
-//! prefixes or one hash lookup per distinct prefix length of the bucket. Hashing is FxHash
+//! prefixes (kept in the bucket's own text, next to its key) or, for buckets with many
+//! prefixes, one pass over the path that hashes each of its prefixes incrementally and
+//! probes the lengths some key has. Hashing is FxHash or a byte-wise multiply-rotate hash
 //! (no DoS concern: the keys come from the configuration, lookups only read). The rank lists
 //! found are merged in ascending order and evaluated until one matches.
 
