@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use silverback_config::{LoadOptions, PluginRegistry, RouterFlavor};
-use silverback_proxy::snapshot::Snapshot;
-use silverback_proxy::upstream::DirectFactory;
+use silverback_proxy::snapshot::{BuildEnv, Snapshot};
+use silverback_proxy::upstream::BalancerOptions;
 
 fn main() {
     let n: usize = std::env::args()
@@ -21,6 +21,15 @@ fn main() {
         plugins: &plugins,
         now_unix: None,
     };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let balancer = BalancerOptions::default();
+    let env = BuildEnv {
+        runtime: rt.handle(),
+        balancer: &balancer,
+    };
     for _ in 0..3 {
         let t = Instant::now();
         let cfg = silverback_config::load_bytes(doc.as_bytes(), &opts).expect("valid");
@@ -33,7 +42,7 @@ fn main() {
             cfg,
             hash.clone(),
             RouterFlavor::TraditionalCompatible,
-            &DirectFactory,
+            &env,
             None,
             true,
         )

@@ -83,9 +83,12 @@ async fn route(
         (_, ["status", "ready"]) => only_get(&m, || ready(sh)),
         (_, ["metrics"]) => only_get(&m, || {
             let snap = sh.snapshot.load();
-            let mut r = Response::new(ProxyBody::full(
-                sh.metrics.render(&sh.node_id.to_string(), &snap.hash),
-            ));
+            let mut text = sh.metrics.render(&sh.node_id.to_string(), &snap.hash);
+            crate::metrics::render_target_health(
+                &mut text,
+                &snap.balancers.target_health_metrics(),
+            );
+            let mut r = Response::new(ProxyBody::full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=UTF-8"),
@@ -110,6 +113,33 @@ async fn route(
             json_response(StatusCode::OK, &json!({ "enabled_plugins": names }))
         }),
         (_, ["tags", tag]) => only_get(&m, || tagged(sh, tag, req.uri().query())),
+        (_, ["upstreams", u, "health"]) => {
+            only_get(&m, || upstream_health(sh, u, req.uri().query()))
+        }
+        (_, ["upstreams", u, "targets", "all"]) => {
+            only_get(&m, || all_targets(sh, u, req.uri().query()))
+        }
+        (
+            _,
+            [
+                "upstreams",
+                u,
+                "targets",
+                t,
+                verdict @ ("healthy" | "unhealthy"),
+            ],
+        ) => set_health(sh, &m, u, t, None, verdict),
+        (
+            _,
+            [
+                "upstreams",
+                u,
+                "targets",
+                t,
+                a,
+                verdict @ ("healthy" | "unhealthy"),
+            ],
+        ) => set_health(sh, &m, u, t, Some(a), verdict),
         (_, [coll, rest @ ..]) if kind_of(coll).is_some() && rest.len() <= 2 => {
             let Some(k) = kind_of(coll) else {
                 return message(StatusCode::NOT_FOUND, "Not found");
@@ -120,6 +150,104 @@ async fn route(
             entities(sh, k, rest, req.uri().query())
         }
         _ => message(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+/// The balancer of an upstream given by name or id.
+fn balancer_of(snap: &Snapshot, key: &str) -> Option<Arc<silverback_balancer::Balancer>> {
+    let b = snap.balancers.get(key).or_else(|| {
+        let u = snap
+            .config
+            .upstreams
+            .iter()
+            .find(|u| u.id.to_string() == key)?;
+        snap.balancers.get(&u.name)
+    })?;
+    Some(b.clone())
+}
+
+/// `GET /upstreams/{u}/health`: the targets with a non-zero weight and their health
+/// (`?balancer_health=1`: the balancer's), as Kong answers.
+fn upstream_health(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
+    let snap = sh.snapshot.load();
+    let Some(b) = balancer_of(&snap, u) else {
+        return message(StatusCode::NOT_FOUND, "Not found");
+    };
+    let h = b.health();
+    let node_id = sh.node_id.to_string();
+    if flag(q, "balancer_health") {
+        return json_response(
+            StatusCode::OK,
+            &json!({ "data": h.balancer, "next": null, "node_id": node_id }),
+        );
+    }
+    let data: Vec<Value> = h
+        .targets
+        .iter()
+        .filter(|t| t.weight > 0)
+        .filter_map(|t| serde_json::to_value(t).ok())
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "data": data, "next": null, "node_id": node_id }),
+    )
+}
+
+/// `GET /upstreams/{u}/targets/all`: every target entity of the upstream, weight 0
+/// included.
+fn all_targets(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
+    let snap = sh.snapshot.load();
+    let Some(up) = snap
+        .config
+        .upstreams
+        .iter()
+        .find(|x| x.name == u || x.id.to_string() == u)
+    else {
+        return message(StatusCode::NOT_FOUND, "Not found");
+    };
+    let id = up.id.to_string();
+    let items: Vec<Value> = flat_list(&snap, EntityKind::Target)
+        .into_iter()
+        .filter(|t| {
+            t.get("upstream")
+                .and_then(|r| r.get("id"))
+                .and_then(Value::as_str)
+                == Some(&id)
+        })
+        .collect();
+    page_checked(items, &format!("/upstreams/{u}/targets/all"), q)
+}
+
+/// `POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`: Kong allows these in
+/// DB-less mode (they change health state, not configuration). 204, or 404.
+fn set_health(
+    sh: &Shared,
+    m: &Method,
+    u: &str,
+    t: &str,
+    address: Option<&str>,
+    verdict: &str,
+) -> Response<ProxyBody> {
+    if m != Method::POST && m != Method::PUT {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    }
+    let snap = sh.snapshot.load();
+    let Some(b) = balancer_of(&snap, u) else {
+        return message(StatusCode::NOT_FOUND, "Not found");
+    };
+    let addr = match address.map(str::parse::<std::net::SocketAddr>) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => return message(StatusCode::NOT_FOUND, "Not found"),
+    };
+    match b.set_health(t, addr, verdict == "healthy") {
+        Ok(()) => {
+            let mut r = Response::new(ProxyBody::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        Err(e) if e.starts_with("no healthchecker") => message(StatusCode::BAD_REQUEST, &e),
+        Err(e) => message(StatusCode::NOT_FOUND, &e),
     }
 }
 

@@ -48,6 +48,9 @@ pub struct UpstreamBody {
     sleep: Option<Pin<Box<Sleep>>>,
     stats: Option<Arc<RouteStats>>,
     bytes: u64,
+    /// The balancer's peer: held until the response is finished (least-connections counts
+    /// it as in flight until then).
+    peer: Option<silverback_balancer::Peer>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -65,6 +68,7 @@ impl UpstreamBody {
         conn: Option<(Arc<Pool>, Conn)>,
         read_timeout: Duration,
         stats: Option<Arc<RouteStats>>,
+        peer: Option<silverback_balancer::Peer>,
     ) -> ProxyBody {
         let mut b = UpstreamBody {
             inner,
@@ -73,6 +77,7 @@ impl UpstreamBody {
             sleep: None,
             stats,
             bytes: 0,
+            peer,
         };
         if b.inner.is_end_stream() {
             b.release();
@@ -84,6 +89,7 @@ impl UpstreamBody {
         if let Some((pool, conn)) = self.conn.take() {
             pool.put(conn);
         }
+        self.peer = None;
     }
 }
 

@@ -19,9 +19,9 @@ use crate::ProxyError;
 use crate::metrics::Metrics;
 use crate::proxy::ConnInfo;
 use crate::settings::{Listen, Settings};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{BuildEnv, Snapshot};
 use crate::tls::SniResolver;
-use crate::upstream::{BalancerFactory, DirectFactory, Pool, Resolver};
+use crate::upstream::Pool;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,9 +50,9 @@ pub(crate) struct Shared {
     pub settings: Settings,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub pool: Arc<Pool>,
-    pub resolver: Resolver,
     pub metrics: Metrics,
-    pub factory: Arc<dyn BalancerFactory>,
+    /// The runtime balancers run their background work on.
+    pub runtime: tokio::runtime::Handle,
     pub node_id: uuid::Uuid,
     pub hostname: String,
     /// Held while a configuration is being loaded (`POST /config` answers 429 meanwhile).
@@ -87,7 +87,10 @@ impl Shared {
             config,
             hash,
             self.settings.router_flavor,
-            &*self.factory,
+            &BuildEnv {
+                runtime: &self.runtime,
+                balancer: &self.settings.balancer,
+            },
             Some(&prev),
             true,
         )?);
@@ -141,22 +144,18 @@ fn bind(l: &Listen) -> Result<TcpListener, ProxyError> {
 impl Gateway {
     /// Binds every listener and starts serving on the current tokio runtime. `initial` is
     /// served from the start (the proxy is "ready" only once a non-empty configuration is
-    /// loaded, as Kong in DB-less mode).
+    /// loaded, as Kong in DB-less mode). Load balancing, health checks and DNS are
+    /// `silverback-balancer`'s ([`Settings::balancer`] sets its resolver).
     pub async fn start(settings: Settings, initial: Option<Config>) -> Result<Gateway, ProxyError> {
-        Self::start_with(settings, initial, Arc::new(DirectFactory)).await
-    }
-
-    /// [`Gateway::start`] with another balancer (the load-balancing seam).
-    pub async fn start_with(
-        settings: Settings,
-        initial: Option<Config>,
-        factory: Arc<dyn BalancerFactory>,
-    ) -> Result<Gateway, ProxyError> {
         let loaded = initial.is_some();
+        let runtime = tokio::runtime::Handle::current();
         let snap = Snapshot::build(
             initial.unwrap_or_default(),
             settings.router_flavor,
-            &*factory,
+            &BuildEnv {
+                runtime: &runtime,
+                balancer: &settings.balancer,
+            },
             None,
             loaded,
         )?;
@@ -178,9 +177,8 @@ impl Gateway {
                 settings.upstream_keepalive_idle_timeout,
                 settings.upstream_keepalive_max_requests,
             )),
-            resolver: Resolver::default(),
             metrics: Metrics::default(),
-            factory,
+            runtime,
             node_id: uuid::Uuid::new_v4(),
             hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|s| s.trim().to_string())
@@ -289,6 +287,7 @@ impl Gateway {
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), then stops.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.shared.snapshot.load().balancers.shutdown();
         let grace = self.shared.settings.shutdown_grace;
         for t in self.tasks {
             if tokio::time::timeout(grace, t).await.is_err() {

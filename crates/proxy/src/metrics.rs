@@ -297,6 +297,28 @@ impl Metrics {
     }
 }
 
+/// Appends `kong_upstream_target_health`, as Kong's prometheus plugin writes it: for every
+/// target address, one sample per state, 1 for the current state and 0 for the others.
+pub fn render_target_health(o: &mut String, samples: &[silverback_balancer::TargetHealthSample]) {
+    if samples.is_empty() {
+        return;
+    }
+    o.push_str("# HELP kong_upstream_target_health Health status of targets of upstream. States = healthchecks_off|healthy|unhealthy|dns_error, value is 1 when state is populated.\n# TYPE kong_upstream_target_health gauge\n");
+    for s in samples {
+        for st in silverback_balancer::HealthStatus::ALL {
+            let _ = writeln!(
+                o,
+                "kong_upstream_target_health{{upstream=\"{}\",target=\"{}\",address=\"{}\",state=\"{}\",subsystem=\"http\"}} {}",
+                s.upstream,
+                s.target,
+                s.address,
+                st.metric_state(),
+                u8::from(st == s.state)
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

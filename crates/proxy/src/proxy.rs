@@ -43,7 +43,9 @@ use crate::body::{ProxyBody, UpstreamBody};
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::Shared;
 use crate::metrics::RouteStats;
-use crate::upstream::{Outcome, PoolKey, ReqBody, SelectCtx, is_h2};
+use crate::snapshot::Snapshot;
+use crate::upstream::{PoolKey, ReqBody, TlsKey, UpstreamTls, is_h2, no_peer};
+use silverback_balancer::{Outcome as BalancerOutcome, PickContext};
 
 /// What the proxy knows about the client connection.
 #[derive(Debug, Clone)]
@@ -592,13 +594,14 @@ async fn proxy(
     let up = Upstream {
         service,
         route,
-        conn,
+        client_ip: realip,
+        captures: &m.captures,
         client_host: &client_host,
         stats: &stats,
         pq,
         te_trailers,
     };
-    send(sh, cx, &snap.balancer, up, parts, body, client_upgrade).await
+    send(sh, cx, &snap, up, parts, body, client_upgrade).await
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -613,7 +616,10 @@ fn version_str(v: Version) -> &'static str {
 struct Upstream<'a> {
     service: &'a Service,
     route: &'a Route,
-    conn: &'a ConnInfo,
+    /// The client address after `real_ip` (Kong's `remote_addr`; `hash_on: ip`).
+    client_ip: IpAddr,
+    /// The route's regex captures (`hash_on: uri_capture`).
+    captures: &'a silverback_router::Captures,
     client_host: &'a str,
     stats: &'a Arc<RouteStats>,
     /// Upstream path and query.
@@ -627,36 +633,61 @@ enum Chan {
     Ws(hyper::client::conn::http1::SendRequest<ReqBody>),
 }
 
-fn default_port(p: Protocol, port: u16) -> bool {
-    match p {
-        Protocol::Http | Protocol::Grpc | Protocol::Ws => port == 80,
-        Protocol::Https | Protocol::Grpcs | Protocol::Wss => port == 443,
-        _ => false,
-    }
-}
-
-fn outcome_of(e: &Error) -> Outcome {
+fn outcome_of(e: &Error) -> BalancerOutcome {
     match e.kind {
-        Kind::ConnectTimeout | Kind::ReadTimeout | Kind::WriteTimeout => Outcome::Timeout,
-        Kind::ConnectRefused => Outcome::ConnectFailed,
-        _ => Outcome::Failed,
+        Kind::ConnectTimeout | Kind::ReadTimeout | Kind::WriteTimeout => BalancerOutcome::Timeout,
+        _ => BalancerOutcome::TcpError,
     }
 }
 
-async fn next_h1(sh: &Shared, key: &PoolKey, t: Duration) -> Result<crate::upstream::Conn, Error> {
+async fn next_h1(
+    sh: &Shared,
+    key: &PoolKey,
+    tls: Option<&UpstreamTls>,
+    t: Duration,
+) -> Result<crate::upstream::Conn, Error> {
     match sh.pool.take(key) {
         Some(c) => Ok(c),
-        None => sh.pool.connect_h1(key, t).await,
+        None => sh.pool.connect_h1(key, tls, t).await,
     }
 }
 
-#[allow(clippy::too_many_lines)]
+/// nginx's `proxy_next_upstream` rule: a request with a non-idempotent method is not
+/// retried once it was sent.
+fn idempotent(m: &http::Method) -> bool {
+    !matches!(*m, http::Method::POST | http::Method::PATCH) && m.as_str() != "LOCK"
+}
+
+/// A copy of a request head (for a retry after the request was sent).
+fn clone_head(p: &http::request::Parts) -> http::request::Parts {
+    let (mut c, ()) = Request::new(()).into_parts();
+    c.method = p.method.clone();
+    c.uri = p.uri.clone();
+    c.version = p.version;
+    c.headers = p.headers.clone();
+    c
+}
+
+/// Router captures as the balancer's `uri_capture` hash input.
+struct Caps<'a>(&'a silverback_router::Captures);
+
+impl silverback_balancer::context::UriCaptures for Caps<'_> {
+    fn capture(&self, name: &str) -> Option<&str> {
+        self.0.by_key(name)
+    }
+}
+
+/// Why an attempt failed, and the request when it was not sent (it can then be retried
+/// even when its body is a stream).
+type AttemptError = (Error, Option<Request<ReqBody>>);
+
+#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 async fn send(
     sh: &Arc<Shared>,
     cx: &Ctx,
-    balancer: &Arc<dyn crate::upstream::Balancer>,
+    snap: &Snapshot,
     up: Upstream<'_>,
-    mut parts: http::request::Parts,
+    parts: http::request::Parts,
     body: ReqBody,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ProxyBody>, Error> {
@@ -665,127 +696,207 @@ async fn send(
     let tls = service.protocol.is_tls();
     let connect_timeout = Duration::from_millis(u64::from(service.connect_timeout));
     let read_timeout = Duration::from_millis(u64::from(service.read_timeout));
+    let tls_cfg = if tls {
+        Some(
+            snap.upstream_tls(service)
+                .map_err(|e| Error::new(Kind::UpstreamTls, Source::Internal).because(e))?,
+        )
+    } else {
+        None
+    };
+    let tls_ref = tls_cfg.as_deref();
+    let retries = u32::from(service.retries);
+    let (stream_body, full_body) = match body {
+        Either::Left(b) => (Some(b), None),
+        Either::Right(f) => (None, Some(f)),
+    };
+    let mut stream_body = stream_body;
+    let replayable = full_body.is_some() && client_upgrade.is_none() && idempotent(&parts.method);
+    let hash_path = parts.uri.path().to_string();
+    let hash_query = parts.uri.query().map(str::to_string);
+    let mut head = Some(parts);
+    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    let mut set_cookie: Option<silverback_balancer::SetCookie> = None;
+    let mut attempt = 0u32;
 
     // --- balancer ---
-    let mut prev = None;
-    let mut attempt = 0u32;
-    let (pick, key, chan) = loop {
-        let ctx = SelectCtx {
-            service,
-            attempt,
-            headers: &parts.headers,
-            client_ip: up.conn.peer.ip(),
-            previous: prev.as_ref(),
+    let (peer, resp, pooled, t_sent) = loop {
+        let Some(parts) = head.as_mut() else {
+            return Err(Error::new(Kind::Internal, Source::Internal));
         };
-        let pick = balancer
-            .select(&ctx)
-            .map_err(|k| Error::new(k, Source::Upstream))?;
-        let addrs = sh.resolver.resolve(&pick).await?;
-        let addr = addrs[attempt as usize % addrs.len()];
+        let caps = Caps(up.captures);
+        let pctx = PickContext {
+            client_ip: Some(up.client_ip),
+            headers: Some(&parts.headers),
+            path: &hash_path,
+            query: hash_query.as_deref(),
+            uri_captures: (!up.captures.is_empty()).then_some(&caps as _),
+            generated_cookie: set_cookie.as_ref().map(|c| c.value.as_str()),
+            ..PickContext::default()
+        };
+        let peer = snap
+            .balancers
+            .peer(&service.host, service.port, &pctx, &tried)
+            .await
+            .map_err(|e| no_peer(&e))?;
+        if set_cookie.is_none() {
+            set_cookie.clone_from(&peer.set_cookie);
+        }
+        let t_start = Instant::now();
         let key = PoolKey {
-            addr,
-            tls: tls.then(|| pick.host.clone()),
+            addr: peer.addr,
+            tls: tls_cfg.as_ref().map(|t| TlsKey {
+                sni: peer.sni().map(Arc::from),
+                policy: t.policy,
+            }),
         };
-        let r = if client_upgrade.is_some() {
-            sh.pool
-                .connect_upgradable(&key, connect_timeout)
-                .await
-                .map(Chan::Ws)
-        } else if h2 {
-            sh.pool.h2(&key, connect_timeout).await.map(Chan::H2)
+
+        // Host and URI (recomputed on every try, as Kong does).
+        let host_value = if up.route.preserve_host && !up.client_host.is_empty() {
+            up.client_host.to_string()
         } else {
-            next_h1(sh, &key, connect_timeout).await.map(Chan::H1)
+            peer.host_header_value(tls)
         };
+        if h2 {
+            let scheme = if tls { "https" } else { "http" };
+            parts.uri = Uri::try_from(format!("{scheme}://{host_value}{}", up.pq))
+                .map_err(|e| Error::new(Kind::Internal, Source::Internal).because(e))?;
+            parts.headers.remove(header::HOST);
+            parts.version = Version::HTTP_2;
+        } else {
+            parts.uri = Uri::try_from(up.pq.as_str())
+                .map_err(|e| Error::downstream(Kind::BadRequest).because(e))?;
+            if let Ok(v) = HeaderValue::from_str(&host_value) {
+                parts.headers.insert(header::HOST, v);
+            }
+            parts.version = Version::HTTP_11;
+        }
+
+        let r: Result<(Response<Incoming>, Option<crate::upstream::Conn>), AttemptError> = async {
+            let chan = if client_upgrade.is_some() {
+                sh.pool
+                    .connect_upgradable(&key, tls_ref, connect_timeout)
+                    .await
+                    .map(Chan::Ws)
+            } else if h2 {
+                sh.pool
+                    .h2(&key, tls_ref, connect_timeout)
+                    .await
+                    .map(Chan::H2)
+            } else {
+                next_h1(sh, &key, tls_ref, connect_timeout)
+                    .await
+                    .map(Chan::H1)
+            };
+            let chan = chan.map_err(|e| (e, None))?;
+            // Keep the head for another try when the body can be replayed.
+            let keep = replayable && attempt < retries;
+            let Some(p) = (if keep {
+                head.as_ref().map(clone_head)
+            } else {
+                head.take()
+            }) else {
+                return Err((Error::new(Kind::Internal, Source::Internal), None));
+            };
+            let b: ReqBody = match (&full_body, stream_body.take()) {
+                (Some(f), _) => Either::Right(f.clone()),
+                (None, Some(s)) => Either::Left(s),
+                (None, None) => Either::Right(Full::new(Bytes::new())),
+            };
+            let mut req = Request::from_parts(p, b);
+            let read_err = |e: hyper::Error| {
+                if e.is_timeout() {
+                    Error::upstream(Kind::ReadTimeout).retryable()
+                } else {
+                    Error::upstream(Kind::InvalidResponse)
+                        .retryable()
+                        .because(e)
+                }
+            };
+            match chan {
+                Chan::H1(mut c) => loop {
+                    if c.tx.ready().await.is_err() {
+                        if c.reused {
+                            c = next_h1(sh, &key, tls_ref, connect_timeout)
+                                .await
+                                .map_err(|e| (e, None))?;
+                            continue;
+                        }
+                        return Err((
+                            Error::upstream(Kind::InvalidResponse).retryable(),
+                            Some(req),
+                        ));
+                    }
+                    match tokio::time::timeout(read_timeout, c.tx.try_send_request(req)).await {
+                        Err(_) => {
+                            return Err((Error::upstream(Kind::ReadTimeout).retryable(), None));
+                        }
+                        Ok(Ok(r)) => return Ok((r, Some(c))),
+                        Ok(Err(mut e)) => match e.take_message() {
+                            Some(r) if c.reused => {
+                                match next_h1(sh, &key, tls_ref, connect_timeout).await {
+                                    Ok(n) => {
+                                        c = n;
+                                        req = r;
+                                    }
+                                    Err(e) => return Err((e, Some(r))),
+                                }
+                            }
+                            back => return Err((read_err(e.into_error()), back)),
+                        },
+                    }
+                },
+                Chan::H2(mut tx) => {
+                    if let Err(e) = tx.ready().await {
+                        return Err((read_err(e), Some(req)));
+                    }
+                    match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
+                        Err(_) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
+                        Ok(r) => r.map(|r| (r, None)).map_err(|e| (read_err(e), None)),
+                    }
+                }
+                Chan::Ws(mut tx) => {
+                    if let Err(e) = tx.ready().await {
+                        return Err((read_err(e), Some(req)));
+                    }
+                    match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
+                        Err(_) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
+                        Ok(r) => r.map(|r| (r, None)).map_err(|e| (read_err(e), None)),
+                    }
+                }
+            }
+        }
+        .await;
         match r {
-            Ok(c) => break (pick, key, c),
-            Err(e) => {
-                balancer.report(service, &pick, outcome_of(&e));
-                if !e.retryable || attempt >= u32::from(service.retries) {
+            Ok((resp, pooled)) => {
+                peer.report(BalancerOutcome::Response {
+                    status: resp.status().as_u16(),
+                    latency: t_start.elapsed(),
+                });
+                break (peer, resp, pooled, t_start);
+            }
+            Err((e, back)) => {
+                peer.report(outcome_of(&e));
+                tried.push(peer.addr);
+                drop(peer);
+                if let Some(r) = back {
+                    let (p, b) = r.into_parts();
+                    head = Some(p);
+                    if let Either::Left(s) = b {
+                        stream_body = Some(s);
+                    }
+                }
+                if !e.retryable || attempt >= retries || head.is_none() {
                     return Err(e);
                 }
+                tracing::debug!(error = %e, attempt, "retrying on another peer");
                 attempt += 1;
-                prev = Some(pick);
-            }
-        }
-    };
-
-    // Host and URI.
-    let host_value = if up.route.preserve_host && !up.client_host.is_empty() {
-        up.client_host.to_string()
-    } else if default_port(service.protocol, pick.port) {
-        pick.host_header.to_string()
-    } else {
-        format!("{}:{}", pick.host_header, pick.port)
-    };
-    let fail = |e: Error| {
-        balancer.report(service, &pick, outcome_of(&e));
-        e
-    };
-    if h2 {
-        let scheme = if tls { "https" } else { "http" };
-        parts.uri = Uri::try_from(format!("{scheme}://{host_value}{}", up.pq))
-            .map_err(|e| Error::new(Kind::Internal, Source::Internal).because(e))?;
-        parts.headers.remove(header::HOST);
-        parts.version = Version::HTTP_2;
-    } else {
-        parts.uri = Uri::try_from(up.pq.as_str())
-            .map_err(|e| Error::downstream(Kind::BadRequest).because(e))?;
-        if let Ok(v) = HeaderValue::from_str(&host_value) {
-            parts.headers.insert(header::HOST, v);
-        }
-        parts.version = Version::HTTP_11;
-    }
-    let mut req = Request::from_parts(parts, body);
-    let t_sent = Instant::now();
-    let read_err = |e: hyper::Error| {
-        if e.is_timeout() {
-            Error::upstream(Kind::ReadTimeout)
-        } else {
-            Error::upstream(Kind::InvalidResponse).because(e)
-        }
-    };
-
-    // --- send ---
-    let (resp, pooled) = match chan {
-        Chan::H1(mut c) => loop {
-            if c.tx.ready().await.is_err() {
-                if c.reused {
-                    c = next_h1(sh, &key, connect_timeout).await.map_err(fail)?;
-                    continue;
-                }
-                return Err(fail(Error::upstream(Kind::InvalidResponse)));
-            }
-            match tokio::time::timeout(read_timeout, c.tx.try_send_request(req)).await {
-                Err(_) => return Err(fail(Error::upstream(Kind::ReadTimeout))),
-                Ok(Ok(r)) => break (r, Some(c)),
-                Ok(Err(mut e)) => match e.take_message() {
-                    Some(r) if c.reused => {
-                        req = r;
-                        c = next_h1(sh, &key, connect_timeout).await.map_err(fail)?;
-                    }
-                    _ => return Err(fail(read_err(e.into_error()))),
-                },
-            }
-        },
-        Chan::H2(mut tx) => {
-            tx.ready().await.map_err(|e| fail(read_err(e)))?;
-            match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
-                Err(_) => return Err(fail(Error::upstream(Kind::ReadTimeout))),
-                Ok(r) => (r.map_err(|e| fail(read_err(e)))?, None),
-            }
-        }
-        Chan::Ws(mut tx) => {
-            tx.ready().await.map_err(|e| fail(read_err(e)))?;
-            match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
-                Err(_) => return Err(fail(Error::upstream(Kind::ReadTimeout))),
-                Ok(r) => (r.map_err(|e| fail(read_err(e)))?, None),
             }
         }
     };
     let upstream_ms = ms(t_sent.elapsed());
     let proxy_ms = ms(t_sent.duration_since(cx.start));
     let status = resp.status();
-    balancer.report(service, &pick, Outcome::Response(status.as_u16()));
 
     // --- header_filter ---
     let (mut rp, rbody) = resp.into_parts();
@@ -821,6 +932,11 @@ async fn send(
         h.insert(X_KONG_PROXY_LATENCY.clone(), num_header(proxy_ms));
     }
     h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
+    if let Some(c) = &set_cookie
+        && let Ok(v) = HeaderValue::from_str(&c.header_value())
+    {
+        h.append(header::SET_COOKIE, v);
+    }
     up.stats.response(status.as_u16(), true);
     up.stats
         .latencies(ms(cx.start.elapsed()), proxy_ms, Some(upstream_ms));
@@ -847,6 +963,12 @@ async fn send(
 
     // --- body_filter ---
     let pooled = pooled.map(|c| (sh.pool.clone(), c));
-    let body = UpstreamBody::wrap(rbody, pooled, read_timeout, Some(up.stats.clone()));
+    let body = UpstreamBody::wrap(
+        rbody,
+        pooled,
+        read_timeout,
+        Some(up.stats.clone()),
+        Some(peer),
+    );
     Ok(Response::from_parts(rp, body))
 }

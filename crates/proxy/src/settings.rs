@@ -262,6 +262,9 @@ pub struct Settings {
     pub admin_max_body: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// Load-balancer options: the DNS resolver (`None`: the system's configuration, as
+    /// Kong's `dns_resolver` default) and extra CA roots for active `https` probes.
+    pub balancer: silverback_balancer::Options,
 }
 
 impl Default for Settings {
@@ -294,6 +297,7 @@ impl Default for Settings {
             upstream_keepalive_max_requests: 10_000,
             admin_max_body: 512 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            balancer: silverback_balancer::Options::default(),
         }
     }
 }

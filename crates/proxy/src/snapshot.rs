@@ -3,16 +3,25 @@
 //! the end, so in-flight requests finish on the configuration they started with.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use silverback_config::{Config, RouterFlavor};
+use silverback_config::{Config, RouterFlavor, Service};
 use silverback_router::Router;
 use uuid::Uuid;
 
 use crate::ProxyError;
 use crate::metrics::{Metrics, RouteStats};
-use crate::tls::CertStore;
-use crate::upstream::{Balancer, BalancerFactory};
+use crate::tls::{CertStore, TlsSpec, UpstreamTls};
+use crate::upstream::{BalancerOptions, Balancers, build_balancers};
+
+/// What building a snapshot needs besides the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildEnv<'a> {
+    /// Where balancers run active health checks and DNS refreshes.
+    pub runtime: &'a tokio::runtime::Handle,
+    /// Balancer options (resolver, extra probe roots).
+    pub balancer: &'a BalancerOptions,
+}
 
 /// One compiled configuration.
 #[derive(Debug)]
@@ -25,10 +34,16 @@ pub struct Snapshot {
     pub router: Router,
     /// Certificates by SNI.
     pub certs: CertStore,
-    /// Peer selection.
-    pub balancer: Arc<dyn Balancer>,
+    /// Peer selection: one balancer per upstream, plus DNS for other hosts.
+    pub balancers: Arc<Balancers>,
     /// Route index by id (for per-route state).
     route_index: HashMap<Uuid, usize>,
+    /// Service index by id (for per-service state).
+    service_index: HashMap<Uuid, usize>,
+    /// Upstream TLS settings per service, compiled on first use.
+    service_tls: Vec<OnceLock<Result<Arc<UpstreamTls>, String>>>,
+    /// Compiled TLS settings by digest, shared by services with the same settings.
+    tls_by_digest: Mutex<HashMap<u64, Arc<UpstreamTls>>>,
     /// Per-route metrics, bound lazily.
     route_stats: Vec<OnceLock<Arc<RouteStats>>>,
     /// Whether the configuration came from a user (not the empty start state).
@@ -38,16 +53,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles a configuration.
+    /// Compiles a configuration. Balancer background work (active health checks, DNS
+    /// refreshes) runs on `runtime`; unchanged upstreams keep `previous`'s balancers.
     pub fn build(
         config: Config,
         flavor: RouterFlavor,
-        factory: &dyn BalancerFactory,
+        env: &BuildEnv<'_>,
         previous: Option<&Snapshot>,
         loaded: bool,
     ) -> Result<Snapshot, ProxyError> {
         let hash = config.hash();
-        Self::build_hashed(config, hash, flavor, factory, previous, loaded)
+        Self::build_hashed(config, hash, flavor, env, previous, loaded)
     }
 
     /// [`Snapshot::build`] with the configuration's hash already computed.
@@ -55,7 +71,7 @@ impl Snapshot {
         config: Config,
         hash: String,
         flavor: RouterFlavor,
-        factory: &dyn BalancerFactory,
+        env: &BuildEnv<'_>,
         previous: Option<&Snapshot>,
         loaded: bool,
     ) -> Result<Snapshot, ProxyError> {
@@ -63,9 +79,24 @@ impl Snapshot {
         let router =
             Router::new(config.clone(), flavor).map_err(|e| ProxyError::Router(e.to_string()))?;
         let certs = CertStore::build(&config)?;
-        let balancer = factory
-            .build(&config, previous.map(|p| &p.balancer))
-            .map_err(|e| ProxyError::Router(format!("balancer: {e}")))?;
+        let balancers = Arc::new(
+            build_balancers(
+                &config,
+                previous.map(|p| &*p.balancers),
+                env.runtime,
+                env.balancer,
+            )
+            .map_err(|e| ProxyError::Router(format!("balancer: {e}")))?,
+        );
+        let service_index = config
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id, i))
+            .collect();
+        let service_tls = (0..config.services.len())
+            .map(|_| OnceLock::new())
+            .collect();
         let route_index = config
             .routes
             .iter()
@@ -77,13 +108,69 @@ impl Snapshot {
             hash,
             router,
             certs,
-            balancer,
+            balancers,
             route_index,
+            service_index,
+            service_tls,
+            tls_by_digest: Mutex::new(HashMap::new()),
             route_stats,
             config,
             loaded,
             flat: OnceLock::new(),
         })
+    }
+
+    /// How to connect to a TLS service's upstream: its `tls_verify`, `tls_verify_depth`,
+    /// `ca_certificates`, and `client_certificate` (the upstream's when the service host
+    /// names an upstream that has one, else the service's), compiled once per snapshot.
+    pub fn upstream_tls(&self, service: &Service) -> Result<Arc<UpstreamTls>, String> {
+        match self.service_index.get(&service.id) {
+            Some(&i) => self.service_tls[i]
+                .get_or_init(|| self.compile_tls(service))
+                .clone(),
+            None => self.compile_tls(service),
+        }
+    }
+
+    fn compile_tls(&self, s: &Service) -> Result<Arc<UpstreamTls>, String> {
+        let c = &self.config;
+        let mut spec = TlsSpec {
+            verify: s.tls_verify.unwrap_or(false),
+            depth: s.tls_verify_depth,
+            ..TlsSpec::default()
+        };
+        for id in &s.ca_certificates {
+            let ca = c
+                .ca_certificates
+                .iter()
+                .find(|ca| ca.id == *id)
+                .ok_or_else(|| format!("no ca_certificate {id}"))?;
+            spec.cas.push(&ca.cert);
+        }
+        let cert = self
+            .balancers
+            .get(&s.host)
+            .and_then(|b| b.upstream().client_certificate.as_ref())
+            .or(s.client_certificate.as_ref());
+        if let Some(fk) = cert {
+            let cert = c
+                .certificates
+                .iter()
+                .find(|x| x.id == fk.id)
+                .ok_or_else(|| format!("no certificate {}", fk.id))?;
+            spec.client = Some((&cert.cert, &cert.key));
+        }
+        let digest = spec.digest();
+        if let Ok(m) = self.tls_by_digest.lock()
+            && let Some(t) = m.get(&digest)
+        {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(spec.build()?);
+        if let Ok(mut m) = self.tls_by_digest.lock() {
+            m.insert(digest, t.clone());
+        }
+        Ok(t)
     }
 
     /// The `POST /config` answer: `{"services": {"<id>": {...}}, ...}`, serialized directly

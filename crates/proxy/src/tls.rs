@@ -192,52 +192,167 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
-/// Client configurations for TLS upstreams: `(h1, h2)` ALPN variants, without verification
-/// (Kong's `tls_verify` default). Services with `tls_verify: true` are verified against
-/// their `ca_certificates` ([`verifying_client_config`]).
-pub fn insecure_client_configs() -> (Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mk = |alpn: &[u8]| {
-        let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map(|b| {
-                b.dangerous()
-                    .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
-                    .with_no_client_auth()
-            })
-            .unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
-                    .with_no_client_auth()
-            });
-        c.alpn_protocols = vec![alpn.to_vec()];
-        Arc::new(c)
-    };
-    (mk(b"http/1.1"), mk(b"h2"))
+/// Kong's default `proxy_ssl_verify_depth` (nginx's `proxy_ssl_verify_depth 1`): the leaf
+/// and one issuer.
+pub const DEFAULT_VERIFY_DEPTH: u8 = 1;
+
+/// How connections to a TLS upstream are made: Kong's https pool-key parts (`tls_verify`,
+/// `tls_verify_depth`, `ca_certificates`, `client_certificate`) compiled into rustls client
+/// configurations, one per ALPN (`http/1.1` and `h2`).
+pub struct UpstreamTls {
+    /// A digest of the settings (not of the `Arc`s): part of the connection pool key, so that
+    /// pooled connections survive a configuration swap that keeps the same settings, and
+    /// services with different settings never share a connection.
+    pub policy: u64,
+    /// For HTTP/1.1 upstreams.
+    pub h1: Arc<rustls::ClientConfig>,
+    /// For HTTP/2 upstreams (gRPCs).
+    pub h2: Arc<rustls::ClientConfig>,
 }
 
-/// A verifying client configuration trusting the given PEM CA certificates.
-pub fn verifying_client_config(
-    ca_pems: &[&str],
-    h2: bool,
-) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for pem in ca_pems {
-        for c in pki::parse_certs(pem)? {
-            roots.add(c).map_err(|e| e.to_string())?;
-        }
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut c = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    c.alpn_protocols = vec![if h2 {
-        b"h2".to_vec()
-    } else {
-        b"http/1.1".to_vec()
-    }];
-    Ok(Arc::new(c))
+}
+
+/// The TLS settings of one service (and its upstream's client certificate).
+#[derive(Debug, Clone, Default, Hash)]
+pub struct TlsSpec<'a> {
+    /// `tls_verify` (Kong: `null` means the global `proxy_ssl_verify`, which is off).
+    pub verify: bool,
+    /// `tls_verify_depth` (`null`: 1, nginx's default).
+    pub depth: Option<u8>,
+    /// PEMs of the service's `ca_certificates`; empty means the system (Mozilla) roots.
+    pub cas: Vec<&'a str>,
+    /// PEM certificate chain and key for mTLS (`client_certificate`).
+    pub client: Option<(&'a str, &'a str)>,
+}
+
+impl TlsSpec<'_> {
+    /// The digest used in pool keys.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: stable across snapshots of one process.
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+
+    /// Compiles the rustls configurations.
+    pub fn build(&self) -> Result<UpstreamTls, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier: Arc<dyn ServerCertVerifier> = if self.verify {
+            let mut roots = rustls::RootCertStore::empty();
+            let mut anchors = Vec::new();
+            if self.cas.is_empty() {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+            for pem in &self.cas {
+                for c in pki::parse_certs(pem)? {
+                    anchors.push(c.as_ref().to_vec());
+                    roots.add(c).map_err(|e| format!("ca_certificates: {e}"))?;
+                }
+            }
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| format!("ca_certificates: {e}"))?;
+            Arc::new(DepthVerifier {
+                inner,
+                depth: self.depth.unwrap_or(DEFAULT_VERIFY_DEPTH),
+                anchors,
+            })
+        } else {
+            Arc::new(NoVerify(provider.clone()))
+        };
+        let client = match self.client {
+            None => None,
+            Some((cert, key)) => Some((
+                pki::parse_certs(cert).map_err(|e| format!("client_certificate: {e}"))?,
+                pki::parse_key(key).map_err(|e| format!("client_certificate: {e}"))?,
+            )),
+        };
+        let mk = |alpn: &[u8]| -> Result<Arc<rustls::ClientConfig>, String> {
+            let b = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone());
+            let mut c = match &client {
+                None => b.with_no_client_auth(),
+                Some((chain, key)) => b
+                    .with_client_auth_cert(chain.clone(), key.clone_key())
+                    .map_err(|e| format!("client_certificate: {e}"))?,
+            };
+            c.alpn_protocols = vec![alpn.to_vec()];
+            Ok(Arc::new(c))
+        };
+        Ok(UpstreamTls {
+            policy: self.digest(),
+            h1: mk(b"http/1.1")?,
+            h2: mk(b"h2")?,
+        })
+    }
+}
+
+/// WebPKI verification plus nginx's `proxy_ssl_verify_depth`: the chain the upstream
+/// presents may hold at most `depth - 1` intermediates besides the leaf (a presented copy of
+/// a trust anchor does not count), as OpenSSL counts depth 0 for the leaf.
+#[derive(Debug)]
+struct DepthVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    depth: u8,
+    anchors: Vec<Vec<u8>>,
+}
+
+impl ServerCertVerifier for DepthVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let issuers = intermediates
+            .iter()
+            .filter(|c| !self.anchors.iter().any(|a| a.as_slice() == c.as_ref()))
+            .count()
+            + 1;
+        if issuers > usize::from(self.depth) {
+            return Err(rustls::Error::General(format!(
+                "certificate chain too long: {issuers} issuers, tls_verify_depth {}",
+                self.depth
+            )));
+        }
+        Ok(verified)
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }

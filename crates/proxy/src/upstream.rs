@@ -1,13 +1,11 @@
 //! Where requests go: the balancer seam, name resolution, and the upstream connection pool.
 //!
-//! # The seam for load balancing
-//! A [`Balancer`] is built per configuration (by a [`BalancerFactory`], off the request path)
-//! and lives in the snapshot. For every attempt the proxy asks it for a [`Pick`]
-//! ([`Balancer::select`]) and tells it the outcome ([`Balancer::report`]), which is what passive
-//! health checks need. [`DirectBalancer`] is the built-in one: a service host that names an
-//! `upstreams` entity round-robins over that upstream's targets (by weight), any other host
-//! is used as is (IP or DNS name). The balancer crate (issue 4) replaces it through
-//! [`crate::Settings::balancer`].
+//! # Load balancing
+//! Peers come from `silverback-balancer` ([`Balancers`]): a service whose host names an
+//! `upstreams` entity goes through that upstream's balancer (every algorithm, active and
+//! passive health checks); any other host is an IP or a name resolved by the balancer's DNS
+//! cache. The balancers are built with every configuration swap, off the request path, from
+//! the running ones, so unchanged upstreams keep their health state and checkers.
 //!
 //! # Pool
 //! HTTP/1.1 upstream connections are kept alive per `(address, TLS server name)`
@@ -18,226 +16,54 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use silverback_config::{Config, Protocol, Service};
+use silverback_config::{Config, Protocol};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use uuid::Uuid;
 
 use crate::error::{Error, Kind, Source};
+pub use crate::tls::UpstreamTls;
 
 /// The request body type sent upstream: the client's body streamed, or a buffered one.
 pub type ReqBody = Either<Incoming, http_body_util::Full<Bytes>>;
 
-/// One choice of peer for one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pick {
-    /// Host to connect to: an IP literal or a DNS name.
-    pub host: Arc<str>,
-    /// Port.
-    pub port: u16,
-    /// The address, when `host` is an IP literal (saves a parse per request).
-    pub addr: Option<SocketAddr>,
-    /// Host header value sent upstream (without port) when `preserve_host` is off:
-    /// the upstream's `host_header`, else the target's host.
-    pub host_header: Arc<str>,
-}
+/// Where a service's requests go: the [`Balancers`] of `silverback-balancer`, built per
+/// configuration off the request path ([`build_balancers`]).
+pub use silverback_balancer::{Balancers, Options as BalancerOptions, Peer};
 
-impl Pick {
-    /// A pick of `host:port`.
-    pub fn new(host: &str, port: u16) -> Pick {
-        let h: Arc<str> = host.trim_start_matches('[').trim_end_matches(']').into();
-        let addr = h.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port));
-        Pick {
-            host: h,
-            port,
-            addr,
-            host_header: host.into(),
+/// Builds the balancers of `config`, carrying the state of unchanged upstreams over from
+/// `previous` (health, counters, DNS, active checkers, least-connections counts). The
+/// configuration's CA certificates are also trusted by active `https` probes.
+pub fn build_balancers(
+    config: &Config,
+    previous: Option<&Balancers>,
+    runtime: &tokio::runtime::Handle,
+    options: &BalancerOptions,
+) -> Result<Balancers, String> {
+    let mut opts = options.clone();
+    for ca in &config.ca_certificates {
+        if let Ok(certs) = silverback_config::pki::parse_certs(&ca.cert) {
+            opts.probe_roots.extend(certs);
         }
     }
+    Balancers::build_with(config, previous, runtime, &opts).map_err(|e| e.to_string())
 }
 
-/// What happened on one attempt, for passive health checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The upstream answered with this status.
-    Response(u16),
-    /// Connecting failed.
-    ConnectFailed,
-    /// A timeout (connect or read).
-    Timeout,
-    /// The upstream broke the connection or spoke garbage.
-    Failed,
-}
-
-/// What a balancer sees of the request.
-#[derive(Debug)]
-pub struct SelectCtx<'a> {
-    /// The matched service.
-    pub service: &'a Service,
-    /// 0 for the first attempt.
-    pub attempt: u32,
-    /// Request headers (hash_on header/cookie).
-    pub headers: &'a HeaderMap,
-    /// The client address (hash_on ip).
-    pub client_ip: IpAddr,
-    /// The previous attempt's pick, on retries.
-    pub previous: Option<&'a Pick>,
-}
-
-/// Chooses peers for a service; one instance per configuration.
-pub trait Balancer: Send + Sync + fmt::Debug {
-    /// The peer for this attempt, or the error kind to answer with (`NoPeer`,
-    /// `NameResolution`).
-    fn select(&self, ctx: &SelectCtx<'_>) -> Result<Pick, Kind>;
-    /// The outcome of an attempt on `pick` (passive health).
-    fn report(&self, _service: &Service, _pick: &Pick, _outcome: Outcome) {}
-}
-
-/// Builds the balancer of a configuration (called off the request path, on every swap).
-pub trait BalancerFactory: Send + Sync + fmt::Debug {
-    /// Builds it. `previous` is the running one, to carry health state over.
-    fn build(
-        &self,
-        config: &Arc<Config>,
-        previous: Option<&Arc<dyn Balancer>>,
-    ) -> Result<Arc<dyn Balancer>, String>;
-}
-
-/// The built-in balancer: upstream targets round-robin by weight, anything else direct.
-#[derive(Debug, Default)]
-pub struct DirectBalancer {
-    /// Expanded weighted target lists by upstream name.
-    upstreams: HashMap<String, (Vec<Pick>, AtomicUsize)>,
-    /// Direct picks by service id.
-    direct: HashMap<Uuid, Pick>,
-}
-
-impl DirectBalancer {
-    /// Builds it from a configuration.
-    pub fn new(config: &Config) -> DirectBalancer {
-        let mut upstreams = HashMap::new();
-        let mut by_upstream: HashMap<Uuid, Vec<&silverback_config::Target>> = HashMap::new();
-        for t in config.targets.iter().filter(|t| t.weight > 0) {
-            by_upstream.entry(t.upstream.id).or_default().push(t);
-        }
-        for u in &config.upstreams {
-            let mut picks = Vec::new();
-            let targets = by_upstream.remove(&u.id).unwrap_or_default();
-            let g = targets.iter().fold(0u32, |g, t| gcd(g, t.weight)).max(1);
-            for t in targets {
-                let (host, port) = split_target(&t.target);
-                let mut p = Pick::new(host, port);
-                if let Some(h) = &u.host_header {
-                    p.host_header = h.as_str().into();
-                }
-                for _ in 0..(t.weight / g).min(100) {
-                    picks.push(p.clone());
-                }
-            }
-            upstreams.insert(u.name.clone(), (picks, AtomicUsize::new(0)));
-        }
-        let mut direct = HashMap::new();
-        for s in &config.services {
-            if !upstreams.contains_key(&s.host) {
-                direct.insert(s.id, Pick::new(&s.host, s.port));
-            }
-        }
-        DirectBalancer { upstreams, direct }
-    }
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
-fn split_target(t: &str) -> (&str, u16) {
-    if let Some(rest) = t.strip_prefix('[')
-        && let Some((h, p)) = rest.split_once("]:")
-    {
-        return (h, p.parse().unwrap_or(8000));
-    }
-    match t.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h, p.parse().unwrap_or(8000)),
-        _ => (t, 8000),
-    }
-}
-
-impl Balancer for DirectBalancer {
-    fn select(&self, ctx: &SelectCtx<'_>) -> Result<Pick, Kind> {
-        if let Some(p) = self.direct.get(&ctx.service.id) {
-            return Ok(p.clone());
-        }
-        let (picks, rr) = self
-            .upstreams
-            .get(&ctx.service.host)
-            .ok_or(Kind::NameResolution)?;
-        if picks.is_empty() {
-            return Err(Kind::NoPeer);
-        }
-        let i = rr.fetch_add(1, Ordering::Relaxed);
-        Ok(picks[i % picks.len()].clone())
-    }
-}
-
-/// The default factory: [`DirectBalancer`].
-#[derive(Debug, Default)]
-pub struct DirectFactory;
-
-impl BalancerFactory for DirectFactory {
-    fn build(
-        &self,
-        config: &Arc<Config>,
-        _: Option<&Arc<dyn Balancer>>,
-    ) -> Result<Arc<dyn Balancer>, String> {
-        Ok(Arc::new(DirectBalancer::new(config)))
-    }
-}
-
-/// A cache of DNS answers (30 s), so only the first request to a name waits on resolution.
-#[derive(Debug, Default)]
-pub struct Resolver {
-    cache: Mutex<HashMap<(Arc<str>, u16), Answer>>,
-}
-
-/// Addresses of a name and when they were resolved.
-type Answer = (Vec<SocketAddr>, Instant);
-
-const DNS_TTL: Duration = Duration::from_secs(30);
-
-impl Resolver {
-    /// Resolves a pick to addresses.
-    pub async fn resolve(&self, pick: &Pick) -> Result<Vec<SocketAddr>, Error> {
-        if let Some(a) = pick.addr {
-            return Ok(vec![a]);
-        }
-        let key = (pick.host.clone(), pick.port);
-        if let Ok(c) = self.cache.lock()
-            && let Some((addrs, at)) = c.get(&key)
-            && at.elapsed() < DNS_TTL
-        {
-            return Ok(addrs.clone());
-        }
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((&*pick.host, pick.port))
-            .await
-            .map_err(|e| Error::upstream(Kind::NameResolution).because(e))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(Error::upstream(Kind::NameResolution));
-        }
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(key, (addrs.clone(), Instant::now()));
-        }
-        Ok(addrs)
+/// The [`Error`] for a failed pick: Kong's 503 `failure to get a peer from the
+/// ring-balancer`, 503 `name resolution failed`, or 500.
+pub fn no_peer(e: &silverback_balancer::NoPeer) -> Error {
+    use silverback_balancer::NoPeer;
+    match e {
+        NoPeer::NoHealthyPeer => Error::upstream(Kind::NoPeer),
+        NoPeer::NameResolution => Error::upstream(Kind::NameResolution),
+        NoPeer::Resolver(m) => Error::new(Kind::Internal, Source::Internal).because(m.clone()),
     }
 }
 
@@ -245,13 +71,22 @@ impl Resolver {
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// Pool key: address plus TLS server name (None for plain).
+/// Pool key: Kong's `ip|port` for cleartext, `ip|port|sni|tls settings` for TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     /// Peer address.
     pub addr: SocketAddr,
-    /// TLS server name; `None` for cleartext.
-    pub tls: Option<Arc<str>>,
+    /// `None` for cleartext.
+    pub tls: Option<TlsKey>,
+}
+
+/// The TLS part of a [`PoolKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsKey {
+    /// The server name sent (SNI); `None` for an IP (no SNI, the IP is verified).
+    pub sni: Option<Arc<str>>,
+    /// [`UpstreamTls::policy`]: verification, depth, CAs, client certificate.
+    pub policy: u64,
 }
 
 struct Idle {
@@ -267,8 +102,6 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     max_requests: u32,
-    tls_h1: Arc<rustls::ClientConfig>,
-    tls_h2: Arc<rustls::ClientConfig>,
 }
 
 impl fmt::Debug for Pool {
@@ -303,15 +136,12 @@ impl fmt::Debug for Conn {
 impl Pool {
     /// A pool with Kong's keep-alive settings.
     pub fn new(max_idle: usize, idle_timeout: Duration, max_requests: u32) -> Pool {
-        let (tls_h1, tls_h2) = crate::tls::insecure_client_configs();
         Pool {
             idle: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
             max_idle,
             idle_timeout,
             max_requests,
-            tls_h1,
-            tls_h2,
         }
     }
 
@@ -372,10 +202,12 @@ impl Pool {
             .unwrap_or(0)
     }
 
-    /// Opens a byte stream to `key` within `timeout`.
+    /// Opens a byte stream to `key` within `timeout`; `tls` is required when `key.tls` is
+    /// set.
     pub async fn connect_io(
         &self,
         key: &PoolKey,
+        tls: Option<&UpstreamTls>,
         timeout: Duration,
         h2: bool,
     ) -> Result<Box<dyn Io>, Error> {
@@ -385,30 +217,44 @@ impl Pool {
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
-        let Some(sni) = &key.tls else {
+        let (Some(tk), Some(t)) = (&key.tls, tls) else {
             return Ok(Box::new(tcp));
         };
-        let cfg = if h2 {
-            self.tls_h2.clone()
-        } else {
-            self.tls_h1.clone()
-        };
-        let name = match sni.parse::<IpAddr>() {
-            Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
-            Err(_) => rustls::pki_types::ServerName::try_from(sni.to_string())
+        let cfg = if h2 { t.h2.clone() } else { t.h1.clone() };
+        let name = match &tk.sni {
+            None => rustls::pki_types::ServerName::IpAddress(key.addr.ip().into()),
+            Some(sni) => rustls::pki_types::ServerName::try_from(sni.to_string())
                 .map_err(|e| Error::upstream(Kind::UpstreamTls).because(e))?,
         };
         let tls = tokio_rustls::TlsConnector::from(cfg);
         match tokio::time::timeout(timeout, tls.connect(name, tcp)).await {
             Err(_) => Err(Error::upstream(Kind::ConnectTimeout).retryable()),
-            Ok(Err(e)) => Err(Error::upstream(Kind::UpstreamTls).retryable().because(e)),
+            // A certificate the upstream presents that fails verification is not retried
+            // on another target (Kong: 502 at once).
+            Ok(Err(e)) => {
+                let cert = e.get_ref().is_some_and(|i| {
+                    i.downcast_ref::<rustls::Error>().is_some_and(|r| {
+                        matches!(
+                            r,
+                            rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)
+                        )
+                    })
+                });
+                let err = Error::upstream(Kind::UpstreamTls).because(e);
+                Err(if cert { err } else { err.retryable() })
+            }
             Ok(Ok(s)) => Ok(Box::new(s)),
         }
     }
 
     /// A new HTTP/1.1 connection.
-    pub async fn connect_h1(&self, key: &PoolKey, timeout: Duration) -> Result<Conn, Error> {
-        let io = self.connect_io(key, timeout, false).await?;
+    pub async fn connect_h1(
+        &self,
+        key: &PoolKey,
+        tls: Option<&UpstreamTls>,
+        timeout: Duration,
+    ) -> Result<Conn, Error> {
+        let io = self.connect_io(key, tls, timeout, false).await?;
         let (tx, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -430,9 +276,10 @@ impl Pool {
     pub async fn connect_upgradable(
         &self,
         key: &PoolKey,
+        tls: Option<&UpstreamTls>,
         timeout: Duration,
     ) -> Result<hyper::client::conn::http1::SendRequest<ReqBody>, Error> {
-        let io = self.connect_io(key, timeout, false).await?;
+        let io = self.connect_io(key, tls, timeout, false).await?;
         let (tx, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -447,6 +294,7 @@ impl Pool {
     pub async fn h2(
         &self,
         key: &PoolKey,
+        tls: Option<&UpstreamTls>,
         timeout: Duration,
     ) -> Result<hyper::client::conn::http2::SendRequest<ReqBody>, Error> {
         if let Ok(m) = self.h2.lock()
@@ -455,7 +303,7 @@ impl Pool {
         {
             return Ok(tx.clone());
         }
-        let io = self.connect_io(key, timeout, true).await?;
+        let io = self.connect_io(key, tls, timeout, true).await?;
         let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(TokioIo::new(io))
@@ -480,19 +328,4 @@ impl Pool {
 /// Whether a service protocol talks HTTP/2 to the upstream.
 pub fn is_h2(p: Protocol) -> bool {
     matches!(p, Protocol::Grpc | Protocol::Grpcs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_split() {
-        assert_eq!(split_target("10.0.0.1:8080"), ("10.0.0.1", 8080));
-        assert_eq!(split_target("[::1]:81"), ("::1", 81));
-        assert_eq!(split_target("example.com"), ("example.com", 8000));
-        let p = Pick::new("127.0.0.1", 9);
-        assert_eq!(p.addr, Some("127.0.0.1:9".parse().unwrap()));
-        assert!(Pick::new("example.com", 9).addr.is_none());
-    }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,12 +35,17 @@ pub struct Backend {
     /// Requests served so far.
     pub requests: Arc<AtomicUsize>,
     pub name: &'static str,
+    /// When non-zero, every request (health probes included) is answered with this status:
+    /// a failing backend, switched on and off by the test.
+    pub fail: Arc<AtomicU16>,
 }
 
 #[derive(Debug, Default)]
 pub struct BackendBuilder {
     name: &'static str,
     h2_only: bool,
+    ip: Option<std::net::IpAddr>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Backend {
@@ -48,7 +53,7 @@ impl Backend {
     pub fn builder() -> BackendBuilder {
         BackendBuilder {
             name: "backend",
-            h2_only: false,
+            ..BackendBuilder::default()
         }
     }
     pub async fn start() -> Backend {
@@ -57,6 +62,19 @@ impl Backend {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+    /// Makes every request fail with `status` (0: back to normal).
+    pub fn set_fail(&self, status: u16) {
+        self.fail.store(status, Ordering::SeqCst);
+    }
+    pub fn served(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// An address on `ip` where nothing listens (connections are refused).
+pub async fn dead_addr(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
+    l.local_addr().unwrap()
 }
 
 impl BackendBuilder {
@@ -64,26 +82,52 @@ impl BackendBuilder {
         self.name = n;
         self
     }
+    /// Listens on this loopback address (127.0.0.x) instead of 127.0.0.1.
+    pub fn ip(mut self, ip: &str) -> Self {
+        self.ip = Some(ip.parse().unwrap());
+        self
+    }
+    /// Serves TLS with this configuration (HTTP/1.1 inside).
+    pub fn tls(mut self, cfg: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(cfg);
+        self
+    }
     pub async fn run(self) -> Backend {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ip = self.ip.unwrap_or([127, 0, 0, 1].into());
+        let l = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = l.local_addr().unwrap();
         let b = Backend {
             addr,
             connections: Arc::default(),
             requests: Arc::default(),
             name: self.name,
+            fail: Arc::default(),
         };
         let b2 = b.clone();
+        let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else { return };
                 b2.connections.fetch_add(1, Ordering::SeqCst);
                 let b3 = b2.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(b3.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                .await;
+                        }
+                        Some(acc) => {
+                            let Ok(t) = acc.accept(s).await else { return };
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(t), svc)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -115,6 +159,12 @@ async fn handle(
         *r.status_mut() = StatusCode::from_u16(status).unwrap();
         r
     };
+    let fail = b.fail.load(Ordering::SeqCst);
+    if fail != 0 {
+        let mut r = full(fail, Bytes::from_static(b"failing"));
+        r.headers_mut().insert("x-backend", b.name.parse().unwrap());
+        return Ok(r);
+    }
     if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }

@@ -1,0 +1,346 @@
+//! Load balancing through `silverback-balancer`, end to end with real backends on several
+//! loopback addresses: weighted distribution, passive ejection and active recovery, retries
+//! on another target, 503 when no target is left, health surviving a configuration swap,
+//! the hash cookie, and the admin API and metrics views of health.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::*;
+
+/// Sends `n` requests on one connection; counts answers by backend name (`x-backend`),
+/// statuses other than 200 under `"<status>"`.
+async fn tally(c: &mut H1, path: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for _ in 0..n {
+        let r = c.get("x", path).await;
+        let k = if r.status == 200 {
+            r.header("x-backend").unwrap_or("?").to_string()
+        } else {
+            r.status.as_u16().to_string()
+        };
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}
+
+async fn health_of(g: &Gw, upstream: &str) -> serde_json::Value {
+    get(
+        g.admin,
+        "localhost",
+        &format!("/upstreams/{upstream}/health"),
+    )
+    .await
+    .json()
+}
+
+fn target_state(h: &serde_json::Value, target: &str) -> String {
+    h["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == target)
+        .map(|t| t["health"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn weighted_round_robin_distribution() {
+    let a = Backend::builder().name("a").ip("127.0.0.2").run().await;
+    let b = Backend::builder().name("b").ip("127.0.0.3").run().await;
+    let z = Backend::builder().name("zero").ip("127.0.0.4").run().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: pool
+  targets:
+  - target: {a}
+    weight: 25
+  - target: {b}
+    weight: 75
+  - target: {z}
+    weight: 0
+services:
+- name: lb
+  host: pool
+  routes:
+  - name: lb
+    paths: ["/"]
+"#,
+        a = a.addr,
+        b = b.addr,
+        z = z.addr
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    let n = 400;
+    let m = tally(&mut c, "/", n).await;
+    let got_a = m.get("a").copied().unwrap_or(0) as f64;
+    let got_b = m.get("b").copied().unwrap_or(0) as f64;
+    assert_eq!(
+        got_a + got_b,
+        n as f64,
+        "every request answered by a or b: {m:?}"
+    );
+    // Expected share 0.25; binomial sd for n=400 is ~0.022: allow about 3 sd.
+    let share = got_a / n as f64;
+    assert!((0.18..=0.32).contains(&share), "share of a {share}: {m:?}");
+    assert_eq!(z.served(), 0, "weight 0 takes no traffic");
+
+    // The admin API lists the weight-0 target under /targets/all only.
+    let all = get(g.admin, "localhost", "/upstreams/pool/targets/all").await;
+    assert_eq!(all.status, 200);
+    assert_eq!(all.json()["data"].as_array().unwrap().len(), 3);
+    let h = health_of(&g, "pool").await;
+    assert_eq!(h["data"].as_array().unwrap().len(), 2);
+    assert_eq!(target_state(&h, &a.addr.to_string()), "HEALTHCHECKS_OFF");
+    assert!(h["node_id"].is_string());
+    let h = get(
+        g.admin,
+        "localhost",
+        "/upstreams/pool/health?balancer_health=1",
+    )
+    .await;
+    assert_eq!(h.json()["data"]["health"], "HEALTHCHECKS_OFF");
+    assert_eq!(
+        get(g.admin, "localhost", "/upstreams/nope/health")
+            .await
+            .status,
+        404
+    );
+    g.gw.shutdown().await;
+}
+
+fn checked_upstream(a: &Backend, b: &Backend, extra_route: bool) -> String {
+    let extra = if extra_route {
+        "\n  - name: extra\n    paths: [\"/extra\"]"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: pool
+  healthchecks:
+    active:
+      http_path: /health
+      healthy:
+        interval: 0
+        successes: 1
+      unhealthy:
+        interval: 0.1
+    passive:
+      unhealthy:
+        http_failures: 3
+        http_statuses: [500]
+  targets:
+  - target: {a}
+  - target: {b}
+services:
+- name: lb
+  host: pool
+  retries: 0
+  routes:
+  - name: lb
+    paths: ["/"]{extra}
+"#,
+        a = a.addr,
+        b = b.addr,
+    )
+}
+
+#[tokio::test]
+async fn passive_ejection_active_recovery_and_swap_keeps_health() {
+    let a = Backend::builder().name("a").ip("127.0.0.5").run().await;
+    let b = Backend::builder().name("b").ip("127.0.0.6").run().await;
+    let g = Gw::start(Some(&checked_upstream(&a, &b, false))).await;
+    let mut c = H1::connect(g.http).await;
+    let ta = a.addr.to_string();
+
+    a.set_fail(500);
+    // Round-robin over two targets: within 8 requests `a` answers 500 three times and is
+    // ejected (5xx statuses pass through to the client; they are not retried).
+    let m = tally(&mut c, "/", 8).await;
+    assert!(m.get("500").copied().unwrap_or(0) >= 3, "{m:?}");
+    assert_eq!(target_state(&health_of(&g, "pool").await, &ta), "UNHEALTHY");
+    let served_a = a.served();
+    let m = tally(&mut c, "/", 10).await;
+    assert_eq!(
+        m.get("b"),
+        Some(&10),
+        "ejected target gets no traffic: {m:?}"
+    );
+
+    // The metric reports it.
+    let metrics = get(g.status, "localhost", "/metrics").await.text();
+    let line = format!(
+        "kong_upstream_target_health{{upstream=\"pool\",target=\"{ta}\",address=\"{ta}\",state=\"unhealthy\",subsystem=\"http\"}} 1"
+    );
+    assert!(metrics.contains(&line), "{metrics}");
+
+    // A swap that leaves the upstream unchanged keeps its health state.
+    let r = admin_post(
+        g.admin,
+        "/config",
+        "application/x-yaml",
+        checked_upstream(&a, &b, true),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(target_state(&health_of(&g, "pool").await, &ta), "UNHEALTHY");
+    let m = tally(&mut c, "/extra", 4).await;
+    assert_eq!(m.get("b"), Some(&4), "{m:?}");
+    // Only active probes reached `a` meanwhile (none of the proxied requests).
+    assert!(
+        a.served() > served_a,
+        "active probes run against the unhealthy target"
+    );
+
+    // The backend recovers; the active checker brings it back.
+    a.set_fail(0);
+    let mut healthy = false;
+    for _ in 0..100 {
+        if target_state(&health_of(&g, "pool").await, &ta) == "HEALTHY" {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(healthy, "active checks bring the target back");
+    let m = tally(&mut c, "/", 10).await;
+    assert_eq!(m.get("a"), Some(&5), "{m:?}");
+    assert_eq!(m.get("b"), Some(&5), "{m:?}");
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn retries_land_on_another_target_and_503_when_all_down() {
+    let live = Backend::builder().name("live").ip("127.0.0.7").run().await;
+    let dead = dead_addr("127.0.0.8").await;
+    let dead2 = dead_addr("127.0.0.9").await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: mixed
+  targets:
+  - target: {dead}
+  - target: {live}
+- name: down
+  healthchecks:
+    passive:
+      unhealthy:
+        tcp_failures: 1
+  targets:
+  - target: {dead}
+  - target: {dead2}
+- name: empty
+services:
+- name: mixed
+  host: mixed
+  routes:
+  - name: mixed
+    paths: ["/mixed"]
+- name: down
+  host: down
+  routes:
+  - name: down
+    paths: ["/down"]
+- name: empty
+  host: empty
+  routes:
+  - name: empty
+    paths: ["/empty"]
+"#,
+        live = live.addr,
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    // Half of the first tries go to the dead target; each is retried on the live one.
+    let m = tally(&mut c, "/mixed", 10).await;
+    assert_eq!(m.get("live"), Some(&10), "{m:?}");
+    assert_eq!(live.served(), 10);
+
+    // Both targets refuse: the first request fails over to the second target, then both are
+    // unhealthy (tcp_failures: 1) and no peer is left.
+    let r = c.get("x", "/down").await;
+    assert!(
+        r.status == 502 || r.status == 503,
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let r = c.get("x", "/down").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json()["message"],
+        "failure to get a peer from the ring-balancer"
+    );
+    let r = c.get("x", "/empty").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json()["message"],
+        "failure to get a peer from the ring-balancer"
+    );
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn hash_cookie_is_set_and_sticks() {
+    let a = Backend::builder().name("a").ip("127.0.0.10").run().await;
+    let b = Backend::builder().name("b").ip("127.0.0.11").run().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: sticky
+  algorithm: consistent-hashing
+  hash_on: cookie
+  hash_on_cookie: sb
+  hash_on_cookie_path: /app
+  host_header: backend.internal
+  targets:
+  - target: {a}
+  - target: {b}
+services:
+- name: sticky
+  host: sticky
+  routes:
+  - name: sticky
+    paths: ["/app"]
+    strip_path: false
+"#,
+        a = a.addr,
+        b = b.addr
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    let r = c.get("x", "/app").await;
+    assert_eq!(r.status, 200);
+    let sc = r.header("set-cookie").unwrap().to_string();
+    assert!(sc.starts_with("sb="), "{sc}");
+    assert!(sc.contains("; Path=/app; Same-Site=Lax; HttpOnly"), "{sc}");
+    // The upstream's host_header (with the target's port: not 80).
+    let host = r.json()["headers"]["host"].as_str().unwrap().to_string();
+    assert!(host.starts_with("backend.internal:"), "{host}");
+    let first = r.header("x-backend").unwrap().to_string();
+    let cookie = sc.split(';').next().unwrap().to_string();
+    for _ in 0..6 {
+        let r = c
+            .send(
+                req("GET", "x", "/app")
+                    .header("cookie", &cookie)
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.header("x-backend"), Some(first.as_str()));
+        assert!(r.header("set-cookie").is_none());
+    }
+    g.gw.shutdown().await;
+}
