@@ -734,11 +734,21 @@ async fn send(
             generated_cookie: set_cookie.as_ref().map(|c| c.value.as_str()),
             ..PickContext::default()
         };
-        let peer = snap
+        let peer = match snap
             .balancers
             .peer(&service.host, service.port, &pctx, &tried)
             .await
-            .map_err(|e| no_peer(&e))?;
+        {
+            Ok(p) => p,
+            // Every available address was tried: retry one of them (Kong's round-robin
+            // simply walks on, so a one-target upstream retries its target).
+            Err(_) if !tried.is_empty() => snap
+                .balancers
+                .peer(&service.host, service.port, &pctx, &[])
+                .await
+                .map_err(|e| no_peer(&e))?,
+            Err(e) => return Err(no_peer(&e)),
+        };
         if set_cookie.is_none() {
             set_cookie.clone_from(&peer.set_cookie);
         }

@@ -1,0 +1,233 @@
+//! TLS to upstreams, as Kong does it: no verification unless `tls_verify`, verification
+//! against the service's `ca_certificates` (502 on failure), the name checked is the SNI
+//! (upstream `host_header` or target host), `tls_verify_depth`, and mTLS with the service's
+//! or the upstream's `client_certificate`. A test CA (rcgen) and real TLS backends.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use support::*;
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A certificate signed by `ca`: (cert PEM, key PEM).
+fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str], client: bool) -> (String, String) {
+    let mut p =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    p.distinguished_name.push(
+        DnType::CommonName,
+        names.first().copied().unwrap_or("client"),
+    );
+    p.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let key = KeyPair::generate().unwrap();
+    let c = p.signed_by(&key, ca).unwrap();
+    (c.pem(), key.serialize_pem())
+}
+
+/// A TLS server configuration; with `client_ca`, client certificates signed by it are
+/// required.
+fn server_tls(cert: &(String, String), client_ca: Option<&str>) -> Arc<rustls::ServerConfig> {
+    use silverback_config::pki;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let b = match client_ca {
+        None => b.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in pki::parse_certs(pem).unwrap() {
+                roots.add(c).unwrap();
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            b.with_client_cert_verifier(v)
+        }
+    };
+    let mut cfg = b
+        .with_single_cert(
+            pki::parse_certs(&cert.0).unwrap(),
+            pki::parse_key(&cert.1).unwrap(),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+fn indent(pem: &str) -> String {
+    pem.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const CA_ID: &str = "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0001";
+const OTHER_CA_ID: &str = "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0002";
+const CLIENT_ID: &str = "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0003";
+
+#[tokio::test]
+async fn verification_sni_and_mtls() {
+    let test_ca = ca("Silverback Test CA");
+    let other_ca = ca("Another CA");
+    let server = leaf(&test_ca, &["localhost", "127.0.0.1"], false);
+    let client = leaf(&test_ca, &["client.test"], true);
+    let tls = Backend::builder()
+        .name("tls")
+        .tls(server_tls(&server, None))
+        .run()
+        .await;
+    let mtls = Backend::builder()
+        .name("mtls")
+        .tls(server_tls(&server, Some(&test_ca.pem())))
+        .run()
+        .await;
+    let svc = |name: &str, host: &str, extra: &str| {
+        format!(
+            "- name: {name}\n  protocol: https\n  host: {host}\n  port: {port}\n  retries: 1\n{extra}  routes:\n  - name: {name}\n    paths: [\"/{name}\"]\n",
+            port = if host.starts_with("127.") {
+                tls.addr.port()
+            } else {
+                443
+            },
+        )
+    };
+    let mut services = String::new();
+    services += &svc("noverify", "127.0.0.1", "");
+    services += &svc("system-roots", "127.0.0.1", "  tls_verify: true\n");
+    services += &svc(
+        "verified",
+        "127.0.0.1",
+        &format!("  tls_verify: true\n  ca_certificates: [{CA_ID}]\n"),
+    );
+    services += &svc(
+        "wrong-ca",
+        "127.0.0.1",
+        &format!("  tls_verify: true\n  ca_certificates: [{OTHER_CA_ID}]\n"),
+    );
+    services += &svc(
+        "by-name",
+        "named",
+        &format!("  tls_verify: true\n  ca_certificates: [{CA_ID}]\n"),
+    );
+    services += &svc(
+        "wrong-name",
+        "misnamed",
+        &format!("  tls_verify: true\n  ca_certificates: [{CA_ID}]\n"),
+    );
+    services += &svc(
+        "depth0",
+        "127.0.0.1",
+        &format!("  tls_verify: true\n  tls_verify_depth: 0\n  ca_certificates: [{CA_ID}]\n"),
+    );
+    services += &svc("mtls-none", "mtls-plain", "");
+    services += &svc(
+        "mtls-service",
+        "mtls-plain",
+        &format!("  client_certificate: {{id: {CLIENT_ID}}}\n"),
+    );
+    services += &svc(
+        "mtls-upstream",
+        "mtls-up",
+        &format!("  tls_verify: true\n  ca_certificates: [{CA_ID}]\n"),
+    );
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+ca_certificates:
+- id: {CA_ID}
+  cert: |
+{ca}
+- id: {OTHER_CA_ID}
+  cert: |
+{other}
+certificates:
+- id: {CLIENT_ID}
+  cert: |
+{ccert}
+  key: |
+{ckey}
+upstreams:
+- name: named
+  host_header: localhost
+  targets:
+  - target: {tls}
+- name: misnamed
+  host_header: wrong.example
+  targets:
+  - target: {tls}
+- name: mtls-plain
+  host_header: localhost
+  targets:
+  - target: {mtls}
+- name: mtls-up
+  host_header: localhost
+  client_certificate: {{id: {CLIENT_ID}}}
+  targets:
+  - target: {mtls}
+services:
+{services}"#,
+        ca = indent(&test_ca.pem()),
+        other = indent(&other_ca.pem()),
+        ccert = indent(&client.0),
+        ckey = indent(&client.1),
+        tls = tls.addr,
+        mtls = mtls.addr,
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    let expect = [
+        // Kong's default: tls_verify off, any certificate accepted.
+        ("/noverify", 200, "tls"),
+        // Verification against the system roots: our test CA is not among them.
+        ("/system-roots", 502, ""),
+        ("/verified", 200, "tls"),
+        ("/wrong-ca", 502, ""),
+        // The SNI and the verified name come from the upstream's host_header.
+        ("/by-name", 200, "tls"),
+        ("/wrong-name", 502, ""),
+        // Depth 0 allows no issuer at all.
+        ("/depth0", 502, ""),
+        // The backend requires a client certificate.
+        ("/mtls-none", 502, ""),
+        ("/mtls-service", 200, "mtls"),
+        ("/mtls-upstream", 200, "mtls"),
+    ];
+    for (path, status, backend) in expect {
+        let r = c.get("x", path).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        if status == 200 {
+            assert_eq!(r.header("x-backend"), Some(backend), "{path}");
+        } else {
+            assert_eq!(
+                r.json()["message"],
+                "An invalid response was received from the upstream server",
+                "{path}"
+            );
+        }
+    }
+    g.gw.shutdown().await;
+}
