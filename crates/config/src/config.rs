@@ -99,13 +99,45 @@ impl Default for Config {
 /// The hash of an empty configuration.
 pub const EMPTY_HASH: &str = "00000000000000000000000000000000";
 
-struct Md5Writer(md5::Md5);
+/// Feeds md5 in large blocks: the serializer writes many tiny pieces (keys, punctuation),
+/// which are cheaper to copy into a buffer than to hash one by one.
+struct Md5Writer {
+    md5: md5::Md5,
+    buf: Vec<u8>,
+}
+
+const MD5_CHUNK: usize = 64 * 1024;
+
+impl Md5Writer {
+    fn new() -> Self {
+        Md5Writer {
+            md5: md5::Md5::default(),
+            buf: Vec::with_capacity(MD5_CHUNK),
+        }
+    }
+    fn finish(mut self) -> String {
+        use md5::Digest;
+        self.md5.update(&self.buf);
+        hex::encode(self.md5.finalize())
+    }
+}
 
 impl Write for Md5Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         use md5::Digest;
-        self.0.update(buf);
-        Ok(buf.len())
+        if self.buf.len() + data.len() > MD5_CHUNK {
+            self.md5.update(&self.buf);
+            self.buf.clear();
+        }
+        if data.len() >= MD5_CHUNK {
+            self.md5.update(data);
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+        Ok(data.len())
+    }
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.write(data).map(|_| ())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -145,13 +177,12 @@ impl Config {
         if self.is_empty() {
             return EMPTY_HASH.to_string();
         }
-        use md5::Digest;
-        let mut w = Md5Writer(md5::Md5::new());
+        let mut w = Md5Writer::new();
         // Serializing plain structs and JSON values into a writer that cannot fail.
         if serde_json::to_writer(&mut w, self).is_err() {
             return EMPTY_HASH.to_string();
         }
-        hex::encode(w.0.finalize())
+        w.finish()
     }
 
     /// The flat declarative document (`_format_version: "3.0"`, every entity at top level,

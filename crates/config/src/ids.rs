@@ -22,7 +22,11 @@ pub const NAMESPACE: Uuid = uuid::uuid!("fd02801f-0957-4a15-a55a-c8d9606f30b5");
 
 /// The per-type namespace.
 pub fn namespace(kind: EntityKind) -> Uuid {
-    Uuid::new_v5(&NAMESPACE, kind.plural().as_bytes())
+    static NAMESPACES: std::sync::OnceLock<[Uuid; EntityKind::ALL.len()]> =
+        std::sync::OnceLock::new();
+    NAMESPACES
+        .get_or_init(|| EntityKind::ALL.map(|k| Uuid::new_v5(&NAMESPACE, k.plural().as_bytes())))
+        [kind as usize]
 }
 
 /// Kong's id for an entity of `kind` whose name key is `key`.

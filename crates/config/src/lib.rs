@@ -31,6 +31,7 @@ pub mod config;
 pub mod entities;
 pub mod error;
 pub mod expression;
+mod fast;
 pub mod ids;
 pub mod load;
 pub mod parse;

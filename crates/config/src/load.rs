@@ -63,6 +63,16 @@ struct Raw {
 
 /// Loads a parsed document.
 pub fn load(doc: Value, opts: &LoadOptions<'_>) -> Result<Config, ConfigError> {
+    // A valid document loads without ever holding every entity's validated values; any
+    // error sends it through the reporting path below, which collects all of them.
+    if let Some(cfg) = crate::fast::try_load(&doc, opts) {
+        return Ok(cfg);
+    }
+    load_reporting(doc, opts)
+}
+
+/// Loads a document entity kind by kind, collecting every error.
+pub(crate) fn load_reporting(doc: Value, opts: &LoadOptions<'_>) -> Result<Config, ConfigError> {
     let Value::Object(mut top) = doc else {
         return Err(ConfigError::Parse("expected an object".into()));
     };
@@ -308,31 +318,14 @@ impl State<'_, '_> {
             let (values, errors) = schemas[&raw.kind].validate(&raw.input);
             raw.values = values;
             merge_errors(&mut raw.errors, errors);
-            match raw.kind {
-                EntityKind::Plugin => validate_plugin(raw, plugins),
-                EntityKind::Vault => validate_vault(raw),
-                EntityKind::CaCertificate => {
-                    if let Some(cert) = raw.values.get("cert").and_then(Value::as_str) {
-                        match pki::check_ca_certificate(cert, now) {
-                            Ok(digest) => {
-                                raw.values.insert("cert_digest", Value::String(digest));
-                            }
-                            Err(e) => raw.errors.field("cert", e),
-                        }
-                    }
-                }
-                EntityKind::Target => {
-                    if let Some(Value::String(t)) = raw.values.get_mut("target") {
-                        *t = normalize_target(t);
-                    }
-                }
-                _ => {}
-            }
-            for f in raw.kind.auto_fields() {
-                if !raw.values.contains_key(f) {
-                    raw.values.insert(f, Value::String(ids::random_secret()));
-                }
-            }
+            post_validate(
+                raw.kind,
+                &raw.input,
+                &mut raw.values,
+                &mut raw.errors,
+                plugins,
+                now,
+            );
             if raw.errors.is_empty() && raw.kind.has_id() {
                 // the input is no longer needed: report from the validated values
                 raw.input = Map::new();
@@ -654,35 +647,76 @@ impl State<'_, '_> {
     }
 }
 
-fn validate_plugin(raw: &mut Raw, plugins: &PluginRegistry) {
-    let Some(name) = raw.values.get("name").and_then(Value::as_str) else {
+/// Validation past the entity schema: plugin and vault configurations, CA certificate
+/// digests, target default ports, generated secrets.
+pub(crate) fn post_validate(
+    kind: EntityKind,
+    input: &Map<String, Value>,
+    values: &mut Fields,
+    errors: &mut Errors,
+    plugins: &PluginRegistry,
+    now: Option<i64>,
+) {
+    match kind {
+        EntityKind::Plugin => validate_plugin(input, values, errors, plugins),
+        EntityKind::Vault => validate_vault(input, values, errors),
+        EntityKind::CaCertificate => {
+            if let Some(cert) = values.get("cert").and_then(Value::as_str) {
+                match pki::check_ca_certificate(cert, now) {
+                    Ok(digest) => {
+                        values.insert("cert_digest", Value::String(digest));
+                    }
+                    Err(e) => errors.field("cert", e),
+                }
+            }
+        }
+        EntityKind::Target => {
+            if let Some(Value::String(t)) = values.get_mut("target") {
+                *t = normalize_target(t);
+            }
+        }
+        _ => {}
+    }
+    for f in kind.auto_fields() {
+        if !values.contains_key(f) {
+            values.insert(f, Value::String(ids::random_secret()));
+        }
+    }
+}
+
+fn validate_plugin(
+    input: &Map<String, Value>,
+    values: &mut Fields,
+    errors: &mut Errors,
+    plugins: &PluginRegistry,
+) {
+    let Some(name) = values.get("name").and_then(Value::as_str) else {
         return;
     };
     let Some(schema) = plugins.get(name) else {
-        raw.errors.field(
+        errors.field(
             "name",
             format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
         );
         return;
     };
-    let input = match raw.input.get("config") {
+    let input = match input.get("config") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
         Some(_) => {
-            raw.errors.field("config", "expected a record");
+            errors.field("config", "expected a record");
             return;
         }
     };
-    let (config, errors) = schema.config.validate(&input);
-    if !errors.is_empty() {
-        raw.errors.fields.retain(|(n, _)| n != "config");
-        raw.errors
+    let (config, config_errors) = schema.config.validate(&input);
+    if !config_errors.is_empty() {
+        errors.fields.retain(|(n, _)| n != "config");
+        errors
             .fields
-            .push(("config".into(), FieldError::Nested(errors)));
+            .push(("config".into(), FieldError::Nested(config_errors)));
     }
-    raw.values
-        .insert("config", Value::Object(config.into_map()));
-    if let Some(Value::Array(ps)) = raw.values.get("protocols") {
+    values.insert("config", Value::Object(config.into_map()));
+    if let Some(Value::Array(ps)) = values.get("protocols") {
         let mut e = Errors::default();
         for (i, p) in ps.iter().enumerate() {
             if let Some(p) = p.as_str()
@@ -695,7 +729,7 @@ fn validate_plugin(raw: &mut Raw, plugins: &PluginRegistry) {
             }
         }
         if !e.is_empty() {
-            raw.errors
+            errors
                 .fields
                 .push(("protocols".into(), FieldError::Nested(e)));
         }
@@ -705,19 +739,18 @@ fn validate_plugin(raw: &mut Raw, plugins: &PluginRegistry) {
         (schema.no_route, "route"),
         (schema.no_service, "service"),
     ] {
-        if flag && raw.values.get(field).is_some_and(|v| !v.is_null()) {
-            raw.errors.field(field, "value must be null");
+        if flag && values.get(field).is_some_and(|v| !v.is_null()) {
+            errors.field(field, "value must be null");
         }
     }
 }
 
-fn validate_vault(raw: &mut Raw) {
-    let Some(name) = raw.values.get("name").and_then(Value::as_str) else {
+fn validate_vault(input: &Map<String, Value>, values: &mut Fields, errors: &mut Errors) {
+    let Some(name) = values.get("name").and_then(Value::as_str) else {
         return;
     };
     if !crate::VAULT_TYPES.contains(&name) {
-        raw.errors
-            .field("name", format!("vault '{name}' is not installed"));
+        errors.field("name", format!("vault '{name}' is not installed"));
         return;
     }
     let record = Record::new(vec![crate::schema::Field::string("prefix").check_str(
@@ -733,25 +766,28 @@ fn validate_vault(raw: &mut Raw) {
             }
         },
     )]);
-    let input = match raw.input.get("config") {
+    let input = match input.get("config") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
         Some(_) => {
-            raw.errors.field("config", "expected a record");
+            errors.field("config", "expected a record");
             return;
         }
     };
-    let (config, errors) = record.validate(&input);
-    if !errors.is_empty() {
-        raw.errors
+    let (config, config_errors) = record.validate(&input);
+    if !config_errors.is_empty() {
+        errors
             .fields
-            .push(("config".into(), FieldError::Nested(errors)));
+            .push(("config".into(), FieldError::Nested(config_errors)));
     }
-    raw.values
-        .insert("config", Value::Object(config.into_map()));
+    values.insert("config", Value::Object(config.into_map()));
 }
 
-fn push_typed(cfg: &mut Config, kind: EntityKind, v: Fields) -> Result<(), serde_json::Error> {
+pub(crate) fn push_typed(
+    cfg: &mut Config,
+    kind: EntityKind,
+    v: Fields,
+) -> Result<(), serde_json::Error> {
     fn f<T: serde::de::DeserializeOwned>(v: Fields) -> Result<T, serde_json::Error> {
         v.deserialize()
     }
@@ -778,7 +814,7 @@ fn push_typed(cfg: &mut Config, kind: EntityKind, v: Fields) -> Result<(), serde
 }
 
 /// Expands a service `url` into protocol, host, port and path.
-fn expand_url(url: &str) -> Result<Vec<(&'static str, Value)>, String> {
+pub(crate) fn expand_url(url: &str) -> Result<Vec<(&'static str, Value)>, String> {
     let bad = || format!("invalid url: {url}");
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
     let scheme = scheme.to_ascii_lowercase();

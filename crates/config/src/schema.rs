@@ -532,16 +532,37 @@ impl Record {
     /// sets) and reports every error. The returned map holds only known fields; `input` is
     /// left untouched so that callers can report it alongside the errors.
     pub fn validate(&self, input: &Map<String, Value>) -> (Fields, Errors) {
+        self.validate_overlay(input, &[], &[])
+    }
+
+    /// [`Record::validate`] of `input` with the keys in `skip` removed and the `extra`
+    /// values set (replacing given ones), without copying the input.
+    pub(crate) fn validate_overlay(
+        &self,
+        input: &Map<String, Value>,
+        skip: &[&str],
+        extra: &[(&str, &Value)],
+    ) -> (Fields, Errors) {
         let mut errors = Errors::default();
         // One pass over the input (usually a few keys) rather than one map lookup per schema
         // field (usually many, most absent).
         let mut given: Vec<Option<&Value>> = vec![None; self.fields.len()];
-        let mut unknown: Vec<&String> = Vec::new();
+        let mut unknown: Vec<&str> = Vec::new();
         for (k, v) in input {
             match self.fields.iter().position(|f| f.name == k) {
+                _ if skip.contains(&k.as_str()) => {}
                 Some(i) => given[i] = Some(v),
                 None if k == "_comment" || k == "_ignore" => {}
                 None => unknown.push(k),
+            }
+        }
+        for (k, v) in extra {
+            match self.fields.iter().position(|f| f.name == *k) {
+                Some(i) => given[i] = Some(v),
+                None => {
+                    unknown.retain(|u| u != k);
+                    unknown.push(k);
+                }
             }
         }
         let mut out = Fields::with_capacity(self.fields.len());
@@ -555,7 +576,7 @@ impl Record {
         for k in unknown {
             errors
                 .fields
-                .push((k.clone(), FieldError::Message("unknown field".into())));
+                .push((k.to_string(), FieldError::Message("unknown field".into())));
         }
         if errors.is_empty() {
             for c in &self.checks {

@@ -1,0 +1,686 @@
+//! The load path for valid documents: each entity goes input → validated → typed as soon as
+//! it is read, so validated values never coexist for all entities, and the input document is
+//! only borrowed.
+//!
+//! It runs the same checks as the reporting path in [`crate::load`] (the same schemas, the
+//! same normalisation, the same id, uniqueness and reference rules) but stops at the first
+//! problem: [`try_load`] returns `None` on any error, and the caller then runs the reporting
+//! path, which collects every error in Kong's shape. For a valid document both paths build
+//! the same [`Config`] (`tests` below compare them).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::entities::{EntityKind, schema};
+use crate::ids;
+use crate::load::{LoadOptions, expand_url, post_validate, push_typed};
+use crate::schema::{Errors, Record};
+
+const KINDS: usize = EntityKind::ALL.len();
+
+fn ix(k: EntityKind) -> usize {
+    k as usize
+}
+
+/// Loads a document that has no error; `None` when there is any (or anything unusual).
+pub(crate) fn try_load(doc: &Value, opts: &LoadOptions<'_>) -> Option<Config> {
+    let Value::Object(top) = doc else {
+        return None;
+    };
+    let migrate = match top.get("_format_version") {
+        Some(Value::String(s)) if s == "3.0" => false,
+        Some(Value::String(s)) if s == "1.1" || s == "2.1" => true,
+        _ => return None,
+    };
+    let transform = match top.get("_transform") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return None,
+    };
+    match top.get("_comment") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(_) => return None,
+    }
+    match top.get("_ignore") {
+        None | Some(Value::Null) | Some(Value::Array(_)) => {}
+        Some(_) => return None,
+    }
+    let mut arrays: Vec<(EntityKind, &Value)> = Vec::new();
+    for (k, v) in top {
+        if matches!(
+            k.as_str(),
+            "_format_version" | "_transform" | "_comment" | "_ignore"
+        ) {
+            continue;
+        }
+        arrays.push((EntityKind::from_plural(k)?, v));
+    }
+    arrays.sort_by_key(|(k, _)| *k);
+
+    let mut st = Fast::new(opts, migrate);
+    for (kind, v) in arrays {
+        st.collect(kind, v, None)?;
+    }
+    st.finish(transform)
+}
+
+/// One entity read so far: its kind, its index in its kind's list, its id.
+struct Ent {
+    kind: EntityKind,
+    index: usize,
+    id: Option<Uuid>,
+}
+
+struct Fast<'d, 'o, 'a> {
+    opts: &'o LoadOptions<'a>,
+    migrate: bool,
+    schemas: Vec<Record>,
+    children: Vec<Vec<(EntityKind, &'static str)>>,
+    unique_fields: Vec<Vec<&'static str>>,
+    /// Kinds some foreign key points at (only their endpoint keys are looked up).
+    referenced: [bool; KINDS],
+    positions: [usize; KINDS],
+    cfg: Config,
+    ents: Vec<Ent>,
+    by_id: FxHashSet<(EntityKind, Uuid)>,
+    by_key: Vec<FxHashMap<Cow<'d, str>, Uuid>>,
+    uniques: Vec<FxHashSet<(&'static str, Cow<'d, str>)>>,
+    /// References by name or id, resolved once every entity is known: (entity, field,
+    /// referenced kind, value as given).
+    refs: Vec<(usize, &'static str, EntityKind, Value)>,
+    /// `services[].ca_certificates` entries, checked once every entity is known.
+    ca_refs: Vec<Value>,
+    /// The value a foreign key holds until it is resolved.
+    placeholder: Value,
+}
+
+impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
+    fn new(opts: &'o LoadOptions<'a>, migrate: bool) -> Self {
+        let schemas: Vec<Record> = EntityKind::ALL
+            .iter()
+            .map(|k| schema(*k, opts.router_flavor))
+            .collect();
+        let unique_fields = schemas
+            .iter()
+            .map(|s| {
+                s.fields
+                    .iter()
+                    .filter(|f| f.unique)
+                    .map(|f| f.name)
+                    .collect()
+            })
+            .collect();
+        let children = EntityKind::ALL
+            .iter()
+            .map(|k| k.nested_children().collect())
+            .collect();
+        let mut referenced = [false; KINDS];
+        for k in EntityKind::ALL {
+            for (_, target) in k.foreign_keys() {
+                referenced[ix(*target)] = true;
+            }
+        }
+        let mut placeholder = Map::new();
+        placeholder.insert("id".into(), Value::String(Uuid::nil().to_string()));
+        Fast {
+            opts,
+            migrate,
+            schemas,
+            children,
+            unique_fields,
+            referenced,
+            positions: [0; KINDS],
+            cfg: Config {
+                transform: false,
+                ..Config::default()
+            },
+            ents: Vec::new(),
+            by_id: FxHashSet::default(),
+            by_key: (0..KINDS).map(|_| FxHashMap::default()).collect(),
+            uniques: (0..KINDS).map(|_| FxHashSet::default()).collect(),
+            refs: Vec::new(),
+            ca_refs: Vec::new(),
+            placeholder: Value::Object(placeholder),
+        }
+    }
+
+    fn collect(
+        &mut self,
+        kind: EntityKind,
+        value: &'d Value,
+        parent: Option<(usize, &'static str)>,
+    ) -> Option<()> {
+        let Value::Array(items) = value else {
+            return None;
+        };
+        self.reserve(kind, items.len());
+        for item in items {
+            let input: Cow<'d, Map<String, Value>> = match item {
+                // `certificates[].snis` may list plain names.
+                Value::String(s) if kind == EntityKind::Sni && parent.is_some() => {
+                    let mut m = Map::new();
+                    m.insert("name".into(), Value::String(s.clone()));
+                    Cow::Owned(m)
+                }
+                Value::Object(m) => Cow::Borrowed(m),
+                _ => return None,
+            };
+            let mut nested: Vec<(EntityKind, &'static str, &'d Value)> = Vec::new();
+            let mut skip: Vec<&str> = Vec::new();
+            if let Value::Object(m) = item {
+                for (child, fk) in &self.children[ix(kind)] {
+                    if let Some(v) = m.get(child.plural()) {
+                        nested.push((*child, fk, v));
+                        skip.push(child.plural());
+                    }
+                }
+            }
+            let ent = self.entity(kind, input, parent, skip)?;
+            for (child, fk, v) in nested {
+                self.collect(child, v, Some((ent, fk)))?;
+            }
+        }
+        Some(())
+    }
+
+    fn reserve(&mut self, kind: EntityKind, n: usize) {
+        let c = &mut self.cfg;
+        match kind {
+            EntityKind::Service => c.services.reserve(n),
+            EntityKind::Route => c.routes.reserve(n),
+            EntityKind::Upstream => c.upstreams.reserve(n),
+            EntityKind::Target => c.targets.reserve(n),
+            EntityKind::Consumer => c.consumers.reserve(n),
+            EntityKind::Plugin => c.plugins.reserve(n),
+            _ => {}
+        }
+    }
+
+    /// Validates, checks and types one entity; returns its index in `ents`.
+    fn entity(
+        &mut self,
+        kind: EntityKind,
+        input: Cow<'d, Map<String, Value>>,
+        parent: Option<(usize, &'static str)>,
+        mut skip: Vec<&str>,
+    ) -> Option<usize> {
+        let k = ix(kind);
+        if let Some((_, fk)) = parent
+            && input.get(fk).is_some_and(|v| !v.is_null())
+        {
+            return None;
+        }
+        let mut extra: Vec<(&'static str, Value)> = Vec::new();
+        self.normalize(kind, &input, &mut skip, &mut extra)?;
+
+        // id (from the input as given, as Kong does)
+        let pos = self.positions[k];
+        self.positions[k] += 1;
+        let id = if !kind.has_id() {
+            None
+        } else if let Some(v) = input.get("id")
+            && !v.is_null()
+        {
+            Some(Uuid::try_parse(v.as_str()?).ok()?)
+        } else {
+            let parent = parent.map(|(p, fk)| (self.ents[p].id, fk));
+            Some(ids::generate(kind, &input, parent, pos))
+        };
+
+        // validation
+        let mut refs: Vec<(&str, &Value)> = extra.iter().map(|(k, v)| (*k, v)).collect();
+        if let Some((_, fk)) = parent {
+            refs.push((fk, &self.placeholder));
+        }
+        let (mut values, errors) = self.schemas[k].validate_overlay(&input, &skip, &refs);
+        if !errors.is_empty() {
+            return None;
+        }
+        let mut errors = Errors::default();
+        post_validate(
+            kind,
+            &input,
+            &mut values,
+            &mut errors,
+            self.opts.plugins,
+            self.opts.now_unix,
+        );
+        if !errors.is_empty() {
+            return None;
+        }
+        if let Some((p, fk)) = parent {
+            let pid = self.ents[p].id?;
+            if let Some(Value::Object(m)) = values.get_mut(fk) {
+                m.insert("id".into(), Value::String(pid.to_string()));
+            }
+        }
+
+        // primary key and unique fields
+        if let Some(id) = id
+            && !self.by_id.insert((kind, id))
+        {
+            return None;
+        }
+        let borrowed: Option<&'d Map<String, Value>> = match &input {
+            Cow::Borrowed(m) => Some(*m),
+            Cow::Owned(_) => None,
+        };
+        let key_of = |f: &str, v: &str| -> Cow<'d, str> {
+            match borrowed.and_then(|m| m.get(f)) {
+                Some(Value::String(s)) if s == v => Cow::Borrowed(s.as_str()),
+                _ => Cow::Owned(v.to_string()),
+            }
+        };
+        for f in &self.unique_fields[k] {
+            if let Some(v) = values.get(f).and_then(Value::as_str)
+                && !self.uniques[k].insert((f, key_of(f, v)))
+            {
+                return None;
+            }
+        }
+        if self.referenced[k]
+            && let (Some(ek), Some(id)) = (kind.endpoint_key(), id)
+            && let Some(v) = values.get(ek).and_then(Value::as_str)
+        {
+            self.by_key[k].entry(key_of(ek, v)).or_insert(id);
+        }
+
+        // references other than the nesting parent: resolved at the end
+        let ent = self.ents.len();
+        for (fk, target) in kind.foreign_keys() {
+            if parent.is_some_and(|(_, f)| f == *fk) {
+                continue;
+            }
+            if let Some(v) = values.get_mut(fk) {
+                let given = std::mem::replace(v, self.placeholder.clone());
+                self.refs.push((ent, fk, *target, given));
+            }
+        }
+        if kind == EntityKind::Service
+            && let Some(Value::Array(cas)) = values.get("ca_certificates")
+        {
+            self.ca_refs.extend(cas.iter().cloned());
+        }
+
+        if let Some(id) = id {
+            values.insert("id", Value::String(id.to_string()));
+        }
+        push_typed(&mut self.cfg, kind, values).ok()?;
+        let index = kind_len(&self.cfg, kind) - 1;
+        self.ents.push(Ent { kind, index, id });
+        Some(ent)
+    }
+
+    /// The shorthands and input-dependent defaults of `load`'s `normalize_input`, as keys to
+    /// skip and values to set rather than edits of the input.
+    fn normalize(
+        &self,
+        kind: EntityKind,
+        m: &Map<String, Value>,
+        skip: &mut Vec<&str>,
+        extra: &mut Vec<(&'static str, Value)>,
+    ) -> Option<()> {
+        match kind {
+            EntityKind::Service => {
+                if let Some(url) = m.get("url") {
+                    skip.push("url");
+                    match url {
+                        Value::String(s) => extra.extend(expand_url(s).ok()?),
+                        Value::Null => {}
+                        _ => return None,
+                    }
+                }
+            }
+            EntityKind::Route => {
+                if self.migrate
+                    && let Some(Value::Array(paths)) = m.get("paths")
+                {
+                    let migrated = paths
+                        .iter()
+                        .map(|p| match p {
+                            Value::String(s) if !s.starts_with('~') => {
+                                Value::String(crate::uri::migrate_path(s))
+                            }
+                            other => other.clone(),
+                        })
+                        .collect();
+                    extra.push(("paths", Value::Array(migrated)));
+                }
+                let grpc_only = m
+                    .get("protocols")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| {
+                        !a.is_empty()
+                            && a.iter()
+                                .all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
+                    });
+                if grpc_only && !m.contains_key("strip_path") {
+                    extra.push(("strip_path", Value::Bool(false)));
+                }
+            }
+            EntityKind::Upstream => match m.get("algorithm").and_then(Value::as_str) {
+                None => {
+                    let hashing = m
+                        .get("hash_on")
+                        .and_then(Value::as_str)
+                        .is_some_and(|h| h != "none");
+                    if hashing {
+                        extra.push(("algorithm", "consistent-hashing".into()));
+                    }
+                }
+                Some("least-connections" | "latency" | "round-robin") => {
+                    skip.push("hash_on");
+                    skip.push("hash_fallback");
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        Some(())
+    }
+
+    fn finish(mut self, transform: bool) -> Option<Config> {
+        for (ent, fk, target, v) in std::mem::take(&mut self.refs) {
+            let found = match &v {
+                Value::String(s) => {
+                    self.by_key[ix(target)]
+                        .get(s.as_str())
+                        .copied()
+                        .or_else(|| {
+                            Uuid::try_parse(s)
+                                .ok()
+                                .filter(|id| self.by_id.contains(&(target, *id)))
+                        })
+                }
+                Value::Object(o) => o
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|s| Uuid::try_parse(s).ok())
+                    .filter(|id| self.by_id.contains(&(target, *id))),
+                _ => None,
+            }?;
+            let e = &self.ents[ent];
+            set_fk(&mut self.cfg, e.kind, e.index, fk, found)?;
+        }
+        for ca in &self.ca_refs {
+            let id = Uuid::try_parse(ca.as_str()?).ok()?;
+            if !self.by_id.contains(&(EntityKind::CaCertificate, id)) {
+                return None;
+            }
+        }
+        // plugin scope uniqueness
+        let mut scopes: HashMap<String, Uuid> = HashMap::new();
+        for p in &self.cfg.plugins {
+            let part = |f: &Option<crate::entities::ForeignKey>| {
+                f.map(|f| f.id.to_string()).unwrap_or_default()
+            };
+            let key = format!(
+                "{}|{}|{}|{}|{}",
+                p.name,
+                part(&p.route),
+                part(&p.service),
+                part(&p.consumer),
+                part(&p.consumer_group)
+            );
+            if scopes.insert(key, p.id).is_some_and(|prev| prev != p.id) {
+                return None;
+            }
+        }
+        if transform {
+            for c in &mut self.cfg.basicauth_credentials {
+                c.password = ids::basicauth_hash(&c.password, &c.consumer.id.to_string());
+            }
+        }
+        Some(self.cfg)
+    }
+}
+
+fn kind_len(cfg: &Config, kind: EntityKind) -> usize {
+    use EntityKind::*;
+    match kind {
+        Vault => cfg.vaults.len(),
+        Certificate => cfg.certificates.len(),
+        CaCertificate => cfg.ca_certificates.len(),
+        Sni => cfg.snis.len(),
+        Consumer => cfg.consumers.len(),
+        ConsumerGroup => cfg.consumer_groups.len(),
+        ConsumerGroupConsumer => cfg.consumer_group_consumers.len(),
+        Service => cfg.services.len(),
+        Route => cfg.routes.len(),
+        Upstream => cfg.upstreams.len(),
+        Target => cfg.targets.len(),
+        Plugin => cfg.plugins.len(),
+        KeyauthCredential => cfg.keyauth_credentials.len(),
+        BasicauthCredential => cfg.basicauth_credentials.len(),
+        JwtSecret => cfg.jwt_secrets.len(),
+        Acl => cfg.acls.len(),
+        HmacauthCredential => cfg.hmacauth_credentials.len(),
+    }
+}
+
+/// Sets a resolved reference of a typed entity.
+fn set_fk(cfg: &mut Config, kind: EntityKind, i: usize, fk: &str, id: Uuid) -> Option<()> {
+    use crate::entities::ForeignKey;
+    use EntityKind::*;
+    let key = ForeignKey { id };
+    match (kind, fk) {
+        (Service, "client_certificate") => cfg.services.get_mut(i)?.client_certificate = Some(key),
+        (Route, "service") => cfg.routes.get_mut(i)?.service = Some(key),
+        (Upstream, "client_certificate") => {
+            cfg.upstreams.get_mut(i)?.client_certificate = Some(key)
+        }
+        (Target, "upstream") => cfg.targets.get_mut(i)?.upstream = key,
+        (Plugin, "route") => cfg.plugins.get_mut(i)?.route = Some(key),
+        (Plugin, "service") => cfg.plugins.get_mut(i)?.service = Some(key),
+        (Plugin, "consumer") => cfg.plugins.get_mut(i)?.consumer = Some(key),
+        (Plugin, "consumer_group") => cfg.plugins.get_mut(i)?.consumer_group = Some(key),
+        (Sni, "certificate") => cfg.snis.get_mut(i)?.certificate = key,
+        (KeyauthCredential, "consumer") => cfg.keyauth_credentials.get_mut(i)?.consumer = key,
+        (BasicauthCredential, "consumer") => cfg.basicauth_credentials.get_mut(i)?.consumer = key,
+        (JwtSecret, "consumer") => cfg.jwt_secrets.get_mut(i)?.consumer = key,
+        (Acl, "consumer") => cfg.acls.get_mut(i)?.consumer = key,
+        (HmacauthCredential, "consumer") => cfg.hmacauth_credentials.get_mut(i)?.consumer = key,
+        (ConsumerGroupConsumer, "consumer_group") => {
+            cfg.consumer_group_consumers.get_mut(i)?.consumer_group = key
+        }
+        (ConsumerGroupConsumer, "consumer") => {
+            cfg.consumer_group_consumers.get_mut(i)?.consumer = key
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Field;
+    use crate::{PluginRegistry, PluginSchema, RouterFlavor};
+    use serde_json::json;
+
+    fn pem(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/pki/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture")
+    }
+
+    fn plugins() -> PluginRegistry {
+        let mut r = PluginRegistry::new();
+        let mut auth = PluginSchema::http(
+            "example-auth",
+            1250,
+            Record::new(vec![
+                Field::array("key_names", Field::string("")).default(vec!["apikey"]),
+                Field::boolean("hide_credentials").default(false),
+            ]),
+        );
+        auth.no_consumer = true;
+        r.register(auth);
+        r.register(PluginSchema::http(
+            "example-limit",
+            910,
+            Record::new(vec![
+                Field::number("minute", 0.0, 1e12),
+                Field::one_of("policy", &["local", "redis"]).default("local"),
+            ]),
+        ));
+        r
+    }
+
+    /// Both paths give the same configuration (and hash) for a valid document, and the fast
+    /// path refuses an invalid one.
+    fn same(doc: Value, flavor: RouterFlavor) {
+        let p = plugins();
+        let opts = LoadOptions {
+            router_flavor: flavor,
+            plugins: &p,
+            now_unix: Some(1_764_000_000),
+        };
+        let fast = try_load(&doc, &opts);
+        let slow = crate::load::load_reporting(doc.clone(), &opts);
+        match (fast, slow) {
+            (Some(f), Ok(s)) => {
+                assert_eq!(f, s, "{doc}");
+                assert_eq!(f.hash(), s.hash());
+            }
+            (None, Err(_)) => {}
+            (f, s) => panic!("paths disagree on {doc}: fast {f:?}, reporting {s:?}"),
+        }
+    }
+
+    #[test]
+    fn kinds_index_their_tables() {
+        for (i, k) in EntityKind::ALL.iter().enumerate() {
+            assert_eq!(ix(*k), i);
+            assert_eq!(
+                ids::namespace(*k),
+                Uuid::new_v5(&ids::NAMESPACE, k.plural().as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_the_reporting_path() {
+        let every = json!({
+            "_format_version": "3.0",
+            "_comment": "every entity, nested",
+            "_ignore": [{"anything": true}],
+            "vaults": [{"prefix": "my-env", "name": "env", "config": {"prefix": "SB_"}}],
+            "certificates": [{
+                "id": "6b1c1ef6-8bb4-4a4d-9cf0-8f1c1d1e0001",
+                "cert": pem("rsa.crt"), "key": pem("rsa.key"),
+                "cert_alt": pem("ec.crt"), "key_alt": pem("ec.key"),
+                "snis": ["example.test", {"name": "*.example.test", "tags": ["wild"]}]
+            }],
+            "ca_certificates": [{"id": "6b1c1ef6-8bb4-4a4d-9cf0-8f1c1d1e0009",
+                                 "cert": pem("ca.crt"), "tags": ["ca"]}],
+            "consumers": [{
+                "username": "alice", "custom_id": "a-1",
+                "keyauth_credentials": [{"key": "alice-key"}],
+                "basicauth_credentials": [{"username": "alice", "password": "s3cret"}],
+                "jwt_secrets": [{"key": "alice-iss", "secret": "shh"}],
+                "acls": [{"group": "admins"}],
+                "hmacauth_credentials": [{"username": "alice-hmac", "secret": "hm"}],
+                "plugins": [{"name": "example-limit", "config": {"minute": 5}}]
+            }],
+            "consumer_groups": [{"name": "gold"}],
+            "consumer_group_consumers": [{"consumer_group": "gold", "consumer": "alice"}],
+            "services": [{
+                "name": "echo", "url": "https://backend.test:8443/api",
+                "ca_certificates": ["6b1c1ef6-8bb4-4a4d-9cf0-8f1c1d1e0009"], "tls_verify": true,
+                "client_certificate": {"id": "6b1c1ef6-8bb4-4a4d-9cf0-8f1c1d1e0001"},
+                "routes": [{
+                    "name": "echo-route", "paths": ["/echo", "~/items/(?<id>\\d+)$"],
+                    "hosts": ["*.example.test", "api.example.test:8443"],
+                    "methods": ["GET", "POST"], "headers": {"x-env": ["prod", "~*can.+"]},
+                    "plugins": [{"name": "example-auth"}]
+                }],
+                "plugins": [{"name": "example-limit", "config": {"minute": 100, "policy": "redis"}}]
+            }, {
+                "name": "grpc", "protocol": "grpc", "host": "10.0.0.3", "url": null,
+                "routes": [{"name": "g", "protocols": ["grpc", "grpcs"], "paths": ["/pkg.S/"]}]
+            }],
+            "upstreams": [{
+                "name": "backend.test", "hash_on": "header", "hash_on_header": "x-user",
+                "healthchecks": {"active": {"healthy": {"interval": 5}}},
+                "targets": [{"target": "10.0.0.1"}, {"target": "10.0.0.2:9000", "weight": 0}]
+            }, {"name": "rr", "algorithm": "round-robin", "hash_on": "ip"},
+               {"name": "plain", "targets": [{"target": "10.0.0.1", "upstream": null}]}],
+            "plugins": [{"name": "example-limit", "config": {"minute": 1000}, "tags": ["global"]},
+                        {"name": "example-limit", "route": "echo-route", "service": "echo",
+                         "consumer_group": "gold"}]
+        });
+        same(every.clone(), RouterFlavor::TraditionalCompatible);
+        same(every.clone(), RouterFlavor::Traditional);
+        let mut no_transform = every.clone();
+        no_transform["_transform"] = json!(false);
+        same(no_transform, RouterFlavor::TraditionalCompatible);
+
+        let flat = json!({
+            "_format_version": "3.0",
+            "services": [{"name": "a", "host": "a.test"},
+                         {"id": "0D5B6B34-5b7b-4bd4-8a43-5a7f6a4a0001", "host": "b.test"}],
+            "routes": [
+                {"name": "r1", "paths": ["/a"], "service": "a"},
+                {"name": "r2", "paths": ["/b"], "service": {"id": "0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001"}},
+                {"name": "r3", "hosts": ["c.test"], "service": "0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001"}
+            ],
+            "upstreams": [{"name": "up"}],
+            "targets": [{"target": "10.0.0.7:80", "upstream": "up"},
+                        {"target": "10.0.0.7:80", "upstream": {"id": "60c1cb72-2e67-5a0e-8b67-9d0d3bd8d5b1"}}],
+            "consumers": [{"username": "bob"}],
+            "keyauth_credentials": [{"key": "bob-key", "consumer": "bob"}],
+            "basicauth_credentials": [{"username": "b", "password": "p", "consumer": "bob"}],
+            "plugins": [{"name": "example-limit", "service": "a", "route": "r1"},
+                        {"name": "example-limit", "service": "a", "route": "r1"}]
+        });
+        same(flat.clone(), RouterFlavor::TraditionalCompatible);
+        let mut ok = flat.clone();
+        ok["plugins"] = json!([{"name": "example-limit", "service": "a", "route": "r1"}]);
+        ok["targets"] = json!([{"target": "10.0.0.7:80", "upstream": "up"}]);
+        same(ok.clone(), RouterFlavor::TraditionalCompatible);
+        let mut dangling = ok.clone();
+        dangling["routes"][0]["service"] = json!("nope");
+        same(dangling, RouterFlavor::TraditionalCompatible);
+        let mut dup = ok.clone();
+        dup["services"][1]["name"] = json!("a");
+        same(dup, RouterFlavor::TraditionalCompatible);
+        let mut unknown = ok.clone();
+        unknown["services"][0]["bogus"] = json!(1);
+        same(unknown, RouterFlavor::TraditionalCompatible);
+
+        for version in ["1.1", "2.1", "3.0"] {
+            same(
+                json!({"_format_version": version, "services": [{"name": "s", "host": "a.test",
+                       "routes": [{"name": "r", "paths": ["/plain/./path", "/items/\\d+"]}]}]}),
+                RouterFlavor::TraditionalCompatible,
+            );
+        }
+        same(
+            json!({"_format_version": "3.0", "services": [{"name": "s", "host": "a.test",
+                   "routes": [{"name": "r", "expression": "http.path ^= \"/api\"", "priority": 3},
+                              {"name": "p", "paths": ["/"]}]}]}),
+            RouterFlavor::Expressions,
+        );
+        same(
+            json!({"_format_version": "3.0", "services": [{"name": "s", "host": "a.test",
+                   "routes": [{"name": "r", "service": {"id": "0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001"}}]}]}),
+            RouterFlavor::TraditionalCompatible,
+        );
+        same(
+            serde_json::from_str(&crate::synthetic::services_routes_targets(
+                20,
+                "10.0.0.1:8080",
+            ))
+            .expect("json"),
+            RouterFlavor::TraditionalCompatible,
+        );
+    }
+}
