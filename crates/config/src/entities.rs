@@ -1095,6 +1095,98 @@ pub struct Upstream {
     pub updated_at: Option<i64>,
 }
 
+/// An [`Upstream`] read without its health checks, which the loader fills with a shared typed
+/// default rather than building the default's JSON for every upstream. The fields (and their
+/// serde attributes) are `Upstream`'s; the struct literal in [`UpstreamSansHealthchecks::with`]
+/// keeps them in step.
+#[derive(Deserialize)]
+pub(crate) struct UpstreamSansHealthchecks {
+    id: Uuid,
+    name: String,
+    algorithm: String,
+    hash_on: String,
+    hash_fallback: String,
+    #[serde(default)]
+    hash_on_header: Option<String>,
+    #[serde(default)]
+    hash_fallback_header: Option<String>,
+    #[serde(default)]
+    hash_on_cookie: Option<String>,
+    hash_on_cookie_path: String,
+    #[serde(default)]
+    hash_on_query_arg: Option<String>,
+    #[serde(default)]
+    hash_fallback_query_arg: Option<String>,
+    #[serde(default)]
+    hash_on_uri_capture: Option<String>,
+    #[serde(default)]
+    hash_fallback_uri_capture: Option<String>,
+    slots: u32,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    host_header: Option<String>,
+    #[serde(default)]
+    client_certificate: Option<ForeignKey>,
+    #[serde(default)]
+    use_srv_name: bool,
+    #[serde(default)]
+    created_at: Option<i64>,
+    #[serde(default)]
+    updated_at: Option<i64>,
+}
+
+impl UpstreamSansHealthchecks {
+    /// The upstream with these health checks.
+    pub(crate) fn with(self, healthchecks: Healthchecks) -> Upstream {
+        let UpstreamSansHealthchecks {
+            id,
+            name,
+            algorithm,
+            hash_on,
+            hash_fallback,
+            hash_on_header,
+            hash_fallback_header,
+            hash_on_cookie,
+            hash_on_cookie_path,
+            hash_on_query_arg,
+            hash_fallback_query_arg,
+            hash_on_uri_capture,
+            hash_fallback_uri_capture,
+            slots,
+            tags,
+            host_header,
+            client_certificate,
+            use_srv_name,
+            created_at,
+            updated_at,
+        } = self;
+        Upstream {
+            id,
+            name,
+            algorithm,
+            hash_on,
+            hash_fallback,
+            hash_on_header,
+            hash_fallback_header,
+            hash_on_cookie,
+            hash_on_cookie_path,
+            hash_on_query_arg,
+            hash_fallback_query_arg,
+            hash_on_uri_capture,
+            hash_fallback_uri_capture,
+            slots,
+            healthchecks,
+            tags,
+            host_header,
+            client_certificate,
+            use_srv_name,
+            created_at,
+            updated_at,
+        }
+    }
+}
+
 /// A Kong Target: one backend of an upstream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Target {

@@ -1,6 +1,7 @@
 //! The load path for valid documents: each entity goes input → validated → typed as soon as
-//! it is read, so validated values never coexist for all entities, and the input document is
-//! only borrowed.
+//! it is read, so validated values never coexist for all entities. A parsed document is only
+//! borrowed; a JSON document is parsed one top-level entity at a time ([`try_load_json`]),
+//! so its whole value tree never exists either.
 //!
 //! It runs the same checks as the reporting path in [`crate::load`] (the same schemas, the
 //! same normalisation, the same id, uniqueness and reference rules) but stops at the first
@@ -9,14 +10,15 @@
 //! the same [`Config`] (`tests` below compare them).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::entities::{EntityKind, schema};
+use crate::entities::{EntityKind, Healthchecks, UpstreamSansHealthchecks, schema};
 use crate::ids;
 use crate::load::{LoadOptions, expand_url, post_validate, push_typed};
 use crate::schema::{Errors, Record};
@@ -32,6 +34,74 @@ pub(crate) fn try_load(doc: &Value, opts: &LoadOptions<'_>) -> Option<Config> {
     let Value::Object(top) = doc else {
         return None;
     };
+    let mut arrays: Vec<(EntityKind, &Value)> = Vec::new();
+    for (k, v) in top {
+        if !is_header_key(k) {
+            arrays.push((EntityKind::from_plural(k)?, v));
+        }
+    }
+    arrays.sort_by_key(|(k, _)| *k);
+    let (migrate, transform) = header(top)?;
+    let mut st = Fast::new(opts, migrate);
+    for (kind, v) in arrays {
+        st.collect(kind, v, None)?;
+    }
+    st.finish(transform)
+}
+
+/// Loads a JSON document (`{...}` after an optional BOM and whitespace) without building its
+/// value tree: top-level entities are parsed and loaded one at a time. `None` when the
+/// document has any error, or is not read this way.
+pub(crate) fn try_load_json(bytes: &[u8], opts: &LoadOptions<'_>) -> Option<Config> {
+    let text = std::str::from_utf8(crate::parse::json_text(bytes)?).ok()?;
+    // Duplicate keys: the last one wins, as in a parsed `Value`.
+    let raw: BTreeMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+    let mut top = Map::new();
+    let mut arrays: Vec<(EntityKind, &RawValue)> = Vec::new();
+    for (k, v) in raw {
+        if is_header_key(&k) {
+            // the limits of one parse of the whole document: 127 nested levels
+            let v: Value = serde_json::from_str(v.get()).ok()?;
+            if depth(&v) > 126 {
+                return None;
+            }
+            top.insert(k, v);
+        } else {
+            arrays.push((EntityKind::from_plural(&k)?, v));
+        }
+    }
+    arrays.sort_by_key(|(k, _)| *k);
+    let (migrate, transform) = header(&top)?;
+    let mut st = Fast::new(opts, migrate);
+    for (kind, v) in arrays {
+        let items: Vec<&RawValue> = serde_json::from_str(v.get()).ok()?;
+        st.reserve(kind, items.len());
+        for item in items {
+            let item: Value = serde_json::from_str(item.get()).ok()?;
+            if depth(&item) > 125 {
+                return None;
+            }
+            st.item(kind, &item, None)?;
+        }
+    }
+    st.finish(transform)
+}
+
+fn is_header_key(k: &str) -> bool {
+    matches!(k, "_format_version" | "_transform" | "_comment" | "_ignore")
+}
+
+/// Nesting depth of a value (a scalar is 0, `[]` is 1).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `(migrate, transform)` from the top-level keys, or `None` on any error there.
+fn header(top: &Map<String, Value>) -> Option<(bool, bool)> {
     let migrate = match top.get("_format_version") {
         Some(Value::String(s)) if s == "3.0" => false,
         Some(Value::String(s)) if s == "1.1" || s == "2.1" => true,
@@ -50,23 +120,7 @@ pub(crate) fn try_load(doc: &Value, opts: &LoadOptions<'_>) -> Option<Config> {
         None | Some(Value::Null) | Some(Value::Array(_)) => {}
         Some(_) => return None,
     }
-    let mut arrays: Vec<(EntityKind, &Value)> = Vec::new();
-    for (k, v) in top {
-        if matches!(
-            k.as_str(),
-            "_format_version" | "_transform" | "_comment" | "_ignore"
-        ) {
-            continue;
-        }
-        arrays.push((EntityKind::from_plural(k)?, v));
-    }
-    arrays.sort_by_key(|(k, _)| *k);
-
-    let mut st = Fast::new(opts, migrate);
-    for (kind, v) in arrays {
-        st.collect(kind, v, None)?;
-    }
-    st.finish(transform)
+    Some((migrate, transform))
 }
 
 /// One entity read so far: its kind, its index in its kind's list, its id.
@@ -76,7 +130,7 @@ struct Ent {
     id: Option<Uuid>,
 }
 
-struct Fast<'d, 'o, 'a> {
+struct Fast<'o, 'a> {
     opts: &'o LoadOptions<'a>,
     migrate: bool,
     schemas: Vec<Record>,
@@ -88,8 +142,8 @@ struct Fast<'d, 'o, 'a> {
     cfg: Config,
     ents: Vec<Ent>,
     by_id: FxHashSet<(EntityKind, Uuid)>,
-    by_key: Vec<FxHashMap<Cow<'d, str>, Uuid>>,
-    uniques: Vec<FxHashSet<(&'static str, Cow<'d, str>)>>,
+    by_key: Vec<FxHashMap<Box<str>, Uuid>>,
+    uniques: Vec<FxHashSet<(&'static str, Box<str>)>>,
     /// References by name or id, resolved once every entity is known: (entity, field,
     /// referenced kind, value as given).
     refs: Vec<(usize, &'static str, EntityKind, Value)>,
@@ -97,9 +151,11 @@ struct Fast<'d, 'o, 'a> {
     ca_refs: Vec<Value>,
     /// The value a foreign key holds until it is resolved.
     placeholder: Value,
+    /// Upstream health checks when none are given (the typed schema default).
+    healthchecks: Option<Healthchecks>,
 }
 
-impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
+impl<'o, 'a> Fast<'o, 'a> {
     fn new(opts: &'o LoadOptions<'a>, migrate: bool) -> Self {
         let schemas: Vec<Record> = EntityKind::ALL
             .iter()
@@ -125,6 +181,10 @@ impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
                 referenced[ix(*target)] = true;
             }
         }
+        let healthchecks = schemas[ix(EntityKind::Upstream)]
+            .field("healthchecks")
+            .and_then(|f| f.default_value())
+            .and_then(|v| serde_json::from_value(v).ok());
         let mut placeholder = Map::new();
         placeholder.insert("id".into(), Value::String(Uuid::nil().to_string()));
         Fast {
@@ -146,13 +206,14 @@ impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
             refs: Vec::new(),
             ca_refs: Vec::new(),
             placeholder: Value::Object(placeholder),
+            healthchecks,
         }
     }
 
     fn collect(
         &mut self,
         kind: EntityKind,
-        value: &'d Value,
+        value: &Value,
         parent: Option<(usize, &'static str)>,
     ) -> Option<()> {
         let Value::Array(items) = value else {
@@ -160,30 +221,41 @@ impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
         };
         self.reserve(kind, items.len());
         for item in items {
-            let input: Cow<'d, Map<String, Value>> = match item {
-                // `certificates[].snis` may list plain names.
-                Value::String(s) if kind == EntityKind::Sni && parent.is_some() => {
-                    let mut m = Map::new();
-                    m.insert("name".into(), Value::String(s.clone()));
-                    Cow::Owned(m)
-                }
-                Value::Object(m) => Cow::Borrowed(m),
-                _ => return None,
-            };
-            let mut nested: Vec<(EntityKind, &'static str, &'d Value)> = Vec::new();
-            let mut skip: Vec<&str> = Vec::new();
-            if let Value::Object(m) = item {
-                for (child, fk) in &self.children[ix(kind)] {
-                    if let Some(v) = m.get(child.plural()) {
-                        nested.push((*child, fk, v));
-                        skip.push(child.plural());
-                    }
+            self.item(kind, item, parent)?;
+        }
+        Some(())
+    }
+
+    /// One element of an entity array, and its nested entities.
+    fn item(
+        &mut self,
+        kind: EntityKind,
+        item: &Value,
+        parent: Option<(usize, &'static str)>,
+    ) -> Option<()> {
+        let input: Cow<'_, Map<String, Value>> = match item {
+            // `certificates[].snis` may list plain names.
+            Value::String(s) if kind == EntityKind::Sni && parent.is_some() => {
+                let mut m = Map::new();
+                m.insert("name".into(), Value::String(s.clone()));
+                Cow::Owned(m)
+            }
+            Value::Object(m) => Cow::Borrowed(m),
+            _ => return None,
+        };
+        let mut nested: Vec<(EntityKind, &'static str, &Value)> = Vec::new();
+        let mut skip: Vec<&str> = Vec::new();
+        if let Value::Object(m) = item {
+            for (child, fk) in &self.children[ix(kind)] {
+                if let Some(v) = m.get(child.plural()) {
+                    nested.push((*child, fk, v));
+                    skip.push(child.plural());
                 }
             }
-            let ent = self.entity(kind, input, parent, skip)?;
-            for (child, fk, v) in nested {
-                self.collect(child, v, Some((ent, fk)))?;
-            }
+        }
+        let ent = self.entity(kind, input, parent, skip)?;
+        for (child, fk, v) in nested {
+            self.collect(child, v, Some((ent, fk)))?;
         }
         Some(())
     }
@@ -205,7 +277,7 @@ impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
     fn entity(
         &mut self,
         kind: EntityKind,
-        input: Cow<'d, Map<String, Value>>,
+        input: Cow<'_, Map<String, Value>>,
         parent: Option<(usize, &'static str)>,
         mut skip: Vec<&str>,
     ) -> Option<usize> {
@@ -237,7 +309,12 @@ impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
         if let Some((_, fk)) = parent {
             refs.push((fk, &self.placeholder));
         }
-        let (mut values, errors) = self.schemas[k].validate_overlay(&input, &skip, &refs);
+        // upstreams without health checks: the typed default, not the default's JSON
+        let omit = (kind == EntityKind::Upstream
+            && self.healthchecks.is_some()
+            && input.get("healthchecks").is_none_or(Value::is_null))
+        .then_some("healthchecks");
+        let (mut values, errors) = self.schemas[k].validate_overlay(&input, &skip, &refs, omit);
         if !errors.is_empty() {
             return None;
         }
@@ -266,19 +343,9 @@ impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
         {
             return None;
         }
-        let borrowed: Option<&'d Map<String, Value>> = match &input {
-            Cow::Borrowed(m) => Some(*m),
-            Cow::Owned(_) => None,
-        };
-        let key_of = |f: &str, v: &str| -> Cow<'d, str> {
-            match borrowed.and_then(|m| m.get(f)) {
-                Some(Value::String(s)) if s == v => Cow::Borrowed(s.as_str()),
-                _ => Cow::Owned(v.to_string()),
-            }
-        };
         for f in &self.unique_fields[k] {
             if let Some(v) = values.get(f).and_then(Value::as_str)
-                && !self.uniques[k].insert((f, key_of(f, v)))
+                && !self.uniques[k].insert((f, v.into()))
             {
                 return None;
             }
@@ -286,8 +353,9 @@ impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
         if self.referenced[k]
             && let (Some(ek), Some(id)) = (kind.endpoint_key(), id)
             && let Some(v) = values.get(ek).and_then(Value::as_str)
+            && !self.by_key[k].contains_key(v)
         {
-            self.by_key[k].entry(key_of(ek, v)).or_insert(id);
+            self.by_key[k].insert(v.into(), id);
         }
 
         // references other than the nesting parent: resolved at the end
@@ -310,7 +378,13 @@ impl<'d, 'o, 'a> Fast<'d, 'o, 'a> {
         if let Some(id) = id {
             values.insert("id", Value::String(id.to_string()));
         }
-        push_typed(&mut self.cfg, kind, values).ok()?;
+        match (omit, &self.healthchecks) {
+            (Some(_), Some(hc)) => {
+                let u: UpstreamSansHealthchecks = values.deserialize().ok()?;
+                self.cfg.upstreams.push(u.with(hc.clone()));
+            }
+            _ => push_typed(&mut self.cfg, kind, values).ok()?,
+        }
         let index = kind_len(&self.cfg, kind) - 1;
         self.ents.push(Ent { kind, index, id });
         Some(ent)
@@ -544,7 +618,9 @@ mod tests {
             now_unix: Some(1_764_000_000),
         };
         let fast = try_load(&doc, &opts);
+        let json = try_load_json(doc.to_string().as_bytes(), &opts);
         let slow = crate::load::load_reporting(doc.clone(), &opts);
+        assert_eq!(fast, json, "{doc}");
         match (fast, slow) {
             (Some(f), Ok(s)) => {
                 assert_eq!(f, s, "{doc}");
@@ -564,6 +640,29 @@ mod tests {
                 Uuid::new_v5(&ids::NAMESPACE, k.plural().as_bytes())
             );
         }
+    }
+
+    #[test]
+    fn json_path_keeps_the_limits_of_a_whole_parse() {
+        let p = plugins();
+        let opts = LoadOptions {
+            router_flavor: RouterFlavor::TraditionalCompatible,
+            plugins: &p,
+            now_unix: None,
+        };
+        let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        for n in [125, 126, 127] {
+            let doc = format!(r#"{{"_format_version":"3.0","_ignore":{}}}"#, nest(n));
+            let whole = serde_json::from_str::<Value>(&doc).is_ok();
+            assert_eq!(whole, n <= 126);
+            assert_eq!(try_load_json(doc.as_bytes(), &opts).is_some(), whole, "{n}");
+        }
+        let doc = format!(
+            r#"{{"_format_version":"3.0","services":[{{"name":"s","host":"h","tags":{}}}]}}"#,
+            nest(125)
+        );
+        assert!(serde_json::from_str::<Value>(&doc).is_err());
+        assert!(try_load_json(doc.as_bytes(), &opts).is_none());
     }
 
     #[test]

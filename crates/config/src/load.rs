@@ -40,6 +40,13 @@ pub struct LoadOptions<'a> {
 
 /// Parses (JSON or YAML) and loads a document.
 pub fn load_bytes(bytes: &[u8], opts: &LoadOptions<'_>) -> Result<Config, ConfigError> {
+    if crate::parse::json_text(bytes).is_some() {
+        if let Some(cfg) = crate::fast::try_load_json(bytes, opts) {
+            return Ok(cfg);
+        }
+        // an error somewhere: parse it whole and report every error
+        return load_reporting(crate::parse::parse_document(bytes)?, opts);
+    }
     load(crate::parse::parse_document(bytes)?, opts)
 }
 

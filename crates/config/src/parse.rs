@@ -35,6 +35,14 @@ pub fn parse_document(bytes: &[u8]) -> Result<Value, ConfigError> {
     }
 }
 
+/// The text of a document that is read as JSON first: after an optional BOM and whitespace,
+/// it starts with `{`.
+pub(crate) fn json_text(bytes: &[u8]) -> Option<&[u8]> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let i = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    (bytes[i] == b'{').then(|| &bytes[i..])
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
 }

@@ -326,6 +326,14 @@ impl Field {
         Self::new(name, Kind::Any)
     }
 
+    /// The value the field takes when absent (its validated default), if any.
+    pub(crate) fn default_value(&self) -> Option<Value> {
+        match validate_field(self, None) {
+            Outcome::Ok(Value::Null) | Outcome::Err(_) => None,
+            Outcome::Ok(v) => Some(v),
+        }
+    }
+
     /// Marks the field required.
     pub fn required(mut self) -> Self {
         self.required = true;
@@ -532,7 +540,7 @@ impl Record {
     /// sets) and reports every error. The returned map holds only known fields; `input` is
     /// left untouched so that callers can report it alongside the errors.
     pub fn validate(&self, input: &Map<String, Value>) -> (Fields, Errors) {
-        self.validate_overlay(input, &[], &[])
+        self.validate_overlay(input, &[], &[], None)
     }
 
     /// [`Record::validate`] of `input` with the keys in `skip` removed and the `extra`
@@ -542,6 +550,7 @@ impl Record {
         input: &Map<String, Value>,
         skip: &[&str],
         extra: &[(&str, &Value)],
+        omit: Option<&str>,
     ) -> (Fields, Errors) {
         let mut errors = Errors::default();
         // One pass over the input (usually a few keys) rather than one map lookup per schema
@@ -567,6 +576,9 @@ impl Record {
         }
         let mut out = Fields::with_capacity(self.fields.len());
         for (f, v) in self.fields.iter().zip(given) {
+            if omit == Some(f.name) {
+                continue;
+            }
             match validate_field(f, v) {
                 Outcome::Ok(Value::Null) => {}
                 Outcome::Ok(v) => out.0.push((f.name, v)),
