@@ -6,8 +6,9 @@
 //!   current tokio runtime; [`Gateway::apply`] swaps the configuration in process (the
 //!   admin API's `POST /config` does the same over HTTP).
 //! - The request path and its phases are documented in [`proxy`]; errors and their mapping
-//!   to Kong's statuses in [`error`]; the admin API in [`admin`]; the balancer seam and the
-//!   upstream connection pool in [`upstream`]; TLS certificate selection in [`tls`].
+//!   to Kong's statuses in [`error`]; the admin API in [`admin`]; load balancing
+//!   (`silverback-balancer`) and the upstream connection pool in [`upstream`]; TLS
+//!   certificate selection and upstream TLS in [`tls`].
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), silverback_proxy::ProxyError> {

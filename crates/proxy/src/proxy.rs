@@ -645,10 +645,15 @@ async fn next_h1(
     key: &PoolKey,
     tls: Option<&UpstreamTls>,
     t: Duration,
+    wt: Duration,
 ) -> Result<crate::upstream::Conn, Error> {
     match sh.pool.take(key) {
-        Some(c) => Ok(c),
-        None => sh.pool.connect_h1(key, tls, t).await,
+        Some(c) => {
+            c.write_timeout
+                .store(wt.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(c)
+        }
+        None => sh.pool.connect_h1(key, tls, t, wt).await,
     }
 }
 
@@ -696,6 +701,7 @@ async fn send(
     let tls = service.protocol.is_tls();
     let connect_timeout = Duration::from_millis(u64::from(service.connect_timeout));
     let read_timeout = Duration::from_millis(u64::from(service.read_timeout));
+    let write_timeout = Duration::from_millis(u64::from(service.write_timeout));
     let tls_cfg = if tls {
         Some(
             snap.upstream_tls(service)
@@ -785,16 +791,16 @@ async fn send(
         let r: Result<(Response<Incoming>, Option<crate::upstream::Conn>), AttemptError> = async {
             let chan = if client_upgrade.is_some() {
                 sh.pool
-                    .connect_upgradable(&key, tls_ref, connect_timeout)
+                    .connect_upgradable(&key, tls_ref, connect_timeout, write_timeout)
                     .await
                     .map(Chan::Ws)
             } else if h2 {
                 sh.pool
-                    .h2(&key, tls_ref, connect_timeout)
+                    .h2(&key, tls_ref, connect_timeout, write_timeout)
                     .await
                     .map(Chan::H2)
             } else {
-                next_h1(sh, &key, tls_ref, connect_timeout)
+                next_h1(sh, &key, tls_ref, connect_timeout, write_timeout)
                     .await
                     .map(Chan::H1)
             };
@@ -815,7 +821,9 @@ async fn send(
             };
             let mut req = Request::from_parts(p, b);
             let read_err = |e: hyper::Error| {
-                if e.is_timeout() {
+                if crate::upstream::is_write_timeout(&e) {
+                    Error::upstream(Kind::WriteTimeout).retryable()
+                } else if e.is_timeout() {
                     Error::upstream(Kind::ReadTimeout).retryable()
                 } else {
                     Error::upstream(Kind::InvalidResponse)
@@ -827,7 +835,7 @@ async fn send(
                 Chan::H1(mut c) => loop {
                     if c.tx.ready().await.is_err() {
                         if c.reused {
-                            c = next_h1(sh, &key, tls_ref, connect_timeout)
+                            c = next_h1(sh, &key, tls_ref, connect_timeout, write_timeout)
                                 .await
                                 .map_err(|e| (e, None))?;
                             continue;
@@ -844,7 +852,9 @@ async fn send(
                         Ok(Ok(r)) => return Ok((r, Some(c))),
                         Ok(Err(mut e)) => match e.take_message() {
                             Some(r) if c.reused => {
-                                match next_h1(sh, &key, tls_ref, connect_timeout).await {
+                                match next_h1(sh, &key, tls_ref, connect_timeout, write_timeout)
+                                    .await
+                                {
                                     Ok(n) => {
                                         c = n;
                                         req = r;

@@ -16,7 +16,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,6 +69,111 @@ pub fn no_peer(e: &silverback_balancer::NoPeer) -> Error {
     }
 }
 
+/// A byte stream with Kong's `write_timeout` (nginx's `proxy_send_timeout`): a write that
+/// makes no progress for that long fails with `TimedOut`. The timeout is shared with the
+/// [`Conn`] so that each request sets its service's value before sending.
+pub struct WriteTimed<T> {
+    inner: T,
+    timeout_ms: Arc<AtomicU64>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteTimed<T> {
+    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        let ms = self.timeout_ms.load(Ordering::Relaxed);
+        if ms == 0 {
+            return std::task::Poll::Pending;
+        }
+        let s = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
+        match s.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => {
+                self.sleep = None;
+                std::task::Poll::Ready(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "upstream write timeout",
+                ))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteTimed<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimed<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                self.sleep = None;
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => self.stalled(cx).map(Err),
+        }
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Ready(r) => {
+                self.sleep = None;
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => self.stalled(cx).map(Err),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Ready(r) => {
+                self.sleep = None;
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => self.stalled(cx).map(Err),
+        }
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Whether an error (or one of its causes) is a write timeout of [`WriteTimed`].
+pub fn is_write_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// A byte stream to an upstream (plain TCP or TLS).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
@@ -93,6 +200,7 @@ struct Idle {
     tx: hyper::client::conn::http1::SendRequest<ReqBody>,
     since: Instant,
     uses: u32,
+    write_timeout: Arc<AtomicU64>,
 }
 
 /// Keep-alive pool of upstream connections.
@@ -119,6 +227,8 @@ pub struct Conn {
     /// The key it belongs to.
     pub key: PoolKey,
     uses: u32,
+    /// The connection's write timeout (ms), set per request.
+    pub write_timeout: Arc<AtomicU64>,
     /// Whether it came from the pool (a failure before sending may then be retried on a
     /// fresh connection).
     pub reused: bool,
@@ -158,6 +268,7 @@ impl Pool {
                 key: key.clone(),
                 uses: c.uses,
                 reused: true,
+                write_timeout: c.write_timeout,
             });
         }
         None
@@ -176,6 +287,7 @@ impl Pool {
                     tx: c.tx,
                     since: Instant::now(),
                     uses: c.uses,
+                    write_timeout: c.write_timeout,
                 });
             }
         }
@@ -205,6 +317,22 @@ impl Pool {
     /// Opens a byte stream to `key` within `timeout`; `tls` is required when `key.tls` is
     /// set.
     pub async fn connect_io(
+        &self,
+        key: &PoolKey,
+        tls: Option<&UpstreamTls>,
+        timeout: Duration,
+        h2: bool,
+        write_timeout: &Arc<AtomicU64>,
+    ) -> Result<WriteTimed<Box<dyn Io>>, Error> {
+        let io = self.connect_raw(key, tls, timeout, h2).await?;
+        Ok(WriteTimed {
+            inner: io,
+            timeout_ms: write_timeout.clone(),
+            sleep: None,
+        })
+    }
+
+    async fn connect_raw(
         &self,
         key: &PoolKey,
         tls: Option<&UpstreamTls>,
@@ -253,8 +381,10 @@ impl Pool {
         key: &PoolKey,
         tls: Option<&UpstreamTls>,
         timeout: Duration,
+        write_timeout: Duration,
     ) -> Result<Conn, Error> {
-        let io = self.connect_io(key, tls, timeout, false).await?;
+        let wt = Arc::new(AtomicU64::new(write_timeout.as_millis() as u64));
+        let io = self.connect_io(key, tls, timeout, false, &wt).await?;
         let (tx, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -269,6 +399,7 @@ impl Pool {
             key: key.clone(),
             uses: 0,
             reused: false,
+            write_timeout: wt,
         })
     }
 
@@ -278,8 +409,10 @@ impl Pool {
         key: &PoolKey,
         tls: Option<&UpstreamTls>,
         timeout: Duration,
+        write_timeout: Duration,
     ) -> Result<hyper::client::conn::http1::SendRequest<ReqBody>, Error> {
-        let io = self.connect_io(key, tls, timeout, false).await?;
+        let wt = Arc::new(AtomicU64::new(write_timeout.as_millis() as u64));
+        let io = self.connect_io(key, tls, timeout, false, &wt).await?;
         let (tx, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -296,6 +429,7 @@ impl Pool {
         key: &PoolKey,
         tls: Option<&UpstreamTls>,
         timeout: Duration,
+        write_timeout: Duration,
     ) -> Result<hyper::client::conn::http2::SendRequest<ReqBody>, Error> {
         if let Ok(m) = self.h2.lock()
             && let Some(tx) = m.get(key)
@@ -303,7 +437,8 @@ impl Pool {
         {
             return Ok(tx.clone());
         }
-        let io = self.connect_io(key, tls, timeout, true).await?;
+        let wt = Arc::new(AtomicU64::new(write_timeout.as_millis() as u64));
+        let io = self.connect_io(key, tls, timeout, true, &wt).await?;
         let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(TokioIo::new(io))

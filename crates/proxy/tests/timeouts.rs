@@ -1,0 +1,73 @@
+//! Kong's per-operation upstream timeouts: `write_timeout` (nginx's `proxy_send_timeout`)
+//! fails a request whose body the upstream stops accepting, with 504.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn write_timeout_when_the_upstream_stops_reading() {
+    // An upstream that accepts connections and never reads from them.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = sock.listen(16).unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: stuck
+  url: http://{addr}
+  write_timeout: 300
+  read_timeout: 20000
+  retries: 0
+  routes:
+  - name: stuck
+    paths: ["/w"]
+"#
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let len: usize = 32 << 20;
+    let s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let t = Instant::now();
+    tokio::spawn(async move {
+        let head = format!("POST /w HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+        if wr.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'a'; 64 << 10];
+        for _ in 0..len / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&out).contains("\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(15), rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "the write timeout, not the read timeout, ended it: {:?}",
+        t.elapsed()
+    );
+    g.gw.shutdown().await;
+}
