@@ -9,11 +9,11 @@
 //! A request costs one hash lookup for its exact host, one per dot of the host only where a
 //! wildcard key with that many labels and that length exists (most configurations have one
 //! or two wildcard shapes, e.g. `*.example.com`), and per bucket either a scan of a few
-//! prefixes (kept in the bucket's own text, next to its key) or, for buckets with many
-//! prefixes, one pass over the path that hashes each of its prefixes incrementally and
-//! probes the lengths some key has. Hashing is FxHash or a byte-wise multiply-rotate hash
-//! (no DoS concern: the keys come from the configuration, lookups only read). The rank lists
-//! found are merged in ascending order and evaluated until one matches.
+//! prefixes (kept in the bucket's own text, next to its key) or one hash lookup per distinct
+//! prefix length of the bucket. Hashing is FxHash (no DoS concern: the keys come from the
+//! configuration, lookups only read; it hashes 8 bytes per step, which measured cheaper than
+//! one incremental byte-wise pass over the path). The rank lists found are merged in
+//! ascending order and evaluated until one matches.
 
 use std::hash::BuildHasher;
 
@@ -49,69 +49,10 @@ struct Bucket {
     big: Option<Box<BigPaths>>,
 }
 
-/// The prefixes of a bucket with many, hashed with a byte-wise hash, so that one pass over
-/// the request path yields the hash of each of its prefixes; a prefix is looked up only at
-/// the lengths some key has.
 struct BigPaths {
-    table: HashTable<(Box<str>, Box<[u32]>)>,
-    /// Bit `l`: some key is `l` bytes long.
-    lens: Box<[u64]>,
-}
-
-const PATH_HASH_K: u64 = 0xf135_7aea_2e62_a9c5;
-
-#[inline]
-fn path_hash_step(h: u64, b: u8) -> u64 {
-    (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(PATH_HASH_K)
-}
-
-#[inline]
-fn path_hash_finish(h: u64) -> u64 {
-    (h ^ (h >> 32)).wrapping_mul(PATH_HASH_K).rotate_left(26)
-}
-
-fn path_hash(s: &str) -> u64 {
-    path_hash_finish(s.bytes().fold(0, path_hash_step))
-}
-
-impl BigPaths {
-    fn new(by_prefix: FxHashMap<Box<str>, Vec<u32>>) -> BigPaths {
-        let max = by_prefix.keys().map(|k| k.len()).max().unwrap_or(0);
-        let mut lens = vec![0u64; max / 64 + 1];
-        let mut table = HashTable::with_capacity(by_prefix.len());
-        for (k, v) in by_prefix {
-            lens[k.len() / 64] |= 1 << (k.len() % 64);
-            table.insert_unique(
-                path_hash(&k),
-                (k, v.into()),
-                |e: &(Box<str>, Box<[u32]>)| path_hash(&e.0),
-            );
-        }
-        BigPaths {
-            table,
-            lens: lens.into(),
-        }
-    }
-
-    fn collect<'i>(&'i self, path: &str, out: &mut Slices<'i>) {
-        let bytes = path.as_bytes();
-        let max = bytes.len().min(self.lens.len() * 64 - 1);
-        let mut h = 0u64;
-        for l in 0..=max {
-            if self.lens[l / 64] & (1 << (l % 64)) != 0 {
-                let key = &bytes[..l];
-                if let Some((_, v)) = self
-                    .table
-                    .find(path_hash_finish(h), |e| e.0.as_bytes() == key)
-                {
-                    out.push(v);
-                }
-            }
-            if l < bytes.len() {
-                h = path_hash_step(h, bytes[l]);
-            }
-        }
-    }
+    by_prefix: FxHashMap<Box<str>, Box<[u32]>>,
+    /// Distinct prefix lengths, ascending.
+    lengths: Box<[u32]>,
 }
 
 /// A bucket while building.
@@ -155,7 +96,17 @@ impl PathBuilder {
                 scan.push((span, ranks.len() as u32));
             }
         } else {
-            big = Some(Box::new(BigPaths::new(self.by_prefix)));
+            let mut lengths: Vec<u32> = self.by_prefix.keys().map(|k| k.len() as u32).collect();
+            lengths.sort_unstable();
+            lengths.dedup();
+            big = Some(Box::new(BigPaths {
+                lengths: lengths.into(),
+                by_prefix: self
+                    .by_prefix
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into()))
+                    .collect(),
+            }));
         }
         ranks.shrink_to_fit();
         scan.shrink_to_fit();
@@ -189,7 +140,15 @@ impl Bucket {
             start = end;
         }
         if let Some(big) = &self.big {
-            big.collect(path, out);
+            for &l in &*big.lengths {
+                let l = l as usize;
+                if l > path.len() {
+                    break;
+                }
+                if let Some(v) = path.get(..l).and_then(|k| big.by_prefix.get(k)) {
+                    out.push(v);
+                }
+            }
         }
     }
 }
