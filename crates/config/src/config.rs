@@ -124,20 +124,16 @@ impl Md5Writer {
 
 impl Write for Md5Writer {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        use md5::Digest;
-        if self.buf.len() + data.len() > MD5_CHUNK {
+        self.write_all(data).map(|()| data.len())
+    }
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= MD5_CHUNK {
+            use md5::Digest;
             self.md5.update(&self.buf);
             self.buf.clear();
         }
-        if data.len() >= MD5_CHUNK {
-            self.md5.update(data);
-        } else {
-            self.buf.extend_from_slice(data);
-        }
-        Ok(data.len())
-    }
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.write(data).map(|_| ())
+        Ok(())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -179,7 +175,7 @@ impl Config {
         }
         let mut w = Md5Writer::new();
         // Serializing plain structs and JSON values into a writer that cannot fail.
-        if serde_json::to_writer(&mut w, self).is_err() {
+        if serde_json::to_writer(&mut w, &HashView(self)).is_err() {
             return EMPTY_HASH.to_string();
         }
         w.finish()
@@ -343,4 +339,233 @@ fn header(transform: bool) -> Map<String, Value> {
         m.insert("_transform".into(), Value::Bool(false));
     }
     m
+}
+
+/// What [`Config::hash`] serializes: byte for byte `Config`'s own JSON serialization, except
+/// that health checks equal to the schema default (most upstreams') are written from one
+/// cached rendering instead of field by field.
+struct HashView<'a>(&'a Config);
+
+/// The default upstream health checks and their JSON rendering.
+fn default_healthchecks() -> Option<&'static (Healthchecks, Box<serde_json::value::RawValue>)> {
+    static DEFAULT: std::sync::OnceLock<Option<(Healthchecks, Box<serde_json::value::RawValue>)>> =
+        std::sync::OnceLock::new();
+    DEFAULT
+        .get_or_init(|| {
+            let v = schema(EntityKind::Upstream, crate::RouterFlavor::default())
+                .field("healthchecks")?
+                .default_value()?;
+            let typed: Healthchecks = serde_json::from_value(v).ok()?;
+            let raw = serde_json::value::to_raw_value(&typed).ok()?;
+            Some((typed, raw))
+        })
+        .as_ref()
+}
+
+impl Serialize for HashView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let Config {
+            vaults,
+            certificates,
+            ca_certificates,
+            snis,
+            consumers,
+            consumer_groups,
+            consumer_group_consumers,
+            services,
+            routes,
+            upstreams,
+            targets,
+            plugins,
+            keyauth_credentials,
+            basicauth_credentials,
+            jwt_secrets,
+            acls,
+            hmacauth_credentials,
+            transform: _,
+        } = self.0;
+        let len = self.0.non_empty_lists();
+        let mut st = s.serialize_struct("Config", len)?;
+        macro_rules! list {
+            ($($f:ident),*) => {$(
+                if !$f.is_empty() {
+                    st.serialize_field(stringify!($f), $f)?;
+                }
+            )*};
+        }
+        list!(
+            vaults,
+            certificates,
+            ca_certificates,
+            snis,
+            consumers,
+            consumer_groups,
+            consumer_group_consumers,
+            services,
+            routes
+        );
+        if !upstreams.is_empty() {
+            st.serialize_field("upstreams", &UpstreamsView(upstreams))?;
+        }
+        list!(
+            targets,
+            plugins,
+            keyauth_credentials,
+            basicauth_credentials,
+            jwt_secrets,
+            acls,
+            hmacauth_credentials
+        );
+        st.end()
+    }
+}
+
+impl Config {
+    fn non_empty_lists(&self) -> usize {
+        [
+            self.vaults.is_empty(),
+            self.certificates.is_empty(),
+            self.ca_certificates.is_empty(),
+            self.snis.is_empty(),
+            self.consumers.is_empty(),
+            self.consumer_groups.is_empty(),
+            self.consumer_group_consumers.is_empty(),
+            self.services.is_empty(),
+            self.routes.is_empty(),
+            self.upstreams.is_empty(),
+            self.targets.is_empty(),
+            self.plugins.is_empty(),
+            self.keyauth_credentials.is_empty(),
+            self.basicauth_credentials.is_empty(),
+            self.jwt_secrets.is_empty(),
+            self.acls.is_empty(),
+            self.hmacauth_credentials.is_empty(),
+        ]
+        .iter()
+        .filter(|empty| !**empty)
+        .count()
+    }
+}
+
+struct UpstreamsView<'a>(&'a [Upstream]);
+
+impl Serialize for UpstreamsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(UpstreamView))
+    }
+}
+
+/// An upstream as `Upstream`'s derived `Serialize` writes it (same fields, order and skips).
+struct UpstreamView<'a>(&'a Upstream);
+
+impl Serialize for UpstreamView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let Upstream {
+            id,
+            name,
+            algorithm,
+            hash_on,
+            hash_fallback,
+            hash_on_header,
+            hash_fallback_header,
+            hash_on_cookie,
+            hash_on_cookie_path,
+            hash_on_query_arg,
+            hash_fallback_query_arg,
+            hash_on_uri_capture,
+            hash_fallback_uri_capture,
+            slots,
+            healthchecks,
+            tags,
+            host_header,
+            client_certificate,
+            use_srv_name,
+            created_at,
+            updated_at,
+        } = self.0;
+        let len = 8 + [
+            hash_on_header.is_some(),
+            hash_fallback_header.is_some(),
+            hash_on_cookie.is_some(),
+            hash_on_query_arg.is_some(),
+            hash_fallback_query_arg.is_some(),
+            hash_on_uri_capture.is_some(),
+            hash_fallback_uri_capture.is_some(),
+            !tags.is_empty(),
+            host_header.is_some(),
+            client_certificate.is_some(),
+            *use_srv_name,
+            created_at.is_some(),
+            updated_at.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        let mut st = s.serialize_struct("Upstream", len)?;
+        macro_rules! opt {
+            ($f:ident) => {
+                if let Some(v) = $f {
+                    st.serialize_field(stringify!($f), v)?;
+                }
+            };
+        }
+        st.serialize_field("id", id)?;
+        st.serialize_field("name", name)?;
+        st.serialize_field("algorithm", algorithm)?;
+        st.serialize_field("hash_on", hash_on)?;
+        st.serialize_field("hash_fallback", hash_fallback)?;
+        opt!(hash_on_header);
+        opt!(hash_fallback_header);
+        opt!(hash_on_cookie);
+        st.serialize_field("hash_on_cookie_path", hash_on_cookie_path)?;
+        opt!(hash_on_query_arg);
+        opt!(hash_fallback_query_arg);
+        opt!(hash_on_uri_capture);
+        opt!(hash_fallback_uri_capture);
+        st.serialize_field("slots", slots)?;
+        match default_healthchecks() {
+            Some((default, raw)) if default == healthchecks => {
+                st.serialize_field("healthchecks", raw)?
+            }
+            _ => st.serialize_field("healthchecks", healthchecks)?,
+        }
+        if !tags.is_empty() {
+            st.serialize_field("tags", tags)?;
+        }
+        opt!(host_header);
+        opt!(client_certificate);
+        if *use_srv_name {
+            st.serialize_field("use_srv_name", use_srv_name)?;
+        }
+        opt!(created_at);
+        opt!(updated_at);
+        st.end()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `hash()` is the md5 of `Config`'s own serialization.
+    pub(crate) fn check_hash(cfg: &Config) {
+        use md5::Digest;
+        let plain = serde_json::to_vec(cfg).expect("serializes");
+        let view = serde_json::to_vec(&HashView(cfg)).expect("serializes");
+        assert_eq!(
+            String::from_utf8_lossy(&view),
+            String::from_utf8_lossy(&plain)
+        );
+        if !cfg.is_empty() {
+            assert_eq!(cfg.hash(), hex::encode(md5::Md5::digest(&plain)));
+        }
+    }
+
+    #[test]
+    fn hash_view_writes_the_plain_serialization() {
+        check_hash(&Config::default());
+        assert!(default_healthchecks().is_some());
+    }
 }

@@ -625,6 +625,7 @@ mod tests {
             (Some(f), Ok(s)) => {
                 assert_eq!(f, s, "{doc}");
                 assert_eq!(f.hash(), s.hash());
+                crate::config::tests::check_hash(&f);
             }
             (None, Err(_)) => {}
             (f, s) => panic!("paths disagree on {doc}: fast {f:?}, reporting {s:?}"),
@@ -711,7 +712,16 @@ mod tests {
                 "healthchecks": {"active": {"healthy": {"interval": 5}}},
                 "targets": [{"target": "10.0.0.1"}, {"target": "10.0.0.2:9000", "weight": 0}]
             }, {"name": "rr", "algorithm": "round-robin", "hash_on": "ip"},
-               {"name": "plain", "targets": [{"target": "10.0.0.1", "upstream": null}]}],
+               {"name": "plain", "targets": [{"target": "10.0.0.1", "upstream": null}]},
+               {"name": "full", "tags": ["t"], "host_header": "h.test", "use_srv_name": true,
+                "client_certificate": {"id": "6b1c1ef6-8bb4-4a4d-9cf0-8f1c1d1e0001"},
+                "hash_on": "cookie", "hash_on_cookie": "c", "created_at": 1700000000,
+                "updated_at": 1700000001, "slots": 100,
+                "healthchecks": {"passive": {"type": "tcp"}}},
+               {"name": "args", "hash_on": "query_arg", "hash_on_query_arg": "a",
+                "hash_fallback": "uri_capture", "hash_fallback_uri_capture": "c"},
+               {"name": "headers", "hash_on": "header", "hash_on_header": "x-a",
+                "hash_fallback": "header", "hash_fallback_header": "x-b"}],
             "plugins": [{"name": "example-limit", "config": {"minute": 1000}, "tags": ["global"]},
                         {"name": "example-limit", "route": "echo-route", "service": "echo",
                          "consumer_group": "gold"}]
