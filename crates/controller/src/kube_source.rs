@@ -39,7 +39,7 @@ pub fn ingress_class_parameters_resource() -> ApiResource {
         version: "v1alpha1".into(),
         api_version: "configuration.konghq.com/v1alpha1".into(),
         kind: "IngressClassParameters".into(),
-        plural: "ingressclassparameters".into(),
+        plural: "ingressclassparameterses".into(),
     }
 }
 

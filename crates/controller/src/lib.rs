@@ -97,6 +97,14 @@ impl Controller {
         }
     }
 
+    /// Stops every task at once, as if the process died: nothing is released (the Lease
+    /// stays held until it expires). For failover tests.
+    pub fn abort(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
     /// Runs until `signal` completes, then shuts down.
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
         signal.await;

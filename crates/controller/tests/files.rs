@@ -168,6 +168,6 @@ async fn manifests_directory_drives_the_gateway() {
 async fn unreadable_directory_is_an_error() {
     let missing = std::env::temp_dir().join("silverback-controller-no-such-dir");
     let r = silverback_controller::start_files(missing, &SyncArgs::default(), vec![]).await;
-    let e = r.err().expect("fails");
+    let e = r.expect_err("fails");
     assert!(format!("{e:#}").contains("no-such-dir"), "{e:#}");
 }

@@ -83,3 +83,171 @@ pub async fn until_status(addr: SocketAddr, host: &str, path: &str, status: u16)
     )
     .await
 }
+
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+/// The crate's directory.
+pub fn crate_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// YAML documents of a file under `deploy/`, with the namespace `kong` renamed to `ns`.
+pub fn deploy_docs(file: &str, ns: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(crate_dir().join("deploy").join(file)).unwrap();
+    let text = text.replace("namespace: kong", &format!("namespace: {ns}"));
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// Creates the RBAC objects of `deploy/rbac.yaml` for namespace `ns`, with cluster-scoped
+/// names suffixed by `suffix` (tests may share an API server). Skips the Namespace.
+pub async fn apply_rbac(client: &kube::Client, ns: &str, suffix: &str) {
+    let pp = PostParams::default();
+    for mut d in deploy_docs("rbac.yaml", ns) {
+        let kind = d["kind"].as_str().unwrap().to_string();
+        match kind.as_str() {
+            "Namespace" => {}
+            "ServiceAccount" => {
+                let o: ServiceAccount = serde_json::from_value(d).unwrap();
+                let _ = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+                    .create(&pp, &o)
+                    .await;
+            }
+            "ClusterRole" => {
+                d["metadata"]["name"] = json!(format!("silverback-{suffix}"));
+                let o: ClusterRole = serde_json::from_value(d).unwrap();
+                Api::<ClusterRole>::all(client.clone())
+                    .create(&pp, &o)
+                    .await
+                    .unwrap();
+            }
+            "ClusterRoleBinding" => {
+                d["metadata"]["name"] = json!(format!("silverback-{suffix}"));
+                d["roleRef"]["name"] = json!(format!("silverback-{suffix}"));
+                let o: ClusterRoleBinding = serde_json::from_value(d).unwrap();
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .create(&pp, &o)
+                    .await
+                    .unwrap();
+            }
+            "Role" => {
+                let o: Role = serde_json::from_value(d).unwrap();
+                Api::<Role>::namespaced(client.clone(), ns)
+                    .create(&pp, &o)
+                    .await
+                    .unwrap();
+            }
+            "RoleBinding" => {
+                let o: RoleBinding = serde_json::from_value(d).unwrap();
+                Api::<RoleBinding>::namespaced(client.clone(), ns)
+                    .create(&pp, &o)
+                    .await
+                    .unwrap();
+            }
+            other => panic!("unexpected kind {other} in rbac.yaml"),
+        }
+    }
+}
+
+/// Creates the `kong` IngressClass of `deploy/ingressclass.yaml` (if missing).
+pub async fn apply_ingress_class(client: &kube::Client) {
+    for d in deploy_docs("ingressclass.yaml", "") {
+        let o: IngressClass = serde_json::from_value(d).unwrap();
+        let _ = Api::<IngressClass>::all(client.clone())
+            .create(&PostParams::default(), &o)
+            .await;
+    }
+}
+
+/// A Service `name` (port 80 → `target`) and its EndpointSlice pointing at `addr:target`.
+pub async fn service_with_endpoint(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    addr: &str,
+    target: u16,
+) {
+    let pp = PostParams::default();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": target}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&pp, &svc)
+        .await
+        .unwrap();
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-1"), "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": target, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .create(&pp, &slice)
+        .await
+        .unwrap();
+}
+
+/// An Ingress of class `kong` routing `path` (Prefix unless it starts with `/~`) to `svc:80`.
+pub fn ingress(ns: &str, name: &str, path: &str, svc: &str) -> Ingress {
+    let path_type = if path.starts_with("/~") {
+        "ImplementationSpecific"
+    } else {
+        "Prefix"
+    };
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ingressClassName": "kong", "rules": [{"http": {"paths": [
+            {"path": path, "pathType": path_type,
+             "backend": {"service": {"name": svc, "port": {"number": 80}}}}
+        ]}}]},
+    }))
+    .unwrap()
+}
+
+/// Sets the first path of Ingress `name`.
+pub async fn set_path(client: &kube::Client, ns: &str, name: &str, path: &str) {
+    let api = Api::<Ingress>::namespaced(client.clone(), ns);
+    let patch = json!({"spec": {"rules": [{"http": {"paths": [
+        {"path": path, "pathType": "Prefix",
+         "backend": {"service": {"name": "echo", "port": {"number": 80}}}}
+    ]}}]}});
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+}
+
+/// Events (events.k8s.io/v1) about `kind/name` in `ns` with `reason`.
+pub async fn events_for(
+    client: &kube::Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                })
+        })
+        .collect()
+}

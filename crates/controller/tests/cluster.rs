@@ -1,0 +1,211 @@
+//! Cluster mode against a real kube-apiserver, the controller running under the
+//! ServiceAccount and RBAC of `deploy/rbac.yaml`, pushing to an in-process gateway whose
+//! backend lives in a network namespace.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+use silverback_controller::{
+    ControllerOptions, DataPlaneTarget, InProcessTarget, KubeArgs, SyncArgs,
+};
+use silverback_envtest::ControlPlane;
+use silverback_envtest::netns::NetNs;
+use silverback_proxy::{Gateway, ListenerKind, Settings};
+
+fn expired_ca_pem() -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "expired test CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingresses_are_served_updated_and_removed_under_the_shipped_rbac() {
+    common::logs();
+    let cp = ControlPlane::builder()
+        .crds(crate_dir().join("deploy/crds.yaml"))
+        .start()
+        .await
+        .unwrap();
+    let admin = cp.client();
+    let app = cp.create_namespace("app").await.unwrap();
+    let kong = cp.create_namespace("kong").await.unwrap();
+    apply_rbac(&admin, &kong, "t1").await;
+    apply_ingress_class(&admin).await;
+    let sa = cp
+        .service_account_identity(&kong, "silverback")
+        .await
+        .unwrap();
+    let sa_client = sa.client().unwrap();
+
+    // A backend reachable only through a non-loopback address, as in a cluster.
+    let net = NetNs::create().unwrap();
+    let _echo = net.spawn_echo(8080, "backend-a").unwrap();
+    service_with_endpoint(&admin, &app, "echo", &net.addr().to_string(), 8080).await;
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), &app);
+    let pp = PostParams::default();
+    ingresses
+        .create(&pp, &ingress(&app, "web", "/a", "echo"))
+        .await
+        .unwrap();
+    ingresses
+        .create(&pp, &ingress(&app, "other", "/other", "echo"))
+        .await
+        .unwrap();
+
+    // The controller, as the ServiceAccount, with an in-process gateway.
+    let settings = Settings::loopback();
+    let (flavor, plugins) = (settings.router_flavor, settings.plugins.clone());
+    let gw = Arc::new(Gateway::start(settings, None).await.unwrap());
+    let proxy = gw.addr(ListenerKind::Proxy, false).unwrap();
+    let target: Arc<dyn DataPlaneTarget> =
+        Arc::new(InProcessTarget::new(gw.clone(), flavor, plugins));
+    let opts = ControllerOptions {
+        sync: SyncArgs {
+            health_probe_bind_address: "127.0.0.1:0".into(),
+            ..SyncArgs::default()
+        },
+        kube: KubeArgs {
+            publish_status_address: vec!["198.51.100.7".into()],
+            ..KubeArgs::default()
+        },
+        ..ControllerOptions::default()
+    };
+    let ctl = silverback_controller::start_cluster(sa_client, &opts, vec![target])
+        .await
+        .unwrap();
+
+    // Served.
+    let body = until_status(proxy, "x.test", "/a", 200).await;
+    assert!(body.contains("backend-a"), "{body}");
+    until_status(proxy, "x.test", "/other", 200).await;
+
+    // Status of the configured Ingresses.
+    eventually(Duration::from_secs(15), "Ingress status", || {
+        let api = ingresses.clone();
+        async move {
+            let i = api.get("web").await.ok()?;
+            let lb = i.status?.load_balancer?.ingress?;
+            (lb.len() == 1 && lb[0].ip.as_deref() == Some("198.51.100.7")).then_some(())
+        }
+    })
+    .await;
+
+    // Update the path: the change is served, the old path is not.
+    let t0 = Instant::now();
+    set_path(&admin, &app, "web", "/b").await;
+    until_status(proxy, "x.test", "/b", 200).await;
+    eprintln!("cluster mode, Ingress update -> served: {:?}", t0.elapsed());
+    until_status(proxy, "x.test", "/a", 404).await;
+
+    // A broken Ingress (invalid regex): a Warning Event on it, the others keep being served
+    // and updated.
+    ingresses
+        .create(&pp, &ingress(&app, "broken", "/~/[", "echo"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), "translation Warning Event", || {
+        let c = admin.clone();
+        let ns = app.clone();
+        async move {
+            let ev = events_for(
+                &c,
+                &ns,
+                "Ingress",
+                "broken",
+                "KongConfigurationTranslationFailed",
+            )
+            .await;
+            ev.first()
+                .map(|e| assert_eq!(e.type_.as_deref(), Some("Warning")))
+        }
+    })
+    .await;
+    set_path(&admin, &app, "web", "/c").await;
+    until_status(proxy, "x.test", "/c", 200).await;
+    assert_eq!(get(proxy, "x.test", "/other").await.unwrap().0, 200);
+
+    // A Secret the data plane rejects (an expired CA certificate the translator passes on):
+    // the data plane's flattened error maps back to the Secret through its tags, it gets a
+    // Warning Event, and the rest is pushed without it (fallback).
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &app);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "old-ca", "namespace": app, "labels": {"konghq.com/ca-cert": "true"}},
+        "stringData": {"cert": expired_ca_pem()},
+    }))
+    .unwrap();
+    secrets.create(&pp, &secret).await.unwrap();
+    set_path(&admin, &app, "web", "/d").await;
+    until_status(proxy, "x.test", "/d", 200).await;
+    eventually(
+        Duration::from_secs(15),
+        "apply Warning Event on the Secret",
+        || {
+            let c = admin.clone();
+            let ns = app.clone();
+            async move {
+                let ev =
+                    events_for(&c, &ns, "Secret", "old-ca", "KongConfigurationApplyFailed").await;
+                ev.first().map(|e| {
+                    let note = e.note.clone().unwrap_or_default();
+                    assert!(note.contains("expired"), "{note}");
+                })
+            }
+        },
+    )
+    .await;
+    assert!(gw.config().ca_certificates.is_empty());
+    assert!(
+        ctl.metrics
+            .total(silverback_controller::metrics::FALLBACK_PUSH_COUNT)
+            >= 1.0
+    );
+
+    // Delete: 404, and the status is no longer ours to keep.
+    ingresses
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    until_status(proxy, "x.test", "/d", 404).await;
+    assert_eq!(get(proxy, "x.test", "/other").await.unwrap().0, 200);
+
+    // An Ingress moved to another class loses the status we wrote.
+    let patch = json!({"spec": {"ingressClassName": "someone-else"}});
+    ingresses
+        .patch(
+            "other",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    until_status(proxy, "x.test", "/other", 404).await;
+    eventually(Duration::from_secs(15), "status removed", || {
+        let api = ingresses.clone();
+        async move {
+            let i = api.get("other").await.ok()?;
+            let lb = i
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .unwrap_or_default();
+            lb.is_empty().then_some(())
+        }
+    })
+    .await;
+
+    ctl.shutdown().await;
+}
