@@ -106,15 +106,20 @@ pub struct DataPlaneArgs {
 /// `silverback run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A directory of Kubernetes YAML manifests to serve (no cluster needed).
+    /// A directory (or file) of Kubernetes YAML manifests to serve, watched for changes; no
+    /// cluster needed.
     #[arg(long, env = "SILVERBACK_MANIFESTS")]
     pub manifests: Option<PathBuf>,
-    /// A Kong declarative configuration file to serve.
+    /// A Kong declarative configuration file to serve (data plane only, no controller).
     #[arg(long, env = "SILVERBACK_CONFIG", conflicts_with = "manifests")]
     pub config: Option<PathBuf>,
     /// Data-plane settings.
     #[command(flatten)]
     pub data_plane: DataPlaneArgs,
+    /// Controller settings (with neither `--manifests` nor `--config`, the controller watches
+    /// the cluster given by `--kubeconfig` or the in-cluster configuration).
+    #[command(flatten)]
+    pub controller: silverback_controller::ControllerOptions,
 }
 
 /// `silverback proxy`.
@@ -135,12 +140,16 @@ pub struct ProxyArgs {
 /// `silverback controller`.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Kubeconfig file (in-cluster configuration when absent).
-    #[arg(long, env = "SILVERBACK_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Admin API URLs of the data planes to configure.
-    #[arg(long, env = "SILVERBACK_KONG_ADMIN_URL", value_delimiter = ',')]
-    pub kong_admin_url: Vec<String>,
+    /// Router flavor of the data planes the controller configures.
+    #[arg(
+        long,
+        env = "SILVERBACK_ROUTER_FLAVOR",
+        default_value = "traditional_compatible"
+    )]
+    pub router_flavor: RouterFlavor,
+    /// Controller settings.
+    #[command(flatten)]
+    pub controller: silverback_controller::ControllerOptions,
 }
 
 /// `silverback translate`.

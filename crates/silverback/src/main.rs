@@ -2,6 +2,7 @@
 
 mod cli;
 mod dataplane;
+mod run;
 mod translate;
 mod validate;
 
@@ -25,19 +26,8 @@ fn main() -> ExitCode {
         }
         Command::Translate(args) => translate::run(&args),
         Command::Proxy(args) => report(dataplane::serve(&args.data_plane, args.config.as_deref())),
-        Command::Run(args) => match (&args.manifests, &args.config) {
-            (None, config) => report(dataplane::serve(&args.data_plane, config.as_deref())),
-            (Some(_), _) => {
-                eprintln!(
-                    "silverback: --manifests is not available in this build yet; use --config FILE"
-                );
-                ExitCode::from(2)
-            }
-        },
-        Command::Controller(_) => {
-            eprintln!("silverback: the controller subcommand is not available in this build yet");
-            ExitCode::from(2)
-        }
+        Command::Run(args) => report(run::run(args)),
+        Command::Controller(args) => report(run::controller(args)),
     }
 }
 

@@ -1,4 +1,5 @@
 //! The binary's command line, run as a process.
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
 
 use std::process::{Command, Output};
 
@@ -256,4 +257,56 @@ fn proxy_rejects_a_bad_listen_setting() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("invalid proxy_listen '127.0.0.1:8000 sslx'")
     );
+}
+
+#[test]
+fn run_serves_kubernetes_manifests_from_a_directory_and_follows_changes() {
+    let (proxy, admin, status, health) = (free_port(), free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = |path: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: st, namespace: default}}\nspec:\n  ports: [{{name: http, port: {status}}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: st-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: st}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {status}}}]\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: st, namespace: default}}\nspec:\n  ingressClassName: kong\n  rules:\n  - http:\n      paths:\n      - path: {path}\n        pathType: Prefix\n        backend: {{service: {{name: st, port: {{number: {status}}}}}}}\n"
+        )
+    };
+    write(&dir, "app.yaml", &manifests("/status"));
+    let child = Command::new(env!("CARGO_BIN_EXE_silverback"))
+        .args(["run", "--manifests", &dir.path().to_string_lossy()])
+        .env("SILVERBACK_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
+        .env("SILVERBACK_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("SILVERBACK_STATUS_LISTEN", format!("127.0.0.1:{status}"))
+        .env(
+            "SILVERBACK_HEALTH_PROBE_BIND_ADDRESS",
+            format!("127.0.0.1:{health}"),
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = Child(child);
+    let wait_for = |path: &str, want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let r = http_get(proxy, path).unwrap_or_default();
+            if r.starts_with(want) {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path}: wanted {want}, last answer: {r}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let resp = wait_for("/status", "HTTP/1.1 200");
+    assert!(
+        resp.contains("\"configuration_hash\""),
+        "proxied to the status API: {resp}"
+    );
+    // An edit of the manifests is picked up without a restart.
+    write(&dir, "app.yaml", &manifests("/metrics"));
+    let resp = wait_for("/metrics", "HTTP/1.1 200");
+    assert!(resp.contains("kong_"), "{resp}");
+    wait_for("/status", "HTTP/1.1 404");
 }
