@@ -645,3 +645,47 @@ fn expression_errors_name_the_route() {
     let err = silverback_router::Router::new(Arc::new(cfg), RouterFlavor::Expressions).unwrap_err();
     assert!(err.to_string().contains("route 'low'"), "{err}");
 }
+
+#[test]
+fn regexes_compile_on_first_use_and_are_shared() {
+    let r = compat(
+        r#"
+_format_version: "3.0"
+routes:
+- {name: a, paths: ["~/a/\\d+$"], hosts: ["a.com"]}
+- {name: b, paths: ["~/a/\\d+$"], hosts: ["b.com"]}
+- {name: c, paths: ["~/c/(?<id>\\w+)"], headers: {x-v: ["~*^t"]}}
+"#,
+    );
+    // two distinct path patterns and one header pattern; nothing compiled yet
+    assert_eq!(r.regex_counts(), (3, 0));
+    assert_eq!(
+        route_name(&r, &Req::get("b.com", "/a/12")).as_deref(),
+        Some("b")
+    );
+    assert_eq!(r.regex_counts(), (3, 1));
+    // a path without the regex's literal start never reaches the regex
+    assert_eq!(
+        route_name(&r, &Req::get("x.com", "/d/1").header("x-v", "t")),
+        None
+    );
+    assert_eq!(r.regex_counts(), (3, 1));
+    let m = must(&r, &Req::get("x.com", "/c/zz").header("x-v", "T1"));
+    assert_eq!(m.route.name.as_deref(), Some("c"));
+    assert_eq!(m.captures.name("id"), Some("zz"));
+    assert_eq!(r.regex_counts(), (3, 3));
+    assert_eq!(r.compile_regexes(), 0);
+
+    let r = compat(
+        r#"
+_format_version: "3.0"
+routes:
+- {name: a, paths: ["~/a/\\d+$"]}
+- {name: num, paths: ["~/n/\\d{2}"]}
+"#,
+    );
+    // counted repetitions are compiled when the router is built (size limit checked)
+    assert_eq!(r.regex_counts(), (2, 1));
+    assert_eq!(r.compile_regexes(), 1);
+    assert_eq!(r.regex_counts(), (2, 2));
+}
