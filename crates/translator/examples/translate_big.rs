@@ -1,12 +1,17 @@
-//! Peak memory of translating a generated cluster: builds `N` (default 10,000) Ingresses,
-//! Services and EndpointSlices, translates them, serializes the document, and prints the
-//! time and the process's peak resident memory (VmHWM).
+//! Time and peak memory of translating a generated cluster: builds `N` (default 10,000)
+//! Ingresses, Services and EndpointSlices, translates them `R` times (default 1), serializes
+//! the last document, and prints the CPU time of each step and the process's peak resident
+//! memory (VmHWM).
 //!
-//! `cargo run --release -p silverback-translator --example translate_big -- 10000`
+//! `cargo run --release -p silverback-translator --example translate_big -- 10000 [R] [expressions]`
+//!
+//! CPU time is this thread's time on a CPU (`/proc/thread-self/schedstat`, nanoseconds):
+//! wall time is meaningless on a shared, loaded machine. With `R` > 1 the minimum and the
+//! median of the runs are printed.
 
 use std::time::Instant;
 
-use silverback_translator::{TranslateOptions, synthetic, translate};
+use silverback_translator::{RouterFlavor, TranslateOptions, synthetic, translate};
 
 fn vm_hwm() -> String {
     std::fs::read_to_string("/proc/self/status")
@@ -19,41 +24,78 @@ fn vm_hwm() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// CPU time (user + system) of this process in milliseconds, from `/proc/self/stat`
-/// (clock ticks of 10 ms): wall time is meaningless on a shared, loaded machine.
-fn cpu_ms() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // fields 14 and 15 of the line are the 12th and 13th after the command name
-    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10
+/// CPU time of this thread in nanoseconds (first field of `/proc/thread-self/schedstat`).
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000);
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    let flavor = match args.next().as_deref() {
+        Some("expressions") => RouterFlavor::Expressions,
+        _ => RouterFlavor::TraditionalCompatible,
+    };
     let objects = synthetic::cluster(n, 3);
     println!(
         "objects: {} (VmHWM after building them: {})",
         objects.len(),
         vm_hwm()
     );
-    let start = Instant::now();
-    let cpu = cpu_ms();
-    let t = translate(&objects, &TranslateOptions::default());
-    let took = start.elapsed();
-    let cpu = cpu_ms() - cpu;
+    let opts = TranslateOptions {
+        router_flavor: flavor,
+        ..Default::default()
+    };
+    let mut cpu = Vec::with_capacity(runs);
+    let mut drop_cpu = Vec::with_capacity(runs);
+    let mut wall = Vec::with_capacity(runs);
+    let mut last = None;
+    for _ in 0..runs {
+        // the previous translation is freed outside the timed section
+        let d = cpu_ns();
+        drop(last.take());
+        drop_cpu.push(cpu_ns() - d);
+        let start = Instant::now();
+        let c = cpu_ns();
+        let t = translate(&objects, &opts);
+        cpu.push(cpu_ns() - c);
+        wall.push(start.elapsed());
+        last = Some(t);
+    }
+    let Some(t) = last else { return };
+    let hwm_translated = vm_hwm();
+    let c = cpu_ns();
     let json = t.to_json();
+    let json_cpu = cpu_ns() - c;
+    let c = cpu_ns();
+    let json_len = json.len();
+    drop(json);
+    let services = t.config.document().services.len();
+    let problems = t.problems.len();
+    drop(t);
+    drop_cpu.push(cpu_ns() - c);
+    cpu.sort_unstable();
+    wall.sort_unstable();
     println!(
-        "translate: {took:?} wall, {cpu} ms CPU; services {}; problems {}; JSON {} bytes; VmHWM {}",
-        t.config["services"].as_array().map_or(0, Vec::len),
-        t.problems.len(),
-        json.len(),
+        "translate ({} runs, {}): CPU min {:.1} ms, median {:.1} ms; wall min {:?}; to_json {:.1} ms CPU; drop max {:.1} ms CPU",
+        runs,
+        flavor.as_str(),
+        ms(cpu[0]),
+        ms(cpu[runs / 2]),
+        wall[0],
+        ms(json_cpu),
+        ms(drop_cpu.iter().copied().max().unwrap_or(0)),
+    );
+    println!(
+        "services {services}; problems {problems}; JSON {json_len} bytes; VmHWM {hwm_translated} after translating, {} at the end",
         vm_hwm()
     );
 }

@@ -36,14 +36,26 @@ impl<'a> Annotations<'a> {
     pub fn get(&self, key: &str) -> Option<&'a str> {
         self.0.and_then(|m| m.get(key)).map(|s| s.trim())
     }
-    fn kong(&self, name: &str) -> Option<(&'a str, String)> {
+    /// The trimmed value of `konghq.com/<name>` and the annotation's key.
+    fn kong(&self, name: &str) -> Option<(&'a str, &'a str)> {
         let m = self.0?;
         // most objects carry few annotations: look for the prefix before building the key
         if !m.keys().any(|k| k.starts_with(PREFIX)) {
             return None;
         }
-        let key = format!("{PREFIX}{name}");
-        self.get(&key).map(|v| (v, key))
+        // the key on the stack: this runs for every annotation the translator knows
+        let mut buf = [0u8; 64];
+        let len = PREFIX.len() + name.len();
+        let found = match buf.get_mut(..len) {
+            Some(b) => {
+                b[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
+                b[PREFIX.len()..].copy_from_slice(name.as_bytes());
+                // prefix and name are both UTF-8
+                m.get_key_value(std::str::from_utf8(b).ok()?)
+            }
+            None => m.get_key_value(&format!("{PREFIX}{name}")),
+        };
+        found.map(|(k, v)| (v.trim(), k.as_str()))
     }
     /// All `konghq.com/headers.<name>` annotations, by header name.
     fn headers(&self) -> Vec<(String, &'a str)> {
@@ -95,7 +107,7 @@ fn tags(a: &Annotations<'_>, errs: &mut Errs) -> Vec<String> {
     let tags = list(v);
     for tag in &tags {
         if let Err(e) = t::validate_tag(tag) {
-            errs.push((field(&key), e));
+            errs.push((field(key), e));
         }
     }
     tags
@@ -167,7 +179,7 @@ impl RouteOpts {
             if let Some((v, key)) = a.kong(name) {
                 match parse_bool(v) {
                     Ok(b) => *target = b,
-                    Err(e) => errs.push((field(&key), e)),
+                    Err(e) => errs.push((field(key), e)),
                 }
             }
         };
@@ -183,10 +195,10 @@ impl RouteOpts {
                 .filter(|p| !t::PROTOCOLS.contains(&p.as_str()))
                 .collect();
             if ps.is_empty() {
-                errs.push((field(&key), "no protocol given".into()));
+                errs.push((field(key), "no protocol given".into()));
             } else if let Some(b) = bad.first() {
                 errs.push((
-                    field(&key),
+                    field(key),
                     format!(
                         "invalid protocol '{b}': expected one of {}",
                         t::PROTOCOLS.join(", ")
@@ -194,14 +206,14 @@ impl RouteOpts {
                 ));
             } else if let Some(s) = ps.iter().find(|p| STREAM.contains(&p.as_str())) {
                 errs.push((
-                    field(&key),
+                    field(key),
                     format!("protocol '{s}' cannot carry Ingress hosts and paths"),
                 ));
             } else if ps.iter().any(|p| GRPC.contains(&p.as_str()))
                 && ps.iter().any(|p| !GRPC.contains(&p.as_str()))
             {
                 errs.push((
-                    field(&key),
+                    field(key),
                     "grpc/grpcs cannot be mixed with http/https/ws/wss".into(),
                 ));
             } else {
@@ -218,16 +230,16 @@ impl RouteOpts {
             match parse_int(v, 0, 999) {
                 Ok(c) if [301, 302, 307, 308, 426].contains(&c) => o.https_redirect_status_code = c,
                 Ok(c) => errs.push((
-                    field(&key),
+                    field(key),
                     format!("{c} is not one of 301, 302, 307, 308, 426"),
                 )),
-                Err(e) => errs.push((field(&key), e)),
+                Err(e) => errs.push((field(key), e)),
             }
         }
         if let Some((v, key)) = a.kong("regex-priority") {
             match parse_int(v, -(1 << 31), (1 << 31) - 1) {
                 Ok(n) => o.regex_priority = n,
-                Err(e) => errs.push((field(&key), e)),
+                Err(e) => errs.push((field(key), e)),
             }
         }
         if let Some((v, key)) = a.kong("methods") {
@@ -239,7 +251,7 @@ impl RouteOpts {
                 .iter()
                 .find(|m| !m.bytes().all(|b| b.is_ascii_uppercase()))
             {
-                Some(m) => errs.push((field(&key), format!("invalid method '{m}'"))),
+                Some(m) => errs.push((field(key), format!("invalid method '{m}'"))),
                 None => o.methods = dedup(ms),
             }
         }
@@ -247,7 +259,7 @@ impl RouteOpts {
             let snis = list(v);
             for s in &snis {
                 if let Err(e) = t::validate_wildcard_sni(s) {
-                    errs.push((field(&key), e));
+                    errs.push((field(key), e));
                 }
             }
             o.snis = dedup(snis);
@@ -256,7 +268,7 @@ impl RouteOpts {
             let hosts = list(v);
             for h in &hosts {
                 if let Err(e) = t::validate_route_host(h) {
-                    errs.push((field(&key), e));
+                    errs.push((field(key), e));
                 }
             }
             o.host_aliases = hosts;
@@ -289,21 +301,21 @@ impl RouteOpts {
                 "v0" => {}
                 "v1" if flavor == RouterFlavor::Traditional => o.path_handling = "v1".into(),
                 "v1" => errs.push((
-                    field(&key),
+                    field(key),
                     format!(
                         "path_handling v1 is not supported by the {} router",
                         flavor.as_str()
                     ),
                 )),
                 other => errs.push((
-                    field(&key),
+                    field(key),
                     format!("invalid value '{other}': expected v0 or v1"),
                 )),
             }
         }
         if let Some((v, key)) = a.kong("regex-prefix") {
             if v.is_empty() {
-                errs.push((field(&key), "empty regex prefix".into()));
+                errs.push((field(key), "empty regex prefix".into()));
             } else {
                 o.regex_prefix = v.to_string();
             }
@@ -311,7 +323,7 @@ impl RouteOpts {
         if let Some((v, key)) = a.kong("rewrite") {
             match rewrite_template(v) {
                 Ok(_) => o.rewrite = Some(v.to_string()),
-                Err(e) => errs.push((field(&key), e)),
+                Err(e) => errs.push((field(key), e)),
             }
         }
         // combinations Kong refuses
@@ -443,7 +455,7 @@ impl ServiceOpts {
                 o.protocol = v.to_string();
             } else {
                 errs.push((
-                    field(&key),
+                    field(key),
                     format!(
                         "invalid protocol '{v}': expected one of {}",
                         t::SERVICE_PROTOCOLS.join(", ")
@@ -458,11 +470,11 @@ impl ServiceOpts {
         if let Some((v, key)) = a.kong("path") {
             if !http_like {
                 errs.push((
-                    field(&key),
+                    field(key),
                     format!("a path cannot be set with protocol {}", o.protocol),
                 ));
             } else if let Err(e) = t::validate_path(v) {
-                errs.push((field(&key), e));
+                errs.push((field(key), e));
             } else {
                 o.path = Some(v.to_string());
             }
@@ -475,24 +487,24 @@ impl ServiceOpts {
             if let Some((v, key)) = a.kong(name) {
                 match parse_int(v, 1, 2_147_483_646) {
                     Ok(n) => *target = n,
-                    Err(e) => errs.push((field(&key), e)),
+                    Err(e) => errs.push((field(key), e)),
                 }
             }
         }
         if let Some((v, key)) = a.kong("retries") {
             match parse_int(v, 0, 32767) {
                 Ok(n) => o.retries = n,
-                Err(e) => errs.push((field(&key), e)),
+                Err(e) => errs.push((field(key), e)),
             }
         }
         let tls_like = matches!(o.protocol.as_str(), "https" | "tls" | "wss");
-        let tls_only = |name: &str, errs: &mut Errs| -> Option<(&str, String)> {
+        let tls_only = |name: &str, errs: &mut Errs| -> Option<(&str, &str)> {
             let (v, key) = a.kong(name)?;
             if tls_like {
                 Some((v, key))
             } else {
                 errs.push((
-                    field(&key),
+                    field(key),
                     format!(
                         "only applies to https, tls or wss services, not {}",
                         o.protocol
@@ -504,13 +516,13 @@ impl ServiceOpts {
         if let Some((v, key)) = tls_only("tls-verify", &mut errs) {
             match parse_bool(v) {
                 Ok(b) => o.tls_verify = Some(b),
-                Err(e) => errs.push((field(&key), e)),
+                Err(e) => errs.push((field(key), e)),
             }
         }
         if let Some((v, key)) = tls_only("tls-verify-depth", &mut errs) {
             match parse_int(v, 0, 64) {
                 Ok(n) => o.tls_verify_depth = Some(n),
-                Err(e) => errs.push((field(&key), e)),
+                Err(e) => errs.push((field(key), e)),
             }
         }
         if let Some((v, _)) = tls_only("ca-certificates-secrets", &mut errs) {
@@ -518,7 +530,7 @@ impl ServiceOpts {
         }
         if let Some((v, key)) = tls_only("client-cert", &mut errs) {
             if v.is_empty() {
-                errs.push((field(&key), "empty Secret name".into()));
+                errs.push((field(key), "empty Secret name".into()));
             } else {
                 o.client_cert = Some(v.to_string());
             }
@@ -526,7 +538,7 @@ impl ServiceOpts {
         if let Some((v, key)) = a.kong("host-header") {
             match t::validate_host_with_optional_port(v) {
                 Ok(()) => o.host_header = Some(v.to_string()),
-                Err(e) => errs.push((field(&key), e)),
+                Err(e) => errs.push((field(key), e)),
             }
         }
         if let Some(v) = a.get(SERVICE_UPSTREAM) {

@@ -43,6 +43,7 @@
 //! ```
 
 pub mod annotations;
+pub mod document;
 pub mod expression;
 pub mod manifests;
 pub mod objects;
@@ -50,6 +51,7 @@ pub mod problem;
 pub mod synthetic;
 pub mod translate;
 
+pub use document::{Document, KongConfig};
 pub use objects::{IngressClassParameters, IngressClassParametersSpec, Kind, ObjectError, Objects};
 pub use problem::{ObjectRef, Problem, problems_from_flattened};
 pub use silverback_config::RouterFlavor;

@@ -1,20 +1,23 @@
 //! The translation itself: selected Ingresses, their Services, EndpointSlices and Secrets
 //! into one Kong declarative document.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use silverback_config::entities::EntityKind;
 use silverback_config::typedefs as t;
 use silverback_config::{RouterFlavor, ids};
 use uuid::Uuid;
 
 use crate::annotations::{self as ann, Annotations, RouteOpts, ServiceOpts};
+use crate::document::{self as doc, Document, KongConfig, Tags};
 use crate::expression::{self, Matchers, PathMatch};
 use crate::objects::{IngressClassParametersSpec, KONG_GROUP, Key, Kind, Objects};
 use crate::problem::{ObjectRef, Problem};
@@ -77,7 +80,11 @@ pub struct Translation {
     /// The Kong declarative document (`_format_version: "3.0"`), nested like KIC's: routes
     /// in services, targets in upstreams, SNIs in certificates. Every list is sorted and
     /// every object's keys are in order, so the same objects always give the same bytes.
-    pub config: Value,
+    ///
+    /// A typed [`Document`] (`config.document()`) that dereferences to a
+    /// `serde_json::Value` (`config["services"]`, `config.as_object()`), built on first use:
+    /// prefer `to_json()`, `config.is_empty()` and `config.document()` where speed matters.
+    pub config: KongConfig,
     /// What could not be translated, sorted.
     pub problems: Vec<Problem>,
     /// `konghq.com/plugins` requests, for the plugin translation, sorted.
@@ -90,11 +97,11 @@ pub struct Translation {
 impl Translation {
     /// The document as JSON (compact).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
+        serde_json::to_string(self.config.document()).unwrap_or_default()
     }
     /// The document as YAML.
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string(&self.config).unwrap_or_default()
+        serde_saphyr::to_string(self.config.document()).unwrap_or_default()
     }
 }
 
@@ -106,21 +113,29 @@ pub fn translate(objects: &Objects, opts: &TranslateOptions) -> Translation {
 }
 
 struct KongService {
-    fields: Vec<(&'static str, Value)>,
-    routes: BTreeMap<String, Value>,
-    upstream_name: String,
-    upstream: Value,
+    /// The service, its routes still empty.
+    service: doc::Service,
+    routes: BTreeMap<String, doc::Route>,
+    upstream: doc::Upstream,
 }
 
 struct Cert {
     cert: String,
     key: String,
-    tags: Vec<String>,
+    tags: Tags,
     snis: BTreeSet<String>,
 }
 
+/// A Kubernetes Service's settings.
+struct SvcInfo {
+    so: ServiceOpts,
+    tags: Tags,
+    client_cert: Option<String>,
+    ca_ids: Vec<String>,
+}
+
 /// A resolved Kubernetes Service: its settings, or the reason it is left out.
-type SvcState = Result<(ServiceOpts, Vec<String>, Option<String>, Vec<String>), ()>;
+type SvcState = Result<Arc<SvcInfo>, ()>;
 
 struct Translator<'a> {
     objects: &'a Objects,
@@ -129,14 +144,14 @@ struct Translator<'a> {
     class_is_default: bool,
     problems: Vec<Problem>,
     services: BTreeMap<String, KongService>,
-    svc_states: HashMap<Key, SvcState>,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    svc_states: FxHashMap<(&'a str, &'a str), SvcState>,
+    slices: FxHashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     certs: BTreeMap<String, Cert>,
     secret_certs: HashMap<Key, Option<String>>,
-    ca_certs: BTreeMap<String, Value>,
+    ca_certs: BTreeMap<String, doc::CaCertificate>,
     ca_by_secret: HashMap<Key, Result<String, String>>,
     sni_owner: HashMap<String, String>,
-    route_names: HashSet<String>,
+    route_names: FxHashSet<String>,
     plugins: Vec<PluginAttachment>,
     configured: Vec<ObjectRef>,
 }
@@ -162,18 +177,9 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
-fn sorted(mut pairs: Vec<(&'static str, Value)>) -> Value {
-    pairs.sort_by(|a, b| a.0.cmp(b.0));
-    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-}
-
-fn strings(v: &[String]) -> Value {
-    Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
-}
-
 impl<'a> Translator<'a> {
     fn new(objects: &'a Objects, opts: &'a TranslateOptions) -> Self {
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        let mut slices: FxHashMap<(&str, &str), Vec<&EndpointSlice>> = FxHashMap::default();
         for s in objects.endpoint_slices.values() {
             let svc = s
                 .metadata
@@ -194,14 +200,14 @@ impl<'a> Translator<'a> {
             class_is_default: false,
             problems: vec![],
             services: BTreeMap::new(),
-            svc_states: HashMap::new(),
+            svc_states: FxHashMap::default(),
             slices,
             certs: BTreeMap::new(),
             secret_certs: HashMap::new(),
             ca_certs: BTreeMap::new(),
             ca_by_secret: HashMap::new(),
             sni_owner: HashMap::new(),
-            route_names: HashSet::new(),
+            route_names: FxHashSet::default(),
             plugins: vec![],
             configured: vec![],
         };
@@ -365,17 +371,18 @@ impl<'a> Translator<'a> {
                 continue;
             };
             for (pi, p) in http.paths.iter().enumerate() {
-                let pfield = format!("spec.rules[{ri}].http.paths[{pi}]");
+                // formatted only when used: most paths have no problem and share a draft
+                let pfield = || format!("spec.rules[{ri}].http.paths[{pi}]");
                 let paths = match self.paths(p.path.as_deref(), p.path_type.as_str(), &ro) {
                     Ok(paths) => paths,
                     Err(e) => {
-                        errs.push((format!("{pfield}.path"), e));
+                        errs.push((format!("{}.path", pfield()), e));
                         continue;
                     }
                 };
                 let Some(backend) = p.backend.service.as_ref() else {
                     dangling.push((
-                        format!("{pfield}.backend"),
+                        format!("{}.backend", pfield()),
                         "only Service backends are supported".into(),
                     ));
                     continue;
@@ -385,7 +392,7 @@ impl<'a> Translator<'a> {
                     .entry((backend.name.clone(), port_key, host.clone()))
                     .or_insert_with(|| Draft {
                         backend,
-                        field: format!("{pfield}.backend.service"),
+                        field: format!("{}.backend.service", pfield()),
                         paths: vec![],
                     });
                 for pm in paths {
@@ -417,6 +424,7 @@ impl<'a> Translator<'a> {
         }
         let mut tags = oref.tags();
         tags.extend(ro.tags.iter().cloned());
+        let tags = Tags::from(tags);
 
         for ((svc, port, host), d) in &drafts {
             let kong_service = match self.kong_service(&ns, d.backend, &d.field, &oref) {
@@ -496,7 +504,7 @@ impl<'a> Translator<'a> {
     fn add_routes(
         &mut self,
         kong_service: &str,
-        routes: Vec<(String, Value)>,
+        routes: Vec<(String, doc::Route)>,
         oref: &ObjectRef,
         field: &str,
         ro: &RouteOpts,
@@ -510,15 +518,11 @@ impl<'a> Translator<'a> {
             }
             if let (Some(rw), true) = (ro.rewrite.as_deref(), self.opts.rewrite_uris) {
                 let uri = ann::rewrite_template(rw).unwrap_or_default();
-                let plugin = json!({
-                    "config": {"replace": {"uri": uri}},
-                    "name": "request-transformer",
-                    "tags": route.get("tags").cloned().unwrap_or(Value::Null),
-                });
-                if let Value::Object(m) = &mut route {
-                    m.insert("plugins".into(), Value::Array(vec![plugin]));
-                    m.sort_keys();
-                }
+                route.plugins = vec![doc::RoutePlugin {
+                    config: json!({"replace": {"uri": uri}}),
+                    name: "request-transformer".into(),
+                    tags: route.tags.clone(),
+                }];
             }
             if !ro.plugins.is_empty() {
                 self.plugins.push(PluginAttachment {
@@ -602,25 +606,35 @@ impl<'a> Translator<'a> {
         hosts: &[String],
         paths: &[(String, PathMatch)],
         ro: &RouteOpts,
-        tags: &[String],
+        tags: &Tags,
         catch_all: bool,
-    ) -> Vec<(String, Value)> {
-        let mut common: Vec<(&'static str, Value)> = vec![
-            (
-                "https_redirect_status_code",
-                json!(ro.https_redirect_status_code),
-            ),
-            ("preserve_host", json!(ro.preserve_host)),
-            ("request_buffering", json!(ro.request_buffering)),
-            ("response_buffering", json!(ro.response_buffering)),
-            ("strip_path", json!(ro.strip_path)),
-            ("tags", strings(tags)),
-        ];
-        match (&ro.protocols, catch_all) {
-            (Some(p), _) => common.push(("protocols", strings(p))),
-            (None, true) => common.push(("protocols", json!(["http", "https"]))),
-            (None, false) => {}
-        }
+    ) -> Vec<(String, doc::Route)> {
+        let protocols = match (&ro.protocols, catch_all) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => Some(vec!["http".to_string(), "https".to_string()]),
+            (None, false) => None,
+        };
+        let route = |name: &str| doc::Route {
+            expression: None,
+            headers: BTreeMap::new(),
+            hosts: vec![],
+            https_redirect_status_code: ro.https_redirect_status_code,
+            id: ids::kong_id(EntityKind::Route, name),
+            methods: vec![],
+            name: name.to_string(),
+            path_handling: None,
+            paths: None,
+            plugins: vec![],
+            preserve_host: ro.preserve_host,
+            priority: None,
+            protocols: protocols.clone(),
+            regex_priority: None,
+            request_buffering: ro.request_buffering,
+            response_buffering: ro.response_buffering,
+            snis: vec![],
+            strip_path: ro.strip_path,
+            tags: tags.clone(),
+        };
         if self.opts.router_flavor == RouterFlavor::Expressions {
             let mut groups: BTreeMap<std::cmp::Reverse<u64>, Vec<PathMatch>> = BTreeMap::new();
             for (_, pm) in paths {
@@ -647,46 +661,23 @@ impl<'a> Translator<'a> {
                         format!("{base}_{i}")
                     };
                     let (expr, priority) = expression::route(&group, &m);
-                    let mut f = common.clone();
-                    f.push(("expression", Value::String(expr)));
-                    f.push(("priority", json!(if catch_all { 0 } else { priority })));
-                    f.push((
-                        "id",
-                        Value::String(ids::kong_id(EntityKind::Route, &name).to_string()),
-                    ));
-                    f.push(("name", Value::String(name.clone())));
-                    (name, sorted(f))
+                    let mut r = route(&name);
+                    r.expression = Some(expr);
+                    r.priority = Some(if catch_all { 0 } else { priority });
+                    (name, r)
                 })
                 .collect();
         }
-        let mut f = common;
-        let kong_paths: Vec<String> = paths.iter().map(|(p, _)| p.clone()).collect();
-        f.push(("paths", strings(&kong_paths)));
-        f.push(("path_handling", Value::String(ro.path_handling.clone())));
-        f.push(("regex_priority", json!(ro.regex_priority)));
-        if !hosts.is_empty() {
-            f.push(("hosts", strings(hosts)));
-        }
-        if !ro.methods.is_empty() {
-            f.push(("methods", strings(&ro.methods)));
-        }
-        if !ro.snis.is_empty() {
-            f.push(("snis", strings(&ro.snis)));
-        }
-        if !ro.headers.is_empty() {
-            let h: BTreeMap<&str, Value> = ro
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), strings(v)))
-                .collect();
-            f.push(("headers", json!(h)));
-        }
-        f.push((
-            "id",
-            Value::String(ids::kong_id(EntityKind::Route, base).to_string()),
-        ));
-        f.push(("name", Value::String(base.to_string())));
-        vec![(base.to_string(), sorted(f))]
+        let mut r = route(base);
+        r.paths = Some(paths.iter().map(|(p, _)| p.clone()).collect());
+        r.path_handling = Some(ro.path_handling.clone());
+        r.regex_priority = Some(ro.regex_priority);
+        r.hosts = hosts.to_vec();
+        r.methods = ro.methods.clone();
+        r.snis = ro.snis.clone();
+        // the last of a repeated header name wins, as in a JSON object
+        r.headers = ro.headers.iter().cloned().collect();
+        vec![(base.to_string(), r)]
     }
 
     /// The Kong Service for an Ingress backend, created on first use; `None` (with a
@@ -726,63 +717,18 @@ impl<'a> Translator<'a> {
         if self.services.contains_key(&name) {
             return Some(name);
         }
-        let Ok((so, tags, client_cert, ca_ids)) = self.svc_state(svc) else {
+        let Ok(info) = self.svc_state(svc) else {
             let reason = format!("Service {ns}/{} has problems and is left out", backend.name);
             self.problem(ing.clone(), format!("{field}.name"), reason);
             return None;
         };
+        let so = &info.so;
         let upstream_name = format!("{}.{ns}.{port}.svc", backend.name);
-        let mut f: Vec<(&'static str, Value)> = vec![
-            ("connect_timeout", json!(so.connect_timeout)),
-            ("host", Value::String(upstream_name.clone())),
-            (
-                "id",
-                Value::String(ids::kong_id(EntityKind::Service, &name).to_string()),
-            ),
-            ("name", Value::String(name.clone())),
-            ("port", json!(80)),
-            ("protocol", Value::String(so.protocol.clone())),
-            ("read_timeout", json!(so.read_timeout)),
-            ("retries", json!(so.retries)),
-            ("tags", strings(&tags)),
-            ("write_timeout", json!(so.write_timeout)),
-        ];
-        if let Some(p) = &so.path {
-            f.push(("path", Value::String(p.clone())));
-        }
-        if let Some(v) = so.tls_verify {
-            f.push(("tls_verify", json!(v)));
-        }
-        if let Some(v) = so.tls_verify_depth {
-            f.push(("tls_verify_depth", json!(v)));
-        }
-        if let Some(id) = client_cert {
-            f.push(("client_certificate", json!({ "id": id })));
-        }
-        if !ca_ids.is_empty() {
-            f.push(("ca_certificates", strings(&ca_ids)));
-        }
         let targets = self.targets(
             svc,
             &sport,
             so.service_upstream || self.params.service_upstream,
         );
-        let mut up: Vec<(&'static str, Value)> = vec![
-            ("algorithm", json!("round-robin")),
-            ("name", Value::String(upstream_name.clone())),
-            ("tags", strings(&tags)),
-        ];
-        let up_name = upstream_name;
-        if let Some(h) = &so.host_header {
-            up.push(("host_header", Value::String(h.clone())));
-        }
-        if !targets.is_empty() {
-            let ts: Vec<Value> = targets
-                .into_iter()
-                .map(|(target, weight)| json!({"target": target, "weight": weight}))
-                .collect();
-            up.push(("targets", Value::Array(ts)));
-        }
         if !so.plugins.is_empty() {
             self.plugins.push(PluginAttachment {
                 object: ObjectRef::new(Kind::Service, &svc.metadata),
@@ -791,30 +737,54 @@ impl<'a> Translator<'a> {
                 plugins: so.plugins.clone(),
             });
         }
+        let service = doc::Service {
+            ca_certificates: info.ca_ids.clone(),
+            client_certificate: info.client_cert.clone().map(|id| doc::IdRef { id }),
+            connect_timeout: so.connect_timeout,
+            host: upstream_name.clone(),
+            id: ids::kong_id(EntityKind::Service, &name),
+            name: name.clone(),
+            path: so.path.clone(),
+            port: 80,
+            protocol: so.protocol.clone(),
+            read_timeout: so.read_timeout,
+            retries: so.retries,
+            routes: vec![],
+            tags: info.tags.clone(),
+            tls_verify: so.tls_verify,
+            tls_verify_depth: so.tls_verify_depth,
+            write_timeout: so.write_timeout,
+        };
+        let upstream = doc::Upstream {
+            algorithm: "round-robin",
+            host_header: so.host_header.clone(),
+            name: upstream_name,
+            tags: info.tags.clone(),
+            targets: targets
+                .into_iter()
+                .map(|(target, weight)| doc::Target { target, weight })
+                .collect(),
+        };
         self.services.insert(
             name.clone(),
             KongService {
-                fields: f,
+                service,
                 routes: BTreeMap::new(),
-                upstream_name: up_name,
-                upstream: sorted(up),
+                upstream,
             },
         );
         Some(name)
     }
 
     /// A Service's settings (memoized); problems are reported once, on the Service.
-    fn svc_state(&mut self, svc: &Service) -> SvcState {
-        let key = (
-            meta_ns(&svc.metadata).to_string(),
-            meta_name(&svc.metadata).to_string(),
-        );
+    fn svc_state(&mut self, svc: &'a Service) -> SvcState {
+        let key = (meta_ns(&svc.metadata), meta_name(&svc.metadata));
         if let Some(s) = self.svc_states.get(&key) {
             return s.clone();
         }
         let oref = ObjectRef::new(Kind::Service, &svc.metadata);
         let (so, mut errs) = ServiceOpts::parse(&Annotations(svc.metadata.annotations.as_ref()));
-        if !is_dns_subdomain(&key.0) || !is_dns_subdomain(&key.1) {
+        if !is_dns_subdomain(key.0) || !is_dns_subdomain(key.1) {
             errs.push((
                 "metadata.name".into(),
                 "namespace and name must be DNS subdomains".into(),
@@ -837,14 +807,14 @@ impl<'a> Translator<'a> {
         }
         let mut client_cert = None;
         if let Some(secret) = so.client_cert.clone() {
-            match self.tls_secret_id(&key.0, &secret) {
+            match self.tls_secret_id(key.0, &secret) {
                 Ok(id) => client_cert = Some(id),
                 Err(reason) => errs.push((ann::field("konghq.com/client-cert"), reason)),
             }
         }
         let mut ca_ids = vec![];
         for secret in &so.ca_secrets {
-            match self.ca_by_secret.get(&(key.0.clone(), secret.clone())) {
+            match self.ca_by_secret.get(&(key.0.to_string(), secret.clone())) {
                 Some(Ok(id)) => ca_ids.push(id.clone()),
                 Some(Err(e)) => errs.push((
                     ann::field("konghq.com/ca-certificates-secrets"),
@@ -864,7 +834,12 @@ impl<'a> Translator<'a> {
         let state = if errs.is_empty() {
             let mut tags = oref.tags();
             tags.extend(so.tags.iter().cloned());
-            Ok((so, tags, client_cert, ca_ids))
+            Ok(Arc::new(SvcInfo {
+                so,
+                tags: tags.into(),
+                client_cert,
+                ca_ids,
+            }))
         } else {
             for (field, reason) in errs {
                 self.problem(
@@ -1026,7 +1001,7 @@ impl<'a> Translator<'a> {
             Cert {
                 cert,
                 key: pkey,
-                tags: oref.tags(),
+                tags: oref.tags().into(),
                 snis: BTreeSet::new(),
             },
         );
@@ -1100,7 +1075,11 @@ impl<'a> Translator<'a> {
                         Err(reason)
                     } else {
                         digests.insert(digest, format!("{}/{}", key.0, key.1));
-                        let v = json!({"cert": pem, "id": id, "tags": strings(&oref.tags())});
+                        let v = doc::CaCertificate {
+                            cert: pem,
+                            id: id.clone(),
+                            tags: oref.tags().into(),
+                        };
                         self.ca_certs.insert(id.clone(), v);
                         Ok(id)
                     }
@@ -1111,59 +1090,43 @@ impl<'a> Translator<'a> {
     }
 
     fn finish(mut self) -> Translation {
-        let mut doc = Map::new();
-        doc.insert("_format_version".into(), json!("3.0"));
-        if !self.ca_certs.is_empty() {
-            let v: Vec<Value> = std::mem::take(&mut self.ca_certs).into_values().collect();
-            doc.insert("ca_certificates".into(), Value::Array(v));
+        let mut doc = Document {
+            ca_certificates: std::mem::take(&mut self.ca_certs).into_values().collect(),
+            ..Document::default()
+        };
+        doc.certificates = std::mem::take(&mut self.certs)
+            .into_iter()
+            .map(|(id, c)| doc::Certificate {
+                cert: c.cert,
+                id,
+                key: c.key,
+                snis: c
+                    .snis
+                    .into_iter()
+                    .map(|name| doc::Sni {
+                        name,
+                        tags: c.tags.clone(),
+                    })
+                    .collect(),
+                tags: c.tags,
+            })
+            .collect();
+        let services = std::mem::take(&mut self.services);
+        doc.services.reserve_exact(services.len());
+        doc.upstreams.reserve_exact(services.len());
+        for (_, s) in services {
+            let mut service = s.service;
+            service.routes = s.routes.into_values().collect();
+            doc.services.push(service);
+            doc.upstreams.push(s.upstream);
         }
-        if !self.certs.is_empty() {
-            let v: Vec<Value> = std::mem::take(&mut self.certs)
-                .into_iter()
-                .map(|(id, c)| {
-                    let mut f = vec![
-                        ("cert", Value::String(c.cert)),
-                        ("id", Value::String(id)),
-                        ("key", Value::String(c.key)),
-                        ("tags", strings(&c.tags)),
-                    ];
-                    if !c.snis.is_empty() {
-                        let snis: Vec<Value> = c
-                            .snis
-                            .iter()
-                            .map(|s| json!({"name": s, "tags": strings(&c.tags)}))
-                            .collect();
-                        f.push(("snis", Value::Array(snis)));
-                    }
-                    sorted(f)
-                })
-                .collect();
-            doc.insert("certificates".into(), Value::Array(v));
-        }
-        let mut services = Vec::with_capacity(self.services.len());
-        let mut upstreams = Vec::with_capacity(self.services.len());
-        for (_, s) in std::mem::take(&mut self.services) {
-            let mut f = s.fields;
-            if !s.routes.is_empty() {
-                f.push(("routes", Value::Array(s.routes.into_values().collect())));
-            }
-            services.push(sorted(f));
-            upstreams.push((s.upstream_name, s.upstream));
-        }
-        if !services.is_empty() {
-            doc.insert("services".into(), Value::Array(services));
-        }
-        if !upstreams.is_empty() {
-            upstreams.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let upstreams: Vec<Value> = upstreams.into_iter().map(|(_, u)| u).collect();
-            doc.insert("upstreams".into(), Value::Array(upstreams));
-        }
+        doc.upstreams.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         self.problems.sort();
         self.problems.dedup();
         self.plugins.sort();
         self.configured.sort();
         Translation {
-            config: Value::Object(doc),
+            config: KongConfig::new(doc),
             problems: self.problems,
             plugins: self.plugins,
             configured: self.configured,

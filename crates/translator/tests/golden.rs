@@ -1,7 +1,8 @@
 //! Golden tests: every fixture under `tests/fixtures/golden/` is translated with both router
 //! flavors; the document, problems and plugin requests are compared with the committed
 //! snapshots, and the document must load with the configuration model. Each case is also
-//! translated from its documents in reverse order, which must give the same bytes.
+//! translated from its documents in reverse order, which must give the same bytes, and the
+//! typed document must serialize like its `serde_json::Value` form.
 
 mod common;
 
@@ -58,6 +59,23 @@ fn golden() {
             let opts = common::options(&text, flavor);
             let t = translate(&objects, &opts);
             common::assert_loads(&t, flavor);
+            // the typed document and its `Value` form serialize to the same bytes
+            let value: &serde_json::Value = &t.config;
+            assert_eq!(
+                t.to_json(),
+                serde_json::to_string(value).unwrap(),
+                "{name}: typed document and Value differ"
+            );
+            assert_eq!(
+                t.to_yaml(),
+                serde_saphyr::to_string(value).unwrap(),
+                "{name}: typed document and Value differ in YAML"
+            );
+            // what the controller reads through `Deref`
+            assert_eq!(
+                t.config.is_empty(),
+                t.config.as_object().is_none_or(|o| o.len() <= 1)
+            );
             let again = translate(&reversed, &opts);
             assert_eq!(
                 t.to_json(),
