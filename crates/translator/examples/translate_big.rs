@@ -3,7 +3,9 @@
 //! the last document, and prints the CPU time of each step and the process's peak resident
 //! memory (VmHWM).
 //!
-//! `cargo run --release -p silverback-translator --example translate_big -- 10000 [R] [expressions]`
+//! `cargo run --release -p silverback-translator --example translate_big -- 10000 [R] [expressions] [typed]`
+//!
+//! `typed` measures `translate_typed` (the typed document, no `serde_json::Value`).
 //!
 //! CPU time is this thread's time on a CPU (`/proc/thread-self/schedstat`, nanoseconds):
 //! wall time is meaningless on a shared, loaded machine. With `R` > 1 the minimum and the
@@ -11,7 +13,9 @@
 
 use std::time::Instant;
 
-use silverback_translator::{RouterFlavor, TranslateOptions, synthetic, translate};
+use silverback_translator::{
+    RouterFlavor, TranslateOptions, synthetic, translate, translate_typed,
+};
 
 fn vm_hwm() -> String {
     std::fs::read_to_string("/proc/self/status")
@@ -36,20 +40,72 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
-    let flavor = match args.next().as_deref() {
-        Some("expressions") => RouterFlavor::Expressions,
-        _ => RouterFlavor::TraditionalCompatible,
-    };
+fn objects_for(n: usize) -> silverback_translator::Objects {
     let objects = synthetic::cluster(n, 3);
     println!(
         "objects: {} (VmHWM after building them: {})",
         objects.len(),
         vm_hwm()
     );
+    objects
+}
+
+fn typed(objects: &silverback_translator::Objects, flavor: RouterFlavor, runs: usize) {
+    let opts = TranslateOptions {
+        router_flavor: flavor,
+        ..Default::default()
+    };
+    let mut cpu = Vec::with_capacity(runs);
+    let mut drop_cpu = 0;
+    let mut last = None;
+    for _ in 0..runs {
+        let d = cpu_ns();
+        drop(last.take());
+        drop_cpu = drop_cpu.max(cpu_ns() - d);
+        let c = cpu_ns();
+        let t = translate_typed(objects, &opts);
+        cpu.push(cpu_ns() - c);
+        last = Some(t);
+    }
+    let Some(t) = last else { return };
+    let hwm_translated = vm_hwm();
+    let c = cpu_ns();
+    let json = t.to_json();
+    let json_cpu = cpu_ns() - c;
+    let d = cpu_ns();
+    let (services, problems, json_len) = (t.document.services.len(), t.problems.len(), json.len());
+    drop((t, json));
+    drop_cpu = drop_cpu.max(cpu_ns() - d);
+    cpu.sort_unstable();
+    println!(
+        "translate_typed ({} runs, {}): CPU min {:.1} ms, median {:.1} ms; to_json {:.1} ms CPU; drop max {:.1} ms CPU",
+        runs,
+        flavor.as_str(),
+        ms(cpu[0]),
+        ms(cpu[runs / 2]),
+        ms(json_cpu),
+        ms(drop_cpu),
+    );
+    println!(
+        "services {services}; problems {problems}; JSON {json_len} bytes; VmHWM {hwm_translated} after translating, {} at the end",
+        vm_hwm()
+    );
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    let rest: Vec<String> = args.collect();
+    let flavor = match rest.iter().any(|a| a == "expressions") {
+        true => RouterFlavor::Expressions,
+        false => RouterFlavor::TraditionalCompatible,
+    };
+    // `typed`: `translate_typed` (no `serde_json::Value` document)
+    if rest.iter().any(|a| a == "typed") {
+        return typed(&objects_for(n), flavor, runs);
+    }
+    let objects = objects_for(n);
     let opts = TranslateOptions {
         router_flavor: flavor,
         ..Default::default()
@@ -78,7 +134,7 @@ fn main() {
     let c = cpu_ns();
     let json_len = json.len();
     drop(json);
-    let services = t.config.document().services.len();
+    let services = t.config["services"].as_array().map_or(0, Vec::len);
     let problems = t.problems.len();
     drop(t);
     drop_cpu.push(cpu_ns() - c);

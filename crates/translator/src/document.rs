@@ -1,16 +1,13 @@
-//! The typed Kong declarative document a translation produces, and [`KongConfig`], the
-//! `Translation::config` field that holds it.
+//! The typed Kong declarative document a translation produces.
 //!
 //! Every struct declares its fields in alphabetical order and leaves absent optional
 //! fields out, so the derived serialization writes exactly the bytes of the sorted
-//! `serde_json::Value` document the translator used to build (golden tests and the
-//! `typed_document_serializes_like_its_value` test check this). Serializing the typed
-//! document directly avoids building and freeing a `Value` tree of some 700,000 nodes at
-//! 10,000 Ingresses: the `Value` form is built only if someone asks for it.
+//! `serde_json::Value` form in `Translation::config` (the golden test checks both JSON and
+//! YAML). [`crate::translate_typed`] returns it without building that `Value` (a tree of
+//! some 700,000 nodes at 10,000 Ingresses, as costly as the translation itself).
 
 use std::collections::BTreeMap;
-use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -86,6 +83,211 @@ impl Document {
             && self.certificates.is_empty()
             && self.services.is_empty()
             && self.upstreams.is_empty()
+    }
+
+    /// The document as a `serde_json::Value` with the same keys in the same order, built
+    /// one entity at a time so that the typed and the `Value` forms are never both whole in
+    /// memory.
+    pub fn into_value(self) -> Value {
+        fn list<T: Serialize>(m: &mut serde_json::Map<String, Value>, key: &str, v: Vec<T>) {
+            if v.is_empty() {
+                return;
+            }
+            // entities have only string keys: their serialization into a Value cannot fail
+            let a: Vec<Value> = v
+                .into_iter()
+                .map(|e| serde_json::to_value(&e).unwrap_or_default())
+                .collect();
+            m.insert(key.to_string(), Value::Array(a));
+        }
+        let mut m = serde_json::Map::with_capacity(5);
+        m.insert(
+            "_format_version".to_string(),
+            Value::String(self.format_version.to_string()),
+        );
+        list(&mut m, "ca_certificates", self.ca_certificates);
+        list(&mut m, "certificates", self.certificates);
+        if !self.services.is_empty() {
+            let a = self.services.into_iter().map(Service::into_value).collect();
+            m.insert("services".to_string(), Value::Array(a));
+        }
+        if !self.upstreams.is_empty() {
+            let a = self
+                .upstreams
+                .into_iter()
+                .map(Upstream::into_value)
+                .collect();
+            m.insert("upstreams".to_string(), Value::Array(a));
+        }
+        Value::Object(m)
+    }
+}
+
+type Obj = serde_json::Map<String, Value>;
+
+fn put(m: &mut Obj, k: &str, v: impl Into<Value>) {
+    m.insert(k.to_string(), v.into());
+}
+
+fn strings(v: Vec<String>) -> Value {
+    Value::Array(v.into_iter().map(Value::String).collect())
+}
+
+fn tags_value(t: &Tags) -> Value {
+    Value::Array(t.0.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+fn id_value(id: &Uuid) -> Value {
+    let mut buf = Uuid::encode_buffer();
+    Value::String(id.hyphenated().encode_lower(&mut buf).to_string())
+}
+
+// The builders below write the keys in the order of the derived serializations (the
+// golden test compares the bytes), with objects allocated at their final size.
+
+impl Service {
+    fn into_value(self) -> Value {
+        let n = 10
+            + usize::from(!self.ca_certificates.is_empty())
+            + usize::from(self.client_certificate.is_some())
+            + usize::from(self.path.is_some())
+            + usize::from(!self.routes.is_empty())
+            + usize::from(self.tls_verify.is_some())
+            + usize::from(self.tls_verify_depth.is_some());
+        let mut m = Obj::with_capacity(n);
+        if !self.ca_certificates.is_empty() {
+            put(&mut m, "ca_certificates", strings(self.ca_certificates));
+        }
+        if let Some(c) = self.client_certificate {
+            let mut r = Obj::with_capacity(1);
+            put(&mut r, "id", c.id);
+            put(&mut m, "client_certificate", r);
+        }
+        put(&mut m, "connect_timeout", self.connect_timeout);
+        put(&mut m, "host", self.host);
+        put(&mut m, "id", id_value(&self.id));
+        put(&mut m, "name", self.name);
+        if let Some(p) = self.path {
+            put(&mut m, "path", p);
+        }
+        put(&mut m, "port", self.port);
+        put(&mut m, "protocol", self.protocol);
+        put(&mut m, "read_timeout", self.read_timeout);
+        put(&mut m, "retries", self.retries);
+        if !self.routes.is_empty() {
+            let a: Vec<Value> = self.routes.into_iter().map(Route::into_value).collect();
+            put(&mut m, "routes", a);
+        }
+        put(&mut m, "tags", tags_value(&self.tags));
+        if let Some(v) = self.tls_verify {
+            put(&mut m, "tls_verify", v);
+        }
+        if let Some(v) = self.tls_verify_depth {
+            put(&mut m, "tls_verify_depth", v);
+        }
+        put(&mut m, "write_timeout", self.write_timeout);
+        Value::Object(m)
+    }
+}
+
+impl Route {
+    fn into_value(self) -> Value {
+        let n = 8
+            + usize::from(self.expression.is_some())
+            + usize::from(!self.headers.is_empty())
+            + usize::from(!self.hosts.is_empty())
+            + usize::from(!self.methods.is_empty())
+            + usize::from(self.path_handling.is_some())
+            + usize::from(self.paths.is_some())
+            + usize::from(!self.plugins.is_empty())
+            + usize::from(self.priority.is_some())
+            + usize::from(self.protocols.is_some())
+            + usize::from(self.regex_priority.is_some())
+            + usize::from(!self.snis.is_empty());
+        let mut m = Obj::with_capacity(n);
+        if let Some(e) = self.expression {
+            put(&mut m, "expression", e);
+        }
+        if !self.headers.is_empty() {
+            let h: Obj = self
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, strings(v)))
+                .collect();
+            put(&mut m, "headers", h);
+        }
+        if !self.hosts.is_empty() {
+            put(&mut m, "hosts", strings(self.hosts));
+        }
+        put(
+            &mut m,
+            "https_redirect_status_code",
+            self.https_redirect_status_code,
+        );
+        put(&mut m, "id", id_value(&self.id));
+        if !self.methods.is_empty() {
+            put(&mut m, "methods", strings(self.methods));
+        }
+        put(&mut m, "name", self.name);
+        if let Some(p) = self.path_handling {
+            put(&mut m, "path_handling", p);
+        }
+        if let Some(p) = self.paths {
+            put(&mut m, "paths", strings(p));
+        }
+        if !self.plugins.is_empty() {
+            let a: Vec<Value> = self
+                .plugins
+                .iter()
+                .map(|p| serde_json::to_value(p).unwrap_or_default())
+                .collect();
+            put(&mut m, "plugins", a);
+        }
+        put(&mut m, "preserve_host", self.preserve_host);
+        if let Some(p) = self.priority {
+            put(&mut m, "priority", p);
+        }
+        if let Some(p) = self.protocols {
+            put(&mut m, "protocols", strings(p));
+        }
+        if let Some(p) = self.regex_priority {
+            put(&mut m, "regex_priority", p);
+        }
+        put(&mut m, "request_buffering", self.request_buffering);
+        put(&mut m, "response_buffering", self.response_buffering);
+        if !self.snis.is_empty() {
+            put(&mut m, "snis", strings(self.snis));
+        }
+        put(&mut m, "strip_path", self.strip_path);
+        put(&mut m, "tags", tags_value(&self.tags));
+        Value::Object(m)
+    }
+}
+
+impl Upstream {
+    fn into_value(self) -> Value {
+        let n = 3 + usize::from(self.host_header.is_some()) + usize::from(!self.targets.is_empty());
+        let mut m = Obj::with_capacity(n);
+        put(&mut m, "algorithm", self.algorithm);
+        if let Some(h) = self.host_header {
+            put(&mut m, "host_header", h);
+        }
+        put(&mut m, "name", self.name);
+        put(&mut m, "tags", tags_value(&self.tags));
+        if !self.targets.is_empty() {
+            let a: Vec<Value> = self
+                .targets
+                .into_iter()
+                .map(|t| {
+                    let mut o = Obj::with_capacity(2);
+                    put(&mut o, "target", t.target);
+                    put(&mut o, "weight", t.weight);
+                    Value::Object(o)
+                })
+                .collect();
+            put(&mut m, "targets", a);
+        }
+        Value::Object(m)
     }
 }
 
@@ -267,96 +469,4 @@ pub struct Target {
     pub target: String,
     /// 100, or 0 for a terminating endpoint with drain support.
     pub weight: u16,
-}
-
-/// `Translation::config`: the typed [`Document`], serialized directly by
-/// `Translation::to_json`/`to_yaml` and by `Serialize`, and readable as a
-/// `serde_json::Value` through `Deref` (`t.config["services"]`, `t.config.as_object()`).
-///
-/// The `Value` is built on the first dereference and kept; it costs about as much time
-/// and memory as the translation itself at 10,000 Ingresses, so hot paths should use
-/// [`KongConfig::document`], [`KongConfig::is_empty`] or serialization instead.
-#[derive(Debug, Clone, Default)]
-pub struct KongConfig {
-    doc: Document,
-    value: OnceLock<Value>,
-}
-
-impl KongConfig {
-    /// Wraps a document.
-    pub fn new(doc: Document) -> Self {
-        KongConfig {
-            doc,
-            value: OnceLock::new(),
-        }
-    }
-    /// The typed document.
-    pub fn document(&self) -> &Document {
-        &self.doc
-    }
-    /// Whether the document holds no entity (only `_format_version`), without building
-    /// the `Value`.
-    pub fn is_empty(&self) -> bool {
-        self.doc.is_empty()
-    }
-    /// The document as a `serde_json::Value` (a new tree).
-    pub fn to_value(&self) -> Value {
-        match self.value.get() {
-            Some(v) => v.clone(),
-            None => build_value(&self.doc),
-        }
-    }
-    /// The document as a `serde_json::Value`.
-    pub fn into_value(self) -> Value {
-        match self.value.into_inner() {
-            Some(v) => v,
-            None => build_value(&self.doc),
-        }
-    }
-    /// The typed document.
-    pub fn into_document(self) -> Document {
-        self.doc
-    }
-}
-
-fn build_value(doc: &Document) -> Value {
-    // the document has only string keys: serialization into a Value cannot fail
-    serde_json::to_value(doc).unwrap_or_default()
-}
-
-impl From<Document> for KongConfig {
-    fn from(doc: Document) -> Self {
-        KongConfig::new(doc)
-    }
-}
-
-impl From<KongConfig> for Value {
-    fn from(c: KongConfig) -> Self {
-        c.into_value()
-    }
-}
-
-impl Deref for KongConfig {
-    type Target = Value;
-    fn deref(&self) -> &Value {
-        self.value.get_or_init(|| build_value(&self.doc))
-    }
-}
-
-impl PartialEq for KongConfig {
-    fn eq(&self, other: &Self) -> bool {
-        self.doc == other.doc
-    }
-}
-
-impl PartialEq<Value> for KongConfig {
-    fn eq(&self, other: &Value) -> bool {
-        **self == *other
-    }
-}
-
-impl Serialize for KongConfig {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.doc.serialize(s)
-    }
 }

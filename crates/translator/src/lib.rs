@@ -51,8 +51,10 @@ pub mod problem;
 pub mod synthetic;
 pub mod translate;
 
-pub use document::{Document, KongConfig};
+pub use document::Document;
 pub use objects::{IngressClassParameters, IngressClassParametersSpec, Kind, ObjectError, Objects};
 pub use problem::{ObjectRef, Problem, problems_from_flattened};
 pub use silverback_config::RouterFlavor;
-pub use translate::{PluginAttachment, TranslateOptions, Translation, translate};
+pub use translate::{
+    PluginAttachment, TranslateOptions, Translation, TypedTranslation, translate, translate_typed,
+};

@@ -10,14 +10,14 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use silverback_config::entities::EntityKind;
 use silverback_config::typedefs as t;
 use silverback_config::{RouterFlavor, ids};
 use uuid::Uuid;
 
 use crate::annotations::{self as ann, Annotations, RouteOpts, ServiceOpts};
-use crate::document::{self as doc, Document, KongConfig, Tags};
+use crate::document::{self as doc, Document, Tags};
 use crate::expression::{self, Matchers, PathMatch};
 use crate::objects::{IngressClassParametersSpec, KONG_GROUP, Key, Kind, Objects};
 use crate::problem::{ObjectRef, Problem};
@@ -80,11 +80,7 @@ pub struct Translation {
     /// The Kong declarative document (`_format_version: "3.0"`), nested like KIC's: routes
     /// in services, targets in upstreams, SNIs in certificates. Every list is sorted and
     /// every object's keys are in order, so the same objects always give the same bytes.
-    ///
-    /// A typed [`Document`] (`config.document()`) that dereferences to a
-    /// `serde_json::Value` (`config["services"]`, `config.as_object()`), built on first use:
-    /// prefer `to_json()`, `config.is_empty()` and `config.document()` where speed matters.
-    pub config: KongConfig,
+    pub config: Value,
     /// What could not be translated, sorted.
     pub problems: Vec<Problem>,
     /// `konghq.com/plugins` requests, for the plugin translation, sorted.
@@ -97,16 +93,63 @@ pub struct Translation {
 impl Translation {
     /// The document as JSON (compact).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self.config.document()).unwrap_or_default()
+        serde_json::to_string(&self.config).unwrap_or_default()
     }
     /// The document as YAML.
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string(self.config.document()).unwrap_or_default()
+        serde_saphyr::to_string(&self.config).unwrap_or_default()
+    }
+}
+
+/// The result of a translation with the document typed: what [`translate_typed`] returns,
+/// without the cost of a `serde_json::Value` tree. Serializes to the same bytes as the
+/// [`Translation`] it converts into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedTranslation {
+    /// The Kong declarative document; see [`Translation::config`].
+    pub document: Document,
+    /// What could not be translated, sorted.
+    pub problems: Vec<Problem>,
+    /// `konghq.com/plugins` requests, for the plugin translation, sorted.
+    pub plugins: Vec<PluginAttachment>,
+    /// The Ingresses of our class that were translated, sorted.
+    pub configured: Vec<ObjectRef>,
+}
+
+impl TypedTranslation {
+    /// The document as JSON (compact), the bytes of [`Translation::to_json`].
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.document).unwrap_or_default()
+    }
+    /// The document as YAML, the text of [`Translation::to_yaml`].
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(&self.document).unwrap_or_default()
+    }
+    /// The same translation with the document as a `serde_json::Value`.
+    pub fn into_translation(self) -> Translation {
+        Translation {
+            config: self.document.into_value(),
+            problems: self.problems,
+            plugins: self.plugins,
+            configured: self.configured,
+        }
+    }
+}
+
+impl From<TypedTranslation> for Translation {
+    fn from(t: TypedTranslation) -> Self {
+        t.into_translation()
     }
 }
 
 /// Translates `objects` into a Kong configuration and the problems met on the way.
 pub fn translate(objects: &Objects, opts: &TranslateOptions) -> Translation {
+    translate_typed(objects, opts).into_translation()
+}
+
+/// [`translate`] with the document typed: the same output for less time and memory when
+/// the caller only needs it serialized (`to_json`) or reads it in Rust.
+pub fn translate_typed(objects: &Objects, opts: &TranslateOptions) -> TypedTranslation {
     let mut tr = Translator::new(objects, opts);
     tr.run();
     tr.finish()
@@ -1089,7 +1132,7 @@ impl<'a> Translator<'a> {
         }
     }
 
-    fn finish(mut self) -> Translation {
+    fn finish(mut self) -> TypedTranslation {
         let mut doc = Document {
             ca_certificates: std::mem::take(&mut self.ca_certs).into_values().collect(),
             ..Document::default()
@@ -1125,8 +1168,8 @@ impl<'a> Translator<'a> {
         self.problems.dedup();
         self.plugins.sort();
         self.configured.sort();
-        Translation {
-            config: KongConfig::new(doc),
+        TypedTranslation {
+            document: doc,
             problems: self.problems,
             plugins: self.plugins,
             configured: self.configured,

@@ -7,7 +7,7 @@
 mod common;
 
 use silverback_config::RouterFlavor;
-use silverback_translator::{Objects, translate};
+use silverback_translator::{Objects, translate, translate_typed};
 
 fn render(t: &silverback_translator::Translation) -> String {
     let mut s = String::from("# problems\n");
@@ -59,22 +59,25 @@ fn golden() {
             let opts = common::options(&text, flavor);
             let t = translate(&objects, &opts);
             common::assert_loads(&t, flavor);
-            // the typed document and its `Value` form serialize to the same bytes
-            let value: &serde_json::Value = &t.config;
+            // the typed document serializes to the bytes of its `Value` form
+            let typed = translate_typed(&objects, &opts);
             assert_eq!(
+                typed.to_json(),
                 t.to_json(),
-                serde_json::to_string(value).unwrap(),
                 "{name}: typed document and Value differ"
             );
             assert_eq!(
+                typed.to_yaml(),
                 t.to_yaml(),
-                serde_saphyr::to_string(value).unwrap(),
                 "{name}: typed document and Value differ in YAML"
             );
-            // what the controller reads through `Deref`
             assert_eq!(
-                t.config.is_empty(),
+                typed.document.is_empty(),
                 t.config.as_object().is_none_or(|o| o.len() <= 1)
+            );
+            assert_eq!(
+                (&typed.problems, &typed.plugins, &typed.configured),
+                (&t.problems, &t.plugins, &t.configured)
             );
             let again = translate(&reversed, &opts);
             assert_eq!(

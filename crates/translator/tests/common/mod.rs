@@ -72,7 +72,7 @@ pub fn assert_loads(t: &Translation, flavor: RouterFlavor) -> silverback_config:
         plugins: &plugins,
         now_unix: None,
     };
-    match silverback_config::load(t.config.to_value(), &opts) {
+    match silverback_config::load(t.config.clone(), &opts) {
         Ok(c) => c,
         Err(e) => panic!(
             "output does not load: {}\n{}",
