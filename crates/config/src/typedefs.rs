@@ -275,6 +275,20 @@ pub fn validate_path(p: &str) -> Result<(), String> {
     check_rfc3986_and_percent(p).map_err(|(e, _)| e)
 }
 
+/// Checks that `re` is a valid regex without compiling it when a parse is enough: the
+/// router compiles route regexes lazily, so a load of many regex routes should not pay for
+/// compiling each one here. Patterns that might exceed the compiled-size limit (counted
+/// repetitions, long patterns) are still compiled, so the same patterns are rejected.
+fn check_regex(re: &str) -> Result<(), String> {
+    if let Err(e) = regex_syntax::Parser::new().parse(re) {
+        return Err(e.to_string());
+    }
+    if re.contains('{') || re.len() > 128 {
+        regex::Regex::new(re).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Returns `(message, is_percent_error)`.
 fn check_rfc3986_and_percent(p: &str) -> Result<(), (String, bool)> {
     let b = p.as_bytes();
@@ -319,8 +333,7 @@ pub fn validate_router_path(p: &str) -> Result<(), String> {
         if let Err((e, true)) = check_rfc3986_and_percent(re) {
             return Err(e);
         }
-        if let Err(e) = regex::Regex::new(&crate::router_regex(re)) {
-            let reason = e.to_string();
+        if let Err(reason) = check_regex(&crate::router_regex(re)) {
             let reason = reason.lines().last().unwrap_or("").trim().to_string();
             return Err(format!("invalid regex: '{re}' (PCRE returned: {reason})"));
         }
@@ -388,6 +401,15 @@ pub fn is_foreign(f: &Field) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn regexes_are_checked_by_parsing_and_oversized_ones_by_compiling() {
+        assert!(check_regex("^/a(").unwrap_err().contains("unclosed group"));
+        assert!(check_regex("^/a[0-9]+/(?<id>\\d+)$").is_ok());
+        let huge = check_regex("^/(a{1000}){1000}").unwrap_err();
+        assert!(huge.contains("size limit"), "{huge}");
+    }
+
     use super::*;
 
     #[test]
