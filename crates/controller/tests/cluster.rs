@@ -209,3 +209,84 @@ async fn ingresses_are_served_updated_and_removed_under_the_shipped_rbac() {
 
     ctl.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_class_parameters_and_namespace_scope_are_honoured() {
+    common::logs();
+    let cp = ControlPlane::builder()
+        .crds(crate_dir().join("deploy/crds.yaml"))
+        .start()
+        .await
+        .unwrap();
+    let admin = cp.client();
+    let watched = cp.create_namespace("watched").await.unwrap();
+    let other = cp.create_namespace("other").await.unwrap();
+    // Our IngressClass points at IngressClassParameters asking for service-upstream targets.
+    let class: k8s_openapi::api::networking::v1::IngressClass = serde_json::from_value(json!({
+        "metadata": {"name": "kong"},
+        "spec": {"controller": "ingress-controllers.konghq.com/kong",
+                 "parameters": {"apiGroup": "configuration.konghq.com", "kind": "IngressClassParameters",
+                                "name": "params", "namespace": watched, "scope": "Namespace"}},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::networking::v1::IngressClass>::all(admin.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    let ar = silverback_controller::kube_source::ingress_class_parameters_resource();
+    let params: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "configuration.konghq.com/v1alpha1",
+        "kind": "IngressClassParameters",
+        "metadata": {"name": "params", "namespace": watched},
+        "spec": {"serviceUpstream": true},
+    }))
+    .unwrap();
+    Api::<kube::api::DynamicObject>::namespaced_with(admin.clone(), &watched, &ar)
+        .create(&PostParams::default(), &params)
+        .await
+        .unwrap();
+    for ns in [&watched, &other] {
+        service_with_endpoint(&admin, ns, "echo", "192.0.2.20", 8080).await;
+        Api::<Ingress>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &ingress(ns, "web", &format!("/{ns}"), "echo"))
+            .await
+            .unwrap();
+    }
+
+    let gw = Arc::new(Gateway::start(Settings::loopback(), None).await.unwrap());
+    let settings = Settings::loopback();
+    let target: Arc<dyn DataPlaneTarget> =
+        Arc::new(InProcessTarget::new(gw.clone(), settings.router_flavor, settings.plugins.clone()));
+    let opts = ControllerOptions {
+        kube: KubeArgs {
+            watch_namespace: vec![watched.clone()],
+            ..KubeArgs::default()
+        },
+        ..ControllerOptions::default()
+    };
+    let ctl = silverback_controller::start_cluster(admin.clone(), &opts, vec![target]).await.unwrap();
+    let o = ctl
+        .wait_outcome(Duration::from_secs(20), |o| !o.configured.is_empty())
+        .await
+        .unwrap();
+    assert_eq!(o.configured.len(), 1, "{:?}", o.configured);
+    assert_eq!(o.configured[0].namespace, watched);
+    let doc = gw.config().to_json(false);
+    // The target is the Service's DNS name (serviceUpstream), not the endpoint.
+    assert!(doc.contains(&format!("echo.{watched}.svc:80")), "{doc}");
+    assert!(!doc.contains("192.0.2.20"), "{doc}");
+    assert!(!doc.contains(&format!("/{other}")), "{doc}");
+
+    // Turning the parameter off switches to endpoints.
+    let patch = json!({"spec": {"serviceUpstream": false}});
+    Api::<kube::api::DynamicObject>::namespaced_with(admin.clone(), &watched, &ar)
+        .patch("params", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "endpoint targets", || {
+        let doc = gw.config().to_json(false);
+        async move { doc.contains("192.0.2.20:8080").then_some(()) }
+    })
+    .await;
+    ctl.shutdown().await;
+}
