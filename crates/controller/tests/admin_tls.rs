@@ -27,7 +27,8 @@ fn pki() -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "admin test CA");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "admin test CA");
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca, ca_key);
 
@@ -38,7 +39,8 @@ fn pki() -> Pki {
         .unwrap();
     let client_key = rcgen::KeyPair::generate().unwrap();
     let mut cp = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    cp.distinguished_name.push(rcgen::DnType::CommonName, "controller");
+    cp.distinguished_name
+        .push(rcgen::DnType::CommonName, "controller");
     let client = cp.signed_by(&client_key, &issuer).unwrap();
     Pki {
         ca_pem: ca_cert.pem(),
@@ -63,9 +65,12 @@ async fn server(p: &Pki, seen: Arc<Mutex<Seen>>) -> std::net::SocketAddr {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(p.client_ca.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -77,11 +82,15 @@ async fn server(p: &Pki, seen: Arc<Mutex<Seen>>) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             let seen = seen.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                     let seen = seen.clone();
                     async move {
@@ -147,7 +156,9 @@ async fn admin_client_speaks_tls_with_ca_client_certificate_and_token() {
 
     // Verified against the CA under the given server name, with a client certificate.
     let c = client(addr, full.clone(), Some("s3cret"));
-    c.post_config(br#"{"_format_version":"3.0"}"#).await.unwrap();
+    c.post_config(br#"{"_format_version":"3.0"}"#)
+        .await
+        .unwrap();
     assert_eq!(
         c.config_hash().await.unwrap(),
         "0123456789abcdef0123456789abcdef"
@@ -155,7 +166,10 @@ async fn admin_client_speaks_tls_with_ca_client_certificate_and_token() {
     assert_eq!(seen.lock().unwrap().tokens[0].as_deref(), Some("s3cret"));
 
     // Kong's 400 with flattened errors becomes a rejection naming the entity's tags.
-    match c.post_config(br#"{"_format_version":"3.0","x":"bad"}"#).await {
+    match c
+        .post_config(br#"{"_format_version":"3.0","x":"bad"}"#)
+        .await
+    {
         Err(PushError::Rejected { flattened, .. }) => {
             assert_eq!(flattened.len(), 1);
             let (problems, _) = silverback_translator::problems_from_flattened(&flattened);
@@ -167,17 +181,38 @@ async fn admin_client_speaks_tls_with_ca_client_certificate_and_token() {
     }
 
     // The URL's host (127.0.0.1) is not in the certificate: refused without the override.
-    let no_name = client(addr, AdminTls { server_name: None, ..full.clone() }, None);
+    let no_name = client(
+        addr,
+        AdminTls {
+            server_name: None,
+            ..full.clone()
+        },
+        None,
+    );
     let e = no_name.post_config(b"{}").await.unwrap_err();
     assert_eq!(e.reason(), "network", "{e}");
 
     // Another CA: refused.
     let other = pki();
-    let wrong_ca = client(addr, AdminTls { ca_pem: Some(other.ca_pem.clone()), ..full.clone() }, None);
+    let wrong_ca = client(
+        addr,
+        AdminTls {
+            ca_pem: Some(other.ca_pem.clone()),
+            ..full.clone()
+        },
+        None,
+    );
     assert!(wrong_ca.post_config(b"{}").await.is_err());
 
     // No client certificate: the server refuses the handshake.
-    let no_cert = client(addr, AdminTls { client_cert_pem: None, ..full.clone() }, None);
+    let no_cert = client(
+        addr,
+        AdminTls {
+            client_cert_pem: None,
+            ..full.clone()
+        },
+        None,
+    );
     assert!(no_cert.config_hash().await.is_err());
 
     // Skip-verify accepts any server certificate (the client certificate is still sent).

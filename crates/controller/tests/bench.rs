@@ -41,7 +41,12 @@ async fn create_many(client: &kube::Client, ns: &str, prefix: &str, range: std::
     futures::stream::iter(range)
         .map(|i| {
             let api = api.clone();
-            let ing = ingress(ns, &format!("{prefix}{i}"), &format!("/{prefix}{i}"), "echo");
+            let ing = ingress(
+                ns,
+                &format!("{prefix}{i}"),
+                &format!("/{prefix}{i}"),
+                "echo",
+            );
             async move {
                 api.create(&PostParams::default(), &ing).await.unwrap();
             }
@@ -74,9 +79,13 @@ async fn apply_to_traffic_latency_with_1000_ingresses() {
     let proxy = gw.addr(ListenerKind::Proxy, false).unwrap();
     let target: Arc<dyn DataPlaneTarget> =
         Arc::new(InProcessTarget::new(gw.clone(), flavor, plugins));
-    let ctl = silverback_controller::start_cluster(admin.clone(), &ControllerOptions::default(), vec![target])
-        .await
-        .unwrap();
+    let ctl = silverback_controller::start_cluster(
+        admin.clone(),
+        &ControllerOptions::default(),
+        vec![target],
+    )
+    .await
+    .unwrap();
     until_status(proxy, "b.test", "/pre999", 200).await;
 
     let api = Api::<Ingress>::namespaced(admin.clone(), &ns);
@@ -84,9 +93,12 @@ async fn apply_to_traffic_latency_with_1000_ingresses() {
     for i in 0..100 {
         let path = format!("/new{i}");
         let t0 = Instant::now();
-        api.create(&PostParams::default(), &ingress(&ns, &format!("new{i}"), &path, "echo"))
-            .await
-            .unwrap();
+        api.create(
+            &PostParams::default(),
+            &ingress(&ns, &format!("new{i}"), &path, "echo"),
+        )
+        .await
+        .unwrap();
         loop {
             if let Ok((200, _)) = get(proxy, "b.test", &path).await {
                 break;
@@ -158,7 +170,11 @@ async fn controller_memory_with_10000_ingresses() {
         .wait_outcome(Duration::from_secs(120), |o| o.configured.len() == 10_000)
         .await
         .expect("10k Ingresses configured");
-    eprintln!("configured {} (generation {})", o.configured.len(), o.generation);
+    eprintln!(
+        "configured {} (generation {})",
+        o.configured.len(),
+        o.generation
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_mb();
     eprintln!(

@@ -248,15 +248,21 @@ async fn ingress_class_parameters_and_namespace_scope_are_honoured() {
     for ns in [&watched, &other] {
         service_with_endpoint(&admin, ns, "echo", "192.0.2.20", 8080).await;
         Api::<Ingress>::namespaced(admin.clone(), ns)
-            .create(&PostParams::default(), &ingress(ns, "web", &format!("/{ns}"), "echo"))
+            .create(
+                &PostParams::default(),
+                &ingress(ns, "web", &format!("/{ns}"), "echo"),
+            )
             .await
             .unwrap();
     }
 
     let gw = Arc::new(Gateway::start(Settings::loopback(), None).await.unwrap());
     let settings = Settings::loopback();
-    let target: Arc<dyn DataPlaneTarget> =
-        Arc::new(InProcessTarget::new(gw.clone(), settings.router_flavor, settings.plugins.clone()));
+    let target: Arc<dyn DataPlaneTarget> = Arc::new(InProcessTarget::new(
+        gw.clone(),
+        settings.router_flavor,
+        settings.plugins.clone(),
+    ));
     let opts = ControllerOptions {
         kube: KubeArgs {
             watch_namespace: vec![watched.clone()],
@@ -264,7 +270,9 @@ async fn ingress_class_parameters_and_namespace_scope_are_honoured() {
         },
         ..ControllerOptions::default()
     };
-    let ctl = silverback_controller::start_cluster(admin.clone(), &opts, vec![target]).await.unwrap();
+    let ctl = silverback_controller::start_cluster(admin.clone(), &opts, vec![target])
+        .await
+        .unwrap();
     let o = ctl
         .wait_outcome(Duration::from_secs(20), |o| !o.configured.is_empty())
         .await
@@ -280,7 +288,11 @@ async fn ingress_class_parameters_and_namespace_scope_are_honoured() {
     // Turning the parameter off switches to endpoints.
     let patch = json!({"spec": {"serviceUpstream": false}});
     Api::<kube::api::DynamicObject>::namespaced_with(admin.clone(), &watched, &ar)
-        .patch("params", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .patch(
+            "params",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
         .await
         .unwrap();
     eventually(Duration::from_secs(10), "endpoint targets", || {
