@@ -21,7 +21,6 @@ use kube::api::{Api, PostParams};
 use silverback_controller::{
     ControllerOptions, DataPlaneTarget, InProcessTarget, PushError, SyncArgs,
 };
-use silverback_envtest::ControlPlane;
 use silverback_envtest::netns::NetNs;
 use silverback_proxy::{Gateway, ListenerKind, Settings};
 
@@ -64,7 +63,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 #[ignore = "benchmark"]
 async fn apply_to_traffic_latency_with_1000_ingresses() {
     common::logs();
-    let cp = ControlPlane::start().await.unwrap();
+    let cp = start_control_plane(false).await;
     let admin = cp.client();
     let ns = cp.create_namespace("bench").await.unwrap();
     apply_ingress_class(&admin).await;
@@ -143,7 +142,7 @@ impl DataPlaneTarget for Sink {
 #[ignore = "benchmark"]
 async fn controller_memory_with_10000_ingresses() {
     common::logs();
-    let cp = ControlPlane::start().await.unwrap();
+    let cp = start_control_plane(false).await;
     let admin = cp.client();
     let ns = cp.create_namespace("mem").await.unwrap();
     apply_ingress_class(&admin).await;

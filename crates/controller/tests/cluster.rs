@@ -16,7 +16,6 @@ use serde_json::json;
 use silverback_controller::{
     ControllerOptions, DataPlaneTarget, InProcessTarget, KubeArgs, SyncArgs,
 };
-use silverback_envtest::ControlPlane;
 use silverback_envtest::netns::NetNs;
 use silverback_proxy::{Gateway, ListenerKind, Settings};
 
@@ -35,11 +34,7 @@ fn expired_ca_pem() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingresses_are_served_updated_and_removed_under_the_shipped_rbac() {
     common::logs();
-    let cp = ControlPlane::builder()
-        .crds(crate_dir().join("deploy/crds.yaml"))
-        .start()
-        .await
-        .unwrap();
+    let cp = start_control_plane(true).await;
     let admin = cp.client();
     let app = cp.create_namespace("app").await.unwrap();
     let kong = cp.create_namespace("kong").await.unwrap();
@@ -80,6 +75,8 @@ async fn ingresses_are_served_updated_and_removed_under_the_shipped_rbac() {
         },
         kube: KubeArgs {
             publish_status_address: vec!["198.51.100.7".into()],
+            pod_name: Some("silverback-0".into()),
+            pod_namespace: Some(kong.clone()),
             ..KubeArgs::default()
         },
         ..ControllerOptions::default()
@@ -92,6 +89,18 @@ async fn ingresses_are_served_updated_and_removed_under_the_shipped_rbac() {
     let body = until_status(proxy, "x.test", "/a", 200).await;
     assert!(body.contains("backend-a"), "{body}");
     until_status(proxy, "x.test", "/other", 200).await;
+
+    // A Normal Event on the controller's Pod for the accepted configuration.
+    eventually(Duration::from_secs(15), "success Event on the Pod", || {
+        let c = admin.clone();
+        let ns = kong.clone();
+        async move {
+            let ev = events_for(&c, &ns, "Pod", "silverback-0", "KongConfigurationSucceeded").await;
+            ev.first()
+                .map(|e| assert_eq!(e.type_.as_deref(), Some("Normal")))
+        }
+    })
+    .await;
 
     // Status of the configured Ingresses.
     eventually(Duration::from_secs(15), "Ingress status", || {
@@ -213,11 +222,7 @@ async fn ingresses_are_served_updated_and_removed_under_the_shipped_rbac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_class_parameters_and_namespace_scope_are_honoured() {
     common::logs();
-    let cp = ControlPlane::builder()
-        .crds(crate_dir().join("deploy/crds.yaml"))
-        .start()
-        .await
-        .unwrap();
+    let cp = start_control_plane(true).await;
     let admin = cp.client();
     let watched = cp.create_namespace("watched").await.unwrap();
     let other = cp.create_namespace("other").await.unwrap();

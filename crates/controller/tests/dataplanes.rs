@@ -16,7 +16,6 @@ use serde_json::json;
 use silverback_controller::{
     AdminArgs, ControllerOptions, KubeArgs, LeaderElection, SyncArgs, metrics,
 };
-use silverback_envtest::ControlPlane;
 use silverback_envtest::netns::NetNs;
 use silverback_proxy::{Gateway, Listen, Settings};
 
@@ -97,7 +96,7 @@ async fn admin_slice(client: &kube::Client, ns: &str, svc: &str, addrs: &[Ipv4Ad
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_discovery_configures_every_data_plane_and_repushes_a_restarted_one() {
     common::logs();
-    let cp = ControlPlane::start().await.unwrap();
+    let cp = start_control_plane(false).await;
     let admin = cp.client();
     let ns = cp.create_namespace("disc").await.unwrap();
     apply_ingress_class(&admin).await;
@@ -182,7 +181,7 @@ async fn gateway_discovery_configures_every_data_plane_and_repushes_a_restarted_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_pushes_and_a_new_leader_takes_over_after_a_crash() {
     common::logs();
-    let cp = ControlPlane::start().await.unwrap();
+    let cp = start_control_plane(false).await;
     let admin = cp.client();
     let ns = cp.create_namespace("elect").await.unwrap();
     apply_ingress_class(&admin).await;

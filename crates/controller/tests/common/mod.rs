@@ -251,3 +251,16 @@ pub async fn events_for(
         })
         .collect()
 }
+
+/// Starts a control plane (with `deploy/crds.yaml` when `crds`), one start at a time within
+/// the test binary: concurrent starts race in the harness's sweep of stale directories (an
+/// owner file read while empty is taken for a dead owner).
+pub async fn start_control_plane(crds: bool) -> silverback_envtest::ControlPlane {
+    static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = STARTING.lock().await;
+    let mut b = silverback_envtest::ControlPlane::builder();
+    if crds {
+        b = b.crds(crate_dir().join("deploy/crds.yaml"));
+    }
+    b.start().await.unwrap()
+}
