@@ -332,7 +332,8 @@ fn sweep_stale_temp_dirs() {
         }
         let path = entry.path();
         match std::fs::read_to_string(path.join("owner")) {
-            Ok(owner) if !process::owner_alive(&owner) => {
+            // An empty file is one being written by a starting control plane: not stale.
+            Ok(owner) if !owner.trim().is_empty() && !process::owner_alive(&owner) => {
                 let _ = std::fs::remove_dir_all(&path);
             }
             // No owner file yet (being created) or a live owner: leave it.
