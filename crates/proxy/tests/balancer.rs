@@ -195,7 +195,12 @@ async fn passive_ejection_active_recovery_and_swap_keeps_health() {
     assert_eq!(target_state(&health_of(&g, "pool").await, &ta), "UNHEALTHY");
     let m = tally(&mut c, "/extra", 4).await;
     assert_eq!(m.get("b"), Some(&4), "{m:?}");
-    // Only active probes reached `a` meanwhile (none of the proxied requests).
+    // Only active probes reach `a` meanwhile (none of the proxied requests). Probes run every
+    // 0.1 s; allow a busy machine up to 5 s for the first one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while a.served() <= served_a && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         a.served() > served_a,
         "active probes run against the unhealthy target"
