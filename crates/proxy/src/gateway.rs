@@ -94,11 +94,37 @@ impl Shared {
             Some(&prev),
             true,
         )?);
-        drop(prev);
         self.snapshot.store(snap.clone());
+        prev.supersede();
+        drop(prev);
         self.metrics.config_swaps.fetch_add(1, Relaxed);
         tracing::info!(hash = %snap.hash, elapsed_ms = t.elapsed().as_millis() as u64, "configuration applied");
+        spawn_warm_up(&snap);
         Ok(snap)
+    }
+}
+
+/// Compiles the remaining router regexes of a just-published snapshot off the request
+/// path; the thread gives up as soon as a newer configuration replaces this one.
+fn spawn_warm_up(snap: &Arc<Snapshot>) {
+    let (regexes, compiled) = snap.router.regex_counts();
+    if compiled == regexes {
+        return;
+    }
+    let warm = snap.clone();
+    let spawned = std::thread::Builder::new()
+        .name("silverback-warm-up".into())
+        .spawn(move || {
+            let t = Instant::now();
+            let n = warm.warm_up();
+            tracing::debug!(
+                regexes = n,
+                elapsed_ms = t.elapsed().as_millis() as u64,
+                "router regexes compiled"
+            );
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the regex warm-up thread; regexes compile on first use");
     }
 }
 
@@ -159,7 +185,9 @@ impl Gateway {
             None,
             loaded,
         )?;
-        let snapshot = Arc::new(ArcSwap::from_pointee(snap));
+        let snap = Arc::new(snap);
+        spawn_warm_up(&snap);
+        let snapshot = Arc::new(ArcSwap::new(snap));
         let default_cert = crate::tls::default_certificate()?;
         let resolver = Arc::new(SniResolver {
             snapshot: snapshot.clone(),
@@ -255,6 +283,12 @@ impl Gateway {
     /// The running configuration's hash (Kong's `configuration_hash`).
     pub fn config_hash(&self) -> String {
         self.shared.snapshot.load().hash.clone()
+    }
+
+    /// The running router's distinct regexes and how many are compiled yet (they are
+    /// compiled on first use, and by a background thread right after each swap).
+    pub fn regex_counts(&self) -> (usize, usize) {
+        self.shared.snapshot.load().router.regex_counts()
     }
 
     /// The running configuration.

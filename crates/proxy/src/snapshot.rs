@@ -3,6 +3,7 @@
 //! the end, so in-flight requests finish on the configuration they started with.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use silverback_config::{Config, RouterFlavor, Service};
@@ -50,6 +51,8 @@ pub struct Snapshot {
     pub loaded: bool,
     /// The flat declarative document, built on first use by the admin API.
     flat: OnceLock<serde_json::Value>,
+    /// Set when a newer snapshot replaced this one (stops background work on it).
+    superseded: AtomicBool,
 }
 
 impl Snapshot {
@@ -117,7 +120,21 @@ impl Snapshot {
             config,
             loaded,
             flat: OnceLock::new(),
+            superseded: AtomicBool::new(false),
         })
+    }
+
+    /// Marks this snapshot as replaced by a newer one.
+    pub fn supersede(&self) {
+        self.superseded.store(true, Ordering::Relaxed);
+    }
+
+    /// Compiles the router's remaining regexes, stopping early once a newer snapshot
+    /// replaced this one. Meant for a background thread right after publishing, so that
+    /// no request pays for a regex's first use. Returns how many it compiled.
+    pub fn warm_up(&self) -> usize {
+        self.router
+            .compile_regexes_while(|| !self.superseded.load(Ordering::Relaxed))
     }
 
     /// How to connect to a TLS service's upstream: its `tls_verify`, `tls_verify_depth`,

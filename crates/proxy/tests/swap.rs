@@ -94,3 +94,30 @@ async fn swaps_under_load_lose_nothing() {
     );
     g.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn regexes_compile_in_the_background_after_a_swap() {
+    let b = Backend::start().await;
+    let mut cfg = String::from("_format_version: \"3.0\"\nservices:\n");
+    for i in 0..40 {
+        cfg.push_str(&format!(
+            "- name: s{i}\n  url: http://{addr}\n  routes:\n  - name: r{i}\n    paths: [\"~/items/{i}/(?<id>[0-9]+)$\"]\n",
+            addr = b.addr
+        ));
+    }
+    let g = Gw::start(None).await;
+    let r = admin_post(g.admin, "/config", "application/x-yaml", cfg).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // No request has used a regex yet; the warm-up thread compiles all 40 (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut counts = g.gw.regex_counts();
+    while counts.1 < counts.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        counts = g.gw.regex_counts();
+    }
+    assert_eq!(counts, (40, 40));
+    let mut c = H1::connect(g.http).await;
+    assert_eq!(c.get("any", "/items/7/123").await.status, 200);
+    assert_eq!(c.get("any", "/items/7/abc").await.status, 404);
+    g.gw.shutdown().await;
+}

@@ -293,8 +293,17 @@ impl Router {
     /// (a few thousand regexes take about a second). Optional: meant for a background task
     /// right after a new router is published. Returns how many regexes it compiled.
     pub fn compile_regexes(&self) -> usize {
+        self.compile_regexes_while(|| true)
+    }
+
+    /// [`Router::compile_regexes`], checking `go` before each regex and stopping when it
+    /// answers `false` (for example because a newer router replaced this one).
+    pub fn compile_regexes_while(&self, mut go: impl FnMut() -> bool) -> usize {
         let mut n = 0;
         for r in &self.regexes {
+            if !go() {
+                break;
+            }
             if !r.is_compiled() {
                 r.get();
                 n += 1;

@@ -686,6 +686,9 @@ routes:
     );
     // counted repetitions are compiled when the router is built (size limit checked)
     assert_eq!(r.regex_counts(), (2, 1));
+    // a stopped warm-up compiles nothing
+    assert_eq!(r.compile_regexes_while(|| false), 0);
+    assert_eq!(r.regex_counts(), (2, 1));
     assert_eq!(r.compile_regexes(), 1);
     assert_eq!(r.regex_counts(), (2, 2));
 }
