@@ -2,7 +2,8 @@
 //! the configuration changed, recover from rejections, and report the outcome.
 //!
 //! One sync:
-//! 1. translates the whole store (off the async threads) and hashes the JSON document;
+//! 1. translates the whole store, serializes and hashes the JSON document (all off the async
+//!    threads);
 //! 2. pushes it in parallel to every target whose last accepted document has another hash;
 //! 3. when a data plane rejects it with Kong's `flattened_errors`, maps the errors to objects
 //!    through the `k8s-*` tags, leaves those objects out (and, through the translator, what
@@ -23,7 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use md5::Digest as _;
 use silverback_config::EMPTY_HASH;
-use silverback_translator::{Kind, ObjectRef, Objects, Problem, TranslateOptions, Translation};
+use silverback_translator::{
+    Kind, ObjectRef, Objects, Problem, TranslateOptions, TypedTranslation,
+};
 use tokio::sync::watch;
 
 use crate::metrics::{self, Metrics};
@@ -78,15 +81,29 @@ pub struct Document {
 }
 
 impl Document {
-    fn from_translation(t: &Translation) -> Document {
+    fn from_translation(t: &TypedTranslation) -> Document {
         let body = Bytes::from(t.to_json());
         let hash = hex::encode(md5::Md5::digest(&body));
-        let empty = t.config.as_object().is_none_or(|o| o.len() <= 1);
         Document {
             body,
             hash,
-            empty,
+            empty: t.document.is_empty(),
             configured: t.configured.clone(),
+        }
+    }
+}
+
+/// A translation serialized for pushing, with its problems.
+struct Translated {
+    doc: Document,
+    problems: Vec<Problem>,
+}
+
+impl Translated {
+    fn new(t: TypedTranslation) -> Translated {
+        Translated {
+            doc: Document::from_translation(&t),
+            problems: t.problems,
         }
     }
 }
@@ -284,7 +301,7 @@ impl Syncer {
         self.targets.borrow().clone()
     }
 
-    async fn translate(&self, exclude: &BTreeSet<(String, String, String)>) -> Translation {
+    async fn translate(&self, exclude: &BTreeSet<(String, String, String)>) -> Translated {
         let store = self.store.clone();
         let opts = self.opts.translate.clone();
         let excluded_count = exclude.len();
@@ -293,7 +310,7 @@ impl Syncer {
         let fallback = excluded_count > 0;
         let result = tokio::task::spawn_blocking(move || {
             if exclude.is_empty() {
-                store.read(|o| silverback_translator::translate(o, &opts))
+                Translated::new(store.read(|o| silverback_translator::translate_typed(o, &opts)))
             } else {
                 let mut objects: Objects = store.read(Objects::clone);
                 for (kind, ns, name) in &exclude {
@@ -305,7 +322,7 @@ impl Syncer {
                         objects.remove(k, ns, name);
                     }
                 }
-                silverback_translator::translate(&objects, &opts)
+                Translated::new(silverback_translator::translate_typed(&objects, &opts))
             }
         })
         .await;
@@ -342,12 +359,12 @@ impl Syncer {
                 tracing::error!(error = %e, "translation panicked");
                 self.metrics
                     .inc(metrics::TRANSLATION_COUNT, &[("success", "false")]);
-                Translation {
-                    config: serde_json::json!({"_format_version": "3.0"}),
+                Translated::new(TypedTranslation {
+                    document: Default::default(),
                     problems: vec![],
                     plugins: vec![],
                     configured: vec![],
-                }
+                })
             }
         }
     }
@@ -458,14 +475,13 @@ impl Syncer {
         for p in &translation.problems {
             tracing::warn!(problem = %p, "translation problem");
         }
-        let mut doc = Arc::new(Document::from_translation(&translation));
+        let mut doc = Arc::new(translation.doc);
         let mut outcome = SyncOutcome {
             generation,
-            translation_problems: translation.problems.clone(),
+            translation_problems: translation.problems,
             targets: targets.len(),
             ..SyncOutcome::default()
         };
-        drop(translation);
         self.synced_generation = Some(generation);
 
         let mut excluded: BTreeSet<(String, String, String)> = BTreeSet::new();
@@ -538,8 +554,7 @@ impl Syncer {
             }
             tracing::warn!(excluded = ?excluded, "configuration rejected; pushing without the broken objects");
             fallback = true;
-            let t = self.translate(&excluded).await;
-            doc = Arc::new(Document::from_translation(&t));
+            doc = Arc::new(self.translate(&excluded).await.doc);
         }
         apply_problems.sort();
         apply_problems.dedup();

@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
-use silverback_translator::{Objects, TranslateOptions, manifests::read_manifests, translate};
+use silverback_translator::{
+    Objects, TranslateOptions, manifests::read_manifests, translate_typed,
+};
 
 use crate::cli::{OutputFormat, TranslateArgs};
 
@@ -19,7 +21,7 @@ pub fn run(args: &TranslateArgs) -> ExitCode {
         router_flavor: args.router_flavor,
         ..TranslateOptions::default()
     };
-    let out = translate(&objects, &opts);
+    let out = translate_typed(&objects, &opts);
     match args.output {
         OutputFormat::Json => println!("{}", out.to_json()),
         OutputFormat::Yaml => print!("{}", out.to_yaml()),
