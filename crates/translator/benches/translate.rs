@@ -1,8 +1,17 @@
 //! Translation of a generated cluster: 10,000 Ingresses + 10,000 Services + 10,000
 //! EndpointSlices (3 endpoints each), with both router flavors.
+//!
+//! `typed` is what the controller runs (`translate_typed`, then `to_json` for the push);
+//! `value` is [`translate`], which also builds the `serde_json::Value` tree. Each iteration
+//! includes freeing its output. The allocator is mimalloc, as in the `silverback` binary.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use silverback_translator::{RouterFlavor, TranslateOptions, synthetic, translate};
+use silverback_translator::{
+    RouterFlavor, TranslateOptions, synthetic, translate, translate_typed,
+};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn bench(c: &mut Criterion) {
     let objects = synthetic::cluster(10_000, 3);
@@ -16,11 +25,17 @@ fn bench(c: &mut Criterion) {
             router_flavor: flavor,
             ..Default::default()
         };
-        let t = translate(&objects, &opts);
+        let t = translate_typed(&objects, &opts);
         assert!(t.problems.is_empty(), "{:?}", &t.problems[..1]);
-        g.bench_function(flavor.as_str(), |b| b.iter(|| translate(&objects, &opts)));
-        g.bench_function(format!("{}+json", flavor.as_str()), |b| {
-            b.iter(|| translate(&objects, &opts).to_json())
+        let f = flavor.as_str();
+        g.bench_function(format!("{f}/typed"), |b| {
+            b.iter(|| translate_typed(&objects, &opts))
+        });
+        g.bench_function(format!("{f}/typed+json"), |b| {
+            b.iter(|| translate_typed(&objects, &opts).to_json())
+        });
+        g.bench_function(format!("{f}/value"), |b| {
+            b.iter(|| translate(&objects, &opts))
         });
     }
     g.finish();
