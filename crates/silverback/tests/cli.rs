@@ -310,3 +310,98 @@ fn run_serves_kubernetes_manifests_from_a_directory_and_follows_changes() {
     assert!(resp.contains("kong_"), "{resp}");
     wait_for("/status", "HTTP/1.1 404");
 }
+
+const MANIFESTS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: shop, uid: 7d1e0f7c-0000-4000-8000-000000000001}
+spec:
+  ingressClassName: kong
+  rules:
+  - host: shop.test
+    http:
+      paths:
+      - {path: /cart, pathType: Prefix, backend: {service: {name: cart, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: orphan, namespace: shop}
+spec:
+  ingressClassName: kong
+  rules:
+  - http:
+      paths:
+      - {path: /nowhere, pathType: Prefix, backend: {service: {name: missing, port: {number: 80}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec:
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+#[test]
+fn translate_prints_the_configuration_and_the_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir, "app.yaml", MANIFESTS);
+    let path = dir.path().to_string_lossy().into_owned();
+
+    // YAML by default; a missing Service is a problem naming the Ingress, the rest is printed.
+    let out = silverback(&["translate", "-f", &path], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        yaml.contains("_format_version: '3.0'") || yaml.contains("_format_version: \"3.0\""),
+        "{yaml}"
+    );
+    assert!(yaml.contains("shop.web.cart.shop.test.80"), "{yaml}");
+    assert!(
+        !yaml.contains("nowhere"),
+        "the broken Ingress is left out: {yaml}"
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("orphan") && err.contains("missing"), "{err}");
+
+    // JSON with the expressions flavor: a valid document with expression routes.
+    let out = silverback(
+        &[
+            "translate",
+            "-f",
+            &path,
+            "-o",
+            "json",
+            "--router-flavor",
+            "expressions",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let route = &doc["services"][0]["routes"][0];
+    assert!(
+        route["expression"]
+            .as_str()
+            .is_some_and(|e| e.contains("/cart")),
+        "{doc}"
+    );
+
+    // The output is accepted by `validate`, and without problems the exit code is 0.
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        MANIFESTS
+            .split("---")
+            .filter(|d| !d.contains("orphan"))
+            .collect::<Vec<_>>()
+            .join("---"),
+    )
+    .unwrap();
+    let out = silverback(&["translate", "-f", &path], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let file = write(
+        &dir,
+        "kong.yaml.out",
+        &String::from_utf8(out.stdout).unwrap(),
+    );
+    let out = silverback(&["validate", &file], &[]);
+    assert!(out.status.success(), "{out:?}");
+}
