@@ -45,7 +45,21 @@ pub(crate) async fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = std::time::Instant::now();
-    let mut r = route(&sh, kind, req).await;
+    let mut r = match (&sh.settings.admin_token, kind) {
+        (Some(token), ListenerKind::Admin)
+            if !req
+                .headers()
+                .get("kong-admin-token")
+                .is_some_and(|v| token.matches(v.as_bytes())) =>
+        {
+            // Kong Enterprise's answer to a request without valid RBAC credentials.
+            message(
+                StatusCode::UNAUTHORIZED,
+                "Invalid credentials. Token or User credentials required",
+            )
+        }
+        _ => route(&sh, kind, req).await,
+    };
     let h = r.headers_mut();
     if sh.settings.server_tokens {
         h.insert(header::SERVER, sh.server.clone());

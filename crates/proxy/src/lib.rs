@@ -36,7 +36,7 @@ pub mod upstream;
 
 pub use error::ProxyError;
 pub use gateway::{BoundListener, Gateway, ListenerKind};
-pub use settings::{Cidr, Listen, ListenError, Settings};
+pub use settings::{AdminToken, Cidr, Listen, ListenError, Settings};
 
 /// The Kong version whose behaviour and admin API this data plane reproduces (reported by
 /// `GET /` and in the default server token).

@@ -265,6 +265,41 @@ pub struct Settings {
     /// Load-balancer options: the DNS resolver (`None`: the system's configuration, as
     /// Kong's `dns_resolver` default) and extra CA roots for active `https` probes.
     pub balancer: silverback_balancer::Options,
+    /// When set, every admin API request must carry this value in `Kong-Admin-Token`
+    /// (the header Kong Enterprise's RBAC and KIC's `--kong-admin-token` use); others get
+    /// 401. The status listener is not affected. Default: none (the admin API is protected
+    /// by listening on loopback only).
+    pub admin_token: Option<AdminToken>,
+}
+
+/// A secret the admin API requires in `Kong-Admin-Token`. Never printed: its `Debug` is
+/// redacted, and comparisons take the same time wherever the first difference is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(Arc<str>);
+
+impl AdminToken {
+    /// A token; `None` when empty (an empty token would protect nothing).
+    pub fn new(token: &str) -> Option<AdminToken> {
+        (!token.is_empty()).then(|| AdminToken(Arc::from(token)))
+    }
+
+    /// Whether `presented` equals the token, in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        if want.len() != presented.len() {
+            return false;
+        }
+        want.iter()
+            .zip(presented)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 impl Default for Settings {
@@ -298,6 +333,7 @@ impl Default for Settings {
             admin_max_body: 512 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             balancer: silverback_balancer::Options::default(),
+            admin_token: None,
         }
     }
 }

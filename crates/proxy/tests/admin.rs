@@ -2,7 +2,10 @@
 
 mod support;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use serde_json::{Value, json};
+use silverback_proxy::{AdminToken, Settings};
 use support::*;
 
 fn doc(b: &Backend, extra_route: &str) -> String {
@@ -331,5 +334,61 @@ async fn metrics_use_kong_names() {
             .text()
             .contains("kong_http_requests_total")
     );
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_token_is_required_when_configured() {
+    let settings = Settings {
+        admin_token: AdminToken::new("s3cret-token"),
+        ..Settings::loopback()
+    };
+    assert!(
+        !format!("{settings:?}").contains("s3cret-token"),
+        "the token never appears in debug output"
+    );
+    let g = Gw::start_with(settings, None).await;
+    let with = |token: Option<&str>, method: &str, path: &str| {
+        let mut r = req(method, "localhost", path).header("content-type", "application/json");
+        if let Some(t) = token {
+            r = r.header("kong-admin-token", t);
+        }
+        r.body(Full::new(Bytes::from_static(
+            br#"{"_format_version":"3.0","services":[{"name":"s","url":"http://127.0.0.1:9"}]}"#,
+        )))
+        .unwrap()
+    };
+    for token in [
+        None,
+        Some("wrong"),
+        Some("s3cret-toke"),
+        Some("S3CRET-TOKEN"),
+    ] {
+        for (method, path) in [("GET", "/"), ("GET", "/status"), ("POST", "/config")] {
+            let r = H1::connect(g.admin)
+                .await
+                .send(with(token, method, path))
+                .await;
+            assert_eq!(r.status, 401, "{method} {path} with {token:?}");
+            assert_eq!(
+                r.json()["message"],
+                "Invalid credentials. Token or User credentials required"
+            );
+        }
+    }
+    // Nothing was applied by the refused POST.
+    let r = H1::connect(g.admin)
+        .await
+        .send(with(Some("s3cret-token"), "GET", "/services"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["data"].as_array().map(Vec::len), Some(0));
+    let r = H1::connect(g.admin)
+        .await
+        .send(with(Some("s3cret-token"), "POST", "/config"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The status listener needs no token.
+    assert_eq!(get(g.status, "localhost", "/status").await.status, 200);
     g.gw.shutdown().await;
 }

@@ -44,11 +44,11 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Controller and data plane in one process.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// The data plane alone, optionally loading a declarative file at start.
     Proxy(ProxyArgs),
     /// The control plane alone: watches Kubernetes and pushes to data planes.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Kubernetes manifests in, Kong declarative configuration out.
     Translate(TranslateArgs),
     /// Checks a declarative configuration file; prints every error; exits 1 on any error.
@@ -101,6 +101,18 @@ pub struct DataPlaneArgs {
         default_value = "auto"
     )]
     pub nginx_worker_processes: String,
+    /// Require this token in the `Kong-Admin-Token` header of every admin API request
+    /// (others get 401); for an admin API reachable beyond loopback, e.g. by a controller
+    /// using gateway discovery with `--kong-admin-token`. Prefer `--admin-token-file`.
+    #[arg(long, env = "SILVERBACK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Read the admin token from this file (surrounding whitespace ignored).
+    #[arg(
+        long,
+        env = "SILVERBACK_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `silverback run`.

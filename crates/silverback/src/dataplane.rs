@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use silverback_config::{Config, LoadOptions, PluginRegistry, RouterFlavor, load_bytes};
-use silverback_proxy::{Cidr, Gateway, Listen, Settings};
+use silverback_proxy::{AdminToken, Cidr, Gateway, Listen, Settings};
 
 use crate::cli::DataPlaneArgs;
 
@@ -21,6 +21,20 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
             _ => bail!("invalid nginx_worker_processes '{n}': expected a positive number or auto"),
         },
     };
+    let admin_token = match (&args.admin_token, &args.admin_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read admin_token_file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let admin_token = match admin_token {
+        Some(t) => Some(AdminToken::new(&t).context("the admin token is empty")?),
+        None => None,
+    };
     Ok(Settings {
         proxy_listen: listen("proxy_listen", &args.proxy_listen)?,
         admin_listen: listen("admin_listen", &args.admin_listen)?,
@@ -31,6 +45,7 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         real_ip_recursive: args.real_ip_recursive,
         router_flavor: args.router_flavor,
         worker_threads,
+        admin_token,
         ..Settings::default()
     })
 }

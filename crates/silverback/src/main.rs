@@ -26,8 +26,8 @@ fn main() -> ExitCode {
         }
         Command::Translate(args) => translate::run(&args),
         Command::Proxy(args) => report(dataplane::serve(&args.data_plane, args.config.as_deref())),
-        Command::Run(args) => report(run::run(args)),
-        Command::Controller(args) => report(run::controller(args)),
+        Command::Run(args) => report(run::run(*args)),
+        Command::Controller(args) => report(run::controller(*args)),
     }
 }
 

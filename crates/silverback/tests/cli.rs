@@ -164,13 +164,18 @@ impl Drop for Child {
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_with(port, path, "")
+}
+
+/// `extra`: more header lines, each ending in `\r\n`.
+fn http_get_with(port: u16, path: &str, extra: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n"
     )
     .ok()?;
     let mut out = String::new();
@@ -189,12 +194,14 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
             "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:{status}\n  routes:\n  - name: r\n    paths: [\"/status\"]\n    strip_path: false\n"
         ),
     );
+    let token_file = write(&dir, "admin-token", "tok-123\n");
     let child = Command::new(env!("CARGO_BIN_EXE_silverback"))
         .args(["proxy", "--config", &f])
         .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
         .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
         .env("SILVERBACK_STATUS_LISTEN", format!("127.0.0.1:{status}"))
         .env("KONG_NGINX_WORKER_PROCESSES", "1")
+        .env("SILVERBACK_ADMIN_TOKEN_FILE", &token_file)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -215,7 +222,10 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
         resp.contains("\"configuration_hash\""),
         "proxied to the status API: {resp}"
     );
-    let admin_root = http_get(admin, "/").unwrap();
+    // The admin API wants the token from the file (the newline is not part of it).
+    let refused = http_get(admin, "/").unwrap();
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let admin_root = http_get_with(admin, "/", "Kong-Admin-Token: tok-123\r\n").unwrap();
     assert!(
         admin_root.contains("\"router_flavor\":\"traditional_compatible\""),
         "{admin_root}"
