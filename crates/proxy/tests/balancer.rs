@@ -349,3 +349,141 @@ services:
     }
     g.gw.shutdown().await;
 }
+
+fn hashed_pool(targets: &[&Backend]) -> String {
+    let mut t = String::new();
+    for b in targets {
+        t.push_str(&format!("  - target: {}\n", b.addr));
+    }
+    format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: sticky
+  algorithm: consistent-hashing
+  hash_on: header
+  hash_on_header: x-user
+  targets:
+{t}services:
+- name: sticky
+  host: sticky
+  routes:
+  - name: sticky
+    paths: ["/"]
+"#
+    )
+}
+
+/// Which backend answers each of `users` (by `x-user`), on one connection.
+async fn owners(c: &mut H1, users: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(users);
+    for u in 0..users {
+        let r = c
+            .send(
+                req("GET", "x", "/")
+                    .header("x-user", format!("user-{u}"))
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        out.push(r.header("x-backend").unwrap().to_string());
+    }
+    out
+}
+
+#[tokio::test]
+async fn consistent_hashing_moves_few_keys_when_a_target_is_added() {
+    let a = Backend::builder().name("a").ip("127.0.0.10").run().await;
+    let b = Backend::builder().name("b").ip("127.0.0.11").run().await;
+    let c3 = Backend::builder().name("c").ip("127.0.0.12").run().await;
+    let d = Backend::builder().name("d").ip("127.0.0.13").run().await;
+    let g = Gw::start(Some(&hashed_pool(&[&a, &b, &c3]))).await;
+    let mut c = H1::connect(g.http).await;
+    const USERS: usize = 300;
+    let before = owners(&mut c, USERS).await;
+    // Sticky: the same key lands on the same target again.
+    assert_eq!(owners(&mut c, USERS).await, before);
+    for name in ["a", "b", "c"] {
+        let n = before.iter().filter(|o| *o == name).count();
+        assert!(
+            n > USERS / 6,
+            "{name} owns {n} of {USERS} keys: spread too uneven"
+        );
+    }
+
+    let r = admin_post(
+        g.admin,
+        "/config",
+        "application/x-yaml",
+        hashed_pool(&[&a, &b, &c3, &d]),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let after = owners(&mut c, USERS).await;
+    let moved: Vec<usize> = (0..USERS).filter(|&u| before[u] != after[u]).collect();
+    eprintln!("{} of {USERS} keys moved to the new target", moved.len());
+    // About a quarter of the keys move, and only to the new target.
+    assert!(
+        (USERS / 10..=USERS * 2 / 5).contains(&moved.len()),
+        "{} of {USERS} keys moved",
+        moved.len()
+    );
+    assert!(
+        moved.iter().all(|&u| after[u] == "d"),
+        "keys moved between old targets"
+    );
+    g.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_prefers_the_target_that_answers_faster() {
+    let slow = Backend::builder().name("slow").ip("127.0.0.14").run().await;
+    let fast = Backend::builder().name("fast").ip("127.0.0.15").run().await;
+    slow.set_delay(150);
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: lc
+  algorithm: least-connections
+  targets:
+  - target: {slow}
+  - target: {fast}
+services:
+- name: lc
+  host: lc
+  routes:
+  - name: lc
+    paths: ["/"]
+"#,
+        slow = slow.addr,
+        fast = fast.addr,
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    // 6 clients x 15 requests each, concurrently: the slow target holds its connections
+    // 150 ms, so new requests go to the target with fewer in flight.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let addr = g.http;
+        clients.push(tokio::spawn(async move {
+            let mut c = H1::connect(addr).await;
+            tally(&mut c, "/", 15).await
+        }));
+    }
+    let mut total: BTreeMap<String, usize> = BTreeMap::new();
+    for t in clients {
+        for (k, v) in t.await.unwrap() {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    let (s, f) = (
+        total.get("slow").copied().unwrap_or(0),
+        total.get("fast").copied().unwrap_or(0),
+    );
+    eprintln!("least-connections: slow {s}, fast {f}");
+    assert_eq!(s + f, 90, "every request answered: {total:?}");
+    // Round-robin would give each 45; least-connections keeps the slow one to a few.
+    assert!(s * 4 < f, "slow {s}, fast {f}");
+    g.gw.shutdown().await;
+}

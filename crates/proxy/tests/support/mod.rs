@@ -38,6 +38,9 @@ pub struct Backend {
     /// When non-zero, every request (health probes included) is answered with this status:
     /// a failing backend, switched on and off by the test.
     pub fail: Arc<AtomicU16>,
+    /// Milliseconds every request (health probes included) waits before it is answered: a
+    /// slow backend, switched on and off by the test.
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +68,10 @@ impl Backend {
     /// Makes every request fail with `status` (0: back to normal).
     pub fn set_fail(&self, status: u16) {
         self.fail.store(status, Ordering::SeqCst);
+    }
+    /// Makes every request wait `ms` milliseconds first (0: back to normal).
+    pub fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
     pub fn served(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
@@ -102,6 +109,7 @@ impl BackendBuilder {
             requests: Arc::default(),
             name: self.name,
             fail: Arc::default(),
+            delay_ms: Arc::default(),
         };
         let b2 = b.clone();
         let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
@@ -159,6 +167,10 @@ async fn handle(
         *r.status_mut() = StatusCode::from_u16(status).unwrap();
         r
     };
+    let delay = b.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let fail = b.fail.load(Ordering::SeqCst);
     if fail != 0 {
         let mut r = full(fail, Bytes::from_static(b"failing"));
