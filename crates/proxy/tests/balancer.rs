@@ -487,3 +487,73 @@ services:
     assert!(s * 4 < f, "slow {s}, fast {f}");
     g.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_retry_idempotent_requests_only() {
+    let slow = Backend::builder().name("slow").ip("127.0.0.16").run().await;
+    let fast = Backend::builder().name("fast").ip("127.0.0.17").run().await;
+    slow.set_delay(1_000);
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: mixed
+  targets:
+  - target: {slow}
+  - target: {fast}
+services:
+- name: mixed
+  host: mixed
+  read_timeout: 200
+  retries: 3
+  routes:
+  - name: mixed
+    paths: ["/"]
+"#,
+        slow = slow.addr,
+        fast = fast.addr,
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    // GET: a read timeout on the slow target is retried on the fast one.
+    let m = tally(&mut c, "/", 6).await;
+    assert_eq!(m.get("fast"), Some(&6), "{m:?}");
+    assert!(
+        slow.served() >= 1,
+        "some GETs went to the slow target first"
+    );
+
+    // POST with a body: once sent, it is never sent again; a timeout is a 504.
+    let (slow0, fast0) = (slow.served(), fast.served());
+    let mut statuses = BTreeMap::new();
+    for i in 0..6 {
+        let r = c
+            .send(
+                req("POST", "x", "/")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                        "order {i}"
+                    ))))
+                    .unwrap(),
+            )
+            .await;
+        *statuses.entry(r.status.as_u16()).or_insert(0usize) += 1;
+    }
+    let timeouts = statuses.get(&504).copied().unwrap_or(0);
+    assert!(
+        timeouts >= 1,
+        "round-robin sent some POSTs to the slow target: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.get(&200).copied().unwrap_or(0) + timeouts,
+        6,
+        "{statuses:?}"
+    );
+    // Each POST reached exactly one backend exactly once.
+    assert_eq!(
+        slow.served() - slow0,
+        timeouts,
+        "timed-out POSTs were not re-sent"
+    );
+    assert_eq!(fast.served() - fast0, 6 - timeouts);
+    g.gw.shutdown().await;
+}
