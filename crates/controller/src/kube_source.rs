@@ -1,20 +1,26 @@
 //! The Kubernetes source: one watch per kind (and per namespace with `--watch-namespace`)
 //! feeding the [`Store`].
 //!
-//! Watches come from `kube::runtime::watcher`, which re-lists after an expired watch or an API
-//! server restart: the objects of a re-list replace that kind's objects in the store
-//! atomically when the listing completes (`InitDone`), so nothing is lost or left stale.
-//! Errors are retried with backoff.
+//! Watches come from `kube::runtime::watcher`, which resumes a broken watch from its last
+//! resource version and re-lists when that has expired (`410 Gone`, e.g. after an API server
+//! restart or an etcd compaction): the objects of a re-list replace that kind's objects in the
+//! store atomically when the listing completes (`InitDone`), so nothing is lost or left stale.
+//!
+//! Errors are retried with client-go's backoff (0.8 s doubling to 30 s, jittered, reset by the
+//! next success), except an expired watch right after a success or another error: the API
+//! server answered, so the re-list starts at once rather than after the backoff grown while
+//! it was unreachable.
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use kube::runtime::WatchStreamExt as _;
+use kube::runtime::utils::Backoff as _;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt as _};
 use serde::de::DeserializeOwned;
@@ -116,13 +122,40 @@ async fn run<K>(
 ) where
     K: Resource + Insert + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, config).boxed();
+    let mut backoff = watcher::DefaultBackoff::default();
+    // Whether the last event was an expired watch retried at once (the next error waits).
+    let mut expired_retried = false;
     let mut buffer: Vec<K> = Vec::new();
     loop {
         let ev = tokio::select! {
             _ = crate::stopped(&mut shutdown) => return,
             ev = stream.next() => ev,
         };
+        match &ev {
+            Some(Ok(_)) => {
+                backoff.reset();
+                expired_retried = false;
+            }
+            Some(Err(e)) => {
+                let wait = if is_expired(e) && !expired_retried {
+                    expired_retried = true;
+                    tracing::info!(source = %source, error = %e, "watch expired; re-listing");
+                    Duration::ZERO
+                } else {
+                    expired_retried = false;
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(source = %source, error = %e, retry_in = ?wait, "watch error; retrying");
+                    wait
+                };
+                tokio::select! {
+                    _ = crate::stopped(&mut shutdown) => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            None => {}
+        }
         let Some(ev) = ev else {
             return;
         };
@@ -153,10 +186,20 @@ async fn run<K>(
                 let name = o.name_any();
                 store.update(|objects| objects.remove(K::KIND, &ns, &name));
             }
-            Err(e) => {
-                tracing::warn!(source = %source, error = %e, "watch error; retrying");
-            }
+            Err(_) => {}
         }
+    }
+}
+
+/// Whether a watcher error says that the resource version expired (`410 Gone`): the watcher
+/// re-lists next.
+fn is_expired(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchError(s) => s.code == 410,
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use silverback_translator::Objects;
 use tokio::sync::watch;
@@ -18,6 +19,7 @@ pub struct Store {
     generation: watch::Sender<u64>,
     pending: Mutex<BTreeSet<String>>,
     ready: watch::Sender<bool>,
+    relists: AtomicU64,
 }
 
 impl Default for Store {
@@ -34,6 +36,7 @@ impl Store {
             generation: watch::Sender::new(0),
             pending: Mutex::new(BTreeSet::new()),
             ready: watch::Sender::new(true),
+            relists: AtomicU64::new(0),
         }
     }
 
@@ -44,15 +47,25 @@ impl Store {
         self.ready.send_replace(false);
     }
 
-    /// Marks a source's initial listing as done.
+    /// Marks a source's listing as done: its initial one, or a re-list (after an expired
+    /// watch or an API server restart), which is counted in [`relists`](Self::relists).
     pub fn source_synced(&self, name: &str) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if p.remove(name) {
             tracing::debug!(source = name, left = p.len(), "source listed");
+        } else {
+            self.relists.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(source = name, "source re-listed");
         }
         if p.is_empty() {
             self.ready.send_replace(true);
         }
+    }
+
+    /// How many listings completed after a source's first one (watches that expired or broke
+    /// and were re-established with a full list).
+    pub fn relists(&self) -> u64 {
+        self.relists.load(Ordering::Relaxed)
     }
 
     /// Sources still listing.

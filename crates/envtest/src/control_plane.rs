@@ -151,43 +151,13 @@ impl ControlPlaneBuilder {
         // kube-apiserver
         let apiserver_port = process::free_port()?;
         let server = format!("https://127.0.0.1:{apiserver_port}");
-        let mut cmd = process::command_dying_with_parent(&assets.kube_apiserver());
-        cmd.current_dir(dir.path())
-            .arg(format!("--etcd-servers={ETCD_CLIENT_URL}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={apiserver_port}"))
-            .arg(format!(
-                "--tls-cert-file={}",
-                path("apiserver.crt").display()
-            ))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                path("apiserver.key").display()
-            ))
-            .arg(format!(
-                "--client-ca-file={}",
-                path("client-ca.crt").display()
-            ))
-            .arg(format!("--service-account-issuer={server}"))
-            .arg(format!(
-                "--service-account-key-file={}",
-                path("sa-signer.pub").display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                path("sa-signer.key").display()
-            ))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--authorization-mode=RBAC")
-            // No controller manager creates the `default` ServiceAccount of namespaces.
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .arg("--allow-privileged=true")
-            .arg(format!("--cert-dir={}", path("certs").display()))
-            .arg("--profiling=false")
-            .args(&self.apiserver_args);
-        let apiserver =
-            Supervised::spawn("kube-apiserver", cmd, Some(&path("kube-apiserver.log")))?;
+        let spec = ApiserverSpec {
+            binary: assets.kube_apiserver(),
+            dir: dir.path().to_path_buf(),
+            port: apiserver_port,
+            extra_args: self.apiserver_args.clone(),
+        };
+        let apiserver = spec.spawn()?;
 
         let admin_cert = pki.client_cert("silverback-envtest-admin", &["system:masters"])?;
         let admin_kc = kubeconfig(
@@ -226,10 +196,68 @@ impl ControlPlaneBuilder {
             server,
             pki,
             apiserver,
+            apiserver_spec: spec,
             etcd,
             identities: AtomicU64::new(0),
             dir: Some(dir),
         })
+    }
+}
+
+/// How kube-apiserver is started: kept so that it can be restarted identically (same port,
+/// certificates, flags and etcd).
+#[derive(Debug, Clone)]
+struct ApiserverSpec {
+    binary: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    extra_args: Vec<String>,
+}
+
+impl ApiserverSpec {
+    fn server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Spawns kube-apiserver; its output is appended to `kube-apiserver.log`.
+    fn spawn(&self) -> anyhow::Result<Supervised> {
+        let path = |name: &str| self.dir.join(name);
+        let mut cmd = process::command_dying_with_parent(&self.binary);
+        cmd.current_dir(&self.dir)
+            .arg(format!("--etcd-servers={ETCD_CLIENT_URL}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={}", self.port))
+            .arg(format!(
+                "--tls-cert-file={}",
+                path("apiserver.crt").display()
+            ))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                path("apiserver.key").display()
+            ))
+            .arg(format!(
+                "--client-ca-file={}",
+                path("client-ca.crt").display()
+            ))
+            .arg(format!("--service-account-issuer={}", self.server()))
+            .arg(format!(
+                "--service-account-key-file={}",
+                path("sa-signer.pub").display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                path("sa-signer.key").display()
+            ))
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--authorization-mode=RBAC")
+            // No controller manager creates the `default` ServiceAccount of namespaces.
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg("--allow-privileged=true")
+            .arg(format!("--cert-dir={}", path("certs").display()))
+            .arg("--profiling=false")
+            .args(&self.extra_args);
+        Supervised::spawn("kube-apiserver", cmd, Some(&path("kube-apiserver.log")))
     }
 }
 
@@ -394,6 +422,7 @@ pub struct ControlPlane {
     server: String,
     pki: Pki,
     apiserver: Supervised,
+    apiserver_spec: ApiserverSpec,
     etcd: Supervised,
     identities: AtomicU64,
     dir: Option<tempfile::TempDir>,
@@ -501,6 +530,138 @@ impl ControlPlane {
     /// Path of the kube-apiserver log.
     pub fn apiserver_log(&self) -> PathBuf {
         self.dir().join("kube-apiserver.log")
+    }
+
+    /// Whether kube-apiserver is running (not stopped by [`stop_apiserver`](Self::stop_apiserver)
+    /// and not exited).
+    pub fn apiserver_running(&self) -> bool {
+        self.apiserver.is_running()
+    }
+
+    /// Stops kube-apiserver (SIGKILL, as a crash; waits until it is gone) and leaves etcd
+    /// running. Clients get connection errors until [`start_apiserver`](Self::start_apiserver):
+    /// open watches end, new requests are refused. Does nothing when it is already stopped.
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver.kill();
+    }
+
+    /// Starts kube-apiserver again after [`stop_apiserver`](Self::stop_apiserver): the same
+    /// binary, flags, port, certificates and etcd (so every object survives and existing
+    /// clients and kubeconfigs reconnect), and waits until it is ready (at most `timeout`). Its
+    /// watch cache starts empty at etcd's current revision, as after a real restart. Output is
+    /// appended to the same log.
+    ///
+    /// Another process may have taken the port meanwhile (rare: it is released only while the
+    /// API server is down); the start is retried until `timeout`.
+    pub async fn start_apiserver(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.apiserver.is_running(),
+            "kube-apiserver is running; stop it first"
+        );
+        let deadline = Instant::now() + timeout;
+        let client = self.client();
+        loop {
+            self.apiserver = self.apiserver_spec.spawn()?;
+            match wait_for_readyz(&client, &self.apiserver, &self.etcd, deadline).await {
+                Ok(()) => return Ok(()),
+                Err(StartError::PortRace(e)) if Instant::now() < deadline => {
+                    eprintln!("silverback-envtest: retrying the API server start after: {e:#}");
+                    self.apiserver.kill();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(StartError::PortRace(e) | StartError::Other(e)) => {
+                    self.apiserver.kill();
+                    return Err(e.context("restarting kube-apiserver"));
+                }
+            }
+        }
+    }
+
+    /// [`stop_apiserver`](Self::stop_apiserver) then [`start_apiserver`](Self::start_apiserver).
+    pub async fn restart_apiserver(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.stop_apiserver();
+        self.start_apiserver(timeout).await
+    }
+
+    /// A request to etcd's JSON gateway (`POST /v3/...`, e.g. `/v3/kv/range`), on its unix
+    /// socket; returns the JSON answer. Keys and values are base64 in etcd's JSON API. Works
+    /// while the API server is stopped: tests use it to change or compact storage behind the
+    /// API server's back, as other API servers of a real cluster would.
+    pub async fn etcd_post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let socket = self.dir().join(ETCD_CLIENT_SOCKET);
+        let body = serde_json::to_vec(body)?;
+        let request = async {
+            let mut s = tokio::net::UnixStream::connect(&socket).await?;
+            let head = format!(
+                "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await?;
+            s.write_all(&body).await?;
+            let mut response = Vec::new();
+            s.read_to_end(&mut response).await?;
+            std::io::Result::Ok(response)
+        };
+        let response = tokio::time::timeout(Duration::from_secs(10), request)
+            .await
+            .context("etcd did not answer in 10 s")?
+            .with_context(|| format!("etcd request {path}"))?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("a malformed HTTP answer from etcd: {text}"))?;
+        anyhow::ensure!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "etcd {path}: {head}\n{body}"
+        );
+        serde_json::from_str(body).with_context(|| format!("etcd {path} answered {body}"))
+    }
+
+    /// etcd's current revision (what the API server calls the resource version).
+    pub async fn etcd_revision(&self) -> anyhow::Result<i64> {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD.encode("/registry/");
+        let r = self
+            .etcd_post(
+                "/v3/kv/range",
+                &serde_json::json!({"key": key, "count_only": true}),
+            )
+            .await?;
+        r["header"]["revision"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("no revision in {r}"))
+    }
+
+    /// Compacts etcd at its current revision and returns it: watches and lists from an older
+    /// resource version then fail with `410 Gone` ("too old resource version"), the way watches
+    /// expire in a long-running cluster.
+    pub async fn compact_etcd(&self) -> anyhow::Result<i64> {
+        let revision = self.etcd_revision().await?;
+        self.etcd_post(
+            "/v3/kv/compaction",
+            &serde_json::json!({"revision": revision.to_string(), "physical": true}),
+        )
+        .await?;
+        Ok(revision)
+    }
+
+    /// Deletes `key` (e.g. `/registry/ingress/<namespace>/<name>`) from etcd directly, behind
+    /// the API server's back; returns how many keys were deleted.
+    pub async fn etcd_delete(&self, key: &str) -> anyhow::Result<u64> {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        let r = self
+            .etcd_post("/v3/kv/deleterange", &serde_json::json!({"key": key}))
+            .await?;
+        Ok(r["deleted"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Installs the CustomResourceDefinitions in `path` (see [`crate::read_crds`]) and waits

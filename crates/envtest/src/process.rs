@@ -52,13 +52,17 @@ pub(crate) struct Supervised {
 }
 
 impl Supervised {
-    /// Spawns `cmd`. With `log`, stdout and stderr go to that file (created or truncated);
-    /// otherwise they are discarded. Stdin is closed.
+    /// Spawns `cmd`. With `log`, stdout and stderr are appended to that file (created if
+    /// missing; a restarted process adds to its predecessor's log); otherwise they are
+    /// discarded. Stdin is closed.
     pub fn spawn(name: &str, mut cmd: Command, log: Option<&Path>) -> anyhow::Result<Self> {
         cmd.stdin(Stdio::null());
         match log {
             Some(path) => {
-                let out = File::create(path)
+                let out = File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
                     .with_context(|| format!("creating log file {}", path.display()))?;
                 let err = out.try_clone()?;
                 cmd.stdout(out).stderr(err);
@@ -129,6 +133,11 @@ impl Supervised {
     /// The exit status, if the child has exited (noticed within 100 ms).
     pub fn exit_status(&self) -> Option<ExitStatus> {
         *self.exit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the child runs: not killed through [`kill`](Self::kill) and not exited.
+    pub fn is_running(&self) -> bool {
+        self.thread.is_some() && self.exit_status().is_none()
     }
 
     /// The last `max_lines` lines of the log file, for error messages.

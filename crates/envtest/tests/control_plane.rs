@@ -507,3 +507,62 @@ async fn bare_start_is_fast_and_the_kubeconfig_works() {
     // Budget of the issue: a warm start under 10 s (generous on a loaded 2-core machine).
     assert!(took < Duration::from_secs(20), "start took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_restarts_on_the_same_port_with_the_same_data() {
+    let mut cp = ControlPlane::start().await.expect("control plane starts");
+    let client = cp.client();
+    let ns = cp.create_namespace("restart").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut kept = Secret {
+        metadata: meta("kept"),
+        ..Secret::default()
+    };
+    kept.string_data = Some(BTreeMap::from([("k".to_owned(), "v".to_owned())]));
+    secrets.create(&PostParams::default(), &kept).await.unwrap();
+    let mut gone = kept.clone();
+    gone.metadata = meta("gone");
+    secrets.create(&PostParams::default(), &gone).await.unwrap();
+    let pid = cp.apiserver_pid();
+
+    cp.stop_apiserver();
+    assert!(!cp.apiserver_running());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    // Down: requests fail (bounded: the client's connect fails at once).
+    let down = within(10, "a request while down", secrets.get_opt("kept")).await;
+    assert!(down.is_err(), "{down:?}");
+    // Storage changes behind the API server's back, and is compacted.
+    let deleted = cp
+        .etcd_delete(&format!("/registry/secrets/{ns}/gone"))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let compacted = cp.compact_etcd().await.unwrap();
+    assert!(compacted > 0);
+
+    cp.start_apiserver(Duration::from_secs(60)).await.unwrap();
+    assert!(cp.apiserver_running());
+    assert_ne!(cp.apiserver_pid(), pid);
+    // The same client (same URL, certificates) reconnects; the data survived.
+    let got = within(20, "get after the restart", secrets.get_opt("kept"))
+        .await
+        .unwrap();
+    assert!(got.is_some());
+    assert!(secrets.get_opt("gone").await.unwrap().is_none());
+    // A watch from a resource version older than the compaction has expired.
+    let stale = compacted - 1;
+    let wp = kube::api::WatchParams::default().timeout(5);
+    let mut stream = within(10, "watch", secrets.watch(&wp, &stale.to_string()))
+        .await
+        .unwrap()
+        .boxed();
+    let first = within(10, "first watch event", stream.next()).await;
+    match first {
+        Some(Ok(kube::api::WatchEvent::Error(e))) => assert_eq!(e.code, 410, "{e:?}"),
+        Some(Err(kube::Error::Api(e))) => assert_eq!(e.code, 410, "{e:?}"),
+        other => panic!("expected 410 Gone, got {other:?}"),
+    }
+    // The log of the second run is appended to the first's.
+    let log = std::fs::read_to_string(cp.apiserver_log()).unwrap();
+    assert!(log.len() > 100);
+}
