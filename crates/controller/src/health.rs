@@ -1,5 +1,8 @@
 //! The controller's own HTTP endpoints: `/healthz`, `/readyz`, `/metrics` and, with
 //! `--dump-config`, `/debug/config/{successful,failed,fallback}`.
+//!
+//! They are served on the health address (`--health-probe-bind-address`); with
+//! `--metrics-bind-address`, `/metrics` moves to a listener of its own, as in KIC.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +30,10 @@ pub struct Endpoints {
     pub diagnostics: Arc<Diagnostics>,
     /// Serve `/debug/config/*`.
     pub dump_config: bool,
+    /// Serve `/healthz`, `/readyz` (and `/debug/config/*` with `dump_config`).
+    pub probes: bool,
+    /// Serve `/metrics`.
+    pub metrics_endpoint: bool,
 }
 
 fn resp(status: StatusCode, ct: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -42,8 +49,8 @@ fn handle(e: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
     const JSON: &str = "application/json";
     match req.uri().path() {
-        "/healthz" => resp(StatusCode::OK, TEXT, "ok"),
-        "/readyz" => {
+        "/healthz" if e.probes => resp(StatusCode::OK, TEXT, "ok"),
+        "/readyz" if e.probes => {
             if !e.store.is_ready() {
                 let pending = e.store.pending_sources().join(", ");
                 resp(
@@ -55,12 +62,12 @@ fn handle(e: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 resp(StatusCode::OK, TEXT, "ok")
             }
         }
-        "/metrics" => resp(
+        "/metrics" if e.metrics_endpoint => resp(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             e.metrics.render(),
         ),
-        "/debug/config/successful" if e.dump_config => {
+        "/debug/config/successful" if e.probes && e.dump_config => {
             let d = e
                 .diagnostics
                 .successful
@@ -76,7 +83,7 @@ fn handle(e: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 ),
             }
         }
-        "/debug/config/failed" if e.dump_config => {
+        "/debug/config/failed" if e.probes && e.dump_config => {
             let d = e
                 .diagnostics
                 .failed
@@ -94,14 +101,20 @@ fn handle(e: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 None => resp(StatusCode::NOT_FOUND, TEXT, "no failed configuration"),
             }
         }
-        "/debug/config/fallback" if e.dump_config => {
+        "/debug/config/fallback" if e.probes && e.dump_config => {
             let d = e
                 .diagnostics
                 .fallback
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let body = serde_json::json!({ "excluded": d });
+            let backfilled = e
+                .diagnostics
+                .backfilled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let body = serde_json::json!({ "excluded": d, "backfilled": backfilled });
             resp(StatusCode::OK, JSON, body.to_string())
         }
         _ => resp(StatusCode::NOT_FOUND, TEXT, "not found"),

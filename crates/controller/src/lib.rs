@@ -69,6 +69,8 @@ pub struct Controller {
     pub targets: watch::Receiver<Vec<Arc<dyn DataPlaneTarget>>>,
     /// Bound address of the health endpoints, if any.
     pub health_addr: Option<SocketAddr>,
+    /// Bound address of the separate metrics listener (`--metrics-bind-address`), if any.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -79,6 +81,7 @@ impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
             .field("health_addr", &self.health_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +141,7 @@ fn sync_options(s: &SyncArgs) -> anyhow::Result<SyncOptions> {
         debounce: s.sync_debounce,
         max_delay: s.sync_max_delay.max(s.sync_debounce),
         fallback: s.enable_fallback,
+        use_last_valid: s.use_last_valid_config_for_fallback,
         check_interval: s.proxy_sync_seconds.max(Duration::from_millis(100)),
     })
 }
@@ -149,6 +153,7 @@ struct Common {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     health_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 async fn common(sync: &SyncArgs) -> anyhow::Result<Common> {
@@ -157,19 +162,28 @@ async fn common(sync: &SyncArgs) -> anyhow::Result<Common> {
     let diagnostics = Arc::new(Diagnostics::default());
     let shutdown = watch::Sender::new(false);
     let mut tasks = Vec::new();
+    let metrics_addr = sync.metrics_addr()?;
+    let endpoints = |probes: bool, metrics_endpoint: bool| health::Endpoints {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        diagnostics: diagnostics.clone(),
+        dump_config: sync.dump_config,
+        probes,
+        metrics_endpoint,
+    };
     let health_addr = match sync.health_addr()? {
         Some(addr) => {
-            let (bound, task) = health::serve(
-                addr,
-                health::Endpoints {
-                    store: store.clone(),
-                    metrics: metrics.clone(),
-                    diagnostics: diagnostics.clone(),
-                    dump_config: sync.dump_config,
-                },
-                shutdown.subscribe(),
-            )
-            .await?;
+            let e = endpoints(true, metrics_addr.is_none());
+            let (bound, task) = health::serve(addr, e, shutdown.subscribe()).await?;
+            tasks.push(task);
+            Some(bound)
+        }
+        None => None,
+    };
+    let metrics_addr = match metrics_addr {
+        Some(addr) => {
+            let e = endpoints(false, true);
+            let (bound, task) = health::serve(addr, e, shutdown.subscribe()).await?;
             tasks.push(task);
             Some(bound)
         }
@@ -182,6 +196,7 @@ async fn common(sync: &SyncArgs) -> anyhow::Result<Common> {
         shutdown,
         tasks,
         health_addr,
+        metrics_addr,
     })
 }
 
@@ -227,6 +242,7 @@ pub async fn start_files(
         leading: leader_rx,
         targets: targets_rx,
         health_addr: c.health_addr,
+        metrics_addr: c.metrics_addr,
         shutdown: c.shutdown,
         tasks: c.tasks,
     })
@@ -426,6 +442,7 @@ pub async fn start_cluster(
         leading: leader_rx,
         targets: targets_rx,
         health_addr: c.health_addr,
+        metrics_addr: c.metrics_addr,
         shutdown: c.shutdown,
         tasks: c.tasks,
     })

@@ -80,6 +80,13 @@ pub struct SyncArgs {
     #[arg(long, env = "SILVERBACK_ENABLE_FALLBACK", default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_fallback: bool,
 
+    /// With the fallback, put back the last valid version of each object a data plane
+    /// rejects (its version in the last accepted configuration) instead of leaving it out, so
+    /// that a bad edit keeps the previous routes served. Objects without one are left out.
+    /// KIC's flag of the same name (KIC needs its FallbackConfiguration gate too).
+    #[arg(long, env = "SILVERBACK_USE_LAST_VALID_CONFIG_FOR_FALLBACK")]
+    pub use_last_valid_config_for_fallback: bool,
+
     /// Keep terminating endpoints as targets of weight 0.
     #[arg(long, env = "SILVERBACK_ENABLE_DRAIN_SUPPORT")]
     pub enable_drain_support: bool,
@@ -101,6 +108,12 @@ pub struct SyncArgs {
     )]
     pub health_probe_bind_address: String,
 
+    /// Address of a separate listener for `/metrics` (KIC's `--metrics-bind-address`). Empty
+    /// (the default, unlike KIC's `:10255`): `/metrics` is served on the health address. When
+    /// set, `/metrics` is served there only.
+    #[arg(long, env = "SILVERBACK_METRICS_BIND_ADDRESS", default_value = "")]
+    pub metrics_bind_address: String,
+
     /// Serve the pushed and rejected configurations at `/debug/config/{successful,failed,fallback}`
     /// on the health address. They hold certificates' keys: keep the address private.
     #[arg(long, env = "SILVERBACK_DUMP_CONFIG")]
@@ -115,10 +128,12 @@ impl Default for SyncArgs {
             sync_max_delay: Duration::from_millis(50),
             proxy_sync_seconds: Duration::from_secs(3),
             enable_fallback: true,
+            use_last_valid_config_for_fallback: false,
             enable_drain_support: false,
             cluster_domain: String::new(),
             router_flavor: silverback_config::RouterFlavor::TraditionalCompatible,
             health_probe_bind_address: String::new(),
+            metrics_bind_address: String::new(),
             dump_config: false,
         }
     }
@@ -127,19 +142,34 @@ impl Default for SyncArgs {
 impl SyncArgs {
     /// The health address, if any.
     pub fn health_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        let a = self.health_probe_bind_address.trim();
-        if a.is_empty() || a == "0" || a == "off" {
-            return Ok(None);
-        }
-        let a = if a.starts_with(':') {
-            format!("0.0.0.0{a}")
-        } else {
-            a.to_string()
-        };
-        Ok(Some(a.parse().map_err(|e| {
-            anyhow::anyhow!("--health-probe-bind-address {a:?}: {e}")
-        })?))
+        bind_address(
+            "--health-probe-bind-address",
+            &self.health_probe_bind_address,
+        )
     }
+
+    /// The separate metrics address, if any.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        bind_address("--metrics-bind-address", &self.metrics_bind_address)
+    }
+}
+
+/// Parses a listen address: `host:port`, `:port` (every interface), or empty, `0` or `off`
+/// for none.
+fn bind_address(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let a = value.trim();
+    if a.is_empty() || a == "0" || a == "off" {
+        return Ok(None);
+    }
+    let a = if a.starts_with(':') {
+        format!("0.0.0.0{a}")
+    } else {
+        a.to_string()
+    };
+    Ok(Some(
+        a.parse()
+            .map_err(|e| anyhow::anyhow!("{flag} {a:?}: {e}"))?,
+    ))
 }
 
 /// Kubernetes options (cluster modes).

@@ -88,6 +88,9 @@ pub struct KubeReporter {
     opts: ReportOptions,
     recorder: Recorder,
     reported: HashSet<(&'static str, ObjectRef, String)>,
+    /// `SyncOutcome::pushes` and `failures` of the last outcome handled.
+    seen_pushes: u64,
+    seen_failures: u64,
 }
 
 impl std::fmt::Debug for KubeReporter {
@@ -112,6 +115,8 @@ impl KubeReporter {
             opts,
             recorder,
             reported: HashSet::new(),
+            seen_pushes: 0,
+            seen_failures: 0,
         }
     }
 
@@ -195,10 +200,10 @@ impl KubeReporter {
                     namespace: Some(ns.clone()),
                     ..ObjectReference::default()
                 };
-                if let Some(f) = &o.failure {
-                    self.publish(EventType::Warning, REASON_APPLY_FAILED, f, &pod)
-                        .await;
-                } else if o.pushed {
+                // Counted, not read from this outcome's flags: an outcome that replaced
+                // others before this writer woke up (the channel keeps only the latest) must
+                // not swallow their pushes or failures.
+                if o.pushes > self.seen_pushes {
                     self.publish(
                         EventType::Normal,
                         REASON_SUCCEEDED,
@@ -207,8 +212,18 @@ impl KubeReporter {
                     )
                     .await;
                 }
+                if o.failures > self.seen_failures {
+                    let f = o
+                        .failure
+                        .as_deref()
+                        .unwrap_or("a configuration push failed (a later sync succeeded)");
+                    self.publish(EventType::Warning, REASON_APPLY_FAILED, f, &pod)
+                        .await;
+                }
             }
         }
+        self.seen_pushes = o.pushes;
+        self.seen_failures = o.failures;
         if self.opts.update_status {
             self.update_status(&o.configured).await;
         }

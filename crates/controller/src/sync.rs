@@ -50,6 +50,11 @@ pub struct SyncOptions {
     pub max_delay: Duration,
     /// Leave objects a data plane rejects out and push the rest.
     pub fallback: bool,
+    /// In a fallback, put back the last valid version of each rejected object (its version in
+    /// the objects of the last accepted configuration) instead of leaving it out; an object
+    /// without one, or whose last valid version is rejected too, is left out. KIC's
+    /// `--use-last-valid-config-for-fallback`.
+    pub use_last_valid: bool,
     /// How often data planes are asked for their configuration hash (restart detection,
     /// retries after failed pushes).
     pub check_interval: Duration,
@@ -62,6 +67,7 @@ impl Default for SyncOptions {
             debounce: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
             fallback: true,
+            use_last_valid: false,
             check_interval: Duration::from_secs(3),
         }
     }
@@ -97,6 +103,10 @@ impl Document {
 struct Translated {
     doc: Document,
     problems: Vec<Problem>,
+    /// The objects translated, when kept for `use_last_valid`.
+    objects: Option<Arc<Objects>>,
+    /// Rejected objects put back in their last valid version.
+    backfilled: BTreeSet<Obj>,
 }
 
 impl Translated {
@@ -104,8 +114,64 @@ impl Translated {
         Translated {
             doc: Document::from_translation(&t),
             problems: t.problems,
+            objects: None,
+            backfilled: BTreeSet::new(),
         }
     }
+}
+
+/// An object as (kind, namespace, name).
+type Obj = (String, String, String);
+
+/// How a fallback translation treats the rejected objects.
+#[derive(Default)]
+struct Exclusions {
+    /// Rejected objects: left out, or put back in their last valid version.
+    rejected: BTreeSet<Obj>,
+    /// The objects of the last accepted configuration, to take last valid versions from
+    /// (`use_last_valid`).
+    last_valid: Option<Arc<Objects>>,
+    /// Rejected objects whose last valid version was rejected too: always left out.
+    no_backfill: BTreeSet<Obj>,
+}
+
+/// Puts the version of `kind/ns/name` that `from` holds into `objects` (replacing the
+/// current one); whether `from` held one.
+fn backfill(objects: &mut Objects, from: &Objects, kind: Kind, ns: &str, name: &str) -> bool {
+    let k = (ns.to_string(), name.to_string());
+    match kind {
+        Kind::Ingress => from
+            .ingresses
+            .get(&k)
+            .cloned()
+            .map(|o| objects.insert_ingress(o)),
+        Kind::IngressClass => from
+            .ingress_classes
+            .get(name)
+            .cloned()
+            .map(|o| objects.insert_ingress_class(o)),
+        Kind::Service => from
+            .services
+            .get(&k)
+            .cloned()
+            .map(|o| objects.insert_service(o)),
+        Kind::Secret => from
+            .secrets
+            .get(&k)
+            .cloned()
+            .map(|o| objects.insert_secret(o)),
+        Kind::EndpointSlice => from
+            .endpoint_slices
+            .get(&k)
+            .cloned()
+            .map(|o| objects.insert_endpoint_slice(o)),
+        Kind::IngressClassParameters => from
+            .ingress_class_parameters
+            .get(&k)
+            .cloned()
+            .map(|o| objects.insert_ingress_class_parameters(o)),
+    }
+    .is_some()
 }
 
 /// What one sync did, for status and Event writers.
@@ -121,6 +187,13 @@ pub struct SyncOutcome {
     pub failure: Option<String>,
     /// Whether a new configuration was accepted by a data plane in this sync.
     pub pushed: bool,
+    /// How many syncs so far had a new configuration accepted (`pushed`), this one included.
+    /// Outcomes are published on a `watch` channel, which keeps only the latest: a reader that
+    /// was busy while two syncs happened sees only the second. Counting lets it notice a push
+    /// it did not see (the `KongConfigurationSucceeded` Event must not get lost).
+    pub pushes: u64,
+    /// How many syncs so far ended with `failure` (same reason as `pushes`).
+    pub failures: u64,
     /// The Ingresses configured on the data planes (from the last good document).
     pub configured: Vec<ObjectRef>,
     /// Number of data planes.
@@ -136,6 +209,8 @@ pub struct Diagnostics {
     pub failed: Mutex<Option<(Bytes, String)>>,
     /// Objects left out by the last fallback.
     pub fallback: Mutex<Vec<ObjectRef>>,
+    /// Objects the last fallback put back in their last valid version (`use_last_valid`).
+    pub backfilled: Mutex<Vec<ObjectRef>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -155,7 +230,11 @@ pub struct Syncer {
     outcome: watch::Sender<Option<Arc<SyncOutcome>>>,
     state: HashMap<String, TargetState>,
     last_good: Option<Arc<Document>>,
+    /// The objects translated into `last_good` (kept with `use_last_valid` only).
+    last_valid_objects: Option<Arc<Objects>>,
     synced_generation: Option<u64>,
+    pushes: u64,
+    failures: u64,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -185,7 +264,7 @@ fn unix_now() -> f64 {
 }
 
 /// Objects named by problems (distinct kind/namespace/name).
-fn objects_of(problems: &[Problem]) -> BTreeSet<(String, String, String)> {
+fn objects_of(problems: &[Problem]) -> BTreeSet<Obj> {
     problems
         .iter()
         .map(|p| {
@@ -218,7 +297,10 @@ impl Syncer {
             outcome: watch::Sender::new(None),
             state: HashMap::new(),
             last_good: None,
+            last_valid_objects: None,
             synced_generation: None,
+            pushes: 0,
+            failures: 0,
         }
     }
 
@@ -301,29 +383,45 @@ impl Syncer {
         self.targets.borrow().clone()
     }
 
-    async fn translate(&self, exclude: &BTreeSet<(String, String, String)>) -> Translated {
+    async fn translate(&self, exclusions: &Exclusions) -> Translated {
         let store = self.store.clone();
         let opts = self.opts.translate.clone();
-        let excluded_count = exclude.len();
-        let exclude = exclude.clone();
+        let excluded_count = exclusions.rejected.len();
+        let exclude = exclusions.rejected.clone();
+        let last_valid = exclusions.last_valid.clone();
+        let no_backfill = exclusions.no_backfill.clone();
+        let keep_objects = self.opts.use_last_valid;
         let t0 = Instant::now();
         let fallback = excluded_count > 0;
         let result = tokio::task::spawn_blocking(move || {
-            if exclude.is_empty() {
-                Translated::new(store.read(|o| silverback_translator::translate_typed(o, &opts)))
-            } else {
-                let mut objects: Objects = store.read(Objects::clone);
-                for (kind, ns, name) in &exclude {
-                    let r = ObjectRef {
-                        kind: kind.clone(),
-                        ..ObjectRef::default()
-                    };
-                    if let Some(k) = kind_of(&r) {
-                        objects.remove(k, ns, name);
-                    }
-                }
-                Translated::new(silverback_translator::translate_typed(&objects, &opts))
+            if exclude.is_empty() && !keep_objects {
+                return Translated::new(
+                    store.read(|o| silverback_translator::translate_typed(o, &opts)),
+                );
             }
+            let mut objects: Objects = store.read(Objects::clone);
+            let mut backfilled = BTreeSet::new();
+            for obj in &exclude {
+                let (kind, ns, name) = obj;
+                let r = ObjectRef {
+                    kind: kind.clone(),
+                    ..ObjectRef::default()
+                };
+                let Some(k) = kind_of(&r) else { continue };
+                objects.remove(k, ns, name);
+                if let Some(from) = &last_valid
+                    && !no_backfill.contains(obj)
+                    && backfill(&mut objects, from, k, ns, name)
+                {
+                    backfilled.insert(obj.clone());
+                }
+            }
+            let mut t = Translated::new(silverback_translator::translate_typed(&objects, &opts));
+            t.backfilled = backfilled;
+            if keep_objects {
+                t.objects = Some(Arc::new(objects));
+            }
+            t
         })
         .await;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -471,11 +569,13 @@ impl Syncer {
         let names: BTreeSet<&str> = targets.iter().map(|t| t.name()).collect();
         self.state.retain(|n, _| names.contains(n.as_str()));
 
-        let translation = self.translate(&BTreeSet::new()).await;
+        let translation = self.translate(&Exclusions::default()).await;
         for p in &translation.problems {
             tracing::warn!(problem = %p, "translation problem");
         }
         let mut doc = Arc::new(translation.doc);
+        let mut doc_objects = translation.objects;
+        let mut backfilled: BTreeSet<Obj> = BTreeSet::new();
         let mut outcome = SyncOutcome {
             generation,
             translation_problems: translation.problems,
@@ -484,7 +584,14 @@ impl Syncer {
         };
         self.synced_generation = Some(generation);
 
-        let mut excluded: BTreeSet<(String, String, String)> = BTreeSet::new();
+        let mut ex = Exclusions {
+            last_valid: self
+                .opts
+                .use_last_valid
+                .then(|| self.last_valid_objects.clone())
+                .flatten(),
+            ..Exclusions::default()
+        };
         let mut apply_problems: Vec<Problem> = Vec::new();
         let mut round = 0;
         let mut fallback = false;
@@ -516,6 +623,9 @@ impl Syncer {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner()) = Some(doc.body.clone());
                         self.last_good = Some(doc.clone());
+                        if let Some(o) = doc_objects.take() {
+                            self.last_valid_objects = Some(o);
+                        }
                     }
                 }
                 if accepted == 0 && !failures.is_empty() {
@@ -536,9 +646,13 @@ impl Syncer {
             }
             new_problems.sort();
             new_problems.dedup();
-            let before = excluded.len();
+            let before = (ex.rejected.len(), ex.no_backfill.len());
             for o in objects_of(&new_problems) {
-                excluded.insert(o);
+                // Its last valid version was rejected too: leave it out from now on.
+                if backfilled.contains(&o) {
+                    ex.no_backfill.insert(o.clone());
+                }
+                ex.rejected.insert(o);
             }
             apply_problems.extend(new_problems);
             *self
@@ -547,36 +661,60 @@ impl Syncer {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some((doc.body.clone(), messages.join("; ")));
             round += 1;
-            if !self.opts.fallback || excluded.len() == before || round > FALLBACK_ROUNDS {
+            let progress = (ex.rejected.len(), ex.no_backfill.len()) != before;
+            if !self.opts.fallback || !progress || round > FALLBACK_ROUNDS {
                 outcome.failure = Some(messages.join("; "));
                 tracing::error!(error = %messages.join("; "), "configuration rejected; the last good configuration stays");
                 break;
             }
-            tracing::warn!(excluded = ?excluded, "configuration rejected; pushing without the broken objects");
             fallback = true;
-            doc = Arc::new(self.translate(&excluded).await.doc);
+            let t = self.translate(&ex).await;
+            doc = Arc::new(t.doc);
+            doc_objects = t.objects;
+            backfilled = t.backfilled;
+            if backfilled.is_empty() {
+                tracing::warn!(excluded = ?ex.rejected, "configuration rejected; pushing without the broken objects");
+            } else {
+                tracing::warn!(excluded = ?ex.rejected, backfilled = ?backfilled, "configuration rejected; pushing the last valid version of the broken objects that have one, without the others");
+            }
         }
         apply_problems.sort();
         apply_problems.dedup();
         outcome.apply_problems = apply_problems;
+        let refs = |set: &BTreeSet<Obj>| -> Vec<ObjectRef> {
+            set.iter()
+                .map(|(k, ns, n)| ObjectRef {
+                    kind: k.clone(),
+                    namespace: ns.clone(),
+                    name: n.clone(),
+                    ..ObjectRef::default()
+                })
+                .collect()
+        };
+        let left_out: BTreeSet<Obj> = ex.rejected.difference(&backfilled).cloned().collect();
         *self
             .diagnostics
             .fallback
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = excluded
-            .iter()
-            .map(|(k, ns, n)| ObjectRef {
-                kind: k.clone(),
-                namespace: ns.clone(),
-                name: n.clone(),
-                ..ObjectRef::default()
-            })
-            .collect();
+            .unwrap_or_else(|e| e.into_inner()) = refs(&left_out);
+        *self
+            .diagnostics
+            .backfilled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = refs(&backfilled);
         outcome.configured = self
             .last_good
             .as_ref()
             .map(|d| d.configured.clone())
             .unwrap_or_default();
+        if outcome.pushed {
+            self.pushes += 1;
+        }
+        if outcome.failure.is_some() {
+            self.failures += 1;
+        }
+        outcome.pushes = self.pushes;
+        outcome.failures = self.failures;
         self.outcome.send_replace(Some(Arc::new(outcome)));
     }
 

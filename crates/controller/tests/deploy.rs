@@ -64,3 +64,11 @@ fn deployments_use_known_settings_and_the_shipped_service_account() {
         assert!(!deploy_docs(file, "kong").is_empty(), "{file}");
     }
 }
+
+#[test]
+fn the_dockerfile_lives_in_deploy_and_says_how_to_build_it() {
+    let text = std::fs::read_to_string(common::deploy_dir().join("Dockerfile")).unwrap();
+    // Built from the repository root, as its own comment says.
+    assert!(text.contains("docker build -f deploy/Dockerfile"), "{text}");
+    assert!(text.contains("-p silverback"), "{text}");
+}

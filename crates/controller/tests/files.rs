@@ -171,3 +171,200 @@ async fn unreadable_directory_is_an_error() {
     let e = r.expect_err("fails");
     assert!(format!("{e:#}").contains("no-such-dir"), "{e:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_bind_address_moves_metrics_to_their_own_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), manifests(9, "/a")).unwrap();
+    let settings = Settings::loopback();
+    let (flavor, plugins) = (settings.router_flavor, settings.plugins.clone());
+    let gw = Arc::new(Gateway::start(settings, None).await.unwrap());
+    let target: Arc<dyn DataPlaneTarget> =
+        Arc::new(InProcessTarget::new(gw.clone(), flavor, plugins));
+    let sync = SyncArgs {
+        health_probe_bind_address: "127.0.0.1:0".into(),
+        metrics_bind_address: "127.0.0.1:0".into(),
+        dump_config: true,
+        ..SyncArgs::default()
+    };
+    let ctl = silverback_controller::start_files(dir.path().to_path_buf(), &sync, vec![target])
+        .await
+        .unwrap();
+    let health = ctl.health_addr.unwrap();
+    let metrics_addr = ctl.metrics_addr.unwrap();
+    assert_ne!(health, metrics_addr);
+    ctl.wait_outcome(Duration::from_secs(10), |o| o.pushes > 0)
+        .await
+        .expect("the manifests are pushed");
+    let (s, text) = get(metrics_addr, "m", "/metrics").await.unwrap();
+    assert_eq!(s, 200);
+    assert!(
+        text.contains("ingress_controller_configuration_push_count"),
+        "{text}"
+    );
+    // Only metrics there; probes and diagnostics stay on the health address, without metrics.
+    for path in ["/healthz", "/readyz", "/debug/config/successful"] {
+        assert_eq!(get(metrics_addr, "m", path).await.unwrap().0, 404, "{path}");
+        assert_eq!(get(health, "h", path).await.unwrap().0, 200, "{path}");
+    }
+    assert_eq!(get(health, "h", "/metrics").await.unwrap().0, 404);
+    ctl.shutdown().await;
+
+    // Without it, one listener serves everything (the default); `off` is none.
+    let mut args = SyncArgs::default();
+    assert_eq!(args.metrics_addr().unwrap(), None);
+    args.metrics_bind_address = ":10255".into();
+    assert_eq!(
+        args.metrics_addr().unwrap(),
+        Some("0.0.0.0:10255".parse().unwrap())
+    );
+    args.metrics_bind_address = "off".into();
+    assert_eq!(args.metrics_addr().unwrap(), None);
+    args.metrics_bind_address = "nonsense".into();
+    let e = args.metrics_addr().unwrap_err();
+    assert!(format!("{e}").contains("--metrics-bind-address"), "{e}");
+}
+
+/// A self-signed CA certificate valid from `from` to `to` (years), as PEM.
+fn ca_pem(name: &str, from: i32, to: i32) -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.not_before = rcgen::date_time_ymd(from, 1, 1);
+    params.not_after = rcgen::date_time_ymd(to, 1, 1);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+/// A CA-certificate Secret (label `konghq.com/ca-cert`), as one JSON document.
+fn ca_secret(name: &str, pem: &str) -> String {
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default",
+                     "labels": {"konghq.com/ca-cert": "true"}},
+        "stringData": {"cert": pem},
+    });
+    format!("---\n{doc}\n")
+}
+
+/// A data plane rejects an edited object (a CA certificate that expired): with
+/// `--use-last-valid-config-for-fallback` its last valid version stays configured, without it
+/// the object is left out; an object that never had a valid version is left out either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_valid_version_of_a_rejected_object_is_kept_when_asked() {
+    common::logs();
+    let echo = EchoServer::start(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        "files-backend",
+    )
+    .unwrap();
+    let port = echo.addr().port();
+    let good = ca_pem("good CA", 2020, 2090);
+    let expired = ca_pem("expired CA", 2000, 2001);
+    for use_last_valid in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.yaml");
+        std::fs::write(&file, manifests(port, "/a") + &ca_secret("ca", &good)).unwrap();
+        let settings = Settings::loopback();
+        let (flavor, plugins) = (settings.router_flavor, settings.plugins.clone());
+        let gw = Arc::new(Gateway::start(settings, None).await.unwrap());
+        let proxy = gw.addr(ListenerKind::Proxy, false).unwrap();
+        let target: Arc<dyn DataPlaneTarget> =
+            Arc::new(InProcessTarget::new(gw.clone(), flavor, plugins));
+        let sync = SyncArgs {
+            use_last_valid_config_for_fallback: use_last_valid,
+            health_probe_bind_address: "127.0.0.1:0".into(),
+            dump_config: true,
+            ..SyncArgs::default()
+        };
+        let ctl = silverback_controller::start_files(dir.path().to_path_buf(), &sync, vec![target])
+            .await
+            .unwrap();
+        until_status(proxy, "example.test", "/a", 200).await;
+        assert_eq!(gw.config().ca_certificates.len(), 1);
+        let good_line = good.lines().nth(1).unwrap();
+
+        // The CA Secret is edited into one the data plane rejects, a second broken one is
+        // added, and the Ingress moves in the same edit.
+        std::fs::write(
+            &file,
+            manifests(port, "/b") + &ca_secret("ca", &expired) + &ca_secret("new-ca", &expired),
+        )
+        .unwrap();
+        until_status(proxy, "example.test", "/b", 200).await;
+        let o = ctl
+            .wait_outcome(Duration::from_secs(10), |o| o.apply_problems.len() >= 2)
+            .await
+            .expect("both Secrets reported as rejected");
+        assert!(o.failure.is_none(), "{:?}", o.failure);
+        let doc = gw.config().to_json(false);
+        let health = ctl.health_addr.unwrap();
+        let (_, fallback) = get(health, "h", "/debug/config/fallback").await.unwrap();
+        let fallback: serde_json::Value = serde_json::from_str(&fallback).unwrap();
+        let names = |key: &str| -> Vec<String> {
+            fallback[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        if use_last_valid {
+            // The previous version of `ca` is still configured; `new-ca` has none.
+            let cas = &gw.config().ca_certificates;
+            assert_eq!(cas.len(), 1, "{doc}");
+            assert!(cas[0].cert.contains(good_line), "{doc}");
+            assert_eq!(names("backfilled"), ["ca"], "{fallback}");
+            assert_eq!(names("excluded"), ["new-ca"], "{fallback}");
+        } else {
+            assert!(gw.config().ca_certificates.is_empty(), "{doc}");
+            assert!(names("backfilled").is_empty(), "{fallback}");
+            assert_eq!(names("excluded"), ["ca", "new-ca"], "{fallback}");
+        }
+        ctl.shutdown().await;
+    }
+}
+
+/// Outcomes count the pushes: an outcome replaced by a later one before a reader saw it (the
+/// channel keeps only the latest) does not hide its push from the Event writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_count_pushes_so_a_late_reader_misses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.yaml");
+    std::fs::write(&file, manifests(9, "/a")).unwrap();
+    let settings = Settings::loopback();
+    let (flavor, plugins) = (settings.router_flavor, settings.plugins.clone());
+    let gw = Arc::new(Gateway::start(settings, None).await.unwrap());
+    let target: Arc<dyn DataPlaneTarget> =
+        Arc::new(InProcessTarget::new(gw.clone(), flavor, plugins));
+    let ctl = silverback_controller::start_files(
+        dir.path().to_path_buf(),
+        &SyncArgs::default(),
+        vec![target],
+    )
+    .await
+    .unwrap();
+    let first = ctl
+        .wait_outcome(Duration::from_secs(10), |o| o.pushes == 1)
+        .await
+        .expect("first push");
+    // The same content again: a sync that pushes nothing; its outcome replaces the first.
+    std::fs::write(&file, manifests(9, "/a")).unwrap();
+    let same = ctl
+        .wait_outcome(Duration::from_secs(10), |o| o.generation > first.generation)
+        .await
+        .expect("a sync of the unchanged content");
+    assert!(!same.pushed);
+    assert_eq!(same.pushes, 1, "{same:?}");
+    // A change: one more push counted.
+    std::fs::write(&file, manifests(9, "/b")).unwrap();
+    let changed = ctl
+        .wait_outcome(Duration::from_secs(10), |o| o.pushes == 2)
+        .await
+        .expect("second push");
+    assert!(changed.pushed);
+    assert_eq!(changed.failures, 0);
+    ctl.shutdown().await;
+}

@@ -96,9 +96,16 @@ pub fn crate_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The repository's top-level `deploy/` directory (the deployment manifests).
+pub fn deploy_dir() -> std::path::PathBuf {
+    crate_dir().join("../../deploy")
+}
+
 /// YAML documents of a file under `deploy/`, with the namespace `kong` renamed to `ns`.
 pub fn deploy_docs(file: &str, ns: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(crate_dir().join("deploy").join(file)).unwrap();
+    let path = deploy_dir().join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let text = text.replace("namespace: kong", &format!("namespace: {ns}"));
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     docs.into_iter().filter(|d| !d.is_null()).collect()
@@ -260,7 +267,7 @@ pub async fn start_control_plane(crds: bool) -> silverback_envtest::ControlPlane
     let _one = STARTING.lock().await;
     let mut b = silverback_envtest::ControlPlane::builder();
     if crds {
-        b = b.crds(crate_dir().join("deploy/crds.yaml"));
+        b = b.crds(deploy_dir().join("crds.yaml"));
     }
     b.start().await.unwrap()
 }
