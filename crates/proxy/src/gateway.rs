@@ -416,7 +416,9 @@ async fn serve_conn(
                 tls: false,
                 sni: None,
             });
-            serve_io(sh, kind, b, TokioIo::new(stream), info, watcher).await
+            // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
+            let io = TokioIo::new(crate::h1_guard::H1Guard::new(stream));
+            serve_io(sh, kind, b, io, info, watcher).await
         }
         Some(acc) => {
             let s =
@@ -437,7 +439,12 @@ async fn serve_conn(
                 tls: true,
                 sni,
             });
-            serve_io(sh, kind, b, TokioIo::new(s), info, watcher).await
+            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                serve_io(sh, kind, b, TokioIo::new(s), info, watcher).await
+            } else {
+                let io = TokioIo::new(crate::h1_guard::H1Guard::new(s));
+                serve_io(sh, kind, b, io, info, watcher).await
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod admin;
 pub mod body;
 pub mod error;
 mod gateway;
+pub mod h1_guard;
 pub mod metrics;
 pub mod proxy;
 pub mod settings;
