@@ -2,8 +2,6 @@
 //! back to Kong's declarative format (flat or nested), the flattened entity map that
 //! `POST /config` returns, and the configuration hash.
 
-use std::io::Write;
-
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -99,44 +97,38 @@ impl Default for Config {
 /// The hash of an empty configuration.
 pub const EMPTY_HASH: &str = "00000000000000000000000000000000";
 
-/// Feeds md5 in large blocks: the serializer writes many tiny pieces (keys, punctuation),
-/// which are cheaper to copy into a buffer than to hash one by one.
-struct Md5Writer {
+/// Feeds md5 in large blocks: entities are serialized one at a time into a byte buffer (cheap
+/// appends to a `Vec`), which is hashed and emptied whenever it holds [`MD5_CHUNK`] bytes.
+struct Md5Sink {
     md5: md5::Md5,
     buf: Vec<u8>,
+    /// Buffer size that triggers hashing.
+    chunk: usize,
 }
 
 const MD5_CHUNK: usize = 64 * 1024;
 
-impl Md5Writer {
+impl Md5Sink {
     fn new() -> Self {
-        Md5Writer {
+        Md5Sink {
             md5: md5::Md5::default(),
-            buf: Vec::with_capacity(MD5_CHUNK),
+            // room for one chunk plus the largest usual entity
+            buf: Vec::with_capacity(MD5_CHUNK + 16 * 1024),
+            chunk: MD5_CHUNK,
+        }
+    }
+    /// Hashes the buffer once it is large enough.
+    fn maybe_flush(&mut self) {
+        if self.buf.len() >= self.chunk {
+            use md5::Digest;
+            self.md5.update(&self.buf);
+            self.buf.clear();
         }
     }
     fn finish(mut self) -> String {
         use md5::Digest;
         self.md5.update(&self.buf);
         hex::encode(self.md5.finalize())
-    }
-}
-
-impl Write for Md5Writer {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.write_all(data).map(|()| data.len())
-    }
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= MD5_CHUNK {
-            use md5::Digest;
-            self.md5.update(&self.buf);
-            self.buf.clear();
-        }
-        Ok(())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -173,12 +165,117 @@ impl Config {
         if self.is_empty() {
             return EMPTY_HASH.to_string();
         }
-        let mut w = Md5Writer::new();
-        // Serializing plain structs and JSON values into a writer that cannot fail.
-        if serde_json::to_writer(&mut w, &HashView(self)).is_err() {
+        let mut sink = Md5Sink::new();
+        // Serializing plain structs and JSON values into a `Vec`, which cannot fail.
+        if self.write_hashed(&mut sink).is_err() {
             return EMPTY_HASH.to_string();
         }
-        w.finish()
+        sink.finish()
+    }
+
+    /// Writes what [`Config::hash`] hashes: byte for byte `Config`'s own JSON serialization
+    /// (`{"services":[...],...}`, empty lists left out), produced entity by entity so that
+    /// the buffer never holds more than a chunk. Health checks equal to the schema default
+    /// (most upstreams') are copied from one cached rendering instead of written field by
+    /// field.
+    fn write_hashed(&self, sink: &mut Md5Sink) -> serde_json::Result<()> {
+        fn list<T>(
+            sink: &mut Md5Sink,
+            first: &mut bool,
+            name: &str,
+            items: &[T],
+            mut write: impl FnMut(&mut Vec<u8>, &T) -> serde_json::Result<()>,
+        ) -> serde_json::Result<()> {
+            if items.is_empty() {
+                return Ok(());
+            }
+            sink.buf.push(if *first { b'{' } else { b',' });
+            *first = false;
+            sink.buf.push(b'"');
+            sink.buf.extend_from_slice(name.as_bytes());
+            sink.buf.extend_from_slice(b"\":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    sink.buf.push(b',');
+                }
+                write(&mut sink.buf, item)?;
+                sink.maybe_flush();
+            }
+            sink.buf.push(b']');
+            Ok(())
+        }
+        fn plain<T: Serialize>(buf: &mut Vec<u8>, item: &T) -> serde_json::Result<()> {
+            serde_json::to_writer(buf, item)
+        }
+        let Config {
+            vaults,
+            certificates,
+            ca_certificates,
+            snis,
+            consumers,
+            consumer_groups,
+            consumer_group_consumers,
+            services,
+            routes,
+            upstreams,
+            targets,
+            plugins,
+            keyauth_credentials,
+            basicauth_credentials,
+            jwt_secrets,
+            acls,
+            hmacauth_credentials,
+            transform: _,
+        } = self;
+        let first = &mut true;
+        list(sink, first, "vaults", vaults, plain)?;
+        list(sink, first, "certificates", certificates, plain)?;
+        list(sink, first, "ca_certificates", ca_certificates, plain)?;
+        list(sink, first, "snis", snis, plain)?;
+        list(sink, first, "consumers", consumers, plain)?;
+        list(sink, first, "consumer_groups", consumer_groups, plain)?;
+        list(
+            sink,
+            first,
+            "consumer_group_consumers",
+            consumer_group_consumers,
+            plain,
+        )?;
+        list(sink, first, "services", services, plain)?;
+        list(sink, first, "routes", routes, plain)?;
+        list(sink, first, "upstreams", upstreams, |buf, u| {
+            serde_json::to_writer(buf, &UpstreamView(u))
+        })?;
+        list(sink, first, "targets", targets, plain)?;
+        list(sink, first, "plugins", plugins, plain)?;
+        list(
+            sink,
+            first,
+            "keyauth_credentials",
+            keyauth_credentials,
+            plain,
+        )?;
+        list(
+            sink,
+            first,
+            "basicauth_credentials",
+            basicauth_credentials,
+            plain,
+        )?;
+        list(sink, first, "jwt_secrets", jwt_secrets, plain)?;
+        list(sink, first, "acls", acls, plain)?;
+        list(
+            sink,
+            first,
+            "hmacauth_credentials",
+            hmacauth_credentials,
+            plain,
+        )?;
+        sink.buf.push(if *first { b'{' } else { b'}' });
+        if *first {
+            sink.buf.push(b'}');
+        }
+        Ok(())
     }
 
     /// The flat declarative document (`_format_version: "3.0"`, every entity at top level,
@@ -341,11 +438,6 @@ fn header(transform: bool) -> Map<String, Value> {
     m
 }
 
-/// What [`Config::hash`] serializes: byte for byte `Config`'s own JSON serialization, except
-/// that health checks equal to the schema default (most upstreams') are written from one
-/// cached rendering instead of field by field.
-struct HashView<'a>(&'a Config);
-
 /// The default upstream health checks and their JSON rendering.
 fn default_healthchecks() -> Option<&'static (Healthchecks, Box<serde_json::value::RawValue>)> {
     static DEFAULT: std::sync::OnceLock<Option<(Healthchecks, Box<serde_json::value::RawValue>)>> =
@@ -360,100 +452,6 @@ fn default_healthchecks() -> Option<&'static (Healthchecks, Box<serde_json::valu
             Some((typed, raw))
         })
         .as_ref()
-}
-
-impl Serialize for HashView<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let Config {
-            vaults,
-            certificates,
-            ca_certificates,
-            snis,
-            consumers,
-            consumer_groups,
-            consumer_group_consumers,
-            services,
-            routes,
-            upstreams,
-            targets,
-            plugins,
-            keyauth_credentials,
-            basicauth_credentials,
-            jwt_secrets,
-            acls,
-            hmacauth_credentials,
-            transform: _,
-        } = self.0;
-        let len = self.0.non_empty_lists();
-        let mut st = s.serialize_struct("Config", len)?;
-        macro_rules! list {
-            ($($f:ident),*) => {$(
-                if !$f.is_empty() {
-                    st.serialize_field(stringify!($f), $f)?;
-                }
-            )*};
-        }
-        list!(
-            vaults,
-            certificates,
-            ca_certificates,
-            snis,
-            consumers,
-            consumer_groups,
-            consumer_group_consumers,
-            services,
-            routes
-        );
-        if !upstreams.is_empty() {
-            st.serialize_field("upstreams", &UpstreamsView(upstreams))?;
-        }
-        list!(
-            targets,
-            plugins,
-            keyauth_credentials,
-            basicauth_credentials,
-            jwt_secrets,
-            acls,
-            hmacauth_credentials
-        );
-        st.end()
-    }
-}
-
-impl Config {
-    fn non_empty_lists(&self) -> usize {
-        [
-            self.vaults.is_empty(),
-            self.certificates.is_empty(),
-            self.ca_certificates.is_empty(),
-            self.snis.is_empty(),
-            self.consumers.is_empty(),
-            self.consumer_groups.is_empty(),
-            self.consumer_group_consumers.is_empty(),
-            self.services.is_empty(),
-            self.routes.is_empty(),
-            self.upstreams.is_empty(),
-            self.targets.is_empty(),
-            self.plugins.is_empty(),
-            self.keyauth_credentials.is_empty(),
-            self.basicauth_credentials.is_empty(),
-            self.jwt_secrets.is_empty(),
-            self.acls.is_empty(),
-            self.hmacauth_credentials.is_empty(),
-        ]
-        .iter()
-        .filter(|empty| !**empty)
-        .count()
-    }
-}
-
-struct UpstreamsView<'a>(&'a [Upstream]);
-
-impl Serialize for UpstreamsView<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(UpstreamView))
-    }
 }
 
 /// An upstream as `Upstream`'s derived `Serialize` writes it (same fields, order and skips).
@@ -553,7 +551,10 @@ pub(crate) mod tests {
     pub(crate) fn check_hash(cfg: &Config) {
         use md5::Digest;
         let plain = serde_json::to_vec(cfg).expect("serializes");
-        let view = serde_json::to_vec(&HashView(cfg)).expect("serializes");
+        let mut sink = Md5Sink::new();
+        sink.chunk = usize::MAX;
+        cfg.write_hashed(&mut sink).expect("serializes");
+        let view = sink.buf;
         assert_eq!(
             String::from_utf8_lossy(&view),
             String::from_utf8_lossy(&plain)

@@ -1,7 +1,8 @@
 //! The load path for valid documents: each entity goes input → validated → typed as soon as
 //! it is read, so validated values never coexist for all entities. A parsed document is only
 //! borrowed; a JSON document is parsed one top-level entity at a time ([`try_load_json`]),
-//! so its whole value tree never exists either.
+//! so its whole value tree never exists either: each entity object is read into a plain list
+//! of entries ([`Entity`]) rather than a hashed JSON map, its nested entity arrays too.
 //!
 //! It runs the same checks as the reporting path in [`crate::load`] (the same schemas, the
 //! same normalisation, the same id, uniqueness and reference rules) but stops at the first
@@ -10,9 +11,11 @@
 //! the same [`Config`] (`tests` below compare them).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, hash_map::Entry};
+use std::fmt;
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -21,7 +24,7 @@ use crate::config::Config;
 use crate::entities::{EntityKind, Healthchecks, UpstreamSansHealthchecks, schema};
 use crate::ids;
 use crate::load::{LoadOptions, expand_url, post_validate, push_typed};
-use crate::schema::{Errors, Record};
+use crate::schema::{Errors, Input, Overlay, Record};
 
 const KINDS: usize = EntityKind::ALL.len();
 
@@ -75,16 +78,183 @@ pub(crate) fn try_load_json(bytes: &[u8], opts: &LoadOptions<'_>) -> Option<Conf
     let mut st = Fast::new(opts, migrate);
     for (kind, v) in arrays {
         let items: Vec<&RawValue> = serde_json::from_str(v.get()).ok()?;
-        st.reserve(kind, items.len());
-        for item in items {
-            let item: Value = serde_json::from_str(item.get()).ok()?;
-            if depth(&item) > 125 {
+        st.reserve_array(kind, items.len());
+        for raw in items {
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            let item = ItemSeed(kind).deserialize(&mut de).ok()?;
+            de.end().ok()?;
+            if item.depth() > MAX_ITEM_DEPTH {
                 return None;
             }
-            st.item(kind, &item, None)?;
+            st.parsed_item(kind, item, None)?;
         }
     }
     st.finish(transform)
+}
+
+/// The nesting limit of one parse of a whole document, for an element of a top-level array:
+/// an element deeper than this would have failed that parse.
+const MAX_ITEM_DEPTH: usize = 125;
+
+/// An element of an entity array as read from JSON.
+enum Item<'de> {
+    /// An object.
+    Entity(Entity<'de>),
+    /// A string (`certificates[].snis` may list plain names).
+    Name(String),
+}
+
+impl Item<'_> {
+    /// Nesting depth, as [`depth`] counts it for the same JSON.
+    fn depth(&self) -> usize {
+        match self {
+            Item::Entity(e) => e.depth(),
+            Item::Name(_) => 0,
+        }
+    }
+}
+
+/// An entity object as read from JSON: its entries in document order (a repeated key
+/// replaces the earlier value in place, as in a parsed object), and the arrays of the
+/// entities nested in it, read as entities too.
+struct Entity<'de> {
+    entries: Entries<'de>,
+    /// Nested entity arrays: (index in the kind's nested children, elements).
+    nested: Vec<(usize, Vec<Item<'de>>)>,
+}
+
+impl Entity<'_> {
+    fn depth(&self) -> usize {
+        let values = self.entries.0.iter().map(|(_, v)| depth(v));
+        let nested = self
+            .nested
+            .iter()
+            .map(|(_, items)| 1 + items.iter().map(Item::depth).max().unwrap_or(0));
+        1 + values.chain(nested).max().unwrap_or(0)
+    }
+}
+
+/// The keys and values of an object, in order; keys borrow from the document when they can.
+struct Entries<'de>(Vec<(Cow<'de, str>, Value)>);
+
+impl Input for Entries<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+}
+
+/// The nested children of each kind (indexed by kind), with their foreign-key fields.
+fn children_of(kind: EntityKind) -> &'static [(EntityKind, &'static str)] {
+    static TABLE: std::sync::OnceLock<Vec<Vec<(EntityKind, &'static str)>>> =
+        std::sync::OnceLock::new();
+    &TABLE.get_or_init(|| {
+        EntityKind::ALL
+            .iter()
+            .map(|k| k.nested_children().collect())
+            .collect()
+    })[ix(kind)]
+}
+
+/// Reads one element of an array of `kind` entities.
+#[derive(Clone, Copy)]
+struct ItemSeed(EntityKind);
+
+impl<'de> DeserializeSeed<'de> for ItemSeed {
+    type Value = Item<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemSeed {
+    type Value = Item<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an entity")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Item<'de>, E> {
+        Ok(Item::Name(s.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Item<'de>, E> {
+        Ok(Item::Name(s))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
+        let children = children_of(self.0);
+        let mut e = Entity {
+            entries: Entries(Vec::with_capacity(8)),
+            nested: Vec::new(),
+        };
+        while let Some(Key(key)) = map.next_key()? {
+            match children.iter().position(|(c, _)| c.plural() == key) {
+                Some(i) => {
+                    let items = map.next_value_seed(Children(children[i].0))?;
+                    match e.nested.iter_mut().find(|(j, _)| *j == i) {
+                        Some((_, old)) => *old = items,
+                        None => e.nested.push((i, items)),
+                    }
+                }
+                None => {
+                    let v: Value = map.next_value()?;
+                    match e.entries.0.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, old)) => *old = v,
+                        None => e.entries.0.push((key, v)),
+                    }
+                }
+            }
+        }
+        Ok(Item::Entity(e))
+    }
+}
+
+/// Reads a nested entity array (anything else is left to the reporting path).
+struct Children(EntityKind);
+
+impl<'de> DeserializeSeed<'de> for Children {
+    type Value = Vec<Item<'de>>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Vec<Item<'de>>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Children {
+    type Value = Vec<Item<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of entities")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Item<'de>>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+        while let Some(item) = seq.next_element_seed(ItemSeed(self.0))? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+/// An object key, borrowed from the document unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 fn is_header_key(k: &str) -> bool {
@@ -134,7 +304,8 @@ struct Fast<'o, 'a> {
     opts: &'o LoadOptions<'a>,
     migrate: bool,
     schemas: Vec<Record>,
-    children: Vec<Vec<(EntityKind, &'static str)>>,
+    /// Each schema's [`Record::validated_defaults`].
+    defaults: Vec<Vec<Option<Value>>>,
     unique_fields: Vec<Vec<&'static str>>,
     /// Kinds some foreign key points at (only their endpoint keys are looked up).
     referenced: [bool; KINDS],
@@ -142,7 +313,9 @@ struct Fast<'o, 'a> {
     cfg: Config,
     ents: Vec<Ent>,
     by_id: FxHashSet<(EntityKind, Uuid)>,
+    /// Endpoint key → id of the referenced kinds (the first entity with the key).
     by_key: Vec<FxHashMap<Box<str>, Uuid>>,
+    /// Unique values other than those `by_key` already holds.
     uniques: Vec<FxHashSet<(&'static str, Box<str>)>>,
     /// References by name or id, resolved once every entity is known: (entity, field,
     /// referenced kind, value as given).
@@ -161,6 +334,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             .iter()
             .map(|k| schema(*k, opts.router_flavor))
             .collect();
+        let defaults = schemas.iter().map(Record::validated_defaults).collect();
         let unique_fields = schemas
             .iter()
             .map(|s| {
@@ -170,10 +344,6 @@ impl<'o, 'a> Fast<'o, 'a> {
                     .map(|f| f.name)
                     .collect()
             })
-            .collect();
-        let children = EntityKind::ALL
-            .iter()
-            .map(|k| k.nested_children().collect())
             .collect();
         let mut referenced = [false; KINDS];
         for k in EntityKind::ALL {
@@ -191,7 +361,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             opts,
             migrate,
             schemas,
-            children,
+            defaults,
             unique_fields,
             referenced,
             positions: [0; KINDS],
@@ -226,38 +396,84 @@ impl<'o, 'a> Fast<'o, 'a> {
         Some(())
     }
 
-    /// One element of an entity array, and its nested entities.
+    /// One element of an entity array (a parsed value), and its nested entities.
     fn item(
         &mut self,
         kind: EntityKind,
         item: &Value,
         parent: Option<(usize, &'static str)>,
     ) -> Option<()> {
-        let input: Cow<'_, Map<String, Value>> = match item {
+        let m = match item {
             // `certificates[].snis` may list plain names.
             Value::String(s) if kind == EntityKind::Sni && parent.is_some() => {
-                let mut m = Map::new();
-                m.insert("name".into(), Value::String(s.clone()));
-                Cow::Owned(m)
+                return self.parsed_item(kind, Item::Name(s.clone()), parent);
             }
-            Value::Object(m) => Cow::Borrowed(m),
+            Value::Object(m) => m,
             _ => return None,
         };
         let mut nested: Vec<(EntityKind, &'static str, &Value)> = Vec::new();
         let mut skip: Vec<&str> = Vec::new();
-        if let Value::Object(m) = item {
-            for (child, fk) in &self.children[ix(kind)] {
-                if let Some(v) = m.get(child.plural()) {
-                    nested.push((*child, fk, v));
-                    skip.push(child.plural());
-                }
+        for (child, fk) in children_of(kind) {
+            if let Some(v) = m.get(child.plural()) {
+                nested.push((*child, fk, v));
+                skip.push(child.plural());
             }
         }
-        let ent = self.entity(kind, input, parent, skip)?;
+        let ent = self.entity(kind, m, parent, skip)?;
         for (child, fk, v) in nested {
             self.collect(child, v, Some((ent, fk)))?;
         }
         Some(())
+    }
+
+    /// One element of an entity array as read from JSON, and its nested entities.
+    fn parsed_item(
+        &mut self,
+        kind: EntityKind,
+        item: Item<'_>,
+        parent: Option<(usize, &'static str)>,
+    ) -> Option<()> {
+        let mut e = match item {
+            Item::Entity(e) => e,
+            Item::Name(s) if kind == EntityKind::Sni && parent.is_some() => Entity {
+                entries: Entries(vec![(Cow::Borrowed("name"), Value::String(s))]),
+                nested: Vec::new(),
+            },
+            Item::Name(_) => return None,
+        };
+        let ent = self.entity(kind, &e.entries, parent, Vec::new())?;
+        drop(e.entries);
+        // in the order of the kind's children, as the reporting path takes them
+        e.nested.sort_by_key(|(i, _)| *i);
+        let children = children_of(kind);
+        for (i, items) in e.nested {
+            let (child, fk) = children[i];
+            self.reserve(child, items.len());
+            for item in items {
+                self.parsed_item(child, item, Some((ent, fk)))?;
+            }
+        }
+        Some(())
+    }
+
+    /// Room for a top-level array of `n` entities of `kind`. Its nested kinds get room for
+    /// as many (one child per parent being the usual shape): a guess, which saves most of
+    /// the regrowth of large lists while costing only untouched capacity when wrong.
+    fn reserve_array(&mut self, kind: EntityKind, n: usize) {
+        let children = children_of(kind);
+        let total = n * (1 + children.len().min(1));
+        self.ents.reserve(total);
+        self.by_id.reserve(total);
+        self.reserve(kind, n);
+        if self.referenced[ix(kind)] {
+            self.by_key[ix(kind)].reserve(n);
+        }
+        for (child, _) in children {
+            self.reserve(*child, n);
+            if self.referenced[ix(*child)] {
+                self.by_key[ix(*child)].reserve(n);
+            }
+        }
     }
 
     fn reserve(&mut self, kind: EntityKind, n: usize) {
@@ -274,10 +490,10 @@ impl<'o, 'a> Fast<'o, 'a> {
     }
 
     /// Validates, checks and types one entity; returns its index in `ents`.
-    fn entity(
+    fn entity<I: Input>(
         &mut self,
         kind: EntityKind,
-        input: Cow<'_, Map<String, Value>>,
+        input: &I,
         parent: Option<(usize, &'static str)>,
         mut skip: Vec<&str>,
     ) -> Option<usize> {
@@ -288,7 +504,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             return None;
         }
         let mut extra: Vec<(&'static str, Value)> = Vec::new();
-        self.normalize(kind, &input, &mut skip, &mut extra)?;
+        self.normalize(kind, input, &mut skip, &mut extra)?;
 
         // id (from the input as given, as Kong does)
         let pos = self.positions[k];
@@ -301,7 +517,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             Some(Uuid::try_parse(v.as_str()?).ok()?)
         } else {
             let parent = parent.map(|(p, fk)| (self.ents[p].id, fk));
-            Some(ids::generate(kind, &input, parent, pos))
+            Some(ids::generate(kind, input, parent, pos))
         };
 
         // validation
@@ -314,14 +530,20 @@ impl<'o, 'a> Fast<'o, 'a> {
             && self.healthchecks.is_some()
             && input.get("healthchecks").is_none_or(Value::is_null))
         .then_some("healthchecks");
-        let (mut values, errors) = self.schemas[k].validate_overlay(&input, &skip, &refs, omit);
+        let overlay = Overlay {
+            skip: &skip,
+            extra: &refs,
+            omit,
+            defaults: Some(&self.defaults[k]),
+        };
+        let (mut values, errors) = self.schemas[k].validate_overlay(input, &overlay);
         if !errors.is_empty() {
             return None;
         }
         let mut errors = Errors::default();
         post_validate(
             kind,
-            &input,
+            input,
             &mut values,
             &mut errors,
             self.opts.plugins,
@@ -330,12 +552,10 @@ impl<'o, 'a> Fast<'o, 'a> {
         if !errors.is_empty() {
             return None;
         }
-        if let Some((p, fk)) = parent {
-            let pid = self.ents[p].id?;
-            if let Some(Value::Object(m)) = values.get_mut(fk) {
-                m.insert("id".into(), Value::String(pid.to_string()));
-            }
-        }
+        let parent_id = match parent {
+            Some((p, fk)) => Some((fk, self.ents[p].id?)),
+            None => None,
+        };
 
         // primary key and unique fields
         if let Some(id) = id
@@ -343,15 +563,31 @@ impl<'o, 'a> Fast<'o, 'a> {
         {
             return None;
         }
+        let endpoint_key = kind.endpoint_key();
+        let mut keyed = false;
         for f in &self.unique_fields[k] {
-            if let Some(v) = values.get(f).and_then(Value::as_str)
-                && !self.uniques[k].insert((f, v.into()))
+            let Some(v) = values.get(f).and_then(Value::as_str) else {
+                continue;
+            };
+            if self.referenced[k]
+                && endpoint_key == Some(*f)
+                && let Some(id) = id
             {
+                // one table for both: the key → id table and the uniqueness check
+                keyed = true;
+                match self.by_key[k].entry(v.into()) {
+                    Entry::Occupied(_) => return None,
+                    Entry::Vacant(slot) => {
+                        slot.insert(id);
+                    }
+                }
+            } else if !self.uniques[k].insert((f, v.into())) {
                 return None;
             }
         }
         if self.referenced[k]
-            && let (Some(ek), Some(id)) = (kind.endpoint_key(), id)
+            && !keyed
+            && let (Some(ek), Some(id)) = (endpoint_key, id)
             && let Some(v) = values.get(ek).and_then(Value::as_str)
             && !self.by_key[k].contains_key(v)
         {
@@ -376,7 +612,7 @@ impl<'o, 'a> Fast<'o, 'a> {
         }
 
         if let Some(id) = id {
-            values.insert("id", Value::String(id.to_string()));
+            values.insert("id", Value::String(uuid_string(id)));
         }
         match (omit, &self.healthchecks) {
             (Some(_), Some(hc)) => {
@@ -386,16 +622,20 @@ impl<'o, 'a> Fast<'o, 'a> {
             _ => push_typed(&mut self.cfg, kind, values).ok()?,
         }
         let index = kind_len(&self.cfg, kind) - 1;
+        // the nesting parent's reference, which validated as a placeholder
+        if let Some((fk, pid)) = parent_id {
+            set_fk(&mut self.cfg, kind, index, fk, pid)?;
+        }
         self.ents.push(Ent { kind, index, id });
         Some(ent)
     }
 
     /// The shorthands and input-dependent defaults of `load`'s `normalize_input`, as keys to
     /// skip and values to set rather than edits of the input.
-    fn normalize(
+    fn normalize<I: Input>(
         &self,
         kind: EntityKind,
-        m: &Map<String, Value>,
+        m: &I,
         skip: &mut Vec<&str>,
         extra: &mut Vec<(&'static str, Value)>,
     ) -> Option<()> {
@@ -433,7 +673,7 @@ impl<'o, 'a> Fast<'o, 'a> {
                             && a.iter()
                                 .all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
                     });
-                if grpc_only && !m.contains_key("strip_path") {
+                if grpc_only && m.get("strip_path").is_none() {
                     extra.push(("strip_path", Value::Bool(false)));
                 }
             }
@@ -512,6 +752,12 @@ impl<'o, 'a> Fast<'o, 'a> {
         }
         Some(self.cfg)
     }
+}
+
+/// An id in its hyphenated lowercase form, without the formatting machinery.
+fn uuid_string(id: Uuid) -> String {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf).to_string()
 }
 
 fn kind_len(cfg: &Config, kind: EntityKind) -> usize {

@@ -24,7 +24,7 @@ use crate::entities::{EntityKind, normalize_target, schema};
 use crate::error::{ConfigError, FlatError, FlattenedError, Invalid};
 use crate::ids;
 use crate::plugin::PluginRegistry;
-use crate::schema::{Errors, FieldError, Fields, Record, index_map_to_array};
+use crate::schema::{Errors, FieldError, Fields, Input, Record, index_map_to_array};
 use crate::{RouterFlavor, pki};
 
 /// What loading depends on besides the document.
@@ -656,9 +656,9 @@ impl State<'_, '_> {
 
 /// Validation past the entity schema: plugin and vault configurations, CA certificate
 /// digests, target default ports, generated secrets.
-pub(crate) fn post_validate(
+pub(crate) fn post_validate<I: Input + ?Sized>(
     kind: EntityKind,
-    input: &Map<String, Value>,
+    input: &I,
     values: &mut Fields,
     errors: &mut Errors,
     plugins: &PluginRegistry,
@@ -691,8 +691,8 @@ pub(crate) fn post_validate(
     }
 }
 
-fn validate_plugin(
-    input: &Map<String, Value>,
+fn validate_plugin<I: Input + ?Sized>(
+    input: &I,
     values: &mut Fields,
     errors: &mut Errors,
     plugins: &PluginRegistry,
@@ -752,7 +752,7 @@ fn validate_plugin(
     }
 }
 
-fn validate_vault(input: &Map<String, Value>, values: &mut Fields, errors: &mut Errors) {
+fn validate_vault<I: Input + ?Sized>(input: &I, values: &mut Fields, errors: &mut Errors) {
     let Some(name) = values.get("name").and_then(Value::as_str) else {
         return;
     };

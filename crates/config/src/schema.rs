@@ -97,6 +97,24 @@ impl Fields {
     }
 }
 
+/// Read access to an input record: a parsed JSON object, or the loader's lighter list of
+/// entries. Validation and id generation only look values up and walk the entries in order.
+pub trait Input {
+    /// The value of a key.
+    fn get(&self, key: &str) -> Option<&Value>;
+    /// The entries, in document order.
+    fn entries(&self) -> impl Iterator<Item = (&str, &Value)>;
+}
+
+impl Input for Map<String, Value> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        Map::get(self, key)
+    }
+    fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
 /// The type of a field and its type-specific constraints.
 #[derive(Clone)]
 pub enum Kind {
@@ -540,26 +558,41 @@ impl Record {
     /// sets) and reports every error. The returned map holds only known fields; `input` is
     /// left untouched so that callers can report it alongside the errors.
     pub fn validate(&self, input: &Map<String, Value>) -> (Fields, Errors) {
-        self.validate_overlay(input, &[], &[], None)
+        self.validate_overlay(input, &Overlay::default())
     }
 
-    /// [`Record::validate`] of `input` with the keys in `skip` removed and the `extra`
-    /// values set (replacing given ones), without copying the input.
-    pub(crate) fn validate_overlay(
+    /// The validated default of each field (`None` where there is none, or where it does
+    /// not validate), for [`Overlay::defaults`].
+    pub(crate) fn validated_defaults(&self) -> Vec<Option<Value>> {
+        self.fields
+            .iter()
+            .map(|f| match f.default {
+                Some(_) => f.default_value(),
+                None => None,
+            })
+            .collect()
+    }
+
+    /// [`Record::validate`] of `input` changed as `overlay` says, without copying the input.
+    pub(crate) fn validate_overlay<I: Input + ?Sized>(
         &self,
-        input: &Map<String, Value>,
-        skip: &[&str],
-        extra: &[(&str, &Value)],
-        omit: Option<&str>,
+        input: &I,
+        overlay: &Overlay<'_>,
     ) -> (Fields, Errors) {
+        let Overlay {
+            skip,
+            extra,
+            omit,
+            defaults,
+        } = *overlay;
         let mut errors = Errors::default();
         // One pass over the input (usually a few keys) rather than one map lookup per schema
         // field (usually many, most absent).
         let mut given: Vec<Option<&Value>> = vec![None; self.fields.len()];
         let mut unknown: Vec<&str> = Vec::new();
-        for (k, v) in input {
+        for (k, v) in input.entries() {
             match self.fields.iter().position(|f| f.name == k) {
-                _ if skip.contains(&k.as_str()) => {}
+                _ if skip.contains(&k) => {}
                 Some(i) => given[i] = Some(v),
                 None if k == "_comment" || k == "_ignore" => {}
                 None => unknown.push(k),
@@ -575,8 +608,14 @@ impl Record {
             }
         }
         let mut out = Fields::with_capacity(self.fields.len());
-        for (f, v) in self.fields.iter().zip(given) {
+        for (i, (f, v)) in self.fields.iter().zip(given).enumerate() {
             if omit == Some(f.name) {
+                continue;
+            }
+            if v.is_none_or(Value::is_null)
+                && let Some(Some(d)) = defaults.and_then(|d| d.get(i))
+            {
+                out.0.push((f.name, d.clone()));
                 continue;
             }
             match validate_field(f, v) {
@@ -597,6 +636,19 @@ impl Record {
         }
         (out, errors)
     }
+}
+
+/// How [`Record::validate_overlay`] changes its input.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Overlay<'a> {
+    /// Keys of the input to leave out.
+    pub skip: &'a [&'a str],
+    /// Values to set, replacing given ones.
+    pub extra: &'a [(&'a str, &'a Value)],
+    /// A field left out of the result altogether (the caller fills it).
+    pub omit: Option<&'a str>,
+    /// The record's [`Record::validated_defaults`], to copy rather than validate again.
+    pub defaults: Option<&'a [Option<Value>]>,
 }
 
 fn msg(s: impl Into<String>) -> Outcome {
