@@ -48,11 +48,13 @@ impl Recording {
     }
 }
 
-/// Requests `path` every 20 ms until stopped; counts the answers and keeps every one that was
-/// not a 200.
+/// Requests `path` every 20 ms until stopped; counts the 200s and keeps every other answer.
+/// Requests that got no answer (a 5 s timeout on a loaded machine) say nothing about the
+/// configuration: they are only counted.
 struct Prober {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
+    unanswered: Arc<AtomicU64>,
     bad: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -61,15 +63,19 @@ impl Prober {
     fn start(proxy: SocketAddr, host: &'static str, path: &'static str) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
+        let unanswered = Arc::new(AtomicU64::new(0));
         let bad = Arc::new(Mutex::new(Vec::new()));
-        let (s, o, b) = (stop.clone(), ok.clone(), bad.clone());
+        let (s, o, u, b) = (stop.clone(), ok.clone(), unanswered.clone(), bad.clone());
         let task = tokio::spawn(async move {
             while !s.load(Ordering::Relaxed) {
                 match get(proxy, host, path).await {
                     Ok((200, _)) => {
                         o.fetch_add(1, Ordering::Relaxed);
                     }
-                    other => b.lock().unwrap().push(format!("{other:?}")),
+                    Ok((status, body)) => b.lock().unwrap().push(format!("{status}: {body}")),
+                    Err(_) => {
+                        u.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -77,6 +83,7 @@ impl Prober {
         Prober {
             stop,
             ok,
+            unanswered,
             bad,
             task,
         }
@@ -89,6 +96,11 @@ impl Prober {
     /// Stops probing; returns the answers that were not 200.
     async fn finish(self) -> Vec<String> {
         self.stop.store(true, Ordering::Relaxed);
+        eprintln!(
+            "prober: {} answered 200, {} unanswered",
+            self.ok(),
+            self.unanswered.load(Ordering::Relaxed)
+        );
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("the prober stops")
