@@ -9,7 +9,6 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt as _};
 use tokio::sync::watch;
@@ -82,7 +81,7 @@ pub async fn run(
     let api: Api<EndpointSlice> = Api::namespaced(client, &opts.namespace);
     let cfg =
         watcher::Config::default().labels(&format!("kubernetes.io/service-name={}", opts.service));
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut stream = crate::kube_source::watch_retrying(api, cfg, "admin endpoints".into());
     let tls = if opts.admin.tls.skip_verify
         || opts.admin.tls.ca_pem.is_some()
         || opts.admin.tls.client_cert_pem.is_some()
@@ -107,21 +106,20 @@ pub async fn run(
         };
         let Some(ev) = ev else { return };
         match ev {
-            Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(s)) => {
+            Event::Init => {
+                buffer.clear();
+                continue;
+            }
+            Event::InitApply(s) => {
                 buffer.insert(s.name_any(), s);
                 continue;
             }
-            Ok(Event::InitDone) => slices = std::mem::take(&mut buffer),
-            Ok(Event::Apply(s)) => {
+            Event::InitDone => slices = std::mem::take(&mut buffer),
+            Event::Apply(s) => {
                 slices.insert(s.name_any(), s);
             }
-            Ok(Event::Delete(s)) => {
+            Event::Delete(s) => {
                 slices.remove(&s.name_any());
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "admin service endpoints watch error; retrying");
-                continue;
             }
         }
         let urls = admin_urls(slices.values(), &opts.port_names);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -122,50 +123,23 @@ async fn run<K>(
 ) where
     K: Resource + Insert + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let mut stream = watcher::watcher(api, config).boxed();
-    let mut backoff = watcher::DefaultBackoff::default();
-    // Whether the last event was an expired watch retried at once (the next error waits).
-    let mut expired_retried = false;
+    let mut stream = watch_retrying(api, config, source.clone());
     let mut buffer: Vec<K> = Vec::new();
     loop {
         let ev = tokio::select! {
             _ = crate::stopped(&mut shutdown) => return,
             ev = stream.next() => ev,
         };
-        match &ev {
-            Some(Ok(_)) => {
-                backoff.reset();
-                expired_retried = false;
-            }
-            Some(Err(e)) => {
-                let wait = if is_expired(e) && !expired_retried {
-                    expired_retried = true;
-                    tracing::info!(source = %source, error = %e, "watch expired; re-listing");
-                    Duration::ZERO
-                } else {
-                    expired_retried = false;
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
-                    tracing::warn!(source = %source, error = %e, retry_in = ?wait, "watch error; retrying");
-                    wait
-                };
-                tokio::select! {
-                    _ = crate::stopped(&mut shutdown) => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                continue;
-            }
-            None => {}
-        }
         let Some(ev) = ev else {
             return;
         };
         match ev {
-            Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(mut o)) => {
+            Event::Init => buffer.clear(),
+            Event::InitApply(mut o) => {
                 o.managed_fields_mut().clear();
                 buffer.push(o);
             }
-            Ok(Event::InitDone) => {
+            Event::InitDone => {
                 let items = std::mem::take(&mut buffer);
                 let n = items.len();
                 store.update(|objects| {
@@ -177,18 +151,73 @@ async fn run<K>(
                 tracing::debug!(source = %source, objects = n, "listed");
                 store.source_synced(&source);
             }
-            Ok(Event::Apply(mut o)) => {
+            Event::Apply(mut o) => {
                 o.managed_fields_mut().clear();
                 store.update(|objects| o.insert(objects));
             }
-            Ok(Event::Delete(o)) => {
+            Event::Delete(o) => {
                 let ns = o.namespace().unwrap_or_default();
                 let name = o.name_any();
                 store.update(|objects| objects.remove(K::KIND, &ns, &name));
             }
-            Err(_) => {}
         }
     }
+}
+
+/// A `kube::runtime::watcher` stream of `api` that retries its errors itself, so it yields
+/// only events (and ends only if the watcher does).
+///
+/// Errors are logged (naming `source`) and retried with client-go's backoff (0.8 s doubling to
+/// 30 s, jittered, reset by the next event), except an expired resource version (`410 Gone`)
+/// after an event or another error: the API server answered, so the watcher re-lists at once
+/// instead of waiting out a backoff that grew while the server was unreachable (which made a
+/// controller lag up to 30 s behind an API server that had come back).
+pub fn watch_retrying<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    source: String,
+) -> BoxStream<'static, Event<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    struct State<K> {
+        inner: BoxStream<'static, watcher::Result<Event<K>>>,
+        backoff: watcher::DefaultBackoff,
+        /// The last error was an expired watch retried at once (the next one waits).
+        expired_retried: bool,
+        source: String,
+    }
+    let state = State {
+        inner: watcher::watcher(api, config).boxed(),
+        backoff: watcher::DefaultBackoff::default(),
+        expired_retried: false,
+        source,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            match st.inner.next().await? {
+                Ok(ev) => {
+                    st.backoff.reset();
+                    st.expired_retried = false;
+                    return Some((ev, st));
+                }
+                Err(e) => {
+                    let wait = if is_expired(&e) && !st.expired_retried {
+                        st.expired_retried = true;
+                        tracing::info!(source = %st.source, error = %e, "watch expired; re-listing");
+                        Duration::ZERO
+                    } else {
+                        st.expired_retried = false;
+                        let wait = st.backoff.next().unwrap_or(Duration::from_secs(30));
+                        tracing::warn!(source = %st.source, error = %e, retry_in = ?wait, "watch error; retrying");
+                        wait
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Whether a watcher error says that the resource version expired (`410 Gone`): the watcher
