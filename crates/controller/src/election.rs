@@ -4,7 +4,9 @@
 //!   not renewed it for `lease_duration` (measured on the candidate's own clock from the
 //!   moment it last saw the Lease change, so clock skew between replicas does not matter);
 //! - the leader renews every `retry_period`, and steps down if it cannot renew within
-//!   `renew_deadline`;
+//!   `renew_deadline` — also when the API server does not answer at all (a hung server or a
+//!   partition): a renewal gets only the time left until the deadline, so the leader stops
+//!   before its Lease can expire and another replica take over;
 //! - every write carries the `resourceVersion` read, so two candidates never both win;
 //! - on shutdown the leader releases the Lease (empty holder) so another takes over at once.
 //!
@@ -178,7 +180,22 @@ impl Elector {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         loop {
             let leading = *self.leading.borrow();
-            match self.try_acquire_or_renew().await {
+            // A leader's renewal may take only what is left until its renew deadline; a
+            // candidate's attempt, a renew deadline.
+            let budget = match (leading, self.last_renew) {
+                (true, Some(t)) => self
+                    .opts
+                    .renew_deadline
+                    .saturating_sub(t.elapsed())
+                    .max(Duration::from_millis(100)),
+                _ => self.opts.renew_deadline,
+            };
+            let attempt = tokio::time::timeout(budget, self.try_acquire_or_renew());
+            let result = match attempt.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("the API server did not answer within {budget:?}")),
+            };
+            match result {
                 Ok(true) => {
                     self.last_renew = Some(Instant::now());
                     if !leading {
@@ -196,7 +213,7 @@ impl Elector {
                     tracing::warn!(error = %e, "lease request failed");
                     let stale = self
                         .last_renew
-                        .is_none_or(|t| t.elapsed() > self.opts.renew_deadline);
+                        .is_none_or(|t| t.elapsed() >= self.opts.renew_deadline);
                     if leading && stale {
                         tracing::warn!(identity = %self.opts.identity, "could not renew in time: stepping down");
                         self.leading.send_replace(false);

@@ -15,7 +15,9 @@ use common::*;
 use futures::future::BoxFuture;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, PostParams};
-use silverback_controller::{ControllerOptions, DataPlaneTarget, InProcessTarget, PushError};
+use silverback_controller::{
+    ControllerOptions, DataPlaneTarget, InProcessTarget, KubeArgs, LeaderElection, PushError,
+};
 use silverback_envtest::netns::NetNs;
 use silverback_proxy::{Gateway, ListenerKind, Settings};
 
@@ -237,5 +239,62 @@ async fn api_server_restart_and_expired_watches_lose_no_state() {
             "push {i} lacks the Ingress `web`: {doc}"
         );
     }
+    ctl.shutdown().await;
+}
+
+/// A leader whose API server stops answering (frozen: requests hang rather than fail) steps
+/// down before its Lease can expire, so no other replica leads while it still pushes; it leads
+/// again once the API server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_steps_down_before_its_lease_expires_when_the_api_server_hangs() {
+    common::logs();
+    let cp = start_control_plane(false).await;
+    let ns = cp.create_namespace("elect").await.unwrap();
+    let settings = Settings::loopback();
+    let (flavor, plugins) = (settings.router_flavor, settings.plugins.clone());
+    let gw = Arc::new(Gateway::start(settings, None).await.unwrap());
+    let target: Arc<dyn DataPlaneTarget> =
+        Arc::new(InProcessTarget::new(gw.clone(), flavor, plugins));
+    let lease = Duration::from_secs(6);
+    let opts = ControllerOptions {
+        kube: KubeArgs {
+            election_namespace: Some(ns.clone()),
+            election_id: "elect".into(),
+            leader_election: LeaderElection::Enabled,
+            pod_name: Some("replica-a".into()),
+            election_lease_duration: lease,
+            election_renew_deadline: Duration::from_secs(4),
+            election_retry_period: Duration::from_millis(500),
+            ..KubeArgs::default()
+        },
+        ..ControllerOptions::default()
+    };
+    let ctl = silverback_controller::start_cluster(cp.client(), &opts, vec![target])
+        .await
+        .unwrap();
+    let leading = ctl.leading.clone();
+    eventually(Duration::from_secs(20), "leading", || {
+        let l = *leading.borrow();
+        async move { l.then_some(()) }
+    })
+    .await;
+
+    cp.pause_apiserver().unwrap();
+    let t0 = Instant::now();
+    eventually(Duration::from_secs(15), "stepped down", || {
+        let l = *leading.borrow();
+        async move { (!l).then_some(()) }
+    })
+    .await;
+    let took = t0.elapsed();
+    eprintln!("API server frozen -> leader stepped down in {took:?} (lease {lease:?})");
+    assert!(took < lease, "stepped down after {took:?}, lease {lease:?}");
+
+    cp.resume_apiserver().unwrap();
+    eventually(Duration::from_secs(30), "leading again", || {
+        let l = *leading.borrow();
+        async move { l.then_some(()) }
+    })
+    .await;
     ctl.shutdown().await;
 }

@@ -577,6 +577,31 @@ impl ControlPlane {
         }
     }
 
+    /// Freezes kube-apiserver (SIGSTOP): connections stay open but nothing answers, like a
+    /// hung server or a network partition (requests do not fail, they hang). Undo with
+    /// [`resume_apiserver`](Self::resume_apiserver); dropping the control plane kills it either
+    /// way.
+    pub fn pause_apiserver(&self) -> anyhow::Result<()> {
+        self.signal_apiserver("STOP")
+    }
+
+    /// Lets a kube-apiserver frozen by [`pause_apiserver`](Self::pause_apiserver) run again
+    /// (SIGCONT).
+    pub fn resume_apiserver(&self) -> anyhow::Result<()> {
+        self.signal_apiserver("CONT")
+    }
+
+    fn signal_apiserver(&self, signal: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.apiserver.is_running(), "kube-apiserver is not running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.apiserver.pid().to_string())
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed: {status}");
+        Ok(())
+    }
+
     /// [`stop_apiserver`](Self::stop_apiserver) then [`start_apiserver`](Self::start_apiserver).
     pub async fn restart_apiserver(&mut self, timeout: Duration) -> anyhow::Result<()> {
         self.stop_apiserver();
