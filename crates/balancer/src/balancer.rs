@@ -877,7 +877,7 @@ fn policy_for(
     cache: &mut Vec<(silverback_config::Healthchecks, Arc<HealthPolicy>)>,
     u: &Upstream,
 ) -> Result<Arc<HealthPolicy>, BalancerError> {
-    if let Some((_, p)) = cache.iter().find(|(h, _)| *h == u.healthchecks) {
+    if let Some((_, p)) = cache.iter().find(|(h, _)| *h == *u.healthchecks) {
         return Ok(Arc::clone(p));
     }
     let p = Arc::new(
@@ -885,7 +885,7 @@ fn policy_for(
             .map_err(|e| invalid(&u.name, "healthchecks", e))?,
     );
     if cache.len() < 16 {
-        cache.push((u.healthchecks.clone(), Arc::clone(&p)));
+        cache.push(((*u.healthchecks).clone(), Arc::clone(&p)));
     }
     Ok(p)
 }

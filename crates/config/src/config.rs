@@ -2,6 +2,8 @@
 //! back to Kong's declarative format (flat or nested), the flattened entity map that
 //! `POST /config` returns, and the configuration hash.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -438,10 +440,12 @@ fn header(transform: bool) -> Map<String, Value> {
     m
 }
 
-/// The default upstream health checks and their JSON rendering.
-fn default_healthchecks() -> Option<&'static (Healthchecks, Box<serde_json::value::RawValue>)> {
-    static DEFAULT: std::sync::OnceLock<Option<(Healthchecks, Box<serde_json::value::RawValue>)>> =
-        std::sync::OnceLock::new();
+/// The default upstream health checks (the one copy upstreams without health checks share)
+/// and their JSON rendering.
+pub(crate) fn default_healthchecks()
+-> Option<&'static (Arc<Healthchecks>, Box<serde_json::value::RawValue>)> {
+    type Default = Option<(Arc<Healthchecks>, Box<serde_json::value::RawValue>)>;
+    static DEFAULT: std::sync::OnceLock<Default> = std::sync::OnceLock::new();
     DEFAULT
         .get_or_init(|| {
             let v = schema(EntityKind::Upstream, crate::RouterFlavor::default())
@@ -449,7 +453,7 @@ fn default_healthchecks() -> Option<&'static (Healthchecks, Box<serde_json::valu
                 .default_value()?;
             let typed: Healthchecks = serde_json::from_value(v).ok()?;
             let raw = serde_json::value::to_raw_value(&typed).ok()?;
-            Some((typed, raw))
+            Some((Arc::new(typed), raw))
         })
         .as_ref()
 }
@@ -524,10 +528,12 @@ impl Serialize for UpstreamView<'_> {
         opt!(hash_fallback_uri_capture);
         st.serialize_field("slots", slots)?;
         match default_healthchecks() {
-            Some((default, raw)) if default == healthchecks => {
+            Some((default, raw))
+                if Arc::ptr_eq(default, healthchecks) || default == healthchecks =>
+            {
                 st.serialize_field("healthchecks", raw)?
             }
-            _ => st.serialize_field("healthchecks", healthchecks)?,
+            _ => st.serialize_field("healthchecks", &**healthchecks)?,
         }
         if !tags.is_empty() {
             st.serialize_field("tags", tags)?;

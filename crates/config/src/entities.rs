@@ -2,6 +2,7 @@
 //! schemas (fields, defaults, checks), and the typed structs a validated configuration holds.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -1035,6 +1036,21 @@ pub struct PassiveUnhealthy {
     pub http_failures: u8,
 }
 
+/// Serializes a shared value as the value itself.
+fn serialize_shared<T: Serialize, S: serde::Serializer>(
+    v: &Arc<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    T::serialize(v, s)
+}
+
+/// Deserializes a value into a new shared one.
+fn deserialize_shared<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Arc<T>, D::Error> {
+    T::deserialize(d).map(Arc::new)
+}
+
 /// A Kong Upstream: a load-balanced set of targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Upstream {
@@ -1073,8 +1089,12 @@ pub struct Upstream {
     pub hash_fallback_uri_capture: Option<String>,
     /// Ring size for consistent hashing.
     pub slots: u32,
-    /// Health checks.
-    pub healthchecks: Healthchecks,
+    /// Health checks, shared: upstreams that give none hold one copy of the schema default.
+    #[serde(
+        serialize_with = "serialize_shared",
+        deserialize_with = "deserialize_shared"
+    )]
+    pub healthchecks: Arc<Healthchecks>,
     /// Tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -1138,7 +1158,7 @@ pub(crate) struct UpstreamSansHealthchecks {
 
 impl UpstreamSansHealthchecks {
     /// The upstream with these health checks.
-    pub(crate) fn with(self, healthchecks: Healthchecks) -> Upstream {
+    pub(crate) fn with(self, healthchecks: Arc<Healthchecks>) -> Upstream {
         let UpstreamSansHealthchecks {
             id,
             name,

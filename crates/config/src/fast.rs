@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, hash_map::Entry};
 use std::fmt;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -76,20 +77,49 @@ pub(crate) fn try_load_json(bytes: &[u8], opts: &LoadOptions<'_>) -> Option<Conf
     arrays.sort_by_key(|(k, _)| *k);
     let (migrate, transform) = header(&top)?;
     let mut st = Fast::new(opts, migrate);
+    // Room for every array at once (a table grown array by array is rebuilt each time).
+    let sizes: Vec<(EntityKind, usize)> = arrays
+        .iter()
+        .map(|(kind, v)| (*kind, estimate_entities(v.get())))
+        .collect();
+    st.reserve_arrays(&sizes);
     for (kind, v) in arrays {
-        let items: Vec<&RawValue> = serde_json::from_str(v.get()).ok()?;
-        st.reserve_array(kind, items.len());
-        for raw in items {
-            let mut de = serde_json::Deserializer::from_str(raw.get());
-            let item = ItemSeed(kind).deserialize(&mut de).ok()?;
-            de.end().ok()?;
-            if item.depth() > MAX_ITEM_DEPTH {
-                return None;
-            }
-            st.parsed_item(kind, item, None)?;
-        }
+        // Each element is loaded as soon as it is read: the array is never held.
+        let mut de = serde_json::Deserializer::from_str(v.get());
+        de::Deserializer::deserialize_seq(&mut de, Elements { st: &mut st, kind }).ok()?;
+        de.end().ok()?;
     }
     st.finish(transform)
+}
+
+/// Loads the elements of a top-level array of `kind` entities one by one; fails at the first
+/// element that is not loaded.
+struct Elements<'s, 'o, 'a> {
+    st: &'s mut Fast<'o, 'a>,
+    kind: EntityKind,
+}
+
+impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of entities")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element_seed(ItemSeed(self.kind))? {
+            if item.depth() > MAX_ITEM_DEPTH || self.st.parsed_item(self.kind, item, None).is_none()
+            {
+                return Err(de::Error::custom("not loaded"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A guess at the number of entities in a JSON array of entities, for reserving room: its
+/// objects (a quick count of `{`), which the usual entity, one object with nested entity
+/// objects, does not overestimate by much.
+fn estimate_entities(text: &str) -> usize {
+    text.bytes().filter(|&b| b == b'{').count()
 }
 
 /// The nesting limit of one parse of a whole document, for an element of a top-level array:
@@ -324,8 +354,8 @@ struct Fast<'o, 'a> {
     ca_refs: Vec<Value>,
     /// The value a foreign key holds until it is resolved.
     placeholder: Value,
-    /// Upstream health checks when none are given (the typed schema default).
-    healthchecks: Option<Healthchecks>,
+    /// Upstream health checks when none are given (the typed schema default, shared).
+    healthchecks: Option<Arc<Healthchecks>>,
 }
 
 impl<'o, 'a> Fast<'o, 'a> {
@@ -351,10 +381,7 @@ impl<'o, 'a> Fast<'o, 'a> {
                 referenced[ix(*target)] = true;
             }
         }
-        let healthchecks = schemas[ix(EntityKind::Upstream)]
-            .field("healthchecks")
-            .and_then(|f| f.default_value())
-            .and_then(|v| serde_json::from_value(v).ok());
+        let healthchecks = crate::config::default_healthchecks().map(|(h, _)| Arc::clone(h));
         let mut placeholder = Map::new();
         placeholder.insert("id".into(), Value::String(Uuid::nil().to_string()));
         Fast {
@@ -456,22 +483,31 @@ impl<'o, 'a> Fast<'o, 'a> {
         Some(())
     }
 
-    /// Room for a top-level array of `n` entities of `kind`. Its nested kinds get room for
-    /// as many (one child per parent being the usual shape): a guess, which saves most of
-    /// the regrowth of large lists while costing only untouched capacity when wrong.
-    fn reserve_array(&mut self, kind: EntityKind, n: usize) {
-        let children = children_of(kind);
-        let total = n * (1 + children.len().min(1));
+    /// Room for the top-level arrays (about `n` entities, nested ones included, in the array
+    /// of `kind`). The array's kind and its nested kinds each get room for as many: a guess,
+    /// which saves the regrowth of large lists and tables while costing only untouched
+    /// capacity when too large.
+    fn reserve_arrays(&mut self, sizes: &[(EntityKind, usize)]) {
+        let mut per_kind = [0usize; KINDS];
+        let mut total = 0;
+        for (kind, n) in sizes {
+            let children = children_of(*kind);
+            total += n;
+            per_kind[ix(*kind)] += n;
+            for (child, _) in children {
+                per_kind[ix(*child)] += n;
+            }
+        }
         self.ents.reserve(total);
         self.by_id.reserve(total);
-        self.reserve(kind, n);
-        if self.referenced[ix(kind)] {
-            self.by_key[ix(kind)].reserve(n);
-        }
-        for (child, _) in children {
-            self.reserve(*child, n);
-            if self.referenced[ix(*child)] {
-                self.by_key[ix(*child)].reserve(n);
+        for kind in EntityKind::ALL {
+            let n = per_kind[ix(kind)];
+            if n == 0 {
+                continue;
+            }
+            self.reserve(kind, n);
+            if self.referenced[ix(kind)] {
+                self.by_key[ix(kind)].reserve(n);
             }
         }
     }
@@ -617,7 +653,7 @@ impl<'o, 'a> Fast<'o, 'a> {
         match (omit, &self.healthchecks) {
             (Some(_), Some(hc)) => {
                 let u: UpstreamSansHealthchecks = values.deserialize().ok()?;
-                self.cfg.upstreams.push(u.with(hc.clone()));
+                self.cfg.upstreams.push(u.with(Arc::clone(hc)));
             }
             _ => push_typed(&mut self.cfg, kind, values).ok()?,
         }
