@@ -317,6 +317,11 @@ impl Syncer {
         }
         let mut generation = self.store.subscribe();
         generation.mark_changed();
+        // The first sync reads the current targets: a list set before the loop started (the
+        // in-process gateway is set right after the channel is made) is no change to sync
+        // for again. (That second sync at start-up replaced the first's outcome before the
+        // Event writer saw it, which lost the success Event under load.)
+        self.targets.borrow_and_update();
         let mut check = tokio::time::interval(self.opts.check_interval);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -327,7 +332,11 @@ impl Syncer {
                         return;
                     }
                     self.debounce(&mut generation).await;
-                    if *self.leader.borrow() {
+                    // Not when this generation was synced already (by the periodic check,
+                    // whose first tick comes at once, together with the initial change).
+                    if *self.leader.borrow()
+                        && self.synced_generation != Some(self.store.generation())
+                    {
                         self.sync(false).await;
                     }
                 }

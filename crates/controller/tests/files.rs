@@ -350,6 +350,10 @@ async fn outcomes_count_pushes_so_a_late_reader_misses_none() {
         .wait_outcome(Duration::from_secs(10), |o| o.pushes == 1)
         .await
         .expect("first push");
+    // One translation for the start: the periodic check's immediate first tick and the
+    // initial change do not both sync the same generation.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ctl.metrics.total(metrics::TRANSLATION_COUNT), 1.0);
     // The same content again: a sync that pushes nothing; its outcome replaces the first.
     std::fs::write(&file, manifests(9, "/a")).unwrap();
     let same = ctl
