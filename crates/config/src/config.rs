@@ -168,8 +168,13 @@ impl Config {
             return EMPTY_HASH.to_string();
         }
         let mut sink = Md5Sink::new();
-        // Serializing plain structs and JSON values into a `Vec`, which cannot fail.
-        if self.write_hashed(&mut sink).is_err() {
+        if self.write_hashed(&mut sink, true).is_ok() {
+            return sink.finish();
+        }
+        // A value the fast writer refuses: everything again, written by serde_json (which
+        // cannot fail on plain structs and JSON values written into a `Vec`).
+        let mut sink = Md5Sink::new();
+        if self.write_hashed(&mut sink, false).is_err() {
             return EMPTY_HASH.to_string();
         }
         sink.finish()
@@ -179,8 +184,9 @@ impl Config {
     /// (`{"services":[...],...}`, empty lists left out), produced entity by entity so that
     /// the buffer never holds more than a chunk. Health checks equal to the schema default
     /// (most upstreams') are copied from one cached rendering instead of written field by
-    /// field.
-    fn write_hashed(&self, sink: &mut Md5Sink) -> serde_json::Result<()> {
+    /// field. `fast`: written by [`crate::hash_json`] (the same bytes, faster) rather than by
+    /// serde_json.
+    fn write_hashed(&self, sink: &mut Md5Sink, fast: bool) -> serde_json::Result<()> {
         fn list<T>(
             sink: &mut Md5Sink,
             first: &mut bool,
@@ -206,8 +212,12 @@ impl Config {
             sink.buf.push(b']');
             Ok(())
         }
-        fn plain<T: Serialize>(buf: &mut Vec<u8>, item: &T) -> serde_json::Result<()> {
-            serde_json::to_writer(buf, item)
+        fn put<T: Serialize>(buf: &mut Vec<u8>, item: &T, fast: bool) -> serde_json::Result<()> {
+            if fast {
+                crate::hash_json::write(buf, item)
+            } else {
+                serde_json::to_writer(buf, item)
+            }
         }
         let Config {
             vaults,
@@ -230,48 +240,56 @@ impl Config {
             transform: _,
         } = self;
         let first = &mut true;
-        list(sink, first, "vaults", vaults, plain)?;
-        list(sink, first, "certificates", certificates, plain)?;
-        list(sink, first, "ca_certificates", ca_certificates, plain)?;
-        list(sink, first, "snis", snis, plain)?;
-        list(sink, first, "consumers", consumers, plain)?;
-        list(sink, first, "consumer_groups", consumer_groups, plain)?;
+        list(sink, first, "vaults", vaults, |b, x| put(b, x, fast))?;
+        list(sink, first, "certificates", certificates, |b, x| {
+            put(b, x, fast)
+        })?;
+        list(sink, first, "ca_certificates", ca_certificates, |b, x| {
+            put(b, x, fast)
+        })?;
+        list(sink, first, "snis", snis, |b, x| put(b, x, fast))?;
+        list(sink, first, "consumers", consumers, |b, x| put(b, x, fast))?;
+        list(sink, first, "consumer_groups", consumer_groups, |b, x| {
+            put(b, x, fast)
+        })?;
         list(
             sink,
             first,
             "consumer_group_consumers",
             consumer_group_consumers,
-            plain,
+            |b, x| put(b, x, fast),
         )?;
-        list(sink, first, "services", services, plain)?;
-        list(sink, first, "routes", routes, plain)?;
+        list(sink, first, "services", services, |b, x| put(b, x, fast))?;
+        list(sink, first, "routes", routes, |b, x| put(b, x, fast))?;
         list(sink, first, "upstreams", upstreams, |buf, u| {
-            serde_json::to_writer(buf, &UpstreamView(u))
+            put(buf, &UpstreamView(u), fast)
         })?;
-        list(sink, first, "targets", targets, plain)?;
-        list(sink, first, "plugins", plugins, plain)?;
+        list(sink, first, "targets", targets, |b, x| put(b, x, fast))?;
+        list(sink, first, "plugins", plugins, |b, x| put(b, x, fast))?;
         list(
             sink,
             first,
             "keyauth_credentials",
             keyauth_credentials,
-            plain,
+            |b, x| put(b, x, fast),
         )?;
         list(
             sink,
             first,
             "basicauth_credentials",
             basicauth_credentials,
-            plain,
+            |b, x| put(b, x, fast),
         )?;
-        list(sink, first, "jwt_secrets", jwt_secrets, plain)?;
-        list(sink, first, "acls", acls, plain)?;
+        list(sink, first, "jwt_secrets", jwt_secrets, |b, x| {
+            put(b, x, fast)
+        })?;
+        list(sink, first, "acls", acls, |b, x| put(b, x, fast))?;
         list(
             sink,
             first,
             "hmacauth_credentials",
             hmacauth_credentials,
-            plain,
+            |b, x| put(b, x, fast),
         )?;
         sink.buf.push(if *first { b'{' } else { b'}' });
         if *first {
@@ -557,14 +575,16 @@ pub(crate) mod tests {
     pub(crate) fn check_hash(cfg: &Config) {
         use md5::Digest;
         let plain = serde_json::to_vec(cfg).expect("serializes");
-        let mut sink = Md5Sink::new();
-        sink.chunk = usize::MAX;
-        cfg.write_hashed(&mut sink).expect("serializes");
-        let view = sink.buf;
-        assert_eq!(
-            String::from_utf8_lossy(&view),
-            String::from_utf8_lossy(&plain)
-        );
+        for fast in [true, false] {
+            let mut sink = Md5Sink::new();
+            sink.chunk = usize::MAX;
+            cfg.write_hashed(&mut sink, fast).expect("serializes");
+            let view = sink.buf;
+            assert_eq!(
+                String::from_utf8_lossy(&view),
+                String::from_utf8_lossy(&plain)
+            );
+        }
         if !cfg.is_empty() {
             assert_eq!(cfg.hash(), hex::encode(md5::Md5::digest(&plain)));
         }

@@ -32,6 +32,7 @@ pub mod entities;
 pub mod error;
 pub mod expression;
 mod fast;
+mod hash_json;
 pub mod ids;
 pub mod load;
 pub mod parse;
