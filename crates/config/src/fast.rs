@@ -58,6 +58,130 @@ pub(crate) fn try_load(doc: &Value, opts: &LoadOptions<'_>) -> Option<Config> {
 /// document has any error, or is not read this way.
 pub(crate) fn try_load_json(bytes: &[u8], opts: &LoadOptions<'_>) -> Option<Config> {
     let text = std::str::from_utf8(crate::parse::json_text(bytes)?).ok()?;
+    let mut one = OnePass {
+        opts,
+        text,
+        top: Map::new(),
+        st: None,
+        last: None,
+        unusual: false,
+        estimate: 0,
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let loaded = de::Deserializer::deserialize_map(&mut de, &mut one).and_then(|()| de.end());
+    match (loaded, one.unusual) {
+        (Ok(()), _) => {
+            let (migrate, transform) = header(&one.top)?;
+            let st = match one.st {
+                Some(st) => st,
+                None => Fast::new(opts, migrate),
+            };
+            st.finish(transform)
+        }
+        (Err(_), false) => None,
+        (Err(_), true) => try_load_json_in_order(text, opts),
+    }
+}
+
+/// The usual document read in one pass: its header keys first, then its entity arrays in
+/// the order they are loaded in (each key once), each array loaded element by element as it
+/// is read. Anything else is `unusual` (and read by [`try_load_json_in_order`]).
+struct OnePass<'o, 'a, 't> {
+    opts: &'o LoadOptions<'a>,
+    text: &'t str,
+    top: Map<String, Value>,
+    /// Loading state, from the first entity array on.
+    st: Option<Fast<'o, 'a>>,
+    /// The kind of the last entity array.
+    last: Option<EntityKind>,
+    /// Whether reading stopped on an unusual document rather than an error.
+    unusual: bool,
+    /// [`estimate_entities`] of the whole document, once there is an entity array.
+    estimate: usize,
+}
+
+impl OnePass<'_, '_, '_> {
+    /// Stops reading: the document is unusual, not wrong.
+    fn unusual<E: de::Error>(&mut self) -> E {
+        self.unusual = true;
+        E::custom("unusual document")
+    }
+}
+
+impl<'de> Visitor<'de> for &mut OnePass<'_, '_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a declarative configuration")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key()? {
+            if is_header_key(&key) {
+                if self.st.is_some() || self.top.contains_key(key.as_ref()) {
+                    return Err(self.unusual());
+                }
+                // the limits of one parse of the whole document: 127 nested levels
+                let v: Value = map.next_value()?;
+                if depth(&v) > 126 {
+                    return Err(de::Error::custom("too deep"));
+                }
+                self.top.insert(key.into_owned(), v);
+                continue;
+            }
+            let Some(kind) = EntityKind::from_plural(&key) else {
+                return Err(de::Error::custom("unknown key"));
+            };
+            if self.last.is_some_and(|last| last >= kind) {
+                return Err(self.unusual());
+            }
+            self.last = Some(kind);
+            if self.st.is_none() {
+                let Some((migrate, _)) = header(&self.top) else {
+                    return Err(self.unusual());
+                };
+                let mut st = Fast::new(self.opts, migrate);
+                // the arrays' sizes are not known yet: room for as many entities as the
+                // document has objects (untouched when too large)
+                let n = estimate_entities(self.text);
+                self.estimate = n;
+                st.ents.reserve(n);
+                st.by_id.reserve(n);
+                self.st = Some(st);
+            }
+            let Some(st) = self.st.as_mut() else {
+                return Err(self.unusual());
+            };
+            // the array's size is not known either: the same room for its kind and the kinds
+            // nested in it (capacity beyond what is used is never touched)
+            let n = self.estimate;
+            st.reserve(kind, n);
+            for (child, _) in children_of(kind) {
+                st.reserve(*child, n);
+            }
+            map.next_value_seed(ArraySeed { st, kind })?;
+        }
+        Ok(())
+    }
+}
+
+/// A top-level entity array, loaded element by element.
+struct ArraySeed<'s, 'o, 'a> {
+    st: &'s mut Fast<'o, 'a>,
+    kind: EntityKind,
+}
+
+impl<'de> DeserializeSeed<'de> for ArraySeed<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(Elements {
+            st: self.st,
+            kind: self.kind,
+        })
+    }
+}
+
+/// [`try_load_json`] for any document: top-level keys read first (the last of repeated keys
+/// wins), arrays then loaded in the order of their kinds.
+fn try_load_json_in_order(text: &str, opts: &LoadOptions<'_>) -> Option<Config> {
     // Duplicate keys: the last one wins, as in a parsed `Value`.
     let raw: BTreeMap<String, &RawValue> = serde_json::from_str(text).ok()?;
     let mut top = Map::new();
@@ -921,6 +1045,34 @@ mod tests {
             assert_eq!(
                 ids::namespace(*k),
                 Uuid::new_v5(&ids::NAMESPACE, k.plural().as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn unusual_key_orders_load_as_the_usual_one() {
+        let p = plugins();
+        let opts = LoadOptions {
+            router_flavor: RouterFlavor::TraditionalCompatible,
+            plugins: &p,
+            now_unix: None,
+        };
+        let services =
+            r#""services":[{"name":"s","host":"h","routes":[{"name":"r","paths":["/a"]}]}]"#;
+        let routes = r#""routes":[{"name":"r2","paths":["/b"],"service":"s"}]"#;
+        let usual = format!(r#"{{"_format_version":"3.0",{services},{routes}}}"#);
+        let usual = try_load_json(usual.as_bytes(), &opts).expect("loads");
+        for doc in [
+            format!(r#"{{{routes},{services},"_format_version":"3.0"}}"#),
+            format!(r#"{{"_format_version":"3.0",{routes},{services}}}"#),
+            format!(r#"{{"_format_version":"1.1","_format_version":"3.0",{services},{routes}}}"#),
+            format!(r#"{{"_format_version":"3.0",{services},"routes":[],{routes}}}"#),
+        ] {
+            let cfg = try_load_json(doc.as_bytes(), &opts).expect("loads");
+            assert_eq!(
+                serde_json::to_value(&cfg).ok(),
+                serde_json::to_value(&usual).ok(),
+                "{doc}"
             );
         }
     }

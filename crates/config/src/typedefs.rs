@@ -151,7 +151,8 @@ pub fn split_host_port(s: &str) -> Result<HostPort<'_>, &'static str> {
             is_ip: true,
         });
     }
-    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+    // an IPv6 address has at least two colons ("::"): most values need no attempt
+    if s.bytes().filter(|&b| b == b':').count() >= 2 && s.parse::<std::net::Ipv6Addr>().is_ok() {
         return Ok(HostPort {
             host: s,
             port: None,
