@@ -157,6 +157,12 @@ impl<'de> Visitor<'de> for &mut OnePass<'_, '_, '_> {
             for (child, _) in children_of(kind) {
                 st.reserve(*child, n);
             }
+            // name tables: grown step by step, each step a new table, so one at the outset
+            for k in std::iter::once(kind).chain(children_of(kind).iter().map(|(c, _)| *c)) {
+                if st.referenced[ix(k)] && st.by_key[ix(k)].capacity() == 0 {
+                    st.by_key[ix(k)].reserve(n / 2);
+                }
+            }
             map.next_value_seed(ArraySeed { st, kind })?;
         }
         Ok(())
