@@ -4,6 +4,11 @@
 # A B A B. Then the same with 10,000 extra routes loaded, the POST /config time of that
 # configuration, and the gateway's resident memory.
 #
+# The gateway is the product binary, `silverback proxy` (mimalloc, the CLI's runtime), built
+# in release unless GW_BIN names another binary taking the same flags (the
+# `silverback-proxy` example `gateway` does: `GW_BIN=example`). GW2_BIN adds a second
+# gateway to every round (A/B of two builds: nginx, gateway, gateway 2, ...).
+#
 # Needs: nginx (nginx-light), wrk, curl, python3, taskset. Usage:
 #   bench/proxy/run.sh [ROUNDS=3] [DURATION=5s] [CONNECTIONS=50]
 set -euo pipefail
@@ -12,14 +17,21 @@ DUR=${2:-5s}
 CONNS=${3:-50}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-(cd "$ROOT" && cargo build -q --release -p silverback-proxy --example gateway)
-GW_BIN=$CARGO_TARGET_DIR/release/examples/gateway
+GW_BIN=${GW_BIN:-}
+GW2_BIN=${GW2_BIN:-}
+if [ -z "$GW_BIN" ]; then
+  (cd "$ROOT" && cargo build -q --release -p silverback)
+  GW_BIN=$CARGO_TARGET_DIR/release/silverback
+elif [ "$GW_BIN" = example ]; then
+  (cd "$ROOT" && cargo build -q --release -p silverback-proxy --example gateway)
+  GW_BIN=$CARGO_TARGET_DIR/release/examples/gateway
+fi
 W=$(mktemp -d)
-BE=19100 NGX=19101 GW=19102 ADMIN=19103 STATUS=19104
-
+BE=19100 NGX=19101 GW=19102 ADMIN=19103 STATUS=19104 GW2=19105 ADMIN2=19106 STATUS2=19107
 cleanup() {
   for p in "$W"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
   [ -n "${GWPID:-}" ] && kill "$GWPID" 2>/dev/null || true
+  [ -n "${GW2PID:-}" ] && kill "$GW2PID" 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -37,10 +49,23 @@ http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepal
 CONF
 taskset -c 1 nginx -c "$W/backend.conf" -p "$W" -e "$W/backend.err"
 taskset -c 0 nginx -c "$W/proxy.conf" -p "$W" -e "$W/proxy.err"
-taskset -c 0 "$GW_BIN" --proxy-listen "127.0.0.1:$GW backlog=4096" --admin-listen "127.0.0.1:$ADMIN" \
-  --status-listen "127.0.0.1:$STATUS" --workers 1 2>"$W/gw.err" &
-GWPID=$!
+start_gw() { # bin port admin status -> pid
+  local args=(--proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$3"
+    --status-listen "127.0.0.1:$4")
+  case "$(basename "$1")" in
+    silverback*) args=(proxy "${args[@]}" --nginx-worker-processes 1) ;;
+    *) args+=(--workers 1) ;;
+  esac
+  taskset -c 0 "$1" "${args[@]}" >"$W/gw-$2.out" 2>"$W/gw-$2.err" &
+  echo $!
+}
+GWPID=$(start_gw "$GW_BIN" $GW $ADMIN $STATUS)
+GW2PID=
+[ -n "$GW2_BIN" ] && GW2PID=$(start_gw "$GW2_BIN" $GW2 $ADMIN2 $STATUS2)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/status" >/dev/null && break; sleep 0.1; done
+if [ -n "$GW2_BIN" ]; then
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN2/status" >/dev/null && break; sleep 0.1; done
+fi
 
 one_route() {
   printf '{"_format_version":"3.0","services":[{"name":"be","url":"http://127.0.0.1:%s","routes":[{"name":"all","paths":["/"]}]}]}' "$BE"
@@ -56,9 +81,9 @@ for i in range(10000):
 print(json.dumps({"_format_version": "3.0", "services": svcs}))
 PY
 }
-post() { # file -> prints seconds
+post() { # file [admin port] -> prints status and seconds
   curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X POST -H 'content-type: application/json' \
-    --data-binary @"$1" "http://127.0.0.1:$ADMIN/config"
+    --data-binary @"$1" "http://127.0.0.1:${2:-$ADMIN}/config"
 }
 load() { # port -> "rps p99"
   taskset -c 1 wrk -t1 -c"$CONNS" -d"$DUR" --latency "http://127.0.0.1:$1/" | awk '
@@ -69,30 +94,59 @@ load() { # port -> "rps p99"
 
 one_route > "$W/one.json"
 many_routes > "$W/many.json"
+echo "gateway: $GW_BIN${GW2_BIN:+, gateway 2: $GW2_BIN}"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "POST one route: $(post "$W/one.json")"
 curl -sf "http://127.0.0.1:$GW/" >/dev/null
-echo "round  nginx_rps  nginx_p99_ms  gw_rps  gw_p99_ms"
-declare -a RN RG PN PG
+if [ -n "$GW2_BIN" ]; then
+  echo "POST one route (gateway 2): $(post "$W/one.json" $ADMIN2)"
+  curl -sf "http://127.0.0.1:$GW2/" >/dev/null
+fi
+echo "round  nginx_rps  nginx_p99_ms  gw_rps  gw_p99_ms${GW2_BIN:+  gw2_rps  gw2_p99_ms}"
+declare -a RN RG PN PG R2 P2
 for r in $(seq 1 "$ROUNDS"); do
   read -r n_rps n_p99 < <(load $NGX)
   read -r g_rps g_p99 < <(load $GW)
-  echo "$r  $n_rps  $n_p99  $g_rps  $g_p99"
+  line="$r  $n_rps  $n_p99  $g_rps  $g_p99"
+  if [ -n "$GW2_BIN" ]; then
+    read -r g2_rps g2_p99 < <(load $GW2)
+    line="$line  $g2_rps  $g2_p99"
+    R2+=("$g2_rps"); P2+=("$g2_p99")
+  fi
+  echo "$line"
   RN+=("$n_rps"); RG+=("$g_rps"); PN+=("$n_p99"); PG+=("$g_p99")
 done
 echo "POST 10,000 extra routes: $(post "$W/many.json") (status, seconds)"
+[ -n "$GW2_BIN" ] && echo "POST 10,000 extra routes (gateway 2): $(post "$W/many.json" $ADMIN2)"
 echo "gateway RSS with 10,001 routes: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$GWPID/status)"
-echo "round  gw10k_rps  gw10k_p99_ms"
-declare -a RM
+# The 10k-route rounds alternate with nginx again: the 10k/1-route figure is the ratio of the
+# two gateway/nginx ratios (robust to the machine's load changing between the two phases).
+echo "round  nginx_rps  gw10k_rps  gw10k_p99_ms${GW2_BIN:+  gw2_10k_rps  gw2_10k_p99_ms}"
+declare -a RM RM2 RN2
 for r in $(seq 1 "$ROUNDS"); do
+  read -r n_rps n_p99 < <(load $NGX)
   read -r m_rps m_p99 < <(load $GW)
-  echo "$r  $m_rps  $m_p99"
-  RM+=("$m_rps")
+  line="$r  $n_rps  $m_rps  $m_p99"
+  if [ -n "$GW2_BIN" ]; then
+    read -r m2_rps m2_p99 < <(load $GW2)
+    line="$line  $m2_rps  $m2_p99"
+    RM2+=("$m2_rps")
+  fi
+  echo "$line"
+  RM+=("$m_rps"); RN2+=("$n_rps")
 done
-python3 - "${RN[*]}" "${RG[*]}" "${PN[*]}" "${PG[*]}" "${RM[*]}" <<'PY'
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "${RN[*]}" "${RG[*]}" "${PN[*]}" "${PG[*]}" "${RM[*]}" "${RN2[*]}" "${R2[*]:-}" "${P2[*]:-}" "${RM2[*]:-}" <<'PY'
 import statistics as s, sys
-rn, rg, pn, pg, rm = ([float(x) for x in a.split()] for a in sys.argv[1:])
-ratios = [g / n for g, n in zip(rg, rn)]
-print(f"throughput gateway/nginx per round: {[round(x, 3) for x in ratios]}, median {s.median(ratios):.3f}")
-print(f"p99 ms median: nginx {s.median(pn):.3f}, gateway {s.median(pg):.3f}")
-print(f"10k routes vs 1 route (gateway): {s.median(rm) / s.median(rg):.3f}")
+rn, rg, pn, pg, rm, rn2, r2, p2, rm2 = ([float(x) for x in a.split()] for a in sys.argv[1:])
+def report(name, rg, pg, rm):
+    ratios = [g / n for g, n in zip(rg, rn)]
+    print(f"{name}: throughput gateway/nginx per round: {[round(x, 3) for x in ratios]}, median {s.median(ratios):.3f}")
+    print(f"{name}: p99 ms median: nginx {s.median(pn):.3f}, gateway {s.median(pg):.3f}")
+    one = s.median([g / n for g, n in zip(rg, rn)])
+    many = s.median([g / n for g, n in zip(rm, rn2)])
+    print(f"{name}: 10k routes vs 1 route: {many / one:.3f} (gateway/nginx {many:.3f} vs {one:.3f}; raw RPS medians {s.median(rm) / s.median(rg):.3f})")
+report("gateway", rg, pg, rm)
+if r2:
+    report("gateway 2", r2, p2, rm2)
 PY

@@ -3,6 +3,10 @@
 //! --proxy-listen 127.0.0.1:8000 --workers 1 --config kong.yaml`.
 #![allow(missing_docs)]
 
+// The allocator of the `silverback` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use silverback_config::{LoadOptions, PluginRegistry};
 use silverback_proxy::{Gateway, Listen, Settings};

@@ -410,12 +410,7 @@ async fn serve_conn(
 ) {
     match tls {
         None => {
-            let info = Arc::new(ConnInfo {
-                peer,
-                local,
-                tls: false,
-                sni: None,
-            });
+            let info = Arc::new(ConnInfo::new(peer, local, false, None));
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
             let io = TokioIo::new(crate::h1_guard::H1Guard::new(stream));
             serve_io(sh, kind, b, io, info, watcher).await
@@ -433,12 +428,7 @@ async fn serve_conn(
                     Err(_) => return,
                 };
             let sni = s.get_ref().1.server_name().map(Box::from);
-            let info = Arc::new(ConnInfo {
-                peer,
-                local,
-                tls: true,
-                sni,
-            });
+            let info = Arc::new(ConnInfo::new(peer, local, true, sni));
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
                 serve_io(sh, kind, b, TokioIo::new(s), info, watcher).await
             } else {

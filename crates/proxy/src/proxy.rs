@@ -14,7 +14,10 @@
 //!    route asks for `request_buffering` and it is small.
 //! 6. **header_filter**: hop-by-hop response headers removed, `Via`, `Server`,
 //!    `X-Kong-Upstream-Latency`, `X-Kong-Proxy-Latency`, `X-Kong-Request-Id`.
-//! 7. **body_filter**: the body streams through with the read timeout between chunks; the
+//! 7. **body_filter**: with the route's `response_buffering` (Kong's default), a response
+//!    from an HTTP/1.1 upstream with a `Content-Length` up to `response_buffer_limit` is read
+//!    whole first (its connection goes back to the pool at once; a body cut short is a 502);
+//!    otherwise the body streams through with the read timeout between chunks and the
 //!    upstream connection goes back to the pool at its end.
 //! 8. **log**: metrics.
 //!
@@ -58,6 +61,27 @@ pub struct ConnInfo {
     pub tls: bool,
     /// TLS server name sent by the client.
     pub sni: Option<Box<str>>,
+    /// The client IP as a header value (`X-Forwarded-For`, `X-Real-IP`), built once per
+    /// connection.
+    peer_ip: HeaderValue,
+    /// The local port as a header value (`X-Forwarded-Port`).
+    local_port: HeaderValue,
+}
+
+impl ConnInfo {
+    /// What is known about a connection once accepted (and after the TLS handshake).
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, sni: Option<Box<str>>) -> ConnInfo {
+        let peer_ip =
+            HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
+        ConnInfo {
+            peer,
+            local,
+            tls,
+            sni,
+            peer_ip,
+            local_port: HeaderValue::from(local.port()),
+        }
+    }
 }
 
 struct Ctx {
@@ -65,6 +89,8 @@ struct Ctx {
     rid: HeaderValue,
     format: Format,
     stats: Option<Arc<RouteStats>>,
+    /// The response came from the upstream and its metrics are recorded.
+    proxied: bool,
 }
 
 static X_KONG_REQUEST_ID: HeaderName = HeaderName::from_static("x-kong-request-id");
@@ -81,6 +107,7 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 thread_local! {
     static RNG: Cell<u64> = Cell::new({
@@ -135,6 +162,7 @@ pub(crate) async fn serve(
         rid: request_id(),
         format: Format::negotiate(req.headers()),
         stats: None,
+        proxied: false,
     };
     let resp = match proxy(&sh, &conn, req, &mut cx).await {
         Ok(r) => r,
@@ -159,7 +187,7 @@ pub(crate) async fn serve(
         }
     };
     let stats = cx.stats.as_ref().unwrap_or(&sh.metrics.unmatched);
-    if !matches!(resp.body(), ProxyBody::Upstream(_)) {
+    if !cx.proxied {
         stats.response(resp.status().as_u16(), false);
         stats.latencies(ms(cx.start.elapsed()), ms(cx.start.elapsed()), None);
     }
@@ -275,8 +303,23 @@ fn is_upgrade(h: &HeaderMap) -> bool {
         })
 }
 
+/// Whether a header is hop-by-hop (one [`strip_hop_by_hop`] removes by name).
+fn is_hop_by_hop(n: &HeaderName, keep_upgrade: bool) -> bool {
+    n == header::CONNECTION
+        || n == header::TRANSFER_ENCODING
+        || n == header::PROXY_AUTHENTICATE
+        || (!keep_upgrade && n == header::UPGRADE)
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+        || n == PROXY
+}
+
 /// Removes hop-by-hop headers (and those named in `Connection`).
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the (few) names instead of a hashed removal per hop-by-hop name.
+    if !h.keys().any(|n| is_hop_by_hop(n, keep_upgrade)) {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
@@ -354,6 +397,52 @@ fn set(h: &mut HeaderMap, n: &HeaderName, v: &str) {
     }
 }
 
+/// Sets a header to a value, or removes it when the value is missing or empty.
+fn put(h: &mut HeaderMap, n: &HeaderName, v: Option<HeaderValue>) {
+    match v {
+        Some(v) if !v.is_empty() => {
+            h.insert(n.clone(), v);
+        }
+        _ => {
+            h.remove(n);
+        }
+    }
+}
+
+/// The client's `Host` header (or the URI authority, for HTTP/2) as a header value,
+/// shared with the request head when it is the header itself.
+fn client_host_value(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(h) = req
+        .headers()
+        .get(header::HOST)
+        .filter(|v| v.to_str().is_ok())
+    {
+        return Some(h.clone());
+    }
+    req.uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// `X-Forwarded-Host` from the client's host: the port stripped, lowercased; shared with
+/// the client's value when that is already the case.
+fn forwarded_host(host: &HeaderValue) -> Option<HeaderValue> {
+    let s = host.to_str().ok()?;
+    let bare = strip_port(s);
+    if bare.len() == s.len() && !bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(host.clone());
+    }
+    HeaderValue::from_str(&bare.to_ascii_lowercase()).ok()
+}
+
+/// A path as a header value (`/` without allocating).
+fn path_value(p: &str) -> Option<HeaderValue> {
+    if p == "/" {
+        return Some(HeaderValue::from_static("/"));
+    }
+    HeaderValue::from_str(p).ok()
+}
+
 #[allow(clippy::too_many_lines)]
 async fn proxy(
     sh: &Arc<Shared>,
@@ -408,38 +497,39 @@ async fn proxy(
 
     // --- access ---
     let trusted = sh.settings.is_trusted(conn.peer.ip());
+    // The forwarded values, as header values: the client's own when it is trusted, else
+    // what this node saw. Most are shared with the client's head or the connection (no
+    // copy); an empty value removes the header.
     let hdr = |n: &HeaderName| {
         if trusted {
-            req.headers().get(n).and_then(|v| v.to_str().ok())
+            req.headers().get(n).filter(|v| v.to_str().is_ok()).cloned()
         } else {
             None
         }
     };
-    let fwd_proto = hdr(&X_FORWARDED_PROTO)
-        .unwrap_or(scheme.as_str())
-        .to_string();
-    let client_host = host_of(&req).to_string();
-    let fwd_host = hdr(&X_FORWARDED_HOST)
-        .map(str::to_string)
-        .unwrap_or_else(|| strip_port(&client_host).to_ascii_lowercase());
-    let fwd_port = hdr(&X_FORWARDED_PORT)
-        .map(str::to_string)
-        .unwrap_or_else(|| conn.local.port().to_string());
-    let fwd_path = hdr(&X_FORWARDED_PATH)
-        .unwrap_or(req.uri().path())
-        .to_string();
+    let fwd_proto = hdr(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(scheme.as_str()));
+    let fwd_https = fwd_proto.as_bytes() == b"https";
+    let client_host = client_host_value(&req);
+    let fwd_host = match hdr(&X_FORWARDED_HOST) {
+        Some(v) => Some(v),
+        None => client_host.as_ref().and_then(forwarded_host),
+    };
+    let fwd_port = hdr(&X_FORWARDED_PORT).unwrap_or_else(|| conn.local_port.clone());
+    let fwd_path = match hdr(&X_FORWARDED_PATH) {
+        Some(v) => Some(v),
+        None => path_value(req.uri().path()),
+    };
     let fwd_prefix = match hdr(&X_FORWARDED_PREFIX) {
-        Some(p) => p.to_string(),
+        Some(p) => Some(p),
         None => m
             .stripped_prefix
             .as_deref()
-            .filter(|p| *p != "/")
-            .unwrap_or("")
-            .to_string(),
+            .filter(|p| *p != "/" && !p.is_empty())
+            .and_then(|p| HeaderValue::from_str(p).ok()),
     };
     if has_proto(route, Protocol::Https)
         && !has_proto(route, Protocol::Http)
-        && fwd_proto != "https"
+        && !fwd_https
         && !has_proto(route, Protocol::Grpcs)
     {
         let code = route.https_redirect_status_code;
@@ -465,6 +555,10 @@ async fn proxy(
             .unwrap_or("/");
         let mut r = Response::new(ProxyBody::empty());
         *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        let fwd_host = fwd_host
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if let Ok(v) = HeaderValue::from_str(&format!("https://{fwd_host}{uri}")) {
             r.headers_mut().insert(header::LOCATION, v);
         }
@@ -491,7 +585,7 @@ async fn proxy(
                 .insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
             return Ok(r);
         }
-        if grpc_route && !has_proto(route, Protocol::Grpc) && fwd_proto != "https" {
+        if grpc_route && !has_proto(route, Protocol::Grpc) && !fwd_https {
             let mut r = Response::new(ProxyBody::empty());
             grpc_headers(
                 r.headers_mut(),
@@ -551,28 +645,41 @@ async fn proxy(
         );
     }
     let realip = real_ip(sh, conn.peer.ip(), h, trusted);
-    let peer_ip = conn.peer.ip().to_string();
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {peer_ip}"),
-        None => peer_ip,
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", conn.peer_ip.to_str().unwrap_or(""))).ok()
+        }
+        None => Some(conn.peer_ip.clone()),
     };
-    set(h, &X_FORWARDED_FOR, &xff);
-    set(h, &X_FORWARDED_PROTO, &fwd_proto);
-    set(h, &X_FORWARDED_HOST, &fwd_host);
-    set(h, &X_FORWARDED_PORT, &fwd_port);
-    set(h, &X_FORWARDED_PATH, &fwd_path);
-    set(h, &X_FORWARDED_PREFIX, &fwd_prefix);
-    set(h, &X_REAL_IP, &realip.to_string());
+    put(h, &X_FORWARDED_FOR, xff);
+    put(h, &X_FORWARDED_PROTO, Some(fwd_proto));
+    put(h, &X_FORWARDED_HOST, fwd_host);
+    put(h, &X_FORWARDED_PORT, Some(fwd_port));
+    put(h, &X_FORWARDED_PATH, fwd_path);
+    put(h, &X_FORWARDED_PREFIX, fwd_prefix);
+    let real = if realip == conn.peer.ip() {
+        Some(conn.peer_ip.clone())
+    } else {
+        HeaderValue::from_str(&realip.to_string()).ok()
+    };
+    put(h, &X_REAL_IP, real);
     h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
     if sh.settings.server_tokens {
-        let via = format!(
-            "{} {}",
-            version_str(client_version),
-            sh.settings.server_token
-        );
+        let via = match client_version {
+            Version::HTTP_11 => sh.via_h1.clone(),
+            Version::HTTP_2 => sh.via_h2.clone(),
+            v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
+                .unwrap_or_else(|_| sh.via_h1.clone()),
+        };
         match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-            Some(prev) => set(h, &header::VIA, &format!("{prev}, {via}")),
-            None => set(h, &header::VIA, &via),
+            Some(prev) => set(
+                h,
+                &header::VIA,
+                &format!("{prev}, {}", via.to_str().unwrap_or("")),
+            ),
+            None => {
+                h.insert(header::VIA, via);
+            }
         }
     }
 
@@ -596,12 +703,65 @@ async fn proxy(
         route,
         client_ip: realip,
         captures: &m.captures,
-        client_host: &client_host,
+        client_host: client_host.as_ref(),
         stats: &stats,
         pq,
         te_trailers,
     };
     send(sh, cx, &snap, up, parts, body, client_upgrade).await
+}
+
+/// Whether a response is read whole before it is sent (`response_buffering`): an HTTP/1.1
+/// upstream's response with a `Content-Length` of at most `limit`, unless the upstream asks
+/// for streaming with `X-Accel-Buffering: no` (as nginx honours it). Bodies of unknown or
+/// larger size are streamed, so memory stays bounded by `limit` per response.
+fn buffers(rp: &http::response::Parts, body: &Incoming, limit: u64) -> bool {
+    if limit == 0 {
+        return false;
+    }
+    if rp
+        .headers
+        .get(&X_ACCEL_BUFFERING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no"))
+    {
+        return false;
+    }
+    body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= limit)
+}
+
+/// Reads a whole response body (at most the size [`buffers`] allowed), with the read
+/// timeout between two reads as when streaming.
+async fn read_whole(body: &mut Incoming, read_timeout: Duration) -> Result<Bytes, Error> {
+    let mut first: Option<Bytes> = None;
+    let mut rest: Option<bytes::BytesMut> = None;
+    while !body.is_end_stream() {
+        let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+            Err(_) => return Err(Error::upstream(Kind::ReadTimeout)),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(Error::upstream(Kind::InvalidResponse).because(e)),
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(d) = frame.into_data() else {
+            continue;
+        };
+        match (&mut first, &mut rest) {
+            (None, _) => first = Some(d),
+            (Some(f), None) => {
+                let mut b = bytes::BytesMut::with_capacity(
+                    body.size_hint().exact().unwrap_or(0) as usize + f.len() + d.len(),
+                );
+                b.extend_from_slice(f);
+                b.extend_from_slice(&d);
+                rest = Some(b);
+            }
+            (Some(_), Some(b)) => b.extend_from_slice(&d),
+        }
+    }
+    Ok(match (first, rest) {
+        (_, Some(b)) => b.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    })
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -620,7 +780,8 @@ struct Upstream<'a> {
     client_ip: IpAddr,
     /// The route's regex captures (`hash_on: uri_capture`).
     captures: &'a silverback_router::Captures,
-    client_host: &'a str,
+    /// The client's `Host` (`preserve_host`).
+    client_host: Option<&'a HeaderValue>,
     stats: &'a Arc<RouteStats>,
     /// Upstream path and query.
     pq: String,
@@ -673,6 +834,16 @@ fn clone_head(p: &http::request::Parts) -> http::request::Parts {
     c
 }
 
+/// The upstream request target in origin form: the client's own URI when it is already
+/// exactly that (shared, no parsing), else `pq` parsed.
+fn origin_form(client: &Uri, pq: &str) -> Result<Uri, Error> {
+    if client.scheme().is_none() && client.path_and_query().map(|p| p.as_str()) == Some(pq) {
+        return Ok(client.clone());
+    }
+    Uri::from_maybe_shared(Bytes::copy_from_slice(pq.as_bytes()))
+        .map_err(|e| Error::downstream(Kind::BadRequest).because(e))
+}
+
 /// Router captures as the balancer's `uri_capture` hash input.
 struct Caps<'a>(&'a silverback_router::Captures);
 
@@ -689,7 +860,7 @@ type AttemptError = (Error, Option<Request<ReqBody>>);
 #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 async fn send(
     sh: &Arc<Shared>,
-    cx: &Ctx,
+    cx: &mut Ctx,
     snap: &Snapshot,
     up: Upstream<'_>,
     parts: http::request::Parts,
@@ -718,8 +889,9 @@ async fn send(
     };
     let mut stream_body = stream_body;
     let replayable = full_body.is_some() && client_upgrade.is_none() && idempotent(&parts.method);
-    let hash_path = parts.uri.path().to_string();
-    let hash_query = parts.uri.query().map(str::to_string);
+    // The client's URI (shared, not copied): the balancer hashes on its path and query.
+    let client_uri = parts.uri.clone();
+    let mut origin_uri: Option<Uri> = None;
     let mut head = Some(parts);
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
     let mut set_cookie: Option<silverback_balancer::SetCookie> = None;
@@ -734,8 +906,8 @@ async fn send(
         let pctx = PickContext {
             client_ip: Some(up.client_ip),
             headers: Some(&parts.headers),
-            path: &hash_path,
-            query: hash_query.as_deref(),
+            path: client_uri.path(),
+            query: client_uri.query(),
             uri_captures: (!up.captures.is_empty()).then_some(&caps as _),
             generated_cookie: set_cookie.as_ref().map(|c| c.value.as_str()),
             ..PickContext::default()
@@ -768,21 +940,31 @@ async fn send(
         };
 
         // Host and URI (recomputed on every try, as Kong does).
-        let host_value = if up.route.preserve_host && !up.client_host.is_empty() {
-            up.client_host.to_string()
-        } else {
-            peer.host_header_value(tls)
+        let host_value = match up
+            .client_host
+            .filter(|v| up.route.preserve_host && !v.is_empty())
+        {
+            Some(v) => Some(v.clone()),
+            None => HeaderValue::from_str(&peer.host_header_value(tls)).ok(),
         };
         if h2 {
             let scheme = if tls { "https" } else { "http" };
-            parts.uri = Uri::try_from(format!("{scheme}://{host_value}{}", up.pq))
+            let host = host_value
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            parts.uri = Uri::try_from(format!("{scheme}://{host}{}", up.pq))
                 .map_err(|e| Error::new(Kind::Internal, Source::Internal).because(e))?;
             parts.headers.remove(header::HOST);
             parts.version = Version::HTTP_2;
         } else {
-            parts.uri = Uri::try_from(up.pq.as_str())
-                .map_err(|e| Error::downstream(Kind::BadRequest).because(e))?;
-            if let Ok(v) = HeaderValue::from_str(&host_value) {
+            if origin_uri.is_none() {
+                origin_uri = Some(origin_form(&parts.uri, &up.pq)?);
+            }
+            if let Some(u) = &origin_uri {
+                parts.uri = u.clone();
+            }
+            if let Some(v) = host_value {
                 parts.headers.insert(header::HOST, v);
             }
             parts.version = Version::HTTP_11;
@@ -918,9 +1100,30 @@ async fn send(
     let proxy_ms = ms(t_sent.duration_since(cx.start));
     let status = resp.status();
 
-    // --- header_filter ---
-    let (mut rp, rbody) = resp.into_parts();
+    let (mut rp, mut rbody) = resp.into_parts();
+    let mut pooled = pooled;
+    let mut peer = Some(peer);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+
+    // --- response buffering (before any byte goes to the client: a failure is a 502/504) ---
+    let buffered = if up.route.response_buffering
+        && !switching
+        && !h2
+        && buffers(&rp, &rbody, sh.settings.response_buffer_limit)
+    {
+        let b = read_whole(&mut rbody, read_timeout).await?;
+        // The upstream connection is free as soon as the body is in.
+        if let Some(c) = pooled.take() {
+            sh.pool.put(c);
+        }
+        up.stats.egress(b.len() as u64);
+        peer = None;
+        Some(b)
+    } else {
+        None
+    };
+
+    // --- header_filter ---
     strip_hop_by_hop(&mut rp.headers, switching);
     if !up.te_trailers {
         rp.headers.remove(header::TRAILER);
@@ -960,6 +1163,7 @@ async fn send(
     up.stats.response(status.as_u16(), true);
     up.stats
         .latencies(ms(cx.start.elapsed()), proxy_ms, Some(upstream_ms));
+    cx.proxied = true;
 
     if switching {
         rp.headers
@@ -982,13 +1186,31 @@ async fn send(
     }
 
     // --- body_filter ---
+    let Some(buffered) = buffered else {
+        return Ok(stream_body_response(
+            sh,
+            rp,
+            rbody,
+            pooled,
+            read_timeout,
+            &up,
+            peer,
+        ));
+    };
+    Ok(Response::from_parts(rp, ProxyBody::full(buffered)))
+}
+
+/// A response whose body streams from the upstream.
+fn stream_body_response(
+    sh: &Shared,
+    rp: http::response::Parts,
+    rbody: Incoming,
+    pooled: Option<crate::upstream::Conn>,
+    read_timeout: Duration,
+    up: &Upstream<'_>,
+    peer: Option<silverback_balancer::Peer>,
+) -> Response<ProxyBody> {
     let pooled = pooled.map(|c| (sh.pool.clone(), c));
-    let body = UpstreamBody::wrap(
-        rbody,
-        pooled,
-        read_timeout,
-        Some(up.stats.clone()),
-        Some(peer),
-    );
-    Ok(Response::from_parts(rp, body))
+    let body = UpstreamBody::wrap(rbody, pooled, read_timeout, Some(up.stats.clone()), peer);
+    Response::from_parts(rp, body)
 }

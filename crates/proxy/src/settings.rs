@@ -244,6 +244,11 @@ pub struct Settings {
     /// Request bodies up to this size are buffered before proxying when the route says
     /// `request_buffering` (which also makes them retryable); larger ones are streamed.
     pub request_buffer_limit: u64,
+    /// Responses with a `Content-Length` up to this size are read whole from the upstream
+    /// before being sent when the route says `response_buffering` (the upstream connection
+    /// is then free at once); others, and every response of a route with
+    /// `response_buffering: false`, are streamed. 0 turns response buffering off.
+    pub response_buffer_limit: u64,
     /// Time to receive a whole request head, and the idle time allowed between two requests
     /// on a keep-alive connection (`client_header_timeout`, 60 s).
     pub client_header_timeout: Duration,
@@ -324,6 +329,7 @@ impl Default for Settings {
             max_headers: 100,
             client_max_body_size: 0,
             request_buffer_limit: 64 * 1024,
+            response_buffer_limit: 64 * 1024,
             client_header_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(60),

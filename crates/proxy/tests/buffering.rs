@@ -1,0 +1,194 @@
+//! `response_buffering` against a real (raw TCP) backend that sends its bodies in two parts
+//! with a pause between them: with buffering on, a small `Content-Length` response reaches
+//! the client only whole, and its upstream connection is back in the pool by then; with it
+//! off, or for bodies of unknown or too large a size, the first part arrives before the
+//! pause ends. A backend that dies in the middle of a buffered body gives a 502, not a
+//! truncated response.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The pause between the two parts of every body.
+const PAUSE: Duration = Duration::from_millis(600);
+
+/// A keep-alive HTTP/1.1 backend. By path: `/length` sends `Content-Length: 11` and
+/// `hello` + pause + ` world`; `/chunked` the same in two chunks; `/accel` is `/length`
+/// with `X-Accel-Buffering: no`; `/truncated` announces 11 bytes, sends 5 and closes.
+async fn split_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(serve_split(s));
+        }
+    });
+    addr
+}
+
+async fn serve_split(mut s: TcpStream) {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let (first, second): (&[u8], &[u8]) = match path.as_str() {
+            "/chunked" => (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                b"6\r\n world\r\n0\r\n\r\n",
+            ),
+            "/accel" => (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Accel-Buffering: no\r\n\r\nhello",
+                b" world",
+            ),
+            "/truncated" => (b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello", b""),
+            _ => (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello",
+                b" world",
+            ),
+        };
+        if s.write_all(first).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(PAUSE).await;
+        if path == "/truncated" {
+            return;
+        }
+        if s.write_all(second).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends a GET and returns what arrived before the backend's pause ended, and the whole
+/// response.
+async fn get_split(gw: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(gw).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let early_deadline = tokio::time::Instant::now() + PAUSE / 2;
+    let mut early = None;
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let deadline = if early.is_none() { early_deadline } else { end };
+        match tokio::time::timeout_at(deadline, s.read(&mut tmp)).await {
+            Err(_) if early.is_none() => early = Some(String::from_utf8_lossy(&out).into_owned()),
+            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                out.extend_from_slice(&tmp[..n]);
+                let text = String::from_utf8_lossy(&out);
+                if text.ends_with("hello world") || text.ends_with("0\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let whole = String::from_utf8_lossy(&out).into_owned();
+    (early.unwrap_or_else(|| whole.clone()), whole)
+}
+
+fn config(be: SocketAddr, buffering: bool) -> String {
+    format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: split
+  url: http://{be}
+  routes:
+  - name: split
+    paths: ["/"]
+    strip_path: false
+    response_buffering: {buffering}
+"#
+    )
+}
+
+#[tokio::test]
+async fn small_responses_are_buffered_whole() {
+    let be = split_backend().await;
+    let g = Gw::start(Some(&config(be, true))).await;
+    let (early, whole) = get_split(g.http, "/length").await;
+    assert_eq!(early, "", "nothing is sent before the body is complete");
+    assert!(whole.starts_with("HTTP/1.1 200 OK\r\n"), "{whole}");
+    assert!(
+        whole
+            .to_ascii_lowercase()
+            .contains("content-length: 11\r\n")
+    );
+    assert!(whole.ends_with("\r\n\r\nhello world"), "{whole}");
+    // The upstream connection went back to the pool as soon as the body was read.
+    assert_eq!(g.gw.idle_upstream_connections(), 1);
+    // And it is reused.
+    let (_, again) = get_split(g.http, "/length").await;
+    assert!(again.ends_with("hello world"));
+    assert_eq!(g.gw.idle_upstream_connections(), 1);
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unbuffered_routes_stream() {
+    let be = split_backend().await;
+    let g = Gw::start(Some(&config(be, false))).await;
+    let (early, whole) = get_split(g.http, "/length").await;
+    assert!(early.starts_with("HTTP/1.1 200 OK\r\n"), "{early:?}");
+    assert!(early.ends_with("\r\n\r\nhello"), "{early:?}");
+    assert!(whole.ends_with("\r\n\r\nhello world"), "{whole}");
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_large_or_opted_out_bodies_stream_even_when_buffering() {
+    let be = split_backend().await;
+    // Chunked (unknown size) and `X-Accel-Buffering: no`.
+    let g = Gw::start(Some(&config(be, true))).await;
+    let (early, whole) = get_split(g.http, "/chunked").await;
+    assert!(early.contains("hello"), "{early:?}");
+    assert!(whole.contains(" world"), "{whole}");
+    let (early, whole) = get_split(g.http, "/accel").await;
+    assert!(early.ends_with("hello"), "{early:?}");
+    assert!(whole.ends_with("hello world"), "{whole}");
+    g.gw.shutdown().await;
+
+    // Larger than the buffer limit.
+    let settings = silverback_proxy::Settings {
+        response_buffer_limit: 10,
+        ..silverback_proxy::Settings::loopback()
+    };
+    let g = Gw::start_with(settings, Some(&config(be, true))).await;
+    let (early, whole) = get_split(g.http, "/length").await;
+    assert!(early.ends_with("hello"), "{early:?}");
+    assert!(whole.ends_with("hello world"), "{whole}");
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_cut_short_while_buffering_is_a_502() {
+    let be = split_backend().await;
+    let g = Gw::start(Some(&config(be, true))).await;
+    let (_, whole) = get_split(g.http, "/truncated").await;
+    assert!(whole.starts_with("HTTP/1.1 502 "), "{whole}");
+    assert!(
+        whole.contains("An invalid response was received from the upstream server"),
+        "{whole}"
+    );
+    g.gw.shutdown().await;
+}
