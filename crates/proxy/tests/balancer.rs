@@ -350,7 +350,9 @@ services:
     g.gw.shutdown().await;
 }
 
-fn hashed_pool(targets: &[&Backend]) -> String {
+/// One upstream `pool` of `targets` (plus `upstream_fields`), and one service on it (plus
+/// `service_fields`) with a route for every path. Fields are YAML lines indented by two.
+fn pool_config(upstream_fields: &str, targets: &[&Backend], service_fields: &str) -> String {
     let mut t = String::new();
     for b in targets {
         t.push_str(&format!("  - target: {}\n", b.addr));
@@ -359,18 +361,23 @@ fn hashed_pool(targets: &[&Backend]) -> String {
         r#"
 _format_version: "3.0"
 upstreams:
-- name: sticky
-  algorithm: consistent-hashing
-  hash_on: header
-  hash_on_header: x-user
-  targets:
+- name: pool
+{upstream_fields}  targets:
 {t}services:
-- name: sticky
-  host: sticky
-  routes:
-  - name: sticky
+- name: lb
+  host: pool
+{service_fields}  routes:
+  - name: lb
     paths: ["/"]
 "#
+    )
+}
+
+fn hashed_pool(targets: &[&Backend]) -> String {
+    pool_config(
+        "  algorithm: consistent-hashing\n  hash_on: header\n  hash_on_header: x-user\n",
+        targets,
+        "",
     )
 }
 
@@ -441,25 +448,7 @@ async fn least_connections_prefers_the_target_that_answers_faster() {
     let slow = Backend::builder().name("slow").ip("127.0.0.14").run().await;
     let fast = Backend::builder().name("fast").ip("127.0.0.15").run().await;
     slow.set_delay(150);
-    let cfg = format!(
-        r#"
-_format_version: "3.0"
-upstreams:
-- name: lc
-  algorithm: least-connections
-  targets:
-  - target: {slow}
-  - target: {fast}
-services:
-- name: lc
-  host: lc
-  routes:
-  - name: lc
-    paths: ["/"]
-"#,
-        slow = slow.addr,
-        fast = fast.addr,
-    );
+    let cfg = pool_config("  algorithm: least-connections\n", &[&slow, &fast], "");
     let g = Gw::start(Some(&cfg)).await;
     // 6 clients x 15 requests each, concurrently: the slow target holds its connections
     // 150 ms, so new requests go to the target with fewer in flight.
@@ -493,26 +482,7 @@ async fn timeouts_retry_idempotent_requests_only() {
     let slow = Backend::builder().name("slow").ip("127.0.0.16").run().await;
     let fast = Backend::builder().name("fast").ip("127.0.0.17").run().await;
     slow.set_delay(1_000);
-    let cfg = format!(
-        r#"
-_format_version: "3.0"
-upstreams:
-- name: mixed
-  targets:
-  - target: {slow}
-  - target: {fast}
-services:
-- name: mixed
-  host: mixed
-  read_timeout: 200
-  retries: 3
-  routes:
-  - name: mixed
-    paths: ["/"]
-"#,
-        slow = slow.addr,
-        fast = fast.addr,
-    );
+    let cfg = pool_config("", &[&slow, &fast], "  read_timeout: 200\n  retries: 3\n");
     let g = Gw::start(Some(&cfg)).await;
     let mut c = H1::connect(g.http).await;
     // GET: a read timeout on the slow target is retried on the fast one.
