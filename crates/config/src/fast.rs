@@ -22,10 +22,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::entities::{EntityKind, Healthchecks, UpstreamSansHealthchecks, schema};
+use crate::entities::{EntityKind, Healthchecks, schema};
 use crate::ids;
 use crate::load::{LoadOptions, expand_url, post_validate, push_typed};
-use crate::schema::{Errors, Input, Overlay, Record};
+use crate::schema::{Errors, Fields, Input, Overlay, Record};
 
 const KINDS: usize = EntityKind::ALL.len();
 
@@ -306,6 +306,39 @@ impl Input for Entries<'_> {
     }
 }
 
+/// An entity's input as the loader holds it: read by the checks that precede validation,
+/// then validated, which moves the values out of owned input.
+trait Source: Input {
+    /// [`Record::validate_overlay`] of the input; `None` on any error. Owned input is left
+    /// empty.
+    fn validate(&mut self, schema: &Record, overlay: &Overlay<'_>) -> Option<Fields>;
+}
+
+impl Source for Entries<'_> {
+    fn validate(&mut self, schema: &Record, overlay: &Overlay<'_>) -> Option<Fields> {
+        schema.validate_moving(std::mem::take(&mut self.0), overlay)
+    }
+}
+
+/// A parsed object, borrowed: validation copies its values.
+struct Borrowed<'a>(&'a Map<String, Value>);
+
+impl Input for Borrowed<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+    fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+impl Source for Borrowed<'_> {
+    fn validate(&mut self, schema: &Record, overlay: &Overlay<'_>) -> Option<Fields> {
+        let (values, errors) = schema.validate_overlay(self.0, overlay);
+        errors.is_empty().then_some(values)
+    }
+}
+
 /// The nested children of each kind (indexed by kind), with their foreign-key fields.
 fn children_of(kind: EntityKind) -> &'static [(EntityKind, &'static str)] {
     static TABLE: std::sync::OnceLock<Vec<Vec<(EntityKind, &'static str)>>> =
@@ -569,14 +602,14 @@ impl<'o, 'a> Fast<'o, 'a> {
             _ => return None,
         };
         let mut nested: Vec<(EntityKind, &'static str, &Value)> = Vec::new();
-        let mut skip: Vec<&str> = Vec::new();
+        let mut skip: Vec<&'static str> = Vec::new();
         for (child, fk) in children_of(kind) {
             if let Some(v) = m.get(child.plural()) {
                 nested.push((*child, fk, v));
                 skip.push(child.plural());
             }
         }
-        let ent = self.entity(kind, m, parent, skip)?;
+        let ent = self.entity(kind, &mut Borrowed(m), parent, skip)?;
         for (child, fk, v) in nested {
             self.collect(child, v, Some((ent, fk)))?;
         }
@@ -598,7 +631,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             },
             Item::Name(_) => return None,
         };
-        let ent = self.entity(kind, &e.entries, parent, Vec::new())?;
+        let ent = self.entity(kind, &mut e.entries, parent, Vec::new())?;
         drop(e.entries);
         // in the order of the kind's children, as the reporting path takes them
         e.nested.sort_by_key(|(i, _)| *i);
@@ -656,12 +689,12 @@ impl<'o, 'a> Fast<'o, 'a> {
     }
 
     /// Validates, checks and types one entity; returns its index in `ents`.
-    fn entity<I: Input>(
+    fn entity<I: Source>(
         &mut self,
         kind: EntityKind,
-        input: &I,
+        input: &mut I,
         parent: Option<(usize, &'static str)>,
-        mut skip: Vec<&str>,
+        mut skip: Vec<&'static str>,
     ) -> Option<usize> {
         let k = ix(kind);
         if let Some((_, fk)) = parent
@@ -670,7 +703,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             return None;
         }
         let mut extra: Vec<(&'static str, Value)> = Vec::new();
-        self.normalize(kind, input, &mut skip, &mut extra)?;
+        self.normalize(kind, &*input, &mut skip, &mut extra)?;
 
         // id (from the input as given, as Kong does)
         let pos = self.positions[k];
@@ -683,7 +716,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             Some(Uuid::try_parse(v.as_str()?).ok()?)
         } else {
             let parent = parent.map(|(p, fk)| (self.ents[p].id, fk));
-            Some(ids::generate(kind, input, parent, pos))
+            Some(ids::generate(kind, &*input, parent, pos))
         };
 
         // validation
@@ -702,14 +735,20 @@ impl<'o, 'a> Fast<'o, 'a> {
             omit,
             defaults: Some(&self.defaults[k]),
         };
-        let (mut values, errors) = self.schemas[k].validate_overlay(input, &overlay);
-        if !errors.is_empty() {
-            return None;
-        }
+        let mut values = if matches!(kind, EntityKind::Plugin | EntityKind::Vault) {
+            // their checks read the input again
+            let (values, errors) = self.schemas[k].validate_overlay(&*input, &overlay);
+            if !errors.is_empty() {
+                return None;
+            }
+            values
+        } else {
+            input.validate(&self.schemas[k], &overlay)?
+        };
         let mut errors = Errors::default();
         post_validate(
             kind,
-            input,
+            &*input,
             &mut values,
             &mut errors,
             self.opts.plugins,
@@ -777,15 +816,29 @@ impl<'o, 'a> Fast<'o, 'a> {
             self.ca_refs.extend(cas.iter().cloned());
         }
 
-        if let Some(id) = id {
-            values.insert("id", Value::String(uuid_string(id)));
-        }
-        match (omit, &self.healthchecks) {
-            (Some(_), Some(hc)) => {
-                let u: UpstreamSansHealthchecks = values.deserialize().ok()?;
-                self.cfg.upstreams.push(u.with(Arc::clone(hc)));
+        // the usual entities of large documents typed without serde's map machinery
+        match (kind, id) {
+            (EntityKind::Service, Some(id)) => {
+                self.cfg.services.push(crate::typed::service(values, id)?);
             }
-            _ => push_typed(&mut self.cfg, kind, values).ok()?,
+            (EntityKind::Route, Some(id)) => {
+                self.cfg.routes.push(crate::typed::route(values, id)?);
+            }
+            (EntityKind::Upstream, Some(id)) => {
+                let hc = omit.and(self.healthchecks.clone());
+                self.cfg
+                    .upstreams
+                    .push(crate::typed::upstream(values, id, hc)?);
+            }
+            (EntityKind::Target, Some(id)) => {
+                self.cfg.targets.push(crate::typed::target(values, id)?);
+            }
+            _ => {
+                if let Some(id) = id {
+                    values.insert("id", Value::String(uuid_string(id)));
+                }
+                push_typed(&mut self.cfg, kind, values).ok()?;
+            }
         }
         let index = kind_len(&self.cfg, kind) - 1;
         // the nesting parent's reference, which validated as a placeholder
@@ -802,7 +855,7 @@ impl<'o, 'a> Fast<'o, 'a> {
         &self,
         kind: EntityKind,
         m: &I,
-        skip: &mut Vec<&str>,
+        skip: &mut Vec<&'static str>,
         extra: &mut Vec<(&'static str, Value)>,
     ) -> Option<()> {
         match kind {

@@ -41,6 +41,7 @@ pub mod plugin;
 mod route_checks;
 pub mod schema;
 pub mod synthetic;
+mod typed;
 pub mod typedefs;
 pub mod uri;
 

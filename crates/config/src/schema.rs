@@ -90,6 +90,10 @@ impl Fields {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
     }
+    /// The values, moved out.
+    pub(crate) fn into_entries(self) -> Vec<(&'static str, Value)> {
+        self.0
+    }
     /// Deserializes a typed value from the fields without building a JSON object.
     pub fn deserialize<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
         let de = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(self.0.into_iter());
@@ -635,6 +639,145 @@ impl Record {
             }
         }
         (out, errors)
+    }
+}
+
+impl Record {
+    /// [`Record::validate_overlay`] of owned entries, for the load path of valid documents:
+    /// the values are moved into the result rather than copied. `None` on any error (the
+    /// result of a success is the same as `validate_overlay`'s).
+    pub(crate) fn validate_moving<K: AsRef<str>>(
+        &self,
+        entries: Vec<(K, Value)>,
+        overlay: &Overlay<'_>,
+    ) -> Option<Fields> {
+        let Overlay {
+            skip,
+            extra,
+            omit,
+            defaults,
+        } = *overlay;
+        // absent and `null` are alike to validation
+        let mut given: Vec<Value> = Vec::with_capacity(self.fields.len());
+        given.resize(self.fields.len(), Value::Null);
+        for (k, v) in entries {
+            let k = k.as_ref();
+            if skip.contains(&k) {
+                continue;
+            }
+            match self.fields.iter().position(|f| f.name == k) {
+                Some(i) => given[i] = v,
+                None if k == "_comment" || k == "_ignore" => {}
+                None => return None,
+            }
+        }
+        for (k, v) in extra {
+            let i = self.fields.iter().position(|f| f.name == *k)?;
+            given[i] = (*v).clone();
+        }
+        let mut out = Fields::with_capacity(self.fields.len());
+        for (i, (f, v)) in self.fields.iter().zip(given).enumerate() {
+            if omit == Some(f.name) {
+                continue;
+            }
+            if v.is_null()
+                && let Some(Some(d)) = defaults.and_then(|d| d.get(i))
+            {
+                out.0.push((f.name, d.clone()));
+                continue;
+            }
+            match validate_field_moving(f, v)? {
+                Value::Null => {}
+                v => out.0.push((f.name, v)),
+            }
+        }
+        if !self.checks.is_empty() {
+            let mut errors = Errors::default();
+            for c in &self.checks {
+                c(&out, &mut errors);
+            }
+            if !errors.is_empty() {
+                return None;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// [`validate_field`] of an owned value: the value itself when valid (strings and arrays are
+/// not copied), `None` on an error.
+fn validate_field_moving(f: &Field, v: Value) -> Option<Value> {
+    if v.is_null() {
+        return match validate_field(f, None) {
+            Outcome::Ok(v) => Some(v),
+            Outcome::Err(_) => None,
+        };
+    }
+    let out = validate_kind_moving(&f.kind, v)?;
+    if let Some(c) = &f.check {
+        c(&out).ok()?;
+    }
+    Some(out)
+}
+
+/// [`validate_kind`] of an owned value, `None` on an error.
+fn validate_kind_moving(kind: &Kind, v: Value) -> Option<Value> {
+    match kind {
+        Kind::Any => Some(v),
+        Kind::Number { .. } => match validate_kind(kind, &v) {
+            Outcome::Ok(_) => Some(v),
+            Outcome::Err(_) => None,
+        },
+        Kind::String(r) => {
+            let Value::String(s) = &v else {
+                return None;
+            };
+            if s.len() < r.len_min
+                || r.len_max.is_some_and(|max| s.len() > max)
+                || r.one_of.as_ref().is_some_and(|o| !o.contains(&s.as_str()))
+            {
+                return None;
+            }
+            Some(v)
+        }
+        Kind::Boolean => v.is_boolean().then_some(v),
+        Kind::Array {
+            elements,
+            set,
+            len_min,
+            len_max,
+        } => {
+            let Value::Array(mut items) = v else {
+                return None;
+            };
+            if len_min.is_some_and(|min| items.len() < min)
+                || len_max.is_some_and(|max| items.len() > max)
+            {
+                return None;
+            }
+            // in place: element `r` validated into slot `w` (`w <= r`)
+            let mut w = 0;
+            for r in 0..items.len() {
+                let item = std::mem::take(&mut items[r]);
+                if item.is_null() {
+                    return None;
+                }
+                let v = validate_field_moving(elements, item)?;
+                if *set && items[..w].contains(&v) {
+                    continue;
+                }
+                items[w] = v;
+                w += 1;
+            }
+            items.truncate(w);
+            Some(Value::Array(items))
+        }
+        Kind::Integer { .. } | Kind::Map { .. } | Kind::Record(_) | Kind::Foreign(_) => {
+            match validate_kind(kind, &v) {
+                Outcome::Ok(v) => Some(v),
+                Outcome::Err(_) => None,
+            }
+        }
     }
 }
 
