@@ -499,6 +499,8 @@ struct Fast<'o, 'a> {
     schemas: Vec<Record>,
     /// Each schema's [`Record::validated_defaults`].
     defaults: Vec<Vec<Option<Value>>>,
+    /// Each schema's field positions by name.
+    field_index: Vec<FxHashMap<&'static str, usize>>,
     unique_fields: Vec<Vec<&'static str>>,
     /// Kinds some foreign key points at (only their endpoint keys are looked up).
     referenced: [bool; KINDS],
@@ -528,6 +530,16 @@ impl<'o, 'a> Fast<'o, 'a> {
             .map(|k| schema(*k, opts.router_flavor))
             .collect();
         let defaults = schemas.iter().map(Record::validated_defaults).collect();
+        let field_index = schemas
+            .iter()
+            .map(|s| {
+                s.fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (f.name, i))
+                    .collect()
+            })
+            .collect();
         let unique_fields = schemas
             .iter()
             .map(|s| {
@@ -552,6 +564,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             migrate,
             schemas,
             defaults,
+            field_index,
             unique_fields,
             referenced,
             positions: [0; KINDS],
@@ -734,6 +747,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             extra: &refs,
             omit,
             defaults: Some(&self.defaults[k]),
+            index: Some(&self.field_index[k]),
         };
         let mut values = if matches!(kind, EntityKind::Plugin | EntityKind::Vault) {
             // their checks read the input again

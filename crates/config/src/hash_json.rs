@@ -19,15 +19,7 @@ pub(crate) fn write<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Resu
 
 /// A JSON string, escaped as serde_json escapes it (only `"`, `\` and control characters).
 fn write_str(buf: &mut Vec<u8>, s: &str) -> Result<(), Error> {
-    let plain = |b: u8| (b >= 0x20) & (b != b'"') & (b != b'\\');
-    let plain = if s.len() < 16 {
-        // most keys and values: byte by byte beats the setup of wide steps
-        s.bytes().all(plain)
-    } else {
-        // no early exit: the whole string is checked in wide steps
-        s.bytes().fold(true, |ok, b| ok & plain(b))
-    };
-    if plain {
+    if is_plain(s.as_bytes()) {
         buf.reserve(s.len() + 2);
         buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());
@@ -36,6 +28,37 @@ fn write_str(buf: &mut Vec<u8>, s: &str) -> Result<(), Error> {
     } else {
         s.serialize(&mut serde_json::Serializer::new(buf))
     }
+}
+
+/// Whether a string has nothing to escape: no `"`, `\\` or control character. Eight bytes at a
+/// time (the last ones padded with spaces), each step a few word operations.
+fn is_plain(s: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // a high bit set where a byte of `x` is zero (exact as to whether there is one)
+    fn zero(x: u64) -> u64 {
+        x.wrapping_sub(LO) & !x & HI
+    }
+    // a high bit set where a byte of `x` needs an escape
+    fn bad(x: u64) -> u64 {
+        // bytes below 0x20 (those of 0x80 and above never count)
+        let control = x.wrapping_sub(LO * 0x20) & !x & HI;
+        control | zero(x ^ (LO * u64::from(b'"'))) | zero(x ^ (LO * u64::from(b'\\')))
+    }
+    let mut chunks = s.chunks_exact(8);
+    let mut found = 0;
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        found |= bad(u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [b' '; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        found |= bad(u64::from_le_bytes(word));
+    }
+    found == 0
 }
 
 /// The serializer: a value.
@@ -507,6 +530,28 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn plain_strings_are_told_apart_byte_by_byte() {
+        let plain = |s: &[u8]| s.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+        for len in 0..20 {
+            for pos in 0..len.max(1) {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    if len > 0 {
+                        s[pos] = b;
+                    }
+                    assert_eq!(is_plain(&s), plain(&s), "{s:?}");
+                    // next to bytes of 0x80 and above, and to a bad byte
+                    let mut hi = vec![0xc3u8; len];
+                    if len > 0 {
+                        hi[pos] = b;
+                    }
+                    assert_eq!(is_plain(&hi), plain(&hi), "{hi:?}");
+                }
+            }
+        }
+    }
 
     fn same<T: Serialize>(v: &T) {
         let mut fast = Vec::new();

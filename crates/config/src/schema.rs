@@ -588,6 +588,7 @@ impl Record {
             extra,
             omit,
             defaults,
+            index: _,
         } = *overlay;
         let mut errors = Errors::default();
         // One pass over the input (usually a few keys) rather than one map lookup per schema
@@ -656,24 +657,27 @@ impl Record {
             extra,
             omit,
             defaults,
+            index,
         } = *overlay;
+        let position = |k: &str| match index {
+            Some(index) => index.get(k).copied(),
+            None => self.fields.iter().position(|f| f.name == k),
+        };
         // absent and `null` are alike to validation
-        let mut given: Vec<Value> = Vec::with_capacity(self.fields.len());
-        given.resize(self.fields.len(), Value::Null);
+        let mut given: Vec<Value> = (0..self.fields.len()).map(|_| Value::Null).collect();
         for (k, v) in entries {
             let k = k.as_ref();
             if skip.contains(&k) {
                 continue;
             }
-            match self.fields.iter().position(|f| f.name == k) {
+            match position(k) {
                 Some(i) => given[i] = v,
                 None if k == "_comment" || k == "_ignore" => {}
                 None => return None,
             }
         }
         for (k, v) in extra {
-            let i = self.fields.iter().position(|f| f.name == *k)?;
-            given[i] = (*v).clone();
+            given[position(k)?] = (*v).clone();
         }
         let mut out = Fields::with_capacity(self.fields.len());
         for (i, (f, v)) in self.fields.iter().zip(given).enumerate() {
@@ -792,6 +796,8 @@ pub(crate) struct Overlay<'a> {
     pub omit: Option<&'a str>,
     /// The record's [`Record::validated_defaults`], to copy rather than validate again.
     pub defaults: Option<&'a [Option<Value>]>,
+    /// The position of each field by name ([`Record::validate_moving`] only).
+    pub index: Option<&'a rustc_hash::FxHashMap<&'static str, usize>>,
 }
 
 fn msg(s: impl Into<String>) -> Outcome {
