@@ -49,6 +49,8 @@ http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepal
 CONF
 taskset -c 1 nginx -c "$W/backend.conf" -p "$W" -e "$W/backend.err"
 taskset -c 0 nginx -c "$W/proxy.conf" -p "$W" -e "$W/proxy.err"
+for _ in $(seq 1 50); do [ -s "$W/proxy.pid" ] && break; sleep 0.1; done
+NGXW=$(pgrep -P "$(cat "$W/proxy.pid")" | head -1) # the worker that does the proxying
 start_gw() { # bin port admin status -> pid
   local args=(--proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$3"
     --status-listen "127.0.0.1:$4")
@@ -85,11 +87,20 @@ post() { # file [admin port] -> prints status and seconds
   curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X POST -H 'content-type: application/json' \
     --data-binary @"$1" "http://127.0.0.1:${2:-$ADMIN}/config"
 }
-load() { # port -> "rps p99"
-  taskset -c 1 wrk -t1 -c"$CONNS" -d"$DUR" --latency "http://127.0.0.1:$1/" | awk '
+cpu_ticks() { # pid -> utime+stime of the whole process, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+load() { # port pid -> "rps p99 cpu_us_per_request"
+  local c0 c1 out
+  c0=$(cpu_ticks "$2")
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DUR" --latency "http://127.0.0.1:$1/" | awk '
+    /^ *[0-9]+ requests in/ {n=$1}
     /Requests\/sec/ {rps=$2}
     $1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v}
-    END {printf "%s %s\n", rps, p99}'
+    END {printf "%s %s %s\n", rps, p99, n}')
+  c1=$(cpu_ticks "$2")
+  # CPU time the proxy spent per request (µs): robust to the load tool's share of the machine.
+  echo "$out" | awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" '{printf "%s %s %.1f\n", $1, $2, c / hz * 1e6 / $3}'
 }
 
 one_route > "$W/one.json"
@@ -102,19 +113,19 @@ if [ -n "$GW2_BIN" ]; then
   echo "POST one route (gateway 2): $(post "$W/one.json" $ADMIN2)"
   curl -sf "http://127.0.0.1:$GW2/" >/dev/null
 fi
-echo "round  nginx_rps  nginx_p99_ms  gw_rps  gw_p99_ms${GW2_BIN:+  gw2_rps  gw2_p99_ms}"
-declare -a RN RG PN PG R2 P2
+echo "round  nginx_rps  nginx_p99_ms  nginx_cpu_us/req  gw_rps  gw_p99_ms  gw_cpu_us/req${GW2_BIN:+  gw2_rps  gw2_p99_ms  gw2_cpu_us/req}"
+declare -a RN RG PN PG R2 P2 CN CG C2
 for r in $(seq 1 "$ROUNDS"); do
-  read -r n_rps n_p99 < <(load $NGX)
-  read -r g_rps g_p99 < <(load $GW)
-  line="$r  $n_rps  $n_p99  $g_rps  $g_p99"
+  read -r n_rps n_p99 n_cpu < <(load $NGX "$NGXW")
+  read -r g_rps g_p99 g_cpu < <(load $GW "$GWPID")
+  line="$r  $n_rps  $n_p99  $n_cpu  $g_rps  $g_p99  $g_cpu"
   if [ -n "$GW2_BIN" ]; then
-    read -r g2_rps g2_p99 < <(load $GW2)
-    line="$line  $g2_rps  $g2_p99"
-    R2+=("$g2_rps"); P2+=("$g2_p99")
+    read -r g2_rps g2_p99 g2_cpu < <(load $GW2 "$GW2PID")
+    line="$line  $g2_rps  $g2_p99  $g2_cpu"
+    R2+=("$g2_rps"); P2+=("$g2_p99"); C2+=("$g2_cpu")
   fi
   echo "$line"
-  RN+=("$n_rps"); RG+=("$g_rps"); PN+=("$n_p99"); PG+=("$g_p99")
+  RN+=("$n_rps"); RG+=("$g_rps"); PN+=("$n_p99"); PG+=("$g_p99"); CN+=("$n_cpu"); CG+=("$g_cpu")
 done
 echo "POST 10,000 extra routes: $(post "$W/many.json") (status, seconds)"
 [ -n "$GW2_BIN" ] && echo "POST 10,000 extra routes (gateway 2): $(post "$W/many.json" $ADMIN2)"
@@ -124,11 +135,11 @@ echo "gateway RSS with 10,001 routes: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /pr
 echo "round  nginx_rps  gw10k_rps  gw10k_p99_ms${GW2_BIN:+  gw2_10k_rps  gw2_10k_p99_ms}"
 declare -a RM RM2 RN2
 for r in $(seq 1 "$ROUNDS"); do
-  read -r n_rps n_p99 < <(load $NGX)
-  read -r m_rps m_p99 < <(load $GW)
+  read -r n_rps n_p99 _ < <(load $NGX "$NGXW")
+  read -r m_rps m_p99 _ < <(load $GW "$GWPID")
   line="$r  $n_rps  $m_rps  $m_p99"
   if [ -n "$GW2_BIN" ]; then
-    read -r m2_rps m2_p99 < <(load $GW2)
+    read -r m2_rps m2_p99 _ < <(load $GW2 "$GW2PID")
     line="$line  $m2_rps  $m2_p99"
     RM2+=("$m2_rps")
   fi
@@ -136,9 +147,10 @@ for r in $(seq 1 "$ROUNDS"); do
   RM+=("$m_rps"); RN2+=("$n_rps")
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "${RN[*]}" "${RG[*]}" "${PN[*]}" "${PG[*]}" "${RM[*]}" "${RN2[*]}" "${R2[*]:-}" "${P2[*]:-}" "${RM2[*]:-}" <<'PY'
+python3 - "${RN[*]}" "${RG[*]}" "${PN[*]}" "${PG[*]}" "${RM[*]}" "${RN2[*]}" "${R2[*]:-}" "${P2[*]:-}" "${RM2[*]:-}" "${CN[*]}" "${CG[*]}" "${C2[*]:-}" <<'PY'
 import statistics as s, sys
-rn, rg, pn, pg, rm, rn2, r2, p2, rm2 = ([float(x) for x in a.split()] for a in sys.argv[1:])
+rn, rg, pn, pg, rm, rn2, r2, p2, rm2, cn, cg, c2 = ([float(x) for x in a.split()] for a in sys.argv[1:])
+print(f"CPU per request, median: nginx {s.median(cn):.1f} us, gateway {s.median(cg):.1f} us" + (f", gateway 2 {s.median(c2):.1f} us" if c2 else ""))
 def report(name, rg, pg, rm):
     ratios = [g / n for g, n in zip(rg, rn)]
     print(f"{name}: throughput gateway/nginx per round: {[round(x, 3) for x in ratios]}, median {s.median(ratios):.3f}")

@@ -168,12 +168,19 @@ impl Peer {
             return host.to_string();
         }
         let bracketed = host.contains(':');
-        match (port == default, bracketed) {
-            (true, false) => host.to_string(),
-            (true, true) => format!("[{host}]"),
-            (false, false) => format!("{host}:{port}"),
-            (false, true) => format!("[{host}]:{port}"),
+        let mut v = String::with_capacity(host.len() + 8);
+        if bracketed {
+            v.push('[');
+            v.push_str(host);
+            v.push(']');
+        } else {
+            v.push_str(host);
         }
+        if port != default {
+            v.push(':');
+            v.push_str(itoa(port, &mut [0u8; 5]));
+        }
+        v
     }
 
     /// The TLS server name for the upstream connection: [`Peer::host`] without a port,
@@ -1111,6 +1118,20 @@ impl Balancers {
             let _ = b.stop.send(true);
         }
     }
+}
+
+/// `n` in decimal, without the formatting machinery (on the request path).
+fn itoa(mut n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 #[cfg(test)]

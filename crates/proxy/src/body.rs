@@ -1,6 +1,7 @@
 //! Response bodies sent to clients: a buffered body (errors, admin API), or an upstream body
-//! streamed through, which returns its upstream connection to the pool when read to the end,
-//! enforces the read timeout between chunks, and counts bytes for metrics.
+//! streamed through, which enforces the read timeout between chunks and counts bytes for
+//! metrics (an HTTP/1.1 upstream's connection goes back to the pool at the end of its body,
+//! [`RawBody`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,8 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::h1_client::RawBody;
 use crate::metrics::RouteStats;
-use crate::upstream::{Conn, Pool};
 
 /// Error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,10 +41,49 @@ impl ProxyBody {
     }
 }
 
+/// An upstream response body: hyper's (HTTP/2 and upgraded connections), or read from an
+/// HTTP/1.1 connection ([`RawBody`], which gives its connection back to the pool at its
+/// end).
+#[derive(Debug)]
+pub enum UpBody {
+    /// From hyper's client.
+    Hyper(Incoming),
+    /// From [`crate::h1_client`].
+    Raw(RawBody),
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpBody::Raw(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Hyper(b) => b.is_end_stream(),
+            UpBody::Raw(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Hyper(b) => b.size_hint(),
+            UpBody::Raw(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A streamed upstream body.
 pub struct UpstreamBody {
-    inner: Incoming,
-    conn: Option<(Arc<Pool>, Conn)>,
+    inner: UpBody,
     read_timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     stats: Option<Arc<RouteStats>>,
@@ -62,17 +102,15 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// Wraps an upstream body; `conn` goes back to `pool` at the end of the body.
+    /// Wraps an upstream body.
     pub fn wrap(
-        inner: Incoming,
-        conn: Option<(Arc<Pool>, Conn)>,
+        inner: UpBody,
         read_timeout: Duration,
         stats: Option<Arc<RouteStats>>,
         peer: Option<silverback_balancer::Peer>,
     ) -> ProxyBody {
         let mut b = UpstreamBody {
             inner,
-            conn,
             read_timeout,
             sleep: None,
             stats,
@@ -86,9 +124,6 @@ impl UpstreamBody {
     }
 
     fn release(&mut self) {
-        if let Some((pool, conn)) = self.conn.take() {
-            pool.put(conn);
-        }
         self.peer = None;
     }
 }
@@ -131,10 +166,7 @@ impl Body for ProxyBody {
                                 }
                                 Poll::Ready(Some(Ok(f)))
                             }
-                            Some(Err(e)) => {
-                                u.conn = None;
-                                Poll::Ready(Some(Err(e.into())))
-                            }
+                            Some(Err(e)) => Poll::Ready(Some(Err(e))),
                             None => {
                                 u.release();
                                 Poll::Ready(None)
@@ -147,7 +179,6 @@ impl Body for ProxyBody {
                             .sleep
                             .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
                         ready!(sleep.as_mut().poll(cx));
-                        u.conn = None;
                         Poll::Ready(Some(Err(Box::new(BodyTimeout))))
                     }
                 }

@@ -381,9 +381,10 @@ async fn accept_loop(
         let b = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let mut stop = shutdown.clone();
         tokio::spawn(async move {
             sh2.metrics.active.fetch_add(1, Relaxed);
-            serve_conn(&sh2, kind, &b, stream, peer, local, tls, watcher).await;
+            serve_conn(&sh2, kind, &b, stream, peer, local, tls, watcher, &mut stop).await;
             sh2.metrics.active.fetch_sub(1, Relaxed);
             sh2.metrics.handled.fetch_add(1, Relaxed);
         });
@@ -407,8 +408,21 @@ async fn serve_conn(
     local: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     watcher: hyper_util::server::graceful::Watcher,
+    shutdown: &mut watch::Receiver<bool>,
 ) {
     match tls {
+        None if kind == ListenerKind::Proxy && sh.settings.fast_h1 => {
+            let info = Arc::new(ConnInfo::new(peer, local, false, None));
+            // Simple HTTP/1.1 requests on the fast path; hyper takes the connection over
+            // at the first request that is not (the bytes read so far put back).
+            match crate::h1_fast::serve(sh, &info, stream, shutdown).await {
+                crate::h1_fast::Outcome::Closed => {}
+                crate::h1_fast::Outcome::Handoff(io) => {
+                    let io = TokioIo::new(crate::h1_guard::H1Guard::new(io));
+                    serve_io(sh, kind, b, io, info, watcher).await
+                }
+            }
+        }
         None => {
             let info = Arc::new(ConnInfo::new(peer, local, false, None));
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).

@@ -27,6 +27,8 @@ pub mod admin;
 pub mod body;
 pub mod error;
 mod gateway;
+pub mod h1_client;
+pub mod h1_fast;
 pub mod h1_guard;
 pub mod metrics;
 pub mod proxy;

@@ -42,9 +42,10 @@ use hyper_util::rt::TokioIo;
 use silverback_config::{Protocol, Route, Service};
 use silverback_router::{RequestView, Scheme};
 
-use crate::body::{ProxyBody, UpstreamBody};
+use crate::body::{ProxyBody, UpBody, UpstreamBody};
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::Shared;
+use crate::h1_client::{ExchangeError, RawBody, SendBody};
 use crate::metrics::RouteStats;
 use crate::snapshot::Snapshot;
 use crate::upstream::{PoolKey, ReqBody, TlsKey, UpstreamTls, is_h2, no_peer};
@@ -156,6 +157,16 @@ pub(crate) async fn serve(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(handle(&sh, &conn, req.map(Some)).await)
+}
+
+/// One request through every phase. The body is `None` for a request without one (the
+/// HTTP/1.1 fast path, [`crate::h1_fast`], takes only those).
+pub(crate) async fn handle(
+    sh: &Arc<Shared>,
+    conn: &ConnInfo,
+    req: Request<Option<Incoming>>,
+) -> Response<ProxyBody> {
     sh.metrics.requests.fetch_add(1, Relaxed);
     let mut cx = Ctx {
         start: Instant::now(),
@@ -164,7 +175,7 @@ pub(crate) async fn serve(
         stats: None,
         proxied: false,
     };
-    let resp = match proxy(&sh, &conn, req, &mut cx).await {
+    let resp = match proxy(sh, conn, req, &mut cx).await {
         Ok(r) => r,
         Err(e) => {
             match e.source {
@@ -178,7 +189,7 @@ pub(crate) async fn serve(
                     tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
                 }
             }
-            let mut r = kong_error(&sh, &cx, e.kind.status(), e.kind.message());
+            let mut r = kong_error(sh, &cx, e.kind.status(), e.kind.message());
             if e.kind == Kind::BadRequest {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -191,7 +202,7 @@ pub(crate) async fn serve(
         stats.response(resp.status().as_u16(), false);
         stats.latencies(ms(cx.start.elapsed()), ms(cx.start.elapsed()), None);
     }
-    Ok(resp)
+    resp
 }
 
 /// A response produced by the gateway itself, in Kong's error format.
@@ -268,7 +279,7 @@ fn check_framing(h: &HeaderMap) -> Result<Option<u64>, Error> {
     Ok(cl)
 }
 
-fn host_of(req: &Request<Incoming>) -> &str {
+fn host_of<B>(req: &Request<B>) -> &str {
     if let Some(h) = req
         .headers()
         .get(header::HOST)
@@ -316,7 +327,7 @@ fn is_hop_by_hop(n: &HeaderName, keep_upgrade: bool) -> bool {
 
 /// Removes hop-by-hop headers (and those named in `Connection`).
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the (few) names instead of a hashed removal per hop-by-hop name.
+    // One pass over the (few) names; only the names present are removed (a removal hashes).
     if !h.keys().any(|n| is_hop_by_hop(n, keep_upgrade)) {
         return;
     }
@@ -325,7 +336,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            // `close` names no header, `keep-alive` goes below anyway.
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
             if keep_upgrade && n == header::UPGRADE {
@@ -333,15 +347,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             }
             h.remove(n);
         }
-        h.remove(header::CONNECTION);
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(&PROXY);
-    h.remove(header::TRANSFER_ENCODING);
-    h.remove(header::PROXY_AUTHENTICATE);
-    if !keep_upgrade {
-        h.remove(header::UPGRADE);
+    while let Some(n) = h.keys().find(|n| is_hop_by_hop(n, keep_upgrade)).cloned() {
+        h.remove(n);
     }
 }
 
@@ -411,7 +419,7 @@ fn put(h: &mut HeaderMap, n: &HeaderName, v: Option<HeaderValue>) {
 
 /// The client's `Host` header (or the URI authority, for HTTP/2) as a header value,
 /// shared with the request head when it is the header itself.
-fn client_host_value(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn client_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
     if let Some(h) = req
         .headers()
         .get(header::HOST)
@@ -447,7 +455,7 @@ fn path_value(p: &str) -> Option<HeaderValue> {
 async fn proxy(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<Option<Incoming>>,
     cx: &mut Ctx,
 ) -> Result<Response<ProxyBody>, Error> {
     // --- rewrite ---
@@ -634,6 +642,8 @@ async fn proxy(
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
     strip_hop_by_hop(h, upgrade);
+    // Room for the headers added below, at once rather than by regrowing the table.
+    h.reserve(12);
     h.remove(header::TE);
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -683,19 +693,10 @@ async fn proxy(
         }
     }
 
-    let body: ReqBody = if route.request_buffering
-        && !upgrade
-        && content_length.is_some_and(|n| n > 0 && n <= sh.settings.request_buffer_limit)
-    {
-        match tokio::time::timeout(sh.settings.client_header_timeout, body.collect()).await {
-            Ok(Ok(c)) => Either::Right(Full::new(c.to_bytes())),
-            Ok(Err(e)) => return Err(Error::downstream(Kind::BadRequest).because(e)),
-            Err(_) => return Err(Error::downstream(Kind::BadRequest)),
-        }
-    } else if content_length == Some(0) || (content_length.is_none() && body.is_end_stream()) {
-        Either::Right(Full::new(Bytes::new()))
+    let body: ReqBody = if let Some(body) = body {
+        client_body(sh, route, upgrade, content_length, body).await?
     } else {
-        Either::Left(body)
+        Either::Right(Full::new(Bytes::new()))
     };
 
     let up = Upstream {
@@ -711,11 +712,38 @@ async fn proxy(
     send(sh, cx, &snap, up, parts, body, client_upgrade).await
 }
 
+/// The client's body as sent upstream: read whole when the route asks for
+/// `request_buffering` and it is small, else streamed.
+async fn client_body(
+    sh: &Shared,
+    route: &Route,
+    upgrade: bool,
+    content_length: Option<u64>,
+    body: Incoming,
+) -> Result<ReqBody, Error> {
+    Ok(
+        if route.request_buffering
+            && !upgrade
+            && content_length.is_some_and(|n| n > 0 && n <= sh.settings.request_buffer_limit)
+        {
+            match tokio::time::timeout(sh.settings.client_header_timeout, body.collect()).await {
+                Ok(Ok(c)) => Either::Right(Full::new(c.to_bytes())),
+                Ok(Err(e)) => return Err(Error::downstream(Kind::BadRequest).because(e)),
+                Err(_) => return Err(Error::downstream(Kind::BadRequest)),
+            }
+        } else if content_length == Some(0) || (content_length.is_none() && body.is_end_stream()) {
+            Either::Right(Full::new(Bytes::new()))
+        } else {
+            Either::Left(body)
+        },
+    )
+}
+
 /// Whether a response is read whole before it is sent (`response_buffering`): an HTTP/1.1
 /// upstream's response with a `Content-Length` of at most `limit`, unless the upstream asks
 /// for streaming with `X-Accel-Buffering: no` (as nginx honours it). Bodies of unknown or
 /// larger size are streamed, so memory stays bounded by `limit` per response.
-fn buffers(rp: &http::response::Parts, body: &Incoming, limit: u64) -> bool {
+fn buffers(rp: &http::response::Parts, body: &UpBody, limit: u64) -> bool {
     if limit == 0 {
         return false;
     }
@@ -731,7 +759,7 @@ fn buffers(rp: &http::response::Parts, body: &Incoming, limit: u64) -> bool {
 
 /// Reads a whole response body (at most the size [`buffers`] allowed), with the read
 /// timeout between two reads as when streaming.
-async fn read_whole(body: &mut Incoming, read_timeout: Duration) -> Result<Bytes, Error> {
+async fn read_whole(body: &mut UpBody, read_timeout: Duration) -> Result<Bytes, Error> {
     let mut first: Option<Bytes> = None;
     let mut rest: Option<bytes::BytesMut> = None;
     while !body.is_end_stream() {
@@ -883,12 +911,15 @@ async fn send(
     };
     let tls_ref = tls_cfg.as_deref();
     let retries = u32::from(service.retries);
-    let (stream_body, full_body) = match body {
+    let (mut stream_body, full_bytes) = match body {
         Either::Left(b) => (Some(b), None),
-        Either::Right(f) => (None, Some(f)),
+        // A complete body is ready at once.
+        Either::Right(f) => (
+            None,
+            Some(f.collect().await.map(|c| c.to_bytes()).unwrap_or_default()),
+        ),
     };
-    let mut stream_body = stream_body;
-    let replayable = full_body.is_some() && client_upgrade.is_none() && idempotent(&parts.method);
+    let replayable = full_bytes.is_some() && client_upgrade.is_none() && idempotent(&parts.method);
     // The client's URI (shared, not copied): the balancer hashes on its path and query.
     let client_uri = parts.uri.clone();
     let mut origin_uri: Option<Uri> = None;
@@ -898,7 +929,7 @@ async fn send(
     let mut attempt = 0u32;
 
     // --- balancer ---
-    let (peer, resp, pooled, t_sent) = loop {
+    let (peer, resp, t_sent) = loop {
         let Some(parts) = head.as_mut() else {
             return Err(Error::new(Kind::Internal, Source::Internal));
         };
@@ -945,7 +976,7 @@ async fn send(
             .filter(|v| up.route.preserve_host && !v.is_empty())
         {
             Some(v) => Some(v.clone()),
-            None => HeaderValue::from_str(&peer.host_header_value(tls)).ok(),
+            None => HeaderValue::from_maybe_shared(Bytes::from(peer.host_header_value(tls))).ok(),
         };
         if h2 {
             let scheme = if tls { "https" } else { "http" };
@@ -970,7 +1001,9 @@ async fn send(
             parts.version = Version::HTTP_11;
         }
 
-        let r: Result<(Response<Incoming>, Option<crate::upstream::Conn>), AttemptError> = async {
+        // Whether this try sent a request that cannot be sent again.
+        let mut spent = false;
+        let r: Result<Response<UpBody>, AttemptError> = async {
             let chan = if client_upgrade.is_some() {
                 sh.pool
                     .connect_upgradable(&key, tls_ref, connect_timeout, write_timeout)
@@ -987,6 +1020,29 @@ async fn send(
                     .map(Chan::H1)
             };
             let chan = chan.map_err(|e| (e, None))?;
+            if let Chan::H1(c) = chan {
+                // The head stays where it is: a retry encodes it again.
+                let Some(p) = head.as_ref() else {
+                    return Err((Error::new(Kind::Internal, Source::Internal), None));
+                };
+                let t = H1Try {
+                    key: &key,
+                    tls: tls_ref,
+                    connect_timeout,
+                    write_timeout,
+                    read_timeout,
+                };
+                return match t
+                    .send(sh, c, p, full_bytes.as_ref(), &mut stream_body)
+                    .await
+                {
+                    Ok(r) => Ok(r),
+                    Err((e, sent)) => {
+                        spent = sent && !replayable;
+                        Err((e, None))
+                    }
+                };
+            }
             // Keep the head for another try when the body can be replayed.
             let keep = replayable && attempt < retries;
             let Some(p) = (if keep {
@@ -996,12 +1052,12 @@ async fn send(
             }) else {
                 return Err((Error::new(Kind::Internal, Source::Internal), None));
             };
-            let b: ReqBody = match (&full_body, stream_body.take()) {
-                (Some(f), _) => Either::Right(f.clone()),
+            let b: ReqBody = match (&full_bytes, stream_body.take()) {
+                (Some(f), _) => Either::Right(Full::new(f.clone())),
                 (None, Some(s)) => Either::Left(s),
                 (None, None) => Either::Right(Full::new(Bytes::new())),
             };
-            let mut req = Request::from_parts(p, b);
+            let req = Request::from_parts(p, b);
             let read_err = |e: hyper::Error| {
                 if crate::upstream::is_write_timeout(&e) {
                     Error::upstream(Kind::WriteTimeout).retryable()
@@ -1014,47 +1070,16 @@ async fn send(
                 }
             };
             match chan {
-                Chan::H1(mut c) => loop {
-                    if c.tx.ready().await.is_err() {
-                        if c.reused {
-                            c = next_h1(sh, &key, tls_ref, connect_timeout, write_timeout)
-                                .await
-                                .map_err(|e| (e, None))?;
-                            continue;
-                        }
-                        return Err((
-                            Error::upstream(Kind::InvalidResponse).retryable(),
-                            Some(req),
-                        ));
-                    }
-                    match tokio::time::timeout(read_timeout, c.tx.try_send_request(req)).await {
-                        Err(_) => {
-                            return Err((Error::upstream(Kind::ReadTimeout).retryable(), None));
-                        }
-                        Ok(Ok(r)) => return Ok((r, Some(c))),
-                        Ok(Err(mut e)) => match e.take_message() {
-                            Some(r) if c.reused => {
-                                match next_h1(sh, &key, tls_ref, connect_timeout, write_timeout)
-                                    .await
-                                {
-                                    Ok(n) => {
-                                        c = n;
-                                        req = r;
-                                    }
-                                    Err(e) => return Err((e, Some(r))),
-                                }
-                            }
-                            back => return Err((read_err(e.into_error()), back)),
-                        },
-                    }
-                },
+                Chan::H1(_) => Err((Error::new(Kind::Internal, Source::Internal), None)),
                 Chan::H2(mut tx) => {
                     if let Err(e) = tx.ready().await {
                         return Err((read_err(e), Some(req)));
                     }
                     match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
                         Err(_) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
-                        Ok(r) => r.map(|r| (r, None)).map_err(|e| (read_err(e), None)),
+                        Ok(r) => r
+                            .map(|r| r.map(UpBody::Hyper))
+                            .map_err(|e| (read_err(e), None)),
                     }
                 }
                 Chan::Ws(mut tx) => {
@@ -1063,19 +1088,24 @@ async fn send(
                     }
                     match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
                         Err(_) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
-                        Ok(r) => r.map(|r| (r, None)).map_err(|e| (read_err(e), None)),
+                        Ok(r) => r
+                            .map(|r| r.map(UpBody::Hyper))
+                            .map_err(|e| (read_err(e), None)),
                     }
                 }
             }
         }
         .await;
+        if spent {
+            head = None;
+        }
         match r {
-            Ok((resp, pooled)) => {
+            Ok(resp) => {
                 peer.report(BalancerOutcome::Response {
                     status: resp.status().as_u16(),
                     latency: t_start.elapsed(),
                 });
-                break (peer, resp, pooled, t_start);
+                break (peer, resp, t_start);
             }
             Err((e, back)) => {
                 peer.report(outcome_of(&e));
@@ -1101,7 +1131,6 @@ async fn send(
     let status = resp.status();
 
     let (mut rp, mut rbody) = resp.into_parts();
-    let mut pooled = pooled;
     let mut peer = Some(peer);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
 
@@ -1111,11 +1140,8 @@ async fn send(
         && !h2
         && buffers(&rp, &rbody, sh.settings.response_buffer_limit)
     {
+        // The upstream connection goes back to the pool as soon as the body is in.
         let b = read_whole(&mut rbody, read_timeout).await?;
-        // The upstream connection is free as soon as the body is in.
-        if let Some(c) = pooled.take() {
-            sh.pool.put(c);
-        }
         up.stats.egress(b.len() as u64);
         peer = None;
         Some(b)
@@ -1187,30 +1213,78 @@ async fn send(
 
     // --- body_filter ---
     let Some(buffered) = buffered else {
-        return Ok(stream_body_response(
-            sh,
-            rp,
-            rbody,
-            pooled,
-            read_timeout,
-            &up,
-            peer,
-        ));
+        return Ok(stream_body_response(rp, rbody, read_timeout, &up, peer));
     };
     Ok(Response::from_parts(rp, ProxyBody::full(buffered)))
 }
 
+/// What one try on an HTTP/1.1 upstream needs besides the request.
+struct H1Try<'a> {
+    key: &'a PoolKey,
+    tls: Option<&'a UpstreamTls>,
+    connect_timeout: Duration,
+    write_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl H1Try<'_> {
+    /// Sends `parts` (with the complete body `full`, or the client's `stream`) on `c` and
+    /// reads the answer's head. A pooled connection found closed before anything was sent is
+    /// replaced by a fresh one. The error says whether the request was (perhaps) sent.
+    async fn send(
+        &self,
+        sh: &Arc<Shared>,
+        mut c: crate::upstream::Conn,
+        parts: &http::request::Parts,
+        full: Option<&Bytes>,
+        stream: &mut Option<Incoming>,
+    ) -> Result<Response<UpBody>, (Error, bool)> {
+        loop {
+            let body = match full {
+                Some(b) => SendBody::Full(b),
+                None => SendBody::Stream(stream),
+            };
+            let r = tokio::time::timeout(self.read_timeout, c.h1.exchange(parts, body)).await;
+            let e = match r {
+                Err(_) => return Err((Error::upstream(Kind::ReadTimeout).retryable(), true)),
+                Ok(Ok((rp, framing, reusable))) => {
+                    let body = RawBody::new(sh.pool.clone(), c, framing, reusable);
+                    return Ok(Response::from_parts(rp, UpBody::Raw(body)));
+                }
+                Ok(Err(e)) => e,
+            };
+            let err = if e.io().kind() == std::io::ErrorKind::TimedOut {
+                Error::upstream(Kind::WriteTimeout).retryable()
+            } else {
+                Error::upstream(Kind::InvalidResponse).retryable()
+            };
+            match e {
+                ExchangeError::NotSent(_) if c.reused => {
+                    c = next_h1(
+                        sh,
+                        self.key,
+                        self.tls,
+                        self.connect_timeout,
+                        self.write_timeout,
+                    )
+                    .await
+                    .map_err(|e| (e, false))?;
+                }
+                ExchangeError::NotSent(io) => return Err((err.because(io), false)),
+                ExchangeError::Failed(io) => return Err((err.because(io), true)),
+            }
+        }
+    }
+}
+
 /// A response whose body streams from the upstream.
 fn stream_body_response(
-    sh: &Shared,
     rp: http::response::Parts,
-    rbody: Incoming,
-    pooled: Option<crate::upstream::Conn>,
+    rbody: UpBody,
     read_timeout: Duration,
     up: &Upstream<'_>,
     peer: Option<silverback_balancer::Peer>,
 ) -> Response<ProxyBody> {
-    let pooled = pooled.map(|c| (sh.pool.clone(), c));
-    let body = UpstreamBody::wrap(rbody, pooled, read_timeout, Some(up.stats.clone()), peer);
+    let body = UpstreamBody::wrap(rbody, read_timeout, Some(up.stats.clone()), peer);
     Response::from_parts(rp, body)
 }

@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Kind, Source};
+use crate::h1_client::H1Conn;
 pub use crate::tls::UpstreamTls;
 
 /// The request body type sent upstream: the client's body streamed, or a buffered one.
@@ -197,7 +198,7 @@ pub struct TlsKey {
 }
 
 struct Idle {
-    tx: hyper::client::conn::http1::SendRequest<ReqBody>,
+    h1: H1Conn,
     since: Instant,
     uses: u32,
     write_timeout: Arc<AtomicU64>,
@@ -222,8 +223,8 @@ impl fmt::Debug for Pool {
 
 /// A checked-out HTTP/1.1 connection; give it back with [`Pool::put`].
 pub struct Conn {
-    /// The sender.
-    pub tx: hyper::client::conn::http1::SendRequest<ReqBody>,
+    /// The connection.
+    pub h1: H1Conn,
     /// The key it belongs to.
     pub key: PoolKey,
     uses: u32,
@@ -259,12 +260,12 @@ impl Pool {
     pub fn take(&self, key: &PoolKey) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key)?;
-        while let Some(c) = list.pop() {
-            if c.tx.is_closed() || c.since.elapsed() > self.idle_timeout {
+        while let Some(mut c) = list.pop() {
+            if c.since.elapsed() > self.idle_timeout || c.h1.is_closed() {
                 continue;
             }
             return Some(Conn {
-                tx: c.tx,
+                h1: c.h1,
                 key: key.clone(),
                 uses: c.uses,
                 reused: true,
@@ -277,14 +278,14 @@ impl Pool {
     /// Gives a connection back after its response was read to the end.
     pub fn put(&self, mut c: Conn) {
         c.uses += 1;
-        if c.tx.is_closed() || c.uses >= self.max_requests {
+        if c.uses >= self.max_requests || c.h1.has_leftover() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
             let list = idle.entry(c.key).or_default();
             if list.len() < self.max_idle {
                 list.push(Idle {
-                    tx: c.tx,
+                    h1: c.h1,
                     since: Instant::now(),
                     uses: c.uses,
                     write_timeout: c.write_timeout,
@@ -297,7 +298,7 @@ impl Pool {
     pub fn sweep(&self) {
         if let Ok(mut idle) = self.idle.lock() {
             for list in idle.values_mut() {
-                list.retain(|c| !c.tx.is_closed() && c.since.elapsed() <= self.idle_timeout);
+                list.retain_mut(|c| c.since.elapsed() <= self.idle_timeout && !c.h1.is_closed());
             }
             idle.retain(|_, l| !l.is_empty());
         }
@@ -385,17 +386,8 @@ impl Pool {
     ) -> Result<Conn, Error> {
         let wt = Arc::new(AtomicU64::new(write_timeout.as_millis() as u64));
         let io = self.connect_io(key, tls, timeout, false, &wt).await?;
-        let (tx, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| Error::upstream(Kind::ConnectRefused).retryable().because(e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
         Ok(Conn {
-            tx,
+            h1: H1Conn::new(io),
             key: key.clone(),
             uses: 0,
             reused: false,

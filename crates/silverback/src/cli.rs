@@ -101,6 +101,10 @@ pub struct DataPlaneArgs {
         default_value = "auto"
     )]
     pub nginx_worker_processes: String,
+    /// Serve plain HTTP/1.1 requests without a body on the gateway's own connection loop
+    /// (`on`) or leave every request to hyper's server (`off`); the answers are the same.
+    #[arg(long, env = "SILVERBACK_FAST_H1", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub fast_h1: bool,
     /// Require this token in the `Kong-Admin-Token` header of every admin API request
     /// (others get 401); for an admin API reachable beyond loopback, e.g. by a controller
     /// using gateway discovery with `--kong-admin-token`. Prefer `--admin-token-file`.

@@ -46,6 +46,7 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         router_flavor: args.router_flavor,
         worker_threads,
         admin_token,
+        fast_h1: args.fast_h1,
         ..Settings::default()
     })
 }

@@ -1,0 +1,667 @@
+//! HTTP/1.1 to upstreams, driven by the request's own task.
+//!
+//! hyper's client runs every connection as a task of its own and hands each request to it
+//! through a channel, with its answer coming back through another: two task wake-ups and
+//! two channel operations per request, and a copy of the request head kept for retries.
+//! Here the request's task writes the head (and body) itself and reads the answer's head;
+//! the body is read through [`RawBody`], which gives the connection back to the
+//! [`Pool`] when it is read to the end. The head is encoded from the borrowed request parts,
+//! so a retry on another peer re-encodes them rather than keeping a copy.
+//!
+//! Parsing is `httparse`'s (hyper's parser, with its strict defaults). Response framing
+//! follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked when it is the last
+//! transfer coding; else `Content-Length` (every value equal, digits only); else until the
+//! connection closes. Interim 1xx answers other than 101 are skipped.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::upstream::{Conn, Io, Pool, WriteTimed};
+
+/// Longest response head accepted (hyper's default buffer limit is about the same).
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line or trailer section accepted.
+const MAX_LINE: usize = 4096;
+
+/// An HTTP/1.1 connection to an upstream.
+pub struct H1Conn {
+    io: WriteTimed<Box<dyn Io>>,
+    buf: BytesMut,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for H1Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Conn")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// This many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the connection closes.
+    Eof,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// Nothing of the request was written (a stream body is untouched): the request can go
+    /// on another connection.
+    NotSent(io::Error),
+    /// The request was (at least partly) written; no usable answer came.
+    Failed(io::Error),
+}
+
+impl ExchangeError {
+    /// The underlying error.
+    pub fn io(&self) -> &io::Error {
+        match self {
+            ExchangeError::NotSent(e) | ExchangeError::Failed(e) => e,
+        }
+    }
+}
+
+fn invalid(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// The request body to send.
+pub enum SendBody<'a> {
+    /// A complete body (possibly empty), kept by the caller for retries.
+    Full(&'a Bytes),
+    /// The client's body, streamed; taken when its first byte is about to be written.
+    Stream(&'a mut Option<Incoming>),
+}
+
+impl H1Conn {
+    /// A connection over `io`.
+    pub fn new(io: WriteTimed<Box<dyn Io>>) -> H1Conn {
+        H1Conn {
+            io,
+            buf: BytesMut::with_capacity(8192),
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Whether an idle connection can no longer be used: the peer closed it, it failed, or
+    /// it sent bytes nobody asked for. No system call unless the socket became readable.
+    pub fn is_closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut rb = tokio::io::ReadBuf::new(&mut probe);
+        // Ready means end of stream, an error, or unexpected bytes: unusable either way.
+        tokio::io::AsyncRead::poll_read(Pin::new(&mut self.io), &mut cx, &mut rb).is_ready()
+    }
+
+    /// Whether bytes beyond the last answer were received (the connection is then not
+    /// reused).
+    pub fn has_leftover(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Writes a request and reads its answer's head. `head_req`: the request is a HEAD (its
+    /// answer has no body whatever its headers say).
+    pub async fn exchange(
+        &mut self,
+        parts: &http::request::Parts,
+        body: SendBody<'_>,
+    ) -> Result<(http::response::Parts, Framing, bool), ExchangeError> {
+        // --- request ---
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let r = self.send(&mut out, parts, body).await;
+        self.out = out;
+        r?;
+        // --- answer ---
+        let head_req = parts.method == Method::HEAD;
+        loop {
+            let (rp, framing, reusable) = self
+                .read_head(head_req)
+                .await
+                .map_err(ExchangeError::Failed)?;
+            if rp.status.is_informational() && rp.status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            return Ok((rp, framing, reusable));
+        }
+    }
+
+    async fn send(
+        &mut self,
+        out: &mut Vec<u8>,
+        parts: &http::request::Parts,
+        body: SendBody<'_>,
+    ) -> Result<(), ExchangeError> {
+        use tokio::io::AsyncWriteExt;
+        match body {
+            SendBody::Full(b) => {
+                let framing = if !b.is_empty() || expects_body(&parts.method) {
+                    Some(b.len() as u64)
+                } else {
+                    None
+                };
+                encode_head(
+                    out,
+                    parts,
+                    framing.map_or(ReqFraming::None, ReqFraming::Length),
+                );
+                let mut buf = Buf::chain(&out[..], b.clone());
+                let total = buf.remaining();
+                self.io.write_all_buf(&mut buf).await.map_err(|e| {
+                    if buf.remaining() == total {
+                        ExchangeError::NotSent(e)
+                    } else {
+                        ExchangeError::Failed(e)
+                    }
+                })
+            }
+            SendBody::Stream(slot) => {
+                let exact = slot.as_ref().and_then(|b| b.size_hint().exact());
+                let framing = match exact {
+                    Some(n) => ReqFraming::Length(n),
+                    None => ReqFraming::Chunked,
+                };
+                encode_head(out, parts, framing);
+                self.io
+                    .write_all(out)
+                    .await
+                    .map_err(ExchangeError::NotSent)?;
+                let Some(mut body) = slot.take() else {
+                    return Ok(());
+                };
+                let mut sent = 0u64;
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| ExchangeError::Failed(io::Error::other(e)))?;
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    sent += data.len() as u64;
+                    let r = if exact.is_some() {
+                        self.io.write_all(&data).await
+                    } else {
+                        out.clear();
+                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        let mut b = Buf::chain(Buf::chain(&out[..], data), &b"\r\n"[..]);
+                        self.io.write_all_buf(&mut b).await
+                    };
+                    r.map_err(ExchangeError::Failed)?;
+                }
+                match exact {
+                    Some(n) if n != sent => Err(ExchangeError::Failed(invalid(
+                        "request body shorter than its Content-Length",
+                    ))),
+                    Some(_) => Ok(()),
+                    None => self
+                        .io
+                        .write_all(b"0\r\n\r\n")
+                        .await
+                        .map_err(ExchangeError::Failed),
+                }
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8192);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    async fn read_head(
+        &mut self,
+        head_req: bool,
+    ) -> io::Result<(http::response::Parts, Framing, bool)> {
+        let mut spans: Vec<[usize; 4]> = Vec::new();
+        let (n, status, version, reason) = loop {
+            if !self.buf.is_empty() {
+                let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut r = httparse::Response::new(&mut hdrs);
+                match r.parse(&self.buf) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let base = self.buf.as_ptr() as usize;
+                        spans.clear();
+                        for h in r.headers.iter() {
+                            let ns = h.name.as_ptr() as usize - base;
+                            let vs = h.value.as_ptr() as usize - base;
+                            spans.push([ns, ns + h.name.len(), vs, vs + h.value.len()]);
+                        }
+                        let reason = r.reason.map(|s| {
+                            let rs = s.as_ptr() as usize - base;
+                            (rs, rs + s.len())
+                        });
+                        let code = r.code.unwrap_or(0);
+                        let version = if r.version == Some(0) {
+                            Version::HTTP_10
+                        } else {
+                            Version::HTTP_11
+                        };
+                        break (n, code, version, reason);
+                    }
+                    Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => {}
+                    Ok(httparse::Status::Partial) => {
+                        return Err(invalid("upstream response head too large"));
+                    }
+                    Err(_) => return Err(invalid("invalid upstream response head")),
+                }
+            }
+            if self.fill().await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upstream closed the connection before a complete response head",
+                ));
+            }
+        };
+        let head = self.buf.split_to(n).freeze();
+        let status =
+            StatusCode::from_u16(status).map_err(|_| invalid("invalid upstream status"))?;
+        let (mut rp, ()) = http::Response::new(()).into_parts();
+        rp.status = status;
+        rp.version = version;
+        if let Some((s, e)) = reason
+            && status.canonical_reason().map(str::as_bytes) != Some(&head[s..e])
+            && let Ok(r) = hyper::ext::ReasonPhrase::try_from(head.slice(s..e))
+        {
+            rp.extensions.insert(r);
+        }
+        let mut headers = HeaderMap::with_capacity(spans.len() + 6);
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        let mut te = false;
+        let mut close = version == Version::HTTP_10;
+        for [ns, ne, vs, ve] in spans {
+            let name = HeaderName::from_bytes(&head[ns..ne])
+                .map_err(|_| invalid("invalid upstream header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+                .map_err(|_| invalid("invalid upstream header value"))?;
+            if name == header::CONTENT_LENGTH {
+                let n = parse_length(value.as_bytes())
+                    .ok_or_else(|| invalid("invalid upstream Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(invalid("conflicting upstream Content-Length"));
+                }
+                length = Some(n);
+            } else if name == header::TRANSFER_ENCODING {
+                te = true;
+                chunked = value
+                    .as_bytes()
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name == header::CONNECTION {
+                for t in value.as_bytes().split(|b| *b == b',') {
+                    let t = t.trim_ascii();
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                        close = false;
+                    }
+                }
+            }
+            headers.append(name, value);
+        }
+        rp.headers = headers;
+        let framing = if head_req
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Empty
+        } else if te {
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::Eof
+            }
+        } else {
+            match length {
+                Some(0) => Framing::Empty,
+                Some(n) => Framing::Length(n),
+                None => Framing::Eof,
+            }
+        };
+        let reusable =
+            !close && framing != Framing::Eof && status != StatusCode::SWITCHING_PROTOCOLS;
+        Ok((rp, framing, reusable))
+    }
+}
+
+/// Whether a method's request carries `Content-Length: 0` when its body is empty (as
+/// hyper's client sends it).
+fn expects_body(m: &Method) -> bool {
+    matches!(*m, Method::POST | Method::PUT | Method::PATCH)
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// The framing written after a request head.
+#[derive(Debug, Clone, Copy)]
+enum ReqFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Encodes a request head; the parts' own framing headers give way to `framing`.
+fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, framing: ReqFraming) {
+    out.extend_from_slice(p.method.as_str().as_bytes());
+    out.push(b' ');
+    match p.uri.path_and_query() {
+        Some(pq) => out.extend_from_slice(pq.as_str().as_bytes()),
+        None => out.push(b'/'),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &p.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        ReqFraming::None => {}
+        ReqFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// This many bytes left.
+    Length(u64),
+    /// At a chunk-size line.
+    ChunkSize,
+    /// This many bytes of chunk data left.
+    ChunkData(u64),
+    /// At the CRLF after chunk data.
+    ChunkEnd,
+    /// In the trailer section after the last chunk.
+    Trailers,
+    /// Until the connection closes.
+    Eof,
+    /// Finished.
+    Done,
+}
+
+/// A response body read from an [`H1Conn`]; the connection goes back to the pool when the
+/// body is read to the end (when the connection can be reused).
+pub struct RawBody {
+    conn: Option<(Arc<Pool>, Conn)>,
+    state: State,
+    reusable: bool,
+    remaining: Option<u64>,
+}
+
+impl std::fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawBody")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawBody {
+    /// The body of an answer read from `conn` with `framing`.
+    pub fn new(pool: Arc<Pool>, conn: Conn, framing: Framing, reusable: bool) -> RawBody {
+        let (state, remaining) = match framing {
+            Framing::Empty => (State::Done, Some(0)),
+            Framing::Length(n) => (State::Length(n), Some(n)),
+            Framing::Chunked => (State::ChunkSize, None),
+            Framing::Eof => (State::Eof, None),
+        };
+        let mut b = RawBody {
+            conn: Some((pool, conn)),
+            state,
+            reusable,
+            remaining,
+        };
+        if matches!(b.state, State::Done) {
+            b.finish();
+        }
+        b
+    }
+
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some((pool, conn)) = self.conn.take()
+            && self.reusable
+            && !conn.h1.has_leftover()
+        {
+            pool.put(conn);
+        }
+    }
+
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.conn = None;
+        self.state = State::Done;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+/// Parses a chunk-size line (`1a;ext=v`), without its CRLF.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let hex = line.split(|b| *b == b';').next()?.trim_ascii_end();
+    if hex.is_empty() || hex.len() > 15 {
+        return None;
+    }
+    hex.iter().try_fold(0u64, |n, b| {
+        let d = (*b as char).to_digit(16)?;
+        Some(n * 16 + u64::from(d))
+    })
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let Some((_, conn)) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let c = &mut conn.h1;
+            match this.state {
+                State::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                State::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                State::Length(n) | State::ChunkData(n) if !c.buf.is_empty() => {
+                    let take = (c.buf.len() as u64).min(n) as usize;
+                    let data = c.buf.split_to(take).freeze();
+                    let left = n - take as u64;
+                    this.state = match this.state {
+                        State::Length(_) => State::Length(left),
+                        _ if left == 0 => State::ChunkEnd,
+                        _ => State::ChunkData(left),
+                    };
+                    if matches!(this.state, State::Length(0)) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Eof if !c.buf.is_empty() => {
+                    let data = c.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::ChunkSize if c.buf.len() >= 2 => {
+                    match c.buf.windows(2).position(|w| w == b"\r\n") {
+                        Some(i) => {
+                            let Some(size) = chunk_size(&c.buf[..i]) else {
+                                return this.fail(invalid("invalid chunk size in upstream body"));
+                            };
+                            c.buf.advance(i + 2);
+                            this.state = if size == 0 {
+                                State::Trailers
+                            } else {
+                                State::ChunkData(size)
+                            };
+                            continue;
+                        }
+                        None if c.buf.len() > MAX_LINE => {
+                            return this.fail(invalid("chunk size line too long"));
+                        }
+                        None => {}
+                    }
+                }
+                State::ChunkEnd if c.buf.len() >= 2 => {
+                    if &c.buf[..2] != b"\r\n" {
+                        return this.fail(invalid("missing CRLF after chunk data"));
+                    }
+                    c.buf.advance(2);
+                    this.state = State::ChunkSize;
+                    continue;
+                }
+                State::Trailers if c.buf.len() >= 2 => {
+                    // Trailer fields are dropped (HTTP/1.1 clients rarely ask for them);
+                    // the section ends with an empty line.
+                    match c.buf.windows(2).position(|w| w == b"\r\n") {
+                        Some(0) => {
+                            c.buf.advance(2);
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Some(i) => {
+                            c.buf.advance(i + 2);
+                            continue;
+                        }
+                        None if c.buf.len() > MAX_LINE => {
+                            return this.fail(invalid("upstream trailer too long"));
+                        }
+                        None => {}
+                    }
+                }
+                _ => {}
+            }
+            // More bytes are needed.
+            match ready!(c.poll_fill(cx)) {
+                Ok(0) if matches!(this.state, State::Eof) => {
+                    // The end of a body delimited by the connection closing.
+                    this.reusable = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    return this.fail(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "upstream closed the connection in the middle of the body",
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done | State::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (self.state, self.remaining) {
+            (State::Done, _) => SizeHint::with_exact(0),
+            (State::Length(n), Some(_)) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"0"), Some(0));
+        assert_eq!(chunk_size(b"A;name=value"), Some(10));
+        assert_eq!(chunk_size(b""), None);
+        assert_eq!(chunk_size(b"g"), None);
+        assert_eq!(chunk_size(b"-1"), None);
+        assert_eq!(chunk_size(b"1111111111111111"), None);
+    }
+
+    #[test]
+    fn lengths() {
+        assert_eq!(parse_length(b"12"), Some(12));
+        assert_eq!(parse_length(b""), None);
+        assert_eq!(parse_length(b"+1"), None);
+        assert_eq!(parse_length(b"1 "), None);
+        assert_eq!(parse_length(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn heads_are_encoded_with_the_callers_framing() {
+        let req = http::Request::post("/a?b")
+            .header("host", "h")
+            .header("content-length", "99")
+            .header("transfer-encoding", "chunked")
+            .body(())
+            .expect("request");
+        let (p, ()) = req.into_parts();
+        let mut out = Vec::new();
+        encode_head(&mut out, &p, ReqFraming::Length(3));
+        assert_eq!(
+            out,
+            b"POST /a?b HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\n"
+        );
+        out.clear();
+        encode_head(&mut out, &p, ReqFraming::Chunked);
+        assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
+        out.clear();
+        encode_head(&mut out, &p, ReqFraming::None);
+        assert!(!out.windows(7).any(|w| w.eq_ignore_ascii_case(b"content")));
+    }
+}

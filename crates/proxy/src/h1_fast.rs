@@ -1,0 +1,523 @@
+//! The HTTP/1.1 fast path of plain proxy connections.
+//!
+//! Most proxied requests are HTTP/1.1 requests without a body on a keep-alive connection.
+//! For those, hyper's server machinery (its dispatcher, its encoder, a boxed service future
+//! per request) costs more CPU than the proxying itself. This module serves them on its own
+//! connection loop instead:
+//!
+//! 1. read a request head into the connection's buffer and parse it with `httparse` (the
+//!    parser hyper uses, with the same defaults: no obs-fold, no spaces before colons);
+//! 2. decide from the head alone whether the request is *simple*: `HTTP/1.1`, origin-form
+//!    target, no body (`Content-Length` absent or `0`), no `Transfer-Encoding`, `Expect`,
+//!    `Upgrade` or `HTTP2-Settings`, `Connection` absent or `keep-alive`, within the header
+//!    count and size limits;
+//! 3. a simple request goes through the very same phases as any other
+//!    ([`crate::proxy::handle`]); its response is written here (`Date` added when missing,
+//!    `Content-Length` or chunked framing, one `writev` for a buffered body).
+//!
+//! The first request that is not simple (or anything unparsable, an HTTP/2 preface, a head
+//! over the limits) hands the connection to hyper for the rest of its life, with the bytes
+//! read so far put back in front of it ([`Rewind`]). Hyper then sees exactly what it would
+//! have seen without this module, so every rule and error answer of the hyper path (400,
+//! 431, the framing guard, upgrades, bodies) is unchanged.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use crate::body::ProxyBody;
+use crate::gateway::Shared;
+use crate::proxy::ConnInfo;
+
+/// Most headers the fast path parses; a request with more goes to hyper (which applies
+/// `max_headers`).
+const MAX_HEADERS: usize = 64;
+
+/// The HTTP/2 connection preface (h2c with prior knowledge).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a connection left the fast path.
+pub(crate) enum Outcome<T> {
+    /// Closed (by either side, a timeout, or shutdown).
+    Closed,
+    /// To be served by hyper from here on, the unconsumed bytes first.
+    Handoff(Rewind<T>),
+}
+
+/// Where the spans of a parsed head are (offsets into the connection buffer).
+#[derive(Default)]
+struct Spans {
+    method: (usize, usize),
+    path: (usize, usize),
+    headers: Vec<[usize; 4]>,
+}
+
+/// What a parse of the buffer found.
+enum Parsed {
+    /// A simple request whose head is this many bytes.
+    Simple(usize),
+    /// More bytes are needed.
+    Partial,
+    /// Anything else: hyper decides.
+    Other,
+}
+
+fn span(buf: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    (start, start + part.len())
+}
+
+/// Parses a head at the start of `buf` and records its spans.
+fn parse(buf: &[u8], max_headers: usize, spans: &mut Spans) -> Parsed {
+    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let limit = max_headers.clamp(1, MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut hdrs[..limit]);
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Other;
+    };
+    if method == "CONNECT" || !path.starts_with('/') {
+        return Parsed::Other;
+    }
+    spans.method = span(buf, method.as_bytes());
+    spans.path = span(buf, path.as_bytes());
+    spans.headers.clear();
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let simple = if name.eq_ignore_ascii_case(b"content-length") {
+            h.value == b"0"
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            h.value.eq_ignore_ascii_case(b"keep-alive")
+        } else {
+            !(name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"expect")
+                || name.eq_ignore_ascii_case(b"upgrade")
+                || name.eq_ignore_ascii_case(b"http2-settings"))
+        };
+        if !simple {
+            return Parsed::Other;
+        }
+        let (ns, ne) = span(buf, name);
+        let (vs, ve) = span(buf, h.value);
+        spans.headers.push([ns, ne, vs, ve]);
+    }
+    Parsed::Simple(n)
+}
+
+/// Builds the request of a simple head (the head's bytes are shared, not copied).
+fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::Incoming>>> {
+    let method = Method::from_bytes(&head[spans.method.0..spans.method.1]).ok()?;
+    let uri = Uri::from_maybe_shared(head.slice(spans.path.0..spans.path.1)).ok()?;
+    // Room for what the proxy adds (forwarded headers, request id, Via).
+    let mut headers = HeaderMap::with_capacity(spans.headers.len() + 12);
+    for [ns, ne, vs, ve] in &spans.headers {
+        let name = HeaderName::from_bytes(&head[*ns..*ne]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(*vs..*ve)).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(None);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// Serves `io` until it closes or a request needs hyper.
+pub(crate) async fn serve<T>(
+    sh: &Arc<Shared>,
+    info: &ConnInfo,
+    mut io: T,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Outcome<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut spans = Spans::default();
+    let mut first = true;
+    let mut watching = true;
+    let limit = sh.settings.max_header_bytes.max(1024);
+    let timer = tokio::time::sleep(sh.settings.client_header_timeout);
+    tokio::pin!(timer);
+    loop {
+        // --- a request head (the idle time before it counts, as with hyper) ---
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + sh.settings.client_header_timeout);
+        let n = loop {
+            if !buf.is_empty() {
+                if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
+                    return Outcome::Handoff(Rewind::new(io, buf.freeze()));
+                }
+                match parse(&buf, sh.settings.max_headers, &mut spans) {
+                    Parsed::Simple(n) => break n,
+                    Parsed::Other => return Outcome::Handoff(Rewind::new(io, buf.freeze())),
+                    Parsed::Partial if buf.len() >= limit => {
+                        return Outcome::Handoff(Rewind::new(io, buf.freeze()));
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            if buf.capacity() - buf.len() < 2048 {
+                buf.reserve(8192);
+            }
+            let idle = buf.is_empty();
+            let r = tokio::select! {
+                biased;
+                r = io.read_buf(&mut buf) => r,
+                () = &mut timer => return Outcome::Closed,
+                changed = shutdown.changed(), if idle && watching => {
+                    match changed {
+                        Ok(()) if *shutdown.borrow() => return Outcome::Closed,
+                        Ok(()) => {}
+                        // The gateway is gone without a shutdown: serve on.
+                        Err(_) => watching = false,
+                    }
+                    continue;
+                }
+            };
+            match r {
+                Ok(0) | Err(_) => return Outcome::Closed,
+                Ok(_) => {}
+            }
+        };
+        first = false;
+        let head = buf.split_to(n).freeze();
+        let Some(req) = request(&head, &spans) else {
+            // A target or value hyper would refuse too: its answer, then close.
+            let _ = io
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            return Outcome::Closed;
+        };
+        let head_only = req.method() == Method::HEAD;
+        drop(head);
+
+        // --- the request, through every phase ---
+        let resp = crate::proxy::handle(sh, info, req).await;
+
+        // --- the response ---
+        let close = resp
+            .headers()
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if write_response(&mut io, &mut out, resp, head_only)
+            .await
+            .is_err()
+            || close
+        {
+            let _ = io.shutdown().await;
+            return Outcome::Closed;
+        }
+        if *shutdown.borrow() {
+            return Outcome::Closed;
+        }
+    }
+}
+
+/// Writes a response; an error means the connection cannot be reused.
+async fn write_response<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    out: &mut Vec<u8>,
+    resp: Response<ProxyBody>,
+    head_only: bool,
+) -> io::Result<()> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let no_body = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+        Some(r) => out.extend_from_slice(r.as_bytes()),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        // The framing is this writer's, except where there is no body to frame (the
+        // upstream's length of a HEAD or 304 answer stays).
+        if name == header::TRANSFER_ENCODING || (name == header::CONTENT_LENGTH && !no_body) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if no_body {
+        out.extend_from_slice(b"\r\n");
+        return io.write_all(out).await;
+    }
+    match body {
+        ProxyBody::Full(b) => {
+            let b = b.unwrap_or_default();
+            push_length(out, b.len() as u64);
+            io.write_all_buf(&mut Buf::chain(&out[..], b)).await
+        }
+        ProxyBody::Upstream(_) => {
+            let exact = http_body::Body::size_hint(&body).exact();
+            match exact {
+                Some(n) => push_length(out, n),
+                None => out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+            }
+            io.write_all(out).await?;
+            let mut sent = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(io::Error::other)?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                sent += data.len() as u64;
+                if exact.is_some() {
+                    io.write_all(&data).await?;
+                } else {
+                    out.clear();
+                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    io.write_all_buf(&mut Buf::chain(Buf::chain(&out[..], data), &b"\r\n"[..]))
+                        .await?;
+                }
+            }
+            match exact {
+                Some(n) if n != sent => Err(io::Error::other("upstream body cut short")),
+                Some(_) => Ok(()),
+                None => io.write_all(b"0\r\n\r\n").await,
+            }
+        }
+    }
+}
+
+fn push_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+thread_local! {
+    /// The `Date` value of the current second, rendered once per second per thread.
+    static DATE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((0, [0; 29])) };
+}
+
+/// Appends the current time in IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let s = httpdate::fmt_http_date(now);
+            if s.len() == 29 {
+                d.1.copy_from_slice(s.as_bytes());
+                d.0 = secs;
+            } else {
+                out.extend_from_slice(s.as_bytes());
+                return;
+            }
+        }
+        out.extend_from_slice(&d.1);
+    });
+}
+
+/// A stream with bytes already read put back in front of it.
+pub(crate) struct Rewind<T> {
+    pre: Bytes,
+    inner: T,
+}
+
+impl<T> Rewind<T> {
+    fn new(inner: T, pre: Bytes) -> Rewind<T> {
+        Rewind { pre, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(raw: &[u8]) -> Parsed {
+        parse(raw, 100, &mut Spans::default())
+    }
+
+    #[test]
+    fn simple_heads_are_recognised() {
+        assert!(matches!(
+            parsed(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Parsed::Simple(32)
+        ));
+        assert!(matches!(
+            parsed(b"DELETE / HTTP/1.1\r\nContent-Length: 0\r\nConnection: Keep-Alive\r\n\r\n"),
+            Parsed::Simple(_)
+        ));
+        assert!(matches!(
+            parsed(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn anything_else_goes_to_hyper() {
+        for raw in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: b\r\n  folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parsed(raw), Parsed::Other),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_headers_go_to_hyper() {
+        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..5 {
+            raw.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            parse(&raw, 4, &mut Spans::default()),
+            Parsed::Other
+        ));
+        assert!(matches!(
+            parse(&raw, 5, &mut Spans::default()),
+            Parsed::Simple(_)
+        ));
+    }
+
+    #[test]
+    fn requests_share_the_head_bytes() {
+        let raw = Bytes::from_static(b"GET /p?q HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
+        let mut spans = Spans::default();
+        let Parsed::Simple(n) = parse(&raw, 100, &mut spans) else {
+            panic!("not simple")
+        };
+        assert_eq!(n, raw.len());
+        let req = request(&raw, &spans).expect("request");
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/p");
+        assert_eq!(req.uri().query(), Some("q"));
+        assert_eq!(req.headers()["host"], "h");
+        let all: Vec<_> = req.headers().get_all("x-a").iter().collect();
+        assert_eq!(all, ["1", "2"]);
+    }
+
+    #[test]
+    fn rewind_replays_then_reads_on() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let inner: &[u8] = b" world";
+            let mut r = Rewind::new(inner, Bytes::from_static(b"hello"));
+            let mut s = String::new();
+            r.read_to_string(&mut s).await.expect("read");
+            assert_eq!(s, "hello world");
+        });
+    }
+
+    #[test]
+    fn date_is_imf_fixdate() {
+        let mut out = Vec::new();
+        date(&mut out);
+        let s = String::from_utf8(out).expect("ascii");
+        assert_eq!(s.len(), 29);
+        assert!(s.ends_with(" GMT"), "{s}");
+        assert!(httpdate::parse_http_date(&s).is_ok(), "{s}");
+    }
+}
