@@ -76,7 +76,10 @@ many_routes() {
   python3 - "$BE" <<'PY'
 import json, sys
 be = sys.argv[1]
-svcs = [{"name": "be", "url": f"http://127.0.0.1:{be}", "routes": [{"name": "all", "paths": ["/"]}]}]
+svcs = [{"name": "be", "url": f"http://127.0.0.1:{be}", "routes": [
+    {"name": "all", "paths": ["/"]},
+    # Answers 426 to plain HTTP once this configuration serves (the run measures when).
+    {"name": "serving-check", "paths": ["/serving-check"], "protocols": ["https"]}]}]
 for i in range(10000):
     svcs.append({"name": f"svc-{i}", "url": f"http://127.0.0.1:{be}/s{i}",
                  "routes": [{"name": f"route-{i}", "hosts": [f"svc-{i}.example.test"], "paths": [f"/svc-{i}"]}]})
@@ -127,8 +130,36 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "$line"
   RN+=("$n_rps"); RG+=("$g_rps"); PN+=("$n_p99"); PG+=("$g_p99"); CN+=("$n_cpu"); CG+=("$g_cpu")
 done
-echo "POST 10,000 extra routes: $(post "$W/many.json") (status, seconds)"
-[ -n "$GW2_BIN" ] && echo "POST 10,000 extra routes (gateway 2): $(post "$W/many.json" $ADMIN2)"
+serve_time() { # file proxy_port admin_port -> seconds from sending POST /config until the new
+  # configuration serves: its https-only /serving-check answers 426 (polled every 2 ms)
+  python3 - "$1" "$2" "$3" <<'PY'
+import http.client, sys, threading, time
+body = open(sys.argv[1], "rb").read()
+proxy, admin = int(sys.argv[2]), int(sys.argv[3])
+def served():
+    c = http.client.HTTPConnection("127.0.0.1", proxy, timeout=5)
+    c.request("GET", "/serving-check", headers={"Host": "x"})
+    r = c.getresponse(); r.read(); c.close()
+    return r.status == 426
+assert not served(), "the new route already answers"
+status = []
+def post():
+    c = http.client.HTTPConnection("127.0.0.1", admin, timeout=60)
+    c.request("POST", "/config", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse(); r.read(); status.append((r.status, time.monotonic()))
+t0 = time.monotonic()
+th = threading.Thread(target=post); th.start()
+while not served():
+    if time.monotonic() - t0 > 30:
+        sys.exit("not served within 30 s")
+    time.sleep(0.002)
+t1 = time.monotonic()
+th.join()
+print(f"{t1 - t0:.3f} s to serving (201 after {status[0][1] - t0:.3f} s)")
+PY
+}
+echo "POST 10,000 extra routes: $(serve_time "$W/many.json" $GW $ADMIN)"
+[ -n "$GW2_BIN" ] && echo "POST 10,000 extra routes (gateway 2): $(serve_time "$W/many.json" $GW2 $ADMIN2)"
 echo "gateway RSS with 10,001 routes: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$GWPID/status)"
 # The 10k-route rounds alternate with nginx again: the 10k/1-route figure is the ratio of the
 # two gateway/nginx ratios (robust to the machine's load changing between the two phases).

@@ -331,15 +331,22 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     if !h.keys().any(|n| is_hop_by_hop(n, keep_upgrade)) {
         return;
     }
-    if h.contains_key(header::CONNECTION) {
+    // `close` names no header, `keep-alive` goes below anyway.
+    let names_other = |t: &str| {
+        let t = t.trim();
+        !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
+    };
+    if h
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.to_str().unwrap_or("").split(',').any(names_other))
+    {
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .map(str::trim)
-            // `close` names no header, `keep-alive` goes below anyway.
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|t| names_other(t))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
         for n in named {
             if keep_upgrade && n == header::UPGRADE {
