@@ -336,8 +336,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         let t = t.trim();
         !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
     };
-    if h
-        .get_all(header::CONNECTION)
+    if h.get_all(header::CONNECTION)
         .iter()
         .any(|v| v.to_str().unwrap_or("").split(',').any(names_other))
     {
