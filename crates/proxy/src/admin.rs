@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use md5::Digest;
 use serde_json::{Map, Value, json};
-use silverback_config::{ConfigError, EMPTY_HASH, EntityKind, LoadOptions};
+use silverback_config::{ConfigError, EntityKind, LoadOptions};
 
 use crate::body::ProxyBody;
 use crate::gateway::{ListenerKind, Shared};
@@ -97,7 +97,7 @@ async fn route(
         (_, ["status", "ready"]) => only_get(&m, || ready(sh)),
         (_, ["metrics"]) => only_get(&m, || {
             let snap = sh.snapshot.load();
-            let mut text = sh.metrics.render(&sh.node_id.to_string(), &snap.hash);
+            let mut text = sh.metrics.render(&sh.node_id.to_string(), snap.hash());
             crate::metrics::render_target_health(
                 &mut text,
                 &snap.balancers.target_health_metrics(),
@@ -558,7 +558,7 @@ fn status(sh: &Shared) -> Response<ProxyBody> {
             "workers_lua_vms": [{"pid": std::process::id(), "http_allocated_gc": format!("{:.2} MiB", rss_bytes() as f64 / 1048576.0)}],
             "lua_shared_dicts": {},
         },
-        "configuration_hash": sh.snapshot.load().hash,
+        "configuration_hash": sh.snapshot.load().hash(),
     });
     json_response(StatusCode::OK, &body)
 }
@@ -571,7 +571,7 @@ fn ready(sh: &Shared) -> Response<ProxyBody> {
             "no configuration available (configuration hash is not initialized)",
         );
     }
-    if snap.hash == EMPTY_HASH {
+    if snap.config.is_empty() {
         return message(
             StatusCode::SERVICE_UNAVAILABLE,
             "no configuration available (empty configuration present)",
@@ -684,16 +684,22 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
                 now_unix: now_unix(),
             };
             let cfg = silverback_config::load_bytes(&doc, &opts).map_err(Ok)?;
-            let hash = cfg.hash();
-            let current = sh2.snapshot.load_full();
-            if check_hash && hash == current.hash && current.loaded {
-                return Ok((Vec::new(), hash, false));
+            if check_hash {
+                let hash = cfg.hash();
+                let current = sh2.snapshot.load_full();
+                if hash == current.hash() && current.loaded {
+                    return Ok((Vec::new(), hash, false));
+                }
+                drop(current);
+                // The answer is serialized after the new configuration is serving.
+                let body = sh2
+                    .apply_hashed(cfg, hash.clone())
+                    .map_err(|e| Err(e.to_string()))?;
+                return Ok((body, hash, true));
             }
-            drop(current);
-            // The answer is serialized after the new configuration is serving.
-            let body = sh2
-                .apply_hashed(cfg, hash.clone())
-                .map_err(|e| Err(e.to_string()))?;
+            // Serving first; the hash (bookkeeping for /status and the next check_hash)
+            // and the answer after.
+            let (body, hash) = sh2.apply_then_hash(cfg).map_err(|e| Err(e.to_string()))?;
             Ok((body, hash, true))
         },
     )

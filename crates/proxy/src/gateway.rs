@@ -70,35 +70,44 @@ impl Shared {
     /// running snapshot is untouched on error.
     pub fn apply(&self, config: Config) -> Result<(), ProxyError> {
         let hash = config.hash();
-        self.publish(config, hash).map(|_| ())
+        self.publish(config, Some(hash)).map(|_| ())
     }
 
     /// [`Shared::apply`] with the hash known; returns the flattened entities (the
     /// `POST /config` answer), serialized after the new configuration is serving.
     pub fn apply_hashed(&self, config: Config, hash: String) -> Result<Vec<u8>, ProxyError> {
-        let snap = self.publish(config, hash)?;
+        let snap = self.publish(config, Some(hash))?;
         Ok(snap.flattened_json())
     }
 
-    fn publish(&self, config: Config, hash: String) -> Result<Arc<Snapshot>, ProxyError> {
+    /// Publishes a configuration, then computes its hash; returns the flattened entities
+    /// and the hash (the `POST /config` answer without `check_hash`).
+    pub fn apply_then_hash(&self, config: Config) -> Result<(Vec<u8>, String), ProxyError> {
+        let snap = self.publish(config, None)?;
+        let hash = snap.finish_hash().to_string();
+        Ok((snap.flattened_json(), hash))
+    }
+
+    fn publish(&self, config: Config, hash: Option<String>) -> Result<Arc<Snapshot>, ProxyError> {
         let t = Instant::now();
         let prev = self.snapshot.load_full();
-        let snap = Arc::new(Snapshot::build_hashed(
-            config,
-            hash,
-            self.settings.router_flavor,
-            &BuildEnv {
-                runtime: &self.runtime,
-                balancer: &self.settings.balancer,
-            },
-            Some(&prev),
-            true,
-        )?);
+        let env = BuildEnv {
+            runtime: &self.runtime,
+            balancer: &self.settings.balancer,
+        };
+        let flavor = self.settings.router_flavor;
+        let snap = Arc::new(match hash {
+            Some(hash) => Snapshot::build_hashed(config, hash, flavor, &env, Some(&prev), true)?,
+            None => Snapshot::build_unhashed(config, flavor, &env, Some(&prev), true)?,
+        });
         self.snapshot.store(snap.clone());
         prev.supersede();
         drop(prev);
         self.metrics.config_swaps.fetch_add(1, Relaxed);
-        tracing::info!(hash = %snap.hash, elapsed_ms = t.elapsed().as_millis() as u64, "configuration applied");
+        tracing::info!(
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "configuration applied"
+        );
         spawn_warm_up(&snap);
         Ok(snap)
     }
@@ -282,7 +291,7 @@ impl Gateway {
 
     /// The running configuration's hash (Kong's `configuration_hash`).
     pub fn config_hash(&self) -> String {
-        self.shared.snapshot.load().hash.clone()
+        self.shared.snapshot.load().hash().to_string()
     }
 
     /// The running router's distinct regexes and how many are compiled yet (they are

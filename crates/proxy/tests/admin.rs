@@ -392,3 +392,33 @@ async fn admin_token_is_required_when_configured() {
     assert_eq!(get(g.status, "localhost", "/status").await.status, 200);
     g.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn post_config_without_check_hash_reports_the_new_hash_by_its_answer() {
+    // Without check_hash the snapshot serves before its hash is computed; by the time the
+    // 201 is sent, the hash is the new configuration's everywhere it is reported.
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    for route in ["r2", "r4", "r2"] {
+        let r = admin_post(g.admin, "/config", "application/json", doc(&b, route)).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        let want = load(&doc(&b, route)).hash();
+        assert_eq!(g.gw.config_hash(), want);
+        assert_eq!(
+            get(g.admin, "localhost", "/status").await.json()["configuration_hash"],
+            want.as_str()
+        );
+        let metrics = get(g.status, "localhost", "/metrics").await.text();
+        assert!(metrics.contains(&want), "{metrics}");
+    }
+    // The same document again with check_hash=1: nothing to do.
+    let r = admin_post(
+        g.admin,
+        "/config?check_hash=1",
+        "application/json",
+        doc(&b, "r2"),
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    g.gw.shutdown().await;
+}
