@@ -7,7 +7,7 @@
 # start-up and shut-down cost.
 #
 # Needs: valgrind, nginx (nginx-light), curl, python3. Usage:
-#   bench/proxy/instructions.sh [GATEWAY_BIN [extra gateway flags...]]
+#   [ROUTES=10000] [SKIP_NGINX=1] bench/proxy/instructions.sh [GATEWAY_BIN [extra gateway flags...]]
 # (GATEWAY_BIN defaults to the release build of `silverback`, built here.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,6 +33,18 @@ CONF
 nginx -c "$W/be.conf" -p "$W" -e "$W/be.err"
 trap 'kill "$(cat "$W/be.pid")" 2>/dev/null; rm -rf "$W"' EXIT
 printf '{"_format_version":"3.0","services":[{"name":"be","url":"http://127.0.0.1:%s","routes":[{"name":"all","paths":["/"]}]}]}' $BE >"$W/one.json"
+if [ -n "${ROUTES:-}" ]; then
+  # ROUTES=N: N extra services + routes (distinct hosts and paths) loaded beside the one used.
+  python3 - "$BE" "$ROUTES" >"$W/one.json" <<'PY'
+import json, sys
+be, n = sys.argv[1], int(sys.argv[2])
+svcs = [{"name": "be", "url": f"http://127.0.0.1:{be}", "routes": [{"name": "all", "paths": ["/"]}]}]
+for i in range(n):
+    svcs.append({"name": f"svc-{i}", "url": f"http://127.0.0.1:{be}/s{i}",
+                 "routes": [{"name": f"route-{i}", "hosts": [f"svc-{i}.example.test"], "paths": [f"/svc-{i}"]}]})
+print(json.dumps({"_format_version": "3.0", "services": svcs}))
+PY
+fi
 
 total() { grep -E "^(summary|totals):" "$W/cg.out" | head -1 | awk '{print $2}'; }
 gateway() { # requests per connection -> instructions of the whole run
@@ -41,8 +53,10 @@ gateway() { # requests per connection -> instructions of the whole run
     >"$W/gw.out" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do curl -sf "http://127.0.0.1:$ADMIN/status" >/dev/null && break; sleep 0.2; done
-  curl -s -o /dev/null -X POST -H 'content-type: application/json' --data-binary @"$W/one.json" \
-    "http://127.0.0.1:$ADMIN/config"
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
+    --data-binary @"$W/one.json" "http://127.0.0.1:$ADMIN/config")
+  [ "$code" = 201 ] || { echo "POST /config answered $code" >&2; exit 1; }
   python3 "$ROOT/bench/proxy/client.py" $GW 10 "$R" >/dev/null
   kill -INT $pid; wait $pid || true
   total
@@ -57,6 +71,7 @@ reference() { # requests per connection -> instructions of the whole run
   total
 }
 R=20 a=$(gateway "$@"); R=220 b=$(gateway "$@")
-echo "gateway: $(( (b - a) / 2000 )) instructions per request ($BIN $*)"
+echo "gateway: $(( (b - a) / 2000 )) instructions per request ($BIN $*${ROUTES:+, $ROUTES extra routes})"
+[ -n "${SKIP_NGINX:-}" ] && exit 0
 R=20 a=$(reference); R=220 b=$(reference)
 echo "nginx:   $(( (b - a) / 2000 )) instructions per request"
