@@ -178,7 +178,7 @@ impl Peer {
         }
         if port != default {
             v.push(':');
-            v.push_str(itoa(port, &mut [0u8; 5]));
+            v.push_str(itoa::Buffer::new().format(port));
         }
         v
     }
@@ -1118,20 +1118,6 @@ impl Balancers {
             let _ = b.stop.send(true);
         }
     }
-}
-
-/// `n` in decimal, without the formatting machinery (on the request path).
-fn itoa(mut n: u16, buf: &mut [u8; 5]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 #[cfg(test)]

@@ -402,7 +402,7 @@ fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, framing: ReqFraming)
         ReqFraming::None => {}
         ReqFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
