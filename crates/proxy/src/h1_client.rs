@@ -331,6 +331,11 @@ impl H1Conn {
             }
             headers.append(name, value);
         }
+        if te && length.is_some() {
+            // The transfer coding overrides the length, which is not forwarded (RFC 9112
+            // §6.3: a sender must remove it).
+            headers.remove(header::CONTENT_LENGTH);
+        }
         rp.headers = headers;
         let framing = if head_req
             || status.is_informational()
@@ -351,8 +356,12 @@ impl H1Conn {
                 None => Framing::Eof,
             }
         };
-        let reusable =
-            !close && framing != Framing::Eof && status != StatusCode::SWITCHING_PROTOCOLS;
+        // A message with both a transfer coding and a length may have been meant to smuggle
+        // one into the other: its connection is not reused (RFC 9112 §6.3).
+        let reusable = !close
+            && !(te && length.is_some())
+            && framing != Framing::Eof
+            && status != StatusCode::SWITCHING_PROTOCOLS;
         Ok((rp, framing, reusable))
     }
 }

@@ -2,7 +2,8 @@
 //! every way an HTTP/1.1 response can be framed (length, chunked with extensions and
 //! trailers, until close, no body for HEAD/204/304), interim 100 answers, request bodies
 //! streamed chunked or by length, connections the backend closes while idle (retried on a
-//! fresh one), and answers that must be refused (conflicting lengths, bad heads: 502).
+//! fresh one), a length sent with chunked coding (chunked wins, the connection is not reused),
+//! and answers that must be refused (conflicting lengths, bad heads: 502).
 //! The same requests are sent through the fast path and through hyper's server
 //! (`fast_h1` off): the answers must not differ.
 
@@ -115,6 +116,7 @@ async fn serve(mut s: TcpStream) {
             "/conflict" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
             "/garbage" => b"HTTP/1.1 twohundred OK\r\n\r\n".to_vec(),
             "/reason" => b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            "/both" => b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
             "/echo" => {
                 let mut o = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Chunked: {}\r\n\r\n",
@@ -204,6 +206,12 @@ async fn every_response_framing_reaches_the_client() {
         assert_eq!(r.text(), "ok");
         assert_eq!(conns.load(Ordering::SeqCst), 2);
         assert_eq!(g.gw.idle_upstream_connections(), 1);
+        // Chunked wins over a length sent with it, and that connection is not reused.
+        let r = c.get("x", "/both").await;
+        assert_eq!(r.text(), "ok");
+        let r = c.get("x", "/reason").await;
+        assert_eq!(r.text(), "ok");
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
     })
     .await;
 }
