@@ -358,8 +358,9 @@ impl H1Conn {
         };
         // A message with both a transfer coding and a length may have been meant to smuggle
         // one into the other: its connection is not reused (RFC 9112 §6.3).
+        let smuggling = te && length.is_some();
         let reusable = !close
-            && !(te && length.is_some())
+            && !smuggling
             && framing != Framing::Eof
             && status != StatusCode::SWITCHING_PROTOCOLS;
         Ok((rp, framing, reusable))
