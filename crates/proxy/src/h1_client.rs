@@ -27,6 +27,8 @@ use hyper::body::Incoming;
 
 use crate::upstream::{Conn, Io, Pool, WriteTimed};
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 /// Longest response head accepted (hyper's default buffer limit is about the same).
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response headers accepted.
@@ -320,14 +322,28 @@ impl H1Conn {
                     .next()
                     .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if name == header::CONNECTION {
+                let mut names_others = false;
                 for t in value.as_bytes().split(|b| *b == b',') {
                     let t = t.trim_ascii();
                     if t.eq_ignore_ascii_case(b"close") {
                         close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                        close = false;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        if version == Version::HTTP_10 {
+                            close = false;
+                        }
+                    } else if !t.is_empty() {
+                        names_others = true;
                     }
                 }
+                // Hop-by-hop, removed before the answer goes on: kept only when it names
+                // other headers for that removal.
+                if !names_others {
+                    continue;
+                }
+            }
+            if name == header::TRANSFER_ENCODING || name == KEEP_ALIVE {
+                // Hop-by-hop too (the coding is this connection's, read into `framing`).
+                continue;
             }
             headers.append(name, value);
         }

@@ -148,7 +148,23 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn num_header(n: u64) -> HeaderValue {
-    HeaderValue::from(n)
+    // Latencies are mostly a few milliseconds: those values are static (no allocation).
+    static SMALL: [HeaderValue; 10] = [
+        HeaderValue::from_static("0"),
+        HeaderValue::from_static("1"),
+        HeaderValue::from_static("2"),
+        HeaderValue::from_static("3"),
+        HeaderValue::from_static("4"),
+        HeaderValue::from_static("5"),
+        HeaderValue::from_static("6"),
+        HeaderValue::from_static("7"),
+        HeaderValue::from_static("8"),
+        HeaderValue::from_static("9"),
+    ];
+    match SMALL.get(n as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(n),
+    }
 }
 
 /// Entry point of the proxy listeners.
