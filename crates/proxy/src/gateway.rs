@@ -21,7 +21,7 @@ use crate::proxy::ConnInfo;
 use crate::settings::{Listen, Settings};
 use crate::snapshot::{BuildEnv, Snapshot};
 use crate::tls::SniResolver;
-use crate::upstream::Pool;
+use crate::upstream::{Pool, WriteTimed};
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -419,6 +419,8 @@ async fn serve_conn(
     watcher: hyper_util::server::graceful::Watcher,
     shutdown: &mut watch::Receiver<bool>,
 ) {
+    // Writes to the client give up after `send_timeout` without progress.
+    let stream = WriteTimed::new(stream, sh.settings.send_timeout);
     match tls {
         None if kind == ListenerKind::Proxy && sh.settings.fast_h1 => {
             let info = Arc::new(ConnInfo::new(peer, local, false, None));

@@ -256,6 +256,10 @@ pub struct Settings {
     /// Time to receive a whole request head, and the idle time allowed between two requests
     /// on a keep-alive connection (`client_header_timeout`, 60 s).
     pub client_header_timeout: Duration,
+    /// A write to a client that makes no progress for this long closes the connection
+    /// (nginx's `send_timeout`, 60 s), so that a client that stops reading cannot hold a
+    /// connection and its upstream forever.
+    pub send_timeout: Duration,
     /// Keep-alive idle time for HTTP/2 connections (`keepalive_timeout`, 60 s): checked by
     /// pings.
     pub keepalive_timeout: Duration,
@@ -336,6 +340,7 @@ impl Default for Settings {
             response_buffer_limit: 64 * 1024,
             fast_h1: true,
             client_header_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(60),
             upstream_keepalive_pool_size: 512,

@@ -72,7 +72,9 @@ pub fn no_peer(e: &silverback_balancer::NoPeer) -> Error {
 
 /// A byte stream with Kong's `write_timeout` (nginx's `proxy_send_timeout`): a write that
 /// makes no progress for that long fails with `TimedOut`. The timeout is shared with the
-/// [`Conn`] so that each request sets its service's value before sending.
+/// [`Conn`] so that each request sets its service's value before sending. Client connections
+/// use it too, with [`Settings::send_timeout`](crate::Settings::send_timeout) (nginx's
+/// `send_timeout`).
 pub struct WriteTimed<T> {
     inner: T,
     timeout_ms: Arc<AtomicU64>,
@@ -80,6 +82,21 @@ pub struct WriteTimed<T> {
 }
 
 impl<T> WriteTimed<T> {
+    /// `inner` with writes that fail after making no progress for `timeout` (none when
+    /// zero).
+    pub fn new(inner: T, timeout: Duration) -> WriteTimed<T> {
+        WriteTimed {
+            inner,
+            timeout_ms: Arc::new(AtomicU64::new(timeout.as_millis() as u64)),
+            sleep: None,
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
         let ms = self.timeout_ms.load(Ordering::Relaxed);
         if ms == 0 {

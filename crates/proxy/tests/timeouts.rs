@@ -1,5 +1,6 @@
-//! Kong's per-operation upstream timeouts: `write_timeout` (nginx's `proxy_send_timeout`)
-//! fails a request whose body the upstream stops accepting, with 504.
+//! Timeouts on writes: Kong's upstream `write_timeout` (nginx's `proxy_send_timeout`)
+//! fails a request whose body the upstream stops accepting, with 504; `send_timeout` drops
+//! a client that stops reading its answer.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod support;
@@ -70,4 +71,83 @@ services:
         t.elapsed()
     );
     g.gw.shutdown().await;
+}
+
+/// A backend that answers every request with a 32 MiB body.
+async fn big_backend() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let size = 32 << 20;
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 << 10];
+                for _ in 0..size / chunk.len() {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
+    let be = big_backend().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: big
+  url: http://{be}
+  routes:
+  - name: big
+    paths: ["/"]
+"#
+    );
+    // With the fast path and with hyper's server.
+    for fast_h1 in [true, false] {
+        let settings = silverback_proxy::Settings {
+            send_timeout: Duration::from_millis(300),
+            fast_h1,
+            ..silverback_proxy::Settings::loopback()
+        };
+        let g = Gw::start_with(settings, Some(&cfg)).await;
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut c = sock.connect(g.http).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The client reads nothing for a while: the gateway's writes stall, then give up.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let start = Instant::now();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => got += n,
+                Err(_) => break false,
+            }
+        };
+        assert!(
+            closed,
+            "fast_h1 {fast_h1}: connection still open after {got} bytes"
+        );
+        assert!(
+            got < 32 << 20,
+            "fast_h1 {fast_h1}: the whole body arrived ({got} bytes)"
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
+        g.gw.shutdown().await;
+    }
 }
