@@ -456,6 +456,15 @@ async fn serve_conn(
             let info = Arc::new(ConnInfo::new(peer, local, true, sni));
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
                 serve_io(sh, kind, b, TokioIo::new(s), info, watcher).await
+            } else if kind == ListenerKind::Proxy && sh.settings.fast_h1 {
+                // HTTP/1.1 over TLS: the same fast path as in cleartext.
+                match crate::h1_fast::serve(sh, &info, s, shutdown).await {
+                    crate::h1_fast::Outcome::Closed => {}
+                    crate::h1_fast::Outcome::Handoff(io) => {
+                        let io = TokioIo::new(crate::h1_guard::H1Guard::new(io));
+                        serve_io(sh, kind, b, io, info, watcher).await
+                    }
+                }
             } else {
                 let io = TokioIo::new(crate::h1_guard::H1Guard::new(s));
                 serve_io(sh, kind, b, io, info, watcher).await

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 fast path of plain proxy connections.
+//! The HTTP/1.1 fast path of proxy connections (cleartext, and TLS without ALPN `h2`).
 //!
 //! Most proxied requests are HTTP/1.1 requests without a body on a keep-alive connection.
 //! For those, hyper's server machinery (its dispatcher, its encoder, a boxed service future
