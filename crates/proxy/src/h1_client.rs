@@ -25,6 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::h1_fast::span;
 use crate::upstream::{Conn, Io, Pool, WriteTimed};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -191,40 +192,12 @@ impl H1Conn {
                     .write_all(out)
                     .await
                     .map_err(ExchangeError::NotSent)?;
-                let Some(mut body) = slot.take() else {
+                let Some(body) = slot.take() else {
                     return Ok(());
                 };
-                let mut sent = 0u64;
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| ExchangeError::Failed(io::Error::other(e)))?;
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    if data.is_empty() {
-                        continue;
-                    }
-                    sent += data.len() as u64;
-                    let r = if exact.is_some() {
-                        self.io.write_all(&data).await
-                    } else {
-                        out.clear();
-                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                        let mut b = Buf::chain(Buf::chain(&out[..], data), &b"\r\n"[..]);
-                        self.io.write_all_buf(&mut b).await
-                    };
-                    r.map_err(ExchangeError::Failed)?;
-                }
-                match exact {
-                    Some(n) if n != sent => Err(ExchangeError::Failed(invalid(
-                        "request body shorter than its Content-Length",
-                    ))),
-                    Some(_) => Ok(()),
-                    None => self
-                        .io
-                        .write_all(b"0\r\n\r\n")
-                        .await
-                        .map_err(ExchangeError::Failed),
-                }
+                write_body(&mut self.io, out, body, exact)
+                    .await
+                    .map_err(ExchangeError::Failed)
             }
         }
     }
@@ -252,17 +225,13 @@ impl H1Conn {
                 let mut r = httparse::Response::new(&mut hdrs);
                 match r.parse(&self.buf) {
                     Ok(httparse::Status::Complete(n)) => {
-                        let base = self.buf.as_ptr() as usize;
                         spans.clear();
                         for h in r.headers.iter() {
-                            let ns = h.name.as_ptr() as usize - base;
-                            let vs = h.value.as_ptr() as usize - base;
-                            spans.push([ns, ns + h.name.len(), vs, vs + h.value.len()]);
+                            let (ns, ne) = span(&self.buf, h.name.as_bytes());
+                            let (vs, ve) = span(&self.buf, h.value);
+                            spans.push([ns, ne, vs, ve]);
                         }
-                        let reason = r.reason.map(|s| {
-                            let rs = s.as_ptr() as usize - base;
-                            (rs, rs + s.len())
-                        });
+                        let reason = r.reason.map(|s| span(&self.buf, s.as_bytes()));
                         let code = r.code.unwrap_or(0);
                         let version = if r.version == Some(0) {
                             Version::HTTP_10
@@ -380,6 +349,49 @@ impl H1Conn {
             && framing != Framing::Eof
             && status != StatusCode::SWITCHING_PROTOCOLS;
         Ok((rp, framing, reusable))
+    }
+}
+
+/// Writes a body's data frames after a head that announced `length` (`Some`: the frames as
+/// they are, which must add up to exactly that many bytes; nothing beyond it is written) or
+/// chunked coding (`None`: each frame one chunk, then the last chunk). The request bodies sent
+/// upstream and the answers of the fast path ([`crate::h1_fast`]) both go through here.
+pub(crate) async fn write_body<W, B>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+    mut body: B,
+    length: Option<u64>,
+) -> io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut sent = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(io::Error::other)?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        match length {
+            Some(n) if sent > n => return Err(invalid("body longer than its Content-Length")),
+            Some(_) => io.write_all(&data).await?,
+            None => {
+                out.clear();
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                let mut b = Buf::chain(Buf::chain(&out[..], data), &b"\r\n"[..]);
+                io.write_all_buf(&mut b).await?;
+            }
+        }
+    }
+    match length {
+        Some(n) if n != sent => Err(invalid("body shorter than its Content-Length")),
+        Some(_) => Ok(()),
+        None => io.write_all(b"0\r\n\r\n").await,
     }
 }
 

@@ -30,7 +30,6 @@ use std::time::SystemTime;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
@@ -71,7 +70,8 @@ enum Parsed {
     Other,
 }
 
-fn span(buf: &[u8], part: &[u8]) -> (usize, usize) {
+/// Where `part`, a slice of `buf` (as a parser returns it), lies in `buf`.
+pub(crate) fn span(buf: &[u8], part: &[u8]) -> (usize, usize) {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     (start, start + part.len())
 }
@@ -239,7 +239,7 @@ async fn write_response<T: AsyncWrite + Unpin>(
     resp: Response<ProxyBody>,
     head_only: bool,
 ) -> io::Result<()> {
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let status = parts.status;
     let no_body = head_only
         || status.is_informational()
@@ -287,30 +287,7 @@ async fn write_response<T: AsyncWrite + Unpin>(
                 None => out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
             }
             io.write_all(out).await?;
-            let mut sent = 0u64;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(io::Error::other)?;
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                sent += data.len() as u64;
-                if exact.is_some() {
-                    io.write_all(&data).await?;
-                } else {
-                    out.clear();
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                    io.write_all_buf(&mut Buf::chain(Buf::chain(&out[..], data), &b"\r\n"[..]))
-                        .await?;
-                }
-            }
-            match exact {
-                Some(n) if n != sent => Err(io::Error::other("upstream body cut short")),
-                Some(_) => Ok(()),
-                None => io.write_all(b"0\r\n\r\n").await,
-            }
+            crate::h1_client::write_body(io, out, body, exact).await
         }
     }
 }
