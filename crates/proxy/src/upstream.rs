@@ -14,7 +14,6 @@
 //! `upstream_keepalive_idle_timeout`. HTTP/2 upstreams (gRPC) share one multiplexed
 //! connection per key.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -221,41 +220,10 @@ struct Idle {
     write_timeout: Arc<AtomicU64>,
 }
 
-/// Hashes pool keys (a few words each, not attacker-chosen: addresses from the configuration
-/// and DNS) with FxHash's multiply-rotate rather than SipHash, which costs more than the
-/// lookup itself on every request.
-#[derive(Default, Clone, Copy)]
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type KeyMap<V> = HashMap<PoolKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
+/// Pool maps hash their keys (a few words each, not attacker-chosen: addresses from the
+/// configuration and DNS) with FxHash rather than SipHash, which cost more than the lookup
+/// itself on every request.
+type KeyMap<V> = rustc_hash::FxHashMap<PoolKey, V>;
 
 /// Keep-alive pool of upstream connections.
 pub struct Pool {
