@@ -32,7 +32,7 @@ fn main() {
     };
     let loaded = start.elapsed();
     let cpu1 = cpu_ns();
-    let hash = cfg.hash();
+    let hash = silverback_config::config_hash(doc.as_bytes(), &cfg);
     let elapsed = start.elapsed();
     let cpu2 = cpu_ns();
     let hwm = std::fs::read_to_string("/proc/self/status")

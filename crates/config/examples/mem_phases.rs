@@ -30,7 +30,7 @@ fn main() {
         A.current_usage_as_mb(),
         A.peak_usage_as_mb()
     );
-    let h = cfg.hash();
+    let h = silverback_config::config_hash(doc.as_bytes(), &cfg);
     println!(
         "hashed {h}: cur {:.1} MB peak {:.1}",
         A.current_usage_as_mb(),

@@ -99,39 +99,17 @@ impl Default for Config {
 /// The hash of an empty configuration.
 pub const EMPTY_HASH: &str = "00000000000000000000000000000000";
 
-/// Feeds md5 in large blocks: entities are serialized one at a time into a byte buffer (cheap
-/// appends to a `Vec`), which is hashed and emptied whenever it holds [`MD5_CHUNK`] bytes.
-struct Md5Sink {
-    md5: md5::Md5,
-    buf: Vec<u8>,
-    /// Buffer size that triggers hashing.
-    chunk: usize,
-}
-
-const MD5_CHUNK: usize = 64 * 1024;
-
-impl Md5Sink {
-    fn new() -> Self {
-        Md5Sink {
-            md5: md5::Md5::default(),
-            // room for one chunk plus the largest usual entity
-            buf: Vec::with_capacity(MD5_CHUNK + 16 * 1024),
-            chunk: MD5_CHUNK,
-        }
+/// The configuration hash Kong reports (`configuration_hash`, `kong_data_plane_config_hash`)
+/// for `config` loaded from `document`: the md5 (hex) of the document exactly as received,
+/// as Kong's `parse_string` computes it, or [`EMPTY_HASH`] when the configuration holds no
+/// entity. The same bytes always hash the same; the same entities written differently
+/// (YAML or JSON, other key order) do not, as in Kong.
+pub fn config_hash(document: &[u8], config: &Config) -> String {
+    use md5::Digest;
+    if config.is_empty() {
+        return EMPTY_HASH.to_string();
     }
-    /// Hashes the buffer once it is large enough.
-    fn maybe_flush(&mut self) {
-        if self.buf.len() >= self.chunk {
-            use md5::Digest;
-            self.md5.update(&self.buf);
-            self.buf.clear();
-        }
-    }
-    fn finish(mut self) -> String {
-        use md5::Digest;
-        self.md5.update(&self.buf);
-        hex::encode(self.md5.finalize())
-    }
+    hex::encode(md5::Md5::digest(document))
 }
 
 impl Config {
@@ -159,143 +137,6 @@ impl Config {
             + self.jwt_secrets.len()
             + self.acls.len()
             + self.hmacauth_credentials.len()
-    }
-
-    /// The configuration hash: md5 (hex) of the canonical flat JSON serialization, or
-    /// [`EMPTY_HASH`] for an empty configuration. The same input always hashes the same.
-    pub fn hash(&self) -> String {
-        if self.is_empty() {
-            return EMPTY_HASH.to_string();
-        }
-        let mut sink = Md5Sink::new();
-        if self.write_hashed(&mut sink, true).is_ok() {
-            return sink.finish();
-        }
-        // A value the fast writer refuses: everything again, written by serde_json (which
-        // cannot fail on plain structs and JSON values written into a `Vec`).
-        let mut sink = Md5Sink::new();
-        if self.write_hashed(&mut sink, false).is_err() {
-            return EMPTY_HASH.to_string();
-        }
-        sink.finish()
-    }
-
-    /// Writes what [`Config::hash`] hashes: byte for byte `Config`'s own JSON serialization
-    /// (`{"services":[...],...}`, empty lists left out), produced entity by entity so that
-    /// the buffer never holds more than a chunk. Health checks equal to the schema default
-    /// (most upstreams') are copied from one cached rendering instead of written field by
-    /// field. `fast`: written by [`crate::hash_json`] (the same bytes, faster) rather than by
-    /// serde_json.
-    fn write_hashed(&self, sink: &mut Md5Sink, fast: bool) -> serde_json::Result<()> {
-        fn list<T>(
-            sink: &mut Md5Sink,
-            first: &mut bool,
-            name: &str,
-            items: &[T],
-            mut write: impl FnMut(&mut Vec<u8>, &T) -> serde_json::Result<()>,
-        ) -> serde_json::Result<()> {
-            if items.is_empty() {
-                return Ok(());
-            }
-            sink.buf.push(if *first { b'{' } else { b',' });
-            *first = false;
-            sink.buf.push(b'"');
-            sink.buf.extend_from_slice(name.as_bytes());
-            sink.buf.extend_from_slice(b"\":[");
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    sink.buf.push(b',');
-                }
-                write(&mut sink.buf, item)?;
-                sink.maybe_flush();
-            }
-            sink.buf.push(b']');
-            Ok(())
-        }
-        fn put<T: Serialize>(buf: &mut Vec<u8>, item: &T, fast: bool) -> serde_json::Result<()> {
-            if fast {
-                crate::hash_json::write(buf, item)
-            } else {
-                serde_json::to_writer(buf, item)
-            }
-        }
-        let Config {
-            vaults,
-            certificates,
-            ca_certificates,
-            snis,
-            consumers,
-            consumer_groups,
-            consumer_group_consumers,
-            services,
-            routes,
-            upstreams,
-            targets,
-            plugins,
-            keyauth_credentials,
-            basicauth_credentials,
-            jwt_secrets,
-            acls,
-            hmacauth_credentials,
-            transform: _,
-        } = self;
-        let first = &mut true;
-        list(sink, first, "vaults", vaults, |b, x| put(b, x, fast))?;
-        list(sink, first, "certificates", certificates, |b, x| {
-            put(b, x, fast)
-        })?;
-        list(sink, first, "ca_certificates", ca_certificates, |b, x| {
-            put(b, x, fast)
-        })?;
-        list(sink, first, "snis", snis, |b, x| put(b, x, fast))?;
-        list(sink, first, "consumers", consumers, |b, x| put(b, x, fast))?;
-        list(sink, first, "consumer_groups", consumer_groups, |b, x| {
-            put(b, x, fast)
-        })?;
-        list(
-            sink,
-            first,
-            "consumer_group_consumers",
-            consumer_group_consumers,
-            |b, x| put(b, x, fast),
-        )?;
-        list(sink, first, "services", services, |b, x| put(b, x, fast))?;
-        list(sink, first, "routes", routes, |b, x| put(b, x, fast))?;
-        list(sink, first, "upstreams", upstreams, |buf, u| {
-            put(buf, &UpstreamView(u), fast)
-        })?;
-        list(sink, first, "targets", targets, |b, x| put(b, x, fast))?;
-        list(sink, first, "plugins", plugins, |b, x| put(b, x, fast))?;
-        list(
-            sink,
-            first,
-            "keyauth_credentials",
-            keyauth_credentials,
-            |b, x| put(b, x, fast),
-        )?;
-        list(
-            sink,
-            first,
-            "basicauth_credentials",
-            basicauth_credentials,
-            |b, x| put(b, x, fast),
-        )?;
-        list(sink, first, "jwt_secrets", jwt_secrets, |b, x| {
-            put(b, x, fast)
-        })?;
-        list(sink, first, "acls", acls, |b, x| put(b, x, fast))?;
-        list(
-            sink,
-            first,
-            "hmacauth_credentials",
-            hmacauth_credentials,
-            |b, x| put(b, x, fast),
-        )?;
-        sink.buf.push(if *first { b'{' } else { b'}' });
-        if *first {
-            sink.buf.push(b'}');
-        }
-        Ok(())
     }
 
     /// The flat declarative document (`_format_version: "3.0"`, every entity at top level,
@@ -458,141 +299,38 @@ fn header(transform: bool) -> Map<String, Value> {
     m
 }
 
-/// The default upstream health checks (the one copy upstreams without health checks share)
-/// and their JSON rendering.
-pub(crate) fn default_healthchecks()
--> Option<&'static (Arc<Healthchecks>, Box<serde_json::value::RawValue>)> {
-    type Default = Option<(Arc<Healthchecks>, Box<serde_json::value::RawValue>)>;
-    static DEFAULT: std::sync::OnceLock<Default> = std::sync::OnceLock::new();
+/// The default upstream health checks: the one copy upstreams without health checks share.
+pub(crate) fn default_healthchecks() -> Option<&'static Arc<Healthchecks>> {
+    static DEFAULT: std::sync::OnceLock<Option<Arc<Healthchecks>>> = std::sync::OnceLock::new();
     DEFAULT
         .get_or_init(|| {
             let v = schema(EntityKind::Upstream, crate::RouterFlavor::default())
                 .field("healthchecks")?
                 .default_value()?;
-            let typed: Healthchecks = serde_json::from_value(v).ok()?;
-            let raw = serde_json::value::to_raw_value(&typed).ok()?;
-            Some((Arc::new(typed), raw))
+            serde_json::from_value(v).ok().map(Arc::new)
         })
         .as_ref()
 }
 
-/// An upstream as `Upstream`'s derived `Serialize` writes it (same fields, order and skips).
-struct UpstreamView<'a>(&'a Upstream);
-
-impl Serialize for UpstreamView<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let Upstream {
-            id,
-            name,
-            algorithm,
-            hash_on,
-            hash_fallback,
-            hash_on_header,
-            hash_fallback_header,
-            hash_on_cookie,
-            hash_on_cookie_path,
-            hash_on_query_arg,
-            hash_fallback_query_arg,
-            hash_on_uri_capture,
-            hash_fallback_uri_capture,
-            slots,
-            healthchecks,
-            tags,
-            host_header,
-            client_certificate,
-            use_srv_name,
-            created_at,
-            updated_at,
-        } = self.0;
-        let len = 8 + [
-            hash_on_header.is_some(),
-            hash_fallback_header.is_some(),
-            hash_on_cookie.is_some(),
-            hash_on_query_arg.is_some(),
-            hash_fallback_query_arg.is_some(),
-            hash_on_uri_capture.is_some(),
-            hash_fallback_uri_capture.is_some(),
-            !tags.is_empty(),
-            host_header.is_some(),
-            client_certificate.is_some(),
-            *use_srv_name,
-            created_at.is_some(),
-            updated_at.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        let mut st = s.serialize_struct("Upstream", len)?;
-        macro_rules! opt {
-            ($f:ident) => {
-                if let Some(v) = $f {
-                    st.serialize_field(stringify!($f), v)?;
-                }
-            };
-        }
-        st.serialize_field("id", id)?;
-        st.serialize_field("name", name)?;
-        st.serialize_field("algorithm", algorithm)?;
-        st.serialize_field("hash_on", hash_on)?;
-        st.serialize_field("hash_fallback", hash_fallback)?;
-        opt!(hash_on_header);
-        opt!(hash_fallback_header);
-        opt!(hash_on_cookie);
-        st.serialize_field("hash_on_cookie_path", hash_on_cookie_path)?;
-        opt!(hash_on_query_arg);
-        opt!(hash_fallback_query_arg);
-        opt!(hash_on_uri_capture);
-        opt!(hash_fallback_uri_capture);
-        st.serialize_field("slots", slots)?;
-        match default_healthchecks() {
-            Some((default, raw))
-                if Arc::ptr_eq(default, healthchecks) || default == healthchecks =>
-            {
-                st.serialize_field("healthchecks", raw)?
-            }
-            _ => st.serialize_field("healthchecks", &**healthchecks)?,
-        }
-        if !tags.is_empty() {
-            st.serialize_field("tags", tags)?;
-        }
-        opt!(host_header);
-        opt!(client_certificate);
-        if *use_srv_name {
-            st.serialize_field("use_srv_name", use_srv_name)?;
-        }
-        opt!(created_at);
-        opt!(updated_at);
-        st.end()
-    }
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// `hash()` is the md5 of `Config`'s own serialization.
-    pub(crate) fn check_hash(cfg: &Config) {
-        use md5::Digest;
-        let plain = serde_json::to_vec(cfg).expect("serializes");
-        for fast in [true, false] {
-            let mut sink = Md5Sink::new();
-            sink.chunk = usize::MAX;
-            cfg.write_hashed(&mut sink, fast).expect("serializes");
-            let view = sink.buf;
-            assert_eq!(
-                String::from_utf8_lossy(&view),
-                String::from_utf8_lossy(&plain)
-            );
-        }
-        if !cfg.is_empty() {
-            assert_eq!(cfg.hash(), hex::encode(md5::Md5::digest(&plain)));
-        }
-    }
-
     #[test]
-    fn hash_view_writes_the_plain_serialization() {
-        check_hash(&Config::default());
+    fn the_hash_is_the_documents_md5_or_zeros_when_empty() {
+        let plugins = crate::PluginRegistry::new();
+        let opts = crate::LoadOptions {
+            router_flavor: crate::RouterFlavor::default(),
+            plugins: &plugins,
+            now_unix: None,
+        };
+        let empty = b"_format_version: '3.0'";
+        let cfg = crate::load_bytes(empty, &opts).expect("valid");
+        assert_eq!(config_hash(empty, &cfg), EMPTY_HASH);
+        let doc = b"_format_version: '3.0'\nservices: [{name: s, host: a.test}]";
+        let cfg = crate::load_bytes(doc, &opts).expect("valid");
+        // md5sum of the same bytes, computed outside this code
+        assert_eq!(config_hash(doc, &cfg), "2ca6dc40493c76868d3878e31ef7f5f4");
         assert!(default_healthchecks().is_some());
     }
 }

@@ -556,7 +556,7 @@ impl<'o, 'a> Fast<'o, 'a> {
                 referenced[ix(*target)] = true;
             }
         }
-        let healthchecks = crate::config::default_healthchecks().map(|(h, _)| Arc::clone(h));
+        let healthchecks = crate::config::default_healthchecks().map(Arc::clone);
         let mut placeholder = Map::new();
         placeholder.insert("id".into(), Value::String(Uuid::nil().to_string()));
         Fast {
@@ -1087,7 +1087,7 @@ mod tests {
         r
     }
 
-    /// Both paths give the same configuration (and hash) for a valid document, and the fast
+    /// Both paths give the same configuration for a valid document, and the fast
     /// path refuses an invalid one.
     fn same(doc: Value, flavor: RouterFlavor) {
         let p = plugins();
@@ -1103,8 +1103,6 @@ mod tests {
         match (fast, slow) {
             (Some(f), Ok(s)) => {
                 assert_eq!(f, s, "{doc}");
-                assert_eq!(f.hash(), s.hash());
-                crate::config::tests::check_hash(&f);
             }
             (None, Err(_)) => {}
             (f, s) => panic!("paths disagree on {doc}: fast {f:?}, reporting {s:?}"),

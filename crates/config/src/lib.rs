@@ -1,11 +1,11 @@
 //! Kong's declarative configuration (`_format_version: "3.0"`): the model, parsing, validation
-//! with Kong's rules and messages, deterministic ids, serialization and hashing.
+//! with Kong's rules and messages, deterministic ids, serialization and the configuration hash.
 //!
 //! This crate does no I/O. The data plane loads documents with [`load_bytes`]; the
 //! controller's translator builds a [`Config`] and serializes it.
 //!
 //! ```
-//! use silverback_config::{LoadOptions, PluginRegistry, RouterFlavor, load_bytes};
+//! use silverback_config::{LoadOptions, PluginRegistry, RouterFlavor, config_hash, load_bytes};
 //!
 //! let plugins = PluginRegistry::new();
 //! let opts = LoadOptions { router_flavor: RouterFlavor::TraditionalCompatible, plugins: &plugins, now_unix: None };
@@ -21,7 +21,8 @@
 //! let cfg = load_bytes(doc, &opts).expect("valid");
 //! assert_eq!(cfg.routes[0].service.unwrap().id, cfg.services[0].id);
 //! assert_eq!(cfg.services[0].path.as_deref(), Some("/api"));
-//! assert_eq!(cfg.hash().len(), 32);
+//! // Kong's configuration hash: the md5 of the document as received
+//! assert_eq!(config_hash(doc, &cfg).len(), 32);
 //!
 //! let err = load_bytes(br#"{"_format_version": "3.0", "services": [{"name": "x"}]}"#, &opts).unwrap_err();
 //! assert_eq!(err.flattened()[0].errors[0].message, "required field missing");
@@ -32,7 +33,6 @@ pub mod entities;
 pub mod error;
 pub mod expression;
 mod fast;
-mod hash_json;
 pub mod ids;
 pub mod load;
 pub mod parse;
@@ -45,7 +45,7 @@ mod typed;
 pub mod typedefs;
 pub mod uri;
 
-pub use config::{Config, EMPTY_HASH};
+pub use config::{Config, EMPTY_HASH, config_hash};
 pub use entities::*;
 pub use error::{ConfigError, FlatError, FlattenedError};
 pub use load::{LoadOptions, load, load_bytes};

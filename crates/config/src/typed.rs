@@ -236,7 +236,7 @@ pub(crate) fn upstream(
         slots: 0,
         healthchecks: match healthchecks {
             Some(h) => h,
-            None => Arc::clone(&crate::config::default_healthchecks()?.0),
+            None => Arc::clone(crate::config::default_healthchecks()?),
         },
         tags: Vec::new(),
         host_header: None,
@@ -396,7 +396,7 @@ mod tests {
             json!({"expression": "http.path == \"/\"", "priority": 7}),
         );
         assert_eq!(route(v.clone(), ID), Some(by_serde(v, ID)));
-        let hc = default_healthchecks().map(|(h, _)| Arc::clone(h));
+        let hc = default_healthchecks().map(Arc::clone);
         for input in [
             json!({"name": "u"}),
             json!({"id": OTHER, "name": "u", "algorithm": "consistent-hashing",

@@ -119,8 +119,9 @@ impl DataPlaneTarget for InProcessTarget {
                         flattened: e.flattened().to_vec(),
                     }
                 })?;
+                let hash = silverback_config::config_hash(&doc, &config);
                 gateway
-                    .apply(config)
+                    .apply(config, hash)
                     .map_err(|e| PushError::Failed(format!("apply: {e}")))
             })
             .await

@@ -35,10 +35,10 @@ fn main() {
         let cfg = silverback_config::load_bytes(doc.as_bytes(), &opts).expect("valid");
         let t_load = t.elapsed();
         let t = Instant::now();
-        let hash = cfg.hash();
+        let hash = silverback_config::config_hash(doc.as_bytes(), &cfg);
         let t_hash = t.elapsed();
         let t = Instant::now();
-        let snap = Snapshot::build_hashed(
+        let snap = Snapshot::build(
             cfg,
             hash.clone(),
             RouterFlavor::TraditionalCompatible,

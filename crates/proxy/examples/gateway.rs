@@ -51,10 +51,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 plugins: &plugins,
                 now_unix: None,
             };
-            Some(
-                silverback_config::load_bytes(&std::fs::read(p)?, &opts)
-                    .map_err(|e| e.to_string())?,
-            )
+            let bytes = std::fs::read(p)?;
+            let cfg = silverback_config::load_bytes(&bytes, &opts).map_err(|e| e.to_string())?;
+            let hash = silverback_config::config_hash(&bytes, &cfg);
+            Some((cfg, hash))
         }
     };
     let rt = if a.workers <= 1 {

@@ -662,59 +662,36 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
             "expected a declarative configuration",
         );
     }
+    // Kong's configuration hash: the md5 of the document as received. With `check_hash`,
+    // the document running already is answered 304 before anything is parsed.
     let raw_md5 = hex::encode(md5::Md5::digest(&doc));
     let check_hash = query_param(q, "check_hash") == Some("1");
-    if check_hash
-        && sh
-            .raw_md5
-            .lock()
-            .map(|m| m.as_deref() == Some(raw_md5.as_str()))
-            .unwrap_or(false)
-    {
+    if check_hash && sh.snapshot.load().hash() == raw_md5 {
         return not_modified();
     }
     let flatten = flag(q, "flatten_errors");
     let sh2 = sh.clone();
     // Parsing, validation and compilation run off the request path.
-    let res = tokio::task::spawn_blocking(
-        move || -> Result<(Vec<u8>, String, bool), Result<ConfigError, String>> {
+    let res =
+        tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Result<ConfigError, String>> {
             let opts = LoadOptions {
                 router_flavor: sh2.settings.router_flavor,
                 plugins: &sh2.settings.plugins,
                 now_unix: now_unix(),
             };
             let cfg = silverback_config::load_bytes(&doc, &opts).map_err(Ok)?;
-            if check_hash {
-                let hash = cfg.hash();
-                let current = sh2.snapshot.load_full();
-                if hash == current.hash() && current.loaded {
-                    return Ok((Vec::new(), hash, false));
-                }
-                drop(current);
-                // The answer is serialized after the new configuration is serving.
-                let body = sh2
-                    .apply_hashed(cfg, hash.clone())
-                    .map_err(|e| Err(e.to_string()))?;
-                return Ok((body, hash, true));
-            }
-            // Serving first; the hash (bookkeeping for /status and the next check_hash)
-            // and the answer after.
-            let (body, hash) = sh2.apply_then_hash(cfg).map_err(|e| Err(e.to_string()))?;
-            Ok((body, hash, true))
-        },
-    )
-    .await;
+            let hash = if cfg.is_empty() {
+                silverback_config::EMPTY_HASH.to_string()
+            } else {
+                raw_md5
+            };
+            // The answer is serialized after the new configuration is serving.
+            let snap = sh2.apply(cfg, hash).map_err(|e| Err(e.to_string()))?;
+            Ok(snap.flattened_json())
+        })
+        .await;
     match res {
-        Ok(Ok((_, _, false))) => {
-            if let Ok(mut m) = sh.raw_md5.lock() {
-                *m = Some(raw_md5);
-            }
-            not_modified()
-        }
-        Ok(Ok((entities, _, true))) => {
-            if let Ok(mut m) = sh.raw_md5.lock() {
-                *m = Some(raw_md5);
-            }
+        Ok(Ok(entities)) => {
             let mut r = Response::new(ProxyBody::full(entities));
             *r.status_mut() = StatusCode::CREATED;
             r.headers_mut().insert(

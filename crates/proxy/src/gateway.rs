@@ -57,8 +57,6 @@ pub(crate) struct Shared {
     pub hostname: String,
     /// Held while a configuration is being loaded (`POST /config` answers 429 meanwhile).
     pub loading: tokio::sync::Mutex<()>,
-    /// md5 of the raw body of the last configuration applied through `POST /config`.
-    pub raw_md5: Mutex<Option<String>>,
     pub listeners: Mutex<Vec<BoundListener>>,
     pub server: HeaderValue,
     pub via_h1: HeaderValue,
@@ -66,29 +64,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Compiles and publishes a configuration. Compilation happens in the caller; the
-    /// running snapshot is untouched on error.
-    pub fn apply(&self, config: Config) -> Result<(), ProxyError> {
-        let hash = config.hash();
-        self.publish(config, Some(hash)).map(|_| ())
-    }
-
-    /// [`Shared::apply`] with the hash known; returns the flattened entities (the
-    /// `POST /config` answer), serialized after the new configuration is serving.
-    pub fn apply_hashed(&self, config: Config, hash: String) -> Result<Vec<u8>, ProxyError> {
-        let snap = self.publish(config, Some(hash))?;
-        Ok(snap.flattened_json())
-    }
-
-    /// Publishes a configuration, then computes its hash; returns the flattened entities
-    /// and the hash (the `POST /config` answer without `check_hash`).
-    pub fn apply_then_hash(&self, config: Config) -> Result<(Vec<u8>, String), ProxyError> {
-        let snap = self.publish(config, None)?;
-        let hash = snap.finish_hash().to_string();
-        Ok((snap.flattened_json(), hash))
-    }
-
-    fn publish(&self, config: Config, hash: Option<String>) -> Result<Arc<Snapshot>, ProxyError> {
+    /// Compiles and publishes a configuration whose hash is `hash` (see
+    /// [`silverback_config::config_hash`]). Compilation happens in the caller; the running
+    /// snapshot is untouched on error. Returns the snapshot now serving.
+    pub fn apply(&self, config: Config, hash: String) -> Result<Arc<Snapshot>, ProxyError> {
         let t = Instant::now();
         let prev = self.snapshot.load_full();
         let env = BuildEnv {
@@ -96,10 +75,14 @@ impl Shared {
             balancer: &self.settings.balancer,
         };
         let flavor = self.settings.router_flavor;
-        let snap = Arc::new(match hash {
-            Some(hash) => Snapshot::build_hashed(config, hash, flavor, &env, Some(&prev), true)?,
-            None => Snapshot::build_unhashed(config, flavor, &env, Some(&prev), true)?,
-        });
+        let snap = Arc::new(Snapshot::build(
+            config,
+            hash,
+            flavor,
+            &env,
+            Some(&prev),
+            true,
+        )?);
         self.snapshot.store(snap.clone());
         prev.supersede();
         drop(prev);
@@ -177,15 +160,22 @@ fn bind(l: &Listen) -> Result<TcpListener, ProxyError> {
 }
 
 impl Gateway {
-    /// Binds every listener and starts serving on the current tokio runtime. `initial` is
-    /// served from the start (the proxy is "ready" only once a non-empty configuration is
+    /// Binds every listener and starts serving on the current tokio runtime. `initial` (a
+    /// configuration and its hash, see [`silverback_config::config_hash`]) is served from
+    /// the start (the proxy is "ready" only once a non-empty configuration is
     /// loaded, as Kong in DB-less mode). Load balancing, health checks and DNS are
     /// `silverback-balancer`'s ([`Settings::balancer`] sets its resolver).
-    pub async fn start(settings: Settings, initial: Option<Config>) -> Result<Gateway, ProxyError> {
+    pub async fn start(
+        settings: Settings,
+        initial: Option<(Config, String)>,
+    ) -> Result<Gateway, ProxyError> {
         let loaded = initial.is_some();
         let runtime = tokio::runtime::Handle::current();
+        let (config, hash) =
+            initial.unwrap_or_else(|| (Config::default(), silverback_config::EMPTY_HASH.into()));
         let snap = Snapshot::build(
-            initial.unwrap_or_default(),
+            config,
+            hash,
             settings.router_flavor,
             &BuildEnv {
                 runtime: &runtime,
@@ -221,7 +211,6 @@ impl Gateway {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "localhost".into()),
             loading: tokio::sync::Mutex::new(()),
-            raw_md5: Mutex::new(None),
             listeners: Mutex::new(vec![]),
             snapshot,
             settings,
@@ -284,9 +273,10 @@ impl Gateway {
     }
 
     /// Compiles `config` (router, certificates, balancer) in the calling thread and publishes
-    /// it atomically. On error the running configuration keeps serving.
-    pub fn apply(&self, config: Config) -> Result<(), ProxyError> {
-        self.shared.apply(config)
+    /// it atomically; `hash` is what `/status` reports for it (see
+    /// [`silverback_config::config_hash`]). On error the running configuration keeps serving.
+    pub fn apply(&self, config: Config, hash: String) -> Result<(), ProxyError> {
+        self.shared.apply(config, hash).map(|_| ())
     }
 
     /// The running configuration's hash (Kong's `configuration_hash`).

@@ -29,11 +29,8 @@ pub struct BuildEnv<'a> {
 pub struct Snapshot {
     /// The configuration.
     pub config: Arc<Config>,
-    /// Its hash (`EMPTY_HASH` for the empty configuration), once computed: `POST /config`
-    /// publishes a snapshot first and hashes it right after ([`Snapshot::finish_hash`]).
-    hash: OnceLock<String>,
-    /// The hash reported until this snapshot's own is computed: the previous snapshot's.
-    prev_hash: String,
+    /// Its hash (Kong's `configuration_hash`: see [`silverback_config::config_hash`]).
+    hash: String,
     /// The router.
     pub router: Router,
     /// Certificates by SNI.
@@ -59,59 +56,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles a configuration. Balancer background work (active health checks, DNS
-    /// refreshes) runs on `runtime`; unchanged upstreams keep `previous`'s balancers.
+    /// Compiles a configuration whose hash is `hash`. Balancer background work (active
+    /// health checks, DNS refreshes) runs on `runtime`; unchanged upstreams keep
+    /// `previous`'s balancers.
     pub fn build(
         config: Config,
-        flavor: RouterFlavor,
-        env: &BuildEnv<'_>,
-        previous: Option<&Snapshot>,
-        loaded: bool,
-    ) -> Result<Snapshot, ProxyError> {
-        let hash = config.hash();
-        Self::build_hashed(config, hash, flavor, env, previous, loaded)
-    }
-
-    /// [`Snapshot::build`] without the hash: it is computed by [`Snapshot::finish_hash`]
-    /// after the snapshot is serving (until then [`Snapshot::hash`] reports `previous`'s).
-    pub fn build_unhashed(
-        config: Config,
-        flavor: RouterFlavor,
-        env: &BuildEnv<'_>,
-        previous: Option<&Snapshot>,
-        loaded: bool,
-    ) -> Result<Snapshot, ProxyError> {
-        Self::build_inner(config, None, flavor, env, previous, loaded)
-    }
-
-    /// The configuration hash (Kong's `configuration_hash`). Right after a `POST /config`
-    /// swap, for the time the new one takes to compute, the previous snapshot's.
-    pub fn hash(&self) -> &str {
-        self.hash
-            .get()
-            .map_or(self.prev_hash.as_str(), String::as_str)
-    }
-
-    /// Computes the hash if it is not yet known (in the calling thread) and returns it.
-    pub fn finish_hash(&self) -> &str {
-        self.hash.get_or_init(|| self.config.hash())
-    }
-
-    /// [`Snapshot::build`] with the configuration's hash already computed.
-    pub fn build_hashed(
-        config: Config,
         hash: String,
-        flavor: RouterFlavor,
-        env: &BuildEnv<'_>,
-        previous: Option<&Snapshot>,
-        loaded: bool,
-    ) -> Result<Snapshot, ProxyError> {
-        Self::build_inner(config, Some(hash), flavor, env, previous, loaded)
-    }
-
-    fn build_inner(
-        config: Config,
-        hash: Option<String>,
         flavor: RouterFlavor,
         env: &BuildEnv<'_>,
         previous: Option<&Snapshot>,
@@ -146,12 +96,8 @@ impl Snapshot {
             .map(|(i, r)| (r.id, i))
             .collect();
         let route_stats = (0..config.routes.len()).map(|_| OnceLock::new()).collect();
-        let prev_hash = previous.map_or(silverback_config::EMPTY_HASH.to_string(), |p| {
-            p.hash().to_string()
-        });
         Ok(Snapshot {
-            hash: hash.map(OnceLock::from).unwrap_or_default(),
-            prev_hash,
+            hash,
             router,
             certs,
             balancers,
@@ -165,6 +111,11 @@ impl Snapshot {
             flat: OnceLock::new(),
             superseded: AtomicBool::new(false),
         })
+    }
+
+    /// The configuration hash (Kong's `configuration_hash`).
+    pub fn hash(&self) -> &str {
+        &self.hash
     }
 
     /// Marks this snapshot as replaced by a newer one.

@@ -551,7 +551,8 @@ async fn certificates_follow_configuration_swaps() {
     let g = Gw::start(Some(&basic(&b))).await;
     let (_, names, _) = tls_connect(g.https, "exact.test", &[b"http/1.1"]).await;
     assert_eq!(names, vec!["DNSName(localhost)"]);
-    g.gw.apply(load(&tls_config(&b))).unwrap();
+    let doc = tls_config(&b);
+    g.gw.apply(load(&doc), doc_hash(&doc)).unwrap();
     let (_, names, _) = tls_connect(g.https, "exact.test", &[b"http/1.1"]).await;
     assert_eq!(names, vec!["DNSName(exact.test)"]);
     g.gw.shutdown().await;

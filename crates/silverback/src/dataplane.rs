@@ -56,17 +56,19 @@ pub fn load_file(
     path: &Path,
     flavor: RouterFlavor,
     plugins: &PluginRegistry,
-) -> anyhow::Result<Config> {
+) -> anyhow::Result<(Config, String)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let opts = LoadOptions {
         router_flavor: flavor,
         plugins,
         now_unix: None,
     };
-    load_bytes(&bytes, &opts).map_err(|e| {
+    let config = load_bytes(&bytes, &opts).map_err(|e| {
         let lines: Vec<String> = e.lines().into_iter().map(|l| format!("  {l}")).collect();
         anyhow::anyhow!("{} is invalid:\n{}", path.display(), lines.join("\n"))
-    })
+    })?;
+    let hash = silverback_config::config_hash(&bytes, &config);
+    Ok((config, hash))
 }
 
 /// A multi-threaded runtime sized by `nginx_worker_processes`.
@@ -107,8 +109,11 @@ pub fn serve(args: &DataPlaneArgs, config: Option<&Path>) -> anyhow::Result<()> 
 }
 
 /// Starts a gateway and logs where it listens.
-pub async fn start(settings: Settings, initial: Option<Config>) -> anyhow::Result<Gateway> {
-    let entities = initial.as_ref().map_or(0, Config::entity_count);
+pub async fn start(
+    settings: Settings,
+    initial: Option<(Config, String)>,
+) -> anyhow::Result<Gateway> {
+    let entities = initial.as_ref().map_or(0, |(c, _)| c.entity_count());
     let gateway = Gateway::start(settings, initial)
         .await
         .context("cannot start the data plane")?;

@@ -36,7 +36,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                 "{}: valid ({} entities, configuration hash {})",
                 args.file.display(),
                 cfg.entity_count(),
-                cfg.hash()
+                silverback_config::config_hash(&bytes, &cfg)
             );
             ExitCode::SUCCESS
         }

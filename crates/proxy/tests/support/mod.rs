@@ -290,6 +290,11 @@ pub fn load(yaml: &str) -> silverback_config::Config {
     silverback_config::load_bytes(yaml.as_bytes(), &opts).expect("valid test configuration")
 }
 
+/// Kong's configuration hash of `yaml` (the md5 of the document).
+pub fn doc_hash(yaml: &str) -> String {
+    silverback_config::config_hash(yaml.as_bytes(), &load(yaml))
+}
+
 pub struct Gw {
     pub gw: Gateway,
     pub http: SocketAddr,
@@ -303,7 +308,7 @@ impl Gw {
         Gw::start_with(Settings::loopback(), yaml).await
     }
     pub async fn start_with(settings: Settings, yaml: Option<&str>) -> Gw {
-        let gw = Gateway::start(settings, yaml.map(load))
+        let gw = Gateway::start(settings, yaml.map(|y| (load(y), doc_hash(y))))
             .await
             .expect("gateway starts");
         Gw {
