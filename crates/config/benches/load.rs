@@ -1,6 +1,10 @@
 //! Parse + validate + hash of a 10,000-service / 10,000-route / 10,000-target configuration.
 //! Run: `cargo bench -p silverback-config --bench load`.
 
+// The allocator the `silverback` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use silverback_config::{
     LoadOptions, PluginRegistry, RouterFlavor, config_hash, load_bytes, synthetic,

@@ -734,18 +734,26 @@ impl<'o, 'a> Fast<'o, 'a> {
 
         // validation
         let mut refs: Vec<(&str, &Value)> = extra.iter().map(|(k, v)| (*k, v)).collect();
-        if let Some((_, fk)) = parent {
-            refs.push((fk, &self.placeholder));
+        let mut omit: Vec<&str> = Vec::new();
+        match parent {
+            // typed below without their nesting parent, which is set at the end
+            Some((_, fk)) if matches!(kind, EntityKind::Route | EntityKind::Target) => {
+                omit.push(fk)
+            }
+            Some((_, fk)) => refs.push((fk, &self.placeholder)),
+            None => {}
         }
         // upstreams without health checks: the typed default, not the default's JSON
-        let omit = (kind == EntityKind::Upstream
+        let default_healthchecks = kind == EntityKind::Upstream
             && self.healthchecks.is_some()
-            && input.get("healthchecks").is_none_or(Value::is_null))
-        .then_some("healthchecks");
+            && input.get("healthchecks").is_none_or(Value::is_null);
+        if default_healthchecks {
+            omit.push("healthchecks");
+        }
         let overlay = Overlay {
             skip: &skip,
             extra: &refs,
-            omit,
+            omit: &omit,
             defaults: Some(&self.defaults[k]),
             index: Some(&self.field_index[k]),
         };
@@ -839,7 +847,7 @@ impl<'o, 'a> Fast<'o, 'a> {
                 self.cfg.routes.push(crate::typed::route(values, id)?);
             }
             (EntityKind::Upstream, Some(id)) => {
-                let hc = omit.and(self.healthchecks.clone());
+                let hc = self.healthchecks.clone().filter(|_| default_healthchecks);
                 self.cfg
                     .upstreams
                     .push(crate::typed::upstream(values, id, hc)?);

@@ -614,7 +614,7 @@ impl Record {
         }
         let mut out = Fields::with_capacity(self.fields.len());
         for (i, (f, v)) in self.fields.iter().zip(given).enumerate() {
-            if omit == Some(f.name) {
+            if omit.contains(&f.name) {
                 continue;
             }
             if v.is_none_or(Value::is_null)
@@ -681,7 +681,7 @@ impl Record {
         }
         let mut out = Fields::with_capacity(self.fields.len());
         for (i, (f, v)) in self.fields.iter().zip(given).enumerate() {
-            if omit == Some(f.name) {
+            if omit.contains(&f.name) {
                 continue;
             }
             if v.is_null()
@@ -776,7 +776,12 @@ fn validate_kind_moving(kind: &Kind, v: Value) -> Option<Value> {
             items.truncate(w);
             Some(Value::Array(items))
         }
-        Kind::Integer { .. } | Kind::Map { .. } | Kind::Record(_) | Kind::Foreign(_) => {
+        // valid as given: kept, not copied
+        Kind::Foreign(_) => match validate_kind(kind, &v) {
+            Outcome::Ok(_) => Some(v),
+            Outcome::Err(_) => None,
+        },
+        Kind::Integer { .. } | Kind::Map { .. } | Kind::Record(_) => {
             match validate_kind(kind, &v) {
                 Outcome::Ok(v) => Some(v),
                 Outcome::Err(_) => None,
@@ -792,8 +797,8 @@ pub(crate) struct Overlay<'a> {
     pub skip: &'a [&'a str],
     /// Values to set, replacing given ones.
     pub extra: &'a [(&'a str, &'a Value)],
-    /// A field left out of the result altogether (the caller fills it).
-    pub omit: Option<&'a str>,
+    /// Fields left out of the result altogether (the caller fills them).
+    pub omit: &'a [&'a str],
     /// The record's [`Record::validated_defaults`], to copy rather than validate again.
     pub defaults: Option<&'a [Option<Value>]>,
     /// The position of each field by name ([`Record::validate_moving`] only).

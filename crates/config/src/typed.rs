@@ -313,17 +313,15 @@ pub(crate) fn target(values: Fields, id: Uuid) -> Option<Target> {
         match k {
             // the id is given
             "id" => {}
-            "upstream" => {
-                t.upstream = de(v)?;
-                required |= 1;
-            }
+            // when nested, the upstream is left out and set by the caller
+            "upstream" => t.upstream = de(v)?,
             "target" => {
                 t.target = string(v)?;
-                required |= 2;
+                required |= 1;
             }
             "weight" => {
                 t.weight = u32_of(&v)?;
-                required |= 4;
+                required |= 2;
             }
             "tags" => t.tags = strings(v)?,
             "created_at" => t.created_at = Some(v.as_f64()?),
@@ -331,7 +329,7 @@ pub(crate) fn target(values: Fields, id: Uuid) -> Option<Target> {
             _ => {}
         }
     }
-    (required == 7).then_some(t)
+    (required == 3).then_some(t)
 }
 
 #[cfg(test)]
