@@ -734,11 +734,12 @@ impl<'o, 'a> Fast<'o, 'a> {
 
         // validation
         let mut refs: Vec<(&str, &Value)> = extra.iter().map(|(k, v)| (*k, v)).collect();
-        let mut omit: Vec<&str> = Vec::new();
+        // at most one of the two: a nesting parent (routes, targets) or health checks (upstreams)
+        let mut omit: Option<&str> = None;
         match parent {
             // typed below without their nesting parent, which is set at the end
             Some((_, fk)) if matches!(kind, EntityKind::Route | EntityKind::Target) => {
-                omit.push(fk)
+                omit = Some(fk)
             }
             Some((_, fk)) => refs.push((fk, &self.placeholder)),
             None => {}
@@ -748,12 +749,12 @@ impl<'o, 'a> Fast<'o, 'a> {
             && self.healthchecks.is_some()
             && input.get("healthchecks").is_none_or(Value::is_null);
         if default_healthchecks {
-            omit.push("healthchecks");
+            omit = Some("healthchecks");
         }
         let overlay = Overlay {
             skip: &skip,
             extra: &refs,
-            omit: &omit,
+            omit: omit.as_slice(),
             defaults: Some(&self.defaults[k]),
             index: Some(&self.field_index[k]),
         };
