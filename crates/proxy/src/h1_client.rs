@@ -37,6 +37,87 @@ const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line or trailer section accepted.
 const MAX_LINE: usize = 4096;
 
+/// The headers the gateway sets on an upstream request (Kong's `proxy_set_header`s: Host,
+/// `X-Forwarded-*`, `X-Real-IP`, `Via`, ...), kept beside the client's head rather than put
+/// into its `HeaderMap` (each insertion or removal hashes): [`encode_head`] writes the
+/// client's headers except those named here, then these. [`SetHeaders::apply`] puts them into
+/// a `HeaderMap` for hyper's client (h2, upgrades). A name set to `None` removes the client's
+/// header of that name; names not listed pass through.
+#[derive(Debug, Clone, Default)]
+pub struct SetHeaders {
+    /// On the heap: the request phases move this value around.
+    items: Vec<(&'static HeaderName, Option<HeaderValue>)>,
+    /// The upstream `Host`, set per try ([`SetHeaders::set_host`]); `None` leaves the
+    /// client's.
+    host: Option<HeaderValue>,
+}
+
+impl SetHeaders {
+    /// Room for `n` headers.
+    pub fn with_capacity(n: usize) -> Self {
+        SetHeaders {
+            items: Vec::with_capacity(n),
+            host: None,
+        }
+    }
+
+    /// Sets `name` (each name once) to `value`; `None` (or an empty value) removes the
+    /// client's header.
+    pub fn set(&mut self, name: &'static HeaderName, value: Option<HeaderValue>) {
+        debug_assert!(!self.iter().any(|(n, _)| *n == name), "{name} set twice");
+        self.items.push((name, value.filter(|v| !v.is_empty())));
+    }
+
+    /// Sets the upstream `Host` (`None`: the client's stays).
+    pub fn set_host(&mut self, host: Option<HeaderValue>) {
+        self.host = host;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(&'static HeaderName, Option<HeaderValue>)> {
+        self.items.iter()
+    }
+
+    /// Whether the client's header `name` gives way to one set here.
+    fn replaces(&self, name: &HeaderName) -> bool {
+        (self.host.is_some() && name == header::HOST) || self.iter().any(|(n, _)| *n == name)
+    }
+
+    /// Puts the headers into `h` (`Host` too unless `with_host` is false).
+    pub fn apply(&self, h: &mut HeaderMap, with_host: bool) {
+        for (n, v) in self.iter() {
+            match v {
+                Some(v) => {
+                    h.insert(*n, v.clone());
+                }
+                None => {
+                    h.remove(*n);
+                }
+            }
+        }
+        if with_host && let Some(v) = &self.host {
+            h.insert(header::HOST, v.clone());
+        }
+    }
+
+    /// Writes the set headers (`name: value` lines).
+    fn write(&self, out: &mut Vec<u8>) {
+        let line = |out: &mut Vec<u8>, n: &HeaderName, v: &HeaderValue| {
+            out.extend_from_slice(n.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        };
+        if let Some(v) = &self.host {
+            line(out, &header::HOST, v);
+        }
+        for (n, v) in self.iter() {
+            if let Some(v) = v {
+                line(out, n, v);
+            }
+        }
+    }
+}
+
 /// An HTTP/1.1 connection to an upstream.
 pub struct H1Conn {
     io: WriteTimed<Box<dyn Io>>,
@@ -130,12 +211,13 @@ impl H1Conn {
     pub async fn exchange(
         &mut self,
         parts: &http::request::Parts,
+        set: &SetHeaders,
         body: SendBody<'_>,
     ) -> Result<(http::response::Parts, Framing, bool), ExchangeError> {
         // --- request ---
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let r = self.send(&mut out, parts, body).await;
+        let r = self.send(&mut out, parts, set, body).await;
         self.out = out;
         r?;
         // --- answer ---
@@ -156,6 +238,7 @@ impl H1Conn {
         &mut self,
         out: &mut Vec<u8>,
         parts: &http::request::Parts,
+        set: &SetHeaders,
         body: SendBody<'_>,
     ) -> Result<(), ExchangeError> {
         use tokio::io::AsyncWriteExt;
@@ -169,6 +252,7 @@ impl H1Conn {
                 encode_head(
                     out,
                     parts,
+                    set,
                     framing.map_or(ReqFraming::None, ReqFraming::Length),
                 );
                 let mut buf = Buf::chain(&out[..], b.clone());
@@ -187,7 +271,7 @@ impl H1Conn {
                     Some(n) => ReqFraming::Length(n),
                     None => ReqFraming::Chunked,
                 };
-                encode_head(out, parts, framing);
+                encode_head(out, parts, set, framing);
                 self.io
                     .write_all(out)
                     .await
@@ -418,8 +502,9 @@ enum ReqFraming {
     Chunked,
 }
 
-/// Encodes a request head; the parts' own framing headers give way to `framing`.
-fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, framing: ReqFraming) {
+/// Encodes a request head: the parts' headers except those `set` replaces, then `set`'s; the
+/// parts' own framing headers give way to `framing`.
+fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, set: &SetHeaders, framing: ReqFraming) {
     out.extend_from_slice(p.method.as_str().as_bytes());
     out.push(b' ');
     match p.uri.path_and_query() {
@@ -428,7 +513,8 @@ fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, framing: ReqFraming)
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &p.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || set.replaces(name)
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -436,6 +522,7 @@ fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, framing: ReqFraming)
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    set.write(out);
     match framing {
         ReqFraming::None => {}
         ReqFraming::Length(n) => {
@@ -690,16 +777,62 @@ mod tests {
             .expect("request");
         let (p, ()) = req.into_parts();
         let mut out = Vec::new();
-        encode_head(&mut out, &p, ReqFraming::Length(3));
+        let none = SetHeaders::default();
+        encode_head(&mut out, &p, &none, ReqFraming::Length(3));
         assert_eq!(
             out,
             b"POST /a?b HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\n"
         );
         out.clear();
-        encode_head(&mut out, &p, ReqFraming::Chunked);
+        encode_head(&mut out, &p, &none, ReqFraming::Chunked);
         assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
         out.clear();
-        encode_head(&mut out, &p, ReqFraming::None);
+        encode_head(&mut out, &p, &none, ReqFraming::None);
         assert!(!out.windows(7).any(|w| w.eq_ignore_ascii_case(b"content")));
+    }
+
+    #[test]
+    fn set_headers_replace_remove_or_add_and_the_rest_passes() {
+        static XA: HeaderName = HeaderName::from_static("x-a");
+        static XB: HeaderName = HeaderName::from_static("x-b");
+        static XC: HeaderName = HeaderName::from_static("x-c");
+        static XD: HeaderName = HeaderName::from_static("x-d");
+        let req = http::Request::get("/")
+            .header("host", "client.test")
+            .header("x-a", "from client")
+            .header("x-b", "from client")
+            .header("x-d", "from client")
+            .header("x-keep", "1")
+            .body(())
+            .expect("request");
+        let (p, ()) = req.into_parts();
+        let mut set = SetHeaders::default();
+        set.set(&XA, Some(HeaderValue::from_static("ours")));
+        set.set(&XB, None);
+        set.set(&XC, Some(HeaderValue::from_static("new")));
+        set.set(&XD, Some(HeaderValue::from_static("")));
+        let mut out = Vec::new();
+        encode_head(&mut out, &p, &set, ReqFraming::None);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET / HTTP/1.1\r\nhost: client.test\r\nx-keep: 1\r\nx-a: ours\r\nx-c: new\r\n\r\n"
+        );
+        set.set_host(Some(HeaderValue::from_static("upstream.test")));
+        out.clear();
+        encode_head(&mut out, &p, &set, ReqFraming::None);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET / HTTP/1.1\r\nx-keep: 1\r\nhost: upstream.test\r\nx-a: ours\r\nx-c: new\r\n\r\n"
+        );
+        // the same, put into a HeaderMap (hyper's client)
+        let mut h = p.headers.clone();
+        set.apply(&mut h, true);
+        assert_eq!(h["host"], "upstream.test");
+        assert_eq!(h["x-a"], "ours");
+        assert!(!h.contains_key("x-b"));
+        assert_eq!(h["x-c"], "new");
+        assert!(!h.contains_key("x-d"));
+        assert_eq!(h["x-keep"], "1");
+        set.apply(&mut h, false);
     }
 }

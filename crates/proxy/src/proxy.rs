@@ -45,7 +45,7 @@ use silverback_router::{RequestView, Scheme};
 use crate::body::{ProxyBody, UpBody, UpstreamBody};
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::Shared;
-use crate::h1_client::{ExchangeError, RawBody, SendBody};
+use crate::h1_client::{ExchangeError, RawBody, SendBody, SetHeaders};
 use crate::metrics::RouteStats;
 use crate::snapshot::Snapshot;
 use crate::upstream::{PoolKey, ReqBody, TlsKey, UpstreamTls, is_h2, no_peer};
@@ -109,6 +109,10 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+// standard names as statics, for `SetHeaders` (which holds `&'static` names)
+static TE: HeaderName = header::TE;
+static CONNECTION: HeaderName = header::CONNECTION;
+static VIA: HeaderName = header::VIA;
 
 thread_local! {
     static RNG: Cell<u64> = Cell::new({
@@ -427,18 +431,6 @@ fn set(h: &mut HeaderMap, n: &HeaderName, v: &str) {
     }
 }
 
-/// Sets a header to a value, or removes it when the value is missing or empty.
-fn put(h: &mut HeaderMap, n: &HeaderName, v: Option<HeaderValue>) {
-    match v {
-        Some(v) if !v.is_empty() => {
-            h.insert(n.clone(), v);
-        }
-        _ => {
-            h.remove(n);
-        }
-    }
-}
-
 /// The client's `Host` header (or the URI authority, for HTTP/2) as a header value,
 /// shared with the request head when it is the header itself.
 fn client_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
@@ -664,16 +656,17 @@ async fn proxy(
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
     strip_hop_by_hop(h, upgrade);
-    // Room for the headers added below, at once rather than by regrowing the table.
-    h.reserve(12);
-    h.remove(header::TE);
-    if te_trailers {
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
+    // The headers the gateway sets (Kong's `proxy_set_header`s), beside the client's head:
+    // they replace the client's of the same names when the upstream request is written.
+    let mut set = SetHeaders::with_capacity(12);
+    set.set(
+        &TE,
+        te_trailers.then(|| HeaderValue::from_static("trailers")),
+    );
     if upgrade {
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, Upgrade"),
+        set.set(
+            &CONNECTION,
+            Some(HeaderValue::from_static("keep-alive, Upgrade")),
         );
     }
     let realip = real_ip(sh, conn.peer.ip(), h, trusted);
@@ -683,19 +676,19 @@ async fn proxy(
         }
         None => Some(conn.peer_ip.clone()),
     };
-    put(h, &X_FORWARDED_FOR, xff);
-    put(h, &X_FORWARDED_PROTO, Some(fwd_proto));
-    put(h, &X_FORWARDED_HOST, fwd_host);
-    put(h, &X_FORWARDED_PORT, Some(fwd_port));
-    put(h, &X_FORWARDED_PATH, fwd_path);
-    put(h, &X_FORWARDED_PREFIX, fwd_prefix);
+    set.set(&X_FORWARDED_FOR, xff);
+    set.set(&X_FORWARDED_PROTO, Some(fwd_proto));
+    set.set(&X_FORWARDED_HOST, fwd_host);
+    set.set(&X_FORWARDED_PORT, Some(fwd_port));
+    set.set(&X_FORWARDED_PATH, fwd_path);
+    set.set(&X_FORWARDED_PREFIX, fwd_prefix);
     let real = if realip == conn.peer.ip() {
         Some(conn.peer_ip.clone())
     } else {
         HeaderValue::from_str(&realip.to_string()).ok()
     };
-    put(h, &X_REAL_IP, real);
-    h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
+    set.set(&X_REAL_IP, real);
+    set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
     if sh.settings.server_tokens {
         let via = match client_version {
             Version::HTTP_11 => sh.via_h1.clone(),
@@ -703,16 +696,13 @@ async fn proxy(
             v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
                 .unwrap_or_else(|_| sh.via_h1.clone()),
         };
-        match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-            Some(prev) => set(
-                h,
-                &header::VIA,
-                &format!("{prev}, {}", via.to_str().unwrap_or("")),
-            ),
-            None => {
-                h.insert(header::VIA, via);
+        let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+            Some(prev) => {
+                HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
             }
-        }
+            None => Some(via),
+        };
+        set.set(&VIA, via);
     }
 
     let body: ReqBody = if let Some(body) = body {
@@ -730,6 +720,7 @@ async fn proxy(
         stats: &stats,
         pq,
         te_trailers,
+        set,
     };
     send(sh, cx, &snap, up, parts, body, client_upgrade).await
 }
@@ -836,6 +827,8 @@ struct Upstream<'a> {
     /// Upstream path and query.
     pq: String,
     te_trailers: bool,
+    /// The headers the gateway sets on the upstream request.
+    set: SetHeaders,
 }
 
 enum Chan {
@@ -912,7 +905,7 @@ async fn send(
     sh: &Arc<Shared>,
     cx: &mut Ctx,
     snap: &Snapshot,
-    up: Upstream<'_>,
+    mut up: Upstream<'_>,
     parts: http::request::Parts,
     body: ReqBody,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -1017,9 +1010,7 @@ async fn send(
             if let Some(u) = &origin_uri {
                 parts.uri = u.clone();
             }
-            if let Some(v) = host_value {
-                parts.headers.insert(header::HOST, v);
-            }
+            up.set.set_host(host_value);
             parts.version = Version::HTTP_11;
         }
 
@@ -1055,7 +1046,7 @@ async fn send(
                     read_timeout,
                 };
                 return match t
-                    .send(sh, c, p, full_bytes.as_ref(), &mut stream_body)
+                    .send(sh, c, p, &up.set, full_bytes.as_ref(), &mut stream_body)
                     .await
                 {
                     Ok(r) => Ok(r),
@@ -1067,13 +1058,15 @@ async fn send(
             }
             // Keep the head for another try when the body can be replayed.
             let keep = replayable && attempt < retries;
-            let Some(p) = (if keep {
+            let Some(mut p) = (if keep {
                 head.as_ref().map(clone_head)
             } else {
                 head.take()
             }) else {
                 return Err((Error::new(Kind::Internal, Source::Internal), None));
             };
+            // h2 carries the host as the URI's authority
+            up.set.apply(&mut p.headers, !h2);
             let b: ReqBody = match (&full_bytes, stream_body.take()) {
                 (Some(f), _) => Either::Right(Full::new(f.clone())),
                 (None, Some(s)) => Either::Left(s),
@@ -1258,6 +1251,7 @@ impl H1Try<'_> {
         sh: &Arc<Shared>,
         mut c: crate::upstream::Conn,
         parts: &http::request::Parts,
+        set: &SetHeaders,
         full: Option<&Bytes>,
         stream: &mut Option<Incoming>,
     ) -> Result<Response<UpBody>, (Error, bool)> {
@@ -1266,7 +1260,7 @@ impl H1Try<'_> {
                 Some(b) => SendBody::Full(b),
                 None => SendBody::Stream(stream),
             };
-            let r = tokio::time::timeout(self.read_timeout, c.h1.exchange(parts, body)).await;
+            let r = tokio::time::timeout(self.read_timeout, c.h1.exchange(parts, set, body)).await;
             let e = match r {
                 Err(_) => return Err((Error::upstream(Kind::ReadTimeout).retryable(), true)),
                 Ok(Ok((rp, framing, reusable))) => {
