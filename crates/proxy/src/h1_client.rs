@@ -28,8 +28,6 @@ use hyper::body::Incoming;
 use crate::h1_fast::span;
 use crate::upstream::{Conn, Io, Pool, WriteTimed};
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-
 /// Longest response head accepted (hyper's default buffer limit is about the same).
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response headers accepted.
@@ -46,7 +44,7 @@ const MAX_LINE: usize = 4096;
 #[derive(Debug, Clone, Default)]
 pub struct SetHeaders {
     /// On the heap: the request phases move this value around.
-    items: Vec<(&'static HeaderName, Option<HeaderValue>)>,
+    items: Vec<SetItem>,
     /// The upstream `Host`, set per try ([`SetHeaders::set_host`]); `None` leaves the
     /// client's.
     host: Option<HeaderValue>,
@@ -64,8 +62,24 @@ impl SetHeaders {
     /// Sets `name` (each name once) to `value`; `None` (or an empty value) removes the
     /// client's header.
     pub fn set(&mut self, name: &'static HeaderName, value: Option<HeaderValue>) {
-        debug_assert!(!self.iter().any(|(n, _)| *n == name), "{name} set twice");
-        self.items.push((name, value.filter(|v| !v.is_empty())));
+        debug_assert!(
+            !self.items.iter().any(|i| i.name == name),
+            "{name} set twice"
+        );
+        self.items.push(SetItem {
+            name,
+            value: value.filter(|v| !v.is_empty()),
+            append: false,
+        });
+    }
+
+    /// Adds a `name` header after the others of that name (`Set-Cookie`).
+    pub fn append(&mut self, name: &'static HeaderName, value: HeaderValue) {
+        self.items.push(SetItem {
+            name,
+            value: Some(value),
+            append: true,
+        });
     }
 
     /// Sets the upstream `Host` (`None`: the client's stays).
@@ -73,24 +87,33 @@ impl SetHeaders {
         self.host = host;
     }
 
-    fn iter(&self) -> impl Iterator<Item = &(&'static HeaderName, Option<HeaderValue>)> {
-        self.items.iter()
-    }
-
     /// Whether the client's header `name` gives way to one set here.
     fn replaces(&self, name: &HeaderName) -> bool {
-        (self.host.is_some() && name == header::HOST) || self.iter().any(|(n, _)| *n == name)
+        (self.host.is_some() && name == header::HOST)
+            || self.items.iter().any(|i| !i.append && i.name == name)
+    }
+
+    /// [`SetHeaders::replaces`] for a name as read (any case).
+    pub fn replaces_raw(&self, name: &[u8]) -> bool {
+        (self.host.is_some() && name.eq_ignore_ascii_case(b"host"))
+            || self
+                .items
+                .iter()
+                .any(|i| !i.append && name.eq_ignore_ascii_case(i.name.as_str().as_bytes()))
     }
 
     /// Puts the headers into `h` (`Host` too unless `with_host` is false).
     pub fn apply(&self, h: &mut HeaderMap, with_host: bool) {
-        for (n, v) in self.iter() {
-            match v {
-                Some(v) => {
-                    h.insert(*n, v.clone());
+        for i in &self.items {
+            match (&i.value, i.append) {
+                (Some(v), true) => {
+                    h.append(i.name, v.clone());
                 }
-                None => {
-                    h.remove(*n);
+                (Some(v), false) => {
+                    h.insert(i.name, v.clone());
+                }
+                (None, _) => {
+                    h.remove(i.name);
                 }
             }
         }
@@ -100,7 +123,7 @@ impl SetHeaders {
     }
 
     /// Writes the set headers (`name: value` lines).
-    fn write(&self, out: &mut Vec<u8>) {
+    pub fn write(&self, out: &mut Vec<u8>) {
         let line = |out: &mut Vec<u8>, n: &HeaderName, v: &HeaderValue| {
             out.extend_from_slice(n.as_str().as_bytes());
             out.extend_from_slice(b": ");
@@ -110,12 +133,22 @@ impl SetHeaders {
         if let Some(v) = &self.host {
             line(out, &header::HOST, v);
         }
-        for (n, v) in self.iter() {
-            if let Some(v) = v {
-                line(out, n, v);
+        for i in &self.items {
+            if let Some(v) = &i.value {
+                line(out, i.name, v);
             }
         }
     }
+}
+
+/// One header of a [`SetHeaders`].
+#[derive(Debug, Clone)]
+struct SetItem {
+    name: &'static HeaderName,
+    /// `None`: removed.
+    value: Option<HeaderValue>,
+    /// Added after the others of its name rather than replacing them.
+    append: bool,
 }
 
 /// An HTTP/1.1 connection to an upstream.
@@ -213,7 +246,7 @@ impl H1Conn {
         parts: &http::request::Parts,
         set: &SetHeaders,
         body: SendBody<'_>,
-    ) -> Result<(http::response::Parts, Framing, bool), ExchangeError> {
+    ) -> Result<(RawHead, Framing, bool), ExchangeError> {
         // --- request ---
         let mut out = std::mem::take(&mut self.out);
         out.clear();
@@ -298,22 +331,19 @@ impl H1Conn {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
-    async fn read_head(
-        &mut self,
-        head_req: bool,
-    ) -> io::Result<(http::response::Parts, Framing, bool)> {
-        let mut spans: Vec<[usize; 4]> = Vec::new();
+    async fn read_head(&mut self, head_req: bool) -> io::Result<(RawHead, Framing, bool)> {
+        let mut lines: Vec<[usize; 4]> = Vec::new();
         let (n, status, version, reason) = loop {
             if !self.buf.is_empty() {
                 let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let mut r = httparse::Response::new(&mut hdrs);
                 match r.parse(&self.buf) {
                     Ok(httparse::Status::Complete(n)) => {
-                        spans.clear();
+                        lines.clear();
                         for h in r.headers.iter() {
                             let (ns, ne) = span(&self.buf, h.name.as_bytes());
                             let (vs, ve) = span(&self.buf, h.value);
-                            spans.push([ns, ne, vs, ve]);
+                            lines.push([ns, ne, vs, ve]);
                         }
                         let reason = r.reason.map(|s| span(&self.buf, s.as_bytes()));
                         let code = r.code.unwrap_or(0);
@@ -341,42 +371,38 @@ impl H1Conn {
         let head = self.buf.split_to(n).freeze();
         let status =
             StatusCode::from_u16(status).map_err(|_| invalid("invalid upstream status"))?;
-        let (mut rp, ()) = http::Response::new(()).into_parts();
-        rp.status = status;
-        rp.version = version;
-        if let Some((s, e)) = reason
-            && status.canonical_reason().map(str::as_bytes) != Some(&head[s..e])
-            && let Ok(r) = hyper::ext::ReasonPhrase::try_from(head.slice(s..e))
-        {
-            rp.extensions.insert(r);
-        }
-        let mut headers = HeaderMap::with_capacity(spans.len() + 6);
         let mut length: Option<u64> = None;
         let mut chunked = false;
         let mut te = false;
         let mut close = version == Version::HTTP_10;
-        for [ns, ne, vs, ve] in spans {
-            let name = HeaderName::from_bytes(&head[ns..ne])
-                .map_err(|_| invalid("invalid upstream header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-                .map_err(|_| invalid("invalid upstream header value"))?;
-            if name == header::CONTENT_LENGTH {
-                let n = parse_length(value.as_bytes())
-                    .ok_or_else(|| invalid("invalid upstream Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(invalid("conflicting upstream Content-Length"));
+        // names listed in `Connection` besides close and keep-alive: removed too
+        let mut named: Vec<(usize, usize)> = Vec::new();
+        let mut cl_lines = 0usize;
+        let mut bad_length = false;
+        lines.retain(|&[ns, ne, vs, ve]| {
+            let name = &head[ns..ne];
+            let value = &head[vs..ve];
+            if name.eq_ignore_ascii_case(b"content-length") {
+                cl_lines += 1;
+                match parse_length(value) {
+                    Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                    // invalid or conflicting: refused below
+                    _ => bad_length = true,
                 }
-                length = Some(n);
-            } else if name == header::TRANSFER_ENCODING {
+                true
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // hop-by-hop (the coding is this connection's, read into `framing`)
                 te = true;
                 chunked = value
-                    .as_bytes()
                     .rsplit(|b| *b == b',')
                     .next()
                     .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name == header::CONNECTION {
-                let mut names_others = false;
-                for t in value.as_bytes().split(|b| *b == b',') {
+                false
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                let mut at = vs;
+                for t in value.split(|b| *b == b',') {
+                    let start = at + (t.len() - t.trim_ascii_start().len());
+                    at += t.len() + 1;
                     let t = t.trim_ascii();
                     if t.eq_ignore_ascii_case(b"close") {
                         close = true;
@@ -385,27 +411,29 @@ impl H1Conn {
                             close = false;
                         }
                     } else if !t.is_empty() {
-                        names_others = true;
+                        named.push((start, start + t.len()));
                     }
                 }
-                // Hop-by-hop, removed before the answer goes on: kept only when it names
-                // other headers for that removal.
-                if !names_others {
-                    continue;
-                }
+                false
+            } else {
+                !is_hop_by_hop(name)
             }
-            if name == header::TRANSFER_ENCODING || name == KEEP_ALIVE {
-                // Hop-by-hop too (the coding is this connection's, read into `framing`).
-                continue;
-            }
-            headers.append(name, value);
+        });
+        if bad_length {
+            return Err(invalid("invalid or conflicting upstream Content-Length"));
         }
-        if te && length.is_some() {
+        if !named.is_empty() {
+            lines.retain(|&[ns, ne, _, _]| {
+                !named
+                    .iter()
+                    .any(|&(s, e)| head[s..e].eq_ignore_ascii_case(&head[ns..ne]))
+            });
+        }
+        if te && cl_lines > 0 {
             // The transfer coding overrides the length, which is not forwarded (RFC 9112
             // §6.3: a sender must remove it).
-            headers.remove(header::CONTENT_LENGTH);
+            lines.retain(|&[ns, ne, _, _]| !head[ns..ne].eq_ignore_ascii_case(b"content-length"));
         }
-        rp.headers = headers;
         let framing = if head_req
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -432,7 +460,90 @@ impl H1Conn {
             && !smuggling
             && framing != Framing::Eof
             && status != StatusCode::SWITCHING_PROTOCOLS;
-        Ok((rp, framing, reusable))
+        let head = RawHead {
+            status,
+            version,
+            head,
+            reason,
+            lines,
+        };
+        Ok((head, framing, reusable))
+    }
+}
+
+/// Hop-by-hop response headers (besides `Connection` and `Transfer-Encoding`, handled with
+/// the framing): not forwarded.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    [
+        &b"keep-alive"[..],
+        b"proxy-authenticate",
+        b"proxy-connection",
+        b"proxy",
+        b"upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// An upstream response head as read: its status, its bytes, and where each header to
+/// forward is in them (hop-by-hop headers, those `Connection` names, and the transfer
+/// coding are left out). The proxy forwards it without building a `HeaderMap`
+/// ([`RawHead::into_parts`] builds one where one is needed).
+#[derive(Debug, Clone)]
+pub struct RawHead {
+    /// The status.
+    pub status: StatusCode,
+    /// The upstream's HTTP version.
+    pub version: Version,
+    head: Bytes,
+    reason: Option<(usize, usize)>,
+    /// name start, name end, value start, value end
+    lines: Vec<[usize; 4]>,
+}
+
+impl RawHead {
+    /// The headers in order, as `(name, value)` bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines
+            .iter()
+            .map(|&[ns, ne, vs, ve]| (&self.head[ns..ne], &self.head[vs..ve]))
+    }
+
+    /// The first value of `name` (compared without case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The reason phrase as sent, when not empty.
+    pub fn reason(&self) -> Option<&[u8]> {
+        self.reason
+            .map(|(s, e)| &self.head[s..e])
+            .filter(|r| !r.is_empty())
+    }
+
+    /// The head as `http` parts (names lower-cased, values shared with the head's bytes).
+    pub fn into_parts(self) -> io::Result<http::response::Parts> {
+        let (mut rp, ()) = http::Response::new(()).into_parts();
+        rp.status = self.status;
+        rp.version = self.version;
+        if let Some((s, e)) = self.reason
+            && self.status.canonical_reason().map(str::as_bytes) != Some(&self.head[s..e])
+            && let Ok(r) = hyper::ext::ReasonPhrase::try_from(self.head.slice(s..e))
+        {
+            rp.extensions.insert(r);
+        }
+        let mut headers = HeaderMap::with_capacity(self.lines.len() + 6);
+        for &[ns, ne, vs, ve] in &self.lines {
+            let name = HeaderName::from_bytes(&self.head[ns..ne])
+                .map_err(|_| invalid("invalid upstream header name"))?;
+            let value = HeaderValue::from_maybe_shared(self.head.slice(vs..ve))
+                .map_err(|_| invalid("invalid upstream header value"))?;
+            headers.append(name, value);
+        }
+        rp.headers = headers;
+        Ok(rp)
     }
 }
 

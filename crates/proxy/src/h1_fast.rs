@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::body::ProxyBody;
 use crate::gateway::Shared;
-use crate::proxy::ConnInfo;
+use crate::proxy::{Answer, ConnInfo, RawAnswer};
 
 /// Most headers the fast path parses; a request with more goes to hyper (which applies
 /// `max_headers`).
@@ -214,15 +214,20 @@ where
         let resp = crate::proxy::handle(sh, info, req).await;
 
         // --- the response ---
-        let close = resp
-            .headers()
-            .get(header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        if write_response(&mut io, &mut out, resp, head_only)
-            .await
-            .is_err()
-            || close
-        {
+        let (written, close) = match resp {
+            Answer::Map(resp) => {
+                let close = resp
+                    .headers()
+                    .get(header::CONNECTION)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                (
+                    write_response(&mut io, &mut out, resp, head_only).await,
+                    close,
+                )
+            }
+            Answer::Raw(a) => (write_raw(&mut io, &mut out, a, head_only).await, false),
+        };
+        if written.is_err() || close {
             let _ = io.shutdown().await;
             return Outcome::Closed;
         }
@@ -241,35 +246,96 @@ async fn write_response<T: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let (parts, body) = resp.into_parts();
     let status = parts.status;
-    let no_body = head_only
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
-        Some(r) => out.extend_from_slice(r.as_bytes()),
-        None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
-    }
-    out.extend_from_slice(b"\r\n");
+    let no_body = no_body(status, head_only);
+    status_line(
+        out,
+        status,
+        parts
+            .extensions
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| r.as_bytes()),
+    );
     for (name, value) in &parts.headers {
         // The framing is this writer's, except where there is no body to frame (the
         // upstream's length of a HEAD or 304 answer stays).
         if name == header::TRANSFER_ENCODING || (name == header::CONTENT_LENGTH && !no_body) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        line(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !parts.headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
-        date(out);
-        out.extend_from_slice(b"\r\n");
+        date_line(out);
     }
+    write_body_after(io, out, body, no_body).await
+}
+
+/// Writes an HTTP/1.1 upstream's answer as read (names in their case), with the headers
+/// the gateway sets in place of the upstream's of the same names.
+async fn write_raw<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    out: &mut Vec<u8>,
+    a: RawAnswer,
+    head_only: bool,
+) -> io::Result<()> {
+    let status = a.head.status;
+    let no_body = no_body(status, head_only);
+    status_line(out, status, a.head.reason());
+    let mut has_date = false;
+    for (name, value) in a.head.iter() {
+        // (the transfer coding was left out when the head was read)
+        if (!no_body && name.eq_ignore_ascii_case(b"content-length")) || a.set.replaces_raw(name) {
+            continue;
+        }
+        has_date = has_date || name.eq_ignore_ascii_case(b"date");
+        line(out, name, value);
+    }
+    a.set.write(out);
+    if !has_date {
+        date_line(out);
+    }
+    write_body_after(io, out, a.body, no_body).await
+}
+
+fn no_body(status: StatusCode, head_only: bool) -> bool {
+    head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Starts `out` with the status line (`reason` when given, else the status's own).
+fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match reason {
+        Some(r) => out.extend_from_slice(r),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn date_line(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"date: ");
+    date(out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends the head in `out` with the body's framing and writes both.
+async fn write_body_after<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    out: &mut Vec<u8>,
+    body: ProxyBody,
+    no_body: bool,
+) -> io::Result<()> {
     if no_body {
         out.extend_from_slice(b"\r\n");
         return io.write_all(out).await;

@@ -45,7 +45,7 @@ use silverback_router::{RequestView, Scheme};
 use crate::body::{ProxyBody, UpBody, UpstreamBody};
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::Shared;
-use crate::h1_client::{ExchangeError, RawBody, SendBody, SetHeaders};
+use crate::h1_client::{ExchangeError, RawBody, RawHead, SendBody, SetHeaders};
 use crate::metrics::RouteStats;
 use crate::snapshot::Snapshot;
 use crate::upstream::{PoolKey, ReqBody, TlsKey, UpstreamTls, is_h2, no_peer};
@@ -113,6 +113,9 @@ static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-bufferin
 static TE: HeaderName = header::TE;
 static CONNECTION: HeaderName = header::CONNECTION;
 static VIA: HeaderName = header::VIA;
+static TRAILER: HeaderName = header::TRAILER;
+static SERVER: HeaderName = header::SERVER;
+static SET_COOKIE: HeaderName = header::SET_COOKIE;
 
 thread_local! {
     static RNG: Cell<u64> = Cell::new({
@@ -177,7 +180,7 @@ pub(crate) async fn serve(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(handle(&sh, &conn, req.map(Some)).await)
+    Ok(handle(&sh, &conn, req.map(Some)).await.into_response())
 }
 
 /// One request through every phase. The body is `None` for a request without one (the
@@ -186,7 +189,7 @@ pub(crate) async fn handle(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
     req: Request<Option<Incoming>>,
-) -> Response<ProxyBody> {
+) -> Answer {
     sh.metrics.requests.fetch_add(1, Relaxed);
     let mut cx = Ctx {
         start: Instant::now(),
@@ -214,7 +217,7 @@ pub(crate) async fn handle(
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            r
+            Answer::Map(r)
         }
     };
     let stats = cx.stats.as_ref().unwrap_or(&sh.metrics.unmatched);
@@ -423,14 +426,6 @@ fn real_ip(sh: &Shared, peer: IpAddr, h: &HeaderMap, trusted: bool) -> IpAddr {
     }
 }
 
-fn set(h: &mut HeaderMap, n: &HeaderName, v: &str) {
-    if v.is_empty() {
-        h.remove(n);
-    } else if let Ok(v) = HeaderValue::from_str(v) {
-        h.insert(n.clone(), v);
-    }
-}
-
 /// The client's `Host` header (or the URI authority, for HTTP/2) as a header value,
 /// shared with the request head when it is the header itself.
 fn client_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
@@ -471,7 +466,7 @@ async fn proxy(
     conn: &ConnInfo,
     mut req: Request<Option<Incoming>>,
     cx: &mut Ctx,
-) -> Result<Response<ProxyBody>, Error> {
+) -> Result<Answer, Error> {
     // --- rewrite ---
     let content_length = if req.version() <= Version::HTTP_11 {
         check_framing(req.headers())?
@@ -568,7 +563,7 @@ async fn proxy(
                 header::UPGRADE,
                 HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
             );
-            return Ok(r);
+            return Ok(r.into());
         }
         let uri = req
             .uri()
@@ -585,7 +580,7 @@ async fn proxy(
             r.headers_mut().insert(header::LOCATION, v);
         }
         kong_headers(sh, cx, r.headers_mut());
-        return Ok(r);
+        return Ok(r.into());
     }
     let grpc_route = has_proto(route, Protocol::Grpc) || has_proto(route, Protocol::Grpcs);
     let is_grpc = req
@@ -605,7 +600,7 @@ async fn proxy(
                 .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             r.headers_mut()
                 .insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
-            return Ok(r);
+            return Ok(r.into());
         }
         if grpc_route && !has_proto(route, Protocol::Grpc) && !fwd_https {
             let mut r = Response::new(ProxyBody::empty());
@@ -617,7 +612,7 @@ async fn proxy(
             r.headers_mut()
                 .insert("grpc-status", HeaderValue::from_static("1"));
             kong_headers(sh, cx, r.headers_mut());
-            return Ok(r);
+            return Ok(r.into());
         }
     } else if grpc_route && !has_proto(route, Protocol::Http) && !has_proto(route, Protocol::Https)
     {
@@ -626,7 +621,8 @@ async fn proxy(
             cx,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Non-gRPC request matched gRPC route",
-        ));
+        )
+        .into());
     }
     let Some(service) = m.service else {
         return Err(Error::new(Kind::NoService, Source::Internal));
@@ -756,14 +752,13 @@ async fn client_body(
 /// upstream's response with a `Content-Length` of at most `limit`, unless the upstream asks
 /// for streaming with `X-Accel-Buffering: no` (as nginx honours it). Bodies of unknown or
 /// larger size are streamed, so memory stays bounded by `limit` per response.
-fn buffers(rp: &http::response::Parts, body: &UpBody, limit: u64) -> bool {
+fn buffers(head: &UpHead, body: &UpBody, limit: u64) -> bool {
     if limit == 0 {
         return false;
     }
-    if rp
-        .headers
-        .get(&X_ACCEL_BUFFERING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no"))
+    if head
+        .get(X_ACCEL_BUFFERING.as_str())
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"no"))
     {
         return false;
     }
@@ -909,7 +904,7 @@ async fn send(
     parts: http::request::Parts,
     body: ReqBody,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Result<Response<ProxyBody>, Error> {
+) -> Result<Answer, Error> {
     let service = up.service;
     let h2 = is_h2(service.protocol);
     let tls = service.protocol.is_tls();
@@ -1016,7 +1011,7 @@ async fn send(
 
         // Whether this try sent a request that cannot be sent again.
         let mut spent = false;
-        let r: Result<Response<UpBody>, AttemptError> = async {
+        let r: Result<(UpHead, UpBody), AttemptError> = async {
             let chan = if client_upgrade.is_some() {
                 sh.pool
                     .connect_upgradable(&key, tls_ref, connect_timeout, write_timeout)
@@ -1092,9 +1087,7 @@ async fn send(
                     }
                     match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
                         Err(_) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
-                        Ok(r) => r
-                            .map(|r| r.map(UpBody::Hyper))
-                            .map_err(|e| (read_err(e), None)),
+                        Ok(r) => r.map(UpHead::hyper).map_err(|e| (read_err(e), None)),
                     }
                 }
                 Chan::Ws(mut tx) => {
@@ -1103,9 +1096,7 @@ async fn send(
                     }
                     match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
                         Err(_) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
-                        Ok(r) => r
-                            .map(|r| r.map(UpBody::Hyper))
-                            .map_err(|e| (read_err(e), None)),
+                        Ok(r) => r.map(UpHead::hyper).map_err(|e| (read_err(e), None)),
                     }
                 }
             }
@@ -1117,7 +1108,7 @@ async fn send(
         match r {
             Ok(resp) => {
                 peer.report(BalancerOutcome::Response {
-                    status: resp.status().as_u16(),
+                    status: resp.0.status().as_u16(),
                     latency: t_start.elapsed(),
                 });
                 break (peer, resp, t_start);
@@ -1143,17 +1134,19 @@ async fn send(
     };
     let upstream_ms = ms(t_sent.elapsed());
     let proxy_ms = ms(t_sent.duration_since(cx.start));
-    let status = resp.status();
-
-    let (mut rp, mut rbody) = resp.into_parts();
+    let (head, mut rbody) = resp;
+    let status = head.status();
     let mut peer = Some(peer);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && client_upgrade.is_none() {
+        return Err(Error::upstream(Kind::InvalidResponse));
+    }
 
     // --- response buffering (before any byte goes to the client: a failure is a 502/504) ---
     let buffered = if up.route.response_buffering
         && !switching
         && !h2
-        && buffers(&rp, &rbody, sh.settings.response_buffer_limit)
+        && buffers(&head, &rbody, sh.settings.response_buffer_limit)
     {
         // The upstream connection goes back to the pool as soon as the body is in.
         let b = read_whole(&mut rbody, read_timeout).await?;
@@ -1164,47 +1157,56 @@ async fn send(
         None
     };
 
-    // --- header_filter ---
-    strip_hop_by_hop(&mut rp.headers, switching);
+    // --- header_filter: what the gateway sets on the answer ---
+    let mut set = SetHeaders::with_capacity(7);
     if !up.te_trailers {
-        rp.headers.remove(header::TRAILER);
+        set.set(&TRAILER, None);
     }
-    rp.version = Version::HTTP_11;
-    let h = &mut rp.headers;
     if sh.settings.server_tokens {
-        let via = if h2 {
-            sh.via_h2.clone()
-        } else {
-            sh.via_h1.clone()
-        };
-        match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-            Some(prev) => set(
-                h,
-                &header::VIA,
-                &format!("{prev}, {}", via.to_str().unwrap_or("")),
-            ),
-            None => {
-                h.insert(header::VIA, via);
+        let via = if h2 { &sh.via_h2 } else { &sh.via_h1 };
+        let via = match head.get(header::VIA.as_str()) {
+            Some(prev) => {
+                let mut v = prev.to_vec();
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(via.as_bytes());
+                HeaderValue::from_bytes(&v).ok()
             }
-        }
-        if !h.contains_key(header::SERVER) {
-            h.insert(header::SERVER, sh.server.clone());
+            None => Some(via.clone()),
+        };
+        set.set(&VIA, via);
+        if head.get(header::SERVER.as_str()).is_none() {
+            set.set(&SERVER, Some(sh.server.clone()));
         }
     }
     if sh.settings.latency_tokens {
-        h.insert(X_KONG_UPSTREAM_LATENCY.clone(), num_header(upstream_ms));
-        h.insert(X_KONG_PROXY_LATENCY.clone(), num_header(proxy_ms));
+        set.set(&X_KONG_UPSTREAM_LATENCY, Some(num_header(upstream_ms)));
+        set.set(&X_KONG_PROXY_LATENCY, Some(num_header(proxy_ms)));
     }
-    h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
+    set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
     if let Some(c) = &set_cookie
         && let Ok(v) = HeaderValue::from_str(&c.header_value())
     {
-        h.append(header::SET_COOKIE, v);
+        set.append(&SET_COOKIE, v);
     }
     up.stats.response(status.as_u16(), true);
     up.stats
         .latencies(ms(cx.start.elapsed()), proxy_ms, Some(upstream_ms));
     cx.proxied = true;
+
+    let mut rp = match head {
+        // HTTP/1.1 upstreams: the head goes on as read, with the set headers
+        UpHead::Raw(head) => {
+            let body = match buffered {
+                Some(b) => ProxyBody::full(b),
+                None => UpstreamBody::wrap(rbody, read_timeout, Some(up.stats.clone()), peer),
+            };
+            return Ok(Answer::Raw(RawAnswer { head, set, body }));
+        }
+        UpHead::Map(rp) => rp,
+    };
+    strip_hop_by_hop(&mut rp.headers, switching);
+    set.apply(&mut rp.headers, false);
+    rp.version = Version::HTTP_11;
 
     if switching {
         rp.headers
@@ -1223,14 +1225,97 @@ async fn send(
             let mut d = TokioIo::new(d);
             let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
         });
-        return Ok(Response::from_parts(rp, ProxyBody::empty()));
+        return Ok(Response::from_parts(rp, ProxyBody::empty()).into());
     }
 
     // --- body_filter ---
     let Some(buffered) = buffered else {
-        return Ok(stream_body_response(rp, rbody, read_timeout, &up, peer));
+        return Ok(stream_body_response(rp, rbody, read_timeout, &up, peer).into());
     };
-    Ok(Response::from_parts(rp, ProxyBody::full(buffered)))
+    Ok(Response::from_parts(rp, ProxyBody::full(buffered)).into())
+}
+
+/// An upstream answer's head: as read from an HTTP/1.1 connection, or hyper's.
+enum UpHead {
+    Raw(RawHead),
+    Map(http::response::Parts),
+}
+
+impl UpHead {
+    fn hyper(r: Response<Incoming>) -> (UpHead, UpBody) {
+        let (p, b) = r.into_parts();
+        (UpHead::Map(p), UpBody::Hyper(b))
+    }
+    fn status(&self) -> StatusCode {
+        match self {
+            UpHead::Raw(h) => h.status,
+            UpHead::Map(p) => p.status,
+        }
+    }
+    /// The first value of `name` (lower case).
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        match self {
+            UpHead::Raw(h) => h.get(name),
+            UpHead::Map(p) => p.headers.get(name).map(HeaderValue::as_bytes),
+        }
+    }
+}
+
+/// What the request phases answer: a response, or an HTTP/1.1 upstream's head as read with
+/// the headers the gateway sets, which the HTTP/1.1 fast path writes without building a
+/// `HeaderMap` ([`Answer::into_response`] builds one for hyper's server).
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// A response.
+    Map(Response<ProxyBody>),
+    /// An upstream's answer forwarded.
+    Raw(RawAnswer),
+}
+
+/// An HTTP/1.1 upstream's answer forwarded: its head as read, the headers set on it, its
+/// body.
+#[derive(Debug)]
+pub(crate) struct RawAnswer {
+    pub(crate) head: RawHead,
+    pub(crate) set: SetHeaders,
+    pub(crate) body: ProxyBody,
+}
+
+impl From<Response<ProxyBody>> for Answer {
+    fn from(r: Response<ProxyBody>) -> Self {
+        Answer::Map(r)
+    }
+}
+
+impl Answer {
+    /// The status.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Answer::Map(r) => r.status(),
+            Answer::Raw(a) => a.head.status,
+        }
+    }
+
+    /// As a response (the head's headers put into a `HeaderMap`).
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
+        match self {
+            Answer::Map(r) => r,
+            Answer::Raw(RawAnswer { head, set, body }) => match head.into_parts() {
+                Ok(mut rp) => {
+                    set.apply(&mut rp.headers, false);
+                    rp.version = Version::HTTP_11;
+                    Response::from_parts(rp, body)
+                }
+                // httparse accepted what `http` refuses: not expected, answered as any
+                // invalid upstream answer
+                Err(_) => {
+                    let mut r = Response::new(ProxyBody::full(Kind::InvalidResponse.message()));
+                    *r.status_mut() = Kind::InvalidResponse.status();
+                    r
+                }
+            },
+        }
+    }
 }
 
 /// What one try on an HTTP/1.1 upstream needs besides the request.
@@ -1254,7 +1339,7 @@ impl H1Try<'_> {
         set: &SetHeaders,
         full: Option<&Bytes>,
         stream: &mut Option<Incoming>,
-    ) -> Result<Response<UpBody>, (Error, bool)> {
+    ) -> Result<(UpHead, UpBody), (Error, bool)> {
         loop {
             let body = match full {
                 Some(b) => SendBody::Full(b),
@@ -1263,9 +1348,9 @@ impl H1Try<'_> {
             let r = tokio::time::timeout(self.read_timeout, c.h1.exchange(parts, set, body)).await;
             let e = match r {
                 Err(_) => return Err((Error::upstream(Kind::ReadTimeout).retryable(), true)),
-                Ok(Ok((rp, framing, reusable))) => {
+                Ok(Ok((head, framing, reusable))) => {
                     let body = RawBody::new(sh.pool.clone(), c, framing, reusable);
-                    return Ok(Response::from_parts(rp, UpBody::Raw(body)));
+                    return Ok((UpHead::Raw(head), UpBody::Raw(body)));
                 }
                 Ok(Err(e)) => e,
             };

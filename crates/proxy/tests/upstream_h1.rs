@@ -116,6 +116,8 @@ async fn serve(mut s: TcpStream) {
             "/conflict" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
             "/garbage" => b"HTTP/1.1 twohundred OK\r\n\r\n".to_vec(),
             "/reason" => b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            // hop-by-hop headers (and one named by Connection) among end-to-end ones
+            "/hops" => b"HTTP/1.1 200 OK\r\nServer: upstream-server\r\nConnection: X-Secret, keep-alive\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nVia: 1.0 upstream-proxy\r\nTrailer: X-Sum\r\nX-Kong-Request-Id: forged\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-End: e\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             "/both" => b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
             "/echo" => {
                 let mut o = format!(
@@ -212,6 +214,39 @@ async fn every_response_framing_reaches_the_client() {
         let r = c.get("x", "/reason").await;
         assert_eq!(r.text(), "ok");
         assert_eq!(conns.load(Ordering::SeqCst), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stop_here_and_the_gateway_sets_its_own() {
+    both(|g, _| async move {
+        let mut c = H1::connect(g.http).await;
+        let r = c.get("x", "/hops").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "ok");
+        let h = &r.headers;
+        for gone in ["connection", "x-secret", "keep-alive", "proxy-connection", "trailer"] {
+            assert!(!h.contains_key(gone), "{gone} forwarded: {h:?}");
+        }
+        // the upstream's Server stays; Via gets this hop appended
+        assert_eq!(r.header("server"), Some("upstream-server"));
+        let via = r.header("via").expect("via");
+        assert!(via.starts_with("1.0 upstream-proxy, 1.1 "), "{via}");
+        assert_eq!(h.get_all("via").iter().count(), 1);
+        // the gateway's request id replaces the upstream's
+        let rid = r.header("x-kong-request-id").expect("request id");
+        assert_ne!(rid, "forged");
+        assert_eq!(h.get_all("x-kong-request-id").iter().count(), 1);
+        assert!(r.header("x-kong-upstream-latency").is_some());
+        assert!(r.header("x-kong-proxy-latency").is_some());
+        // the upstream's Date, once; both cookies; the rest as sent
+        assert_eq!(h.get_all("date").iter().count(), 1);
+        assert_eq!(r.header("date"), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
+        let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(r.header("x-end"), Some("e"));
+        assert_eq!(r.header("content-length"), Some("2"));
     })
     .await;
 }
