@@ -45,6 +45,9 @@ const MAX_LINE: usize = 4096;
 pub struct SetHeaders {
     /// On the heap: the request phases move this value around.
     items: Vec<SetItem>,
+    /// Bit `len % 64` set for the length of each replacing name: most names are told apart
+    /// from all of them by their length alone.
+    lens: u64,
     /// The upstream `Host`, set per try ([`SetHeaders::set_host`]); `None` leaves the
     /// client's.
     host: Option<HeaderValue>,
@@ -55,6 +58,7 @@ impl SetHeaders {
     pub fn with_capacity(n: usize) -> Self {
         SetHeaders {
             items: Vec::with_capacity(n),
+            lens: 0,
             host: None,
         }
     }
@@ -66,6 +70,7 @@ impl SetHeaders {
             !self.items.iter().any(|i| i.name == name),
             "{name} set twice"
         );
+        self.lens |= len_bit(name.as_str().len());
         self.items.push(SetItem {
             name,
             value: value.filter(|v| !v.is_empty()),
@@ -90,16 +95,18 @@ impl SetHeaders {
     /// Whether the client's header `name` gives way to one set here.
     fn replaces(&self, name: &HeaderName) -> bool {
         (self.host.is_some() && name == header::HOST)
-            || self.items.iter().any(|i| !i.append && i.name == name)
+            || (self.lens & len_bit(name.as_str().len()) != 0
+                && self.items.iter().any(|i| !i.append && i.name == name))
     }
 
     /// [`SetHeaders::replaces`] for a name as read (any case).
     pub fn replaces_raw(&self, name: &[u8]) -> bool {
         (self.host.is_some() && name.eq_ignore_ascii_case(b"host"))
-            || self
-                .items
-                .iter()
-                .any(|i| !i.append && name.eq_ignore_ascii_case(i.name.as_str().as_bytes()))
+            || (self.lens & len_bit(name.len()) != 0
+                && self
+                    .items
+                    .iter()
+                    .any(|i| !i.append && name.eq_ignore_ascii_case(i.name.as_str().as_bytes())))
     }
 
     /// Puts the headers into `h` (`Host` too unless `with_host` is false).
@@ -139,6 +146,10 @@ impl SetHeaders {
             }
         }
     }
+}
+
+fn len_bit(len: usize) -> u64 {
+    1 << (len % 64)
 }
 
 /// One header of a [`SetHeaders`].
@@ -379,10 +390,12 @@ impl H1Conn {
         let mut named: Vec<(usize, usize)> = Vec::new();
         let mut cl_lines = 0usize;
         let mut bad_length = false;
+        let mut seen = Seen::default();
         lines.retain(|&[ns, ne, vs, ve]| {
             let name = &head[ns..ne];
             let value = &head[vs..ve];
-            if name.eq_ignore_ascii_case(b"content-length") {
+            let class = classify(name);
+            if class == Name::ContentLength {
                 cl_lines += 1;
                 match parse_length(value) {
                     Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
@@ -390,7 +403,7 @@ impl H1Conn {
                     _ => bad_length = true,
                 }
                 true
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            } else if class == Name::TransferEncoding {
                 // hop-by-hop (the coding is this connection's, read into `framing`)
                 te = true;
                 chunked = value
@@ -398,7 +411,7 @@ impl H1Conn {
                     .next()
                     .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
                 false
-            } else if name.eq_ignore_ascii_case(b"connection") {
+            } else if class == Name::Connection {
                 let mut at = vs;
                 for t in value.split(|b| *b == b',') {
                     let start = at + (t.len() - t.trim_ascii_start().len());
@@ -416,7 +429,8 @@ impl H1Conn {
                 }
                 false
             } else {
-                !is_hop_by_hop(name)
+                seen.note(class, (vs, ve), value);
+                class != Name::HopByHop
             }
         });
         if bad_length {
@@ -428,6 +442,11 @@ impl H1Conn {
                     .iter()
                     .any(|&(s, e)| head[s..e].eq_ignore_ascii_case(&head[ns..ne]))
             });
+            // what is left of the headers noted
+            seen = Seen::default();
+            for &[ns, ne, vs, ve] in &lines {
+                seen.note(classify(&head[ns..ne]), (vs, ve), &head[vs..ve]);
+            }
         }
         if te && cl_lines > 0 {
             // The transfer coding overrides the length, which is not forwarded (RFC 9112
@@ -466,23 +485,70 @@ impl H1Conn {
             head,
             reason,
             lines,
+            seen,
         };
         Ok((head, framing, reusable))
     }
 }
 
-/// Hop-by-hop response headers (besides `Connection` and `Transfer-Encoding`, handled with
-/// the framing): not forwarded.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    [
-        &b"keep-alive"[..],
-        b"proxy-authenticate",
-        b"proxy-connection",
-        b"proxy",
-        b"upgrade",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+/// Response header names the client and the proxy look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Other hop-by-hop headers: not forwarded.
+    HopByHop,
+    Via,
+    Server,
+    Date,
+    AccelBuffering,
+    Other,
+}
+
+/// The [`Name`] of a header name as read (any case): one comparison at most.
+fn classify(name: &[u8]) -> Name {
+    let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        3 if is(b"via") => Name::Via,
+        4 if is(b"date") => Name::Date,
+        5 if is(b"proxy") => Name::HopByHop,
+        6 if is(b"server") => Name::Server,
+        7 if is(b"upgrade") => Name::HopByHop,
+        10 if is(b"connection") => Name::Connection,
+        10 if is(b"keep-alive") => Name::HopByHop,
+        14 if is(b"content-length") => Name::ContentLength,
+        16 if is(b"proxy-connection") => Name::HopByHop,
+        17 if is(b"transfer-encoding") => Name::TransferEncoding,
+        17 if is(b"x-accel-buffering") => Name::AccelBuffering,
+        18 if is(b"proxy-authenticate") => Name::HopByHop,
+        _ => Name::Other,
+    }
+}
+
+/// What a [`RawHead`] holds of the headers the proxy looks at, noted while it is read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    /// The first `Via` value.
+    via: Option<(usize, usize)>,
+    server: bool,
+    date: bool,
+    /// `X-Accel-Buffering: no`
+    unbuffered: bool,
+}
+
+impl Seen {
+    fn note(&mut self, class: Name, span: (usize, usize), value: &[u8]) {
+        match class {
+            Name::Via if self.via.is_none() => self.via = Some(span),
+            Name::Server => self.server = true,
+            Name::Date => self.date = true,
+            Name::AccelBuffering => {
+                self.unbuffered = self.unbuffered || value.eq_ignore_ascii_case(b"no");
+            }
+            _ => {}
+        }
+    }
 }
 
 /// An upstream response head as read: its status, its bytes, and where each header to
@@ -499,6 +565,7 @@ pub struct RawHead {
     reason: Option<(usize, usize)>,
     /// name start, name end, value start, value end
     lines: Vec<[usize; 4]>,
+    seen: Seen,
 }
 
 impl RawHead {
@@ -509,11 +576,24 @@ impl RawHead {
             .map(|&[ns, ne, vs, ve]| (&self.head[ns..ne], &self.head[vs..ve]))
     }
 
-    /// The first value of `name` (compared without case).
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+    /// The first `Via` value.
+    pub fn via(&self) -> Option<&[u8]> {
+        self.seen.via.map(|(s, e)| &self.head[s..e])
+    }
+
+    /// Whether it has a `Server` header.
+    pub fn has_server(&self) -> bool {
+        self.seen.server
+    }
+
+    /// Whether it has a `Date` header.
+    pub fn has_date(&self) -> bool {
+        self.seen.date
+    }
+
+    /// Whether it says `X-Accel-Buffering: no` (not to be buffered).
+    pub fn unbuffered(&self) -> bool {
+        self.seen.unbuffered
     }
 
     /// The reason phrase as sent, when not empty.

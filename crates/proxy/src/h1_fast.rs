@@ -280,17 +280,15 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     let status = a.head.status;
     let no_body = no_body(status, head_only);
     status_line(out, status, a.head.reason());
-    let mut has_date = false;
     for (name, value) in a.head.iter() {
         // (the transfer coding was left out when the head was read)
         if (!no_body && name.eq_ignore_ascii_case(b"content-length")) || a.set.replaces_raw(name) {
             continue;
         }
-        has_date = has_date || name.eq_ignore_ascii_case(b"date");
         line(out, name, value);
     }
     a.set.write(out);
-    if !has_date {
+    if !a.head.has_date() {
         date_line(out);
     }
     write_body_after(io, out, a.body, no_body).await

@@ -756,10 +756,7 @@ fn buffers(head: &UpHead, body: &UpBody, limit: u64) -> bool {
     if limit == 0 {
         return false;
     }
-    if head
-        .get(X_ACCEL_BUFFERING.as_str())
-        .is_some_and(|v| v.eq_ignore_ascii_case(b"no"))
-    {
+    if head.unbuffered() {
         return false;
     }
     body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= limit)
@@ -1164,7 +1161,7 @@ async fn send(
     }
     if sh.settings.server_tokens {
         let via = if h2 { &sh.via_h2 } else { &sh.via_h1 };
-        let via = match head.get(header::VIA.as_str()) {
+        let via = match head.via() {
             Some(prev) => {
                 let mut v = prev.to_vec();
                 v.extend_from_slice(b", ");
@@ -1174,7 +1171,7 @@ async fn send(
             None => Some(via.clone()),
         };
         set.set(&VIA, via);
-        if head.get(header::SERVER.as_str()).is_none() {
+        if !head.has_server() {
             set.set(&SERVER, Some(sh.server.clone()));
         }
     }
@@ -1252,11 +1249,27 @@ impl UpHead {
             UpHead::Map(p) => p.status,
         }
     }
-    /// The first value of `name` (lower case).
-    fn get(&self, name: &str) -> Option<&[u8]> {
+    /// The first `Via` value.
+    fn via(&self) -> Option<&[u8]> {
         match self {
-            UpHead::Raw(h) => h.get(name),
-            UpHead::Map(p) => p.headers.get(name).map(HeaderValue::as_bytes),
+            UpHead::Raw(h) => h.via(),
+            UpHead::Map(p) => p.headers.get(header::VIA).map(HeaderValue::as_bytes),
+        }
+    }
+    fn has_server(&self) -> bool {
+        match self {
+            UpHead::Raw(h) => h.has_server(),
+            UpHead::Map(p) => p.headers.contains_key(header::SERVER),
+        }
+    }
+    /// `X-Accel-Buffering: no`
+    fn unbuffered(&self) -> bool {
+        match self {
+            UpHead::Raw(h) => h.unbuffered(),
+            UpHead::Map(p) => p
+                .headers
+                .get(&X_ACCEL_BUFFERING)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no")),
         }
     }
 }

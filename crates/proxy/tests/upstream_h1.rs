@@ -226,7 +226,13 @@ async fn hop_by_hop_headers_stop_here_and_the_gateway_sets_its_own() {
         assert_eq!(r.status, 200);
         assert_eq!(r.text(), "ok");
         let h = &r.headers;
-        for gone in ["connection", "x-secret", "keep-alive", "proxy-connection", "trailer"] {
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "proxy-connection",
+            "trailer",
+        ] {
             assert!(!h.contains_key(gone), "{gone} forwarded: {h:?}");
         }
         // the upstream's Server stays; Via gets this hop appended
