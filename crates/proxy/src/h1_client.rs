@@ -343,7 +343,7 @@ impl H1Conn {
     }
 
     async fn read_head(&mut self, head_req: bool) -> io::Result<(RawHead, Framing, bool)> {
-        let mut lines: Vec<[usize; 4]> = Vec::new();
+        let mut lines: Vec<[usize; 4]> = Vec::with_capacity(16);
         let (n, status, version, reason) = loop {
             if !self.buf.is_empty() {
                 let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
