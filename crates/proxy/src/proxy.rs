@@ -191,14 +191,19 @@ pub(crate) async fn handle(
     req: Request<Option<Incoming>>,
 ) -> Answer {
     sh.metrics.requests.fetch_add(1, Relaxed);
+    let present = Present::of(req.headers());
     let mut cx = Ctx {
         start: Instant::now(),
         rid: request_id(),
-        format: Format::negotiate(req.headers()),
+        format: if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
+            Format::negotiate(req.headers())
+        } else {
+            Format::Json
+        },
         stats: None,
         proxied: false,
     };
-    let resp = match proxy(sh, conn, req, &mut cx).await {
+    let resp = match proxy(sh, conn, req, present, &mut cx).await {
         Ok(r) => r,
         Err(e) => {
             match e.source {
@@ -302,15 +307,60 @@ fn check_framing(h: &HeaderMap) -> Result<Option<u64>, Error> {
     Ok(cl)
 }
 
-fn host_of<B>(req: &Request<B>) -> &str {
-    if let Some(h) = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-    {
-        return h;
+/// Which of the request headers the phases read are present, found in one pass over the
+/// names: most are absent, and a lookup of an absent name still hashes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Present {
+    bits: u16,
+    /// Some name has more than one value.
+    repeated: bool,
+}
+
+impl Present {
+    const CONTENT_LENGTH: u16 = 1;
+    const TRANSFER_ENCODING: u16 = 1 << 1;
+    const TE: u16 = 1 << 2;
+    const CONNECTION: u16 = 1 << 3;
+    const UPGRADE: u16 = 1 << 4;
+    const CONTENT_TYPE: u16 = 1 << 5;
+    const ACCEPT: u16 = 1 << 6;
+    const VIA: u16 = 1 << 7;
+    const X_FORWARDED_FOR: u16 = 1 << 8;
+
+    pub(crate) fn of(h: &HeaderMap) -> Present {
+        let mut bits = 0;
+        for n in h.keys() {
+            bits |= if n == header::CONTENT_LENGTH {
+                Self::CONTENT_LENGTH
+            } else if n == header::TRANSFER_ENCODING {
+                Self::TRANSFER_ENCODING
+            } else if n == header::TE {
+                Self::TE
+            } else if n == header::CONNECTION {
+                Self::CONNECTION
+            } else if n == header::UPGRADE {
+                Self::UPGRADE
+            } else if n == header::CONTENT_TYPE {
+                Self::CONTENT_TYPE
+            } else if n == header::ACCEPT {
+                Self::ACCEPT
+            } else if n == header::VIA {
+                Self::VIA
+            } else if n == X_FORWARDED_FOR {
+                Self::X_FORWARDED_FOR
+            } else {
+                0
+            };
+        }
+        Present {
+            bits,
+            repeated: h.len() != h.keys_len(),
+        }
     }
-    req.uri().authority().map(|a| a.as_str()).unwrap_or("")
+
+    fn has(self, bits: u16) -> bool {
+        self.bits & bits != 0
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -465,10 +515,14 @@ async fn proxy(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
     mut req: Request<Option<Incoming>>,
+    present: Present,
     cx: &mut Ctx,
 ) -> Result<Answer, Error> {
     // --- rewrite ---
-    let content_length = if req.version() <= Version::HTTP_11 {
+    let content_length = if !present.has(Present::CONTENT_LENGTH) && !present.repeated {
+        // no length, and no name given twice (a second Host, say)
+        None
+    } else if req.version() <= Version::HTTP_11 {
         check_framing(req.headers())?
     } else {
         req.headers()
@@ -487,11 +541,16 @@ async fn proxy(
     } else {
         Scheme::Http
     };
+    // the client's Host (or the URI authority, HTTP/2), read once for routing and later
+    let client_host = client_host_value(&req);
     let m = {
         let view = RequestView {
             method: req.method().as_str(),
             scheme,
-            host: host_of(&req),
+            host: client_host
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
             port: conn.local.port(),
             path: req.uri().path(),
             headers: req.headers(),
@@ -526,7 +585,6 @@ async fn proxy(
     };
     let fwd_proto = hdr(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(scheme.as_str()));
     let fwd_https = fwd_proto.as_bytes() == b"https";
-    let client_host = client_host_value(&req);
     let fwd_host = match hdr(&X_FORWARDED_HOST) {
         Some(v) => Some(v),
         None => client_host.as_ref().and_then(forwarded_host),
@@ -583,11 +641,12 @@ async fn proxy(
         return Ok(r.into());
     }
     let grpc_route = has_proto(route, Protocol::Grpc) || has_proto(route, Protocol::Grpcs);
-    let is_grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    let is_grpc = present.has(Present::CONTENT_TYPE)
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/grpc"));
     if is_grpc {
         if req.version() != Version::HTTP_2 {
             let mut r = kong_exit(
@@ -629,7 +688,10 @@ async fn proxy(
     };
 
     // --- upstream request ---
-    let upgrade = req.version() <= Version::HTTP_11 && is_upgrade(req.headers());
+    let upgrade = req.version() <= Version::HTTP_11
+        && present.has(Present::UPGRADE)
+        && present.has(Present::CONNECTION)
+        && is_upgrade(req.headers());
     let client_upgrade = if upgrade {
         Some(hyper::upgrade::on(&mut req))
     } else {
@@ -644,13 +706,13 @@ async fn proxy(
     }
     let client_version = parts.version;
     let h = &mut parts.headers;
-    let te_trailers = h
-        .get(header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
+    let te_trailers = present.has(Present::TE)
+        && h.get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
     strip_hop_by_hop(h, upgrade);
     // The headers the gateway sets (Kong's `proxy_set_header`s), beside the client's head:
     // they replace the client's of the same names when the upstream request is written.
@@ -666,7 +728,11 @@ async fn proxy(
         );
     }
     let realip = real_ip(sh, conn.peer.ip(), h, trusted);
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    let client_xff = present
+        .has(Present::X_FORWARDED_FOR)
+        .then(|| h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+        .flatten();
+    let xff = match client_xff {
         Some(prev) => {
             HeaderValue::from_str(&format!("{prev}, {}", conn.peer_ip.to_str().unwrap_or(""))).ok()
         }
@@ -692,7 +758,11 @@ async fn proxy(
             v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
                 .unwrap_or_else(|_| sh.via_h1.clone()),
         };
-        let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        let client_via = present
+            .has(Present::VIA)
+            .then(|| h.get(header::VIA).and_then(|v| v.to_str().ok()))
+            .flatten();
+        let via = match client_via {
             Some(prev) => {
                 HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
             }
