@@ -121,8 +121,8 @@ fn parse(buf: &[u8], max_headers: usize, spans: &mut Spans) -> Parsed {
 fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::Incoming>>> {
     let method = Method::from_bytes(&head[spans.method.0..spans.method.1]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(spans.path.0..spans.path.1)).ok()?;
-    // Room for what the proxy adds (forwarded headers, request id, Via).
-    let mut headers = HeaderMap::with_capacity(spans.headers.len() + 12);
+    // (the headers the proxy sets go beside it, not into it)
+    let mut headers = HeaderMap::with_capacity(spans.headers.len());
     for [ns, ne, vs, ve] in &spans.headers {
         let name = HeaderName::from_bytes(&head[*ns..*ne]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(*vs..*ve)).ok()?;
