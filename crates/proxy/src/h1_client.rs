@@ -65,6 +65,7 @@ impl SetHeaders {
 
     /// Sets `name` (each name once) to `value`; `None` (or an empty value) removes the
     /// client's header.
+    #[inline]
     pub fn set(&mut self, name: &'static HeaderName, value: Option<HeaderValue>) {
         debug_assert!(
             !self.items.iter().any(|i| i.name == name),
@@ -148,6 +149,7 @@ impl SetHeaders {
     }
 }
 
+#[inline]
 fn len_bit(len: usize) -> u64 {
     1 << (len % 64)
 }
