@@ -990,7 +990,8 @@ async fn send(
     let retries = u32::from(service.retries);
     let (mut stream_body, full_bytes) = match body {
         Either::Left(b) => (Some(b), None),
-        // A complete body is ready at once.
+        // A complete body is ready at once (an empty one, the usual, without collecting).
+        Either::Right(f) if f.is_end_stream() => (None, Some(Bytes::new())),
         Either::Right(f) => (
             None,
             Some(f.collect().await.map(|c| c.to_bytes()).unwrap_or_default()),
