@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# User and system CPU per request, and throughput, of Debian's nginx as a reverse proxy and of
+# two gateway builds, alternated in ROUNDS rounds of `wrk -t1 -c50 -dDUR` (each proxy on CPU 0,
+# the backend nginx and wrk on CPU 1). Per round: utime and stime of the proxy process over the
+# round, divided by the requests served. Prints medians, the per-round throughput ratios to
+# nginx, and A/B per round.
+#
+# Needs: nginx (nginx-light), wrk, curl, python3, taskset, bc. Usage:
+#   A=path/to/silverback B=path/to/other/silverback bench/proxy/cpu_split.sh [ROUNDS=10] [DUR=3s]
+set -euo pipefail
+ROUNDS=${1:-10}; DUR=${2:-3s}
+A=${A:?A=path of a silverback binary}; B=${B:?B=path of another silverback binary}
+W=$(mktemp -d)
+BE=19230 NGX=19231 GA=19232 GB=19235
+PA=; PB=
+cleanup() {
+  [ -n "$PA" ] && kill "$PA" 2>/dev/null; [ -n "$PB" ] && kill "$PB" 2>/dev/null
+  for p in "$W"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+cat > "$W/backend.conf" <<CONF
+worker_processes 1; pid $W/backend.pid; error_log $W/backend.err; events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$BE backlog=4096; keepalive_requests 1000000;
+  location / { return 200 "hello world\n"; } } }
+CONF
+cat > "$W/proxy.conf" <<CONF
+worker_processes 1; pid $W/proxy.pid; error_log $W/proxy.err; events { worker_connections 4096; }
+http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$NGX backlog=4096; keepalive_requests 1000000;
+  location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+taskset -c 1 nginx -c "$W/backend.conf" -p "$W" -e "$W/backend.err"
+taskset -c 0 nginx -c "$W/proxy.conf" -p "$W" -e "$W/proxy.err"
+for _ in $(seq 1 50); do [ -s "$W/proxy.pid" ] && break; sleep 0.1; done
+NGXW=$(pgrep -P "$(cat "$W/proxy.pid")" | head -1)
+start() { # bin port -> pid (admin on port+1, status on port+2)
+  taskset -c 0 "$1" proxy --proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$(($2 + 1))" \
+    --status-listen "127.0.0.1:$(($2 + 2))" --nginx-worker-processes 1 >"$W/gw-$2.out" 2>&1 &
+  echo $!
+}
+PA=$(start "$A" $GA); PB=$(start "$B" $GB)
+printf '{"_format_version":"3.0","services":[{"name":"be","url":"http://127.0.0.1:%s","routes":[{"name":"all","paths":["/"]}]}]}' "$BE" >"$W/one.json"
+for p in $GA $GB; do
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$(($p + 1))/status" >/dev/null && break; sleep 0.1; done
+  curl -sf -o /dev/null -X POST -H 'content-type: application/json' --data-binary @"$W/one.json" "http://127.0.0.1:$(($p + 1))/config"
+done
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$ROUNDS"); do
+  for who in "nginx:$NGX:$NGXW" "A:$GA:$PA" "B:$GB:$PB"; do
+    IFS=: read -r name port pid <<<"$who"
+    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    n=$(taskset -c 1 wrk -t1 -c50 -d"$DUR" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    hz=$(getconf CLK_TCK)
+    echo "$r $name $n $(echo "($u1 - $u0) * 1000000 / $hz / $n" | bc -l) $(echo "($s1 - $s0) * 1000000 / $hz / $n" | bc -l)"
+  done
+done >"$W/res.txt"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$W/res.txt" <<'PY'
+import statistics as st, sys
+by = {}
+for line in open(sys.argv[1]):
+    r, name, n, u, s = line.split()
+    by.setdefault(name, []).append((int(n), float(u), float(s)))
+for name, v in by.items():
+    print(f"{name:5s} requests median {st.median(x[0] for x in v):8.0f}  user us/req {st.median(x[1] for x in v):6.2f}  system us/req {st.median(x[2] for x in v):6.2f}")
+rounds = len(by["nginx"])
+for name in ("A", "B"):
+    ratios = [by[name][i][0] / by["nginx"][i][0] for i in range(rounds)]
+    print(f"{name} throughput vs nginx per round {[round(x, 3) for x in ratios]}, median {st.median(ratios):.3f}")
+print(f"A/B per round: requests {st.median(by['A'][i][0] / by['B'][i][0] for i in range(rounds)):.3f}, user CPU {st.median(by['A'][i][1] / by['B'][i][1] for i in range(rounds)):.3f}")
+PY
