@@ -19,21 +19,9 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-cat > "$W/backend.conf" <<CONF
-worker_processes 1; pid $W/backend.pid; error_log $W/backend.err; events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$BE backlog=4096; keepalive_requests 1000000;
-  location / { return 200 "hello world\n"; } } }
-CONF
-cat > "$W/proxy.conf" <<CONF
-worker_processes 1; pid $W/proxy.pid; error_log $W/proxy.err; events { worker_connections 4096; }
-http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$NGX backlog=4096; keepalive_requests 1000000;
-  location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-taskset -c 1 nginx -c "$W/backend.conf" -p "$W" -e "$W/backend.err"
-taskset -c 0 nginx -c "$W/proxy.conf" -p "$W" -e "$W/proxy.err"
-for _ in $(seq 1 50); do [ -s "$W/proxy.pid" ] && break; sleep 0.1; done
-NGXW=$(pgrep -P "$(cat "$W/proxy.pid")" | head -1)
+# shellcheck source=bench/proxy/nginx.sh
+. "$(dirname "$0")/nginx.sh"
+start_nginx_pair
 start() { # bin port -> pid (admin on port+1, status on port+2)
   taskset -c 0 "$1" proxy --proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$(($2 + 1))" \
     --status-listen "127.0.0.1:$(($2 + 2))" --nginx-worker-processes 1 >"$W/gw-$2.out" 2>&1 &

@@ -36,21 +36,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$W/backend.conf" <<CONF
-worker_processes 1; pid $W/backend.pid; error_log $W/backend.err; events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$BE backlog=4096; keepalive_requests 1000000;
-  location / { return 200 "hello world\n"; } } }
-CONF
-cat > "$W/proxy.conf" <<CONF
-worker_processes 1; pid $W/proxy.pid; error_log $W/proxy.err; events { worker_connections 4096; }
-http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$NGX backlog=4096; keepalive_requests 1000000;
-  location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-taskset -c 1 nginx -c "$W/backend.conf" -p "$W" -e "$W/backend.err"
-taskset -c 0 nginx -c "$W/proxy.conf" -p "$W" -e "$W/proxy.err"
-for _ in $(seq 1 50); do [ -s "$W/proxy.pid" ] && break; sleep 0.1; done
-NGXW=$(pgrep -P "$(cat "$W/proxy.pid")" | head -1) # the worker that does the proxying
+# shellcheck source=bench/proxy/nginx.sh
+. "$(dirname "$0")/nginx.sh"
+start_nginx_pair
 start_gw() { # bin port admin status -> pid
   local args=(--proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$3"
     --status-listen "127.0.0.1:$4")
