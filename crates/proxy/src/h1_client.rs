@@ -35,12 +35,14 @@ const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line or trailer section accepted.
 const MAX_LINE: usize = 4096;
 
-/// The headers the gateway sets on an upstream request (Kong's `proxy_set_header`s: Host,
-/// `X-Forwarded-*`, `X-Real-IP`, `Via`, ...), kept beside the client's head rather than put
-/// into its `HeaderMap` (each insertion or removal hashes): [`encode_head`] writes the
-/// client's headers except those named here, then these. [`SetHeaders::apply`] puts them into
-/// a `HeaderMap` for hyper's client (h2, upgrades). A name set to `None` removes the client's
-/// header of that name; names not listed pass through.
+/// The headers the gateway sets on a message it forwards, kept beside the forwarded head
+/// rather than put into a `HeaderMap` (each insertion or removal hashes): on the upstream
+/// request, Kong's `proxy_set_header`s (Host, `X-Forwarded-*`, `X-Real-IP`, `Via`, ...), which
+/// [`encode_head`] writes after the client's headers of other names; on an upstream's answer,
+/// `Via`, `Server`, the latency headers and the request id, which the fast path writes after the
+/// upstream's headers of other names ([`SetHeaders::replaces_raw`]). [`SetHeaders::apply`] puts
+/// them into a `HeaderMap` where one is used (hyper's client and server). A name set to `None`
+/// removes the header of that name; names not listed pass through.
 #[derive(Debug, Clone, Default)]
 pub struct SetHeaders {
     /// On the heap: the request phases move this value around.
