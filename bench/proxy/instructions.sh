@@ -18,11 +18,9 @@ if [ $# -eq 0 ]; then
 fi
 BIN=$1; shift
 W=$(mktemp -d); BE=19300; NGX=19301; GW=19302; ADMIN=19303; STATUS=19304
-cat > "$W/be.conf" <<CONF
-worker_processes 1; pid $W/be.pid; error_log $W/be.err; events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$BE backlog=4096; keepalive_requests 1000000;
-  location / { return 200 "hello world\n"; } } }
-CONF
+# shellcheck source=bench/proxy/nginx.sh
+. "$(dirname "$0")/nginx.sh"
+backend_conf
 cat > "$W/proxy.conf" <<CONF
 daemon off; master_process off; worker_processes 1; pid $W/proxy.pid; error_log $W/proxy.err;
 events { worker_connections 4096; }
@@ -30,8 +28,8 @@ http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepal
   server { listen 127.0.0.1:$NGX backlog=4096; keepalive_requests 1000000;
   location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
-nginx -c "$W/be.conf" -p "$W" -e "$W/be.err"
-trap 'kill "$(cat "$W/be.pid")" 2>/dev/null; rm -rf "$W"' EXIT
+nginx -c "$W/backend.conf" -p "$W" -e "$W/backend.err"
+trap 'kill "$(cat "$W/backend.pid")" 2>/dev/null; rm -rf "$W"' EXIT
 printf '{"_format_version":"3.0","services":[{"name":"be","url":"http://127.0.0.1:%s","routes":[{"name":"all","paths":["/"]}]}]}' $BE >"$W/one.json"
 if [ -n "${ROUTES:-}" ]; then
   # ROUTES=N: N extra services + routes (distinct hosts and paths) loaded beside the one used.
