@@ -99,11 +99,14 @@ impl Default for Config {
 /// The hash of an empty configuration.
 pub const EMPTY_HASH: &str = "00000000000000000000000000000000";
 
-/// The configuration hash Kong reports (`configuration_hash`, `kong_data_plane_config_hash`)
-/// for `config` loaded from `document`: the md5 (hex) of the document exactly as received,
-/// as Kong's `parse_string` computes it, or [`EMPTY_HASH`] when the configuration holds no
-/// entity. The same bytes always hash the same; the same entities written differently
-/// (YAML or JSON, other key order) do not, as in Kong.
+/// The configuration hash reported as Kong's (`configuration_hash`,
+/// `kong_data_plane_config_hash`) for `config` loaded from `document`: the md5 (hex) of the
+/// document exactly as received, or [`EMPTY_HASH`] when the configuration holds no entity.
+/// Kong computes the same for YAML, `{"config": "..."}`, form and file input (`parse_string`
+/// hashes the text); for a JSON body it hashes a cjson re-encoding of the flattened entities,
+/// whose key order follows Lua's table iteration and cannot be reproduced, so the document's
+/// bytes are used for every form here. The same bytes always hash the same; the same entities
+/// written differently (YAML or JSON, other key order) do not, as in Kong.
 pub fn config_hash(document: &[u8], config: &Config) -> String {
     use md5::Digest;
     if config.is_empty() {

@@ -133,22 +133,30 @@ impl SetHeaders {
     }
 
     /// Writes the set headers (`name: value` lines).
+    /// (The upstream `Host` is not among them: [`SetHeaders::write_host`].)
     pub fn write(&self, out: &mut Vec<u8>) {
-        let line = |out: &mut Vec<u8>, n: &HeaderName, v: &HeaderValue| {
-            out.extend_from_slice(n.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        };
-        if let Some(v) = &self.host {
-            line(out, &header::HOST, v);
-        }
         for i in &self.items {
             if let Some(v) = &i.value {
                 line(out, i.name, v);
             }
         }
     }
+
+    /// Writes the upstream `Host` line, if one is set: first after the request line, where
+    /// nginx and Kong put it (some upstreams and firewalls look for it there).
+    pub fn write_host(&self, out: &mut Vec<u8>) {
+        if let Some(v) = &self.host {
+            line(out, &header::HOST, v);
+        }
+    }
+}
+
+/// Writes a `name: value` line.
+fn line(out: &mut Vec<u8>, n: &HeaderName, v: &HeaderValue) {
+    out.extend_from_slice(n.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(v.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 #[inline]
@@ -600,11 +608,9 @@ impl RawHead {
         self.seen.unbuffered
     }
 
-    /// The reason phrase as sent, when not empty.
+    /// The reason phrase as sent (possibly empty), as [`RawHead::into_parts`] keeps it.
     pub fn reason(&self) -> Option<&[u8]> {
-        self.reason
-            .map(|(s, e)| &self.head[s..e])
-            .filter(|r| !r.is_empty())
+        self.reason.map(|(s, e)| &self.head[s..e])
     }
 
     /// The head as `http` parts (names lower-cased, values shared with the head's bytes).
@@ -707,6 +713,7 @@ fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, set: &SetHeaders, fr
         None => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    set.write_host(out);
     for (name, value) in &p.headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || set.replaces(name)
         {
@@ -1017,7 +1024,7 @@ mod tests {
         encode_head(&mut out, &p, &set, ReqFraming::None);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "GET / HTTP/1.1\r\nx-keep: 1\r\nhost: upstream.test\r\nx-a: ours\r\nx-c: new\r\n\r\n"
+            "GET / HTTP/1.1\r\nhost: upstream.test\r\nx-keep: 1\r\nx-a: ours\r\nx-c: new\r\n\r\n"
         );
         // the same, put into a HeaderMap (hyper's client)
         let mut h = p.headers.clone();
