@@ -95,14 +95,7 @@ impl SetHeaders {
         self.host = host;
     }
 
-    /// Whether the client's header `name` gives way to one set here.
-    fn replaces(&self, name: &HeaderName) -> bool {
-        (self.host.is_some() && name == header::HOST)
-            || (self.lens & len_bit(name.as_str().len()) != 0
-                && self.items.iter().any(|i| !i.append && i.name == name))
-    }
-
-    /// [`SetHeaders::replaces`] for a name as read (any case).
+    /// Whether the header `name` (any case) gives way to one set here.
     pub fn replaces_raw(&self, name: &[u8]) -> bool {
         (self.host.is_some() && name.eq_ignore_ascii_case(b"host"))
             || (self.lens & len_bit(name.len()) != 0
@@ -137,7 +130,7 @@ impl SetHeaders {
     pub fn write(&self, out: &mut Vec<u8>) {
         for i in &self.items {
             if let Some(v) = &i.value {
-                line(out, i.name, v);
+                line(out, i.name.as_str().as_bytes(), v.as_bytes());
             }
         }
     }
@@ -146,16 +139,16 @@ impl SetHeaders {
     /// nginx and Kong put it (some upstreams and firewalls look for it there).
     pub fn write_host(&self, out: &mut Vec<u8>) {
         if let Some(v) = &self.host {
-            line(out, &header::HOST, v);
+            line(out, header::HOST.as_str().as_bytes(), v.as_bytes());
         }
     }
 }
 
-/// Writes a `name: value` line.
-fn line(out: &mut Vec<u8>, n: &HeaderName, v: &HeaderValue) {
-    out.extend_from_slice(n.as_str().as_bytes());
+/// Appends a `name: value` header line (both HTTP/1.1 writers' one way of writing it).
+pub(crate) fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    out.extend_from_slice(v.as_bytes());
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -715,14 +708,13 @@ fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, set: &SetHeaders, fr
     out.extend_from_slice(b" HTTP/1.1\r\n");
     set.write_host(out);
     for (name, value) in &p.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || set.replaces(name)
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || set.replaces_raw(name.as_str().as_bytes())
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        line(out, name.as_str().as_bytes(), value.as_bytes());
     }
     set.write(out);
     match framing {

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 
 use crate::body::ProxyBody;
 use crate::gateway::Shared;
+use crate::h1_client::line;
 use crate::proxy::{Answer, ConnInfo, RawAnswer};
 
 /// Most headers the fast path parses; a request with more goes to hyper (which applies
@@ -311,13 +312,6 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
         Some(r) => out.extend_from_slice(r),
         None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 

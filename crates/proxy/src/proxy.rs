@@ -1206,9 +1206,12 @@ async fn send(
     let status = head.status();
     let mut peer = Some(peer);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    if switching && client_upgrade.is_none() {
-        return Err(Error::upstream(Kind::InvalidResponse));
-    }
+    // a 101 only answers a client that asked to upgrade
+    let upgrading = match (switching, client_upgrade) {
+        (true, Some(client)) => Some(client),
+        (true, None) => return Err(Error::upstream(Kind::InvalidResponse)),
+        (false, _) => None,
+    };
 
     // --- response buffering (before any byte goes to the client: a failure is a 502/504) ---
     let buffered = if up.route.response_buffering
@@ -1264,10 +1267,7 @@ async fn send(
     let mut rp = match head {
         // HTTP/1.1 upstreams: the head goes on as read, with the set headers
         UpHead::Raw(head) => {
-            let body = match buffered {
-                Some(b) => ProxyBody::full(b),
-                None => UpstreamBody::wrap(rbody, read_timeout, Some(up.stats.clone()), peer),
-            };
+            let body = answer_body(buffered, rbody, read_timeout, &up, peer);
             return Ok(Answer::Raw(RawAnswer { head, set, body }));
         }
         UpHead::Map(rp) => rp,
@@ -1276,12 +1276,9 @@ async fn send(
     set.apply(&mut rp.headers, false);
     rp.version = Version::HTTP_11;
 
-    if switching {
+    if let Some(client) = upgrading {
         rp.headers
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        let Some(client) = client_upgrade else {
-            return Err(Error::upstream(Kind::InvalidResponse));
-        };
         let mut tmp = Response::from_parts(rp, rbody);
         let upstream = hyper::upgrade::on(&mut tmp);
         let (rp, _) = tmp.into_parts();
@@ -1297,10 +1294,8 @@ async fn send(
     }
 
     // --- body_filter ---
-    let Some(buffered) = buffered else {
-        return Ok(stream_body_response(rp, rbody, read_timeout, &up, peer).into());
-    };
-    Ok(Response::from_parts(rp, ProxyBody::full(buffered)).into())
+    let body = answer_body(buffered, rbody, read_timeout, &up, peer);
+    Ok(Response::from_parts(rp, body).into())
 }
 
 /// An upstream answer's head: as read from an HTTP/1.1 connection, or hyper's.
@@ -1462,14 +1457,17 @@ impl H1Try<'_> {
     }
 }
 
-/// A response whose body streams from the upstream.
-fn stream_body_response(
-    rp: http::response::Parts,
+/// The body of an upstream's answer: the one read whole when buffered, else the upstream's
+/// streamed through.
+fn answer_body(
+    buffered: Option<Bytes>,
     rbody: UpBody,
     read_timeout: Duration,
     up: &Upstream<'_>,
     peer: Option<silverback_balancer::Peer>,
-) -> Response<ProxyBody> {
-    let body = UpstreamBody::wrap(rbody, read_timeout, Some(up.stats.clone()), peer);
-    Response::from_parts(rp, body)
+) -> ProxyBody {
+    match buffered {
+        Some(b) => ProxyBody::full(b),
+        None => UpstreamBody::wrap(rbody, read_timeout, Some(up.stats.clone()), peer),
+    }
 }
