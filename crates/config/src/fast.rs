@@ -21,7 +21,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::RouterFlavor;
 use crate::config::Config;
+use crate::direct::{self, Direct, Typed};
 use crate::entities::{EntityKind, Healthchecks, schema};
 use crate::ids;
 use crate::load::{LoadOptions, expand_url, post_validate, push_typed};
@@ -312,12 +314,40 @@ trait Source: Input {
     /// [`Record::validate_overlay`] of the input; `None` on any error. Owned input is left
     /// empty.
     fn validate(&mut self, schema: &Record, overlay: &Overlay<'_>) -> Option<Fields>;
+    /// The entity typed straight from its entries ([`crate::direct`]) when they are of a
+    /// shape that path takes: `None` when they are not (the input is left as it is),
+    /// `Some(None)` when a value is invalid.
+    fn typed(&mut self, _path: &TypedPath<'_>) -> Option<Option<Typed>> {
+        None
+    }
 }
 
 impl Source for Entries<'_> {
     fn validate(&mut self, schema: &Record, overlay: &Overlay<'_>) -> Option<Fields> {
         schema.validate_moving(std::mem::take(&mut self.0), overlay)
     }
+    fn typed(&mut self, path: &TypedPath<'_>) -> Option<Option<Typed>> {
+        if !direct::supported(path.kind, &self.0, path.nested, path.flavor) {
+            return None;
+        }
+        let entries = std::mem::take(&mut self.0);
+        Some(
+            path.direct
+                .build(path.schema, path.index, entries, path.id, path.flavor),
+        )
+    }
+}
+
+/// What [`Source::typed`] needs to type an entity on the typed path.
+struct TypedPath<'a> {
+    kind: EntityKind,
+    /// Whether the entity is nested in its parent.
+    nested: bool,
+    flavor: RouterFlavor,
+    direct: &'a Direct,
+    schema: &'a Record,
+    index: &'a FxHashMap<&'static str, usize>,
+    id: Uuid,
 }
 
 /// A parsed object, borrowed: validation copies its values.
@@ -521,6 +551,8 @@ struct Fast<'o, 'a> {
     placeholder: Value,
     /// Upstream health checks when none are given (the typed schema default, shared).
     healthchecks: Option<Arc<Healthchecks>>,
+    /// The typed path of each kind that has one.
+    direct: Vec<Option<Direct>>,
 }
 
 impl<'o, 'a> Fast<'o, 'a> {
@@ -557,6 +589,11 @@ impl<'o, 'a> Fast<'o, 'a> {
             }
         }
         let healthchecks = crate::config::default_healthchecks().map(Arc::clone);
+        let direct = EntityKind::ALL
+            .iter()
+            .zip(&schemas)
+            .map(|(k, s)| Direct::new(*k, s, healthchecks.as_ref()))
+            .collect();
         let mut placeholder = Map::new();
         placeholder.insert("id".into(), Value::String(Uuid::nil().to_string()));
         Fast {
@@ -580,6 +617,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             ca_refs: Vec::new(),
             placeholder: Value::Object(placeholder),
             healthchecks,
+            direct,
         }
     }
 
@@ -732,6 +770,24 @@ impl<'o, 'a> Fast<'o, 'a> {
             Some(ids::generate(kind, &*input, parent, pos))
         };
 
+        // the usual services, routes, upstreams and targets: typed straight from their entries
+        if extra.is_empty()
+            && let (Some(direct), Some(id)) = (&self.direct[k], id)
+        {
+            let path = TypedPath {
+                kind,
+                nested: parent.is_some(),
+                flavor: self.opts.router_flavor,
+                direct,
+                schema: &self.schemas[k],
+                index: &self.field_index[k],
+                id,
+            };
+            if let Some(typed) = input.typed(&path) {
+                return self.add_typed(typed?, id, parent);
+            }
+        }
+
         // validation
         let mut refs: Vec<(&str, &Value)> = extra.iter().map(|(k, v)| (*k, v)).collect();
         // at most one of the two: a nesting parent (routes, targets) or health checks (upstreams)
@@ -786,41 +842,7 @@ impl<'o, 'a> Fast<'o, 'a> {
         };
 
         // primary key and unique fields
-        if let Some(id) = id
-            && !self.by_id.insert((kind, id))
-        {
-            return None;
-        }
-        let endpoint_key = kind.endpoint_key();
-        let mut keyed = false;
-        for f in &self.unique_fields[k] {
-            let Some(v) = values.get(f).and_then(Value::as_str) else {
-                continue;
-            };
-            if self.referenced[k]
-                && endpoint_key == Some(*f)
-                && let Some(id) = id
-            {
-                // one table for both: the key → id table and the uniqueness check
-                keyed = true;
-                match self.by_key[k].entry(v.into()) {
-                    Entry::Occupied(_) => return None,
-                    Entry::Vacant(slot) => {
-                        slot.insert(id);
-                    }
-                }
-            } else if !self.uniques[k].insert((f, v.into())) {
-                return None;
-            }
-        }
-        if self.referenced[k]
-            && !keyed
-            && let (Some(ek), Some(id)) = (endpoint_key, id)
-            && let Some(v) = values.get(ek).and_then(Value::as_str)
-            && !self.by_key[k].contains_key(v)
-        {
-            self.by_key[k].insert(v.into(), id);
-        }
+        self.claim(kind, id, |f| values.get(f).and_then(Value::as_str))?;
 
         // references other than the nesting parent: resolved at the end
         let ent = self.ents.len();
@@ -869,6 +891,99 @@ impl<'o, 'a> Fast<'o, 'a> {
             set_fk(&mut self.cfg, kind, index, fk, pid)?;
         }
         self.ents.push(Ent { kind, index, id });
+        Some(ent)
+    }
+
+    /// Records the entity's id and unique values (`get` gives a unique field's value);
+    /// `None` when one is taken already.
+    fn claim<'v>(
+        &mut self,
+        kind: EntityKind,
+        id: Option<Uuid>,
+        get: impl Fn(&str) -> Option<&'v str>,
+    ) -> Option<()> {
+        let k = ix(kind);
+        if let Some(id) = id
+            && !self.by_id.insert((kind, id))
+        {
+            return None;
+        }
+        let endpoint_key = kind.endpoint_key();
+        let mut keyed = false;
+        for f in &self.unique_fields[k] {
+            let Some(v) = get(f) else {
+                continue;
+            };
+            if self.referenced[k]
+                && endpoint_key == Some(*f)
+                && let Some(id) = id
+            {
+                // one table for both: the key → id table and the uniqueness check
+                keyed = true;
+                match self.by_key[k].entry(v.into()) {
+                    Entry::Occupied(_) => return None,
+                    Entry::Vacant(slot) => {
+                        slot.insert(id);
+                    }
+                }
+            } else if !self.uniques[k].insert((f, v.into())) {
+                return None;
+            }
+        }
+        if self.referenced[k]
+            && !keyed
+            && let (Some(ek), Some(id)) = (endpoint_key, id)
+            && let Some(v) = get(ek)
+            && !self.by_key[k].contains_key(v)
+        {
+            self.by_key[k].insert(v.into(), id);
+        }
+        Some(())
+    }
+
+    /// Adds an entity typed by [`crate::direct`]; returns its index in `ents`.
+    fn add_typed(
+        &mut self,
+        typed: Typed,
+        id: Uuid,
+        parent: Option<(usize, &'static str)>,
+    ) -> Option<usize> {
+        let kind = typed.kind();
+        let parent_id = match parent {
+            Some((p, fk)) => Some((fk, self.ents[p].id?)),
+            None => None,
+        };
+        self.claim(kind, Some(id), |f| {
+            if f == "name" { typed.name() } else { None }
+        })?;
+        let ent = self.ents.len();
+        let c = &mut self.cfg;
+        let index = match typed {
+            Typed::Service(s) => {
+                c.services.push(s);
+                c.services.len()
+            }
+            Typed::Route(r) => {
+                c.routes.push(r);
+                c.routes.len()
+            }
+            Typed::Upstream(u) => {
+                c.upstreams.push(u);
+                c.upstreams.len()
+            }
+            Typed::Target(t) => {
+                c.targets.push(t);
+                c.targets.len()
+            }
+        } - 1;
+        if let Some((fk, pid)) = parent_id {
+            set_fk(&mut self.cfg, kind, index, fk, pid)?;
+        }
+        self.ents.push(Ent {
+            kind,
+            index,
+            id: Some(id),
+        });
         Some(ent)
     }
 
@@ -1305,5 +1420,268 @@ mod tests {
             .expect("json"),
             RouterFlavor::TraditionalCompatible,
         );
+    }
+
+    /// Values each key of the kinds [`crate::direct`] types may take (JSON text), for random
+    /// entities: (key, probability of being given, number of values valid on their own, which
+    /// come first, values).
+    type Pool = &'static [(&'static str, f64, usize, &'static [&'static str])];
+
+    const TAGS: &[&str] = &[
+        r#"["a","k8s-name:x"]"#,
+        "[]",
+        r#"["a","a"]"#,
+        r#"["a,b"]"#,
+        r#""a""#,
+    ];
+    const BOOLS: &[&str] = &["true", "false", "null", "1"];
+    const TIMEOUTS: &[&str] = &["60000", "1", "2147483646", "0", "2147483647", "1.5"];
+    const SERVICE: Pool = &[
+        ("name", 0.7, 2, &["\"@\"", "null", "\"bad name!\"", "\"\""]),
+        ("retries", 0.3, 2, &["0", "32767", "32768", "-1", "\"3\""]),
+        (
+            "protocol",
+            0.4,
+            5,
+            &[
+                "\"http\"",
+                "\"https\"",
+                "\"grpc\"",
+                "\"tcp\"",
+                "\"ws\"",
+                "\"bogus\"",
+            ],
+        ),
+        (
+            "host",
+            0.95,
+            3,
+            &[
+                "\"a.test\"",
+                "\"10.0.0.1\"",
+                "\"[::1]\"",
+                "\"bad host!\"",
+                "\"\"",
+                "null",
+            ],
+        ),
+        ("port", 0.4, 3, &["80", "0", "65535", "65536", "\"80\""]),
+        (
+            "path",
+            0.3,
+            3,
+            &["\"/p\"", "\"/a/b\"", "null", "\"bad\"", "\"/a//b\""],
+        ),
+        ("connect_timeout", 0.2, 3, TIMEOUTS),
+        ("write_timeout", 0.2, 3, TIMEOUTS),
+        ("read_timeout", 0.2, 3, TIMEOUTS),
+        ("tags", 0.5, 2, TAGS),
+        ("enabled", 0.2, 3, BOOLS),
+        ("id", 0.3, 1, &["\"@id\"", "\"not-a-uuid\""]),
+        ("url", 0.05, 1, &["\"http://u.test:81/x\""]),
+        ("tls_verify", 0.05, 1, &["true"]),
+    ];
+    const ROUTE: Pool = &[
+        ("name", 0.7, 1, &["\"@\"", "\"bad name!\""]),
+        (
+            "protocols",
+            0.6,
+            5,
+            &[
+                r#"["http"]"#,
+                r#"["https"]"#,
+                r#"["https","http"]"#,
+                r#"["grpc"]"#,
+                "null",
+                r#"["http","http"]"#,
+                "[]",
+                r#"["ws"]"#,
+                r#""http""#,
+            ],
+        ),
+        (
+            "methods",
+            0.3,
+            2,
+            &[r#"["GET","POST"]"#, "[]", r#"["get"]"#, r#"["GET","GET"]"#],
+        ),
+        (
+            "hosts",
+            0.5,
+            4,
+            &[
+                r#"["a.test"]"#,
+                r#"["*.a.test","b.*"]"#,
+                r#"["a.test:8080"]"#,
+                "[]",
+                r#"["bad host!"]"#,
+                r#"["*.*"]"#,
+            ],
+        ),
+        (
+            "paths",
+            0.6,
+            3,
+            &[
+                r#"["/"]"#,
+                r#"["/a","~/b/(?<id>\\d+)$"]"#,
+                "[]",
+                r#"["~/(unclosed"]"#,
+                r#"["a"]"#,
+                r#"["/a//b"]"#,
+            ],
+        ),
+        (
+            "https_redirect_status_code",
+            0.2,
+            3,
+            &["426", "301", "308", "200", "1000"],
+        ),
+        (
+            "regex_priority",
+            0.2,
+            3,
+            &["0", "5", "-3", "\"1\"", "2147483648"],
+        ),
+        ("strip_path", 0.3, 3, BOOLS),
+        ("path_handling", 0.2, 2, &["\"v0\"", "\"v1\"", "\"v2\""]),
+        ("preserve_host", 0.3, 3, BOOLS),
+        ("request_buffering", 0.2, 3, BOOLS),
+        ("response_buffering", 0.2, 3, BOOLS),
+        (
+            "snis",
+            0.4,
+            3,
+            &[r#"["a.test"]"#, r#"["*.a.test"]"#, "[]", r#"["bad sni!"]"#],
+        ),
+        ("tags", 0.5, 2, TAGS),
+        ("id", 0.2, 1, &["\"@id\"", "\"nope\""]),
+        ("headers", 0.05, 1, &[r#"{"x-a":["1"]}"#]),
+        (
+            "service",
+            0.05,
+            1,
+            &["null", r#"{"id":"0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001"}"#],
+        ),
+    ];
+    const UPSTREAM: Pool = &[
+        ("name", 0.95, 1, &["\"@\"", "\"bad name!\"", "\"\""]),
+        (
+            "algorithm",
+            0.5,
+            4,
+            &[
+                "\"round-robin\"",
+                "\"least-connections\"",
+                "\"latency\"",
+                "\"consistent-hashing\"",
+                "\"bogus\"",
+            ],
+        ),
+        ("slots", 0.3, 2, &["10", "65536", "5", "65537", "100.5"]),
+        ("tags", 0.5, 2, TAGS),
+        (
+            "host_header",
+            0.2,
+            2,
+            &["\"h.test\"", "\"h.test:8080\"", "\"bad host!\""],
+        ),
+        ("use_srv_name", 0.2, 3, BOOLS),
+        ("id", 0.2, 1, &["\"@id\"", "\"nope\""]),
+        ("hash_on", 0.05, 2, &["\"ip\"", "\"none\""]),
+    ];
+    const TARGET: Pool = &[
+        (
+            "target",
+            0.95,
+            3,
+            &[
+                "\"10.0.0.1:80\"",
+                "\"a.test\"",
+                "\"[::1]:8080\"",
+                "\"a.test:0\"",
+                "\"bad target!\"",
+                "\"10.0.0.1:99999\"",
+                "\"\"",
+            ],
+        ),
+        ("weight", 0.4, 3, &["0", "100", "65535", "65536", "-1"]),
+        ("tags", 0.4, 2, TAGS),
+        ("id", 0.1, 1, &["\"@id\""]),
+        ("upstream", 0.03, 1, &["null"]),
+    ];
+
+    /// A random entity from `pool`: each key present with its probability, its value one of
+    /// the pool's, one valid on its own nine times in ten. `@` becomes a name unique in the document, `@id` an id.
+    fn arb_entity(pool: Pool) -> impl proptest::strategy::Strategy<Value = Vec<(usize, usize)>> {
+        use proptest::prelude::*;
+        let keys: Vec<_> = pool
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p, valid, values))| {
+                let n = values.len();
+                prop::option::weighted(*p, prop_oneof![9 => 0..*valid, 1 => 0..n])
+                    .prop_map(move |v| v.map(|v| (i, v)))
+            })
+            .collect();
+        keys.prop_map(|ks| ks.into_iter().flatten().collect())
+    }
+
+    fn entity_value(pool: Pool, picks: &[(usize, usize)], n: &mut u32) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (k, v) in picks {
+            let (key, _, _, values) = pool[*k];
+            *n += 1;
+            let value = match values[*v] {
+                "\"@\"" => Value::String(format!("e{n}")),
+                "\"@id\"" => {
+                    Value::String(Uuid::new_v5(&Uuid::nil(), &n.to_le_bytes()).to_string())
+                }
+                text => serde_json::from_str(text).expect("pool JSON"),
+            };
+            m.insert(key.to_string(), value);
+        }
+        m
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(1000))]
+        /// Random services, routes, upstreams and targets load the same on the typed path as
+        /// on the generic one, and the typed path refuses exactly what the generic one does.
+        #[test]
+        fn the_typed_path_loads_what_the_generic_path_loads(
+            services in proptest::collection::vec(
+                (arb_entity(SERVICE), proptest::collection::vec(arb_entity(ROUTE), 0..3)), 0..3),
+            upstreams in proptest::collection::vec(
+                (arb_entity(UPSTREAM), proptest::collection::vec(arb_entity(TARGET), 0..3)), 0..3),
+            flavor in proptest::prop_oneof![
+                proptest::strategy::Just(RouterFlavor::TraditionalCompatible),
+                proptest::strategy::Just(RouterFlavor::Traditional),
+            ],
+        ) {
+            let mut n = 0;
+            let services: Vec<Value> = services
+                .iter()
+                .map(|(s, routes)| {
+                    let mut m = entity_value(SERVICE, s, &mut n);
+                    let routes = routes.iter().map(|r| Value::Object(entity_value(ROUTE, r, &mut n)));
+                    m.insert("routes".into(), Value::Array(routes.collect()));
+                    Value::Object(m)
+                })
+                .collect();
+            let upstreams: Vec<Value> = upstreams
+                .iter()
+                .map(|(u, targets)| {
+                    let mut m = entity_value(UPSTREAM, u, &mut n);
+                    let targets = targets.iter().map(|t| Value::Object(entity_value(TARGET, t, &mut n)));
+                    m.insert("targets".into(), Value::Array(targets.collect()));
+                    Value::Object(m)
+                })
+                .collect();
+            same(
+                json!({"_format_version": "3.0", "services": services, "upstreams": upstreams}),
+                flavor,
+            );
+        }
     }
 }

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod config;
+mod direct;
 pub mod entities;
 pub mod error;
 pub mod expression;

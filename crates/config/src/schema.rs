@@ -710,7 +710,7 @@ impl Record {
 
 /// [`validate_field`] of an owned value: the value itself when valid (strings and arrays are
 /// not copied), `None` on an error.
-fn validate_field_moving(f: &Field, v: Value) -> Option<Value> {
+pub(crate) fn validate_field_moving(f: &Field, v: Value) -> Option<Value> {
     if v.is_null() {
         return match validate_field(f, None) {
             Outcome::Ok(v) => Some(v),

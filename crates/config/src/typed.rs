@@ -21,14 +21,14 @@ fn de<T: DeserializeOwned>(v: Value) -> Option<T> {
     T::deserialize(v).ok()
 }
 
-fn string(v: Value) -> Option<String> {
+pub(crate) fn string(v: Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s),
         _ => None,
     }
 }
 
-fn strings(v: Value) -> Option<Vec<String>> {
+pub(crate) fn strings(v: Value) -> Option<Vec<String>> {
     match v {
         Value::Array(items) => {
             // a list of its own size, as serde builds it (collecting in place would keep the
@@ -43,15 +43,15 @@ fn strings(v: Value) -> Option<Vec<String>> {
     }
 }
 
-fn boolean(v: &Value) -> Option<bool> {
+pub(crate) fn boolean(v: &Value) -> Option<bool> {
     v.as_bool()
 }
 
-fn u16_of(v: &Value) -> Option<u16> {
+pub(crate) fn u16_of(v: &Value) -> Option<u16> {
     v.as_u64().and_then(|n| u16::try_from(n).ok())
 }
 
-fn u32_of(v: &Value) -> Option<u32> {
+pub(crate) fn u32_of(v: &Value) -> Option<u32> {
     v.as_u64().and_then(|n| u32::try_from(n).ok())
 }
 
