@@ -406,7 +406,7 @@ impl<'de> Visitor<'de> for ItemSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
         let children = children_of(self.0);
         let mut e = Entity {
-            entries: Entries(Vec::with_capacity(8)),
+            entries: Entries(Vec::with_capacity(16)),
             nested: Vec::new(),
         };
         while let Some(Key(key)) = map.next_key()? {

@@ -52,8 +52,10 @@ pub fn tags() -> Field {
 
 /// Validates one tag.
 pub fn validate_tag(t: &str) -> Result<(), String> {
-    if t.chars()
-        .all(|c| (c.is_ascii_graphic() || !c.is_ascii()) && c != ',' && c != '/')
+    // byte by byte: every byte of a non-ASCII character is non-ASCII, and a `str` holds
+    // only valid UTF-8, so this is the rule on characters
+    if t.bytes()
+        .all(|b| (b.is_ascii_graphic() || !b.is_ascii()) && b != b',' && b != b'/')
     {
         Ok(())
     } else {
@@ -483,5 +485,17 @@ mod tests {
         assert!(validate_header_name("x foo").is_err());
         assert!(validate_tag("a/b").is_err());
         assert!(validate_tag("k8s-name:foo").is_ok());
+        for (tag, ok) in [
+            ("é-ü", true),
+            ("日本", true),
+            ("a b", false),
+            ("a,b", false),
+            ("tab\t", false),
+            ("del\u{7f}", false),
+            ("nbsp\u{a0}", true),
+            ("", true),
+        ] {
+            assert_eq!(validate_tag(tag).is_ok(), ok, "{tag:?}");
+        }
     }
 }
