@@ -366,3 +366,135 @@ fn protocol(v: &Value) -> Option<Protocol> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entities::schema;
+    use serde_json::json;
+
+    fn entries(v: Value) -> Vec<(String, Value)> {
+        match v {
+            Value::Object(m) => m.into_iter().collect(),
+            _ => panic!("not an object"),
+        }
+    }
+
+    /// The entities the translator writes (every key it may write for these kinds, but the
+    /// TLS settings of services and the header and expression matches of routes) take this
+    /// path, and come out with the values given.
+    #[test]
+    fn the_translators_entities_are_typed_here() {
+        let flavor = RouterFlavor::TraditionalCompatible;
+        let hc = crate::config::default_healthchecks();
+        let id = Uuid::from_u128(7);
+        let cases = [
+            (
+                EntityKind::Service,
+                json!({"connect_timeout": 60000, "host": "echo.default.80.svc", "id": id.to_string(),
+                       "name": "default.echo.80", "path": "/", "port": 80, "protocol": "http",
+                       "read_timeout": 60000, "retries": 5, "write_timeout": 60000,
+                       "tags": ["k8s-name:echo", "k8s-namespace:default"]}),
+                false,
+            ),
+            (
+                EntityKind::Route,
+                json!({"hosts": ["a.test"], "https_redirect_status_code": 426, "id": id.to_string(),
+                       "methods": ["GET"], "name": "default.echo.a.test.00", "path_handling": "v0",
+                       "paths": ["/echo", "~/echo/(?<id>\\d+)$"], "preserve_host": true,
+                       "protocols": ["http", "https"], "regex_priority": 0,
+                       "request_buffering": true, "response_buffering": true,
+                       "snis": ["a.test"], "strip_path": false, "tags": ["k8s-kind:Ingress"]}),
+                true,
+            ),
+            (
+                EntityKind::Upstream,
+                json!({"algorithm": "round-robin", "host_header": "echo.default.svc",
+                       "name": "echo.default.80.svc", "tags": ["k8s-kind:Service"]}),
+                false,
+            ),
+            (
+                EntityKind::Target,
+                json!({"target": "10.244.0.5:8080", "weight": 100}),
+                true,
+            ),
+        ];
+        for (kind, input, nested) in cases {
+            let s = schema(kind, flavor);
+            let index = s
+                .fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name, i))
+                .collect();
+            let e = entries(input.clone());
+            assert!(supported(kind, &e, nested, flavor), "{input}");
+            let direct = Direct::new(kind, &s, hc).expect("a typed path");
+            let typed = direct.build(&s, &index, e, id, flavor).expect("valid");
+            assert_eq!(typed.kind(), kind);
+            // every value given is in the typed entity, as its serialization shows
+            let out = match typed {
+                Typed::Service(x) => serde_json::to_value(x),
+                Typed::Route(x) => serde_json::to_value(x),
+                Typed::Upstream(x) => serde_json::to_value(x),
+                Typed::Target(x) => serde_json::to_value(x),
+            }
+            .expect("serializes");
+            for (k, v) in input.as_object().into_iter().flatten() {
+                assert_eq!(out.get(k), Some(v), "{kind:?}.{k}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_shapes_take_the_generic_path() {
+        let flavor = RouterFlavor::TraditionalCompatible;
+        for (kind, input, nested) in [
+            (EntityKind::Service, json!({"url": "http://a.test"}), false),
+            (
+                EntityKind::Service,
+                json!({"host": "a", "tls_verify": true}),
+                false,
+            ),
+            (
+                EntityKind::Route,
+                json!({"paths": ["/"], "protocols": ["grpc"]}),
+                true,
+            ),
+            (
+                EntityKind::Route,
+                json!({"paths": ["/"], "headers": {"x": ["1"]}}),
+                true,
+            ),
+            (
+                EntityKind::Route,
+                json!({"paths": ["/"], "service": "s"}),
+                false,
+            ),
+            (
+                EntityKind::Upstream,
+                json!({"name": "u", "hash_on": "ip"}),
+                false,
+            ),
+            (
+                EntityKind::Upstream,
+                json!({"name": "u", "healthchecks": {}}),
+                false,
+            ),
+            (EntityKind::Target, json!({"target": "a"}), false),
+            (EntityKind::Consumer, json!({"username": "u"}), false),
+        ] {
+            assert!(
+                !supported(kind, &entries(input.clone()), nested, flavor),
+                "{input}"
+            );
+        }
+        let route = entries(json!({"paths": ["/"]}));
+        assert!(!supported(
+            EntityKind::Route,
+            &route,
+            true,
+            RouterFlavor::Expressions
+        ));
+    }
+}
