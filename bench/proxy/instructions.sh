@@ -7,7 +7,8 @@
 # start-up and shut-down cost.
 #
 # Needs: valgrind, nginx (nginx-light), curl, python3. Usage:
-#   [ROUTES=10000] [SKIP_NGINX=1] bench/proxy/instructions.sh [GATEWAY_BIN [extra gateway flags...]]
+#   [ROUTES=10000] [SKIP_NGINX=1] [KEEP=FILE] bench/proxy/instructions.sh [GATEWAY_BIN [extra gateway flags...]]
+# (KEEP=FILE: the callgrind profile of the gateway's longer run is kept there, for callgrind_annotate.)
 # (GATEWAY_BIN defaults to the release build of `silverback`, built here.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -69,6 +70,7 @@ reference() { # requests per connection -> instructions of the whole run
   total
 }
 R=20 a=$(gateway "$@"); R=220 b=$(gateway "$@")
+[ -n "${KEEP:-}" ] && cp "$W/cg.out" "$KEEP"
 echo "gateway: $(( (b - a) / 2000 )) instructions per request ($BIN $*${ROUTES:+, $ROUTES extra routes})"
 [ -n "${SKIP_NGINX:-}" ] && exit 0
 R=20 a=$(reference); R=220 b=$(reference)

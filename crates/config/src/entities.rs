@@ -222,6 +222,9 @@ fn https_only(m: &crate::schema::Fields, e: &mut Errors, fields: &[&str]) {
 
 /// The schema of an entity kind under the given router flavor. Plugin `config` and vault
 /// `config` are `Any` here: they are checked against the plugin's / vault's own schema.
+///
+/// The record checks of services, routes, upstreams and targets are also written out in
+/// `direct.rs` (the typed load path), for the shapes that path takes: change both.
 pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
     use EntityKind::*;
     let mut f = base(kind);
