@@ -60,37 +60,50 @@ pub(crate) fn try_load(doc: &Value, opts: &LoadOptions<'_>) -> Option<Config> {
 /// document has any error, or is not read this way.
 pub(crate) fn try_load_json(bytes: &[u8], opts: &LoadOptions<'_>) -> Option<Config> {
     let text = std::str::from_utf8(crate::parse::json_text(bytes)?).ok()?;
-    let mut one = OnePass {
-        opts,
-        text,
-        top: Map::new(),
-        st: None,
-        last: None,
-        unusual: false,
-        estimate: 0,
-    };
+    let mut one = OnePass::new(opts, estimate_entities(text));
     let mut de = serde_json::Deserializer::from_str(text);
     let loaded = de::Deserializer::deserialize_map(&mut de, &mut one).and_then(|()| de.end());
     match (loaded, one.unusual) {
-        (Ok(()), _) => {
-            let (migrate, transform) = header(&one.top)?;
-            let st = match one.st {
-                Some(st) => st,
-                None => Fast::new(opts, migrate),
-            };
-            st.finish(transform)
-        }
+        (Ok(()), _) => one.finish(),
         (Err(_), false) => None,
         (Err(_), true) => try_load_json_in_order(text, opts),
+    }
+}
+
+/// [`try_load_json`] for a YAML document, read with the YAML parser's `options` (the limits of
+/// a whole parse of the document): top-level entities are read and loaded one at a time, the
+/// values of an entity as a whole parse would give them. `None` when the document has any
+/// error, or is not read this way (top-level keys in another order: the caller then parses it
+/// whole).
+pub(crate) fn try_load_yaml(
+    text: &str,
+    options: serde_saphyr::Options,
+    opts: &LoadOptions<'_>,
+) -> Option<Config> {
+    load_yaml(text, options, opts).0
+}
+
+/// [`try_load_yaml`], and whether the document was left to the caller as unusual.
+fn load_yaml(
+    text: &str,
+    options: serde_saphyr::Options,
+    opts: &LoadOptions<'_>,
+) -> (Option<Config>, bool) {
+    let mut one = OnePass::new(opts, estimate_yaml_entities(text));
+    let loaded = serde_saphyr::with_deserializer_from_str_with_options(text, options, |d| {
+        de::Deserializer::deserialize_map(d, &mut one)
+    });
+    match loaded {
+        Ok(()) => (one.finish(), false),
+        Err(_) => (None, one.unusual),
     }
 }
 
 /// The usual document read in one pass: its header keys first, then its entity arrays in
 /// the order they are loaded in (each key once), each array loaded element by element as it
 /// is read. Anything else is `unusual` (and read by [`try_load_json_in_order`]).
-struct OnePass<'o, 'a, 't> {
+struct OnePass<'o, 'a> {
     opts: &'o LoadOptions<'a>,
-    text: &'t str,
     top: Map<String, Value>,
     /// Loading state, from the first entity array on.
     st: Option<Fast<'o, 'a>>,
@@ -98,11 +111,32 @@ struct OnePass<'o, 'a, 't> {
     last: Option<EntityKind>,
     /// Whether reading stopped on an unusual document rather than an error.
     unusual: bool,
-    /// [`estimate_entities`] of the whole document, once there is an entity array.
+    /// About how many entities the document has (for reserving room).
     estimate: usize,
 }
 
-impl OnePass<'_, '_, '_> {
+impl<'o, 'a> OnePass<'o, 'a> {
+    fn new(opts: &'o LoadOptions<'a>, estimate: usize) -> Self {
+        OnePass {
+            opts,
+            top: Map::new(),
+            st: None,
+            last: None,
+            unusual: false,
+            estimate,
+        }
+    }
+
+    /// The configuration read, once the whole document is.
+    fn finish(self) -> Option<Config> {
+        let (migrate, transform) = header(&self.top)?;
+        let st = match self.st {
+            Some(st) => st,
+            None => Fast::new(self.opts, migrate),
+        };
+        st.finish(transform)
+    }
+
     /// Stops reading: the document is unusual, not wrong.
     fn unusual<E: de::Error>(&mut self) -> E {
         self.unusual = true;
@@ -110,7 +144,7 @@ impl OnePass<'_, '_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for &mut OnePass<'_, '_, '_> {
+impl<'de> Visitor<'de> for &mut OnePass<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a declarative configuration")
@@ -142,9 +176,8 @@ impl<'de> Visitor<'de> for &mut OnePass<'_, '_, '_> {
                 };
                 let mut st = Fast::new(self.opts, migrate);
                 // the arrays' sizes are not known yet: room for as many entities as the
-                // document has objects (untouched when too large)
-                let n = estimate_entities(self.text);
-                self.estimate = n;
+                // document seems to have (untouched when too large)
+                let n = self.estimate;
                 st.ents.reserve(n);
                 st.by_id.reserve(n);
                 self.st = Some(st);
@@ -252,6 +285,19 @@ impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
 /// objects, does not overestimate by much.
 fn estimate_entities(text: &str) -> usize {
     text.bytes().filter(|&b| b == b'{').count()
+}
+
+/// [`estimate_entities`] for YAML: the block mappings that are sequence items (`- key: ...`)
+/// and the flow mappings.
+fn estimate_yaml_entities(text: &str) -> usize {
+    let block = text
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            t.starts_with("- ") && (t.contains(": ") || t.ends_with(':'))
+        })
+        .count();
+    block + estimate_entities(text)
 }
 
 /// The nesting limit of one parse of a whole document, for an element of a top-level array:
@@ -1224,6 +1270,16 @@ mod tests {
         let json = try_load_json(doc.to_string().as_bytes(), &opts);
         let slow = crate::load::load_reporting(doc.clone(), &opts);
         assert_eq!(fast, json, "{doc}");
+        // the same document in YAML: read in one pass as the whole parse of it loads, unless
+        // its top-level keys are in another order (then the caller parses it whole)
+        let yaml = serde_saphyr::to_string(&doc).expect("YAML");
+        let (text, options) = crate::parse::yaml_text(yaml.as_bytes()).expect("UTF-8");
+        let whole = crate::parse::parse_document(yaml.as_bytes()).expect("parses");
+        let expected = try_load(&whole, &opts);
+        match load_yaml(text, options, &opts) {
+            (Some(cfg), _) => assert_eq!(Some(cfg), expected, "{yaml}"),
+            (None, unusual) => assert!(unusual || expected.is_none(), "{yaml}"),
+        }
         match (fast, slow) {
             (Some(f), Ok(s)) => {
                 assert_eq!(f, s, "{doc}");
@@ -1231,6 +1287,57 @@ mod tests {
             (None, Err(_)) => {}
             (f, s) => panic!("paths disagree on {doc}: fast {f:?}, reporting {s:?}"),
         }
+    }
+
+    #[test]
+    fn yaml_documents_load_in_one_pass_as_their_whole_parse_does() {
+        let p = plugins();
+        let opts = LoadOptions {
+            router_flavor: RouterFlavor::TraditionalCompatible,
+            plugins: &p,
+            now_unix: None,
+        };
+        let json = crate::synthetic::services_routes_targets(50, "10.0.0.1:8080");
+        let value: Value = serde_json::from_str(&json).expect("JSON");
+        let from_json = try_load_json(json.as_bytes(), &opts).expect("loads");
+        let block = serde_saphyr::to_string(&value).expect("YAML");
+        // a hand-written file: comments, anchors and merge keys, flow style, quoting
+        let hand = r#"# comment
+_format_version: "3.0"
+_comment: anchors and merges
+services:
+  - &base
+    name: a
+    host: a.test
+    port: 8080
+    tags: [team-x, "k8s-kind:Service"]
+    routes:
+      - {name: ra, paths: ["/a"], strip_path: false}
+  - <<: *base
+    name: b
+    routes:
+      - name: rb
+        hosts:
+          - b.test
+upstreams:
+  - name: up
+    targets:
+      - target: 10.0.0.1:80
+        weight: 10
+"#;
+        for text in [block.as_str(), hand] {
+            let (yaml, options) = crate::parse::yaml_text(text.as_bytes()).expect("UTF-8");
+            let one_pass = try_load_yaml(yaml, options, &opts).expect("loads in one pass");
+            let whole = crate::parse::parse_document(text.as_bytes()).expect("parses");
+            assert_eq!(Some(&one_pass), try_load(&whole, &opts).as_ref(), "{text}");
+            if text == block {
+                assert_eq!(one_pass, from_json);
+            }
+        }
+        // a YAML error anywhere: not loaded here (the caller reports it)
+        let broken = format!("{block}\n  - : [\n");
+        let (yaml, options) = crate::parse::yaml_text(broken.as_bytes()).expect("UTF-8");
+        assert!(try_load_yaml(yaml, options, &opts).is_none());
     }
 
     #[test]

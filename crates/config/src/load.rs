@@ -47,6 +47,11 @@ pub fn load_bytes(bytes: &[u8], opts: &LoadOptions<'_>) -> Result<Config, Config
         // an error somewhere: parse it whole and report every error
         return load_reporting(crate::parse::parse_document(bytes)?, opts);
     }
+    if let Some((text, options)) = crate::parse::yaml_text(bytes)
+        && let Some(cfg) = crate::fast::try_load_yaml(text, options, opts)
+    {
+        return Ok(cfg);
+    }
     load(crate::parse::parse_document(bytes)?, opts)
 }
 

@@ -38,6 +38,14 @@ pub fn parse_document(bytes: &[u8]) -> Result<Value, ConfigError> {
     }
 }
 
+/// The text of a document that is read as YAML (not JSON: see [`json_text`]), and the
+/// options [`parse_document`] parses it with; `None` when it is not UTF-8.
+pub(crate) fn yaml_text(bytes: &[u8]) -> Option<(&str, serde_saphyr::Options)> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes).ok()?;
+    Some((text, yaml_options(text.len())))
+}
+
 /// The YAML parser's options: its defaults, except that the node and event budgets grow with
 /// the document. The default budget (250,000 nodes, 1,000,000 events) would turn down a
 /// configuration of a few thousand services (each service, route, upstream and target is
