@@ -1720,7 +1720,7 @@ upstreams:
 
     /// A random entity from `pool`: each key present with its probability, its value one of
     /// the pool's, one valid on its own nine times in ten. `@` becomes a name unique in the document, `@id` an id.
-    fn arb_entity(pool: Pool) -> impl proptest::strategy::Strategy<Value = Vec<(usize, usize)>> {
+    fn arb_entity(pool: Pool) -> impl proptest::strategy::Strategy<Value = Picks> {
         use proptest::prelude::*;
         let keys: Vec<_> = pool
             .iter()
@@ -1751,6 +1751,31 @@ upstreams:
         m
     }
 
+    /// The keys of an entity and the values picked for them (indices into its pool).
+    type Picks = Vec<(usize, usize)>;
+
+    /// Parent entities from `pool`, each with its children from `child_pool` nested under `key`.
+    fn nest(
+        pool: Pool,
+        child_pool: Pool,
+        key: &str,
+        parents: &[(Picks, Vec<Picks>)],
+        n: &mut u32,
+    ) -> Vec<Value> {
+        parents
+            .iter()
+            .map(|(parent, children)| {
+                let mut m = entity_value(pool, parent, n);
+                let children = children
+                    .iter()
+                    .map(|c| Value::Object(entity_value(child_pool, c, n)))
+                    .collect();
+                m.insert(key.into(), Value::Array(children));
+                Value::Object(m)
+            })
+            .collect()
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config::with_cases(1000))]
         /// Random services, routes, upstreams and targets load the same on the typed path as
@@ -1767,24 +1792,8 @@ upstreams:
             ],
         ) {
             let mut n = 0;
-            let services: Vec<Value> = services
-                .iter()
-                .map(|(s, routes)| {
-                    let mut m = entity_value(SERVICE, s, &mut n);
-                    let routes = routes.iter().map(|r| Value::Object(entity_value(ROUTE, r, &mut n)));
-                    m.insert("routes".into(), Value::Array(routes.collect()));
-                    Value::Object(m)
-                })
-                .collect();
-            let upstreams: Vec<Value> = upstreams
-                .iter()
-                .map(|(u, targets)| {
-                    let mut m = entity_value(UPSTREAM, u, &mut n);
-                    let targets = targets.iter().map(|t| Value::Object(entity_value(TARGET, t, &mut n)));
-                    m.insert("targets".into(), Value::Array(targets.collect()));
-                    Value::Object(m)
-                })
-                .collect();
+            let services = nest(SERVICE, ROUTE, "routes", &services, &mut n);
+            let upstreams = nest(UPSTREAM, TARGET, "targets", &upstreams, &mut n);
             same(
                 json!({"_format_version": "3.0", "services": services, "upstreams": upstreams}),
                 flavor,
