@@ -133,7 +133,14 @@ proptest! {
     #[test]
     fn random_trees_never_panic(v in arb_json()) {
         let _ = common::load_value(v.clone());
-        let _ = common::load_value(json!({"_format_version": "3.0", "services": [v]}));
+        let doc = json!({"_format_version": "3.0", "services": [v]});
+        let _ = common::load_value(doc.clone());
+        // the same documents as YAML (read by the YAML path)
+        for d in [&v, &doc] {
+            if let Ok(yaml) = serde_saphyr::to_string(d) {
+                let _ = common::load(&yaml);
+            }
+        }
     }
 
     #[test]
