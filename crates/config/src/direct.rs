@@ -103,7 +103,8 @@ fn keys(kind: EntityKind) -> &'static [&'static str] {
 }
 
 /// Whether an entity of `kind` with these entries is typed here; `nested`: whether it is
-/// nested in its parent (a target must be: its upstream is set by the loader).
+/// nested in its parent (a target must be: its upstream is set by the loader; a service must
+/// not be).
 pub(crate) fn supported<K: AsRef<str>>(
     kind: EntityKind,
     entries: &[(K, Value)],
@@ -111,7 +112,10 @@ pub(crate) fn supported<K: AsRef<str>>(
     flavor: RouterFlavor,
 ) -> bool {
     let ok = match kind {
-        EntityKind::Service | EntityKind::Upstream => true,
+        // a service nested in a certificate gets it as `client_certificate`, which the
+        // service's record check allows only with some protocols: the generic path checks it
+        EntityKind::Service => !nested,
+        EntityKind::Upstream => true,
         EntityKind::Route => flavor != RouterFlavor::Expressions,
         EntityKind::Target => nested,
         _ => false,

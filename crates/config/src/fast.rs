@@ -213,7 +213,9 @@ struct ArraySeed<'s, 'o, 'a> {
 impl<'de> DeserializeSeed<'de> for ArraySeed<'_, '_, '_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(Elements {
+        // `any`, as a whole parse reads the value: a YAML parser may read other values as a
+        // sequence when asked for one (`!!binary` as its bytes)
+        d.deserialize_any(Elements {
             st: self.st,
             kind: self.kind,
         })
@@ -282,10 +284,17 @@ impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
 
 /// A guess at the number of entities in a JSON array of entities, for reserving room: its
 /// objects (a quick count of `{`), which the usual entity, one object with nested entity
-/// objects, does not overestimate by much.
+/// objects, does not overestimate by much. At most one per [`MIN_ENTITY_BYTES`] of text,
+/// so that braces inside strings cannot make it reserve much more than the text's size.
 fn estimate_entities(text: &str) -> usize {
-    text.bytes().filter(|&b| b == b'{').count()
+    let braces = text.bytes().filter(|&b| b == b'{').count();
+    braces.min(text.len() / MIN_ENTITY_BYTES)
 }
+
+/// Fewer bytes than the usual entity takes (the benchmark's average is 100): the most
+/// entities a text is guessed to hold is its size divided by this. A larger document only
+/// grows its tables as it loads.
+const MIN_ENTITY_BYTES: usize = 32;
 
 /// [`estimate_entities`] for YAML: the block mappings that are sequence items (`- key: ...`)
 /// and the flow mappings.
@@ -297,7 +306,7 @@ fn estimate_yaml_entities(text: &str) -> usize {
             t.starts_with("- ") && (t.contains(": ") || t.ends_with(':'))
         })
         .count();
-    block + estimate_entities(text)
+    (block + estimate_entities(text)).min(text.len() / MIN_ENTITY_BYTES)
 }
 
 /// The nesting limit of one parse of a whole document, for an element of a top-level array:
@@ -483,7 +492,8 @@ struct Children(EntityKind);
 impl<'de> DeserializeSeed<'de> for Children {
     type Value = Vec<Item<'de>>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Vec<Item<'de>>, D::Error> {
-        d.deserialize_seq(self)
+        // `any`, as for a top-level array
+        d.deserialize_any(self)
     }
 }
 
@@ -1334,6 +1344,24 @@ upstreams:
                 assert_eq!(one_pass, from_json);
             }
         }
+        // values a YAML parser may read as a sequence when asked for one (`!!binary`: its
+        // bytes) are what a whole parse reads: not entity arrays
+        for text in [
+            "_format_version: '3.0'\nservices: !!binary ''\n",
+            "_format_version: '3.0'\nservices:\n  - name: s\n    host: a.test\n    routes: !!binary ''\n",
+        ] {
+            let (yaml, options) = crate::parse::yaml_text(text.as_bytes()).expect("UTF-8");
+            assert!(try_load_yaml(yaml, options, &opts).is_none(), "{text}");
+            assert!(
+                crate::load::load_bytes(text.as_bytes(), &opts).is_err(),
+                "{text}"
+            );
+        }
+        // a tagged string is a string
+        let tagged = "_format_version: !!str 3.0\nservices:\n  - name: !!str s\n    host: a.test\n";
+        let (yaml, options) = crate::parse::yaml_text(tagged.as_bytes()).expect("UTF-8");
+        let whole = crate::parse::parse_document(tagged.as_bytes()).expect("parses");
+        assert_eq!(try_load_yaml(yaml, options, &opts), try_load(&whole, &opts));
         // a YAML error anywhere: not loaded here (the caller reports it)
         let broken = format!("{block}\n  - : [\n");
         let (yaml, options) = crate::parse::yaml_text(broken.as_bytes()).expect("UTF-8");
@@ -1542,9 +1570,23 @@ upstreams:
         r#""a""#,
     ];
     const BOOLS: &[&str] = &["true", "false", "null", "1"];
+    /// Ids: unique ones, then one id in its four forms (colliding), then an invalid one.
+    const IDS: &[&str] = &[
+        "\"@id\"",
+        "\"0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001\"",
+        "\"{0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001}\"",
+        "\"0d5b6b345b7b4bd48a435a7f6a4a0001\"",
+        "\"0D5B6B34-5B7B-4BD4-8A43-5A7F6A4A0001\"",
+        "\"not-a-uuid\"",
+    ];
     const TIMEOUTS: &[&str] = &["60000", "1", "2147483646", "0", "2147483647", "1.5"];
     const SERVICE: Pool = &[
-        ("name", 0.7, 2, &["\"@\"", "null", "\"bad name!\"", "\"\""]),
+        (
+            "name",
+            0.7,
+            3,
+            &["\"@\"", "null", "\"same\"", "\"bad name!\"", "\"\""],
+        ),
         ("retries", 0.3, 2, &["0", "32767", "32768", "-1", "\"3\""]),
         (
             "protocol",
@@ -1584,12 +1626,13 @@ upstreams:
         ("read_timeout", 0.2, 3, TIMEOUTS),
         ("tags", 0.5, 2, TAGS),
         ("enabled", 0.2, 3, BOOLS),
-        ("id", 0.3, 1, &["\"@id\"", "\"not-a-uuid\""]),
+        ("id", 0.3, 5, IDS),
+        ("_comment", 0.05, 1, &["\"c\""]),
         ("url", 0.05, 1, &["\"http://u.test:81/x\""]),
         ("tls_verify", 0.05, 1, &["true"]),
     ];
     const ROUTE: Pool = &[
-        ("name", 0.7, 1, &["\"@\"", "\"bad name!\""]),
+        ("name", 0.7, 2, &["\"@\"", "\"same\"", "\"bad name!\""]),
         (
             "protocols",
             0.6,
@@ -1662,7 +1705,8 @@ upstreams:
             &[r#"["a.test"]"#, r#"["*.a.test"]"#, "[]", r#"["bad sni!"]"#],
         ),
         ("tags", 0.5, 2, TAGS),
-        ("id", 0.2, 1, &["\"@id\"", "\"nope\""]),
+        ("id", 0.2, 5, IDS),
+        ("_comment", 0.05, 1, &["\"c\""]),
         ("headers", 0.05, 1, &[r#"{"x-a":["1"]}"#]),
         (
             "service",
@@ -1672,7 +1716,12 @@ upstreams:
         ),
     ];
     const UPSTREAM: Pool = &[
-        ("name", 0.95, 1, &["\"@\"", "\"bad name!\"", "\"\""]),
+        (
+            "name",
+            0.95,
+            2,
+            &["\"@\"", "\"same\"", "\"bad name!\"", "\"\""],
+        ),
         (
             "algorithm",
             0.5,
@@ -1694,7 +1743,8 @@ upstreams:
             &["\"h.test\"", "\"h.test:8080\"", "\"bad host!\""],
         ),
         ("use_srv_name", 0.2, 3, BOOLS),
-        ("id", 0.2, 1, &["\"@id\"", "\"nope\""]),
+        ("id", 0.2, 5, IDS),
+        ("_comment", 0.05, 1, &["\"c\""]),
         ("hash_on", 0.05, 2, &["\"ip\"", "\"none\""]),
     ];
     const TARGET: Pool = &[
@@ -1714,7 +1764,7 @@ upstreams:
         ),
         ("weight", 0.4, 3, &["0", "100", "65535", "65536", "-1"]),
         ("tags", 0.4, 2, TAGS),
-        ("id", 0.1, 1, &["\"@id\""]),
+        ("id", 0.1, 5, IDS),
         ("upstream", 0.03, 1, &["null"]),
     ];
 
@@ -1787,17 +1837,30 @@ upstreams:
             upstreams in proptest::collection::vec(
                 (arb_entity(UPSTREAM), proptest::collection::vec(arb_entity(TARGET), 0..3)), 0..3),
             flavor in proptest::prop_oneof![
-                proptest::strategy::Just(RouterFlavor::TraditionalCompatible),
-                proptest::strategy::Just(RouterFlavor::Traditional),
+                6 => proptest::strategy::Just(RouterFlavor::TraditionalCompatible),
+                2 => proptest::strategy::Just(RouterFlavor::Traditional),
+                1 => proptest::strategy::Just(RouterFlavor::Expressions),
             ],
+            version in proptest::prop_oneof![
+                8 => proptest::strategy::Just("3.0"),
+                1 => proptest::strategy::Just("2.1"),
+                1 => proptest::strategy::Just("1.1"),
+            ],
+            // services and upstreams nested in a certificate, which becomes their
+            // `client_certificate`
+            in_certificate in proptest::bool::weighted(0.15),
         ) {
             let mut n = 0;
             let services = nest(SERVICE, ROUTE, "routes", &services, &mut n);
             let upstreams = nest(UPSTREAM, TARGET, "targets", &upstreams, &mut n);
-            same(
-                json!({"_format_version": "3.0", "services": services, "upstreams": upstreams}),
-                flavor,
-            );
+            let doc = if in_certificate {
+                json!({"_format_version": version, "certificates": [{
+                    "cert": pem("rsa.crt"), "key": pem("rsa.key"),
+                    "services": services, "upstreams": upstreams}]})
+            } else {
+                json!({"_format_version": version, "services": services, "upstreams": upstreams})
+            };
+            same(doc, flavor);
         }
     }
 }
