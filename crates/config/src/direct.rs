@@ -425,12 +425,7 @@ mod tests {
         ];
         for (kind, input, nested) in cases {
             let s = schema(kind, flavor);
-            let index = s
-                .fields
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.name, i))
-                .collect();
+            let index = s.positions();
             let e = entries(input.clone());
             assert!(supported(kind, &e, nested, flavor), "{input}");
             let direct = Direct::new(kind, &s, hc).expect("a typed path");

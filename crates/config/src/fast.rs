@@ -618,16 +618,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             .map(|k| schema(*k, opts.router_flavor))
             .collect();
         let defaults = schemas.iter().map(Record::validated_defaults).collect();
-        let field_index = schemas
-            .iter()
-            .map(|s| {
-                s.fields
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| (f.name, i))
-                    .collect()
-            })
-            .collect();
+        let field_index = schemas.iter().map(Record::positions).collect();
         let unique_fields = schemas
             .iter()
             .map(|s| {

@@ -565,6 +565,15 @@ impl Record {
         self.validate_overlay(input, &Overlay::default())
     }
 
+    /// Each field's position in [`Record::fields`], by name (for [`Overlay::index`]).
+    pub(crate) fn positions(&self) -> rustc_hash::FxHashMap<&'static str, usize> {
+        self.fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name, i))
+            .collect()
+    }
+
     /// The validated default of each field (`None` where there is none, or where it does
     /// not validate), for [`Overlay::defaults`].
     pub(crate) fn validated_defaults(&self) -> Vec<Option<Value>> {
