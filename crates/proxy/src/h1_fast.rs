@@ -34,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::ProxyBody;
+use crate::deadline::Deadline;
 use crate::gateway::Shared;
 use crate::h1_client::line;
 use crate::proxy::{Answer, ConnInfo, RawAnswer};
@@ -153,13 +154,11 @@ where
     let mut first = true;
     let mut watching = true;
     let limit = sh.settings.max_header_bytes.max(1024);
-    let timer = tokio::time::sleep(sh.settings.client_header_timeout);
-    tokio::pin!(timer);
+    let header_timeout = sh.settings.client_header_timeout;
+    let mut deadline = Deadline::new(tokio::time::Instant::now() + header_timeout);
     loop {
         // --- a request head (the idle time before it counts, as with hyper) ---
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + sh.settings.client_header_timeout);
+        deadline.set(tokio::time::Instant::now() + header_timeout);
         let n = loop {
             if !buf.is_empty() {
                 if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
@@ -181,7 +180,7 @@ where
             let r = tokio::select! {
                 biased;
                 r = io.read_buf(&mut buf) => r,
-                () = &mut timer => return Outcome::Closed,
+                () = deadline.expired() => return Outcome::Closed,
                 changed = shutdown.changed(), if idle && watching => {
                     match changed {
                         Ok(()) if *shutdown.borrow() => return Outcome::Closed,

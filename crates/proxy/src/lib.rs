@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod deadline;
 pub mod error;
 mod gateway;
 pub mod h1_client;

@@ -43,6 +43,7 @@ use silverback_config::{Protocol, Route, Service};
 use silverback_router::{RequestView, Scheme};
 
 use crate::body::{ProxyBody, UpBody, UpstreamBody};
+use crate::deadline::Deadline;
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::Shared;
 use crate::h1_client::{ExchangeError, RawBody, RawHead, SendBody, SetHeaders};
@@ -1007,7 +1008,8 @@ async fn send(
     let mut attempt = 0u32;
 
     // --- balancer ---
-    let (peer, resp, t_sent) = loop {
+    // `t_done`: when the answer's head was in (one reading of the clock for every latency)
+    let (peer, resp, t_sent, t_done) = loop {
         let Some(parts) = head.as_mut() else {
             return Err(Error::new(Kind::Internal, Source::Internal));
         };
@@ -1175,11 +1177,12 @@ async fn send(
         }
         match r {
             Ok(resp) => {
+                let t_done = Instant::now();
                 peer.report(BalancerOutcome::Response {
                     status: resp.0.status().as_u16(),
-                    latency: t_start.elapsed(),
+                    latency: t_done.duration_since(t_start),
                 });
-                break (peer, resp, t_start);
+                break (peer, resp, t_start, t_done);
             }
             Err((e, back)) => {
                 peer.report(outcome_of(&e));
@@ -1200,7 +1203,7 @@ async fn send(
             }
         }
     };
-    let upstream_ms = ms(t_sent.elapsed());
+    let upstream_ms = ms(t_done.duration_since(t_sent));
     let proxy_ms = ms(t_sent.duration_since(cx.start));
     let (head, mut rbody) = resp;
     let status = head.status();
@@ -1260,8 +1263,11 @@ async fn send(
         set.append(&SET_COOKIE, v);
     }
     up.stats.response(status.as_u16(), true);
-    up.stats
-        .latencies(ms(cx.start.elapsed()), proxy_ms, Some(upstream_ms));
+    up.stats.latencies(
+        ms(t_done.duration_since(cx.start)),
+        proxy_ms,
+        Some(upstream_ms),
+    );
     cx.proxied = true;
 
     let mut rp = match head {
@@ -1424,14 +1430,27 @@ impl H1Try<'_> {
                 Some(b) => SendBody::Full(b),
                 None => SendBody::Stream(stream),
             };
-            let r = tokio::time::timeout(self.read_timeout, c.h1.exchange(parts, set, body)).await;
+            // the read timeout, as `tokio::time::timeout` would apply it (the exchange polled
+            // first), on the connection's kept deadline
+            let r = {
+                let deadline = Deadline::arm(&mut c.read_deadline, self.read_timeout);
+                let exchange = c.h1.exchange(parts, set, body);
+                tokio::pin!(exchange);
+                std::future::poll_fn(|cx| {
+                    if let std::task::Poll::Ready(r) = exchange.as_mut().poll(cx) {
+                        return std::task::Poll::Ready(Some(r));
+                    }
+                    deadline.poll_expired(cx).map(|()| None)
+                })
+                .await
+            };
             let e = match r {
-                Err(_) => return Err((Error::upstream(Kind::ReadTimeout).retryable(), true)),
-                Ok(Ok((head, framing, reusable))) => {
+                None => return Err((Error::upstream(Kind::ReadTimeout).retryable(), true)),
+                Some(Ok((head, framing, reusable))) => {
                     let body = RawBody::new(sh.pool.clone(), c, framing, reusable);
                     return Ok((UpHead::Raw(head), UpBody::Raw(body)));
                 }
-                Ok(Err(e)) => e,
+                Some(Err(e)) => e,
             };
             let err = if e.io().kind() == std::io::ErrorKind::TimedOut {
                 Error::upstream(Kind::WriteTimeout).retryable()

@@ -29,6 +29,7 @@ use silverback_config::{Config, Protocol};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Kind, Source};
 use crate::h1_client::H1Conn;
 pub use crate::tls::UpstreamTls;
@@ -218,6 +219,7 @@ struct Idle {
     since: Instant,
     uses: u32,
     write_timeout: Arc<AtomicU64>,
+    read_deadline: Option<Deadline>,
 }
 
 /// Pool maps hash their keys (a few words each, not attacker-chosen: addresses from the
@@ -251,6 +253,9 @@ pub struct Conn {
     uses: u32,
     /// The connection's write timeout (ms), set per request.
     pub write_timeout: Arc<AtomicU64>,
+    /// The deadline of the answer's head, set per request ([`Deadline::arm`]); kept with
+    /// the connection so that its timer is too.
+    pub read_deadline: Option<Deadline>,
     /// Whether it came from the pool (a failure before sending may then be retried on a
     /// fresh connection).
     pub reused: bool,
@@ -291,6 +296,7 @@ impl Pool {
                 uses: c.uses,
                 reused: true,
                 write_timeout: c.write_timeout,
+                read_deadline: c.read_deadline,
             });
         }
         None
@@ -310,6 +316,7 @@ impl Pool {
                     since: Instant::now(),
                     uses: c.uses,
                     write_timeout: c.write_timeout,
+                    read_deadline: c.read_deadline,
                 });
             }
         }
@@ -413,6 +420,7 @@ impl Pool {
             uses: 0,
             reused: false,
             write_timeout: wt,
+            read_deadline: None,
         })
     }
 

@@ -426,6 +426,59 @@ async fn strict_http1_parsing() {
     g.gw.shutdown().await;
 }
 
+/// The read timeout and the client header timeout are kept per connection and moved on by
+/// each request (`deadline.rs`): after many quick requests on the same client and upstream
+/// connections, a slow answer still times out at its own deadline, and an idle client is
+/// closed at its own.
+#[tokio::test]
+async fn timeouts_hold_after_many_requests_on_one_connection() {
+    let b = Backend::start().await;
+    let mut s = silverback_proxy::Settings::loopback();
+    s.client_header_timeout = Duration::from_millis(600);
+    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+    // 200 ms of quick requests: each moves both deadlines on (the upstream connection is
+    // reused from the pool)
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_millis(200) {
+        assert_eq!(c.get("x", "/delay/1").await.status, 200);
+    }
+    let t = std::time::Instant::now();
+    let r = c.get("x", "/delay/2000").await;
+    assert_eq!(r.status, 504);
+    let took = t.elapsed();
+    // the service's read timeout is 300 ms, and a timeout is retried (5 retries by default):
+    // six tries of 300 ms
+    assert!(
+        took >= Duration::from_millis(6 * 290),
+        "timed out early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(3500),
+        "timed out late: {took:?}"
+    );
+    // the client's connection is still served, then closed once idle for 600 ms
+    assert_eq!(c.get("x", "/delay/1").await.status, 200);
+    let mut sock = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    for _ in 0..20 {
+        sock.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let r = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "not closed: {r:?}");
+    let idle = t.elapsed();
+    assert!(idle >= Duration::from_millis(550), "closed early: {idle:?}");
+    assert!(idle < Duration::from_millis(2500), "closed late: {idle:?}");
+    g.gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
     let b = Backend::start().await;
