@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 use rustls_pki_types::CertificateDer;
 use silverback_config::{Config, Target, Upstream};
 use tokio::runtime::Handle;
@@ -97,6 +98,8 @@ enum PeerInner {
     },
     Direct {
         hostname: Arc<str>,
+        /// The Host header values (plain, TLS), when the configuration made them.
+        host_values: Option<Arc<[Option<http::HeaderValue>; 2]>>,
     },
 }
 
@@ -119,7 +122,10 @@ impl Peer {
             addr,
             host_header: None,
             set_cookie: None,
-            inner: PeerInner::Direct { hostname },
+            inner: PeerInner::Direct {
+                hostname,
+                host_values: None,
+            },
         }
     }
 
@@ -129,7 +135,7 @@ impl Peer {
     pub fn hostname(&self) -> &str {
         match &self.inner {
             PeerInner::Balanced { ep, .. } => &ep.hostname,
-            PeerInner::Direct { hostname } => hostname,
+            PeerInner::Direct { hostname, .. } => hostname,
         }
     }
 
@@ -160,27 +166,30 @@ impl Peer {
     /// `:port` unless the port is the scheme's default (80 for http/grpc, 443 for
     /// https/grpcs). `tls` is whether the service protocol is https/grpcs.
     pub fn host_header_value(&self, tls: bool) -> String {
-        let host = self.host();
-        let port = self.addr.port();
-        let default = if tls { 443 } else { 80 };
-        if host.starts_with('[') || host.matches(':').count() == 1 {
-            // Already `host:port` or a bracketed IPv6 literal: as configured.
-            return host.to_string();
+        host_header_value(self.host(), self.addr.port(), tls)
+    }
+
+    /// [`Peer::host_header_value`] as a header value (`None` if it is not one). Made once
+    /// per address of an upstream, and once per configuration for a service whose host is an
+    /// IP address, unless the upstream sets `host_header`.
+    pub fn host_header(&self, tls: bool) -> Option<http::HeaderValue> {
+        let make = || {
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(self.host_header_value(tls)))
+                .ok()
+        };
+        if self.host_header.is_some() {
+            return make();
         }
-        let bracketed = host.contains(':');
-        let mut v = String::with_capacity(host.len() + 8);
-        if bracketed {
-            v.push('[');
-            v.push_str(host);
-            v.push(']');
-        } else {
-            v.push_str(host);
+        match &self.inner {
+            PeerInner::Balanced { ep, .. } => {
+                ep.host_values[usize::from(tls)].get_or_init(make).clone()
+            }
+            PeerInner::Direct {
+                host_values: Some(v),
+                ..
+            } => v[usize::from(tls)].clone(),
+            PeerInner::Direct { .. } => make(),
         }
-        if port != default {
-            v.push(':');
-            v.push_str(itoa::Buffer::new().format(port));
-        }
-        v
     }
 
     /// The TLS server name for the upstream connection: [`Peer::host`] without a port,
@@ -222,6 +231,29 @@ impl Peer {
             log_transition(&ep.upstream, &ep.target, ep.addr, now_healthy, "passive");
         }
     }
+}
+
+/// The Host header Kong sends for `host` and `port` ([`Peer::host_header_value`]).
+fn host_header_value(host: &str, port: u16, tls: bool) -> String {
+    let default = if tls { 443 } else { 80 };
+    if host.starts_with('[') || host.matches(':').count() == 1 {
+        // Already `host:port` or a bracketed IPv6 literal: as configured.
+        return host.to_string();
+    }
+    let bracketed = host.contains(':');
+    let mut v = String::with_capacity(host.len() + 8);
+    if bracketed {
+        v.push('[');
+        v.push_str(host);
+        v.push(']');
+    } else {
+        v.push_str(host);
+    }
+    if port != default {
+        v.push(':');
+        v.push_str(itoa::Buffer::new().format(port));
+    }
+    v
 }
 
 pub(crate) fn log_transition(
@@ -941,10 +973,58 @@ async fn dns_refresher(
     }
 }
 
+/// The services' hosts that are IP addresses and not upstream names, with each port given.
+fn direct_hosts(
+    config: &Config,
+    upstreams: &FxHashMap<Box<str>, Arc<Balancer>>,
+) -> FxHashMap<Box<str>, Vec<DirectHost>> {
+    let mut direct: FxHashMap<Box<str>, Vec<DirectHost>> = FxHashMap::default();
+    for s in &config.services {
+        let host = s.host.as_str();
+        if upstreams.contains_key(host) {
+            continue;
+        }
+        let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        else {
+            continue;
+        };
+        let ports = direct.entry(host.into()).or_default();
+        if ports.iter().any(|d| d.addr.port() == s.port) {
+            continue;
+        }
+        let value = |tls| {
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(host_header_value(
+                host, s.port, tls,
+            )))
+            .ok()
+        };
+        ports.push(DirectHost {
+            addr: SocketAddr::new(ip, s.port),
+            hostname: host.into(),
+            host_values: Arc::new([value(false), value(true)]),
+        });
+    }
+    direct
+}
+
+/// A service host that is an IP address, for one port.
+#[derive(Debug)]
+struct DirectHost {
+    addr: SocketAddr,
+    hostname: Arc<str>,
+    host_values: Arc<[Option<http::HeaderValue>; 2]>,
+}
+
 /// Every upstream balancer of one configuration, by name.
 #[derive(Debug)]
 pub struct Balancers {
-    by_name: HashMap<Box<str>, Arc<Balancer>>,
+    by_name: FxHashMap<Box<str>, Arc<Balancer>>,
+    /// The services' hosts that are IP addresses (and not upstream names), by host: their
+    /// address and Host header values for each port a service gives, made once here.
+    direct: FxHashMap<Box<str>, Vec<DirectHost>>,
     resolver: Arc<Resolver>,
     /// Upstream names in configuration order.
     order: Vec<Box<str>>,
@@ -983,7 +1063,8 @@ impl Balancers {
                 .or_default()
                 .push(t.clone());
         }
-        let mut by_name = HashMap::with_capacity(config.upstreams.len());
+        let mut by_name =
+            FxHashMap::with_capacity_and_hasher(config.upstreams.len(), Default::default());
         let mut order = Vec::with_capacity(config.upstreams.len());
         let mut fresh = Vec::new();
         let probe_roots: Arc<[CertificateDer<'static>]> = options.probe_roots.clone().into();
@@ -1032,8 +1113,10 @@ impl Balancers {
         for b in &fresh {
             b.start(runtime);
         }
+        let direct = direct_hosts(config, &by_name);
         Ok(Balancers {
             by_name,
+            direct,
             resolver,
             order,
         })
@@ -1082,6 +1165,21 @@ impl Balancers {
     ) -> Result<Peer, NoPeer> {
         if let Some(b) = self.by_name.get(host) {
             return b.pick(ctx, tried);
+        }
+        if let Some(d) = self
+            .direct
+            .get(host)
+            .and_then(|ports| ports.iter().find(|d| d.addr.port() == port))
+        {
+            return Ok(Peer {
+                addr: d.addr,
+                host_header: None,
+                set_cookie: None,
+                inner: PeerInner::Direct {
+                    hostname: Arc::clone(&d.hostname),
+                    host_values: Some(Arc::clone(&d.host_values)),
+                },
+            });
         }
         if let Ok(ip) = host
             .trim_start_matches('[')

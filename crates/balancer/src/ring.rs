@@ -65,6 +65,9 @@ pub(crate) struct Endpoint {
     /// The newest health rules of the upstream (passive reports use them).
     pub policy: ArcSwap<HealthPolicy>,
     pub health: HealthState,
+    /// The Host header values for this address without an upstream `host_header`
+    /// (plain, TLS), made on first use ([`crate::Peer::host_header`]).
+    pub host_values: [OnceLock<Option<http::HeaderValue>>; 2],
     /// EWMA of latency in microseconds (f64 bits); 0 = no sample yet.
     ewma: AtomicU64,
     /// Nanoseconds since [`epoch`] of the last sample.
@@ -86,6 +89,7 @@ impl Endpoint {
             upstream,
             policy: ArcSwap::new(policy),
             health: HealthState::default(),
+            host_values: Default::default(),
             ewma: AtomicU64::new(0),
             ewma_at: AtomicU64::new(0),
         }

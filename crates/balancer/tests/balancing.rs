@@ -371,3 +371,75 @@ async fn health_output_matches_kong_shapes() {
         ("127.0.6.2:81", "unhealthy")
     );
 }
+
+/// The Host header values made once (per upstream address, per IP service host and port) are
+/// the ones made per request: with and without the scheme's default port, IPv6, the
+/// upstream's `host_header`.
+#[tokio::test]
+async fn host_header_values_made_once_are_the_per_request_ones() {
+    let cfg = config(
+        "_format_version: '3.0'
+services:
+- {name: a, host: 10.0.0.1, port: 8080}
+- {name: b, host: 10.0.0.1, port: 80}
+- {name: c, host: 10.0.0.1, port: 443, protocol: https}
+- {name: d, host: '[::1]', port: 81}
+- {name: e, host: up}
+- {name: f, host: front}
+- {name: g, host: 10.0.0.9}
+upstreams:
+- name: up
+  targets: [{target: '10.0.0.2:8000'}, {target: '10.0.0.3'}]
+- name: front
+  host_header: front.test
+  targets: [{target: '10.0.0.4:8443'}]
+",
+    );
+    let bs = Balancers::build(&cfg, None, &Handle::current()).expect("build");
+    let mut seen = 0;
+    for s in &cfg.services {
+        // more than once: later picks of an upstream address use the value the first made
+        for _ in 0..4 {
+            let p = bs
+                .peer(&s.host, s.port, &PickContext::default(), &[])
+                .await
+                .expect("peer");
+            for tls in [false, true] {
+                let want = HeaderValue::from_str(&p.host_header_value(tls)).ok();
+                assert_eq!(p.host_header(tls), want, "{} tls={tls}", s.host);
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, cfg.services.len() * 8);
+    let p = bs
+        .peer("10.0.0.1", 8080, &PickContext::default(), &[])
+        .await
+        .expect("peer");
+    assert_eq!(p.addr.to_string(), "10.0.0.1:8080");
+    assert_eq!(
+        p.host_header(false).as_ref().map(|v| v.as_bytes()),
+        Some(&b"10.0.0.1:8080"[..])
+    );
+    let p = bs
+        .peer("10.0.0.1", 80, &PickContext::default(), &[])
+        .await
+        .expect("peer");
+    assert_eq!(
+        p.host_header(false).as_ref().map(|v| v.as_bytes()),
+        Some(&b"10.0.0.1"[..])
+    );
+    assert_eq!(
+        p.host_header(true).as_ref().map(|v| v.as_bytes()),
+        Some(&b"10.0.0.1:80"[..])
+    );
+    // a port no service gives: made per request
+    let p = bs
+        .peer("10.0.0.1", 9999, &PickContext::default(), &[])
+        .await
+        .expect("peer");
+    assert_eq!(
+        p.host_header(false).as_ref().map(|v| v.as_bytes()),
+        Some(&b"10.0.0.1:9999"[..])
+    );
+}

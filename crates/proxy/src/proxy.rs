@@ -1056,7 +1056,7 @@ async fn send(
             .filter(|v| up.route.preserve_host && !v.is_empty())
         {
             Some(v) => Some(v.clone()),
-            None => HeaderValue::from_maybe_shared(Bytes::from(peer.host_header_value(tls))).ok(),
+            None => peer.host_header(tls),
         };
         if h2 {
             let scheme = if tls { "https" } else { "http" };
