@@ -1263,8 +1263,14 @@ async fn send(
         set.append(&SET_COOKIE, v);
     }
     up.stats.response(status.as_u16(), true);
+    // the request's latency includes a body read whole above (the clock is read again only
+    // then)
     up.stats.latencies(
-        ms(t_done.duration_since(cx.start)),
+        ms(if buffered.is_some() {
+            cx.start.elapsed()
+        } else {
+            t_done.duration_since(cx.start)
+        }),
         proxy_ms,
         Some(upstream_ms),
     );
@@ -1430,8 +1436,9 @@ impl H1Try<'_> {
                 Some(b) => SendBody::Full(b),
                 None => SendBody::Stream(stream),
             };
-            // the read timeout, as `tokio::time::timeout` would apply it (the exchange polled
-            // first), on the connection's kept deadline
+            // the read timeout, as `tokio::time::timeout` applies it (the exchange polled first,
+            // the deadline then checked outside the task's budget, so that an exchange that
+            // keeps making progress cannot starve it), on the connection's kept deadline
             let r = {
                 let deadline = Deadline::arm(&mut c.read_deadline, self.read_timeout);
                 let exchange = c.h1.exchange(parts, set, body);
@@ -1440,7 +1447,11 @@ impl H1Try<'_> {
                     if let std::task::Poll::Ready(r) = exchange.as_mut().poll(cx) {
                         return std::task::Poll::Ready(Some(r));
                     }
-                    deadline.poll_expired(cx).map(|()| None)
+                    let expired =
+                        std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(|cx| {
+                            deadline.poll_expired(cx)
+                        })));
+                    expired.poll(cx).map(|()| None)
                 })
                 .await
             };

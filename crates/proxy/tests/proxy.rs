@@ -475,7 +475,7 @@ async fn timeouts_hold_after_many_requests_on_one_connection() {
     assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "not closed: {r:?}");
     let idle = t.elapsed();
     assert!(idle >= Duration::from_millis(550), "closed early: {idle:?}");
-    assert!(idle < Duration::from_millis(2500), "closed late: {idle:?}");
+    assert!(idle < Duration::from_millis(4000), "closed late: {idle:?}");
     g.gw.shutdown().await;
 }
 
