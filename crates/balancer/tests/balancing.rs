@@ -412,34 +412,23 @@ upstreams:
         }
     }
     assert_eq!(seen, cfg.services.len() * 8);
-    let p = bs
-        .peer("10.0.0.1", 8080, &PickContext::default(), &[])
-        .await
-        .expect("peer");
-    assert_eq!(p.addr.to_string(), "10.0.0.1:8080");
-    assert_eq!(
-        p.host_header(false).as_ref().map(|v| v.as_bytes()),
-        Some(&b"10.0.0.1:8080"[..])
-    );
-    let p = bs
-        .peer("10.0.0.1", 80, &PickContext::default(), &[])
-        .await
-        .expect("peer");
-    assert_eq!(
-        p.host_header(false).as_ref().map(|v| v.as_bytes()),
-        Some(&b"10.0.0.1"[..])
-    );
-    assert_eq!(
-        p.host_header(true).as_ref().map(|v| v.as_bytes()),
-        Some(&b"10.0.0.1:80"[..])
-    );
-    // a port no service gives: made per request
-    let p = bs
-        .peer("10.0.0.1", 9999, &PickContext::default(), &[])
-        .await
-        .expect("peer");
-    assert_eq!(
-        p.host_header(false).as_ref().map(|v| v.as_bytes()),
-        Some(&b"10.0.0.1:9999"[..])
-    );
+    // the values themselves, for an IP service host: with and without the default port, and
+    // for a port no service gives (made per request)
+    for (port, tls, want) in [
+        (8080, false, "10.0.0.1:8080"),
+        (80, false, "10.0.0.1"),
+        (80, true, "10.0.0.1:80"),
+        (9999, false, "10.0.0.1:9999"),
+    ] {
+        let p = bs
+            .peer("10.0.0.1", port, &PickContext::default(), &[])
+            .await
+            .expect("peer");
+        assert_eq!(p.addr.port(), port);
+        assert_eq!(
+            p.host_header(tls).as_ref().map(|v| v.as_bytes()),
+            Some(want.as_bytes()),
+            "{port} tls={tls}"
+        );
+    }
 }

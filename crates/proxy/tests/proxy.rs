@@ -426,6 +426,13 @@ async fn strict_http1_parsing() {
     g.gw.shutdown().await;
 }
 
+/// A gateway serving [`basic`] with a client header timeout of `ms`.
+async fn with_header_timeout(b: &Backend, ms: u64) -> Gw {
+    let mut s = silverback_proxy::Settings::loopback();
+    s.client_header_timeout = Duration::from_millis(ms);
+    Gw::start_with(s, Some(&basic(b))).await
+}
+
 /// The read timeout and the client header timeout are kept per connection and moved on by
 /// each request (`deadline.rs`): after many quick requests on the same client and upstream
 /// connections, a slow answer still times out at its own deadline, and an idle client is
@@ -433,9 +440,7 @@ async fn strict_http1_parsing() {
 #[tokio::test]
 async fn timeouts_hold_after_many_requests_on_one_connection() {
     let b = Backend::start().await;
-    let mut s = silverback_proxy::Settings::loopback();
-    s.client_header_timeout = Duration::from_millis(600);
-    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let g = with_header_timeout(&b, 600).await;
     let mut c = H1::connect(g.http).await;
     // 200 ms of quick requests: each moves both deadlines on (the upstream connection is
     // reused from the pool)
@@ -482,9 +487,7 @@ async fn timeouts_hold_after_many_requests_on_one_connection() {
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
     let b = Backend::start().await;
-    let mut s = silverback_proxy::Settings::loopback();
-    s.client_header_timeout = Duration::from_millis(300);
-    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let g = with_header_timeout(&b, 300).await;
     // A client that never finishes its head.
     let mut sock = tokio::net::TcpStream::connect(g.http).await.unwrap();
     sock.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\n")
