@@ -173,10 +173,7 @@ impl Peer {
     /// per address of an upstream, and once per configuration for a service whose host is an
     /// IP address, unless the upstream sets `host_header`.
     pub fn host_header(&self, tls: bool) -> Option<http::HeaderValue> {
-        let make = || {
-            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(self.host_header_value(tls)))
-                .ok()
-        };
+        let make = || host_value(self.host(), self.addr.port(), tls);
         if self.host_header.is_some() {
             return make();
         }
@@ -231,6 +228,20 @@ impl Peer {
             log_transition(&ep.upstream, &ep.target, ep.addr, now_healthy, "passive");
         }
     }
+}
+
+/// [`host_header_value`] as a header value (`None` if it is not one).
+fn host_value(host: &str, port: u16, tls: bool) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(host_header_value(host, port, tls)))
+        .ok()
+}
+
+/// A service host that is an IP address (IPv6 in brackets or not).
+fn ip_literal(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 /// The Host header Kong sends for `host` and `port` ([`Peer::host_header_value`]).
@@ -984,27 +995,20 @@ fn direct_hosts(
         if upstreams.contains_key(host) {
             continue;
         }
-        let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        else {
+        let Some(ip) = ip_literal(host) else {
             continue;
         };
         let ports = direct.entry(host.into()).or_default();
         if ports.iter().any(|d| d.addr.port() == s.port) {
             continue;
         }
-        let value = |tls| {
-            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(host_header_value(
-                host, s.port, tls,
-            )))
-            .ok()
-        };
         ports.push(DirectHost {
             addr: SocketAddr::new(ip, s.port),
             hostname: host.into(),
-            host_values: Arc::new([value(false), value(true)]),
+            host_values: Arc::new([
+                host_value(host, s.port, false),
+                host_value(host, s.port, true),
+            ]),
         });
     }
     direct
@@ -1181,11 +1185,7 @@ impl Balancers {
                 },
             });
         }
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
+        if let Some(ip) = ip_literal(host) {
             return Ok(Peer::direct(SocketAddr::new(ip, port), host.into()));
         }
         let (addr, _srv_name) = self

@@ -79,6 +79,26 @@ impl Deadline {
     pub async fn expired(&mut self) {
         std::future::poll_fn(|cx| self.poll_expired(cx)).await
     }
+
+    /// `fut`'s output, or `None` once the deadline has passed first: as
+    /// `tokio::time::timeout` runs it, `fut` polled first and the deadline then checked
+    /// outside the task's budget, so that a future that keeps making progress cannot starve
+    /// the check. (`fut` is pinned by the caller: no future of its own around it.)
+    pub fn within<'a, F: Future>(
+        &'a mut self,
+        mut fut: Pin<&'a mut F>,
+    ) -> impl Future<Output = Option<F::Output>> + 'a {
+        std::future::poll_fn(move |cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            let expired =
+                std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(
+                    |cx| self.poll_expired(cx)
+                )));
+            expired.poll(cx).map(|()| None)
+        })
+    }
 }
 
 #[cfg(test)]

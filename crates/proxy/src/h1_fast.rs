@@ -154,11 +154,10 @@ where
     let mut first = true;
     let mut watching = true;
     let limit = sh.settings.max_header_bytes.max(1024);
-    let header_timeout = sh.settings.client_header_timeout;
-    let mut deadline = Deadline::new(tokio::time::Instant::now() + header_timeout);
+    let mut header_deadline = None;
     loop {
         // --- a request head (the idle time before it counts, as with hyper) ---
-        deadline.set(tokio::time::Instant::now() + header_timeout);
+        let deadline = Deadline::arm(&mut header_deadline, sh.settings.client_header_timeout);
         let n = loop {
             if !buf.is_empty() {
                 if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {

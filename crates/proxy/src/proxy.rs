@@ -1436,24 +1436,12 @@ impl H1Try<'_> {
                 Some(b) => SendBody::Full(b),
                 None => SendBody::Stream(stream),
             };
-            // the read timeout, as `tokio::time::timeout` applies it (the exchange polled first,
-            // the deadline then checked outside the task's budget, so that an exchange that
-            // keeps making progress cannot starve it), on the connection's kept deadline
+            // the read timeout, on the connection's kept deadline
             let r = {
-                let deadline = Deadline::arm(&mut c.read_deadline, self.read_timeout);
-                let exchange = c.h1.exchange(parts, set, body);
-                tokio::pin!(exchange);
-                std::future::poll_fn(|cx| {
-                    if let std::task::Poll::Ready(r) = exchange.as_mut().poll(cx) {
-                        return std::task::Poll::Ready(Some(r));
-                    }
-                    let expired =
-                        std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(|cx| {
-                            deadline.poll_expired(cx)
-                        })));
-                    expired.poll(cx).map(|()| None)
-                })
-                .await
+                let exchange = std::pin::pin!(c.h1.exchange(parts, set, body));
+                Deadline::arm(&mut c.read_deadline, self.read_timeout)
+                    .within(exchange)
+                    .await
             };
             let e = match r {
                 None => return Err((Error::upstream(Kind::ReadTimeout).retryable(), true)),
