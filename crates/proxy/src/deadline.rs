@@ -8,6 +8,9 @@
 //! the timer never fires after the deadline, and a request that finishes in time costs no timer
 //! registration.
 //!
+//! A poll by the task whose waker the armed timer already holds, before it fires, returns at
+//! once without touching the timer (most polls: a connection's task waits once per request).
+//!
 //! The cost: an armed timer holds the waker of the last task that waited on it. For a pooled
 //! upstream connection that task may have finished, and its memory (a client connection's
 //! task) stays allocated until the timer fires, at most one read timeout later (60 s by
@@ -17,7 +20,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::time::{Instant, Sleep};
 
@@ -28,6 +31,9 @@ pub struct Deadline {
     at: Instant,
     /// Armed at or before `at`.
     timer: Pin<Box<Sleep>>,
+    /// The waker the armed timer was last polled with: polled again with the same one, and
+    /// not fired, it is still pending (see [`Deadline::poll_expired`]).
+    waker: Option<Waker>,
 }
 
 impl Deadline {
@@ -36,6 +42,7 @@ impl Deadline {
         Deadline {
             at,
             timer: Box::pin(tokio::time::sleep_until(at)),
+            waker: None,
         }
     }
 
@@ -44,16 +51,28 @@ impl Deadline {
     pub fn set(&mut self, at: Instant) {
         if at < self.timer.deadline() {
             self.timer.as_mut().reset(at);
+            self.waker = None;
         }
         self.at = at;
     }
 
     /// Ready once the deadline has passed; registers `cx` to be woken then.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // A timer still in the wheel, registered with this waker by the last poll, wakes it
+        // when it fires: polling it again would only register the same waker (the usual
+        // case: a connection's own task waits on it once per request).
+        if !self.timer.is_elapsed() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
+                if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    self.waker = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
+            self.waker = None;
             // The timer fired at its deadline: the deadline itself, or an earlier one it was
             // armed at before the deadline moved on.
             if self.timer.deadline() >= self.at {
@@ -63,9 +82,14 @@ impl Deadline {
         }
     }
 
-    /// The deadline in `slot` moved to `timeout` from now, or a new one there.
-    pub fn arm(slot: &mut Option<Deadline>, timeout: std::time::Duration) -> &mut Deadline {
-        let at = Instant::now() + timeout;
+    /// The deadline in `slot` moved to `timeout` after `now` (a clock reading the caller
+    /// has at hand), or a new one there.
+    pub fn arm(
+        slot: &mut Option<Deadline>,
+        now: std::time::Instant,
+        timeout: std::time::Duration,
+    ) -> &mut Deadline {
+        let at = Instant::from_std(now) + timeout;
         match slot {
             Some(d) => {
                 d.set(at);
@@ -133,6 +157,41 @@ mod tests {
         d.set(now);
         d.expired().await;
         assert!(now.elapsed() < 500 * MS);
+    }
+
+    #[tokio::test]
+    async fn wakes_the_task_that_waits_last_and_one_polled_often() {
+        // Polled by one task, then awaited by another: the second is woken.
+        let start = Instant::now();
+        let mut d = Deadline::new(start + 150 * MS);
+        let mut d = tokio::spawn(async move {
+            assert!(tokio::time::timeout(20 * MS, d.expired()).await.is_err());
+            d
+        })
+        .await
+        .expect("first task");
+        tokio::spawn(async move { d.expired().await })
+            .await
+            .expect("second task");
+        let took = start.elapsed();
+        assert!(took >= 150 * MS && took < 1000 * MS, "{took:?}");
+
+        // Polled again and again by one task, woken by something else each time (the case
+        // where a poll with the same waker is skipped): still fires at the deadline.
+        let start = Instant::now();
+        let mut d = Deadline::new(start + 100 * MS);
+        let mut tick = tokio::time::interval(3 * MS);
+        let mut polls = 0;
+        loop {
+            tokio::select! {
+                biased;
+                () = d.expired() => break,
+                _ = tick.tick() => polls += 1,
+            }
+        }
+        let took = start.elapsed();
+        assert!(polls > 10, "only {polls} polls");
+        assert!(took >= 100 * MS && took < 1000 * MS, "{took:?}");
     }
 
     #[tokio::test]

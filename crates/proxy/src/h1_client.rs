@@ -349,25 +349,85 @@ impl H1Conn {
 
     async fn read_head(&mut self, head_req: bool) -> io::Result<(RawHead, Framing, bool)> {
         let mut lines: Vec<[usize; 4]> = Vec::with_capacity(16);
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        let mut te = false;
+        let mut close;
+        // names listed in `Connection` besides close and keep-alive: removed too
+        let mut named: Vec<(usize, usize)> = Vec::new();
+        let mut cl_lines = 0usize;
+        let mut bad_length = false;
+        let mut seen = Seen::default();
         let (n, status, version, reason) = loop {
             if !self.buf.is_empty() {
                 let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let mut r = httparse::Response::new(&mut hdrs);
                 match r.parse(&self.buf) {
                     Ok(httparse::Status::Complete(n)) => {
-                        lines.clear();
-                        for h in r.headers.iter() {
-                            let (ns, ne) = span(&self.buf, h.name.as_bytes());
-                            let (vs, ve) = span(&self.buf, h.value);
-                            lines.push([ns, ne, vs, ve]);
-                        }
-                        let reason = r.reason.map(|s| span(&self.buf, s.as_bytes()));
-                        let code = r.code.unwrap_or(0);
                         let version = if r.version == Some(0) {
                             Version::HTTP_10
                         } else {
                             Version::HTTP_11
                         };
+                        close = version == Version::HTTP_10;
+                        // One pass over the lines: the framing and hop-by-hop headers are
+                        // read and left out, the others kept (as spans of the head).
+                        for h in r.headers.iter() {
+                            let name = h.name.as_bytes();
+                            let value = h.value;
+                            let (vs, ve) = span(&self.buf, value);
+                            let keep = match classify(name) {
+                                Name::ContentLength => {
+                                    cl_lines += 1;
+                                    match parse_length(value) {
+                                        Some(n) if length.is_none_or(|l| l == n) => {
+                                            length = Some(n);
+                                        }
+                                        // invalid or conflicting: refused below
+                                        _ => bad_length = true,
+                                    }
+                                    true
+                                }
+                                Name::TransferEncoding => {
+                                    // hop-by-hop (the coding is this connection's, read
+                                    // into `framing`)
+                                    te = true;
+                                    chunked =
+                                        value.rsplit(|b| *b == b',').next().is_some_and(|t| {
+                                            t.trim_ascii().eq_ignore_ascii_case(b"chunked")
+                                        });
+                                    false
+                                }
+                                Name::Connection => {
+                                    let mut at = vs;
+                                    for t in value.split(|b| *b == b',') {
+                                        let start = at + (t.len() - t.trim_ascii_start().len());
+                                        at += t.len() + 1;
+                                        let t = t.trim_ascii();
+                                        if t.eq_ignore_ascii_case(b"close") {
+                                            close = true;
+                                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                                            if version == Version::HTTP_10 {
+                                                close = false;
+                                            }
+                                        } else if !t.is_empty() {
+                                            named.push((start, start + t.len()));
+                                        }
+                                    }
+                                    false
+                                }
+                                class => {
+                                    seen.note(class, (vs, ve), value);
+                                    class != Name::HopByHop
+                                }
+                            };
+                            if keep {
+                                let (ns, ne) = span(&self.buf, name);
+                                lines.push([ns, ne, vs, ve]);
+                            }
+                        }
+                        let reason = r.reason.map(|s| span(&self.buf, s.as_bytes()));
+                        let code = r.code.unwrap_or(0);
                         break (n, code, version, reason);
                     }
                     Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => {}
@@ -387,57 +447,6 @@ impl H1Conn {
         let head = self.buf.split_to(n).freeze();
         let status =
             StatusCode::from_u16(status).map_err(|_| invalid("invalid upstream status"))?;
-        let mut length: Option<u64> = None;
-        let mut chunked = false;
-        let mut te = false;
-        let mut close = version == Version::HTTP_10;
-        // names listed in `Connection` besides close and keep-alive: removed too
-        let mut named: Vec<(usize, usize)> = Vec::new();
-        let mut cl_lines = 0usize;
-        let mut bad_length = false;
-        let mut seen = Seen::default();
-        lines.retain(|&[ns, ne, vs, ve]| {
-            let name = &head[ns..ne];
-            let value = &head[vs..ve];
-            let class = classify(name);
-            if class == Name::ContentLength {
-                cl_lines += 1;
-                match parse_length(value) {
-                    Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
-                    // invalid or conflicting: refused below
-                    _ => bad_length = true,
-                }
-                true
-            } else if class == Name::TransferEncoding {
-                // hop-by-hop (the coding is this connection's, read into `framing`)
-                te = true;
-                chunked = value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-                false
-            } else if class == Name::Connection {
-                let mut at = vs;
-                for t in value.split(|b| *b == b',') {
-                    let start = at + (t.len() - t.trim_ascii_start().len());
-                    at += t.len() + 1;
-                    let t = t.trim_ascii();
-                    if t.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                        if version == Version::HTTP_10 {
-                            close = false;
-                        }
-                    } else if !t.is_empty() {
-                        named.push((start, start + t.len()));
-                    }
-                }
-                false
-            } else {
-                seen.note(class, (vs, ve), value);
-                class != Name::HopByHop
-            }
-        });
         if bad_length {
             return Err(invalid("invalid or conflicting upstream Content-Length"));
         }

@@ -152,12 +152,16 @@ where
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut spans = Spans::default();
     let mut first = true;
-    let mut watching = true;
+    let mut stop = Stop::new(shutdown);
     let limit = sh.settings.max_header_bytes.max(1024);
     let mut header_deadline = None;
     loop {
         // --- a request head (the idle time before it counts, as with hyper) ---
-        let deadline = Deadline::arm(&mut header_deadline, sh.settings.client_header_timeout);
+        let deadline = Deadline::arm(
+            &mut header_deadline,
+            std::time::Instant::now(),
+            sh.settings.client_header_timeout,
+        );
         let n = loop {
             if !buf.is_empty() {
                 if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
@@ -180,15 +184,7 @@ where
                 biased;
                 r = io.read_buf(&mut buf) => r,
                 () = deadline.expired() => return Outcome::Closed,
-                changed = shutdown.changed(), if idle && watching => {
-                    match changed {
-                        Ok(()) if *shutdown.borrow() => return Outcome::Closed,
-                        Ok(()) => {}
-                        // The gateway is gone without a shutdown: serve on.
-                        Err(_) => watching = false,
-                    }
-                    continue;
-                }
+                () = std::future::poll_fn(|cx| stop.poll(cx)), if idle => return Outcome::Closed,
             };
             match r {
                 Ok(0) | Err(_) => return Outcome::Closed,
@@ -230,9 +226,59 @@ where
             let _ = io.shutdown().await;
             return Outcome::Closed;
         }
-        if *shutdown.borrow() {
+        if stop.requested() {
             return Outcome::Closed;
         }
+    }
+}
+
+/// The gateway's shutdown as one connection's task waits for it between requests.
+///
+/// A `watch::Receiver::changed` future made per request registers and removes a waiter each
+/// time (about 400 instructions). This one is made once per connection: it stays registered
+/// with the task (whose waker is the same for all its life), and is polled again only when
+/// the value has changed since.
+struct Stop<'a> {
+    /// Ready once the value is `true`; pending for ever if the sender is gone without a
+    /// shutdown (the connection serves on).
+    wait: Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
+    rx: &'a watch::Receiver<bool>,
+    polled: bool,
+}
+
+impl<'a> Stop<'a> {
+    fn new(rx: &'a watch::Receiver<bool>) -> Stop<'a> {
+        let mut own = rx.clone();
+        Stop {
+            wait: Box::pin(async move {
+                loop {
+                    if *own.borrow_and_update() {
+                        return;
+                    }
+                    if own.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }),
+            rx,
+            polled: false,
+        }
+    }
+
+    /// Ready once a shutdown is requested; registers the task to be woken then.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Polled before by this task and nothing sent since: still registered, still
+        // pending. (A sender gone reads as a change: the future then waits for ever.)
+        if self.polled && !self.rx.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        self.polled = true;
+        self.wait.as_mut().poll(cx)
+    }
+
+    /// Whether a shutdown has been requested.
+    fn requested(&self) -> bool {
+        *self.rx.borrow()
     }
 }
 

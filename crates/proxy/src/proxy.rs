@@ -138,17 +138,47 @@ fn next_u64() -> u64 {
     })
 }
 
+/// Two lowercase hex digits of each byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// How many request ids share one allocation.
+const IDS_PER_BLOCK: usize = 128;
+
+thread_local! {
+    /// Room for the next request ids: each is split off as a shared `Bytes` (one allocation
+    /// per [`IDS_PER_BLOCK`] ids, and their clones only count references).
+    static ID_BLOCK: std::cell::RefCell<bytes::BytesMut> =
+        std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
 /// A request id: 32 lowercase hex digits, as Kong's `$kong_request_id`.
 pub fn request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
     for (i, w) in [next_u64(), next_u64()].into_iter().enumerate() {
-        for j in 0..16 {
-            out[i * 16 + j] = HEX[((w >> (60 - j * 4)) & 0xf) as usize];
+        for (j, b) in w.to_be_bytes().into_iter().enumerate() {
+            let at = i * 16 + j * 2;
+            out[at..at + 2].copy_from_slice(&HEX_PAIRS[b as usize]);
         }
     }
+    let id = ID_BLOCK.with(|block| {
+        let mut block = block.borrow_mut();
+        if block.capacity() < out.len() {
+            *block = bytes::BytesMut::with_capacity(out.len() * IDS_PER_BLOCK);
+        }
+        block.extend_from_slice(&out);
+        block.split_to(out.len()).freeze()
+    });
     // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(id).unwrap_or(HeaderValue::from_static("0"))
 }
 
 fn ms(d: Duration) -> u64 {
@@ -913,8 +943,9 @@ async fn next_h1(
     tls: Option<&UpstreamTls>,
     t: Duration,
     wt: Duration,
+    now: Instant,
 ) -> Result<crate::upstream::Conn, Error> {
-    match sh.pool.take(key) {
+    match sh.pool.take(key, now) {
         Some(c) => {
             c.write_timeout
                 .store(wt.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -1093,7 +1124,7 @@ async fn send(
                     .await
                     .map(Chan::H2)
             } else {
-                next_h1(sh, &key, tls_ref, connect_timeout, write_timeout)
+                next_h1(sh, &key, tls_ref, connect_timeout, write_timeout, t_start)
                     .await
                     .map(Chan::H1)
             };
@@ -1109,6 +1140,7 @@ async fn send(
                     connect_timeout,
                     write_timeout,
                     read_timeout,
+                    start: t_start,
                 };
                 return match t
                     .send(sh, c, p, &up.set, full_bytes.as_ref(), &mut stream_body)
@@ -1416,6 +1448,8 @@ struct H1Try<'a> {
     connect_timeout: Duration,
     write_timeout: Duration,
     read_timeout: Duration,
+    /// When the try started (the clock read once for its timeouts and the pool).
+    start: Instant,
 }
 
 impl H1Try<'_> {
@@ -1439,7 +1473,7 @@ impl H1Try<'_> {
             // the read timeout, on the connection's kept deadline
             let r = {
                 let exchange = std::pin::pin!(c.h1.exchange(parts, set, body));
-                Deadline::arm(&mut c.read_deadline, self.read_timeout)
+                Deadline::arm(&mut c.read_deadline, self.start, self.read_timeout)
                     .within(exchange)
                     .await
             };
@@ -1464,6 +1498,7 @@ impl H1Try<'_> {
                         self.tls,
                         self.connect_timeout,
                         self.write_timeout,
+                        self.start,
                     )
                     .await
                     .map_err(|e| (e, false))?;
@@ -1487,5 +1522,41 @@ fn answer_body(
     match buffered {
         Some(b) => ProxyBody::full(b),
         None => UpstreamBody::wrap(rbody, read_timeout, Some(up.stats.clone()), peer),
+    }
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::request_id;
+
+    #[test]
+    fn request_ids_are_distinct_hex_and_keep_their_value() {
+        // More ids than one block holds, the first ones kept while the later ones are made
+        // (they share the block's allocation).
+        let (ids, copies): (Vec<_>, Vec<Vec<u8>>) = (0..3 * super::IDS_PER_BLOCK + 7)
+            .map(|_| {
+                let id = request_id();
+                let copy = id.as_bytes().to_vec();
+                (id, copy)
+            })
+            .unzip();
+        let mut seen = std::collections::HashSet::new();
+        for (v, copy) in ids.iter().zip(&copies) {
+            let b = v.as_bytes();
+            assert_eq!(b.len(), 32, "{v:?}");
+            assert!(
+                b.iter()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)),
+                "{v:?}"
+            );
+            assert_eq!(b, &copy[..]);
+            assert!(seen.insert(b.to_vec()), "repeated id {v:?}");
+        }
+        // every hex digit turns up in both halves of a digit pair
+        let all: Vec<u8> = copies.concat();
+        for d in b"0123456789abcdef" {
+            assert!(all.chunks(2).any(|p| p[0] == *d), "{}", *d as char);
+            assert!(all.chunks(2).any(|p| p[1] == *d), "{}", *d as char);
+        }
     }
 }

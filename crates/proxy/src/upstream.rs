@@ -282,12 +282,12 @@ impl Pool {
         }
     }
 
-    /// An idle connection for `key`, if one is alive.
-    pub fn take(&self, key: &PoolKey) -> Option<Conn> {
+    /// An idle connection for `key`, if one is alive (`now`: a clock reading of the caller).
+    pub fn take(&self, key: &PoolKey, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key)?;
         while let Some(mut c) = list.pop() {
-            if c.since.elapsed() > self.idle_timeout || c.h1.is_closed() {
+            if now.saturating_duration_since(c.since) > self.idle_timeout || c.h1.is_closed() {
                 continue;
             }
             return Some(Conn {

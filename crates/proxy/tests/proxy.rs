@@ -815,3 +815,55 @@ services:
     assert_eq!(seen.len(), 2, "round robin over both targets");
     g.gw.shutdown().await;
 }
+
+/// A shutdown closes keep-alive connections waiting between requests on the fast path at
+/// once (not after the grace period), and a connection that has served many requests first
+/// still notices it.
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        s.write_all(b"GET /any HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // read until this answer's end (the echo body is JSON ending in `}`)
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("answer in time")
+                .unwrap();
+            assert!(n > 0, "closed early");
+            seen.extend_from_slice(&buf[..n]);
+            if seen.ends_with(b"}") || seen.ends_with(b"}\n") {
+                break;
+            }
+        }
+        assert!(
+            seen.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.clear();
+    }
+    let started = std::time::Instant::now();
+    let shut = tokio::spawn(g.gw.shutdown());
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("the idle connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    tokio::time::timeout(Duration::from_secs(5), shut)
+        .await
+        .expect("shutdown within the grace period")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
