@@ -27,7 +27,8 @@ daemon off; master_process off; worker_processes 1; pid $W/proxy.pid; error_log 
 events { worker_connections 4096; }
 http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$NGX backlog=4096; keepalive_requests 1000000;
-  location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+  location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+  $(kong_headers) } } }
 CONF
 nginx -c "$W/backend.conf" -p "$W" -e "$W/backend.err"
 trap 'kill "$(cat "$W/backend.pid")" 2>/dev/null; rm -rf "$W"' EXIT

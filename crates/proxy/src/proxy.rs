@@ -398,8 +398,11 @@ fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map(|i| &host[..=i]).unwrap_or(host);
     }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+    // a `:` followed by digits only (or nothing) at the end
+    let b = host.as_bytes();
+    let digits = b.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    match b.len().checked_sub(digits + 1) {
+        Some(colon) if b[colon] == b':' => &host[..colon],
         _ => host,
     }
 }
@@ -730,10 +733,9 @@ async fn proxy(
     };
     let (mut parts, body) = req.into_parts();
     let mut pq = escape_path(&m.upstream_path).into_owned();
-    if let Some(pq_raw) = parts.uri.path_and_query()
-        && let Some(i) = pq_raw.as_str().find('?')
-    {
-        pq.push_str(&pq_raw.as_str()[i..]);
+    if let Some(q) = parts.uri.query() {
+        pq.push('?');
+        pq.push_str(q);
     }
     let client_version = parts.version;
     let h = &mut parts.headers;
@@ -1473,7 +1475,10 @@ impl H1Try<'_> {
             // the read timeout, on the connection's kept deadline
             let r = {
                 let exchange = std::pin::pin!(c.h1.exchange(parts, set, body));
-                Deadline::arm(&mut c.read_deadline, self.start, self.read_timeout)
+                // (the try's clock reading, unless the connection was just opened: the
+                // connect time does not count against the read timeout)
+                let now = if c.reused { self.start } else { Instant::now() };
+                Deadline::arm(&mut c.read_deadline, now, self.read_timeout)
                     .within(exchange)
                     .await
             };
@@ -1526,8 +1531,28 @@ fn answer_body(
 }
 
 #[cfg(test)]
-mod request_id_tests {
+mod helper_tests {
     use super::request_id;
+
+    #[test]
+    fn strip_port_drops_a_numeric_port_only() {
+        for (host, bare) in [
+            ("a.test:8000", "a.test"),
+            ("a.test", "a.test"),
+            ("a.test:", "a.test"),
+            ("a.test:x1", "a.test:x1"),
+            ("a.test:1x", "a.test:1x"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("1.2.3.4:1", "1.2.3.4"),
+            ("a:b:12", "a:b"),
+            ("8000", "8000"),
+            (":80", ""),
+            ("", ""),
+        ] {
+            assert_eq!(super::strip_port(host), bare, "{host}");
+        }
+    }
 
     #[test]
     fn request_ids_are_distinct_hex_and_keep_their_value() {
