@@ -22,7 +22,7 @@ cd "$ROOT"
 # (--target: the flags apply to the binary's crates only, not to build scripts and proc
 # macros, which would write profiles of their own while building)
 RUSTFLAGS="-Cprofile-generate=$OUT/profiles" CARGO_TARGET_DIR="$OUT/gen" \
-  cargo build -q --release --target "$HOST" -p silverback >&2
+  cargo build -q --release --locked --target "$HOST" -p silverback >&2
 "$ROOT/bench/pgo/train.sh" "$OUT/gen/$HOST/release/silverback" >&2
 "$PROFDATA" merge -o "$OUT/merged.profdata" "$OUT/profiles" >&2
 # cargo tracks RUSTFLAGS, not the file they name: the profile's path carries its hash, so a
@@ -31,5 +31,5 @@ SUM=$(sha256sum "$OUT/merged.profdata" | cut -c1-16)
 rm -f "$OUT"/profile-*.profdata
 mv "$OUT/merged.profdata" "$OUT/profile-$SUM.profdata"
 RUSTFLAGS="-Cprofile-use=$OUT/profile-$SUM.profdata" CARGO_TARGET_DIR="$OUT/use" \
-  cargo build -q --release --target "$HOST" -p silverback >&2
+  cargo build -q --release --locked --target "$HOST" -p silverback >&2
 echo "$OUT/use/$HOST/release/silverback"

@@ -66,7 +66,11 @@ impl Deadline {
             return Poll::Pending;
         }
         loop {
-            if self.timer.as_mut().poll(cx).is_pending() {
+            // Polled outside the task's budget (as `tokio::time::timeout` checks its
+            // deadline): a poll refused for want of budget would register no waker, and the
+            // skip above would then never poll it again.
+            let polled = std::pin::pin!(tokio::task::unconstrained(self.timer.as_mut())).poll(cx);
+            if polled.is_pending() {
                 if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     self.waker = Some(cx.waker().clone());
                 }
@@ -192,6 +196,30 @@ mod tests {
         let took = start.elapsed();
         assert!(polls > 10, "only {polls} polls");
         assert!(took >= 100 * MS && took < 1000 * MS, "{took:?}");
+    }
+
+    /// Uses up the task's budget: cooperative operations then return `Pending` at once.
+    fn exhaust_budget(cx: &mut Context<'_>) {
+        while let Poll::Ready(r) = tokio::task::coop::poll_proceed(cx) {
+            r.made_progress();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_poll_without_budget_still_arms_the_timer() {
+        let start = Instant::now();
+        let mut d = Deadline::new(start + 100 * MS);
+        std::future::poll_fn(|cx| {
+            exhaust_budget(cx);
+            assert!(d.poll_expired(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        // polled again by the same task: woken at the deadline
+        tokio::time::timeout(2000 * MS, d.expired())
+            .await
+            .expect("woken at the deadline");
+        assert!(start.elapsed() >= 100 * MS);
     }
 
     #[tokio::test]

@@ -273,7 +273,9 @@ impl<'a> Stop<'a> {
             return Poll::Pending;
         }
         self.polled = true;
-        self.wait.as_mut().poll(cx)
+        // Outside the task's budget: `changed()` refused for want of budget would register
+        // nothing, and the skip above would never poll it again.
+        std::pin::pin!(tokio::task::unconstrained(self.wait.as_mut())).poll(cx)
     }
 
     /// Whether a shutdown has been requested.
@@ -485,6 +487,38 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stop_polled_first_without_budget_still_sees_the_shutdown() {
+        let (tx, rx) = watch::channel(false);
+        let mut stop = Stop::new(&rx);
+        std::future::poll_fn(|cx| {
+            // the task's budget used up: cooperative operations return `Pending` at once
+            while let Poll::Ready(r) = tokio::task::coop::poll_proceed(cx) {
+                r.made_progress();
+            }
+            assert!(stop.poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        assert!(!stop.requested());
+        let start = std::time::Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let _ = tx.send(true);
+            // (kept open: a dropped sender would read as a change too)
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        });
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            std::future::poll_fn(|cx| stop.poll(cx)),
+        )
+        .await
+        .expect("woken by the shutdown");
+        assert!(stop.requested());
+        // woken by the send, not by the timeout's timer
+        assert!(start.elapsed() < std::time::Duration::from_secs(1), "{:?}", start.elapsed());
+    }
 
     fn parsed(raw: &[u8]) -> Parsed {
         parse(raw, 100, &mut Spans::default())

@@ -151,7 +151,8 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
 };
 
 /// How many request ids share one allocation.
-const IDS_PER_BLOCK: usize = 128;
+/// (Each id keeps its block alive: a small block bounds what a long-lived request holds.)
+const IDS_PER_BLOCK: usize = 16;
 
 thread_local! {
     /// Room for the next request ids: each is split off as a shared `Bytes` (one allocation
@@ -1467,6 +1468,8 @@ impl H1Try<'_> {
         full: Option<&Bytes>,
         stream: &mut Option<Incoming>,
     ) -> Result<(UpHead, UpBody), (Error, bool)> {
+        // the try's clock reading, read again after a connection that failed
+        let mut start = self.start;
         loop {
             let body = match full {
                 Some(b) => SendBody::Full(b),
@@ -1477,7 +1480,7 @@ impl H1Try<'_> {
                 let exchange = std::pin::pin!(c.h1.exchange(parts, set, body));
                 // (the try's clock reading, unless the connection was just opened: the
                 // connect time does not count against the read timeout)
-                let now = if c.reused { self.start } else { Instant::now() };
+                let now = if c.reused { start } else { Instant::now() };
                 Deadline::arm(&mut c.read_deadline, now, self.read_timeout)
                     .within(exchange)
                     .await
@@ -1497,13 +1500,14 @@ impl H1Try<'_> {
             };
             match e {
                 ExchangeError::NotSent(_) if c.reused => {
+                    start = Instant::now();
                     c = next_h1(
                         sh,
                         self.key,
                         self.tls,
                         self.connect_timeout,
                         self.write_timeout,
-                        self.start,
+                        start,
                     )
                     .await
                     .map_err(|e| (e, false))?;
