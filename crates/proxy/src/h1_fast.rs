@@ -517,7 +517,11 @@ mod tests {
         .expect("woken by the shutdown");
         assert!(stop.requested());
         // woken by the send, not by the timeout's timer
-        assert!(start.elapsed() < std::time::Duration::from_secs(1), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     fn parsed(raw: &[u8]) -> Parsed {
