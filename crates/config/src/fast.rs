@@ -1228,9 +1228,12 @@ mod tests {
     use serde_json::json;
 
     fn pem(name: &str) -> String {
+        // (read when the test runs: a test binary reused from a checkout elsewhere would
+        // carry that checkout's path)
         std::fs::read_to_string(format!(
             "{}/tests/fixtures/pki/{name}",
-            env!("CARGO_MANIFEST_DIR")
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
         ))
         .expect("fixture")
     }

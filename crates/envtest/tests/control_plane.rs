@@ -95,7 +95,13 @@ async fn objects_watches_status_crds_and_leases() {
     let started = Instant::now();
     let cp = ControlPlane::builder()
         .gateway_api_crds(GatewayApiChannel::Standard)
-        .crds(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/widgets.yaml"))
+        .crds(
+            Path::new(
+                &std::env::var("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+            )
+            .join("tests/data/widgets.yaml"),
+        )
         .start()
         .await
         .expect("control plane starts");

@@ -91,9 +91,13 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-/// The crate's directory.
+/// The crate's directory (read when the test runs: a test binary reused from a checkout
+/// elsewhere would carry that checkout's path).
 pub fn crate_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
 }
 
 /// The repository's top-level `deploy/` directory (the deployment manifests).

@@ -9,9 +9,17 @@ use silverback_config::schema::{Field, Record};
 use silverback_config::{LoadOptions, RouterFlavor};
 use silverback_translator::{Objects, TranslateOptions, Translation};
 
-/// The directory of the test fixtures.
+/// The directory of the test fixtures (found when the test runs: a test binary reused from a
+/// checkout elsewhere would carry that checkout's path).
 pub fn fixtures() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+        )
+        .join("tests/fixtures")
+    })
 }
 
 /// Replaces `@A_CRT@`-style placeholders with the base64 of the matching PKI file.
