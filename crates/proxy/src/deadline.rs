@@ -61,8 +61,7 @@ impl Deadline {
         // A timer still in the wheel, registered with this waker by the last poll, wakes it
         // when it fires: polling it again would only register the same waker (the usual
         // case: a connection's own task waits on it once per request).
-        if !self.timer.is_elapsed() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-        {
+        if !self.timer.is_elapsed() && self.holds(cx.waker()) {
             return Poll::Pending;
         }
         loop {
@@ -71,7 +70,7 @@ impl Deadline {
             // skip above would then never poll it again.
             let polled = std::pin::pin!(tokio::task::unconstrained(self.timer.as_mut())).poll(cx);
             if polled.is_pending() {
-                if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                if !self.holds(cx.waker()) {
                     self.waker = Some(cx.waker().clone());
                 }
                 return Poll::Pending;
@@ -84,6 +83,11 @@ impl Deadline {
             }
             self.timer.as_mut().reset(self.at);
         }
+    }
+
+    /// Whether the timer was last polled with `waker` (or one waking the same task).
+    fn holds(&self, waker: &Waker) -> bool {
+        self.waker.as_ref().is_some_and(|w| w.will_wake(waker))
     }
 
     /// The deadline in `slot` moved to `timeout` after `now` (a clock reading the caller
@@ -130,7 +134,7 @@ impl Deadline {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -199,7 +203,7 @@ mod tests {
     }
 
     /// Uses up the task's budget: cooperative operations then return `Pending` at once.
-    fn exhaust_budget(cx: &mut Context<'_>) {
+    pub(crate) fn exhaust_budget(cx: &mut Context<'_>) {
         while let Poll::Ready(r) = tokio::task::coop::poll_proceed(cx) {
             r.made_progress();
         }

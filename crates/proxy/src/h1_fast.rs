@@ -493,10 +493,7 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let mut stop = Stop::new(&rx);
         std::future::poll_fn(|cx| {
-            // the task's budget used up: cooperative operations return `Pending` at once
-            while let Poll::Ready(r) = tokio::task::coop::poll_proceed(cx) {
-                r.made_progress();
-            }
+            crate::deadline::tests::exhaust_budget(cx);
             assert!(stop.poll(cx).is_pending());
             Poll::Ready(())
         })
