@@ -138,6 +138,19 @@ fn next_u64() -> u64 {
     })
 }
 
+/// Two lowercase hex digits of each byte value. (`hex::encode_to_slice`, nibble by nibble,
+/// measured 165 more instructions per proxied request.)
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 /// How many request ids share one allocation.
 /// (Each id keeps its block alive: a small block bounds what a long-lived request holds.)
 const IDS_PER_BLOCK: usize = 16;
@@ -151,12 +164,13 @@ thread_local! {
 
 /// A request id: 32 lowercase hex digits, as Kong's `$kong_request_id`.
 pub fn request_id() -> HeaderValue {
-    let mut raw = [0u8; 16];
-    raw[..8].copy_from_slice(&next_u64().to_be_bytes());
-    raw[8..].copy_from_slice(&next_u64().to_be_bytes());
     let mut out = [0u8; 32];
-    // (lowercase; the lengths match, so it cannot fail)
-    let _ = hex::encode_to_slice(raw, &mut out);
+    for (i, w) in [next_u64(), next_u64()].into_iter().enumerate() {
+        for (j, b) in w.to_be_bytes().into_iter().enumerate() {
+            let at = i * 16 + j * 2;
+            out[at..at + 2].copy_from_slice(&HEX_PAIRS[b as usize]);
+        }
+    }
     let id = ID_BLOCK.with(|block| {
         let mut block = block.borrow_mut();
         if block.capacity() < out.len() {
