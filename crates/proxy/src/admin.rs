@@ -61,10 +61,10 @@ pub(crate) async fn serve(
         _ => route(&sh, kind, req).await,
     };
     let h = r.headers_mut();
-    if sh.settings.server_tokens {
+    if sh.settings.headers.server {
         h.insert(header::SERVER, sh.server.clone());
     }
-    if sh.settings.latency_tokens && kind == ListenerKind::Admin {
+    if sh.settings.headers.admin_latency && kind == ListenerKind::Admin {
         h.insert(
             "x-kong-admin-latency",
             HeaderValue::from(start.elapsed().as_millis() as u64),
@@ -517,8 +517,10 @@ fn root(sh: &Shared) -> Response<ProxyBody> {
             "real_ip_header": s.real_ip_header,
             "real_ip_recursive": if s.real_ip_recursive { "on" } else { "off" },
             "plugins": s.plugins.iter().map(|p| p.name).collect::<Vec<_>>(),
-            "server_tokens": s.server_tokens,
-            "latency_tokens": s.latency_tokens,
+            "headers": s.headers.enabled().iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect::<Vec<_>>(),
+            "enabled_headers": s.headers.enabled().iter().map(|(n, on)| (n.to_string(), serde_json::Value::Bool(*on))).collect::<serde_json::Map<_, _>>(),
+            "headers_upstream": if s.headers_upstream.request_id { vec!["X-Kong-Request-Id"] } else { vec!["off"] },
+            "enabled_headers_upstream": {"X-Kong-Request-Id": s.headers_upstream.request_id},
             "upstream_keepalive_pool_size": s.upstream_keepalive_pool_size,
             "upstream_keepalive_max_requests": s.upstream_keepalive_max_requests,
             "upstream_keepalive_idle_timeout": s.upstream_keepalive_idle_timeout.as_secs(),

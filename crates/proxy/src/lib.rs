@@ -40,7 +40,9 @@ pub mod upstream;
 
 pub use error::ProxyError;
 pub use gateway::{BoundListener, Gateway, ListenerKind};
-pub use settings::{AdminToken, Cidr, Listen, ListenError, Settings};
+pub use settings::{
+    AdminToken, Cidr, Headers, HeadersError, Listen, ListenError, Settings, UpstreamHeaders,
+};
 
 /// The Kong version whose behaviour and admin API this data plane reproduces (reported by
 /// `GET /` and in the default server token).

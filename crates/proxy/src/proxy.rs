@@ -99,6 +99,7 @@ static X_KONG_REQUEST_ID: HeaderName = HeaderName::from_static("x-kong-request-i
 static X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
 static X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
 static X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
+static X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -302,14 +303,17 @@ fn kong_exit(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> Respon
 }
 
 fn kong_headers(sh: &Shared, cx: &Ctx, h: &mut HeaderMap) {
-    h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
-    if sh.settings.latency_tokens {
+    let on = &sh.settings.headers;
+    if on.request_id {
+        h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
+    }
+    if on.response_latency {
         h.insert(
             X_KONG_RESPONSE_LATENCY.clone(),
             num_header(ms(cx.start.elapsed())),
         );
     }
-    if sh.settings.server_tokens {
+    if on.server {
         h.insert(header::SERVER, sh.server.clone());
     }
 }
@@ -785,26 +789,27 @@ async fn proxy(
         HeaderValue::from_str(&realip.to_string()).ok()
     };
     set.set(&X_REAL_IP, real);
-    set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
-    if sh.settings.server_tokens {
-        let via = match client_version {
-            Version::HTTP_11 => sh.via_h1.clone(),
-            Version::HTTP_2 => sh.via_h2.clone(),
-            v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
-                .unwrap_or_else(|_| sh.via_h1.clone()),
-        };
-        let client_via = present
-            .has(Present::VIA)
-            .then(|| h.get(header::VIA).and_then(|v| v.to_str().ok()))
-            .flatten();
-        let via = match client_via {
-            Some(prev) => {
-                HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
-            }
-            None => Some(via),
-        };
-        set.set(&VIA, via);
+    if sh.settings.headers_upstream.request_id {
+        set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
     }
+    // Kong sends its `Via` upstream whatever `headers` says.
+    let via = match client_version {
+        Version::HTTP_11 => sh.via_h1.clone(),
+        Version::HTTP_2 => sh.via_h2.clone(),
+        v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
+            .unwrap_or_else(|_| sh.via_h1.clone()),
+    };
+    let client_via = present
+        .has(Present::VIA)
+        .then(|| h.get(header::VIA).and_then(|v| v.to_str().ok()))
+        .flatten();
+    let via = match client_via {
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
+        }
+        None => Some(via),
+    };
+    set.set(&VIA, via);
 
     let body: ReqBody = if let Some(body) = body {
         client_body(sh, route, upgrade, content_length, body).await?
@@ -1272,7 +1277,8 @@ async fn send(
     if !up.te_trailers {
         set.set(&TRAILER, None);
     }
-    if sh.settings.server_tokens {
+    let on = &sh.settings.headers;
+    if on.via {
         let via = if h2 { &sh.via_h2 } else { &sh.via_h1 };
         let via = match head.via() {
             Some(prev) => {
@@ -1284,15 +1290,25 @@ async fn send(
             None => Some(via.clone()),
         };
         set.set(&VIA, via);
-        if !head.has_server() {
-            set.set(&SERVER, Some(sh.server.clone()));
-        }
     }
-    if sh.settings.latency_tokens {
+    if on.server && !head.has_server() {
+        set.set(&SERVER, Some(sh.server.clone()));
+    }
+    if on.upstream_latency {
         set.set(&X_KONG_UPSTREAM_LATENCY, Some(num_header(upstream_ms)));
+    }
+    if on.proxy_latency {
         set.set(&X_KONG_PROXY_LATENCY, Some(num_header(proxy_ms)));
     }
-    set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
+    if on.upstream_status {
+        set.set(
+            &X_KONG_UPSTREAM_STATUS,
+            Some(HeaderValue::from(status.as_u16())),
+        );
+    }
+    if on.request_id {
+        set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
+    }
     if let Some(c) = &set_cookie
         && let Ok(v) = HeaderValue::from_str(&c.header_value())
     {

@@ -203,6 +203,178 @@ impl Cidr {
     }
 }
 
+/// Kong's `headers` setting: which headers the gateway adds to the answers it sends, parsed
+/// from a comma-separated list of tokens (case-insensitive): `server_tokens` (`Server` and
+/// `Via`), `latency_tokens` (the four latency headers), single header names, or `off` first
+/// for none. The default is Kong's: `server_tokens, latency_tokens, X-Kong-Request-Id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headers {
+    /// `Server` (on answers the gateway makes, and on proxied answers without one).
+    pub server: bool,
+    /// `Via` on proxied answers.
+    pub via: bool,
+    /// `X-Kong-Proxy-Latency` on proxied answers.
+    pub proxy_latency: bool,
+    /// `X-Kong-Upstream-Latency` on proxied answers.
+    pub upstream_latency: bool,
+    /// `X-Kong-Response-Latency` on answers the gateway makes.
+    pub response_latency: bool,
+    /// `X-Kong-Admin-Latency` on admin API answers.
+    pub admin_latency: bool,
+    /// `X-Kong-Upstream-Status` (the upstream's status) on proxied answers; off by default.
+    pub upstream_status: bool,
+    /// `X-Kong-Request-Id` on every answer.
+    pub request_id: bool,
+}
+
+/// A token of `headers` or `headers_upstream` that is not one of Kong's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: invalid entry '{token}'")]
+pub struct HeadersError {
+    /// `headers` or `headers_upstream`.
+    pub setting: &'static str,
+    /// The unknown token.
+    pub token: String,
+}
+
+/// The tokens of a Kong header list; `None` when it is empty or starts with `off` (Kong then
+/// enables nothing, and ignores `off` anywhere else).
+fn header_tokens(list: &str) -> Option<impl Iterator<Item = &str>> {
+    let mut tokens = list
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .peekable();
+    match tokens.peek() {
+        None => None,
+        Some(t) if t.eq_ignore_ascii_case("off") => None,
+        Some(_) => Some(tokens.filter(|t| !t.eq_ignore_ascii_case("off"))),
+    }
+}
+
+/// Every token is checked, even after a leading `off`, as Kong's configuration loader does.
+fn check_tokens(
+    setting: &'static str,
+    list: &str,
+    known: impl Fn(&str) -> bool,
+) -> Result<(), HeadersError> {
+    for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if !t.eq_ignore_ascii_case("off") && !known(&t.to_ascii_lowercase()) {
+            return Err(HeadersError {
+                setting,
+                token: t.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Headers {
+    /// Kong's default, `server_tokens, latency_tokens, X-Kong-Request-Id`.
+    pub const KONG_DEFAULT: Headers = Headers {
+        server: true,
+        via: true,
+        proxy_latency: true,
+        upstream_latency: true,
+        response_latency: true,
+        admin_latency: true,
+        upstream_status: false,
+        request_id: true,
+    };
+
+    /// `off`: none of them.
+    pub const OFF: Headers = Headers {
+        server: false,
+        via: false,
+        proxy_latency: false,
+        upstream_latency: false,
+        response_latency: false,
+        admin_latency: false,
+        upstream_status: false,
+        request_id: false,
+    };
+
+    /// Parses Kong's syntax, e.g. `server_tokens, X-Kong-Upstream-Status` or `off`.
+    pub fn parse(list: &str) -> Result<Headers, HeadersError> {
+        check_tokens("headers", list, |t| Headers::OFF.enable(t).is_some())?;
+        let mut h = Headers::OFF;
+        for t in header_tokens(list).into_iter().flatten() {
+            if let Some(on) = h.enable(&t.to_ascii_lowercase()) {
+                h = on;
+            }
+        }
+        Ok(h)
+    }
+
+    /// `self` with the lowercase `token` enabled; `None` for an unknown token.
+    fn enable(mut self, token: &str) -> Option<Headers> {
+        match token {
+            "server_tokens" => (self.server, self.via) = (true, true),
+            "latency_tokens" => {
+                self.proxy_latency = true;
+                self.upstream_latency = true;
+                self.response_latency = true;
+                self.admin_latency = true;
+            }
+            "server" => self.server = true,
+            "via" => self.via = true,
+            "x-kong-proxy-latency" => self.proxy_latency = true,
+            "x-kong-upstream-latency" => self.upstream_latency = true,
+            "x-kong-response-latency" => self.response_latency = true,
+            "x-kong-admin-latency" => self.admin_latency = true,
+            "x-kong-upstream-status" => self.upstream_status = true,
+            "x-kong-request-id" => self.request_id = true,
+            _ => return None,
+        }
+        Some(self)
+    }
+
+    /// Each header name with whether it is enabled (Kong's `enabled_headers` in `GET /`).
+    pub fn enabled(&self) -> [(&'static str, bool); 8] {
+        [
+            ("Server", self.server),
+            ("Via", self.via),
+            ("X-Kong-Proxy-Latency", self.proxy_latency),
+            ("X-Kong-Upstream-Latency", self.upstream_latency),
+            ("X-Kong-Response-Latency", self.response_latency),
+            ("X-Kong-Admin-Latency", self.admin_latency),
+            ("X-Kong-Upstream-Status", self.upstream_status),
+            ("X-Kong-Request-Id", self.request_id),
+        ]
+    }
+}
+
+impl Default for Headers {
+    fn default() -> Self {
+        Headers::KONG_DEFAULT
+    }
+}
+
+/// Kong's `headers_upstream` setting: which headers the gateway adds to the requests it sends
+/// upstream beside the forwarding headers. Only `X-Kong-Request-Id` (the default) or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamHeaders {
+    /// `X-Kong-Request-Id` on upstream requests.
+    pub request_id: bool,
+}
+
+impl UpstreamHeaders {
+    /// Parses Kong's syntax: `X-Kong-Request-Id` or `off`.
+    pub fn parse(list: &str) -> Result<UpstreamHeaders, HeadersError> {
+        let known = |t: &str| t == "x-kong-request-id";
+        check_tokens("headers_upstream", list, known)?;
+        Ok(UpstreamHeaders {
+            request_id: header_tokens(list).is_some_and(|mut t| t.next().is_some()),
+        })
+    }
+}
+
+impl Default for UpstreamHeaders {
+    fn default() -> Self {
+        UpstreamHeaders { request_id: true }
+    }
+}
+
 /// Node settings. Field names follow `kong.conf`; [`Default`] gives Kong's defaults.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -230,10 +402,11 @@ pub struct Settings {
     pub worker_threads: Option<usize>,
     /// The server token sent in `Server` and `Via` (`kong/3.10.0`, Kong's format).
     pub server_token: String,
-    /// `headers` includes `server_tokens` (Server, Via).
-    pub server_tokens: bool,
-    /// `headers` includes `latency_tokens` (X-Kong-*-Latency).
-    pub latency_tokens: bool,
+    /// `headers`: the headers added to answers (default Kong's: `server_tokens,
+    /// latency_tokens, X-Kong-Request-Id`).
+    pub headers: Headers,
+    /// `headers_upstream`: the request id on upstream requests (default on).
+    pub headers_upstream: UpstreamHeaders,
     /// Largest request head (request line + headers) in bytes: larger gets 400
     /// (`large_client_header_buffers`, 4 x 8k in nginx).
     pub max_header_bytes: usize,
@@ -331,8 +504,8 @@ impl Default for Settings {
             plugins: Arc::new(PluginRegistry::new()),
             worker_threads: None,
             server_token: format!("kong/{}", crate::KONG_VERSION),
-            server_tokens: true,
-            latency_tokens: true,
+            headers: Headers::KONG_DEFAULT,
+            headers_upstream: UpstreamHeaders::default(),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             client_max_body_size: 0,
@@ -420,6 +593,40 @@ mod tests {
         assert_eq!(s.admin_listen[0].addr, "127.0.0.1:8001".parse().unwrap());
         assert_eq!(s.status_listen[0].addr.port(), 8100);
         assert_eq!(s.real_ip_header, "X-Real-IP");
+    }
+
+    #[test]
+    fn headers_in_kongs_syntax() {
+        assert_eq!(Headers::default(), Headers::KONG_DEFAULT);
+        assert_eq!(
+            Headers::parse("server_tokens, latency_tokens, X-Kong-Request-Id").unwrap(),
+            Headers::KONG_DEFAULT
+        );
+        assert_eq!(Headers::parse("off").unwrap(), Headers::OFF);
+        assert_eq!(Headers::parse("").unwrap(), Headers::OFF);
+        // A leading `off` wins; elsewhere it is ignored.
+        assert_eq!(Headers::parse("off, via").unwrap(), Headers::OFF);
+        let h = Headers::parse("VIA, off,x-kong-upstream-status").unwrap();
+        assert!(h.via && h.upstream_status && !h.server && !h.request_id);
+        let h = Headers::parse("latency_tokens").unwrap();
+        assert!(h.proxy_latency && h.upstream_latency && h.response_latency && h.admin_latency);
+        assert!(!h.via && !h.server && !h.request_id);
+        let e = Headers::parse("server_tokens, X-Kong-Nope").unwrap_err();
+        assert_eq!(e.to_string(), "headers: invalid entry 'X-Kong-Nope'");
+        // Unknown tokens are refused even after `off`, as Kong's loader does.
+        assert!(Headers::parse("off, bogus").is_err());
+
+        assert!(UpstreamHeaders::default().request_id);
+        assert!(
+            UpstreamHeaders::parse("x-kong-request-id")
+                .unwrap()
+                .request_id
+        );
+        assert!(!UpstreamHeaders::parse("off").unwrap().request_id);
+        assert_eq!(
+            UpstreamHeaders::parse("via").unwrap_err().to_string(),
+            "headers_upstream: invalid entry 'via'"
+        );
     }
 
     #[test]

@@ -190,6 +190,74 @@ async fn trusted_ips_and_real_ip_header() {
     g.gw.shutdown().await;
 }
 
+/// Kong's `headers` and `headers_upstream`: what each setting adds, on the fast path (GET)
+/// and through hyper (a request with a body), on proxied answers and the gateway's own.
+#[tokio::test]
+async fn headers_settings_choose_the_added_headers() {
+    use silverback_proxy::{Headers, UpstreamHeaders};
+    let b = Backend::start().await;
+    let mut s = silverback_proxy::Settings::loopback();
+    s.headers = Headers::parse("off").unwrap();
+    s.headers_upstream = UpstreamHeaders::parse("off").unwrap();
+    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+    for r in [
+        c.get("x", "/any").await,
+        c.send(
+            req("POST", "x", "/any")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap(),
+        )
+        .await,
+    ] {
+        assert_eq!(r.status, 200);
+        for name in [
+            "via",
+            "server",
+            "x-kong-upstream-latency",
+            "x-kong-proxy-latency",
+            "x-kong-request-id",
+            "x-kong-upstream-status",
+        ] {
+            assert_eq!(r.header(name), None, "{name} with headers=off");
+        }
+        let e = r.json();
+        assert!(e["headers"]["x-kong-request-id"].is_null());
+        // Kong sends its Via upstream whatever `headers` says.
+        assert_eq!(e["headers"]["via"], "1.1 kong/3.10.0");
+        assert_eq!(e["headers"]["x-forwarded-for"], "127.0.0.1");
+    }
+    let r = c.get("x", "/nothing-here").await;
+    assert_eq!(r.status, 404);
+    for name in ["server", "x-kong-response-latency", "x-kong-request-id"] {
+        assert_eq!(r.header(name), None, "{name} on a 404 with headers=off");
+    }
+    g.gw.shutdown().await;
+
+    // Single names: the upstream status, and Server without Via or latencies.
+    let mut s = silverback_proxy::Settings::loopback();
+    s.headers = Headers::parse("Server, x-kong-upstream-status").unwrap();
+    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+    let r = c.get("x", "/any").await;
+    assert_eq!(r.header("x-kong-upstream-status"), Some("200"));
+    assert_eq!(r.header("server"), Some("kong/3.10.0"));
+    assert_eq!(r.header("via"), None);
+    assert_eq!(r.header("x-kong-proxy-latency"), None);
+    assert_eq!(r.header("x-kong-request-id"), None);
+    // headers_upstream keeps its default: the request id still goes upstream.
+    assert_eq!(
+        r.json()["headers"]["x-kong-request-id"]
+            .as_str()
+            .map(str::len),
+        Some(32)
+    );
+    let r = c.get("x", "/nothing-here").await;
+    assert_eq!(r.header("server"), Some("kong/3.10.0"));
+    assert_eq!(r.header("x-kong-response-latency"), None);
+    g.gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn kong_error_responses() {
     let b = Backend::start().await;

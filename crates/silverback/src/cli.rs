@@ -46,7 +46,7 @@ pub enum Command {
     /// Controller and data plane in one process.
     Run(Box<RunArgs>),
     /// The data plane alone, optionally loading a declarative file at start.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// The control plane alone: watches Kubernetes and pushes to data planes.
     Controller(Box<ControllerArgs>),
     /// Kubernetes manifests in, Kong declarative configuration out.
@@ -94,6 +94,22 @@ pub struct DataPlaneArgs {
     /// Take the last untrusted address of `real_ip_header` rather than the last one.
     #[arg(long, env = "SILVERBACK_REAL_IP_RECURSIVE", default_value = "off", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub real_ip_recursive: bool,
+    /// Headers added to answers (Kong's `headers`): `server_tokens` (Server, Via),
+    /// `latency_tokens`, single names such as `X-Kong-Upstream-Status`, or `off`.
+    #[arg(
+        long,
+        env = "SILVERBACK_HEADERS",
+        default_value = "server_tokens, latency_tokens, X-Kong-Request-Id"
+    )]
+    pub headers: String,
+    /// Headers added to upstream requests besides the forwarding headers (Kong's
+    /// `headers_upstream`): `X-Kong-Request-Id` or `off`.
+    #[arg(
+        long,
+        env = "SILVERBACK_HEADERS_UPSTREAM",
+        default_value = "X-Kong-Request-Id"
+    )]
+    pub headers_upstream: String,
     /// Proxy worker threads (Kong's `nginx_worker_processes`): a number, or `auto` for one per core.
     #[arg(
         long,
@@ -242,6 +258,8 @@ fn kong_alias(var: &str) -> Option<String> {
         "DECLARATIVE_CONFIG",
         "LOG_LEVEL",
         "NGINX_WORKER_PROCESSES",
+        "HEADERS",
+        "HEADERS_UPSTREAM",
     ];
     let rest = var.strip_prefix("SILVERBACK_")?;
     KONG_SETTINGS

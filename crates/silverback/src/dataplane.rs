@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use silverback_config::{Config, LoadOptions, PluginRegistry, RouterFlavor, load_bytes};
-use silverback_proxy::{AdminToken, Cidr, Gateway, Listen, Settings};
+use silverback_proxy::{AdminToken, Cidr, Gateway, Headers, Listen, Settings, UpstreamHeaders};
 
 use crate::cli::DataPlaneArgs;
 
@@ -47,6 +47,8 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         worker_threads,
         admin_token,
         fast_h1: args.fast_h1,
+        headers: Headers::parse(&args.headers)?,
+        headers_upstream: UpstreamHeaders::parse(&args.headers_upstream)?,
         ..Settings::default()
     })
 }

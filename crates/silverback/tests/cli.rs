@@ -202,6 +202,7 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
         .env("SILVERBACK_STATUS_LISTEN", format!("127.0.0.1:{status}"))
         .env("KONG_NGINX_WORKER_PROCESSES", "1")
         .env("SILVERBACK_ADMIN_TOKEN_FILE", &token_file)
+        .env("KONG_HEADERS", "server_tokens")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -232,6 +233,11 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
     );
     let miss = http_get(proxy, "/other").unwrap();
     assert!(miss.starts_with("HTTP/1.1 404"), "{miss}");
+    // KONG_HEADERS=server_tokens: Server, but no request id or latency.
+    let lower = miss.to_ascii_lowercase();
+    assert!(lower.contains("\r\nserver: kong/"), "{miss}");
+    assert!(!lower.contains("x-kong-request-id"), "{miss}");
+    assert!(!lower.contains("x-kong-response-latency"), "{miss}");
 }
 
 #[test]
@@ -256,6 +262,24 @@ fn proxy_refuses_an_invalid_file_naming_the_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("service 'a': host: invalid value: bad_host!"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn proxy_rejects_a_bad_headers_setting() {
+    let out = silverback(&["proxy", "--headers", "server_tokens, X-Bogus"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("headers: invalid entry 'X-Bogus'"),
+        "{stderr}"
+    );
+    let out = silverback(&["proxy"], &[("KONG_HEADERS_UPSTREAM", "via")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("headers_upstream: invalid entry 'via'"),
         "{stderr}"
     );
 }
