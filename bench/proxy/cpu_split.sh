@@ -5,8 +5,13 @@
 # round, divided by the requests served. Prints medians, the per-round throughput ratios to
 # nginx, and A/B per round.
 #
+# Per gateway, the geometric mean of its throughput ratios to nginx with a 95% interval, and
+# a two-sided sign test of "the gateway wins as many rounds as nginx".
+#
 # Needs: nginx (nginx-light), wrk, curl, python3, taskset, bc. Usage:
-#   A=path/to/silverback B=path/to/other/silverback bench/proxy/cpu_split.sh [ROUNDS=10] [DUR=3s]
+#   A=path/to/silverback B=path/to/other/silverback [A_ARGS="--headers off"] [B_ARGS=...] \
+#     bench/proxy/cpu_split.sh [ROUNDS=10] [DUR=3s]
+# (A and B may be the same binary with different A_ARGS/B_ARGS: extra `silverback proxy` flags.)
 set -euo pipefail
 ROUNDS=${1:-10}; DUR=${2:-3s}
 A=${A:?A=path of a silverback binary}; B=${B:?B=path of another silverback binary}
@@ -22,12 +27,14 @@ trap cleanup EXIT
 # shellcheck source=bench/proxy/nginx.sh
 . "$(dirname "$0")/nginx.sh"
 start_nginx_pair
-start() { # bin port -> pid (admin on port+1, status on port+2)
+start() { # bin port extra-args -> pid (admin on port+1, status on port+2)
+  # shellcheck disable=SC2086 # the extra arguments are split on purpose
   taskset -c 0 "$1" proxy --proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$(($2 + 1))" \
-    --status-listen "127.0.0.1:$(($2 + 2))" --nginx-worker-processes 1 >"$W/gw-$2.out" 2>&1 &
+    --status-listen "127.0.0.1:$(($2 + 2))" --nginx-worker-processes 1 $3 >"$W/gw-$2.out" 2>&1 &
   echo $!
 }
-PA=$(start "$A" $GA); PB=$(start "$B" $GB)
+echo "A: $A ${A_ARGS:-}"; echo "B: $B ${B_ARGS:-}"
+PA=$(start "$A" $GA "${A_ARGS:-}"); PB=$(start "$B" $GB "${B_ARGS:-}")
 printf '{"_format_version":"3.0","services":[{"name":"be","url":"http://127.0.0.1:%s","routes":[{"name":"all","paths":["/"]}]}]}' "$BE" >"$W/one.json"
 for p in $GA $GB; do
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$(($p + 1))/status" >/dev/null && break; sleep 0.1; done
@@ -46,7 +53,7 @@ for r in $(seq "$ROUNDS"); do
 done >"$W/res.txt"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$W/res.txt" <<'PY'
-import statistics as st, sys
+import math, statistics as st, sys
 by = {}
 for line in open(sys.argv[1]):
     r, name, n, u, s = line.split()
@@ -57,5 +64,13 @@ rounds = len(by["nginx"])
 for name in ("A", "B"):
     ratios = [by[name][i][0] / by["nginx"][i][0] for i in range(rounds)]
     print(f"{name} throughput vs nginx per round {[round(x, 3) for x in ratios]}, median {st.median(ratios):.3f}")
+    logs = [math.log(x) for x in ratios]
+    m = st.mean(logs)
+    se = st.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+    wins = sum(x > 1 for x in ratios)
+    n = len(ratios)
+    tail = sum(math.comb(n, k) for k in range(min(wins, n - wins) + 1)) / 2 ** n
+    print(f"{name} geometric mean {math.exp(m):.3f} (95% interval {math.exp(m - 1.96 * se):.3f}-{math.exp(m + 1.96 * se):.3f}), "
+          f"rounds won {wins}/{n}, sign test p={min(1.0, 2 * tail):.3f}")
 print(f"A/B per round: requests {st.median(by['A'][i][0] / by['B'][i][0] for i in range(rounds)):.3f}, user CPU {st.median(by['A'][i][1] / by['B'][i][1] for i in range(rounds)):.3f}")
 PY

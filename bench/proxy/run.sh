@@ -7,7 +7,8 @@
 # The gateway is the product binary, `silverback proxy` (mimalloc, the CLI's runtime), built
 # in release unless GW_BIN names another binary taking the same flags (the
 # `silverback-proxy` example `gateway` does: `GW_BIN=example`). GW2_BIN adds a second
-# gateway to every round (A/B of two builds: nginx, gateway, gateway 2, ...).
+# gateway to every round (A/B of two builds: nginx, gateway, gateway 2, ...). GW_ARGS and
+# GW2_ARGS add `silverback proxy` flags to each (e.g. GW2_BIN=$GW_BIN GW2_ARGS="--headers off").
 #
 # Needs: nginx (nginx-light), wrk, curl, python3, taskset. Usage:
 #   bench/proxy/run.sh [ROUNDS=3] [DURATION=5s] [CONNECTIONS=50]
@@ -39,19 +40,21 @@ trap cleanup EXIT
 # shellcheck source=bench/proxy/nginx.sh
 . "$(dirname "$0")/nginx.sh"
 start_nginx_pair
-start_gw() { # bin port admin status -> pid
+start_gw() { # bin port admin status extra-args -> pid
   local args=(--proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$3"
     --status-listen "127.0.0.1:$4")
   case "$(basename "$1")" in
     silverback*) args=(proxy "${args[@]}" --nginx-worker-processes 1) ;;
     *) args+=(--workers 1) ;;
   esac
+  # shellcheck disable=SC2206 # the extra arguments are split on purpose
+  args+=($5)
   taskset -c 0 "$1" "${args[@]}" >"$W/gw-$2.out" 2>"$W/gw-$2.err" &
   echo $!
 }
-GWPID=$(start_gw "$GW_BIN" $GW $ADMIN $STATUS)
+GWPID=$(start_gw "$GW_BIN" $GW $ADMIN $STATUS "${GW_ARGS:-}")
 GW2PID=
-[ -n "$GW2_BIN" ] && GW2PID=$(start_gw "$GW2_BIN" $GW2 $ADMIN2 $STATUS2)
+[ -n "$GW2_BIN" ] && GW2PID=$(start_gw "$GW2_BIN" $GW2 $ADMIN2 $STATUS2 "${GW2_ARGS:-}")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/status" >/dev/null && break; sleep 0.1; done
 if [ -n "$GW2_BIN" ]; then
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN2/status" >/dev/null && break; sleep 0.1; done
@@ -96,7 +99,7 @@ load() { # port pid -> "rps p99 cpu_us_per_request"
 
 one_route > "$W/one.json"
 many_routes > "$W/many.json"
-echo "gateway: $GW_BIN${GW2_BIN:+, gateway 2: $GW2_BIN}"
+echo "gateway: $GW_BIN ${GW_ARGS:-}${GW2_BIN:+, gateway 2: $GW2_BIN ${GW2_ARGS:-}}"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "POST one route: $(post "$W/one.json")"
 curl -sf "http://127.0.0.1:$GW/" >/dev/null
