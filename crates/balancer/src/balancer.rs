@@ -247,13 +247,13 @@ fn ip_literal(host: &str) -> Option<IpAddr> {
 /// The Host header Kong sends for `host` and `port` ([`Peer::host_header_value`]).
 fn host_header_value(host: &str, port: u16, tls: bool) -> String {
     let default = if tls { 443 } else { 80 };
-    if host.starts_with('[') || host.matches(':').count() == 1 {
-        // Already `host:port` or a bracketed IPv6 literal: as configured.
+    if host.contains("]:") || (!host.starts_with('[') && host.matches(':').count() == 1) {
+        // Already `host:port` or `[v6]:port` (an upstream's `host_header`): as configured.
         return host.to_string();
     }
-    let bracketed = host.contains(':');
+    let bare_v6 = !host.starts_with('[') && host.contains(':');
     let mut v = String::with_capacity(host.len() + 8);
-    if bracketed {
+    if bare_v6 {
         v.push('[');
         v.push_str(host);
         v.push(']');
@@ -1243,7 +1243,14 @@ mod tests {
         assert_eq!(p.host_header_value(false), "front.test:8443");
         assert_eq!(p.sni(), Some("front.test"));
         p.host_header = Some("[fe80::1]:8443".into());
+        assert_eq!(p.host_header_value(false), "[fe80::1]:8443");
         assert_eq!(p.sni(), None);
+        // A bracketed literal without a port gets the port as any other host does.
+        p.host_header = Some("[fe80::1]".into());
+        assert_eq!(p.host_header_value(false), "[fe80::1]:8080");
+        let p = Peer::direct("[::1]:80".parse().expect("addr"), "[::1]".into());
+        assert_eq!(p.host_header_value(false), "[::1]");
+        assert_eq!(p.host_header_value(true), "[::1]:80");
         assert!(p.target().is_none() && p.upstream().is_none());
         p.report(Outcome::TcpError);
     }
