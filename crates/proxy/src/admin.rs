@@ -64,7 +64,8 @@ pub(crate) async fn serve(
     if sh.settings.headers.server {
         h.insert(header::SERVER, sh.server.clone());
     }
-    if sh.settings.headers.admin_latency && kind == ListenerKind::Admin {
+    // Kong's status API shares the admin API's header filter.
+    if sh.settings.headers.admin_latency {
         h.insert(
             "x-kong-admin-latency",
             HeaderValue::from(start.elapsed().as_millis() as u64),
@@ -517,9 +518,9 @@ fn root(sh: &Shared) -> Response<ProxyBody> {
             "real_ip_header": s.real_ip_header,
             "real_ip_recursive": if s.real_ip_recursive { "on" } else { "off" },
             "plugins": s.plugins.iter().map(|p| p.name).collect::<Vec<_>>(),
-            "headers": s.headers.enabled().iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect::<Vec<_>>(),
+            "headers": s.headers.tokens.as_ref(),
             "enabled_headers": s.headers.enabled().iter().map(|(n, on)| (n.to_string(), serde_json::Value::Bool(*on))).collect::<serde_json::Map<_, _>>(),
-            "headers_upstream": if s.headers_upstream.request_id { vec!["X-Kong-Request-Id"] } else { vec!["off"] },
+            "headers_upstream": s.headers_upstream.tokens.as_ref(),
             "enabled_headers_upstream": {"X-Kong-Request-Id": s.headers_upstream.request_id},
             "upstream_keepalive_pool_size": s.upstream_keepalive_pool_size,
             "upstream_keepalive_max_requests": s.upstream_keepalive_max_requests,

@@ -207,7 +207,7 @@ impl Cidr {
 /// from a comma-separated list of tokens (case-insensitive): `server_tokens` (`Server` and
 /// `Via`), `latency_tokens` (the four latency headers), single header names, or `off` first
 /// for none. The default is Kong's: `server_tokens, latency_tokens, X-Kong-Request-Id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Headers {
     /// `Server` (on answers the gateway makes, and on proxied answers without one).
     pub server: bool,
@@ -225,6 +225,8 @@ pub struct Headers {
     pub upstream_status: bool,
     /// `X-Kong-Request-Id` on every answer.
     pub request_id: bool,
+    /// The tokens as configured (reported by `GET /`, as Kong reports `headers`).
+    pub tokens: Arc<[Box<str>]>,
 }
 
 /// A token of `headers` or `headers_upstream` that is not one of Kong's.
@@ -237,19 +239,17 @@ pub struct HeadersError {
     pub token: String,
 }
 
-/// The tokens of a Kong header list; `None` when it is empty or starts with `off` (Kong then
-/// enables nothing, and ignores `off` anywhere else).
-fn header_tokens(list: &str) -> Option<impl Iterator<Item = &str>> {
-    let mut tokens = list
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .peekable();
-    match tokens.peek() {
-        None => None,
-        Some(t) if t.eq_ignore_ascii_case("off") => None,
-        Some(_) => Some(tokens.filter(|t| !t.eq_ignore_ascii_case("off"))),
-    }
+/// The tokens of a Kong header list.
+fn tokens(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// The tokens that enable something: none when the list is empty or starts with `off` (Kong
+/// then enables nothing, and ignores `off` anywhere else). `off` is matched exactly, as Kong
+/// does; header names in any case.
+fn enabling_tokens(list: &str) -> impl Iterator<Item = &str> {
+    let off = tokens(list).next().is_none_or(|t| t == "off");
+    tokens(list).filter(move |t| !off && *t != "off")
 }
 
 /// Every token is checked, even after a leading `off`, as Kong's configuration loader does.
@@ -258,8 +258,8 @@ fn check_tokens(
     list: &str,
     known: impl Fn(&str) -> bool,
 ) -> Result<(), HeadersError> {
-    for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        if !t.eq_ignore_ascii_case("off") && !known(&t.to_ascii_lowercase()) {
+    for t in tokens(list) {
+        if t != "off" && !known(&t.to_ascii_lowercase()) {
             return Err(HeadersError {
                 setting,
                 token: t.to_string(),
@@ -270,44 +270,41 @@ fn check_tokens(
 }
 
 impl Headers {
-    /// Kong's default, `server_tokens, latency_tokens, X-Kong-Request-Id`.
-    pub const KONG_DEFAULT: Headers = Headers {
-        server: true,
-        via: true,
-        proxy_latency: true,
-        upstream_latency: true,
-        response_latency: true,
-        admin_latency: true,
-        upstream_status: false,
-        request_id: true,
-    };
-
-    /// `off`: none of them.
-    pub const OFF: Headers = Headers {
-        server: false,
-        via: false,
-        proxy_latency: false,
-        upstream_latency: false,
-        response_latency: false,
-        admin_latency: false,
-        upstream_status: false,
-        request_id: false,
-    };
+    /// Kong's default value of `headers`.
+    pub const KONG_DEFAULT: &'static str = "server_tokens, latency_tokens, X-Kong-Request-Id";
 
     /// Parses Kong's syntax, e.g. `server_tokens, X-Kong-Upstream-Status` or `off`.
     pub fn parse(list: &str) -> Result<Headers, HeadersError> {
-        check_tokens("headers", list, |t| Headers::OFF.enable(t).is_some())?;
-        let mut h = Headers::OFF;
-        for t in header_tokens(list).into_iter().flatten() {
-            if let Some(on) = h.enable(&t.to_ascii_lowercase()) {
-                h = on;
-            }
-        }
-        Ok(h)
+        check_tokens("headers", list, |t| Headers::none(list).enable(t))?;
+        Ok(Headers::enabling(list))
     }
 
-    /// `self` with the lowercase `token` enabled; `None` for an unknown token.
-    fn enable(mut self, token: &str) -> Option<Headers> {
+    /// The headers `list` enables, its unknown tokens ignored.
+    fn enabling(list: &str) -> Headers {
+        let mut h = Headers::none(list);
+        for t in enabling_tokens(list) {
+            h.enable(&t.to_ascii_lowercase());
+        }
+        h
+    }
+
+    /// None enabled; `list` kept as the configured tokens.
+    fn none(list: &str) -> Headers {
+        Headers {
+            server: false,
+            via: false,
+            proxy_latency: false,
+            upstream_latency: false,
+            response_latency: false,
+            admin_latency: false,
+            upstream_status: false,
+            request_id: false,
+            tokens: tokens(list).map(Box::from).collect(),
+        }
+    }
+
+    /// Enables the lowercase `token`; `false` for an unknown token.
+    fn enable(&mut self, token: &str) -> bool {
         match token {
             "server_tokens" => (self.server, self.via) = (true, true),
             "latency_tokens" => {
@@ -324,14 +321,23 @@ impl Headers {
             "x-kong-admin-latency" => self.admin_latency = true,
             "x-kong-upstream-status" => self.upstream_status = true,
             "x-kong-request-id" => self.request_id = true,
-            _ => return None,
+            _ => return false,
         }
-        Some(self)
+        true
     }
 
-    /// Each header name with whether it is enabled (Kong's `enabled_headers` in `GET /`).
-    pub fn enabled(&self) -> [(&'static str, bool); 8] {
+    /// Each token and header name with whether it is enabled (Kong's `enabled_headers` in
+    /// `GET /`).
+    pub fn enabled(&self) -> [(&'static str, bool); 10] {
         [
+            ("server_tokens", self.server && self.via),
+            (
+                "latency_tokens",
+                self.proxy_latency
+                    && self.upstream_latency
+                    && self.response_latency
+                    && self.admin_latency,
+            ),
             ("Server", self.server),
             ("Via", self.via),
             ("X-Kong-Proxy-Latency", self.proxy_latency),
@@ -346,32 +352,41 @@ impl Headers {
 
 impl Default for Headers {
     fn default() -> Self {
-        Headers::KONG_DEFAULT
+        Headers::enabling(Headers::KONG_DEFAULT)
     }
 }
 
 /// Kong's `headers_upstream` setting: which headers the gateway adds to the requests it sends
 /// upstream beside the forwarding headers. Only `X-Kong-Request-Id` (the default) or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamHeaders {
     /// `X-Kong-Request-Id` on upstream requests.
     pub request_id: bool,
+    /// The tokens as configured (reported by `GET /`).
+    pub tokens: Arc<[Box<str>]>,
 }
 
 impl UpstreamHeaders {
+    /// Kong's default value of `headers_upstream`.
+    pub const KONG_DEFAULT: &'static str = "X-Kong-Request-Id";
+
     /// Parses Kong's syntax: `X-Kong-Request-Id` or `off`.
     pub fn parse(list: &str) -> Result<UpstreamHeaders, HeadersError> {
-        let known = |t: &str| t == "x-kong-request-id";
-        check_tokens("headers_upstream", list, known)?;
-        Ok(UpstreamHeaders {
-            request_id: header_tokens(list).is_some_and(|mut t| t.next().is_some()),
-        })
+        check_tokens("headers_upstream", list, |t| t == "x-kong-request-id")?;
+        Ok(UpstreamHeaders::enabling(list))
+    }
+
+    fn enabling(list: &str) -> UpstreamHeaders {
+        UpstreamHeaders {
+            request_id: enabling_tokens(list).next().is_some(),
+            tokens: tokens(list).map(Box::from).collect(),
+        }
     }
 }
 
 impl Default for UpstreamHeaders {
     fn default() -> Self {
-        UpstreamHeaders { request_id: true }
+        UpstreamHeaders::enabling(UpstreamHeaders::KONG_DEFAULT)
     }
 }
 
@@ -504,7 +519,7 @@ impl Default for Settings {
             plugins: Arc::new(PluginRegistry::new()),
             worker_threads: None,
             server_token: format!("kong/{}", crate::KONG_VERSION),
-            headers: Headers::KONG_DEFAULT,
+            headers: Headers::default(),
             headers_upstream: UpstreamHeaders::default(),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
@@ -597,24 +612,37 @@ mod tests {
 
     #[test]
     fn headers_in_kongs_syntax() {
-        assert_eq!(Headers::default(), Headers::KONG_DEFAULT);
+        let flags = |h: &Headers| h.enabled().map(|(_, on)| on);
+        let d = Headers::default();
+        assert_eq!(d, Headers::parse(Headers::KONG_DEFAULT).unwrap());
+        assert!(d.server && d.via && d.request_id && d.proxy_latency && d.admin_latency);
+        assert!(!d.upstream_status);
         assert_eq!(
-            Headers::parse("server_tokens, latency_tokens, X-Kong-Request-Id").unwrap(),
-            Headers::KONG_DEFAULT
+            d.tokens.as_ref(),
+            ["server_tokens", "latency_tokens", "X-Kong-Request-Id"].map(Box::from)
         );
-        assert_eq!(Headers::parse("off").unwrap(), Headers::OFF);
-        assert_eq!(Headers::parse("").unwrap(), Headers::OFF);
+        let off = Headers::parse("off").unwrap();
+        assert_eq!(flags(&off), [false; 10]);
+        assert_eq!(off.tokens.as_ref(), [Box::from("off")]);
+        assert_eq!(flags(&Headers::parse("").unwrap()), [false; 10]);
         // A leading `off` wins; elsewhere it is ignored.
-        assert_eq!(Headers::parse("off, via").unwrap(), Headers::OFF);
+        assert_eq!(flags(&Headers::parse("off, via").unwrap()), [false; 10]);
         let h = Headers::parse("VIA, off,x-kong-upstream-status").unwrap();
         assert!(h.via && h.upstream_status && !h.server && !h.request_id);
         let h = Headers::parse("latency_tokens").unwrap();
         assert!(h.proxy_latency && h.upstream_latency && h.response_latency && h.admin_latency);
         assert!(!h.via && !h.server && !h.request_id);
+        assert!(h.enabled().contains(&("latency_tokens", true)));
+        assert!(h.enabled().contains(&("server_tokens", false)));
         let e = Headers::parse("server_tokens, X-Kong-Nope").unwrap_err();
         assert_eq!(e.to_string(), "headers: invalid entry 'X-Kong-Nope'");
-        // Unknown tokens are refused even after `off`, as Kong's loader does.
+        // Unknown tokens are refused even after `off`, as Kong's loader does; `off` is
+        // matched exactly, header names in any case.
         assert!(Headers::parse("off, bogus").is_err());
+        assert_eq!(
+            Headers::parse("OFF").unwrap_err().to_string(),
+            "headers: invalid entry 'OFF'"
+        );
 
         assert!(UpstreamHeaders::default().request_id);
         assert!(
@@ -623,10 +651,16 @@ mod tests {
                 .request_id
         );
         assert!(!UpstreamHeaders::parse("off").unwrap().request_id);
+        assert!(
+            !UpstreamHeaders::parse("off, X-Kong-Request-Id")
+                .unwrap()
+                .request_id
+        );
         assert_eq!(
             UpstreamHeaders::parse("via").unwrap_err().to_string(),
             "headers_upstream: invalid entry 'via'"
         );
+        assert!(UpstreamHeaders::parse("Off").is_err());
     }
 
     #[test]

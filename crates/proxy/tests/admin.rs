@@ -349,6 +349,49 @@ async fn metrics_use_kong_names() {
     g.gw.shutdown().await;
 }
 
+/// Kong's `headers` on the admin and status APIs, and as `GET /` reports it.
+#[tokio::test]
+async fn headers_setting_on_the_admin_and_status_apis() {
+    let g = Gw::start(None).await;
+    let r = get(g.admin, "localhost", "/").await;
+    assert_eq!(r.header("server"), Some("kong/3.10.0"));
+    assert!(r.header("x-kong-admin-latency").is_some());
+    assert!(
+        get(g.status, "localhost", "/status")
+            .await
+            .header("x-kong-admin-latency")
+            .is_some()
+    );
+    let c = &r.json()["configuration"];
+    assert_eq!(
+        c["headers"],
+        json!(["server_tokens", "latency_tokens", "X-Kong-Request-Id"])
+    );
+    assert_eq!(c["enabled_headers"]["server_tokens"], true);
+    assert_eq!(c["enabled_headers"]["X-Kong-Upstream-Status"], false);
+    assert_eq!(c["headers_upstream"], json!(["X-Kong-Request-Id"]));
+    assert_eq!(c["enabled_headers_upstream"]["X-Kong-Request-Id"], true);
+    g.gw.shutdown().await;
+
+    let mut s = Settings::loopback();
+    s.headers = silverback_proxy::Headers::parse("off").unwrap();
+    s.headers_upstream = silverback_proxy::UpstreamHeaders::parse("off").unwrap();
+    let g = Gw::start_with(s, None).await;
+    for r in [
+        get(g.admin, "localhost", "/").await,
+        get(g.status, "localhost", "/status").await,
+    ] {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("server"), None);
+        assert_eq!(r.header("x-kong-admin-latency"), None);
+    }
+    let c = &get(g.admin, "localhost", "/").await.json()["configuration"];
+    assert_eq!(c["headers"], json!(["off"]));
+    assert_eq!(c["enabled_headers"]["Server"], false);
+    assert_eq!(c["enabled_headers_upstream"]["X-Kong-Request-Id"], false);
+    g.gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn admin_token_is_required_when_configured() {
     let settings = Settings {

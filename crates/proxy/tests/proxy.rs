@@ -255,6 +255,32 @@ async fn headers_settings_choose_the_added_headers() {
     let r = c.get("x", "/nothing-here").await;
     assert_eq!(r.header("server"), Some("kong/3.10.0"));
     assert_eq!(r.header("x-kong-response-latency"), None);
+    // The upstream's own Server is kept.
+    let r = c
+        .send(
+            req("GET", "x", "/any")
+                .header("x-respond-server", "backend/1")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.header("server"), Some("backend/1"));
+    g.gw.shutdown().await;
+
+    // Defaults: Via is appended to the upstream's, its Server kept.
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+    let r = c
+        .send(
+            req("GET", "x", "/any")
+                .header("x-respond-server", "backend/1")
+                .header("x-respond-via", "1.0 cache")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.header("server"), Some("backend/1"));
+    assert_eq!(r.header("via"), Some("1.0 cache, 1.1 kong/3.10.0"));
     g.gw.shutdown().await;
 }
 

@@ -231,6 +231,9 @@ async fn handle(
         .strip_prefix("/status/")
         .and_then(|c| c.parse().ok())
         .unwrap_or(200);
+    // `x-respond-server` / `x-respond-via`: the answer carries that `Server` / `Via`.
+    let respond_server = req.headers().get("x-respond-server").cloned();
+    let respond_via = req.headers().get("x-respond-via").cloned();
     let version = format!("{:?}", req.version());
     let method = req.method().to_string();
     let uri = req.uri().to_string();
@@ -253,6 +256,12 @@ async fn handle(
         .insert("connection", "x-hop".parse().unwrap());
     r.headers_mut()
         .insert("x-hop", "must-not-pass".parse().unwrap());
+    if let Some(v) = respond_server {
+        r.headers_mut().insert("server", v);
+    }
+    if let Some(v) = respond_via {
+        r.headers_mut().insert("via", v);
+    }
     Ok(r)
 }
 
