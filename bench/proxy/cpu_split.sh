@@ -19,9 +19,10 @@ A=${A:?A=path of a silverback binary}; B=${B:?B=path of another silverback binar
 W=$(mktemp -d)
 BE=19230 NGX=19231 GA=19232 GB=19235
 PA=; PB=
-cleanup() {
-  [ -n "$PA" ] && kill "$PA" 2>/dev/null; [ -n "$PB" ] && kill "$PB" 2>/dev/null
-  for p in "$W"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+cleanup() { # every step runs even if one fails (set -e would end the trap early)
+  [ -n "$PA" ] && kill "$PA" 2>/dev/null || true
+  [ -n "$PB" ] && kill "$PB" 2>/dev/null || true
+  for p in "$W"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -39,6 +40,7 @@ PA=$(start "$A" $GA "${A_ARGS:-}"); PB=$(start "$B" $GB "${B_ARGS:-}")
 printf '{"_format_version":"3.0","services":[{"name":"be","url":"http://127.0.0.1:%s","routes":[{"name":"all","paths":["/"]}]}]}' "$BE" >"$W/one.json"
 for p in $GA $GB; do
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$(($p + 1))/status" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$(($p + 1))/status" >/dev/null || { echo "the gateway on port $p did not start:"; cat "$W/gw-$p.out"; exit 1; }
   curl -sf -o /dev/null -X POST -H 'content-type: application/json' --data-binary @"$W/one.json" "http://127.0.0.1:$(($p + 1))/config"
 done
 # Busy time of CPU 1 (the backend and wrk, and whatever else runs there), in clock ticks.

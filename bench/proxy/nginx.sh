@@ -11,12 +11,13 @@ http { access_log off; server { listen 127.0.0.1:$BE backlog=4096; keepalive_req
 CONF
 }
 
-# With KONG_HEADERS=1, the reference nginx sets what the gateway sets, as Kong's own nginx
+# (Not KONG_HEADERS: that is Kong's `headers` setting, which the gateway reads.)
+# With NGINX_KONG_HEADERS=1, the reference nginx sets what the gateway sets, as Kong's own nginx
 # does: the upstream request's Host (the upstream's), X-Forwarded-*, X-Real-IP, the request id
 # and Via, and the answer's Via, latency and request id headers. Both proxies then put the
 # same bytes on the wire for the backend and the client to parse. Prints the directives.
 kong_headers() {
-  [ "${KONG_HEADERS:-}" = 1 ] || return 0
+  [ "${NGINX_KONG_HEADERS:-}" = 1 ] || return 0
   cat <<DIRECTIVES
 proxy_set_header Host 127.0.0.1:$BE; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
   proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host;
