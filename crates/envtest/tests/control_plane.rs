@@ -69,7 +69,14 @@ fn watch(
                     let _ = tx.send((kind.clone(), obj.name_any(), summary(&obj)));
                 }
                 Ok(_) => {}
-                Err(e) => panic!("watch of {kind} failed: {e}"),
+                // A watch error is not final: the watcher lists again on the next poll (an
+                // apiserver may answer 410 Expired to a watch started just after a list, e.g.
+                // while the watch cache of a new CRD catches up). Whether the objects arrive
+                // is what `expect_seen` checks.
+                Err(e) => {
+                    eprintln!("watch of {kind}: {e}; listing again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
     })
