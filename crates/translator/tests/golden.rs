@@ -35,6 +35,13 @@ fn render(t: &silverback_translator::Translation) -> String {
 
 #[test]
 fn golden() {
+    // Snapshots are found from the manifest directory of this run, not the one compiled in
+    // (a test binary reused from a build cache shared with another checkout carries that
+    // checkout's path).
+    let mut settings = insta::Settings::clone_current();
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    settings.set_snapshot_path(std::path::Path::new(&manifest).join("tests/snapshots"));
+    let _guard = settings.bind_to_scope();
     let dir = common::fixtures().join("golden");
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
