@@ -204,9 +204,9 @@ impl Cidr {
 }
 
 /// Kong's `headers` setting: which headers the gateway adds to the answers it sends, parsed
-/// from a comma-separated list of tokens (case-insensitive): `server_tokens` (`Server` and
-/// `Via`), `latency_tokens` (the four latency headers), single header names, or `off` first
-/// for none. The default is Kong's: `server_tokens, latency_tokens, X-Kong-Request-Id`.
+/// from a comma-separated list of tokens: `server_tokens` (`Server` and `Via`),
+/// `latency_tokens` (the four latency headers), single header names (in any case), or `off`
+/// first for none. The default is Kong's: `server_tokens, latency_tokens, X-Kong-Request-Id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Headers {
     /// `Server` (on answers the gateway makes, and on proxied answers without one).
@@ -275,7 +275,7 @@ impl Headers {
 
     /// Parses Kong's syntax, e.g. `server_tokens, X-Kong-Upstream-Status` or `off`.
     pub fn parse(list: &str) -> Result<Headers, HeadersError> {
-        check_tokens("headers", list, |t| Headers::none(list).enable(t))?;
+        check_tokens("headers", list, |t| Headers::none("").enable(t))?;
         Ok(Headers::enabling(list))
     }
 
