@@ -232,6 +232,20 @@ async fn headers_settings_choose_the_added_headers() {
     for name in ["server", "x-kong-response-latency", "x-kong-request-id"] {
         assert_eq!(r.header(name), None, "{name} on a 404 with headers=off");
     }
+    // The same over HTTP/2 (h2c), where hyper writes the answer.
+    let mut c2 = H2::h2c(g.http).await;
+    let r = c2
+        .send(
+            http::Request::get("http://h2c.test/any")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for name in ["via", "server", "x-kong-proxy-latency", "x-kong-request-id"] {
+        assert_eq!(r.header(name), None, "{name} over h2 with headers=off");
+    }
+    assert_eq!(r.json()["headers"]["via"], "2 kong/3.10.0");
     g.gw.shutdown().await;
 
     // Single names: the upstream status, and Server without Via or latencies.
