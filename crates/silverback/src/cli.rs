@@ -99,7 +99,7 @@ pub struct DataPlaneArgs {
     #[arg(
         long,
         env = "SILVERBACK_HEADERS",
-        default_value = "server_tokens, latency_tokens, X-Kong-Request-Id"
+        default_value = silverback_proxy::Headers::KONG_DEFAULT
     )]
     pub headers: String,
     /// Headers added to upstream requests besides the forwarding headers (Kong's
@@ -107,7 +107,7 @@ pub struct DataPlaneArgs {
     #[arg(
         long,
         env = "SILVERBACK_HEADERS_UPSTREAM",
-        default_value = "X-Kong-Request-Id"
+        default_value = silverback_proxy::UpstreamHeaders::KONG_DEFAULT
     )]
     pub headers_upstream: String,
     /// Proxy worker threads (Kong's `nginx_worker_processes`): a number, or `auto` for one per core.
