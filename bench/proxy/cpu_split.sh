@@ -3,8 +3,9 @@
 # two gateway builds, alternated in ROUNDS rounds of `wrk -t1 -c50 -dDUR` (each proxy on CPU 0,
 # the backend nginx and wrk on CPU 1). Per round: utime and stime of the proxy process over the
 # round, divided by the requests served, and the busy time of CPU 1 (backend and wrk) per
-# request likewise, how busy each CPU was, and the rescheduling interrupts CPU 1 took per
-# request (wakeups of the backend or wrk sent from CPU 0). Prints medians, the per-round throughput ratios to
+# request likewise (and the backend nginx's own user and system time per request, the rest
+# being wrk's and interrupts'), how busy each CPU was, and the rescheduling interrupts CPU 1
+# took per request (wakeups of the backend or wrk sent from CPU 0). Prints medians, the per-round throughput ratios to
 # nginx, and A/B per round.
 #
 # Per gateway, the geometric mean of its throughput ratios to nginx with a 95% interval, and
@@ -30,6 +31,7 @@ trap cleanup EXIT
 # shellcheck source=bench/proxy/nginx.sh
 . "$(dirname "$0")/nginx.sh"
 start_nginx_pair
+BEW=$(pgrep -P "$(cat "$W/backend.pid")" | head -1) # the backend's worker
 start() { # bin port extra-args -> pid (admin on port+1, status on port+2)
   # shellcheck disable=SC2086 # the extra arguments are split on purpose
   taskset -c 0 "$1" proxy --proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$(($2 + 1))" \
@@ -54,12 +56,14 @@ for r in $(seq "$ROUNDS"); do
   for who in "nginx:$NGX:$NGXW" "A:$GA:$PA" "B:$GB:$PB"; do
     IFS=: read -r name port pid <<<"$who"
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    read -r bu0 bs0 < <(awk '{print $14, $15}' "/proc/$BEW/stat")
     o0=$(cpu1_busy); z0=$(cpu0_busy); i0=$(cpu1_res); t0=$(date +%s.%N)
     n=$(taskset -c 1 wrk -t1 -c50 -d"$DUR" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
     read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    read -r bu1 bs1 < <(awk '{print $14, $15}' "/proc/$BEW/stat")
     o1=$(cpu1_busy); z1=$(cpu0_busy); i1=$(cpu1_res); t1=$(date +%s.%N)
     hz=$(getconf CLK_TCK)
-    echo "$r $name $n $(echo "($u1 - $u0) * 1000000 / $hz / $n" | bc -l) $(echo "($s1 - $s0) * 1000000 / $hz / $n" | bc -l) $(echo "($o1 - $o0) * 1000000 / $hz / $n" | bc -l) $(echo "($z1 - $z0) / $hz / ($t1 - $t0)" | bc -l) $(echo "($o1 - $o0) / $hz / ($t1 - $t0)" | bc -l) $(echo "($i1 - $i0) / $n" | bc -l)"
+    echo "$r $name $n $(echo "($u1 - $u0) * 1000000 / $hz / $n" | bc -l) $(echo "($s1 - $s0) * 1000000 / $hz / $n" | bc -l) $(echo "($o1 - $o0) * 1000000 / $hz / $n" | bc -l) $(echo "($z1 - $z0) / $hz / ($t1 - $t0)" | bc -l) $(echo "($o1 - $o0) / $hz / ($t1 - $t0)" | bc -l) $(echo "($i1 - $i0) / $n" | bc -l) $(echo "($bu1 - $bu0) * 1000000 / $hz / $n" | bc -l) $(echo "($bs1 - $bs0) * 1000000 / $hz / $n" | bc -l)"
   done
 done >"$W/res.txt"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -67,10 +71,10 @@ python3 - "$W/res.txt" <<'PY'
 import math, statistics as st, sys
 by = {}
 for line in open(sys.argv[1]):
-    r, name, n, u, s, o, b0, b1, res = line.split()
-    by.setdefault(name, []).append((int(n), float(u), float(s), float(o), float(b0), float(b1), float(res)))
+    r, name, n, u, s, o, b0, b1, res, bu, bs = line.split()
+    by.setdefault(name, []).append((int(n), float(u), float(s), float(o), float(b0), float(b1), float(res), float(bu), float(bs)))
 for name, v in by.items():
-    print(f"{name:5s} requests median {st.median(x[0] for x in v):8.0f}  user us/req {st.median(x[1] for x in v):6.2f}  system us/req {st.median(x[2] for x in v):6.2f}  CPU 1 (backend + wrk) us/req {st.median(x[3] for x in v):6.2f}  busy CPU 0 {st.median(x[4] for x in v):.2f} CPU 1 {st.median(x[5] for x in v):.2f}  CPU 1 resched IRQs/req {st.median(x[6] for x in v):.3f}")
+    print(f"{name:5s} requests median {st.median(x[0] for x in v):8.0f}  user us/req {st.median(x[1] for x in v):6.2f}  system us/req {st.median(x[2] for x in v):6.2f}  CPU 1 (backend + wrk) us/req {st.median(x[3] for x in v):6.2f} (backend user {st.median(x[7] for x in v):5.2f} system {st.median(x[8] for x in v):5.2f})  busy CPU 0 {st.median(x[4] for x in v):.2f} CPU 1 {st.median(x[5] for x in v):.2f}  CPU 1 resched IRQs/req {st.median(x[6] for x in v):.3f}")
 rounds = len(by["nginx"])
 for name in ("A", "B"):
     ratios = [by[name][i][0] / by["nginx"][i][0] for i in range(rounds)]
