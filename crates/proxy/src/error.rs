@@ -57,6 +57,8 @@ pub enum Kind {
     BadRequest,
     /// The client's body is larger than allowed.
     PayloadTooLarge,
+    /// The client stopped sending its body (`client_body_timeout`).
+    RequestTimeout,
     /// Anything else.
     Internal,
 }
@@ -77,6 +79,7 @@ impl Kind {
             }
             Kind::BadRequest => StatusCode::BAD_REQUEST,
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

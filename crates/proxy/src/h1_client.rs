@@ -203,13 +203,17 @@ pub enum ExchangeError {
     NotSent(io::Error),
     /// The request was (at least partly) written; no usable answer came.
     Failed(io::Error),
+    /// The client's body, streamed, was malformed or cut short (or, with
+    /// [`io::ErrorKind::TimedOut`], the client stopped sending it): the client's fault,
+    /// not the upstream's. Part of the request may have been written.
+    Client(io::Error),
 }
 
 impl ExchangeError {
     /// The underlying error.
     pub fn io(&self) -> &io::Error {
         match self {
-            ExchangeError::NotSent(e) | ExchangeError::Failed(e) => e,
+            ExchangeError::NotSent(e) | ExchangeError::Failed(e) | ExchangeError::Client(e) => e,
         }
     }
 }
@@ -255,22 +259,40 @@ impl H1Conn {
         !self.buf.is_empty()
     }
 
-    /// Writes a request and reads its answer's head. `head_req`: the request is a HEAD (its
-    /// answer has no body whatever its headers say).
+    /// Writes a request and reads its answer's head ([`send_request`](Self::send_request),
+    /// then [`read_answer`](Self::read_answer)).
     pub async fn exchange(
         &mut self,
         parts: &http::request::Parts,
         set: &SetHeaders,
         body: SendBody<'_>,
     ) -> Result<(RawHead, Framing, bool), ExchangeError> {
-        // --- request ---
+        self.send_request(parts, set, body, None).await?;
+        self.read_answer(parts.method == Method::HEAD).await
+    }
+
+    /// Writes a request. A streamed client body is read with `body_idle` (nginx's
+    /// `client_body_timeout`) between its frames, if given.
+    pub async fn send_request(
+        &mut self,
+        parts: &http::request::Parts,
+        set: &SetHeaders,
+        body: SendBody<'_>,
+        body_idle: Option<std::time::Duration>,
+    ) -> Result<(), ExchangeError> {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let r = self.send(&mut out, parts, set, body).await;
+        let r = self.send(&mut out, parts, set, body, body_idle).await;
         self.out = out;
-        r?;
-        // --- answer ---
-        let head_req = parts.method == Method::HEAD;
+        r
+    }
+
+    /// Reads the head of the answer to the request just sent, past informational answers.
+    /// `head_req`: the request is a HEAD (its answer has no body whatever its headers say).
+    pub async fn read_answer(
+        &mut self,
+        head_req: bool,
+    ) -> Result<(RawHead, Framing, bool), ExchangeError> {
         loop {
             let (rp, framing, reusable) = self
                 .read_head(head_req)
@@ -289,6 +311,7 @@ impl H1Conn {
         parts: &http::request::Parts,
         set: &SetHeaders,
         body: SendBody<'_>,
+        body_idle: Option<std::time::Duration>,
     ) -> Result<(), ExchangeError> {
         use tokio::io::AsyncWriteExt;
         match body {
@@ -328,9 +351,12 @@ impl H1Conn {
                 let Some(body) = slot.take() else {
                     return Ok(());
                 };
-                write_body(&mut self.io, out, body, exact)
+                write_body(&mut self.io, out, body, exact, body_idle)
                     .await
-                    .map_err(ExchangeError::Failed)
+                    .map_err(|e| match e {
+                        BodyError::Read(e) => ExchangeError::Client(e),
+                        BodyError::Write(e) => ExchangeError::Failed(e),
+                    })
             }
         }
     }
@@ -639,16 +665,36 @@ impl RawHead {
     }
 }
 
+/// Why [`write_body`] failed.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// Reading the body failed: its source broke, it did not match its announced length, or
+    /// (`TimedOut`) it sent nothing for the idle timeout.
+    Read(io::Error),
+    /// Writing it out failed.
+    Write(io::Error),
+}
+
+impl From<BodyError> for io::Error {
+    fn from(e: BodyError) -> io::Error {
+        match e {
+            BodyError::Read(e) | BodyError::Write(e) => e,
+        }
+    }
+}
+
 /// Writes a body's data frames after a head that announced `length` (`Some`: the frames as
 /// they are, which must add up to exactly that many bytes; nothing beyond it is written) or
-/// chunked coding (`None`: each frame one chunk, then the last chunk). The request bodies sent
-/// upstream and the answers of the fast path ([`crate::h1_fast`]) both go through here.
+/// chunked coding (`None`: each frame one chunk, then the last chunk). With `idle`, a source
+/// silent for that long fails the body. The request bodies sent upstream and the answers of
+/// the fast path ([`crate::h1_fast`]) both go through here.
 pub(crate) async fn write_body<W, B>(
     io: &mut W,
     out: &mut Vec<u8>,
     mut body: B,
     length: Option<u64>,
-) -> io::Result<()>
+    idle: Option<std::time::Duration>,
+) -> Result<(), BodyError>
 where
     W: tokio::io::AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
@@ -656,8 +702,21 @@ where
 {
     use tokio::io::AsyncWriteExt;
     let mut sent = 0u64;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(io::Error::other)?.into_data() else {
+    loop {
+        let frame = match idle {
+            None => body.frame().await,
+            Some(t) => tokio::time::timeout(t, body.frame()).await.map_err(|_| {
+                BodyError::Read(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the body stopped arriving",
+                ))
+            })?,
+        };
+        let Some(frame) = frame else { break };
+        let Ok(data) = frame
+            .map_err(|e| BodyError::Read(io::Error::other(e)))?
+            .into_data()
+        else {
             continue;
         };
         if data.is_empty() {
@@ -665,20 +724,26 @@ where
         }
         sent += data.len() as u64;
         match length {
-            Some(n) if sent > n => return Err(invalid("body longer than its Content-Length")),
-            Some(_) => io.write_all(&data).await?,
+            Some(n) if sent > n => {
+                return Err(BodyError::Read(invalid(
+                    "body longer than its Content-Length",
+                )));
+            }
+            Some(_) => io.write_all(&data).await.map_err(BodyError::Write)?,
             None => {
                 out.clear();
                 out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
                 let mut b = Buf::chain(Buf::chain(&out[..], data), &b"\r\n"[..]);
-                io.write_all_buf(&mut b).await?;
+                io.write_all_buf(&mut b).await.map_err(BodyError::Write)?;
             }
         }
     }
     match length {
-        Some(n) if n != sent => Err(invalid("body shorter than its Content-Length")),
+        Some(n) if n != sent => Err(BodyError::Read(invalid(
+            "body shorter than its Content-Length",
+        ))),
         Some(_) => Ok(()),
-        None => io.write_all(b"0\r\n\r\n").await,
+        None => io.write_all(b"0\r\n\r\n").await.map_err(BodyError::Write),
     }
 }
 

@@ -848,7 +848,8 @@ async fn client_body(
             match tokio::time::timeout(sh.settings.client_header_timeout, body.collect()).await {
                 Ok(Ok(c)) => Either::Right(Full::new(c.to_bytes())),
                 Ok(Err(e)) => return Err(Error::downstream(Kind::BadRequest).because(e)),
-                Err(_) => return Err(Error::downstream(Kind::BadRequest)),
+                // nginx's `client_body_timeout`: 408
+                Err(_) => return Err(Error::downstream(Kind::RequestTimeout)),
             }
         } else if content_length == Some(0) || (content_length.is_none() && body.is_end_stream()) {
             Either::Right(Full::new(Bytes::new()))
@@ -1226,7 +1227,11 @@ async fn send(
                 break (peer, resp, t_start, t_done);
             }
             Err((e, back)) => {
-                peer.report(outcome_of(&e));
+                // A client that sent a broken body or stopped sending is not the peer's
+                // failure: nothing counts against its health.
+                if e.source != Source::Downstream {
+                    peer.report(outcome_of(&e));
+                }
                 tried.push(peer.addr);
                 drop(peer);
                 if let Some(r) = back {
@@ -1493,7 +1498,25 @@ impl H1Try<'_> {
                 None => SendBody::Stream(stream),
             };
             // the read timeout, on the connection's kept deadline
-            let r = {
+            let streaming = matches!(body, SendBody::Stream(Some(_)));
+            let r = if streaming {
+                // A streamed body goes at the client's pace (`client_body_timeout` between
+                // its parts): the read timeout starts once it is sent.
+                match c
+                    .h1
+                    .send_request(parts, set, body, Some(sh.settings.client_body_timeout))
+                    .await
+                {
+                    Err(e) => Some(Err(e)),
+                    Ok(()) => {
+                        let answer =
+                            std::pin::pin!(c.h1.read_answer(parts.method == http::Method::HEAD));
+                        Deadline::arm(&mut c.read_deadline, Instant::now(), self.read_timeout)
+                            .within(answer)
+                            .await
+                    }
+                }
+            } else {
                 let exchange = std::pin::pin!(c.h1.exchange(parts, set, body));
                 // (the try's clock reading, unless the connection was just opened: the
                 // connect time does not count against the read timeout)
@@ -1531,6 +1554,16 @@ impl H1Try<'_> {
                 }
                 ExchangeError::NotSent(io) => return Err((err.because(io), false)),
                 ExchangeError::Failed(io) => return Err((err.because(io), true)),
+                // the client's body broke off or stalled: 400 or 408, and the upstream
+                // connection (mid-request) is dropped
+                ExchangeError::Client(io) => {
+                    let kind = if io.kind() == std::io::ErrorKind::TimedOut {
+                        Kind::RequestTimeout
+                    } else {
+                        Kind::BadRequest
+                    };
+                    return Err((Error::downstream(kind).because(io), true));
+                }
             }
         }
     }

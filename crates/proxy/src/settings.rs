@@ -444,6 +444,9 @@ pub struct Settings {
     /// Time to receive a whole request head, and the idle time allowed between two requests
     /// on a keep-alive connection (`client_header_timeout`, 60 s).
     pub client_header_timeout: Duration,
+    /// The longest a client may pause while sending its body (`client_body_timeout`, 60 s):
+    /// then 408, and nothing is held against the upstream.
+    pub client_body_timeout: Duration,
     /// A write to a client that makes no progress for this long closes the connection
     /// (nginx's `send_timeout`, 60 s), so that a client that stops reading cannot hold a
     /// connection and its upstream forever.
@@ -528,6 +531,7 @@ impl Default for Settings {
             response_buffer_limit: 64 * 1024,
             fast_h1: true,
             client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(60),

@@ -527,3 +527,78 @@ async fn timeouts_retry_idempotent_requests_only() {
     assert_eq!(fast.served() - fast0, 6 - timeouts);
     g.gw.shutdown().await;
 }
+
+/// A client whose streamed body is malformed, cut short or stalled gets 400 or 408, and the
+/// target it was being sent to stays healthy: the failure is the client's, not the peer's
+/// (passive health counts `tcp_failures` and `timeouts` of the upstream only).
+#[tokio::test]
+async fn client_body_failures_do_not_count_against_the_target() {
+    let live = Backend::builder().name("live").run().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: up
+  healthchecks:
+    passive:
+      unhealthy:
+        tcp_failures: 1
+        timeouts: 1
+  targets:
+  - target: {live}
+services:
+- name: hc
+  host: up
+  read_timeout: 2000
+  routes:
+  - name: hc
+    paths: ["/hc"]
+    request_buffering: false
+"#,
+        live = live.addr,
+    );
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.client_body_timeout = Duration::from_millis(300);
+    let g = Gw::start_with(settings, Some(&cfg)).await;
+    let wait = Duration::from_millis(1500);
+    // invalid chunk size
+    let r = raw(
+        g.http,
+        b"POST /hc/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nhello\r\n0\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // a chunked body cut short by the client (it closes its side)
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        s.write_all(
+            b"POST /hc/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+    }
+    // a stalled body: 408 after client_body_timeout, not a 504 after the read timeout
+    let t = std::time::Instant::now();
+    let r = raw(
+        g.http,
+        b"POST /hc/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let h = health_of(&g, "up").await;
+    assert_eq!(h["data"][0]["health"], "HEALTHY", "{h}");
+    let r = get(g.http, "x", "/hc/after").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    g.gw.shutdown().await;
+}
