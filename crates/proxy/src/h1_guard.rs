@@ -7,8 +7,11 @@
 //! `Content-Length` or by chunks) without copying them. When a complete head breaks a rule,
 //! it changes the last byte of that head's blank line before hyper sees it, so hyper's own
 //! strict parser refuses the head: the client gets hyper's 400 and the connection closes,
-//! exactly as for any other malformed head. Anything the guard cannot follow (an upgrade,
-//! HTTP/2, framing hyper itself rejects) turns it into a pass-through.
+//! exactly as for any other malformed head. Anything the guard cannot follow (HTTP/2,
+//! framing hyper itself rejects) turns it into a pass-through, and so does a protocol switch:
+//! the guard watches the answers written back, and only an upgrade request answered `101`
+//! (or a `CONNECT` answered `2xx`) ends the HTTP/1 messages. An upgrade that is refused leaves
+//! the guard following the connection's next requests.
 
 use std::io;
 use std::pin::Pin;
@@ -49,12 +52,23 @@ enum Chunk {
     Trailer { line: usize, cr: bool },
 }
 
+/// A protocol switch the last request asked for, decided by its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    /// An `Upgrade` request: switches on `101`.
+    Upgrade,
+    /// A `CONNECT`: switches on `2xx`.
+    Connect,
+}
+
 /// Wraps an HTTP/1 connection; see the [module documentation](self).
 #[derive(Debug)]
 pub struct H1Guard<T> {
     inner: T,
     state: State,
     head: Vec<u8>,
+    /// The switch asked for by a request whose answer has not been written yet.
+    pending: Option<Switch>,
 }
 
 impl<T> H1Guard<T> {
@@ -65,6 +79,7 @@ impl<T> H1Guard<T> {
             inner,
             state: State::Head,
             head: Vec::new(),
+            pending: None,
         }
     }
 
@@ -105,7 +120,13 @@ impl<T> H1Guard<T> {
                         }
                         continue;
                     }
-                    match framing(&self.head) {
+                    let framing = framing(&self.head);
+                    if framing != Framing::Reject
+                        && let Some(sw) = switch_of(&self.head)
+                    {
+                        self.pending = Some(sw);
+                    }
+                    match framing {
                         Framing::Reject => {
                             // The head's last byte is in this read (the blank line just
                             // completed): a NUL there is invalid wherever it falls, so
@@ -142,7 +163,39 @@ impl<T> H1Guard<T> {
     fn pass(&mut self) {
         self.head = Vec::new();
         self.state = State::Pass;
+        self.pending = None;
     }
+
+    /// Looks at the start of bytes written back to the client: the answer to a request that
+    /// asked for a protocol switch says whether the connection leaves HTTP/1.
+    fn observe(&mut self, written: &[u8]) {
+        let Some(sw) = self.pending else { return };
+        // a status line: `HTTP/1.x NNN`
+        if written.len() < 12 || !written.starts_with(b"HTTP/1.") || written[8] != b' ' {
+            return;
+        }
+        let code = &written[9..12];
+        match sw {
+            Switch::Upgrade if code == b"101" => self.pass(),
+            Switch::Connect if code[0] == b'2' => self.pass(),
+            // an interim answer (100 Continue): the final one decides
+            _ if code[0] == b'1' => {}
+            _ => self.pending = None,
+        }
+    }
+}
+
+/// The protocol switch a request head asks for, if any.
+fn switch_of(head: &[u8]) -> Option<Switch> {
+    if head.starts_with(b"CONNECT ") {
+        return Some(Switch::Connect);
+    }
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon]
+            .eq_ignore_ascii_case(b"upgrade")
+            .then_some(Switch::Upgrade)
+    })
 }
 
 /// Index in `rest` just past the blank line ending the head that `head` began, if any
@@ -180,13 +233,10 @@ fn framing(head: &[u8]) -> Framing {
         return Framing::Pass;
     }
     let mut lines = head.split(|&b| b == b'\n');
-    let Some(request_line) = lines.next() else {
-        return Framing::Pass;
-    };
-    if request_line.starts_with(b"CONNECT ") {
+    if lines.next().is_none() {
         return Framing::Pass;
     }
-    let (mut cl, mut te, mut upgrade) = (None::<&[u8]>, None::<&[u8]>, false);
+    let (mut cl, mut te) = (None::<&[u8]>, None::<&[u8]>);
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -200,13 +250,10 @@ fn framing(head: &[u8]) -> Framing {
             cl = Some(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te = Some(value);
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
         }
     }
     match (cl, te) {
         (Some(_), Some(_)) => Framing::Reject,
-        _ if upgrade => Framing::Pass,
         (None, None) => Framing::None,
         (Some(v), None) => match std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()) {
             Some(0) => Framing::None,
@@ -281,7 +328,15 @@ fn step_chunk(c: Chunk, buf: &[u8]) -> (State, usize) {
                     digits,
                 }),
                 (false, _) if ext => State::Chunk(c),
+                // whitespace after the size, which hyper accepts: up to the line's end it is
+                // skipped like an extension (hyper refuses what it does not accept there)
                 (false, b';') => State::Chunk(Chunk::Size {
+                    size,
+                    ext: true,
+                    cr,
+                    digits,
+                }),
+                (false, b' ' | b'\t') if digits > 0 => State::Chunk(Chunk::Size {
                     size,
                     ext: true,
                     cr,
@@ -341,14 +396,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for H1Guard<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.observe(buf);
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            this.observe(first);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -432,15 +493,96 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
             f("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
             Framing::Pass
         );
+        // (an upgrade is framed as any request; its answer decides the switch)
         assert_eq!(
             f("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
-            Framing::Pass
+            Framing::None
         );
         assert_eq!(f("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Framing::Pass);
         assert_eq!(
             f("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Framing::Pass
         );
+    }
+
+    const SMUGGLE: &[u8] =
+        b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    /// Scans `bytes` as one read; whether they came out changed.
+    fn feed(g: &mut H1Guard<()>, bytes: &[u8]) -> bool {
+        let mut b = bytes.to_vec();
+        if !matches!(g.state, State::Pass) {
+            g.scan(&mut b);
+        }
+        b != bytes
+    }
+
+    #[test]
+    fn a_refused_switch_keeps_the_guard_on() {
+        for (req, answer) in [
+            (
+                &b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\n\r\n"[..],
+                &b"HTTP/1.1 200 OK\r\n"[..],
+            ),
+            (
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+                b"HTTP/1.1 404 Not Found\r\n",
+            ),
+            (
+                b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+                b"HTTP/1.1 405 Method Not Allowed\r\n",
+            ),
+        ] {
+            let mut g = H1Guard::new(());
+            assert!(!feed(&mut g, req));
+            assert!(g.pending.is_some());
+            // an interim answer does not decide
+            g.observe(b"HTTP/1.1 100 Continue\r\n\r\n");
+            assert!(g.pending.is_some());
+            g.observe(answer);
+            assert_eq!(g.pending, None);
+            assert!(
+                feed(&mut g, SMUGGLE),
+                "the next smuggling head is still refused"
+            );
+        }
+    }
+
+    #[test]
+    fn an_accepted_switch_ends_the_guard() {
+        for (req, answer) in [
+            (
+                &b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"[..],
+                &b"HTTP/1.1 101 Switching Protocols\r\n"[..],
+            ),
+            (
+                b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+                b"HTTP/1.1 200 Connection Established\r\n",
+            ),
+        ] {
+            let mut g = H1Guard::new(());
+            assert!(!feed(&mut g, req));
+            g.observe(answer);
+            assert!(matches!(g.state, State::Pass));
+            // tunnel bytes, whatever they look like, are not touched
+            assert!(!feed(&mut g, SMUGGLE));
+        }
+    }
+
+    #[test]
+    fn whitespace_after_a_chunk_size_is_followed() {
+        for body in [
+            &b"5 \r\nhello\r\n0\r\n\r\n"[..],
+            b"5\t;x=1\r\nhello\r\n0 \r\n\r\n",
+        ] {
+            let mut g = H1Guard::new(());
+            let mut input =
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            input.extend_from_slice(body);
+            assert!(!feed(&mut g, &input));
+            assert!(matches!(g.state, State::Head), "{:?}", g.state);
+            assert!(feed(&mut g, SMUGGLE));
+        }
     }
 
     #[test]
