@@ -355,15 +355,34 @@ fn page(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
     let mut body = Map::new();
     body.insert("data".into(), Value::Array(data));
     if more {
+        // Kong carries the tags filter to the next page (`&tags=<escaped>`).
+        let tags = query_param(q, "tags")
+            .map(|t| format!("&tags={}", escape_uri(t)))
+            .unwrap_or_default();
         body.insert(
             "next".into(),
-            Value::from(format!("{base}?offset={end}&size={size}")),
+            Value::from(format!("{base}?offset={end}&size={size}{tags}")),
         );
         body.insert("offset".into(), Value::from(end.to_string()));
     } else {
         body.insert("next".into(), Value::Null);
     }
     json_response(StatusCode::OK, &Value::Object(body))
+}
+
+/// `ngx.escape_uri`: every byte but the unreserved characters (`A-Za-z0-9-._~`)
+/// percent-encoded, with uppercase hex digits.
+fn escape_uri(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 fn entities(sh: &Shared, k: EntityKind, rest: &[&str], q: Option<&str>) -> Response<ProxyBody> {
@@ -420,6 +439,7 @@ fn entities(sh: &Shared, k: EntityKind, rest: &[&str], q: Option<&str>) -> Respo
                         c.get(*fk).and_then(|r| r.get("id")).and_then(Value::as_str)
                             == Some(pid.as_str())
                     })
+                    .filter(|c| query_param(q, "tags").is_none_or(|t| has_tags(c, t)))
                     .collect();
                 return page_checked(items, &base, q);
             }
@@ -769,5 +789,15 @@ mod tests {
         assert_eq!(kind_of("services"), Some(EntityKind::Service));
         assert_eq!(kind_of("key-auths"), Some(EntityKind::KeyauthCredential));
         assert_eq!(kind_of("nope"), None);
+    }
+
+    #[test]
+    fn escapes_like_ngx_escape_uri() {
+        assert_eq!(escape_uri("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(
+            escape_uri("k8s-name:foo,x/y z"),
+            "k8s-name%3Afoo%2Cx%2Fy%20z"
+        );
+        assert_eq!(escape_uri("café"), "caf%C3%A9");
     }
 }
