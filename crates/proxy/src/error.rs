@@ -59,6 +59,8 @@ pub enum Kind {
     PayloadTooLarge,
     /// The client stopped sending its body (`client_body_timeout`).
     RequestTimeout,
+    /// The client's body uses a transfer coding other than `chunked`.
+    NotImplemented,
     /// Anything else.
     Internal,
 }
@@ -80,6 +82,7 @@ impl Kind {
             Kind::BadRequest => StatusCode::BAD_REQUEST,
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -196,6 +199,7 @@ pub fn status_message(status: StatusCode) -> &'static str {
         417 => "Expectation failed",
         426 => "Please use HTTPS protocol",
         500 => "An unexpected error occurred",
+        501 => "Not implemented",
         502 => "An invalid response was received from the upstream server",
         503 => "The upstream server is currently unavailable",
         504 => "The upstream server is timing out",

@@ -168,6 +168,10 @@ where
                     return Outcome::Handoff(Rewind::new(io, buf.freeze()));
                 }
                 match parse(&buf, sh.settings.max_headers, &mut spans) {
+                    // a head over the limit goes to hyper, which answers 431
+                    Parsed::Simple(n) if n > limit => {
+                        return Outcome::Handoff(Rewind::new(io, buf.freeze()));
+                    }
                     Parsed::Simple(n) => break n,
                     Parsed::Other => return Outcome::Handoff(Rewind::new(io, buf.freeze())),
                     Parsed::Partial if buf.len() >= limit => {

@@ -335,8 +335,16 @@ fn check_framing(h: &HeaderMap) -> Result<Option<u64>, Error> {
                 .and_then(|s| s.parse::<u64>().ok())
         }
     };
-    if cl.is_some() && h.contains_key(header::TRANSFER_ENCODING) {
-        return Err(bad());
+    let mut tes = h.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(te) = tes.next() {
+        if cl.is_some() || tes.next().is_some() {
+            return Err(bad());
+        }
+        // Only `chunked` is understood (as nginx): `gzip, chunked` would reach the upstream
+        // as a plain chunked body of compressed bytes. RFC 9112 §6.1: 501.
+        if !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(Error::downstream(Kind::NotImplemented));
+        }
     }
     if h.get_all(header::HOST).iter().count() > 1 {
         return Err(bad());
@@ -519,16 +527,24 @@ fn real_ip(sh: &Shared, peer: IpAddr, h: &HeaderMap, trusted: bool) -> IpAddr {
 /// The client's `Host` header (or the URI authority, for HTTP/2) as a header value,
 /// shared with the request head when it is the header itself.
 fn client_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if let Some(h) = req
-        .headers()
+    // An absolute-form target's authority (HTTP/1, RFC 9112 §3.2.2) or HTTP/2's
+    // `:authority` wins over `Host`, as nginx's `$host` takes the request line's.
+    if let Some(a) = req.uri().authority() {
+        return HeaderValue::from_str(a.as_str()).ok();
+    }
+    req.headers()
         .get(header::HOST)
         .filter(|v| v.to_str().is_ok())
-    {
-        return Some(h.clone());
-    }
-    req.uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .cloned()
+}
+
+/// nginx's check of a request's host: not empty, no whitespace or control bytes, no path
+/// separator, no `..`.
+fn valid_host(h: &[u8]) -> bool {
+    !h.is_empty()
+        && h.iter()
+            .all(|&b| b > b' ' && b != 0x7f && b != b'/' && b != b'\\')
+        && !h.windows(2).any(|w| w == b"..")
 }
 
 /// `X-Forwarded-Host` from the client's host: the port stripped, lowercased; shared with
@@ -559,8 +575,10 @@ async fn proxy(
     cx: &mut Ctx,
 ) -> Result<Answer, Error> {
     // --- rewrite ---
-    let content_length = if !present.has(Present::CONTENT_LENGTH) && !present.repeated {
-        // no length, and no name given twice (a second Host, say)
+    let content_length = if !present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
+        && !present.repeated
+    {
+        // no framing header, and no name given twice (a second Host, say)
         None
     } else if req.version() <= Version::HTTP_11 {
         check_framing(req.headers())?
@@ -574,6 +592,19 @@ async fn proxy(
         return Err(Error::downstream(Kind::PayloadTooLarge));
     }
 
+    // the client's host (the target's authority, else Host), read once for routing and later
+    let client_host = client_host_value(&req);
+    // RFC 9112 §3.2: an HTTP/1.1 request without a host, or any HTTP/1 request with an
+    // invalid one, is refused (as nginx does)
+    if req.version() <= Version::HTTP_11
+        && match &client_host {
+            None => req.version() == Version::HTTP_11,
+            Some(h) => !valid_host(h.as_bytes()),
+        }
+    {
+        return Err(Error::downstream(Kind::BadRequest));
+    }
+
     // --- route ---
     let snap = sh.snapshot.load_full();
     let scheme = if conn.tls {
@@ -581,8 +612,6 @@ async fn proxy(
     } else {
         Scheme::Http
     };
-    // the client's Host (or the URI authority, HTTP/2), read once for routing and later
-    let client_host = client_host_value(&req);
     let m = {
         let view = RequestView {
             method: req.method().as_str(),

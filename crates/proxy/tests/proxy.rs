@@ -534,6 +534,108 @@ async fn strict_http1_parsing() {
     g.gw.shutdown().await;
 }
 
+/// The request's host (RFC 9112 §3.2): required in HTTP/1.1 and checked as nginx checks it,
+/// taken from an absolute-form target before `Host`; transfer codings other than `chunked`
+/// (501); a head over the limit whatever its reads.
+#[tokio::test]
+async fn hosts_codings_and_split_heads() {
+    let foo = Backend::builder().name("foo").run().await;
+    let other = Backend::builder().name("other").run().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: foo
+  url: {foo}
+  routes:
+  - name: foo
+    hosts: ["foo.example"]
+- name: other
+  url: {other}
+  routes:
+  - name: other
+    paths: ["/"]
+"#,
+        foo = foo.url(),
+        other = other.url()
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let w = Duration::from_millis(500);
+    for bad in [
+        &b"GET /nohost HTTP/1.1\r\n\r\n"[..],
+        b"POST /nohost HTTP/1.1\r\nContent-Length: 1\r\n\r\nZ",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x/y\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a..b\r\n\r\n",
+    ] {
+        let out = raw(g.http, bad, w).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{}: {out}",
+            String::from_utf8_lossy(bad)
+        );
+        assert!(
+            out.to_ascii_lowercase().contains("x-kong-request-id"),
+            "{out}"
+        );
+    }
+    // HTTP/1.0 needs no Host
+    let out = raw(g.http, b"GET /old HTTP/1.0\r\n\r\n", w).await;
+    assert!(
+        out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
+    // an absolute-form target's host routes, not the Host header (both request paths)
+    for req in [
+        &b"GET http://foo.example/abs HTTP/1.1\r\nHost: bar\r\n\r\n"[..],
+        b"POST http://foo.example/abs HTTP/1.1\r\nHost: bar\r\nContent-Length: 2\r\n\r\nhi",
+    ] {
+        let out = raw(g.http, req, w).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("x-backend: foo"), "{out}");
+    }
+    // transfer codings nginx does not know: 501, nothing sent upstream
+    let served = other.served();
+    for te in ["gzip, chunked", "identity, chunked", "foo"] {
+        let req = format!(
+            "POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        );
+        let out = raw(g.http, req.as_bytes(), w).await;
+        assert!(
+            out.starts_with("HTTP/1.1 501") || out.starts_with("HTTP/1.1 400"),
+            "{te}: {out}"
+        );
+    }
+    let out = raw(
+        g.http,
+        b"POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        w,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 501"), "{out}");
+    assert_eq!(other.served(), served);
+    // a head over the 32 KiB limit, in two writes that each stay under it: 431
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = b"GET /big HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 40_000));
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        s.write_all(&head[..31_000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(&head[31_000..]).await.unwrap();
+        let mut out = vec![0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out[..n]);
+        assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    }
+    g.gw.shutdown().await;
+}
+
 /// A gateway serving [`basic`] with a client header timeout of `ms`.
 async fn with_header_timeout(b: &Backend, ms: u64) -> Gw {
     let mut s = silverback_proxy::Settings::loopback();
