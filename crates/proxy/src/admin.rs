@@ -78,10 +78,12 @@ pub(crate) async fn serve(
     Ok(r)
 }
 
-fn query_param<'a>(q: Option<&'a str>, name: &str) -> Option<&'a str> {
+/// The first value of a query argument, percent-decoded (`+` is a space, as Kong's
+/// `ngx.req.get_uri_args` decodes).
+fn query_param(q: Option<&str>, name: &str) -> Option<String> {
     q?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then_some(v)
+        (decode_str(k, true) == name).then(|| decode_str(v, true))
     })
 }
 
@@ -90,8 +92,15 @@ async fn route(
     kind: ListenerKind,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // Kong unescapes the path's segments (`+` stays a plus).
+    let segs: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| decode_str(s, false))
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method().clone();
     match (kind, segs.as_slice()) {
         (_, ["status"]) => only_get(&m, || status(sh)),
@@ -162,7 +171,7 @@ async fn route(
             if m != Method::GET && m != Method::HEAD {
                 return write_refused(&m, coll, k, rest);
             }
-            entities(sh, k, rest, req.uri().query())
+            entities(sh, coll, k, rest, req.uri().query())
         }
         _ => message(StatusCode::NOT_FOUND, "Not found"),
     }
@@ -230,7 +239,7 @@ fn all_targets(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
                 == Some(&id)
         })
         .collect();
-    page_checked(items, &format!("/upstreams/{u}/targets/all"), q)
+    page_checked(items, &path_of("upstreams", &[u, "targets", "all"]), q)
 }
 
 /// `POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`: Kong allows these in
@@ -328,7 +337,7 @@ fn find_entity<'a>(list: &'a [Value], k: EntityKind, key: &str) -> Option<&'a Va
 }
 
 fn page(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
-    let size = match query_param(q, "size").map(str::parse::<usize>) {
+    let size = match query_param(q, "size").map(|s| s.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) if (1..=1000).contains(&n) => n,
         Some(_) => {
@@ -338,7 +347,7 @@ fn page(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
             );
         }
     };
-    let offset = match query_param(q, "offset").map(str::parse::<usize>) {
+    let offset = match query_param(q, "offset").map(|s| s.parse::<usize>()) {
         None => 0,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
@@ -357,7 +366,7 @@ fn page(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
     if more {
         // Kong carries the tags filter to the next page (`&tags=<escaped>`).
         let tags = query_param(q, "tags")
-            .map(|t| format!("&tags={}", escape_uri(t)))
+            .map(|t| format!("&tags={}", escape_uri(&t)))
             .unwrap_or_default();
         body.insert(
             "next".into(),
@@ -385,19 +394,29 @@ fn escape_uri(s: &str) -> String {
     out
 }
 
-fn entities(sh: &Shared, k: EntityKind, rest: &[&str], q: Option<&str>) -> Response<ProxyBody> {
+/// The path of an endpoint given by its (decoded) segments, escaped again: the base of a
+/// page's `next`.
+fn path_of(first: &str, rest: &[&str]) -> String {
+    std::iter::once(first)
+        .chain(rest.iter().copied())
+        .fold(String::new(), |a, s| a + "/" + &escape_uri(s))
+}
+
+fn entities(
+    sh: &Shared,
+    coll: &str,
+    k: EntityKind,
+    rest: &[&str],
+    q: Option<&str>,
+) -> Response<ProxyBody> {
     let snap = sh.snapshot.load();
     let list = flat_list(&snap, k);
-    let base = format!(
-        "/{}",
-        rest.iter()
-            .fold(k.plural().to_string(), |a, s| format!("{a}/{s}"))
-    );
+    let base = path_of(coll, rest);
     match rest {
         [] => {
             let mut items = list;
             if let Some(tags) = query_param(q, "tags") {
-                items.retain(|e| has_tags(e, tags));
+                items.retain(|e| has_tags(e, &tags));
             }
             page_checked(items, &base, q)
         }
@@ -433,13 +452,14 @@ fn entities(sh: &Shared, k: EntityKind, rest: &[&str], q: Option<&str>) -> Respo
                 return message(StatusCode::NOT_FOUND, "Not found");
             };
             if let Some((fk, _)) = ck.foreign_keys().iter().find(|(_, p)| *p == k) {
+                let tags = query_param(q, "tags");
                 let items: Vec<Value> = flat_list(&snap, ck)
                     .into_iter()
                     .filter(|c| {
                         c.get(*fk).and_then(|r| r.get("id")).and_then(Value::as_str)
                             == Some(pid.as_str())
                     })
-                    .filter(|c| query_param(q, "tags").is_none_or(|t| has_tags(c, t)))
+                    .filter(|c| tags.as_deref().is_none_or(|t| has_tags(c, t)))
                     .collect();
                 return page_checked(items, &base, q);
             }
@@ -478,7 +498,7 @@ fn tagged(sh: &Shared, tag: &str, q: Option<&str>) -> Response<ProxyBody> {
             }
         }
     }
-    page_checked(items, &format!("/tags/{tag}"), q)
+    page_checked(items, &path_of("tags", &[tag]), q)
 }
 
 fn root(sh: &Shared) -> Response<ProxyBody> {
@@ -604,31 +624,43 @@ fn ready(sh: &Shared) -> Response<ProxyBody> {
 }
 
 fn flag(q: Option<&str>, name: &str) -> bool {
-    matches!(query_param(q, name), Some("1" | "true" | "on" | "yes"))
+    matches!(
+        query_param(q, name).as_deref(),
+        Some("1" | "true" | "on" | "yes")
+    )
 }
 
-fn percent_decode(s: &str) -> Vec<u8> {
+/// Percent-decodes `s` (a `%` not followed by two hex digits stays as it is). With
+/// `plus_is_space` (form encoding and query strings), `+` is a space; in a path it is a
+/// plus.
+fn percent_decode(s: &str, plus_is_space: bool) -> Vec<u8> {
+    let hex = |i: usize| {
+        s.as_bytes()
+            .get(i)
+            .and_then(|&h| char::from(h).to_digit(16))
+            .and_then(|d| u8::try_from(d).ok())
+    };
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
+    while let Some(&c) = b.get(i) {
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
             }
-            c => out.push(c),
+            (b'+', ..) if plus_is_space => out.push(b' '),
+            _ => out.push(c),
         }
         i += 1;
     }
     out
+}
+
+/// [`percent_decode`] to a string (invalid UTF-8 replaced).
+fn decode_str(s: &str, plus_is_space: bool) -> String {
+    String::from_utf8_lossy(&percent_decode(s, plus_is_space)).into_owned()
 }
 
 /// The declarative document of a `POST /config` body: a raw JSON/YAML document, a JSON
@@ -638,7 +670,7 @@ fn document(ct: &str, body: Bytes) -> Bytes {
         let s = String::from_utf8_lossy(&body);
         for kv in s.split('&') {
             if let Some(v) = kv.strip_prefix("config=") {
-                return percent_decode(v).into();
+                return percent_decode(v, true).into();
             }
         }
         return Bytes::new();
@@ -688,7 +720,7 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
     // Kong's configuration hash: the md5 of the document as received. With `check_hash`,
     // the document running already is answered 304 before anything is parsed.
     let raw_md5 = hex::encode(md5::Md5::digest(&doc));
-    let check_hash = query_param(q, "check_hash") == Some("1");
+    let check_hash = query_param(q, "check_hash").as_deref() == Some("1");
     if check_hash && sh.snapshot.load().hash() == raw_md5 {
         return not_modified();
     }
@@ -789,6 +821,28 @@ mod tests {
         assert_eq!(kind_of("services"), Some(EntityKind::Service));
         assert_eq!(kind_of("key-auths"), Some(EntityKind::KeyauthCredential));
         assert_eq!(kind_of("nope"), None);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(decode_str("bob%20smith+x", false), "bob smith+x");
+        assert_eq!(decode_str("bob%20smith+x", true), "bob smith x");
+        assert_eq!(decode_str("caf%C3%A9", false), "café");
+        assert_eq!(decode_str("k8s-name%3afoo", true), "k8s-name:foo");
+        // Not escapes: kept as they are.
+        assert_eq!(decode_str("100%", true), "100%");
+        assert_eq!(decode_str("%+5%2", true), "% 5%2");
+        assert_eq!(decode_str("%zz", true), "%zz");
+        assert_eq!(
+            query_param(Some("a=1&tags=even%2Call&tags=x"), "tags").as_deref(),
+            Some("even,all")
+        );
+        assert_eq!(
+            query_param(Some("t%61gs=a+b"), "tags").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(query_param(Some("tags"), "tags").as_deref(), Some(""));
+        assert_eq!(query_param(None, "tags"), None);
     }
 
     #[test]

@@ -543,6 +543,10 @@ async fn tag_filters_survive_paging() {
         .await
         .json();
     assert_eq!(p1["next"], "/services?offset=1&size=1&tags=even%2Call");
+    assert_eq!(
+        walk(a, "/services?tags=even%2Call&size=1", "name").await,
+        ["s0", "s2", "s4"]
+    );
     // Nested collections filter by tags too, and keep the filter.
     assert_eq!(
         walk(a, "/services/s1/routes?tags=even&size=1", "name").await,
@@ -555,5 +559,57 @@ async fn tag_filters_survive_paging() {
     // /tags/{tag}: the tag is in the path, so `next` keeps it.
     let n = walk(a, "/tags/odd?size=2", "entity_id").await.len();
     assert_eq!(n, 6, "3 services and 3 routes are tagged odd");
+    g.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn escaped_paths_and_query_arguments_are_decoded() {
+    let d = json!({"_format_version": "3.0",
+        "consumers": [{"username": "bob smith"}, {"username": "a+b"}],
+        "services": [{"name": "café", "url": "http://127.0.0.1:9", "tags": ["k8s-name:foo"],
+                      "routes": [{"name": "r~1", "paths": ["/a"], "tags": ["k8s-name:foo"]},
+                                 {"name": "r2", "paths": ["/b"]}]}]})
+    .to_string();
+    let g = Gw::start(None).await;
+    let a = g.admin;
+    let r = admin_post(a, "/config", "application/json", d).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let name = |p: &'static str, f: &'static str| async move {
+        let r = get(a, "localhost", p).await;
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+        r.json()[f].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        name("/consumers/bob%20smith", "username").await,
+        "bob smith"
+    );
+    // In a path, '+' is a plus.
+    assert_eq!(name("/consumers/a+b", "username").await, "a+b");
+    assert_eq!(name("/services/caf%C3%A9", "name").await, "café");
+    assert_eq!(name("/routes/r%7E1", "name").await, "r~1");
+    assert_eq!(name("/routes/r%7e1/service", "name").await, "café");
+    let v = get(a, "localhost", "/services/caf%C3%A9/routes?size=1")
+        .await
+        .json();
+    assert_eq!(v["data"][0]["name"], "r~1");
+    assert_eq!(v["next"], "/services/caf%C3%A9/routes?offset=1&size=1");
+    assert_eq!(
+        walk(a, "/services/caf%C3%A9/routes?size=1", "name").await,
+        ["r~1", "r2"]
+    );
+    // Query arguments.
+    let v = get(a, "localhost", "/routes?tags=k8s-name%3Afoo")
+        .await
+        .json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    let v = get(a, "localhost", "/tags/k8s-name%3Afoo").await.json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["data"][0]["tag"], "k8s-name:foo");
+    let v = get(a, "localhost", "/tags/k8s-name%3Afoo?size=1")
+        .await
+        .json();
+    assert_eq!(v["next"], "/tags/k8s-name%3Afoo?offset=1&size=1");
+    let v = get(a, "localhost", "/consumers?size=%31").await.json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
     g.gw.shutdown().await;
 }
