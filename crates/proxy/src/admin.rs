@@ -624,10 +624,12 @@ fn ready(sh: &Shared) -> Response<ProxyBody> {
 }
 
 fn flag(q: Option<&str>, name: &str) -> bool {
-    matches!(
-        query_param(q, name).as_deref(),
-        Some("1" | "true" | "on" | "yes")
-    )
+    truthy(query_param(q, name).as_deref())
+}
+
+/// Kong's `truthy` of a request parameter.
+fn truthy(v: Option<&str>) -> bool {
+    matches!(v, Some("1" | "true" | "on" | "yes"))
 }
 
 /// Percent-decodes `s` (a `%` not followed by two hex digits stays as it is). With
@@ -663,27 +665,209 @@ fn decode_str(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&percent_decode(s, plus_is_space)).into_owned()
 }
 
-/// The declarative document of a `POST /config` body: a raw JSON/YAML document, a JSON
-/// object `{"config": "<document>"}`, or a form field `config=`.
-fn document(ct: &str, body: Bytes) -> Bytes {
-    if ct.starts_with("application/x-www-form-urlencoded") {
-        let s = String::from_utf8_lossy(&body);
-        for kv in s.split('&') {
-            if let Some(v) = kv.strip_prefix("config=") {
-                return percent_decode(v, true).into();
+/// What a `POST /config` body carries: the declarative document, and the parameters
+/// sent beside it (form fields, multipart parts, JSON keys), which Kong reads like the
+/// query's (`check_hash`, `flatten_errors`).
+#[derive(Debug, Default, PartialEq)]
+struct Posted {
+    doc: Bytes,
+    params: Vec<(String, String)>,
+}
+
+impl Posted {
+    fn raw(doc: Bytes) -> Posted {
+        Posted {
+            doc,
+            params: vec![],
+        }
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The declarative document of a `POST /config` body, as Kong finds it: the `config`
+/// parameter (form field, multipart part, JSON key) when there is one, else the raw body.
+/// `Err` is the message of a 400 answer.
+fn document(content_type: &str, body: Bytes) -> Result<Posted, String> {
+    let ct = content_type.to_ascii_lowercase();
+    if ct.starts_with("multipart/form-data") {
+        let boundary = multipart_boundary(content_type)
+            .ok_or("invalid multipart body: no boundary in the content type")?;
+        let parts =
+            multipart_parts(&body, boundary).map_err(|e| format!("invalid multipart body: {e}"))?;
+        let mut posted = Posted::default();
+        for (name, data) in parts {
+            if name == "config" {
+                posted.doc = data;
+            } else {
+                posted
+                    .params
+                    .push((name, String::from_utf8_lossy(&data).into_owned()));
             }
         }
-        return Bytes::new();
+        return Ok(posted);
     }
+    if ct.starts_with("application/x-www-form-urlencoded") {
+        let s = String::from_utf8_lossy(&body);
+        let mut posted = Posted::default();
+        let mut config = None;
+        for kv in s.split('&') {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let k = decode_str(k, true);
+            if k == "config" {
+                config.get_or_insert_with(|| Bytes::from(percent_decode(v, true)));
+            } else {
+                posted.params.push((k, decode_str(v, true)));
+            }
+        }
+        // Without a `config` field (`curl --data-binary @kong.yml` sends this content
+        // type), Kong takes the raw body, unless the fields are the document itself.
+        posted.doc = match config {
+            Some(doc) => doc,
+            None if posted.param("_format_version").is_some() => Bytes::new(),
+            None => body,
+        };
+        return Ok(posted);
+    }
+    let is_json = ct.contains("application/json");
     let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if looks_json
-        && let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&body)
-        && !m.contains_key("_format_version")
-        && let Some(Value::String(doc)) = m.get("config")
-    {
-        return Bytes::from(doc.clone());
+    if !is_json && !looks_json {
+        return Ok(Posted::raw(body));
     }
-    body
+    let parsed = serde_json::from_slice::<Value>(&body);
+    if is_json && parsed.is_err() && !body.iter().all(u8::is_ascii_whitespace) {
+        // Kong's api_helpers, before the endpoint runs.
+        return Err("Cannot parse JSON body".into());
+    }
+    let Ok(Value::Object(m)) = parsed else {
+        return Ok(Posted::raw(body));
+    };
+    let params = ["check_hash", "flatten_errors"]
+        .into_iter()
+        .filter_map(|k| {
+            let v = match m.get(k)? {
+                Value::String(s) => s.clone(),
+                v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+                _ => return None,
+            };
+            Some((k.to_string(), v))
+        })
+        .collect();
+    let doc = match m.get("config") {
+        Some(Value::String(doc)) if !m.contains_key("_format_version") => Bytes::from(doc.clone()),
+        _ => body,
+    };
+    Ok(Posted { doc, params })
+}
+
+/// The `boundary` parameter of a `multipart/form-data` content type (RFC 2046: 1 to 70
+/// characters, possibly quoted).
+fn multipart_boundary(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        (1..=70).contains(&v.len()).then_some(v)
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The parts of a `multipart/form-data` body, each by the `name` of its
+/// `Content-Disposition`. Strict: CRLF line ends, a closing delimiter, at most
+/// `MAX_PARTS` parts with at most 8 KiB of headers each.
+fn multipart_parts(body: &Bytes, boundary: &str) -> Result<Vec<(String, Bytes)>, String> {
+    const MAX_PARTS: usize = 32;
+    const MAX_HEADERS: usize = 8192;
+    let delim = format!("--{boundary}");
+    let next_delim = format!("\r\n--{boundary}");
+    // A preamble before the first delimiter is allowed (and ignored).
+    let first = if body.starts_with(delim.as_bytes()) {
+        0
+    } else {
+        find(body, next_delim.as_bytes()).ok_or("the boundary is not in the body")? + 2
+    };
+    let mut pos = first + delim.len();
+    let mut parts = vec![];
+    loop {
+        let rest = &body[pos..];
+        if rest.starts_with(b"--") {
+            return Ok(parts);
+        }
+        if !rest.starts_with(b"\r\n") {
+            return Err("a delimiter is not followed by CRLF".into());
+        }
+        if parts.len() == MAX_PARTS {
+            return Err(format!("more than {MAX_PARTS} parts"));
+        }
+        let start = pos + 2;
+        let rest = &body[start..];
+        let (headers, content) = if rest.starts_with(b"\r\n") {
+            ("", start + 2)
+        } else {
+            let end = find(&rest[..rest.len().min(MAX_HEADERS + 4)], b"\r\n\r\n")
+                .ok_or("a part's headers do not end (or are over 8 KiB)")?;
+            let h =
+                std::str::from_utf8(&rest[..end]).map_err(|_| "a part's headers are not UTF-8")?;
+            (h, start + end + 4)
+        };
+        let len = find(&body[content..], next_delim.as_bytes()).ok_or("no closing delimiter")?;
+        let name = headers
+            .split("\r\n")
+            .find_map(|line| {
+                let (k, v) = line.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-disposition")
+                    .then_some(v)
+            })
+            .and_then(disposition_name)
+            .ok_or("a part has no Content-Disposition name")?;
+        parts.push((name, body.slice(content..content + len)));
+        pos = content + len + next_delim.len();
+    }
+}
+
+/// The `name` parameter of a `form-data` Content-Disposition value (quotes honoured, so a
+/// `;` inside a quoted filename is not a separator).
+fn disposition_name(v: &str) -> Option<String> {
+    let mut params = vec![];
+    let (mut cur, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in v.chars() {
+        match c {
+            _ if escaped => {
+                cur.push(c);
+                escaped = false;
+            }
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => params.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    params.push(cur);
+    let mut it = params.into_iter();
+    if !it.next()?.trim().eq_ignore_ascii_case("form-data") {
+        return None;
+    }
+    it.find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("name")
+            .then(|| v.trim().to_string())
+    })
 }
 
 async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -694,7 +878,7 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase();
+        .to_string();
     let Ok(_guard) = sh.loading.try_lock() else {
         let mut r = message(
             StatusCode::TOO_MANY_REQUESTS,
@@ -710,7 +894,20 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
         Ok(Err(_)) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
         Err(_) => return message(StatusCode::REQUEST_TIMEOUT, "Request timeout"),
     };
-    let doc = document(&ct, body);
+    let posted = match document(&ct, body) {
+        Ok(p) => p,
+        Err(m) => return message(StatusCode::BAD_REQUEST, &m),
+    };
+    // Parameters sent in the body count like the query's (and win, as in Lapis).
+    let param = |name: &str| {
+        posted
+            .param(name)
+            .map(str::to_string)
+            .or_else(|| query_param(q, name))
+    };
+    let check_hash = param("check_hash").as_deref() == Some("1");
+    let flatten = truthy(param("flatten_errors").as_deref());
+    let doc = posted.doc;
     if doc.iter().all(u8::is_ascii_whitespace) {
         return message(
             StatusCode::BAD_REQUEST,
@@ -720,11 +917,9 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
     // Kong's configuration hash: the md5 of the document as received. With `check_hash`,
     // the document running already is answered 304 before anything is parsed.
     let raw_md5 = hex::encode(md5::Md5::digest(&doc));
-    let check_hash = query_param(q, "check_hash").as_deref() == Some("1");
     if check_hash && sh.snapshot.load().hash() == raw_md5 {
         return not_modified();
     }
-    let flatten = flag(q, "flatten_errors");
     let sh2 = sh.clone();
     // Parsing, validation and compilation run off the request path.
     let res =
@@ -792,27 +987,103 @@ fn now_unix() -> Option<i64> {
 mod tests {
     use super::*;
 
+    fn doc_of(ct: &str, body: &'static [u8]) -> Result<Bytes, String> {
+        document(ct, Bytes::from_static(body)).map(|p| p.doc)
+    }
+
     #[test]
     fn documents_from_bodies() {
+        let ok = |b: &'static [u8]| Ok(Bytes::from_static(b));
         assert_eq!(
-            &document(
-                "application/json",
-                Bytes::from_static(b"{\"config\":\"a: 1\"}")
-            )[..],
-            b"a: 1"
+            doc_of("application/json", b"{\"config\":\"a: 1\"}"),
+            ok(b"a: 1")
         );
-        let raw = Bytes::from_static(b"{\"_format_version\":\"3.0\",\"config\":\"x\"}");
-        assert_eq!(document("application/json", raw.clone()), raw);
+        let raw = b"{\"_format_version\":\"3.0\",\"config\":\"x\"}";
+        assert_eq!(doc_of("application/json", raw), ok(raw));
         assert_eq!(
-            &document(
-                "application/x-www-form-urlencoded",
-                Bytes::from_static(b"x=1&config=a%3A+1")
-            )[..],
-            b"a: 1"
+            doc_of("application/x-www-form-urlencoded", b"x=1&config=a%3A+1"),
+            ok(b"a: 1")
         );
+        assert_eq!(doc_of("text/yaml", b"a: 1"), ok(b"a: 1"));
+    }
+
+    #[test]
+    fn form_bodies_without_a_config_field_are_the_document() {
+        let yaml = b"_format_version: \"3.0\"\nservices: []\n";
         assert_eq!(
-            &document("text/yaml", Bytes::from_static(b"a: 1"))[..],
-            b"a: 1"
+            doc_of("application/x-www-form-urlencoded", yaml),
+            Ok(Bytes::from_static(yaml))
+        );
+        // Fields that are the document itself are not supported: no document.
+        assert_eq!(
+            doc_of("application/x-www-form-urlencoded", b"_format_version=3.0"),
+            Ok(Bytes::new())
+        );
+    }
+
+    #[test]
+    fn invalid_json_is_refused_before_the_document_is_read() {
+        for body in [&b"{nope"[..], b"a: 1", b"{\"config\": "] {
+            assert_eq!(
+                document("Application/JSON; charset=utf-8", Bytes::from_static(body)),
+                Err("Cannot parse JSON body".into())
+            );
+        }
+        assert_eq!(
+            doc_of("application/json", b" "),
+            Ok(Bytes::from_static(b" "))
+        );
+        // Not declared JSON: the parser of the document reports it.
+        assert_eq!(
+            doc_of("text/plain", b"{nope"),
+            Ok(Bytes::from_static(b"{nope"))
+        );
+    }
+
+    #[test]
+    fn multipart_bodies() {
+        let ct = "multipart/form-data; boundary=------XyZ";
+        let body =
+            b"--------XyZ\r\nContent-Disposition: form-data; name=\"check_hash\"\r\n\r\n1\r\n\
+--------XyZ\r\ncontent-disposition: form-data; name=\"config\"; filename=\"k;ong.yml\"\r\n\
+Content-Type: application/octet-stream\r\n\r\na: 1\r\n--x\r\n\r\n--------XyZ--\r\n";
+        let p = document(ct, Bytes::from_static(body)).map_err(|e| e.to_string());
+        let p = p.unwrap_or_default();
+        assert_eq!(&p.doc[..], b"a: 1\r\n--x\r\n");
+        assert_eq!(p.param("check_hash"), Some("1"));
+        // A quoted boundary, a preamble, an empty part.
+        let body =
+            b"preamble\r\n--b\r\nContent-Disposition: form-data; name=config\r\n\r\n\r\n--b--";
+        assert_eq!(
+            doc_of("multipart/form-data; boundary=\"b\"", body),
+            Ok(Bytes::new())
+        );
+        let bad: [(&str, &[u8]); 6] = [
+            ("multipart/form-data", b"--b\r\n\r\nx\r\n--b--"),
+            ("multipart/form-data; boundary=b", b"a: 1"),
+            (
+                "multipart/form-data; boundary=b",
+                b"--b\r\nContent-Disposition: form-data; name=config\r\n\r\na: 1",
+            ),
+            (
+                "multipart/form-data; boundary=b",
+                b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--",
+            ),
+            (
+                "multipart/form-data; boundary=b",
+                b"--b\r\nContent-Disposition: form-data; name=config",
+            ),
+            ("multipart/form-data; boundary=b", b"--bxx"),
+        ];
+        for (ct, body) in bad {
+            let e = doc_of(ct, body).err().unwrap_or_default();
+            assert!(e.starts_with("invalid multipart body: "), "{body:?}: {e}");
+        }
+        let many = "--b\r\nContent-Disposition: form-data; name=x\r\n\r\n\r\n".repeat(40) + "--b--";
+        let e = document("multipart/form-data; boundary=b", Bytes::from(many)).err();
+        assert_eq!(
+            e.as_deref(),
+            Some("invalid multipart body: more than 32 parts")
         );
     }
 

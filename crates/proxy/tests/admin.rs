@@ -150,6 +150,9 @@ async fn post_config_applies_and_failures_change_nothing() {
     // Unparseable and empty bodies.
     let r = admin_post(g.admin, "/config", "application/json", "{nope").await;
     assert_eq!(r.status, 400);
+    assert_eq!(r.json(), json!({"message": "Cannot parse JSON body"}));
+    let r = admin_post(g.admin, "/config", "text/yaml", "{nope").await;
+    assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], 14);
     let r = admin_post(g.admin, "/config", "application/json", "").await;
     assert_eq!(r.status, 400);
@@ -611,5 +614,56 @@ async fn escaped_paths_and_query_arguments_are_decoded() {
     assert_eq!(v["next"], "/tags/k8s-name%3Afoo?offset=1&size=1");
     let v = get(a, "localhost", "/consumers?size=%31").await.json();
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    g.gw.shutdown().await;
+}
+
+/// `curl -F config=@kong.yml` and `curl --data-binary @kong.yml` (form content type, no
+/// `config=` field) post a document as Kong accepts it.
+#[tokio::test]
+async fn post_config_from_multipart_and_raw_form_bodies() {
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    let a = g.admin;
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: {}\n  routes:\n  - name: r\n    paths: [/mp]\n",
+        b.url()
+    );
+    let multipart = |doc: &str, extra: &str| {
+        format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"config\"; filename=\"kong.yml\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n{doc}\r\n{extra}--XyZ--\r\n"
+        )
+    };
+    let ct = "multipart/form-data; boundary=XyZ";
+    let r = admin_post(a, "/config", ct, multipart(&yaml, "")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(get(g.http, "x", "/mp").await.status, 200);
+    assert_eq!(g.gw.config_hash(), doc_hash(&yaml), "the hash of the part");
+    // A check_hash part counts like the query argument.
+    let check = "--XyZ\r\nContent-Disposition: form-data; name=\"check_hash\"\r\n\r\n1\r\n";
+    let r = admin_post(a, "/config", ct, multipart(&yaml, check)).await;
+    assert_eq!(r.status, 304, "{}", r.text());
+    let r = admin_post(a, "/config", ct, "--XyZ\r\nno end").await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid multipart body: "),
+        "{}",
+        r.text()
+    );
+    // curl's default content type with the raw document as the body.
+    let form = yaml.replace("/mp", "/form");
+    let r = admin_post(
+        a,
+        "/config",
+        "application/x-www-form-urlencoded",
+        form.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(get(g.http, "x", "/form").await.status, 200);
+    assert_eq!(g.gw.config_hash(), doc_hash(&form));
     g.gw.shutdown().await;
 }
