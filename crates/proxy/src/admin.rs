@@ -627,9 +627,13 @@ fn flag(q: Option<&str>, name: &str) -> bool {
     truthy(query_param(q, name).as_deref())
 }
 
-/// Kong's `truthy` of a request parameter.
+/// Kong's `truthy` of a request parameter (lowercased first).
 fn truthy(v: Option<&str>) -> bool {
-    matches!(v, Some("1" | "true" | "on" | "yes"))
+    v.is_some_and(|v| {
+        ["1", "true", "on", "yes"]
+            .iter()
+            .any(|t| v.eq_ignore_ascii_case(t))
+    })
 }
 
 /// Percent-decodes `s` (a `%` not followed by two hex digits stays as it is). With
@@ -1114,6 +1118,18 @@ Content-Type: application/octet-stream\r\n\r\na: 1\r\n--x\r\n\r\n--------XyZ--\r
         );
         assert_eq!(query_param(Some("tags"), "tags").as_deref(), Some(""));
         assert_eq!(query_param(None, "tags"), None);
+    }
+
+    #[test]
+    fn truthy_ignores_case() {
+        for v in ["1", "true", "TRUE", "True", "on", "ON", "yes", "Yes"] {
+            assert!(truthy(Some(v)), "{v}");
+        }
+        for v in ["0", "false", "", "y", "truex"] {
+            assert!(!truthy(Some(v)), "{v}");
+        }
+        assert!(!truthy(None));
+        assert!(flag(Some("flatten_errors=TRUE"), "flatten_errors"));
     }
 
     #[test]
