@@ -883,15 +883,6 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let Ok(_guard) = sh.loading.try_lock() else {
-        let mut r = message(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Currently loading previous configuration",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
-    };
     let limited = Limited::new(req.into_body(), sh.settings.admin_max_body);
     let body = match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
@@ -918,6 +909,16 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
             "expected a declarative configuration",
         );
     }
+    // The loading lock is taken once the body is in: a slow upload does not hold it.
+    let Ok(_guard) = sh.loading.try_lock() else {
+        let mut r = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Currently loading previous configuration",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     // Kong's configuration hash: the md5 of the document as received. With `check_hash`,
     // the document running already is answered 304 before anything is parsed.
     let raw_md5 = hex::encode(md5::Md5::digest(&doc));

@@ -667,3 +667,28 @@ async fn post_config_from_multipart_and_raw_form_bodies() {
     assert_eq!(g.gw.config_hash(), doc_hash(&form));
     g.gw.shutdown().await;
 }
+
+/// A slow upload does not hold the loading lock: a concurrent POST /config is served.
+#[tokio::test]
+async fn a_slow_upload_does_not_block_another_post_config() {
+    use tokio::io::AsyncWriteExt;
+    let g = Gw::start(None).await;
+    let mut slow = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+    slow.write_all(
+        b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: text/yaml\r\n\
+          content-length: 1000\r\n\r\n_format_version: \"3.0\"\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = admin_post(
+        g.admin,
+        "/config",
+        "application/json",
+        r#"{"_format_version":"3.0","services":[{"name":"s","url":"http://127.0.0.1:9"}]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    drop(slow);
+    g.gw.shutdown().await;
+}
