@@ -337,25 +337,34 @@ fn find_entity<'a>(list: &'a [Value], k: EntityKind, key: &str) -> Option<&'a Va
 }
 
 fn page(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
-    let size = match query_param(q, "size").map(|s| s.parse::<usize>()) {
-        None => 100,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"code": 3, "name": "invalid size", "message": "size must be an integer between 1 and 1000", "fields": {}}),
-            );
-        }
+    // Kong's errors (db/errors.lua): code 9 for the size (`tonumber` first, then the DAO's
+    // range check), code 7 for the offset, neither with `fields`.
+    let invalid_size = |m: &str| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"code": 9, "name": "invalid size", "message": m}),
+        )
     };
-    let offset = match query_param(q, "offset").map(|s| s.parse::<usize>()) {
+    let size = match query_param(q, "size") {
+        None => 100,
+        Some(s) => match lua_number(&s) {
+            None => return invalid_size("size must be a number"),
+            Some(n) if n.fract() == 0.0 && (1.0..=1000.0).contains(&n) => n as usize,
+            Some(_) => return invalid_size("size must be an integer between 1 and 1000"),
+        },
+    };
+    let offset = match query_param(q, "offset") {
         None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"code": 7, "name": "invalid offset", "message": "'offset' is not a valid offset: bad base64 encoding", "fields": {}}),
-            );
-        }
+        Some(o) => match o.parse::<usize>() {
+            Ok(n) => n,
+            Err(_) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"code": 7, "name": "invalid offset",
+                            "message": format!("'{o}' is not a valid offset: bad base64 encoding")}),
+                );
+            }
+        },
     };
     let total = items.len();
     let end = offset.saturating_add(size).min(total);
@@ -377,6 +386,17 @@ fn page(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
         body.insert("next".into(), Value::Null);
     }
     json_response(StatusCode::OK, &Value::Object(body))
+}
+
+/// A number as Lua's `tonumber` reads a decimal string (no `inf`/`nan` words).
+fn lua_number(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if s.bytes()
+        .any(|b| b.is_ascii_alphabetic() && !matches!(b, b'e' | b'E'))
+    {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// `ngx.escape_uri`: every byte but the unreserved characters (`A-Za-z0-9-._~`)

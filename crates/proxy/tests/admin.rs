@@ -692,3 +692,35 @@ async fn a_slow_upload_does_not_block_another_post_config() {
     drop(slow);
     g.gw.shutdown().await;
 }
+
+/// Kong's paging errors: code 9 for the size, code 7 for the offset, no `fields`.
+#[tokio::test]
+async fn paging_errors_use_kongs_codes_and_messages() {
+    let g = Gw::start(None).await;
+    let a = g.admin;
+    let between = "size must be an integer between 1 and 1000";
+    for (q, m) in [
+        ("size=abc", "size must be a number"),
+        ("size=2.5", between),
+        ("size=0", between),
+        ("size=1001", between),
+        ("size=-1", between),
+    ] {
+        let r = get(a, "localhost", &format!("/services?{q}")).await;
+        assert_eq!(r.status, 400, "{q}");
+        assert_eq!(
+            r.json(),
+            json!({"code": 9, "name": "invalid size", "message": m}),
+            "{q}"
+        );
+    }
+    assert_eq!(get(a, "localhost", "/services?size=1000").await.status, 200);
+    let r = get(a, "localhost", "/routes?offset=n%21pe").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        json!({"code": 7, "name": "invalid offset",
+               "message": "'n!pe' is not a valid offset: bad base64 encoding"})
+    );
+    g.gw.shutdown().await;
+}
