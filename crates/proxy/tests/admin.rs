@@ -504,8 +504,8 @@ async fn walk(a: std::net::SocketAddr, first: &str, field: &str) -> Vec<String> 
         let r = get(a, "localhost", &path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         let v = r.json();
-        for e in v["data"].as_array().unwrap() {
-            out.push(e[field].as_str().unwrap().to_string());
+        for e in v["data"].as_array().expect("data is an array") {
+            out.push(e[field].as_str().expect("a string field").to_string());
         }
         match v["next"].as_str() {
             Some(n) => path = n.to_string(),
