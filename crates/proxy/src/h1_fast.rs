@@ -173,6 +173,11 @@ where
                         return Outcome::Handoff(Rewind::new(io, buf.freeze()));
                     }
                     Parsed::Simple(n) => break n,
+                    // the HTTP/2 preface only starts a connection (RFC 9113 §3.4): after a
+                    // request it is not handed to the protocol detection
+                    Parsed::Other if !first && buf.starts_with(&H2_PREFACE[..4]) => {
+                        return Outcome::Closed;
+                    }
                     Parsed::Other => return Outcome::Handoff(Rewind::new(io, buf.freeze())),
                     Parsed::Partial if buf.len() >= limit => {
                         return Outcome::Handoff(Rewind::new(io, buf.freeze()));

@@ -1,7 +1,8 @@
 //! A byte-level guard in front of hyper's HTTP/1 server for what hyper tolerates but a proxy
 //! must refuse: a request carrying both `Content-Length` and `Transfer-Encoding` (hyper
 //! drops the length and reads the body as chunked, RFC 9112 §6.1; nginx, and so Kong,
-//! answers 400, and so do we).
+//! answers 400, and so do we), or `Content-Length` twice (hyper merges equal values; nginx
+//! answers 400).
 //!
 //! The guard follows the message framing of the bytes the client sends (heads, bodies by
 //! `Content-Length` or by chunks) without copying them. When a complete head breaks a rule,
@@ -84,12 +85,12 @@ impl<T> H1Guard<T> {
     }
 
     /// Follows `buf` (bytes just read); may change one byte of it to make hyper reject a
-    /// head that breaks a rule.
-    fn scan(&mut self, buf: &mut [u8]) {
+    /// head that breaks a rule, and then says where that head ends in `buf`.
+    fn scan(&mut self, buf: &mut [u8]) -> Option<usize> {
         let mut i = 0;
         while i < buf.len() {
             match &mut self.state {
-                State::Pass => return,
+                State::Pass => return None,
                 State::Body(n) => {
                     let take = (*n).min((buf.len() - i) as u64);
                     *n -= take;
@@ -133,6 +134,7 @@ impl<T> H1Guard<T> {
                             // hyper refuses the head with 400.
                             buf[i - 1] = 0;
                             self.pass();
+                            return Some(i);
                         }
                         Framing::Pass => self.pass(),
                         Framing::None => self.next_head(),
@@ -153,6 +155,7 @@ impl<T> H1Guard<T> {
                 }
             }
         }
+        None
     }
 
     fn next_head(&mut self) {
@@ -244,8 +247,10 @@ fn framing(head: &[u8]) -> Framing {
         };
         let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
         if name.eq_ignore_ascii_case(b"content-length") {
-            if cl.is_some_and(|v| v != value) {
-                return Framing::Pass; // hyper refuses differing lengths itself
+            if cl.is_some() {
+                // a second length, even an equal one (which hyper would merge): nginx
+                // answers "duplicate header line", 400
+                return Framing::Reject;
             }
             cl = Some(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -384,7 +389,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for H1Guard<T> {
             && !matches!(this.state, State::Pass)
         {
             let new = &mut buf.filled_mut()[before..];
-            this.scan(new);
+            if let Some(end) = this.scan(new) {
+                // What follows a refused head is never read as HTTP: in its place goes a
+                // blank line, so that hyper, which looks for one before it parses a head that
+                // came in pieces, parses this one now (and refuses it) instead of waiting.
+                buf.set_filled(before + end);
+                if buf.remaining() >= 4 {
+                    buf.put_slice(b"\r\n\r\n");
+                }
+            }
         }
         r
     }
@@ -501,7 +514,11 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(f("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Framing::Pass);
         assert_eq!(
             f("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
-            Framing::Pass
+            Framing::Reject
+        );
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n"),
+            Framing::Reject
         );
     }
 
