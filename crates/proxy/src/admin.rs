@@ -169,7 +169,7 @@ async fn route(
                 return message(StatusCode::NOT_FOUND, "Not found");
             };
             if m != Method::GET && m != Method::HEAD {
-                return write_refused(&m, coll, k, rest);
+                return write_refused(sh, &m, k, rest);
             }
             entities(sh, coll, k, rest, req.uri().query())
         }
@@ -296,27 +296,84 @@ fn kind_of(endpoint: &str) -> Option<EntityKind> {
     })
 }
 
-fn write_refused(m: &Method, coll: &str, k: EntityKind, rest: &[&str]) -> Response<ProxyBody> {
-    let plural = match rest {
-        [_, child] => kind_of(child).map(|c| c.plural()).unwrap_or(k.plural()),
-        _ => k.plural(),
+/// A write to an entity endpoint, refused as Kong refuses it in DB-less mode: on a
+/// collection, POST is "cannot create" and the other methods 405; on an entity, POST is
+/// 405, DELETE of an entity that does not exist succeeds (Kong's DAO selects first), and
+/// a write addressed by the endpoint key (not a UUID) names that key.
+fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Response<ProxyBody> {
+    let not_allowed = || message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    let unsupported = |verb: &str, plural: &str, by: Option<&str>| {
+        let by = by.map(|f| format!(" by '{f}'")).unwrap_or_default();
+        json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({
+                "code": 12,
+                "name": "operation unsupported",
+                "message": format!("cannot {verb} '{plural}' entities{by} when not using a database"),
+            }),
+        )
     };
-    let _ = coll;
     let verb = match *m {
         Method::POST => "create",
         Method::PUT => "create or update",
         Method::PATCH => "update",
         Method::DELETE => "remove",
-        _ => return message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        _ => return not_allowed(),
     };
-    json_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &json!({
-            "code": 12,
-            "name": "operation unsupported",
-            "message": format!("cannot {verb} '{plural}' entities when not using a database"),
-        }),
-    )
+    let snap = sh.snapshot.load();
+    // The entity addressed: its kind, the key given, and whether it exists.
+    let (ek, key, exists) = match rest {
+        [] if *m == Method::POST => return unsupported("create", k.plural(), None),
+        [] => return not_allowed(),
+        [id] => (k, *id, find_entity(&flat_list(&snap, k), k, id).is_some()),
+        [id, child] => {
+            let parent = find_entity(&flat_list(&snap, k), k, id).cloned();
+            if let Some((fk, pk)) = k.foreign_keys().iter().find(|(f, _)| f == child) {
+                // `/routes/{r}/service`: the referenced entity, by its id.
+                let rid = parent
+                    .as_ref()
+                    .and_then(|p| p.get(*fk)?.get("id")?.as_str().map(str::to_string));
+                let exists = rid
+                    .as_deref()
+                    .is_some_and(|r| find_entity(&flat_list(&snap, *pk), *pk, r).is_some());
+                if *m == Method::POST {
+                    return not_allowed();
+                }
+                if *m == Method::DELETE && !exists {
+                    return no_content();
+                }
+                return unsupported(verb, pk.plural(), None);
+            }
+            let Some(ck) =
+                kind_of(child).filter(|ck| ck.foreign_keys().iter().any(|(_, p)| *p == k))
+            else {
+                return message(StatusCode::NOT_FOUND, "Not found");
+            };
+            if *m == Method::POST {
+                return unsupported("create", ck.plural(), None);
+            }
+            return not_allowed();
+        }
+        _ => return message(StatusCode::NOT_FOUND, "Not found"),
+    };
+    if *m == Method::POST {
+        return not_allowed();
+    }
+    if *m == Method::DELETE && !exists {
+        return no_content();
+    }
+    let by = if uuid::Uuid::parse_str(key).is_ok() {
+        None
+    } else {
+        ek.endpoint_key()
+    };
+    unsupported(verb, ek.plural(), by)
+}
+
+fn no_content() -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
 }
 
 fn flat_list(snap: &Snapshot, k: EntityKind) -> Vec<Value> {

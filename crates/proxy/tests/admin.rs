@@ -277,18 +277,50 @@ async fn entity_endpoints_are_read_only() {
     assert_eq!(r.status, 405);
     assert_eq!(
         r.json()["message"],
-        "cannot remove 'services' entities when not using a database"
+        "cannot remove 'services' entities by 'name' when not using a database"
     );
-    let r = c
-        .send(
-            req("PUT", "localhost", "/services/svc/routes")
+    let mut send = async |method: &str, path: &str| {
+        c.send(
+            req(method, "localhost", path)
                 .body(Default::default())
                 .unwrap(),
         )
-        .await;
+        .await
+    };
+    // By id, the message names no key.
+    let r = send("PATCH", &format!("/services/{svc_id}")).await;
     assert_eq!(
         r.json()["message"],
-        "cannot create or update 'routes' entities when not using a database"
+        "cannot update 'services' entities when not using a database"
+    );
+    let r = send("PUT", "/routes/r1").await;
+    assert_eq!(
+        r.json()["message"],
+        "cannot create or update 'routes' entities by 'name' when not using a database"
+    );
+    // Kong's DAO selects before deleting: nothing to delete is a success.
+    let r = send("DELETE", "/routes/nope").await;
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    // Collections: only POST is an operation; an entity takes no POST.
+    for (method, path) in [
+        ("PUT", "/services/svc/routes"),
+        ("PATCH", "/routes"),
+        ("DELETE", "/routes"),
+        ("POST", "/routes/r1"),
+    ] {
+        let r = send(method, path).await;
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(
+            r.json(),
+            json!({"message": "Method not allowed"}),
+            "{method} {path}"
+        );
+    }
+    let r = send("POST", "/services/svc/routes").await;
+    assert_eq!(
+        r.json()["message"],
+        "cannot create 'routes' entities when not using a database"
     );
     let r = c
         .send(
