@@ -76,12 +76,14 @@ impl ConfigError {
     pub fn kong_body(&self, flatten: bool) -> Value {
         match self {
             ConfigError::Parse(m) => {
-                let m = format!("failed parsing declarative configuration: {m}");
+                // Kong wraps the parser's message as any invalid document's fields
+                let fields =
+                    json!({"error": format!("failed parsing declarative configuration: {m}")});
                 json!({
                     "code": Self::CODE,
                     "name": "invalid declarative configuration",
-                    "message": m,
-                    "fields": {"error": m},
+                    "message": format!("declarative config is invalid: {}", lua_pretty(&fields)),
+                    "fields": fields,
                 })
             }
             ConfigError::Invalid(inv) => {
@@ -225,6 +227,20 @@ fn write_lua(v: &Value, s: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parse_error_has_kongs_body() {
+        let e = ConfigError::Parse("expected an object".into());
+        let m = "failed parsing declarative configuration: expected an object";
+        let want = json!({
+            "code": 14,
+            "name": "invalid declarative configuration",
+            "message": format!("declarative config is invalid: {{error=\"{m}\"}}"),
+            "fields": {"error": m},
+        });
+        assert_eq!(e.kong_body(false), want);
+        assert_eq!(e.kong_body(true), want);
+    }
 
     #[test]
     fn lua_pretty_matches_penlight_shape() {
