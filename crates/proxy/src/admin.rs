@@ -3,8 +3,10 @@
 //! Admin listener: `GET /`, `GET /status`, `GET /status/ready`, `GET /metrics`,
 //! `POST /config` (`check_hash`, `flatten_errors`), `GET /config`, read-only entity
 //! collections and entities (`/services`, `/services/{id or name}`,
-//! `/services/{id}/routes`, ... with `size`/`offset` paging), `/plugins/enabled`,
-//! `/tags/{tag}`. Writes to entity endpoints answer 405 with Kong's DB-less message.
+//! `/services/{id}/routes`, `/services/{id}/routes/{id}`, `/consumers/{c}/key-auth`, ... with
+//! `size`/`offset`/`tags` paging), `/plugins/enabled`, `/tags/{tag}`. Writes to entity
+//! endpoints answer 405 with Kong's DB-less message. `POST /config` takes JSON, YAML, a form
+//! field or a multipart part named `config`.
 //!
 //! Status listener: `GET /status`, `GET /status/ready`, `GET /metrics`.
 
@@ -164,7 +166,7 @@ async fn route(
                 verdict @ ("healthy" | "unhealthy"),
             ],
         ) => set_health(sh, &m, u, t, Some(a), verdict),
-        (_, [coll, rest @ ..]) if kind_of(coll).is_some() && rest.len() <= 2 => {
+        (_, [coll, rest @ ..]) if kind_of(coll).is_some() && rest.len() <= 3 => {
             let Some(k) = kind_of(coll) else {
                 return message(StatusCode::NOT_FOUND, "Not found");
             };
@@ -345,7 +347,7 @@ fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Respo
                 return unsupported(verb, pk.plural(), None);
             }
             let Some(ck) =
-                kind_of(child).filter(|ck| ck.foreign_keys().iter().any(|(_, p)| *p == k))
+                nested_kind_of(child).filter(|ck| ck.foreign_keys().iter().any(|(_, p)| *p == k))
             else {
                 return message(StatusCode::NOT_FOUND, "Not found");
             };
@@ -353,6 +355,15 @@ fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Respo
                 return unsupported("create", ck.plural(), None);
             }
             return not_allowed();
+        }
+        // `/services/{s}/routes/{r}`: the child, if it is under that parent
+        [id, child, cid] => {
+            let Some((ck, items)) = find_entity(&flat_list(&snap, k), k, id)
+                .and_then(|parent| children(&snap, k, parent, child))
+            else {
+                return message(StatusCode::NOT_FOUND, "Not found");
+            };
+            (ck, *cid, find_entity(&items, ck, cid).is_some())
         }
         _ => return message(StatusCode::NOT_FOUND, "Not found"),
     };
@@ -501,15 +512,24 @@ fn entities(
             Some(e) => json_response(StatusCode::OK, e),
             None => message(StatusCode::NOT_FOUND, "Not found"),
         },
+        // One child under its parent (`/services/{s}/routes/{r}`,
+        // `/upstreams/{u}/targets/{t}`, `/consumers/{c}/key-auth/{k}`): 404 when it belongs to
+        // another parent.
+        [id, child, cid] => {
+            let Some((ck, items)) =
+                find_entity(&list, k, id).and_then(|parent| children(&snap, k, parent, child))
+            else {
+                return message(StatusCode::NOT_FOUND, "Not found");
+            };
+            match find_entity(&items, ck, cid) {
+                Some(e) => json_response(StatusCode::OK, e),
+                None => message(StatusCode::NOT_FOUND, "Not found"),
+            }
+        }
         [id, child] => {
             let Some(parent) = find_entity(&list, k, id) else {
                 return message(StatusCode::NOT_FOUND, "Not found");
             };
-            let pid = parent
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
             // The parent reference of a child (`/routes/{r}/service`), or a child collection
             // (`/services/{s}/routes`).
             if let Some((fk, pk)) = k.foreign_keys().iter().find(|(f, _)| *f == *child) {
@@ -525,25 +545,47 @@ fn entities(
                     None => message(StatusCode::NOT_FOUND, "Not found"),
                 };
             }
-            let Some(ck) = kind_of(child) else {
-                return message(StatusCode::NOT_FOUND, "Not found");
-            };
-            if let Some((fk, _)) = ck.foreign_keys().iter().find(|(_, p)| *p == k) {
-                let tags = query_param(q, "tags");
-                let items: Vec<Value> = flat_list(&snap, ck)
-                    .into_iter()
-                    .filter(|c| {
-                        c.get(*fk).and_then(|r| r.get("id")).and_then(Value::as_str)
-                            == Some(pid.as_str())
-                    })
-                    .filter(|c| tags.as_deref().is_none_or(|t| has_tags(c, t)))
-                    .collect();
-                return page_checked(items, &base, q);
+            match children(&snap, k, parent, child) {
+                Some((_, mut items)) => {
+                    if let Some(tags) = query_param(q, "tags") {
+                        items.retain(|c| has_tags(c, &tags));
+                    }
+                    page_checked(items, &base, q)
+                }
+                None => message(StatusCode::NOT_FOUND, "Not found"),
             }
-            message(StatusCode::NOT_FOUND, "Not found")
         }
         _ => message(StatusCode::NOT_FOUND, "Not found"),
     }
+}
+
+/// The endpoint of a child collection under a parent: the top-level names, and the singular
+/// ones Kong uses for credentials under a consumer (`/consumers/{c}/key-auth`).
+fn nested_kind_of(child: &str) -> Option<EntityKind> {
+    kind_of(child).or(match child {
+        "key-auth" => Some(EntityKind::KeyauthCredential),
+        "basic-auth" => Some(EntityKind::BasicauthCredential),
+        "hmac-auth" => Some(EntityKind::HmacauthCredential),
+        "jwt" => Some(EntityKind::JwtSecret),
+        _ => None,
+    })
+}
+
+/// The entities of the child collection `child` that reference `parent` (of kind `k`).
+fn children(
+    snap: &Snapshot,
+    k: EntityKind,
+    parent: &Value,
+    child: &str,
+) -> Option<(EntityKind, Vec<Value>)> {
+    let ck = nested_kind_of(child)?;
+    let (fk, _) = ck.foreign_keys().iter().find(|(_, p)| *p == k)?;
+    let pid = parent.get("id").and_then(Value::as_str)?;
+    let items = flat_list(snap, ck)
+        .into_iter()
+        .filter(|c| c.get(*fk).and_then(|r| r.get("id")).and_then(Value::as_str) == Some(pid))
+        .collect();
+    Some((ck, items))
 }
 
 fn page_checked(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {

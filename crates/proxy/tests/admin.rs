@@ -756,3 +756,93 @@ async fn paging_errors_use_kongs_codes_and_messages() {
     );
     g.gw.shutdown().await;
 }
+
+/// One child under its parent, as Kong's admin API addresses it: a route under its service,
+/// a target under its upstream (by id or `host:port`), credentials under their consumer by
+/// the singular names Kong uses there (`/consumers/{c}/key-auth`).
+#[tokio::test]
+async fn children_under_their_parent() {
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    let cfg = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: {url}
+  routes:
+  - name: r1
+    paths: ["/one"]
+- name: other
+  url: {url}
+  routes:
+  - name: r3
+    paths: ["/three"]
+upstreams:
+- name: up
+  targets:
+  - target: 10.0.0.1:80
+consumers:
+- username: alice
+  keyauth_credentials:
+  - key: alice-key
+  acls:
+  - group: admins
+- username: bob
+"#,
+        url = b.url()
+    );
+    let r = admin_post(g.admin, "/config", "text/yaml", cfg).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let a = g.admin;
+    let r1 = get(a, "localhost", "/services/svc/routes/r1").await;
+    assert_eq!(r1.status, 200, "{}", r1.text());
+    let id = r1.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(a, "localhost", &format!("/services/svc/routes/{id}"))
+            .await
+            .json()["name"],
+        "r1"
+    );
+    // a route of another service is not found under this one
+    assert_eq!(
+        get(a, "localhost", "/services/svc/routes/r3").await.status,
+        404
+    );
+    assert_eq!(
+        get(a, "localhost", "/services/nope/routes/r1").await.status,
+        404
+    );
+    let t = get(a, "localhost", "/upstreams/up/targets/10.0.0.1:80").await;
+    assert_eq!(t.status, 200, "{}", t.text());
+    let tid = t.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(a, "localhost", &format!("/upstreams/up/targets/{tid}"))
+            .await
+            .status,
+        200
+    );
+    let keys = get(a, "localhost", "/consumers/alice/key-auth").await;
+    assert_eq!(keys.status, 200, "{}", keys.text());
+    assert_eq!(keys.json()["data"][0]["key"], "alice-key");
+    assert_eq!(
+        get(a, "localhost", "/consumers/alice/key-auth/alice-key")
+            .await
+            .json()["key"],
+        "alice-key"
+    );
+    assert_eq!(
+        get(a, "localhost", "/consumers/bob/key-auth").await.json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        get(a, "localhost", "/consumers/alice/acls").await.json()["data"][0]["group"],
+        "admins"
+    );
+    // writes there are refused as Kong's DB-less mode refuses them
+    let r = admin_post(g.admin, "/services/svc/routes/r1", "application/json", "{}").await;
+    assert_eq!(r.status, 405);
+    g.gw.shutdown().await;
+}
