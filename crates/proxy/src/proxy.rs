@@ -532,19 +532,20 @@ fn client_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
     if let Some(a) = req.uri().authority() {
         return HeaderValue::from_str(a.as_str()).ok();
     }
-    req.headers()
-        .get(header::HOST)
-        .filter(|v| v.to_str().is_ok())
-        .cloned()
+    req.headers().get(header::HOST).cloned()
 }
 
-/// nginx's check of a request's host: not empty, no whitespace or control bytes, no path
-/// separator, no `..`.
+/// nginx's check of a request's host, in one pass: not empty, visible ASCII only (so also a
+/// valid `&str`), no path separator, no `..`.
 fn valid_host(h: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for &b in h {
+        if !b.is_ascii_graphic() || b == b'/' || b == b'\\' || (b == b'.' && prev == b'.') {
+            return false;
+        }
+        prev = b;
+    }
     !h.is_empty()
-        && h.iter()
-            .all(|&b| b > b' ' && b != 0x7f && b != b'/' && b != b'\\')
-        && !h.windows(2).any(|w| w == b"..")
 }
 
 /// `X-Forwarded-Host` from the client's host: the port stripped, lowercased; shared with
