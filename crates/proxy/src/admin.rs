@@ -905,8 +905,10 @@ fn multipart_boundary(content_type: &str) -> Option<&str> {
     })
 }
 
+/// Where `needle` first occurs in `hay` (in linear time: the body is the client's, up to
+/// `admin_max_body`).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// The parts of a `multipart/form-data` body, each by the `name` of its
