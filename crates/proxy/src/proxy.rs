@@ -214,7 +214,21 @@ pub(crate) async fn serve(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(handle(&sh, &conn, req.map(Some)).await.into_response())
+    let http10 = req.version() == Version::HTTP_10;
+    let mut r = handle(&sh, &conn, req.map(Some)).await.into_response();
+    // An HTTP/1.0 client cannot take a chunked answer: one of unknown length ends with the
+    // connection, so the connection is not kept. (hyper adds `keep-alive` to an HTTP/1.1
+    // answer for a keep-alive 1.0 client even beside `close`; an HTTP/1.0 answer without
+    // `keep-alive` makes it close.)
+    if http10
+        && !r.headers().contains_key(header::CONTENT_LENGTH)
+        && http_body::Body::size_hint(r.body()).exact().is_none()
+    {
+        *r.version_mut() = Version::HTTP_10;
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(r)
 }
 
 /// One request through every phase. The body is `None` for a request without one (the

@@ -610,6 +610,17 @@ services:
         out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
         "{out}"
     );
+    // an HTTP/1.0 keep-alive client and an answer of unknown length (streamed by the
+    // upstream): it ends with the connection, and the answer says so
+    let out = raw(
+        g.http,
+        b"GET /grpc/x HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGET /after HTTP/1.0\r\nHost: x\r\n\r\n",
+        w,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+    assert!(out.contains("connection: close\r\n"), "{out}");
+    assert!(!out.contains("keep-alive"), "{out}");
     // an absolute-form target's host routes, not the Host header (both request paths)
     for req in [
         &b"GET http://foo.example/abs HTTP/1.1\r\nHost: bar\r\n\r\n"[..],
