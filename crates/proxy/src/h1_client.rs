@@ -23,7 +23,6 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::h1_fast::span;
 use crate::upstream::{Conn, Io, Pool, WriteTimed};
@@ -227,7 +226,7 @@ pub enum SendBody<'a> {
     /// A complete body (possibly empty), kept by the caller for retries.
     Full(&'a Bytes),
     /// The client's body, streamed; taken when its first byte is about to be written.
-    Stream(&'a mut Option<Incoming>),
+    Stream(&'a mut Option<crate::upstream::ClientBody>),
 }
 
 impl H1Conn {

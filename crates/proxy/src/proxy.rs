@@ -898,7 +898,10 @@ async fn client_body(
         } else if content_length == Some(0) || (content_length.is_none() && body.is_end_stream()) {
             Either::Right(Full::new(Bytes::new()))
         } else {
-            Either::Left(body)
+            Either::Left(crate::upstream::ClientBody::new(
+                body,
+                sh.settings.client_max_body_size,
+            ))
         },
     )
 }
@@ -1532,7 +1535,7 @@ impl H1Try<'_> {
         parts: &http::request::Parts,
         set: &SetHeaders,
         full: Option<&Bytes>,
-        stream: &mut Option<Incoming>,
+        stream: &mut Option<crate::upstream::ClientBody>,
     ) -> Result<(UpHead, UpBody), (Error, bool)> {
         // the try's clock reading, read again after a connection that failed
         let mut start = self.start;
@@ -1601,7 +1604,12 @@ impl H1Try<'_> {
                 // the client's body broke off or stalled: 400 or 408, and the upstream
                 // connection (mid-request) is dropped
                 ExchangeError::Client(io) => {
-                    let kind = if io.kind() == std::io::ErrorKind::TimedOut {
+                    let too_large = io.get_ref().is_some_and(|e| {
+                        e.downcast_ref::<crate::upstream::BodyTooLarge>().is_some()
+                    });
+                    let kind = if too_large {
+                        Kind::PayloadTooLarge
+                    } else if io.kind() == std::io::ErrorKind::TimedOut {
                         Kind::RequestTimeout
                     } else {
                         Kind::BadRequest

@@ -546,6 +546,35 @@ impl Default for Settings {
     }
 }
 
+/// An nginx size (`client_max_body_size` and the like): a number of bytes, optionally with
+/// `k`, `m` or `g` (any case) for KiB, MiB, GiB. `0` is allowed.
+///
+/// ```
+/// use silverback_proxy::parse_size;
+/// assert_eq!(parse_size("8m"), Ok(8 * 1024 * 1024));
+/// assert_eq!(parse_size("0"), Ok(0));
+/// assert!(parse_size("8 mb").is_err());
+/// ```
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&t[..t.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "invalid size '{s}': expected a number of bytes, optionally with k, m or g"
+        ));
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("invalid size '{s}': too large"))
+}
+
 impl Settings {
     /// Settings for tests: every listener on `127.0.0.1:0`, one plain and one TLS+h2 proxy
     /// listener, and short timeouts.
@@ -568,6 +597,26 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_as_nginx_writes_them() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("8k"), Ok(8 << 10));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size(" 2g "), Ok(2 << 30));
+        for bad in [
+            "",
+            "m",
+            "-1",
+            "1.5m",
+            "8 mb",
+            "10t",
+            "99999999999999999999g",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_kong_listen_syntax() {

@@ -35,7 +35,60 @@ use crate::h1_client::H1Conn;
 pub use crate::tls::UpstreamTls;
 
 /// The request body type sent upstream: the client's body streamed, or a buffered one.
-pub type ReqBody = Either<Incoming, http_body_util::Full<Bytes>>;
+pub type ReqBody = Either<ClientBody, http_body_util::Full<Bytes>>;
+
+/// The client's body as it streams upstream, held to `client_max_body_size`: past it, the
+/// body fails with [`BodyTooLarge`] (answered 413 when nothing was answered yet).
+#[derive(Debug)]
+pub struct ClientBody {
+    inner: Incoming,
+    /// Bytes still allowed (`u64::MAX`: no limit).
+    left: u64,
+}
+
+/// The client's body went past `client_max_body_size`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than client_max_body_size")]
+pub struct BodyTooLarge;
+
+impl ClientBody {
+    /// `inner`, limited to `max` bytes (0: no limit, as nginx's `client_max_body_size 0`).
+    pub fn new(inner: Incoming, max: u64) -> ClientBody {
+        ClientBody {
+            inner,
+            left: if max == 0 { u64::MAX } else { max },
+        }
+    }
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(f))) = &r
+            && let Some(d) = f.data_ref()
+        {
+            match self.left.checked_sub(d.len() as u64) {
+                Some(left) => self.left = left,
+                None => return std::task::Poll::Ready(Some(Err(Box::new(BodyTooLarge)))),
+            }
+        }
+        r.map(|o| o.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Where a service's requests go: the [`Balancers`] of `silverback-balancer`, built per
 /// configuration off the request path ([`build_balancers`]).

@@ -1112,3 +1112,42 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
         started.elapsed()
     );
 }
+
+/// `client_max_body_size`: a body over it gets 413, whether its length is announced or it is
+/// chunked (counted as it streams upstream); smaller bodies pass.
+#[tokio::test]
+async fn client_max_body_size_holds_for_chunked_bodies_too() {
+    let b = Backend::start().await;
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: {}\n  routes:\n  - name: r\n    paths: [\"/\"]\n    request_buffering: false\n",
+        b.url()
+    );
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.client_max_body_size = 16;
+    let g = Gw::start_with(settings, Some(&cfg)).await;
+    let w = Duration::from_millis(800);
+    let out = raw(
+        g.http,
+        b"POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n01234567890123456789",
+        w,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    let out = raw(
+        g.http,
+        b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n",
+        w,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("x-kong-request-id"), "{out}");
+    let out = raw(
+        g.http,
+        b"POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
+        w,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains(r#""body":"0123456789""#), "{out}");
+    g.gw.shutdown().await;
+}

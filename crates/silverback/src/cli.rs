@@ -117,6 +117,14 @@ pub struct DataPlaneArgs {
         default_value = "auto"
     )]
     pub nginx_worker_processes: String,
+    /// Largest request body accepted (Kong's `nginx_http_client_max_body_size`): bytes, or
+    /// with `k`/`m`/`g`; larger bodies get 413. `0`, Kong's default, means no limit.
+    #[arg(
+        long,
+        env = "SILVERBACK_NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
+        default_value = "0"
+    )]
+    pub nginx_http_client_max_body_size: String,
     /// Serve plain HTTP/1.1 requests without a body on the gateway's own connection loop
     /// (`on`) or leave every request to hyper's server (`off`); the answers are the same.
     #[arg(long, env = "SILVERBACK_FAST_H1", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
@@ -258,6 +266,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "DECLARATIVE_CONFIG",
         "LOG_LEVEL",
         "NGINX_WORKER_PROCESSES",
+        "NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
         "HEADERS",
         "HEADERS_UPSTREAM",
     ];

@@ -285,6 +285,20 @@ fn proxy_rejects_a_bad_headers_setting() {
 }
 
 #[test]
+fn proxy_rejects_a_bad_body_size_setting() {
+    let out = silverback(
+        &["proxy"],
+        &[("KONG_NGINX_HTTP_CLIENT_MAX_BODY_SIZE", "8 mb")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nginx_http_client_max_body_size: invalid size '8 mb'"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn proxy_rejects_a_bad_listen_setting() {
     let out = silverback(&["proxy", "--proxy-listen", "127.0.0.1:8000 sslx"], &[]);
     assert_eq!(out.status.code(), Some(1));
