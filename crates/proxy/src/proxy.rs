@@ -1228,6 +1228,14 @@ async fn send(
             };
             let req = Request::from_parts(p, b);
             let read_err = |e: hyper::Error| {
+                // the client's body went past client_max_body_size while hyper sent it
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(c) = cause {
+                    if c.is::<crate::upstream::BodyTooLarge>() {
+                        return Error::downstream(Kind::PayloadTooLarge);
+                    }
+                    cause = c.source();
+                }
                 if crate::upstream::is_write_timeout(&e) {
                     Error::upstream(Kind::WriteTimeout).retryable()
                 } else if e.is_timeout() {
