@@ -889,7 +889,7 @@ async fn client_body(
             && !upgrade
             && content_length.is_some_and(|n| n > 0 && n <= sh.settings.request_buffer_limit)
         {
-            match tokio::time::timeout(sh.settings.client_header_timeout, body.collect()).await {
+            match tokio::time::timeout(sh.settings.client_body_timeout, body.collect()).await {
                 Ok(Ok(c)) => Either::Right(Full::new(c.to_bytes())),
                 Ok(Err(e)) => return Err(Error::downstream(Kind::BadRequest).because(e)),
                 // nginx's `client_body_timeout`: 408

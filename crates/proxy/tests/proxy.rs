@@ -1151,3 +1151,24 @@ async fn client_max_body_size_holds_for_chunked_bodies_too() {
     assert!(out.contains(r#""body":"0123456789""#), "{out}");
     g.gw.shutdown().await;
 }
+
+/// A client that stops sending a body the route buffers gets 408 after
+/// `client_body_timeout`, as nginx answers it.
+#[tokio::test]
+async fn a_stalled_buffered_body_gets_408() {
+    let b = Backend::start().await;
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.client_body_timeout = Duration::from_millis(300);
+    let g = Gw::start_with(settings, Some(&basic(&b))).await;
+    let t = std::time::Instant::now();
+    let out = raw(
+        g.http,
+        b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(b.served(), 0);
+    g.gw.shutdown().await;
+}
