@@ -68,8 +68,10 @@ pub struct H1Guard<T> {
     inner: T,
     state: State,
     head: Vec<u8>,
-    /// The switch asked for by a request whose answer has not been written yet.
+    /// The switch asked for by the request whose answer is the next one written.
     pending: Option<Switch>,
+    /// Requests read whose final answer has not been seen written yet.
+    owed: u32,
 }
 
 impl<T> H1Guard<T> {
@@ -81,6 +83,7 @@ impl<T> H1Guard<T> {
             state: State::Head,
             head: Vec::new(),
             pending: None,
+            owed: 0,
         }
     }
 
@@ -122,10 +125,14 @@ impl<T> H1Guard<T> {
                         continue;
                     }
                     let framing = framing(&self.head);
-                    if framing != Framing::Reject
-                        && let Some(sw) = switch_of(&self.head)
-                    {
-                        self.pending = Some(sw);
+                    if framing != Framing::Reject {
+                        // Only a switch request whose answer is the next one written can be
+                        // decided by it; one pipelined behind others (whose answers could be
+                        // taken for its own) leaves the guard on.
+                        if self.owed == 0 {
+                            self.pending = switch_of(&self.head);
+                        }
+                        self.owed = self.owed.saturating_add(1);
                     }
                     match framing {
                         Framing::Reject => {
@@ -172,18 +179,23 @@ impl<T> H1Guard<T> {
     /// Looks at the start of bytes written back to the client: the answer to a request that
     /// asked for a protocol switch says whether the connection leaves HTTP/1.
     fn observe(&mut self, written: &[u8]) {
-        let Some(sw) = self.pending else { return };
+        if matches!(self.state, State::Pass) {
+            return;
+        }
         // a status line: `HTTP/1.x NNN`
         if written.len() < 12 || !written.starts_with(b"HTTP/1.") || written[8] != b' ' {
             return;
         }
         let code = &written[9..12];
-        match sw {
-            Switch::Upgrade if code == b"101" => self.pass(),
-            Switch::Connect if code[0] == b'2' => self.pass(),
-            // an interim answer (100 Continue): the final one decides
-            _ if code[0] == b'1' => {}
-            _ => self.pending = None,
+        // an interim answer (100 Continue): the final one decides
+        if code[0] == b'1' && code != b"101" {
+            return;
+        }
+        self.owed = self.owed.saturating_sub(1);
+        match self.pending.take() {
+            Some(Switch::Upgrade) if code == b"101" => self.pass(),
+            Some(Switch::Connect) if code[0] == b'2' => self.pass(),
+            _ => {}
         }
     }
 }
@@ -584,6 +596,40 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
             // tunnel bytes, whatever they look like, are not touched
             assert!(!feed(&mut g, SMUGGLE));
         }
+    }
+
+    #[test]
+    fn a_switch_pipelined_behind_another_request_is_not_decided_by_its_answer() {
+        for (first_answer, pipelined) in [
+            (
+                &b"HTTP/1.1 200 OK\r\n"[..],
+                &b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\naCONNECT x:1 HTTP/1.1\r\nHost: x:1\r\n\r\n"[..],
+            ),
+            (
+                b"HTTP/1.1 101 Switching Protocols\r\n",
+                b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+            ),
+        ] {
+            let mut g = H1Guard::new(());
+            assert!(!feed(&mut g, pipelined));
+            // the first request's answer (whatever it says) does not switch
+            g.observe(first_answer);
+            assert!(!matches!(g.state, State::Pass));
+            // nor does the switch request's own: it was pipelined
+            g.observe(b"HTTP/1.1 200 OK\r\n");
+            assert!(!matches!(g.state, State::Pass));
+            assert!(feed(&mut g, SMUGGLE), "the next smuggling head is still refused");
+        }
+        // once the earlier answers are out, a switch request is decided by its own answer
+        let mut g = H1Guard::new(());
+        assert!(!feed(&mut g, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"));
+        g.observe(b"HTTP/1.1 200 OK\r\n");
+        assert!(!feed(
+            &mut g,
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        g.observe(b"HTTP/1.1 101 Switching Protocols\r\n");
+        assert!(matches!(g.state, State::Pass));
     }
 
     #[test]

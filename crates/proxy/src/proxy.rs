@@ -1221,6 +1221,7 @@ async fn send(
             };
             // h2 carries the host as the URI's authority
             up.set.apply(&mut p.headers, !h2);
+            let watch = stream_body.as_ref().map(crate::upstream::ClientBody::watch);
             let b: ReqBody = match (&full_bytes, stream_body.take()) {
                 (Some(f), _) => Either::Right(Full::new(f.clone())),
                 (None, Some(s)) => Either::Left(s),
@@ -1228,13 +1229,10 @@ async fn send(
             };
             let req = Request::from_parts(p, b);
             let read_err = |e: hyper::Error| {
-                // the client's body went past client_max_body_size while hyper sent it
-                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-                while let Some(c) = cause {
-                    if c.is::<crate::upstream::BodyTooLarge>() {
-                        return Error::downstream(Kind::PayloadTooLarge);
-                    }
-                    cause = c.source();
+                // the client's body failed (too large, broken off) while hyper sent it: the
+                // client's error, whatever the upstream stream's reset says
+                if let Some(kind) = watch.as_ref().and_then(crate::upstream::BodyWatch::failure) {
+                    return Error::downstream(kind).because(e);
                 }
                 if crate::upstream::is_write_timeout(&e) {
                     Error::upstream(Kind::WriteTimeout).retryable()

@@ -44,6 +44,32 @@ pub struct ClientBody {
     inner: Incoming,
     /// Bytes still allowed (`u64::MAX`: no limit).
     left: u64,
+    /// How the body failed, if it did (see [`BodyWatch`]).
+    watch: BodyWatch,
+}
+
+/// Whether a [`ClientBody`] failed, readable after it was handed to hyper's client: an
+/// HTTP/2 upstream's send fails with a stream reset that does not carry the body's error.
+#[derive(Debug, Clone, Default)]
+pub struct BodyWatch(Arc<std::sync::atomic::AtomicU8>);
+
+impl BodyWatch {
+    const TOO_LARGE: u8 = 1;
+    const BROKEN: u8 = 2;
+
+    fn set(&self, v: u8) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The client's error that ended the body, if it failed: too large (413) or broken off
+    /// (400).
+    pub fn failure(&self) -> Option<Kind> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            Self::TOO_LARGE => Some(Kind::PayloadTooLarge),
+            Self::BROKEN => Some(Kind::BadRequest),
+            _ => None,
+        }
+    }
 }
 
 /// The client's body went past `client_max_body_size`.
@@ -57,7 +83,13 @@ impl ClientBody {
         ClientBody {
             inner,
             left: if max == 0 { u64::MAX } else { max },
+            watch: BodyWatch::default(),
         }
+    }
+
+    /// What tells, later, whether this body failed.
+    pub fn watch(&self) -> BodyWatch {
+        self.watch.clone()
     }
 }
 
@@ -70,13 +102,20 @@ impl http_body::Body for ClientBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(f))) = &r
-            && let Some(d) = f.data_ref()
-        {
-            match self.left.checked_sub(d.len() as u64) {
-                Some(left) => self.left = left,
-                None => return std::task::Poll::Ready(Some(Err(Box::new(BodyTooLarge)))),
+        match &r {
+            std::task::Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    match self.left.checked_sub(d.len() as u64) {
+                        Some(left) => self.left = left,
+                        None => {
+                            self.watch.set(BodyWatch::TOO_LARGE);
+                            return std::task::Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                        }
+                    }
+                }
             }
+            std::task::Poll::Ready(Some(Err(_))) => self.watch.set(BodyWatch::BROKEN),
+            _ => {}
         }
         r.map(|o| o.map(|r| r.map_err(Into::into)))
     }

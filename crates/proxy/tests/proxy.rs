@@ -1172,3 +1172,57 @@ async fn a_stalled_buffered_body_gets_408() {
     assert_eq!(b.served(), 0);
     g.gw.shutdown().await;
 }
+
+/// A body of `n` frames of 10 bytes with no announced length (so an HTTP/2 client sends no
+/// `content-length`).
+struct Frames(usize);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.0 -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"0123456789",
+        )))))
+    }
+}
+
+/// `client_max_body_size` on a body streamed to an HTTP/2 (gRPC) upstream: 413 (hyper's
+/// stream reset toward the upstream does not make it the upstream's 502).
+#[tokio::test]
+async fn client_max_body_size_toward_an_h2_upstream() {
+    let b = Backend::start().await;
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: grpc\n  url: grpc://{}\n  routes:\n  - name: grpc\n    paths: [\"/grpc\"]\n    strip_path: false\n    protocols: [\"grpc\"]\n",
+        b.addr
+    );
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.client_max_body_size = 16;
+    let g = Gw::start_with(settings, Some(&cfg)).await;
+    let send = |frames: usize| async move {
+        let s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(s),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::post("http://x/grpc/Echo")
+            .header("content-type", "application/grpc")
+            .body(Frames(frames))
+            .unwrap();
+        tx.ready().await.unwrap();
+        tx.send_request(req).await.unwrap().status()
+    };
+    assert_eq!(send(5).await, 413);
+    assert_eq!(send(1).await, 200);
+    g.gw.shutdown().await;
+}
