@@ -1173,27 +1173,6 @@ async fn a_stalled_buffered_body_gets_408() {
     g.gw.shutdown().await;
 }
 
-/// A body of `n` frames of 10 bytes with no announced length (so an HTTP/2 client sends no
-/// `content-length`).
-struct Frames(usize);
-
-impl http_body::Body for Frames {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        if self.0 == 0 {
-            return std::task::Poll::Ready(None);
-        }
-        self.0 -= 1;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
-            b"0123456789",
-        )))))
-    }
-}
-
 /// `client_max_body_size` on a body streamed to an HTTP/2 (gRPC) upstream: 413 (hyper's
 /// stream reset toward the upstream does not make it the upstream's 502).
 #[tokio::test]
@@ -1217,7 +1196,7 @@ async fn client_max_body_size_toward_an_h2_upstream() {
         tokio::spawn(conn);
         let req = http::Request::post("http://x/grpc/Echo")
             .header("content-type", "application/grpc")
-            .body(Frames(frames))
+            .body(Parts::tens(frames))
             .unwrap();
         tx.ready().await.unwrap();
         tx.send_request(req).await.unwrap().status()

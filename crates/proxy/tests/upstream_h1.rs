@@ -296,20 +296,6 @@ async fn request_bodies_are_sent_by_length_or_chunked() {
     .await;
 }
 
-/// A body of unknown length, sent in parts.
-struct Parts(std::collections::VecDeque<Bytes>);
-
-impl http_body::Body for Parts {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
-    }
-}
-
 #[tokio::test]
 async fn a_connection_closed_while_idle_is_replaced() {
     both(|g, conns| async move {

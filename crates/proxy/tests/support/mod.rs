@@ -569,3 +569,24 @@ pub async fn admin_post(addr: SocketAddr, path: &str, ct: &str, body: impl Into<
         )
         .await
 }
+
+/// A body of unknown length, sent in parts.
+pub struct Parts(pub std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Parts {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+impl Parts {
+    /// `n` parts of 10 bytes each.
+    pub fn tens(n: usize) -> Parts {
+        Parts((0..n).map(|_| Bytes::from_static(b"0123456789")).collect())
+    }
+}
