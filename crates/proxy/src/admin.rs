@@ -679,6 +679,7 @@ fn root(sh: &Shared) -> Response<ProxyBody> {
             "plugins": s.plugins.iter().map(|p| p.name).collect::<Vec<_>>(),
             "headers": s.headers.tokens.as_ref(),
             "enabled_headers": s.headers.enabled().iter().map(|(n, on)| (n.to_string(), serde_json::Value::Bool(*on))).collect::<serde_json::Map<_, _>>(),
+            "error_default_type": s.error_default_type.content_type().and_then(|t| t.split(';').next()),
             "headers_upstream": s.headers_upstream.tokens.as_ref(),
             "enabled_headers_upstream": {"X-Kong-Request-Id": s.headers_upstream.request_id},
             "upstream_keepalive_pool_size": s.upstream_keepalive_pool_size,

@@ -87,6 +87,17 @@ impl Kind {
         }
     }
 
+    /// Whether nginx raises this error in Kong (an `error_page` status rendered by
+    /// `kong/error_handlers.lua`, whose body format falls back to `error_default_type`), as
+    /// opposed to Kong's own phases (`kong.response.error`, JSON by default): the client's
+    /// bad requests and every failure of proxying to the upstream.
+    pub fn nginx_error(self) -> bool {
+        !matches!(
+            self,
+            Kind::NoRoute | Kind::NoService | Kind::NameResolution | Kind::NoPeer
+        )
+    }
+
     /// Kong's message for this kind.
     pub fn message(self) -> &'static str {
         match self {
@@ -223,31 +234,78 @@ pub enum Format {
 }
 
 impl Format {
-    /// Picks the format from the request like Kong's `kong.response.error`: `Accept`
-    /// (gRPC by content type first), JSON when Accept is missing or `*/*`.
+    /// Picks the format of an error the gateway's own phases produce, as Kong's
+    /// `kong.response.error` does: gRPC for a gRPC request, otherwise by `Accept`
+    /// ([`Format::of_accept`]), JSON when it is missing.
     pub fn negotiate(headers: &HeaderMap) -> Format {
-        if headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/grpc"))
-        {
+        if is_grpc(headers.get(header::CONTENT_TYPE)) {
             return Format::Grpc;
         }
-        let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-            return Format::Json;
-        };
-        // The first type listed that we know (q-values are not weighed, as in Kong).
-        for t in accept.split(',') {
-            let t = t.split(';').next().unwrap_or("").trim();
-            match t {
-                "application/json" | "*/*" => return Format::Json,
-                "text/plain" => return Format::Text,
-                "text/html" => return Format::Html,
-                "application/xml" => return Format::Xml,
-                _ => {}
+        match headers.get(header::ACCEPT) {
+            Some(accept) => Format::of_accept(accept.as_bytes()),
+            None => Format::Json,
+        }
+    }
+
+    /// Picks the format of an error nginx itself raises in Kong (a bad request, a body too
+    /// large, an upstream that fails or times out: the `error_page` statuses Kong's
+    /// `kong/error_handlers.lua` renders). The first `Accept` value, or else the first
+    /// `Content-Type`, or else `error_default_type`, is read as an `Accept` list; one that
+    /// starts with `application/grpc` means gRPC.
+    pub fn nginx_error(headers: &HeaderMap, default: Format) -> Format {
+        let v = headers
+            .get(header::ACCEPT)
+            .or_else(|| headers.get(header::CONTENT_TYPE));
+        match v {
+            Some(v) if is_grpc(Some(v)) => Format::Grpc,
+            Some(v) => Format::of_accept(v.as_bytes()),
+            None => default,
+        }
+    }
+
+    /// Kong's `get_response_type` on an `Accept` value: among the media ranges listed, the
+    /// first one with the highest `q` decides (`application/json` or `*/*` or `application/*`
+    /// JSON, `text/plain` or `text/*` text, `text/html`, `application/xml`; any other type
+    /// JSON). Entries that are not media ranges are skipped; JSON when none is left.
+    pub fn of_accept(accept: &[u8]) -> Format {
+        let mut best = Format::Json;
+        let mut max_q = 0u16;
+        for item in accept.split(|&b| b == b',') {
+            let Some((range, q)) = media_range(item.trim_ascii()) else {
+                continue;
+            };
+            if q > max_q {
+                max_q = q;
+                best = Format::of_media_type(range);
             }
         }
-        Format::Json
+        best
+    }
+
+    /// Kong's `get_mime_type` (with its default): the format of one media type.
+    fn of_media_type(t: &[u8]) -> Format {
+        match t {
+            b"*/*" | b"application/*" | b"application/json" => Format::Json,
+            b"text/*" | b"text/plain" => Format::Text,
+            b"text/html" => Format::Html,
+            b"application/xml" => Format::Xml,
+            b"application/grpc" => Format::Grpc,
+            _ => Format::Json,
+        }
+    }
+
+    /// Reads an `error_default_type` setting: one of `application/json`, `application/xml`,
+    /// `text/html`, `text/plain` (Kong's choices).
+    pub fn parse_default_type(s: &str) -> Result<Format, String> {
+        match s.trim() {
+            "application/json" => Ok(Format::Json),
+            "application/xml" => Ok(Format::Xml),
+            "text/html" => Ok(Format::Html),
+            "text/plain" => Ok(Format::Text),
+            other => Err(format!(
+                "invalid error_default_type '{other}': expected one of application/json, application/xml, text/html, text/plain"
+            )),
+        }
     }
 
     /// The `Content-Type` of the body.
@@ -278,6 +336,97 @@ impl Format {
             Format::Grpc => Bytes::new(),
         }
     }
+}
+
+/// Whether a `Content-Type` (or `Accept`) value starts with `application/grpc`.
+fn is_grpc(v: Option<&HeaderValue>) -> bool {
+    v.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// One `Accept` entry as Kong's pattern reads it: a media range (`type/subtype`, each a
+/// token of two or more characters, or `*`) at the start, then `;` parameters, of which a
+/// `q` gives the weight in thousandths (1000 without one). The pattern is anchored at the
+/// start only: it stops at the first parameter it cannot read, and ignores the rest.
+/// `None` when the entry does not start with a media range.
+fn media_range(item: &[u8]) -> Option<(&[u8], u16)> {
+    let a = token(item);
+    if a == 0 || item.get(a) != Some(&b'/') {
+        return None;
+    }
+    let b = token(&item[a + 1..]);
+    if b == 0 {
+        return None;
+    }
+    let end = a + 1 + b;
+    let mut q = 1000;
+    let mut rest = &item[end..];
+    // `\s*;\s*`, then `q=<weight>` or `name[=value]`
+    while let Some(p) = rest.trim_ascii_start().strip_prefix(b";") {
+        let p = p.trim_ascii_start();
+        let after = if let Some((w, n)) = p
+            .strip_prefix(b"q=")
+            .or_else(|| p.strip_prefix(b"Q="))
+            .and_then(weight)
+        {
+            q = w;
+            &p[2 + n..]
+        } else {
+            let n = token(p);
+            if n < 2 {
+                break;
+            }
+            match p[n..].strip_prefix(b"=") {
+                Some(v) => &v[v.iter().position(|&b| b == b';').unwrap_or(v.len())..],
+                None => &p[n..],
+            }
+        };
+        rest = after;
+    }
+    Some((&item[..end], q))
+}
+
+/// The length of the token at the start of `s` in Kong's pattern: `*`, or an alphanumeric
+/// followed by one or more of alphanumerics and `-!#$&^_+.`; 0 when there is none.
+fn token(s: &[u8]) -> usize {
+    match s.first() {
+        Some(b'*') => 1,
+        Some(b) if b.is_ascii_alphanumeric() => {
+            let n = 1 + s[1..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || b"-!#$&^_+.".contains(b))
+                .count();
+            if n >= 2 { n } else { 0 }
+        }
+        _ => 0,
+    }
+}
+
+/// The `q` weight at the start of `w` (`1`, `1.000`, `0`, `0.5`, up to three decimals) in
+/// thousandths, and its length; `None` when `w` does not start with one.
+fn weight(w: &[u8]) -> Option<(u16, usize)> {
+    let (&first, rest) = w.split_first()?;
+    if first != b'0' && first != b'1' {
+        return None;
+    }
+    let Some(frac) = rest.strip_prefix(b".") else {
+        return Some((if first == b'1' { 1000 } else { 0 }, 1));
+    };
+    let digits = frac
+        .iter()
+        .take(3)
+        .take_while(|b| {
+            if first == b'1' {
+                **b == b'0'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+        .count();
+    let mut t = 0u16;
+    for (i, d) in frac[..digits].iter().enumerate() {
+        t += u16::from(d - b'0') * [100, 10, 1][i];
+    }
+    Some((if first == b'1' { 1000 } else { t }, 2 + digits))
 }
 
 /// The gRPC status code for an HTTP status (used for gRPC error responses).
@@ -345,6 +494,59 @@ mod tests {
             HeaderValue::from_static("application/grpc+proto"),
         );
         assert_eq!(Format::negotiate(&h), Format::Grpc);
+    }
+
+    #[test]
+    fn accept_lists_are_weighed_as_kong_weighs_them() {
+        let cases: &[(&str, Format)] = &[
+            ("", Format::Json),
+            ("*/*", Format::Json),
+            ("text/*", Format::Text),
+            ("application/*", Format::Json),
+            ("application/xml", Format::Xml),
+            // the first of the highest weight wins; an unknown type counts as JSON
+            ("text/plain;q=0.5, text/html", Format::Html),
+            ("text/plain, text/html", Format::Text),
+            ("image/png, text/html", Format::Json),
+            ("text/html;q=0.2, application/xml;q=0.9", Format::Xml),
+            ("text/html ; charset=utf-8 ; q=1, text/plain", Format::Html),
+            (
+                "text/plain;level=1;q=0.3, application/xml;q=0.2",
+                Format::Text,
+            ),
+            // a weight of 0 never wins
+            ("text/plain;q=0", Format::Json),
+            // the pattern is anchored at the start only: what it cannot read is ignored
+            ("text/html;q=0.5abc, text/plain;q=0.4", Format::Html),
+            ("text/html;q=1.5, text/plain", Format::Html),
+            ("text/html garbage;q=0.1, text/plain;q=0.5", Format::Html),
+            ("text/html;x;q=0.1, text/plain;q=0.5", Format::Html),
+            // not media ranges: skipped
+            ("html, t/plain, text/plain", Format::Text),
+            ("Text/HTML", Format::Json),
+            ("text/plain;Q=0.001, text/html;q=0.0001", Format::Text),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(Format::of_accept(accept.as_bytes()), *want, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn nginx_errors_fall_back_to_content_type_then_the_default() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Text);
+        assert_eq!(Format::nginx_error(&h, Format::Html), Format::Html);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Html);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Json);
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/xml"));
+        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Xml);
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/grpc"));
+        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Grpc);
     }
 
     #[test]

@@ -89,7 +89,10 @@ impl ConnInfo {
 struct Ctx {
     start: Instant,
     rid: HeaderValue,
+    /// The body format of an error of the gateway's own phases (`kong.response.error`).
     format: Format,
+    /// The body format of an error nginx raises in Kong ([`Kind::nginx_error`]).
+    nginx_format: Format,
     stats: Option<Arc<RouteStats>>,
     /// The response came from the upstream and its metrics are recorded.
     proxied: bool,
@@ -243,14 +246,15 @@ pub(crate) async fn handle(
     let mut cx = Ctx {
         start: Instant::now(),
         rid: request_id(),
-        format: if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
-            Format::negotiate(req.headers())
-        } else {
-            Format::Json
-        },
+        format: Format::Json,
+        nginx_format: sh.settings.error_default_type,
         stats: None,
         proxied: false,
     };
+    if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
+        cx.format = Format::negotiate(req.headers());
+        cx.nginx_format = Format::nginx_error(req.headers(), sh.settings.error_default_type);
+    }
     let resp = match proxy(sh, conn, req, present, &mut cx).await {
         Ok(r) => r,
         Err(e) => {
@@ -265,7 +269,12 @@ pub(crate) async fn handle(
                     tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
                 }
             }
-            let mut r = kong_error(sh, &cx, e.kind.status(), e.kind.message());
+            let format = if e.kind.nginx_error() {
+                cx.nginx_format
+            } else {
+                cx.format
+            };
+            let mut r = kong_error(sh, &cx, format, e.kind.status(), e.kind.message());
             if e.kind == Kind::BadRequest {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -282,13 +291,19 @@ pub(crate) async fn handle(
 }
 
 /// A response produced by the gateway itself, in Kong's error format.
-fn kong_error(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> Response<ProxyBody> {
+fn kong_error(
+    sh: &Shared,
+    cx: &Ctx,
+    format: Format,
+    status: StatusCode,
+    message: &str,
+) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(
-        cx.format.body(message, cx.rid.to_str().unwrap_or("")),
+        format.body(message, cx.rid.to_str().unwrap_or("")),
     ));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    if let Some(ct) = cx.format.content_type() {
+    if let Some(ct) = format.content_type() {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     } else {
         grpc_headers(h, status, message);

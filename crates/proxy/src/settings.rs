@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use silverback_config::{PluginRegistry, RouterFlavor};
 
+use crate::error::Format;
+
 /// One listener: `addr:port [ssl] [http2] [reuseport] [backlog=N]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
@@ -422,6 +424,10 @@ pub struct Settings {
     pub headers: Headers,
     /// `headers_upstream`: the request id on upstream requests (default on).
     pub headers_upstream: UpstreamHeaders,
+    /// `error_default_type`: the body format of an error nginx raises in Kong (a bad
+    /// request, an upstream failure) when the request has neither `Accept` nor
+    /// `Content-Type`. Default `text/plain`.
+    pub error_default_type: Format,
     /// Largest request head (request line + headers) in bytes: larger gets 400
     /// (`large_client_header_buffers`, 4 x 8k in nginx).
     pub max_header_bytes: usize,
@@ -524,6 +530,7 @@ impl Default for Settings {
             server_token: format!("kong/{}", crate::KONG_VERSION),
             headers: Headers::default(),
             headers_upstream: UpstreamHeaders::default(),
+            error_default_type: Format::Text,
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             client_max_body_size: 0,

@@ -352,14 +352,49 @@ async fn kong_error_responses() {
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["message"], "no Service found with those values");
 
+    // Errors nginx raises in Kong (here: the upstream fails) fall back to Content-Type,
+    // then to `error_default_type` (text/plain), not to JSON.
     let r = c.get("x", "/dead").await;
     assert_eq!(r.status, 502);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        r.text(),
+        format!(
+            "An invalid response was received from the upstream server\nrequest_id: {}\n",
+            r.header("x-kong-request-id").unwrap()
+        )
+    );
+    let r = c
+        .send(
+            req("GET", "x", "/dead")
+                .header("content-type", "text/html")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let r = c
+        .send(
+            req("GET", "x", "/dead")
+                .header("content-type", "text/html")
+                .header("accept", "text/plain;q=0.5, application/json")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
     assert_eq!(
         r.json()["message"],
         "An invalid response was received from the upstream server"
     );
 
-    let r = c.get("x", "/delay/2000").await;
+    let r = c
+        .send(
+            req("GET", "x", "/delay/2000")
+                .header("accept", "*/*")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["message"], "The upstream server is timing out");
     // Under the read timeout it passes.
@@ -561,6 +596,44 @@ async fn strict_http1_parsing() {
 /// The request's host (RFC 9112 §3.2): required in HTTP/1.1 and checked as nginx checks it,
 /// taken from an absolute-form target before `Host`; transfer codings other than `chunked`
 /// (501); a head over the limit whatever its reads.
+#[tokio::test]
+async fn error_default_type_sets_the_format_of_nginx_errors_only() {
+    let b = Backend::start().await;
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.error_default_type = silverback_proxy::error::Format::Xml;
+    let g = Gw::start_with(settings, Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+    // the gateway's own phases (kong.response.error): JSON without Accept, as before
+    let r = c.get("x", "/nothing-here").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    // nginx-level errors: the configured type
+    let r = c.get("x", "/dead").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/xml; charset=utf-8")
+    );
+    assert!(
+        r.text().contains(
+            "<message>An invalid response was received from the upstream server</message>"
+        ),
+        "{}",
+        r.text()
+    );
+    let out = raw(
+        g.http,
+        b"GET / HTTP/1.1\r\nHost: x/y\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("<message>Bad request</message>"), "{out}");
+}
+
 #[tokio::test]
 async fn hosts_codings_and_split_heads() {
     let foo = Backend::builder().name("foo").run().await;

@@ -110,6 +110,15 @@ pub struct DataPlaneArgs {
         default_value = silverback_proxy::UpstreamHeaders::KONG_DEFAULT
     )]
     pub headers_upstream: String,
+    /// Body format of the errors nginx raises in Kong (bad requests, upstream failures)
+    /// for a request with neither `Accept` nor `Content-Type` (Kong's `error_default_type`):
+    /// `text/plain`, `application/json`, `application/xml` or `text/html`.
+    #[arg(
+        long,
+        env = "SILVERBACK_ERROR_DEFAULT_TYPE",
+        default_value = "text/plain"
+    )]
+    pub error_default_type: String,
     /// Proxy worker threads (Kong's `nginx_worker_processes`): a number, or `auto` for one per core.
     #[arg(
         long,
@@ -269,6 +278,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
         "HEADERS",
         "HEADERS_UPSTREAM",
+        "ERROR_DEFAULT_TYPE",
     ];
     let rest = var.strip_prefix("SILVERBACK_")?;
     KONG_SETTINGS

@@ -49,6 +49,10 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         fast_h1: args.fast_h1,
         headers: Headers::parse(&args.headers)?,
         headers_upstream: UpstreamHeaders::parse(&args.headers_upstream)?,
+        error_default_type: silverback_proxy::error::Format::parse_default_type(
+            &args.error_default_type,
+        )
+        .map_err(anyhow::Error::msg)?,
         client_max_body_size: silverback_proxy::parse_size(&args.nginx_http_client_max_body_size)
             .map_err(|e| {
             anyhow::anyhow!("nginx_http_client_max_body_size: {e}")

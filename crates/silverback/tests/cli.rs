@@ -299,6 +299,17 @@ fn proxy_rejects_a_bad_body_size_setting() {
 }
 
 #[test]
+fn proxy_rejects_a_bad_error_default_type() {
+    let out = silverback(&["proxy"], &[("KONG_ERROR_DEFAULT_TYPE", "text/csv")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid error_default_type 'text/csv'"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn proxy_rejects_a_bad_listen_setting() {
     let out = silverback(&["proxy", "--proxy-listen", "127.0.0.1:8000 sslx"], &[]);
     assert_eq!(out.status.code(), Some(1));
