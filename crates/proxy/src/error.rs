@@ -253,12 +253,22 @@ impl Format {
     /// `Content-Type`, or else `error_default_type`, is read as an `Accept` list; one that
     /// starts with `application/grpc` means gRPC.
     pub fn nginx_error(headers: &HeaderMap, default: Format) -> Format {
-        let v = headers
-            .get(header::ACCEPT)
-            .or_else(|| headers.get(header::CONTENT_TYPE));
-        match v {
-            Some(v) if is_grpc(Some(v)) => Format::Grpc,
-            Some(v) => Format::of_accept(v.as_bytes()),
+        Format::nginx_error_of(
+            headers.get(header::ACCEPT).map(HeaderValue::as_bytes),
+            headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+            default,
+        )
+    }
+
+    /// [`Format::nginx_error`] from the raw `Accept` and `Content-Type` values.
+    pub fn nginx_error_of(
+        accept: Option<&[u8]>,
+        content_type: Option<&[u8]>,
+        default: Format,
+    ) -> Format {
+        match accept.or(content_type) {
+            Some(v) if v.starts_with(b"application/grpc") => Format::Grpc,
+            Some(v) => Format::of_accept(v),
             None => default,
         }
     }

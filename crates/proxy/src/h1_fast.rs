@@ -15,11 +15,18 @@
 //!    ([`crate::proxy::handle`]); its response is written here (`Date` added when missing,
 //!    `Content-Length` or chunked framing, one `writev` for a buffered body).
 //!
-//! The first request that is not simple (or anything unparsable, an HTTP/2 preface, a head
-//! over the limits) hands the connection to hyper for the rest of its life, with the bytes
-//! read so far put back in front of it ([`Rewind`]). Hyper then sees exactly what it would
-//! have seen without this module, so every rule and error answer of the hyper path (400,
-//! 431, the framing guard, upgrades, bodies) is unchanged.
+//! A head that nginx refuses (unparsable, over the size or count limit, a second
+//! `Content-Length` or one beside `Transfer-Encoding`, a length that is not one number) is
+//! answered here in Kong's format (400, `Bad request` or `Request header or cookie too
+//! large`, with a request id; [`crate::proxy::refusal`]), and the connection is closed after
+//! a lingering read. hyper and the framing guard would refuse each of these heads too, with a
+//! bare 400 or 431; the parser and its configuration are hyper's.
+//!
+//! The first request that is not simple (or an HTTP/2 preface) hands the connection to hyper
+//! for the rest of its life, with the bytes read so far put back in front of it
+//! ([`Rewind`]). Hyper then sees exactly what it would have seen without this module, so
+//! every rule of the hyper path (the framing guard, upgrades, bodies) is unchanged; heads it
+//! refuses from then on get its own bare answers.
 
 use std::io;
 use std::pin::Pin;
@@ -37,7 +44,7 @@ use crate::body::ProxyBody;
 use crate::deadline::Deadline;
 use crate::gateway::Shared;
 use crate::h1_client::line;
-use crate::proxy::{Answer, ConnInfo, RawAnswer};
+use crate::proxy::{Answer, ConnInfo, RawAnswer, Refusal};
 
 /// Most headers the fast path parses; a request with more goes to hyper (which applies
 /// `max_headers`).
@@ -70,6 +77,9 @@ enum Parsed {
     Partial,
     /// Anything else: hyper decides.
     Other,
+    /// A head nginx (and so Kong) refuses, and so would hyper or the framing guard: the
+    /// fast path answers it in Kong's format.
+    Refused(Refusal),
 }
 
 /// Where `part`, a slice of `buf` (as a parser returns it), lies in `buf`.
@@ -78,46 +88,129 @@ pub(crate) fn span(buf: &[u8], part: &[u8]) -> (usize, usize) {
     (start, start + part.len())
 }
 
-/// Parses a head at the start of `buf` and records its spans.
-fn parse(buf: &[u8], max_headers: usize, spans: &mut Spans) -> Parsed {
+/// Parses a head at the start of `buf` and records its spans. `max_bytes` is the largest
+/// head accepted.
+fn parse(buf: &[u8], max_headers: usize, max_bytes: usize, spans: &mut Spans) -> Parsed {
     let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let limit = max_headers.clamp(1, MAX_HEADERS);
     let mut req = httparse::Request::new(&mut hdrs[..limit]);
     let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > max_bytes => {
+            return Parsed::Refused(Refusal::TooLarge);
+        }
         Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= max_bytes => {
+            return Parsed::Refused(Refusal::TooLarge);
+        }
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Other,
+        // more headers than this parser holds but within `max_headers`: hyper's to read
+        Err(httparse::Error::TooManyHeaders) if max_headers > MAX_HEADERS => {
+            return Parsed::Other;
+        }
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Refused(Refusal::TooLarge),
+        // (the parser and configuration hyper uses: it would refuse the head as well)
+        Err(_) => return Parsed::Refused(Refusal::Bad),
     };
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Other;
     };
-    if method == "CONNECT" || !path.starts_with('/') {
-        return Parsed::Other;
-    }
+    let mut simple = method != "CONNECT" && path.starts_with('/');
     spans.method = span(buf, method.as_bytes());
     spans.path = span(buf, path.as_bytes());
     spans.headers.clear();
+    // the framing rules of the guard in front of hyper (`h1_guard`): a second length, or a
+    // length beside a transfer coding, is refused
+    let (mut lengths, mut coded) = (0u32, false);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        let simple = if name.eq_ignore_ascii_case(b"content-length") {
+        let plain = if name.eq_ignore_ascii_case(b"content-length") {
+            // one decimal number, as nginx reads it ("3, 3", which hyper merges, is not)
+            if h.value.is_empty() || h.value.len() > 18 || !h.value.iter().all(u8::is_ascii_digit) {
+                return Parsed::Refused(Refusal::Bad);
+            }
+            lengths += 1;
             h.value == b"0"
         } else if name.eq_ignore_ascii_case(b"connection") {
             h.value.eq_ignore_ascii_case(b"keep-alive")
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            coded = true;
+            false
         } else {
-            !(name.eq_ignore_ascii_case(b"transfer-encoding")
-                || name.eq_ignore_ascii_case(b"expect")
+            !(name.eq_ignore_ascii_case(b"expect")
                 || name.eq_ignore_ascii_case(b"upgrade")
                 || name.eq_ignore_ascii_case(b"http2-settings"))
         };
-        if !simple {
-            return Parsed::Other;
+        simple &= plain;
+        if simple {
+            let (ns, ne) = span(buf, name);
+            let (vs, ve) = span(buf, h.value);
+            spans.headers.push([ns, ne, vs, ve]);
         }
-        let (ns, ne) = span(buf, name);
-        let (vs, ve) = span(buf, h.value);
-        spans.headers.push([ns, ne, vs, ve]);
     }
-    Parsed::Simple(n)
+    if lengths > 1 || (lengths == 1 && coded) {
+        Parsed::Refused(Refusal::Bad)
+    } else if simple {
+        Parsed::Simple(n)
+    } else {
+        Parsed::Other
+    }
 }
+
+/// The value of the first header named `name` in the head at the start of `buf` (complete
+/// or not), read leniently: for the format of a refusal only.
+fn raw_header<'b>(buf: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
+    for line in buf.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if line[..colon].eq_ignore_ascii_case(name) {
+            return Some(line[colon + 1..].trim_ascii());
+        }
+    }
+    None
+}
+
+/// Answers a refused head in Kong's format and closes the connection.
+async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(
+    sh: &Shared,
+    io: &mut T,
+    out: &mut Vec<u8>,
+    head: &[u8],
+    why: Refusal,
+) {
+    let resp = crate::proxy::refusal(
+        sh,
+        raw_header(head, b"accept"),
+        raw_header(head, b"content-type"),
+        why,
+    );
+    if write_response(io, out, resp, false).await.is_err() {
+        return;
+    }
+    let _ = io.shutdown().await;
+    // A lingering close, as nginx makes: what the client still sends is read and dropped
+    // for a while (bounded in time and bytes), so that closing with unread bytes (a reset)
+    // does not destroy the answer before the client has read it.
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while left > 0 {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+/// How long, and how many bytes, a refused connection is read from before it closes.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+const LINGER_BYTES: usize = 1 << 20;
 
 /// Builds the request of a simple head (the head's bytes are shared, not copied).
 fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::Incoming>>> {
@@ -167,21 +260,18 @@ where
                 if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
                     return Outcome::Handoff(Rewind::new(io, buf.freeze()));
                 }
-                match parse(&buf, sh.settings.max_headers, &mut spans) {
-                    // a head over the limit goes to hyper, which answers 431
-                    Parsed::Simple(n) if n > limit => {
-                        return Outcome::Handoff(Rewind::new(io, buf.freeze()));
-                    }
+                // the HTTP/2 preface only starts a connection (RFC 9113 §3.4): after a
+                // request it is not handed to the protocol detection
+                if !first && buf.starts_with(&H2_PREFACE[..14]) {
+                    return Outcome::Closed;
+                }
+                match parse(&buf, sh.settings.max_headers, limit, &mut spans) {
                     Parsed::Simple(n) => break n,
-                    // the HTTP/2 preface only starts a connection (RFC 9113 §3.4): after a
-                    // request it is not handed to the protocol detection
-                    Parsed::Other if !first && buf.starts_with(&H2_PREFACE[..4]) => {
+                    Parsed::Refused(why) => {
+                        refuse(sh, &mut io, &mut out, &buf, why).await;
                         return Outcome::Closed;
                     }
                     Parsed::Other => return Outcome::Handoff(Rewind::new(io, buf.freeze())),
-                    Parsed::Partial if buf.len() >= limit => {
-                        return Outcome::Handoff(Rewind::new(io, buf.freeze()));
-                    }
                     Parsed::Partial => {}
                 }
             }
@@ -203,12 +293,8 @@ where
         first = false;
         let head = buf.split_to(n).freeze();
         let Some(req) = request(&head, &spans) else {
-            // A target or value hyper would refuse too: its answer, then close.
-            let _ = io
-                .write_all(
-                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                )
-                .await;
+            // A target or value hyper would refuse too.
+            refuse(sh, &mut io, &mut out, &head, Refusal::Bad).await;
             return Outcome::Closed;
         };
         let head_only = req.method() == Method::HEAD;
@@ -533,7 +619,7 @@ mod tests {
     }
 
     fn parsed(raw: &[u8]) -> Parsed {
-        parse(raw, 100, &mut Spans::default())
+        parse(raw, 100, 8192, &mut Spans::default())
     }
 
     #[test]
@@ -558,15 +644,11 @@ mod tests {
             &b"GET / HTTP/1.0\r\n\r\n"[..],
             b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
             b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             b"GET http://x/ HTTP/1.1\r\n\r\n",
             b"CONNECT x:443 HTTP/1.1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nA: b\r\n  folded\r\n\r\n",
-            b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ] {
             assert!(
                 matches!(parsed(raw), Parsed::Other),
@@ -577,19 +659,80 @@ mod tests {
     }
 
     #[test]
-    fn too_many_headers_go_to_hyper() {
+    fn heads_nginx_refuses_are_refused_here() {
+        for (raw, why) in [
+            (
+                &b"GET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                Refusal::Bad,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\nab",
+                Refusal::Bad,
+            ),
+            (b"GET / HTTP/1.1\r\nA: b\r\n  folded\r\n\r\n", Refusal::Bad),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc",
+                Refusal::Bad,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                Refusal::Bad,
+            ),
+            (b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n", Refusal::Bad),
+            (b"GET / HTTP/2.0\r\n\r\n", Refusal::Bad),
+        ] {
+            let got = parse(raw, 100, 200, &mut Spans::default());
+            assert!(
+                matches!(got, Parsed::Refused(w) if w == why),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // an incomplete head already over the size limit, and a complete one
+        assert!(matches!(
+            parse(
+                b"GET / HTTP/1.1\r\nA: b\r\n",
+                100,
+                16,
+                &mut Spans::default()
+            ),
+            Parsed::Refused(Refusal::TooLarge)
+        ));
+        assert!(matches!(
+            parse(
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                100,
+                20,
+                &mut Spans::default()
+            ),
+            Parsed::Refused(Refusal::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn too_many_headers_are_refused_unless_hyper_may_take_them() {
         let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..5 {
             raw.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
         assert!(matches!(
-            parse(&raw, 4, &mut Spans::default()),
-            Parsed::Other
+            parse(&raw, 4, 8192, &mut Spans::default()),
+            Parsed::Refused(Refusal::TooLarge)
         ));
         assert!(matches!(
-            parse(&raw, 5, &mut Spans::default()),
+            parse(&raw, 5, 8192, &mut Spans::default()),
             Parsed::Simple(_)
+        ));
+        // more than the fast path holds, within the limit: hyper reads them
+        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..(MAX_HEADERS + 1) {
+            raw.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            parse(&raw, 100, 8192, &mut Spans::default()),
+            Parsed::Other
         ));
     }
 
@@ -597,7 +740,7 @@ mod tests {
     fn requests_share_the_head_bytes() {
         let raw = Bytes::from_static(b"GET /p?q HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
         let mut spans = Spans::default();
-        let Parsed::Simple(n) = parse(&raw, 100, &mut spans) else {
+        let Parsed::Simple(n) = parse(&raw, 100, 8192, &mut spans) else {
             panic!("not simple")
         };
         assert_eq!(n, raw.len());

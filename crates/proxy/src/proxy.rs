@@ -290,6 +290,48 @@ pub(crate) async fn handle(
     resp
 }
 
+/// Why a request head was refused before any phase ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Malformed (nginx: 400).
+    Bad,
+    /// Over the header size or count limit (nginx's 494, which Kong sends as 400 with its
+    /// own message).
+    TooLarge,
+}
+
+/// Kong's answer to a head refused before routing (nginx's `error_page` path): 400, the
+/// body format from the `Accept` and `Content-Type` found in the head if any, the
+/// connection closed. Counted as an unmatched request.
+pub(crate) fn refusal(
+    sh: &Shared,
+    accept: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+    why: Refusal,
+) -> Response<ProxyBody> {
+    sh.metrics.requests.fetch_add(1, Relaxed);
+    let format = Format::nginx_error_of(accept, content_type, sh.settings.error_default_type);
+    let cx = Ctx {
+        start: Instant::now(),
+        rid: request_id(),
+        format,
+        nginx_format: format,
+        stats: None,
+        proxied: false,
+    };
+    tracing::debug!(request_id = ?cx.rid, reason = ?why, "request head refused");
+    let message = match why {
+        Refusal::Bad => "Bad request",
+        Refusal::TooLarge => "Request header or cookie too large",
+    };
+    let mut r = kong_error(sh, &cx, format, StatusCode::BAD_REQUEST, message);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    sh.metrics.unmatched.response(400, false);
+    sh.metrics.unmatched.latencies(0, 0, None);
+    r
+}
+
 /// A response produced by the gateway itself, in Kong's error format.
 fn kong_error(
     sh: &Shared,
