@@ -202,9 +202,9 @@ pub enum ExchangeError {
     NotSent(io::Error),
     /// The request was (at least partly) written; no usable answer came.
     Failed(io::Error),
-    /// The client's body, streamed, was malformed or cut short (or, with
-    /// [`io::ErrorKind::TimedOut`], the client stopped sending it): the client's fault,
-    /// not the upstream's. Part of the request may have been written.
+    /// The client's body, streamed, failed (malformed, cut short, too large or stalled: its
+    /// [`crate::upstream::BodyWatch`] says which): the client's fault, not the upstream's.
+    /// Part of the request may have been written.
     Client(io::Error),
 }
 
@@ -270,7 +270,7 @@ impl H1Conn {
         // on every request of the fast path)
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let r = self.send(&mut out, parts, set, body, None).await;
+        let r = self.send(&mut out, parts, set, body).await;
         self.out = out;
         r?;
         let head_req = parts.method == Method::HEAD;
@@ -285,18 +285,17 @@ impl H1Conn {
         }
     }
 
-    /// Writes a request. A streamed client body is read with `body_idle` (nginx's
-    /// `client_body_timeout`) between its frames, if given.
+    /// Writes a request (a streamed client body at the client's pace: the body itself holds
+    /// the client to `client_body_timeout`, [`crate::upstream::ClientBody`]).
     pub async fn send_request(
         &mut self,
         parts: &http::request::Parts,
         set: &SetHeaders,
         body: SendBody<'_>,
-        body_idle: Option<std::time::Duration>,
     ) -> Result<(), ExchangeError> {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let r = self.send(&mut out, parts, set, body, body_idle).await;
+        let r = self.send(&mut out, parts, set, body).await;
         self.out = out;
         r
     }
@@ -325,7 +324,6 @@ impl H1Conn {
         parts: &http::request::Parts,
         set: &SetHeaders,
         body: SendBody<'_>,
-        body_idle: Option<std::time::Duration>,
     ) -> Result<(), ExchangeError> {
         use tokio::io::AsyncWriteExt;
         match body {
@@ -365,7 +363,7 @@ impl H1Conn {
                 let Some(body) = slot.take() else {
                     return Ok(());
                 };
-                write_body(&mut self.io, out, body, exact, body_idle)
+                write_body(&mut self.io, out, body, exact)
                     .await
                     .map_err(|e| match e {
                         BodyError::Read(e) => ExchangeError::Client(e),
@@ -682,8 +680,7 @@ impl RawHead {
 /// Why [`write_body`] failed.
 #[derive(Debug)]
 pub(crate) enum BodyError {
-    /// Reading the body failed: its source broke, it did not match its announced length, or
-    /// (`TimedOut`) it sent nothing for the idle timeout.
+    /// Reading the body failed: its source failed, or it did not match its announced length.
     Read(io::Error),
     /// Writing it out failed.
     Write(io::Error),
@@ -699,15 +696,13 @@ impl From<BodyError> for io::Error {
 
 /// Writes a body's data frames after a head that announced `length` (`Some`: the frames as
 /// they are, which must add up to exactly that many bytes; nothing beyond it is written) or
-/// chunked coding (`None`: each frame one chunk, then the last chunk). With `idle`, a source
-/// silent for that long fails the body. The request bodies sent upstream and the answers of
+/// chunked coding (`None`: each frame one chunk, then the last chunk). The request bodies sent upstream and the answers of
 /// the fast path ([`crate::h1_fast`]) both go through here.
 pub(crate) async fn write_body<W, B>(
     io: &mut W,
     out: &mut Vec<u8>,
     mut body: B,
     length: Option<u64>,
-    idle: Option<std::time::Duration>,
 ) -> Result<(), BodyError>
 where
     W: tokio::io::AsyncWrite + Unpin,
@@ -717,16 +712,9 @@ where
     use tokio::io::AsyncWriteExt;
     let mut sent = 0u64;
     loop {
-        let frame = match idle {
-            None => body.frame().await,
-            Some(t) => tokio::time::timeout(t, body.frame()).await.map_err(|_| {
-                BodyError::Read(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the body stopped arriving",
-                ))
-            })?,
+        let Some(frame) = body.frame().await else {
+            break;
         };
-        let Some(frame) = frame else { break };
         let Ok(data) = frame
             .map_err(|e| BodyError::Read(io::Error::other(e)))?
             .into_data()

@@ -486,7 +486,7 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
                 None => out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
             }
             io.write_all(out).await?;
-            crate::h1_client::write_body(io, out, body, exact, None)
+            crate::h1_client::write_body(io, out, body, exact)
                 .await
                 .map_err(io::Error::from)
         }

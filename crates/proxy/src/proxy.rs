@@ -958,6 +958,7 @@ async fn client_body(
             Either::Left(crate::upstream::ClientBody::new(
                 body,
                 sh.settings.client_max_body_size,
+                sh.settings.client_body_timeout,
             ))
         },
     )
@@ -1071,6 +1072,37 @@ async fn next_h1(
 
 /// nginx's `proxy_next_upstream` rule: a request with a non-idempotent method is not
 /// retried once it was sent.
+/// Waits for `answer` (the head of an HTTP/2 upstream's answer) within the read timeout,
+/// counted from the end of the client's streamed body (`watch`) as nginx counts it from the
+/// request sent: while the body still streams, its own `client_body_timeout` holds the
+/// client to its pace, and a slow upload is not the upstream's timeout. `Err(None)`: the
+/// read timeout passed; `Err(Some(kind))`: the client's body failed meanwhile.
+async fn after_body<F: std::future::Future>(
+    answer: F,
+    read_timeout: Duration,
+    watch: Option<&crate::upstream::BodyWatch>,
+) -> Result<F::Output, Option<Kind>> {
+    let mut answer = std::pin::pin!(answer);
+    let mut at = tokio::time::Instant::now() + read_timeout;
+    loop {
+        if let Ok(r) = tokio::time::timeout_at(at, answer.as_mut()).await {
+            return Ok(r);
+        }
+        let Some(w) = watch else {
+            return Err(None);
+        };
+        if let Some(kind) = w.failure() {
+            return Err(Some(kind));
+        }
+        match w.ended() {
+            // still streaming: count again from now (the body's pauses are its own)
+            None => at = tokio::time::Instant::now() + read_timeout,
+            Some(end) if end + read_timeout > at => at = end + read_timeout,
+            Some(_) => return Err(None),
+        }
+    }
+}
+
 fn idempotent(m: &http::Method) -> bool {
     !matches!(*m, http::Method::POST | http::Method::PATCH) && m.as_str() != "LOCK"
 }
@@ -1307,8 +1339,9 @@ async fn send(
                     if let Err(e) = tx.ready().await {
                         return Err((read_err(e), Some(req)));
                     }
-                    match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
-                        Err(_) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
+                    match after_body(tx.send_request(req), read_timeout, watch.as_ref()).await {
+                        Err(Some(kind)) => Err((Error::downstream(kind), None)),
+                        Err(None) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
                         Ok(r) => r.map(UpHead::hyper).map_err(|e| (read_err(e), None)),
                     }
                 }
@@ -1602,6 +1635,7 @@ impl H1Try<'_> {
     ) -> Result<(UpHead, UpBody), (Error, bool)> {
         // the try's clock reading, read again after a connection that failed
         let mut start = self.start;
+        let watch = stream.as_ref().map(crate::upstream::ClientBody::watch);
         loop {
             let body = match full {
                 Some(b) => SendBody::Full(b),
@@ -1612,11 +1646,7 @@ impl H1Try<'_> {
             let r = if streaming {
                 // A streamed body goes at the client's pace (`client_body_timeout` between
                 // its parts): the read timeout starts once it is sent.
-                match c
-                    .h1
-                    .send_request(parts, set, body, Some(sh.settings.client_body_timeout))
-                    .await
-                {
+                match c.h1.send_request(parts, set, body).await {
                     Err(e) => Some(Err(e)),
                     Ok(()) => {
                         let answer =
@@ -1664,19 +1694,14 @@ impl H1Try<'_> {
                 }
                 ExchangeError::NotSent(io) => return Err((err.because(io), false)),
                 ExchangeError::Failed(io) => return Err((err.because(io), true)),
-                // the client's body broke off or stalled: 400 or 408, and the upstream
-                // connection (mid-request) is dropped
+                // the client's body failed (too large, broken off, stalled: 413, 400, 408;
+                // or at odds with its length: 400), and the upstream connection
+                // (mid-request) is dropped
                 ExchangeError::Client(io) => {
-                    let too_large = io.get_ref().is_some_and(|e| {
-                        e.downcast_ref::<crate::upstream::BodyTooLarge>().is_some()
-                    });
-                    let kind = if too_large {
-                        Kind::PayloadTooLarge
-                    } else if io.kind() == std::io::ErrorKind::TimedOut {
-                        Kind::RequestTimeout
-                    } else {
-                        Kind::BadRequest
-                    };
+                    let kind = watch
+                        .as_ref()
+                        .and_then(crate::upstream::BodyWatch::failure)
+                        .unwrap_or(Kind::BadRequest);
                     return Err((Error::downstream(kind).because(io), true));
                 }
             }

@@ -37,38 +37,64 @@ pub use crate::tls::UpstreamTls;
 /// The request body type sent upstream: the client's body streamed, or a buffered one.
 pub type ReqBody = Either<ClientBody, http_body_util::Full<Bytes>>;
 
-/// The client's body as it streams upstream, held to `client_max_body_size`: past it, the
-/// body fails with [`BodyTooLarge`] (answered 413 when nothing was answered yet).
+/// The client's body as it streams upstream, held to `client_max_body_size` (past it, the
+/// body fails with [`BodyTooLarge`], answered 413 when nothing was answered yet) and to
+/// `client_body_timeout` between its parts (then it fails with [`BodyTimedOut`], 408). How
+/// it ended is kept in its [`BodyWatch`].
 #[derive(Debug)]
 pub struct ClientBody {
     inner: Incoming,
     /// Bytes still allowed (`u64::MAX`: no limit).
     left: u64,
-    /// How the body failed, if it did (see [`BodyWatch`]).
+    /// The longest pause allowed between two parts.
+    idle: Duration,
+    /// When the pause the body is in ends; made at its first pause, moved on by each part.
+    deadline: Option<Deadline>,
+    /// How the body failed or ended (see [`BodyWatch`]).
     watch: BodyWatch,
 }
 
-/// Whether a [`ClientBody`] failed, readable after it was handed to hyper's client: an
-/// HTTP/2 upstream's send fails with a stream reset that does not carry the body's error.
+/// How a [`ClientBody`] failed or ended, readable after it was handed to a client: an
+/// HTTP/2 upstream's send fails with a stream reset that does not carry the body's error,
+/// and the upstream's read timeout counts from the body's end.
 #[derive(Debug, Clone, Default)]
-pub struct BodyWatch(Arc<std::sync::atomic::AtomicU8>);
+pub struct BodyWatch(Arc<WatchState>);
+
+#[derive(Debug, Default)]
+struct WatchState {
+    failure: std::sync::atomic::AtomicU8,
+    end: std::sync::OnceLock<tokio::time::Instant>,
+}
 
 impl BodyWatch {
     const TOO_LARGE: u8 = 1;
     const BROKEN: u8 = 2;
+    const TIMED_OUT: u8 = 3;
 
-    fn set(&self, v: u8) {
-        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    fn fail(&self, v: u8) {
+        self.0
+            .failure
+            .store(v, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The client's error that ended the body, if it failed: too large (413) or broken off
-    /// (400).
+    /// The client's error that ended the body, if it failed: too large (413), broken off
+    /// (400) or stalled (408).
     pub fn failure(&self) -> Option<Kind> {
-        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+        match self.0.failure.load(std::sync::atomic::Ordering::Relaxed) {
             Self::TOO_LARGE => Some(Kind::PayloadTooLarge),
             Self::BROKEN => Some(Kind::BadRequest),
+            Self::TIMED_OUT => Some(Kind::RequestTimeout),
             _ => None,
         }
+    }
+
+    /// When the body was read to its end, if it was.
+    pub fn ended(&self) -> Option<tokio::time::Instant> {
+        self.0.end.get().copied()
+    }
+
+    fn end(&self) {
+        let _ = self.0.end.set(tokio::time::Instant::now());
     }
 }
 
@@ -77,17 +103,29 @@ impl BodyWatch {
 #[error("the request body is larger than client_max_body_size")]
 pub struct BodyTooLarge;
 
+/// The client paused its body longer than `client_body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stopped arriving (client_body_timeout)")]
+pub struct BodyTimedOut;
+
 impl ClientBody {
-    /// `inner`, limited to `max` bytes (0: no limit, as nginx's `client_max_body_size 0`).
-    pub fn new(inner: Incoming, max: u64) -> ClientBody {
-        ClientBody {
+    /// `inner`, limited to `max` bytes (0: no limit, as nginx's `client_max_body_size 0`)
+    /// and to pauses of `idle` between its parts.
+    pub fn new(inner: Incoming, max: u64, idle: Duration) -> ClientBody {
+        let body = ClientBody {
             inner,
             left: if max == 0 { u64::MAX } else { max },
+            idle,
+            deadline: None,
             watch: BodyWatch::default(),
+        };
+        if http_body::Body::is_end_stream(&body.inner) {
+            body.watch.end();
         }
+        body
     }
 
-    /// What tells, later, whether this body failed.
+    /// What tells, later, whether and how this body failed or ended.
     pub fn watch(&self) -> BodyWatch {
         self.watch.clone()
     }
@@ -101,21 +139,39 @@ impl http_body::Body for ClientBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        use std::task::Poll;
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
         match &r {
-            std::task::Poll::Ready(Some(Ok(f))) => {
+            Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
-                    match self.left.checked_sub(d.len() as u64) {
-                        Some(left) => self.left = left,
+                    match this.left.checked_sub(d.len() as u64) {
+                        Some(left) => this.left = left,
                         None => {
-                            self.watch.set(BodyWatch::TOO_LARGE);
-                            return std::task::Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                            this.watch.fail(BodyWatch::TOO_LARGE);
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                         }
                     }
                 }
+                if let Some(d) = &mut this.deadline {
+                    d.set(tokio::time::Instant::now() + this.idle);
+                }
+                if this.inner.is_end_stream() {
+                    this.watch.end();
+                }
             }
-            std::task::Poll::Ready(Some(Err(_))) => self.watch.set(BodyWatch::BROKEN),
-            _ => {}
+            Poll::Ready(Some(Err(_))) => this.watch.fail(BodyWatch::BROKEN),
+            Poll::Ready(None) => this.watch.end(),
+            Poll::Pending => {
+                let idle = this.idle;
+                let d = this
+                    .deadline
+                    .get_or_insert_with(|| Deadline::new(tokio::time::Instant::now() + idle));
+                if d.poll_expired(cx).is_ready() {
+                    this.watch.fail(BodyWatch::TIMED_OUT);
+                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+                }
+            }
         }
         r.map(|o| o.map(|r| r.map_err(Into::into)))
     }

@@ -602,3 +602,78 @@ services:
     assert_eq!(r.status, 200, "{}", r.text());
     g.gw.shutdown().await;
 }
+
+/// Toward an HTTP/2 (gRPC) upstream too, the client's streamed body goes at the client's
+/// pace: a slow upload that keeps coming is not the upstream's read timeout (which counts
+/// from the body's end), and one that stalls gets 408 after `client_body_timeout`, without
+/// counting against the target.
+#[tokio::test]
+async fn client_bodies_toward_h2_upstreams_go_at_the_clients_pace() {
+    let live = Backend::builder().name("live").run().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: up2
+  healthchecks:
+    passive:
+      unhealthy:
+        tcp_failures: 1
+        timeouts: 1
+  targets:
+  - target: {live}
+services:
+- name: g
+  protocol: grpc
+  host: up2
+  read_timeout: 500
+  routes:
+  - name: g
+    paths: ["/grpc"]
+    strip_path: false
+    protocols: ["grpc"]
+    request_buffering: false
+"#,
+        live = live.addr,
+    );
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.client_body_timeout = Duration::from_millis(400);
+    let g = Gw::start_with(settings, Some(&cfg)).await;
+    let grpc =
+        || http::Request::post("http://x/grpc.Echo/Say").header("content-type", "application/grpc");
+    // six parts 200 ms apart: 1.2 s in all, over the 500 ms read timeout, no pause over
+    // the 400 ms body timeout
+    let (feed, answer) = h2c_fed(g.http, grpc()).await;
+    for i in 0..6 {
+        feed.send(bytes::Bytes::from(format!("part{i};")))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(feed);
+    let r = answer.await.unwrap();
+    assert_eq!(r.status, 200, "{:?} {}", r.headers, r.text());
+    assert_eq!(r.text(), "part0;part1;part2;part3;part4;part5;");
+    // a part, then nothing: 408 (gRPC's DEADLINE_EXCEEDED) after the body timeout
+    let t = std::time::Instant::now();
+    let (feed, answer) = h2c_fed(g.http, grpc()).await;
+    feed.send(bytes::Bytes::from_static(b"part0;"))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(3), answer)
+        .await
+        .expect("an answer before the client gives up")
+        .unwrap();
+    drop(feed);
+    assert_eq!(r.status, 408, "{:?}", r.headers);
+    assert_eq!(r.header("grpc-status"), Some("4"));
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let h = health_of(&g, "up2").await;
+    assert_eq!(h["data"][0]["health"], "HEALTHY", "{h}");
+    g.gw.shutdown().await;
+}

@@ -432,6 +432,47 @@ impl H2 {
     }
 }
 
+/// A request body fed part by part from the test (`tokio::sync::mpsc`): ends when the
+/// sender is dropped.
+pub struct Feed(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Feed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// Sends `req` over a new h2c connection to `addr` with a body fed through the returned
+/// sender; the answer comes from the returned task.
+pub async fn h2c_fed(
+    addr: SocketAddr,
+    req: http::request::Builder,
+) -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<Resp>,
+) {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (feed, rx) = tokio::sync::mpsc::channel(4);
+    let req = req.body(Feed(rx)).unwrap();
+    let task = tokio::spawn(async move {
+        tx.ready().await.unwrap();
+        read(tx.send_request(req).await.expect("response")).await
+    });
+    (feed, task)
+}
+
 /// Certificate checks off; records what the server presented.
 #[derive(Debug)]
 pub struct Capture {
