@@ -606,12 +606,13 @@ fn client_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
     req.headers().get(header::HOST).cloned()
 }
 
-/// nginx's check of a request's host, in one pass: not empty, visible ASCII only (so also a
-/// valid `&str`), no path separator, no `..`.
+/// nginx's check of a request's host, in one pass: not empty, no control bytes or spaces
+/// (bytes from 0x80 up pass, as in nginx: such a host matches only routes without hosts),
+/// no path separator, no `..`.
 fn valid_host(h: &[u8]) -> bool {
     let mut prev = 0u8;
     for &b in h {
-        if !b.is_ascii_graphic() || b == b'/' || b == b'\\' || (b == b'.' && prev == b'.') {
+        if b <= b' ' || b == 0x7f || b == b'/' || b == b'\\' || (b == b'.' && prev == b'.') {
             return false;
         }
         prev = b;
