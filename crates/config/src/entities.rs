@@ -199,7 +199,8 @@ fn timestamps(fields: &mut Vec<Field>) {
 fn base(kind: EntityKind) -> Vec<Field> {
     let mut f = Vec::new();
     if kind.has_id() {
-        f.push(t::uuid("id"));
+        // generated when absent (Kong's UUIDv5 rules, `ids.rs`)
+        f.push(t::uuid("id").auto());
     }
     f
 }

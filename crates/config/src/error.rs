@@ -224,6 +224,114 @@ fn write_lua(v: &Value, s: &mut String) {
     }
 }
 
+/// Renders a value like Penlight's `pretty.write(t)` with its default indent (two spaces, one
+/// entry a line), which Kong's `schema violation` messages use for nested errors:
+/// `{\n  on = "expected a boolean"\n}`. Keys are sorted; an array's entries come first,
+/// unkeyed up to its first hole.
+pub fn lua_pretty_indented(v: &Value) -> String {
+    let mut p = Pretty::default();
+    p.write(v, "", "  ");
+    p.eat_last_comma();
+    if !p.line.is_empty() {
+        let line = std::mem::take(&mut p.line);
+        p.lines.push(line);
+    }
+    p.lines.join("\n")
+}
+
+/// Penlight's line buffer: `put` extends the current line, `putln` ends it.
+#[derive(Default)]
+struct Pretty {
+    lines: Vec<String>,
+    line: String,
+}
+
+impl Pretty {
+    fn put(&mut self, s: &str) {
+        self.line.push_str(s);
+    }
+    fn putln(&mut self, s: &str) {
+        let mut line = std::mem::take(&mut self.line);
+        line.push_str(s);
+        self.lines.push(line);
+    }
+    fn eat_last_comma(&mut self) {
+        if let Some(last) = self.lines.last_mut()
+            && last.ends_with(',')
+        {
+            last.pop();
+        }
+    }
+    fn write(&mut self, v: &Value, old_indent: &str, indent: &str) {
+        match v {
+            Value::Object(_) | Value::Array(_) => {}
+            Value::String(x) => {
+                let mut q = String::new();
+                write_lua(&Value::String(x.clone()), &mut q);
+                q.push(',');
+                self.putln(&q);
+                return;
+            }
+            other => {
+                let mut q = String::new();
+                write_lua(other, &mut q);
+                q.push(',');
+                self.putln(&q);
+                return;
+            }
+        }
+        let new_indent = format!("{indent}  ");
+        self.putln("{");
+        match v {
+            Value::Array(items) => {
+                // `ipairs` stops at the first hole; later entries are written with their index
+                let run = items.iter().take_while(|x| !x.is_null()).count();
+                for x in &items[..run] {
+                    self.put(indent);
+                    self.write(x, indent, &new_indent);
+                }
+                for (i, x) in items.iter().enumerate().skip(run) {
+                    if !x.is_null() {
+                        self.put(&format!("{indent}[{}] = ", i + 1));
+                        self.write(x, indent, &new_indent);
+                    }
+                }
+            }
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                for k in keys {
+                    let key = if is_lua_identifier(k) {
+                        k.clone()
+                    } else {
+                        let mut q = String::from("[");
+                        write_lua(&Value::String(k.clone()), &mut q);
+                        q.push(']');
+                        q
+                    };
+                    self.put(&format!("{indent}{key} = "));
+                    self.write(&m[k], indent, &new_indent);
+                }
+            }
+            _ => {}
+        }
+        self.eat_last_comma();
+        self.putln(&format!("{old_indent}}},"));
+    }
+}
+
+fn is_lua_identifier(k: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if",
+        "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
+    ];
+    k.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !KEYWORDS.contains(&k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +358,21 @@ mod tests {
             r#"{services={{["@entity"]={"x"},host="required field missing"}}}"#
         );
         assert_eq!(lua_pretty(&json!({})), "{}");
+    }
+
+    #[test]
+    fn indented_pretty_matches_penlight_layout() {
+        assert_eq!(
+            lua_pretty_indented(&json!({"b": {"on": "x"}, "a": ["y", "z"], "@entity": ["w"]})),
+            "{\n  [\"@entity\"] = {\n    \"w\"\n  },\n  a = {\n    \"y\",\n    \"z\"\n  },\n  b = {\n    on = \"x\"\n  }\n}"
+        );
+        assert_eq!(
+            lua_pretty_indented(&json!([null, "b"])),
+            "{\n  [2] = \"b\"\n}"
+        );
+        assert_eq!(
+            lua_pretty_indented(&json!({"end": 1})),
+            "{\n  [\"end\"] = 1\n}"
+        );
     }
 }

@@ -41,6 +41,7 @@ pub mod pki;
 pub mod plugin;
 mod route_checks;
 pub mod schema;
+pub mod schema_json;
 pub mod synthetic;
 mod typed;
 pub mod typedefs;
@@ -49,7 +50,7 @@ pub mod uri;
 pub use config::{Config, EMPTY_HASH, config_hash};
 pub use entities::*;
 pub use error::{ConfigError, FlatError, FlattenedError};
-pub use load::{LoadOptions, load, load_bytes};
+pub use load::{LoadOptions, load, load_bytes, validate_entity};
 pub use plugin::{PluginRegistry, PluginSchema};
 
 /// Vault types the data plane implements.

@@ -198,7 +198,7 @@ impl State<'_, '_> {
             {
                 errors.field(fk, "value must be null");
             }
-            self.normalize_input(kind, &mut m, &mut errors);
+            normalize_input(kind, &mut m, &mut errors, self.migrate);
             let idx = self.raws.len();
             self.raws.push(Raw {
                 kind,
@@ -214,73 +214,6 @@ impl State<'_, '_> {
                 cp.push(Seg::Key(child.plural()));
                 self.collect(child, v, cp, Some((idx, fk)));
             }
-        }
-    }
-
-    /// Shorthands and input-dependent defaults, applied before validation.
-    fn normalize_input(&self, kind: EntityKind, m: &mut Map<String, Value>, errors: &mut Errors) {
-        match kind {
-            EntityKind::Service => {
-                if let Some(url) = m.remove("url") {
-                    match url.as_str().map(expand_url) {
-                        Some(Ok(parts)) => {
-                            for (k, v) in parts {
-                                m.insert(k.into(), v);
-                            }
-                        }
-                        Some(Err(e)) => errors.field("url", e),
-                        None if url.is_null() => {}
-                        None => errors.field("url", "expected a string"),
-                    }
-                }
-            }
-            EntityKind::Route => {
-                if self.migrate
-                    && let Some(Value::Array(paths)) = m.get_mut("paths")
-                {
-                    for p in paths.iter_mut() {
-                        if let Value::String(s) = p
-                            && !s.starts_with('~')
-                        {
-                            *s = crate::uri::migrate_path(s);
-                        }
-                    }
-                }
-                let grpc_only = m
-                    .get("protocols")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| {
-                        !a.is_empty()
-                            && a.iter()
-                                .all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
-                    });
-                if grpc_only && !m.contains_key("strip_path") {
-                    m.insert("strip_path".into(), Value::Bool(false));
-                }
-            }
-            EntityKind::Upstream => {
-                let algorithm = m
-                    .get("algorithm")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                match algorithm.as_deref() {
-                    None => {
-                        let hashing = m
-                            .get("hash_on")
-                            .and_then(Value::as_str)
-                            .is_some_and(|h| h != "none");
-                        if hashing {
-                            m.insert("algorithm".into(), "consistent-hashing".into());
-                        }
-                    }
-                    Some("least-connections" | "latency" | "round-robin") => {
-                        m.remove("hash_on");
-                        m.remove("hash_fallback");
-                    }
-                    _ => {}
-                }
-            }
-            _ => {}
         }
     }
 
@@ -659,6 +592,123 @@ impl State<'_, '_> {
     }
 }
 
+/// Shorthands and input-dependent defaults, applied before validation (`migrate`: the
+/// document is of format 1.1 or 2.1, whose regex route paths get `~`).
+fn normalize_input(
+    kind: EntityKind,
+    m: &mut Map<String, Value>,
+    errors: &mut Errors,
+    migrate: bool,
+) {
+    match kind {
+        EntityKind::Service => {
+            if let Some(url) = m.remove("url") {
+                match url.as_str().map(expand_url) {
+                    Some(Ok(parts)) => {
+                        for (k, v) in parts {
+                            m.insert(k.into(), v);
+                        }
+                    }
+                    Some(Err(e)) => errors.field("url", e),
+                    None if url.is_null() => {}
+                    None => errors.field("url", "expected a string"),
+                }
+            }
+        }
+        EntityKind::Route => {
+            if migrate && let Some(Value::Array(paths)) = m.get_mut("paths") {
+                for p in paths.iter_mut() {
+                    if let Value::String(s) = p
+                        && !s.starts_with('~')
+                    {
+                        *s = crate::uri::migrate_path(s);
+                    }
+                }
+            }
+            let grpc_only = m
+                .get("protocols")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    !a.is_empty()
+                        && a.iter()
+                            .all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
+                });
+            if grpc_only && !m.contains_key("strip_path") {
+                m.insert("strip_path".into(), Value::Bool(false));
+            }
+        }
+        EntityKind::Upstream => {
+            let algorithm = m
+                .get("algorithm")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            match algorithm.as_deref() {
+                None => {
+                    let hashing = m
+                        .get("hash_on")
+                        .and_then(Value::as_str)
+                        .is_some_and(|h| h != "none");
+                    if hashing {
+                        m.insert("algorithm".into(), "consistent-hashing".into());
+                    }
+                }
+                Some("least-connections" | "latency" | "round-robin") => {
+                    m.remove("hash_on");
+                    m.remove("hash_fallback");
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Validates one entity as Kong's `POST /schemas/{entity}/validate` does: the same rules as
+/// a declarative document's entity (shorthands such as a service's `url`, the entity schema
+/// and its checks, plugin and vault configurations), without uniqueness or references to
+/// other entities. The errors are empty when the entity is valid.
+pub fn validate_entity(
+    kind: EntityKind,
+    input: &Map<String, Value>,
+    opts: &LoadOptions<'_>,
+) -> Errors {
+    let mut m = input.clone();
+    let mut errors = Errors::default();
+    normalize_input(kind, &mut m, &mut errors, false);
+    let (mut values, e) = schema(kind, opts.router_flavor).validate(&m);
+    merge_errors(&mut errors, e);
+    post_validate(
+        kind,
+        &m,
+        &mut values,
+        &mut errors,
+        opts.plugins,
+        opts.now_unix,
+    );
+    errors
+}
+
+/// The schema of a vault type's `config` ([`crate::VAULT_TYPES`]); `None` for a type the
+/// data plane does not implement.
+pub fn vault_config_schema(name: &str) -> Option<Record> {
+    match name {
+        "env" => Some(Record::new(vec![
+            crate::schema::Field::string("prefix").check_str(|s| {
+                let mut cs = s.chars();
+                let first_ok = cs
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '-');
+                if first_ok && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    Ok(())
+                } else {
+                    Err(format!("invalid value: {s}"))
+                }
+            }),
+        ])),
+        _ => None,
+    }
+}
+
 /// Validation past the entity schema: plugin and vault configurations, CA certificate
 /// digests, target default ports, generated secrets.
 pub(crate) fn post_validate<I: Input + ?Sized>(
@@ -761,23 +811,10 @@ fn validate_vault<I: Input + ?Sized>(input: &I, values: &mut Fields, errors: &mu
     let Some(name) = values.get("name").and_then(Value::as_str) else {
         return;
     };
-    if !crate::VAULT_TYPES.contains(&name) {
+    let Some(record) = vault_config_schema(name) else {
         errors.field("name", format!("vault '{name}' is not installed"));
         return;
-    }
-    let record = Record::new(vec![crate::schema::Field::string("prefix").check_str(
-        |s| {
-            let mut cs = s.chars();
-            let first_ok = cs
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '-');
-            if first_ok && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                Ok(())
-            } else {
-                Err(format!("invalid value: {s}"))
-            }
-        },
-    )]);
+    };
     let input = match input.get("config") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
