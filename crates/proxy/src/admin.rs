@@ -4,7 +4,9 @@
 //! `POST /config` (`check_hash`, `flatten_errors`), `GET /config`, read-only entity
 //! collections and entities (`/services`, `/services/{id or name}`,
 //! `/services/{id}/routes`, `/services/{id}/routes/{id}`, `/consumers/{c}/key-auth`, ... with
-//! `size`/`offset`/`tags` paging), `/plugins/enabled`, `/tags/{tag}`. Writes to entity
+//! `size`/`offset`/`tags` paging), `/plugins/enabled`, `/tags/{tag}`, the schema endpoints
+//! (`/schemas/{entity}`, `/schemas/plugins/{name}`, `POST /schemas/{entity}/validate`...,
+//! in [`crate::admin_schemas`]). Writes to entity
 //! endpoints answer 405 with Kong's DB-less message. `POST /config` takes JSON, YAML, a form
 //! field or a multipart part named `config`.
 //!
@@ -26,7 +28,7 @@ use crate::body::ProxyBody;
 use crate::gateway::{ListenerKind, Shared};
 use crate::snapshot::Snapshot;
 
-fn json_response(status: StatusCode, v: &Value) -> Response<ProxyBody> {
+pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(serde_json::to_vec(v).unwrap_or_default()));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -36,7 +38,7 @@ fn json_response(status: StatusCode, v: &Value) -> Response<ProxyBody> {
     r
 }
 
-fn message(status: StatusCode, m: &str) -> Response<ProxyBody> {
+pub(crate) fn message(status: StatusCode, m: &str) -> Response<ProxyBody> {
     json_response(status, &json!({ "message": m }))
 }
 
@@ -138,6 +140,10 @@ async fn route(
             let names: Vec<&str> = sh.settings.plugins.iter().map(|p| p.name).collect();
             json_response(StatusCode::OK, &json!({ "enabled_plugins": names }))
         }),
+        (_, ["plugins", "schema", name]) => {
+            only_get(&m, || crate::admin_schemas::plugin_config_schema(sh, name))
+        }
+        (_, ["schemas", rest @ ..]) => crate::admin_schemas::serve(sh, &m, rest, req).await,
         (_, ["tags", tag]) => only_get(&m, || tagged(sh, tag, req.uri().query())),
         (_, ["upstreams", u, "health"]) => {
             only_get(&m, || upstream_health(sh, u, req.uri().query()))
@@ -277,7 +283,7 @@ fn set_health(
     }
 }
 
-fn only_get(m: &Method, f: impl FnOnce() -> Response<ProxyBody>) -> Response<ProxyBody> {
+pub(crate) fn only_get(m: &Method, f: impl FnOnce() -> Response<ProxyBody>) -> Response<ProxyBody> {
     if m == Method::GET || m == Method::HEAD {
         f()
     } else {
@@ -785,7 +791,7 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Vec<u8> {
 }
 
 /// [`percent_decode`] to a string (invalid UTF-8 replaced).
-fn decode_str(s: &str, plus_is_space: bool) -> String {
+pub(crate) fn decode_str(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&percent_decode(s, plus_is_space)).into_owned()
 }
 
@@ -891,7 +897,7 @@ fn document(content_type: &str, body: Bytes) -> Result<Posted, String> {
 
 /// The `boundary` parameter of a `multipart/form-data` content type (RFC 2046: 1 to 70
 /// characters, possibly quoted).
-fn multipart_boundary(content_type: &str) -> Option<&str> {
+pub(crate) fn multipart_boundary(content_type: &str) -> Option<&str> {
     content_type.split(';').skip(1).find_map(|p| {
         let (k, v) = p.trim().split_once('=')?;
         if !k.trim().eq_ignore_ascii_case("boundary") {
@@ -915,7 +921,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// The parts of a `multipart/form-data` body, each by the `name` of its
 /// `Content-Disposition`. Strict: CRLF line ends, a closing delimiter, at most
 /// `MAX_PARTS` parts with at most 8 KiB of headers each.
-fn multipart_parts(body: &Bytes, boundary: &str) -> Result<Vec<(String, Bytes)>, String> {
+pub(crate) fn multipart_parts(
+    body: &Bytes,
+    boundary: &str,
+) -> Result<Vec<(String, Bytes)>, String> {
     const MAX_PARTS: usize = 32;
     const MAX_HEADERS: usize = 8192;
     let delim = format!("--{boundary}");
@@ -1103,7 +1112,7 @@ fn not_modified() -> Response<ProxyBody> {
     r
 }
 
-fn now_unix() -> Option<i64> {
+pub(crate) fn now_unix() -> Option<i64> {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()

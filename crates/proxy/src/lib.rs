@@ -24,6 +24,7 @@
 //! ```
 
 pub mod admin;
+mod admin_schemas;
 pub mod body;
 pub mod deadline;
 pub mod error;

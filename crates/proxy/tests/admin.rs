@@ -846,3 +846,292 @@ consumers:
     assert_eq!(r.status, 405);
     g.gw.shutdown().await;
 }
+
+/// A gateway whose registry has one plugin with key-auth's configuration defaults (a
+/// schema of our own: the data plane's plugins bring theirs the same way).
+async fn with_schema_plugin() -> Gw {
+    use silverback_config::schema::{Field, Record};
+    use silverback_config::{PluginRegistry, PluginSchema};
+    let mut auth = PluginSchema::http(
+        "key-auth",
+        1250,
+        Record::new(vec![
+            Field::array("key_names", Field::string(""))
+                .required()
+                .default(vec!["apikey"]),
+            Field::boolean("hide_credentials").default(false),
+            Field::string("anonymous"),
+        ]),
+    );
+    auth.no_consumer = true;
+    let mut plugins = PluginRegistry::new();
+    plugins.register(auth);
+    let settings = Settings {
+        plugins: std::sync::Arc::new(plugins),
+        ..Settings::loopback()
+    };
+    Gw::start_with(settings, None).await
+}
+
+/// The field `name` of a schema body (`{"fields": [{"<name>": {...}}, ...]}`).
+fn schema_field<'a>(schema: &'a Value, name: &str) -> &'a Value {
+    schema["fields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no fields in {schema}"))
+        .iter()
+        .find_map(|f| f.get(name))
+        .unwrap_or_else(|| panic!("no field {name} in {schema}"))
+}
+
+async fn send(addr: std::net::SocketAddr, method: &str, path: &str) -> Resp {
+    H1::connect(addr)
+        .await
+        .send(
+            req(method, "localhost", path)
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn schema_endpoints_render_kongs_shapes() {
+    let g = with_schema_plugin().await;
+    let a = g.admin;
+
+    // a plugin's schema: what KIC fills plugin defaults from
+    let r = get(a, "localhost", "/schemas/plugins/key-auth").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let s = r.json();
+    assert_eq!(
+        schema_field(&s, "consumer"),
+        &json!({"type": "foreign", "reference": "consumers", "eq": null})
+    );
+    let protocols = schema_field(&s, "protocols");
+    assert_eq!(protocols["type"], "set");
+    assert_eq!(
+        protocols["default"],
+        json!(["grpc", "grpcs", "http", "https"])
+    );
+    let config = schema_field(&s, "config");
+    assert_eq!(config["type"], "record");
+    assert_eq!(config["required"], true);
+    assert_eq!(
+        schema_field(config, "key_names"),
+        &json!({"type": "array", "required": true, "default": ["apikey"], "elements": {"type": "string"}})
+    );
+    assert_eq!(
+        schema_field(config, "hide_credentials"),
+        &json!({"type": "boolean", "default": false})
+    );
+    // the older endpoint: the config record alone
+    let r = get(a, "localhost", "/plugins/schema/key-auth").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        schema_field(&r.json(), "key_names")["default"],
+        json!(["apikey"])
+    );
+
+    // entity schemas
+    let s = get(a, "localhost", "/schemas/services").await.json();
+    let protocol = schema_field(&s, "protocol");
+    assert_eq!(protocol["type"], "string");
+    assert_eq!(protocol["default"], "http");
+    assert_eq!(protocol["required"], true);
+    let one_of: Vec<&str> = protocol["one_of"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(one_of.contains(&"https") && one_of.contains(&"grpc") && one_of.contains(&"tcp"));
+    assert_eq!(schema_field(&s, "port")["default"], 80);
+    assert_eq!(schema_field(&s, "port")["between"], json!([0, 65535]));
+    assert_eq!(schema_field(&s, "read_timeout")["default"], 60000);
+    let s = get(a, "localhost", "/schemas/routes").await.json();
+    assert_eq!(
+        schema_field(&s, "service"),
+        &json!({"type": "foreign", "reference": "services"})
+    );
+    assert_eq!(schema_field(&s, "methods")["type"], "set");
+    assert_eq!(schema_field(&s, "headers")["type"], "map");
+    for entity in [
+        "upstreams",
+        "targets",
+        "consumers",
+        "plugins",
+        "certificates",
+        "snis",
+        "ca_certificates",
+        "vaults",
+        "keyauth_credentials",
+        "basicauth_credentials",
+        "acls",
+    ] {
+        let r = get(a, "localhost", &format!("/schemas/{entity}")).await;
+        assert_eq!(r.status, 200, "{entity}");
+        assert!(r.json()["fields"].as_array().is_some_and(|f| !f.is_empty()));
+    }
+    let r = get(a, "localhost", "/schemas/vaults/env").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(schema_field(&r.json(), "config")["type"], "record");
+
+    // unknown names
+    let r = get(a, "localhost", "/schemas/nope").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), json!({"message": "No entity named 'nope'"}));
+    for path in ["/schemas/plugins/nope", "/plugins/schema/nope"] {
+        let r = get(a, "localhost", path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json(), json!({"message": "No plugin named 'nope'"}));
+    }
+    let r = get(a, "localhost", "/schemas/vaults/nope").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), json!({"message": "No vault named 'nope'"}));
+    let r = admin_post(a, "/schemas/nope/validate", "application/json", "{}").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), json!({"message": "No entity named 'nope'"}));
+
+    // methods Kong does not route there
+    for (method, path) in [
+        ("POST", "/schemas/services"),
+        ("DELETE", "/schemas/plugins/key-auth"),
+        ("PUT", "/plugins/schema/key-auth"),
+        ("GET", "/schemas/plugins/validate"),
+        ("GET", "/schemas/services/validate"),
+    ] {
+        let r = send(a, method, path).await;
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.json(), json!({"message": "Method not allowed"}));
+    }
+}
+
+#[tokio::test]
+async fn validate_endpoints_use_the_configuration_rules() {
+    let g = with_schema_plugin().await;
+    let a = g.admin;
+    let ok = json!({"message": "schema validation successful"});
+
+    // plugins: KIC's admission webhook
+    let r = admin_post(
+        a,
+        "/schemas/plugins/validate",
+        "application/json",
+        r#"{"name":"key-auth","config":{"key_names":["x-key"]},"protocols":["http"]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), ok);
+    let r = admin_post(
+        a,
+        "/schemas/plugins/validate",
+        "application/json",
+        r#"{"name":"key-auth","config":{"key_names":"x-key"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        json!({"code": 2, "name": "schema violation",
+               "message": "schema violation (config.key_names: expected an array)",
+               "fields": {"config": {"key_names": "expected an array"}}})
+    );
+    // the plugin's scope limits and protocols are the loader's too
+    let r = admin_post(
+        a,
+        "/schemas/plugins/validate",
+        "application/json",
+        r#"{"name":"key-auth","consumer":{"id":"6b2a4b4e-3f2f-4b39-9c2f-1d1b8e2b3a41"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["fields"],
+        json!({"consumer": "value must be null"})
+    );
+    let r = admin_post(
+        a,
+        "/schemas/plugins/validate",
+        "application/json",
+        r#"{"name":"rate-limiting"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let m = "plugin 'rate-limiting' not enabled; add it to the 'plugins' configuration property";
+    assert_eq!(
+        r.json(),
+        json!({"code": 2, "name": "schema violation",
+               "message": format!("schema violation (name: {m})"),
+               "fields": {"name": m}})
+    );
+
+    // entities, with their shorthands and record checks
+    let r = admin_post(
+        a,
+        "/schemas/services/validate",
+        "application/json",
+        r#"{"name":"s","url":"https://example.test:8443/api"}"#,
+    )
+    .await;
+    assert_eq!((r.status.as_u16(), r.json()), (200, ok.clone()));
+    let r = admin_post(
+        a,
+        "/schemas/services/validate",
+        "application/json",
+        r#"{"host":"example.test","port":70000,"protocol":"tcp","path":"/x"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let v = r.json();
+    assert_eq!(v["fields"]["port"], "value should be between 0 and 65535");
+    assert_eq!(
+        v["message"],
+        "schema violation (port: value should be between 0 and 65535)"
+    );
+    let r = admin_post(
+        a,
+        "/schemas/routes/validate",
+        "application/json",
+        r#"{"protocols":["http"]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let v = r.json();
+    assert_eq!(v["code"], 2);
+    assert!(
+        v["fields"]["@entity"][0]
+            .as_str()
+            .unwrap()
+            .contains("must set one of"),
+        "{v}"
+    );
+    // references to other entities are not looked up
+    let r = admin_post(
+        a,
+        "/schemas/routes/validate",
+        "application/json",
+        r#"{"paths":["/a"],"service":{"id":"6b2a4b4e-3f2f-4b39-9c2f-1d1b8e2b3a41"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin_post(
+        a,
+        "/schemas/targets/validate",
+        "application/x-www-form-urlencoded",
+        "target=10.0.0.1%3A80",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["fields"],
+        json!({"upstream": "required field missing"})
+    );
+    let r = admin_post(a, "/schemas/consumers/validate", "application/json", "{").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json(), json!({"message": "Cannot parse JSON body"}));
+}
