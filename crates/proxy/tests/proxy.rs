@@ -677,7 +677,12 @@ services:
     }
     // a host with bytes from 0x80 up is valid (as in nginx): it matches no host route, and
     // routes without hosts still serve it
-    let out = raw(g.http, b"GET /x HTTP/1.1\r\nHost: caf\xc3\xa9.example\r\n\r\n", w).await;
+    let out = raw(
+        g.http,
+        b"GET /x HTTP/1.1\r\nHost: caf\xc3\xa9.example\r\n\r\n",
+        w,
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("\"backend\":\"other\""), "{out}");
     // HTTP/1.0 needs no Host
