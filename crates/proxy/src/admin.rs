@@ -24,6 +24,7 @@ use md5::Digest;
 use serde_json::{Map, Value, json};
 use silverback_config::{ConfigError, EntityKind, LoadOptions};
 
+use crate::admin_view::View;
 use crate::body::ProxyBody;
 use crate::gateway::{ListenerKind, Shared};
 use crate::snapshot::Snapshot;
@@ -123,6 +124,23 @@ async fn route(
             );
             r
         }),
+        // In DB-less mode Kong's status API also serves the upstreams' read-only routes.
+        (ListenerKind::Status, ["upstreams", rest @ ..])
+            if matches!(
+                rest,
+                [] | [_] | [_, "health"] | [_, "targets"] | [_, "targets", _]
+            ) =>
+        {
+            if m != Method::GET && m != Method::HEAD {
+                return message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+            }
+            let q = req.uri().query();
+            match rest {
+                [u, "health"] => upstream_health(sh, u, q),
+                [u, "targets", "all"] => all_targets(sh, u, q),
+                _ => entities(sh, "upstreams", EntityKind::Upstream, rest, q),
+            }
+        }
         (ListenerKind::Status, _) => message(StatusCode::NOT_FOUND, "Not found"),
         (_, []) => only_get(&m, || root(sh)),
         (_, ["config"]) => match m {
@@ -247,7 +265,18 @@ fn all_targets(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
                 == Some(&id)
         })
         .collect();
-    page_checked(items, &path_of("upstreams", &[u, "targets", "all"]), q)
+    let v = View::new(
+        EntityKind::Target,
+        sh.settings.router_flavor,
+        &sh.settings.plugins,
+        snap.built_unix,
+    );
+    page(
+        items,
+        &path_of("upstreams", &[u, "targets", "all"]),
+        q,
+        &|e| v.show(e),
+    )
 }
 
 /// `POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`: Kong allows these in
@@ -410,7 +439,13 @@ fn find_entity<'a>(list: &'a [Value], k: EntityKind, key: &str) -> Option<&'a Va
         })
 }
 
-fn page(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
+/// One page of `items` (`size`, `offset`), each shown through `show`.
+fn page(
+    items: Vec<Value>,
+    base: &str,
+    q: Option<&str>,
+    show: &dyn Fn(&Value) -> Value,
+) -> Response<ProxyBody> {
     // Kong's errors (db/errors.lua): code 9 for the size (`tonumber` first, then the DAO's
     // range check), code 7 for the offset, neither with `fields`.
     let invalid_size = |m: &str| {
@@ -443,7 +478,7 @@ fn page(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
     let total = items.len();
     let end = offset.saturating_add(size).min(total);
     let more = end < total;
-    let data: Vec<Value> = items.into_iter().skip(offset).take(size).collect();
+    let data: Vec<Value> = items.iter().skip(offset).take(size).map(show).collect();
     let mut body = Map::new();
     body.insert("data".into(), Value::Array(data));
     if more {
@@ -506,16 +541,27 @@ fn entities(
     let snap = sh.snapshot.load();
     let list = flat_list(&snap, k);
     let base = path_of(coll, rest);
+    // entities as Kong shows them (every field, defaults and nulls, timestamps)
+    let view = |k| {
+        View::new(
+            k,
+            sh.settings.router_flavor,
+            &sh.settings.plugins,
+            snap.built_unix,
+        )
+    };
+    let one = |k, e: &Value| json_response(StatusCode::OK, &view(k).show(e));
     match rest {
         [] => {
             let mut items = list;
             if let Some(tags) = query_param(q, "tags") {
                 items.retain(|e| has_tags(e, &tags));
             }
-            page_checked(items, &base, q)
+            let v = view(k);
+            page(items, &base, q, &|e| v.show(e))
         }
         [id] => match find_entity(&list, k, id) {
-            Some(e) => json_response(StatusCode::OK, e),
+            Some(e) => one(k, e),
             None => message(StatusCode::NOT_FOUND, "Not found"),
         },
         // One child under its parent (`/services/{s}/routes/{r}`,
@@ -528,7 +574,7 @@ fn entities(
                 return message(StatusCode::NOT_FOUND, "Not found");
             };
             match find_entity(&items, ck, cid) {
-                Some(e) => json_response(StatusCode::OK, e),
+                Some(e) => one(ck, e),
                 None => message(StatusCode::NOT_FOUND, "Not found"),
             }
         }
@@ -547,16 +593,17 @@ fn entities(
                     return message(StatusCode::NOT_FOUND, "Not found");
                 };
                 return match find_entity(&flat_list(&snap, *pk), *pk, rid) {
-                    Some(e) => json_response(StatusCode::OK, e),
+                    Some(e) => one(*pk, e),
                     None => message(StatusCode::NOT_FOUND, "Not found"),
                 };
             }
             match children(&snap, k, parent, child) {
-                Some((_, mut items)) => {
+                Some((ck, mut items)) => {
                     if let Some(tags) = query_param(q, "tags") {
                         items.retain(|c| has_tags(c, &tags));
                     }
-                    page_checked(items, &base, q)
+                    let v = view(ck);
+                    page(items, &base, q, &|e| v.show(e))
                 }
                 None => message(StatusCode::NOT_FOUND, "Not found"),
             }
@@ -594,10 +641,6 @@ fn children(
     Some((ck, items))
 }
 
-fn page_checked(items: Vec<Value>, base: &str, q: Option<&str>) -> Response<ProxyBody> {
-    page(items, base, q)
-}
-
 fn has_tags(e: &Value, tags: &str) -> bool {
     let et: Vec<&str> = e
         .get("tags")
@@ -623,7 +666,7 @@ fn tagged(sh: &Shared, tag: &str, q: Option<&str>) -> Response<ProxyBody> {
             }
         }
     }
-    page_checked(items, &path_of("tags", &[tag]), q)
+    page(items, &path_of("tags", &[tag]), q, &Value::clone)
 }
 
 fn root(sh: &Shared) -> Response<ProxyBody> {

@@ -25,6 +25,7 @@
 
 pub mod admin;
 mod admin_schemas;
+mod admin_view;
 pub mod body;
 pub mod deadline;
 pub mod error;

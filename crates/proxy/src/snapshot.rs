@@ -53,6 +53,9 @@ pub struct Snapshot {
     flat: OnceLock<serde_json::Value>,
     /// Set when a newer snapshot replaced this one (stops background work on it).
     superseded: AtomicBool,
+    /// When it was built (Unix seconds): the `created_at`/`updated_at` the admin API shows
+    /// for entities that carry none, as Kong stamps a declarative load.
+    pub built_unix: i64,
 }
 
 impl Snapshot {
@@ -110,6 +113,9 @@ impl Snapshot {
             loaded,
             flat: OnceLock::new(),
             superseded: AtomicBool::new(false),
+            built_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
         })
     }
 

@@ -1135,3 +1135,106 @@ async fn validate_endpoints_use_the_configuration_rules() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json(), json!({"message": "Cannot parse JSON body"}));
 }
+
+/// Entities read back as Kong shows them: every field of the schema, left-out ones with
+/// their default or `null`, and the load's timestamps; in lists, under a parent and alone.
+#[tokio::test]
+async fn entities_show_every_field_with_defaults_nulls_and_timestamps() {
+    let g = Gw::start(None).await;
+    let cfg = r#"_format_version: "3.0"
+services:
+- name: svc
+  url: http://127.0.0.1:9/p
+  tags: [a]
+  routes:
+  - name: r1
+    paths: ["/one"]
+upstreams:
+- name: up
+  targets:
+  - target: 10.0.0.1:80
+consumers:
+- username: alice
+  keyauth_credentials:
+  - key: alice-key
+"#;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let r = admin_post(g.admin, "/config", "text/yaml", cfg).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let a = g.admin;
+    let s = get(a, "localhost", "/services/svc").await.json();
+    assert_eq!(s["enabled"], true, "{s}");
+    assert_eq!(s["tags"], serde_json::json!(["a"]));
+    for null in [
+        "client_certificate",
+        "tls_verify",
+        "tls_verify_depth",
+        "ca_certificates",
+    ] {
+        assert!(s[null].is_null(), "{null}: {s}");
+        assert!(s.as_object().unwrap().contains_key(null), "{null}: {s}");
+    }
+    let created = s["created_at"].as_i64().expect("created_at");
+    assert!(created >= before && created <= before + 60, "{s}");
+    assert_eq!(s["updated_at"], s["created_at"]);
+    // the same shape in a list, under a parent, and through a child's reference
+    let list = get(a, "localhost", "/services").await.json();
+    assert_eq!(list["data"][0], s);
+    let via_route = get(a, "localhost", "/routes/r1/service").await.json();
+    assert_eq!(via_route, s);
+    let r = get(a, "localhost", "/services/svc/routes").await.json();
+    let route = &r["data"][0];
+    for null in [
+        "hosts",
+        "methods",
+        "headers",
+        "snis",
+        "sources",
+        "destinations",
+        "tags",
+    ] {
+        assert!(route[null].is_null(), "{null}: {route}");
+    }
+    assert_eq!(route["service"]["id"], s["id"]);
+    assert_eq!(route["created_at"], s["created_at"]);
+    let cred = get(a, "localhost", "/consumers/alice/key-auth")
+        .await
+        .json();
+    assert_eq!(cred["data"][0]["key"], "alice-key");
+    assert!(cred["data"][0]["tags"].is_null(), "{cred}");
+    let t = get(a, "localhost", "/upstreams/up/targets/all")
+        .await
+        .json();
+    assert_eq!(t["data"][0]["weight"], 100, "{t}");
+    assert!(t["data"][0]["tags"].is_null(), "{t}");
+    // DB-less: the status API serves the upstreams' read-only routes too, and nothing else
+    let st = g.status;
+    let up = get(st, "localhost", "/upstreams/up").await;
+    assert_eq!(up.status, 200, "{}", up.text());
+    assert_eq!(up.json(), get(a, "localhost", "/upstreams/up").await.json());
+    for path in [
+        "/upstreams",
+        "/upstreams/up/health",
+        "/upstreams/up/targets",
+        "/upstreams/up/targets/all",
+        "/upstreams/up/targets/10.0.0.1:80",
+    ] {
+        let r = get(st, "localhost", path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    let health = get(st, "localhost", "/upstreams/up/health").await.json();
+    assert_eq!(health["data"][0]["target"], "10.0.0.1:80", "{health}");
+    for path in [
+        "/services",
+        "/upstreams/up/targets/10.0.0.1:80/healthy",
+        "/config",
+    ] {
+        assert_eq!(get(st, "localhost", path).await.status, 404, "{path}");
+    }
+    let r = admin_post(st, "/upstreams/up/targets", "application/json", "{}").await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    g.gw.shutdown().await;
+}
