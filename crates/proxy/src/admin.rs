@@ -162,6 +162,7 @@ async fn route(
             only_get(&m, || crate::admin_schemas::plugin_config_schema(sh, name))
         }
         (_, ["schemas", rest @ ..]) => crate::admin_schemas::serve(sh, &m, rest, req).await,
+        (_, ["tags"]) => only_get(&m, || all_tags(sh, req.uri().query())),
         (_, ["tags", tag]) => only_get(&m, || tagged(sh, tag, req.uri().query())),
         (_, ["upstreams", u, "health"]) => {
             only_get(&m, || upstream_health(sh, u, req.uri().query()))
@@ -667,6 +668,24 @@ fn tagged(sh: &Shared, tag: &str, q: Option<&str>) -> Response<ProxyBody> {
         }
     }
     page(items, &path_of("tags", &[tag]), q, &Value::clone)
+}
+
+/// `GET /tags`: one `{entity_name, entity_id, tag}` per tag of every entity, paged.
+fn all_tags(sh: &Shared, q: Option<&str>) -> Response<ProxyBody> {
+    let snap = sh.snapshot.load();
+    let mut items = vec![];
+    for k in EntityKind::ALL {
+        for e in flat_list(&snap, k) {
+            let (Some(id), Some(tags)) = (e.get("id"), e.get("tags").and_then(Value::as_array))
+            else {
+                continue;
+            };
+            for t in tags {
+                items.push(json!({"entity_name": k.plural(), "entity_id": id, "tag": t}));
+            }
+        }
+    }
+    page(items, "/tags", q, &Value::clone)
 }
 
 fn root(sh: &Shared) -> Response<ProxyBody> {

@@ -259,6 +259,13 @@ async fn entity_endpoints_are_read_only() {
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     let v = get(a, "localhost", "/tags/t1").await.json();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    // every tag of every entity: those of t1 among them, and others
+    let all = get(a, "localhost", "/tags").await.json();
+    let all = all["data"].as_array().unwrap().clone();
+    let t1: Vec<&Value> = all.iter().filter(|e| e["tag"] == "t1").collect();
+    assert_eq!(t1.len(), 2, "{all:?}");
+    assert!(t1.iter().all(|e| v["data"].as_array().unwrap().contains(e)));
+    assert!(all.iter().any(|e| e["tag"] == "t2"), "{all:?}");
     // Writes: 405 with Kong's DB-less messages.
     let r = admin_post(a, "/routes", "application/json", "{}").await;
     assert_eq!(r.status, 405);
