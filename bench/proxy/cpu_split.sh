@@ -5,8 +5,10 @@
 # round, divided by the requests served, and the busy time of CPU 1 (backend and wrk) per
 # request likewise (and the backend nginx's own user and system time per request, the rest
 # being wrk's and interrupts'), how busy each CPU was, and the rescheduling interrupts CPU 1
-# took per request (wakeups of the backend or wrk sent from CPU 0). Prints medians, the per-round throughput ratios to
-# nginx, and A/B per round.
+# took per request (wakeups of the backend or wrk sent from CPU 0), and how often per request
+# the backend's worker and the proxy went to sleep (voluntary context switches: a process that
+# sleeps has run out of work and must be woken again). Prints medians, the per-round
+# throughput ratios to nginx, and A/B per round.
 #
 # Per gateway, the geometric mean of its throughput ratios to nginx with a 95% interval, and
 # a two-sided sign test of "the gateway wins as many rounds as nginx".
@@ -51,19 +53,23 @@ cpu1_busy() { awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 cpu0_busy() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 # Rescheduling interrupts taken by CPU 1 (wakeups sent to it from CPU 0).
 cpu1_res() { awk '$1 == "RES:" {print $3}' /proc/interrupts; }
+# Voluntary context switches of a process, all its threads.
+sleeps() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n}'; }
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
   for who in "nginx:$NGX:$NGXW" "A:$GA:$PA" "B:$GB:$PB"; do
     IFS=: read -r name port pid <<<"$who"
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     read -r bu0 bs0 < <(awk '{print $14, $15}' "/proc/$BEW/stat")
+    v0=$(sleeps "$BEW"); w0=$(sleeps "$pid")
     o0=$(cpu1_busy); z0=$(cpu0_busy); i0=$(cpu1_res); t0=$(date +%s.%N)
     n=$(taskset -c 1 wrk -t1 -c50 -d"$DUR" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
     read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     read -r bu1 bs1 < <(awk '{print $14, $15}' "/proc/$BEW/stat")
     o1=$(cpu1_busy); z1=$(cpu0_busy); i1=$(cpu1_res); t1=$(date +%s.%N)
+    v1=$(sleeps "$BEW"); w1=$(sleeps "$pid")
     hz=$(getconf CLK_TCK)
-    echo "$r $name $n $(echo "($u1 - $u0) * 1000000 / $hz / $n" | bc -l) $(echo "($s1 - $s0) * 1000000 / $hz / $n" | bc -l) $(echo "($o1 - $o0) * 1000000 / $hz / $n" | bc -l) $(echo "($z1 - $z0) / $hz / ($t1 - $t0)" | bc -l) $(echo "($o1 - $o0) / $hz / ($t1 - $t0)" | bc -l) $(echo "($i1 - $i0) / $n" | bc -l) $(echo "($bu1 - $bu0) * 1000000 / $hz / $n" | bc -l) $(echo "($bs1 - $bs0) * 1000000 / $hz / $n" | bc -l)"
+    echo "$r $name $n $(echo "($u1 - $u0) * 1000000 / $hz / $n" | bc -l) $(echo "($s1 - $s0) * 1000000 / $hz / $n" | bc -l) $(echo "($o1 - $o0) * 1000000 / $hz / $n" | bc -l) $(echo "($z1 - $z0) / $hz / ($t1 - $t0)" | bc -l) $(echo "($o1 - $o0) / $hz / ($t1 - $t0)" | bc -l) $(echo "($i1 - $i0) / $n" | bc -l) $(echo "($bu1 - $bu0) * 1000000 / $hz / $n" | bc -l) $(echo "($bs1 - $bs0) * 1000000 / $hz / $n" | bc -l) $(echo "($v1 - $v0) / $n" | bc -l) $(echo "($w1 - $w0) / $n" | bc -l)"
   done
 done >"$W/res.txt"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -71,10 +77,10 @@ python3 - "$W/res.txt" <<'PY'
 import math, statistics as st, sys
 by = {}
 for line in open(sys.argv[1]):
-    r, name, n, u, s, o, b0, b1, res, bu, bs = line.split()
-    by.setdefault(name, []).append((int(n), float(u), float(s), float(o), float(b0), float(b1), float(res), float(bu), float(bs)))
+    r, name, n, u, s, o, b0, b1, res, bu, bs, bsl, psl = line.split()
+    by.setdefault(name, []).append((int(n), float(u), float(s), float(o), float(b0), float(b1), float(res), float(bu), float(bs), float(bsl), float(psl)))
 for name, v in by.items():
-    print(f"{name:5s} requests median {st.median(x[0] for x in v):8.0f}  user us/req {st.median(x[1] for x in v):6.2f}  system us/req {st.median(x[2] for x in v):6.2f}  CPU 1 (backend + wrk) us/req {st.median(x[3] for x in v):6.2f} (backend user {st.median(x[7] for x in v):5.2f} system {st.median(x[8] for x in v):5.2f})  busy CPU 0 {st.median(x[4] for x in v):.2f} CPU 1 {st.median(x[5] for x in v):.2f}  CPU 1 resched IRQs/req {st.median(x[6] for x in v):.3f}")
+    print(f"{name:5s} requests median {st.median(x[0] for x in v):8.0f}  user us/req {st.median(x[1] for x in v):6.2f}  system us/req {st.median(x[2] for x in v):6.2f}  CPU 1 (backend + wrk) us/req {st.median(x[3] for x in v):6.2f} (backend user {st.median(x[7] for x in v):5.2f} system {st.median(x[8] for x in v):5.2f})  busy CPU 0 {st.median(x[4] for x in v):.2f} CPU 1 {st.median(x[5] for x in v):.2f}  CPU 1 resched IRQs/req {st.median(x[6] for x in v):.3f}  sleeps/req backend {st.median(x[9] for x in v):.3f} proxy {st.median(x[10] for x in v):.3f}")
 rounds = len(by["nginx"])
 for name in ("A", "B"):
     ratios = [by[name][i][0] / by["nginx"][i][0] for i in range(rounds)]
