@@ -1067,6 +1067,32 @@ fn disposition_name(v: &str) -> Option<String> {
     })
 }
 
+/// An admin request's whole body, within `admin_max_body` (else 413) and 60 s (else 408);
+/// a body that breaks off gets 400.
+pub(crate) async fn read_body(sh: &Shared, body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+    let limited = Limited::new(body, sh.settings.admin_max_body);
+    match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"))
+        }
+        Ok(Err(_)) => Err(message(StatusCode::BAD_REQUEST, "Bad request")),
+        Err(_) => Err(message(StatusCode::REQUEST_TIMEOUT, "Request timeout")),
+    }
+}
+
+/// Kong's answer to a `POST /config` while another is being loaded (also ours while too
+/// many bodies are being read).
+fn busy() -> Response<ProxyBody> {
+    let mut r = message(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Currently loading previous configuration",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let q = req.uri().query().map(str::to_string);
     let q = q.as_deref();
@@ -1076,12 +1102,15 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let limited = Limited::new(req.into_body(), sh.settings.admin_max_body);
-    let body = match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(_)) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
-        Err(_) => return message(StatusCode::REQUEST_TIMEOUT, "Request timeout"),
+    // A bounded number of bodies are buffered at once (memory: each up to admin_max_body).
+    let Ok(permit) = sh.uploads.try_acquire() else {
+        return busy();
     };
+    let body = match read_body(sh, req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    drop(permit);
     let posted = match document(&ct, body) {
         Ok(p) => p,
         Err(m) => return message(StatusCode::BAD_REQUEST, &m),
@@ -1104,13 +1133,7 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
     }
     // The loading lock is taken once the body is in: a slow upload does not hold it.
     let Ok(_guard) = sh.loading.try_lock() else {
-        let mut r = message(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Currently loading previous configuration",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return busy();
     };
     // Kong's configuration hash: the md5 of the document as received. With `check_hash`,
     // the document running already is answered 304 before anything is parsed.

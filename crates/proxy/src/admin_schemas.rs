@@ -13,11 +13,9 @@
 //! Other methods answer 405 `Method not allowed`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use silverback_config::schema_json::{entity_schema_json, schema_violation, vault_schema_json};
@@ -93,11 +91,9 @@ async fn validate(sh: &Arc<Shared>, entity: &str, req: Request<Incoming>) -> Res
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let limited = Limited::new(req.into_body(), sh.settings.admin_max_body);
-    let body = match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(_)) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
-        Err(_) => return message(StatusCode::REQUEST_TIMEOUT, "Request timeout"),
+    let body = match crate::admin::read_body(sh, req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let params = match params(&ct, body) {
         Ok(p) => p,

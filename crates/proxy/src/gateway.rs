@@ -57,11 +57,17 @@ pub(crate) struct Shared {
     pub hostname: String,
     /// Held while a configuration is being loaded (`POST /config` answers 429 meanwhile).
     pub loading: tokio::sync::Mutex<()>,
+    /// Permits to read a `POST /config` body: at most [`CONFIG_UPLOADS`] are buffered at
+    /// once (each up to `admin_max_body`); more answer 429.
+    pub uploads: tokio::sync::Semaphore,
     pub listeners: Mutex<Vec<BoundListener>>,
     pub server: HeaderValue,
     pub via_h1: HeaderValue,
     pub via_h2: HeaderValue,
 }
+
+/// How many `POST /config` bodies may be read at the same time.
+pub const CONFIG_UPLOADS: usize = 4;
 
 impl Shared {
     /// Compiles and publishes a configuration whose hash is `hash` (see
@@ -211,6 +217,7 @@ impl Gateway {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "localhost".into()),
             loading: tokio::sync::Mutex::new(()),
+            uploads: tokio::sync::Semaphore::new(CONFIG_UPLOADS),
             listeners: Mutex::new(vec![]),
             snapshot,
             settings,

@@ -732,6 +732,39 @@ async fn a_slow_upload_does_not_block_another_post_config() {
     g.gw.shutdown().await;
 }
 
+/// Only a few `POST /config` bodies are buffered at once: with four slow uploads under way a
+/// fifth gets 429 at once; once they are gone, uploads are served again.
+#[tokio::test]
+async fn concurrent_config_uploads_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let g = Gw::start(None).await;
+    let mut slow = vec![];
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+        s.write_all(
+            b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: text/yaml\r\n\
+              content-length: 1000\r\n\r\n_format_version: \"3.0\"\n",
+        )
+        .await
+        .unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let doc = r#"{"_format_version":"3.0","services":[{"name":"s","url":"http://127.0.0.1:9"}]}"#;
+    let r = admin_post(g.admin, "/config", "application/json", doc).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "Currently loading previous configuration"
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    drop(slow);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = admin_post(g.admin, "/config", "application/json", doc).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    g.gw.shutdown().await;
+}
+
 /// Kong's paging errors: code 9 for the size, code 7 for the offset, no `fields`.
 #[tokio::test]
 async fn paging_errors_use_kongs_codes_and_messages() {
