@@ -1076,8 +1076,10 @@ async fn next_h1(
 /// Waits for `answer` (the head of an HTTP/2 upstream's answer) within the read timeout,
 /// counted from the end of the client's streamed body (`watch`) as nginx counts it from the
 /// request sent: while the body still streams, its own `client_body_timeout` holds the
-/// client to its pace, and a slow upload is not the upstream's timeout. `Err(None)`: the
-/// read timeout passed; `Err(Some(kind))`: the client's body failed meanwhile.
+/// client to its pace, and a slow upload is not the upstream's timeout. A body that makes
+/// no progress for the read timeout without failing is one the upstream does not take
+/// (HTTP/2 flow control): that is the upstream's timeout. `Err(None)`: the timeout passed;
+/// `Err(Some(kind))`: the client's body failed meanwhile.
 async fn after_body<F: std::future::Future>(
     answer: F,
     read_timeout: Duration,
@@ -1085,6 +1087,7 @@ async fn after_body<F: std::future::Future>(
 ) -> Result<F::Output, Option<Kind>> {
     let mut answer = std::pin::pin!(answer);
     let mut at = tokio::time::Instant::now() + read_timeout;
+    let mut sent = watch.map_or(0, crate::upstream::BodyWatch::sent);
     loop {
         if let Ok(r) = tokio::time::timeout_at(at, answer.as_mut()).await {
             return Ok(r);
@@ -1096,8 +1099,13 @@ async fn after_body<F: std::future::Future>(
             return Err(Some(kind));
         }
         match w.ended() {
-            // still streaming: count again from now (the body's pauses are its own)
-            None => at = tokio::time::Instant::now() + read_timeout,
+            // still streaming, and moving: count again from now (the body's pauses are its
+            // own)
+            None if w.sent() > sent => {
+                sent = w.sent();
+                at = tokio::time::Instant::now() + read_timeout;
+            }
+            None => return Err(None),
             Some(end) if end + read_timeout > at => at = end + read_timeout,
             Some(_) => return Err(None),
         }

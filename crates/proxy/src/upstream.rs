@@ -64,6 +64,8 @@ pub struct BodyWatch(Arc<WatchState>);
 struct WatchState {
     failure: std::sync::atomic::AtomicU8,
     end: std::sync::OnceLock<tokio::time::Instant>,
+    /// Bytes passed on so far.
+    sent: AtomicU64,
 }
 
 impl BodyWatch {
@@ -86,6 +88,11 @@ impl BodyWatch {
             Self::TIMED_OUT => Some(Kind::RequestTimeout),
             _ => None,
         }
+    }
+
+    /// How many bytes of the body were passed on so far.
+    pub fn sent(&self) -> u64 {
+        self.0.sent.load(Ordering::Relaxed)
     }
 
     /// When the body was read to its end, if it was.
@@ -146,7 +153,13 @@ impl http_body::Body for ClientBody {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     match this.left.checked_sub(d.len() as u64) {
-                        Some(left) => this.left = left,
+                        Some(left) => {
+                            this.left = left;
+                            this.watch
+                                .0
+                                .sent
+                                .fetch_add(d.len() as u64, Ordering::Relaxed);
+                        }
                         None => {
                             this.watch.fail(BodyWatch::TOO_LARGE);
                             return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));

@@ -677,3 +677,51 @@ services:
     assert_eq!(h["data"][0]["health"], "HEALTHY", "{h}");
     g.gw.shutdown().await;
 }
+
+/// An HTTP/2 upstream that takes no more of a streamed body (its flow-control window full)
+/// and never answers is the upstream's timeout: 504 after the read timeout without progress,
+/// however long the client would go on sending.
+#[tokio::test]
+async fn an_h2_upstream_that_takes_no_body_times_out() {
+    let hole = h2_black_hole().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: g
+  url: grpc://{hole}
+  read_timeout: 500
+  routes:
+  - name: g
+    paths: ["/grpc"]
+    strip_path: false
+    protocols: ["grpc"]
+    request_buffering: false
+"#
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let req =
+        http::Request::post("http://x/grpc.Echo/Say").header("content-type", "application/grpc");
+    let (feed, answer) = h2c_fed(g.http, req).await;
+    // the client would send 16 MiB: far more than any window takes
+    let sender = tokio::spawn(async move {
+        for _ in 0..1024 {
+            if feed
+                .send(bytes::Bytes::from(vec![b'x'; 16 * 1024]))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let t = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("an answer, not a hang")
+        .unwrap();
+    assert_eq!(r.status, 504, "{:?}", r.headers);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    sender.abort();
+    g.gw.shutdown().await;
+}

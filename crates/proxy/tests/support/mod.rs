@@ -432,6 +432,27 @@ impl H2 {
     }
 }
 
+/// An HTTP/2 (h2c) server that takes requests but never reads their bodies and never
+/// answers: its flow-control window fills, and the sender is left waiting.
+pub async fn h2_black_hole() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// A request body fed part by part from the test (`tokio::sync::mpsc`): ends when the
 /// sender is dropped.
 pub struct Feed(pub tokio::sync::mpsc::Receiver<Bytes>);
