@@ -251,6 +251,11 @@ impl Config {
         serde_saphyr::to_string(&v).unwrap_or_default()
     }
 
+    /// A value as YAML (the serializer of [`Config::to_yaml`]).
+    pub fn yaml_of(v: &Value) -> String {
+        serde_saphyr::to_string(v).unwrap_or_default()
+    }
+
     /// The map `POST /config` answers with: `{"services": {"<id>": {...}}, ...}`.
     pub fn flattened_entities(&self) -> Value {
         let Value::Object(flat) = self.to_flat_value() else {

@@ -146,10 +146,7 @@ async fn route(
         (_, ["config"]) => match m {
             Method::GET => {
                 let snap = sh.snapshot.load();
-                json_response(
-                    StatusCode::OK,
-                    &json!({ "config": snap.config.to_yaml(false) }),
-                )
+                json_response(StatusCode::OK, &json!({ "config": export(sh, &snap) }))
             }
             Method::POST => post_config(sh, req).await,
             _ => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
@@ -668,6 +665,45 @@ fn tagged(sh: &Shared, tag: &str, q: Option<&str>) -> Response<ProxyBody> {
         }
     }
     page(items, &path_of("tags", &[tag]), q, &Value::clone)
+}
+
+/// `GET /config`: the running configuration as Kong exports it (`_transform: false`, every
+/// entity with all its fields as the entity endpoints show them, `null`s written out, and
+/// foreign keys as plain ids).
+fn export(sh: &Shared, snap: &Snapshot) -> String {
+    let mut out = Map::new();
+    out.insert("_format_version".into(), Value::from("3.0"));
+    out.insert("_transform".into(), Value::Bool(false));
+    if let Value::Object(flat) = snap.flat() {
+        for (key, v) in flat {
+            if key.starts_with('_') {
+                continue;
+            }
+            let (Some(k), Value::Array(items)) = (EntityKind::from_plural(key), v) else {
+                out.insert(key.clone(), v.clone());
+                continue;
+            };
+            let view = View::new(
+                k,
+                sh.settings.router_flavor,
+                &sh.settings.plugins,
+                snap.built_unix,
+            );
+            let rows = items.iter().map(|e| {
+                let mut e = view.show(e);
+                if let Value::Object(m) = &mut e {
+                    for (fk, _) in k.foreign_keys() {
+                        if let Some(id) = m.get(*fk).and_then(|r| r.get("id")).cloned() {
+                            m.insert((*fk).to_string(), id);
+                        }
+                    }
+                }
+                e
+            });
+            out.insert(key.clone(), Value::Array(rows.collect()));
+        }
+    }
+    silverback_config::Config::yaml_of(&Value::Object(out))
 }
 
 /// `GET /tags`: one `{entity_name, entity_id, tag}` per tag of every entity, paged.
