@@ -1069,15 +1069,7 @@ impl<'o, 'a> Fast<'o, 'a> {
                         .collect();
                     extra.push(("paths", Value::Array(migrated)));
                 }
-                let grpc_only = m
-                    .get("protocols")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| {
-                        !a.is_empty()
-                            && a.iter()
-                                .all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
-                    });
-                if grpc_only && m.get("strip_path").is_none() {
+                if crate::load::grpc_only(m.get("protocols")) && m.get("strip_path").is_none() {
                     extra.push(("strip_path", Value::Bool(false)));
                 }
             }

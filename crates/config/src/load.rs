@@ -592,6 +592,15 @@ impl State<'_, '_> {
     }
 }
 
+/// Whether a route's `protocols` are gRPC only (its `strip_path` then defaults to false).
+pub(crate) fn grpc_only(protocols: Option<&Value>) -> bool {
+    protocols.and_then(Value::as_array).is_some_and(|a| {
+        !a.is_empty()
+            && a.iter()
+                .all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
+    })
+}
+
 /// Shorthands and input-dependent defaults, applied before validation (`migrate`: the
 /// document is of format 1.1 or 2.1, whose regex route paths get `~`).
 fn normalize_input(
@@ -625,15 +634,7 @@ fn normalize_input(
                     }
                 }
             }
-            let grpc_only = m
-                .get("protocols")
-                .and_then(Value::as_array)
-                .is_some_and(|a| {
-                    !a.is_empty()
-                        && a.iter()
-                            .all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
-                });
-            if grpc_only && !m.contains_key("strip_path") {
+            if grpc_only(m.get("protocols")) && !m.contains_key("strip_path") {
                 m.insert("strip_path".into(), Value::Bool(false));
             }
         }

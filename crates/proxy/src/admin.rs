@@ -1129,15 +1129,19 @@ fn busy() -> Response<ProxyBody> {
     r
 }
 
-async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let q = req.uri().query().map(str::to_string);
-    let q = q.as_deref();
-    let ct = req
-        .headers()
+/// A request's `Content-Type` ("" when absent or not text).
+pub(crate) fn content_type<B>(req: &Request<B>) -> String {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_string();
+        .to_string()
+}
+
+async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let q = req.uri().query().map(str::to_string);
+    let q = q.as_deref();
+    let ct = content_type(&req);
     // A bounded number of bodies are buffered at once (memory: each up to admin_max_body).
     let Ok(permit) = sh.uploads.try_acquire() else {
         return busy();

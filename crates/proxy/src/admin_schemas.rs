@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use silverback_config::schema_json::{entity_schema_json, schema_violation, vault_schema_json};
@@ -85,12 +85,7 @@ async fn validate(sh: &Arc<Shared>, entity: &str, req: Request<Incoming>) -> Res
     let Some(kind) = EntityKind::from_plural(entity) else {
         return no_entity(entity);
     };
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ct = crate::admin::content_type(&req);
     let body = match crate::admin::read_body(sh, req.into_body()).await {
         Ok(b) => b,
         Err(r) => return r,
