@@ -1104,8 +1104,12 @@ fn disposition_name(v: &str) -> Option<String> {
 }
 
 /// An admin request's whole body, within `admin_max_body` (else 413) and 60 s (else 408);
-/// a body that breaks off gets 400.
+/// a body that breaks off gets 400. At most [`crate::gateway::CONFIG_UPLOADS`] bodies are
+/// read at once (memory: each up to `admin_max_body`); more get 429.
 pub(crate) async fn read_body(sh: &Shared, body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+    let Ok(_permit) = sh.uploads.try_acquire() else {
+        return Err(busy());
+    };
     let limited = Limited::new(body, sh.settings.admin_max_body);
     match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),
@@ -1142,15 +1146,10 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
     let q = req.uri().query().map(str::to_string);
     let q = q.as_deref();
     let ct = content_type(&req);
-    // A bounded number of bodies are buffered at once (memory: each up to admin_max_body).
-    let Ok(permit) = sh.uploads.try_acquire() else {
-        return busy();
-    };
     let body = match read_body(sh, req.into_body()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    drop(permit);
     let posted = match document(&ct, body) {
         Ok(p) => p,
         Err(m) => return message(StatusCode::BAD_REQUEST, &m),

@@ -144,7 +144,7 @@ fn params(content_type: &str, body: Bytes) -> Result<Map<String, Value>, Refused
                 &mut out,
                 &decode_str(k, true),
                 Value::String(decode_str(v, true)),
-            );
+            )?;
         }
         return Ok(out);
     }
@@ -156,7 +156,7 @@ fn params(content_type: &str, body: Bytes) -> Result<Map<String, Value>, Refused
             Ok(parts) => {
                 for (k, v) in parts {
                     let v = String::from_utf8_lossy(&v).into_owned();
-                    insert_param(&mut out, &k, Value::String(v));
+                    insert_param(&mut out, &k, Value::String(v))?;
                 }
                 Ok(out)
             }
@@ -199,45 +199,66 @@ fn key_path(key: &str, out: &mut Vec<Step>) {
     out.push(Step::Key(key.to_string()));
 }
 
-fn insert_param(root: &mut Map<String, Value>, key: &str, value: Value) {
+/// Most `.`/`[` steps a parameter's key may have (the steps are followed recursively).
+const MAX_KEY_STEPS: usize = 32;
+/// Farthest an array position may lie beyond the array's end (the gap is filled with nulls).
+const MAX_INDEX_GAP: usize = 64;
+
+fn insert_param(root: &mut Map<String, Value>, key: &str, value: Value) -> Result<(), Refused> {
+    if key.bytes().filter(|b| matches!(b, b'.' | b'[')).count() > MAX_KEY_STEPS {
+        return Err(Refused::BadRequest(format!(
+            "parameter key nested more than {MAX_KEY_STEPS} levels"
+        )));
+    }
     let mut steps = Vec::new();
     key_path(key, &mut steps);
     let mut node = Value::Object(std::mem::take(root));
-    set_path(&mut node, &steps, value);
+    let r = set_path(&mut node, &steps, value);
     if let Value::Object(m) = node {
         *root = m;
     }
+    r
 }
 
-fn set_path(node: &mut Value, steps: &[Step], value: Value) {
+fn set_path(node: &mut Value, steps: &[Step], value: Value) -> Result<(), Refused> {
     let Some((first, rest)) = steps.split_first() else {
         *node = value;
-        return;
+        return Ok(());
     };
     let child = match first {
         Step::Key(k) => {
             if !node.is_object() {
                 *node = Value::Object(Map::new());
             }
-            let Value::Object(m) = node else { return };
+            let Value::Object(m) = node else {
+                return Ok(());
+            };
             m.entry(k.clone()).or_insert(Value::Null)
         }
         Step::Index(i) => {
             if !node.is_array() {
                 *node = Value::Array(Vec::new());
             }
-            let Value::Array(a) = node else { return };
+            let Value::Array(a) = node else {
+                return Ok(());
+            };
             let pos = match i {
                 Some(n) => n - 1,
                 None => a.len(),
             };
+            if pos > a.len() + MAX_INDEX_GAP {
+                return Err(Refused::BadRequest(format!(
+                    "parameter index {} is too far past the end of its array",
+                    pos + 1
+                )));
+            }
             if pos >= a.len() {
                 a.resize(pos + 1, Value::Null);
             }
             &mut a[pos]
         }
     };
-    set_path(child, rest, value);
+    set_path(child, rest, value)
 }
 
 #[cfg(test)]
@@ -248,16 +269,44 @@ mod tests {
     #[test]
     fn form_keys_nest_like_kongs() {
         let mut m = Map::new();
-        insert_param(&mut m, "name", json!("key-auth"));
-        insert_param(&mut m, "config.key_names[]", json!("a"));
-        insert_param(&mut m, "config.key_names[]", json!("b"));
-        insert_param(&mut m, "protocols[2]", json!("https"));
-        insert_param(&mut m, "protocols[1]", json!("http"));
+        insert_param(&mut m, "name", json!("key-auth")).unwrap();
+        insert_param(&mut m, "config.key_names[]", json!("a")).unwrap();
+        insert_param(&mut m, "config.key_names[]", json!("b")).unwrap();
+        insert_param(&mut m, "protocols[2]", json!("https")).unwrap();
+        insert_param(&mut m, "protocols[1]", json!("http")).unwrap();
         assert_eq!(
             Value::Object(m),
             json!({"name": "key-auth", "config": {"key_names": ["a", "b"]},
                    "protocols": ["http", "https"]})
         );
+    }
+
+    #[test]
+    fn hostile_keys_are_refused_not_followed() {
+        // a key with a step per byte would recurse that deep; a far index would allocate
+        // that many nulls
+        let deep = format!("a{}=1", ".a".repeat(100_000));
+        assert!(matches!(
+            params("application/x-www-form-urlencoded", Bytes::from(deep)),
+            Err(Refused::BadRequest(_))
+        ));
+        assert!(matches!(
+            params(
+                "application/x-www-form-urlencoded",
+                Bytes::from_static(b"paths[1000000000000]=x")
+            ),
+            Err(Refused::BadRequest(_))
+        ));
+        // within the bounds: kept
+        let mut m = Map::new();
+        insert_param(
+            &mut m,
+            &format!("a{}", ".b".repeat(MAX_KEY_STEPS)),
+            json!(1),
+        )
+        .unwrap();
+        insert_param(&mut m, "p[3]", json!("x")).unwrap();
+        assert_eq!(m["p"], json!([null, null, "x"]));
     }
 
     #[test]

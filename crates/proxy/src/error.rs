@@ -241,10 +241,13 @@ impl Format {
         if is_grpc(headers.get(header::CONTENT_TYPE)) {
             return Format::Grpc;
         }
-        match headers.get(header::ACCEPT) {
-            Some(accept) => Format::of_accept(accept.as_bytes()),
-            None => Format::Json,
-        }
+        // (every Accept header, as Kong joins them)
+        Format::of_accept_values(
+            headers
+                .get_all(header::ACCEPT)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )
     }
 
     /// Picks the format of an error nginx itself raises in Kong (a bad request, a body too
@@ -278,9 +281,14 @@ impl Format {
     /// JSON, `text/plain` or `text/*` text, `text/html`, `application/xml`; any other type
     /// JSON). Entries that are not media ranges are skipped; JSON when none is left.
     pub fn of_accept(accept: &[u8]) -> Format {
+        Format::of_accept_values(std::iter::once(accept))
+    }
+
+    /// [`Format::of_accept`] on several `Accept` values read as one list.
+    pub fn of_accept_values<'a>(values: impl Iterator<Item = &'a [u8]>) -> Format {
         let mut best = Format::Json;
         let mut max_q = 0u16;
-        for item in accept.split(|&b| b == b',') {
+        for item in values.flat_map(|v| v.split(|&b| b == b',')) {
             let Some((range, q)) = media_range(item.trim_ascii()) else {
                 continue;
             };
@@ -539,6 +547,14 @@ mod tests {
         for (accept, want) in cases {
             assert_eq!(Format::of_accept(accept.as_bytes()), *want, "{accept:?}");
         }
+    }
+
+    #[test]
+    fn several_accept_headers_are_one_list() {
+        let mut h = HeaderMap::new();
+        h.append(header::ACCEPT, HeaderValue::from_static("text/plain;q=0.1"));
+        h.append(header::ACCEPT, HeaderValue::from_static("text/html"));
+        assert_eq!(Format::negotiate(&h), Format::Html);
     }
 
     #[test]

@@ -57,8 +57,9 @@ pub(crate) struct Shared {
     pub hostname: String,
     /// Held while a configuration is being loaded (`POST /config` answers 429 meanwhile).
     pub loading: tokio::sync::Mutex<()>,
-    /// Permits to read a `POST /config` body: at most [`CONFIG_UPLOADS`] are buffered at
-    /// once (each up to `admin_max_body`); more answer 429.
+    /// Permits to read an admin request's body (`POST /config`, the schema validations):
+    /// at most [`CONFIG_UPLOADS`] are buffered at once (each up to `admin_max_body`); more
+    /// answer 429.
     pub uploads: tokio::sync::Semaphore,
     pub listeners: Mutex<Vec<BoundListener>>,
     pub server: HeaderValue,
@@ -66,7 +67,7 @@ pub(crate) struct Shared {
     pub via_h2: HeaderValue,
 }
 
-/// How many `POST /config` bodies may be read at the same time.
+/// How many admin request bodies (`POST /config`, validations) may be read at the same time.
 pub const CONFIG_UPLOADS: usize = 4;
 
 impl Shared {

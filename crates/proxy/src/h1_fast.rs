@@ -15,7 +15,8 @@
 //!    ([`crate::proxy::handle`]); its response is written here (`Date` added when missing,
 //!    `Content-Length` or chunked framing, one `writev` for a buffered body).
 //!
-//! A head that nginx refuses (unparsable, over the size or count limit, a second
+//! A head that nginx refuses (unparsable, over the size limit or, with `max_headers` at
+//! most 64, the count limit, a second
 //! `Content-Length` or one beside `Transfer-Encoding`, a length that is not one number) is
 //! answered here in Kong's format (400, `Bad request` or `Request header or cookie too
 //! large`, with a request id; [`crate::proxy::refusal`]), and the connection is closed after
@@ -124,8 +125,14 @@ fn parse(buf: &[u8], max_headers: usize, max_bytes: usize, spans: &mut Spans) ->
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let plain = if name.eq_ignore_ascii_case(b"content-length") {
-            // one decimal number, as nginx reads it ("3, 3", which hyper merges, is not)
-            if h.value.is_empty() || h.value.len() > 18 || !h.value.iter().all(u8::is_ascii_digit) {
+            // one decimal number up to 2^63 - 1, as nginx reads it ("3, 3", which hyper
+            // merges, is not one)
+            let number = h.value.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| i64::try_from(n).is_ok());
+            if !number {
                 return Parsed::Refused(Refusal::Bad);
             }
             lengths += 1;
@@ -678,6 +685,14 @@ mod tests {
                 b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
                 Refusal::Bad,
             ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+                Refusal::Bad,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 9223372036854775808\r\n\r\n",
+                Refusal::Bad,
+            ),
             (b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n", Refusal::Bad),
             (b"GET / HTTP/2.0\r\n\r\n", Refusal::Bad),
         ] {
@@ -707,6 +722,14 @@ mod tests {
             ),
             Parsed::Refused(Refusal::TooLarge)
         ));
+    }
+
+    #[test]
+    fn long_lengths_within_range_go_to_hyper() {
+        for cl in ["0000000000000000005", "9223372036854775807"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
+            assert!(matches!(parsed(raw.as_bytes()), Parsed::Other), "{cl}");
+        }
     }
 
     #[test]

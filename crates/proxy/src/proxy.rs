@@ -1071,14 +1071,12 @@ async fn next_h1(
     }
 }
 
-/// nginx's `proxy_next_upstream` rule: a request with a non-idempotent method is not
-/// retried once it was sent.
 /// Waits for `answer` (the head of an HTTP/2 upstream's answer) within the read timeout,
 /// counted from the end of the client's streamed body (`watch`) as nginx counts it from the
 /// request sent: while the body still streams, its own `client_body_timeout` holds the
 /// client to its pace, and a slow upload is not the upstream's timeout. A body that makes
-/// no progress for the read timeout without failing is one the upstream does not take
-/// (HTTP/2 flow control): that is the upstream's timeout. `Err(None)`: the timeout passed;
+/// no progress for the read timeout while not waiting on the client is one the upstream
+/// does not take (HTTP/2 flow control): that is the upstream's timeout. `Err(None)`: the timeout passed;
 /// `Err(Some(kind))`: the client's body failed meanwhile.
 async fn after_body<F: std::future::Future>(
     answer: F,
@@ -1099,9 +1097,9 @@ async fn after_body<F: std::future::Future>(
             return Err(Some(kind));
         }
         match w.ended() {
-            // still streaming, and moving: count again from now (the body's pauses are its
-            // own)
-            None if w.sent() > sent => {
+            // still streaming, and moving, or waiting on the client (whose pauses its own
+            // timer judges): count again from now
+            None if w.sent() > sent || w.waiting_on_client() => {
                 sent = w.sent();
                 at = tokio::time::Instant::now() + read_timeout;
             }
@@ -1112,6 +1110,8 @@ async fn after_body<F: std::future::Future>(
     }
 }
 
+/// nginx's `proxy_next_upstream` rule: a request with a non-idempotent method is not
+/// retried once it was sent.
 fn idempotent(m: &http::Method) -> bool {
     !matches!(*m, http::Method::POST | http::Method::PATCH) && m.as_str() != "LOCK"
 }

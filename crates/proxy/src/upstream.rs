@@ -66,6 +66,8 @@ struct WatchState {
     end: std::sync::OnceLock<tokio::time::Instant>,
     /// Bytes passed on so far.
     sent: AtomicU64,
+    /// The body was last polled without a part ready: it waits on the client.
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 impl BodyWatch {
@@ -93,6 +95,12 @@ impl BodyWatch {
     /// How many bytes of the body were passed on so far.
     pub fn sent(&self) -> u64 {
         self.0.sent.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body is waiting on the client (last polled, it had no part ready), as
+    /// opposed to not being asked for more (the upstream takes no more).
+    pub fn waiting_on_client(&self) -> bool {
+        self.0.waiting.load(Ordering::Relaxed)
     }
 
     /// When the body was read to its end, if it was.
@@ -149,6 +157,10 @@ impl http_body::Body for ClientBody {
         use std::task::Poll;
         let this = &mut *self;
         let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        this.watch
+            .0
+            .waiting
+            .store(r.is_pending(), Ordering::Relaxed);
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {

@@ -725,3 +725,61 @@ services:
     sender.abort();
     g.gw.shutdown().await;
 }
+
+/// With a read timeout shorter than `client_body_timeout`, a client that pauses its body
+/// toward an HTTP/2 upstream is still judged by the body timeout: 408, not 504, and the
+/// target stays healthy.
+#[tokio::test]
+async fn a_client_pause_longer_than_the_read_timeout_is_the_clients() {
+    let live = Backend::builder().name("live").run().await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: up3
+  healthchecks:
+    passive:
+      unhealthy:
+        timeouts: 1
+  targets:
+  - target: {live}
+services:
+- name: g
+  protocol: grpc
+  host: up3
+  read_timeout: 200
+  routes:
+  - name: g
+    paths: ["/grpc"]
+    strip_path: false
+    protocols: ["grpc"]
+    request_buffering: false
+"#,
+        live = live.addr,
+    );
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.client_body_timeout = Duration::from_millis(700);
+    let g = Gw::start_with(settings, Some(&cfg)).await;
+    let req =
+        http::Request::post("http://x/grpc.Echo/Say").header("content-type", "application/grpc");
+    let (feed, answer) = h2c_fed(g.http, req).await;
+    feed.send(bytes::Bytes::from_static(b"part0;"))
+        .await
+        .unwrap();
+    let t = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("an answer")
+        .unwrap();
+    drop(feed);
+    assert_eq!(r.status, 408, "{:?}", r.headers);
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let h = health_of(&g, "up3").await;
+    assert_eq!(h["data"][0]["health"], "HEALTHY", "{h}");
+    g.gw.shutdown().await;
+}
