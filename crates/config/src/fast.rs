@@ -1074,14 +1074,8 @@ impl<'o, 'a> Fast<'o, 'a> {
                 }
             }
             EntityKind::Upstream => match m.get("algorithm").and_then(Value::as_str) {
-                None => {
-                    let hashing = m
-                        .get("hash_on")
-                        .and_then(Value::as_str)
-                        .is_some_and(|h| h != "none");
-                    if hashing {
-                        extra.push(("algorithm", "consistent-hashing".into()));
-                    }
+                None if crate::load::hashes(m.get("hash_on")) => {
+                    extra.push(("algorithm", "consistent-hashing".into()));
                 }
                 Some("least-connections" | "latency" | "round-robin") => {
                     skip.push("hash_on");

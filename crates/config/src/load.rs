@@ -601,6 +601,12 @@ pub(crate) fn grpc_only(protocols: Option<&Value>) -> bool {
     })
 }
 
+/// Whether an upstream's `hash_on` hashes (its `algorithm` then defaults to
+/// `consistent-hashing`).
+pub(crate) fn hashes(hash_on: Option<&Value>) -> bool {
+    hash_on.and_then(Value::as_str).is_some_and(|h| h != "none")
+}
+
 /// Shorthands and input-dependent defaults, applied before validation (`migrate`: the
 /// document is of format 1.1 or 2.1, whose regex route paths get `~`).
 fn normalize_input(
@@ -644,14 +650,8 @@ fn normalize_input(
                 .and_then(Value::as_str)
                 .map(str::to_string);
             match algorithm.as_deref() {
-                None => {
-                    let hashing = m
-                        .get("hash_on")
-                        .and_then(Value::as_str)
-                        .is_some_and(|h| h != "none");
-                    if hashing {
-                        m.insert("algorithm".into(), "consistent-hashing".into());
-                    }
+                None if hashes(m.get("hash_on")) => {
+                    m.insert("algorithm".into(), "consistent-hashing".into());
                 }
                 Some("least-connections" | "latency" | "round-robin") => {
                     m.remove("hash_on");

@@ -263,12 +263,7 @@ fn all_targets(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
                 == Some(&id)
         })
         .collect();
-    let v = View::new(
-        EntityKind::Target,
-        sh.settings.router_flavor,
-        &sh.settings.plugins,
-        snap.built_unix,
-    );
+    let v = View::of(sh, &snap, EntityKind::Target);
     page(
         items,
         &path_of("upstreams", &[u, "targets", "all"]),
@@ -540,14 +535,7 @@ fn entities(
     let list = flat_list(&snap, k);
     let base = path_of(coll, rest);
     // entities as Kong shows them (every field, defaults and nulls, timestamps)
-    let view = |k| {
-        View::new(
-            k,
-            sh.settings.router_flavor,
-            &sh.settings.plugins,
-            snap.built_unix,
-        )
-    };
+    let view = |k| View::of(sh, &snap, k);
     let one = |k, e: &Value| json_response(StatusCode::OK, &view(k).show(e));
     match rest {
         [] => {
@@ -683,12 +671,7 @@ fn export(sh: &Shared, snap: &Snapshot) -> String {
                 out.insert(key.clone(), v.clone());
                 continue;
             };
-            let view = View::new(
-                k,
-                sh.settings.router_flavor,
-                &sh.settings.plugins,
-                snap.built_unix,
-            );
+            let view = View::of(sh, snap, k);
             let rows = items.iter().map(|e| {
                 let mut e = view.show(e);
                 if let Value::Object(m) = &mut e {

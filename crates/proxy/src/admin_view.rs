@@ -30,6 +30,20 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The view of `kind` for the gateway `sh`, whose configuration `snap` is.
+    pub(crate) fn of(
+        sh: &'a crate::gateway::Shared,
+        snap: &crate::snapshot::Snapshot,
+        kind: EntityKind,
+    ) -> View<'a> {
+        View::new(
+            kind,
+            sh.settings.router_flavor,
+            &sh.settings.plugins,
+            snap.built_unix,
+        )
+    }
+
     /// `entity` (as the flat configuration holds it) as Kong shows it.
     pub(crate) fn show(&self, entity: &Value) -> Value {
         let Value::Object(m) = entity else {

@@ -238,7 +238,10 @@ impl Format {
     /// `kong.response.error` does: gRPC for a gRPC request, otherwise by `Accept`
     /// ([`Format::of_accept`]), JSON when it is missing.
     pub fn negotiate(headers: &HeaderMap) -> Format {
-        if is_grpc(headers.get(header::CONTENT_TYPE)) {
+        if headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| is_grpc(v.as_bytes()))
+        {
             return Format::Grpc;
         }
         // (every Accept header, as Kong joins them)
@@ -270,7 +273,7 @@ impl Format {
         default: Format,
     ) -> Format {
         match accept.or(content_type) {
-            Some(v) if v.starts_with(b"application/grpc") => Format::Grpc,
+            Some(v) if is_grpc(v) => Format::Grpc,
             Some(v) => Format::of_accept(v),
             None => default,
         }
@@ -356,9 +359,9 @@ impl Format {
     }
 }
 
-/// Whether a `Content-Type` (or `Accept`) value starts with `application/grpc`.
-fn is_grpc(v: Option<&HeaderValue>) -> bool {
-    v.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+/// Whether a `Content-Type` (or `Accept`) value is gRPC's (starts with `application/grpc`).
+fn is_grpc(v: &[u8]) -> bool {
+    v.starts_with(b"application/grpc")
 }
 
 /// One `Accept` entry as Kong's pattern reads it: a media range (`type/subtype`, each a

@@ -108,6 +108,14 @@ impl BodyWatch {
         self.0.end.get().copied()
     }
 
+    fn set_waiting(&self, waiting: bool) {
+        self.0.waiting.store(waiting, Ordering::Relaxed);
+    }
+
+    fn passed(&self, n: usize) {
+        self.0.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     fn end(&self) {
         let _ = self.0.end.set(tokio::time::Instant::now());
     }
@@ -157,20 +165,14 @@ impl http_body::Body for ClientBody {
         use std::task::Poll;
         let this = &mut *self;
         let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        this.watch
-            .0
-            .waiting
-            .store(r.is_pending(), Ordering::Relaxed);
+        this.watch.set_waiting(r.is_pending());
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     match this.left.checked_sub(d.len() as u64) {
                         Some(left) => {
                             this.left = left;
-                            this.watch
-                                .0
-                                .sent
-                                .fetch_add(d.len() as u64, Ordering::Relaxed);
+                            this.watch.passed(d.len());
                         }
                         None => {
                             this.watch.fail(BodyWatch::TOO_LARGE);
