@@ -338,14 +338,51 @@ impl Gateway {
     }
 }
 
+/// What every connection of a listener is served with.
+struct ConnSetup {
+    /// Hyper's server, both protocols.
+    builder: auto::Builder<TokioExecutor>,
+    /// The limits of the framing guard in front of hyper's HTTP/1.
+    limits: crate::h1_guard::Limits,
+    /// Kong's answer to a head the guard refuses.
+    answerer: crate::h1_guard::Answerer,
+}
+
+impl ConnSetup {
+    fn new(sh: &Arc<Shared>, kind: ListenerKind) -> ConnSetup {
+        let sh2 = sh.clone();
+        ConnSetup {
+            builder: conn_builder(sh, kind),
+            limits: crate::h1_guard::Limits {
+                max_headers: sh.settings.max_headers,
+                max_bytes: sh.settings.max_header_bytes.max(1024),
+            },
+            answerer: Arc::new(move |head, why| {
+                crate::h1_fast::refusal_bytes(&sh2, head, why, kind == ListenerKind::Proxy)
+            }),
+        }
+    }
+
+    /// `io` behind the framing guard, for hyper's HTTP/1.
+    fn guard<T>(&self, io: T) -> TokioIo<crate::h1_guard::H1Guard<T>> {
+        TokioIo::new(crate::h1_guard::H1Guard::new(
+            io,
+            self.limits,
+            self.answerer.clone(),
+        ))
+    }
+}
+
 fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor> {
     let s = &sh.settings;
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // The framing guard refuses heads over the limits before hyper would (hyper's bare 431
+    // is never the answer): hyper's own limits sit just above them.
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(s.client_header_timeout)
-        .max_buf_size(s.max_header_bytes.max(8192))
-        .max_headers(s.max_headers)
+        .max_buf_size((s.max_header_bytes.max(1024) + 4096).max(8192))
+        .max_headers(s.max_headers.saturating_add(1))
         .keep_alive(true)
         .half_close(false);
     b.http2()
@@ -367,7 +404,7 @@ async fn accept_loop(
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(conn_builder(&sh, kind));
+    let setup = Arc::new(ConnSetup::new(&sh, kind));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -385,7 +422,7 @@ async fn accept_loop(
         let local = stream.local_addr().unwrap_or(peer);
         sh.metrics.accepted.fetch_add(1, Relaxed);
         let sh2 = sh.clone();
-        let b = builder.clone();
+        let b = setup.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         let mut stop = shutdown.clone();
@@ -409,7 +446,7 @@ async fn accept_loop(
 async fn serve_conn(
     sh: &Arc<Shared>,
     kind: ListenerKind,
-    b: &auto::Builder<TokioExecutor>,
+    b: &ConnSetup,
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
@@ -427,16 +464,16 @@ async fn serve_conn(
             match crate::h1_fast::serve(sh, &info, stream, shutdown).await {
                 crate::h1_fast::Outcome::Closed => {}
                 crate::h1_fast::Outcome::Handoff(io) => {
-                    let io = TokioIo::new(crate::h1_guard::H1Guard::new(io));
-                    serve_io(sh, kind, b, io, info, watcher).await
+                    let io = b.guard(io);
+                    serve_io(sh, kind, &b.builder, io, info, watcher).await
                 }
             }
         }
         None => {
             let info = Arc::new(ConnInfo::new(peer, local, false, None));
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
-            let io = TokioIo::new(crate::h1_guard::H1Guard::new(stream));
-            serve_io(sh, kind, b, io, info, watcher).await
+            let io = b.guard(stream);
+            serve_io(sh, kind, &b.builder, io, info, watcher).await
         }
         Some(acc) => {
             let s =
@@ -453,19 +490,19 @@ async fn serve_conn(
             let sni = s.get_ref().1.server_name().map(Box::from);
             let info = Arc::new(ConnInfo::new(peer, local, true, sni));
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                serve_io(sh, kind, b, TokioIo::new(s), info, watcher).await
+                serve_io(sh, kind, &b.builder, TokioIo::new(s), info, watcher).await
             } else if kind == ListenerKind::Proxy && sh.settings.fast_h1 {
                 // HTTP/1.1 over TLS: the same fast path as in cleartext.
                 match crate::h1_fast::serve(sh, &info, s, shutdown).await {
                     crate::h1_fast::Outcome::Closed => {}
                     crate::h1_fast::Outcome::Handoff(io) => {
-                        let io = TokioIo::new(crate::h1_guard::H1Guard::new(io));
-                        serve_io(sh, kind, b, io, info, watcher).await
+                        let io = b.guard(io);
+                        serve_io(sh, kind, &b.builder, io, info, watcher).await
                     }
                 }
             } else {
-                let io = TokioIo::new(crate::h1_guard::H1Guard::new(s));
-                serve_io(sh, kind, b, io, info, watcher).await
+                let io = b.guard(s);
+                serve_io(sh, kind, &b.builder, io, info, watcher).await
             }
         }
     }

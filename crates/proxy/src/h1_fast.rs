@@ -20,14 +20,13 @@
 //! `Content-Length` or one beside `Transfer-Encoding`, a length that is not one number) is
 //! answered here in Kong's format (400, `Bad request` or `Request header or cookie too
 //! large`, with a request id; [`crate::proxy::refusal`]), and the connection is closed after
-//! a lingering read. hyper and the framing guard would refuse each of these heads too, with a
-//! bare 400 or 431; the parser and its configuration are hyper's.
+//! a lingering read. The framing guard in front of hyper applies the same rules
+//! ([`refusal_of`]) and gives the same answer; the parser and its configuration are hyper's.
 //!
 //! The first request that is not simple (or an HTTP/2 preface) hands the connection to hyper
 //! for the rest of its life, with the bytes read so far put back in front of it
 //! ([`Rewind`]). Hyper then sees exactly what it would have seen without this module, so
-//! every rule of the hyper path (the framing guard, upgrades, bodies) is unchanged; heads it
-//! refuses from then on get its own bare answers.
+//! every rule of the hyper path (the framing guard, upgrades, bodies) is unchanged.
 
 use std::io;
 use std::pin::Pin;
@@ -81,6 +80,8 @@ enum Parsed {
     /// A head nginx (and so Kong) refuses, and so would hyper or the framing guard: the
     /// fast path answers it in Kong's format.
     Refused(Refusal),
+    /// More headers than the parser was given slots for.
+    TooMany,
 }
 
 /// Where `part`, a slice of `buf` (as a parser returns it), lies in `buf`.
@@ -94,7 +95,41 @@ pub(crate) fn span(buf: &[u8], part: &[u8]) -> (usize, usize) {
 fn parse(buf: &[u8], max_headers: usize, max_bytes: usize, spans: &mut Spans) -> Parsed {
     let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let limit = max_headers.clamp(1, MAX_HEADERS);
-    let mut req = httparse::Request::new(&mut hdrs[..limit]);
+    match parse_in(buf, &mut hdrs[..limit], max_bytes, spans) {
+        // more headers than this parser holds but within `max_headers`: hyper's to read
+        Parsed::TooMany if max_headers > MAX_HEADERS => Parsed::Other,
+        Parsed::TooMany => Parsed::Refused(Refusal::TooLarge),
+        p => p,
+    }
+}
+
+/// Why nginx (and so Kong) refuses the request head that `head` holds or begins, if it
+/// does: the fast path's rules ([`parse`]) with room for `max_headers` headers. A head that
+/// is not complete yet is refused only when it can no longer become acceptable. For the
+/// framing guard in front of hyper ([`crate::h1_guard`]).
+pub(crate) fn refusal_of(head: &[u8], max_headers: usize, max_bytes: usize) -> Option<Refusal> {
+    let mut spans = Spans::default();
+    let parsed = if max_headers <= MAX_HEADERS {
+        parse(head, max_headers, max_bytes, &mut spans)
+    } else {
+        let mut hdrs = vec![httparse::EMPTY_HEADER; max_headers];
+        parse_in(head, &mut hdrs, max_bytes, &mut spans)
+    };
+    match parsed {
+        Parsed::Refused(why) => Some(why),
+        Parsed::TooMany => Some(Refusal::TooLarge),
+        Parsed::Simple(_) | Parsed::Partial | Parsed::Other => None,
+    }
+}
+
+/// [`parse`] with the header slots given: more headers than slots is [`Parsed::TooMany`].
+fn parse_in<'b>(
+    buf: &'b [u8],
+    hdrs: &mut [httparse::Header<'b>],
+    max_bytes: usize,
+    spans: &mut Spans,
+) -> Parsed {
+    let mut req = httparse::Request::new(hdrs);
     let n = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n > max_bytes => {
             return Parsed::Refused(Refusal::TooLarge);
@@ -104,23 +139,21 @@ fn parse(buf: &[u8], max_headers: usize, max_bytes: usize, spans: &mut Spans) ->
             return Parsed::Refused(Refusal::TooLarge);
         }
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        // more headers than this parser holds but within `max_headers`: hyper's to read
-        Err(httparse::Error::TooManyHeaders) if max_headers > MAX_HEADERS => {
-            return Parsed::Other;
-        }
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Refused(Refusal::TooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Parsed::TooMany,
         // (the parser and configuration hyper uses: it would refuse the head as well)
         Err(_) => return Parsed::Refused(Refusal::Bad),
     };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(path)) = (req.method, req.path) else {
         return Parsed::Other;
     };
-    let mut simple = method != "CONNECT" && path.starts_with('/');
-    spans.method = span(buf, method.as_bytes());
-    spans.path = span(buf, path.as_bytes());
+    let mut simple = req.version == Some(1) && method != "CONNECT" && path.starts_with('/');
+    if simple {
+        spans.method = span(buf, method.as_bytes());
+        spans.path = span(buf, path.as_bytes());
+    }
     spans.headers.clear();
-    // the framing rules of the guard in front of hyper (`h1_guard`): a second length, or a
-    // length beside a transfer coding, is refused
+    // the framing rules nginx applies to every HTTP/1 head: a second length, or a length
+    // beside a transfer coding, is refused
     let (mut lengths, mut coded) = (0u32, false);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -185,17 +218,14 @@ fn raw_header<'b>(buf: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
 async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(
     sh: &Shared,
     io: &mut T,
-    out: &mut Vec<u8>,
     head: &[u8],
     why: Refusal,
 ) {
-    let resp = crate::proxy::refusal(
-        sh,
-        raw_header(head, b"accept"),
-        raw_header(head, b"content-type"),
-        why,
-    );
-    if write_response(io, out, resp, false).await.is_err() {
+    if io
+        .write_all(&refusal_bytes(sh, head, why, true))
+        .await
+        .is_err()
+    {
         return;
     }
     let _ = io.shutdown().await;
@@ -215,9 +245,41 @@ async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(
     .await;
 }
 
+/// The whole answer (head and body) to a refused head, as bytes: Kong's refusal
+/// ([`crate::proxy::refusal`]) with its format taken from the head's `Accept` and
+/// `Content-Type`, counted in the proxy's metrics when `proxied`.
+pub(crate) fn refusal_bytes(sh: &Shared, head: &[u8], why: Refusal, proxied: bool) -> Vec<u8> {
+    let resp = crate::proxy::refusal(
+        sh,
+        raw_header(head, b"accept"),
+        raw_header(head, b"content-type"),
+        why,
+        proxied,
+    );
+    let (parts, body) = resp.into_parts();
+    let mut out = Vec::with_capacity(512);
+    status_line(&mut out, parts.status, None);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+            line(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        date_line(&mut out);
+    }
+    let body = match body {
+        ProxyBody::Full(b) => b.unwrap_or_default(),
+        ProxyBody::Upstream(_) => Bytes::new(),
+    };
+    push_length(&mut out, body.len() as u64);
+    out.extend_from_slice(&body);
+    out
+}
+
 /// How long, and how many bytes, a refused connection is read from before it closes.
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-const LINGER_BYTES: usize = 1 << 20;
+pub(crate) const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// See [`LINGER_TIME`].
+pub(crate) const LINGER_BYTES: usize = 1 << 20;
 
 /// Builds the request of a simple head (the head's bytes are shared, not copied).
 fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::Incoming>>> {
@@ -275,10 +337,13 @@ where
                 match parse(&buf, sh.settings.max_headers, limit, &mut spans) {
                     Parsed::Simple(n) => break n,
                     Parsed::Refused(why) => {
-                        refuse(sh, &mut io, &mut out, &buf, why).await;
+                        refuse(sh, &mut io, &buf, why).await;
                         return Outcome::Closed;
                     }
-                    Parsed::Other => return Outcome::Handoff(Rewind::new(io, buf.freeze())),
+                    // (`parse` answers `TooMany` as `Other` or `Refused`)
+                    Parsed::Other | Parsed::TooMany => {
+                        return Outcome::Handoff(Rewind::new(io, buf.freeze()));
+                    }
                     Parsed::Partial => {}
                 }
             }
@@ -301,7 +366,7 @@ where
         let head = buf.split_to(n).freeze();
         let Some(req) = request(&head, &spans) else {
             // A target or value hyper would refuse too.
-            refuse(sh, &mut io, &mut out, &head, Refusal::Bad).await;
+            refuse(sh, &mut io, &head, Refusal::Bad).await;
             return Outcome::Closed;
         };
         let head_only = req.method() == Method::HEAD;

@@ -302,14 +302,18 @@ pub(crate) enum Refusal {
 
 /// Kong's answer to a head refused before routing (nginx's `error_page` path): 400, the
 /// body format from the `Accept` and `Content-Type` found in the head if any, the
-/// connection closed. Counted as an unmatched request.
+/// connection closed. Counted as an unmatched request when `proxied` (a head on a proxy
+/// listener).
 pub(crate) fn refusal(
     sh: &Shared,
     accept: Option<&[u8]>,
     content_type: Option<&[u8]>,
     why: Refusal,
+    proxied: bool,
 ) -> Response<ProxyBody> {
-    sh.metrics.requests.fetch_add(1, Relaxed);
+    if proxied {
+        sh.metrics.requests.fetch_add(1, Relaxed);
+    }
     let format = Format::nginx_error_of(accept, content_type, sh.settings.error_default_type);
     let cx = Ctx {
         start: Instant::now(),
@@ -327,8 +331,10 @@ pub(crate) fn refusal(
     let mut r = kong_error(sh, &cx, format, StatusCode::BAD_REQUEST, message);
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    sh.metrics.unmatched.response(400, false);
-    sh.metrics.unmatched.latencies(0, 0, None);
+    if proxied {
+        sh.metrics.unmatched.response(400, false);
+        sh.metrics.unmatched.latencies(0, 0, None);
+    }
     r
 }
 

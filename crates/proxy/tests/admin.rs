@@ -382,6 +382,13 @@ async fn metrics_use_kong_names() {
         assert_eq!(c.get("x", "/one").await.status, 200);
     }
     assert_eq!(c.get("x", "/missing").await.status, 404);
+    // A refused head counts on the proxy, not on the admin API (which answers it alike).
+    let bad = b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n";
+    for addr in [g.http, g.admin] {
+        let out = raw(addr, bad, std::time::Duration::from_millis(300)).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(out.contains("\r\n\r\nBad request\nrequest_id: "), "{out}");
+    }
     let r = get(g.status, "localhost", "/metrics").await;
     assert_eq!(r.status, 200);
     let t = r.text();
@@ -391,6 +398,10 @@ async fn metrics_use_kong_names() {
     );
     assert!(
         t.contains(r#"kong_http_requests_total{service="",route="",code="404",source="kong""#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"kong_http_requests_total{service="",route="",code="400",source="kong",workspace="default",consumer=""} 1"#),
         "{t}"
     );
     assert!(

@@ -591,6 +591,78 @@ async fn strict_http1_parsing() {
     g.gw.shutdown().await;
 }
 
+/// Heads refused on hyper's path (after the fast path handed the connection over, or with
+/// the fast path off) get Kong's answer, as on the fast path, after the answers owed before
+/// them; never hyper's bare 400 or 431.
+#[tokio::test]
+async fn heads_refused_on_hypers_path_get_kongs_answer() {
+    let b = Backend::start().await;
+    let w = Duration::from_millis(500);
+    let many = {
+        let mut h = b"GET /any HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..120 {
+            h.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        h.extend_from_slice(b"\r\n");
+        h
+    };
+    let big = {
+        let mut h = b"GET /any HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..100 {
+            h.extend_from_slice(format!("X-Big-{i}: {}\r\n", "a".repeat(500)).as_bytes());
+        }
+        h.extend_from_slice(b"\r\n");
+        h
+    };
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        // a request with a body hands the connection to hyper; the refused heads after it
+        // are answered once its own answer is out
+        let body_first = b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nZ";
+        for (bad, message) in [
+            (&b"GET /any HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n"[..], "Bad request"),
+            (b"GET /any HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n", "Bad request"),
+            (b"GET /any HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\nZ", "Bad request"),
+            (b"POST /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", "Bad request"),
+            (&many[..], "Request header or cookie too large"),
+            (&big[..], "Request header or cookie too large"),
+        ] {
+            let what = format!("fast_h1 {fast_h1}: {}", String::from_utf8_lossy(&bad[..40]));
+            let mut input = body_first.to_vec();
+            input.extend_from_slice(bad);
+            let out = raw(g.http, &input, w).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+            // (the first answer whole: the echo of its body)
+            assert!(out.contains("\"body\":\"Z\"}"), "{what}: {out}");
+            assert_kong_400_after(&out, 1, message);
+            // alone on a connection, too (refused before any answer is owed)
+            if !fast_h1 {
+                assert_kong_400(&raw(g.http, bad, w).await, message);
+            }
+        }
+        // a head that comes in pieces is refused as soon as it can no longer be accepted,
+        // and the answer is Kong's (JSON when asked for)
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        c.write_all(body_first).await.unwrap();
+        c.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.write_all(b"X-Ok: 1\r\nNo Colon Here\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(w, c.read_to_end(&mut out)).await;
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(count_responses(&out), 2, "fast_h1 {fast_h1}: {out}");
+        let last = &out[out.rfind("HTTP/1.1 ").unwrap()..];
+        assert!(last.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(last.contains("application/json"), "{out}");
+        assert!(last.contains("\"message\":\"Bad request\""), "{out}");
+        g.gw.shutdown().await;
+    }
+}
+
 /// The request's host (RFC 9112 §3.2): required in HTTP/1.1 and checked as nginx checks it,
 /// taken from an absolute-form target before `Host`; transfer codings other than `chunked`
 /// (501); a head over the limit whatever its reads.
@@ -759,7 +831,17 @@ services:
 /// in the default (text) format, and the connection closed.
 fn assert_kong_400(out: &str, message: &str) {
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    assert_eq!(count_responses(out), 1, "{out}");
+    assert_kong_400_after(out, 0, message);
+}
+
+/// `out` is `before` answers then Kong's 400 with `message`, in text, closing the connection.
+fn assert_kong_400_after(out: &str, before: usize, message: &str) {
+    assert_eq!(count_responses(out), before + 1, "{out}");
+    let at = out
+        .rfind("HTTP/1.1 400")
+        .unwrap_or_else(|| panic!("no 400: {out}"));
+    assert_eq!(count_responses(&out[..at]), before, "{out}");
+    let out = &out[at..];
     let lower = out.to_ascii_lowercase();
     assert!(lower.contains("\r\nconnection: close\r\n"), "{out}");
     let rid = lower
