@@ -954,6 +954,48 @@ async fn slow_clients_are_cut_off() {
     g.gw.shutdown().await;
 }
 
+/// On hyper's path too (after a request with a body hands the connection over, and with the
+/// fast path off), where the framing guard holds a head back until it is complete: a client
+/// that trickles a head that never ends is cut off by the header timeout.
+#[tokio::test]
+async fn slow_heads_are_cut_off_on_hypers_path() {
+    let b = Backend::start().await;
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.client_header_timeout = Duration::from_millis(300);
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        let mut sock = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        sock.write_all(b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nZ")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "fast_h1 {fast_h1}");
+        let t = std::time::Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            let head = b"GET /any HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            for byte in head.iter().chain(std::iter::repeat(&b'a')) {
+                if sock.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                match tokio::time::timeout(Duration::from_millis(1), sock.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "fast_h1 {fast_h1}: a trickled head is still read"
+        );
+        assert!(t.elapsed() < Duration::from_secs(3), "fast_h1 {fast_h1}");
+        g.gw.shutdown().await;
+    }
+}
+
 fn tls_config(b: &Backend) -> String {
     let (c1, k1) = cert(&["exact.test"]);
     let (c2, k2) = cert(&["*.wild.test"]);
