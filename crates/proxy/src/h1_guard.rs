@@ -256,11 +256,17 @@ impl<T> H1Guard<T> {
                     let end = find_head_end(&self.head, rest);
                     let take = end.unwrap_or(rest.len());
                     self.head.extend_from_slice(&rest[..take]);
+                    let line_ended = rest[..take].contains(&b'\n');
                     i += take;
                     // The HTTP/2 preface (h2c prior knowledge) is not an HTTP/1 head.
                     let preface =
                         H2_PREFACE.starts_with(&self.head[..self.head.len().min(H2_PREFACE.len())]);
-                    let verdict = if preface {
+                    // (a head that is not complete is parsed again only when a line of it
+                    // ended or it reached the size limit: a head sent a byte at a time costs
+                    // one parse per line, not one per byte)
+                    let check =
+                        end.is_some() || line_ended || self.head.len() >= self.limits.max_bytes;
+                    let verdict = if preface || !check {
                         None
                     } else {
                         crate::h1_fast::refusal_of(
