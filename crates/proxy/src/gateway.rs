@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use silverback_config::Config;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::ProxyError;
@@ -363,13 +363,17 @@ impl ConnSetup {
         }
     }
 
-    /// `io` behind the framing guard, for hyper's HTTP/1.
-    fn guard<T>(&self, io: T) -> TokioIo<crate::h1_guard::H1Guard<T>> {
-        TokioIo::new(crate::h1_guard::H1Guard::new(
+    /// `io` behind the framing guard, for hyper's HTTP/1, and the guard's request for a
+    /// graceful shutdown of hyper's side.
+    fn guard<T>(&self, io: T) -> (TokioIo<crate::h1_guard::H1Guard<T>>, Option<Arc<Notify>>) {
+        let close_after = Arc::new(Notify::new());
+        let io = TokioIo::new(crate::h1_guard::H1Guard::new(
             io,
             self.limits,
             self.answerer.clone(),
-        ))
+            close_after.clone(),
+        ));
+        (io, Some(close_after))
     }
 }
 
@@ -464,16 +468,32 @@ async fn serve_conn(
             match crate::h1_fast::serve(sh, &info, stream, shutdown).await {
                 crate::h1_fast::Outcome::Closed => {}
                 crate::h1_fast::Outcome::Handoff(io) => {
-                    let io = b.guard(io);
-                    serve_io(sh, kind, &b.builder, io, info, watcher).await
+                    let (io, close_after) = b.guard(io);
+                    serve_io(
+                        sh,
+                        kind,
+                        &b.builder,
+                        io,
+                        info,
+                        (watcher, close_after, shutdown),
+                    )
+                    .await
                 }
             }
         }
         None => {
             let info = Arc::new(ConnInfo::new(peer, local, false, None));
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
-            let io = b.guard(stream);
-            serve_io(sh, kind, &b.builder, io, info, watcher).await
+            let (io, close_after) = b.guard(stream);
+            serve_io(
+                sh,
+                kind,
+                &b.builder,
+                io,
+                info,
+                (watcher, close_after, shutdown),
+            )
+            .await
         }
         Some(acc) => {
             let s =
@@ -490,23 +510,49 @@ async fn serve_conn(
             let sni = s.get_ref().1.server_name().map(Box::from);
             let info = Arc::new(ConnInfo::new(peer, local, true, sni));
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                serve_io(sh, kind, &b.builder, TokioIo::new(s), info, watcher).await
+                let io = TokioIo::new(s);
+                serve_io(sh, kind, &b.builder, io, info, (watcher, None, shutdown)).await
             } else if kind == ListenerKind::Proxy && sh.settings.fast_h1 {
                 // HTTP/1.1 over TLS: the same fast path as in cleartext.
                 match crate::h1_fast::serve(sh, &info, s, shutdown).await {
                     crate::h1_fast::Outcome::Closed => {}
                     crate::h1_fast::Outcome::Handoff(io) => {
-                        let io = b.guard(io);
-                        serve_io(sh, kind, &b.builder, io, info, watcher).await
+                        let (io, close_after) = b.guard(io);
+                        serve_io(
+                            sh,
+                            kind,
+                            &b.builder,
+                            io,
+                            info,
+                            (watcher, close_after, shutdown),
+                        )
+                        .await
                     }
                 }
             } else {
-                let io = b.guard(s);
-                serve_io(sh, kind, &b.builder, io, info, watcher).await
+                let (io, close_after) = b.guard(s);
+                serve_io(
+                    sh,
+                    kind,
+                    &b.builder,
+                    io,
+                    info,
+                    (watcher, close_after, shutdown),
+                )
+                .await
             }
         }
     }
 }
+
+/// How a connection served by hyper is shut down gracefully: the listener's drain (held
+/// while the connection lives), the gateway's shutdown signal, and the framing guard's
+/// request once it has refused a head.
+type Closing<'a> = (
+    hyper_util::server::graceful::Watcher,
+    Option<Arc<Notify>>,
+    &'a mut watch::Receiver<bool>,
+);
 
 async fn serve_io<I>(
     sh: &Arc<Shared>,
@@ -514,7 +560,7 @@ async fn serve_io<I>(
     b: &auto::Builder<TokioExecutor>,
     io: TokioIo<I>,
     info: Arc<ConnInfo>,
-    watcher: hyper_util::server::graceful::Watcher,
+    closing: Closing<'_>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -522,19 +568,52 @@ async fn serve_io<I>(
         ListenerKind::Proxy => {
             let sh = sh.clone();
             let svc = service_fn(move |req| crate::proxy::serve(sh.clone(), info.clone(), req));
-            watcher
-                .watch(b.serve_connection_with_upgrades(io, svc).into_owned())
-                .await
+            let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
+            drive(conn, |c| c.graceful_shutdown(), closing).await
         }
         ListenerKind::Admin | ListenerKind::Status => {
             let sh = sh.clone();
             let svc = service_fn(move |req| crate::admin::serve(sh.clone(), kind, req));
-            watcher
-                .watch(b.serve_connection(io, svc).into_owned())
-                .await
+            let conn = b.serve_connection(io, svc).into_owned();
+            drive(conn, |c| c.graceful_shutdown(), closing).await
         }
     };
     if let Err(e) = r {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Polls `conn` to its end, shut down gracefully (`graceful`) when the gateway shuts down or
+/// the framing guard asks for it.
+async fn drive<C, T>(
+    conn: C,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    (watcher, close_after, shutdown): Closing<'_>,
+) -> T
+where
+    C: std::future::Future<Output = T>,
+{
+    // (the listener's drain waits for this connection while the watcher lives)
+    let _drain = watcher;
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = *shutdown.borrow();
+    if closing {
+        graceful(conn.as_mut());
+    }
+    let asked = async {
+        match &close_after {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut asked = std::pin::pin!(asked);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = shutdown.changed(), if !closing => {}
+            () = asked.as_mut(), if !closing => {}
+        }
+        closing = true;
+        graceful(conn.as_mut());
     }
 }

@@ -10,12 +10,17 @@
 //! The guard follows the message framing of the bytes the client sends (heads, bodies by
 //! `Content-Length` or by chunks), copying only heads, and checks every head, complete or
 //! not, with the fast path's rules ([`crate::h1_fast::refusal_of`]). A head it refuses never
-//! reaches hyper: the bytes before it do, and then hyper reads the end of the stream, as
-//! soon as every answer it owes has begun (until then its reads wait). Hyper finishes the
-//! answer it is writing and shuts the connection down; on that shutdown the guard writes
-//! Kong's answer to the refused head (400 with `Bad request` or `Request header or cookie
-//! too large`, formatted by the head's `Accept`; [`crate::proxy::refusal`]), then closes
-//! with a lingering read as nginx does.
+//! reaches hyper: the bytes before it do, and then hyper's reads wait. Once every answer
+//! hyper owes has begun (status lines seen written), the guard asks the task serving the
+//! connection to shut hyper down gracefully (`close_after`): hyper finishes the answer it is
+//! writing, then shuts the connection down. (The end of the stream would not do: hyper takes
+//! it as the client gone and cuts an answer it is still writing short. Only when no request
+//! was handed to hyper at all does it get the end of the stream.) On that shutdown the guard
+//! writes Kong's answer to the refused head (400 with `Bad request` or `Request header or
+//! cookie too large`, formatted by the head's `Accept`; [`crate::proxy::refusal`]), then
+//! closes with a lingering read as nginx does. After a request that closes the connection
+//! (`Connection: close`, or HTTP/1.0 without keep-alive) nothing is judged: hyper reads no
+//! further.
 //!
 //! Anything the guard cannot follow (HTTP/2, framing hyper itself rejects) turns it into a
 //! pass-through, and so does a protocol switch: the guard watches the answers written back,
@@ -29,7 +34,7 @@ use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -105,8 +110,6 @@ struct Refused {
     answer: Vec<u8>,
     written: usize,
     stage: Closing,
-    /// Hyper's read, waiting for the answers it owes to begin.
-    reader: Option<Waker>,
 }
 
 enum Closing {
@@ -187,6 +190,13 @@ pub(crate) struct H1Guard<T> {
     /// `release_at` on.
     release: Vec<u8>,
     release_at: usize,
+    /// Whether a request has been handed to hyper (it may then be writing an answer, and
+    /// hyper-util has decided the protocol).
+    handed: bool,
+    /// Tells the task serving the connection to shut hyper's side down gracefully (hyper
+    /// finishes the answer it is writing, then closes): set once a head is refused and
+    /// every answer owed has begun.
+    close_after: Arc<tokio::sync::Notify>,
 }
 
 impl<T> std::fmt::Debug for H1Guard<T> {
@@ -202,8 +212,14 @@ impl<T> std::fmt::Debug for H1Guard<T> {
 impl<T> H1Guard<T> {
     /// Guards `inner`, a connection that starts with an HTTP/1 request (or the HTTP/2
     /// prior-knowledge preface, which turns the guard off), with the head limits of the
-    /// listener; `answerer` renders the answer to a refused head.
-    pub(crate) fn new(inner: T, limits: Limits, answerer: Answerer) -> H1Guard<T> {
+    /// listener; `answerer` renders the answer to a refused head, and `close_after` is
+    /// notified when hyper must be shut down gracefully (see the module documentation).
+    pub(crate) fn new(
+        inner: T,
+        limits: Limits,
+        answerer: Answerer,
+        close_after: Arc<tokio::sync::Notify>,
+    ) -> H1Guard<T> {
         H1Guard {
             inner,
             state: State::Head,
@@ -216,6 +232,8 @@ impl<T> H1Guard<T> {
             refused: None,
             release: Vec::new(),
             release_at: 0,
+            handed: false,
+            close_after,
         }
     }
 
@@ -285,7 +303,14 @@ impl<T> H1Guard<T> {
                         _ => verdict,
                     };
                     if let Some(why) = verdict {
-                        return self.refuse(buf, (start, i), earlier, end.is_some(), why);
+                        let carried = std::mem::take(&mut out.carried);
+                        return self.refuse(
+                            buf,
+                            (start, i),
+                            (carried, earlier),
+                            end.is_some(),
+                            why,
+                        );
                     }
                     if end.is_none() {
                         // held back: hyper gets it whole, or not at all
@@ -304,7 +329,10 @@ impl<T> H1Guard<T> {
                     }
                     self.switch_owed |= switch.is_some();
                     self.owed = self.owed.saturating_add(1);
+                    self.handed = true;
                     match framing {
+                        // hyper reads nothing after a request that closes the connection
+                        _ if asks_close(&self.head) => self.pass(),
                         Framing::Pass | Framing::Reject => self.pass(),
                         Framing::None => self.next_head(),
                         Framing::Length(n) => {
@@ -329,11 +357,13 @@ impl<T> H1Guard<T> {
 
     /// Refuses the head being read: it began at `start` in `buf` (after `earlier` bytes of
     /// it from earlier reads) and ends, or when not `complete` breaks off, at `end`.
+    /// `carried` holds what hyper must get first: the earlier part of a head, before this
+    /// one, that completed in this read.
     fn refuse(
         &mut self,
         buf: &mut [u8],
         (start, end): (usize, usize),
-        earlier: usize,
+        (mut carried, earlier): (Vec<u8>, usize),
         complete: bool,
         why: Refusal,
     ) -> Out {
@@ -342,7 +372,9 @@ impl<T> H1Guard<T> {
             // request only if the switch is refused, and then refuses a complete head made
             // unparsable here. (One that is not complete goes on as it is: hyper's own
             // limits decide.)
-            let carried = self.head[..earlier].to_vec();
+            if earlier > 0 {
+                carried = self.head[..earlier].to_vec();
+            }
             self.pass();
             if !complete {
                 return Out {
@@ -364,11 +396,11 @@ impl<T> H1Guard<T> {
             answer,
             written: 0,
             stage: Closing::Write,
-            reader: None,
         }));
         Out {
+            carried,
             end: start,
-            ..Out::default()
+            spoiled: false,
         }
     }
 
@@ -383,8 +415,10 @@ impl<T> H1Guard<T> {
         self.pending = None;
     }
 
-    /// Looks at the start of bytes written back to the client: the answer to a request that
-    /// asked for a protocol switch says whether the connection leaves HTTP/1.
+    /// Looks at the start of bytes the client has taken (a write that succeeded): each
+    /// final answer's status line pays one request owed, and the answer to a request that
+    /// asked for a protocol switch says whether the connection leaves HTTP/1. (A write
+    /// that resumes a partial one starts mid-answer, and is not taken for a status line.)
     fn observe(&mut self, written: &[u8]) {
         if matches!(self.state, State::Pass) && self.refused.is_none() {
             return;
@@ -401,10 +435,8 @@ impl<T> H1Guard<T> {
         self.owed = self.owed.saturating_sub(1);
         if self.owed == 0 {
             self.switch_owed = false;
-            if let Some(r) = self.refused.as_mut()
-                && let Some(w) = r.reader.take()
-            {
-                w.wake();
+            if self.refused.is_some() {
+                self.close_after.notify_one();
             }
         }
         match self.pending.take() {
@@ -417,6 +449,29 @@ impl<T> H1Guard<T> {
 
 /// The HTTP/2 connection preface (h2c with prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the request whose head is `head` closes the connection after its answer:
+/// `Connection: close`, or HTTP/1.0 without `Connection: keep-alive`.
+fn asks_close(head: &[u8]) -> bool {
+    let mut lines = head.split(|&b| b == b'\n');
+    let http10 = lines
+        .next()
+        .is_some_and(|l| l.strip_suffix(b"\r").unwrap_or(l).ends_with(b" HTTP/1.0"));
+    let (mut close, mut keep) = (false, false);
+    for line in lines {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(b"connection") {
+            continue;
+        }
+        for token in line[colon + 1..].split(|&b| b == b',').map(trim) {
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    close || (http10 && !keep)
+}
 
 /// The protocol switch a request head asks for, if any.
 fn switch_of(head: &[u8]) -> Option<Switch> {
@@ -614,15 +669,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for H1Guard<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if let Some(r) = this.refused.as_mut() {
-                // The end of the stream for hyper once every answer it owes has begun:
-                // sooner, a busy hyper would take it for a client gone and drop the answer.
-                if this.owed == 0 {
-                    return Poll::Ready(Ok(()));
-                }
-                r.reader = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
             if this.release_at < this.release.len() {
                 let n = buf.remaining().min(this.release.len() - this.release_at);
                 buf.put_slice(&this.release[this.release_at..this.release_at + n]);
@@ -632,6 +678,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for H1Guard<T> {
                     this.release_at = 0;
                 }
                 return Poll::Ready(Ok(()));
+            }
+            if this.refused.is_some() {
+                // Nothing more for hyper. When it has had no request, it is idle: the end of
+                // the stream closes it. Otherwise it may be writing an answer (which the end
+                // of the stream would cut short): it waits here until the serving task, told
+                // by `close_after` once every answer owed has begun, shuts it down gracefully
+                // (hyper then finishes the answer it is writing, and closes).
+                if !this.handed {
+                    return Poll::Ready(Ok(()));
+                }
+                if this.owed == 0 {
+                    this.close_after.notify_one();
+                }
+                return Poll::Pending;
             }
             let before = buf.filled().len();
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
@@ -673,8 +733,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H1Guard<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.observe(buf);
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let r = ready!(Pin::new(&mut this.inner).poll_write(cx, buf));
+        if let Ok(n) = r
+            && n > 0
+        {
+            this.observe(&buf[..n]);
+        }
+        Poll::Ready(r)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
@@ -682,10 +747,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H1Guard<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            this.observe(first);
+        let r = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs));
+        if let Ok(n) = r
+            && n > 0
+            && let Some(first) = bufs.iter().find(|b| !b.is_empty())
+        {
+            this.observe(&first[..n.min(first.len())]);
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        Poll::Ready(r)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -722,6 +791,7 @@ mod tests {
                 a.extend_from_slice(head);
                 a
             }),
+            Arc::new(tokio::sync::Notify::new()),
         )
     }
 
@@ -832,6 +902,40 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
         let (out, g) = run(preface, 3);
         assert_eq!(out, preface);
         assert!(g.refused.is_none());
+    }
+
+    #[test]
+    fn a_held_head_completed_in_the_read_that_refuses_the_next_goes_to_hyper_first() {
+        let mut g = guard();
+        assert_eq!(pass_on(&mut g, b"GET /a HTTP/1.1\r\nX: "), b"");
+        let got = pass_on(
+            &mut g,
+            b"1\r\n\r\nGET /b HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nZ",
+        );
+        assert_eq!(got, b"GET /a HTTP/1.1\r\nX: 1\r\n\r\n");
+        assert!(answer(&g).starts_with("Bad GET /b"), "{}", answer(&g));
+        assert_eq!(g.owed, 1);
+    }
+
+    #[test]
+    fn nothing_after_a_request_that_closes_the_connection_is_judged() {
+        for first in [
+            &b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n"[..],
+            b"GET /a HTTP/1.0\r\n\r\n",
+        ] {
+            let mut g = guard();
+            let mut input = first.to_vec();
+            input.extend_from_slice(SMUGGLE);
+            // (hyper answers the first request and closes: what follows is never read)
+            assert_eq!(pass_on(&mut g, &input), input);
+            assert!(g.refused.is_none());
+        }
+        // an HTTP/1.0 keep-alive request is followed as any other
+        let mut g = guard();
+        let mut input = b"GET /a HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n".to_vec();
+        input.extend_from_slice(SMUGGLE);
+        pass_on(&mut g, &input);
+        assert!(g.refused.is_some());
     }
 
     #[test]

@@ -642,6 +642,27 @@ async fn heads_refused_on_hypers_path_get_kongs_answer() {
                 assert_kong_400(&raw(g.http, bad, w).await, message);
             }
         }
+        // an answer still streaming when a refused head arrives behind its request is
+        // finished whole (10 pieces of 1 KiB, 20 ms apart) before the refusal
+        let out = raw(
+            g.http,
+            b"GET /any/slow/10 HTTP/1.1\r\nHost: x\r\n\r\nGET /any HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "fast_h1 {fast_h1}: {out}");
+        let body_end = out.find("HTTP/1.1 400").unwrap_or(out.len());
+        let body_start = out.find("\r\n\r\n").map_or(0, |i| i + 4);
+        let xs = out[body_start..body_end]
+            .bytes()
+            .filter(|&b| b == b'x')
+            .count();
+        assert_eq!(xs, 10 * 1024, "fast_h1 {fast_h1}: {out}");
+        assert!(
+            out[..body_end].ends_with("0\r\n\r\n"),
+            "fast_h1 {fast_h1}: cut short"
+        );
+        assert_kong_400_after(&out, 1, "Bad request");
         // a head that comes in pieces is refused as soon as it can no longer be accepted,
         // and the answer is Kong's (JSON when asked for)
         let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
@@ -653,6 +674,8 @@ async fn heads_refused_on_hypers_path_get_kongs_answer() {
         c.write_all(b"X-Ok: 1\r\nNo Colon Here\r\n").await.unwrap();
         let mut out = Vec::new();
         let _ = tokio::time::timeout(w, c.read_to_end(&mut out)).await;
+        // (the client leaves: the gateway's lingering read ends)
+        drop(c);
         let out = String::from_utf8_lossy(&out);
         assert_eq!(count_responses(&out), 2, "fast_h1 {fast_h1}: {out}");
         let last = &out[out.rfind("HTTP/1.1 ").unwrap()..];

@@ -211,6 +211,22 @@ async fn handle(
         }
         return Ok(r);
     }
+    // `.../slow/N`: N pieces of 1 KiB, 20 ms apart, of unknown length (chunked).
+    if let Some((_, n)) = path.rsplit_once("/slow/") {
+        let n: usize = n.parse().unwrap_or(1);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let piece = Ok(http_body::Frame::data(Bytes::from(vec![b'x'; 1024])));
+                if tx.send(piece).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let body = http_body_util::StreamBody::new(Recv(rx)).boxed();
+        return Ok(Response::new(body));
+    }
     if path.starts_with("/grpc") {
         let body = req
             .into_body()
@@ -274,6 +290,18 @@ fn futures_stream(
     let frames: Vec<Result<Frame<Bytes>, Infallible>> =
         vec![Ok(Frame::data(data)), Ok(Frame::trailers(trailers))];
     http_body_util::StreamBody::new(StreamIter(frames.into_iter())).boxed()
+}
+
+/// The frames sent on a channel, as a body stream.
+struct Recv(tokio::sync::mpsc::Receiver<Result<http_body::Frame<Bytes>, Infallible>>);
+impl futures_core::Stream for Recv {
+    type Item = Result<http_body::Frame<Bytes>, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
 }
 
 struct StreamIter<I>(I);
