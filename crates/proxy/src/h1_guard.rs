@@ -18,9 +18,13 @@
 //! was handed to hyper at all does it get the end of the stream.) On that shutdown the guard
 //! writes Kong's answer to the refused head (400 with `Bad request` or `Request header or
 //! cookie too large`, formatted by the head's `Accept`; [`crate::proxy::refusal`]), then
-//! closes with a lingering read as nginx does. After a request that closes the connection
-//! (`Connection: close`, or HTTP/1.0 without keep-alive) nothing is judged: hyper reads no
-//! further.
+//! closes with a lingering read as nginx does. After a request that asks to close the
+//! connection, or any HTTP/1.0 request (whose answer may be delimited by the end of the
+//! connection), a refused head is withheld without an answer. Final answers are counted by
+//! the status lines that start the writes the client took (a short write's cut status line
+//! completed by the next, a final answer after `100 Continue` in the same write); two final
+//! answers coalesced in one write leave one uncounted, and that connection then ends at
+//! hyper's header timeout without Kong's answer.
 //!
 //! Anything the guard cannot follow (HTTP/2, framing hyper itself rejects) turns it into a
 //! pass-through, and so does a protocol switch: the guard watches the answers written back,
@@ -193,6 +197,11 @@ pub(crate) struct H1Guard<T> {
     /// Whether a request has been handed to hyper (it may then be writing an answer, and
     /// hyper-util has decided the protocol).
     handed: bool,
+    /// Whether a refused head gets no answer: a request handed to hyper closes the
+    /// connection, or is HTTP/1.0 (see [`asks_close`]).
+    silent: bool,
+    /// The start of a status line cut off by a short write, to be completed by the next.
+    cut: Vec<u8>,
     /// Tells the task serving the connection to shut hyper's side down gracefully (hyper
     /// finishes the answer it is writing, then closes): set once a head is refused and
     /// every answer owed has begun.
@@ -233,6 +242,8 @@ impl<T> H1Guard<T> {
             release: Vec::new(),
             release_at: 0,
             handed: false,
+            silent: false,
+            cut: Vec::new(),
             close_after,
         }
     }
@@ -330,9 +341,11 @@ impl<T> H1Guard<T> {
                     self.switch_owed |= switch.is_some();
                     self.owed = self.owed.saturating_add(1);
                     self.handed = true;
+                    // After a request that closes the connection (hyper reads no further),
+                    // or an HTTP/1.0 one (whose answer may end with the connection), a later
+                    // refused head is withheld without an answer.
+                    self.silent |= asks_close(&self.head);
                     match framing {
-                        // hyper reads nothing after a request that closes the connection
-                        _ if asks_close(&self.head) => self.pass(),
                         Framing::Pass | Framing::Reject => self.pass(),
                         Framing::None => self.next_head(),
                         Framing::Length(n) => {
@@ -390,7 +403,11 @@ impl<T> H1Guard<T> {
                 spoiled: true,
             };
         }
-        let answer = (self.answerer)(&self.head, why);
+        let answer = if self.silent {
+            Vec::new()
+        } else {
+            (self.answerer)(&self.head, why)
+        };
         self.pass();
         self.refused = Some(Box::new(Refused {
             answer,
@@ -423,13 +440,39 @@ impl<T> H1Guard<T> {
         if matches!(self.state, State::Pass) && self.refused.is_none() {
             return;
         }
+        if !self.cut.is_empty() {
+            // the rest of a status line a short write cut off
+            let mut line = std::mem::take(&mut self.cut);
+            line.extend_from_slice(&written[..written.len().min(12 - line.len().min(12))]);
+            self.observe_start(&line);
+            return;
+        }
+        self.observe_start(written);
+    }
+
+    fn observe_start(&mut self, written: &[u8]) {
+        const START: &[u8] = b"HTTP/1.";
+        if written.len() < 12 {
+            // a short write: keep what may be the start of a status line
+            if START.starts_with(&written[..written.len().min(START.len())]) {
+                self.cut = written.to_vec();
+            }
+            return;
+        }
         // a status line: `HTTP/1.x NNN`
-        if written.len() < 12 || !written.starts_with(b"HTTP/1.") || written[8] != b' ' {
+        if !written.starts_with(START) || written[8] != b' ' {
             return;
         }
         let code = &written[9..12];
-        // an interim answer (100 Continue): the final one decides
+        // an interim answer (100 Continue): the final one decides, and may follow in the
+        // same write
         if code[0] == b'1' && code != b"101" {
+            if let Some(end) = written.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = &written[end + 4..];
+                if !rest.is_empty() {
+                    self.observe_start(rest);
+                }
+            }
             return;
         }
         self.owed = self.owed.saturating_sub(1);
@@ -450,27 +493,24 @@ impl<T> H1Guard<T> {
 /// The HTTP/2 connection preface (h2c with prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether the request whose head is `head` closes the connection after its answer:
-/// `Connection: close`, or HTTP/1.0 without `Connection: keep-alive`.
+/// Whether nothing may be answered after the request whose head is `head`: it asks for
+/// `Connection: close` (hyper may not agree, reading the header strictly, but then the guard
+/// only withholds more than needed), or it is HTTP/1.0, whose answer may be delimited by the
+/// end of the connection.
 fn asks_close(head: &[u8]) -> bool {
     let mut lines = head.split(|&b| b == b'\n');
     let http10 = lines
         .next()
         .is_some_and(|l| l.strip_suffix(b"\r").unwrap_or(l).ends_with(b" HTTP/1.0"));
-    let (mut close, mut keep) = (false, false);
-    for line in lines {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        if !line[..colon].eq_ignore_ascii_case(b"connection") {
-            continue;
-        }
-        for token in line[colon + 1..].split(|&b| b == b',').map(trim) {
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    close || (http10 && !keep)
+    http10
+        || lines.any(|line| {
+            line.iter().position(|&b| b == b':').is_some_and(|colon| {
+                line[..colon].eq_ignore_ascii_case(b"connection")
+                    && line[colon + 1..]
+                        .split(|&b| b == b',')
+                        .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
+            })
+        })
 }
 
 /// The protocol switch a request head asks for, if any.
@@ -918,24 +958,39 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
     }
 
     #[test]
-    fn nothing_after_a_request_that_closes_the_connection_is_judged() {
+    fn a_head_after_a_closing_or_http10_request_is_withheld_without_an_answer() {
         for first in [
             &b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n"[..],
             b"GET /a HTTP/1.0\r\n\r\n",
+            b"GET /a HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
         ] {
             let mut g = guard();
             let mut input = first.to_vec();
             input.extend_from_slice(SMUGGLE);
-            // (hyper answers the first request and closes: what follows is never read)
-            assert_eq!(pass_on(&mut g, &input), input);
-            assert!(g.refused.is_none());
+            // hyper gets the first request only; the refused head gets no answer (hyper
+            // closes after the first, or its answer may end with the connection)
+            assert_eq!(pass_on(&mut g, &input), first);
+            assert_eq!(answer(&g), "");
         }
-        // an HTTP/1.0 keep-alive request is followed as any other
+    }
+
+    #[test]
+    fn status_lines_are_counted_across_short_writes_and_after_an_interim_answer() {
         let mut g = guard();
-        let mut input = b"GET /a HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n".to_vec();
-        input.extend_from_slice(SMUGGLE);
-        pass_on(&mut g, &input);
-        assert!(g.refused.is_some());
+        pass_on(
+            &mut g,
+            b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
+        );
+        assert_eq!(g.owed, 3);
+        g.observe(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n");
+        assert_eq!(g.owed, 2);
+        g.observe(b"HTTP/1");
+        g.observe(b".1 204 No Content\r\n\r\n");
+        assert_eq!(g.owed, 1);
+        // body bytes are not status lines
+        g.observe(b"hello");
+        g.observe(b"world, and more");
+        assert_eq!(g.owed, 1);
     }
 
     #[test]
