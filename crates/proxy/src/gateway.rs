@@ -468,32 +468,14 @@ async fn serve_conn(
             match crate::h1_fast::serve(sh, &info, stream, shutdown).await {
                 crate::h1_fast::Outcome::Closed => {}
                 crate::h1_fast::Outcome::Handoff(io) => {
-                    let (io, close_after) = b.guard(io);
-                    serve_io(
-                        sh,
-                        kind,
-                        &b.builder,
-                        io,
-                        info,
-                        (watcher, close_after, shutdown),
-                    )
-                    .await
+                    serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
                 }
             }
         }
         None => {
             let info = Arc::new(ConnInfo::new(peer, local, false, None));
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
-            let (io, close_after) = b.guard(stream);
-            serve_io(
-                sh,
-                kind,
-                &b.builder,
-                io,
-                info,
-                (watcher, close_after, shutdown),
-            )
-            .await
+            serve_guarded(sh, kind, b, stream, info, watcher, shutdown).await
         }
         Some(acc) => {
             let s =
@@ -517,32 +499,38 @@ async fn serve_conn(
                 match crate::h1_fast::serve(sh, &info, s, shutdown).await {
                     crate::h1_fast::Outcome::Closed => {}
                     crate::h1_fast::Outcome::Handoff(io) => {
-                        let (io, close_after) = b.guard(io);
-                        serve_io(
-                            sh,
-                            kind,
-                            &b.builder,
-                            io,
-                            info,
-                            (watcher, close_after, shutdown),
-                        )
-                        .await
+                        serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
                     }
                 }
             } else {
-                let (io, close_after) = b.guard(s);
-                serve_io(
-                    sh,
-                    kind,
-                    &b.builder,
-                    io,
-                    info,
-                    (watcher, close_after, shutdown),
-                )
-                .await
+                serve_guarded(sh, kind, b, s, info, watcher, shutdown).await
             }
         }
     }
+}
+
+/// `io` (HTTP/1, or h2c with prior knowledge) served by hyper behind the framing guard.
+async fn serve_guarded<I>(
+    sh: &Arc<Shared>,
+    kind: ListenerKind,
+    b: &ConnSetup,
+    io: I,
+    info: Arc<ConnInfo>,
+    watcher: hyper_util::server::graceful::Watcher,
+    shutdown: &mut watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, close_after) = b.guard(io);
+    serve_io(
+        sh,
+        kind,
+        &b.builder,
+        io,
+        info,
+        (watcher, close_after, shutdown),
+    )
+    .await
 }
 
 /// How a connection served by hyper is shut down gracefully: the listener's drain (held
