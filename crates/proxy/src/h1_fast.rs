@@ -31,7 +31,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -221,28 +221,8 @@ async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(
     head: &[u8],
     why: Refusal,
 ) {
-    if io
-        .write_all(&refusal_bytes(sh, head, why, true))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let _ = io.shutdown().await;
-    // A lingering close, as nginx makes: what the client still sends is read and dropped
-    // for a while (bounded in time and bytes), so that closing with unread bytes (a reset)
-    // does not destroy the answer before the client has read it.
-    let mut sink = [0u8; 4096];
-    let mut left = LINGER_BYTES;
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        while left > 0 {
-            match io.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
-    .await;
+    let mut closing = Closing::new(refusal_bytes(sh, head, why, true));
+    std::future::poll_fn(|cx| closing.poll_close(io, cx)).await;
 }
 
 /// The whole answer (head and body) to a refused head, as bytes: Kong's refusal
@@ -258,15 +238,7 @@ pub(crate) fn refusal_bytes(sh: &Shared, head: &[u8], why: Refusal, proxied: boo
     );
     let (parts, body) = resp.into_parts();
     let mut out = Vec::with_capacity(512);
-    status_line(&mut out, parts.status, None);
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
-            line(&mut out, name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
-    if !parts.headers.contains_key(header::DATE) {
-        date_line(&mut out);
-    }
+    head_lines(&mut out, &parts, false);
     let body = match body {
         ProxyBody::Full(b) => b.unwrap_or_default(),
         ProxyBody::Upstream(_) => Bytes::new(),
@@ -277,9 +249,93 @@ pub(crate) fn refusal_bytes(sh: &Shared, head: &[u8], why: Refusal, proxied: boo
 }
 
 /// How long, and how many bytes, a refused connection is read from before it closes.
-pub(crate) const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-/// See [`LINGER_TIME`].
-pub(crate) const LINGER_BYTES: usize = 1 << 20;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// The end of a connection whose last head was refused: the answer written, the write side
+/// shut down, then a lingering read as nginx makes it: what the client still sends is read
+/// and dropped for a while (bounded in time and bytes), so that closing with unread bytes (a
+/// reset) does not destroy the answer before the client has read it. Driven by polls, for
+/// the fast path's task and for the framing guard's shutdown alike.
+pub(crate) struct Closing {
+    answer: Vec<u8>,
+    written: usize,
+    stage: Stage,
+}
+
+enum Stage {
+    Write,
+    Shutdown,
+    /// Until the client closes, this many bytes, or the timer.
+    Linger(usize, Pin<Box<tokio::time::Sleep>>),
+    Done,
+}
+
+impl Closing {
+    pub(crate) fn new(answer: Vec<u8>) -> Closing {
+        Closing {
+            answer,
+            written: 0,
+            stage: Stage::Write,
+        }
+    }
+
+    /// The answer to be written.
+    #[cfg(test)]
+    pub(crate) fn answer(&self) -> &[u8] {
+        &self.answer
+    }
+
+    /// Writes the answer, shuts the write side down, and lingers; always ends (an error
+    /// ends it at once).
+    pub(crate) fn poll_close<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        use std::future::Future as _;
+        loop {
+            match &mut self.stage {
+                Stage::Write => {
+                    if self.written == self.answer.len() {
+                        self.stage = Stage::Shutdown;
+                        continue;
+                    }
+                    match ready!(Pin::new(&mut *io).poll_write(cx, &self.answer[self.written..])) {
+                        Ok(0) | Err(_) => self.stage = Stage::Done,
+                        Ok(n) => self.written += n,
+                    }
+                }
+                Stage::Shutdown => {
+                    self.stage = match ready!(Pin::new(&mut *io).poll_shutdown(cx)) {
+                        Ok(()) => {
+                            Stage::Linger(LINGER_BYTES, Box::pin(tokio::time::sleep(LINGER_TIME)))
+                        }
+                        Err(_) => Stage::Done,
+                    };
+                }
+                Stage::Linger(left, timer) => {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        self.stage = Stage::Done;
+                        continue;
+                    }
+                    let mut sink = [0u8; 4096];
+                    let mut rb = ReadBuf::new(&mut sink);
+                    match ready!(Pin::new(&mut *io).poll_read(cx, &mut rb)) {
+                        Ok(()) if !rb.filled().is_empty() => {
+                            *left = left.saturating_sub(rb.filled().len());
+                            if *left == 0 {
+                                self.stage = Stage::Done;
+                            }
+                        }
+                        _ => self.stage = Stage::Done,
+                    }
+                }
+                Stage::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
 
 /// Builds the request of a simple head (the head's bytes are shared, not copied).
 fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::Incoming>>> {
@@ -459,11 +515,17 @@ async fn write_response<T: AsyncWrite + Unpin>(
     head_only: bool,
 ) -> io::Result<()> {
     let (parts, body) = resp.into_parts();
-    let status = parts.status;
-    let no_body = no_body(status, head_only);
+    let no_body = no_body(parts.status, head_only);
+    head_lines(out, &parts, no_body);
+    write_body_after(io, out, body, no_body).await
+}
+
+/// The status line and headers of an answer, without the blank line, the framing left to
+/// the writer (and `Date` added when missing).
+fn head_lines(out: &mut Vec<u8>, parts: &http::response::Parts, no_body: bool) {
     status_line(
         out,
-        status,
+        parts.status,
         parts
             .extensions
             .get::<hyper::ext::ReasonPhrase>()
@@ -480,7 +542,6 @@ async fn write_response<T: AsyncWrite + Unpin>(
     if !parts.headers.contains_key(header::DATE) {
         date_line(out);
     }
-    write_body_after(io, out, body, no_body).await
 }
 
 /// Writes an HTTP/1.1 upstream's answer as read (names in their case), with the headers

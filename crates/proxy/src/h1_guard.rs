@@ -34,7 +34,6 @@
 //! a request: a head refused then is instead made unparsable for hyper (the last byte of its
 //! blank line becomes a NUL), so that hyper refuses it if it reads it as HTTP at all.
 
-use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -109,73 +108,6 @@ struct Out {
     spoiled: bool,
 }
 
-/// The answer to a refused head, written when hyper shuts the connection down.
-struct Refused {
-    answer: Vec<u8>,
-    written: usize,
-    stage: Closing,
-}
-
-enum Closing {
-    Write,
-    Shutdown,
-    /// The lingering read: until the client closes, this many bytes, or the timer.
-    Linger(usize, Pin<Box<tokio::time::Sleep>>),
-    Done,
-}
-
-impl Refused {
-    /// Writes the answer, shuts the write side down, and reads what the client still sends
-    /// for a while; always ends (write errors end it at once).
-    fn poll_close<T: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut T,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
-        loop {
-            match &mut self.stage {
-                Closing::Write => {
-                    if self.written == self.answer.len() {
-                        self.stage = Closing::Shutdown;
-                        continue;
-                    }
-                    match ready!(Pin::new(&mut *io).poll_write(cx, &self.answer[self.written..])) {
-                        Ok(0) | Err(_) => self.stage = Closing::Done,
-                        Ok(n) => self.written += n,
-                    }
-                }
-                Closing::Shutdown => {
-                    self.stage = match ready!(Pin::new(&mut *io).poll_shutdown(cx)) {
-                        Ok(()) => Closing::Linger(
-                            crate::h1_fast::LINGER_BYTES,
-                            Box::pin(tokio::time::sleep(crate::h1_fast::LINGER_TIME)),
-                        ),
-                        Err(_) => Closing::Done,
-                    };
-                }
-                Closing::Linger(left, timer) => {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        self.stage = Closing::Done;
-                        continue;
-                    }
-                    let mut sink = [0u8; 4096];
-                    let mut rb = ReadBuf::new(&mut sink);
-                    match ready!(Pin::new(&mut *io).poll_read(cx, &mut rb)) {
-                        Ok(()) if !rb.filled().is_empty() => {
-                            *left = left.saturating_sub(rb.filled().len());
-                            if *left == 0 {
-                                self.stage = Closing::Done;
-                            }
-                        }
-                        _ => self.stage = Closing::Done,
-                    }
-                }
-                Closing::Done => return Poll::Ready(()),
-            }
-        }
-    }
-}
-
 /// Wraps an HTTP/1 connection; see the [module documentation](self).
 pub(crate) struct H1Guard<T> {
     inner: T,
@@ -189,7 +121,8 @@ pub(crate) struct H1Guard<T> {
     switch_owed: bool,
     limits: Limits,
     answerer: Answerer,
-    refused: Option<Box<Refused>>,
+    /// The answer to a refused head, written when hyper shuts the connection down.
+    refused: Option<Box<crate::h1_fast::Closing>>,
     /// Bytes for hyper before any new read (a head held back, now complete), from
     /// `release_at` on.
     release: Vec<u8>,
@@ -309,10 +242,6 @@ impl<T> H1Guard<T> {
                     } else {
                         Framing::Pass
                     };
-                    let verdict = match framing {
-                        Framing::Reject => verdict.or(Some(Refusal::Bad)),
-                        _ => verdict,
-                    };
                     if let Some(why) = verdict {
                         let carried = std::mem::take(&mut out.carried);
                         return self.refuse(
@@ -346,7 +275,7 @@ impl<T> H1Guard<T> {
                     // refused head is withheld without an answer.
                     self.silent |= asks_close(&self.head);
                     match framing {
-                        Framing::Pass | Framing::Reject => self.pass(),
+                        Framing::Pass => self.pass(),
                         Framing::None => self.next_head(),
                         Framing::Length(n) => {
                             self.head.clear();
@@ -409,11 +338,7 @@ impl<T> H1Guard<T> {
             (self.answerer)(&self.head, why)
         };
         self.pass();
-        self.refused = Some(Box::new(Refused {
-            answer,
-            written: 0,
-            stage: Closing::Write,
-        }));
+        self.refused = Some(Box::new(crate::h1_fast::Closing::new(answer)));
         Out {
             carried,
             end: start,
@@ -549,13 +474,12 @@ enum Framing {
     Length(u64),
     /// A chunked body.
     Chunked,
-    /// Refuse the head.
-    Reject,
     /// Stop following (hyper decides, or the connection changes protocol).
     Pass,
 }
 
-/// How the request whose head is `head` is framed.
+/// How the request whose head is `head` is framed. (A head with two lengths, or a length
+/// and a transfer coding, never gets here: [`crate::h1_fast::refusal_of`] refuses it.)
 fn framing(head: &[u8]) -> Framing {
     if head.starts_with(b"PRI * HTTP/2.0") {
         return Framing::Pass;
@@ -572,18 +496,13 @@ fn framing(head: &[u8]) -> Framing {
         };
         let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
         if name.eq_ignore_ascii_case(b"content-length") {
-            if cl.is_some() {
-                // a second length, even an equal one (which hyper would merge): nginx
-                // answers "duplicate header line", 400
-                return Framing::Reject;
-            }
             cl = Some(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te = Some(value);
         }
     }
     match (cl, te) {
-        (Some(_), Some(_)) => Framing::Reject,
+        (Some(_), Some(_)) => Framing::Pass,
         (None, None) => Framing::None,
         (Some(v), None) => match std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()) {
             Some(0) => Framing::None,
@@ -865,7 +784,7 @@ mod tests {
 
     /// The answer the guard holds for a refused head.
     fn answer(g: &H1Guard<()>) -> String {
-        String::from_utf8_lossy(&g.refused.as_ref().expect("a refusal").answer).into_owned()
+        String::from_utf8_lossy(g.refused.as_ref().expect("a refusal").answer()).into_owned()
     }
 
     const PIPELINE: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
@@ -1028,14 +947,19 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
             Framing::None
         );
         assert_eq!(f("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Framing::Pass);
-        assert_eq!(
-            f("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
-            Framing::Reject
-        );
-        assert_eq!(
-            f("POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n"),
-            Framing::Reject
-        );
+        // two lengths (even equal ones, which hyper would merge), or a length beside a
+        // transfer coding, are refused before framing is asked: nginx answers 400
+        for head in [
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+        ] {
+            assert_eq!(
+                crate::h1_fast::refusal_of(head.as_bytes(), 100, 16 * 1024),
+                Some(Refusal::Bad),
+                "{head}"
+            );
+        }
     }
 
     const SMUGGLE: &[u8] =
