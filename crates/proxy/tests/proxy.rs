@@ -686,6 +686,84 @@ async fn heads_refused_on_hypers_path_get_kongs_answer() {
     }
 }
 
+/// Answers of every framing written back to back to a client that reads slowly (a long one
+/// cut over many writes; answers to `HEAD`, whose length is not a body's; `204`s without
+/// one; all with large heads) are each counted, so a refused head pipelined behind them is
+/// answered right after them, not at the header timeout. (Several answers in one write,
+/// which hyper makes when a client's buffers stay full, are in the guard's unit tests:
+/// loopback buffers are too large to make it happen here reliably.)
+#[tokio::test]
+async fn a_refused_head_behind_answers_of_every_framing_is_answered_after_them() {
+    let b = Backend::start().await;
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        let big = vec![b'Z'; 64 << 10];
+        let mut input = format!(
+            "POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .into_bytes();
+        input.extend_from_slice(&big);
+        // answers without a body but with large heads (the backend sends back `Server` and
+        // `Via` as asked)
+        let large = "v".repeat(6000);
+        for path in ["/any", "/any/status/204"].repeat(3) {
+            let method = if path == "/any" { "HEAD" } else { "GET" };
+            input.extend_from_slice(
+                format!("{method} {path} HTTP/1.1\r\nHost: x\r\nX-Respond-Server: {large}\r\nX-Respond-Via: {large}\r\n\r\n").as_bytes(),
+            );
+        }
+        input.extend_from_slice(b"GET /any HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
+        // a client with a small receive buffer that reads late and slowly
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let (mut r, mut w) = sock.connect(g.http).await.unwrap().into_split();
+        let writer = tokio::spawn(async move {
+            w.write_all(&input).await.unwrap();
+            w
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "fast_h1 {fast_h1}: no end within 10 s");
+        drop(writer.await.unwrap());
+        let out = String::from_utf8_lossy(&out);
+        let heads: Vec<&str> = out
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| &out[i..i + 12])
+            .collect();
+        assert_eq!(
+            heads,
+            [
+                "HTTP/1.1 200",
+                "HTTP/1.1 200",
+                "HTTP/1.1 204",
+                "HTTP/1.1 200",
+                "HTTP/1.1 204",
+                "HTTP/1.1 200",
+                "HTTP/1.1 204",
+                "HTTP/1.1 400"
+            ],
+            "fast_h1 {fast_h1}"
+        );
+        assert_eq!(out.matches('Z').count(), big.len(), "fast_h1 {fast_h1}");
+        assert_kong_400_after(&out, 7, "Bad request");
+        g.gw.shutdown().await;
+    }
+}
+
 /// The request's host (RFC 9112 §3.2): required in HTTP/1.1 and checked as nginx checks it,
 /// taken from an absolute-form target before `Host`; transfer codings other than `chunked`
 /// (501); a head over the limit whatever its reads.

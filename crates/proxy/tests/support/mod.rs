@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A backend server: answers every request with a JSON echo of what it received
 /// (`method`, `uri`, `version`, `headers`, `body`), plus a few behaviours by path:
-/// `/delay/<ms>` sleeps first, `/status/<code>` answers that status, `/ws` accepts a
+/// `/delay/<ms>` sleeps first, `.../status/<code>` answers that status, `/ws` accepts a
 /// WebSocket upgrade and echoes bytes, `/grpc` answers like a gRPC server (trailers).
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -244,8 +244,8 @@ async fn handle(
         return Ok(r);
     }
     let status = path
-        .strip_prefix("/status/")
-        .and_then(|c| c.parse().ok())
+        .rsplit_once("/status/")
+        .and_then(|(_, c)| c.parse().ok())
         .unwrap_or(200);
     // `x-respond-server` / `x-respond-via`: the answer carries that `Server` / `Via`.
     let respond_server = req.headers().get("x-respond-server").cloned();
