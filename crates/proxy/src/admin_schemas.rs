@@ -10,54 +10,48 @@
 //!   is checked by the rules `POST /config` applies to one entity
 //!   ([`silverback_config::validate_entity`]), without uniqueness or references.
 //!
-//! Other methods answer 405 `Method not allowed`.
+//! The routes to these (and their 405 `Method not allowed` for other methods) are in
+//! [`crate::admin_routes`] and [`crate::admin`].
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use silverback_config::schema_json::{entity_schema_json, schema_violation, vault_schema_json};
 use silverback_config::{EntityKind, LoadOptions, validate_entity};
 
 use crate::admin::{
-    decode_str, json_response, message, multipart_boundary, multipart_parts, now_unix, only_get,
+    decode_str, json_response, message, multipart_boundary, multipart_parts, now_unix,
 };
 use crate::body::ProxyBody;
 use crate::gateway::Shared;
 
-/// `/schemas/...`, the segments after `schemas` given (percent-decoded).
-pub(crate) async fn serve(
-    sh: &Arc<Shared>,
-    m: &Method,
-    rest: &[&str],
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    match rest {
-        [entity, "validate"] => {
-            if *m == Method::POST {
-                validate(sh, entity, req).await
-            } else {
-                not_allowed()
-            }
-        }
-        ["plugins", name] => only_get(m, || match sh.settings.plugins.get(name) {
-            Some(p) => json_response(StatusCode::OK, &p.to_kong_json()),
-            None => no_plugin(name),
-        }),
-        ["vaults", name] => only_get(m, || match vault_schema_json(name) {
-            Some(s) => json_response(StatusCode::OK, &s),
-            None => message(StatusCode::NOT_FOUND, &format!("No vault named '{name}'")),
-        }),
-        [entity] => only_get(m, || match EntityKind::from_plural(entity) {
-            Some(k) => json_response(
-                StatusCode::OK,
-                &entity_schema_json(k, sh.settings.router_flavor),
-            ),
-            None => no_entity(entity),
-        }),
-        _ => message(StatusCode::NOT_FOUND, "Not found"),
+/// `GET /schemas/{entity}`: the entity's schema.
+pub(crate) fn entity_schema(sh: &Shared, entity: &str) -> Response<ProxyBody> {
+    match EntityKind::from_plural(entity) {
+        Some(k) => json_response(
+            StatusCode::OK,
+            &entity_schema_json(k, sh.settings.router_flavor),
+        ),
+        None => no_entity(entity),
+    }
+}
+
+/// `GET /schemas/plugins/{name}`: the plugin's schema.
+pub(crate) fn plugin_schema(sh: &Shared, name: &str) -> Response<ProxyBody> {
+    match sh.settings.plugins.get(name) {
+        Some(p) => json_response(StatusCode::OK, &p.to_kong_json()),
+        None => no_plugin(name),
+    }
+}
+
+/// `GET /schemas/vaults/{name}`: the vault type's schema.
+pub(crate) fn vault_schema(name: &str) -> Response<ProxyBody> {
+    match vault_schema_json(name) {
+        Some(s) => json_response(StatusCode::OK, &s),
+        None => message(StatusCode::NOT_FOUND, &format!("No vault named '{name}'")),
     }
 }
 
@@ -69,10 +63,6 @@ pub(crate) fn plugin_config_schema(sh: &Shared, name: &str) -> Response<ProxyBod
     }
 }
 
-fn not_allowed() -> Response<ProxyBody> {
-    message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
-}
-
 fn no_plugin(name: &str) -> Response<ProxyBody> {
     message(StatusCode::NOT_FOUND, &format!("No plugin named '{name}'"))
 }
@@ -81,7 +71,12 @@ fn no_entity(name: &str) -> Response<ProxyBody> {
     message(StatusCode::NOT_FOUND, &format!("No entity named '{name}'"))
 }
 
-async fn validate(sh: &Arc<Shared>, entity: &str, req: Request<Incoming>) -> Response<ProxyBody> {
+/// `POST /schemas/{entity}/validate`.
+pub(crate) async fn validate(
+    sh: &Arc<Shared>,
+    entity: &str,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let Some(kind) = EntityKind::from_plural(entity) else {
         return no_entity(entity);
     };

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod admin;
+mod admin_routes;
 mod admin_schemas;
 mod admin_view;
 pub mod body;

@@ -1315,3 +1315,168 @@ consumers:
     assert_eq!(r.status, 405, "{}", r.text());
     g.gw.shutdown().await;
 }
+
+/// The segments of a path.
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+/// Whether `path` is one of `template`'s (as `GET /endpoints` writes it: a `{parameter}`
+/// takes any segment).
+fn fits(template: &str, path: &str) -> bool {
+    let (t, p) = (segments(template), segments(path));
+    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t.starts_with('{') || t == p)
+}
+
+/// `GET /endpoints` lists every path the admin API serves, and only those, as Kong writes
+/// and sorts them; other methods are refused as on the other read-only endpoints.
+#[tokio::test]
+async fn endpoints_lists_exactly_the_served_paths() {
+    let g = Gw::start(None).await;
+    let a = g.admin;
+    let r = get(a, "localhost", "/endpoints").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    let v = r.json();
+    assert_eq!(v.as_object().unwrap().len(), 1, "only data: {v}");
+    let listed: Vec<String> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    // Kong's format: parameters in braces, an entity's named by its DAO name.
+    for p in [
+        "/",
+        "/endpoints",
+        "/config",
+        "/status",
+        "/services",
+        "/services/{services}",
+        "/services/{services}/routes",
+        "/services/{services}/routes/{routes}",
+        "/routes/{routes}/service",
+        "/consumers/{consumers}/key-auth/{keyauth_credentials}",
+        "/key-auths/{keyauth_credentials}",
+        "/plugins/enabled",
+        "/plugins/schema/{name}",
+        "/schemas/{name}",
+        "/schemas/{db_entity_name}/validate",
+        "/schemas/plugins/{name}",
+        "/tags/{tags}",
+        "/upstreams/{upstreams}/health",
+        "/upstreams/{upstreams}/targets/all",
+        "/upstreams/{upstreams}/targets/{targets}/{address}/healthy",
+    ] {
+        assert!(listed.iter().any(|l| l == p), "{p} not in {listed:?}");
+    }
+    assert!(!listed.iter().any(|l| l.contains(':')), "{listed:?}");
+    // Kong's order: bytewise with `/` before every other byte; no path twice.
+    let mut sorted = listed.clone();
+    sorted.sort_by_key(|p| p.replace('/', "\0"));
+    sorted.dedup();
+    assert_eq!(listed, sorted);
+
+    // Served exactly when listed: a method no admin route takes answers 405 on a served
+    // path and 404 on any other. Probed: every listed path with its parameters filled in,
+    // with one segment more, with a literal segment changed, with a parameter given each
+    // word of the listed paths (the literal routes' precedence), and every path of one or
+    // two of those words.
+    let mut words: std::collections::BTreeSet<&str> = listed
+        .iter()
+        .flat_map(|p| segments(p))
+        .filter(|s| !s.starts_with('{'))
+        .collect();
+    words.insert("x");
+    let path = |segs: &[&str]| format!("/{}", segs.join("/"));
+    let mut probes = std::collections::BTreeSet::new();
+    for t in &listed {
+        let t = segments(t);
+        let filled: Vec<&str> = t
+            .iter()
+            .map(|s| if s.starts_with('{') { "x" } else { *s })
+            .collect();
+        probes.insert(path(&filled));
+        probes.insert(path(&[&filled[..], &["x"]].concat()));
+        for (i, s) in t.iter().enumerate() {
+            let mut p = filled.clone();
+            if s.starts_with('{') {
+                for w in &words {
+                    p[i] = w;
+                    probes.insert(path(&p));
+                }
+            } else {
+                p[i] = "x";
+                probes.insert(path(&p));
+            }
+        }
+    }
+    for w1 in &words {
+        probes.insert(path(&[w1]));
+        for w2 in &words {
+            probes.insert(path(&[w1, w2]));
+        }
+    }
+    let mut c = H1::connect(a).await;
+    let mut served = 0;
+    for p in &probes {
+        let r = c
+            .send(req("TRACE", "localhost", p).body(Full::default()).unwrap())
+            .await;
+        if listed.iter().any(|t| fits(t, p)) {
+            served += 1;
+            assert_eq!(r.status, 405, "TRACE {p}: {}", r.text());
+            assert_eq!(r.json(), json!({"message": "Method not allowed"}), "{p}");
+        } else {
+            assert_eq!(r.status, 404, "TRACE {p} is served but not listed");
+            assert_eq!(r.json(), json!({"message": "Not found"}), "{p}");
+        }
+    }
+    assert!(
+        served >= listed.len(),
+        "{served} of {} probes",
+        probes.len()
+    );
+    // and a listed path answers GET
+    let r = get(a, "localhost", "/upstreams").await;
+    assert_eq!(r.status, 200);
+
+    // Read-only, as the other read-only endpoints.
+    for m in ["POST", "PUT", "PATCH", "DELETE"] {
+        let r = c
+            .send(
+                req(m, "localhost", "/endpoints")
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 405, "{m}");
+        assert_eq!(r.json(), json!({"message": "Method not allowed"}), "{m}");
+    }
+    let r = c
+        .send(
+            req("HEAD", "localhost", "/endpoints")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // The status listener serves its own few paths, not this one.
+    assert_eq!(get(g.status, "localhost", "/endpoints").await.status, 404);
+    let mut s = H1::connect(g.status).await;
+    for (p, status) in [
+        ("/status", 405),
+        ("/upstreams/x/targets/all", 405),
+        ("/upstreams/x/client_certificate", 404),
+        ("/services", 404),
+    ] {
+        let r = s
+            .send(req("TRACE", "localhost", p).body(Full::default()).unwrap())
+            .await;
+        assert_eq!(r.status, status, "status listener: TRACE {p}");
+    }
+    g.gw.shutdown().await;
+}

@@ -1,0 +1,380 @@
+//! The admin and status APIs' routes: one table that both listeners dispatch through
+//! ([`resolve`]) and that `GET /endpoints` lists ([`listed`]), so that what is served and
+//! what is listed cannot differ.
+//!
+//! Paths are written as Kong's `GET /endpoints` writes them: a parameter in braces, named
+//! as Kong names it. An entity's parameter is its DAO name, whatever the collection is
+//! called in the path (`/key-auths/{keyauth_credentials}`,
+//! `/consumers/{consumers}/key-auth/{keyauth_credentials}`); the other routes keep
+//! Kong's names (`/schemas/{db_entity_name}/validate`, `/tags/{tags}`,
+//! `/upstreams/{upstreams}/targets/{targets}/{address}/healthy`).
+//!
+//! The first route that matches a path serves it: literal routes come before the entity
+//! routes whose parameter they would also match (`/plugins/enabled` before
+//! `/plugins/{plugins}`).
+
+use std::cmp::Ordering;
+use std::sync::LazyLock;
+
+use silverback_config::EntityKind;
+
+/// What a route serves: its handler in [`crate::admin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/`
+    Root,
+    /// `/endpoints`
+    Endpoints,
+    /// `/status`
+    Status,
+    /// `/status/ready`
+    Ready,
+    /// `/metrics`
+    Metrics,
+    /// `/config`
+    Config,
+    /// `/plugins/enabled`
+    PluginsEnabled,
+    /// `/plugins/schema/{name}`
+    PluginConfigSchema,
+    /// `/schemas/{name}`
+    EntitySchema,
+    /// `/schemas/plugins/{name}`
+    PluginSchema,
+    /// `/schemas/vaults/{name}`
+    VaultSchema,
+    /// `/schemas/{db_entity_name}/validate`
+    Validate,
+    /// `/tags`
+    Tags,
+    /// `/tags/{tags}`
+    Tagged,
+    /// `/upstreams/{upstreams}/health`
+    UpstreamHealth,
+    /// `/upstreams/{upstreams}/targets/all`
+    AllTargets,
+    /// `/upstreams/{upstreams}/targets/{targets}[/{address}]/healthy` (or `unhealthy`)
+    SetHealth {
+        /// `healthy`, not `unhealthy`
+        healthy: bool,
+    },
+    /// An entity endpoint of this kind (the first segment names the collection): the
+    /// collection, one entity, the entity a foreign key references, a child collection or
+    /// one child.
+    Entities(EntityKind),
+}
+
+/// One segment of a route's path.
+#[derive(Debug)]
+enum Seg {
+    /// This segment, exactly.
+    Lit(String),
+    /// Any segment.
+    Param,
+}
+
+/// One admin (and perhaps status) path.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// The path as Kong's `GET /endpoints` writes it.
+    pub(crate) path: String,
+    segs: Vec<Seg>,
+    /// What it serves.
+    pub(crate) endpoint: Endpoint,
+    /// Also served by the status listener (which serves nothing else).
+    pub(crate) on_status: bool,
+}
+
+impl Route {
+    fn new(path: String, endpoint: Endpoint, on_status: bool) -> Route {
+        let segs = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if s.starts_with('{') {
+                    Seg::Param
+                } else {
+                    Seg::Lit(s.to_string())
+                }
+            })
+            .collect();
+        Route {
+            path,
+            segs,
+            endpoint,
+            on_status,
+        }
+    }
+
+    /// The parameters of `path` (its percent-decoded segments), in order, if it is this
+    /// route's.
+    fn params<'a>(&self, path: &[&'a str]) -> Option<Vec<&'a str>> {
+        if path.len() != self.segs.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (seg, s) in self.segs.iter().zip(path) {
+            match seg {
+                Seg::Lit(l) if l == s => {}
+                Seg::Lit(_) => return None,
+                Seg::Param => params.push(*s),
+            }
+        }
+        Some(params)
+    }
+}
+
+/// Kong's admin names of the credential collections (`admin_api_name`); every kind also
+/// answers to its declarative plural (`/keyauth_credentials`, `/acls`).
+const ADMIN_NAMES: [(&str, EntityKind); 4] = [
+    ("key-auths", EntityKind::KeyauthCredential),
+    ("basic-auths", EntityKind::BasicauthCredential),
+    ("jwts", EntityKind::JwtSecret),
+    ("hmac-auths", EntityKind::HmacauthCredential),
+];
+
+/// The names Kong gives credentials under their consumer (`admin_api_nested_name`:
+/// `/consumers/{c}/key-auth`), besides the collection names.
+const NESTED_NAMES: [(&str, EntityKind); 4] = [
+    ("key-auth", EntityKind::KeyauthCredential),
+    ("basic-auth", EntityKind::BasicauthCredential),
+    ("hmac-auth", EntityKind::HmacauthCredential),
+    ("jwt", EntityKind::JwtSecret),
+];
+
+/// Every entity collection's name in a path, with its kind.
+fn collections() -> impl Iterator<Item = (&'static str, EntityKind)> {
+    ADMIN_NAMES
+        .into_iter()
+        .chain(EntityKind::ALL.into_iter().map(|k| (k.plural(), k)))
+}
+
+/// Admin collection name → entity kind.
+pub(crate) fn kind_of(name: &str) -> Option<EntityKind> {
+    collections().find(|(n, _)| *n == name).map(|(_, k)| k)
+}
+
+/// The kind of a child collection under a parent: a collection name, or the singular one
+/// Kong uses for credentials under a consumer (`/consumers/{c}/key-auth`).
+pub(crate) fn nested_kind_of(child: &str) -> Option<EntityKind> {
+    kind_of(child).or_else(|| {
+        NESTED_NAMES
+            .into_iter()
+            .find(|(n, _)| *n == child)
+            .map(|(_, k)| k)
+    })
+}
+
+/// The route table, in the order paths are matched.
+static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(build);
+
+fn build() -> Vec<Route> {
+    use Endpoint as E;
+    let mut t: Vec<Route> = Vec::new();
+    let mut add = |path: String, e: Endpoint, on_status: bool| {
+        t.push(Route::new(path, e, on_status));
+    };
+    for (path, e, on_status) in [
+        ("/status", E::Status, true),
+        ("/status/ready", E::Ready, true),
+        ("/metrics", E::Metrics, true),
+        ("/", E::Root, false),
+        ("/endpoints", E::Endpoints, false),
+        ("/config", E::Config, false),
+        ("/plugins/enabled", E::PluginsEnabled, false),
+        ("/plugins/schema/{name}", E::PluginConfigSchema, false),
+        ("/schemas/{db_entity_name}/validate", E::Validate, false),
+        ("/schemas/plugins/{name}", E::PluginSchema, false),
+        ("/schemas/vaults/{name}", E::VaultSchema, false),
+        ("/schemas/{name}", E::EntitySchema, false),
+        ("/tags", E::Tags, false),
+        ("/tags/{tags}", E::Tagged, false),
+        // In DB-less mode Kong's status API also serves the upstreams' read-only routes.
+        ("/upstreams/{upstreams}/health", E::UpstreamHealth, true),
+        ("/upstreams/{upstreams}/targets/all", E::AllTargets, true),
+        (
+            "/upstreams/{upstreams}/targets/{targets}/healthy",
+            E::SetHealth { healthy: true },
+            false,
+        ),
+        (
+            "/upstreams/{upstreams}/targets/{targets}/unhealthy",
+            E::SetHealth { healthy: false },
+            false,
+        ),
+        (
+            "/upstreams/{upstreams}/targets/{targets}/{address}/healthy",
+            E::SetHealth { healthy: true },
+            false,
+        ),
+        (
+            "/upstreams/{upstreams}/targets/{targets}/{address}/unhealthy",
+            E::SetHealth { healthy: false },
+            false,
+        ),
+    ] {
+        add(path.to_string(), e, on_status);
+    }
+    // The entity endpoints, for every name of every collection.
+    for (coll, k) in collections() {
+        let e = E::Entities(k);
+        let upstreams = k == EntityKind::Upstream;
+        let one = format!("/{coll}/{{{}}}", k.plural());
+        add(format!("/{coll}"), e, upstreams);
+        add(one.clone(), e, upstreams);
+        // `/routes/{routes}/service`: the entity a foreign key references
+        for (fk, _) in k.foreign_keys() {
+            add(format!("{one}/{fk}"), e, false);
+        }
+        // `/services/{services}/routes[/{routes}]`: the children under their parent
+        for (child, ck) in collections().chain(NESTED_NAMES) {
+            if ck.foreign_keys().iter().any(|(_, p)| *p == k) {
+                add(format!("{one}/{child}"), e, upstreams);
+                add(format!("{one}/{child}/{{{}}}", ck.plural()), e, upstreams);
+            }
+        }
+    }
+    t
+}
+
+/// The route serving `path` (percent-decoded segments) on the admin listener, or on the
+/// status listener when `status`; with the path's parameters, in order.
+pub(crate) fn resolve<'a>(
+    status: bool,
+    path: &[&'a str],
+) -> Option<(&'static Route, Vec<&'a str>)> {
+    ROUTES
+        .iter()
+        .filter(|r| !status || r.on_status)
+        .find_map(|r| r.params(path).map(|p| (r, p)))
+}
+
+/// Kong's order of `GET /endpoints`: bytewise, with `/` before every other byte, so that
+/// a path's sub-paths follow it before any longer name (`/a`, `/a/z`, `/ab`).
+fn kong_order(a: &str, b: &str) -> Ordering {
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.bytes().map(key).cmp(b.bytes().map(key))
+}
+
+static LISTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut paths: Vec<&'static str> = ROUTES.iter().map(|r| r.path.as_str()).collect();
+    paths.sort_by(|a, b| kong_order(a, b));
+    paths.dedup();
+    paths
+});
+
+/// Every path the admin listener serves, as `GET /endpoints` lists them.
+pub(crate) fn listed() -> &'static [&'static str] {
+    &LISTED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `path` with every parameter given the value `v`, as segments.
+    fn instance<'a>(path: &'a str, v: &'a str) -> Vec<&'a str> {
+        path.split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| if s.starts_with('{') { v } else { s })
+            .collect()
+    }
+
+    #[test]
+    fn every_route_serves_its_own_paths() {
+        // No route is hidden behind an earlier one: each is the first match of its paths
+        // (a parameter's value that is no literal of the table).
+        for r in ROUTES.iter() {
+            let segs = instance(&r.path, "v0");
+            let (found, params) = resolve(false, &segs).expect(&r.path);
+            assert_eq!(found.path, r.path);
+            assert!(params.iter().all(|p| *p == "v0"), "{}", r.path);
+            assert_eq!(params.len(), r.path.matches('{').count(), "{}", r.path);
+            if r.on_status {
+                assert_eq!(resolve(true, &segs).map(|(f, _)| &f.path), Some(&r.path));
+            } else {
+                assert!(resolve(true, &segs).is_none(), "{}", r.path);
+            }
+        }
+    }
+
+    #[test]
+    fn paths_are_written_as_kong_writes_them() {
+        let l = listed();
+        for p in [
+            "/",
+            "/endpoints",
+            "/services/{services}/routes/{routes}",
+            "/routes/{routes}/service",
+            "/key-auths/{keyauth_credentials}",
+            "/consumers/{consumers}/key-auth/{keyauth_credentials}",
+            "/schemas/{db_entity_name}/validate",
+            "/plugins/schema/{name}",
+            "/tags/{tags}",
+            "/upstreams/{upstreams}/targets/{targets}/{address}/unhealthy",
+        ] {
+            assert!(l.contains(&p), "{p} in {l:?}");
+        }
+        assert!(
+            l.windows(2)
+                .all(|w| kong_order(w[0], w[1]) == Ordering::Less)
+        );
+        assert_eq!(l.len(), ROUTES.len(), "one route per path");
+        // the status listener serves its own few
+        let status: Vec<&str> = ROUTES
+            .iter()
+            .filter(|r| r.on_status)
+            .map(|r| r.path.as_str())
+            .collect();
+        assert_eq!(
+            status,
+            [
+                "/status",
+                "/status/ready",
+                "/metrics",
+                "/upstreams/{upstreams}/health",
+                "/upstreams/{upstreams}/targets/all",
+                "/upstreams",
+                "/upstreams/{upstreams}",
+                "/upstreams/{upstreams}/targets",
+                "/upstreams/{upstreams}/targets/{targets}",
+            ]
+        );
+    }
+
+    #[test]
+    fn kongs_order_puts_sub_paths_first() {
+        let mut v = vec!["/ab/a", "/a/z", "/ab", "/a", "/a-b", "/a/b"];
+        v.sort_by(|a, b| kong_order(a, b));
+        assert_eq!(v, ["/a", "/a/b", "/a/z", "/a-b", "/ab", "/ab/a"]);
+    }
+
+    #[test]
+    fn literal_routes_come_first() {
+        let at = |p: &str| {
+            let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+            resolve(false, &segs).map(|(r, _)| r.endpoint)
+        };
+        assert_eq!(at("/plugins/enabled"), Some(Endpoint::PluginsEnabled));
+        assert_eq!(
+            at("/plugins/x"),
+            Some(Endpoint::Entities(EntityKind::Plugin))
+        );
+        assert_eq!(at("/upstreams/u/targets/all"), Some(Endpoint::AllTargets));
+        assert_eq!(at("/schemas/plugins/validate"), Some(Endpoint::Validate));
+        assert_eq!(at("/services/s/nope"), None);
+        assert_eq!(at("/services/s/routes/r/x"), None);
+    }
+
+    #[test]
+    fn names_map_to_kinds() {
+        assert_eq!(kind_of("services"), Some(EntityKind::Service));
+        assert_eq!(kind_of("key-auths"), Some(EntityKind::KeyauthCredential));
+        assert_eq!(kind_of("key-auth"), None);
+        assert_eq!(
+            nested_kind_of("key-auth"),
+            Some(EntityKind::KeyauthCredential)
+        );
+        assert_eq!(kind_of("nope"), None);
+    }
+}
