@@ -180,6 +180,22 @@ async fn route(
         (Endpoint::AllTargets, [u]) => only_get(&m, || all_targets(sh, u, q)),
         (Endpoint::SetHealth { healthy }, [u, t]) => set_health(sh, &m, u, t, None, healthy),
         (Endpoint::SetHealth { healthy }, [u, t, a]) => set_health(sh, &m, u, t, Some(a), healthy),
+        (Endpoint::LogLevel, []) => only_get(&m, || {
+            let level = sh.settings.log_level.current();
+            json_response(
+                StatusCode::OK,
+                &json!({ "message": format!("log level: {level}") }),
+            )
+        }),
+        (Endpoint::SetLogLevel, [level]) if m == Method::PUT => set_log_level(sh, level, q),
+        // (changing every node's level needs the cluster events of a database)
+        (Endpoint::SetClusterLogLevel, [_]) if m == Method::PUT => message(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "cannot change log level when not using a database",
+        ),
+        (Endpoint::SetLogLevel | Endpoint::SetClusterLogLevel, [_]) => {
+            message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        }
         (Endpoint::Entities(k), _) => match segs.split_first() {
             Some((coll, rest)) if m == Method::GET || m == Method::HEAD => {
                 entities(sh, coll, k, rest, q)
@@ -190,6 +206,23 @@ async fn route(
         // A route whose parameters do not fit its endpoint (none: the table's tests and
         // the admin tests' probe of every listed path check it).
         _ => message(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+/// `PUT /debug/node/log-level/{level}[?timeout=N]`: Kong's answers (200 `log level changed`
+/// or `log level is already X`; 400 for an unknown level or a negative timeout).
+fn set_log_level(sh: &Shared, level: &str, q: Option<&str>) -> Response<ProxyBody> {
+    use crate::log_level::{Set, SetError, parse_timeout};
+    let timeout = query_param(q, "timeout");
+    let timeout = match parse_timeout(timeout.as_deref()) {
+        Ok(t) => t,
+        Err(why) => return message(StatusCode::BAD_REQUEST, why),
+    };
+    match sh.settings.log_level.set(level, timeout) {
+        Ok(Set::Changed) => message(StatusCode::OK, "log level changed"),
+        Ok(Set::Already) => message(StatusCode::OK, &format!("log level is already {level}")),
+        Err(e @ SetError::Unknown(_)) => message(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e @ SetError::Failed(_)) => message(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

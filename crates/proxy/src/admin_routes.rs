@@ -58,6 +58,12 @@ pub(crate) enum Endpoint {
         /// `healthy`, not `unhealthy`
         healthy: bool,
     },
+    /// `/debug/node/log-level`
+    LogLevel,
+    /// `/debug/node/log-level/{log_level}`
+    SetLogLevel,
+    /// `/debug/cluster/log-level/{log_level}`
+    SetClusterLogLevel,
     /// An entity endpoint of this kind (the first segment names the collection): the
     /// collection, one entity, the entity a foreign key references, a child collection or
     /// one child.
@@ -189,6 +195,13 @@ fn build() -> Vec<Route> {
         ("/schemas/{name}", E::EntitySchema, false),
         ("/tags", E::Tags, false),
         ("/tags/{tags}", E::Tagged, false),
+        ("/debug/node/log-level", E::LogLevel, false),
+        ("/debug/node/log-level/{log_level}", E::SetLogLevel, false),
+        (
+            "/debug/cluster/log-level/{log_level}",
+            E::SetClusterLogLevel,
+            false,
+        ),
         // In DB-less mode Kong's status API also serves the upstreams' read-only routes.
         ("/upstreams/{upstreams}/health", E::UpstreamHealth, true),
         ("/upstreams/{upstreams}/targets/all", E::AllTargets, true),

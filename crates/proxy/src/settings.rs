@@ -414,6 +414,9 @@ pub struct Settings {
     pub router_flavor: RouterFlavor,
     /// Plugins this node implements (reported by `GET /`, used to validate `POST /config`).
     pub plugins: Arc<PluginRegistry>,
+    /// The node's log level, as `/debug/node/log-level` shows and changes it (default: fixed
+    /// at Kong's `notice`; the binary supplies one that changes its logging).
+    pub log_level: Arc<crate::log_level::LogLevel>,
     /// Worker threads of the proxy runtime the binary builds (`nginx_worker_processes`);
     /// `None` means one per core. [`crate::Gateway::start`] itself runs on the caller's runtime.
     pub worker_threads: Option<usize>,
@@ -526,6 +529,7 @@ impl Default for Settings {
             real_ip_recursive: false,
             router_flavor: RouterFlavor::TraditionalCompatible,
             plugins: Arc::new(PluginRegistry::new()),
+            log_level: Arc::new(crate::log_level::LogLevel::fixed()),
             worker_threads: None,
             server_token: format!("kong/{}", crate::KONG_VERSION),
             headers: Headers::default(),

@@ -57,6 +57,7 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
             .map_err(|e| {
             anyhow::anyhow!("nginx_http_client_max_body_size: {e}")
         })?,
+        log_level: crate::log_level(),
         ..Settings::default()
     })
 }

@@ -17,7 +17,10 @@ use cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_env();
-    init_tracing(&cli.log_level, cli.log_format);
+    if let Err(e) = init_tracing(&cli.log_level, cli.log_format) {
+        eprintln!("silverback: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Version => {
@@ -52,16 +55,53 @@ fn log_filter(level: &str) -> String {
     }
 }
 
-fn init_tracing(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The node's log level, set up by [`init_tracing`]: what the admin API's
+/// `/debug/node/log-level` shows and changes.
+static LOG_LEVEL: std::sync::OnceLock<std::sync::Arc<silverback_proxy::log_level::LogLevel>> =
+    std::sync::OnceLock::new();
+
+/// The log level set up at start (a fixed one if logging was not set up by [`init_tracing`]).
+pub fn log_level() -> std::sync::Arc<silverback_proxy::log_level::LogLevel> {
+    LOG_LEVEL
+        .get_or_init(|| std::sync::Arc::new(silverback_proxy::log_level::LogLevel::fixed()))
+        .clone()
+}
+
+/// Sets up logging to stderr with the filter of `--log-level` (an invalid one is an error
+/// that names it), behind a reload handle that `/debug/node/log-level` changes.
+fn init_tracing(level: &str, format: LogFormat) -> Result<(), String> {
+    use tracing_subscriber::{EnvFilter, fmt, prelude::*, reload};
+    let configured = log_filter(level);
+    let filter =
+        EnvFilter::try_new(&configured).map_err(|e| format!("invalid log level '{level}': {e}"))?;
+    // Kong's name of the configured level, as `GET /debug/node/log-level` shows it
+    let shown = if silverback_proxy::log_level::filter_of(level).is_some() {
+        level.to_string()
+    } else {
+        use tracing_subscriber::filter::LevelFilter;
+        match filter.max_level_hint() {
+            Some(LevelFilter::INFO) => "info",
+            Some(LevelFilter::WARN) => "warn",
+            Some(LevelFilter::ERROR) => "error",
+            Some(LevelFilter::OFF) => "emerg",
+            _ => "debug",
+        }
+        .to_string()
+    };
+    let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let out = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(out).init(),
+        LogFormat::Json => registry.with(out.json()).init(),
     }
+    let apply = move |f: &str| {
+        let filter = EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    };
+    let level = silverback_proxy::log_level::LogLevel::new(&shown, &configured, Box::new(apply));
+    // (set once, before anything reads it)
+    let _ = LOG_LEVEL.set(std::sync::Arc::new(level));
+    Ok(())
 }

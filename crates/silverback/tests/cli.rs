@@ -240,6 +240,106 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
     assert!(!lower.contains("x-kong-response-latency"), "{miss}");
 }
 
+/// Sends `request` as is, returns the answer (read until the server closes, at most 5 s).
+fn http_raw(port: u16, request: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Some(out)
+}
+
+/// `/debug/node/log-level`: the level given at start (in Kong's names), changed through the
+/// admin API for a timeout, changes what is logged, then the configured level returns.
+#[test]
+fn the_log_level_changes_through_the_admin_api_for_its_timeout() {
+    let (proxy, admin, status) = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_silverback"))
+        .args(["proxy"])
+        .env("KONG_LOG_LEVEL", "notice")
+        .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
+        .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("KONG_STATUS_LISTEN", format!("127.0.0.1:{status}"))
+        .env("KONG_NGINX_WORKER_PROCESSES", "1")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _child = Child(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let level = loop {
+        if let Some(r) = http_get(admin, "/debug/node/log-level") {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        level.ends_with("{\"message\":\"log level: notice\"}"),
+        "{level}"
+    );
+    // a refused head is logged at debug level only
+    let refused = || {
+        let r = http_raw(proxy, "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n").unwrap();
+        assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    };
+    let logged = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap()
+            .matches("request head refused")
+            .count()
+    };
+    let put = |path: &str| {
+        http_raw(
+            admin,
+            &format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+        )
+        .unwrap()
+    };
+    refused();
+    let r = put("/debug/node/log-level/verbose");
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.ends_with("\"unknown log level: verbose\"}"),
+        "{r}"
+    );
+    let r = put("/debug/node/log-level/debug?timeout=2");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.ends_with("\"log level changed\"}"),
+        "{r}"
+    );
+    let r = http_get(admin, "/debug/node/log-level").unwrap();
+    assert!(r.ends_with("\"log level: debug\"}"), "{r}");
+    refused();
+    // the change lasts its timeout: then notice again, and debug lines stop
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let r = http_get(admin, "/debug/node/log-level").unwrap();
+    assert!(r.ends_with("\"log level: notice\"}"), "{r}");
+    refused();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        logged(),
+        1,
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap()
+    );
+}
+
+#[test]
+fn an_invalid_log_level_is_refused_at_start() {
+    let out = silverback(&["--log-level", "loud==", "version"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid log level 'loud=='"), "{stderr}");
+}
+
 #[test]
 fn proxy_refuses_an_invalid_file_naming_the_error() {
     let dir = tempfile::tempdir().unwrap();
