@@ -34,20 +34,9 @@ trap cleanup EXIT
 . "$(dirname "$0")/nginx.sh"
 start_nginx_pair
 BEW=$(pgrep -P "$(cat "$W/backend.pid")" | head -1) # the backend's worker
-start() { # bin port extra-args -> pid (admin on port+1, status on port+2)
-  # shellcheck disable=SC2086 # the extra arguments are split on purpose
-  taskset -c 0 "$1" proxy --proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$(($2 + 1))" \
-    --status-listen "127.0.0.1:$(($2 + 2))" --nginx-worker-processes 1 $3 >"$W/gw-$2.out" 2>&1 &
-  echo $!
-}
 echo "A: $A ${A_ARGS:-}"; echo "B: $B ${B_ARGS:-}"
-PA=$(start "$A" $GA "${A_ARGS:-}"); PB=$(start "$B" $GB "${B_ARGS:-}")
-printf '{"_format_version":"3.0","services":[{"name":"be","url":"http://127.0.0.1:%s","routes":[{"name":"all","paths":["/"]}]}]}' "$BE" >"$W/one.json"
-for p in $GA $GB; do
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$(($p + 1))/status" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://127.0.0.1:$(($p + 1))/status" >/dev/null || { echo "the gateway on port $p did not start:"; cat "$W/gw-$p.out"; exit 1; }
-  curl -sf -o /dev/null -X POST -H 'content-type: application/json' --data-binary @"$W/one.json" "http://127.0.0.1:$(($p + 1))/config"
-done
+PA=$(start_gateway "$A" $GA "${A_ARGS:-}"); PB=$(start_gateway "$B" $GB "${B_ARGS:-}")
+for p in $GA $GB; do load_one_route $p; done
 # Busy time of CPU 1 (the backend and wrk, and whatever else runs there), in clock ticks.
 cpu1_busy() { awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 cpu0_busy() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }

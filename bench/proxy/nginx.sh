@@ -1,5 +1,5 @@
 # Sourced by the proxy benchmarks. Needs W (a scratch directory), BE (backend port) and NGX
-# (proxy port).
+# (proxy port). Also starts the gateways under test the same way in each script.
 
 # Writes $W/backend.conf: the backend nginx (one worker, answers "hello world\n"), its pid in
 # $W/backend.pid.
@@ -44,4 +44,23 @@ CONF
   taskset -c 0 nginx -c "$W/proxy.conf" -p "$W" -e "$W/proxy.err"
   for _ in $(seq 1 50); do [ -s "$W/proxy.pid" ] && break; sleep 0.1; done
   NGXW=$(pgrep -P "$(cat "$W/proxy.pid")" | head -1) # the worker that does the proxying
+}
+
+# Starts gateway binary $1 on CPU 0 with one worker: proxy on port $2, admin on $2+1, status on
+# $2+2, extra `silverback proxy` flags $3 (split on spaces); output in $W/gw-$2.out. Prints its
+# pid.
+start_gateway() {
+  # shellcheck disable=SC2086 # the extra arguments are split on purpose
+  taskset -c 0 "$1" proxy --proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$(($2 + 1))" \
+    --status-listen "127.0.0.1:$(($2 + 2))" --nginx-worker-processes 1 $3 >"$W/gw-$2.out" 2>&1 &
+  echo $!
+}
+
+# Waits for the gateway on port $1 to answer (or fails, showing its output), then loads one
+# service on the backend with a route for `/`.
+load_one_route() {
+  printf '{"_format_version":"3.0","services":[{"name":"be","url":"http://127.0.0.1:%s","routes":[{"name":"all","paths":["/"]}]}]}' "$BE" >"$W/one.json"
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$(($1 + 1))/status" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$(($1 + 1))/status" >/dev/null || { echo "the gateway on port $1 did not start:"; cat "$W/gw-$1.out"; exit 1; }
+  curl -sf -o /dev/null -X POST -H 'content-type: application/json' --data-binary @"$W/one.json" "http://127.0.0.1:$(($1 + 1))/config"
 }

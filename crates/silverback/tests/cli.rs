@@ -163,6 +163,21 @@ impl Drop for Child {
     }
 }
 
+/// The first answer to `GET path` on `port`, retried while the process starts (20 s at most).
+fn wait_for(port: u16, path: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(r) = http_get(port, path) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn http_get(port: u16, path: &str) -> Option<String> {
     http_get_with(port, path, "")
 }
@@ -207,17 +222,7 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
         .spawn()
         .unwrap();
     let _child = Child(child);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let resp = loop {
-        if let Some(r) = http_get(proxy, "/status") {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the proxy did not come up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let resp = wait_for(proxy, "/status");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(
         resp.contains("\"configuration_hash\""),
@@ -271,17 +276,7 @@ fn the_log_level_changes_through_the_admin_api_for_its_timeout() {
         .spawn()
         .unwrap();
     let _child = Child(child);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let level = loop {
-        if let Some(r) = http_get(admin, "/debug/node/log-level") {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the proxy did not come up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let level = wait_for(admin, "/debug/node/log-level");
     assert!(
         level.ends_with("{\"message\":\"log level: notice\"}"),
         "{level}"
