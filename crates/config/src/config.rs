@@ -65,6 +65,12 @@ pub struct Config {
     /// `hmacauth_credentials`
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hmacauth_credentials: Vec<HmacauthCredential>,
+    /// `key_sets`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_sets: Vec<KeySet>,
+    /// `keys`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<Key>,
     /// Whether load-time transformations (password hashing) are still to be applied:
     /// `false` for a loaded configuration, exported as `_transform`.
     #[serde(skip)]
@@ -91,6 +97,8 @@ impl Default for Config {
             jwt_secrets: vec![],
             acls: vec![],
             hmacauth_credentials: vec![],
+            key_sets: vec![],
+            keys: vec![],
             transform: true,
         }
     }
@@ -140,6 +148,8 @@ impl Config {
             + self.jwt_secrets.len()
             + self.acls.len()
             + self.hmacauth_credentials.len()
+            + self.key_sets.len()
+            + self.keys.len()
     }
 
     /// The flat declarative document (`_format_version: "3.0"`, every entity at top level,
@@ -155,8 +165,8 @@ impl Config {
     }
 
     /// The nested declarative document: routes inside services, targets inside upstreams,
-    /// snis inside certificates, credentials inside consumers, and plugins inside their only
-    /// parent. Entities with several parents stay at top level with their references.
+    /// snis inside certificates, credentials inside consumers, keys inside key sets, and
+    /// plugins inside their only parent. Entities with several parents stay at top level with their references.
     pub fn to_nested_value(&self) -> Value {
         let flat = self.to_flat_value();
         let Value::Object(mut doc) = flat else {
@@ -175,6 +185,7 @@ impl Config {
             ("jwt_secrets", "consumer", "consumers"),
             ("acls", "consumer", "consumers"),
             ("hmacauth_credentials", "consumer", "consumers"),
+            ("keys", "set", "key_sets"),
         ];
         const PLUGIN_SCOPES: [&str; 4] = ["route", "service", "consumer", "consumer_group"];
         for (child, fk, parent) in nestings {

@@ -49,11 +49,15 @@ pub enum EntityKind {
     Acl,
     /// `hmacauth_credentials`
     HmacauthCredential,
+    /// `key_sets`
+    KeySet,
+    /// `keys`
+    Key,
 }
 
 impl EntityKind {
     /// All kinds, parents before children (the canonical output order).
-    pub const ALL: [EntityKind; 17] = [
+    pub const ALL: [EntityKind; 19] = [
         EntityKind::Vault,
         EntityKind::Certificate,
         EntityKind::CaCertificate,
@@ -71,6 +75,8 @@ impl EntityKind {
         EntityKind::JwtSecret,
         EntityKind::Acl,
         EntityKind::HmacauthCredential,
+        EntityKind::KeySet,
+        EntityKind::Key,
     ];
 
     /// The key of the entity's array in a declarative file (`services`).
@@ -94,6 +100,8 @@ impl EntityKind {
             JwtSecret => "jwt_secrets",
             Acl => "acls",
             HmacauthCredential => "hmacauth_credentials",
+            KeySet => "key_sets",
+            Key => "keys",
         }
     }
 
@@ -113,7 +121,7 @@ impl EntityKind {
         use EntityKind::*;
         match self {
             Vault => Some("prefix"),
-            Sni | Service | Route | Upstream | ConsumerGroup => Some("name"),
+            Sni | Service | Route | Upstream | ConsumerGroup | KeySet | Key => Some("name"),
             Consumer => Some("username"),
             Target => Some("target"),
             KeyauthCredential | JwtSecret => Some("key"),
@@ -134,6 +142,7 @@ impl EntityKind {
             Acl => Some(&["consumer", "group"]),
             Vault => Some(&["prefix"]),
             CaCertificate => Some(&["cert_digest"]),
+            Key => Some(&["kid", "set"]),
             _ => None,
         }
     }
@@ -162,6 +171,7 @@ impl EntityKind {
                 &[("consumer", Consumer)]
             }
             ConsumerGroupConsumer => &[("consumer_group", ConsumerGroup), ("consumer", Consumer)],
+            Key => &[("set", KeySet)],
             _ => &[],
         }
     }
@@ -523,6 +533,22 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::string("secret").auto());
             f.push(t::tags());
             f.push(Field::any_integer("created_at"));
+        }
+        KeySet => {
+            f.push(Field::string("name").unique());
+            f.push(t::tags());
+            timestamps(&mut f);
+        }
+        Key => {
+            f.push(Field::foreign("set", "key_sets"));
+            f.push(Field::string("name").unique());
+            f.push(Field::string("kid").required());
+            // a JSON Web Key as a JSON string, checked by the record check below
+            f.push(Field::string("jwk"));
+            f.push(Field::record("pem", crate::keys::pem_record()).check(crate::keys::check_pem));
+            f.push(t::tags());
+            timestamps(&mut f);
+            checks.push(std::sync::Arc::new(crate::keys::check_key));
         }
     }
     Record { fields: f, checks }
@@ -1445,3 +1471,86 @@ redacted_debug!(
     JwtSecret,
     HmacauthCredential
 );
+
+/// A set of keys (Kong 3.x `key_sets`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeySet {
+    /// Primary key.
+    pub id: Uuid,
+    /// Unique name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Creation time, s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    /// Update time, s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+}
+
+/// A key pair in PEM form (a `keys` entity's `pem`): at least one of the two.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyPem {
+    /// PEM private key (or a vault reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// PEM public key (or a vault reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+/// A key (Kong 3.x `keys`): a JSON Web Key or a PEM pair, named by `kid`, optionally in a
+/// key set.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Key {
+    /// Primary key.
+    pub id: Uuid,
+    /// The key set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<ForeignKey>,
+    /// Unique name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Key id.
+    pub kid: String,
+    /// The JSON Web Key, as a JSON string (or a vault reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwk: Option<String>,
+    /// The PEM pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pem: Option<KeyPem>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Creation time, s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    /// Update time, s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+}
+
+impl std::fmt::Debug for KeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A private key is a secret: never print it.
+        f.debug_struct("KeyPem")
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A JWK may hold private members: never print it.
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .field("set", &self.set)
+            .field("name", &self.name)
+            .field("kid", &self.kid)
+            .field("pem", &self.pem)
+            .finish_non_exhaustive()
+    }
+}

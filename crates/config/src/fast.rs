@@ -1170,6 +1170,8 @@ fn kind_len(cfg: &Config, kind: EntityKind) -> usize {
         JwtSecret => cfg.jwt_secrets.len(),
         Acl => cfg.acls.len(),
         HmacauthCredential => cfg.hmacauth_credentials.len(),
+        KeySet => cfg.key_sets.len(),
+        Key => cfg.keys.len(),
     }
 }
 
@@ -1201,6 +1203,7 @@ fn set_fk(cfg: &mut Config, kind: EntityKind, i: usize, fk: &str, id: Uuid) -> O
         (ConsumerGroupConsumer, "consumer") => {
             cfg.consumer_group_consumers.get_mut(i)?.consumer = key
         }
+        (Key, "set") => cfg.keys.get_mut(i)?.set = Some(key),
         _ => return None,
     }
     Some(())
@@ -1412,6 +1415,9 @@ upstreams:
 
     #[test]
     fn fast_path_matches_the_reporting_path() {
+        let mut jwk: Value = serde_json::from_str(&pem("rsa.jwk")).expect("JSON fixture");
+        jwk["kid"] = json!("jwk-1");
+        let jwk = jwk.to_string();
         let every = json!({
             "_format_version": "3.0",
             "_comment": "every entity, nested",
@@ -1468,7 +1474,12 @@ upstreams:
                 "hash_fallback": "header", "hash_fallback_header": "x-b"}],
             "plugins": [{"name": "example-limit", "config": {"minute": 1000}, "tags": ["global"]},
                         {"name": "example-limit", "route": "echo-route", "service": "echo",
-                         "consumer_group": "gold"}]
+                         "consumer_group": "gold"}],
+            "key_sets": [{"name": "signing", "tags": ["ks"], "keys": [
+                {"name": "jwk-1", "kid": "jwk-1", "jwk": jwk},
+                {"name": "pem-1", "kid": "pem-1",
+                 "pem": {"private_key": pem("rsa.key"), "public_key": pem("rsa.pub")}}]}],
+            "keys": [{"name": "loose", "kid": "ec", "set": "signing", "pem": {"public_key": pem("ec.pub")}}]
         });
         same(every.clone(), RouterFlavor::TraditionalCompatible);
         same(every.clone(), RouterFlavor::Traditional);
@@ -1502,6 +1513,9 @@ upstreams:
         let mut dangling = ok.clone();
         dangling["routes"][0]["service"] = json!("nope");
         same(dangling, RouterFlavor::TraditionalCompatible);
+        let mut no_set = ok.clone();
+        no_set["keys"] = json!([{"kid": "k", "set": "nope", "pem": {"public_key": pem("ec.pub")}}]);
+        same(no_set, RouterFlavor::TraditionalCompatible);
         let mut dup = ok.clone();
         dup["services"][1]["name"] = json!("a");
         same(dup, RouterFlavor::TraditionalCompatible);

@@ -2,7 +2,7 @@
 //!
 //! Kong derives a namespace per entity type as `v5(fd02801f-0957-4a15-a55a-c8d9606f30b5,
 //! "<plural>")` and the id as `v5(namespace, key)`, where the key is:
-//! - for entities with a cache key (targets, plugins, credentials, acls, vaults):
+//! - for entities with a cache key (targets, plugins, credentials, acls, vaults, keys):
 //!   `"<plural>:*:<part>:<part>..."`; a part is the field's string value, the parent's id for
 //!   the reference a nesting fills, or `""` when an optional field is absent (reference
 //!   objects `{"id": ..}` contribute nothing);
@@ -69,6 +69,7 @@ pub fn kong_key<I: Input + ?Sized>(
                 (EntityKind::Target, _)
                     | (EntityKind::Acl, _)
                     | (EntityKind::Plugin, "name")
+                    | (EntityKind::Key, "kid")
                     | (_, "username")
                     | (_, "prefix")
             )
@@ -229,6 +230,34 @@ mod tests {
             "s"
         );
         assert!(kong_key(EntityKind::Service, &obj(json!({"host": "h"})), None).is_none());
+    }
+
+    #[test]
+    fn key_cache_keys() {
+        let set = Uuid::nil();
+        assert_eq!(
+            kong_key(
+                EntityKind::Key,
+                &obj(json!({"kid": "a", "name": "n"})),
+                Some((Some(set), "set"))
+            )
+            .unwrap(),
+            format!("keys:*:a:{set}")
+        );
+        assert_eq!(
+            kong_key(EntityKind::Key, &obj(json!({"kid": "a"})), None).unwrap(),
+            "keys:*:a:"
+        );
+        assert_eq!(
+            kong_key(EntityKind::Key, &obj(json!({"kid": "a", "set": "s"})), None).unwrap(),
+            "keys:*:a:s"
+        );
+        // no kid (an invalid key): no key to hash
+        assert!(kong_key(EntityKind::Key, &obj(json!({"name": "n"})), None).is_none());
+        assert_eq!(
+            kong_key(EntityKind::KeySet, &obj(json!({"name": "s"})), None).unwrap(),
+            "s"
+        );
     }
 
     #[test]

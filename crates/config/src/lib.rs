@@ -35,6 +35,7 @@ pub mod error;
 pub mod expression;
 mod fast;
 pub mod ids;
+pub mod keys;
 pub mod load;
 pub mod parse;
 pub mod pki;

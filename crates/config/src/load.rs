@@ -859,6 +859,8 @@ pub(crate) fn push_typed(
         EntityKind::JwtSecret => cfg.jwt_secrets.push(f(v)?),
         EntityKind::Acl => cfg.acls.push(f(v)?),
         EntityKind::HmacauthCredential => cfg.hmacauth_credentials.push(f(v)?),
+        EntityKind::KeySet => cfg.key_sets.push(f(v)?),
+        EntityKind::Key => cfg.keys.push(f(v)?),
     }
     Ok(())
 }

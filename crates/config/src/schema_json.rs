@@ -372,6 +372,106 @@ mod tests {
         );
     }
 
+    #[test]
+    fn key_and_key_set_schemas() {
+        let ks = entity_schema_json(EntityKind::KeySet, RouterFlavor::TraditionalCompatible);
+        let names = |s: &Value| -> Vec<String> {
+            s["fields"]
+                .as_array()
+                .expect("fields")
+                .iter()
+                .filter_map(|f| f.as_object()?.keys().next().cloned())
+                .collect()
+        };
+        assert_eq!(
+            names(&ks),
+            ["id", "name", "tags", "created_at", "updated_at"]
+        );
+        assert_eq!(
+            field(&ks, "name"),
+            &json!({"type": "string", "unique": true})
+        );
+        let k = entity_schema_json(EntityKind::Key, RouterFlavor::TraditionalCompatible);
+        assert_eq!(
+            names(&k),
+            [
+                "id",
+                "set",
+                "name",
+                "kid",
+                "jwk",
+                "pem",
+                "tags",
+                "created_at",
+                "updated_at"
+            ]
+        );
+        assert_eq!(
+            field(&k, "set"),
+            &json!({"type": "foreign", "reference": "key_sets"})
+        );
+        assert_eq!(
+            field(&k, "kid"),
+            &json!({"type": "string", "required": true})
+        );
+        assert_eq!(field(&k, "jwk"), &json!({"type": "string"}));
+        assert_eq!(
+            field(&k, "pem"),
+            &json!({"type": "record", "fields": [
+                {"private_key": {"type": "string"}},
+                {"public_key": {"type": "string"}},
+            ]})
+        );
+    }
+
+    #[test]
+    fn key_violations_read_as_kongs() {
+        let plugins = PluginRegistry::new();
+        let opts = LoadOptions {
+            router_flavor: RouterFlavor::TraditionalCompatible,
+            plugins: &plugins,
+            now_unix: None,
+        };
+        let obj = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        };
+        // Kong's admin API answers these (spec 21-admin-api-keys): the same rules here
+        let e = validate_entity(
+            EntityKind::Key,
+            &obj(json!({"kid": "35", "jwk": "\"kid\":test"})),
+            &opts,
+        );
+        assert_eq!(
+            schema_violation(&e)["message"],
+            "schema violation (could not json decode jwk string)"
+        );
+        let e = validate_entity(
+            EntityKind::Key,
+            &obj(json!({"kid": "36", "jwk": "{\"kid\": \"36\"}"})),
+            &opts,
+        );
+        assert_eq!(
+            schema_violation(&e)["message"],
+            "schema violation (could not load JWK, likely not a valid key)"
+        );
+        let e = validate_entity(
+            EntityKind::Key,
+            &obj(json!({"kid": "a", "jwk": "{\"kid\": \"b\"}"})),
+            &opts,
+        );
+        assert_eq!(
+            schema_violation(&e)["message"],
+            "schema violation (kid in jwk.kid must be equal to keys.kid)"
+        );
+        let e = validate_entity(EntityKind::Key, &obj(json!({"pem": {}})), &opts);
+        assert_eq!(
+            schema_violation(&e)["message"],
+            "2 schema violations (kid: required field missing; pem.@entity: {\n  \"at least one of these fields must be non-empty: 'private_key', 'public_key'\"\n})"
+        );
+        assert!(validate_entity(EntityKind::KeySet, &obj(json!({"name": "s"})), &opts).is_empty());
+    }
+
     fn example_plugin() -> PluginSchema {
         let mut p = PluginSchema::http(
             "example-auth",

@@ -562,6 +562,184 @@ fn certificates() {
     );
 }
 
+/// `rsa.key`'s public half as a JWK string with `kid`, and extra members.
+fn jwk_with(kid: &str, extra: serde_json::Value) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&pem("rsa.jwk")).expect("JSON fixture");
+    v["kid"] = json!(kid);
+    if let (Some(m), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
+        m.extend(x);
+    }
+    v.to_string()
+}
+
+#[test]
+fn keys_and_key_sets() {
+    let v = "3.0";
+    let key = |k: serde_json::Value| json!({"_format_version": v, "keys": [k]});
+    let pair = |private: &str, public: &str| {
+        key(json!({"name": "p", "kid": "p",
+                   "pem": {"private_key": pem(private), "public_key": pem(public)}}))
+    };
+    // the entity checks of keys.lua, in Kong's words
+    check_value(
+        "neither jwk nor pem",
+        key(json!({"name": "k", "kid": "k"})),
+        &["key[k] @entity: at least one of these fields must be non-empty: 'jwk', 'pem'"],
+    );
+    check_value(
+        "both jwk and pem",
+        key(
+            json!({"name": "k", "kid": "k", "jwk": jwk_with("k", json!({})),
+                   "pem": {"public_key": pem("rsa.pub")}}),
+        ),
+        &["key[k] @entity: only one or none of these fields must be set: 'jwk', 'pem'"],
+    );
+    check_value(
+        "kid required",
+        key(json!({"name": "k", "jwk": jwk_with("k", json!({}))})),
+        &["key[k] kid: required field missing"],
+    );
+    check_value(
+        "jwk not JSON",
+        key(json!({"name": "k", "kid": "k", "jwk": "\"kid\":k"})),
+        &["key[k] @entity: could not json decode jwk string"],
+    );
+    check_value(
+        "kid differs",
+        key(json!({"name": "k", "kid": "other", "jwk": jwk_with("k", json!({}))})),
+        &["key[k] @entity: kid in jwk.kid must be equal to keys.kid"],
+    );
+    check_value(
+        "jwk without key material",
+        key(json!({"name": "k", "kid": "36", "jwk": "{\"kid\": \"36\"}"})),
+        &["key[k] @entity: could not load JWK, likely not a valid key"],
+    );
+    check_value(
+        "symmetric jwk",
+        key(
+            json!({"name": "k", "kid": "s", "jwk": "{\"kid\": \"s\", \"kty\": \"oct\", \"k\": \"AQAB\"}"}),
+        ),
+        &["key[k] @entity: could not load JWK, likely not a valid key"],
+    );
+    check_value(
+        "jwk member Kong's record does not know",
+        key(json!({"name": "k", "kid": "k", "jwk": jwk_with("k", json!({"ext": true}))})),
+        &["key[k] @entity: Validation error: ext: unknown field"],
+    );
+    check_value(
+        "jwk member of the wrong type",
+        key(json!({"name": "k", "kid": "k", "jwk": jwk_with("k", json!({"alg": 256}))})),
+        &["key[k] @entity: Validation error: alg: expected a string"],
+    );
+    check_value(
+        "jwk not a string",
+        key(json!({"name": "k", "kid": "k", "jwk": {"kid": "k"}})),
+        &["key[k] jwk: expected a string"],
+    );
+    // the pem typedef
+    check_value(
+        "empty pem",
+        key(json!({"name": "k", "kid": "k", "pem": {}})),
+        &[
+            "key[k] pem: at least one of these fields must be non-empty: 'private_key', 'public_key'",
+        ],
+    );
+    check_value(
+        "pem field unknown",
+        key(json!({"name": "k", "kid": "k", "pem": {"public": pem("rsa.pub")}})),
+        &["key[k] pem.public: unknown field"],
+    );
+    check_value(
+        "public key garbage",
+        key(json!({"name": "k", "kid": "k", "pem": {"public_key": "garbage"}})),
+        &["key[k] pem: could not load public key"],
+    );
+    check_value(
+        "a certificate is no public key",
+        key(json!({"name": "k", "kid": "k", "pem": {"public_key": pem("rsa.crt")}})),
+        &["key[k] pem: could not load public key"],
+    );
+    check_value(
+        "private key garbage",
+        key(json!({"name": "k", "kid": "k", "pem": {"private_key": pem("rsa.pub")}})),
+        &["key[k] pem: could not load private key"],
+    );
+    check_value(
+        "encrypted private key",
+        key(json!({"name": "k", "kid": "k", "pem": {"private_key": pem("rsa-encrypted.key")}})),
+        &["key[k] pem: could not load private key"],
+    );
+    for (name, private, public) in [
+        ("other rsa key", "rsa.key", "other.pub"),
+        ("pkcs1 against another key", "rsa-pkcs1.key", "other.pub"),
+        ("rsa key, ec public key", "rsa.key", "ec.pub"),
+        ("ec key, rsa public key", "ec-sec1.key", "rsa.pub"),
+        ("ec key, p-521 public key", "ec.key", "p521.pub"),
+        ("other ed25519 key", "ed25519-other.key", "ed25519.pub"),
+    ] {
+        check_value(
+            name,
+            pair(private, public),
+            &["key[p] pem: public key does not match private key"],
+        );
+    }
+    // references and uniqueness
+    check_value(
+        "missing set",
+        key(json!({"name": "k", "kid": "k", "set": "nope", "jwk": jwk_with("k", json!({}))})),
+        &["key[k] @entity: invalid reference 'set: nope' (no such entry in 'key_sets')"],
+    );
+    check_value(
+        "set named in a nested key",
+        json!({"_format_version": v, "key_sets": [{"name": "s", "keys": [
+            {"name": "k", "kid": "k", "set": "s", "jwk": jwk_with("k", json!({}))}]}]}),
+        &["key[k] set: value must be null"],
+    );
+    check_value(
+        "duplicate key set name",
+        json!({"_format_version": v, "key_sets": [{"name": "s", "id": "0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001"}, {"name": "s"}]}),
+        &[
+            "key_set[s] @entity: uniqueness violation: 'key_sets' entity with name set to 's' already declared",
+        ],
+    );
+    check_value(
+        "duplicate key name",
+        json!({"_format_version": v, "keys": [
+            {"name": "k", "kid": "a", "jwk": jwk_with("a", json!({}))},
+            {"name": "k", "kid": "b", "jwk": jwk_with("b", json!({}))}]}),
+        &[
+            "key[k] @entity: uniqueness violation: 'keys' entity with name set to 'k' already declared",
+        ],
+    );
+    // one kid twice in a set: the same id (Kong's cache key is kid and set)
+    let err = load_value(
+        json!({"_format_version": v, "key_sets": [{"name": "s", "keys": [
+        {"kid": "a", "jwk": jwk_with("a", json!({}))},
+        {"kid": "a", "pem": {"public_key": pem("rsa.pub")}}]}]}),
+    )
+    .unwrap_err();
+    let lines = error_lines(&err);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "key[-] @entity: uniqueness violation: 'keys' entity with primary key set to '"
+        ),
+        "{lines:?}"
+    );
+    // the same kid in two sets is two keys
+    assert!(
+        load_value(json!({"_format_version": v, "key_sets": [
+            {"name": "s", "keys": [{"kid": "a", "jwk": jwk_with("a", json!({}))}]},
+            {"name": "t", "keys": [{"kid": "a", "jwk": jwk_with("a", json!({}))}]}]}))
+        .is_ok()
+    );
+    check_value(
+        "key set field",
+        json!({"_format_version": v, "key_sets": [{"name": "s", "kid": "x"}]}),
+        &["key_set[s] kid: unknown field"],
+    );
+}
+
 #[test]
 fn flattened_entries_carry_identity_for_the_controller() {
     let d = doc(
