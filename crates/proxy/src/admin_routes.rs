@@ -130,13 +130,15 @@ impl Route {
     }
 }
 
-/// Kong's admin names of the credential collections (`admin_api_name`); every kind also
-/// answers to its declarative plural (`/keyauth_credentials`, `/acls`).
-const ADMIN_NAMES: [(&str, EntityKind); 4] = [
+/// Kong's admin names of the collections whose path is not their entity name
+/// (`admin_api_name`: the credentials, and `/key-sets`); every kind also answers to its
+/// declarative plural (`/keyauth_credentials`, `/key_sets`, `/acls`).
+const ADMIN_NAMES: [(&str, EntityKind); 5] = [
     ("key-auths", EntityKind::KeyauthCredential),
     ("basic-auths", EntityKind::BasicauthCredential),
     ("jwts", EntityKind::JwtSecret),
     ("hmac-auths", EntityKind::HmacauthCredential),
+    ("key-sets", EntityKind::KeySet),
 ];
 
 /// The names Kong gives credentials under their consumer (`admin_api_nested_name`:
@@ -325,6 +327,13 @@ mod tests {
             "/plugins/schema/{name}",
             "/tags/{tags}",
             "/upstreams/{upstreams}/targets/{targets}/{address}/unhealthy",
+            "/key-sets",
+            "/key-sets/{key_sets}",
+            "/key-sets/{key_sets}/keys",
+            "/key-sets/{key_sets}/keys/{keys}",
+            "/keys",
+            "/keys/{keys}",
+            "/keys/{keys}/set",
         ] {
             assert!(l.contains(&p), "{p} in {l:?}");
         }
@@ -384,6 +393,9 @@ mod tests {
         assert_eq!(kind_of("services"), Some(EntityKind::Service));
         assert_eq!(kind_of("key-auths"), Some(EntityKind::KeyauthCredential));
         assert_eq!(kind_of("key-auth"), None);
+        assert_eq!(kind_of("key-sets"), Some(EntityKind::KeySet));
+        assert_eq!(kind_of("keys"), Some(EntityKind::Key));
+        assert_eq!(nested_kind_of("keys"), Some(EntityKind::Key));
         assert_eq!(
             nested_kind_of("key-auth"),
             Some(EntityKind::KeyauthCredential)

@@ -308,7 +308,9 @@ pub fn flattened_json(c: &Config) -> Vec<u8> {
         basicauth_credentials,
         jwt_secrets,
         acls,
-        hmacauth_credentials
+        hmacauth_credentials,
+        key_sets,
+        keys
     );
     out.push(b'}');
     out

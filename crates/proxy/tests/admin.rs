@@ -1480,3 +1480,250 @@ async fn endpoints_lists_exactly_the_served_paths() {
     }
     g.gw.shutdown().await;
 }
+
+/// A fixture of the configuration crate's test PKI.
+fn pki(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../config/tests/fixtures/pki/{name}",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    ))
+    .expect("fixture")
+}
+
+/// Kong 3.x `key_sets` and `keys` (keys nested in their set, or naming it) through
+/// `POST /config`, read back through their endpoints (`/key-sets`, `/keys`, the keys of a
+/// set, a key's set), the schema endpoints and the export; writes refused as Kong's
+/// DB-less mode refuses them.
+#[tokio::test]
+async fn key_sets_and_keys_are_read_through_their_endpoints() {
+    let g = Gw::start(None).await;
+    let a = g.admin;
+    let jwk = |kid: &str| {
+        let mut v: Value = serde_json::from_str(&pki("rsa.jwk")).expect("JSON fixture");
+        v["kid"] = json!(kid);
+        v.to_string()
+    };
+    let cfg = json!({
+        "_format_version": "3.0",
+        "key_sets": [
+            {"name": "signing", "tags": ["ks"], "keys": [
+                {"name": "jwk-1", "kid": "jwk-1", "jwk": jwk("jwk-1"), "tags": ["k8s-name:a"]},
+                {"name": "pem-1", "kid": "pem-1", "pem": {"public_key": pki("ec.pub")}}
+            ]},
+            {"name": "empty"}
+        ],
+        "keys": [
+            {"name": "loose", "kid": "loose", "jwk": jwk("loose")},
+            {"name": "named", "kid": "named", "set": "signing", "jwk": jwk("named")}
+        ]
+    });
+    let r = admin_post(a, "/config", "application/json", cfg.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let posted = r.json();
+    assert_eq!(posted, load(&cfg.to_string()).flattened_entities());
+    assert_eq!(posted["key_sets"].as_object().map(|m| m.len()), Some(2));
+    assert_eq!(posted["keys"].as_object().map(|m| m.len()), Some(4));
+
+    // the collections, every field shown
+    let sets = get(a, "localhost", "/key-sets").await;
+    assert_eq!(sets.status, 200, "{}", sets.text());
+    let sets = sets.json();
+    let data = sets["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    let signing = &data[0];
+    assert_eq!(signing["name"], "signing");
+    assert_eq!(signing["tags"], json!(["ks"]));
+    assert!(signing["created_at"].is_i64() && signing["updated_at"].is_i64());
+    assert!(data[1]["tags"].is_null() && data[1].get("tags").is_some());
+    let set_id = signing["id"].as_str().unwrap().to_string();
+    let keys = get(a, "localhost", "/keys").await.json();
+    assert_eq!(keys["data"].as_array().unwrap().len(), 4);
+    // by name and by id
+    let loose = get(a, "localhost", "/keys/loose").await.json();
+    assert_eq!(loose["kid"], "loose");
+    assert_eq!(loose["jwk"], jwk("loose"));
+    assert!(
+        loose["set"].is_null() && loose.get("set").is_some(),
+        "{loose}"
+    );
+    assert!(
+        loose["pem"].is_null() && loose.get("pem").is_some(),
+        "{loose}"
+    );
+    let loose_id = loose["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(a, "localhost", &format!("/keys/{loose_id}"))
+            .await
+            .json()["name"],
+        "loose"
+    );
+    assert_eq!(
+        get(a, "localhost", &format!("/key-sets/{set_id}"))
+            .await
+            .json()["name"],
+        "signing"
+    );
+    assert_eq!(get(a, "localhost", "/key-sets/nope").await.status, 404);
+    let pem_1 = get(a, "localhost", "/keys/pem-1").await.json();
+    assert_eq!(pem_1["pem"]["public_key"], pki("ec.pub"));
+    assert!(pem_1["pem"]["private_key"].is_null(), "{pem_1}");
+    assert_eq!(pem_1["set"], json!({"id": set_id}));
+
+    // the keys of a set: the nested ones and the one naming it
+    let of_set = get(a, "localhost", "/key-sets/signing/keys").await.json();
+    let names: Vec<&str> = of_set["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["jwk-1", "pem-1", "named"]);
+    let none = get(a, "localhost", "/key-sets/empty/keys").await.json();
+    assert_eq!(none["data"], json!([]));
+    assert_eq!(
+        get(a, "localhost", "/key-sets/signing/keys/jwk-1")
+            .await
+            .json()["kid"],
+        "jwk-1"
+    );
+    assert_eq!(
+        get(a, "localhost", "/key-sets/empty/keys/jwk-1")
+            .await
+            .status,
+        404
+    );
+    // a key's set
+    assert_eq!(
+        get(a, "localhost", "/keys/named/set").await.json()["id"],
+        set_id.as_str()
+    );
+    assert_eq!(get(a, "localhost", "/keys/loose/set").await.status, 404);
+    // tags
+    let tagged = get(a, "localhost", "/keys?tags=k8s-name:a").await.json();
+    assert_eq!(tagged["data"][0]["name"], "jwk-1");
+    let t = get(a, "localhost", "/tags/ks").await.json();
+    assert_eq!(
+        t["data"],
+        json!([{"entity_name": "key_sets", "entity_id": set_id, "tag": "ks"}])
+    );
+
+    // writes: Kong's DB-less answers
+    let r = admin_post(a, "/keys", "application/json", "{}").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.json(),
+        json!({"code": 12, "name": "operation unsupported", "message": "cannot create 'keys' entities when not using a database"})
+    );
+    let r = admin_post(a, "/key-sets", "application/json", "{}").await;
+    assert_eq!(
+        r.json()["message"],
+        "cannot create 'key_sets' entities when not using a database"
+    );
+    let r = send(a, "PATCH", "/keys/loose").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.json()["message"],
+        "cannot update 'keys' entities by 'name' when not using a database"
+    );
+    let r = send(a, "DELETE", &format!("/key-sets/{set_id}")).await;
+    assert_eq!(
+        r.json()["message"],
+        "cannot remove 'key_sets' entities when not using a database"
+    );
+    let r = admin_post(a, "/key-sets/signing/keys", "application/json", "{}").await;
+    assert_eq!(
+        r.json()["message"],
+        "cannot create 'keys' entities when not using a database"
+    );
+
+    // schemas
+    let s = get(a, "localhost", "/schemas/keys").await;
+    assert_eq!(s.status, 200, "{}", s.text());
+    let s = s.json();
+    assert_eq!(
+        schema_field(&s, "kid"),
+        &json!({"type": "string", "required": true})
+    );
+    assert_eq!(
+        schema_field(&s, "set"),
+        &json!({"type": "foreign", "reference": "key_sets"})
+    );
+    assert_eq!(
+        schema_field(
+            &get(a, "localhost", "/schemas/key_sets").await.json(),
+            "name"
+        ),
+        &json!({"type": "string", "unique": true})
+    );
+    let r = admin_post(
+        a,
+        "/schemas/keys/validate",
+        "application/json",
+        json!({"kid": "a", "jwk": "{\"kid\": \"b\"}"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["message"],
+        "schema violation (kid in jwk.kid must be equal to keys.kid)"
+    );
+
+    // the export: keys with their set as a plain id, and it loads again
+    let exported = get(a, "localhost", "/config").await.json()["config"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = silverback_config::parse::parse_document(exported.as_bytes()).unwrap();
+    let named = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "named")
+        .unwrap();
+    assert_eq!(named["set"], set_id.as_str(), "{exported}");
+    assert_eq!(load(&exported).keys.len(), 4);
+
+    // /endpoints lists them
+    let listed = get(a, "localhost", "/endpoints").await.json();
+    let listed = listed["data"].as_array().unwrap();
+    for p in [
+        "/key-sets",
+        "/key-sets/{key_sets}",
+        "/key-sets/{key_sets}/keys",
+        "/key-sets/{key_sets}/keys/{keys}",
+        "/keys",
+        "/keys/{keys}",
+        "/keys/{keys}/set",
+    ] {
+        assert!(listed.iter().any(|l| l == p), "{p} not in {listed:?}");
+    }
+
+    // a bad key is refused with Kong's message, tied to the key; the configuration stays
+    let bad = json!({"_format_version": "3.0", "key_sets": [{"name": "s", "keys": [
+        {"name": "bad", "kid": "a", "jwk": jwk("b"), "tags": ["k8s-name:bad"]}]}]});
+    let r = admin_post(
+        a,
+        "/config?flatten_errors=1",
+        "application/json",
+        bad.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let fe = &r.json()["flattened_errors"][0];
+    assert_eq!(fe["entity_type"], "key");
+    assert_eq!(fe["entity_name"], "bad");
+    assert_eq!(fe["entity_tags"], json!(["k8s-name:bad"]));
+    assert_eq!(
+        fe["errors"],
+        json!([{"type": "entity", "message": "kid in jwk.kid must be equal to keys.kid"}])
+    );
+    assert_eq!(
+        get(a, "localhost", "/keys").await.json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    g.gw.shutdown().await;
+}
