@@ -212,7 +212,12 @@ async fn route(
 /// `PUT /debug/node/log-level/{level}[?timeout=N]`: Kong's answers (200 `log level changed`
 /// or `log level is already X`; 400 for an unknown level or a negative timeout).
 fn set_log_level(sh: &Shared, level: &str, q: Option<&str>) -> Response<ProxyBody> {
-    use crate::log_level::{Set, SetError, parse_timeout};
+    use crate::log_level::{Set, SetError, filter_of, parse_timeout};
+    // (Kong checks the name, then the timeout)
+    if filter_of(level).is_none() {
+        let e = SetError::Unknown(level.to_string());
+        return message(StatusCode::BAD_REQUEST, &e.to_string());
+    }
     let timeout = query_param(q, "timeout");
     let timeout = match parse_timeout(timeout.as_deref()) {
         Ok(t) => t,
@@ -222,6 +227,8 @@ fn set_log_level(sh: &Shared, level: &str, q: Option<&str>) -> Response<ProxyBod
         Ok(Set::Changed) => message(StatusCode::OK, "log level changed"),
         Ok(Set::Already) => message(StatusCode::OK, &format!("log level is already {level}")),
         Err(e @ SetError::Unknown(_)) => message(StatusCode::BAD_REQUEST, &e.to_string()),
+        // (as Kong answers where it cannot change the level)
+        Err(e @ SetError::Fixed) => message(StatusCode::METHOD_NOT_ALLOWED, &e.to_string()),
         Err(e @ SetError::Failed(_)) => message(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

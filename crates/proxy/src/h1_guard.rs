@@ -11,7 +11,7 @@
 //! `Content-Length` or by chunks), copying only heads, and checks every head, complete or
 //! not, with the fast path's rules ([`crate::h1_fast::refusal_of`]). A head it refuses never
 //! reaches hyper: the bytes before it do, and then hyper's reads wait. Once every answer
-//! hyper owes has begun (status lines seen written), the guard asks the task serving the
+//! hyper owes has begun (its head seen written), the guard asks the task serving the
 //! connection to shut hyper down gracefully (`close_after`): hyper finishes the answer it is
 //! writing, then shuts the connection down. (The end of the stream would not do: hyper takes
 //! it as the client gone and cuts an answer it is still writing short. Only when no request
@@ -27,9 +27,11 @@
 //! nothing), then its body by `Content-Length` or by chunks (none for `HEAD`, `204` and
 //! `304`), wherever the writes cut them and however many one write holds. The answers pay the
 //! requests handed to hyper in order, so each request's own answer decides its protocol
-//! switch. An answer delimited by the end of the connection (nothing can follow it), or
-//! bytes that cannot be followed (hyper writes neither), end the counting; a refused head
-//! then gets no answer, and hyper is shut down at once.
+//! switch. After an answer that closes the connection (`Connection: close`), a refused head
+//! gets no answer, as nginx sends nothing after one. An answer delimited by the end of the
+//! connection, or bytes that cannot be followed (hyper writes neither to HTTP/1.1), end the
+//! counting: a head refused gets no answer, and without one the guard stops following the
+//! connection (it could no longer tell a protocol switch).
 //!
 //! Anything the guard cannot follow (HTTP/2, framing hyper itself rejects) turns it into a
 //! pass-through, and so does a protocol switch: the guard watches the answers written back,
@@ -382,10 +384,29 @@ impl<T> H1Guard<T> {
         self.state = State::Pass;
     }
 
+    /// Stops following, handing hyper the start of a head held back (after a protocol
+    /// switch it is the tunnel's first bytes).
+    fn pass_releasing(&mut self) {
+        if matches!(self.state, State::Head) && !self.head.is_empty() {
+            let held = std::mem::take(&mut self.head);
+            self.release.extend_from_slice(&held);
+        }
+        self.pass();
+    }
+
+    /// A refused head goes without an answer from now on (and so does one refused already).
+    fn hush(&mut self) {
+        self.silent = true;
+        if let Some(r) = self.refused.as_mut() {
+            **r = crate::h1_fast::Closing::new(Vec::new());
+        }
+    }
+
     /// Whether every request handed to hyper has had its final answer begin (or the
     /// answers are no longer counted).
     fn answered(&self) -> bool {
-        self.asked.is_empty() || matches!(self.writing, Writing::Done)
+        // (counting stopped empties it for good)
+        self.asked.is_empty()
     }
 
     /// Follows bytes the client has taken (a write that succeeded): each final answer's
@@ -445,6 +466,7 @@ impl<T> H1Guard<T> {
                     .fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'))
             });
         let framing = framing(&head);
+        let closes = has_close_token(&head);
         if head.capacity() <= 64 * 1024 {
             // (kept for the next head, unless an unusually large one grew it)
             self.wrote = head;
@@ -462,8 +484,9 @@ impl<T> H1Guard<T> {
             return self.stop_counting();
         };
         match (asked.switch, code) {
-            (Some(Switch::Upgrade), 101) => return self.pass(),
-            (Some(Switch::Connect), 200..=299) => return self.pass(),
+            (Some(Switch::Upgrade), 101) | (Some(Switch::Connect), 200..=299) => {
+                return self.pass_releasing();
+            }
             (_, 101) => return self.stop_counting(),
             _ => {}
         }
@@ -471,11 +494,6 @@ impl<T> H1Guard<T> {
             Writing::Head
         } else {
             match framing {
-                Framing::None => {
-                    // delimited by the end of the connection: nothing can follow it
-                    self.stop_counting();
-                    Writing::Done
-                }
                 Framing::Length(0) => Writing::Head,
                 Framing::Length(n) => Writing::Body(n),
                 Framing::Chunked => Writing::Chunk(Chunk::Size {
@@ -484,27 +502,35 @@ impl<T> H1Guard<T> {
                     cr: false,
                     digits: 0,
                 }),
-                Framing::Pass => {
-                    self.stop_counting();
-                    Writing::Done
-                }
+                // delimited by the end of the connection (nothing follows it), or framed
+                // in a way hyper does not write
+                Framing::None | Framing::Pass => return self.stop_counting(),
             }
         };
-        if self.refused.is_some() && self.answered() {
+        if closes {
+            // hyper closes the connection after this answer: nothing may follow it (nginx
+            // sends nothing after an answer that closes)
+            self.hush();
+        }
+        if self.refused.is_some() && self.asked.is_empty() {
             self.close_after.notify_one();
         }
     }
 
-    /// Stops counting answers: a refused head is then withheld without an answer (where
-    /// the answers are is not known), and hyper is shut down once it has one to refuse.
+    /// Stops counting answers. With a head refused, the refusal goes unanswered (where the
+    /// answers end is not known), and hyper is shut down when it next reads (`poll_read`),
+    /// once the requests it holds are answered. Without one, the guard stops following the
+    /// connection altogether: it could not tell a protocol switch any more. (Hyper writes
+    /// nothing the guard cannot follow but an answer delimited by the end of the
+    /// connection, after which nothing is read.)
     fn stop_counting(&mut self) {
         self.writing = Writing::Done;
         self.wrote = Vec::new();
-        self.silent = true;
-        if let Some(r) = self.refused.as_mut() {
-            **r = crate::h1_fast::Closing::new(Vec::new());
-            self.close_after.notify_one();
+        self.asked.clear();
+        if self.refused.is_none() {
+            self.pass_releasing();
         }
+        self.hush();
     }
 }
 
@@ -516,19 +542,23 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// only withholds more than needed), or it is HTTP/1.0, whose answer may be delimited by the
 /// end of the connection.
 fn asks_close(head: &[u8]) -> bool {
-    let mut lines = head.split(|&b| b == b'\n');
-    let http10 = lines
+    let http10 = head
+        .split(|&b| b == b'\n')
         .next()
         .is_some_and(|l| l.strip_suffix(b"\r").unwrap_or(l).ends_with(b" HTTP/1.0"));
-    http10
-        || lines.any(|line| {
-            line.iter().position(|&b| b == b':').is_some_and(|colon| {
-                line[..colon].eq_ignore_ascii_case(b"connection")
-                    && line[colon + 1..]
-                        .split(|&b| b == b',')
-                        .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
-            })
+    http10 || has_close_token(head)
+}
+
+/// Whether a head (a request's or an answer's) has `close` among its `Connection` tokens.
+fn has_close_token(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.iter().position(|&b| b == b':').is_some_and(|colon| {
+            line[..colon].eq_ignore_ascii_case(b"connection")
+                && line[colon + 1..]
+                    .split(|&b| b == b',')
+                    .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
         })
+    })
 }
 
 /// The protocol switch a request head asks for, if any.
@@ -1182,6 +1212,73 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
         }
     }
 
+    #[tokio::test]
+    async fn an_answer_that_closes_the_connection_is_the_last() {
+        for closing in [
+            &b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 2\r\n\r\nok",
+        ] {
+            let mut g = guard();
+            pass_on(
+                &mut g,
+                b"POST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET /b HTTP/1.1\r\n\r\n",
+            );
+            assert!(feed(&mut g, SMUGGLE));
+            assert!(!answer(&g).is_empty());
+            g.observe(closing);
+            // hyper closes after it: no 400 follows (a client would take it for /b's)
+            assert_eq!(answer(&g), "", "{}", String::from_utf8_lossy(closing));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_head_waits_for_the_answers_hyper_still_owes_when_counting_stops() {
+        let mut g = guard();
+        pass_on(&mut g, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+        assert!(feed(&mut g, SMUGGLE));
+        let notified = |g: &H1Guard<()>| {
+            let n = Arc::clone(&g.close_after);
+            async move {
+                tokio::time::timeout(std::time::Duration::from_millis(20), n.notified())
+                    .await
+                    .is_ok()
+            }
+        };
+        // an answer that cannot be followed: /b may still be in hyper's hands, so hyper is
+        // not shut down from the write side (its next read is the signal)
+        g.observe(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert!(g.answered());
+        assert_eq!(answer(&g), "");
+        assert!(!notified(&g).await);
+        // while counted answers pay the last one owed at once
+        let mut g = guard();
+        pass_on(&mut g, b"GET /a HTTP/1.1\r\n\r\n");
+        assert!(feed(&mut g, SMUGGLE));
+        g.observe(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        assert!(notified(&g).await);
+    }
+
+    #[test]
+    fn bytes_held_back_go_to_hyper_when_the_guard_stops_following() {
+        // the tunnel's first bytes, sent before the switch was answered
+        let mut g = guard();
+        assert!(!feed(
+            &mut g,
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n\x81\x05hel"
+        ));
+        assert!(g.release.is_empty());
+        g.observe(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert!(matches!(g.state, State::Pass));
+        assert_eq!(g.release, b"\x81\x05hel");
+        // the start of a head, when answers can no longer be followed
+        let mut g = guard();
+        assert!(!feed(&mut g, b"GET /a HTTP/1.1\r\n\r\nGET /b HT"));
+        g.observe(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert!(matches!(g.state, State::Pass));
+        assert_eq!(g.release, b"GET /b HT");
+        assert!(g.asked.is_empty());
+    }
+
     #[test]
     fn a_switch_pipelined_behind_another_request_is_decided_by_its_own_answer() {
         for (pipelined, first_answer) in [
@@ -1199,14 +1296,14 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
             assert!(!feed(&mut g, pipelined));
             // the first request's answer (whatever it says) does not switch
             g.observe(first_answer);
-            assert!(!matches!(g.state, State::Pass));
             if matches!(g.writing, Writing::Done) {
-                // and once answers cannot be followed, a refused head is spoiled as one
-                // behind an undecided switch
-                assert!(!feed(&mut g, SMUGGLE));
+                // (a 101 to a request that asked for no switch cannot be followed: the guard
+                // stops following the connection, as it could not tell the switch any more)
                 assert!(matches!(g.state, State::Pass));
+                assert!(!feed(&mut g, SMUGGLE));
                 continue;
             }
+            assert!(!matches!(g.state, State::Pass));
             // a refusal of the switch keeps the guard on
             let mut refused = guard();
             assert!(!feed(&mut refused, pipelined));

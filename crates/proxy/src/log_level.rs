@@ -45,6 +45,9 @@ pub enum SetError {
     /// The filter could not be applied.
     #[error("failed setting log level: {0}")]
     Failed(String),
+    /// The program running the gateway keeps its logging to itself ([`LogLevel::fixed`]).
+    #[error("cannot change log level: it is fixed by the program running the gateway")]
+    Fixed,
 }
 
 /// What a successful [`LogLevel::set`] did.
@@ -59,8 +62,12 @@ pub enum Set {
 struct State {
     /// The Kong name shown now.
     current: String,
+    /// The filter applied now (the configured one may be finer than the name shown).
+    filter: String,
     /// Counts changes, so that a timeout only reverts the change that started it.
     generation: u64,
+    /// The task that reverts the last change, cancelled by the next.
+    revert: Option<tokio::task::AbortHandle>,
 }
 
 /// The node's log level; see the [module documentation](self).
@@ -69,7 +76,8 @@ pub struct LogLevel {
     configured: String,
     /// The filter configured at start (which may be finer than a level: `silverback=debug`).
     configured_filter: String,
-    apply: Apply,
+    /// `None`: the level is fixed.
+    apply: Option<Apply>,
     state: Mutex<State>,
 }
 
@@ -89,10 +97,12 @@ impl LogLevel {
         LogLevel {
             configured: configured.to_string(),
             configured_filter: configured_filter.to_string(),
-            apply,
+            apply: Some(apply),
             state: Mutex::new(State {
                 current: configured.to_string(),
+                filter: configured_filter.to_string(),
                 generation: 0,
+                revert: None,
             }),
         }
     }
@@ -100,11 +110,9 @@ impl LogLevel {
     /// A level that cannot be changed: the embedding program keeps its logging to itself.
     /// Shows Kong's default, `notice`.
     pub fn fixed() -> LogLevel {
-        LogLevel::new(
-            "notice",
-            "info",
-            Box::new(|_| Err("the log level is fixed by the program running the gateway".into())),
-        )
+        let mut level = LogLevel::new("notice", "info", Box::new(|_| Ok(())));
+        level.apply = None;
+        level
     }
 
     /// The Kong name of the level now.
@@ -120,42 +128,60 @@ impl LogLevel {
     }
 
     /// Sets the level `level` (a Kong name) for `timeout`, after which the configured level
-    /// returns. Must be called within a Tokio runtime (the timeout is a task).
+    /// returns. Needs a Tokio runtime (the timeout is a task): without one it fails, changing
+    /// nothing.
     pub fn set(self: &Arc<Self>, level: &str, timeout: Duration) -> Result<Set, SetError> {
         let filter = filter_of(level).ok_or_else(|| SetError::Unknown(level.to_string()))?;
-        let generation = {
-            let mut st = self.lock();
-            if st.current == level {
-                return Ok(Set::Already);
-            }
-            (self.apply)(filter).map_err(SetError::Failed)?;
-            st.current = level.to_string();
-            st.generation += 1;
-            st.generation
-        };
+        let apply = self.apply.as_ref().ok_or(SetError::Fixed)?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| SetError::Failed("no runtime for its timeout".into()))?;
+        let mut st = self.lock();
+        if st.current == level && st.filter == filter {
+            return Ok(Set::Already);
+        }
+        // (said before the change, so that a change to a quieter level is seen too)
         tracing::info!(
             log_level = level,
             timeout_s = timeout.as_secs(),
             "log level changed"
         );
+        apply(filter).map_err(SetError::Failed)?;
+        st.current = level.to_string();
+        st.filter = filter.to_string();
+        st.generation += 1;
+        let generation = st.generation;
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        let revert = runtime.spawn(async move {
             tokio::time::sleep(timeout).await;
-            let mut st = this.lock();
-            if st.generation != generation {
-                return; // changed again since: that change's own timeout reverts it
-            }
-            match (this.apply)(&this.configured_filter) {
-                Ok(()) => {
-                    st.current.clone_from(&this.configured);
-                    st.generation += 1;
-                    drop(st);
-                    tracing::info!(log_level = %this.configured, "log level timeout: back to the configured level");
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot restore the configured log level"),
-            }
+            this.revert(generation);
         });
+        if let Some(earlier) = st.revert.replace(revert.abort_handle()) {
+            earlier.abort();
+        }
         Ok(Set::Changed)
+    }
+
+    /// Back to the configured level, unless the change of `generation` was followed by
+    /// another.
+    fn revert(&self, generation: u64) {
+        let Some(apply) = self.apply.as_ref() else {
+            return;
+        };
+        let mut st = self.lock();
+        if st.generation != generation {
+            return;
+        }
+        match apply(&self.configured_filter) {
+            Ok(()) => {
+                st.current.clone_from(&self.configured);
+                st.filter.clone_from(&self.configured_filter);
+                st.generation += 1;
+                st.revert = None;
+                drop(st);
+                tracing::info!(log_level = %self.configured, "log level timeout: back to the configured level");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot restore the configured log level"),
+        }
     }
 }
 
@@ -163,10 +189,7 @@ impl LogLevel {
 /// not a number gives the default, as Lua's `tonumber` returning nil does); a negative one
 /// is refused with Kong's message.
 pub fn parse_timeout(param: Option<&str>) -> Result<Duration, &'static str> {
-    let Some(n) = param
-        .and_then(|p| p.trim().parse::<f64>().ok())
-        .filter(|n| !n.is_nan())
-    else {
+    let Some(n) = param.and_then(lua_number).filter(|n| !n.is_nan()) else {
         return Ok(DEFAULT_TIMEOUT);
     };
     let n = n.ceil();
@@ -175,6 +198,28 @@ pub fn parse_timeout(param: Option<&str>) -> Result<Duration, &'static str> {
     }
     // (`as` saturates: an enormous timeout is "until changed again")
     Ok(Duration::from_secs(n as u64))
+}
+
+/// A number as Lua's `tonumber` reads a string: decimal (with a fraction or exponent), or
+/// hexadecimal after `0x`, with an optional sign, blanks around it. (Not `inf` or `nan`.)
+fn lua_number(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if !digits.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let n = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        // (an integer: Lua's hexadecimal fractions are too rare to matter here)
+        Some(h) => u64::from_str_radix(h, 16).ok()? as f64,
+        None => digits.parse::<f64>().ok()?,
+    };
+    Some(if negative { -n } else { n })
 }
 
 #[cfg(test)]
@@ -186,7 +231,7 @@ mod tests {
         let a = Arc::clone(&applied);
         let level = LogLevel::new(
             "notice",
-            "silverback=debug,info",
+            "info",
             Box::new(move |f| {
                 a.lock().unwrap().push(f.to_string());
                 Ok(())
@@ -220,6 +265,9 @@ mod tests {
             parse_timeout(Some("1e300")),
             Ok(Duration::from_secs(u64::MAX))
         );
+        assert_eq!(parse_timeout(Some(" 0x10 ")), Ok(Duration::from_secs(16)));
+        assert_eq!(parse_timeout(Some("inf")), Ok(DEFAULT_TIMEOUT));
+        assert_eq!(parse_timeout(Some("--1")), Ok(DEFAULT_TIMEOUT));
     }
 
     fn ms(n: u64) -> Duration {
@@ -243,7 +291,7 @@ mod tests {
         assert_eq!(level.current(), "debug");
         tokio::time::sleep(ms(800)).await;
         assert_eq!(level.current(), "notice");
-        assert_eq!(*applied.lock().unwrap(), ["debug", "silverback=debug,info"]);
+        assert_eq!(*applied.lock().unwrap(), ["debug", "info"]);
     }
 
     #[tokio::test]
@@ -257,20 +305,40 @@ mod tests {
         assert_eq!(level.current(), "warn");
         tokio::time::sleep(ms(1000)).await;
         assert_eq!(level.current(), "notice");
-        assert_eq!(
-            *applied.lock().unwrap(),
-            ["debug", "warn", "silverback=debug,info"]
-        );
+        assert_eq!(*applied.lock().unwrap(), ["debug", "warn", "info"]);
     }
 
     #[test]
-    fn a_fixed_level_refuses_changes() {
+    fn a_fixed_level_refuses_changes_and_none_is_made_without_a_runtime() {
         let level = Arc::new(LogLevel::fixed());
         assert_eq!(level.current(), "notice");
+        assert_eq!(level.set("debug", DEFAULT_TIMEOUT), Err(SetError::Fixed));
+        assert_eq!(level.current(), "notice");
+        let (level, applied) = recording();
         assert!(matches!(
             level.set("debug", DEFAULT_TIMEOUT),
             Err(SetError::Failed(_))
         ));
         assert_eq!(level.current(), "notice");
+        assert!(applied.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_configured_filter_finer_than_its_name_can_be_set_to_that_name() {
+        // configured `silverback=debug,info`, shown as `info`: setting `info` applies the
+        // plain level, and is not "already" in place
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let a = Arc::clone(&applied);
+        let level = Arc::new(LogLevel::new(
+            "info",
+            "silverback=debug,info",
+            Box::new(move |f| {
+                a.lock().unwrap().push(f.to_string());
+                Ok(())
+            }),
+        ));
+        assert_eq!(level.set("info", DEFAULT_TIMEOUT), Ok(Set::Changed));
+        assert_eq!(*applied.lock().unwrap(), ["info"]);
+        assert_eq!(level.set("info", DEFAULT_TIMEOUT), Ok(Set::Already));
     }
 }

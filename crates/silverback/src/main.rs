@@ -72,6 +72,15 @@ pub fn log_level() -> std::sync::Arc<silverback_proxy::log_level::LogLevel> {
 fn init_tracing(level: &str, format: LogFormat) -> Result<(), String> {
     use tracing_subscriber::{EnvFilter, fmt, prelude::*, reload};
     let configured = log_filter(level);
+    // A single word is a level (Kong's or tracing's): `EnvFilter` would take any other word
+    // for a target, and log nothing else.
+    let single = !configured.contains(['=', ',', '[']);
+    const TRACING: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if single && !TRACING.contains(&configured.as_str()) {
+        return Err(format!(
+            "invalid log level '{level}': expected one of debug, info, notice, warn, error, crit, alert, emerg (Kong's), trace or off, or a tracing filter such as 'info,silverback_proxy=debug'"
+        ));
+    }
     let filter =
         EnvFilter::try_new(&configured).map_err(|e| format!("invalid log level '{level}': {e}"))?;
     // Kong's name of the configured level, as `GET /debug/node/log-level` shows it
