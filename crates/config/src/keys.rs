@@ -7,25 +7,39 @@
 //! and the crates at hand allow:
 //!
 //! - a `jwk` must be JSON, its `kid` equal to the entity's, and it must hold what
-//!   lua-resty-openssl needs to build a key: `kty` `RSA` with `n` and `e`, `EC` with a curve
-//!   it knows (`P-256`, `P-384`, `P-521`) and `x` and `y`, or `OKP` with a curve it knows
-//!   (`Ed25519`, `X25519`, `Ed448`, `X448`) and `d` or `x`; every key member given must be
-//!   base64url, an EC coordinate no longer than the curve's, an OKP key exactly the curve's
-//!   length. Then its members are checked against Kong's `jwk` record (unknown members and
-//!   wrong types are refused). Not checked: that an EC point lies on its curve, that the
-//!   RSA numbers form a key, that private members belong to the public ones.
+//!   lua-resty-openssl needs to build a key: `kty` `RSA` with `n` and `e` (`p` and `q`
+//!   together or neither, `dp`, `dq` and `qi` all or none, as OpenSSL's setters demand), `EC`
+//!   with a curve it knows (`P-256`, `P-384`, `P-521`) and `x` and `y`, or `OKP` with a
+//!   curve it knows (`Ed25519`, `X25519`, `Ed448`, `X448`) and `d` or `x`; every key member
+//!   given must be base64url, an EC coordinate no longer than the curve's, an OKP key
+//!   exactly the curve's length. Members are read as Lua reads them: `false` is absent,
+//!   `null` is given (and is no base64url: the loader's error path then fails in Lua, and
+//!   Kong refuses the document without a message of its own). This is the loader that builds
+//!   keys with OpenSSL's setters (`RSA_set0_*`); lua-resty-openssl's newer loader for
+//!   OpenSSL 3 (`EVP_PKEY_fromdata`) skips members that are not strings and takes `dp`,
+//!   `dq`, `qi` in any number (checked against OpenSSL 3.0). Then its members are checked
+//!   against Kong's `jwk` record (unknown members and wrong types are refused). Not checked:
+//!   that an EC point lies on its curve, that the RSA numbers form a key, that private
+//!   members belong to the public ones.
 //! - a `pem` public key must be a DER `SubjectPublicKeyInfo` (`PUBLIC KEY`, or PKCS#1
 //!   `RSA PUBLIC KEY`) of an algorithm OpenSSL knows, with a well-formed key for RSA, EC
-//!   (a point of the curve's length) and the Edwards/Montgomery curves; a private key must
-//!   be PKCS#8, PKCS#1 or SEC1 (not encrypted), well-formed for those algorithms. Not
-//!   checked: that an EC point lies on its curve, the RSA numbers' consistency.
-//! - when both are given, the public key must be the private key's: compared for RSA (the
-//!   modulus and exponent), for EC when the private key carries its public point (OpenSSL
-//!   writes it; computing it needs curve arithmetic), and for Ed25519 (derived with ring).
-//!   Not compared: EC private keys without their public point, X25519, Ed448, X448, DSA and
-//!   DH keys, and EC keys on explicitly given curve parameters.
+//!   (a point of the curve's length: uncompressed, compressed or hybrid, the hybrid form's
+//!   parity bit that of `y`) and the Edwards/Montgomery curves; a private key must be
+//!   PKCS#8, PKCS#1, SEC1 or OpenSSL's traditional DSA form (not encrypted), well-formed for
+//!   those algorithms. Not checked: that an EC point lies on its curve, the RSA numbers'
+//!   consistency.
+//! - when both are given, the public key must be the private key's, as Kong compares them:
+//!   the two keys written again as `PUBLIC KEY` PEM. Compared for RSA (the modulus and
+//!   exponent), for EC when the private key carries its public point (OpenSSL writes a point
+//!   in the form it read it, so one point in two forms does not match), and for Ed25519
+//!   (derived with ring). An EC private key without its point gets it computed by OpenSSL,
+//!   written uncompressed: its public key must then be an uncompressed point on the same
+//!   named curve (the point itself is not compared: computing it needs curve arithmetic).
+//!   Not compared: X25519, Ed448, X448, DSA and DH keys, and EC keys on explicitly given
+//!   curve parameters.
 //!
-//! Values that are vault references (`{vault://...}`) are not checked, as in Kong.
+//! Values that are vault references (`{vault://...}`) are not checked, as in Kong (they
+//! still count as given when `jwk` and `pem` are checked to be one and only one).
 
 use std::sync::OnceLock;
 
@@ -69,8 +83,8 @@ pub(crate) fn check_pem(v: &Value) -> Result<(), String> {
         Some(p) => Some(private_pem(p).ok_or("could not load private key")?),
         None => None,
     };
-    if let (Some(public), Some(Some(of_private))) = (&public, &private)
-        && public != of_private
+    if let (Some(public), Some(of_private)) = (&public, &private)
+        && !of_private.may_be(public)
     {
         return Err("public key does not match private key".into());
     }
@@ -79,12 +93,10 @@ pub(crate) fn check_pem(v: &Value) -> Result<(), String> {
 
 /// The entity checks of `keys`, in Kong's order: `jwk` and `pem` are mutually exclusive,
 /// one of them is required, and a `jwk` must be a JSON Web Key whose `kid` is the entity's.
-/// Kong skips them all when `jwk` is a vault reference.
+/// Kong skips the last (its custom check) when `jwk` is a vault reference; the first two are
+/// entity checks of their own and count a reference as a value.
 pub(crate) fn check_key(m: &Fields, e: &mut Errors) {
     let jwk = m.get("jwk").and_then(Value::as_str);
-    if jwk.is_some_and(is_vault_reference) {
-        return;
-    }
     let pem = m.get("pem").is_some_and(|v| !v.is_null());
     // (Kong lists the two formats from a Lua table's iteration, `kong.constants.KEY_FORMATS`)
     if jwk.is_some() && pem {
@@ -95,6 +107,7 @@ pub(crate) fn check_key(m: &Fields, e: &mut Errors) {
     }
     let kid = m.get("kid").and_then(Value::as_str).unwrap_or_default();
     if let Some(jwk) = jwk
+        && !is_vault_reference(jwk)
         && let Err(msg) = check_jwk(jwk, kid)
     {
         e.entity(msg);
@@ -155,41 +168,57 @@ fn errors_to_string(e: &Errors) -> String {
     for (name, err) in fields {
         let msg = match err {
             FieldError::Message(m) => m.clone(),
-            FieldError::Nested(n) => {
-                let by_index: Vec<String> = (1..)
-                    .map_while(|i: usize| {
-                        n.fields.iter().find_map(|(k, v)| match v {
-                            FieldError::Message(m) if *k == i.to_string() => Some(m.clone()),
-                            _ => None,
-                        })
-                    })
-                    .collect();
-                format!("Validation error: {}", by_index.join("; "))
-            }
+            FieldError::Nested(n) => format!("Validation error: {}", elements_from_first(n)),
         };
         msgs.push(format!("{name}: {msg}"));
     }
     format!("Validation error: {}", msgs.join("; "))
 }
 
+/// The messages of an array's elements `1`, `2`, ... up to the first element without one,
+/// joined with `; `. One pass over the errors (an array may have hundreds of thousands).
+fn elements_from_first(n: &Errors) -> String {
+    // a run from 1 is at most as long as the list of errors
+    let mut by_index: Vec<Option<&str>> = vec![None; n.fields.len()];
+    for (k, v) in &n.fields {
+        if let (FieldError::Message(m), Ok(i)) = (v, k.parse::<usize>())
+            && let Some(slot) = i.checked_sub(1).and_then(|i| by_index.get_mut(i))
+            && slot.is_none()
+        {
+            *slot = Some(m);
+        }
+    }
+    let run: Vec<&str> = by_index.into_iter().map_while(|m| m).collect();
+    run.join("; ")
+}
+
 /// Whether lua-resty-openssl's JWK loader (`load_jwk`) would build a key from `m`, as far
 /// as that can be told without curve arithmetic.
+///
+/// Members are read as Lua reads the decoded JSON: `false` is no value (`if tbl.d then`),
+/// `null` is one (cjson's `null` is truthy) that does not decode as base64url.
 fn jwk_loads(m: &serde_json::Map<String, Value>) -> bool {
+    let absent = |k: &str| matches!(m.get(k), None | Some(Value::Bool(false)));
     // `Some(None)` when absent, `None` when given but not base64url
     let member = |k: &str| -> Option<Option<Vec<u8>>> {
         match m.get(k) {
-            None | Some(Value::Null) => Some(None),
+            None | Some(Value::Bool(false)) => Some(None),
             Some(Value::String(s)) => base64url(s).map(Some),
             Some(_) => None,
         }
     };
     let given = |k: &str| -> Option<Vec<u8>> { member(k)? };
     let valid = |ks: &[&str]| ks.iter().all(|k| member(k).is_some());
+    // OpenSSL sets the factors and the CRT parameters each in one call that wants all of them
+    // (`RSA_set0_factors`, `RSA_set0_crt_params`): some without the others do not load
+    let all_or_none = |ks: &[&str]| ks.iter().all(|k| absent(k)) || !ks.iter().any(|k| absent(k));
     match m.get("kty").and_then(Value::as_str) {
         Some("RSA") => {
             given("n").is_some_and(|n| !n.is_empty())
                 && given("e").is_some_and(|e| !e.is_empty())
                 && valid(&["d", "p", "q", "dp", "dq", "qi"])
+                && all_or_none(&["p", "q"])
+                && all_or_none(&["dp", "dq", "qi"])
         }
         Some("EC") => {
             let Some(len) = m.get("crv").and_then(Value::as_str).and_then(ec_field_len) else {
@@ -204,9 +233,10 @@ fn jwk_loads(m: &serde_json::Map<String, Value>) -> bool {
                 return false;
             };
             // the private key when given (the public one is then ignored), else the public
-            match m.get("d") {
-                Some(d) if !d.is_null() => given("d").is_some_and(|d| d.len() == len),
-                _ => given("x").is_some_and(|x| x.len() == len),
+            if absent("d") {
+                given("x").is_some_and(|x| x.len() == len)
+            } else {
+                given("d").is_some_and(|d| d.len() == len)
             }
         }
         _ => false,
@@ -378,8 +408,9 @@ impl<'a> Der<'a> {
 enum PublicKey {
     /// RSA: modulus and public exponent.
     Rsa { n: Vec<u8>, e: Vec<u8> },
-    /// EC on a named curve: the point compressed (`02`/`03` and x), which is what two
-    /// encodings of one point share.
+    /// EC on a named curve: the point as encoded (its form byte, x, and y unless
+    /// compressed). OpenSSL writes a key's point again in the form it read it in, so Kong's
+    /// comparison of the written keys tells one point in two forms apart.
     Ec { curve: Vec<u8>, point: Vec<u8> },
     /// An Edwards or Montgomery curve key.
     Okp { alg: Vec<u8>, key: Vec<u8> },
@@ -388,29 +419,56 @@ enum PublicKey {
     Other(Vec<u8>),
 }
 
-/// An EC point of a named curve in its compressed form, checked for the curve's length
-/// when the curve is one we know.
+/// What can be told of a private key's public key (what OpenSSL writes for it).
+#[derive(Debug, PartialEq)]
+enum OfPrivate {
+    /// The public key itself.
+    Key(PublicKey),
+    /// An EC key on a named curve without its public point: OpenSSL computes the point and
+    /// writes it uncompressed (the point itself is not known here).
+    EcUncompressed { curve: Vec<u8> },
+    /// Nothing that can be compared.
+    Unknown,
+}
+
+impl OfPrivate {
+    /// Whether `public` may be this private key's public key, as Kong compares them.
+    fn may_be(&self, public: &PublicKey) -> bool {
+        match self {
+            OfPrivate::Key(k) => k == public,
+            OfPrivate::EcUncompressed { curve } => matches!(
+                public,
+                PublicKey::Ec { curve: c, point } if c == curve && point.first() == Some(&0x04)
+            ),
+            OfPrivate::Unknown => true,
+        }
+    }
+}
+
+/// An EC point of a named curve, as encoded, when OpenSSL would read it: uncompressed
+/// (`04`, x, y), compressed (`02`/`03`, x) or hybrid (`06`/`07`, x, y, the form's low bit
+/// that of y), of the curve's length when the curve is one we know.
 fn ec_point(curve: &[u8], point: &[u8]) -> Option<Vec<u8>> {
     let (&form, xy) = point.split_first()?;
     let len = curve_len(curve);
     match form {
-        0x04 => {
+        0x04 | 0x06 | 0x07 => {
             if xy.is_empty() || xy.len() % 2 != 0 || len.is_some_and(|l| xy.len() != 2 * l) {
                 return None;
             }
-            let (x, y) = xy.split_at(xy.len() / 2);
-            let mut out = vec![0x02 | (y[y.len() - 1] & 1)];
-            out.extend_from_slice(x);
-            Some(out)
+            let y_odd = xy[xy.len() - 1] & 1;
+            if form != 0x04 && form & 1 != y_odd {
+                return None;
+            }
         }
         0x02 | 0x03 => {
             if xy.is_empty() || len.is_some_and(|l| xy.len() != l) {
                 return None;
             }
-            Some(point.to_vec())
         }
-        _ => None,
+        _ => return None,
     }
+    Some(point.to_vec())
 }
 
 /// A BIT STRING's bits (whole bytes only).
@@ -482,17 +540,33 @@ fn public_pem(pem: &str) -> Option<PublicKey> {
     rsa_public(&pem_section(pem, "RSA PUBLIC KEY")?)
 }
 
-/// A PEM private key (PKCS#8, PKCS#1 or SEC1): `Some(public key)` when it loads, with the
-/// public key when it can be told.
-fn private_pem(pem: &str) -> Option<Option<PublicKey>> {
+/// A PEM private key (PKCS#8, PKCS#1, SEC1 or OpenSSL's traditional DSA form), when it
+/// loads: what can be told of its public key.
+fn private_pem(pem: &str) -> Option<OfPrivate> {
     use rustls_pki_types::PrivateKeyDer;
     use rustls_pki_types::pem::PemObject;
-    match &PrivateKeyDer::from_pem_slice(pem.as_bytes()).ok()? {
-        PrivateKeyDer::Pkcs1(k) => rsa_private(k.secret_pkcs1_der()).map(Some),
+    let Ok(key) = PrivateKeyDer::from_pem_slice(pem.as_bytes()) else {
+        // OpenSSL reads this one too (rustls does not know it)
+        return dsa_private(&pem_section(pem, "DSA PRIVATE KEY")?);
+    };
+    match &key {
+        PrivateKeyDer::Pkcs1(k) => rsa_private(k.secret_pkcs1_der()).map(OfPrivate::Key),
         PrivateKeyDer::Sec1(k) => ec_private(k.secret_sec1_der(), Curve::Own),
         PrivateKeyDer::Pkcs8(k) => pkcs8(k),
         _ => None,
     }
+}
+
+/// OpenSSL's traditional `DSAPrivateKey`: a SEQUENCE of six INTEGERs (version, p, q, g,
+/// the public and the private key). Not compared.
+fn dsa_private(der: &[u8]) -> Option<OfPrivate> {
+    let mut r = Der(Der(der).element(SEQUENCE)?);
+    // (OpenSSL reads any version)
+    r.element(INTEGER)?;
+    for _ in 0..5 {
+        r.unsigned()?;
+    }
+    r.0.is_empty().then_some(OfPrivate::Unknown)
 }
 
 /// PKCS#1 `RSAPrivateKey`: its public key.
@@ -519,8 +593,8 @@ enum Curve<'a> {
     Explicit,
 }
 
-/// SEC1 `ECPrivateKey`: its public key when it carries one (and its curve is named).
-fn ec_private(der: &[u8], wrapped: Curve<'_>) -> Option<Option<PublicKey>> {
+/// SEC1 `ECPrivateKey`: its public key when it carries one, else its curve (when named).
+fn ec_private(der: &[u8], wrapped: Curve<'_>) -> Option<OfPrivate> {
     let mut r = Der(Der(der).element(SEQUENCE)?);
     if r.element(INTEGER)? != [1] {
         return None;
@@ -533,7 +607,7 @@ fn ec_private(der: &[u8], wrapped: Curve<'_>) -> Option<Option<PublicKey>> {
     let curve = match (own, wrapped) {
         (Some((OID, c)), _) | (None, Curve::Named(c)) => c,
         // explicit parameters: loads, but is not compared
-        (Some((SEQUENCE, _)), _) | (None, Curve::Explicit) => return Some(None),
+        (Some((SEQUENCE, _)), _) | (None, Curve::Explicit) => return Some(OfPrivate::Unknown),
         _ => return None,
     };
     if scalar.is_empty() || curve_len(curve).is_some_and(|l| stripped(scalar).len() > l) {
@@ -542,17 +616,19 @@ fn ec_private(der: &[u8], wrapped: Curve<'_>) -> Option<Option<PublicKey>> {
     match r.optional(0xa1) {
         Some(p) => {
             let point = bits(Der(p).element(BIT_STRING)?)?;
-            Some(Some(PublicKey::Ec {
+            Some(OfPrivate::Key(PublicKey::Ec {
                 curve: curve.to_vec(),
                 point: ec_point(curve, point)?,
             }))
         }
-        None => Some(None),
+        None => Some(OfPrivate::EcUncompressed {
+            curve: curve.to_vec(),
+        }),
     }
 }
 
-/// PKCS#8 `PrivateKeyInfo`: its public key when it can be told.
-fn pkcs8(key: &rustls_pki_types::PrivatePkcs8KeyDer<'_>) -> Option<Option<PublicKey>> {
+/// PKCS#8 `PrivateKeyInfo`: what can be told of its public key.
+fn pkcs8(key: &rustls_pki_types::PrivatePkcs8KeyDer<'_>) -> Option<OfPrivate> {
     let der = key.secret_pkcs8_der();
     let mut r = Der(Der(der).element(SEQUENCE)?);
     let version = r.element(INTEGER)?;
@@ -563,8 +639,8 @@ fn pkcs8(key: &rustls_pki_types::PrivatePkcs8KeyDer<'_>) -> Option<Option<Public
     let inner = r.element(OCTET_STRING)?;
     let oid = alg.element(OID)?;
     match oid {
-        RSA_ENCRYPTION => rsa_private(inner).map(Some),
-        RSASSA_PSS => rsa_private(inner).map(|_| None),
+        RSA_ENCRYPTION => rsa_private(inner).map(OfPrivate::Key),
+        RSASSA_PSS => rsa_private(inner).map(|_| OfPrivate::Unknown),
         EC_PUBLIC_KEY => match alg.next()? {
             (OID, curve) => ec_private(inner, Curve::Named(curve)),
             (SEQUENCE, _) => ec_private(inner, Curve::Explicit),
@@ -576,13 +652,16 @@ fn pkcs8(key: &rustls_pki_types::PrivatePkcs8KeyDer<'_>) -> Option<Option<Public
                 return None;
             }
             if oid != ED25519 {
-                return Some(None);
+                return Some(OfPrivate::Unknown);
             }
             // ring derives the public key from the seed
             let signer = rustls::crypto::ring::sign::any_eddsa_type(key).ok()?;
-            Some(spki(signer.public_key()?.as_ref()))
+            Some(match spki(signer.public_key()?.as_ref()) {
+                Some(k) => OfPrivate::Key(k),
+                None => OfPrivate::Unknown,
+            })
         }
-        DSA | DH_PKCS3 | DH_X942 => Some(None),
+        DSA | DH_PKCS3 | DH_X942 => Some(OfPrivate::Unknown),
         _ => None,
     }
 }
@@ -717,23 +796,210 @@ mod tests {
     }
 
     #[test]
-    fn ec_points_compare_in_either_encoding() {
+    fn ec_points_keep_their_form() {
         let x = [7u8; 32];
-        let mut y = [9u8; 32];
-        let mut full = vec![4];
-        full.extend_from_slice(&x);
-        full.extend_from_slice(&y);
-        let mut compressed = vec![3];
-        compressed.extend_from_slice(&x);
-        assert_eq!(ec_point(P256, &full), Some(compressed.clone()));
-        assert_eq!(ec_point(P256, &compressed), Some(compressed.clone()));
-        y[31] = 8;
-        let mut even = vec![4];
-        even.extend_from_slice(&x);
-        even.extend_from_slice(&y);
-        assert_ne!(ec_point(P256, &even), Some(compressed));
-        // the curve's length
+        let y = [9u8; 32];
+        let point = |form: u8, with_y: bool| {
+            let mut p = vec![form];
+            p.extend_from_slice(&x);
+            if with_y {
+                p.extend_from_slice(&y);
+            }
+            p
+        };
+        let (full, compressed, hybrid) = (point(4, true), point(3, false), point(7, true));
+        for p in [&full, &compressed, &hybrid] {
+            assert_eq!(ec_point(P256, p).as_ref(), Some(p));
+        }
+        // one point in two forms is two keys, as OpenSSL writes them again (Kong compares
+        // the written keys)
+        let key = |p: &[u8]| PublicKey::Ec {
+            curve: P256.to_vec(),
+            point: ec_point(P256, p).expect("loads"),
+        };
+        assert_ne!(key(&full), key(&compressed));
+        assert_ne!(key(&full), key(&hybrid));
+        assert_eq!(key(&full), key(&point(4, true)));
+        // a hybrid point's form says the parity of y (9 is odd): `06` does not load
+        assert!(ec_point(P256, &point(6, true)).is_none());
+        // the curve's length; unknown forms
         assert!(ec_point(P384, &full).is_none());
+        assert!(ec_point(P256, &point(2, true)).is_none());
         assert!(ec_point(P256, &[5, 1, 2]).is_none());
+        assert!(ec_point(P256, &[0]).is_none());
+    }
+
+    #[test]
+    fn an_ec_key_without_its_point_is_written_uncompressed() {
+        let of_private = OfPrivate::EcUncompressed {
+            curve: P256.to_vec(),
+        };
+        let key = |curve: &[u8], form: u8, len: usize| PublicKey::Ec {
+            curve: curve.to_vec(),
+            point: std::iter::once(form)
+                .chain(std::iter::repeat_n(1, len))
+                .collect(),
+        };
+        assert!(of_private.may_be(&key(P256, 4, 64)));
+        assert!(!of_private.may_be(&key(P256, 3, 32)));
+        assert!(!of_private.may_be(&key(P256, 7, 64)));
+        assert!(!of_private.may_be(&key(P384, 4, 96)));
+        assert!(!of_private.may_be(&PublicKey::Rsa {
+            n: vec![1],
+            e: vec![3]
+        }));
+        assert!(OfPrivate::Unknown.may_be(&key(P256, 3, 32)));
+    }
+
+    #[test]
+    fn the_traditional_dsa_form_loads() {
+        let int = |v: &[u8]| {
+            let mut e = vec![INTEGER, v.len() as u8];
+            e.extend_from_slice(v);
+            e
+        };
+        let seq = |ints: &[&[u8]]| {
+            let body: Vec<u8> = ints.iter().flat_map(|i| int(i)).collect();
+            let mut e = vec![SEQUENCE, body.len() as u8];
+            e.extend(body);
+            e
+        };
+        let six: [&[u8]; 6] = [&[0], &[0x17], &[0x0b], &[4], &[9], &[3]];
+        assert_eq!(dsa_private(&seq(&six)), Some(OfPrivate::Unknown));
+        // (OpenSSL reads any version)
+        let mut v1 = six;
+        v1[0] = &[1];
+        assert!(dsa_private(&seq(&v1)).is_some());
+        assert!(dsa_private(&seq(&six[..5])).is_none());
+        let mut seven = six.to_vec();
+        seven.push(&[1]);
+        assert!(dsa_private(&seq(&seven)).is_none());
+        let mut negative = six;
+        negative[1] = &[0x80];
+        assert!(dsa_private(&seq(&negative)).is_none());
+        // in PEM, where rustls finds no key
+        let pem = |label: &str, der: &[u8]| {
+            let b64 = base64_encode(der);
+            format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
+        };
+        assert_eq!(
+            private_pem(&pem("DSA PRIVATE KEY", &seq(&six))),
+            Some(OfPrivate::Unknown)
+        );
+        assert!(private_pem(&pem("DSA PRIVATE KEY", &seq(&six[..5]))).is_none());
+        assert!(private_pem(&pem("DSA PUBLIC KEY", &seq(&six))).is_none());
+    }
+
+    /// Standard base64 with padding (the tests' PEM).
+    fn base64_encode(b: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = c
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn base64_encode_for_the_tests() {
+        for b in [&b""[..], b"a", b"ab", b"abc", b"\xff\x00\x10\x20"] {
+            assert_eq!(base64_decode(&base64_encode(b), false).as_deref(), Some(b));
+        }
+    }
+
+    #[test]
+    fn an_arrays_errors_are_read_in_one_pass() {
+        // 50,000 elements: Kong's message in full, and it is built in one pass (finding the
+        // message of each index anew took seconds of quadratic work)
+        let n = 50_000;
+        let mut errs = Errors::default();
+        for i in 1..=n {
+            errs.fields.push((
+                i.to_string(),
+                FieldError::Message("expected a string".into()),
+            ));
+        }
+        let mut e = Errors::default();
+        e.fields.push(("key_ops".into(), FieldError::Nested(errs)));
+        let started = std::time::Instant::now();
+        let msg = errors_to_string(&e);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(msg.starts_with(
+            "Validation error: key_ops: Validation error: expected a string; expected a string;"
+        ));
+        assert_eq!(msg.matches("expected a string").count(), n);
+        // the run stops at the first element without a message, in any order of the errors
+        let mut gap = Errors::default();
+        for (i, m) in [(3, "c"), (1, "a"), (2, "b"), (5, "e")] {
+            gap.fields
+                .push((i.to_string(), FieldError::Message(m.to_string())));
+        }
+        gap.fields
+            .push(("4".into(), FieldError::Nested(Errors::default())));
+        assert_eq!(elements_from_first(&gap), "a; b; c");
+        assert_eq!(elements_from_first(&Errors::default()), "");
+    }
+
+    #[test]
+    fn jwk_members_as_lua_reads_them() {
+        let loads = |v: Value| match v {
+            Value::Object(m) => jwk_loads(&m),
+            _ => false,
+        };
+        let rsa = |extra: Value| {
+            let mut v = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
+            if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
+                m.extend(x);
+            }
+            loads(v)
+        };
+        // `null` is a value that does not decode; `false` is no value
+        assert!(!rsa(json!({"d": null})));
+        assert!(!rsa(json!({"n": null})));
+        assert!(rsa(json!({"d": false})));
+        assert!(!rsa(json!({"n": false})));
+        // the factors together, the CRT parameters together
+        assert!(rsa(json!({"d": "AQAB", "p": "AQ", "q": "AQ"})));
+        assert!(!rsa(json!({"d": "AQAB", "p": "AQ"})));
+        assert!(!rsa(json!({"q": "AQ"})));
+        assert!(!rsa(json!({"p": "AQ", "q": null})));
+        assert!(rsa(
+            json!({"p": "AQ", "q": "AQ", "dp": "AQ", "dq": "AQ", "qi": "AQ"})
+        ));
+        assert!(rsa(json!({"dp": "AQ", "dq": "AQ", "qi": "AQ"})));
+        assert!(!rsa(json!({"p": "AQ", "q": "AQ", "dp": "AQ", "dq": "AQ"})));
+        assert!(!rsa(json!({"qi": "AQ"})));
+        assert!(rsa(json!({"p": "AQ", "q": "AQ", "dp": false})));
+        // EC and OKP
+        let ec = json!({"kty": "EC", "crv": "P-256", "x": "AQAB", "y": "AQAB"});
+        assert!(loads(ec.clone()));
+        let mut with_d = ec.clone();
+        with_d["d"] = Value::Null;
+        assert!(!loads(with_d));
+        let mut no_y = ec;
+        no_y["y"] = Value::Null;
+        assert!(!loads(no_y));
+        let key32 = "A".repeat(43);
+        assert!(!loads(
+            json!({"kty": "OKP", "crv": "Ed25519", "d": null, "x": key32})
+        ));
+        assert!(loads(
+            json!({"kty": "OKP", "crv": "Ed25519", "d": false, "x": key32})
+        ));
+        assert!(!loads(json!({"kty": "OKP", "crv": "Ed25519", "x": null})));
     }
 }

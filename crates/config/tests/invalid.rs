@@ -676,6 +676,29 @@ fn keys_and_key_sets() {
         ("ec key, rsa public key", "ec-sec1.key", "rsa.pub"),
         ("ec key, p-521 public key", "ec.key", "p521.pub"),
         ("other ed25519 key", "ed25519-other.key", "ed25519.pub"),
+        // one EC point in two forms: OpenSSL writes each key's point in the form it read
+        (
+            "uncompressed point, compressed public key",
+            "ec.key",
+            "ec-compressed.pub",
+        ),
+        (
+            "uncompressed point, hybrid public key",
+            "ec-sec1.key",
+            "ec-hybrid.pub",
+        ),
+        (
+            "compressed point, uncompressed public key",
+            "ec-compressed.key",
+            "ec.pub",
+        ),
+        // without its point, OpenSSL computes it and writes it uncompressed
+        (
+            "no point, compressed public key",
+            "ec-nopub.key",
+            "ec-compressed.pub",
+        ),
+        ("no point, p-521 public key", "ec-nopub.key", "p521.pub"),
     ] {
         check_value(
             name,
@@ -683,6 +706,33 @@ fn keys_and_key_sets() {
             &["key[p] pem: public key does not match private key"],
         );
     }
+    // a vault reference is not checked, but it is a value: `jwk` and `pem` stay exclusive
+    check_value(
+        "jwk reference and pem",
+        key(json!({"kid": "a", "jwk": "{vault://env/jwk}",
+                   "pem": {"private_key": "{vault://env/key}"}})),
+        &["key[-] @entity: only one or none of these fields must be set: 'jwk', 'pem'"],
+    );
+    // what lua-resty-openssl cannot load: RSA factors or CRT parameters without the others
+    // (OpenSSL's setters want them all), a JSON null (a value in Lua, and no base64url)
+    for (name, extra) in [
+        ("p without q", json!({"d": "AQAB", "p": "AQAB"})),
+        ("dp and dq without qi", json!({"dp": "AQAB", "dq": "AQAB"})),
+        ("null exponent", json!({"d": null})),
+        ("null modulus", json!({"n": null})),
+    ] {
+        check_value(
+            name,
+            key(json!({"name": "k", "kid": "k", "jwk": jwk_with("k", extra)})),
+            &["key[k] @entity: could not load JWK, likely not a valid key"],
+        );
+    }
+    // `false` is no value to Lua: the key loads, and Kong's jwk record refuses the member
+    check_value(
+        "false member",
+        key(json!({"name": "k", "kid": "k", "jwk": jwk_with("k", json!({"d": false}))})),
+        &["key[k] @entity: Validation error: d: expected a string"],
+    );
     // references and uniqueness
     check_value(
         "missing set",
@@ -738,6 +788,36 @@ fn keys_and_key_sets() {
         json!({"_format_version": v, "key_sets": [{"name": "s", "kid": "x"}]}),
         &["key_set[s] kid: unknown field"],
     );
+}
+
+/// Asserts `f` takes less than five seconds: the inputs below took from 20 seconds to minutes
+/// of quadratic work each before (a debug build), and take well under one second.
+fn quick<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = f();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "{what}: {took:?}");
+    out
+}
+
+#[test]
+fn a_jwk_with_many_key_ops_is_refused_quickly() {
+    // 50,000 invalid `key_ops` elements: each is reported, in one pass over the errors, on
+    // the fast path and again on the reporting path
+    let n = 50_000;
+    let jwk = jwk_with("k", json!({"key_ops": vec![0; n]}));
+    let doc = json!({"_format_version": "3.0", "keys": [{"name": "k", "kid": "k", "jwk": jwk}]});
+    let err = quick("load", || load_value(doc)).unwrap_err();
+    let lines = error_lines(&err);
+    assert_eq!(lines.len(), 1);
+    assert!(
+        lines[0].starts_with(
+            "key[k] @entity: Validation error: key_ops: Validation error: expected a string; expected a string;"
+        ),
+        "{}",
+        &lines[0][..200]
+    );
+    assert_eq!(lines[0].matches("expected a string").count(), n);
 }
 
 #[test]

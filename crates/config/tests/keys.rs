@@ -173,6 +173,17 @@ fn key_material_kong_accepts() {
         ("private only", Some("ed25519-other.key"), None),
         // no public point to compare: not checked (OpenSSL would compute it)
         ("ec without its point", Some("ec-nopub.key"), Some("ec.pub")),
+        // a point in the form the public key has it
+        (
+            "compressed point",
+            Some("ec-compressed.key"),
+            Some("ec-compressed.pub"),
+        ),
+        ("compressed public key", None, Some("ec-compressed.pub")),
+        ("hybrid public key", None, Some("ec-hybrid.pub")),
+        // OpenSSL's traditional DSA form (DSA keys are not compared)
+        ("dsa traditional", Some("dsa.key"), None),
+        ("dsa pair", Some("dsa.key"), Some("dsa.pub")),
     ];
     for (name, private, public) in cases {
         let mut p = serde_json::Map::new();
