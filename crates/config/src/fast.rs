@@ -468,16 +468,18 @@ impl<'de> Visitor<'de> for ItemSeed {
             match children.iter().position(|(c, _)| c.plural() == key) {
                 Some(i) => {
                     let items = map.next_value_seed(Children(children[i].0))?;
-                    match e.nested.iter_mut().find(|(j, _)| *j == i) {
-                        Some((_, old)) => *old = items,
-                        None => e.nested.push((i, items)),
-                    }
+                    e.set_nested(i, items);
                 }
                 None => {
                     let v: Value = map.next_value()?;
+                    // a repeated key replaces the value
                     match e.entries.0.iter_mut().find(|(k, _)| *k == key) {
                         Some((_, old)) => *old = v,
                         None => e.entries.0.push((key, v)),
+                    }
+                    // a scan of the keys for each key is quadratic in a large object
+                    if e.entries.0.len() >= SCAN_MAX_KEYS {
+                        return visit_large_entity(map, children, e);
                     }
                 }
             }
@@ -485,6 +487,55 @@ impl<'de> Visitor<'de> for ItemSeed {
         Ok(Item::Entity(e))
     }
 }
+
+impl<'de> Entity<'de> {
+    /// Sets the nested entities of child kind `i` (replacing those given before).
+    fn set_nested(&mut self, i: usize, items: Vec<Item<'de>>) {
+        match self.nested.iter_mut().find(|(j, _)| *j == i) {
+            Some((_, old)) => *old = items,
+            None => self.nested.push((i, items)),
+        }
+    }
+}
+
+/// The rest of an entity object with many keys (`e` has [`SCAN_MAX_KEYS`]): as
+/// [`ItemSeed::visit_map`] reads it, with an index of the keys to find repeated ones.
+#[inline(never)]
+fn visit_large_entity<'de, A: MapAccess<'de>>(
+    mut map: A,
+    children: &[(EntityKind, &'static str)],
+    mut e: Entity<'de>,
+) -> Result<Item<'de>, A::Error> {
+    let mut index: std::collections::HashMap<Cow<'de, str>, usize> = (e.entries.0.iter())
+        .enumerate()
+        .map(|(i, (k, _))| (k.clone(), i))
+        .collect();
+    while let Some(Key(key)) = map.next_key()? {
+        match children.iter().position(|(c, _)| c.plural() == key) {
+            Some(i) => {
+                let items = map.next_value_seed(Children(children[i].0))?;
+                e.set_nested(i, items);
+            }
+            None => {
+                let v: Value = map.next_value()?;
+                match index
+                    .get(key.as_ref())
+                    .and_then(|i| e.entries.0.get_mut(*i))
+                {
+                    Some((_, old)) => *old = v,
+                    None => {
+                        index.insert(key.clone(), e.entries.0.len());
+                        e.entries.0.push((key, v));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Item::Entity(e))
+}
+
+/// Keys of an entity object up to which a repeated key is found by a scan.
+const SCAN_MAX_KEYS: usize = 32;
 
 /// Reads a nested entity array (anything else is left to the reporting path).
 struct Children(EntityKind);
@@ -1359,6 +1410,36 @@ upstreams:
                 ids::namespace(*k),
                 Uuid::new_v5(&ids::NAMESPACE, k.plural().as_bytes())
             );
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_replaces_the_value_in_small_and_large_objects() {
+        // below and past the number of keys where an index takes over from the scan
+        for n in [3, SCAN_MAX_KEYS - 1, SCAN_MAX_KEYS, 3 * SCAN_MAX_KEYS] {
+            let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\": {i}")).collect();
+            let text = format!(
+                "{{{}, \"k0\": \"again\", \"routes\": [], \"k{}\": null, \"routes\": [{{}}]}}",
+                keys.join(", "),
+                n - 1
+            );
+            let mut de = serde_json::Deserializer::from_str(&text);
+            let item = ItemSeed(EntityKind::Service)
+                .deserialize(&mut de)
+                .expect("an object");
+            let Item::Entity(e) = item else {
+                panic!("an entity")
+            };
+            let entries = &e.entries.0;
+            assert_eq!(entries.len(), n, "{n}");
+            assert_eq!(entries[0], (Cow::Borrowed("k0"), json!("again")));
+            assert_eq!(entries[1].1, json!(1));
+            assert_eq!(
+                entries[n - 1],
+                (Cow::Owned(format!("k{}", n - 1)), Value::Null)
+            );
+            assert_eq!(e.nested.len(), 1);
+            assert_eq!(e.nested[0].1.len(), 1, "the last `routes` stays");
         }
     }
 

@@ -125,7 +125,11 @@ pub(crate) fn load_reporting(doc: Value, opts: &LoadOptions<'_>) -> Result<Confi
     for (k, v) in top {
         match EntityKind::from_plural(&k) {
             Some(kind) => arrays.push((kind, v)),
-            None => top_errors.field(k, "unknown field"),
+            // (the object's keys are distinct, and the header's were taken out above: pushed,
+            // not replacing one another, which costs a scan of the messages each)
+            None => top_errors
+                .fields
+                .push((k, FieldError::Message("unknown field".into()))),
         }
     }
     arrays.sort_by_key(|(k, _)| *k);
@@ -893,10 +897,24 @@ pub(crate) fn expand_url(url: &str) -> Result<Vec<(&'static str, Value)>, String
     Ok(out)
 }
 
+/// Adds `from`'s errors to `into`'s; a field's first error stays.
 fn merge_errors(into: &mut Errors, from: Errors) {
     into.entity.extend(from.entity);
+    // a scan of the fields so far for each field while they are few; a set of their names
+    // when many (a scan each is quadratic: an entity may have thousands of unknown fields;
+    // randomly keyed hashing, as the names are the input's)
+    if into.fields.len() + from.fields.len() <= 32 {
+        for (k, e) in from.fields {
+            if !into.has_field(&k) {
+                into.fields.push((k, e));
+            }
+        }
+        return;
+    }
+    let mut seen: std::collections::HashSet<String> =
+        into.fields.iter().map(|(k, _)| k.clone()).collect();
     for (k, e) in from.fields {
-        if !into.has_field(&k) {
+        if seen.insert(k.clone()) {
             into.fields.push((k, e));
         }
     }

@@ -770,8 +770,10 @@ fn validate_kind_moving(kind: &Kind, v: Value) -> Option<Value> {
             }
             // in place: element `r` validated into slot `w` (`w <= r`)
             let mut w = 0;
-            for r in 0..items.len() {
+            let mut r = 0;
+            while r < items.len() {
                 let item = std::mem::take(&mut items[r]);
+                r += 1;
                 if item.is_null() {
                     return None;
                 }
@@ -781,6 +783,11 @@ fn validate_kind_moving(kind: &Kind, v: Value) -> Option<Value> {
                 }
                 items[w] = v;
                 w += 1;
+                // a scan of the kept elements for each element is quadratic in a long set
+                if *set && w == SetSeen::SCAN_MAX {
+                    w = validate_set_rest_moving(elements, &mut items, w, r)?;
+                    break;
+                }
             }
             items.truncate(w);
             Some(Value::Array(items))
@@ -797,6 +804,31 @@ fn validate_kind_moving(kind: &Kind, v: Value) -> Option<Value> {
             }
         }
     }
+}
+
+/// The rest of a long set from element `r` on, as [`validate_kind_moving`] validates it
+/// (`items[..w]` kept so far), with an index of the kept elements; the number kept.
+#[inline(never)]
+fn validate_set_rest_moving(
+    elements: &Field,
+    items: &mut [Value],
+    mut w: usize,
+    r: usize,
+) -> Option<usize> {
+    let mut seen = SetSeen::default();
+    for r in r..items.len() {
+        let item = std::mem::take(&mut items[r]);
+        if item.is_null() {
+            return None;
+        }
+        let v = validate_field_moving(elements, item)?;
+        if !seen.is_new(&items[..w], &v) {
+            continue;
+        }
+        items[w] = v;
+        w += 1;
+    }
+    Some(w)
 }
 
 /// How [`Record::validate_overlay`] changes its input.
@@ -924,6 +956,7 @@ fn validate_kind(kind: &Kind, v: &Value) -> Outcome {
             }
             let mut errs = Errors::default();
             let mut out: Vec<Value> = Vec::with_capacity(items.len());
+            let mut seen = SetSeen::default();
             for (i, item) in items.iter().enumerate() {
                 if item.is_null() {
                     errs.fields.push((
@@ -934,7 +967,7 @@ fn validate_kind(kind: &Kind, v: &Value) -> Outcome {
                 }
                 match validate_field(elements, Some(item)) {
                     Outcome::Ok(v) => {
-                        if !*set || !out.contains(&v) {
+                        if !*set || seen.is_new(&out, &v) {
                             out.push(v)
                         }
                     }
@@ -988,8 +1021,11 @@ fn validate_kind(kind: &Kind, v: &Value) -> Outcome {
                 Some(Value::String(_)) if m.len() == 1 => Outcome::Ok(v.clone()),
                 _ => {
                     let mut e = Errors::default();
+                    // (an object's keys are distinct: pushed, not replacing one another, which
+                    // costs a scan of the messages each)
                     for k in m.keys().filter(|k| *k != "id") {
-                        e.field(k.clone(), "unknown field");
+                        e.fields
+                            .push((k.clone(), FieldError::Message("unknown field".into())));
                     }
                     match m.get("id") {
                         None | Some(Value::Null) => e.field("id", "required field missing"),
@@ -1002,6 +1038,81 @@ fn validate_kind(kind: &Kind, v: &Value) -> Outcome {
             _ => msg("expected a record"),
         },
     }
+}
+
+/// The elements a set keeps, to drop duplicates as they come: a scan of the kept ones while
+/// they are few (most sets: no hashing), a hash index of them once they are many (a scan for
+/// each element of a long set is quadratic).
+#[derive(Default)]
+struct SetSeen(Option<Box<SetIndex>>);
+
+/// The kept elements' positions by hash (randomly keyed: inputs cannot be made to collide).
+struct SetIndex {
+    at: std::collections::HashMap<u64, Vec<usize>>,
+    state: std::hash::RandomState,
+}
+
+impl SetSeen {
+    /// Kept elements up to which a scan is used.
+    const SCAN_MAX: usize = 16;
+
+    /// Whether `v` is none of `kept`; when it is new, the caller keeps it next (`kept` is
+    /// the same list each call, grown by the new elements).
+    #[inline]
+    fn is_new(&mut self, kept: &[Value], v: &Value) -> bool {
+        if kept.len() < Self::SCAN_MAX {
+            return !kept.contains(v);
+        }
+        self.is_new_indexed(kept, v)
+    }
+
+    #[inline(never)]
+    fn is_new_indexed(&mut self, kept: &[Value], v: &Value) -> bool {
+        let index = self.0.get_or_insert_with(|| {
+            let state = std::hash::RandomState::new();
+            let mut at = std::collections::HashMap::with_capacity(2 * kept.len());
+            for (i, k) in kept.iter().enumerate() {
+                at.entry(hash_value(&state, k))
+                    .or_insert_with(Vec::new)
+                    .push(i);
+            }
+            Box::new(SetIndex { at, state })
+        });
+        let at = index.at.entry(hash_value(&index.state, v)).or_default();
+        if at.iter().any(|i| kept.get(*i) == Some(v)) {
+            return false;
+        }
+        at.push(kept.len());
+        true
+    }
+}
+
+/// A hash of a JSON value consistent with its equality: equal values hash alike (objects
+/// by their size alone: equal maps may list their keys in other orders).
+fn hash_value(state: &std::hash::RandomState, v: &Value) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    fn feed(v: &Value, h: &mut impl Hasher) {
+        match v {
+            Value::Null => 0u8.hash(h),
+            Value::Bool(b) => (1u8, b).hash(h),
+            // equal numbers are of one kind and value; 0.0 == -0.0
+            Value::Number(n) => {
+                let bits = n.as_f64().map(|f| if f == 0.0 { 0 } else { f.to_bits() });
+                (2u8, bits).hash(h)
+            }
+            Value::String(s) => (3u8, s).hash(h),
+            Value::Array(a) => {
+                (4u8, a.len()).hash(h);
+                for x in a {
+                    feed(x, h);
+                }
+            }
+            Value::Object(m) => (5u8, m.len()).hash(h),
+        }
+    }
+    let mut h = state.build_hasher();
+    feed(v, &mut h);
+    h.finish()
 }
 
 fn fmt_num(n: f64) -> String {
@@ -1096,6 +1207,34 @@ mod tests {
             r.validate(&obj(json!({"n": "5"}))).1.flatten()[0].1,
             "expected an integer"
         );
+    }
+
+    #[test]
+    fn sets_drop_duplicates_short_and_long() {
+        // below and past the scan's limit, in both validations, with values equal in
+        // several spellings (numbers, objects in another key order)
+        let r = Record::new(vec![Field::set("s", Field::any(""))]);
+        for n in [3, SetSeen::SCAN_MAX, 5 * SetSeen::SCAN_MAX] {
+            let mut items: Vec<Value> = (0..n).map(|i| json!(format!("v{i}"))).collect();
+            let unique = items.clone();
+            items.extend(unique.iter().rev().cloned());
+            items.extend([json!(0.0), json!(-0.0), json!(1), json!(1)]);
+            items.extend([json!({"a": 1, "b": 2}), json!({"b": 2, "a": 1})]);
+            items.extend([json!([1, 2]), json!([2, 1]), json!([1, 2]), json!(null)]);
+            let mut expected = unique;
+            expected.extend([json!(0.0), json!(1)]);
+            expected.extend([json!({"a": 1, "b": 2}), json!([1, 2]), json!([2, 1])]);
+            // (`null` elements are refused)
+            items.pop();
+            let input = obj(json!({ "s": items }));
+            let (out, e) = r.validate(&input);
+            assert!(e.is_empty(), "{e:?}");
+            assert_eq!(out.get("s"), Some(&Value::Array(expected.clone())), "{n}");
+            let moved = r
+                .validate_moving(input.into_iter().collect(), &Overlay::default())
+                .expect("valid");
+            assert_eq!(moved.get("s"), Some(&Value::Array(expected)), "{n}");
+        }
     }
 
     #[test]

@@ -820,6 +820,60 @@ fn a_jwk_with_many_key_ops_is_refused_quickly() {
     assert_eq!(lines[0].matches("expected a string").count(), n);
 }
 
+/// An object of `n` keys `k1`..`kn` (values 0).
+fn many_keys(n: usize) -> serde_json::Map<String, serde_json::Value> {
+    (1..=n).map(|i| (format!("k{i}"), json!(0))).collect()
+}
+
+#[test]
+fn large_objects_and_sets_are_checked_in_linear_time() {
+    // each of these was quadratic: a scan of the messages (or keys, or elements) so far for
+    // each key (or element)
+    let n = 50_000;
+    // unknown keys of a foreign key's object
+    let mut set = many_keys(n);
+    set.insert("id".into(), json!("0d5b6b34-5b7b-4bd4-8a43-5a7f6a4a0001"));
+    let doc = json!({"_format_version": "3.0",
+                     "keys": [{"name": "k", "kid": "k", "set": set, "pem": {"public_key": pem("rsa.pub")}}]});
+    let lines = error_lines(&quick("foreign key object", || load_value(doc)).unwrap_err());
+    assert_eq!(lines.len(), n, "{:?}", &lines[..3]);
+    assert_eq!(lines[0], "key[k] set.k1: unknown field");
+    assert_eq!(lines[n - 1], format!("key[k] set.k{n}: unknown field"));
+    // unknown keys of an entity (read by the fast path first, then reported)
+    let mut service = many_keys(n);
+    service.insert("name".into(), json!("s"));
+    service.insert("host".into(), json!("a.test"));
+    let doc = json!({"_format_version": "3.0", "services": [service]});
+    let lines = error_lines(&quick("entity object", || load_value(doc)).unwrap_err());
+    assert_eq!(lines.len(), n);
+    assert!(lines.contains(&format!("service[s] k{n}: unknown field")));
+    // unknown top-level keys
+    let mut top = many_keys(n);
+    top.insert("_format_version".into(), json!("3.0"));
+    let lines = error_lines(
+        &quick("top-level object", || {
+            load_value(serde_json::Value::Object(top))
+        })
+        .unwrap_err(),
+    );
+    assert_eq!(lines.len(), n);
+    assert!(lines.contains(&format!("top k{n}: unknown field")));
+    // a set's duplicates dropped, on the fast path (valid) and on the reporting path (the
+    // service has another error)
+    let tags: Vec<String> = (0..n + n / 2).map(|i| format!("t{}", i % n)).collect();
+    let doc = json!({"_format_version": "3.0", "services": [{"name": "s", "host": "a.test", "tags": tags}]});
+    let cfg = quick("long set", || load_value(doc.clone())).expect("valid");
+    assert_eq!(cfg.services[0].tags.len(), n);
+    assert_eq!(cfg.services[0].tags[n - 1], format!("t{}", n - 1));
+    let mut bad = doc;
+    bad["services"][0]["port"] = json!(-1);
+    let lines = error_lines(&quick("long set, reported", || load_value(bad)).unwrap_err());
+    assert_eq!(
+        lines,
+        ["service[s] port: value should be between 0 and 65535"]
+    );
+}
+
 #[test]
 fn flattened_entries_carry_identity_for_the_controller() {
     let d = doc(
