@@ -955,6 +955,95 @@ mod tests {
     }
 
     #[test]
+    fn the_parsers_never_panic_on_random_or_damaged_input() {
+        // a fixed-seed xorshift: the same inputs each run
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let fixture = |name: &str| {
+            // (read when the test runs, as the other tests read their fixtures)
+            std::fs::read_to_string(format!(
+                "{}/tests/fixtures/pki/{name}",
+                std::env::var("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+            ))
+            .expect("fixture")
+        };
+        let der_of = |pem: &str| {
+            let start = pem.find("-----\n").map_or(0, |i| i + 6);
+            let stop = pem.rfind("\n-----END").unwrap_or(pem.len());
+            let body: String = pem[start..stop].split_whitespace().collect();
+            base64_decode(&body, false).expect("fixture base64")
+        };
+        // well-formed DER to damage: each parser's own inputs
+        let seeds: Vec<Vec<u8>> = [
+            "rsa.key",
+            "rsa-pkcs1.key",
+            "rsa.pub",
+            "ec.key",
+            "ec-sec1.key",
+            "ec-compressed.key",
+            "ec.pub",
+            "ed25519.key",
+            "ed25519.pub",
+            "p521.key",
+            "dsa.key",
+            "dsa.pub",
+        ]
+        .iter()
+        .map(|f| der_of(&fixture(f)))
+        .collect();
+        let run = |der: &[u8]| {
+            let _ = spki(der);
+            let _ = rsa_public(der);
+            let _ = rsa_private(der);
+            let _ = dsa_private(der);
+            let _ = ec_private(der, Curve::Own);
+            let _ = ec_private(der, Curve::Named(P256));
+            let _ = ec_private(der, Curve::Explicit);
+            let _ = pkcs8(&rustls_pki_types::PrivatePkcs8KeyDer::from(der));
+            let _ = Der(der).next();
+            let text = String::from_utf8_lossy(der);
+            let _ = base64_decode(&text, true);
+            let _ = base64_decode(&text, false);
+        };
+        for i in 0..3000 {
+            // random bytes, often starting as DER does
+            let len = (next() % 300) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if i % 2 == 0 && !bytes.is_empty() {
+                bytes[0] = SEQUENCE;
+            }
+            run(&bytes);
+            // a fixture cut short, with bytes changed
+            let seed = &seeds[i % seeds.len()];
+            let mut damaged = seed[..(next() as usize % (seed.len() + 1))].to_vec();
+            for _ in 0..1 + next() % 4 {
+                if !damaged.is_empty() {
+                    let at = next() as usize % damaged.len();
+                    damaged[at] = next() as u8;
+                }
+            }
+            run(&damaged);
+            run(&seed[..next() as usize % (seed.len() + 1)]);
+        }
+        // base64 of random text from its alphabets
+        let alphabet = b"ABCXYZabcxyz0189+/-_=\n ";
+        for _ in 0..3000 {
+            let len = (next() % 40) as usize;
+            let text: String = (0..len)
+                .map(|_| char::from(alphabet[next() as usize % alphabet.len()]))
+                .collect();
+            let _ = base64_decode(&text, true);
+            let _ = base64_decode(&text, false);
+        }
+    }
+
+    #[test]
     fn jwk_members_as_lua_reads_them() {
         let loads = |v: Value| match v {
             Value::Object(m) => jwk_loads(&m),

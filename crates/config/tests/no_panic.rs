@@ -27,7 +27,12 @@ fn arb_json() -> impl Strategy<Value = Value> {
             Just("GET"),
             Just("v1"),
             Just("none"),
-            Just("header")
+            Just("header"),
+            Just("{vault://env/k}"),
+            Just(r#"{"kid":"a","kty":"RSA","n":"AQAB","e":"AQAB","p":null}"#),
+            Just(r#"{"kid":"a","kty":"OKP","crv":"Ed25519","x":false}"#),
+            Just("-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n"),
+            Just("-----BEGIN DSA PRIVATE KEY-----\nMAYCAQACAQE=\n-----END DSA PRIVATE KEY-----\n")
         ]
         .prop_map(|s| Value::String(s.into())),
     ];
@@ -74,6 +79,13 @@ fn field_name() -> impl Strategy<Value = String> {
         Just("strip_path"),
         Just("consumer"),
         Just("key"),
+        Just("kid"),
+        Just("jwk"),
+        Just("pem"),
+        Just("set"),
+        Just("keys"),
+        Just("private_key"),
+        Just("public_key"),
         Just("xyz")
     ]
     .prop_map(String::from)
@@ -97,7 +109,9 @@ fn entity_key() -> impl Strategy<Value = String> {
         Just("acls"),
         Just("hmacauth_credentials"),
         Just("consumer_groups"),
-        Just("consumer_group_consumers")
+        Just("consumer_group_consumers"),
+        Just("key_sets"),
+        Just("keys")
     ]
     .prop_map(String::from)
 }
