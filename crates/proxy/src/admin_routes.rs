@@ -89,10 +89,13 @@ pub(crate) struct Route {
     pub(crate) endpoint: Endpoint,
     /// Also served by the status listener (which serves nothing else).
     pub(crate) on_status: bool,
+    /// Listed by `GET /endpoints`: a path Kong serves. (Served but not listed: the other
+    /// names of a collection, `/keyauth_credentials`, `/consumers/{c}/key-auths`.)
+    pub(crate) listed: bool,
 }
 
 impl Route {
-    fn new(path: String, endpoint: Endpoint, on_status: bool) -> Route {
+    fn new(path: String, endpoint: Endpoint, on_status: bool, listed: bool) -> Route {
         let segs = path
             .split('/')
             .filter(|s| !s.is_empty())
@@ -109,6 +112,7 @@ impl Route {
             segs,
             endpoint,
             on_status,
+            listed,
         }
     }
 
@@ -157,6 +161,23 @@ fn collections() -> impl Iterator<Item = (&'static str, EntityKind)> {
         .chain(EntityKind::ALL.into_iter().map(|k| (k.plural(), k)))
 }
 
+/// Kong's name of a kind's collection (`admin_api_name`, else the declarative plural).
+fn kong_name(k: EntityKind) -> &'static str {
+    ADMIN_NAMES
+        .into_iter()
+        .find(|(_, ak)| *ak == k)
+        .map_or(k.plural(), |(n, _)| n)
+}
+
+/// Kong's name of a kind's collection under its parent (`admin_api_nested_name`, else its
+/// collection name: `/consumers/{c}/key-auth`, `/services/{s}/routes`).
+fn kong_nested_name(k: EntityKind) -> &'static str {
+    NESTED_NAMES
+        .into_iter()
+        .find(|(_, nk)| *nk == k)
+        .map_or(kong_name(k), |(n, _)| n)
+}
+
 /// Admin collection name → entity kind.
 pub(crate) fn kind_of(name: &str) -> Option<EntityKind> {
     collections().find(|(n, _)| *n == name).map(|(_, k)| k)
@@ -179,8 +200,8 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(build);
 fn build() -> Vec<Route> {
     use Endpoint as E;
     let mut t: Vec<Route> = Vec::new();
-    let mut add = |path: String, e: Endpoint, on_status: bool| {
-        t.push(Route::new(path, e, on_status));
+    let mut add = |path: String, e: Endpoint, on_status: bool, listed: bool| {
+        t.push(Route::new(path, e, on_status, listed));
     };
     for (path, e, on_status) in [
         ("/status", E::Status, true),
@@ -228,24 +249,27 @@ fn build() -> Vec<Route> {
             false,
         ),
     ] {
-        add(path.to_string(), e, on_status);
+        add(path.to_string(), e, on_status, true);
     }
-    // The entity endpoints, for every name of every collection.
+    // The entity endpoints, for every name of every collection (listed under Kong's names).
     for (coll, k) in collections() {
         let e = E::Entities(k);
         let upstreams = k == EntityKind::Upstream;
+        let listed = coll == kong_name(k);
         let one = format!("/{coll}/{{{}}}", k.plural());
-        add(format!("/{coll}"), e, upstreams);
-        add(one.clone(), e, upstreams);
+        add(format!("/{coll}"), e, upstreams, listed);
+        add(one.clone(), e, upstreams, listed);
         // `/routes/{routes}/service`: the entity a foreign key references
         for (fk, _) in k.foreign_keys() {
-            add(format!("{one}/{fk}"), e, false);
+            add(format!("{one}/{fk}"), e, false, listed);
         }
         // `/services/{services}/routes[/{routes}]`: the children under their parent
         for (child, ck) in collections().chain(NESTED_NAMES) {
             if ck.foreign_keys().iter().any(|(_, p)| *p == k) {
-                add(format!("{one}/{child}"), e, upstreams);
-                add(format!("{one}/{child}/{{{}}}", ck.plural()), e, upstreams);
+                let listed = listed && child == kong_nested_name(ck);
+                add(format!("{one}/{child}"), e, upstreams, listed);
+                let one_child = format!("{one}/{child}/{{{}}}", ck.plural());
+                add(one_child, e, upstreams, listed);
             }
         }
     }
@@ -272,13 +296,17 @@ fn kong_order(a: &str, b: &str) -> Ordering {
 }
 
 static LISTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-    let mut paths: Vec<&'static str> = ROUTES.iter().map(|r| r.path.as_str()).collect();
+    let mut paths: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|r| r.listed)
+        .map(|r| r.path.as_str())
+        .collect();
     paths.sort_by(|a, b| kong_order(a, b));
     paths.dedup();
     paths
 });
 
-/// Every path the admin listener serves, as `GET /endpoints` lists them.
+/// Every path the admin listener serves under Kong's names, as `GET /endpoints` lists them.
 pub(crate) fn listed() -> &'static [&'static str] {
     &LISTED
 }
@@ -341,7 +369,25 @@ mod tests {
             l.windows(2)
                 .all(|w| kong_order(w[0], w[1]) == Ordering::Less)
         );
-        assert_eq!(l.len(), ROUTES.len(), "one route per path");
+        assert_eq!(
+            l.len(),
+            ROUTES.iter().filter(|r| r.listed).count(),
+            "one route per path"
+        );
+        // the other names of collections are served, not listed
+        for p in [
+            "/keyauth_credentials",
+            "/keyauth_credentials/{keyauth_credentials}",
+            "/key_sets/{key_sets}/keys",
+            "/consumers/{consumers}/key-auths",
+            "/consumers/{consumers}/keyauth_credentials/{keyauth_credentials}",
+        ] {
+            assert!(!l.contains(&p), "{p} listed");
+            assert!(
+                ROUTES.iter().any(|r| r.path == p && !r.listed),
+                "{p} served"
+            );
+        }
         // the status listener serves its own few
         let status: Vec<&str> = ROUTES
             .iter()
