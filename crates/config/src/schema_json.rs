@@ -437,38 +437,27 @@ mod tests {
             _ => panic!("not an object"),
         };
         // Kong's admin API answers these (spec 21-admin-api-keys): the same rules here
-        let e = validate_entity(
-            EntityKind::Key,
-            &obj(json!({"kid": "35", "jwk": "\"kid\":test"})),
-            &opts,
-        );
-        assert_eq!(
-            schema_violation(&e)["message"],
-            "schema violation (could not json decode jwk string)"
-        );
-        let e = validate_entity(
-            EntityKind::Key,
-            &obj(json!({"kid": "36", "jwk": "{\"kid\": \"36\"}"})),
-            &opts,
-        );
-        assert_eq!(
-            schema_violation(&e)["message"],
-            "schema violation (could not load JWK, likely not a valid key)"
-        );
-        let e = validate_entity(
-            EntityKind::Key,
-            &obj(json!({"kid": "a", "jwk": "{\"kid\": \"b\"}"})),
-            &opts,
-        );
-        assert_eq!(
-            schema_violation(&e)["message"],
-            "schema violation (kid in jwk.kid must be equal to keys.kid)"
-        );
-        let e = validate_entity(EntityKind::Key, &obj(json!({"pem": {}})), &opts);
-        assert_eq!(
-            schema_violation(&e)["message"],
-            "2 schema violations (kid: required field missing; pem.@entity: {\n  \"at least one of these fields must be non-empty: 'private_key', 'public_key'\"\n})"
-        );
+        for (key, message) in [
+            (
+                json!({"kid": "35", "jwk": "\"kid\":test"}),
+                "schema violation (could not json decode jwk string)",
+            ),
+            (
+                json!({"kid": "36", "jwk": "{\"kid\": \"36\"}"}),
+                "schema violation (could not load JWK, likely not a valid key)",
+            ),
+            (
+                json!({"kid": "a", "jwk": "{\"kid\": \"b\"}"}),
+                "schema violation (kid in jwk.kid must be equal to keys.kid)",
+            ),
+            (
+                json!({"pem": {}}),
+                "2 schema violations (kid: required field missing; pem.@entity: {\n  \"at least one of these fields must be non-empty: 'private_key', 'public_key'\"\n})",
+            ),
+        ] {
+            let e = validate_entity(EntityKind::Key, &obj(key.clone()), &opts);
+            assert_eq!(schema_violation(&e)["message"], message, "{key}");
+        }
         assert!(validate_entity(EntityKind::KeySet, &obj(json!({"name": "s"})), &opts).is_empty());
     }
 

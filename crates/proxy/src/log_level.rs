@@ -94,10 +94,20 @@ impl LogLevel {
     /// The level configured at start, shown as `configured` (a Kong name) and applied as
     /// `configured_filter`; `apply` applies a filter to the process's logging.
     pub fn new(configured: &str, configured_filter: &str, apply: Apply) -> LogLevel {
+        LogLevel::with(configured, configured_filter, Some(apply))
+    }
+
+    /// A level that cannot be changed: the embedding program keeps its logging to itself.
+    /// Shows Kong's default, `notice`.
+    pub fn fixed() -> LogLevel {
+        LogLevel::with("notice", "info", None)
+    }
+
+    fn with(configured: &str, configured_filter: &str, apply: Option<Apply>) -> LogLevel {
         LogLevel {
             configured: configured.to_string(),
             configured_filter: configured_filter.to_string(),
-            apply: Some(apply),
+            apply,
             state: Mutex::new(State {
                 current: configured.to_string(),
                 filter: configured_filter.to_string(),
@@ -105,14 +115,6 @@ impl LogLevel {
                 revert: None,
             }),
         }
-    }
-
-    /// A level that cannot be changed: the embedding program keeps its logging to itself.
-    /// Shows Kong's default, `notice`.
-    pub fn fixed() -> LogLevel {
-        let mut level = LogLevel::new("notice", "info", Box::new(|_| Ok(())));
-        level.apply = None;
-        level
     }
 
     /// The Kong name of the level now.
