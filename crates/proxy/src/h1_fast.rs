@@ -146,15 +146,21 @@ fn parse_in<'b>(
     let (Some(method), Some(path)) = (req.method, req.path) else {
         return Parsed::Other;
     };
+    // the request line as nginx reads it (its method characters, the target's form, the
+    // path's encoding and dot segments): refused before any header is looked at
+    if !crate::request_line::accepted(method.as_bytes(), path.as_bytes()) {
+        return Parsed::Refused(Refusal::Bad);
+    }
     let mut simple = req.version == Some(1) && method != "CONNECT" && path.starts_with('/');
     if simple {
         spans.method = span(buf, method.as_bytes());
         spans.path = span(buf, path.as_bytes());
     }
     spans.headers.clear();
-    // the framing rules nginx applies to every HTTP/1 head: a second length, or a length
-    // beside a transfer coding, is refused
-    let (mut lengths, mut coded) = (0u32, false);
+    // the framing rules nginx applies to every HTTP/1 head, in its order: a length that is
+    // not one number, a second length, a transfer coding on HTTP/1.0 or given twice, a
+    // length beside `chunked` (400), then a transfer coding other than `chunked` (501)
+    let (mut lengths, mut codings, mut chunked) = (0u32, 0u32, false);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let plain = if name.eq_ignore_ascii_case(b"content-length") {
@@ -173,7 +179,8 @@ fn parse_in<'b>(
         } else if name.eq_ignore_ascii_case(b"connection") {
             h.value.eq_ignore_ascii_case(b"keep-alive")
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            coded = true;
+            codings += 1;
+            chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
             false
         } else {
             !(name.eq_ignore_ascii_case(b"expect")
@@ -187,8 +194,15 @@ fn parse_in<'b>(
             spans.headers.push([ns, ne, vs, ve]);
         }
     }
-    if lengths > 1 || (lengths == 1 && coded) {
+    if lengths > 1 || (codings > 0 && (req.version == Some(0) || codings > 1)) {
         Parsed::Refused(Refusal::Bad)
+    } else if codings == 1 && !chunked {
+        Parsed::Refused(Refusal::NotImplemented)
+    } else if lengths == 1 && codings == 1 {
+        Parsed::Refused(Refusal::Bad)
+    } else if method == "CONNECT" || method == "TRACE" {
+        // nginx serves neither (405)
+        Parsed::Refused(Refusal::NotAllowed)
     } else if simple {
         Parsed::Simple(n)
     } else {
@@ -781,7 +795,6 @@ mod tests {
             b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             b"GET http://x/ HTTP/1.1\r\n\r\n",
-            b"CONNECT x:443 HTTP/1.1\r\n\r\n",
         ] {
             assert!(
                 matches!(parsed(raw), Parsed::Other),
@@ -821,6 +834,36 @@ mod tests {
             ),
             (b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n", Refusal::Bad),
             (b"GET / HTTP/2.0\r\n\r\n", Refusal::Bad),
+            // the request line as nginx reads it (`request_line`)
+            (b"get / HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"OPTIONS * HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"CONNECT x:443 HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"GET /a/../../b HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"GET http://x/%2e%2e/b HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"GET /a%zz HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"CONNECT /x HTTP/1.1\r\n\r\n", Refusal::NotAllowed),
+            (b"TRACE / HTTP/1.1\r\n\r\n", Refusal::NotAllowed),
+            // transfer codings, in nginx's order
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Refusal::Bad,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Refusal::Bad,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Refusal::NotImplemented,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+                Refusal::NotImplemented,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: gzip\r\n\r\na",
+                Refusal::NotImplemented,
+            ),
         ] {
             let got = parse(raw, 100, 200, &mut Spans::default());
             assert!(

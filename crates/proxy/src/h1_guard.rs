@@ -35,8 +35,8 @@
 //!
 //! Anything the guard cannot follow (HTTP/2, framing hyper itself rejects) turns it into a
 //! pass-through, and so does a protocol switch: the guard watches the answers written back,
-//! and only an upgrade request answered `101` (or a `CONNECT` answered `2xx`) ends the HTTP/1
-//! messages. An upgrade that is refused leaves the guard following the connection's next
+//! and only an upgrade request answered `101` ends the HTTP/1 messages (a `CONNECT` is
+//! refused at its head, as nginx refuses it). An upgrade that is refused leaves the guard following the connection's next
 //! requests. While a switch is undecided, the bytes after it may be the tunnel's rather than
 //! a request: a head refused then is instead made unparsable for hyper (the last byte of its
 //! blank line becomes a NUL), so that hyper refuses it if it reads it as HTTP at all.
@@ -99,8 +99,6 @@ enum Chunk {
 enum Switch {
     /// An `Upgrade` request: switches on `101`.
     Upgrade,
-    /// A `CONNECT`: switches on `2xx`.
-    Connect,
 }
 
 /// What the guard keeps of a request handed to hyper until its final answer is written.
@@ -484,7 +482,7 @@ impl<T> H1Guard<T> {
             return self.stop_counting();
         };
         match (asked.switch, code) {
-            (Some(Switch::Upgrade), 101) | (Some(Switch::Connect), 200..=299) => {
+            (Some(Switch::Upgrade), 101) => {
                 return self.pass_releasing();
             }
             (_, 101) => return self.stop_counting(),
@@ -563,9 +561,6 @@ fn has_close_token(head: &[u8]) -> bool {
 
 /// The protocol switch a request head asks for, if any.
 fn switch_of(head: &[u8]) -> Option<Switch> {
-    if head.starts_with(b"CONNECT ") {
-        return Some(Switch::Connect);
-    }
     head.split(|&b| b == b'\n').skip(1).find_map(|line| {
         let colon = line.iter().position(|&b| b == b':')?;
         line[..colon]
@@ -1170,10 +1165,6 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
                 b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
                 b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
             ),
-            (
-                b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
-                b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n",
-            ),
         ] {
             let mut g = guard();
             assert!(!feed(&mut g, req));
@@ -1193,23 +1184,18 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
 
     #[test]
     fn an_accepted_switch_ends_the_guard() {
-        for (req, answer) in [
-            (
-                &b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"[..],
-                &b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..],
-            ),
-            (
-                b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
-                b"HTTP/1.1 200 Connection Established\r\n\r\n",
-            ),
-        ] {
-            let mut g = guard();
-            assert!(!feed(&mut g, req));
-            g.observe(answer);
-            assert!(matches!(g.state, State::Pass));
-            // tunnel bytes, whatever they look like, are not touched
-            assert!(!feed(&mut g, SMUGGLE));
-        }
+        let mut g = guard();
+        assert!(!feed(
+            &mut g,
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        g.observe(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert!(matches!(g.state, State::Pass));
+        // tunnel bytes, whatever they look like, are not touched
+        assert!(!feed(&mut g, SMUGGLE));
+        // a `CONNECT` never gets that far: nginx refuses it at its head (405), so does the guard
+        let mut g = guard();
+        assert!(feed(&mut g, b"CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n"));
     }
 
     #[tokio::test]
@@ -1283,7 +1269,7 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
     fn a_switch_pipelined_behind_another_request_is_decided_by_its_own_answer() {
         for (pipelined, first_answer) in [
             (
-                &b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\naCONNECT x:1 HTTP/1.1\r\nHost: x:1\r\n\r\n"[..],
+                &b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\naGET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"[..],
                 &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..],
             ),
             (
@@ -1311,7 +1297,7 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
             refused.observe(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n");
             assert!(feed(&mut refused, SMUGGLE), "the next smuggling head is refused");
             // its acceptance ends it
-            g.observe(b"HTTP/1.1 200 Connection Established\r\n\r\n");
+            g.observe(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
             assert!(matches!(g.state, State::Pass));
             assert!(!feed(&mut g, SMUGGLE));
         }

@@ -37,6 +37,7 @@ pub mod h1_guard;
 pub mod log_level;
 pub mod metrics;
 pub mod proxy;
+mod request_line;
 pub mod settings;
 pub mod snapshot;
 pub mod tls;

@@ -275,7 +275,9 @@ pub(crate) async fn handle(
                 cx.format
             };
             let mut r = kong_error(sh, &cx, format, e.kind.status(), e.kind.message());
-            if e.kind == Kind::BadRequest {
+            // nginx closes the connection after a request it refuses (the request's framing
+            // may be what it could not read)
+            if matches!(e.kind, Kind::BadRequest | Kind::NotImplemented) {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -298,10 +300,14 @@ pub(crate) enum Refusal {
     /// Over the header size or count limit (nginx's 494, which Kong sends as 400 with its
     /// own message).
     TooLarge,
+    /// A transfer coding other than `chunked` (nginx: 501).
+    NotImplemented,
+    /// A method nginx does not serve, `CONNECT` or `TRACE` (405).
+    NotAllowed,
 }
 
-/// Kong's answer to a head refused before routing (nginx's `error_page` path): 400, the
-/// body format from the `Accept` and `Content-Type` found in the head if any, the
+/// Kong's answer to a head refused before routing (nginx's `error_page` path): 400 (or
+/// 405, 501 as [`Refusal`] says), the body format from the `Accept` and `Content-Type` found in the head if any, the
 /// connection closed. Counted as an unmatched request when `proxied` (a head on a proxy
 /// listener).
 pub(crate) fn refusal(
@@ -324,15 +330,20 @@ pub(crate) fn refusal(
         proxied: false,
     };
     tracing::debug!(request_id = ?cx.rid, reason = ?why, "request head refused");
-    let message = match why {
-        Refusal::Bad => "Bad request",
-        Refusal::TooLarge => "Request header or cookie too large",
+    let (status, message) = match why {
+        Refusal::Bad => (StatusCode::BAD_REQUEST, "Bad request"),
+        Refusal::TooLarge => (
+            StatusCode::BAD_REQUEST,
+            "Request header or cookie too large",
+        ),
+        Refusal::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "Not implemented"),
+        Refusal::NotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
     };
-    let mut r = kong_error(sh, &cx, format, StatusCode::BAD_REQUEST, message);
+    let mut r = kong_error(sh, &cx, format, status, message);
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     if proxied {
-        sh.metrics.unmatched.response(400, false);
+        sh.metrics.unmatched.response(status.as_u16(), false);
         sh.metrics.unmatched.latencies(0, 0, None);
     }
     r
@@ -680,6 +691,13 @@ async fn proxy(
             None => req.version() == Version::HTTP_11,
             Some(h) => !valid_host(h.as_bytes()),
         }
+    {
+        return Err(Error::downstream(Kind::BadRequest));
+    }
+    // HTTP/1 heads had their request line checked before they were parsed into a request;
+    // an HTTP/2 `:path` is checked here (nginx's HTTP/2 module normalizes it alike)
+    if req.version() == Version::HTTP_2
+        && !crate::request_line::path_ok(req.uri().path().as_bytes())
     {
         return Err(Error::downstream(Kind::BadRequest));
     }

@@ -1435,14 +1435,18 @@ async fn endpoints_lists_exactly_the_served_paths() {
     let mut served = 0;
     for p in &probes {
         let r = c
-            .send(req("TRACE", "localhost", p).body(Full::default()).unwrap())
+            .send(
+                req("PROPFIND", "localhost", p)
+                    .body(Full::default())
+                    .unwrap(),
+            )
             .await;
         if listed.iter().any(|t| fits(t, p)) || other_name(p) {
             served += 1;
-            assert_eq!(r.status, 405, "TRACE {p}: {}", r.text());
+            assert_eq!(r.status, 405, "PROPFIND {p}: {}", r.text());
             assert_eq!(r.json(), json!({"message": "Method not allowed"}), "{p}");
         } else {
-            assert_eq!(r.status, 404, "TRACE {p} is served but not listed");
+            assert_eq!(r.status, 404, "PROPFIND {p} is served but not listed");
             assert_eq!(r.json(), json!({"message": "Not found"}), "{p}");
         }
     }
@@ -1465,9 +1469,13 @@ async fn endpoints_lists_exactly_the_served_paths() {
         ),
     ] {
         let r = c
-            .send(req("TRACE", "localhost", p).body(Full::default()).unwrap())
+            .send(
+                req("PROPFIND", "localhost", p)
+                    .body(Full::default())
+                    .unwrap(),
+            )
             .await;
-        assert_eq!(r.status, 405, "TRACE {p}: {}", r.text());
+        assert_eq!(r.status, 405, "PROPFIND {p}: {}", r.text());
         assert!(!listed.iter().any(|l| l == unlisted), "{unlisted} listed");
     }
 
@@ -1501,9 +1509,13 @@ async fn endpoints_lists_exactly_the_served_paths() {
         ("/services", 404),
     ] {
         let r = s
-            .send(req("TRACE", "localhost", p).body(Full::default()).unwrap())
+            .send(
+                req("PROPFIND", "localhost", p)
+                    .body(Full::default())
+                    .unwrap(),
+            )
             .await;
-        assert_eq!(r.status, status, "status listener: TRACE {p}");
+        assert_eq!(r.status, status, "status listener: PROPFIND {p}");
     }
     g.gw.shutdown().await;
 }

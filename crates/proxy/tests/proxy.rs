@@ -686,6 +686,126 @@ async fn heads_refused_on_hypers_path_get_kongs_answer() {
     }
 }
 
+/// What nginx refuses at the request line, or for the transfer coding, Kong refuses before
+/// any phase runs: the method's characters, a target that is neither origin- nor
+/// absolute-form (`*`, a `CONNECT`'s authority), a path nginx cannot normalize (a `..` above
+/// the root, plain or encoded; a bad or NUL `%` escape), the methods nginx does not serve
+/// (`CONNECT`, `TRACE`: 405) and a transfer coding other than `chunked` (501). Each gets
+/// Kong's answer and the connection closes, whether the fast path or hyper's path reads it,
+/// and whether it comes first or behind another request; the upstream never sees it.
+#[tokio::test]
+async fn request_lines_and_codings_nginx_refuses_get_kongs_answer() {
+    let b = Backend::start().await;
+    let w = Duration::from_millis(500);
+    let cases: &[(&[u8], u16, &str)] = &[
+        (b"get /any HTTP/1.1\r\nHost: x\r\n\r\n", 400, "Bad request"),
+        (b"G3T /any HTTP/1.1\r\nHost: x\r\n\r\n", 400, "Bad request"),
+        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400, "Bad request"),
+        (b"GET any HTTP/1.1\r\nHost: x\r\n\r\n", 400, "Bad request"),
+        (
+            b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        (
+            b"GET /../any HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        (
+            b"GET /any/../../x HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        (
+            b"GET /%2e%2e/any HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        (
+            b"GET /any%2F..%2F..%2Fx HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        (
+            b"GET http://x/../any HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        (
+            b"GET /any%00 HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        (
+            b"GET /any%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        (
+            b"CONNECT /any HTTP/1.1\r\nHost: x\r\n\r\n",
+            405,
+            "Method not allowed",
+        ),
+        (
+            b"TRACE /any HTTP/1.1\r\nHost: x\r\n\r\n",
+            405,
+            "Method not allowed",
+        ),
+        (
+            b"POST /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+            501,
+            "Not implemented",
+        ),
+        (
+            b"POST /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            "Not implemented",
+        ),
+        (
+            b"POST /any HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+    ];
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        for &(bad, status, message) in cases {
+            let what = format!("fast_h1 {fast_h1}: {}", String::from_utf8_lossy(bad));
+            let out = raw(g.http, bad, w).await;
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {status}")),
+                "{what}: {out}"
+            );
+            assert_kong_refusal(&out, 0, status, message);
+            // behind a request that is answered first
+            let mut input = b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+            input.extend_from_slice(bad);
+            let out = raw(g.http, &input, w).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+            assert_kong_refusal(&out, 1, status, message);
+        }
+        // what nginx accepts still passes: dot segments within the root, encoded
+        // characters, an absolute-form target, methods of upper-case letters, `-` and `_`
+        for ok in [
+            &b"GET /any/x/../y HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET /any/%41%2e%2E/z?../../.. HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET http://x/any HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"M-SEARCH_X /any HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let out = raw(g.http, ok, w).await;
+            assert!(
+                out.starts_with("HTTP/1.1 200"),
+                "fast_h1 {fast_h1}: {}: {out}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        g.gw.shutdown().await;
+    }
+}
+
 /// Answers of every framing written back to back to a client that reads slowly (a long one
 /// cut over many writes; answers to `HEAD`, whose length is not a body's; `204`s without
 /// one; all with large heads) are each counted, so a refused head pipelined behind them is
@@ -937,10 +1057,16 @@ fn assert_kong_400(out: &str, message: &str) {
 
 /// `out` is `before` answers then Kong's 400 with `message`, in text, closing the connection.
 fn assert_kong_400_after(out: &str, before: usize, message: &str) {
+    assert_kong_refusal(out, before, 400, message);
+}
+
+/// `out` is `before` answers then Kong's `status` with `message`, in text, closing the
+/// connection.
+fn assert_kong_refusal(out: &str, before: usize, status: u16, message: &str) {
     assert_eq!(count_responses(out), before + 1, "{out}");
     let at = out
-        .rfind("HTTP/1.1 400")
-        .unwrap_or_else(|| panic!("no 400: {out}"));
+        .rfind(&format!("HTTP/1.1 {status}"))
+        .unwrap_or_else(|| panic!("no {status}: {out}"));
     assert_eq!(count_responses(&out[..at]), before, "{out}");
     let out = &out[at..];
     let lower = out.to_ascii_lowercase();
@@ -1205,6 +1331,27 @@ async fn h2c_prior_knowledge() {
         assert_eq!(e["headers"]["x-forwarded-host"], "h2c.test");
         assert_eq!(e["headers"]["via"], "2 kong/3.10.0");
     }
+    // a `:path` nginx cannot normalize gets Kong's 400 on its stream; the connection goes on
+    for bad in ["/../any", "/any/%2e%2e/%2E%2E/x", "/any%00"] {
+        let r = c
+            .send(
+                http::Request::get(format!("http://h2c.test{bad}"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{bad}");
+        // (an nginx-level error: text unless the request asks for another format)
+        assert!(r.text().starts_with("Bad request\nrequest_id: "), "{bad}");
+    }
+    let r = c
+        .send(
+            http::Request::get("http://h2c.test/any/x/../y")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
     g.gw.shutdown().await;
 }
 
