@@ -355,7 +355,7 @@ impl ConnSetup {
             builder: conn_builder(sh, kind),
             limits: crate::h1_guard::Limits {
                 max_headers: sh.settings.max_headers,
-                max_bytes: sh.settings.max_header_bytes.max(1024),
+                buffers: buffers_of(sh, kind),
             },
             answerer: Arc::new(move |head, why| {
                 crate::h1_fast::refusal_bytes(&sh2, head, why, kind == ListenerKind::Proxy)
@@ -377,6 +377,15 @@ impl ConnSetup {
     }
 }
 
+/// The request head buffers of a listener's kind.
+fn buffers_of(sh: &Shared, kind: ListenerKind) -> crate::header_buffers::HeaderBuffers {
+    if kind == ListenerKind::Proxy {
+        sh.settings.proxy_header_buffers
+    } else {
+        sh.settings.header_buffers
+    }
+}
+
 fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor> {
     let s = &sh.settings;
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -385,7 +394,7 @@ fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor>
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(s.client_header_timeout)
-        .max_buf_size((s.max_header_bytes.max(1024) + 4096).max(8192))
+        .max_buf_size((buffers_of(sh, kind).max_bytes() + 4096).max(8192))
         .max_headers(s.max_headers.saturating_add(1))
         .keep_alive(true)
         .half_close(false);
@@ -394,7 +403,7 @@ fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor>
         .keep_alive_interval(Some(s.keepalive_timeout))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(128)
-        .max_header_list_size(s.max_header_bytes as u32);
+        .max_header_list_size(u32::try_from(buffers_of(sh, kind).max_bytes()).unwrap_or(u32::MAX));
     if kind != ListenerKind::Proxy {
         b.http2().max_concurrent_streams(16);
     }

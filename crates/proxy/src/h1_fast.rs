@@ -15,11 +15,12 @@
 //!    ([`crate::proxy::handle`]); its response is written here (`Date` added when missing,
 //!    `Content-Length` or chunked framing, one `writev` for a buffered body).
 //!
-//! A head that nginx refuses (unparsable, over the size limit or, with `max_headers` at
-//! most 64, the count limit, a second
-//! `Content-Length` or one beside `Transfer-Encoding`, a length that is not one number) is
-//! answered here in Kong's format (400, `Bad request` or `Request header or cookie too
-//! large`, with a request id; [`crate::proxy::refusal`]), and the connection is closed after
+//! A head that nginx refuses (unparsable, a request line nginx refuses (`request_line.rs`),
+//! past nginx's head buffers ([`crate::header_buffers`]) or, with `max_headers` at most 64,
+//! the count limit, a second `Content-Length` or one beside `Transfer-Encoding`, a length
+//! that is not one number, a transfer coding other than `chunked`) is answered here in Kong's
+//! format (400 with `Bad request` or `Request header or cookie too large`, or 405, 414, 501,
+//! with a request id; [`crate::proxy::refusal`]), and the connection is closed after
 //! a lingering read. The framing guard in front of hyper applies the same rules
 //! ([`refusal_of`]) and gives the same answer; the parser and its configuration are hyper's.
 //!
@@ -44,6 +45,7 @@ use crate::body::ProxyBody;
 use crate::deadline::Deadline;
 use crate::gateway::Shared;
 use crate::h1_client::line;
+use crate::header_buffers::HeaderBuffers;
 use crate::proxy::{Answer, ConnInfo, RawAnswer, Refusal};
 
 /// Most headers the fast path parses; a request with more goes to hyper (which applies
@@ -90,12 +92,12 @@ pub(crate) fn span(buf: &[u8], part: &[u8]) -> (usize, usize) {
     (start, start + part.len())
 }
 
-/// Parses a head at the start of `buf` and records its spans. `max_bytes` is the largest
-/// head accepted.
-fn parse(buf: &[u8], max_headers: usize, max_bytes: usize, spans: &mut Spans) -> Parsed {
+/// Parses a head at the start of `buf` and records its spans. `buffers` limit its lines
+/// and size as nginx's buffers do.
+fn parse(buf: &[u8], max_headers: usize, buffers: &HeaderBuffers, spans: &mut Spans) -> Parsed {
     let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let limit = max_headers.clamp(1, MAX_HEADERS);
-    match parse_in(buf, &mut hdrs[..limit], max_bytes, spans) {
+    match parse_in(buf, &mut hdrs[..limit], buffers, spans) {
         // more headers than this parser holds but within `max_headers`: hyper's to read
         Parsed::TooMany if max_headers > MAX_HEADERS => Parsed::Other,
         Parsed::TooMany => Parsed::Refused(Refusal::TooLarge),
@@ -107,13 +109,17 @@ fn parse(buf: &[u8], max_headers: usize, max_bytes: usize, spans: &mut Spans) ->
 /// does: the fast path's rules ([`parse`]) with room for `max_headers` headers. A head that
 /// is not complete yet is refused only when it can no longer become acceptable. For the
 /// framing guard in front of hyper ([`crate::h1_guard`]).
-pub(crate) fn refusal_of(head: &[u8], max_headers: usize, max_bytes: usize) -> Option<Refusal> {
+pub(crate) fn refusal_of(
+    head: &[u8],
+    max_headers: usize,
+    buffers: &HeaderBuffers,
+) -> Option<Refusal> {
     let mut spans = Spans::default();
     let parsed = if max_headers <= MAX_HEADERS {
-        parse(head, max_headers, max_bytes, &mut spans)
+        parse(head, max_headers, buffers, &mut spans)
     } else {
         let mut hdrs = vec![httparse::EMPTY_HEADER; max_headers];
-        parse_in(head, &mut hdrs, max_bytes, &mut spans)
+        parse_in(head, &mut hdrs, buffers, &mut spans)
     };
     match parsed {
         Parsed::Refused(why) => Some(why),
@@ -126,19 +132,28 @@ pub(crate) fn refusal_of(head: &[u8], max_headers: usize, max_bytes: usize) -> O
 fn parse_in<'b>(
     buf: &'b [u8],
     hdrs: &mut [httparse::Header<'b>],
-    max_bytes: usize,
+    buffers: &HeaderBuffers,
     spans: &mut Spans,
 ) -> Parsed {
     let mut req = httparse::Request::new(hdrs);
+    // (a head within nginx's first buffer is within every limit: one comparison)
     let n = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n > max_bytes => {
-            return Parsed::Refused(Refusal::TooLarge);
+        Ok(httparse::Status::Complete(n)) => {
+            if n > buffers.first
+                && let Some(why) = buffers.refusal(&buf[..n])
+            {
+                return Parsed::Refused(why);
+            }
+            n
         }
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= max_bytes => {
-            return Parsed::Refused(Refusal::TooLarge);
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > buffers.first
+                && let Some(why) = buffers.refusal(buf)
+            {
+                return Parsed::Refused(why);
+            }
+            return Parsed::Partial;
         }
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(httparse::Error::TooManyHeaders) => return Parsed::TooMany,
         // (the parser and configuration hyper uses: it would refuse the head as well)
         Err(_) => return Parsed::Refused(Refusal::Bad),
@@ -385,7 +400,7 @@ where
     let mut spans = Spans::default();
     let mut first = true;
     let mut stop = Stop::new(shutdown);
-    let limit = sh.settings.max_header_bytes.max(1024);
+    let buffers = sh.settings.proxy_header_buffers;
     let mut header_deadline = None;
     loop {
         // --- a request head (the idle time before it counts, as with hyper) ---
@@ -404,7 +419,7 @@ where
                 if !first && buf.starts_with(&H2_PREFACE[..14]) {
                     return Outcome::Closed;
                 }
-                match parse(&buf, sh.settings.max_headers, limit, &mut spans) {
+                match parse(&buf, sh.settings.max_headers, &buffers, &mut spans) {
                     Parsed::Simple(n) => break n,
                     Parsed::Refused(why) => {
                         refuse(sh, &mut io, &buf, why).await;
@@ -766,7 +781,11 @@ mod tests {
     }
 
     fn parsed(raw: &[u8]) -> Parsed {
-        parse(raw, 100, 8192, &mut Spans::default())
+        parse(raw, 100, &HeaderBuffers::default(), &mut Spans::default())
+    }
+
+    fn buffers(first: usize, count: usize, size: usize) -> HeaderBuffers {
+        HeaderBuffers { first, count, size }
     }
 
     #[test]
@@ -865,19 +884,21 @@ mod tests {
                 Refusal::NotImplemented,
             ),
         ] {
-            let got = parse(raw, 100, 200, &mut Spans::default());
+            let got = parse(raw, 100, &buffers(200, 1, 200), &mut Spans::default());
             assert!(
                 matches!(got, Parsed::Refused(w) if w == why),
                 "{}",
                 String::from_utf8_lossy(raw)
             );
         }
-        // an incomplete head already over the size limit, and a complete one
+        // an incomplete head already past nginx's buffers, and a complete one (the request
+        // line takes the one large buffer, the next line finds none left); a request line
+        // longer than a large buffer
         assert!(matches!(
             parse(
                 b"GET / HTTP/1.1\r\nA: b\r\n",
                 100,
-                16,
+                &buffers(8, 1, 16),
                 &mut Spans::default()
             ),
             Parsed::Refused(Refusal::TooLarge)
@@ -886,10 +907,19 @@ mod tests {
             parse(
                 b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
                 100,
-                20,
+                &buffers(8, 1, 20),
                 &mut Spans::default()
             ),
             Parsed::Refused(Refusal::TooLarge)
+        ));
+        assert!(matches!(
+            parse(
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                100,
+                &buffers(8, 4, 10),
+                &mut Spans::default()
+            ),
+            Parsed::Refused(Refusal::UriTooLong)
         ));
     }
 
@@ -909,11 +939,11 @@ mod tests {
         }
         raw.extend_from_slice(b"\r\n");
         assert!(matches!(
-            parse(&raw, 4, 8192, &mut Spans::default()),
+            parse(&raw, 4, &HeaderBuffers::default(), &mut Spans::default()),
             Parsed::Refused(Refusal::TooLarge)
         ));
         assert!(matches!(
-            parse(&raw, 5, 8192, &mut Spans::default()),
+            parse(&raw, 5, &HeaderBuffers::default(), &mut Spans::default()),
             Parsed::Simple(_)
         ));
         // more than the fast path holds, within the limit: hyper reads them
@@ -923,7 +953,7 @@ mod tests {
         }
         raw.extend_from_slice(b"\r\n");
         assert!(matches!(
-            parse(&raw, 100, 8192, &mut Spans::default()),
+            parse(&raw, 100, &HeaderBuffers::default(), &mut Spans::default()),
             Parsed::Other
         ));
     }
@@ -932,7 +962,7 @@ mod tests {
     fn requests_share_the_head_bytes() {
         let raw = Bytes::from_static(b"GET /p?q HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
         let mut spans = Spans::default();
-        let Parsed::Simple(n) = parse(&raw, 100, 8192, &mut spans) else {
+        let Parsed::Simple(n) = parse(&raw, 100, &HeaderBuffers::default(), &mut spans) else {
             panic!("not simple")
         };
         assert_eq!(n, raw.len());

@@ -58,8 +58,15 @@ const MAX_TRAILER_LINE: usize = 64 * 1024;
 pub(crate) struct Limits {
     /// Most header lines in a head.
     pub(crate) max_headers: usize,
+    /// nginx's head buffers, which limit its lines and its size.
+    pub(crate) buffers: crate::header_buffers::HeaderBuffers,
+}
+
+impl Limits {
     /// Most bytes in a head.
-    pub(crate) max_bytes: usize,
+    fn max_bytes(&self) -> usize {
+        self.buffers.max_bytes()
+    }
 }
 
 /// Renders the answer to a refused head (the head as read so far, and why), as bytes.
@@ -257,14 +264,14 @@ impl<T> H1Guard<T> {
                     // ended or it reached the size limit: a head sent a byte at a time costs
                     // one parse per line, not one per byte)
                     let check =
-                        end.is_some() || line_ended || self.head.len() >= self.limits.max_bytes;
+                        end.is_some() || line_ended || self.head.len() >= self.limits.max_bytes();
                     let verdict = if preface || !check {
                         None
                     } else {
                         crate::h1_fast::refusal_of(
                             &self.head,
                             self.limits.max_headers,
-                            self.limits.max_bytes,
+                            &self.limits.buffers,
                         )
                     };
                     let framing = if end.is_some() {
@@ -867,7 +874,11 @@ mod tests {
             (),
             Limits {
                 max_headers: 100,
-                max_bytes: 16 * 1024,
+                buffers: crate::header_buffers::HeaderBuffers {
+                    first: 1024,
+                    count: 2,
+                    size: 8 * 1024,
+                },
             },
             Arc::new(|head: &[u8], why| {
                 let mut a = format!("{why:?} ").into_bytes();
@@ -1137,7 +1148,7 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
         ] {
             assert_eq!(
-                crate::h1_fast::refusal_of(head.as_bytes(), 100, 16 * 1024),
+                crate::h1_fast::refusal_of(head.as_bytes(), 100, &Default::default()),
                 Some(Refusal::Bad),
                 "{head}"
             );

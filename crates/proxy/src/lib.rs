@@ -34,6 +34,7 @@ mod gateway;
 pub mod h1_client;
 pub mod h1_fast;
 pub mod h1_guard;
+pub mod header_buffers;
 pub mod log_level;
 pub mod metrics;
 pub mod proxy;

@@ -304,10 +304,12 @@ pub(crate) enum Refusal {
     NotImplemented,
     /// A method nginx does not serve, `CONNECT` or `TRACE` (405).
     NotAllowed,
+    /// A request line longer than a large header buffer (nginx: 414).
+    UriTooLong,
 }
 
 /// Kong's answer to a head refused before routing (nginx's `error_page` path): 400 (or
-/// 405, 501 as [`Refusal`] says), the body format from the `Accept` and `Content-Type` found in the head if any, the
+/// 405, 414, 501 as [`Refusal`] says), the body format from the `Accept` and `Content-Type` found in the head if any, the
 /// connection closed. Counted as an unmatched request when `proxied` (a head on a proxy
 /// listener).
 pub(crate) fn refusal(
@@ -338,6 +340,7 @@ pub(crate) fn refusal(
         ),
         Refusal::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "Not implemented"),
         Refusal::NotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        Refusal::UriTooLong => (StatusCode::URI_TOO_LONG, "URI too long"),
     };
     let mut r = kong_error(sh, &cx, format, status, message);
     r.headers_mut()

@@ -1,6 +1,7 @@
 //! Node settings in Kong's vocabulary (`proxy_listen`, `admin_listen`, `trusted_ips`, ...):
 //! what a `kong.conf` would hold. [`Settings::default`] gives Kong's defaults.
 
+use crate::header_buffers::HeaderBuffers;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -431,9 +432,13 @@ pub struct Settings {
     /// request, an upstream failure) when the request has neither `Accept` nor
     /// `Content-Type`. Default `text/plain`.
     pub error_default_type: Format,
-    /// Largest request head (request line + headers) in bytes: larger gets 400
-    /// (`large_client_header_buffers`, 4 x 8k in nginx).
-    pub max_header_bytes: usize,
+    /// The request head buffers of the admin and status listeners (Kong's
+    /// `nginx_http_client_header_buffer_size` and `nginx_http_large_client_header_buffers`,
+    /// 1k and 4 x 8k): a longer line or a larger head is refused as nginx refuses it.
+    pub header_buffers: HeaderBuffers,
+    /// The same for the proxy listeners (Kong's `nginx_proxy_*` settings of those names,
+    /// else the `nginx_http_*` ones).
+    pub proxy_header_buffers: HeaderBuffers,
     /// Most request headers accepted.
     pub max_headers: usize,
     /// `client_max_body_size` in bytes: larger bodies get 413. 0 = unlimited (Kong's default).
@@ -535,7 +540,8 @@ impl Default for Settings {
             headers: Headers::default(),
             headers_upstream: UpstreamHeaders::default(),
             error_default_type: Format::Text,
-            max_header_bytes: 32 * 1024,
+            header_buffers: HeaderBuffers::default(),
+            proxy_header_buffers: HeaderBuffers::default(),
             max_headers: 100,
             client_max_body_size: 0,
             request_buffer_limit: 64 * 1024,

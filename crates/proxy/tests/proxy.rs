@@ -806,6 +806,70 @@ async fn request_lines_and_codings_nginx_refuses_get_kongs_answer() {
     }
 }
 
+/// nginx's head buffers (1k, then 4 large ones of 8k, Kong's defaults): a request line
+/// longer than a large buffer gets Kong's 414, a header line longer than one (or a head
+/// needing a fifth) Kong's 400 for nginx's 494, on either path, alone or behind a request;
+/// many lines that fit the buffers pass.
+#[tokio::test]
+async fn heads_are_limited_as_nginx_buffers_limit_them() {
+    let b = Backend::start().await;
+    let w = Duration::from_millis(500);
+    let long_uri = format!("GET /any/{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(8200));
+    let long_line = format!(
+        "GET /any HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
+        "c".repeat(8200)
+    );
+    let five_buffers = format!(
+        "GET /any HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..5)
+            .map(|i| format!("X-{i}: {}\r\n", "v".repeat(6000)))
+            .collect::<String>()
+    );
+    let cases: [(&str, u16, &str); 3] = [
+        (&long_uri, 414, "URI too long"),
+        (&long_line, 400, "Request header or cookie too large"),
+        (&five_buffers, 400, "Request header or cookie too large"),
+    ];
+    // 20 KB of 2 KB lines, and lines of just under 8 KiB in four buffers
+    let fits = [
+        format!(
+            "GET /any HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            (0..10)
+                .map(|i| format!("X-{i}: {}\r\n", "v".repeat(2000)))
+                .collect::<String>()
+        ),
+        format!(
+            "GET /any HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            (0..4)
+                .map(|i| format!("X-{i}: {}\r\n", "v".repeat(8180)))
+                .collect::<String>()
+        ),
+    ];
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        for (bad, status, message) in cases {
+            let what = format!("fast_h1 {fast_h1}: {}", &bad[..30]);
+            let out = raw(g.http, bad.as_bytes(), w).await;
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {status}")),
+                "{what}: {out}"
+            );
+            assert_kong_refusal(&out, 0, status, message);
+            let input = format!("GET /any HTTP/1.1\r\nHost: x\r\n\r\n{bad}");
+            let out = raw(g.http, input.as_bytes(), w).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+            assert_kong_refusal(&out, 1, status, message);
+        }
+        for ok in &fits {
+            let out = raw(g.http, ok.as_bytes(), w).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "fast_h1 {fast_h1}: {out}");
+        }
+        g.gw.shutdown().await;
+    }
+}
+
 /// Answers of every framing written back to back to a client that reads slowly (a long one
 /// cut over many writes; answers to `HEAD`, whose length is not a body's; `204`s without
 /// one; all with large heads) are each counted, so a refused head pipelined behind them is

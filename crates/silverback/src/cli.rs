@@ -134,6 +134,30 @@ pub struct DataPlaneArgs {
         default_value = "0"
     )]
     pub nginx_http_client_max_body_size: String,
+    /// First buffer for a request head (Kong's `nginx_http_client_header_buffer_size`).
+    #[arg(
+        long,
+        env = "SILVERBACK_NGINX_HTTP_CLIENT_HEADER_BUFFER_SIZE",
+        default_value = "1k"
+    )]
+    pub nginx_http_client_header_buffer_size: String,
+    /// Large buffers for a request head, number and size (Kong's
+    /// `nginx_http_large_client_header_buffers`): a request line longer than one gets 414, a
+    /// header line longer than one, or a head needing more of them, 400.
+    #[arg(
+        long,
+        env = "SILVERBACK_NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS",
+        default_value = "4 8k"
+    )]
+    pub nginx_http_large_client_header_buffers: String,
+    /// The first head buffer on the proxy listeners only (Kong's
+    /// `nginx_proxy_client_header_buffer_size`; default: the `nginx_http_` one).
+    #[arg(long, env = "SILVERBACK_NGINX_PROXY_CLIENT_HEADER_BUFFER_SIZE")]
+    pub nginx_proxy_client_header_buffer_size: Option<String>,
+    /// The large head buffers on the proxy listeners only (Kong's
+    /// `nginx_proxy_large_client_header_buffers`; default: the `nginx_http_` ones).
+    #[arg(long, env = "SILVERBACK_NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS")]
+    pub nginx_proxy_large_client_header_buffers: Option<String>,
     /// Serve plain HTTP/1.1 requests without a body on the gateway's own connection loop
     /// (`on`) or leave every request to hyper's server (`off`); the answers are the same.
     #[arg(long, env = "SILVERBACK_FAST_H1", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
@@ -276,6 +300,10 @@ fn kong_alias(var: &str) -> Option<String> {
         "LOG_LEVEL",
         "NGINX_WORKER_PROCESSES",
         "NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
+        "NGINX_HTTP_CLIENT_HEADER_BUFFER_SIZE",
+        "NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS",
+        "NGINX_PROXY_CLIENT_HEADER_BUFFER_SIZE",
+        "NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS",
         "HEADERS",
         "HEADERS_UPSTREAM",
         "ERROR_DEFAULT_TYPE",

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use silverback_config::{Config, LoadOptions, PluginRegistry, RouterFlavor, load_bytes};
+use silverback_proxy::header_buffers::HeaderBuffers;
 use silverback_proxy::{AdminToken, Cidr, Gateway, Headers, Listen, Settings, UpstreamHeaders};
 
 use crate::cli::DataPlaneArgs;
@@ -35,6 +36,7 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         Some(t) => Some(AdminToken::new(&t).context("the admin token is empty")?),
         None => None,
     };
+    let (header_buffers, proxy_header_buffers) = header_buffers(args)?;
     Ok(Settings {
         proxy_listen: listen("proxy_listen", &args.proxy_listen)?,
         admin_listen: listen("admin_listen", &args.admin_listen)?,
@@ -57,9 +59,43 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
             .map_err(|e| {
             anyhow::anyhow!("nginx_http_client_max_body_size: {e}")
         })?,
+        header_buffers,
+        proxy_header_buffers,
         log_level: crate::log_level(),
         ..Settings::default()
     })
+}
+
+/// nginx's request head buffers from Kong's settings: the `nginx_http_` ones, and on the
+/// proxy listeners the `nginx_proxy_` ones where given.
+fn header_buffers(args: &DataPlaneArgs) -> anyhow::Result<(HeaderBuffers, HeaderBuffers)> {
+    let first = |name: &str, v: &str| {
+        HeaderBuffers::parse_first(v).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+    };
+    let large = |name: &str, v: &str| {
+        HeaderBuffers::parse_large(v).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+    };
+    let http_first = first(
+        "nginx_http_client_header_buffer_size",
+        &args.nginx_http_client_header_buffer_size,
+    )?;
+    let (count, size) = large(
+        "nginx_http_large_client_header_buffers",
+        &args.nginx_http_large_client_header_buffers,
+    )?;
+    let http = HeaderBuffers {
+        first: http_first,
+        count,
+        size,
+    };
+    let mut proxy = http;
+    if let Some(v) = &args.nginx_proxy_client_header_buffer_size {
+        proxy.first = first("nginx_proxy_client_header_buffer_size", v)?;
+    }
+    if let Some(v) = &args.nginx_proxy_large_client_header_buffers {
+        (proxy.count, proxy.size) = large("nginx_proxy_large_client_header_buffers", v)?;
+    }
+    Ok((http, proxy))
 }
 
 /// Loads a declarative file with the data plane's rules; every error is in the message.

@@ -218,6 +218,8 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
         .env("KONG_NGINX_WORKER_PROCESSES", "1")
         .env("SILVERBACK_ADMIN_TOKEN_FILE", &token_file)
         .env("KONG_HEADERS", "server_tokens")
+        .env("KONG_NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS", "4 4k")
+        .env("KONG_NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS", "2 16k")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -243,6 +245,51 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
     assert!(lower.contains("\r\nserver: kong/"), "{miss}");
     assert!(!lower.contains("x-kong-request-id"), "{miss}");
     assert!(!lower.contains("x-kong-response-latency"), "{miss}");
+    // Head buffers: the proxy's (2 x 16k) take a 12 KiB cookie that nginx's default 8k
+    // would refuse, not a 17 KiB one; the admin API has the http-level ones (4 x 4k).
+    let cookie = |n: usize| format!("Cookie: {}\r\n", "c".repeat(n));
+    // (on a path no route takes: the status API behind `/status` has the http-level ones)
+    let big = http_get_with(proxy, "/other", &cookie(12_000)).unwrap();
+    assert!(big.starts_with("HTTP/1.1 404"), "{big}");
+    let too_big = http_get_with(proxy, "/other", &cookie(17_000)).unwrap();
+    assert!(too_big.starts_with("HTTP/1.1 400"), "{too_big}");
+    assert!(
+        too_big.contains("Request header or cookie too large"),
+        "{too_big}"
+    );
+    let admin_big = http_get_with(
+        admin,
+        "/",
+        &format!("Kong-Admin-Token: tok-123\r\n{}", cookie(5_000)),
+    )
+    .unwrap();
+    assert!(admin_big.starts_with("HTTP/1.1 400"), "{admin_big}");
+}
+
+#[test]
+fn proxy_rejects_bad_header_buffer_settings() {
+    for (var, value, message) in [
+        (
+            "KONG_NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS",
+            "8k",
+            "nginx_http_large_client_header_buffers: '8k': expected a number of buffers and their size",
+        ),
+        (
+            "KONG_NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS",
+            "0 8k",
+            "nginx_proxy_large_client_header_buffers: '0 8k': the number of buffers must be a positive integer",
+        ),
+        (
+            "KONG_NGINX_HTTP_CLIENT_HEADER_BUFFER_SIZE",
+            "1 k",
+            "nginx_http_client_header_buffer_size: '1 k': invalid buffer size '1 k'",
+        ),
+    ] {
+        let out = silverback(&["proxy"], &[(var, value)]);
+        assert_eq!(out.status.code(), Some(1), "{var}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{var}: {stderr}");
+    }
 }
 
 /// Sends `request` as is, returns the answer (read until the server closes, at most 5 s).
