@@ -464,7 +464,11 @@ impl H1Conn {
                                 lines.push([ns, ne, vs, ve]);
                             }
                         }
-                        let reason = r.reason.map(|s| span(&self.buf, s.as_bytes()));
+                        // (`HTTP/1.1 200` with no reason phrase: httparse's reason is a
+                        // static empty string, not a part of the buffer)
+                        let reason = r
+                            .reason
+                            .and_then(|s| crate::h1_fast::span_within(&self.buf, s.as_bytes()));
                         let code = r.code.unwrap_or(0);
                         break (n, code, version, reason);
                     }

@@ -92,6 +92,14 @@ pub(crate) fn span(buf: &[u8], part: &[u8]) -> (usize, usize) {
     (start, start + part.len())
 }
 
+/// [`span`] of `part` if it lies in `buf`: a parser may also give a static empty slice
+/// (`httparse` does for a status line without a reason phrase).
+pub(crate) fn span_within(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= buf.len()).then_some((start, end))
+}
+
 /// Parses a head at the start of `buf` and records its spans. `buffers` limit its lines
 /// and size as nginx's buffers do.
 fn parse(buf: &[u8], max_headers: usize, buffers: &HeaderBuffers, spans: &mut Spans) -> Parsed {

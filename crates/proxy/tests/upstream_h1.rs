@@ -116,6 +116,8 @@ async fn serve(mut s: TcpStream) {
             "/conflict" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
             "/garbage" => b"HTTP/1.1 twohundred OK\r\n\r\n".to_vec(),
             "/reason" => b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            "/no-reason" => b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            "/empty-reason" => b"HTTP/1.1 404 \r\nContent-Length: 2\r\n\r\nno".to_vec(),
             // hop-by-hop headers (and one named by Connection) among end-to-end ones
             "/hops" => b"HTTP/1.1 200 OK\r\nServer: upstream-server\r\nConnection: X-Secret, keep-alive\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nVia: 1.0 upstream-proxy\r\nTrailer: X-Sum\r\nX-Kong-Request-Id: forged\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-End: e\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             "/both" => b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
@@ -198,6 +200,11 @@ async fn every_response_framing_reaches_the_client() {
         assert!(r.body.is_empty());
         let r = c.get("x", "/reason").await;
         assert_eq!(r.text(), "ok");
+        // a status line without a reason phrase (nginx takes it), or with an empty one
+        let r = c.get("x", "/no-reason").await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"));
+        let r = c.get("x", "/empty-reason").await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (404, "no"));
         // All of the above on one upstream connection: each body was read to its end.
         assert_eq!(conns.load(Ordering::SeqCst), 1);
         let r = c.get("x", "/eof").await;

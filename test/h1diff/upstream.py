@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Upstream answers of every shape, proxied by nginx and by the gateway, compared.
+
+A raw backend on BACKEND_PORT answers a request for `/u/<name>` with the bytes of the case
+of that name, then closes the connection. For each case a client asks each proxy for it
+(and, on the same connection, for `/u/ok` after it, to see the connection still works) and
+the answers' status codes and the connection's end are compared, as diff.py compares the
+answers to raw requests. A deviation, where stated, says why the gateway answers otherwise.
+
+Usage: upstream.py BACKEND_PORT NGINX_PORT GATEWAY_PORT [-v]
+"""
+import socket
+import sys
+import threading
+import time
+
+from diff import ask
+
+STRICTER = "stricter than nginx: an answer that cannot be read exactly is a 502"
+CUT_BODY = ("a small body is read whole before the head is sent, so one cut short is a 502 "
+            "(nginx sends the head, then closes)")
+BAD_BODY = ("a chunked body is read as it is passed on: the head is already out when a chunk "
+            "turns out invalid, and the connection is closed (nginx had sent nothing yet)")
+INTERIM = ("a 100 is not passed to a client that did not ask for one (nginx takes it for the "
+           "final answer, and what follows for the next)")
+
+# name -> (raw answer, deviation)
+CASES = {
+    "ok": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", None),
+    "no reason": (b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok", None),
+    "chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", None),
+    "close-delimited": (b"HTTP/1.1 200 OK\r\n\r\nok", None),
+    "http/1.0": (b"HTTP/1.0 200 OK\r\n\r\nok", None),
+    "lengths differ": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", STRICTER),
+    "lengths equal": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", None),
+    "length and chunked": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", None),
+    "length not a number": (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nok", STRICTER),
+    "gzip coding": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", None),
+    "bad chunk": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n", BAD_BODY),
+    "short body": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok", CUT_BODY),
+    "obs-fold": (b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  2\r\nContent-Length: 2\r\n\r\nok", None),
+    "no colon": (b"HTTP/1.1 200 OK\r\nX-A\r\nContent-Length: 2\r\n\r\nok", STRICTER),
+    "space before colon": (b"HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 2\r\n\r\nok", None),
+    "LF line ends": (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", None),
+    "NUL in value": (b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok", None),
+    "status abc": (b"HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\nok", STRICTER),
+    "status 99": (b"HTTP/1.1 099 X\r\nContent-Length: 2\r\n\r\nok", STRICTER),
+    "status 600": (b"HTTP/1.1 600 X\r\nContent-Length: 2\r\n\r\nok", None),
+    "HTTP/2.0 line": (b"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok", STRICTER),
+    "not HTTP": (b"hello\r\n\r\n", STRICTER),
+    "empty": (b"", None),
+    "interim then final": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", INTERIM),
+    "204 with length": (b"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\nok", None),
+    "304": (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 2\r\n\r\n", None),
+    "404": (b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno", None),
+    "503": (b"HTTP/1.1 503 Busy\r\nContent-Length: 2\r\n\r\nno", None),
+    "101 not asked": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nok", STRICTER),
+    "connection close": (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", None),
+    "3 KiB header": (b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 3000 + b"\r\nContent-Length: 2\r\n\r\nok", None),
+}
+
+
+def serve(port):
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(128)
+
+    def one(c):
+        try:
+            c.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                d = c.recv(65536)
+                if not d:
+                    return
+                head += d
+            path = head.split(b" ", 2)[1].decode("latin1")
+            name = path.rsplit("/u/", 1)[-1].replace("%20", " ")
+            answer, _ = CASES.get(name, CASES["ok"])
+            c.sendall(answer)
+            time.sleep(0.05)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    while True:
+        c, _ = srv.accept()
+        threading.Thread(target=one, args=(c,), daemon=True).start()
+
+
+def main():
+    backend, nginx, gateway = (int(a) for a in sys.argv[1:4])
+    verbose = "-v" in sys.argv[4:]
+    threading.Thread(target=serve, args=(backend,), daemon=True).start()
+    time.sleep(0.2)
+    bad = 0
+    for name, (_, deviation) in CASES.items():
+        path = name.replace(" ", "%20")
+        req = (f"GET /u/{path} HTTP/1.1\r\nHost: h\r\n\r\n"
+               f"GET /u/ok HTTP/1.1\r\nHost: h\r\n\r\n").encode("latin1")
+        a, b = ask(nginx, req), ask(gateway, req)
+        same = a == b
+        if same and deviation is None:
+            mark = "  "
+        elif not same and deviation is not None:
+            mark = "~ "
+        else:
+            mark = "!!"
+            bad += 1
+        if verbose or mark != "  ":
+            note = f"  ({deviation})" if deviation and not same else ""
+            print(f"{mark}{name:24} nginx: {a:14} gateway: {b}{note}")
+    print(f"{len(CASES)} upstream cases, {bad} unexpected")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
