@@ -45,26 +45,31 @@ def ask(port, data):
     return (" ".join(codes) or "-") + ", " + end
 
 
+def compare(name, a, b, deviation, verbose):
+    """Prints how nginx's answer `a` and the gateway's `b` compare; True when unexpected:
+    they differ without a stated deviation, or agree despite one."""
+    same = a == b
+    if same and deviation is None:
+        mark = "  "
+    elif not same and deviation is not None:
+        mark = "~ "
+    else:
+        mark = "!!"
+    if verbose or mark != "  ":
+        note = f"  ({deviation})" if deviation and not same else ""
+        print(f"{mark}{name:24} nginx: {a:14} gateway: {b}{note}")
+    if mark == "!!" and same:
+        print(f"   {name}: now answered as nginx does; drop its deviation")
+    return mark == "!!"
+
+
 def main():
     nginx, gateway = int(sys.argv[1]), int(sys.argv[2])
     verbose = "-v" in sys.argv[3:]
     bad = 0
     for name, request, deviation in CASES:
         data = request.encode("latin1")
-        a, b = ask(nginx, data), ask(gateway, data)
-        same = a == b
-        if same and deviation is None:
-            mark = "  "
-        elif not same and deviation is not None:
-            mark = "~ "
-        else:
-            mark = "!!"
-            bad += 1
-        if verbose or mark != "  ":
-            note = f"  ({deviation})" if deviation and not same else ""
-            print(f"{mark}{name:24} nginx: {a:14} gateway: {b}{note}")
-        if mark == "!!" and same:
-            print(f"   {name}: now answered as nginx does; drop its deviation")
+        bad += compare(name, ask(nginx, data), ask(gateway, data), deviation, verbose)
     print(f"{len(CASES)} cases, {bad} unexpected")
     sys.exit(1 if bad else 0)
 

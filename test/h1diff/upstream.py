@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from diff import ask
+from diff import ask, compare
 
 STRICTER = "stricter than nginx: an answer that cannot be read exactly is a 502"
 CUT_BODY = ("a small body is read whole before the head is sent, so one cut short is a 502 "
@@ -100,18 +100,7 @@ def main():
         path = name.replace(" ", "%20")
         req = (f"GET /u/{path} HTTP/1.1\r\nHost: h\r\n\r\n"
                f"GET /u/ok HTTP/1.1\r\nHost: h\r\n\r\n").encode("latin1")
-        a, b = ask(nginx, req), ask(gateway, req)
-        same = a == b
-        if same and deviation is None:
-            mark = "  "
-        elif not same and deviation is not None:
-            mark = "~ "
-        else:
-            mark = "!!"
-            bad += 1
-        if verbose or mark != "  ":
-            note = f"  ({deviation})" if deviation and not same else ""
-            print(f"{mark}{name:24} nginx: {a:14} gateway: {b}{note}")
+        bad += compare(name, ask(nginx, req), ask(gateway, req), deviation, verbose)
     print(f"{len(CASES)} upstream cases, {bad} unexpected")
     sys.exit(1 if bad else 0)
 

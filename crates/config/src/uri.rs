@@ -1,7 +1,8 @@
 //! URI path helpers with Kong's semantics (`kong/tools/uri.lua`): normalisation of request
 //! paths for routing, and escaping of upstream paths.
 
-fn hex_val(b: u8) -> Option<u8> {
+/// The value of a hex digit (either case).
+pub fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

@@ -14,6 +14,8 @@
 //! HTTP/2 requests have no request line; their `:path` gets the path check
 //! ([`path_ok`]), as nginx's HTTP/2 module applies it too.
 
+use silverback_config::uri::hex_val as hex;
+
 /// Whether nginx accepts an HTTP/1 request line's method and target.
 pub(crate) fn accepted(method: &[u8], target: &[u8]) -> bool {
     method_ok(method) && target_ok(target)
@@ -68,15 +70,6 @@ impl Segment {
             (Segment::Dot, b'.') => Segment::DotDot,
             _ => Segment::Other,
         }
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
