@@ -52,7 +52,18 @@ pub struct Values<'a> {
     /// The given value of each field, by position (the reporting path only: on the load path
     /// every field validated).
     given: Option<&'a [Option<&'a Value>]>,
+    /// Every field validated, none is nil, none is referenceable: the conditions on which a
+    /// check is skipped cannot hold (the load path's usual case: no lookup of each field).
+    plain: bool,
+    /// With `plain`: the position in `out` of each field's value, by the field's position
+    /// ([`ABSENT`] for none), for the lookups of checks bound to the record.
+    index: Option<[u8; INDEXED]>,
 }
+
+/// The most fields of a record whose values [`Values`] indexes by position.
+const INDEXED: usize = 64;
+/// No value (in [`Values::index`]), or a field of no position (in [`EntityCheck::pos`]).
+const ABSENT: u8 = u8::MAX;
 
 impl<'a> Values<'a> {
     pub(crate) fn new(
@@ -60,17 +71,51 @@ impl<'a> Values<'a> {
         out: &'a Fields,
         given: Option<&'a [Option<&'a Value>]>,
     ) -> Self {
-        Values { record, out, given }
+        let index = if given.is_none() {
+            index(record, out)
+        } else {
+            None
+        };
+        let present = |i: usize, f: &Field| match &index {
+            Some(index) => index[i] != ABSENT,
+            None => out.contains_key(f.name),
+        };
+        let plain = given.is_none()
+            && record
+                .fields
+                .iter()
+                .enumerate()
+                .all(|(i, f)| !f.referenceable && (!f.required || present(i, f)));
+        Values {
+            record,
+            out,
+            given,
+            plain,
+            index: if plain { index } else { None },
+        }
     }
 
     /// The value of a field (`None`: no value, or `null`).
     pub fn get(&self, name: &str) -> Option<&'a Value> {
+        self.lookup(name).0
+    }
+
+    /// The value of a field, and whether it is the validated one (or there is none).
+    fn lookup(&self, name: &str) -> (Option<&'a Value>, bool) {
         if let Some(v) = self.out.get(name) {
-            return Some(v);
+            return (Some(v), true);
         }
-        let given = self.given?;
-        let i = self.record.fields.iter().position(|f| f.name == name)?;
-        given.get(i).copied().flatten().filter(|v| !v.is_null())
+        let Some(given) = self.given else {
+            return (None, true);
+        };
+        let v = self
+            .record
+            .fields
+            .iter()
+            .position(|f| f.name == name)
+            .and_then(|i| given.get(i).copied().flatten())
+            .filter(|v| !v.is_null());
+        (v, v.is_none())
     }
 
     /// The value of a field, when a string.
@@ -80,7 +125,12 @@ impl<'a> Values<'a> {
 
     /// Whether the value of a field is its validated value (or it has none).
     pub fn is_valid(&self, name: &str) -> bool {
-        self.out.contains_key(name) || self.get(name).is_none()
+        self.lookup(name).1
+    }
+
+    /// Whether a field is nil to Kong: required, without a value.
+    fn is_nil(&self, name: &str) -> bool {
+        self.get(name).is_none() && self.field(name).is_some_and(|f| f.required)
     }
 
     /// The definition of a field.
@@ -92,13 +142,90 @@ impl<'a> Values<'a> {
     /// has every field of its record filled in (`null` or its default) but the required
     /// ones without a default, so it is empty only when it has none of those.
     pub fn nonempty(&self, name: &str) -> bool {
-        let v = self.get(name);
-        match (v, self.field(name).map(|f| &f.kind)) {
-            (Some(Value::Object(o)), Some(Kind::Record(r))) if o.is_empty() => {
-                r.fields.iter().any(|f| !f.required || f.default.is_some())
-            }
-            _ => is_nonempty(v),
+        match self.get(name) {
+            Some(Value::Object(o)) if o.is_empty() => match self.field(name).map(|f| &f.kind) {
+                Some(Kind::Record(r)) => {
+                    r.fields.iter().any(|f| !f.required || f.default.is_some())
+                }
+                _ => false,
+            },
+            v => is_nonempty(v),
         }
+    }
+}
+
+/// The position in `out` of each field's value, by the field's position: one walk of the two
+/// (`out` holds the validated values in the record's order, keyed by the fields' own names:
+/// compared as pointers first). `None` for a record of many fields, or values out of order.
+fn index(record: &Record, out: &Fields) -> Option<[u8; INDEXED]> {
+    if record.fields.len() > INDEXED || out.len() >= usize::from(ABSENT) {
+        return None;
+    }
+    // the values are keyed by their fields' own names: pointers first, text if need be
+    walk::<false>(record, out).or_else(|| walk::<true>(record, out))
+}
+
+/// [`index`] by one walk, comparing the names as pointers or as text.
+#[inline]
+fn walk<const TEXT: bool>(record: &Record, out: &Fields) -> Option<[u8; INDEXED]> {
+    let mut index = [ABSENT; INDEXED];
+    let mut j = 0;
+    for (slot, f) in index.iter_mut().zip(&record.fields) {
+        if let Some((k, _)) = out.entry(j)
+            && (if TEXT {
+                k == f.name
+            } else {
+                std::ptr::eq(k, f.name)
+            })
+        {
+            // (`j` < `out.len()` < `ABSENT`)
+            *slot = j as u8;
+            j += 1;
+        }
+    }
+    (j == out.len()).then_some(index)
+}
+
+/// A check's view of the values: the lookups of its own fields go by their positions when
+/// the check is bound to the record and the values are indexed.
+struct Scope<'s, 'a> {
+    v: &'s Values<'a>,
+    c: &'s EntityCheck,
+}
+
+impl<'a> Scope<'_, 'a> {
+    fn lookup(&self, name: &str) -> (Option<&'a Value>, bool) {
+        if let Some(index) = &self.v.index
+            && let Some(i) = self.c.fields.iter().position(|f| std::ptr::eq(*f, name))
+            && let Some(&p) = self.c.pos.get(i)
+            && let Some(&j) = index.get(usize::from(p))
+        {
+            let v = if j == ABSENT {
+                None
+            } else {
+                self.v.out.entry(usize::from(j)).map(|(_, v)| v)
+            };
+            return (v, true);
+        }
+        self.v.lookup(name)
+    }
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.lookup(name).0
+    }
+    fn nonempty(&self, name: &str) -> bool {
+        match self.get(name) {
+            Some(Value::Object(o)) if o.is_empty() => self.v.nonempty(name),
+            v => is_nonempty(v),
+        }
+    }
+    fn slot(&self, name: &str) -> (Option<&'a Value>, bool, Option<&'a Field>) {
+        let (v, valid) = self.lookup(name);
+        let field = if valid && v.is_some() {
+            None
+        } else {
+            self.v.field(name)
+        };
+        (v, valid, field)
     }
 }
 
@@ -547,6 +674,8 @@ pub struct EntityCheck {
     checker: Checker,
     fields: Vec<&'static str>,
     required: Vec<bool>,
+    /// The position of each field in the record the check is bound to (empty: unbound).
+    pos: Vec<u8>,
     run_with_missing_fields: bool,
     run_with_invalid_fields: bool,
     rendered: bool,
@@ -566,6 +695,7 @@ impl EntityCheck {
             checker,
             fields,
             required,
+            pos: Vec::new(),
             run_with_missing_fields: missing,
             run_with_invalid_fields: invalid,
             rendered: true,
@@ -667,29 +797,49 @@ impl EntityCheck {
         &self.fields
     }
 
+    /// Binds the check to the fields of its record (its lookups then go by position).
+    pub(crate) fn bind(&mut self, fields: &[Field]) {
+        self.pos = self
+            .fields
+            .iter()
+            .map(|n| {
+                fields
+                    .iter()
+                    .position(|f| f.name == *n)
+                    .and_then(|p| u8::try_from(p).ok())
+                    .unwrap_or(ABSENT)
+            })
+            .collect();
+    }
+
     /// Runs the check as Kong's `run_entity_check` does, adding its messages to `errors`.
     pub(crate) fn run(&self, values: &Values<'_>, errors: &mut Errors) {
+        let scope = Scope { v: values, c: self };
+        if values.plain && errors.is_empty() {
+            if let Err(m) = self.eval(&scope, errors) {
+                errors.entity(m);
+            }
+            return;
+        }
         let mut missing: Option<Vec<&'static str>> = None;
-        let mut all_nil = true;
+        let mut absent = 0;
         let mut all_ok = true;
         for (name, required) in self.fields.iter().zip(&self.required) {
-            let field = values.field(name);
-            match values.get(name) {
-                // nil: a required field without a value (any other is null)
-                None if field.is_some_and(|f| f.required) => {
-                    if !self.run_with_missing_fields && *required {
+            match scope.get(name) {
+                None => {
+                    absent += 1;
+                    // missing: nil (required, without a value) and needed by the checker
+                    if !self.run_with_missing_fields && *required && values.is_nil(name) {
                         missing.get_or_insert_with(Vec::new).push(name);
                     }
                 }
-                v => {
-                    all_nil = false;
-                    if let (Some(f), Some(Value::String(s))) = (field, v)
-                        && f.referenceable
-                        && is_vault_reference(s)
-                    {
-                        return;
-                    }
+                Some(Value::String(s))
+                    if is_vault_reference(s)
+                        && values.field(name).is_some_and(|f| f.referenceable) =>
+                {
+                    return;
                 }
+                Some(_) => {}
             }
             if errors.has_field(name) {
                 all_ok = false;
@@ -698,7 +848,11 @@ impl EntityCheck {
         if !all_ok && !self.run_with_invalid_fields {
             return;
         }
-        if all_nil && !self.run_with_missing_fields {
+        // every field nil (a field without a value that is not required is null to Kong)
+        if !self.run_with_missing_fields
+            && absent == self.fields.len()
+            && self.fields.iter().all(|n| values.is_nil(n))
+        {
             return;
         }
         if let Some(missing) = missing {
@@ -707,12 +861,12 @@ impl EntityCheck {
             }
             return;
         }
-        if let Err(m) = self.eval(values, errors) {
+        if let Err(m) = self.eval(&scope, errors) {
             errors.entity(m);
         }
     }
 
-    fn eval(&self, v: &Values<'_>, errors: &mut Errors) -> Result<(), String> {
+    fn eval(&self, v: &Scope<'_, '_>, errors: &mut Errors) -> Result<(), String> {
         let nonempty = |n: &&str| v.nonempty(n);
         match &self.checker {
             Checker::AtLeastOneOf(names) => {
@@ -739,7 +893,7 @@ impl EntityCheck {
                 // (Lua compares tables by identity: two arrays are never the same)
                 let value = |n: &str| {
                     v.get(n)
-                        .filter(|x| v.nonempty(n) && !x.is_array() && !x.is_object())
+                        .filter(|x| !x.is_array() && !x.is_object() && is_nonempty(Some(x)))
                 };
                 let repeated = names.iter().enumerate().any(|(i, a)| {
                     value(a).is_some_and(|x| names[..i].iter().any(|b| value(b) == Some(x)))
@@ -787,12 +941,8 @@ impl EntityCheck {
                 ))
             }
             Checker::Conditional(c) => {
-                let applies = c.if_match.passes(
-                    v.field(c.if_field),
-                    v.get(c.if_field),
-                    v.is_valid(c.if_field),
-                );
-                if !applies {
+                let (if_value, valid, field) = v.slot(c.if_field);
+                if !c.if_match.passes(field, if_value, valid) {
                     return Ok(());
                 }
                 let failed = || match c.then_err {
@@ -802,7 +952,7 @@ impl EntityCheck {
                         c.if_field
                     ),
                 };
-                let then_value = v.get(c.then_field);
+                let (then_value, valid, field) = v.slot(c.then_field);
                 if c.then_match.required && then_value.is_none() {
                     errors.field(c.then_field, "required field missing");
                     return Err(format!(
@@ -810,11 +960,7 @@ impl EntityCheck {
                         c.if_field
                     ));
                 }
-                match c.then_match.check(
-                    v.field(c.then_field),
-                    then_value,
-                    v.is_valid(c.then_field),
-                ) {
+                match c.then_match.check(field, then_value, valid) {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         errors.set(c.then_field, e);
@@ -823,13 +969,11 @@ impl EntityCheck {
                 }
             }
             Checker::ConditionalAtLeastOneOf(c) => {
-                let if_value = v.get(c.if_field);
-                let field = v.field(c.if_field);
+                let (if_value, valid, field) = v.slot(c.if_field);
                 // nil (a required field without a value): nothing decides
                 if if_value.is_none() && field.is_some_and(|f| f.required) {
                     return Ok(());
                 }
-                let valid = v.is_valid(c.if_field);
                 let (names, err) = if c.if_match.passes(field, if_value, valid) {
                     (&c.then_at_least_one_of, c.then_err)
                 } else {
@@ -849,7 +993,7 @@ impl EntityCheck {
                     None => format!("at least one of these fields must be non-empty: {list}"),
                 })
             }
-            Checker::Custom(f) => f(v, errors),
+            Checker::Custom(f) => f(v.v, errors),
         }
     }
 

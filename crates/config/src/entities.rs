@@ -538,7 +538,7 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             checks = crate::keys::key_checks();
         }
     }
-    Record { fields: f, checks }
+    Record::with_checks(f, checks)
 }
 
 fn validate_upstream_name(s: &str) -> Result<(), String> {

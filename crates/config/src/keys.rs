@@ -38,8 +38,9 @@
 //!   Not compared: X25519, Ed448, X448, DSA and DH keys, and EC keys on explicitly given
 //!   curve parameters.
 //!
-//! Values that are vault references (`{vault://...}`) are not checked, as in Kong (they
-//! still count as given when `jwk` and `pem` are checked to be one and only one).
+//! Values that are vault references (`{vault://...}`) are not checked, as in Kong: an entity
+//! check that reads a `jwk` holding a reference is skipped (Kong skips the checks of a
+//! referenceable field holding a reference), `jwk` and `pem` exclusiveness included.
 
 use std::sync::OnceLock;
 

@@ -40,20 +40,23 @@ const TRADITIONAL: [&str; 7] = [
 /// The rule of the `protocols` field (Kong's `mutually_exclusive_subsets` validator): the
 /// protocols are of one group; the message lists the groups used, in order of appearance.
 pub(crate) fn check_protocols(v: &Value) -> Result<(), String> {
-    let mut used: Vec<&[&str]> = Vec::new();
+    // the groups used, in order of appearance (no allocation unless they are mixed)
+    let mut order = [0usize; GROUPS.len()];
+    let mut used = 0;
     for p in v.as_array().into_iter().flatten().filter_map(Value::as_str) {
-        if let Some(g) = GROUPS.iter().find(|g| g.contains(&p))
-            && !used.contains(g)
+        if let Some(g) = GROUPS.iter().position(|g| g.contains(&p))
+            && !order[..used].contains(&g)
         {
-            used.push(g);
+            order[used] = g;
+            used += 1;
         }
     }
-    if used.len() <= 1 {
+    if used <= 1 {
         return Ok(());
     }
-    let sets: Vec<String> = used
+    let sets: Vec<String> = order[..used]
         .iter()
-        .map(|g| format!("({})", quoted_list(g)))
+        .map(|g| format!("({})", quoted_list(GROUPS[*g])))
         .collect();
     Err(format!(
         "these sets are mutually exclusive: {}",

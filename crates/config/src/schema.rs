@@ -92,6 +92,10 @@ impl Fields {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
     }
+    /// The `i`-th value, with its field's name.
+    pub(crate) fn entry(&self, i: usize) -> Option<(&'static str, &Value)> {
+        self.0.get(i).map(|(k, v)| (*k, v))
+    }
     /// The values, moved out.
     pub(crate) fn into_entries(self) -> Vec<(&'static str, Value)> {
         self.0
@@ -437,9 +441,16 @@ impl Record {
         }
     }
     /// Adds an entity check (after the others).
-    pub fn check(mut self, c: EntityCheck) -> Self {
+    pub fn check(mut self, mut c: EntityCheck) -> Self {
+        c.bind(&self.fields);
         self.checks.push(c);
         self
+    }
+    /// A record with the given fields and entity checks (in Kong's order).
+    pub fn with_checks(fields: Vec<Field>, checks: Vec<EntityCheck>) -> Self {
+        checks
+            .into_iter()
+            .fold(Record::new(fields), |r, c| r.check(c))
     }
     /// Looks a field up by name.
     pub fn field(&self, name: &str) -> Option<&Field> {

@@ -1000,6 +1000,7 @@ fn entity_checks_beside_field_errors() {
                 "service[s] tls_verify_depth: value must be null",
             ],
         ),
+        // (a counter-case: the conditionals' `if_match` fails on an invalid `protocol`)
         (
             "an invalid protocol decides no conditional",
             json!({"services": [{"name": "s", "host": "a.com", "protocol": "ftp", "path": "/x",
@@ -1127,6 +1128,8 @@ fn entity_checks_beside_field_errors() {
                 "certificate[-] @entity: certificate does not match key",
             ],
         ),
+        // (the alternative pair's checks do not run beside its invalid certificate; the
+        // main pair's does)
         (
             "mismatched key beside an invalid alternative certificate",
             json!({"certificates": [{"cert": rsa_c, "key": other_k, "cert_alt": "garbage",
@@ -1145,6 +1148,7 @@ fn entity_checks_beside_field_errors() {
                 "key[k] tags.1: expected a string",
             ],
         ),
+        // (a counter-case: the custom check reads `kid`, which failed)
         (
             "jwk of another kid, invalid kid",
             json!({"keys": [{"name": "k", "kid": 5, "jwk": "{\"kid\": \"b\"}"}]}),
