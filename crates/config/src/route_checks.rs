@@ -127,7 +127,7 @@ pub(crate) fn checks(flavor: RouterFlavor) -> Vec<EntityCheck> {
                 Ok(())
             },
         ),
-        // Kong's `routes.lua`
+        // Kong's `routes.lua` (with our `wss` among the protocols that allow `snis`)
         EntityCheck::conditional(Conditional {
             if_field: "protocols",
             if_match: Match::elements(Match::not_one_of(&[

@@ -1102,6 +1102,14 @@ fn entity_checks_beside_field_errors() {
             ],
         ),
         (
+            "grpc before http (the gRPC subschema: strip_path defaults to false)",
+            json!({"services": [{"name": "s", "host": "a.com", "routes": [
+                {"name": "r", "protocols": ["grpc", "http"], "paths": ["/"]}]}]}),
+            vec![
+                "route[r] protocols: these sets are mutually exclusive: ('grpc', 'grpcs'), ('http', 'https', 'ws', 'wss')",
+            ],
+        ),
+        (
             "grpcs route with strip_path and nothing to match",
             json!({"services": [{"name": "s", "host": "a.com", "routes": [
                 {"name": "r", "protocols": ["grpc", "grpcs"], "strip_path": true}]}]}),
