@@ -113,7 +113,7 @@ pub(crate) fn supported<K: AsRef<str>>(
 ) -> bool {
     let ok = match kind {
         // a service nested in a certificate gets it as `client_certificate`, which the
-        // service's record check allows only with some protocols: the generic path checks it
+        // service's entity checks allow only with some protocols: the generic path checks it
         EntityKind::Service => !nested,
         EntityKind::Upstream => true,
         EntityKind::Route => flavor != RouterFlavor::Expressions,
@@ -124,7 +124,7 @@ pub(crate) fn supported<K: AsRef<str>>(
     ok && entries.iter().all(|(k, v)| {
         let k = k.as_ref();
         keys.contains(&k)
-            // HTTP routes only: the record checks below are those of the HTTP group
+            // HTTP routes only: the entity checks below are those of the HTTP subschema
             && (k != "protocols"
                 || match v {
                     Value::Null => true,
@@ -241,16 +241,11 @@ fn service(mut s: Service, id: Uuid, values: impl Checked) -> Option<Service> {
             _ => return None,
         }
     }
-    // the record check: no path for the protocols without one (the TLS-only fields are not
+    // the entity checks: no path for the protocols without one (the TLS-only fields are not
     // taken here)
     let no_path = matches!(
         s.protocol,
-        Protocol::Tcp
-            | Protocol::Tls
-            | Protocol::TlsPassthrough
-            | Protocol::Udp
-            | Protocol::Grpc
-            | Protocol::Grpcs
+        Protocol::Tcp | Protocol::Tls | Protocol::Udp | Protocol::Grpc | Protocol::Grpcs
     );
     (host && !(no_path && s.path.is_some())).then_some(s)
 }
@@ -288,7 +283,7 @@ fn route(mut r: Route, id: Uuid, values: impl Checked, flavor: RouterFlavor) -> 
             _ => return None,
         }
     }
-    // the record checks of an HTTP route (`route_checks`): only HTTP protocols come here
+    // the entity checks of an HTTP route (`route_checks`): only HTTP protocols come here
     if !r
         .protocols
         .iter()
@@ -328,7 +323,7 @@ fn upstream(mut u: Upstream, id: Uuid, values: impl Checked) -> Option<Upstream>
             _ => return None,
         }
     }
-    // the record checks, with no hashing given: consistent hashing needs a `hash_on`
+    // the entity checks, with no hashing given: consistent hashing needs a `hash_on`
     (name
         && u.hash_on == "none"
         && u.hash_fallback == "none"

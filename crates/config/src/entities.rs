@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::RouterFlavor;
-use crate::schema::{Errors, Field, Record};
+use crate::checks::{Conditional, EntityCheck, Match};
+use crate::schema::{Field, Record};
 use crate::typedefs as t;
 
 /// Every entity type of the declarative format.
@@ -215,31 +216,27 @@ fn base(kind: EntityKind) -> Vec<Field> {
     f
 }
 
-fn https_only(m: &crate::schema::Fields, e: &mut Errors, fields: &[&str]) {
-    let proto = m.get("protocol").and_then(Value::as_str).unwrap_or("http");
-    if !matches!(proto, "https" | "tls" | "wss") {
-        let mut bad = false;
-        for f in fields {
-            if m.get(f).is_some_and(|v| !v.is_null()) {
-                e.field(*f, "value must be null");
-                bad = true;
-            }
-        }
-        if bad {
-            e.entity("failed conditional validation given value of field 'protocol'");
-        }
-    }
+/// Kong's `conditional` on a service's `protocol`: when it passes `if_match`, `then_field`
+/// must be null.
+fn protocol_forbids(if_match: Match, then_field: &'static str) -> EntityCheck {
+    EntityCheck::conditional(Conditional {
+        if_field: "protocol",
+        if_match,
+        then_field,
+        then_match: Match::null(),
+        then_err: None,
+    })
 }
 
 /// The schema of an entity kind under the given router flavor. Plugin `config` and vault
 /// `config` are `Any` here: they are checked against the plugin's / vault's own schema.
 ///
-/// The record checks of services, routes, upstreams and targets are also written out in
+/// The entity checks of services, routes, upstreams and targets are also written out in
 /// `direct.rs` (the typed load path), for the shapes that path takes: change both.
 pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
     use EntityKind::*;
     let mut f = base(kind);
-    let mut checks: Vec<crate::schema::RecordCheck> = Vec::new();
+    let mut checks: Vec<EntityCheck> = Vec::new();
     match kind {
         Service => {
             f.push(t::utf8_name("name").unique());
@@ -262,31 +259,26 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::array("ca_certificates", t::uuid("")));
             f.push(Field::boolean("enabled").default(true));
             timestamps(&mut f);
-            checks.push(std::sync::Arc::new(|m, e| {
-                let proto = m.get("protocol").and_then(Value::as_str).unwrap_or("http");
-                if matches!(
-                    proto,
-                    "tcp" | "tls" | "tls_passthrough" | "udp" | "grpc" | "grpcs"
-                ) && m.get("path").is_some_and(|v| !v.is_null())
-                {
-                    e.field("path", "value must be null");
-                    e.entity("failed conditional validation given value of field 'protocol'");
-                }
-                https_only(
-                    m,
-                    e,
-                    &[
-                        "client_certificate",
-                        "tls_verify",
-                        "tls_verify_depth",
-                        "ca_certificates",
-                    ],
-                );
-            }));
+            // Kong's `services.lua` (with Kong Enterprise's `wss` where it lists it)
+            checks.push(protocol_forbids(
+                Match::one_of(&["tcp", "tls", "udp", "grpc", "grpcs"]),
+                "path",
+            ));
+            for (tls, field) in [
+                (&["https", "wss", "tls"][..], "client_certificate"),
+                (&["https", "wss", "tls"], "tls_verify"),
+                (&["https", "tls"], "tls_verify_depth"),
+                (&["https", "tls"], "ca_certificates"),
+            ] {
+                checks.push(protocol_forbids(Match::not_one_of(tls), field));
+            }
         }
         Route => {
             f.push(t::utf8_name("name").unique());
-            f.push(t::protocols(t::PROTOCOLS, &["http", "https"]));
+            f.push(
+                t::protocols(t::PROTOCOLS, &["http", "https"])
+                    .check(crate::route_checks::check_protocols),
+            );
             f.push(Field::set(
                 "methods",
                 Field::string("").check_str(|s| {
@@ -305,11 +297,14 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
                 "paths",
                 Field::string("").check_str(t::validate_router_path),
             ));
-            f.push(Field::map(
-                "headers",
-                t::header_name(""),
-                Field::array("", Field::string_any("")).len(1, None),
-            ));
+            f.push(
+                Field::map(
+                    "headers",
+                    t::header_name(""),
+                    Field::array("", Field::string_any("")).len(1, None),
+                )
+                .check(crate::route_checks::check_headers),
+            );
             f.push(
                 Field::integer("https_redirect_status_code", 100, 999)
                     .int_one_of(&[426, 301, 302, 307, 308])
@@ -334,9 +329,7 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
                 f.push(Field::integer("priority", 0, (1 << 46) - 1).default(0));
             }
             timestamps(&mut f);
-            checks.push(std::sync::Arc::new(move |m, e| {
-                crate::route_checks::check(m, e, flavor)
-            }));
+            checks = crate::route_checks::checks(flavor);
         }
         Upstream => {
             let hash = &[
@@ -384,7 +377,7 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::foreign("client_certificate", "certificates"));
             f.push(Field::boolean("use_srv_name").default(false));
             timestamps(&mut f);
-            checks.push(std::sync::Arc::new(upstream_checks));
+            checks = upstream_checks();
         }
         Target => {
             f.push(Field::foreign("upstream", "upstreams").required());
@@ -403,13 +396,7 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::string("custom_id").unique());
             f.push(t::tags());
             timestamps(&mut f);
-            checks.push(std::sync::Arc::new(|m, e| {
-                if !m.contains_key("username") && !m.contains_key("custom_id") {
-                    e.entity(
-                        "at least one of these fields must be non-empty: 'custom_id', 'username'",
-                    );
-                }
-            }));
+            checks.push(EntityCheck::at_least_one_of(&["custom_id", "username"]));
         }
         ConsumerGroup => {
             f.push(t::utf8_name("name").required().unique());
@@ -437,13 +424,13 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             timestamps(&mut f);
         }
         Certificate => {
-            f.push(Field::string("cert").required());
-            f.push(Field::string("key").required());
-            f.push(Field::string("cert_alt"));
-            f.push(Field::string("key_alt"));
+            f.push(crate::pki::certificate_field("cert").required());
+            f.push(crate::pki::key_field("key").required());
+            f.push(crate::pki::certificate_field("cert_alt"));
+            f.push(crate::pki::key_field("key_alt"));
             f.push(t::tags());
             timestamps(&mut f);
-            checks.push(std::sync::Arc::new(crate::pki::check_certificate_entity));
+            checks = crate::pki::certificate_checks();
         }
         Sni => {
             f.push(
@@ -506,19 +493,19 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             );
             f.push(t::tags());
             f.push(Field::any_integer("created_at"));
-            checks.push(std::sync::Arc::new(|m, e| {
-                let alg = m
-                    .get("algorithm")
-                    .and_then(Value::as_str)
-                    .unwrap_or("HS256");
-                let needs_key = alg.starts_with("RS")
-                    || alg.starts_with("PS")
-                    || alg.starts_with("ES")
-                    || alg == "EdDSA";
-                if needs_key && !m.contains_key("rsa_public_key") {
-                    e.field("rsa_public_key", "required field missing");
-                    e.entity("failed conditional validation given value of field 'algorithm'");
-                }
+            // (Kong's `jwt` plugin's `daos.lua`: the algorithms with a public key)
+            checks.push(EntityCheck::conditional(Conditional {
+                if_field: "algorithm",
+                if_match: Match {
+                    match_any: Some(&[
+                        "^RS256$", "^RS384$", "^RS512$", "^PS256$", "^PS384$", "^PS512$",
+                        "^ES256$", "^ES384$", "^ES512$", "^EdDSA$",
+                    ]),
+                    ..Default::default()
+                },
+                then_field: "rsa_public_key",
+                then_match: Match::required(),
+                then_err: None,
             }));
         }
         Acl => {
@@ -543,15 +530,15 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::foreign("set", "key_sets"));
             f.push(Field::string("name").unique());
             f.push(Field::string("kid").required());
-            // a JSON Web Key as a JSON string, checked by the record check below
-            f.push(Field::string("jwk"));
+            // a JSON Web Key as a JSON string, checked by the entity checks below
+            f.push(Field::string("jwk").referenceable());
             f.push(Field::record("pem", crate::keys::pem_record()).check(crate::keys::check_pem));
             f.push(t::tags());
             timestamps(&mut f);
-            checks.push(std::sync::Arc::new(crate::keys::check_key));
+            checks = crate::keys::key_checks();
         }
     }
-    Record { fields: f, checks }
+    Record::with_checks(f, checks)
 }
 
 fn validate_upstream_name(s: &str) -> Result<(), String> {
@@ -687,58 +674,89 @@ fn healthchecks_schema() -> Record {
     ])
 }
 
-fn upstream_checks(m: &crate::schema::Fields, e: &mut Errors) {
-    let get = |k: &str| m.get(k).and_then(Value::as_str);
-    let hash_on = get("hash_on").unwrap_or("none");
-    let fallback = get("hash_fallback").unwrap_or("none");
-    let conditional = |e: &mut Errors, if_field: &str, then_field: &str| {
-        if !m.contains_key(then_field) {
-            e.field(then_field.to_string(), "required field missing");
-            e.entity(format!(
-                "failed conditional validation given value of field '{if_field}'"
-            ));
-        }
+/// The entity checks of `upstreams.lua`, in Kong's order: the hashing inputs each choice of
+/// `hash_on` / `hash_fallback` needs, the fallbacks each `hash_on` allows, distinct headers,
+/// query arguments and URI captures; then ours: consistent hashing needs a `hash_on`.
+fn upstream_checks() -> Vec<EntityCheck> {
+    let cond = |if_field, pattern, then_field, then_match| {
+        EntityCheck::conditional(Conditional {
+            if_field,
+            if_match: Match::pattern(pattern),
+            then_field,
+            then_match,
+            then_err: None,
+        })
     };
-    match hash_on {
-        "header" => conditional(e, "hash_on", "hash_on_header"),
-        "cookie" => conditional(e, "hash_on", "hash_on_cookie"),
-        "query_arg" => conditional(e, "hash_on", "hash_on_query_arg"),
-        "uri_capture" => conditional(e, "hash_on", "hash_on_uri_capture"),
-        _ => {}
-    }
-    match fallback {
-        "header" => conditional(e, "hash_fallback", "hash_fallback_header"),
-        "cookie" => conditional(e, "hash_fallback", "hash_on_cookie"),
-        "query_arg" => conditional(e, "hash_fallback", "hash_fallback_query_arg"),
-        "uri_capture" => conditional(e, "hash_fallback", "hash_fallback_uri_capture"),
-        _ => {}
-    }
-    let fallback_bad = (hash_on == "none" || hash_on == "cookie") && fallback != "none"
-        || (hash_on == fallback
-            && !matches!(hash_on, "none" | "header" | "query_arg" | "uri_capture"));
-    if fallback_bad {
-        e.field("hash_fallback", "expected one of: none");
-        e.entity("failed conditional validation given value of field 'hash_on'");
-    }
-    if hash_on == "header"
-        && fallback == "header"
-        && m.get("hash_on_header")
-            .map(|v| v.as_str().map(str::to_ascii_lowercase))
-            == m.get("hash_fallback_header")
-                .map(|v| v.as_str().map(str::to_ascii_lowercase))
-    {
-        e.entity(
-            "values of these fields must be distinct: 'hash_on_header', 'hash_fallback_header'",
-        );
-    }
-    let algorithm = get("algorithm").unwrap_or("round-robin");
-    if algorithm == "consistent-hashing" && hash_on == "none" {
-        e.entity("failed conditional validation given value of field 'algorithm'");
-        e.field(
-            "hash_on",
-            "must not be 'none' when 'algorithm' is 'consistent-hashing'",
-        );
-    }
+    let required =
+        |if_field, pattern, then_field| cond(if_field, pattern, then_field, Match::required());
+    let fallback =
+        |pattern, allowed| cond("hash_on", pattern, "hash_fallback", Match::one_of(allowed));
+    vec![
+        required("hash_on", "^header$", "hash_on_header"),
+        required("hash_fallback", "^header$", "hash_fallback_header"),
+        required("hash_on", "^cookie$", "hash_on_cookie"),
+        required("hash_fallback", "^cookie$", "hash_on_cookie"),
+        fallback("^none$", &["none"]),
+        fallback("^cookie$", &["none"]),
+        fallback(
+            "^consumer$",
+            &[
+                "none",
+                "ip",
+                "header",
+                "cookie",
+                "path",
+                "query_arg",
+                "uri_capture",
+            ],
+        ),
+        fallback(
+            "^ip$",
+            &[
+                "none",
+                "consumer",
+                "header",
+                "cookie",
+                "path",
+                "query_arg",
+                "uri_capture",
+            ],
+        ),
+        fallback(
+            "^path$",
+            &[
+                "none",
+                "consumer",
+                "ip",
+                "header",
+                "cookie",
+                "query_arg",
+                "uri_capture",
+            ],
+        ),
+        EntityCheck::distinct(&["hash_on_header", "hash_fallback_header"]),
+        required("hash_on", "^query_arg$", "hash_on_query_arg"),
+        required("hash_fallback", "^query_arg$", "hash_fallback_query_arg"),
+        EntityCheck::distinct(&["hash_on_query_arg", "hash_fallback_query_arg"]),
+        required("hash_on", "^uri_capture$", "hash_on_uri_capture"),
+        required(
+            "hash_fallback",
+            "^uri_capture$",
+            "hash_fallback_uri_capture",
+        ),
+        EntityCheck::distinct(&["hash_on_uri_capture", "hash_fallback_uri_capture"]),
+        EntityCheck::conditional(Conditional {
+            if_field: "algorithm",
+            if_match: Match::one_of(&["consistent-hashing"]),
+            then_field: "hash_on",
+            then_match: Match {
+                ne: Some(Value::from("none")),
+                err: Some("must not be 'none' when 'algorithm' is 'consistent-hashing'"),
+                ..Default::default()
+            },
+            then_err: None,
+        }),
+    ]
 }
 
 // === typed entities ===

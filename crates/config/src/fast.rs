@@ -1120,7 +1120,8 @@ impl<'o, 'a> Fast<'o, 'a> {
                         .collect();
                     extra.push(("paths", Value::Array(migrated)));
                 }
-                if crate::load::grpc_only(m.get("protocols")) && m.get("strip_path").is_none() {
+                if crate::load::grpc_subschema(m.get("protocols")) && m.get("strip_path").is_none()
+                {
                     extra.push(("strip_path", Value::Bool(false)));
                 }
             }

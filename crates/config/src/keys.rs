@@ -38,14 +38,16 @@
 //!   Not compared: X25519, Ed448, X448, DSA and DH keys, and EC keys on explicitly given
 //!   curve parameters.
 //!
-//! Values that are vault references (`{vault://...}`) are not checked, as in Kong (they
-//! still count as given when `jwk` and `pem` are checked to be one and only one).
+//! Values that are vault references (`{vault://...}`) are not checked, as in Kong: an entity
+//! check that reads a `jwk` holding a reference is skipped (Kong skips the checks of a
+//! referenceable field holding a reference), `jwk` and `pem` exclusiveness included.
 
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::schema::{Errors, Field, FieldError, Fields, Record};
+use crate::checks::EntityCheck;
+use crate::schema::{Errors, Field, FieldError, Record};
 
 /// Whether a value is a vault reference (`{vault://<prefix>/<secret>}`), which Kong leaves
 /// unchecked (`kong.vault.is_reference`).
@@ -56,14 +58,10 @@ pub fn is_vault_reference(s: &str) -> bool {
 /// The `pem` record (Kong's `typedefs.pem`): at least one of the two keys.
 pub(crate) fn pem_record() -> Record {
     Record::new(vec![
-        Field::string("private_key"),
-        Field::string("public_key"),
+        Field::string("private_key").referenceable(),
+        Field::string("public_key").referenceable(),
     ])
-    .check(|m, e| {
-        if !m.contains_key("private_key") && !m.contains_key("public_key") {
-            e.entity("at least one of these fields must be non-empty: 'private_key', 'public_key'");
-        }
-    })
+    .check(EntityCheck::at_least_one_of(&["private_key", "public_key"]))
 }
 
 /// The `pem` record's validator (Kong's `validate_pem_keys`): each key given loads, and
@@ -91,27 +89,36 @@ pub(crate) fn check_pem(v: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The entity checks of `keys`, in Kong's order: `jwk` and `pem` are mutually exclusive,
-/// one of them is required, and a `jwk` must be a JSON Web Key whose `kid` is the entity's.
-/// Kong skips the last (its custom check) when `jwk` is a vault reference; the first two are
-/// entity checks of their own and count a reference as a value.
-pub(crate) fn check_key(m: &Fields, e: &mut Errors) {
-    let jwk = m.get("jwk").and_then(Value::as_str);
-    let pem = m.get("pem").is_some_and(|v| !v.is_null());
+/// The entity checks of `keys.lua`, in Kong's order: `jwk` and `pem` are mutually
+/// exclusive, one of them is required, and a `jwk` must be a JSON Web Key whose `kid` is the
+/// entity's. A check reading a `jwk` that is a vault reference is skipped (Kong skips the
+/// checks of a referenceable field holding a reference).
+pub(crate) fn key_checks() -> Vec<EntityCheck> {
     // (Kong lists the two formats from a Lua table's iteration, `kong.constants.KEY_FORMATS`)
-    if jwk.is_some() && pem {
-        e.entity("only one or none of these fields must be set: 'jwk', 'pem'");
-    }
-    if jwk.is_none() && !pem {
-        e.entity("at least one of these fields must be non-empty: 'jwk', 'pem'");
-    }
-    let kid = m.get("kid").and_then(Value::as_str).unwrap_or_default();
-    if let Some(jwk) = jwk
-        && !is_vault_reference(jwk)
-        && let Err(msg) = check_jwk(jwk, kid)
-    {
-        e.entity(msg);
-    }
+    const FORMATS: &[&str] = &["jwk", "pem"];
+    vec![
+        EntityCheck::mutually_exclusive(FORMATS),
+        EntityCheck::at_least_one_of(FORMATS),
+        EntityCheck::custom(&["jwk", "pem", "kid"], |v, _| {
+            if let Some(jwk) = v.str("jwk") {
+                check_jwk(jwk, v.str("kid").unwrap_or_default())?;
+            }
+            // (the `pem` record requires one of its keys itself: a `pem` without either
+            // failed already, and this check does not run on a failed field)
+            if let Some(Value::Object(pem)) = v.get("pem")
+                && !is_nonempty_key(pem.get("private_key"))
+                && !is_nonempty_key(pem.get("public_key"))
+            {
+                return Err("need to supply a PEM formatted public and/or private key.".into());
+            }
+            Ok(())
+        }),
+    ]
+}
+
+/// Whether a `pem` member is set, as Lua reads it (`pem.private_key or pem.public_key`).
+fn is_nonempty_key(v: Option<&Value>) -> bool {
+    !matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)))
 }
 
 /// Kong's check of a `jwk` string (the custom entity check of `keys.lua`).

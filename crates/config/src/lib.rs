@@ -28,6 +28,7 @@
 //! assert_eq!(err.flattened()[0].errors[0].message, "required field missing");
 //! ```
 
+pub mod checks;
 pub mod config;
 mod direct;
 pub mod entities;

@@ -596,13 +596,17 @@ impl State<'_, '_> {
     }
 }
 
-/// Whether a route's `protocols` are gRPC only (its `strip_path` then defaults to false).
-pub(crate) fn grpc_only(protocols: Option<&Value>) -> bool {
-    protocols.and_then(Value::as_array).is_some_and(|a| {
-        !a.is_empty()
-            && a.iter()
-                .all(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
-    })
+/// Whether a route's subschema is gRPC's: its first protocol (Kong picks the subschema by
+/// it) is `grpc` or `grpcs`; its `strip_path` then defaults to false.
+pub(crate) fn grpc_subschema(protocols: Option<&Value>) -> bool {
+    protocols
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .find(|p| crate::typedefs::PROTOCOLS.contains(p))
+        })
+        .is_some_and(|p| matches!(p, "grpc" | "grpcs"))
 }
 
 /// Whether an upstream's `hash_on` hashes (its `algorithm` then defaults to
@@ -644,7 +648,7 @@ fn normalize_input(
                     }
                 }
             }
-            if grpc_only(m.get("protocols")) && !m.contains_key("strip_path") {
+            if grpc_subschema(m.get("protocols")) && !m.contains_key("strip_path") {
                 m.insert("strip_path".into(), Value::Bool(false));
             }
         }

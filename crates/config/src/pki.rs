@@ -5,10 +5,10 @@
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::SigningKey;
-use serde_json::Value;
 use std::sync::Arc;
 
-use crate::schema::Errors;
+use crate::checks::EntityCheck;
+use crate::schema::Field;
 
 /// Parses a PEM chain (at least one certificate).
 pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -60,39 +60,65 @@ pub fn parse_pair(
     Ok((certs, signer))
 }
 
-/// Record check of `certificates`.
-pub(crate) fn check_certificate_entity(m: &crate::schema::Fields, e: &mut Errors) {
-    let s = |k: &str| m.get(k).and_then(Value::as_str);
-    let mut algs = Vec::new();
-    for (cert_f, key_f, mismatch) in [
-        ("cert", "key", "certificate does not match key"),
-        (
-            "cert_alt",
-            "key_alt",
-            "alternative certificate does not match key",
-        ),
-    ] {
-        match (s(cert_f), s(key_f)) {
-            (Some(c), Some(k)) => {
-                let certs = parse_certs(c).map_err(|err| e.field(cert_f, err)).ok();
-                let key = parse_key(k)
-                    .and_then(|k| signing_key(&k))
-                    .map_err(|err| e.field(key_f, err))
-                    .ok();
-                if let (Some(certs), Some(key)) = (certs, key) {
-                    match matching(&certs, &key) {
-                        Ok(alg) => algs.push(alg),
-                        Err(()) => e.entity(mismatch),
-                    }
+/// A certificate field (Kong's `typedefs.certificate`): a PEM chain that parses.
+pub(crate) fn certificate_field(name: &'static str) -> Field {
+    Field::string(name).check_str(|s| parse_certs(s).map(|_| ()))
+}
+
+/// A private key field (Kong's `typedefs.key`): a PEM key that loads.
+pub(crate) fn key_field(name: &'static str) -> Field {
+    Field::string(name).check_str(|s| parse_key(s).and_then(|k| signing_key(&k)).map(|_| ()))
+}
+
+/// Whether `key` is the key of the leaf of `cert` (both valid, as their fields checked).
+fn pair_matches(cert: &str, key: &str) -> bool {
+    let (Ok(certs), Ok(key)) = (
+        parse_certs(cert),
+        parse_key(key).and_then(|k| signing_key(&k)),
+    ) else {
+        return false;
+    };
+    matching(&certs, &key).is_ok()
+}
+
+/// The algorithm of the public key of a certificate's leaf (its OID).
+fn key_type(cert: &str) -> Option<String> {
+    let certs = parse_certs(cert).ok()?;
+    let (_, x509) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
+    Some(x509.public_key().algorithm.algorithm.to_id_string())
+}
+
+/// The entity checks of `certificates.lua`, in Kong's order: the alternative pair is given
+/// whole or not at all, each key matches its certificate, and the two certificates use keys
+/// of different types.
+pub(crate) fn certificate_checks() -> Vec<EntityCheck> {
+    vec![
+        EntityCheck::mutually_required(&["cert_alt", "key_alt"]),
+        EntityCheck::custom(&["cert", "key"], |v, _| {
+            match (v.str("cert"), v.str("key")) {
+                (Some(c), Some(k)) if !pair_matches(c, k) => {
+                    Err("certificate does not match key".into())
                 }
+                _ => Ok(()),
             }
-            (None, None) => {}
-            _ => e.entity("all or none of these fields must be set: 'cert_alt', 'key_alt'"),
-        }
-    }
-    if algs.len() == 2 && algs[0] == algs[1] {
-        e.entity("certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type");
-    }
+        }),
+        EntityCheck::custom(&["cert_alt", "key_alt"], |v, _| {
+            match (v.str("cert_alt"), v.str("key_alt")) {
+                (Some(c), Some(k)) if !pair_matches(c, k) => {
+                    Err("alternative certificate does not match key".into())
+                }
+                _ => Ok(()),
+            }
+        }),
+        EntityCheck::custom(&["cert", "cert_alt"], |v, _| {
+            match (v.str("cert"), v.str("cert_alt")) {
+                (Some(c), Some(alt)) if key_type(c).is_some() && key_type(c) == key_type(alt) => {
+                    Err("certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type".into())
+                }
+                _ => Ok(()),
+            }
+        }),
+    ]
 }
 
 /// Checks a CA certificate; returns its SHA-256 digest (hex of the DER).

@@ -10,8 +10,12 @@
 //! - strings must be non-empty unless `len_min` says otherwise;
 //! - sets are arrays whose duplicates are dropped;
 //! - unknown keys report `unknown field`;
-//! - record-level checks (Kong's `entity_checks`) run only when every field is valid, so one
-//!   mistake does not cascade into several messages.
+//! - record-level checks (Kong's `entity_checks`, [`EntityCheck`]) run after the fields were
+//!   validated, each by Kong's rule ([`crate::checks`]): a check declares the fields it reads
+//!   and its checker's flags, sees the given value of a field that failed, and is skipped
+//!   when one of its fields has an error unless its checker runs with invalid fields (so an
+//!   `at_least_one_of` or a `conditional` reports beside field errors, a custom check does
+//!   not).
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,9 +25,7 @@ use serde_json::{Map, Value};
 /// A check on a single value; `Err` carries Kong's message.
 pub type ValueCheck = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
 
-/// A check on a whole record, run after its fields validated. It may add entity-level
-/// messages (`@entity`) or field messages to `errors`.
-pub type RecordCheck = Arc<dyn Fn(&Fields, &mut Errors) + Send + Sync>;
+pub use crate::checks::EntityCheck;
 
 /// The validated values of a record, in schema order: a small vector keyed by the schema's
 /// static field names. Cheaper than a JSON map on the load path (no hashing, no key
@@ -89,6 +91,10 @@ impl Fields {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
+    }
+    /// The `i`-th value, with its field's name.
+    pub(crate) fn entry(&self, i: usize) -> Option<(&'static str, &Value)> {
+        self.0.get(i).map(|(k, v)| (*k, v))
     }
     /// The values, moved out.
     pub(crate) fn into_entries(self) -> Vec<(&'static str, Value)> {
@@ -202,6 +208,9 @@ pub struct Field {
     pub unique: bool,
     /// Extra validation run after the type checks passed.
     pub check: Option<ValueCheck>,
+    /// Whether the value may be a vault reference (`{vault://...}`; Kong's `referenceable`):
+    /// entity checks reading a reference are skipped.
+    pub referenceable: bool,
 }
 
 impl fmt::Debug for Field {
@@ -217,8 +226,8 @@ impl fmt::Debug for Field {
 pub struct Record {
     /// The fields, in output order.
     pub fields: Vec<Field>,
-    /// Checks on the whole record (Kong's `entity_checks`).
-    pub checks: Vec<RecordCheck>,
+    /// Checks on the whole record (Kong's `entity_checks`), in Kong's order.
+    pub checks: Vec<EntityCheck>,
 }
 
 impl fmt::Debug for Record {
@@ -242,6 +251,7 @@ impl Field {
             auto: false,
             unique: false,
             check: None,
+            referenceable: false,
         }
     }
     /// A non-empty string.
@@ -376,6 +386,11 @@ impl Field {
         self.unique = true;
         self
     }
+    /// Marks the field referenceable (its value may be a vault reference).
+    pub fn referenceable(mut self) -> Self {
+        self.referenceable = true;
+        self
+    }
     /// Adds a value check run after the type checks.
     pub fn check(
         mut self,
@@ -425,10 +440,17 @@ impl Record {
             checks: Vec::new(),
         }
     }
-    /// Adds a record-level check.
-    pub fn check(mut self, f: impl Fn(&Fields, &mut Errors) + Send + Sync + 'static) -> Self {
-        self.checks.push(Arc::new(f));
+    /// Adds an entity check (after the others).
+    pub fn check(mut self, mut c: EntityCheck) -> Self {
+        c.bind(&self.fields);
+        self.checks.push(c);
         self
+    }
+    /// A record with the given fields and entity checks (in Kong's order).
+    pub fn with_checks(fields: Vec<Field>, checks: Vec<EntityCheck>) -> Self {
+        checks
+            .into_iter()
+            .fold(Record::new(fields), |r, c| r.check(c))
     }
     /// Looks a field up by name.
     pub fn field(&self, name: &str) -> Option<&Field> {
@@ -473,9 +495,19 @@ impl Errors {
     }
     /// Adds (or replaces) the message of a field.
     pub fn field(&mut self, name: impl Into<String>, msg: impl Into<String>) {
+        self.set(name, FieldError::Message(msg.into()));
+    }
+    /// Sets (or replaces, in its place) the error of a field.
+    pub fn set(&mut self, name: impl Into<String>, e: FieldError) {
         let name = name.into();
-        self.fields.retain(|(n, _)| *n != name);
-        self.fields.push((name, FieldError::Message(msg.into())));
+        match self.fields.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) => *old = e,
+            None => self.fields.push((name, e)),
+        }
+    }
+    /// The error of a field.
+    pub fn get(&self, name: &str) -> Option<&FieldError> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, e)| e)
     }
     /// Whether a field has an error.
     pub fn has_field(&self, name: &str) -> bool {
@@ -622,7 +654,7 @@ impl Record {
             }
         }
         let mut out = Fields::with_capacity(self.fields.len());
-        for (i, (f, v)) in self.fields.iter().zip(given).enumerate() {
+        for (i, (f, v)) in self.fields.iter().zip(given.iter().copied()).enumerate() {
             if omit.contains(&f.name) {
                 continue;
             }
@@ -643,9 +675,10 @@ impl Record {
                 .fields
                 .push((k.to_string(), FieldError::Message("unknown field".into())));
         }
-        if errors.is_empty() {
+        if !self.checks.is_empty() {
+            let values = crate::checks::Values::new(self, &out, Some(&given));
             for c in &self.checks {
-                c(&out, &mut errors);
+                c.run(&values, &mut errors);
             }
         }
         (out, errors)
@@ -704,13 +737,16 @@ impl Record {
                 v => out.0.push((f.name, v)),
             }
         }
+        // every field validated: the checks see the validated values (no allocation unless
+        // one fails)
         if !self.checks.is_empty() {
+            let values = crate::checks::Values::new(self, &out, None);
             let mut errors = Errors::default();
             for c in &self.checks {
-                c(&out, &mut errors);
-            }
-            if !errors.is_empty() {
-                return None;
+                c.run(&values, &mut errors);
+                if !errors.is_empty() {
+                    return None;
+                }
             }
         }
         Some(out)
@@ -844,6 +880,41 @@ pub(crate) struct Overlay<'a> {
     pub defaults: Option<&'a [Option<Value>]>,
     /// The position of each field by name ([`Record::validate_moving`] only).
     pub index: Option<&'a rustc_hash::FxHashMap<&'static str, usize>>,
+}
+
+/// The error of a field's given (non-null) value, if any.
+pub(crate) fn field_error(f: &Field, v: &Value) -> Option<FieldError> {
+    match validate_field(f, Some(v)) {
+        Outcome::Ok(_) => None,
+        Outcome::Err(e) => Some(e),
+    }
+}
+
+/// Kong's type error of a value for a kind (`expected a string`, ...), if any: the first
+/// error Kong's `validate_field` gives, before any validator.
+pub(crate) fn type_error(kind: &Kind, v: &Value) -> Option<&'static str> {
+    let ok = match kind {
+        Kind::String(_) => v.is_string(),
+        Kind::Integer { .. } => as_integer(v).is_some(),
+        Kind::Number { .. } => v.is_number(),
+        Kind::Boolean => v.is_boolean(),
+        Kind::Array { .. } => v.is_array(),
+        Kind::Map { .. } | Kind::Record(_) => v.is_object(),
+        Kind::Foreign(_) | Kind::Any => true,
+    };
+    if ok {
+        return None;
+    }
+    Some(match kind {
+        Kind::String(_) => "expected a string",
+        Kind::Integer { .. } => "expected an integer",
+        Kind::Number { .. } => "expected a number",
+        Kind::Boolean => "expected a boolean",
+        Kind::Array { set: true, .. } => "expected a set",
+        Kind::Array { set: false, .. } => "expected an array",
+        Kind::Map { .. } => "expected a map",
+        _ => "expected a record",
+    })
 }
 
 fn msg(s: impl Into<String>) -> Outcome {

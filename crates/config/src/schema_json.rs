@@ -4,8 +4,10 @@
 //! `between`, `len_min`, `len_max`, `elements`, `keys`, `values`, `fields`, `reference`,
 //! `auto`, `unique`), and the body of Kong's `schema violation` error.
 //!
-//! Only what the schema engine declares is rendered. Checks written as code (value checks
-//! such as a host's syntax, and record checks, Kong's `entity_checks`) have no declarative
+//! Only what the schema engine declares is rendered: a record's entity checks as Kong's
+//! `entity_checks` (a custom check by its `field_sources`, as Kong's encoder leaves its
+//! function out; the checks Kong declares in a subschema are not listed, as Kong lists no
+//! subschema). Value checks written as code (such as a host's syntax) have no declarative
 //! form here and are left out, as Kong leaves out its function validators.
 
 use serde_json::{Map, Value, json};
@@ -22,7 +24,22 @@ pub const SCHEMA_VIOLATION_CODE: i64 = 2;
 impl Record {
     /// The record in Kong's JSON form: `{"fields": [{"<name>": {attributes}}, ...]}`.
     pub fn to_kong_json(&self) -> Value {
-        json!({ "fields": fields_json(&self.fields) })
+        let mut m = Map::new();
+        m.insert("fields".into(), fields_json(&self.fields));
+        if let Some(checks) = self.entity_checks_json() {
+            m.insert("entity_checks".into(), checks);
+        }
+        Value::Object(m)
+    }
+
+    /// Kong's `entity_checks` of the record, when it lists any.
+    fn entity_checks_json(&self) -> Option<Value> {
+        let checks: Vec<Value> = self
+            .checks
+            .iter()
+            .filter_map(|c| c.to_kong_json())
+            .collect();
+        (!checks.is_empty()).then_some(Value::Array(checks))
     }
 }
 
@@ -124,6 +141,9 @@ impl Field {
             }
             Kind::Record(r) => {
                 m.insert("fields".into(), fields_json(&r.fields));
+                if let Some(checks) = r.entity_checks_json() {
+                    m.insert("entity_checks".into(), checks);
+                }
             }
             Kind::Any => {
                 m.insert("abstract".into(), true.into());
@@ -137,6 +157,9 @@ impl Field {
         }
         if self.unique {
             m.insert("unique".into(), true.into());
+        }
+        if self.referenceable {
+            m.insert("referenceable".into(), true.into());
         }
         Value::Object(m)
     }
@@ -414,13 +437,92 @@ mod tests {
             field(&k, "kid"),
             &json!({"type": "string", "required": true})
         );
-        assert_eq!(field(&k, "jwk"), &json!({"type": "string"}));
+        assert_eq!(
+            field(&k, "jwk"),
+            &json!({"type": "string", "referenceable": true})
+        );
         assert_eq!(
             field(&k, "pem"),
             &json!({"type": "record", "fields": [
-                {"private_key": {"type": "string"}},
-                {"public_key": {"type": "string"}},
-            ]})
+                {"private_key": {"type": "string", "referenceable": true}},
+                {"public_key": {"type": "string", "referenceable": true}},
+            ], "entity_checks": [{"at_least_one_of": ["private_key", "public_key"]}]})
+        );
+        assert_eq!(
+            k["entity_checks"],
+            json!([
+                {"mutually_exclusive": ["jwk", "pem"]},
+                {"at_least_one_of": ["jwk", "pem"]},
+                {"custom_entity_check": {"field_sources": ["jwk", "pem", "kid"]}},
+            ])
+        );
+        assert!(ks.get("entity_checks").is_none());
+    }
+
+    /// Each entity's `entity_checks` as Kong's admin API lists them: its checkers and their
+    /// arguments, custom checks by their `field_sources`, nothing of the subschemas.
+    #[test]
+    fn entity_checks_are_kongs() {
+        let checks = |kind, flavor| entity_schema_json(kind, flavor)["entity_checks"].clone();
+        let compat = RouterFlavor::TraditionalCompatible;
+        let service = checks(EntityKind::Service, compat);
+        assert_eq!(
+            service[0],
+            json!({"conditional": {"if_field": "protocol",
+                "if_match": {"one_of": ["tcp", "tls", "udp", "grpc", "grpcs"]},
+                "then_field": "path", "then_match": {"eq": null}}})
+        );
+        assert_eq!(
+            service[4],
+            json!({"conditional": {"if_field": "protocol",
+                "if_match": {"not_one_of": ["https", "tls"]},
+                "then_field": "ca_certificates", "then_match": {"eq": null}}})
+        );
+        assert_eq!(service.as_array().map(Vec::len), Some(5));
+        assert_eq!(
+            checks(EntityKind::Route, compat),
+            json!([
+                {"conditional": {"if_field": "protocols",
+                    "if_match": {"elements": {"type": "string",
+                        "not_one_of": ["grpcs", "https", "tls", "tls_passthrough", "wss"]}},
+                    "then_field": "snis", "then_match": {"len_eq": 0},
+                    "then_err": "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'"}},
+                {"custom_entity_check": {"field_sources": ["path_handling"]}},
+            ])
+        );
+        let upstream = checks(EntityKind::Upstream, compat);
+        assert_eq!(
+            upstream[0],
+            json!({"conditional": {"if_field": "hash_on", "if_match": {"match": "^header$"},
+                "then_field": "hash_on_header", "then_match": {"required": true}}})
+        );
+        assert!(
+            upstream
+                .as_array()
+                .expect("checks")
+                .contains(&json!({"distinct": ["hash_on_header", "hash_fallback_header"]}))
+        );
+        assert_eq!(
+            checks(EntityKind::Consumer, compat),
+            json!([{"at_least_one_of": ["custom_id", "username"]}])
+        );
+        assert_eq!(
+            checks(EntityKind::Certificate, compat),
+            json!([
+                {"mutually_required": ["cert_alt", "key_alt"]},
+                {"custom_entity_check": {"field_sources": ["cert", "key"]}},
+                {"custom_entity_check": {"field_sources": ["cert_alt", "key_alt"]}},
+                {"custom_entity_check": {"field_sources": ["cert", "cert_alt"]}},
+            ])
+        );
+        let sources = field(&entity_schema_json(EntityKind::Route, compat), "sources")["elements"]
+            ["entity_checks"]
+            .clone();
+        assert_eq!(sources, json!([{"at_least_one_of": ["ip", "port"]}]));
+        assert!(
+            entity_schema_json(EntityKind::Target, compat)
+                .get("entity_checks")
+                .is_none()
         );
     }
 
@@ -559,7 +661,8 @@ mod tests {
             "schema violation (name: plugin 'nope' not enabled; add it to the 'plugins' configuration property)"
         );
 
-        // entity-level messages come first; deeper errors in Penlight's layout
+        // entity-level messages come first; deeper errors in Penlight's layout; a
+        // conditional check runs beside a field's error
         let e = validate_entity(
             EntityKind::Upstream,
             &obj(json!({"name": "u", "hash_on": "header",
@@ -568,7 +671,7 @@ mod tests {
         );
         assert_eq!(
             schema_violation(&e)["message"],
-            "schema violation (healthchecks.active: {\n  healthy = {\n    successes = \"value should be between 0 and 255\"\n  }\n})"
+            "3 schema violations (failed conditional validation given value of field 'hash_on'; hash_on_header: required field missing; healthchecks.active: {\n  healthy = {\n    successes = \"value should be between 0 and 255\"\n  }\n})"
         );
         let e = validate_entity(
             EntityKind::Upstream,

@@ -378,11 +378,7 @@ pub fn ip_port_set(name: &'static str) -> Field {
                 Field::string("ip").check_str(validate_ip_or_cidr),
                 port("port"),
             ])
-            .check(|m, e| {
-                if !m.contains_key("ip") && !m.contains_key("port") {
-                    e.entity("at least one of these fields must be non-empty: 'ip', 'port'");
-                }
-            }),
+            .check(crate::checks::EntityCheck::at_least_one_of(&["ip", "port"])),
         ),
     )
 }

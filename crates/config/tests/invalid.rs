@@ -195,7 +195,7 @@ fn routes() {
         "nothing to match",
         &doc(&format!("{svc}  - name: r\n")),
         &[
-            "route[r] @entity: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'http'",
+            "route[r] @entity: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'",
         ],
     );
     check(
@@ -252,7 +252,7 @@ fn routes() {
             "{svc}  - name: r\n    paths: [/]\n    protocols: [http, tcp]\n"
         )),
         &[
-            "route[r] protocols: these sets are mutually exclusive: ('http', 'https', 'ws', 'wss'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('grpc', 'grpcs')",
+            "route[r] protocols: these sets are mutually exclusive: ('http', 'https', 'ws', 'wss'), ('tcp', 'tls', 'udp')",
         ],
     );
     check(
@@ -284,7 +284,8 @@ fn routes() {
             "{svc}  - name: r\n    paths: [/]\n    protocols: [http]\n    snis: [a.com]\n"
         )),
         &[
-            "route[r] snis: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+            "route[r] @entity: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+            "route[r] snis: length must be 0",
         ],
     );
     check(
@@ -292,7 +293,12 @@ fn routes() {
         &doc(&format!(
             "{svc}  - name: r\n    expression: 'http.path == \"/\"'\n"
         )),
-        &["route[r] expression: unknown field"],
+        // (the route's subschema check runs beside the unknown field, as in Kong's
+        // `05-error-flattening_spec.lua`)
+        &[
+            "route[r] @entity: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'",
+            "route[r] expression: unknown field",
+        ],
     );
     check(
         "nested route with service",
@@ -647,7 +653,11 @@ fn keys_and_key_sets() {
     check_value(
         "pem field unknown",
         key(json!({"name": "k", "kid": "k", "pem": {"public": pem("rsa.pub")}})),
-        &["key[k] pem.public: unknown field"],
+        // (the record's check runs beside the unknown field)
+        &[
+            "key[k] pem: at least one of these fields must be non-empty: 'private_key', 'public_key'",
+            "key[k] pem.public: unknown field",
+        ],
     );
     check_value(
         "public key garbage",
@@ -706,12 +716,22 @@ fn keys_and_key_sets() {
             &["key[p] pem: public key does not match private key"],
         );
     }
-    // a vault reference is not checked, but it is a value: `jwk` and `pem` stay exclusive
+    // Kong skips the entity checks that read a vault reference in a referenceable field:
+    // a `jwk` reference beside a `pem` is not refused (nor checked)
+    assert!(
+        load_value(key(json!({"kid": "a", "jwk": "{vault://env/jwk}",
+                              "pem": {"private_key": "{vault://env/key}"}})))
+        .is_ok(),
+        "jwk reference and pem"
+    );
     check_value(
-        "jwk reference and pem",
-        key(json!({"kid": "a", "jwk": "{vault://env/jwk}",
+        "jwk and pem",
+        key(json!({"kid": "a", "jwk": "{\"kid\": \"a\"}",
                    "pem": {"private_key": "{vault://env/key}"}})),
-        &["key[-] @entity: only one or none of these fields must be set: 'jwk', 'pem'"],
+        &[
+            "key[-] @entity: only one or none of these fields must be set: 'jwk', 'pem'",
+            "key[-] @entity: could not load JWK, likely not a valid key",
+        ],
     );
     // what lua-resty-openssl cannot load: RSA factors or CRT parameters without the others
     // (OpenSSL's setters want them all), a JSON null (a value in Lua, and no base64url)
@@ -933,4 +953,229 @@ fn every_error_is_reported_at_once() {
             "upstream[1.2.3.4] name: Invalid name ('1.2.3.4'); no ip addresses allowed",
         ]
     );
+}
+
+/// Field errors and entity checks together, as Kong reports them: field messages first, then
+/// each entity check by its checker's flags (`at_least_one_of`, `conditional` and the
+/// subschemas' checks run beside invalid fields and see their given values; a custom check
+/// or `mutually_required` does not run when one of its own fields is invalid), `@entity`
+/// messages in the order of Kong's `entity_checks`.
+#[test]
+fn entity_checks_beside_field_errors() {
+    let (rsa_c, rsa_k, ec_c, other_k) = (
+        pem("rsa.crt"),
+        pem("rsa.key"),
+        pem("ec.crt"),
+        pem("other.key"),
+    );
+    let cases: Vec<(&str, serde_json::Value, Vec<&str>)> = vec![
+        // services: Kong's `conditional` on `protocol` runs beside another field's error,
+        // and its message replaces the `then_field`'s own
+        (
+            "grpc service with a path and a bad port",
+            json!({"services": [{"name": "s", "host": "a.com", "protocol": "grpc",
+                                 "path": "/x", "port": 99999}]}),
+            vec![
+                "service[s] @entity: failed conditional validation given value of field 'protocol'",
+                "service[s] port: value should be between 0 and 65535",
+                "service[s] path: value must be null",
+            ],
+        ),
+        (
+            "grpc service with a path of the wrong type",
+            json!({"services": [{"name": "s", "host": "a.com", "protocol": "grpc", "path": 5}]}),
+            vec![
+                "service[s] @entity: failed conditional validation given value of field 'protocol'",
+                "service[s] path: value must be null",
+            ],
+        ),
+        (
+            "http service with TLS settings, one of them invalid",
+            json!({"services": [{"name": "s", "host": "a.com", "tls_verify": "yes",
+                                 "tls_verify_depth": 3}]}),
+            vec![
+                "service[s] @entity: failed conditional validation given value of field 'protocol'",
+                "service[s] @entity: failed conditional validation given value of field 'protocol'",
+                "service[s] tls_verify: value must be null",
+                "service[s] tls_verify_depth: value must be null",
+            ],
+        ),
+        // (a counter-case: the conditionals' `if_match` fails on an invalid `protocol`)
+        (
+            "an invalid protocol decides no conditional",
+            json!({"services": [{"name": "s", "host": "a.com", "protocol": "ftp", "path": "/x",
+                                 "tls_verify": true}]}),
+            vec![
+                "service[s] protocol: expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp, ws, wss",
+            ],
+        ),
+        // consumers, the `{ip, port}` records of routes: `at_least_one_of` sees an invalid
+        // empty value as empty
+        (
+            "consumer with an empty username",
+            json!({"consumers": [{"username": ""}]}),
+            vec![
+                "consumer[] @entity: at least one of these fields must be non-empty: 'custom_id', 'username'",
+                "consumer[] username: length must be at least 1",
+            ],
+        ),
+        (
+            "stream route source with an empty ip",
+            json!({"services": [{"name": "s", "host": "a.com", "routes": [
+                {"name": "r", "protocols": ["tcp"], "sources": [{"ip": ""}]}]}]}),
+            vec![
+                "route[r] sources.1: at least one of these fields must be non-empty: 'ip', 'port'",
+                "route[r] sources.1.ip: length must be at least 1",
+            ],
+        ),
+        // upstreams: a conditional's `then_field` meets its own rules again (its message
+        // stays) and the check fails; another replaces the message with its rule's
+        (
+            "hashing on an invalid header name",
+            json!({"upstreams": [{"name": "u", "hash_on": "header",
+                                  "hash_on_header": "bad header"}]}),
+            vec![
+                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
+                "upstream[u] hash_on_header: bad header name 'bad header', allowed characters are A-Z, a-z, 0-9, '_', and '-'",
+            ],
+        ),
+        (
+            "hashing on a cookie with an unknown fallback",
+            json!({"upstreams": [{"name": "u", "hash_on": "cookie", "hash_fallback": "bogus"}]}),
+            vec![
+                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
+                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
+                "upstream[u] hash_fallback: expected one of: none",
+                "upstream[u] hash_on_cookie: required field missing",
+            ],
+        ),
+        (
+            "a fallback equal to hash_on, and the same headers",
+            json!({"upstreams": [{"name": "u", "hash_on": "consumer", "hash_fallback": "consumer",
+                                  "hash_on_header": "x-a", "hash_fallback_header": "x-a",
+                                  "slots": 1}]}),
+            vec![
+                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
+                "upstream[u] @entity: values of these fields must be distinct: 'hash_on_header', 'hash_fallback_header'",
+                "upstream[u] slots: value should be between 10 and 65536",
+                "upstream[u] hash_fallback: expected one of: none, ip, header, cookie, path, query_arg, uri_capture",
+            ],
+        ),
+        // routes: the fields a subschema forbids, and the subschemas' checks, beside other
+        // errors
+        (
+            "tcp route with paths and nothing to match",
+            json!({"services": [{"name": "s", "host": "a.com", "routes": [
+                {"name": "r", "protocols": ["tcp"], "paths": ["/a"]}]}]}),
+            vec![
+                "route[r] @entity: must set one of 'sources', 'destinations', 'snis' when 'protocols' is 'tcp', 'tls' or 'udp'",
+                "route[r] paths: cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'",
+            ],
+        ),
+        (
+            "tcp route with an empty paths array (a value: the subschema wants null)",
+            json!({"services": [{"name": "s", "host": "a.com", "routes": [
+                {"name": "r", "protocols": ["tcp"], "paths": [],
+                 "destinations": [{"port": 9000}]}]}]}),
+            vec![
+                "route[r] paths: cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'",
+            ],
+        ),
+        (
+            "mixed protocols and sources (the first protocol's subschema)",
+            json!({"services": [{"name": "s", "host": "a.com", "routes": [
+                {"name": "r", "protocols": ["http", "tcp"], "paths": ["/"],
+                 "sources": [{"ip": "10.0.0.1"}]}]}]}),
+            vec![
+                "route[r] protocols: these sets are mutually exclusive: ('http', 'https', 'ws', 'wss'), ('tcp', 'tls', 'udp')",
+                "route[r] sources: cannot set 'sources' when 'protocols' is 'http' or 'https'",
+            ],
+        ),
+        (
+            "http route with snis and a bad path",
+            json!({"services": [{"name": "s", "host": "a.com", "routes": [
+                {"name": "r", "protocols": ["http"], "paths": ["bad"], "snis": ["a.com"]}]}]}),
+            vec![
+                "route[r] @entity: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+                "route[r] paths.1: should start with: / (fixed path) or ~/ (regex path)",
+                "route[r] snis: length must be 0",
+            ],
+        ),
+        (
+            "grpc before http (the gRPC subschema: strip_path defaults to false)",
+            json!({"services": [{"name": "s", "host": "a.com", "routes": [
+                {"name": "r", "protocols": ["grpc", "http"], "paths": ["/"]}]}]}),
+            vec![
+                "route[r] protocols: these sets are mutually exclusive: ('grpc', 'grpcs'), ('http', 'https', 'ws', 'wss')",
+            ],
+        ),
+        (
+            "grpcs route with strip_path and nothing to match",
+            json!({"services": [{"name": "s", "host": "a.com", "routes": [
+                {"name": "r", "protocols": ["grpc", "grpcs"], "strip_path": true}]}]}),
+            vec![
+                "route[r] @entity: must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'grpcs'",
+                "route[r] strip_path: cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+            ],
+        ),
+        // certificates: the key material is checked by the fields; a custom check does not
+        // run when one of its fields failed; `@entity` in Kong's order
+        (
+            "garbage certificate, invalid tags",
+            json!({"certificates": [{"cert": "garbage", "key": other_k, "tags": [1]}]}),
+            vec![
+                "certificate[-] cert: invalid certificate: no PEM certificate found",
+                "certificate[-] tags.1: expected a string",
+            ],
+        ),
+        (
+            "mismatched key and an incomplete alternative pair",
+            json!({"certificates": [{"cert": rsa_c, "key": other_k, "cert_alt": ec_c}]}),
+            vec![
+                "certificate[-] @entity: all or none of these fields must be set: 'cert_alt', 'key_alt'",
+                "certificate[-] @entity: certificate does not match key",
+            ],
+        ),
+        // (the alternative pair's checks do not run beside its invalid certificate; the
+        // main pair's does)
+        (
+            "mismatched key beside an invalid alternative certificate",
+            json!({"certificates": [{"cert": rsa_c, "key": other_k, "cert_alt": "garbage",
+                                     "key_alt": rsa_k}]}),
+            vec![
+                "certificate[-] @entity: certificate does not match key",
+                "certificate[-] cert_alt: invalid certificate: no PEM certificate found",
+            ],
+        ),
+        // keys: the custom check runs beside other fields' errors, not beside its own
+        (
+            "jwk of another kid, invalid tags",
+            json!({"keys": [{"name": "k", "kid": "a", "jwk": "{\"kid\": \"b\"}", "tags": [1]}]}),
+            vec![
+                "key[k] @entity: kid in jwk.kid must be equal to keys.kid",
+                "key[k] tags.1: expected a string",
+            ],
+        ),
+        // (a counter-case: the custom check reads `kid`, which failed)
+        (
+            "jwk of another kid, invalid kid",
+            json!({"keys": [{"name": "k", "kid": 5, "jwk": "{\"kid\": \"b\"}"}]}),
+            vec!["key[k] kid: expected a string"],
+        ),
+        // jwt credentials: the conditional's `then_field` is required
+        (
+            "RS256 credential without a key, with an invalid tag",
+            json!({"consumers": [{"username": "c", "jwt_secrets": [
+                {"key": "k", "algorithm": "RS256", "tags": [""]}]}]}),
+            vec![
+                "jwt_secret[k] @entity: failed conditional validation given value of field 'algorithm'",
+                "jwt_secret[k] tags.1: length must be at least 1",
+                "jwt_secret[k] rsa_public_key: required field missing",
+            ],
+        ),
+    ];
+    for (name, mut doc, expected) in cases {
+        doc["_format_version"] = json!("3.0");
+        check_value(name, doc, &expected);
+    }
 }

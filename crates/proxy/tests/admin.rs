@@ -1165,10 +1165,15 @@ async fn validate_endpoints_use_the_configuration_rules() {
     .await;
     assert_eq!(r.status, 400);
     let v = r.json();
-    assert_eq!(v["fields"]["port"], "value should be between 0 and 65535");
+    // the protocol's conditional check runs beside the port's error, as in Kong
+    assert_eq!(
+        v["fields"],
+        json!({"port": "value should be between 0 and 65535", "path": "value must be null",
+               "@entity": ["failed conditional validation given value of field 'protocol'"]})
+    );
     assert_eq!(
         v["message"],
-        "schema violation (port: value should be between 0 and 65535)"
+        "3 schema violations (failed conditional validation given value of field 'protocol'; path: value must be null; port: value should be between 0 and 65535)"
     );
     let r = admin_post(
         a,
