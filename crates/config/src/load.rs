@@ -598,15 +598,17 @@ impl State<'_, '_> {
 
 /// Whether a route's subschema is gRPC's: its first protocol (Kong picks the subschema by
 /// it) is `grpc` or `grpcs`; its `strip_path` then defaults to false.
+/// (`protocols` given as one string, which the set's check refuses, still picks it.)
 pub(crate) fn grpc_subschema(protocols: Option<&Value>) -> bool {
-    protocols
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .find(|p| crate::typedefs::PROTOCOLS.contains(p))
-        })
-        .is_some_and(|p| matches!(p, "grpc" | "grpcs"))
+    let first = match protocols {
+        Some(Value::String(p)) => Some(p.as_str()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|p| crate::typedefs::PROTOCOLS.contains(p)),
+        _ => None,
+    };
+    first.is_some_and(|p| matches!(p, "grpc" | "grpcs"))
 }
 
 /// Whether an upstream's `hash_on` hashes (its `algorithm` then defaults to

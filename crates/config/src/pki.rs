@@ -5,6 +5,7 @@
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::SigningKey;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::checks::EntityCheck;
@@ -65,17 +66,43 @@ pub(crate) fn certificate_field(name: &'static str) -> Field {
     Field::string(name).check_str(|s| parse_certs(s).map(|_| ()))
 }
 
+thread_local! {
+    /// Keys loaded by their field's check, kept for the entity check that matches them to
+    /// their certificate (which takes them): loading an RSA key is the costly part of a
+    /// certificate's checks, and this way it is done once. At most two (`key` and
+    /// `key_alt`), so a key does not outlive the next certificate's checks.
+    static LOADED: RefCell<Vec<(String, Arc<dyn SigningKey>)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A private key field (Kong's `typedefs.key`): a PEM key that loads.
 pub(crate) fn key_field(name: &'static str) -> Field {
-    Field::string(name).check_str(|s| parse_key(s).and_then(|k| signing_key(&k)).map(|_| ()))
+    Field::string(name).check_str(|s| {
+        let key = signing_key(&parse_key(s)?)?;
+        LOADED.with_borrow_mut(|kept| {
+            if kept.len() == 2 {
+                kept.remove(0);
+            }
+            kept.push((s.to_owned(), key));
+        });
+        Ok(())
+    })
+}
+
+/// The signing key of `pem`: the one its field's check kept, else loaded now.
+fn loaded_key(pem: &str) -> Result<Arc<dyn SigningKey>, String> {
+    let kept = LOADED.with_borrow_mut(|kept| {
+        let i = kept.iter().position(|(p, _)| p == pem)?;
+        Some(kept.remove(i).1)
+    });
+    match kept {
+        Some(key) => Ok(key),
+        None => signing_key(&parse_key(pem)?),
+    }
 }
 
 /// Whether `key` is the key of the leaf of `cert` (both valid, as their fields checked).
 fn pair_matches(cert: &str, key: &str) -> bool {
-    let (Ok(certs), Ok(key)) = (
-        parse_certs(cert),
-        parse_key(key).and_then(|k| signing_key(&k)),
-    ) else {
+    let (Ok(certs), Ok(key)) = (parse_certs(cert), loaded_key(key)) else {
         return false;
     };
     matching(&certs, &key).is_ok()
@@ -112,9 +139,12 @@ pub(crate) fn certificate_checks() -> Vec<EntityCheck> {
         }),
         EntityCheck::custom(&["cert", "cert_alt"], |v, _| {
             match (v.str("cert"), v.str("cert_alt")) {
-                (Some(c), Some(alt)) if key_type(c).is_some() && key_type(c) == key_type(alt) => {
-                    Err("certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type".into())
-                }
+                (Some(c), Some(alt)) => match key_type(c) {
+                    Some(t) if Some(&t) == key_type(alt).as_ref() => {
+                        Err("certificate and alternative certificate need to have different type (e.g. RSA and ECDSA), the provided certificates were both of the same type".into())
+                    }
+                    _ => Ok(()),
+                },
                 _ => Ok(()),
             }
         }),

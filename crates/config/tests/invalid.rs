@@ -1000,6 +1000,13 @@ fn entity_checks_beside_field_errors() {
                 "service[s] tls_verify_depth: value must be null",
             ],
         ),
+        // `protocols` as one string: refused, yet it picks gRPC's subschema (as Kong's
+        // `get_subschema` does), so `strip_path` defaults to false and draws no message
+        (
+            "grpc route whose protocols are a string",
+            json!({"routes": [{"name": "r", "protocols": "grpc", "paths": ["/"]}]}),
+            vec!["route[r] protocols: expected a set"],
+        ),
         // (a counter-case: the conditionals' `if_match` fails on an invalid `protocol`)
         (
             "an invalid protocol decides no conditional",

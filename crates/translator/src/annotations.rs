@@ -497,38 +497,42 @@ impl ServiceOpts {
                 Err(e) => errs.push((field(key), e)),
             }
         }
-        let tls_like = matches!(o.protocol.as_str(), "https" | "tls" | "wss");
-        let tls_only = |name: &str, errs: &mut Errs| -> Option<(&str, &str)> {
+        // Kong's service checks: `tls_verify` (and a client certificate) for https, tls and
+        // wss services; `tls_verify_depth` and `ca_certificates` for https and tls only
+        let protocol = o.protocol.as_str();
+        let tls_only = |name: &str, wss: bool, errs: &mut Errs| -> Option<(&str, &str)> {
             let (v, key) = a.kong(name)?;
-            if tls_like {
+            if matches!(protocol, "https" | "tls") || (wss && protocol == "wss") {
                 Some((v, key))
             } else {
+                let which = if wss {
+                    "https, tls or wss"
+                } else {
+                    "https or tls"
+                };
                 errs.push((
                     field(key),
-                    format!(
-                        "only applies to https, tls or wss services, not {}",
-                        o.protocol
-                    ),
+                    format!("only applies to {which} services, not {protocol}"),
                 ));
                 None
             }
         };
-        if let Some((v, key)) = tls_only("tls-verify", &mut errs) {
+        if let Some((v, key)) = tls_only("tls-verify", true, &mut errs) {
             match parse_bool(v) {
                 Ok(b) => o.tls_verify = Some(b),
                 Err(e) => errs.push((field(key), e)),
             }
         }
-        if let Some((v, key)) = tls_only("tls-verify-depth", &mut errs) {
+        if let Some((v, key)) = tls_only("tls-verify-depth", false, &mut errs) {
             match parse_int(v, 0, 64) {
                 Ok(n) => o.tls_verify_depth = Some(n),
                 Err(e) => errs.push((field(key), e)),
             }
         }
-        if let Some((v, _)) = tls_only("ca-certificates-secrets", &mut errs) {
+        if let Some((v, _)) = tls_only("ca-certificates-secrets", false, &mut errs) {
             o.ca_secrets = list(v);
         }
-        if let Some((v, key)) = tls_only("client-cert", &mut errs) {
+        if let Some((v, key)) = tls_only("client-cert", true, &mut errs) {
             if v.is_empty() {
                 errs.push((field(key), "empty Secret name".into()));
             } else {
