@@ -12,6 +12,7 @@
 //! | `ConnectTimeout`, `ReadTimeout`, `WriteTimeout` | 504 | `The upstream server is timing out` |
 //! | `BadRequest` | 400 | `Bad request` |
 //! | `PayloadTooLarge` | 413 | `Payload too large` |
+//! | `MethodNotAllowed` | 405 | `Method not allowed` |
 //! | `Internal` | 500 | `An unexpected error occurred` |
 
 use std::fmt;
@@ -61,6 +62,8 @@ pub enum Kind {
     RequestTimeout,
     /// The client's body uses a transfer coding other than `chunked`.
     NotImplemented,
+    /// A method nginx does not serve (`TRACE`, `CONNECT`).
+    MethodNotAllowed,
     /// Anything else.
     Internal,
 }
@@ -83,6 +86,7 @@ impl Kind {
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

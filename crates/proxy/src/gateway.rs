@@ -394,7 +394,12 @@ fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor>
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(s.client_header_timeout)
-        .max_buf_size((buffers_of(sh, kind).max_bytes() + 4096).max(8192))
+        .max_buf_size(
+            buffers_of(sh, kind)
+                .max_bytes()
+                .saturating_add(4096)
+                .max(8192),
+        )
         .max_headers(s.max_headers.saturating_add(1))
         .keep_alive(true)
         .half_close(false);

@@ -174,7 +174,7 @@ fn parse_in<'b>(
     if !crate::request_line::accepted(method.as_bytes(), path.as_bytes()) {
         return Parsed::Refused(Refusal::Bad);
     }
-    let mut simple = req.version == Some(1) && method != "CONNECT" && path.starts_with('/');
+    let mut simple = req.version == Some(1) && path.starts_with('/');
     if simple {
         spans.method = span(buf, method.as_bytes());
         spans.path = span(buf, path.as_bytes());
@@ -220,16 +220,40 @@ fn parse_in<'b>(
     if lengths > 1 || (codings > 0 && (req.version == Some(0) || codings > 1)) {
         Parsed::Refused(Refusal::Bad)
     } else if codings == 1 && !chunked {
-        Parsed::Refused(Refusal::NotImplemented)
+        // (nginx refuses a missing or bad host first)
+        Parsed::Refused(if host_refused(&req, path) {
+            Refusal::Bad
+        } else {
+            Refusal::NotImplemented
+        })
     } else if lengths == 1 && codings == 1 {
         Parsed::Refused(Refusal::Bad)
     } else if method == "CONNECT" || method == "TRACE" {
-        // nginx serves neither (405)
-        Parsed::Refused(Refusal::NotAllowed)
+        // nginx serves neither (405), once the host passed
+        Parsed::Refused(if host_refused(&req, path) {
+            Refusal::Bad
+        } else {
+            Refusal::NotAllowed
+        })
     } else if simple {
         Parsed::Simple(n)
     } else {
         Parsed::Other
+    }
+}
+
+/// Whether nginx refuses a head for its host (before it looks at its framing or method):
+/// two `Host` headers, one that is not a host, or none on an HTTP/1.1 request whose target
+/// does not name one. (Other heads have their host checked when they are proxied.)
+fn host_refused(req: &httparse::Request<'_, '_>, target: &str) -> bool {
+    let mut hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => true,
+        (Some(h), None) => !crate::proxy::valid_host(h.value),
+        (None, _) => req.version == Some(1) && target.starts_with('/'),
     }
 }
 
@@ -868,8 +892,24 @@ mod tests {
             (b"GET /a/../../b HTTP/1.1\r\n\r\n", Refusal::Bad),
             (b"GET http://x/%2e%2e/b HTTP/1.1\r\n\r\n", Refusal::Bad),
             (b"GET /a%zz HTTP/1.1\r\n\r\n", Refusal::Bad),
-            (b"CONNECT /x HTTP/1.1\r\n\r\n", Refusal::NotAllowed),
-            (b"TRACE / HTTP/1.1\r\n\r\n", Refusal::NotAllowed),
+            (b"GET /a%3F/../../b HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"GET http://u@x/ HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"GET http://x:99999/ HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n", Refusal::NotAllowed),
+            (b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", Refusal::NotAllowed),
+            (b"TRACE http://x/ HTTP/1.1\r\n\r\n", Refusal::NotAllowed),
+            (b"TRACE / HTTP/1.0\r\n\r\n", Refusal::NotAllowed),
+            // (nginx refuses a missing or bad host before the method or the coding)
+            (b"TRACE / HTTP/1.1\r\n\r\n", Refusal::Bad),
+            (b"TRACE / HTTP/1.1\r\nHost: a b\r\n\r\n", Refusal::Bad),
+            (
+                b"TRACE / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n",
+                Refusal::Bad,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Refusal::Bad,
+            ),
             // transfer codings, in nginx's order
             (
                 b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -880,15 +920,15 @@ mod tests {
                 Refusal::Bad,
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 Refusal::NotImplemented,
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
                 Refusal::NotImplemented,
             ),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: gzip\r\n\r\na",
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: gzip\r\n\r\na",
                 Refusal::NotImplemented,
             ),
         ] {

@@ -17,7 +17,8 @@
 //! it as the client gone and cuts an answer it is still writing short. Only when no request
 //! was handed to hyper at all does it get the end of the stream.) On that shutdown the guard
 //! writes Kong's answer to the refused head (400 with `Bad request` or `Request header or
-//! cookie too large`, formatted by the head's `Accept`; [`crate::proxy::refusal`]), then
+//! cookie too large`, or 405, 414, 501, formatted by the head's `Accept`;
+//! [`crate::proxy::refusal`]), then
 //! closes with a lingering read as nginx does. After a request that asks to close the
 //! connection, or any HTTP/1.0 request (whose answer may be delimited by the end of the
 //! connection), a refused head is withheld without an answer.
@@ -263,8 +264,14 @@ impl<T> H1Guard<T> {
                     // (a head that is not complete is parsed again only when a line of it
                     // ended or it reached the size limit: a head sent a byte at a time costs
                     // one parse per line, not one per byte)
-                    let check =
-                        end.is_some() || line_ended || self.head.len() >= self.limits.max_bytes();
+                    // (and when the line being read has outgrown a large buffer: nginx
+                    // refuses it then, whether or not it goes on)
+                    let check = end.is_some()
+                        || line_ended
+                        || self.head.len() >= self.limits.max_bytes()
+                        || (self.head.len() > self.limits.buffers.size
+                            && !self.head[self.head.len() - self.limits.buffers.size..]
+                                .contains(&b'\n'));
                     let verdict = if preface || !check {
                         None
                     } else {
@@ -1163,6 +1170,18 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
         let refused = g.refused.is_some();
         pass_on(g, bytes);
         !refused && g.refused.is_some()
+    }
+
+    #[test]
+    fn a_line_outgrowing_a_large_buffer_is_refused_before_it_ends() {
+        // (the guard's buffers: 1k, then 2 x 8k) a header line still being sent, once past
+        // 8 KiB, is refused at once, as nginx refuses it: not when it ends, nor at the header
+        // timeout
+        let mut g = guard();
+        assert!(!feed(&mut g, b"GET / HTTP/1.1\r\nHost: x\r\nCookie: "));
+        assert!(!feed(&mut g, &[b'c'; 8000]));
+        assert!(feed(&mut g, &[b'c'; 400]));
+        assert!(answer(&g).starts_with("TooLarge "));
     }
 
     #[test]

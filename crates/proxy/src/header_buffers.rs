@@ -62,6 +62,12 @@ impl HeaderBuffers {
                 format!("'{s}': the number of buffers must be a positive integer")
             })?;
         let size = parse_buffer_size(size).map_err(|e| format!("'{s}': {e}"))?;
+        // (nginx's own floor: `connection_pool_size`, 512 bytes on 64-bit machines)
+        if size < 512 {
+            return Err(format!(
+                "'{s}': the buffer size must be at least 512 bytes (nginx's connection_pool_size)"
+            ));
+        }
         Ok((n, size))
     }
 
@@ -181,7 +187,9 @@ mod tests {
         assert_eq!(HeaderBuffers::parse_large("4 8k"), Ok((4, 8192)));
         assert_eq!(HeaderBuffers::parse_large(" 8  24k "), Ok((8, 24 * 1024)));
         assert_eq!(HeaderBuffers::parse_large("2 1m"), Ok((2, 1 << 20)));
-        for bad in ["", "4", "8k", "0 8k", "4 0", "-1 8k", "4 8x", "4 8k 2"] {
+        for bad in [
+            "", "4", "8k", "0 8k", "4 0", "-1 8k", "4 8x", "4 8k 2", "4 511",
+        ] {
             assert!(HeaderBuffers::parse_large(bad).is_err(), "{bad}");
         }
         assert_eq!(HeaderBuffers::parse_first("1k"), Ok(1024));

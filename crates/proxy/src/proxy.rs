@@ -277,7 +277,10 @@ pub(crate) async fn handle(
             let mut r = kong_error(sh, &cx, format, e.kind.status(), e.kind.message());
             // nginx closes the connection after a request it refuses (the request's framing
             // may be what it could not read)
-            if matches!(e.kind, Kind::BadRequest | Kind::NotImplemented) {
+            if matches!(
+                e.kind,
+                Kind::BadRequest | Kind::NotImplemented | Kind::MethodNotAllowed
+            ) {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -629,7 +632,7 @@ fn client_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
 /// nginx's check of a request's host, in one pass: not empty, no control bytes or spaces
 /// (bytes from 0x80 up pass, as in nginx: such a host matches only routes without hosts),
 /// no path separator, no `..`.
-fn valid_host(h: &[u8]) -> bool {
+pub(crate) fn valid_host(h: &[u8]) -> bool {
     let mut prev = 0u8;
     for &b in h {
         if b <= b' ' || b == 0x7f || b == b'/' || b == b'\\' || (b == b'.' && prev == b'.') {
@@ -698,11 +701,16 @@ async fn proxy(
         return Err(Error::downstream(Kind::BadRequest));
     }
     // HTTP/1 heads had their request line checked before they were parsed into a request;
-    // an HTTP/2 `:path` is checked here (nginx's HTTP/2 module normalizes it alike)
-    if req.version() == Version::HTTP_2
-        && !crate::request_line::path_ok(req.uri().path().as_bytes())
-    {
-        return Err(Error::downstream(Kind::BadRequest));
+    // an HTTP/2 request's method and `:path` are checked here, as nginx's HTTP/2 module
+    // checks them
+    if req.version() == Version::HTTP_2 {
+        let method = req.method().as_str().as_bytes();
+        if !crate::request_line::accepted_h2(method, req.uri().path().as_bytes()) {
+            return Err(Error::downstream(Kind::BadRequest));
+        }
+        if method == b"TRACE" || method == b"CONNECT" {
+            return Err(Error::downstream(Kind::MethodNotAllowed));
+        }
     }
 
     // --- route ---

@@ -3,22 +3,28 @@
 //! Kong's 400 (`Bad request`) and the connection is closed. These are the cases:
 //!
 //! - a method of anything but `A`-`Z`, `_` and `-` (`get`, `G3T`);
-//! - a target that is neither origin-form (`/...`) nor absolute-form (`scheme://...`): `*`,
-//!   `a/b`, and a `CONNECT`'s `host:port`;
+//! - a target that is neither origin-form (`/...`) nor absolute-form (`scheme://host[:port]...`,
+//!   the host of letters, digits, `.` and `-`, or an IPv6 literal, the port a number up to
+//!   65535): `*`, `a/b`, a `CONNECT`'s `host:port`, `http://user@h/`, `http:///x`;
 //! - a path (the target up to `?` or `#`) that nginx cannot normalize
 //!   (`ngx_http_parse_complex_uri`, with `merge_slashes` on): a `%` not followed by two hex
 //!   digits, a `%00`, or a `..` segment that climbs above the root (`/../a`,
 //!   `/a/%2e%2e/../b`). nginx decodes `%XX` as it walks the path, so an encoded `.` or `/`
-//!   counts as the character itself, and an encoded `?` ends the path.
+//!   counts as the character itself; an encoded `?`, `#` or `%` is an ordinary character.
 //!
-//! HTTP/2 requests have no request line; their `:path` gets the path check
-//! ([`path_ok`]), as nginx's HTTP/2 module applies it too.
+//! HTTP/2 requests have no request line; their method and `:path` get the same checks
+//! ([`accepted_h2`]), as nginx's HTTP/2 module makes them.
 
 use silverback_config::uri::hex_val as hex;
 
 /// Whether nginx accepts an HTTP/1 request line's method and target.
 pub(crate) fn accepted(method: &[u8], target: &[u8]) -> bool {
     method_ok(method) && target_ok(target)
+}
+
+/// Whether nginx accepts an HTTP/2 request's method and path (`:path` must be origin-form).
+pub(crate) fn accepted_h2(method: &[u8], path: &[u8]) -> bool {
+    method_ok(method) && path.first() == Some(&b'/') && path_ok(path)
 }
 
 /// nginx's method characters: upper-case letters, `_` and `-`.
@@ -51,7 +57,56 @@ fn absolute_path(t: &[u8]) -> Option<&[u8]> {
         .iter()
         .position(|&b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
-    Some(&rest[end..])
+    authority_ok(&rest[..end]).then_some(&rest[end..])
+}
+
+/// nginx's reading of an absolute-form target's authority: a host of letters, digits, `.`
+/// and `-` (or an IPv6 literal in brackets), then an optional port of digits (none above
+/// 65535, which no server could have). No user information.
+fn authority_ok(a: &[u8]) -> bool {
+    let (host, port) = match a.first() {
+        Some(b'[') => match a.iter().position(|&b| b == b']') {
+            Some(close) => {
+                let literal = &a[1..close];
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+                if !ok {
+                    return false;
+                }
+                (&a[..=close], &a[close + 1..])
+            }
+            None => return false,
+        },
+        _ => match a.iter().position(|&b| b == b':') {
+            Some(c) => (&a[..c], &a[c..]),
+            None => (a, &a[a.len()..]),
+        },
+    };
+    let host_ok = host.first() == Some(&b'[')
+        || (!host.is_empty()
+            && host
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')));
+    let port_ok = match port.strip_prefix(b":") {
+        None => port.is_empty(),
+        Some(digits) => {
+            digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| {
+                        if d.is_empty() {
+                            Some(0)
+                        } else {
+                            d.parse::<u32>().ok()
+                        }
+                    })
+                    .is_some_and(|n| n <= 65535)
+        }
+    };
+    host_ok && port_ok
 }
 
 /// What the path segment read so far is.
@@ -73,9 +128,9 @@ impl Segment {
     }
 }
 
-/// Whether nginx can normalize the path that `p` begins with (it ends at `?`, `#`, or an
-/// encoded `?`): every `%` starts two hex digits, none decodes to NUL, and no `..` climbs
-/// above the root. Allocates nothing; one pass.
+/// Whether nginx can normalize the path that `p` begins with (it ends at `?` or `#`):
+/// every `%` starts two hex digits, none decodes to NUL, and no `..` climbs above the root.
+/// Allocates nothing; one pass.
 pub(crate) fn path_ok(p: &[u8]) -> bool {
     // the segments kept so far (empty and `.` segments keep none: slashes are merged)
     let mut depth = 0usize;
@@ -107,7 +162,8 @@ pub(crate) fn path_ok(p: &[u8]) -> bool {
                 i += 3;
                 match hi << 4 | lo {
                     0 => return false,
-                    b'?' => break,
+                    // (nginx writes these out as they are: not a separator, nor a dot)
+                    b'?' | b'#' | b'%' => b'x',
                     d => d,
                 }
             }
@@ -149,7 +205,7 @@ mod tests {
             "/%41%42",
             "/a?/../../x",
             "/a#/../../x",
-            "/a%3F/../../x",
+            "/a%3F/..",
             "/a%23",
             "/a%2500",
             "",
@@ -169,6 +225,9 @@ mod tests {
             "/%2E%2e",
             "/a%2F..%2F..%2Fb",
             "/..?x",
+            "/a%3F/../../x",
+            "/a%3F%00",
+            "/x%3f%zz",
             "/..#x",
             "/a%00b",
             "/a%zzb",
@@ -191,6 +250,15 @@ mod tests {
             ("G3T", "/", false),
             ("GET", "http://h/a", true),
             ("GET", "http://h", true),
+            ("GET", "http://[::1]:8000/x", true),
+            ("GET", "http://h:8000?q", true),
+            ("GET", "http://a-b.c:/x", true),
+            ("GET", "http://u:p@h/", false),
+            ("GET", "http://a_b/", false),
+            ("GET", "http:///x", false),
+            ("GET", "http://h:99999/", false),
+            ("GET", "http://h:x/", false),
+            ("GET", "http://[zz]/", false),
             ("GET", "http://h?x", true),
             ("GET", "svn+ssh://h/a", true),
             ("GET", "http://h/../a", false),

@@ -1088,7 +1088,8 @@ services:
     .await;
     assert!(out.starts_with("HTTP/1.1 501"), "{out}");
     assert_eq!(other.served(), served);
-    // a head over the 32 KiB limit, in two writes that each stay under it: refused
+    // a head past nginx's buffers (1k + 4 x 8k), in two writes that each stay under it:
+    // refused
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut head = b"GET /big HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
@@ -1407,6 +1408,26 @@ async fn h2c_prior_knowledge() {
         assert_eq!(r.status, 400, "{bad}");
         // (an nginx-level error: text unless the request asks for another format)
         assert!(r.text().starts_with("Bad request\nrequest_id: "), "{bad}");
+    }
+    // and a method nginx's HTTP/2 module refuses (400), or does not serve (405)
+    for (method, status, message) in [
+        ("get", 400, "Bad request"),
+        ("TRACE", 405, "Method not allowed"),
+    ] {
+        let r = c
+            .send(
+                http::Request::builder()
+                    .method(method)
+                    .uri("http://h2c.test/any")
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, status, "{method}");
+        assert!(
+            r.text().starts_with(&format!("{message}\nrequest_id: ")),
+            "{method}"
+        );
     }
     let r = c
         .send(
