@@ -335,15 +335,16 @@ pub(crate) fn refusal(
         proxied: false,
     };
     tracing::debug!(request_id = ?cx.rid, reason = ?why, "request head refused");
-    let (status, message) = match why {
-        Refusal::Bad => (StatusCode::BAD_REQUEST, "Bad request"),
-        Refusal::TooLarge => (
-            StatusCode::BAD_REQUEST,
-            "Request header or cookie too large",
-        ),
-        Refusal::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "Not implemented"),
-        Refusal::NotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
-        Refusal::UriTooLong => (StatusCode::URI_TOO_LONG, "URI too long"),
+    let status = match why {
+        Refusal::Bad | Refusal::TooLarge => StatusCode::BAD_REQUEST,
+        Refusal::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        Refusal::NotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Refusal::UriTooLong => StatusCode::URI_TOO_LONG,
+    };
+    // Kong's message for the status, but for nginx's 494, which Kong sends as a 400
+    let message = match why {
+        Refusal::TooLarge => "Request header or cookie too large",
+        _ => crate::error::status_message(status),
     };
     let mut r = kong_error(sh, &cx, format, status, message);
     r.headers_mut()

@@ -94,16 +94,10 @@ fn authority_ok(a: &[u8]) -> bool {
         Some(digits) => {
             digits.len() <= 5
                 && digits.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|d| {
-                        if d.is_empty() {
-                            Some(0)
-                        } else {
-                            d.parse::<u32>().ok()
-                        }
-                    })
-                    .is_some_and(|n| n <= 65535)
+                && digits
+                    .iter()
+                    .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+                    <= 65535
         }
     };
     host_ok && port_ok
