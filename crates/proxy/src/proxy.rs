@@ -655,6 +655,21 @@ fn forwarded_host(host: &HeaderValue) -> Option<HeaderValue> {
     HeaderValue::from_str(&bare.to_ascii_lowercase()).ok()
 }
 
+/// Why nginx's HTTP/2 module refuses a request, if it does: its method or `:path` (400), or
+/// a method nginx does not serve (405). (Out of line: the HTTP/1 requests that make most of
+/// the traffic only test the version.)
+#[inline(never)]
+fn h2_refusal<B>(req: &Request<B>) -> Option<Kind> {
+    let method = req.method().as_str().as_bytes();
+    if !crate::request_line::accepted_h2(method, req.uri().path().as_bytes()) {
+        Some(Kind::BadRequest)
+    } else if method == b"TRACE" || method == b"CONNECT" {
+        Some(Kind::MethodNotAllowed)
+    } else {
+        None
+    }
+}
+
 /// A path as a header value (`/` without allocating).
 fn path_value(p: &str) -> Option<HeaderValue> {
     if p == "/" {
@@ -704,14 +719,10 @@ async fn proxy(
     // HTTP/1 heads had their request line checked before they were parsed into a request;
     // an HTTP/2 request's method and `:path` are checked here, as nginx's HTTP/2 module
     // checks them
-    if req.version() == Version::HTTP_2 {
-        let method = req.method().as_str().as_bytes();
-        if !crate::request_line::accepted_h2(method, req.uri().path().as_bytes()) {
-            return Err(Error::downstream(Kind::BadRequest));
-        }
-        if method == b"TRACE" || method == b"CONNECT" {
-            return Err(Error::downstream(Kind::MethodNotAllowed));
-        }
+    if req.version() == Version::HTTP_2
+        && let Some(kind) = h2_refusal(&req)
+    {
+        return Err(Error::downstream(kind));
     }
 
     // --- route ---
