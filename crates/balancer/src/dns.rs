@@ -8,11 +8,13 @@
 //!   request never waits on DNS for a name it has resolved before.
 //! - "Name does not exist" and "no records" are cached for `not_found_ttl`; other failures
 //!   for `error_ttl`.
+//! - Every lookup and query is counted as Kong's DNS client counts them ([`Resolver::stats`],
+//!   served as `GET /status/dns`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{
@@ -132,13 +134,54 @@ struct CacheEntry {
     refreshing: AtomicBool,
     /// Round-robin pointer for [`Resolver::pick`].
     next: AtomicUsize,
+    /// The name's lookup counters (shared with the entries that replace this one).
+    stats: Arc<LookupStats>,
 }
+
+/// How the lookups of one name went (Kong's `<name>:all` entry of the DNS statistics).
+#[derive(Debug, Default)]
+struct LookupStats {
+    /// Lookups.
+    runs: AtomicU64,
+    /// Answered from the cache, fresh.
+    hit_lru: AtomicU64,
+    /// Answered from the cache after its TTL, while a refresh runs.
+    hit_stale: AtomicU64,
+    /// Not cached (or expired past `stale_ttl`): the name servers were asked.
+    miss: AtomicU64,
+    /// Lookups that ended in an error.
+    fail: AtomicU64,
+    /// Background refreshes started for a stale answer.
+    stale: AtomicU64,
+}
+
+/// How the queries of one name and record type went (Kong's `<name>:<type>` entries).
+#[derive(Debug, Default, Clone)]
+struct QueryStats {
+    query: u64,
+    query_succ: u64,
+    /// Failed answers by Kong's reason (`name error`, `empty record received`).
+    query_fail: BTreeMap<&'static str, u64>,
+    /// Timeouts, unreachable or failing name servers.
+    query_fail_nameserver: u64,
+    /// The last query's duration, in milliseconds.
+    query_last_time: u64,
+}
+
+/// The resolver's counters, by Kong's key (`<name>:all` for lookups, `<name>:SRV` and
+/// `<name>:A/AAAA` for queries) and counter name; counters that are still 0 are left out,
+/// as Kong's client leaves out those it never incremented.
+pub type DnsStats = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// A caching resolver, shared by every configuration (the cache survives swaps).
 pub struct Resolver {
     inner: TokioResolver,
     opts: ResolverOptions,
     cache: RwLock<HashMap<Box<str>, Arc<CacheEntry>>>,
+    /// Lookup counters by name (looked up here only when a name is not cached).
+    lookups: Mutex<HashMap<Box<str>, Arc<LookupStats>>>,
+    /// Query counters by Kong's `<name>:<type>` key.
+    queries: Mutex<BTreeMap<String, QueryStats>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -179,6 +222,87 @@ impl Resolver {
             inner,
             opts,
             cache: RwLock::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
+            queries: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The counters of every name looked up so far (`GET /status/dns`).
+    pub fn stats(&self) -> DnsStats {
+        let mut out = DnsStats::new();
+        let lookups: Vec<(Box<str>, Arc<LookupStats>)> = lock(&self.lookups)
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        for (name, l) in lookups {
+            let mut m = BTreeMap::new();
+            for (k, v) in [
+                ("runs", &l.runs),
+                ("hit_lru", &l.hit_lru),
+                ("hit_stale", &l.hit_stale),
+                ("miss", &l.miss),
+                ("fail", &l.fail),
+                ("stale", &l.stale),
+            ] {
+                let v = v.load(Ordering::Relaxed);
+                if v > 0 {
+                    m.insert(k.to_string(), v);
+                }
+            }
+            out.insert(format!("{name}:all"), m);
+        }
+        for (key, q) in lock(&self.queries).iter() {
+            let mut m = BTreeMap::new();
+            m.insert("query".to_string(), q.query);
+            m.insert("query_last_time".to_string(), q.query_last_time);
+            for (k, v) in [
+                ("query_succ", q.query_succ),
+                ("query_fail_nameserver", q.query_fail_nameserver),
+            ] {
+                if v > 0 {
+                    m.insert(k.to_string(), v);
+                }
+            }
+            for (reason, n) in &q.query_fail {
+                m.insert(format!("query_fail:{reason}"), *n);
+            }
+            out.insert(key.clone(), m);
+        }
+        out
+    }
+
+    fn lookup_stats(&self, name: &str) -> Arc<LookupStats> {
+        let mut map = lock(&self.lookups);
+        match map.get(name) {
+            Some(s) => Arc::clone(s),
+            None => {
+                let s = Arc::new(LookupStats::default());
+                map.insert(name.into(), Arc::clone(&s));
+                s
+            }
+        }
+    }
+
+    /// Counts one query of `name` for record type `kind` (Kong's type name), which took
+    /// `took` and ended in `outcome`.
+    fn count_query<T>(
+        &self,
+        name: &str,
+        kind: &str,
+        took: Duration,
+        outcome: &Result<T, ResolveError>,
+    ) {
+        let mut map = lock(&self.queries);
+        let q = map.entry(format!("{name}:{kind}")).or_default();
+        q.query += 1;
+        q.query_last_time = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        match outcome {
+            Ok(_) => q.query_succ += 1,
+            Err(e) if e.is_nx_domain() => *q.query_fail.entry("name error").or_default() += 1,
+            Err(e) if e.is_no_records_found() => {
+                *q.query_fail.entry("empty record received").or_default() += 1
+            }
+            Err(_) => q.query_fail_nameserver += 1,
         }
     }
 
@@ -216,15 +340,24 @@ impl Resolver {
         allow_stale: bool,
     ) -> Result<(Arc<DnsAnswer>, Instant), DnsError> {
         let now = Instant::now();
-        if let Some(e) = self.cached(name) {
+        let cached = self.cached(name);
+        if let Some(e) = &cached {
+            e.stats.runs.fetch_add(1, Ordering::Relaxed);
             if now < e.expires {
+                let counter = match e.answer {
+                    Ok(_) => &e.stats.hit_lru,
+                    Err(_) => &e.stats.fail,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 return e.answer.clone().map(|a| (a, e.expires));
             }
             if allow_stale
                 && let Ok(a) = &e.answer
                 && now < e.expires + self.opts.stale_ttl
             {
+                e.stats.hit_stale.fetch_add(1, Ordering::Relaxed);
                 if !e.refreshing.swap(true, Ordering::AcqRel) {
+                    e.stats.stale.fetch_add(1, Ordering::Relaxed);
                     let me = Arc::clone(self);
                     let name = name.to_string();
                     tokio::spawn(async move {
@@ -234,7 +367,19 @@ impl Resolver {
                 return Ok((Arc::clone(a), e.expires));
             }
         }
+        let stats = match &cached {
+            Some(e) => Arc::clone(&e.stats),
+            None => {
+                let s = self.lookup_stats(name);
+                s.runs.fetch_add(1, Ordering::Relaxed);
+                s
+            }
+        };
+        stats.miss.fetch_add(1, Ordering::Relaxed);
         let e = self.query_and_store(name).await;
+        if e.answer.is_err() {
+            stats.fail.fetch_add(1, Ordering::Relaxed);
+        }
         e.answer.clone().map(|a| (a, e.expires))
     }
 
@@ -254,11 +399,16 @@ impl Resolver {
             }
             (a, _) => a,
         };
+        let stats = match &prev {
+            Some(p) => Arc::clone(&p.stats),
+            None => self.lookup_stats(name),
+        };
         let entry = Arc::new(CacheEntry {
             answer,
             expires: Instant::now() + ttl,
             refreshing: AtomicBool::new(false),
             next: AtomicUsize::new(prev.map(|p| p.next.load(Ordering::Relaxed)).unwrap_or(0)),
+            stats,
         });
         self.cache
             .write()
@@ -286,7 +436,10 @@ impl Resolver {
         }
         let fqdn_name = name;
         if self.opts.srv {
-            match self.inner.srv_lookup(fqdn_name).await {
+            let started = Instant::now();
+            let srv = self.inner.srv_lookup(fqdn_name).await;
+            self.count_query(name, "SRV", started.elapsed(), &srv);
+            match srv {
                 Ok(srv) => {
                     let now = Instant::now();
                     let mut ttl = srv.as_lookup().valid_until().saturating_duration_since(now);
@@ -298,7 +451,10 @@ impl Resolver {
                         let weight = Some(u32::from(r.weight()).max(1));
                         let port = (r.port() != 0).then_some(r.port());
                         let srv_name: Arc<str> = target.into();
-                        match self.inner.lookup_ip(target).await {
+                        let started = Instant::now();
+                        let ips = self.inner.lookup_ip(target).await;
+                        self.count_query(target, "A/AAAA", started.elapsed(), &ips);
+                        match ips {
                             Ok(ips) => {
                                 ttl = ttl.min(ips.valid_until().saturating_duration_since(now));
                                 for ip in ips.iter() {
@@ -331,7 +487,10 @@ impl Resolver {
                 Err(_) => {}
             }
         }
-        match self.inner.lookup_ip(fqdn_name).await {
+        let started = Instant::now();
+        let ips = self.inner.lookup_ip(fqdn_name).await;
+        self.count_query(name, "A/AAAA", started.elapsed(), &ips);
+        match ips {
             Ok(ips) => {
                 let ttl = ips.valid_until().saturating_duration_since(Instant::now());
                 let mut records: Vec<DnsRecord> = ips
@@ -386,6 +545,11 @@ impl Resolver {
         }
         Ok((addr_of(chosen), chosen.srv_name.clone()))
     }
+}
+
+/// Locks a counter map; a panic elsewhere while it was held leaves counts, not broken state.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn classify(name: &str, e: &ResolveError) -> DnsError {

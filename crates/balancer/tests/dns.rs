@@ -188,3 +188,61 @@ async fn srv_targets_use_record_ports_weights_and_names() {
         assert_eq!((counts[&9001], counts[&9002]), (100, 300));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_and_queries_are_counted_as_kongs_client_counts_them() {
+    let dns = DnsServer::start(30).await;
+    dns.set("api.test", &["127.0.23.1"]);
+    let r = resolver(&dns);
+    assert!(r.stats().is_empty());
+    for _ in 0..3 {
+        r.pick("api.test", 80, &[]).await.expect("api.test");
+    }
+    r.pick("nope.test", 80, &[]).await.expect_err("nx");
+    r.pick("127.0.0.7", 80, &[]).await.expect("ip");
+    let stats = r.stats();
+    let get = |key: &str| {
+        stats
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {stats:?}"))
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect::<Vec<_>>()
+    };
+    // The first lookup asked the server (SRV first: no records, then A/AAAA); the next two
+    // were answered from the cache.
+    assert_eq!(
+        get("api.test:all"),
+        [("hit_lru", 2), ("miss", 1), ("runs", 3)]
+    );
+    let srv = get("api.test:SRV");
+    assert!(srv.contains(&("query", 1)), "{srv:?}");
+    assert!(
+        srv.contains(&("query_fail:empty record received", 1)),
+        "{srv:?}"
+    );
+    let a = get("api.test:A/AAAA");
+    assert!(
+        a.contains(&("query", 1)) && a.contains(&("query_succ", 1)),
+        "{a:?}"
+    );
+    assert!(a.iter().any(|(k, _)| *k == "query_last_time"), "{a:?}");
+    assert_eq!(
+        get("nope.test:all"),
+        [("fail", 1), ("miss", 1), ("runs", 1)]
+    );
+    assert!(get("nope.test:SRV").contains(&("query_fail:name error", 1)));
+    // An IP literal is looked up but never queried.
+    assert_eq!(get("127.0.0.7:all"), [("miss", 1), ("runs", 1)]);
+    assert!(
+        !stats
+            .keys()
+            .any(|k| k.starts_with("127.0.0.7:") && k != "127.0.0.7:all")
+    );
+    // A cached failure counts as a failed lookup without a query.
+    r.pick("nope.test", 80, &[]).await.expect_err("nx");
+    let again = r.stats();
+    assert_eq!(again["nope.test:all"]["fail"], 2);
+    assert_eq!(again["nope.test:all"]["runs"], 2);
+    assert_eq!(again["nope.test:SRV"]["query"], 1);
+}

@@ -203,8 +203,8 @@ impl EntityKind {
 // === schemas ===
 
 fn timestamps(fields: &mut Vec<Field>) {
-    fields.push(Field::any_integer("created_at"));
-    fields.push(Field::any_integer("updated_at"));
+    fields.push(t::auto_timestamp_s("created_at"));
+    fields.push(t::auto_timestamp_s("updated_at"));
 }
 
 fn base(kind: EntityKind) -> Vec<Field> {
@@ -388,8 +388,8 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             );
             f.push(Field::integer("weight", 0, 65535).default(100));
             f.push(t::tags());
-            f.push(Field::number("created_at", 0.0, f64::MAX));
-            f.push(Field::number("updated_at", 0.0, f64::MAX));
+            f.push(t::auto_timestamp_ms("created_at"));
+            f.push(t::auto_timestamp_ms("updated_at"));
         }
         Consumer => {
             f.push(Field::string("username").unique());
@@ -467,14 +467,14 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::string("key").unique().auto());
             f.push(Field::any_integer("ttl"));
             f.push(t::tags());
-            f.push(Field::any_integer("created_at"));
+            f.push(t::auto_timestamp_s("created_at"));
         }
         BasicauthCredential => {
             f.push(Field::foreign("consumer", "consumers").required());
             f.push(Field::string("username").required().unique());
             f.push(Field::string("password").required());
             f.push(t::tags());
-            f.push(Field::any_integer("created_at"));
+            f.push(t::auto_timestamp_s("created_at"));
         }
         JwtSecret => {
             f.push(Field::foreign("consumer", "consumers").required());
@@ -492,7 +492,7 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
                 .default("HS256"),
             );
             f.push(t::tags());
-            f.push(Field::any_integer("created_at"));
+            f.push(t::auto_timestamp_s("created_at"));
             // (Kong's `jwt` plugin's `daos.lua`: the algorithms with a public key)
             checks.push(EntityCheck::conditional(Conditional {
                 if_field: "algorithm",
@@ -512,14 +512,14 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::foreign("consumer", "consumers").required());
             f.push(Field::string("group").required());
             f.push(t::tags());
-            f.push(Field::any_integer("created_at"));
+            f.push(t::auto_timestamp_s("created_at"));
         }
         HmacauthCredential => {
             f.push(Field::foreign("consumer", "consumers").required());
             f.push(Field::string("username").required().unique());
             f.push(Field::string("secret").auto());
             f.push(t::tags());
-            f.push(Field::any_integer("created_at"));
+            f.push(t::auto_timestamp_s("created_at"));
         }
         KeySet => {
             f.push(Field::string("name").unique());

@@ -211,6 +211,11 @@ pub struct Field {
     /// Whether the value may be a vault reference (`{vault://...}`; Kong's `referenceable`):
     /// entity checks reading a reference are skipped.
     pub referenceable: bool,
+    /// Kong's `uuid` marker: the string is a UUID (shown in `GET /schemas`; the check itself
+    /// is the field's [`Field::check`]).
+    pub uuid: bool,
+    /// Kong's `timestamp` marker: the number is a creation or update time in (milli)seconds.
+    pub timestamp: bool,
 }
 
 impl fmt::Debug for Field {
@@ -252,6 +257,8 @@ impl Field {
             unique: false,
             check: None,
             referenceable: false,
+            uuid: false,
+            timestamp: false,
         }
     }
     /// A non-empty string.
@@ -384,6 +391,16 @@ impl Field {
     /// Marks the field unique among entities of its type.
     pub fn unique(mut self) -> Self {
         self.unique = true;
+        self
+    }
+    /// Sets Kong's `uuid` marker.
+    pub fn uuid_marker(mut self) -> Self {
+        self.uuid = true;
+        self
+    }
+    /// Sets Kong's `timestamp` marker.
+    pub fn timestamp_marker(mut self) -> Self {
+        self.timestamp = true;
         self
     }
     /// Marks the field referenceable (its value may be a vault reference).

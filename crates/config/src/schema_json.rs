@@ -152,6 +152,12 @@ impl Field {
                 m.insert("reference".into(), (*entity).into());
             }
         }
+        if self.uuid {
+            m.insert("uuid".into(), true.into());
+        }
+        if self.timestamp {
+            m.insert("timestamp".into(), true.into());
+        }
         if self.auto {
             m.insert("auto".into(), true.into());
         }
@@ -303,7 +309,23 @@ mod tests {
     #[test]
     fn service_schema_has_kongs_attribute_names() {
         let s = entity_schema_json(EntityKind::Service, RouterFlavor::TraditionalCompatible);
-        assert_eq!(field(&s, "id"), &json!({"type": "string", "auto": true}));
+        assert_eq!(
+            field(&s, "id"),
+            &json!({"type": "string", "uuid": true, "auto": true})
+        );
+        assert_eq!(
+            field(&s, "created_at"),
+            &json!({"type": "integer", "timestamp": true, "auto": true})
+        );
+        assert_eq!(
+            field(&s, "ca_certificates"),
+            &json!({"type": "array", "elements": {"type": "string", "uuid": true}})
+        );
+        let target = entity_schema_json(EntityKind::Target, RouterFlavor::TraditionalCompatible);
+        assert_eq!(
+            field(&target, "updated_at"),
+            &json!({"type": "number", "timestamp": true, "auto": true})
+        );
         let protocol = field(&s, "protocol");
         assert_eq!(protocol["type"], "string");
         assert_eq!(protocol["required"], true);

@@ -34,15 +34,29 @@ pub const SERVICE_PROTOCOLS: &[&str] = &[
     "wss",
 ];
 
-/// `id`: a UUID string.
+/// A UUID string (Kong's `uuid` marker; an entity's `id` adds `auto`).
 pub fn uuid(name: &'static str) -> Field {
-    Field::string(name).check_str(|s| {
+    Field::string(name).uuid_marker().check_str(|s| {
         if uuid::Uuid::try_parse(s).is_ok() {
             Ok(())
         } else {
             Err("expected a valid UUID".into())
         }
     })
+}
+
+/// `created_at` / `updated_at` in seconds: any integer, set by the data plane when absent
+/// (Kong's `auto_timestamp_s`).
+pub fn auto_timestamp_s(name: &'static str) -> Field {
+    Field::any_integer(name).timestamp_marker().auto()
+}
+
+/// A target's `created_at` / `updated_at` in seconds with milliseconds: any number (Kong's
+/// `auto_timestamp_ms`).
+pub fn auto_timestamp_ms(name: &'static str) -> Field {
+    Field::new(name, Kind::Number { between: None })
+        .timestamp_marker()
+        .auto()
 }
 
 /// `tags`: a set of printable strings without `,` and `/`.

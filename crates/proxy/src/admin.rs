@@ -125,6 +125,7 @@ async fn route(
     match (r.endpoint, params.as_slice()) {
         (Endpoint::Status, []) => only_get(&m, || status(sh)),
         (Endpoint::Ready, []) => only_get(&m, || ready(sh)),
+        (Endpoint::DnsStatus, []) => only_get(&m, || dns_status(sh)),
         (Endpoint::Metrics, []) => only_get(&m, || {
             let snap = sh.snapshot.load();
             let mut text = sh.metrics.render(&sh.node_id.to_string(), snap.hash());
@@ -818,6 +819,18 @@ fn status(sh: &Shared) -> Response<ProxyBody> {
         "configuration_hash": sh.snapshot.load().hash(),
     });
     json_response(StatusCode::OK, &body)
+}
+
+/// `GET /status/dns`: the resolver's counters, as Kong's DNS client reports them. One
+/// process serves every connection here and its resolver is shared by all threads, so the
+/// figures are the node's, reported as worker 0 of 1 (as `GET /` lists one worker pid).
+/// (Kong answers 501 unless `new_dns_client` is on: our resolver is always the caching one.)
+fn dns_status(sh: &Shared) -> Response<ProxyBody> {
+    let stats = sh.snapshot.load().balancers.resolver().stats();
+    json_response(
+        StatusCode::OK,
+        &json!({"worker": {"id": 0, "count": 1}, "stats": stats}),
+    )
 }
 
 fn ready(sh: &Shared) -> Response<ProxyBody> {

@@ -29,6 +29,8 @@ pub(crate) enum Endpoint {
     Status,
     /// `/status/ready`
     Ready,
+    /// `/status/dns`
+    DnsStatus,
     /// `/metrics`
     Metrics,
     /// `/config`
@@ -206,6 +208,7 @@ fn build() -> Vec<Route> {
     for (path, e, on_status) in [
         ("/status", E::Status, true),
         ("/status/ready", E::Ready, true),
+        ("/status/dns", E::DnsStatus, true),
         ("/metrics", E::Metrics, true),
         ("/", E::Root, false),
         ("/endpoints", E::Endpoints, false),

@@ -1771,3 +1771,47 @@ async fn key_sets_and_keys_are_read_through_their_endpoints() {
     );
     g.gw.shutdown().await;
 }
+
+/// `GET /status/dns` on both listeners: the resolver's counters by Kong's keys, after a
+/// service by hostname (`localhost`, from the hosts file) has been proxied to.
+#[tokio::test]
+async fn dns_status_counts_the_resolvers_lookups() {
+    let g = Gw::start(None).await;
+    let r = get(g.status, "localhost", "/status/dns").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"worker": {"id": 0, "count": 1}, "stats": {}})
+    );
+    let b = Backend::start().await;
+    let doc = format!(
+        r#"{{"_format_version":"3.0","services":[{{"name":"s","url":"http://localhost:{}","routes":[{{"paths":["/"]}}]}}]}}"#,
+        b.addr.port()
+    );
+    assert_eq!(
+        admin_post(g.admin, "/config", "application/json", doc)
+            .await
+            .status,
+        201
+    );
+    for _ in 0..3 {
+        assert_eq!(get(g.http, "x.test", "/").await.status, 200);
+    }
+    for port in [g.status, g.admin] {
+        let r = get(port, "localhost", "/status/dns").await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        let all = &v["stats"]["localhost:all"];
+        // One lookup per try: `localhost` may also give `::1`, where the backend is not
+        // listening, and that try is retried on the next address.
+        let runs = all["runs"].as_u64().expect("runs");
+        assert!(runs >= 3, "{v}");
+        assert_eq!(all["miss"], 1, "{v}");
+        assert_eq!(all["hit_lru"], runs - 1, "{v}");
+        assert_eq!(v["stats"]["localhost:A/AAAA"]["query_succ"], 1, "{v}");
+    }
+    // Read-only: other methods are refused on the admin listener.
+    let r = admin_post(g.admin, "/status/dns", "application/json", "{}").await;
+    assert_eq!(r.status, 405);
+    g.gw.shutdown().await;
+}
