@@ -126,6 +126,11 @@ async fn route(
         (Endpoint::Status, []) => only_get(&m, || status(sh)),
         (Endpoint::Ready, []) => only_get(&m, || ready(sh)),
         (Endpoint::DnsStatus, []) => only_get(&m, || dns_status(sh)),
+        // Kong's entity cache: entities are compiled in whole when a configuration loads and
+        // nothing is cached on demand, so every probe misses and a purge has nothing to drop.
+        (Endpoint::Cache, []) | (Endpoint::CacheKey, [_]) if m == Method::DELETE => no_content(),
+        (Endpoint::CacheKey, [_]) => only_get(&m, || message(StatusCode::NOT_FOUND, "Not found")),
+        (Endpoint::Cache, []) => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         (Endpoint::Metrics, []) => only_get(&m, || {
             let snap = sh.snapshot.load();
             let mut text = sh.metrics.render(&sh.node_id.to_string(), snap.hash());

@@ -31,6 +31,10 @@ pub(crate) enum Endpoint {
     Ready,
     /// `/status/dns`
     DnsStatus,
+    /// `/cache`
+    Cache,
+    /// `/cache/{key}`
+    CacheKey,
     /// `/metrics`
     Metrics,
     /// `/config`
@@ -209,6 +213,8 @@ fn build() -> Vec<Route> {
         ("/status", E::Status, true),
         ("/status/ready", E::Ready, true),
         ("/status/dns", E::DnsStatus, true),
+        ("/cache", E::Cache, false),
+        ("/cache/{key}", E::CacheKey, false),
         ("/metrics", E::Metrics, true),
         ("/", E::Root, false),
         ("/endpoints", E::Endpoints, false),

@@ -1815,3 +1815,47 @@ async fn dns_status_counts_the_resolvers_lookups() {
     assert_eq!(r.status, 405);
     g.gw.shutdown().await;
 }
+
+/// Kong's `/cache` routes: nothing is cached on demand here, so a probe misses and purges
+/// answer 204; other methods are refused.
+#[tokio::test]
+async fn cache_routes_answer_as_for_an_empty_cache() {
+    let g = Gw::start(None).await;
+    let r = get(g.admin, "localhost", "/cache/services:abc:::::").await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()),
+        (404, json!({"message": "Not found"}))
+    );
+    for path in ["/cache", "/cache/some-key"] {
+        let r = H1::connect(g.admin)
+            .await
+            .send(
+                req("DELETE", "localhost", path)
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 204, "DELETE {path}");
+        assert!(r.body.is_empty());
+    }
+    let r = get(g.admin, "localhost", "/cache").await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()),
+        (405, json!({"message": "Method not allowed"}))
+    );
+    assert_eq!(
+        admin_post(g.admin, "/cache/k", "application/json", "{}")
+            .await
+            .status,
+        405
+    );
+    // Not on the status listener.
+    assert_eq!(get(g.status, "localhost", "/cache/k").await.status, 404);
+    assert!(
+        get(g.admin, "localhost", "/endpoints").await.json()["data"]
+            .as_array()
+            .expect("data")
+            .contains(&json!("/cache/{key}"))
+    );
+    g.gw.shutdown().await;
+}
