@@ -946,8 +946,20 @@ async fn dns_refresher(
     resolver: Arc<Resolver>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // (listed in `GET /timers` while the refresher runs; a pass over the targets is one run,
+    // failed when a target did not resolve)
+    let timer = match weak.upgrade() {
+        Some(b) => silverback_timers::global().register(
+            format!("dns-refresh:{}", b.name),
+            silverback_timers::Site::new(module_path!(), "dns_refresher"),
+            false,
+        ),
+        None => return,
+    };
     loop {
         let Some(b) = weak.upgrade() else { return };
+        let run = timer.run();
+        let mut failure = None;
         let now = Instant::now();
         let mut next = now + Duration::from_secs(3600);
         let mut changed = false;
@@ -963,6 +975,7 @@ async fn dns_refresher(
                 }
                 Err(e) => {
                     tracing::warn!(upstream = %b.name, target = %slot.target, error = %e, "target resolution failed");
+                    failure = Some(format!("target {}: {e}", slot.target));
                     changed |= b.apply_dns(slot, Err(e));
                     let retry = match e {
                         DnsError::NotFound(_) => resolver.options().not_found_ttl,
@@ -976,6 +989,11 @@ async fn dns_refresher(
             b.rebuild_ring();
         }
         drop(b);
+        if let Some(f) = failure {
+            run.fail(f);
+        } else {
+            drop(run);
+        }
         let next = next.max(Instant::now() + resolver.options().min_ttl);
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}

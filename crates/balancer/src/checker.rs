@@ -42,6 +42,12 @@ pub(crate) async fn run(weak: Weak<Balancer>, mut stop: watch::Receiver<bool>) {
         },
         _ => None,
     };
+    // (listed in `GET /timers` while the checker runs; a round is one run)
+    let timer = silverback_timers::global().register(
+        format!("healthcheck:{}", b.name()),
+        silverback_timers::Site::new(module_path!(), "run"),
+        false,
+    );
     drop(b);
     let mk = |d: Option<Duration>| {
         d.map(|d| {
@@ -65,6 +71,7 @@ pub(crate) async fn run(weak: Weak<Balancer>, mut stop: watch::Receiver<bool>) {
             _ = async { match &mut unhealthy_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => false,
             _ = stop.changed() => return,
         };
+        let _run = timer.run();
         tokio::select! {
             keep = round(&weak, &policy, tls.as_ref(), probe_healthy) => if !keep { return },
             _ = stop.changed() => return,

@@ -359,9 +359,17 @@ impl Resolver {
                 if !e.refreshing.swap(true, Ordering::AcqRel) {
                     e.stats.stale.fetch_add(1, Ordering::Relaxed);
                     let me = Arc::clone(self);
+                    let timer = silverback_timers::global().register(
+                        format!("dns-stale-refresh:{name}"),
+                        silverback_timers::Site::new(module_path!(), "resolve_entry"),
+                        true,
+                    );
                     let name = name.to_string();
                     tokio::spawn(async move {
-                        me.query_and_store(&name).await;
+                        let run = timer.run();
+                        if let (_, Some(e)) = me.query_and_store(&name).await {
+                            run.fail(e.to_string());
+                        }
                     });
                 }
                 return Ok((Arc::clone(a), e.expires));
@@ -376,14 +384,16 @@ impl Resolver {
             }
         };
         stats.miss.fetch_add(1, Ordering::Relaxed);
-        let e = self.query_and_store(name).await;
+        let (e, _) = self.query_and_store(name).await;
         if e.answer.is_err() {
             stats.fail.fetch_add(1, Ordering::Relaxed);
         }
         e.answer.clone().map(|a| (a, e.expires))
     }
 
-    async fn query_and_store(&self, name: &str) -> Arc<CacheEntry> {
+    /// Queries `name` and caches the answer (the previous good one when the query failed).
+    /// Returns the entry, and the query's error when it failed.
+    async fn query_and_store(&self, name: &str) -> (Arc<CacheEntry>, Option<DnsError>) {
         let (answer, ttl) = self.query(name).await;
         let ttl = match &answer {
             Ok(_) => ttl.max(self.opts.min_ttl),
@@ -392,6 +402,7 @@ impl Resolver {
         };
         let prev = self.cached(name);
         // Keep serving the last good answer when a refresh fails.
+        let failed = answer.as_ref().err().cloned();
         let answer = match (answer, prev.as_ref().map(|p| &p.answer)) {
             (Err(err), Some(Ok(good))) => {
                 tracing::warn!(name, error = %err, "DNS refresh failed; keeping the previous answer");
@@ -414,7 +425,7 @@ impl Resolver {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.into(), Arc::clone(&entry));
-        entry
+        (entry, failed)
     }
 
     async fn query(&self, name: &str) -> (Result<Arc<DnsAnswer>, DnsError>, Duration) {

@@ -246,3 +246,44 @@ async fn lookups_and_queries_are_counted_as_kongs_client_counts_them() {
     assert_eq!(again["nope.test:all"]["runs"], 2);
     assert_eq!(again["nope.test:SRV"]["query"], 1);
 }
+
+/// The DNS refresher is a job in the timer statistics (`GET /timers`): a pass where a target
+/// did not resolve is a failed run that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dns_refresher_reports_its_runs_as_a_timer() {
+    let dns = DnsServer::start(1).await;
+    dns.set("ok.test", &["127.0.24.1"]);
+    let cfg = config(
+        "_format_version: '3.0'\nupstreams:\n- name: refresh-timer\n  targets:\n  - target: ok.test:9000\n  - target: gone.test:9000\n",
+    );
+    let opts = Options {
+        resolver: Some(resolver(&dns)),
+        ..Default::default()
+    };
+    let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
+    assert!(bs.ready(Duration::from_secs(5)).await);
+    let job = || {
+        silverback_timers::global()
+            .stats()
+            .timers
+            .get("dns-refresh:refresh-timer")
+            .cloned()
+    };
+    let ok = eventually(Duration::from_secs(5), || {
+        job().is_some_and(|j| j.stats.runs >= 1 && !j.stats.last_err_msg.is_empty())
+    })
+    .await;
+    let j = job().expect("the refresher is listed");
+    assert!(ok, "{j:?}");
+    assert!(
+        j.stats.last_err_msg.contains("gone.test:9000"),
+        "{}",
+        j.stats.last_err_msg
+    );
+    assert_eq!(j.stats.finish, 0, "every pass had a failing target");
+    drop(bs);
+    assert!(
+        eventually(Duration::from_secs(5), || job().is_none()).await,
+        "the job leaves with its balancer"
+    );
+}

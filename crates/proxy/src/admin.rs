@@ -126,6 +126,14 @@ async fn route(
         (Endpoint::Status, []) => only_get(&m, || status(sh)),
         (Endpoint::Ready, []) => only_get(&m, || ready(sh)),
         (Endpoint::DnsStatus, []) => only_get(&m, || dns_status(sh)),
+        // The background jobs (health checks, DNS refreshes, delayed reverts) and their runs,
+        // as Kong reports its timers: one process, so worker 0 of 1.
+        (Endpoint::Timers, []) => only_get(&m, || {
+            json_response(
+                StatusCode::OK,
+                &json!({"worker": {"id": 0, "count": 1}, "stats": silverback_timers::global().stats()}),
+            )
+        }),
         // Kong's entity cache: entities are compiled in whole when a configuration loads and
         // nothing is cached on demand, so every probe misses and a purge has nothing to drop.
         (Endpoint::Cache, []) | (Endpoint::CacheKey, [_]) if m == Method::DELETE => no_content(),
@@ -722,6 +730,7 @@ fn all_tags(sh: &Shared, q: Option<&str>) -> Response<ProxyBody> {
 
 fn root(sh: &Shared) -> Response<ProxyBody> {
     let s = &sh.settings;
+    let (running, pending) = silverback_timers::global().counts();
     let mut available = Map::new();
     for p in s.plugins.iter() {
         available.insert(
@@ -759,7 +768,7 @@ fn root(sh: &Shared) -> Response<ProxyBody> {
         "edition": "community",
         "hostname": sh.hostname,
         "node_id": sh.node_id.to_string(),
-        "timers": {"running": 0, "pending": 0},
+        "timers": {"running": running, "pending": pending},
         "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
         "lua_version": "silverback",
         "pids": {"master": std::process::id(), "workers": [std::process::id()]},

@@ -33,6 +33,8 @@ pub(crate) enum Endpoint {
     DnsStatus,
     /// `/cache`
     Cache,
+    /// `/timers`
+    Timers,
     /// `/cache/{key}`
     CacheKey,
     /// `/metrics`
@@ -214,6 +216,7 @@ fn build() -> Vec<Route> {
         ("/status/ready", E::Ready, true),
         ("/status/dns", E::DnsStatus, true),
         ("/cache", E::Cache, false),
+        ("/timers", E::Timers, false),
         ("/cache/{key}", E::CacheKey, false),
         ("/metrics", E::Metrics, true),
         ("/", E::Root, false),

@@ -153,8 +153,15 @@ impl LogLevel {
         st.generation += 1;
         let generation = st.generation;
         let this = Arc::clone(self);
+        // (listed in `GET /timers` until it has run or a later change replaced it)
+        let timer = silverback_timers::global().register(
+            "log-level-revert",
+            silverback_timers::Site::new(module_path!(), "set"),
+            true,
+        );
         let revert = runtime.spawn(async move {
             tokio::time::sleep(timeout).await;
+            let _run = timer.run();
             this.revert(generation);
         });
         if let Some(earlier) = st.revert.replace(revert.abort_handle()) {

@@ -1859,3 +1859,86 @@ async fn cache_routes_answer_as_for_an_empty_cache() {
     );
     g.gw.shutdown().await;
 }
+
+/// `GET /timers`: the background jobs of the running configuration (an upstream's active
+/// checker and its DNS refresher) with their runs, in Kong's shape; they leave with the
+/// configuration that started them.
+#[tokio::test]
+async fn timers_list_the_background_jobs_and_their_runs() {
+    let g = Gw::start(None).await;
+    let b = Backend::start().await;
+    let doc = format!(
+        r#"{{"_format_version":"3.0","upstreams":[{{"name":"timed","healthchecks":{{"active":{{"healthy":{{"interval":0.05}}}}}},
+            "targets":[{{"target":"localhost:{}"}}]}}]}}"#,
+        b.addr.port()
+    );
+    assert_eq!(
+        admin_post(g.admin, "/config", "application/json", doc)
+            .await
+            .status,
+        201
+    );
+    let job = |v: &Value, name: &str| v["stats"]["timers"][name].clone();
+    let mut v = Value::Null;
+    for _ in 0..100 {
+        v = get(g.admin, "localhost", "/timers").await.json();
+        if job(&v, "healthcheck:timed")["stats"]["finish"].as_u64() >= Some(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(v["worker"], json!({"id": 0, "count": 1}));
+    let check = job(&v, "healthcheck:timed");
+    assert!(check["stats"]["finish"].as_u64() >= Some(2), "{v}");
+    assert_eq!(check["stats"]["last_err_msg"], "", "{v}");
+    assert_eq!(check["once"], false);
+    assert!(
+        check["stats"]["elapsed_time"]["max"].as_f64() >= Some(0.0),
+        "{v}"
+    );
+    assert!(
+        check["meta"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("silverback_balancer::checker")),
+        "{v}"
+    );
+    let dns = job(&v, "dns-refresh:timed");
+    assert!(dns["stats"]["runs"].as_u64() >= Some(1), "{v}");
+    let sys = &v["stats"]["sys"];
+    assert!(sys["total"].as_u64() >= Some(2), "{v}");
+    assert_eq!(
+        sys["total"].as_u64(),
+        Some(sys["running"].as_u64().unwrap_or(0) + sys["waiting"].as_u64().unwrap_or(0)),
+        "{v}"
+    );
+    assert!(v["stats"]["flamegraph"]["elapsed_time"].is_string());
+    let root = get(g.admin, "localhost", "/").await.json();
+    assert!(root["timers"]["running"].is_u64() && root["timers"]["pending"] == 0);
+
+    // A configuration without the upstream stops its jobs.
+    assert_eq!(
+        admin_post(
+            g.admin,
+            "/config",
+            "application/json",
+            r#"{"_format_version":"3.0"}"#
+        )
+        .await
+        .status,
+        201
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        let v = get(g.admin, "localhost", "/timers").await.json();
+        if job(&v, "healthcheck:timed").is_null() && job(&v, "dns-refresh:timed").is_null() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        gone,
+        "the jobs of a replaced configuration are no longer listed"
+    );
+    g.gw.shutdown().await;
+}

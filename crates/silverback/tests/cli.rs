@@ -359,11 +359,19 @@ fn the_log_level_changes_through_the_admin_api_for_its_timeout() {
     );
     let r = http_get(admin, "/debug/node/log-level").unwrap();
     assert!(r.ends_with("\"log level: debug\"}"), "{r}");
+    // the pending revert is a one-shot job in `GET /timers`
+    let timers = http_get(admin, "/timers").unwrap();
+    assert!(
+        timers.contains("\"log-level-revert\":{\"name\":\"log-level-revert\""),
+        "{timers}"
+    );
     refused();
     // the change lasts its timeout: then notice again, and debug lines stop
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let r = http_get(admin, "/debug/node/log-level").unwrap();
     assert!(r.ends_with("\"log level: notice\"}"), "{r}");
+    let timers = http_get(admin, "/timers").unwrap();
+    assert!(!timers.contains("log-level-revert"), "{timers}");
     refused();
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(
