@@ -65,12 +65,7 @@ async fn node_status_and_readiness() {
         "no configuration available (empty configuration present)"
     );
     let b = Backend::start().await;
-    assert_eq!(
-        admin_post(g.admin, "/config", "application/json", doc(&b, "r2"))
-            .await
-            .status,
-        201
-    );
+    load_config(g.admin, doc(&b, "r2")).await;
     let r = get(g.status, "localhost", "/status/ready").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({"message": "ready"}));
@@ -173,12 +168,7 @@ async fn post_config_applies_and_failures_change_nothing() {
     assert_eq!(get(g.http, "x", "/yaml").await.status, 200);
     assert_eq!(get(g.http, "x", "/one").await.status, 404);
     let wrapped = json!({ "config": doc(&b, "r2") }).to_string();
-    assert_eq!(
-        admin_post(g.admin, "/config", "application/json", wrapped)
-            .await
-            .status,
-        201
-    );
+    load_config(g.admin, wrapped).await;
     assert_eq!(get(g.http, "x", "/one").await.status, 200);
 
     // GET /config exports YAML that loads back to the same entities; posted back, it is
@@ -231,12 +221,7 @@ async fn post_config_applies_and_failures_change_nothing() {
 async fn entity_endpoints_are_read_only() {
     let b = Backend::start().await;
     let g = Gw::start(None).await;
-    assert_eq!(
-        admin_post(g.admin, "/config", "application/json", doc(&b, "r2"))
-            .await
-            .status,
-        201
-    );
+    load_config(g.admin, doc(&b, "r2")).await;
     let a = g.admin;
     let v = get(a, "localhost", "/services").await.json();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
@@ -371,12 +356,7 @@ async fn entity_endpoints_are_read_only() {
 async fn metrics_use_kong_names() {
     let b = Backend::start().await;
     let g = Gw::start(None).await;
-    assert_eq!(
-        admin_post(g.admin, "/config", "application/json", doc(&b, "r2"))
-            .await
-            .status,
-        201
-    );
+    load_config(g.admin, doc(&b, "r2")).await;
     let mut c = H1::connect(g.http).await;
     for _ in 0..3 {
         assert_eq!(c.get("x", "/one").await.status, 200);
@@ -1788,12 +1768,7 @@ async fn dns_status_counts_the_resolvers_lookups() {
         r#"{{"_format_version":"3.0","services":[{{"name":"s","url":"http://localhost:{}","routes":[{{"paths":["/"]}}]}}]}}"#,
         b.addr.port()
     );
-    assert_eq!(
-        admin_post(g.admin, "/config", "application/json", doc)
-            .await
-            .status,
-        201
-    );
+    load_config(g.admin, doc).await;
     for _ in 0..3 {
         assert_eq!(get(g.http, "x.test", "/").await.status, 200);
     }
@@ -1872,12 +1847,7 @@ async fn timers_list_the_background_jobs_and_their_runs() {
             "targets":[{{"target":"localhost:{}"}}]}}]}}"#,
         b.addr.port()
     );
-    assert_eq!(
-        admin_post(g.admin, "/config", "application/json", doc)
-            .await
-            .status,
-        201
-    );
+    load_config(g.admin, doc).await;
     let job = |v: &Value, name: &str| v["stats"]["timers"][name].clone();
     let mut v = Value::Null;
     for _ in 0..100 {

@@ -647,6 +647,12 @@ pub fn count_responses(s: &str) -> usize {
     s.matches("HTTP/1.1 ").count()
 }
 
+/// POSTs a JSON configuration to the admin API's `/config` and expects it loaded (201).
+pub async fn load_config(admin: SocketAddr, doc: impl Into<Bytes>) {
+    let r = admin_post(admin, "/config", "application/json", doc).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
 /// POSTs a body to the admin API.
 pub async fn admin_post(addr: SocketAddr, path: &str, ct: &str, body: impl Into<Bytes>) -> Resp {
     H1::connect(addr)
