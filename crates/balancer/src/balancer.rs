@@ -952,7 +952,6 @@ async fn dns_refresher(
         Some(b) => silverback_timers::global().register(
             format!("dns-refresh:{}", b.name),
             silverback_timers::Site::new(module_path!(), "dns_refresher"),
-            false,
         ),
         None => return,
     };
@@ -966,7 +965,10 @@ async fn dns_refresher(
         for slot in b.targets.iter().filter(|t| t.addr.ip.is_none()) {
             let res = tokio::select! {
                 r = resolver.resolve_fresh(&slot.addr.host) => r,
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    run.abandon();
+                    return;
+                }
             };
             match &res {
                 Ok((answer, expires)) => {

@@ -46,7 +46,6 @@ pub(crate) async fn run(weak: Weak<Balancer>, mut stop: watch::Receiver<bool>) {
     let timer = silverback_timers::global().register(
         format!("healthcheck:{}", b.name()),
         silverback_timers::Site::new(module_path!(), "run"),
-        false,
     );
     drop(b);
     let mk = |d: Option<Duration>| {
@@ -71,11 +70,18 @@ pub(crate) async fn run(weak: Weak<Balancer>, mut stop: watch::Receiver<bool>) {
             _ = async { match &mut unhealthy_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => false,
             _ = stop.changed() => return,
         };
-        let _run = timer.run();
+        let run = timer.run();
         tokio::select! {
-            keep = round(&weak, &policy, tls.as_ref(), probe_healthy) => if !keep { return },
-            _ = stop.changed() => return,
+            keep = round(&weak, &policy, tls.as_ref(), probe_healthy) => if !keep {
+                run.abandon();
+                return;
+            },
+            _ = stop.changed() => {
+                run.abandon();
+                return;
+            }
         }
+        drop(run);
     }
 }
 

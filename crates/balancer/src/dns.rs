@@ -116,6 +116,9 @@ pub enum DnsError {
         name: String,
         /// The resolver's message.
         detail: String,
+        /// Whether a name server answered (with an error code such as "server failure"),
+        /// rather than not at all (a timeout, an unreachable server).
+        answered: bool,
     },
 }
 
@@ -138,18 +141,17 @@ struct CacheEntry {
     stats: Arc<LookupStats>,
 }
 
-/// How the lookups of one name went (Kong's `<name>:all` entry of the DNS statistics).
+/// How the lookups of one name went (Kong's `<name>:all` entry of the DNS statistics). Each
+/// lookup counts one outcome (`runs` is their sum), as Kong's client counts them:
+/// - `hit_lru`: answered from the cache (a cached "not found" or server error included, and
+///   a stale answer whose refresh is already under way);
+/// - `miss`: the name servers were asked and answered (with records or an error code), or
+///   an expired answer was served stale while a refresh starts (which also counts `stale`);
+/// - `fail`: the name servers were asked and did not answer (timeout, unreachable).
 #[derive(Debug, Default)]
 struct LookupStats {
-    /// Lookups.
-    runs: AtomicU64,
-    /// Answered from the cache, fresh.
     hit_lru: AtomicU64,
-    /// Answered from the cache after its TTL, while a refresh runs.
-    hit_stale: AtomicU64,
-    /// Not cached (or expired past `stale_ttl`): the name servers were asked.
     miss: AtomicU64,
-    /// Lookups that ended in an error.
     fail: AtomicU64,
     /// Background refreshes started for a stale answer.
     stale: AtomicU64,
@@ -160,17 +162,19 @@ struct LookupStats {
 struct QueryStats {
     query: u64,
     query_succ: u64,
-    /// Failed answers by Kong's reason (`name error`, `empty record received`).
+    /// Answers with an error, by lua-resty-dns's reason ([`answer_error`]).
     query_fail: BTreeMap<&'static str, u64>,
-    /// Timeouts, unreachable or failing name servers.
+    /// No answer: timeouts, unreachable name servers, malformed replies.
     query_fail_nameserver: u64,
     /// The last query's duration, in milliseconds.
     query_last_time: u64,
 }
 
-/// The resolver's counters, by Kong's key (`<name>:all` for lookups, `<name>:SRV` and
-/// `<name>:A/AAAA` for queries) and counter name; counters that are still 0 are left out,
-/// as Kong's client leaves out those it never incremented.
+/// The resolver's counters, by Kong's key and counter name: `<name>:all` for lookups,
+/// `<name>:SRV` and `<name>:A/AAAA` for queries. (Kong asks for A, then AAAA if that
+/// failed, and counts each under `<name>:A` / `<name>:AAAA`; we ask for both families at
+/// once, so one key counts them.) Counters that are still 0 are left out, as Kong's client
+/// leaves out those it never incremented.
 pub type DnsStats = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// A caching resolver, shared by every configuration (the cache survives swaps).
@@ -236,15 +240,14 @@ impl Resolver {
             .collect();
         for (name, l) in lookups {
             let mut m = BTreeMap::new();
-            for (k, v) in [
-                ("runs", &l.runs),
-                ("hit_lru", &l.hit_lru),
-                ("hit_stale", &l.hit_stale),
-                ("miss", &l.miss),
-                ("fail", &l.fail),
-                ("stale", &l.stale),
-            ] {
-                let v = v.load(Ordering::Relaxed);
+            let counts = [
+                ("hit_lru", l.hit_lru.load(Ordering::Relaxed)),
+                ("miss", l.miss.load(Ordering::Relaxed)),
+                ("fail", l.fail.load(Ordering::Relaxed)),
+            ];
+            let runs = counts.iter().map(|(_, n)| n).sum();
+            let stale = ("stale", l.stale.load(Ordering::Relaxed));
+            for (k, v) in counts.into_iter().chain([("runs", runs), stale]) {
                 if v > 0 {
                     m.insert(k.to_string(), v);
                 }
@@ -298,11 +301,10 @@ impl Resolver {
         q.query_last_time = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         match outcome {
             Ok(_) => q.query_succ += 1,
-            Err(e) if e.is_nx_domain() => *q.query_fail.entry("name error").or_default() += 1,
-            Err(e) if e.is_no_records_found() => {
-                *q.query_fail.entry("empty record received").or_default() += 1
-            }
-            Err(_) => q.query_fail_nameserver += 1,
+            Err(e) => match answer_error(e) {
+                Some(reason) => *q.query_fail.entry(reason).or_default() += 1,
+                None => q.query_fail_nameserver += 1,
+            },
         }
     }
 
@@ -322,7 +324,9 @@ impl Resolver {
     /// Resolves `name`, from the cache when possible. An expired answer is served (and
     /// refreshed in the background) for up to `stale_ttl`.
     pub async fn resolve(self: &Arc<Self>, name: &str) -> Result<Arc<DnsAnswer>, DnsError> {
-        Ok(self.resolve_entry(name, true).await?.0)
+        let (entry, answer) = self.resolve_entry(name, true).await;
+        drop(entry);
+        answer
     }
 
     /// Resolves `name`, querying when the cached answer has expired (used to keep balancer
@@ -331,64 +335,66 @@ impl Resolver {
         self: &Arc<Self>,
         name: &str,
     ) -> Result<(Arc<DnsAnswer>, Instant), DnsError> {
-        self.resolve_entry(name, false).await
+        let (entry, answer) = self.resolve_entry(name, false).await;
+        answer.map(|a| (a, entry.expires))
     }
 
+    /// The cache entry that answered a lookup of `name`, and its answer; counts the lookup.
     async fn resolve_entry(
         self: &Arc<Self>,
         name: &str,
         allow_stale: bool,
-    ) -> Result<(Arc<DnsAnswer>, Instant), DnsError> {
+    ) -> (Arc<CacheEntry>, Result<Arc<DnsAnswer>, DnsError>) {
         let now = Instant::now();
-        let cached = self.cached(name);
-        if let Some(e) = &cached {
-            e.stats.runs.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = self.cached(name) {
             if now < e.expires {
-                let counter = match e.answer {
-                    Ok(_) => &e.stats.hit_lru,
-                    Err(_) => &e.stats.fail,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                return e.answer.clone().map(|a| (a, e.expires));
+                e.stats.hit_lru.fetch_add(1, Ordering::Relaxed);
+                let answer = e.answer.clone();
+                return (e, answer);
             }
             if allow_stale
                 && let Ok(a) = &e.answer
                 && now < e.expires + self.opts.stale_ttl
             {
-                e.stats.hit_stale.fetch_add(1, Ordering::Relaxed);
-                if !e.refreshing.swap(true, Ordering::AcqRel) {
+                let a = Arc::clone(a);
+                if e.refreshing.swap(true, Ordering::AcqRel) {
+                    // (the refresh is under way: Kong's client has the stale answer cached
+                    // again meanwhile)
+                    e.stats.hit_lru.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    e.stats.miss.fetch_add(1, Ordering::Relaxed);
                     e.stats.stale.fetch_add(1, Ordering::Relaxed);
-                    let me = Arc::clone(self);
-                    let timer = silverback_timers::global().register(
-                        format!("dns-stale-refresh:{name}"),
-                        silverback_timers::Site::new(module_path!(), "resolve_entry"),
-                        true,
-                    );
-                    let name = name.to_string();
-                    tokio::spawn(async move {
-                        let run = timer.run();
-                        if let (_, Some(e)) = me.query_and_store(&name).await {
-                            run.fail(e.to_string());
-                        }
-                    });
+                    self.spawn_stale_refresh(name);
                 }
-                return Ok((Arc::clone(a), e.expires));
+                return (e, Ok(a));
             }
         }
-        let stats = match &cached {
-            Some(e) => Arc::clone(&e.stats),
-            None => {
-                let s = self.lookup_stats(name);
-                s.runs.fetch_add(1, Ordering::Relaxed);
-                s
-            }
+        let (e, failed) = self.query_and_store(name).await;
+        let counter = match failed {
+            Some(DnsError::Failed {
+                answered: false, ..
+            }) => &e.stats.fail,
+            _ => &e.stats.miss,
         };
-        stats.miss.fetch_add(1, Ordering::Relaxed);
-        let (e, _) = self.query_and_store(name).await;
-        if e.answer.is_err() {
-            stats.fail.fetch_add(1, Ordering::Relaxed);
-        }
-        e.answer.clone().map(|a| (a, e.expires))
+        counter.fetch_add(1, Ordering::Relaxed);
+        let answer = e.answer.clone();
+        (e, answer)
+    }
+
+    /// Refreshes a stale answer in the background (a one-shot job in `GET /timers`).
+    fn spawn_stale_refresh(self: &Arc<Self>, name: &str) {
+        let me = Arc::clone(self);
+        let timer = silverback_timers::global().register(
+            format!("dns-stale-refresh:{name}"),
+            silverback_timers::Site::new(module_path!(), "spawn_stale_refresh"),
+        );
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let run = timer.run();
+            if let (_, Some(e)) = me.query_and_store(&name).await {
+                run.fail(e.to_string());
+            }
+        });
     }
 
     /// Queries `name` and caches the answer (the previous good one when the query failed).
@@ -539,11 +545,9 @@ impl Resolver {
         port: u16,
         tried: &[SocketAddr],
     ) -> Result<(SocketAddr, Option<Arc<str>>), DnsError> {
-        let answer = self.resolve(name).await?;
-        let entry = self.cached(name);
-        let start = entry
-            .map(|e| e.next.fetch_add(1, Ordering::Relaxed))
-            .unwrap_or(0);
+        let (entry, answer) = self.resolve_entry(name, true).await;
+        let answer = answer?;
+        let start = entry.next.fetch_add(1, Ordering::Relaxed);
         let n = answer.records.len();
         let addr_of = |r: &DnsRecord| SocketAddr::new(r.ip, r.port.unwrap_or(port));
         let mut chosen = &answer.records[start % n];
@@ -563,13 +567,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// lua-resty-dns's reason for an answer with an error code (Kong's `query_fail:<reason>`),
+/// or `None` when no answer came (a timeout, an unreachable server, a malformed reply).
+fn answer_error(e: &ResolveError) -> Option<&'static str> {
+    use hickory_resolver::proto::ProtoErrorKind;
+    use hickory_resolver::proto::op::ResponseCode;
+    match e.proto()?.kind() {
+        ProtoErrorKind::NoRecordsFound { response_code, .. } => Some(match *response_code {
+            ResponseCode::NoError => "empty record received",
+            ResponseCode::FormErr => "format error",
+            ResponseCode::ServFail => "server failure",
+            ResponseCode::NXDomain => "name error",
+            ResponseCode::NotImp => "not implemented",
+            ResponseCode::Refused => "refused",
+            _ => "unknown",
+        }),
+        _ => None,
+    }
+}
+
+/// A failed query: "not found" when the name does not exist or has no records (cached for
+/// `not_found_ttl`), otherwise a failure (cached for `error_ttl`).
 fn classify(name: &str, e: &ResolveError) -> DnsError {
-    if e.is_nx_domain() || e.is_no_records_found() {
-        DnsError::NotFound(name.into())
-    } else {
-        DnsError::Failed {
+    match answer_error(e) {
+        Some("name error" | "empty record received") => DnsError::NotFound(name.into()),
+        reason => DnsError::Failed {
             name: name.into(),
             detail: e.to_string(),
-        }
+            answered: reason.is_some(),
+        },
     }
 }

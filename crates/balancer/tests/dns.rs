@@ -227,10 +227,8 @@ async fn lookups_and_queries_are_counted_as_kongs_client_counts_them() {
         "{a:?}"
     );
     assert!(a.iter().any(|(k, _)| *k == "query_last_time"), "{a:?}");
-    assert_eq!(
-        get("nope.test:all"),
-        [("fail", 1), ("miss", 1), ("runs", 1)]
-    );
+    // A name that does not exist is an answer (a miss), cached like any other.
+    assert_eq!(get("nope.test:all"), [("miss", 1), ("runs", 1)]);
     assert!(get("nope.test:SRV").contains(&("query_fail:name error", 1)));
     // An IP literal is looked up but never queried.
     assert_eq!(get("127.0.0.7:all"), [("miss", 1), ("runs", 1)]);
@@ -239,12 +237,28 @@ async fn lookups_and_queries_are_counted_as_kongs_client_counts_them() {
             .keys()
             .any(|k| k.starts_with("127.0.0.7:") && k != "127.0.0.7:all")
     );
-    // A cached failure counts as a failed lookup without a query.
+    // The cached "not found" answers the next lookup without a query.
     r.pick("nope.test", 80, &[]).await.expect_err("nx");
     let again = r.stats();
-    assert_eq!(again["nope.test:all"]["fail"], 2);
+    assert_eq!(again["nope.test:all"]["hit_lru"], 1);
     assert_eq!(again["nope.test:all"]["runs"], 2);
     assert_eq!(again["nope.test:SRV"]["query"], 1);
+
+    // No name server answering: a failed lookup, and a name-server failure per query.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let r = Arc::new(Resolver::new(ResolverOptions {
+        nameservers: Some(vec![silent.local_addr().expect("addr")]),
+        timeout: Duration::from_millis(200),
+        ..Default::default()
+    }));
+    r.pick("quiet.test", 80, &[]).await.expect_err("no answer");
+    let stats = r.stats();
+    assert_eq!(stats["quiet.test:all"]["fail"], 1, "{stats:?}");
+    assert!(!stats["quiet.test:all"].contains_key("miss"), "{stats:?}");
+    assert!(
+        stats["quiet.test:SRV"]["query_fail_nameserver"] >= 1,
+        "{stats:?}"
+    );
 }
 
 /// The DNS refresher is a job in the timer statistics (`GET /timers`): a pass where a target

@@ -157,12 +157,13 @@ impl LogLevel {
         let timer = silverback_timers::global().register(
             "log-level-revert",
             silverback_timers::Site::new(module_path!(), "set"),
-            true,
         );
         let revert = runtime.spawn(async move {
             tokio::time::sleep(timeout).await;
-            let _run = timer.run();
-            this.revert(generation);
+            let run = timer.run();
+            if let Err(e) = this.revert(generation) {
+                run.fail(e);
+            }
         });
         if let Some(earlier) = st.revert.replace(revert.abort_handle()) {
             earlier.abort();
@@ -171,14 +172,14 @@ impl LogLevel {
     }
 
     /// Back to the configured level, unless the change of `generation` was followed by
-    /// another.
-    fn revert(&self, generation: u64) {
+    /// another. Fails with the logger's message when the level cannot be restored.
+    fn revert(&self, generation: u64) -> Result<(), String> {
         let Some(apply) = self.apply.as_ref() else {
-            return;
+            return Ok(());
         };
         let mut st = self.lock();
         if st.generation != generation {
-            return;
+            return Ok(());
         }
         match apply(&self.configured_filter) {
             Ok(()) => {
@@ -188,8 +189,12 @@ impl LogLevel {
                 st.revert = None;
                 drop(st);
                 tracing::info!(log_level = %self.configured, "log level timeout: back to the configured level");
+                Ok(())
             }
-            Err(e) => tracing::warn!(error = %e, "cannot restore the configured log level"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot restore the configured log level");
+                Err(format!("cannot restore the configured log level: {e}"))
+            }
         }
     }
 }

@@ -1860,12 +1860,12 @@ async fn timers_list_the_background_jobs_and_their_runs() {
     assert_eq!(v["worker"], json!({"id": 0, "count": 1}));
     let check = job(&v, "healthcheck:timed");
     assert!(check["stats"]["finish"].as_u64() >= Some(2), "{v}");
-    assert_eq!(check["stats"]["last_err_msg"], "", "{v}");
-    assert_eq!(check["once"], false);
-    assert!(
-        check["stats"]["elapsed_time"]["max"].as_f64() >= Some(0.0),
-        "{v}"
-    );
+    assert!(check["is_running"].is_boolean(), "{v}");
+    // timed runs: the figures have left timer-ng's initial ones (min 9999999, max -1)
+    let t = &check["stats"]["elapsed_time"];
+    let figure = |k: &str| t[k].as_f64().unwrap_or(-1.0);
+    let (min, avg, max) = (figure("min"), figure("avg"), figure("max"));
+    assert!(0.0 <= min && min <= avg && avg <= max && max < 60.0, "{v}");
     assert!(
         check["meta"]["name"]
             .as_str()
@@ -1874,29 +1874,13 @@ async fn timers_list_the_background_jobs_and_their_runs() {
     );
     let dns = job(&v, "dns-refresh:timed");
     assert!(dns["stats"]["runs"].as_u64() >= Some(1), "{v}");
-    let sys = &v["stats"]["sys"];
-    assert!(sys["total"].as_u64() >= Some(2), "{v}");
-    assert_eq!(
-        sys["total"].as_u64(),
-        Some(sys["running"].as_u64().unwrap_or(0) + sys["waiting"].as_u64().unwrap_or(0)),
-        "{v}"
-    );
-    assert!(v["stats"]["flamegraph"]["elapsed_time"].is_string());
+    assert_eq!(dns["stats"]["last_err_msg"], "", "localhost resolves: {v}");
+    assert!(v["stats"]["sys"]["runs"].as_u64() >= Some(3), "{v}");
     let root = get(g.admin, "localhost", "/").await.json();
     assert!(root["timers"]["running"].is_u64() && root["timers"]["pending"] == 0);
 
     // A configuration without the upstream stops its jobs.
-    assert_eq!(
-        admin_post(
-            g.admin,
-            "/config",
-            "application/json",
-            r#"{"_format_version":"3.0"}"#
-        )
-        .await
-        .status,
-        201
-    );
+    load_config(g.admin, r#"{"_format_version":"3.0"}"#).await;
     let mut gone = false;
     for _ in 0..100 {
         let v = get(g.admin, "localhost", "/timers").await.json();
