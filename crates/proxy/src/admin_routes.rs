@@ -411,6 +411,7 @@ mod tests {
             [
                 "/status",
                 "/status/ready",
+                "/status/dns",
                 "/metrics",
                 "/upstreams/{upstreams}/health",
                 "/upstreams/{upstreams}/targets/all",
