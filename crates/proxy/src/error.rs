@@ -239,12 +239,14 @@ pub enum Format {
 
 impl Format {
     /// Picks the format of an error the gateway's own phases produce, as Kong's
-    /// `kong.response.error` does: gRPC for a gRPC request, otherwise by `Accept`
-    /// ([`Format::of_accept`]), JSON when it is missing.
-    pub fn negotiate(headers: &HeaderMap) -> Format {
-        if headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| is_grpc(v.as_bytes()))
+    /// `kong.response.error` does: gRPC for a gRPC request (a gRPC `Content-Type` over
+    /// HTTP/2: Kong's `is_grpc_request`), otherwise by `Accept` ([`Format::of_accept`]),
+    /// JSON when it is missing.
+    pub fn negotiate(headers: &HeaderMap, http2: bool) -> Format {
+        if http2
+            && headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| is_grpc(v.as_bytes()))
         {
             return Format::Grpc;
         }
@@ -454,16 +456,22 @@ fn weight(w: &[u8]) -> Option<(u16, usize)> {
     Some((if first == b'1' { 1000 } else { t }, 2 + digits))
 }
 
-/// The gRPC status code for an HTTP status (used for gRPC error responses).
+/// The gRPC status code for an HTTP status, by Kong's table (`kong.response`'s
+/// `HTTP_TO_GRPC_STATUS`, then any other 5xx as 500, 4xx as 400, 2xx as 200, else Unknown).
 pub fn grpc_status(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 => "3",
+        200..=299 => "0",
         401 => "16",
         403 => "7",
-        404 => "12",
-        408 | 504 => "4",
-        413 | 429 => "8",
-        502 | 503 => "14",
+        404 => "5",
+        409 => "6",
+        429 => "8",
+        499 => "1",
+        501 => "12",
+        503 => "14",
+        504 => "4",
+        400..=498 => "3",
+        500..=599 => "13",
         _ => "2",
     }
 }
@@ -504,21 +512,21 @@ mod tests {
     #[test]
     fn negotiates_like_kong() {
         let mut h = HeaderMap::new();
-        assert_eq!(Format::negotiate(&h), Format::Json);
+        assert_eq!(Format::negotiate(&h, true), Format::Json);
         h.insert(
             header::ACCEPT,
             HeaderValue::from_static("text/html,application/xhtml+xml"),
         );
-        assert_eq!(Format::negotiate(&h), Format::Html);
+        assert_eq!(Format::negotiate(&h, true), Format::Html);
         h.insert(header::ACCEPT, HeaderValue::from_static("text/plain"));
-        assert_eq!(Format::negotiate(&h), Format::Text);
+        assert_eq!(Format::negotiate(&h, true), Format::Text);
         h.insert(header::ACCEPT, HeaderValue::from_static("image/png"));
-        assert_eq!(Format::negotiate(&h), Format::Json);
+        assert_eq!(Format::negotiate(&h, true), Format::Json);
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc+proto"),
         );
-        assert_eq!(Format::negotiate(&h), Format::Grpc);
+        assert_eq!(Format::negotiate(&h, true), Format::Grpc);
     }
 
     #[test]
@@ -561,7 +569,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(header::ACCEPT, HeaderValue::from_static("text/plain;q=0.1"));
         h.append(header::ACCEPT, HeaderValue::from_static("text/html"));
-        assert_eq!(Format::negotiate(&h), Format::Html);
+        assert_eq!(Format::negotiate(&h, true), Format::Html);
     }
 
     #[test]

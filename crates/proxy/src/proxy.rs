@@ -117,6 +117,7 @@ static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-bufferin
 // standard names as statics, for `SetHeaders` (which holds `&'static` names)
 static TE: HeaderName = header::TE;
 static CONNECTION: HeaderName = header::CONNECTION;
+static UPGRADE: HeaderName = header::UPGRADE;
 static VIA: HeaderName = header::VIA;
 static TRAILER: HeaderName = header::TRAILER;
 static SERVER: HeaderName = header::SERVER;
@@ -252,7 +253,7 @@ pub(crate) async fn handle(
         proxied: false,
     };
     if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
-        cx.format = Format::negotiate(req.headers());
+        cx.format = Format::negotiate(req.headers(), req.version() == Version::HTTP_2);
         cx.nginx_format = Format::nginx_error(req.headers(), sh.settings.error_default_type);
     }
     let resp = match proxy(sh, conn, req, present, &mut cx).await {
@@ -380,9 +381,13 @@ fn kong_error(
 
 /// A `kong.response.exit(status, {message = ...})` response: compact JSON.
 fn kong_exit(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::full(
-        serde_json::json!({ "message": message }).to_string(),
-    ));
+    // (to a gRPC request Kong sends the message as `grpc-message`, with no body)
+    let body = if cx.format == Format::Grpc {
+        ProxyBody::empty()
+    } else {
+        ProxyBody::full(serde_json::json!({ "message": message }).to_string())
+    };
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
     if cx.format == Format::Grpc {
@@ -520,14 +525,13 @@ fn has_proto(route: &Route, p: Protocol) -> bool {
     route.protocols.contains(&p)
 }
 
-fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
+/// Whether a head asks for (or, from the upstream, agrees to) a WebSocket upgrade: its
+/// first `Upgrade` is `websocket`, as Kong reads `$http_upgrade`. Kong proxies no other
+/// upgrade (`h2c`, `TLS/1.2`, anything else is dropped), so no other protocol can open a
+/// raw tunnel through the gateway.
+fn is_websocket(h: &HeaderMap) -> bool {
+    h.get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// Whether a header is hop-by-hop (one [`strip_hop_by_hop`] removes by name).
@@ -829,14 +833,24 @@ async fn proxy(
         kong_headers(sh, cx, r.headers_mut());
         return Ok(r.into());
     }
-    let grpc_route = has_proto(route, Protocol::Grpc) || has_proto(route, Protocol::Grpcs);
-    let is_grpc = present.has(Present::CONTENT_TYPE)
-        && req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/grpc"));
-    if is_grpc {
+    // gRPC routes take gRPC over HTTP/2 only (Kong checks this for gRPC routes alone: a
+    // gRPC-looking request on an http route is proxied as it is)
+    if has_proto(route, Protocol::Grpc) || has_proto(route, Protocol::Grpcs) {
+        let is_grpc = present.has(Present::CONTENT_TYPE)
+            && req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/grpc"));
+        if !is_grpc {
+            return Ok(kong_exit(
+                sh,
+                cx,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Non-gRPC request matched gRPC route",
+            )
+            .into());
+        }
         if req.version() != Version::HTTP_2 {
             let mut r = kong_exit(
                 sh,
@@ -850,7 +864,7 @@ async fn proxy(
                 .insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
             return Ok(r.into());
         }
-        if grpc_route && !has_proto(route, Protocol::Grpc) && !fwd_https {
+        if !has_proto(route, Protocol::Grpc) && !fwd_https {
             let mut r = Response::new(ProxyBody::empty());
             grpc_headers(
                 r.headers_mut(),
@@ -862,15 +876,6 @@ async fn proxy(
             kong_headers(sh, cx, r.headers_mut());
             return Ok(r.into());
         }
-    } else if grpc_route && !has_proto(route, Protocol::Http) && !has_proto(route, Protocol::Https)
-    {
-        return Ok(kong_exit(
-            sh,
-            cx,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Non-gRPC request matched gRPC route",
-        )
-        .into());
     }
     let Some(service) = m.service else {
         return Err(Error::new(Kind::NoService, Source::Internal));
@@ -879,8 +884,7 @@ async fn proxy(
     // --- upstream request ---
     let upgrade = req.version() <= Version::HTTP_11
         && present.has(Present::UPGRADE)
-        && present.has(Present::CONNECTION)
-        && is_upgrade(req.headers());
+        && is_websocket(req.headers());
     let client_upgrade = if upgrade {
         Some(hyper::upgrade::on(&mut req))
     } else {
@@ -910,10 +914,12 @@ async fn proxy(
         te_trailers.then(|| HeaderValue::from_static("trailers")),
     );
     if upgrade {
+        // (Kong's `$upstream_connection` and `$upstream_upgrade`)
         set.set(
             &CONNECTION,
             Some(HeaderValue::from_static("keep-alive, Upgrade")),
         );
+        set.set(&UPGRADE, Some(HeaderValue::from_static("websocket")));
     }
     let realip = real_ip(sh, conn.peer.ip(), h, trusted);
     let client_xff = present
@@ -1454,10 +1460,10 @@ async fn send(
     let status = head.status();
     let mut peer = Some(peer);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    // a 101 only answers a client that asked to upgrade
+    // a 101 only answers a client that asked for a WebSocket, and only to a WebSocket
     let upgrading = match (switching, client_upgrade) {
-        (true, Some(client)) => Some(client),
-        (true, None) => return Err(Error::upstream(Kind::InvalidResponse)),
+        (true, Some(client)) if head.is_websocket() => Some(client),
+        (true, _) => return Err(Error::upstream(Kind::InvalidResponse)),
         (false, _) => None,
     };
 
@@ -1554,9 +1560,7 @@ async fn send(
             let (Ok(u), Ok(d)) = tokio::join!(upstream, client) else {
                 return;
             };
-            let mut u = TokioIo::new(u);
-            let mut d = TokioIo::new(d);
-            let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+            tunnel(TokioIo::new(d), TokioIo::new(u), read_timeout).await;
         });
         return Ok(Response::from_parts(rp, ProxyBody::empty()).into());
     }
@@ -1564,6 +1568,47 @@ async fn send(
     // --- body_filter ---
     let body = answer_body(buffered, rbody, read_timeout, &up, peer);
     Ok(Response::from_parts(rp, body).into())
+}
+
+/// Carries an upgraded connection's bytes both ways, as nginx's upgraded handler does: it
+/// ends when either side closes (after passing on what it had sent) or fails, and when no
+/// byte has moved either way for `idle` (the service's `read_timeout`, nginx's
+/// `proxy_read_timeout`; a write that stalls that long ends it too). Then both sides are
+/// shut down.
+async fn tunnel<C, U>(mut client: C, mut upstream: U, idle: Duration)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pass<W: tokio::io::AsyncWrite + Unpin>(
+        read: std::io::Result<usize>,
+        buf: &[u8],
+        to: &mut W,
+    ) -> bool {
+        match read {
+            Ok(n) if n > 0 => to.write_all(&buf[..n]).await.is_ok() && to.flush().await.is_ok(),
+            _ => false,
+        }
+    }
+    let mut from_client = vec![0u8; 16 * 1024];
+    let mut from_upstream = vec![0u8; 16 * 1024];
+    loop {
+        let moved = tokio::time::timeout(idle, async {
+            tokio::select! {
+                r = client.read(&mut from_client) => pass(r, &from_client, &mut upstream).await,
+                r = upstream.read(&mut from_upstream) => pass(r, &from_upstream, &mut client).await,
+            }
+        })
+        .await;
+        if moved != Ok(true) {
+            break;
+        }
+    }
+    let close = async {
+        let _ = tokio::join!(client.shutdown(), upstream.shutdown());
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
 }
 
 /// An upstream answer's head: as read from an HTTP/1.1 connection, or hyper's.
@@ -1581,6 +1626,13 @@ impl UpHead {
         match self {
             UpHead::Raw(h) => h.status,
             UpHead::Map(p) => p.status,
+        }
+    }
+    /// Whether it agrees to a WebSocket upgrade ([`is_websocket`]).
+    fn is_websocket(&self) -> bool {
+        match self {
+            UpHead::Raw(_) => false,
+            UpHead::Map(p) => is_websocket(&p.headers),
         }
     }
     /// The first `Via` value.

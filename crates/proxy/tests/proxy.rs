@@ -1563,6 +1563,29 @@ services:
         .await;
     assert_eq!(r.status, 426);
     assert_eq!(r.json()["message"], "Please use HTTP2 protocol");
+    // (over HTTP/1.1 the request is no gRPC request to Kong: its answers are JSON)
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(r.header("grpc-status"), None);
+    // A gRPC error over HTTP/2: Kong's gRPC status for the HTTP one (404: NotFound, 5), the
+    // message in `grpc-message`, no body.
+    let r = c
+        .send(
+            http::Request::post("http://x/nowhere/a")
+                .header("content-type", "application/grpc")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("grpc-status"), Some("5"));
+    assert_eq!(
+        r.header("grpc-message"),
+        Some("no Route matched with those values")
+    );
+    assert!(r.body.is_empty());
     // Plain-text gRPC on a grpcs-only route.
     let r = c
         .send(
@@ -1762,5 +1785,78 @@ async fn client_max_body_size_toward_an_h2_upstream() {
     };
     assert_eq!(send(5).await, 413);
     assert_eq!(send(1).await, 200);
+    g.gw.shutdown().await;
+}
+
+/// Only WebSocket is upgraded, as Kong does: another `Upgrade` (`h2c` here) is not passed
+/// upstream, and an upstream that switches protocols anyway gets no tunnel (502). A
+/// WebSocket asked in another case is passed on as `websocket`, and an idle tunnel closes
+/// after the service's `read_timeout`.
+#[tokio::test]
+async fn only_websocket_upgrades_and_idle_tunnels_close() {
+    let b = Backend::start().await;
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: ws\n  url: {}\n  read_timeout: 400\n  routes:\n  - name: ws\n    paths: [\"/ws\"]\n    strip_path: false\n",
+        b.url()
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut buf = vec![0u8; 4096];
+    // The backend's `/ws` answers 101 to anything: the gateway must not tunnel an h2c
+    // upgrade it never asked for.
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 502"), "{head}");
+
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: WebSocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"echo:ping");
+    // Quiet past the read timeout: the gateway closes the tunnel.
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the idle tunnel is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    g.gw.shutdown().await;
+}
+
+/// Kong checks the protocol of gRPC requests on gRPC routes only: a gRPC-Web request over
+/// HTTP/1.1 on an http route is proxied like any other.
+#[tokio::test]
+async fn grpc_content_types_on_http_routes_are_proxied() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let r = H1::connect(g.http)
+        .await
+        .send(
+            req("POST", "x", "/any/x")
+                .header("content-type", "application/grpc-web+proto")
+                .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     g.gw.shutdown().await;
 }
