@@ -4,7 +4,8 @@
 //! Lookup order for a ClientHello server name `n`: the exact name, `*.<n minus its first
 //! label>`, `<n minus its last label>.*`, an SNI entity named `*`, then the default
 //! certificate. No server name gets the default certificate. A certificate with `cert_alt`
-//! offers both keys; the first one whose key type the client can verify is used.
+//! offers both keys; the client's preference decides, as OpenSSL's does in Kong: the key
+//! that can sign with the first signature scheme the client lists.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,10 +35,14 @@ pub struct Pair {
 
 impl Pair {
     fn choose(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
-        let schemes = hello.signature_schemes();
-        for k in std::iter::once(&self.main).chain(self.alt.as_ref()) {
-            if k.key.choose_scheme(schemes).is_some() {
-                return k.clone();
+        let Some(alt) = &self.alt else {
+            return self.main.clone();
+        };
+        for scheme in hello.signature_schemes() {
+            for k in [&self.main, alt] {
+                if k.key.choose_scheme(std::slice::from_ref(scheme)).is_some() {
+                    return k.clone();
+                }
             }
         }
         self.main.clone()

@@ -1860,3 +1860,34 @@ async fn grpc_content_types_on_http_routes_are_proxied() {
     assert_eq!(r.status, 200, "{}", r.text());
     g.gw.shutdown().await;
 }
+
+/// `cert_alt`: the client's first signature scheme decides which key answers, as OpenSSL's
+/// choice does in Kong. A client listing ECDSA first gets the ECDSA alternative of an RSA
+/// certificate; one offering only RSA gets the RSA certificate.
+#[tokio::test]
+async fn cert_alt_follows_the_clients_signature_preference() {
+    let pki = format!(
+        "{}/../config/tests/fixtures/pki",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let rsa_cert = std::fs::read_to_string(format!("{pki}/rsa.crt")).unwrap();
+    let rsa_key = std::fs::read_to_string(format!("{pki}/rsa.key")).unwrap();
+    let (ec_cert, ec_key) = cert(&["ecdsa.example.test"]);
+    let doc = serde_json::json!({
+        "_format_version": "3.0",
+        "certificates": [{
+            "cert": rsa_cert, "key": rsa_key, "cert_alt": ec_cert, "key_alt": ec_key,
+            "snis": [{"name": "example.test"}],
+        }],
+    });
+    let g = Gw::start(Some(&doc.to_string())).await;
+    let (_, names, _) = tls_connect(g.https, "example.test", &[]).await;
+    assert_eq!(names, ["DNSName(ecdsa.example.test)"], "{names:?}");
+    let rsa_only = vec![
+        rustls::SignatureScheme::RSA_PSS_SHA256,
+        rustls::SignatureScheme::RSA_PKCS1_SHA256,
+    ];
+    let (_, names, _) = tls_connect_offering(g.https, "example.test", &[], Some(rsa_only)).await;
+    assert_eq!(names, ["DNSName(example.test)"], "{names:?}");
+    g.gw.shutdown().await;
+}

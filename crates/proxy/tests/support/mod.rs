@@ -526,6 +526,8 @@ pub async fn h2c_fed(
 #[derive(Debug)]
 pub struct Capture {
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The signature schemes offered (all of the provider's when `None`).
+    only: Option<Vec<rustls::SignatureScheme>>,
 }
 
 impl rustls::client::danger::ServerCertVerifier for Capture {
@@ -566,9 +568,13 @@ impl rustls::client::danger::ServerCertVerifier for Capture {
         )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        match &self.only {
+            Some(s) => s.clone(),
+            None => self
+                .provider
+                .signature_verification_algorithms
+                .supported_schemes(),
+        }
     }
 }
 
@@ -583,12 +589,26 @@ pub async fn tls_connect(
     Vec<String>,
     Option<Vec<u8>>,
 ) {
+    tls_connect_offering(addr, sni, alpn, None).await
+}
+
+/// [`tls_connect`] offering only the signature schemes `only` (all when `None`).
+pub async fn tls_connect_offering(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+    only: Option<Vec<rustls::SignatureScheme>>,
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    Vec<String>,
+    Option<Vec<u8>>,
+) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Capture { provider }))
+        .with_custom_certificate_verifier(Arc::new(Capture { provider, only }))
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
