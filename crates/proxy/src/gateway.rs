@@ -1,6 +1,7 @@
 //! A running data plane: listeners, the published snapshot, and the configuration swap.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -566,18 +567,36 @@ async fn serve_io<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::default());
+    let idle = activity.clone().idle(sh.settings.keepalive_timeout);
     let r = match kind {
         ListenerKind::Proxy => {
             let sh = sh.clone();
-            let svc = service_fn(move |req| crate::proxy::serve(sh.clone(), info.clone(), req));
+            let svc = service_fn(move |req| {
+                let busy = activity.begin();
+                let answer = crate::proxy::serve(sh.clone(), info.clone(), req);
+                async move {
+                    let r = answer.await;
+                    drop(busy);
+                    r
+                }
+            });
             let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
-            drive(conn, |c| c.graceful_shutdown(), closing).await
+            drive(conn, |c| c.graceful_shutdown(), closing, idle).await
         }
         ListenerKind::Admin | ListenerKind::Status => {
             let sh = sh.clone();
-            let svc = service_fn(move |req| crate::admin::serve(sh.clone(), kind, req));
+            let svc = service_fn(move |req| {
+                let busy = activity.begin();
+                let answer = crate::admin::serve(sh.clone(), kind, req);
+                async move {
+                    let r = answer.await;
+                    drop(busy);
+                    r
+                }
+            });
             let conn = b.serve_connection(io, svc).into_owned();
-            drive(conn, |c| c.graceful_shutdown(), closing).await
+            drive(conn, |c| c.graceful_shutdown(), closing, idle).await
         }
     };
     if let Err(e) = r {
@@ -585,12 +604,76 @@ async fn serve_io<I>(
     }
 }
 
-/// Polls `conn` to its end, shut down gracefully (`graceful`) when the gateway shuts down or
-/// the framing guard asks for it.
+/// When a connection served by hyper last started or finished answering a request, and how
+/// many answers are under way: nginx closes a connection (an HTTP/2 one included, which
+/// hyper would keep open as long as the client answers its pings) after `keepalive_timeout`
+/// without a request, and a connection that never sends one (an HTTP/2 preface that never
+/// comes) likewise.
+#[derive(Debug)]
+struct Activity {
+    started: Instant,
+    /// Milliseconds since `started` at the last change.
+    last: AtomicU64,
+    busy: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+        }
+    }
+}
+
+/// An answer under way; its drop marks the end.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Relaxed);
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Relaxed);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// Resolves once nothing has been answered for `timeout` and nothing is under way.
+    async fn idle(self: Arc<Self>, timeout: Duration) {
+        loop {
+            let last = self.started + Duration::from_millis(self.last.load(Relaxed));
+            let due = last + timeout;
+            if self.busy.load(Relaxed) == 0 && Instant::now() >= due {
+                return;
+            }
+            let wake = if self.busy.load(Relaxed) > 0 {
+                Instant::now() + timeout
+            } else {
+                due
+            };
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
+
+/// Polls `conn` to its end, shut down gracefully (`graceful`) when the gateway shuts down,
+/// the framing guard asks for it, or `idle` resolves (in-flight answers still finish).
 async fn drive<C, T>(
     conn: C,
     graceful: impl Fn(std::pin::Pin<&mut C>),
     (watcher, close_after, shutdown): Closing<'_>,
+    idle: impl std::future::Future<Output = ()>,
 ) -> T
 where
     C: std::future::Future<Output = T>,
@@ -609,11 +692,13 @@ where
         }
     };
     let mut asked = std::pin::pin!(asked);
+    let mut idle = std::pin::pin!(idle);
     loop {
         tokio::select! {
             r = conn.as_mut() => return r,
             _ = shutdown.changed(), if !closing => {}
             () = asked.as_mut(), if !closing => {}
+            () = idle.as_mut(), if !closing => {}
         }
         closing = true;
         graceful(conn.as_mut());

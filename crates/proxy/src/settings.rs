@@ -465,8 +465,9 @@ pub struct Settings {
     /// (nginx's `send_timeout`, 60 s), so that a client that stops reading cannot hold a
     /// connection and its upstream forever.
     pub send_timeout: Duration,
-    /// Keep-alive idle time for HTTP/2 connections (`keepalive_timeout`, 60 s): checked by
-    /// pings.
+    /// How long a connection served by hyper (HTTP/2, and HTTP/1 after the fast path) may go
+    /// without a request before it is closed gracefully (`keepalive_timeout`, 60 s); also the
+    /// interval of HTTP/2 pings.
     pub keepalive_timeout: Duration,
     /// TLS handshake timeout.
     pub tls_handshake_timeout: Duration,

@@ -1891,3 +1891,61 @@ async fn cert_alt_follows_the_clients_signature_preference() {
     assert_eq!(names, ["DNSName(example.test)"], "{names:?}");
     g.gw.shutdown().await;
 }
+
+/// Connections hyper serves close after `keepalive_timeout` without a request, as nginx's
+/// do: an HTTP/2 connection whose client keeps answering pings, and a TLS connection that
+/// agreed on h2 but never sends the preface.
+#[tokio::test]
+async fn idle_connections_close_after_the_keepalive_timeout() {
+    let b = Backend::start().await;
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.keepalive_timeout = Duration::from_millis(300);
+    let g = Gw::start_with(settings, Some(&basic(&b))).await;
+    // h2c prior knowledge: one request, then quiet: the gateway sends GOAWAY and closes.
+    let s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    let ended = tokio::spawn(conn);
+    let r = tx
+        .send_request(
+            http::Request::get("http://x/any/a")
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the idle HTTP/2 connection is closed")
+        .unwrap()
+        .ok();
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    // TLS with ALPN h2, and nothing after the handshake.
+    let (mut tls, _, alpn) = tls_connect(g.https, "localhost", &[b"h2"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // the server's SETTINGS, GOAWAY
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a connection that never sends the preface is closed"
+    );
+    g.gw.shutdown().await;
+}
