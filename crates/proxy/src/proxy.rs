@@ -1399,12 +1399,23 @@ async fn send(
                 Chan::H1(_) => Err((Error::new(Kind::Internal, Source::Internal), None)),
                 Chan::H2(mut tx) => {
                     if let Err(e) = tx.ready().await {
+                        sh.pool.evict_h2(&key);
                         return Err((read_err(e), Some(req)));
                     }
-                    match after_body(tx.send_request(req), read_timeout, watch.as_ref()).await {
+                    // A request the connection never sent (it was going away: GOAWAY, or
+                    // closed meanwhile) comes back, for another try on a fresh connection.
+                    match after_body(tx.try_send_request(req), read_timeout, watch.as_ref()).await {
                         Err(Some(kind)) => Err((Error::downstream(kind), None)),
-                        Err(None) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
-                        Ok(r) => r.map(UpHead::hyper).map_err(|e| (read_err(e), None)),
+                        Err(None) => {
+                            sh.pool.evict_h2(&key);
+                            Err((Error::upstream(Kind::ReadTimeout).retryable(), None))
+                        }
+                        Ok(Ok(r)) => Ok(UpHead::hyper(r)),
+                        Ok(Err(mut e)) => {
+                            sh.pool.evict_h2(&key);
+                            let back = e.take_message();
+                            Err((read_err(e.into_error()), back))
+                        }
                     }
                 }
                 Chan::Ws(mut tx) => {

@@ -510,6 +510,14 @@ impl Pool {
         }
     }
 
+    /// Forgets the shared HTTP/2 connection for `key` (it failed, timed out or is going
+    /// away): the next request opens a fresh one.
+    pub fn evict_h2(&self, key: &PoolKey) {
+        if let Ok(mut h2) = self.h2.lock() {
+            h2.remove(key);
+        }
+    }
+
     /// Number of idle HTTP/1.1 connections (for tests and metrics).
     pub fn idle_count(&self) -> usize {
         self.idle
