@@ -343,6 +343,9 @@ impl Gateway {
 struct ConnSetup {
     /// Hyper's server, both protocols.
     builder: auto::Builder<TokioExecutor>,
+    /// Hyper's server, HTTP/2 only: for TLS connections that agreed on `h2` by ALPN (other
+    /// bytes there are a protocol error, as in nginx, not HTTP/1 past the framing guard).
+    h2_only: auto::Builder<TokioExecutor>,
     /// The limits of the framing guard in front of hyper's HTTP/1.
     limits: crate::h1_guard::Limits,
     /// Kong's answer to a head the guard refuses.
@@ -354,6 +357,7 @@ impl ConnSetup {
         let sh2 = sh.clone();
         ConnSetup {
             builder: conn_builder(sh, kind),
+            h2_only: conn_builder(sh, kind).http2_only(),
             limits: crate::h1_guard::Limits {
                 max_headers: sh.settings.max_headers,
                 buffers: buffers_of(sh, kind),
@@ -508,7 +512,8 @@ async fn serve_conn(
             let info = Arc::new(ConnInfo::new(peer, local, true, sni));
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let io = TokioIo::new(s);
-                serve_io(sh, kind, &b.builder, io, info, (watcher, None, shutdown)).await
+                let closing = (watcher, None, shutdown);
+                serve_io(sh, kind, (&b.h2_only, true), io, info, closing).await
             } else if kind == ListenerKind::Proxy && sh.settings.fast_h1 {
                 // HTTP/1.1 over TLS: the same fast path as in cleartext.
                 match crate::h1_fast::serve(sh, &info, s, shutdown).await {
@@ -540,7 +545,7 @@ async fn serve_guarded<I>(
     serve_io(
         sh,
         kind,
-        &b.builder,
+        (&b.builder, false),
         io,
         info,
         (watcher, close_after, shutdown),
@@ -557,10 +562,13 @@ type Closing<'a> = (
     &'a mut watch::Receiver<bool>,
 );
 
+/// `io` served by hyper's builder `b`; `h2_only`: the builder takes HTTP/2 only, and no
+/// connection upgrade (hyper's upgrading server reads the version itself, whatever the
+/// builder says).
 async fn serve_io<I>(
     sh: &Arc<Shared>,
     kind: ListenerKind,
-    b: &auto::Builder<TokioExecutor>,
+    (b, h2_only): (&auto::Builder<TokioExecutor>, bool),
     io: TokioIo<I>,
     info: Arc<ConnInfo>,
     closing: Closing<'_>,
@@ -581,8 +589,13 @@ async fn serve_io<I>(
                     r
                 }
             });
-            let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
-            drive(conn, |c| c.graceful_shutdown(), closing, idle).await
+            if h2_only {
+                let conn = b.serve_connection(io, svc).into_owned();
+                drive(conn, |c| c.graceful_shutdown(), closing, idle).await
+            } else {
+                let conn = b.serve_connection_with_upgrades(io, svc).into_owned();
+                drive(conn, |c| c.graceful_shutdown(), closing, idle).await
+            }
         }
         ListenerKind::Admin | ListenerKind::Status => {
             let sh = sh.clone();
@@ -599,8 +612,10 @@ async fn serve_io<I>(
             drive(conn, |c| c.graceful_shutdown(), closing, idle).await
         }
     };
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "connection ended with an error");
+    match r {
+        Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+        None => tracing::debug!("connection closed before its first request"),
+        Some(Ok(())) => {}
     }
 }
 
@@ -615,6 +630,8 @@ struct Activity {
     /// Milliseconds since `started` at the last change.
     last: AtomicU64,
     busy: AtomicU64,
+    /// Requests begun.
+    requests: AtomicU64,
 }
 
 impl Default for Activity {
@@ -623,6 +640,7 @@ impl Default for Activity {
             started: Instant::now(),
             last: AtomicU64::new(0),
             busy: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         }
     }
 }
@@ -644,18 +662,20 @@ impl Activity {
     }
 
     fn begin(self: &Arc<Self>) -> Busy {
+        self.requests.fetch_add(1, Relaxed);
         self.busy.fetch_add(1, Relaxed);
         self.touch();
         Busy(self.clone())
     }
 
-    /// Resolves once nothing has been answered for `timeout` and nothing is under way.
-    async fn idle(self: Arc<Self>, timeout: Duration) {
+    /// Resolves once nothing has been answered for `timeout` and nothing is under way; to
+    /// whether the connection ever began a request.
+    async fn idle(self: Arc<Self>, timeout: Duration) -> bool {
         loop {
             let last = self.started + Duration::from_millis(self.last.load(Relaxed));
             let due = last + timeout;
             if self.busy.load(Relaxed) == 0 && Instant::now() >= due {
-                return;
+                return self.requests.load(Relaxed) > 0;
             }
             let wake = if self.busy.load(Relaxed) > 0 {
                 Instant::now() + timeout
@@ -668,13 +688,15 @@ impl Activity {
 }
 
 /// Polls `conn` to its end, shut down gracefully (`graceful`) when the gateway shuts down,
-/// the framing guard asks for it, or `idle` resolves (in-flight answers still finish).
+/// the framing guard asks for it, or `idle` resolves (in-flight answers still finish). A
+/// connection idle before its first request (an HTTP/2 client that never sends the preface,
+/// which a graceful shutdown would wait for) is dropped instead: `None`.
 async fn drive<C, T>(
     conn: C,
     graceful: impl Fn(std::pin::Pin<&mut C>),
     (watcher, close_after, shutdown): Closing<'_>,
-    idle: impl std::future::Future<Output = ()>,
-) -> T
+    idle: impl std::future::Future<Output = bool>,
+) -> Option<T>
 where
     C: std::future::Future<Output = T>,
 {
@@ -695,10 +717,12 @@ where
     let mut idle = std::pin::pin!(idle);
     loop {
         tokio::select! {
-            r = conn.as_mut() => return r,
+            r = conn.as_mut() => return Some(r),
             _ = shutdown.changed(), if !closing => {}
             () = asked.as_mut(), if !closing => {}
-            () = idle.as_mut(), if !closing => {}
+            used = idle.as_mut(), if !closing => if !used {
+                return None;
+            },
         }
         closing = true;
         graceful(conn.as_mut());

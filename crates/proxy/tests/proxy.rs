@@ -1949,3 +1949,33 @@ async fn idle_connections_close_after_the_keepalive_timeout() {
     );
     g.gw.shutdown().await;
 }
+
+/// A TLS connection that agreed on `h2` by ALPN speaks HTTP/2 only: HTTP/1 bytes there are
+/// a protocol error, not a request served past the HTTP/1 framing checks.
+#[tokio::test]
+async fn alpn_h2_connections_take_http2_only() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let (mut tls, _, alpn) = tls_connect(g.https, "localhost", &[b"h2"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    tls.write_all(b"GET /any/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        !got.starts_with(b"HTTP/1"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    g.gw.shutdown().await;
+}
