@@ -476,6 +476,30 @@ pub fn grpc_status(status: StatusCode) -> &'static str {
     }
 }
 
+/// The name of a gRPC status code (Kong's `GRPC_MESSAGES`): what `kong.response.error`
+/// sends as `grpc-message` to a gRPC request.
+pub fn grpc_status_name(code: &str) -> &'static str {
+    match code {
+        "0" => "OK",
+        "1" => "Canceled",
+        "3" => "InvalidArgument",
+        "4" => "DeadlineExceeded",
+        "5" => "NotFound",
+        "6" => "AlreadyExists",
+        "7" => "PermissionDenied",
+        "8" => "ResourceExhausted",
+        "9" => "FailedPrecondition",
+        "10" => "Aborted",
+        "11" => "OutOfRange",
+        "12" => "Unimplemented",
+        "13" => "Internal",
+        "14" => "Unavailable",
+        "15" => "DataLoss",
+        "16" => "Unauthenticated",
+        _ => "Unknown",
+    }
+}
+
 /// Adds the gRPC error headers for `message`.
 pub fn grpc_headers(h: &mut HeaderMap, status: StatusCode, message: &str) {
     h.insert("grpc-status", HeaderValue::from_static(grpc_status(status)));

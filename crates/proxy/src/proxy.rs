@@ -270,12 +270,16 @@ pub(crate) async fn handle(
                     tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
                 }
             }
-            let format = if e.kind.nginx_error() {
-                cx.nginx_format
+            let (format, message) = if e.kind.nginx_error() {
+                (cx.nginx_format, e.kind.message())
+            } else if cx.format == Format::Grpc {
+                // `kong.response.error` to a gRPC request: the status's name, not the text
+                let code = crate::error::grpc_status(e.kind.status());
+                (Format::Grpc, crate::error::grpc_status_name(code))
             } else {
-                cx.format
+                (cx.format, e.kind.message())
             };
-            let mut r = kong_error(sh, &cx, format, e.kind.status(), e.kind.message());
+            let mut r = kong_error(sh, &cx, format, e.kind.status(), message);
             // nginx closes the connection after a request it refuses (the request's framing
             // may be what it could not read)
             if matches!(
