@@ -270,16 +270,11 @@ pub(crate) async fn handle(
                     tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
                 }
             }
-            let (format, message) = if e.kind.nginx_error() {
-                (cx.nginx_format, e.kind.message())
-            } else if cx.format == Format::Grpc {
-                // `kong.response.error` to a gRPC request: the status's name, not the text
-                let code = crate::error::grpc_status(e.kind.status());
-                (Format::Grpc, crate::error::grpc_status_name(code))
+            let mut r = if e.kind.nginx_error() {
+                kong_error(sh, &cx, cx.nginx_format, e.kind.status(), e.kind.message())
             } else {
-                (cx.format, e.kind.message())
+                response_error(sh, &cx, e.kind.status(), e.kind.message())
             };
-            let mut r = kong_error(sh, &cx, format, e.kind.status(), message);
             // nginx closes the connection after a request it refuses (the request's framing
             // may be what it could not read)
             if matches!(
@@ -383,27 +378,15 @@ fn kong_error(
     r
 }
 
-/// A `kong.response.exit(status, {message = ...})` response: compact JSON.
-fn kong_exit(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> Response<ProxyBody> {
-    // (to a gRPC request Kong sends the message as `grpc-message`, with no body)
-    let body = if cx.format == Format::Grpc {
-        ProxyBody::empty()
+/// A `kong.response.error(status, message)` response: the `Accept` template, or to a gRPC
+/// request no body and the gRPC status's name as `grpc-message`.
+fn response_error(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let message = if cx.format == Format::Grpc {
+        crate::error::grpc_status_name(crate::error::grpc_status(status))
     } else {
-        ProxyBody::full(serde_json::json!({ "message": message }).to_string())
+        message
     };
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    if cx.format == Format::Grpc {
-        grpc_headers(h, status, message);
-    } else {
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
-    }
-    kong_headers(sh, cx, h);
-    r
+    kong_error(sh, cx, cx.format, status, message)
 }
 
 fn kong_headers(sh: &Shared, cx: &Ctx, h: &mut HeaderMap) {
@@ -806,7 +789,7 @@ async fn proxy(
     {
         let code = route.https_redirect_status_code;
         if code == 426 {
-            let mut r = kong_exit(
+            let mut r = response_error(
                 sh,
                 cx,
                 StatusCode::UPGRADE_REQUIRED,
@@ -847,7 +830,7 @@ async fn proxy(
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.starts_with("application/grpc"));
         if !is_grpc {
-            return Ok(kong_exit(
+            return Ok(response_error(
                 sh,
                 cx,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -856,7 +839,7 @@ async fn proxy(
             .into());
         }
         if req.version() != Version::HTTP_2 {
-            let mut r = kong_exit(
+            let mut r = response_error(
                 sh,
                 cx,
                 StatusCode::UPGRADE_REQUIRED,
@@ -1073,7 +1056,8 @@ async fn read_whole(body: &mut UpBody, read_timeout: Duration) -> Result<Bytes, 
 
 fn version_str(v: Version) -> &'static str {
     match v {
-        Version::HTTP_10 => "1.0",
+        // (Kong writes `ngx.req.http_version()`, a Lua number: 1.0 prints as "1")
+        Version::HTTP_10 => "1",
         Version::HTTP_2 => "2",
         _ => "1.1",
     }
