@@ -1934,18 +1934,8 @@ async fn idle_connections_close_after_the_keepalive_timeout() {
     // TLS with ALPN h2, and nothing after the handshake.
     let (mut tls, _, alpn) = tls_connect(g.https, "localhost", &[b"h2"]).await;
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
-    let mut buf = [0u8; 1024];
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match tls.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {} // the server's SETTINGS, GOAWAY
-            }
-        }
-    })
-    .await;
     assert!(
-        closed.is_ok(),
+        read_to_close(&mut tls, Duration::from_secs(5)).await.1,
         "a connection that never sends the preface is closed"
     );
     g.gw.shutdown().await;
@@ -1962,17 +1952,7 @@ async fn alpn_h2_connections_take_http2_only() {
     tls.write_all(b"GET /any/a HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match tls.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
+    let (got, _) = read_to_close(&mut tls, Duration::from_secs(5)).await;
     assert!(
         !got.starts_with(b"HTTP/1"),
         "{}",

@@ -662,6 +662,27 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads `s` until the peer closes it (or a read fails) or `wait` passes: what came, and
+/// whether it was closed.
+pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    wait: Duration,
+) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(wait, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (got, closed)
+}
+
 /// Counts HTTP responses in a raw byte dump.
 pub fn count_responses(s: &str) -> usize {
     s.matches("HTTP/1.1 ").count()
