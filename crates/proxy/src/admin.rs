@@ -1187,20 +1187,25 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
             "expected a declarative configuration",
         );
     }
-    // The loading lock is taken once the body is in: a slow upload does not hold it.
-    let Ok(_guard) = sh.loading.try_lock() else {
-        return busy();
-    };
     // Kong's configuration hash: the md5 of the document as received. With `check_hash`,
-    // the document running already is answered 304 before anything is parsed.
+    // the document running already is answered 304 before anything is parsed, and before
+    // the loading lock (as Kong compares the hashes before it loads): re-posting it while
+    // another document loads is "not modified", not "busy".
     let raw_md5 = hex::encode(md5::Md5::digest(&doc));
     if check_hash && sh.snapshot.load().hash() == raw_md5 {
         return not_modified();
     }
+    // The loading lock is taken once the body is in: a slow upload does not hold it. The
+    // load owns the guard: if the client goes away (and this future is dropped), the lock
+    // is held until the load ends, and another POST still answers 429 meanwhile.
+    let Ok(guard) = sh.loading.clone().try_lock_owned() else {
+        return busy();
+    };
     let sh2 = sh.clone();
     // Parsing, validation and compilation run off the request path.
     let res =
         tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Result<ConfigError, String>> {
+            let _loading = guard;
             let opts = LoadOptions {
                 router_flavor: sh2.settings.router_flavor,
                 plugins: &sh2.settings.plugins,

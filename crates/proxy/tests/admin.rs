@@ -782,6 +782,126 @@ async fn concurrent_config_uploads_are_bounded() {
     g.gw.shutdown().await;
 }
 
+/// A document the loader refuses: posted, it answers 400 while no load is under way and 429
+/// during one, and changes nothing either way.
+const INVALID_DOC: &str = r#"{"_format_version":"3.0","services":"not a list"}"#;
+
+/// Whether a configuration load is under way, asked without changing anything (but the
+/// probe holds the loading lock for a moment: a POST arriving then gets 429).
+async fn loading(admin: std::net::SocketAddr) -> bool {
+    let r = admin_post(admin, "/config", "application/json", INVALID_DOC).await;
+    assert!(
+        r.status == 400 || r.status == 429,
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    r.status == 429
+}
+
+/// Configurations applied so far (`kong_data_plane_config_swaps_total`).
+async fn swaps(status: std::net::SocketAddr) -> u64 {
+    let text = get(status, "localhost", "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("kong_data_plane_config_swaps_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no swap count in {text}"))
+}
+
+/// A large configuration (about 4 MB): its load takes over a second in a debug build.
+fn slow_doc() -> String {
+    silverback_config::synthetic::services_routes_targets(10_000, "127.0.0.1:9")
+}
+
+/// A small configuration, `n` telling them apart.
+fn small_doc(n: u32) -> String {
+    format!(
+        r#"{{"_format_version":"3.0","services":[{{"name":"s{n}","url":"http://127.0.0.1:9"}}]}}"#
+    )
+}
+
+/// A load whose client goes away is not abandoned half-way, and holds the loading lock until
+/// it is done: a POST /config sent meanwhile is refused (429) rather than loaded beside it,
+/// and the configuration left serving is the one posted last.
+///
+/// (Timing: the client leaves 500 ms after sending, while the load (over a second in a debug
+/// build) is under way. Where it is quicker, as in a release build, the test passes without
+/// testing anything.)
+#[tokio::test]
+async fn a_load_whose_client_left_still_holds_the_lock() {
+    use tokio::io::AsyncWriteExt;
+    let g = Gw::start(None).await;
+    let first = slow_doc();
+    let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+    let head = format!(
+        "POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        first.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The client leaves while its configuration loads.
+    drop(s);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let second = small_doc(2);
+    let t = std::time::Instant::now();
+    loop {
+        let r = admin_post(g.admin, "/config", "application/json", second.clone()).await;
+        if r.status != 429 {
+            assert_eq!(r.status, 201, "{}", r.text());
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 120, "still loading");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The first is loaded too by now (before the second), unless it was dropped before it
+    // began: whatever is left of it may not replace the second.
+    let t = std::time::Instant::now();
+    while swaps(g.status).await < 2 && t.elapsed().as_secs() < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(g.gw.config_hash(), doc_hash(&second));
+    g.gw.shutdown().await;
+}
+
+/// With `check_hash=1`, re-posting the running configuration while another load is under
+/// way answers 304 (Kong compares the hashes before it takes the loading lock), while a
+/// different document gets 429.
+#[tokio::test]
+async fn an_unchanged_config_is_not_modified_even_during_a_load() {
+    let g = Gw::start(None).await;
+    let running = small_doc(1);
+    // (a probe may take the lock just as the slow POST wants it: that one is tried again)
+    for attempt in 0.. {
+        assert!(attempt < 5, "no load was seen under way");
+        load_config(g.admin, running.clone()).await;
+        let admin = g.admin;
+        let slow = tokio::spawn(async move {
+            admin_post(admin, "/config", "application/json", slow_doc()).await
+        });
+        while !slow.is_finished() && !loading(g.admin).await {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if slow.is_finished() {
+            continue;
+        }
+        let r = admin_post(
+            g.admin,
+            "/config?check_hash=1",
+            "application/json",
+            running.clone(),
+        )
+        .await;
+        assert_eq!(r.status, 304, "{}", r.text());
+        // (the load was still under way: the 304 did not come after it)
+        assert!(loading(g.admin).await);
+        assert_eq!(slow.await.unwrap().status, 201);
+        break;
+    }
+    g.gw.shutdown().await;
+}
+
 /// Kong's paging errors: code 9 for the size, code 7 for the offset, no `fields`.
 #[tokio::test]
 async fn paging_errors_use_kongs_codes_and_messages() {
