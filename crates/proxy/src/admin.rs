@@ -57,6 +57,8 @@ pub(crate) async fn serve(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = std::time::Instant::now();
     let mut r = match (&sh.settings.admin_token, kind) {
+        // nginx's check of the announced length comes before Kong's handlers
+        (_, ListenerKind::Admin) if announces_too_large(&sh, &req) => too_large(),
         (Some(token), ListenerKind::Admin)
             if !req
                 .headers()
@@ -1028,7 +1030,7 @@ pub(crate) fn multipart_boundary(content_type: &str) -> Option<&str> {
 }
 
 /// Where `needle` first occurs in `hay` (in linear time: the body is the client's, up to
-/// `admin_max_body`).
+/// `admin_client_max_body_size`, or of any size).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
@@ -1120,22 +1122,47 @@ fn disposition_name(v: &str) -> Option<String> {
     })
 }
 
-/// An admin request's whole body, within `admin_max_body` (else 413) and 60 s (else 408);
-/// a body that breaks off gets 400. At most [`crate::gateway::CONFIG_UPLOADS`] bodies are
-/// read at once (memory: each up to `admin_max_body`); more get 429.
+/// An admin request's whole body, within `admin_client_max_body_size` (else 413: a body
+/// announced larger was refused before, in [`serve`]; this is for bodies of unknown length)
+/// and 60 s (else 408); a body that breaks off gets 400. At most
+/// [`crate::gateway::CONFIG_UPLOADS`] bodies are read at once (memory: each up to the
+/// limit); more get 429.
 pub(crate) async fn read_body(sh: &Shared, body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
     let Ok(_permit) = sh.uploads.try_acquire() else {
         return Err(busy());
     };
-    let limited = Limited::new(body, sh.settings.admin_max_body);
+    let limit = match sh.settings.admin_client_max_body_size {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let limited = Limited::new(body, limit);
     match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"))
-        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(_)) => Err(message(StatusCode::BAD_REQUEST, "Bad request")),
         Err(_) => Err(message(StatusCode::REQUEST_TIMEOUT, "Request timeout")),
     }
+}
+
+/// nginx's answer to a body over `client_max_body_size` (in Kong's words); the connection
+/// is not kept (as nginx does not keep it after a 413).
+fn too_large() -> Response<ProxyBody> {
+    let mut r = message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large");
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Whether a request announces a body over the admin listeners' `client_max_body_size`
+/// (nginx refuses it before any handler runs, without reading the body).
+fn announces_too_large<B>(sh: &Shared, req: &Request<B>) -> bool {
+    let max = sh.settings.admin_client_max_body_size;
+    max > 0
+        && req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > max)
 }
 
 /// Kong's answer to a `POST /config` while another is being loaded (also ours while too

@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     /// so none is built from a snapshot that another replaces meanwhile.
     pub applying: Mutex<()>,
     /// Permits to read an admin request's body (`POST /config`, the schema validations):
-    /// at most [`CONFIG_UPLOADS`] are buffered at once (each up to `admin_max_body`); more
+    /// at most [`CONFIG_UPLOADS`] are buffered at once (each up to `admin_client_max_body_size`); more
     /// answer 429.
     pub uploads: tokio::sync::Semaphore,
     pub listeners: Mutex<Vec<BoundListener>>,

@@ -902,6 +902,93 @@ async fn an_unchanged_config_is_not_modified_even_during_a_load() {
     g.gw.shutdown().await;
 }
 
+/// The admin API's body limit (Kong's `nginx_admin_client_max_body_size`, 10m by default): a
+/// larger announced body is refused at once, without waiting for it; a chunked one once it
+/// grows past the limit; the running configuration is untouched.
+#[tokio::test]
+async fn admin_bodies_over_the_limit_get_413() {
+    let g = Gw::start(None).await;
+    let head = |n: u64| {
+        format!(
+            "POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+             content-length: {n}\r\n\r\n"
+        )
+    };
+    // 10 MiB is let in (the body is waited for), a byte more is not.
+    let t = std::time::Instant::now();
+    let over = raw(
+        g.admin,
+        head(10 * 1024 * 1024 + 1).as_bytes(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert!(
+        over.ends_with(r#"{"message":"Payload too large"}"#),
+        "{over}"
+    );
+    assert!(
+        over.to_ascii_lowercase().contains("connection: close"),
+        "{over}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "answered at once"
+    );
+    let at = raw(
+        g.admin,
+        head(10 * 1024 * 1024).as_bytes(),
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(at, "", "the body is waited for");
+    g.gw.shutdown().await;
+
+    let settings = Settings {
+        admin_client_max_body_size: 1024,
+        ..Settings::loopback()
+    };
+    let g = Gw::start_with(settings, None).await;
+    let running = small_doc(1);
+    load_config(g.admin, running.clone()).await;
+    let big = silverback_config::synthetic::services_routes_targets(10, "127.0.0.1:9");
+    assert!(big.len() > 1024);
+    let over = raw(
+        g.admin,
+        head(big.len() as u64).as_bytes(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    // chunked: refused once past the limit
+    let mut chunked =
+        b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+                        transfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+    for c in big.as_bytes().chunks(100) {
+        chunked.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        chunked.extend_from_slice(c);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let over = raw(g.admin, &chunked, std::time::Duration::from_secs(5)).await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert!(
+        over.ends_with(r#"{"message":"Payload too large"}"#),
+        "{over}"
+    );
+    assert_eq!(g.gw.config_hash(), doc_hash(&running));
+    // the limit applies to the admin listener's other bodies too
+    let over = raw(
+        g.admin,
+        b"POST /schemas/services/validate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 2000\r\n\r\n",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    g.gw.shutdown().await;
+}
+
 /// Kong's paging errors: code 9 for the size, code 7 for the offset, no `fields`.
 #[tokio::test]
 async fn paging_errors_use_kongs_codes_and_messages() {
