@@ -212,6 +212,8 @@ async fn route(
         (Endpoint::SetLogLevel | Endpoint::SetClusterLogLevel, [_]) => {
             message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         }
+        // Kong's `endpoints.disable`: whatever the method
+        (Endpoint::Disabled, _) => message(StatusCode::NOT_FOUND, "Not found"),
         (Endpoint::Entities(k), _) => match segs.split_first() {
             Some((coll, rest)) if m == Method::GET || m == Method::HEAD => {
                 entities(sh, coll, k, rest, q)
