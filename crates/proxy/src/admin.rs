@@ -576,6 +576,11 @@ fn entities(
     let one = |k, e: &Value| json_response(StatusCode::OK, &view(k).show(e));
     match rest {
         [] => {
+            if k == EntityKind::Consumer
+                && let Some(r) = consumers_by_custom_id(q, &list, &view(k))
+            {
+                return r;
+            }
             let mut items = list;
             if let Some(tags) = query_param(q, "tags") {
                 items.retain(|e| has_tags(e, &tags));
@@ -633,6 +638,44 @@ fn entities(
         }
         _ => message(StatusCode::NOT_FOUND, "Not found"),
     }
+}
+
+/// `GET /consumers?custom_id=x` (Kong's `routes/consumers.lua`): the consumer with that
+/// `custom_id`, if any, as a one-page list (no paging, no tags filter), or 400 when the
+/// argument is empty, has no value or is given twice. `None` without the argument.
+fn consumers_by_custom_id(
+    q: Option<&str>,
+    consumers: &[Value],
+    view: &View<'_>,
+) -> Option<Response<ProxyBody>> {
+    let values: Vec<String> = q?
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode_str(k, true) == "custom_id").then(|| decode_str(v, true))
+        })
+        .collect();
+    let id = match values.as_slice() {
+        [] => return None,
+        // (Kong: not a string, as a repeated or value-less argument is, or an empty one)
+        [id] if !id.is_empty() => id,
+        _ => {
+            return Some(message(
+                StatusCode::BAD_REQUEST,
+                "custom_id must be an unempty string",
+            ));
+        }
+    };
+    let found: Vec<Value> = consumers
+        .iter()
+        .filter(|c| c.get("custom_id").and_then(Value::as_str) == Some(id.as_str()))
+        .take(1)
+        .map(|c| view.show(c))
+        .collect();
+    Some(json_response(
+        StatusCode::OK,
+        &json!({ "data": found, "next": null }),
+    ))
 }
 
 /// The entities of the child collection `child` that reference `parent` (of kind `k`).

@@ -1004,6 +1004,59 @@ async fn admin_bodies_over_the_limit_get_413() {
     g.gw.shutdown().await;
 }
 
+/// `GET /consumers?custom_id=x` (Kong's `routes/consumers.lua`): the consumer with that
+/// `custom_id` as a one-page list, or none; an empty, value-less or repeated argument is 400.
+#[tokio::test]
+async fn consumers_are_found_by_custom_id() {
+    let g = Gw::start(None).await;
+    let a = g.admin;
+    load_config(
+        a,
+        r#"{"_format_version":"3.0","consumers":[{"username":"alice","custom_id":"c 1"},
+            {"username":"bob","custom_id":"c2","tags":["t"]},{"username":"carol"}]}"#,
+    )
+    .await;
+    let alice = get(a, "localhost", "/consumers/alice").await.json();
+    for q in ["custom_id=c%201", "custom_id=c+1"] {
+        let r = get(a, "localhost", &format!("/consumers?{q}")).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        assert_eq!(r.json(), json!({"data": [alice], "next": null}), "{q}");
+    }
+    // no paging and no tags filter: the consumer whatever they say
+    let r = get(
+        a,
+        "localhost",
+        "/consumers?custom_id=c2&size=abc&tags=other",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"][0]["username"], "bob");
+    let r = get(a, "localhost", "/consumers?custom_id=nope").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), r#"{"data":[],"next":null}"#);
+    for q in ["custom_id=", "custom_id", "custom_id=c2&custom_id=c2"] {
+        let r = get(a, "localhost", &format!("/consumers?{q}")).await;
+        assert_eq!(r.status, 400, "{q}");
+        assert_eq!(
+            r.json(),
+            json!({"message": "custom_id must be an unempty string"}),
+            "{q}"
+        );
+    }
+    // without it, the collection
+    let r = get(a, "localhost", "/consumers?tags=t").await.json();
+    assert_eq!(r["data"].as_array().unwrap().len(), 1);
+    assert_eq!(r["data"][0]["username"], "bob");
+    assert_eq!(
+        get(a, "localhost", "/consumers").await.json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    g.gw.shutdown().await;
+}
+
 /// Kong's paging errors: code 9 for the size, code 7 for the offset, no `fields`.
 #[tokio::test]
 async fn paging_errors_use_kongs_codes_and_messages() {
