@@ -27,6 +27,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use md5::Digest;
 use serde_json::{Map, Value, json};
+use silverback_balancer::SetHealthError;
 use silverback_config::{ConfigError, EntityKind, LoadOptions};
 
 use crate::admin_routes::{self, Endpoint, nested_kind_of};
@@ -323,7 +324,10 @@ fn all_targets(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
 }
 
 /// `POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`: Kong allows these in
-/// DB-less mode (they change health state, not configuration). 204, or 404.
+/// DB-less mode (they change health state, not configuration). 204; 404 `Not found` for an
+/// unknown upstream or target, then 400 for an upstream without health checks. An address
+/// is `ip[:port]` (port 8000 when left out, as Kong reads it); one that is not the target's
+/// changes nothing and still gets 204, as in Kong.
 fn set_health(
     sh: &Shared,
     m: &Method,
@@ -339,19 +343,12 @@ fn set_health(
     let Some(b) = balancer_of(&snap, u) else {
         return message(StatusCode::NOT_FOUND, "Not found");
     };
-    let addr = match address.map(str::parse::<std::net::SocketAddr>) {
-        None => None,
-        Some(Ok(a)) => Some(a),
-        Some(Err(_)) => return message(StatusCode::NOT_FOUND, "Not found"),
-    };
-    match b.set_health(t, addr, healthy) {
-        Ok(()) => {
-            let mut r = Response::new(ProxyBody::empty());
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            r
+    match b.set_health(t, address, healthy) {
+        Ok(_) => no_content(),
+        Err(e @ SetHealthError::NoHealthchecker { .. }) => {
+            message(StatusCode::BAD_REQUEST, &e.to_string())
         }
-        Err(e) if e.starts_with("no healthchecker") => message(StatusCode::BAD_REQUEST, &e),
-        Err(e) => message(StatusCode::NOT_FOUND, &e),
+        Err(SetHealthError::TargetNotFound { .. }) => message(StatusCode::NOT_FOUND, "Not found"),
     }
 }
 

@@ -1057,6 +1057,82 @@ async fn consumers_are_found_by_custom_id() {
     g.gw.shutdown().await;
 }
 
+/// Health overrides (`/upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`) as Kong's
+/// `routes/upstreams.lua` checks them: the upstream, then the target (404 `Not found`), then
+/// the health checker (400). An address is `ip[:port]`, the port 8000 when left out (Kong's
+/// default port); one that is not the target's changes nothing and still gets 204.
+#[tokio::test]
+async fn health_overrides_check_the_target_before_the_health_checker() {
+    let g = Gw::start(None).await;
+    let a = g.admin;
+    load_config(
+        a,
+        r#"{"_format_version":"3.0","upstreams":[
+            {"name":"checked","healthchecks":{"passive":{"unhealthy":{"http_failures":1}}},
+             "targets":[{"target":"127.0.0.1:8000"},{"target":"127.0.0.2:81"}]},
+            {"name":"plain","targets":[{"target":"127.0.0.3:80"}]}]}"#,
+    )
+    .await;
+    let post = |p: &'static str| admin_post(a, p, "application/json", "");
+    let health = || async {
+        let v = get(a, "localhost", "/upstreams/checked/health")
+            .await
+            .json();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["target"].as_str().unwrap().to_string(),
+                    t["health"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<String, String>>()
+    };
+    for p in [
+        "/upstreams/nope/targets/127.0.0.3:80/unhealthy",
+        "/upstreams/plain/targets/127.0.0.9:80/unhealthy",
+        "/upstreams/plain/targets/127.0.0.9:80/127.0.0.9:80/healthy",
+        "/upstreams/checked/targets/127.0.0.3:80/unhealthy",
+    ] {
+        let r = post(p).await;
+        assert_eq!(r.status, 404, "{p}: {}", r.text());
+        assert_eq!(r.json(), json!({"message": "Not found"}), "{p}");
+    }
+    let r = post("/upstreams/plain/targets/127.0.0.3:80/unhealthy").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"message": "no healthchecker found for plain"})
+    );
+
+    let r = post("/upstreams/checked/targets/127.0.0.2:81/127.0.0.2:81/unhealthy").await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    // an IP without a port: port 8000
+    let r = post("/upstreams/checked/targets/127.0.0.1:8000/127.0.0.1/unhealthy").await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let both_down = health().await;
+    assert_eq!(both_down["127.0.0.1:8000"], "UNHEALTHY", "{both_down:?}");
+    assert_eq!(both_down["127.0.0.2:81"], "UNHEALTHY", "{both_down:?}");
+    // addresses that are not the target's (port 8000 is not 81; another IP; a name):
+    // accepted, nothing changes
+    for p in [
+        "/upstreams/checked/targets/127.0.0.2:81/127.0.0.2/healthy",
+        "/upstreams/checked/targets/127.0.0.2:81/127.0.0.9:81/healthy",
+        "/upstreams/checked/targets/127.0.0.2:81/localhost:81/healthy",
+    ] {
+        let r = post(p).await;
+        assert_eq!(r.status, 204, "{p}: {}", r.text());
+    }
+    assert_eq!(health().await, both_down);
+    // without an address: every address of the target
+    let r = post("/upstreams/checked/targets/127.0.0.2:81/healthy").await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(health().await["127.0.0.2:81"], "HEALTHY");
+    g.gw.shutdown().await;
+}
+
 /// Kong's paging errors: code 9 for the size, code 7 for the offset, no `fields`.
 #[tokio::test]
 async fn paging_errors_use_kongs_codes_and_messages() {
