@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::context::{HashOn, PickContext};
 use crate::dns::{DnsError, RecordType, Resolver, ResolverOptions};
-use crate::error::{BalancerError, NoPeer};
+use crate::error::{BalancerError, NoPeer, SetHealthError};
 use crate::health::{HEALTH_GENERATION, HealthPolicy, Report};
 use crate::report::*;
 use crate::ring::{Algorithm, Endpoint, Entry, Ring, hash_value};
@@ -681,41 +681,52 @@ impl Balancer {
     }
 
     /// The admin API override (`POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`):
-    /// sets every address of the target (by target string or id), or only `address`.
+    /// sets every address of the target (by target string or id), or only `address`, read as
+    /// Kong reads it (`ip[:port]`, the port 8000 when left out, as a target's). Checked in
+    /// Kong's order: the target exists, then the upstream has health checks. As Kong's
+    /// health checker, an address that is not one of the target's changes nothing and is no
+    /// error. Returns how many addresses were set.
     pub fn set_health(
         &self,
         target: &str,
-        address: Option<SocketAddr>,
+        address: Option<&str>,
         healthy: bool,
-    ) -> Result<(), String> {
-        if !self.policy.enabled {
-            return Err(format!("no healthchecker found for {}", self.name));
-        }
+    ) -> Result<usize, SetHealthError> {
         let normalized = TargetAddr::parse(target).ok();
         let slot = self
             .targets
             .iter()
             .find(|s| s.config.id.to_string() == target || Some(&s.addr) == normalized.as_ref())
-            .ok_or_else(|| format!("target '{target}' not found in upstream '{}'", self.name))?;
+            .ok_or_else(|| SetHealthError::TargetNotFound {
+                upstream: self.name.to_string(),
+                target: target.to_string(),
+            })?;
+        if !self.policy.enabled {
+            return Err(SetHealthError::NoHealthchecker {
+                upstream: self.name.to_string(),
+            });
+        }
+        // `None`: every address of the target; `Some(None)`: an address that is none (a
+        // hostname, or no address at all)
+        let only: Option<Option<SocketAddr>> = address.map(|a| {
+            TargetAddr::parse(a)
+                .ok()
+                .and_then(|t| Some(SocketAddr::new(t.ip?, t.port)))
+        });
         let ring = self.ring.load();
-        let mut found = false;
+        let mut set = 0;
         for e in ring
             .entries
             .iter()
             .filter(|e| Arc::ptr_eq(&self.targets[e.target as usize], slot))
+            .filter(|e| only.is_none_or(|a| a == Some(e.ep.addr)))
         {
-            if address.is_none_or(|a| a == e.ep.addr) {
-                found = true;
-                if e.ep.health.set(healthy) {
-                    log_transition(&self.name, &slot.target, e.ep.addr, healthy, "admin");
-                }
+            set += 1;
+            if e.ep.health.set(healthy) {
+                log_transition(&self.name, &slot.target, e.ep.addr, healthy, "admin");
             }
         }
-        if found {
-            Ok(())
-        } else {
-            Err(format!("address not found for target '{target}'"))
-        }
+        Ok(set)
     }
 
     /// The health of every target and of the balancer, in Kong's shapes.

@@ -26,6 +26,25 @@ pub enum BalancerError {
     },
 }
 
+/// Why a health override ([`crate::Balancer::set_health`]) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetHealthError {
+    /// No target of the upstream has that id or target string. Kong: 404 `Not found`.
+    #[error("target '{target}' not found in upstream '{upstream}'")]
+    TargetNotFound {
+        /// The upstream's name.
+        upstream: String,
+        /// The target as given.
+        target: String,
+    },
+    /// The upstream has no health checks to override. Kong: 400 with this message.
+    #[error("no healthchecker found for {upstream}")]
+    NoHealthchecker {
+        /// The upstream's name.
+        upstream: String,
+    },
+}
+
 /// Why no peer could be picked. Each maps to Kong's status and message
 /// ([`NoPeer::status`], [`NoPeer::message`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -42,7 +42,7 @@ pub mod target;
 pub use balancer::{Balancer, Balancers, Options, Outcome, Peer, SetCookie};
 pub use context::{PickContext, UriCaptures};
 pub use dns::{Resolver, ResolverOptions};
-pub use error::{BalancerError, NoPeer};
+pub use error::{BalancerError, NoPeer, SetHealthError};
 pub use health::ProbeKind;
 pub use report::{
     AddressHealth, BalancerDetails, BalancerHealth, HealthStatus, TargetDetails, TargetHealth,

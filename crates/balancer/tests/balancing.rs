@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use common::config;
 use http::{HeaderMap, HeaderValue};
-use silverback_balancer::{Algorithm, Balancers, HealthStatus, NoPeer, PickContext};
+use silverback_balancer::{
+    Algorithm, Balancers, HealthStatus, NoPeer, PickContext, SetHealthError,
+};
 use tokio::runtime::Handle;
 
 fn targets_yaml(targets: &[(&str, u32)]) -> String {
@@ -273,7 +275,20 @@ async fn threshold_and_no_peer_is_503() {
     assert_eq!(h.balancer.health, HealthStatus::Unhealthy);
     b.set_health("127.0.4.2:80", None, true).expect("set");
     assert!(b.pick(&PickContext::default(), &[]).is_ok());
-    assert!(b.set_health("127.0.9.9:80", None, false).is_err());
+    assert!(matches!(
+        b.set_health("127.0.9.9:80", None, false),
+        Err(SetHealthError::TargetNotFound { .. })
+    ));
+    // one address, `ip[:port]` (8000 when left out); another changes nothing
+    assert_eq!(
+        b.set_health("127.0.4.2:80", Some("127.0.4.2:80"), true),
+        Ok(1)
+    );
+    assert_eq!(b.set_health("127.0.4.2:80", Some("127.0.4.2"), true), Ok(0));
+    assert_eq!(
+        b.set_health("127.0.4.2:80", Some("127.0.4.1:80"), true),
+        Ok(0)
+    );
 }
 
 #[tokio::test]
@@ -315,16 +330,22 @@ async fn state_survives_configuration_swaps() {
             "127.0.5.1:80"
         );
     }
-    // Health checks off: HEALTHCHECKS_OFF, and the override is refused.
+    // Health checks off: HEALTHCHECKS_OFF, and the override is refused (after the target
+    // is found, as Kong checks them).
     let other = v3.get("other").expect("other").health();
     assert_eq!(other.targets[0].health, HealthStatus::HealthchecksOff);
     assert_eq!(other.balancer.health, HealthStatus::HealthchecksOff);
-    assert!(
-        v3.get("other")
-            .expect("other")
-            .set_health("127.0.5.9:80", None, false)
-            .is_err()
+    let other = v3.get("other").expect("other");
+    assert_eq!(
+        other.set_health("127.0.5.9:80", None, false),
+        Err(SetHealthError::NoHealthchecker {
+            upstream: "other".into()
+        })
     );
+    assert!(matches!(
+        other.set_health("127.0.5.8:80", None, false),
+        Err(SetHealthError::TargetNotFound { .. })
+    ));
     // Removed upstreams are gone.
     let v4 = Balancers::build(
         &config(&changed.replace("- name: other\n  targets:\n  - target: 127.0.5.9:80\n", "")),

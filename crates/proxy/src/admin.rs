@@ -27,6 +27,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use md5::Digest;
 use serde_json::{Map, Value, json};
+use silverback_balancer::SetHealthError;
 use silverback_config::{ConfigError, EntityKind, LoadOptions};
 
 use crate::admin_routes::{self, Endpoint, nested_kind_of};
@@ -57,6 +58,8 @@ pub(crate) async fn serve(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = std::time::Instant::now();
     let mut r = match (&sh.settings.admin_token, kind) {
+        // nginx's check of the announced length comes before Kong's handlers
+        (_, ListenerKind::Admin) if announces_too_large(&sh, &req) => too_large(),
         (Some(token), ListenerKind::Admin)
             if !req
                 .headers()
@@ -210,6 +213,8 @@ async fn route(
         (Endpoint::SetLogLevel | Endpoint::SetClusterLogLevel, [_]) => {
             message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         }
+        // Kong's `endpoints.disable`: whatever the method
+        (Endpoint::Disabled, _) => message(StatusCode::NOT_FOUND, "Not found"),
         (Endpoint::Entities(k), _) => match segs.split_first() {
             Some((coll, rest)) if m == Method::GET || m == Method::HEAD => {
                 entities(sh, coll, k, rest, q)
@@ -319,7 +324,10 @@ fn all_targets(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
 }
 
 /// `POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`: Kong allows these in
-/// DB-less mode (they change health state, not configuration). 204, or 404.
+/// DB-less mode (they change health state, not configuration). 204; 404 `Not found` for an
+/// unknown upstream or target, then 400 for an upstream without health checks. An address
+/// is `ip[:port]` (port 8000 when left out, as Kong reads it); one that is not the target's
+/// changes nothing and still gets 204, as in Kong.
 fn set_health(
     sh: &Shared,
     m: &Method,
@@ -335,19 +343,12 @@ fn set_health(
     let Some(b) = balancer_of(&snap, u) else {
         return message(StatusCode::NOT_FOUND, "Not found");
     };
-    let addr = match address.map(str::parse::<std::net::SocketAddr>) {
-        None => None,
-        Some(Ok(a)) => Some(a),
-        Some(Err(_)) => return message(StatusCode::NOT_FOUND, "Not found"),
-    };
-    match b.set_health(t, addr, healthy) {
-        Ok(()) => {
-            let mut r = Response::new(ProxyBody::empty());
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            r
+    match b.set_health(t, address, healthy) {
+        Ok(_) => no_content(),
+        Err(e @ SetHealthError::NoHealthchecker { .. }) => {
+            message(StatusCode::BAD_REQUEST, &e.to_string())
         }
-        Err(e) if e.starts_with("no healthchecker") => message(StatusCode::BAD_REQUEST, &e),
-        Err(e) => message(StatusCode::NOT_FOUND, &e),
+        Err(SetHealthError::TargetNotFound { .. }) => message(StatusCode::NOT_FOUND, "Not found"),
     }
 }
 
@@ -572,6 +573,11 @@ fn entities(
     let one = |k, e: &Value| json_response(StatusCode::OK, &view(k).show(e));
     match rest {
         [] => {
+            if k == EntityKind::Consumer
+                && let Some(r) = consumers_by_custom_id(q, &list, &view(k))
+            {
+                return r;
+            }
             let mut items = list;
             if let Some(tags) = query_param(q, "tags") {
                 items.retain(|e| has_tags(e, &tags));
@@ -629,6 +635,44 @@ fn entities(
         }
         _ => message(StatusCode::NOT_FOUND, "Not found"),
     }
+}
+
+/// `GET /consumers?custom_id=x` (Kong's `routes/consumers.lua`): the consumer with that
+/// `custom_id`, if any, as a one-page list (no paging, no tags filter), or 400 when the
+/// argument is empty, has no value or is given twice. `None` without the argument.
+fn consumers_by_custom_id(
+    q: Option<&str>,
+    consumers: &[Value],
+    view: &View<'_>,
+) -> Option<Response<ProxyBody>> {
+    let values: Vec<String> = q?
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode_str(k, true) == "custom_id").then(|| decode_str(v, true))
+        })
+        .collect();
+    let id = match values.as_slice() {
+        [] => return None,
+        // (Kong: not a string, as a repeated or value-less argument is, or an empty one)
+        [id] if !id.is_empty() => id,
+        _ => {
+            return Some(message(
+                StatusCode::BAD_REQUEST,
+                "custom_id must be an unempty string",
+            ));
+        }
+    };
+    let found: Vec<Value> = consumers
+        .iter()
+        .filter(|c| c.get("custom_id").and_then(Value::as_str) == Some(id.as_str()))
+        .take(1)
+        .map(|c| view.show(c))
+        .collect();
+    Some(json_response(
+        StatusCode::OK,
+        &json!({ "data": found, "next": null }),
+    ))
 }
 
 /// The entities of the child collection `child` that reference `parent` (of kind `k`).
@@ -1028,7 +1072,7 @@ pub(crate) fn multipart_boundary(content_type: &str) -> Option<&str> {
 }
 
 /// Where `needle` first occurs in `hay` (in linear time: the body is the client's, up to
-/// `admin_max_body`).
+/// `admin_client_max_body_size`, or of any size).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
@@ -1120,22 +1164,47 @@ fn disposition_name(v: &str) -> Option<String> {
     })
 }
 
-/// An admin request's whole body, within `admin_max_body` (else 413) and 60 s (else 408);
-/// a body that breaks off gets 400. At most [`crate::gateway::CONFIG_UPLOADS`] bodies are
-/// read at once (memory: each up to `admin_max_body`); more get 429.
+/// An admin request's whole body, within `admin_client_max_body_size` (else 413: a body
+/// announced larger was refused before, in [`serve`]; this is for bodies of unknown length)
+/// and 60 s (else 408); a body that breaks off gets 400. At most
+/// [`crate::gateway::CONFIG_UPLOADS`] bodies are read at once (memory: each up to the
+/// limit); more get 429.
 pub(crate) async fn read_body(sh: &Shared, body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
     let Ok(_permit) = sh.uploads.try_acquire() else {
         return Err(busy());
     };
-    let limited = Limited::new(body, sh.settings.admin_max_body);
+    let limit = match sh.settings.admin_client_max_body_size {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let limited = Limited::new(body, limit);
     match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"))
-        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(_)) => Err(message(StatusCode::BAD_REQUEST, "Bad request")),
         Err(_) => Err(message(StatusCode::REQUEST_TIMEOUT, "Request timeout")),
     }
+}
+
+/// nginx's answer to a body over `client_max_body_size` (in Kong's words); the connection
+/// is not kept (as nginx does not keep it after a 413).
+fn too_large() -> Response<ProxyBody> {
+    let mut r = message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large");
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Whether a request announces a body over the admin listeners' `client_max_body_size`
+/// (nginx refuses it before any handler runs, without reading the body).
+fn announces_too_large<B>(sh: &Shared, req: &Request<B>) -> bool {
+    let max = sh.settings.admin_client_max_body_size;
+    max > 0
+        && req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > max)
 }
 
 /// Kong's answer to a `POST /config` while another is being loaded (also ours while too
@@ -1187,20 +1256,25 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
             "expected a declarative configuration",
         );
     }
-    // The loading lock is taken once the body is in: a slow upload does not hold it.
-    let Ok(_guard) = sh.loading.try_lock() else {
-        return busy();
-    };
     // Kong's configuration hash: the md5 of the document as received. With `check_hash`,
-    // the document running already is answered 304 before anything is parsed.
+    // the document running already is answered 304 before anything is parsed, and before
+    // the loading lock (as Kong compares the hashes before it loads): re-posting it while
+    // another document loads is "not modified", not "busy".
     let raw_md5 = hex::encode(md5::Md5::digest(&doc));
     if check_hash && sh.snapshot.load().hash() == raw_md5 {
         return not_modified();
     }
+    // The loading lock is taken once the body is in: a slow upload does not hold it. The
+    // load owns the guard: if the client goes away (and this future is dropped), the lock
+    // is held until the load ends, and another POST still answers 429 meanwhile.
+    let Ok(guard) = sh.loading.clone().try_lock_owned() else {
+        return busy();
+    };
     let sh2 = sh.clone();
     // Parsing, validation and compilation run off the request path.
     let res =
         tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Result<ConfigError, String>> {
+            let _loading = guard;
             let opts = LoadOptions {
                 router_flavor: sh2.settings.router_flavor,
                 plugins: &sh2.settings.plugins,

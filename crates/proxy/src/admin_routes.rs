@@ -72,6 +72,11 @@ pub(crate) enum Endpoint {
     SetLogLevel,
     /// `/debug/cluster/log-level/{log_level}`
     SetClusterLogLevel,
+    /// A route Kong lists but disables (`endpoints.disable`): 404 `Not found` whatever the
+    /// method. The top-level targets routes (`/targets`, `/targets/{targets}`,
+    /// `/targets/{targets}/upstream`, Kong's `routes/targets.lua`): targets are reached under
+    /// their upstream.
+    Disabled,
     /// An entity endpoint of this kind (the first segment names the collection): the
     /// collection, one entity, the entity a foreign key references, a child collection or
     /// one child.
@@ -269,11 +274,17 @@ fn build() -> Vec<Route> {
         let upstreams = k == EntityKind::Upstream;
         let listed = coll == kong_name(k);
         let one = format!("/{coll}/{{{}}}", k.plural());
-        add(format!("/{coll}"), e, upstreams, listed);
-        add(one.clone(), e, upstreams, listed);
+        // (`/targets...`: listed, disabled)
+        let top = if k == EntityKind::Target {
+            E::Disabled
+        } else {
+            e
+        };
+        add(format!("/{coll}"), top, upstreams, listed);
+        add(one.clone(), top, upstreams, listed);
         // `/routes/{routes}/service`: the entity a foreign key references
         for (fk, _) in k.foreign_keys() {
-            add(format!("{one}/{fk}"), e, false, listed);
+            add(format!("{one}/{fk}"), top, false, listed);
         }
         // `/services/{services}/routes[/{routes}]`: the children under their parent
         for (child, ck) in collections().chain(NESTED_NAMES) {
@@ -430,6 +441,13 @@ mod tests {
         assert_eq!(v, ["/a", "/a/b", "/a/z", "/a-b", "/ab", "/ab/a"]);
     }
 
+    /// Whether `path` is one of `template`'s.
+    fn fits(template: &str, path: &str) -> bool {
+        let t: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+        let p: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t.starts_with('{') || t == p)
+    }
+
     #[test]
     fn literal_routes_come_first() {
         let at = |p: &str| {
@@ -444,6 +462,15 @@ mod tests {
         assert_eq!(at("/upstreams/u/targets/all"), Some(Endpoint::AllTargets));
         assert_eq!(at("/schemas/plugins/validate"), Some(Endpoint::Validate));
         assert_eq!(at("/services/s/nope"), None);
+        // Kong disables the top-level targets routes; under their upstream they are served
+        for p in ["/targets", "/targets/t", "/targets/t/upstream"] {
+            assert_eq!(at(p), Some(Endpoint::Disabled), "{p}");
+            assert!(listed().iter().any(|l| fits(l, p)), "{p} listed");
+        }
+        assert_eq!(
+            at("/upstreams/u/targets/t"),
+            Some(Endpoint::Entities(EntityKind::Upstream))
+        );
         assert_eq!(at("/services/s/routes/r/x"), None);
     }
 

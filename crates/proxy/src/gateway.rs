@@ -56,10 +56,16 @@ pub(crate) struct Shared {
     pub runtime: tokio::runtime::Handle,
     pub node_id: uuid::Uuid,
     pub hostname: String,
-    /// Held while a configuration is being loaded (`POST /config` answers 429 meanwhile).
-    pub loading: tokio::sync::Mutex<()>,
+    /// Held while a `POST /config` is being loaded (another one answers 429 meanwhile). The
+    /// load owns its guard, so it stays held until the load ends even if the client goes
+    /// away.
+    pub loading: Arc<tokio::sync::Mutex<()>>,
+    /// Held by [`Shared::apply`] from reading the running snapshot to publishing the next:
+    /// applies are serialized whoever makes them (the admin API, an in-process controller),
+    /// so none is built from a snapshot that another replaces meanwhile.
+    pub applying: Mutex<()>,
     /// Permits to read an admin request's body (`POST /config`, the schema validations):
-    /// at most [`CONFIG_UPLOADS`] are buffered at once (each up to `admin_max_body`); more
+    /// at most [`CONFIG_UPLOADS`] are buffered at once (each up to `admin_client_max_body_size`); more
     /// answer 429.
     pub uploads: tokio::sync::Semaphore,
     pub listeners: Mutex<Vec<BoundListener>>,
@@ -75,7 +81,15 @@ impl Shared {
     /// Compiles and publishes a configuration whose hash is `hash` (see
     /// [`silverback_config::config_hash`]). Compilation happens in the caller; the running
     /// snapshot is untouched on error. Returns the snapshot now serving.
+    ///
+    /// Applies run one at a time (they block on each other): each builds on the snapshot
+    /// the previous one published. Blocking: call it off the async threads.
     pub fn apply(&self, config: Config, hash: String) -> Result<Arc<Snapshot>, ProxyError> {
+        // (the lock guards no data: a panicking build leaves nothing half-done behind it)
+        let _applying = self
+            .applying
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let t = Instant::now();
         let prev = self.snapshot.load_full();
         let env = BuildEnv {
@@ -218,7 +232,8 @@ impl Gateway {
             hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "localhost".into()),
-            loading: tokio::sync::Mutex::new(()),
+            loading: Arc::new(tokio::sync::Mutex::new(())),
+            applying: Mutex::new(()),
             uploads: tokio::sync::Semaphore::new(CONFIG_UPLOADS),
             listeners: Mutex::new(vec![]),
             snapshot,
@@ -284,6 +299,8 @@ impl Gateway {
     /// Compiles `config` (router, certificates, balancer) in the calling thread and publishes
     /// it atomically; `hash` is what `/status` reports for it (see
     /// [`silverback_config::config_hash`]). On error the running configuration keeps serving.
+    /// Applies, this one's and `POST /config`'s, run one at a time: a call waits for the one
+    /// under way.
     pub fn apply(&self, config: Config, hash: String) -> Result<(), ProxyError> {
         self.shared.apply(config, hash).map(|_| ())
     }

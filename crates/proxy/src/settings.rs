@@ -477,8 +477,10 @@ pub struct Settings {
     pub upstream_keepalive_idle_timeout: Duration,
     /// Requests after which an upstream connection is retired (10000).
     pub upstream_keepalive_max_requests: u32,
-    /// Largest `POST /config` body accepted, bytes.
-    pub admin_max_body: usize,
+    /// The admin listeners' `client_max_body_size` in bytes (Kong's
+    /// `nginx_admin_client_max_body_size`, 10m): a request announcing a larger body gets 413
+    /// at once, and a body of unknown length (chunked) once it grows past it. 0 = unlimited.
+    pub admin_client_max_body_size: u64,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
     /// Load-balancer options: the DNS resolver (`None`: the system's configuration, as
@@ -556,7 +558,7 @@ impl Default for Settings {
             upstream_keepalive_pool_size: 512,
             upstream_keepalive_idle_timeout: Duration::from_secs(60),
             upstream_keepalive_max_requests: 10_000,
-            admin_max_body: 512 * 1024 * 1024,
+            admin_client_max_body_size: 10 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             balancer: silverback_balancer::Options::default(),
             admin_token: None,

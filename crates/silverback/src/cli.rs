@@ -134,6 +134,14 @@ pub struct DataPlaneArgs {
         default_value = "0"
     )]
     pub nginx_http_client_max_body_size: String,
+    /// Largest request body the admin API accepts (Kong's `nginx_admin_client_max_body_size`):
+    /// bytes, or with `k`/`m`/`g`; larger bodies get 413. `0` means no limit.
+    #[arg(
+        long,
+        env = "SILVERBACK_NGINX_ADMIN_CLIENT_MAX_BODY_SIZE",
+        default_value = "10m"
+    )]
+    pub nginx_admin_client_max_body_size: String,
     /// First buffer for a request head (Kong's `nginx_http_client_header_buffer_size`).
     #[arg(
         long,
@@ -300,6 +308,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "LOG_LEVEL",
         "NGINX_WORKER_PROCESSES",
         "NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
+        "NGINX_ADMIN_CLIENT_MAX_BODY_SIZE",
         "NGINX_HTTP_CLIENT_HEADER_BUFFER_SIZE",
         "NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS",
         "NGINX_PROXY_CLIENT_HEADER_BUFFER_SIZE",
@@ -399,6 +408,7 @@ mod tests {
             RouterFlavor::TraditionalCompatible
         );
         assert!(!p.data_plane.real_ip_recursive);
+        assert_eq!(p.data_plane.nginx_admin_client_max_body_size, "10m");
     }
 
     #[test]

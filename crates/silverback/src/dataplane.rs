@@ -59,6 +59,10 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
             .map_err(|e| {
             anyhow::anyhow!("nginx_http_client_max_body_size: {e}")
         })?,
+        admin_client_max_body_size: silverback_proxy::parse_size(
+            &args.nginx_admin_client_max_body_size,
+        )
+        .map_err(|e| anyhow::anyhow!("nginx_admin_client_max_body_size: {e}"))?,
         header_buffers,
         proxy_header_buffers,
         log_level: crate::log_level(),

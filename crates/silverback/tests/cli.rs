@@ -220,6 +220,7 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
         .env("KONG_HEADERS", "server_tokens")
         .env("KONG_NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS", "4 4k")
         .env("KONG_NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS", "2 16k")
+        .env("KONG_NGINX_ADMIN_CLIENT_MAX_BODY_SIZE", "1k")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -264,6 +265,23 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
     )
     .unwrap();
     assert!(admin_big.starts_with("HTTP/1.1 400"), "{admin_big}");
+    // The admin API's body limit (1k here): a larger announced body is refused at once.
+    let post = |n: usize| {
+        http_raw(
+            admin,
+            &format!(
+                "POST /config HTTP/1.1\r\nHost: localhost\r\nKong-Admin-Token: tok-123\r\n\
+                 Content-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+            ),
+        )
+        .unwrap()
+    };
+    let over = post(1025);
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert!(
+        over.contains("{\"message\":\"Payload too large\"}"),
+        "{over}"
+    );
 }
 
 #[test]
@@ -453,6 +471,16 @@ fn proxy_rejects_a_bad_body_size_setting() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("nginx_http_client_max_body_size: invalid size '8 mb'"),
+        "{stderr}"
+    );
+    let out = silverback(
+        &["proxy"],
+        &[("KONG_NGINX_ADMIN_CLIENT_MAX_BODY_SIZE", "10 m")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nginx_admin_client_max_body_size: invalid size '10 m'"),
         "{stderr}"
     );
 }
