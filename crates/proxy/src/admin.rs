@@ -315,12 +315,8 @@ fn all_targets(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
         })
         .collect();
     let v = View::of(sh, &snap, EntityKind::Target);
-    page(
-        items,
-        &path_of("upstreams", &[u, "targets", "all"]),
-        q,
-        &|e| v.show(e),
-    )
+    let base = path_of("upstreams", &[u, "targets", "all"]);
+    page(items, (&base, Next::OffsetOnly), q, &|e| v.show(e))
 }
 
 /// `POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`: Kong allows these in
@@ -466,10 +462,21 @@ fn find_entity<'a>(list: &'a [Value], k: EntityKind, key: &str) -> Option<&'a Va
         })
 }
 
-/// One page of `items` (`size`, `offset`), each shown through `show`.
+/// How a page's `next` link is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// A top-level collection (Kong's `get_collection_endpoint` without a parent): the
+    /// offset, then the client's `tags` and `size` when it gave them.
+    Collection,
+    /// Anything else (nested collections, `/tags`, targets): the offset alone.
+    OffsetOnly,
+}
+
+/// One page of `items` (`size`, `offset`), each shown through `show`; `next` says how the
+/// link to the next page is written from `base`.
 fn page(
     items: Vec<Value>,
-    base: &str,
+    (base, next): (&str, Next),
     q: Option<&str>,
     show: &dyn Fn(&Value) -> Value,
 ) -> Response<ProxyBody> {
@@ -509,14 +516,20 @@ fn page(
     let mut body = Map::new();
     body.insert("data".into(), Value::Array(data));
     if more {
-        // Kong carries the tags filter to the next page (`&tags=<escaped>`).
-        let tags = query_param(q, "tags")
-            .map(|t| format!("&tags={}", escape_uri(&t)))
-            .unwrap_or_default();
-        body.insert(
-            "next".into(),
-            Value::from(format!("{base}?offset={end}&size={size}{tags}")),
-        );
+        let mut link = format!("{base}?offset={end}");
+        if next == Next::Collection {
+            // Kong carries the client's filter and page size on (`&tags=<escaped>`, then
+            // `&size=` as given)
+            if let Some(t) = query_param(q, "tags") {
+                link.push_str("&tags=");
+                link.push_str(&escape_uri(&t));
+            }
+            if let Some(n) = query_param(q, "size") {
+                link.push_str("&size=");
+                link.push_str(&n);
+            }
+        }
+        body.insert("next".into(), Value::from(link));
         body.insert("offset".into(), Value::from(end.to_string()));
     } else {
         body.insert("next".into(), Value::Null);
@@ -579,11 +592,15 @@ fn entities(
                 return r;
             }
             let mut items = list;
-            if let Some(tags) = query_param(q, "tags") {
-                items.retain(|e| has_tags(e, &tags));
+            match TagFilter::of(q) {
+                Ok(Some(f)) => items.retain(|e| f.matches(e)),
+                Ok(None) => {}
+                Err(why) => return invalid_tags(why),
             }
             let v = view(k);
-            page(items, &base, q, &|e| v.show(e))
+            // (Kong links the next page under the collection's own name)
+            let base = format!("/{}", admin_routes::kong_name(k));
+            page(items, (&base, Next::Collection), q, &|e| v.show(e))
         }
         [id] => match find_entity(&list, k, id) {
             Some(e) => one(k, e),
@@ -624,11 +641,13 @@ fn entities(
             }
             match children(&snap, k, parent, child) {
                 Some((ck, mut items)) => {
-                    if let Some(tags) = query_param(q, "tags") {
-                        items.retain(|c| has_tags(c, &tags));
+                    match TagFilter::of(q) {
+                        Ok(Some(f)) => items.retain(|c| f.matches(c)),
+                        Ok(None) => {}
+                        Err(why) => return invalid_tags(why),
                     }
                     let v = view(ck);
-                    page(items, &base, q, &|e| v.show(e))
+                    page(items, (&base, Next::OffsetOnly), q, &|e| v.show(e))
                 }
                 None => message(StatusCode::NOT_FOUND, "Not found"),
             }
@@ -692,17 +711,83 @@ fn children(
     Some((ck, items))
 }
 
-fn has_tags(e: &Value, tags: &str) -> bool {
-    let et: Vec<&str> = e
-        .get("tags")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if tags.contains('/') {
-        tags.split('/').any(|t| et.contains(&t))
-    } else {
-        tags.split(',').all(|t| et.contains(&t))
+/// A `?tags=` filter as Kong reads it (`kong/api/endpoints.lua`, then the DAO's option
+/// checks): `a,b,c` asks for all of the tags, `a/b/c` for any; a tag is one or more bytes
+/// of printable ASCII other than `,` and `/`, or of UTF-8 above it; at most 5 tags.
+#[derive(Debug)]
+struct TagFilter {
+    tags: Vec<String>,
+    all: bool,
+}
+
+impl TagFilter {
+    /// The filter of a query, if it has `tags`; otherwise why Kong refuses it
+    /// ([`invalid_tags`]).
+    fn of(q: Option<&str>) -> Result<Option<TagFilter>, &'static str> {
+        let Some(t) = query_param(q, "tags") else {
+            return Ok(None);
+        };
+        let tag_byte = |b: u8| matches!(b, 0x20..=0x2B | 0x2D | 0x2E | 0x30..=0x7E | 0x80..=0xF4);
+        // every separator-delimited piece non-empty (a trailing separator is allowed, as
+        // Kong's pattern allows it), and only tag bytes besides the one separator
+        let fits = |sep: u8| {
+            let body = t.strip_suffix(char::from(sep)).unwrap_or(&t);
+            !body.is_empty()
+                && body
+                    .split(char::from(sep))
+                    .all(|p| !p.is_empty() && p.bytes().all(tag_byte))
+        };
+        let (all, sep) = if fits(b',') {
+            (true, ',')
+        } else if fits(b'/') {
+            (false, '/')
+        } else {
+            return Err("invalid filter syntax");
+        };
+        let tags: Vec<String> = t
+            .strip_suffix(sep)
+            .unwrap_or(&t)
+            .split(sep)
+            .map(str::to_string)
+            .collect();
+        if tags.len() > 5 {
+            return Err("cannot query more than 5 tags");
+        }
+        Ok(Some(TagFilter { tags, all }))
     }
+
+    fn matches(&self, e: &Value) -> bool {
+        let has = |t: &String| {
+            e.get("tags")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(t.as_str())))
+        };
+        if self.all {
+            self.tags.iter().all(has)
+        } else {
+            self.tags.iter().any(has)
+        }
+    }
+}
+
+/// Kong's `invalid options` error for the `tags` option.
+fn invalid_tags(why: &str) -> Response<ProxyBody> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({
+            "code": 11,
+            "name": "invalid options",
+            "message": format!("invalid option (tags: {why})"),
+            "fields": {"tags": why},
+        }),
+    )
+}
+
+/// Whether an entity carries `tag` (one tag: `/tags/{tag}` takes its segment whole).
+fn has_tag(e: &Value, tag: &str) -> bool {
+    e.get("tags")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(tag)))
 }
 
 fn tagged(sh: &Shared, tag: &str, q: Option<&str>) -> Response<ProxyBody> {
@@ -710,14 +795,19 @@ fn tagged(sh: &Shared, tag: &str, q: Option<&str>) -> Response<ProxyBody> {
     let mut items = vec![];
     for k in EntityKind::ALL {
         for e in flat_list(&snap, k) {
-            if has_tags(&e, tag)
+            if has_tag(&e, tag)
                 && let Some(id) = e.get("id")
             {
                 items.push(json!({"entity_name": k.plural(), "entity_id": id, "tag": tag}));
             }
         }
     }
-    page(items, &path_of("tags", &[tag]), q, &Value::clone)
+    page(
+        items,
+        (&path_of("tags", &[tag]), Next::OffsetOnly),
+        q,
+        &Value::clone,
+    )
 }
 
 /// `GET /config`: the running configuration as Kong exports it (`_transform: false`, every
@@ -769,7 +859,7 @@ fn all_tags(sh: &Shared, q: Option<&str>) -> Response<ProxyBody> {
             }
         }
     }
-    page(items, "/tags", q, &Value::clone)
+    page(items, ("/tags", Next::OffsetOnly), q, &Value::clone)
 }
 
 fn root(sh: &Shared) -> Response<ProxyBody> {

@@ -175,7 +175,7 @@ fn collections() -> impl Iterator<Item = (&'static str, EntityKind)> {
 }
 
 /// Kong's name of a kind's collection (`admin_api_name`, else the declarative plural).
-fn kong_name(k: EntityKind) -> &'static str {
+pub(crate) fn kong_name(k: EntityKind) -> &'static str {
     ADMIN_NAMES
         .into_iter()
         .find(|(_, ak)| *ak == k)

@@ -588,7 +588,8 @@ async fn walk(a: std::net::SocketAddr, first: &str, field: &str) -> Vec<String> 
 
 #[tokio::test]
 async fn tag_filters_survive_paging() {
-    // Kong appends `&tags=<escaped tags>` to `next`: following it keeps the filter.
+    // Kong appends `&tags=<escaped tags>`, then the client's `&size=`, to a top-level
+    // collection's `next`: following it keeps the filter.
     let services: Vec<Value> = (0..6)
         .map(|i| {
             let tag = if i % 2 == 0 { "even" } else { "odd" };
@@ -607,7 +608,7 @@ async fn tag_filters_survive_paging() {
     let p1 = get(a, "localhost", "/services?tags=even&size=2")
         .await
         .json();
-    assert_eq!(p1["next"], "/services?offset=2&size=2&tags=even");
+    assert_eq!(p1["next"], "/services?offset=2&tags=even&size=2");
     assert_eq!(
         walk(a, "/services?tags=even&size=2", "name").await,
         ["s0", "s2", "s4"]
@@ -616,12 +617,13 @@ async fn tag_filters_survive_paging() {
     let p1 = get(a, "localhost", "/services?tags=even,all&size=1")
         .await
         .json();
-    assert_eq!(p1["next"], "/services?offset=1&size=1&tags=even%2Call");
+    assert_eq!(p1["next"], "/services?offset=1&tags=even%2Call&size=1");
     assert_eq!(
         walk(a, "/services?tags=even%2Call&size=1", "name").await,
         ["s0", "s2", "s4"]
     );
-    // Nested collections filter by tags too, and keep the filter.
+    // Nested collections filter by tags too (their `next` carries the offset alone, as
+    // Kong writes it).
     assert_eq!(
         walk(a, "/services/s1/routes?tags=even&size=1", "name").await,
         ["q1"]
@@ -633,6 +635,29 @@ async fn tag_filters_survive_paging() {
     // /tags/{tag}: the tag is in the path, so `next` keeps it.
     let n = walk(a, "/tags/odd?size=2", "entity_id").await.len();
     assert_eq!(n, 6, "3 services and 3 routes are tagged odd");
+    // Filters Kong refuses: both separators, an empty one, more than 5 tags.
+    for (q, why) in [
+        ("even,all/odd", "invalid filter syntax"),
+        ("even/all,odd", "invalid filter syntax"),
+        ("", "invalid filter syntax"),
+        ("a,,b", "invalid filter syntax"),
+        ("a,b,c,d,e,f", "cannot query more than 5 tags"),
+    ] {
+        let r = get(a, "localhost", &format!("/services?tags={q}")).await;
+        assert_eq!(r.status, 400, "{q}");
+        assert_eq!(
+            r.json(),
+            json!({"code": 11, "name": "invalid options",
+                   "message": format!("invalid option (tags: {why})"), "fields": {"tags": why}}),
+            "{q}"
+        );
+    }
+    // OR of tags, and a trailing separator.
+    assert_eq!(walk(a, "/services?tags=odd/even", "name").await.len(), 6);
+    assert_eq!(
+        walk(a, "/services?tags=odd,", "name").await,
+        ["s1", "s3", "s5"]
+    );
     g.gw.shutdown().await;
 }
 
@@ -666,7 +691,7 @@ async fn escaped_paths_and_query_arguments_are_decoded() {
         .await
         .json();
     assert_eq!(v["data"][0]["name"], "r~1");
-    assert_eq!(v["next"], "/services/caf%C3%A9/routes?offset=1&size=1");
+    assert_eq!(v["next"], "/services/caf%C3%A9/routes?offset=1");
     assert_eq!(
         walk(a, "/services/caf%C3%A9/routes?size=1", "name").await,
         ["r~1", "r2"]
@@ -682,7 +707,7 @@ async fn escaped_paths_and_query_arguments_are_decoded() {
     let v = get(a, "localhost", "/tags/k8s-name%3Afoo?size=1")
         .await
         .json();
-    assert_eq!(v["next"], "/tags/k8s-name%3Afoo?offset=1&size=1");
+    assert_eq!(v["next"], "/tags/k8s-name%3Afoo?offset=1");
     let v = get(a, "localhost", "/consumers?size=%31").await.json();
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     g.gw.shutdown().await;
