@@ -1,5 +1,6 @@
 //! A running data plane: listeners, the published snapshot, and the configuration swap.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -600,11 +601,7 @@ async fn serve_io<I>(
             let svc = service_fn(move |req| {
                 let busy = activity.begin();
                 let answer = crate::proxy::serve(sh.clone(), info.clone(), req);
-                async move {
-                    let r = answer.await;
-                    drop(busy);
-                    r
-                }
+                async move { Ok::<_, Infallible>(held(answer.await, busy)) }
             });
             if h2_only {
                 let conn = b.serve_connection(io, svc).into_owned();
@@ -619,11 +616,7 @@ async fn serve_io<I>(
             let svc = service_fn(move |req| {
                 let busy = activity.begin();
                 let answer = crate::admin::serve(sh.clone(), kind, req);
-                async move {
-                    let r = answer.await;
-                    drop(busy);
-                    r
-                }
+                async move { Ok::<_, Infallible>(held(answer.await, busy)) }
             });
             let conn = b.serve_connection(io, svc).into_owned();
             drive(conn, |c| c.graceful_shutdown(), closing, idle).await
@@ -663,7 +656,56 @@ impl Default for Activity {
 }
 
 /// An answer under way; its drop marks the end.
+#[derive(Debug)]
 struct Busy(Arc<Activity>);
+
+/// A response whose connection counts as busy until its body has been sent (or dropped):
+/// a long download or stream is no idle time.
+fn held(
+    r: Result<http::Response<crate::body::ProxyBody>, Infallible>,
+    busy: Busy,
+) -> http::Response<Held> {
+    let r = match r {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    r.map(|body| Held {
+        body,
+        busy: Some(busy),
+    })
+}
+
+/// A response body holding its connection's [`Busy`] until the end.
+#[derive(Debug)]
+struct Held {
+    body: crate::body::ProxyBody,
+    busy: Option<Busy>,
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(r, std::task::Poll::Ready(None)) || this.body.is_end_stream() {
+            this.busy = None;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -686,16 +728,22 @@ impl Activity {
     }
 
     /// Resolves once nothing has been answered for `timeout` and nothing is under way; to
-    /// whether the connection ever began a request.
+    /// whether the connection ever began a request. A zero `timeout` never resolves (no
+    /// watchdog).
     async fn idle(self: Arc<Self>, timeout: Duration) -> bool {
+        if timeout.is_zero() {
+            return std::future::pending().await;
+        }
         loop {
             let last = self.started + Duration::from_millis(self.last.load(Relaxed));
-            let due = last + timeout;
+            let Some(due) = last.checked_add(timeout) else {
+                return std::future::pending().await;
+            };
             if self.busy.load(Relaxed) == 0 && Instant::now() >= due {
                 return self.requests.load(Relaxed) > 0;
             }
             let wake = if self.busy.load(Relaxed) > 0 {
-                Instant::now() + timeout
+                Instant::now().checked_add(timeout).unwrap_or(due)
             } else {
                 due
             };
@@ -706,8 +754,9 @@ impl Activity {
 
 /// Polls `conn` to its end, shut down gracefully (`graceful`) when the gateway shuts down,
 /// the framing guard asks for it, or `idle` resolves (in-flight answers still finish). A
-/// connection idle before its first request (an HTTP/2 client that never sends the preface,
-/// which a graceful shutdown would wait for) is dropped instead: `None`.
+/// connection idle before its first request is shut down gracefully too (an idle HTTP/2
+/// channel gets its GOAWAY), and dropped if it has not ended a second later (an HTTP/2
+/// client that never sends the preface, which a graceful shutdown would wait for): `None`.
 async fn drive<C, T>(
     conn: C,
     graceful: impl Fn(std::pin::Pin<&mut C>),
@@ -732,14 +781,21 @@ where
     };
     let mut asked = std::pin::pin!(asked);
     let mut idle = std::pin::pin!(idle);
+    let mut unused_since: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             r = conn.as_mut() => return Some(r),
             _ = shutdown.changed(), if !closing => {}
             () = asked.as_mut(), if !closing => {}
             used = idle.as_mut(), if !closing => if !used {
-                return None;
+                unused_since = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
             },
+            () = async {
+                match unused_since.as_mut() {
+                    Some(s) => s.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => return None,
         }
         closing = true;
         graceful(conn.as_mut());

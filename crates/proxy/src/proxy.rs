@@ -869,7 +869,8 @@ async fn proxy(
     };
 
     // --- upstream request ---
-    let upgrade = req.version() <= Version::HTTP_11
+    // (hyper upgrades HTTP/1.1 connections only)
+    let upgrade = req.version() == Version::HTTP_11
         && present.has(Present::UPGRADE)
         && is_websocket(req.headers());
     let client_upgrade = if upgrade {
@@ -1394,14 +1395,15 @@ async fn send(
                     // closed meanwhile) comes back, for another try on a fresh connection.
                     match after_body(tx.try_send_request(req), read_timeout, watch.as_ref()).await {
                         Err(Some(kind)) => Err((Error::downstream(kind), None)),
-                        Err(None) => {
-                            sh.pool.evict_h2(&key);
-                            Err((Error::upstream(Kind::ReadTimeout).retryable(), None))
-                        }
+                        Err(None) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
                         Ok(Ok(r)) => Ok(UpHead::hyper(r)),
                         Ok(Err(mut e)) => {
-                            sh.pool.evict_h2(&key);
+                            // (a request the connection could not take says the connection
+                            // is going away; one stream's failure does not)
                             let back = e.take_message();
+                            if back.is_some() {
+                                sh.pool.evict_h2(&key);
+                            }
                             Err((read_err(e.into_error()), back))
                         }
                     }
@@ -1459,10 +1461,12 @@ async fn send(
     let status = head.status();
     let mut peer = Some(peer);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    // a 101 only answers a client that asked for a WebSocket, and only to a WebSocket
+    // a 101 only answers a client that asked for a WebSocket (an upstream that names
+    // another protocol has its `Upgrade` dropped, as Kong's header filter drops it)
+    let foreign_upgrade = switching && !head.is_websocket();
     let upgrading = match (switching, client_upgrade) {
-        (true, Some(client)) if head.is_websocket() => Some(client),
-        (true, _) => return Err(Error::upstream(Kind::InvalidResponse)),
+        (true, Some(client)) => Some(client),
+        (true, None) => return Err(Error::upstream(Kind::InvalidResponse)),
         (false, _) => None,
     };
 
@@ -1552,6 +1556,9 @@ async fn send(
     if let Some(client) = upgrading {
         rp.headers
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if foreign_upgrade {
+            rp.headers.remove(header::UPGRADE);
+        }
         let mut tmp = Response::from_parts(rp, rbody);
         let upstream = hyper::upgrade::on(&mut tmp);
         let (rp, _) = tmp.into_parts();
@@ -1569,43 +1576,77 @@ async fn send(
     Ok(Response::from_parts(rp, body).into())
 }
 
-/// Carries an upgraded connection's bytes both ways, as nginx's upgraded handler does: it
-/// ends when either side closes (after passing on what it had sent) or fails, and when no
-/// byte has moved either way for `idle` (the service's `read_timeout`, nginx's
-/// `proxy_read_timeout`; a write that stalls that long ends it too). Then both sides are
+/// Carries an upgraded connection's bytes both ways, as nginx's upgraded handler does: each
+/// direction on its own (a peer slow to read one way never holds up the other), ending when
+/// either side closes (after passing on what it had sent) or fails, or when no byte has
+/// moved either way for `idle` (the service's `read_timeout`, nginx's `proxy_read_timeout`,
+/// which any event re-arms; a write that stalls that long ends it too). Then both sides are
 /// shut down.
-async fn tunnel<C, U>(mut client: C, mut upstream: U, idle: Duration)
+async fn tunnel<C, U>(client: C, upstream: U, idle: Duration)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    use std::sync::atomic::AtomicU64;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    async fn pass<W: tokio::io::AsyncWrite + Unpin>(
-        read: std::io::Result<usize>,
-        buf: &[u8],
-        to: &mut W,
-    ) -> bool {
-        match read {
-            Ok(n) if n > 0 => to.write_all(&buf[..n]).await.is_ok() && to.flush().await.is_ok(),
-            _ => false,
-        }
-    }
-    let mut from_client = vec![0u8; 16 * 1024];
-    let mut from_upstream = vec![0u8; 16 * 1024];
-    loop {
-        let moved = tokio::time::timeout(idle, async {
-            tokio::select! {
-                r = client.read(&mut from_client) => pass(r, &from_client, &mut upstream).await,
-                r = upstream.read(&mut from_upstream) => pass(r, &from_upstream, &mut client).await,
+    let started = Instant::now();
+    // milliseconds since `started` when a byte last moved
+    let last = AtomicU64::new(0);
+    let touch = || {
+        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(now, Relaxed);
+    };
+    async fn pump<R, W>(mut from: R, mut to: W, touch: &(dyn Fn() + Sync)) -> W
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        // (nginx's `proxy_buffer_size`)
+        let mut buf = vec![0u8; 8 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return to,
+                Ok(n) => {
+                    touch();
+                    if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
+                        return to;
+                    }
+                    touch();
+                }
             }
-        })
-        .await;
-        if moved != Ok(true) {
-            break;
         }
     }
+    let (client_in, client_out) = tokio::io::split(client);
+    let (upstream_in, upstream_out) = tokio::io::split(upstream);
+    let up = pump(client_in, upstream_out, &touch);
+    let down = pump(upstream_in, client_out, &touch);
+    let quiet = async {
+        loop {
+            let due = started + Duration::from_millis(last.load(Relaxed)) + idle;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+    };
+    let mut up = std::pin::pin!(up);
+    let mut down = std::pin::pin!(down);
+    // (the write half of the side that ended is shut down with the other's)
+    let (upstream_out, client_out) = tokio::select! {
+        u = up.as_mut() => (Some(u), None),
+        c = down.as_mut() => (None, Some(c)),
+        () = quiet => (None, None),
+    };
     let close = async {
-        let _ = tokio::join!(client.shutdown(), upstream.shutdown());
+        match (upstream_out, client_out) {
+            (Some(mut u), None) => {
+                let _ = u.shutdown().await;
+            }
+            (None, Some(mut c)) => {
+                let _ = c.shutdown().await;
+            }
+            _ => {}
+        }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
 }

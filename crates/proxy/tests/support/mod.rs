@@ -589,23 +589,34 @@ pub async fn tls_connect(
     Vec<String>,
     Option<Vec<u8>>,
 ) {
-    tls_connect_offering(addr, sni, alpn, None).await
+    tls_connect_offering(addr, sni, alpn, None, None).await
 }
 
-/// [`tls_connect`] offering only the signature schemes `only` (all when `None`).
+/// [`tls_connect`] offering only the signature schemes `only` (all when `None`) and, when
+/// `tls12_suites` is given, TLS 1.2 alone with those cipher suites.
 pub async fn tls_connect_offering(
     addr: SocketAddr,
     sni: &str,
     alpn: &[&[u8]],
     only: Option<Vec<rustls::SignatureScheme>>,
+    tls12_suites: Option<Vec<rustls::SupportedCipherSuite>>,
 ) -> (
     tokio_rustls::client::TlsStream<TcpStream>,
     Vec<String>,
     Option<Vec<u8>>,
 ) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+    let mut p = rustls::crypto::ring::default_provider();
+    if let Some(suites) = &tls12_suites {
+        p.cipher_suites = suites.clone();
+    }
+    let provider = Arc::new(p);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone());
+    let builder = if tls12_suites.is_some() {
+        builder.with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    };
+    let mut cfg = builder
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Capture { provider, only }))
