@@ -757,11 +757,7 @@ impl TagFilter {
     }
 
     fn matches(&self, e: &Value) -> bool {
-        let has = |t: &String| {
-            e.get("tags")
-                .and_then(Value::as_array)
-                .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(t.as_str())))
-        };
+        let has = |t: &String| has_tag(e, t);
         if self.all {
             self.tags.iter().all(has)
         } else {

@@ -236,3 +236,47 @@ pub(crate) mod tests {
         assert!(start.elapsed() >= 200 * MS);
     }
 }
+
+/// When something last happened (kept in an atomic, so several tasks or futures can mark it
+/// cheaply), and a wait until nothing has happened for a while: the idle clocks of hyper's
+/// connections and of WebSocket tunnels.
+#[derive(Debug)]
+pub(crate) struct IdleClock {
+    started: std::time::Instant,
+    /// Milliseconds since `started` at the last [`IdleClock::touch`].
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl IdleClock {
+    /// A clock last touched now.
+    pub(crate) fn new() -> IdleClock {
+        IdleClock {
+            started: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Marks that something happened now.
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once the clock has not been touched for `quiet` (never, if that time cannot
+    /// be represented).
+    pub(crate) async fn quiet_for(&self, quiet: std::time::Duration) {
+        loop {
+            let last = self.started
+                + std::time::Duration::from_millis(
+                    self.last.load(std::sync::atomic::Ordering::Relaxed),
+                );
+            let Some(due) = last.checked_add(quiet) else {
+                return std::future::pending().await;
+            };
+            if std::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+}

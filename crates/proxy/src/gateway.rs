@@ -636,9 +636,8 @@ async fn serve_io<I>(
 /// comes) likewise.
 #[derive(Debug)]
 struct Activity {
-    started: Instant,
-    /// Milliseconds since `started` at the last change.
-    last: AtomicU64,
+    /// The last start or end of an answer.
+    clock: crate::deadline::IdleClock,
     busy: AtomicU64,
     /// Requests begun.
     requests: AtomicU64,
@@ -647,8 +646,7 @@ struct Activity {
 impl Default for Activity {
     fn default() -> Self {
         Activity {
-            started: Instant::now(),
-            last: AtomicU64::new(0),
+            clock: crate::deadline::IdleClock::new(),
             busy: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         }
@@ -709,21 +707,16 @@ impl http_body::Body for Held {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.touch();
+        self.0.clock.touch();
         self.0.busy.fetch_sub(1, Relaxed);
     }
 }
 
 impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Relaxed);
-    }
-
     fn begin(self: &Arc<Self>) -> Busy {
         self.requests.fetch_add(1, Relaxed);
         self.busy.fetch_add(1, Relaxed);
-        self.touch();
+        self.clock.touch();
         Busy(self.clone())
     }
 
@@ -735,19 +728,12 @@ impl Activity {
             return std::future::pending().await;
         }
         loop {
-            let last = self.started + Duration::from_millis(self.last.load(Relaxed));
-            let Some(due) = last.checked_add(timeout) else {
-                return std::future::pending().await;
-            };
-            if self.busy.load(Relaxed) == 0 && Instant::now() >= due {
+            self.clock.quiet_for(timeout).await;
+            if self.busy.load(Relaxed) == 0 {
                 return self.requests.load(Relaxed) > 0;
             }
-            let wake = if self.busy.load(Relaxed) > 0 {
-                Instant::now().checked_add(timeout).unwrap_or(due)
-            } else {
-                due
-            };
-            tokio::time::sleep_until(wake.into()).await;
+            // (an answer under way touches the clock when it ends)
+            tokio::time::sleep(timeout).await;
         }
     }
 }

@@ -1587,16 +1587,10 @@ where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use std::sync::atomic::AtomicU64;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let started = Instant::now();
-    // milliseconds since `started` when a byte last moved
-    let last = AtomicU64::new(0);
-    let touch = || {
-        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last.store(now, Relaxed);
-    };
-    async fn pump<R, W>(mut from: R, mut to: W, touch: &(dyn Fn() + Sync)) -> W
+    // when a byte last moved, either way
+    let clock = crate::deadline::IdleClock::new();
+    async fn pump<R, W>(mut from: R, mut to: W, clock: &crate::deadline::IdleClock) -> W
     where
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin,
@@ -1607,28 +1601,20 @@ where
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return to,
                 Ok(n) => {
-                    touch();
+                    clock.touch();
                     if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
                         return to;
                     }
-                    touch();
+                    clock.touch();
                 }
             }
         }
     }
     let (client_in, client_out) = tokio::io::split(client);
     let (upstream_in, upstream_out) = tokio::io::split(upstream);
-    let up = pump(client_in, upstream_out, &touch);
-    let down = pump(upstream_in, client_out, &touch);
-    let quiet = async {
-        loop {
-            let due = started + Duration::from_millis(last.load(Relaxed)) + idle;
-            if Instant::now() >= due {
-                return;
-            }
-            tokio::time::sleep_until(due.into()).await;
-        }
-    };
+    let up = pump(client_in, upstream_out, &clock);
+    let down = pump(upstream_in, client_out, &clock);
+    let quiet = clock.quiet_for(idle);
     let mut up = std::pin::pin!(up);
     let mut down = std::pin::pin!(down);
     // (the write half of the side that ended is shut down with the other's)
