@@ -886,6 +886,7 @@ fn root(sh: &Shared) -> Response<ProxyBody> {
                 json!({
                     "ip": l.addr.ip().to_string(), "port": l.addr.port(), "ssl": l.listen.ssl,
                     "http2": l.listen.http2, "reuseport": l.listen.reuseport,
+                    "proxy_protocol": l.listen.proxy_protocol,
                     "backlog=N": l.listen.backlog, "listener": format!("{} {}", l.addr, if l.listen.ssl { "ssl" } else { "" }).trim_end(),
                 })
             })

@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use silverback_config::Config;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -270,7 +270,7 @@ impl Gateway {
             });
             tasks.push(tokio::spawn(accept_loop(
                 shared.clone(),
-                kind,
+                (kind, l.proxy_protocol),
                 listener,
                 tls,
                 rx.clone(),
@@ -440,7 +440,7 @@ fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor>
 
 async fn accept_loop(
     sh: Arc<Shared>,
-    kind: ListenerKind,
+    (kind, proxy_protocol): (ListenerKind, bool),
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
@@ -469,7 +469,31 @@ async fn accept_loop(
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             sh2.metrics.active.fetch_add(1, Relaxed);
-            serve_conn(&sh2, kind, &b, stream, peer, local, tls, watcher, &mut stop).await;
+            // Writes to the client give up after `send_timeout` without progress.
+            let mut stream = WriteTimed::new(stream, sh2.settings.send_timeout);
+            let conn = Accepted {
+                peer,
+                local,
+                proxied: None,
+            };
+            if !proxy_protocol {
+                serve_conn(&sh2, kind, &b, stream, conn, tls, watcher, &mut stop).await;
+            } else {
+                // (nginx waits `client_header_timeout` for the first bytes)
+                let timeout = sh2.settings.client_header_timeout;
+                match crate::proxy_protocol::read(&mut stream, timeout).await {
+                    Ok((addresses, rest)) => {
+                        let stream = crate::h1_fast::Rewind::new(stream, rest);
+                        let conn = Accepted {
+                            proxied: Some(addresses),
+                            ..conn
+                        };
+                        serve_conn(&sh2, kind, &b, stream, conn, tls, watcher, &mut stop).await
+                    }
+                    // (nginx logs a broken header and closes the connection)
+                    Err(e) => tracing::info!(%peer, error = %e, "connection closed"),
+                }
+            }
             sh2.metrics.active.fetch_sub(1, Relaxed);
             sh2.metrics.handled.fetch_add(1, Relaxed);
         });
@@ -483,23 +507,39 @@ async fn accept_loop(
     }
 }
 
+/// A connection's addresses: the peer's and ours, and a PROXY protocol header's.
+#[derive(Clone, Copy)]
+struct Accepted {
+    peer: SocketAddr,
+    local: SocketAddr,
+    proxied: Option<crate::proxy_protocol::Addresses>,
+}
+
+impl Accepted {
+    fn info(self, tls: bool, sni: Option<Box<str>>) -> Arc<ConnInfo> {
+        let mut info = ConnInfo::new(self.peer, self.local, tls, sni);
+        info.proxied = self.proxied;
+        Arc::new(info)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-async fn serve_conn(
+async fn serve_conn<S>(
     sh: &Arc<Shared>,
     kind: ListenerKind,
     b: &ConnSetup,
-    stream: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
+    stream: S,
+    conn: Accepted,
     tls: Option<tokio_rustls::TlsAcceptor>,
     watcher: hyper_util::server::graceful::Watcher,
     shutdown: &mut watch::Receiver<bool>,
-) {
-    // Writes to the client give up after `send_timeout` without progress.
-    let stream = WriteTimed::new(stream, sh.settings.send_timeout);
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
     match tls {
         None if kind == ListenerKind::Proxy && sh.settings.fast_h1 => {
-            let info = Arc::new(ConnInfo::new(peer, local, false, None));
+            let info = conn.info(false, None);
             // Simple HTTP/1.1 requests on the fast path; hyper takes the connection over
             // at the first request that is not (the bytes read so far put back).
             match crate::h1_fast::serve(sh, &info, stream, shutdown).await {
@@ -510,7 +550,7 @@ async fn serve_conn(
             }
         }
         None => {
-            let info = Arc::new(ConnInfo::new(peer, local, false, None));
+            let info = conn.info(false, None);
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
             serve_guarded(sh, kind, b, stream, info, watcher, shutdown).await
         }
@@ -527,7 +567,7 @@ async fn serve_conn(
                     Err(_) => return,
                 };
             let sni = s.get_ref().1.server_name().map(Box::from);
-            let info = Arc::new(ConnInfo::new(peer, local, true, sni));
+            let info = conn.info(true, sni);
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let io = TokioIo::new(s);
                 let closing = (watcher, None, shutdown);

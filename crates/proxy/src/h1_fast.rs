@@ -728,7 +728,8 @@ pub(crate) struct Rewind<T> {
 }
 
 impl<T> Rewind<T> {
-    fn new(inner: T, pre: Bytes) -> Rewind<T> {
+    /// `inner`, whose reads give `pre` first.
+    pub(crate) fn new(inner: T, pre: Bytes) -> Rewind<T> {
         Rewind { pre, inner }
     }
 }

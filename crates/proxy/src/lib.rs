@@ -38,6 +38,7 @@ pub mod header_buffers;
 pub mod log_level;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 mod request_line;
 pub mod settings;
 pub mod snapshot;

@@ -63,6 +63,9 @@ pub struct ConnInfo {
     pub tls: bool,
     /// TLS server name sent by the client.
     pub sni: Option<Box<str>>,
+    /// The addresses of the connection's PROXY protocol header, on `proxy_protocol`
+    /// listeners.
+    pub proxied: Option<crate::proxy_protocol::Addresses>,
     /// The client IP as a header value (`X-Forwarded-For`, `X-Real-IP`), built once per
     /// connection.
     peer_ip: HeaderValue,
@@ -80,6 +83,7 @@ impl ConnInfo {
             local,
             tls,
             sni,
+            proxied: None,
             peer_ip,
             local_port: HeaderValue::from(local.port()),
         }
@@ -585,29 +589,34 @@ fn escape_path(p: &str) -> std::borrow::Cow<'_, str> {
     s.into()
 }
 
-/// The client address after `trusted_ips`/`real_ip_header`.
-fn real_ip(sh: &Shared, peer: IpAddr, h: &HeaderMap, trusted: bool) -> IpAddr {
+/// The client address after `trusted_ips`/`real_ip_header` (nginx's `$remote_addr` and
+/// `$remote_port` after its `realip` module): the peer's, unless the peer is trusted and
+/// `real_ip_header` names a header it sent (the port then reads 0, as in nginx) or is
+/// `proxy_protocol` on a connection that began with a PROXY header giving an address.
+fn real_addr(sh: &Shared, conn: &ConnInfo, h: &HeaderMap, trusted: bool) -> SocketAddr {
+    let peer = conn.peer;
     if !trusted {
         return peer;
     }
-    let Some(v) = h
-        .get(sh.settings.real_ip_header.as_str())
-        .and_then(|v| v.to_str().ok())
-    else {
+    let name = sh.settings.real_ip_header.as_str();
+    if name == "proxy_protocol" {
+        return conn.proxied.and_then(|a| a.source).unwrap_or(peer);
+    }
+    let Some(v) = h.get(name).and_then(|v| v.to_str().ok()) else {
         return peer;
     };
     let items: Vec<IpAddr> = v.split(',').filter_map(|s| s.trim().parse().ok()).collect();
-    if sh.settings.real_ip_recursive {
+    let ip = if sh.settings.real_ip_recursive {
         items
             .iter()
             .rev()
             .find(|ip| !sh.settings.is_trusted(**ip))
             .or(items.first())
             .copied()
-            .unwrap_or(peer)
     } else {
-        items.last().copied().unwrap_or(peer)
-    }
+        items.last().copied()
+    };
+    ip.map_or(peer, |ip| SocketAddr::new(ip, 0))
 }
 
 /// The client's `Host` header (or the URI authority, for HTTP/2) as a header value,
@@ -717,6 +726,9 @@ async fn proxy(
     }
 
     // --- route ---
+    // (nginx's `realip` runs before anything: routes match the real client's address)
+    let trusted = sh.settings.is_trusted(conn.peer.ip());
+    let client = real_addr(sh, conn, req.headers(), trusted);
     let snap = sh.snapshot.load_full();
     let scheme = if conn.tls {
         Scheme::Https
@@ -735,7 +747,7 @@ async fn proxy(
             path: req.uri().path(),
             headers: req.headers(),
             sni: conn.sni.as_deref(),
-            src: Some(conn.peer),
+            src: Some(client),
             dst: Some(conn.local),
             query: req.uri().query(),
         };
@@ -752,7 +764,6 @@ async fn proxy(
     cx.stats = Some(stats.clone());
 
     // --- access ---
-    let trusted = sh.settings.is_trusted(conn.peer.ip());
     // The forwarded values, as header values: the client's own when it is trusted, else
     // what this node saw. Most are shared with the client's head or the connection (no
     // copy); an empty value removes the header.
@@ -909,7 +920,12 @@ async fn proxy(
         );
         set.set(&UPGRADE, Some(HeaderValue::from_static("websocket")));
     }
-    let realip = real_ip(sh, conn.peer.ip(), h, trusted);
+    let realip = client.ip();
+    let real = if realip == conn.peer.ip() {
+        Some(conn.peer_ip.clone())
+    } else {
+        HeaderValue::from_str(&realip.to_string()).ok()
+    };
     let client_xff = present
         .has(Present::X_FORWARDED_FOR)
         .then(|| h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
@@ -918,7 +934,8 @@ async fn proxy(
         Some(prev) => {
             HeaderValue::from_str(&format!("{prev}, {}", conn.peer_ip.to_str().unwrap_or(""))).ok()
         }
-        None => Some(conn.peer_ip.clone()),
+        // (Kong: the client's list and the peer, else `$remote_addr`, the real client)
+        None => real.clone(),
     };
     set.set(&X_FORWARDED_FOR, xff);
     set.set(&X_FORWARDED_PROTO, Some(fwd_proto));
@@ -926,11 +943,6 @@ async fn proxy(
     set.set(&X_FORWARDED_PORT, Some(fwd_port));
     set.set(&X_FORWARDED_PATH, fwd_path);
     set.set(&X_FORWARDED_PREFIX, fwd_prefix);
-    let real = if realip == conn.peer.ip() {
-        Some(conn.peer_ip.clone())
-    } else {
-        HeaderValue::from_str(&realip.to_string()).ok()
-    };
     set.set(&X_REAL_IP, real);
     if sh.settings.headers_upstream.request_id {
         set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));

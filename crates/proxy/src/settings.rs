@@ -10,7 +10,7 @@ use silverback_config::{PluginRegistry, RouterFlavor};
 
 use crate::error::Format;
 
-/// One listener: `addr:port [ssl] [http2] [reuseport] [backlog=N]`.
+/// One listener: `addr:port [ssl] [http2] [proxy_protocol] [reuseport] [backlog=N]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     /// Address and port to bind (port 0 picks a free one).
@@ -22,6 +22,9 @@ pub struct Listen {
     pub http2: bool,
     /// `SO_REUSEPORT` on the socket.
     pub reuseport: bool,
+    /// Each connection starts with a PROXY protocol header (v1 or v2), read before anything
+    /// else (before the TLS handshake on `ssl` listeners); see [`crate::proxy_protocol`].
+    pub proxy_protocol: bool,
     /// Listen backlog (default 511, nginx's).
     pub backlog: u32,
 }
@@ -51,6 +54,7 @@ impl Listen {
             ssl: false,
             http2: false,
             reuseport: false,
+            proxy_protocol: false,
             backlog: 511,
         }
     }
@@ -58,7 +62,7 @@ impl Listen {
     /// Parses a comma-separated list in Kong's syntax, e.g.
     /// `"0.0.0.0:8000, 0.0.0.0:8443 ssl http2 reuseport backlog=16384"`. `off` (alone) gives
     /// an empty list. Flags Kong accepts but that have no effect here (`deferred`, `bind`,
-    /// `proxy_protocol`, `so_keepalive=...`, `ipv6only=...`) are accepted and ignored.
+    /// `so_keepalive=...`, `ipv6only=...`) are accepted and ignored.
     pub fn parse_list(s: &str) -> Result<Vec<Listen>, ListenError> {
         let items: Vec<&str> = s
             .split(',')
@@ -87,7 +91,8 @@ impl Listen {
                 "ssl" => l.ssl = true,
                 "http2" => l.http2 = true,
                 "reuseport" => l.reuseport = true,
-                "deferred" | "bind" | "proxy_protocol" => {}
+                "proxy_protocol" => l.proxy_protocol = true,
+                "deferred" | "bind" => {}
                 _ if w.starts_with("backlog=") => {
                     l.backlog = w["backlog=".len()..]
                         .parse()
@@ -109,6 +114,9 @@ impl std::fmt::Display for Listen {
         }
         if self.http2 {
             f.write_str(" http2")?;
+        }
+        if self.proxy_protocol {
+            f.write_str(" proxy_protocol")?;
         }
         if self.reuseport {
             f.write_str(" reuseport")?;
@@ -650,6 +658,9 @@ mod tests {
             l[1].to_string(),
             "0.0.0.0:8443 ssl http2 reuseport backlog=16384"
         );
+        let pp = Listen::parse_list("0.0.0.0:8000 proxy_protocol deferred bind").unwrap();
+        assert!(pp[0].proxy_protocol && !pp[0].ssl);
+        assert_eq!(pp[0].to_string(), "0.0.0.0:8000 proxy_protocol");
         let v6 = Listen::parse_list("[::1]:8001").unwrap();
         assert_eq!(v6[0].addr, "[::1]:8001".parse().unwrap());
         assert_eq!(

@@ -190,6 +190,157 @@ async fn trusted_ips_and_real_ip_header() {
     g.gw.shutdown().await;
 }
 
+/// The JSON the echo backend returned in a raw HTTP/1.1 answer.
+fn echoed(raw: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A PROXY protocol v2 header for TCP over IPv4.
+fn proxy_v2(command: u8, src: [u8; 4], dst: [u8; 4], ports: (u16, u16)) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x20 | command, 0x11, 0, 12]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend_from_slice(&ports.0.to_be_bytes());
+    h.extend_from_slice(&ports.1.to_be_bytes());
+    h
+}
+
+/// Listeners with `proxy_protocol`: the header is read before anything (before TLS on ssl
+/// listeners), its address is the client's when the peer is trusted and `real_ip_header`
+/// is `proxy_protocol`, and a connection without a valid header is closed unanswered.
+#[tokio::test]
+async fn proxy_protocol_listeners() {
+    let b = Backend::start().await;
+    let mut s = silverback_proxy::Settings::loopback();
+    s.proxy_listen = silverback_proxy::Listen::parse_list(
+        "127.0.0.1:0 proxy_protocol, 127.0.0.1:0 ssl http2 proxy_protocol",
+    )
+    .unwrap();
+    s.trusted_ips = silverback_proxy::Cidr::parse_list("127.0.0.0/8").unwrap();
+    s.real_ip_header = "proxy_protocol".into();
+    s.client_header_timeout = Duration::from_millis(300);
+    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let request = b"GET /any HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let fetch = |head: Vec<u8>, extra: &'static [u8]| async move {
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        c.write_all(&[head.as_slice(), extra].concat())
+            .await
+            .unwrap();
+        read_to_close(&mut c, Duration::from_secs(5)).await
+    };
+
+    // v1, the request in the same segment: the header's source is the client
+    let v1 = b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 8000\r\n".to_vec();
+    let (out, closed) = fetch(v1.clone(), request).await;
+    assert!(closed);
+    let e = echoed(&out);
+    assert_eq!(e["headers"]["x-real-ip"], "203.0.113.9");
+    // no X-Forwarded-For from the client: Kong sends `$remote_addr`, the real client
+    assert_eq!(e["headers"]["x-forwarded-for"], "203.0.113.9");
+    // a client list gets the peer appended (`$realip_remote_addr`)
+    let with_xff =
+        b"GET /any HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.1.1.1\r\nConnection: close\r\n\r\n";
+    let e = echoed(&fetch(v1, with_xff).await.0);
+    assert_eq!(e["headers"]["x-forwarded-for"], "1.1.1.1, 127.0.0.1");
+    assert_eq!(e["headers"]["x-real-ip"], "203.0.113.9");
+
+    // v2, and the header split from the request
+    let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    c.write_all(&proxy_v2(1, [198, 51, 100, 4], [10, 0, 0, 1], (1234, 8000)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.write_all(request).await.unwrap();
+    let e = echoed(&read_to_close(&mut c, Duration::from_secs(5)).await.0);
+    assert_eq!(e["headers"]["x-real-ip"], "198.51.100.4");
+
+    // LOCAL (v2) and UNKNOWN (v1) carry no address: the peer's stands
+    let local = proxy_v2(0, [0; 4], [0; 4], (0, 0));
+    assert_eq!(
+        echoed(&fetch(local, request).await.0)["headers"]["x-real-ip"],
+        "127.0.0.1"
+    );
+    let unknown = b"PROXY UNKNOWN\r\n".to_vec();
+    assert_eq!(
+        echoed(&fetch(unknown, request).await.0)["headers"]["x-real-ip"],
+        "127.0.0.1"
+    );
+
+    // no header, a broken one, or none in time: closed without an answer
+    for bad in [
+        Vec::new(),
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n".to_vec(),
+        b"PROXY TCP9 1.2.3.4 5.6.7.8 1 2\r\n".to_vec(),
+    ] {
+        let (out, closed) = fetch(bad.clone(), request).await;
+        assert!(
+            closed && out.is_empty(),
+            "{:?}: {:?}",
+            String::from_utf8_lossy(&bad),
+            String::from_utf8_lossy(&out)
+        );
+    }
+    let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    c.write_all(b"PROXY TCP4 1.2.3.4").await.unwrap();
+    let (out, closed) = read_to_close(&mut c, Duration::from_secs(5)).await;
+    assert!(closed && out.is_empty(), "a partial header times out");
+
+    // TLS: the header comes before the handshake
+    let pre = b"PROXY TCP6 2001:db8::7 2001:db8::1 5000 8443\r\n";
+    let mut t = tls_connect_after(g.https, pre, "x").await;
+    t.write_all(request).await.unwrap();
+    let e = echoed(&read_to_close(&mut t, Duration::from_secs(5)).await.0);
+    assert_eq!(e["headers"]["x-real-ip"], "2001:db8::7");
+    assert_eq!(e["headers"]["x-forwarded-proto"], "https");
+
+    // the listeners say so on the admin API
+    let root = get(g.admin, "localhost", "/").await.json();
+    let listeners = &root["configuration"]["proxy_listeners"];
+    assert_eq!(listeners[0]["proxy_protocol"], true, "{listeners}");
+    assert_eq!(listeners[1]["proxy_protocol"], true, "{listeners}");
+    g.gw.shutdown().await;
+
+    // an untrusted peer's header is read but not believed
+    let mut s = silverback_proxy::Settings::loopback();
+    s.proxy_listen = silverback_proxy::Listen::parse_list("127.0.0.1:0 proxy_protocol").unwrap();
+    s.real_ip_header = "proxy_protocol".into();
+    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    c.write_all(
+        &[
+            &b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 8000\r\n"[..],
+            request,
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    let e = echoed(&read_to_close(&mut c, Duration::from_secs(5)).await.0);
+    assert_eq!(e["headers"]["x-real-ip"], "127.0.0.1");
+    assert_eq!(e["headers"]["x-forwarded-for"], "127.0.0.1");
+    g.gw.shutdown().await;
+}
+
+/// With a trusted `real_ip_header` other than X-Forwarded-For and no X-Forwarded-For from
+/// the client, Kong's upstream X-Forwarded-For is `$remote_addr`: the real client.
+#[tokio::test]
+async fn forwarded_for_without_a_client_list_is_the_real_client() {
+    let b = Backend::start().await;
+    let mut s = silverback_proxy::Settings::loopback();
+    s.trusted_ips = silverback_proxy::Cidr::parse_list("127.0.0.0/8").unwrap();
+    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let mut c = H1::connect(g.http).await;
+    let r = req("GET", "x", "/any").header("x-real-ip", "192.0.2.44");
+    let e = c.send(r.body(Full::default()).unwrap()).await.json();
+    assert_eq!(e["headers"]["x-real-ip"], "192.0.2.44");
+    assert_eq!(e["headers"]["x-forwarded-for"], "192.0.2.44");
+    g.gw.shutdown().await;
+}
+
 /// Kong's `headers` and `headers_upstream`: what each setting adds, on the fast path (GET)
 /// and through hyper (a request with a body), on proxied answers and the gateway's own.
 #[tokio::test]

@@ -592,10 +592,36 @@ pub async fn tls_connect(
     tls_connect_offering(addr, sni, alpn, None, None).await
 }
 
+/// [`tls_connect`] after sending `preamble` (a PROXY protocol header, say) in clear.
+pub async fn tls_connect_after(
+    addr: SocketAddr,
+    preamble: &[u8],
+    sni: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_handshake(addr, Some(preamble), sni, &[], None, None)
+        .await
+        .0
+}
+
 /// [`tls_connect`] offering only the signature schemes `only` (all when `None`) and, when
 /// `tls12_suites` is given, TLS 1.2 alone with those cipher suites.
 pub async fn tls_connect_offering(
     addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+    only: Option<Vec<rustls::SignatureScheme>>,
+    tls12_suites: Option<Vec<rustls::SupportedCipherSuite>>,
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    Vec<String>,
+    Option<Vec<u8>>,
+) {
+    tls_handshake(addr, None, sni, alpn, only, tls12_suites).await
+}
+
+async fn tls_handshake(
+    addr: SocketAddr,
+    preamble: Option<&[u8]>,
     sni: &str,
     alpn: &[&[u8]],
     only: Option<Vec<rustls::SignatureScheme>>,
@@ -623,7 +649,10 @@ pub async fn tls_connect_offering(
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
-    let s = TcpStream::connect(addr).await.unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    if let Some(p) = preamble {
+        s.write_all(p).await.unwrap();
+    }
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, s)
         .await
