@@ -2,7 +2,8 @@
 # The floor of the proxy benchmark: what a proxy that only forwards bytes reaches against
 # Debian's nginx as a reverse proxy in the same topology (each proxy on CPU 0, the backend
 # nginx and `wrk -t1 -c50` on CPU 1), alternated in ROUNDS rounds. Runs the two floor proxies
-# of bench/proxy/floor (tokio current-thread; io_uring with deferred task work) and, with
+# of bench/proxy/floor (tokio current-thread; io_uring with deferred task work; the tokio one
+# again adding the bytes of the headers Kong adds, `tokio+kh`) and, with
 # GW_BIN, a gateway binary beside them (`GW_ARGS` adds `silverback proxy` flags). Per proxy
 # and round: requests, user + system CPU µs per request of the proxy, CPU 1's busy µs per
 # request, and the backend worker's sleeps (voluntary context switches) per request. Then
@@ -16,7 +17,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 FLOOR_TARGET=${FLOOR_TARGET:-$HOME/.cache/silverback/target-floor}
 CARGO_TARGET_DIR=$FLOOR_TARGET cargo build --quiet --release --manifest-path "$HERE/floor/Cargo.toml"
 W=$(mktemp -d)
-BE=19430 NGX=19431 TOK=19432 URING=19433 GW=19434
+BE=19430 NGX=19431 TOK=19432 URING=19433 GW=19434 TOKK=19437
 PIDS=()
 cleanup() { # every step runs even if one fails
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -32,6 +33,9 @@ taskset -c 0 "$FLOOR_TARGET/release/tokio_floor" "127.0.0.1:$TOK" "127.0.0.1:$BE
 WHO=("nginx:$NGX:$NGXW" "tokio:$TOK:$!")
 taskset -c 0 "$FLOOR_TARGET/release/uring_floor" "127.0.0.1:$URING" "127.0.0.1:$BE" & PIDS+=($!)
 WHO+=("uring:$URING:$!")
+# the tokio floor adding the bytes of Kong's default headers (upstream and to the client)
+FLOOR_KONG_HEADERS=1 taskset -c 0 "$FLOOR_TARGET/release/tokio_floor" "127.0.0.1:$TOKK" "127.0.0.1:$BE" & PIDS+=($!)
+WHO+=("tokio+kh:$TOKK:$!")
 if [ -n "${GW_BIN:-}" ]; then
   P=$(start_gateway "$GW_BIN" $GW "${GW_ARGS:-}"); PIDS+=("$P"); load_one_route $GW
   WHO+=("gateway:$GW:$P")
