@@ -479,9 +479,16 @@ async fn accept_loop(
             if !proxy_protocol {
                 serve_conn(&sh2, kind, &b, stream, conn, tls, watcher, &mut stop).await;
             } else {
-                // (nginx waits `client_header_timeout` for the first bytes)
+                // (nginx waits `client_header_timeout` for the first bytes; a shutdown
+                // does not wait for them)
                 let timeout = sh2.settings.client_header_timeout;
-                match crate::proxy_protocol::read(&mut stream, timeout).await {
+                let read = tokio::select! {
+                    r = crate::proxy_protocol::read(&mut stream, timeout) => r,
+                    _ = stop.wait_for(|stopping| *stopping) => {
+                        Err(crate::proxy_protocol::Error::Incomplete("shutting down"))
+                    }
+                };
+                match read {
                     Ok((addresses, rest)) => {
                         let stream = crate::h1_fast::Rewind::new(stream, rest);
                         let conn = Accepted {
@@ -490,7 +497,11 @@ async fn accept_loop(
                         };
                         serve_conn(&sh2, kind, &b, stream, conn, tls, watcher, &mut stop).await
                     }
-                    // (nginx logs a broken header and closes the connection)
+                    // (a peer that closes or stays silent is no news; nginx logs a
+                    // broken header and closes the connection)
+                    Err(e @ crate::proxy_protocol::Error::Incomplete(_)) => {
+                        tracing::debug!(%peer, error = %e, "connection closed")
+                    }
                     Err(e) => tracing::info!(%peer, error = %e, "connection closed"),
                 }
             }

@@ -7,8 +7,8 @@
 //! - a connection on such a listener must start with a valid header, or it is closed
 //!   without an answer;
 //! - a version 1 header is at most 107 bytes, a version 2 one at most 4,096;
-//! - `UNKNOWN` (v1), `LOCAL` (v2), and v2 families other than TCP or UDP over IPv4 or IPv6
-//!   carry no address: the connection's own addresses stand;
+//! - `UNKNOWN` (v1), `LOCAL` (v2), and v2 headers other than TCP over IPv4 or IPv6 (UDP,
+//!   UNIX, UNSPEC) carry no address: the connection's own addresses stand;
 //! - v2 TLVs are skipped.
 //!
 //! The source address counts only when `real_ip_header` is `proxy_protocol` and the peer is
@@ -146,10 +146,11 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Addresses, usize)>, Error> {
         return Ok(None);
     }
     let block = &buf[16..len];
-    // TCP (1) or UDP (2) over IPv4 (0x1_) or IPv6 (0x2_); others carry no address here
+    // TCP (transport 1) over IPv4 (0x1_) or IPv6 (0x2_); others carry no address here, as
+    // nginx takes addresses from STREAM headers only
     let addresses = match (local, buf[13]) {
         (true, _) => Addresses::default(),
-        (false, 0x11 | 0x12) => {
+        (false, 0x11) => {
             let b: &[u8; 12] = block
                 .get(..12)
                 .and_then(|b| b.try_into().ok())
@@ -161,7 +162,7 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Addresses, usize)>, Error> {
                 destination: Some(SocketAddr::new(ip(4), port(10))),
             }
         }
-        (false, 0x21 | 0x22) => {
+        (false, 0x21) => {
             let b: &[u8; 36] = block
                 .get(..36)
                 .and_then(|b| b.try_into().ok())
@@ -276,6 +277,10 @@ mod tests {
         for c in cases {
             assert!(parse(c).is_err(), "{:?}", String::from_utf8_lossy(c));
         }
+        // 107 bytes ending in CRLF is the longest line
+        let longest = [b"PROXY UNKNOWN ".as_slice(), &[b'a'; 91], b"\r\n"].concat();
+        assert_eq!(longest.len(), V1_MAX);
+        assert_eq!(parse(&longest), Ok(Some((Addresses::default(), V1_MAX))));
         let long = [b"PROXY UNKNOWN ".as_slice(), &[b'a'; 100]].concat();
         assert_eq!(
             parse(&long),

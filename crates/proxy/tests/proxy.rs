@@ -289,13 +289,40 @@ async fn proxy_protocol_listeners() {
     let (out, closed) = read_to_close(&mut c, Duration::from_secs(5)).await;
     assert!(closed && out.is_empty(), "a partial header times out");
 
-    // TLS: the header comes before the handshake
+    // one header serves the whole connection: a kept-alive GET (the fast path), then a
+    // POST with a body (handed to hyper)
+    let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    let two = [
+        &b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 8000\r\n"[..],
+        b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    ]
+    .concat();
+    c.write_all(&two).await.unwrap();
+    let (out, closed) = read_to_close(&mut c, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(closed && count_responses(&text) == 2, "{text}");
+    let real = "\"x-real-ip\":\"203.0.113.9\"";
+    assert_eq!(text.matches(real).count(), 2, "{text}");
+    assert!(
+        text.contains("\"POST\"") && text.contains("hello"),
+        "{text}"
+    );
+
+    // TLS: the header comes before the handshake, v1 and v2 (with a TLV, as an NLB sends)
     let pre = b"PROXY TCP6 2001:db8::7 2001:db8::1 5000 8443\r\n";
     let mut t = tls_connect_after(g.https, pre, "x").await;
     t.write_all(request).await.unwrap();
     let e = echoed(&read_to_close(&mut t, Duration::from_secs(5)).await.0);
     assert_eq!(e["headers"]["x-real-ip"], "2001:db8::7");
     assert_eq!(e["headers"]["x-forwarded-proto"], "https");
+    let mut pre = proxy_v2(1, [192, 0, 2, 77], [10, 0, 0, 1], (999, 8443));
+    pre[15] += 7;
+    pre.extend_from_slice(&[0xea, 0x00, 0x04, b'v', b'p', b'c', b'e']);
+    let mut t = tls_connect_after(g.https, &pre, "x").await;
+    t.write_all(request).await.unwrap();
+    let e = echoed(&read_to_close(&mut t, Duration::from_secs(5)).await.0);
+    assert_eq!(e["headers"]["x-real-ip"], "192.0.2.77");
 
     // the listeners say so on the admin API
     let root = get(g.admin, "localhost", "/").await.json();
@@ -322,6 +349,53 @@ async fn proxy_protocol_listeners() {
     let e = echoed(&read_to_close(&mut c, Duration::from_secs(5)).await.0);
     assert_eq!(e["headers"]["x-real-ip"], "127.0.0.1");
     assert_eq!(e["headers"]["x-forwarded-for"], "127.0.0.1");
+    // a connection still waiting for its header does not hold up a shutdown
+    let _silent = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = std::time::Instant::now();
+    g.gw.shutdown().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Routes match the client after realip: an expression on `net.src.ip` sees the address of
+/// a trusted PROXY header.
+#[tokio::test]
+async fn routes_match_the_proxy_protocol_client() {
+    let b = Backend::start().await;
+    let mut s = silverback_proxy::Settings::loopback();
+    s.router_flavor = silverback_config::RouterFlavor::Expressions;
+    s.proxy_listen = silverback_proxy::Listen::parse_list("127.0.0.1:0 proxy_protocol").unwrap();
+    s.trusted_ips = silverback_proxy::Cidr::parse_list("127.0.0.0/8").unwrap();
+    s.real_ip_header = "proxy_protocol".into();
+    let g = Gw::start_with(s, None).await;
+    let doc = format!(
+        r#"{{"_format_version":"3.0","services":[{{"name":"echo","url":"{}/base","routes":[
+        {{"name":"office","expression":"net.src.ip in 203.0.113.0/24 && net.src.port == 40000"}}]}}]}}"#,
+        b.url()
+    );
+    load_config(g.admin, doc).await;
+    let request = b"GET /any HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for (header, status) in [
+        (
+            &b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 8000\r\n"[..],
+            "200",
+        ),
+        (b"PROXY TCP4 203.0.113.9 10.0.0.1 40001 8000\r\n", "404"),
+        (b"PROXY TCP4 198.51.100.1 10.0.0.1 40000 8000\r\n", "404"),
+    ] {
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        c.write_all(&[header, request].concat()).await.unwrap();
+        let (out, _) = read_to_close(&mut c, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{header:?}: {text}"
+        );
+    }
     g.gw.shutdown().await;
 }
 
