@@ -356,23 +356,24 @@ pub(crate) fn only_get(m: &Method, f: impl FnOnce() -> Response<ProxyBody>) -> R
     }
 }
 
-/// A write to an entity endpoint, refused as Kong refuses it in DB-less mode: on a
-/// collection, POST is "cannot create" and the other methods 405; on an entity, POST is
-/// 405, DELETE of an entity that does not exist succeeds (Kong's DAO selects first), and
-/// a write addressed by the endpoint key (not a UUID) names that key.
+/// A write to an entity endpoint, refused as Kong 3.x refuses it in DB-less mode: its
+/// generated endpoints (`kong/api/endpoints.lua`) look the entities of the path up first
+/// (404 `Not found`), then the DAO runs the write and the `off` strategy refuses it (405,
+/// code 12). In detail:
+/// - collection: POST is "cannot create", the other methods 405 `Method not allowed`;
+/// - entity: POST is 405; PUT is "cannot create or update" whether it exists or not;
+///   DELETE of one that does not exist succeeds (the DAO selects first); PATCH of one that
+///   does not exist is the DAO's 404 (`not found`, code 6) where it reads before updating;
+///   a key that is not a UUID names the endpoint key (`by 'name'`), and is an invalid
+///   primary key (400) for a kind without one;
+/// - `/routes/{r}/service`: 404 for a missing route (PATCH, DELETE: or one without a
+///   service); DELETE then is 405 `Method not allowed`, PUT and PATCH the refusal;
+/// - `/services/{s}/routes`: POST checks the parent (404), then "cannot create";
+/// - `/services/{s}/routes/{r}`: POST 405; PUT checks the parent only; PATCH and DELETE the
+///   parent and the child under it (404 `Not found`), then the refusal.
 fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Response<ProxyBody> {
     let not_allowed = || message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
-    let unsupported = |verb: &str, plural: &str, by: Option<&str>| {
-        let by = by.map(|f| format!(" by '{f}'")).unwrap_or_default();
-        json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({
-                "code": 12,
-                "name": "operation unsupported",
-                "message": format!("cannot {verb} '{plural}' entities{by} when not using a database"),
-            }),
-        )
-    };
+    let not_found = || message(StatusCode::NOT_FOUND, "Not found");
     let verb = match *m {
         Method::POST => "create",
         Method::PUT => "create or update",
@@ -381,62 +382,157 @@ fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Respo
         _ => return not_allowed(),
     };
     let snap = sh.snapshot.load();
-    // The entity addressed: its kind, the key given, and whether it exists.
-    let (ek, key, exists) = match rest {
-        [] if *m == Method::POST => return unsupported("create", k.plural(), None),
-        [] => return not_allowed(),
-        [id] => (k, *id, find_entity(&flat_list(&snap, k), k, id).is_some()),
+    let find = |k: EntityKind, key: &str| find_entity(&flat_list(&snap, k), k, key).cloned();
+    match rest {
+        [] if *m == Method::POST => unsupported(verb, k, None),
+        [] => not_allowed(),
+        [_] if *m == Method::POST => not_allowed(),
+        [id] => {
+            let by = match key_field(k, id) {
+                Ok(by) => by,
+                Err(r) => return r,
+            };
+            let exists = find(k, id).is_some();
+            match *m {
+                Method::DELETE if !exists => no_content(),
+                Method::PATCH if !exists && reads_before_update(k) => dao_not_found(id, by),
+                _ => unsupported(verb, k, by),
+            }
+        }
         [id, child] => {
-            let parent = find_entity(&flat_list(&snap, k), k, id).cloned();
             if let Some((fk, pk)) = k.foreign_keys().iter().find(|(f, _)| f == child) {
-                // `/routes/{r}/service`: the referenced entity, by its id.
-                let rid = parent
-                    .as_ref()
-                    .and_then(|p| p.get(*fk)?.get("id")?.as_str().map(str::to_string));
-                let exists = rid
-                    .as_deref()
-                    .is_some_and(|r| find_entity(&flat_list(&snap, *pk), *pk, r).is_some());
+                // `/routes/{r}/service`: the entity the route references, by its id.
                 if *m == Method::POST {
                     return not_allowed();
                 }
-                if *m == Method::DELETE && !exists {
-                    return no_content();
+                if let Err(r) = key_field(k, id) {
+                    return r;
                 }
-                return unsupported(verb, pk.plural(), None);
+                let Some(parent) = find(k, id) else {
+                    return not_found();
+                };
+                let rid = parent
+                    .get(*fk)
+                    .and_then(|r| r.get("id"))
+                    .and_then(Value::as_str);
+                return match (m, rid) {
+                    // (a route without one gets one: still an upsert)
+                    (&Method::PUT, _) => unsupported(verb, *pk, None),
+                    (_, None) => not_found(),
+                    (&Method::DELETE, Some(_)) => not_allowed(),
+                    (_, Some(rid)) if reads_before_update(*pk) && find(*pk, rid).is_none() => {
+                        dao_not_found(rid, None)
+                    }
+                    (_, Some(_)) => unsupported(verb, *pk, None),
+                };
             }
             let Some(ck) =
                 nested_kind_of(child).filter(|ck| ck.foreign_keys().iter().any(|(_, p)| *p == k))
             else {
-                return message(StatusCode::NOT_FOUND, "Not found");
+                return not_found();
+            };
+            if *m != Method::POST {
+                return not_allowed();
+            }
+            if let Err(r) = key_field(k, id) {
+                return r;
+            }
+            match find(k, id) {
+                Some(_) => unsupported(verb, ck, None),
+                None => not_found(),
+            }
+        }
+        // `/services/{s}/routes/{r}`
+        [id, child, cid] => {
+            let Some(ck) =
+                nested_kind_of(child).filter(|ck| ck.foreign_keys().iter().any(|(_, p)| *p == k))
+            else {
+                return not_found();
             };
             if *m == Method::POST {
-                return unsupported("create", ck.plural(), None);
+                return not_allowed();
             }
-            return not_allowed();
-        }
-        // `/services/{s}/routes/{r}`: the child, if it is under that parent
-        [id, child, cid] => {
-            let Some((ck, items)) = find_entity(&flat_list(&snap, k), k, id)
-                .and_then(|parent| children(&snap, k, parent, child))
-            else {
-                return message(StatusCode::NOT_FOUND, "Not found");
+            if let Err(r) = key_field(k, id) {
+                return r;
+            }
+            let Some((_, items)) = find(k, id).and_then(|p| children(&snap, k, &p, child)) else {
+                return not_found();
             };
-            (ck, *cid, find_entity(&items, ck, cid).is_some())
+            let by = match key_field(ck, cid) {
+                Ok(by) => by,
+                Err(r) => return r,
+            };
+            if *m != Method::PUT && find_entity(&items, ck, cid).is_none() {
+                return not_found();
+            }
+            unsupported(verb, ck, by)
         }
-        _ => return message(StatusCode::NOT_FOUND, "Not found"),
-    };
-    if *m == Method::POST {
-        return not_allowed();
+        _ => not_found(),
     }
-    if *m == Method::DELETE && !exists {
-        return no_content();
+}
+
+/// The `off` strategy's refusal (`kong/db/strategies/off/init.lua`): 405 with the DAO
+/// error, `by '<field>'` when the entity was addressed by its endpoint key.
+fn unsupported(verb: &str, k: EntityKind, by: Option<&str>) -> Response<ProxyBody> {
+    let by = by.map(|f| format!(" by '{f}'")).unwrap_or_default();
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({
+            "code": 12,
+            "name": "operation unsupported",
+            "message": format!("cannot {verb} '{}' entities{by} when not using a database", k.plural()),
+        }),
+    )
+}
+
+/// How Kong's endpoints address an entity by a path segment: by id when it is a UUID, else
+/// by the endpoint key (`Ok(Some(field))`); a kind without one takes the segment as its id,
+/// which the DAO refuses as an invalid primary key (400, code 1).
+fn key_field(k: EntityKind, key: &str) -> Result<Option<&'static str>, Response<ProxyBody>> {
+    if uuid::Uuid::parse_str(key).is_ok() {
+        return Ok(None);
     }
-    let by = if uuid::Uuid::parse_str(key).is_ok() {
-        None
-    } else {
-        ek.endpoint_key()
+    match k.endpoint_key() {
+        Some(f) => Ok(Some(f)),
+        None => {
+            let fields = json!({"id": "expected a valid UUID"});
+            Err(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({
+                    "code": 1,
+                    "name": "invalid primary key",
+                    "message": format!("invalid primary key: '{}'", silverback_config::error::lua_pretty(&fields)),
+                    "fields": fields,
+                }),
+            ))
+        }
+    }
+}
+
+/// Whether Kong's DAO reads an entity of this kind before it updates it: a schema with
+/// entity checks or subschemas (`Schema:process_auto_fields` asks for a read-before-write
+/// then), so a PATCH of one that does not exist is the DAO's 404 before the strategy's 405.
+fn reads_before_update(k: EntityKind) -> bool {
+    use EntityKind::*;
+    matches!(
+        k,
+        Service | Route | Consumer | Plugin | Upstream | Certificate | CaCertificate | Key | Vault
+    )
+}
+
+/// The DAO's `not found` error (`kong/db/errors.lua`, code 6), which the endpoints answer
+/// as it is: by primary key, or by the endpoint key the entity was addressed by.
+fn dao_not_found(key: &str, by: Option<&str>) -> Response<ProxyBody> {
+    let fields = json!({ by.unwrap_or("id"): key });
+    let pretty = silverback_config::error::lua_pretty(&fields);
+    let message = match by {
+        None => format!("could not find the entity with primary key '{pretty}'"),
+        Some(_) => format!("could not find the entity with '{pretty}'"),
     };
-    unsupported(verb, ek.plural(), by)
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({"code": 6, "name": "not found", "message": message, "fields": fields}),
+    )
 }
 
 fn no_content() -> Response<ProxyBody> {
