@@ -126,7 +126,7 @@ async fn route(
     }
     let q = req.uri().query();
     match (r.endpoint, params.as_slice()) {
-        (Endpoint::Status, []) => only_get(&m, || status(sh)),
+        (Endpoint::Status, []) => only_get(&m, || status(sh, q)),
         (Endpoint::Ready, []) => only_get(&m, || ready(sh)),
         (Endpoint::DnsStatus, []) => only_get(&m, || dns_status(sh)),
         // The background jobs (health checks, DNS refreshes, delayed reverts) and their runs,
@@ -1038,8 +1038,91 @@ fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-fn status(sh: &Shared) -> Response<ProxyBody> {
+/// How `GET /status` reports memory figures (`?unit=` and `?scale=`, as Kong's
+/// `kong.node.get_memory_stats` and `utils.bytes_to_str` read them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MemoryUnit {
+    /// `b`/`B`: whole bytes, as JSON numbers.
+    Bytes,
+    /// An empty `unit`: whole bytes, as strings (Kong's `%d`).
+    BytesText,
+    /// `k`, `m` or `g` (either case): the amount in KiB, MiB or GiB with `scale` decimals
+    /// and the unit's suffix.
+    Scaled {
+        /// 2^10, 2^20 or 2^30.
+        divisor: f64,
+        /// `KiB`, `MiB`, `GiB`.
+        suffix: &'static str,
+        /// Digits after the decimal point.
+        scale: usize,
+    },
+}
+
+impl MemoryUnit {
+    /// The unit and scale of a `GET /status` query (unit `m`, scale 2 by default; a scale
+    /// that is no number counts as left out, as Lua's `tonumber` gives nothing), or Kong's
+    /// message for a bad one.
+    fn of(q: Option<&str>) -> Result<MemoryUnit, String> {
+        let unit = query_param(q, "unit").unwrap_or_else(|| "m".into());
+        if unit.is_empty() {
+            return Ok(MemoryUnit::BytesText);
+        }
+        if unit.eq_ignore_ascii_case("b") {
+            return Ok(MemoryUnit::Bytes);
+        }
+        let scale = query_param(q, "scale")
+            .and_then(|s| lua_number(&s))
+            .unwrap_or(2.0);
+        if scale < 0.0 {
+            return Err("scale must be equal or greater than 0".into());
+        }
+        let (divisor, suffix) = match unit.to_ascii_lowercase().as_str() {
+            "k" => (1024.0, "KiB"),
+            "m" => (1048576.0, "MiB"),
+            "g" => (1073741824.0, "GiB"),
+            _ => {
+                return Err(format!(
+                    "invalid unit '{unit}' (expected 'k/K', 'm/M', or 'g/G')"
+                ));
+            }
+        };
+        // Lua's `string.format` takes at most two digits of precision (`%.99f`); a larger
+        // one fails there, so the client cannot ask for megabytes of zeros.
+        if scale >= 100.0 {
+            return Err(format!("invalid option '%.{scale}f' to 'format'"));
+        }
+        Ok(MemoryUnit::Scaled {
+            divisor,
+            suffix,
+            scale: scale.trunc() as usize,
+        })
+    }
+
+    /// An amount of memory in this unit.
+    fn show(self, bytes: u64) -> Value {
+        match self {
+            MemoryUnit::Bytes => Value::from(bytes),
+            MemoryUnit::BytesText => Value::from(bytes.to_string()),
+            MemoryUnit::Scaled {
+                divisor,
+                suffix,
+                scale,
+            } => Value::from(format!("{:.scale$} {suffix}", bytes as f64 / divisor)),
+        }
+    }
+}
+
+/// `GET /status`: the server's counters, the memory figures (`?unit=b|k|m|g`,
+/// `?scale=N`; 400 with Kong's message for a bad unit or a negative scale) and the
+/// configuration hash. The process's resident memory stands for Kong's one worker's Lua VM;
+/// there are no shared dictionaries. (`database` is left out in DB-less mode since Kong
+/// 3.4.)
+fn status(sh: &Shared, q: Option<&str>) -> Response<ProxyBody> {
     use std::sync::atomic::Ordering::Relaxed;
+    let unit = match MemoryUnit::of(q) {
+        Ok(u) => u,
+        Err(why) => return message(StatusCode::BAD_REQUEST, &why),
+    };
     let m = &sh.metrics;
     let active = m.active.load(Relaxed).max(0);
     let body = json!({
@@ -1053,7 +1136,7 @@ fn status(sh: &Shared) -> Response<ProxyBody> {
             "total_requests": m.requests.load(Relaxed),
         },
         "memory": {
-            "workers_lua_vms": [{"pid": std::process::id(), "http_allocated_gc": format!("{:.2} MiB", rss_bytes() as f64 / 1048576.0)}],
+            "workers_lua_vms": [{"pid": std::process::id(), "http_allocated_gc": unit.show(rss_bytes())}],
             "lua_shared_dicts": {},
         },
         "configuration_hash": sh.snapshot.load().hash(),
@@ -1640,6 +1723,34 @@ Content-Type: application/octet-stream\r\n\r\na: 1\r\n--x\r\n\r\n--------XyZ--\r
         );
         assert_eq!(query_param(Some("tags"), "tags").as_deref(), Some(""));
         assert_eq!(query_param(None, "tags"), None);
+    }
+
+    #[test]
+    fn memory_units_as_kong_formats_them() {
+        let show = |q: &str, bytes| MemoryUnit::of(Some(q)).map(|u| u.show(bytes));
+        assert_eq!(show("", 3 << 20), Ok(json!("3.00 MiB")));
+        assert_eq!(show("unit=k&scale=1", 1536), Ok(json!("1.5 KiB")));
+        assert_eq!(show("unit=G&scale=0", 3 << 30), Ok(json!("3 GiB")));
+        assert_eq!(show("unit=m&scale=1.9", 1 << 20), Ok(json!("1.0 MiB")));
+        assert_eq!(show("unit=b", 1234), Ok(json!(1234)));
+        assert_eq!(show("unit=B&scale=-1", 1234), Ok(json!(1234)));
+        assert_eq!(show("unit=", 1234), Ok(json!("1234")));
+        assert_eq!(show("unit=k&scale=abc", 2048), Ok(json!("2.00 KiB")));
+        let bad = |q: &str| MemoryUnit::of(Some(q)).err();
+        assert_eq!(
+            bad("unit=t").as_deref(),
+            Some("invalid unit 't' (expected 'k/K', 'm/M', or 'g/G')")
+        );
+        assert_eq!(
+            bad("scale=-1").as_deref(),
+            Some("scale must be equal or greater than 0")
+        );
+        // (the scale is checked before the unit, as in Kong)
+        assert_eq!(
+            bad("unit=t&scale=-1").as_deref(),
+            Some("scale must be equal or greater than 0")
+        );
+        assert!(bad("scale=100").is_some());
     }
 
     #[test]

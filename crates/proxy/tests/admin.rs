@@ -2481,3 +2481,50 @@ routes:
     }
     g.gw.shutdown().await;
 }
+
+/// `GET /status?unit=&scale=`: the memory figures in Kong's units (`kong/api/routes/health.lua`,
+/// `kong.node.get_memory_stats`), on both listeners; a bad unit or a negative scale is 400
+/// with Kong's message.
+#[tokio::test]
+async fn status_memory_units_and_scale() {
+    let g = Gw::start(None).await;
+    for port in [g.admin, g.status] {
+        let gc = |v: &Value| v["memory"]["workers_lua_vms"][0]["http_allocated_gc"].clone();
+        let r = get(port, "localhost", "/status").await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        assert!(v["memory"]["lua_shared_dicts"].is_object(), "{v}");
+        assert!(v["memory"]["workers_lua_vms"][0]["pid"].is_number(), "{v}");
+        assert!(v.get("database").is_none(), "{v}");
+        let mib = gc(&v);
+        let mib = mib.as_str().unwrap();
+        let (n, suffix) = mib.split_once(' ').unwrap();
+        assert_eq!(suffix, "MiB");
+        assert_eq!(n.split_once('.').unwrap().1.len(), 2, "{mib}");
+
+        let v = get(port, "localhost", "/status?unit=k&scale=1")
+            .await
+            .json();
+        let kib = gc(&v);
+        let (n, suffix) = kib.as_str().unwrap().split_once(' ').unwrap();
+        assert_eq!(suffix, "KiB");
+        assert_eq!(n.split_once('.').unwrap().1.len(), 1, "{kib}");
+        assert!(n.parse::<f64>().unwrap() > 0.0);
+
+        let v = get(port, "localhost", "/status?unit=B").await.json();
+        assert!(gc(&v).as_u64().unwrap() > 0, "{v}");
+
+        for (q, why) in [
+            (
+                "unit=t",
+                "invalid unit 't' (expected 'k/K', 'm/M', or 'g/G')",
+            ),
+            ("unit=k&scale=-2", "scale must be equal or greater than 0"),
+        ] {
+            let r = get(port, "localhost", &format!("/status?{q}")).await;
+            assert_eq!(r.status, 400, "{q}");
+            assert_eq!(r.json(), json!({ "message": why }), "{q}");
+        }
+    }
+    g.gw.shutdown().await;
+}
