@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use md5::Digest;
 use serde_json::{Map, Value, json};
 use silverback_balancer::SetHealthError;
+use silverback_config::config::YamlError;
 use silverback_config::{ConfigError, EntityKind, LoadOptions};
 
 use crate::admin_routes::{self, Endpoint, nested_kind_of};
@@ -161,10 +162,7 @@ async fn route(
             json_response(StatusCode::OK, &json!({ "data": admin_routes::listed() }))
         }),
         (Endpoint::Config, []) => match m {
-            Method::GET => {
-                let snap = sh.snapshot.load();
-                json_response(StatusCode::OK, &json!({ "config": export(sh, &snap) }))
-            }
+            Method::GET => export_response(export(sh, &sh.snapshot.load())),
             Method::POST => post_config(sh, req).await,
             _ => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         },
@@ -905,7 +903,7 @@ fn tagged(sh: &Shared, tag: &str, q: Option<&str>) -> Response<ProxyBody> {
 /// `GET /config`: the running configuration as Kong exports it (`_transform: false`, every
 /// entity with all its fields as the entity endpoints show them, `null`s written out, and
 /// foreign keys as plain ids).
-fn export(sh: &Shared, snap: &Snapshot) -> String {
+fn export(sh: &Shared, snap: &Snapshot) -> Result<String, YamlError> {
     let mut out = Map::new();
     out.insert("_format_version".into(), Value::from("3.0"));
     out.insert("_transform".into(), Value::Bool(false));
@@ -934,6 +932,22 @@ fn export(sh: &Shared, snap: &Snapshot) -> String {
         }
     }
     silverback_config::Config::yaml_of(&Value::Object(out))
+}
+
+/// The answer to `GET /config`: 200 `{"config": "<YAML>"}`, or, when the export fails,
+/// Kong's 500 (`kong/api/routes/config.lua` logs the error and answers
+/// `An unexpected error occurred`), never an empty document.
+fn export_response(yaml: Result<String, YamlError>) -> Response<ProxyBody> {
+    match yaml {
+        Ok(y) => json_response(StatusCode::OK, &json!({ "config": y })),
+        Err(e) => {
+            tracing::error!(error = %e, "failed exporting the configuration");
+            message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            )
+        }
+    }
 }
 
 /// `GET /tags`: one `{entity_name, entity_id, tag}` per tag of every entity, paged.
@@ -1723,6 +1737,17 @@ Content-Type: application/octet-stream\r\n\r\na: 1\r\n--x\r\n\r\n--------XyZ--\r
         );
         assert_eq!(query_param(Some("tags"), "tags").as_deref(), Some(""));
         assert_eq!(query_param(None, "tags"), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_export_is_kongs_500() {
+        let r = export_response(Err(YamlError("no".into())));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = r.into_body().collect().await.map(|b| b.to_bytes());
+        let body: Value = serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(body, json!({"message": "An unexpected error occurred"}));
+        let r = export_response(Ok("_format_version: '3.0'\n".into()));
+        assert_eq!(r.status(), StatusCode::OK);
     }
 
     #[test]
