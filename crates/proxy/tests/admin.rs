@@ -2528,3 +2528,34 @@ async fn status_memory_units_and_scale() {
     }
     g.gw.shutdown().await;
 }
+
+/// `POST /config?flatten_errors=1`: each entry names its entity as Kong's
+/// `declarative_config_flattened` does: `entity_name` only from a `name`, `entity_id` only
+/// from an `id` given as a UUID, `entity_tags` only when there are tags; a hoisted child
+/// names its parent only by an id the parent was given.
+#[tokio::test]
+async fn flattened_errors_name_entities_as_kong_does() {
+    let g = Gw::start(None).await;
+    let bad = r#"{"_format_version":"3.0",
+      "services":[{"name":"s","host":"a.com","routes":[{"name":"r","paths":["bad"]}]}],
+      "consumers":[{"username":"alice","nope":1}]}"#;
+    let r = admin_post(g.admin, "/config?flatten_errors=1", "application/json", bad).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["fields"], json!({}));
+    let entries = body["flattened_errors"].as_array().unwrap();
+    let of = |t: &str| entries.iter().find(|e| e["entity_type"] == t).unwrap();
+    let route = of("route");
+    assert_eq!(route["entity_name"], "r");
+    assert_eq!(route["entity"], json!({"name": "r", "paths": ["bad"]}));
+    for key in ["entity_id", "entity_tags"] {
+        assert!(route.get(key).is_none(), "{key}: {route}");
+    }
+    let consumer = of("consumer");
+    assert_eq!(
+        consumer,
+        &json!({"entity_type": "consumer", "entity": {"username": "alice", "nope": 1},
+                "errors": [{"type": "field", "field": "nope", "message": "unknown field"}]})
+    );
+    g.gw.shutdown().await;
+}
