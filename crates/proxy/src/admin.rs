@@ -388,7 +388,7 @@ fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Respo
         [id] => {
             let by = match key_field(k, id) {
                 Ok(by) => by,
-                Err(r) => return r,
+                Err(e) => return e.response(),
             };
             let exists = find(k, id).is_some();
             match *m {
@@ -403,8 +403,8 @@ fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Respo
                 if *m == Method::POST {
                     return not_allowed();
                 }
-                if let Err(r) = key_field(k, id) {
-                    return r;
+                if let Err(e) = key_field(k, id) {
+                    return e.response();
                 }
                 let Some(parent) = find(k, id) else {
                     return not_found();
@@ -432,8 +432,8 @@ fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Respo
             if *m != Method::POST {
                 return not_allowed();
             }
-            if let Err(r) = key_field(k, id) {
-                return r;
+            if let Err(e) = key_field(k, id) {
+                return e.response();
             }
             match find(k, id) {
                 Some(_) => unsupported(verb, ck, None),
@@ -450,15 +450,15 @@ fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Respo
             if *m == Method::POST {
                 return not_allowed();
             }
-            if let Err(r) = key_field(k, id) {
-                return r;
+            if let Err(e) = key_field(k, id) {
+                return e.response();
             }
             let Some((_, items)) = find(k, id).and_then(|p| children(&snap, k, &p, child)) else {
                 return not_found();
             };
             let by = match key_field(ck, cid) {
                 Ok(by) => by,
-                Err(r) => return r,
+                Err(e) => return e.response(),
             };
             if *m != Method::PUT && find_entity(&items, ck, cid).is_none() {
                 return not_found();
@@ -483,28 +483,34 @@ fn unsupported(verb: &str, k: EntityKind, by: Option<&str>) -> Response<ProxyBod
     )
 }
 
+/// A path segment that is no UUID, addressing a kind without endpoint key: Kong's DAO
+/// refuses it as an invalid primary key.
+#[derive(Debug, Clone, Copy)]
+struct InvalidPrimaryKey;
+
+impl InvalidPrimaryKey {
+    /// The DAO's error (`kong/db/errors.lua`, code 1), answered 400 as it is.
+    fn response(self) -> Response<ProxyBody> {
+        let fields = json!({"id": "expected a valid UUID"});
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({
+                "code": 1,
+                "name": "invalid primary key",
+                "message": format!("invalid primary key: '{}'", silverback_config::error::lua_pretty(&fields)),
+                "fields": fields,
+            }),
+        )
+    }
+}
+
 /// How Kong's endpoints address an entity by a path segment: by id when it is a UUID, else
-/// by the endpoint key (`Ok(Some(field))`); a kind without one takes the segment as its id,
-/// which the DAO refuses as an invalid primary key (400, code 1).
-fn key_field(k: EntityKind, key: &str) -> Result<Option<&'static str>, Response<ProxyBody>> {
+/// by the endpoint key (`Ok(Some(field))`); a kind without one takes the segment as its id.
+fn key_field(k: EntityKind, key: &str) -> Result<Option<&'static str>, InvalidPrimaryKey> {
     if uuid::Uuid::parse_str(key).is_ok() {
         return Ok(None);
     }
-    match k.endpoint_key() {
-        Some(f) => Ok(Some(f)),
-        None => {
-            let fields = json!({"id": "expected a valid UUID"});
-            Err(json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({
-                    "code": 1,
-                    "name": "invalid primary key",
-                    "message": format!("invalid primary key: '{}'", silverback_config::error::lua_pretty(&fields)),
-                    "fields": fields,
-                }),
-            ))
-        }
-    }
+    k.endpoint_key().map(Some).ok_or(InvalidPrimaryKey)
 }
 
 /// Whether Kong's DAO reads an entity of this kind before it updates it: a schema with
