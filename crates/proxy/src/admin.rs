@@ -264,7 +264,7 @@ fn balancer_of(snap: &Snapshot, key: &str) -> Option<Arc<silverback_balancer::Ba
 }
 
 /// `GET /upstreams/{u}/health`: the targets with a non-zero weight and their health
-/// (`?balancer_health=1`: the balancer's), as Kong answers.
+/// (`?balancer_health=1`, exactly `1`: the balancer's), as Kong answers.
 fn upstream_health(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
     let snap = sh.snapshot.load();
     let Some(b) = balancer_of(&snap, u) else {
@@ -272,7 +272,8 @@ fn upstream_health(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody>
     };
     let h = b.health();
     let node_id = sh.node_id.to_string();
-    if flag(q, "balancer_health") {
+    // (Kong: `tostring(self.params.balancer_health) == "1"`, the literal only)
+    if query_param(q, "balancer_health").as_deref() == Some("1") {
         return json_response(
             StatusCode::OK,
             &json!({ "data": h.balancer, "next": null, "node_id": node_id }),
