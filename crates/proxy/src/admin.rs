@@ -1194,10 +1194,6 @@ fn ready(sh: &Shared) -> Response<ProxyBody> {
     message(StatusCode::OK, "ready")
 }
 
-fn flag(q: Option<&str>, name: &str) -> bool {
-    truthy(query_param(q, name).as_deref())
-}
-
 /// Kong's `truthy` of a request parameter (lowercased first).
 fn truthy(v: Option<&str>) -> bool {
     v.is_some_and(|v| {
@@ -1794,7 +1790,9 @@ Content-Type: application/octet-stream\r\n\r\na: 1\r\n--x\r\n\r\n--------XyZ--\r
             assert!(!truthy(Some(v)), "{v}");
         }
         assert!(!truthy(None));
-        assert!(flag(Some("flatten_errors=TRUE"), "flatten_errors"));
+        assert!(truthy(
+            query_param(Some("flatten_errors=TRUE"), "flatten_errors").as_deref()
+        ));
     }
 
     #[test]
