@@ -123,6 +123,11 @@ pub fn config_hash(document: &[u8], config: &Config) -> String {
     hex::encode(md5::Md5::digest(document))
 }
 
+/// A value the YAML serializer refused (the reason, as it gives it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot write the configuration as YAML: {0}")]
+pub struct YamlError(pub String);
+
 impl Config {
     /// Whether the configuration holds no entity at all.
     pub fn is_empty(&self) -> bool {
@@ -262,9 +267,10 @@ impl Config {
         serde_saphyr::to_string(&v).unwrap_or_default()
     }
 
-    /// A value as YAML (the serializer of [`Config::to_yaml`]).
-    pub fn yaml_of(v: &Value) -> String {
-        serde_saphyr::to_string(v).unwrap_or_default()
+    /// A value as YAML (the serializer of [`Config::to_yaml`]), or why it cannot be
+    /// written.
+    pub fn yaml_of(v: &Value) -> Result<String, YamlError> {
+        serde_saphyr::to_string(v).map_err(|e| YamlError(e.to_string()))
     }
 
     /// The map `POST /config` answers with: `{"services": {"<id>": {...}}, ...}`.

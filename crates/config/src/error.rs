@@ -24,19 +24,24 @@ pub struct FlatError {
 pub struct FlattenedError {
     /// Singular entity type (`service`).
     pub entity_type: String,
-    /// The entity's endpoint key (name, username, ...), when it has one.
+    /// The entity's `name`, when it is a non-empty string (Kong reports no other key:
+    /// a consumer's username or a target's address are not names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity_name: Option<String>,
-    /// The entity's id, when known.
+    /// The entity's `id`, when it is a valid UUID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity_id: Option<String>,
-    /// The entity's tags.
-    #[serde(default)]
-    pub entity_tags: Vec<String>,
+    /// The entity's tags, when they are all strings (left out otherwise, as in Kong).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_tags: Option<Vec<String>>,
     /// The entity as given (nested children removed, parent reference added).
     pub entity: Value,
     /// The errors.
     pub errors: Vec<FlatError>,
+    /// The value of the entity's endpoint key (a consumer's username, a target's address),
+    /// which readable reports name it by: not part of Kong's body.
+    #[serde(skip)]
+    pub key: Option<String>,
 }
 
 /// Why a configuration was rejected.
@@ -112,7 +117,7 @@ impl ConfigError {
                 let mut out = Vec::new();
                 flatten_value("", &Value::Object(inv.top_level.clone()), &mut out);
                 for fe in &inv.flattened {
-                    let who = match (&fe.entity_name, &fe.entity_id) {
+                    let who = match (&fe.key, &fe.entity_id) {
                         (Some(n), _) => format!("{} '{n}'", fe.entity_type),
                         (None, Some(id)) => format!("{} {id}", fe.entity_type),
                         _ => fe.entity_type.clone(),

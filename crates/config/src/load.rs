@@ -71,6 +71,9 @@ struct Raw {
     values: Fields,
     errors: Errors,
     id: Option<Uuid>,
+    /// The input carried a valid UUID `id` (Kong names a nested child's parent in an error
+    /// report only then).
+    id_given: bool,
 }
 
 /// Loads a parsed document.
@@ -212,6 +215,7 @@ impl State<'_, '_> {
                 values: Fields::new(),
                 errors,
                 id: None,
+                id_given: false,
             });
             for (child, fk, v) in nested {
                 let mut cp = p.clone();
@@ -238,6 +242,7 @@ impl State<'_, '_> {
             {
                 // validated later; a malformed id leaves the entity without one
                 self.raws[i].id = v.as_str().and_then(|s| Uuid::try_parse(s).ok());
+                self.raws[i].id_given = self.raws[i].id.is_some();
                 continue;
             }
             let parent = raw.parent.map(|(p, fk)| (self.raws[p].id, fk));
@@ -537,14 +542,10 @@ impl State<'_, '_> {
         } else {
             &raw.input
         };
-        let mut entity = source.clone();
-        if let (Some(id), false) = (raw.id, entity.contains_key("id"))
-            && raw.input.is_empty()
-        {
-            entity.insert("id".into(), Value::String(id.to_string()));
-        }
-        let name_key = raw.kind.endpoint_key();
-        let entity_name = name_key
+        // (readable reports name an entity by its endpoint key)
+        let key = raw
+            .kind
+            .endpoint_key()
             .and_then(|k| source.get(k))
             .or_else(|| {
                 if raw.kind == EntityKind::Plugin {
@@ -555,16 +556,42 @@ impl State<'_, '_> {
             })
             .and_then(Value::as_str)
             .map(str::to_string);
-        let entity_tags = source
-            .get("tags")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
+        let mut entity = source.clone();
+        if let (Some(id), false) = (raw.id, entity.contains_key("id"))
+            && raw.input.is_empty()
+        {
+            entity.insert("id".into(), Value::String(id.to_string()));
+        }
+        // Kong adds the parent's primary key to a hoisted child only when the parent came
+        // with a valid `id` (`errors.lua`: `make_pk`).
+        if let Some((p, fk)) = raw.parent
+            && !self.raws[p].id_given
+            && !raw.input.is_empty()
+        {
+            entity.remove(fk);
+        }
+        // Kong's identity of an entry (`declarative_config_flattened`): `entity_name` is
+        // the `name` field when it is a non-empty string (whatever the endpoint key),
+        // `entity_id` the `id` when it is a valid UUID, `entity_tags` the tags when they
+        // are all strings; each is left out otherwise.
+        let entity_name = entity
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let entity_id = entity
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| {
+                Uuid::try_parse(id)
+                    .is_ok_and(|u| u.hyphenated().to_string() == id.to_ascii_lowercase())
             })
-            .unwrap_or_default();
+            .map(str::to_string);
+        let entity_tags = entity.get("tags").and_then(Value::as_array).and_then(|a| {
+            a.iter()
+                .map(|t| t.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+        });
         let errors = raw
             .errors
             .flatten()
@@ -588,10 +615,11 @@ impl State<'_, '_> {
         FlattenedError {
             entity_type: raw.kind.singular().to_string(),
             entity_name,
-            entity_id: raw.id.map(|u| u.to_string()),
+            entity_id,
             entity_tags,
             entity: Value::Object(entity),
             errors,
+            key,
         }
     }
 }

@@ -911,18 +911,10 @@ fn flattened_entries_carry_identity_for_the_controller() {
         fe["entity_tags"],
         json!(["k8s-name:ing", "k8s-namespace:ns", "k8s-kind:Ingress"])
     );
-    // the hoisted route names its parent
-    let svc_id =
-        silverback_config::ids::kong_id(silverback_config::EntityKind::Service, "ns.svc.80");
-    assert_eq!(fe["entity"]["service"]["id"], svc_id.to_string());
-    assert_eq!(
-        fe["entity_id"],
-        silverback_config::ids::kong_id(
-            silverback_config::EntityKind::Route,
-            "ns.ing.svc.a.com.80"
-        )
-        .to_string()
-    );
+    // Given without ids, neither the route nor its parent are named by id (Kong's
+    // flattening sees the input before any id is generated).
+    assert!(fe.get("entity_id").is_none(), "{fe}");
+    assert!(fe["entity"].get("service").is_none(), "{fe}");
     assert_eq!(
         fe["errors"],
         json!([{"type": "field", "field": "paths.1", "message": "should start with: / (fixed path) or ~/ (regex path)"}])
@@ -1185,4 +1177,36 @@ fn entity_checks_beside_field_errors() {
         doc["_format_version"] = json!("3.0");
         check_value(name, doc, &expected);
     }
+}
+
+#[test]
+fn flattened_entries_name_ids_and_parents_only_as_given() {
+    let svc = "5d3a4c1e-0f4b-4c2a-9b7e-1a2b3c4d5e6f";
+    let route = "0b6f1c7e-2a3d-4e5f-8a9b-c0d1e2f3a4b5";
+    let d = doc(&format!(
+        "services:\n- name: s\n  id: {svc}\n  host: a.com\n  routes:\n  - name: r\n    id: {route}\n    paths: [bad]\n    tags: [a, b]\nconsumers:\n- username: alice\n  nope: 1\n"
+    ));
+    let body = load(&d).unwrap_err().kong_body(true);
+    let entries = body["flattened_errors"].as_array().unwrap();
+    let route_entry = entries
+        .iter()
+        .find(|e| e["entity_type"] == "route")
+        .unwrap();
+    assert_eq!(route_entry["entity_id"], route);
+    assert_eq!(route_entry["entity_name"], "r");
+    assert_eq!(route_entry["entity_tags"], json!(["a", "b"]));
+    assert_eq!(route_entry["entity"]["service"], json!({ "id": svc }));
+    // A consumer has no `name`: Kong reports no entity_name (not the username), and no
+    // entity_tags without tags.
+    let consumer = entries
+        .iter()
+        .find(|e| e["entity_type"] == "consumer")
+        .unwrap();
+    assert!(consumer.get("entity_name").is_none(), "{consumer}");
+    assert!(consumer.get("entity_tags").is_none(), "{consumer}");
+    assert!(consumer.get("entity_id").is_none(), "{consumer}");
+    assert_eq!(
+        consumer["errors"],
+        json!([{"type": "field", "field": "nope", "message": "unknown field"}])
+    );
 }

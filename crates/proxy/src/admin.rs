@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use md5::Digest;
 use serde_json::{Map, Value, json};
 use silverback_balancer::SetHealthError;
+use silverback_config::config::YamlError;
 use silverback_config::{ConfigError, EntityKind, LoadOptions};
 
 use crate::admin_routes::{self, Endpoint, nested_kind_of};
@@ -126,7 +127,7 @@ async fn route(
     }
     let q = req.uri().query();
     match (r.endpoint, params.as_slice()) {
-        (Endpoint::Status, []) => only_get(&m, || status(sh)),
+        (Endpoint::Status, []) => only_get(&m, || status(sh, q)),
         (Endpoint::Ready, []) => only_get(&m, || ready(sh)),
         (Endpoint::DnsStatus, []) => only_get(&m, || dns_status(sh)),
         // The background jobs (health checks, DNS refreshes, delayed reverts) and their runs,
@@ -161,10 +162,7 @@ async fn route(
             json_response(StatusCode::OK, &json!({ "data": admin_routes::listed() }))
         }),
         (Endpoint::Config, []) => match m {
-            Method::GET => {
-                let snap = sh.snapshot.load();
-                json_response(StatusCode::OK, &json!({ "config": export(sh, &snap) }))
-            }
+            Method::GET => export_response(export(sh, &sh.snapshot.load())),
             Method::POST => post_config(sh, req).await,
             _ => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         },
@@ -266,7 +264,7 @@ fn balancer_of(snap: &Snapshot, key: &str) -> Option<Arc<silverback_balancer::Ba
 }
 
 /// `GET /upstreams/{u}/health`: the targets with a non-zero weight and their health
-/// (`?balancer_health=1`: the balancer's), as Kong answers.
+/// (`?balancer_health=1`, exactly `1`: the balancer's), as Kong answers.
 fn upstream_health(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
     let snap = sh.snapshot.load();
     let Some(b) = balancer_of(&snap, u) else {
@@ -274,7 +272,8 @@ fn upstream_health(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody>
     };
     let h = b.health();
     let node_id = sh.node_id.to_string();
-    if flag(q, "balancer_health") {
+    // (Kong: `tostring(self.params.balancer_health) == "1"`, the literal only)
+    if query_param(q, "balancer_health").as_deref() == Some("1") {
         return json_response(
             StatusCode::OK,
             &json!({ "data": h.balancer, "next": null, "node_id": node_id }),
@@ -356,23 +355,24 @@ pub(crate) fn only_get(m: &Method, f: impl FnOnce() -> Response<ProxyBody>) -> R
     }
 }
 
-/// A write to an entity endpoint, refused as Kong refuses it in DB-less mode: on a
-/// collection, POST is "cannot create" and the other methods 405; on an entity, POST is
-/// 405, DELETE of an entity that does not exist succeeds (Kong's DAO selects first), and
-/// a write addressed by the endpoint key (not a UUID) names that key.
+/// A write to an entity endpoint, refused as Kong 3.x refuses it in DB-less mode: its
+/// generated endpoints (`kong/api/endpoints.lua`) look the entities of the path up first
+/// (404 `Not found`), then the DAO runs the write and the `off` strategy refuses it (405,
+/// code 12). In detail:
+/// - collection: POST is "cannot create", the other methods 405 `Method not allowed`;
+/// - entity: POST is 405; PUT is "cannot create or update" whether it exists or not;
+///   DELETE of one that does not exist succeeds (the DAO selects first); PATCH of one that
+///   does not exist is the DAO's 404 (`not found`, code 6) where it reads before updating;
+///   a key that is not a UUID names the endpoint key (`by 'name'`), and is an invalid
+///   primary key (400) for a kind without one;
+/// - `/routes/{r}/service`: 404 for a missing route (PATCH, DELETE: or one without a
+///   service); DELETE then is 405 `Method not allowed`, PUT and PATCH the refusal;
+/// - `/services/{s}/routes`: POST checks the parent (404), then "cannot create";
+/// - `/services/{s}/routes/{r}`: POST 405; PUT checks the parent only; PATCH and DELETE the
+///   parent and the child under it (404 `Not found`), then the refusal.
 fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Response<ProxyBody> {
     let not_allowed = || message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
-    let unsupported = |verb: &str, plural: &str, by: Option<&str>| {
-        let by = by.map(|f| format!(" by '{f}'")).unwrap_or_default();
-        json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({
-                "code": 12,
-                "name": "operation unsupported",
-                "message": format!("cannot {verb} '{plural}' entities{by} when not using a database"),
-            }),
-        )
-    };
+    let not_found = || message(StatusCode::NOT_FOUND, "Not found");
     let verb = match *m {
         Method::POST => "create",
         Method::PUT => "create or update",
@@ -381,62 +381,163 @@ fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Respo
         _ => return not_allowed(),
     };
     let snap = sh.snapshot.load();
-    // The entity addressed: its kind, the key given, and whether it exists.
-    let (ek, key, exists) = match rest {
-        [] if *m == Method::POST => return unsupported("create", k.plural(), None),
-        [] => return not_allowed(),
-        [id] => (k, *id, find_entity(&flat_list(&snap, k), k, id).is_some()),
+    let find = |k: EntityKind, key: &str| find_entity(&flat_list(&snap, k), k, key).cloned();
+    match rest {
+        [] if *m == Method::POST => unsupported(verb, k, None),
+        [] => not_allowed(),
+        [_] if *m == Method::POST => not_allowed(),
+        [id] => {
+            let by = match key_field(k, id) {
+                Ok(by) => by,
+                Err(e) => return e.response(),
+            };
+            let exists = find(k, id).is_some();
+            match *m {
+                Method::DELETE if !exists => no_content(),
+                Method::PATCH if !exists && reads_before_update(k) => dao_not_found(id, by),
+                _ => unsupported(verb, k, by),
+            }
+        }
         [id, child] => {
-            let parent = find_entity(&flat_list(&snap, k), k, id).cloned();
             if let Some((fk, pk)) = k.foreign_keys().iter().find(|(f, _)| f == child) {
-                // `/routes/{r}/service`: the referenced entity, by its id.
-                let rid = parent
-                    .as_ref()
-                    .and_then(|p| p.get(*fk)?.get("id")?.as_str().map(str::to_string));
-                let exists = rid
-                    .as_deref()
-                    .is_some_and(|r| find_entity(&flat_list(&snap, *pk), *pk, r).is_some());
+                // `/routes/{r}/service`: the entity the route references, by its id.
                 if *m == Method::POST {
                     return not_allowed();
                 }
-                if *m == Method::DELETE && !exists {
-                    return no_content();
+                if let Err(e) = key_field(k, id) {
+                    return e.response();
                 }
-                return unsupported(verb, pk.plural(), None);
+                let Some(parent) = find(k, id) else {
+                    return not_found();
+                };
+                let rid = parent
+                    .get(*fk)
+                    .and_then(|r| r.get("id"))
+                    .and_then(Value::as_str);
+                return match (m, rid) {
+                    // (a route without one gets one: still an upsert)
+                    (&Method::PUT, _) => unsupported(verb, *pk, None),
+                    (_, None) => not_found(),
+                    (&Method::DELETE, Some(_)) => not_allowed(),
+                    (_, Some(rid)) if reads_before_update(*pk) && find(*pk, rid).is_none() => {
+                        dao_not_found(rid, None)
+                    }
+                    (_, Some(_)) => unsupported(verb, *pk, None),
+                };
             }
             let Some(ck) =
                 nested_kind_of(child).filter(|ck| ck.foreign_keys().iter().any(|(_, p)| *p == k))
             else {
-                return message(StatusCode::NOT_FOUND, "Not found");
+                return not_found();
+            };
+            if *m != Method::POST {
+                return not_allowed();
+            }
+            if let Err(e) = key_field(k, id) {
+                return e.response();
+            }
+            match find(k, id) {
+                Some(_) => unsupported(verb, ck, None),
+                None => not_found(),
+            }
+        }
+        // `/services/{s}/routes/{r}`
+        [id, child, cid] => {
+            let Some(ck) =
+                nested_kind_of(child).filter(|ck| ck.foreign_keys().iter().any(|(_, p)| *p == k))
+            else {
+                return not_found();
             };
             if *m == Method::POST {
-                return unsupported("create", ck.plural(), None);
+                return not_allowed();
             }
-            return not_allowed();
-        }
-        // `/services/{s}/routes/{r}`: the child, if it is under that parent
-        [id, child, cid] => {
-            let Some((ck, items)) = find_entity(&flat_list(&snap, k), k, id)
-                .and_then(|parent| children(&snap, k, parent, child))
-            else {
-                return message(StatusCode::NOT_FOUND, "Not found");
+            if let Err(e) = key_field(k, id) {
+                return e.response();
+            }
+            let Some((_, items)) = find(k, id).and_then(|p| children(&snap, k, &p, child)) else {
+                return not_found();
             };
-            (ck, *cid, find_entity(&items, ck, cid).is_some())
+            let by = match key_field(ck, cid) {
+                Ok(by) => by,
+                Err(e) => return e.response(),
+            };
+            if *m != Method::PUT && find_entity(&items, ck, cid).is_none() {
+                return not_found();
+            }
+            unsupported(verb, ck, by)
         }
-        _ => return message(StatusCode::NOT_FOUND, "Not found"),
-    };
-    if *m == Method::POST {
-        return not_allowed();
+        _ => not_found(),
     }
-    if *m == Method::DELETE && !exists {
-        return no_content();
+}
+
+/// The `off` strategy's refusal (`kong/db/strategies/off/init.lua`): 405 with the DAO
+/// error, `by '<field>'` when the entity was addressed by its endpoint key.
+fn unsupported(verb: &str, k: EntityKind, by: Option<&str>) -> Response<ProxyBody> {
+    let by = by.map(|f| format!(" by '{f}'")).unwrap_or_default();
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({
+            "code": 12,
+            "name": "operation unsupported",
+            "message": format!("cannot {verb} '{}' entities{by} when not using a database", k.plural()),
+        }),
+    )
+}
+
+/// A path segment that is no UUID, addressing a kind without endpoint key: Kong's DAO
+/// refuses it as an invalid primary key.
+#[derive(Debug, Clone, Copy)]
+struct InvalidPrimaryKey;
+
+impl InvalidPrimaryKey {
+    /// The DAO's error (`kong/db/errors.lua`, code 1), answered 400 as it is.
+    fn response(self) -> Response<ProxyBody> {
+        let fields = json!({"id": "expected a valid UUID"});
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({
+                "code": 1,
+                "name": "invalid primary key",
+                "message": format!("invalid primary key: '{}'", silverback_config::error::lua_pretty(&fields)),
+                "fields": fields,
+            }),
+        )
     }
-    let by = if uuid::Uuid::parse_str(key).is_ok() {
-        None
-    } else {
-        ek.endpoint_key()
+}
+
+/// How Kong's endpoints address an entity by a path segment: by id when it is a UUID, else
+/// by the endpoint key (`Ok(Some(field))`); a kind without one takes the segment as its id.
+fn key_field(k: EntityKind, key: &str) -> Result<Option<&'static str>, InvalidPrimaryKey> {
+    if uuid::Uuid::parse_str(key).is_ok() {
+        return Ok(None);
+    }
+    k.endpoint_key().map(Some).ok_or(InvalidPrimaryKey)
+}
+
+/// Whether Kong's DAO reads an entity of this kind before it updates it: a schema with
+/// entity checks or subschemas (`Schema:process_auto_fields` asks for a read-before-write
+/// then), so a PATCH of one that does not exist is the DAO's 404 before the strategy's 405.
+fn reads_before_update(k: EntityKind) -> bool {
+    use EntityKind::*;
+    matches!(
+        k,
+        Service | Route | Consumer | Plugin | Upstream | Certificate | CaCertificate | Key | Vault
+    )
+}
+
+/// The DAO's `not found` error (`kong/db/errors.lua`, code 6), which the endpoints answer
+/// as it is: by primary key, or by the endpoint key the entity was addressed by.
+fn dao_not_found(key: &str, by: Option<&str>) -> Response<ProxyBody> {
+    let fields = json!({ by.unwrap_or("id"): key });
+    let pretty = silverback_config::error::lua_pretty(&fields);
+    let message = match by {
+        None => format!("could not find the entity with primary key '{pretty}'"),
+        Some(_) => format!("could not find the entity with '{pretty}'"),
     };
-    unsupported(verb, ek.plural(), by)
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({"code": 6, "name": "not found", "message": message, "fields": fields}),
+    )
 }
 
 fn no_content() -> Response<ProxyBody> {
@@ -809,7 +910,7 @@ fn tagged(sh: &Shared, tag: &str, q: Option<&str>) -> Response<ProxyBody> {
 /// `GET /config`: the running configuration as Kong exports it (`_transform: false`, every
 /// entity with all its fields as the entity endpoints show them, `null`s written out, and
 /// foreign keys as plain ids).
-fn export(sh: &Shared, snap: &Snapshot) -> String {
+fn export(sh: &Shared, snap: &Snapshot) -> Result<String, YamlError> {
     let mut out = Map::new();
     out.insert("_format_version".into(), Value::from("3.0"));
     out.insert("_transform".into(), Value::Bool(false));
@@ -838,6 +939,22 @@ fn export(sh: &Shared, snap: &Snapshot) -> String {
         }
     }
     silverback_config::Config::yaml_of(&Value::Object(out))
+}
+
+/// The answer to `GET /config`: 200 `{"config": "<YAML>"}`, or, when the export fails,
+/// Kong's 500 (`kong/api/routes/config.lua` logs the error and answers
+/// `An unexpected error occurred`), never an empty document.
+fn export_response(yaml: Result<String, YamlError>) -> Response<ProxyBody> {
+    match yaml {
+        Ok(y) => json_response(StatusCode::OK, &json!({ "config": y })),
+        Err(e) => {
+            tracing::error!(error = %e, "failed exporting the configuration");
+            message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            )
+        }
+    }
 }
 
 /// `GET /tags`: one `{entity_name, entity_id, tag}` per tag of every entity, paged.
@@ -943,8 +1060,91 @@ fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-fn status(sh: &Shared) -> Response<ProxyBody> {
+/// How `GET /status` reports memory figures (`?unit=` and `?scale=`, as Kong's
+/// `kong.node.get_memory_stats` and `utils.bytes_to_str` read them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MemoryUnit {
+    /// `b`/`B`: whole bytes, as JSON numbers.
+    Bytes,
+    /// An empty `unit`: whole bytes, as strings (Kong's `%d`).
+    BytesText,
+    /// `k`, `m` or `g` (either case): the amount in KiB, MiB or GiB with `scale` decimals
+    /// and the unit's suffix.
+    Scaled {
+        /// 2^10, 2^20 or 2^30.
+        divisor: f64,
+        /// `KiB`, `MiB`, `GiB`.
+        suffix: &'static str,
+        /// Digits after the decimal point.
+        scale: usize,
+    },
+}
+
+impl MemoryUnit {
+    /// The unit and scale of a `GET /status` query (unit `m`, scale 2 by default; a scale
+    /// that is no number counts as left out, as Lua's `tonumber` gives nothing), or Kong's
+    /// message for a bad one.
+    fn of(q: Option<&str>) -> Result<MemoryUnit, String> {
+        let unit = query_param(q, "unit").unwrap_or_else(|| "m".into());
+        if unit.is_empty() {
+            return Ok(MemoryUnit::BytesText);
+        }
+        if unit.eq_ignore_ascii_case("b") {
+            return Ok(MemoryUnit::Bytes);
+        }
+        let scale = query_param(q, "scale")
+            .and_then(|s| lua_number(&s))
+            .unwrap_or(2.0);
+        if scale < 0.0 {
+            return Err("scale must be equal or greater than 0".into());
+        }
+        let (divisor, suffix) = match unit.to_ascii_lowercase().as_str() {
+            "k" => (1024.0, "KiB"),
+            "m" => (1048576.0, "MiB"),
+            "g" => (1073741824.0, "GiB"),
+            _ => {
+                return Err(format!(
+                    "invalid unit '{unit}' (expected 'k/K', 'm/M', or 'g/G')"
+                ));
+            }
+        };
+        // Lua's `string.format` takes at most two digits of precision (`%.99f`); a larger
+        // one fails there, so the client cannot ask for megabytes of zeros.
+        if scale >= 100.0 {
+            return Err(format!("invalid option '%.{scale}f' to 'format'"));
+        }
+        Ok(MemoryUnit::Scaled {
+            divisor,
+            suffix,
+            scale: scale.trunc() as usize,
+        })
+    }
+
+    /// An amount of memory in this unit.
+    fn show(self, bytes: u64) -> Value {
+        match self {
+            MemoryUnit::Bytes => Value::from(bytes),
+            MemoryUnit::BytesText => Value::from(bytes.to_string()),
+            MemoryUnit::Scaled {
+                divisor,
+                suffix,
+                scale,
+            } => Value::from(format!("{:.scale$} {suffix}", bytes as f64 / divisor)),
+        }
+    }
+}
+
+/// `GET /status`: the server's counters, the memory figures (`?unit=b|k|m|g`,
+/// `?scale=N`; 400 with Kong's message for a bad unit or a negative scale) and the
+/// configuration hash. The process's resident memory stands for Kong's one worker's Lua VM;
+/// there are no shared dictionaries. (`database` is left out in DB-less mode since Kong
+/// 3.4.)
+fn status(sh: &Shared, q: Option<&str>) -> Response<ProxyBody> {
     use std::sync::atomic::Ordering::Relaxed;
+    let unit = match MemoryUnit::of(q) {
+        Ok(u) => u,
+        Err(why) => return message(StatusCode::BAD_REQUEST, &why),
+    };
     let m = &sh.metrics;
     let active = m.active.load(Relaxed).max(0);
     let body = json!({
@@ -958,7 +1158,7 @@ fn status(sh: &Shared) -> Response<ProxyBody> {
             "total_requests": m.requests.load(Relaxed),
         },
         "memory": {
-            "workers_lua_vms": [{"pid": std::process::id(), "http_allocated_gc": format!("{:.2} MiB", rss_bytes() as f64 / 1048576.0)}],
+            "workers_lua_vms": [{"pid": std::process::id(), "http_allocated_gc": unit.show(rss_bytes())}],
             "lua_shared_dicts": {},
         },
         "configuration_hash": sh.snapshot.load().hash(),
@@ -993,10 +1193,6 @@ fn ready(sh: &Shared) -> Response<ProxyBody> {
         );
     }
     message(StatusCode::OK, "ready")
-}
-
-fn flag(q: Option<&str>, name: &str) -> bool {
-    truthy(query_param(q, name).as_deref())
 }
 
 /// Kong's `truthy` of a request parameter (lowercased first).
@@ -1547,6 +1743,45 @@ Content-Type: application/octet-stream\r\n\r\na: 1\r\n--x\r\n\r\n--------XyZ--\r
         assert_eq!(query_param(None, "tags"), None);
     }
 
+    #[tokio::test]
+    async fn a_failed_export_is_kongs_500() {
+        let r = export_response(Err(YamlError("no".into())));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = r.into_body().collect().await.map(|b| b.to_bytes());
+        let body: Value = serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(body, json!({"message": "An unexpected error occurred"}));
+        let r = export_response(Ok("_format_version: '3.0'\n".into()));
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn memory_units_as_kong_formats_them() {
+        let show = |q: &str, bytes| MemoryUnit::of(Some(q)).map(|u| u.show(bytes));
+        assert_eq!(show("", 3 << 20), Ok(json!("3.00 MiB")));
+        assert_eq!(show("unit=k&scale=1", 1536), Ok(json!("1.5 KiB")));
+        assert_eq!(show("unit=G&scale=0", 3 << 30), Ok(json!("3 GiB")));
+        assert_eq!(show("unit=m&scale=1.9", 1 << 20), Ok(json!("1.0 MiB")));
+        assert_eq!(show("unit=b", 1234), Ok(json!(1234)));
+        assert_eq!(show("unit=B&scale=-1", 1234), Ok(json!(1234)));
+        assert_eq!(show("unit=", 1234), Ok(json!("1234")));
+        assert_eq!(show("unit=k&scale=abc", 2048), Ok(json!("2.00 KiB")));
+        let bad = |q: &str| MemoryUnit::of(Some(q)).err();
+        assert_eq!(
+            bad("unit=t").as_deref(),
+            Some("invalid unit 't' (expected 'k/K', 'm/M', or 'g/G')")
+        );
+        assert_eq!(
+            bad("scale=-1").as_deref(),
+            Some("scale must be equal or greater than 0")
+        );
+        // (the scale is checked before the unit, as in Kong)
+        assert_eq!(
+            bad("unit=t&scale=-1").as_deref(),
+            Some("scale must be equal or greater than 0")
+        );
+        assert!(bad("scale=100").is_some());
+    }
+
     #[test]
     fn truthy_ignores_case() {
         for v in ["1", "true", "TRUE", "True", "on", "ON", "yes", "Yes"] {
@@ -1556,7 +1791,9 @@ Content-Type: application/octet-stream\r\n\r\na: 1\r\n--x\r\n\r\n--------XyZ--\r
             assert!(!truthy(Some(v)), "{v}");
         }
         assert!(!truthy(None));
-        assert!(flag(Some("flatten_errors=TRUE"), "flatten_errors"));
+        assert!(truthy(
+            query_param(Some("flatten_errors=TRUE"), "flatten_errors").as_deref()
+        ));
     }
 
     #[test]

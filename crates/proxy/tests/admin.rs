@@ -2284,3 +2284,278 @@ async fn timers_list_the_background_jobs_and_their_runs() {
     );
     g.gw.shutdown().await;
 }
+
+/// Kong's generated endpoints look up every entity of a write's path before the DB-less
+/// strategy refuses the write (`kong/api/endpoints.lua`, `kong/db/dao/init.lua`): a
+/// missing parent, a missing child or a child of another parent is 404 `Not found`; a PATCH
+/// of an entity that does not exist is the DAO's 404 where it reads before updating; a key
+/// that is no UUID for a kind without endpoint key is an invalid primary key.
+#[tokio::test]
+async fn writes_look_up_their_path_before_the_refusal() {
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    let cfg = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: {url}
+  routes:
+  - name: r1
+    paths: ["/one"]
+- name: other
+  url: {url}
+  routes:
+  - name: r3
+    paths: ["/three"]
+routes:
+- name: lone
+  paths: ["/lone"]
+"#,
+        url = b.url()
+    );
+    let r = admin_post(g.admin, "/config", "text/yaml", cfg).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let not_found = json!({"message": "Not found"});
+    let not_allowed = json!({"message": "Method not allowed"});
+    let refused = |verb: &str, what: &str, by: &str| {
+        json!({"code": 12, "name": "operation unsupported",
+               "message": format!("cannot {verb} '{what}' entities{by} when not using a database")})
+    };
+    let missing = "8a7b1e0c-5a43-4a4c-9c55-2a1f4e2b9d11";
+    let cases: Vec<(&str, String, u16, Value)> = vec![
+        // top-level entities: PATCH reads first (routes have entity checks), snis do not
+        (
+            "PATCH",
+            "/routes/nope".into(),
+            404,
+            json!({"code": 6, "name": "not found",
+                   "message": "could not find the entity with '{name=\"nope\"}'",
+                   "fields": {"name": "nope"}}),
+        ),
+        (
+            "PATCH",
+            format!("/routes/{missing}"),
+            404,
+            json!({"code": 6, "name": "not found",
+                   "message": format!("could not find the entity with primary key '{{id=\"{missing}\"}}'"),
+                   "fields": {"id": missing}}),
+        ),
+        (
+            "PATCH",
+            "/routes/r1".into(),
+            405,
+            refused("update", "routes", " by 'name'"),
+        ),
+        (
+            "PATCH",
+            "/snis/nope".into(),
+            405,
+            refused("update", "snis", " by 'name'"),
+        ),
+        (
+            "PUT",
+            "/routes/nope".into(),
+            405,
+            refused("create or update", "routes", " by 'name'"),
+        ),
+        (
+            "DELETE",
+            "/certificates/not-a-uuid".into(),
+            400,
+            json!({"code": 1, "name": "invalid primary key",
+                   "message": "invalid primary key: '{id=\"expected a valid UUID\"}'",
+                   "fields": {"id": "expected a valid UUID"}}),
+        ),
+        // one child under its parent
+        (
+            "DELETE",
+            "/services/nope/routes/r1".into(),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "DELETE",
+            "/services/svc/routes/nope".into(),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "DELETE",
+            "/services/svc/routes/r3".into(),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "PATCH",
+            "/services/svc/routes/nope".into(),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "DELETE",
+            "/services/svc/routes/r1".into(),
+            405,
+            refused("remove", "routes", " by 'name'"),
+        ),
+        (
+            "PATCH",
+            "/services/svc/routes/r1".into(),
+            405,
+            refused("update", "routes", " by 'name'"),
+        ),
+        // PUT is an upsert: only the parent is looked up
+        (
+            "PUT",
+            "/services/svc/routes/nope".into(),
+            405,
+            refused("create or update", "routes", " by 'name'"),
+        ),
+        (
+            "PUT",
+            "/services/nope/routes/r1".into(),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "POST",
+            "/services/nope/routes/r1".into(),
+            405,
+            not_allowed.clone(),
+        ),
+        // a child collection: POST checks the parent
+        (
+            "POST",
+            "/services/nope/routes".into(),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "DELETE",
+            "/services/nope/routes".into(),
+            405,
+            not_allowed.clone(),
+        ),
+        // the entity a route references
+        (
+            "PATCH",
+            "/routes/nope/service".into(),
+            404,
+            not_found.clone(),
+        ),
+        ("PUT", "/routes/nope/service".into(), 404, not_found.clone()),
+        (
+            "PATCH",
+            "/routes/lone/service".into(),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "DELETE",
+            "/routes/lone/service".into(),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "DELETE",
+            "/routes/r1/service".into(),
+            405,
+            not_allowed.clone(),
+        ),
+        (
+            "PATCH",
+            "/routes/r1/service".into(),
+            405,
+            refused("update", "services", ""),
+        ),
+        (
+            "PUT",
+            "/routes/lone/service".into(),
+            405,
+            refused("create or update", "services", ""),
+        ),
+    ];
+    for (m, p, status, body) in cases {
+        let r = send(g.admin, m, &p).await;
+        assert_eq!(r.status, status, "{m} {p}: {}", r.text());
+        assert_eq!(r.json(), body, "{m} {p}");
+    }
+    g.gw.shutdown().await;
+}
+
+/// `GET /status?unit=&scale=`: the memory figures in Kong's units (`kong/api/routes/health.lua`,
+/// `kong.node.get_memory_stats`), on both listeners; a bad unit or a negative scale is 400
+/// with Kong's message.
+#[tokio::test]
+async fn status_memory_units_and_scale() {
+    let g = Gw::start(None).await;
+    for port in [g.admin, g.status] {
+        let gc = |v: &Value| v["memory"]["workers_lua_vms"][0]["http_allocated_gc"].clone();
+        let r = get(port, "localhost", "/status").await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        assert!(v["memory"]["lua_shared_dicts"].is_object(), "{v}");
+        assert!(v["memory"]["workers_lua_vms"][0]["pid"].is_number(), "{v}");
+        assert!(v.get("database").is_none(), "{v}");
+        let mib = gc(&v);
+        let mib = mib.as_str().unwrap();
+        let (n, suffix) = mib.split_once(' ').unwrap();
+        assert_eq!(suffix, "MiB");
+        assert_eq!(n.split_once('.').unwrap().1.len(), 2, "{mib}");
+
+        let v = get(port, "localhost", "/status?unit=k&scale=1")
+            .await
+            .json();
+        let kib = gc(&v);
+        let (n, suffix) = kib.as_str().unwrap().split_once(' ').unwrap();
+        assert_eq!(suffix, "KiB");
+        assert_eq!(n.split_once('.').unwrap().1.len(), 1, "{kib}");
+        assert!(n.parse::<f64>().unwrap() > 0.0);
+
+        let v = get(port, "localhost", "/status?unit=B").await.json();
+        assert!(gc(&v).as_u64().unwrap() > 0, "{v}");
+
+        for (q, why) in [
+            (
+                "unit=t",
+                "invalid unit 't' (expected 'k/K', 'm/M', or 'g/G')",
+            ),
+            ("unit=k&scale=-2", "scale must be equal or greater than 0"),
+        ] {
+            let r = get(port, "localhost", &format!("/status?{q}")).await;
+            assert_eq!(r.status, 400, "{q}");
+            assert_eq!(r.json(), json!({ "message": why }), "{q}");
+        }
+    }
+    g.gw.shutdown().await;
+}
+
+/// `POST /config?flatten_errors=1`: each entry names its entity as Kong's
+/// `declarative_config_flattened` does: `entity_name` only from a `name`, `entity_id` only
+/// from an `id` given as a UUID, `entity_tags` only when there are tags; a hoisted child
+/// names its parent only by an id the parent was given.
+#[tokio::test]
+async fn flattened_errors_name_entities_as_kong_does() {
+    let g = Gw::start(None).await;
+    let bad = r#"{"_format_version":"3.0",
+      "services":[{"name":"s","host":"a.com","routes":[{"name":"r","paths":["bad"]}]}],
+      "consumers":[{"username":"alice","nope":1}]}"#;
+    let r = admin_post(g.admin, "/config?flatten_errors=1", "application/json", bad).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["fields"], json!({}));
+    let entries = body["flattened_errors"].as_array().unwrap();
+    let of = |t: &str| entries.iter().find(|e| e["entity_type"] == t).unwrap();
+    let route = of("route");
+    assert_eq!(route["entity_name"], "r");
+    assert_eq!(route["entity"], json!({"name": "r", "paths": ["bad"]}));
+    for key in ["entity_id", "entity_tags"] {
+        assert!(route.get(key).is_none(), "{key}: {route}");
+    }
+    let consumer = of("consumer");
+    assert_eq!(
+        consumer,
+        &json!({"entity_type": "consumer", "entity": {"username": "alice", "nope": 1},
+                "errors": [{"type": "field", "field": "nope", "message": "unknown field"}]})
+    );
+    g.gw.shutdown().await;
+}

@@ -106,6 +106,17 @@ services:
     )
     .await;
     assert_eq!(h.json()["data"]["health"], "HEALTHCHECKS_OFF");
+    // Kong compares the parameter with "1" (`tostring(...) == "1"`, not its truthy()):
+    // other values list the targets.
+    for q in ["true", "yes", "on"] {
+        let h = get(
+            g.admin,
+            "localhost",
+            &format!("/upstreams/pool/health?balancer_health={q}"),
+        )
+        .await;
+        assert_eq!(h.json()["data"].as_array().map(Vec::len), Some(2), "{q}");
+    }
     assert_eq!(
         get(g.admin, "localhost", "/upstreams/nope/health")
             .await

@@ -133,7 +133,8 @@ pub fn problems_from_flattened(errors: &[FlattenedError]) -> (Vec<Problem>, Vec<
     let mut problems = Vec::new();
     let mut unmapped = Vec::new();
     for fe in errors {
-        let Some(object) = ObjectRef::from_tags(&fe.entity_tags) else {
+        let Some(object) = ObjectRef::from_tags(fe.entity_tags.as_deref().unwrap_or_default())
+        else {
             unmapped.push(fe);
             continue;
         };
@@ -205,20 +206,21 @@ mod tests {
             entity_type: "route".into(),
             entity_name: Some("ns.web.svc.a.80".into()),
             entity_id: None,
-            entity_tags: vec![
+            entity_tags: Some(vec![
                 "k8s-name:web".into(),
                 "k8s-namespace:ns".into(),
                 "k8s-kind:Ingress".into(),
-            ],
+            ]),
             entity: serde_json::json!({}),
             errors: vec![FlatError {
                 kind: "field".into(),
                 field: Some("paths.1".into()),
                 message: "bad".into(),
             }],
+            key: None,
         };
         let untagged = FlattenedError {
-            entity_tags: vec!["other".into()],
+            entity_tags: Some(vec!["other".into()]),
             ..tagged.clone()
         };
         let binding = [tagged, untagged];

@@ -69,7 +69,7 @@ pub fn error_lines(err: &ConfigError) -> Vec<String> {
             let mut out = Vec::new();
             top_lines("", &Value::Object(inv.top_level.clone()), &mut out);
             for fe in &inv.flattened {
-                let name = fe.entity_name.clone().unwrap_or_else(|| "-".into());
+                let name = fe.key.clone().unwrap_or_else(|| "-".into());
                 for e in &fe.errors {
                     let field = e.field.clone().unwrap_or_else(|| "@entity".into());
                     out.push(format!(
