@@ -195,6 +195,9 @@ pub enum ProxyError {
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// `ssl_cert` / `ssl_cert_key` cannot be used.
+    #[error(transparent)]
+    SslCert(#[from] crate::default_certs::SslCertError),
     /// The configuration was rejected.
     #[error(transparent)]
     Config(#[from] silverback_config::ConfigError),

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::ProxyError;
+use crate::default_certs::DefaultCertificates;
 use crate::metrics::Metrics;
 use crate::proxy::ConnInfo;
 use crate::settings::{Listen, Settings};
@@ -210,11 +211,24 @@ impl Gateway {
         let snap = Arc::new(snap);
         spawn_warm_up(&snap);
         let snapshot = Arc::new(ArcSwap::new(snap));
-        let default_cert = crate::tls::default_certificate()?;
-        let resolver = Arc::new(SniResolver {
-            snapshot: snapshot.clone(),
-            default: default_cert,
-        });
+        // The default certificates are read (or generated) only when a listener needs them,
+        // as Kong checks `ssl_cert` only with TLS enabled.
+        let any_tls = [
+            &settings.proxy_listen,
+            &settings.admin_listen,
+            &settings.status_listen,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|l| l.ssl);
+        let resolver = if any_tls {
+            Some(Arc::new(SniResolver {
+                snapshot: snapshot.clone(),
+                default: DefaultCertificates::new(&settings.ssl_cert)?,
+            }))
+        } else {
+            None
+        };
         let hv = |s: String| {
             HeaderValue::from_str(&s).map_err(|e| ProxyError::Tls(format!("server token: {e}")))
         };
@@ -262,12 +276,12 @@ impl Gateway {
                 listen: l.clone(),
                 addr,
             });
-            let tls = l.ssl.then(|| {
-                tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-                    resolver.clone(),
-                    l.http2,
-                ))
-            });
+            let tls = match (&resolver, l.ssl) {
+                (Some(r), true) => Some(tokio_rustls::TlsAcceptor::from(
+                    crate::tls::server_config(r.clone(), l.http2),
+                )),
+                _ => None,
+            };
             tasks.push(tokio::spawn(accept_loop(
                 shared.clone(),
                 (kind, l.proxy_protocol),

@@ -8,7 +8,8 @@
 //! - The request path and its phases are documented in [`proxy`]; errors and their mapping
 //!   to Kong's statuses in [`error`]; the admin API in [`admin`]; load balancing
 //!   (`silverback-balancer`) and the upstream connection pool in [`upstream`]; TLS
-//!   certificate selection and upstream TLS in [`tls`].
+//!   certificate selection and upstream TLS in [`tls`], the default certificates (Kong's
+//!   `ssl_cert`, or generated RSA and ECDSA ones) in [`default_certs`].
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), silverback_proxy::ProxyError> {
@@ -29,6 +30,7 @@ mod admin_schemas;
 mod admin_view;
 pub mod body;
 pub mod deadline;
+pub mod default_certs;
 pub mod error;
 mod gateway;
 pub mod h1_client;
@@ -45,6 +47,7 @@ pub mod snapshot;
 pub mod tls;
 pub mod upstream;
 
+pub use default_certs::SslCert;
 pub use error::ProxyError;
 pub use gateway::{BoundListener, Gateway, ListenerKind};
 pub use settings::{

@@ -499,6 +499,11 @@ pub struct Settings {
     /// 401. The status listener is not affected. Default: none (the admin API is protected
     /// by listening on loopback only).
     pub admin_token: Option<AdminToken>,
+    /// `ssl_cert` and `ssl_cert_key`: the certificates TLS listeners serve when no SNI of the
+    /// configuration matches (files, PEM text or base64 of it, see
+    /// [`crate::default_certs`]). Default: none, so an RSA and an ECDSA certificate are
+    /// generated. Read and checked by [`crate::Gateway::start`] when a listener has `ssl`.
+    pub ssl_cert: crate::SslCert,
 }
 
 /// A secret the admin API requires in `Kong-Admin-Token`. Never printed: its `Debug` is
@@ -570,6 +575,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(10),
             balancer: silverback_balancer::Options::default(),
             admin_token: None,
+            ssl_cert: crate::SslCert::default(),
         }
     }
 }

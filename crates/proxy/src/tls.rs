@@ -1,11 +1,13 @@
 //! TLS: certificates chosen by SNI from the configuration (Kong's `find_certificate` order),
-//! a default certificate generated at start, and client configurations for TLS upstreams.
+//! the default certificates ([`crate::default_certs`]), and client configurations for TLS
+//! upstreams.
 //!
 //! Lookup order for a ClientHello server name `n`: the exact name, `*.<n minus its first
 //! label>`, `<n minus its last label>.*`, an SNI entity named `*`, then the default
-//! certificate. No server name gets the default certificate. A certificate with `cert_alt`
-//! offers both keys; the client's preference decides, as OpenSSL's does in Kong: the key
-//! that can sign with the first signature scheme the client lists.
+//! certificates. No server name gets the default certificates. A certificate with `cert_alt`
+//! offers both keys, and the default certificates offer one key per type; the client's
+//! preference decides, as OpenSSL's does in Kong: the key that can sign with the first
+//! signature scheme the client lists ([`CertSet::choose`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,27 +21,42 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use silverback_config::{Config, pki};
 
 use crate::ProxyError;
+use crate::default_certs::DefaultCertificates;
 
 /// Certificates of one configuration, indexed by SNI.
 #[derive(Debug, Default)]
 pub struct CertStore {
-    by_name: HashMap<String, Arc<Pair>>,
+    by_name: HashMap<String, Arc<CertSet>>,
 }
 
-/// A certificate and its optional alternative (another key type).
+/// Certificates for one name, each with a key of another type: a configured certificate
+/// and its `cert_alt`, or the default certificates (RSA and ECDSA).
 #[derive(Debug)]
-pub struct Pair {
+pub struct CertSet {
     main: Arc<CertifiedKey>,
-    alt: Option<Arc<CertifiedKey>>,
+    alts: Vec<Arc<CertifiedKey>>,
 }
 
-impl Pair {
-    fn choose(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
-        let Some(alt) = &self.alt else {
+impl CertSet {
+    /// A set of `main` and its alternatives; `main` answers a client that can use none.
+    pub fn new(main: Arc<CertifiedKey>, alts: Vec<Arc<CertifiedKey>>) -> CertSet {
+        CertSet { main, alts }
+    }
+
+    /// The certificates, `main` first.
+    pub fn certificates(&self) -> impl Iterator<Item = &Arc<CertifiedKey>> {
+        std::iter::once(&self.main).chain(&self.alts)
+    }
+
+    /// The certificate for a client: the first that can sign with the first signature
+    /// scheme the client lists (for TLS 1.2, rustls lists only the schemes its cipher
+    /// suites can use), else `main`.
+    pub(crate) fn choose(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
+        if self.alts.is_empty() {
             return self.main.clone();
-        };
+        }
         for scheme in hello.signature_schemes() {
-            for k in [&self.main, alt] {
+            for k in self.certificates() {
                 if k.key.choose_scheme(std::slice::from_ref(scheme)).is_some() {
                     return k.clone();
                 }
@@ -49,7 +66,7 @@ impl Pair {
     }
 }
 
-fn certified(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
+pub(crate) fn certified(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
     let chain = pki::parse_certs(cert)?;
     let key = pki::signing_key(&pki::parse_key(key)?)?;
     Ok(Arc::new(CertifiedKey::new(chain, key)))
@@ -65,11 +82,11 @@ impl CertStore {
                 message,
             };
             let main = certified(&c.cert, &c.key).map_err(err)?;
-            let alt = match (&c.cert_alt, &c.key_alt) {
-                (Some(cert), Some(key)) => Some(certified(cert, key).map_err(err)?),
-                _ => None,
+            let alts = match (&c.cert_alt, &c.key_alt) {
+                (Some(cert), Some(key)) => vec![certified(cert, key).map_err(err)?],
+                _ => vec![],
             };
-            pairs.insert(c.id, Arc::new(Pair { main, alt }));
+            pairs.insert(c.id, Arc::new(CertSet::new(main, alts)));
         }
         let mut by_name = HashMap::new();
         for s in &config.snis {
@@ -81,7 +98,7 @@ impl CertStore {
     }
 
     /// The certificate for a server name, in Kong's lookup order; `None` means the default.
-    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<Pair>> {
+    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<CertSet>> {
         let name = sni?.trim_end_matches('.').to_ascii_lowercase();
         if let Some(p) = self.by_name.get(&name) {
             return Some(p);
@@ -110,25 +127,12 @@ impl CertStore {
     }
 }
 
-/// Generates the default certificate (self-signed, `CN=localhost`), as Kong does at start
-/// when `ssl_cert` is not set.
-pub fn default_certificate() -> Result<Arc<CertifiedKey>, ProxyError> {
-    let tls = |e: rcgen::Error| ProxyError::Tls(e.to_string());
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(tls)?;
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(tls)?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    let cert = params.self_signed(&key).map_err(tls)?;
-    certified(&cert.pem(), &key.serialize_pem()).map_err(ProxyError::Tls)
-}
-
 /// The certificate resolver of TLS listeners: reads the current snapshot's certificates,
 /// so a configuration swap changes certificates without touching listeners.
 #[derive(Debug)]
 pub struct SniResolver {
     pub(crate) snapshot: Arc<ArcSwap<crate::snapshot::Snapshot>>,
-    pub(crate) default: Arc<CertifiedKey>,
+    pub(crate) default: Arc<DefaultCertificates>,
 }
 
 impl ResolvesServerCert for SniResolver {
@@ -136,7 +140,7 @@ impl ResolvesServerCert for SniResolver {
         let snap = self.snapshot.load();
         match snap.certs.lookup(hello.server_name()) {
             Some(p) => Some(p.choose(&hello)),
-            None => Some(self.default.clone()),
+            None => Some(self.default.choose(&hello)),
         }
     }
 }

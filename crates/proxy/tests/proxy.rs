@@ -2131,6 +2131,177 @@ async fn cert_alt_follows_the_clients_signature_preference() {
     g.gw.shutdown().await;
 }
 
+/// Kong's subject (and issuer) of its generated default certificates.
+const KONG_DEFAULT_SUBJECT: &str =
+    "C=US, ST=California, L=San Francisco, O=Kong, OU=IT Department, CN=localhost";
+
+/// The key type and size of a certificate, and its subject.
+fn key_of(der: &[u8]) -> (&'static str, usize, String) {
+    use x509_parser::public_key::PublicKey;
+    let (_, x) = x509_parser::parse_x509_certificate(der).unwrap();
+    let (kind, bits) = match x.public_key().parsed().unwrap() {
+        PublicKey::RSA(k) => ("RSA", k.key_size()),
+        PublicKey::EC(k) => ("EC", k.key_size()),
+        other => panic!("unexpected key {other:?}"),
+    };
+    (kind, bits, x.subject().to_string())
+}
+
+fn pki_path(name: &str) -> String {
+    format!(
+        "{}/../config/tests/fixtures/pki/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A TLS 1.2 client whose only cipher suite needs an RSA certificate.
+fn rsa_only_tls12() -> Vec<rustls::SupportedCipherSuite> {
+    vec![rustls::crypto::ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
+}
+
+/// Without `ssl_cert`, a client that matches no SNI (or sends none) gets one of Kong's two
+/// generated certificates by its signature preference: an ECDSA-capable client the ECDSA
+/// P-256 one at once; a client without ECDSA (TLS 1.2 with RSA suites only, TLS 1.3 offering
+/// RSA schemes only) the RSA 2048 one, once it is generated in the background.
+#[tokio::test]
+async fn generated_default_certificates_follow_the_clients_signature_preference() {
+    let g = Gw::start(None).await;
+    let (tls, _, _) = tls_connect(g.https, "nothing.test", &[]).await;
+    let ec = leaf(&tls);
+    assert_eq!(key_of(&ec), ("EC", 256, KONG_DEFAULT_SUBJECT.into()));
+    let waited = std::time::Instant::now();
+    let tls = loop {
+        match try_tls_connect_offering(g.https, "nothing.test", &[], None, Some(rsa_only_tls12()))
+            .await
+        {
+            Ok(tls) => break tls,
+            Err(_) if waited.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("no RSA default certificate after 30 s: {e}"),
+        }
+    };
+    let rsa = leaf(&tls);
+    assert_eq!(key_of(&rsa), ("RSA", 2048, KONG_DEFAULT_SUBJECT.into()));
+    // Without a server name (an IP address sends none): the same choice.
+    let rsa_schemes = vec![
+        rustls::SignatureScheme::RSA_PSS_SHA256,
+        rustls::SignatureScheme::RSA_PKCS1_SHA256,
+    ];
+    let (tls, _, _) =
+        tls_connect_offering(g.https, "127.0.0.1", &[], Some(rsa_schemes), None).await;
+    assert_eq!(leaf(&tls), rsa, "TLS 1.3, RSA schemes only");
+    let (tls, _, _) = tls_connect(g.https, "127.0.0.1", &[]).await;
+    assert_eq!(leaf(&tls), ec, "ECDSA preferred");
+    g.gw.shutdown().await;
+}
+
+/// With `ssl_cert` and `ssl_cert_key` (one RSA and one ECDSA pair, in files), a client that
+/// matches no SNI receives exactly the configured certificate of the key type it prefers;
+/// SNIs of the configuration still get their own.
+#[tokio::test]
+async fn ssl_cert_files_are_the_default_certificates() {
+    let b = Backend::start().await;
+    let dir = std::env::temp_dir().join(format!("sb-ssl-cert-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let rsa_pem = std::fs::read_to_string(pki_path("rsa.crt")).unwrap();
+    let rsa_crt = write("rsa.crt", &rsa_pem);
+    let rsa_key = write(
+        "rsa.key",
+        &std::fs::read_to_string(pki_path("rsa.key")).unwrap(),
+    );
+    let (ec_pem, ec_key_pem) = cert(&["default.example.test"]);
+    let ec_crt = write("ec.crt", &ec_pem);
+    let ec_key = write("ec.key", &ec_key_pem);
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.ssl_cert = silverback_proxy::SslCert::parse(
+        &format!("{rsa_crt}, {ec_crt}"),
+        &format!("{rsa_key}, {ec_key}"),
+    );
+    let g = Gw::start_with(settings, Some(&tls_config(&b))).await;
+    let der = |pem: &str| {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    };
+    for sni in ["nothing.test", "127.0.0.1"] {
+        let (tls, _, _) = tls_connect(g.https, sni, &[]).await;
+        assert_eq!(leaf(&tls), der(&ec_pem), "{sni}: ECDSA preferred");
+        let (tls, _, _) =
+            tls_connect_offering(g.https, sni, &[], None, Some(rsa_only_tls12())).await;
+        assert_eq!(leaf(&tls), der(&rsa_pem), "{sni}: TLS 1.2, RSA only");
+    }
+    let (_, names, _) = tls_connect(g.https, "exact.test", &[]).await;
+    assert_eq!(names, ["DNSName(exact.test)"], "a configured SNI wins");
+    g.gw.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A bad `ssl_cert` / `ssl_cert_key` fails the start with an error naming the setting and the
+/// file; without a TLS listener they are not read, as Kong checks them only with TLS on.
+#[tokio::test]
+async fn bad_ssl_cert_settings_fail_the_start() {
+    let dir = std::env::temp_dir().join(format!("sb-ssl-cert-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.key");
+    std::fs::write(&garbage, "no key here").unwrap();
+    let garbage = garbage.display().to_string();
+    let missing = dir.join("missing.crt").display().to_string();
+    let (rsa_crt, rsa_key, ec_crt, ec_key) = (
+        pki_path("rsa.crt"),
+        pki_path("rsa.key"),
+        pki_path("ec.crt"),
+        pki_path("ec.key"),
+    );
+    let cases = [
+        (
+            rsa_crt.clone(),
+            String::new(),
+            "ssl_cert_key must be specified".to_string(),
+        ),
+        (
+            format!("{rsa_crt},{ec_crt}"),
+            rsa_key.clone(),
+            "ssl_cert was specified 2 times while ssl_cert_key was specified 1 times".into(),
+        ),
+        (
+            missing.clone(),
+            rsa_key.clone(),
+            format!("ssl_cert: failed loading certificate from {missing}: no such file"),
+        ),
+        (
+            rsa_crt.clone(),
+            garbage.clone(),
+            format!("ssl_cert_key: failed loading key from {garbage}: invalid key"),
+        ),
+        (
+            rsa_crt.clone(),
+            ec_key.clone(),
+            format!("ssl_cert_key {ec_key} does not match ssl_cert {rsa_crt}"),
+        ),
+    ];
+    for (certs, keys, want) in cases {
+        let mut settings = silverback_proxy::Settings::loopback();
+        settings.ssl_cert = silverback_proxy::SslCert::parse(&certs, &keys);
+        let err = silverback_proxy::Gateway::start(settings, None)
+            .await
+            .err()
+            .expect("the start fails")
+            .to_string();
+        assert!(err.starts_with(&want), "{err}\nwanted: {want}");
+    }
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.proxy_listen = silverback_proxy::Listen::parse_list("127.0.0.1:0").unwrap();
+    settings.ssl_cert = silverback_proxy::SslCert::parse(&missing, "");
+    let g = Gw::start_with(settings, None).await;
+    g.gw.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Connections hyper serves close after `keepalive_timeout` without a request, as nginx's
 /// do: an HTTP/2 connection whose client keeps answering pings, and a TLS connection that
 /// agreed on h2 but never sends the preface.

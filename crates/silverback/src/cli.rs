@@ -182,6 +182,20 @@ pub struct DataPlaneArgs {
         conflicts_with = "admin_token"
     )]
     pub admin_token_file: Option<PathBuf>,
+    /// Default certificates of TLS listeners, served when no SNI of the configuration matches
+    /// (Kong's `ssl_cert`): comma-separated, each a file path, PEM text or base64 of PEM text;
+    /// one RSA and one ECDSA certificate are useful. Unset: an RSA and an ECDSA certificate
+    /// are generated at start.
+    #[arg(long, env = "SILVERBACK_SSL_CERT", default_value = "")]
+    pub ssl_cert: String,
+    /// The private keys of `--ssl-cert`, in the same order (Kong's `ssl_cert_key`).
+    #[arg(
+        long,
+        env = "SILVERBACK_SSL_CERT_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub ssl_cert_key: String,
 }
 
 /// `silverback run`.
@@ -316,6 +330,8 @@ fn kong_alias(var: &str) -> Option<String> {
         "HEADERS",
         "HEADERS_UPSTREAM",
         "ERROR_DEFAULT_TYPE",
+        "SSL_CERT",
+        "SSL_CERT_KEY",
     ];
     let rest = var.strip_prefix("SILVERBACK_")?;
     KONG_SETTINGS
@@ -384,6 +400,10 @@ mod tests {
         assert_eq!(
             kong_alias("SILVERBACK_PROXY_LISTEN").as_deref(),
             Some("KONG_PROXY_LISTEN")
+        );
+        assert_eq!(
+            kong_alias("SILVERBACK_SSL_CERT_KEY").as_deref(),
+            Some("KONG_SSL_CERT_KEY")
         );
         assert_eq!(kong_alias("SILVERBACK_MANIFESTS"), None);
         assert_eq!(kong_alias("PROXY_LISTEN"), None);

@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use silverback_config::{Config, LoadOptions, PluginRegistry, RouterFlavor, load_bytes};
 use silverback_proxy::header_buffers::HeaderBuffers;
-use silverback_proxy::{AdminToken, Cidr, Gateway, Headers, Listen, Settings, UpstreamHeaders};
+use silverback_proxy::{
+    AdminToken, Cidr, Gateway, Headers, Listen, Settings, SslCert, UpstreamHeaders,
+};
 
 use crate::cli::DataPlaneArgs;
 
@@ -66,6 +68,7 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         header_buffers,
         proxy_header_buffers,
         log_level: crate::log_level(),
+        ssl_cert: SslCert::parse(&args.ssl_cert, &args.ssl_cert_key),
         ..Settings::default()
     })
 }

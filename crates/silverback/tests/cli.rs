@@ -496,6 +496,49 @@ fn proxy_rejects_a_bad_error_default_type() {
     );
 }
 
+/// A bad `ssl_cert` / `ssl_cert_key` (Kong's names and variables) stops the start with an
+/// error naming the setting and the file; key material given inline is never printed.
+#[test]
+fn proxy_rejects_a_bad_ssl_cert_without_printing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = format!(
+        "{}/../config/tests/fixtures/pki",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let missing = dir.path().join("missing.crt").display().to_string();
+    let out = silverback(
+        &["proxy"],
+        &[
+            ("KONG_SSL_CERT", &missing),
+            ("KONG_SSL_CERT_KEY", &format!("{pki}/rsa.key")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "ssl_cert: failed loading certificate from {missing}: no such file"
+        )),
+        "{stderr}"
+    );
+    // The ECDSA key, given as PEM text, for the RSA certificate.
+    let key = std::fs::read_to_string(format!("{pki}/ec.key")).unwrap();
+    let out = silverback(
+        &["proxy", "--ssl-cert", &format!("{pki}/rsa.crt")],
+        &[("SILVERBACK_SSL_CERT_KEY", &key)],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "ssl_cert_key entry 1 (PEM text) does not match ssl_cert {pki}/rsa.crt"
+        )),
+        "{stderr}"
+    );
+    let secret_line = key.lines().nth(1).unwrap();
+    assert!(!stderr.contains(secret_line), "{stderr}");
+}
+
 #[test]
 fn proxy_rejects_a_bad_listen_setting() {
     let out = silverback(&["proxy", "--proxy-listen", "127.0.0.1:8000 sslx"], &[]);

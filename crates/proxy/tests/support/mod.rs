@@ -631,6 +631,47 @@ async fn tls_handshake(
     Vec<String>,
     Option<Vec<u8>>,
 ) {
+    let tls = try_tls_handshake(addr, preamble, sni, alpn, only, tls12_suites)
+        .await
+        .expect("TLS handshake");
+    let x = leaf(&tls);
+    let (_, x) = x509_parser::parse_x509_certificate(x.as_ref()).unwrap();
+    let names = x
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|s| {
+            s.value
+                .general_names
+                .iter()
+                .map(|g| format!("{g}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let alpn = tls.get_ref().1.alpn_protocol().map(|a| a.to_vec());
+    (tls, names, alpn)
+}
+
+/// [`tls_connect_offering`] that returns a failed handshake rather than panicking. An IP
+/// address as `sni` sends no server name (rustls sends names only).
+pub async fn try_tls_connect_offering(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+    only: Option<Vec<rustls::SignatureScheme>>,
+    tls12_suites: Option<Vec<rustls::SupportedCipherSuite>>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    try_tls_handshake(addr, None, sni, alpn, only, tls12_suites).await
+}
+
+async fn try_tls_handshake(
+    addr: SocketAddr,
+    preamble: Option<&[u8]>,
+    sni: &str,
+    alpn: &[&[u8]],
+    only: Option<Vec<rustls::SignatureScheme>>,
+    tls12_suites: Option<Vec<rustls::SupportedCipherSuite>>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let mut p = rustls::crypto::ring::default_provider();
     if let Some(suites) = &tls12_suites {
         p.cipher_suites = suites.clone();
@@ -649,31 +690,20 @@ async fn tls_handshake(
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = TcpStream::connect(addr).await?;
     if let Some(p) = preamble {
-        s.write_all(p).await.unwrap();
+        s.write_all(p).await?;
     }
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, s)
         .await
-        .expect("TLS handshake");
-    let (_, c) = tls.get_ref();
-    let leaf = c.peer_certificates().unwrap()[0].clone();
-    let (_, x) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
-    let names = x
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .map(|g| format!("{g}"))
-                .collect()
-        })
-        .unwrap_or_default();
-    let alpn = c.alpn_protocol().map(|a| a.to_vec());
-    (tls, names, alpn)
+}
+
+/// The leaf certificate the server presented.
+pub fn leaf(
+    tls: &tokio_rustls::client::TlsStream<TcpStream>,
+) -> rustls::pki_types::CertificateDer<'static> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
 }
 
 /// A self-signed certificate for `names`: (cert PEM, key PEM).
