@@ -24,12 +24,14 @@
 //!
 //! RSA keys are generated with the `rsa` crate (ring, which signs for rustls, cannot generate
 //! them); generation is the only thing it does: the PKCS#8 key is handed to rcgen and ring,
-//! which sign the certificate and every handshake. Generating a 2048-bit key takes a
-//! fraction of a second to a few seconds (prime search is random), so it runs on a thread of
-//! its own: the ECDSA certificate, generated in microseconds, serves from the start, and the
-//! RSA certificate joins it when ready. Until then a client that cannot use ECDSA fails its
-//! handshake rather than every start waiting for the key. (Debug builds compile the bignum
-//! crates optimized, see the workspace `Cargo.toml`, or generation takes tens of seconds.)
+//! which sign the certificate and every handshake. A 2048-bit key takes 0.06-0.3 s on this
+//! project's 2-core machines (prime search is random; 0.4-1.2 s when the bignum crates are
+//! not optimized, so the workspace `Cargo.toml` optimizes them in debug builds too). It runs
+//! on a thread of its own so that no start waits for it: the ECDSA certificate, generated in
+//! a millisecond, serves from the first handshake, and the RSA certificate joins it when
+//! ready. Until then a client that cannot use ECDSA fails its handshake. Generating it before
+//! the listeners open would delay every start (and every test gateway) by that time for the
+//! sake of the rare client without ECDSA in its first fraction of a second.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

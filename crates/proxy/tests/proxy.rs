@@ -2138,8 +2138,8 @@ const KONG_DEFAULT_SUBJECT: &str =
 /// The key type and size of a certificate, and its subject.
 fn key_of(der: &[u8]) -> (&'static str, usize, String) {
     use x509_parser::public_key::PublicKey;
-    let (_, x) = x509_parser::parse_x509_certificate(der).unwrap();
-    let (kind, bits) = match x.public_key().parsed().unwrap() {
+    let (_, x) = x509_parser::parse_x509_certificate(der).expect("an X.509 certificate");
+    let (kind, bits) = match x.public_key().parsed().expect("a known key type") {
         PublicKey::RSA(k) => ("RSA", k.key_size()),
         PublicKey::EC(k) => ("EC", k.key_size()),
         other => panic!("unexpected key {other:?}"),
@@ -2287,11 +2287,10 @@ async fn bad_ssl_cert_settings_fail_the_start() {
     for (certs, keys, want) in cases {
         let mut settings = silverback_proxy::Settings::loopback();
         settings.ssl_cert = silverback_proxy::SslCert::parse(&certs, &keys);
-        let err = silverback_proxy::Gateway::start(settings, None)
-            .await
-            .err()
-            .expect("the start fails")
-            .to_string();
+        let err = match silverback_proxy::Gateway::start(settings, None).await {
+            Ok(_) => panic!("the start should fail with {want}"),
+            Err(e) => e.to_string(),
+        };
         assert!(err.starts_with(&want), "{err}\nwanted: {want}");
     }
     let mut settings = silverback_proxy::Settings::loopback();
