@@ -66,7 +66,7 @@ impl CertSet {
     }
 }
 
-pub(crate) fn certified(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
+fn certified(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
     let chain = pki::parse_certs(cert)?;
     let key = pki::signing_key(&pki::parse_key(key)?)?;
     Ok(Arc::new(CertifiedKey::new(chain, key)))
