@@ -598,9 +598,9 @@ pub async fn tls_connect_after(
     preamble: &[u8],
     sni: &str,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
-    tls_handshake(addr, Some(preamble), sni, &[], None, None)
+    try_tls_handshake(addr, Some(preamble), sni, &[], None, None)
         .await
-        .0
+        .expect("TLS handshake")
 }
 
 /// [`tls_connect`] offering only the signature schemes `only` (all when `None`) and, when
@@ -616,22 +616,7 @@ pub async fn tls_connect_offering(
     Vec<String>,
     Option<Vec<u8>>,
 ) {
-    tls_handshake(addr, None, sni, alpn, only, tls12_suites).await
-}
-
-async fn tls_handshake(
-    addr: SocketAddr,
-    preamble: Option<&[u8]>,
-    sni: &str,
-    alpn: &[&[u8]],
-    only: Option<Vec<rustls::SignatureScheme>>,
-    tls12_suites: Option<Vec<rustls::SupportedCipherSuite>>,
-) -> (
-    tokio_rustls::client::TlsStream<TcpStream>,
-    Vec<String>,
-    Option<Vec<u8>>,
-) {
-    let tls = try_tls_handshake(addr, preamble, sni, alpn, only, tls12_suites)
+    let tls = try_tls_handshake(addr, None, sni, alpn, only, tls12_suites)
         .await
         .expect("TLS handshake");
     let x = leaf(&tls);
