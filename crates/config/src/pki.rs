@@ -14,7 +14,7 @@ use crate::schema::Field;
 /// Parses a PEM chain (at least one certificate).
 pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
-    let certs = certs.map_err(|e| format!("invalid certificate: {e}"))?;
+    let certs = certs.map_err(|e| format!("invalid certificate: {}", pem_error(&e)))?;
     if certs.is_empty() {
         return Err("invalid certificate: no PEM certificate found".into());
     }
@@ -25,9 +25,27 @@ pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// Parses a PEM private key (PKCS#8, PKCS#1 or SEC1).
+/// Parses a PEM private key (PKCS#8, PKCS#1 or SEC1). The error never quotes the input.
 pub fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| format!("invalid key: {e}"))
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| format!("invalid key: {}", pem_error(&e)))
+}
+
+/// What went wrong in a PEM text, without its content: the PEM parser's own messages quote
+/// the offending line, which for a key written on one line (as environment variables often
+/// carry it) is the key itself.
+fn pem_error(e: &rustls::pki_types::pem::Error) -> &'static str {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { .. } => "a PEM section has no END line",
+        Error::IllegalSectionStart { .. } => {
+            "a PEM BEGIN line is malformed (is the text on one line?)"
+        }
+        Error::Base64Decode(_) => "a PEM section is not valid base64",
+        Error::NoItemsFound => "no PEM section of the expected kind",
+        Error::SectionTooLarge => "a PEM section is too large",
+        _ => "the PEM text cannot be read",
+    }
 }
 
 /// Loads a key into a signing key of the ring provider.
@@ -174,4 +192,27 @@ pub fn check_ca_certificate(pem: &str, now_unix: Option<i64>) -> Result<String, 
     }
     use sha2::Digest;
     Ok(hex::encode(sha2::Sha256::digest(certs[0].as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_errors_never_quote_the_key() {
+        let key = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSECRETSECRETSECRETSECRET";
+        let inputs = [
+            format!("-----BEGIN PRIVATE KEY-----{key}-----END PRIVATE KEY-----"),
+            format!("-----BEGIN PRIVATE KEY-----\\n{key}\\n-----END PRIVATE KEY-----\\n"),
+            format!("-----BEGIN PRIVATE KEY----- {key} -----END PRIVATE KEY-----"),
+            format!("-----BEGIN PRIVATE KEY-----\n{key}\n"),
+            format!("-----BEGIN PRIVATE KEY-----\n{key}!!\n-----END PRIVATE KEY-----\n"),
+        ];
+        for input in inputs {
+            let e = parse_key(&input).expect_err(&input);
+            // neither the text nor its bytes as numbers (the PEM parser prints a Vec<u8>)
+            assert!(!e.contains("SECRET") && !e.contains("77, 73, 71"), "{e}");
+            assert!(e.starts_with("invalid key: "), "{e}");
+        }
+    }
 }

@@ -930,6 +930,20 @@ fn flattened_entries_carry_identity_for_the_controller() {
         "declarative config is invalid: {services={{routes={{paths={\"should start with: / (fixed path) or ~/ (regex path)\"}}}}}}"
     );
     assert!(body.get("flattened_errors").is_none());
+
+    // As the translator sends them, with ids: the route is named by its id, and its parent
+    // service by the id it was given.
+    let (sid, rid) = (
+        "5b1f6a6e-41a8-5e0c-9c53-2d0f5f3c1a01",
+        "0e8d2c1b-77f4-5c3e-8a6d-6b4f1e2d3c02",
+    );
+    let d = doc(&format!(
+        "services:\n- name: ns.svc.80\n  id: {sid}\n  host: a.com\n  routes:\n  - name: ns.ing.svc.a.com.80\n    id: {rid}\n    paths: [bad]\n    tags: [k8s-name:ing, k8s-namespace:ns, k8s-kind:Ingress]\n"
+    ));
+    let body = load(&d).unwrap_err().kong_body(true);
+    let fe = &body["flattened_errors"][0];
+    assert_eq!(fe["entity_id"], rid, "{fe}");
+    assert_eq!(fe["entity"]["service"], json!({"id": sid}), "{fe}");
 }
 
 #[test]

@@ -290,10 +290,16 @@ impl AdminClient {
                     .and_then(Value::as_str)
                     .map(str::to_string)
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(500).collect());
+                // entry by entry: one the model cannot read (a Lua encoder writes an empty
+                // tag list as `{}`) does not lose the others
                 let flattened: Vec<FlattenedError> = v
                     .get("flattened_errors")
-                    .cloned()
-                    .and_then(|f| serde_json::from_value(f).ok())
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|e| serde_json::from_value(e.clone()).ok())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 Err(PushError::Rejected { message, flattened })
             }

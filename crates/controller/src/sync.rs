@@ -648,7 +648,7 @@ impl Syncer {
             for (name, message, flattened) in &rejections {
                 let (p, unmapped) = silverback_translator::problems_from_flattened(flattened);
                 for u in unmapped {
-                    tracing::warn!(dataplane = %name, entity_type = %u.entity_type, entity = ?u.entity_name, errors = ?u.errors, "rejected entity without k8s tags");
+                    tracing::warn!(dataplane = %name, entity_type = %u.entity_type, entity = ?u.entity_name, id = ?u.entity_id, errors = ?u.errors, "rejected entity without k8s tags");
                 }
                 messages.push(format!("{name}: {message}"));
                 new_problems.extend(p);

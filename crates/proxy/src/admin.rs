@@ -508,10 +508,21 @@ impl InvalidPrimaryKey {
 /// How Kong's endpoints address an entity by a path segment: by id when it is a UUID, else
 /// by the endpoint key (`Ok(Some(field))`); a kind without one takes the segment as its id.
 fn key_field(k: EntityKind, key: &str) -> Result<Option<&'static str>, InvalidPrimaryKey> {
-    if uuid::Uuid::parse_str(key).is_ok() {
+    if is_uuid(key) {
         return Ok(None);
     }
     k.endpoint_key().map(Some).ok_or(InvalidPrimaryKey)
+}
+
+/// Kong's `is_valid_uuid`: the hyphenated form only (any case), not the other forms the
+/// `uuid` crate reads (32 hex digits, braces, `urn:uuid:`).
+fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// Whether Kong's DAO reads an entity of this kind before it updates it: a schema with
@@ -1620,6 +1631,21 @@ pub(crate) fn now_unix() -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids_as_kong_reads_them() {
+        assert!(is_uuid("a4f1c2d3-0b1e-4c5d-9e8f-123456789abc"));
+        assert!(is_uuid("A4F1C2D3-0B1E-4C5D-9E8F-123456789ABC"));
+        for not in [
+            "a4f1c2d30b1e4c5d9e8f123456789abc",
+            "{a4f1c2d3-0b1e-4c5d-9e8f-123456789abc}",
+            "urn:uuid:a4f1c2d3-0b1e-4c5d-9e8f-123456789abc",
+            "a4f1c2d3-0b1e-4c5d-9e8f-123456789ab",
+            "g4f1c2d3-0b1e-4c5d-9e8f-123456789abc",
+        ] {
+            assert!(!is_uuid(not), "{not}");
+        }
+    }
 
     fn doc_of(ct: &str, body: &'static [u8]) -> Result<Bytes, String> {
         document(ct, Bytes::from_static(body)).map(|p| p.doc)

@@ -50,12 +50,21 @@ impl CertSet {
 
     /// The certificate for a client: the first that can sign with the first signature
     /// scheme the client lists (for TLS 1.2, rustls lists only the schemes its cipher
-    /// suites can use), else `main`.
+    /// suites can use; for TLS 1.3, schemes TLS 1.3 forbids are skipped here, as OpenSSL
+    /// skips them), else `main`.
     pub(crate) fn choose(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
         if self.alts.is_empty() {
             return self.main.clone();
         }
+        // (the server speaks TLS 1.3, so a client offering a TLS 1.3 suite gets it)
+        let tls13 = hello
+            .cipher_suites()
+            .iter()
+            .any(|s| (0x1301..=0x1305).contains(&u16::from(*s)));
         for scheme in hello.signature_schemes() {
+            if tls13 && !usable_in_tls13(*scheme) {
+                continue;
+            }
             for k in self.certificates() {
                 if k.key.choose_scheme(std::slice::from_ref(scheme)).is_some() {
                     return k.clone();
@@ -63,6 +72,18 @@ impl CertSet {
             }
         }
         self.main.clone()
+    }
+}
+
+/// Whether TLS 1.3 allows `scheme` (RFC 8446 §4.2.3): no MD5, SHA-1 or SHA-224, no
+/// RSASSA-PKCS1-v1_5 or DSA signatures.
+fn usable_in_tls13(scheme: rustls::SignatureScheme) -> bool {
+    let v = u16::from(scheme);
+    let (hash, signature) = ((v >> 8) as u8, v as u8);
+    match hash {
+        0..=3 => false,
+        4..=6 => !matches!(signature, 1 | 2),
+        _ => true,
     }
 }
 
@@ -363,5 +384,32 @@ impl ServerCertVerifier for DepthVerifier {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::SignatureScheme as S;
+
+    #[test]
+    fn schemes_tls13_allows() {
+        for s in [
+            S::RSA_PSS_SHA256,
+            S::RSA_PSS_SHA512,
+            S::ECDSA_NISTP256_SHA256,
+            S::ECDSA_NISTP384_SHA384,
+            S::ED25519,
+        ] {
+            assert!(usable_in_tls13(s), "{s:?}");
+        }
+        for s in [
+            S::RSA_PKCS1_SHA1,
+            S::ECDSA_SHA1_Legacy,
+            S::RSA_PKCS1_SHA256,
+            S::RSA_PKCS1_SHA512,
+        ] {
+            assert!(!usable_in_tls13(s), "{s:?}");
+        }
     }
 }

@@ -2191,6 +2191,14 @@ async fn generated_default_certificates_follow_the_clients_signature_preference(
     let (tls, _, _) =
         tls_connect_offering(g.https, "127.0.0.1", &[], Some(rsa_schemes), None).await;
     assert_eq!(leaf(&tls), rsa, "TLS 1.3, RSA schemes only");
+    // TLS 1.3 cannot sign with RSA-PKCS1: a client listing it first gets the ECDSA one
+    let pkcs1_first = vec![
+        rustls::SignatureScheme::RSA_PKCS1_SHA256,
+        rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
+    ];
+    let (tls, _, _) =
+        tls_connect_offering(g.https, "nothing.test", &[], Some(pkcs1_first), None).await;
+    assert_eq!(leaf(&tls), ec, "TLS 1.3, RSA-PKCS1 listed first");
     let (tls, _, _) = tls_connect(g.https, "127.0.0.1", &[]).await;
     assert_eq!(leaf(&tls), ec, "ECDSA preferred");
     g.gw.shutdown().await;

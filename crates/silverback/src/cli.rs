@@ -186,14 +186,22 @@ pub struct DataPlaneArgs {
     /// (Kong's `ssl_cert`): comma-separated, each a file path, PEM text or base64 of PEM text;
     /// one RSA and one ECDSA certificate are useful. Unset: an RSA and an ECDSA certificate
     /// are generated at start.
-    #[arg(long, env = "SILVERBACK_SSL_CERT", default_value = "")]
+    /// (A value may start with `-`: PEM text does.)
+    #[arg(
+        long,
+        env = "SILVERBACK_SSL_CERT",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     pub ssl_cert: String,
-    /// The private keys of `--ssl-cert`, in the same order (Kong's `ssl_cert_key`).
+    /// The private keys of `--ssl-cert`, in the same order (Kong's `ssl_cert_key`). Prefer a
+    /// file or the environment to key text on the command line, which `ps` shows.
     #[arg(
         long,
         env = "SILVERBACK_SSL_CERT_KEY",
         default_value = "",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     pub ssl_cert_key: String,
 }

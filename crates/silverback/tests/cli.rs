@@ -537,6 +537,27 @@ fn proxy_rejects_a_bad_ssl_cert_without_printing_keys() {
     );
     let secret_line = key.lines().nth(1).unwrap();
     assert!(!stderr.contains(secret_line), "{stderr}");
+    // The key as a flag's value (PEM text starts with `-`) and on one line, as environment
+    // variables often carry it: the error names the entry and never quotes the text.
+    let one_line = key.replace('\n', "");
+    let rsa = format!("{pki}/rsa.crt");
+    let out = silverback(
+        &["proxy", "--ssl-cert", &rsa, "--ssl-cert-key", &one_line],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ssl_cert_key: failed loading key from entry 1 (PEM text): invalid key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret_line), "{stderr}");
+    let as_numbers = secret_line
+        .bytes()
+        .take(8)
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>();
+    assert!(!stderr.contains(&as_numbers.join(", ")), "{stderr}");
 }
 
 #[test]
