@@ -457,6 +457,20 @@ fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Respo
             let Some((_, items)) = find(k, id).and_then(|p| children(&snap, k, &p, child)) else {
                 return not_found();
             };
+            if ck == EntityKind::Target {
+                // Kong's own target endpoint (`kong/api/routes/upstreams.lua`): the target
+                // by id or address under that upstream for every method, then an update or
+                // delete by primary key (PUT too)
+                if find_entity(&items, ck, cid).is_none() {
+                    return not_found();
+                }
+                let verb = if *m == Method::DELETE {
+                    "remove"
+                } else {
+                    "update"
+                };
+                return unsupported(verb, ck, None);
+            }
             let by = match key_field(ck, cid) {
                 Ok(by) => by,
                 Err(e) => return e.response(),

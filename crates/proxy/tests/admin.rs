@@ -2310,6 +2310,11 @@ services:
 routes:
 - name: lone
   paths: ["/lone"]
+upstreams:
+- name: up
+  targets:
+  - target: 10.0.0.1:80
+- name: up2
 "#,
         url = b.url()
     );
@@ -2322,7 +2327,48 @@ routes:
                "message": format!("cannot {verb} '{what}' entities{by} when not using a database")})
     };
     let missing = "8a7b1e0c-5a43-4a4c-9c55-2a1f4e2b9d11";
-    let cases: Vec<(&str, String, u16, Value)> = vec![
+    let targets = |c: &str| format!("/upstreams/{c}");
+    let mut cases: Vec<(&str, String, u16, Value)> = vec![
+        // Kong's own target endpoint: the target under that upstream for every method, then
+        // an update (PUT too) or a removal by primary key
+        (
+            "PUT",
+            targets("up/targets/10.0.0.1:80"),
+            405,
+            refused("update", "targets", ""),
+        ),
+        (
+            "PATCH",
+            targets("up/targets/10.0.0.1:80"),
+            405,
+            refused("update", "targets", ""),
+        ),
+        (
+            "DELETE",
+            targets("up/targets/10.0.0.1:80"),
+            405,
+            refused("remove", "targets", ""),
+        ),
+        (
+            "PUT",
+            targets("up/targets/10.0.0.2:80"),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "DELETE",
+            targets("up2/targets/10.0.0.1:80"),
+            404,
+            not_found.clone(),
+        ),
+        (
+            "PATCH",
+            targets("nope/targets/10.0.0.1:80"),
+            404,
+            not_found.clone(),
+        ),
+    ];
+    cases.extend(vec![
         // top-level entities: PATCH reads first (routes have entity checks), snis do not
         (
             "PATCH",
@@ -2473,7 +2519,7 @@ routes:
             405,
             refused("create or update", "services", ""),
         ),
-    ];
+    ]);
     // (Kong checks a PUT's body against the schema before the DB-less refusal, which we do
     // not: these PUTs carry bodies Kong accepts, so that Kong would answer as here)
     let valid_body = |p: &str| match p {
