@@ -51,12 +51,25 @@ use crate::tls::CertSet;
 /// Kong's `ssl_cert` and `ssl_cert_key`: the default certificates as given, before they are
 /// read. Empty lists mean generated certificates. Its `Debug` shows the certificate entries
 /// that are paths and nothing of the keys, which may be key material.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SslCert {
+    /// The setting's name as errors name it: `ssl_cert` (the proxy's), `admin_ssl_cert` or
+    /// `status_ssl_cert`; the keys' is that with `_key`.
+    pub setting: &'static str,
     /// `ssl_cert`: certificate chains (leaf first), one per key.
     pub certs: Vec<String>,
     /// `ssl_cert_key`: the private keys, in the order of `certs`.
     pub keys: Vec<String>,
+}
+
+impl Default for SslCert {
+    fn default() -> SslCert {
+        SslCert {
+            setting: "ssl_cert",
+            certs: vec![],
+            keys: vec![],
+        }
+    }
 }
 
 impl fmt::Debug for SslCert {
@@ -73,6 +86,7 @@ impl fmt::Debug for SslCert {
             })
             .collect();
         f.debug_struct("SslCert")
+            .field("setting", &self.setting)
             .field("certs", &shown)
             .field("keys", &format_args!("<{} redacted>", self.keys.len()))
             .finish()
@@ -84,38 +98,52 @@ impl fmt::Debug for SslCert {
 #[derive(Debug, thiserror::Error)]
 pub enum SslCertError {
     /// Certificates without keys (Kong's message).
-    #[error("ssl_cert_key must be specified")]
-    KeyMissing,
+    #[error("{setting}_key must be specified")]
+    KeyMissing {
+        /// The setting (`ssl_cert`, `admin_ssl_cert`, `status_ssl_cert`).
+        setting: &'static str,
+    },
     /// Keys without certificates (Kong's message).
-    #[error("ssl_cert must be specified")]
-    CertMissing,
+    #[error("{setting} must be specified")]
+    CertMissing {
+        /// The setting.
+        setting: &'static str,
+    },
     /// Lists of different lengths (Kong's message).
-    #[error("ssl_cert was specified {certs} times while ssl_cert_key was specified {keys} times")]
+    #[error("{setting} was specified {certs} times while {setting}_key was specified {keys} times")]
     Count {
-        /// Entries of `ssl_cert`.
+        /// The setting.
+        setting: &'static str,
+        /// Entries of the certificates.
         certs: usize,
-        /// Entries of `ssl_cert_key`.
+        /// Entries of the keys.
         keys: usize,
     },
     /// A certificate entry cannot be read or parsed.
-    #[error("ssl_cert: failed loading certificate from {from}: {reason}")]
+    #[error("{setting}: failed loading certificate from {from}: {reason}")]
     Cert {
+        /// The setting.
+        setting: &'static str,
         /// The entry.
         from: Origin,
         /// Why.
         reason: String,
     },
     /// A key entry cannot be read or parsed.
-    #[error("ssl_cert_key: failed loading key from {from}: {reason}")]
+    #[error("{setting}_key: failed loading key from {from}: {reason}")]
     Key {
+        /// The setting.
+        setting: &'static str,
         /// The entry.
         from: Origin,
         /// Why.
         reason: String,
     },
     /// The key of a pair is not the certificate's (nginx refuses to start on it).
-    #[error("ssl_cert_key {key} does not match ssl_cert {cert}")]
+    #[error("{setting}_key {key} does not match {setting} {cert}")]
     Mismatch {
+        /// The setting.
+        setting: &'static str,
         /// The certificate entry.
         cert: Origin,
         /// The key entry.
@@ -158,6 +186,12 @@ impl SslCert {
     /// The settings as Kong reads them: comma-separated lists, each entry trimmed; empty
     /// entries are ignored.
     pub fn parse(certs: &str, keys: &str) -> SslCert {
+        SslCert::parse_setting("ssl_cert", certs, keys)
+    }
+
+    /// [`SslCert::parse`] for another setting of the same form (`admin_ssl_cert`,
+    /// `status_ssl_cert`), named so in errors.
+    pub fn parse_setting(setting: &'static str, certs: &str, keys: &str) -> SslCert {
         let list = |s: &str| -> Vec<String> {
             s.split(',')
                 .map(str::trim)
@@ -166,6 +200,7 @@ impl SslCert {
                 .collect()
         };
         SslCert {
+            setting,
             certs: list(certs),
             keys: list(keys),
         }
@@ -179,31 +214,49 @@ impl SslCert {
     /// Reads and checks every pair, with Kong's checks (both lists given, of one length,
     /// every entry loads) and nginx's (each key belongs to its certificate).
     pub fn load(&self) -> Result<CertSet, SslCertError> {
+        let setting = self.setting;
         match (self.certs.len(), self.keys.len()) {
-            (c, 0) if c > 0 => return Err(SslCertError::KeyMissing),
-            (0, k) if k > 0 => return Err(SslCertError::CertMissing),
-            (certs, keys) if certs != keys => return Err(SslCertError::Count { certs, keys }),
+            (c, 0) if c > 0 => return Err(SslCertError::KeyMissing { setting }),
+            (0, k) if k > 0 => return Err(SslCertError::CertMissing { setting }),
+            (certs, keys) if certs != keys => {
+                return Err(SslCertError::Count {
+                    setting,
+                    certs,
+                    keys,
+                });
+            }
             _ => {}
         }
         let mut loaded: Vec<(Arc<CertifiedKey>, Origin)> = Vec::new();
         for (i, (cert, key)) in self.certs.iter().zip(&self.keys).enumerate() {
-            let (cert_pem, cert_from) = read_entry(cert, i + 1)
-                .map_err(|(from, reason)| SslCertError::Cert { from, reason })?;
-            let (key_pem, key_from) = read_entry(key, i + 1)
-                .map_err(|(from, reason)| SslCertError::Key { from, reason })?;
+            let (cert_pem, cert_from) =
+                read_entry(cert, i + 1).map_err(|(from, reason)| SslCertError::Cert {
+                    setting,
+                    from,
+                    reason,
+                })?;
+            let (key_pem, key_from) =
+                read_entry(key, i + 1).map_err(|(from, reason)| SslCertError::Key {
+                    setting,
+                    from,
+                    reason,
+                })?;
             let chain = pki::parse_certs(&cert_pem).map_err(|reason| SslCertError::Cert {
+                setting,
                 from: cert_from.clone(),
                 reason,
             })?;
             let signer = pki::parse_key(&key_pem)
                 .and_then(|k| pki::signing_key(&k))
                 .map_err(|reason| SslCertError::Key {
+                    setting,
                     from: key_from.clone(),
                     reason,
                 })?;
             let certified = CertifiedKey::new(chain, signer);
             if certified.keys_match().is_err() {
                 return Err(SslCertError::Mismatch {
+                    setting,
                     cert: cert_from,
                     key: key_from,
                 });
@@ -219,7 +272,7 @@ impl SslCert {
                     tracing::warn!(
                         replaced = %earlier.1,
                         by = %entry.1,
-                        "ssl_cert: two certificates with {algorithm:?} keys; the later one is used"
+                        "{setting}: two certificates with {algorithm:?} keys; the later one is used"
                     );
                     *earlier = entry;
                 }
@@ -229,7 +282,7 @@ impl SslCert {
         let mut keys = loaded.into_iter().map(|(k, _)| k);
         match keys.next() {
             Some(main) => Ok(CertSet::new(main, keys.collect())),
-            None => Err(SslCertError::CertMissing),
+            None => Err(SslCertError::CertMissing { setting }),
         }
     }
 }
@@ -469,6 +522,7 @@ mod tests {
         let by_text = SslCert {
             certs: vec![cert.clone()],
             keys: vec![key.clone()],
+            ..SslCert::default()
         }
         .load()
         .unwrap();
@@ -528,12 +582,15 @@ mod tests {
         let e = SslCert {
             certs: vec![rsa_crt.clone()],
             keys: vec![secret.into()],
+            setting: "admin_ssl_cert",
         }
         .load()
         .unwrap_err()
         .to_string();
         assert!(
-            e.starts_with("ssl_cert_key: failed loading key from entry 1 (PEM text): invalid key"),
+            e.starts_with(
+                "admin_ssl_cert_key: failed loading key from entry 1 (PEM text): invalid key"
+            ),
             "{e}"
         );
         assert!(!e.contains("c2VjcmV0"), "{e}");

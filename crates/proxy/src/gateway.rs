@@ -25,6 +25,7 @@ use crate::settings::{Listen, Settings};
 use crate::snapshot::{BuildEnv, Snapshot};
 use crate::tls::SniResolver;
 use crate::upstream::{Pool, WriteTimed};
+use rustls::server::ResolvesServerCert;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -212,16 +213,11 @@ impl Gateway {
         spawn_warm_up(&snap);
         let snapshot = Arc::new(ArcSwap::new(snap));
         // The default certificates are read (or generated) only when a listener needs them,
-        // as Kong checks `ssl_cert` only with TLS enabled.
-        let any_tls = [
-            &settings.proxy_listen,
-            &settings.admin_listen,
-            &settings.status_listen,
-        ]
-        .into_iter()
-        .flatten()
-        .any(|l| l.ssl);
-        let resolver = if any_tls {
+        // as Kong checks `ssl_cert` (`admin_ssl_cert`, `status_ssl_cert`) only with TLS
+        // enabled on the proxy (admin, status) listeners. Proxy listeners also serve the
+        // configuration's certificates by SNI; admin and status ones only their own.
+        let tls_of = |ls: &[Listen]| ls.iter().any(|l| l.ssl);
+        let proxy_tls: Option<Arc<dyn ResolvesServerCert>> = if tls_of(&settings.proxy_listen) {
             Some(Arc::new(SniResolver {
                 snapshot: snapshot.clone(),
                 default: DefaultCertificates::new(&settings.ssl_cert)?,
@@ -229,6 +225,16 @@ impl Gateway {
         } else {
             None
         };
+        let own = |ls: &[Listen], c: &crate::SslCert| -> Result<_, ProxyError> {
+            Ok(if tls_of(ls) {
+                let d = DefaultCertificates::new(c)?;
+                Some(Arc::new(crate::tls::DefaultsOnly(d)) as Arc<dyn ResolvesServerCert>)
+            } else {
+                None
+            })
+        };
+        let admin_tls = own(&settings.admin_listen, &settings.admin_ssl_cert)?;
+        let status_tls = own(&settings.status_listen, &settings.status_ssl_cert)?;
         let hv = |s: String| {
             HeaderValue::from_str(&s).map_err(|e| ProxyError::Tls(format!("server token: {e}")))
         };
@@ -276,7 +282,12 @@ impl Gateway {
                 listen: l.clone(),
                 addr,
             });
-            let tls = match (&resolver, l.ssl) {
+            let resolver = match kind {
+                ListenerKind::Proxy => &proxy_tls,
+                ListenerKind::Admin => &admin_tls,
+                ListenerKind::Status => &status_tls,
+            };
+            let tls = match (resolver, l.ssl) {
                 (Some(r), true) => Some(tokio_rustls::TlsAcceptor::from(
                     crate::tls::server_config(r.clone(), l.http2),
                 )),

@@ -499,11 +499,17 @@ pub struct Settings {
     /// 401. The status listener is not affected. Default: none (the admin API is protected
     /// by listening on loopback only).
     pub admin_token: Option<AdminToken>,
-    /// `ssl_cert` and `ssl_cert_key`: the certificates TLS listeners serve when no SNI of the
-    /// configuration matches (files, PEM text or base64 of it, see
+    /// `ssl_cert` and `ssl_cert_key`: the certificates TLS proxy listeners serve when no SNI
+    /// of the configuration matches (files, PEM text or base64 of it, see
     /// [`crate::default_certs`]). Default: none, so an RSA and an ECDSA certificate are
-    /// generated. Read and checked by [`crate::Gateway::start`] when a listener has `ssl`.
+    /// generated. Read and checked by [`crate::Gateway::start`] when a proxy listener has
+    /// `ssl`.
     pub ssl_cert: crate::SslCert,
+    /// `admin_ssl_cert` and `admin_ssl_cert_key`: the certificates of `ssl` admin listeners,
+    /// which, as Kong's, serve no certificate of the configuration. Same form and default.
+    pub admin_ssl_cert: crate::SslCert,
+    /// `status_ssl_cert` and `status_ssl_cert_key`: the same for `ssl` status listeners.
+    pub status_ssl_cert: crate::SslCert,
 }
 
 /// A secret the admin API requires in `Kong-Admin-Token`. Never printed: its `Debug` is
@@ -576,6 +582,8 @@ impl Default for Settings {
             balancer: silverback_balancer::Options::default(),
             admin_token: None,
             ssl_cert: crate::SslCert::default(),
+            admin_ssl_cert: crate::SslCert::parse_setting("admin_ssl_cert", "", ""),
+            status_ssl_cert: crate::SslCert::parse_setting("status_ssl_cert", "", ""),
         }
     }
 }

@@ -166,8 +166,22 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// The resolver of `ssl` admin and status listeners: their default certificates only, as
+/// Kong's admin and status servers have `ssl_certificate` lines and no certificate phase.
+#[derive(Debug)]
+pub struct DefaultsOnly(pub(crate) Arc<DefaultCertificates>);
+
+impl ResolvesServerCert for DefaultsOnly {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.choose(&hello))
+    }
+}
+
 /// The server configuration of a TLS listener.
-pub fn server_config(resolver: Arc<SniResolver>, http2: bool) -> Arc<rustls::ServerConfig> {
+pub fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+    http2: bool,
+) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = match rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(rustls::ALL_VERSIONS)

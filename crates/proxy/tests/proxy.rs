@@ -2309,6 +2309,81 @@ async fn bad_ssl_cert_settings_fail_the_start() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `ssl` admin and status listeners serve their own certificates (Kong's `admin_ssl_cert`,
+/// `status_ssl_cert`, else generated ones), never the configuration's; a proxy-only
+/// `ssl_cert` problem does not concern them, and theirs are checked only with TLS on.
+#[tokio::test]
+async fn admin_and_status_listeners_serve_their_own_certificates() {
+    let b = Backend::start().await;
+    let dir = std::env::temp_dir().join(format!("sb-admin-ssl-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (admin_pem, admin_key) = cert(&["admin.example.test"]);
+    let (crt, key) = (dir.join("admin.crt"), dir.join("admin.key"));
+    std::fs::write(&crt, &admin_pem).unwrap();
+    std::fs::write(&key, &admin_key).unwrap();
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.admin_listen = silverback_proxy::Listen::parse_list("127.0.0.1:0 ssl").unwrap();
+    settings.status_listen = silverback_proxy::Listen::parse_list("127.0.0.1:0 ssl").unwrap();
+    settings.admin_ssl_cert = silverback_proxy::SslCert::parse_setting(
+        "admin_ssl_cert",
+        &crt.display().to_string(),
+        &key.display().to_string(),
+    );
+    let yaml = tls_config(&b);
+    let gw = silverback_proxy::Gateway::start(settings, Some((load(&yaml), doc_hash(&yaml))))
+        .await
+        .unwrap();
+    let kind = silverback_proxy::ListenerKind::Admin;
+    let (admin, status) = (
+        gw.addr(kind, true).unwrap(),
+        gw.addr(silverback_proxy::ListenerKind::Status, true)
+            .unwrap(),
+    );
+    let der = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(admin_pem.as_bytes()).unwrap()
+    };
+    // the configuration's SNI is not the admin listener's business
+    for sni in ["exact.test", "nothing.test"] {
+        let (mut tls, _, _) = tls_connect(admin, sni, &[]).await;
+        assert_eq!(leaf(&tls), der, "{sni}");
+        tls.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let (out, _) = read_to_close(&mut tls, Duration::from_secs(5)).await;
+        assert!(
+            out.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    // the status listener, without its own setting: the generated (Kong's) certificate
+    let (tls, _, _) = tls_connect(status, "exact.test", &[]).await;
+    assert_eq!(key_of(&leaf(&tls)).2, KONG_DEFAULT_SUBJECT);
+    gw.shutdown().await;
+
+    // a bad admin_ssl_cert fails the start, named as such; without TLS on the admin
+    // listener it is not read
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.admin_listen = silverback_proxy::Listen::parse_list("127.0.0.1:0 ssl").unwrap();
+    settings.admin_ssl_cert =
+        silverback_proxy::SslCert::parse_setting("admin_ssl_cert", &crt.display().to_string(), "");
+    let err = match silverback_proxy::Gateway::start(settings.clone(), None).await {
+        Ok(_) => panic!("the start should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.starts_with("admin_ssl_cert_key must be specified"),
+        "{err}"
+    );
+    settings.admin_listen = silverback_proxy::Listen::parse_list("127.0.0.1:0").unwrap();
+    let gw = silverback_proxy::Gateway::start(settings, None)
+        .await
+        .unwrap();
+    gw.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Connections hyper serves close after `keepalive_timeout` without a request, as nginx's
 /// do: an HTTP/2 connection whose client keeps answering pings, and a TLS connection that
 /// agreed on h2 but never sends the preface.

@@ -204,6 +204,43 @@ pub struct DataPlaneArgs {
         allow_hyphen_values = true
     )]
     pub ssl_cert_key: String,
+    /// The certificates of `ssl` admin listeners (Kong's `admin_ssl_cert`), in the form of
+    /// `--ssl-cert`. Unset: generated ones. Admin listeners serve no certificate of the
+    /// configuration.
+    #[arg(
+        long,
+        env = "SILVERBACK_ADMIN_SSL_CERT",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub admin_ssl_cert: String,
+    /// The private keys of `--admin-ssl-cert` (Kong's `admin_ssl_cert_key`).
+    #[arg(
+        long,
+        env = "SILVERBACK_ADMIN_SSL_CERT_KEY",
+        default_value = "",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub admin_ssl_cert_key: String,
+    /// The certificates of `ssl` status listeners (Kong's `status_ssl_cert`), in the form of
+    /// `--ssl-cert`.
+    #[arg(
+        long,
+        env = "SILVERBACK_STATUS_SSL_CERT",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub status_ssl_cert: String,
+    /// The private keys of `--status-ssl-cert` (Kong's `status_ssl_cert_key`).
+    #[arg(
+        long,
+        env = "SILVERBACK_STATUS_SSL_CERT_KEY",
+        default_value = "",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub status_ssl_cert_key: String,
 }
 
 /// `silverback run`.
@@ -340,6 +377,10 @@ fn kong_alias(var: &str) -> Option<String> {
         "ERROR_DEFAULT_TYPE",
         "SSL_CERT",
         "SSL_CERT_KEY",
+        "ADMIN_SSL_CERT",
+        "ADMIN_SSL_CERT_KEY",
+        "STATUS_SSL_CERT",
+        "STATUS_SSL_CERT_KEY",
     ];
     let rest = var.strip_prefix("SILVERBACK_")?;
     KONG_SETTINGS

@@ -69,6 +69,16 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         proxy_header_buffers,
         log_level: crate::log_level(),
         ssl_cert: SslCert::parse(&args.ssl_cert, &args.ssl_cert_key),
+        admin_ssl_cert: SslCert::parse_setting(
+            "admin_ssl_cert",
+            &args.admin_ssl_cert,
+            &args.admin_ssl_cert_key,
+        ),
+        status_ssl_cert: SslCert::parse_setting(
+            "status_ssl_cert",
+            &args.status_ssl_cert,
+            &args.status_ssl_cert_key,
+        ),
         ..Settings::default()
     })
 }
