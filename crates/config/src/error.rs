@@ -31,8 +31,13 @@ pub struct FlattenedError {
     /// The entity's `id`, when it is a valid UUID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity_id: Option<String>,
-    /// The entity's tags, when they are all strings (left out otherwise, as in Kong).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The entity's tags, when they are all strings (left out otherwise, as in Kong). Read
+    /// leniently: an empty list written by a Lua JSON encoder as `{}` is an empty list.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_tags"
+    )]
     pub entity_tags: Option<Vec<String>>,
     /// The entity as given (nested children removed, parent reference added).
     pub entity: Value,
@@ -42,6 +47,22 @@ pub struct FlattenedError {
     /// which readable reports name it by: not part of Kong's body.
     #[serde(skip)]
     pub key: Option<String>,
+}
+
+/// `entity_tags` as a Kong node may write it: a list of strings, `null`, or `{}` (Lua's empty
+/// table); anything else reads as no tags rather than failing the whole entry.
+fn lenient_tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(a) => a
+            .into_iter()
+            .map(|t| match t {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        Value::Object(o) if o.is_empty() => Some(vec![]),
+        _ => None,
+    })
 }
 
 /// Why a configuration was rejected.
@@ -340,6 +361,27 @@ fn is_lua_identifier(k: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flattened_entries_read_tags_leniently() {
+        let entry = |tags: &str| -> FlattenedError {
+            serde_json::from_str(&format!(
+                r#"{{"entity_type":"route","entity":{{}},"errors":[],"entity_tags":{tags}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            entry(r#"["a","b"]"#).entity_tags,
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(entry("{}").entity_tags, Some(vec![]));
+        assert_eq!(entry("null").entity_tags, None);
+        assert_eq!(entry(r#"["a",1]"#).entity_tags, None);
+        assert_eq!(entry(r#"{"a":1}"#).entity_tags, None);
+        let none: FlattenedError =
+            serde_json::from_str(r#"{"entity_type":"route","entity":{},"errors":[]}"#).unwrap();
+        assert_eq!(none.entity_tags, None);
+    }
 
     #[test]
     fn a_parse_error_has_kongs_body() {
