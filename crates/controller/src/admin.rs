@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls_pki_types::pem::PemObject as _;
 use serde_json::Value;
 use silverback_config::FlattenedError;
@@ -81,10 +81,10 @@ pub fn tls_config(tls: &AdminTls) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     };
     let config = match &tls.client_cert_pem {
         Some((cert, key)) => {
-            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
+            // (the shared PEM readers: their errors never quote the text, a key least of all)
+            let chain = silverback_config::pki::parse_certs(cert)
                 .map_err(|e| anyhow::anyhow!("client certificate: {e}"))?;
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+            let key = silverback_config::pki::parse_key(key)
                 .map_err(|e| anyhow::anyhow!("client key: {e}"))?;
             builder.with_client_auth_cert(chain, key)?
         }
