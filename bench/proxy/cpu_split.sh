@@ -37,13 +37,9 @@ BEW=$(pgrep -P "$(cat "$W/backend.pid")" | head -1) # the backend's worker
 echo "A: $A ${A_ARGS:-}"; echo "B: $B ${B_ARGS:-}"
 PA=$(start_gateway "$A" $GA "${A_ARGS:-}"); PB=$(start_gateway "$B" $GB "${B_ARGS:-}")
 for p in $GA $GB; do load_one_route $p; done
-# Busy time of CPU 1 (the backend and wrk, and whatever else runs there), in clock ticks.
-cpu1_busy() { awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 cpu0_busy() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 # Rescheduling interrupts taken by CPU 1 (wakeups sent to it from CPU 0).
 cpu1_res() { awk '$1 == "RES:" {print $3}' /proc/interrupts; }
-# Voluntary context switches of a process, all its threads.
-sleeps() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n}'; }
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
   for who in "nginx:$NGX:$NGXW" "A:$GA:$PA" "B:$GB:$PB"; do

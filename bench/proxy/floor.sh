@@ -46,15 +46,13 @@ for w in "${WHO[@]}"; do
   curl -sf "http://127.0.0.1:$port/" | grep -q 'hello world' || { echo "$name does not proxy"; exit 1; }
 done
 hz=$(getconf CLK_TCK)
-sleeps() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n}'; }
-cpu1() { awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
   for w in "${WHO[@]}"; do
     IFS=: read -r name port pid <<<"$w"
-    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat"); v0=$(sleeps "$BEW"); o0=$(cpu1)
+    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat"); v0=$(sleeps "$BEW"); o0=$(cpu1_busy)
     n=$(taskset -c 1 wrk -t1 -c50 -d"$DUR" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
-    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat"); v1=$(sleeps "$BEW"); o1=$(cpu1)
+    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat"); v1=$(sleeps "$BEW"); o1=$(cpu1_busy)
     echo "$r $name $n $(echo "($u1 - $u0) * 1000000 / $hz / $n" | bc -l) $(echo "($s1 - $s0) * 1000000 / $hz / $n" | bc -l) $(echo "($o1 - $o0) * 1000000 / $hz / $n" | bc -l) $(echo "($v1 - $v0) / $n" | bc -l)"
   done
 done >"$W/res.txt"

@@ -64,3 +64,9 @@ load_one_route() {
   curl -sf "http://127.0.0.1:$(($1 + 1))/status" >/dev/null || { echo "the gateway on port $1 did not start:"; cat "$W/gw-$1.out"; exit 1; }
   curl -sf -o /dev/null -X POST -H 'content-type: application/json' --data-binary @"$W/one.json" "http://127.0.0.1:$(($1 + 1))/config"
 }
+
+# Busy time of CPU 1 (the backend and wrk, and whatever else runs there), in clock ticks.
+cpu1_busy() { awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# Voluntary context switches of process $1, all its threads (a process that sleeps has run out
+# of work and must be woken again).
+sleeps() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n}'; }
