@@ -4,6 +4,10 @@
 //! With `FLOOR_KONG_HEADERS=1` it adds the bytes of the headers Kong adds with its default
 //! settings (the same names and value lengths the gateway writes, fixed values), to the
 //! request upstream and to the answer: what the backend and the load generator then parse.
+//!
+//! With `FLOOR_PARK_SPIN_US=N` it spins N µs each time it runs out of work, before it polls
+//! epoll again (so the events of those N µs are taken as one batch): the experiment of
+//! `bench/proxy/cpu1_sched.sh`.
 use silverback_proxy_floor::{addresses, message_end};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -82,9 +86,21 @@ async fn serve(mut client: TcpStream, upstream: String, kong: bool) -> std::io::
 fn main() -> std::io::Result<()> {
     let (listen, upstream) = addresses()?;
     let kong = std::env::var("FLOOR_KONG_HEADERS").is_ok_and(|v| v == "1");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
+    let spin = std::env::var("FLOOR_PARK_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_micros);
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_io();
+    if let Some(spin) = spin {
+        builder.on_thread_park(move || {
+            let t = std::time::Instant::now();
+            while t.elapsed() < spin {
+                std::hint::spin_loop();
+            }
+        });
+    }
+    let rt = builder.build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(listen).await?;
         loop {
