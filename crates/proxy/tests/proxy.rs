@@ -2466,3 +2466,56 @@ async fn alpn_h2_connections_take_http2_only() {
     );
     g.gw.shutdown().await;
 }
+
+/// An h2 upstream that refuses a stream with GOAWAY after the gateway sent it on a pooled
+/// connection (naming an earlier stream as the last it processed). An idempotent request
+/// is sent again on a fresh connection, and the client sees one answer. A POST (every gRPC
+/// call) is not: it gets 502, as Kong's nginx does not send a non-idempotent request to
+/// the upstream again. The next request then finds the connection going away before it
+/// is sent, and goes on a fresh one, POST or not.
+#[tokio::test]
+async fn h2_upstream_goaway_refusing_a_sent_stream() {
+    let (addr, log) = support::h2_goaway_second_stream(2).await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: grpc
+  url: grpc://{addr}
+  routes:
+  - name: grpc
+    paths: ["/"]
+    protocols: ["grpc"]
+"#
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H2::h2c(g.http).await;
+    let call = |method: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri("http://x/pkg.Svc/Call")
+            .header("content-type", "application/grpc")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap()
+    };
+    let seen = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+    let r = c.send(call("POST")).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c1"[..]));
+    // A GET on the pooled connection, which refuses it: sent again on a second connection.
+    let r = c.send(call("GET")).await;
+    assert_eq!(seen(&log.refused), 1, "the stream was sent and refused");
+    assert_eq!(
+        (r.status.as_u16(), &r.body[..]),
+        (200, &b"c2"[..]),
+        "answered after a retry"
+    );
+    // A POST on the second connection, which refuses it too: not sent again.
+    let r = c.send(call("POST")).await;
+    assert_eq!(seen(&log.refused), 2);
+    assert_eq!(r.status.as_u16(), 502);
+    assert_eq!(seen(&log.conns), 2, "no other connection was opened for it");
+    // The next POST finds that connection going away before it sends: a third one answers.
+    let r = c.send(call("POST")).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c3"[..]));
+    assert_eq!((seen(&log.conns), seen(&log.answered)), (3, 3));
+}

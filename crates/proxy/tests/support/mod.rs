@@ -782,3 +782,93 @@ impl Parts {
         Parts((0..n).map(|_| Bytes::from_static(b"0123456789")).collect())
     }
 }
+
+/// What [`h2_goaway_second_stream`]'s server saw.
+#[derive(Debug, Default)]
+pub struct GoawayLog {
+    /// Connections accepted.
+    pub conns: AtomicUsize,
+    /// Streams refused with GOAWAY (each had been received whole, never answered).
+    pub refused: AtomicUsize,
+    /// Streams answered.
+    pub answered: AtomicUsize,
+}
+
+/// An h2c server written frame by frame, so that the moment of its GOAWAY is exact: on each
+/// of its first `refusing` connections it answers the first stream, and on receiving the
+/// second stream's HEADERS it sends GOAWAY naming the first as the last it processed
+/// (RFC 9113 §6.8: the second was not processed), without answering it. Every other stream
+/// is answered: `:status 200` and the body `c<N>`, N the connection's number from 1.
+pub async fn h2_goaway_second_stream(refusing: usize) -> (SocketAddr, Arc<GoawayLog>) {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap();
+        let mut f = len.to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let log = Arc::new(GoawayLog::default());
+    let log2 = log.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let n = log2.conns.fetch_add(1, Ordering::SeqCst) + 1;
+            let log = log2.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).await.is_err() || preface != PREFACE {
+                    return;
+                }
+                let _ = s.write_all(&frame(4, 0, 0, &[])).await; // SETTINGS
+                let mut streams = Vec::new();
+                loop {
+                    let mut h = [0u8; 9];
+                    if s.read_exact(&mut h).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                    let (kind, flags) = (h[3], h[4]);
+                    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    let mut payload = vec![0u8; len];
+                    if s.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let out = match kind {
+                        // SETTINGS (not an ACK): acknowledged
+                        4 if flags & 1 == 0 => frame(4, 1, 0, &[]),
+                        // PING (not an ACK): answered
+                        6 if flags & 1 == 0 => frame(6, 1, 0, &payload),
+                        // HEADERS
+                        1 => {
+                            streams.push(stream);
+                            if n <= refusing && streams.len() == 2 {
+                                log.refused.fetch_add(1, Ordering::SeqCst);
+                                // GOAWAY: last processed stream, NO_ERROR
+                                let mut p = streams[0].to_be_bytes().to_vec();
+                                p.extend_from_slice(&0u32.to_be_bytes());
+                                frame(7, 0, 0, &p)
+                            } else {
+                                log.answered.fetch_add(1, Ordering::SeqCst);
+                                // `:status: 200` (HPACK static index 8), then the body
+                                let mut out = frame(1, 4, stream, &[0x88]);
+                                out.extend(frame(0, 1, stream, format!("c{n}").as_bytes()));
+                                out
+                            }
+                        }
+                        _ => continue,
+                    };
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
