@@ -15,8 +15,23 @@
 //!   twenty years of validity from now, `basicConstraints CA:FALSE` (critical), extended key
 //!   usages server and client authentication and a subject key identifier
 //!   (`gen_default_ssl_cert` in `kong/cmd/utils/prefix_handler.lua`). Unlike Kong's, they
-//!   also name `localhost` as a subject alternative name. They are generated once per process
-//!   and shared by its gateways (Kong writes them once into its prefix directory).
+//!   also name `localhost` as a subject alternative name.
+//! - Each kind of listener has a pair of its own: the proxy listeners (for `ssl_cert`), the
+//!   admin listeners (`admin_ssl_cert`) and the status listeners (`status_ssl_cert`). A pair
+//!   is made only for a kind with an `ssl` listener and its setting unset, as Kong's
+//!   `prepare_prefix` does.
+//! - With a prefix directory (Kong's `prefix`, [`crate::Settings::prefix`]) the pairs are
+//!   kept in `<prefix>/ssl/` under Kong's names ([`PairFiles::in_prefix`]):
+//!   `kong-default.crt`/`.key` (RSA) and `kong-default-ecdsa.crt`/`.key` (ECDSA), with
+//!   `admin-` or `status-` in front for those listeners. Keys are PKCS#8 PEM in files created
+//!   with mode 0600, as Kong creates them; the directories are created as needed. A start
+//!   reads a pair whose files are there and generates (and writes) a pair only when neither
+//!   of its two files exists, each pair on its own, as Kong does. A pair with one file
+//!   missing, unreadable or not parsing, or whose key is not its certificate's, stops the
+//!   start with an error naming the file ([`PrefixError`]; never its content): Kong does not
+//!   generate such a pair again either, and nginx refuses to start on it.
+//! - Without a prefix nothing is written: the pairs are generated once per process and
+//!   shared by its gateways, and each process has new ones.
 //!
 //! A client gets the certificate whose key can sign with the first signature scheme it
 //! lists ([`CertSet`]'s choice, the same as for `cert_alt`): an ECDSA-capable client the
@@ -29,9 +44,14 @@
 //! not optimized, so the workspace `Cargo.toml` optimizes them in debug builds too). It runs
 //! on a thread of its own so that no start waits for it: the ECDSA certificate, generated in
 //! a millisecond, serves from the first handshake, and the RSA certificate joins it when
-//! ready. Until then a client that cannot use ECDSA fails its handshake. Generating it before
-//! the listeners open would delay every start (and every test gateway) by that time for the
-//! sake of the rare client without ECDSA in its first fraction of a second.
+//! ready (written to the prefix first, when there is one). Until then the TLS listeners
+//! read each ClientHello before answering it ([`crate::tls`]'s `TlsListener`): a client
+//! that would get the default certificates and cannot use ECDSA waits for the RSA
+//! certificate, within the handshake timeout, instead of failing; every other client is
+//! served at once. So no handshake fails for want of the RSA certificate, and the only
+//! window left is that wait, for clients without ECDSA in the first fraction of a second
+//! after a start that generates it. An RSA certificate read from the prefix, or given by
+//! `ssl_cert`, is there from the start, and handshakes never take that detour.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -44,9 +64,10 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::ClientHello;
 use rustls::sign::CertifiedKey;
 use silverback_config::pki;
+use tokio::sync::watch;
 
-use crate::ProxyError;
 use crate::tls::CertSet;
+use crate::{ListenerKind, ProxyError};
 
 /// Kong's `ssl_cert` and `ssl_cert_key`: the default certificates as given, before they are
 /// read. Empty lists mean generated certificates. Its `Debug` shows the certificate entries
@@ -351,9 +372,27 @@ pub enum KeyType {
     EcdsaP256,
 }
 
-/// Generates one self-signed certificate as Kong's default (see the module documentation);
-/// returns it with its key, ready for rustls.
-pub fn generate(kind: KeyType) -> Result<Arc<CertifiedKey>, String> {
+/// A generated certificate: ready for rustls, and as PEM for the prefix directory. Its
+/// `Debug` shows nothing of the key.
+pub struct Generated {
+    /// The certificate and its signing key.
+    pub certified: Arc<CertifiedKey>,
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PKCS#8 PEM (as Kong writes it).
+    key_pem: String,
+}
+
+impl fmt::Debug for Generated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Generated")
+            .field("algorithm", &self.certified.key.algorithm())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Generates one self-signed certificate as Kong's default (see the module documentation).
+pub fn generate(kind: KeyType) -> Result<Generated, String> {
     let rc = |e: rcgen::Error| e.to_string();
     let key = match kind {
         KeyType::EcdsaP256 => {
@@ -399,84 +438,404 @@ pub fn generate(kind: KeyType) -> Result<Arc<CertifiedKey>, String> {
     ];
     let cert = params.self_signed(&key).map_err(rc)?;
     let signer = pki::signing_key(&PrivateKeyDer::Pkcs8(key.serialize_der().into()))?;
-    Ok(Arc::new(CertifiedKey::new(
-        vec![cert.der().clone()],
-        signer,
-    )))
+    Ok(Generated {
+        certified: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
-/// The default certificates of a gateway's TLS listeners. Generated ones can change once,
-/// when the RSA certificate is ready; configured ones never change.
+/// The two files of one generated pair in the prefix directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairFiles {
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// The private key (PKCS#8 PEM), mode 0600 when written here.
+    pub key: PathBuf,
+}
+
+impl PairFiles {
+    /// Kong's names, under `<prefix>/ssl/`: `kong-default.crt` and `.key` for the RSA pair
+    /// and `kong-default-ecdsa.crt` and `.key` for the ECDSA pair of the proxy listeners;
+    /// the same with `admin-` or `status-` in front for the admin and status listeners.
+    pub fn in_prefix(prefix: &Path, kind: ListenerKind, key: KeyType) -> PairFiles {
+        let lead = match kind {
+            ListenerKind::Proxy => "",
+            ListenerKind::Admin => "admin-",
+            ListenerKind::Status => "status-",
+        };
+        let tail = match key {
+            KeyType::Rsa2048 => "",
+            KeyType::EcdsaP256 => "-ecdsa",
+        };
+        let dir = prefix.join("ssl");
+        PairFiles {
+            cert: dir.join(format!("{lead}kong-default{tail}.crt")),
+            key: dir.join(format!("{lead}kong-default{tail}.key")),
+        }
+    }
+}
+
+/// Why the default certificates kept in the prefix directory cannot be used. Messages name
+/// files, never their content.
+#[derive(Debug, thiserror::Error)]
+pub enum PrefixError {
+    /// The prefix exists and is not a directory (Kong's message).
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    /// `<prefix>/ssl` cannot be created.
+    #[error("cannot create {dir}: {source}")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file of a pair that is there (one of its two files at least) cannot be read or
+    /// parsed. Kong does not generate a pair again while one of its files exists; nginx then
+    /// refuses to start on it.
+    #[error(
+        "default certificate file {file}: {reason} (delete {} and {} to have a new pair \
+         generated)",
+        pair.cert.display(),
+        pair.key.display()
+    )]
+    Unusable {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+        /// The pair it belongs to.
+        pair: PairFiles,
+    },
+    /// The key of a pair is not its certificate's.
+    #[error(
+        "default certificate key {} does not match {} (delete both to have a new pair \
+         generated)",
+        .0.key.display(),
+        .0.cert.display()
+    )]
+    Mismatch(PairFiles),
+    /// A generated file cannot be written.
+    #[error("cannot write {file}: {source}")]
+    Write {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Checks the prefix as Kong does before using it: a path that exists must be a directory.
+pub fn check_prefix(prefix: &Path) -> Result<(), PrefixError> {
+    if prefix.exists() && !prefix.is_dir() {
+        return Err(PrefixError::NotADirectory(prefix.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// The pair kept in `files`: `None` when neither file exists (Kong generates the pair only
+/// then), else both read, parsed and matched.
+pub fn read_pair(files: &PairFiles) -> Result<Option<Arc<CertifiedKey>>, PrefixError> {
+    if !files.cert.exists() && !files.key.exists() {
+        return Ok(None);
+    }
+    let unusable = |file: &Path, reason: String| PrefixError::Unusable {
+        file: file.to_path_buf(),
+        reason,
+        pair: files.clone(),
+    };
+    let cert_pem =
+        std::fs::read_to_string(&files.cert).map_err(|e| unusable(&files.cert, e.to_string()))?;
+    let key_pem =
+        std::fs::read_to_string(&files.key).map_err(|e| unusable(&files.key, e.to_string()))?;
+    let chain = pki::parse_certs(&cert_pem).map_err(|r| unusable(&files.cert, r))?;
+    let signer = pki::parse_key(&key_pem)
+        .and_then(|k| pki::signing_key(&k))
+        .map_err(|r| unusable(&files.key, r))?;
+    let certified = CertifiedKey::new(chain, signer);
+    if certified.keys_match().is_err() {
+        return Err(PrefixError::Mismatch(files.clone()));
+    }
+    Ok(Some(Arc::new(certified)))
+}
+
+/// Writes a generated pair, the key first, as Kong does; the key file is created with mode
+/// 0600, the certificate with the default mode (0666 less the umask). Neither file may exist
+/// already: a pair is generated only when neither does, and another process that wrote one
+/// meanwhile keeps it. A file whose writing fails is removed.
+fn write_pair(files: &PairFiles, generated: &Generated) -> Result<(), PrefixError> {
+    fn write_new(path: &Path, text: &str, private: bool) -> Result<(), PrefixError> {
+        use std::io::Write;
+        let err = |source| PrefixError::Write {
+            file: path.to_path_buf(),
+            source,
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            if private {
+                options.mode(0o600);
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        let mut file = options.open(path).map_err(err)?;
+        if let Err(e) = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+        {
+            let _ = std::fs::remove_file(path);
+            return Err(err(e));
+        }
+        Ok(())
+    }
+    if let Some(dir) = files.key.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| PrefixError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    write_new(&files.key, &generated.key_pem, true)?;
+    write_new(&files.cert, &generated.cert_pem, false)
+}
+
+/// The listeners a kind names in logs.
+fn listeners(kind: ListenerKind) -> &'static str {
+    match kind {
+        ListenerKind::Proxy => "proxy",
+        ListenerKind::Admin => "admin",
+        ListenerKind::Status => "status",
+    }
+}
+
+/// The default certificates of one kind of listener. Generated ones can change once, when
+/// the RSA certificate is ready; configured ones, and ones read from the prefix, never
+/// change.
 #[derive(Debug)]
 pub struct DefaultCertificates {
     set: ArcSwap<CertSet>,
+    /// Whether `set` is final: `false` while a generated RSA certificate is on its way.
+    settled: watch::Sender<bool>,
 }
 
-/// The generated certificates, shared by every gateway of the process.
-static GENERATED: Mutex<Option<Arc<DefaultCertificates>>> = Mutex::new(None);
+/// Generated certificates without a prefix, one set per listener kind (proxy, admin,
+/// status), shared by every gateway of the process.
+static GENERATED: Mutex<[Option<Arc<DefaultCertificates>>; 3]> = Mutex::new([None, None, None]);
 
 impl DefaultCertificates {
-    /// The certificates of `ssl_cert` when set, else the generated ones (the RSA
-    /// certificate is generated in the background on first use in the process).
-    pub fn new(ssl_cert: &SslCert) -> Result<Arc<DefaultCertificates>, ProxyError> {
-        if ssl_cert.is_empty() {
-            return DefaultCertificates::generated();
+    /// The default certificates of `kind`'s listeners: those of its setting (`ssl_cert`,
+    /// `admin_ssl_cert` or `status_ssl_cert`) when set; else, with a `prefix`, the pairs kept
+    /// there, each generated and written when neither of its files exists; else generated
+    /// ones kept in memory. A generated RSA certificate comes later, from a thread of its
+    /// own (see the module documentation).
+    pub fn new(
+        kind: ListenerKind,
+        ssl_cert: &SslCert,
+        prefix: Option<&Path>,
+    ) -> Result<Arc<DefaultCertificates>, ProxyError> {
+        if !ssl_cert.is_empty() {
+            let set = ssl_cert.load()?;
+            tracing::info!(
+                certificates = set.certificates().count(),
+                "default certificates from {}",
+                ssl_cert.setting
+            );
+            return Ok(DefaultCertificates::settled(set));
         }
-        let set = ssl_cert.load()?;
-        tracing::info!(
-            certificates = set.certificates().count(),
-            "default certificates from ssl_cert"
-        );
-        Ok(Arc::new(DefaultCertificates {
-            set: ArcSwap::from_pointee(set),
-        }))
+        match prefix {
+            Some(prefix) => DefaultCertificates::in_prefix(kind, prefix),
+            None => DefaultCertificates::in_memory(kind),
+        }
     }
 
-    fn generated() -> Result<Arc<DefaultCertificates>, ProxyError> {
+    fn settled(set: CertSet) -> Arc<DefaultCertificates> {
+        Arc::new(DefaultCertificates {
+            set: ArcSwap::from_pointee(set),
+            settled: watch::Sender::new(true),
+        })
+    }
+
+    fn pending(ecdsa: Arc<CertifiedKey>) -> Arc<DefaultCertificates> {
+        Arc::new(DefaultCertificates {
+            set: ArcSwap::from_pointee(CertSet::new(ecdsa, vec![])),
+            settled: watch::Sender::new(false),
+        })
+    }
+
+    fn in_memory(kind: ListenerKind) -> Result<Arc<DefaultCertificates>, ProxyError> {
         let mut shared = GENERATED.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(d) = shared.as_ref() {
+        let slot = &mut shared[kind as usize];
+        if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
         let ecdsa = generate(KeyType::EcdsaP256).map_err(ProxyError::Tls)?;
-        let defaults = Arc::new(DefaultCertificates {
-            set: ArcSwap::from_pointee(CertSet::new(ecdsa.clone(), vec![])),
-        });
-        let target = defaults.clone();
-        std::thread::Builder::new()
-            .name("silverback-rsa-keygen".into())
-            .spawn(move || {
-                let start = Instant::now();
-                match generate(KeyType::Rsa2048) {
-                    Ok(rsa) => {
-                        // RSA first, as Kong lists it; the client's schemes decide anyway.
-                        target.set.store(Arc::new(CertSet::new(rsa, vec![ecdsa])));
-                        tracing::debug!(
-                            ms = start.elapsed().as_millis() as u64,
-                            "default RSA certificate generated"
-                        );
-                    }
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "cannot generate the default RSA certificate: clients without ECDSA \
-                         get no default certificate"
-                    ),
-                }
-            })
-            .map_err(|e| ProxyError::Tls(format!("cannot start RSA key generation: {e}")))?;
-        *shared = Some(defaults.clone());
+        let defaults = DefaultCertificates::pending(ecdsa.certified.clone());
+        spawn_rsa(kind, defaults.clone(), ecdsa.certified, None)?;
+        *slot = Some(defaults.clone());
         Ok(defaults)
     }
 
-    /// The certificates now (for the generated ones, the RSA certificate may not be there
-    /// yet).
+    fn in_prefix(
+        kind: ListenerKind,
+        prefix: &Path,
+    ) -> Result<Arc<DefaultCertificates>, ProxyError> {
+        let rsa_files = PairFiles::in_prefix(prefix, kind, KeyType::Rsa2048);
+        let ecdsa_files = PairFiles::in_prefix(prefix, kind, KeyType::EcdsaP256);
+        // Both read before anything is written: a pair that cannot be used stops the start
+        // with the prefix untouched.
+        let rsa = read_pair(&rsa_files)?;
+        let ecdsa = match read_pair(&ecdsa_files)? {
+            Some(kept) => kept,
+            None => {
+                let g = generate(KeyType::EcdsaP256).map_err(ProxyError::Tls)?;
+                write_pair(&ecdsa_files, &g)?;
+                tracing::info!(
+                    cert = %ecdsa_files.cert.display(),
+                    key = %ecdsa_files.key.display(),
+                    "default ECDSA certificate of the {} listeners generated", listeners(kind)
+                );
+                g.certified
+            }
+        };
+        match rsa {
+            Some(rsa) => {
+                tracing::info!(
+                    dir = %prefix.join("ssl").display(),
+                    "default certificates of the {} listeners read from the prefix",
+                    listeners(kind)
+                );
+                Ok(DefaultCertificates::settled(CertSet::new(rsa, vec![ecdsa])))
+            }
+            None => {
+                let defaults = DefaultCertificates::pending(ecdsa.clone());
+                spawn_rsa(kind, defaults.clone(), ecdsa, Some(rsa_files))?;
+                Ok(defaults)
+            }
+        }
+    }
+
+    /// The certificates now (for generated ones, the RSA certificate may not be there yet).
     pub fn current(&self) -> Arc<CertSet> {
         self.set.load_full()
+    }
+
+    /// Whether a generated RSA certificate is still on its way.
+    pub fn rsa_pending(&self) -> bool {
+        !*self.settled.borrow()
+    }
+
+    /// Waits until the certificates are final: the RSA certificate is there, or its
+    /// generation failed.
+    pub async fn rsa_settled(&self) {
+        let mut rx = self.settled.subscribe();
+        // (the sender lives in `self`: it cannot be gone)
+        let _ = rx.wait_for(|settled| *settled).await;
+    }
+
+    /// Whether a handshake should wait for the RSA certificate: it is on its way and the
+    /// client cannot use the ECDSA one.
+    pub(crate) fn waits_for_rsa(&self, hello: &ClientHello<'_>) -> bool {
+        self.rsa_pending() && !accepts_ecdsa_p256(hello)
     }
 
     /// The certificate for a client (see [`CertSet`]).
     pub(crate) fn choose(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
         self.set.load().choose(hello)
     }
+}
+
+/// Marks the certificates final when dropped: after the RSA certificate is published, or
+/// when its thread ends without one (an error, a panic), so that no handshake waits for
+/// nothing.
+struct SettleOnDrop(Arc<DefaultCertificates>);
+
+impl Drop for SettleOnDrop {
+    fn drop(&mut self) {
+        self.0.settled.send_replace(true);
+    }
+}
+
+/// Generates the RSA certificate on a thread of its own, writes it to `files` if given,
+/// then publishes it beside `ecdsa`. Written before it is published, so that a client that
+/// got it knows it is in the prefix.
+fn spawn_rsa(
+    kind: ListenerKind,
+    target: Arc<DefaultCertificates>,
+    ecdsa: Arc<CertifiedKey>,
+    files: Option<PairFiles>,
+) -> Result<(), ProxyError> {
+    let settle = SettleOnDrop(target);
+    std::thread::Builder::new()
+        .name("silverback-rsa-keygen".into())
+        .spawn(move || {
+            let start = Instant::now();
+            let rsa = match generate(KeyType::Rsa2048) {
+                Ok(rsa) => rsa,
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "cannot generate the default RSA certificate of the {} listeners: \
+                         clients without ECDSA get no default certificate",
+                        listeners(kind)
+                    );
+                    return;
+                }
+            };
+            if let Some(files) = &files {
+                match write_pair(files, &rsa) {
+                    Ok(()) => tracing::info!(
+                        cert = %files.cert.display(),
+                        key = %files.key.display(),
+                        "default RSA certificate of the {} listeners generated", listeners(kind)
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "the default RSA certificate of the {} listeners serves from memory \
+                         only; the next start generates another",
+                        listeners(kind)
+                    ),
+                }
+            }
+            // RSA first, as Kong lists it; the client's schemes decide anyway.
+            settle
+                .0
+                .set
+                .store(Arc::new(CertSet::new(rsa.certified, vec![ecdsa])));
+            tracing::debug!(
+                ms = start.elapsed().as_millis() as u64,
+                "default RSA certificate of the {} listeners ready",
+                listeners(kind)
+            );
+        })
+        .map_err(|e| ProxyError::Tls(format!("cannot start RSA key generation: {e}")))?;
+    Ok(())
+}
+
+/// Whether a client can take a certificate with an ECDSA P-256 key (signing with
+/// `ecdsa_secp256r1_sha256`): it lists that scheme, and offers TLS 1.3 (whose suites do not
+/// depend on the key) or a TLS 1.2 ECDHE-ECDSA suite. Read from the raw ClientHello (whose
+/// signature schemes rustls has not yet narrowed to the suites).
+fn accepts_ecdsa_p256(hello: &ClientHello<'_>) -> bool {
+    use rustls::CipherSuite as C;
+    let suites = hello.cipher_suites();
+    let tls13 = suites
+        .iter()
+        .any(|s| (0x1301..=0x1305).contains(&u16::from(*s)));
+    let tls12_ecdsa = suites.iter().any(|s| {
+        matches!(
+            *s,
+            C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                | C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        )
+    });
+    (tls13 || tls12_ecdsa)
+        && hello
+            .signature_schemes()
+            .contains(&rustls::SignatureScheme::ECDSA_NISTP256_SHA256)
 }
 
 #[cfg(test)]
@@ -642,7 +1001,15 @@ mod tests {
     #[test]
     fn generated_certificates_carry_kongs_fields() {
         for kind in [KeyType::EcdsaP256, KeyType::Rsa2048] {
-            let k = generate(kind).unwrap();
+            let g = generate(kind).unwrap();
+            assert!(!format!("{g:?}").contains("PRIVATE"), "Debug hides the key");
+            // the PEM forms are the certificate and key served
+            assert_eq!(pki::parse_certs(&g.cert_pem).unwrap(), g.certified.cert);
+            assert!(
+                g.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"),
+                "PKCS#8"
+            );
+            let k = g.certified;
             assert!(k.keys_match().is_ok());
             let (_, x) = x509_parser::parse_x509_certificate(k.cert[0].as_ref()).unwrap();
             let want =
@@ -671,5 +1038,130 @@ mod tests {
             assert_eq!(k.key.algorithm(), alg);
             assert_eq!(x.public_key().parsed().unwrap().key_size(), bits);
         }
+    }
+
+    /// A directory of its own under the system's temporary directory, removed at the end.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("sb-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn pairs_have_kongs_file_names() {
+        let p = Path::new("/p");
+        let names = |kind, key| {
+            let f = PairFiles::in_prefix(p, kind, key);
+            (f.cert.display().to_string(), f.key.display().to_string())
+        };
+        use KeyType::{EcdsaP256, Rsa2048};
+        use ListenerKind::{Admin, Proxy, Status};
+        let want = |stem: &str| (format!("/p/ssl/{stem}.crt"), format!("/p/ssl/{stem}.key"));
+        assert_eq!(names(Proxy, Rsa2048), want("kong-default"));
+        assert_eq!(names(Proxy, EcdsaP256), want("kong-default-ecdsa"));
+        assert_eq!(names(Admin, Rsa2048), want("admin-kong-default"));
+        assert_eq!(names(Admin, EcdsaP256), want("admin-kong-default-ecdsa"));
+        assert_eq!(names(Status, Rsa2048), want("status-kong-default"));
+        assert_eq!(names(Status, EcdsaP256), want("status-kong-default-ecdsa"));
+    }
+
+    #[test]
+    fn a_written_pair_reads_back_and_its_key_is_private() {
+        let dir = Scratch::new("pair-round-trip");
+        let files = PairFiles::in_prefix(
+            &dir.0.join("nested"),
+            ListenerKind::Admin,
+            KeyType::EcdsaP256,
+        );
+        assert!(
+            read_pair(&files).unwrap().is_none(),
+            "neither file: generate"
+        );
+        let g = generate(KeyType::EcdsaP256).unwrap();
+        write_pair(&files, &g).unwrap();
+        let back = read_pair(&files).unwrap().unwrap();
+        assert_eq!(back.cert, g.certified.cert);
+        assert_eq!(back.key.public_key(), g.certified.key.public_key());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&files.key), 0o600);
+            assert_eq!(mode(&files.cert) & 0o600, 0o600);
+        }
+        // written only when neither file exists
+        let e = write_pair(&files, &g).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot write {}", files.key.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kept_pairs_that_cannot_be_used_are_named_never_quoted() {
+        let dir = Scratch::new("pair-unusable");
+        let files = PairFiles::in_prefix(&dir.0, ListenerKind::Proxy, KeyType::Rsa2048);
+        let (crt, key) = (
+            files.cert.display().to_string(),
+            files.key.display().to_string(),
+        );
+        let delete = format!("(delete {crt} and {key} to have a new pair generated)");
+        std::fs::create_dir_all(files.cert.parent().unwrap()).unwrap();
+        let ec = generate(KeyType::EcdsaP256).unwrap();
+        // half a pair: Kong does not generate it again; the missing file is named
+        std::fs::write(&files.cert, &ec.cert_pem).unwrap();
+        let e = read_pair(&files).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("default certificate file {key}: ")),
+            "{e}"
+        );
+        assert!(e.ends_with(&delete), "{e}");
+        // a key that is not one, in a form that would show up if quoted
+        let secret =
+            "-----BEGIN PRIVATE KEY-----c2VjcmV0IGtleSBtYXRlcmlhbA==-----END PRIVATE KEY-----";
+        std::fs::write(&files.key, secret).unwrap();
+        let e = read_pair(&files).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("default certificate file {key}: invalid key")),
+            "{e}"
+        );
+        assert!(!e.contains("c2VjcmV0"), "{e}");
+        // a certificate that is not one
+        std::fs::write(&files.key, &ec.key_pem).unwrap();
+        std::fs::write(&files.cert, "garbage").unwrap();
+        let e = read_pair(&files).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "default certificate file {crt}: invalid certificate"
+            )),
+            "{e}"
+        );
+        // another pair's key
+        std::fs::write(&files.cert, &ec.cert_pem).unwrap();
+        std::fs::write(&files.key, &generate(KeyType::EcdsaP256).unwrap().key_pem).unwrap();
+        assert_eq!(
+            read_pair(&files).unwrap_err().to_string(),
+            format!(
+                "default certificate key {key} does not match {crt} (delete both to have a new pair generated)"
+            )
+        );
+        // the prefix itself must be a directory
+        assert!(check_prefix(&dir.0).is_ok());
+        assert!(check_prefix(&dir.0.join("not-yet")).is_ok());
+        assert_eq!(
+            check_prefix(&files.cert).unwrap_err().to_string(),
+            format!("{crt} is not a directory")
+        );
     }
 }

@@ -23,9 +23,8 @@ use crate::metrics::Metrics;
 use crate::proxy::ConnInfo;
 use crate::settings::{Listen, Settings};
 use crate::snapshot::{BuildEnv, Snapshot};
-use crate::tls::SniResolver;
+use crate::tls::TlsListener;
 use crate::upstream::{Pool, WriteTimed};
-use rustls::server::ResolvesServerCert;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -214,27 +213,35 @@ impl Gateway {
         let snapshot = Arc::new(ArcSwap::new(snap));
         // The default certificates are read (or generated) only when a listener needs them,
         // as Kong checks `ssl_cert` (`admin_ssl_cert`, `status_ssl_cert`) only with TLS
-        // enabled on the proxy (admin, status) listeners. Proxy listeners also serve the
-        // configuration's certificates by SNI; admin and status ones only their own.
-        let tls_of = |ls: &[Listen]| ls.iter().any(|l| l.ssl);
-        let proxy_tls: Option<Arc<dyn ResolvesServerCert>> = if tls_of(&settings.proxy_listen) {
-            Some(Arc::new(SniResolver {
-                snapshot: snapshot.clone(),
-                default: DefaultCertificates::new(&settings.ssl_cert)?,
-            }))
-        } else {
-            None
-        };
-        let own = |ls: &[Listen], c: &crate::SslCert| -> Result<_, ProxyError> {
-            Ok(if tls_of(ls) {
-                let d = DefaultCertificates::new(c)?;
-                Some(Arc::new(crate::tls::DefaultsOnly(d)) as Arc<dyn ResolvesServerCert>)
+        // enabled on the proxy (admin, status) listeners, and generates a pair for a kind
+        // only then. Proxy listeners also serve the configuration's certificates by SNI;
+        // admin and status ones only their own.
+        let prefix = settings.prefix.as_deref();
+        if let Some(prefix) = prefix {
+            crate::default_certs::check_prefix(prefix)?;
+        }
+        let defaults = |kind, ls: &[Listen], c: &crate::SslCert| -> Result<_, ProxyError> {
+            Ok(if ls.iter().any(|l| l.ssl) {
+                Some(DefaultCertificates::new(kind, c, prefix)?)
             } else {
                 None
             })
         };
-        let admin_tls = own(&settings.admin_listen, &settings.admin_ssl_cert)?;
-        let status_tls = own(&settings.status_listen, &settings.status_ssl_cert)?;
+        let proxy_defaults = defaults(
+            ListenerKind::Proxy,
+            &settings.proxy_listen,
+            &settings.ssl_cert,
+        )?;
+        let admin_defaults = defaults(
+            ListenerKind::Admin,
+            &settings.admin_listen,
+            &settings.admin_ssl_cert,
+        )?;
+        let status_defaults = defaults(
+            ListenerKind::Status,
+            &settings.status_listen,
+            &settings.status_ssl_cert,
+        )?;
         let hv = |s: String| {
             HeaderValue::from_str(&s).map_err(|e| ProxyError::Tls(format!("server token: {e}")))
         };
@@ -282,16 +289,17 @@ impl Gateway {
                 listen: l.clone(),
                 addr,
             });
-            let resolver = match kind {
-                ListenerKind::Proxy => &proxy_tls,
-                ListenerKind::Admin => &admin_tls,
-                ListenerKind::Status => &status_tls,
-            };
-            let tls = match (resolver, l.ssl) {
-                (Some(r), true) => Some(tokio_rustls::TlsAcceptor::from(
-                    crate::tls::server_config(r.clone(), l.http2),
-                )),
-                _ => None,
+            let tls = match (kind, l.ssl) {
+                (_, false) => None,
+                (ListenerKind::Proxy, true) => proxy_defaults
+                    .as_ref()
+                    .map(|d| TlsListener::proxy(shared.snapshot.clone(), d.clone(), l.http2)),
+                (ListenerKind::Admin, true) => admin_defaults
+                    .as_ref()
+                    .map(|d| TlsListener::defaults_only(d.clone(), l.http2)),
+                (ListenerKind::Status, true) => status_defaults
+                    .as_ref()
+                    .map(|d| TlsListener::defaults_only(d.clone(), l.http2)),
             };
             tasks.push(tokio::spawn(accept_loop(
                 shared.clone(),
@@ -467,7 +475,7 @@ async fn accept_loop(
     sh: Arc<Shared>,
     (kind, proxy_protocol): (ListenerKind, bool),
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<TlsListener>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let setup = Arc::new(ConnSetup::new(&sh, kind));
@@ -566,7 +574,7 @@ async fn serve_conn<S>(
     b: &ConnSetup,
     stream: S,
     conn: Accepted,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<TlsListener>,
     watcher: hyper_util::server::graceful::Watcher,
     shutdown: &mut watch::Receiver<bool>,
 ) where
@@ -590,9 +598,9 @@ async fn serve_conn<S>(
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
             serve_guarded(sh, kind, b, stream, info, watcher, shutdown).await
         }
-        Some(acc) => {
+        Some(tls) => {
             let s =
-                match tokio::time::timeout(sh.settings.tls_handshake_timeout, acc.accept(stream))
+                match tokio::time::timeout(sh.settings.tls_handshake_timeout, tls.accept(stream))
                     .await
                 {
                     Ok(Ok(s)) => s,

@@ -7,7 +7,9 @@
 //! certificates. No server name gets the default certificates. A certificate with `cert_alt`
 //! offers both keys, and the default certificates offer one key per type; the client's
 //! preference decides, as OpenSSL's does in Kong: the key that can sign with the first
-//! signature scheme the client lists ([`CertSet::choose`]).
+//! signature scheme the client lists ([`CertSet::choose`]). While a generated RSA default
+//! certificate is on its way, a listener reads the ClientHello before answering, so that a
+//! client that needs that certificate waits for it rather than failing (`TlsListener`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -174,6 +176,79 @@ pub struct DefaultsOnly(pub(crate) Arc<DefaultCertificates>);
 impl ResolvesServerCert for DefaultsOnly {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.choose(&hello))
+    }
+}
+
+/// The handshakes of one TLS listener. While a generated RSA default certificate is on its
+/// way ([`DefaultCertificates::rsa_pending`]), the ClientHello is read first: a client that
+/// would get the default certificates and cannot use the ECDSA one waits for the RSA one
+/// (within the handshake timeout) instead of failing; every other client goes on at once.
+/// Afterwards, and always for default certificates that are final from the start, the
+/// handshake is rustls' usual one.
+#[derive(Clone)]
+pub(crate) struct TlsListener {
+    config: Arc<rustls::ServerConfig>,
+    defaults: Arc<DefaultCertificates>,
+    /// Proxy listeners: the configuration's certificates by SNI, which need no waiting.
+    snapshot: Option<Arc<ArcSwap<crate::snapshot::Snapshot>>>,
+}
+
+impl TlsListener {
+    /// A proxy listener: the configuration's certificates by SNI, else `defaults`.
+    pub(crate) fn proxy(
+        snapshot: Arc<ArcSwap<crate::snapshot::Snapshot>>,
+        defaults: Arc<DefaultCertificates>,
+        http2: bool,
+    ) -> TlsListener {
+        let resolver = Arc::new(SniResolver {
+            snapshot: snapshot.clone(),
+            default: defaults.clone(),
+        });
+        TlsListener {
+            config: server_config(resolver, http2),
+            defaults,
+            snapshot: Some(snapshot),
+        }
+    }
+
+    /// An admin or status listener: `defaults` only.
+    pub(crate) fn defaults_only(defaults: Arc<DefaultCertificates>, http2: bool) -> TlsListener {
+        TlsListener {
+            config: server_config(Arc::new(DefaultsOnly(defaults.clone())), http2),
+            defaults,
+            snapshot: None,
+        }
+    }
+
+    /// The server side of a handshake on `io`.
+    pub(crate) async fn accept<IO>(
+        &self,
+        io: IO,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        if !self.defaults.rsa_pending() {
+            return tokio_rustls::TlsAcceptor::from(self.config.clone())
+                .accept(io)
+                .await;
+        }
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        if self.waits_for_rsa(&start.client_hello()) {
+            self.defaults.rsa_settled().await;
+        }
+        start.into_stream(self.config.clone()).await
+    }
+
+    /// Whether the client would get the default certificates and needs the RSA one.
+    fn waits_for_rsa(&self, hello: &ClientHello<'_>) -> bool {
+        if let Some(snapshot) = &self.snapshot
+            && snapshot.load().certs.lookup(hello.server_name()).is_some()
+        {
+            return false;
+        }
+        self.defaults.waits_for_rsa(hello)
     }
 }
 
