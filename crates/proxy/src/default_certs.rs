@@ -26,7 +26,10 @@
 //!   `admin-` or `status-` in front for those listeners. Keys are PKCS#8 PEM in files created
 //!   with mode 0600, as Kong creates them; the directories are created as needed. A start
 //!   reads a pair whose files are there and generates (and writes) a pair only when neither
-//!   of its two files exists, each pair on its own, as Kong does. A pair with one file
+//!   of its two files exists, each pair on its own, as Kong does. A pair is written whole or
+//!   not at all: both files under temporary names first, then each linked to its name
+//!   (`write_pair`), so that a failed write leaves no key without its certificate, which
+//!   would stop every later start. A pair with one file
 //!   missing, unreadable or not parsing, or whose key is not its certificate's, stops the
 //!   start with an error naming the file ([`PrefixError`]; never its content): Kong does not
 //!   generate such a pair again either, and nginx refuses to start on it.
@@ -560,17 +563,69 @@ pub fn read_pair(files: &PairFiles) -> Result<Option<Arc<CertifiedKey>>, PrefixE
     Ok(Some(Arc::new(certified)))
 }
 
-/// Writes a generated pair, the key first, as Kong does; the key file is created with mode
-/// 0600, the certificate with the default mode (0666 less the umask). Neither file may exist
-/// already: a pair is generated only when neither does, and another process that wrote one
-/// meanwhile keeps it. A file whose writing fails is removed.
+/// Writes a generated pair where neither of its files exists, as a pair or not at all: both
+/// files are first written in full under temporary names in their directory (created
+/// exclusively, the key with mode 0600 from its creation, the certificate with the default
+/// mode, 0666 less the umask; each synced to disk), then each is hard-linked to its final
+/// name, the key first, as Kong writes it. A link fails where its name exists, so nothing is
+/// overwritten; when the certificate's fails, the key just linked is removed again. The
+/// temporary names are removed in every case. So a failed write leaves neither file of the
+/// pair, and one that a crash interrupts leaves at most a temporary file (never read) or,
+/// between the two links, the key alone.
 fn write_pair(files: &PairFiles, generated: &Generated) -> Result<(), PrefixError> {
-    fn write_new(path: &Path, text: &str, private: bool) -> Result<(), PrefixError> {
+    let dir = files.key.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| PrefixError::CreateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let key = Temporary::write(&files.key, &generated.key_pem, true)?;
+    let cert = Temporary::write(&files.cert, &generated.cert_pem, false)?;
+    std::fs::hard_link(&key.0, &files.key).map_err(|source| PrefixError::Write {
+        file: files.key.clone(),
+        source,
+    })?;
+    if let Err(source) = std::fs::hard_link(&cert.0, &files.cert) {
+        if let Err(e) = std::fs::remove_file(&files.key) {
+            tracing::error!(
+                error = %e,
+                key = %files.key.display(),
+                "cannot remove the key of a default certificate that was not written"
+            );
+        }
+        return Err(PrefixError::Write {
+            file: files.cert.clone(),
+            source,
+        });
+    }
+    // The links themselves on disk (best effort: the files are).
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A file written under a temporary name beside its final one (`.<name>.<pid>.<random>.tmp`),
+/// removed when dropped.
+struct Temporary(PathBuf);
+
+impl Temporary {
+    /// Writes `text` to a new temporary file for `path`, mode 0600 if `private`, and syncs
+    /// it. Errors name `path`, the file being written.
+    fn write(path: &Path, text: &str, private: bool) -> Result<Temporary, PrefixError> {
         use std::io::Write;
         let err = |source| PrefixError::Write {
             file: path.to_path_buf(),
             source,
         };
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| err(std::io::Error::other(format!("random name: {e}"))))?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temporary = path.with_file_name(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            hex::encode(nonce)
+        ));
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -582,24 +637,41 @@ fn write_pair(files: &PairFiles, generated: &Generated) -> Result<(), PrefixErro
         }
         #[cfg(not(unix))]
         let _ = private;
-        let mut file = options.open(path).map_err(err)?;
-        if let Err(e) = file
-            .write_all(text.as_bytes())
+        let mut file = options.open(&temporary).map_err(err)?;
+        // From here on, dropping it removes the file.
+        let written = Temporary(temporary);
+        file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
-        {
-            let _ = std::fs::remove_file(path);
-            return Err(err(e));
-        }
-        Ok(())
+            .map_err(err)?;
+        Ok(written)
     }
-    if let Some(dir) = files.key.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| PrefixError::CreateDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
-    write_new(&files.key, &generated.key_pem, true)?;
-    write_new(&files.cert, &generated.cert_pem, false)
+}
+
+/// What a failed write of `files` leaves for the next start, as the log tells it: a pair is
+/// generated again only where neither of its files exists.
+fn after_failed_write(files: &PairFiles) -> String {
+    let there: Vec<String> = [&files.cert, &files.key]
+        .into_iter()
+        .filter_map(|p| match p.try_exists() {
+            Ok(false) => None,
+            Ok(true) => Some(format!("{} is there", p.display())),
+            Err(e) => Some(format!("{} cannot be checked ({e})", p.display())),
+        })
+        .collect();
+    if there.is_empty() {
+        "neither of its files was written: the next start generates another pair".into()
+    } else {
+        format!(
+            "{}, so the next start reads what is there instead of generating a pair",
+            there.join(" and ")
+        )
+    }
 }
 
 /// The listeners a kind names in logs.
@@ -794,8 +866,9 @@ fn spawn_rsa(
                     Err(e) => tracing::error!(
                         error = %e,
                         "the default RSA certificate of the {} listeners serves from memory \
-                         only; the next start generates another",
-                        listeners(kind)
+                         only; {}",
+                        listeners(kind),
+                        after_failed_write(files)
                     ),
                 }
             }
@@ -1100,11 +1173,86 @@ mod tests {
             assert_eq!(mode(&files.key), 0o600);
             assert_eq!(mode(&files.cert) & 0o600, 0o600);
         }
-        // written only when neither file exists
-        let e = write_pair(&files, &g).unwrap_err().to_string();
+        // written only when neither file exists: nothing is overwritten
+        let other = generate(KeyType::EcdsaP256).unwrap();
+        let e = write_pair(&files, &other).unwrap_err().to_string();
         assert!(
             e.starts_with(&format!("cannot write {}", files.key.display())),
             "{e}"
+        );
+        let back = read_pair(&files).unwrap().unwrap();
+        assert_eq!(back.cert, g.certified.cert);
+        assert_eq!(
+            names_in(files.key.parent().unwrap()),
+            [
+                "admin-kong-default-ecdsa.crt",
+                "admin-kong-default-ecdsa.key"
+            ],
+            "no temporary file left"
+        );
+    }
+
+    /// The names in a directory, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A pair whose certificate cannot be written leaves neither file (no key alone, which
+    /// would stop every later start), and the log says what the next start does.
+    #[test]
+    fn a_failed_write_leaves_no_half_pair() {
+        let dir = Scratch::new("pair-half");
+        let files = PairFiles::in_prefix(&dir.0, ListenerKind::Proxy, KeyType::EcdsaP256);
+        let ssl = files.cert.parent().unwrap();
+        // Something in the certificate's way: a directory by its name.
+        std::fs::create_dir_all(&files.cert).unwrap();
+        let g = generate(KeyType::EcdsaP256).unwrap();
+        let e = write_pair(&files, &g).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot write {}: ", files.cert.display())),
+            "{e}"
+        );
+        assert!(!files.key.exists(), "the key was removed again");
+        assert_eq!(names_in(ssl), ["kong-default-ecdsa.crt"], "no temporaries");
+        assert_eq!(
+            after_failed_write(&files),
+            format!(
+                "{} is there, so the next start reads what is there instead of generating a \
+                 pair",
+                files.cert.display()
+            )
+        );
+        // Out of the way, the pair is written; before, the next start would generate it.
+        std::fs::remove_dir(&files.cert).unwrap();
+        assert_eq!(
+            after_failed_write(&files),
+            "neither of its files was written: the next start generates another pair"
+        );
+        write_pair(&files, &g).unwrap();
+        assert_eq!(read_pair(&files).unwrap().unwrap().cert, g.certified.cert);
+
+        // A directory that cannot be made (a file by its name).
+        let blocked = Scratch::new("pair-blocked");
+        let ssl = blocked.0.join("ssl");
+        std::fs::write(&ssl, "a file where the directory goes").unwrap();
+        let files = PairFiles::in_prefix(&blocked.0, ListenerKind::Proxy, KeyType::EcdsaP256);
+        let e = write_pair(&files, &g).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot create {}: ", ssl.display())),
+            "{e}"
+        );
+        let said = after_failed_write(&files);
+        assert!(
+            said.starts_with(&format!(
+                "{} cannot be checked (Not a directory",
+                files.cert.display()
+            )),
+            "{said}"
         );
     }
 
