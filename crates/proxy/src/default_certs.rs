@@ -693,9 +693,48 @@ pub struct DefaultCertificates {
     settled: watch::Sender<bool>,
 }
 
+/// One value per kind of listener, reached by a `match` on the kind (not by its
+/// discriminant, which a reordered enum would change).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct PerKind<T> {
+    proxy: T,
+    admin: T,
+    status: T,
+}
+
+impl<T> PerKind<T> {
+    /// The values of the proxy, admin and status listeners.
+    pub(crate) const fn new(proxy: T, admin: T, status: T) -> PerKind<T> {
+        PerKind {
+            proxy,
+            admin,
+            status,
+        }
+    }
+
+    /// The value of `kind`.
+    pub(crate) fn get(&self, kind: ListenerKind) -> &T {
+        match kind {
+            ListenerKind::Proxy => &self.proxy,
+            ListenerKind::Admin => &self.admin,
+            ListenerKind::Status => &self.status,
+        }
+    }
+
+    /// The value of `kind`, to change.
+    pub(crate) fn get_mut(&mut self, kind: ListenerKind) -> &mut T {
+        match kind {
+            ListenerKind::Proxy => &mut self.proxy,
+            ListenerKind::Admin => &mut self.admin,
+            ListenerKind::Status => &mut self.status,
+        }
+    }
+}
+
 /// Generated certificates without a prefix, one set per listener kind (proxy, admin,
 /// status), shared by every gateway of the process.
-static GENERATED: Mutex<[Option<Arc<DefaultCertificates>>; 3]> = Mutex::new([None, None, None]);
+static GENERATED: Mutex<PerKind<Option<Arc<DefaultCertificates>>>> =
+    Mutex::new(PerKind::new(None, None, None));
 
 impl DefaultCertificates {
     /// The default certificates of `kind`'s listeners: those of its setting (`ssl_cert`,
@@ -739,14 +778,13 @@ impl DefaultCertificates {
 
     fn in_memory(kind: ListenerKind) -> Result<Arc<DefaultCertificates>, ProxyError> {
         let mut shared = GENERATED.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = &mut shared[kind as usize];
-        if let Some(d) = slot.as_ref() {
+        if let Some(d) = shared.get(kind) {
             return Ok(d.clone());
         }
         let ecdsa = generate(KeyType::EcdsaP256).map_err(ProxyError::Tls)?;
         let defaults = DefaultCertificates::pending(ecdsa.certified.clone());
         spawn_rsa(kind, defaults.clone(), ecdsa.certified, None)?;
-        *slot = Some(defaults.clone());
+        *shared.get_mut(kind) = Some(defaults.clone());
         Ok(defaults)
     }
 
@@ -1129,6 +1167,15 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn each_kind_has_its_own_value() {
+        use ListenerKind::{Admin, Proxy, Status};
+        let mut v = PerKind::new("p", "a", "s");
+        assert_eq!([Proxy, Admin, Status].map(|k| *v.get(k)), ["p", "a", "s"]);
+        *v.get_mut(Admin) = "A";
+        assert_eq!(v, PerKind::new("p", "A", "s"));
     }
 
     #[test]
