@@ -29,10 +29,16 @@
 //!   of its two files exists, each pair on its own, as Kong does. A pair is written whole or
 //!   not at all: both files under temporary names first, then each linked to its name
 //!   (`write_pair`), so that a failed write leaves no key without its certificate, which
-//!   would stop every later start. A pair with one file
-//!   missing, unreadable or not parsing, or whose key is not its certificate's, stops the
-//!   start with an error naming the file ([`PrefixError`]; never its content): Kong does not
-//!   generate such a pair again either, and nginx refuses to start on it.
+//!   would stop every later start. A pair with one file missing, unreadable or not parsing,
+//!   or whose key is not its certificate's, stops the start with an error naming the file
+//!   ([`PrefixError`]; never its content): Kong does not generate such a pair again either,
+//!   and nginx refuses to start on it. Every pair of every kind is read before anything is
+//!   written, so such a start leaves the prefix as it was (but for the lock file).
+//! - Reading and writing the pairs happens under an exclusive lock on `<prefix>/ssl/.lock`
+//!   (`PrefixLock`, a `flock`), taken by a start and, for the RSA pair, by the thread that
+//!   generates it, never while a key is being generated: of two processes starting on one
+//!   prefix, the second waits for the first's files, then reads them; an RSA thread that
+//!   finds its pair written meanwhile serves that one. Both then serve the same pairs.
 //! - Without a prefix nothing is written: the pairs are generated once per process and
 //!   shared by its gateways, and each process has new ones.
 //!
@@ -47,9 +53,10 @@
 //! not optimized, so the workspace `Cargo.toml` optimizes them in debug builds too). It runs
 //! on a thread of its own so that no start waits for it: the ECDSA certificate, generated in
 //! a millisecond, serves from the first handshake, and the RSA certificate joins it when
-//! ready (written to the prefix first, when there is one). Until then the TLS listeners
-//! read each ClientHello before answering it ([`crate::tls`]'s `TlsListener`): a client
-//! that would get the default certificates and cannot use ECDSA waits for the RSA
+//! ready (after the attempt to write it to the prefix, when there is one: a certificate that
+//! cannot be written serves from memory, with an error in the log). Until then the TLS
+//! listeners read each ClientHello before answering it ([`crate::tls`]'s `TlsListener`): a
+//! client that would get the default certificates and cannot use ECDSA waits for the RSA
 //! certificate, within the handshake timeout, instead of failing; every other client is
 //! served at once. So no handshake fails for want of the RSA certificate, and the only
 //! window left is that wait, for clients without ECDSA in the first fraction of a second
@@ -653,6 +660,70 @@ impl Drop for Temporary {
     }
 }
 
+/// An exclusive advisory lock (`flock`) on `<prefix>/ssl/.lock`, held while the pairs there
+/// are read and missing ones written: by a start, and by the thread that writes a generated
+/// RSA pair. Two processes (or gateways) on one prefix so never both write a pair: the
+/// second waits, then reads the first one's. It is held for file operations only, never
+/// during RSA key generation, and released when dropped. The lock file stays (removing it
+/// would race with a process about to lock it). Where it cannot be opened or locked (a
+/// read-only directory, a file system without locks), the work goes on without it after a
+/// warning: reading needs no lock, and a write there fails on its own.
+struct PrefixLock {
+    /// The locked file (closing it releases the lock); `None` when going on unlocked.
+    _file: Option<std::fs::File>,
+}
+
+impl PrefixLock {
+    /// Locks `dir` (`<prefix>/ssl`, created if need be), waiting for the lock.
+    fn take(dir: &Path) -> Result<PrefixLock, PrefixError> {
+        std::fs::create_dir_all(dir).map_err(|source| PrefixError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .or_else(|_| std::fs::File::open(&path));
+        let locked = file.and_then(|f| f.lock().map(|()| f));
+        match locked {
+            Ok(f) => Ok(PrefixLock { _file: Some(f) }),
+            Err(e) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    error = %e,
+                    "cannot lock the default certificates of the prefix; going on without \
+                     the lock (two processes starting on this prefix at once may both \
+                     generate a pair, and one of them then fails to write it)"
+                );
+                Ok(PrefixLock { _file: None })
+            }
+        }
+    }
+
+    /// Whether the lock is held (not so when it could not be taken).
+    #[cfg(test)]
+    fn held(&self) -> bool {
+        self._file.is_some()
+    }
+}
+
+/// Under the prefix's lock: the pair kept in `files` if one is there (written by another
+/// process since this one read the prefix), else `generated`, written there (`None`).
+fn keep_or_write(
+    files: &PairFiles,
+    generated: &Generated,
+) -> Result<Option<Arc<CertifiedKey>>, PrefixError> {
+    let _lock = PrefixLock::take(files.key.parent().unwrap_or(Path::new(".")))?;
+    if let Some(kept) = read_pair(files)? {
+        return Ok(Some(kept));
+    }
+    write_pair(files, generated)?;
+    Ok(None)
+}
+
 /// What a failed write of `files` leaves for the next start, as the log tells it: a pair is
 /// generated again only where neither of its files exists.
 fn after_failed_write(files: &PairFiles) -> String {
@@ -737,29 +808,53 @@ static GENERATED: Mutex<PerKind<Option<Arc<DefaultCertificates>>>> =
     Mutex::new(PerKind::new(None, None, None));
 
 impl DefaultCertificates {
-    /// The default certificates of `kind`'s listeners: those of its setting (`ssl_cert`,
-    /// `admin_ssl_cert` or `status_ssl_cert`) when set; else, with a `prefix`, the pairs kept
-    /// there, each generated and written when neither of its files exists; else generated
-    /// ones kept in memory. A generated RSA certificate comes later, from a thread of its
-    /// own (see the module documentation).
-    pub fn new(
-        kind: ListenerKind,
-        ssl_cert: &SslCert,
+    /// The default certificates of each kind of listener in `wanted` (`None`: the kind has
+    /// no `ssl` listener, and gets none): those of its setting (`ssl_cert`,
+    /// `admin_ssl_cert` or `status_ssl_cert`, in `wanted`) when set; else, with a `prefix`,
+    /// the pairs kept there, each generated and written when neither of its files exists;
+    /// else generated ones kept in memory. Every setting is loaded, then every pair of the
+    /// prefix read, before anything is written. A generated RSA certificate comes later,
+    /// from a thread of its own (see the module documentation). Blocking: it may wait for
+    /// another process's lock on the prefix ([`PrefixLock`]).
+    pub(crate) fn for_listeners(
+        wanted: &PerKind<Option<SslCert>>,
         prefix: Option<&Path>,
-    ) -> Result<Arc<DefaultCertificates>, ProxyError> {
-        if !ssl_cert.is_empty() {
-            let set = ssl_cert.load()?;
-            tracing::info!(
-                certificates = set.certificates().count(),
-                "default certificates from {}",
-                ssl_cert.setting
-            );
-            return Ok(DefaultCertificates::settled(set));
+    ) -> Result<PerKind<Option<Arc<DefaultCertificates>>>, ProxyError> {
+        let mut made = PerKind::<Option<Arc<DefaultCertificates>>>::default();
+        let mut generated = vec![];
+        for kind in [
+            ListenerKind::Proxy,
+            ListenerKind::Admin,
+            ListenerKind::Status,
+        ] {
+            match wanted.get(kind) {
+                None => {}
+                Some(c) if c.is_empty() => generated.push(kind),
+                Some(c) => {
+                    let set = c.load()?;
+                    tracing::info!(
+                        certificates = set.certificates().count(),
+                        "default certificates from {}",
+                        c.setting
+                    );
+                    *made.get_mut(kind) = Some(DefaultCertificates::settled(set));
+                }
+            }
         }
         match prefix {
-            Some(prefix) => DefaultCertificates::in_prefix(kind, prefix),
-            None => DefaultCertificates::in_memory(kind),
+            Some(_) if generated.is_empty() => {}
+            Some(prefix) => {
+                for (kind, d) in DefaultCertificates::in_prefix(prefix, &generated)? {
+                    *made.get_mut(kind) = Some(d);
+                }
+            }
+            None => {
+                for kind in generated {
+                    *made.get_mut(kind) = Some(DefaultCertificates::in_memory(kind)?);
+                }
+            }
         }
+        Ok(made)
     }
 
     fn settled(set: CertSet) -> Arc<DefaultCertificates> {
@@ -769,11 +864,14 @@ impl DefaultCertificates {
         })
     }
 
-    fn pending(ecdsa: Arc<CertifiedKey>) -> Arc<DefaultCertificates> {
-        Arc::new(DefaultCertificates {
-            set: ArcSwap::from_pointee(CertSet::new(ecdsa, vec![])),
+    /// A set of `ecdsa` alone, not final until its [`RsaSlot`] publishes the RSA
+    /// certificate or is dropped.
+    pub(crate) fn pending(ecdsa: Arc<CertifiedKey>) -> (Arc<DefaultCertificates>, RsaSlot) {
+        let target = Arc::new(DefaultCertificates {
+            set: ArcSwap::from_pointee(CertSet::new(ecdsa.clone(), vec![])),
             settled: watch::Sender::new(false),
-        })
+        });
+        (target.clone(), RsaSlot { target, ecdsa })
     }
 
     fn in_memory(kind: ListenerKind) -> Result<Arc<DefaultCertificates>, ProxyError> {
@@ -782,49 +880,67 @@ impl DefaultCertificates {
             return Ok(d.clone());
         }
         let ecdsa = generate(KeyType::EcdsaP256).map_err(ProxyError::Tls)?;
-        let defaults = DefaultCertificates::pending(ecdsa.certified.clone());
-        spawn_rsa(kind, defaults.clone(), ecdsa.certified, None)?;
+        let (defaults, slot) = DefaultCertificates::pending(ecdsa.certified);
+        spawn_rsa(kind, slot, None)?;
         *shared.get_mut(kind) = Some(defaults.clone());
         Ok(defaults)
     }
 
+    /// The pairs of `kinds` in `prefix`, under its lock.
     fn in_prefix(
-        kind: ListenerKind,
         prefix: &Path,
-    ) -> Result<Arc<DefaultCertificates>, ProxyError> {
-        let rsa_files = PairFiles::in_prefix(prefix, kind, KeyType::Rsa2048);
-        let ecdsa_files = PairFiles::in_prefix(prefix, kind, KeyType::EcdsaP256);
-        // Both read before anything is written: a pair that cannot be used stops the start
-        // with the prefix untouched.
-        let rsa = read_pair(&rsa_files)?;
-        let ecdsa = match read_pair(&ecdsa_files)? {
-            Some(kept) => kept,
-            None => {
-                let g = generate(KeyType::EcdsaP256).map_err(ProxyError::Tls)?;
-                write_pair(&ecdsa_files, &g)?;
-                tracing::info!(
-                    cert = %ecdsa_files.cert.display(),
-                    key = %ecdsa_files.key.display(),
-                    "default ECDSA certificate of the {} listeners generated", listeners(kind)
-                );
-                g.certified
-            }
-        };
-        match rsa {
-            Some(rsa) => {
-                tracing::info!(
-                    dir = %prefix.join("ssl").display(),
-                    "default certificates of the {} listeners read from the prefix",
-                    listeners(kind)
-                );
-                Ok(DefaultCertificates::settled(CertSet::new(rsa, vec![ecdsa])))
-            }
-            None => {
-                let defaults = DefaultCertificates::pending(ecdsa.clone());
-                spawn_rsa(kind, defaults.clone(), ecdsa, Some(rsa_files))?;
-                Ok(defaults)
+        kinds: &[ListenerKind],
+    ) -> Result<Vec<(ListenerKind, Arc<DefaultCertificates>)>, ProxyError> {
+        let lock = PrefixLock::take(&prefix.join("ssl"))?;
+        // Every pair of every kind is read before anything is written: a pair that cannot
+        // be used stops the start with the prefix as it was (the lock file aside).
+        let mut kept = vec![];
+        for &kind in kinds {
+            let rsa_files = PairFiles::in_prefix(prefix, kind, KeyType::Rsa2048);
+            let ecdsa_files = PairFiles::in_prefix(prefix, kind, KeyType::EcdsaP256);
+            let rsa = read_pair(&rsa_files)?;
+            let ecdsa = read_pair(&ecdsa_files)?;
+            kept.push((kind, rsa_files, rsa, ecdsa_files, ecdsa));
+        }
+        let mut made = vec![];
+        let mut rsa_to_come = vec![];
+        for (kind, rsa_files, rsa, ecdsa_files, ecdsa) in kept {
+            let ecdsa = match ecdsa {
+                Some(kept) => kept,
+                None => {
+                    let g = generate(KeyType::EcdsaP256).map_err(ProxyError::Tls)?;
+                    write_pair(&ecdsa_files, &g)?;
+                    tracing::info!(
+                        cert = %ecdsa_files.cert.display(),
+                        key = %ecdsa_files.key.display(),
+                        "default ECDSA certificate of the {} listeners generated", listeners(kind)
+                    );
+                    g.certified
+                }
+            };
+            match rsa {
+                Some(rsa) => {
+                    tracing::info!(
+                        dir = %prefix.join("ssl").display(),
+                        "default certificates of the {} listeners read from the prefix",
+                        listeners(kind)
+                    );
+                    let set = CertSet::new(rsa, vec![ecdsa]);
+                    made.push((kind, DefaultCertificates::settled(set)));
+                }
+                None => {
+                    let (defaults, slot) = DefaultCertificates::pending(ecdsa);
+                    made.push((kind, defaults));
+                    rsa_to_come.push((kind, slot, rsa_files));
+                }
             }
         }
+        // (each RSA thread takes the lock again to write its pair)
+        drop(lock);
+        for (kind, slot, files) in rsa_to_come {
+            spawn_rsa(kind, slot, Some(files))?;
+        }
+        Ok(made)
     }
 
     /// The certificates now (for generated ones, the RSA certificate may not be there yet).
@@ -857,27 +973,42 @@ impl DefaultCertificates {
     }
 }
 
-/// Marks the certificates final when dropped: after the RSA certificate is published, or
-/// when its thread ends without one (an error, a panic), so that no handshake waits for
-/// nothing.
-struct SettleOnDrop(Arc<DefaultCertificates>);
+/// The RSA certificate a pending set ([`DefaultCertificates::pending`]) waits for:
+/// [`RsaSlot::publish`] adds it beside the ECDSA one; dropped without publishing (its
+/// generation failed, its thread ended), the set stays as it is. Either way the set is final
+/// afterwards, so that no handshake waits for nothing.
+pub(crate) struct RsaSlot {
+    target: Arc<DefaultCertificates>,
+    ecdsa: Arc<CertifiedKey>,
+}
 
-impl Drop for SettleOnDrop {
-    fn drop(&mut self) {
-        self.0.settled.send_replace(true);
+impl RsaSlot {
+    /// Serves `rsa` beside the ECDSA certificate from now on.
+    pub(crate) fn publish(self, rsa: Arc<CertifiedKey>) {
+        // RSA first, as Kong lists it; the client's schemes decide anyway.
+        let set = CertSet::new(rsa, vec![self.ecdsa.clone()]);
+        self.target.set.store(Arc::new(set));
+        // (dropped here: final)
     }
 }
 
-/// Generates the RSA certificate on a thread of its own, writes it to `files` if given,
-/// then publishes it beside `ecdsa`. Written before it is published, so that a client that
-/// got it knows it is in the prefix.
+impl Drop for RsaSlot {
+    fn drop(&mut self) {
+        self.target.settled.send_replace(true);
+    }
+}
+
+/// Generates the RSA certificate on a thread of its own and publishes it through `slot`.
+/// With `files`, first, under the prefix's lock: when another process wrote the pair since
+/// this one read the prefix, that pair is published instead of the new one; else the new
+/// one is written, and published whether or not the write succeeds (a failed write is
+/// logged, and the certificate then lives in memory only). So a certificate published after
+/// a successful write is the one in the prefix. Waiting for the lock happens on that thread.
 fn spawn_rsa(
     kind: ListenerKind,
-    target: Arc<DefaultCertificates>,
-    ecdsa: Arc<CertifiedKey>,
+    slot: RsaSlot,
     files: Option<PairFiles>,
 ) -> Result<(), ProxyError> {
-    let settle = SettleOnDrop(target);
     std::thread::Builder::new()
         .name("silverback-rsa-keygen".into())
         .spawn(move || {
@@ -894,27 +1025,40 @@ fn spawn_rsa(
                     return;
                 }
             };
-            if let Some(files) = &files {
-                match write_pair(files, &rsa) {
-                    Ok(()) => tracing::info!(
-                        cert = %files.cert.display(),
-                        key = %files.key.display(),
-                        "default RSA certificate of the {} listeners generated", listeners(kind)
-                    ),
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "the default RSA certificate of the {} listeners serves from memory \
-                         only; {}",
-                        listeners(kind),
-                        after_failed_write(files)
-                    ),
-                }
-            }
-            // RSA first, as Kong lists it; the client's schemes decide anyway.
-            settle
-                .0
-                .set
-                .store(Arc::new(CertSet::new(rsa.certified, vec![ecdsa])));
+            let served = match &files {
+                None => rsa.certified,
+                Some(files) => match keep_or_write(files, &rsa) {
+                    Ok(None) => {
+                        tracing::info!(
+                            cert = %files.cert.display(),
+                            key = %files.key.display(),
+                            "default RSA certificate of the {} listeners generated",
+                            listeners(kind)
+                        );
+                        rsa.certified
+                    }
+                    Ok(Some(kept)) => {
+                        tracing::info!(
+                            cert = %files.cert.display(),
+                            "default RSA certificate of the {} listeners written meanwhile by \
+                             another start on the prefix: serving that one",
+                            listeners(kind)
+                        );
+                        kept
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            error = %e,
+                            "the default RSA certificate of the {} listeners serves from \
+                             memory only; {}",
+                            listeners(kind),
+                            after_failed_write(files)
+                        );
+                        rsa.certified
+                    }
+                },
+            };
+            slot.publish(served);
             tracing::debug!(
                 ms = start.elapsed().as_millis() as u64,
                 "default RSA certificate of the {} listeners ready",
@@ -1300,6 +1444,168 @@ mod tests {
                 files.cert.display()
             )),
             "{said}"
+        );
+    }
+
+    /// While another holds the prefix's lock, reading or writing a pair waits; then it
+    /// reads the pair the other wrote instead of writing its own.
+    #[test]
+    fn a_second_writer_waits_and_reads_the_first_ones_pair() {
+        let dir = Scratch::new("pair-lock");
+        let files = PairFiles::in_prefix(&dir.0, ListenerKind::Proxy, KeyType::EcdsaP256);
+        let ssl = files.key.parent().unwrap().to_path_buf();
+        let lock = PrefixLock::take(&ssl).unwrap();
+        assert!(lock.held());
+        let (first, second) = (
+            generate(KeyType::EcdsaP256).unwrap(),
+            generate(KeyType::EcdsaP256).unwrap(),
+        );
+        let waiting = {
+            let files = files.clone();
+            std::thread::spawn(move || keep_or_write(&files, &second))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!waiting.is_finished(), "it waits for the lock");
+        write_pair(&files, &first).unwrap();
+        drop(lock);
+        let kept = waiting
+            .join()
+            .unwrap()
+            .unwrap()
+            .expect("the first one's pair");
+        assert_eq!(kept.cert, first.certified.cert);
+        assert_eq!(
+            read_pair(&files).unwrap().unwrap().cert,
+            first.certified.cert
+        );
+        assert_eq!(
+            names_in(&ssl),
+            [".lock", "kong-default-ecdsa.crt", "kong-default-ecdsa.key"]
+        );
+    }
+
+    /// Two writers of one pair at once, again and again: one writes, the other reads its
+    /// pair, and no write fails.
+    #[test]
+    fn two_writers_of_one_pair_end_with_one_pair() {
+        let dir = Scratch::new("pair-writers");
+        for round in 0..20 {
+            let prefix = dir.0.join(round.to_string());
+            let files = PairFiles::in_prefix(&prefix, ListenerKind::Admin, KeyType::EcdsaP256);
+            let barrier = std::sync::Barrier::new(2);
+            let outcomes: Vec<(Generated, Option<Arc<CertifiedKey>>)> = std::thread::scope(|s| {
+                let writer = || {
+                    s.spawn(|| {
+                        let g = generate(KeyType::EcdsaP256).unwrap();
+                        barrier.wait();
+                        let kept = keep_or_write(&files, &g).unwrap();
+                        (g, kept)
+                    })
+                };
+                let (a, b) = (writer(), writer());
+                vec![a.join().unwrap(), b.join().unwrap()]
+            });
+            let on_disk = read_pair(&files).unwrap().unwrap().cert.clone();
+            let wrote: Vec<_> = outcomes.iter().filter(|(_, k)| k.is_none()).collect();
+            assert_eq!(wrote.len(), 1, "round {round}: one writes");
+            assert_eq!(wrote[0].0.certified.cert, on_disk);
+            for (_, kept) in &outcomes {
+                if let Some(kept) = kept {
+                    assert_eq!(kept.cert, on_disk, "round {round}: the other reads it");
+                }
+            }
+        }
+    }
+
+    /// Two starts on one empty prefix at once (the ECDSA pair written by a start, the RSA
+    /// pair by its thread) serve one pair of certificates, the one in the files.
+    #[tokio::test]
+    async fn two_starts_on_one_empty_prefix_serve_one_pair() {
+        let dir = Scratch::new("pair-starts");
+        for round in 0..3 {
+            let prefix = dir.0.join(round.to_string());
+            let wanted = PerKind::new(Some(SslCert::default()), None, None);
+            let barrier = std::sync::Barrier::new(2);
+            let started: Vec<Arc<DefaultCertificates>> = std::thread::scope(|s| {
+                let start = || {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let made = DefaultCertificates::for_listeners(&wanted, Some(&prefix));
+                        made.unwrap().get(ListenerKind::Proxy).clone().unwrap()
+                    })
+                };
+                let (a, b) = (start(), start());
+                vec![a.join().unwrap(), b.join().unwrap()]
+            });
+            let mut served = vec![];
+            for d in &started {
+                d.rsa_settled().await;
+                let certs: Vec<_> = d.current().certificates().map(|k| k.cert.clone()).collect();
+                served.push(certs);
+            }
+            assert_eq!(served[0].len(), 2, "RSA and ECDSA");
+            assert_eq!(
+                served[0], served[1],
+                "round {round}: one pair served by both"
+            );
+            for key in [KeyType::Rsa2048, KeyType::EcdsaP256] {
+                let files = PairFiles::in_prefix(&prefix, ListenerKind::Proxy, key);
+                let kept = read_pair(&files).unwrap().unwrap();
+                assert!(served[0].contains(&kept.cert), "round {round}: {key:?}");
+            }
+            assert_eq!(
+                names_in(&prefix.join("ssl")),
+                [
+                    ".lock",
+                    "kong-default-ecdsa.crt",
+                    "kong-default-ecdsa.key",
+                    "kong-default.crt",
+                    "kong-default.key"
+                ]
+            );
+        }
+    }
+
+    /// A lock that cannot be taken (here the lock file's name leads nowhere: a link into a
+    /// directory that does not exist) lets the work go on unlocked.
+    #[cfg(unix)]
+    #[test]
+    fn an_unusable_lock_file_is_gone_around() {
+        let dir = Scratch::new("pair-no-lock");
+        let files = PairFiles::in_prefix(&dir.0, ListenerKind::Status, KeyType::EcdsaP256);
+        let ssl = files.key.parent().unwrap();
+        std::fs::create_dir_all(ssl).unwrap();
+        std::os::unix::fs::symlink(dir.0.join("missing").join("lock"), ssl.join(".lock")).unwrap();
+        assert!(!PrefixLock::take(ssl).unwrap().held());
+        let g = generate(KeyType::EcdsaP256).unwrap();
+        assert!(keep_or_write(&files, &g).unwrap().is_none(), "written");
+        let kept = keep_or_write(&files, &generate(KeyType::EcdsaP256).unwrap()).unwrap();
+        assert_eq!(kept.unwrap().cert, g.certified.cert);
+    }
+
+    /// Every kind's pairs are read before any is written: an unusable admin pair stops the
+    /// start before the proxy listeners' pairs are generated.
+    #[test]
+    fn an_unusable_pair_stops_the_start_before_anything_is_written() {
+        let dir = Scratch::new("pair-all-first");
+        let admin = PairFiles::in_prefix(&dir.0, ListenerKind::Admin, KeyType::EcdsaP256);
+        std::fs::create_dir_all(admin.key.parent().unwrap()).unwrap();
+        std::fs::write(&admin.key, "not a key").unwrap();
+        let wanted = PerKind::new(Some(SslCert::default()), Some(SslCert::default()), None);
+        let e = DefaultCertificates::for_listeners(&wanted, Some(&dir.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "default certificate file {}",
+                admin.cert.display()
+            )),
+            "{e}"
+        );
+        assert_eq!(
+            names_in(admin.key.parent().unwrap()),
+            [".lock", "admin-kong-default-ecdsa.key"],
+            "nothing written"
         );
     }
 

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::ProxyError;
-use crate::default_certs::DefaultCertificates;
+use crate::default_certs::{DefaultCertificates, PerKind};
 use crate::metrics::Metrics;
 use crate::proxy::ConnInfo;
 use crate::settings::{Listen, Settings};
@@ -216,32 +216,23 @@ impl Gateway {
         // enabled on the proxy (admin, status) listeners, and generates a pair for a kind
         // only then. Proxy listeners also serve the configuration's certificates by SNI;
         // admin and status ones only their own.
-        let prefix = settings.prefix.as_deref();
-        if let Some(prefix) = prefix {
-            crate::default_certs::check_prefix(prefix)?;
-        }
-        let defaults = |kind, ls: &[Listen], c: &crate::SslCert| -> Result<_, ProxyError> {
-            Ok(if ls.iter().any(|l| l.ssl) {
-                Some(DefaultCertificates::new(kind, c, prefix)?)
-            } else {
-                None
-            })
-        };
-        let proxy_defaults = defaults(
-            ListenerKind::Proxy,
-            &settings.proxy_listen,
-            &settings.ssl_cert,
-        )?;
-        let admin_defaults = defaults(
-            ListenerKind::Admin,
-            &settings.admin_listen,
-            &settings.admin_ssl_cert,
-        )?;
-        let status_defaults = defaults(
-            ListenerKind::Status,
-            &settings.status_listen,
-            &settings.status_ssl_cert,
-        )?;
+        let ssl = |ls: &[Listen], c: &crate::SslCert| ls.iter().any(|l| l.ssl).then(|| c.clone());
+        let wanted = PerKind::new(
+            ssl(&settings.proxy_listen, &settings.ssl_cert),
+            ssl(&settings.admin_listen, &settings.admin_ssl_cert),
+            ssl(&settings.status_listen, &settings.status_ssl_cert),
+        );
+        let prefix = settings.prefix.clone();
+        // Files are read and written (and synced), and another process's lock on the prefix
+        // may be waited for: off the runtime's threads.
+        let defaults = tokio::task::spawn_blocking(move || {
+            if let Some(prefix) = &prefix {
+                crate::default_certs::check_prefix(prefix)?;
+            }
+            DefaultCertificates::for_listeners(&wanted, prefix.as_deref())
+        })
+        .await
+        .map_err(|e| ProxyError::Tls(format!("default certificates: {e}")))??;
         let hv = |s: String| {
             HeaderValue::from_str(&s).map_err(|e| ProxyError::Tls(format!("server token: {e}")))
         };
@@ -289,17 +280,16 @@ impl Gateway {
                 listen: l.clone(),
                 addr,
             });
-            let tls = match (kind, l.ssl) {
-                (_, false) => None,
-                (ListenerKind::Proxy, true) => proxy_defaults
-                    .as_ref()
-                    .map(|d| TlsListener::proxy(shared.snapshot.clone(), d.clone(), l.http2)),
-                (ListenerKind::Admin, true) => admin_defaults
-                    .as_ref()
-                    .map(|d| TlsListener::defaults_only(d.clone(), l.http2)),
-                (ListenerKind::Status, true) => status_defaults
-                    .as_ref()
-                    .map(|d| TlsListener::defaults_only(d.clone(), l.http2)),
+            let tls = match defaults.get(kind) {
+                Some(d) if l.ssl => Some(match kind {
+                    ListenerKind::Proxy => {
+                        TlsListener::proxy(shared.snapshot.clone(), d.clone(), l.http2)
+                    }
+                    ListenerKind::Admin | ListenerKind::Status => {
+                        TlsListener::defaults_only(d.clone(), l.http2)
+                    }
+                }),
+                _ => None,
             };
             tasks.push(tokio::spawn(accept_loop(
                 shared.clone(),

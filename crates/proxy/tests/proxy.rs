@@ -2397,7 +2397,13 @@ async fn a_prefix_keeps_the_default_certificates_across_restarts() {
         .flat_map(|lead| kong_files(lead).into_iter().map(|(n, _)| n))
         .collect();
     want.sort();
-    assert_eq!(file_names(&ssl), want);
+    let mut with_lock = want.clone();
+    with_lock.insert(0, ".lock".into());
+    assert_eq!(
+        file_names(&ssl),
+        with_lock,
+        "the pairs and the lock file, nothing else"
+    );
     for (lead, (ecdsa, rsa)) in ["", "admin-", "status-"].iter().zip(&served) {
         for (name, key) in kong_files(lead) {
             let path = ssl.join(&name);
@@ -2465,6 +2471,7 @@ async fn a_prefix_gets_only_the_pairs_its_listeners_serve() {
     default_pair(g.https).await;
     g.gw.shutdown().await;
     let mut want: Vec<String> = kong_files("").into_iter().map(|(n, _)| n).collect();
+    want.push(".lock".into());
     want.sort();
     assert_eq!(file_names(&dir.path().join("ssl")), want);
 
@@ -2482,8 +2489,31 @@ async fn a_prefix_gets_only_the_pairs_its_listeners_serve() {
         .iter()
         .flat_map(|lead| kong_files(lead).into_iter().map(|(n, _)| n))
         .collect();
+    want.push(".lock".into());
     want.sort();
     assert_eq!(file_names(&dir.path().join("ssl")), want);
+}
+
+/// Two gateways starting at once on one empty prefix (as two processes would: the prefix's
+/// lock is a file lock) present one pair of certificates, the one written there.
+#[tokio::test]
+async fn two_gateways_starting_on_one_empty_prefix_present_one_pair() {
+    let dir = TempDir::new("prefix-two-starts");
+    let settings = || silverback_proxy::Settings {
+        prefix: Some(dir.path().to_path_buf()),
+        ..silverback_proxy::Settings::loopback()
+    };
+    let (a, b) = tokio::join!(
+        Gw::start_with(settings(), None),
+        Gw::start_with(settings(), None)
+    );
+    let served = default_pair(a.https).await;
+    assert_eq!(default_pair(b.https).await, served, "both present one pair");
+    let ssl = dir.path().join("ssl");
+    assert_eq!(pem_file_der(&ssl.join("kong-default-ecdsa.crt")), served.0);
+    assert_eq!(pem_file_der(&ssl.join("kong-default.crt")), served.1);
+    a.gw.shutdown().await;
+    b.gw.shutdown().await;
 }
 
 /// A pair kept in the prefix that cannot be used stops the start with an error naming the
