@@ -493,6 +493,14 @@ pub enum PrefixError {
     /// The prefix exists and is not a directory (Kong's message).
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),
+    /// The prefix cannot be looked at (a search permission missing on its path, say).
+    #[error("cannot access {path}: {source}")]
+    Access {
+        /// The prefix.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// `<prefix>/ssl` cannot be created.
     #[error("cannot create {dir}: {source}")]
     CreateDir {
@@ -537,24 +545,34 @@ pub enum PrefixError {
 }
 
 /// Checks the prefix as Kong does before using it: a path that exists must be a directory.
+/// A path that cannot be looked at (a search permission missing on the way, say) is an
+/// error naming it, not taken for a missing one.
 pub fn check_prefix(prefix: &Path) -> Result<(), PrefixError> {
-    if prefix.exists() && !prefix.is_dir() {
-        return Err(PrefixError::NotADirectory(prefix.to_path_buf()));
+    match std::fs::metadata(prefix) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(PrefixError::NotADirectory(prefix.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(PrefixError::Access {
+            path: prefix.to_path_buf(),
+            source,
+        }),
     }
-    Ok(())
 }
 
 /// The pair kept in `files`: `None` when neither file exists (Kong generates the pair only
 /// then), else both read, parsed and matched.
 pub fn read_pair(files: &PairFiles) -> Result<Option<Arc<CertifiedKey>>, PrefixError> {
-    if !files.cert.exists() && !files.key.exists() {
-        return Ok(None);
-    }
     let unusable = |file: &Path, reason: String| PrefixError::Unusable {
         file: file.to_path_buf(),
         reason,
         pair: files.clone(),
     };
+    // A file that cannot be looked at is not taken for a missing one (which would have the
+    // pair generated over it).
+    let exists = |file: &Path| file.try_exists().map_err(|e| unusable(file, e.to_string()));
+    if !exists(&files.cert)? && !exists(&files.key)? {
+        return Ok(None);
+    }
     let cert_pem =
         std::fs::read_to_string(&files.cert).map_err(|e| unusable(&files.cert, e.to_string()))?;
     let key_pem =
@@ -1663,6 +1681,46 @@ mod tests {
         assert_eq!(
             check_prefix(&files.cert).unwrap_err().to_string(),
             format!("{crt} is not a directory")
+        );
+    }
+
+    /// A file of a pair, or the prefix, that cannot be looked at is an error naming it, not
+    /// a missing file (a missing pair would be generated over it). Root ignores permission
+    /// bits, so a missing search permission (EACCES) cannot be tested here as root; a link
+    /// that loops (ELOOP) and a path through a regular file (ENOTDIR) fail the same check.
+    #[cfg(unix)]
+    #[test]
+    fn paths_that_cannot_be_looked_at_are_errors() {
+        let dir = Scratch::new("pair-unseen");
+        let files = PairFiles::in_prefix(&dir.0, ListenerKind::Proxy, KeyType::EcdsaP256);
+        let crt = files.cert.display().to_string();
+        std::fs::create_dir_all(files.cert.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&files.cert, &files.cert).unwrap();
+        let e = read_pair(&files).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "default certificate file {crt}: Too many levels of symbolic links"
+            )),
+            "{e}"
+        );
+        let file = dir.0.join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let e = check_prefix(&file.join("prefix")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "cannot access {}: Not a directory (os error 20)",
+                file.join("prefix").display()
+            )
+        );
+        let inside = PairFiles::in_prefix(&file, ListenerKind::Admin, KeyType::Rsa2048);
+        let e = read_pair(&inside).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "default certificate file {}: Not a directory",
+                inside.cert.display()
+            )),
+            "{e}"
         );
     }
 }
