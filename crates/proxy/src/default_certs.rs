@@ -76,7 +76,7 @@ use rustls::sign::CertifiedKey;
 use silverback_config::pki;
 use tokio::sync::watch;
 
-use crate::tls::CertSet;
+use crate::tls::{CertSet, Offered, accepts_ecdsa_p256};
 use crate::{ListenerKind, ProxyError};
 
 /// Kong's `ssl_cert` and `ssl_cert_key`: the default certificates as given, before they are
@@ -980,9 +980,15 @@ impl DefaultCertificates {
     }
 
     /// Whether a handshake should wait for the RSA certificate: it is on its way and the
-    /// client cannot use the ECDSA one.
-    pub(crate) fn waits_for_rsa(&self, hello: &ClientHello<'_>) -> bool {
-        self.rsa_pending() && !accepts_ecdsa_p256(hello)
+    /// client (offering the `offered` versions) cannot use the ECDSA one.
+    pub(crate) fn waits_for_rsa(&self, hello: &ClientHello<'_>, offered: Offered) -> bool {
+        self.rsa_pending() && !accepts_ecdsa_p256(hello, offered)
+    }
+
+    /// How many handshakes wait for the RSA certificate now.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.settled.receiver_count()
     }
 
     /// The certificate for a client (see [`CertSet`]).
@@ -1085,30 +1091,6 @@ fn spawn_rsa(
         })
         .map_err(|e| ProxyError::Tls(format!("cannot start RSA key generation: {e}")))?;
     Ok(())
-}
-
-/// Whether a client can take a certificate with an ECDSA P-256 key (signing with
-/// `ecdsa_secp256r1_sha256`): it lists that scheme, and offers TLS 1.3 (whose suites do not
-/// depend on the key) or a TLS 1.2 ECDHE-ECDSA suite. Read from the raw ClientHello (whose
-/// signature schemes rustls has not yet narrowed to the suites).
-fn accepts_ecdsa_p256(hello: &ClientHello<'_>) -> bool {
-    use rustls::CipherSuite as C;
-    let suites = hello.cipher_suites();
-    let tls13 = suites
-        .iter()
-        .any(|s| (0x1301..=0x1305).contains(&u16::from(*s)));
-    let tls12_ecdsa = suites.iter().any(|s| {
-        matches!(
-            *s,
-            C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-                | C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
-                | C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-        )
-    });
-    (tls13 || tls12_ecdsa)
-        && hello
-            .signature_schemes()
-            .contains(&rustls::SignatureScheme::ECDSA_NISTP256_SHA256)
 }
 
 #[cfg(test)]

@@ -589,17 +589,16 @@ async fn serve_conn<S>(
             serve_guarded(sh, kind, b, stream, info, watcher, shutdown).await
         }
         Some(tls) => {
-            let s =
-                match tokio::time::timeout(sh.settings.tls_handshake_timeout, tls.accept(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let s = match tls
+                .accept_within(stream, sh.settings.tls_handshake_timeout)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                    return;
+                }
+            };
             let sni = s.get_ref().1.server_name().map(Box::from);
             let info = conn.info(true, sni);
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
