@@ -245,9 +245,11 @@ pub struct DataPlaneArgs {
     /// `ssl/`, one RSA and one ECDSA pair per listener kind with an `ssl` listener and no
     /// certificate setting, under Kong's names (`kong-default.crt`, `kong-default-ecdsa.key`,
     /// `admin-kong-default.crt`, `status-...`; keys mode 0600). A start writes the pairs that
-    /// are missing and reads the others; a pair that cannot be read stops it. A relative path
-    /// is taken from the working directory. Unset (unlike Kong, whose default is
-    /// `/usr/local/kong`): nothing is written to disk, and every start generates new ones.
+    /// are missing, each whole or not at all, and reads the others, under a lock on
+    /// `ssl/.lock` that makes starts sharing the prefix share its pairs; a pair that cannot be
+    /// read stops it. A relative path is taken from the working directory. Unset (unlike
+    /// Kong, whose default is `/usr/local/kong`): nothing is written to disk, and every start
+    /// generates new ones.
     #[arg(long, env = "SILVERBACK_PREFIX")]
     pub prefix: Option<PathBuf>,
 }
