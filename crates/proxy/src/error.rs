@@ -198,6 +198,9 @@ pub enum ProxyError {
     /// `ssl_cert` / `ssl_cert_key` cannot be used.
     #[error(transparent)]
     SslCert(#[from] crate::default_certs::SslCertError),
+    /// The default certificates kept in the prefix directory cannot be used or written.
+    #[error(transparent)]
+    Prefix(#[from] crate::default_certs::PrefixError),
     /// The configuration was rejected.
     #[error(transparent)]
     Config(#[from] silverback_config::ConfigError),

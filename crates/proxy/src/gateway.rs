@@ -18,14 +18,13 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::ProxyError;
-use crate::default_certs::DefaultCertificates;
+use crate::default_certs::{DefaultCertificates, PerKind};
 use crate::metrics::Metrics;
 use crate::proxy::ConnInfo;
 use crate::settings::{Listen, Settings};
 use crate::snapshot::{BuildEnv, Snapshot};
-use crate::tls::SniResolver;
+use crate::tls::TlsListener;
 use crate::upstream::{Pool, WriteTimed};
-use rustls::server::ResolvesServerCert;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -214,27 +213,26 @@ impl Gateway {
         let snapshot = Arc::new(ArcSwap::new(snap));
         // The default certificates are read (or generated) only when a listener needs them,
         // as Kong checks `ssl_cert` (`admin_ssl_cert`, `status_ssl_cert`) only with TLS
-        // enabled on the proxy (admin, status) listeners. Proxy listeners also serve the
-        // configuration's certificates by SNI; admin and status ones only their own.
-        let tls_of = |ls: &[Listen]| ls.iter().any(|l| l.ssl);
-        let proxy_tls: Option<Arc<dyn ResolvesServerCert>> = if tls_of(&settings.proxy_listen) {
-            Some(Arc::new(SniResolver {
-                snapshot: snapshot.clone(),
-                default: DefaultCertificates::new(&settings.ssl_cert)?,
-            }))
-        } else {
-            None
-        };
-        let own = |ls: &[Listen], c: &crate::SslCert| -> Result<_, ProxyError> {
-            Ok(if tls_of(ls) {
-                let d = DefaultCertificates::new(c)?;
-                Some(Arc::new(crate::tls::DefaultsOnly(d)) as Arc<dyn ResolvesServerCert>)
-            } else {
-                None
-            })
-        };
-        let admin_tls = own(&settings.admin_listen, &settings.admin_ssl_cert)?;
-        let status_tls = own(&settings.status_listen, &settings.status_ssl_cert)?;
+        // enabled on the proxy (admin, status) listeners, and generates a pair for a kind
+        // only then. Proxy listeners also serve the configuration's certificates by SNI;
+        // admin and status ones only their own.
+        let ssl = |ls: &[Listen], c: &crate::SslCert| ls.iter().any(|l| l.ssl).then(|| c.clone());
+        let wanted = PerKind::new(
+            ssl(&settings.proxy_listen, &settings.ssl_cert),
+            ssl(&settings.admin_listen, &settings.admin_ssl_cert),
+            ssl(&settings.status_listen, &settings.status_ssl_cert),
+        );
+        let prefix = settings.prefix.clone();
+        // Files are read and written (and synced), and another process's lock on the prefix
+        // may be waited for: off the runtime's threads.
+        let defaults = tokio::task::spawn_blocking(move || {
+            if let Some(prefix) = &prefix {
+                crate::default_certs::check_prefix(prefix)?;
+            }
+            DefaultCertificates::for_listeners(&wanted, prefix.as_deref())
+        })
+        .await
+        .map_err(|e| ProxyError::Tls(format!("default certificates: {e}")))??;
         let hv = |s: String| {
             HeaderValue::from_str(&s).map_err(|e| ProxyError::Tls(format!("server token: {e}")))
         };
@@ -282,15 +280,15 @@ impl Gateway {
                 listen: l.clone(),
                 addr,
             });
-            let resolver = match kind {
-                ListenerKind::Proxy => &proxy_tls,
-                ListenerKind::Admin => &admin_tls,
-                ListenerKind::Status => &status_tls,
-            };
-            let tls = match (resolver, l.ssl) {
-                (Some(r), true) => Some(tokio_rustls::TlsAcceptor::from(
-                    crate::tls::server_config(r.clone(), l.http2),
-                )),
+            let tls = match defaults.get(kind) {
+                Some(d) if l.ssl => Some(match kind {
+                    ListenerKind::Proxy => {
+                        TlsListener::proxy(shared.snapshot.clone(), d.clone(), l.http2)
+                    }
+                    ListenerKind::Admin | ListenerKind::Status => {
+                        TlsListener::defaults_only(d.clone(), l.http2)
+                    }
+                }),
                 _ => None,
             };
             tasks.push(tokio::spawn(accept_loop(
@@ -467,7 +465,7 @@ async fn accept_loop(
     sh: Arc<Shared>,
     (kind, proxy_protocol): (ListenerKind, bool),
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<TlsListener>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let setup = Arc::new(ConnSetup::new(&sh, kind));
@@ -566,7 +564,7 @@ async fn serve_conn<S>(
     b: &ConnSetup,
     stream: S,
     conn: Accepted,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<TlsListener>,
     watcher: hyper_util::server::graceful::Watcher,
     shutdown: &mut watch::Receiver<bool>,
 ) where
@@ -590,18 +588,17 @@ async fn serve_conn<S>(
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
             serve_guarded(sh, kind, b, stream, info, watcher, shutdown).await
         }
-        Some(acc) => {
-            let s =
-                match tokio::time::timeout(sh.settings.tls_handshake_timeout, acc.accept(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+        Some(tls) => {
+            let s = match tls
+                .accept_within(stream, sh.settings.tls_handshake_timeout)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                    return;
+                }
+            };
             let sni = s.get_ref().1.server_name().map(Box::from);
             let info = conn.info(true, sni);
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {

@@ -9,7 +9,8 @@
 //!   to Kong's statuses in [`error`]; the admin API in [`admin`]; load balancing
 //!   (`silverback-balancer`) and the upstream connection pool in [`upstream`]; TLS
 //!   certificate selection and upstream TLS in [`tls`], the default certificates (Kong's
-//!   `ssl_cert`, or generated RSA and ECDSA ones) in [`default_certs`].
+//!   `ssl_cert`, or generated RSA and ECDSA ones, kept in Kong's prefix directory when one
+//!   is set) in [`default_certs`].
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), silverback_proxy::ProxyError> {

@@ -502,14 +502,22 @@ pub struct Settings {
     /// `ssl_cert` and `ssl_cert_key`: the certificates TLS proxy listeners serve when no SNI
     /// of the configuration matches (files, PEM text or base64 of it, see
     /// [`crate::default_certs`]). Default: none, so an RSA and an ECDSA certificate are
-    /// generated. Read and checked by [`crate::Gateway::start`] when a proxy listener has
-    /// `ssl`.
+    /// generated (or read from [`Settings::prefix`]). Read and checked by
+    /// [`crate::Gateway::start`] when a proxy listener has `ssl`.
     pub ssl_cert: crate::SslCert,
     /// `admin_ssl_cert` and `admin_ssl_cert_key`: the certificates of `ssl` admin listeners,
-    /// which, as Kong's, serve no certificate of the configuration. Same form and default.
+    /// which, as Kong's, serve no certificate of the configuration. Same form and default
+    /// (a pair of their own, not the proxy listeners').
     pub admin_ssl_cert: crate::SslCert,
     /// `status_ssl_cert` and `status_ssl_cert_key`: the same for `ssl` status listeners.
     pub status_ssl_cert: crate::SslCert,
+    /// Kong's `prefix`: the directory whose `ssl/` keeps the generated default certificates
+    /// under Kong's names (`kong-default.crt`, `admin-kong-default-ecdsa.key`, ...; see
+    /// [`crate::default_certs`]), written at the first start that needs them and read back
+    /// by later ones. Default: none (Kong's is `/usr/local/kong`), so nothing is written to
+    /// disk and each process generates its own. Taken as given: the command line makes it
+    /// absolute, as Kong does.
+    pub prefix: Option<std::path::PathBuf>,
 }
 
 /// A secret the admin API requires in `Kong-Admin-Token`. Never printed: its `Debug` is
@@ -584,6 +592,7 @@ impl Default for Settings {
             ssl_cert: crate::SslCert::default(),
             admin_ssl_cert: crate::SslCert::parse_setting("admin_ssl_cert", "", ""),
             status_ssl_cert: crate::SslCert::parse_setting("status_ssl_cert", "", ""),
+            prefix: None,
         }
     }
 }

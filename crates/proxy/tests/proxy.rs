@@ -2131,56 +2131,19 @@ async fn cert_alt_follows_the_clients_signature_preference() {
     g.gw.shutdown().await;
 }
 
-/// Kong's subject (and issuer) of its generated default certificates.
-const KONG_DEFAULT_SUBJECT: &str =
-    "C=US, ST=California, L=San Francisco, O=Kong, OU=IT Department, CN=localhost";
-
-/// The key type and size of a certificate, and its subject.
-fn key_of(der: &[u8]) -> (&'static str, usize, String) {
-    use x509_parser::public_key::PublicKey;
-    let (_, x) = x509_parser::parse_x509_certificate(der).expect("an X.509 certificate");
-    let (kind, bits) = match x.public_key().parsed().expect("a known key type") {
-        PublicKey::RSA(k) => ("RSA", k.key_size()),
-        PublicKey::EC(k) => ("EC", k.key_size()),
-        other => panic!("unexpected key {other:?}"),
-    };
-    (kind, bits, x.subject().to_string())
-}
-
-fn pki_path(name: &str) -> String {
-    format!(
-        "{}/../config/tests/fixtures/pki/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-/// A TLS 1.2 client whose only cipher suite needs an RSA certificate.
-fn rsa_only_tls12() -> Vec<rustls::SupportedCipherSuite> {
-    vec![rustls::crypto::ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
-}
-
 /// Without `ssl_cert`, a client that matches no SNI (or sends none) gets one of Kong's two
 /// generated certificates by its signature preference: an ECDSA-capable client the ECDSA
 /// P-256 one at once; a client without ECDSA (TLS 1.2 with RSA suites only, TLS 1.3 offering
-/// RSA schemes only) the RSA 2048 one, once it is generated in the background.
+/// RSA schemes only) the RSA 2048 one, waiting for it if it is still being generated.
 #[tokio::test]
 async fn generated_default_certificates_follow_the_clients_signature_preference() {
     let g = Gw::start(None).await;
     let (tls, _, _) = tls_connect(g.https, "nothing.test", &[]).await;
     let ec = leaf(&tls);
     assert_eq!(key_of(&ec), ("EC", 256, KONG_DEFAULT_SUBJECT.into()));
-    let waited = std::time::Instant::now();
-    let tls = loop {
-        match try_tls_connect_offering(g.https, "nothing.test", &[], None, Some(rsa_only_tls12()))
-            .await
-        {
-            Ok(tls) => break tls,
-            Err(_) if waited.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("no RSA default certificate after 30 s: {e}"),
-        }
-    };
+    let tls = try_tls_connect_offering(g.https, "nothing.test", &[], None, Some(rsa_only_tls12()))
+        .await
+        .expect("one attempt: the handshake waits for the RSA certificate");
     let rsa = leaf(&tls);
     assert_eq!(key_of(&rsa), ("RSA", 2048, KONG_DEFAULT_SUBJECT.into()));
     // Without a server name (an IP address sends none): the same choice.
@@ -2382,6 +2345,262 @@ async fn admin_and_status_listeners_serve_their_own_certificates() {
         .unwrap();
     gw.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// As Kong, each kind of listener has a generated pair of its own: the proxy, admin and
+/// status listeners present three different ECDSA certificates and three different RSA ones.
+#[tokio::test]
+async fn each_listener_kind_has_its_own_generated_certificates() {
+    let g = Gw::start_with(tls_everywhere(), None).await;
+    let mut seen = vec![];
+    for addr in tls_addrs(&g.gw) {
+        let (ecdsa, rsa) = default_pair(addr).await;
+        seen.extend([ecdsa, rsa]);
+    }
+    for (i, a) in seen.iter().enumerate() {
+        for b in &seen[i + 1..] {
+            assert_ne!(
+                a, b,
+                "every listener kind and key type has its own certificate"
+            );
+        }
+    }
+    // Gateways of one process without a prefix share them, kind by kind.
+    let again = Gw::start_with(tls_everywhere(), None).await;
+    let (ecdsa, rsa) = default_pair(again.admin_tls()).await;
+    assert_eq!([ecdsa, rsa], [seen[2].clone(), seen[3].clone()]);
+    again.gw.shutdown().await;
+    g.gw.shutdown().await;
+}
+
+/// With a prefix, the generated certificates are written under `<prefix>/ssl/` with Kong's
+/// names (the directories created, keys mode 0600) and a later start presents the same
+/// ones; a pair whose two files are gone is generated again, alone, as Kong does.
+#[tokio::test]
+async fn a_prefix_keeps_the_default_certificates_across_restarts() {
+    let dir = TempDir::new("prefix-restart");
+    let prefix = dir.path().join("kong").join("prefix");
+    let settings = || silverback_proxy::Settings {
+        prefix: Some(prefix.clone()),
+        ..tls_everywhere()
+    };
+    let first = Gw::start_with(settings(), None).await;
+    let mut served = vec![];
+    for addr in tls_addrs(&first.gw) {
+        served.push(default_pair(addr).await);
+    }
+    first.gw.shutdown().await;
+
+    let ssl = prefix.join("ssl");
+    let mut want: Vec<String> = ["", "admin-", "status-"]
+        .iter()
+        .flat_map(|lead| kong_files(lead).into_iter().map(|(n, _)| n))
+        .collect();
+    want.sort();
+    let mut with_lock = want.clone();
+    with_lock.insert(0, ".lock".into());
+    assert_eq!(
+        file_names(&ssl),
+        with_lock,
+        "the pairs and the lock file, nothing else"
+    );
+    for (lead, (ecdsa, rsa)) in ["", "admin-", "status-"].iter().zip(&served) {
+        for (name, key) in kong_files(lead) {
+            let path = ssl.join(&name);
+            let mode = {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777
+            };
+            if key {
+                assert_eq!(mode, 0o600, "{name}");
+                let pem = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    pem.starts_with("-----BEGIN PRIVATE KEY-----"),
+                    "{name}: PKCS#8"
+                );
+            } else {
+                assert_eq!(mode & 0o600, 0o600, "{name}");
+                let expected = if name.contains("ecdsa") { ecdsa } else { rsa };
+                assert_eq!(&pem_file_der(&path), expected, "{name} is what was served");
+            }
+        }
+    }
+
+    let before: Vec<Vec<u8>> = want
+        .iter()
+        .map(|n| std::fs::read(ssl.join(n)).unwrap())
+        .collect();
+    let second = Gw::start_with(settings(), None).await;
+    for (addr, pair) in tls_addrs(&second.gw).into_iter().zip(&served) {
+        assert_eq!(
+            &default_pair(addr).await,
+            pair,
+            "the same certificates after a restart"
+        );
+    }
+    second.gw.shutdown().await;
+    let after: Vec<Vec<u8>> = want
+        .iter()
+        .map(|n| std::fs::read(ssl.join(n)).unwrap())
+        .collect();
+    assert!(before == after, "the files are read, not rewritten");
+
+    // Both files of the proxy listeners' RSA pair gone: that pair alone is generated again.
+    std::fs::remove_file(ssl.join("kong-default.crt")).unwrap();
+    std::fs::remove_file(ssl.join("kong-default.key")).unwrap();
+    let third = Gw::start_with(settings(), None).await;
+    let (ecdsa, rsa) = default_pair(third.https).await;
+    assert_eq!(ecdsa, served[0].0);
+    assert_ne!(rsa, served[0].1, "a new RSA certificate");
+    assert_eq!(pem_file_der(&ssl.join("kong-default.crt")), rsa);
+    assert_eq!(default_pair(third.admin_tls()).await, served[1]);
+    third.gw.shutdown().await;
+}
+
+/// A pair is generated (and written) only for a kind of listener that serves it: an `ssl`
+/// listener and its certificate setting unset.
+#[tokio::test]
+async fn a_prefix_gets_only_the_pairs_its_listeners_serve() {
+    let dir = TempDir::new("prefix-only-needed");
+    // TLS on the proxy listeners only.
+    let settings = silverback_proxy::Settings {
+        prefix: Some(dir.path().to_path_buf()),
+        ..silverback_proxy::Settings::loopback()
+    };
+    let g = Gw::start_with(settings, None).await;
+    default_pair(g.https).await;
+    g.gw.shutdown().await;
+    let mut want: Vec<String> = kong_files("").into_iter().map(|(n, _)| n).collect();
+    want.push(".lock".into());
+    want.sort();
+    assert_eq!(file_names(&dir.path().join("ssl")), want);
+
+    // TLS everywhere, the proxy listeners with `ssl_cert`: the admin and status pairs.
+    let dir = TempDir::new("prefix-only-needed");
+    let mut settings = tls_everywhere();
+    settings.prefix = Some(dir.path().to_path_buf());
+    settings.ssl_cert =
+        silverback_proxy::SslCert::parse(&pki_path("rsa.crt"), &pki_path("rsa.key"));
+    let g = Gw::start_with(settings, None).await;
+    default_pair(g.admin_tls()).await;
+    default_pair(g.status_tls()).await;
+    g.gw.shutdown().await;
+    let mut want: Vec<String> = ["admin-", "status-"]
+        .iter()
+        .flat_map(|lead| kong_files(lead).into_iter().map(|(n, _)| n))
+        .collect();
+    want.push(".lock".into());
+    want.sort();
+    assert_eq!(file_names(&dir.path().join("ssl")), want);
+}
+
+/// Two gateways starting at once on one empty prefix (as two processes would: the prefix's
+/// lock is a file lock) present one pair of certificates, the one written there.
+#[tokio::test]
+async fn two_gateways_starting_on_one_empty_prefix_present_one_pair() {
+    let dir = TempDir::new("prefix-two-starts");
+    let settings = || silverback_proxy::Settings {
+        prefix: Some(dir.path().to_path_buf()),
+        ..silverback_proxy::Settings::loopback()
+    };
+    let (a, b) = tokio::join!(
+        Gw::start_with(settings(), None),
+        Gw::start_with(settings(), None)
+    );
+    let served = default_pair(a.https).await;
+    assert_eq!(default_pair(b.https).await, served, "both present one pair");
+    let ssl = dir.path().join("ssl");
+    assert_eq!(pem_file_der(&ssl.join("kong-default-ecdsa.crt")), served.0);
+    assert_eq!(pem_file_der(&ssl.join("kong-default.crt")), served.1);
+    a.gw.shutdown().await;
+    b.gw.shutdown().await;
+}
+
+/// A pair kept in the prefix that cannot be used stops the start with an error naming the
+/// file, never quoting it; so does a prefix that is not a directory. Files of a kind without
+/// TLS are not read.
+#[tokio::test]
+async fn unusable_default_certificates_in_the_prefix_fail_the_start() {
+    let dir = TempDir::new("prefix-unusable");
+    let settings = || silverback_proxy::Settings {
+        prefix: Some(dir.path().to_path_buf()),
+        ..silverback_proxy::Settings::loopback()
+    };
+    let g = Gw::start_with(settings(), None).await;
+    default_pair(g.https).await;
+    g.gw.shutdown().await;
+    let ssl = dir.path().join("ssl");
+    let start_error = || async {
+        match silverback_proxy::Gateway::start(settings(), None).await {
+            Ok(_) => panic!("the start should fail"),
+            Err(e) => e.to_string(),
+        }
+    };
+
+    // A key file that is not a key, holding text that would show if quoted.
+    let key = ssl.join("kong-default-ecdsa.key");
+    let good_key = std::fs::read(&key).unwrap();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----c2VjcmV0IGtleQ==-----END PRIVATE KEY-----",
+    )
+    .unwrap();
+    let e = start_error().await;
+    assert!(
+        e.starts_with(&format!(
+            "default certificate file {}: invalid key",
+            key.display()
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("c2VjcmV0"), "{e}");
+    std::fs::write(&key, &good_key).unwrap();
+
+    // A certificate that is not one.
+    let crt = ssl.join("kong-default.crt");
+    let good_crt = std::fs::read(&crt).unwrap();
+    std::fs::write(&crt, "garbage").unwrap();
+    let e = start_error().await;
+    assert!(
+        e.starts_with(&format!(
+            "default certificate file {}: invalid certificate",
+            crt.display()
+        )),
+        "{e}"
+    );
+    // Half a pair: not generated again (Kong's rule), the missing file named.
+    std::fs::remove_file(&crt).unwrap();
+    let e = start_error().await;
+    assert_eq!(
+        e,
+        format!(
+            "default certificate file {crt}: No such file or directory (os error 2) (delete \
+             {crt} and {key} to have a new pair generated)",
+            crt = crt.display(),
+            key = ssl.join("kong-default.key").display()
+        )
+    );
+    // The proxy listeners without TLS do not read them.
+    let plain = silverback_proxy::Settings {
+        proxy_listen: silverback_proxy::Listen::parse_list("127.0.0.1:0").unwrap(),
+        ..settings()
+    };
+    Gw::start_with(plain, None).await.gw.shutdown().await;
+    std::fs::write(&crt, &good_crt).unwrap();
+    let g = Gw::start_with(settings(), None).await;
+    g.gw.shutdown().await;
+
+    // A prefix that is a file (Kong's message).
+    let file = dir.path().join("ssl").join("kong-default.crt");
+    let settings = silverback_proxy::Settings {
+        prefix: Some(file.clone()),
+        ..silverback_proxy::Settings::loopback()
+    };
+    let e = match silverback_proxy::Gateway::start(settings, None).await {
+        Ok(_) => panic!("the start should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(e, format!("{} is not a directory", file.display()));
 }
 
 /// Connections hyper serves close after `keepalive_timeout` without a request, as nginx's

@@ -185,7 +185,7 @@ pub struct DataPlaneArgs {
     /// Default certificates of TLS listeners, served when no SNI of the configuration matches
     /// (Kong's `ssl_cert`): comma-separated, each a file path, PEM text or base64 of PEM text;
     /// one RSA and one ECDSA certificate are useful. Unset: an RSA and an ECDSA certificate
-    /// are generated at start.
+    /// are generated at start (or read from `--prefix`), the RSA one in the background.
     /// (A value may start with `-`: PEM text does.)
     #[arg(
         long,
@@ -205,8 +205,8 @@ pub struct DataPlaneArgs {
     )]
     pub ssl_cert_key: String,
     /// The certificates of `ssl` admin listeners (Kong's `admin_ssl_cert`), in the form of
-    /// `--ssl-cert`. Unset: generated ones. Admin listeners serve no certificate of the
-    /// configuration.
+    /// `--ssl-cert`. Unset: a generated pair of their own (kept in `--prefix` when set).
+    /// Admin listeners serve no certificate of the configuration.
     #[arg(
         long,
         env = "SILVERBACK_ADMIN_SSL_CERT",
@@ -224,7 +224,7 @@ pub struct DataPlaneArgs {
     )]
     pub admin_ssl_cert_key: String,
     /// The certificates of `ssl` status listeners (Kong's `status_ssl_cert`), in the form of
-    /// `--ssl-cert`.
+    /// `--ssl-cert`. Unset: a generated pair of their own (kept in `--prefix` when set).
     #[arg(
         long,
         env = "SILVERBACK_STATUS_SSL_CERT",
@@ -241,6 +241,17 @@ pub struct DataPlaneArgs {
         allow_hyphen_values = true
     )]
     pub status_ssl_cert_key: String,
+    /// A directory that keeps the generated default certificates (Kong's `prefix`): under
+    /// `ssl/`, one RSA and one ECDSA pair per listener kind with an `ssl` listener and no
+    /// certificate setting, under Kong's names (`kong-default.crt`, `kong-default-ecdsa.key`,
+    /// `admin-kong-default.crt`, `status-...`; keys mode 0600). A start writes the pairs that
+    /// are missing, each whole or not at all, and reads the others, under a lock on
+    /// `ssl/.lock` that makes starts sharing the prefix share its pairs; a pair that cannot be
+    /// read stops it. A relative path is taken from the working directory. Unset (unlike
+    /// Kong, whose default is `/usr/local/kong`): nothing is written to disk, and every start
+    /// generates new ones.
+    #[arg(long, env = "SILVERBACK_PREFIX")]
+    pub prefix: Option<PathBuf>,
 }
 
 /// `silverback run`.
@@ -381,6 +392,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "ADMIN_SSL_CERT_KEY",
         "STATUS_SSL_CERT",
         "STATUS_SSL_CERT_KEY",
+        "PREFIX",
     ];
     let rest = var.strip_prefix("SILVERBACK_")?;
     KONG_SETTINGS
@@ -453,6 +465,10 @@ mod tests {
         assert_eq!(
             kong_alias("SILVERBACK_SSL_CERT_KEY").as_deref(),
             Some("KONG_SSL_CERT_KEY")
+        );
+        assert_eq!(
+            kong_alias("SILVERBACK_PREFIX").as_deref(),
+            Some("KONG_PREFIX")
         );
         assert_eq!(kong_alias("SILVERBACK_MANIFESTS"), None);
         assert_eq!(kong_alias("PROXY_LISTEN"), None);

@@ -79,8 +79,20 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
             &args.status_ssl_cert,
             &args.status_ssl_cert_key,
         ),
+        prefix: prefix(args.prefix.as_deref())?,
         ..Settings::default()
     })
+}
+
+/// Kong's `prefix`, made absolute from the working directory as Kong makes it; empty means
+/// unset.
+fn prefix(given: Option<&Path>) -> anyhow::Result<Option<std::path::PathBuf>> {
+    match given {
+        Some(p) if !p.as_os_str().is_empty() => std::path::absolute(p)
+            .map(Some)
+            .with_context(|| format!("invalid prefix '{}'", p.display())),
+        _ => Ok(None),
+    }
 }
 
 /// nginx's request head buffers from Kong's settings: the `nginx_http_` ones, and on the
@@ -209,5 +221,25 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_is_made_absolute_and_empty_is_unset() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            prefix(Some(Path::new("kong"))).unwrap(),
+            Some(cwd.join("kong"))
+        );
+        assert_eq!(
+            prefix(Some(Path::new("/srv/kong"))).unwrap(),
+            Some("/srv/kong".into())
+        );
+        assert_eq!(prefix(Some(Path::new(""))).unwrap(), None);
+        assert_eq!(prefix(None).unwrap(), None);
     }
 }

@@ -560,6 +560,49 @@ fn proxy_rejects_a_bad_ssl_cert_without_printing_keys() {
     assert!(!stderr.contains(&as_numbers.join(", ")), "{stderr}");
 }
 
+/// `KONG_PREFIX` (Kong's `prefix`) is where the default certificates are kept, a relative
+/// path taken from the working directory: a pair there that cannot be used stops the start
+/// with an error naming the file by its absolute path, never quoting the key.
+#[test]
+fn proxy_reads_default_certificates_from_the_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssl = dir.path().join("kong").join("ssl");
+    std::fs::create_dir_all(&ssl).unwrap();
+    let pki = format!(
+        "{}/../config/tests/fixtures/pki",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::copy(format!("{pki}/rsa.crt"), ssl.join("kong-default.crt")).unwrap();
+    let secret = "c2VjcmV0IGtleSBtYXRlcmlhbA";
+    std::fs::write(
+        ssl.join("kong-default.key"),
+        format!("-----BEGIN PRIVATE KEY-----\n{secret}\n-----END PRIVATE KEY-----\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_silverback"))
+        .args(["proxy", "--proxy-listen", "127.0.0.1:0 ssl"])
+        .current_dir(dir.path())
+        .env_remove("SILVERBACK_PREFIX")
+        .env("KONG_PREFIX", "kong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let key = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("kong/ssl/kong-default.key");
+    assert!(
+        stderr.contains(&format!(
+            "default certificate file {}: invalid key",
+            key.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "{stderr}");
+}
+
 #[test]
 fn proxy_rejects_a_bad_listen_setting() {
     let out = silverback(&["proxy", "--proxy-listen", "127.0.0.1:8000 sslx"], &[]);

@@ -341,6 +341,14 @@ pub struct Gw {
 }
 
 impl Gw {
+    /// The `ssl` admin listener (the settings must have one).
+    pub fn admin_tls(&self) -> SocketAddr {
+        self.gw.addr(ListenerKind::Admin, true).unwrap()
+    }
+    /// The `ssl` status listener (the settings must have one).
+    pub fn status_tls(&self) -> SocketAddr {
+        self.gw.addr(ListenerKind::Status, true).unwrap()
+    }
     pub async fn start(yaml: Option<&str>) -> Gw {
         Gw::start_with(Settings::loopback(), yaml).await
     }
@@ -699,6 +707,130 @@ pub fn cert(names: &[&str]) -> (String, String) {
             .unwrap();
     let c = params.self_signed(&key).unwrap();
     (c.pem(), key.serialize_pem())
+}
+
+// ---------------------------------------------------------------- default certificates
+
+/// Kong's subject (and issuer) of its generated default certificates.
+pub const KONG_DEFAULT_SUBJECT: &str =
+    "C=US, ST=California, L=San Francisco, O=Kong, OU=IT Department, CN=localhost";
+
+/// The key type and size of a certificate, and its subject.
+pub fn key_of(der: &[u8]) -> (&'static str, usize, String) {
+    use x509_parser::public_key::PublicKey;
+    let (_, x) = x509_parser::parse_x509_certificate(der).expect("an X.509 certificate");
+    let (kind, bits) = match x.public_key().parsed().expect("a known key type") {
+        PublicKey::RSA(k) => ("RSA", k.key_size()),
+        PublicKey::EC(k) => ("EC", k.key_size()),
+        other => panic!("unexpected key {other:?}"),
+    };
+    (kind, bits, x.subject().to_string())
+}
+
+/// A file of the config crate's test PKI (`rsa.crt`, `ec.key`, ...).
+pub fn pki_path(name: &str) -> String {
+    format!(
+        "{}/../config/tests/fixtures/pki/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A TLS 1.2 client whose only cipher suite needs an RSA certificate.
+pub fn rsa_only_tls12() -> Vec<rustls::SupportedCipherSuite> {
+    vec![rustls::crypto::ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
+}
+
+/// The generated default certificates a TLS listener presents to a client without a server
+/// name: (ECDSA, RSA), each checked to be Kong's (subject, key type and size). The RSA one
+/// is asked for by a TLS 1.2 client with RSA suites only, in one attempt: a listener whose
+/// RSA certificate is still being generated makes it wait, never fail.
+pub async fn default_pair(
+    addr: SocketAddr,
+) -> (
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::CertificateDer<'static>,
+) {
+    let (tls, _, _) = tls_connect(addr, "127.0.0.1", &[]).await;
+    let ecdsa = leaf(&tls);
+    assert_eq!(key_of(&ecdsa), ("EC", 256, KONG_DEFAULT_SUBJECT.into()));
+    let tls = try_tls_connect_offering(addr, "127.0.0.1", &[], None, Some(rsa_only_tls12()))
+        .await
+        .expect("an RSA-only client gets the RSA default certificate");
+    let rsa = leaf(&tls);
+    assert_eq!(key_of(&rsa), ("RSA", 2048, KONG_DEFAULT_SUBJECT.into()));
+    (ecdsa, rsa)
+}
+
+/// Settings with a plain and an `ssl` listener of every kind (proxy, admin, status).
+pub fn tls_everywhere() -> silverback_proxy::Settings {
+    let both = || silverback_proxy::Listen::parse_list("127.0.0.1:0, 127.0.0.1:0 ssl").unwrap();
+    silverback_proxy::Settings {
+        admin_listen: both(),
+        status_listen: both(),
+        ..silverback_proxy::Settings::loopback()
+    }
+}
+
+/// The `ssl` listener of each kind.
+pub fn tls_addrs(gw: &silverback_proxy::Gateway) -> [std::net::SocketAddr; 3] {
+    use silverback_proxy::ListenerKind::{Admin, Proxy, Status};
+    [Proxy, Admin, Status].map(|k| gw.addr(k, true).unwrap())
+}
+
+/// The files Kong names for a listener kind's pairs: (file name, is a key), RSA pair first.
+pub fn kong_files(lead: &str) -> Vec<(String, bool)> {
+    ["", "-ecdsa"]
+        .iter()
+        .flat_map(|tail| {
+            [
+                (format!("{lead}kong-default{tail}.crt"), false),
+                (format!("{lead}kong-default{tail}.key"), true),
+            ]
+        })
+        .collect()
+}
+
+/// The names of the files in a directory, sorted.
+pub fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The DER of the first certificate of a PEM file.
+pub fn pem_file_der(path: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path).unwrap()
+}
+
+/// A fresh directory under the system's temporary directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sb-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Sends raw bytes and reads until the server closes or `wait` passes.
