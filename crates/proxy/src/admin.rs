@@ -5,7 +5,7 @@
 //! `POST /config` (`check_hash`, `flatten_errors`), `GET /config`, read-only entity
 //! collections and entities (`/services`, `/services/{id or name}`,
 //! `/services/{id}/routes`, `/services/{id}/routes/{id}`, `/consumers/{c}/key-auth`, ... with
-//! `size`/`offset`/`tags` paging), `/plugins/enabled`, `/tags/{tag}`, the schema endpoints
+//! `size`/`offset`/`tags` paging; `/upstreams/{u}/health` paged too), `/plugins/enabled`, `/tags/{tag}`, the schema endpoints
 //! (`/schemas/{entity}`, `/schemas/plugins/{name}`, `POST /schemas/{entity}/validate`...,
 //! in [`crate::admin_schemas`]). Writes to entity
 //! endpoints answer 405 with Kong's DB-less message. `POST /config` takes JSON, YAML, a form
@@ -263,15 +263,18 @@ fn balancer_of(snap: &Snapshot, key: &str) -> Option<Arc<silverback_balancer::Ba
     Some(b.clone())
 }
 
-/// `GET /upstreams/{u}/health`: the targets with a non-zero weight and their health
-/// (`?balancer_health=1`, exactly `1`: the balancer's), as Kong answers.
+/// `GET /upstreams/{u}/health`: the targets with a non-zero weight and their health, paged
+/// as Kong pages it (`kong/api/routes/upstreams.lua`: `size`, `offset`, `next` to
+/// `/upstreams/{u}/health?offset=...`, with the node's `node_id` beside them), or, with
+/// `?balancer_health=1` (exactly `1`), the balancer's health, unpaged. 404 for an unknown
+/// upstream first, then the page's errors, as for the other collections.
 fn upstream_health(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
     let snap = sh.snapshot.load();
     let Some(b) = balancer_of(&snap, u) else {
         return message(StatusCode::NOT_FOUND, "Not found");
     };
     let h = b.health();
-    let node_id = sh.node_id.to_string();
+    let node_id = Value::from(sh.node_id.to_string());
     // (Kong: `tostring(self.params.balancer_health) == "1"`, the literal only)
     if query_param(q, "balancer_health").as_deref() == Some("1") {
         return json_response(
@@ -279,16 +282,20 @@ fn upstream_health(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody>
             &json!({ "data": h.balancer, "next": null, "node_id": node_id }),
         );
     }
-    let data: Vec<Value> = h
+    let items: Vec<Value> = h
         .targets
         .iter()
         .filter(|t| t.weight > 0)
         .filter_map(|t| serde_json::to_value(t).ok())
         .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({ "data": data, "next": null, "node_id": node_id }),
-    )
+    let base = path_of("upstreams", &[u, "health"]);
+    match paged(items, (&base, Next::OffsetOnly), q, &Value::clone) {
+        Ok(mut body) => {
+            body.insert("node_id".into(), node_id);
+            json_response(StatusCode::OK, &Value::Object(body))
+        }
+        Err(refused) => json_response(StatusCode::BAD_REQUEST, &refused),
+    }
 }
 
 /// `GET /upstreams/{u}/targets/all`: every target entity of the upstream, weight 0
@@ -594,7 +601,8 @@ enum Next {
     /// A top-level collection (Kong's `get_collection_endpoint` without a parent): the
     /// offset, then the client's `tags` and `size` when it gave them.
     Collection,
-    /// Anything else (nested collections, `/tags`, targets): the offset alone.
+    /// Anything else (nested collections, `/tags`, targets, an upstream's health): the
+    /// offset alone.
     OffsetOnly,
 }
 
@@ -602,24 +610,33 @@ enum Next {
 /// link to the next page is written from `base`.
 fn page(
     items: Vec<Value>,
-    (base, next): (&str, Next),
+    base: (&str, Next),
     q: Option<&str>,
     show: &dyn Fn(&Value) -> Value,
 ) -> Response<ProxyBody> {
+    match paged(items, base, q, show) {
+        Ok(body) => json_response(StatusCode::OK, &Value::Object(body)),
+        Err(refused) => json_response(StatusCode::BAD_REQUEST, &refused),
+    }
+}
+
+/// The body of [`page`] (`data`, `next`, and `offset` when there is more), for an endpoint
+/// that adds to it; `Err` is the body of the 400 answer to a bad `size` or `offset`.
+fn paged(
+    items: Vec<Value>,
+    (base, next): (&str, Next),
+    q: Option<&str>,
+    show: &dyn Fn(&Value) -> Value,
+) -> Result<Map<String, Value>, Value> {
     // Kong's errors (db/errors.lua): code 9 for the size (`tonumber` first, then the DAO's
     // range check), code 7 for the offset, neither with `fields`.
-    let invalid_size = |m: &str| {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            &json!({"code": 9, "name": "invalid size", "message": m}),
-        )
-    };
+    let invalid_size = |m: &str| json!({"code": 9, "name": "invalid size", "message": m});
     let size = match query_param(q, "size") {
         None => 100,
         Some(s) => match lua_number(&s) {
-            None => return invalid_size("size must be a number"),
+            None => return Err(invalid_size("size must be a number")),
             Some(n) if n.fract() == 0.0 && (1.0..=1000.0).contains(&n) => n as usize,
-            Some(_) => return invalid_size("size must be an integer between 1 and 1000"),
+            Some(_) => return Err(invalid_size("size must be an integer between 1 and 1000")),
         },
     };
     let offset = match query_param(q, "offset") {
@@ -627,11 +644,8 @@ fn page(
         Some(o) => match o.parse::<usize>() {
             Ok(n) => n,
             Err(_) => {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"code": 7, "name": "invalid offset",
-                            "message": format!("'{o}' is not a valid offset: bad base64 encoding")}),
-                );
+                return Err(json!({"code": 7, "name": "invalid offset",
+                        "message": format!("'{o}' is not a valid offset: bad base64 encoding")}));
             }
         },
     };
@@ -660,7 +674,7 @@ fn page(
     } else {
         body.insert("next".into(), Value::Null);
     }
-    json_response(StatusCode::OK, &Value::Object(body))
+    Ok(body)
 }
 
 /// A number as Lua's `tonumber` reads a decimal string (no `inf`/`nan` words).

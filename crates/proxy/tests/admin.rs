@@ -1190,6 +1190,107 @@ async fn paging_errors_use_kongs_codes_and_messages() {
     g.gw.shutdown().await;
 }
 
+/// `GET /upstreams/{u}/health` pages as Kong's `kong/api/routes/upstreams.lua` does: `size`
+/// and `offset` with the other collections' limits and errors, `next` to
+/// `/upstreams/{u}/health?offset=...` (the offset alone), `node_id` on every page; targets of
+/// weight 0 are left out; `balancer_health=1` is one unpaged answer. On both listeners.
+#[tokio::test]
+async fn upstream_health_is_paged() {
+    let mut targets = String::new();
+    for i in 1..=5 {
+        targets.push_str(&format!("  - target: 10.0.0.{i}:80\n"));
+    }
+    targets.push_str("  - target: 10.0.0.9:80\n    weight: 0\n");
+    let cfg =
+        format!("_format_version: \"3.0\"\nupstreams:\n- name: up.pool\n  targets:\n{targets}");
+    let g = Gw::start(Some(&cfg)).await;
+    for a in [g.admin, g.status] {
+        let node_id = get(a, "localhost", "/upstreams/up.pool/health")
+            .await
+            .json()["node_id"]
+            .clone();
+        assert!(node_id.is_string(), "{node_id}");
+        // every target once, in pages of two, each page with the node id
+        let mut seen = vec![];
+        let mut path = "/upstreams/up.pool/health?size=2".to_string();
+        let mut pages = vec![];
+        loop {
+            let r = get(a, "localhost", &path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            let v = r.json();
+            assert_eq!(v["node_id"], node_id, "{path}");
+            let data = v["data"].as_array().expect("data");
+            assert!(data.len() <= 2, "{path}: {v}");
+            for t in data {
+                assert_eq!(t["health"], "HEALTHCHECKS_OFF", "{t}");
+                seen.push(t["target"].as_str().expect("target").to_string());
+            }
+            pages.push((v["offset"].clone(), v["next"].clone()));
+            match v["next"].as_str() {
+                Some(n) => path = format!("{n}&size=2"),
+                None => break,
+            }
+        }
+        seen.sort();
+        let want: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}:80")).collect();
+        assert_eq!(seen, want, "weight 0 left out, nothing twice");
+        assert_eq!(
+            pages,
+            vec![
+                (json!("2"), json!("/upstreams/up.pool/health?offset=2")),
+                (json!("4"), json!("/upstreams/up.pool/health?offset=4")),
+                (Value::Null, Value::Null),
+            ]
+        );
+        // without `size`, one page of up to 100
+        let v = get(a, "localhost", "/upstreams/up.pool/health")
+            .await
+            .json();
+        assert_eq!(v["data"].as_array().map(Vec::len), Some(5));
+        assert_eq!(v["next"], Value::Null);
+        assert!(v.get("offset").is_none(), "{v}");
+        // past the end: an empty page
+        let v = get(a, "localhost", "/upstreams/up.pool/health?offset=9")
+            .await
+            .json();
+        assert_eq!(v["data"], json!([]));
+        // the collections' errors
+        let r = get(a, "localhost", "/upstreams/up.pool/health?size=0").await;
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            r.json(),
+            json!({"code": 9, "name": "invalid size",
+                   "message": "size must be an integer between 1 and 1000"})
+        );
+        let r = get(a, "localhost", "/upstreams/up.pool/health?size=x").await;
+        assert_eq!(
+            (r.status.as_u16(), r.json()["message"].clone()),
+            (400, json!("size must be a number"))
+        );
+        let r = get(a, "localhost", "/upstreams/up.pool/health?offset=n%21pe").await;
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            r.json(),
+            json!({"code": 7, "name": "invalid offset",
+                   "message": "'n!pe' is not a valid offset: bad base64 encoding"})
+        );
+        // an unknown upstream is 404 before the page is read; the balancer's health is not
+        // paged (Kong answers it before reading the page's arguments)
+        let r = get(a, "localhost", "/upstreams/nope/health?size=0").await;
+        assert_eq!(r.status, 404);
+        let r = get(
+            a,
+            "localhost",
+            "/upstreams/up.pool/health?balancer_health=1&size=0",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["data"]["health"], "HEALTHCHECKS_OFF");
+        assert_eq!(r.json()["next"], Value::Null);
+    }
+    g.gw.shutdown().await;
+}
+
 /// One child under its parent, as Kong's admin API addresses it: a route under its service,
 /// a target under its upstream (by id or `host:port`), credentials under their consumer by
 /// the singular names Kong uses there (`/consumers/{c}/key-auth`).
