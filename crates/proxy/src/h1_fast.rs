@@ -417,11 +417,15 @@ fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::In
     Some(req)
 }
 
-/// Serves `io` until it closes or a request needs hyper.
+/// Serves `io` until it closes or a request needs hyper. The first request head's
+/// `client_header_timeout` runs from `accepted`, when the connection was accepted (as nginx
+/// times it: a PROXY protocol header and a TLS handshake before it count); each later one's
+/// from the end of the request before.
 pub(crate) async fn serve<T>(
     sh: &Arc<Shared>,
     info: &ConnInfo,
     mut io: T,
+    accepted: std::time::Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome<T>
 where
@@ -435,10 +439,16 @@ where
     let buffers = sh.settings.proxy_header_buffers;
     let mut header_deadline = None;
     loop {
-        // --- a request head (the idle time before it counts, as with hyper) ---
+        // --- a request head (the idle time before it counts, as with hyper; for the first,
+        // the time since the accept) ---
+        let since = if first {
+            accepted
+        } else {
+            std::time::Instant::now()
+        };
         let deadline = Deadline::arm(
             &mut header_deadline,
-            std::time::Instant::now(),
+            since,
             sh.settings.client_header_timeout,
         );
         let n = loop {

@@ -361,6 +361,114 @@ async fn proxy_protocol_listeners() {
     );
 }
 
+/// One `client_header_timeout`, from the accept, covers a connection's PROXY header, its TLS
+/// handshake and its first request head, as in nginx (`ngx_http_init_connection` sets the
+/// read timer once; `ngx_http_wait_request_handler` and `ngx_http_ssl_handshake` read the
+/// header under it and keep it for the head): a client that dribbles the header and then
+/// the head, each within the timeout but not both, is closed unanswered at the timeout.
+/// Each later head gets its own. On the fast path and behind the framing guard (hyper), in
+/// cleartext and over TLS.
+#[tokio::test]
+async fn one_header_timeout_covers_the_proxy_header_and_the_first_head() {
+    use tokio::time::Instant;
+    let b = Backend::start().await;
+    let ms = Duration::from_millis;
+    let header = b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 8000\r\n";
+    let (h1, h2) = header.split_at(20);
+    let line: &[u8] = b"GET /any HTTP/1.1\r\n";
+    let rest: &[u8] = b"Host: x\r\nConnection: close\r\n\r\n";
+    // (a refusal, not the timeout, would close it at once)
+    let closed_at_the_timeout = |what: &str, out: &[u8], closed: bool, at: Duration| {
+        assert!(
+            closed && out.is_empty(),
+            "{what}: {:?}",
+            String::from_utf8_lossy(out)
+        );
+        assert!(at >= ms(540), "{what}: closed after {at:?}");
+    };
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.proxy_listen = silverback_proxy::Listen::parse_list(
+            "127.0.0.1:0 proxy_protocol, 127.0.0.1:0 ssl http2 proxy_protocol",
+        )
+        .unwrap();
+        s.client_header_timeout = ms(600);
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        let what = |w: &str| format!("{w} (fast path: {fast_h1})");
+
+        // cleartext, within the timeout: served
+        let start = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        let pieces = [
+            (ms(50), h1),
+            (ms(100), h2),
+            (ms(200), line),
+            (ms(250), rest),
+        ];
+        assert!(dribble(&mut c, start, &pieces).await);
+        echoed(&read_to_close(&mut c, ms(5000)).await.0);
+
+        // the header complete at 360 ms and the head 360 ms after it: closed at 600 ms
+        let start = Instant::now();
+        let c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        let (mut r, mut w) = c.into_split();
+        let pieces = [
+            (ms(180), h1),
+            (ms(360), h2),
+            (ms(540), line),
+            (ms(720), rest),
+        ];
+        let (_, (out, closed, at)) = tokio::join!(dribble(&mut w, start, &pieces), async {
+            let (out, closed) = read_to_close(&mut r, ms(5000)).await;
+            (out, closed, start.elapsed())
+        });
+        closed_at_the_timeout(&what("cleartext"), &out, closed, at);
+
+        // TLS: the header, then the handshake, then the head, under the same timeout
+        let start = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(g.https).await.unwrap();
+        assert!(dribble(&mut c, start, &[(ms(50), h1), (ms(100), h2)]).await);
+        let mut t = tls_on(c, "x").await.unwrap();
+        assert!(dribble(&mut t, start, &[(ms(200), line), (ms(250), rest)]).await);
+        let e = echoed(&read_to_close(&mut t, ms(5000)).await.0);
+        assert_eq!(e["headers"]["x-forwarded-proto"], "https");
+
+        let start = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(g.https).await.unwrap();
+        assert!(dribble(&mut c, start, &[(ms(125), h1), (ms(250), h2)]).await);
+        let t = tls_on(c, "x").await.unwrap();
+        let (mut r, mut w) = tokio::io::split(t);
+        let pieces = [(ms(500), line), (ms(750), rest)];
+        let (_, (out, closed, at)) = tokio::join!(dribble(&mut w, start, &pieces), async {
+            let (out, closed) = read_to_close(&mut r, ms(5000)).await;
+            (out, closed, start.elapsed())
+        });
+        closed_at_the_timeout(&what("TLS"), &out, closed, at);
+
+        // a later head has a timeout of its own: the second request comes 900 ms after the
+        // accept, well within the timeout of the first request's end
+        let start = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        let first = [&header[..], line].concat();
+        let second = [line, rest].concat();
+        let pieces = [
+            (ms(300), first.as_slice()),
+            (ms(420), b"Host: x\r\n\r\n".as_slice()),
+            (ms(900), second.as_slice()),
+        ];
+        assert!(dribble(&mut c, start, &pieces).await);
+        let (out, closed) = read_to_close(&mut c, ms(5000)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            closed && count_responses(&text) == 2,
+            "{}: {text}",
+            what("keep-alive")
+        );
+        g.gw.shutdown().await;
+    }
+}
+
 /// Routes match the client after realip: an expression on `net.src.ip` sees the address of
 /// a trusted PROXY header.
 #[tokio::test]
