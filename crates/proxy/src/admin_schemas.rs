@@ -109,7 +109,7 @@ pub(crate) async fn validate(
 
 /// Why a body gives no parameters.
 #[derive(Debug, PartialEq)]
-enum Refused {
+pub(crate) enum Refused {
     /// 400 with this message.
     BadRequest(String),
     /// 415 (no body), as Kong's admin API answers a content type it does not read.
@@ -119,7 +119,7 @@ enum Refused {
 /// The request's parameters, as Kong's admin API reads a body: a JSON object, form fields or
 /// multipart parts (their keys nested by `a.b` and `a[]` / `a[1]`, their values strings). A
 /// body of another type is 415, as in Kong; an empty body is no parameter.
-fn params(content_type: &str, body: Bytes) -> Result<Map<String, Value>, Refused> {
+pub(crate) fn params(content_type: &str, body: Bytes) -> Result<Map<String, Value>, Refused> {
     let ct = content_type.to_ascii_lowercase();
     let mut out = Map::new();
     if ct.contains("application/json") {

@@ -789,6 +789,24 @@ pub async fn load_config(admin: SocketAddr, doc: impl Into<Bytes>) {
 }
 
 /// POSTs a body to the admin API.
+/// A request with a body of content type `ct` (none when empty) on a connection of its own.
+pub async fn admin_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: impl Into<Bytes>,
+) -> Resp {
+    let mut r = req(method, "localhost", path);
+    if !ct.is_empty() {
+        r = r.header("content-type", ct);
+    }
+    H1::connect(addr)
+        .await
+        .send(r.body(Full::new(body.into())).unwrap())
+        .await
+}
+
 pub async fn admin_post(addr: SocketAddr, path: &str, ct: &str, body: impl Into<Bytes>) -> Resp {
     H1::connect(addr)
         .await
