@@ -554,7 +554,7 @@ async fn accept_loop(
 }
 
 /// `d` after `at` (a duration too long to add is thirty years, as good as never).
-fn later(at: std::time::Instant, d: Duration) -> std::time::Instant {
+pub(crate) fn later(at: std::time::Instant, d: Duration) -> std::time::Instant {
     at.checked_add(d)
         .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 86_400))
 }
@@ -603,13 +603,15 @@ async fn serve_conn<S>(
         None if kind == ListenerKind::Proxy && sh.settings.fast_h1 => {
             let info = conn.info(false, None);
             // Simple HTTP/1.1 requests on the fast path; hyper takes the connection over
-            // at the first request that is not (the bytes read so far put back, the first
-            // head among them if it was that one, so hyper's side has no first head to
-            // time).
+            // at the first request that is not, with the bytes read so far put back. A
+            // head (or HTTP/2 preface) handed over unfinished keeps the deadline the fast
+            // path timed it by (for the first head, `first_head_by`): the framing guard
+            // holds hyper to it, whose own header timer would start over at the hand-off
+            // (and whose version detection has none). A complete head needs none.
             match crate::h1_fast::serve(sh, &info, stream, conn.at, shutdown).await {
                 crate::h1_fast::Outcome::Closed => {}
-                crate::h1_fast::Outcome::Handoff(io) => {
-                    serve_guarded(sh, kind, b, (io, None), info, watcher, shutdown).await
+                crate::h1_fast::Outcome::Handoff { io, head_by } => {
+                    serve_guarded(sh, kind, b, (io, head_by), info, watcher, shutdown).await
                 }
             }
         }
@@ -642,8 +644,8 @@ async fn serve_conn<S>(
                 // HTTP/1.1 over TLS: the same fast path as in cleartext.
                 match crate::h1_fast::serve(sh, &info, s, conn.at, shutdown).await {
                     crate::h1_fast::Outcome::Closed => {}
-                    crate::h1_fast::Outcome::Handoff(io) => {
-                        serve_guarded(sh, kind, b, (io, None), info, watcher, shutdown).await
+                    crate::h1_fast::Outcome::Handoff { io, head_by } => {
+                        serve_guarded(sh, kind, b, (io, head_by), info, watcher, shutdown).await
                     }
                 }
             } else {
@@ -655,8 +657,9 @@ async fn serve_conn<S>(
 }
 
 /// `io` (HTTP/1, or h2c with prior knowledge) served by hyper behind the framing guard;
-/// `first_head_by`: when the connection's first request head must have come, if it is yet
-/// to come (the guard closes the connection then, as nginx does).
+/// `first_head_by`: when the first request head hyper gets (the connection's first, or one
+/// the fast path handed over unfinished) must have come, if it is yet to come (the guard
+/// closes the connection then, unanswered, as nginx does).
 async fn serve_guarded<I>(
     sh: &Arc<Shared>,
     kind: ListenerKind,

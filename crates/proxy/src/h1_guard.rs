@@ -177,9 +177,10 @@ pub(crate) struct H1Guard<T> {
     /// finishes the answer it is writing, then closes): set once a head is refused and
     /// every answer owed has begun.
     close_after: Arc<tokio::sync::Notify>,
-    /// When the connection's first request head must have come (its `client_header_timeout`
-    /// from the accept, as nginx times it), until it has: then hyper gets the end of the
-    /// stream, and the connection closes unanswered.
+    /// When the first request head through the guard must have come (the connection's
+    /// first: its `client_header_timeout` from the accept, as nginx times it; or one the fast
+    /// path hands over unfinished: the timeout the fast path started for it), until it has:
+    /// then hyper gets the end of the stream, and the connection closes unanswered.
     first_head_by: Option<crate::deadline::Deadline>,
 }
 
@@ -597,7 +598,7 @@ fn switch_of(head: &[u8]) -> Option<Switch> {
 
 /// Index in `rest` just past the blank line ending the head that `head` began, if any
 /// (`CRLF CRLF`, or a bare `LF` ending an empty line, as hyper accepts).
-fn find_head_end(head: &[u8], rest: &[u8]) -> Option<usize> {
+pub(crate) fn find_head_end(head: &[u8], rest: &[u8]) -> Option<usize> {
     let mut p1 = head.last().copied().unwrap_or(0);
     let mut p2 = head.len().checked_sub(2).map_or(0, |i| head[i]);
     for (j, &b) in rest.iter().enumerate() {

@@ -469,6 +469,99 @@ async fn one_header_timeout_covers_the_proxy_header_and_the_first_head() {
     }
 }
 
+/// A head the fast path hands to hyper before it is complete keeps its timeout: the start
+/// of an h2c preface (hyper's protocol detection has no timer at all), or a head with more
+/// headers than the fast path parses (hyper's header timer would start over at the
+/// hand-off). Such a client is closed unanswered, as nginx closes it, one
+/// `client_header_timeout` after the accept (and, for a later head, after the answer
+/// before it), not one after the hand-off. In cleartext and over TLS, and with the fast path
+/// off (where the framing guard times the first head from the start).
+#[tokio::test]
+async fn a_head_handed_to_hyper_unfinished_keeps_its_timeout() {
+    use tokio::time::Instant;
+    let b = Backend::start().await;
+    let ms = Duration::from_millis;
+    // 70 headers (the fast path parses 64, the limit is 100), and no blank line
+    let mut many = b"GET /any HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..70 {
+        many.extend_from_slice(format!("X-H-{i}: v\r\n").as_bytes());
+    }
+    // the hand-off at 800 ms, then a header line every 100 ms up to 1.5 s (77 headers): closed
+    // at the timeout, 1 s; hyper's own timer would close it at 1.8 s
+    let mut pieces: Vec<(Duration, &[u8])> = vec![(ms(800), &many)];
+    for i in 0..8 {
+        pieces.push((ms(800 + 100 * i), b"X-More: v\r\n"));
+    }
+    let lone_p: &[(Duration, &[u8])] = &[(ms(100), b"P")];
+    // (closed with nothing written, at the timeout and well before a timer started at the
+    // hand-off would close it)
+    let closed_at_the_timeout = |what: &str, out: &[u8], closed: bool, at: Duration| {
+        assert!(
+            closed && out.is_empty(),
+            "{what}: {:?}",
+            String::from_utf8_lossy(out)
+        );
+        assert!(at >= ms(950), "{what}: closed after {at:?}");
+        assert!(at < ms(1500), "{what}: closed after {at:?}");
+    };
+    async fn stalled<S>(
+        s: S,
+        start: Instant,
+        pieces: &[(Duration, &[u8])],
+    ) -> (Vec<u8>, bool, Duration)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (mut r, mut w) = tokio::io::split(s);
+        let (_, (out, closed)) = tokio::join!(dribble(&mut w, start, pieces), async {
+            read_to_close(&mut r, Duration::from_secs(5)).await
+        });
+        (out, closed, start.elapsed())
+    }
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.client_header_timeout = ms(1000);
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        let what = |w: &str| format!("{w} (fast path: {fast_h1})");
+        let plain = |pieces| async move {
+            let start = Instant::now();
+            let c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+            stalled(c, start, pieces).await
+        };
+        let tls = |pieces| async move {
+            let start = Instant::now();
+            let c = tokio::net::TcpStream::connect(g.https).await.unwrap();
+            let t = tls_on(c, "x").await.unwrap();
+            stalled(t, start, pieces).await
+        };
+        // a later head: the timer starts at the end of the answer before it
+        let later = async {
+            let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+            c.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", what("later"));
+            stalled(c, Instant::now(), &pieces).await
+        };
+        let (p, p_tls, m, m_tls, l) = tokio::join!(
+            plain(lone_p),
+            tls(lone_p),
+            plain(&pieces),
+            tls(&pieces),
+            later
+        );
+        closed_at_the_timeout(&what("a lone P"), &p.0, p.1, p.2);
+        closed_at_the_timeout(&what("a lone P over TLS"), &p_tls.0, p_tls.1, p_tls.2);
+        closed_at_the_timeout(&what("70 headers"), &m.0, m.1, m.2);
+        closed_at_the_timeout(&what("70 headers over TLS"), &m_tls.0, m_tls.1, m_tls.2);
+        closed_at_the_timeout(&what("a later head of 70 headers"), &l.0, l.1, l.2);
+        g.gw.shutdown().await;
+    }
+}
+
 /// Routes match the client after realip: an expression on `net.src.ip` sees the address of
 /// a trusted PROXY header.
 #[tokio::test]
