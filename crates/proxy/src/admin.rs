@@ -387,6 +387,13 @@ pub(crate) fn flat_list(snap: &Snapshot, k: EntityKind) -> Vec<Value> {
     }
 }
 
+/// The ACL of `group` among `acls` (one consumer's: Kong looks it up by its cache key,
+/// the consumer and the group).
+pub(crate) fn find_acl<'a>(acls: &'a [Value], group: &str) -> Option<&'a Value> {
+    acls.iter()
+        .find(|a| a.get("group").and_then(Value::as_str) == Some(group))
+}
+
 pub(crate) fn find_entity<'a>(list: &'a [Value], k: EntityKind, key: &str) -> Option<&'a Value> {
     list.iter()
         .find(|e| e.get("id").and_then(Value::as_str) == Some(key))
@@ -557,7 +564,12 @@ fn entities(
             else {
                 return message(StatusCode::NOT_FOUND, "Not found");
             };
-            match find_entity(&items, ck, cid) {
+            // (an ACL under its consumer also by its group: `kong/plugins/acl/api.lua`)
+            let found = match ck {
+                EntityKind::Acl if !is_uuid(cid) => find_acl(&items, cid),
+                _ => find_entity(&items, ck, cid),
+            };
+            match found {
                 Some(e) => one(ck, e),
                 None => message(StatusCode::NOT_FOUND, "Not found"),
             }

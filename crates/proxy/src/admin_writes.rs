@@ -36,7 +36,12 @@
 //! service, a target under its upstream is updated (`PUT` too) or removed by primary key
 //! (`kong/api/routes/upstreams.lua`), and a plugin's `PATCH` whose body lacks one of `name`,
 //! `route`, `service`, `consumer` first reads the plugin (`kong/api/routes/plugins.lua`: 404
-//! `Not found`).
+//! `Not found`). So do the plugins' endpoints of credentials under a consumer
+//! (`kong/plugins/<name>/api.lua`): key-auth's, basic-auth's and hmac-auth's find the
+//! credential under the consumer, then go on by its id for every method but `PUT` (their
+//! refusals name no field); jwt's goes on by the path's value (`by 'key'`); acl's finds an
+//! ACL under the consumer by its group (404 without one, but a `PUT` creates it, with the
+//! path's group unless the body gives one).
 //!
 //! Left out, as checks against other entities that Kong's DAO makes with the database: the
 //! uniqueness of fields and of a certificate's SNIs, a target already in its upstream, and a
@@ -53,8 +58,8 @@ use silverback_config::schema_json::schema_violation;
 use silverback_config::{EntityKind, LoadOptions};
 
 use crate::admin::{
-    children, find_entity, flat_list, is_uuid, json_response, lua_number, message, no_content,
-    now_unix, read_body,
+    children, find_acl, find_entity, flat_list, is_uuid, json_response, lua_number, message,
+    no_content, now_unix, read_body,
 };
 use crate::admin_routes::nested_kind_of;
 use crate::admin_view::View;
@@ -359,8 +364,44 @@ impl Writer<'_> {
             };
             return w.update(ck, &key, Some(target), input, None);
         }
-        let ckey = self.key(ck, cid)?;
+        let mut input = input;
+        if ck == EntityKind::Acl && !is_uuid(cid) {
+            // an ACL under its consumer by its group (`kong/plugins/acl/api.lua`): by the id
+            // of the one found; a `PUT` of none creates one with a new id, and the group of
+            // the path unless the body gives one
+            let under = find_acl(&items, cid).cloned();
+            let value = match (&under, self.m) {
+                (Some(acl), _) => id_of(acl),
+                (None, &Method::PUT) => uuid::Uuid::new_v4().to_string(),
+                (None, _) => return Ok(not_found()),
+            };
+            if *self.m == Method::PUT && !input.params.contains_key("group") {
+                input.params.insert("group".into(), Value::from(cid));
+            }
+            let ckey = Key {
+                value,
+                by: None,
+                sni: None,
+            };
+            return match *self.m {
+                Method::PUT => self.upsert(ck, &ckey, input, Some((fk, pid))),
+                Method::DELETE => Ok(unsupported(self.verb, ck, None)),
+                _ => self.update(ck, &ckey, under, input, Some((fk, pid))),
+            };
+        }
+        let mut ckey = self.key(ck, cid)?;
         let under = find_entity(&items, ck, &ckey.value).cloned();
+        if let Some(found) = &under
+            && *self.m != Method::PUT
+            && by_id_once_found(ck)
+        {
+            // (the plugin's own endpoint goes on by the id of the credential it found)
+            ckey = Key {
+                value: id_of(found),
+                by: None,
+                sni: None,
+            };
+        }
         match *self.m {
             // an upsert: the parent is its reference, whatever the body says
             Method::PUT => self.upsert(ck, &ckey, input, Some((fk, pid))),
@@ -982,6 +1023,21 @@ fn invalid_primary_key() -> Response<ProxyBody> {
             "message": format!("invalid primary key: '{}'", silverback_config::error::lua_pretty(&fields)),
             "fields": fields,
         }),
+    )
+}
+
+/// Whether the endpoint of this kind under a consumer (`/consumers/{c}/key-auth/{k}`: the
+/// plugin's own, `kong/plugins/<name>/api.lua`) addresses a credential it found by its id,
+/// whatever the path gave, for every method but `PUT`: its `before` handler replaces the
+/// path's parameter with the id, so that a `PATCH` or `DELETE` of one addressed by its key
+/// is refused without `by '<field>'`. The key-auth, basic-auth and hmac-auth endpoints do;
+/// jwt's sets another parameter (`keyauth_jwt_secrets`), so its endpoint goes on by the
+/// path's value, as the generic nested endpoints do (`by 'key'`). ACLs have no endpoint key.
+fn by_id_once_found(k: EntityKind) -> bool {
+    use EntityKind::*;
+    matches!(
+        k,
+        KeyauthCredential | BasicauthCredential | HmacauthCredential
     )
 }
 

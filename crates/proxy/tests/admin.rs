@@ -2661,6 +2661,139 @@ upstreams:
     g.gw.shutdown().await;
 }
 
+/// The credential endpoints under a consumer are the plugins' own (`kong/plugins/<name>/
+/// api.lua`): key-auth's, basic-auth's and hmac-auth's find the credential, then go on by
+/// its id for every method but `PUT` (their refusals name no field), where jwt's goes on by
+/// the path's value (`by 'key'`, as the generic nested endpoints and the top-level ones).
+/// An ACL is addressed under its consumer by its group too: found, by its id; not found,
+/// 404, but a `PUT` creates it (with the path's group).
+#[tokio::test]
+async fn credential_writes_under_a_consumer_go_by_the_credential_found() {
+    let g = Gw::start(None).await;
+    let cfg = json!({
+        "_format_version": "3.0",
+        "consumers": [{"username": "c",
+                       "keyauth_credentials": [{"key": "k"}],
+                       "basicauth_credentials": [{"username": "u", "password": "p"}],
+                       "jwt_secrets": [{"key": "j", "secret": "s"}],
+                       "hmacauth_credentials": [{"username": "h", "secret": "s"}],
+                       "acls": [{"group": "g"}]},
+                      {"username": "d"}],
+    });
+    let r = admin_post(g.admin, "/config", "application/json", cfg.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let refused = |verb: &str, what: &str, by: &str| {
+        json!({"code": 12, "name": "operation unsupported",
+               "message": format!("cannot {verb} '{what}' entities{by} when not using a database")})
+    };
+    let not_found = json!({"message": "Not found"});
+    let cases = [
+        // found under the consumer, then by its id
+        (
+            "DELETE",
+            "/consumers/c/key-auth/k",
+            refused("remove", "keyauth_credentials", ""),
+        ),
+        (
+            "PATCH",
+            "/consumers/c/key-auth/k",
+            refused("update", "keyauth_credentials", ""),
+        ),
+        (
+            "DELETE",
+            "/consumers/c/basic-auth/u",
+            refused("remove", "basicauth_credentials", ""),
+        ),
+        (
+            "PATCH",
+            "/consumers/c/basic-auth/u",
+            refused("update", "basicauth_credentials", ""),
+        ),
+        (
+            "DELETE",
+            "/consumers/c/hmac-auth/h",
+            refused("remove", "hmacauth_credentials", ""),
+        ),
+        (
+            "PATCH",
+            "/consumers/c/hmac-auth/h",
+            refused("update", "hmacauth_credentials", ""),
+        ),
+        (
+            "DELETE",
+            "/consumers/c/acls/g",
+            refused("remove", "acls", ""),
+        ),
+        (
+            "PATCH",
+            "/consumers/c/acls/g",
+            refused("update", "acls", ""),
+        ),
+        // jwt's endpoint, the top-level ones, and a PUT go by the key
+        (
+            "DELETE",
+            "/consumers/c/jwt/j",
+            refused("remove", "jwt_secrets", " by 'key'"),
+        ),
+        (
+            "PATCH",
+            "/consumers/c/jwt/j",
+            refused("update", "jwt_secrets", " by 'key'"),
+        ),
+        (
+            "DELETE",
+            "/key-auths/k",
+            refused("remove", "keyauth_credentials", " by 'key'"),
+        ),
+        (
+            "PATCH",
+            "/basic-auths/u",
+            refused("update", "basicauth_credentials", " by 'username'"),
+        ),
+        (
+            "PUT",
+            "/consumers/c/key-auth/k",
+            refused("create or update", "keyauth_credentials", " by 'key'"),
+        ),
+        (
+            "PUT",
+            "/consumers/c/acls/new",
+            refused("create or update", "acls", ""),
+        ),
+        // not under this consumer, or nowhere
+        ("DELETE", "/consumers/d/key-auth/k", not_found.clone()),
+        ("PATCH", "/consumers/d/acls/g", not_found.clone()),
+        ("DELETE", "/consumers/c/acls/nope", not_found.clone()),
+    ];
+    for (m, p, want) in cases {
+        let r = admin_send(g.admin, m, p, "application/json", "{}").await;
+        let status = if want == not_found { 404 } else { 405 };
+        assert_eq!(r.status, status, "{m} {p}: {}", r.text());
+        assert_eq!(r.json(), want, "{m} {p}");
+    }
+    // a PUT of an ACL checks the group the path gives it, unless the body gives one
+    let r = admin_send(
+        g.admin,
+        "PUT",
+        "/consumers/c/acls/g2",
+        "application/json",
+        r#"{"group": null}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["fields"],
+        json!({"group": "required field missing"})
+    );
+    // and the read of one by its group
+    let r = get(g.admin, "localhost", "/consumers/c/acls/g").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["group"], "g");
+    let r = get(g.admin, "localhost", "/consumers/d/acls/g").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    g.gw.shutdown().await;
+}
+
 /// DB-less writes check what Kong's DAO checks before the `off` strategy refuses them
 /// (`kong/db/dao/init.lua`: shorthands, the entity read first for an update, references
 /// given by a unique field, the schema, the `ttl` option): an invalid body is Kong's 400
