@@ -381,9 +381,15 @@ pub(crate) fn no_content() -> Response<ProxyBody> {
 }
 
 pub(crate) fn flat_list(snap: &Snapshot, k: EntityKind) -> Vec<Value> {
+    flat_items(snap, k).to_vec()
+}
+
+/// The entities of kind `k` in the snapshot's flattened configuration, borrowed (for a
+/// lookup: nothing is copied but what is found).
+pub(crate) fn flat_items(snap: &Snapshot, k: EntityKind) -> &[Value] {
     match snap.flat().get(k.plural()) {
-        Some(Value::Array(a)) => a.clone(),
-        _ => vec![],
+        Some(Value::Array(a)) => a,
+        _ => &[],
     }
 }
 
@@ -588,7 +594,7 @@ fn entities(
                 else {
                     return message(StatusCode::NOT_FOUND, "Not found");
                 };
-                return match find_entity(&flat_list(&snap, *pk), *pk, rid) {
+                return match find_entity(flat_items(&snap, *pk), *pk, rid) {
                     Some(e) => one(*pk, e),
                     None => message(StatusCode::NOT_FOUND, "Not found"),
                 };
@@ -658,9 +664,10 @@ pub(crate) fn children(
     let ck = nested_kind_of(child)?;
     let (fk, _) = ck.foreign_keys().iter().find(|(_, p)| *p == k)?;
     let pid = parent.get("id").and_then(Value::as_str)?;
-    let items = flat_list(snap, ck)
-        .into_iter()
+    let items = flat_items(snap, ck)
+        .iter()
         .filter(|c| c.get(*fk).and_then(|r| r.get("id")).and_then(Value::as_str) == Some(pid))
+        .cloned()
         .collect();
     Some((ck, items))
 }

@@ -58,7 +58,7 @@ use silverback_config::schema_json::schema_violation;
 use silverback_config::{EntityKind, LoadOptions};
 
 use crate::admin::{
-    children, find_acl, find_entity, flat_list, is_uuid, json_response, lua_number, message,
+    children, find_acl, find_entity, flat_items, is_uuid, json_response, lua_number, message,
     no_content, now_unix, read_body,
 };
 use crate::admin_routes::nested_kind_of;
@@ -436,10 +436,10 @@ impl Writer<'_> {
         if k == EntityKind::Certificate {
             // by the name of one of its SNIs
             self.unique_value(EntityKind::Sni, "name", key)?;
-            let sni = flat_list(&self.snap, EntityKind::Sni)
-                .into_iter()
+            let sni = flat_items(&self.snap, EntityKind::Sni)
+                .iter()
                 .find(|s| s.get("name").and_then(Value::as_str) == Some(key));
-            let cert = sni.as_ref().and_then(|s| {
+            let cert = sni.and_then(|s| {
                 s.get("certificate")
                     .and_then(|c| c.get("id"))
                     .and_then(Value::as_str)
@@ -492,17 +492,13 @@ impl Writer<'_> {
         }
     }
 
-    /// The entity `key` addresses, as the configuration holds it.
+    /// The entity `key` addresses, as the configuration holds it (only it copied).
     fn find(&self, k: EntityKind, key: &Key) -> Option<Value> {
-        let list = flat_list(&self.snap, k);
-        match key.by {
-            None => list
-                .into_iter()
-                .find(|e| e.get("id").and_then(Value::as_str) == Some(&key.value)),
-            Some(f) => list
-                .into_iter()
-                .find(|e| e.get(f).and_then(Value::as_str) == Some(&key.value)),
-        }
+        let field = key.by.unwrap_or("id");
+        flat_items(&self.snap, k)
+            .iter()
+            .find(|e| e.get(field).and_then(Value::as_str) == Some(&key.value))
+            .cloned()
     }
 
     /// `POST`: a new entity (`parent`: the reference a nested collection gives it).
@@ -745,12 +741,12 @@ impl Writer<'_> {
                 if field_error(f, v).is_some() {
                     continue;
                 }
-                let hit = flat_list(&self.snap, *target)
-                    .into_iter()
+                let hit = flat_items(&self.snap, *target)
+                    .iter()
                     .find(|e| e.get(f.name) == Some(v));
                 match hit {
                     Some(e) => {
-                        found = Some(id_of(&e));
+                        found = Some(id_of(e));
                         break;
                     }
                     None => errors.push((f.name, v.clone(), *target)),
