@@ -58,6 +58,10 @@ pub struct Values<'a> {
     /// With `plain`: the position in `out` of each field's value, by the field's position
     /// ([`ABSENT`] for none), for the lookups of checks bound to the record.
     index: Option<[u8; INDEXED]>,
+    /// A partial record, checked as Kong checks an update (`full_check` off): a field left
+    /// out is nil, whether required or not, and a check none of whose fields was given does
+    /// not run ([`Values::updating`]).
+    updating: bool,
 }
 
 /// The most fields of a record whose values [`Values`] indexes by position.
@@ -92,7 +96,15 @@ impl<'a> Values<'a> {
             given,
             plain,
             index: if plain { index } else { None },
+            updating: false,
         }
+    }
+
+    /// The values of an update (see [`Values`]'s `updating`); they must come with the given
+    /// values (`given`), which tell a field left out from one given as `null`.
+    pub(crate) fn updating(mut self, updating: bool) -> Self {
+        self.updating = updating && self.given.is_some();
+        self
     }
 
     /// The value of a field (`None`: no value, or `null`).
@@ -128,8 +140,17 @@ impl<'a> Values<'a> {
         self.lookup(name).1
     }
 
-    /// Whether a field is nil to Kong: required, without a value.
+    /// Whether a field is nil to Kong: required, without a value; in an update, left out.
     fn is_nil(&self, name: &str) -> bool {
+        if self.updating {
+            let given = self
+                .record
+                .fields
+                .iter()
+                .position(|f| f.name == name)
+                .and_then(|i| self.given.and_then(|g| g.get(i).copied().flatten()));
+            return given.is_none();
+        }
         self.get(name).is_none() && self.field(name).is_some_and(|f| f.required)
     }
 
@@ -848,8 +869,10 @@ impl EntityCheck {
         if !all_ok && !self.run_with_invalid_fields {
             return;
         }
-        // every field nil (a field without a value that is not required is null to Kong)
-        if !self.run_with_missing_fields
+        // every field nil (a field without a value that is not required is null to Kong; in
+        // an update, Kong's `full_check` is off and the check does not run then, whatever
+        // its checker)
+        if (values.updating || !self.run_with_missing_fields)
             && absent == self.fields.len()
             && self.fields.iter().all(|n| values.is_nil(n))
         {
@@ -857,7 +880,11 @@ impl EntityCheck {
         }
         if let Some(missing) = missing {
             for name in missing {
-                errors.field(name, REQUIRED_FOR_ENTITY_CHECK);
+                if values.updating {
+                    errors.field(name, format!("{REQUIRED_FOR_ENTITY_CHECK} when updating"));
+                } else {
+                    errors.field(name, REQUIRED_FOR_ENTITY_CHECK);
+                }
             }
             return;
         }
@@ -868,13 +895,15 @@ impl EntityCheck {
 
     fn eval(&self, v: &Scope<'_, '_>, errors: &mut Errors) -> Result<(), String> {
         let nonempty = |n: &&str| v.nonempty(n);
+        // (Kong's `validate_update` rewords these two messages while it runs)
+        let updating = if v.v.updating { "when updating, " } else { "" };
         match &self.checker {
             Checker::AtLeastOneOf(names) => {
                 if names.iter().any(nonempty) {
                     Ok(())
                 } else {
                     Err(format!(
-                        "at least one of these fields must be non-empty: {}",
+                        "{updating}at least one of these fields must be non-empty: {}",
                         quoted_list(names)
                     ))
                 }
@@ -970,8 +999,9 @@ impl EntityCheck {
             }
             Checker::ConditionalAtLeastOneOf(c) => {
                 let (if_value, valid, field) = v.slot(c.if_field);
-                // nil (a required field without a value): nothing decides
-                if if_value.is_none() && field.is_some_and(|f| f.required) {
+                // nil (a required field without a value; in an update, one left out):
+                // nothing decides
+                if if_value.is_none() && v.v.is_nil(c.if_field) {
                     return Ok(());
                 }
                 let (names, err) = if c.if_match.passes(field, if_value, valid) {
@@ -990,7 +1020,9 @@ impl EntityCheck {
                 let list = quoted_list(names);
                 Err(match err {
                     Some(e) => e.replace("%s", &list),
-                    None => format!("at least one of these fields must be non-empty: {list}"),
+                    None => {
+                        format!("{updating}at least one of these fields must be non-empty: {list}")
+                    }
                 })
             }
             Checker::Custom(f) => f(v.v, errors),

@@ -911,6 +911,7 @@ impl<'o, 'a> Fast<'o, 'a> {
             omit: omit.as_slice(),
             defaults: Some(&self.defaults[k]),
             index: Some(&self.field_index[k]),
+            updating: false,
         };
         let mut values = if matches!(kind, EntityKind::Plugin | EntityKind::Vault) {
             // their checks read the input again

@@ -52,7 +52,9 @@ pub mod uri;
 pub use config::{Config, EMPTY_HASH, config_hash};
 pub use entities::*;
 pub use error::{ConfigError, FlatError, FlattenedError};
-pub use load::{LoadOptions, load, load_bytes, validate_entity};
+pub use load::{
+    LoadOptions, expand_shorthands, load, load_bytes, validate_entity, validate_entity_update,
+};
 pub use plugin::{PluginRegistry, PluginSchema};
 
 /// Vault types the data plane implements.

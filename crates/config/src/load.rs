@@ -645,6 +645,30 @@ pub(crate) fn hashes(hash_on: Option<&Value>) -> bool {
     hash_on.and_then(Value::as_str).is_some_and(|h| h != "none")
 }
 
+/// Expands an entity's shorthand fields (Kong's `shorthand_fields`: a service's `url`) into
+/// the fields they stand for, as Kong's `process_auto_fields` does before anything is
+/// validated; the errors are the shorthands' own (Kong reports them alone, as a schema
+/// violation, before it looks at anything else). Whatever else the input holds is left as
+/// it is.
+pub fn expand_shorthands(kind: EntityKind, m: &mut Map<String, Value>) -> Errors {
+    let mut errors = Errors::default();
+    if kind == EntityKind::Service
+        && let Some(url) = m.remove("url")
+    {
+        match url.as_str().map(expand_url) {
+            Some(Ok(parts)) => {
+                for (k, v) in parts {
+                    m.insert(k.into(), v);
+                }
+            }
+            Some(Err(e)) => errors.field("url", e),
+            None if url.is_null() => {}
+            None => errors.field("url", "expected a string"),
+        }
+    }
+    errors
+}
+
 /// Shorthands and input-dependent defaults, applied before validation (`migrate`: the
 /// document is of format 1.1 or 2.1, whose regex route paths get `~`).
 fn normalize_input(
@@ -653,21 +677,8 @@ fn normalize_input(
     errors: &mut Errors,
     migrate: bool,
 ) {
+    merge_errors(errors, expand_shorthands(kind, m));
     match kind {
-        EntityKind::Service => {
-            if let Some(url) = m.remove("url") {
-                match url.as_str().map(expand_url) {
-                    Some(Ok(parts)) => {
-                        for (k, v) in parts {
-                            m.insert(k.into(), v);
-                        }
-                    }
-                    Some(Err(e)) => errors.field("url", e),
-                    None if url.is_null() => {}
-                    None => errors.field("url", "expected a string"),
-                }
-            }
-        }
         EntityKind::Route => {
             if migrate && let Some(Value::Array(paths)) = m.get_mut("paths") {
                 for p in paths.iter_mut() {
@@ -715,6 +726,37 @@ pub fn validate_entity(
     let mut errors = Errors::default();
     normalize_input(kind, &mut m, &mut errors, false);
     let (mut values, e) = schema(kind, opts.router_flavor).validate(&m);
+    merge_errors(&mut errors, e);
+    post_validate(
+        kind,
+        &m,
+        &mut values,
+        &mut errors,
+        opts.plugins,
+        opts.now_unix,
+    );
+    errors
+}
+
+/// Validates a partial entity as Kong's `validate_update` does (its `full_check` off), for
+/// an admin API update (`PATCH`): each field given is validated, and a required one given
+/// as `null` is missing, but a field left out is neither filled with its default nor
+/// missing; an entity check runs only when one of its fields is given, a field it needs that
+/// is left out is `field required for entity check when updating`, and the messages of
+/// `at_least_one_of` (and a `conditional_at_least_one_of` without its own) begin with
+/// `when updating, `. Shorthands are expanded first ([`expand_shorthands`]), with no other
+/// input-dependent default. Plugin and vault configurations are checked as
+/// [`validate_entity`] checks them, when the entity names its plugin or vault. Kong merges
+/// an update into the entity it reads first (for most kinds): validating that merge checks
+/// the whole entity with these rules. No uniqueness, no reference to another entity.
+pub fn validate_entity_update(
+    kind: EntityKind,
+    input: &Map<String, Value>,
+    opts: &LoadOptions<'_>,
+) -> Errors {
+    let mut m = input.clone();
+    let mut errors = expand_shorthands(kind, &mut m);
+    let (mut values, e) = schema(kind, opts.router_flavor).validate_update(&m);
     merge_errors(&mut errors, e);
     post_validate(
         kind,

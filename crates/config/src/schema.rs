@@ -614,6 +614,18 @@ impl Record {
         self.validate_overlay(input, &Overlay::default())
     }
 
+    /// [`Record::validate`] of a partial record, as Kong's `validate_update` checks an
+    /// update (`full_check` off): only the fields given are validated (none is filled with
+    /// its default; a required one given as `null` is missing), and the checks see a field
+    /// left out as nil (see [`crate::checks`]).
+    pub fn validate_update(&self, input: &Map<String, Value>) -> (Fields, Errors) {
+        let overlay = Overlay {
+            updating: true,
+            ..Overlay::default()
+        };
+        self.validate_overlay(input, &overlay)
+    }
+
     /// Each field's position in [`Record::fields`], by name (for [`Overlay::index`]).
     pub(crate) fn positions(&self) -> rustc_hash::FxHashMap<&'static str, usize> {
         self.fields
@@ -647,6 +659,7 @@ impl Record {
             omit,
             defaults,
             index: _,
+            updating,
         } = *overlay;
         let mut errors = Errors::default();
         // One pass over the input (usually a few keys) rather than one map lookup per schema
@@ -675,6 +688,23 @@ impl Record {
             if omit.contains(&f.name) {
                 continue;
             }
+            if updating {
+                match v {
+                    // (Kong's update leaves it nil: no default, not missing)
+                    None => continue,
+                    // (and a `null` stays one: missing when required)
+                    Some(Value::Null) => {
+                        if f.required {
+                            errors.fields.push((
+                                f.name.to_string(),
+                                FieldError::Message("required field missing".into()),
+                            ));
+                        }
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
             if v.is_none_or(Value::is_null)
                 && let Some(Some(d)) = defaults.and_then(|d| d.get(i))
             {
@@ -693,7 +723,7 @@ impl Record {
                 .push((k.to_string(), FieldError::Message("unknown field".into())));
         }
         if !self.checks.is_empty() {
-            let values = crate::checks::Values::new(self, &out, Some(&given));
+            let values = crate::checks::Values::new(self, &out, Some(&given)).updating(updating);
             for c in &self.checks {
                 c.run(&values, &mut errors);
             }
@@ -717,6 +747,7 @@ impl Record {
             omit,
             defaults,
             index,
+            updating: _,
         } = *overlay;
         let position = |k: &str| match index {
             Some(index) => index.get(k).copied(),
@@ -897,6 +928,9 @@ pub(crate) struct Overlay<'a> {
     pub defaults: Option<&'a [Option<Value>]>,
     /// The position of each field by name ([`Record::validate_moving`] only).
     pub index: Option<&'a rustc_hash::FxHashMap<&'static str, usize>>,
+    /// A partial record, validated as an update ([`Record::validate_update`]; the
+    /// reporting path only).
+    pub updating: bool,
 }
 
 /// The error of a field's given (non-null) value, if any.

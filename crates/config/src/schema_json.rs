@@ -295,7 +295,7 @@ fn lua_key_order(a: &str, b: &str) -> std::cmp::Ordering {
 mod tests {
     use super::*;
     use crate::plugin::PluginRegistry;
-    use crate::{LoadOptions, load::validate_entity};
+    use crate::{LoadOptions, load::validate_entity, load::validate_entity_update};
 
     fn field<'a>(schema: &'a Value, name: &str) -> &'a Value {
         schema["fields"]
@@ -703,6 +703,94 @@ mod tests {
         assert_eq!(
             schema_violation(&e)["message"],
             "2 schema violations (failed conditional validation given value of field 'hash_on'; hash_on_header: required field missing)"
+        );
+    }
+
+    /// Kong's `validate_update` (`full_check` off): only what is given is checked, a
+    /// check none of whose fields is given does not run, and its messages say so.
+    #[test]
+    fn updates_check_what_they_give() {
+        let plugins = PluginRegistry::new();
+        let opts = LoadOptions {
+            router_flavor: RouterFlavor::TraditionalCompatible,
+            plugins: &plugins,
+            now_unix: None,
+        };
+        let obj = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        };
+        let update = |k, v| validate_entity_update(k, &obj(v), &opts);
+        let message = |e: &Errors| schema_violation(e)["message"].clone();
+        // required fields left out, defaults not filled in: nothing to say
+        assert!(update(EntityKind::Service, json!({"retries": 3})).is_empty());
+        assert!(update(EntityKind::Target, json!({})).is_empty());
+        // what is given is checked; a required field given as null is missing (a document's
+        // null takes the default)
+        assert_eq!(
+            message(&update(
+                EntityKind::Service,
+                json!({"port": null, "retries": -1, "bogus": 1})
+            )),
+            json!(
+                "3 schema violations (bogus: unknown field; port: required field missing; retries: value should be between 0 and 32767)"
+            )
+        );
+        assert!(
+            validate_entity(
+                EntityKind::Service,
+                &obj(json!({"host": "h", "port": null})),
+                &opts
+            )
+            .is_empty()
+        );
+        // the url shorthand is expanded
+        assert!(update(EntityKind::Service, json!({"url": "https://h.test/p"})).is_empty());
+        assert_eq!(
+            message(&update(EntityKind::Service, json!({"url": "nope"}))),
+            json!("schema violation (url: invalid url: nope)")
+        );
+        // a check runs when one of its fields is given, with Kong's update wording
+        assert_eq!(
+            message(&update(
+                EntityKind::Consumer,
+                json!({"username": null, "custom_id": null})
+            )),
+            json!(
+                "schema violation (when updating, at least one of these fields must be non-empty: 'custom_id', 'username')"
+            )
+        );
+        assert!(update(EntityKind::Consumer, json!({"tags": ["a"]})).is_empty());
+        // a field a check needs, left out: required for the check, when updating
+        assert_eq!(
+            message(&update(
+                EntityKind::JwtSecret,
+                json!({"rsa_public_key": "k"})
+            )),
+            json!("schema violation (algorithm: field required for entity check when updating)")
+        );
+        assert_eq!(
+            message(&update(
+                EntityKind::JwtSecret,
+                json!({"algorithm": "RS256"})
+            )),
+            json!(
+                "2 schema violations (failed conditional validation given value of field 'algorithm'; rsa_public_key: required field missing)"
+            )
+        );
+        // a whole entity (an update merged into the entity read first) is checked in full
+        let e = update(
+            EntityKind::Service,
+            json!({"name": "s", "protocol": "tcp", "host": "h", "port": 80, "path": "/p",
+                   "retries": 5, "connect_timeout": 1, "write_timeout": 1, "read_timeout": 1,
+                   "tags": null, "client_certificate": null, "tls_verify": null,
+                   "tls_verify_depth": null, "ca_certificates": null, "enabled": true}),
+        );
+        assert_eq!(
+            message(&e),
+            json!(
+                "2 schema violations (failed conditional validation given value of field 'protocol'; path: value must be null)"
+            )
         );
     }
 }

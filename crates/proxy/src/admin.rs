@@ -5,10 +5,11 @@
 //! `POST /config` (`check_hash`, `flatten_errors`), `GET /config`, read-only entity
 //! collections and entities (`/services`, `/services/{id or name}`,
 //! `/services/{id}/routes`, `/services/{id}/routes/{id}`, `/consumers/{c}/key-auth`, ... with
-//! `size`/`offset`/`tags` paging), `/plugins/enabled`, `/tags/{tag}`, the schema endpoints
+//! `size`/`offset`/`tags` paging; `/upstreams/{u}/health` paged too), `/plugins/enabled`, `/tags/{tag}`, the schema endpoints
 //! (`/schemas/{entity}`, `/schemas/plugins/{name}`, `POST /schemas/{entity}/validate`...,
 //! in [`crate::admin_schemas`]). Writes to entity
-//! endpoints answer 405 with Kong's DB-less message. `POST /config` takes JSON, YAML, a form
+//! endpoints answer 405 with Kong's DB-less message, after Kong's checks of the path and the
+//! body ([`crate::admin_writes`]). `POST /config` takes JSON, YAML, a form
 //! field or a multipart part named `config`.
 //!
 //! Status listener: `GET /status`, `GET /status/ready`, `GET /metrics`, and the upstreams'
@@ -217,7 +218,7 @@ async fn route(
             Some((coll, rest)) if m == Method::GET || m == Method::HEAD => {
                 entities(sh, coll, k, rest, q)
             }
-            Some((_, rest)) => write_refused(sh, &m, k, rest),
+            Some((_, rest)) => crate::admin_writes::write(sh, &m, k, rest, req).await,
             None => message(StatusCode::NOT_FOUND, "Not found"),
         },
         // A route whose parameters do not fit its endpoint (none: the table's tests and
@@ -263,15 +264,18 @@ fn balancer_of(snap: &Snapshot, key: &str) -> Option<Arc<silverback_balancer::Ba
     Some(b.clone())
 }
 
-/// `GET /upstreams/{u}/health`: the targets with a non-zero weight and their health
-/// (`?balancer_health=1`, exactly `1`: the balancer's), as Kong answers.
+/// `GET /upstreams/{u}/health`: the targets with a non-zero weight and their health, paged
+/// as Kong pages it (`kong/api/routes/upstreams.lua`: `size`, `offset`, `next` to
+/// `/upstreams/{u}/health?offset=...`, with the node's `node_id` beside them), or, with
+/// `?balancer_health=1` (exactly `1`), the balancer's health, unpaged. 404 for an unknown
+/// upstream first, then the page's errors, as for the other collections.
 fn upstream_health(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
     let snap = sh.snapshot.load();
     let Some(b) = balancer_of(&snap, u) else {
         return message(StatusCode::NOT_FOUND, "Not found");
     };
     let h = b.health();
-    let node_id = sh.node_id.to_string();
+    let node_id = Value::from(sh.node_id.to_string());
     // (Kong: `tostring(self.params.balancer_health) == "1"`, the literal only)
     if query_param(q, "balancer_health").as_deref() == Some("1") {
         return json_response(
@@ -279,16 +283,20 @@ fn upstream_health(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody>
             &json!({ "data": h.balancer, "next": null, "node_id": node_id }),
         );
     }
-    let data: Vec<Value> = h
+    let items: Vec<Value> = h
         .targets
         .iter()
         .filter(|t| t.weight > 0)
         .filter_map(|t| serde_json::to_value(t).ok())
         .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({ "data": data, "next": null, "node_id": node_id }),
-    )
+    let base = path_of("upstreams", &[u, "health"]);
+    match paged(items, (&base, Next::OffsetOnly), q, &Value::clone) {
+        Ok(mut body) => {
+            body.insert("node_id".into(), node_id);
+            json_response(StatusCode::OK, &Value::Object(body))
+        }
+        Err(refused) => json_response(StatusCode::BAD_REQUEST, &refused),
+    }
 }
 
 /// `GET /upstreams/{u}/targets/all`: every target entity of the upstream, weight 0
@@ -355,182 +363,9 @@ pub(crate) fn only_get(m: &Method, f: impl FnOnce() -> Response<ProxyBody>) -> R
     }
 }
 
-/// A write to an entity endpoint, refused as Kong 3.x refuses it in DB-less mode: its
-/// generated endpoints (`kong/api/endpoints.lua`) look the entities of the path up first
-/// (404 `Not found`), then the DAO runs the write and the `off` strategy refuses it (405,
-/// code 12). In detail:
-/// - collection: POST is "cannot create", the other methods 405 `Method not allowed`;
-/// - entity: POST is 405; PUT is "cannot create or update" whether it exists or not;
-///   DELETE of one that does not exist succeeds (the DAO selects first); PATCH of one that
-///   does not exist is the DAO's 404 (`not found`, code 6) where it reads before updating;
-///   a key that is not a UUID names the endpoint key (`by 'name'`), and is an invalid
-///   primary key (400) for a kind without one;
-/// - `/routes/{r}/service`: 404 for a missing route (PATCH, DELETE: or one without a
-///   service); DELETE then is 405 `Method not allowed`, PUT and PATCH the refusal;
-/// - `/services/{s}/routes`: POST checks the parent (404), then "cannot create";
-/// - `/services/{s}/routes/{r}`: POST 405; PUT checks the parent only; PATCH and DELETE the
-///   parent and the child under it (404 `Not found`), then the refusal.
-fn write_refused(sh: &Shared, m: &Method, k: EntityKind, rest: &[&str]) -> Response<ProxyBody> {
-    let not_allowed = || message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
-    let not_found = || message(StatusCode::NOT_FOUND, "Not found");
-    let verb = match *m {
-        Method::POST => "create",
-        Method::PUT => "create or update",
-        Method::PATCH => "update",
-        Method::DELETE => "remove",
-        _ => return not_allowed(),
-    };
-    let snap = sh.snapshot.load();
-    let find = |k: EntityKind, key: &str| find_entity(&flat_list(&snap, k), k, key).cloned();
-    match rest {
-        [] if *m == Method::POST => unsupported(verb, k, None),
-        [] => not_allowed(),
-        [_] if *m == Method::POST => not_allowed(),
-        [id] => {
-            let by = match key_field(k, id) {
-                Ok(by) => by,
-                Err(e) => return e.response(),
-            };
-            let exists = find(k, id).is_some();
-            match *m {
-                Method::DELETE if !exists => no_content(),
-                Method::PATCH if !exists && reads_before_update(k) => dao_not_found(id, by),
-                _ => unsupported(verb, k, by),
-            }
-        }
-        [id, child] => {
-            if let Some((fk, pk)) = k.foreign_keys().iter().find(|(f, _)| f == child) {
-                // `/routes/{r}/service`: the entity the route references, by its id.
-                if *m == Method::POST {
-                    return not_allowed();
-                }
-                if let Err(e) = key_field(k, id) {
-                    return e.response();
-                }
-                let Some(parent) = find(k, id) else {
-                    return not_found();
-                };
-                let rid = parent
-                    .get(*fk)
-                    .and_then(|r| r.get("id"))
-                    .and_then(Value::as_str);
-                return match (m, rid) {
-                    // (a route without one gets one: still an upsert)
-                    (&Method::PUT, _) => unsupported(verb, *pk, None),
-                    (_, None) => not_found(),
-                    (&Method::DELETE, Some(_)) => not_allowed(),
-                    (_, Some(rid)) if reads_before_update(*pk) && find(*pk, rid).is_none() => {
-                        dao_not_found(rid, None)
-                    }
-                    (_, Some(_)) => unsupported(verb, *pk, None),
-                };
-            }
-            let Some(ck) =
-                nested_kind_of(child).filter(|ck| ck.foreign_keys().iter().any(|(_, p)| *p == k))
-            else {
-                return not_found();
-            };
-            if *m != Method::POST {
-                return not_allowed();
-            }
-            if let Err(e) = key_field(k, id) {
-                return e.response();
-            }
-            match find(k, id) {
-                Some(_) => unsupported(verb, ck, None),
-                None => not_found(),
-            }
-        }
-        // `/services/{s}/routes/{r}`
-        [id, child, cid] => {
-            let Some(ck) =
-                nested_kind_of(child).filter(|ck| ck.foreign_keys().iter().any(|(_, p)| *p == k))
-            else {
-                return not_found();
-            };
-            if *m == Method::POST {
-                return not_allowed();
-            }
-            if let Err(e) = key_field(k, id) {
-                return e.response();
-            }
-            let Some((_, items)) = find(k, id).and_then(|p| children(&snap, k, &p, child)) else {
-                return not_found();
-            };
-            if ck == EntityKind::Target {
-                // Kong's own target endpoint (`kong/api/routes/upstreams.lua`): the target
-                // by id or address under that upstream for every method, then an update or
-                // delete by primary key (PUT too)
-                if find_entity(&items, ck, cid).is_none() {
-                    return not_found();
-                }
-                let verb = if *m == Method::DELETE {
-                    "remove"
-                } else {
-                    "update"
-                };
-                return unsupported(verb, ck, None);
-            }
-            let by = match key_field(ck, cid) {
-                Ok(by) => by,
-                Err(e) => return e.response(),
-            };
-            if *m != Method::PUT && find_entity(&items, ck, cid).is_none() {
-                return not_found();
-            }
-            unsupported(verb, ck, by)
-        }
-        _ => not_found(),
-    }
-}
-
-/// The `off` strategy's refusal (`kong/db/strategies/off/init.lua`): 405 with the DAO
-/// error, `by '<field>'` when the entity was addressed by its endpoint key.
-fn unsupported(verb: &str, k: EntityKind, by: Option<&str>) -> Response<ProxyBody> {
-    let by = by.map(|f| format!(" by '{f}'")).unwrap_or_default();
-    json_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &json!({
-            "code": 12,
-            "name": "operation unsupported",
-            "message": format!("cannot {verb} '{}' entities{by} when not using a database", k.plural()),
-        }),
-    )
-}
-
-/// A path segment that is no UUID, addressing a kind without endpoint key: Kong's DAO
-/// refuses it as an invalid primary key.
-#[derive(Debug, Clone, Copy)]
-struct InvalidPrimaryKey;
-
-impl InvalidPrimaryKey {
-    /// The DAO's error (`kong/db/errors.lua`, code 1), answered 400 as it is.
-    fn response(self) -> Response<ProxyBody> {
-        let fields = json!({"id": "expected a valid UUID"});
-        json_response(
-            StatusCode::BAD_REQUEST,
-            &json!({
-                "code": 1,
-                "name": "invalid primary key",
-                "message": format!("invalid primary key: '{}'", silverback_config::error::lua_pretty(&fields)),
-                "fields": fields,
-            }),
-        )
-    }
-}
-
-/// How Kong's endpoints address an entity by a path segment: by id when it is a UUID, else
-/// by the endpoint key (`Ok(Some(field))`); a kind without one takes the segment as its id.
-fn key_field(k: EntityKind, key: &str) -> Result<Option<&'static str>, InvalidPrimaryKey> {
-    if is_uuid(key) {
-        return Ok(None);
-    }
-    k.endpoint_key().map(Some).ok_or(InvalidPrimaryKey)
-}
-
 /// Kong's `is_valid_uuid`: the hyphenated form only (any case), not the other forms the
 /// `uuid` crate reads (32 hex digits, braces, `urn:uuid:`).
-fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
         && b.iter().enumerate().all(|(i, &c)| match i {
@@ -539,46 +374,33 @@ fn is_uuid(s: &str) -> bool {
         })
 }
 
-/// Whether Kong's DAO reads an entity of this kind before it updates it: a schema with
-/// entity checks or subschemas (`Schema:process_auto_fields` asks for a read-before-write
-/// then), so a PATCH of one that does not exist is the DAO's 404 before the strategy's 405.
-fn reads_before_update(k: EntityKind) -> bool {
-    use EntityKind::*;
-    matches!(
-        k,
-        Service | Route | Consumer | Plugin | Upstream | Certificate | CaCertificate | Key | Vault
-    )
-}
-
-/// The DAO's `not found` error (`kong/db/errors.lua`, code 6), which the endpoints answer
-/// as it is: by primary key, or by the endpoint key the entity was addressed by.
-fn dao_not_found(key: &str, by: Option<&str>) -> Response<ProxyBody> {
-    let fields = json!({ by.unwrap_or("id"): key });
-    let pretty = silverback_config::error::lua_pretty(&fields);
-    let message = match by {
-        None => format!("could not find the entity with primary key '{pretty}'"),
-        Some(_) => format!("could not find the entity with '{pretty}'"),
-    };
-    json_response(
-        StatusCode::NOT_FOUND,
-        &json!({"code": 6, "name": "not found", "message": message, "fields": fields}),
-    )
-}
-
-fn no_content() -> Response<ProxyBody> {
+pub(crate) fn no_content() -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
 }
 
-fn flat_list(snap: &Snapshot, k: EntityKind) -> Vec<Value> {
+pub(crate) fn flat_list(snap: &Snapshot, k: EntityKind) -> Vec<Value> {
+    flat_items(snap, k).to_vec()
+}
+
+/// The entities of kind `k` in the snapshot's flattened configuration, borrowed (for a
+/// lookup: nothing is copied but what is found).
+pub(crate) fn flat_items(snap: &Snapshot, k: EntityKind) -> &[Value] {
     match snap.flat().get(k.plural()) {
-        Some(Value::Array(a)) => a.clone(),
-        _ => vec![],
+        Some(Value::Array(a)) => a,
+        _ => &[],
     }
 }
 
-fn find_entity<'a>(list: &'a [Value], k: EntityKind, key: &str) -> Option<&'a Value> {
+/// The ACL of `group` among `acls` (one consumer's: Kong looks it up by its cache key,
+/// the consumer and the group).
+pub(crate) fn find_acl<'a>(acls: &'a [Value], group: &str) -> Option<&'a Value> {
+    acls.iter()
+        .find(|a| a.get("group").and_then(Value::as_str) == Some(group))
+}
+
+pub(crate) fn find_entity<'a>(list: &'a [Value], k: EntityKind, key: &str) -> Option<&'a Value> {
     list.iter()
         .find(|e| e.get("id").and_then(Value::as_str) == Some(key))
         .or_else(|| {
@@ -594,7 +416,8 @@ enum Next {
     /// A top-level collection (Kong's `get_collection_endpoint` without a parent): the
     /// offset, then the client's `tags` and `size` when it gave them.
     Collection,
-    /// Anything else (nested collections, `/tags`, targets): the offset alone.
+    /// Anything else (nested collections, `/tags`, targets, an upstream's health): the
+    /// offset alone.
     OffsetOnly,
 }
 
@@ -602,24 +425,33 @@ enum Next {
 /// link to the next page is written from `base`.
 fn page(
     items: Vec<Value>,
-    (base, next): (&str, Next),
+    base: (&str, Next),
     q: Option<&str>,
     show: &dyn Fn(&Value) -> Value,
 ) -> Response<ProxyBody> {
+    match paged(items, base, q, show) {
+        Ok(body) => json_response(StatusCode::OK, &Value::Object(body)),
+        Err(refused) => json_response(StatusCode::BAD_REQUEST, &refused),
+    }
+}
+
+/// The body of [`page`] (`data`, `next`, and `offset` when there is more), for an endpoint
+/// that adds to it; `Err` is the body of the 400 answer to a bad `size` or `offset`.
+fn paged(
+    items: Vec<Value>,
+    (base, next): (&str, Next),
+    q: Option<&str>,
+    show: &dyn Fn(&Value) -> Value,
+) -> Result<Map<String, Value>, Value> {
     // Kong's errors (db/errors.lua): code 9 for the size (`tonumber` first, then the DAO's
     // range check), code 7 for the offset, neither with `fields`.
-    let invalid_size = |m: &str| {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            &json!({"code": 9, "name": "invalid size", "message": m}),
-        )
-    };
+    let invalid_size = |m: &str| json!({"code": 9, "name": "invalid size", "message": m});
     let size = match query_param(q, "size") {
         None => 100,
         Some(s) => match lua_number(&s) {
-            None => return invalid_size("size must be a number"),
+            None => return Err(invalid_size("size must be a number")),
             Some(n) if n.fract() == 0.0 && (1.0..=1000.0).contains(&n) => n as usize,
-            Some(_) => return invalid_size("size must be an integer between 1 and 1000"),
+            Some(_) => return Err(invalid_size("size must be an integer between 1 and 1000")),
         },
     };
     let offset = match query_param(q, "offset") {
@@ -627,11 +459,8 @@ fn page(
         Some(o) => match o.parse::<usize>() {
             Ok(n) => n,
             Err(_) => {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"code": 7, "name": "invalid offset",
-                            "message": format!("'{o}' is not a valid offset: bad base64 encoding")}),
-                );
+                return Err(json!({"code": 7, "name": "invalid offset",
+                        "message": format!("'{o}' is not a valid offset: bad base64 encoding")}));
             }
         },
     };
@@ -660,11 +489,11 @@ fn page(
     } else {
         body.insert("next".into(), Value::Null);
     }
-    json_response(StatusCode::OK, &Value::Object(body))
+    Ok(body)
 }
 
 /// A number as Lua's `tonumber` reads a decimal string (no `inf`/`nan` words).
-fn lua_number(s: &str) -> Option<f64> {
+pub(crate) fn lua_number(s: &str) -> Option<f64> {
     let s = s.trim();
     if s.bytes()
         .any(|b| b.is_ascii_alphabetic() && !matches!(b, b'e' | b'E'))
@@ -741,7 +570,12 @@ fn entities(
             else {
                 return message(StatusCode::NOT_FOUND, "Not found");
             };
-            match find_entity(&items, ck, cid) {
+            // (an ACL under its consumer also by its group: `kong/plugins/acl/api.lua`)
+            let found = match ck {
+                EntityKind::Acl if !is_uuid(cid) => find_acl(&items, cid),
+                _ => find_entity(&items, ck, cid),
+            };
+            match found {
                 Some(e) => one(ck, e),
                 None => message(StatusCode::NOT_FOUND, "Not found"),
             }
@@ -760,7 +594,7 @@ fn entities(
                 else {
                     return message(StatusCode::NOT_FOUND, "Not found");
                 };
-                return match find_entity(&flat_list(&snap, *pk), *pk, rid) {
+                return match find_entity(flat_items(&snap, *pk), *pk, rid) {
                     Some(e) => one(*pk, e),
                     None => message(StatusCode::NOT_FOUND, "Not found"),
                 };
@@ -821,7 +655,7 @@ fn consumers_by_custom_id(
 }
 
 /// The entities of the child collection `child` that reference `parent` (of kind `k`).
-fn children(
+pub(crate) fn children(
     snap: &Snapshot,
     k: EntityKind,
     parent: &Value,
@@ -830,9 +664,10 @@ fn children(
     let ck = nested_kind_of(child)?;
     let (fk, _) = ck.foreign_keys().iter().find(|(_, p)| *p == k)?;
     let pid = parent.get("id").and_then(Value::as_str)?;
-    let items = flat_list(snap, ck)
-        .into_iter()
+    let items = flat_items(snap, ck)
+        .iter()
         .filter(|c| c.get(*fk).and_then(|r| r.get("id")).and_then(Value::as_str) == Some(pid))
+        .cloned()
         .collect();
     Some((ck, items))
 }

@@ -109,7 +109,7 @@ pub(crate) async fn validate(
 
 /// Why a body gives no parameters.
 #[derive(Debug, PartialEq)]
-enum Refused {
+pub(crate) enum Refused {
     /// 400 with this message.
     BadRequest(String),
     /// 415 (no body), as Kong's admin API answers a content type it does not read.
@@ -119,7 +119,13 @@ enum Refused {
 /// The request's parameters, as Kong's admin API reads a body: a JSON object, form fields or
 /// multipart parts (their keys nested by `a.b` and `a[]` / `a[1]`, their values strings). A
 /// body of another type is 415, as in Kong; an empty body is no parameter.
-fn params(content_type: &str, body: Bytes) -> Result<Map<String, Value>, Refused> {
+///
+/// Deliberately stricter than Kong (hardening; see ARCHITECTURE.md): a multipart body that
+/// does not parse is 400 `invalid multipart body: ...` (Kong logs it and reads no parameter),
+/// and a key nested more than [`MAX_KEY_STEPS`] levels, or an array position more than
+/// [`MAX_INDEX_GAP`] past its array's end, is 400 (Kong follows any depth, fills any gap).
+/// Kong sends none of these messages.
+pub(crate) fn params(content_type: &str, body: Bytes) -> Result<Map<String, Value>, Refused> {
     let ct = content_type.to_ascii_lowercase();
     let mut out = Map::new();
     if ct.contains("application/json") {

@@ -410,15 +410,21 @@ impl ConnSetup {
     }
 
     /// `io` behind the framing guard, for hyper's HTTP/1, and the guard's request for a
-    /// graceful shutdown of hyper's side.
-    fn guard<T>(&self, io: T) -> (TokioIo<crate::h1_guard::H1Guard<T>>, Option<Arc<Notify>>) {
+    /// graceful shutdown of hyper's side; the guard closes the connection at `first_head_by`
+    /// if no request head has come by then.
+    fn guard<T>(
+        &self,
+        io: T,
+        first_head_by: Option<std::time::Instant>,
+    ) -> (TokioIo<crate::h1_guard::H1Guard<T>>, Option<Arc<Notify>>) {
         let close_after = Arc::new(Notify::new());
-        let io = TokioIo::new(crate::h1_guard::H1Guard::new(
+        let guard = crate::h1_guard::H1Guard::new(
             io,
             self.limits,
             self.answerer.clone(),
             close_after.clone(),
-        ));
+        );
+        let io = TokioIo::new(guard.first_head_by(first_head_by));
         (io, Some(close_after))
     }
 }
@@ -482,6 +488,9 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        // (the first request head's `client_header_timeout` starts here, as nginx sets its
+        // read timer when it accepts)
+        let at = std::time::Instant::now();
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
         sh.metrics.accepted.fetch_add(1, Relaxed);
@@ -498,15 +507,16 @@ async fn accept_loop(
                 peer,
                 local,
                 proxied: None,
+                at,
             };
             if !proxy_protocol {
                 serve_conn(&sh2, kind, &b, stream, conn, tls, watcher, &mut stop).await;
             } else {
-                // (nginx waits `client_header_timeout` for the first bytes; a shutdown
-                // does not wait for them)
-                let timeout = sh2.settings.client_header_timeout;
+                // (the header is read within the first request head's timeout, as nginx
+                // reads it; a shutdown does not wait for it)
+                let by = conn.first_head_by(&sh2);
                 let read = tokio::select! {
-                    r = crate::proxy_protocol::read(&mut stream, timeout) => r,
+                    r = crate::proxy_protocol::read(&mut stream, by.into()) => r,
                     _ = stop.wait_for(|stopping| *stopping) => {
                         Err(crate::proxy_protocol::Error::Incomplete("shutting down"))
                     }
@@ -541,15 +551,30 @@ async fn accept_loop(
     }
 }
 
-/// A connection's addresses: the peer's and ours, and a PROXY protocol header's.
+/// `d` after `at` (a duration too long to add is thirty years, as good as never).
+pub(crate) fn later(at: std::time::Instant, d: Duration) -> std::time::Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 86_400))
+}
+
+/// A connection's addresses (the peer's and ours, and a PROXY protocol header's) and when
+/// it was accepted.
 #[derive(Clone, Copy)]
 struct Accepted {
     peer: SocketAddr,
     local: SocketAddr,
     proxied: Option<crate::proxy_protocol::Addresses>,
+    at: std::time::Instant,
 }
 
 impl Accepted {
+    /// When the connection's first request head must have arrived: `client_header_timeout`
+    /// after the accept, as nginx times it (`ngx_http_init_connection` sets the read timer
+    /// once; the PROXY header, a TLS handshake and the first head are all read under it).
+    fn first_head_by(&self, sh: &Shared) -> std::time::Instant {
+        later(self.at, sh.settings.client_header_timeout)
+    }
+
     fn info(self, tls: bool, sni: Option<Box<str>>) -> Arc<ConnInfo> {
         let mut info = ConnInfo::new(self.peer, self.local, tls, sni);
         info.proxied = self.proxied;
@@ -571,28 +596,37 @@ async fn serve_conn<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    let first_head_by = conn.first_head_by(sh);
     match tls {
         None if kind == ListenerKind::Proxy && sh.settings.fast_h1 => {
             let info = conn.info(false, None);
             // Simple HTTP/1.1 requests on the fast path; hyper takes the connection over
-            // at the first request that is not (the bytes read so far put back).
-            match crate::h1_fast::serve(sh, &info, stream, shutdown).await {
+            // at the first request that is not, with the bytes read so far put back. A
+            // head (or HTTP/2 preface) handed over unfinished keeps the deadline the fast
+            // path timed it by (for the first head, `first_head_by`): the framing guard
+            // holds hyper to it, whose own header timer would start over at the hand-off
+            // (and whose version detection has none). A complete head needs none.
+            match crate::h1_fast::serve(sh, &info, stream, conn.at, shutdown).await {
                 crate::h1_fast::Outcome::Closed => {}
-                crate::h1_fast::Outcome::Handoff(io) => {
-                    serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
+                crate::h1_fast::Outcome::Handoff { io, head_by } => {
+                    serve_guarded(sh, kind, b, (io, head_by), info, watcher, shutdown).await
                 }
             }
         }
         None => {
             let info = conn.info(false, None);
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
-            serve_guarded(sh, kind, b, stream, info, watcher, shutdown).await
+            let io = (stream, Some(first_head_by));
+            serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
         }
         Some(tls) => {
-            let s = match tls
-                .accept_within(stream, sh.settings.tls_handshake_timeout)
-                .await
-            {
+            // (the handshake within `tls_handshake_timeout`, and within the first head's
+            // timeout, which nginx starts at the accept and keeps through the handshake)
+            let limit = sh
+                .settings
+                .tls_handshake_timeout
+                .min(first_head_by.saturating_duration_since(std::time::Instant::now()));
+            let s = match tls.accept_within(stream, limit).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, %peer, "TLS handshake failed");
@@ -607,32 +641,36 @@ async fn serve_conn<S>(
                 serve_io(sh, kind, (&b.h2_only, true), io, info, closing).await
             } else if kind == ListenerKind::Proxy && sh.settings.fast_h1 {
                 // HTTP/1.1 over TLS: the same fast path as in cleartext.
-                match crate::h1_fast::serve(sh, &info, s, shutdown).await {
+                match crate::h1_fast::serve(sh, &info, s, conn.at, shutdown).await {
                     crate::h1_fast::Outcome::Closed => {}
-                    crate::h1_fast::Outcome::Handoff(io) => {
-                        serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
+                    crate::h1_fast::Outcome::Handoff { io, head_by } => {
+                        serve_guarded(sh, kind, b, (io, head_by), info, watcher, shutdown).await
                     }
                 }
             } else {
-                serve_guarded(sh, kind, b, s, info, watcher, shutdown).await
+                let io = (s, Some(first_head_by));
+                serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
             }
         }
     }
 }
 
-/// `io` (HTTP/1, or h2c with prior knowledge) served by hyper behind the framing guard.
+/// `io` (HTTP/1, or h2c with prior knowledge) served by hyper behind the framing guard;
+/// `first_head_by`: when the first request head hyper gets (the connection's first, or one
+/// the fast path handed over unfinished) must have come, if it is yet to come (the guard
+/// closes the connection then, unanswered, as nginx does).
 async fn serve_guarded<I>(
     sh: &Arc<Shared>,
     kind: ListenerKind,
     b: &ConnSetup,
-    io: I,
+    (io, first_head_by): (I, Option<std::time::Instant>),
     info: Arc<ConnInfo>,
     watcher: hyper_util::server::graceful::Watcher,
     shutdown: &mut watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, close_after) = b.guard(io);
+    let (io, close_after) = b.guard(io, first_head_by);
     serve_io(
         sh,
         kind,

@@ -27,7 +27,9 @@
 //! The first request that is not simple (or an HTTP/2 preface) hands the connection to hyper
 //! for the rest of its life, with the bytes read so far put back in front of it
 //! ([`Rewind`]). Hyper then sees exactly what it would have seen without this module, so
-//! every rule of the hyper path (the framing guard, upgrades, bodies) is unchanged.
+//! every rule of the hyper path (the framing guard, upgrades, bodies) is unchanged. A head
+//! (or HTTP/2 preface) handed over before it is complete keeps the deadline this module
+//! started for it ([`Outcome::Handoff`]), which the framing guard holds hyper to.
 
 use std::io;
 use std::pin::Pin;
@@ -60,7 +62,15 @@ pub(crate) enum Outcome<T> {
     /// Closed (by either side, a timeout, or shutdown).
     Closed,
     /// To be served by hyper from here on, the unconsumed bytes first.
-    Handoff(Rewind<T>),
+    Handoff {
+        io: Rewind<T>,
+        /// When the request head (or HTTP/2 preface) those bytes begin must be complete, if
+        /// it is not yet: its `client_header_timeout` as the fast path timed it (for the
+        /// first head, from the accept). Hyper's own header timer would start over at the
+        /// hand-off, and its version detection has none; the framing guard holds it instead.
+        /// `None` when the bytes hold a complete head (hyper times the heads after it).
+        head_by: Option<std::time::Instant>,
+    },
 }
 
 /// Where the spans of a parsed head are (offsets into the connection buffer).
@@ -101,16 +111,25 @@ pub(crate) fn span_within(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// Parses a head at the start of `buf` and records its spans. `buffers` limit its lines
-/// and size as nginx's buffers do.
+/// and size as nginx's buffers do. [`Parsed::TooMany`]: more headers than this parser holds
+/// but within `max_headers` (hyper's to read; the head may not be complete yet).
 fn parse(buf: &[u8], max_headers: usize, buffers: &HeaderBuffers, spans: &mut Spans) -> Parsed {
     let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let limit = max_headers.clamp(1, MAX_HEADERS);
     match parse_in(buf, &mut hdrs[..limit], buffers, spans) {
-        // more headers than this parser holds but within `max_headers`: hyper's to read
-        Parsed::TooMany if max_headers > MAX_HEADERS => Parsed::Other,
-        Parsed::TooMany => Parsed::Refused(Refusal::TooLarge),
+        Parsed::TooMany if max_headers <= MAX_HEADERS => Parsed::Refused(Refusal::TooLarge),
         p => p,
     }
+}
+
+/// Whether `buf` holds a whole request head: its blank line after the request line (the
+/// empty lines a client may send before a request skipped, as `httparse` skips them).
+fn head_complete(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    crate::h1_guard::find_head_end(&[], &buf[start..]).is_some()
 }
 
 /// Why nginx (and so Kong) refuses the request head that `head` holds or begins, if it
@@ -417,11 +436,15 @@ fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::In
     Some(req)
 }
 
-/// Serves `io` until it closes or a request needs hyper.
+/// Serves `io` until it closes or a request needs hyper. The first request head's
+/// `client_header_timeout` runs from `accepted`, when the connection was accepted (as nginx
+/// times it: a PROXY protocol header and a TLS handshake before it count); each later one's
+/// from the end of the request before.
 pub(crate) async fn serve<T>(
     sh: &Arc<Shared>,
     info: &ConnInfo,
     mut io: T,
+    accepted: std::time::Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome<T>
 where
@@ -435,16 +458,28 @@ where
     let buffers = sh.settings.proxy_header_buffers;
     let mut header_deadline = None;
     loop {
-        // --- a request head (the idle time before it counts, as with hyper) ---
+        // --- a request head (the idle time before it counts, as with hyper; for the first,
+        // the time since the accept) ---
+        let since = if first {
+            accepted
+        } else {
+            std::time::Instant::now()
+        };
         let deadline = Deadline::arm(
             &mut header_deadline,
-            std::time::Instant::now(),
+            since,
             sh.settings.client_header_timeout,
         );
+        // (a head handed to hyper unfinished keeps this deadline: only on a hand-off)
+        let unfinished = |done: bool| {
+            (!done).then(|| crate::gateway::later(since, sh.settings.client_header_timeout))
+        };
         let n = loop {
             if !buf.is_empty() {
                 if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
-                    return Outcome::Handoff(Rewind::new(io, buf.freeze()));
+                    let head_by = unfinished(buf.len() >= H2_PREFACE.len());
+                    let io = Rewind::new(io, buf.freeze());
+                    return Outcome::Handoff { io, head_by };
                 }
                 // the HTTP/2 preface only starts a connection (RFC 9113 §3.4): after a
                 // request it is not handed to the protocol detection
@@ -457,9 +492,16 @@ where
                         refuse(sh, &mut io, &buf, why).await;
                         return Outcome::Closed;
                     }
-                    // (`parse` answers `TooMany` as `Other` or `Refused`)
-                    Parsed::Other | Parsed::TooMany => {
-                        return Outcome::Handoff(Rewind::new(io, buf.freeze()));
+                    // (a head with more headers than the fast path holds may not be
+                    // complete yet; any other is)
+                    Parsed::Other => {
+                        let io = Rewind::new(io, buf.freeze());
+                        return Outcome::Handoff { io, head_by: None };
+                    }
+                    Parsed::TooMany => {
+                        let head_by = unfinished(head_complete(&buf));
+                        let io = Rewind::new(io, buf.freeze());
+                        return Outcome::Handoff { io, head_by };
                     }
                     Parsed::Partial => {}
                 }
@@ -780,6 +822,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 mod tests {
     use super::*;
 
+    /// A head handed to hyper is complete at its blank line, the empty lines before its
+    /// request line skipped (they end no head: a client cannot pass an unfinished head off
+    /// as complete with them), bare `LF`s as `httparse` reads them.
+    #[test]
+    fn a_head_is_complete_at_its_blank_line() {
+        assert!(head_complete(b"GET / HTTP/1.1\r\nA: b\r\n\r\n"));
+        assert!(head_complete(b"\r\nGET / HTTP/1.1\nA: b\n\nGET"));
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nA: b\r\n"));
+        assert!(!head_complete(b"\r\n\r\n\n\nGET / HTTP/1.1\r\nA: b\r\n"));
+        assert!(!head_complete(b"\r\n"));
+    }
+
     #[tokio::test]
     async fn stop_polled_first_without_budget_still_sees_the_shutdown() {
         let (tx, rx) = watch::channel(false);
@@ -995,16 +1049,23 @@ mod tests {
             parse(&raw, 5, &HeaderBuffers::default(), &mut Spans::default()),
             Parsed::Simple(_)
         ));
-        // more than the fast path holds, within the limit: hyper reads them
+        // more than the fast path holds, within the limit: hyper reads them, whether or not
+        // the head is complete yet (the hand-off tells which)
         let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..(MAX_HEADERS + 1) {
             raw.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
         }
+        assert!(matches!(
+            parse(&raw, 100, &HeaderBuffers::default(), &mut Spans::default()),
+            Parsed::TooMany
+        ));
+        assert!(!head_complete(&raw));
         raw.extend_from_slice(b"\r\n");
         assert!(matches!(
             parse(&raw, 100, &HeaderBuffers::default(), &mut Spans::default()),
-            Parsed::Other
+            Parsed::TooMany
         ));
+        assert!(head_complete(&raw));
     }
 
     #[test]

@@ -177,6 +177,11 @@ pub(crate) struct H1Guard<T> {
     /// finishes the answer it is writing, then closes): set once a head is refused and
     /// every answer owed has begun.
     close_after: Arc<tokio::sync::Notify>,
+    /// When the first request head through the guard must have come (the connection's
+    /// first: its `client_header_timeout` from the accept, as nginx times it; or one the fast
+    /// path hands over unfinished: the timeout the fast path started for it), until it has:
+    /// then hyper gets the end of the stream, and the connection closes unanswered.
+    first_head_by: Option<crate::deadline::Deadline>,
 }
 
 impl<T> std::fmt::Debug for H1Guard<T> {
@@ -216,7 +221,15 @@ impl<T> H1Guard<T> {
             handed: false,
             silent: false,
             close_after,
+            first_head_by: None,
         }
+    }
+
+    /// Closes the connection at `at` if no request head (nor the HTTP/2 preface) has come by
+    /// then.
+    pub(crate) fn first_head_by(mut self, at: Option<std::time::Instant>) -> H1Guard<T> {
+        self.first_head_by = at.map(|at| crate::deadline::Deadline::new(at.into()));
+        self
     }
 
     /// Follows `buf` (bytes just read) and says what of it hyper gets: heads are held back
@@ -585,7 +598,7 @@ fn switch_of(head: &[u8]) -> Option<Switch> {
 
 /// Index in `rest` just past the blank line ending the head that `head` began, if any
 /// (`CRLF CRLF`, or a bare `LF` ending an empty line, as hyper accepts).
-fn find_head_end(head: &[u8], rest: &[u8]) -> Option<usize> {
+pub(crate) fn find_head_end(head: &[u8], rest: &[u8]) -> Option<usize> {
     let mut p1 = head.last().copied().unwrap_or(0);
     let mut p2 = head.len().checked_sub(2).map_or(0, |i| head[i]);
     for (j, &b) in rest.iter().enumerate() {
@@ -785,6 +798,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for H1Guard<T> {
                 }
                 return Poll::Pending;
             }
+            if let Some(by) = &mut this.first_head_by {
+                if this.handed || matches!(this.state, State::Pass) {
+                    this.first_head_by = None;
+                } else if by.poll_expired(cx).is_ready() {
+                    // (no head handed to hyper yet: it takes the end of the stream as the
+                    // client gone, and closes without an answer, as nginx does on the
+                    // timeout; an expired deadline stays expired, so every later read ends
+                    // here too)
+                    return Poll::Ready(Ok(()));
+                }
+            }
             let before = buf.filled().len();
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
             if matches!(this.state, State::Pass) || buf.filled().len() == before {
@@ -927,6 +951,49 @@ mod tests {
     /// The answer the guard holds for a refused head.
     fn answer(g: &H1Guard<()>) -> String {
         String::from_utf8_lossy(g.refused.as_ref().expect("a refusal").answer()).into_owned()
+    }
+
+    /// The first head's deadline: hyper gets the end of the stream when no head has come by
+    /// then, and nothing changes once one has.
+    #[tokio::test]
+    async fn the_first_head_must_come_by_its_deadline() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limits = guard().limits;
+        let guarded = |io| {
+            let soon = std::time::Instant::now() + std::time::Duration::from_millis(100);
+            H1Guard::new(
+                io,
+                limits,
+                guard().answerer,
+                Arc::new(tokio::sync::Notify::new()),
+            )
+            .first_head_by(Some(soon))
+        };
+        let mut buf = [0u8; 256];
+        // a head begun but not done by the deadline: the end of the stream
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut g = guarded(server);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let start = std::time::Instant::now();
+        assert_eq!(g.read(&mut buf).await.unwrap(), 0);
+        assert!(start.elapsed() >= std::time::Duration::from_millis(80));
+        assert_eq!(g.read(&mut buf).await.unwrap(), 0, "and it stays ended");
+        // a head in time: later heads are not held to it
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut g = guarded(server);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = g.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        client.write_all(b"GET /2 HTTP/1.1\r\n").await.unwrap();
+        let wait = std::time::Duration::from_millis(100);
+        assert!(tokio::time::timeout(wait, g.read(&mut buf)).await.is_err());
+        client.write_all(b"Host: x\r\n\r\n").await.unwrap();
+        let n = g.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
     }
 
     const PIPELINE: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\

@@ -29,6 +29,7 @@ pub mod admin;
 mod admin_routes;
 mod admin_schemas;
 mod admin_view;
+mod admin_writes;
 pub mod body;
 pub mod deadline;
 pub mod default_certs;

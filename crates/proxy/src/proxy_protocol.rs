@@ -6,6 +6,11 @@
 //! As in nginx:
 //! - a connection on such a listener must start with a valid header, or it is closed
 //!   without an answer;
+//! - the header is read within the first request's `client_header_timeout`, which starts
+//!   when the connection is accepted and goes on through a TLS handshake and the first
+//!   request head (nginx reads the header as part of its wait for the first request:
+//!   `ngx_http_wait_request_handler`, `ngx_http_ssl_handshake`, one read timer set at
+//!   accept);
 //! - a version 1 header is at most 107 bytes, a version 2 one at most 4,096;
 //! - `UNKNOWN` (v1), `LOCAL` (v2), and v2 headers other than TCP over IPv4 or IPv6 (UDP,
 //!   UNIX, UNSPEC) carry no address: the connection's own addresses stand;
@@ -16,7 +21,6 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The longest version 1 header, its `\r\n` included.
@@ -183,11 +187,13 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Addresses, usize)>, Error> {
     Ok(Some((addresses, len)))
 }
 
-/// Reads the header that starts `io` within `timeout`; returns its addresses and the bytes
-/// read past it (the start of the connection's own traffic).
+/// Reads the header that starts `io` by `deadline`; returns its addresses and the bytes
+/// read past it (the start of the connection's own traffic). The gateway gives the deadline
+/// of the connection's first request head: as in nginx, one `client_header_timeout` from the
+/// connection's accept covers the header, a TLS handshake and that head together.
 pub async fn read<S: AsyncRead + Unpin>(
     io: &mut S,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<(Addresses, Bytes), Error> {
     let mut buf = BytesMut::with_capacity(512);
     let read = async {
@@ -208,7 +214,7 @@ pub async fn read<S: AsyncRead + Unpin>(
             }
         }
     };
-    tokio::time::timeout(timeout, read)
+    tokio::time::timeout_at(deadline, read)
         .await
         .unwrap_or(Err(Error::Incomplete("timed out")))
 }
@@ -216,6 +222,7 @@ pub async fn read<S: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn v2(command: u8, family: u8, block: &[u8]) -> Vec<u8> {
         let mut h = V2_SIGNATURE.to_vec();
@@ -349,14 +356,17 @@ mod tests {
             client.write_all(b"5.6.7.8 1 2\r\nGET /").await.unwrap();
             client
         });
-        let (a, rest) = read(&mut server, Duration::from_secs(5)).await.unwrap();
+        let soon = |d| tokio::time::Instant::now() + d;
+        let (a, rest) = read(&mut server, soon(Duration::from_secs(5)))
+            .await
+            .unwrap();
         assert_eq!(a.source, sa("1.2.3.4:1"));
         assert_eq!(&rest[..], b"GET /");
         let client = task.await.unwrap();
         drop(client);
         let (_c, mut s) = tokio::io::duplex(64);
         assert_eq!(
-            read(&mut s, Duration::from_millis(30)).await,
+            read(&mut s, soon(Duration::from_millis(30))).await,
             Err(Error::Incomplete("timed out"))
         );
     }

@@ -464,7 +464,9 @@ pub struct Settings {
     /// less CPU per request). `false` leaves every request to hyper. Default `true`.
     pub fast_h1: bool,
     /// Time to receive a whole request head, and the idle time allowed between two requests
-    /// on a keep-alive connection (`client_header_timeout`, 60 s).
+    /// on a keep-alive connection (`client_header_timeout`, 60 s). The first head's runs from
+    /// the connection's accept, as nginx's: a PROXY protocol header and a TLS handshake
+    /// before it count.
     pub client_header_timeout: Duration,
     /// The longest a client may pause while sending its body (`client_body_timeout`, 60 s):
     /// then 408, and nothing is held against the upstream.
@@ -477,7 +479,8 @@ pub struct Settings {
     /// without a request before it is closed gracefully (`keepalive_timeout`, 60 s); also the
     /// interval of HTTP/2 pings.
     pub keepalive_timeout: Duration,
-    /// TLS handshake timeout.
+    /// TLS handshake timeout (the handshake must also end within the first request head's
+    /// `client_header_timeout`, which runs from the accept).
     pub tls_handshake_timeout: Duration,
     /// Idle upstream connections kept per address (`upstream_keepalive_pool_size`, 512).
     pub upstream_keepalive_pool_size: usize,

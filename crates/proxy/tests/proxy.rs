@@ -361,6 +361,209 @@ async fn proxy_protocol_listeners() {
     );
 }
 
+/// One `client_header_timeout`, from the accept, covers a connection's PROXY header, its TLS
+/// handshake and its first request head, as in nginx (`ngx_http_init_connection` sets the
+/// read timer once; `ngx_http_wait_request_handler` and `ngx_http_ssl_handshake` read the
+/// header under it and keep it for the head): a client that dribbles the header and then
+/// the head, each within the timeout but not both, is closed unanswered at the timeout.
+/// Each later head gets its own. On the fast path and behind the framing guard (hyper), in
+/// cleartext and over TLS. (The timeout is 1 s: the header is complete at 0.7 s and the
+/// head at 1.5 s, each within it alone, both together 0.5 s past it: a timer per phase
+/// would serve the request, and even a slow accept leaves the head past the timeout.)
+#[tokio::test]
+async fn one_header_timeout_covers_the_proxy_header_and_the_first_head() {
+    use tokio::time::Instant;
+    let b = Backend::start().await;
+    let ms = Duration::from_millis;
+    let header = b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 8000\r\n";
+    let (h1, h2) = header.split_at(20);
+    let line: &[u8] = b"GET /any HTTP/1.1\r\n";
+    let rest: &[u8] = b"Host: x\r\nConnection: close\r\n\r\n";
+    // (a refusal, not the timeout, would close it at once)
+    let closed_at_the_timeout = |what: &str, out: &[u8], closed: bool, at: Duration| {
+        assert!(
+            closed && out.is_empty(),
+            "{what}: {:?}",
+            String::from_utf8_lossy(out)
+        );
+        assert!(at >= ms(900), "{what}: closed after {at:?}");
+    };
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.proxy_listen = silverback_proxy::Listen::parse_list(
+            "127.0.0.1:0 proxy_protocol, 127.0.0.1:0 ssl http2 proxy_protocol",
+        )
+        .unwrap();
+        s.client_header_timeout = ms(1000);
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        let what = |w: &str| format!("{w} (fast path: {fast_h1})");
+
+        // cleartext, within the timeout: served
+        let start = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        let pieces = [
+            (ms(50), h1),
+            (ms(100), h2),
+            (ms(200), line),
+            (ms(250), rest),
+        ];
+        assert!(dribble(&mut c, start, &pieces).await);
+        echoed(&read_to_close(&mut c, ms(5000)).await.0);
+
+        // the header complete at 700 ms and the head 800 ms after it: closed at 1 s
+        let start = Instant::now();
+        let c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        let (mut r, mut w) = c.into_split();
+        let pieces = [
+            (ms(350), h1),
+            (ms(700), h2),
+            (ms(900), line),
+            (ms(1500), rest),
+        ];
+        let (_, (out, closed, at)) = tokio::join!(dribble(&mut w, start, &pieces), async {
+            let (out, closed) = read_to_close(&mut r, ms(5000)).await;
+            (out, closed, start.elapsed())
+        });
+        closed_at_the_timeout(&what("cleartext"), &out, closed, at);
+
+        // TLS: the header, then the handshake, then the head, under the same timeout
+        let start = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(g.https).await.unwrap();
+        assert!(dribble(&mut c, start, &[(ms(50), h1), (ms(100), h2)]).await);
+        let mut t = tls_on(c, "x").await.unwrap();
+        assert!(dribble(&mut t, start, &[(ms(200), line), (ms(250), rest)]).await);
+        let e = echoed(&read_to_close(&mut t, ms(5000)).await.0);
+        assert_eq!(e["headers"]["x-forwarded-proto"], "https");
+
+        let start = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(g.https).await.unwrap();
+        assert!(dribble(&mut c, start, &[(ms(350), h1), (ms(700), h2)]).await);
+        let t = tls_on(c, "x").await.unwrap();
+        let (mut r, mut w) = tokio::io::split(t);
+        let pieces = [(ms(900), line), (ms(1500), rest)];
+        let (_, (out, closed, at)) = tokio::join!(dribble(&mut w, start, &pieces), async {
+            let (out, closed) = read_to_close(&mut r, ms(5000)).await;
+            (out, closed, start.elapsed())
+        });
+        closed_at_the_timeout(&what("TLS"), &out, closed, at);
+
+        // a later head has a timeout of its own: the second request comes 1.2 s after the
+        // accept, within the timeout of the first request's end (at 420 ms)
+        let start = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        let first = [&header[..], line].concat();
+        let second = [line, rest].concat();
+        let pieces = [
+            (ms(300), first.as_slice()),
+            (ms(420), b"Host: x\r\n\r\n".as_slice()),
+            (ms(1200), second.as_slice()),
+        ];
+        assert!(dribble(&mut c, start, &pieces).await);
+        let (out, closed) = read_to_close(&mut c, ms(5000)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            closed && count_responses(&text) == 2,
+            "{}: {text}",
+            what("keep-alive")
+        );
+        g.gw.shutdown().await;
+    }
+}
+
+/// A head the fast path hands to hyper before it is complete keeps its timeout: the start
+/// of an h2c preface (hyper's protocol detection has no timer at all), or a head with more
+/// headers than the fast path parses (hyper's header timer would start over at the
+/// hand-off). Such a client is closed unanswered, as nginx closes it, one
+/// `client_header_timeout` after the accept (and, for a later head, after the answer
+/// before it), not one after the hand-off. In cleartext and over TLS, and with the fast path
+/// off (where the framing guard times the first head from the start).
+#[tokio::test]
+async fn a_head_handed_to_hyper_unfinished_keeps_its_timeout() {
+    use tokio::time::Instant;
+    let b = Backend::start().await;
+    let ms = Duration::from_millis;
+    // 70 headers (the fast path parses 64, the limit is 100), and no blank line
+    let mut many = b"GET /any HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..70 {
+        many.extend_from_slice(format!("X-H-{i}: v\r\n").as_bytes());
+    }
+    // the hand-off at 800 ms, then a header line every 100 ms up to 1.5 s (77 headers): closed
+    // at the timeout, 1 s; hyper's own timer would close it at 1.8 s
+    let mut pieces: Vec<(Duration, &[u8])> = vec![(ms(800), &many)];
+    for i in 0..8 {
+        pieces.push((ms(800 + 100 * i), b"X-More: v\r\n"));
+    }
+    let lone_p: &[(Duration, &[u8])] = &[(ms(100), b"P")];
+    // (closed with nothing written, at the timeout and well before a timer started at the
+    // hand-off would close it)
+    let closed_at_the_timeout = |what: &str, out: &[u8], closed: bool, at: Duration| {
+        assert!(
+            closed && out.is_empty(),
+            "{what}: {:?}",
+            String::from_utf8_lossy(out)
+        );
+        assert!(at >= ms(950), "{what}: closed after {at:?}");
+        assert!(at < ms(1500), "{what}: closed after {at:?}");
+    };
+    async fn stalled<S>(
+        s: S,
+        start: Instant,
+        pieces: &[(Duration, &[u8])],
+    ) -> (Vec<u8>, bool, Duration)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (mut r, mut w) = tokio::io::split(s);
+        let (_, (out, closed)) = tokio::join!(dribble(&mut w, start, pieces), async {
+            read_to_close(&mut r, Duration::from_secs(5)).await
+        });
+        (out, closed, start.elapsed())
+    }
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.client_header_timeout = ms(1000);
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        let what = |w: &str| format!("{w} (fast path: {fast_h1})");
+        let plain = |pieces| async move {
+            let start = Instant::now();
+            let c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+            stalled(c, start, pieces).await
+        };
+        let tls = |pieces| async move {
+            let start = Instant::now();
+            let c = tokio::net::TcpStream::connect(g.https).await.unwrap();
+            let t = tls_on(c, "x").await.unwrap();
+            stalled(t, start, pieces).await
+        };
+        // a later head: the timer starts at the end of the answer before it
+        let later = async {
+            let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+            c.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", what("later"));
+            stalled(c, Instant::now(), &pieces).await
+        };
+        let (p, p_tls, m, m_tls, l) = tokio::join!(
+            plain(lone_p),
+            tls(lone_p),
+            plain(&pieces),
+            tls(&pieces),
+            later
+        );
+        closed_at_the_timeout(&what("a lone P"), &p.0, p.1, p.2);
+        closed_at_the_timeout(&what("a lone P over TLS"), &p_tls.0, p_tls.1, p_tls.2);
+        closed_at_the_timeout(&what("70 headers"), &m.0, m.1, m.2);
+        closed_at_the_timeout(&what("70 headers over TLS"), &m_tls.0, m_tls.1, m_tls.2);
+        closed_at_the_timeout(&what("a later head of 70 headers"), &l.0, l.1, l.2);
+        g.gw.shutdown().await;
+    }
+}
+
 /// Routes match the client after realip: an expression on `net.src.ip` sees the address of
 /// a trusted PROXY header.
 #[tokio::test]

@@ -692,6 +692,28 @@ async fn try_tls_handshake(
         .await
 }
 
+/// A TLS handshake (no ALPN, any server certificate accepted) on a connection that has
+/// already sent what it had to send in clear (a PROXY protocol header, say).
+pub async fn tls_on(
+    s: TcpStream,
+    sni: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Capture {
+            provider,
+            only: None,
+        }))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, s)
+        .await
+}
+
 /// The leaf certificate the server presented.
 pub fn leaf(
     tls: &tokio_rustls::client::TlsStream<TcpStream>,
@@ -870,6 +892,23 @@ pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(
     (got, closed)
 }
 
+/// A client that dribbles its bytes: writes each piece at its time after `start` (a clock
+/// read when the connection was made). Stops at the first write that fails (the server
+/// may have closed the connection meanwhile); whether all were written.
+pub async fn dribble<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    start: tokio::time::Instant,
+    pieces: &[(Duration, &[u8])],
+) -> bool {
+    for (at, bytes) in pieces {
+        tokio::time::sleep_until(start + *at).await;
+        if w.write_all(bytes).await.is_err() || w.flush().await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Counts HTTP responses in a raw byte dump.
 pub fn count_responses(s: &str) -> usize {
     s.matches("HTTP/1.1 ").count()
@@ -882,6 +921,24 @@ pub async fn load_config(admin: SocketAddr, doc: impl Into<Bytes>) {
 }
 
 /// POSTs a body to the admin API.
+/// A request with a body of content type `ct` (none when empty) on a connection of its own.
+pub async fn admin_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: impl Into<Bytes>,
+) -> Resp {
+    let mut r = req(method, "localhost", path);
+    if !ct.is_empty() {
+        r = r.header("content-type", ct);
+    }
+    H1::connect(addr)
+        .await
+        .send(r.body(Full::new(body.into())).unwrap())
+        .await
+}
+
 pub async fn admin_post(addr: SocketAddr, path: &str, ct: &str, body: impl Into<Bytes>) -> Resp {
     H1::connect(addr)
         .await
