@@ -57,14 +57,13 @@ for r in $(seq "$ROUNDS"); do
     sleep 0.2
     read -r _ wn0 < <(switches "$wp")
     sleep 0.8
+    read -r _ wn1 < <(switches "$wp") # wrk's counters over 0.8 s, read long before it exits
     perf record -q -o "$W/sched.data" -e sched:sched_switch -e sched:sched_waking -a -- sleep 0.3 >/dev/null 2>&1
-    read -r _ wn1 < <(switches "$wp") # wrk's counters, read before it exits
-    t1=$(date +%s.%N)
     wait "$wp"
     read -r bv1 _ < <(switches "$BEW"); i1=$(resched)
     n=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
     perf script -i "$W/sched.data" 2>/dev/null >"$W/sched-$name-$r.txt"
-    echo "$name $r $n $bv0 $bv1 $wn0 $wn1 $i0 $i1 $t1" >>"$W/counts.txt"
+    echo "$name $r $n $bv0 $bv1 $wn0 $wn1 $i0 $i1" >>"$W/counts.txt"
   done
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -96,11 +95,11 @@ def trace(path):
 
 by = collections.defaultdict(list)
 for line in open(f"{w}/counts.txt"):
-    name, r, n, bv0, bv1, wn0, wn1, i0, i1, _ = line.split()
+    name, r, n, bv0, bv1, wn0, wn1, i0, i1 = line.split()
     n = int(n)
     runs, into = trace(f"{w}/sched-{name}-{r}.txt")
-    # wrk's counters cover 0.2 s .. 1.3 s of the run: scale to that share of its requests
-    wshare = n * 1.1 / dur
+    # wrk's counters cover 0.2 s .. 1.0 s of the run: scale to that share of its requests
+    wshare = n * 0.8 / dur
     by[name].append((n, (int(bv1) - int(bv0)) / n, (int(wn1) - int(wn0)) / wshare,
                      (int(i1) - int(i0)) / n,
                      st.median(runs["wrk"]) if runs["wrk"] else 0,
