@@ -164,6 +164,9 @@ struct Input {
     params: Map<String, Value>,
     /// The values are text (a form or multipart body): Kong types them by the schema.
     text: bool,
+    /// The body was a JSON array (its elements the parameters 1, 2, ...: integer keys to
+    /// Kong, whose errors cjson writes as an array).
+    array: bool,
 }
 
 impl Posted {
@@ -181,6 +184,7 @@ impl Posted {
                 Ok(Value::Object(params)) => Ok(Input {
                     params,
                     text: false,
+                    array: false,
                 }),
                 Ok(Value::Array(items)) => Ok(Input {
                     params: items
@@ -189,6 +193,7 @@ impl Posted {
                         .map(|(i, v)| ((i + 1).to_string(), v))
                         .collect(),
                     text: false,
+                    array: true,
                 }),
                 _ => Err(Box::new(message(
                     StatusCode::BAD_REQUEST,
@@ -201,7 +206,11 @@ impl Posted {
         }
         let ct = self.ct.as_deref().unwrap_or("");
         match crate::admin_schemas::params(ct, self.bytes.clone()) {
-            Ok(params) => Ok(Input { params, text }),
+            Ok(params) => Ok(Input {
+                params,
+                text,
+                array: false,
+            }),
             Err(crate::admin_schemas::Refused::BadRequest(m)) => {
                 Err(Box::new(message(StatusCode::BAD_REQUEST, &m)))
             }
@@ -568,7 +577,7 @@ impl Writer<'_> {
         }
         let shorthands = silverback_config::expand_shorthands(k, &mut b.entity);
         if !shorthands.is_empty() {
-            return Err(Box::new(violation(&shorthands)));
+            return Err(Box::new(violation(&shorthands, b.array)));
         }
         if reads_before_update(k) {
             // the entity read first, the update merged into it
@@ -591,6 +600,7 @@ impl Writer<'_> {
     /// form, with the `ttl` option (key-auth credentials) and a certificate's `snis` taken
     /// apart (`plugin`: the name of the plugin an update is of, for its `config`).
     fn entity(&self, k: EntityKind, input: Input, plugin: Option<&str>) -> Step<Body> {
+        let input_array = input.array;
         let mut entity = input.params;
         // (Kong takes the option out before it types the rest)
         let ttl = (k == EntityKind::KeyauthCredential)
@@ -618,7 +628,12 @@ impl Writer<'_> {
         let snis = (k == EntityKind::Certificate)
             .then(|| entity.remove("snis"))
             .flatten();
-        Ok(Body { entity, ttl, snis })
+        Ok(Body {
+            entity,
+            ttl,
+            snis,
+            array: input_array,
+        })
     }
 
     /// The schema of the `config` of the plugin or vault `name`.
@@ -650,7 +665,7 @@ impl Writer<'_> {
         if !matches!(mode, Mode::Update) {
             let shorthands = silverback_config::expand_shorthands(k, &mut b.entity);
             if !shorthands.is_empty() {
-                return Err(Box::new(violation(&shorthands)));
+                return Err(Box::new(violation(&shorthands, b.array)));
             }
         }
         if let Mode::Upsert(Some((f, v))) = &mode {
@@ -697,7 +712,7 @@ impl Writer<'_> {
             errors.set(f, e);
         }
         if !errors.is_empty() {
-            return Err(Box::new(violation(&errors)));
+            return Err(Box::new(violation(&errors, b.array)));
         }
         // the `ttl` option (Kong's `validate_options_value`)
         if let Some(ttl) = b.ttl.filter(|t| !t.is_null())
@@ -844,6 +859,8 @@ struct Body {
     ttl: Option<Value>,
     /// A certificate's `snis` (a transient field, not in the declarative schema).
     snis: Option<Value>,
+    /// The body was a JSON array ([`Input::array`]).
+    array: bool,
 }
 
 /// A reference's unique field whose value names no entity: the field, the value, and the
@@ -999,20 +1016,22 @@ fn infer_value(v: Value, f: &silverback_config::schema::Field) -> Value {
     }
 }
 
-/// Kong's schema violation (400, code 2).
-fn violation(errors: &Errors) -> Response<ProxyBody> {
+/// Kong's schema violation (400, code 2); `array`: the body was a JSON array.
+fn violation(errors: &Errors, array: bool) -> Response<ProxyBody> {
     let mut body = schema_violation(errors);
-    // Errors of a JSON array's elements alone (the parameters 1 to n, each an unknown field)
-    // are a Lua sequence, which cjson writes as an array. (Kong fails to sort them beside
-    // named errors, an unexpected error: they are listed together here.)
-    if let Some(Value::Object(fields)) = body.get("fields")
-        && !fields.is_empty()
-        && (1..=fields.len()).all(|i| fields.contains_key(&i.to_string()))
-    {
-        let items = (1..=fields.len())
-            .filter_map(|i| fields.get(&i.to_string()).cloned())
+    // Errors keyed 1 to n come out as an array, as cjson writes a Lua sequence: right for a
+    // JSON array's elements (the parameters 1 to n, each an unknown field), but an object's
+    // or a form's keys "1", "2" stay strings to Kong, and their errors an object. (Kong fails
+    // to sort an array's errors beside named ones, an unexpected error: they are listed
+    // together here.)
+    if !array && let Some(Value::Array(items)) = body.get("fields") {
+        let fields: Map<String, Value> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(i, v)| ((i + 1).to_string(), v.clone()))
             .collect();
-        body["fields"] = Value::Array(items);
+        body["fields"] = Value::Object(fields);
     }
     json_response(StatusCode::BAD_REQUEST, &body)
 }

@@ -33,10 +33,13 @@
 //!   or whose key is not its certificate's, stops the start with an error naming the file
 //!   ([`PrefixError`]; never its content): Kong does not generate such a pair again either,
 //!   and nginx refuses to start on it. Every pair of every kind is read before anything is
-//!   written, so such a start leaves the prefix as it was (but for the lock file).
+//!   written, so such a start leaves the prefix as it was (but for the lock file and the
+//!   `ssl/` directory that holds it). Where the file system has no hard links, each file is
+//!   created exclusively under its name instead (`write_pair_in_place`).
 //! - Reading and writing the pairs happens under an exclusive lock on `<prefix>/ssl/.lock`
 //!   (`PrefixLock`, a `flock`), taken by a start and, for the RSA pair, by the thread that
-//!   generates it, never while a key is being generated: of two processes starting on one
+//!   generates it, never while the RSA key is being generated (the ECDSA keys, about a
+//!   millisecond, are made under it): of two processes starting on one
 //!   prefix, the second waits for the first's files, then reads them; an RSA thread that
 //!   finds its pair written meanwhile serves that one. Both then serve the same pairs.
 //! - Without a prefix nothing is written: the pairs are generated once per process and
@@ -605,10 +608,19 @@ fn write_pair(files: &PairFiles, generated: &Generated) -> Result<(), PrefixErro
     })?;
     let key = Temporary::write(&files.key, &generated.key_pem, true)?;
     let cert = Temporary::write(&files.cert, &generated.cert_pem, false)?;
-    std::fs::hard_link(&key.0, &files.key).map_err(|source| PrefixError::Write {
-        file: files.key.clone(),
-        source,
-    })?;
+    if let Err(source) = std::fs::hard_link(&key.0, &files.key) {
+        if !links_unsupported(&source) {
+            return Err(PrefixError::Write {
+                file: files.key.clone(),
+                source,
+            });
+        }
+        // A file system without hard links (vfat, some network and FUSE mounts): each
+        // file is created exclusively under its final name instead, so a failure can
+        // leave the key alone there, as Kong's own writes can.
+        drop((key, cert));
+        return write_pair_in_place(files, generated);
+    }
     if let Err(source) = std::fs::hard_link(&cert.0, &files.cert) {
         if let Err(e) = std::fs::remove_file(&files.key) {
             tracing::error!(
@@ -627,6 +639,59 @@ fn write_pair(files: &PairFiles, generated: &Generated) -> Result<(), PrefixErro
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Whether a failed `link(2)` says the file system has no hard links.
+fn links_unsupported(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error(),
+            Some(libc_codes::EPERM | libc_codes::EOPNOTSUPP)
+        )
+}
+
+/// The `errno` values of a file system that refuses hard links (Linux's).
+mod libc_codes {
+    pub(super) const EPERM: i32 = 1;
+    pub(super) const EOPNOTSUPP: i32 = 95;
+}
+
+/// [`write_pair`] where hard links cannot be made: the key, then the certificate, each
+/// created exclusively (never overwriting) under its final name; the key is removed again
+/// if the certificate cannot be written.
+fn write_pair_in_place(files: &PairFiles, generated: &Generated) -> Result<(), PrefixError> {
+    write_new(&files.key, &generated.key_pem, true)?;
+    if let Err(e) = write_new(&files.cert, &generated.cert_pem, false) {
+        if let Err(e) = std::fs::remove_file(&files.key) {
+            tracing::error!(
+                error = %e,
+                key = %files.key.display(),
+                "cannot remove the key of a default certificate that was not written"
+            );
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Creates `path` exclusively with `text` (mode 0600 if `private`) and syncs it.
+fn write_new(path: &Path, text: &str, private: bool) -> Result<(), PrefixError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    if private {
+        o.mode(0o600);
+    }
+    o.open(path)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|source| PrefixError::Write {
+            file: path.to_path_buf(),
+            source,
+        })
 }
 
 /// A file written under a temporary name beside its final one (`.<name>.<pid>.<random>.tmp`),
@@ -705,7 +770,18 @@ impl PrefixLock {
             .truncate(false)
             .open(&path)
             .or_else(|_| std::fs::File::open(&path));
-        let locked = file.and_then(|f| f.lock().map(|()| f));
+        let locked = file.and_then(|f| match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // another process holds it (writing its pair, or stuck): say so, then wait
+                tracing::info!(
+                    file = %path.display(),
+                    "waiting for another process's lock on the prefix's default certificates"
+                );
+                f.lock().map(|()| f)
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        });
         match locked {
             Ok(f) => Ok(PrefixLock { _file: Some(f) }),
             Err(e) => {
@@ -1395,6 +1471,42 @@ mod tests {
 
     /// A pair whose certificate cannot be written leaves neither file (no key alone, which
     /// would stop every later start), and the log says what the next start does.
+    #[test]
+    fn without_hard_links_a_pair_is_written_in_place() {
+        use std::os::unix::fs::PermissionsExt;
+        let unsupported = |code| links_unsupported(&std::io::Error::from_raw_os_error(code));
+        assert!(unsupported(1) && unsupported(95), "EPERM, EOPNOTSUPP");
+        assert!(
+            !unsupported(17) && !unsupported(13),
+            "EEXIST, EACCES are failures"
+        );
+
+        let dir = Scratch::new("pair-in-place");
+        let files = PairFiles::in_prefix(&dir.0, ListenerKind::Admin, KeyType::EcdsaP256);
+        let ssl = files.cert.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&ssl).unwrap();
+        let g = generate(KeyType::EcdsaP256).unwrap();
+        write_pair_in_place(&files, &g).unwrap();
+        assert_eq!(read_pair(&files).unwrap().unwrap().cert, g.certified.cert);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&files.key), 0o600);
+        // never over an existing file
+        let e = write_pair_in_place(&files, &g).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot write {}: ", files.key.display())),
+            "{e}"
+        );
+        // a certificate that cannot be written takes its key away again
+        let other = PairFiles::in_prefix(&dir.0, ListenerKind::Status, KeyType::EcdsaP256);
+        std::fs::create_dir_all(&other.cert).unwrap();
+        let e = write_pair_in_place(&other, &g).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot write {}: ", other.cert.display())),
+            "{e}"
+        );
+        assert!(!other.key.exists());
+    }
+
     #[test]
     fn a_failed_write_leaves_no_half_pair() {
         let dir = Scratch::new("pair-half");

@@ -3316,6 +3316,18 @@ upstreams:
                 json!({"1": "unknown field", "host": "required field missing"}),
             ),
         ),
+        // an object's keys "1", "2" stay strings to Kong: its errors are an object
+        (
+            "PATCH",
+            "/services/svc".into(),
+            json_ct,
+            r#"{"1": "x", "2": "y"}"#,
+            400,
+            violation(
+                "2 schema violations (1: unknown field; 2: unknown field)",
+                json!({"1": "unknown field", "2": "unknown field"}),
+            ),
+        ),
         // (a scalar: Kong's parameter merge fails on it, an unexpected error)
         (
             "POST",

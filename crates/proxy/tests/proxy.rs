@@ -540,13 +540,16 @@ async fn a_head_handed_to_hyper_unfinished_keeps_its_timeout() {
         // a later head: the timer starts at the end of the answer before it
         let later = async {
             let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+            // (the clock read before the request: the timer starts after its answer, so a
+            // late wake-up of this task cannot make the close look early)
+            let start = Instant::now();
             c.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n")
                 .await
                 .unwrap();
             let mut buf = vec![0u8; 8192];
             let n = c.read(&mut buf).await.unwrap();
             assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", what("later"));
-            stalled(c, Instant::now(), &pieces).await
+            stalled(c, start, &pieces).await
         };
         let (p, p_tls, m, m_tls, l) = tokio::join!(
             plain(lone_p),

@@ -1034,7 +1034,8 @@ pub async fn h2_goaway_second_stream(refusing: usize) -> (SocketAddr, Arc<Goaway
                         // PING (not an ACK): answered
                         6 if flags & 1 == 0 => frame(6, 1, 0, &payload),
                         // HEADERS
-                        1 => {
+                        // HEADERS opening a stream (not trailers on one already open)
+                        1 if !streams.contains(&stream) => {
                             streams.push(stream);
                             if n <= refusing && streams.len() == 2 {
                                 log.refused.fetch_add(1, Ordering::SeqCst);
