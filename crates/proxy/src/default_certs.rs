@@ -660,8 +660,14 @@ mod libc_codes {
 /// created exclusively (never overwriting) under its final name; the key is removed again
 /// if the certificate cannot be written.
 fn write_pair_in_place(files: &PairFiles, generated: &Generated) -> Result<(), PrefixError> {
-    write_new(&files.key, &generated.key_pem, true)?;
-    if let Err(e) = write_new(&files.cert, &generated.cert_pem, false) {
+    let write = |path: &Path, text: &str, private| {
+        create_synced(path, text, private).map_err(|source| PrefixError::Write {
+            file: path.to_path_buf(),
+            source,
+        })
+    };
+    write(&files.key, &generated.key_pem, true)?;
+    if let Err(e) = write(&files.cert, &generated.cert_pem, false) {
         if let Err(e) = std::fs::remove_file(&files.key) {
             tracing::error!(
                 error = %e,
@@ -674,24 +680,29 @@ fn write_pair_in_place(files: &PairFiles, generated: &Generated) -> Result<(), P
     Ok(())
 }
 
-/// Creates `path` exclusively with `text` (mode 0600 if `private`) and syncs it.
-fn write_new(path: &Path, text: &str, private: bool) -> Result<(), PrefixError> {
+/// Creates `at` exclusively (mode 0600 if `private`), writes `text` and syncs it; a file it
+/// created but could not fill is removed again, so no half-written file is left to read.
+fn create_synced(at: &Path, text: &str, private: bool) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    if private {
-        o.mode(0o600);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if private {
+            options.mode(0o600);
+        }
     }
-    o.open(path)
-        .and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        })
-        .map_err(|source| PrefixError::Write {
-            file: path.to_path_buf(),
-            source,
-        })
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(at)?;
+    let filled = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all());
+    if filled.is_err() {
+        let _ = std::fs::remove_file(at);
+    }
+    filled
 }
 
 /// A file written under a temporary name beside its final one (`.<name>.<pid>.<random>.tmp`),
@@ -702,7 +713,6 @@ impl Temporary {
     /// Writes `text` to a new temporary file for `path`, mode 0600 if `private`, and syncs
     /// it. Errors name `path`, the file being written.
     fn write(path: &Path, text: &str, private: bool) -> Result<Temporary, PrefixError> {
-        use std::io::Write;
         let err = |source| PrefixError::Write {
             file: path.to_path_buf(),
             source,
@@ -716,24 +726,8 @@ impl Temporary {
             std::process::id(),
             hex::encode(nonce)
         ));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            if private {
-                options.mode(0o600);
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = private;
-        let mut file = options.open(&temporary).map_err(err)?;
-        // From here on, dropping it removes the file.
-        let written = Temporary(temporary);
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(err)?;
-        Ok(written)
+        create_synced(&temporary, text, private).map_err(err)?;
+        Ok(Temporary(temporary))
     }
 }
 
