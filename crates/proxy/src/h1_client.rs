@@ -171,6 +171,9 @@ pub struct H1Conn {
     io: WriteTimed<Box<dyn Io>>,
     buf: BytesMut,
     out: Vec<u8>,
+    /// Where a small request waits to be written at the end of the batch
+    /// ([`crate::batch_write`]); `None`: written in place.
+    slot: Option<crate::batch_write::Slot>,
 }
 
 impl std::fmt::Debug for H1Conn {
@@ -232,10 +235,21 @@ pub enum SendBody<'a> {
 impl H1Conn {
     /// A connection over `io`.
     pub fn new(io: WriteTimed<Box<dyn Io>>) -> H1Conn {
+        H1Conn::with_slot(io, None)
+    }
+
+    /// A connection over `io`, whose small complete requests are written at the end of the
+    /// scheduler's batch through `slot` (the slot of the [`crate::batch_write::Plain`]
+    /// stream inside `io`).
+    pub fn with_slot(
+        io: WriteTimed<Box<dyn Io>>,
+        slot: Option<crate::batch_write::Slot>,
+    ) -> H1Conn {
         H1Conn {
             io,
             buf: BytesMut::with_capacity(8192),
             out: Vec::with_capacity(1024),
+            slot,
         }
     }
 
@@ -275,10 +289,14 @@ impl H1Conn {
         r?;
         let head_req = parts.method == Method::HEAD;
         loop {
-            let (rp, framing, reusable) = self
-                .read_head(head_req)
-                .await
-                .map_err(ExchangeError::Failed)?;
+            let (rp, framing, reusable) = self.read_head(head_req).await.map_err(|e| {
+                // (a request written at the end of the batch reports its write's failure here)
+                if crate::batch_write::is_not_written(&e) {
+                    ExchangeError::NotSent(e)
+                } else {
+                    ExchangeError::Failed(e)
+                }
+            })?;
             if !rp.status.is_informational() || rp.status == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok((rp, framing, reusable));
             }
@@ -339,6 +357,16 @@ impl H1Conn {
                     set,
                     framing.map_or(ReqFraming::None, ReqFraming::Length),
                 );
+                if let Some(slot) = &self.slot
+                    && out.len() + b.len() <= crate::batch_write::MAX_DEFERRED
+                {
+                    let head = out.len();
+                    out.extend_from_slice(b);
+                    if crate::batch_write::defer(slot, out) {
+                        return Ok(());
+                    }
+                    out.truncate(head);
+                }
                 let mut buf = Buf::chain(&out[..], b.clone());
                 let total = buf.remaining();
                 self.io.write_all_buf(&mut buf).await.map_err(|e| {

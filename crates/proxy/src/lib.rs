@@ -30,6 +30,7 @@ mod admin_routes;
 mod admin_schemas;
 mod admin_view;
 mod admin_writes;
+pub mod batch_write;
 pub mod body;
 pub mod deadline;
 pub mod default_certs;

@@ -536,7 +536,7 @@ impl Pool {
         h2: bool,
         write_timeout: &Arc<AtomicU64>,
     ) -> Result<WriteTimed<Box<dyn Io>>, Error> {
-        let io = self.connect_raw(key, tls, timeout, h2).await?;
+        let (io, _) = self.connect_raw(key, tls, timeout, h2, false).await?;
         Ok(WriteTimed {
             inner: io,
             timeout_ms: write_timeout.clone(),
@@ -550,7 +550,8 @@ impl Pool {
         tls: Option<&UpstreamTls>,
         timeout: Duration,
         h2: bool,
-    ) -> Result<Box<dyn Io>, Error> {
+        deferrable: bool,
+    ) -> Result<(Box<dyn Io>, Option<crate::batch_write::Slot>), Error> {
         let tcp = match tokio::time::timeout(timeout, TcpStream::connect(key.addr)).await {
             Err(_) => return Err(Error::upstream(Kind::ConnectTimeout).retryable()),
             Ok(Err(e)) => return Err(Error::upstream(Kind::ConnectRefused).retryable().because(e)),
@@ -558,7 +559,11 @@ impl Pool {
         };
         let _ = tcp.set_nodelay(true);
         let (Some(tk), Some(t)) = (&key.tls, tls) else {
-            return Ok(Box::new(tcp));
+            if deferrable && crate::batch_write::available() {
+                let (plain, slot) = crate::batch_write::Plain::new(tcp);
+                return Ok((Box::new(plain), Some(slot)));
+            }
+            return Ok((Box::new(tcp), None));
         };
         let cfg = if h2 { t.h2.clone() } else { t.h1.clone() };
         let name = match &tk.sni {
@@ -583,7 +588,7 @@ impl Pool {
                 let err = Error::upstream(Kind::UpstreamTls).because(e);
                 Err(if cert { err } else { err.retryable() })
             }
-            Ok(Ok(s)) => Ok(Box::new(s)),
+            Ok(Ok(s)) => Ok((Box::new(s), None)),
         }
     }
 
@@ -596,9 +601,14 @@ impl Pool {
         write_timeout: Duration,
     ) -> Result<Conn, Error> {
         let wt = Arc::new(AtomicU64::new(write_timeout.as_millis() as u64));
-        let io = self.connect_io(key, tls, timeout, false, &wt).await?;
+        let (io, slot) = self.connect_raw(key, tls, timeout, false, true).await?;
+        let io = WriteTimed {
+            inner: io,
+            timeout_ms: wt.clone(),
+            sleep: None,
+        };
         Ok(Conn {
-            h1: H1Conn::new(io),
+            h1: H1Conn::with_slot(io, slot),
             key: key.clone(),
             uses: 0,
             reused: false,
