@@ -244,7 +244,8 @@ impl Gateway {
                 settings.upstream_keepalive_pool_size,
                 settings.upstream_keepalive_idle_timeout,
                 settings.upstream_keepalive_max_requests,
-            )),
+            )
+            .with_batch_writes(settings.upstream_batch_writes)),
             metrics: Metrics::default(),
             runtime,
             node_id: uuid::Uuid::new_v4(),

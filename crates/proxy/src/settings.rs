@@ -436,6 +436,10 @@ pub struct Settings {
     pub headers: Headers,
     /// `headers_upstream`: the request id on upstream requests (default on).
     pub headers_upstream: UpstreamHeaders,
+    /// Small complete HTTP/1.1 requests to upstreams are written at the end of the
+    /// scheduler's batch, with one worker ([`crate::batch_write`]; default on; not a Kong
+    /// setting).
+    pub upstream_batch_writes: bool,
     /// `error_default_type`: the body format of an error nginx raises in Kong (a bad
     /// request, an upstream failure) when the request has neither `Accept` nor
     /// `Content-Type`. Default `text/plain`.
@@ -572,6 +576,7 @@ impl Default for Settings {
             server_token: format!("kong/{}", crate::KONG_VERSION),
             headers: Headers::default(),
             headers_upstream: UpstreamHeaders::default(),
+            upstream_batch_writes: true,
             error_default_type: Format::Text,
             header_buffers: HeaderBuffers::default(),
             proxy_header_buffers: HeaderBuffers::default(),

@@ -409,6 +409,8 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     max_requests: u32,
+    /// New plain connections defer small requests ([`crate::batch_write`]).
+    batch_writes: bool,
 }
 
 impl fmt::Debug for Pool {
@@ -454,7 +456,15 @@ impl Pool {
             max_idle,
             idle_timeout,
             max_requests,
+            batch_writes: true,
         }
+    }
+
+    /// Whether new plain HTTP/1.1 connections write small requests at the end of the
+    /// scheduler's batch (on a current-thread runtime; default on).
+    pub fn with_batch_writes(mut self, on: bool) -> Pool {
+        self.batch_writes = on;
+        self
     }
 
     /// An idle connection for `key`, if one is alive (`now`: a clock reading of the caller).
@@ -601,7 +611,7 @@ impl Pool {
         write_timeout: Duration,
     ) -> Result<Conn, Error> {
         let wt = Arc::new(AtomicU64::new(write_timeout.as_millis() as u64));
-        let (io, slot) = self.connect_raw(key, tls, timeout, false, true).await?;
+        let (io, slot) = self.connect_raw(key, tls, timeout, false, self.batch_writes).await?;
         let io = WriteTimed {
             inner: io,
             timeout_ms: wt.clone(),
