@@ -1677,6 +1677,151 @@ async fn validate_endpoints_use_the_configuration_rules() {
     assert_eq!(r.json(), json!({"message": "Cannot parse JSON body"}));
 }
 
+/// `POST /schemas/{entity}/validate` reads its body as the entity writes do, as Kong's admin
+/// API reads every body (`api_helpers.lua`'s `before_filter` and `parse_params`, lapis's
+/// `json_params`), before its handler (`kong/api/routes/kong.lua`, `validate_schema`) looks
+/// the entity up: a JSON array is a table whose elements are the parameters 1 to n, each an
+/// unknown field to the schema, and `[]` is `{}`.
+#[tokio::test]
+async fn validate_reads_a_json_array_as_kong_does() {
+    let g = Gw::start(None).await;
+    let a = g.admin;
+    let json_ct = "application/json";
+    let violation = |message: &str, fields: Value| json!({"code": 2, "name": "schema violation", "message": message, "fields": fields});
+    let cases: Vec<(&str, &str, &str, u16, Value)> = vec![
+        // `[]` is `{}`: the entity's own checks, or success when it needs nothing
+        (
+            "/schemas/services/validate",
+            json_ct,
+            "[]",
+            400,
+            violation(
+                "schema violation (host: required field missing)",
+                json!({"host": "required field missing"}),
+            ),
+        ),
+        (
+            "/schemas/key_sets/validate",
+            json_ct,
+            "[]",
+            200,
+            json!({"message": "schema validation successful"}),
+        ),
+        // each element is an unknown field; alone, their errors are a Lua sequence (an array
+        // in the answer)
+        (
+            "/schemas/key_sets/validate",
+            json_ct,
+            r#"[1, {"name": "x"}]"#,
+            400,
+            violation(
+                "2 schema violations (1: unknown field; 2: unknown field)",
+                json!(["unknown field", "unknown field"]),
+            ),
+        ),
+        (
+            "/schemas/plugins/validate",
+            json_ct,
+            r#"["key-auth"]"#,
+            400,
+            violation(
+                "2 schema violations (1: unknown field; name: required field missing)",
+                json!({"1": "unknown field", "name": "required field missing"}),
+            ),
+        ),
+        // beside named errors, Kong's `schema_violation` fails to sort them (a number
+        // compared with a string: an unexpected error, 500); they are listed together here,
+        // as the writes list them
+        (
+            "/schemas/services/validate",
+            json_ct,
+            r#"[{"host": "y"}]"#,
+            400,
+            violation(
+                "2 schema violations (1: unknown field; host: required field missing)",
+                json!({"1": "unknown field", "host": "required field missing"}),
+            ),
+        ),
+        // an object's keys "1", "2" stay strings to Kong: its errors are an object
+        (
+            "/schemas/key_sets/validate",
+            json_ct,
+            r#"{"1": "x", "2": "y"}"#,
+            400,
+            violation(
+                "2 schema violations (1: unknown field; 2: unknown field)",
+                json!({"1": "unknown field", "2": "unknown field"}),
+            ),
+        ),
+        // nothing, or a scalar, is no JSON body Kong takes
+        (
+            "/schemas/services/validate",
+            json_ct,
+            "",
+            400,
+            json!({"message": "Cannot parse JSON body"}),
+        ),
+        (
+            "/schemas/services/validate",
+            json_ct,
+            "\"x\"",
+            400,
+            json!({"message": "Cannot parse JSON body"}),
+        ),
+        // the body is read before the entity is looked up
+        (
+            "/schemas/nope/validate",
+            json_ct,
+            "[",
+            400,
+            json!({"message": "Cannot parse JSON body"}),
+        ),
+        (
+            "/schemas/nope/validate",
+            "text/plain",
+            "{}",
+            415,
+            Value::Null,
+        ),
+        (
+            "/schemas/nope/validate",
+            json_ct,
+            "[]",
+            404,
+            json!({"message": "No entity named 'nope'"}),
+        ),
+        // Kong's `before_filter` compares the type's case
+        (
+            "/schemas/services/validate",
+            "Application/JSON",
+            "{}",
+            415,
+            Value::Null,
+        ),
+        // form values stay text here (this endpoint does not type them by the schema)
+        (
+            "/schemas/services/validate",
+            "application/x-www-form-urlencoded",
+            "host=x.test&port=80",
+            400,
+            violation(
+                "schema violation (port: expected an integer)",
+                json!({"port": "expected an integer"}),
+            ),
+        ),
+    ];
+    for (path, ct, body, status, want) in cases {
+        let r = admin_post(a, path, ct, body).await;
+        assert_eq!(r.status, status, "{path} {ct} {body}: {}", r.text());
+        if want.is_null() {
+            assert!(r.text().is_empty(), "{path} {ct} {body}: {}", r.text());
+        } else {
+            assert_eq!(r.json(), want, "{path} {ct} {body}");
+        }
+    }
+    g.gw.shutdown().await;
+}
+
 /// Entities read back as Kong shows them: every field of the schema, left-out ones with
 /// their default or `null`, and the load's timestamps; in lists, under a parent and alone.
 #[tokio::test]
