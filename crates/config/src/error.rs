@@ -83,7 +83,11 @@ pub struct Invalid {
     pub fields: Map<String, Value>,
     /// Errors not tied to an entity (top-level keys), nested like the input.
     pub top_level: Map<String, Value>,
-    /// Per-entity errors.
+    /// Per-entity errors, in the order of Kong's `flattened_errors`: the document's entity
+    /// sections by name, descending; a section's entities by position, descending; an
+    /// entity's nested children before it, by position, ascending; each entry's errors by
+    /// field name, descending, with entity-level messages after the fields (see
+    /// `kong_order` in `load.rs` and [`crate::schema::Errors::flatten`]).
     pub flattened: Vec<FlattenedError>,
 }
 

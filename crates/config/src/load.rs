@@ -515,7 +515,6 @@ impl State<'_, '_> {
             merge_json(&mut fields, k, v.clone());
             merge_json(&mut top_level, k, v.clone());
         }
-        let mut flattened = Vec::new();
         for raw in &self.raws {
             if raw.errors.is_empty() {
                 continue;
@@ -523,8 +522,12 @@ impl State<'_, '_> {
             if let Value::Object(m) = raw.errors.to_json() {
                 insert_at(&mut fields, &raw.path, Value::Object(m));
             }
-            flattened.push(self.flattened_entry(raw));
         }
+        let flattened = self
+            .kong_order()
+            .into_iter()
+            .map(|i| self.flattened_entry(&self.raws[i]))
+            .collect();
         let fields = arrays_from_index_maps(fields);
         let top_level = arrays_from_index_maps(top_level);
         ConfigError::Invalid(Box::new(Invalid {
@@ -532,6 +535,57 @@ impl State<'_, '_> {
             top_level,
             flattened,
         }))
+    }
+
+    /// The entities with errors (indices into `raws`), in the order of Kong's
+    /// `flattened_errors` (`flatten_errors` and `add_entity_errors` in `kong/db/errors.lua`):
+    ///
+    /// 1. the document's entity sections (`services`, `consumers`...) by their names, in
+    ///    descending byte order: Kong's `drain` sorts a table's keys, then pops them off the
+    ///    end of the sorted list;
+    /// 2. within a section, the entities by their position, descending (`drain` again);
+    /// 3. an entity's nested children (a service's `routes`, a consumer's
+    ///    `keyauth_credentials`...) before the entity itself, each kind of children by
+    ///    position, ascending (`for i = 1, #field_value`), and each child's own children
+    ///    before it.
+    ///
+    /// Kong takes the kinds of an entity's children in the order of its `relationships`
+    /// table, built from `pairs(kong.db.daos)`, the iteration of a Lua hash: no order Kong
+    /// defines or documents. Here they come in the order [`EntityKind::nested_children`]
+    /// gives (the order of [`EntityKind::ALL`]), the order they are read in.
+    fn kong_order(&self) -> Vec<usize> {
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.raws.len()];
+        let mut top = Vec::new();
+        // (a parent is read before its children, a kind of children in the order of their
+        // positions: each list is in the order wanted)
+        for (i, raw) in self.raws.iter().enumerate() {
+            match raw.parent {
+                Some((p, _)) => children[p].push(i),
+                None => top.push(i),
+            }
+        }
+        let section = |i: usize| match self.raws[i].path.as_slice() {
+            [Seg::Key(k), Seg::Index(pos), ..] => (*k, *pos),
+            _ => ("", 0),
+        };
+        top.sort_by(|&a, &b| {
+            let (sa, pa) = section(a);
+            let (sb, pb) = section(b);
+            sb.cmp(sa).then(pb.cmp(&pa))
+        });
+        fn visit(raws: &[Raw], children: &[Vec<usize>], i: usize, out: &mut Vec<usize>) {
+            for &c in &children[i] {
+                visit(raws, children, c, out);
+            }
+            if !raws[i].errors.is_empty() {
+                out.push(i);
+            }
+        }
+        let mut out = Vec::new();
+        for i in top {
+            visit(&self.raws, &children, i, &mut out);
+        }
+        out
     }
 
     fn flattened_entry(&self, raw: &Raw) -> FlattenedError {

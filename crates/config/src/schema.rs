@@ -532,24 +532,44 @@ impl Errors {
     }
     /// Flattens to `(dotted field path, message)` pairs; entity-level messages of nested
     /// records are reported at the record's path. Entity messages of `self` use an empty path.
+    ///
+    /// The order is Kong's (`categorize_errors` in `kong/db/errors.lua`, which builds a
+    /// `flattened_errors` entry's `errors`): at each level the keys of the error table,
+    /// `@entity` among them, sorted as Lua's `table.sort` sorts them ([`lua_key_order`]) and
+    /// taken from the last (Kong's `drain` pops them off the end of the sorted list), so in
+    /// descending order; a nested table's errors in its key's place, in the same order
+    /// within; an `@entity` list's messages in their own order. The field names being
+    /// lowercase, a level's entity messages come after its field errors.
     pub fn flatten(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         self.flatten_into("", &mut out);
         out
     }
     fn flatten_into(&self, prefix: &str, out: &mut Vec<(String, String)>) {
-        for m in &self.entity {
-            out.push((prefix.to_string(), m.clone()));
+        const ENTITY: &str = "@entity";
+        let mut keys: Vec<(&str, Option<&FieldError>)> = self
+            .fields
+            .iter()
+            .map(|(name, e)| (name.as_str(), Some(e)))
+            .collect();
+        if !self.entity.is_empty() {
+            keys.push((ENTITY, None));
         }
-        for (name, e) in &self.fields {
+        keys.sort_by(|a, b| lua_key_order(b.0, a.0));
+        for (name, e) in keys {
             let path = if prefix.is_empty() {
-                name.clone()
+                name.to_string()
             } else {
                 format!("{prefix}.{name}")
             };
             match e {
-                FieldError::Message(m) => out.push((path, m.clone())),
-                FieldError::Nested(n) => n.flatten_into(&path, out),
+                None => {
+                    for m in &self.entity {
+                        out.push((prefix.to_string(), m.clone()));
+                    }
+                }
+                Some(FieldError::Message(m)) => out.push((path, m.clone())),
+                Some(FieldError::Nested(n)) => n.flatten_into(&path, out),
             }
         }
     }
@@ -571,6 +591,19 @@ impl Errors {
             );
         }
         index_map_to_array(m)
+    }
+}
+
+/// Keys of an error table as Lua's `table.sort` orders them: array positions (keys that are
+/// all digits) by number, names by bytes (Kong's nginx runs in the C locale, where Lua
+/// compares strings by their bytes). Lua cannot compare a number with a string (sorting such
+/// a table is an error in Kong); here a position sorts before a name.
+pub(crate) fn lua_key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        _ => a.cmp(b),
     }
 }
 
@@ -1302,10 +1335,11 @@ mod tests {
         ));
         assert_eq!(
             e.flatten(),
+            // Kong's order: the keys descending
             vec![
-                ("name".to_string(), "required field missing".to_string()),
+                ("tags.1".to_string(), "expected a string".to_string()),
                 ("port".into(), "value should be between 0 and 65535".into()),
-                ("tags.1".into(), "expected a string".into()),
+                ("name".into(), "required field missing".into()),
                 ("inner.on".into(), "expected a boolean".into()),
                 ("bogus".into(), "unknown field".into()),
             ]

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::entities::{EntityKind, schema};
 use crate::error::lua_pretty_indented;
 use crate::plugin::PluginSchema;
-use crate::schema::{Errors, Field, FieldError, Kind, Record};
+use crate::schema::{Errors, Field, FieldError, Kind, Record, lua_key_order};
 use crate::{RouterFlavor, load};
 
 /// Kong's error code of a schema violation.
@@ -281,14 +281,6 @@ pub fn schema_violation(errors: &Errors) -> Value {
         "message": message,
         "fields": errors.to_json(),
     })
-}
-
-/// Keys as Lua's `table.sort` orders them: array indices by number, names by bytes.
-fn lua_key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(x), Ok(y)) => x.cmp(&y),
-        _ => a.cmp(b),
-    }
 }
 
 #[cfg(test)]

@@ -101,7 +101,8 @@ fn validate_json_output_is_kongs_flattened_body() {
         .iter()
         .map(|e| e["entity_name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["a", "r1", "b"]);
+    // in Kong's order: the services from the last, a service's routes before it
+    assert_eq!(names, ["b", "r1", "a"]);
 }
 
 #[test]
