@@ -523,10 +523,27 @@ impl State<'_, '_> {
                 insert_at(&mut fields, &raw.path, Value::Object(m));
             }
         }
-        let flattened = self
-            .kong_order()
-            .into_iter()
-            .map(|i| self.flattened_entry(&self.raws[i]))
+        let order = self.kong_order();
+        let mut entry_of = vec![usize::MAX; self.raws.len()];
+        for (n, &i) in order.iter().enumerate() {
+            entry_of[i] = n;
+        }
+        let flattened = order
+            .iter()
+            .map(|&i| self.flattened_entry(&self.raws[i]))
+            .collect();
+        // (people's reports: the entities and their errors as the document has them)
+        let in_document_order = self
+            .raws
+            .iter()
+            .enumerate()
+            .filter(|(_, raw)| !raw.errors.is_empty())
+            .map(|(i, raw)| {
+                (
+                    entry_of[i],
+                    flat_errors(raw.errors.flatten_in_document_order()),
+                )
+            })
             .collect();
         let fields = arrays_from_index_maps(fields);
         let top_level = arrays_from_index_maps(top_level);
@@ -534,6 +551,7 @@ impl State<'_, '_> {
             fields,
             top_level,
             flattened,
+            in_document_order,
         }))
     }
 
@@ -646,26 +664,7 @@ impl State<'_, '_> {
                 .map(|t| t.as_str().map(str::to_string))
                 .collect::<Option<Vec<String>>>()
         });
-        let errors = raw
-            .errors
-            .flatten()
-            .into_iter()
-            .map(|(field, message)| {
-                if field.is_empty() {
-                    FlatError {
-                        kind: "entity".into(),
-                        field: None,
-                        message,
-                    }
-                } else {
-                    FlatError {
-                        kind: "field".into(),
-                        field: Some(field),
-                        message,
-                    }
-                }
-            })
-            .collect();
+        let errors = flat_errors(raw.errors.flatten());
         FlattenedError {
             entity_type: raw.kind.singular().to_string(),
             entity_name,
@@ -676,6 +675,19 @@ impl State<'_, '_> {
             key,
         }
     }
+}
+
+/// `flattened_errors` entries' errors of an entity's `(field path, message)` pairs: `field`
+/// ones with their path, `entity` ones (no path) without.
+fn flat_errors(pairs: Vec<(Option<String>, String)>) -> Vec<FlatError> {
+    pairs
+        .into_iter()
+        .map(|(field, message)| FlatError {
+            kind: if field.is_some() { "field" } else { "entity" }.into(),
+            field,
+            message,
+        })
+        .collect()
 }
 
 /// Whether a route's subschema is gRPC's: its first protocol (Kong picks the subschema by
@@ -914,7 +926,7 @@ fn validate_plugin<I: Input + ?Sized>(
     }
     values.insert("config", Value::Object(config.into_map()));
     if let Some(Value::Array(ps)) = values.get("protocols") {
-        let mut e = Errors::default();
+        let mut e = Errors::positions();
         for (i, p) in ps.iter().enumerate() {
             if let Some(p) = p.as_str()
                 && !schema.protocols.contains(&p)

@@ -231,13 +231,14 @@ pub fn vault_schema_json(name: &str) -> Option<Value> {
 
 /// Kong's `schema violation` error body (`kong/db/errors.lua`):
 /// `{"code": 2, "name": "schema violation", "message": "...", "fields": {...}}`. The message
-/// lists the entity-level messages, then each field's (sorted by name; a nested field's
+/// lists the entity-level messages, then each field's (sorted as Lua sorts the keys: names
+/// by bytes, an array's positions by value, [`lua_key_order`]; a nested field's
 /// messages one level down as `field.sub: message`, deeper ones in Penlight's layout), as
 /// `schema violation (x)` for one and `N schema violations (x; y)` for more.
 pub fn schema_violation(errors: &Errors) -> Value {
     let mut parts: Vec<String> = errors.entity.clone();
     let mut fields: Vec<&(String, FieldError)> = errors.fields.iter().collect();
-    fields.sort_by(|a, b| lua_key_order(&a.0, &b.0));
+    fields.sort_by(|a, b| lua_key_order(&a.0, &b.0, errors.array));
     for (name, e) in fields {
         match e {
             FieldError::Message(msg) => parts.push(format!("{name}: {msg}")),
@@ -259,7 +260,7 @@ pub fn schema_violation(errors: &Errors) -> Value {
                         Value::Array(sub.entity.iter().cloned().map(Value::String).collect()),
                     ));
                 }
-                subs.sort_by(|a, b| lua_key_order(&a.0, &b.0));
+                subs.sort_by(|a, b| lua_key_order(&a.0, &b.0, sub.array));
                 for (k, v) in subs {
                     let v = match v {
                         Value::String(s) => s,

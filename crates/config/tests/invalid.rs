@@ -646,8 +646,10 @@ fn keys_and_key_sets() {
     check_value(
         "empty pem",
         key(json!({"name": "k", "kid": "k", "pem": {}})),
+        // (the nested record's own check: an entity-level message, with no field, as Kong's
+        // `categorize_errors` reports an `@entity` at any depth)
         &[
-            "key[k] pem: at least one of these fields must be non-empty: 'private_key', 'public_key'",
+            "key[k] @entity: at least one of these fields must be non-empty: 'private_key', 'public_key'",
         ],
     );
     check_value(
@@ -656,7 +658,7 @@ fn keys_and_key_sets() {
         // (the record's check runs beside the unknown field)
         &[
             "key[k] pem.public: unknown field",
-            "key[k] pem: at least one of these fields must be non-empty: 'private_key', 'public_key'",
+            "key[k] @entity: at least one of these fields must be non-empty: 'private_key', 'public_key'",
         ],
     );
     check_value(
@@ -1042,7 +1044,7 @@ fn entity_checks_beside_field_errors() {
                 {"name": "r", "protocols": ["tcp"], "sources": [{"ip": ""}]}]}]}),
             vec![
                 "route[r] sources.1.ip: length must be at least 1",
-                "route[r] sources.1: at least one of these fields must be non-empty: 'ip', 'port'",
+                "route[r] @entity: at least one of these fields must be non-empty: 'ip', 'port'",
             ],
         ),
         // upstreams: a conditional's `then_field` meets its own rules again (its message
@@ -1235,7 +1237,8 @@ fn flattened_entries_name_ids_and_parents_only_as_given() {
 /// entities by position, descending; an entity's nested children before it, each kind of
 /// children by position, ascending, a child's own children before the child; and within an
 /// entry, the errors by field name, descending (nested ones in their field's place), the
-/// entity-level messages last.
+/// entity-level messages (`@entity`, a key like the others, by its bytes) after the
+/// lowercase names, before any name that starts with a digit.
 #[test]
 fn flattened_errors_come_in_kongs_order() {
     let d = doc(r#"
@@ -1341,4 +1344,98 @@ upstreams:
             "consumer c1: zz, aa",
         ]
     );
+}
+
+/// Kong sorts each level of its error tables as LuaJIT sorts the keys, and the keys are of
+/// two kinds: a section's entities and an array's elements are numbers (position 10 after
+/// 9), while a document's section names, a record's fields and a map's keys are strings,
+/// compared by their bytes (`"10"` before `"9"`, `keys` after `key_sets`: `s` > `_`), even
+/// when all digits. `flattened_errors` takes each level's keys from the last; the readable
+/// lines keep the document's order.
+#[test]
+fn flattened_errors_sort_positions_by_value_and_names_by_bytes() {
+    let mut services = String::new();
+    for i in 1..=11 {
+        // the 9th and the 10th are invalid
+        let retries = if i == 9 || i == 10 { -1 } else { 1 };
+        services.push_str(&format!(
+            "- name: s{i}\n  host: h{i}.test\n  retries: {retries}\n"
+        ));
+    }
+    let paths: Vec<String> = (1..=11)
+        .map(|i| {
+            if i == 9 || i == 10 {
+                "bad".into()
+            } else {
+                format!("/p{i}")
+            }
+        })
+        .collect();
+    let d = doc(&format!(
+        r#"services:
+{services}routes:
+- name: r
+  paths: [{}]
+  headers:
+    "9": []
+    "10": []
+    x: [a]
+keys:
+- name: k
+  kid: k
+key_sets:
+- name: 1
+"#,
+        paths.join(", ")
+    ));
+    let err = load(&d).unwrap_err();
+    let body = err.kong_body(true);
+    let entries: Vec<String> = body["flattened_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let who = e["entity_name"]
+                .as_str()
+                .or(e["entity"]["name"].as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| e["entity"]["name"].to_string());
+            let errors: Vec<&str> = e["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["field"].as_str().unwrap_or("@entity"))
+                .collect();
+            format!(
+                "{} {who}: {}",
+                e["entity_type"].as_str().unwrap(),
+                errors.join(", ")
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            // services: position 10, then 9
+            "service s10: retries",
+            "service s9: retries",
+            // routes: the header names "9" then "10" (bytes), the paths 10 then 9 (values)
+            "route r: paths.10, paths.9, headers.9, headers.10",
+            // `keys` before `key_sets`
+            "key k: @entity",
+            "key_set 1: name",
+        ],
+        "{body}"
+    );
+    // the readable lines: the document's order
+    let lines = err.lines();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} in {lines:#?}"))
+    };
+    assert!(at("service 's9'") < at("service 's10'"), "{lines:#?}");
+    assert!(at("paths.9") < at("paths.10"), "{lines:#?}");
+    assert!(at("service 's10'") < at("route 'r'"), "{lines:#?}");
 }
