@@ -6,10 +6,13 @@
 //! strategy refuses the write (`kong/db/strategies/off/init.lua`: 405, code 12). In order:
 //!
 //! 1. before any endpoint (`kong/api/api_helpers.lua`): a `POST`, `PUT` or `PATCH` body of a
-//!    type other than JSON, a form or multipart is 415; then, for a method the endpoint
-//!    has, a JSON body that does not parse (an empty one included) is 400
-//!    `Cannot parse JSON body`. Form and multipart values are typed by the entity's schema
-//!    (`kong/api/arguments.lua`: numbers, booleans, arrays; an empty value is `null`);
+//!    type other than JSON, a form or multipart is 415 (the `Content-Type` read by its
+//!    bytes, whatever they are); then, for a method the endpoint has, a JSON body that
+//!    decodes to anything but a table is 500 `An unexpected error occurred` (lapis's
+//!    `json_params` fails on it, a `DELETE`'s included), and one that does not parse (an
+//!    empty one included) 400 `Cannot parse JSON body` ([`crate::admin_schemas::input`]).
+//!    Form and multipart values are typed by the entity's schema (`kong/api/arguments.lua`:
+//!    numbers, booleans, arrays; an empty value is `null`);
 //! 2. the path: a segment that is no UUID addresses the entity by its endpoint key, whose
 //!    value must pass that field's validation (400, `invalid unique <field>`, code 10), and
 //!    is an invalid primary key (400, code 1) for a kind without one; a certificate is
@@ -50,7 +53,7 @@
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use silverback_config::schema::{Errors, FieldError, Kind, Record};
@@ -100,14 +103,15 @@ pub(crate) async fn write(
     if !handled {
         return not_allowed();
     }
-    let body = if *m == Method::DELETE {
+    // (the type as Kong reads it, whatever its bytes)
+    let ct = crate::admin_schemas::content_type(&req);
+    let json = ct
+        .as_deref()
+        .is_some_and(|t| t.to_ascii_lowercase().contains("application/json"));
+    // (a DELETE's body matters only to lapis's `json_params`, which reads any method's JSON)
+    let body = if *m == Method::DELETE && !json {
         Posted::default()
     } else {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         match read_body(sh, req.into_body()).await {
             Ok(bytes) => Posted { ct, bytes },
             Err(r) => return r,
@@ -121,6 +125,9 @@ pub(crate) async fn write(
     };
     // (the JSON check wraps every handler: before the path is looked at)
     let input = match *m {
+        Method::DELETE if crate::admin_schemas::json_scalar(body.ct.as_deref(), &body.bytes) => {
+            return crate::admin_schemas::unexpected();
+        }
         Method::DELETE => Input::default(),
         _ => match crate::admin_schemas::input(body.ct.as_deref(), &body.bytes) {
             Ok(i) => i,
