@@ -84,6 +84,14 @@ fn validate_prints_every_error_and_fails() {
         "{stdout}"
     );
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    // in the document's order (the JSON body alone takes Kong's: see below)
+    let at = |needle: &str| {
+        stdout
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {stdout}"))
+    };
+    assert!(at("service 'a'") < at("route 'r1'"), "{stdout}");
+    assert!(at("route 'r1'") < at("service 'b'"), "{stdout}");
 }
 
 #[test]
