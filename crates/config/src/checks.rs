@@ -428,7 +428,7 @@ impl Match {
                     return Err(None);
                 }
             } else {
-                let mut errs = Errors::default();
+                let mut errs = Errors::positions();
                 for (i, item) in items.iter().enumerate().filter(|(_, x)| failed(x)) {
                     let m = match rule.failure(item) {
                         Some(f) if item.is_string() => rule.message(f, item),

@@ -83,8 +83,20 @@ pub struct Invalid {
     pub fields: Map<String, Value>,
     /// Errors not tied to an entity (top-level keys), nested like the input.
     pub top_level: Map<String, Value>,
-    /// Per-entity errors.
+    /// Per-entity errors, in the order of Kong's `flattened_errors`: the document's entity
+    /// sections by name, descending (by bytes: `keys` before `key_sets`); a section's
+    /// entities by position, descending (10 before 9); an entity's nested children before
+    /// it, by position, ascending; each entry's errors by key, descending, at every level
+    /// of the error table: a record's fields and a map's keys by bytes (`@entity` among them
+    /// like any other key: after the letters and `_`, before the digits), an array's
+    /// positions by value (see `kong_order` in `load.rs` and
+    /// [`crate::schema::Errors::flatten`]).
     pub flattened: Vec<FlattenedError>,
+    /// The same errors in the document's order, for people's reports
+    /// ([`ConfigError::lines`]): for each entity with errors, as the document has them
+    /// (a parent before its nested children), its entry in `flattened` and its errors as
+    /// they were found (entity-level messages first, then the fields in schema order).
+    pub in_document_order: Vec<(usize, Vec<FlatError>)>,
 }
 
 impl Invalid {
@@ -130,24 +142,34 @@ impl ConfigError {
         }
     }
 
-    /// One human-readable line per error, for the CLI.
+    /// One human-readable line per error, for the CLI: the errors not tied to an entity,
+    /// then each entity's, in the document's order (not the order of Kong's
+    /// `flattened_errors`, which [`ConfigError::kong_body`] keeps).
     pub fn lines(&self) -> Vec<String> {
         match self {
             ConfigError::Parse(_) => vec![self.to_string()],
             ConfigError::Invalid(inv) => {
                 let mut out = Vec::new();
                 flatten_value("", &Value::Object(inv.top_level.clone()), &mut out);
-                for fe in &inv.flattened {
-                    let who = match (&fe.key, &fe.entity_id) {
-                        (Some(n), _) => format!("{} '{n}'", fe.entity_type),
-                        (None, Some(id)) => format!("{} {id}", fe.entity_type),
-                        _ => fe.entity_type.clone(),
-                    };
-                    for e in &fe.errors {
-                        match &e.field {
-                            Some(f) => out.push(format!("{who}: {f}: {}", e.message)),
-                            None => out.push(format!("{who}: {}", e.message)),
-                        }
+                let who = |fe: &FlattenedError| match (&fe.key, &fe.entity_id) {
+                    (Some(n), _) => format!("{} '{n}'", fe.entity_type),
+                    (None, Some(id)) => format!("{} {id}", fe.entity_type),
+                    _ => fe.entity_type.clone(),
+                };
+                let mut line = |who: &str, e: &FlatError| match &e.field {
+                    Some(f) => out.push(format!("{who}: {f}: {}", e.message)),
+                    None => out.push(format!("{who}: {}", e.message)),
+                };
+                if inv.in_document_order.is_empty() {
+                    // (errors read from elsewhere, a Kong node's: in the order they came)
+                    for fe in &inv.flattened {
+                        let who = who(fe);
+                        fe.errors.iter().for_each(|e| line(&who, e));
+                    }
+                } else {
+                    for (entry, errors) in &inv.in_document_order {
+                        let who = inv.flattened.get(*entry).map(who).unwrap_or_default();
+                        errors.iter().for_each(|e| line(&who, e));
                     }
                 }
                 out

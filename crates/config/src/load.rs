@@ -515,7 +515,6 @@ impl State<'_, '_> {
             merge_json(&mut fields, k, v.clone());
             merge_json(&mut top_level, k, v.clone());
         }
-        let mut flattened = Vec::new();
         for raw in &self.raws {
             if raw.errors.is_empty() {
                 continue;
@@ -523,15 +522,88 @@ impl State<'_, '_> {
             if let Value::Object(m) = raw.errors.to_json() {
                 insert_at(&mut fields, &raw.path, Value::Object(m));
             }
-            flattened.push(self.flattened_entry(raw));
         }
+        let order = self.kong_order();
+        let mut entry_of = vec![usize::MAX; self.raws.len()];
+        for (n, &i) in order.iter().enumerate() {
+            entry_of[i] = n;
+        }
+        let flattened = order
+            .iter()
+            .map(|&i| self.flattened_entry(&self.raws[i]))
+            .collect();
+        // (people's reports: the entities and their errors as the document has them)
+        let in_document_order = self
+            .raws
+            .iter()
+            .enumerate()
+            .filter(|(_, raw)| !raw.errors.is_empty())
+            .map(|(i, raw)| {
+                (
+                    entry_of[i],
+                    flat_errors(raw.errors.flatten_in_document_order()),
+                )
+            })
+            .collect();
         let fields = arrays_from_index_maps(fields);
         let top_level = arrays_from_index_maps(top_level);
         ConfigError::Invalid(Box::new(Invalid {
             fields,
             top_level,
             flattened,
+            in_document_order,
         }))
+    }
+
+    /// The entities with errors (indices into `raws`), in the order of Kong's
+    /// `flattened_errors` (`flatten_errors` and `add_entity_errors` in `kong/db/errors.lua`):
+    ///
+    /// 1. the document's entity sections (`services`, `consumers`...) by their names, in
+    ///    descending byte order: Kong's `drain` sorts a table's keys, then pops them off the
+    ///    end of the sorted list;
+    /// 2. within a section, the entities by their position, descending (`drain` again);
+    /// 3. an entity's nested children (a service's `routes`, a consumer's
+    ///    `keyauth_credentials`...) before the entity itself, each kind of children by
+    ///    position, ascending (`for i = 1, #field_value`), and each child's own children
+    ///    before it.
+    ///
+    /// Kong takes the kinds of an entity's children in the order of its `relationships`
+    /// table, built from `pairs(kong.db.daos)`, the iteration of a Lua hash: no order Kong
+    /// defines or documents. Here they come in the order [`EntityKind::nested_children`]
+    /// gives (the order of [`EntityKind::ALL`]), the order they are read in.
+    fn kong_order(&self) -> Vec<usize> {
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.raws.len()];
+        let mut top = Vec::new();
+        // (a parent is read before its children, a kind of children in the order of their
+        // positions: each list is in the order wanted)
+        for (i, raw) in self.raws.iter().enumerate() {
+            match raw.parent {
+                Some((p, _)) => children[p].push(i),
+                None => top.push(i),
+            }
+        }
+        let section = |i: usize| match self.raws[i].path.as_slice() {
+            [Seg::Key(k), Seg::Index(pos), ..] => (*k, *pos),
+            _ => ("", 0),
+        };
+        top.sort_by(|&a, &b| {
+            let (sa, pa) = section(a);
+            let (sb, pb) = section(b);
+            sb.cmp(sa).then(pb.cmp(&pa))
+        });
+        fn visit(raws: &[Raw], children: &[Vec<usize>], i: usize, out: &mut Vec<usize>) {
+            for &c in &children[i] {
+                visit(raws, children, c, out);
+            }
+            if !raws[i].errors.is_empty() {
+                out.push(i);
+            }
+        }
+        let mut out = Vec::new();
+        for i in top {
+            visit(&self.raws, &children, i, &mut out);
+        }
+        out
     }
 
     fn flattened_entry(&self, raw: &Raw) -> FlattenedError {
@@ -592,26 +664,7 @@ impl State<'_, '_> {
                 .map(|t| t.as_str().map(str::to_string))
                 .collect::<Option<Vec<String>>>()
         });
-        let errors = raw
-            .errors
-            .flatten()
-            .into_iter()
-            .map(|(field, message)| {
-                if field.is_empty() {
-                    FlatError {
-                        kind: "entity".into(),
-                        field: None,
-                        message,
-                    }
-                } else {
-                    FlatError {
-                        kind: "field".into(),
-                        field: Some(field),
-                        message,
-                    }
-                }
-            })
-            .collect();
+        let errors = flat_errors(raw.errors.flatten());
         FlattenedError {
             entity_type: raw.kind.singular().to_string(),
             entity_name,
@@ -622,6 +675,19 @@ impl State<'_, '_> {
             key,
         }
     }
+}
+
+/// `flattened_errors` entries' errors of an entity's `(field path, message)` pairs: `field`
+/// ones with their path, `entity` ones (no path) without.
+fn flat_errors(pairs: Vec<(Option<String>, String)>) -> Vec<FlatError> {
+    pairs
+        .into_iter()
+        .map(|(field, message)| FlatError {
+            kind: if field.is_some() { "field" } else { "entity" }.into(),
+            field,
+            message,
+        })
+        .collect()
 }
 
 /// Whether a route's subschema is gRPC's: its first protocol (Kong picks the subschema by
@@ -860,7 +926,7 @@ fn validate_plugin<I: Input + ?Sized>(
     }
     values.insert("config", Value::Object(config.into_map()));
     if let Some(Value::Array(ps)) = values.get("protocols") {
-        let mut e = Errors::default();
+        let mut e = Errors::positions();
         for (i, p) in ps.iter().enumerate() {
             if let Some(p) = p.as_str()
                 && !schema.protocols.contains(&p)

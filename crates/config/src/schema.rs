@@ -490,6 +490,11 @@ pub struct Errors {
     pub entity: Vec<String>,
     /// Field errors, in schema order; array elements are keyed by 1-based index.
     pub fields: Vec<(String, FieldError)>,
+    /// The keys are the positions of an array's elements (numbers to Kong, whose Lua sorts
+    /// them by value and whose cjson writes them as a JSON array) rather than names (a
+    /// record's fields, a map's keys: strings, even when all digits, sorted by bytes and
+    /// written as a JSON object).
+    pub array: bool,
 }
 
 /// The error of one field.
@@ -502,6 +507,13 @@ pub enum FieldError {
 }
 
 impl Errors {
+    /// No error yet, of an array's elements (keyed by position: [`Errors::array`]).
+    pub fn positions() -> Self {
+        Errors {
+            array: true,
+            ..Errors::default()
+        }
+    }
     /// Whether there is no error at all.
     pub fn is_empty(&self) -> bool {
         self.entity.is_empty() && self.fields.is_empty()
@@ -530,31 +542,74 @@ impl Errors {
     pub fn has_field(&self, name: &str) -> bool {
         self.fields.iter().any(|(n, _)| n == name)
     }
-    /// Flattens to `(dotted field path, message)` pairs; entity-level messages of nested
-    /// records are reported at the record's path. Entity messages of `self` use an empty path.
-    pub fn flatten(&self) -> Vec<(String, String)> {
+    /// Flattens to `(dotted field path, message)` pairs, as Kong's `categorize_errors`
+    /// (`kong/db/errors.lua`) builds a `flattened_errors` entry's `errors`: a field's
+    /// message with its path (`None`: an entity-level message, whether of `self` or of a
+    /// nested record, which Kong reports as `{"type": "entity"}` with no field at any depth).
+    ///
+    /// The order is Kong's: at each level the keys of the error table, `@entity` among them,
+    /// sorted as LuaJIT's `table.sort` sorts them ([`lua_key_order`]: an array's positions
+    /// by value, names by their bytes, `@entity` like any other) and taken from the last
+    /// (Kong's `drain` pops them off the end of the sorted list), so in descending order; a
+    /// nested table's errors in its key's place, in the same order within; an `@entity`
+    /// list's messages in their own order.
+    pub fn flatten(&self) -> Vec<(Option<String>, String)> {
         let mut out = Vec::new();
         self.flatten_into("", &mut out);
         out
     }
-    fn flatten_into(&self, prefix: &str, out: &mut Vec<(String, String)>) {
-        for m in &self.entity {
-            out.push((prefix.to_string(), m.clone()));
+    fn flatten_into(&self, prefix: &str, out: &mut Vec<(Option<String>, String)>) {
+        const ENTITY: &str = "@entity";
+        let mut keys: Vec<(&str, Option<&FieldError>)> = self
+            .fields
+            .iter()
+            .map(|(name, e)| (name.as_str(), Some(e)))
+            .collect();
+        if !self.entity.is_empty() {
+            keys.push((ENTITY, None));
         }
-        for (name, e) in &self.fields {
-            let path = if prefix.is_empty() {
-                name.clone()
-            } else {
-                format!("{prefix}.{name}")
+        keys.sort_by(|a, b| lua_key_order(b.0, a.0, self.array));
+        for (name, e) in keys {
+            let path = || {
+                if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}.{name}")
+                }
             };
             match e {
-                FieldError::Message(m) => out.push((path, m.clone())),
-                FieldError::Nested(n) => n.flatten_into(&path, out),
+                None => out.extend(self.entity.iter().map(|m| (None, m.clone()))),
+                Some(FieldError::Message(m)) => out.push((Some(path()), m.clone())),
+                Some(FieldError::Nested(n)) => n.flatten_into(&path(), out),
             }
         }
     }
-    /// Kong's nested error table as JSON (`{"field": "msg", "@entity": [..]}`); arrays whose
-    /// keys are indices become JSON arrays with `null` holes when dense enough.
+    /// Flattens to `(dotted field path, message)` pairs in the order the errors were found
+    /// (the document's): each level's entity-level messages, then its fields in schema
+    /// order, a nested table's errors in its field's place (`None`: an entity-level message,
+    /// as in [`Errors::flatten`]). For reports read by people.
+    pub fn flatten_in_document_order(&self) -> Vec<(Option<String>, String)> {
+        fn walk(e: &Errors, prefix: &str, out: &mut Vec<(Option<String>, String)>) {
+            out.extend(e.entity.iter().map(|m| (None, m.clone())));
+            for (name, fe) in &e.fields {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                match fe {
+                    FieldError::Message(m) => out.push((Some(path), m.clone())),
+                    FieldError::Nested(n) => walk(n, &path, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, "", &mut out);
+        out
+    }
+    /// Kong's nested error table as JSON (`{"field": "msg", "@entity": [..]}`); an array's
+    /// errors ([`Errors::array`]) become a JSON array with `null` holes when dense enough
+    /// (cjson's rule), every other level an object, whatever its keys.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         for (name, e) in &self.fields {
@@ -570,8 +625,26 @@ impl Errors {
                 Value::Array(self.entity.iter().cloned().map(Value::String).collect()),
             );
         }
-        index_map_to_array(m)
+        if self.array {
+            index_map_to_array(m)
+        } else {
+            Value::Object(m)
+        }
     }
+}
+
+/// Keys of one level of an error table as LuaJIT's `table.sort` orders them: an array's
+/// positions (`array`: [`Errors::array`]) by value, as the numbers they are to Kong; any
+/// other level's keys (a record's fields, `@entity`, a map's keys, which come from JSON or
+/// YAML objects and are strings even when all digits) by their bytes, as LuaJIT compares
+/// strings (`"10"` before `"9"`; `@entity` after the digits and the punctuation below `@`,
+/// before the letters and `_`). Kong's levels never mix the two (a table that did would fail
+/// to sort in Kong: see the admin API's answer to such a body).
+pub(crate) fn lua_key_order(a: &str, b: &str, array: bool) -> std::cmp::Ordering {
+    if array && let (Ok(x), Ok(y)) = (a.parse::<u64>(), b.parse::<u64>()) {
+        return x.cmp(&y);
+    }
+    a.as_bytes().cmp(b.as_bytes())
 }
 
 /// Turns `{"1": a, "3": b}` into `[a, null, b]` when the keys are all indices and the array
@@ -1076,7 +1149,7 @@ fn validate_kind(kind: &Kind, v: &Value) -> Outcome {
             {
                 return msg(format!("length must be at most {max}"));
             }
-            let mut errs = Errors::default();
+            let mut errs = Errors::positions();
             let mut out: Vec<Value> = Vec::with_capacity(items.len());
             let mut seen = SetSeen::default();
             for (i, item) in items.iter().enumerate() {
@@ -1302,18 +1375,84 @@ mod tests {
         ));
         assert_eq!(
             e.flatten(),
+            // Kong's order: the keys descending
             vec![
-                ("name".to_string(), "required field missing".to_string()),
-                ("port".into(), "value should be between 0 and 65535".into()),
-                ("tags.1".into(), "expected a string".into()),
-                ("inner.on".into(), "expected a boolean".into()),
-                ("bogus".into(), "unknown field".into()),
+                (Some("tags.1".to_string()), "expected a string".to_string()),
+                (
+                    Some("port".into()),
+                    "value should be between 0 and 65535".into()
+                ),
+                (Some("name".into()), "required field missing".into()),
+                (Some("inner.on".into()), "expected a boolean".into()),
+                (Some("bogus".into()), "unknown field".into()),
             ]
+        );
+        // in the document's order: the schema's, then the unknown fields
+        assert_eq!(
+            e.flatten_in_document_order()
+                .into_iter()
+                .map(|(f, _)| f.unwrap_or_default())
+                .collect::<Vec<_>>(),
+            ["name", "port", "tags.1", "inner.on", "bogus"]
         );
         assert_eq!(
             e.to_json(),
             json!({"name": "required field missing", "port": "value should be between 0 and 65535",
                    "tags": ["expected a string"], "inner": {"on": "expected a boolean"}, "bogus": "unknown field"})
+        );
+    }
+
+    #[test]
+    fn an_arrays_positions_sort_by_value_and_other_keys_by_bytes() {
+        // Kong's error tables: an array's errors keyed by the positions (numbers: 10 after
+        // 9), a map's by its keys (strings from JSON or YAML, even all digits: "10" before
+        // "9"), a record's by the field names; `@entity` sorts by its bytes among them (after
+        // the digits, before the letters and `_`). `flatten` takes each level's keys from
+        // the last.
+        let r = Record::new(vec![
+            Field::array("a", Field::integer("", 0, 9)),
+            Field::map("m", Field::string(""), Field::integer("", 0, 9)),
+            Field::record(
+                "r",
+                Record::new(vec![Field::integer("x", 0, 9), Field::integer("_y", 0, 9)]),
+            ),
+        ]);
+        let mut items = vec![json!(0); 11];
+        items[8] = json!(99); // position 9
+        items[9] = json!(99); // position 10
+        let (_, mut e) = r.validate(&obj(json!({
+            "a": items,
+            "m": {"9": 99, "10": 99, "1": 1},
+            "r": {"x": 99, "_y": 99},
+        })));
+        assert!(!e.array);
+        // (an entity-level message of the nested record, as its checks would add)
+        if let Some((_, FieldError::Nested(n))) = e.fields.iter_mut().find(|(k, _)| k == "r") {
+            n.entity("whole record");
+            n.field("9", "a digit's name");
+        }
+        let got: Vec<(Option<String>, String)> = e.flatten();
+        let paths: Vec<Option<&str>> = got.iter().map(|(f, _)| f.as_deref()).collect();
+        assert_eq!(
+            paths,
+            [
+                // "r" > "m" > "a"; within `r`: "x" > "_y" > "@entity" > "9"
+                Some("r.x"),
+                Some("r._y"),
+                None,
+                Some("r.9"),
+                Some("m.9"),
+                Some("m.10"),
+                Some("a.10"),
+                Some("a.9"),
+            ]
+        );
+        // the JSON of the errors: an array's a JSON array, a map's an object
+        let j = e.to_json();
+        assert!(j["a"].is_array(), "{j}");
+        assert_eq!(
+            j["m"],
+            json!({"9": "value should be between 0 and 9", "10": "value should be between 0 and 9"})
         );
     }
 

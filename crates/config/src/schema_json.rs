@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::entities::{EntityKind, schema};
 use crate::error::lua_pretty_indented;
 use crate::plugin::PluginSchema;
-use crate::schema::{Errors, Field, FieldError, Kind, Record};
+use crate::schema::{Errors, Field, FieldError, Kind, Record, lua_key_order};
 use crate::{RouterFlavor, load};
 
 /// Kong's error code of a schema violation.
@@ -231,13 +231,14 @@ pub fn vault_schema_json(name: &str) -> Option<Value> {
 
 /// Kong's `schema violation` error body (`kong/db/errors.lua`):
 /// `{"code": 2, "name": "schema violation", "message": "...", "fields": {...}}`. The message
-/// lists the entity-level messages, then each field's (sorted by name; a nested field's
+/// lists the entity-level messages, then each field's (sorted as Lua sorts the keys: names
+/// by bytes, an array's positions by value, [`lua_key_order`]; a nested field's
 /// messages one level down as `field.sub: message`, deeper ones in Penlight's layout), as
 /// `schema violation (x)` for one and `N schema violations (x; y)` for more.
 pub fn schema_violation(errors: &Errors) -> Value {
     let mut parts: Vec<String> = errors.entity.clone();
     let mut fields: Vec<&(String, FieldError)> = errors.fields.iter().collect();
-    fields.sort_by(|a, b| lua_key_order(&a.0, &b.0));
+    fields.sort_by(|a, b| lua_key_order(&a.0, &b.0, errors.array));
     for (name, e) in fields {
         match e {
             FieldError::Message(msg) => parts.push(format!("{name}: {msg}")),
@@ -259,7 +260,7 @@ pub fn schema_violation(errors: &Errors) -> Value {
                         Value::Array(sub.entity.iter().cloned().map(Value::String).collect()),
                     ));
                 }
-                subs.sort_by(|a, b| lua_key_order(&a.0, &b.0));
+                subs.sort_by(|a, b| lua_key_order(&a.0, &b.0, sub.array));
                 for (k, v) in subs {
                     let v = match v {
                         Value::String(s) => s,
@@ -281,14 +282,6 @@ pub fn schema_violation(errors: &Errors) -> Value {
         "message": message,
         "fields": errors.to_json(),
     })
-}
-
-/// Keys as Lua's `table.sort` orders them: array indices by number, names by bytes.
-fn lua_key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(x), Ok(y)) => x.cmp(&y),
-        _ => a.cmp(b),
-    }
 }
 
 #[cfg(test)]

@@ -111,16 +111,16 @@ fn services() {
         "path with tcp",
         &doc("services:\n- name: s\n  host: a.com\n  protocol: tcp\n  path: /x\n"),
         &[
-            "service[s] @entity: failed conditional validation given value of field 'protocol'",
             "service[s] path: value must be null",
+            "service[s] @entity: failed conditional validation given value of field 'protocol'",
         ],
     );
     check(
         "tls_verify with http",
         &doc("services:\n- name: s\n  host: a.com\n  tls_verify: true\n"),
         &[
-            "service[s] @entity: failed conditional validation given value of field 'protocol'",
             "service[s] tls_verify: value must be null",
+            "service[s] @entity: failed conditional validation given value of field 'protocol'",
         ],
     );
     check(
@@ -284,8 +284,8 @@ fn routes() {
             "{svc}  - name: r\n    paths: [/]\n    protocols: [http]\n    snis: [a.com]\n"
         )),
         &[
-            "route[r] @entity: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
             "route[r] snis: length must be 0",
+            "route[r] @entity: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
         ],
     );
     check(
@@ -296,8 +296,8 @@ fn routes() {
         // (the route's subschema check runs beside the unknown field, as in Kong's
         // `05-error-flattening_spec.lua`)
         &[
-            "route[r] @entity: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'",
             "route[r] expression: unknown field",
+            "route[r] @entity: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'",
         ],
     );
     check(
@@ -378,8 +378,8 @@ fn upstreams_and_targets() {
         "hash header",
         &doc("upstreams:\n- name: u\n  hash_on: header\n"),
         &[
-            "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
             "upstream[u] hash_on_header: required field missing",
+            "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
         ],
     );
     check(
@@ -476,8 +476,8 @@ fn consumers_plugins_credentials() {
         "jwt public key",
         &doc("consumers:\n- username: c\n  jwt_secrets:\n  - key: k\n    algorithm: RS256\n"),
         &[
-            "jwt_secret[k] @entity: failed conditional validation given value of field 'algorithm'",
             "jwt_secret[k] rsa_public_key: required field missing",
+            "jwt_secret[k] @entity: failed conditional validation given value of field 'algorithm'",
         ],
     );
     check(
@@ -646,8 +646,10 @@ fn keys_and_key_sets() {
     check_value(
         "empty pem",
         key(json!({"name": "k", "kid": "k", "pem": {}})),
+        // (the nested record's own check: an entity-level message, with no field, as Kong's
+        // `categorize_errors` reports an `@entity` at any depth)
         &[
-            "key[k] pem: at least one of these fields must be non-empty: 'private_key', 'public_key'",
+            "key[k] @entity: at least one of these fields must be non-empty: 'private_key', 'public_key'",
         ],
     );
     check_value(
@@ -655,8 +657,8 @@ fn keys_and_key_sets() {
         key(json!({"name": "k", "kid": "k", "pem": {"public": pem("rsa.pub")}})),
         // (the record's check runs beside the unknown field)
         &[
-            "key[k] pem: at least one of these fields must be non-empty: 'private_key', 'public_key'",
             "key[k] pem.public: unknown field",
+            "key[k] @entity: at least one of these fields must be non-empty: 'private_key', 'public_key'",
         ],
     );
     check_value(
@@ -857,8 +859,9 @@ fn large_objects_and_sets_are_checked_in_linear_time() {
                      "keys": [{"name": "k", "kid": "k", "set": set, "pem": {"public_key": pem("rsa.pub")}}]});
     let lines = error_lines(&quick("foreign key object", || load_value(doc)).unwrap_err());
     assert_eq!(lines.len(), n, "{:?}", &lines[..3]);
-    assert_eq!(lines[0], "key[k] set.k1: unknown field");
-    assert_eq!(lines[n - 1], format!("key[k] set.k{n}: unknown field"));
+    // (in Kong's order: the keys by their bytes, descending)
+    assert_eq!(lines[0], "key[k] set.k9999: unknown field");
+    assert_eq!(lines[n - 1], "key[k] set.k1: unknown field");
     // unknown keys of an entity (read by the fast path first, then reported)
     let mut service = many_keys(n);
     service.insert("name".into(), json!("s"));
@@ -946,6 +949,8 @@ fn flattened_entries_carry_identity_for_the_controller() {
     assert_eq!(fe["entity"]["service"], json!({"id": sid}), "{fe}");
 }
 
+/// (In the order of Kong's `flattened_errors`: the sections by name, descending, and their
+/// entities by position, descending.)
 #[test]
 fn every_error_is_reported_at_once() {
     let d = doc(
@@ -954,18 +959,19 @@ fn every_error_is_reported_at_once() {
     assert_eq!(
         error_lines(&load(&d).unwrap_err()),
         [
-            "service[a] host: required field missing",
-            "service[b] port: value should be between 0 and 65535",
             "upstream[1.2.3.4] name: Invalid name ('1.2.3.4'); no ip addresses allowed",
+            "service[b] port: value should be between 0 and 65535",
+            "service[a] host: required field missing",
         ]
     );
 }
 
-/// Field errors and entity checks together, as Kong reports them: field messages first, then
-/// each entity check by its checker's flags (`at_least_one_of`, `conditional` and the
-/// subschemas' checks run beside invalid fields and see their given values; a custom check
-/// or `mutually_required` does not run when one of its own fields is invalid), `@entity`
-/// messages in the order of Kong's `entity_checks`.
+/// Field errors and entity checks together, as Kong reports them: each entity check by its
+/// checker's flags (`at_least_one_of`, `conditional` and the subschemas' checks run beside
+/// invalid fields and see their given values; a custom check or `mutually_required` does not
+/// run when one of its own fields is invalid). In the order of Kong's `flattened_errors`: the
+/// field messages by field name, descending, then the `@entity` messages in the order of
+/// Kong's `entity_checks`.
 #[test]
 fn entity_checks_beside_field_errors() {
     let (rsa_c, rsa_k, ec_c, other_k) = (
@@ -982,17 +988,17 @@ fn entity_checks_beside_field_errors() {
             json!({"services": [{"name": "s", "host": "a.com", "protocol": "grpc",
                                  "path": "/x", "port": 99999}]}),
             vec![
-                "service[s] @entity: failed conditional validation given value of field 'protocol'",
                 "service[s] port: value should be between 0 and 65535",
                 "service[s] path: value must be null",
+                "service[s] @entity: failed conditional validation given value of field 'protocol'",
             ],
         ),
         (
             "grpc service with a path of the wrong type",
             json!({"services": [{"name": "s", "host": "a.com", "protocol": "grpc", "path": 5}]}),
             vec![
-                "service[s] @entity: failed conditional validation given value of field 'protocol'",
                 "service[s] path: value must be null",
+                "service[s] @entity: failed conditional validation given value of field 'protocol'",
             ],
         ),
         (
@@ -1000,10 +1006,10 @@ fn entity_checks_beside_field_errors() {
             json!({"services": [{"name": "s", "host": "a.com", "tls_verify": "yes",
                                  "tls_verify_depth": 3}]}),
             vec![
-                "service[s] @entity: failed conditional validation given value of field 'protocol'",
-                "service[s] @entity: failed conditional validation given value of field 'protocol'",
-                "service[s] tls_verify: value must be null",
                 "service[s] tls_verify_depth: value must be null",
+                "service[s] tls_verify: value must be null",
+                "service[s] @entity: failed conditional validation given value of field 'protocol'",
+                "service[s] @entity: failed conditional validation given value of field 'protocol'",
             ],
         ),
         // `protocols` as one string: refused, yet it picks gRPC's subschema (as Kong's
@@ -1028,8 +1034,8 @@ fn entity_checks_beside_field_errors() {
             "consumer with an empty username",
             json!({"consumers": [{"username": ""}]}),
             vec![
-                "consumer[] @entity: at least one of these fields must be non-empty: 'custom_id', 'username'",
                 "consumer[] username: length must be at least 1",
+                "consumer[] @entity: at least one of these fields must be non-empty: 'custom_id', 'username'",
             ],
         ),
         (
@@ -1037,8 +1043,8 @@ fn entity_checks_beside_field_errors() {
             json!({"services": [{"name": "s", "host": "a.com", "routes": [
                 {"name": "r", "protocols": ["tcp"], "sources": [{"ip": ""}]}]}]}),
             vec![
-                "route[r] sources.1: at least one of these fields must be non-empty: 'ip', 'port'",
                 "route[r] sources.1.ip: length must be at least 1",
+                "route[r] @entity: at least one of these fields must be non-empty: 'ip', 'port'",
             ],
         ),
         // upstreams: a conditional's `then_field` meets its own rules again (its message
@@ -1048,18 +1054,18 @@ fn entity_checks_beside_field_errors() {
             json!({"upstreams": [{"name": "u", "hash_on": "header",
                                   "hash_on_header": "bad header"}]}),
             vec![
-                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
                 "upstream[u] hash_on_header: bad header name 'bad header', allowed characters are A-Z, a-z, 0-9, '_', and '-'",
+                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
             ],
         ),
         (
             "hashing on a cookie with an unknown fallback",
             json!({"upstreams": [{"name": "u", "hash_on": "cookie", "hash_fallback": "bogus"}]}),
             vec![
-                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
-                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
-                "upstream[u] hash_fallback: expected one of: none",
                 "upstream[u] hash_on_cookie: required field missing",
+                "upstream[u] hash_fallback: expected one of: none",
+                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
+                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
             ],
         ),
         (
@@ -1068,10 +1074,10 @@ fn entity_checks_beside_field_errors() {
                                   "hash_on_header": "x-a", "hash_fallback_header": "x-a",
                                   "slots": 1}]}),
             vec![
-                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
-                "upstream[u] @entity: values of these fields must be distinct: 'hash_on_header', 'hash_fallback_header'",
                 "upstream[u] slots: value should be between 10 and 65536",
                 "upstream[u] hash_fallback: expected one of: none, ip, header, cookie, path, query_arg, uri_capture",
+                "upstream[u] @entity: failed conditional validation given value of field 'hash_on'",
+                "upstream[u] @entity: values of these fields must be distinct: 'hash_on_header', 'hash_fallback_header'",
             ],
         ),
         // routes: the fields a subschema forbids, and the subschemas' checks, beside other
@@ -1081,8 +1087,8 @@ fn entity_checks_beside_field_errors() {
             json!({"services": [{"name": "s", "host": "a.com", "routes": [
                 {"name": "r", "protocols": ["tcp"], "paths": ["/a"]}]}]}),
             vec![
-                "route[r] @entity: must set one of 'sources', 'destinations', 'snis' when 'protocols' is 'tcp', 'tls' or 'udp'",
                 "route[r] paths: cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'",
+                "route[r] @entity: must set one of 'sources', 'destinations', 'snis' when 'protocols' is 'tcp', 'tls' or 'udp'",
             ],
         ),
         (
@@ -1100,8 +1106,8 @@ fn entity_checks_beside_field_errors() {
                 {"name": "r", "protocols": ["http", "tcp"], "paths": ["/"],
                  "sources": [{"ip": "10.0.0.1"}]}]}]}),
             vec![
-                "route[r] protocols: these sets are mutually exclusive: ('http', 'https', 'ws', 'wss'), ('tcp', 'tls', 'udp')",
                 "route[r] sources: cannot set 'sources' when 'protocols' is 'http' or 'https'",
+                "route[r] protocols: these sets are mutually exclusive: ('http', 'https', 'ws', 'wss'), ('tcp', 'tls', 'udp')",
             ],
         ),
         (
@@ -1109,9 +1115,9 @@ fn entity_checks_beside_field_errors() {
             json!({"services": [{"name": "s", "host": "a.com", "routes": [
                 {"name": "r", "protocols": ["http"], "paths": ["bad"], "snis": ["a.com"]}]}]}),
             vec![
-                "route[r] @entity: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
-                "route[r] paths.1: should start with: / (fixed path) or ~/ (regex path)",
                 "route[r] snis: length must be 0",
+                "route[r] paths.1: should start with: / (fixed path) or ~/ (regex path)",
+                "route[r] @entity: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
             ],
         ),
         (
@@ -1127,8 +1133,8 @@ fn entity_checks_beside_field_errors() {
             json!({"services": [{"name": "s", "host": "a.com", "routes": [
                 {"name": "r", "protocols": ["grpc", "grpcs"], "strip_path": true}]}]}),
             vec![
-                "route[r] @entity: must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'grpcs'",
                 "route[r] strip_path: cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+                "route[r] @entity: must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'grpcs'",
             ],
         ),
         // certificates: the key material is checked by the fields; a custom check does not
@@ -1137,8 +1143,8 @@ fn entity_checks_beside_field_errors() {
             "garbage certificate, invalid tags",
             json!({"certificates": [{"cert": "garbage", "key": other_k, "tags": [1]}]}),
             vec![
-                "certificate[-] cert: invalid certificate: no PEM certificate found",
                 "certificate[-] tags.1: expected a string",
+                "certificate[-] cert: invalid certificate: no PEM certificate found",
             ],
         ),
         (
@@ -1156,8 +1162,8 @@ fn entity_checks_beside_field_errors() {
             json!({"certificates": [{"cert": rsa_c, "key": other_k, "cert_alt": "garbage",
                                      "key_alt": rsa_k}]}),
             vec![
-                "certificate[-] @entity: certificate does not match key",
                 "certificate[-] cert_alt: invalid certificate: no PEM certificate found",
+                "certificate[-] @entity: certificate does not match key",
             ],
         ),
         // keys: the custom check runs beside other fields' errors, not beside its own
@@ -1165,8 +1171,8 @@ fn entity_checks_beside_field_errors() {
             "jwk of another kid, invalid tags",
             json!({"keys": [{"name": "k", "kid": "a", "jwk": "{\"kid\": \"b\"}", "tags": [1]}]}),
             vec![
-                "key[k] @entity: kid in jwk.kid must be equal to keys.kid",
                 "key[k] tags.1: expected a string",
+                "key[k] @entity: kid in jwk.kid must be equal to keys.kid",
             ],
         ),
         // (a counter-case: the custom check reads `kid`, which failed)
@@ -1181,9 +1187,9 @@ fn entity_checks_beside_field_errors() {
             json!({"consumers": [{"username": "c", "jwt_secrets": [
                 {"key": "k", "algorithm": "RS256", "tags": [""]}]}]}),
             vec![
-                "jwt_secret[k] @entity: failed conditional validation given value of field 'algorithm'",
                 "jwt_secret[k] tags.1: length must be at least 1",
                 "jwt_secret[k] rsa_public_key: required field missing",
+                "jwt_secret[k] @entity: failed conditional validation given value of field 'algorithm'",
             ],
         ),
     ];
@@ -1223,4 +1229,213 @@ fn flattened_entries_name_ids_and_parents_only_as_given() {
         consumer["errors"],
         json!([{"type": "field", "field": "nope", "message": "unknown field"}])
     );
+}
+
+/// The order of `flattened_errors` (`POST /config?flatten_errors=1`), as Kong's
+/// `flatten_errors` (`kong/db/errors.lua`) builds it: the document's sections by name,
+/// descending (`upstreams`, `services`, `routes`, `plugins`, `consumers`); a section's
+/// entities by position, descending; an entity's nested children before it, each kind of
+/// children by position, ascending, a child's own children before the child; and within an
+/// entry, the errors by field name, descending (nested ones in their field's place), the
+/// entity-level messages (`@entity`, a key like the others, by its bytes) after the
+/// lowercase names, before any name that starts with a digit.
+#[test]
+fn flattened_errors_come_in_kongs_order() {
+    let d = doc(r#"
+consumers:
+- username: c1
+  zz: 1
+  aa: 1
+- username: c2
+  keyauth_credentials:
+  - key: k1
+    zz: 1
+  - key: k2
+  - key: k3
+    aa: 1
+- username: c3
+plugins:
+- name: example-limit
+  config: {minute: -1, policy: nope}
+routes:
+- name: top-route
+  paths: [bad]
+services:
+- name: s1
+  host: a.test
+  protocol: grpc
+  path: /x
+  port: 99999
+  retries: -1
+  routes:
+  - name: r1
+    paths: [bad]
+    plugins:
+    - name: example-limit
+      config: {policy: nope}
+  - name: r2
+    paths: [/ok]
+  - name: r3
+    protocols: [http]
+  plugins:
+  - name: example-auth
+    config: {hide_credentials: 1}
+- name: s2
+  host: b.test
+- name: s3
+  host: c.test
+  tags: [1, ok, 2]
+upstreams:
+- name: u1
+  slots: 1
+  targets:
+  - target: "hostname:1.0"
+  - target: 10.0.0.1:80
+  - target: 10.0.0.2:80
+    weight: -1
+"#);
+    let body = load(&d).unwrap_err().kong_body(true);
+    assert_eq!(body["fields"], json!({}), "{body}");
+    // each entry as `type name: field, field, ...` (`@entity` for an entity-level message)
+    let entries: Vec<String> = body["flattened_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["entity_name"]
+                .as_str()
+                .or(e["entity"]["username"].as_str())
+                .or(e["entity"]["key"].as_str())
+                .or(e["entity"]["target"].as_str())
+                .unwrap_or("-");
+            let errors: Vec<&str> = e["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["field"].as_str().unwrap_or("@entity"))
+                .collect();
+            format!(
+                "{} {name}: {}",
+                e["entity_type"].as_str().unwrap(),
+                errors.join(", ")
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            // upstreams: the targets first, by position
+            "target hostname:1.0: target",
+            "target 10.0.0.2:80: weight",
+            "upstream u1: slots",
+            // services, from the last: s3, then s1's routes (r1's plugin before r1), its
+            // plugins, then s1 itself
+            "service s3: tags.3, tags.1",
+            "plugin example-limit: config.policy",
+            "route r1: paths.1",
+            "route r3: @entity",
+            "plugin example-auth: config.hide_credentials",
+            "service s1: retries, port, path, @entity",
+            "route top-route: paths.1",
+            "plugin example-limit: config.policy, config.minute",
+            // consumers, from the last: c2's credentials, by position, then c1
+            "keyauth_credential k1: zz",
+            "keyauth_credential k3: aa",
+            "consumer c1: zz, aa",
+        ]
+    );
+}
+
+/// Kong sorts each level of its error tables as LuaJIT sorts the keys, and the keys are of
+/// two kinds: a section's entities and an array's elements are numbers (position 10 after
+/// 9), while a document's section names, a record's fields and a map's keys are strings,
+/// compared by their bytes (`"10"` before `"9"`, `keys` after `key_sets`: `s` > `_`), even
+/// when all digits. `flattened_errors` takes each level's keys from the last; the readable
+/// lines keep the document's order.
+#[test]
+fn flattened_errors_sort_positions_by_value_and_names_by_bytes() {
+    let mut services = String::new();
+    for i in 1..=11 {
+        // the 9th and the 10th are invalid
+        let retries = if i == 9 || i == 10 { -1 } else { 1 };
+        services.push_str(&format!(
+            "- name: s{i}\n  host: h{i}.test\n  retries: {retries}\n"
+        ));
+    }
+    let paths: Vec<String> = (1..=11)
+        .map(|i| {
+            if i == 9 || i == 10 {
+                "bad".into()
+            } else {
+                format!("/p{i}")
+            }
+        })
+        .collect();
+    let d = doc(&format!(
+        r#"services:
+{services}routes:
+- name: r
+  paths: [{}]
+  headers:
+    "9": []
+    "10": []
+    x: [a]
+keys:
+- name: k
+  kid: k
+key_sets:
+- name: 1
+"#,
+        paths.join(", ")
+    ));
+    let err = load(&d).unwrap_err();
+    let body = err.kong_body(true);
+    let entries: Vec<String> = body["flattened_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let who = e["entity_name"]
+                .as_str()
+                .or(e["entity"]["name"].as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| e["entity"]["name"].to_string());
+            let errors: Vec<&str> = e["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["field"].as_str().unwrap_or("@entity"))
+                .collect();
+            format!(
+                "{} {who}: {}",
+                e["entity_type"].as_str().unwrap(),
+                errors.join(", ")
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            // services: position 10, then 9
+            "service s10: retries",
+            "service s9: retries",
+            // routes: the header names "9" then "10" (bytes), the paths 10 then 9 (values)
+            "route r: paths.10, paths.9, headers.9, headers.10",
+            // `keys` before `key_sets`
+            "key k: @entity",
+            "key_set 1: name",
+        ],
+        "{body}"
+    );
+    // the readable lines: the document's order
+    let lines = err.lines();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} in {lines:#?}"))
+    };
+    assert!(at("service 's9'") < at("service 's10'"), "{lines:#?}");
+    assert!(at("paths.9") < at("paths.10"), "{lines:#?}");
+    assert!(at("service 's10'") < at("route 'r'"), "{lines:#?}");
 }

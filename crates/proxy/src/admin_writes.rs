@@ -6,10 +6,13 @@
 //! strategy refuses the write (`kong/db/strategies/off/init.lua`: 405, code 12). In order:
 //!
 //! 1. before any endpoint (`kong/api/api_helpers.lua`): a `POST`, `PUT` or `PATCH` body of a
-//!    type other than JSON, a form or multipart is 415; then, for a method the endpoint
-//!    has, a JSON body that does not parse (an empty one included) is 400
-//!    `Cannot parse JSON body`. Form and multipart values are typed by the entity's schema
-//!    (`kong/api/arguments.lua`: numbers, booleans, arrays; an empty value is `null`);
+//!    type other than JSON, a form or multipart is 415 (the `Content-Type` read by its
+//!    bytes, whatever they are); then, for a method the endpoint has, a JSON body that
+//!    decodes to anything but a table is 500 `An unexpected error occurred` (lapis's
+//!    `json_params` fails on it, a `DELETE`'s included), and one that does not parse (an
+//!    empty one included) 400 `Cannot parse JSON body` ([`crate::admin_schemas::input`]).
+//!    Form and multipart values are typed by the entity's schema (`kong/api/arguments.lua`:
+//!    numbers, booleans, arrays; an empty value is `null`);
 //! 2. the path: a segment that is no UUID addresses the entity by its endpoint key, whose
 //!    value must pass that field's validation (400, `invalid unique <field>`, code 10), and
 //!    is an invalid primary key (400, code 1) for a kind without one; a certificate is
@@ -50,11 +53,10 @@
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use silverback_config::schema::{Errors, FieldError, Kind, Record};
-use silverback_config::schema_json::schema_violation;
 use silverback_config::{EntityKind, LoadOptions};
 
 use crate::admin::{
@@ -62,6 +64,7 @@ use crate::admin::{
     no_content, now_unix, read_body,
 };
 use crate::admin_routes::nested_kind_of;
+use crate::admin_schemas::{Input, violation};
 use crate::admin_view::View;
 use crate::body::ProxyBody;
 use crate::gateway::Shared;
@@ -84,7 +87,7 @@ pub(crate) async fn write(
         _ => return not_allowed(),
     };
     // Kong's `before_filter`, whatever the endpoint makes of the method
-    if *m != Method::DELETE && !readable(&req) {
+    if *m != Method::DELETE && !crate::admin_schemas::readable(&req) {
         let mut r = Response::new(ProxyBody::empty());
         *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return r;
@@ -100,14 +103,15 @@ pub(crate) async fn write(
     if !handled {
         return not_allowed();
     }
-    let body = if *m == Method::DELETE {
+    // (the type as Kong reads it, whatever its bytes)
+    let ct = crate::admin_schemas::content_type(&req);
+    let json = ct
+        .as_deref()
+        .is_some_and(|t| t.to_ascii_lowercase().contains("application/json"));
+    // (a DELETE's body matters only to lapis's `json_params`, which reads any method's JSON)
+    let body = if *m == Method::DELETE && !json {
         Posted::default()
     } else {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         match read_body(sh, req.into_body()).await {
             Ok(bytes) => Posted { ct, bytes },
             Err(r) => return r,
@@ -121,8 +125,11 @@ pub(crate) async fn write(
     };
     // (the JSON check wraps every handler: before the path is looked at)
     let input = match *m {
+        Method::DELETE if crate::admin_schemas::json_scalar(body.ct.as_deref(), &body.bytes) => {
+            return crate::admin_schemas::unexpected();
+        }
         Method::DELETE => Input::default(),
-        _ => match body.input() {
+        _ => match crate::admin_schemas::input(body.ct.as_deref(), &body.bytes) {
             Ok(i) => i,
             Err(r) => return *r,
         },
@@ -133,90 +140,11 @@ pub(crate) async fn write(
     }
 }
 
-/// Kong's `before_filter` (`kong/api/api_helpers.lua`): a body the admin API reads, by its
-/// `Content-Type` (compared as Kong compares it, case and all), or no body.
-fn readable<B>(req: &Request<B>) -> bool {
-    let h = req.headers();
-    match h.get(header::CONTENT_TYPE) {
-        Some(ct) => {
-            let ct = ct.as_bytes();
-            ct.starts_with(b"application/json")
-                || ct.starts_with(b"multipart/form-data")
-                || ct.starts_with(b"application/x-www-form-urlencoded")
-        }
-        None => match h.get(header::CONTENT_LENGTH) {
-            Some(n) => n.as_bytes() == b"0",
-            None => !h.contains_key(header::TRANSFER_ENCODING),
-        },
-    }
-}
-
 /// A write's body and its `Content-Type`.
 #[derive(Debug, Default)]
 struct Posted {
     ct: Option<String>,
     bytes: bytes::Bytes,
-}
-
-/// The parameters of a write's body, before they are typed by a schema.
-#[derive(Debug, Default)]
-struct Input {
-    params: Map<String, Value>,
-    /// The values are text (a form or multipart body): Kong types them by the schema.
-    text: bool,
-    /// The body was a JSON array (its elements the parameters 1, 2, ...: integer keys to
-    /// Kong, whose errors cjson writes as an array).
-    array: bool,
-}
-
-impl Posted {
-    /// The body's parameters, as Kong reads them (`Err`: Kong's 400 answer).
-    fn input(&self) -> Result<Input, Box<Response<ProxyBody>>> {
-        let ct = self.ct.as_deref().unwrap_or("").to_ascii_lowercase();
-        let text = ct.starts_with("application/x-www-form-urlencoded")
-            || ct.starts_with("multipart/form-data");
-        if ct.contains("application/json") {
-            // (lapis decodes the body, and Kong's endpoints take any table: an object's
-            // members are the parameters, an array's elements the parameters 1, 2, ..., which
-            // no schema has (`[]` is `{}`). Nothing, a body that does not parse, or a scalar,
-            // is no JSON to us; Kong's parameter merge fails on a scalar, an unexpected error)
-            return match serde_json::from_slice(&self.bytes) {
-                Ok(Value::Object(params)) => Ok(Input {
-                    params,
-                    text: false,
-                    array: false,
-                }),
-                Ok(Value::Array(items)) => Ok(Input {
-                    params: items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, v)| ((i + 1).to_string(), v))
-                        .collect(),
-                    text: false,
-                    array: true,
-                }),
-                _ => Err(Box::new(message(
-                    StatusCode::BAD_REQUEST,
-                    "Cannot parse JSON body",
-                ))),
-            };
-        }
-        if !text {
-            return Ok(Input::default());
-        }
-        let ct = self.ct.as_deref().unwrap_or("");
-        match crate::admin_schemas::params(ct, self.bytes.clone()) {
-            Ok(params) => Ok(Input {
-                params,
-                text,
-                array: false,
-            }),
-            Err(crate::admin_schemas::Refused::BadRequest(m)) => {
-                Err(Box::new(message(StatusCode::BAD_REQUEST, &m)))
-            }
-            Err(crate::admin_schemas::Refused::UnsupportedType) => Ok(Input::default()),
-        }
-    }
 }
 
 fn not_allowed() -> Response<ProxyBody> {
@@ -1014,26 +942,6 @@ fn infer_value(v: Value, f: &silverback_config::schema::Field) -> Value {
         }
         (_, v) => v,
     }
-}
-
-/// Kong's schema violation (400, code 2); `array`: the body was a JSON array.
-fn violation(errors: &Errors, array: bool) -> Response<ProxyBody> {
-    let mut body = schema_violation(errors);
-    // Errors keyed 1 to n come out as an array, as cjson writes a Lua sequence: right for a
-    // JSON array's elements (the parameters 1 to n, each an unknown field), but an object's
-    // or a form's keys "1", "2" stay strings to Kong, and their errors an object. (Kong fails
-    // to sort an array's errors beside named ones, an unexpected error: they are listed
-    // together here.)
-    if !array && let Some(Value::Array(items)) = body.get("fields") {
-        let fields: Map<String, Value> = items
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(i, v)| ((i + 1).to_string(), v.clone()))
-            .collect();
-        body["fields"] = Value::Object(fields);
-    }
-    json_response(StatusCode::BAD_REQUEST, &body)
 }
 
 /// The `off` strategy's refusal (`kong/db/strategies/off/init.lua`): 405 with the DAO

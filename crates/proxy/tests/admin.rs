@@ -1677,6 +1677,390 @@ async fn validate_endpoints_use_the_configuration_rules() {
     assert_eq!(r.json(), json!({"message": "Cannot parse JSON body"}));
 }
 
+/// `POST /schemas/{entity}/validate` reads a JSON body as Kong's admin API reads every body
+/// (`api_helpers.lua`'s `before_filter` and `parse_params`, lapis's `json_params`), before
+/// its handler (`kong/api/routes/kong.lua`, `validate_schema`) looks the entity up: a JSON
+/// array is a table whose elements are the parameters 1 to n, numbers to Lua, each an
+/// unknown field to the schema, and `[]` is `{}`.
+#[tokio::test]
+async fn validate_reads_a_json_array_as_kong_does() {
+    let g = Gw::start(None).await;
+    let a = g.admin;
+    let json_ct = "application/json";
+    let violation = |message: &str, fields: Value| json!({"code": 2, "name": "schema violation", "message": message, "fields": fields});
+    let unexpected = json!({"message": "An unexpected error occurred"});
+    let cases: Vec<(&str, &str, &str, u16, Value)> = vec![
+        // `[]` is `{}`: the entity's own checks, or success when it needs nothing
+        (
+            "/schemas/services/validate",
+            json_ct,
+            "[]",
+            400,
+            violation(
+                "schema violation (host: required field missing)",
+                json!({"host": "required field missing"}),
+            ),
+        ),
+        (
+            "/schemas/key_sets/validate",
+            json_ct,
+            "[]",
+            200,
+            json!({"message": "schema validation successful"}),
+        ),
+        // each element is an unknown field; alone, their errors are a Lua sequence (an array
+        // in the answer)
+        (
+            "/schemas/key_sets/validate",
+            json_ct,
+            r#"[1, {"name": "x"}]"#,
+            400,
+            violation(
+                "2 schema violations (1: unknown field; 2: unknown field)",
+                json!(["unknown field", "unknown field"]),
+            ),
+        ),
+        // the positions are numbers to Lua: 10 after 9
+        (
+            "/schemas/key_sets/validate",
+            json_ct,
+            "[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]",
+            400,
+            violation(
+                &format!(
+                    "11 schema violations ({})",
+                    (1..=11)
+                        .map(|i| format!("{i}: unknown field"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                json!(vec!["unknown field"; 11]),
+            ),
+        ),
+        // beside a named error (`name: required field missing`, `host: ...`), Kong's
+        // `schema_violation` (`errors.lua`) sorts the error table's keys with `table.sort`,
+        // which fails comparing a number with a string: a Lua error, which Kong's
+        // `handle_error` answers 500 `An unexpected error occurred`
+        (
+            "/schemas/plugins/validate",
+            json_ct,
+            r#"["key-auth"]"#,
+            500,
+            unexpected.clone(),
+        ),
+        (
+            "/schemas/services/validate",
+            json_ct,
+            r#"[{"host": "y"}]"#,
+            500,
+            unexpected.clone(),
+        ),
+        // an object's keys "1", "2" stay strings to Kong: its errors are an object, and
+        // sorted by their bytes ("10" before "9")
+        (
+            "/schemas/key_sets/validate",
+            json_ct,
+            r#"{"1": "x", "2": "y"}"#,
+            400,
+            violation(
+                "2 schema violations (1: unknown field; 2: unknown field)",
+                json!({"1": "unknown field", "2": "unknown field"}),
+            ),
+        ),
+        (
+            "/schemas/key_sets/validate",
+            json_ct,
+            r#"{"9": "x", "10": "y"}"#,
+            400,
+            violation(
+                "2 schema violations (10: unknown field; 9: unknown field)",
+                json!({"9": "unknown field", "10": "unknown field"}),
+            ),
+        ),
+        // nothing is no JSON body: Kong's check, 400
+        (
+            "/schemas/services/validate",
+            json_ct,
+            "",
+            400,
+            json!({"message": "Cannot parse JSON body"}),
+        ),
+        // a scalar decodes, and lapis's `json_params` adds it to the parameters with
+        // `pairs("x")`, a Lua error before Kong's check: 500 `An unexpected error occurred`
+        (
+            "/schemas/services/validate",
+            json_ct,
+            "\"x\"",
+            500,
+            unexpected.clone(),
+        ),
+        (
+            "/schemas/nope/validate",
+            json_ct,
+            "null",
+            500,
+            unexpected.clone(),
+        ),
+        // the body is read before the entity is looked up
+        (
+            "/schemas/nope/validate",
+            json_ct,
+            "[",
+            400,
+            json!({"message": "Cannot parse JSON body"}),
+        ),
+        (
+            "/schemas/nope/validate",
+            "text/plain",
+            "{}",
+            415,
+            Value::Null,
+        ),
+        (
+            "/schemas/nope/validate",
+            json_ct,
+            "[]",
+            404,
+            json!({"message": "No entity named 'nope'"}),
+        ),
+        // Kong's `before_filter` compares the type's case
+        (
+            "/schemas/services/validate",
+            "Application/JSON",
+            "{}",
+            415,
+            Value::Null,
+        ),
+        // form values stay text here (this endpoint does not type them by the schema)
+        (
+            "/schemas/services/validate",
+            "application/x-www-form-urlencoded",
+            "host=x.test&port=80",
+            400,
+            violation(
+                "schema violation (port: expected an integer)",
+                json!({"port": "expected an integer"}),
+            ),
+        ),
+    ];
+    for (path, ct, body, status, want) in cases {
+        let r = admin_post(a, path, ct, body).await;
+        assert_eq!(r.status, status, "{path} {ct} {body}: {}", r.text());
+        if want.is_null() {
+            assert!(r.text().is_empty(), "{path} {ct} {body}: {}", r.text());
+        } else {
+            assert_eq!(r.json(), want, "{path} {ct} {body}");
+        }
+    }
+    g.gw.shutdown().await;
+}
+
+/// `POST /schemas/{entity}/validate` checks lapis's `self.params` as Kong's `parse_params`
+/// leaves them (`kong/api/routes/kong.lua`): the query's arguments, the form's over them, the
+/// path's entity name, a JSON body's members over all; a url-encoded body's values through
+/// Kong's `decode_args`; every key nested by its dots and brackets, whatever the body.
+#[tokio::test]
+async fn validate_reads_kongs_request_parameters() {
+    let g = with_schema_plugin().await;
+    let a = g.admin;
+    let json_ct = "application/json";
+    let form = "application/x-www-form-urlencoded";
+    let ok = json!({"message": "schema validation successful"});
+    let violation = |message: &str, fields: Value| json!({"code": 2, "name": "schema violation", "message": message, "fields": fields});
+    let unexpected = json!({"message": "An unexpected error occurred"});
+    let cases: Vec<(&str, &str, &str, u16, Value)> = vec![
+        // the query's arguments are parameters, under any body's
+        (
+            "/schemas/services/validate?host=q.test",
+            json_ct,
+            "{}",
+            200,
+            ok.clone(),
+        ),
+        (
+            "/schemas/services/validate?host=bad_host!",
+            json_ct,
+            r#"{"host": "x.test"}"#,
+            200,
+            ok.clone(),
+        ),
+        (
+            "/schemas/services/validate?host=x.test",
+            form,
+            "host=bad_host!",
+            400,
+            violation(
+                "schema violation (host: invalid value: bad_host!)",
+                json!({"host": "invalid value: bad_host!"}),
+            ),
+        ),
+        // a url-encoded body's `decode_args`: "true" and "false" are booleans, "" null, also
+        // under a dotted key (decoded before it is nested)
+        (
+            "/schemas/plugins/validate",
+            form,
+            "name=key-auth&enabled=false&config.hide_credentials=true&tags=",
+            200,
+            ok.clone(),
+        ),
+        // dotted and bracketed keys nest, in a JSON body too (a key's bracket by lapis, a
+        // key's dots and trailing position at any depth by Kong)
+        (
+            "/schemas/plugins/validate",
+            json_ct,
+            r#"{"name": "key-auth", "config.hide_credentials": 1}"#,
+            400,
+            violation(
+                "schema violation (config.hide_credentials: expected a boolean)",
+                json!({"config": {"hide_credentials": "expected a boolean"}}),
+            ),
+        ),
+        (
+            "/schemas/plugins/validate",
+            json_ct,
+            r#"{"name": "key-auth", "config[hide_credentials]": 1}"#,
+            400,
+            violation(
+                "schema violation (config.hide_credentials: expected a boolean)",
+                json!({"config": {"hide_credentials": "expected a boolean"}}),
+            ),
+        ),
+        (
+            "/schemas/plugins/validate",
+            json_ct,
+            r#"{"name": "key-auth", "config": {"key_names[1]": "k", "anonymous": "a"}}"#,
+            200,
+            ok.clone(),
+        ),
+        // the entity is the `db_entity_name` parameter: the path's over the query's and the
+        // form's, a JSON body's over the path's
+        (
+            "/schemas/services/validate?db_entity_name=key_sets",
+            json_ct,
+            "{}",
+            400,
+            violation(
+                "schema violation (host: required field missing)",
+                json!({"host": "required field missing"}),
+            ),
+        ),
+        (
+            "/schemas/services/validate",
+            json_ct,
+            r#"{"db_entity_name": "key_sets"}"#,
+            200,
+            ok.clone(),
+        ),
+        (
+            "/schemas/services/validate",
+            json_ct,
+            r#"{"db_entity_name": "nope"}"#,
+            404,
+            json!({"message": "No entity named 'nope'"}),
+        ),
+        // a number names no DAO, and Lua writes it into the message; anything else fails
+        // the message's concatenation
+        (
+            "/schemas/services/validate",
+            json_ct,
+            r#"{"db_entity_name": 1.50}"#,
+            404,
+            json!({"message": "No entity named '1.5'"}),
+        ),
+        (
+            "/schemas/services/validate",
+            json_ct,
+            r#"{"db_entity_name": true}"#,
+            500,
+            unexpected.clone(),
+        ),
+        (
+            "/schemas/true/validate",
+            form,
+            "a=1",
+            500,
+            unexpected.clone(),
+        ),
+        // `/schemas/plugins/validate` is a route of its own: there the name is a parameter
+        (
+            "/schemas/plugins/validate",
+            json_ct,
+            r#"{"name": "key-auth", "db_entity_name": "services"}"#,
+            400,
+            violation(
+                "schema violation (db_entity_name: unknown field)",
+                json!({"db_entity_name": "unknown field"}),
+            ),
+        ),
+        // a query's argument beside a JSON array's positions: a name beside numbers
+        (
+            "/schemas/key_sets/validate?x=1",
+            json_ct,
+            "[1]",
+            500,
+            unexpected.clone(),
+        ),
+    ];
+    let mut wrong = vec![];
+    for (path, ct, body, status, want) in cases {
+        let r = admin_post(a, path, ct, body).await;
+        let got = if r.body.is_empty() {
+            Value::Null
+        } else {
+            r.json()
+        };
+        if (r.status.as_u16(), &got) != (status, &want) {
+            wrong.push(format!(
+                "{path} {ct} {body}: {} {got}\n  want {status} {want}",
+                r.status
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    g.gw.shutdown().await;
+}
+
+/// A `Content-Type` with bytes past ASCII is still the type Kong reads (lapis and Kong
+/// search its lowercased bytes for `application/json`), for the validate endpoint and the
+/// writes alike: the body is read as JSON, not ignored.
+#[tokio::test]
+async fn a_content_type_past_ascii_is_still_read() {
+    let g = Gw::start(None).await;
+    let ct = http::HeaderValue::from_bytes(b"application/json; charset=\xe9").unwrap();
+    let send = |method: &'static str, path: &'static str, body: &'static str| {
+        let ct = ct.clone();
+        async move {
+            H1::connect(g.admin)
+                .await
+                .send(
+                    req(method, "localhost", path)
+                        .header("content-type", ct)
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap(),
+                )
+                .await
+        }
+    };
+    let r = send(
+        "POST",
+        "/schemas/services/validate",
+        r#"{"host": "x.test"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send("POST", "/schemas/services/validate", "{").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json(), json!({"message": "Cannot parse JSON body"}));
+    // a write: the body's own errors, not those of `{}`
+    let r = send("POST", "/services", r#"{"host": "bad_host!"}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["fields"],
+        json!({"host": "invalid value: bad_host!"})
+    );
+    g.gw.shutdown().await;
+}
+
 /// Entities read back as Kong shows them: every field of the schema, left-out ones with
 /// their default or `null`, and the load's timestamps; in lists, under a parent and alone.
 #[tokio::test]
@@ -3272,9 +3656,10 @@ upstreams:
             json!({"message": "Method not allowed"}),
         ),
         // a JSON array is a table to Kong too: `[]` is `{}`, and each element a parameter
-        // named by its position, which no schema has; alone, the errors are a Lua sequence
-        // (an array in the answer); beside named ones, Kong fails to sort them (an
-        // unexpected error, 500), where they are listed together here
+        // at its position, a number to Lua, which no schema has; alone, the errors are a Lua
+        // sequence (an array in the answer); beside a named one, the DAO's
+        // `schema_violation` (`errors.lua`) fails to sort them (`table.sort` comparing a
+        // number with a string, a Lua error): 500 `An unexpected error occurred`
         (
             "POST",
             "/services".into(),
@@ -3310,11 +3695,8 @@ upstreams:
             "/services".into(),
             json_ct,
             r#"[{"host": "y"}]"#,
-            400,
-            violation(
-                "2 schema violations (1: unknown field; host: required field missing)",
-                json!({"1": "unknown field", "host": "required field missing"}),
-            ),
+            500,
+            json!({"message": "An unexpected error occurred"}),
         ),
         // an object's keys "1", "2" stay strings to Kong: its errors are an object
         (
@@ -3328,14 +3710,32 @@ upstreams:
                 json!({"1": "unknown field", "2": "unknown field"}),
             ),
         ),
-        // (a scalar: Kong's parameter merge fails on it, an unexpected error)
+        // a scalar decodes, and lapis's `json_params` adds it to the parameters with
+        // `pairs`, a Lua error before Kong's JSON check: 500, whatever the method (a
+        // DELETE's JSON is read too, though not checked: one that does not parse is none)
         (
             "POST",
             "/services".into(),
             json_ct,
             "1",
-            400,
-            json!({"message": "Cannot parse JSON body"}),
+            500,
+            json!({"message": "An unexpected error occurred"}),
+        ),
+        (
+            "DELETE",
+            "/services/svc".into(),
+            json_ct,
+            "\"x\"",
+            500,
+            json!({"message": "An unexpected error occurred"}),
+        ),
+        (
+            "DELETE",
+            "/services/svc".into(),
+            json_ct,
+            "{",
+            405,
+            refused("remove", "services", " by 'name'"),
         ),
         // no body at all: nothing given
         (

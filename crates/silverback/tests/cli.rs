@@ -84,6 +84,14 @@ fn validate_prints_every_error_and_fails() {
         "{stdout}"
     );
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    // in the document's order (the JSON body alone takes Kong's: see below)
+    let at = |needle: &str| {
+        stdout
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {stdout}"))
+    };
+    assert!(at("service 'a'") < at("route 'r1'"), "{stdout}");
+    assert!(at("route 'r1'") < at("service 'b'"), "{stdout}");
 }
 
 #[test]
@@ -101,7 +109,8 @@ fn validate_json_output_is_kongs_flattened_body() {
         .iter()
         .map(|e| e["entity_name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["a", "r1", "b"]);
+    // in Kong's order: the services from the last, a service's routes before it
+    assert_eq!(names, ["b", "r1", "a"]);
 }
 
 #[test]

@@ -61,7 +61,7 @@ pub fn pem(name: &str) -> String {
 }
 
 /// Renders every error as one line: `type[name] field: message` for entity errors and
-/// `top path: message` for the rest, in report order.
+/// `top path: message` for the rest, in report order (Kong's `flattened_errors` order).
 pub fn error_lines(err: &ConfigError) -> Vec<String> {
     match err {
         ConfigError::Parse(m) => vec![format!("parse: {m}")],
