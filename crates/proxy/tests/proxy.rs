@@ -2337,6 +2337,106 @@ async fn cert_alt_follows_the_clients_signature_preference() {
     g.gw.shutdown().await;
 }
 
+/// `cert_alt` with the version the client really offers: a client limited to TLS 1.2 that
+/// still lists TLS 1.3 suites (rustls' does) and every signature scheme, ECDSA first, but
+/// whose TLS 1.2 suites all need an RSA key, gets the RSA certificate and completes the
+/// handshake, whichever of the two is the main one; one whose TLS 1.2 suites all need an
+/// ECDSA key gets the ECDSA one even when it lists an RSA scheme first. A TLS 1.3 client
+/// gets the certificate of its first scheme.
+#[tokio::test]
+async fn cert_alt_follows_the_tls12_suites_a_tls12_client_offers() {
+    use rustls::SignatureScheme as S;
+    use rustls::crypto::ring::cipher_suite as suite;
+    let rsa = (
+        std::fs::read_to_string(pki_path("rsa.crt")).unwrap(),
+        std::fs::read_to_string(pki_path("rsa.key")).unwrap(),
+    );
+    let ecdsa = cert(&["ecdsa.example.test"]);
+    let rsa_name = ["DNSName(example.test)"];
+    let ecdsa_name = ["DNSName(ecdsa.example.test)"];
+    let tls13_suites = || {
+        vec![
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS13_AES_256_GCM_SHA384,
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ]
+    };
+    let with_tls13 = |tls12: Vec<rustls::SupportedCipherSuite>| {
+        let mut all = tls13_suites();
+        all.extend(tls12);
+        all
+    };
+    let rsa_suites = || {
+        vec![
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ]
+    };
+    let ecdsa_suites = || vec![suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256];
+    for (main, alt, what) in [
+        (&rsa, &ecdsa, "RSA main, ECDSA alt"),
+        (&ecdsa, &rsa, "ECDSA main, RSA alt"),
+    ] {
+        let doc = serde_json::json!({
+            "_format_version": "3.0",
+            "certificates": [{
+                "cert": main.0, "key": main.1, "cert_alt": alt.0, "key_alt": alt.1,
+                "snis": [{"name": "example.test"}],
+            }],
+        });
+        let g = Gw::start(Some(&doc.to_string())).await;
+        let cases = [
+            (
+                "TLS 1.2, RSA suites, TLS 1.3 suites listed",
+                None,
+                Some(with_tls13(rsa_suites())),
+                &rsa_name,
+            ),
+            ("TLS 1.2, RSA suites", None, Some(rsa_suites()), &rsa_name),
+            (
+                "TLS 1.2, an ECDSA suite, RSA scheme first, TLS 1.3 suites listed",
+                Some(vec![S::RSA_PSS_SHA256, S::ECDSA_NISTP256_SHA256]),
+                Some(with_tls13(ecdsa_suites())),
+                &ecdsa_name,
+            ),
+            (
+                "TLS 1.2, both kinds of suite, RSA scheme first",
+                Some(vec![S::RSA_PKCS1_SHA256, S::ECDSA_NISTP256_SHA256]),
+                Some(with_tls13([ecdsa_suites(), rsa_suites()].concat())),
+                &rsa_name,
+            ),
+            (
+                "TLS 1.2, both kinds of suite, ECDSA scheme first",
+                Some(vec![S::ECDSA_NISTP256_SHA256, S::RSA_PKCS1_SHA256]),
+                Some(with_tls13([rsa_suites(), ecdsa_suites()].concat())),
+                &ecdsa_name,
+            ),
+            (
+                "TLS 1.3, RSA scheme first",
+                Some(vec![S::RSA_PSS_SHA256, S::ECDSA_NISTP256_SHA256]),
+                None,
+                &rsa_name,
+            ),
+            (
+                "TLS 1.3, ECDSA scheme first",
+                Some(vec![S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256]),
+                None,
+                &ecdsa_name,
+            ),
+        ];
+        for (case, schemes, tls12, want) in cases {
+            let tls = try_tls_connect_offering(g.https, "example.test", &[], schemes, tls12)
+                .await
+                .unwrap_or_else(|e| panic!("{what}, {case}: the handshake fails: {e}"));
+            let version = tls.get_ref().1.protocol_version();
+            let names = san_names(&leaf(&tls));
+            assert_eq!(names, *want, "{what}, {case} ({version:?})");
+        }
+        g.gw.shutdown().await;
+    }
+}
+
 /// Without `ssl_cert`, a client that matches no SNI (or sends none) gets one of Kong's two
 /// generated certificates by its signature preference: an ECDSA-capable client the ECDSA
 /// P-256 one at once; a client without ECDSA (TLS 1.2 with RSA suites only, TLS 1.3 offering
@@ -2352,6 +2452,17 @@ async fn generated_default_certificates_follow_the_clients_signature_preference(
         .expect("one attempt: the handshake waits for the RSA certificate");
     let rsa = leaf(&tls);
     assert_eq!(key_of(&rsa), ("RSA", 2048, KONG_DEFAULT_SUBJECT.into()));
+    // The same with TLS 1.3 suites listed, TLS 1.2 alone offered.
+    let tls = try_tls_connect_offering(
+        g.https,
+        "nothing.test",
+        &[],
+        None,
+        Some(rsa_only_tls12_listing_tls13()),
+    )
+    .await
+    .expect("TLS 1.2 alone, TLS 1.3 suites listed");
+    assert_eq!(leaf(&tls), rsa, "TLS 1.2 alone, TLS 1.3 suites listed");
     // Without a server name (an IP address sends none): the same choice.
     let rsa_schemes = vec![
         rustls::SignatureScheme::RSA_PSS_SHA256,
@@ -2411,6 +2522,13 @@ async fn ssl_cert_files_are_the_default_certificates() {
         let (tls, _, _) =
             tls_connect_offering(g.https, sni, &[], None, Some(rsa_only_tls12())).await;
         assert_eq!(leaf(&tls), der(&rsa_pem), "{sni}: TLS 1.2, RSA only");
+        let suites = rsa_only_tls12_listing_tls13();
+        let (tls, _, _) = tls_connect_offering(g.https, sni, &[], None, Some(suites)).await;
+        assert_eq!(
+            leaf(&tls),
+            der(&rsa_pem),
+            "{sni}: TLS 1.2, RSA only, 1.3 listed"
+        );
     }
     let (_, names, _) = tls_connect(g.https, "exact.test", &[]).await;
     assert_eq!(names, ["DNSName(exact.test)"], "a configured SNI wins");
