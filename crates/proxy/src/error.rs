@@ -13,7 +13,14 @@
 //! | `BadRequest` | 400 | `Bad request` |
 //! | `PayloadTooLarge` | 413 | `Payload too large` |
 //! | `MethodNotAllowed` | 405 | `Method not allowed` |
+//! | `NotImplemented` | 501 | none: nginx's own HTML page ([`nginx_page`]) |
 //! | `Internal` | 500 | `An unexpected error occurred` |
+//!
+//! The errors nginx raises in Kong reach Kong's error handler only for the statuses of the
+//! proxy server's `error_page` lines in `kong/templates/nginx_kong.lua` (400 404 405 408
+//! 411 412 413 414 417, 494, and 500 502 503 504; [`kong_handles`]); any other status gets
+//! nginx's built-in page. Of the statuses the gateway answers with, only 501 (a transfer
+//! coding other than `chunked`) is outside that list.
 
 use std::fmt;
 
@@ -225,6 +232,50 @@ pub fn status_message(status: StatusCode) -> &'static str {
         503 => "The upstream server is currently unavailable",
         504 => "The upstream server is timing out",
         _ => "The upstream server responded with an error",
+    }
+}
+
+/// Whether Kong's proxy server renders an nginx-level error of `status` with its own error
+/// handler (`Kong.handle_error`, Kong's formats): the statuses its template routes to
+/// `/kong_error_handler` with `error_page`. nginx answers any other status itself
+/// ([`nginx_page`]).
+pub fn kong_handles(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        400 | 404 | 405 | 408 | 411 | 412 | 413 | 414 | 417 | 494 | 500 | 502 | 503 | 504
+    )
+}
+
+/// nginx's built-in page for an error status Kong leaves to nginx ([`kong_handles`]), for
+/// the statuses the gateway answers with (501 only), as nginx's special responses write it:
+/// the status and nginx's title for it in `<title>` and in a centered `<h1>`, then the
+/// server token under a rule. Kong's template sets `server_tokens off`, so that token is
+/// `nginx`, without a version, whatever `Server` header Kong's header filter puts on the
+/// answer. Lines end with CRLF. (nginx appends comments after it as padding for MSIE and
+/// Chrome user agents, under `msie_padding`; this page never has them.) Served as
+/// `text/html`, whatever the request accepts. `None` for the statuses Kong renders.
+pub fn nginx_page(status: StatusCode) -> Option<&'static str> {
+    // (the page of a status, from its title)
+    macro_rules! page {
+        ($title:literal) => {
+            concat!(
+                "<html>\r\n",
+                "<head><title>",
+                $title,
+                "</title></head>\r\n",
+                "<body>\r\n",
+                "<center><h1>",
+                $title,
+                "</h1></center>\r\n",
+                "<hr><center>nginx</center>\r\n",
+                "</body>\r\n",
+                "</html>\r\n",
+            )
+        };
+    }
+    match status.as_u16() {
+        501 => Some(page!("501 Not Implemented")),
+        _ => None,
     }
 }
 
@@ -521,6 +572,36 @@ pub fn grpc_headers(h: &mut HeaderMap, status: StatusCode, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nginx_answers_what_kong_does_not_route_to_its_handler() {
+        let page = nginx_page(StatusCode::NOT_IMPLEMENTED).unwrap();
+        assert_eq!(
+            page,
+            "<html>\r\n<head><title>501 Not Implemented</title></head>\r\n<body>\r\n\
+             <center><h1>501 Not Implemented</h1></center>\r\n<hr><center>nginx</center>\r\n\
+             </body>\r\n</html>\r\n"
+        );
+        assert!(!kong_handles(StatusCode::NOT_IMPLEMENTED));
+        // every other status the gateway refuses or fails with is Kong's to render
+        for kind in [
+            Kind::NoRoute,
+            Kind::NoService,
+            Kind::ConnectRefused,
+            Kind::ConnectTimeout,
+            Kind::BadRequest,
+            Kind::PayloadTooLarge,
+            Kind::RequestTimeout,
+            Kind::MethodNotAllowed,
+            Kind::Internal,
+        ] {
+            assert!(kong_handles(kind.status()), "{kind:?}");
+            assert_eq!(nginx_page(kind.status()), None, "{kind:?}");
+        }
+        for status in [400, 405, 414, 494] {
+            assert!(kong_handles(StatusCode::from_u16(status).unwrap()));
+        }
+    }
 
     #[test]
     fn kinds_map_to_kong_statuses() {

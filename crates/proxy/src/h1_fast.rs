@@ -18,9 +18,11 @@
 //! A head that nginx refuses (unparsable, a request line nginx refuses (`request_line.rs`),
 //! past nginx's head buffers ([`crate::header_buffers`]) or, with `max_headers` at most 64,
 //! the count limit, a second `Content-Length` or one beside `Transfer-Encoding`, a length
-//! that is not one number, a transfer coding other than `chunked`) is answered here in Kong's
-//! format (400 with `Bad request` or `Request header or cookie too large`, or 405, 414, 501,
-//! with a request id; [`crate::proxy::refusal`]), and the connection is closed after
+//! that is not one number, a transfer coding other than `chunked`) is answered here as Kong
+//! answers it ([`crate::proxy::refusal`]): in Kong's error format, with a request id, for
+//! the statuses Kong's `error_page` lines give its handler (400 with `Bad request` or
+//! `Request header or cookie too large`, 405, 414), and with nginx's own HTML page for the
+//! 501 of a transfer coding, which they leave to nginx; the connection is then closed after
 //! a lingering read. The framing guard in front of hyper applies the same rules
 //! ([`refusal_of`]) and gives the same answer; the parser and its configuration are hyper's.
 //!

@@ -274,7 +274,9 @@ pub(crate) async fn handle(
                     tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
                 }
             }
-            let mut r = if e.kind.nginx_error() {
+            let mut r = if let Some(r) = nginx_answer(sh, &cx, e.kind.status()) {
+                r
+            } else if e.kind.nginx_error() {
                 kong_error(sh, &cx, cx.nginx_format, e.kind.status(), e.kind.message())
             } else {
                 response_error(sh, &cx, e.kind.status(), e.kind.message())
@@ -307,7 +309,8 @@ pub(crate) enum Refusal {
     /// Over the header size or count limit (nginx's 494, which Kong sends as 400 with its
     /// own message).
     TooLarge,
-    /// A transfer coding other than `chunked` (nginx: 501).
+    /// A transfer coding other than `chunked` (nginx: 501, answered with nginx's own page,
+    /// since Kong's `error_page` lines leave 501 out).
     NotImplemented,
     /// A method nginx does not serve, `CONNECT` or `TRACE` (405).
     NotAllowed,
@@ -315,10 +318,11 @@ pub(crate) enum Refusal {
     UriTooLong,
 }
 
-/// Kong's answer to a head refused before routing (nginx's `error_page` path): 400 (or
-/// 405, 414, 501 as [`Refusal`] says), the body format from the `Accept` and `Content-Type` found in the head if any, the
-/// connection closed. Counted as an unmatched request when `proxied` (a head on a proxy
-/// listener).
+/// Kong's answer to a head refused before routing: 400 (or 405, 414, 501 as [`Refusal`]
+/// says), the connection closed. A 400, 405 or 414 goes through nginx's `error_page` to
+/// Kong's handler, its body format taken from the `Accept` and `Content-Type` found in the
+/// head if any; a 501 is nginx's own HTML page whatever they say ([`nginx_answer`]).
+/// Counted as an unmatched request when `proxied` (a head on a proxy listener).
 pub(crate) fn refusal(
     sh: &Shared,
     accept: Option<&[u8]>,
@@ -350,7 +354,10 @@ pub(crate) fn refusal(
         Refusal::TooLarge => "Request header or cookie too large",
         _ => crate::error::status_message(status),
     };
-    let mut r = kong_error(sh, &cx, format, status, message);
+    let mut r = match nginx_answer(sh, &cx, status) {
+        Some(r) => r,
+        None => kong_error(sh, &cx, format, status, message),
+    };
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     if proxied {
@@ -358,6 +365,26 @@ pub(crate) fn refusal(
         sh.metrics.unmatched.latencies(0, 0, None);
     }
     r
+}
+
+/// nginx's own answer to an error of `status` that Kong's `error_page` lines leave to it
+/// (501; [`crate::error::kong_handles`]): nginx's HTML page as `text/html` whatever the
+/// request accepts ([`crate::error::nginx_page`]), the connection closed (nginx keeps no
+/// connection alive after a 501), and the headers Kong's header filter, which runs on that
+/// answer too, adds (`Server`, request id, latency, as `headers` says). `None` for the
+/// statuses Kong's handler renders.
+fn nginx_answer(sh: &Shared, cx: &Ctx, status: StatusCode) -> Option<Response<ProxyBody>> {
+    if crate::error::kong_handles(status) {
+        return None;
+    }
+    let page = crate::error::nginx_page(status)?;
+    let mut r = Response::new(ProxyBody::full(Bytes::from_static(page.as_bytes())));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    kong_headers(sh, cx, h);
+    Some(r)
 }
 
 /// A response produced by the gateway itself, in Kong's error format.

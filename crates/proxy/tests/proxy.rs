@@ -1123,9 +1123,11 @@ async fn heads_refused_on_hypers_path_get_kongs_answer() {
 /// any phase runs: the method's characters, a target that is neither origin- nor
 /// absolute-form (`*`, a `CONNECT`'s authority), a path nginx cannot normalize (a `..` above
 /// the root, plain or encoded; a bad or NUL `%` escape), the methods nginx does not serve
-/// (`CONNECT`, `TRACE`: 405) and a transfer coding other than `chunked` (501). Each gets
-/// Kong's answer and the connection closes, whether the fast path or hyper's path reads it,
-/// and whether it comes first or behind another request; the upstream never sees it.
+/// (`CONNECT`, `TRACE`: 405) and `chunked` on HTTP/1.0 (400). Each gets Kong's answer and
+/// the connection closes, whether the fast path or hyper's path reads it, and whether it
+/// comes first or behind another request; the upstream never sees it. (A transfer coding
+/// other than `chunked` gets nginx's own 501 page:
+/// `unknown_transfer_codings_get_nginxs_own_501_page`.)
 #[tokio::test]
 async fn request_lines_and_codings_nginx_refuses_get_kongs_answer() {
     let b = Backend::start().await;
@@ -1186,16 +1188,6 @@ async fn request_lines_and_codings_nginx_refuses_get_kongs_answer() {
             "Method not allowed",
         ),
         (
-            b"POST /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
-            501,
-            "Not implemented",
-        ),
-        (
-            b"POST /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-            501,
-            "Not implemented",
-        ),
-        (
             b"POST /any HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             400,
             "Bad request",
@@ -1235,6 +1227,120 @@ async fn request_lines_and_codings_nginx_refuses_get_kongs_answer() {
                 String::from_utf8_lossy(ok)
             );
         }
+        g.gw.shutdown().await;
+    }
+}
+
+/// nginx's 501 page, byte for byte, as Kong's nginx sends it: `<title>` and `<h1>` with the
+/// status, the server token Kong's `server_tokens off` leaves under the rule, CRLF lines.
+const NGINX_501: &str = "<html>\r\n\
+<head><title>501 Not Implemented</title></head>\r\n\
+<body>\r\n\
+<center><h1>501 Not Implemented</h1></center>\r\n\
+<hr><center>nginx</center>\r\n\
+</body>\r\n\
+</html>\r\n";
+
+/// The last answer in `out` (behind `before` others) is nginx's 501 page: `text/html`
+/// whatever the request accepts, the page's length, the connection closed, and the headers
+/// Kong's header filter adds when `headers` are on (`Server`, request id), none when off.
+fn assert_nginx_501(out: &str, before: usize, headers_on: bool) {
+    assert_eq!(count_responses(out), before + 1, "{out}");
+    let at = out
+        .rfind("HTTP/1.1 501")
+        .unwrap_or_else(|| panic!("no 501: {out}"));
+    assert_eq!(count_responses(&out[..at]), before, "{out}");
+    let (head, body) = out[at..].split_once("\r\n\r\n").expect("a whole head");
+    assert!(
+        head.starts_with("HTTP/1.1 501 Not Implemented\r\n"),
+        "{out}"
+    );
+    assert_eq!(body, NGINX_501, "{out}");
+    let lower = format!("{}\r\n", head.to_ascii_lowercase());
+    assert!(lower.contains("\r\ncontent-type: text/html\r\n"), "{out}");
+    assert!(
+        lower.contains(&format!("\r\ncontent-length: {}\r\n", NGINX_501.len())),
+        "{out}"
+    );
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{out}");
+    assert!(!lower.contains("transfer-encoding"), "{out}");
+    let server = format!("\r\nserver: kong/{}\r\n", silverback_proxy::KONG_VERSION);
+    assert_eq!(lower.contains(&server), headers_on, "{out}");
+    assert_eq!(
+        lower.contains("\r\nx-kong-request-id: "),
+        headers_on,
+        "{out}"
+    );
+}
+
+/// A transfer coding other than `chunked` gets nginx's 501: Kong's template leaves 501 out
+/// of its `error_page` lines, so nginx answers it with its built-in HTML page, not Kong's
+/// error format, whatever `Accept` or `Content-Type` ask for, and closes the connection.
+/// On the fast path and hyper's, alone or behind an answered request, on the proxy and admin
+/// listeners; with `headers` off, no `Server` or request id. The upstream never sees it.
+#[tokio::test]
+async fn unknown_transfer_codings_get_nginxs_own_501_page() {
+    let b = Backend::start().await;
+    let w = Duration::from_millis(500);
+    let codings = ["identity", "gzip, chunked", "chunked, gzip", "xchunked"];
+    let asking = [
+        "",
+        "Accept: application/json\r\n",
+        "Accept: text/plain\r\n",
+        "Accept: text/html\r\n",
+        "Content-Type: application/grpc\r\n",
+        "Content-Type: application/xml\r\n",
+    ];
+    for (fast_h1, headers_on) in [(true, true), (false, true), (true, false)] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.fast_h1 = fast_h1;
+        if !headers_on {
+            s.headers = silverback_proxy::Headers::parse("off").unwrap();
+        }
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        let served = b.served();
+        for te in codings {
+            for extra in asking {
+                let what = format!("fast_h1 {fast_h1}, headers {headers_on}: {te}, {extra:?}");
+                let bad = format!(
+                    "POST /any HTTP/1.1\r\nHost: x\r\n{extra}Transfer-Encoding: {te}\r\n\r\n0\r\n\r\n"
+                );
+                let out = raw(g.http, bad.as_bytes(), w).await;
+                assert!(out.starts_with("HTTP/1.1 501"), "{what}: {out}");
+                assert_nginx_501(&out, 0, headers_on);
+                // behind a request that is answered first
+                let mut input = b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+                input.extend_from_slice(bad.as_bytes());
+                let out = raw(g.http, &input, w).await;
+                assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+                assert_nginx_501(&out, 1, headers_on);
+            }
+        }
+        // the admin listener's guard gives the same answer (Kong's admin server has no
+        // `error_page` at all)
+        let out = raw(
+            g.admin,
+            b"POST /config HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nTransfer-Encoding: gzip\r\n\r\n",
+            w,
+        )
+        .await;
+        assert_nginx_501(&out, 0, headers_on);
+        // the refusals Kong's handler renders keep Kong's format
+        let out = raw(
+            g.http,
+            b"POST /any HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            w,
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        if headers_on {
+            assert_kong_refusal(&out, 0, 400, "Bad request");
+        }
+        assert_eq!(
+            b.served() - served,
+            codings.len() * asking.len(),
+            "only the GETs"
+        );
         g.gw.shutdown().await;
     }
 }
