@@ -404,7 +404,7 @@ impl ConnSetup {
                 buffers: buffers_of(sh, kind),
             },
             answerer: Arc::new(move |head, why| {
-                crate::h1_fast::refusal_bytes(&sh2, head, why, kind == ListenerKind::Proxy)
+                crate::h1_fast::refusal_bytes(&sh2, head, why, kind)
             }),
         }
     }

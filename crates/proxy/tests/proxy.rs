@@ -1231,53 +1231,151 @@ async fn request_lines_and_codings_nginx_refuses_get_kongs_answer() {
     }
 }
 
-/// nginx's 501 page, byte for byte, as Kong's nginx sends it: `<title>` and `<h1>` with the
-/// status, the server token Kong's `server_tokens off` leaves under the rule, CRLF lines.
+/// nginx's 501 page, byte for byte, as Kong's nginx sends it: nginx's special-response
+/// format (`<title>` and centered `<h1>` with the status, CRLF lines), without the
+/// `<hr><center>…</center>` server-token line, which Kong's OpenResty build patches out
+/// (`build/openresty/patches/nginx-*-remove-server-tokens-from-special-responses-output.patch`).
 const NGINX_501: &str = "<html>\r\n\
 <head><title>501 Not Implemented</title></head>\r\n\
 <body>\r\n\
 <center><h1>501 Not Implemented</h1></center>\r\n\
-<hr><center>nginx</center>\r\n\
 </body>\r\n\
 </html>\r\n";
 
-/// The last answer in `out` (behind `before` others) is nginx's 501 page: `text/html`
-/// whatever the request accepts, the page's length, the connection closed, and the headers
-/// Kong's header filter adds when `headers` are on (`Server`, request id), none when off.
+/// nginx's pages for the other refusals, in the same format: 400, 405, 414, and 494 (a head
+/// past the buffers, sent as 400, whose page names the cause under the heading).
+const NGINX_400: &str = "<html>\r\n\
+<head><title>400 Bad Request</title></head>\r\n\
+<body>\r\n\
+<center><h1>400 Bad Request</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+const NGINX_405: &str = "<html>\r\n\
+<head><title>405 Not Allowed</title></head>\r\n\
+<body>\r\n\
+<center><h1>405 Not Allowed</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+const NGINX_414: &str = "<html>\r\n\
+<head><title>414 Request-URI Too Large</title></head>\r\n\
+<body>\r\n\
+<center><h1>414 Request-URI Too Large</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+const NGINX_494: &str = "<html>\r\n\
+<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n\
+<body>\r\n\
+<center><h1>400 Bad Request</h1></center>\r\n\
+<center>Request Header Or Cookie Too Large</center>\r\n\
+</body>\r\n\
+</html>\r\n";
+
+/// How an answer of nginx's own page is expected.
+#[derive(Clone, Copy)]
+struct NginxPage {
+    /// The status line's code. (Its reason is http's, not nginx's: `405 Method Not
+    /// Allowed` where nginx writes `405 Not Allowed`, as for every answer the gateway
+    /// writes.)
+    status: &'static str,
+    page: &'static str,
+    /// `text/html` on the proxy listener; with `; charset=UTF-8` on admin and status ones
+    /// (Kong sets `charset UTF-8` in those servers).
+    content_type: &'static str,
+    /// `Server` and request id (Kong's header filter of the proxy server, `headers` on).
+    kong_headers: bool,
+    /// The answer to a `HEAD`: the head alone, its `Content-Length` the page's.
+    head_only: bool,
+}
+
+impl NginxPage {
+    /// The 501 of the proxy listener.
+    fn proxy_501(headers_on: bool) -> NginxPage {
+        NginxPage {
+            status: "501",
+            page: NGINX_501,
+            content_type: "text/html",
+            kong_headers: headers_on,
+            head_only: false,
+        }
+    }
+
+    /// A page of the admin or status listener.
+    fn admin(status: &'static str, page: &'static str) -> NginxPage {
+        NginxPage {
+            status,
+            page,
+            content_type: "text/html; charset=UTF-8",
+            kong_headers: false,
+            head_only: false,
+        }
+    }
+
+    fn to_head(self) -> NginxPage {
+        NginxPage {
+            head_only: true,
+            ..self
+        }
+    }
+
+    /// The last answer in `out` (behind `before` others) is this page, with its
+    /// `Content-Type` whatever the request accepts, the page's length, the connection
+    /// closed, and Kong's headers or none.
+    fn check(&self, out: &str, before: usize) {
+        assert_eq!(count_responses(out), before + 1, "{out}");
+        let line = format!("HTTP/1.1 {} ", self.status);
+        let at = out
+            .rfind(&line)
+            .unwrap_or_else(|| panic!("no {}: {out}", self.status));
+        assert_eq!(count_responses(&out[..at]), before, "{out}");
+        let (head, body) = out[at..].split_once("\r\n\r\n").expect("a whole head");
+        let want = if self.head_only { "" } else { self.page };
+        assert_eq!(body, want, "{out}");
+        let lower = format!("{}\r\n", head.to_ascii_lowercase());
+        assert!(
+            lower.contains(&format!(
+                "\r\ncontent-type: {}\r\n",
+                self.content_type.to_ascii_lowercase()
+            )),
+            "{out}"
+        );
+        assert!(
+            lower.contains(&format!("\r\ncontent-length: {}\r\n", self.page.len())),
+            "{out}"
+        );
+        assert!(lower.contains("\r\nconnection: close\r\n"), "{out}");
+        assert!(lower.contains("\r\ndate: "), "{out}");
+        assert!(!lower.contains("transfer-encoding"), "{out}");
+        assert_eq!(lower.contains("\r\nserver: "), self.kong_headers, "{out}");
+        if self.kong_headers {
+            let server = format!("\r\nserver: kong/{}\r\n", silverback_proxy::KONG_VERSION);
+            assert!(lower.contains(&server), "{out}");
+        }
+        assert_eq!(
+            lower.contains("\r\nx-kong-request-id: "),
+            self.kong_headers,
+            "{out}"
+        );
+        if !self.kong_headers {
+            assert!(!lower.contains("\r\nx-kong-"), "{out}");
+        }
+    }
+}
+
+/// The last answer in `out` (behind `before` others) is the proxy listener's 501 page:
+/// `text/html` whatever the request accepts, the page's length, the connection closed, and
+/// the headers Kong's header filter adds when `headers` are on (`Server`, request id), none
+/// when off.
 fn assert_nginx_501(out: &str, before: usize, headers_on: bool) {
-    assert_eq!(count_responses(out), before + 1, "{out}");
-    let at = out
-        .rfind("HTTP/1.1 501")
-        .unwrap_or_else(|| panic!("no 501: {out}"));
-    assert_eq!(count_responses(&out[..at]), before, "{out}");
-    let (head, body) = out[at..].split_once("\r\n\r\n").expect("a whole head");
-    assert!(
-        head.starts_with("HTTP/1.1 501 Not Implemented\r\n"),
-        "{out}"
-    );
-    assert_eq!(body, NGINX_501, "{out}");
-    let lower = format!("{}\r\n", head.to_ascii_lowercase());
-    assert!(lower.contains("\r\ncontent-type: text/html\r\n"), "{out}");
-    assert!(
-        lower.contains(&format!("\r\ncontent-length: {}\r\n", NGINX_501.len())),
-        "{out}"
-    );
-    assert!(lower.contains("\r\nconnection: close\r\n"), "{out}");
-    assert!(!lower.contains("transfer-encoding"), "{out}");
-    let server = format!("\r\nserver: kong/{}\r\n", silverback_proxy::KONG_VERSION);
-    assert_eq!(lower.contains(&server), headers_on, "{out}");
-    assert_eq!(
-        lower.contains("\r\nx-kong-request-id: "),
-        headers_on,
-        "{out}"
-    );
+    NginxPage::proxy_501(headers_on).check(out, before);
 }
 
 /// A transfer coding other than `chunked` gets nginx's 501: Kong's template leaves 501 out
 /// of its `error_page` lines, so nginx answers it with its built-in HTML page, not Kong's
 /// error format, whatever `Accept` or `Content-Type` ask for, and closes the connection.
-/// On the fast path and hyper's, alone or behind an answered request, on the proxy and admin
-/// listeners; with `headers` off, no `Server` or request id. The upstream never sees it.
+/// On the fast path and hyper's, alone or behind an answered request, with `headers` on and
+/// off (off: no `Server` or request id); to a `HEAD`, the head alone. On the admin and
+/// status listeners, nginx's page without Kong's headers, with their charset. The upstream
+/// never sees it.
 #[tokio::test]
 async fn unknown_transfer_codings_get_nginxs_own_501_page() {
     let b = Backend::start().await;
@@ -1291,7 +1389,7 @@ async fn unknown_transfer_codings_get_nginxs_own_501_page() {
         "Content-Type: application/grpc\r\n",
         "Content-Type: application/xml\r\n",
     ];
-    for (fast_h1, headers_on) in [(true, true), (false, true), (true, false)] {
+    for (fast_h1, headers_on) in [(true, true), (false, true), (true, false), (false, false)] {
         let mut s = silverback_proxy::Settings::loopback();
         s.fast_h1 = fast_h1;
         if !headers_on {
@@ -1315,16 +1413,33 @@ async fn unknown_transfer_codings_get_nginxs_own_501_page() {
                 assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
                 assert_nginx_501(&out, 1, headers_on);
             }
+            // a HEAD: the head alone, with the page's length
+            let bad = format!("HEAD /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+            let head = NginxPage::proxy_501(headers_on).to_head();
+            head.check(&raw(g.http, bad.as_bytes(), w).await, 0);
+            let input = format!("GET /any HTTP/1.1\r\nHost: x\r\n\r\n{bad}");
+            head.check(&raw(g.http, input.as_bytes(), w).await, 1);
         }
-        // the admin listener's guard gives the same answer (Kong's admin server has no
-        // `error_page` at all)
-        let out = raw(
-            g.admin,
-            b"POST /config HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nTransfer-Encoding: gzip\r\n\r\n",
-            w,
-        )
-        .await;
-        assert_nginx_501(&out, 0, headers_on);
+        // the admin and status listeners (Kong's servers there have no `error_page` and run
+        // their header filter in `location /` only): nginx's page with their charset,
+        // without Kong's headers, `headers` on or off
+        for addr in [g.admin, g.status] {
+            let page = NginxPage::admin("501", NGINX_501);
+            let out = raw(
+                addr,
+                b"POST /config HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nTransfer-Encoding: gzip\r\n\r\n",
+                w,
+            )
+            .await;
+            page.check(&out, 0);
+            let out = raw(
+                addr,
+                b"HEAD /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                w,
+            )
+            .await;
+            page.to_head().check(&out, 0);
+        }
         // the refusals Kong's handler renders keep Kong's format
         let out = raw(
             g.http,
@@ -1338,9 +1453,156 @@ async fn unknown_transfer_codings_get_nginxs_own_501_page() {
         }
         assert_eq!(
             b.served() - served,
-            codings.len() * asking.len(),
+            codings.len() * (asking.len() + 1),
             "only the GETs"
         );
+        g.gw.shutdown().await;
+    }
+}
+
+/// Kong's admin and status servers (`kong/templates/nginx_kong.lua`) have no `error_page`
+/// lines and run their header filter inside `location /`: a head nginx refuses while it
+/// reads it never gets there, so every refusal is nginx's own page for its code (400; 405
+/// for `TRACE`; 414 for a request line past a large buffer; nginx's 494 page, sent as 400,
+/// for a header line past one; 501), as `text/html; charset=UTF-8` (those servers set
+/// `charset UTF-8`), without `Server` or `X-Kong-*` headers, whatever `Accept` says; to a
+/// `HEAD`, the head alone. The proxy listener keeps Kong's answers.
+#[tokio::test]
+async fn heads_refused_on_admin_and_status_listeners_get_nginxs_pages() {
+    let w = Duration::from_millis(500);
+    let g = Gw::start(None).await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(8200));
+    let long_line = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
+        "c".repeat(8200)
+    );
+    let cases: Vec<(String, NginxPage)> = vec![
+        (
+            "GET /status HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nBad Header\r\n\r\n"
+                .into(),
+            NginxPage::admin("400", NGINX_400),
+        ),
+        (
+            "GET /%2e%2e/x HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            NginxPage::admin("400", NGINX_400),
+        ),
+        (
+            "TRACE /status HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            NginxPage::admin("405", NGINX_405),
+        ),
+        (long_uri, NginxPage::admin("414", NGINX_414)),
+        (long_line, NginxPage::admin("400", NGINX_494)),
+        (
+            "POST /config HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".into(),
+            NginxPage::admin("501", NGINX_501),
+        ),
+    ];
+    for addr in [g.admin, g.status] {
+        for (bad, page) in &cases {
+            let what = &bad[..bad.len().min(40)];
+            let out = raw(addr, bad.as_bytes(), w).await;
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {}", page.status)),
+                "{what}: {out}"
+            );
+            page.check(&out, 0);
+            // behind a request that is answered first
+            let input = format!("GET /status HTTP/1.1\r\nHost: x\r\n\r\n{bad}");
+            let out = raw(addr, input.as_bytes(), w).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+            page.check(&out, 1);
+            // a HEAD (but the TRACE): the head alone
+            if let Some(rest) = bad.strip_prefix("GET ").or(bad.strip_prefix("POST ")) {
+                let out = raw(addr, format!("HEAD {rest}").as_bytes(), w).await;
+                page.to_head().check(&out, 0);
+            }
+        }
+    }
+    // the same heads on the proxy listener: Kong's answers, with Kong's headers
+    let out = raw(g.http, cases[0].0.as_bytes(), w).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(
+        out.contains("\r\n\r\n{\n  \"message\":\"Bad request\""),
+        "{out}"
+    );
+    assert!(
+        out.to_ascii_lowercase().contains("\r\nx-kong-request-id: "),
+        "{out}"
+    );
+    g.gw.shutdown().await;
+}
+
+/// Every head the gateway refuses, asked with `HEAD`, gets the head of the answer alone, its
+/// `Content-Length` that of the body left out, as nginx answers a `HEAD` (Kong's handler
+/// included): on the fast path and hyper's, alone or behind an answered request.
+#[tokio::test]
+async fn refused_head_requests_get_the_head_alone() {
+    let b = Backend::start().await;
+    let w = Duration::from_millis(500);
+    let long_uri = format!("HEAD /any/{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(8200));
+    let long_line = format!(
+        "HEAD /any HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
+        "c".repeat(8200)
+    );
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            "HEAD /any%zz HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+            "Bad request",
+        ),
+        (
+            "HEAD /any HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".into(),
+            400,
+            "Bad request",
+        ),
+        (
+            "HEAD /any HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+            400,
+            "Bad request",
+        ),
+        (long_uri, 414, "URI too long"),
+        (long_line, 400, "Request header or cookie too large"),
+    ];
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        for (bad, status, message) in &cases {
+            let what = format!("fast_h1 {fast_h1}: {}", &bad[..bad.len().min(40)]);
+            for before in [0, 1] {
+                let input = if before == 0 {
+                    bad.clone()
+                } else {
+                    format!("GET /any HTTP/1.1\r\nHost: x\r\n\r\n{bad}")
+                };
+                let out = raw(g.http, input.as_bytes(), w).await;
+                assert_eq!(count_responses(&out), before + 1, "{what}: {out}");
+                let at = out.rfind("HTTP/1.1 ").unwrap();
+                let (head, body) = out[at..].split_once("\r\n\r\n").expect("a whole head");
+                assert!(
+                    head.starts_with(&format!("HTTP/1.1 {status} ")),
+                    "{what}: {out}"
+                );
+                assert_eq!(body, "", "{what}: the head alone");
+                // the length of Kong's text body, which the GET gets
+                let rid = head
+                    .to_ascii_lowercase()
+                    .split("\r\nx-kong-request-id: ")
+                    .nth(1)
+                    .and_then(|r| r.split("\r\n").next().map(str::to_string))
+                    .unwrap_or_else(|| panic!("{what}: no request id: {out}"));
+                let len = format!("{message}\nrequest_id: {rid}\n").len();
+                assert!(
+                    head.to_ascii_lowercase()
+                        .contains(&format!("\r\ncontent-length: {len}")),
+                    "{what}: {out}"
+                );
+                assert!(
+                    head.to_ascii_lowercase().contains("\r\nconnection: close"),
+                    "{what}: {out}"
+                );
+            }
+        }
         g.gw.shutdown().await;
     }
 }
