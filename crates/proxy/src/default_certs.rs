@@ -45,10 +45,10 @@
 //! - Without a prefix nothing is written: the pairs are generated once per process and
 //!   shared by its gateways, and each process has new ones.
 //!
-//! A client gets the certificate whose key can sign with the first signature scheme it
-//! lists, of those the handshake's protocol version can use ([`CertSet::choose`], the same
-//! as for `cert_alt`): an ECDSA-capable client the ECDSA one, a client without ECDSA (for
-//! TLS 1.2: without an ECDHE-ECDSA suite) the RSA one.
+//! A client gets the certificate chosen as for `cert_alt` ([`CertSet::choose`]): in TLS 1.3
+//! the one whose key can sign with the first signature scheme it lists, in TLS 1.2 the one
+//! of the first suite in its list that a key it can take serves; a client without ECDSA
+//! (for TLS 1.2: without an ECDHE-ECDSA suite) gets the RSA one.
 //!
 //! RSA keys are generated with the `rsa` crate (ring, which signs for rustls, cannot generate
 //! them); generation is the only thing it does: the PKCS#8 key is handed to rcgen and ring,

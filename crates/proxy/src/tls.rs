@@ -6,9 +6,11 @@
 //! label>`, `<n minus its last label>.*`, an SNI entity named `*`, then the default
 //! certificates. No server name gets the default certificates. A certificate with `cert_alt`
 //! offers both keys, and the default certificates offer one key per type; the client's
-//! preference decides, as OpenSSL's does in Kong: the key that can sign with the first
-//! signature scheme the client lists, among those the handshake's protocol version can use
-//! ([`CertSet::choose`]). That version is the one the ClientHello offers, read from its bytes
+//! preference decides, as OpenSSL's does in Kong (`ssl_prefer_server_ciphers off`, Kong's
+//! default): in TLS 1.3 the key that can sign with the first signature scheme the client
+//! lists; in TLS 1.2, where the key follows the cipher suite, the key for the first suite in
+//! the client's order that some loaded key the client can take serves ([`CertSet::choose`]).
+//! That version is the one the ClientHello offers, read from its bytes
 //! as they arrive ([`Offered`]): every handshake starts by reading the ClientHello
 //! (`TlsListener`), and the listener hands it to a server configuration whose certificate
 //! resolver knows the version (rustls' view of the hello lacks it). While a generated RSA
@@ -112,45 +114,71 @@ impl CertSet {
         self.keys.iter().map(|k| &k.certified)
     }
 
-    /// The certificate for a client whose handshake speaks `version`: the first that can
-    /// sign with the first signature scheme the client lists, of those the handshake can
-    /// use, else the first the handshake can use, else `main`.
+    /// The certificate for a client whose handshake speaks `version`, as OpenSSL chooses
+    /// in Kong (whose default cipher configuration has `ssl_prefer_server_ciphers off`).
     ///
-    /// In TLS 1.3 any key can serve, and schemes TLS 1.3 forbids are skipped, as OpenSSL
-    /// skips them. In TLS 1.2 a key serves only when the client offers a TLS 1.2 suite for
-    /// its type (ECDHE-ECDSA for an ECDSA key, ECDHE-RSA for an RSA one). The schemes
-    /// rustls shows are narrowed to the client's suites of every version, not of the one
-    /// spoken: a client that offers TLS 1.2 alone but lists TLS 1.3 suites too (rustls' own
-    /// does) still shows ECDSA schemes when its TLS 1.2 suites are all RSA ones.
+    /// In TLS 1.3 the suite does not depend on the key: the first key that can sign with the
+    /// first signature scheme the client lists, schemes TLS 1.3 forbids skipped (as OpenSSL
+    /// skips them), else `main`.
+    ///
+    /// In TLS 1.2 the certificate follows the cipher suite, which OpenSSL picks by walking
+    /// the client's suites in the client's order: the first TLS 1.2 suite of the client's
+    /// that the server speaks and for which a key is loaded that the client can take (one
+    /// of the suite's key type, ECDHE-ECDSA for ECDSA and Ed25519, ECDHE-RSA for RSA, that
+    /// signs with a scheme the client lists) decides, and that key serves. The schemes'
+    /// order does not matter there. (rustls then picks that same suite: it too follows the
+    /// client's order among the suites the chosen key can serve.) With no such suite, the
+    /// first key a suite of the client's can use, else `main` (the handshake fails then).
+    ///
+    /// Nothing is allocated: the client's lists are walked as they are.
     pub(crate) fn choose(&self, hello: &ClientHello<'_>, version: Version) -> Arc<CertifiedKey> {
         if let [only] = &self.keys[..] {
             return only.certified.clone();
         }
-        let tls12 = match version {
-            Version::Tls13 => None,
-            Version::Tls12 => Some(Tls12Keys::offered(hello.cipher_suites())),
-        };
-        let usable = |k: &&Candidate| tls12.is_none_or(|keys| keys.can_use(k.algorithm));
-        for scheme in hello.signature_schemes() {
-            if tls12.is_none() && !usable_in_tls13(*scheme) {
-                continue;
+        let schemes = hello.signature_schemes();
+        match version {
+            Version::Tls13 => {
+                for scheme in schemes {
+                    if !usable_in_tls13(*scheme) {
+                        continue;
+                    }
+                    if let Some(k) = self.keys.iter().find(|k| k.schemes.contains(scheme)) {
+                        return k.certified.clone();
+                    }
+                }
+                self.keys[0].certified.clone()
             }
-            if let Some(k) = self
-                .keys
-                .iter()
-                .filter(usable)
-                .find(|k| k.schemes.contains(scheme))
-            {
-                return k.certified.clone();
+            Version::Tls12 => {
+                let takes = |k: &Candidate| k.schemes.iter().any(|s| schemes.contains(s));
+                for offered in hello.cipher_suites() {
+                    let Some(suite) = tls12_suite(*offered) else {
+                        continue;
+                    };
+                    if let Some(k) = self
+                        .keys
+                        .iter()
+                        .find(|k| suite.usable_for_signature_algorithm(k.algorithm) && takes(k))
+                    {
+                        return k.certified.clone();
+                    }
+                }
+                let keys = Tls12Keys::offered(hello.cipher_suites());
+                self.keys
+                    .iter()
+                    .find(|k| keys.can_use(k.algorithm))
+                    .unwrap_or(&self.keys[0])
+                    .certified
+                    .clone()
             }
         }
-        self.keys
-            .iter()
-            .find(usable)
-            .unwrap_or(&self.keys[0])
-            .certified
-            .clone()
     }
+}
+
+/// The TLS 1.2 suite of the server's (those of [`server_config`]'s provider) named `id`.
+fn tls12_suite(id: CipherSuite) -> Option<&'static rustls::SupportedCipherSuite> {
+    rustls::crypto::ring::DEFAULT_CIPHER_SUITES
+        .iter()
+        .find(|s| s.suite() == id && s.tls13().is_none())
 }
 
 /// The key types the TLS 1.2 cipher suites a client offers can serve, of the suites the
@@ -1307,7 +1335,8 @@ mod tests {
     }
 
     /// The version decides which certificates can serve: in TLS 1.2 only those a TLS 1.2
-    /// suite of the client's can use, in the order of its signature schemes.
+    /// suite of the client's can use, the first such suite in the client's order deciding;
+    /// in TLS 1.3 any, in the order of the client's signature schemes.
     #[test]
     fn the_choice_follows_the_version_spoken() {
         let (ecdsa, rsa) = certificates();
@@ -1354,6 +1383,39 @@ mod tests {
                 &chosen(set, client(TLS13, None, rsa_schemes())),
                 &rsa
             ));
+        }
+        // TLS 1.2 with both kinds of suite: the first TLS 1.2 suite in the client's order
+        // decides (the TLS 1.3 suite listed before it passed over), whatever order its
+        // schemes come in (OpenSSL walks the client's suites: Kong's
+        // `ssl_prefer_server_ciphers` is off)...
+        let tls12_suites = |suites: Vec<rustls::SupportedCipherSuite>, schemes| {
+            let mut all = vec![suite::TLS13_AES_128_GCM_SHA256];
+            all.extend(suites);
+            client(TLS12, Some(all), Some(schemes))
+        };
+        let ecdsa_suite = suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+        let rsa_suite = suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384;
+        let both_schemes_rsa_first = || vec![S::RSA_PKCS1_SHA256, S::ECDSA_NISTP256_SHA256];
+        let both_schemes_ecdsa_first = || vec![S::ECDSA_NISTP256_SHA256, S::RSA_PKCS1_SHA256];
+        for set in [&rsa_first, &ecdsa_first] {
+            let ecdsa_suite_first = [ecdsa_suite, rsa_suite];
+            let rsa_suite_first = [rsa_suite, ecdsa_suite];
+            for schemes in [both_schemes_rsa_first(), both_schemes_ecdsa_first()] {
+                let got = chosen(
+                    set,
+                    tls12_suites(ecdsa_suite_first.to_vec(), schemes.clone()),
+                );
+                assert!(Arc::ptr_eq(&got, &ecdsa), "ECDSA suite first, {schemes:?}");
+                let got = chosen(set, tls12_suites(rsa_suite_first.to_vec(), schemes.clone()));
+                assert!(Arc::ptr_eq(&got, &rsa), "RSA suite first, {schemes:?}");
+            }
+            // ...among the suites whose key the client can take: an RSA suite first, but
+            // ECDSA schemes alone, gets the ECDSA key of the later ECDSA suite
+            let got = chosen(
+                set,
+                tls12_suites(rsa_suite_first.to_vec(), vec![S::ECDSA_NISTP256_SHA256]),
+            );
+            assert!(Arc::ptr_eq(&got, &ecdsa), "RSA suite first, ECDSA schemes");
         }
         // No scheme of the client's fits a usable key: the first usable one, not `main`.
         let tls12_rsa_ecdsa_schemes = client(

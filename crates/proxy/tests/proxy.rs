@@ -2665,9 +2665,9 @@ async fn grpc_content_types_on_http_routes_are_proxied() {
     g.gw.shutdown().await;
 }
 
-/// `cert_alt`: the client's first signature scheme decides which key answers, as OpenSSL's
-/// choice does in Kong. A client listing ECDSA first gets the ECDSA alternative of an RSA
-/// certificate; one offering only RSA gets the RSA certificate.
+/// `cert_alt`: in TLS 1.3 the client's first signature scheme decides which key answers, as
+/// OpenSSL's choice does in Kong. A client listing ECDSA first gets the ECDSA alternative of
+/// an RSA certificate; one offering only RSA gets the RSA certificate.
 #[tokio::test]
 async fn cert_alt_follows_the_clients_signature_preference() {
     let pki = format!(
@@ -2709,8 +2709,9 @@ async fn cert_alt_follows_the_clients_signature_preference() {
 /// still lists TLS 1.3 suites (rustls' does) and every signature scheme, ECDSA first, but
 /// whose TLS 1.2 suites all need an RSA key, gets the RSA certificate and completes the
 /// handshake, whichever of the two is the main one; one whose TLS 1.2 suites all need an
-/// ECDSA key gets the ECDSA one even when it lists an RSA scheme first. A TLS 1.3 client
-/// gets the certificate of its first scheme.
+/// ECDSA key gets the ECDSA one even when it lists an RSA scheme first; one offering both
+/// kinds gets the key of its first suite it can take the key of. A TLS 1.3 client gets the
+/// certificate of its first scheme.
 #[tokio::test]
 async fn cert_alt_follows_the_tls12_suites_a_tls12_client_offers() {
     use rustls::SignatureScheme as S;
@@ -2768,15 +2769,24 @@ async fn cert_alt_follows_the_tls12_suites_a_tls12_client_offers() {
                 Some(with_tls13(ecdsa_suites())),
                 &ecdsa_name,
             ),
+            // both kinds of suite: the first suite in the client's order decides (Kong's
+            // `ssl_prefer_server_ciphers off`: OpenSSL walks the client's suites, and in
+            // TLS 1.2 the certificate follows the suite), whatever the schemes' order
             (
-                "TLS 1.2, both kinds of suite, RSA scheme first",
+                "TLS 1.2, ECDSA suite first, RSA scheme first",
                 Some(vec![S::RSA_PKCS1_SHA256, S::ECDSA_NISTP256_SHA256]),
                 Some(with_tls13([ecdsa_suites(), rsa_suites()].concat())),
+                &ecdsa_name,
+            ),
+            (
+                "TLS 1.2, RSA suite first, ECDSA scheme first",
+                Some(vec![S::ECDSA_NISTP256_SHA256, S::RSA_PKCS1_SHA256]),
+                Some(with_tls13([rsa_suites(), ecdsa_suites()].concat())),
                 &rsa_name,
             ),
             (
-                "TLS 1.2, both kinds of suite, ECDSA scheme first",
-                Some(vec![S::ECDSA_NISTP256_SHA256, S::RSA_PKCS1_SHA256]),
+                "TLS 1.2, RSA suite first, ECDSA schemes only",
+                Some(vec![S::ECDSA_NISTP256_SHA256]),
                 Some(with_tls13([rsa_suites(), ecdsa_suites()].concat())),
                 &ecdsa_name,
             ),
