@@ -774,7 +774,13 @@ impl HelloScan {
 
     fn next_extension(&mut self) {
         if self.at == self.extensions_end {
-            self.state = ScanState::Done;
+            // (the extensions end the hello: bytes left after them, or a message longer
+            // than its fields, are not a hello)
+            self.state = if self.at == self.hello_end {
+                ScanState::Done
+            } else {
+                ScanState::Failed
+            };
         } else {
             self.start(Field::ExtensionType, 2);
         }
@@ -1332,6 +1338,139 @@ mod tests {
         let mut bad = bytes.clone();
         bad[6..9].copy_from_slice(&[0, 0, 10]);
         assert_eq!(Offered::read(&bad), None);
+    }
+
+    /// A ClientHello written by hand, in one record: legacy version TLS 1.2, a zero random,
+    /// no session id, one suite, null compression, and `extensions` (type and data each),
+    /// or no extensions block at all when `None`.
+    fn hello_record(extensions: Option<&[(u16, &[u8])]>) -> Vec<u8> {
+        let mut hello = vec![3, 3];
+        hello.extend_from_slice(&[0; 32]);
+        hello.push(0);
+        hello.extend_from_slice(&[0, 2, 0x13, 0x01]);
+        hello.extend_from_slice(&[1, 0]);
+        if let Some(extensions) = extensions {
+            let mut block = vec![];
+            for (kind, data) in extensions {
+                block.extend_from_slice(&kind.to_be_bytes());
+                block.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                block.extend_from_slice(data);
+            }
+            hello.extend_from_slice(&(block.len() as u16).to_be_bytes());
+            hello.extend_from_slice(&block);
+        }
+        let mut message = vec![1];
+        message.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+        message.extend_from_slice(&hello);
+        let mut record = vec![22, 3, 1];
+        record.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        record.extend_from_slice(&message);
+        record
+    }
+
+    /// Malformed hellos give no versions (the handshake then goes on with a guess from what
+    /// rustls shows, and rustls refuses such a hello anyway), and never read past what
+    /// holds a field; well-formed ones written by hand read as they say.
+    #[test]
+    fn malformed_hellos_give_no_versions() {
+        let both = Offered {
+            tls12: true,
+            tls13: true,
+        };
+        let neither = Offered {
+            tls12: false,
+            tls13: false,
+        };
+        let tls12 = Offered {
+            tls12: true,
+            tls13: false,
+        };
+        // well-formed: a version list (beside another extension), none, no extensions
+        let versions: &[u8] = &[4, 0x03, 0x04, 0x03, 0x03];
+        let good = hello_record(Some(&[(0, b"\0\0"), (43, versions), (10, &[0, 2, 0, 29])]));
+        assert_eq!(Offered::read(&good), Some(both));
+        assert_eq!(
+            Offered::read(&hello_record(Some(&[(10, &[0, 2, 0, 29])]))),
+            Some(tls12)
+        );
+        assert_eq!(Offered::read(&hello_record(None)), Some(tls12));
+        // (the offsets of the hand-written hello: the record header 5 bytes, the message
+        // header 4, version 2, random 32, session id 1, suites 4, compression 2, then the
+        // extensions' length)
+        let extensions_at = 5 + 4 + 2 + 32 + 1 + 4 + 2;
+
+        // a truncated extension: its length runs past the end of the extensions block (and
+        // of the hello)
+        let mut bad = good.clone();
+        let first_length = extensions_at + 2 + 2;
+        bad[first_length..first_length + 2].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(Offered::read(&bad), None, "an extension past the block");
+        // the hello cut inside an extension, then other bytes: never done
+        let cut = good.len() - 3;
+        let mut scan = HelloScan::default();
+        scan.feed(&good[..cut]);
+        assert_eq!(scan.offered(), None, "cut inside an extension");
+        let mut truncated = good[..cut].to_vec();
+        truncated[3..5].copy_from_slice(&((cut - 5) as u16).to_be_bytes());
+        truncated.extend_from_slice(b"\x17\x03\x03\x00\x05hello");
+        assert_eq!(
+            Offered::read(&truncated),
+            None,
+            "record ends inside an extension"
+        );
+
+        // oversized lengths: the extensions block past the hello, a session id past it, a
+        // message longer than its fields (and than any record brings), a version list past
+        // its extension
+        let mut bad = good.clone();
+        bad[extensions_at..extensions_at + 2].copy_from_slice(&0xffffu16.to_be_bytes());
+        assert_eq!(Offered::read(&bad), None, "extensions past the hello");
+        let mut bad = good.clone();
+        bad[5 + 4 + 2 + 32] = 255;
+        assert_eq!(Offered::read(&bad), None, "a session id past the hello");
+        let mut bad = good.clone();
+        bad[6..9].copy_from_slice(&[0xff, 0xff, 0xff]);
+        assert_eq!(Offered::read(&bad), None, "a message past its records");
+        // (a record longer than its hello is not the hello's fault: the hello read whole
+        // is read, and rustls shows it only once the record is whole)
+        let mut longer = good.clone();
+        longer[3..5].copy_from_slice(&0xffffu16.to_be_bytes());
+        assert_eq!(
+            Offered::read(&longer),
+            Some(both),
+            "a record longer than its hello"
+        );
+        let mut bad = good.clone();
+        let list_length = bad.len() - (4 + 4) - versions.len();
+        assert_eq!(bad[list_length], 4);
+        bad[list_length] = 250;
+        assert_eq!(
+            Offered::read(&bad),
+            None,
+            "a version list past its extension"
+        );
+
+        // zero-length supported_versions: no data at all (not even the list's length) is
+        // malformed; an empty list offers nothing; an odd-length list is malformed
+        let empty_extension = hello_record(Some(&[(43, &[])]));
+        assert_eq!(Offered::read(&empty_extension), None, "no list length");
+        let empty_list = hello_record(Some(&[(43, &[0])]));
+        assert_eq!(Offered::read(&empty_list), Some(neither), "an empty list");
+        let odd_list = hello_record(Some(&[(43, &[3, 0x03, 0x04, 0x03])]));
+        assert_eq!(Offered::read(&odd_list), None, "a list of 3 bytes");
+        // a byte at a time, the same
+        for (bytes, want) in [
+            (&good, Some(both)),
+            (&empty_extension, None),
+            (&empty_list, Some(neither)),
+            (&odd_list, None),
+        ] {
+            let mut scan = HelloScan::default();
+            for b in bytes.iter() {
+                scan.feed(std::slice::from_ref(b));
+            }
+            assert_eq!(scan.offered(), want);
+        }
     }
 
     /// The version decides which certificates can serve: in TLS 1.2 only those a TLS 1.2

@@ -2167,6 +2167,64 @@ async fn tls_certificates_by_sni_and_h2_by_alpn() {
     g.gw.shutdown().await;
 }
 
+/// TLS sessions resume through the listener's two server configurations (each handshake
+/// reads the ClientHello first, then goes on with the configuration of the version it
+/// offers; both share the session store): a rustls client that keeps its sessions resumes
+/// on its next connection, with a TLS 1.3 ticket or a TLS 1.2 session, for a configured SNI
+/// and for the default certificates, on the proxy and admin listeners, and the resumed
+/// connection serves requests.
+#[tokio::test]
+async fn tls_sessions_resume() {
+    let b = Backend::start().await;
+    let g = Gw::start_with(tls_everywhere(), Some(&tls_config(&b))).await;
+    let admin = g.admin_tls();
+    for (what, tls12_only, addr, sni, path) in [
+        ("TLS 1.3, SNI", false, g.https, "exact.test", "/sni/x"),
+        ("TLS 1.2, SNI", true, g.https, "exact.test", "/sni/x"),
+        ("TLS 1.3, default", false, g.https, "other.test", "/x"),
+        ("TLS 1.2, default", true, g.https, "other.test", "/x"),
+        ("TLS 1.3, admin", false, admin, "localhost", "/status"),
+        ("TLS 1.2, admin", true, admin, "localhost", "/status"),
+    ] {
+        let config = resuming_client(tls12_only);
+        let mut kinds = vec![];
+        for _ in 0..2 {
+            let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: handshake: {e}"));
+            let (_, conn) = tls.get_ref();
+            let version = conn.protocol_version();
+            let want = if tls12_only {
+                rustls::ProtocolVersion::TLSv1_2
+            } else {
+                rustls::ProtocolVersion::TLSv1_3
+            };
+            assert_eq!(version, Some(want), "{what}");
+            kinds.push(conn.handshake_kind());
+            // a request answered (reading it takes in the TLS 1.3 tickets sent after the
+            // handshake)
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+            tls.write_all(req.as_bytes()).await.unwrap();
+            let (out, closed) = read_to_close(&mut tls, Duration::from_secs(5)).await;
+            let out = String::from_utf8_lossy(&out);
+            assert!(closed, "{what}: {out}");
+            assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ],
+            "{what}"
+        );
+    }
+    g.gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn certificates_follow_configuration_swaps() {
     let b = Backend::start().await;

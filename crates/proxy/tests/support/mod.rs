@@ -696,6 +696,28 @@ async fn try_tls_handshake(
         .await
 }
 
+/// A client configuration that accepts any server certificate and keeps the sessions it
+/// is given for resumption (rustls' in-memory store: TLS 1.3 tickets, TLS 1.2 session ids
+/// or tickets), speaking TLS 1.2 alone when `tls12_only`, else TLS 1.3 and 1.2.
+pub fn resuming_client(tls12_only: bool) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone());
+    let builder = if tls12_only {
+        builder.with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    };
+    let cfg = builder
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Capture {
+            provider,
+            only: None,
+        }))
+        .with_no_client_auth();
+    Arc::new(cfg)
+}
+
 /// A TLS handshake (no ALPN, any server certificate accepted) on a connection that has
 /// already sent what it had to send in clear (a PROXY protocol header, say).
 pub async fn tls_on(
