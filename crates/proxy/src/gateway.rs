@@ -389,7 +389,7 @@ struct ConnSetup {
     h2_only: auto::Builder<TokioExecutor>,
     /// The limits of the framing guard in front of hyper's HTTP/1.
     limits: crate::h1_guard::Limits,
-    /// Kong's answer to a head the guard refuses.
+    /// The answer to a head the guard refuses, as Kong's server of the listener's kind gives it.
     answerer: crate::h1_guard::Answerer,
 }
 
