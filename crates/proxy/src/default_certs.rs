@@ -45,9 +45,10 @@
 //! - Without a prefix nothing is written: the pairs are generated once per process and
 //!   shared by its gateways, and each process has new ones.
 //!
-//! A client gets the certificate whose key can sign with the first signature scheme it
-//! lists ([`CertSet`]'s choice, the same as for `cert_alt`): an ECDSA-capable client the
-//! ECDSA one, a client without ECDSA the RSA one.
+//! A client gets the certificate chosen as for `cert_alt` ([`CertSet::choose`]): in TLS 1.3
+//! the one whose key can sign with the first signature scheme it lists, in TLS 1.2 the one
+//! of the first suite in its list that a key it can take serves; a client without ECDSA
+//! (for TLS 1.2: without an ECDHE-ECDSA suite) gets the RSA one.
 //!
 //! RSA keys are generated with the `rsa` crate (ring, which signs for rustls, cannot generate
 //! them); generation is the only thing it does: the PKCS#8 key is handed to rcgen and ring,
@@ -57,11 +58,11 @@
 //! on a thread of its own so that no start waits for it: the ECDSA certificate, generated in
 //! a millisecond, serves from the first handshake, and the RSA certificate joins it when
 //! ready (after the attempt to write it to the prefix, when there is one: a certificate that
-//! cannot be written serves from memory, with an error in the log). Until then the TLS
-//! listeners read each ClientHello before answering it ([`crate::tls`]'s `TlsListener`): a
-//! client that would get the default certificates and cannot use ECDSA waits for the RSA
-//! certificate, within the handshake timeout, instead of failing; every other client is
-//! served at once. So no handshake fails for want of the RSA certificate, and the only
+//! cannot be written serves from memory, with an error in the log). Until then a client
+//! that would get the default certificates and cannot use ECDSA waits for the RSA
+//! certificate (the TLS listeners read each ClientHello before answering it,
+//! [`crate::tls`]'s `TlsListener`), within the handshake timeout, instead of failing; every
+//! other client is served at once. So no handshake fails for want of the RSA certificate, and the only
 //! window left is that wait, for clients without ECDSA in the first fraction of a second
 //! after a start that generates it. An RSA certificate read from the prefix, or given by
 //! `ssl_cert`, is there from the start, and handshakes never take that detour.
@@ -79,7 +80,7 @@ use rustls::sign::CertifiedKey;
 use silverback_config::pki;
 use tokio::sync::watch;
 
-use crate::tls::{CertSet, Offered, accepts_ecdsa_p256};
+use crate::tls::{CertSet, Offered, Version, accepts_ecdsa_p256};
 use crate::{ListenerKind, ProxyError};
 
 /// Kong's `ssl_cert` and `ssl_cert_key`: the default certificates as given, before they are
@@ -1061,9 +1062,10 @@ impl DefaultCertificates {
         self.settled.receiver_count()
     }
 
-    /// The certificate for a client (see [`CertSet`]).
-    pub(crate) fn choose(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
-        self.set.load().choose(hello)
+    /// The certificate for a client whose handshake speaks `version` (see
+    /// [`CertSet::choose`]).
+    pub(crate) fn choose(&self, hello: &ClientHello<'_>, version: Version) -> Arc<CertifiedKey> {
+        self.set.load().choose(hello, version)
     }
 }
 

@@ -13,7 +13,16 @@
 //! | `BadRequest` | 400 | `Bad request` |
 //! | `PayloadTooLarge` | 413 | `Payload too large` |
 //! | `MethodNotAllowed` | 405 | `Method not allowed` |
+//! | `NotImplemented` | 501 | none: nginx's own HTML page ([`nginx_page`]) |
 //! | `Internal` | 500 | `An unexpected error occurred` |
+//!
+//! The errors nginx raises in Kong reach Kong's error handler only for the statuses of the
+//! proxy server's `error_page` lines in `kong/templates/nginx_kong.lua` (400 404 405 408
+//! 411 412 413 414 417, 494, and 500 502 503 504; [`kong_handles`]); any other status gets
+//! nginx's built-in page ([`nginx_page`]). Of the statuses the gateway answers with, only
+//! 501 (a transfer coding other than `chunked`) is outside that list. Kong's admin and status
+//! servers have no `error_page` lines: there a head nginx refuses (400, 405, 414, 494 sent as
+//! 400, 501) gets nginx's page whatever its status.
 
 use std::fmt;
 
@@ -225,6 +234,69 @@ pub fn status_message(status: StatusCode) -> &'static str {
         503 => "The upstream server is currently unavailable",
         504 => "The upstream server is timing out",
         _ => "The upstream server responded with an error",
+    }
+}
+
+/// Whether Kong's proxy server renders an nginx-level error of `status` with its own error
+/// handler (`Kong.handle_error`, Kong's formats): the statuses its template routes to
+/// `/kong_error_handler` with `error_page`. nginx answers any other status itself
+/// ([`nginx_page`]).
+pub fn kong_handles(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        400 | 404 | 405 | 408 | 411 | 412 | 413 | 414 | 417 | 494 | 500 | 502 | 503 | 504
+    )
+}
+
+/// nginx's built-in page for an error nginx raises with `code` (its own code: 494 for a
+/// head past its buffers, sent as 400), for the codes the gateway refuses with: 400, 405,
+/// 414, 494 and 501. Kong's proxy server leaves only 501 to nginx ([`kong_handles`]); its
+/// admin and status servers have no `error_page` at all, so every refusal nginx makes there
+/// while it reads a head is one of these pages.
+///
+/// As nginx's special responses write it: `<html>`, the status and nginx's title for it in
+/// `<title>` and in a centered `<h1>` (for 494, the title names the cause and the `<h1>`
+/// says `400 Bad Request`, the cause centered under it), then the tail, every line ending
+/// with CRLF. Stock nginx puts its server token under a rule in that tail
+/// (`<hr><center>nginx</center>`); Kong's OpenResty build removes that line
+/// (`build/openresty/patches/nginx-*_02-remove-server-tokens-from-special-responses-output.patch`
+/// in Kong's repository), so the tail is only `</body>` and `</html>`. (nginx appends
+/// comments after the page as padding for MSIE and Chrome user agents, under
+/// `msie_padding`; these pages never have them, a deliberate deviation.) Served as
+/// `text/html`, whatever the request accepts. `None` for other codes.
+pub fn nginx_page(code: u16) -> Option<&'static str> {
+    // (the page of a code: its title, its heading, and lines under the heading)
+    macro_rules! page {
+        ($title:literal, $h1:literal, $($under:literal),*) => {
+            concat!(
+                "<html>\r\n",
+                "<head><title>",
+                $title,
+                "</title></head>\r\n",
+                "<body>\r\n",
+                "<center><h1>",
+                $h1,
+                "</h1></center>\r\n",
+                $($under, "\r\n",)*
+                "</body>\r\n",
+                "</html>\r\n",
+            )
+        };
+        ($title:literal) => {
+            page!($title, $title,)
+        };
+    }
+    match code {
+        400 => Some(page!("400 Bad Request")),
+        405 => Some(page!("405 Not Allowed")),
+        414 => Some(page!("414 Request-URI Too Large")),
+        494 => Some(page!(
+            "400 Request Header Or Cookie Too Large",
+            "400 Bad Request",
+            "<center>Request Header Or Cookie Too Large</center>"
+        )),
+        501 => Some(page!("501 Not Implemented")),
+        _ => None,
     }
 }
 
@@ -521,6 +593,66 @@ pub fn grpc_headers(h: &mut HeaderMap, status: StatusCode, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// nginx's pages as Kong's nginx writes them, byte for byte: stock nginx's format
+    /// (`ngx_http_special_response.c`: `<html>`, title, centered heading, CRLF lines) less
+    /// the `<hr><center>…</center>` line Kong's OpenResty patch removes.
+    #[test]
+    fn nginx_pages_are_kongs_nginx_pages() {
+        let plain = |status: &str| {
+            format!(
+                "<html>\r\n<head><title>{status}</title></head>\r\n<body>\r\n\
+                 <center><h1>{status}</h1></center>\r\n</body>\r\n</html>\r\n"
+            )
+        };
+        assert_eq!(
+            nginx_page(501),
+            Some(
+                "<html>\r\n<head><title>501 Not Implemented</title></head>\r\n<body>\r\n\
+                 <center><h1>501 Not Implemented</h1></center>\r\n</body>\r\n</html>\r\n"
+            )
+        );
+        assert_eq!(nginx_page(400).unwrap(), plain("400 Bad Request"));
+        assert_eq!(nginx_page(405).unwrap(), plain("405 Not Allowed"));
+        assert_eq!(nginx_page(414).unwrap(), plain("414 Request-URI Too Large"));
+        assert_eq!(
+            nginx_page(494),
+            Some(
+                "<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n\
+                 <body>\r\n<center><h1>400 Bad Request</h1></center>\r\n\
+                 <center>Request Header Or Cookie Too Large</center>\r\n</body>\r\n</html>\r\n"
+            )
+        );
+        for code in [400, 405, 414, 494, 501] {
+            let page = nginx_page(code).unwrap();
+            assert!(!page.contains("<hr>"), "{code}: no server token line");
+            assert!(!page.contains("nginx"), "{code}");
+        }
+        assert_eq!(nginx_page(404), None);
+        assert_eq!(nginx_page(500), None);
+    }
+
+    #[test]
+    fn kong_handles_what_its_error_page_lines_route_to_it() {
+        assert!(!kong_handles(StatusCode::NOT_IMPLEMENTED));
+        // every other status the gateway refuses or fails with is Kong's to render
+        for kind in [
+            Kind::NoRoute,
+            Kind::NoService,
+            Kind::ConnectRefused,
+            Kind::ConnectTimeout,
+            Kind::BadRequest,
+            Kind::PayloadTooLarge,
+            Kind::RequestTimeout,
+            Kind::MethodNotAllowed,
+            Kind::Internal,
+        ] {
+            assert!(kong_handles(kind.status()), "{kind:?}");
+        }
+        for status in [400, 405, 414, 494] {
+            assert!(kong_handles(StatusCode::from_u16(status).unwrap()));
+        }
+    }
 
     #[test]
     fn kinds_map_to_kong_statuses() {

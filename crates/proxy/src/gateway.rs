@@ -390,7 +390,7 @@ struct ConnSetup {
     h2_only: auto::Builder<TokioExecutor>,
     /// The limits of the framing guard in front of hyper's HTTP/1.
     limits: crate::h1_guard::Limits,
-    /// Kong's answer to a head the guard refuses.
+    /// The answer to a head the guard refuses, as Kong's server of the listener's kind gives it.
     answerer: crate::h1_guard::Answerer,
 }
 
@@ -405,7 +405,7 @@ impl ConnSetup {
                 buffers: buffers_of(sh, kind),
             },
             answerer: Arc::new(move |head, why| {
-                crate::h1_fast::refusal_bytes(&sh2, head, why, kind == ListenerKind::Proxy)
+                crate::h1_fast::refusal_bytes(&sh2, head, why, kind)
             }),
         }
     }

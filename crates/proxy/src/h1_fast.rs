@@ -18,11 +18,15 @@
 //! A head that nginx refuses (unparsable, a request line nginx refuses (`request_line.rs`),
 //! past nginx's head buffers ([`crate::header_buffers`]) or, with `max_headers` at most 64,
 //! the count limit, a second `Content-Length` or one beside `Transfer-Encoding`, a length
-//! that is not one number, a transfer coding other than `chunked`) is answered here in Kong's
-//! format (400 with `Bad request` or `Request header or cookie too large`, or 405, 414, 501,
-//! with a request id; [`crate::proxy::refusal`]), and the connection is closed after
-//! a lingering read. The framing guard in front of hyper applies the same rules
-//! ([`refusal_of`]) and gives the same answer; the parser and its configuration are hyper's.
+//! that is not one number, a transfer coding other than `chunked`) is answered here as Kong
+//! answers it ([`refusal_bytes`], [`crate::proxy::refusal`]): in Kong's error format, with a
+//! request id, for the statuses Kong's `error_page` lines give its handler (400 with `Bad
+//! request` or `Request header or cookie too large`, 405, 414), and with nginx's own HTML
+//! page for the 501 of a transfer coding, which they leave to nginx; to a `HEAD` request,
+//! the head of that answer only. The connection is then closed after a lingering read. The
+//! framing guard in front of hyper applies the same rules ([`refusal_of`]) and gives the
+//! same answer (on admin and status listeners, which have no fast path, nginx's own page
+//! for every refusal); the parser and its configuration are hyper's.
 //!
 //! The first request that is not simple (or an HTTP/2 preface) hands the connection to hyper
 //! for the rest of its life, with the bytes read so far put back in front of it
@@ -90,7 +94,7 @@ enum Parsed {
     /// Anything else: hyper decides.
     Other,
     /// A head nginx (and so Kong) refuses, and so would hyper or the framing guard: the
-    /// fast path answers it in Kong's format.
+    /// fast path answers it as Kong does ([`refusal_bytes`]).
     Refused(Refusal),
     /// More headers than the parser was given slots for.
     TooMany,
@@ -294,27 +298,36 @@ fn raw_header<'b>(buf: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
     None
 }
 
-/// Answers a refused head in Kong's format and closes the connection.
+/// Answers a refused head as Kong's proxy server does ([`refusal_bytes`]) and closes the
+/// connection.
 async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(
     sh: &Shared,
     io: &mut T,
     head: &[u8],
     why: Refusal,
 ) {
-    let mut closing = Closing::new(refusal_bytes(sh, head, why, true));
+    let answer = refusal_bytes(sh, head, why, crate::gateway::ListenerKind::Proxy);
+    let mut closing = Closing::new(answer);
     std::future::poll_fn(|cx| closing.poll_close(io, cx)).await;
 }
 
-/// The whole answer (head and body) to a refused head, as bytes: Kong's refusal
-/// ([`crate::proxy::refusal`]) with its format taken from the head's `Accept` and
-/// `Content-Type`, counted in the proxy's metrics when `proxied`.
-pub(crate) fn refusal_bytes(sh: &Shared, head: &[u8], why: Refusal, proxied: bool) -> Vec<u8> {
+/// The whole answer to a refused head on a listener of `kind`, as bytes: Kong's refusal
+/// ([`crate::proxy::refusal`]), its format taken from the head's `Accept` and
+/// `Content-Type` where Kong's handler renders it. To a `HEAD` request only the head of it,
+/// with the `Content-Length` of the body left out, as nginx answers a `HEAD` (whether its
+/// error page or Kong's handler writes the answer).
+pub(crate) fn refusal_bytes(
+    sh: &Shared,
+    head: &[u8],
+    why: Refusal,
+    kind: crate::gateway::ListenerKind,
+) -> Vec<u8> {
     let resp = crate::proxy::refusal(
         sh,
         raw_header(head, b"accept"),
         raw_header(head, b"content-type"),
         why,
-        proxied,
+        kind,
     );
     let (parts, body) = resp.into_parts();
     let mut out = Vec::with_capacity(512);
@@ -324,8 +337,22 @@ pub(crate) fn refusal_bytes(sh: &Shared, head: &[u8], why: Refusal, proxied: boo
         ProxyBody::Upstream(_) => Bytes::new(),
     };
     push_length(&mut out, body.len() as u64);
-    out.extend_from_slice(&body);
+    if !is_head_request(head) {
+        out.extend_from_slice(&body);
+    }
     out
+}
+
+/// Whether the request line `head` begins with (after the empty lines a client may send
+/// first, which nginx skips) is a `HEAD` request's: nginx knows the method once the method
+/// and the space after it are read, so a head refused for anything after them is a `HEAD`
+/// request's (`head` is not one, nor `HEAD` followed by anything but a space).
+fn is_head_request(head: &[u8]) -> bool {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    head[start..].starts_with(b"HEAD ")
 }
 
 /// How long, and how many bytes, a refused connection is read from before it closes.

@@ -16,9 +16,11 @@
 //! writing, then shuts the connection down. (The end of the stream would not do: hyper takes
 //! it as the client gone and cuts an answer it is still writing short. Only when no request
 //! was handed to hyper at all does it get the end of the stream.) On that shutdown the guard
-//! writes Kong's answer to the refused head (400 with `Bad request` or `Request header or
-//! cookie too large`, or 405, 414, 501, formatted by the head's `Accept`;
-//! [`crate::proxy::refusal`]), then
+//! writes Kong's answer to the refused head ([`crate::h1_fast::refusal_bytes`]): on a proxy
+//! listener 400 with `Bad request` or `Request header or cookie too large`, or 405, 414, in
+//! Kong's format chosen by the head's `Accept`, or, for a transfer coding other than
+//! `chunked`, nginx's own 501 page, which Kong leaves to nginx; on an admin or status
+//! listener nginx's own page for each of them; to a `HEAD` request the head alone. It then
 //! closes with a lingering read as nginx does. After a request that asks to close the
 //! connection, or any HTTP/1.0 request (whose answer may be delimited by the end of the
 //! connection), a refused head is withheld without an answer.

@@ -45,7 +45,7 @@ use silverback_router::{RequestView, Scheme};
 use crate::body::{ProxyBody, UpBody, UpstreamBody};
 use crate::deadline::Deadline;
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
-use crate::gateway::Shared;
+use crate::gateway::{ListenerKind, Shared};
 use crate::h1_client::{ExchangeError, RawBody, RawHead, SendBody, SetHeaders};
 use crate::metrics::RouteStats;
 use crate::snapshot::Snapshot;
@@ -274,7 +274,9 @@ pub(crate) async fn handle(
                     tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
                 }
             }
-            let mut r = if e.kind.nginx_error() {
+            let mut r = if let Some(r) = nginx_answer(sh, &cx, e.kind.status()) {
+                r
+            } else if e.kind.nginx_error() {
                 kong_error(sh, &cx, cx.nginx_format, e.kind.status(), e.kind.message())
             } else {
                 response_error(sh, &cx, e.kind.status(), e.kind.message())
@@ -307,7 +309,8 @@ pub(crate) enum Refusal {
     /// Over the header size or count limit (nginx's 494, which Kong sends as 400 with its
     /// own message).
     TooLarge,
-    /// A transfer coding other than `chunked` (nginx: 501).
+    /// A transfer coding other than `chunked` (nginx: 501, answered with nginx's own page,
+    /// since Kong's `error_page` lines leave 501 out).
     NotImplemented,
     /// A method nginx does not serve, `CONNECT` or `TRACE` (405).
     NotAllowed,
@@ -315,19 +318,44 @@ pub(crate) enum Refusal {
     UriTooLong,
 }
 
-/// Kong's answer to a head refused before routing (nginx's `error_page` path): 400 (or
-/// 405, 414, 501 as [`Refusal`] says), the body format from the `Accept` and `Content-Type` found in the head if any, the
-/// connection closed. Counted as an unmatched request when `proxied` (a head on a proxy
-/// listener).
+/// Kong's answer to a head refused before routing, on a listener of `kind`: 400 (or 405,
+/// 414, 501 as [`Refusal`] says), the connection closed. Not for a `HEAD` request's framing:
+/// the caller writes only the head of it then ([`crate::h1_fast::refusal_bytes`]).
+///
+/// On a proxy listener a 400, 405 or 414 goes through nginx's `error_page` to Kong's
+/// handler, its body format taken from the `Accept` and `Content-Type` found in the head if
+/// any; a 501 is nginx's own HTML page whatever they say ([`nginx_answer`]); the headers
+/// Kong's header filter adds are on both. Counted as an unmatched request.
+///
+/// Kong's admin and status servers have no `error_page` lines and run their header filter
+/// inside `location /` only, which a head refused while nginx reads it never reaches: there
+/// every refusal is nginx's own page for its code (a head past the buffers gets the page of
+/// nginx's 494, sent as 400), as `text/html; charset=UTF-8` (those servers set `charset
+/// UTF-8`), without `Server`, request id or latency headers (Kong's nginx writes no
+/// `Server` of its own), and it is not counted.
 pub(crate) fn refusal(
     sh: &Shared,
     accept: Option<&[u8]>,
     content_type: Option<&[u8]>,
     why: Refusal,
-    proxied: bool,
+    kind: ListenerKind,
 ) -> Response<ProxyBody> {
+    let proxied = kind == ListenerKind::Proxy;
     if proxied {
         sh.metrics.requests.fetch_add(1, Relaxed);
+    }
+    // nginx's code for the refusal, and the status it is sent with
+    let (code, status) = match why {
+        Refusal::Bad => (400, StatusCode::BAD_REQUEST),
+        Refusal::TooLarge => (494, StatusCode::BAD_REQUEST),
+        Refusal::NotImplemented => (501, StatusCode::NOT_IMPLEMENTED),
+        Refusal::NotAllowed => (405, StatusCode::METHOD_NOT_ALLOWED),
+        Refusal::UriTooLong => (414, StatusCode::URI_TOO_LONG),
+    };
+    if !proxied {
+        tracing::debug!(reason = ?why, "request head refused");
+        let page = crate::error::nginx_page(code).unwrap_or_default();
+        return page_answer(status, page, "text/html; charset=UTF-8");
     }
     let format = Format::nginx_error_of(accept, content_type, sh.settings.error_default_type);
     let cx = Ctx {
@@ -339,24 +367,49 @@ pub(crate) fn refusal(
         proxied: false,
     };
     tracing::debug!(request_id = ?cx.rid, reason = ?why, "request head refused");
-    let status = match why {
-        Refusal::Bad | Refusal::TooLarge => StatusCode::BAD_REQUEST,
-        Refusal::NotImplemented => StatusCode::NOT_IMPLEMENTED,
-        Refusal::NotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        Refusal::UriTooLong => StatusCode::URI_TOO_LONG,
-    };
     // Kong's message for the status, but for nginx's 494, which Kong sends as a 400
     let message = match why {
         Refusal::TooLarge => "Request header or cookie too large",
         _ => crate::error::status_message(status),
     };
-    let mut r = kong_error(sh, &cx, format, status, message);
+    let mut r = match nginx_answer(sh, &cx, status) {
+        Some(r) => r,
+        None => kong_error(sh, &cx, format, status, message),
+    };
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    if proxied {
-        sh.metrics.unmatched.response(status.as_u16(), false);
-        sh.metrics.unmatched.latencies(0, 0, None);
+    sh.metrics.unmatched.response(status.as_u16(), false);
+    sh.metrics.unmatched.latencies(0, 0, None);
+    r
+}
+
+/// nginx's own answer to an error of `status` that Kong's proxy server's `error_page` lines
+/// leave to it (501; [`crate::error::kong_handles`]): nginx's HTML page as `text/html`
+/// whatever the request accepts ([`crate::error::nginx_page`]), the connection closed (nginx
+/// keeps no connection alive after a 501), and the headers Kong's header filter, which runs
+/// on that answer too in the proxy server, adds (`Server`, request id, latency, as `headers`
+/// says). `None` for the statuses Kong's handler renders.
+fn nginx_answer(sh: &Shared, cx: &Ctx, status: StatusCode) -> Option<Response<ProxyBody>> {
+    if crate::error::kong_handles(status) {
+        return None;
     }
+    let page = crate::error::nginx_page(status.as_u16())?;
+    let mut r = page_answer(status, page, "text/html");
+    kong_headers(sh, cx, r.headers_mut());
+    Some(r)
+}
+
+/// An answer of nginx's `page` with `status`, as `content_type`, closing the connection.
+fn page_answer(
+    status: StatusCode,
+    page: &'static str,
+    content_type: &'static str,
+) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(Bytes::from_static(page.as_bytes())));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 

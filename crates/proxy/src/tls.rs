@@ -6,10 +6,16 @@
 //! label>`, `<n minus its last label>.*`, an SNI entity named `*`, then the default
 //! certificates. No server name gets the default certificates. A certificate with `cert_alt`
 //! offers both keys, and the default certificates offer one key per type; the client's
-//! preference decides, as OpenSSL's does in Kong: the key that can sign with the first
-//! signature scheme the client lists ([`CertSet::choose`]). While a generated RSA default
-//! certificate is on its way, a listener reads the ClientHello before answering, so that a
-//! client that needs that certificate waits for it rather than failing (`TlsListener`).
+//! preference decides, as OpenSSL's does in Kong (`ssl_prefer_server_ciphers off`, Kong's
+//! default): in TLS 1.3 the key that can sign with the first signature scheme the client
+//! lists; in TLS 1.2, where the key follows the cipher suite, the key for the first suite in
+//! the client's order that some loaded key the client can take serves ([`CertSet::choose`]).
+//! That version is the one the ClientHello offers, read from its bytes
+//! as they arrive ([`Offered`]): every handshake starts by reading the ClientHello
+//! (`TlsListener`), and the listener hands it to a server configuration whose certificate
+//! resolver knows the version (rustls' view of the hello lacks it). While a generated RSA
+//! default certificate is on its way, a client that needs that certificate waits for it
+//! there rather than failing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +25,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{CipherSuite, DigitallySignedStruct, SignatureAlgorithm, SignatureScheme};
 use silverback_config::{Config, pki};
 
 use crate::ProxyError;
@@ -35,42 +41,177 @@ pub struct CertStore {
 /// and its `cert_alt`, or the default certificates (RSA and ECDSA).
 #[derive(Debug)]
 pub struct CertSet {
-    main: Arc<CertifiedKey>,
-    alts: Vec<Arc<CertifiedKey>>,
+    /// `main` first, then its alternatives.
+    keys: Vec<Candidate>,
+}
+
+/// A certificate of a [`CertSet`], with what its key can do, found once when the set is
+/// made so that a handshake's choice asks the key nothing (asking allocates).
+#[derive(Debug)]
+struct Candidate {
+    certified: Arc<CertifiedKey>,
+    algorithm: SignatureAlgorithm,
+    /// The schemes of [`SCHEMES`] the key signs with.
+    schemes: Vec<SignatureScheme>,
+}
+
+/// The signature schemes a certificate's key is asked about: every scheme rustls names (a
+/// scheme it does not name has no signer in it either).
+const SCHEMES: &[SignatureScheme] = {
+    use SignatureScheme as S;
+    &[
+        S::RSA_PKCS1_SHA1,
+        S::ECDSA_SHA1_Legacy,
+        S::RSA_PKCS1_SHA256,
+        S::ECDSA_NISTP256_SHA256,
+        S::RSA_PKCS1_SHA384,
+        S::ECDSA_NISTP384_SHA384,
+        S::RSA_PKCS1_SHA512,
+        S::ECDSA_NISTP521_SHA512,
+        S::RSA_PSS_SHA256,
+        S::RSA_PSS_SHA384,
+        S::RSA_PSS_SHA512,
+        S::ED25519,
+        S::ED448,
+        S::ML_DSA_44,
+        S::ML_DSA_65,
+        S::ML_DSA_87,
+    ]
+};
+
+impl Candidate {
+    fn new(certified: Arc<CertifiedKey>) -> Candidate {
+        let schemes = SCHEMES
+            .iter()
+            .copied()
+            .filter(|s| {
+                certified
+                    .key
+                    .choose_scheme(std::slice::from_ref(s))
+                    .is_some()
+            })
+            .collect();
+        Candidate {
+            algorithm: certified.key.algorithm(),
+            certified,
+            schemes,
+        }
+    }
 }
 
 impl CertSet {
     /// A set of `main` and its alternatives; `main` answers a client that can use none.
     pub fn new(main: Arc<CertifiedKey>, alts: Vec<Arc<CertifiedKey>>) -> CertSet {
-        CertSet { main, alts }
+        let keys = std::iter::once(main)
+            .chain(alts)
+            .map(Candidate::new)
+            .collect();
+        CertSet { keys }
     }
 
     /// The certificates, `main` first.
     pub fn certificates(&self) -> impl Iterator<Item = &Arc<CertifiedKey>> {
-        std::iter::once(&self.main).chain(&self.alts)
+        self.keys.iter().map(|k| &k.certified)
     }
 
-    /// The certificate for a client: the first that can sign with the first signature
-    /// scheme the client lists (for TLS 1.2, rustls lists only the schemes its cipher
-    /// suites can use; for TLS 1.3, schemes TLS 1.3 forbids are skipped here, as OpenSSL
+    /// The certificate for a client whose handshake speaks `version`, as OpenSSL chooses
+    /// in Kong (whose default cipher configuration has `ssl_prefer_server_ciphers off`).
+    ///
+    /// In TLS 1.3 the suite does not depend on the key: the first key that can sign with the
+    /// first signature scheme the client lists, schemes TLS 1.3 forbids skipped (as OpenSSL
     /// skips them), else `main`.
-    pub(crate) fn choose(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
-        if self.alts.is_empty() {
-            return self.main.clone();
+    ///
+    /// In TLS 1.2 the certificate follows the cipher suite, which OpenSSL picks by walking
+    /// the client's suites in the client's order: the first TLS 1.2 suite of the client's
+    /// that the server speaks and for which a key is loaded that the client can take (one
+    /// of the suite's key type, ECDHE-ECDSA for ECDSA and Ed25519, ECDHE-RSA for RSA, that
+    /// signs with a scheme the client lists) decides, and that key serves. The schemes'
+    /// order does not matter there. (rustls then picks that same suite: it too follows the
+    /// client's order among the suites the chosen key can serve.) With no such suite, the
+    /// first key a suite of the client's can use, else `main` (the handshake fails then).
+    ///
+    /// Nothing is allocated: the client's lists are walked as they are.
+    pub(crate) fn choose(&self, hello: &ClientHello<'_>, version: Version) -> Arc<CertifiedKey> {
+        if let [only] = &self.keys[..] {
+            return only.certified.clone();
         }
-        // (the server speaks TLS 1.3, so a client offering a TLS 1.3 suite gets it)
-        let tls13 = hello.cipher_suites().iter().any(|s| is_tls13_suite(*s));
-        for scheme in hello.signature_schemes() {
-            if tls13 && !usable_in_tls13(*scheme) {
+        let schemes = hello.signature_schemes();
+        match version {
+            Version::Tls13 => {
+                for scheme in schemes {
+                    if !usable_in_tls13(*scheme) {
+                        continue;
+                    }
+                    if let Some(k) = self.keys.iter().find(|k| k.schemes.contains(scheme)) {
+                        return k.certified.clone();
+                    }
+                }
+                self.keys[0].certified.clone()
+            }
+            Version::Tls12 => {
+                let takes = |k: &Candidate| k.schemes.iter().any(|s| schemes.contains(s));
+                for offered in hello.cipher_suites() {
+                    let Some(suite) = tls12_suite(*offered) else {
+                        continue;
+                    };
+                    if let Some(k) = self
+                        .keys
+                        .iter()
+                        .find(|k| suite.usable_for_signature_algorithm(k.algorithm) && takes(k))
+                    {
+                        return k.certified.clone();
+                    }
+                }
+                let keys = Tls12Keys::offered(hello.cipher_suites());
+                self.keys
+                    .iter()
+                    .find(|k| keys.can_use(k.algorithm))
+                    .unwrap_or(&self.keys[0])
+                    .certified
+                    .clone()
+            }
+        }
+    }
+}
+
+/// The TLS 1.2 suite of the server's (those of [`server_config`]'s provider) named `id`.
+fn tls12_suite(id: CipherSuite) -> Option<&'static rustls::SupportedCipherSuite> {
+    rustls::crypto::ring::DEFAULT_CIPHER_SUITES
+        .iter()
+        .find(|s| s.suite() == id && s.tls13().is_none())
+}
+
+/// The key types the TLS 1.2 cipher suites a client offers can serve, of the suites the
+/// server speaks (those of [`server_config`]'s provider): an ECDHE-RSA suite needs an RSA
+/// key, an ECDHE-ECDSA one an ECDSA or Ed25519 key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tls12Keys {
+    rsa: bool,
+    ecdsa: bool,
+    ed25519: bool,
+}
+
+impl Tls12Keys {
+    fn offered(suites: &[CipherSuite]) -> Tls12Keys {
+        let mut keys = Tls12Keys::default();
+        for ours in rustls::crypto::ring::DEFAULT_CIPHER_SUITES {
+            if ours.tls13().is_some() || !suites.contains(&ours.suite()) {
                 continue;
             }
-            for k in self.certificates() {
-                if k.key.choose_scheme(std::slice::from_ref(scheme)).is_some() {
-                    return k.clone();
-                }
-            }
+            keys.rsa |= ours.usable_for_signature_algorithm(SignatureAlgorithm::RSA);
+            keys.ecdsa |= ours.usable_for_signature_algorithm(SignatureAlgorithm::ECDSA);
+            keys.ed25519 |= ours.usable_for_signature_algorithm(SignatureAlgorithm::ED25519);
         }
-        self.main.clone()
+        keys
+    }
+
+    fn can_use(self, algorithm: SignatureAlgorithm) -> bool {
+        match algorithm {
+            SignatureAlgorithm::RSA => self.rsa,
+            SignatureAlgorithm::ECDSA => self.ecdsa,
+            SignatureAlgorithm::ED25519 => self.ed25519,
+            _ => false,
+        }
     }
 }
 
@@ -153,39 +294,46 @@ impl CertStore {
 pub struct SniResolver {
     pub(crate) snapshot: Arc<ArcSwap<crate::snapshot::Snapshot>>,
     pub(crate) default: Arc<DefaultCertificates>,
+    /// The protocol version of the handshakes it serves.
+    pub(crate) version: Version,
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let snap = self.snapshot.load();
         match snap.certs.lookup(hello.server_name()) {
-            Some(p) => Some(p.choose(&hello)),
-            None => Some(self.default.choose(&hello)),
+            Some(p) => Some(p.choose(&hello, self.version)),
+            None => Some(self.default.choose(&hello, self.version)),
         }
     }
 }
 
 /// The resolver of `ssl` admin and status listeners: their default certificates only, as
 /// Kong's admin and status servers have `ssl_certificate` lines and no certificate phase.
+/// The second field is the protocol version of the handshakes it serves.
 #[derive(Debug)]
-pub struct DefaultsOnly(pub(crate) Arc<DefaultCertificates>);
+pub struct DefaultsOnly(pub(crate) Arc<DefaultCertificates>, pub(crate) Version);
 
 impl ResolvesServerCert for DefaultsOnly {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.choose(&hello))
+        Some(self.0.choose(&hello, self.1))
     }
 }
 
-/// The handshakes of one TLS listener. While a generated RSA default certificate is on its
-/// way ([`DefaultCertificates::rsa_pending`]), the ClientHello is read first (its bytes
-/// kept for the protocol versions it offers, [`Offered`]): a client that would get the
-/// default certificates and cannot use the ECDSA one ([`accepts_ecdsa_p256`]) waits for the
-/// RSA one, within the handshake timeout ([`TlsListener::accept_within`]), instead of
-/// failing; every other client goes on at once. Afterwards, and always for default
-/// certificates that are final from the start, the handshake is rustls' usual one.
+/// The handshakes of one TLS listener. Each starts by reading the ClientHello, the protocol
+/// versions it offers scanned from its bytes as they pass ([`Offered`], [`HelloScan`]);
+/// the handshake then goes on with the server configuration of the version it will speak,
+/// whose certificate resolver chooses for that version ([`CertSet::choose`]). While a
+/// generated RSA default certificate is on its way ([`DefaultCertificates::rsa_pending`]),
+/// a client that would get the default certificates and cannot use the ECDSA one
+/// ([`accepts_ecdsa_p256`]) first waits for the RSA one, within the handshake timeout
+/// ([`TlsListener::accept_within`]), instead of failing; every other client goes on at once.
 #[derive(Clone)]
 pub(crate) struct TlsListener {
-    config: Arc<rustls::ServerConfig>,
+    /// The server configurations of handshakes that speak TLS 1.2 and TLS 1.3: the same but
+    /// for their resolvers' version (they share session storage and ticketer).
+    tls12: Arc<rustls::ServerConfig>,
+    tls13: Arc<rustls::ServerConfig>,
     defaults: Arc<DefaultCertificates>,
     /// Proxy listeners: the configuration's certificates by SNI, which need no waiting.
     snapshot: Option<Arc<ArcSwap<crate::snapshot::Snapshot>>>,
@@ -198,12 +346,17 @@ impl TlsListener {
         defaults: Arc<DefaultCertificates>,
         http2: bool,
     ) -> TlsListener {
-        let resolver = Arc::new(SniResolver {
-            snapshot: snapshot.clone(),
-            default: defaults.clone(),
-        });
+        let resolver = |version| -> Arc<dyn ResolvesServerCert> {
+            Arc::new(SniResolver {
+                snapshot: snapshot.clone(),
+                default: defaults.clone(),
+                version,
+            })
+        };
+        let (tls12, tls13) = server_configs(resolver, http2);
         TlsListener {
-            config: server_config(resolver, http2),
+            tls12,
+            tls13,
             defaults,
             snapshot: Some(snapshot),
         }
@@ -211,8 +364,13 @@ impl TlsListener {
 
     /// An admin or status listener: `defaults` only.
     pub(crate) fn defaults_only(defaults: Arc<DefaultCertificates>, http2: bool) -> TlsListener {
+        let resolver = |version| -> Arc<dyn ResolvesServerCert> {
+            Arc::new(DefaultsOnly(defaults.clone(), version))
+        };
+        let (tls12, tls13) = server_configs(resolver, http2);
         TlsListener {
-            config: server_config(Arc::new(DefaultsOnly(defaults.clone())), http2),
+            tls12,
+            tls13,
             defaults,
             snapshot: None,
         }
@@ -243,30 +401,32 @@ impl TlsListener {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        if !self.defaults.rsa_pending() {
-            return tokio_rustls::TlsAcceptor::from(self.config.clone())
-                .accept(io)
-                .await;
-        }
-        // The ClientHello's bytes are kept for what rustls' view of it lacks: the versions.
         let start = tokio_rustls::LazyConfigAcceptor::new(
             rustls::server::Acceptor::default(),
-            Recording::new(io),
+            Scanning::new(io),
         )
         .await?;
         let tokio_rustls::StartHandshake { accepted, io, .. } = start;
-        let (io, hello_bytes) = io.into_parts();
+        let Scanning { io, scan } = io;
         let start = tokio_rustls::StartHandshake::from_parts(accepted, io);
         let hello = start.client_hello();
-        let offered = Offered::read(&hello_bytes).unwrap_or_else(|| Offered::guess(&hello));
+        let offered = scan.offered().unwrap_or_else(|| Offered::guess(&hello));
         if self.waits_for_rsa(&hello, offered) {
             self.defaults.rsa_settled().await;
         }
-        start.into_stream(self.config.clone()).await
+        let config = match offered.version() {
+            Version::Tls12 => &self.tls12,
+            Version::Tls13 => &self.tls13,
+        };
+        start.into_stream(config.clone()).await
     }
 
-    /// Whether the client would get the default certificates and needs the RSA one.
+    /// Whether the client would get the default certificates and needs the RSA one, which
+    /// is still on its way.
     fn waits_for_rsa(&self, hello: &ClientHello<'_>, offered: Offered) -> bool {
+        if !self.defaults.rsa_pending() {
+            return false;
+        }
         if let Some(snapshot) = &self.snapshot
             && snapshot.load().certs.lookup(hello.server_name()).is_some()
         {
@@ -276,28 +436,23 @@ impl TlsListener {
     }
 }
 
-/// The most bytes of a ClientHello [`Recording`] keeps (rustls refuses a larger hello).
-const HELLO_LIMIT: usize = 1 << 17;
-
-/// An `io` that keeps a copy of the first bytes read through it (a ClientHello's records,
-/// up to [`HELLO_LIMIT`]); writes pass through.
-struct Recording<IO> {
+/// An `io` that scans the bytes read through it for the versions of the ClientHello they
+/// start with ([`HelloScan`]), keeping none of them; writes pass through.
+struct Scanning<IO> {
     io: IO,
-    seen: Vec<u8>,
+    scan: HelloScan,
 }
 
-impl<IO> Recording<IO> {
-    fn new(io: IO) -> Recording<IO> {
-        Recording { io, seen: vec![] }
-    }
-
-    /// The `io` back, and the bytes read through it.
-    fn into_parts(self) -> (IO, Vec<u8>) {
-        (self.io, self.seen)
+impl<IO> Scanning<IO> {
+    fn new(io: IO) -> Scanning<IO> {
+        Scanning {
+            io,
+            scan: HelloScan::default(),
+        }
     }
 }
 
-impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Recording<IO> {
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Scanning<IO> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -306,14 +461,12 @@ impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Recording<IO> {
         let this = self.get_mut();
         let before = buf.filled().len();
         std::task::ready!(std::pin::Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let read = &buf.filled()[before..];
-        let room = HELLO_LIMIT.saturating_sub(this.seen.len());
-        this.seen.extend_from_slice(&read[..read.len().min(room)]);
+        this.scan.feed(&buf.filled()[before..]);
         std::task::Poll::Ready(Ok(()))
     }
 }
 
-impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Recording<IO> {
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Scanning<IO> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -349,68 +502,21 @@ pub(crate) struct Offered {
     pub(crate) tls13: bool,
 }
 
+/// The protocol version a handshake speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    Tls12,
+    Tls13,
+}
+
 impl Offered {
     /// Reads the versions from the records that carry a ClientHello (the first bytes of a
     /// connection); `None` when they do not hold one whole.
+    #[cfg(test)]
     pub(crate) fn read(records: &[u8]) -> Option<Offered> {
-        // The handshake bytes, out of their records (a hello may span several).
-        let mut handshake = vec![];
-        let mut rest = Bytes(records);
-        while !rest.0.is_empty() {
-            let (kind, _version, length) = (rest.u8()?, rest.u16()?, rest.u16()?);
-            if kind != 22 {
-                return None;
-            }
-            handshake.extend_from_slice(rest.take(length.into())?);
-            if let [_, a, b, c, ..] = handshake[..]
-                && handshake.len() >= 4 + u24(a, b, c)
-            {
-                break;
-            }
-        }
-        let mut msg = Bytes(&handshake);
-        if msg.u8()? != 1 {
-            return None;
-        }
-        let (a, b, c) = (msg.u8()?, msg.u8()?, msg.u8()?);
-        let mut hello = Bytes(msg.take(u24(a, b, c))?);
-        let legacy = hello.u16()?;
-        hello.take(32)?; // random
-        let n = hello.u8()?;
-        hello.take(n.into())?; // session id
-        let n = hello.u16()?;
-        hello.take(n.into())?; // cipher suites
-        let n = hello.u8()?;
-        hello.take(n.into())?; // compression methods
-        let mut offered = Offered {
-            tls12: legacy >= 0x0303,
-            tls13: false,
-        };
-        if hello.0.is_empty() {
-            return Some(offered);
-        }
-        let n = hello.u16()?;
-        let mut extensions = Bytes(hello.take(n.into())?);
-        while !extensions.0.is_empty() {
-            let (kind, n) = (extensions.u16()?, extensions.u16()?);
-            let mut data = Bytes(extensions.take(n.into())?);
-            if kind == 43 {
-                let n = data.u8()?;
-                let mut versions = Bytes(data.take(n.into())?);
-                offered = Offered {
-                    tls12: false,
-                    tls13: false,
-                };
-                while !versions.0.is_empty() {
-                    match versions.u16()? {
-                        0x0303 => offered.tls12 = true,
-                        0x0304 => offered.tls13 = true,
-                        _ => {}
-                    }
-                }
-            }
-        }
-        Some(offered)
+        let mut scan = HelloScan::default();
+        scan.feed(records);
+        scan.offered()
     }
 
     /// A guess from what rustls shows, for a hello whose bytes did not parse: TLS 1.3 when a
@@ -421,37 +527,304 @@ impl Offered {
             tls13: hello.cipher_suites().iter().any(|s| is_tls13_suite(*s)),
         }
     }
+
+    /// The version the server speaks with a client offering these: TLS 1.3 when offered,
+    /// else TLS 1.2 (a client offering neither is refused whatever is chosen).
+    pub(crate) fn version(self) -> Version {
+        if self.tls13 {
+            Version::Tls13
+        } else {
+            Version::Tls12
+        }
+    }
+}
+
+/// A reader of the versions a ClientHello offers ([`Offered`]), fed the first bytes of a
+/// connection as they arrive: TLS records of the handshake type, whose payloads carry the
+/// hello, possibly across several records and reads. It keeps a few counters and none of
+/// the bytes, and stops at the end of the hello (or at the first byte that cannot belong
+/// to one).
+#[derive(Debug, Clone)]
+pub(crate) struct HelloScan {
+    state: ScanState,
+    /// Bytes of the current record's header seen (0 to 4), and its length's first byte.
+    header_seen: u8,
+    length_high: u8,
+    /// Payload bytes of the current record still to come.
+    record_left: usize,
+    /// The hello's field being read, its size in bytes, and how many of them are seen.
+    field: Field,
+    size: usize,
+    seen: usize,
+    /// The value of a numeric field so far.
+    value: usize,
+    /// Handshake bytes seen, the message's 4-byte header included.
+    at: usize,
+    /// Where the hello message, its extensions, the current extension and the version list
+    /// of a `supported_versions` extension end (as `at` counts).
+    hello_end: usize,
+    extensions_end: usize,
+    extension_end: usize,
+    versions_end: usize,
+    /// The type of the current extension.
+    extension: usize,
+    offered: Offered,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanState {
+    Reading,
+    Done,
+    Failed,
+}
+
+/// The fields of a ClientHello (RFC 8446 §4.1.2), in order; numbers are big-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// The handshake message type (1: ClientHello), 1 byte.
+    Type,
+    /// The message's length, 3 bytes.
+    Length,
+    /// `legacy_version`, 2 bytes.
+    LegacyVersion,
+    Random,
+    SessionIdLength,
+    SessionId,
+    SuitesLength,
+    Suites,
+    CompressionLength,
+    Compression,
+    ExtensionsLength,
+    ExtensionType,
+    ExtensionLength,
+    /// An extension's data (after a version list: the rest of it).
+    Extension,
+    /// The length of a `supported_versions` extension's list, 1 byte.
+    VersionsLength,
+    /// One version of that list, 2 bytes.
+    Version,
+}
+
+impl Field {
+    /// Whether the field's value is read (else its bytes are skipped).
+    fn is_number(self) -> bool {
+        !matches!(
+            self,
+            Field::Random
+                | Field::SessionId
+                | Field::Suites
+                | Field::Compression
+                | Field::Extension
+        )
+    }
+}
+
+impl Default for HelloScan {
+    fn default() -> HelloScan {
+        HelloScan {
+            state: ScanState::Reading,
+            header_seen: 0,
+            length_high: 0,
+            record_left: 0,
+            field: Field::Type,
+            size: 1,
+            seen: 0,
+            value: 0,
+            at: 0,
+            hello_end: 0,
+            extensions_end: 0,
+            extension_end: 0,
+            versions_end: 0,
+            extension: 0,
+            offered: Offered {
+                tls12: false,
+                tls13: false,
+            },
+        }
+    }
+}
+
+impl HelloScan {
+    /// The `supported_versions` extension's type.
+    const SUPPORTED_VERSIONS: usize = 43;
+
+    /// The versions, once a whole hello has been read.
+    pub(crate) fn offered(&self) -> Option<Offered> {
+        (self.state == ScanState::Done).then_some(self.offered)
+    }
+
+    /// Reads the next bytes of the connection.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+        while let [first, rest @ ..] = bytes
+            && self.state == ScanState::Reading
+        {
+            if self.record_left == 0 {
+                // A record header: type (22, handshake), version, length.
+                match self.header_seen {
+                    0 if *first != 22 => self.state = ScanState::Failed,
+                    3 => self.length_high = *first,
+                    4 => {
+                        self.record_left = usize::from(self.length_high) << 8 | usize::from(*first)
+                    }
+                    _ => {}
+                }
+                self.header_seen = (self.header_seen + 1) % 5;
+                bytes = rest;
+                continue;
+            }
+            let (payload, rest) = bytes.split_at(bytes.len().min(self.record_left));
+            self.record_left -= payload.len();
+            self.handshake(payload);
+            bytes = rest;
+        }
+    }
+
+    /// Reads handshake bytes.
+    fn handshake(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && self.state == ScanState::Reading {
+            let (part, rest) = bytes.split_at(bytes.len().min(self.size - self.seen));
+            if self.field.is_number() {
+                for b in part {
+                    self.value = self.value << 8 | usize::from(*b);
+                }
+            }
+            self.seen += part.len();
+            self.at += part.len();
+            bytes = rest;
+            if self.seen == self.size {
+                self.next();
+            }
+        }
+    }
+
+    /// Moves on from the field just read (its value in `self.value`).
+    fn next(&mut self) {
+        let v = std::mem::take(&mut self.value);
+        let (field, size) = match self.field {
+            Field::Type if v != 1 => return self.state = ScanState::Failed,
+            Field::Type => (Field::Length, 3),
+            Field::Length => {
+                self.hello_end = self.at + v;
+                (Field::LegacyVersion, 2)
+            }
+            Field::LegacyVersion => {
+                self.offered = Offered {
+                    tls12: v >= 0x0303,
+                    tls13: false,
+                };
+                (Field::Random, 32)
+            }
+            Field::Random => (Field::SessionIdLength, 1),
+            Field::SessionIdLength => (Field::SessionId, v),
+            Field::SessionId => (Field::SuitesLength, 2),
+            Field::SuitesLength => (Field::Suites, v),
+            Field::Suites => (Field::CompressionLength, 1),
+            Field::CompressionLength => (Field::Compression, v),
+            // (no extensions at all)
+            Field::Compression if self.at == self.hello_end => {
+                return self.state = ScanState::Done;
+            }
+            Field::Compression => (Field::ExtensionsLength, 2),
+            Field::ExtensionsLength => {
+                self.extensions_end = self.at + v;
+                if self.extensions_end > self.hello_end {
+                    return self.state = ScanState::Failed;
+                }
+                return self.next_extension();
+            }
+            Field::ExtensionType => {
+                self.extension = v;
+                (Field::ExtensionLength, 2)
+            }
+            Field::ExtensionLength => {
+                self.extension_end = self.at + v;
+                if self.extension_end > self.extensions_end {
+                    return self.state = ScanState::Failed;
+                }
+                if self.extension == Self::SUPPORTED_VERSIONS {
+                    (Field::VersionsLength, 1)
+                } else {
+                    (Field::Extension, v)
+                }
+            }
+            Field::Extension => return self.next_extension(),
+            Field::VersionsLength => {
+                self.versions_end = self.at + v;
+                if self.versions_end > self.extension_end {
+                    return self.state = ScanState::Failed;
+                }
+                // (the extension replaces the legacy version)
+                self.offered = Offered {
+                    tls12: false,
+                    tls13: false,
+                };
+                return self.next_version();
+            }
+            Field::Version => {
+                match v {
+                    0x0303 => self.offered.tls12 = true,
+                    0x0304 => self.offered.tls13 = true,
+                    _ => {}
+                }
+                return self.next_version();
+            }
+        };
+        self.start(field, size);
+    }
+
+    fn next_extension(&mut self) {
+        if self.at == self.extensions_end {
+            // (the extensions end the hello: bytes left after them, or a message longer
+            // than its fields, are not a hello)
+            self.state = if self.at == self.hello_end {
+                ScanState::Done
+            } else {
+                ScanState::Failed
+            };
+        } else {
+            self.start(Field::ExtensionType, 2);
+        }
+    }
+
+    fn next_version(&mut self) {
+        if self.at == self.versions_end {
+            self.start(Field::Extension, self.extension_end - self.at);
+        } else {
+            self.start(Field::Version, 2);
+        }
+    }
+
+    /// Starts reading `field`, of `size` bytes, which must end within what holds it.
+    fn start(&mut self, field: Field, size: usize) {
+        let end = match field {
+            Field::Type | Field::Length => usize::MAX,
+            Field::LegacyVersion
+            | Field::Random
+            | Field::SessionIdLength
+            | Field::SessionId
+            | Field::SuitesLength
+            | Field::Suites
+            | Field::CompressionLength
+            | Field::Compression
+            | Field::ExtensionsLength => self.hello_end,
+            Field::ExtensionType | Field::ExtensionLength => self.extensions_end,
+            Field::Extension | Field::VersionsLength => self.extension_end,
+            Field::Version => self.versions_end,
+        };
+        if self.at + size > end {
+            self.state = ScanState::Failed;
+            return;
+        }
+        (self.field, self.size, self.seen) = (field, size, 0);
+        if size == 0 {
+            self.next();
+        }
+    }
 }
 
 /// Whether `suite` is a TLS 1.3 cipher suite.
 fn is_tls13_suite(suite: rustls::CipherSuite) -> bool {
     (0x1301..=0x1305).contains(&u16::from(suite))
-}
-
-fn u24(a: u8, b: u8, c: u8) -> usize {
-    usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c)
-}
-
-/// Big-endian reads off the front of a byte string.
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
 }
 
 /// Whether a client can take a certificate with an ECDSA P-256 key (signing with
@@ -462,22 +835,25 @@ impl<'a> Bytes<'a> {
 /// (rustls' does when limited to TLS 1.2). The signature schemes are the hello's own, which
 /// rustls has not yet narrowed to the suites.
 pub(crate) fn accepts_ecdsa_p256(hello: &ClientHello<'_>, offered: Offered) -> bool {
-    use rustls::CipherSuite as C;
     let suites = hello.cipher_suites();
     let tls13 = offered.tls13 && suites.iter().any(|s| is_tls13_suite(*s));
-    let tls12_ecdsa = offered.tls12
-        && suites.iter().any(|s| {
-            matches!(
-                *s,
-                C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-                    | C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
-                    | C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-            )
-        });
+    let tls12_ecdsa = offered.tls12 && Tls12Keys::offered(suites).ecdsa;
     (tls13 || tls12_ecdsa)
         && hello
             .signature_schemes()
             .contains(&rustls::SignatureScheme::ECDSA_NISTP256_SHA256)
+}
+
+/// The server configurations of a TLS listener for handshakes that speak TLS 1.2 and TLS
+/// 1.3, with the certificate resolvers `resolver` makes for each version.
+fn server_configs(
+    resolver: impl Fn(Version) -> Arc<dyn ResolvesServerCert>,
+    http2: bool,
+) -> (Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>) {
+    let tls13 = server_config(resolver(Version::Tls13), http2);
+    let mut tls12 = (*tls13).clone();
+    tls12.cert_resolver = resolver(Version::Tls12);
+    (Arc::new(tls12), tls13)
 }
 
 /// The server configuration of a TLS listener.
@@ -802,6 +1178,17 @@ mod tests {
                     None,
                 ),
             ),
+            (
+                "TLS 1.2, RSA suite, TLS 1.3 suites listed",
+                client(
+                    TLS12,
+                    Some(vec![
+                        suite::TLS13_AES_128_GCM_SHA256,
+                        suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                    ]),
+                    None,
+                ),
+            ),
         ]
     }
 
@@ -926,6 +1313,273 @@ mod tests {
         assert_eq!(Offered::read(&split[..split.len() - 1]), None, "cut short");
         assert_eq!(Offered::read(b"GET / HTTP/1.1\r\n\r\n"), None);
         assert_eq!(Offered::read(&[]), None);
+        // As a connection delivers them: a byte at a time, or in uneven reads; what follows
+        // the hello is not read.
+        for records in [&bytes, &split] {
+            for step in [1, 2, 3, 7, 100] {
+                let mut scan = HelloScan::default();
+                for chunk in records.chunks(step) {
+                    assert_eq!(scan.offered(), None, "not before the end");
+                    scan.feed(chunk);
+                }
+                scan.feed(b"\x17\x03\x03 whatever comes next");
+                assert_eq!(scan.offered(), Some(want), "{step}-byte reads");
+            }
+        }
+        let both = hello_bytes(client(BOTH, None, None));
+        assert_eq!(
+            Offered::read(&both),
+            Some(Offered {
+                tls12: true,
+                tls13: true
+            })
+        );
+        // A field that overruns what holds it: the random past a 10-byte hello's end.
+        let mut bad = bytes.clone();
+        bad[6..9].copy_from_slice(&[0, 0, 10]);
+        assert_eq!(Offered::read(&bad), None);
+    }
+
+    /// A ClientHello written by hand, in one record: legacy version TLS 1.2, a zero random,
+    /// no session id, one suite, null compression, and `extensions` (type and data each),
+    /// or no extensions block at all when `None`.
+    fn hello_record(extensions: Option<&[(u16, &[u8])]>) -> Vec<u8> {
+        let mut hello = vec![3, 3];
+        hello.extend_from_slice(&[0; 32]);
+        hello.push(0);
+        hello.extend_from_slice(&[0, 2, 0x13, 0x01]);
+        hello.extend_from_slice(&[1, 0]);
+        if let Some(extensions) = extensions {
+            let mut block = vec![];
+            for (kind, data) in extensions {
+                block.extend_from_slice(&kind.to_be_bytes());
+                block.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                block.extend_from_slice(data);
+            }
+            hello.extend_from_slice(&(block.len() as u16).to_be_bytes());
+            hello.extend_from_slice(&block);
+        }
+        let mut message = vec![1];
+        message.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+        message.extend_from_slice(&hello);
+        let mut record = vec![22, 3, 1];
+        record.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        record.extend_from_slice(&message);
+        record
+    }
+
+    /// Malformed hellos give no versions (the handshake then goes on with a guess from what
+    /// rustls shows, and rustls refuses such a hello anyway), and never read past what
+    /// holds a field; well-formed ones written by hand read as they say.
+    #[test]
+    fn malformed_hellos_give_no_versions() {
+        let both = Offered {
+            tls12: true,
+            tls13: true,
+        };
+        let neither = Offered {
+            tls12: false,
+            tls13: false,
+        };
+        let tls12 = Offered {
+            tls12: true,
+            tls13: false,
+        };
+        // well-formed: a version list (beside another extension), none, no extensions
+        let versions: &[u8] = &[4, 0x03, 0x04, 0x03, 0x03];
+        let good = hello_record(Some(&[(0, b"\0\0"), (43, versions), (10, &[0, 2, 0, 29])]));
+        assert_eq!(Offered::read(&good), Some(both));
+        assert_eq!(
+            Offered::read(&hello_record(Some(&[(10, &[0, 2, 0, 29])]))),
+            Some(tls12)
+        );
+        assert_eq!(Offered::read(&hello_record(None)), Some(tls12));
+        // (the offsets of the hand-written hello: the record header 5 bytes, the message
+        // header 4, version 2, random 32, session id 1, suites 4, compression 2, then the
+        // extensions' length)
+        let extensions_at = 5 + 4 + 2 + 32 + 1 + 4 + 2;
+
+        // a truncated extension: its length runs past the end of the extensions block (and
+        // of the hello)
+        let mut bad = good.clone();
+        let first_length = extensions_at + 2 + 2;
+        bad[first_length..first_length + 2].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(Offered::read(&bad), None, "an extension past the block");
+        // the hello cut inside an extension, then other bytes: never done
+        let cut = good.len() - 3;
+        let mut scan = HelloScan::default();
+        scan.feed(&good[..cut]);
+        assert_eq!(scan.offered(), None, "cut inside an extension");
+        let mut truncated = good[..cut].to_vec();
+        truncated[3..5].copy_from_slice(&((cut - 5) as u16).to_be_bytes());
+        truncated.extend_from_slice(b"\x17\x03\x03\x00\x05hello");
+        assert_eq!(
+            Offered::read(&truncated),
+            None,
+            "record ends inside an extension"
+        );
+
+        // oversized lengths: the extensions block past the hello, a session id past it, a
+        // message longer than its fields (and than any record brings), a version list past
+        // its extension
+        let mut bad = good.clone();
+        bad[extensions_at..extensions_at + 2].copy_from_slice(&0xffffu16.to_be_bytes());
+        assert_eq!(Offered::read(&bad), None, "extensions past the hello");
+        let mut bad = good.clone();
+        bad[5 + 4 + 2 + 32] = 255;
+        assert_eq!(Offered::read(&bad), None, "a session id past the hello");
+        let mut bad = good.clone();
+        bad[6..9].copy_from_slice(&[0xff, 0xff, 0xff]);
+        assert_eq!(Offered::read(&bad), None, "a message past its records");
+        // (a record longer than its hello is not the hello's fault: the hello read whole
+        // is read, and rustls shows it only once the record is whole)
+        let mut longer = good.clone();
+        longer[3..5].copy_from_slice(&0xffffu16.to_be_bytes());
+        assert_eq!(
+            Offered::read(&longer),
+            Some(both),
+            "a record longer than its hello"
+        );
+        let mut bad = good.clone();
+        let list_length = bad.len() - (4 + 4) - versions.len();
+        assert_eq!(bad[list_length], 4);
+        bad[list_length] = 250;
+        assert_eq!(
+            Offered::read(&bad),
+            None,
+            "a version list past its extension"
+        );
+
+        // zero-length supported_versions: no data at all (not even the list's length) is
+        // malformed; an empty list offers nothing; an odd-length list is malformed
+        let empty_extension = hello_record(Some(&[(43, &[])]));
+        assert_eq!(Offered::read(&empty_extension), None, "no list length");
+        let empty_list = hello_record(Some(&[(43, &[0])]));
+        assert_eq!(Offered::read(&empty_list), Some(neither), "an empty list");
+        let odd_list = hello_record(Some(&[(43, &[3, 0x03, 0x04, 0x03])]));
+        assert_eq!(Offered::read(&odd_list), None, "a list of 3 bytes");
+        // a byte at a time, the same
+        for (bytes, want) in [
+            (&good, Some(both)),
+            (&empty_extension, None),
+            (&empty_list, Some(neither)),
+            (&odd_list, None),
+        ] {
+            let mut scan = HelloScan::default();
+            for b in bytes.iter() {
+                scan.feed(std::slice::from_ref(b));
+            }
+            assert_eq!(scan.offered(), want);
+        }
+    }
+
+    /// The version decides which certificates can serve: in TLS 1.2 only those a TLS 1.2
+    /// suite of the client's can use, the first such suite in the client's order deciding;
+    /// in TLS 1.3 any, in the order of the client's signature schemes.
+    #[test]
+    fn the_choice_follows_the_version_spoken() {
+        let (ecdsa, rsa) = certificates();
+        let rsa_first = CertSet::new(rsa.clone(), vec![ecdsa.clone()]);
+        let ecdsa_first = CertSet::new(ecdsa.clone(), vec![rsa.clone()]);
+        let chosen = |set: &CertSet, config| {
+            let bytes = hello_bytes(config);
+            let mut a = rustls::server::Acceptor::default();
+            a.read_tls(&mut &bytes[..]).unwrap();
+            let Ok(Some(accepted)) = a.accept() else {
+                panic!("a whole ClientHello")
+            };
+            let offered = Offered::read(&bytes).unwrap();
+            set.choose(&accepted.client_hello(), offered.version())
+        };
+        let tls12_rsa = || {
+            client(
+                TLS12,
+                Some(vec![
+                    suite::TLS13_AES_128_GCM_SHA256,
+                    suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                ]),
+                None,
+            )
+        };
+        let tls12_ecdsa_rsa_scheme_first = || {
+            client(
+                TLS12,
+                Some(vec![
+                    suite::TLS13_AES_128_GCM_SHA256,
+                    suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                ]),
+                Some(vec![S::RSA_PSS_SHA256, S::ECDSA_NISTP256_SHA256]),
+            )
+        };
+        for set in [&rsa_first, &ecdsa_first] {
+            assert!(Arc::ptr_eq(&chosen(set, tls12_rsa()), &rsa));
+            assert!(Arc::ptr_eq(
+                &chosen(set, tls12_ecdsa_rsa_scheme_first()),
+                &ecdsa
+            ));
+            assert!(Arc::ptr_eq(&chosen(set, client(BOTH, None, None)), &ecdsa));
+            assert!(Arc::ptr_eq(
+                &chosen(set, client(TLS13, None, rsa_schemes())),
+                &rsa
+            ));
+        }
+        // TLS 1.2 with both kinds of suite: the first TLS 1.2 suite in the client's order
+        // decides (the TLS 1.3 suite listed before it passed over), whatever order its
+        // schemes come in (OpenSSL walks the client's suites: Kong's
+        // `ssl_prefer_server_ciphers` is off)...
+        let tls12_suites = |suites: Vec<rustls::SupportedCipherSuite>, schemes| {
+            let mut all = vec![suite::TLS13_AES_128_GCM_SHA256];
+            all.extend(suites);
+            client(TLS12, Some(all), Some(schemes))
+        };
+        let ecdsa_suite = suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+        let rsa_suite = suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384;
+        let both_schemes_rsa_first = || vec![S::RSA_PKCS1_SHA256, S::ECDSA_NISTP256_SHA256];
+        let both_schemes_ecdsa_first = || vec![S::ECDSA_NISTP256_SHA256, S::RSA_PKCS1_SHA256];
+        for set in [&rsa_first, &ecdsa_first] {
+            let ecdsa_suite_first = [ecdsa_suite, rsa_suite];
+            let rsa_suite_first = [rsa_suite, ecdsa_suite];
+            for schemes in [both_schemes_rsa_first(), both_schemes_ecdsa_first()] {
+                let got = chosen(
+                    set,
+                    tls12_suites(ecdsa_suite_first.to_vec(), schemes.clone()),
+                );
+                assert!(Arc::ptr_eq(&got, &ecdsa), "ECDSA suite first, {schemes:?}");
+                let got = chosen(set, tls12_suites(rsa_suite_first.to_vec(), schemes.clone()));
+                assert!(Arc::ptr_eq(&got, &rsa), "RSA suite first, {schemes:?}");
+            }
+            // ...among the suites whose key the client can take: an RSA suite first, but
+            // ECDSA schemes alone, gets the ECDSA key of the later ECDSA suite
+            let got = chosen(
+                set,
+                tls12_suites(rsa_suite_first.to_vec(), vec![S::ECDSA_NISTP256_SHA256]),
+            );
+            assert!(Arc::ptr_eq(&got, &ecdsa), "RSA suite first, ECDSA schemes");
+        }
+        // No scheme of the client's fits a usable key: the first usable one, not `main`.
+        let tls12_rsa_ecdsa_schemes = client(
+            TLS12,
+            Some(vec![
+                suite::TLS13_AES_128_GCM_SHA256,
+                suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            ]),
+            Some(vec![S::ECDSA_NISTP256_SHA256]),
+        );
+        assert!(Arc::ptr_eq(
+            &chosen(&ecdsa_first, tls12_rsa_ecdsa_schemes),
+            &rsa
+        ));
+        assert_eq!(
+            Tls12Keys::offered(&[
+                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+                rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            ]),
+            Tls12Keys {
+                rsa: true,
+                ecdsa: false,
+                ed25519: false
+            }
+        );
     }
 
     /// A generated ECDSA certificate and the RSA one of the test PKI.

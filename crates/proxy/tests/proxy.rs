@@ -1123,9 +1123,11 @@ async fn heads_refused_on_hypers_path_get_kongs_answer() {
 /// any phase runs: the method's characters, a target that is neither origin- nor
 /// absolute-form (`*`, a `CONNECT`'s authority), a path nginx cannot normalize (a `..` above
 /// the root, plain or encoded; a bad or NUL `%` escape), the methods nginx does not serve
-/// (`CONNECT`, `TRACE`: 405) and a transfer coding other than `chunked` (501). Each gets
-/// Kong's answer and the connection closes, whether the fast path or hyper's path reads it,
-/// and whether it comes first or behind another request; the upstream never sees it.
+/// (`CONNECT`, `TRACE`: 405) and `chunked` on HTTP/1.0 (400). Each gets Kong's answer and
+/// the connection closes, whether the fast path or hyper's path reads it, and whether it
+/// comes first or behind another request; the upstream never sees it. (A transfer coding
+/// other than `chunked` gets nginx's own 501 page:
+/// `unknown_transfer_codings_get_nginxs_own_501_page`.)
 #[tokio::test]
 async fn request_lines_and_codings_nginx_refuses_get_kongs_answer() {
     let b = Backend::start().await;
@@ -1186,16 +1188,6 @@ async fn request_lines_and_codings_nginx_refuses_get_kongs_answer() {
             "Method not allowed",
         ),
         (
-            b"POST /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
-            501,
-            "Not implemented",
-        ),
-        (
-            b"POST /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-            501,
-            "Not implemented",
-        ),
-        (
             b"POST /any HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             400,
             "Bad request",
@@ -1234,6 +1226,382 @@ async fn request_lines_and_codings_nginx_refuses_get_kongs_answer() {
                 "fast_h1 {fast_h1}: {}: {out}",
                 String::from_utf8_lossy(ok)
             );
+        }
+        g.gw.shutdown().await;
+    }
+}
+
+/// nginx's 501 page, byte for byte, as Kong's nginx sends it: nginx's special-response
+/// format (`<title>` and centered `<h1>` with the status, CRLF lines), without the
+/// `<hr><center>…</center>` server-token line, which Kong's OpenResty build patches out
+/// (`build/openresty/patches/nginx-*-remove-server-tokens-from-special-responses-output.patch`).
+const NGINX_501: &str = "<html>\r\n\
+<head><title>501 Not Implemented</title></head>\r\n\
+<body>\r\n\
+<center><h1>501 Not Implemented</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+
+/// nginx's pages for the other refusals, in the same format: 400, 405, 414, and 494 (a head
+/// past the buffers, sent as 400, whose page names the cause under the heading).
+const NGINX_400: &str = "<html>\r\n\
+<head><title>400 Bad Request</title></head>\r\n\
+<body>\r\n\
+<center><h1>400 Bad Request</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+const NGINX_405: &str = "<html>\r\n\
+<head><title>405 Not Allowed</title></head>\r\n\
+<body>\r\n\
+<center><h1>405 Not Allowed</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+const NGINX_414: &str = "<html>\r\n\
+<head><title>414 Request-URI Too Large</title></head>\r\n\
+<body>\r\n\
+<center><h1>414 Request-URI Too Large</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+const NGINX_494: &str = "<html>\r\n\
+<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n\
+<body>\r\n\
+<center><h1>400 Bad Request</h1></center>\r\n\
+<center>Request Header Or Cookie Too Large</center>\r\n\
+</body>\r\n\
+</html>\r\n";
+
+/// How an answer of nginx's own page is expected.
+#[derive(Clone, Copy)]
+struct NginxPage {
+    /// The status line's code. (Its reason is http's, not nginx's: `405 Method Not
+    /// Allowed` where nginx writes `405 Not Allowed`, as for every answer the gateway
+    /// writes.)
+    status: &'static str,
+    page: &'static str,
+    /// `text/html` on the proxy listener; with `; charset=UTF-8` on admin and status ones
+    /// (Kong sets `charset UTF-8` in those servers).
+    content_type: &'static str,
+    /// `Server` and request id (Kong's header filter of the proxy server, `headers` on).
+    kong_headers: bool,
+    /// The answer to a `HEAD`: the head alone, its `Content-Length` the page's.
+    head_only: bool,
+}
+
+impl NginxPage {
+    /// The 501 of the proxy listener.
+    fn proxy_501(headers_on: bool) -> NginxPage {
+        NginxPage {
+            status: "501",
+            page: NGINX_501,
+            content_type: "text/html",
+            kong_headers: headers_on,
+            head_only: false,
+        }
+    }
+
+    /// A page of the admin or status listener.
+    fn admin(status: &'static str, page: &'static str) -> NginxPage {
+        NginxPage {
+            status,
+            page,
+            content_type: "text/html; charset=UTF-8",
+            kong_headers: false,
+            head_only: false,
+        }
+    }
+
+    fn to_head(self) -> NginxPage {
+        NginxPage {
+            head_only: true,
+            ..self
+        }
+    }
+
+    /// The last answer in `out` (behind `before` others) is this page, with its
+    /// `Content-Type` whatever the request accepts, the page's length, the connection
+    /// closed, and Kong's headers or none.
+    fn check(&self, out: &str, before: usize) {
+        assert_eq!(count_responses(out), before + 1, "{out}");
+        let line = format!("HTTP/1.1 {} ", self.status);
+        let at = out
+            .rfind(&line)
+            .unwrap_or_else(|| panic!("no {}: {out}", self.status));
+        assert_eq!(count_responses(&out[..at]), before, "{out}");
+        let (head, body) = out[at..].split_once("\r\n\r\n").expect("a whole head");
+        let want = if self.head_only { "" } else { self.page };
+        assert_eq!(body, want, "{out}");
+        let lower = format!("{}\r\n", head.to_ascii_lowercase());
+        assert!(
+            lower.contains(&format!(
+                "\r\ncontent-type: {}\r\n",
+                self.content_type.to_ascii_lowercase()
+            )),
+            "{out}"
+        );
+        assert!(
+            lower.contains(&format!("\r\ncontent-length: {}\r\n", self.page.len())),
+            "{out}"
+        );
+        assert!(lower.contains("\r\nconnection: close\r\n"), "{out}");
+        assert!(lower.contains("\r\ndate: "), "{out}");
+        assert!(!lower.contains("transfer-encoding"), "{out}");
+        assert_eq!(lower.contains("\r\nserver: "), self.kong_headers, "{out}");
+        if self.kong_headers {
+            let server = format!("\r\nserver: kong/{}\r\n", silverback_proxy::KONG_VERSION);
+            assert!(lower.contains(&server), "{out}");
+        }
+        assert_eq!(
+            lower.contains("\r\nx-kong-request-id: "),
+            self.kong_headers,
+            "{out}"
+        );
+        if !self.kong_headers {
+            assert!(!lower.contains("\r\nx-kong-"), "{out}");
+        }
+    }
+}
+
+/// The last answer in `out` (behind `before` others) is the proxy listener's 501 page:
+/// `text/html` whatever the request accepts, the page's length, the connection closed, and
+/// the headers Kong's header filter adds when `headers` are on (`Server`, request id), none
+/// when off.
+fn assert_nginx_501(out: &str, before: usize, headers_on: bool) {
+    NginxPage::proxy_501(headers_on).check(out, before);
+}
+
+/// A transfer coding other than `chunked` gets nginx's 501: Kong's template leaves 501 out
+/// of its `error_page` lines, so nginx answers it with its built-in HTML page, not Kong's
+/// error format, whatever `Accept` or `Content-Type` ask for, and closes the connection.
+/// On the fast path and hyper's, alone or behind an answered request, with `headers` on and
+/// off (off: no `Server` or request id); to a `HEAD`, the head alone. On the admin and
+/// status listeners, nginx's page without Kong's headers, with their charset. The upstream
+/// never sees it.
+#[tokio::test]
+async fn unknown_transfer_codings_get_nginxs_own_501_page() {
+    let b = Backend::start().await;
+    let w = Duration::from_millis(500);
+    let codings = ["identity", "gzip, chunked", "chunked, gzip", "xchunked"];
+    let asking = [
+        "",
+        "Accept: application/json\r\n",
+        "Accept: text/plain\r\n",
+        "Accept: text/html\r\n",
+        "Content-Type: application/grpc\r\n",
+        "Content-Type: application/xml\r\n",
+    ];
+    for (fast_h1, headers_on) in [(true, true), (false, true), (true, false), (false, false)] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.fast_h1 = fast_h1;
+        if !headers_on {
+            s.headers = silverback_proxy::Headers::parse("off").unwrap();
+        }
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        let served = b.served();
+        for te in codings {
+            for extra in asking {
+                let what = format!("fast_h1 {fast_h1}, headers {headers_on}: {te}, {extra:?}");
+                let bad = format!(
+                    "POST /any HTTP/1.1\r\nHost: x\r\n{extra}Transfer-Encoding: {te}\r\n\r\n0\r\n\r\n"
+                );
+                let out = raw(g.http, bad.as_bytes(), w).await;
+                assert!(out.starts_with("HTTP/1.1 501"), "{what}: {out}");
+                assert_nginx_501(&out, 0, headers_on);
+                // behind a request that is answered first
+                let mut input = b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+                input.extend_from_slice(bad.as_bytes());
+                let out = raw(g.http, &input, w).await;
+                assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+                assert_nginx_501(&out, 1, headers_on);
+            }
+            // a HEAD: the head alone, with the page's length
+            let bad = format!("HEAD /any HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+            let head = NginxPage::proxy_501(headers_on).to_head();
+            head.check(&raw(g.http, bad.as_bytes(), w).await, 0);
+            let input = format!("GET /any HTTP/1.1\r\nHost: x\r\n\r\n{bad}");
+            head.check(&raw(g.http, input.as_bytes(), w).await, 1);
+        }
+        // the admin and status listeners (Kong's servers there have no `error_page` and run
+        // their header filter in `location /` only): nginx's page with their charset,
+        // without Kong's headers, `headers` on or off
+        for addr in [g.admin, g.status] {
+            let page = NginxPage::admin("501", NGINX_501);
+            let out = raw(
+                addr,
+                b"POST /config HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nTransfer-Encoding: gzip\r\n\r\n",
+                w,
+            )
+            .await;
+            page.check(&out, 0);
+            let out = raw(
+                addr,
+                b"HEAD /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                w,
+            )
+            .await;
+            page.to_head().check(&out, 0);
+        }
+        // the refusals Kong's handler renders keep Kong's format
+        let out = raw(
+            g.http,
+            b"POST /any HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            w,
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        if headers_on {
+            assert_kong_refusal(&out, 0, 400, "Bad request");
+        }
+        assert_eq!(
+            b.served() - served,
+            codings.len() * (asking.len() + 1),
+            "only the GETs"
+        );
+        g.gw.shutdown().await;
+    }
+}
+
+/// Kong's admin and status servers (`kong/templates/nginx_kong.lua`) have no `error_page`
+/// lines and run their header filter inside `location /`: a head nginx refuses while it
+/// reads it never gets there, so every refusal is nginx's own page for its code (400; 405
+/// for `TRACE`; 414 for a request line past a large buffer; nginx's 494 page, sent as 400,
+/// for a header line past one; 501), as `text/html; charset=UTF-8` (those servers set
+/// `charset UTF-8`), without `Server` or `X-Kong-*` headers, whatever `Accept` says; to a
+/// `HEAD`, the head alone. The proxy listener keeps Kong's answers.
+#[tokio::test]
+async fn heads_refused_on_admin_and_status_listeners_get_nginxs_pages() {
+    let w = Duration::from_millis(500);
+    let g = Gw::start(None).await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(8200));
+    let long_line = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
+        "c".repeat(8200)
+    );
+    let cases: Vec<(String, NginxPage)> = vec![
+        (
+            "GET /status HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nBad Header\r\n\r\n"
+                .into(),
+            NginxPage::admin("400", NGINX_400),
+        ),
+        (
+            "GET /%2e%2e/x HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            NginxPage::admin("400", NGINX_400),
+        ),
+        (
+            "TRACE /status HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            NginxPage::admin("405", NGINX_405),
+        ),
+        (long_uri, NginxPage::admin("414", NGINX_414)),
+        (long_line, NginxPage::admin("400", NGINX_494)),
+        (
+            "POST /config HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".into(),
+            NginxPage::admin("501", NGINX_501),
+        ),
+    ];
+    for addr in [g.admin, g.status] {
+        for (bad, page) in &cases {
+            let what = &bad[..bad.len().min(40)];
+            let out = raw(addr, bad.as_bytes(), w).await;
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {}", page.status)),
+                "{what}: {out}"
+            );
+            page.check(&out, 0);
+            // behind a request that is answered first
+            let input = format!("GET /status HTTP/1.1\r\nHost: x\r\n\r\n{bad}");
+            let out = raw(addr, input.as_bytes(), w).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+            page.check(&out, 1);
+            // a HEAD (but the TRACE): the head alone
+            if let Some(rest) = bad.strip_prefix("GET ").or(bad.strip_prefix("POST ")) {
+                let out = raw(addr, format!("HEAD {rest}").as_bytes(), w).await;
+                page.to_head().check(&out, 0);
+            }
+        }
+    }
+    // the same heads on the proxy listener: Kong's answers, with Kong's headers
+    let out = raw(g.http, cases[0].0.as_bytes(), w).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(
+        out.contains("\r\n\r\n{\n  \"message\":\"Bad request\""),
+        "{out}"
+    );
+    assert!(
+        out.to_ascii_lowercase().contains("\r\nx-kong-request-id: "),
+        "{out}"
+    );
+    g.gw.shutdown().await;
+}
+
+/// Every head the gateway refuses, asked with `HEAD`, gets the head of the answer alone, its
+/// `Content-Length` that of the body left out, as nginx answers a `HEAD` (Kong's handler
+/// included): on the fast path and hyper's, alone or behind an answered request.
+#[tokio::test]
+async fn refused_head_requests_get_the_head_alone() {
+    let b = Backend::start().await;
+    let w = Duration::from_millis(500);
+    let long_uri = format!("HEAD /any/{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(8200));
+    let long_line = format!(
+        "HEAD /any HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
+        "c".repeat(8200)
+    );
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            "HEAD /any%zz HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+            "Bad request",
+        ),
+        (
+            "HEAD /any HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".into(),
+            400,
+            "Bad request",
+        ),
+        (
+            "HEAD /any HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+            400,
+            "Bad request",
+        ),
+        (long_uri, 414, "URI too long"),
+        (long_line, 400, "Request header or cookie too large"),
+    ];
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        for (bad, status, message) in &cases {
+            let what = format!("fast_h1 {fast_h1}: {}", &bad[..bad.len().min(40)]);
+            for before in [0, 1] {
+                let input = if before == 0 {
+                    bad.clone()
+                } else {
+                    format!("GET /any HTTP/1.1\r\nHost: x\r\n\r\n{bad}")
+                };
+                let out = raw(g.http, input.as_bytes(), w).await;
+                assert_eq!(count_responses(&out), before + 1, "{what}: {out}");
+                let at = out.rfind("HTTP/1.1 ").unwrap();
+                let (head, body) = out[at..].split_once("\r\n\r\n").expect("a whole head");
+                assert!(
+                    head.starts_with(&format!("HTTP/1.1 {status} ")),
+                    "{what}: {out}"
+                );
+                assert_eq!(body, "", "{what}: the head alone");
+                // the length of Kong's text body, which the GET gets
+                let rid = head
+                    .to_ascii_lowercase()
+                    .split("\r\nx-kong-request-id: ")
+                    .nth(1)
+                    .and_then(|r| r.split("\r\n").next().map(str::to_string))
+                    .unwrap_or_else(|| panic!("{what}: no request id: {out}"));
+                let len = format!("{message}\nrequest_id: {rid}\n").len();
+                assert!(
+                    head.to_ascii_lowercase()
+                        .contains(&format!("\r\ncontent-length: {len}")),
+                    "{what}: {out}"
+                );
+                assert!(
+                    head.to_ascii_lowercase().contains("\r\nconnection: close"),
+                    "{what}: {out}"
+                );
+            }
         }
         g.gw.shutdown().await;
     }
@@ -1799,6 +2167,64 @@ async fn tls_certificates_by_sni_and_h2_by_alpn() {
     g.gw.shutdown().await;
 }
 
+/// TLS sessions resume through the listener's two server configurations (each handshake
+/// reads the ClientHello first, then goes on with the configuration of the version it
+/// offers; both share the session store): a rustls client that keeps its sessions resumes
+/// on its next connection, with a TLS 1.3 ticket or a TLS 1.2 session, for a configured SNI
+/// and for the default certificates, on the proxy and admin listeners, and the resumed
+/// connection serves requests.
+#[tokio::test]
+async fn tls_sessions_resume() {
+    let b = Backend::start().await;
+    let g = Gw::start_with(tls_everywhere(), Some(&tls_config(&b))).await;
+    let admin = g.admin_tls();
+    for (what, tls12_only, addr, sni, path) in [
+        ("TLS 1.3, SNI", false, g.https, "exact.test", "/sni/x"),
+        ("TLS 1.2, SNI", true, g.https, "exact.test", "/sni/x"),
+        ("TLS 1.3, default", false, g.https, "other.test", "/x"),
+        ("TLS 1.2, default", true, g.https, "other.test", "/x"),
+        ("TLS 1.3, admin", false, admin, "localhost", "/status"),
+        ("TLS 1.2, admin", true, admin, "localhost", "/status"),
+    ] {
+        let config = resuming_client(tls12_only);
+        let mut kinds = vec![];
+        for _ in 0..2 {
+            let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: handshake: {e}"));
+            let (_, conn) = tls.get_ref();
+            let version = conn.protocol_version();
+            let want = if tls12_only {
+                rustls::ProtocolVersion::TLSv1_2
+            } else {
+                rustls::ProtocolVersion::TLSv1_3
+            };
+            assert_eq!(version, Some(want), "{what}");
+            kinds.push(conn.handshake_kind());
+            // a request answered (reading it takes in the TLS 1.3 tickets sent after the
+            // handshake)
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+            tls.write_all(req.as_bytes()).await.unwrap();
+            let (out, closed) = read_to_close(&mut tls, Duration::from_secs(5)).await;
+            let out = String::from_utf8_lossy(&out);
+            assert!(closed, "{what}: {out}");
+            assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ],
+            "{what}"
+        );
+    }
+    g.gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn certificates_follow_configuration_swaps() {
     let b = Backend::start().await;
@@ -2297,9 +2723,9 @@ async fn grpc_content_types_on_http_routes_are_proxied() {
     g.gw.shutdown().await;
 }
 
-/// `cert_alt`: the client's first signature scheme decides which key answers, as OpenSSL's
-/// choice does in Kong. A client listing ECDSA first gets the ECDSA alternative of an RSA
-/// certificate; one offering only RSA gets the RSA certificate.
+/// `cert_alt`: in TLS 1.3 the client's first signature scheme decides which key answers, as
+/// OpenSSL's choice does in Kong. A client listing ECDSA first gets the ECDSA alternative of
+/// an RSA certificate; one offering only RSA gets the RSA certificate.
 #[tokio::test]
 async fn cert_alt_follows_the_clients_signature_preference() {
     let pki = format!(
@@ -2337,6 +2763,116 @@ async fn cert_alt_follows_the_clients_signature_preference() {
     g.gw.shutdown().await;
 }
 
+/// `cert_alt` with the version the client really offers: a client limited to TLS 1.2 that
+/// still lists TLS 1.3 suites (rustls' does) and every signature scheme, ECDSA first, but
+/// whose TLS 1.2 suites all need an RSA key, gets the RSA certificate and completes the
+/// handshake, whichever of the two is the main one; one whose TLS 1.2 suites all need an
+/// ECDSA key gets the ECDSA one even when it lists an RSA scheme first; one offering both
+/// kinds gets the key of its first suite it can take the key of. A TLS 1.3 client gets the
+/// certificate of its first scheme.
+#[tokio::test]
+async fn cert_alt_follows_the_tls12_suites_a_tls12_client_offers() {
+    use rustls::SignatureScheme as S;
+    use rustls::crypto::ring::cipher_suite as suite;
+    let rsa = (
+        std::fs::read_to_string(pki_path("rsa.crt")).unwrap(),
+        std::fs::read_to_string(pki_path("rsa.key")).unwrap(),
+    );
+    let ecdsa = cert(&["ecdsa.example.test"]);
+    let rsa_name = ["DNSName(example.test)"];
+    let ecdsa_name = ["DNSName(ecdsa.example.test)"];
+    let tls13_suites = || {
+        vec![
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS13_AES_256_GCM_SHA384,
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ]
+    };
+    let with_tls13 = |tls12: Vec<rustls::SupportedCipherSuite>| {
+        let mut all = tls13_suites();
+        all.extend(tls12);
+        all
+    };
+    let rsa_suites = || {
+        vec![
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ]
+    };
+    let ecdsa_suites = || vec![suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256];
+    for (main, alt, what) in [
+        (&rsa, &ecdsa, "RSA main, ECDSA alt"),
+        (&ecdsa, &rsa, "ECDSA main, RSA alt"),
+    ] {
+        let doc = serde_json::json!({
+            "_format_version": "3.0",
+            "certificates": [{
+                "cert": main.0, "key": main.1, "cert_alt": alt.0, "key_alt": alt.1,
+                "snis": [{"name": "example.test"}],
+            }],
+        });
+        let g = Gw::start(Some(&doc.to_string())).await;
+        let cases = [
+            (
+                "TLS 1.2, RSA suites, TLS 1.3 suites listed",
+                None,
+                Some(with_tls13(rsa_suites())),
+                &rsa_name,
+            ),
+            ("TLS 1.2, RSA suites", None, Some(rsa_suites()), &rsa_name),
+            (
+                "TLS 1.2, an ECDSA suite, RSA scheme first, TLS 1.3 suites listed",
+                Some(vec![S::RSA_PSS_SHA256, S::ECDSA_NISTP256_SHA256]),
+                Some(with_tls13(ecdsa_suites())),
+                &ecdsa_name,
+            ),
+            // both kinds of suite: the first suite in the client's order decides (Kong's
+            // `ssl_prefer_server_ciphers off`: OpenSSL walks the client's suites, and in
+            // TLS 1.2 the certificate follows the suite), whatever the schemes' order
+            (
+                "TLS 1.2, ECDSA suite first, RSA scheme first",
+                Some(vec![S::RSA_PKCS1_SHA256, S::ECDSA_NISTP256_SHA256]),
+                Some(with_tls13([ecdsa_suites(), rsa_suites()].concat())),
+                &ecdsa_name,
+            ),
+            (
+                "TLS 1.2, RSA suite first, ECDSA scheme first",
+                Some(vec![S::ECDSA_NISTP256_SHA256, S::RSA_PKCS1_SHA256]),
+                Some(with_tls13([rsa_suites(), ecdsa_suites()].concat())),
+                &rsa_name,
+            ),
+            (
+                "TLS 1.2, RSA suite first, ECDSA schemes only",
+                Some(vec![S::ECDSA_NISTP256_SHA256]),
+                Some(with_tls13([rsa_suites(), ecdsa_suites()].concat())),
+                &ecdsa_name,
+            ),
+            (
+                "TLS 1.3, RSA scheme first",
+                Some(vec![S::RSA_PSS_SHA256, S::ECDSA_NISTP256_SHA256]),
+                None,
+                &rsa_name,
+            ),
+            (
+                "TLS 1.3, ECDSA scheme first",
+                Some(vec![S::ECDSA_NISTP256_SHA256, S::RSA_PSS_SHA256]),
+                None,
+                &ecdsa_name,
+            ),
+        ];
+        for (case, schemes, tls12, want) in cases {
+            let tls = try_tls_connect_offering(g.https, "example.test", &[], schemes, tls12)
+                .await
+                .unwrap_or_else(|e| panic!("{what}, {case}: the handshake fails: {e}"));
+            let version = tls.get_ref().1.protocol_version();
+            let names = san_names(&leaf(&tls));
+            assert_eq!(names, *want, "{what}, {case} ({version:?})");
+        }
+        g.gw.shutdown().await;
+    }
+}
+
 /// Without `ssl_cert`, a client that matches no SNI (or sends none) gets one of Kong's two
 /// generated certificates by its signature preference: an ECDSA-capable client the ECDSA
 /// P-256 one at once; a client without ECDSA (TLS 1.2 with RSA suites only, TLS 1.3 offering
@@ -2352,6 +2888,17 @@ async fn generated_default_certificates_follow_the_clients_signature_preference(
         .expect("one attempt: the handshake waits for the RSA certificate");
     let rsa = leaf(&tls);
     assert_eq!(key_of(&rsa), ("RSA", 2048, KONG_DEFAULT_SUBJECT.into()));
+    // The same with TLS 1.3 suites listed, TLS 1.2 alone offered.
+    let tls = try_tls_connect_offering(
+        g.https,
+        "nothing.test",
+        &[],
+        None,
+        Some(rsa_only_tls12_listing_tls13()),
+    )
+    .await
+    .expect("TLS 1.2 alone, TLS 1.3 suites listed");
+    assert_eq!(leaf(&tls), rsa, "TLS 1.2 alone, TLS 1.3 suites listed");
     // Without a server name (an IP address sends none): the same choice.
     let rsa_schemes = vec![
         rustls::SignatureScheme::RSA_PSS_SHA256,
@@ -2411,6 +2958,13 @@ async fn ssl_cert_files_are_the_default_certificates() {
         let (tls, _, _) =
             tls_connect_offering(g.https, sni, &[], None, Some(rsa_only_tls12())).await;
         assert_eq!(leaf(&tls), der(&rsa_pem), "{sni}: TLS 1.2, RSA only");
+        let suites = rsa_only_tls12_listing_tls13();
+        let (tls, _, _) = tls_connect_offering(g.https, sni, &[], None, Some(suites)).await;
+        assert_eq!(
+            leaf(&tls),
+            der(&rsa_pem),
+            "{sni}: TLS 1.2, RSA only, 1.3 listed"
+        );
     }
     let (_, names, _) = tls_connect(g.https, "exact.test", &[]).await;
     assert_eq!(names, ["DNSName(exact.test)"], "a configured SNI wins");

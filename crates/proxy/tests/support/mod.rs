@@ -612,7 +612,8 @@ pub async fn tls_connect_after(
 }
 
 /// [`tls_connect`] offering only the signature schemes `only` (all when `None`) and, when
-/// `tls12_suites` is given, TLS 1.2 alone with those cipher suites.
+/// `tls12_suites` is given, TLS 1.2 alone with those cipher suites (TLS 1.3 suites among
+/// them are listed in the hello all the same, as rustls lists them).
 pub async fn tls_connect_offering(
     addr: SocketAddr,
     sni: &str,
@@ -627,10 +628,15 @@ pub async fn tls_connect_offering(
     let tls = try_tls_handshake(addr, None, sni, alpn, only, tls12_suites)
         .await
         .expect("TLS handshake");
-    let x = leaf(&tls);
-    let (_, x) = x509_parser::parse_x509_certificate(x.as_ref()).unwrap();
-    let names = x
-        .subject_alternative_name()
+    let names = san_names(&leaf(&tls));
+    let alpn = tls.get_ref().1.alpn_protocol().map(|a| a.to_vec());
+    (tls, names, alpn)
+}
+
+/// The subject alt names of a certificate, as `DNSName(example.test)`.
+pub fn san_names(der: &[u8]) -> Vec<String> {
+    let (_, x) = x509_parser::parse_x509_certificate(der).unwrap();
+    x.subject_alternative_name()
         .ok()
         .flatten()
         .map(|s| {
@@ -640,9 +646,7 @@ pub async fn tls_connect_offering(
                 .map(|g| format!("{g}"))
                 .collect()
         })
-        .unwrap_or_default();
-    let alpn = tls.get_ref().1.alpn_protocol().map(|a| a.to_vec());
-    (tls, names, alpn)
+        .unwrap_or_default()
 }
 
 /// [`tls_connect_offering`] that returns a failed handshake rather than panicking. An IP
@@ -690,6 +694,28 @@ async fn try_tls_handshake(
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, s)
         .await
+}
+
+/// A client configuration that accepts any server certificate and keeps the sessions it
+/// is given for resumption (rustls' in-memory store: TLS 1.3 tickets, TLS 1.2 session ids
+/// or tickets), speaking TLS 1.2 alone when `tls12_only`, else TLS 1.3 and 1.2.
+pub fn resuming_client(tls12_only: bool) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone());
+    let builder = if tls12_only {
+        builder.with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    };
+    let cfg = builder
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Capture {
+            provider,
+            only: None,
+        }))
+        .with_no_client_auth();
+    Arc::new(cfg)
 }
 
 /// A TLS handshake (no ALPN, any server certificate accepted) on a connection that has
@@ -760,6 +786,17 @@ pub fn pki_path(name: &str) -> String {
 /// A TLS 1.2 client whose only cipher suite needs an RSA certificate.
 pub fn rsa_only_tls12() -> Vec<rustls::SupportedCipherSuite> {
     vec![rustls::crypto::ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
+}
+
+/// A TLS 1.2 client whose only TLS 1.2 cipher suite needs an RSA certificate, listing TLS
+/// 1.3 suites too, as rustls' client limited to TLS 1.2 lists its provider's.
+pub fn rsa_only_tls12_listing_tls13() -> Vec<rustls::SupportedCipherSuite> {
+    let mut suites = vec![
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+    ];
+    suites.extend(rsa_only_tls12());
+    suites
 }
 
 /// The generated default certificates a TLS listener presents to a client without a server
