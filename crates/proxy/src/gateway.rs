@@ -240,12 +240,14 @@ impl Gateway {
             server: hv(settings.server_token.clone())?,
             via_h1: hv(format!("1.1 {}", settings.server_token))?,
             via_h2: hv(format!("2 {}", settings.server_token))?,
-            pool: Arc::new(Pool::new(
-                settings.upstream_keepalive_pool_size,
-                settings.upstream_keepalive_idle_timeout,
-                settings.upstream_keepalive_max_requests,
-            )
-            .with_batch_writes(settings.upstream_batch_writes)),
+            pool: Arc::new(
+                Pool::new(
+                    settings.upstream_keepalive_pool_size,
+                    settings.upstream_keepalive_idle_timeout,
+                    settings.upstream_keepalive_max_requests,
+                )
+                .with_batch_writes(settings.upstream_batch_writes),
+            ),
             metrics: Metrics::default(),
             runtime,
             node_id: uuid::Uuid::new_v4(),

@@ -611,7 +611,9 @@ impl Pool {
         write_timeout: Duration,
     ) -> Result<Conn, Error> {
         let wt = Arc::new(AtomicU64::new(write_timeout.as_millis() as u64));
-        let (io, slot) = self.connect_raw(key, tls, timeout, false, self.batch_writes).await?;
+        let (io, slot) = self
+            .connect_raw(key, tls, timeout, false, self.batch_writes)
+            .await?;
         let io = WriteTimed {
             inner: io,
             timeout_ms: wt.clone(),

@@ -3498,3 +3498,43 @@ services:
     assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c3"[..]));
     assert_eq!((seen(&log.conns), seen(&log.answered)), (3, 3));
 }
+
+/// Upstream requests written at the end of the scheduler's batch (`batch_write`, on by
+/// default with one worker: this test's runtime is the current-thread one the gateway runs
+/// on): many keep-alive clients at once, each request's answer is its own, and the
+/// upstream connections are reused. The same with the setting off.
+#[tokio::test]
+async fn concurrent_requests_written_at_the_end_of_the_batch_get_their_own_answers() {
+    for batch in [true, false] {
+        let b = Backend::start().await;
+        let yaml = format!(
+            "_format_version: '3.0'\nservices:\n- name: s\n  url: {}\n  routes:\n  - name: r\n    paths: [/]\n",
+            b.url()
+        );
+        let mut settings = Settings::loopback();
+        settings.upstream_batch_writes = batch;
+        let g = Gw::start_with(settings, Some(&yaml)).await;
+        let clients = (0..40).map(|c| {
+            let addr = g.http;
+            tokio::spawn(async move {
+                let mut h = H1::connect(addr).await;
+                for i in 0..25 {
+                    let path = format!("/c{c}/r{i}");
+                    let r = h.get("batch.test", &path).await;
+                    assert_eq!(r.status, 200, "{path}");
+                    assert_eq!(r.json()["uri"], path.as_str());
+                }
+            })
+        });
+        for c in clients.collect::<Vec<_>>() {
+            c.await.expect("client");
+        }
+        assert_eq!(b.served(), 1000, "batch writes {batch}");
+        // (keep-alive upstream connections: far fewer than requests)
+        assert!(
+            b.connections.load(std::sync::atomic::Ordering::SeqCst) <= 80,
+            "batch writes {batch}: {} connections",
+            b.connections.load(std::sync::atomic::Ordering::SeqCst)
+        );
+    }
+}
