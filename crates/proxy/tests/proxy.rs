@@ -3511,7 +3511,7 @@ async fn concurrent_requests_written_at_the_end_of_the_batch_get_their_own_answe
             "_format_version: '3.0'\nservices:\n- name: s\n  url: {}\n  routes:\n  - name: r\n    paths: [/]\n",
             b.url()
         );
-        let mut settings = Settings::loopback();
+        let mut settings = silverback_proxy::Settings::loopback();
         settings.upstream_batch_writes = batch;
         let g = Gw::start_with(settings, Some(&yaml)).await;
         let clients = (0..40).map(|c| {
