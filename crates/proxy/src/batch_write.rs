@@ -208,16 +208,30 @@ impl WriteSlot {
     }
 }
 
-/// A plain TCP connection to an upstream whose writes can be deferred ([`defer`]).
+/// A plain TCP connection whose writes can be deferred ([`defer`]).
 #[derive(Debug)]
 pub struct Plain {
     read: OwnedReadHalf,
     slot: Slot,
+    upstream: bool,
 }
 
 impl Plain {
-    /// `tcp`, split, and the handle of its slot (for [`defer`]).
-    pub fn new(tcp: TcpStream) -> (Plain, Slot) {
+    /// A connection to an upstream: `tcp`, split, and the handle of its slot (for
+    /// [`defer`]). Dropped with a request still queued, the request is not written; an end
+    /// of stream read while it is queued is an error ([`NotWritten`]).
+    pub fn upstream(tcp: TcpStream) -> (Plain, Slot) {
+        Plain::new(tcp, true)
+    }
+
+    /// A client's connection: as [`Plain::upstream`], but an answer queued when the
+    /// connection is dropped is still written (then the socket closes), and a client's end
+    /// of stream is only that.
+    pub fn client(tcp: TcpStream) -> (Plain, Slot) {
+        Plain::new(tcp, false)
+    }
+
+    fn new(tcp: TcpStream, upstream: bool) -> (Plain, Slot) {
         let (read, half) = tcp.into_split();
         let slot = Arc::new(Shared {
             busy: AtomicBool::new(false),
@@ -234,6 +248,7 @@ impl Plain {
             Plain {
                 read,
                 slot: slot.clone(),
+                upstream,
             },
             slot,
         )
@@ -242,6 +257,10 @@ impl Plain {
 
 impl Drop for Plain {
     fn drop(&mut self) {
+        if !self.upstream {
+            // (the flusher writes what is queued, and the socket closes when it lets go)
+            return;
+        }
         let mut s = lock(&self.slot);
         s.state = State::Closed;
         s.pending = Vec::new();
@@ -278,7 +297,7 @@ impl AsyncRead for Plain {
         };
         let before = buf.filled().len();
         let r = ready!(Pin::new(&mut self.read).poll_read(cx, buf));
-        if queued && (r.is_err() || buf.filled().len() == before) {
+        if queued && self.upstream && (r.is_err() || buf.filled().len() == before) {
             // The connection ended (or failed) before the request was written: it is not
             // written now, and the request may go on another connection.
             let mut s = lock(&self.slot);
@@ -437,7 +456,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
-        let (plain, slot) = Plain::new(c.expect("connect"));
+        let (plain, slot) = Plain::upstream(c.expect("connect"));
         (plain, slot, s.expect("accept").0)
     }
 
@@ -554,6 +573,34 @@ mod tests {
             .expect("in time")
             .expect("read");
         assert!(rest.is_empty(), "wrote {rest:?}");
+    }
+
+    #[tokio::test]
+    async fn a_clients_answer_is_written_after_its_connection_is_dropped() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (c, s) = tokio::join!(
+            TcpStream::connect(l.local_addr().expect("addr")),
+            l.accept()
+        );
+        // (the gateway's end is the accepted one)
+        let (plain, slot) = Plain::client(s.expect("accept").0);
+        let mut client = c.expect("connect");
+        // the client has sent its request and its end of stream
+        client.shutdown().await.expect("shutdown");
+        let mut out = b"answer".to_vec();
+        assert!(defer(&slot, &mut out));
+        let mut plain = plain;
+        let mut buf = [0u8; 8];
+        // the client's end of stream is only that: no error for the answer queued
+        assert_eq!(plain.read(&mut buf).await.expect("eof"), 0);
+        drop(plain);
+        drop(slot);
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut all))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(all, b"answer");
     }
 
     #[tokio::test]

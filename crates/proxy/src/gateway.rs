@@ -246,7 +246,7 @@ impl Gateway {
                     settings.upstream_keepalive_idle_timeout,
                     settings.upstream_keepalive_max_requests,
                 )
-                .with_batch_writes(settings.upstream_batch_writes),
+                .with_batch_writes(settings.batch_writes.upstream()),
             ),
             metrics: Metrics::default(),
             runtime,
@@ -504,17 +504,41 @@ async fn accept_loop(
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             sh2.metrics.active.fetch_add(1, Relaxed);
-            // Writes to the client give up after `send_timeout` without progress.
-            let mut stream = WriteTimed::new(stream, sh2.settings.send_timeout);
             let conn = Accepted {
                 peer,
                 local,
                 proxied: None,
                 at,
             };
-            if !proxy_protocol {
-                serve_conn(&sh2, kind, &b, stream, conn, tls, watcher, &mut stop).await;
+            // Answers on plain HTTP/1.1 proxy connections written at the end of the
+            // scheduler's batch (`batch_write`), where the fast path serves them.
+            if !proxy_protocol
+                && tls.is_none()
+                && kind == ListenerKind::Proxy
+                && sh2.settings.fast_h1
+                && sh2.settings.batch_writes.client()
+                && crate::batch_write::available()
+            {
+                let (plain, slot) = crate::batch_write::Plain::client(stream);
+                let stream = WriteTimed::new(plain, sh2.settings.send_timeout);
+                let (w, stop) = (watcher, &mut stop);
+                serve_conn(&sh2, kind, &b, (stream, Some(slot)), conn, None, w, stop).await;
+            } else if !proxy_protocol {
+                // Writes to the client give up after `send_timeout` without progress.
+                let stream = WriteTimed::new(stream, sh2.settings.send_timeout);
+                serve_conn(
+                    &sh2,
+                    kind,
+                    &b,
+                    (stream, None),
+                    conn,
+                    tls,
+                    watcher,
+                    &mut stop,
+                )
+                .await;
             } else {
+                let mut stream = WriteTimed::new(stream, sh2.settings.send_timeout);
                 // (the header is read within the first request head's timeout, as nginx
                 // reads it; a shutdown does not wait for it)
                 let by = conn.first_head_by(&sh2);
@@ -531,7 +555,8 @@ async fn accept_loop(
                             proxied: Some(addresses),
                             ..conn
                         };
-                        serve_conn(&sh2, kind, &b, stream, conn, tls, watcher, &mut stop).await
+                        let io = (stream, None);
+                        serve_conn(&sh2, kind, &b, io, conn, tls, watcher, &mut stop).await
                     }
                     // (a peer that closes or stays silent is no news; nginx logs a
                     // broken header and closes the connection)
@@ -590,7 +615,7 @@ async fn serve_conn<S>(
     sh: &Arc<Shared>,
     kind: ListenerKind,
     b: &ConnSetup,
-    stream: S,
+    (stream, slot): (S, Option<crate::batch_write::Slot>),
     conn: Accepted,
     tls: Option<TlsListener>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -609,7 +634,7 @@ async fn serve_conn<S>(
             // path timed it by (for the first head, `first_head_by`): the framing guard
             // holds hyper to it, whose own header timer would start over at the hand-off
             // (and whose version detection has none). A complete head needs none.
-            match crate::h1_fast::serve(sh, &info, stream, conn.at, shutdown).await {
+            match crate::h1_fast::serve(sh, &info, stream, slot, conn.at, shutdown).await {
                 crate::h1_fast::Outcome::Closed => {}
                 crate::h1_fast::Outcome::Handoff { io, head_by } => {
                     serve_guarded(sh, kind, b, (io, head_by), info, watcher, shutdown).await
@@ -644,7 +669,7 @@ async fn serve_conn<S>(
                 serve_io(sh, kind, (&b.h2_only, true), io, info, closing).await
             } else if kind == ListenerKind::Proxy && sh.settings.fast_h1 {
                 // HTTP/1.1 over TLS: the same fast path as in cleartext.
-                match crate::h1_fast::serve(sh, &info, s, conn.at, shutdown).await {
+                match crate::h1_fast::serve(sh, &info, s, None, conn.at, shutdown).await {
                     crate::h1_fast::Outcome::Closed => {}
                     crate::h1_fast::Outcome::Handoff { io, head_by } => {
                         serve_guarded(sh, kind, b, (io, head_by), info, watcher, shutdown).await

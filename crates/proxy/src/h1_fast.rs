@@ -471,6 +471,7 @@ pub(crate) async fn serve<T>(
     sh: &Arc<Shared>,
     info: &ConnInfo,
     mut io: T,
+    slot: Option<crate::batch_write::Slot>,
     accepted: std::time::Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome<T>
@@ -568,12 +569,19 @@ where
                     .headers()
                     .get(header::CONNECTION)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                let slot = slot.as_ref();
                 (
-                    write_response(&mut io, &mut out, resp, head_only).await,
+                    write_response(&mut io, &mut out, slot, resp, head_only).await,
                     close,
                 )
             }
-            Answer::Raw(a) => (write_raw(&mut io, &mut out, a, head_only).await, false),
+            Answer::Raw(a) => {
+                let slot = slot.as_ref();
+                (
+                    write_raw(&mut io, &mut out, slot, a, head_only).await,
+                    false,
+                )
+            }
         };
         if written.is_err() || close {
             let _ = io.shutdown().await;
@@ -641,13 +649,14 @@ impl<'a> Stop<'a> {
 async fn write_response<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Vec<u8>,
+    slot: Option<&crate::batch_write::Slot>,
     resp: Response<ProxyBody>,
     head_only: bool,
 ) -> io::Result<()> {
     let (parts, body) = resp.into_parts();
     let no_body = no_body(parts.status, head_only);
     head_lines(out, &parts, no_body);
-    write_body_after(io, out, body, no_body).await
+    write_body_after(io, out, slot, body, no_body).await
 }
 
 /// The status line and headers of an answer, without the blank line, the framing left to
@@ -679,6 +688,7 @@ fn head_lines(out: &mut Vec<u8>, parts: &http::response::Parts, no_body: bool) {
 async fn write_raw<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Vec<u8>,
+    slot: Option<&crate::batch_write::Slot>,
     a: RawAnswer,
     head_only: bool,
 ) -> io::Result<()> {
@@ -696,7 +706,7 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     if !a.head.has_date() {
         date_line(out);
     }
-    write_body_after(io, out, a.body, no_body).await
+    write_body_after(io, out, slot, a.body, no_body).await
 }
 
 fn no_body(status: StatusCode, head_only: bool) -> bool {
@@ -725,21 +735,40 @@ fn date_line(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Ends the head in `out` with the body's framing and writes both.
+/// Ends the head in `out` with the body's framing and writes both. With a `slot`, a small
+/// complete answer is written at the end of the scheduler's batch ([`crate::batch_write`]):
+/// `out` then holds the slot's empty buffer.
 async fn write_body_after<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Vec<u8>,
+    slot: Option<&crate::batch_write::Slot>,
     body: ProxyBody,
     no_body: bool,
 ) -> io::Result<()> {
     if no_body {
         out.extend_from_slice(b"\r\n");
+        if let Some(slot) = slot
+            && out.len() <= crate::batch_write::MAX_DEFERRED
+            && crate::batch_write::defer(slot, out)
+        {
+            return Ok(());
+        }
         return io.write_all(out).await;
     }
     match body {
         ProxyBody::Full(b) => {
             let b = b.unwrap_or_default();
             push_length(out, b.len() as u64);
+            if let Some(slot) = slot
+                && out.len() + b.len() <= crate::batch_write::MAX_DEFERRED
+            {
+                let head = out.len();
+                out.extend_from_slice(&b);
+                if crate::batch_write::defer(slot, out) {
+                    return Ok(());
+                }
+                out.truncate(head);
+            }
             io.write_all_buf(&mut Buf::chain(&out[..], b)).await
         }
         ProxyBody::Upstream(_) => {

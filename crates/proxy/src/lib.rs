@@ -54,8 +54,8 @@ pub use default_certs::SslCert;
 pub use error::ProxyError;
 pub use gateway::{BoundListener, Gateway, ListenerKind};
 pub use settings::{
-    AdminToken, Cidr, Headers, HeadersError, Listen, ListenError, Settings, UpstreamHeaders,
-    parse_size,
+    AdminToken, BatchWrites, Cidr, Headers, HeadersError, Listen, ListenError, Settings,
+    UpstreamHeaders, parse_size,
 };
 
 /// The Kong version whose behaviour and admin API this data plane reproduces (reported by

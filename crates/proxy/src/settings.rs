@@ -436,10 +436,9 @@ pub struct Settings {
     pub headers: Headers,
     /// `headers_upstream`: the request id on upstream requests (default on).
     pub headers_upstream: UpstreamHeaders,
-    /// Small complete HTTP/1.1 requests to upstreams are written at the end of the
-    /// scheduler's batch, with one worker ([`crate::batch_write`]; default on; not a Kong
-    /// setting).
-    pub upstream_batch_writes: bool,
+    /// Which small complete HTTP/1.1 messages are written at the end of the scheduler's
+    /// batch, with one worker ([`crate::batch_write`]; default both; not a Kong setting).
+    pub batch_writes: BatchWrites,
     /// `error_default_type`: the body format of an error nginx raises in Kong (a bad
     /// request, an upstream failure) when the request has neither `Accept` nor
     /// `Content-Type`. Default `text/plain`.
@@ -557,6 +556,41 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
+/// Which writes wait for the end of the scheduler's batch ([`crate::batch_write`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchWrites {
+    /// Every write is made in place.
+    Off,
+    /// Requests to upstreams only.
+    Upstream,
+    /// Requests to upstreams, and answers to clients on plain HTTP/1.1 proxy connections.
+    On,
+}
+
+impl BatchWrites {
+    /// `on`, `off` or `upstream`.
+    pub fn parse(s: &str) -> Result<BatchWrites, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" => Ok(BatchWrites::On),
+            "off" => Ok(BatchWrites::Off),
+            "upstream" => Ok(BatchWrites::Upstream),
+            other => Err(format!(
+                "batch_writes: '{other}' is not one of on, off, upstream"
+            )),
+        }
+    }
+
+    /// Whether requests to upstreams are deferred.
+    pub fn upstream(self) -> bool {
+        self != BatchWrites::Off
+    }
+
+    /// Whether answers to clients are deferred.
+    pub fn client(self) -> bool {
+        self == BatchWrites::On
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         let l = |s: &str| Listen::parse_list(s).unwrap_or_default();
@@ -576,7 +610,7 @@ impl Default for Settings {
             server_token: format!("kong/{}", crate::KONG_VERSION),
             headers: Headers::default(),
             headers_upstream: UpstreamHeaders::default(),
-            upstream_batch_writes: true,
+            batch_writes: BatchWrites::On,
             error_default_type: Format::Text,
             header_buffers: HeaderBuffers::default(),
             proxy_header_buffers: HeaderBuffers::default(),

@@ -570,7 +570,7 @@ impl Pool {
         let _ = tcp.set_nodelay(true);
         let (Some(tk), Some(t)) = (&key.tls, tls) else {
             if deferrable && crate::batch_write::available() {
-                let (plain, slot) = crate::batch_write::Plain::new(tcp);
+                let (plain, slot) = crate::batch_write::Plain::upstream(tcp);
                 return Ok((Box::new(plain), Some(slot)));
             }
             return Ok((Box::new(tcp), None));

@@ -3505,14 +3505,15 @@ services:
 /// upstream connections are reused. The same with the setting off.
 #[tokio::test]
 async fn concurrent_requests_written_at_the_end_of_the_batch_get_their_own_answers() {
-    for batch in [true, false] {
+    use silverback_proxy::BatchWrites;
+    for batch in [BatchWrites::On, BatchWrites::Upstream, BatchWrites::Off] {
         let b = Backend::start().await;
         let yaml = format!(
             "_format_version: '3.0'\nservices:\n- name: s\n  url: {}\n  routes:\n  - name: r\n    paths: [/]\n",
             b.url()
         );
         let mut settings = silverback_proxy::Settings::loopback();
-        settings.upstream_batch_writes = batch;
+        settings.batch_writes = batch;
         let g = Gw::start_with(settings, Some(&yaml)).await;
         let clients = (0..40).map(|c| {
             let addr = g.http;
@@ -3529,12 +3530,43 @@ async fn concurrent_requests_written_at_the_end_of_the_batch_get_their_own_answe
         for c in clients.collect::<Vec<_>>() {
             c.await.expect("client");
         }
-        assert_eq!(b.served(), 1000, "batch writes {batch}");
+        assert_eq!(b.served(), 1000, "batch writes {batch:?}");
         // (keep-alive upstream connections: far fewer than requests)
         assert!(
             b.connections.load(std::sync::atomic::Ordering::SeqCst) <= 80,
-            "batch writes {batch}: {} connections",
+            "batch writes {batch:?}: {} connections",
             b.connections.load(std::sync::atomic::Ordering::SeqCst)
         );
+    }
+}
+
+/// An answer written at the end of the batch reaches a client that ended its side of the
+/// connection after its request (and one that keeps it open), whole, then the connection
+/// closes or stays.
+#[tokio::test]
+async fn a_half_closed_client_gets_its_batched_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Backend::start().await;
+    let yaml = format!(
+        "_format_version: '3.0'\nservices:\n- name: s\n  url: {}\n  routes:\n  - name: r\n    paths: [/]\n",
+        b.url()
+    );
+    let g = Gw::start(Some(&yaml)).await;
+    for _ in 0..20 {
+        let mut c = tokio::net::TcpStream::connect(g.http)
+            .await
+            .expect("connect");
+        c.write_all(b"GET /half HTTP/1.1\r\nHost: h.test\r\n\r\n")
+            .await
+            .expect("write");
+        c.shutdown().await.expect("half-close");
+        let mut all = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), c.read_to_end(&mut all))
+            .await
+            .expect("in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+        assert!(text.contains("\"uri\":\"/half\""), "{text}");
     }
 }

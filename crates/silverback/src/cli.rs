@@ -110,12 +110,12 @@ pub struct DataPlaneArgs {
         default_value = silverback_proxy::UpstreamHeaders::KONG_DEFAULT
     )]
     pub headers_upstream: String,
-    /// Whether small requests to upstreams are written together at the end of each batch
-    /// of events the worker handles (with one worker), as nginx's event loop writes them:
-    /// an upstream on the same machine is then woken once per batch, not once per
-    /// request. `on` or `off`.
-    #[arg(long, env = "SILVERBACK_UPSTREAM_BATCH_WRITES", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
-    pub upstream_batch_writes: bool,
+    /// Whether small HTTP/1.1 requests to upstreams and answers to clients are written
+    /// together at the end of each batch of events the worker handles (with one worker),
+    /// as nginx's event loop writes them: a peer on the same machine is then woken once per
+    /// batch, not once per message. `on`, `off`, or `upstream` (requests only).
+    #[arg(long, env = "SILVERBACK_BATCH_WRITES", default_value = "on")]
+    pub batch_writes: String,
     /// Body format of the errors nginx raises in Kong (bad requests, upstream failures)
     /// for a request with neither `Accept` nor `Content-Type` (Kong's `error_default_type`):
     /// `text/plain`, `application/json`, `application/xml` or `text/html`.

@@ -53,7 +53,8 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         fast_h1: args.fast_h1,
         headers: Headers::parse(&args.headers)?,
         headers_upstream: UpstreamHeaders::parse(&args.headers_upstream)?,
-        upstream_batch_writes: args.upstream_batch_writes,
+        batch_writes: silverback_proxy::BatchWrites::parse(&args.batch_writes)
+            .map_err(anyhow::Error::msg)?,
         error_default_type: silverback_proxy::error::Format::parse_default_type(
             &args.error_default_type,
         )
