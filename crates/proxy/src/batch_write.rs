@@ -1,31 +1,38 @@
-//! Upstream request heads written at the end of the scheduler's batch.
+//! Small HTTP/1.1 messages written at the end of the scheduler's batch.
 //!
-//! On a current-thread runtime (one worker, as `nginx_worker_processes = 1`), a request
-//! whose upstream request is small and complete (a head, and a body already read whole)
-//! does not write it at once: [`defer`] parks the bytes in the connection's
-//! [`WriteSlot`] and queues the slot, and one flusher task per thread writes every queued
-//! slot when it runs: after the tasks already in the run queue, that is at the end of
-//! the batch of events the runtime is working through. The request's task goes on to read
-//! the answer (which cannot come before the request is written) without waiting for the
-//! write, so deferring costs it no extra wake-up.
+//! On a current-thread runtime (one worker, as `nginx_worker_processes = 1`), a small
+//! complete message on a plain TCP connection is not written at once: a request to an
+//! upstream ([`crate::h1_client`]) and an answer to a client on the fast path
+//! ([`crate::h1_fast`]). `defer` parks the bytes in the connection's [`WriteSlot`] and
+//! queues the slot, and one flusher task per thread writes every queued slot when it runs:
+//! after the tasks already in the run queue, that is at the end of the batch of events the
+//! runtime is working through. The connection's task goes on to read what comes next (the
+//! answer, or the client's next request), which cannot come before the message is written,
+//! without waiting for the write: deferring costs it no extra wake-up.
 //!
-//! Why: an upstream on the same machine that sleeps when it has no work is woken by the
-//! first request written to it, and preempts whatever runs on its CPU (often the client
-//! whose requests the proxy relays). Writing a batch's requests together, at the end of
-//! the batch, wakes it once per batch rather than once per request, as nginx's event loop
-//! (which handles a whole `epoll_wait` batch before it waits again) does. The delay is
-//! bounded by the batch: the flusher is queued behind the tasks ready when the first
-//! request of the batch was deferred, never behind tasks woken later.
+//! Why: a peer on the same machine that sleeps while it waits is woken by the first message
+//! written to it, and preempts whatever runs on its CPU. Writing a batch's messages together,
+//! at the end of the batch, wakes it once per batch rather than once per message, as nginx's
+//! event loop (which handles a whole `epoll_wait` batch before it waits again) does. The
+//! delay is bounded by the batch: the flusher is queued behind the tasks ready when the
+//! first message of the batch was deferred, never behind tasks woken later.
 //!
-//! Failure modes. A write the socket cannot take whole (its send buffer full: not
-//! expected for a head on a connection whose last answer was read) is finished by the
-//! request's task, which the flusher wakes; it then waits for the socket to be writable,
-//! within the read timeout that already bounds the answer. A failed write is reported to
-//! the request's task the same way, as an error of its read, marked [`NotWritten`] when
-//! nothing was written (so a stale pooled connection is replaced, as when the write fails
-//! in place). A connection dropped before its slot is flushed is not written to.
-//! Multi-thread runtimes (more than one worker) write in place: their tasks move between
-//! threads, and the flusher is per thread.
+//! Failure modes:
+//! - A write the flusher cannot finish (a full send buffer). An upstream's request is
+//!   finished by the request's task, which the flusher wakes, within the read timeout that
+//!   bounds the whole exchange. A client's answer is finished by a task of its own within
+//!   `send_timeout` (the slot fails with `TimedOut` after it, and the connection with it),
+//!   whether or not the connection's task is still there.
+//! - A failed write is reported to the connection's task as an error of its next read or
+//!   write; on an upstream, marked [`NotWritten`] when nothing was written, so a stale pooled
+//!   connection is replaced as when the write fails in place.
+//! - An upstream connection dropped, closed, or sending bytes before its request was written
+//!   gets no request. A client connection dropped with an answer queued (a half-closed
+//!   client, a shutdown) still gets it, then closes.
+//!
+//! Limits: multi-thread runtimes (more than one worker) write in place, as their tasks move
+//! between threads and the flusher is per thread; so do TLS connections. One current-thread
+//! runtime at a time per thread (`Local`).
 
 use std::cell::RefCell;
 use std::io;
@@ -53,6 +60,10 @@ pub struct WriteSlot {
     /// The task to wake when the flusher could not finish (or failed).
     waker: Option<Waker>,
     error: Option<io::Error>,
+    /// A client's slot: what the flusher cannot finish is finished by a task of its own
+    /// within this time (nginx's `send_timeout`), whether or not the connection's task is
+    /// still there. `None`: an upstream's, finished by the request's task.
+    drain_within: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,10 +198,11 @@ impl WriteSlot {
             .unwrap_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "upstream write failed"))
     }
 
-    /// The flusher's write: as much as the socket takes now.
-    fn flush(&mut self) {
+    /// The flusher's write: as much as the socket takes now. `Some(limit)`: a client's
+    /// answer is left, to be finished within `limit` by a task of its own.
+    fn flush(&mut self) -> Option<std::time::Duration> {
         if self.state != State::Queued {
-            return;
+            return None;
         }
         while self.state == State::Queued {
             match self.half.try_write(&self.pending[self.at..]) {
@@ -200,15 +212,40 @@ impl WriteSlot {
                 Err(e) => self.fail(e),
             }
         }
+        if self.state == State::Partial
+            && let Some(limit) = self.drain_within
+        {
+            return Some(limit);
+        }
         if self.state != State::Idle
             && let Some(w) = self.waker.take()
         {
             w.wake();
         }
+        None
     }
 }
 
-/// A plain TCP connection whose writes can be deferred ([`defer`]).
+/// Finishes a client's answer the flusher could not write whole, within `limit` (else the
+/// slot fails with `TimedOut`, and the connection with it); then wakes the connection's
+/// task if it waits.
+async fn drain(slot: Slot, limit: std::time::Duration) {
+    let done =
+        tokio::time::timeout(limit, std::future::poll_fn(|cx| lock(&slot).poll_drain(cx))).await;
+    let mut s = lock(&slot);
+    if done.is_err() && s.state == State::Partial {
+        s.error = Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client did not take the answer within send_timeout",
+        ));
+        s.state = State::Failed;
+    }
+    if let Some(w) = s.waker.take() {
+        w.wake();
+    }
+}
+
+/// A plain TCP connection whose writes can be deferred (`defer`).
 #[derive(Debug)]
 pub struct Plain {
     read: OwnedReadHalf,
@@ -218,20 +255,22 @@ pub struct Plain {
 
 impl Plain {
     /// A connection to an upstream: `tcp`, split, and the handle of its slot (for
-    /// [`defer`]). Dropped with a request still queued, the request is not written; an end
+    /// `defer`). Dropped with a request still queued, the request is not written; an end
     /// of stream read while it is queued is an error ([`NotWritten`]).
     pub fn upstream(tcp: TcpStream) -> (Plain, Slot) {
-        Plain::new(tcp, true)
+        Plain::new(tcp, None)
     }
 
     /// A client's connection: as [`Plain::upstream`], but an answer queued when the
-    /// connection is dropped is still written (then the socket closes), and a client's end
-    /// of stream is only that.
-    pub fn client(tcp: TcpStream) -> (Plain, Slot) {
-        Plain::new(tcp, false)
+    /// connection is dropped is still written (then the socket closes), what the flusher
+    /// cannot write at once is finished by a task of its own within `send_timeout`, and a
+    /// client's end of stream is only that.
+    pub fn client(tcp: TcpStream, send_timeout: std::time::Duration) -> (Plain, Slot) {
+        Plain::new(tcp, Some(send_timeout))
     }
 
-    fn new(tcp: TcpStream, upstream: bool) -> (Plain, Slot) {
+    fn new(tcp: TcpStream, drain_within: Option<std::time::Duration>) -> (Plain, Slot) {
+        let upstream = drain_within.is_none();
         let (read, half) = tcp.into_split();
         let slot = Arc::new(Shared {
             busy: AtomicBool::new(false),
@@ -242,6 +281,7 @@ impl Plain {
                 state: State::Idle,
                 waker: None,
                 error: None,
+                drain_within,
             }),
         });
         (
@@ -297,19 +337,25 @@ impl AsyncRead for Plain {
         };
         let before = buf.filled().len();
         let r = ready!(Pin::new(&mut self.read).poll_read(cx, buf));
-        if queued && self.upstream && (r.is_err() || buf.filled().len() == before) {
-            // The connection ended (or failed) before the request was written: it is not
-            // written now, and the request may go on another connection.
+        if queued && self.upstream {
+            // The connection ended, failed, or brought bytes nobody asked for before the
+            // request was written: it is not written now (nor the connection reused), and
+            // the request may go on another connection.
             let mut s = lock(&self.slot);
             if s.state == State::Queued {
                 s.state = State::Closed;
                 s.pending.clear();
-                let e = r.err().unwrap_or_else(|| {
-                    io::Error::new(
+                let e = match r {
+                    Err(e) => e,
+                    Ok(()) if buf.filled().len() == before => io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "upstream closed the connection",
-                    )
-                });
+                    ),
+                    Ok(()) => io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "upstream sent bytes before the request was written",
+                    ),
+                };
                 return Poll::Ready(Err(io::Error::new(e.kind(), NotWritten(e))));
             }
         }
@@ -375,32 +421,49 @@ pub(crate) fn defer(slot: &Slot, out: &mut Vec<u8>) -> bool {
         s.state = State::Queued;
     }
     let spawn = LOCAL.with_borrow_mut(|l| {
+        l.deferred += 1;
         l.queue.push(slot.clone());
-        if l.queue.len() > 1 {
-            return false;
+        // A flusher whose runtime is gone (dropped here or on another thread) is replaced.
+        if l.alive.strong_count() == 0 {
+            let alive = Arc::new(());
+            l.alive = Arc::downgrade(&alive);
+            l.flusher = None;
+            return Some(alive);
         }
-        match &l.flusher {
-            Some(w) => {
-                w.wake_by_ref();
-                false
-            }
-            None => !std::mem::replace(&mut l.running, true),
+        if l.queue.len() == 1
+            && let Some(w) = &l.flusher
+        {
+            w.wake_by_ref();
         }
+        None
     });
     // (outside the borrow: a runtime shutting down drops the task at once)
-    if spawn {
-        tokio::spawn(Flusher { spare: Vec::new() });
+    if let Some(alive) = spawn {
+        tokio::spawn(Flusher {
+            spare: Vec::new(),
+            _alive: alive,
+        });
     }
     true
 }
 
+/// How many writes were deferred on this thread (for tests and diagnostics).
+pub fn deferred_on_this_thread() -> u64 {
+    LOCAL.with_borrow(|l| l.deferred)
+}
+
 /// This thread's queue of slots to write, and its flusher.
+///
+/// One current-thread runtime at a time per thread: a second runtime driven on the same
+/// thread while the first is alive would queue its slots for the first one's flusher.
 #[derive(Default)]
 struct Local {
     queue: Vec<Slot>,
+    /// The flusher's waker, once it has been polled.
     flusher: Option<Waker>,
-    /// A flusher task exists (it may not have been polled yet).
-    running: bool,
+    /// Alive while the flusher task is (it may not have been polled yet).
+    alive: std::sync::Weak<()>,
+    deferred: u64,
 }
 
 thread_local! {
@@ -411,6 +474,8 @@ thread_local! {
 struct Flusher {
     /// The queue taken on the last run (empty; kept for its capacity).
     spare: Vec<Slot>,
+    /// Dropped with the task: [`Local::alive`] then tells `defer` to start another.
+    _alive: Arc<()>,
 }
 
 impl std::future::Future for Flusher {
@@ -425,22 +490,12 @@ impl std::future::Future for Flusher {
             }
         });
         for s in this.spare.drain(..) {
-            lock(&s).flush();
+            let left = lock(&s).flush();
+            if let Some(limit) = left {
+                tokio::spawn(drain(s, limit));
+            }
         }
         Poll::Pending
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        // (the runtime is going away; a later one on this thread starts its own flusher)
-        let _ = LOCAL.try_with(|l| {
-            if let Ok(mut l) = l.try_borrow_mut() {
-                l.flusher = None;
-                l.running = false;
-                l.queue.clear();
-            }
-        });
     }
 }
 
@@ -481,6 +536,19 @@ mod tests {
             .expect("in time")
             .expect("read");
         got
+    }
+
+    /// Fills the slot's socket, in place, until it takes no more; the bytes written.
+    fn fill(slot: &Slot) -> usize {
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut sent = 0usize;
+        loop {
+            match lock(slot).half.try_write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     #[tokio::test]
@@ -583,7 +651,7 @@ mod tests {
             l.accept()
         );
         // (the gateway's end is the accepted one)
-        let (plain, slot) = Plain::client(s.expect("accept").0);
+        let (plain, slot) = Plain::client(s.expect("accept").0, Duration::from_secs(5));
         let mut client = c.expect("connect");
         // the client has sent its request and its end of stream
         client.shutdown().await.expect("shutdown");
@@ -607,15 +675,7 @@ mod tests {
     async fn a_full_socket_is_finished_by_the_connections_task() {
         let (mut plain, slot, mut server) = pair().await;
         // Fill the socket's buffers, in place, until it takes no more.
-        let chunk = vec![b'a'; 64 * 1024];
-        let mut sent = 0usize;
-        loop {
-            match lock(&slot).half.try_write(&chunk) {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let sent = fill(&slot);
         let mut out = b"tail".to_vec();
         assert!(defer(&slot, &mut out));
         tokio::task::yield_now().await;
@@ -642,6 +702,93 @@ mod tests {
         assert_eq!(&answer, b"done");
         assert_eq!(&all[all.len() - 4..], b"tail");
         assert!(all[..all.len() - 4].iter().all(|b| *b == b'a'));
+    }
+
+    #[tokio::test]
+    async fn a_clients_answer_left_by_the_flusher_is_finished_without_its_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (c, s) = tokio::join!(
+            TcpStream::connect(l.local_addr().expect("addr")),
+            l.accept()
+        );
+        let (plain, slot) = Plain::client(s.expect("accept").0, Duration::from_secs(10));
+        let mut client = c.expect("connect");
+        let sent = fill(&slot);
+        let mut out = b"tail".to_vec();
+        assert!(defer(&slot, &mut out));
+        tokio::task::yield_now().await;
+        assert_eq!(lock(&slot).state, State::Partial);
+        // the connection's task is gone: its answer is still written whole, then closed
+        drop(plain);
+        drop(slot);
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut all))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(all.len(), sent + 4);
+        assert_eq!(&all[sent..], b"tail");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_takes_nothing_fails_its_slot_after_the_send_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (c, s) = tokio::join!(
+            TcpStream::connect(l.local_addr().expect("addr")),
+            l.accept()
+        );
+        let (mut plain, slot) = Plain::client(s.expect("accept").0, Duration::from_millis(100));
+        let _client = c.expect("connect");
+        fill(&slot);
+        let mut out = b"tail".to_vec();
+        assert!(defer(&slot, &mut out));
+        // the connection's task waits for the client's next request meanwhile
+        let mut buf = [0u8; 8];
+        let e = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf))
+            .await
+            .expect("woken when the drain gives up")
+            .expect_err("the answer could not be written");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_speaks_first_gets_no_request() {
+        let (mut plain, slot, mut server) = pair().await;
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut out = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        assert!(defer(&slot, &mut out));
+        let mut buf = [0u8; 64];
+        let e = plain.read(&mut buf).await.expect_err("unsolicited bytes");
+        assert!(is_not_written(&e), "{e}");
+        drop(plain);
+        drop(slot);
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut rest))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert!(rest.is_empty(), "wrote {rest:?}");
+    }
+
+    #[test]
+    fn a_runtime_after_another_on_the_same_thread_gets_a_flusher_of_its_own() {
+        for _ in 0..3 {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let (_plain, slot, mut server) = pair().await;
+                let mut out = b"hello".to_vec();
+                assert!(defer(&slot, &mut out));
+                assert_eq!(receive(&mut server, 5).await, b"hello");
+            });
+            drop(rt);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

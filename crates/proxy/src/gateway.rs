@@ -519,7 +519,8 @@ async fn accept_loop(
                 && sh2.settings.batch_writes.client()
                 && crate::batch_write::available()
             {
-                let (plain, slot) = crate::batch_write::Plain::client(stream);
+                let (plain, slot) =
+                    crate::batch_write::Plain::client(stream, sh2.settings.send_timeout);
                 let stream = WriteTimed::new(plain, sh2.settings.send_timeout);
                 let (w, stop) = (watcher, &mut stop);
                 serve_conn(&sh2, kind, &b, (stream, Some(slot)), conn, None, w, stop).await;

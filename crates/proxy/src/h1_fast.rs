@@ -569,7 +569,9 @@ where
                     .headers()
                     .get(header::CONNECTION)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-                let slot = slot.as_ref();
+                // (an answer that closes the connection is written in place: the shutdown
+                // after it would write it at once anyway)
+                let slot = slot.as_ref().filter(|_| !close);
                 (
                     write_response(&mut io, &mut out, slot, resp, head_only).await,
                     close,
@@ -583,7 +585,11 @@ where
                 )
             }
         };
-        if written.is_err() || close {
+        if written.is_err() {
+            // (nothing more can be written: no shutdown that would wait to)
+            return Outcome::Closed;
+        }
+        if close {
             let _ = io.shutdown().await;
             return Outcome::Closed;
         }

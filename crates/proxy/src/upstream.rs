@@ -349,7 +349,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimed<T> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        // (a shutdown first writes what a stream still holds: `batch_write::Plain`)
+        match std::pin::Pin::new(&mut self.inner).poll_shutdown(cx) {
+            std::task::Poll::Ready(r) => {
+                self.sleep = None;
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => self.stalled(cx).map(Err),
+        }
     }
 }
 

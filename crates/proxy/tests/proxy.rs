@@ -3515,6 +3515,8 @@ async fn concurrent_requests_written_at_the_end_of_the_batch_get_their_own_answe
         let mut settings = silverback_proxy::Settings::loopback();
         settings.batch_writes = batch;
         let g = Gw::start_with(settings, Some(&yaml)).await;
+        // (the gateway runs on this test's thread, where the deferred writes are counted)
+        let deferred = silverback_proxy::batch_write::deferred_on_this_thread();
         let clients = (0..40).map(|c| {
             let addr = g.http;
             tokio::spawn(async move {
@@ -3531,6 +3533,17 @@ async fn concurrent_requests_written_at_the_end_of_the_batch_get_their_own_answe
             c.await.expect("client");
         }
         assert_eq!(b.served(), 1000, "batch writes {batch:?}");
+        // every request, and with `On` every answer, went at the end of a batch
+        let want = match batch {
+            BatchWrites::On => 2000,
+            BatchWrites::Upstream => 1000,
+            BatchWrites::Off => 0,
+        };
+        assert_eq!(
+            silverback_proxy::batch_write::deferred_on_this_thread() - deferred,
+            want,
+            "batch writes {batch:?}"
+        );
         // (keep-alive upstream connections: far fewer than requests)
         assert!(
             b.connections.load(std::sync::atomic::Ordering::SeqCst) <= 80,
@@ -3541,8 +3554,7 @@ async fn concurrent_requests_written_at_the_end_of_the_batch_get_their_own_answe
 }
 
 /// An answer written at the end of the batch reaches a client that ended its side of the
-/// connection after its request (and one that keeps it open), whole, then the connection
-/// closes or stays.
+/// connection after its request, whole, then the connection closes.
 #[tokio::test]
 async fn a_half_closed_client_gets_its_batched_answer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
