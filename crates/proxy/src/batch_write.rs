@@ -515,6 +515,16 @@ mod tests {
         (plain, slot, s.expect("accept").0)
     }
 
+    /// A client's connection as the gateway holds it (`send_timeout`: `limit`), and the
+    /// client's end.
+    async fn client_pair(limit: Duration) -> (Plain, Slot, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (plain, slot) = Plain::client(s.expect("accept").0, limit);
+        (plain, slot, c.expect("connect"))
+    }
+
     /// Bytes the server end has received so far, without waiting.
     fn received(s: &TcpStream) -> Vec<u8> {
         let mut all = Vec::new();
@@ -645,14 +655,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_clients_answer_is_written_after_its_connection_is_dropped() {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (c, s) = tokio::join!(
-            TcpStream::connect(l.local_addr().expect("addr")),
-            l.accept()
-        );
-        // (the gateway's end is the accepted one)
-        let (plain, slot) = Plain::client(s.expect("accept").0, Duration::from_secs(5));
-        let mut client = c.expect("connect");
+        let (plain, slot, mut client) = client_pair(Duration::from_secs(5)).await;
         // the client has sent its request and its end of stream
         client.shutdown().await.expect("shutdown");
         let mut out = b"answer".to_vec();
@@ -706,13 +709,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_clients_answer_left_by_the_flusher_is_finished_without_its_connection() {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (c, s) = tokio::join!(
-            TcpStream::connect(l.local_addr().expect("addr")),
-            l.accept()
-        );
-        let (plain, slot) = Plain::client(s.expect("accept").0, Duration::from_secs(10));
-        let mut client = c.expect("connect");
+        let (plain, slot, mut client) = client_pair(Duration::from_secs(10)).await;
         let sent = fill(&slot);
         let mut out = b"tail".to_vec();
         assert!(defer(&slot, &mut out));
@@ -732,13 +729,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_takes_nothing_fails_its_slot_after_the_send_timeout() {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (c, s) = tokio::join!(
-            TcpStream::connect(l.local_addr().expect("addr")),
-            l.accept()
-        );
-        let (mut plain, slot) = Plain::client(s.expect("accept").0, Duration::from_millis(100));
-        let _client = c.expect("connect");
+        let (mut plain, slot, _client) = client_pair(Duration::from_millis(100)).await;
         fill(&slot);
         let mut out = b"tail".to_vec();
         assert!(defer(&slot, &mut out));
