@@ -64,6 +64,8 @@ pub struct WriteSlot {
     /// within this time (nginx's `send_timeout`), whether or not the connection's task is
     /// still there. `None`: an upstream's, finished by the request's task.
     drain_within: Option<std::time::Duration>,
+    /// A [`drain`] task is finishing the pending bytes.
+    draining: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,14 +150,35 @@ pub(crate) fn is_not_written(e: &io::Error) -> bool {
 
 impl WriteSlot {
     /// Writes what is pending, in the task that owns the connection; ready once nothing is.
+    /// While a [`drain`] task finishes a client's answer, it alone writes (the socket wakes
+    /// one writer): the connection's task waits to be woken by it.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.draining
+            && let Poll::Ready(r) = self.poll_write_pending(cx)
+        {
+            return Poll::Ready(r);
+        }
+        // (woken by the socket, or by a drain task that takes the write over and finishes)
+        self.wait(cx);
+        Poll::Pending
+    }
+
+    /// Remembers the connection's task, to be woken when the write it waits for is done
+    /// (or has failed).
+    fn wait(&mut self, cx: &mut Context<'_>) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+    }
+
+    fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             match self.state {
                 State::Idle => return Poll::Ready(Ok(())),
                 State::Closed => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::NotConnected,
-                        "upstream connection closed",
+                        "connection closed",
                     )));
                 }
                 State::Failed => return Poll::Ready(Err(self.take_error())),
@@ -195,7 +218,7 @@ impl WriteSlot {
     fn take_error(&mut self) -> io::Error {
         self.error
             .take()
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "upstream write failed"))
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "write failed"))
     }
 
     /// The flusher's write: as much as the socket takes now. `Some(limit)`: a client's
@@ -215,6 +238,7 @@ impl WriteSlot {
         if self.state == State::Partial
             && let Some(limit) = self.drain_within
         {
+            self.draining = true;
             return Some(limit);
         }
         if self.state != State::Idle
@@ -229,10 +253,30 @@ impl WriteSlot {
 /// Finishes a client's answer the flusher could not write whole, within `limit` (else the
 /// slot fails with `TimedOut`, and the connection with it); then wakes the connection's
 /// task if it waits.
+///
+/// A zero `limit` is no limit, as a zero timeout is for [`crate::upstream::WriteTimed`].
+/// The runtime's end (after a shutdown's grace period) cancels a drain still running.
 async fn drain(slot: Slot, limit: std::time::Duration) {
-    let done =
-        tokio::time::timeout(limit, std::future::poll_fn(|cx| lock(&slot).poll_drain(cx))).await;
+    let write = std::future::poll_fn(|cx| {
+        let mut s = lock(&slot);
+        match s.poll_write_pending(cx) {
+            // (the error stays in the slot, for the connection's task)
+            Poll::Ready(Err(e)) => {
+                s.error = Some(e);
+                Poll::Ready(())
+            }
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Pending => Poll::Pending,
+        }
+    });
+    let done = if limit.is_zero() {
+        write.await;
+        Ok(())
+    } else {
+        tokio::time::timeout(limit, write).await
+    };
     let mut s = lock(&slot);
+    s.draining = false;
     if done.is_err() && s.state == State::Partial {
         s.error = Some(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -282,6 +326,7 @@ impl Plain {
                 waker: None,
                 error: None,
                 drain_within,
+                draining: false,
             }),
         });
         (
@@ -780,6 +825,80 @@ mod tests {
             });
             drop(rt);
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_waiting_behind_a_drain_is_woken_when_it_ends() {
+        let (mut plain, slot, mut client) = client_pair(Duration::from_secs(10)).await;
+        let sent = fill(&slot);
+        let mut out = b"a".to_vec();
+        assert!(defer(&slot, &mut out));
+        // the connection's task writes the next answer in place: it waits behind "a"
+        let mut second = std::pin::pin!(plain.write_all(b"b"));
+        assert!(futures_poll(second.as_mut()).await.is_pending());
+        // the flusher leaves "a" to a drain task, which takes the socket over
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert!(lock(&slot).draining);
+        let reader = async move {
+            let mut all = vec![0u8; sent + 2];
+            client.read_exact(&mut all).await.expect("read");
+            all
+        };
+        let (all, w) = tokio::time::timeout(Duration::from_secs(2), async {
+            tokio::join!(reader, second)
+        })
+        .await
+        .expect("the waiting write is woken when the drain ends");
+        w.expect("write");
+        assert_eq!(&all[sent..], b"ab");
+    }
+
+    /// Polls `f` once.
+    async fn futures_poll<F: std::future::Future + Unpin>(f: F) -> Poll<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut f).poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_behind_an_answer_the_client_does_not_take_is_timed() {
+        let (plain, slot, _client) = client_pair(Duration::from_secs(30)).await;
+        fill(&slot);
+        let mut out = b"tail".to_vec();
+        assert!(defer(&slot, &mut out));
+        let mut io = crate::upstream::WriteTimed::new(plain, Duration::from_millis(100));
+        let e = tokio::time::timeout(Duration::from_secs(5), io.shutdown())
+            .await
+            .expect("within the write timeout")
+            .expect_err("the client takes nothing");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn a_runtime_dropped_on_another_thread_leaves_this_one_a_working_flusher() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (_plain, slot, mut server) = pair().await;
+            let mut out = b"one".to_vec();
+            assert!(defer(&slot, &mut out));
+            assert_eq!(receive(&mut server, 3).await, b"one");
+        });
+        std::thread::spawn(move || drop(rt))
+            .join()
+            .expect("dropped");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (_plain, slot, mut server) = pair().await;
+            let mut out = b"two".to_vec();
+            assert!(defer(&slot, &mut out));
+            assert_eq!(receive(&mut server, 3).await, b"two");
+        });
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
