@@ -1297,30 +1297,15 @@ upstreams:
     let body = load(&d).unwrap_err().kong_body(true);
     assert_eq!(body["fields"], json!({}), "{body}");
     // each entry as `type name: field, field, ...` (`@entity` for an entity-level message)
-    let entries: Vec<String> = body["flattened_errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let name = e["entity_name"]
-                .as_str()
-                .or(e["entity"]["username"].as_str())
-                .or(e["entity"]["key"].as_str())
-                .or(e["entity"]["target"].as_str())
-                .unwrap_or("-");
-            let errors: Vec<&str> = e["errors"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x["field"].as_str().unwrap_or("@entity"))
-                .collect();
-            format!(
-                "{} {name}: {}",
-                e["entity_type"].as_str().unwrap(),
-                errors.join(", ")
-            )
-        })
-        .collect();
+    let entries = flattened_summary(&body, |e| {
+        e["entity_name"]
+            .as_str()
+            .or(e["entity"]["username"].as_str())
+            .or(e["entity"]["key"].as_str())
+            .or(e["entity"]["target"].as_str())
+            .unwrap_or("-")
+            .to_string()
+    });
     assert_eq!(
         entries,
         [
@@ -1390,29 +1375,13 @@ key_sets:
     ));
     let err = load(&d).unwrap_err();
     let body = err.kong_body(true);
-    let entries: Vec<String> = body["flattened_errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let who = e["entity_name"]
-                .as_str()
-                .or(e["entity"]["name"].as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| e["entity"]["name"].to_string());
-            let errors: Vec<&str> = e["errors"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x["field"].as_str().unwrap_or("@entity"))
-                .collect();
-            format!(
-                "{} {who}: {}",
-                e["entity_type"].as_str().unwrap(),
-                errors.join(", ")
-            )
-        })
-        .collect();
+    let entries = flattened_summary(&body, |e| {
+        e["entity_name"]
+            .as_str()
+            .or(e["entity"]["name"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| e["entity"]["name"].to_string())
+    });
     assert_eq!(
         entries,
         [
@@ -1438,4 +1407,31 @@ key_sets:
     assert!(at("service 's9'") < at("service 's10'"), "{lines:#?}");
     assert!(at("paths.9") < at("paths.10"), "{lines:#?}");
     assert!(at("service 's10'") < at("route 'r'"), "{lines:#?}");
+}
+
+/// Each entry of a body's `flattened_errors` as `type name: field, field, ...` (`@entity` for
+/// an entity-level message), the name found by `name`.
+fn flattened_summary(
+    body: &serde_json::Value,
+    name: impl Fn(&serde_json::Value) -> String,
+) -> Vec<String> {
+    body["flattened_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let errors: Vec<&str> = e["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["field"].as_str().unwrap_or("@entity"))
+                .collect();
+            format!(
+                "{} {}: {}",
+                e["entity_type"].as_str().unwrap(),
+                name(e),
+                errors.join(", ")
+            )
+        })
+        .collect()
 }
