@@ -1417,18 +1417,18 @@ fn flattened_summary(
 ) -> Vec<String> {
     body["flattened_errors"]
         .as_array()
-        .unwrap()
+        .expect("flattened_errors")
         .iter()
         .map(|e| {
             let errors: Vec<&str> = e["errors"]
                 .as_array()
-                .unwrap()
+                .expect("errors")
                 .iter()
                 .map(|x| x["field"].as_str().unwrap_or("@entity"))
                 .collect();
             format!(
                 "{} {}: {}",
-                e["entity_type"].as_str().unwrap(),
+                e["entity_type"].as_str().expect("entity_type"),
                 name(e),
                 errors.join(", ")
             )

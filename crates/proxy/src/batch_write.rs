@@ -47,7 +47,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Largest request (head and body) written at the end of the batch; a larger one is
 /// written in place.
-pub(crate) const MAX_DEFERRED: usize = 16 * 1024;
+const MAX_DEFERRED: usize = 16 * 1024;
 
 /// Where a connection's deferred bytes wait, with the socket's writing half.
 #[derive(Debug)]
@@ -450,6 +450,25 @@ impl AsyncWrite for Plain {
 pub(crate) fn available() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
+/// Queues a message, the head in `out` and then `body`, when there is a `slot` and the
+/// message is at most [`MAX_DEFERRED`] bytes: `true` when queued (`out` then holds the slot's
+/// empty buffer), else `out` is as it was and the caller writes in place.
+pub(crate) fn defer_message(slot: Option<&Slot>, out: &mut Vec<u8>, body: &[u8]) -> bool {
+    let Some(slot) = slot else {
+        return false;
+    };
+    if out.len() + body.len() > MAX_DEFERRED {
+        return false;
+    }
+    let head = out.len();
+    out.extend_from_slice(body);
+    if defer(slot, out) {
+        return true;
+    }
+    out.truncate(head);
+    false
 }
 
 /// Queues `out` (swapped with the slot's empty buffer, so no byte is copied) to be written

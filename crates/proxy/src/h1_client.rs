@@ -357,15 +357,8 @@ impl H1Conn {
                     set,
                     framing.map_or(ReqFraming::None, ReqFraming::Length),
                 );
-                if let Some(slot) = &self.slot
-                    && out.len() + b.len() <= crate::batch_write::MAX_DEFERRED
-                {
-                    let head = out.len();
-                    out.extend_from_slice(b);
-                    if crate::batch_write::defer(slot, out) {
-                        return Ok(());
-                    }
-                    out.truncate(head);
+                if crate::batch_write::defer_message(self.slot.as_ref(), out, b) {
+                    return Ok(());
                 }
                 let mut buf = Buf::chain(&out[..], b.clone());
                 let total = buf.remaining();

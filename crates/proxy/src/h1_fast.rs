@@ -753,10 +753,7 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     if no_body {
         out.extend_from_slice(b"\r\n");
-        if let Some(slot) = slot
-            && out.len() <= crate::batch_write::MAX_DEFERRED
-            && crate::batch_write::defer(slot, out)
-        {
+        if crate::batch_write::defer_message(slot, out, &[]) {
             return Ok(());
         }
         return io.write_all(out).await;
@@ -765,15 +762,8 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
         ProxyBody::Full(b) => {
             let b = b.unwrap_or_default();
             push_length(out, b.len() as u64);
-            if let Some(slot) = slot
-                && out.len() + b.len() <= crate::batch_write::MAX_DEFERRED
-            {
-                let head = out.len();
-                out.extend_from_slice(&b);
-                if crate::batch_write::defer(slot, out) {
-                    return Ok(());
-                }
-                out.truncate(head);
+            if crate::batch_write::defer_message(slot, out, &b) {
+                return Ok(());
             }
             io.write_all_buf(&mut Buf::chain(&out[..], b)).await
         }
