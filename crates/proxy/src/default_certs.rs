@@ -29,7 +29,8 @@
 //!   of its two files exists, each pair on its own, as Kong does. A pair is written whole or
 //!   not at all: both files under temporary names first, then each linked to its name
 //!   (`write_pair`), so that a failed write leaves no key without its certificate, which
-//!   would stop every later start. A pair with one file missing, unreadable or not parsing,
+//!   would stop every later start; a start that finds a key whose certificate a crash left
+//!   under its temporary name links it (`finish_interrupted_write`). A pair with one file missing, unreadable or not parsing,
 //!   or whose key is not its certificate's, stops the start with an error naming the file
 //!   ([`PrefixError`]; never its content): Kong does not generate such a pair again either,
 //!   and nginx refuses to start on it. Every pair of every kind is read before anything is
@@ -574,8 +575,13 @@ pub fn read_pair(files: &PairFiles) -> Result<Option<Arc<CertifiedKey>>, PrefixE
     // A file that cannot be looked at is not taken for a missing one (which would have the
     // pair generated over it).
     let exists = |file: &Path| file.try_exists().map_err(|e| unusable(file, e.to_string()));
-    if !exists(&files.cert)? && !exists(&files.key)? {
+    let cert_there = exists(&files.cert)?;
+    let key_there = exists(&files.key)?;
+    if !cert_there && !key_there {
         return Ok(None);
+    }
+    if key_there && !cert_there {
+        finish_interrupted_write(files);
     }
     let cert_pem =
         std::fs::read_to_string(&files.cert).map_err(|e| unusable(&files.cert, e.to_string()))?;
@@ -600,7 +606,8 @@ pub fn read_pair(files: &PairFiles) -> Result<Option<Arc<CertifiedKey>>, PrefixE
 /// overwritten; when the certificate's fails, the key just linked is removed again. The
 /// temporary names are removed in every case. So a failed write leaves neither file of the
 /// pair, and one that a crash interrupts leaves at most a temporary file (never read) or,
-/// between the two links, the key alone.
+/// between the two links, the key and the certificate's temporary, which the next
+/// [`read_pair`] links to its name ([`finish_interrupted_write`]).
 fn write_pair(files: &PairFiles, generated: &Generated) -> Result<(), PrefixError> {
     let dir = files.key.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|source| PrefixError::CreateDir {
@@ -640,6 +647,100 @@ fn write_pair(files: &PairFiles, generated: &Generated) -> Result<(), PrefixErro
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Finishes a [`write_pair`] that a crash cut between its two links, which left the key
+/// under its name and the certificate only under its temporary name (synced before the
+/// first link, and removed only after the second). Called where the key is there and the
+/// certificate is not: a temporary certificate of the pair in the directory whose public key
+/// is the key's is linked to the certificate's name (a link never replaces a file, so one
+/// that another process made first stays), and that temporary and the temporary copies of
+/// the key are removed. Nothing else is touched: a key without such a temporary is left to
+/// [`read_pair`]'s error, as a lone key that this process did not write. Best effort: what
+/// cannot be read or linked is logged, and the read that follows says what is wrong.
+fn finish_interrupted_write(files: &PairFiles) {
+    let Some(dir) = files.cert.parent() else {
+        return;
+    };
+    let Ok(key_pem) = std::fs::read_to_string(&files.key) else {
+        return;
+    };
+    let Ok(signer) = pki::parse_key(&key_pem).and_then(|k| pki::signing_key(&k)) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let (certs, keys): (Vec<PathBuf>, Vec<PathBuf>) = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_temporary_of(p, &files.cert) || is_temporary_of(p, &files.key))
+        .partition(|p| is_temporary_of(p, &files.cert));
+    let matching = certs.into_iter().find(|temporary| {
+        std::fs::read_to_string(temporary)
+            .ok()
+            .and_then(|pem| pki::parse_certs(&pem).ok())
+            .is_some_and(|chain| {
+                CertifiedKey::new(chain, signer.clone())
+                    .keys_match()
+                    .is_ok()
+            })
+    });
+    let Some(temporary) = matching else {
+        return;
+    };
+    match std::fs::hard_link(&temporary, &files.cert) {
+        Ok(()) => tracing::warn!(
+            cert = %files.cert.display(),
+            key = %files.key.display(),
+            "finished writing a default certificate pair that an earlier start left with its \
+             key alone (that start stopped between writing the key and the certificate)"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                cert = %files.cert.display(),
+                "cannot finish writing a default certificate pair left with its key alone"
+            );
+            return;
+        }
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    let _ = std::fs::remove_file(&temporary);
+    for copy in keys {
+        if std::fs::read_to_string(&copy).is_ok_and(|pem| pem == key_pem) {
+            let _ = std::fs::remove_file(&copy);
+        }
+    }
+}
+
+/// Whether `path` is a temporary name [`Temporary::write`] gives a file written for
+/// `target`: `.<target's name>.<pid>.<16 hex digits>.tmp` in its directory.
+fn is_temporary_of(path: &Path, target: &Path) -> bool {
+    let (Some(name), Some(of)) = (path.file_name(), target.file_name()) else {
+        return false;
+    };
+    let (Some(name), Some(of)) = (name.to_str(), of.to_str()) else {
+        return false;
+    };
+    let Some(rest) = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_prefix(of))
+        .and_then(|n| n.strip_prefix('.'))
+        .and_then(|n| n.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    let Some((pid, nonce)) = rest.split_once('.') else {
+        return false;
+    };
+    path.parent() == target.parent()
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && nonce.len() == 16
+        && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Whether a failed `link(2)` says the file system has no hard links.
@@ -1501,6 +1602,68 @@ mod tests {
             "{e}"
         );
         assert!(!other.key.exists());
+    }
+
+    /// A write cut by a crash between its two links (the key linked, the certificate only
+    /// under its temporary name) is finished by the next read; a lone key without its
+    /// certificate's temporary is still refused, and so is one whose temporaries are
+    /// another key's.
+    #[test]
+    fn a_pair_cut_between_its_links_is_finished_by_the_next_read() {
+        let dir = Scratch::new("pair-cut");
+        let files = PairFiles::in_prefix(&dir.0, ListenerKind::Proxy, KeyType::EcdsaP256);
+        let ssl = files.cert.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&ssl).unwrap();
+        // What a crash leaves: both temporaries (their removal never ran), the key linked.
+        let cut = |g: &Generated| {
+            let key = Temporary::write(&files.key, &g.key_pem, true).unwrap();
+            let cert = Temporary::write(&files.cert, &g.cert_pem, false).unwrap();
+            std::fs::hard_link(&key.0, &files.key).unwrap();
+            std::mem::forget((key, cert));
+        };
+        let g = generate(KeyType::EcdsaP256).unwrap();
+        cut(&g);
+        assert_eq!(names_in(&ssl).len(), 3, "{:?}", names_in(&ssl));
+        let back = read_pair(&files).unwrap().unwrap();
+        assert_eq!(back.cert, g.certified.cert);
+        assert_eq!(
+            names_in(&ssl),
+            ["kong-default-ecdsa.crt", "kong-default-ecdsa.key"],
+            "the temporaries are gone"
+        );
+
+        // Another pair's temporaries beside a lone key: not linked, the start stops.
+        std::fs::remove_file(&files.cert).unwrap();
+        let other = generate(KeyType::EcdsaP256).unwrap();
+        let stray = Temporary::write(&files.cert, &other.cert_pem, false).unwrap();
+        let e = read_pair(&files).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "default certificate file {}: ",
+                files.cert.display()
+            )),
+            "{e}"
+        );
+        assert!(
+            !files.cert.exists(),
+            "a certificate of another key is not linked"
+        );
+        assert!(stray.0.exists(), "nor removed");
+        drop(stray);
+        // A temporary-looking name of another file, or with a bad nonce, is not taken.
+        let not_ours = [
+            ssl.join(format!(".kong-default.crt.1.{}.tmp", "0".repeat(16))),
+            ssl.join(".kong-default-ecdsa.crt.1.xyz.tmp"),
+        ];
+        for p in &not_ours {
+            std::fs::write(p, &g.cert_pem).unwrap();
+        }
+        assert!(read_pair(&files).is_err());
+        assert!(!files.cert.exists());
+        assert!(is_temporary_of(
+            &ssl.join(format!(".kong-default-ecdsa.crt.42.{}.tmp", "a1".repeat(8))),
+            &files.cert
+        ));
     }
 
     #[test]
