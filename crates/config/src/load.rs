@@ -791,17 +791,8 @@ pub fn validate_entity(
     let mut m = input.clone();
     let mut errors = Errors::default();
     normalize_input(kind, &mut m, &mut errors, false);
-    let (mut values, e) = schema(kind, opts.router_flavor).validate(&m);
-    merge_errors(&mut errors, e);
-    post_validate(
-        kind,
-        &m,
-        &mut values,
-        &mut errors,
-        opts.plugins,
-        opts.now_unix,
-    );
-    errors
+    let checked = schema(kind, opts.router_flavor).validate(&m);
+    past_schema(kind, &m, checked, errors, opts)
 }
 
 /// Validates a partial entity as Kong's `validate_update` does (its `full_check` off), for
@@ -821,12 +812,26 @@ pub fn validate_entity_update(
     opts: &LoadOptions<'_>,
 ) -> Errors {
     let mut m = input.clone();
-    let mut errors = expand_shorthands(kind, &mut m);
-    let (mut values, e) = schema(kind, opts.router_flavor).validate_update(&m);
+    let errors = expand_shorthands(kind, &mut m);
+    let checked = schema(kind, opts.router_flavor).validate_update(&m);
+    past_schema(kind, &m, checked, errors, opts)
+}
+
+/// The last steps of [`validate_entity`] and [`validate_entity_update`]: the schema's
+/// errors (`checked`, with the values it read) joined to those found before it, then the
+/// checks past the schema ([`post_validate`]).
+fn past_schema(
+    kind: EntityKind,
+    input: &Map<String, Value>,
+    checked: (Fields, Errors),
+    mut errors: Errors,
+    opts: &LoadOptions<'_>,
+) -> Errors {
+    let (mut values, e) = checked;
     merge_errors(&mut errors, e);
     post_validate(
         kind,
-        &m,
+        input,
         &mut values,
         &mut errors,
         opts.plugins,
