@@ -17,14 +17,18 @@
 //!
 //! Both listeners dispatch through one route table (`admin_routes`), the one
 //! `GET /endpoints` lists: a path no route matches is 404 `Not found`.
+//!
+//! Request bodies are read as nginx reads them for Kong ([`read_body`]): past the admin
+//! server's `client_max_body_size`, or with broken chunked framing, nginx's own page (Kong's
+//! admin server has no `error_page`); stalled or cut off, no answer at all ([`Unanswered`]).
+//! Every handler Kong attaches is wrapped in lapis's `json_params`, which reads a JSON body
+//! whatever the route and fails (500) on one that decodes to a scalar ([`json_params`]).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use md5::Digest;
 use serde_json::{Map, Value, json};
@@ -52,16 +56,41 @@ pub(crate) fn message(status: StatusCode, m: &str) -> Response<ProxyBody> {
     json_response(status, &json!({ "message": m }))
 }
 
-/// Entry point of the admin and status listeners.
+/// An admin request that gets no answer at all: its body stalled past
+/// `client_body_timeout`, or the client left while sending it. nginx ends such a request
+/// without a response (`ngx_http_finalize_request` terminates a request finalized with 408,
+/// or with the connection's error set, `ngx_http_request.c`) and closes the connection; so
+/// does hyper when [`serve`] fails with this (over HTTP/2, it resets the stream). A handler
+/// that meets such a body answers with [`unanswered`], which [`serve`] turns into this
+/// error.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the request body stalled or broke off: the request gets no answer")]
+pub(crate) struct Unanswered;
+
+/// Entry point of the admin and status listeners: `Err` closes the connection unanswered
+/// ([`Unanswered`]).
+///
+/// Kong's answers carry what Kong's admin header filter (`Kong.admin_header_filter`, the
+/// status server's too) adds in `location /`, as `headers` says: `Server` and
+/// `X-Kong-Admin-Latency`; and what its content handler sets before lapis runs:
+/// `Access-Control-Allow-Origin`. nginx's own pages for a body it refuses in that location
+/// get the header filter's headers too: a body announced past `client_max_body_size` is
+/// refused before the content handler runs (no `Access-Control-Allow-Origin`), one that
+/// grows past it, or breaks its chunked framing, while Kong reads it (with it).
 pub(crate) async fn serve(
     sh: Arc<Shared>,
     kind: ListenerKind,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, Unanswered> {
     let start = std::time::Instant::now();
-    let mut r = match (&sh.settings.admin_token, kind) {
-        // nginx's check of the announced length comes before Kong's handlers
-        (_, ListenerKind::Admin) if announces_too_large(&sh, &req) => too_large(),
+    // (whether Kong's content handler ran)
+    let (mut r, content) = match (&sh.settings.admin_token, kind) {
+        // nginx's check of the announced length, at its `find_config` phase: before Kong's
+        // content handler, in `location /` already
+        (_, ListenerKind::Admin) if announces_too_large(&sh, &req) => {
+            tracing::debug!("admin request body announced past client_max_body_size");
+            (nginx_refusal(StatusCode::PAYLOAD_TOO_LARGE), false)
+        }
         (Some(token), ListenerKind::Admin)
             if !req
                 .headers()
@@ -69,13 +98,17 @@ pub(crate) async fn serve(
                 .is_some_and(|v| token.matches(v.as_bytes())) =>
         {
             // Kong Enterprise's answer to a request without valid RBAC credentials.
-            message(
+            let r = message(
                 StatusCode::UNAUTHORIZED,
                 "Invalid credentials. Token or User credentials required",
-            )
+            );
+            (r, true)
         }
-        _ => route(&sh, kind, req).await,
+        _ => (route(&sh, kind, req).await, true),
     };
+    if r.extensions().get::<Unanswered>().is_some() {
+        return Err(Unanswered);
+    }
     let h = r.headers_mut();
     if sh.settings.headers.server {
         h.insert(header::SERVER, sh.server.clone());
@@ -87,10 +120,12 @@ pub(crate) async fn serve(
             HeaderValue::from(start.elapsed().as_millis() as u64),
         );
     }
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    if content {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     Ok(r)
 }
 
@@ -126,7 +161,24 @@ async fn route(
     if status_listener && m != Method::GET && m != Method::HEAD {
         return message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
     }
-    let q = req.uri().query();
+    // The handlers that read the body themselves (lapis's `json_params` included).
+    match (r.endpoint, params.as_slice(), segs.split_first()) {
+        (Endpoint::Config, [], _) if m == Method::POST => return post_config(sh, req).await,
+        (Endpoint::Validate, [entity], _) if m == Method::POST => {
+            return crate::admin_schemas::validate(sh, entity, req).await;
+        }
+        (Endpoint::Entities(k), _, Some((_, rest))) if m != Method::GET && m != Method::HEAD => {
+            return crate::admin_writes::write(sh, &m, k, rest, req).await;
+        }
+        _ => {}
+    }
+    let (parts, body) = req.into_parts();
+    if runs_handler(r.endpoint, &m)
+        && let Err(r) = json_params(sh, &parts.headers, body).await
+    {
+        return r;
+    }
+    let q = parts.uri.query();
     match (r.endpoint, params.as_slice()) {
         (Endpoint::Status, []) => only_get(&m, || status(sh, q)),
         (Endpoint::Ready, []) => only_get(&m, || ready(sh)),
@@ -164,7 +216,6 @@ async fn route(
         }),
         (Endpoint::Config, []) => match m {
             Method::GET => export_response(export(sh, &sh.snapshot.load())),
-            Method::POST => post_config(sh, req).await,
             _ => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         },
         (Endpoint::PluginsEnabled, []) => only_get(&m, || {
@@ -183,13 +234,7 @@ async fn route(
         (Endpoint::VaultSchema, [name]) => {
             only_get(&m, || crate::admin_schemas::vault_schema(name))
         }
-        (Endpoint::Validate, [entity]) => {
-            if m == Method::POST {
-                crate::admin_schemas::validate(sh, entity, req).await
-            } else {
-                message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
-            }
-        }
+        (Endpoint::Validate, [_]) => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         (Endpoint::Tags, []) => only_get(&m, || all_tags(sh, q)),
         (Endpoint::Tagged, [tag]) => only_get(&m, || tagged(sh, tag, q)),
         (Endpoint::UpstreamHealth, [u]) => only_get(&m, || upstream_health(sh, u, q)),
@@ -214,17 +259,83 @@ async fn route(
         }
         // Kong's `endpoints.disable`: whatever the method
         (Endpoint::Disabled, _) => message(StatusCode::NOT_FOUND, "Not found"),
+        // (the writes went to their handler above)
         (Endpoint::Entities(k), _) => match segs.split_first() {
-            Some((coll, rest)) if m == Method::GET || m == Method::HEAD => {
-                entities(sh, coll, k, rest, q)
-            }
-            Some((_, rest)) => crate::admin_writes::write(sh, &m, k, rest, req).await,
+            Some((coll, rest)) => entities(sh, coll, k, rest, q),
             None => message(StatusCode::NOT_FOUND, "Not found"),
         },
         // A route whose parameters do not fit its endpoint (none: the table's tests and
         // the admin tests' probe of every listed path check it).
         _ => message(StatusCode::NOT_FOUND, "Not found"),
     }
+}
+
+/// Whether Kong runs a handler for `m` on a route serving `e`, among the routes whose
+/// handlers read no body of their own: a method the route's handler table has. Kong wraps
+/// each of them in lapis's `json_params` ([`json_params`]); lapis answers a method the table
+/// lacks (405) without one, and a `HEAD` to a route without a `HEAD` handler with its
+/// default answer (`respond_to`), without one either. The routes Kong disables
+/// (`endpoints.disable`) run their `before`, wrapped the same way, whatever the method.
+fn runs_handler(e: Endpoint, m: &Method) -> bool {
+    use Endpoint as E;
+    match e {
+        E::Cache => m == Method::DELETE,
+        E::CacheKey => m == Method::GET || m == Method::DELETE,
+        E::SetHealth { .. } => m == Method::POST || m == Method::PUT,
+        E::SetLogLevel | E::SetClusterLogLevel => m == Method::PUT,
+        E::Disabled => true,
+        // (their `POST` reads its body itself; no other method has a handler)
+        E::Validate => false,
+        // (`POST /config` and the entity writes read their bodies themselves)
+        E::Config
+        | E::Entities(_)
+        | E::Root
+        | E::Endpoints
+        | E::Status
+        | E::Ready
+        | E::DnsStatus
+        | E::Timers
+        | E::Metrics
+        | E::PluginsEnabled
+        | E::PluginConfigSchema
+        | E::EntitySchema
+        | E::PluginSchema
+        | E::VaultSchema
+        | E::Tags
+        | E::Tagged
+        | E::UpstreamHealth
+        | E::AllTargets
+        | E::LogLevel => m == Method::GET,
+    }
+}
+
+/// lapis's `json_params` (`lapis/application.lua`), which Kong wraps around every handler it
+/// attaches (`parse_params`, `kong/api/api_helpers.lua`), for a handler that reads no body
+/// of its own: a body whose `Content-Type` contains `application/json`, in any case, is read
+/// whatever the method ([`read_body`]: its refusals apply), and one that decodes to anything
+/// but an object or an array (`1`, `"x"`, `true`, `false`, `null`) fails lapis's
+/// `add_params` (`pairs` of a non-table, a Lua error): Kong's 500 `An unexpected error
+/// occurred` ([`crate::admin_schemas::json_scalar`]), before the handler. Any other body is
+/// left unread.
+async fn json_params(
+    sh: &Shared,
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<(), Response<ProxyBody>> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let json = ct
+        .as_deref()
+        .is_some_and(|t| t.to_ascii_lowercase().contains("application/json"));
+    if !json {
+        return Ok(());
+    }
+    let bytes = read_body(sh, body).await?;
+    if crate::admin_schemas::json_scalar(ct.as_deref(), &bytes) {
+        return Err(crate::admin_schemas::unexpected());
+    }
+    Ok(())
 }
 
 /// `PUT /debug/node/log-level/{level}[?timeout=N]`: Kong's answers (200 `log level changed`
@@ -1172,8 +1283,9 @@ fn document(content_type: &str, body: Bytes) -> Result<Posted, String> {
         return Ok(Posted::raw(body));
     }
     let parsed = serde_json::from_slice::<Value>(&body);
-    if is_json && parsed.is_err() && !body.iter().all(u8::is_ascii_whitespace) {
-        // Kong's api_helpers, before the endpoint runs.
+    if is_json && parsed.is_err() {
+        // Kong's api_helpers, before the endpoint runs: lapis decoded nothing (an empty
+        // body included, which lapis reads as no body at all).
         return Err("Cannot parse JSON body".into());
     }
     let Ok(Value::Object(m)) = parsed else {
@@ -1307,34 +1419,83 @@ fn disposition_name(v: &str) -> Option<String> {
     })
 }
 
-/// An admin request's whole body, within `admin_client_max_body_size` (else 413: a body
-/// announced larger was refused before, in [`serve`]; this is for bodies of unknown length)
-/// and 60 s (else 408); a body that breaks off gets 400. At most
-/// [`crate::gateway::CONFIG_UPLOADS`] bodies are read at once (memory: each up to the
-/// limit); more get 429.
+/// An admin request's whole body, as nginx reads it for Kong (`ngx.req.read_body`), held to
+/// `admin_client_max_body_size` (the admin server's `client_max_body_size`; the status
+/// server, which Kong leaves to the `http` block's limit, none by default, is held to it too,
+/// as bodies are read into memory here) and to `client_body_timeout` between its parts
+/// ([`crate::upstream::ClientBody`]). At most [`crate::gateway::CONFIG_UPLOADS`] bodies are
+/// read at once (memory: each up to the limit); more get 429 (ours, not Kong's).
+///
+/// What ends a read early is answered as nginx answers it in Kong's admin server
+/// (`ngx_http_request_body.c`; lua-nginx-module's `ngx.req.read_body` finalizes the request
+/// with nginx's code, `ngx_http_lua_req_body.c`):
+/// - past the limit (a body announced larger was refused before, in [`serve`]; this is a
+///   chunked one growing past it): nginx's 413 page ([`nginx_refusal`]);
+/// - chunked framing nginx's parser refuses (`client sent invalid chunked body`): its 400
+///   page;
+/// - a pause past `client_body_timeout` (nginx's 408, which terminates the request), or the
+///   client gone (the connection's error set): no answer, the connection closed
+///   ([`unanswered`]).
 pub(crate) async fn read_body(sh: &Shared, body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
     let Ok(_permit) = sh.uploads.try_acquire() else {
         return Err(busy());
     };
-    let limit = match sh.settings.admin_client_max_body_size {
-        0 => usize::MAX,
-        n => usize::try_from(n).unwrap_or(usize::MAX),
-    };
-    let limited = Limited::new(body, limit);
-    match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
-        Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(_)) => Err(message(StatusCode::BAD_REQUEST, "Bad request")),
-        Err(_) => Err(message(StatusCode::REQUEST_TIMEOUT, "Request timeout")),
+    let body = crate::upstream::ClientBody::new(
+        body,
+        sh.settings.admin_client_max_body_size,
+        sh.settings.client_body_timeout,
+    );
+    let watch = body.watch();
+    match body.collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => {
+            let failure = watch.failure();
+            tracing::debug!(error = %e, ?failure, "admin request body not read whole");
+            Err(match failure {
+                Some(crate::error::Kind::PayloadTooLarge) => {
+                    nginx_refusal(StatusCode::PAYLOAD_TOO_LARGE)
+                }
+                Some(crate::error::Kind::BadRequest) if broken_framing(&*e) => {
+                    nginx_refusal(StatusCode::BAD_REQUEST)
+                }
+                _ => unanswered(),
+            })
+        }
     }
 }
 
-/// nginx's answer to a body over `client_max_body_size` (in Kong's words); the connection
-/// is not kept (as nginx does not keep it after a 413).
-fn too_large() -> Response<ProxyBody> {
-    let mut r = message(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large");
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// Whether a body failed on its framing (a chunk size line, a chunk's end or a trailer that
+/// hyper's decoder refuses: an `InvalidData` or `InvalidInput` I/O error under the error),
+/// rather than on the connection (the client gone: an unexpected end, a reset).
+fn broken_framing(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            );
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// nginx's own answer to a request body it refuses in Kong's admin server, which has no
+/// `error_page`: its page for `status` (413, or 400 for broken chunked framing;
+/// [`crate::error::nginx_page`]) as `text/html; charset=UTF-8` (the server's `charset
+/// UTF-8`), the connection closed (nginx keeps no connection alive after a 400 or a 413:
+/// `ngx_http_special_response_handler`). [`serve`] adds the headers Kong's header filter
+/// adds to it.
+fn nginx_refusal(status: StatusCode) -> Response<ProxyBody> {
+    let page = crate::error::nginx_page(status.as_u16()).unwrap_or_default();
+    crate::proxy::page_answer(status, page, "text/html; charset=UTF-8")
+}
+
+/// The mark of a request that gets no answer ([`Unanswered`]), in place of an answer.
+fn unanswered() -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::empty());
+    r.extensions_mut().insert(Unanswered);
     r
 }
 
@@ -1371,14 +1532,25 @@ pub(crate) fn content_type<B>(req: &Request<B>) -> String {
         .to_string()
 }
 
+/// `POST /config`, in Kong's order (`kong/api/routes/config.lua` behind `parse_params`):
+/// lapis's `json_params` first (a JSON body decoding to anything but an object or an array
+/// is a Lua error, 500), then Kong's JSON check (a JSON type whose body does not decode,
+/// an empty one included: 400 `Cannot parse JSON body`), then the handler's own checks
+/// (400 `expected a declarative configuration` without a document, `check_hash`'s 304, the
+/// loading lock's 429, the document's 400) and the load (201).
 async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let q = req.uri().query().map(str::to_string);
     let q = q.as_deref();
     let ct = content_type(&req);
+    // (the type as lapis reads it, whatever its bytes)
+    let lapis_ct = crate::admin_schemas::content_type(&req);
     let body = match read_body(sh, req.into_body()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
+    if crate::admin_schemas::json_scalar(lapis_ct.as_deref(), &body) {
+        return crate::admin_schemas::unexpected();
+    }
     let posted = match document(&ct, body) {
         Ok(p) => p,
         Err(m) => return message(StatusCode::BAD_REQUEST, &m),
@@ -1501,6 +1673,25 @@ mod tests {
     }
 
     #[test]
+    fn framing_errors_are_told_from_a_client_gone() {
+        use std::io::{Error, ErrorKind};
+        #[derive(Debug, thiserror::Error)]
+        #[error("body error")]
+        struct Wrapper(#[source] Error);
+        for (kind, framing) in [
+            (ErrorKind::InvalidInput, true),
+            (ErrorKind::InvalidData, true),
+            (ErrorKind::UnexpectedEof, false),
+            (ErrorKind::ConnectionReset, false),
+        ] {
+            let e = Wrapper(Error::new(kind, "x"));
+            assert_eq!(broken_framing(&e), framing, "{kind:?}");
+            assert_eq!(broken_framing(&Error::new(kind, "x")), framing, "{kind:?}");
+        }
+        assert!(!broken_framing(&crate::upstream::BodyTimedOut));
+    }
+
+    #[test]
     fn documents_from_bodies() {
         let ok = |b: &'static [u8]| Ok(Bytes::from_static(b));
         assert_eq!(
@@ -1538,10 +1729,13 @@ mod tests {
                 Err("Cannot parse JSON body".into())
             );
         }
-        assert_eq!(
-            doc_of("application/json", b" "),
-            Ok(Bytes::from_static(b" "))
-        );
+        // (nothing to decode is no JSON either)
+        for body in [&b""[..], b" \r\n"] {
+            assert_eq!(
+                document("application/json", Bytes::from_static(body)),
+                Err("Cannot parse JSON body".into())
+            );
+        }
         // Not declared JSON: the parser of the document reports it.
         assert_eq!(
             doc_of("text/plain", b"{nope"),

@@ -293,10 +293,12 @@ pub(crate) fn input(
     }
 }
 
-/// Whether a DELETE's body makes lapis fail: `json_params` wraps every handler whatever the
-/// method, and adds a JSON body that decodes to anything but a table with `pairs`, a Lua
-/// error (500). (Kong checks a DELETE's JSON no further: one that does not parse is no
-/// error.)
+/// Whether a body makes lapis fail: `json_params` wraps every handler whatever the method,
+/// and adds a JSON body that decodes to anything but a table with `pairs`, a Lua error
+/// (500). For the bodies Kong checks no further (a `DELETE`'s, a read's: one that does not
+/// parse is no error), and for `POST /config`, whose JSON check comes after.
+/// ([`crate::admin::json_params`] applies it to the routes whose handlers read no body of
+/// their own.)
 pub(crate) fn json_scalar(content_type: Option<&str>, body: &Bytes) -> bool {
     content_type.is_some_and(|ct| ct.to_ascii_lowercase().contains("application/json"))
         && serde_json::from_slice::<Value>(body).is_ok_and(|v| !v.is_object() && !v.is_array())

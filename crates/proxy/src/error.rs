@@ -22,7 +22,8 @@
 //! nginx's built-in page ([`nginx_page`]). Of the statuses the gateway answers with, only
 //! 501 (a transfer coding other than `chunked`) is outside that list. Kong's admin and status
 //! servers have no `error_page` lines: there a head nginx refuses (400, 405, 414, 494 sent as
-//! 400, 501) gets nginx's page whatever its status.
+//! 400, 501) gets nginx's page whatever its status, and so does a body nginx refuses on the
+//! admin server (413 past `client_max_body_size`, 400 for broken chunked framing).
 
 use std::fmt;
 
@@ -250,9 +251,10 @@ pub fn kong_handles(status: StatusCode) -> bool {
 
 /// nginx's built-in page for an error nginx raises with `code` (its own code: 494 for a
 /// head past its buffers, sent as 400), for the codes the gateway refuses with: 400, 405,
-/// 414, 494 and 501. Kong's proxy server leaves only 501 to nginx ([`kong_handles`]); its
-/// admin and status servers have no `error_page` at all, so every refusal nginx makes there
-/// while it reads a head is one of these pages.
+/// 413, 414, 494 and 501. Kong's proxy server leaves only 501 to nginx ([`kong_handles`]);
+/// its admin and status servers have no `error_page` at all, so every refusal nginx makes
+/// there while it reads a head, or a body (413, and 400 for broken chunked framing), is one
+/// of these pages.
 ///
 /// As nginx's special responses write it: `<html>`, the status and nginx's title for it in
 /// `<title>` and in a centered `<h1>` (for 494, the title names the cause and the `<h1>`
@@ -289,6 +291,7 @@ pub fn nginx_page(code: u16) -> Option<&'static str> {
     match code {
         400 => Some(page!("400 Bad Request")),
         405 => Some(page!("405 Not Allowed")),
+        413 => Some(page!("413 Request Entity Too Large")),
         414 => Some(page!("414 Request-URI Too Large")),
         494 => Some(page!(
             "400 Request Header Or Cookie Too Large",
@@ -616,6 +619,10 @@ mod tests {
         assert_eq!(nginx_page(405).unwrap(), plain("405 Not Allowed"));
         assert_eq!(nginx_page(414).unwrap(), plain("414 Request-URI Too Large"));
         assert_eq!(
+            nginx_page(413).unwrap(),
+            plain("413 Request Entity Too Large")
+        );
+        assert_eq!(
             nginx_page(494),
             Some(
                 "<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n\
@@ -623,7 +630,7 @@ mod tests {
                  <center>Request Header Or Cookie Too Large</center>\r\n</body>\r\n</html>\r\n"
             )
         );
-        for code in [400, 405, 414, 494, 501] {
+        for code in [400, 405, 413, 414, 494, 501] {
             let page = nginx_page(code).unwrap();
             assert!(!page.contains("<hr>"), "{code}: no server token line");
             assert!(!page.contains("nginx"), "{code}");

@@ -66,9 +66,10 @@ pub(crate) struct Shared {
     /// applies are serialized whoever makes them (the admin API, an in-process controller),
     /// so none is built from a snapshot that another replaces meanwhile.
     pub applying: Mutex<()>,
-    /// Permits to read an admin request's body (`POST /config`, the schema validations):
-    /// at most [`CONFIG_UPLOADS`] are buffered at once (each up to `admin_client_max_body_size`); more
-    /// answer 429.
+    /// Permits to read an admin or status request's body (`POST /config`, the schema
+    /// validations, the entity writes, a JSON body of any route; `admin::read_body`): at
+    /// most [`CONFIG_UPLOADS`] are buffered at once (each up to
+    /// `admin_client_max_body_size`); more answer 429.
     pub uploads: tokio::sync::Semaphore,
     pub listeners: Mutex<Vec<BoundListener>>,
     pub server: HeaderValue,
@@ -76,7 +77,8 @@ pub(crate) struct Shared {
     pub via_h2: HeaderValue,
 }
 
-/// How many admin request bodies (`POST /config`, validations) may be read at the same time.
+/// How many admin request bodies (`POST /config`, validations, writes, JSON bodies) may be
+/// read at the same time.
 pub const CONFIG_UPLOADS: usize = 4;
 
 impl Shared {
@@ -753,10 +755,12 @@ async fn serve_io<I>(
         }
         ListenerKind::Admin | ListenerKind::Status => {
             let sh = sh.clone();
+            // (a request that gets no answer fails the service: hyper then closes the
+            // connection without writing anything, as nginx does)
             let svc = service_fn(move |req| {
                 let busy = activity.begin();
                 let answer = crate::admin::serve(sh.clone(), kind, req);
-                async move { Ok::<_, Infallible>(held(answer.await, busy)) }
+                async move { answer.await.map(|r| held(Ok(r), busy)) }
             });
             let conn = b.serve_connection(io, svc).into_owned();
             drive(conn, |c| c.graceful_shutdown(), closing, idle).await

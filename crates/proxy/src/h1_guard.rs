@@ -21,7 +21,9 @@
 //! Kong's format chosen by the head's `Accept`, or, for a transfer coding other than
 //! `chunked`, nginx's own 501 page, which Kong leaves to nginx; on an admin or status
 //! listener nginx's own page for each of them; to a `HEAD` request the head alone. It then
-//! closes with a lingering read as nginx does. After a request that asks to close the
+//! closes with a lingering read as nginx does. (hyper shutting the connection down while the
+//! client still owes a request's body, after an answer that refused the body or left it
+//! unread, gets the same lingering read.) After a request that asks to close the
 //! connection, or any HTTP/1.0 request (whose answer may be delimited by the end of the
 //! connection), a refused head is withheld without an answer.
 //!
@@ -164,6 +166,8 @@ pub(crate) struct H1Guard<T> {
     answerer: Answerer,
     /// The answer to a refused head, written when hyper shuts the connection down.
     refused: Option<Box<crate::h1_fast::Closing>>,
+    /// The lingering close of a connection hyper shuts down inside a request's body.
+    lingering: Option<Box<crate::h1_fast::Closing>>,
     /// Bytes for hyper before any new read (a head held back, now complete), from
     /// `release_at` on.
     release: Vec<u8>,
@@ -218,6 +222,7 @@ impl<T> H1Guard<T> {
             limits,
             answerer,
             refused: None,
+            lingering: None,
             release: Vec::new(),
             release_at: 0,
             handed: false,
@@ -232,6 +237,16 @@ impl<T> H1Guard<T> {
     pub(crate) fn first_head_by(mut self, at: Option<std::time::Instant>) -> H1Guard<T> {
         self.first_head_by = at.map(|at| crate::deadline::Deadline::new(at.into()));
         self
+    }
+
+    /// Whether the client's bytes so far end inside a request's body (by its length or its
+    /// chunks).
+    fn inside_body(&self) -> bool {
+        match self.state {
+            State::Body(n) => n > 0,
+            State::Chunk(_) => true,
+            State::Head | State::Pass => false,
+        }
     }
 
     /// Follows `buf` (bytes just read) and says what of it hyper gets: heads are held back
@@ -887,8 +902,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H1Guard<T> {
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.refused.as_mut() {
-            // Kong's answer to the refused head, once hyper is done
+        if this.refused.is_none() && this.lingering.is_none() && this.inside_body() {
+            // hyper closes the connection with the client still owing body bytes (an answer
+            // that refused the body, or one that did not read it): a lingering close, as
+            // nginx makes after refusing a body, so that the bytes the client still sends do
+            // not reset the connection before it has read the answer
+            this.lingering = Some(Box::new(crate::h1_fast::Closing::new(Vec::new())));
+        }
+        match this.refused.as_mut().or(this.lingering.as_mut()) {
+            // Kong's answer to the refused head, once hyper is done, or the lingering close
             Some(r) => {
                 ready!(r.poll_close(&mut this.inner, cx));
                 Poll::Ready(Ok(()))

@@ -400,7 +400,7 @@ fn nginx_answer(sh: &Shared, cx: &Ctx, status: StatusCode) -> Option<Response<Pr
 }
 
 /// An answer of nginx's `page` with `status`, as `content_type`, closing the connection.
-fn page_answer(
+pub(crate) fn page_answer(
     status: StatusCode,
     page: &'static str,
     content_type: &'static str,

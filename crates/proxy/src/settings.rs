@@ -472,7 +472,9 @@ pub struct Settings {
     /// before it count.
     pub client_header_timeout: Duration,
     /// The longest a client may pause while sending its body (`client_body_timeout`, 60 s):
-    /// then 408, and nothing is held against the upstream.
+    /// then 408, and nothing is held against the upstream (on the admin and status
+    /// listeners, no answer at all: nginx terminates the request there, with no
+    /// `error_page` to answer it).
     pub client_body_timeout: Duration,
     /// A write to a client that makes no progress for this long closes the connection
     /// (nginx's `send_timeout`, 60 s), so that a client that stops reading cannot hold a
@@ -492,8 +494,9 @@ pub struct Settings {
     /// Requests after which an upstream connection is retired (10000).
     pub upstream_keepalive_max_requests: u32,
     /// The admin listeners' `client_max_body_size` in bytes (Kong's
-    /// `nginx_admin_client_max_body_size`, 10m): a request announcing a larger body gets 413
-    /// at once, and a body of unknown length (chunked) once it grows past it. 0 = unlimited.
+    /// `nginx_admin_client_max_body_size`, 10m): a request announcing a larger body gets
+    /// nginx's 413 page at once, and a body of unknown length (chunked) once it grows past
+    /// it. 0 = unlimited.
     pub admin_client_max_body_size: u64,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,

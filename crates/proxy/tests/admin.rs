@@ -149,7 +149,13 @@ async fn post_config_applies_and_failures_change_nothing() {
     let r = admin_post(g.admin, "/config", "text/yaml", "{nope").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], 14);
-    let r = admin_post(g.admin, "/config", "application/json", "").await;
+    // (a JSON type with nothing to decode fails Kong's JSON check; no type, no document)
+    for empty in ["", " \n"] {
+        let r = admin_post(g.admin, "/config", "application/json", empty).await;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.json(), json!({"message": "Cannot parse JSON body"}));
+    }
+    let r = admin_send(g.admin, "POST", "/config", "", "").await;
     assert_eq!(r.status, 400);
     assert_eq!(
         r.json(),
@@ -914,7 +920,8 @@ async fn a_load_whose_client_left_still_holds_the_lock() {
 
 /// With `check_hash=1`, re-posting the running configuration while another load is under
 /// way answers 304 (Kong compares the hashes before it takes the loading lock), while a
-/// different document gets 429.
+/// different document gets 429, and a JSON body that decodes to a scalar lapis's 500 (its
+/// `json_params` fails before Kong's handler runs).
 #[tokio::test]
 async fn an_unchanged_config_is_not_modified_even_during_a_load() {
     let g = Gw::start(None).await;
@@ -941,7 +948,10 @@ async fn an_unchanged_config_is_not_modified_even_during_a_load() {
         )
         .await;
         assert_eq!(r.status, 304, "{}", r.text());
-        // (the load was still under way: the 304 did not come after it)
+        let r = admin_post(g.admin, "/config?check_hash=1", "application/json", "7").await;
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert_eq!(r.json(), json!({"message": "An unexpected error occurred"}));
+        // (the load was still under way: the 304 and the 500 did not come after it)
         assert!(loading(g.admin).await);
         assert_eq!(slow.await.unwrap().status, 201);
         break;
@@ -949,11 +959,16 @@ async fn an_unchanged_config_is_not_modified_even_during_a_load() {
     g.gw.shutdown().await;
 }
 
-/// The admin API's body limit (Kong's `nginx_admin_client_max_body_size`, 10m by default): a
-/// larger announced body is refused at once, without waiting for it; a chunked one once it
-/// grows past the limit; the running configuration is untouched.
+/// The admin API's body limit (Kong's `nginx_admin_client_max_body_size`, 10m by default),
+/// answered as nginx answers it in Kong's admin server, which has no `error_page`: nginx's
+/// own 413 page (`text/html; charset=UTF-8`), the connection closed, with the headers Kong's
+/// header filter of `location /` adds (`Server`, `X-Kong-Admin-Latency`). A larger announced
+/// body is refused at once, without waiting for it, before Kong's content handler (no
+/// `Access-Control-Allow-Origin`), on any route, to a `HEAD` with the head alone; a chunked
+/// one once it grows past the limit while Kong reads it (with that header); the running
+/// configuration is untouched. The status server has no such limit.
 #[tokio::test]
-async fn admin_bodies_over_the_limit_get_413() {
+async fn admin_bodies_over_the_limit_get_nginxs_413_page() {
     let g = Gw::start(None).await;
     let head = |n: u64| {
         format!(
@@ -961,6 +976,7 @@ async fn admin_bodies_over_the_limit_get_413() {
              content-length: {n}\r\n\r\n"
         )
     };
+    let announced = NginxPage::admin_body("413", NGINX_413, false);
     // 10 MiB is let in (the body is waited for), a byte more is not.
     let t = std::time::Instant::now();
     let over = raw(
@@ -969,15 +985,11 @@ async fn admin_bodies_over_the_limit_get_413() {
         std::time::Duration::from_secs(5),
     )
     .await;
-    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
     assert!(
-        over.ends_with(r#"{"message":"Payload too large"}"#),
+        over.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
         "{over}"
     );
-    assert!(
-        over.to_ascii_lowercase().contains("connection: close"),
-        "{over}"
-    );
+    announced.check(&over, 0);
     assert!(
         t.elapsed() < std::time::Duration::from_secs(5),
         "answered at once"
@@ -989,6 +1001,31 @@ async fn admin_bodies_over_the_limit_get_413() {
     )
     .await;
     assert_eq!(at, "", "the body is waited for");
+    // whatever the route and the method (nginx checks before any handler)
+    for line in ["GET /status", "DELETE /nope", "PUT /services/x"] {
+        let out = raw(
+            g.admin,
+            format!("{line} HTTP/1.1\r\nhost: x\r\ncontent-length: 10485761\r\n\r\n").as_bytes(),
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        announced.check(&out, 0);
+    }
+    let out = raw(
+        g.admin,
+        b"HEAD /status HTTP/1.1\r\nhost: x\r\ncontent-length: 10485761\r\n\r\n",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    announced.to_head().check(&out, 0);
+    // the status server has no limit of its own: a body announced past it is no refusal
+    let out = raw(
+        g.status,
+        b"GET /status HTTP/1.1\r\nhost: x\r\ncontent-length: 10485761\r\n\r\n",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
     g.gw.shutdown().await;
 
     let settings = Settings {
@@ -1006,33 +1043,337 @@ async fn admin_bodies_over_the_limit_get_413() {
         std::time::Duration::from_secs(5),
     )
     .await;
-    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
-    // chunked: refused once past the limit
-    let mut chunked =
-        b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
-                        transfer-encoding: chunked\r\n\r\n"
-            .to_vec();
-    for c in big.as_bytes().chunks(100) {
-        chunked.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
-        chunked.extend_from_slice(c);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
-    let over = raw(g.admin, &chunked, std::time::Duration::from_secs(5)).await;
-    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
-    assert!(
-        over.ends_with(r#"{"message":"Payload too large"}"#),
-        "{over}"
-    );
+    announced.check(&over, 0);
+    // chunked: refused once past the limit, while Kong reads it
+    let chunked = |line: &str, body: &[u8]| {
+        let mut out = format!(
+            "{line} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        for c in body.chunks(100) {
+            out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            out.extend_from_slice(c);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    };
+    let grown = NginxPage::admin_body("413", NGINX_413, true);
+    let over = raw(
+        g.admin,
+        &chunked("POST /config", big.as_bytes()),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    grown.check(&over, 0);
     assert_eq!(g.gw.config_hash(), doc_hash(&running));
-    // the limit applies to the admin listener's other bodies too
+    // the limit applies to the admin listener's other bodies too: the validations', the
+    // writes', and the JSON bodies lapis reads for any route
     let over = raw(
         g.admin,
         b"POST /schemas/services/validate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 2000\r\n\r\n",
         std::time::Duration::from_secs(5),
     )
     .await;
-    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    announced.check(&over, 0);
+    for line in [
+        "POST /schemas/services/validate",
+        "POST /services",
+        "GET /status",
+    ] {
+        let over = raw(
+            g.admin,
+            &chunked(line, big.as_bytes()),
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        grown.check(&over, 0);
+    }
+    // behind an answered request on the same connection
+    let mut two = b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
+    two.extend_from_slice(&chunked("POST /config", big.as_bytes()));
+    let out = raw(g.admin, &two, std::time::Duration::from_secs(5)).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    grown.check(&out, 1);
+    g.gw.shutdown().await;
+}
+
+/// After refusing a body the client is still sending, the admin listener closes as nginx
+/// does, with a lingering read: the answer goes whole, then what the client goes on sending
+/// is read and dropped, so that its writes do not fail on a reset connection (nor a reset
+/// destroy the answer before the client has read it).
+#[tokio::test]
+async fn a_refused_body_still_arriving_does_not_reset_the_answer() {
+    use tokio::io::AsyncWriteExt;
+    let settings = Settings {
+        admin_client_max_body_size: 1024,
+        ..Settings::loopback()
+    };
+    let g = Gw::start_with(settings, None).await;
+    for (head, page) in [
+        (
+            // announced: refused before a byte of it is read
+            format!(
+                "POST /config HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\n\r\n",
+                512 * 1024
+            ),
+            NginxPage::admin_body("413", NGINX_413, false),
+        ),
+        (
+            // chunked: refused past the limit
+            "POST /config HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+                .to_string(),
+            NginxPage::admin_body("413", NGINX_413, true),
+        ),
+    ] {
+        let s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        let chunked = head.contains("chunked");
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(head.as_bytes()).await;
+            // 512 KiB more, in pieces, while the answer comes back
+            for _ in 0..64 {
+                let piece = if chunked {
+                    let mut c = b"2000\r\n".to_vec();
+                    c.extend_from_slice(&[b'x'; 0x2000]);
+                    c.extend_from_slice(b"\r\n");
+                    c
+                } else {
+                    vec![b'x'; 0x2000]
+                };
+                if wr.write_all(&piece).await.is_err() {
+                    return false;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            true
+        });
+        let (got, closed) = read_to_close(&mut rd, std::time::Duration::from_secs(10)).await;
+        let out = String::from_utf8_lossy(&got);
+        assert!(closed, "{out}");
+        page.check(&out, 0);
+        assert!(writer.await.unwrap(), "the client's bytes were all taken");
+    }
+    g.gw.shutdown().await;
+}
+
+/// A body that stalls past `client_body_timeout` (nginx's 408, which terminates the
+/// request) or that the client cuts off (the connection's error set) gets no answer at all:
+/// the connection closes with nothing written. The timeout is between the body's parts, not
+/// over the whole body. Broken chunked framing gets nginx's 400 page (no `error_page` in
+/// Kong's admin server), the connection closed. The running configuration is untouched.
+#[tokio::test]
+async fn stalled_and_broken_admin_bodies_are_ended_as_nginx_ends_them() {
+    use tokio::io::AsyncWriteExt;
+    let settings = Settings {
+        client_body_timeout: std::time::Duration::from_millis(400),
+        ..Settings::loopback()
+    };
+    let g = Gw::start_with(settings, None).await;
+    let running = small_doc(1);
+    load_config(g.admin, running.clone()).await;
+    let json_post = |path: &str, framing: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+        )
+    };
+    // stalled, by length or by chunks, on every route whose handler reads the body
+    for start in [
+        json_post("/config", "content-length: 100") + "{\"_format",
+        json_post("/config", "transfer-encoding: chunked") + "5\r\n{\"_fo",
+        json_post("/schemas/services/validate", "content-length: 100") + "{",
+        json_post("/services", "content-length: 100") + "{",
+        "GET /status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: 10\r\n\r\n{"
+            .to_string(),
+    ] {
+        let t = std::time::Instant::now();
+        let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+        s.write_all(start.as_bytes()).await.unwrap();
+        let (got, closed) = read_to_close(&mut s, std::time::Duration::from_secs(5)).await;
+        assert!(closed, "{start}");
+        assert_eq!(String::from_utf8_lossy(&got), "", "{start}");
+        let waited = t.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_millis(350)
+                && waited < std::time::Duration::from_secs(3),
+            "{start}: {waited:?}"
+        );
+    }
+    // the timeout is a pause's: a body whose parts keep coming is read whole
+    let doc = small_doc(2);
+    let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let head = json_post("/config", &format!("content-length: {}", doc.len()));
+    let third = doc.len() / 3;
+    let pieces: Vec<(std::time::Duration, &[u8])> = vec![
+        (std::time::Duration::ZERO, head.as_bytes()),
+        (
+            std::time::Duration::from_millis(250),
+            &doc.as_bytes()[..third],
+        ),
+        (
+            std::time::Duration::from_millis(500),
+            &doc.as_bytes()[third..2 * third],
+        ),
+        (
+            std::time::Duration::from_millis(750),
+            &doc.as_bytes()[2 * third..],
+        ),
+    ];
+    assert!(dribble(&mut s, start, &pieces).await);
+    let (got, _) = read_to_close(&mut s, std::time::Duration::from_millis(1500)).await;
+    let out = String::from_utf8_lossy(&got);
+    assert!(out.starts_with("HTTP/1.1 201 Created\r\n"), "{out}");
+    assert_eq!(g.gw.config_hash(), doc_hash(&doc));
+    let running = doc;
+    // cut off: the client's end of the stream inside the body
+    for start in [
+        json_post("/config", "content-length: 100") + "{\"_format",
+        json_post("/config", "transfer-encoding: chunked") + "5\r\n{\"_fo",
+        "GET /status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: 10\r\n\r\n{"
+            .to_string(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+        s.write_all(start.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let (got, closed) = read_to_close(&mut s, std::time::Duration::from_secs(5)).await;
+        assert!(closed, "{start}");
+        assert_eq!(String::from_utf8_lossy(&got), "", "{start}");
+    }
+    // broken chunked framing: nginx's 400 page, after Kong's content handler began
+    let broken = NginxPage::admin_body("400", NGINX_400, true);
+    for bad in [
+        json_post("/config", "transfer-encoding: chunked") + "zz\r\n{}\r\n0\r\n\r\n",
+        json_post("/config", "transfer-encoding: chunked") + "2\r\n{}XX0\r\n\r\n",
+        json_post("/schemas/services/validate", "transfer-encoding: chunked")
+            + "2\r\n{}\r\nq\r\n\r\n",
+        "GET /services HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n-1\r\n\r\n"
+            .to_string(),
+    ] {
+        let out = raw(g.admin, bad.as_bytes(), std::time::Duration::from_secs(3)).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{bad}: {out}"
+        );
+        broken.check(&out, 0);
+    }
+    assert_eq!(g.gw.config_hash(), doc_hash(&running));
+    g.gw.shutdown().await;
+}
+
+/// A JSON body that decodes to anything but an object or an array (`1`, `"x"`, `null`,
+/// `true`, `false`) fails lapis's `json_params`, which Kong wraps around every handler it
+/// attaches (`parse_params`): `add_params` iterates it with `pairs`, a Lua error, and Kong's
+/// `handle_error` answers 500 `{"message":"An unexpected error occurred"}`, a JSON answer
+/// with Kong's headers, the connection kept. So on `POST /config` (before its checks: no
+/// document is read, nothing loads) and on every route and method that has a handler,
+/// reads included, on the admin and status listeners alike. Not where lapis runs no handler:
+/// no route (404), a method the route lacks (405), a `HEAD` (lapis's default answer); nor
+/// for a body not declared JSON, or JSON objects and arrays.
+#[tokio::test]
+async fn json_scalar_bodies_are_kongs_500_wherever_a_handler_runs() {
+    let g = Gw::start(None).await;
+    let running = small_doc(1);
+    load_config(g.admin, running.clone()).await;
+    load_config(
+        g.admin,
+        r#"{"_format_version":"3.0","upstreams":[{"name":"u","targets":[{"target":"127.0.0.1:9"}]}]}"#,
+    )
+    .await;
+    let running_hash = g.gw.config_hash();
+    let scalars = ["1", "\"x\"", "null", "true", "false", " 2.5 "];
+    let with_body = |method: &str, path: &str, ct: &str, body: &str| {
+        req(method, "localhost", path)
+            .header("content-type", ct)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap()
+    };
+    let handled = [
+        (g.admin, "POST", "/config"),
+        (g.admin, "POST", "/config?check_hash=1&flatten_errors=1"),
+        (g.admin, "GET", "/config"),
+        (g.admin, "GET", "/"),
+        (g.admin, "GET", "/status"),
+        (g.admin, "GET", "/endpoints"),
+        (g.admin, "GET", "/services"),
+        (g.admin, "GET", "/services/nope"),
+        (g.admin, "GET", "/upstreams/u/targets/all"),
+        (g.admin, "GET", "/schemas/services"),
+        (g.admin, "GET", "/tags"),
+        (g.admin, "GET", "/metrics"),
+        (g.admin, "GET", "/targets"),
+        (g.admin, "DELETE", "/cache"),
+        (g.admin, "POST", "/upstreams/u/targets/127.0.0.1:9/healthy"),
+        (g.admin, "PUT", "/debug/node/log-level/debug"),
+        (g.admin, "PUT", "/debug/cluster/log-level/debug"),
+        (g.status, "GET", "/status"),
+        (g.status, "GET", "/status/ready"),
+        (g.status, "GET", "/upstreams/u/health"),
+    ];
+    for (addr, method, path) in handled {
+        // one connection for all the bodies: the 500 keeps it
+        let mut c = H1::connect(addr).await;
+        for body in scalars {
+            for ct in ["application/json", "Application/JSON; charset=utf-8"] {
+                let r = c.send(with_body(method, path, ct, body)).await;
+                assert_eq!(r.status, 500, "{method} {path} {ct} {body}: {}", r.text());
+                assert_eq!(
+                    r.body,
+                    &b"{\"message\":\"An unexpected error occurred\"}"[..],
+                    "{method} {path}"
+                );
+                assert_eq!(
+                    r.header("content-type"),
+                    Some("application/json; charset=utf-8")
+                );
+                assert_eq!(r.header("content-length"), Some("42"));
+                assert_eq!(
+                    r.header("server"),
+                    Some(format!("kong/{}", silverback_proxy::KONG_VERSION).as_str())
+                );
+                assert!(r.header("x-kong-admin-latency").is_some());
+                assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+                assert_eq!(r.header("connection"), None);
+            }
+        }
+    }
+    assert_eq!(g.gw.config_hash(), running_hash);
+    assert_eq!(
+        get(g.admin, "localhost", "/debug/node/log-level")
+            .await
+            .json()["message"],
+        "log level: notice"
+    );
+    // no handler runs: the route's own answer
+    for (method, path, status) in [
+        ("GET", "/nope", 404),
+        ("DELETE", "/status", 405),
+        ("PATCH", "/config", 405),
+        ("GET", "/schemas/services/validate", 405),
+        ("HEAD", "/status", 200),
+        ("HEAD", "/services", 200),
+    ] {
+        let r = admin_send(g.admin, method, path, "application/json", "1").await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+    }
+    // a body not declared JSON is not decoded, and tables are parameters; a body that does
+    // not decode is no error on a read (Kong checks JSON for the writes alone)
+    for (ct, body) in [
+        ("text/plain", "1"),
+        ("application/x-www-form-urlencoded", "1"),
+        ("application/json", "{}"),
+        ("application/json", "[1, 2]"),
+        ("application/json", "{nope"),
+    ] {
+        let r = admin_send(g.admin, "GET", "/status", ct, body).await;
+        assert_eq!(r.status, 200, "{ct} {body}: {}", r.text());
+    }
     g.gw.shutdown().await;
 }
 

@@ -1099,3 +1099,192 @@ pub async fn h2_goaway_second_stream(refusing: usize) -> (SocketAddr, Arc<Goaway
     });
     (addr, log)
 }
+
+// ---------------------------------------------------------------- nginx's own pages
+
+/// nginx's 501 page, byte for byte, as Kong's nginx sends it: nginx's special-response
+/// format (`<title>` and centered `<h1>` with the status, CRLF lines), without the
+/// `<hr><center>…</center>` server-token line, which Kong's OpenResty build patches out
+/// (`build/openresty/patches/nginx-*-remove-server-tokens-from-special-responses-output.patch`).
+pub const NGINX_501: &str = "<html>\r\n\
+<head><title>501 Not Implemented</title></head>\r\n\
+<body>\r\n\
+<center><h1>501 Not Implemented</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+
+/// nginx's pages for the other refusals, in the same format: 400, 405, 413, 414, and 494 (a
+/// head past the buffers, sent as 400, whose page names the cause under the heading).
+pub const NGINX_400: &str = "<html>\r\n\
+<head><title>400 Bad Request</title></head>\r\n\
+<body>\r\n\
+<center><h1>400 Bad Request</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+pub const NGINX_405: &str = "<html>\r\n\
+<head><title>405 Not Allowed</title></head>\r\n\
+<body>\r\n\
+<center><h1>405 Not Allowed</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+pub const NGINX_413: &str = "<html>\r\n\
+<head><title>413 Request Entity Too Large</title></head>\r\n\
+<body>\r\n\
+<center><h1>413 Request Entity Too Large</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+pub const NGINX_414: &str = "<html>\r\n\
+<head><title>414 Request-URI Too Large</title></head>\r\n\
+<body>\r\n\
+<center><h1>414 Request-URI Too Large</h1></center>\r\n\
+</body>\r\n\
+</html>\r\n";
+pub const NGINX_494: &str = "<html>\r\n\
+<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n\
+<body>\r\n\
+<center><h1>400 Bad Request</h1></center>\r\n\
+<center>Request Header Or Cookie Too Large</center>\r\n\
+</body>\r\n\
+</html>\r\n";
+
+/// Which of Kong's headers an answer of nginx's page carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageHeaders {
+    /// None: a head refused while nginx reads it reaches no location, whose header filter
+    /// would add them (and the proxy listener with `headers` off).
+    None,
+    /// The proxy server's header filter: `Server` and request id.
+    Proxy,
+    /// The admin (or status) server's header filter in `location /`, which runs on nginx's
+    /// pages for a body it refuses there: `Server` and `X-Kong-Admin-Latency`; with
+    /// `cors`, Kong's content handler had run, and set `Access-Control-Allow-Origin: *`.
+    Admin { cors: bool },
+}
+
+/// How an answer of nginx's own page is expected.
+#[derive(Debug, Clone, Copy)]
+pub struct NginxPage {
+    /// The status line's code. (Its reason is http's, not nginx's: `405 Method Not
+    /// Allowed` where nginx writes `405 Not Allowed`, as for every answer the gateway
+    /// writes.)
+    pub status: &'static str,
+    pub page: &'static str,
+    /// `text/html` on the proxy listener; with `; charset=UTF-8` on admin and status ones
+    /// (Kong sets `charset UTF-8` in those servers).
+    pub content_type: &'static str,
+    /// The headers of Kong's the answer carries.
+    pub headers: PageHeaders,
+    /// The answer to a `HEAD`: the head alone, its `Content-Length` the page's.
+    pub head_only: bool,
+}
+
+impl NginxPage {
+    /// The 501 of the proxy listener.
+    pub fn proxy_501(headers_on: bool) -> NginxPage {
+        NginxPage {
+            status: "501",
+            page: NGINX_501,
+            content_type: "text/html",
+            headers: if headers_on {
+                PageHeaders::Proxy
+            } else {
+                PageHeaders::None
+            },
+            head_only: false,
+        }
+    }
+
+    /// A page of the admin or status listener for a refused head.
+    pub fn admin(status: &'static str, page: &'static str) -> NginxPage {
+        NginxPage {
+            status,
+            page,
+            content_type: "text/html; charset=UTF-8",
+            headers: PageHeaders::None,
+            head_only: false,
+        }
+    }
+
+    /// A page of the admin listener for a refused body (`cors`: refused while Kong's
+    /// content handler read it).
+    pub fn admin_body(status: &'static str, page: &'static str, cors: bool) -> NginxPage {
+        NginxPage {
+            headers: PageHeaders::Admin { cors },
+            ..NginxPage::admin(status, page)
+        }
+    }
+
+    pub fn to_head(self) -> NginxPage {
+        NginxPage {
+            head_only: true,
+            ..self
+        }
+    }
+
+    /// The last answer in `out` (behind `before` others) is this page, with its
+    /// `Content-Type` whatever the request accepts, the page's length, the connection
+    /// closed, and Kong's headers as [`PageHeaders`] says, no others.
+    pub fn check(&self, out: &str, before: usize) {
+        assert_eq!(count_responses(out), before + 1, "{out}");
+        let line = format!("HTTP/1.1 {} ", self.status);
+        let at = out
+            .rfind(&line)
+            .unwrap_or_else(|| panic!("no {}: {out}", self.status));
+        assert_eq!(count_responses(&out[..at]), before, "{out}");
+        let (head, body) = out[at..].split_once("\r\n\r\n").expect("a whole head");
+        let want = if self.head_only { "" } else { self.page };
+        assert_eq!(body, want, "{out}");
+        let lower = format!("{}\r\n", head.to_ascii_lowercase());
+        assert!(
+            lower.contains(&format!(
+                "\r\ncontent-type: {}\r\n",
+                self.content_type.to_ascii_lowercase()
+            )),
+            "{out}"
+        );
+        assert!(
+            lower.contains(&format!("\r\ncontent-length: {}\r\n", self.page.len())),
+            "{out}"
+        );
+        assert!(lower.contains("\r\nconnection: close\r\n"), "{out}");
+        assert!(lower.contains("\r\ndate: "), "{out}");
+        assert!(!lower.contains("transfer-encoding"), "{out}");
+        let server = format!("\r\nserver: kong/{}\r\n", silverback_proxy::KONG_VERSION);
+        assert_eq!(
+            lower.contains(&server),
+            self.headers != PageHeaders::None,
+            "{out}"
+        );
+        assert_eq!(
+            lower.contains("\r\nx-kong-request-id: "),
+            self.headers == PageHeaders::Proxy,
+            "{out}"
+        );
+        let admin = matches!(self.headers, PageHeaders::Admin { .. });
+        assert_eq!(lower.contains("\r\nx-kong-admin-latency: "), admin, "{out}");
+        assert_eq!(
+            lower.contains("\r\naccess-control-allow-origin: *\r\n"),
+            self.headers == PageHeaders::Admin { cors: true },
+            "{out}"
+        );
+        // (the head's lines: the status line, then only the headers above)
+        let known = [
+            "content-type",
+            "content-length",
+            "connection",
+            "date",
+            "server",
+            "x-kong-request-id",
+            "x-kong-response-latency",
+            "x-kong-admin-latency",
+            "access-control-allow-origin",
+        ];
+        for l in head.lines().skip(1) {
+            let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+            assert!(known.contains(&name.as_str()), "{name}: {out}");
+        }
+        if self.headers == PageHeaders::None {
+            assert!(!lower.contains("\r\nx-kong-"), "{out}");
+        }
+    }
+}
