@@ -1,7 +1,7 @@
 //! Response bodies sent to clients: a buffered body (errors, admin API), or an upstream body
 //! streamed through, which enforces the read timeout between chunks and counts bytes for
-//! metrics (an HTTP/1.1 upstream's connection goes back to the pool at the end of its body,
-//! [`RawBody`]).
+//! metrics (an upstream's connection goes back to the pool at the end of its body:
+//! [`RawBody`] for HTTP/1.1, [`H2Body`] for HTTP/2).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +16,7 @@ use tokio::time::Sleep;
 
 use crate::h1_client::RawBody;
 use crate::metrics::RouteStats;
+use crate::upstream::{BodyWatch, H2Conn, Pool};
 
 /// Error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,9 +42,9 @@ impl ProxyBody {
     }
 }
 
-/// An upstream response body: hyper's (HTTP/2 and upgraded connections), or read from an
-/// HTTP/1.1 connection ([`RawBody`], which gives its connection back to the pool at its
-/// end).
+/// An upstream response body: hyper's (upgraded connections), an HTTP/2 upstream's
+/// ([`H2Body`]), or read from an HTTP/1.1 connection ([`RawBody`]); the last two give
+/// their connection back to the pool at their end.
 // The HTTP/1.1 body, the common one, holds its connection inline: boxing it would cost an
 // allocation per request, more than moving the few hundred bytes.
 #[allow(clippy::large_enum_variant)]
@@ -51,6 +52,8 @@ impl ProxyBody {
 pub enum UpBody {
     /// From hyper's client.
     Hyper(Incoming),
+    /// From an HTTP/2 upstream.
+    H2(H2Body),
     /// From [`crate::h1_client`].
     Raw(RawBody),
 }
@@ -65,6 +68,7 @@ impl Body for UpBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             UpBody::Raw(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -72,6 +76,7 @@ impl Body for UpBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpBody::Hyper(b) => b.is_end_stream(),
+            UpBody::H2(b) => b.inner.is_end_stream(),
             UpBody::Raw(b) => b.is_end_stream(),
         }
     }
@@ -79,8 +84,85 @@ impl Body for UpBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpBody::Hyper(b) => b.size_hint(),
+            UpBody::H2(b) => b.inner.size_hint(),
             UpBody::Raw(b) => b.size_hint(),
         }
+    }
+}
+
+/// An HTTP/2 upstream's answer body, holding the connection its stream is on: at the
+/// stream's end (trailers included), the connection goes back to the pool if the request
+/// was sent whole; on an error, or dropped before its end (a timeout, a client gone), the
+/// connection is dropped, which closes it, as nginx closes an upstream connection whose
+/// request did not complete.
+#[derive(Debug)]
+pub struct H2Body {
+    inner: Incoming,
+    conn: Option<(Arc<Pool>, H2Conn)>,
+    /// How the client's streamed request body ended, when it was streamed.
+    request: Option<BodyWatch>,
+}
+
+impl H2Body {
+    /// The body of an answer on `conn`; `request`: the request body's watch when it was
+    /// streamed from the client (a complete body is sent whole by hyper).
+    pub fn new(
+        inner: Incoming,
+        pool: Arc<Pool>,
+        conn: H2Conn,
+        request: Option<BodyWatch>,
+    ) -> H2Body {
+        let mut b = H2Body {
+            inner,
+            conn: Some((pool, conn)),
+            request,
+        };
+        if b.inner.is_end_stream() {
+            b.finish();
+        }
+        b
+    }
+
+    /// The stream ended: the connection is kept if the request went out whole too (as
+    /// nginx keeps one only once the request body was sent), else closed.
+    fn finish(&mut self) {
+        if let Some((pool, conn)) = self.conn.take()
+            && self
+                .request
+                .as_ref()
+                .is_none_or(|w| w.ended().is_some() && w.failure().is_none())
+        {
+            pool.put_h2(conn);
+        }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let r = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &r {
+            None => this.finish(),
+            Some(Ok(_)) if this.inner.is_end_stream() => this.finish(),
+            Some(Ok(_)) => {}
+            // (a reset stream, a connection lost: not kept)
+            Some(Err(_)) => this.conn = None,
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

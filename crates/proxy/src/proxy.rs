@@ -42,7 +42,7 @@ use hyper_util::rt::TokioIo;
 use silverback_config::{Protocol, Route, Service};
 use silverback_router::{RequestView, Scheme};
 
-use crate::body::{ProxyBody, UpBody, UpstreamBody};
+use crate::body::{H2Body, ProxyBody, UpBody, UpstreamBody};
 use crate::deadline::Deadline;
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::{ListenerKind, Shared};
@@ -1149,7 +1149,7 @@ struct Upstream<'a> {
 
 enum Chan {
     H1(crate::upstream::Conn),
-    H2(hyper::client::conn::http2::SendRequest<ReqBody>),
+    H2(crate::upstream::H2Conn),
     Ws(hyper::client::conn::http1::SendRequest<ReqBody>),
 }
 
@@ -1175,6 +1175,25 @@ async fn next_h1(
             Ok(c)
         }
         None => sh.pool.connect_h1(key, tls, t, wt).await,
+    }
+}
+
+/// An idle HTTP/2 connection to `key` from the pool, or a new one.
+async fn next_h2(
+    sh: &Shared,
+    key: &PoolKey,
+    tls: Option<&UpstreamTls>,
+    t: Duration,
+    wt: Duration,
+    now: Instant,
+) -> Result<crate::upstream::H2Conn, Error> {
+    match sh.pool.take_h2(key, now) {
+        Some(c) => {
+            c.write_timeout
+                .store(wt.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(c)
+        }
+        None => sh.pool.connect_h2(key, tls, t, wt).await,
     }
 }
 
@@ -1381,8 +1400,7 @@ async fn send(
                     .await
                     .map(Chan::Ws)
             } else if h2 {
-                sh.pool
-                    .h2(&key, tls_ref, connect_timeout, write_timeout)
+                next_h2(sh, &key, tls_ref, connect_timeout, write_timeout, t_start)
                     .await
                     .map(Chan::H2)
             } else {
@@ -1433,47 +1451,20 @@ async fn send(
                 (None, None) => Either::Right(Full::new(Bytes::new())),
             };
             let req = Request::from_parts(p, b);
-            let read_err = |e: hyper::Error| {
-                // the client's body failed (too large, broken off) while hyper sent it: the
-                // client's error, whatever the upstream stream's reset says
-                if let Some(kind) = watch.as_ref().and_then(crate::upstream::BodyWatch::failure) {
-                    return Error::downstream(kind).because(e);
-                }
-                if crate::upstream::is_write_timeout(&e) {
-                    Error::upstream(Kind::WriteTimeout).retryable()
-                } else if e.is_timeout() {
-                    Error::upstream(Kind::ReadTimeout).retryable()
-                } else {
-                    Error::upstream(Kind::InvalidResponse)
-                        .retryable()
-                        .because(e)
-                }
-            };
             match chan {
                 Chan::H1(_) => Err((Error::new(Kind::Internal, Source::Internal), None)),
-                Chan::H2(mut tx) => {
-                    if let Err(e) = tx.ready().await {
-                        sh.pool.evict_h2(&key);
-                        return Err((read_err(e), Some(req)));
-                    }
-                    // A request the connection never sent (it was going away: GOAWAY, or
-                    // closed meanwhile) comes back, for another try on a fresh connection.
-                    match after_body(tx.try_send_request(req), read_timeout, watch.as_ref()).await {
-                        Err(Some(kind)) => Err((Error::downstream(kind), None)),
-                        Err(None) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
-                        Ok(Ok(r)) => Ok(UpHead::hyper(r)),
-                        Ok(Err(mut e)) => {
-                            // (a request the connection could not take says the connection
-                            // is going away; one stream's failure does not)
-                            let back = e.take_message();
-                            if back.is_some() {
-                                sh.pool.evict_h2(&key);
-                            }
-                            Err((read_err(e.into_error()), back))
-                        }
-                    }
+                Chan::H2(c) => {
+                    let t = H2Try {
+                        key: &key,
+                        tls: tls_ref,
+                        connect_timeout,
+                        write_timeout,
+                        read_timeout,
+                    };
+                    t.send(sh, c, req, watch).await
                 }
                 Chan::Ws(mut tx) => {
+                    let read_err = |e| hyper_error(e, watch.as_ref());
                     if let Err(e) = tx.ready().await {
                         return Err((read_err(e), Some(req)));
                     }
@@ -1904,6 +1895,94 @@ impl H1Try<'_> {
                     return Err((Error::downstream(kind).because(io), true));
                 }
             }
+        }
+    }
+}
+
+/// The upstream error for a failure of hyper's client: the client's own when its streamed
+/// body (`watch`) failed meanwhile (too large, broken off: whatever the upstream stream's
+/// reset says), else a write timeout, a read timeout, or an invalid answer.
+fn hyper_error(e: hyper::Error, watch: Option<&crate::upstream::BodyWatch>) -> Error {
+    if let Some(kind) = watch.and_then(crate::upstream::BodyWatch::failure) {
+        return Error::downstream(kind).because(e);
+    }
+    if crate::upstream::is_write_timeout(&e) {
+        Error::upstream(Kind::WriteTimeout).retryable()
+    } else if e.is_timeout() {
+        Error::upstream(Kind::ReadTimeout).retryable()
+    } else {
+        Error::upstream(Kind::InvalidResponse)
+            .retryable()
+            .because(e)
+    }
+}
+
+/// What one try on an HTTP/2 upstream needs besides the request.
+struct H2Try<'a> {
+    key: &'a PoolKey,
+    tls: Option<&'a UpstreamTls>,
+    connect_timeout: Duration,
+    write_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl H2Try<'_> {
+    /// Sends `req` on `c`, a connection no other request uses, and waits for the answer's
+    /// head ([`after_body`]). The answer's body holds the connection and gives it back to
+    /// the pool at its clean end ([`H2Body`]); on any failure the connection is dropped,
+    /// which closes it (a timed-out or failed connection is never used again, as nginx
+    /// closes it). A request a pooled connection does not take (closed, or going away
+    /// before it was sent) goes on another, idle or new; one a new connection does not
+    /// take is given back with the error, for the balancer's next try.
+    async fn send(
+        &self,
+        sh: &Arc<Shared>,
+        mut c: crate::upstream::H2Conn,
+        mut req: Request<ReqBody>,
+        watch: Option<crate::upstream::BodyWatch>,
+    ) -> Result<(UpHead, UpBody), AttemptError> {
+        loop {
+            let (e, back) = match c.tx.ready().await {
+                Err(e) => (e, req),
+                Ok(()) => {
+                    let answer = c.tx.try_send_request(req);
+                    match after_body(answer, self.read_timeout, watch.as_ref()).await {
+                        Err(Some(kind)) => return Err((Error::downstream(kind), None)),
+                        Err(None) => {
+                            return Err((Error::upstream(Kind::ReadTimeout).retryable(), None));
+                        }
+                        Ok(Ok(r)) => {
+                            let (p, b) = r.into_parts();
+                            let body = H2Body::new(b, sh.pool.clone(), c, watch);
+                            return Ok((UpHead::Map(p), UpBody::H2(body)));
+                        }
+                        Ok(Err(mut e)) => match e.take_message() {
+                            Some(back) => (e.into_error(), back),
+                            None => {
+                                return Err((hyper_error(e.into_error(), watch.as_ref()), None));
+                            }
+                        },
+                    }
+                }
+            };
+            if !c.reused {
+                return Err((hyper_error(e, watch.as_ref()), Some(back)));
+            }
+            tracing::debug!(error = %e, "pooled upstream h2 connection took no request");
+            req = back;
+            c = match next_h2(
+                sh,
+                self.key,
+                self.tls,
+                self.connect_timeout,
+                self.write_timeout,
+                Instant::now(),
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(e) => return Err((e, Some(req))),
+            };
         }
     }
 }

@@ -8,11 +8,18 @@
 //! the running ones, so unchanged upstreams keep their health state and checkers.
 //!
 //! # Pool
-//! HTTP/1.1 upstream connections are kept alive per `(address, TLS server name)`
-//! ([`Pool`]); a connection goes back to the pool when its response body has been read
-//! to the end, and is retired after `upstream_keepalive_max_requests` requests or
-//! `upstream_keepalive_idle_timeout`. HTTP/2 upstreams (gRPC) share one multiplexed
-//! connection per key.
+//! Upstream connections are kept alive per `(address, TLS server name and settings)`
+//! ([`Pool`], Kong's pool key), HTTP/1.1 and HTTP/2 (gRPC) ones apart. Both work as nginx's
+//! keep-alive cache does with its `proxy_pass` and `grpc_pass`: a connection carries one
+//! request at a time and is in the pool only while idle; it goes back when its request was
+//! sent whole and its answer read to the end (for HTTP/2, the end of the stream, trailers
+//! included), and is closed instead after a timeout, an error, a reset or a body cut short.
+//! A request finds an idle connection or opens a new one, so the number of calls in flight
+//! to an HTTP/2 upstream is never bounded by its `SETTINGS_MAX_CONCURRENT_STREAMS`, and one
+//! call's flow-control windows are never another's. The same settings hold for both
+//! protocols: at most `upstream_keepalive_pool_size` idle connections per key (one more
+//! returned is closed), each closed after `upstream_keepalive_max_requests` requests or
+//! `upstream_keepalive_idle_timeout` idle.
 
 use std::fmt;
 use std::future::Future;
@@ -24,7 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use silverback_config::{Config, Protocol};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -396,12 +403,38 @@ pub struct TlsKey {
     pub policy: u64,
 }
 
-struct Idle {
-    h1: H1Conn,
+/// An idle connection and what the pool knows of it.
+struct Idle<C> {
+    conn: C,
+    /// When it went back to the pool.
     since: Instant,
+    /// Requests it carried.
     uses: u32,
+}
+
+/// A connection the keep-alive pool can hold.
+trait Keep {
+    /// Whether the peer closed it (or it failed) while it was idle.
+    fn is_closed(&mut self) -> bool;
+}
+
+/// What an idle HTTP/1.1 connection keeps besides its socket.
+struct H1Idle {
+    h1: H1Conn,
     write_timeout: Arc<AtomicU64>,
     read_deadline: Option<Deadline>,
+}
+
+impl Keep for H1Idle {
+    fn is_closed(&mut self) -> bool {
+        self.h1.is_closed()
+    }
+}
+
+impl Keep for H2Idle {
+    fn is_closed(&mut self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 /// Pool maps hash their keys (a few words each, not attacker-chosen: addresses from the
@@ -409,13 +442,85 @@ struct Idle {
 /// itself on every request.
 type KeyMap<V> = rustc_hash::FxHashMap<PoolKey, V>;
 
-/// Keep-alive pool of upstream connections.
-pub struct Pool {
-    idle: Mutex<KeyMap<Vec<Idle>>>,
-    h2: Mutex<KeyMap<hyper::client::conn::http2::SendRequest<ReqBody>>>,
+/// The keep-alive settings: Kong's `upstream_keepalive_pool_size`,
+/// `upstream_keepalive_idle_timeout` and `upstream_keepalive_max_requests`.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
     max_idle: usize,
     idle_timeout: Duration,
     max_requests: u32,
+}
+
+/// The idle connections of one protocol, per key, the most recently returned last (taken
+/// first, as nginx's keep-alive cache takes its most recent). A connection is in here only
+/// while no request uses it.
+struct IdleLists<C>(Mutex<KeyMap<Vec<Idle<C>>>>);
+
+impl<C: Keep> IdleLists<C> {
+    fn new() -> Self {
+        IdleLists(Mutex::new(KeyMap::default()))
+    }
+
+    /// The most recent idle connection for `key` still open and idle for no longer than
+    /// the idle timeout, with its count of requests; older or closed ones met on the way
+    /// are dropped (closed).
+    fn take(&self, key: &PoolKey, now: Instant, limits: &Limits) -> Option<(C, u32)> {
+        let mut idle = self.0.lock().ok()?;
+        let list = idle.get_mut(key)?;
+        while let Some(mut c) = list.pop() {
+            if now.saturating_duration_since(c.since) > limits.idle_timeout || c.conn.is_closed() {
+                continue;
+            }
+            return Some((c.conn, c.uses));
+        }
+        None
+    }
+
+    /// Keeps `conn`, which has just finished a request, unless it carried
+    /// `max_requests` requests (`uses` counts that one) or `key` already has `max_idle`
+    /// idle connections: it is then dropped, which closes it.
+    fn put(&self, key: PoolKey, conn: C, uses: u32, limits: &Limits) {
+        if uses >= limits.max_requests {
+            return;
+        }
+        if let Ok(mut idle) = self.0.lock() {
+            let list = idle.entry(key).or_default();
+            if list.len() < limits.max_idle {
+                list.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                    uses,
+                });
+            }
+        }
+    }
+
+    /// Drops the connections past the idle timeout or closed.
+    fn sweep(&self, limits: &Limits) {
+        if let Ok(mut idle) = self.0.lock() {
+            for list in idle.values_mut() {
+                list.retain_mut(|c| {
+                    c.since.elapsed() <= limits.idle_timeout && !c.conn.is_closed()
+                });
+            }
+            idle.retain(|_, l| !l.is_empty());
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.0
+            .lock()
+            .map(|i| i.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Keep-alive pool of upstream connections, HTTP/1.1 and HTTP/2 apart, both under the same
+/// settings.
+pub struct Pool {
+    h1: IdleLists<H1Idle>,
+    h2: IdleLists<H2Idle>,
+    limits: Limits,
     /// New plain connections defer small requests ([`crate::batch_write`]).
     batch_writes: bool,
 }
@@ -423,7 +528,7 @@ pub struct Pool {
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("max_idle", &self.max_idle)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -454,15 +559,79 @@ impl fmt::Debug for Conn {
     }
 }
 
+/// A checked-out HTTP/2 connection, carrying one request at a time as nginx's gRPC
+/// module does; give it back with [`Pool::put_h2`] once its request and answer are
+/// complete. Dropped, it is closed at once, with every task that serves it.
+pub struct H2Conn {
+    /// Where requests go.
+    pub tx: hyper::client::conn::http2::SendRequest<ReqBody>,
+    /// The key it belongs to.
+    pub key: PoolKey,
+    uses: u32,
+    /// The connection's write timeout (ms), set per request.
+    pub write_timeout: Arc<AtomicU64>,
+    /// Whether it came from the pool (a request it does not take may then go on another).
+    pub reused: bool,
+    closer: Closer,
+}
+
+impl fmt::Debug for H2Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H2Conn")
+            .field("key", &self.key)
+            .field("reused", &self.reused)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an idle HTTP/2 connection keeps.
+struct H2Idle {
+    tx: hyper::client::conn::http2::SendRequest<ReqBody>,
+    write_timeout: Arc<AtomicU64>,
+    closer: Closer,
+}
+
+/// Ends every task of one HTTP/2 connection when dropped (the connection's driver, which
+/// owns the socket, and hyper's per-request tasks), so that a connection the pool does not
+/// keep is closed at once rather than when hyper's last reference to it goes.
+struct Closer(tokio_util::sync::CancellationToken);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The executor of one HTTP/2 connection's tasks: tokio's, each task ending when the
+/// connection's [`Closer`] is dropped.
+#[derive(Clone)]
+struct ConnExec(tokio_util::sync::CancellationToken);
+
+impl<F> hyper::rt::Executor<F> for ConnExec
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let token = self.0.clone();
+        tokio::spawn(async move {
+            token.run_until_cancelled(fut).await;
+        });
+    }
+}
+
 impl Pool {
-    /// A pool with Kong's keep-alive settings.
+    /// A pool with Kong's keep-alive settings: at most `max_idle` idle connections per key
+    /// and protocol, each closed after `idle_timeout` idle or `max_requests` requests.
     pub fn new(max_idle: usize, idle_timeout: Duration, max_requests: u32) -> Pool {
         Pool {
-            idle: Mutex::new(KeyMap::default()),
-            h2: Mutex::new(KeyMap::default()),
-            max_idle,
-            idle_timeout,
-            max_requests,
+            h1: IdleLists::new(),
+            h2: IdleLists::new(),
+            limits: Limits {
+                max_idle,
+                idle_timeout,
+                max_requests,
+            },
             batch_writes: true,
         }
     }
@@ -474,73 +643,71 @@ impl Pool {
         self
     }
 
-    /// An idle connection for `key`, if one is alive (`now`: a clock reading of the caller).
+    /// An idle HTTP/1.1 connection for `key`, if one is alive (`now`: a clock reading of
+    /// the caller).
     pub fn take(&self, key: &PoolKey, now: Instant) -> Option<Conn> {
-        let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(key)?;
-        while let Some(mut c) = list.pop() {
-            if now.saturating_duration_since(c.since) > self.idle_timeout || c.h1.is_closed() {
-                continue;
-            }
-            return Some(Conn {
-                h1: c.h1,
-                key: key.clone(),
-                uses: c.uses,
-                reused: true,
-                write_timeout: c.write_timeout,
-                read_deadline: c.read_deadline,
-            });
-        }
-        None
+        let (c, uses) = self.h1.take(key, now, &self.limits)?;
+        Some(Conn {
+            h1: c.h1,
+            key: key.clone(),
+            uses,
+            reused: true,
+            write_timeout: c.write_timeout,
+            read_deadline: c.read_deadline,
+        })
     }
 
-    /// Gives a connection back after its response was read to the end.
-    pub fn put(&self, mut c: Conn) {
-        c.uses += 1;
-        if c.uses >= self.max_requests || c.h1.has_leftover() {
+    /// Gives an HTTP/1.1 connection back after its response was read to the end.
+    pub fn put(&self, c: Conn) {
+        if c.h1.has_leftover() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(c.key).or_default();
-            if list.len() < self.max_idle {
-                list.push(Idle {
-                    h1: c.h1,
-                    since: Instant::now(),
-                    uses: c.uses,
-                    write_timeout: c.write_timeout,
-                    read_deadline: c.read_deadline,
-                });
-            }
-        }
+        let idle = H1Idle {
+            h1: c.h1,
+            write_timeout: c.write_timeout,
+            read_deadline: c.read_deadline,
+        };
+        self.h1.put(c.key, idle, c.uses + 1, &self.limits);
     }
 
-    /// Drops idle connections past their idle timeout.
+    /// An idle HTTP/2 connection for `key`, if one is alive (`now`: a clock reading of the
+    /// caller). It is the caller's alone until given back.
+    pub fn take_h2(&self, key: &PoolKey, now: Instant) -> Option<H2Conn> {
+        let (c, uses) = self.h2.take(key, now, &self.limits)?;
+        Some(H2Conn {
+            tx: c.tx,
+            key: key.clone(),
+            uses,
+            write_timeout: c.write_timeout,
+            reused: true,
+            closer: c.closer,
+        })
+    }
+
+    /// Gives an HTTP/2 connection back after its request was sent whole and its answer
+    /// read to the end of its stream (trailers included). A connection that failed, timed
+    /// out or was left mid-stream must be dropped instead: that closes it.
+    pub fn put_h2(&self, c: H2Conn) {
+        if c.tx.is_closed() {
+            return;
+        }
+        let idle = H2Idle {
+            tx: c.tx,
+            write_timeout: c.write_timeout,
+            closer: c.closer,
+        };
+        self.h2.put(c.key, idle, c.uses + 1, &self.limits);
+    }
+
+    /// Drops idle connections past their idle timeout or closed by their peer.
     pub fn sweep(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            for list in idle.values_mut() {
-                list.retain_mut(|c| c.since.elapsed() <= self.idle_timeout && !c.h1.is_closed());
-            }
-            idle.retain(|_, l| !l.is_empty());
-        }
-        if let Ok(mut h2) = self.h2.lock() {
-            h2.retain(|_, tx| !tx.is_closed());
-        }
+        self.h1.sweep(&self.limits);
+        self.h2.sweep(&self.limits);
     }
 
-    /// Forgets the shared HTTP/2 connection for `key` (it failed, timed out or is going
-    /// away): the next request opens a fresh one.
-    pub fn evict_h2(&self, key: &PoolKey) {
-        if let Ok(mut h2) = self.h2.lock() {
-            h2.remove(key);
-        }
-    }
-
-    /// Number of idle HTTP/1.1 connections (for tests and metrics).
+    /// Number of idle connections, both protocols (for tests and metrics).
     pub fn idle_count(&self) -> usize {
-        self.idle
-            .lock()
-            .map(|i| i.values().map(Vec::len).sum())
-            .unwrap_or(0)
+        self.h1.count() + self.h2.count()
     }
 
     /// Opens a byte stream to `key` within `timeout`; `tls` is required when `key.tls` is
@@ -656,23 +823,20 @@ impl Pool {
         Ok(tx)
     }
 
-    /// The shared HTTP/2 connection for `key`, opened if needed.
-    pub async fn h2(
+    /// A new HTTP/2 connection (ALPN `h2` over TLS, prior knowledge in cleartext).
+    pub async fn connect_h2(
         &self,
         key: &PoolKey,
         tls: Option<&UpstreamTls>,
         timeout: Duration,
         write_timeout: Duration,
-    ) -> Result<hyper::client::conn::http2::SendRequest<ReqBody>, Error> {
-        if let Ok(m) = self.h2.lock()
-            && let Some(tx) = m.get(key)
-            && !tx.is_closed()
-        {
-            return Ok(tx.clone());
-        }
+    ) -> Result<H2Conn, Error> {
         let wt = Arc::new(AtomicU64::new(write_timeout.as_millis() as u64));
         let io = self.connect_io(key, tls, timeout, true, &wt).await?;
-        let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        let token = tokio_util::sync::CancellationToken::new();
+        let exec = ConnExec(token.clone());
+        let closer = Closer(token);
+        let (tx, conn) = hyper::client::conn::http2::Builder::new(exec.clone())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(TokioIo::new(io))
             .await
@@ -681,15 +845,19 @@ impl Pool {
                     .retryable()
                     .because(e)
             })?;
-        tokio::spawn(async move {
+        hyper::rt::Executor::execute(&exec, async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream h2 connection ended");
             }
         });
-        if let Ok(mut m) = self.h2.lock() {
-            m.insert(key.clone(), tx.clone());
-        }
-        Ok(tx)
+        Ok(H2Conn {
+            tx,
+            key: key.clone(),
+            uses: 0,
+            write_timeout: wt,
+            reused: false,
+            closer,
+        })
     }
 }
 

@@ -3320,8 +3320,8 @@ async fn alpn_h2_connections_take_http2_only() {
 /// connection (naming an earlier stream as the last it processed). An idempotent request
 /// is sent again on a fresh connection, and the client sees one answer. A POST (every gRPC
 /// call) is not: it gets 502, as Kong's nginx does not send a non-idempotent request to
-/// the upstream again. The next request then finds the connection going away before it
-/// is sent, and goes on a fresh one, POST or not.
+/// the upstream again. The connection that refused it is closed, not pooled again, and the
+/// next request goes on a fresh one, POST or not.
 #[tokio::test]
 async fn h2_upstream_goaway_refusing_a_sent_stream() {
     let (addr, log) = support::h2_goaway_second_stream(2).await;
@@ -3363,7 +3363,7 @@ services:
     assert_eq!(seen(&log.refused), 2);
     assert_eq!(r.status.as_u16(), 502);
     assert_eq!(seen(&log.conns), 2, "no other connection was opened for it");
-    // The next POST finds that connection going away before it sends: a third one answers.
+    // The next POST does not get that connection back: a third one answers.
     let r = c.send(call("POST")).await;
     assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c3"[..]));
     assert_eq!((seen(&log.conns), seen(&log.answered)), (3, 3));

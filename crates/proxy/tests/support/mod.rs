@@ -49,6 +49,7 @@ pub struct BackendBuilder {
     h2_only: bool,
     ip: Option<std::net::IpAddr>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    max_streams: Option<u32>,
 }
 
 impl Backend {
@@ -94,9 +95,16 @@ impl BackendBuilder {
         self.ip = Some(ip.parse().unwrap());
         self
     }
-    /// Serves TLS with this configuration (HTTP/1.1 inside).
+    /// Serves TLS with this configuration (HTTP/1.1 inside, or HTTP/2 when its ALPN
+    /// chooses `h2`: [`h2_server_tls`]).
     pub fn tls(mut self, cfg: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(cfg);
+        self
+    }
+    /// Takes at most `n` streams at once on an HTTP/2 connection (it advertises
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, and refuses streams past it).
+    pub fn h2_max_streams(mut self, n: u32) -> Self {
+        self.max_streams = Some(n);
         self
     }
     pub async fn run(self) -> Backend {
@@ -113,6 +121,7 @@ impl BackendBuilder {
         };
         let b2 = b.clone();
         let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        let max_streams = self.max_streams;
         tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else { return };
@@ -121,8 +130,11 @@ impl BackendBuilder {
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(b3.clone(), req));
-                    let builder =
+                    let mut builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    if let Some(n) = max_streams {
+                        builder.http2().max_concurrent_streams(n);
+                    }
                     match tls {
                         None => {
                             let _ = builder
@@ -471,11 +483,29 @@ impl H2 {
 /// An HTTP/2 (h2c) server that takes requests but never reads their bodies and never
 /// answers: its flow-control window fills, and the sender is left waiting.
 pub async fn h2_black_hole() -> SocketAddr {
+    h2_black_hole_counted().await.0
+}
+
+/// What [`h2_black_hole_counted`]'s server saw.
+#[derive(Debug, Default)]
+pub struct HoleLog {
+    /// Connections accepted.
+    pub accepted: AtomicUsize,
+    /// Connections the client closed (or broke).
+    pub closed: AtomicUsize,
+}
+
+/// [`h2_black_hole`], counting the connections it accepts and those closed.
+pub async fn h2_black_hole_counted() -> (SocketAddr, Arc<HoleLog>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let log = Arc::new(HoleLog::default());
+    let log2 = log.clone();
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { return };
+            log2.accepted.fetch_add(1, Ordering::SeqCst);
+            let log = log2.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
                     std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
@@ -483,10 +513,11 @@ pub async fn h2_black_hole() -> SocketAddr {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(s), svc)
                     .await;
+                log.closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    addr
+    (addr, log)
 }
 
 /// A request body fed part by part from the test (`tokio::sync::mpsc`): ends when the
@@ -745,6 +776,24 @@ pub fn leaf(
     tls: &tokio_rustls::client::TlsStream<TcpStream>,
 ) -> rustls::pki_types::CertificateDer<'static> {
     tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// A TLS server configuration with a self-signed certificate for `names`, offering `h2`
+/// then `http/1.1` by ALPN (for a [`Backend`] serving gRPC over TLS).
+pub fn h2_server_tls(names: &[&str]) -> Arc<rustls::ServerConfig> {
+    let (c, k) = cert(names);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            silverback_config::pki::parse_certs(&c).unwrap(),
+            silverback_config::pki::parse_key(&k).unwrap(),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(cfg)
 }
 
 /// A self-signed certificate for `names`: (cert PEM, key PEM).
