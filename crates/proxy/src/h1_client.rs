@@ -412,8 +412,11 @@ impl H1Conn {
         let mut chunked = false;
         let mut te = false;
         let mut close;
-        // names listed in `Connection` besides close and keep-alive: removed too
+        // names listed in `Connection` besides close, keep-alive and upgrade: removed too
         let mut named: Vec<(usize, usize)> = Vec::new();
+        // `Upgrade` lines, and where the last one's value is
+        let mut upgrades = 0usize;
+        let mut upgrade_value = (0usize, 0usize);
         let mut cl_lines = 0usize;
         let mut bad_length = false;
         let mut seen = Seen::default();
@@ -469,11 +472,19 @@ impl H1Conn {
                                             if version == Version::HTTP_10 {
                                                 close = false;
                                             }
-                                        } else if !t.is_empty() {
+                                        } else if !t.is_empty()
+                                            && !t.eq_ignore_ascii_case(b"upgrade")
+                                        {
                                             named.push((start, start + t.len()));
                                         }
                                     }
                                     false
+                                }
+                                Name::Upgrade => {
+                                    // decided below, once every line is read
+                                    upgrades += 1;
+                                    upgrade_value = (vs, ve);
+                                    true
                                 }
                                 class => {
                                     seen.note(class, (vs, ve), value);
@@ -525,6 +536,11 @@ impl H1Conn {
                 seen.note(classify(&head[ns..ne]), (vs, ve), &head[vs..ve]);
             }
         }
+        // Kong's header filter drops an `Upgrade` that is not the one asked upstream
+        // (`$upstream_upgrade`); requests sent here never ask for one
+        if upgrades > 0 && !keeps_upgrade(upgrades, &head[upgrade_value.0..upgrade_value.1], b"") {
+            lines.retain(|&[ns, ne, _, _]| !head[ns..ne].eq_ignore_ascii_case(b"upgrade"));
+        }
         if te && cl_lines > 0 {
             // The transfer coding overrides the length, which is not forwarded (RFC 9112
             // §6.3: a sender must remove it).
@@ -574,7 +590,9 @@ enum Name {
     ContentLength,
     TransferEncoding,
     Connection,
-    /// Other hop-by-hop headers: not forwarded.
+    /// `Upgrade`: forwarded only when it names the protocol asked for ([`keeps_upgrade`]).
+    Upgrade,
+    /// `Keep-Alive`: not forwarded (nginx's upstream module never passes it on).
     HopByHop,
     Via,
     Server,
@@ -583,22 +601,29 @@ enum Name {
     Other,
 }
 
+/// Whether an answer's `Upgrade` passes Kong's header filter (3.x `kong/runloop/handler.lua`,
+/// `header_filter.before`), which drops it unless it is, without regard to case, the
+/// protocol the request asked the upstream for (`$upstream_upgrade`: `websocket` for a
+/// WebSocket upgrade, else empty). `lines`: how many `Upgrade` lines the answer has, `value`:
+/// the last one's. Several lines are one value to nginx (joined by `, `), which equals no
+/// single protocol name.
+pub(crate) fn keeps_upgrade(lines: usize, value: &[u8], asked: &[u8]) -> bool {
+    lines == 1 && value.trim_ascii().eq_ignore_ascii_case(asked)
+}
+
 /// The [`Name`] of a header name as read (any case): one comparison at most.
 fn classify(name: &[u8]) -> Name {
     let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
     match name.len() {
         3 if is(b"via") => Name::Via,
         4 if is(b"date") => Name::Date,
-        5 if is(b"proxy") => Name::HopByHop,
         6 if is(b"server") => Name::Server,
-        7 if is(b"upgrade") => Name::HopByHop,
+        7 if is(b"upgrade") => Name::Upgrade,
         10 if is(b"connection") => Name::Connection,
         10 if is(b"keep-alive") => Name::HopByHop,
         14 if is(b"content-length") => Name::ContentLength,
-        16 if is(b"proxy-connection") => Name::HopByHop,
         17 if is(b"transfer-encoding") => Name::TransferEncoding,
         17 if is(b"x-accel-buffering") => Name::AccelBuffering,
-        18 if is(b"proxy-authenticate") => Name::HopByHop,
         _ => Name::Other,
     }
 }
@@ -629,8 +654,11 @@ impl Seen {
 }
 
 /// An upstream response head as read: its status, its bytes, and where each header to
-/// forward is in them (hop-by-hop headers, those `Connection` names, and the transfer
-/// coding are left out). The proxy forwards it without building a `HeaderMap`
+/// forward is in them. Left out, as nginx and Kong's header filter leave them out:
+/// `Connection`, `Keep-Alive` and the transfer coding, the headers `Connection` names (but
+/// `close`, `keep-alive` and `upgrade`), and an `Upgrade` ([`keeps_upgrade`]: the requests
+/// sent here never ask for one); `Proxy-Authenticate`, `Proxy-Connection` and the other
+/// headers pass, as Kong 3.x passes them. The proxy forwards it without building a `HeaderMap`
 /// ([`RawHead::into_parts`] builds one where one is needed).
 #[derive(Debug, Clone)]
 pub struct RawHead {

@@ -10,9 +10,11 @@
 //!    attempt; connect failures are retried up to the service's `retries` on the next pick.
 //! 5. **upstream request**: path (strip_path, service path, path_handling, escaped, query
 //!    appended), Host (`preserve_host`), `X-Forwarded-*`, `X-Real-IP`, `Via`,
-//!    `X-Kong-Request-Id`, hop-by-hop headers removed; the body streamed, or buffered when the
-//!    route asks for `request_buffering` and it is small.
-//! 6. **header_filter**: hop-by-hop response headers removed, `Via`, `Server`,
+//!    `X-Kong-Request-Id`, hop-by-hop headers removed; the body read whole first when the
+//!    route asks for `request_buffering` and it ends within `request_buffer_limit` (sent
+//!    by length, announced or not), else streamed ([`client_body`]).
+//! 6. **header_filter**: hop-by-hop response headers removed (as Kong's header filter
+//!    removes them: an `Upgrade` stays when it is the one asked), `Via`, `Server`,
 //!    `X-Kong-Upstream-Latency`, `X-Kong-Proxy-Latency`, `X-Kong-Request-Id`.
 //! 7. **body_filter**: with the route's `response_buffering` (Kong's default), a response
 //!    from an HTTP/1.1 upstream with a `Content-Length` up to `response_buffer_limit` is read
@@ -569,10 +571,22 @@ fn has_proto(route: &Route, p: Protocol) -> bool {
     route.protocols.contains(&p)
 }
 
-/// Whether a head asks for (or, from the upstream, agrees to) a WebSocket upgrade: its
-/// first `Upgrade` is `websocket`, as Kong reads `$http_upgrade`. Kong proxies no other
-/// upgrade (`h2c`, `TLS/1.2`, anything else is dropped), so no other protocol can open a
-/// raw tunnel through the gateway.
+/// Whether a request asks for a WebSocket upgrade: its first `Upgrade` is `websocket`, as
+/// Kong reads `$http_upgrade`. Only such a request is sent upstream as an upgrade, as in
+/// Kong (`Connection: keep-alive, Upgrade` and `Upgrade: websocket`, its `access` phase's
+/// `$upstream_connection` and `$upstream_upgrade`); any other `Upgrade` (`h2c`, `TLS/1.2`)
+/// is not passed on, so the upstream is asked for no other protocol.
+///
+/// A 101 from the upstream opens a tunnel only in answer to such a request; to any other
+/// request it is a 502. That is stricter than Kong, where nginx's proxy module tunnels on a
+/// 101 whenever the client sent any `Upgrade` (`ngx_http_proxy_process_header` sets
+/// `u->upgrade` on `r->headers_in.upgrade`): a client that sent `Upgrade: foo` gets the 101
+/// (with nginx's `Connection: upgrade` and without the upstream's `Upgrade`, which Kong's
+/// header filter drops as it differs from the empty `$upstream_upgrade`) and a raw tunnel,
+/// and one that sent no `Upgrade` gets the 101 followed by whatever the upstream sends, as
+/// a body, until the upstream closes. The upstream was asked for no protocol switch in
+/// either case, so its 101 breaks RFC 9110 §15.2.2; and a tunnel would carry the client's
+/// later requests past the gateway's routing and plugins (as in h2c smuggling).
 fn is_websocket(h: &HeaderMap) -> bool {
     h.get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
@@ -589,7 +603,9 @@ fn is_hop_by_hop(n: &HeaderName, keep_upgrade: bool) -> bool {
         || n == PROXY
 }
 
-/// Removes hop-by-hop headers (and those named in `Connection`).
+/// Removes a request's hop-by-hop headers (and those named in `Connection`) before it goes
+/// upstream; `keep_upgrade` for a WebSocket upgrade. (An answer's:
+/// [`strip_answer_hop_by_hop`].)
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the (few) names; only the names present are removed (a removal hashes).
     if !h.keys().any(|n| is_hop_by_hop(n, keep_upgrade)) {
@@ -620,6 +636,57 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
     while let Some(n) = h.keys().find(|n| is_hop_by_hop(n, keep_upgrade)).cloned() {
         h.remove(n);
+    }
+}
+
+/// Removes an upstream answer's hop-by-hop headers (hyper's client paths; the HTTP/1.1
+/// client leaves the same ones out while reading, [`RawHead`]), as nginx and Kong 3.x's
+/// `header_filter` remove them: `Connection`, `Keep-Alive` and `Transfer-Encoding` (nginx's
+/// upstream module never passes them on), the headers `Connection` names but `close`,
+/// `keep-alive` and `upgrade`, and `Upgrade` unless it is the protocol asked upstream
+/// ([`crate::h1_client::keeps_upgrade`]; `asked`: `websocket` for a WebSocket upgrade, else
+/// empty). So an upstream that refuses a WebSocket (426 with `Upgrade: websocket`) is
+/// answered with its `Upgrade`, as in Kong. `Proxy-Authenticate`, `Proxy-Connection` and
+/// every other header pass, as Kong 3.x passes them.
+fn strip_answer_hop_by_hop(h: &mut HeaderMap, asked: &[u8]) {
+    // One pass over the (few) names; only the names present are removed (a removal hashes).
+    if !h.keys().any(|n| {
+        n == header::CONNECTION
+            || n == header::TRANSFER_ENCODING
+            || n == header::UPGRADE
+            || n == KEEP_ALIVE
+    }) {
+        return;
+    }
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"close")
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"upgrade")
+        })
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    h.remove(header::CONNECTION);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(&KEEP_ALIVE);
+    let upgrades = h.get_all(header::UPGRADE).iter().count();
+    if upgrades > 0 {
+        let last = h
+            .get_all(header::UPGRADE)
+            .iter()
+            .next_back()
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        if !crate::h1_client::keeps_upgrade(upgrades, last, asked) {
+            h.remove(header::UPGRADE);
+        }
     }
 }
 
@@ -1020,7 +1087,7 @@ async fn proxy(
     set.set(&VIA, via);
 
     let body: ReqBody = if let Some(body) = body {
-        client_body(sh, route, upgrade, content_length, body).await?
+        client_body(sh, route, service, upgrade, content_length, body).await?
     } else {
         Either::Right(Full::new(Bytes::new()))
     };
@@ -1039,36 +1106,62 @@ async fn proxy(
     send(sh, cx, &snap, up, parts, body, client_upgrade).await
 }
 
-/// The client's body as sent upstream: read whole when the route asks for
-/// `request_buffering` and it is small, else streamed.
+/// The client's body as sent upstream (Kong's `request_buffering`, nginx's
+/// `proxy_request_buffering`). With the route's `request_buffering` (Kong's default) a body
+/// of at most `request_buffer_limit` bytes is read whole first, whether its length was
+/// announced or not (a chunked HTTP/1.1 body, an HTTP/2 body without `content-length`), and
+/// goes upstream with a `Content-Length`, as nginx sends a body it has read (and can be sent
+/// again on a retry). A longer body is streamed: what was read first, then the rest, chunked
+/// when its length is unknown. There it differs from Kong: nginx goes on reading such a
+/// body into a temporary file (past `client_body_buffer_size`) and still sends it by
+/// length, where the gateway keeps no request body on disk, so an upstream that refuses
+/// chunked requests gets a body of unknown length over `request_buffer_limit` (64 KiB by
+/// default) chunked. Streamed at once:
+/// every body of a route with `request_buffering: false`, as in Kong; a WebSocket upgrade
+/// request's; and a gRPC service's body of unknown length, as nginx's gRPC module never
+/// buffers a request body (`ngx_http_grpc_handler` sets `request_body_no_buffering`), so
+/// that streaming calls stream. A gRPC body of a known length within the limit is still
+/// read first, unlike nginx: it can then be sent again when an HTTP/2 upstream refuses its
+/// stream unprocessed (GOAWAY). The client's limits hold either way: past
+/// `client_max_body_size` 413, a body broken off or malformed 400, a pause longer than
+/// `client_body_timeout` 408.
 async fn client_body(
     sh: &Shared,
     route: &Route,
+    service: &Service,
     upgrade: bool,
     content_length: Option<u64>,
     body: Incoming,
 ) -> Result<ReqBody, Error> {
-    Ok(
-        if route.request_buffering
-            && !upgrade
-            && content_length.is_some_and(|n| n > 0 && n <= sh.settings.request_buffer_limit)
-        {
-            match tokio::time::timeout(sh.settings.client_body_timeout, body.collect()).await {
-                Ok(Ok(c)) => Either::Right(Full::new(c.to_bytes())),
-                Ok(Err(e)) => return Err(Error::downstream(Kind::BadRequest).because(e)),
-                // nginx's `client_body_timeout`: 408
-                Err(_) => return Err(Error::downstream(Kind::RequestTimeout)),
-            }
-        } else if content_length == Some(0) || (content_length.is_none() && body.is_end_stream()) {
-            Either::Right(Full::new(Bytes::new()))
-        } else {
-            Either::Left(crate::upstream::ClientBody::new(
-                body,
-                sh.settings.client_max_body_size,
-                sh.settings.client_body_timeout,
-            ))
-        },
-    )
+    if content_length == Some(0) || (content_length.is_none() && body.is_end_stream()) {
+        return Ok(Either::Right(Full::new(Bytes::new())));
+    }
+    let limit = sh.settings.request_buffer_limit;
+    let mut stream = crate::upstream::ClientBody::new(
+        body,
+        sh.settings.client_max_body_size,
+        sh.settings.client_body_timeout,
+    );
+    let buffers = route.request_buffering
+        && !upgrade
+        && limit > 0
+        && match content_length {
+            Some(n) => n <= limit,
+            // (a gRPC call's body may stream for as long as the call lasts)
+            None => !is_h2(service.protocol),
+        };
+    if !buffers {
+        return Ok(Either::Left(stream));
+    }
+    match stream.read_ahead(limit).await {
+        Ok(Some(whole)) => Ok(Either::Right(Full::new(whole))),
+        Ok(None) => Ok(Either::Left(stream)),
+        Err(e) => {
+            // too large 413, stalled 408 (nginx's `client_body_timeout`), else 400
+            let kind = stream.watch().failure().unwrap_or(Kind::BadRequest);
+            Err(Error::downstream(kind).because(e))
+        }
+    }
 }
 
 /// Whether a response is read whole before it is sent (`response_buffering`): an HTTP/1.1
@@ -1517,9 +1610,15 @@ async fn send(
     let status = head.status();
     let mut peer = Some(peer);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    // a 101 only answers a client that asked for a WebSocket (an upstream that names
-    // another protocol has its `Upgrade` dropped, as Kong's header filter drops it)
-    let foreign_upgrade = switching && !head.is_websocket();
+    // Kong's `$upstream_upgrade`: what the upstream was asked to switch to
+    let asked_upgrade: &[u8] = if client_upgrade.is_some() {
+        b"websocket"
+    } else {
+        b""
+    };
+    // a 101 only answers a client that asked for a WebSocket, stricter than Kong
+    // ([`is_websocket`]); an upstream that names another protocol in it has its `Upgrade`
+    // dropped, as Kong's header filter drops it
     let upgrading = match (switching, client_upgrade) {
         (true, Some(client)) => Some(client),
         (true, None) => return Err(Error::upstream(Kind::InvalidResponse)),
@@ -1605,16 +1704,13 @@ async fn send(
         }
         UpHead::Map(rp) => rp,
     };
-    strip_hop_by_hop(&mut rp.headers, switching);
+    strip_answer_hop_by_hop(&mut rp.headers, asked_upgrade);
     set.apply(&mut rp.headers, false);
     rp.version = Version::HTTP_11;
 
     if let Some(client) = upgrading {
         rp.headers
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        if foreign_upgrade {
-            rp.headers.remove(header::UPGRADE);
-        }
         let mut tmp = Response::from_parts(rp, rbody);
         let upstream = hyper::upgrade::on(&mut tmp);
         let (rp, _) = tmp.into_parts();
@@ -1708,13 +1804,6 @@ impl UpHead {
         match self {
             UpHead::Raw(h) => h.status,
             UpHead::Map(p) => p.status,
-        }
-    }
-    /// Whether it agrees to a WebSocket upgrade ([`is_websocket`]).
-    fn is_websocket(&self) -> bool {
-        match self {
-            UpHead::Raw(_) => false,
-            UpHead::Map(p) => is_websocket(&p.headers),
         }
     }
     /// The first `Via` value.

@@ -454,8 +454,11 @@ pub struct Settings {
     pub max_headers: usize,
     /// `client_max_body_size` in bytes: larger bodies get 413. 0 = unlimited (Kong's default).
     pub client_max_body_size: u64,
-    /// Request bodies up to this size are buffered before proxying when the route says
-    /// `request_buffering` (which also makes them retryable); larger ones are streamed.
+    /// Request bodies up to this size are read whole before proxying when the route says
+    /// `request_buffering`, whether their length is announced or not, and sent upstream by
+    /// length (which also makes them retryable); larger ones are streamed, chunked when their
+    /// length is unknown (nginx would spill them to a temporary file instead). 0 turns
+    /// request buffering off.
     pub request_buffer_limit: u64,
     /// Responses with a `Content-Length` up to this size are read whole from the upstream
     /// before being sent when the route says `response_buffering` (the upstream connection

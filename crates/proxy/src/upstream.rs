@@ -47,10 +47,15 @@ pub type ReqBody = Either<ClientBody, http_body_util::Full<Bytes>>;
 /// The client's body as it streams upstream, held to `client_max_body_size` (past it, the
 /// body fails with [`BodyTooLarge`], answered 413 when nothing was answered yet) and to
 /// `client_body_timeout` between its parts (then it fails with [`BodyTimedOut`], 408). How
-/// it ended is kept in its [`BodyWatch`].
+/// it ended is kept in its [`BodyWatch`]. Its start can be read ahead
+/// ([`ClientBody::read_ahead`], request buffering); what was read ahead is passed on first.
 #[derive(Debug)]
 pub struct ClientBody {
     inner: Incoming,
+    /// Frames read ahead and not passed on yet, in order.
+    ahead: std::collections::VecDeque<http_body::Frame<Bytes>>,
+    /// The data bytes in `ahead`.
+    ahead_len: u64,
     /// Bytes still allowed (`u64::MAX`: no limit).
     left: u64,
     /// The longest pause allowed between two parts.
@@ -144,6 +149,8 @@ impl ClientBody {
     pub fn new(inner: Incoming, max: u64, idle: Duration) -> ClientBody {
         let body = ClientBody {
             inner,
+            ahead: std::collections::VecDeque::new(),
+            ahead_len: 0,
             left: if max == 0 { u64::MAX } else { max },
             idle,
             deadline: None,
@@ -159,11 +166,108 @@ impl ClientBody {
     pub fn watch(&self) -> BodyWatch {
         self.watch.clone()
     }
+
+    /// Reads the body ahead until it ends or more than `limit` bytes are in, with the
+    /// body's own limits (`client_max_body_size`, `client_body_timeout` between parts):
+    /// `Ok(Some(body))` when it ended within `limit` bytes (the whole body; trailers are
+    /// left out), `Ok(None)` when it goes on past them (what was read is passed on first,
+    /// before the rest, when the body is polled). An error is the client's:
+    /// [`BodyWatch::failure`] tells which.
+    pub async fn read_ahead(&mut self, limit: u64) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            if self.ahead_len > limit {
+                return Ok(None);
+            }
+            if http_body::Body::is_end_stream(&self.inner) {
+                return Ok(Some(self.take_ahead()));
+            }
+            match std::future::poll_fn(|cx| self.poll_inner(cx)).await {
+                None => return Ok(Some(self.take_ahead())),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        self.ahead_len += d.len() as u64;
+                    }
+                    self.ahead.push_back(f);
+                }
+            }
+        }
+    }
+
+    /// The data read ahead, as one piece (one frame's is not copied); counted as passed on.
+    fn take_ahead(&mut self) -> Bytes {
+        let mut data = std::mem::take(&mut self.ahead)
+            .into_iter()
+            .filter_map(|f| f.into_data().ok())
+            .filter(|d| !d.is_empty());
+        let total = std::mem::take(&mut self.ahead_len);
+        self.watch
+            .passed(usize::try_from(total).unwrap_or(usize::MAX));
+        let Some(first) = data.next() else {
+            return Bytes::new();
+        };
+        let Some(second) = data.next() else {
+            return first;
+        };
+        let mut all = bytes::BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
+        all.extend_from_slice(&first);
+        all.extend_from_slice(&second);
+        for d in data {
+            all.extend_from_slice(&d);
+        }
+        all.freeze()
+    }
+
+    /// The next frame from the client, held to the size limit and the pause timeout (what
+    /// is passed on is counted by the caller).
+    fn poll_inner(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        use std::task::Poll;
+        let r = http_body::Body::poll_frame(std::pin::Pin::new(&mut self.inner), cx);
+        self.watch.set_waiting(r.is_pending());
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    match self.left.checked_sub(d.len() as u64) {
+                        Some(left) => self.left = left,
+                        None => {
+                            self.watch.fail(BodyWatch::TOO_LARGE);
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                        }
+                    }
+                }
+                if let Some(d) = &mut self.deadline {
+                    d.set(tokio::time::Instant::now() + self.idle);
+                }
+                if http_body::Body::is_end_stream(&self.inner) {
+                    self.watch.end();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.watch.fail(BodyWatch::BROKEN),
+            Poll::Ready(None) => self.watch.end(),
+            Poll::Pending => {
+                let idle = self.idle;
+                let d = self
+                    .deadline
+                    .get_or_insert_with(|| Deadline::new(tokio::time::Instant::now() + idle));
+                if d.poll_expired(cx).is_ready() {
+                    self.watch.fail(BodyWatch::TIMED_OUT);
+                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+                }
+            }
+        }
+        r.map(|o| o.map(|r| r.map_err(Into::into)))
+    }
 }
+
+/// How a [`ClientBody`] failed ([`BodyWatch::failure`] tells the client's error).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl http_body::Body for ClientBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -171,51 +275,38 @@ impl http_body::Body for ClientBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         use std::task::Poll;
         let this = &mut *self;
-        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        this.watch.set_waiting(r.is_pending());
-        match &r {
-            Poll::Ready(Some(Ok(f))) => {
-                if let Some(d) = f.data_ref() {
-                    match this.left.checked_sub(d.len() as u64) {
-                        Some(left) => {
-                            this.left = left;
-                            this.watch.passed(d.len());
-                        }
-                        None => {
-                            this.watch.fail(BodyWatch::TOO_LARGE);
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
-                        }
-                    }
-                }
-                if let Some(d) = &mut this.deadline {
-                    d.set(tokio::time::Instant::now() + this.idle);
-                }
-                if this.inner.is_end_stream() {
-                    this.watch.end();
-                }
+        if let Some(f) = this.ahead.pop_front() {
+            this.watch.set_waiting(false);
+            if let Some(d) = f.data_ref() {
+                this.ahead_len -= d.len() as u64;
+                this.watch.passed(d.len());
             }
-            Poll::Ready(Some(Err(_))) => this.watch.fail(BodyWatch::BROKEN),
-            Poll::Ready(None) => this.watch.end(),
-            Poll::Pending => {
-                let idle = this.idle;
-                let d = this
-                    .deadline
-                    .get_or_insert_with(|| Deadline::new(tokio::time::Instant::now() + idle));
-                if d.poll_expired(cx).is_ready() {
-                    this.watch.fail(BodyWatch::TIMED_OUT);
-                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
-                }
-            }
+            return Poll::Ready(Some(Ok(f)));
         }
-        r.map(|o| o.map(|r| r.map_err(Into::into)))
+        let r = this.poll_inner(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r
+            && let Some(d) = f.data_ref()
+        {
+            this.watch.passed(d.len());
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ahead.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        if self.ahead_len == 0 {
+            return inner;
+        }
+        let mut h = http_body::SizeHint::new();
+        h.set_lower(inner.lower().saturating_add(self.ahead_len));
+        if let Some(u) = inner.upper() {
+            h.set_upper(u.saturating_add(self.ahead_len));
+        }
+        h
     }
 }
 

@@ -2516,10 +2516,14 @@ async fn client_max_body_size_toward_an_h2_upstream() {
     g.gw.shutdown().await;
 }
 
-/// Only WebSocket is upgraded, as Kong does: another `Upgrade` (`h2c` here) is not passed
-/// upstream, and an upstream that switches protocols anyway gets no tunnel (502). A
-/// WebSocket asked in another case is passed on as `websocket`, and an idle tunnel closes
-/// after the service's `read_timeout`.
+/// Only WebSocket is upgraded, as Kong does: another `Upgrade` (`h2c`, `foo`) is not passed
+/// upstream. A 101 answers a WebSocket request only: an upstream that switches protocols
+/// anyway gets no tunnel but a 502, whether the client sent another `Upgrade` or none.
+/// That is stricter than Kong, whose nginx tunnels on such a 101 when the client sent any
+/// `Upgrade`, and passes it on followed by the upstream's bytes when it sent none (the
+/// upstream was asked for no switch: `proxy::is_websocket`). A WebSocket asked in another
+/// case is passed on as `websocket`, and an idle tunnel closes after the service's
+/// `read_timeout`.
 #[tokio::test]
 async fn only_websocket_upgrades_and_idle_tunnels_close() {
     let b = Backend::start().await;
@@ -2541,6 +2545,35 @@ async fn only_websocket_upgrades_and_idle_tunnels_close() {
         .unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
     assert!(head.starts_with("http/1.1 502"), "{head}");
+    // nor one of any other protocol, nor one asked for nothing
+    for ask in [
+        "Connection: upgrade\r\nUpgrade: foo\r\n",
+        "Connection: keep-alive\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        s.write_all(format!("GET /ws HTTP/1.1\r\nHost: x\r\n{ask}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+        assert!(head.starts_with("http/1.1 502"), "{ask}: {head}");
+    }
+    // the upstream is not asked for another protocol (the echo behind `/ws/echo`)
+    let r = H1::connect(g.http)
+        .await
+        .send(
+            req("GET", "x", "/ws/echo")
+                .header("connection", "upgrade")
+                .header("upgrade", "foo")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["headers"].get("upgrade").is_none(), "{}", r.text());
 
     let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: WebSocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -2571,6 +2604,58 @@ async fn only_websocket_upgrades_and_idle_tunnels_close() {
         "{:?}",
         started.elapsed()
     );
+    g.gw.shutdown().await;
+}
+
+/// An upstream's `Upgrade` reaches the client when it names the protocol the request asked
+/// the upstream for, as Kong's header filter lets it through: a WebSocket request refused
+/// with 426 and `Upgrade: websocket` (in any case) gets that `Upgrade`; one naming another
+/// protocol, and any `Upgrade` answering a request that asked for none (Apache's
+/// `Upgrade: h2,h2c`), is dropped. The headers `Connection` names go; `Proxy-Authenticate`
+/// and `Proxy-Connection` pass, as Kong 3.x passes them.
+#[tokio::test]
+async fn an_upstreams_upgrade_passes_when_it_was_asked_for() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let ws = |answer_upgrade: &str| {
+        req("GET", "x", "/keep/status/426")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .header("x-respond-header", format!("Upgrade: {answer_upgrade}"))
+            .header("x-respond-header", "Proxy-Authenticate: Basic realm=\"up\"")
+            .body(Full::default())
+            .unwrap()
+    };
+    let r = H1::connect(g.http).await.send(ws("websocket")).await;
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert_eq!(r.header("upgrade"), Some("websocket"), "{:?}", r.headers);
+    assert_eq!(r.header("proxy-authenticate"), Some("Basic realm=\"up\""));
+    assert!(r.header("x-hop").is_none(), "{:?}", r.headers);
+    assert_ne!(r.header("connection"), Some("x-hop"));
+    let r = H1::connect(g.http).await.send(ws("WebSocket")).await;
+    assert_eq!(r.header("upgrade"), Some("WebSocket"), "{:?}", r.headers);
+    let r = H1::connect(g.http).await.send(ws("h2c")).await;
+    assert_eq!(r.status, 426);
+    assert!(r.header("upgrade").is_none(), "{:?}", r.headers);
+    // a plain request (the HTTP/1.1 upstream client's path)
+    let r = H1::connect(g.http)
+        .await
+        .send(
+            req("GET", "x", "/keep/plain")
+                .header("x-respond-header", "Upgrade: h2,h2c")
+                .header("x-respond-header", "Proxy-Authenticate: Basic realm=\"up\"")
+                .header("x-respond-header", "Proxy-Connection: keep-alive")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("upgrade").is_none(), "{:?}", r.headers);
+    assert!(r.header("x-hop").is_none(), "{:?}", r.headers);
+    assert_eq!(r.header("proxy-authenticate"), Some("Basic realm=\"up\""));
+    assert_eq!(r.header("proxy-connection"), Some("keep-alive"));
     g.gw.shutdown().await;
 }
 

@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// A backend server: answers every request with a JSON echo of what it received
 /// (`method`, `uri`, `version`, `headers`, `body`), plus a few behaviours by path:
 /// `/delay/<ms>` sleeps first, `.../status/<code>` answers that status, `/ws` accepts a
-/// WebSocket upgrade and echoes bytes, `/grpc` answers like a gRPC server (trailers).
+/// WebSocket upgrade and echoes bytes, `/grpc` answers like a gRPC server (trailers). Each
+/// `x-respond-header: Name: value` request header adds that header to the echo's answer.
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
@@ -262,6 +263,15 @@ async fn handle(
     // `x-respond-server` / `x-respond-via`: the answer carries that `Server` / `Via`.
     let respond_server = req.headers().get("x-respond-server").cloned();
     let respond_via = req.headers().get("x-respond-via").cloned();
+    let respond_headers: Vec<(http::HeaderName, http::HeaderValue)> = req
+        .headers()
+        .get_all("x-respond-header")
+        .iter()
+        .filter_map(|v| {
+            let (n, v) = v.to_str().ok()?.split_once(':')?;
+            Some((n.trim().parse().ok()?, v.trim().parse().ok()?))
+        })
+        .collect();
     let version = format!("{:?}", req.version());
     let method = req.method().to_string();
     let uri = req.uri().to_string();
@@ -289,6 +299,9 @@ async fn handle(
     }
     if let Some(v) = respond_via {
         r.headers_mut().insert("via", v);
+    }
+    for (n, v) in respond_headers {
+        r.headers_mut().append(n, v);
     }
     Ok(r)
 }
@@ -452,6 +465,62 @@ pub fn req(method: &str, host: &str, path: &str) -> http::request::Builder {
 /// One request on a fresh HTTP/1.1 connection.
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Resp {
     H1::connect(addr).await.get(host, path).await
+}
+
+/// One request on a fresh HTTP/1.1 connection with a body of unknown length, sent chunked,
+/// a chunk per part.
+pub async fn h1_parts(addr: SocketAddr, req: http::request::Builder, parts: Parts) -> Resp {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx.ready().await.unwrap();
+    read(
+        tx.send_request(req.body(parts).unwrap())
+            .await
+            .expect("response"),
+    )
+    .await
+}
+
+/// One request on a fresh h2c connection with a body of unknown length (no
+/// `content-length`), a DATA frame per part.
+pub async fn h2c_parts(addr: SocketAddr, req: http::request::Builder, parts: Parts) -> Resp {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    tx.ready().await.unwrap();
+    read(
+        tx.send_request(req.body(parts).unwrap())
+            .await
+            .expect("response"),
+    )
+    .await
+}
+
+/// A configuration with one service at `url` and two routes, `/buffered` with Kong's default
+/// `request_buffering` and `/streamed` with `request_buffering: false` (paths kept).
+pub fn request_buffering_routes(url: &str) -> String {
+    format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: s
+  url: {url}
+  routes:
+  - name: buffered
+    paths: ["/buffered"]
+    strip_path: false
+  - name: streamed
+    paths: ["/streamed"]
+    strip_path: false
+    request_buffering: false
+"#
+    )
 }
 
 /// An h2 client (h2c prior knowledge, or over a TLS stream).
@@ -1055,6 +1124,15 @@ impl Parts {
     /// `n` parts of 10 bytes each.
     pub fn tens(n: usize) -> Parts {
         Parts((0..n).map(|_| Bytes::from_static(b"0123456789")).collect())
+    }
+    /// These parts, in order.
+    pub fn of(parts: &[&'static str]) -> Parts {
+        Parts(
+            parts
+                .iter()
+                .map(|p| Bytes::from_static(p.as_bytes()))
+                .collect(),
+        )
     }
 }
 
