@@ -5,16 +5,38 @@ A raw backend on BACKEND_PORT answers a request for `/u/<name>` with the bytes o
 of that name, then closes the connection. For each case a client asks each proxy for it
 (and, on the same connection, for `/u/ok` after it, to see the connection still works) and
 the answers' status codes and the connection's end are compared, as diff.py compares the
-answers to raw requests. A deviation, where stated, says why the gateway answers otherwise.
+answers to raw requests (headers and bodies are not compared: crates/proxy/tests/
+upstream_answers.rs checks those). A deviation, where stated, says why the gateway answers
+otherwise.
+
+Kong 3.10 runs nginx 1.27, which refuses (502, `invalid_header`) answers that nginx 1.22, the
+one Debian ships and this harness runs, takes: a second Content-Length, even an equal one,
+one that is not a number, one beside Transfer-Encoding, a second Transfer-Encoding, a coding
+other than `chunked` (ngx_http_upstream_process_content_length and _transfer_encoding,
+1.23.0). The gateway answers as 1.27 does; with an nginx older than 1.23 those cases are
+expected to differ (NGINX_1_22), with a newer one to agree.
 
 Usage: upstream.py BACKEND_PORT NGINX_PORT GATEWAY_PORT [-v]
 """
+import re
 import socket
+import subprocess
 import sys
 import threading
 import time
 
 from diff import ask, compare
+
+
+def nginx_version():
+    """The (major, minor) of the nginx on PATH, (0, 0) if unknown."""
+    try:
+        out = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
+    except OSError:
+        return (0, 0)
+    m = re.search(r"nginx/(\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
 
 STRICTER = "stricter than nginx: an answer that cannot be read exactly is a 502"
 CUT_BODY = ("a small body is read whole before the head is sent, so one cut short is a 502 "
@@ -23,8 +45,13 @@ BAD_BODY = ("a chunked body is read as it is passed on: the head is already out 
             "turns out invalid, and the connection is closed (nginx had sent nothing yet)")
 UNASKED_101 = ("a 101 answering a request that asked for no protocol switch is a 502 (nginx passes "
                "it on, with what follows as its body: proxy::is_websocket)")
-INTERIM = ("a 100 is not passed to a client that did not ask for one (nginx takes it for the "
-           "final answer, and what follows for the next)")
+INTERIM = ("an interim 1xx other than 101 (100, 103) is read past to the final answer (nginx "
+           "1.27, which sends no Expect, takes it for the final answer, and passes what follows "
+           "as its body until the upstream closes)")
+# Kong's nginx (1.27) refuses these as the gateway does; only an nginx before 1.23 takes them.
+NGINX_1_22 = (None if nginx_version() >= (1, 23) else
+              "Kong's nginx 1.27 refuses this answer with 502, as the gateway does; "
+              "nginx 1.22 (Debian's) takes it")
 
 # name -> (raw answer, deviation)
 CASES = {
@@ -33,11 +60,16 @@ CASES = {
     "chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", None),
     "close-delimited": (b"HTTP/1.1 200 OK\r\n\r\nok", None),
     "http/1.0": (b"HTTP/1.0 200 OK\r\n\r\nok", None),
-    "lengths differ": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", STRICTER),
-    "lengths equal": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", None),
-    "length and chunked": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", None),
-    "length not a number": (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nok", STRICTER),
-    "gzip coding": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", None),
+    "lengths differ": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", NGINX_1_22),
+    "lengths equal": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", NGINX_1_22),
+    "length and chunked": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", NGINX_1_22),
+    "chunked and length": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n", NGINX_1_22),
+    "length not a number": (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nok", NGINX_1_22),
+    "gzip coding": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", NGINX_1_22),
+    "gzip, chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", NGINX_1_22),
+    "chunked twice": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", NGINX_1_22),
+    "CHUNKED": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: CHUNKED\r\n\r\n2\r\nok\r\n0\r\n\r\n", None),
+    "LF chunk lines": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\n3 ext\nabc\r\n0\n\n", None),
     "bad chunk": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n", BAD_BODY),
     "short body": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok", CUT_BODY),
     "obs-fold": (b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  2\r\nContent-Length: 2\r\n\r\nok", None),
@@ -52,6 +84,9 @@ CASES = {
     "not HTTP": (b"hello\r\n\r\n", STRICTER),
     "empty": (b"", None),
     "interim then final": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", INTERIM),
+    "103 then final": (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", INTERIM),
+    "http/1.0 keep-alive": (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", None),
+    "hidden headers": (b"HTTP/1.1 200 OK\r\nX-Pad: x\r\nX-Accel-Expires: 1\r\nX-Accel-Charset: utf-8\r\nContent-Length: 2\r\n\r\nok", None),
     "204 with length": (b"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\nok", None),
     "304": (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 2\r\n\r\n", None),
     "404": (b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno", None),
@@ -59,6 +94,9 @@ CASES = {
     "101 not asked": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nok", UNASKED_101),
     "connection close": (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", None),
     "3 KiB header": (b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 3000 + b"\r\nContent-Length: 2\r\n\r\nok", None),
+    # past nginx's default proxy_buffer_size (one page, 4k; Kong sets none)
+    "5 KiB header": (b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 5000 + b"\r\nContent-Length: 2\r\n\r\nok", None),
+    "150 headers": (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(150)) + b"Content-Length: 2\r\n\r\nok", None),
 }
 
 

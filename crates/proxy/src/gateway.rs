@@ -458,6 +458,11 @@ fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor>
                 .max(8192),
         )
         .max_headers(s.max_headers.saturating_add(1))
+        // Header names go out Title-Case (`Content-Type`, `X-Kong-Request-Id`), as nginx and
+        // Kong's Lua write the headers they set, rather than as `http` holds them (lower
+        // case). An upstream's names, lower-cased on the way through, come out Title-Case
+        // too, where nginx keeps their case (`ETag` becomes `Etag`); the fast path keeps them.
+        .title_case_headers(true)
         .keep_alive(true)
         .half_close(false);
     b.http2()

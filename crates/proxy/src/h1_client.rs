@@ -8,10 +8,18 @@
 //! [`Pool`] when it is read to the end. The head is encoded from the borrowed request parts,
 //! so a retry on another peer re-encodes them rather than keeping a copy.
 //!
-//! Parsing is `httparse`'s (hyper's parser, with its strict defaults). Response framing
-//! follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked when it is the last
-//! transfer coding; else `Content-Length` (every value equal, digits only); else until the
-//! connection closes. Interim 1xx answers other than 101 are skipped.
+//! Parsing is `httparse`'s (hyper's parser, with its strict defaults). The answer's framing
+//! is read as nginx 1.23+ reads it (`ngx_http_upstream_process_content_length` and
+//! `_transfer_encoding`): no body for HEAD, 1xx, 204 and 304; one `Transfer-Encoding`,
+//! exactly `chunked`; else one `Content-Length` of digits; else until the connection closes.
+//! A second `Content-Length` (even an equal one), both headers, a second
+//! `Transfer-Encoding` or another coding make the answer invalid ([`InvalidAnswer`]), as does
+//! a head longer than nginx's `proxy_buffer_size` (the `limit` given; no count limit of its
+//! own). Chunked bodies are read as `ngx_http_parse_chunked` reads them (lines end with LF,
+//! alone or after CR; an extension starts at `;`, SP or HTAB). An answer below HTTP/1.1
+//! closes its connection, whatever its `Connection` says. The headers nginx's proxy module
+//! hides by default (`X-Pad`, `X-Accel-*`) are not forwarded. Interim 1xx answers other than
+//! 101 are read past (nginx 1.27, which sends no `Expect`, takes one for the final answer).
 
 use std::io;
 use std::pin::Pin;
@@ -27,11 +35,14 @@ use http_body_util::BodyExt;
 use crate::h1_fast::span;
 use crate::upstream::{Conn, Io, Pool, WriteTimed};
 
-/// Longest response head accepted (hyper's default buffer limit is about the same).
-const MAX_HEAD: usize = 64 * 1024;
-/// Most response headers accepted.
-const MAX_HEADERS: usize = 100;
-/// Longest chunk-size line or trailer section accepted.
+/// nginx's default `proxy_buffer_size` (one memory page on x86-64), which Kong's template
+/// leaves as it is: the longest answer head taken (`Settings::proxy_buffer_size`).
+pub const DEFAULT_HEAD_LIMIT: usize = 4096;
+/// Headers parsed without an allocation; a head with more is parsed again with room for as
+/// many headers as it has lines (bounded by the head limit).
+const INLINE_HEADERS: usize = 100;
+/// Longest chunk-size line or trailer line accepted (nginx bounds neither; this keeps the
+/// buffer bounded).
 const MAX_LINE: usize = 4096;
 
 /// The headers the gateway sets on a message it forwards, kept beside the forwarded head
@@ -124,12 +135,13 @@ impl SetHeaders {
         }
     }
 
-    /// Writes the set headers (`name: value` lines).
+    /// Writes the set headers (`name: value` lines), the names in the case Kong's nginx
+    /// writes them ([`line_named`]).
     /// (The upstream `Host` is not among them: [`SetHeaders::write_host`].)
     pub fn write(&self, out: &mut Vec<u8>) {
         for i in &self.items {
             if let Some(v) = &i.value {
-                line(out, i.name.as_str().as_bytes(), v.as_bytes());
+                line_named(out, i.name, v.as_bytes());
             }
         }
     }
@@ -138,17 +150,77 @@ impl SetHeaders {
     /// nginx and Kong put it (some upstreams and firewalls look for it there).
     pub fn write_host(&self, out: &mut Vec<u8>) {
         if let Some(v) = &self.host {
-            line(out, header::HOST.as_str().as_bytes(), v.as_bytes());
+            line(out, b"Host", v.as_bytes());
         }
     }
 }
 
-/// Appends a `name: value` header line (both HTTP/1.1 writers' one way of writing it).
+/// Appends a `name: value` header line (both HTTP/1.1 writers' one way of writing it), the
+/// name as given.
 pub(crate) fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a `name: value` header line for a name the gateway itself sets (held lower-case
+/// by `http`), in the case Kong's nginx writes it ([`wire_name`]).
+pub(crate) fn line_named(out: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
+    push_wire_name(out, name.as_str());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The case in which Kong's nginx writes the headers the gateway sets: nginx's own names
+/// (`ngx_http_header_filter_module`), the names in Kong's template (`proxy_set_header`) and
+/// those Kong's Lua code sets (`kong/constants.lua`); `None` for a name not listed, which
+/// [`push_wire_name`] writes in Title-Case.
+pub(crate) fn wire_name(lower: &str) -> Option<&'static [u8]> {
+    Some(match lower {
+        "date" => b"Date",
+        "server" => b"Server",
+        "content-length" => b"Content-Length",
+        "content-type" => b"Content-Type",
+        "transfer-encoding" => b"Transfer-Encoding",
+        "connection" => b"Connection",
+        "via" => b"Via",
+        "x-kong-upstream-latency" => b"X-Kong-Upstream-Latency",
+        "x-kong-proxy-latency" => b"X-Kong-Proxy-Latency",
+        "x-kong-response-latency" => b"X-Kong-Response-Latency",
+        "x-kong-request-id" => b"X-Kong-Request-Id",
+        "x-kong-upstream-status" => b"X-Kong-Upstream-Status",
+        "x-kong-admin-latency" => b"X-Kong-Admin-Latency",
+        "set-cookie" => b"Set-Cookie",
+        "location" => b"Location",
+        "www-authenticate" => b"WWW-Authenticate",
+        "etag" => b"ETag",
+        "te" => b"TE",
+        "upgrade" => b"Upgrade",
+        "x-real-ip" => b"X-Real-IP",
+        "x-forwarded-for" => b"X-Forwarded-For",
+        "x-forwarded-proto" => b"X-Forwarded-Proto",
+        "x-forwarded-host" => b"X-Forwarded-Host",
+        "x-forwarded-port" => b"X-Forwarded-Port",
+        "x-forwarded-path" => b"X-Forwarded-Path",
+        "x-forwarded-prefix" => b"X-Forwarded-Prefix",
+        _ => return None,
+    })
+}
+
+/// Appends a lower-case header name as Kong's nginx writes it: [`wire_name`]'s case, else
+/// Title-Case (a capital at the start and after each `-`, as hyper's `title_case_headers`).
+pub(crate) fn push_wire_name(out: &mut Vec<u8>, lower: &str) {
+    if let Some(w) = wire_name(lower) {
+        out.extend_from_slice(w);
+        return;
+    }
+    let mut up = true;
+    for &b in lower.as_bytes() {
+        out.push(if up { b.to_ascii_uppercase() } else { b });
+        up = b == b'-';
+    }
 }
 
 #[inline]
@@ -203,8 +275,13 @@ pub enum ExchangeError {
     /// Nothing of the request was written (a stream body is untouched): the request can go
     /// on another connection.
     NotSent(io::Error),
-    /// The request was (at least partly) written; no usable answer came.
+    /// The request was (at least partly) written; no answer came: the connection failed,
+    /// was closed before an answer's head was complete, or timed out (nginx's `error` and
+    /// `timeout`, which Kong's `proxy_next_upstream` retries).
     Failed(io::Error),
+    /// The request was written and the answer is one nginx refuses ([`InvalidAnswer`]:
+    /// nginx's `invalid_header`, which Kong's `proxy_next_upstream` does not retry).
+    Invalid(io::Error),
     /// The client's body, streamed, failed (malformed, cut short, too large or stalled: its
     /// [`crate::upstream::BodyWatch`] says which): the client's fault, not the upstream's.
     /// Part of the request may have been written.
@@ -215,9 +292,40 @@ impl ExchangeError {
     /// The underlying error.
     pub fn io(&self) -> &io::Error {
         match self {
-            ExchangeError::NotSent(e) | ExchangeError::Failed(e) | ExchangeError::Client(e) => e,
+            ExchangeError::NotSent(e)
+            | ExchangeError::Failed(e)
+            | ExchangeError::Invalid(e)
+            | ExchangeError::Client(e) => e,
         }
     }
+
+    /// The error of reading an answer's head after the request was written: an invalid
+    /// answer is told apart from a failed connection.
+    fn of_read(e: io::Error) -> ExchangeError {
+        if is_invalid_answer(&e) {
+            ExchangeError::Invalid(e)
+        } else {
+            ExchangeError::Failed(e)
+        }
+    }
+}
+
+/// An upstream answer nginx would not take: its head is not HTTP/1 as nginx reads it, is
+/// longer than `proxy_buffer_size`, or frames its body in two ways or in a way nginx does not
+/// know (nginx's `NGX_HTTP_UPSTREAM_FT_INVALID_HEADER`: a 502, not retried under Kong's
+/// `proxy_next_upstream`, nginx's default `error timeout`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidAnswer(&'static str);
+
+/// An [`InvalidAnswer`] as an I/O error.
+fn invalid_answer(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, InvalidAnswer(msg))
+}
+
+/// Whether `e` is an [`InvalidAnswer`] (rather than a failed connection).
+pub fn is_invalid_answer(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<InvalidAnswer>())
 }
 
 fn invalid(msg: &'static str) -> io::Error {
@@ -274,11 +382,13 @@ impl H1Conn {
 
     /// Writes a request and reads its answer's head ([`send_request`](Self::send_request),
     /// then [`read_answer`](Self::read_answer)).
+    /// `head_limit`: the longest answer head taken (nginx's `proxy_buffer_size`).
     pub async fn exchange(
         &mut self,
         parts: &http::request::Parts,
         set: &SetHeaders,
         body: SendBody<'_>,
+        head_limit: usize,
     ) -> Result<(RawHead, Framing, bool), ExchangeError> {
         // (the two steps inline, not through the two methods below: one state machine less
         // on every request of the fast path)
@@ -289,14 +399,16 @@ impl H1Conn {
         r?;
         let head_req = parts.method == Method::HEAD;
         loop {
-            let (rp, framing, reusable) = self.read_head(head_req).await.map_err(|e| {
-                // (a request written at the end of the batch reports its write's failure here)
-                if crate::batch_write::is_not_written(&e) {
-                    ExchangeError::NotSent(e)
-                } else {
-                    ExchangeError::Failed(e)
-                }
-            })?;
+            let (rp, framing, reusable) =
+                self.read_head(head_req, head_limit).await.map_err(|e| {
+                    // (a request written at the end of the batch reports its write's failure
+                    // here)
+                    if crate::batch_write::is_not_written(&e) {
+                        ExchangeError::NotSent(e)
+                    } else {
+                        ExchangeError::of_read(e)
+                    }
+                })?;
             if !rp.status.is_informational() || rp.status == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok((rp, framing, reusable));
             }
@@ -319,16 +431,18 @@ impl H1Conn {
     }
 
     /// Reads the head of the answer to the request just sent, past informational answers.
-    /// `head_req`: the request is a HEAD (its answer has no body whatever its headers say).
+    /// `head_req`: the request is a HEAD (its answer has no body whatever its headers say);
+    /// `head_limit`: the longest head taken (nginx's `proxy_buffer_size`).
     pub async fn read_answer(
         &mut self,
         head_req: bool,
+        head_limit: usize,
     ) -> Result<(RawHead, Framing, bool), ExchangeError> {
         loop {
             let (rp, framing, reusable) = self
-                .read_head(head_req)
+                .read_head(head_req, head_limit)
                 .await
-                .map_err(ExchangeError::Failed)?;
+                .map_err(ExchangeError::of_read)?;
             if rp.status.is_informational() && rp.status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
@@ -406,145 +520,59 @@ impl H1Conn {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
-    async fn read_head(&mut self, head_req: bool) -> io::Result<(RawHead, Framing, bool)> {
-        let mut lines: Vec<[usize; 4]> = Vec::with_capacity(16);
-        let mut length: Option<u64> = None;
-        let mut chunked = false;
-        let mut te = false;
-        let mut close;
-        // names listed in `Connection` besides close, keep-alive and upgrade: removed too
-        let mut named: Vec<(usize, usize)> = Vec::new();
-        // `Upgrade` lines, and where the last one's value is
-        let mut upgrades = 0usize;
-        let mut upgrade_value = (0usize, 0usize);
-        let mut cl_lines = 0usize;
-        let mut bad_length = false;
-        let mut seen = Seen::default();
-        let (n, status, version, reason) = loop {
+    /// Reads an answer's head (interim ones included) of at most `limit` bytes.
+    async fn read_head(
+        &mut self,
+        head_req: bool,
+        limit: usize,
+    ) -> io::Result<(RawHead, Framing, bool)> {
+        let parsed = loop {
             if !self.buf.is_empty() {
-                let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut r = httparse::Response::new(&mut hdrs);
-                match r.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        let version = if r.version == Some(0) {
-                            Version::HTTP_10
-                        } else {
-                            Version::HTTP_11
-                        };
-                        close = version == Version::HTTP_10;
-                        // One pass over the lines: the framing and hop-by-hop headers are
-                        // read and left out, the others kept (as spans of the head).
-                        for h in r.headers.iter() {
-                            let name = h.name.as_bytes();
-                            let value = h.value;
-                            let (vs, ve) = span(&self.buf, value);
-                            let keep = match classify(name) {
-                                Name::ContentLength => {
-                                    cl_lines += 1;
-                                    match parse_length(value) {
-                                        Some(n) if length.is_none_or(|l| l == n) => {
-                                            length = Some(n);
-                                        }
-                                        // invalid or conflicting: refused below
-                                        _ => bad_length = true,
-                                    }
-                                    true
-                                }
-                                Name::TransferEncoding => {
-                                    // hop-by-hop (the coding is this connection's, read
-                                    // into `framing`)
-                                    te = true;
-                                    chunked =
-                                        value.rsplit(|b| *b == b',').next().is_some_and(|t| {
-                                            t.trim_ascii().eq_ignore_ascii_case(b"chunked")
-                                        });
-                                    false
-                                }
-                                Name::Connection => {
-                                    let mut at = vs;
-                                    for t in value.split(|b| *b == b',') {
-                                        let start = at + (t.len() - t.trim_ascii_start().len());
-                                        at += t.len() + 1;
-                                        let t = t.trim_ascii();
-                                        if t.eq_ignore_ascii_case(b"close") {
-                                            close = true;
-                                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                                            if version == Version::HTTP_10 {
-                                                close = false;
-                                            }
-                                        } else if !t.is_empty()
-                                            && !t.eq_ignore_ascii_case(b"upgrade")
-                                        {
-                                            named.push((start, start + t.len()));
-                                        }
-                                    }
-                                    false
-                                }
-                                Name::Upgrade => {
-                                    // decided below, once every line is read
-                                    upgrades += 1;
-                                    upgrade_value = (vs, ve);
-                                    true
-                                }
-                                class => {
-                                    seen.note(class, (vs, ve), value);
-                                    class != Name::HopByHop
-                                }
-                            };
-                            if keep {
-                                let (ns, ne) = span(&self.buf, name);
-                                lines.push([ns, ne, vs, ve]);
-                            }
-                        }
-                        // (`HTTP/1.1 200` with no reason phrase: httparse's reason is a
-                        // static empty string, not a part of the buffer)
-                        let reason = r
-                            .reason
-                            .and_then(|s| crate::h1_fast::span_within(&self.buf, s.as_bytes()));
-                        let code = r.code.unwrap_or(0);
-                        break (n, code, version, reason);
-                    }
-                    Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => {}
-                    Ok(httparse::Status::Partial) => {
-                        return Err(invalid("upstream response head too large"));
-                    }
-                    Err(_) => return Err(invalid("invalid upstream response head")),
+                if let Some(p) = parse_answer(&self.buf, limit)? {
+                    break p;
+                }
+                // nginx reads a head into one buffer of `proxy_buffer_size` bytes: one that
+                // fills it unfinished is too big
+                if self.buf.len() >= limit {
+                    return Err(invalid_answer("upstream sent too big header"));
                 }
             }
             if self.fill().await? == 0 {
+                // (nginx's `error`: "upstream prematurely closed connection")
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "upstream closed the connection before a complete response head",
                 ));
             }
         };
-        let head = self.buf.split_to(n).freeze();
-        let status =
-            StatusCode::from_u16(status).map_err(|_| invalid("invalid upstream status"))?;
-        if bad_length {
-            return Err(invalid("invalid or conflicting upstream Content-Length"));
-        }
+        let Parsed {
+            len,
+            status,
+            version,
+            reason,
+            mut lines,
+            mut seen,
+            length,
+            chunked,
+            close,
+            named,
+        } = parsed;
+        let head = self.buf.split_to(len).freeze();
         if !named.is_empty() {
             lines.retain(|&[ns, ne, _, _]| {
                 !named
                     .iter()
                     .any(|&(s, e)| head[s..e].eq_ignore_ascii_case(&head[ns..ne]))
             });
-            // what is left of the headers noted
-            seen = Seen::default();
+            // what is left of the headers noted (`X-Accel-Buffering`, not forwarded, was
+            // read by nginx whatever `Connection` names)
+            seen = Seen {
+                unbuffered: seen.unbuffered,
+                ..Seen::default()
+            };
             for &[ns, ne, vs, ve] in &lines {
                 seen.note(classify(&head[ns..ne]), (vs, ve), &head[vs..ve]);
             }
-        }
-        // Kong's header filter drops an `Upgrade` that is not the one asked upstream
-        // (`$upstream_upgrade`); requests sent here never ask for one
-        if upgrades > 0 && !keeps_upgrade(upgrades, &head[upgrade_value.0..upgrade_value.1], b"") {
-            lines.retain(|&[ns, ne, _, _]| !head[ns..ne].eq_ignore_ascii_case(b"upgrade"));
-        }
-        if te && cl_lines > 0 {
-            // The transfer coding overrides the length, which is not forwarded (RFC 9112
-            // §6.3: a sender must remove it).
-            lines.retain(|&[ns, ne, _, _]| !head[ns..ne].eq_ignore_ascii_case(b"content-length"));
         }
         let framing = if head_req
             || status.is_informational()
@@ -552,12 +580,8 @@ impl H1Conn {
             || status == StatusCode::NOT_MODIFIED
         {
             Framing::Empty
-        } else if te {
-            if chunked {
-                Framing::Chunked
-            } else {
-                Framing::Eof
-            }
+        } else if chunked {
+            Framing::Chunked
         } else {
             match length {
                 Some(0) => Framing::Empty,
@@ -565,13 +589,8 @@ impl H1Conn {
                 None => Framing::Eof,
             }
         };
-        // A message with both a transfer coding and a length may have been meant to smuggle
-        // one into the other: its connection is not reused (RFC 9112 §6.3).
-        let smuggling = te && length.is_some();
-        let reusable = !close
-            && !smuggling
-            && framing != Framing::Eof
-            && status != StatusCode::SWITCHING_PROTOCOLS;
+        let reusable =
+            !close && framing != Framing::Eof && status != StatusCode::SWITCHING_PROTOCOLS;
         let head = RawHead {
             status,
             version,
@@ -584,6 +603,169 @@ impl H1Conn {
     }
 }
 
+/// An answer head as [`parse_answer`] read it (spans are of the bytes parsed).
+struct Parsed {
+    /// The head's length.
+    len: usize,
+    status: StatusCode,
+    version: Version,
+    reason: Option<(usize, usize)>,
+    /// The headers to forward: name start, name end, value start, value end.
+    lines: Vec<[usize; 4]>,
+    seen: Seen,
+    /// The `Content-Length`.
+    length: Option<u64>,
+    /// `Transfer-Encoding: chunked`.
+    chunked: bool,
+    /// The connection ends with this answer.
+    close: bool,
+    /// Names listed in `Connection` besides close and keep-alive: not forwarded either.
+    named: Vec<(usize, usize)>,
+}
+
+/// Parses an answer's head at the start of `buf`: `None` while it is incomplete, an
+/// [`InvalidAnswer`] where nginx refuses it (`limit`: nginx's `proxy_buffer_size`).
+fn parse_answer(buf: &[u8], limit: usize) -> io::Result<Option<Parsed>> {
+    let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
+    let mut more;
+    let mut r = httparse::Response::new(&mut inline);
+    let mut status = r.parse(buf);
+    if let Err(httparse::Error::TooManyHeaders) = status {
+        // No count limit (nginx has none): room for as many headers as the head can hold
+        // lines (one too many means the head does not fit the buffer).
+        let lines = buf[..buf.len().min(limit)]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        more = vec![httparse::EMPTY_HEADER; lines];
+        r = httparse::Response::new(&mut more);
+        status = r.parse(buf);
+    }
+    let len = match status {
+        Ok(httparse::Status::Complete(n)) if n <= limit => n,
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+            return Err(invalid_answer("upstream sent too big header"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(invalid_answer("upstream sent invalid header")),
+    };
+    let version = if r.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // an answer below HTTP/1.1 closes its connection whatever it says
+    // (`ngx_http_proxy_process_status_line`)
+    let mut close = version == Version::HTTP_10;
+    let mut lines: Vec<[usize; 4]> = Vec::with_capacity(r.headers.len());
+    let mut seen = Seen::default();
+    // names listed in `Connection` besides close, keep-alive and upgrade: removed too
+    let mut named: Vec<(usize, usize)> = Vec::new();
+    // `Upgrade` lines, and where the last one's value is
+    let mut upgrades = 0usize;
+    let mut upgrade_value = (0usize, 0usize);
+    let mut length: Option<u64> = None;
+    let mut te = false;
+    // One pass over the lines: the framing and hop-by-hop headers are read and left out,
+    // the others kept (as spans of the head).
+    for h in r.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        let (vs, ve) = span(buf, value);
+        let keep = match classify(name) {
+            Name::ContentLength => {
+                if length.is_some() {
+                    return Err(invalid_answer("upstream sent duplicate Content-Length"));
+                }
+                if te {
+                    return Err(invalid_answer(
+                        "upstream sent Content-Length and Transfer-Encoding",
+                    ));
+                }
+                length = Some(
+                    parse_length(value.trim_ascii())
+                        .ok_or_else(|| invalid_answer("upstream sent invalid Content-Length"))?,
+                );
+                true
+            }
+            Name::TransferEncoding => {
+                if te {
+                    return Err(invalid_answer("upstream sent duplicate Transfer-Encoding"));
+                }
+                if length.is_some() {
+                    return Err(invalid_answer(
+                        "upstream sent Content-Length and Transfer-Encoding",
+                    ));
+                }
+                if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(invalid_answer("upstream sent unknown Transfer-Encoding"));
+                }
+                te = true;
+                // hop-by-hop (the coding is this connection's, read into the framing)
+                false
+            }
+            Name::Connection => {
+                // (nginx looks for "close" anywhere in the value)
+                if value.windows(5).any(|w| w.eq_ignore_ascii_case(b"close")) {
+                    close = true;
+                }
+                let mut at = vs;
+                for t in value.split(|b| *b == b',') {
+                    let start = at + (t.len() - t.trim_ascii_start().len());
+                    at += t.len() + 1;
+                    let t = t.trim_ascii();
+                    if !t.is_empty()
+                        && !t.eq_ignore_ascii_case(b"close")
+                        && !t.eq_ignore_ascii_case(b"keep-alive")
+                        && !t.eq_ignore_ascii_case(b"upgrade")
+                    {
+                        named.push((start, start + t.len()));
+                    }
+                }
+                false
+            }
+            Name::Upgrade => {
+                // decided below, once every line is read
+                upgrades += 1;
+                upgrade_value = (vs, ve);
+                true
+            }
+            class => {
+                seen.note(class, (vs, ve), value);
+                !matches!(class, Name::HopByHop | Name::Hidden | Name::AccelBuffering)
+            }
+        };
+        if keep {
+            let (ns, ne) = span(buf, name);
+            lines.push([ns, ne, vs, ve]);
+        }
+    }
+    // Kong's header filter drops an `Upgrade` that is not the one asked upstream
+    // (`$upstream_upgrade`); requests sent here never ask for one
+    if upgrades > 0 && !keeps_upgrade(upgrades, &buf[upgrade_value.0..upgrade_value.1], b"") {
+        lines.retain(|&[ns, ne, _, _]| !buf[ns..ne].eq_ignore_ascii_case(b"upgrade"));
+    }
+    // (`HTTP/1.1 200` with no reason phrase: httparse's reason is a static empty string,
+    // not a part of the buffer)
+    let reason = r
+        .reason
+        .and_then(|s| crate::h1_fast::span_within(buf, s.as_bytes()));
+    let status = StatusCode::from_u16(r.code.unwrap_or(0))
+        .map_err(|_| invalid_answer("upstream sent invalid status"))?;
+    Ok(Some(Parsed {
+        len,
+        status,
+        version,
+        reason,
+        lines,
+        seen,
+        length,
+        chunked: te,
+        close,
+        named,
+    }))
+}
+
 /// Response header names the client and the proxy look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Name {
@@ -594,9 +776,13 @@ enum Name {
     Upgrade,
     /// `Keep-Alive`: not forwarded (nginx's upstream module never passes it on).
     HopByHop,
+    /// The headers nginx's proxy module hides by default (`ngx_http_proxy_hide_headers`
+    /// but `Date` and `Server`, which Kong's `proxy_pass_header` passes): not forwarded.
+    Hidden,
     Via,
     Server,
     Date,
+    /// `X-Accel-Buffering`: read (it turns buffering off), and hidden as nginx hides it.
     AccelBuffering,
     Other,
 }
@@ -617,13 +803,17 @@ fn classify(name: &[u8]) -> Name {
     match name.len() {
         3 if is(b"via") => Name::Via,
         4 if is(b"date") => Name::Date,
+        5 if is(b"x-pad") => Name::Hidden,
         6 if is(b"server") => Name::Server,
         7 if is(b"upgrade") => Name::Upgrade,
         10 if is(b"connection") => Name::Connection,
         10 if is(b"keep-alive") => Name::HopByHop,
         14 if is(b"content-length") => Name::ContentLength,
+        15 if is(b"x-accel-expires") || is(b"x-accel-charset") => Name::Hidden,
+        16 if is(b"x-accel-redirect") => Name::Hidden,
         17 if is(b"transfer-encoding") => Name::TransferEncoding,
         17 if is(b"x-accel-buffering") => Name::AccelBuffering,
+        18 if is(b"x-accel-limit-rate") => Name::Hidden,
         _ => Name::Other,
     }
 }
@@ -656,10 +846,11 @@ impl Seen {
 /// An upstream response head as read: its status, its bytes, and where each header to
 /// forward is in them. Left out, as nginx and Kong's header filter leave them out:
 /// `Connection`, `Keep-Alive` and the transfer coding, the headers `Connection` names (but
-/// `close`, `keep-alive` and `upgrade`), and an `Upgrade` ([`keeps_upgrade`]: the requests
-/// sent here never ask for one); `Proxy-Authenticate`, `Proxy-Connection` and the other
-/// headers pass, as Kong 3.x passes them. The proxy forwards it without building a `HeaderMap`
-/// ([`RawHead::into_parts`] builds one where one is needed).
+/// `close`, `keep-alive` and `upgrade`), an `Upgrade` ([`keeps_upgrade`]: the requests sent
+/// here never ask for one), and the headers nginx's proxy module hides; `Proxy-Authenticate`,
+/// `Proxy-Connection` and the other headers pass, as Kong 3.x passes them. The proxy
+/// forwards it without building a `HeaderMap` ([`RawHead::into_parts`] builds one where one
+/// is needed).
 #[derive(Debug, Clone)]
 pub struct RawHead {
     /// The status.
@@ -808,13 +999,17 @@ fn expects_body(m: &Method) -> bool {
     matches!(*m, Method::POST | Method::PUT | Method::PATCH)
 }
 
+/// A `Content-Length` value as `ngx_atoof` reads it: digits only (leading zeros allowed),
+/// at most `NGX_MAX_OFF_T_VALUE`.
 fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    v.iter()
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .filter(|n| *n <= i64::MAX as u64)
 }
 
 /// The framing written after a request head.
@@ -849,11 +1044,11 @@ fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, set: &SetHeaders, fr
     match framing {
         ReqFraming::None => {}
         ReqFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(b"Content-Length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ReqFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -931,16 +1126,49 @@ impl RawBody {
     }
 }
 
-/// Parses a chunk-size line (`1a;ext=v`), without its CRLF.
+/// The largest chunk size nginx takes (`ngx_http_parse_chunked` refuses a size past
+/// `NGX_MAX_OFF_T_VALUE / 16` before reading on).
+const MAX_CHUNK: u64 = i64::MAX as u64 / 16;
+
+/// Parses a chunk-size line (`1a;ext=v`) up to its LF (excluded), as
+/// `ngx_http_parse_chunked` reads it: hex digits (leading zeros allowed), then the line's
+/// end or an extension, which starts at `;`, SP or HTAB and runs to the end of the line;
+/// a CR only right before the LF.
 fn chunk_size(line: &[u8]) -> Option<u64> {
-    let hex = line.split(|b| *b == b';').next()?.trim_ascii_end();
-    if hex.is_empty() || hex.len() > 15 {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.contains(&b'\r') {
         return None;
     }
-    hex.iter().try_fold(0u64, |n, b| {
-        let d = (*b as char).to_digit(16)?;
-        Some(n * 16 + u64::from(d))
-    })
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return None;
+    }
+    if let Some(b) = line.get(digits)
+        && !matches!(b, b';' | b' ' | b'\t')
+    {
+        return None;
+    }
+    line[..digits]
+        .iter()
+        .try_fold(0u64, |n, b| {
+            if n > MAX_CHUNK {
+                return None;
+            }
+            let d = (*b as char).to_digit(16)?;
+            Some(n * 16 + u64::from(d))
+        })
+        .filter(|n| *n <= MAX_CHUNK)
+}
+
+/// A line of the trailer section up to its LF (excluded): whether it is the empty line
+/// that ends the section (`Some(true)`), another line (`Some(false)`), or invalid (a CR
+/// other than right before the LF).
+fn trailer_line(line: &[u8]) -> Option<bool> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.contains(&b'\r') {
+        return None;
+    }
+    Some(line.is_empty())
 }
 
 impl Body for RawBody {
@@ -984,13 +1212,13 @@ impl Body for RawBody {
                     let data = c.buf.split().freeze();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                State::ChunkSize if c.buf.len() >= 2 => {
-                    match c.buf.windows(2).position(|w| w == b"\r\n") {
+                State::ChunkSize if !c.buf.is_empty() => {
+                    match c.buf.iter().position(|b| *b == b'\n') {
                         Some(i) => {
                             let Some(size) = chunk_size(&c.buf[..i]) else {
                                 return this.fail(invalid("invalid chunk size in upstream body"));
                             };
-                            c.buf.advance(i + 2);
+                            c.buf.advance(i + 1);
                             this.state = if size == 0 {
                                 State::Trailers
                             } else {
@@ -1004,25 +1232,36 @@ impl Body for RawBody {
                         None => {}
                     }
                 }
+                // the end of the chunk's data: CRLF, or LF alone
+                State::ChunkEnd if c.buf.first() == Some(&b'\n') => {
+                    c.buf.advance(1);
+                    this.state = State::ChunkSize;
+                    continue;
+                }
                 State::ChunkEnd if c.buf.len() >= 2 => {
                     if &c.buf[..2] != b"\r\n" {
-                        return this.fail(invalid("missing CRLF after chunk data"));
+                        return this.fail(invalid("missing line end after chunk data"));
                     }
                     c.buf.advance(2);
                     this.state = State::ChunkSize;
                     continue;
                 }
-                State::Trailers if c.buf.len() >= 2 => {
-                    // Trailer fields are dropped (HTTP/1.1 clients rarely ask for them);
-                    // the section ends with an empty line.
-                    match c.buf.windows(2).position(|w| w == b"\r\n") {
-                        Some(0) => {
-                            c.buf.advance(2);
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
+                State::ChunkEnd if c.buf.first().is_some_and(|b| *b != b'\r') => {
+                    return this.fail(invalid("missing line end after chunk data"));
+                }
+                State::Trailers if !c.buf.is_empty() => {
+                    // Trailer fields are dropped (nginx's `proxy_pass_trailers` is off in
+                    // Kong); the section ends with an empty line.
+                    match c.buf.iter().position(|b| *b == b'\n') {
                         Some(i) => {
-                            c.buf.advance(i + 2);
+                            let Some(last) = trailer_line(&c.buf[..i]) else {
+                                return this.fail(invalid("invalid upstream trailer"));
+                            };
+                            c.buf.advance(i + 1);
+                            if last {
+                                this.finish();
+                                return Poll::Ready(None);
+                            }
                             continue;
                         }
                         None if c.buf.len() > MAX_LINE => {
@@ -1071,23 +1310,168 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunk_sizes() {
+    fn chunk_sizes_as_nginx_reads_them() {
         assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"1a\r"), Some(26));
         assert_eq!(chunk_size(b"0"), Some(0));
         assert_eq!(chunk_size(b"A;name=value"), Some(10));
+        assert_eq!(chunk_size(b"A;name=value\r"), Some(10));
+        // SP and HTAB start an extension too
+        assert_eq!(chunk_size(b"3 x"), Some(3));
+        assert_eq!(chunk_size(b"3\t;x"), Some(3));
+        assert_eq!(chunk_size(b"3 "), Some(3));
+        // leading zeros are only digits
+        assert_eq!(chunk_size(b"0000000000000000000000001f"), Some(31));
         assert_eq!(chunk_size(b""), None);
+        assert_eq!(chunk_size(b"\r"), None);
+        assert_eq!(chunk_size(b" 3"), None);
         assert_eq!(chunk_size(b"g"), None);
+        assert_eq!(chunk_size(b"3g"), None);
         assert_eq!(chunk_size(b"-1"), None);
+        assert_eq!(chunk_size(b"3\rx"), None);
+        assert_eq!(chunk_size(b"3;a\rb"), None);
+        assert_eq!(chunk_size(b"7ffffffffffffff"), Some(MAX_CHUNK));
+        assert_eq!(chunk_size(b"800000000000000"), None);
         assert_eq!(chunk_size(b"1111111111111111"), None);
     }
 
     #[test]
-    fn lengths() {
+    fn trailer_lines_end_with_lf_alone_or_after_cr() {
+        assert_eq!(trailer_line(b""), Some(true));
+        assert_eq!(trailer_line(b"\r"), Some(true));
+        assert_eq!(trailer_line(b"X-T: 1"), Some(false));
+        assert_eq!(trailer_line(b"X-T: 1\r"), Some(false));
+        assert_eq!(trailer_line(b"X-T: \r1"), None);
+    }
+
+    #[test]
+    fn lengths_as_ngx_atoof_reads_them() {
         assert_eq!(parse_length(b"12"), Some(12));
+        assert_eq!(parse_length(b"0000000000000000000012"), Some(12));
+        assert_eq!(parse_length(b"9223372036854775807"), Some(i64::MAX as u64));
+        assert_eq!(parse_length(b"9223372036854775808"), None);
         assert_eq!(parse_length(b""), None);
         assert_eq!(parse_length(b"+1"), None);
         assert_eq!(parse_length(b"1 "), None);
+        assert_eq!(parse_length(b"1,1"), None);
         assert_eq!(parse_length(b"99999999999999999999"), None);
+    }
+
+    /// Whether `raw` is refused as an invalid answer (anything else panics).
+    fn refused(raw: &[u8]) -> bool {
+        match parse_answer(raw, DEFAULT_HEAD_LIMIT) {
+            Ok(Some(_)) => false,
+            Ok(None) => panic!("incomplete: {raw:?}"),
+            Err(e) => {
+                assert!(is_invalid_answer(&e), "{e}");
+                true
+            }
+        }
+    }
+
+    fn parsed(raw: &[u8]) -> Parsed {
+        match parse_answer(raw, DEFAULT_HEAD_LIMIT) {
+            Ok(Some(p)) => p,
+            Ok(None) => panic!("incomplete: {raw:?}"),
+            Err(e) => panic!("refused ({e}): {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_is_refused_as_nginx_1_23_refuses_it() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n",
+            // (also on answers without a body)
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-A\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+        ] {
+            assert!(refused(raw), "{}", String::from_utf8_lossy(raw));
+        }
+        let p = parsed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert!(p.chunked && p.length.is_none());
+        assert!(p.lines.is_empty(), "the coding is not forwarded");
+        let p = parsed(b"HTTP/1.1 200 OK\r\nContent-Length: 0002 \r\n\r\nok");
+        assert_eq!(p.length, Some(2));
+        assert_eq!(p.lines.len(), 1, "the length is kept");
+    }
+
+    #[test]
+    fn the_head_limit_is_the_whole_head_and_the_count_is_free() {
+        let head = b"HTTP/1.1 200 OK\r\nX-A: 1234\r\nContent-Length: 0\r\n\r\n";
+        let n = head.len();
+        assert!(matches!(parse_answer(head, n), Ok(Some(p)) if p.len == n));
+        let e = parse_answer(head, n - 1).err().expect("too big");
+        assert!(is_invalid_answer(&e), "{e}");
+        // 150 small headers, within the default 4k: no count limit
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..150 {
+            many.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        assert!(many.len() < DEFAULT_HEAD_LIMIT);
+        let p = parsed(&many);
+        assert_eq!(p.lines.len(), 151);
+        assert_eq!(p.len, many.len());
+        // the same headers past a smaller limit
+        let e = parse_answer(&many, 1024).err().expect("too big");
+        assert!(is_invalid_answer(&e), "{e}");
+        // an incomplete head is waited for
+        assert!(matches!(
+            parse_answer(&many[..many.len() - 2], DEFAULT_HEAD_LIMIT),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn nginx_hidden_headers_are_left_out() {
+        let raw = b"HTTP/1.1 200 OK\r\nX-Pad: avoid browser bug\r\nX-Accel-Expires: 10\r\n\
+X-Accel-Redirect: /x\r\nX-Accel-Limit-Rate: 1\r\nX-Accel-Buffering: no\r\n\
+X-Accel-Charset: utf-8\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n";
+        let p = parsed(raw);
+        let names: Vec<&[u8]> = p.lines.iter().map(|l| &raw[l[0]..l[1]]).collect();
+        assert_eq!(names, [&b"X-Kept"[..], b"Content-Length"]);
+        assert!(p.seen.unbuffered, "X-Accel-Buffering is still read");
+    }
+
+    #[test]
+    fn answers_below_http_1_1_close_their_connection() {
+        assert!(
+            parsed(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").close
+        );
+        assert!(!parsed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").close);
+        // (nginx finds "close" anywhere in the value)
+        assert!(parsed(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\n\r\n").close);
+    }
+
+    #[test]
+    fn names_the_gateway_sets_are_written_in_kongs_case() {
+        let mut out = Vec::new();
+        for n in [
+            "date",
+            "x-kong-request-id",
+            "x-real-ip",
+            "www-authenticate",
+            "x-some-plugin-header",
+        ] {
+            push_wire_name(&mut out, n);
+            out.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "Date X-Kong-Request-Id X-Real-IP WWW-Authenticate X-Some-Plugin-Header "
+        );
     }
 
     #[test]
@@ -1104,11 +1488,11 @@ mod tests {
         encode_head(&mut out, &p, &none, ReqFraming::Length(3));
         assert_eq!(
             out,
-            b"POST /a?b HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\n"
+            b"POST /a?b HTTP/1.1\r\nhost: h\r\nContent-Length: 3\r\n\r\n"
         );
         out.clear();
         encode_head(&mut out, &p, &none, ReqFraming::Chunked);
-        assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
+        assert!(out.ends_with(b"Transfer-Encoding: chunked\r\n\r\n"));
         out.clear();
         encode_head(&mut out, &p, &none, ReqFraming::None);
         assert!(!out.windows(7).any(|w| w.eq_ignore_ascii_case(b"content")));
@@ -1138,14 +1522,14 @@ mod tests {
         encode_head(&mut out, &p, &set, ReqFraming::None);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "GET / HTTP/1.1\r\nhost: client.test\r\nx-keep: 1\r\nx-a: ours\r\nx-c: new\r\n\r\n"
+            "GET / HTTP/1.1\r\nhost: client.test\r\nx-keep: 1\r\nX-A: ours\r\nX-C: new\r\n\r\n"
         );
         set.set_host(Some(HeaderValue::from_static("upstream.test")));
         out.clear();
         encode_head(&mut out, &p, &set, ReqFraming::None);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "GET / HTTP/1.1\r\nhost: upstream.test\r\nx-keep: 1\r\nx-a: ours\r\nx-c: new\r\n\r\n"
+            "GET / HTTP/1.1\r\nHost: upstream.test\r\nx-keep: 1\r\nX-A: ours\r\nX-C: new\r\n\r\n"
         );
         // the same, put into a HeaderMap (hyper's client)
         let mut h = p.headers.clone();

@@ -13,7 +13,10 @@
 //!    count and size limits;
 //! 3. a simple request goes through the very same phases as any other
 //!    ([`crate::proxy::handle`]); its response is written here (`Date` added when missing,
-//!    `Content-Length` or chunked framing, one `writev` for a buffered body).
+//!    `Content-Length` or chunked framing, one `writev` for a buffered body). An upstream's
+//!    headers keep the case they came in, as nginx keeps it; the headers the gateway writes
+//!    itself are in the case Kong's nginx writes them (`Date`, `Content-Length`, `Via`,
+//!    `X-Kong-Request-Id`: [`crate::h1_client::wire_name`]).
 //!
 //! A head that nginx refuses (unparsable, a request line nginx refuses (`request_line.rs`),
 //! past nginx's head buffers ([`crate::header_buffers`]) or, with `max_headers` at most 64,
@@ -682,7 +685,8 @@ fn head_lines(out: &mut Vec<u8>, parts: &http::response::Parts, no_body: bool) {
         if name == header::TRANSFER_ENCODING || (name == header::CONTENT_LENGTH && !no_body) {
             continue;
         }
-        line(out, name.as_str().as_bytes(), value.as_bytes());
+        // (the gateway's own answer: names in the case Kong's nginx writes them)
+        crate::h1_client::line_named(out, name, value.as_bytes());
     }
     if !parts.headers.contains_key(header::DATE) {
         date_line(out);
@@ -736,7 +740,7 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
 }
 
 fn date_line(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(b"Date: ");
     date(out);
     out.extend_from_slice(b"\r\n");
 }
@@ -771,7 +775,7 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
             let exact = http_body::Body::size_hint(&body).exact();
             match exact {
                 Some(n) => push_length(out, n),
-                None => out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+                None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n"),
             }
             io.write_all(out).await?;
             crate::h1_client::write_body(io, out, body, exact)
@@ -782,7 +786,7 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
 }
 
 fn push_length(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
 }

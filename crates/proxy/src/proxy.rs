@@ -1928,15 +1928,18 @@ impl H1Try<'_> {
                 match c.h1.send_request(parts, set, body).await {
                     Err(e) => Some(Err(e)),
                     Ok(()) => {
-                        let answer =
-                            std::pin::pin!(c.h1.read_answer(parts.method == http::Method::HEAD));
+                        let answer = std::pin::pin!(c.h1.read_answer(
+                            parts.method == http::Method::HEAD,
+                            sh.settings.proxy_buffer_size
+                        ));
                         Deadline::arm(&mut c.read_deadline, Instant::now(), self.read_timeout)
                             .within(answer)
                             .await
                     }
                 }
             } else {
-                let exchange = std::pin::pin!(c.h1.exchange(parts, set, body));
+                let exchange =
+                    std::pin::pin!(c.h1.exchange(parts, set, body, sh.settings.proxy_buffer_size));
                 // (the try's clock reading, unless the connection was just opened: the
                 // connect time does not count against the read timeout)
                 let now = if c.reused { start } else { Instant::now() };
@@ -1973,6 +1976,11 @@ impl H1Try<'_> {
                 }
                 ExchangeError::NotSent(io) => return Err((err.because(io), false)),
                 ExchangeError::Failed(io) => return Err((err.because(io), true)),
+                // an answer nginx refuses (`invalid_header`): a 502, not retried, as Kong's
+                // `proxy_next_upstream` is nginx's `error timeout`
+                ExchangeError::Invalid(io) => {
+                    return Err((Error::upstream(Kind::InvalidResponse).because(io), true));
+                }
                 // the client's body failed (too large, broken off, stalled: 413, 400, 408;
                 // or at odds with its length: 400), and the upstream connection
                 // (mid-request) is dropped
@@ -1999,6 +2007,9 @@ fn hyper_error(e: hyper::Error, watch: Option<&crate::upstream::BodyWatch>) -> E
         Error::upstream(Kind::WriteTimeout).retryable()
     } else if e.is_timeout() {
         Error::upstream(Kind::ReadTimeout).retryable()
+    } else if e.is_parse() {
+        // an answer nginx refuses (`invalid_header`): not retried
+        Error::upstream(Kind::InvalidResponse).because(e)
     } else {
         Error::upstream(Kind::InvalidResponse)
             .retryable()

@@ -465,6 +465,12 @@ pub struct Settings {
     /// is then free at once); others, and every response of a route with
     /// `response_buffering: false`, are streamed. 0 turns response buffering off.
     pub response_buffer_limit: u64,
+    /// The longest head of an HTTP/1.1 upstream's answer, in bytes (Kong's
+    /// `nginx_proxy_proxy_buffer_size`, nginx's `proxy_buffer_size`: Kong's template leaves
+    /// nginx's default, one memory page, 4k on x86-64). An answer whose status line and
+    /// headers do not fit is a 502, not retried (nginx's "upstream sent too big header");
+    /// there is no limit on the number of headers besides.
+    pub proxy_buffer_size: usize,
     /// Serve plain HTTP/1.1 requests without a body on the gateway's own connection loop
     /// ([`crate::h1_fast`]) rather than through hyper's server (the same phases and answers,
     /// less CPU per request). `false` leaves every request to hyper. Default `true`.
@@ -624,6 +630,7 @@ impl Default for Settings {
             client_max_body_size: 0,
             request_buffer_limit: 64 * 1024,
             response_buffer_limit: 64 * 1024,
+            proxy_buffer_size: crate::h1_client::DEFAULT_HEAD_LIMIT,
             fast_h1: true,
             client_header_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),

@@ -148,6 +148,15 @@ pub struct DataPlaneArgs {
         default_value = "10m"
     )]
     pub nginx_admin_client_max_body_size: String,
+    /// The longest head (status line and headers) of an upstream's HTTP/1.1 answer (Kong's
+    /// `nginx_proxy_proxy_buffer_size`, nginx's `proxy_buffer_size`): bytes, or with
+    /// `k`/`m`/`g`. A longer head gets 502. `4k`, nginx's default (Kong sets none).
+    #[arg(
+        long,
+        env = "SILVERBACK_NGINX_PROXY_PROXY_BUFFER_SIZE",
+        default_value = "4k"
+    )]
+    pub nginx_proxy_proxy_buffer_size: String,
     /// First buffer for a request head (Kong's `nginx_http_client_header_buffer_size`).
     #[arg(
         long,
@@ -389,6 +398,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS",
         "NGINX_PROXY_CLIENT_HEADER_BUFFER_SIZE",
         "NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS",
+        "NGINX_PROXY_PROXY_BUFFER_SIZE",
         "HEADERS",
         "HEADERS_UPSTREAM",
         "ERROR_DEFAULT_TYPE",
@@ -500,6 +510,7 @@ mod tests {
         );
         assert!(!p.data_plane.real_ip_recursive);
         assert_eq!(p.data_plane.nginx_admin_client_max_body_size, "10m");
+        assert_eq!(p.data_plane.nginx_proxy_proxy_buffer_size, "4k");
     }
 
     #[test]

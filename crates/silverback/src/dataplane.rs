@@ -67,6 +67,7 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
             &args.nginx_admin_client_max_body_size,
         )
         .map_err(|e| anyhow::anyhow!("nginx_admin_client_max_body_size: {e}"))?,
+        proxy_buffer_size: proxy_buffer_size(&args.nginx_proxy_proxy_buffer_size)?,
         header_buffers,
         proxy_header_buffers,
         log_level: crate::log_level(),
@@ -84,6 +85,17 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         prefix: prefix(args.prefix.as_deref())?,
         ..Settings::default()
     })
+}
+
+/// Kong's `nginx_proxy_proxy_buffer_size`: an nginx size, more than 0 (nginx would take 0
+/// and then refuse every answer).
+fn proxy_buffer_size(v: &str) -> anyhow::Result<usize> {
+    let n = silverback_proxy::parse_size(v)
+        .map_err(|e| anyhow::anyhow!("nginx_proxy_proxy_buffer_size: {e}"))?;
+    if n == 0 {
+        bail!("nginx_proxy_proxy_buffer_size: must be more than 0");
+    }
+    usize::try_from(n).map_err(|_| anyhow::anyhow!("nginx_proxy_proxy_buffer_size: too large"))
 }
 
 /// Kong's `prefix`, made absolute from the working directory as Kong makes it; empty means
@@ -243,5 +255,16 @@ mod tests {
         );
         assert_eq!(prefix(Some(Path::new(""))).unwrap(), None);
         assert_eq!(prefix(None).unwrap(), None);
+    }
+
+    #[test]
+    fn the_proxy_buffer_size_is_an_nginx_size_above_0() {
+        assert_eq!(proxy_buffer_size("4k").unwrap(), 4096);
+        assert_eq!(proxy_buffer_size("160k").unwrap(), 160 * 1024);
+        assert_eq!(proxy_buffer_size("8192").unwrap(), 8192);
+        for bad in ["0", "4 k", "four"] {
+            let e = proxy_buffer_size(bad).unwrap_err().to_string();
+            assert!(e.starts_with("nginx_proxy_proxy_buffer_size: "), "{e}");
+        }
     }
 }

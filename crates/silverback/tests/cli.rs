@@ -505,6 +505,22 @@ fn proxy_rejects_a_bad_body_size_setting() {
 }
 
 #[test]
+fn proxy_rejects_a_bad_proxy_buffer_size() {
+    for (v, why) in [
+        ("160 k", "invalid size '160 k'"),
+        ("0", "must be more than 0"),
+    ] {
+        let out = silverback(&["proxy"], &[("KONG_NGINX_PROXY_PROXY_BUFFER_SIZE", v)]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("nginx_proxy_proxy_buffer_size: {why}")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn proxy_rejects_a_bad_error_default_type() {
     let out = silverback(&["proxy"], &[("KONG_ERROR_DEFAULT_TYPE", "text/csv")]);
     assert_eq!(out.status.code(), Some(1));

@@ -340,6 +340,122 @@ impl<I: Iterator + Unpin> futures_core::Stream for StreamIter<I> {
     }
 }
 
+/// A backend that answers with scripted bytes, exactly as given: for an HTTP/1.1
+/// upstream's answers of every shape, valid or not. Each request head (a body announced by
+/// `Content-Length` is read and dropped) is answered by its path's bytes, or a 404; the
+/// connection then stays open for the next request, unless the path's answer closes it.
+#[derive(Debug, Clone)]
+pub struct RawBackend {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+    /// The paths of the requests received, in order.
+    pub paths: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawBackendBuilder {
+    /// path -> (answer, close the connection after it)
+    answers: BTreeMap<String, (Vec<u8>, bool)>,
+}
+
+impl RawBackend {
+    pub fn builder() -> RawBackendBuilder {
+        RawBackendBuilder::default()
+    }
+    /// Requests received for `path`.
+    pub fn hits(&self, path: &str) -> usize {
+        self.paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl RawBackendBuilder {
+    /// Answers `path` with `bytes`, keeping the connection open.
+    pub fn answer(mut self, path: &str, bytes: impl Into<Vec<u8>>) -> Self {
+        self.answers.insert(path.into(), (bytes.into(), false));
+        self
+    }
+    /// Answers `path` with `bytes` (possibly none), then closes the connection.
+    pub fn answer_then_close(mut self, path: &str, bytes: impl Into<Vec<u8>>) -> Self {
+        self.answers.insert(path.into(), (bytes.into(), true));
+        self
+    }
+    pub async fn run(self) -> RawBackend {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = RawBackend {
+            addr: l.local_addr().unwrap(),
+            connections: Arc::default(),
+            paths: Arc::default(),
+        };
+        let answers = Arc::new(self.answers);
+        let (conns, paths) = (b.connections.clone(), b.paths.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                conns.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(raw_serve(s, answers.clone(), paths.clone()));
+            }
+        });
+        b
+    }
+}
+
+async fn raw_serve(
+    mut s: TcpStream,
+    answers: Arc<BTreeMap<String, (Vec<u8>, bool)>>,
+    paths: Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let body = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < end + body {
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+        let path = String::from_utf8_lossy(&buf[..end])
+            .split(' ')
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
+        buf.drain(..end + body);
+        paths.lock().unwrap().push(path.clone());
+        let (bytes, close) = match answers.get(&path) {
+            Some((b, c)) => (&b[..], *c),
+            None => (
+                &b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..],
+                false,
+            ),
+        };
+        if s.write_all(bytes).await.is_err() || close {
+            return;
+        }
+    }
+}
+
 // ---------------------------------------------------------------- gateway
 
 pub fn load(yaml: &str) -> silverback_config::Config {
