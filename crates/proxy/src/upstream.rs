@@ -52,8 +52,12 @@ pub type ReqBody = Either<ClientBody, http_body_util::Full<Bytes>>;
 #[derive(Debug)]
 pub struct ClientBody {
     inner: Incoming,
-    /// Frames read ahead and not passed on yet, in order.
-    ahead: std::collections::VecDeque<http_body::Frame<Bytes>>,
+    /// The data read ahead and not passed on yet, copied into one buffer as it comes: what
+    /// it holds is bounded by its bytes, whatever the number of parts the client cut them
+    /// into (a part of one byte costs no more than that byte).
+    ahead: bytes::BytesMut,
+    /// Trailers read ahead (after the data), passed on after it.
+    ahead_trailers: Option<http::HeaderMap>,
     /// The data bytes in `ahead`.
     ahead_len: u64,
     /// Bytes still allowed (`u64::MAX`: no limit).
@@ -149,7 +153,8 @@ impl ClientBody {
     pub fn new(inner: Incoming, max: u64, idle: Duration) -> ClientBody {
         let body = ClientBody {
             inner,
-            ahead: std::collections::VecDeque::new(),
+            ahead: bytes::BytesMut::new(),
+            ahead_trailers: None,
             ahead_len: 0,
             left: if max == 0 { u64::MAX } else { max },
             idle,
@@ -184,38 +189,28 @@ impl ClientBody {
             match std::future::poll_fn(|cx| self.poll_inner(cx)).await {
                 None => return Ok(Some(self.take_ahead())),
                 Some(Err(e)) => return Err(e),
-                Some(Ok(f)) => {
-                    if let Some(d) = f.data_ref() {
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => {
                         self.ahead_len += d.len() as u64;
+                        self.ahead.extend_from_slice(&d);
                     }
-                    self.ahead.push_back(f);
-                }
+                    Err(f) => {
+                        if let Ok(t) = f.into_trailers() {
+                            self.ahead_trailers = Some(t);
+                        }
+                    }
+                },
             }
         }
     }
 
-    /// The data read ahead, as one piece (one frame's is not copied); counted as passed on.
+    /// The data read ahead, as one piece (trailers are dropped); counted as passed on.
     fn take_ahead(&mut self) -> Bytes {
-        let mut data = std::mem::take(&mut self.ahead)
-            .into_iter()
-            .filter_map(|f| f.into_data().ok())
-            .filter(|d| !d.is_empty());
         let total = std::mem::take(&mut self.ahead_len);
+        self.ahead_trailers = None;
         self.watch
             .passed(usize::try_from(total).unwrap_or(usize::MAX));
-        let Some(first) = data.next() else {
-            return Bytes::new();
-        };
-        let Some(second) = data.next() else {
-            return first;
-        };
-        let mut all = bytes::BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
-        all.extend_from_slice(&first);
-        all.extend_from_slice(&second);
-        for d in data {
-            all.extend_from_slice(&d);
-        }
-        all.freeze()
+        std::mem::take(&mut self.ahead).freeze()
     }
 
     /// The next frame from the client, held to the size limit and the pause timeout (what
@@ -275,13 +270,16 @@ impl http_body::Body for ClientBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         use std::task::Poll;
         let this = &mut *self;
-        if let Some(f) = this.ahead.pop_front() {
+        if this.ahead_len > 0 {
             this.watch.set_waiting(false);
-            if let Some(d) = f.data_ref() {
-                this.ahead_len -= d.len() as u64;
-                this.watch.passed(d.len());
-            }
-            return Poll::Ready(Some(Ok(f)));
+            let d = this.ahead.split().freeze();
+            this.ahead_len = 0;
+            this.watch.passed(d.len());
+            return Poll::Ready(Some(Ok(http_body::Frame::data(d))));
+        }
+        if let Some(t) = this.ahead_trailers.take() {
+            this.watch.set_waiting(false);
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(t))));
         }
         let r = this.poll_inner(cx);
         if let Poll::Ready(Some(Ok(f))) = &r
@@ -293,7 +291,7 @@ impl http_body::Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ahead.is_empty() && self.inner.is_end_stream()
+        self.ahead_len == 0 && self.ahead_trailers.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

@@ -282,6 +282,56 @@ async fn bodies_over_the_buffer_limit_arrive_whole() {
     g.gw.shutdown().await;
 }
 
+/// One-byte chunks, each byte distinct, with a pause after the read-ahead limit was passed:
+/// every byte arrives once and in order, by length when the body ends within the limit,
+/// chunked (what was read ahead, then the rest as it comes) when it goes past it.
+#[tokio::test]
+async fn one_byte_chunks_arrive_in_order_around_the_read_ahead_limit() {
+    let b = Backend::start().await;
+    let settings = silverback_proxy::Settings {
+        request_buffer_limit: 16,
+        ..silverback_proxy::Settings::loopback()
+    };
+    let g = Gw::start_with(settings, Some(&request_buffering_routes(&b.url()))).await;
+    let chunks = |s: &str| -> Vec<u8> {
+        s.bytes()
+            .flat_map(|c| [b'1', b'\r', b'\n', c, b'\r', b'\n'])
+            .collect()
+    };
+    for (first, then, framing) in [
+        ("abcdefghijklmnop", "", "\"content-length\":\"16\""),
+        (
+            "abcdefghijklmnopqrst",
+            "ABCDEFGH",
+            "\"transfer-encoding\":\"chunked\"",
+        ),
+    ] {
+        let mut s = TcpStream::connect(g.http).await.unwrap();
+        let mut out = b"POST /buffered HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+            Transfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+        out.extend(chunks(first));
+        s.write_all(&out).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut out = chunks(then);
+        out.extend_from_slice(b"0\r\n\r\n");
+        s.write_all(&out).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+            .await
+            .expect("answered")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains(&format!("\"body\":\"{first}{then}\"")),
+            "{answer}"
+        );
+        assert!(answer.contains(framing), "{framing}: {answer}");
+    }
+    g.gw.shutdown().await;
+}
+
 /// The client's limits hold while a body of unknown length is read ahead on a buffering
 /// route, as on the known-length path: 413 once it grows past `client_max_body_size`, 400
 /// for a malformed chunk, 408 when it stops for `client_body_timeout`; nothing reaches the

@@ -2630,6 +2630,8 @@ async fn an_upstreams_upgrade_passes_when_it_was_asked_for() {
             .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
             .header("sec-websocket-version", "13")
             .header("x-respond-header", format!("Upgrade: {answer_upgrade}"))
+            // (`Connection: Upgrade` names no header to remove: the Upgrade rule decides)
+            .header("x-respond-header", "Connection: Upgrade")
             .header("x-respond-header", "Proxy-Authenticate: Basic realm=\"up\"")
             .body(Full::default())
             .unwrap()
@@ -2651,6 +2653,7 @@ async fn an_upstreams_upgrade_passes_when_it_was_asked_for() {
         .send(
             req("GET", "x", "/keep/plain")
                 .header("x-respond-header", "Upgrade: h2,h2c")
+                .header("x-respond-header", "Connection: Upgrade")
                 .header("x-respond-header", "Proxy-Authenticate: Basic realm=\"up\"")
                 .header("x-respond-header", "Proxy-Connection: keep-alive")
                 .body(Full::default())
