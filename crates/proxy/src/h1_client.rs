@@ -78,12 +78,13 @@ impl SetHeaders {
     /// Sets `name` (each name once) to `value`; `None` (or an empty value) removes the
     /// client's header.
     #[inline]
-    pub fn set(&mut self, name: &'static HeaderName, value: Option<HeaderValue>) {
+    pub fn set(&mut self, name: &'static Named, value: Option<HeaderValue>) {
         debug_assert!(
-            !self.items.iter().any(|i| i.name == name),
-            "{name} set twice"
+            !self.items.iter().any(|i| i.name.name == name.name),
+            "{} set twice",
+            name.name
         );
-        self.lens |= len_bit(name.as_str().len());
+        self.lens |= len_bit(name.wire.len());
         self.items.push(SetItem {
             name,
             value: value.filter(|v| !v.is_empty()),
@@ -92,7 +93,7 @@ impl SetHeaders {
     }
 
     /// Adds a `name` header after the others of that name (`Set-Cookie`).
-    pub fn append(&mut self, name: &'static HeaderName, value: HeaderValue) {
+    pub fn append(&mut self, name: &'static Named, value: HeaderValue) {
         self.items.push(SetItem {
             name,
             value: Some(value),
@@ -112,7 +113,7 @@ impl SetHeaders {
                 && self
                     .items
                     .iter()
-                    .any(|i| !i.append && name.eq_ignore_ascii_case(i.name.as_str().as_bytes())))
+                    .any(|i| !i.append && name.eq_ignore_ascii_case(i.name.wire)))
     }
 
     /// Puts the headers into `h` (`Host` too unless `with_host` is false).
@@ -120,13 +121,13 @@ impl SetHeaders {
         for i in &self.items {
             match (&i.value, i.append) {
                 (Some(v), true) => {
-                    h.append(i.name, v.clone());
+                    h.append(&i.name.name, v.clone());
                 }
                 (Some(v), false) => {
-                    h.insert(i.name, v.clone());
+                    h.insert(&i.name.name, v.clone());
                 }
                 (None, _) => {
-                    h.remove(i.name);
+                    h.remove(&i.name.name);
                 }
             }
         }
@@ -136,12 +137,12 @@ impl SetHeaders {
     }
 
     /// Writes the set headers (`name: value` lines), the names in the case Kong's nginx
-    /// writes them ([`line_named`]).
+    /// writes them ([`Named`]).
     /// (The upstream `Host` is not among them: [`SetHeaders::write_host`].)
     pub fn write(&self, out: &mut Vec<u8>) {
         for i in &self.items {
             if let Some(v) = &i.value {
-                line_named(out, i.name, v.as_bytes());
+                line(out, i.name.wire, v.as_bytes());
             }
         }
     }
@@ -162,6 +163,50 @@ pub(crate) fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// A header name the gateway sets, with the bytes Kong's nginx writes for it on HTTP/1.1 (the
+/// same name in its case: [`wire_name`]'s), made once in a static so that writing it costs
+/// no lookup.
+#[derive(Debug)]
+pub struct Named {
+    name: HeaderName,
+    wire: &'static [u8],
+}
+
+impl Named {
+    /// `lower` (a lower-case header name), written as `wire`, the same name in another
+    /// case (checked when the static is built: a mismatch does not compile).
+    pub const fn new(lower: &'static str, wire: &'static [u8]) -> Named {
+        assert!(
+            same_name(lower.as_bytes(), wire),
+            "a wire name is the name in another case"
+        );
+        Named {
+            name: HeaderName::from_static(lower),
+            wire,
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+}
+
+/// Whether `wire` is `lower` in some case (`lower` all lower-case).
+const fn same_name(lower: &[u8], wire: &[u8]) -> bool {
+    if lower.len() != wire.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < lower.len() {
+        if lower[i] != wire[i].to_ascii_lowercase() {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Appends a `name: value` header line for a name the gateway itself sets (held lower-case
@@ -231,7 +276,7 @@ fn len_bit(len: usize) -> u64 {
 /// One header of a [`SetHeaders`].
 #[derive(Debug, Clone)]
 struct SetItem {
-    name: &'static HeaderName,
+    name: &'static Named,
     /// `None`: removed.
     value: Option<HeaderValue>,
     /// Added after the others of its name rather than replacing them.
@@ -1542,10 +1587,10 @@ X-Accel-Charset: utf-8\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n";
 
     #[test]
     fn set_headers_replace_remove_or_add_and_the_rest_passes() {
-        static XA: HeaderName = HeaderName::from_static("x-a");
-        static XB: HeaderName = HeaderName::from_static("x-b");
-        static XC: HeaderName = HeaderName::from_static("x-c");
-        static XD: HeaderName = HeaderName::from_static("x-d");
+        static XA: Named = Named::new("x-a", b"X-A");
+        static XB: Named = Named::new("x-b", b"X-B");
+        static XC: Named = Named::new("x-c", b"X-C");
+        static XD: Named = Named::new("x-d", b"X-D");
         let req = http::Request::get("/")
             .header("host", "client.test")
             .header("x-a", "from client")

@@ -48,7 +48,7 @@ use crate::body::{H2Body, ProxyBody, UpBody, UpstreamBody};
 use crate::deadline::Deadline;
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::{ListenerKind, Shared};
-use crate::h1_client::{ExchangeError, RawBody, RawHead, SendBody, SetHeaders};
+use crate::h1_client::{ExchangeError, Named, RawBody, RawHead, SendBody, SetHeaders};
 use crate::metrics::RouteStats;
 use crate::snapshot::Snapshot;
 use crate::upstream::{PoolKey, ReqBody, TlsKey, UpstreamTls, is_h2, no_peer};
@@ -104,30 +104,33 @@ struct Ctx {
     proxied: bool,
 }
 
-static X_KONG_REQUEST_ID: HeaderName = HeaderName::from_static("x-kong-request-id");
-static X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
-static X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+static X_KONG_REQUEST_ID: Named = Named::new("x-kong-request-id", b"X-Kong-Request-Id");
+static X_KONG_UPSTREAM_LATENCY: Named =
+    Named::new("x-kong-upstream-latency", b"X-Kong-Upstream-Latency");
+static X_KONG_PROXY_LATENCY: Named = Named::new("x-kong-proxy-latency", b"X-Kong-Proxy-Latency");
 static X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
-static X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
-static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_KONG_UPSTREAM_STATUS: Named =
+    Named::new("x-kong-upstream-status", b"X-Kong-Upstream-Status");
+static X_FORWARDED_FOR: Named = Named::new("x-forwarded-for", b"X-Forwarded-For");
+static X_FORWARDED_PROTO: Named = Named::new("x-forwarded-proto", b"X-Forwarded-Proto");
+static X_FORWARDED_HOST: Named = Named::new("x-forwarded-host", b"X-Forwarded-Host");
+static X_FORWARDED_PORT: Named = Named::new("x-forwarded-port", b"X-Forwarded-Port");
+static X_FORWARDED_PATH: Named = Named::new("x-forwarded-path", b"X-Forwarded-Path");
+static X_FORWARDED_PREFIX: Named = Named::new("x-forwarded-prefix", b"X-Forwarded-Prefix");
+static X_REAL_IP: Named = Named::new("x-real-ip", b"X-Real-IP");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
-// standard names as statics, for `SetHeaders` (which holds `&'static` names)
-static TE: HeaderName = header::TE;
-static CONNECTION: HeaderName = header::CONNECTION;
-static UPGRADE: HeaderName = header::UPGRADE;
-static VIA: HeaderName = header::VIA;
-static TRAILER: HeaderName = header::TRAILER;
-static SERVER: HeaderName = header::SERVER;
-static SET_COOKIE: HeaderName = header::SET_COOKIE;
+// standard names as statics, for `SetHeaders` (which holds `&'static` names with the case
+// Kong's nginx writes them in)
+static TE: Named = Named::new("te", b"TE");
+static CONNECTION: Named = Named::new("connection", b"Connection");
+static UPGRADE: Named = Named::new("upgrade", b"Upgrade");
+static VIA: Named = Named::new("via", b"Via");
+static TRAILER: Named = Named::new("trailer", b"Trailer");
+static SERVER: Named = Named::new("server", b"Server");
+static SET_COOKIE: Named = Named::new("set-cookie", b"Set-Cookie");
 
 thread_local! {
     static RNG: Cell<u64> = Cell::new({
@@ -451,7 +454,7 @@ fn response_error(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> R
 fn kong_headers(sh: &Shared, cx: &Ctx, h: &mut HeaderMap) {
     let on = &sh.settings.headers;
     if on.request_id {
-        h.insert(X_KONG_REQUEST_ID.clone(), cx.rid.clone());
+        h.insert(X_KONG_REQUEST_ID.name().clone(), cx.rid.clone());
     }
     if on.response_latency {
         h.insert(
@@ -537,7 +540,7 @@ impl Present {
                 Self::ACCEPT
             } else if n == header::VIA {
                 Self::VIA
-            } else if n == X_FORWARDED_FOR {
+            } else if n == X_FORWARDED_FOR.name() {
                 Self::X_FORWARDED_FOR
             } else {
                 0
@@ -887,9 +890,12 @@ async fn proxy(
     // The forwarded values, as header values: the client's own when it is trusted, else
     // what this node saw. Most are shared with the client's head or the connection (no
     // copy); an empty value removes the header.
-    let hdr = |n: &HeaderName| {
+    let hdr = |n: &Named| {
         if trusted {
-            req.headers().get(n).filter(|v| v.to_str().is_ok()).cloned()
+            req.headers()
+                .get(n.name())
+                .filter(|v| v.to_str().is_ok())
+                .cloned()
         } else {
             None
         }
@@ -1048,7 +1054,7 @@ async fn proxy(
     };
     let client_xff = present
         .has(Present::X_FORWARDED_FOR)
-        .then(|| h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+        .then(|| h.get(X_FORWARDED_FOR.name()).and_then(|v| v.to_str().ok()))
         .flatten();
     let xff = match client_xff {
         Some(prev) => {
