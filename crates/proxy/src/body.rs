@@ -16,7 +16,7 @@ use tokio::time::Sleep;
 
 use crate::h1_client::RawBody;
 use crate::metrics::RouteStats;
-use crate::upstream::{BodyWatch, H2Conn, Pool};
+use crate::upstream::{H2Conn, Pool, RequestSent};
 
 /// Error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -90,28 +90,36 @@ impl Body for UpBody {
     }
 }
 
-/// An HTTP/2 upstream's answer body, holding the connection its stream is on: at the
-/// stream's end (trailers included), the connection goes back to the pool if the request
-/// was sent whole; on an error, or dropped before its end (a timeout, a client gone), the
-/// connection is dropped, which closes it, as nginx closes an upstream connection whose
-/// request did not complete.
+/// An HTTP/2 upstream's answer body, holding the connection its stream is on: when the
+/// stream's end is read (trailers included), the connection goes back to the pool if hyper
+/// had taken the request body's last part by then ([`RequestSent`]), and is closed if not,
+/// as nginx keeps a gRPC connection only once the request was sent whole (an upstream may
+/// answer before it read the request, and leave the request's stream open: pooled, the
+/// connection would carry the next call on a second stream, which an upstream taking one
+/// stream at a time holds back). On an error, or dropped before its end (a timeout, a
+/// client gone), the connection is dropped, which closes it, as nginx closes an upstream
+/// connection whose request did not complete.
+///
+/// What remains: a last part taken by hyper is not yet sent. h2 may still hold less than
+/// 32 KiB of the body (two parts, [`crate::upstream::H2ReqBody`]) for want of the
+/// upstream's flow-control window, and an upstream that answered whole and then neither
+/// opens that window nor resets the stream keeps that stream open on a pooled connection.
+/// That is bounded: when the upstream takes one stream at a time, the next call on the
+/// connection waits for it at most its read timeout, then fails (504) and closes the
+/// connection; unused, the connection closes after the keep-alive idle timeout; and a
+/// server that drops an unread request after answering resets its stream (RFC 9113 8.1:
+/// `RST_STREAM` with `NO_ERROR`, as the h2 crate's servers do), which frees it.
 #[derive(Debug)]
 pub struct H2Body {
     inner: Incoming,
     conn: Option<(Arc<Pool>, H2Conn)>,
-    /// How the client's streamed request body ended, when it was streamed.
-    request: Option<BodyWatch>,
+    /// Whether hyper took the request body's last part.
+    request: RequestSent,
 }
 
 impl H2Body {
-    /// The body of an answer on `conn`; `request`: the request body's watch when it was
-    /// streamed from the client (a complete body is sent whole by hyper).
-    pub fn new(
-        inner: Incoming,
-        pool: Arc<Pool>,
-        conn: H2Conn,
-        request: Option<BodyWatch>,
-    ) -> H2Body {
+    /// The body of an answer on `conn`; `request`: the request body's [`RequestSent`].
+    pub fn new(inner: Incoming, pool: Arc<Pool>, conn: H2Conn, request: RequestSent) -> H2Body {
         let mut b = H2Body {
             inner,
             conn: Some((pool, conn)),
@@ -123,14 +131,12 @@ impl H2Body {
         b
     }
 
-    /// The stream ended: the connection is kept if the request went out whole too (as
-    /// nginx keeps one only once the request body was sent), else closed.
+    /// The stream ended: the connection is kept if the request body's last part was taken
+    /// by then too (as nginx keeps one only once the request body was sent), else closed.
+    /// (A client body that failed never has its last part taken.)
     fn finish(&mut self) {
         if let Some((pool, conn)) = self.conn.take()
-            && self
-                .request
-                .as_ref()
-                .is_none_or(|w| w.ended().is_some() && w.failure().is_none())
+            && self.request.taken()
         {
             pool.put_h2(conn);
         }

@@ -2044,9 +2044,13 @@ impl H2Try<'_> {
         &self,
         sh: &Arc<Shared>,
         mut c: crate::upstream::H2Conn,
-        mut req: Request<ReqBody>,
+        req: Request<ReqBody>,
         watch: Option<crate::upstream::BodyWatch>,
     ) -> Result<(UpHead, UpBody), AttemptError> {
+        // when hyper took the body's last part (the connection is pooled after the answer
+        // only then)
+        let sent = crate::upstream::RequestSent::default();
+        let mut req = req.map(|b| crate::upstream::H2ReqBody::new(b, sent.clone()));
         loop {
             let (e, back) = match c.tx.ready().await {
                 Err(e) => (e, req),
@@ -2059,7 +2063,7 @@ impl H2Try<'_> {
                         }
                         Ok(Ok(r)) => {
                             let (p, b) = r.into_parts();
-                            let body = H2Body::new(b, sh.pool.clone(), c, watch);
+                            let body = H2Body::new(b, sh.pool.clone(), c, sent);
                             return Ok((UpHead::Map(p), UpBody::H2(body)));
                         }
                         Ok(Err(mut e)) => match e.take_message() {
@@ -2072,7 +2076,7 @@ impl H2Try<'_> {
                 }
             };
             if !c.reused {
-                return Err((hyper_error(e, watch.as_ref()), Some(back)));
+                return Err((hyper_error(e, watch.as_ref()), unsent(back)));
             }
             tracing::debug!(error = %e, "pooled upstream h2 connection took no request");
             req = back;
@@ -2087,10 +2091,17 @@ impl H2Try<'_> {
             .await
             {
                 Ok(c) => c,
-                Err(e) => return Err((e, Some(req))),
+                Err(e) => return Err((e, unsent(req))),
             };
         }
     }
+}
+
+/// A request an HTTP/2 connection gave back unsent, as it can be sent again: `None` when
+/// hyper had asked for part of its body after all.
+fn unsent(r: Request<crate::upstream::H2ReqBody>) -> Option<Request<ReqBody>> {
+    let (p, b) = r.into_parts();
+    b.into_unsent().map(|b| Request::from_parts(p, b))
 }
 
 /// The body of an upstream's answer: the one read whole when buffered, else the upstream's

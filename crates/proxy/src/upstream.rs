@@ -11,15 +11,24 @@
 //! Upstream connections are kept alive per `(address, TLS server name and settings)`
 //! ([`Pool`], Kong's pool key), HTTP/1.1 and HTTP/2 (gRPC) ones apart. Both work as nginx's
 //! keep-alive cache does with its `proxy_pass` and `grpc_pass`: a connection carries one
-//! request at a time and is in the pool only while idle; it goes back when its request was
-//! sent whole and its answer read to the end (for HTTP/2, the end of the stream, trailers
-//! included), and is closed instead after a timeout, an error, a reset or a body cut short.
-//! A request finds an idle connection or opens a new one, so the number of calls in flight
-//! to an HTTP/2 upstream is never bounded by its `SETTINGS_MAX_CONCURRENT_STREAMS`, and one
-//! call's flow-control windows are never another's. The same settings hold for both
-//! protocols: at most `upstream_keepalive_pool_size` idle connections per key (one more
-//! returned is closed), each closed after `upstream_keepalive_max_requests` requests or
-//! `upstream_keepalive_idle_timeout` idle.
+//! request at a time and is in the pool only while no request uses it. An HTTP/1.1
+//! connection goes back when its request was written whole and its answer read to the end.
+//! An HTTP/2 one goes back when its answer's stream was read to the end (trailers
+//! included) and hyper had by then taken the last part of the request body
+//! ([`H2ReqBody`]); an answer that ends first closes it. Either is closed after a timeout,
+//! an error, a reset or a body cut short. A request takes an idle connection or opens a
+//! new one, so calls to an HTTP/2 upstream do not queue behind its
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` nor share a connection's flow-control window, with
+//! one residual exception: a taken last part is not yet sent, and h2 may still hold less
+//! than 32 KiB of the body for want of the upstream's window; an upstream that answered
+//! whole and then neither opens that window nor resets the stream leaves the stream open
+//! on a pooled connection, beside the next call's (which then waits, if the upstream takes
+//! one stream at a time, at most its read timeout: [`crate::body::H2Body`]). The same
+//! settings hold for both protocols: at most `upstream_keepalive_pool_size` idle
+//! connections per key (one more returned is closed), each closed after
+//! `upstream_keepalive_max_requests` requests or `upstream_keepalive_idle_timeout` idle.
+//! Nothing caps the connections in use: each request in flight holds one (nginx bounds all
+//! its connections by `worker_connections`).
 
 use std::fmt;
 use std::future::Future;
@@ -43,6 +52,130 @@ pub use crate::tls::UpstreamTls;
 
 /// The request body type sent upstream: the client's body streamed, or a buffered one.
 pub type ReqBody = Either<ClientBody, http_body_util::Full<Bytes>>;
+
+/// The largest part of a request body an HTTP/2 upstream connection is handed at once
+/// ([`H2ReqBody`]): the default `SETTINGS_MAX_FRAME_SIZE`, so that no more DATA frames go
+/// out than whole parts would make.
+pub const H2_PART: usize = 16 * 1024;
+
+/// A request body as an HTTP/2 upstream connection takes it: [`ReqBody`] handed on in
+/// parts of at most [`H2_PART`] bytes (a larger data frame is split, without copying), its
+/// [`RequestSent`] marked when hyper takes the last part (the last data, the trailers, or
+/// the end; at once for an empty body, which goes with the request's head).
+///
+/// hyper (1.x) takes a part whenever it asks for one, and asks for the next only once the
+/// one before it was given some stream window; past that, h2 holds what the upstream's
+/// flow-control window does not take yet. So a body whose last part was taken can still
+/// have less than two parts (32 KiB) unsent for want of window (unless the upstream shrinks
+/// its initial window meanwhile), and the parts make that bound hold for a body held in
+/// full as for one streamed from the client (whose frames may be larger).
+#[derive(Debug)]
+pub struct H2ReqBody {
+    inner: ReqBody,
+    /// The rest of a data frame larger than a part, handed on next.
+    rest: Bytes,
+    /// Whether hyper asked for a part yet.
+    started: bool,
+    sent: RequestSent,
+}
+
+/// Whether hyper took the last part of a request body sent to an HTTP/2 upstream
+/// ([`H2ReqBody`]): an answer that ends first leaves its request unfinished, and the
+/// connection is not pooled ([`crate::body::H2Body`]).
+#[derive(Debug, Clone, Default)]
+pub struct RequestSent(Arc<std::sync::atomic::AtomicBool>);
+
+impl RequestSent {
+    /// Whether the body's last part was taken.
+    pub fn taken(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+impl H2ReqBody {
+    /// `inner`, reporting to `sent`.
+    pub fn new(inner: ReqBody, sent: RequestSent) -> H2ReqBody {
+        if http_body::Body::is_end_stream(&inner) {
+            sent.mark();
+        }
+        H2ReqBody {
+            inner,
+            rest: Bytes::new(),
+            started: false,
+            sent,
+        }
+    }
+
+    /// The body, if none of it was asked for yet (a request hyper gives back unsent can be
+    /// sent elsewhere); `None` once any part was.
+    pub fn into_unsent(self) -> Option<ReqBody> {
+        (!self.started).then_some(self.inner)
+    }
+}
+
+impl http_body::Body for H2ReqBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        this.started = true;
+        let mut data = if this.rest.is_empty() {
+            match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
+                None => {
+                    this.sent.mark();
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => d,
+                    Err(f) => {
+                        // trailers end the body
+                        if f.is_trailers() {
+                            this.sent.mark();
+                        }
+                        return Poll::Ready(Some(Ok(f)));
+                    }
+                },
+            }
+        } else {
+            std::mem::take(&mut this.rest)
+        };
+        if data.len() > H2_PART {
+            this.rest = data.split_off(H2_PART);
+        }
+        if http_body::Body::is_end_stream(&*this) {
+            this.sent.mark();
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        if rest == 0 {
+            return inner;
+        }
+        let mut h = http_body::SizeHint::new();
+        h.set_lower(inner.lower().saturating_add(rest));
+        if let Some(u) = inner.upper() {
+            h.set_upper(u.saturating_add(rest));
+        }
+        h
+    }
+}
 
 /// The client's body as it streams upstream, held to `client_max_body_size` (past it, the
 /// body fails with [`BodyTooLarge`], answered 413 when nothing was answered yet) and to
@@ -649,11 +782,11 @@ impl fmt::Debug for Conn {
 }
 
 /// A checked-out HTTP/2 connection, carrying one request at a time as nginx's gRPC
-/// module does; give it back with [`Pool::put_h2`] once its request and answer are
-/// complete. Dropped, it is closed at once, with every task that serves it.
+/// module does; give it back with [`Pool::put_h2`] once its request was taken whole and
+/// its answer read whole. Dropped, it is closed at once, with every task that serves it.
 pub struct H2Conn {
     /// Where requests go.
-    pub tx: hyper::client::conn::http2::SendRequest<ReqBody>,
+    pub tx: hyper::client::conn::http2::SendRequest<H2ReqBody>,
     /// The key it belongs to.
     pub key: PoolKey,
     uses: u32,
@@ -675,7 +808,7 @@ impl fmt::Debug for H2Conn {
 
 /// What an idle HTTP/2 connection keeps.
 struct H2Idle {
-    tx: hyper::client::conn::http2::SendRequest<ReqBody>,
+    tx: hyper::client::conn::http2::SendRequest<H2ReqBody>,
     write_timeout: Arc<AtomicU64>,
     closer: Closer,
 }
@@ -773,9 +906,10 @@ impl Pool {
         })
     }
 
-    /// Gives an HTTP/2 connection back after its request was sent whole and its answer
-    /// read to the end of its stream (trailers included). A connection that failed, timed
-    /// out or was left mid-stream must be dropped instead: that closes it.
+    /// Gives an HTTP/2 connection back after its answer was read to the end of its stream
+    /// (trailers included), hyper having taken the last part of its request body
+    /// ([`RequestSent`]). A connection that failed, timed out, was left mid-stream or whose
+    /// answer ended before its request must be dropped instead: that closes it.
     pub fn put_h2(&self, c: H2Conn) {
         if c.tx.is_closed() {
             return;
@@ -953,4 +1087,48 @@ impl Pool {
 /// Whether a service protocol talks HTTP/2 to the upstream.
 pub fn is_h2(p: Protocol) -> bool {
     matches!(p, Protocol::Grpc | Protocol::Grpcs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{H2_PART, H2ReqBody, RequestSent};
+    use bytes::Bytes;
+    use http_body::Body;
+    use http_body_util::{BodyExt, Either, Full};
+
+    /// A body held in full goes to an HTTP/2 connection in parts of at most 16 KiB, the
+    /// same bytes in order, and counts as sent only when its last part is taken.
+    #[tokio::test]
+    async fn a_full_body_goes_in_parts_and_is_sent_at_its_last() {
+        let data: Bytes = (0..40 * 1024).map(|i| (i % 251) as u8).collect();
+        let sent = RequestSent::default();
+        let mut b = H2ReqBody::new(Either::Right(Full::new(data.clone())), sent.clone());
+        assert_eq!(b.size_hint().exact(), Some(data.len() as u64));
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(f) = b.frame().await {
+            let d = f.unwrap().into_data().unwrap();
+            assert_eq!(sent.taken(), b.is_end_stream(), "after {} bytes", got.len());
+            sizes.push(d.len());
+            got.extend_from_slice(&d);
+        }
+        assert_eq!(sizes, [H2_PART, H2_PART, 8 * 1024]);
+        assert_eq!(got, data);
+        assert!(sent.taken());
+        assert!(b.into_unsent().is_none(), "asked for: not sent again");
+    }
+
+    /// An empty body goes with the request's head: it is sent at once (hyper never asks
+    /// for it), and untouched it can go on another connection.
+    #[test]
+    fn an_empty_body_is_sent_with_its_head() {
+        let sent = RequestSent::default();
+        let b = H2ReqBody::new(Either::Right(Full::new(Bytes::new())), sent.clone());
+        assert!(sent.taken());
+        assert!(b.into_unsent().is_some());
+        let sent = RequestSent::default();
+        let b = H2ReqBody::new(Either::Right(Full::new(Bytes::from("x"))), sent.clone());
+        assert!(!sent.taken());
+        assert!(b.into_unsent().is_some(), "not asked for yet");
+    }
 }

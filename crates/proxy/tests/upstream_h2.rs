@@ -1,7 +1,8 @@
 //! The upstream keep-alive pool for HTTP/2 (gRPC) upstreams, as nginx's `grpc_pass` with
 //! its keep-alive cache uses it: one call per connection at a time (an upstream's
-//! `SETTINGS_MAX_CONCURRENT_STREAMS` never holds calls back), a connection reused only after
-//! its call completed cleanly and closed after a timeout or an abandoned answer, and Kong's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` does not hold calls back), a connection reused only
+//! after its call completed cleanly, its request sent before its answer ended, and closed
+//! after a timeout, an abandoned answer or an answer ahead of its request, and Kong's
 //! `upstream_keepalive_*` settings (pool size, idle timeout, requests per connection)
 //! applied as they are to HTTP/1.1 upstreams, which are checked alongside. Real backends on
 //! sockets, connections counted where they are accepted.
@@ -112,7 +113,8 @@ async fn until(what: &str, f: impl Fn() -> bool) {
 #[tokio::test]
 async fn calls_beyond_the_upstreams_stream_limit_go_on_other_connections() {
     let b = Backend::builder().h2_max_streams(1).run().await;
-    let g = Gw::start(Some(&config(Proto::Grpc, b.addr, 300))).await;
+    // (a read timeout shorter than the streaming call, with a margin for a slow machine)
+    let g = Gw::start(Some(&config(Proto::Grpc, b.addr, 1000))).await;
     // 100 pieces of 1 KiB, 20 ms apart: an answer streaming for two seconds
     let streaming = tokio::spawn(call(g.http, "/grpc.Echo/Watch/slow/100"));
     until("the backend has the streaming call", || b.served() == 1).await;
@@ -181,6 +183,10 @@ async fn an_abandoned_answer_closes_its_connection() {
     // the client goes away with the answer still streaming
     drop((body, tx));
     conn.abort();
+    until("the abandoned call's upstream connection is closed", || {
+        b.closed() == 1
+    })
+    .await;
     one(Proto::Grpc, g.http).await;
     assert_eq!(
         accepted(&b),
@@ -189,6 +195,110 @@ async fn an_abandoned_answer_closes_its_connection() {
     );
     one(Proto::Grpc, g.http).await;
     assert_eq!(accepted(&b), 2, "the completed call's was");
+    assert_eq!(b.closed(), 1, "the completed call's connection stays open");
+    g.gw.shutdown().await;
+}
+
+/// A call the upstream answers in full before it read the request (a trailers-only
+/// refusal, as an authenticating gRPC server sends) while it leaves the request's stream
+/// open and its window shut: the request is still being sent, so its connection is closed
+/// rather than pooled. Pooled, it would take the next call on a second stream, which an
+/// upstream taking one stream at a time holds until the read timeout (504).
+#[tokio::test]
+async fn a_call_answered_before_its_request_was_sent_closes_its_connection() {
+    let b = Backend::builder()
+        .h2_max_streams(1)
+        .h2_stream_window(16 * 1024)
+        .run()
+        .await;
+    let g = Gw::start(Some(&config(Proto::Grpc, b.addr, 4000))).await;
+    // a connection that knows the upstream's settings (a new one may send a first request
+    // with the default 64 KiB window, before they arrive)
+    one(Proto::Grpc, g.http).await;
+    assert_eq!(accepted(&b), 1);
+    // 60 KiB with a content-length: read whole by the gateway (within the request buffer
+    // limit), then sent on the pooled connection, whose stream window takes 16 KiB of it
+    let body = Bytes::from(vec![0u8; 60 * 1024]);
+    let req = http::Request::post("http://x/grpc.Echo/Say/deny/5000")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("content-length", body.len())
+        .body(Full::new(body))
+        .unwrap();
+    let r = H2::h2c(g.http).await.send(req).await;
+    assert_eq!(r.status, 200, "{:?}", r.headers);
+    assert_eq!(r.header("grpc-status"), Some("16"), "{:?}", r.headers);
+    let t = Instant::now();
+    one(Proto::Grpc, g.http).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the next call waited {:?}",
+        t.elapsed()
+    );
+    assert_eq!(accepted(&b), 2, "the next call went on a new connection");
+    until("the refused call's upstream connection is closed", || {
+        b.closed() == 1
+    })
+    .await;
+    g.gw.shutdown().await;
+}
+
+/// A gRPC call whose request body streams from the client (no content-length): answered
+/// before the client ended its request, the call leaves the request unfinished and its
+/// connection is closed, and the next call opens another.
+#[tokio::test]
+async fn a_streamed_call_answered_before_its_request_ended_closes_its_connection() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&config(Proto::Grpc, b.addr, 4000))).await;
+    let req = http::Request::post("http://x/grpc.Echo/Say/deny/1000")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    let (feed, answer) = h2c_fed(g.http, req).await;
+    feed.send(Bytes::from_static(b"\0\0\0\0\x01"))
+        .await
+        .unwrap();
+    let r = answer.await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.headers);
+    assert_eq!(r.header("grpc-status"), Some("16"), "{:?}", r.headers);
+    until("the call's upstream connection is closed", || {
+        b.closed() == 1
+    })
+    .await;
+    // the client still streams its request, to no one
+    feed.send(Bytes::from_static(b"x")).await.ok();
+    drop(feed);
+    one(Proto::Grpc, g.http).await;
+    assert_eq!(accepted(&b), 2, "the next call went on a new connection");
+    g.gw.shutdown().await;
+}
+
+/// A gRPC call whose request body streams from the client and ends (the client
+/// half-closes) before the upstream answers: the call completed whole, and its connection
+/// carries the next call.
+#[tokio::test]
+async fn a_streamed_call_whose_request_ended_first_keeps_its_connection() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&config(Proto::Grpc, b.addr, 4000))).await;
+    let req = http::Request::post("http://x/grpc.Echo/Say")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    let (feed, answer) = h2c_fed(g.http, req).await;
+    feed.send(Bytes::from_static(b"\0\0\0\0\x02"))
+        .await
+        .unwrap();
+    until("the backend has the call", || b.served() == 1).await;
+    feed.send(Bytes::from_static(b"hi")).await.unwrap();
+    drop(feed);
+    let r = answer.await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.headers);
+    assert_eq!(&r.body[..], b"\0\0\0\0\x02hi");
+    assert_eq!(
+        r.trailers.expect("trailers").get("grpc-status").unwrap(),
+        "0"
+    );
+    one(Proto::Grpc, g.http).await;
+    assert_eq!(accepted(&b), 1, "the next call reused the connection");
+    assert_eq!(b.closed(), 0);
     g.gw.shutdown().await;
 }
 
@@ -205,15 +315,14 @@ async fn sequential_calls_share_a_connection_and_concurrent_ones_do_not() {
         }
         assert_eq!(accepted(&b), 1, "{proto:?}: sequential calls");
         assert_eq!(g.gw.idle_upstream_connections(), 1, "{proto:?}");
-        // four at once, each held 300 ms by the backend
-        b.set_delay(300);
+        // four at once: the backend holds each until all four arrived
+        b.hold_until(4);
         let calls: Vec<_> = (0..4).map(|_| tokio::spawn(one(proto, g.http))).collect();
         for c in calls {
             c.await.unwrap();
         }
         assert_eq!(accepted(&b), 4, "{proto:?}: the idle one and three more");
         assert_eq!(g.gw.idle_upstream_connections(), 4, "{proto:?}");
-        b.set_delay(0);
         for _ in 0..4 {
             one(proto, g.http).await;
         }
@@ -240,15 +349,15 @@ async fn keepalive_settings_retire_connections() {
         assert_eq!(accepted(&b), 3, "{proto:?}: max requests");
         g.gw.shutdown().await;
 
-        // idle for at most 300 ms
+        // idle for at most 2 s (a margin for a slow machine between the first two calls)
         let b = backend(proto).await;
         let mut settings = Settings::loopback();
-        settings.upstream_keepalive_idle_timeout = Duration::from_millis(300);
+        settings.upstream_keepalive_idle_timeout = Duration::from_secs(2);
         let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
         one(proto, g.http).await;
         one(proto, g.http).await;
         assert_eq!(accepted(&b), 1, "{proto:?}: reused while fresh");
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         one(proto, g.http).await;
         assert_eq!(accepted(&b), 2, "{proto:?}: idle timeout");
         g.gw.shutdown().await;
@@ -259,7 +368,8 @@ async fn keepalive_settings_retire_connections() {
         settings.upstream_keepalive_pool_size = 2;
         let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
         for round in 1..=2 {
-            b.set_delay(300);
+            // four at once: the backend holds each until all four arrived
+            b.hold_until(4);
             let calls: Vec<_> = (0..4).map(|_| tokio::spawn(one(proto, g.http))).collect();
             for c in calls {
                 c.await.unwrap();

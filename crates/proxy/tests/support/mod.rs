@@ -26,13 +26,17 @@ use tokio::net::{TcpListener, TcpStream};
 /// A backend server: answers every request with a JSON echo of what it received
 /// (`method`, `uri`, `version`, `headers`, `body`), plus a few behaviours by path:
 /// `/delay/<ms>` sleeps first, `.../status/<code>` answers that status, `/ws` accepts a
-/// WebSocket upgrade and echoes bytes, `/grpc` answers like a gRPC server (trailers). Each
-/// `x-respond-header: Name: value` request header adds that header to the echo's answer.
+/// WebSocket upgrade and echoes bytes, `/grpc` answers like a gRPC server (trailers),
+/// `.../deny/<ms>` answers a gRPC call refused at once (trailers-only) and leaves its
+/// request body un-read, its stream open, for that long. Each `x-respond-header: Name:
+/// value` request header adds that header to the echo's answer.
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
     /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Connections ended so far (closed by either side, or broken).
+    pub closed: Arc<AtomicUsize>,
     /// Requests served so far.
     pub requests: Arc<AtomicUsize>,
     pub name: &'static str,
@@ -42,6 +46,15 @@ pub struct Backend {
     /// Milliseconds every request (health probes included) waits before it is answered: a
     /// slow backend, switched on and off by the test.
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Requests held until a number of them arrived ([`Backend::hold_until`]).
+    gate: Arc<tokio::sync::watch::Sender<Gate>>,
+}
+
+/// [`Backend::hold_until`]'s count: `arrived` requests of the `want` held so far.
+#[derive(Debug, Default)]
+struct Gate {
+    want: usize,
+    arrived: usize,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +64,7 @@ pub struct BackendBuilder {
     ip: Option<std::net::IpAddr>,
     tls: Option<Arc<rustls::ServerConfig>>,
     max_streams: Option<u32>,
+    stream_window: Option<u32>,
 }
 
 impl Backend {
@@ -77,6 +91,19 @@ impl Backend {
     }
     pub fn served(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+    /// Connections ended so far.
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+    /// Holds every request from now on (before any other behaviour) until `n` have arrived,
+    /// then lets them all, and any after them, go on: `n` requests are then certainly in
+    /// flight at once, however slowly the machine runs them.
+    pub fn hold_until(&self, n: usize) {
+        self.gate.send_replace(Gate {
+            want: n,
+            arrived: 0,
+        });
     }
 }
 
@@ -108,6 +135,12 @@ impl BackendBuilder {
         self.max_streams = Some(n);
         self
     }
+    /// Advertises this initial HTTP/2 stream window (`SETTINGS_INITIAL_WINDOW_SIZE`): a
+    /// sender may have that many bytes of a request body unread by the handler in flight.
+    pub fn h2_stream_window(mut self, n: u32) -> Self {
+        self.stream_window = Some(n);
+        self
+    }
     pub async fn run(self) -> Backend {
         let ip = self.ip.unwrap_or([127, 0, 0, 1].into());
         let l = TcpListener::bind((ip, 0)).await.unwrap();
@@ -115,19 +148,23 @@ impl BackendBuilder {
         let b = Backend {
             addr,
             connections: Arc::default(),
+            closed: Arc::default(),
             requests: Arc::default(),
             name: self.name,
             fail: Arc::default(),
             delay_ms: Arc::default(),
+            gate: Arc::new(tokio::sync::watch::Sender::new(Gate::default())),
         };
         let b2 = b.clone();
         let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
         let max_streams = self.max_streams;
+        let stream_window = self.stream_window;
         tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else { return };
                 b2.connections.fetch_add(1, Ordering::SeqCst);
                 let b3 = b2.clone();
+                let closed = b2.closed.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(b3.clone(), req));
@@ -136,6 +173,9 @@ impl BackendBuilder {
                     if let Some(n) = max_streams {
                         builder.http2().max_concurrent_streams(n);
                     }
+                    if let Some(n) = stream_window {
+                        builder.http2().initial_stream_window_size(n);
+                    }
                     match tls {
                         None => {
                             let _ = builder
@@ -143,12 +183,14 @@ impl BackendBuilder {
                                 .await;
                         }
                         Some(acc) => {
-                            let Ok(t) = acc.accept(s).await else { return };
-                            let _ = builder
-                                .serve_connection_with_upgrades(TokioIo::new(t), svc)
-                                .await;
+                            if let Ok(t) = acc.accept(s).await {
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(t), svc)
+                                    .await;
+                            }
                         }
                     }
+                    closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -174,6 +216,11 @@ async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
     b.requests.fetch_add(1, Ordering::SeqCst);
+    if b.gate.borrow().want > 0 {
+        let mut rx = b.gate.subscribe();
+        b.gate.send_modify(|g| g.arrived += 1);
+        let _ = rx.wait_for(|g| g.arrived >= g.want).await;
+    }
     let path = req.uri().path().to_string();
     let full = |status: u16, body: Bytes| {
         let mut r = Response::new(Full::new(body).boxed());
@@ -192,6 +239,24 @@ async fn handle(
     }
     if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    // `.../deny/<ms>`: a gRPC call refused before its request is read, as an authenticating
+    // server may: a trailers-only answer (HEADERS with END_STREAM) at once, while the
+    // request body stays un-read (its flow-control window unopened) and the stream open
+    // for `ms` milliseconds.
+    if let Some((_, ms)) = path.rsplit_once("/deny/") {
+        let ms = ms.parse().unwrap_or(0);
+        let body = req.into_body();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            drop(body);
+        });
+        let mut r = full(200, Bytes::new());
+        let h = r.headers_mut();
+        h.insert("content-type", "application/grpc".parse().unwrap());
+        h.insert("grpc-status", "16".parse().unwrap());
+        h.insert("grpc-message", "denied".parse().unwrap());
+        return Ok(r);
     }
     if path == "/ws" {
         let key = req.headers().get("sec-websocket-key").cloned();
