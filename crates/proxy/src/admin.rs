@@ -18,11 +18,16 @@
 //! Both listeners dispatch through one route table (`admin_routes`), the one
 //! `GET /endpoints` lists: a path no route matches is 404 `Not found`.
 //!
-//! Request bodies are read as nginx reads them for Kong ([`read_body`]): past the admin
-//! server's `client_max_body_size`, or with broken chunked framing, nginx's own page (Kong's
-//! admin server has no `error_page`); stalled or cut off, no answer at all ([`Unanswered`]).
-//! Every handler Kong attaches is wrapped in lapis's `json_params`, which reads a JSON body
-//! whatever the route and fails (500) on one that decodes to a scalar ([`json_params`]).
+//! Request bodies are read as nginx reads them for Kong: past the listener's
+//! `client_max_body_size` (the admin server's; the status server's is the `http` block's),
+//! or with broken chunked framing, nginx's own page (Kong's admin and status servers have no
+//! `error_page`); stalled or cut off, no answer at all ([`Unanswered`]). The handlers that
+//! read a body of their own (writes) read it whole under one of a few upload permits
+//! ([`read_body`]: 429 when none is free, and an overall deadline). Every handler Kong
+//! attaches is wrapped in lapis's `json_params`, which reads a JSON body whatever the route
+//! and fails (500) on one that decodes to a scalar ([`json_params`]); those bodies take no
+//! permit and are read through a small buffer ([`read_params_body`]), so no read is ever
+//! refused for uploads.
 
 use std::sync::Arc;
 
@@ -86,9 +91,10 @@ pub(crate) async fn serve(
     // (whether Kong's content handler ran)
     let (mut r, content) = match (&sh.settings.admin_token, kind) {
         // nginx's check of the announced length, at its `find_config` phase: before Kong's
-        // content handler, in `location /` already
-        (_, ListenerKind::Admin) if announces_too_large(&sh, &req) => {
-            tracing::debug!("admin request body announced past client_max_body_size");
+        // content handler, in `location /` already (the status server's limit is the `http`
+        // block's: none by default)
+        _ if announces_too_large(&sh, kind, &req) => {
+            tracing::debug!("admin or status request body announced past client_max_body_size");
             (nginx_refusal(StatusCode::PAYLOAD_TOO_LARGE), false)
         }
         (Some(token), ListenerKind::Admin)
@@ -174,7 +180,7 @@ async fn route(
     }
     let (parts, body) = req.into_parts();
     if runs_handler(r.endpoint, &m)
-        && let Err(r) = json_params(sh, &parts.headers, body).await
+        && let Err(r) = json_params(sh, kind, &parts.headers, body).await
     {
         return r;
     }
@@ -312,13 +318,14 @@ fn runs_handler(e: Endpoint, m: &Method) -> bool {
 /// lapis's `json_params` (`lapis/application.lua`), which Kong wraps around every handler it
 /// attaches (`parse_params`, `kong/api/api_helpers.lua`), for a handler that reads no body
 /// of its own: a body whose `Content-Type` contains `application/json`, in any case, is read
-/// whatever the method ([`read_body`]: its refusals apply), and one that decodes to anything
-/// but an object or an array (`1`, `"x"`, `true`, `false`, `null`) fails lapis's
+/// whatever the method ([`read_params_body`]: its refusals apply), and one that decodes to
+/// anything but an object or an array (`1`, `"x"`, `true`, `false`, `null`) fails lapis's
 /// `add_params` (`pairs` of a non-table, a Lua error): Kong's 500 `An unexpected error
 /// occurred` ([`crate::admin_schemas::json_scalar`]), before the handler. Any other body is
 /// left unread.
 async fn json_params(
     sh: &Shared,
+    kind: ListenerKind,
     headers: &http::HeaderMap,
     body: Incoming,
 ) -> Result<(), Response<ProxyBody>> {
@@ -331,11 +338,105 @@ async fn json_params(
     if !json {
         return Ok(());
     }
-    let bytes = read_body(sh, body).await?;
-    if crate::admin_schemas::json_scalar(ct.as_deref(), &bytes) {
+    if let Some(bytes) = read_params_body(sh, kind, body).await?
+        && crate::admin_schemas::json_scalar(ct.as_deref(), &bytes)
+    {
         return Err(crate::admin_schemas::unexpected());
     }
     Ok(())
+}
+
+/// The most of a JSON body read for lapis's `json_params` on the admin listener that is kept
+/// to be decoded ([`read_params_body`]). Kong's admin server keeps up to its
+/// `client_body_buffer_size` (`nginx_admin_client_body_buffer_size`, 10m) in memory, so
+/// lapis decodes any body within the limit; here a longer one that may still be a scalar
+/// (a JSON string or number that long) is read to its end but not decoded, and the handler
+/// answers instead of Kong's 500 (a deliberate deviation: such reads hold no upload permit,
+/// so what they keep stays small).
+const ADMIN_PARAMS_KEPT: usize = 64 * 1024;
+
+/// The status server's `client_body_buffer_size`: Kong's `nginx_http_client_body_buffer_size`
+/// (8k), from the `http` block, which the status server does not change. nginx writes a
+/// longer body to a temporary file, where `ngx.req.get_body_data()` finds nothing, so lapis
+/// decodes nothing: past this size, a status request's JSON body is read to its end and
+/// dropped ([`read_params_body`]).
+const STATUS_BODY_BUFFER: usize = 8 * 1024;
+
+/// The body limit nginx holds a listener's requests to: the admin server's
+/// `client_max_body_size` (`admin_client_max_body_size`), and for the status server the
+/// `http` block's, which it does not change (`client_max_body_size`, Kong's
+/// `nginx_http_client_max_body_size`, none by default). 0: none.
+fn body_limit(sh: &Shared, kind: ListenerKind) -> u64 {
+    match kind {
+        ListenerKind::Status => sh.settings.client_max_body_size,
+        _ => sh.settings.admin_client_max_body_size,
+    }
+}
+
+/// A JSON body lapis's `json_params` reads for a handler that reads none of its own (every
+/// read, on either listener, among them), as nginx reads it for Kong
+/// (`ngx.req.read_body`): to its end, held to the listener's limit ([`body_limit`]) and to
+/// `client_body_timeout` between its parts, its refusals those of [`read_body`] (413 page,
+/// 400 page, no answer). It takes no upload permit: it keeps no more than a small buffer,
+/// and a body already at its end (none, or `Content-Length: 0`) is not read at all, so no
+/// read waits on uploads or is refused for them (Kong never answers a read with 429).
+///
+/// `Some(body)` when the body may decode to a scalar and was kept whole: up to
+/// [`STATUS_BODY_BUFFER`] on the status listener (a longer body nginx keeps in a file, and
+/// lapis decodes nothing), [`ADMIN_PARAMS_KEPT`] on the admin listener (a deviation, see
+/// there); `None` when lapis would decode nothing that fails, or nothing at all: a body
+/// whose first byte after whitespace opens an object or an array is no scalar (it decodes
+/// to a table, or not at all), and is dropped as it arrives.
+async fn read_params_body(
+    sh: &Shared,
+    kind: ListenerKind,
+    body: Incoming,
+) -> Result<Option<Bytes>, Response<ProxyBody>> {
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Some(Bytes::new()));
+    }
+    let keep = match kind {
+        ListenerKind::Status => STATUS_BODY_BUFFER,
+        _ => ADMIN_PARAMS_KEPT,
+    };
+    let mut body = crate::upstream::ClientBody::new(
+        body,
+        body_limit(sh, kind),
+        sh.settings.client_body_timeout,
+    );
+    let watch = body.watch();
+    let mut kept = Some(bytes::BytesMut::new());
+    // (whether the first byte that is not JSON whitespace was seen)
+    let mut started = false;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return Err(body_failure(&watch, &*e)),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let Some(k) = kept.as_mut() else {
+            continue;
+        };
+        if k.len() + data.len() > keep {
+            kept = None;
+            continue;
+        }
+        if !started
+            && let Some(&first) = data
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            started = true;
+            if first == b'{' || first == b'[' {
+                kept = None;
+                continue;
+            }
+        }
+        k.extend_from_slice(&data);
+    }
+    Ok(kept.map(bytes::BytesMut::freeze))
 }
 
 /// `PUT /debug/node/log-level/{level}[?timeout=N]`: Kong's answers (200 `log level changed`
@@ -1419,12 +1520,19 @@ fn disposition_name(v: &str) -> Option<String> {
     })
 }
 
-/// An admin request's whole body, as nginx reads it for Kong (`ngx.req.read_body`), held to
-/// `admin_client_max_body_size` (the admin server's `client_max_body_size`; the status
-/// server, which Kong leaves to the `http` block's limit, none by default, is held to it too,
-/// as bodies are read into memory here) and to `client_body_timeout` between its parts
-/// ([`crate::upstream::ClientBody`]). At most [`crate::gateway::CONFIG_UPLOADS`] bodies are
-/// read at once (memory: each up to the limit); more get 429 (ours, not Kong's).
+/// An admin request's whole body, for the handlers that read one of their own (`POST
+/// /config`, the schema validations, the entity writes), as nginx reads it for Kong
+/// (`ngx.req.read_body`): held to `admin_client_max_body_size` (the admin server's
+/// `client_max_body_size`) and to `client_body_timeout` between its parts
+/// ([`crate::upstream::ClientBody`]). A body already at its end (none, or `Content-Length:
+/// 0`) is not read. Any other is read whole into memory under one of the
+/// [`crate::gateway::CONFIG_UPLOADS`] upload permits: when none is free, 429 (ours, as Kong
+/// answers a `POST /config` during a load; these handlers serve writes only, never a `GET`
+/// or `HEAD`), and a read that holds one must end within `admin_upload_timeout` in all (60
+/// s; nginx has no such bound, only its timeout between reads), or it is ended as a stalled
+/// body is, without an answer, so that slow clients cannot hold the permits for long.
+/// (The JSON bodies lapis reads for the other handlers, reads included, take no permit:
+/// [`read_params_body`].)
 ///
 /// What ends a read early is answered as nginx answers it in Kong's admin server
 /// (`ngx_http_request_body.c`; lua-nginx-module's `ngx.req.read_body` finalizes the request
@@ -1437,6 +1545,9 @@ fn disposition_name(v: &str) -> Option<String> {
 ///   client gone (the connection's error set): no answer, the connection closed
 ///   ([`unanswered`]).
 pub(crate) async fn read_body(sh: &Shared, body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
     let Ok(_permit) = sh.uploads.try_acquire() else {
         return Err(busy());
     };
@@ -1446,21 +1557,29 @@ pub(crate) async fn read_body(sh: &Shared, body: Incoming) -> Result<Bytes, Resp
         sh.settings.client_body_timeout,
     );
     let watch = body.watch();
-    match body.collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) => {
-            let failure = watch.failure();
-            tracing::debug!(error = %e, ?failure, "admin request body not read whole");
-            Err(match failure {
-                Some(crate::error::Kind::PayloadTooLarge) => {
-                    nginx_refusal(StatusCode::PAYLOAD_TOO_LARGE)
-                }
-                Some(crate::error::Kind::BadRequest) if broken_framing(&*e) => {
-                    nginx_refusal(StatusCode::BAD_REQUEST)
-                }
-                _ => unanswered(),
-            })
+    match tokio::time::timeout(sh.settings.admin_upload_timeout, body.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) => Err(body_failure(&watch, &*e)),
+        Err(_) => {
+            tracing::debug!("admin request body not read whole within admin_upload_timeout");
+            Err(unanswered())
         }
+    }
+}
+
+/// The answer to a body whose read failed with `e` ([`read_body`] lists them).
+fn body_failure(
+    watch: &crate::upstream::BodyWatch,
+    e: &(dyn std::error::Error + 'static),
+) -> Response<ProxyBody> {
+    let failure = watch.failure();
+    tracing::debug!(error = %e, ?failure, "admin request body not read whole");
+    match failure {
+        Some(crate::error::Kind::PayloadTooLarge) => nginx_refusal(StatusCode::PAYLOAD_TOO_LARGE),
+        Some(crate::error::Kind::BadRequest) if broken_framing(e) => {
+            nginx_refusal(StatusCode::BAD_REQUEST)
+        }
+        _ => unanswered(),
     }
 }
 
@@ -1499,10 +1618,10 @@ fn unanswered() -> Response<ProxyBody> {
     r
 }
 
-/// Whether a request announces a body over the admin listeners' `client_max_body_size`
-/// (nginx refuses it before any handler runs, without reading the body).
-fn announces_too_large<B>(sh: &Shared, req: &Request<B>) -> bool {
-    let max = sh.settings.admin_client_max_body_size;
+/// Whether a request announces a body over its listener's `client_max_body_size`
+/// ([`body_limit`]; nginx refuses it before any handler runs, without reading the body).
+fn announces_too_large<B>(sh: &Shared, kind: ListenerKind, req: &Request<B>) -> bool {
+    let max = body_limit(sh, kind);
     max > 0
         && req
             .headers()

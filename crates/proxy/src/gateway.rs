@@ -66,10 +66,14 @@ pub(crate) struct Shared {
     /// applies are serialized whoever makes them (the admin API, an in-process controller),
     /// so none is built from a snapshot that another replaces meanwhile.
     pub applying: Mutex<()>,
-    /// Permits to read an admin or status request's body (`POST /config`, the schema
-    /// validations, the entity writes, a JSON body of any route; `admin::read_body`): at
-    /// most [`CONFIG_UPLOADS`] are buffered at once (each up to
-    /// `admin_client_max_body_size`); more answer 429.
+    /// Permits to read an admin request's body whole into memory, for the handlers that
+    /// read one of their own (`POST /config`, the schema validations, the entity writes:
+    /// writes only; `admin::read_body`): at most [`CONFIG_UPLOADS`] are buffered at once,
+    /// each up to `admin_client_max_body_size` and for at most `admin_upload_timeout`; more
+    /// answer 429. A body already at its end takes none. The JSON bodies lapis reads for
+    /// the other routes (every `GET` and `HEAD` among them) and every body on the status
+    /// listener take none either: they are read through a small buffer
+    /// (`admin::read_params_body`), so no read is ever refused for uploads.
     pub uploads: tokio::sync::Semaphore,
     pub listeners: Mutex<Vec<BoundListener>>,
     pub server: HeaderValue,
@@ -77,8 +81,8 @@ pub(crate) struct Shared {
     pub via_h2: HeaderValue,
 }
 
-/// How many admin request bodies (`POST /config`, validations, writes, JSON bodies) may be
-/// read at the same time.
+/// How many admin request bodies (`POST /config`, validations, writes) may be read into
+/// memory at the same time.
 pub const CONFIG_UPLOADS: usize = 4;
 
 impl Shared {

@@ -358,15 +358,26 @@ fn is_head_request(head: &[u8]) -> bool {
     head[start..].starts_with(b"HEAD ")
 }
 
-/// How long, and how many bytes, a refused connection is read from before it closes.
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-const LINGER_BYTES: usize = 1 << 20;
+/// nginx's `lingering_time` (30 s, Kong leaves it): the longest a lingering close goes on
+/// reading in all.
+const LINGERING_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+/// nginx's `lingering_timeout` (5 s): the longest a lingering close waits for the client's
+/// next bytes.
+const LINGERING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// nginx's `NGX_HTTP_LINGERING_BUFFER_SIZE`: what one lingering read takes and drops.
+const LINGERING_BUFFER: usize = 4096;
 
-/// The end of a connection whose last head was refused: the answer written, the write side
-/// shut down, then a lingering read as nginx makes it: what the client still sends is read
-/// and dropped for a while (bounded in time and bytes), so that closing with unread bytes (a
-/// reset) does not destroy the answer before the client has read it. Driven by polls, for
-/// the fast path's task and for the framing guard's shutdown alike.
+/// The end of a connection: an answer written (the answer to a refused head, or none when
+/// hyper has written its own), the write side shut down, then a lingering read as nginx
+/// makes it (`ngx_http_set_lingering_close`, `ngx_http_lingering_close_handler`, with
+/// `lingering_close on` and nginx's defaults): what the client still sends is read through a
+/// fixed buffer and dropped, however much it is, for as long as each read comes within
+/// `lingering_timeout` (5 s) of the one before and `lingering_time` (30 s) has not passed
+/// since the lingering began; the client's end of the stream, or an error, ends it at once.
+/// So closing with unread bytes (a reset) does not destroy the answer before the client has
+/// read it, even when the client writes a whole large body before it reads. Driven by
+/// polls, for the fast path's task (after a refused head) and for the framing guard's
+/// shutdown (after a refused head, or hyper closing inside a request's body) alike.
 pub(crate) struct Closing {
     answer: Vec<u8>,
     written: usize,
@@ -376,8 +387,12 @@ pub(crate) struct Closing {
 enum Stage {
     Write,
     Shutdown,
-    /// Until the client closes, this many bytes, or the timer.
-    Linger(usize, Pin<Box<tokio::time::Sleep>>),
+    /// Until the client closes, or the timer: it fires `lingering_timeout` after the last
+    /// read, or at the end (`lingering_time` from the start), whichever is sooner.
+    Linger {
+        end: tokio::time::Instant,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    },
     Done,
 }
 
@@ -397,7 +412,7 @@ impl Closing {
     }
 
     /// Writes the answer, shuts the write side down, and lingers; always ends (an error
-    /// ends it at once).
+    /// ends it at once; otherwise within `lingering_time`).
     pub(crate) fn poll_close<T: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut T,
@@ -419,24 +434,28 @@ impl Closing {
                 Stage::Shutdown => {
                     self.stage = match ready!(Pin::new(&mut *io).poll_shutdown(cx)) {
                         Ok(()) => {
-                            Stage::Linger(LINGER_BYTES, Box::pin(tokio::time::sleep(LINGER_TIME)))
+                            let now = tokio::time::Instant::now();
+                            Stage::Linger {
+                                end: now + LINGERING_TIME,
+                                timer: Box::pin(tokio::time::sleep_until(now + LINGERING_TIMEOUT)),
+                            }
                         }
                         Err(_) => Stage::Done,
                     };
                 }
-                Stage::Linger(left, timer) => {
+                Stage::Linger { end, timer } => {
                     if timer.as_mut().poll(cx).is_ready() {
                         self.stage = Stage::Done;
                         continue;
                     }
-                    let mut sink = [0u8; 4096];
+                    let mut sink = [0u8; LINGERING_BUFFER];
                     let mut rb = ReadBuf::new(&mut sink);
                     match ready!(Pin::new(&mut *io).poll_read(cx, &mut rb)) {
                         Ok(()) if !rb.filled().is_empty() => {
-                            *left = left.saturating_sub(rb.filled().len());
-                            if *left == 0 {
-                                self.stage = Stage::Done;
-                            }
+                            // (dropped; the next read is waited for again, within what is
+                            // left of the lingering time)
+                            let next = tokio::time::Instant::now() + LINGERING_TIMEOUT;
+                            timer.as_mut().reset(next.min(*end));
                         }
                         _ => self.stage = Stage::Done,
                     }

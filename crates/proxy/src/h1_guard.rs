@@ -1449,4 +1449,163 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
         assert!(matches!(g.state, State::Pass));
         assert!(g.refused.is_none());
     }
+
+    /// A guard on the server's end of a real loopback connection, and the client's end.
+    async fn guarded_socket() -> (tokio::net::TcpStream, H1Guard<tokio::net::TcpStream>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let g = guard();
+        let g = H1Guard::new(server, g.limits, g.answerer, g.close_after);
+        (client, g)
+    }
+
+    /// Sends `bytes` from the client and reads them through the guard, as hyper would,
+    /// until `want` bytes came through (or the guard ends the stream).
+    async fn through(
+        client: &mut tokio::net::TcpStream,
+        g: &mut H1Guard<tokio::net::TcpStream>,
+        bytes: &[u8],
+        want: usize,
+    ) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        client.write_all(bytes).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < want {
+            let n = g.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    /// hyper shutting the connection down while the client still owes body bytes (by its
+    /// length or its chunks): the write side is shut at once, then the guard reads and drops
+    /// what the client goes on sending, however much (no cap on the bytes, as nginx's
+    /// lingering close has none), and ends on the client's end of the stream.
+    #[tokio::test]
+    async fn a_shutdown_inside_a_body_lingers_until_the_client_closes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for start in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nab"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        ] {
+            let (mut client, mut g) = guarded_socket().await;
+            let got = through(&mut client, &mut g, start, start.len()).await;
+            assert_eq!(got, start);
+            assert!(g.inside_body(), "{:?}", g.state);
+            let shut = tokio::spawn(async move { g.shutdown().await });
+            // the server's end of the stream comes at once
+            let mut buf = [0u8; 16];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(2), client.read(&mut buf))
+                .await
+                .expect("the write side is shut at once")
+                .unwrap();
+            assert_eq!(n, 0);
+            // 4 MiB more, all taken
+            let piece = [b'x'; 64 * 1024];
+            for i in 0..64 {
+                assert!(client.write_all(&piece).await.is_ok(), "write {i}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert!(!shut.is_finished(), "still lingering");
+            client.shutdown().await.unwrap();
+            let r = tokio::time::timeout(std::time::Duration::from_secs(2), shut)
+                .await
+                .expect("ends on the client's end of the stream");
+            assert!(r.unwrap().is_ok());
+        }
+    }
+
+    /// Once the guard stops following (an upgrade answered 101, the HTTP/2 preface), the
+    /// bytes that come are not a request's body: a shutdown does not linger.
+    #[tokio::test]
+    async fn a_shutdown_after_a_protocol_switch_is_at_once() {
+        use tokio::io::AsyncWriteExt;
+        let upgrade =
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let (mut client, mut g) = guarded_socket().await;
+        through(&mut client, &mut g, upgrade, upgrade.len()).await;
+        g.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(matches!(g.state, State::Pass), "{:?}", g.state);
+        through(&mut client, &mut g, b"tunnel bytes", 12).await;
+        let r = tokio::time::timeout(std::time::Duration::from_millis(500), g.shutdown()).await;
+        assert!(r.expect("at once").is_ok());
+        // h2c prior knowledge
+        let (mut client, mut g) = guarded_socket().await;
+        let mut preface = H2_PREFACE.to_vec();
+        preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        through(&mut client, &mut g, &preface, preface.len()).await;
+        assert!(matches!(g.state, State::Pass), "{:?}", g.state);
+        let r = tokio::time::timeout(std::time::Duration::from_millis(500), g.shutdown()).await;
+        assert!(r.expect("at once").is_ok());
+        drop(client);
+    }
+
+    /// A refused head's answer is what a shutdown writes, before its own lingering read,
+    /// whatever state the guard is in: the empty lingering close of a body does not take
+    /// its place.
+    #[tokio::test]
+    async fn a_refused_head_is_answered_before_the_linger() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, mut g) = guarded_socket().await;
+        assert!(through(&mut client, &mut g, SMUGGLE, 1).await.is_empty());
+        let answer =
+            String::from_utf8_lossy(g.refused.as_ref().expect("a refusal").answer()).into_owned();
+        assert!(!answer.is_empty());
+        // (as if hyper were still owed a body)
+        g.state = State::Body(1000);
+        let shut = tokio::spawn(async move { g.shutdown().await });
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(2), client.read(&mut buf))
+                .await
+                .expect("the answer, then the end of the stream")
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), answer);
+        assert!(!shut.is_finished(), "lingering after the answer");
+        client.write_all(b"more").await.unwrap();
+        client.shutdown().await.unwrap();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(2), shut)
+            .await
+            .expect("ends on the client's end of the stream");
+        assert!(r.unwrap().is_ok());
+    }
+
+    /// hyper closing a keep-alive connection between requests (a head awaited, nothing of
+    /// it read): the client owes nothing, and the shutdown is at once.
+    #[tokio::test]
+    async fn a_keep_alive_close_between_requests_is_at_once() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (mut client, mut g) = guarded_socket().await;
+        through(&mut client, &mut g, get, get.len()).await;
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        g.write_all(answer).await.unwrap();
+        assert!(matches!(g.state, State::Head), "{:?}", g.state);
+        let r = tokio::time::timeout(std::time::Duration::from_millis(500), g.shutdown()).await;
+        assert!(r.expect("at once").is_ok());
+        let mut got = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            client.read_to_end(&mut got),
+        )
+        .await
+        .expect("the end of the stream")
+        .unwrap();
+        assert_eq!(got, answer);
+    }
 }

@@ -452,7 +452,10 @@ pub struct Settings {
     pub proxy_header_buffers: HeaderBuffers,
     /// Most request headers accepted.
     pub max_headers: usize,
-    /// `client_max_body_size` in bytes: larger bodies get 413. 0 = unlimited (Kong's default).
+    /// `client_max_body_size` in bytes (Kong's `nginx_http_client_max_body_size`, set in
+    /// nginx's `http` block): larger bodies get 413, on the proxy listeners and on the status
+    /// listeners, whose server Kong leaves with the `http` block's limit. 0 = unlimited
+    /// (Kong's default).
     pub client_max_body_size: u64,
     /// Request bodies up to this size are read whole before proxying when the route says
     /// `request_buffering`, whether their length is announced or not, and sent upstream by
@@ -507,6 +510,12 @@ pub struct Settings {
     /// nginx's 413 page at once, and a body of unknown length (chunked) once it grows past
     /// it. 0 = unlimited.
     pub admin_client_max_body_size: u64,
+    /// The longest an admin request body read under one of the upload permits (`POST
+    /// /config`, the schema validations, the entity writes) may take in all, 60 s: then it
+    /// is ended as a stalled body is, without an answer, and its permit is free again. Not a
+    /// Kong setting (nginx bounds only the pause between reads, `client_body_timeout`, which
+    /// holds too): it keeps a client that trickles its body from holding a permit for long.
+    pub admin_upload_timeout: Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
     /// Load-balancer options: the DNS resolver (`None`: the system's configuration, as
@@ -641,6 +650,7 @@ impl Default for Settings {
             upstream_keepalive_idle_timeout: Duration::from_secs(60),
             upstream_keepalive_max_requests: 10_000,
             admin_client_max_body_size: 10 * 1024 * 1024,
+            admin_upload_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             balancer: silverback_balancer::Options::default(),
             admin_token: None,

@@ -966,7 +966,9 @@ async fn an_unchanged_config_is_not_modified_even_during_a_load() {
 /// body is refused at once, without waiting for it, before Kong's content handler (no
 /// `Access-Control-Allow-Origin`), on any route, to a `HEAD` with the head alone; a chunked
 /// one once it grows past the limit while Kong reads it (with that header); the running
-/// configuration is untouched. The status server has no such limit.
+/// configuration is untouched. The status server does not have this limit: it keeps the
+/// `http` block's (`client_max_body_size`, none by default; see
+/// `status_bodies_keep_the_http_blocks_limit_and_buffer`).
 #[tokio::test]
 async fn admin_bodies_over_the_limit_get_nginxs_413_page() {
     let g = Gw::start(None).await;
@@ -1018,7 +1020,8 @@ async fn admin_bodies_over_the_limit_get_nginxs_413_page() {
     )
     .await;
     announced.to_head().check(&out, 0);
-    // the status server has no limit of its own: a body announced past it is no refusal
+    // the status server has no limit of its own (the `http` block's, none here): a body
+    // announced past the admin server's is no refusal
     let out = raw(
         g.status,
         b"GET /status HTTP/1.1\r\nhost: x\r\ncontent-length: 10485761\r\n\r\n",
@@ -1157,6 +1160,284 @@ async fn a_refused_body_still_arriving_does_not_reset_the_answer() {
         page.check(&out, 0);
         assert!(writer.await.unwrap(), "the client's bytes were all taken");
     }
+    g.gw.shutdown().await;
+}
+
+/// A client that writes its whole large body before it reads gets the whole 413: nginx's
+/// lingering close reads and drops what the client sends for as long as it keeps sending
+/// (each read within `lingering_timeout`, 5 s, all within `lingering_time`, 30 s), however
+/// many bytes that is, so none of the client's writes fails on a reset connection.
+#[tokio::test]
+async fn a_large_refused_body_written_before_reading_gets_the_whole_413() {
+    use tokio::io::AsyncWriteExt;
+    let settings = Settings {
+        admin_client_max_body_size: 1024,
+        ..Settings::loopback()
+    };
+    let g = Gw::start_with(settings, None).await;
+    const BODY: usize = 32 * 1024 * 1024;
+    for chunked in [false, true] {
+        let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+        let framing = if chunked {
+            "transfer-encoding: chunked".to_string()
+        } else {
+            format!("content-length: {BODY}")
+        };
+        let head = format!(
+            "POST /config HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let piece = [b' '; 64 * 1024];
+        for i in 0..BODY / piece.len() {
+            let written = if chunked {
+                let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
+                c.extend_from_slice(&piece);
+                c.extend_from_slice(b"\r\n");
+                s.write_all(&c).await
+            } else {
+                s.write_all(&piece).await
+            };
+            assert!(
+                written.is_ok(),
+                "chunked {chunked}: write {i} failed: {written:?}"
+            );
+        }
+        if chunked {
+            s.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let (got, closed) = read_to_close(&mut s, std::time::Duration::from_secs(10)).await;
+        let out = String::from_utf8_lossy(&got);
+        assert!(closed, "{out}");
+        NginxPage::admin_body("413", NGINX_413, chunked).check(&out, 0);
+    }
+    g.gw.shutdown().await;
+}
+
+/// Reads never wait on uploads, and Kong never answers one with 429: with every upload
+/// permit held by a stalled `POST /config`, a JSON-typed read (a `GET` or a `HEAD`, with no
+/// body, an empty one, or a small one) is answered as ever, on the admin and status
+/// listeners alike; a JSON scalar body still fails lapis's `json_params` (500). Only a
+/// further upload is refused (429).
+#[tokio::test]
+async fn json_reads_are_answered_while_uploads_hold_every_permit() {
+    use tokio::io::AsyncWriteExt;
+    let g = Gw::start(None).await;
+    let mut slow = vec![];
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+        s.write_all(
+            b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{\"_format_version\"",
+        )
+        .await
+        .unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let doc = r#"{"_format_version":"3.0"}"#;
+    let r = admin_post(g.admin, "/config", "application/json", doc).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let ask = |addr, line: &str, framing: &str, body: &str| {
+        let bytes = format!(
+            "{line} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{framing}\
+             connection: close\r\n\r\n{body}"
+        );
+        async move { raw(addr, bytes.as_bytes(), std::time::Duration::from_secs(5)).await }
+    };
+    for addr in [g.admin, g.status] {
+        for line in ["GET /status", "HEAD /status", "GET /status/ready"] {
+            if addr == g.admin && line == "GET /status/ready" {
+                continue;
+            }
+            let want = if line == "GET /status/ready" {
+                "HTTP/1.1 503 "
+            } else {
+                "HTTP/1.1 200 OK\r\n"
+            };
+            for (framing, body) in [
+                ("", ""),
+                ("content-length: 0\r\n", ""),
+                ("content-length: 2\r\n", "{}"),
+                ("transfer-encoding: chunked\r\n", "2\r\n[]\r\n0\r\n\r\n"),
+            ] {
+                let out = ask(addr, line, framing, body).await;
+                assert!(out.starts_with(want), "{line} {framing}: {out}");
+            }
+        }
+        let out = ask(addr, "GET /status", "content-length: 1\r\n", "1").await;
+        assert!(
+            out.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+            "{out}"
+        );
+    }
+    // a read on a route whose handler Kong wraps, on the admin listener too
+    let out = ask(g.admin, "GET /services", "content-length: 2\r\n", "{}").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    drop(slow);
+    g.gw.shutdown().await;
+}
+
+/// The status listener's bodies take none of the admin listener's upload permits: clients
+/// trickling JSON bodies to it, each part within `client_body_timeout`, leave `POST
+/// /config` free to load.
+#[tokio::test]
+async fn trickling_status_bodies_do_not_hold_off_config_uploads() {
+    use tokio::io::AsyncWriteExt;
+    let settings = Settings {
+        client_body_timeout: std::time::Duration::from_millis(500),
+        ..Settings::loopback()
+    };
+    let g = Gw::start_with(settings, None).await;
+    let mut trickles = vec![];
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(g.status).await.unwrap();
+        s.write_all(
+            b"GET /status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        trickles.push(tokio::spawn(async move {
+            for _ in 0..999 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if s.write_all(b" ").await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    for (i, doc) in [small_doc(1), small_doc(2)].into_iter().enumerate() {
+        let r = admin_post(g.admin, "/config", "application/json", doc.clone()).await;
+        assert_eq!(r.status, 201, "{i}: {}", r.text());
+        assert_eq!(g.gw.config_hash(), doc_hash(&doc));
+    }
+    for t in &trickles {
+        assert!(!t.is_finished(), "the status bodies were still arriving");
+    }
+    for t in trickles {
+        t.abort();
+    }
+    g.gw.shutdown().await;
+}
+
+/// An upload that holds a permit must end within `admin_upload_timeout` in all, not only
+/// keep each pause within `client_body_timeout`: a body trickled slowly enough to take
+/// longer is ended as a stalled one is (no answer, the connection closed), and its permit is
+/// free again, so clients that trickle cannot hold the uploads off for long.
+#[tokio::test]
+async fn an_upload_holding_a_permit_has_an_overall_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let settings = Settings {
+        client_body_timeout: std::time::Duration::from_millis(500),
+        admin_upload_timeout: std::time::Duration::from_millis(1500),
+        ..Settings::loopback()
+    };
+    let g = Gw::start_with(settings, None).await;
+    let t = std::time::Instant::now();
+    let mut trickles = vec![];
+    for _ in 0..4 {
+        let s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        wr.write_all(
+            b"POST /config HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        let writer = tokio::spawn(async move {
+            for _ in 0..999 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if wr.write_all(b" ").await.is_err() {
+                    return;
+                }
+            }
+        });
+        trickles.push((
+            tokio::spawn(async move {
+                read_to_close(&mut rd, std::time::Duration::from_secs(10)).await
+            }),
+            writer,
+        ));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let doc = small_doc(1);
+    let r = admin_post(g.admin, "/config", "application/json", doc.clone()).await;
+    assert_eq!(r.status, 429, "the permits are held: {}", r.text());
+    for (reader, writer) in trickles {
+        let (got, closed) = reader.await.unwrap();
+        assert!(closed, "ended at the deadline");
+        assert_eq!(String::from_utf8_lossy(&got), "", "without an answer");
+        writer.abort();
+    }
+    let waited = t.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1300)
+            && waited < std::time::Duration::from_secs(8),
+        "{waited:?}"
+    );
+    let r = admin_post(g.admin, "/config", "application/json", doc.clone()).await;
+    assert_eq!(r.status, 201, "the permits are free again: {}", r.text());
+    assert_eq!(g.gw.config_hash(), doc_hash(&doc));
+    g.gw.shutdown().await;
+}
+
+/// The status server keeps the `http` block's body settings, as Kong leaves them: its limit
+/// is `client_max_body_size` (Kong's `nginx_http_client_max_body_size`, none by default; the
+/// admin server's own limit is not its), refused with nginx's 413 page; and a JSON body past
+/// `client_body_buffer_size` (8k) goes to a temporary file in nginx, where lapis finds
+/// nothing to decode, so even a scalar that long fails nothing. Bodies are read through a
+/// small buffer, so neither listener holds a long one in memory: on the admin listener a
+/// JSON body that may be a scalar is decoded up to 64 KiB only (a deviation: Kong's admin
+/// server keeps up to 10m in memory and decodes it all).
+#[tokio::test]
+async fn status_bodies_keep_the_http_blocks_limit_and_buffer() {
+    let settings = Settings {
+        client_max_body_size: 16 * 1024,
+        admin_client_max_body_size: 1024 * 1024,
+        ..Settings::loopback()
+    };
+    let g = Gw::start_with(settings, None).await;
+    let get = |addr, body: &str| {
+        let bytes = format!(
+            "GET /status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        async move { raw(addr, bytes.as_bytes(), std::time::Duration::from_secs(5)).await }
+    };
+    let string = |n: usize| format!("\"{}\"", "x".repeat(n - 2));
+    // within the buffer a scalar fails lapis; past it nothing is decoded
+    let out = get(g.status, &string(8 * 1024)).await;
+    assert!(out.starts_with("HTTP/1.1 500 "), "{out}");
+    let out = get(g.status, &string(8 * 1024 + 1)).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    // the admin listener decodes up to 64 KiB
+    let out = get(g.admin, &string(64 * 1024)).await;
+    assert!(out.starts_with("HTTP/1.1 500 "), "{out}");
+    let out = get(g.admin, &string(64 * 1024 + 1)).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    // the status server's limit is the `http` block's
+    let out = get(g.status, &" ".repeat(16 * 1024)).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    let out = raw(
+        g.status,
+        b"GET /status HTTP/1.1\r\nhost: x\r\ncontent-length: 16385\r\n\r\n",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    NginxPage::admin_body("413", NGINX_413, false).check(&out, 0);
+    let mut chunked = b"GET /status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                        transfer-encoding: chunked\r\n\r\n"
+        .to_vec();
+    for _ in 0..17 {
+        chunked.extend_from_slice(b"400\r\n");
+        chunked.extend_from_slice(&[b' '; 0x400]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let out = raw(g.status, &chunked, std::time::Duration::from_secs(5)).await;
+    NginxPage::admin_body("413", NGINX_413, true).check(&out, 0);
     g.gw.shutdown().await;
 }
 

@@ -2468,6 +2468,67 @@ async fn client_max_body_size_holds_for_chunked_bodies_too() {
     g.gw.shutdown().await;
 }
 
+/// A body refused with 413 (`client_max_body_size`) while the client is still sending it:
+/// the connection closes as nginx closes it, with a lingering read that takes and drops
+/// whatever the client goes on sending for as long as it keeps sending (nginx's
+/// `lingering_timeout` between reads, `lingering_time` in all), with no cap on the bytes.
+/// A client that writes its whole 32 MiB body before it reads gets the whole answer, and
+/// none of its writes fails on a reset connection.
+#[tokio::test]
+async fn a_413_for_a_body_still_arriving_is_read_whole_after_the_body() {
+    let b = Backend::start().await;
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.client_max_body_size = 1024;
+    let g = Gw::start_with(settings, Some(&basic(&b))).await;
+    const BODY: usize = 32 * 1024 * 1024;
+    for chunked in [false, true] {
+        let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {BODY}")
+        };
+        let head = format!("POST /any HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let piece = [b'x'; 64 * 1024];
+        for i in 0..BODY / piece.len() {
+            let written = if chunked {
+                let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
+                c.extend_from_slice(&piece);
+                c.extend_from_slice(b"\r\n");
+                s.write_all(&c).await
+            } else {
+                s.write_all(&piece).await
+            };
+            assert!(
+                written.is_ok(),
+                "chunked {chunked}: write {i} failed: {written:?}"
+            );
+        }
+        if chunked {
+            s.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let (got, closed) = read_to_close(&mut s, Duration::from_secs(10)).await;
+        let out = String::from_utf8_lossy(&got);
+        assert!(closed, "{out}");
+        assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+        assert_eq!(count_responses(&out), 1, "{out}");
+        let (head, body) = out.split_once("\r\n\r\n").expect("a whole head");
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .expect("a length");
+        assert!(length > 0, "{out}");
+        assert_eq!(body.len(), length, "the whole answer: {out}");
+    }
+    assert_eq!(b.served(), 0);
+    g.gw.shutdown().await;
+}
+
 /// A client that stops sending a body the route buffers gets 408 after
 /// `client_body_timeout`, as nginx answers it.
 #[tokio::test]

@@ -132,8 +132,9 @@ pub struct DataPlaneArgs {
         default_value = "auto"
     )]
     pub nginx_worker_processes: String,
-    /// Largest request body accepted (Kong's `nginx_http_client_max_body_size`): bytes, or
-    /// with `k`/`m`/`g`; larger bodies get 413. `0`, Kong's default, means no limit.
+    /// Largest request body accepted on the proxy and status listeners (Kong's
+    /// `nginx_http_client_max_body_size`): bytes, or with `k`/`m`/`g`; larger bodies get
+    /// 413. `0`, Kong's default, means no limit.
     #[arg(
         long,
         env = "SILVERBACK_NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
