@@ -572,19 +572,30 @@ impl H1Conn {
         limit: usize,
     ) -> io::Result<(RawHead, Framing, bool)> {
         // How far the buffer is known to hold no head end: after the first try (which
-        // parses what the first read brought, so a head in one read is parsed once and an
-        // invalid one is refused at once), a head that arrives in pieces is parsed again
-        // only once its end is in, so a head trickled byte by byte costs linear time, not
-        // a parse per read.
+        // parses what the first read brought, so a head in one read is parsed once), a
+        // head that arrives in pieces is parsed whole again only once its end is in, and
+        // meanwhile each line is checked once as it completes ([`check_lines`]), so an
+        // invalid line is refused as soon as it is in (as nginx, which parses as bytes
+        // come) and a head trickled byte by byte costs linear time, not a parse per read.
         let mut scanned: Option<usize> = None;
+        // the complete lines found valid (the status line first)
+        let mut checked = 0;
         let parsed = loop {
             if !self.buf.is_empty() {
-                let ready = match scanned {
-                    None => true,
-                    Some(from) => head_end_from(&self.buf, from),
-                };
-                if ready && let Some(p) = parse_answer(&self.buf, limit)? {
-                    break p;
+                match scanned {
+                    Some(from) if !head_end_from(&self.buf, from) => {
+                        check_lines(&self.buf, &mut checked)?;
+                    }
+                    _ => {
+                        if let Some(p) = parse_answer(&self.buf, limit)? {
+                            break p;
+                        }
+                        checked = self
+                            .buf
+                            .iter()
+                            .rposition(|&b| b == b'\n')
+                            .map_or(0, |i| i + 1);
+                    }
                 }
                 scanned = Some(self.buf.len());
                 // nginx reads a head into one buffer of `proxy_buffer_size` bytes: one that
@@ -657,6 +668,33 @@ impl H1Conn {
         };
         Ok((head, framing, reusable))
     }
+}
+
+/// Checks each line of a head in `buf` completed past `checked` (the status line when
+/// `checked` is 0, else a header line), alone, as [`parse_answer`] reads it, and moves
+/// `checked` past those found valid: an invalid one is the answer's error.
+fn check_lines(buf: &[u8], checked: &mut usize) -> io::Result<()> {
+    while let Some(nl) = buf[*checked..].iter().position(|&b| b == b'\n') {
+        let end = *checked + nl + 1;
+        let line = &buf[*checked..end];
+        let valid = if *checked == 0 {
+            matches!(
+                httparse::Response::new(&mut []).parse(line),
+                Ok(httparse::Status::Partial)
+            )
+        } else {
+            let mut one = [httparse::EMPTY_HEADER; 1];
+            matches!(
+                httparse::parse_headers(line, &mut one),
+                Ok(httparse::Status::Partial)
+            )
+        };
+        if !valid {
+            return Err(invalid_answer("upstream sent invalid header"));
+        }
+        *checked = end;
+    }
+    Ok(())
 }
 
 /// Whether `buf` holds the end of a head (an empty line: `\n\n` or `\n\r\n`) that ends
@@ -1387,6 +1425,29 @@ mod tests {
         assert!(head_end_from(b"HTTP/1.1 200 OK\nA: b\n\n", 22));
         assert!(head_end_from(b"HTTP/1.1 200 OK\nA: b\n\r\n", 22));
         assert!(!head_end_from(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n", 99));
+    }
+
+    /// Lines checked one by one as they complete are valid or not as the whole head's parse
+    /// finds them.
+    #[test]
+    fn lines_are_checked_as_the_whole_parse_checks_them() {
+        let mut checked = 0;
+        let head = b"HTTP/1.1 200 OK\r\nX-A: b\r\nX-B:c\nX-C: \r\nX-D";
+        check_lines(head, &mut checked).unwrap();
+        assert_eq!(checked, head.len() - 3, "up to the last complete line");
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nX-\0: b\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nX-A\r\n",
+            b"HTTP/1.1 200 OK\r\n folded\r\n",
+            b"HTTP/1.1 abc OK\r\n",
+            b"HTTP/1.1 200 OK\r\nX-A: b\rc\r\n",
+        ] {
+            let mut checked = 0;
+            assert!(check_lines(bad, &mut checked).is_err(), "{bad:?}");
+            let mut whole = bad.to_vec();
+            whole.extend_from_slice(b"\r\n");
+            assert!(parse_answer(&whole, 4096).is_err(), "{bad:?} whole");
+        }
     }
 
     #[test]

@@ -405,7 +405,8 @@ impl http_body::Body for ClientBody {
         let this = &mut *self;
         if this.ahead_len > 0 {
             this.watch.set_waiting(false);
-            let d = this.ahead.split().freeze();
+            // (the buffer itself: what is left of its capacity is not kept)
+            let d = std::mem::take(&mut this.ahead).freeze();
             this.ahead_len = 0;
             this.watch.passed(d.len());
             return Poll::Ready(Some(Ok(http_body::Frame::data(d))));

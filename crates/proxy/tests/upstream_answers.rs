@@ -10,6 +10,8 @@
 mod support;
 
 use silverback_proxy::Settings;
+use std::time::Duration;
+
 use support::*;
 
 fn config(be: &RawBackend, retries: Option<u32>) -> String {
@@ -77,6 +79,44 @@ async fn an_invalid_answer_is_sent_once_and_a_closed_connection_is_retried() {
         }
         // the client's connection is still good
         assert_eq!(c.get("x", "/ok").await.text(), "ok");
+    }
+}
+
+/// An invalid line in a head that arrives in pieces is refused when it is in, as nginx
+/// refuses it as it parses: 502 at once, not retried, while the upstream holds the
+/// connection open (not a read timeout, which would be retried).
+#[tokio::test]
+async fn an_invalid_line_in_a_head_arriving_in_pieces_is_refused_at_once() {
+    for fast in [true, false] {
+        let be = RawBackend::builder()
+            .answer_in_pieces(
+                "/trickled",
+                &[b"HTTP/1.1 200 OK\r\n", b"X-A: 1\r\n", b"X-\0: b\r\n"],
+            )
+            .answer_in_pieces(
+                "/trickled-ok",
+                &[
+                    b"HTTP/1.1 200 OK\r\n",
+                    b"X-A: 1\r\nContent-Le",
+                    b"ngth: 2\r\n\r\nok",
+                ],
+            )
+            .run()
+            .await;
+        // (a read timeout of 3 s: the old wait for the head's end took that long)
+        let yaml = config(&be, None).replace("  routes:", "  read_timeout: 3000\n  routes:");
+        let settings = Settings {
+            fast_h1: fast,
+            ..Settings::loopback()
+        };
+        let g = Gw::start_with(settings, Some(&yaml)).await;
+        let mut c = H1::connect(g.http).await;
+        let t = std::time::Instant::now();
+        let r = c.get("x", "/trickled").await;
+        assert_eq!(r.status, 502, "fast {fast}: {}", r.text());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(be.hits("/trickled"), 1, "fast {fast}: retried");
+        assert_eq!(c.get("x", "/trickled-ok").await.text(), "ok");
     }
 }
 

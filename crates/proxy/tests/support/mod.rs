@@ -420,8 +420,8 @@ pub struct RawBackend {
 
 #[derive(Debug, Default)]
 pub struct RawBackendBuilder {
-    /// path -> (answer, close the connection after it)
-    answers: BTreeMap<String, (Vec<u8>, bool)>,
+    /// path -> (answer in pieces, close the connection after it)
+    answers: BTreeMap<String, (Vec<Vec<u8>>, bool)>,
 }
 
 impl RawBackend {
@@ -445,12 +445,19 @@ impl RawBackend {
 impl RawBackendBuilder {
     /// Answers `path` with `bytes`, keeping the connection open.
     pub fn answer(mut self, path: &str, bytes: impl Into<Vec<u8>>) -> Self {
-        self.answers.insert(path.into(), (bytes.into(), false));
+        self.answers
+            .insert(path.into(), (vec![bytes.into()], false));
+        self
+    }
+    /// Answers `path` with `pieces`, 100 ms apart, keeping the connection open.
+    pub fn answer_in_pieces(mut self, path: &str, pieces: &[&[u8]]) -> Self {
+        let pieces = pieces.iter().map(|p| p.to_vec()).collect();
+        self.answers.insert(path.into(), (pieces, false));
         self
     }
     /// Answers `path` with `bytes` (possibly none), then closes the connection.
     pub fn answer_then_close(mut self, path: &str, bytes: impl Into<Vec<u8>>) -> Self {
-        self.answers.insert(path.into(), (bytes.into(), true));
+        self.answers.insert(path.into(), (vec![bytes.into()], true));
         self
     }
     pub async fn run(self) -> RawBackend {
@@ -474,9 +481,10 @@ impl RawBackendBuilder {
 
 async fn raw_serve(
     mut s: TcpStream,
-    answers: Arc<BTreeMap<String, (Vec<u8>, bool)>>,
+    answers: Arc<BTreeMap<String, (Vec<Vec<u8>>, bool)>>,
     paths: Arc<std::sync::Mutex<Vec<String>>>,
 ) {
+    const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     loop {
@@ -508,14 +516,19 @@ async fn raw_serve(
             .to_string();
         buf.drain(..end + body);
         paths.lock().unwrap().push(path.clone());
-        let (bytes, close) = match answers.get(&path) {
-            Some((b, c)) => (&b[..], *c),
-            None => (
-                &b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..],
-                false,
-            ),
+        let (pieces, close) = match answers.get(&path) {
+            Some((p, c)) => (p.iter().map(Vec::as_slice).collect(), *c),
+            None => (vec![NOT_FOUND], false),
         };
-        if s.write_all(bytes).await.is_err() || close {
+        for (i, piece) in pieces.into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if s.write_all(piece).await.is_err() {
+                return;
+            }
+        }
+        if close {
             return;
         }
     }
