@@ -418,10 +418,12 @@ pub struct RawBackend {
     pub paths: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// A [`RawBackend`]'s script: path -> (answer in pieces, close the connection after it).
+type RawAnswers = BTreeMap<String, (Vec<Vec<u8>>, bool)>;
+
 #[derive(Debug, Default)]
 pub struct RawBackendBuilder {
-    /// path -> (answer in pieces, close the connection after it)
-    answers: BTreeMap<String, (Vec<Vec<u8>>, bool)>,
+    answers: RawAnswers,
 }
 
 impl RawBackend {
@@ -481,7 +483,7 @@ impl RawBackendBuilder {
 
 async fn raw_serve(
     mut s: TcpStream,
-    answers: Arc<BTreeMap<String, (Vec<Vec<u8>>, bool)>>,
+    answers: Arc<RawAnswers>,
     paths: Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
