@@ -21,7 +21,7 @@
 //! Request bodies are read as nginx reads them for Kong: past the listener's
 //! `client_max_body_size` (the admin server's; the status server's is the `http` block's),
 //! or with broken chunked framing, nginx's own page (Kong's admin and status servers have no
-//! `error_page`); stalled or cut off, no answer at all ([`Unanswered`]). The handlers that
+//! `error_page`); stalled or cut off, no answer at all ([`crate::error::Unanswered`]). The handlers that
 //! read a body of their own (writes) read it whole under one of a few upload permits
 //! ([`read_body`]: 429 when none is free, and an overall deadline). Every handler Kong
 //! attaches is wrapped in lapis's `json_params`, which reads a JSON body whatever the route
@@ -61,19 +61,8 @@ pub(crate) fn message(status: StatusCode, m: &str) -> Response<ProxyBody> {
     json_response(status, &json!({ "message": m }))
 }
 
-/// An admin request that gets no answer at all: its body stalled past
-/// `client_body_timeout`, or the client left while sending it. nginx ends such a request
-/// without a response (`ngx_http_finalize_request` terminates a request finalized with 408,
-/// or with the connection's error set, `ngx_http_request.c`) and closes the connection; so
-/// does hyper when [`serve`] fails with this (over HTTP/2, it resets the stream). A handler
-/// that meets such a body answers with [`unanswered`], which [`serve`] turns into this
-/// error.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the request body stalled or broke off: the request gets no answer")]
-pub(crate) struct Unanswered;
-
 /// Entry point of the admin and status listeners: `Err` closes the connection unanswered
-/// ([`Unanswered`]).
+/// ([`crate::error::Unanswered`]).
 ///
 /// Kong's answers carry what Kong's admin header filter (`Kong.admin_header_filter`, the
 /// status server's too) adds in `location /`, as `headers` says: `Server` and
@@ -86,7 +75,7 @@ pub(crate) async fn serve(
     sh: Arc<Shared>,
     kind: ListenerKind,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Unanswered> {
+) -> Result<Response<ProxyBody>, crate::error::Unanswered> {
     let start = std::time::Instant::now();
     // (whether Kong's content handler ran)
     let (mut r, content) = match (&sh.settings.admin_token, kind) {
@@ -112,8 +101,8 @@ pub(crate) async fn serve(
         }
         _ => (route(&sh, kind, req).await, true),
     };
-    if r.extensions().get::<Unanswered>().is_some() {
-        return Err(Unanswered);
+    if crate::error::is_unanswered(&r) {
+        return Err(crate::error::Unanswered);
     }
     let h = r.headers_mut();
     if sh.settings.headers.server {
@@ -1562,7 +1551,7 @@ pub(crate) async fn read_body(sh: &Shared, body: Incoming) -> Result<Bytes, Resp
         Ok(Err(e)) => Err(body_failure(&watch, &*e)),
         Err(_) => {
             tracing::debug!("admin request body not read whole within admin_upload_timeout");
-            Err(unanswered())
+            Err(crate::error::unanswered())
         }
     }
 }
@@ -1579,7 +1568,7 @@ fn body_failure(
         Some(crate::error::Kind::BadRequest) if broken_framing(e) => {
             nginx_refusal(StatusCode::BAD_REQUEST)
         }
-        _ => unanswered(),
+        _ => crate::error::unanswered(),
     }
 }
 
@@ -1609,13 +1598,6 @@ fn broken_framing(e: &(dyn std::error::Error + 'static)) -> bool {
 fn nginx_refusal(status: StatusCode) -> Response<ProxyBody> {
     let page = crate::error::nginx_page(status.as_u16()).unwrap_or_default();
     crate::proxy::page_answer(status, page, "text/html; charset=UTF-8")
-}
-
-/// The mark of a request that gets no answer ([`Unanswered`]), in place of an answer.
-fn unanswered() -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::empty());
-    r.extensions_mut().insert(Unanswered);
-    r
 }
 
 /// Whether a request announces a body over its listener's `client_max_body_size`

@@ -771,3 +771,26 @@ mod tests {
         );
     }
 }
+
+/// A request that gets no answer at all: its body stalled past `client_body_timeout`, or
+/// the client left while sending it. nginx ends such a request without a response
+/// (`ngx_http_finalize_request` terminates a request finalized with 408, or with the
+/// connection's error set, `ngx_http_request.c`) and closes the connection, on the proxy,
+/// admin and status servers alike; so does hyper when a listener's service fails with this
+/// (over HTTP/2, it resets the stream). A phase that meets such a body answers with
+/// [`unanswered`], which the listener's entry point turns into this error.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the request body stalled or broke off: the request gets no answer")]
+pub(crate) struct Unanswered;
+
+/// The mark of a request that gets no answer ([`Unanswered`]), in place of an answer.
+pub(crate) fn unanswered() -> http::Response<crate::body::ProxyBody> {
+    let mut r = http::Response::new(crate::body::ProxyBody::empty());
+    r.extensions_mut().insert(Unanswered);
+    r
+}
+
+/// Whether `r` is the mark of a request that gets no answer ([`unanswered`]).
+pub(crate) fn is_unanswered<B>(r: &http::Response<B>) -> bool {
+    r.extensions().get::<Unanswered>().is_some()
+}

@@ -749,10 +749,11 @@ async fn serve_io<I>(
     let r = match kind {
         ListenerKind::Proxy => {
             let sh = sh.clone();
+            // (a request that gets no answer fails the service, as on the admin listener)
             let svc = service_fn(move |req| {
                 let busy = activity.begin();
                 let answer = crate::proxy::serve(sh.clone(), info.clone(), req);
-                async move { Ok::<_, Infallible>(held(answer.await, busy)) }
+                async move { answer.await.map(|r| held(Ok(r), busy)) }
             });
             if h2_only {
                 let conn = b.serve_connection(io, svc).into_owned();

@@ -27,7 +27,6 @@
 //! follows the client's `Accept` ([`Format`]).
 
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -226,9 +225,12 @@ pub(crate) async fn serve(
     sh: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, crate::error::Unanswered> {
     let http10 = req.version() == Version::HTTP_10;
     let mut r = handle(&sh, &conn, req.map(Some)).await.into_response();
+    if crate::error::is_unanswered(&r) {
+        return Err(crate::error::Unanswered);
+    }
     // An HTTP/1.0 client cannot take a chunked answer: one of unknown length ends with the
     // connection, so the connection is not kept. (hyper adds `keep-alive` to an HTTP/1.1
     // answer for a keep-alive 1.0 client even beside `close`; an HTTP/1.0 answer without
@@ -278,6 +280,11 @@ pub(crate) async fn handle(
                 Source::Downstream => {
                     tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
                 }
+            }
+            // A body that stalled past `client_body_timeout`: nginx terminates the request
+            // and closes the connection without an answer (its 408 is only logged).
+            if e.kind == Kind::RequestTimeout {
+                return Answer::Map(crate::error::unanswered());
             }
             let mut r = if let Some(r) = nginx_answer(sh, &cx, e.kind.status()) {
                 r

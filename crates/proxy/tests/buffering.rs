@@ -334,7 +334,8 @@ async fn one_byte_chunks_arrive_in_order_around_the_read_ahead_limit() {
 
 /// The client's limits hold while a body of unknown length is read ahead on a buffering
 /// route, as on the known-length path: 413 once it grows past `client_max_body_size`, 400
-/// for a malformed chunk, 408 when it stops for `client_body_timeout`; nothing reaches the
+/// for a malformed chunk, no answer (nginx's 408, which closes the connection unanswered)
+/// when it stops for `client_body_timeout`; nothing reaches the
 /// upstream.
 #[tokio::test]
 async fn the_clients_limits_hold_while_a_body_is_read_ahead() {
@@ -367,7 +368,8 @@ async fn the_clients_limits_hold_while_a_body_is_read_ahead() {
         Duration::from_secs(3),
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    // (nginx's 408: the request ends unanswered, the connection closed)
+    assert!(out.is_empty(), "{out}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(b.served(), 0);
     // within the limits, by length
