@@ -1274,13 +1274,27 @@ async fn next_h1(
     wt: Duration,
     now: Instant,
 ) -> Result<crate::upstream::Conn, Error> {
-    match sh.pool.take(key, now) {
+    let connect = || sh.pool.connect_h1(key, tls, t, wt);
+    pooled_or_new(sh.pool.take(key, now), |c| &c.write_timeout, wt, connect).await
+}
+
+/// `taken`, an idle connection from the pool, given this try's write timeout (held in the
+/// connection at `timeout`), or else a new one, `connect`ed.
+async fn pooled_or_new<C, F>(
+    taken: Option<C>,
+    timeout: fn(&C) -> &std::sync::atomic::AtomicU64,
+    wt: Duration,
+    connect: impl FnOnce() -> F,
+) -> Result<C, Error>
+where
+    F: std::future::Future<Output = Result<C, Error>>,
+{
+    match taken {
         Some(c) => {
-            c.write_timeout
-                .store(wt.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+            timeout(&c).store(wt.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
             Ok(c)
         }
-        None => sh.pool.connect_h1(key, tls, t, wt).await,
+        None => connect().await,
     }
 }
 
@@ -1293,14 +1307,8 @@ async fn next_h2(
     wt: Duration,
     now: Instant,
 ) -> Result<crate::upstream::H2Conn, Error> {
-    match sh.pool.take_h2(key, now) {
-        Some(c) => {
-            c.write_timeout
-                .store(wt.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
-            Ok(c)
-        }
-        None => sh.pool.connect_h2(key, tls, t, wt).await,
-    }
+    let connect = || sh.pool.connect_h2(key, tls, t, wt);
+    pooled_or_new(sh.pool.take_h2(key, now), |c| &c.write_timeout, wt, connect).await
 }
 
 /// Waits for `answer` (the head of an HTTP/2 upstream's answer) within the read timeout,
