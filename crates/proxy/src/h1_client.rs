@@ -584,7 +584,7 @@ impl H1Conn {
             if !self.buf.is_empty() {
                 match scanned {
                     Some(from) if !head_end_from(&self.buf, from) => {
-                        check_lines(&self.buf, &mut checked)?;
+                        check_lines(&self.buf, &mut checked, from)?;
                     }
                     _ => {
                         if let Some(p) = parse_answer(&self.buf, limit)? {
@@ -670,14 +670,18 @@ impl H1Conn {
     }
 }
 
-/// Checks each line of a head in `buf` completed past `checked` (the status line when
-/// `checked` is 0, else a header line), alone, as [`parse_answer`] reads it, and moves
-/// `checked` past those found valid: an invalid one is the answer's error.
-fn check_lines(buf: &[u8], checked: &mut usize) -> io::Result<()> {
-    while let Some(nl) = buf[*checked..].iter().position(|&b| b == b'\n') {
-        let end = *checked + nl + 1;
+/// Checks each line of a head in `buf` completed past `checked` (the status line when only
+/// empty lines come before it, which httparse skips, else a header line), alone, as
+/// [`parse_answer`] reads it, and moves `checked` past those found valid: an invalid one is
+/// the answer's error. `from`: where the bytes not looked at yet begin (a line's end is
+/// looked for there, so that a long line arriving in pieces is scanned once).
+fn check_lines(buf: &[u8], checked: &mut usize, from: usize) -> io::Result<()> {
+    let mut search = (*checked).max(from);
+    while let Some(nl) = buf[search..].iter().position(|&b| b == b'\n') {
+        let end = search + nl + 1;
         let line = &buf[*checked..end];
-        let valid = if *checked == 0 {
+        let status_line = buf[..*checked].iter().all(|&b| b == b'\r' || b == b'\n');
+        let valid = if status_line {
             matches!(
                 httparse::Response::new(&mut []).parse(line),
                 Ok(httparse::Status::Partial)
@@ -693,6 +697,7 @@ fn check_lines(buf: &[u8], checked: &mut usize) -> io::Result<()> {
             return Err(invalid_answer("upstream sent invalid header"));
         }
         *checked = end;
+        search = end;
     }
     Ok(())
 }
@@ -1433,8 +1438,20 @@ mod tests {
     fn lines_are_checked_as_the_whole_parse_checks_them() {
         let mut checked = 0;
         let head = b"HTTP/1.1 200 OK\r\nX-A: b\r\nX-B:c\nX-C: \r\nX-D";
-        check_lines(head, &mut checked).unwrap();
+        check_lines(head, &mut checked, 0).unwrap();
         assert_eq!(checked, head.len() - 3, "up to the last complete line");
+        // empty lines before the status line (httparse skips them), the status line in a
+        // later read
+        let mut checked = 2;
+        check_lines(b"\r\nHTTP/1.1 200 OK\r\nA: b\r\n", &mut checked, 2).unwrap();
+        assert_eq!(checked, 25);
+        // a line arriving in pieces is looked for from where the last read ended
+        let mut checked = 17;
+        let long = b"HTTP/1.1 200 OK\r\nX-A: 0123456789\r\n";
+        check_lines(&long[..25], &mut checked, 17).unwrap();
+        assert_eq!(checked, 17, "no line completed yet");
+        check_lines(long, &mut checked, 25).unwrap();
+        assert_eq!(checked, long.len());
         for bad in [
             &b"HTTP/1.1 200 OK\r\nX-\0: b\r\n"[..],
             b"HTTP/1.1 200 OK\r\nX-A\r\n",
@@ -1443,7 +1460,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nX-A: b\rc\r\n",
         ] {
             let mut checked = 0;
-            assert!(check_lines(bad, &mut checked).is_err(), "{bad:?}");
+            assert!(check_lines(bad, &mut checked, 0).is_err(), "{bad:?}");
             let mut whole = bad.to_vec();
             whole.extend_from_slice(b"\r\n");
             assert!(parse_answer(&whole, 4096).is_err(), "{bad:?} whole");

@@ -267,6 +267,7 @@ pub(crate) async fn handle(
         cx.format = Format::negotiate(req.headers(), req.version() == Version::HTTP_2);
         cx.nginx_format = Format::nginx_error(req.headers(), sh.settings.error_default_type);
     }
+    let mut unanswered = false;
     let resp = match proxy(sh, conn, req, present, &mut cx).await {
         Ok(r) => r,
         Err(e) => {
@@ -282,35 +283,49 @@ pub(crate) async fn handle(
                 }
             }
             // A body that stalled past `client_body_timeout`: nginx terminates the request
-            // and closes the connection without an answer (its 408 is only logged).
+            // and closes the connection without an answer; its 408 is still logged and
+            // counted (`ngx_http_terminate_request` sets the status), here below.
             if e.kind == Kind::RequestTimeout {
-                return Answer::Map(crate::error::unanswered());
-            }
-            let mut r = if let Some(r) = nginx_answer(sh, &cx, e.kind.status()) {
-                r
-            } else if e.kind.nginx_error() {
-                kong_error(sh, &cx, cx.nginx_format, e.kind.status(), e.kind.message())
+                unanswered = true;
+                Answer::Map(crate::error::unanswered())
             } else {
-                response_error(sh, &cx, e.kind.status(), e.kind.message())
-            };
-            // nginx closes the connection after a request it refuses (the request's framing
-            // may be what it could not read)
-            if matches!(
-                e.kind,
-                Kind::BadRequest | Kind::NotImplemented | Kind::MethodNotAllowed
-            ) {
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Answer::Map(error_answer(sh, &cx, e))
             }
-            Answer::Map(r)
         }
     };
     let stats = cx.stats.as_ref().unwrap_or(&sh.metrics.unmatched);
     if !cx.proxied {
-        stats.response(resp.status().as_u16(), false);
+        let status = if unanswered {
+            StatusCode::REQUEST_TIMEOUT
+        } else {
+            resp.status()
+        };
+        stats.response(status.as_u16(), false);
         stats.latencies(ms(cx.start.elapsed()), ms(cx.start.elapsed()), None);
     }
     resp
+}
+
+/// The answer to a request that failed with `e` before the upstream answered (Kong's or
+/// nginx's error, by what raised it).
+fn error_answer(sh: &Shared, cx: &Ctx, e: Error) -> Response<ProxyBody> {
+    let mut r = if let Some(r) = nginx_answer(sh, cx, e.kind.status()) {
+        r
+    } else if e.kind.nginx_error() {
+        kong_error(sh, cx, cx.nginx_format, e.kind.status(), e.kind.message())
+    } else {
+        response_error(sh, cx, e.kind.status(), e.kind.message())
+    };
+    // nginx closes the connection after a request it refuses (the request's framing
+    // may be what it could not read)
+    if matches!(
+        e.kind,
+        Kind::BadRequest | Kind::NotImplemented | Kind::MethodNotAllowed
+    ) {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// Why a request head was refused before any phase ran.

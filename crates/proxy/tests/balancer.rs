@@ -604,7 +604,7 @@ services:
     .await;
     assert!(r.is_empty(), "{r}");
     assert!(
-        t.elapsed() < Duration::from_millis(1900),
+        (Duration::from_millis(300)..Duration::from_millis(1900)).contains(&t.elapsed()),
         "{:?}",
         t.elapsed()
     );
@@ -679,7 +679,7 @@ services:
     drop(feed);
     assert!(r.is_err(), "reset, no answer: {:?}", r.map(|r| r.status));
     assert!(
-        t.elapsed() < Duration::from_millis(1500),
+        (Duration::from_millis(400)..Duration::from_millis(1500)).contains(&t.elapsed()),
         "{:?}",
         t.elapsed()
     );
