@@ -1169,7 +1169,6 @@ async fn a_refused_body_still_arriving_does_not_reset_the_answer() {
 /// many bytes that is, so none of the client's writes fails on a reset connection.
 #[tokio::test]
 async fn a_large_refused_body_written_before_reading_gets_the_whole_413() {
-    use tokio::io::AsyncWriteExt;
     let settings = Settings {
         admin_client_max_body_size: 1024,
         ..Settings::loopback()
@@ -1177,34 +1176,8 @@ async fn a_large_refused_body_written_before_reading_gets_the_whole_413() {
     let g = Gw::start_with(settings, None).await;
     const BODY: usize = 32 * 1024 * 1024;
     for chunked in [false, true] {
-        let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
-        let framing = if chunked {
-            "transfer-encoding: chunked".to_string()
-        } else {
-            format!("content-length: {BODY}")
-        };
-        let head = format!(
-            "POST /config HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
-        );
-        s.write_all(head.as_bytes()).await.unwrap();
-        let piece = [b' '; 64 * 1024];
-        for i in 0..BODY / piece.len() {
-            let written = if chunked {
-                let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
-                c.extend_from_slice(&piece);
-                c.extend_from_slice(b"\r\n");
-                s.write_all(&c).await
-            } else {
-                s.write_all(&piece).await
-            };
-            assert!(
-                written.is_ok(),
-                "chunked {chunked}: write {i} failed: {written:?}"
-            );
-        }
-        if chunked {
-            s.write_all(b"0\r\n\r\n").await.unwrap();
-        }
+        let head = "POST /config HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n";
+        let mut s = send_whole_body(g.admin, head, BODY, chunked, b' ').await;
         let (got, closed) = read_to_close(&mut s, std::time::Duration::from_secs(10)).await;
         let out = String::from_utf8_lossy(&got);
         assert!(closed, "{out}");

@@ -2482,32 +2482,8 @@ async fn a_413_for_a_body_still_arriving_is_read_whole_after_the_body() {
     let g = Gw::start_with(settings, Some(&basic(&b))).await;
     const BODY: usize = 32 * 1024 * 1024;
     for chunked in [false, true] {
-        let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
-        let framing = if chunked {
-            "Transfer-Encoding: chunked".to_string()
-        } else {
-            format!("Content-Length: {BODY}")
-        };
-        let head = format!("POST /any HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n");
-        s.write_all(head.as_bytes()).await.unwrap();
-        let piece = [b'x'; 64 * 1024];
-        for i in 0..BODY / piece.len() {
-            let written = if chunked {
-                let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
-                c.extend_from_slice(&piece);
-                c.extend_from_slice(b"\r\n");
-                s.write_all(&c).await
-            } else {
-                s.write_all(&piece).await
-            };
-            assert!(
-                written.is_ok(),
-                "chunked {chunked}: write {i} failed: {written:?}"
-            );
-        }
-        if chunked {
-            s.write_all(b"0\r\n\r\n").await.unwrap();
-        }
+        let head = "POST /any HTTP/1.1\r\nHost: x\r\n";
+        let mut s = send_whole_body(g.http, head, BODY, chunked, b'x').await;
         let (got, closed) = read_to_close(&mut s, Duration::from_secs(10)).await;
         let out = String::from_utf8_lossy(&got);
         assert!(closed, "{out}");

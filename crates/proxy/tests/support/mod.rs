@@ -1222,6 +1222,48 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Connects to `addr` and sends `head` (a request line and headers, without the framing
+/// header and the empty line) with a body of `total` bytes of `byte`, by `Content-Length` or
+/// chunked, in 64 KiB pieces, all before reading anything: a client that writes its whole
+/// body first. Every write must succeed (a connection reset under it fails the test).
+/// Returns the connection, for reading the answer.
+pub async fn send_whole_body(
+    addr: SocketAddr,
+    head: &str,
+    total: usize,
+    chunked: bool,
+    byte: u8,
+) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {total}")
+    };
+    s.write_all(format!("{head}{framing}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let piece = vec![byte; 64 * 1024];
+    for i in 0..total / piece.len() {
+        let written = if chunked {
+            let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
+            c.extend_from_slice(&piece);
+            c.extend_from_slice(b"\r\n");
+            s.write_all(&c).await
+        } else {
+            s.write_all(&piece).await
+        };
+        assert!(
+            written.is_ok(),
+            "chunked {chunked}: write {i} failed: {written:?}"
+        );
+    }
+    if chunked {
+        s.write_all(b"0\r\n\r\n").await.unwrap();
+    }
+    s
+}
+
 /// Reads `s` until the peer closes it (or a read fails) or `wait` passes: what came, and
 /// whether it was closed.
 pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(
