@@ -437,7 +437,7 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
                 Field::string("name")
                     .required()
                     .unique()
-                    .check_str(t::validate_wildcard_sni),
+                    .check_str(t::validate_wildcard_host),
             );
             f.push(Field::foreign("certificate", "certificates").required());
             f.push(t::tags());

@@ -275,6 +275,33 @@ pub fn validate_wildcard_sni(s: &str) -> Result<(), String> {
     }
 }
 
+/// Kong's `wildcard_host` (`validate_wildcard_host` in `kong/db/schema/typedefs.lua`), the
+/// type of an SNI entity's `name`: at most one `*`, as the first or the last character
+/// (`*`, `*.example.com`, `example.*`, and also `*foo.example.com` or `example.co*`, which
+/// Kong accepts though its certificate lookup never asks for such a name), and otherwise a
+/// hostname without port, not an IP. The checks and messages are Kong's, in its order: the
+/// position of the first `*`, then their count, then the name with its `*` replaced by
+/// `wildcard` (which an `invalid value` message shows, as Kong's does).
+pub fn validate_wildcard_host(s: &str) -> Result<(), String> {
+    let mut host = std::borrow::Cow::Borrowed(s);
+    if let Some(i) = s.find('*') {
+        if i != 0 && i != s.len() - 1 {
+            return Err("wildcard must be leftmost or rightmost character".into());
+        }
+        if s.matches('*').count() > 1 {
+            return Err("only one wildcard must be specified".into());
+        }
+        host = std::borrow::Cow::Owned(s.replace('*', "wildcard"));
+    }
+    match split_host_port(&host) {
+        Ok(hp) if hp.is_ip => Err("must not be an IP".into()),
+        Ok(hp) if hp.port.is_some() => Err("must not have a port".into()),
+        Ok(_) => Ok(()),
+        Err("invalid port number") => Err("must not have a port".into()),
+        Err(_) => Err(format!("invalid value: {host}")),
+    }
+}
+
 /// `path` (for services and cookie paths): starts with `/`, no empty segments, RFC 3986
 /// characters and valid percent-encoding.
 pub fn path(name: &'static str) -> Field {
@@ -453,6 +480,47 @@ mod tests {
         assert!(validate_host("a.com:80").is_err());
         assert!(validate_wildcard_sni("*.a.com").is_ok());
         assert!(validate_wildcard_sni("1.2.3.4").is_err());
+    }
+
+    /// Kong's `validate_wildcard_host`: what it accepts, and its messages in its order.
+    #[test]
+    fn wildcard_hosts() {
+        for ok in [
+            "*",
+            "*.example.com",
+            "example.*",
+            "*foo.example.com",
+            "example.co*",
+            "example.com",
+            "example.com.",
+            "A.Example.COM",
+        ] {
+            assert_eq!(validate_wildcard_host(ok), Ok(()), "{ok}");
+        }
+        for (bad, message) in [
+            (
+                "a.*.com",
+                "wildcard must be leftmost or rightmost character",
+            ),
+            ("a*b", "wildcard must be leftmost or rightmost character"),
+            ("*.a.*", "only one wildcard must be specified"),
+            ("**", "only one wildcard must be specified"),
+            ("1.2.3.4", "must not be an IP"),
+            ("::1", "must not be an IP"),
+            ("[::1]:80", "must not be an IP"),
+            ("example.com:80", "must not have a port"),
+            ("*.example.com:80", "must not have a port"),
+            ("example.com:99999", "must not have a port"),
+            ("ex ample.com", "invalid value: ex ample.com"),
+            // the name as Kong checks it, `*` replaced
+            ("*.ex ample.com", "invalid value: wildcard.ex ample.com"),
+        ] {
+            assert_eq!(
+                validate_wildcard_host(bad),
+                Err(message.to_string()),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -549,6 +549,23 @@ fn certificates() {
             "sni[a.com] @entity: uniqueness violation: 'snis' entity with name set to 'a.com' already declared",
         ],
     );
+    // SNI names are Kong's `wildcard_host`: its messages, on the `name` field
+    for (name, message) in [
+        (
+            "a.*.com",
+            "wildcard must be leftmost or rightmost character",
+        ),
+        ("*.a.*", "only one wildcard must be specified"),
+        ("10.0.0.1", "must not be an IP"),
+        ("a.com:443", "must not have a port"),
+        ("*.a b.com", "invalid value: wildcard.a b.com"),
+    ] {
+        check_value(
+            name,
+            json!({"_format_version": v, "certificates": [{"cert": rsa_c, "key": rsa_k, "snis": [name]}]}),
+            &[format!("sni[{name}] name: {message}").as_str()],
+        );
+    }
     check_value(
         "not a CA",
         json!({"_format_version": v, "ca_certificates": [{"cert": rsa_c}]}),

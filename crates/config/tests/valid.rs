@@ -53,6 +53,26 @@ fn every_entity_nested() -> serde_json::Value {
     })
 }
 
+/// SNI names as Kong's `wildcard_host` takes them: the catch-all `*` (Kong's default SNI,
+/// looked up last), a wildcard at either end, the first or last character being `*`.
+#[test]
+fn sni_names_take_kongs_wildcards() {
+    let names = [
+        "*",
+        "*.example.test",
+        "example.*",
+        "*foo.example.test",
+        "example.te*",
+    ];
+    let cfg = load_value(json!({
+        "_format_version": "3.0",
+        "certificates": [{"cert": pem("rsa.crt"), "key": pem("rsa.key"), "snis": names}],
+    }))
+    .expect("valid");
+    let loaded: Vec<&str> = cfg.snis.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(loaded, names);
+}
+
 #[test]
 fn nested_document_loads_every_entity() {
     let cfg = load_value(every_entity_nested()).expect("valid");

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::proxy::ConnInfo;
 use crate::settings::{Listen, Settings};
 use crate::snapshot::{BuildEnv, Snapshot};
-use crate::tls::TlsListener;
+use crate::tls::{Sessions, TlsListener};
 use crate::upstream::{Pool, WriteTimed};
 
 /// What a listener serves.
@@ -278,6 +278,9 @@ impl Gateway {
         .into_iter()
         .flat_map(|(k, ls)| ls.iter().map(move |l| (k, l.clone())))
         .collect();
+        // One session cache and ticketer per kind of listener, as nginx's per `server` block,
+        // made for the first `ssl` listener of the kind (the cache allocates its table).
+        let mut sessions: PerKind<Option<Sessions>> = PerKind::new(None, None, None);
         for (kind, l) in specs {
             let listener = bind(&l)?;
             let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
@@ -290,12 +293,18 @@ impl Gateway {
                 addr,
             });
             let tls = match defaults.get(kind) {
-                Some(d) if l.ssl => Some(match kind {
-                    ListenerKind::Proxy => {
-                        TlsListener::proxy(shared.snapshot.clone(), d.clone(), l.http2)
-                    }
-                    ListenerKind::Admin | ListenerKind::Status => {
-                        TlsListener::defaults_only(d.clone(), l.http2)
+                Some(d) if l.ssl => Some({
+                    let sessions = sessions.get_mut(kind).get_or_insert_with(Sessions::new);
+                    match kind {
+                        ListenerKind::Proxy => TlsListener::proxy(
+                            shared.snapshot.clone(),
+                            d.clone(),
+                            l.http2,
+                            sessions,
+                        ),
+                        ListenerKind::Admin | ListenerKind::Status => {
+                            TlsListener::defaults_only(d.clone(), l.http2, sessions)
+                        }
                     }
                 }),
                 _ => None,

@@ -249,22 +249,56 @@ impl CertStore {
             };
             pairs.insert(c.id, Arc::new(CertSet::new(main, alts)));
         }
-        let mut by_name = HashMap::new();
+        // name key -> (the entity's name as given, its certificates)
+        let mut by_name: HashMap<String, (&str, Arc<CertSet>)> = HashMap::new();
         for s in &config.snis {
-            if let Some(p) = pairs.get(&s.certificate.id) {
-                by_name.insert(s.name.to_ascii_lowercase(), p.clone());
+            let Some(p) = pairs.get(&s.certificate.id) else {
+                continue;
+            };
+            let key = sni_key(&s.name).into_owned();
+            match by_name.get_mut(&key) {
+                None => {
+                    by_name.insert(key, (&s.name, p.clone()));
+                }
+                Some(held) => {
+                    // Kong keeps `A.test` and `a.test` (or `a.test.`) apart, matching each
+                    // only to a client sending exactly that name; rustls gives the name
+                    // lowercased and without its trailing dot, so one key serves both: the
+                    // name already in that form wins (the name clients send), else the
+                    // first.
+                    let (kept, dropped) = if s.name == key && held.0 != key {
+                        let dropped = held.0;
+                        *held = (&s.name, p.clone());
+                        (s.name.as_str(), dropped)
+                    } else {
+                        (held.0, s.name.as_str())
+                    };
+                    tracing::warn!(
+                        sni = %dropped,
+                        serves = %kept,
+                        "two SNIs differ only in case or a trailing dot, which a client's \
+                         server name does not show: this one is not used"
+                    );
+                }
             }
         }
+        let by_name = by_name.into_iter().map(|(k, (_, p))| (k, p)).collect();
         Ok(CertStore { by_name })
     }
 
-    /// The certificate for a server name, in Kong's lookup order; `None` means the default.
+    /// The certificate for a server name, in Kong's lookup order (`find_certificate` and
+    /// `produce_wild_snis` in `kong/runloop/certificate.lua`): the exact name, `*.<the name
+    /// without its first label>` when that leaves two labels or more (Kong's pattern needs
+    /// three: `example.com` does not look up `*.com`), `<the name without its last
+    /// label>.*`, then the catch-all `*`; `None` (no name, or none of these) means the
+    /// default certificates. Names compare as [`sni_key`] gives them.
     pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<CertSet>> {
-        let name = sni?.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(p) = self.by_name.get(&name) {
+        let name = sni_key(sni?);
+        if let Some(p) = self.by_name.get(name.as_ref()) {
             return Some(p);
         }
         if let Some((_, rest)) = name.split_once('.')
+            && rest.contains('.')
             && let Some(p) = self.by_name.get(&format!("*.{rest}"))
         {
             return Some(p);
@@ -285,6 +319,18 @@ impl CertStore {
     /// Whether no server name is configured.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+}
+
+/// The form a server name is compared in: ASCII lowercase, without one trailing dot, as
+/// rustls gives a client's name (`DnsName` drops the dot, the handshake lowercases it).
+/// A configured SNI name takes the same form, so `Example.test.` serves `example.test`.
+pub(crate) fn sni_key(name: &str) -> std::borrow::Cow<'_, str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
     }
 }
 
@@ -320,6 +366,59 @@ impl ResolvesServerCert for DefaultsOnly {
     }
 }
 
+/// How many TLS sessions a [`Sessions`] cache holds: about what Kong's
+/// `ssl_session_cache shared:SSL:10m` holds (nginx counts some 4000 sessions per megabyte).
+pub(crate) const SESSION_CACHE_SIZE: usize = 40_000;
+
+/// Session resumption of the TLS listeners of one kind (proxy, admin or status), shared by
+/// all of them and by both server configurations of each, as nginx's one `server` block
+/// per kind shares its session cache and ticket keys (Kong: `ssl_session_tickets on`,
+/// `ssl_session_cache shared:SSL:10m`, with `AdminSSL`/`StatusSSL` caches of their own).
+/// Listeners outlive configuration swaps, so swaps keep the sessions. TLS 1.3 resumes with
+/// stateless tickets (rustls' ring `Ticketer`: ChaCha20-Poly1305, keys rotated every 6 hours,
+/// tickets valid for 12), TLS 1.2 with tickets or, for a client without them, a session
+/// id kept in a cache of [`SESSION_CACHE_SIZE`] entries.
+#[derive(Clone)]
+pub(crate) struct Sessions {
+    cache: Arc<dyn rustls::server::StoresServerSessions>,
+    /// `None` when the ticket keys could not be made (no randomness): sessions then resume
+    /// by the cache alone.
+    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
+}
+
+impl Sessions {
+    /// A new cache and ticketer.
+    pub(crate) fn new() -> Sessions {
+        let ticketer = match rustls::crypto::ring::Ticketer::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make TLS session ticket keys: sessions resume by id only");
+                None
+            }
+        };
+        Sessions {
+            cache: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+            ticketer,
+        }
+    }
+
+    /// Sets `config` to resume sessions with these.
+    fn apply(&self, config: &mut rustls::ServerConfig) {
+        config.session_storage = self.cache.clone();
+        if let Some(t) = &self.ticketer {
+            config.ticketer = t.clone();
+        }
+    }
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("tickets", &self.ticketer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The handshakes of one TLS listener. Each starts by reading the ClientHello, the protocol
 /// versions it offers scanned from its bytes as they pass ([`Offered`], [`HelloScan`]);
 /// the handshake then goes on with the server configuration of the version it will speak,
@@ -345,6 +444,7 @@ impl TlsListener {
         snapshot: Arc<ArcSwap<crate::snapshot::Snapshot>>,
         defaults: Arc<DefaultCertificates>,
         http2: bool,
+        sessions: &Sessions,
     ) -> TlsListener {
         let resolver = |version| -> Arc<dyn ResolvesServerCert> {
             Arc::new(SniResolver {
@@ -353,7 +453,7 @@ impl TlsListener {
                 version,
             })
         };
-        let (tls12, tls13) = server_configs(resolver, http2);
+        let (tls12, tls13) = server_configs(resolver, http2, sessions);
         TlsListener {
             tls12,
             tls13,
@@ -363,11 +463,15 @@ impl TlsListener {
     }
 
     /// An admin or status listener: `defaults` only.
-    pub(crate) fn defaults_only(defaults: Arc<DefaultCertificates>, http2: bool) -> TlsListener {
+    pub(crate) fn defaults_only(
+        defaults: Arc<DefaultCertificates>,
+        http2: bool,
+        sessions: &Sessions,
+    ) -> TlsListener {
         let resolver = |version| -> Arc<dyn ResolvesServerCert> {
             Arc::new(DefaultsOnly(defaults.clone(), version))
         };
-        let (tls12, tls13) = server_configs(resolver, http2);
+        let (tls12, tls13) = server_configs(resolver, http2, sessions);
         TlsListener {
             tls12,
             tls13,
@@ -849,11 +953,13 @@ pub(crate) fn accepts_ecdsa_p256(hello: &ClientHello<'_>, offered: Offered) -> b
 fn server_configs(
     resolver: impl Fn(Version) -> Arc<dyn ResolvesServerCert>,
     http2: bool,
+    sessions: &Sessions,
 ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>) {
-    let tls13 = server_config(resolver(Version::Tls13), http2);
-    let mut tls12 = (*tls13).clone();
+    let mut tls13 = Arc::unwrap_or_clone(server_config(resolver(Version::Tls13), http2));
+    sessions.apply(&mut tls13);
+    let mut tls12 = tls13.clone();
     tls12.cert_resolver = resolver(Version::Tls12);
-    (Arc::new(tls12), tls13)
+    (Arc::new(tls12), Arc::new(tls13))
 }
 
 /// The server configuration of a TLS listener.
@@ -1602,7 +1708,7 @@ mod tests {
     ) {
         let (ecdsa, rsa) = certificates();
         let (defaults, slot) = DefaultCertificates::pending(ecdsa.clone());
-        let listener = TlsListener::defaults_only(defaults.clone(), false);
+        let listener = TlsListener::defaults_only(defaults.clone(), false, &Sessions::new());
         (defaults, slot, listener, ecdsa, rsa)
     }
 
@@ -1763,6 +1869,7 @@ mod tests {
             Arc::new(ArcSwap::from_pointee(snapshot)),
             defaults.clone(),
             false,
+            &Sessions::new(),
         );
         let (server, client_run) = handshake(
             &listener,
@@ -1816,6 +1923,98 @@ mod tests {
         }
         assert!(defaults.rsa_pending());
         assert_eq!(defaults.waiting(), 0);
+    }
+
+    /// The configuration of `doc`'s certificates and SNIs, as the proxy compiles it.
+    fn store(certificates: serde_json::Value) -> CertStore {
+        let doc = serde_json::json!({"_format_version": "3.0", "certificates": certificates});
+        let plugins = silverback_config::PluginRegistry::new();
+        let options = silverback_config::LoadOptions {
+            router_flavor: silverback_config::RouterFlavor::TraditionalCompatible,
+            plugins: &plugins,
+            now_unix: None,
+        };
+        let config = silverback_config::load_bytes(doc.to_string().as_bytes(), &options).unwrap();
+        CertStore::build(&config).unwrap()
+    }
+
+    fn pem(name: &str) -> String {
+        std::fs::read_to_string(format!("{PKI}/{name}")).unwrap()
+    }
+
+    /// The leaf certificate `name` gets, if any.
+    fn leaf_for(store: &CertStore, name: Option<&str>) -> Option<CertificateDer<'static>> {
+        store
+            .lookup(name)
+            .and_then(|set| set.certificates().next())
+            .map(|c| c.cert[0].clone())
+    }
+
+    /// Kong's order: exact, `*.rest` (for three labels or more), `head.*`, `*`, default; no
+    /// server name gets the default even with `*` configured.
+    #[test]
+    fn lookup_follows_kongs_order() {
+        let (rsa, ec) = (
+            serde_json::json!({"cert": pem("rsa.crt"), "key": pem("rsa.key")}),
+            serde_json::json!({"cert": pem("ec.crt"), "key": pem("ec.key")}),
+        );
+        let with = |pair: &serde_json::Value, snis: &[&str]| {
+            let mut c = pair.clone();
+            c["snis"] = serde_json::json!(snis);
+            c
+        };
+        let store = store(serde_json::json!([
+            with(&rsa, &["exact.test", "*.wild.test", "com.*", "*"]),
+            with(&ec, &["*.com", "a.exact.test", "*.example.com"]),
+        ]));
+        let rsa_leaf = pki::parse_certs(&pem("rsa.crt")).unwrap()[0].clone();
+        let ec_leaf = pki::parse_certs(&pem("ec.crt")).unwrap()[0].clone();
+        for (name, want) in [
+            (Some("exact.test"), Some(&rsa_leaf)),
+            (Some("a.exact.test"), Some(&ec_leaf)),
+            (Some("x.wild.test"), Some(&rsa_leaf)),
+            (Some("com.test"), Some(&rsa_leaf)),
+            // `*.com` is never looked up for two labels: `*` serves
+            (Some("example.com"), Some(&rsa_leaf)),
+            (Some("a.example.com"), Some(&ec_leaf)),
+            (Some("nothing.here"), Some(&rsa_leaf)),
+            (None, None),
+        ] {
+            assert_eq!(leaf_for(&store, name).as_ref(), want, "{name:?}");
+        }
+        // `*.com` serves no name at all: `*.<rest>` replaces the first of three labels or more
+        let without_catch_all = self::store(serde_json::json!([with(&ec, &["*.com"])]));
+        for name in ["example.com", "a.example.com", "com"] {
+            assert_eq!(leaf_for(&without_catch_all, Some(name)), None, "{name}");
+        }
+    }
+
+    /// Entity names compare as clients' names arrive (lowercase, no trailing dot); of two
+    /// that differ only so, the one already in that form serves.
+    #[test]
+    fn sni_names_are_normalised_and_clashes_resolved() {
+        let rsa_leaf = pki::parse_certs(&pem("rsa.crt")).unwrap()[0].clone();
+        let ec_leaf = pki::parse_certs(&pem("ec.crt")).unwrap()[0].clone();
+        let store = store(serde_json::json!([
+            {"cert": pem("ec.crt"), "key": pem("ec.key"), "snis": ["A.Test", "dot.test.", "*.Wild.test"]},
+            {"cert": pem("rsa.crt"), "key": pem("rsa.key"), "snis": ["a.test", "b.test"]},
+            {"cert": pem("ec.crt"), "key": pem("ec.key"), "snis": ["B.test"]},
+        ]));
+        assert_eq!(store.len(), 4);
+        for (name, want) in [
+            ("a.test", &rsa_leaf),
+            ("b.test", &rsa_leaf),
+            ("dot.test", &ec_leaf),
+            ("dot.test.", &ec_leaf),
+            ("x.wild.test", &ec_leaf),
+        ] {
+            assert_eq!(leaf_for(&store, Some(name)).as_ref(), Some(want), "{name}");
+        }
+        assert_eq!(sni_key("Example.COM."), "example.com");
+        assert!(matches!(
+            sni_key("example.com"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

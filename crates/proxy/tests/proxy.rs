@@ -2040,6 +2040,49 @@ async fn tls_certificates_by_sni_and_h2_by_alpn() {
     g.gw.shutdown().await;
 }
 
+/// Kong's catch-all SNI `*` (Kong PR #5404): a client whose name matches no other SNI gets
+/// its certificate, before the default ones; a client sending no name gets the default.
+#[tokio::test]
+async fn the_catch_all_sni_serves_unmatched_names() {
+    let b = Backend::start().await;
+    let (c1, k1) = cert(&["exact.test"]);
+    let (c2, k2) = cert(&["catch-all.test"]);
+    let doc = format!(
+        r#"
+_format_version: "3.0"
+certificates:
+- cert: {c1:?}
+  key: {k1:?}
+  snis: [{{name: exact.test}}]
+- cert: {c2:?}
+  key: {k2:?}
+  snis: [{{name: "*"}}]
+services:
+- name: echo
+  url: {url}
+  routes:
+  - name: all
+    paths: ["/"]
+"#,
+        url = b.url()
+    );
+    let g = Gw::start(Some(&doc)).await;
+    let (_, names, _) = tls_connect(g.https, "exact.test", &[b"http/1.1"]).await;
+    assert_eq!(names, vec!["DNSName(exact.test)"]);
+    for other in ["other.test", "example.com", "a.b.c.test", "localhost"] {
+        let (_, names, _) = tls_connect(g.https, other, &[b"http/1.1"]).await;
+        assert_eq!(names, vec!["DNSName(catch-all.test)"], "{other}");
+    }
+    // no server name (an IP address is not sent as one): the default certificate
+    let (tls, _, _) = tls_connect(g.https, "127.0.0.1", &[b"http/1.1"]).await;
+    assert_eq!(
+        key_of(&leaf(&tls)).2,
+        KONG_DEFAULT_SUBJECT,
+        "default certificate"
+    );
+    g.gw.shutdown().await;
+}
+
 /// TLS sessions resume through the listener's two server configurations (each handshake
 /// reads the ClientHello first, then goes on with the configuration of the version it
 /// offers; both share the session store): a rustls client that keeps its sessions resumes
@@ -2094,6 +2137,69 @@ async fn tls_sessions_resume() {
             ],
             "{what}"
         );
+    }
+    g.gw.shutdown().await;
+}
+
+/// Sessions are kept as nginx keeps them in Kong's one proxy `server` block (its shared
+/// session cache and ticket keys): a session made on one `ssl` proxy listener resumes on
+/// another, and after a configuration swap; admin listeners keep their own.
+#[tokio::test]
+async fn tls_sessions_resume_across_listeners_and_swaps() {
+    let b = Backend::start().await;
+    let settings = silverback_proxy::Settings {
+        proxy_listen: silverback_proxy::Listen::parse_list(
+            "127.0.0.1:0, 127.0.0.1:0 ssl, 127.0.0.1:0 ssl http2",
+        )
+        .unwrap(),
+        ..tls_everywhere()
+    };
+    let doc = tls_config(&b);
+    let g = Gw::start_with(settings, Some(&doc)).await;
+    let proxies: Vec<_> =
+        g.gw.local_addrs()
+            .into_iter()
+            .filter(|l| l.kind == silverback_proxy::ListenerKind::Proxy && l.listen.ssl)
+            .map(|l| l.addr)
+            .collect();
+    assert_eq!(proxies.len(), 2);
+    let admin = g.admin_tls();
+    for tls12_only in [false, true] {
+        let config = resuming_client(tls12_only);
+        let kind = |addr| {
+            let config = config.clone();
+            async move {
+                let name = rustls::pki_types::ServerName::try_from("exact.test").unwrap();
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let mut tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .unwrap();
+                // a request answered, which takes in the TLS 1.3 tickets sent after the
+                // handshake
+                let req = "GET /x HTTP/1.1\r\nHost: exact.test\r\nConnection: close\r\n\r\n";
+                tls.write_all(req.as_bytes()).await.unwrap();
+                let (out, _) = read_to_close(&mut tls, Duration::from_secs(5)).await;
+                assert!(out.starts_with(b"HTTP/1.1 "));
+                tls.get_ref().1.handshake_kind()
+            }
+        };
+        use rustls::HandshakeKind::{Full, Resumed};
+        let what = if tls12_only { "TLS 1.2" } else { "TLS 1.3" };
+        assert_eq!(kind(proxies[0]).await, Some(Full), "{what}");
+        assert_eq!(
+            kind(proxies[1]).await,
+            Some(Resumed),
+            "{what}: another listener"
+        );
+        g.gw.apply(load(&doc), doc_hash(&doc)).unwrap();
+        assert_eq!(
+            kind(proxies[0]).await,
+            Some(Resumed),
+            "{what}: after a swap"
+        );
+        // the admin listener's sessions are its own (a request to it is answered too)
+        assert_eq!(kind(admin).await, Some(Full), "{what}: admin");
     }
     g.gw.shutdown().await;
 }
