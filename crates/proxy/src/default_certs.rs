@@ -200,6 +200,9 @@ pub enum Origin {
         /// Given as base64.
         base64: bool,
     },
+    /// A key entry that is neither an existing file, PEM text nor base64, and does not look
+    /// like a path: named by its position (from 1) alone, as it may be mangled key material.
+    Entry(usize),
 }
 
 impl fmt::Display for Origin {
@@ -214,6 +217,7 @@ impl fmt::Display for Origin {
                 entry,
                 base64: true,
             } => write!(f, "entry {entry} (base64)"),
+            Origin::Entry(entry) => write!(f, "entry {entry}"),
         }
     }
 }
@@ -266,13 +270,13 @@ impl SslCert {
         let mut loaded: Vec<(Arc<CertifiedKey>, Origin)> = Vec::new();
         for (i, (cert, key)) in self.certs.iter().zip(&self.keys).enumerate() {
             let (cert_pem, cert_from) =
-                read_entry(cert, i + 1).map_err(|(from, reason)| SslCertError::Cert {
+                read_entry(cert, i + 1, false).map_err(|(from, reason)| SslCertError::Cert {
                     setting,
                     from,
                     reason,
                 })?;
             let (key_pem, key_from) =
-                read_entry(key, i + 1).map_err(|(from, reason)| SslCertError::Key {
+                read_entry(key, i + 1, true).map_err(|(from, reason)| SslCertError::Key {
                     setting,
                     from,
                     reason,
@@ -324,8 +328,11 @@ impl SslCert {
 }
 
 /// Reads one entry by Kong's rule: an existing path is read, other values are base64 when
-/// they decode, PEM text otherwise. Errors carry the origin and the reason, never content.
-fn read_entry(value: &str, entry: usize) -> Result<(String, Origin), (Origin, String)> {
+/// they decode, PEM text otherwise. Errors carry the origin and the reason, never content:
+/// a `key` entry that is none of these is named as a file only when it looks like a path
+/// ([`looks_like_path`]), else by its position, since it may be key material that did not
+/// decode (a truncated base64 key, say).
+fn read_entry(value: &str, entry: usize, key: bool) -> Result<(String, Origin), (Origin, String)> {
     let path = Path::new(value);
     if path.exists() {
         let from = Origin::File(path.to_path_buf());
@@ -352,7 +359,13 @@ fn read_entry(value: &str, entry: usize) -> Result<(String, Origin), (Origin, St
         return Ok((value.to_string(), from));
     }
     // Neither content nor an existing file: most likely a path to nothing. It is named only
-    // when it looks like one (a single word), so that mangled key material is never shown.
+    // when it looks like one, so that mangled key material is never shown.
+    if key && !looks_like_path(value) {
+        return Err((
+            Origin::Entry(entry),
+            "not a file, PEM text, or base64 of PEM text".into(),
+        ));
+    }
     if value.contains(char::is_whitespace) {
         let from = Origin::Inline {
             entry,
@@ -362,6 +375,25 @@ fn read_entry(value: &str, entry: usize) -> Result<(String, Origin), (Origin, St
     } else {
         let from = Origin::File(path.to_path_buf());
         Err((from, "no such file (nor PEM text or base64 of it)".into()))
+    }
+}
+
+/// Whether a value that names no file looks like a path to one, so that an error may show
+/// it: no whitespace, and its directory exists; a name without a directory, or in `/`
+/// itself, must also have a `.` in it, which base64 never has (a base64 value may hold a
+/// `/`, but rarely one whose part before it is an existing directory).
+fn looks_like_path(value: &str) -> bool {
+    if value.is_empty() || value.contains(char::is_whitespace) {
+        return false;
+    }
+    let path = Path::new(value);
+    let dotted = path
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().contains(&b'.'));
+    match path.parent() {
+        None => false,
+        Some(dir) if dir.as_os_str().is_empty() || dir == Path::new("/") => dotted,
+        Some(dir) => dir.is_dir(),
     }
 }
 
@@ -1390,9 +1422,32 @@ mod tests {
         let e = err(&rsa_crt, "secret key material");
         assert_eq!(
             e,
-            "ssl_cert_key: failed loading key from entry 1 (PEM text): not a file, PEM text, \
-             or base64 of PEM text"
+            "ssl_cert_key: failed loading key from entry 1: not a file, PEM text, or base64 \
+             of PEM text"
         );
+        // A truncated base64 key (no longer base64: one character too many), with and
+        // without a `/` of the base64 alphabet: named by position, never shown.
+        let cut = "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JR0hBZ0VBTUJNR0J5cUdTTTQ5QWdF";
+        let truncated = format!("{cut}R");
+        let slashed = "LS0tLS1CRUdJTiBQUklW/QVRFIEtFWS0tLS0tCk1JR0hBZ0VBTUJNR0J5cUdTTTQ5QWdZ";
+        for key in [truncated.as_str(), slashed, &format!("/{cut}")] {
+            assert!(decode_base64(key).is_none(), "{key} is not base64");
+            let e = err(&rsa_crt, key);
+            assert_eq!(
+                e,
+                "ssl_cert_key: failed loading key from entry 1: not a file, PEM text, or \
+                 base64 of PEM text",
+                "{key}"
+            );
+            assert!(!e.contains("LS0t"), "{e}");
+        }
+        // A path to nothing in an existing directory is named, as a file name with a dot.
+        let e = err(&rsa_crt, &dir.join("missing.key").display().to_string());
+        assert!(e.contains("missing.key: no such file"), "{e}");
+        let e = err(&rsa_crt, "missing.key");
+        assert!(e.contains("from missing.key: no such file"), "{e}");
+        let e = err(&rsa_crt, "/no/such/dir/missing.key");
+        assert!(e.contains("from entry 1: not a file"), "{e}");
         // A key of another certificate.
         let (ec_crt, ec_key) = (fixture("ec.crt"), fixture("ec.key"));
         assert_eq!(
