@@ -53,18 +53,36 @@ pub fn signing_key(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, Strin
     rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| format!("invalid key: {e}"))
 }
 
-/// Checks that `key` belongs to the leaf of `certs`; returns the key's algorithm.
-fn matching(
+/// Why a key is not found to be the key of a certificate ([`matching`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairError {
+    /// The leaf certificate's public key cannot be read (or there is no certificate).
+    Certificate(String),
+    /// The key's public half cannot be had.
+    Key(String),
+    /// Both read, and they are different keys.
+    Mismatch,
+}
+
+/// Checks that `key` belongs to the leaf of `certs` (their public keys compared, as DER);
+/// returns the key's algorithm. The certificate is read with x509-parser, which takes
+/// every X.509 version (webpki's `keys_match` reads version 3 only).
+pub fn matching(
     certs: &[CertificateDer<'_>],
     key: &Arc<dyn SigningKey>,
-) -> Result<rustls::SignatureAlgorithm, ()> {
-    let leaf = certs.first().ok_or(())?;
-    let (_, x509) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| ())?;
-    let spki = key.public_key().ok_or(())?;
+) -> Result<rustls::SignatureAlgorithm, PairError> {
+    let leaf = certs
+        .first()
+        .ok_or_else(|| PairError::Certificate("no certificate".into()))?;
+    let (_, x509) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| PairError::Certificate(format!("invalid certificate: {e}")))?;
+    let spki = key
+        .public_key()
+        .ok_or_else(|| PairError::Key("the key's public half cannot be computed".into()))?;
     if spki.as_ref() == x509.tbs_certificate.subject_pki.raw {
         Ok(key.algorithm())
     } else {
-        Err(())
+        Err(PairError::Mismatch)
     }
 }
 
@@ -75,7 +93,10 @@ pub fn parse_pair(
 ) -> Result<(Vec<CertificateDer<'static>>, Arc<dyn SigningKey>), String> {
     let certs = parse_certs(cert)?;
     let signer = signing_key(&parse_key(key)?)?;
-    matching(&certs, &signer).map_err(|_| "certificate does not match key".to_string())?;
+    matching(&certs, &signer).map_err(|e| match e {
+        PairError::Mismatch => "certificate does not match key".to_string(),
+        PairError::Certificate(why) | PairError::Key(why) => why,
+    })?;
     Ok((certs, signer))
 }
 
@@ -197,6 +218,34 @@ pub fn check_ca_certificate(pem: &str, now_unix: Option<i64>) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/pki/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// A version 1 certificate (no extensions) matches its key, and not another.
+    #[test]
+    fn version_1_certificates_are_matched() {
+        let certs = parse_certs(&fixture("v1.crt")).unwrap();
+        let (_, x509) = x509_parser::parse_x509_certificate(certs[0].as_ref()).unwrap();
+        assert_eq!(x509.version(), x509_parser::x509::X509Version::V1);
+        let key = signing_key(&parse_key(&fixture("v1.key")).unwrap()).unwrap();
+        assert_eq!(
+            matching(&certs, &key),
+            Ok(rustls::SignatureAlgorithm::ECDSA)
+        );
+        let other = signing_key(&parse_key(&fixture("ec.key")).unwrap()).unwrap();
+        assert_eq!(matching(&certs, &other), Err(PairError::Mismatch));
+        assert!(matches!(
+            matching(&[], &key),
+            Err(PairError::Certificate(_))
+        ));
+        assert!(parse_pair(&fixture("v1.crt"), &fixture("v1.key")).is_ok());
+    }
 
     #[test]
     fn key_errors_never_quote_the_key() {

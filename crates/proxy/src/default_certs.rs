@@ -293,14 +293,31 @@ impl SslCert {
                     from: key_from.clone(),
                     reason,
                 })?;
-            let certified = CertifiedKey::new(chain, signer);
-            if certified.keys_match().is_err() {
-                return Err(SslCertError::Mismatch {
-                    setting,
-                    cert: cert_from,
-                    key: key_from,
-                });
+            match pki::matching(&chain, &signer) {
+                Ok(_) => {}
+                Err(pki::PairError::Mismatch) => {
+                    return Err(SslCertError::Mismatch {
+                        setting,
+                        cert: cert_from,
+                        key: key_from,
+                    });
+                }
+                Err(pki::PairError::Certificate(reason)) => {
+                    return Err(SslCertError::Cert {
+                        setting,
+                        from: cert_from,
+                        reason,
+                    });
+                }
+                Err(pki::PairError::Key(reason)) => {
+                    return Err(SslCertError::Key {
+                        setting,
+                        from: key_from,
+                        reason,
+                    });
+                }
             }
+            let certified = CertifiedKey::new(chain, signer);
             let algorithm = certified.key.algorithm();
             let entry = (Arc::new(certified), cert_from);
             // OpenSSL keeps one certificate per key type: a later one replaces the earlier.
@@ -623,11 +640,13 @@ pub fn read_pair(files: &PairFiles) -> Result<Option<Arc<CertifiedKey>>, PrefixE
     let signer = pki::parse_key(&key_pem)
         .and_then(|k| pki::signing_key(&k))
         .map_err(|r| unusable(&files.key, r))?;
-    let certified = CertifiedKey::new(chain, signer);
-    if certified.keys_match().is_err() {
-        return Err(PrefixError::Mismatch(files.clone()));
+    match pki::matching(&chain, &signer) {
+        Ok(_) => {}
+        Err(pki::PairError::Mismatch) => return Err(PrefixError::Mismatch(files.clone())),
+        Err(pki::PairError::Certificate(reason)) => return Err(unusable(&files.cert, reason)),
+        Err(pki::PairError::Key(reason)) => return Err(unusable(&files.key, reason)),
     }
-    Ok(Some(Arc::new(certified)))
+    Ok(Some(Arc::new(CertifiedKey::new(chain, signer))))
 }
 
 /// Writes a generated pair where neither of its files exists, as a pair or not at all: both
@@ -711,11 +730,7 @@ fn finish_interrupted_write(files: &PairFiles) {
         std::fs::read_to_string(temporary)
             .ok()
             .and_then(|pem| pki::parse_certs(&pem).ok())
-            .is_some_and(|chain| {
-                CertifiedKey::new(chain, signer.clone())
-                    .keys_match()
-                    .is_ok()
-            })
+            .is_some_and(|chain| pki::matching(&chain, &signer).is_ok())
     });
     let Some(temporary) = matching else {
         return;
@@ -1458,6 +1473,33 @@ mod tests {
             format!("{:?}", SslCert::parse(&ec_crt, "secret")).contains("<1 redacted>"),
             "Debug hides keys"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An X.509 version 1 certificate loads with its key (webpki's `keys_match`, used
+    /// before, cannot read one and called it a mismatch), and a key of another is still a
+    /// mismatch.
+    #[test]
+    fn version_1_certificates_load() {
+        let set = SslCert::parse(&fixture("v1.crt"), &fixture("v1.key"))
+            .load()
+            .expect("a v1 certificate and its key");
+        assert_eq!(set.certificates().count(), 1);
+        let webpki = set.certificates().next().unwrap().keys_match();
+        assert!(webpki.is_err(), "webpki cannot read it: {webpki:?}");
+        let e = SslCert::parse(&fixture("v1.crt"), &fixture("ec.key"))
+            .load()
+            .unwrap_err();
+        assert!(matches!(e, SslCertError::Mismatch { .. }), "{e}");
+        let dir = std::env::temp_dir().join(format!("sb-v1-pair-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = PairFiles {
+            cert: dir.join("v1.crt"),
+            key: dir.join("v1.key"),
+        };
+        std::fs::copy(fixture("v1.crt"), &files.cert).unwrap();
+        std::fs::copy(fixture("v1.key"), &files.key).unwrap();
+        assert!(read_pair(&files).unwrap().is_some(), "a kept v1 pair reads");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
