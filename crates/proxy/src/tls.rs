@@ -3,8 +3,8 @@
 //! upstreams.
 //!
 //! Lookup order for a ClientHello server name `n`: the exact name, `*.<n minus its first
-//! label>`, `<n minus its last label>.*`, an SNI entity named `*`, then the default
-//! certificates. No server name gets the default certificates. A certificate with `cert_alt`
+//! label>` (when two labels or more remain), `<n minus its last label>.*`, an SNI entity
+//! named `*`, then the default certificates. No server name gets the default certificates. A certificate with `cert_alt`
 //! offers both keys, and the default certificates offer one key per type; the client's
 //! preference decides, as OpenSSL's does in Kong (`ssl_prefer_server_ciphers off`, Kong's
 //! default): in TLS 1.3 the key that can sign with the first signature scheme the client
