@@ -977,11 +977,20 @@ pub fn server_config(
             .with_no_client_auth()
             .with_cert_resolver(resolver),
     };
-    cfg.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
+    // nginx's list (`NGX_HTTP_ALPN_PROTOS`, after `h2` where HTTP/2 is on), in its order of
+    // preference: a client offering only `http/1.0` is served HTTP/1 rather than refused
+    // with `no_application_protocol` (a connection that agreed on anything but `h2` is
+    // served as HTTP/1).
+    let mut protocols = Vec::with_capacity(4);
+    if http2 {
+        protocols.push(b"h2".to_vec());
+    }
+    protocols.extend([
+        b"http/1.1".to_vec(),
+        b"http/1.0".to_vec(),
+        b"http/0.9".to_vec(),
+    ]);
+    cfg.alpn_protocols = protocols;
     Arc::new(cfg)
 }
 

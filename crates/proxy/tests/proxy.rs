@@ -877,6 +877,23 @@ async fn https_only_routes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // A client offering only `http/1.0` gets it (nginx offers `http/1.1`, `http/1.0` and
+    // `http/0.9`), and is served HTTP/1.
+    let (tls, _, alpn) = tls_connect(g.https, "shop.example", &[b"http/1.0"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.0"[..]));
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let r = tx
+        .send_request(
+            req("GET", "shop.example", "/secure/a")
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     g.gw.shutdown().await;
 }
 
