@@ -2534,6 +2534,59 @@ async fn a_stalled_buffered_body_is_closed_unanswered() {
     g.gw.shutdown().await;
 }
 
+/// Over HTTP/2 a body that stalls past `client_body_timeout` gets no answer either: the
+/// stream is reset with `PROTOCOL_ERROR`, as nginx resets the stream of a request it ends
+/// after a client timeout (`ngx_http_v2_close_stream`; Debian's nginx 1.22 was seen doing
+/// so), on the proxy and admin listeners alike; the connection stays usable.
+#[tokio::test]
+async fn a_stalled_h2_body_is_reset_as_nginx_resets_it() {
+    let b = Backend::start().await;
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.client_body_timeout = Duration::from_millis(300);
+    let g = Gw::start_with(settings, Some(&basic(&b))).await;
+    for (addr, path) in [(g.http, "/any"), (g.admin, "/services")] {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(s).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let req = http::Request::post(format!("http://x{path}"))
+            .header("content-type", "application/json")
+            .header("content-length", "10")
+            .body(())
+            .unwrap();
+        let t = std::time::Instant::now();
+        let (answer, mut body) = client.send_request(req, false).unwrap();
+        body.send_data(Bytes::from_static(b"{\"a"), false).unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(3), answer)
+            .await
+            .expect("a reset before the client gives up")
+            .expect_err("no answer");
+        assert!(e.is_reset(), "{path}: {e:?}");
+        assert_eq!(
+            e.reason(),
+            Some(h2::Reason::PROTOCOL_ERROR),
+            "{path}: {e:?}"
+        );
+        let took = t.elapsed();
+        assert!(
+            (Duration::from_millis(300)..Duration::from_secs(2)).contains(&took),
+            "{path}: {took:?}"
+        );
+        // the connection goes on
+        let mut client = client.ready().await.unwrap();
+        let get = http::Request::get(format!(
+            "http://x{}",
+            if addr == g.http { "/any" } else { "/status" }
+        ))
+        .body(())
+        .unwrap();
+        let (answer, _) = client.send_request(get, true).unwrap();
+        assert_eq!(answer.await.unwrap().status(), 200, "{path}");
+    }
+    assert_eq!(b.served(), 1);
+    g.gw.shutdown().await;
+}
+
 /// `client_max_body_size` on a body streamed to an HTTP/2 (gRPC) upstream: 413 (hyper's
 /// stream reset toward the upstream does not make it the upstream's 502).
 #[tokio::test]
