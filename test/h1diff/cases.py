@@ -12,7 +12,6 @@ H = "Host: h\r\n"
 STRICTER = "stricter than nginx (RFC 9112): refused with Kong's 400"
 BODY_LIMIT = ("nginx's default client_max_body_size is 1m; Kong's is 0 (no limit), "
               "so the gateway waits for the announced body")
-HEADER_COUNT = "the gateway limits a head to 100 headers (nginx has no count limit)"
 HTTP09 = "HTTP/0.9 is not served (nginx answers with a bare body)"
 VERSION = "only HTTP/1.0 and 1.1 request lines are served (nginx takes 1.x as 1.1, 2.0 as 505)"
 
@@ -146,6 +145,10 @@ CASES = [
     ("five lines of 6000", f"GET / HTTP/1.1\r\n{H}" + "".join(f"X-{i}: {'a' * 6000}\r\n" for i in range(5)) + "\r\n", None),
     ("four lines of 6000", f"GET / HTTP/1.1\r\n{H}" + "".join(f"X-{i}: {'a' * 6000}\r\n" for i in range(4)) + "\r\n", None),
     ("90 headers", f"GET / HTTP/1.1\r\n{H}" + "".join(f"X-{i}: a\r\n" for i in range(90)) + "\r\n", None),
-    ("150 headers", f"GET / HTTP/1.1\r\n{H}" + "".join(f"X-{i}: a\r\n" for i in range(150)) + "\r\n", HEADER_COUNT),
+    ("150 headers", f"GET / HTTP/1.1\r\n{H}" + "".join(f"X-{i}: a\r\n" for i in range(150)) + "\r\n", None),
+    # nginx's max_headers (1000 lines; Debian's 1.22 backports it). (Not 1000 that pass: the
+    # gateway adds Kong's X-Forwarded-* and X-Real-IP headers, past the backend nginx's limit.)
+    ("990 header lines", f"GET / HTTP/1.1\r\n{H}" + "".join(f"X-{i}: a\r\n" for i in range(989)) + "\r\n", None),
+    ("1001 header lines", f"GET / HTTP/1.1\r\n{H}" + "".join(f"X-{i}: a\r\n" for i in range(1000)) + "\r\n", None),
     ("upgrade h2c", f"GET / HTTP/1.1\r\n{H}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", None),
 ]

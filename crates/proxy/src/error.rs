@@ -776,12 +776,31 @@ mod tests {
 /// the client left while sending it. nginx ends such a request without a response
 /// (`ngx_http_finalize_request` terminates a request finalized with 408, or with the
 /// connection's error set, `ngx_http_request.c`) and closes the connection, on the proxy,
-/// admin and status servers alike; so does hyper when a listener's service fails with this
-/// (over HTTP/2, it resets the stream). A phase that meets such a body answers with
-/// [`unanswered`], which the listener's entry point turns into this error.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the request body stalled or broke off: the request gets no answer")]
+/// admin and status servers alike; so does hyper when a listener's service fails with this.
+/// Over HTTP/2 hyper resets the stream instead, with the reason it finds in the error's
+/// `source()` chain (`hyper::Error::h2_reason`, on the service's error and on a body's
+/// alike), here `PROTOCOL_ERROR`: nginx's reason for the stream of a request it ends after a
+/// client timeout (`ngx_http_v2_close_stream`: `PROTOCOL_ERROR` when the connection timed
+/// out, `INTERNAL_ERROR` otherwise). (A client that left has reset the stream or closed the
+/// connection itself: no reset is sent then, by nginx or by `h2`.) A phase that meets such a
+/// body answers with [`unanswered`], which the listener's entry point turns into this error.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Unanswered;
+
+impl fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body stalled or broke off: the request gets no answer")
+    }
+}
+
+impl std::error::Error for Unanswered {
+    /// The HTTP/2 stream reset nginx sends for such a request: `PROTOCOL_ERROR`.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        static RESET: std::sync::LazyLock<h2::Error> =
+            std::sync::LazyLock::new(|| h2::Error::from(h2::Reason::PROTOCOL_ERROR));
+        Some(&*RESET)
+    }
+}
 
 /// The mark of a request that gets no answer ([`Unanswered`]), in place of an answer.
 pub(crate) fn unanswered() -> http::Response<crate::body::ProxyBody> {

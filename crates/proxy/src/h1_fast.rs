@@ -149,11 +149,14 @@ pub(crate) fn refusal_of(
     buffers: &HeaderBuffers,
 ) -> Option<Refusal> {
     let mut spans = Spans::default();
-    let parsed = if max_headers <= MAX_HEADERS {
-        parse(head, max_headers, buffers, &mut spans)
-    } else {
-        let mut hdrs = vec![httparse::EMPTY_HEADER; max_headers];
-        parse_in(head, &mut hdrs, buffers, &mut spans)
+    // (the fast path's slots on the stack first: a head with more lines than those gets room
+    // for `max_headers` of them, which is not written out for every head)
+    let parsed = match parse(head, max_headers, buffers, &mut spans) {
+        Parsed::TooMany => {
+            let mut hdrs = vec![httparse::EMPTY_HEADER; max_headers];
+            parse_in(head, &mut hdrs, buffers, &mut spans)
+        }
+        p => p,
     };
     match parsed {
         Parsed::Refused(why) => Some(why),

@@ -450,7 +450,12 @@ pub struct Settings {
     /// The same for the proxy listeners (Kong's `nginx_proxy_*` settings of those names,
     /// else the `nginx_http_*` ones).
     pub proxy_header_buffers: HeaderBuffers,
-    /// Most request headers accepted.
+    /// nginx's `max_headers` (default 1000): the most request header lines a head may have,
+    /// on every listener; the next line is refused as nginx refuses it, as a head too large
+    /// (494, which Kong's proxy server answers as its 400 `Request header or cookie too
+    /// large`, and the admin and status servers with nginx's page). (nginx added the
+    /// directive as a fix against a denial of service; Debian's 1.22 backports it.) The size
+    /// limits of `header_buffers` apply besides.
     pub max_headers: usize,
     /// `client_max_body_size` in bytes (Kong's `nginx_http_client_max_body_size`, set in
     /// nginx's `http` block): larger bodies get 413, on the proxy listeners and on the status
@@ -635,7 +640,7 @@ impl Default for Settings {
             error_default_type: Format::Text,
             header_buffers: HeaderBuffers::default(),
             proxy_header_buffers: HeaderBuffers::default(),
-            max_headers: 100,
+            max_headers: 1000,
             client_max_body_size: 0,
             request_buffer_limit: 64 * 1024,
             response_buffer_limit: 64 * 1024,

@@ -1048,9 +1048,10 @@ async fn strict_http1_parsing() {
 async fn heads_refused_on_hypers_path_get_kongs_answer() {
     let b = Backend::start().await;
     let w = Duration::from_millis(500);
+    // (1001 header lines: one past nginx's `max_headers`)
     let many = {
         let mut h = b"GET /any HTTP/1.1\r\nHost: x\r\n".to_vec();
-        for i in 0..120 {
+        for i in 0..1000 {
             h.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
         }
         h.extend_from_slice(b"\r\n");
@@ -1379,6 +1380,16 @@ async fn heads_refused_on_admin_and_status_listeners_get_nginxs_pages() {
         ),
         (long_uri, NginxPage::admin("414", NGINX_414)),
         (long_line, NginxPage::admin("400", NGINX_494)),
+        // one header line past nginx's `max_headers` (1000)
+        (
+            format!(
+                "GET /status HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                (0..1000)
+                    .map(|i| format!("X-H{i}: v\r\n"))
+                    .collect::<String>()
+            ),
+            NginxPage::admin("400", NGINX_494),
+        ),
         (
             "POST /config HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".into(),
             NginxPage::admin("501", NGINX_501),
@@ -1553,6 +1564,63 @@ async fn heads_are_limited_as_nginx_buffers_limit_them() {
         for ok in &fits {
             let out = raw(g.http, ok.as_bytes(), w).await;
             assert!(out.starts_with("HTTP/1.1 200"), "fast_h1 {fast_h1}: {out}");
+        }
+        g.gw.shutdown().await;
+    }
+}
+
+/// nginx counts a head's header lines (its `max_headers`, 1000 by default; Debian's nginx
+/// 1.22 was seen refusing the 1001st): up to 1000 small lines are read and all passed on,
+/// on either path and on the admin listener; one more is refused as a head too large
+/// (Kong's 400 for nginx's 494), as is a head of few lines past nginx's buffers.
+#[tokio::test]
+async fn header_lines_are_counted_as_nginx_counts_them() {
+    let b = Backend::start().await;
+    let w = Duration::from_millis(500);
+    // `Host` and `n` lines `X-H<i>: <v>`
+    let head = |path: &str, n: usize, v: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            (0..n)
+                .map(|i| format!("X-H{i}: {v}\r\n"))
+                .collect::<String>()
+        )
+    };
+    for fast_h1 in [true, false] {
+        let mut s = silverback_proxy::Settings::loopback();
+        s.fast_h1 = fast_h1;
+        let g = Gw::start_with(s, Some(&basic(&b))).await;
+        // 300 headers, every one reaching the backend
+        let mut req = req("GET", "x", "/any");
+        for i in 0..300 {
+            req = req.header(format!("x-h{i}"), format!("v{i}"));
+        }
+        let r = H1::connect(g.http)
+            .await
+            .send(req.body(Full::new(Bytes::new())).unwrap())
+            .await;
+        assert_eq!(r.status, 200, "fast_h1 {fast_h1}: {}", r.text());
+        let seen = r.json();
+        for i in 0..300 {
+            assert_eq!(
+                seen["headers"][format!("x-h{i}")],
+                format!("v{i}"),
+                "fast_h1 {fast_h1}: x-h{i}"
+            );
+        }
+        // 1000 lines pass, 1001 do not
+        let out = raw(g.http, head("/any", 999, "v").as_bytes(), w).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "fast_h1 {fast_h1}: {out}");
+        let out = raw(g.http, head("/any", 1000, "v").as_bytes(), w).await;
+        assert_kong_400(&out, "Request header or cookie too large");
+        // 300 lines past the buffers' 32 KiB
+        let out = raw(g.http, head("/any", 300, &"v".repeat(110)).as_bytes(), w).await;
+        assert_kong_400(&out, "Request header or cookie too large");
+        if fast_h1 {
+            let out = raw(g.admin, head("/status", 300, "v").as_bytes(), w).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+            let out = raw(g.admin, head("/status", 999, "v").as_bytes(), w).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         }
         g.gw.shutdown().await;
     }
@@ -2654,6 +2722,59 @@ async fn a_stalled_buffered_body_is_closed_unanswered() {
     // still counted as nginx logs it: a 408 of Kong's
     let m = get(g.status, "localhost", "/metrics").await.text();
     assert!(m.contains(r#"code="408",source="kong""#), "{m}");
+    g.gw.shutdown().await;
+}
+
+/// Over HTTP/2 a body that stalls past `client_body_timeout` gets no answer either: the
+/// stream is reset with `PROTOCOL_ERROR`, as nginx resets the stream of a request it ends
+/// after a client timeout (`ngx_http_v2_close_stream`; Debian's nginx 1.22 was seen doing
+/// so), on the proxy and admin listeners alike; the connection stays usable.
+#[tokio::test]
+async fn a_stalled_h2_body_is_reset_as_nginx_resets_it() {
+    let b = Backend::start().await;
+    let mut settings = silverback_proxy::Settings::loopback();
+    settings.client_body_timeout = Duration::from_millis(300);
+    let g = Gw::start_with(settings, Some(&basic(&b))).await;
+    for (addr, path) in [(g.http, "/any"), (g.admin, "/services")] {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(s).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let req = http::Request::post(format!("http://x{path}"))
+            .header("content-type", "application/json")
+            .header("content-length", "10")
+            .body(())
+            .unwrap();
+        let t = std::time::Instant::now();
+        let (answer, mut body) = client.send_request(req, false).unwrap();
+        body.send_data(Bytes::from_static(b"{\"a"), false).unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(3), answer)
+            .await
+            .expect("a reset before the client gives up")
+            .expect_err("no answer");
+        assert!(e.is_reset(), "{path}: {e:?}");
+        assert_eq!(
+            e.reason(),
+            Some(h2::Reason::PROTOCOL_ERROR),
+            "{path}: {e:?}"
+        );
+        let took = t.elapsed();
+        assert!(
+            (Duration::from_millis(300)..Duration::from_secs(2)).contains(&took),
+            "{path}: {took:?}"
+        );
+        // the connection goes on
+        let mut client = client.ready().await.unwrap();
+        let get = http::Request::get(format!(
+            "http://x{}",
+            if addr == g.http { "/any" } else { "/status" }
+        ))
+        .body(())
+        .unwrap();
+        let (answer, _) = client.send_request(get, true).unwrap();
+        assert_eq!(answer.await.unwrap().status(), 200, "{path}");
+    }
+    assert_eq!(b.served(), 1);
     g.gw.shutdown().await;
 }
 

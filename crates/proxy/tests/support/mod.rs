@@ -170,6 +170,8 @@ impl BackendBuilder {
                     let svc = hyper::service::service_fn(move |req| handle(b3.clone(), req));
                     let mut builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    // (as many headers as the gateway passes on: nginx's 1000 and its own)
+                    builder.http1().max_headers(1100);
                     if let Some(n) = max_streams {
                         builder.http2().max_concurrent_streams(n);
                     }
