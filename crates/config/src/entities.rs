@@ -316,10 +316,14 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
             f.push(Field::boolean("preserve_host").default(false));
             f.push(Field::boolean("request_buffering").default(true));
             f.push(Field::boolean("response_buffering").default(true));
-            f.push(Field::set(
-                "snis",
-                Field::string("").check_str(t::validate_wildcard_sni),
-            ));
+            // Kong 3.7+ `routes.lua`: `typedefs.sni` elements under the traditional router,
+            // `typedefs.wildcard_host` under the others
+            let sni_check = if flavor == RouterFlavor::Traditional {
+                t::validate_sni
+            } else {
+                t::validate_wildcard_host
+            };
+            f.push(Field::set("snis", Field::string("").check_str(sni_check)));
             f.push(t::ip_port_set("sources"));
             f.push(t::ip_port_set("destinations"));
             f.push(t::tags());
@@ -619,7 +623,7 @@ fn healthchecks_schema() -> Record {
         seconds("timeout", 1.0),
         Field::integer("concurrency", 1, 2_147_483_648).default(10),
         t::path("http_path").default("/"),
-        Field::string("https_sni").check_str(t::validate_wildcard_sni),
+        Field::string("https_sni").check_str(t::validate_sni),
         Field::boolean("https_verify_certificate").default(true),
         Field::map(
             "headers",

@@ -184,7 +184,9 @@ pub enum PairError {
 }
 
 /// Checks that `key` belongs to the leaf of `certs` (their public keys compared, as DER);
-/// returns the key's algorithm. The certificate is read with x509-parser, which takes
+/// returns the key's algorithm. The comparison is of the SubjectPublicKeyInfo bytes: a
+/// certificate that spells the same key otherwise (RSA without the NULL parameters, explicit
+/// EC curve parameters) is a mismatch, where Kong's OpenSSL compares the keys themselves. The certificate is read with x509-parser, which takes
 /// every X.509 version (webpki's `keys_match` reads version 3 only).
 pub fn matching(
     certs: &[CertificateDer<'_>],

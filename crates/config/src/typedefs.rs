@@ -149,26 +149,34 @@ pub struct HostPort<'a> {
     pub is_ip: bool,
 }
 
-/// Splits `host[:port]` / `[v6]:port` / `v6`. Errors: `"invalid port number"` or
-/// `"invalid value"`.
+/// Splits `host[:port]` / `[v6]:port` / `v6` as Kong's `normalize_ip` reads them
+/// (`kong/tools/ip.lua`): a value with two or more colons is an IPv6 address (bracketed when
+/// it has a port); one whose characters other than colons are all digits and dots an IPv4
+/// address (Kong's `hostname_type`); anything else a name as `check_hostname` sees it. Only
+/// an all-digit suffix after the last colon is a port, so `example.com:` and
+/// `example.com:abc` are invalid names, not names with a bad port. Errors: `"invalid port
+/// number"` (a port above 65535) or `"invalid value"`.
 pub fn split_host_port(s: &str) -> Result<HostPort<'_>, &'static str> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or("invalid value")?;
-        if h.parse::<std::net::Ipv6Addr>().is_err() {
+    let colons = s.bytes().filter(|&b| b == b':').count();
+    if colons >= 2 {
+        if let Some(rest) = s.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').ok_or("invalid value")?;
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("invalid value");
+            }
+            let port = match after {
+                "" => None,
+                p => Some(parse_port(p.strip_prefix(':').ok_or("invalid value")?)?),
+            };
+            return Ok(HostPort {
+                host: h,
+                port,
+                is_ip: true,
+            });
+        }
+        if s.parse::<std::net::Ipv6Addr>().is_err() {
             return Err("invalid value");
         }
-        let port = match after {
-            "" => None,
-            p => Some(parse_port(p.strip_prefix(':').ok_or("invalid value")?)?),
-        };
-        return Ok(HostPort {
-            host: h,
-            port,
-            is_ip: true,
-        });
-    }
-    // an IPv6 address has at least two colons ("::"): most values need no attempt
-    if s.bytes().filter(|&b| b == b':').count() >= 2 && s.parse::<std::net::Ipv6Addr>().is_ok() {
         return Ok(HostPort {
             host: s,
             port: None,
@@ -186,7 +194,7 @@ pub fn split_host_port(s: &str) -> Result<HostPort<'_>, &'static str> {
             is_ip: true,
         });
     }
-    if looks_like_ipv4(h) || !is_hostname(h) {
+    if looks_like_ipv4(h) || !is_kong_hostname(h) {
         return Err("invalid value");
     }
     Ok(HostPort {
@@ -200,9 +208,22 @@ fn looks_like_ipv4(h: &str) -> bool {
     !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
+/// A name as Kong's `check_hostname` accepts it: letters, digits, `-`, `.` and `_`; no label
+/// ending with `-`; no empty label but a last one (a trailing dot). Kong sets no length limit
+/// and accepts a label starting with `-`, so this is looser than [`is_hostname`].
+fn is_kong_hostname(h: &str) -> bool {
+    let body = h.strip_suffix('.').unwrap_or(h);
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && body.split('.').all(|l| !l.is_empty() && !l.ends_with('-'))
+}
+
+/// A port after a colon: all digits (else the value is no `host:port`) and at most 65535.
 fn parse_port(p: &str) -> Result<u16, &'static str> {
     if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("invalid port number");
+        return Err("invalid value");
     }
     p.parse::<u16>().map_err(|_| "invalid port number")
 }
@@ -264,26 +285,35 @@ pub fn validate_route_host(s: &str) -> Result<(), String> {
     }
 }
 
-/// `wildcard_host` for SNIs: no port, no IP, at most one wildcard label.
-pub fn validate_wildcard_sni(s: &str) -> Result<(), String> {
-    let plain = check_wildcard(s)?;
-    match split_host_port(&plain) {
-        Ok(hp) if hp.is_ip => Err(format!("invalid value: {s}: must not be an IP")),
-        Ok(hp) if hp.port.is_some() => Err(format!("invalid value: {s}: must not have a port")),
+/// Kong's `sni` type (`validate_sni` in `kong/db/schema/typedefs.lua`): a hostname without
+/// wildcard, port or IP. The type of route `snis` elements under the `traditional` router
+/// flavor and of an upstream's `healthchecks.active.https_sni`. The checks and messages are
+/// Kong's, in its order: `invalid value: …` for what Kong's `normalize_ip` rejects (a `*`
+/// among them), then `must not be an IP`, then `must not have a port` (a port above 65535
+/// included).
+pub fn validate_sni(s: &str) -> Result<(), String> {
+    match split_host_port(s) {
+        Ok(hp) if hp.is_ip => Err("must not be an IP".into()),
+        Ok(hp) if hp.port.is_some() => Err("must not have a port".into()),
         Ok(_) => Ok(()),
+        Err("invalid port number") => Err("must not have a port".into()),
         Err(_) => Err(format!("invalid value: {s}")),
     }
 }
 
 /// Kong's `wildcard_host` (`validate_wildcard_host` in `kong/db/schema/typedefs.lua`), the
-/// type of an SNI entity's `name`: at most one `*`, as the first or the last character
-/// (`*`, `*.example.com`, `example.*`, and also `*foo.example.com` or `example.co*`, which
-/// Kong accepts though its certificate lookup never asks for such a name), and otherwise a
-/// hostname without port, not an IP. The checks and messages are Kong's, in its order: the
-/// position of the first `*`, then their count, then the name with its `*` replaced by
-/// `wildcard` (which an `invalid value` message shows, as Kong's does).
+/// type of an SNI entity's `name` and (Kong 3.7+, router flavors `traditional_compatible`
+/// and `expressions`) of route `snis` elements: at most one `*`, as the first or the last
+/// character (`*`, `*.example.com`, `example.*`, and also `*foo.example.com` or
+/// `example.co*`, which the router matches as a suffix or a prefix but the certificate
+/// lookup never asks for), and otherwise what [`validate_sni`] accepts. The checks and
+/// messages are Kong's, in its order: the position of the first `*`, then their count, then
+/// [`validate_sni`]'s on the name with its `*` replaced by `wildcard` (which an `invalid
+/// value` message shows, as Kong's does). Names are read as Kong's `normalize_ip` reads them
+/// (see [`split_host_port`]); Kong's `hostname_type` and `check_hostname` are followed for
+/// the cases the tests pin (ports, IPv4/IPv6 look-alikes, label characters), not
+/// necessarily for every IPv6 spelling Kong's own parser accepts or refuses.
 pub fn validate_wildcard_host(s: &str) -> Result<(), String> {
-    let mut host = std::borrow::Cow::Borrowed(s);
     if let Some(i) = s.find('*') {
         if i != 0 && i != s.len() - 1 {
             return Err("wildcard must be leftmost or rightmost character".into());
@@ -291,15 +321,9 @@ pub fn validate_wildcard_host(s: &str) -> Result<(), String> {
         if s.matches('*').count() > 1 {
             return Err("only one wildcard must be specified".into());
         }
-        host = std::borrow::Cow::Owned(s.replace('*', "wildcard"));
+        return validate_sni(&s.replace('*', "wildcard"));
     }
-    match split_host_port(&host) {
-        Ok(hp) if hp.is_ip => Err("must not be an IP".into()),
-        Ok(hp) if hp.port.is_some() => Err("must not have a port".into()),
-        Ok(_) => Ok(()),
-        Err("invalid port number") => Err("must not have a port".into()),
-        Err(_) => Err(format!("invalid value: {host}")),
-    }
+    validate_sni(s)
 }
 
 /// `path` (for services and cookie paths): starts with `/`, no empty segments, RFC 3986
@@ -478,8 +502,6 @@ mod tests {
         assert!(validate_host("10.0.0.1").is_ok());
         assert!(validate_host("::1").is_ok());
         assert!(validate_host("a.com:80").is_err());
-        assert!(validate_wildcard_sni("*.a.com").is_ok());
-        assert!(validate_wildcard_sni("1.2.3.4").is_err());
     }
 
     /// Kong's `validate_wildcard_host`: what it accepts, and its messages in its order.
@@ -514,12 +536,59 @@ mod tests {
             ("ex ample.com", "invalid value: ex ample.com"),
             // the name as Kong checks it, `*` replaced
             ("*.ex ample.com", "invalid value: wildcard.ex ample.com"),
+            // only an all-digit suffix is a port (Kong's `check_hostname`)
+            ("example.com:", "invalid value: example.com:"),
+            ("example.com:abc", "invalid value: example.com:abc"),
+            (
+                "*.example.com:abc",
+                "invalid value: wildcard.example.com:abc",
+            ),
+            // two colons: an IPv6 address for Kong's `hostname_type`, and not a valid one
+            ("a:b:c", "invalid value: a:b:c"),
+            ("[::1]:abc", "invalid value: [::1]:abc"),
+            ("1.2.3.4:", "invalid value: 1.2.3.4:"),
+            ("1.2.3.4:80", "must not be an IP"),
+            ("a-.example.com", "invalid value: a-.example.com"),
+            ("a..example.com", "invalid value: a..example.com"),
         ] {
             assert_eq!(
                 validate_wildcard_host(bad),
                 Err(message.to_string()),
                 "{bad}"
             );
+        }
+        // Kong's `check_hostname` sets no label length and lets a label start with `-`
+        let long = format!("{}.example.com", "a".repeat(70));
+        for ok in ["-a.example.com", long.as_str(), "*.-a.example.com"] {
+            assert_eq!(validate_wildcard_host(ok), Ok(()), "{ok}");
+        }
+    }
+
+    /// Kong's `validate_sni`: `wildcard_host` without the wildcard step, so a `*` is an
+    /// invalid name.
+    #[test]
+    fn snis() {
+        for ok in [
+            "example.com",
+            "example.com.",
+            "A.Example.COM",
+            "a_b.example",
+        ] {
+            assert_eq!(validate_sni(ok), Ok(()), "{ok}");
+        }
+        for (bad, message) in [
+            ("*", "invalid value: *"),
+            ("*.example.com", "invalid value: *.example.com"),
+            ("example.*", "invalid value: example.*"),
+            ("1.2.3.4", "must not be an IP"),
+            ("::1", "must not be an IP"),
+            ("[::1]:443", "must not be an IP"),
+            ("example.com:443", "must not have a port"),
+            ("example.com:99999", "must not have a port"),
+            ("example.com:", "invalid value: example.com:"),
+            ("ex ample.com", "invalid value: ex ample.com"),
+        ] {
+            assert_eq!(validate_sni(bad), Err(message.to_string()), "{bad}");
         }
     }
 

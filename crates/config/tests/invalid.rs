@@ -332,6 +332,64 @@ fn routes() {
     );
 }
 
+/// Route `snis` elements (Kong 3.7+ `routes.lua`): `wildcard_host` under the
+/// `traditional_compatible` and `expressions` flavors, `sni` (no wildcard) under
+/// `traditional`; an upstream's `healthchecks.active.https_sni` is `sni` under every flavor.
+#[test]
+fn snis_follow_the_router_flavor() {
+    let route = |snis: &str| {
+        doc(&format!(
+            "services:\n- name: s\n  host: a.com\n  routes:\n  - name: r\n    protocols: [https]\n    snis: {snis}\n"
+        ))
+    };
+    let lines = |d: &str, flavor| match load_with(d, flavor) {
+        Ok(_) => vec![],
+        Err(e) => error_lines(&e),
+    };
+    let wild = route(r#"["*", "*.a.com", "*foo.a.com", "a.co*"]"#);
+    for flavor in [
+        RouterFlavor::TraditionalCompatible,
+        RouterFlavor::Expressions,
+    ] {
+        assert_eq!(lines(&wild, flavor), Vec::<String>::new(), "{flavor:?}");
+        assert_eq!(
+            lines(&route(r#"["a.*.com"]"#), flavor),
+            ["route[r] snis.1: wildcard must be leftmost or rightmost character"],
+            "{flavor:?}"
+        );
+    }
+    // (the entries in the loader's order, sorted here)
+    let mut traditional = lines(
+        &route(r#"["a.com", "*.a.com", "10.0.0.1", "a.com:443"]"#),
+        RouterFlavor::Traditional,
+    );
+    traditional.sort();
+    assert_eq!(
+        traditional,
+        [
+            "route[r] snis.2: invalid value: *.a.com",
+            "route[r] snis.3: must not be an IP",
+            "route[r] snis.4: must not have a port",
+        ]
+    );
+    let upstream = |sni: &str| {
+        doc(&format!(
+            "upstreams:\n- name: u\n  healthchecks:\n    active:\n      https_sni: \"{sni}\"\n"
+        ))
+    };
+    for flavor in [
+        RouterFlavor::TraditionalCompatible,
+        RouterFlavor::Traditional,
+    ] {
+        assert_eq!(lines(&upstream("a.com"), flavor), Vec::<String>::new());
+        assert_eq!(
+            lines(&upstream("*.a.com"), flavor),
+            ["upstream[u] healthchecks.active.https_sni: invalid value: *.a.com"],
+            "{flavor:?}"
+        );
+    }
+}
+
 #[test]
 fn expressions_flavor() {
     let case = |name: &str, route: &str, expected: &[&str]| {

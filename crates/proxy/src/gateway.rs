@@ -281,6 +281,14 @@ impl Gateway {
         // One session cache and ticketer per kind of listener, as nginx's per `server` block,
         // made for the first `ssl` listener of the kind (the cache allocates its table).
         let mut sessions: PerKind<Option<Sessions>> = PerKind::new(None, None, None);
+        // HTTP/2 per kind, as Kong's template enables it per `server` block (`http2 on;` when
+        // any listener of the block has the `http2` flag): h2 offered by ALPN on every `ssl`
+        // listener of the kind.
+        let http2 = PerKind::new(
+            kind_http2(&shared.settings, ListenerKind::Proxy),
+            kind_http2(&shared.settings, ListenerKind::Admin),
+            kind_http2(&shared.settings, ListenerKind::Status),
+        );
         for (kind, l) in specs {
             let listener = bind(&l)?;
             let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
@@ -294,16 +302,18 @@ impl Gateway {
             });
             let tls = match defaults.get(kind) {
                 Some(d) if l.ssl => Some({
-                    let sessions = sessions.get_mut(kind).get_or_insert_with(Sessions::new);
+                    let sessions = sessions
+                        .get_mut(kind)
+                        .get_or_insert_with(|| Sessions::for_kind(kind));
                     match kind {
                         ListenerKind::Proxy => TlsListener::proxy(
                             shared.snapshot.clone(),
                             d.clone(),
-                            l.http2,
+                            *http2.get(kind),
                             sessions,
                         ),
                         ListenerKind::Admin | ListenerKind::Status => {
-                            TlsListener::defaults_only(d.clone(), l.http2, sessions)
+                            TlsListener::defaults_only(d.clone(), *http2.get(kind), sessions)
                         }
                     }
                 }),
@@ -398,10 +408,29 @@ impl Gateway {
     }
 }
 
+/// Whether any listener of `kind` has the `http2` flag. Kong's template writes `http2 on;` in
+/// the kind's `server` block then, which (nginx 1.25.1 and later) offers h2 by ALPN on every
+/// `ssl` listener of the block and takes HTTP/2 with prior knowledge (h2c) on every plain one.
+pub(crate) fn kind_http2(settings: &Settings, kind: ListenerKind) -> bool {
+    let listeners = match kind {
+        ListenerKind::Proxy => &settings.proxy_listen,
+        ListenerKind::Admin => &settings.admin_listen,
+        ListenerKind::Status => &settings.status_listen,
+    };
+    listeners.iter().any(|l| l.http2)
+}
+
 /// What every connection of a listener is served with.
 struct ConnSetup {
-    /// Hyper's server, both protocols.
+    /// Hyper's server, both protocols: plain connections of a kind with `http2` (h2c with
+    /// prior knowledge detected by its preface).
     builder: auto::Builder<TokioExecutor>,
+    /// Hyper's server, HTTP/1 only: plain connections of a kind without `http2`, and TLS
+    /// connections that did not agree on `h2` (nginx looks for the preface only on plain
+    /// connections).
+    h1_only: auto::Builder<TokioExecutor>,
+    /// Whether plain connections take h2c ([`kind_http2`]).
+    h2c: bool,
     /// Hyper's server, HTTP/2 only: for TLS connections that agreed on `h2` by ALPN (other
     /// bytes there are a protocol error, as in nginx, not HTTP/1 past the framing guard).
     h2_only: auto::Builder<TokioExecutor>,
@@ -416,10 +445,13 @@ impl ConnSetup {
         let sh2 = sh.clone();
         ConnSetup {
             builder: conn_builder(sh, kind),
+            h1_only: conn_builder(sh, kind).http1_only(),
+            h2c: kind_http2(&sh.settings, kind),
             h2_only: conn_builder(sh, kind).http2_only(),
             limits: crate::h1_guard::Limits {
                 max_headers: sh.settings.max_headers,
                 buffers: buffers_of(sh, kind),
+                h2c: false,
             },
             answerer: Arc::new(move |head, why| {
                 crate::h1_fast::refusal_bytes(&sh2, head, why, kind)
@@ -427,18 +459,19 @@ impl ConnSetup {
         }
     }
 
-    /// `io` behind the framing guard, for hyper's HTTP/1, and the guard's request for a
-    /// graceful shutdown of hyper's side; the guard closes the connection at `first_head_by`
-    /// if no request head has come by then.
+    /// `io` behind the framing guard, for hyper's HTTP/1 (and h2c when `h2c`), and the
+    /// guard's request for a graceful shutdown of hyper's side; the guard closes the
+    /// connection at `first_head_by` if no request head has come by then.
     fn guard<T>(
         &self,
         io: T,
         first_head_by: Option<std::time::Instant>,
+        h2c: bool,
     ) -> (TokioIo<crate::h1_guard::H1Guard<T>>, Option<Arc<Notify>>) {
         let close_after = Arc::new(Notify::new());
         let guard = crate::h1_guard::H1Guard::new(
             io,
-            self.limits,
+            crate::h1_guard::Limits { h2c, ..self.limits },
             self.answerer.clone(),
             close_after.clone(),
         );
@@ -658,17 +691,20 @@ async fn serve_conn<S>(
             // path timed it by (for the first head, `first_head_by`): the framing guard
             // holds hyper to it, whose own header timer would start over at the hand-off
             // (and whose version detection has none). A complete head needs none.
-            match crate::h1_fast::serve(sh, &info, stream, slot, conn.at, shutdown).await {
+            let h2c = b.h2c;
+            match crate::h1_fast::serve(sh, &info, stream, slot, conn.at, h2c, shutdown).await {
                 crate::h1_fast::Outcome::Closed => {}
                 crate::h1_fast::Outcome::Handoff { io, head_by } => {
-                    serve_guarded(sh, kind, b, (io, head_by), info, watcher, shutdown).await
+                    let io = (io, head_by, h2c);
+                    serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
                 }
             }
         }
         None => {
             let info = conn.info(false, None);
-            // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through).
-            let io = (stream, Some(first_head_by));
+            // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through
+            // where the kind has `http2`).
+            let io = (stream, Some(first_head_by), b.h2c);
             serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
         }
         Some(tls) => {
@@ -692,41 +728,44 @@ async fn serve_conn<S>(
                 let closing = (watcher, None, shutdown);
                 serve_io(sh, kind, (&b.h2_only, true), io, info, closing).await
             } else if kind == ListenerKind::Proxy && sh.settings.fast_h1 {
-                // HTTP/1.1 over TLS: the same fast path as in cleartext.
-                match crate::h1_fast::serve(sh, &info, s, None, conn.at, shutdown).await {
+                // HTTP/1.1 over TLS: the same fast path as in cleartext (no h2c: without
+                // `h2` by ALPN, nginx reads HTTP/1 on a TLS connection).
+                match crate::h1_fast::serve(sh, &info, s, None, conn.at, false, shutdown).await {
                     crate::h1_fast::Outcome::Closed => {}
                     crate::h1_fast::Outcome::Handoff { io, head_by } => {
-                        serve_guarded(sh, kind, b, (io, head_by), info, watcher, shutdown).await
+                        let io = (io, head_by, false);
+                        serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
                     }
                 }
             } else {
-                let io = (s, Some(first_head_by));
+                let io = (s, Some(first_head_by), false);
                 serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
             }
         }
     }
 }
 
-/// `io` (HTTP/1, or h2c with prior knowledge) served by hyper behind the framing guard;
-/// `first_head_by`: when the first request head hyper gets (the connection's first, or one
-/// the fast path handed over unfinished) must have come, if it is yet to come (the guard
-/// closes the connection then, unanswered, as nginx does).
+/// `io` (HTTP/1, or, when `h2c`, h2c with prior knowledge) served by hyper behind the
+/// framing guard; `first_head_by`: when the first request head hyper gets (the connection's
+/// first, or one the fast path handed over unfinished) must have come, if it is yet to come
+/// (the guard closes the connection then, unanswered, as nginx does).
 async fn serve_guarded<I>(
     sh: &Arc<Shared>,
     kind: ListenerKind,
     b: &ConnSetup,
-    (io, first_head_by): (I, Option<std::time::Instant>),
+    (io, first_head_by, h2c): (I, Option<std::time::Instant>, bool),
     info: Arc<ConnInfo>,
     watcher: hyper_util::server::graceful::Watcher,
     shutdown: &mut watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, close_after) = b.guard(io, first_head_by);
+    let (io, close_after) = b.guard(io, first_head_by, h2c);
+    let builder = if h2c { &b.builder } else { &b.h1_only };
     serve_io(
         sh,
         kind,
-        (&b.builder, false),
+        (builder, false),
         io,
         info,
         (watcher, close_after, shutdown),

@@ -491,13 +491,17 @@ fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::In
 /// Serves `io` until it closes or a request needs hyper. The first request head's
 /// `client_header_timeout` runs from `accepted`, when the connection was accepted (as nginx
 /// times it: a PROXY protocol header and a TLS handshake before it count); each later one's
-/// from the end of the request before.
+/// from the end of the request before. `h2c`: whether the connection may open with the
+/// HTTP/2 preface, which is handed to hyper's protocol detection (a plain connection of a
+/// listener kind with `http2`); else the preface is refused as a head that does not parse.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<T>(
     sh: &Arc<Shared>,
     info: &ConnInfo,
     mut io: T,
     slot: Option<crate::batch_write::Slot>,
     accepted: std::time::Instant,
+    h2c: bool,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome<T>
 where
@@ -529,7 +533,9 @@ where
         };
         let n = loop {
             if !buf.is_empty() {
-                if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
+                // (only where the listener's kind has `http2` and the connection is plain:
+                // elsewhere nginx reads the preface as an HTTP/1 request line, and refuses it)
+                if first && h2c && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
                     let head_by = unfinished(buf.len() >= H2_PREFACE.len());
                     let io = Rewind::new(io, buf.freeze());
                     return Outcome::Handoff { io, head_by };

@@ -65,6 +65,10 @@ pub(crate) struct Limits {
     pub(crate) max_headers: usize,
     /// nginx's head buffers, which limit its lines and its size.
     pub(crate) buffers: crate::header_buffers::HeaderBuffers,
+    /// Whether the connection may open with the HTTP/2 preface (h2c with prior knowledge,
+    /// which turns the guard off): a plain connection of a listener kind with `http2`. Else
+    /// the preface is an HTTP/1 head like any other, which nginx refuses (400).
+    pub(crate) h2c: bool,
 }
 
 impl Limits {
@@ -289,8 +293,9 @@ impl<T> H1Guard<T> {
                     let line_ended = rest[..take].contains(&b'\n');
                     i += take;
                     // The HTTP/2 preface (h2c prior knowledge) is not an HTTP/1 head.
-                    let preface =
-                        H2_PREFACE.starts_with(&self.head[..self.head.len().min(H2_PREFACE.len())]);
+                    let preface = self.limits.h2c
+                        && H2_PREFACE
+                            .starts_with(&self.head[..self.head.len().min(H2_PREFACE.len())]);
                     // (a head that is not complete is parsed again only when a line of it
                     // ended or it reached the size limit: a head sent a byte at a time costs
                     // one parse per line, not one per byte)
@@ -934,6 +939,7 @@ mod tests {
                     count: 2,
                     size: 8 * 1024,
                 },
+                h2c: true,
             },
             Arc::new(|head: &[u8], why| {
                 let mut a = format!("{why:?} ").into_bytes();
@@ -1094,6 +1100,22 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
         let (out, g) = run(preface, 3);
         assert_eq!(out, preface);
         assert!(g.refused.is_none());
+        // ...unless the listener's kind has no `http2`: then it is an HTTP/1 head, which
+        // does not parse (nginx: 400), whole or in pieces
+        for step in [preface.len(), 3] {
+            let mut g = guard();
+            g.limits.h2c = false;
+            let mut out = Vec::new();
+            for piece in preface.chunks(step) {
+                out.extend(pass_on(&mut g, piece));
+            }
+            assert_eq!(out, b"", "step {step}");
+            assert!(
+                answer(&g).starts_with("Bad "),
+                "step {step}: {}",
+                answer(&g)
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! Lookup order for a ClientHello server name `n`: the exact name, `*.<n minus its first
 //! label>` (when two labels or more remain), `<n minus its last label>.*`, an SNI entity
-//! named `*`, then the default certificates. No server name gets the default certificates. A certificate with `cert_alt`
+//! named `*`, then the default certificates. No server name gets the default certificates
+//! (nor does an IP address sent as a server name, which rustls takes for none, where Kong
+//! would serve `*`'s certificate to it). A certificate with `cert_alt`
 //! offers both keys, and the default certificates offer one key per type; the client's
 //! preference decides, as OpenSSL's does in Kong (`ssl_prefer_server_ciphers off`, Kong's
 //! default): in TLS 1.3 the key that can sign with the first signature scheme the client
@@ -263,7 +265,7 @@ impl CertStore {
                 Some(held) => {
                     // Kong keeps `A.test` and `a.test` (or `a.test.`) apart, matching each
                     // only to a client sending exactly that name; rustls gives the name
-                    // lowercased and without its trailing dot, so one key serves both: the
+                    // lowercased and `sni_key` drops its trailing dot, so one key serves both: the
                     // name already in that form wins (the name clients send), else the
                     // first.
                     let (kept, dropped) = if s.name == key && held.0 != key {
@@ -322,11 +324,18 @@ impl CertStore {
     }
 }
 
-/// The form a server name is compared in: ASCII lowercase, without one trailing dot, as
-/// rustls gives a client's name (`DnsName` drops the dot, the handshake lowercases it).
-/// A configured SNI name takes the same form, so `Example.test.` serves `example.test`.
+/// The form a server name is compared in: ASCII lowercase, without one trailing dot. rustls'
+/// server gives a client's name lowercased but keeps a trailing dot, which this drops; a
+/// configured SNI name takes the same form, so `Example.test.` serves `example.test` and
+/// `example.test.`. The exception is a configured `*.`, which Kong accepts
+/// (`wildcard_host` checks it as `wildcard.`) and whose certificate no lookup of Kong's ever
+/// reaches: it keeps its dot, which no lookup here asks for either, rather than becoming the
+/// catch-all `*`.
 pub(crate) fn sni_key(name: &str) -> std::borrow::Cow<'_, str> {
-    let name = name.strip_suffix('.').unwrap_or(name);
+    let name = match name.strip_suffix('.') {
+        Some(n) if n != "*" => n,
+        _ => name,
+    };
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(name.to_ascii_lowercase())
     } else {
@@ -366,9 +375,14 @@ impl ResolvesServerCert for DefaultsOnly {
     }
 }
 
-/// How many TLS sessions a [`Sessions`] cache holds: about what Kong's
-/// `ssl_session_cache shared:SSL:10m` holds (nginx counts some 4000 sessions per megabyte).
+/// How many TLS sessions a [`Sessions`] cache of proxy or admin listeners holds: about what
+/// Kong's `ssl_session_cache shared:SSL:10m` (`ssl_session_cache_size`'s default) and
+/// `shared:AdminSSL:10m` hold (nginx counts some 4000 sessions per megabyte).
 pub(crate) const SESSION_CACHE_SIZE: usize = 40_000;
+
+/// How many TLS sessions the [`Sessions`] cache of status listeners holds: about what Kong's
+/// `ssl_session_cache shared:StatusSSL:1m` holds.
+pub(crate) const STATUS_SESSION_CACHE_SIZE: usize = 4_000;
 
 /// Session resumption of the TLS listeners of one kind (proxy, admin or status), shared by
 /// all of them and by both server configurations of each, as nginx's one `server` block
@@ -377,7 +391,8 @@ pub(crate) const SESSION_CACHE_SIZE: usize = 40_000;
 /// Listeners outlive configuration swaps, so swaps keep the sessions. TLS 1.3 resumes with
 /// stateless tickets (rustls' ring `Ticketer`: ChaCha20-Poly1305, keys rotated every 6 hours,
 /// tickets valid for 12), TLS 1.2 with tickets or, for a client without them, a session
-/// id kept in a cache of [`SESSION_CACHE_SIZE`] entries.
+/// id kept in a cache of [`SESSION_CACHE_SIZE`] entries ([`STATUS_SESSION_CACHE_SIZE`] for
+/// status listeners).
 #[derive(Clone)]
 pub(crate) struct Sessions {
     cache: Arc<dyn rustls::server::StoresServerSessions>,
@@ -387,8 +402,16 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    /// A new cache and ticketer.
-    pub(crate) fn new() -> Sessions {
+    /// A new cache of the size Kong gives `kind`'s, and a ticketer.
+    pub(crate) fn for_kind(kind: crate::gateway::ListenerKind) -> Sessions {
+        Sessions::new(match kind {
+            crate::gateway::ListenerKind::Status => STATUS_SESSION_CACHE_SIZE,
+            _ => SESSION_CACHE_SIZE,
+        })
+    }
+
+    /// A new cache of `capacity` sessions and ticketer.
+    pub(crate) fn new(capacity: usize) -> Sessions {
         let ticketer = match rustls::crypto::ring::Ticketer::new() {
             Ok(t) => Some(t),
             Err(e) => {
@@ -397,7 +420,7 @@ impl Sessions {
             }
         };
         Sessions {
-            cache: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+            cache: rustls::server::ServerSessionMemoryCache::new(capacity),
             ticketer,
         }
     }
@@ -1717,7 +1740,8 @@ mod tests {
     ) {
         let (ecdsa, rsa) = certificates();
         let (defaults, slot) = DefaultCertificates::pending(ecdsa.clone());
-        let listener = TlsListener::defaults_only(defaults.clone(), false, &Sessions::new());
+        let listener =
+            TlsListener::defaults_only(defaults.clone(), false, &Sessions::new(SESSION_CACHE_SIZE));
         (defaults, slot, listener, ecdsa, rsa)
     }
 
@@ -1878,7 +1902,7 @@ mod tests {
             Arc::new(ArcSwap::from_pointee(snapshot)),
             defaults.clone(),
             false,
-            &Sessions::new(),
+            &Sessions::new(SESSION_CACHE_SIZE),
         );
         let (server, client_run) = handshake(
             &listener,
@@ -1960,42 +1984,103 @@ mod tests {
     }
 
     /// Kong's order: exact, `*.rest` (for three labels or more), `head.*`, `*`, default; no
-    /// server name gets the default even with `*` configured.
+    /// server name gets the default even with `*` configured. Each kind of name is on a
+    /// certificate of its own, so a lookup that skips a step or takes them out of order
+    /// serves the wrong one.
     #[test]
     fn lookup_follows_kongs_order() {
-        let (rsa, ec) = (
-            serde_json::json!({"cert": pem("rsa.crt"), "key": pem("rsa.key")}),
-            serde_json::json!({"cert": pem("ec.crt"), "key": pem("ec.key")}),
-        );
-        let with = |pair: &serde_json::Value, snis: &[&str]| {
-            let mut c = pair.clone();
-            c["snis"] = serde_json::json!(snis);
-            c
+        let pair = |name: &str, snis: &[&str]| {
+            serde_json::json!({
+                "cert": pem(&format!("{name}.crt")),
+                "key": pem(&format!("{name}.key")),
+                "snis": snis,
+            })
         };
         let store = store(serde_json::json!([
-            with(&rsa, &["exact.test", "*.wild.test", "com.*", "*"]),
-            with(&ec, &["*.com", "a.exact.test", "*.example.com"]),
+            pair("rsa", &["exact.test", "*"]),
+            pair("ec", &["*.wild.test", "a.exact.test", "*.b.c"]),
+            pair("other", &["com.*", "a.b.*"]),
+            pair("v1", &["*.com", "*.example.com"]),
         ]));
-        let rsa_leaf = pki::parse_certs(&pem("rsa.crt")).unwrap()[0].clone();
-        let ec_leaf = pki::parse_certs(&pem("ec.crt")).unwrap()[0].clone();
+        let leaf = |name: &str| pki::parse_certs(&pem(&format!("{name}.crt"))).unwrap()[0].clone();
+        let (catch_all, exact, suffix, prefix, example) = (
+            leaf("rsa"),
+            leaf("rsa"),
+            leaf("ec"),
+            leaf("other"),
+            leaf("v1"),
+        );
         for (name, want) in [
-            (Some("exact.test"), Some(&rsa_leaf)),
-            (Some("a.exact.test"), Some(&ec_leaf)),
-            (Some("x.wild.test"), Some(&rsa_leaf)),
-            (Some("com.test"), Some(&rsa_leaf)),
+            (Some("exact.test"), Some(&exact)),
+            (Some("a.exact.test"), Some(&suffix)),
+            // `*.wild.test` before `*`
+            (Some("x.wild.test"), Some(&suffix)),
+            // `com.*` before `*`
+            (Some("com.test"), Some(&prefix)),
+            // `*.b.c` and `a.b.*` both match: the `*.rest` form is looked up first
+            (Some("a.b.c"), Some(&suffix)),
+            (Some("a.b.d"), Some(&prefix)),
             // `*.com` is never looked up for two labels: `*` serves
-            (Some("example.com"), Some(&rsa_leaf)),
-            (Some("a.example.com"), Some(&ec_leaf)),
-            (Some("nothing.here"), Some(&rsa_leaf)),
+            (Some("example.com"), Some(&catch_all)),
+            (Some("a.example.com"), Some(&example)),
+            (Some("nothing.here"), Some(&catch_all)),
             (None, None),
         ] {
             assert_eq!(leaf_for(&store, name).as_ref(), want, "{name:?}");
         }
         // `*.com` serves no name at all: `*.<rest>` replaces the first of three labels or more
-        let without_catch_all = self::store(serde_json::json!([with(&ec, &["*.com"])]));
+        let without_catch_all = self::store(serde_json::json!([pair("ec", &["*.com"])]));
         for name in ["example.com", "a.example.com", "com"] {
             assert_eq!(leaf_for(&without_catch_all, Some(name)), None, "{name}");
         }
+    }
+
+    /// Status listeners keep about what Kong's `StatusSSL:1m` holds, the others what `10m`
+    /// holds: the oldest session goes once the cache is full.
+    #[test]
+    fn session_caches_are_sized_per_kind() {
+        use crate::gateway::ListenerKind;
+        for (kind, size) in [
+            (ListenerKind::Status, STATUS_SESSION_CACHE_SIZE),
+            (ListenerKind::Proxy, SESSION_CACHE_SIZE),
+            (ListenerKind::Admin, SESSION_CACHE_SIZE),
+        ] {
+            let cache = Sessions::for_kind(kind).cache;
+            for i in 0..=size {
+                assert!(cache.put((i as u32).to_be_bytes().to_vec(), vec![1]));
+            }
+            assert_eq!(cache.get(&0u32.to_be_bytes()), None, "{kind:?}");
+            assert_eq!(cache.get(&1u32.to_be_bytes()), Some(vec![1]), "{kind:?}");
+        }
+        assert_eq!(STATUS_SESSION_CACHE_SIZE, 4_000);
+    }
+
+    /// A configured `*.` (which Kong's `wildcard_host` accepts) serves nothing, as in Kong:
+    /// its key keeps the dot rather than becoming the catch-all `*`.
+    #[test]
+    fn a_star_dot_sni_is_not_the_catch_all() {
+        assert_eq!(sni_key("*."), "*.");
+        assert_eq!(sni_key("*"), "*");
+        let pair = |name: &str, snis: &[&str]| {
+            serde_json::json!({
+                "cert": pem(&format!("{name}.crt")),
+                "key": pem(&format!("{name}.key")),
+                "snis": snis,
+            })
+        };
+        let alone = store(serde_json::json!([pair("ec", &["*."])]));
+        assert_eq!(alone.len(), 1);
+        for name in ["example.com", "a.example.com", "x"] {
+            assert_eq!(leaf_for(&alone, Some(name)), None, "{name}");
+        }
+        // next to a `*` on another certificate: `*` serves, and no clash is reported
+        let both = store(serde_json::json!([
+            pair("ec", &["*."]),
+            pair("rsa", &["*"])
+        ]));
+        assert_eq!(both.len(), 2);
+        let rsa_leaf = pki::parse_certs(&pem("rsa.crt")).unwrap()[0].clone();
+        assert_eq!(leaf_for(&both, Some("example.com")), Some(rsa_leaf));
     }
 
     /// Entity names compare as clients' names arrive (lowercase, no trailing dot); of two

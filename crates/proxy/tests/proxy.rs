@@ -2179,15 +2179,78 @@ async fn tls_sessions_resume() {
     let b = Backend::start().await;
     let g = Gw::start_with(tls_everywhere(), Some(&tls_config(&b))).await;
     let admin = g.admin_tls();
-    for (what, tls12_only, addr, sni, path) in [
-        ("TLS 1.3, SNI", false, g.https, "exact.test", "/sni/x"),
-        ("TLS 1.2, SNI", true, g.https, "exact.test", "/sni/x"),
-        ("TLS 1.3, default", false, g.https, "other.test", "/x"),
-        ("TLS 1.2, default", true, g.https, "other.test", "/x"),
-        ("TLS 1.3, admin", false, admin, "localhost", "/status"),
-        ("TLS 1.2, admin", true, admin, "localhost", "/status"),
+    // (`ids`: TLS 1.2 resumed by session id, the client taking no tickets: the server's
+    // session cache)
+    for (what, (tls12_only, ids), addr, sni, path) in [
+        (
+            "TLS 1.3, SNI",
+            (false, false),
+            g.https,
+            "exact.test",
+            "/sni/x",
+        ),
+        (
+            "TLS 1.2, SNI",
+            (true, false),
+            g.https,
+            "exact.test",
+            "/sni/x",
+        ),
+        (
+            "TLS 1.2 by id, SNI",
+            (true, true),
+            g.https,
+            "exact.test",
+            "/sni/x",
+        ),
+        (
+            "TLS 1.3, default",
+            (false, false),
+            g.https,
+            "other.test",
+            "/x",
+        ),
+        (
+            "TLS 1.2, default",
+            (true, false),
+            g.https,
+            "other.test",
+            "/x",
+        ),
+        (
+            "TLS 1.2 by id, default",
+            (true, true),
+            g.https,
+            "other.test",
+            "/x",
+        ),
+        (
+            "TLS 1.3, admin",
+            (false, false),
+            admin,
+            "localhost",
+            "/status",
+        ),
+        (
+            "TLS 1.2, admin",
+            (true, false),
+            admin,
+            "localhost",
+            "/status",
+        ),
+        (
+            "TLS 1.2 by id, admin",
+            (true, true),
+            admin,
+            "localhost",
+            "/status",
+        ),
     ] {
-        let config = resuming_client(tls12_only);
+        let config = if ids {
+            session_id_client()
+        } else {
+            resuming_client(tls12_only)
+        };
         let mut kinds = vec![];
         for _ in 0..2 {
             let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
@@ -2249,8 +2312,13 @@ async fn tls_sessions_resume_across_listeners_and_swaps() {
             .collect();
     assert_eq!(proxies.len(), 2);
     let admin = g.admin_tls();
-    for tls12_only in [false, true] {
-        let config = resuming_client(tls12_only);
+    // (the last: TLS 1.2 by session id alone, the client taking no tickets)
+    for (tls12_only, ids) in [(false, false), (true, false), (true, true)] {
+        let config = if ids {
+            session_id_client()
+        } else {
+            resuming_client(tls12_only)
+        };
         let kind = |addr| {
             let config = config.clone();
             async move {
@@ -2270,7 +2338,11 @@ async fn tls_sessions_resume_across_listeners_and_swaps() {
             }
         };
         use rustls::HandshakeKind::{Full, Resumed};
-        let what = if tls12_only { "TLS 1.2" } else { "TLS 1.3" };
+        let what = match (tls12_only, ids) {
+            (_, true) => "TLS 1.2 by session id",
+            (true, false) => "TLS 1.2",
+            (false, _) => "TLS 1.3",
+        };
         assert_eq!(kind(proxies[0]).await, Some(Full), "{what}");
         assert_eq!(
             kind(proxies[1]).await,
@@ -2300,6 +2372,119 @@ async fn certificates_follow_configuration_swaps() {
     let (_, names, _) = tls_connect(g.https, "exact.test", &[b"http/1.1"]).await;
     assert_eq!(names, vec!["DNSName(exact.test)"]);
     g.gw.shutdown().await;
+}
+
+/// HTTP/2 per listener kind, as Kong's template enables it per `server` block (`http2 on;`
+/// when any listener of the block has `http2`, nginx 1.25.1 and later): h2 by ALPN on every
+/// `ssl` listener of the kind and h2c (prior knowledge) on every plain one; with no `http2`
+/// flag on the kind, neither, and the preface is an HTTP/1 request line that does not parse
+/// (nginx answers 400, with Kong's page on a proxy listener and nginx's on the others).
+#[tokio::test]
+async fn http2_is_enabled_per_listener_kind() {
+    let b = Backend::start().await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let ssl_proxies = |g: &Gw| -> Vec<std::net::SocketAddr> {
+        g.gw.local_addrs()
+            .into_iter()
+            .filter(|l| l.kind == silverback_proxy::ListenerKind::Proxy && l.listen.ssl)
+            .map(|l| l.addr)
+            .collect()
+    };
+    for fast_h1 in [true, false] {
+        // one `ssl` proxy listener with `http2`, one without: h2 on both, h2c on the plain one
+        let settings = silverback_proxy::Settings {
+            proxy_listen: silverback_proxy::Listen::parse_list(
+                "127.0.0.1:0, 127.0.0.1:0 ssl, 127.0.0.1:0 ssl http2",
+            )
+            .unwrap(),
+            admin_listen: silverback_proxy::Listen::parse_list(
+                "127.0.0.1:0, 127.0.0.1:0 ssl http2",
+            )
+            .unwrap(),
+            fast_h1,
+            ..tls_everywhere()
+        };
+        let g = Gw::start_with(settings, Some(&basic(&b))).await;
+        let ssl = ssl_proxies(&g);
+        assert_eq!(ssl.len(), 2);
+        for addr in ssl.into_iter().chain([g.admin_tls()]) {
+            let (_, _, alpn) = tls_connect(addr, "localhost", &[b"h2", b"http/1.1"]).await;
+            assert_eq!(
+                alpn.as_deref(),
+                Some(&b"h2"[..]),
+                "{addr} (fast path: {fast_h1})"
+            );
+        }
+        for addr in [g.http, g.admin] {
+            let r = H2::h2c(addr)
+                .await
+                .send(
+                    http::Request::get("http://h2c.test/status")
+                        .body(Full::default())
+                        .unwrap(),
+                )
+                .await;
+            assert_ne!(r.status, 400, "{addr} (fast path: {fast_h1})");
+        }
+        // the status kind has no `http2`: no h2 there
+        let status_tls =
+            g.gw.addr(silverback_proxy::ListenerKind::Status, true)
+                .unwrap();
+        let (_, _, alpn) = tls_connect(status_tls, "localhost", &[b"h2", b"http/1.1"]).await;
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        let out = raw(g.status, preface, Duration::from_secs(2)).await;
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(
+            out.contains("<center><h1>400 Bad Request</h1></center>"),
+            "{out}"
+        );
+        g.gw.shutdown().await;
+
+        // no `http2` anywhere on the proxy kind: no h2 by ALPN, and the preface on a plain
+        // listener (or over TLS) is a request line that does not parse
+        let settings = silverback_proxy::Settings {
+            proxy_listen: silverback_proxy::Listen::parse_list("127.0.0.1:0, 127.0.0.1:0 ssl")
+                .unwrap(),
+            fast_h1,
+            ..silverback_proxy::Settings::loopback()
+        };
+        let g = Gw::start_with(settings, Some(&basic(&b))).await;
+        let (mut tls, _, alpn) = tls_connect(g.https, "localhost", &[b"h2", b"http/1.1"]).await;
+        assert_eq!(
+            alpn.as_deref(),
+            Some(&b"http/1.1"[..]),
+            "fast path: {fast_h1}"
+        );
+        let out = raw(g.http, preface, Duration::from_secs(2)).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "fast path: {fast_h1}: {out}"
+        );
+        assert!(out.contains("Bad request"), "fast path: {fast_h1}: {out}");
+        // in pieces too
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        for piece in preface.chunks(5) {
+            c.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (out, _) = read_to_close(&mut c, Duration::from_secs(2)).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "fast path: {fast_h1}: {out}"
+        );
+        tls.write_all(preface).await.unwrap();
+        let (out, _) = read_to_close(&mut tls, Duration::from_secs(2)).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "TLS, fast path: {fast_h1}: {out}"
+        );
+        // plain HTTP/1.1 is unchanged
+        let r = get(g.http, "x", "/status").await;
+        assert_ne!(r.status, 400);
+        g.gw.shutdown().await;
+    }
 }
 
 #[tokio::test]

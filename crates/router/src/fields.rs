@@ -24,7 +24,7 @@ pub(crate) enum Affix {
 }
 
 impl Affix {
-    /// Kong's reading of a host or SNI pattern: a leading `*` means suffix, a trailing `*`
+    /// Kong's reading of a route host pattern: a leading `*` means suffix, a trailing `*`
     /// prefix.
     fn wildcard(pattern: &str) -> Affix {
         if let Some(rest) = pattern.strip_prefix('*') {
@@ -43,6 +43,33 @@ impl Affix {
             Affix::Prefix(s) => v.starts_with(&**s),
         }
     }
+}
+
+/// Kong's reading of a route `snis` element (`sni_op_transform` and `sni_val_transform` in
+/// `kong/router/transform.lua`, 3.7+): a leading `*` makes a suffix match (`=^`), else a
+/// trailing `*` a prefix match (`^=`), else an exact one. The prefix keeps everything before
+/// the `*`; otherwise one trailing dot is dropped (an FQDN's root, when more than one
+/// character is left) before the leading `*` is. So `*` and `*.` match any SNI (suffix
+/// `""`), `*foo.example.com` matches `foo.example.com` and `xfoo.example.com`, and
+/// `example.co*` matches `example.com` and `example.co.uk`.
+fn sni_affix(s: &str) -> Affix {
+    if let Some(rest) = s.strip_prefix('*') {
+        let rest = if s.len() > 1 {
+            rest.strip_suffix('.').unwrap_or(rest)
+        } else {
+            rest
+        };
+        return Affix::Suffix(rest.into());
+    }
+    if let Some(p) = s.strip_suffix('*') {
+        return Affix::Prefix(p.into());
+    }
+    let s = if s.len() > 1 {
+        s.strip_suffix('.').unwrap_or(s)
+    } else {
+        s
+    };
+    Affix::Exact(s.into())
 }
 
 /// A piece of an entry's text (see [`crate::compile::Entry::text`]).
@@ -273,23 +300,7 @@ impl FieldMatcher {
         regexes: &mut Interner,
         text: &mut String,
     ) -> Result<Self, RouterError> {
-        let snis: Vec<Affix> = route
-            .snis
-            .iter()
-            .map(|s| {
-                // Kong: `x.*` is a prefix; otherwise a trailing dot is dropped, then `*.x`
-                // is a suffix.
-                if let Some(p) = s.strip_suffix('*') {
-                    return Affix::Prefix(p.into());
-                }
-                let s = if s.len() > 1 {
-                    s.strip_suffix('.').unwrap_or(s)
-                } else {
-                    s
-                };
-                Affix::wildcard(s)
-            })
-            .collect();
+        let snis: Vec<Affix> = route.snis.iter().map(|s| sni_affix(s)).collect();
         let sources: Vec<NetRule> = route
             .sources
             .iter()

@@ -333,6 +333,72 @@ routes:
     );
 }
 
+/// Kong 3.7+ (`kong/router/transform.lua`): a route SNI with a leading `*` is a suffix match
+/// of what follows it (the catch-all `*` matches every SNI), one with a trailing `*` a prefix
+/// match of what precedes it; a trailing dot is dropped from the other forms.
+#[test]
+fn sni_wildcards_are_kongs_suffix_and_prefix_matches() {
+    let doc = r#"
+_format_version: "3.0"
+routes:
+- {name: exact, snis: ["api.test."], paths: ["/s"], protocols: ["https"]}
+- {name: suffix, snis: ["*foo.example.com"], paths: ["/s"], protocols: ["https"]}
+- {name: label, snis: ["*.wild.test."], paths: ["/s"], protocols: ["https"]}
+- {name: prefix, snis: ["example.co*"], paths: ["/s"], protocols: ["https"]}
+- {name: any, snis: ["*"], paths: ["/any"], protocols: ["https"]}
+"#;
+    let cases = [
+        (Req::get("h", "/s").https(Some("api.test")), Some("exact")),
+        (
+            Req::get("h", "/s").https(Some("foo.example.com")),
+            Some("suffix"),
+        ),
+        (
+            Req::get("h", "/s").https(Some("xfoo.example.com")),
+            Some("suffix"),
+        ),
+        (
+            Req::get("h", "/s").https(Some("a.b.foo.example.com")),
+            Some("suffix"),
+        ),
+        (Req::get("h", "/s").https(Some("oo.example.com")), None),
+        (
+            Req::get("h", "/s").https(Some("a.wild.test")),
+            Some("label"),
+        ),
+        (Req::get("h", "/s").https(Some("wild.test")), None),
+        (
+            Req::get("h", "/s").https(Some("example.com")),
+            Some("prefix"),
+        ),
+        (
+            Req::get("h", "/s").https(Some("example.co.uk")),
+            Some("prefix"),
+        ),
+        (Req::get("h", "/s").https(Some("example.c")), None),
+        (
+            Req::get("h", "/any").https(Some("anything.test")),
+            Some("any"),
+        ),
+        (Req::get("h", "/any").https(Some("x")), Some("any")),
+        // no SNI: the catch-all does not apply
+        (Req::get("h", "/any").https(None), None),
+    ];
+    for flavor in [
+        RouterFlavor::TraditionalCompatible,
+        RouterFlavor::Expressions,
+    ] {
+        let r = router(flavor, doc);
+        for (req, want) in &cases {
+            assert_eq!(
+                route_name(&r, req).as_deref(),
+                *want,
+                "{flavor:?} request {req:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn protocols_do_not_filter_in_compat_but_do_in_expressions() {
     let doc = r#"

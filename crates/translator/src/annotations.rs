@@ -257,8 +257,15 @@ impl RouteOpts {
         }
         if let Some((v, key)) = a.kong("snis") {
             let snis = list(v);
+            // route `snis` elements: Kong 3.7+'s `sni` under the traditional router,
+            // `wildcard_host` under the others
+            let check = if flavor == RouterFlavor::Traditional {
+                t::validate_sni
+            } else {
+                t::validate_wildcard_host
+            };
             for s in &snis {
-                if let Err(e) = t::validate_wildcard_sni(s) {
+                if let Err(e) = check(s) {
                     errs.push((field(key), e));
                 }
             }
@@ -620,6 +627,46 @@ mod tests {
                 .1
                 .is_empty()
         );
+    }
+
+    /// `konghq.com/snis` elements are route `snis`: Kong 3.7+'s `wildcard_host` except under
+    /// the traditional router, where they are `sni` (no wildcard).
+    #[test]
+    fn snis_follow_the_router_flavor() {
+        let parse = |v: &str, flavor| {
+            let m = ann(&[("konghq.com/snis", v), ("konghq.com/protocols", "https")]);
+            RouteOpts::parse(&Annotations(Some(&m)), flavor).1
+        };
+        for flavor in [
+            RouterFlavor::TraditionalCompatible,
+            RouterFlavor::Expressions,
+        ] {
+            for ok in [
+                "a.example.com",
+                "*.example.com",
+                "*",
+                "*foo.example.com",
+                "example.*",
+            ] {
+                assert!(parse(ok, flavor).is_empty(), "{flavor:?} {ok}");
+            }
+            let errs = parse("a.*.example.com", flavor);
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert_eq!(
+                errs[0].1,
+                "wildcard must be leftmost or rightmost character"
+            );
+        }
+        assert!(parse("a.example.com", RouterFlavor::Traditional).is_empty());
+        for (bad, message) in [
+            ("*.example.com", "invalid value: *.example.com"),
+            ("10.0.0.1", "must not be an IP"),
+            ("a.example.com:443", "must not have a port"),
+        ] {
+            let errs = parse(bad, RouterFlavor::Traditional);
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert_eq!(errs[0].1, message, "{bad}");
+        }
     }
 
     #[test]

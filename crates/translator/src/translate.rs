@@ -405,7 +405,7 @@ impl<'a> Translator<'a> {
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.clone().unwrap_or_default();
             let host_check =
-                || t::validate_route_host(&host).and_then(|()| t::validate_wildcard_sni(&host));
+                || t::validate_route_host(&host).and_then(|()| t::validate_wildcard_host(&host));
             if let (false, Err(e)) = (host.is_empty(), host_check()) {
                 errs.push((format!("spec.rules[{ri}].host"), e));
                 continue;
@@ -447,7 +447,8 @@ impl<'a> Translator<'a> {
         }
         for (ti, tls) in spec.tls.iter().flatten().enumerate() {
             for (hi, h) in tls.hosts.iter().flatten().enumerate() {
-                if let Err(e) = t::validate_wildcard_sni(h) {
+                // these become SNI entities: Kong's `wildcard_host`
+                if let Err(e) = t::validate_wildcard_host(h) {
                     errs.push((format!("spec.tls[{ti}].hosts[{hi}]"), e));
                 }
             }

@@ -1016,6 +1016,16 @@ pub fn resuming_client(tls12_only: bool) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
+/// [`resuming_client`] speaking TLS 1.2 alone and resuming by session id only (it neither
+/// asks for nor keeps tickets), so that a resumption goes through the server's session
+/// cache.
+pub fn session_id_client() -> Arc<rustls::ClientConfig> {
+    let mut cfg = Arc::unwrap_or_clone(resuming_client(true));
+    cfg.resumption = rustls::client::Resumption::in_memory_sessions(256)
+        .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+    Arc::new(cfg)
+}
+
 /// A TLS handshake (no ALPN, any server certificate accepted) on a connection that has
 /// already sent what it had to send in clear (a PROXY protocol header, say).
 pub async fn tls_on(
