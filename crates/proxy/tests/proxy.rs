@@ -2919,6 +2919,9 @@ async fn a_stalled_h2_body_is_reset_as_nginx_resets_it() {
     let b = Backend::start().await;
     let mut settings = silverback_proxy::Settings::loopback();
     settings.client_body_timeout = Duration::from_millis(300);
+    // (h2c on the admin listener: its kind needs `http2`, as Kong's default `admin_listen` has)
+    settings.admin_listen =
+        silverback_proxy::Listen::parse_list("127.0.0.1:0 http2").expect("admin_listen");
     let g = Gw::start_with(settings, Some(&basic(&b))).await;
     for (addr, path) in [(g.http, "/any"), (g.admin, "/services")] {
         let s = tokio::net::TcpStream::connect(addr).await.unwrap();
