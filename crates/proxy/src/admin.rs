@@ -77,6 +77,10 @@ pub(crate) async fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, crate::error::Unanswered> {
     let start = std::time::Instant::now();
+    // (nginx counts every request it reads, the admin and status servers' included)
+    sh.metrics
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // (whether Kong's content handler ran)
     let (mut r, content) = match (&sh.settings.admin_token, kind) {
         // nginx's check of the announced length, at its `find_config` phase: before Kong's
@@ -193,7 +197,13 @@ async fn route(
         (Endpoint::Cache, []) => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         (Endpoint::Metrics, []) => only_get(&m, || {
             let snap = sh.snapshot.load();
-            let mut text = sh.metrics.render(&sh.node_id.to_string(), snap.hash());
+            let node_id = sh.node_id.to_string();
+            let mut text = sh.metrics.render(crate::metrics::Node {
+                node_id: &node_id,
+                version: crate::KONG_VERSION,
+                config_hash: snap.hash(),
+                timers: silverback_timers::global().counts(),
+            });
             crate::metrics::render_target_health(
                 &mut text,
                 &snap.balancers.target_health_metrics(),
@@ -392,6 +402,7 @@ async fn read_params_body(
         body,
         body_limit(sh, kind),
         sh.settings.client_body_timeout,
+        None,
     );
     let watch = body.watch();
     let mut kept = Some(bytes::BytesMut::new());
@@ -1201,22 +1212,20 @@ impl MemoryUnit {
 /// there are no shared dictionaries. (`database` is left out in DB-less mode since Kong
 /// 3.4.)
 fn status(sh: &Shared, q: Option<&str>) -> Response<ProxyBody> {
-    use std::sync::atomic::Ordering::Relaxed;
     let unit = match MemoryUnit::of(q) {
         Ok(u) => u,
         Err(why) => return message(StatusCode::BAD_REQUEST, &why),
     };
-    let m = &sh.metrics;
-    let active = m.active.load(Relaxed).max(0);
+    let c = sh.metrics.connections();
     let body = json!({
         "server": {
-            "connections_active": active,
-            "connections_reading": 0,
-            "connections_writing": active,
-            "connections_waiting": 0,
-            "connections_accepted": m.accepted.load(Relaxed),
-            "connections_handled": m.handled.load(Relaxed) + active as u64,
-            "total_requests": m.requests.load(Relaxed),
+            "connections_active": c.active,
+            "connections_reading": c.reading,
+            "connections_writing": c.writing,
+            "connections_waiting": c.waiting,
+            "connections_accepted": c.accepted,
+            "connections_handled": c.handled,
+            "total_requests": c.requests,
         },
         "memory": {
             "workers_lua_vms": [{"pid": std::process::id(), "http_allocated_gc": unit.show(rss_bytes())}],
@@ -1544,6 +1553,7 @@ pub(crate) async fn read_body(sh: &Shared, body: Incoming) -> Result<Bytes, Resp
         body,
         sh.settings.admin_client_max_body_size,
         sh.settings.client_body_timeout,
+        None,
     );
     let watch = body.watch();
     match tokio::time::timeout(sh.settings.admin_upload_timeout, body.collect()).await {

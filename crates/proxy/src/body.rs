@@ -1,7 +1,7 @@
 //! Response bodies sent to clients: a buffered body (errors, admin API), or an upstream body
-//! streamed through, which enforces the read timeout between chunks and counts bytes for
-//! metrics (an upstream's connection goes back to the pool at the end of its body:
-//! [`RawBody`] for HTTP/1.1, [`H2Body`] for HTTP/2).
+//! streamed through, which enforces the read timeout between chunks and keeps the request's
+//! log ([`Log`]: the bytes it passes on, recorded at its end). An upstream's connection goes
+//! back to the pool at the end of its body: [`RawBody`] for HTTP/1.1, [`H2Body`] for HTTP/2.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::h1_client::RawBody;
-use crate::metrics::RouteStats;
+use crate::metrics::Log;
 use crate::upstream::{H2Conn, Pool, RequestSent};
 
 /// Error type of [`ProxyBody`].
@@ -39,6 +39,15 @@ impl ProxyBody {
     pub fn full(b: impl Into<Bytes>) -> ProxyBody {
         let b = b.into();
         ProxyBody::Full(if b.is_empty() { None } else { Some(b) })
+    }
+
+    /// Keeps the request's `log` until this body is sent: a streamed body records it at its
+    /// end (or when dropped, the client gone), with the body bytes it passed on; a complete
+    /// one at once.
+    pub fn attach_log(&mut self, log: Log) {
+        if let ProxyBody::Upstream(u) = self {
+            u.log = Some(log);
+        }
     }
 }
 
@@ -177,7 +186,9 @@ pub struct UpstreamBody {
     inner: UpBody,
     read_timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
-    stats: Option<Arc<RouteStats>>,
+    /// The request's log, recorded when the body ends (or is dropped).
+    log: Option<Log>,
+    /// Data bytes passed on.
     bytes: u64,
     /// The balancer's peer: held until the response is finished (least-connections counts
     /// it as in flight until then).
@@ -197,14 +208,13 @@ impl UpstreamBody {
     pub fn wrap(
         inner: UpBody,
         read_timeout: Duration,
-        stats: Option<Arc<RouteStats>>,
         peer: Option<silverback_balancer::Peer>,
     ) -> ProxyBody {
         let mut b = UpstreamBody {
             inner,
             read_timeout,
             sleep: None,
-            stats,
+            log: None,
             bytes: 0,
             peer,
         };
@@ -221,8 +231,8 @@ impl UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if let Some(s) = &self.stats {
-            s.egress(self.bytes);
+        if let Some(mut log) = self.log.take() {
+            log.egress(self.bytes);
         }
     }
 }

@@ -624,7 +624,6 @@ async fn accept_loop(
                 }
             }
             sh2.metrics.active.fetch_sub(1, Relaxed);
-            sh2.metrics.handled.fetch_add(1, Relaxed);
         });
     }
     drop(listener);

@@ -55,6 +55,7 @@ use crate::deadline::Deadline;
 use crate::gateway::Shared;
 use crate::h1_client::line;
 use crate::header_buffers::HeaderBuffers;
+use crate::metrics::RouteStats;
 use crate::proxy::{Answer, ConnInfo, RawAnswer, Refusal};
 
 /// Most headers the fast path parses; a request with more goes to hyper (which applies
@@ -591,7 +592,7 @@ where
         drop(head);
 
         // --- the request, through every phase ---
-        let resp = crate::proxy::handle(sh, info, req).await;
+        let (resp, stats) = crate::proxy::handle(sh, info, req, n as u64).await;
 
         // --- the response ---
         let (written, close) = match resp {
@@ -604,14 +605,14 @@ where
                 // after it would write it at once anyway)
                 let slot = slot.as_ref().filter(|_| !close);
                 (
-                    write_response(&mut io, &mut out, slot, resp, head_only).await,
+                    write_response(&mut io, &mut out, slot, resp, head_only, stats).await,
                     close,
                 )
             }
             Answer::Raw(a) => {
                 let slot = slot.as_ref();
                 (
-                    write_raw(&mut io, &mut out, slot, a, head_only).await,
+                    write_raw(&mut io, &mut out, slot, a, head_only, stats).await,
                     false,
                 )
             }
@@ -689,11 +690,12 @@ async fn write_response<T: AsyncWrite + Unpin>(
     slot: Option<&crate::batch_write::Slot>,
     resp: Response<ProxyBody>,
     head_only: bool,
+    stats: Option<Arc<RouteStats>>,
 ) -> io::Result<()> {
     let (parts, body) = resp.into_parts();
     let no_body = no_body(parts.status, head_only);
     head_lines(out, &parts, no_body);
-    write_body_after(io, out, slot, body, no_body).await
+    write_body_after(io, out, slot, body, no_body, stats).await
 }
 
 /// The status line and headers of an answer, without the blank line, the framing left to
@@ -729,6 +731,7 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     slot: Option<&crate::batch_write::Slot>,
     a: RawAnswer,
     head_only: bool,
+    stats: Option<Arc<RouteStats>>,
 ) -> io::Result<()> {
     let status = a.head.status;
     let no_body = no_body(status, head_only);
@@ -744,7 +747,7 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     if !a.head.has_date() {
         date_line(out);
     }
-    write_body_after(io, out, slot, a.body, no_body).await
+    write_body_after(io, out, slot, a.body, no_body, stats).await
 }
 
 fn no_body(status: StatusCode, head_only: bool) -> bool {
@@ -775,16 +778,21 @@ fn date_line(out: &mut Vec<u8>) {
 
 /// Ends the head in `out` with the body's framing and writes both. With a `slot`, a small
 /// complete answer is written at the end of the scheduler's batch ([`crate::batch_write`]):
-/// `out` then holds the slot's empty buffer.
+/// `out` then holds the slot's empty buffer. The head's bytes, and a complete body's, count
+/// on the route's `stats` as they are handed to the socket (or to the batch).
 async fn write_body_after<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Vec<u8>,
     slot: Option<&crate::batch_write::Slot>,
     body: ProxyBody,
     no_body: bool,
+    stats: Option<Arc<RouteStats>>,
 ) -> io::Result<()> {
     if no_body {
         out.extend_from_slice(b"\r\n");
+        if let Some(s) = &stats {
+            s.egress(out.len() as u64);
+        }
         if crate::batch_write::defer_message(slot, out, &[]) {
             return Ok(());
         }
@@ -794,6 +802,9 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
         ProxyBody::Full(b) => {
             let b = b.unwrap_or_default();
             push_length(out, b.len() as u64);
+            if let Some(s) = &stats {
+                s.egress((out.len() + b.len()) as u64);
+            }
             if crate::batch_write::defer_message(slot, out, &b) {
                 return Ok(());
             }
@@ -804,6 +815,10 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
             match exact {
                 Some(n) => push_length(out, n),
                 None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n"),
+            }
+            // (the body counts its own bytes)
+            if let Some(s) = &stats {
+                s.egress(out.len() as u64);
             }
             io.write_all(out).await?;
             crate::h1_client::write_body(io, out, body, exact)

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
@@ -48,7 +48,7 @@ use crate::deadline::Deadline;
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::{ListenerKind, Shared};
 use crate::h1_client::{ExchangeError, Named, RawBody, RawHead, SendBody, SetHeaders};
-use crate::metrics::RouteStats;
+use crate::metrics::{Log, RouteStats};
 use crate::snapshot::Snapshot;
 use crate::upstream::{PoolKey, ReqBody, TlsKey, UpstreamTls, is_h2, no_peer};
 use silverback_balancer::{Outcome as BalancerOutcome, PickContext};
@@ -99,8 +99,33 @@ struct Ctx {
     /// The body format of an error nginx raises in Kong ([`Kind::nginx_error`]).
     nginx_format: Format,
     stats: Option<Arc<RouteStats>>,
-    /// The response came from the upstream and its metrics are recorded.
+    /// The response came from the upstream.
     proxied: bool,
+    /// The request went past the access phase (Kong's `KONG_PROXIED`): an answer that is
+    /// not an error of Kong's (a client gone, 499; a stalled body, 408) then has the
+    /// source `service`.
+    past_access: bool,
+    /// The request's head bytes (counted as ingress once routed).
+    head_bytes: u64,
+    /// The upstream's time to its answer head (ms), once it answered.
+    upstream: Option<u64>,
+    /// The request was answered (or left unanswered on purpose) and counted: a context
+    /// dropped before is a request whose client went away.
+    done: bool,
+}
+
+impl Drop for Ctx {
+    /// A routed request dropped before its answer (the client went away, and the
+    /// connection with it): counted as nginx logs it, 499, with the latencies so far.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(stats) = self.stats.take() {
+            stats.response(499, self.past_access);
+            drop(Log::new(stats, self.start, self.upstream));
+        }
+    }
 }
 
 static X_KONG_REQUEST_ID: Named = Named::new("x-kong-request-id", b"X-Kong-Request-Id");
@@ -227,9 +252,30 @@ pub(crate) async fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, crate::error::Unanswered> {
     let http10 = req.version() == Version::HTTP_10;
-    let mut r = handle(&sh, &conn, req.map(Some)).await.into_response();
+    let head_only = req.method() == Method::HEAD;
+    let head_bytes = request_head_len(&req);
+    // (hyper adds `connection: close` to the answer of a request that asked for it)
+    let asks_close = req.version() == Version::HTTP_11
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let (answer, stats) = handle(&sh, &conn, req.map(Some), head_bytes).await;
+    let mut r = answer.into_response();
     if crate::error::is_unanswered(&r) {
         return Err(crate::error::Unanswered);
+    }
+    if let Some(stats) = stats {
+        let mut sent = response_head_len(&r);
+        if asks_close && !r.headers().contains_key(header::CONNECTION) {
+            sent += "connection: close\r\n".len() as u64;
+        }
+        // (hyper sends no body to a HEAD request; a streamed body counts its own bytes)
+        if let (false, ProxyBody::Full(Some(b))) = (head_only, r.body()) {
+            sent += b.len() as u64;
+        }
+        stats.egress(sent);
     }
     // An HTTP/1.0 client cannot take a chunked answer: one of unknown length ends with the
     // connection, so the connection is not kept. (hyper adds `keep-alive` to an HTTP/1.1
@@ -246,13 +292,69 @@ pub(crate) async fn serve(
     Ok(r)
 }
 
+/// The size of a request head as HTTP/1.1 encodes it (request line, headers, blank
+/// line): nginx's `request_length` counts the head as read; hyper does not tell how many
+/// bytes it read, so the head is measured as it would be written (for HTTP/2, whose head
+/// is HPACK-coded, that is not what came over the wire).
+pub(crate) fn request_head_len<B>(req: &Request<B>) -> u64 {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(1);
+    let target = if req.uri().scheme().is_some() && req.version() != Version::HTTP_2 {
+        req.uri().to_string().len()
+    } else {
+        target
+    };
+    // "METHOD target HTTP/1.1\r\n" ... "\r\n"
+    let mut n = req.method().as_str().len() + 1 + target + 11 + 2;
+    for (name, value) in req.headers() {
+        n += name.as_str().len() + 2 + value.len() + 2;
+    }
+    n as u64
+}
+
+/// The size of an answer's head as hyper will write it in HTTP/1.1 (status line, headers,
+/// the `Date` and framing hyper adds, blank line): the exact bytes are not known on the
+/// hyper path (for HTTP/2, HPACK-coded, they differ).
+pub(crate) fn response_head_len(r: &Response<ProxyBody>) -> u64 {
+    let reason = r
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|p| p.as_bytes().len())
+        .unwrap_or_else(|| r.status().canonical_reason().map_or(0, str::len));
+    // "HTTP/1.1 200 OK\r\n"
+    let mut n = 9 + 3 + 1 + reason + 2;
+    for (name, value) in r.headers() {
+        n += name.as_str().len() + 2 + value.len() + 2;
+    }
+    if !r.headers().contains_key(header::DATE) {
+        // "date: " + IMF-fixdate + "\r\n"
+        n += 6 + 29 + 2;
+    }
+    let framed = r.headers().contains_key(header::CONTENT_LENGTH)
+        || r.headers().contains_key(header::TRANSFER_ENCODING);
+    if !framed {
+        n += match http_body::Body::size_hint(r.body()).exact() {
+            Some(len) => 16 + itoa::Buffer::new().format(len).len() + 2,
+            None => 26 + 2,
+        };
+    }
+    (n + 2) as u64
+}
+
 /// One request through every phase. The body is `None` for a request without one (the
-/// HTTP/1.1 fast path, [`crate::h1_fast`], takes only those).
+/// HTTP/1.1 fast path, [`crate::h1_fast`], takes only those); `head_bytes`: the size of
+/// its head. With the answer, for a request that matched a route, its counters, on which
+/// the writer counts the answer's head bytes and a complete body's bytes as it sends them
+/// (a streamed body counts its own, [`ProxyBody::attach_log`]).
 pub(crate) async fn handle(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
     req: Request<Option<Incoming>>,
-) -> Answer {
+    head_bytes: u64,
+) -> (Answer, Option<Arc<RouteStats>>) {
     sh.metrics.requests.fetch_add(1, Relaxed);
     let present = Present::of(req.headers());
     let mut cx = Ctx {
@@ -262,6 +364,10 @@ pub(crate) async fn handle(
         nginx_format: sh.settings.error_default_type,
         stats: None,
         proxied: false,
+        past_access: false,
+        head_bytes,
+        upstream: None,
+        done: false,
     };
     if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
         cx.format = Format::negotiate(req.headers(), req.version() == Version::HTTP_2);
@@ -293,17 +399,38 @@ pub(crate) async fn handle(
             }
         }
     };
-    let stats = cx.stats.as_ref().unwrap_or(&sh.metrics.unmatched);
+    cx.done = true;
+    // Kong's exporter counts only requests that matched a route
+    let Some(stats) = cx.stats.take() else {
+        return (resp, None);
+    };
     if !cx.proxied {
         let status = if unanswered {
             StatusCode::REQUEST_TIMEOUT
         } else {
             resp.status()
         };
-        stats.response(status.as_u16(), false);
-        stats.latencies(ms(cx.start.elapsed()), ms(cx.start.elapsed()), None);
+        // an unanswered 408 is no error page of Kong's: past the access phase its source
+        // is the service's (`kong.response.get_source()`)
+        stats.response(status.as_u16(), unanswered && cx.past_access);
     }
-    resp
+    let mut resp = resp;
+    let body = match &mut resp {
+        Answer::Map(r) => r.body_mut(),
+        Answer::Raw(a) => &mut a.body,
+    };
+    if matches!(body, ProxyBody::Upstream(_)) && !unanswered {
+        // the latencies end with the streamed body
+        body.attach_log(Log::new(stats.clone(), cx.start, cx.upstream));
+    } else {
+        // a complete body: sent in one write, its time not waited for
+        stats.answered(ms(cx.start.elapsed()), cx.upstream);
+    }
+    if unanswered {
+        // (nothing is sent)
+        return (resp, None);
+    }
+    (resp, Some(stats))
 }
 
 /// The answer to a request that failed with `e` before the upstream answered (Kong's or
@@ -352,14 +479,17 @@ pub(crate) enum Refusal {
 /// On a proxy listener a 400, 405 or 414 goes through nginx's `error_page` to Kong's
 /// handler, its body format taken from the `Accept` and `Content-Type` found in the head if
 /// any; a 501 is nginx's own HTML page whatever they say ([`nginx_answer`]); the headers
-/// Kong's header filter adds are on both. Counted as an unmatched request.
+/// Kong's header filter adds are on both.
 ///
 /// Kong's admin and status servers have no `error_page` lines and run their header filter
 /// inside `location /` only, which a head refused while nginx reads it never reaches: there
 /// every refusal is nginx's own page for its code (a head past the buffers gets the page of
 /// nginx's 494, sent as 400), as `text/html; charset=UTF-8` (those servers set `charset
 /// UTF-8`), without `Server`, request id or latency headers (Kong's nginx writes no
-/// `Server` of its own), and it is not counted.
+/// `Server` of its own).
+///
+/// On every listener the request counts in nginx's request total (`kong_nginx_requests_total`)
+/// and nowhere else: it matched no route, and Kong's exporter records no series for it.
 pub(crate) fn refusal(
     sh: &Shared,
     accept: Option<&[u8]>,
@@ -368,9 +498,9 @@ pub(crate) fn refusal(
     kind: ListenerKind,
 ) -> Response<ProxyBody> {
     let proxied = kind == ListenerKind::Proxy;
-    if proxied {
-        sh.metrics.requests.fetch_add(1, Relaxed);
-    }
+    // (nginx counts the request on every server; it matched no route: no series of Kong's
+    // exporter)
+    sh.metrics.requests.fetch_add(1, Relaxed);
     // nginx's code for the refusal, and the status it is sent with
     let (code, status) = match why {
         Refusal::Bad => (400, StatusCode::BAD_REQUEST),
@@ -392,6 +522,10 @@ pub(crate) fn refusal(
         nginx_format: format,
         stats: None,
         proxied: false,
+        past_access: false,
+        head_bytes: 0,
+        upstream: None,
+        done: true,
     };
     tracing::debug!(request_id = ?cx.rid, reason = ?why, "request head refused");
     // Kong's message for the status, but for nginx's 494, which Kong sends as a 400
@@ -405,8 +539,6 @@ pub(crate) fn refusal(
     };
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    sh.metrics.unmatched.response(status.as_u16(), false);
-    sh.metrics.unmatched.latencies(0, 0, None);
     r
 }
 
@@ -903,9 +1035,8 @@ async fn proxy(
     };
     let route = m.route;
     let stats = snap.route_stats(&sh.metrics, route, m.service);
-    if let Some(n) = content_length {
-        stats.ingress(n);
-    }
+    // the head now, the body's bytes as they are read ([`crate::upstream::ClientBody`])
+    stats.ingress(cx.head_bytes);
     cx.stats = Some(stats.clone());
 
     // --- access ---
@@ -1114,8 +1245,10 @@ async fn proxy(
     };
     set.set(&VIA, via);
 
+    // (the end of Kong's access phase: `KONG_PROXIED`)
+    cx.past_access = true;
     let body: ReqBody = if let Some(body) = body {
-        client_body(sh, route, service, upgrade, content_length, body).await?
+        client_body(sh, route, service, &stats, upgrade, content_length, body).await?
     } else {
         Either::Right(Full::new(Bytes::new()))
     };
@@ -1157,6 +1290,7 @@ async fn client_body(
     sh: &Shared,
     route: &Route,
     service: &Service,
+    stats: &Arc<RouteStats>,
     upgrade: bool,
     content_length: Option<u64>,
     body: Incoming,
@@ -1169,6 +1303,7 @@ async fn client_body(
         body,
         sh.settings.client_max_body_size,
         sh.settings.client_body_timeout,
+        Some(stats.clone()),
     );
     let buffers = route.request_buffering
         && !upgrade
@@ -1669,7 +1804,6 @@ async fn send(
     {
         // The upstream connection goes back to the pool as soon as the body is in.
         let b = read_whole(&mut rbody, read_timeout).await?;
-        up.stats.egress(b.len() as u64);
         peer = None;
         Some(b)
     } else {
@@ -1719,23 +1853,14 @@ async fn send(
         set.append(&SET_COOKIE, v);
     }
     up.stats.response(status.as_u16(), true);
-    // the request's latency includes a body read whole above (the clock is read again only
-    // then)
-    up.stats.latencies(
-        ms(if buffered.is_some() {
-            cx.start.elapsed()
-        } else {
-            t_done.duration_since(cx.start)
-        }),
-        proxy_ms,
-        Some(upstream_ms),
-    );
+    // (the latencies are recorded when the answer ends: [`Log`])
+    cx.upstream = Some(upstream_ms);
     cx.proxied = true;
 
     let mut rp = match head {
         // HTTP/1.1 upstreams: the head goes on as read, with the set headers
         UpHead::Raw(head) => {
-            let body = answer_body(buffered, rbody, read_timeout, &up, peer);
+            let body = answer_body(buffered, rbody, read_timeout, peer);
             return Ok(Answer::Raw(RawAnswer { head, set, body }));
         }
         UpHead::Map(rp) => rp,
@@ -1760,7 +1885,7 @@ async fn send(
     }
 
     // --- body_filter ---
-    let body = answer_body(buffered, rbody, read_timeout, &up, peer);
+    let body = answer_body(buffered, rbody, read_timeout, peer);
     Ok(Response::from_parts(rp, body).into())
 }
 
@@ -2140,12 +2265,11 @@ fn answer_body(
     buffered: Option<Bytes>,
     rbody: UpBody,
     read_timeout: Duration,
-    up: &Upstream<'_>,
     peer: Option<silverback_balancer::Peer>,
 ) -> ProxyBody {
     match buffered {
         Some(b) => ProxyBody::full(b),
-        None => UpstreamBody::wrap(rbody, read_timeout, Some(up.stats.clone()), peer),
+        None => UpstreamBody::wrap(rbody, read_timeout, peer),
     }
 }
 

@@ -223,16 +223,19 @@ impl Snapshot {
         route: &silverback_config::Route,
         service: Option<&silverback_config::Service>,
     ) -> Arc<RouteStats> {
-        let Some(i) = self.route_position(route) else {
-            return metrics.unmatched.clone();
+        // the labels as Kong's exporter takes them: `service.name or service.host`, `""`
+        // without a service; `route.name or route.id`
+        let bind = || {
+            let s = service
+                .map(|s| s.name.as_deref().unwrap_or(&s.host))
+                .unwrap_or("");
+            let r = route.name.clone().unwrap_or_else(|| route.id.to_string());
+            metrics.route(s, &r)
         };
-        self.route_stats[i]
-            .get_or_init(|| {
-                let s = service.and_then(|s| s.name.as_deref()).unwrap_or("");
-                let r = route.name.clone().unwrap_or_else(|| route.id.to_string());
-                metrics.route(s, &r)
-            })
-            .clone()
+        let Some(i) = self.route_position(route) else {
+            return bind();
+        };
+        self.route_stats[i].get_or_init(bind).clone()
     }
 }
 

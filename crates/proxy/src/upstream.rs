@@ -201,6 +201,8 @@ pub struct ClientBody {
     deadline: Option<Deadline>,
     /// How the body failed or ended (see [`BodyWatch`]).
     watch: BodyWatch,
+    /// Where the bytes read from the client count as ingress (a routed request's).
+    stats: Option<Arc<crate::metrics::RouteStats>>,
 }
 
 /// How a [`ClientBody`] failed or ended, readable after it was handed to a client: an
@@ -282,8 +284,13 @@ pub struct BodyTimedOut;
 
 impl ClientBody {
     /// `inner`, limited to `max` bytes (0: no limit, as nginx's `client_max_body_size 0`)
-    /// and to pauses of `idle` between its parts.
-    pub fn new(inner: Incoming, max: u64, idle: Duration) -> ClientBody {
+    /// and to pauses of `idle` between its parts; the bytes read count on `stats`.
+    pub fn new(
+        inner: Incoming,
+        max: u64,
+        idle: Duration,
+        stats: Option<Arc<crate::metrics::RouteStats>>,
+    ) -> ClientBody {
         let body = ClientBody {
             inner,
             ahead: bytes::BytesMut::new(),
@@ -293,6 +300,7 @@ impl ClientBody {
             idle,
             deadline: None,
             watch: BodyWatch::default(),
+            stats,
         };
         if http_body::Body::is_end_stream(&body.inner) {
             body.watch.end();
@@ -358,6 +366,9 @@ impl ClientBody {
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
+                    if let Some(s) = &self.stats {
+                        s.ingress(d.len() as u64);
+                    }
                     match self.left.checked_sub(d.len() as u64) {
                         Some(left) => self.left = left,
                         None => {

@@ -385,8 +385,8 @@ async fn metrics_use_kong_names() {
         assert_eq!(c.get("x", "/one").await.status, 200);
     }
     assert_eq!(c.get("x", "/missing").await.status, 404);
-    // A refused head counts on the proxy, not on the admin API (where nginx answers it
-    // with its own page: Kong's admin server has no `error_page`).
+    // A refused head is answered on the proxy as Kong answers it, and on the admin API as
+    // nginx does (Kong's admin server has no `error_page`); neither matched a route.
     let bad = b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n";
     let out = raw(g.http, bad, std::time::Duration::from_millis(300)).await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
@@ -397,6 +397,8 @@ async fn metrics_use_kong_names() {
         out.ends_with("\r\n\r\n<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n</body>\r\n</html>\r\n"),
         "{out}"
     );
+    let root = get(g.admin, "localhost", "/").await.json();
+    let node = root["node_id"].as_str().unwrap().to_string();
     let r = get(g.status, "localhost", "/metrics").await;
     assert_eq!(r.status, 200);
     let t = r.text();
@@ -404,12 +406,23 @@ async fn metrics_use_kong_names() {
         t.contains(r#"kong_http_requests_total{service="svc",route="r1",code="200",source="service",workspace="default",consumer=""} 3"#),
         "{t}"
     );
+    // As Kong's exporter (3.6+): a request that matched no route (the router's 404, a
+    // refused head) has no per-route series at all, only nginx's request count.
+    assert!(!t.contains(r#"route="""#), "{t}");
+    assert!(!t.contains(r#"code="404""#), "{t}");
+    assert!(!t.contains(r#"code="400""#), "{t}");
+    // every request nginx read: 3 + 404 + two refused heads + the POST /config + this scrape
+    let requests = t
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"kong_nginx_requests_total{node_id=""#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no request count in {t}"));
+    assert!(requests >= 8, "{requests} in {t}");
     assert!(
-        t.contains(r#"kong_http_requests_total{service="",route="",code="404",source="kong""#),
-        "{t}"
-    );
-    assert!(
-        t.contains(r#"kong_http_requests_total{service="",route="",code="400",source="kong",workspace="default",consumer=""} 1"#),
+        t.contains(&format!(
+            r#"kong_nginx_connections_total{{node_id="{node}",subsystem="http",state="total"}} {requests}"#
+        )),
         "{t}"
     );
     assert!(
@@ -418,20 +431,166 @@ async fn metrics_use_kong_names() {
         ),
         "{t}"
     );
-    assert!(t.contains("kong_upstream_latency_ms_bucket"));
-    assert!(t.contains("kong_kong_latency_ms_bucket"));
+    // Kong's buckets per histogram, `le` as Kong prints it
+    assert!(
+        t.contains(r#"kong_request_latency_ms_bucket{service="svc",route="r1",workspace="default",le="25"} "#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"kong_upstream_latency_ms_bucket{service="svc",route="r1",workspace="default",le="60000"} 3"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"kong_kong_latency_ms_bucket{service="svc",route="r1",workspace="default",le="6000"} 3"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"kong_kong_latency_ms_bucket{service="svc",route="r1",workspace="default",le="+Inf"} 3"#),
+        "{t}"
+    );
+    assert!(!t.contains(r#"le="0"#), "{t}");
     assert!(
         t.contains(r#"kong_bandwidth_bytes{service="svc",route="r1",direction="egress""#),
         "{t}"
     );
-    assert!(t.contains(r#"kong_nginx_connections_total{node_id="#));
-    assert!(t.contains(&format!(r#"hash="{}""#, g.gw.config_hash())));
+    assert!(
+        t.contains(r#"kong_bandwidth_bytes{service="svc",route="r1",direction="ingress""#),
+        "{t}"
+    );
+    // the node's own families
+    assert!(
+        t.contains(&format!(
+            "# HELP kong_node_info Kong Node metadata information\n# TYPE kong_node_info gauge\nkong_node_info{{node_id=\"{node}\",version=\"3.10.0\"}} 1\n"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("\nkong_datastore_reachable 1\n"), "{t}");
+    assert!(t.contains("\nkong_nginx_metric_errors_total 0\n"), "{t}");
+    assert!(t.contains("\nkong_nginx_timers{state=\"running\"} "), "{t}");
+    assert!(
+        t.contains("\nkong_nginx_timers{state=\"pending\"} 0\n"),
+        "{t}"
+    );
+    for state in [
+        "accepted", "handled", "active", "reading", "writing", "waiting",
+    ] {
+        assert!(
+            t.contains(&format!(
+                r#"kong_nginx_connections_total{{node_id="{node}",subsystem="http",state="{state}"}} "#
+            )),
+            "{state}: {t}"
+        );
+    }
+    // the configuration hash as a number, without the hash as a label (a new series per
+    // load); the gateway's own swap count under its own prefix
+    let hash = u128::from_str_radix(&g.gw.config_hash(), 16).unwrap() as f64;
+    let shown: f64 = t
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                r#"kong_data_plane_config_hash{{node_id="{node}"}} "#
+            ))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no config hash in {t}"));
+    assert!((shown - hash).abs() <= hash * 1e-13, "{shown} vs {hash}");
+    assert!(!t.contains("hash=\""), "{t}");
+    assert!(t.contains("\nsilverback_config_swaps_total 1\n"), "{t}");
+    assert!(!t.contains("kong_data_plane_config_swaps_total"), "{t}");
     // Also on the admin listener.
     assert!(
         get(g.admin, "localhost", "/metrics")
             .await
             .text()
             .contains("kong_http_requests_total")
+    );
+    g.gw.shutdown().await;
+}
+
+/// `kong_nginx_connections_total` and `/status` agree: `handled` is counted at the accept
+/// (as many as accepted: none is dropped for a limit), `writing` is every open connection.
+#[tokio::test]
+async fn connection_counts_agree_with_status() {
+    let g = Gw::start(None).await;
+    let _open = H1::connect(g.http).await;
+    let s = get(g.admin, "localhost", "/status").await.json();
+    let server = &s["server"];
+    assert_eq!(
+        server["connections_handled"],
+        server["connections_accepted"]
+    );
+    assert_eq!(server["connections_reading"], 0);
+    assert_eq!(server["connections_waiting"], 0);
+    assert_eq!(server["connections_writing"], server["connections_active"]);
+    let t = get(g.status, "localhost", "/metrics").await.text();
+    let state = |st: &str| -> u64 {
+        t.lines()
+            .find(|l| l.contains(&format!(r#"state="{st}"}}"#)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {st} in {t}"))
+    };
+    assert_eq!(state("handled"), state("accepted"));
+    assert!(state("accepted") >= 3, "{t}");
+    assert_eq!(state("writing"), state("active"));
+    assert_eq!(state("reading"), 0);
+    g.gw.shutdown().await;
+}
+
+/// `kong_bandwidth_bytes` as Kong counts it: ingress the request's head and body bytes
+/// (`request_length`), egress the answer's head and body bytes (`bytes_sent`), on the fast
+/// path and on hyper's.
+#[tokio::test]
+async fn bandwidth_counts_heads_and_bodies() {
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    load_config(g.admin, doc(&b, "r2")).await;
+    let wait = std::time::Duration::from_millis(400);
+    // the fast path: a keep-alive GET without a body
+    let fast = b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n";
+    let out1 = raw(g.http, fast, wait).await;
+    assert!(out1.starts_with("HTTP/1.1 200"), "{out1}");
+    // hyper's path: a body (and the connection closed)
+    let slow =
+        b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let out2 = raw(g.http, slow, wait).await;
+    assert!(out2.starts_with("HTTP/1.1 200"), "{out2}");
+    let t = get(g.status, "localhost", "/metrics").await.text();
+    let bytes = |dir: &str| -> u64 {
+        t.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    r#"kong_bandwidth_bytes{{service="svc",route="r1",direction="{dir}",workspace="default",consumer=""}} "#
+                ))
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {dir} in {t}"))
+    };
+    assert_eq!(bytes("ingress"), (fast.len() + slow.len()) as u64, "{t}");
+    assert_eq!(
+        bytes("egress"),
+        (out1.len() + out2.len()) as u64,
+        "{out1}{out2}"
+    );
+    g.gw.shutdown().await;
+}
+
+/// The `service` label is the service's name, or its host when it has none (Kong's
+/// `service.name or service.host`); `route` the route's name or id.
+#[tokio::test]
+async fn metrics_name_an_unnamed_service_by_its_host() {
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    let cfg = format!(
+        r#"{{"_format_version":"3.0","services":[{{"url":"{}","routes":[{{"name":"r9","paths":["/nine"]}}]}}]}}"#,
+        b.url()
+    );
+    load_config(g.admin, cfg).await;
+    assert_eq!(get(g.http, "x", "/nine").await.status, 200);
+    let t = get(g.status, "localhost", "/metrics").await.text();
+    assert!(
+        t.contains(r#"kong_http_requests_total{service="127.0.0.1",route="r9",code="200",source="service",workspace="default",consumer=""} 1"#),
+        "{t}"
     );
     g.gw.shutdown().await;
 }
@@ -550,8 +709,15 @@ async fn the_configuration_hash_is_the_posted_documents_md5() {
             get(g.admin, "localhost", "/status").await.json()["configuration_hash"],
             want.as_str()
         );
+        // (as a number: Kong's `tonumber("0x" .. hash)`, printed as Lua prints it)
         let metrics = get(g.status, "localhost", "/metrics").await.text();
-        assert!(metrics.contains(&want), "{metrics}");
+        let number =
+            silverback_proxy::metrics::lua_number(u128::from_str_radix(&want, 16).unwrap() as f64);
+        assert!(
+            metrics.contains(&format!("}} {number}\n"))
+                && metrics.contains("kong_data_plane_config_hash{"),
+            "{number} in {metrics}"
+        );
     }
     // The same document again with check_hash=1: nothing to do.
     let r = admin_post(
@@ -852,11 +1018,11 @@ async fn loading(admin: std::net::SocketAddr) -> bool {
     r.status == 429
 }
 
-/// Configurations applied so far (`kong_data_plane_config_swaps_total`).
+/// Configurations applied so far (`silverback_config_swaps_total`).
 async fn swaps(status: std::net::SocketAddr) -> u64 {
     let text = get(status, "localhost", "/metrics").await.text();
     text.lines()
-        .find_map(|l| l.strip_prefix("kong_data_plane_config_swaps_total "))
+        .find_map(|l| l.strip_prefix("silverback_config_swaps_total "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no swap count in {text}"))
 }
@@ -4548,5 +4714,65 @@ async fn flattened_errors_name_entities_as_kong_does() {
         &json!({"entity_type": "consumer", "entity": {"username": "alice", "nope": 1},
                 "errors": [{"type": "field", "field": "nope", "message": "unknown field"}]})
     );
+    g.gw.shutdown().await;
+}
+
+/// A client that goes away before its answer (here on hyper's path, which drops the
+/// request then) is counted as nginx logs it: 499, from the `service` once past Kong's
+/// access phase.
+#[tokio::test]
+async fn a_client_gone_before_its_answer_counts_499() {
+    use tokio::io::AsyncWriteExt;
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    load_config(g.admin, doc(&b, "r2")).await;
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    // (a chunked body: not the fast path)
+    s.write_all(
+        b"POST /one/delay/800 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(s);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let t = get(g.status, "localhost", "/metrics").await.text();
+    assert!(
+        t.contains(r#"kong_http_requests_total{service="svc",route="r1",code="499",source="service",workspace="default",consumer=""} 1"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            r#"kong_request_latency_ms_count{service="svc",route="r1",workspace="default"} 1"#
+        ),
+        "{t}"
+    );
+    g.gw.shutdown().await;
+}
+
+/// Latencies end with the answer, as Kong's log phase sees them: a body streamed for
+/// about 200 ms counts in `request` (nginx's `request_time`) and in `kong` (Kong's
+/// `KONG_RECEIVE_TIME`), not in `upstream` (to the upstream's answer head).
+#[tokio::test]
+async fn latencies_end_with_a_streamed_body() {
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    load_config(g.admin, doc(&b, "r2")).await;
+    let r = get(g.http, "x", "/one/slow/10").await;
+    assert_eq!(r.status, 200);
+    let t = get(g.status, "localhost", "/metrics").await.text();
+    let sum = |name: &str| -> u64 {
+        t.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    r#"{name}_sum{{service="svc",route="r1",workspace="default"}} "#
+                ))
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {t}"))
+    };
+    assert!(sum("kong_request_latency_ms") >= 150, "{t}");
+    assert!(sum("kong_kong_latency_ms") >= 150, "{t}");
+    assert!(sum("kong_upstream_latency_ms") < 150, "{t}");
     g.gw.shutdown().await;
 }
