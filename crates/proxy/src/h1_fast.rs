@@ -579,10 +579,11 @@ where
             return Outcome::Closed;
         };
         let head_only = req.method() == Method::HEAD;
-        drop(head);
+        // (kept with the request, shared: its headers go upstream as received)
+        let client = crate::h1_client::ClientHead::new(head);
 
         // --- the request, through every phase ---
-        let resp = crate::proxy::handle(sh, info, req).await;
+        let resp = crate::proxy::handle(sh, info, req, Some(client)).await;
 
         // --- the response ---
         let (written, close) = match resp {
