@@ -582,7 +582,8 @@ where
         };
         let head_only = req.method() == Method::HEAD;
         // (kept with the request, shared: its headers go upstream as received)
-        let client = crate::h1_client::ClientHead::new(head);
+        let lines_at = spans.headers.first().map_or(head.len(), |h| h[0]);
+        let client = crate::h1_client::ClientHead::with_lines_at(head, lines_at);
 
         // --- the request, through every phase ---
         let resp = crate::proxy::handle(sh, info, req, Some(client)).await;
