@@ -461,12 +461,14 @@ impl ConnSetup {
 
     /// `io` behind the framing guard, for hyper's HTTP/1 (and h2c when `h2c`), and the
     /// guard's request for a graceful shutdown of hyper's side; the guard closes the
-    /// connection at `first_head_by` if no request head has come by then.
+    /// connection at `first_head_by` if no request head has come by then, and hands a copy
+    /// of the heads it passes to `heads`, if given.
     fn guard<T>(
         &self,
         io: T,
         first_head_by: Option<std::time::Instant>,
         h2c: bool,
+        heads: Option<Arc<crate::h1_guard::Heads>>,
     ) -> (TokioIo<crate::h1_guard::H1Guard<T>>, Option<Arc<Notify>>) {
         let close_after = Arc::new(Notify::new());
         let guard = crate::h1_guard::H1Guard::new(
@@ -475,7 +477,7 @@ impl ConnSetup {
             self.answerer.clone(),
             close_after.clone(),
         );
-        let io = TokioIo::new(guard.first_head_by(first_head_by));
+        let io = TokioIo::new(guard.first_head_by(first_head_by).keeping_heads(heads));
         (io, Some(close_after))
     }
 }
@@ -725,7 +727,7 @@ async fn serve_conn<S>(
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let io = TokioIo::new(s);
                 let closing = (watcher, None, shutdown);
-                serve_io(sh, kind, (&b.h2_only, true), io, info, closing).await
+                serve_io(sh, kind, (&b.h2_only, true), (io, None), info, closing).await
             } else if kind == ListenerKind::Proxy && sh.settings.fast_h1 {
                 // HTTP/1.1 over TLS: the same fast path as in cleartext (no h2c: without
                 // `h2` by ALPN, nginx reads HTTP/1 on a TLS connection).
@@ -759,13 +761,15 @@ async fn serve_guarded<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, close_after) = b.guard(io, first_head_by, h2c);
+    // (the heads as received, for the proxy's upstream requests: see `h1_guard`)
+    let heads = (kind == ListenerKind::Proxy).then(Arc::default);
+    let (io, close_after) = b.guard(io, first_head_by, h2c, heads.clone());
     let builder = if h2c { &b.builder } else { &b.h1_only };
     serve_io(
         sh,
         kind,
         (builder, false),
-        io,
+        (io, heads),
         info,
         (watcher, close_after, shutdown),
     )
@@ -783,12 +787,13 @@ type Closing<'a> = (
 
 /// `io` served by hyper's builder `b`; `h2_only`: the builder takes HTTP/2 only, and no
 /// connection upgrade (hyper's upgrading server reads the version itself, whatever the
-/// builder says).
+/// builder says). `heads`: the HTTP/1 request heads as received, from the framing guard in
+/// front of hyper, for the proxy's requests.
 async fn serve_io<I>(
     sh: &Arc<Shared>,
     kind: ListenerKind,
     (b, h2_only): (&auto::Builder<TokioExecutor>, bool),
-    io: TokioIo<I>,
+    (io, heads): (TokioIo<I>, Option<Arc<crate::h1_guard::Heads>>),
     info: Arc<ConnInfo>,
     closing: Closing<'_>,
 ) where
@@ -802,7 +807,8 @@ async fn serve_io<I>(
             // (a request that gets no answer fails the service, as on the admin listener)
             let svc = service_fn(move |req| {
                 let busy = activity.begin();
-                let answer = crate::proxy::serve(sh.clone(), info.clone(), req);
+                let client = heads.as_ref().and_then(|h| h.take_for(&req));
+                let answer = crate::proxy::serve(sh.clone(), info.clone(), req, client);
                 async move { answer.await.map(|r| held(Ok(r), busy)) }
             });
             if h2_only {

@@ -47,8 +47,9 @@ const MAX_LINE: usize = 4096;
 
 /// The headers the gateway sets on a message it forwards, kept beside the forwarded head
 /// rather than put into a `HeaderMap` (each insertion or removal hashes): on the upstream
-/// request, Kong's `proxy_set_header`s (Host, `X-Forwarded-*`, `X-Real-IP`, `Via`, ...), which
-/// [`encode_head`] writes after the client's headers of other names; on an upstream's answer,
+/// request, Kong's `proxy_set_header`s (`TE`, `Via`, Host, `X-Forwarded-*`, `X-Real-IP`, ...),
+/// which [`encode_head`] writes, in the order they were set, before the client's headers of
+/// other names (as nginx writes them); on an upstream's answer,
 /// `Via`, `Server`, the latency headers and the request id, which the fast path writes after the
 /// upstream's headers of other names ([`SetHeaders::replaces_raw`]). [`SetHeaders::apply`] puts
 /// them into a `HeaderMap` where one is used (hyper's client and server). A name set to `None`
@@ -63,6 +64,9 @@ pub struct SetHeaders {
     /// The upstream `Host`, set per try ([`SetHeaders::set_host`]); `None` leaves the
     /// client's.
     host: Option<HeaderValue>,
+    /// Where among the items the `Host` line is written ([`SetHeaders::host_here`]): before
+    /// the item at this index (0 unless said otherwise).
+    host_at: usize,
 }
 
 impl SetHeaders {
@@ -72,7 +76,14 @@ impl SetHeaders {
             items: Vec::with_capacity(n),
             lens: 0,
             host: None,
+            host_at: 0,
         }
+    }
+
+    /// The upstream `Host` line goes here, after the headers set so far and before those
+    /// set next (Kong's template sets `TE` and `Via` before it).
+    pub fn host_here(&mut self) {
+        self.host_at = self.items.len();
     }
 
     /// Sets `name` (each name once) to `value`; `None` (or an empty value) removes the
@@ -136,23 +147,23 @@ impl SetHeaders {
         }
     }
 
-    /// Writes the set headers (`name: value` lines), the names in the case Kong's nginx
-    /// writes them ([`Named`]).
-    /// (The upstream `Host` is not among them: [`SetHeaders::write_host`].)
+    /// Writes the set headers (`name: value` lines) in the order they were set, the names in
+    /// the case Kong's nginx writes them ([`Named`]), with the upstream `Host` line, if one is
+    /// set, where [`SetHeaders::host_here`] put it (first by default).
     pub fn write(&self, out: &mut Vec<u8>) {
-        for i in &self.items {
-            if let Some(v) = &i.value {
-                line(out, i.name.wire, v.as_bytes());
+        let (before, after) = self.items.split_at(self.host_at.min(self.items.len()));
+        let write = |out: &mut Vec<u8>, items: &[SetItem]| {
+            for i in items {
+                if let Some(v) = &i.value {
+                    line(out, i.name.wire, v.as_bytes());
+                }
             }
-        }
-    }
-
-    /// Writes the upstream `Host` line, if one is set: first after the request line, where
-    /// nginx and Kong put it (some upstreams and firewalls look for it there).
-    pub fn write_host(&self, out: &mut Vec<u8>) {
+        };
+        write(out, before);
         if let Some(v) = &self.host {
             line(out, b"Host", v.as_bytes());
         }
+        write(out, after);
     }
 }
 
@@ -283,6 +294,164 @@ struct SetItem {
     append: bool,
 }
 
+/// A client's HTTP/1.x request head as it was received (request line, header lines, blank
+/// line), kept with the request so that its headers go upstream as nginx copies them: each
+/// name in its case, in the order received, each value as received (without the whitespace
+/// around it). The headers the proxy removed from the request's `HeaderMap` after parsing
+/// (hop-by-hop ones, those `Connection` names) are listed in `removed` and left out; the
+/// `HeaderMap` stays the request's truth: [`encode_head`] writes from these bytes only when
+/// the lines it would write account for every value in the map, else from the map.
+///
+/// On the fast path the head is the bytes the request was parsed from; on hyper's path, a
+/// copy the framing guard made of the head it passed to hyper, checked against hyper's
+/// request ([`ClientHead::matches`]) before it is used.
+#[derive(Debug, Clone)]
+pub struct ClientHead {
+    head: Bytes,
+    /// Where the header lines start (after the request line).
+    lines_at: usize,
+    /// Names removed from the request's headers since it was parsed.
+    removed: Vec<HeaderName>,
+}
+
+impl ClientHead {
+    /// The head in `head` (from the request line, or empty lines before it, to the blank
+    /// line), already parsed by `httparse` (lines end with LF or CRLF, no obs-fold).
+    pub fn new(head: Bytes) -> ClientHead {
+        let lines_at = request_line(&head).map_or(head.len(), |(_, rest)| head.len() - rest.len());
+        ClientHead::with_lines_at(head, lines_at)
+    }
+
+    /// [`ClientHead::new`] for a caller that knows where the header lines start: at
+    /// `lines_at` (the first name's first byte; the head's length when it has none).
+    pub fn with_lines_at(head: Bytes, lines_at: usize) -> ClientHead {
+        ClientHead {
+            head,
+            lines_at,
+            removed: Vec::new(),
+        }
+    }
+
+    /// Notes that the headers named `name` were removed from the request.
+    pub fn removed(&mut self, name: HeaderName) {
+        self.removed.push(name);
+    }
+
+    /// The request line's method, target and version.
+    fn request_line(&self) -> Option<(&[u8], &[u8], &[u8])> {
+        let (line, _) = request_line(&self.head)?;
+        let mut parts = line.split(|&b| b == b' ');
+        let method = parts.next()?;
+        let target = parts.next()?;
+        let version = parts.next()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some((method, target, version))
+    }
+
+    /// The header lines, in order: (name, value), the value without the whitespace around
+    /// it.
+    fn lines(&self) -> HeaderLines<'_> {
+        HeaderLines {
+            rest: self.head.get(self.lines_at..).unwrap_or_default(),
+        }
+    }
+
+    /// Whether this head is the one hyper parsed into `req`: the same method, target and
+    /// version, as many header lines as values in its map, and the same lines (name without
+    /// its case, and value) whatever their order, as far as a sum of a 64-bit hash of each
+    /// tells. A head that does not match must not be used, for this request or any later
+    /// one of its connection.
+    pub fn matches<B>(&self, req: &http::Request<B>) -> bool {
+        let Some((method, target, version)) = self.request_line() else {
+            return false;
+        };
+        let version_ok = match req.version() {
+            Version::HTTP_11 => version == b"HTTP/1.1",
+            Version::HTTP_10 => version == b"HTTP/1.0",
+            _ => false,
+        };
+        if !version_ok || method != req.method().as_str().as_bytes() {
+            return false;
+        }
+        let uri = req.uri();
+        let target_ok = match (uri.scheme(), uri.path_and_query()) {
+            (None, Some(pq)) if uri.authority().is_none() => target == pq.as_str().as_bytes(),
+            // absolute or authority form: as `http` writes it back (rare, not worth more)
+            _ => target == uri.to_string().as_bytes(),
+        };
+        if !target_ok {
+            return false;
+        }
+        let (mut n, mut sum) = (0usize, 0u64);
+        for (name, value) in self.lines() {
+            n += 1;
+            sum = sum.wrapping_add(line_hash(name, value));
+        }
+        n == req.headers().len()
+            && sum
+                == req.headers().iter().fold(0u64, |s, (k, v)| {
+                    s.wrapping_add(line_hash(k.as_str().as_bytes(), v.as_bytes()))
+                })
+    }
+}
+
+/// FNV-1a of a header line: its name in lower case, a NUL, its value.
+fn line_hash(name: &[u8], value: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let step = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(PRIME);
+    let h = name.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        step(h, b.to_ascii_lowercase())
+    });
+    value.iter().fold(step(h, 0), |h, &b| step(h, b))
+}
+
+/// The request line of a head (empty lines before it skipped, its line end removed), and
+/// the bytes after it.
+fn request_line(head: &[u8]) -> Option<(&[u8], &[u8])> {
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let head = &head[start..];
+    let end = memchr::memchr(b'\n', head)?;
+    let line = &head[..end];
+    Some((line.strip_suffix(b"\r").unwrap_or(line), &head[end + 1..]))
+}
+
+/// The header lines of a head after its request line ([`ClientHead::lines`]).
+struct HeaderLines<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for HeaderLines<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // One pass over the line (a loop beats `memchr` on lines this short): the name up
+        // to the colon, then the value up to the LF. The blank line (or, not in a head
+        // httparse accepted, a line without a colon) ends the head.
+        let rest = self.rest;
+        let colon = rest.iter().position(|&b| b == b':' || b == b'\n');
+        let Some(colon) = colon.filter(|&c| rest[c] == b':') else {
+            self.rest = &[];
+            return None;
+        };
+        let after = &rest[colon + 1..];
+        let Some(end) = after.iter().position(|&b| b == b'\n') else {
+            self.rest = &[];
+            return None;
+        };
+        self.rest = &after[end + 1..];
+        let mut value = &after[..end];
+        while let [rest @ .., b' ' | b'\t' | b'\r'] = value {
+            value = rest;
+        }
+        while let [b' ' | b'\t', rest @ ..] = value {
+            value = rest;
+        }
+        Some((&rest[..colon], value))
+    }
+}
+
 /// An HTTP/1.1 connection to an upstream.
 pub struct H1Conn {
     io: WriteTimed<Box<dyn Io>>,
@@ -379,7 +548,12 @@ fn invalid(msg: &'static str) -> io::Error {
 
 /// The request body to send.
 pub enum SendBody<'a> {
-    /// A complete body (possibly empty), kept by the caller for retries.
+    /// None, and no framing header either: the client's request had no body (neither a
+    /// `Content-Length` nor a chunked body; on HTTP/2, its headers ended the stream), and
+    /// nginx then sends no `Content-Length`, whatever the method.
+    Empty,
+    /// A complete body (possibly empty, sent with `Content-Length: 0`), kept by the caller
+    /// for retries.
     Full(&'a Bytes),
     /// The client's body, streamed; taken when its first byte is about to be written.
     Stream(&'a mut Option<crate::upstream::ClientBody>),
@@ -431,6 +605,7 @@ impl H1Conn {
     pub async fn exchange(
         &mut self,
         parts: &http::request::Parts,
+        client: Option<&ClientHead>,
         set: &SetHeaders,
         body: SendBody<'_>,
         head_limit: usize,
@@ -439,7 +614,7 @@ impl H1Conn {
         // on every request of the fast path)
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let r = self.send(&mut out, parts, set, body).await;
+        let r = self.send(&mut out, (parts, client), set, body).await;
         self.out = out;
         r?;
         let head_req = parts.method == Method::HEAD;
@@ -465,12 +640,13 @@ impl H1Conn {
     pub async fn send_request(
         &mut self,
         parts: &http::request::Parts,
+        client: Option<&ClientHead>,
         set: &SetHeaders,
         body: SendBody<'_>,
     ) -> Result<(), ExchangeError> {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let r = self.send(&mut out, parts, set, body).await;
+        let r = self.send(&mut out, (parts, client), set, body).await;
         self.out = out;
         r
     }
@@ -495,27 +671,23 @@ impl H1Conn {
         }
     }
 
+    /// Writes the request: `parts` (and the client's head as received, if kept) with `set`.
     async fn send(
         &mut self,
         out: &mut Vec<u8>,
-        parts: &http::request::Parts,
+        (parts, client): (&http::request::Parts, Option<&ClientHead>),
         set: &SetHeaders,
         body: SendBody<'_>,
     ) -> Result<(), ExchangeError> {
         use tokio::io::AsyncWriteExt;
+        static NONE: Bytes = Bytes::new();
         match body {
-            SendBody::Full(b) => {
-                let framing = if !b.is_empty() || expects_body(&parts.method) {
-                    Some(b.len() as u64)
-                } else {
-                    None
+            SendBody::Empty | SendBody::Full(_) => {
+                let (b, framing) = match body {
+                    SendBody::Full(b) => (b, ReqFraming::Length(b.len() as u64)),
+                    _ => (&NONE, ReqFraming::None),
                 };
-                encode_head(
-                    out,
-                    parts,
-                    set,
-                    framing.map_or(ReqFraming::None, ReqFraming::Length),
-                );
+                encode_head(out, parts, client, set, framing);
                 if crate::batch_write::defer_message(self.slot.as_ref(), out, b) {
                     return Ok(());
                 }
@@ -535,7 +707,7 @@ impl H1Conn {
                     Some(n) => ReqFraming::Length(n),
                     None => ReqFraming::Chunked,
                 };
-                encode_head(out, parts, set, framing);
+                encode_head(out, parts, client, set, framing);
                 self.io
                     .write_all(out)
                     .await
@@ -1101,12 +1273,6 @@ where
     }
 }
 
-/// Whether a method's request carries `Content-Length: 0` when its body is empty (as
-/// hyper's client sends it).
-fn expects_body(m: &Method) -> bool {
-    matches!(*m, Method::POST | Method::PUT | Method::PATCH)
-}
-
 /// A `Content-Length` value as `ngx_atoof` reads it: digits only (leading zeros allowed),
 /// at most `NGX_MAX_OFF_T_VALUE`.
 fn parse_length(v: &[u8]) -> Option<u64> {
@@ -1120,7 +1286,17 @@ fn parse_length(v: &[u8]) -> Option<u64> {
         .filter(|n| *n <= i64::MAX as u64)
 }
 
-/// The framing written after a request head.
+/// [`encode_head`] with no set headers and no framing, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn tests_encode(
+    out: &mut Vec<u8>,
+    p: &http::request::Parts,
+    client: Option<&ClientHead>,
+) {
+    encode_head(out, p, client, &SetHeaders::default(), ReqFraming::None);
+}
+
+/// The framing written in a request head.
 #[derive(Debug, Clone, Copy)]
 enum ReqFraming {
     None,
@@ -1128,9 +1304,21 @@ enum ReqFraming {
     Chunked,
 }
 
-/// Encodes a request head: the parts' headers except those `set` replaces, then `set`'s; the
-/// parts' own framing headers give way to `framing`.
-fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, set: &SetHeaders, framing: ReqFraming) {
+/// Encodes a request head in the order nginx's proxy module writes it
+/// (`ngx_http_proxy_create_request`): the request line; the headers `set` holds (Kong's
+/// `proxy_set_header`s, in its template's order, Host among them); the framing (nginx's own
+/// `Content-Length` or `Transfer-Encoding`, after the configured ones); then the client's
+/// headers but those `set` replaces and the client's own framing headers. The client's
+/// headers are written from its head as received (`client`: names in their case, in their
+/// order, [`ClientHead`]) when it accounts for every value left in `p`'s headers, else from
+/// `p`'s `HeaderMap` (names in lower case, those of one name together).
+fn encode_head(
+    out: &mut Vec<u8>,
+    p: &http::request::Parts,
+    client: Option<&ClientHead>,
+    set: &SetHeaders,
+    framing: ReqFraming,
+) {
     out.extend_from_slice(p.method.as_str().as_bytes());
     out.push(b' ');
     match p.uri.path_and_query() {
@@ -1138,16 +1326,6 @@ fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, set: &SetHeaders, fr
         None => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    set.write_host(out);
-    for (name, value) in &p.headers {
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || set.replaces_raw(name.as_str().as_bytes())
-        {
-            continue;
-        }
-        line(out, name.as_str().as_bytes(), value.as_bytes());
-    }
     set.write(out);
     match framing {
         ReqFraming::None => {}
@@ -1158,7 +1336,57 @@ fn encode_head(out: &mut Vec<u8>, p: &http::request::Parts, set: &SetHeaders, fr
         }
         ReqFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
+    if !client.is_some_and(|c| client_lines(out, c, p, set)) {
+        for (name, value) in &p.headers {
+            if skipped(name.as_str().as_bytes(), set) {
+                continue;
+            }
+            line(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a client's header `name` is left out of the upstream request: its framing
+/// (written by the gateway) and the names `set` replaces.
+#[inline]
+fn skipped(name: &[u8], set: &SetHeaders) -> bool {
+    (name.len() == 14 && name.eq_ignore_ascii_case(b"content-length"))
+        || (name.len() == 17 && name.eq_ignore_ascii_case(b"transfer-encoding"))
+        || set.replaces_raw(name)
+}
+
+/// Writes the client's header lines from its head as received, but those [`skipped`] and
+/// those removed since it was parsed; `false` (nothing written) when the lines kept do not
+/// account for exactly the values in `p`'s headers (the map changed otherwise, or the head
+/// is not this request's): the caller writes from the map then.
+fn client_lines(
+    out: &mut Vec<u8>,
+    c: &ClientHead,
+    p: &http::request::Parts,
+    set: &SetHeaders,
+) -> bool {
+    let mark = out.len();
+    let mut in_map = 0usize;
+    for (name, value) in c.lines() {
+        if !c.removed.is_empty()
+            && c.removed
+                .iter()
+                .any(|r| name.eq_ignore_ascii_case(r.as_str().as_bytes()))
+        {
+            continue;
+        }
+        in_map += 1;
+        if skipped(name, set) {
+            continue;
+        }
+        line(out, name, value);
+    }
+    if in_map != p.headers.len() {
+        out.truncate(mark);
+        return false;
+    }
+    true
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1650,16 +1878,20 @@ X-Accel-Charset: utf-8\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n";
         let (p, ()) = req.into_parts();
         let mut out = Vec::new();
         let none = SetHeaders::default();
-        encode_head(&mut out, &p, &none, ReqFraming::Length(3));
+        encode_head(&mut out, &p, None, &none, ReqFraming::Length(3));
+        // (the framing before the client's headers, as nginx writes its own)
         assert_eq!(
             out,
-            b"POST /a?b HTTP/1.1\r\nhost: h\r\nContent-Length: 3\r\n\r\n"
+            b"POST /a?b HTTP/1.1\r\nContent-Length: 3\r\nhost: h\r\n\r\n"
         );
         out.clear();
-        encode_head(&mut out, &p, &none, ReqFraming::Chunked);
-        assert!(out.ends_with(b"Transfer-Encoding: chunked\r\n\r\n"));
+        encode_head(&mut out, &p, None, &none, ReqFraming::Chunked);
+        assert_eq!(
+            out,
+            b"POST /a?b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nhost: h\r\n\r\n"
+        );
         out.clear();
-        encode_head(&mut out, &p, &none, ReqFraming::None);
+        encode_head(&mut out, &p, None, &none, ReqFraming::None);
         assert!(!out.windows(7).any(|w| w.eq_ignore_ascii_case(b"content")));
     }
 
@@ -1684,17 +1916,17 @@ X-Accel-Charset: utf-8\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n";
         set.set(&XC, Some(HeaderValue::from_static("new")));
         set.set(&XD, Some(HeaderValue::from_static("")));
         let mut out = Vec::new();
-        encode_head(&mut out, &p, &set, ReqFraming::None);
+        encode_head(&mut out, &p, None, &set, ReqFraming::None);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "GET / HTTP/1.1\r\nhost: client.test\r\nx-keep: 1\r\nX-A: ours\r\nX-C: new\r\n\r\n"
+            "GET / HTTP/1.1\r\nX-A: ours\r\nX-C: new\r\nhost: client.test\r\nx-keep: 1\r\n\r\n"
         );
         set.set_host(Some(HeaderValue::from_static("upstream.test")));
         out.clear();
-        encode_head(&mut out, &p, &set, ReqFraming::None);
+        encode_head(&mut out, &p, None, &set, ReqFraming::None);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "GET / HTTP/1.1\r\nHost: upstream.test\r\nx-keep: 1\r\nX-A: ours\r\nX-C: new\r\n\r\n"
+            "GET / HTTP/1.1\r\nHost: upstream.test\r\nX-A: ours\r\nX-C: new\r\nx-keep: 1\r\n\r\n"
         );
         // the same, put into a HeaderMap (hyper's client)
         let mut h = p.headers.clone();
@@ -1706,5 +1938,119 @@ X-Accel-Charset: utf-8\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n";
         assert!(!h.contains_key("x-d"));
         assert_eq!(h["x-keep"], "1");
         set.apply(&mut h, false);
+    }
+
+    /// A request as hyper (or the fast path) would make it from `head`.
+    fn request_of(head: &'static [u8]) -> http::Request<()> {
+        let mut hdrs = [httparse::EMPTY_HEADER; 16];
+        let mut r = httparse::Request::new(&mut hdrs);
+        assert!(r.parse(head).expect("parses").is_complete());
+        let mut b = http::Request::builder()
+            .method(r.method.expect("method"))
+            .uri(r.path.expect("target"))
+            .version(if r.version == Some(0) {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            });
+        for h in r.headers.iter() {
+            b = b.header(h.name, h.value);
+        }
+        b.body(()).expect("request")
+    }
+
+    static XB: Named = Named::new("x-b", b"X-B");
+    static XF: Named = Named::new("x-forwarded-for", b"X-Forwarded-For");
+
+    #[test]
+    fn client_headers_go_as_received_after_the_set_ones() {
+        const HEAD: &[u8] = b"\r\nGET /p?q HTTP/1.1\r\nHost: client.test\r\nX-Aa: 1\r\nx-bb:2\n\
+            X-AA:  \t3 \t\r\nX-Forwarded-For: 9.9.9.9\r\nContent-Length: 0\r\n\
+            X-B: client\r\nUser-Agent: ua/1\r\n\r\n";
+        let req = request_of(HEAD);
+        let client = ClientHead::new(Bytes::from_static(HEAD));
+        assert!(client.matches(&req));
+        let (p, ()) = req.into_parts();
+        let mut set = SetHeaders::default();
+        set.set(&XB, None);
+        set.host_here();
+        set.set(&XF, Some(HeaderValue::from_static("1.2.3.4")));
+        set.set_host(Some(HeaderValue::from_static("upstream.test")));
+        let mut out = Vec::new();
+        encode_head(&mut out, &p, Some(&client), &set, ReqFraming::Length(0));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET /p?q HTTP/1.1\r\nHost: upstream.test\r\nX-Forwarded-For: 1.2.3.4\r\n\
+             Content-Length: 0\r\nX-Aa: 1\r\nx-bb: 2\r\nX-AA: 3\r\nUser-Agent: ua/1\r\n\r\n"
+        );
+        // without the head: the same headers from the map, lower case, grouped by name
+        out.clear();
+        encode_head(&mut out, &p, None, &set, ReqFraming::Length(0));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET /p?q HTTP/1.1\r\nHost: upstream.test\r\nX-Forwarded-For: 1.2.3.4\r\n\
+             Content-Length: 0\r\nx-aa: 1\r\nx-aa: 3\r\nx-bb: 2\r\nuser-agent: ua/1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn names_removed_from_the_map_are_left_out_and_other_changes_fall_back() {
+        const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: X-Gone, keep-alive\r\n\
+            X-Keep: 1\r\nX-GONE: 2\r\nKeep-Alive: 5\r\n\r\n";
+        let req = request_of(HEAD);
+        let mut client = ClientHead::new(Bytes::from_static(HEAD));
+        let (mut p, ()) = req.into_parts();
+        let none = SetHeaders::default();
+        for n in ["connection", "x-gone", "keep-alive"] {
+            p.headers.remove(n);
+            client.removed(HeaderName::from_static(n));
+        }
+        let mut out = Vec::new();
+        encode_head(&mut out, &p, Some(&client), &none, ReqFraming::None);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Keep: 1\r\n\r\n"
+        );
+        // A removal not noted in the head (or anything else that changes the number of
+        // values): the map is written instead, never a header it no longer has.
+        p.headers.remove("x-keep");
+        out.clear();
+        encode_head(&mut out, &p, Some(&client), &none, ReqFraming::None);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET / HTTP/1.1\r\nhost: h\r\n\r\n"
+        );
+        p.headers.append("x-added", HeaderValue::from_static("a"));
+        p.headers.append("x-added", HeaderValue::from_static("b"));
+        out.clear();
+        encode_head(&mut out, &p, Some(&client), &none, ReqFraming::None);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET / HTTP/1.1\r\nhost: h\r\nx-added: a\r\nx-added: b\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_head_matches_only_its_own_request() {
+        const HEAD: &[u8] = b"POST /a?b HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n";
+        let head = ClientHead::new(Bytes::from_static(HEAD));
+        assert!(head.matches(&request_of(HEAD)));
+        for other in [
+            &b"PUT /a?b HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"POST /a?c HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST /a?b HTTP/1.0\r\nHost: h\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST /a?b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n",
+            b"POST /a?b HTTP/1.1\r\nHost: h\r\nX-A: 12\r\nContent-Length: 2\r\n\r\n",
+            b"POST /a?b HTTP/1.1\r\nHost: h\r\nX-AB: 1\r\nContent-Length: 2\r\n\r\n",
+        ] {
+            assert!(
+                !head.matches(&request_of(other)),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        // absolute form
+        const ABS: &[u8] = b"GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert!(ClientHead::new(Bytes::from_static(ABS)).matches(&request_of(ABS)));
     }
 }

@@ -16,7 +16,9 @@
 //!    `Content-Length` or chunked framing, one `writev` for a buffered body). An upstream's
 //!    headers keep the case they came in, as nginx keeps it; the headers the gateway writes
 //!    itself are in the case Kong's nginx writes them (`Date`, `Content-Length`, `Via`,
-//!    `X-Kong-Request-Id`: [`crate::h1_client::wire_name`]).
+//!    `X-Kong-Request-Id`: [`crate::h1_client::wire_name`]). The request head's bytes go
+//!    with the request ([`crate::h1_client::ClientHead`]), so that the client's headers
+//!    reach an HTTP/1.1 upstream as it sent them, as nginx copies them.
 //!
 //! A head that nginx refuses (unparsable, a request line nginx refuses (`request_line.rs`),
 //! past nginx's head buffers ([`crate::header_buffers`]) or, with `max_headers` at most 64,
@@ -589,10 +591,12 @@ where
             return Outcome::Closed;
         };
         let head_only = req.method() == Method::HEAD;
-        drop(head);
+        // (kept with the request, shared: its headers go upstream as received)
+        let lines_at = spans.headers.first().map_or(head.len(), |h| h[0]);
+        let client = crate::h1_client::ClientHead::with_lines_at(head, lines_at);
 
         // --- the request, through every phase ---
-        let (resp, stats) = crate::proxy::handle(sh, info, req, n as u64).await;
+        let (resp, stats) = crate::proxy::handle(sh, info, req, n as u64, Some(client)).await;
 
         // --- the response ---
         let (written, close) = match resp {

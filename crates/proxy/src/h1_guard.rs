@@ -45,15 +45,97 @@
 //! requests. While a switch is undecided, the bytes after it may be the tunnel's rather than
 //! a request: a head refused then is instead made unparsable for hyper (the last byte of its
 //! blank line becomes a NUL), so that hyper refuses it if it reads it as HTTP at all.
+//!
+//! On a proxy listener the guard also hands a copy of each HTTP/1 head it passes to hyper to
+//! the connection's service, through a small queue ([`Heads`]), so that the request's headers
+//! go upstream in the case and order the client sent them (hyper's parser lowers the names
+//! and groups them by name, and keeps no record of either that it would share). The service
+//! takes the oldest head for each HTTP/1 request hyper gives it and checks it against the
+//! request ([`crate::h1_client::ClientHead::matches`]); past a few heads queued (pipelined
+//! requests hyper has not asked for yet), once the guard stops following the connection, or
+//! after a head that does not match, the connection's requests go on with hyper's
+//! `HeaderMap` (names in lower case).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::h1_client::ClientHead;
 use crate::proxy::Refusal;
+
+/// Most heads [`Heads`] holds: hyper serves one request at a time, so only pipelined ones
+/// queue up; past this many the connection's later requests go without theirs.
+const MAX_QUEUED_HEADS: usize = 4;
+
+/// The HTTP/1 request heads a guard passed to hyper and the connection's service has not
+/// taken yet, oldest first (shared by the two: see the module documentation). Once closed,
+/// no head is added any more; the ones queued before still belong, in order, to the next
+/// requests.
+#[derive(Debug, Default)]
+pub(crate) struct Heads {
+    inner: std::sync::Mutex<Queued>,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    heads: std::collections::VecDeque<Bytes>,
+    closed: bool,
+}
+
+impl Heads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a head passed to hyper (closing the queue instead when it is full).
+    fn push(&self, head: &[u8]) {
+        let mut q = self.lock();
+        if q.closed {
+            return;
+        }
+        if q.heads.len() >= MAX_QUEUED_HEADS {
+            q.closed = true;
+            return;
+        }
+        q.heads.push_back(Bytes::copy_from_slice(head));
+    }
+
+    /// No head is added from now on (the guard no longer follows the requests).
+    fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// The head of `req`, a request hyper parsed, if it is an HTTP/1 request and the oldest
+    /// head queued is its own ([`ClientHead::matches`]). An HTTP/1 request without a head
+    /// queued, or whose head does not match, closes the queue and empties it: the heads can
+    /// no longer be told to belong to the requests that follow.
+    pub(crate) fn take_for<B>(&self, req: &http::Request<B>) -> Option<ClientHead> {
+        if !matches!(
+            req.version(),
+            http::Version::HTTP_10 | http::Version::HTTP_11
+        ) {
+            return None;
+        }
+        let mut q = self.lock();
+        let Some(head) = q.heads.pop_front() else {
+            q.closed = true;
+            return None;
+        };
+        let head = ClientHead::new(head);
+        if head.matches(req) {
+            return Some(head);
+        }
+        q.heads.clear();
+        q.closed = true;
+        None
+    }
+}
 
 /// Longest trailer line the guard follows; beyond it hyper's own limit answers.
 const MAX_TRAILER_LINE: usize = 64 * 1024;
@@ -192,6 +274,9 @@ pub(crate) struct H1Guard<T> {
     /// path hands over unfinished: the timeout the fast path started for it), until it has:
     /// then hyper gets the end of the stream, and the connection closes unanswered.
     first_head_by: Option<crate::deadline::Deadline>,
+    /// Where a copy of each HTTP/1 head passed to hyper goes, for the service (proxy
+    /// listeners only).
+    heads: Option<Arc<Heads>>,
 }
 
 impl<T> std::fmt::Debug for H1Guard<T> {
@@ -233,7 +318,15 @@ impl<T> H1Guard<T> {
             silent: false,
             close_after,
             first_head_by: None,
+            heads: None,
         }
+    }
+
+    /// Hands a copy of each HTTP/1 head passed to hyper to `heads` (see the module
+    /// documentation).
+    pub(crate) fn keeping_heads(mut self, heads: Option<Arc<Heads>>) -> H1Guard<T> {
+        self.heads = heads;
+        self
     }
 
     /// Closes the connection at `at` if no request head (nor the HTTP/2 preface) has come by
@@ -339,6 +432,9 @@ impl<T> H1Guard<T> {
                     if earlier > 0 {
                         out.carried = self.head[..earlier].to_vec();
                     }
+                    if !preface && let Some(q) = &self.heads {
+                        q.push(&self.head);
+                    }
                     // (its own answer, followed in the writes, decides a switch)
                     self.asked.push_back(Asked {
                         head: self.head.starts_with(b"HEAD "),
@@ -429,6 +525,9 @@ impl<T> H1Guard<T> {
     fn pass(&mut self) {
         self.head = Vec::new();
         self.state = State::Pass;
+        if let Some(q) = &self.heads {
+            q.close();
+        }
     }
 
     /// Stops following, handing hyper the start of a head held back (after a protocol
@@ -1629,5 +1728,109 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
         .expect("the end of the stream")
         .unwrap();
         assert_eq!(got, answer);
+    }
+
+    /// The request hyper would make of `head`.
+    fn hyper_request(head: &[u8]) -> http::Request<()> {
+        let mut hdrs = [httparse::EMPTY_HEADER; 16];
+        let mut r = httparse::Request::new(&mut hdrs);
+        assert!(r.parse(head).expect("parses").is_complete());
+        let mut b = http::Request::builder()
+            .method(r.method.expect("method"))
+            .uri(r.path.expect("target"));
+        for h in r.headers.iter() {
+            b = b.header(h.name, h.value);
+        }
+        b.body(()).expect("request")
+    }
+
+    /// Every head passed to hyper is queued for the service, pipelined ones in order, body
+    /// bytes never; each request takes its own, checked.
+    #[test]
+    fn the_heads_passed_are_kept_in_order_for_their_requests() {
+        let heads = Arc::new(Heads::default());
+        let mut g = guard().keeping_heads(Some(heads.clone()));
+        let a: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nX-Aa: 1\r\nContent-Length: 5\r\n\r\n";
+        let b: &[u8] = b"GET /b HTTP/1.1\r\nHost: x\r\nx-BB: 2\r\n\r\n";
+        let mut input = a.to_vec();
+        input.extend_from_slice(b"GET /");
+        input.extend_from_slice(b);
+        for piece in input.chunks(7) {
+            pass_on(&mut g, piece);
+        }
+        let got = heads.take_for(&hyper_request(a)).expect("the first head");
+        assert!(got.matches(&hyper_request(a)));
+        let got = heads.take_for(&hyper_request(b)).expect("the second head");
+        assert!(got.matches(&hyper_request(b)));
+        // an HTTP/2 request never takes one (nor closes the queue)
+        let mut h2 = hyper_request(b);
+        *h2.version_mut() = http::Version::HTTP_2;
+        assert!(heads.take_for(&h2).is_none());
+        pass_on(&mut g, b);
+        assert!(heads.take_for(&hyper_request(b)).is_some());
+    }
+
+    /// A head that is not the request's (hyper would have served a request the guard did
+    /// not see, say): neither it nor any later head is used on the connection; the requests
+    /// go on with hyper's `HeaderMap`.
+    #[test]
+    fn a_mismatched_head_falls_back_to_the_header_map_for_good() {
+        let heads = Arc::new(Heads::default());
+        let mut g = guard().keeping_heads(Some(heads.clone()));
+        let a: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Aa: 1\r\n\r\n";
+        let b: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Aa: 2\r\n\r\n";
+        pass_on(&mut g, a);
+        pass_on(&mut g, a);
+        // the same method, target and count: the value's bytes still tell them apart
+        assert!(heads.take_for(&hyper_request(b)).is_none());
+        // the queue is emptied and closed: the next request (whose head was queued) and
+        // those after it go without
+        assert!(heads.take_for(&hyper_request(a)).is_none());
+        pass_on(&mut g, a);
+        assert!(heads.take_for(&hyper_request(a)).is_none());
+        // the encoder then writes from the map (lower case)
+        let (p, ()) = hyper_request(a).into_parts();
+        let mut out = Vec::new();
+        crate::h1_client::tests_encode(&mut out, &p, None);
+        assert!(
+            out.windows(7).any(|w| w == b"x-aa: 1"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+
+    /// Past a few heads queued (pipelined requests hyper has not asked for yet), no more
+    /// are kept: those queued still serve their requests, the later ones go without.
+    #[test]
+    fn the_queue_is_bounded() {
+        let heads = Arc::new(Heads::default());
+        let mut g = guard().keeping_heads(Some(heads.clone()));
+        let heads_of = |i: usize| format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+        let mut input = Vec::new();
+        for i in 0..MAX_QUEUED_HEADS + 2 {
+            input.extend(heads_of(i));
+        }
+        pass_on(&mut g, &input);
+        for i in 0..MAX_QUEUED_HEADS {
+            assert!(
+                heads.take_for(&hyper_request(&heads_of(i))).is_some(),
+                "{i}"
+            );
+        }
+        let later = heads_of(MAX_QUEUED_HEADS);
+        assert!(heads.take_for(&hyper_request(&later)).is_none());
+        pass_on(&mut g, &later);
+        assert!(heads.take_for(&hyper_request(&later)).is_none());
+    }
+
+    /// The HTTP/2 preface is no head; once the guard stops following (here: the preface),
+    /// nothing more is queued.
+    #[test]
+    fn no_head_is_kept_past_the_preface() {
+        let heads = Arc::new(Heads::default());
+        let mut g = guard().keeping_heads(Some(heads.clone()));
+        pass_on(&mut g, H2_PREFACE);
+        assert!(heads.lock().heads.is_empty());
+        assert!(heads.lock().closed);
     }
 }

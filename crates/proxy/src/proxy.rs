@@ -47,7 +47,7 @@ use crate::body::{H2Body, ProxyBody, UpBody, UpstreamBody};
 use crate::deadline::Deadline;
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::{ListenerKind, Shared};
-use crate::h1_client::{ExchangeError, Named, RawBody, RawHead, SendBody, SetHeaders};
+use crate::h1_client::{ClientHead, ExchangeError, Named, RawBody, RawHead, SendBody, SetHeaders};
 use crate::metrics::{Log, RouteStats};
 use crate::snapshot::Snapshot;
 use crate::upstream::{PoolKey, ReqBody, TlsKey, UpstreamTls, is_h2, no_peer};
@@ -245,11 +245,13 @@ fn num_header(n: u64) -> HeaderValue {
     }
 }
 
-/// Entry point of the proxy listeners.
+/// Entry point of the proxy listeners (hyper's server); `client`: the request's head as
+/// received, when the framing guard kept it ([`crate::h1_guard::Heads`]).
 pub(crate) async fn serve(
     sh: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
+    client: Option<ClientHead>,
 ) -> Result<Response<ProxyBody>, crate::error::Unanswered> {
     let http10 = req.version() == Version::HTTP_10;
     let head_only = req.method() == Method::HEAD;
@@ -261,7 +263,7 @@ pub(crate) async fn serve(
             .get_all(header::CONNECTION)
             .iter()
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    let (answer, stats) = handle(&sh, &conn, req.map(Some), head_bytes).await;
+    let (answer, stats) = handle(&sh, &conn, req.map(Some), head_bytes, client).await;
     let mut r = answer.into_response();
     if crate::error::is_unanswered(&r) {
         return Err(crate::error::Unanswered);
@@ -346,14 +348,17 @@ pub(crate) fn response_head_len(r: &Response<ProxyBody>) -> u64 {
 
 /// One request through every phase. The body is `None` for a request without one (the
 /// HTTP/1.1 fast path, [`crate::h1_fast`], takes only those); `head_bytes`: the size of
-/// its head. With the answer, for a request that matched a route, its counters, on which
-/// the writer counts the answer's head bytes and a complete body's bytes as it sends them
-/// (a streamed body counts its own, [`ProxyBody::attach_log`]).
+/// its head. `client`: an HTTP/1.x request's head as received, from which its headers go to
+/// an HTTP/1.1 upstream in their case and order ([`ClientHead`]). With the answer, for a
+/// request that matched a route, its counters, on which the writer counts the answer's head
+/// bytes and a complete body's bytes as it sends them (a streamed body counts its own,
+/// [`ProxyBody::attach_log`]).
 pub(crate) async fn handle(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
     req: Request<Option<Incoming>>,
     head_bytes: u64,
+    client: Option<ClientHead>,
 ) -> (Answer, Option<Arc<RouteStats>>) {
     sh.metrics.requests.fetch_add(1, Relaxed);
     let present = Present::of(req.headers());
@@ -374,7 +379,7 @@ pub(crate) async fn handle(
         cx.nginx_format = Format::nginx_error(req.headers(), sh.settings.error_default_type);
     }
     let mut unanswered = false;
-    let resp = match proxy(sh, conn, req, present, &mut cx).await {
+    let resp = match proxy(sh, conn, (req, client), present, &mut cx).await {
         Ok(r) => r,
         Err(e) => {
             match e.source {
@@ -761,9 +766,10 @@ fn is_hop_by_hop(n: &HeaderName, keep_upgrade: bool) -> bool {
 }
 
 /// Removes a request's hop-by-hop headers (and those named in `Connection`) before it goes
-/// upstream; `keep_upgrade` for a WebSocket upgrade. (An answer's:
-/// [`strip_answer_hop_by_hop`].)
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+/// upstream; `keep_upgrade` for a WebSocket upgrade. Each name removed is noted in the
+/// client's head as received, if kept (its lines of that name are then left out). (An
+/// answer's: [`strip_answer_hop_by_hop`].)
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, mut client: Option<&mut ClientHead>) {
     // One pass over the (few) names; only the names present are removed (a removal hashes).
     if !h.keys().any(|n| is_hop_by_hop(n, keep_upgrade)) {
         return;
@@ -788,11 +794,18 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             if keep_upgrade && n == header::UPGRADE {
                 continue;
             }
-            h.remove(n);
+            if h.remove(&n).is_some()
+                && let Some(c) = client.as_deref_mut()
+            {
+                c.removed(n);
+            }
         }
     }
     while let Some(n) = h.keys().find(|n| is_hop_by_hop(n, keep_upgrade)).cloned() {
-        h.remove(n);
+        h.remove(&n);
+        if let Some(c) = client.as_deref_mut() {
+            c.removed(n);
+        }
     }
 }
 
@@ -959,7 +972,7 @@ fn path_value(p: &str) -> Option<HeaderValue> {
 async fn proxy(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
-    mut req: Request<Option<Incoming>>,
+    (mut req, mut client_head): (Request<Option<Incoming>>, Option<ClientHead>),
     present: Present,
     cx: &mut Ctx,
 ) -> Result<Answer, Error> {
@@ -1168,6 +1181,11 @@ async fn proxy(
     } else {
         None
     };
+    // Whether the client sent a body, even an empty one (a length, chunks, an HTTP/2 stream
+    // its headers did not end): nginx then sends the upstream a `Content-Length`, and
+    // without one none, whatever the method.
+    let framed = present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
+        || body_pending(req.body().as_ref());
     let (mut parts, body) = req.into_parts();
     let mut pq = escape_path(&m.upstream_path).into_owned();
     if let Some(q) = parts.uri.query() {
@@ -1183,21 +1201,43 @@ async fn proxy(
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
-    strip_hop_by_hop(h, upgrade);
+    strip_hop_by_hop(h, upgrade, client_head.as_mut());
     // The headers the gateway sets (Kong's `proxy_set_header`s), beside the client's head:
-    // they replace the client's of the same names when the upstream request is written.
+    // they replace the client's of the same names when the upstream request is written,
+    // and are written before them, in the order of Kong's template (`TE`, `Via`, `Host`,
+    // `Upgrade`, `Connection`, `X-Forwarded-*`, `X-Real-IP`, `X-Kong-Request-Id`), as nginx
+    // writes its `proxy_set_header`s.
     let mut set = SetHeaders::with_capacity(12);
     set.set(
         &TE,
         te_trailers.then(|| HeaderValue::from_static("trailers")),
     );
+    // Kong sends its `Via` upstream whatever `headers` says.
+    let via = match client_version {
+        Version::HTTP_11 => sh.via_h1.clone(),
+        Version::HTTP_2 => sh.via_h2.clone(),
+        v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
+            .unwrap_or_else(|_| sh.via_h1.clone()),
+    };
+    let client_via = present
+        .has(Present::VIA)
+        .then(|| h.get(header::VIA).and_then(|v| v.to_str().ok()))
+        .flatten();
+    let via = match client_via {
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
+        }
+        None => Some(via),
+    };
+    set.set(&VIA, via);
+    set.host_here();
     if upgrade {
-        // (Kong's `$upstream_connection` and `$upstream_upgrade`)
+        // (Kong's `$upstream_upgrade` and `$upstream_connection`)
+        set.set(&UPGRADE, Some(HeaderValue::from_static("websocket")));
         set.set(
             &CONNECTION,
             Some(HeaderValue::from_static("keep-alive, Upgrade")),
         );
-        set.set(&UPGRADE, Some(HeaderValue::from_static("websocket")));
     }
     let realip = client.ip();
     let real = if realip == conn.peer.ip() {
@@ -1226,24 +1266,6 @@ async fn proxy(
     if sh.settings.headers_upstream.request_id {
         set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
     }
-    // Kong sends its `Via` upstream whatever `headers` says.
-    let via = match client_version {
-        Version::HTTP_11 => sh.via_h1.clone(),
-        Version::HTTP_2 => sh.via_h2.clone(),
-        v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
-            .unwrap_or_else(|_| sh.via_h1.clone()),
-    };
-    let client_via = present
-        .has(Present::VIA)
-        .then(|| h.get(header::VIA).and_then(|v| v.to_str().ok()))
-        .flatten();
-    let via = match client_via {
-        Some(prev) => {
-            HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
-        }
-        None => Some(via),
-    };
-    set.set(&VIA, via);
 
     // (the end of Kong's access phase: `KONG_PROXIED`)
     cx.past_access = true;
@@ -1263,8 +1285,17 @@ async fn proxy(
         pq,
         te_trailers,
         set,
+        client: client_head,
+        framed,
     };
     send(sh, cx, &snap, up, parts, body, client_upgrade).await
+}
+
+/// Whether a request's body has yet to end when its head is in: a chunked HTTP/1 body, or an
+/// HTTP/2 stream its headers did not end (a body announced by a length is told by the
+/// header).
+fn body_pending(body: Option<&Incoming>) -> bool {
+    body.is_some_and(|b| !http_body::Body::is_end_stream(b))
 }
 
 /// The client's body as sent upstream (Kong's `request_buffering`, nginx's
@@ -1401,6 +1432,12 @@ struct Upstream<'a> {
     te_trailers: bool,
     /// The headers the gateway sets on the upstream request.
     set: SetHeaders,
+    /// The client's head as received (HTTP/1.x), for its headers' case and order on an
+    /// HTTP/1.1 upstream.
+    client: Option<ClientHead>,
+    /// Whether the client sent a body, even an empty one (the upstream then gets a
+    /// `Content-Length`).
+    framed: bool,
 }
 
 enum Chan {
@@ -1686,10 +1723,8 @@ async fn send(
                     read_timeout,
                     start: t_start,
                 };
-                return match t
-                    .send(sh, c, p, &up.set, full_bytes.as_ref(), &mut stream_body)
-                    .await
-                {
+                let body = (full_bytes.as_ref(), up.framed, &mut stream_body);
+                return match t.send(sh, c, (p, up.client.as_ref()), &up.set, body).await {
                     Ok(r) => Ok(r),
                     Err((e, sent)) => {
                         spent = sent && !replayable;
@@ -2061,23 +2096,29 @@ struct H1Try<'a> {
 }
 
 impl H1Try<'_> {
-    /// Sends `parts` (with the complete body `full`, or the client's `stream`) on `c` and
-    /// reads the answer's head. A pooled connection found closed before anything was sent is
-    /// replaced by a fresh one. The error says whether the request was (perhaps) sent.
+    /// Sends `parts` (with the client's head as received, if kept; with the complete body
+    /// `full`, or the client's `stream`) on `c` and reads the answer's head. An empty `full`
+    /// body goes without a `Content-Length` unless the client sent a body (`framed`). A
+    /// pooled connection found closed before anything was sent is replaced by a fresh one.
+    /// The error says whether the request was (perhaps) sent.
     async fn send(
         &self,
         sh: &Arc<Shared>,
         mut c: crate::upstream::Conn,
-        parts: &http::request::Parts,
+        (parts, client): (&http::request::Parts, Option<&ClientHead>),
         set: &SetHeaders,
-        full: Option<&Bytes>,
-        stream: &mut Option<crate::upstream::ClientBody>,
+        (full, framed, stream): (
+            Option<&Bytes>,
+            bool,
+            &mut Option<crate::upstream::ClientBody>,
+        ),
     ) -> Result<(UpHead, UpBody), (Error, bool)> {
         // the try's clock reading, read again after a connection that failed
         let mut start = self.start;
         let watch = stream.as_ref().map(crate::upstream::ClientBody::watch);
         loop {
             let body = match full {
+                Some(b) if b.is_empty() && !framed => SendBody::Empty,
                 Some(b) => SendBody::Full(b),
                 None => SendBody::Stream(stream),
             };
@@ -2086,7 +2127,7 @@ impl H1Try<'_> {
             let r = if streaming {
                 // A streamed body goes at the client's pace (`client_body_timeout` between
                 // its parts): the read timeout starts once it is sent.
-                match c.h1.send_request(parts, set, body).await {
+                match c.h1.send_request(parts, client, set, body).await {
                     Err(e) => Some(Err(e)),
                     Ok(()) => {
                         let answer = std::pin::pin!(c.h1.read_answer(
@@ -2099,8 +2140,13 @@ impl H1Try<'_> {
                     }
                 }
             } else {
-                let exchange =
-                    std::pin::pin!(c.h1.exchange(parts, set, body, sh.settings.proxy_buffer_size));
+                let exchange = std::pin::pin!(c.h1.exchange(
+                    parts,
+                    client,
+                    set,
+                    body,
+                    sh.settings.proxy_buffer_size
+                ));
                 // (the try's clock reading, unless the connection was just opened: the
                 // connect time does not count against the read timeout)
                 let now = if c.reused { start } else { Instant::now() };

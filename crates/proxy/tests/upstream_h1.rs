@@ -5,7 +5,9 @@
 //! fresh one), and answers that must be refused (conflicting lengths, a length sent with
 //! chunked coding, bad heads: 502; more in `upstream_answers.rs`).
 //! The same requests are sent through the fast path and through hyper's server
-//! (`fast_h1` off): the answers must not differ.
+//! (`fast_h1` off): the answers must not differ. The request heads the backend receives are
+//! compared byte for byte with what Kong's nginx sends: its headers first, then the client's
+//! as received (case, order, repeated names apart), the hop-by-hop ones left out.
 
 mod support;
 
@@ -21,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The backend: answers by path; `/echo` answers with the body it received (de-chunked);
+/// `/seen` with the request head it received, exactly, then a blank line and the body;
 /// `/close-idle` answers with a length and then closes the connection without saying so.
 async fn backend(conns: Arc<AtomicUsize>) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -97,6 +100,7 @@ async fn serve(mut s: TcpStream) {
             continue;
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let buf_head = buf[..end].to_vec();
         buf.drain(..end + 4);
         let Some(body) = read_body(&mut s, &mut buf, &head).await else {
             return;
@@ -129,6 +133,15 @@ async fn serve(mut s: TcpStream) {
                 )
                 .into_bytes();
                 o.extend_from_slice(&body);
+                o
+            }
+            p if p.starts_with("/seen") => {
+                let mut seen = buf_head.clone();
+                seen.extend_from_slice(b"\r\n\r\n");
+                seen.extend_from_slice(&body);
+                let mut o = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", seen.len())
+                    .into_bytes();
+                o.extend_from_slice(&seen);
                 o
             }
             "/close-idle" => {
@@ -318,6 +331,228 @@ async fn malformed_answers_are_502() {
         // The client connection is still good.
         let r = c.get("x", "/chunked").await;
         assert_eq!(r.text(), "abcdefg");
+    })
+    .await;
+}
+
+/// Sends `raw` on a new connection and reads `n` answers (each framed by its
+/// `Content-Length`); returns their bodies.
+async fn raw_answers(addr: SocketAddr, raw: &[u8], n: usize) -> Vec<String> {
+    let run = async {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        c.write_all(raw).await.expect("write");
+        let mut buf = Vec::new();
+        let mut bodies = Vec::new();
+        while bodies.len() < n {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("an answer with a length");
+                if buf.len() >= end + 4 + len {
+                    assert!(
+                        head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"),
+                        "{head}"
+                    );
+                    bodies.push(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+                    buf.drain(..end + 4 + len);
+                    continue;
+                }
+            }
+            let mut tmp = [0u8; 8192];
+            let k = c.read(&mut tmp).await.expect("read");
+            assert!(k > 0, "closed after {} answers", bodies.len());
+            buf.extend_from_slice(&tmp[..k]);
+        }
+        bodies
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("answers within 10 s")
+}
+
+/// The head a `/seen` answer reports, with the values that vary from run to run (the
+/// upstream's and the gateway's ports, the request id, the server token) replaced by
+/// `<...>`, and its body after a `|`.
+fn seen(answer: &str) -> String {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    let mut out: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        let l = match line.split_once(": ") {
+            Some(("Host", _)) => "Host: <upstream>".to_string(),
+            Some(("X-Forwarded-Port", _)) => "X-Forwarded-Port: <port>".to_string(),
+            Some(("X-Kong-Request-Id", v)) => {
+                assert_eq!(v.len(), 32, "{v}");
+                "X-Kong-Request-Id: <id>".to_string()
+            }
+            Some(("Via", v)) => {
+                let (before, token) = v.rsplit_once(' ').expect("a token");
+                assert!(token.starts_with("kong/"), "{v}");
+                format!("Via: {before} <kong>")
+            }
+            _ => line.to_string(),
+        };
+        out.push(l);
+    }
+    format!("{}\n|{body}", out.join("\n"))
+}
+
+/// The gateway's headers, in the order of Kong's template, for a request to `path` that
+/// sent `Via: 1.0 other` and `X-Forwarded-For: 9.9.9.9` (and `te` when it asked for
+/// trailers).
+fn kongs(method: &str, path: &str, te: bool) -> String {
+    let te = if te { "TE: trailers\n" } else { "" };
+    format!(
+        "{method} {path} HTTP/1.1\n{te}Via: 1.0 other, 1.1 <kong>\nHost: <upstream>\n\
+         X-Forwarded-For: 9.9.9.9, 127.0.0.1\nX-Forwarded-Proto: http\nX-Forwarded-Host: x\n\
+         X-Forwarded-Port: <port>\nX-Forwarded-Path: {path}\nX-Real-IP: 127.0.0.1\n\
+         X-Kong-Request-Id: <id>\n"
+    )
+}
+
+/// The client's headers as the tests send them: mixed case, a name repeated with another
+/// between, the hop-by-hop ones and one `Connection` names, and headers the gateway sets.
+const MIXED: &str = "Host: x\r\nX-Aa: 1\r\nx-bb:2\r\nVia: 1.0 other\r\nX-AA:  3 \r\n\
+    Keep-Alive: timeout=5\r\nX-Forwarded-For: 9.9.9.9\r\nProxy-Connection: keep-alive\r\n\
+    User-Agent: Mixed/1.0\r\nx-kong-request-id: forged\r\n";
+
+/// What is left of [`MIXED`] upstream: the client's own headers, as sent.
+const MIXED_LEFT: &str = "X-Aa: 1\nx-bb: 2\nX-AA: 3\nUser-Agent: Mixed/1.0\n";
+
+#[tokio::test]
+async fn request_headers_go_upstream_as_received_on_the_fast_path() {
+    both(|g, _| async move {
+        // (a simple GET: the fast path when it is on; `Connection: keep-alive` and `TE`
+        // are for the gateway alone)
+        let raw = format!(
+            "GET /seen HTTP/1.1\r\n{}Connection: keep-alive\r\nTE: trailers\r\nX-Last: z\r\n\r\n",
+            MIXED
+        );
+        let got = raw_answers(g.http, raw.as_bytes(), 1).await;
+        assert_eq!(
+            seen(&got[0]),
+            format!("{}{MIXED_LEFT}X-Last: z\n|", kongs("GET", "/seen", true))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_headers_go_upstream_as_received_with_a_body() {
+    both(|g, _| async move {
+        // a body by length (hyper's path), with a header that `Connection` names
+        let raw = format!(
+            "POST /seen HTTP/1.1\r\n{}Connection: X-Gone, keep-alive\r\nContent-Length: 4\r\n\
+             X-Gone: g\r\nX-Last: z\r\n\r\nbody",
+            MIXED
+        );
+        let got = raw_answers(g.http, raw.as_bytes(), 1).await;
+        assert_eq!(
+            seen(&got[0]),
+            format!(
+                "{}Content-Length: 4\n{MIXED_LEFT}X-Last: z\n|body",
+                kongs("POST", "/seen", false)
+            )
+        );
+        // a chunked body, read whole and sent by length (Kong's `request_buffering`)
+        let raw = format!(
+            "POST /seen/chunked HTTP/1.1\r\n{}Transfer-Encoding: chunked\r\nX-Last: z\r\n\r\n\
+             3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            MIXED
+        );
+        let got = raw_answers(g.http, raw.as_bytes(), 1).await;
+        assert_eq!(
+            seen(&got[0]),
+            format!(
+                "{}Content-Length: 5\n{MIXED_LEFT}X-Last: z\n|abcde",
+                kongs("POST", "/seen/chunked", false)
+            )
+        );
+        // HTTP/1.0
+        let raw = format!("GET /seen/10 HTTP/1.0\r\n{}X-Last: z\r\n\r\n", MIXED);
+        let got = raw_answers(g.http, raw.as_bytes(), 1).await;
+        assert_eq!(
+            seen(&got[0]),
+            format!(
+                "{}{MIXED_LEFT}X-Last: z\n|",
+                kongs("GET", "/seen/10", false)
+            )
+            .replace("1.0 other, 1.1 <kong>", "1.0 other, 1 <kong>")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pipelined_requests_each_go_upstream_with_their_own_headers() {
+    both(|g, _| async move {
+        // Three requests in one write, hyper's from the first (it has a body): each head
+        // is its own, the second one's headers differing from the first's.
+        let first = format!(
+            "POST /seen/1 HTTP/1.1\r\n{}Content-Length: 2\r\n\r\nab",
+            MIXED
+        );
+        let second = "PUT /seen/2 HTTP/1.1\r\nhost: x\r\nX-Second: 2\r\nX-Forwarded-For: 9.9.9.9\r\n\
+            Via: 1.0 other\r\nx-second: 22\r\nContent-Length: 1\r\n\r\nc";
+        let third = "GET /seen/3 HTTP/1.1\r\nHost: x\r\nVia: 1.0 other\r\nX-Third: 3\r\n\
+            X-Forwarded-For: 9.9.9.9\r\nConnection: close\r\n\r\n";
+        let raw = format!("{first}{second}{third}");
+        let got = raw_answers(g.http, raw.as_bytes(), 3).await;
+        assert_eq!(
+            seen(&got[0]),
+            format!("{}Content-Length: 2\n{MIXED_LEFT}|ab", kongs("POST", "/seen/1", false))
+        );
+        assert_eq!(
+            seen(&got[1]),
+            format!(
+                "{}Content-Length: 1\nX-Second: 2\nx-second: 22\n|c",
+                kongs("PUT", "/seen/2", false)
+            )
+        );
+        assert_eq!(
+            seen(&got[2]),
+            format!("{}X-Third: 3\n|", kongs("GET", "/seen/3", false))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_content_length_goes_upstream_when_the_client_sent_a_body() {
+    both(|g, _| async move {
+        // As nginx (Kong's `proxy_request_buffering on`): a length when the client sent one
+        // or a chunked body, even empty, whatever the method; none without, even for POST.
+        for (raw, want) in [
+            ("POST /seen HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            (
+                "GET /seen HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                Some("0"),
+            ),
+            (
+                "POST /seen HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                Some("0"),
+            ),
+            (
+                "DELETE /seen HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                Some("0"),
+            ),
+            ("DELETE /seen HTTP/1.1\r\nHost: x\r\n\r\n", None),
+        ] {
+            let got = raw_answers(g.http, raw.as_bytes(), 1).await;
+            let head = got[0].split("\r\n\r\n").next().unwrap_or("").to_string();
+            let lengths: Vec<&str> = head
+                .split("\r\n")
+                .filter_map(|l| l.strip_prefix("Content-Length: "))
+                .collect();
+            assert_eq!(
+                lengths,
+                want.into_iter().collect::<Vec<_>>(),
+                "{raw:?}: {head}"
+            );
+            assert!(!head.contains("Transfer-Encoding"), "{head}");
+        }
     })
     .await;
 }
