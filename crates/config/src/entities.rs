@@ -547,7 +547,7 @@ pub fn schema(kind: EntityKind, flavor: RouterFlavor) -> Record {
 
 fn validate_upstream_name(s: &str) -> Result<(), String> {
     match t::split_host_port(s) {
-        Ok(hp) if hp.is_ip => Err(format!("Invalid name ('{s}'); no ip addresses allowed")),
+        Ok(hp) if hp.is_ip() => Err(format!("Invalid name ('{s}'); no ip addresses allowed")),
         Ok(hp) if hp.port.is_some() => Err(format!("Invalid name ('{s}'); no port allowed")),
         Ok(_) => Ok(()),
         Err(_) => Err(format!("Invalid name ('{s}'); must be a valid hostname")),
@@ -558,7 +558,7 @@ fn validate_target(s: &str) -> Result<(), String> {
     match t::split_host_port(s) {
         Ok(hp) if hp.port == Some(0) => Err(format!("Invalid target ('{s}'); invalid port number")),
         Ok(_) => Ok(()),
-        Err("invalid port number") => Err(format!("Invalid target ('{s}'); invalid port number")),
+        Err(t::HostError::Port) => Err(format!("Invalid target ('{s}'); invalid port number")),
         Err(_) => Err(format!(
             "Invalid target ('{s}'); not a valid hostname or ip address"
         )),

@@ -138,94 +138,237 @@ pub fn is_hostname(s: &str) -> bool {
         })
 }
 
-/// A host split into name and optional port, as `utils.normalize_ip` does.
+/// What Kong's `hostname_type` (`kong/tools/ip.lua`) makes of a value, by its characters
+/// alone: two colons or more make an IPv6 address, digits and dots (colons aside) an IPv4
+/// address, anything else a name. The kind says which parser reads the value, not that it is
+/// valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    /// Digits and dots, with at most one colon.
+    Ipv4,
+    /// Two colons or more.
+    Ipv6,
+    /// Anything else.
+    Name,
+}
+
+/// Kong's `hostname_type` (see [`HostKind`]).
+pub fn hostname_type(s: &str) -> HostKind {
+    let colons = s.bytes().filter(|&b| b == b':').count();
+    if colons > 1 {
+        HostKind::Ipv6
+    } else if s.len() > colons
+        && s.bytes()
+            .all(|b| b == b':' || b == b'.' || b.is_ascii_digit())
+    {
+        HostKind::Ipv4
+    } else {
+        HostKind::Name
+    }
+}
+
+/// A host split into address and optional port, as Kong's `normalize_ip` accepts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort<'a> {
-    /// Hostname or IP (IPv6 without brackets).
+    /// The name or address as written, without the port (and an IPv6 address without its
+    /// brackets). Kong's `normalize_ip` would also normalize an address (`010.0.0.1` to
+    /// `10.0.0.1`, IPv6 fully expanded); this keeps the spelling.
     pub host: &'a str,
     /// The port, when one was given.
     pub port: Option<u16>,
-    /// Whether `host` is an IP address.
-    pub is_ip: bool,
+    /// Which of Kong's parsers read it.
+    pub kind: HostKind,
 }
 
-/// Splits `host[:port]` / `[v6]:port` / `v6` as Kong's `normalize_ip` reads them
-/// (`kong/tools/ip.lua`): a value with two or more colons is an IPv6 address (bracketed when
-/// it has a port); one whose characters other than colons are all digits and dots an IPv4
-/// address (Kong's `hostname_type`); anything else a name as `check_hostname` sees it. Only
-/// an all-digit suffix after the last colon is a port, so `example.com:` and
-/// `example.com:abc` are invalid names, not names with a bad port. Errors: `"invalid port
-/// number"` (a port above 65535) or `"invalid value"`.
-pub fn split_host_port(s: &str) -> Result<HostPort<'_>, &'static str> {
-    let colons = s.bytes().filter(|&b| b == b':').count();
-    if colons >= 2 {
-        if let Some(rest) = s.strip_prefix('[') {
-            let (h, after) = rest.split_once(']').ok_or("invalid value")?;
-            if h.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err("invalid value");
-            }
-            let port = match after {
-                "" => None,
-                p => Some(parse_port(p.strip_prefix(':').ok_or("invalid value")?)?),
-            };
-            return Ok(HostPort {
-                host: h,
-                port,
-                is_ip: true,
-            });
-        }
-        if s.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err("invalid value");
-        }
-        return Ok(HostPort {
-            host: s,
-            port: None,
-            is_ip: true,
-        });
+impl HostPort<'_> {
+    /// Whether the host is an IP address (Kong's `type ~= "name"`).
+    pub fn is_ip(&self) -> bool {
+        self.kind != HostKind::Name
     }
-    let (h, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (h, Some(parse_port(p)?)),
+}
+
+/// Why Kong's `normalize_ip` refuses a value; `Display` gives Kong's error string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostError<'a> {
+    /// `invalid port number`: a port above 65535.
+    Port,
+    /// `invalid ipv4 address: <value>` (`normalize_ipv4`).
+    Ipv4(&'a str),
+    /// `invalid ipv6 address: <value>` (`normalize_ipv6`).
+    Ipv6(&'a str),
+    /// `invalid ipv6 address`, without the value: something other than `:<digits>` after a
+    /// bracketed address (`normalize_ipv6`).
+    Ipv6Suffix,
+    /// `invalid hostname: <value>` (`check_hostname`).
+    Hostname(&'a str),
+}
+
+impl std::fmt::Display for HostError<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostError::Port => f.write_str("invalid port number"),
+            HostError::Ipv4(s) => write!(f, "invalid ipv4 address: {s}"),
+            HostError::Ipv6(s) => write!(f, "invalid ipv6 address: {s}"),
+            HostError::Ipv6Suffix => f.write_str("invalid ipv6 address"),
+            HostError::Hostname(s) => write!(f, "invalid hostname: {s}"),
+        }
+    }
+}
+
+/// Splits and checks `name[:port]`, `ipv4[:port]`, `ipv6` or `[ipv6][:port]` as Kong's
+/// `normalize_ip` (`kong/tools/ip.lua`) does: [`hostname_type`] picks the parser, then
+/// - IPv4 (`normalize_ipv4`): four dot-separated octets of 1 to 3 digits, each at most 255
+///   (`010.0.0.1` is valid), then `:<digits>` or nothing; octets are checked before the port;
+/// - IPv6 (`normalize_ipv6`): an address in brackets (balanced, from the first character)
+///   may be followed by `:<digits>`, checked before the address; an address without brackets
+///   has no port. The address is read as Kong reads it: a leading or trailing `:` gets a `0`,
+///   the first `::` is expanded to the missing groups, and eight groups of 1 to 4 hex digits
+///   must result (so `1:2:3:4:5:6:7::8` is valid, and an embedded IPv4 address is not);
+/// - a name (`check_hostname`): a trailing `:<digits>` is a port, checked first; the rest is
+///   letters, digits, `-`, `.` and `_`, with no empty label but a last one (a trailing dot)
+///   and no label ending with `-`. Kong sets no length limit and lets a label start with
+///   `-`, so this is looser than [`is_hostname`].
+///
+/// A port is any number of digits up to 65535 (`0` and leading zeros included), else
+/// [`HostError::Port`]. One difference: `[v6]:` with nothing after the colon makes Kong's
+/// `normalize_ipv6` raise a Lua error (it compares `tonumber("")`, nil, with 65535); here it
+/// is [`HostError::Ipv6Suffix`].
+pub fn split_host_port(s: &str) -> Result<HostPort<'_>, HostError<'_>> {
+    let kind = hostname_type(s);
+    let (host, port) = match kind {
+        HostKind::Ipv4 => normalize_ipv4(s)?,
+        HostKind::Ipv6 => normalize_ipv6(s)?,
+        HostKind::Name => check_hostname(s)?,
+    };
+    Ok(HostPort { host, port, kind })
+}
+
+/// A port Kong reads with `tonumber` and refuses above 65535; `p` is all ASCII digits.
+fn port_number(p: &str) -> Result<u16, HostError<'static>> {
+    p.parse::<u16>().map_err(|_| HostError::Port)
+}
+
+fn all_digits(p: &str) -> bool {
+    !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn normalize_ipv4(s: &str) -> Result<(&str, Option<u16>), HostError<'_>> {
+    let (addr, port) = match s.split_once(':') {
+        Some((a, p)) if all_digits(p) => (a, Some(p)),
+        Some(_) => return Err(HostError::Ipv4(s)),
         None => (s, None),
     };
-    if h.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Ok(HostPort {
-            host: h,
-            port,
-            is_ip: true,
-        });
+    let mut octets = 0;
+    for o in addr.split('.') {
+        octets += 1;
+        let ok =
+            (1..=3).contains(&o.len()) && all_digits(o) && o.parse::<u16>().is_ok_and(|v| v <= 255);
+        if !ok {
+            return Err(HostError::Ipv4(s));
+        }
     }
-    if looks_like_ipv4(h) || !is_kong_hostname(h) {
-        return Err("invalid value");
+    if octets != 4 {
+        return Err(HostError::Ipv4(s));
     }
-    Ok(HostPort {
-        host: h,
-        port,
-        is_ip: false,
-    })
+    Ok((addr, port.map(port_number).transpose()?))
 }
 
-fn looks_like_ipv4(h: &str) -> bool {
-    !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+/// The end (index of the closing `]`) of a balanced `[...]` starting at the first byte, as
+/// Lua's `%b[]` finds it.
+fn balanced_brackets(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'[') {
+        return None;
+    }
+    let mut depth = 0usize;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'[' => depth += 1,
+            b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
-/// A name as Kong's `check_hostname` accepts it: letters, digits, `-`, `.` and `_`; no label
-/// ending with `-`; no empty label but a last one (a trailing dot). Kong sets no length limit
-/// and accepts a label starting with `-`, so this is looser than [`is_hostname`].
-fn is_kong_hostname(h: &str) -> bool {
-    let body = h.strip_suffix('.').unwrap_or(h);
-    !body.is_empty()
-        && body
+fn normalize_ipv6(s: &str) -> Result<(&str, Option<u16>), HostError<'_>> {
+    let (addr, port) = match balanced_brackets(s) {
+        Some(end) => {
+            let rest = &s[end + 1..];
+            let port = if rest.is_empty() {
+                None
+            } else {
+                let digits = rest
+                    .strip_prefix(':')
+                    .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or(HostError::Ipv6Suffix)?;
+                if digits.is_empty() {
+                    // Kong: a Lua error (see `split_host_port`)
+                    return Err(HostError::Ipv6Suffix);
+                }
+                Some(port_number(digits)?)
+            };
+            (&s[1..end], port)
+        }
+        None => (s, None),
+    };
+    if kong_ipv6(addr) {
+        Ok((addr, port))
+    } else {
+        Err(HostError::Ipv6(s))
+    }
+}
+
+/// Whether `normalize_ipv6` takes `a` (no brackets) as an address.
+fn kong_ipv6(a: &str) -> bool {
+    let mut c = String::with_capacity(a.len() + 20);
+    if a.starts_with(':') {
+        c.push('0');
+    }
+    c.push_str(a);
+    if c.ends_with(':') {
+        c.push('0');
+    }
+    if c.contains("::") {
+        let colons = c.bytes().filter(|&b| b == b':').count();
+        let ins = format!(":{}", "0:".repeat(8usize.saturating_sub(colons)));
+        c = c.replacen("::", &ins, 1);
+    }
+    let mut groups = 0;
+    for g in c.split(':') {
+        groups += 1;
+        if !(1..=4).contains(&g.len()) || !g.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+    }
+    groups == 8
+}
+
+fn check_hostname(s: &str) -> Result<(&str, Option<u16>), HostError<'_>> {
+    let (name, port) = match s.rsplit_once(':') {
+        Some((n, p)) if all_digits(p) => (n, Some(port_number(p)?)),
+        _ => (s, None),
+    };
+    let chars_ok = !name.is_empty()
+        && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && body.split('.').all(|l| !l.is_empty() && !l.ends_with('-'))
-}
-
-/// A port after a colon: all digits (else the value is no `host:port`) and at most 65535.
-fn parse_port(p: &str) -> Result<u16, &'static str> {
-    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("invalid value");
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    // Penlight's `split(name, ".")` keeps a trailing empty label, which Kong allows last
+    let labels = name.split('.').count();
+    let labels_ok = name
+        .split('.')
+        .enumerate()
+        .all(|(i, l)| !l.ends_with('-') && (!l.is_empty() || i + 1 == labels));
+    if chars_ok && labels_ok {
+        Ok((name, port))
+    } else {
+        Err(HostError::Hostname(s))
     }
-    p.parse::<u16>().map_err(|_| "invalid port number")
 }
 
 /// `host`: a hostname or IP without port.
@@ -233,71 +376,52 @@ pub fn host(name: &'static str) -> Field {
     Field::string(name).check_str(validate_host)
 }
 
-/// Validates a `host` value.
+/// Kong's `host` type (`validate_host` in `kong/db/schema/typedefs.lua`): what
+/// [`split_host_port`] accepts, without a port. `must not have a port` for a port, and for
+/// one above 65535 too; `invalid value: <value>` for any other refusal.
 pub fn validate_host(s: &str) -> Result<(), String> {
     match split_host_port(s) {
         Ok(hp) if hp.port.is_none() => Ok(()),
-        Ok(_) => Err(format!("invalid value: {s}")),
+        Ok(_) | Err(HostError::Port) => Err("must not have a port".into()),
         Err(_) => Err(format!("invalid value: {s}")),
     }
 }
 
-/// `host_with_optional_port`.
+/// Kong's `host_with_optional_port` (`validate_host_with_optional_port`): what
+/// [`split_host_port`] accepts, with its error string as the message (`invalid hostname:
+/// …`, `invalid ipv4 address: …`, `invalid port number`, …).
 pub fn validate_host_with_optional_port(s: &str) -> Result<(), String> {
-    match split_host_port(s) {
-        Ok(_) => Ok(()),
-        Err("invalid port number") => Err(format!("invalid port number: {s}")),
-        Err(_) => Err(format!("invalid value: {s}")),
-    }
+    split_host_port(s).map(|_| ()).map_err(|e| e.to_string())
 }
 
-fn check_wildcard(s: &str) -> Result<String, String> {
+/// Kong's route `hosts` element (`typedefs.hosts`): at most one `*` (`match_all`), then a
+/// `*` only as `*.` at the start or `.*` at the end (`match_any`, so `example.*:80` is
+/// refused), then `host_with_optional_port` on the value with its `*` replaced by `abc`
+/// (`validate_host_with_wildcards`), whose messages show that replacement.
+pub fn validate_route_host(s: &str) -> Result<(), String> {
     let n = s.matches('*').count();
     if n > 1 {
         return Err("invalid wildcard: must have at most one wildcard".into());
     }
-    if n == 1 {
-        if let Some(rest) = s.strip_prefix("*.") {
-            return Ok(format!("wildcard.{rest}"));
-        }
-        if let Some(rest) = s.strip_suffix(".*") {
-            return Ok(format!("{rest}.wildcard"));
-        }
-        // `host.*:port`
-        if let Some((h, p)) = s.rsplit_once(':')
-            && let Some(rest) = h.strip_suffix(".*")
-        {
-            return Ok(format!("{rest}.wildcard:{p}"));
-        }
+    if n == 1 && !s.starts_with("*.") && !s.ends_with(".*") {
         return Err("invalid wildcard: must be placed at leftmost or rightmost label".into());
     }
-    Ok(s.to_string())
-}
-
-/// Route `hosts` element: a host with optional port and at most one wildcard label.
-pub fn validate_route_host(s: &str) -> Result<(), String> {
-    let plain = check_wildcard(s)?;
-    match split_host_port(&plain) {
-        Ok(hp) if hp.is_ip && s.contains('*') => Err(format!("invalid value: {s}")),
-        Ok(_) => Ok(()),
-        Err("invalid port number") => Err(format!("invalid port number: {s}")),
-        Err(_) => Err(format!("invalid value: {s}")),
-    }
+    validate_host_with_optional_port(&s.replace('*', "abc"))
 }
 
 /// Kong's `sni` type (`validate_sni` in `kong/db/schema/typedefs.lua`): a hostname without
 /// wildcard, port or IP. The type of route `snis` elements under the `traditional` router
 /// flavor and of an upstream's `healthchecks.active.https_sni`. The checks and messages are
-/// Kong's, in its order: `invalid value: …` for what Kong's `normalize_ip` rejects (a `*`
-/// among them), then `must not be an IP`, then `must not have a port` (a port above 65535
-/// included).
+/// Kong 3.x's, in its order: `must not have a port` for a port above 65535 (whatever the
+/// host), `invalid value: …` for any other refusal of [`split_host_port`] (a `*` among
+/// them), then `must not be an IP` (`010.0.0.1` included), then `must not have a port`.
 pub fn validate_sni(s: &str) -> Result<(), String> {
     match split_host_port(s) {
-        Ok(hp) if hp.is_ip => Err("must not be an IP".into()),
+        Err(HostError::Port) => Err("must not have a port".into()),
+        Err(_) => Err(format!("invalid value: {s}")),
+        Ok(hp) if hp.is_ip() => Err("must not be an IP".into()),
         Ok(hp) if hp.port.is_some() => Err("must not have a port".into()),
         Ok(_) => Ok(()),
-        Err("invalid port number") => Err("must not have a port".into()),
-        Err(_) => Err(format!("invalid value: {s}")),
     }
 }
 
@@ -309,10 +433,7 @@ pub fn validate_sni(s: &str) -> Result<(), String> {
 /// lookup never asks for), and otherwise what [`validate_sni`] accepts. The checks and
 /// messages are Kong's, in its order: the position of the first `*`, then their count, then
 /// [`validate_sni`]'s on the name with its `*` replaced by `wildcard` (which an `invalid
-/// value` message shows, as Kong's does). Names are read as Kong's `normalize_ip` reads them
-/// (see [`split_host_port`]); Kong's `hostname_type` and `check_hostname` are followed for
-/// the cases the tests pin (ports, IPv4/IPv6 look-alikes, label characters), not
-/// necessarily for every IPv6 spelling Kong's own parser accepts or refuses.
+/// value` message shows, as Kong's does).
 pub fn validate_wildcard_host(s: &str) -> Result<(), String> {
     if let Some(i) = s.find('*') {
         if i != 0 && i != s.len() - 1 {
@@ -476,32 +597,215 @@ mod tests {
 
     use super::*;
 
+    /// Kong's `normalize_ip` (`kong/tools/ip.lua`): the parser `hostname_type` picks, the
+    /// host and port it returns, and its error strings.
     #[test]
-    fn hosts() {
-        assert!(validate_route_host("example.com").is_ok());
-        assert!(validate_route_host("*.example.com").is_ok());
-        assert!(validate_route_host("example.*").is_ok());
-        assert!(validate_route_host("example.com:8080").is_ok());
-        assert!(validate_route_host("10.0.0.1").is_ok());
-        assert_eq!(
-            validate_route_host("a.*.com").unwrap_err(),
-            "invalid wildcard: must be placed at leftmost or rightmost label"
-        );
-        assert_eq!(
-            validate_route_host("*.a.*").unwrap_err(),
-            "invalid wildcard: must have at most one wildcard"
-        );
-        assert_eq!(
-            validate_route_host("ex ample").unwrap_err(),
-            "invalid value: ex ample"
-        );
-        assert_eq!(
-            validate_route_host("a.com:99999").unwrap_err(),
-            "invalid port number: a.com:99999"
-        );
-        assert!(validate_host("10.0.0.1").is_ok());
-        assert!(validate_host("::1").is_ok());
-        assert!(validate_host("a.com:80").is_err());
+    fn normalize_ip() {
+        use HostKind::*;
+        let long = format!("{}.example.com", "a".repeat(70));
+        for (value, kind, host, port) in [
+            ("example.com", Name, "example.com", None),
+            ("example.com.", Name, "example.com.", None),
+            ("A.Example.COM", Name, "A.Example.COM", None),
+            ("-a.example.com", Name, "-a.example.com", None),
+            ("a_b.example", Name, "a_b.example", None),
+            (long.as_str(), Name, long.as_str(), None),
+            ("localhost", Name, "localhost", None),
+            ("example.com:80", Name, "example.com", Some(80)),
+            ("example.com.:80", Name, "example.com.", Some(80)),
+            ("example.com:0", Name, "example.com", Some(0)),
+            ("example.com:00080", Name, "example.com", Some(80)),
+            ("example.com:65535", Name, "example.com", Some(65535)),
+            ("10.0.0.1", Ipv4, "10.0.0.1", None),
+            ("010.0.0.1", Ipv4, "010.0.0.1", None),
+            ("001.2.3.4:123", Ipv4, "001.2.3.4", Some(123)),
+            ("0.0.0.0:0", Ipv4, "0.0.0.0", Some(0)),
+            (
+                "255.255.255.255:65535",
+                Ipv4,
+                "255.255.255.255",
+                Some(65535),
+            ),
+            ("::1", Ipv6, "::1", None),
+            ("::", Ipv6, "::", None),
+            ("FE80::1", Ipv6, "FE80::1", None),
+            ("::1:80", Ipv6, "::1:80", None),
+            ("1:2:3:4:5:6:7:8", Ipv6, "1:2:3:4:5:6:7:8", None),
+            // a `::` standing for no group: Kong's expansion takes it
+            ("1:2:3:4:5:6:7::8", Ipv6, "1:2:3:4:5:6:7::8", None),
+            ("[::1]", Ipv6, "::1", None),
+            ("[::1]:80", Ipv6, "::1", Some(80)),
+            ("[2001:db8::1]:0", Ipv6, "2001:db8::1", Some(0)),
+        ] {
+            assert_eq!(
+                split_host_port(value),
+                Ok(HostPort { host, port, kind }),
+                "{value}"
+            );
+        }
+        for (value, message) in [
+            ("", "invalid hostname: "),
+            ("ex ample.com", "invalid hostname: ex ample.com"),
+            ("example.com:", "invalid hostname: example.com:"),
+            ("example.com:abc", "invalid hostname: example.com:abc"),
+            ("example.com:-1", "invalid hostname: example.com:-1"),
+            ("a-.example.com", "invalid hostname: a-.example.com"),
+            ("a..example.com", "invalid hostname: a..example.com"),
+            (".example.com", "invalid hostname: .example.com"),
+            ("example.com..", "invalid hostname: example.com.."),
+            ("[1.2.3.4]:80", "invalid hostname: [1.2.3.4]:80"),
+            ("[]", "invalid hostname: []"),
+            // the port is checked before the name
+            ("example.com:65536", "invalid port number"),
+            ("ex ample:99999", "invalid port number"),
+            ("example.com:99999999999999999999", "invalid port number"),
+            // digits and dots: an IPv4 address to `hostname_type`
+            ("256.0.0.1", "invalid ipv4 address: 256.0.0.1"),
+            ("1.2.3", "invalid ipv4 address: 1.2.3"),
+            ("1.2.3.4.5", "invalid ipv4 address: 1.2.3.4.5"),
+            ("0001.2.3.4", "invalid ipv4 address: 0001.2.3.4"),
+            ("12345", "invalid ipv4 address: 12345"),
+            ("1.2.3.4:", "invalid ipv4 address: 1.2.3.4:"),
+            (":80", "invalid ipv4 address: :80"),
+            ("1.2.3.4:65536", "invalid port number"),
+            // the octets are checked before the port
+            ("1.2.3.256:99999", "invalid ipv4 address: 1.2.3.256:99999"),
+            // two colons or more: an IPv6 address to `hostname_type`
+            ("a:b:c", "invalid ipv6 address: a:b:c"),
+            (
+                "example.com:80:90",
+                "invalid ipv6 address: example.com:80:90",
+            ),
+            ("1::2::3", "invalid ipv6 address: 1::2::3"),
+            (
+                "1:2:3:4:5:6:7:8:9",
+                "invalid ipv6 address: 1:2:3:4:5:6:7:8:9",
+            ),
+            ("::ffff:1.2.3.4", "invalid ipv6 address: ::ffff:1.2.3.4"),
+            ("fe80::1%eth0", "invalid ipv6 address: fe80::1%eth0"),
+            ("12345::1", "invalid ipv6 address: 12345::1"),
+            ("[::1", "invalid ipv6 address: [::1"),
+            ("[::g]:80", "invalid ipv6 address: [::g]:80"),
+            ("*.[::1]", "invalid ipv6 address: *.[::1]"),
+            ("[::1]:abc", "invalid ipv6 address"),
+            ("[::1]x", "invalid ipv6 address"),
+            ("[::1]]:80", "invalid ipv6 address"),
+            // (Kong raises a Lua error here)
+            ("[::1]:", "invalid ipv6 address"),
+            ("[::1]:65536", "invalid port number"),
+            // the port is checked before the address
+            ("[::g]:99999", "invalid port number"),
+        ] {
+            let got = split_host_port(value).map_err(|e| e.to_string());
+            assert_eq!(got, Err(message.to_string()), "{value}");
+        }
+    }
+
+    /// Kong's `validate_host`: `must not have a port` for any port, `invalid value` else.
+    #[test]
+    fn service_hosts() {
+        for ok in [
+            "example.com",
+            "example.com.",
+            "-a.example.com",
+            "10.0.0.1",
+            "010.0.0.1",
+            "::1",
+            "[::1]",
+        ] {
+            assert_eq!(validate_host(ok), Ok(()), "{ok}");
+        }
+        for (bad, message) in [
+            ("example.com:80", "must not have a port"),
+            ("example.com:0", "must not have a port"),
+            ("example.com:65536", "must not have a port"),
+            ("example.com:99999", "must not have a port"),
+            ("1.2.3.4:80", "must not have a port"),
+            ("1.2.3.4:99999", "must not have a port"),
+            ("[::1]:80", "must not have a port"),
+            ("[::1]:99999", "must not have a port"),
+            ("bad host", "invalid value: bad host"),
+            ("example.com:", "invalid value: example.com:"),
+            ("example.com:abc", "invalid value: example.com:abc"),
+            ("a-.example.com", "invalid value: a-.example.com"),
+            ("a:b:c", "invalid value: a:b:c"),
+            ("256.0.0.1", "invalid value: 256.0.0.1"),
+            ("[::1]:abc", "invalid value: [::1]:abc"),
+            ("*.example.com", "invalid value: *.example.com"),
+        ] {
+            assert_eq!(validate_host(bad), Err(message.to_string()), "{bad}");
+        }
+    }
+
+    /// Kong's `validate_host_with_optional_port`: `normalize_ip`'s error as the message.
+    #[test]
+    fn hosts_with_optional_port() {
+        for ok in [
+            "example.com",
+            "example.com:8080",
+            "example.com:0",
+            "010.0.0.1:80",
+            "::1",
+            "[::1]:443",
+        ] {
+            assert_eq!(validate_host_with_optional_port(ok), Ok(()), "{ok}");
+        }
+        for (bad, message) in [
+            ("example.com:abc", "invalid hostname: example.com:abc"),
+            ("example.com:", "invalid hostname: example.com:"),
+            ("example.com:65536", "invalid port number"),
+            ("1.2.3.4.5:80", "invalid ipv4 address: 1.2.3.4.5:80"),
+            ("a:b:c", "invalid ipv6 address: a:b:c"),
+            ("[::1]:abc", "invalid ipv6 address"),
+        ] {
+            assert_eq!(
+                validate_host_with_optional_port(bad),
+                Err(message.to_string()),
+                "{bad}"
+            );
+        }
+    }
+
+    /// Kong's `typedefs.hosts` element: its two patterns, then `host_with_optional_port`
+    /// with `*` replaced by `abc`.
+    #[test]
+    fn route_hosts() {
+        for ok in [
+            "example.com",
+            "*.example.com",
+            "example.*",
+            "*.example.com:80",
+            "example.com:8080",
+            "10.0.0.1",
+            "010.0.0.1:80",
+            "[::1]:80",
+            "*.1.2.3",
+            "1.2.3.*",
+        ] {
+            assert_eq!(validate_route_host(ok), Ok(()), "{ok}");
+        }
+        let label = "invalid wildcard: must be placed at leftmost or rightmost label";
+        let one = "invalid wildcard: must have at most one wildcard";
+        for (bad, message) in [
+            ("a.*.com", label),
+            ("*", label),
+            ("*example.com", label),
+            ("example*", label),
+            ("example.*:80", label),
+            ("*.a.*", one),
+            ("**", one),
+            ("ex ample", "invalid hostname: ex ample"),
+            ("*.ex ample", "invalid hostname: abc.ex ample"),
+            ("*.example.com:abc", "invalid hostname: abc.example.com:abc"),
+            ("example.com:", "invalid hostname: example.com:"),
+            ("example.com:99999", "invalid port number"),
+            ("*.example.com:99999", "invalid port number"),
+            ("256.0.0.1", "invalid ipv4 address: 256.0.0.1"),
+            ("a:b:c", "invalid ipv6 address: a:b:c"),
+            ("*.[::1]", "invalid ipv6 address: abc.[::1]"),
+        ] {
+            assert_eq!(validate_route_host(bad), Err(message.to_string()), "{bad}");
+        }
     }
 
     /// Kong's `validate_wildcard_host`: what it accepts, and its messages in its order.
@@ -516,6 +820,8 @@ mod tests {
             "example.com",
             "example.com.",
             "A.Example.COM",
+            // `wildcard.1.2.3.4` is a name
+            "*.1.2.3.4",
         ] {
             assert_eq!(validate_wildcard_host(ok), Ok(()), "{ok}");
         }
@@ -548,6 +854,8 @@ mod tests {
             ("[::1]:abc", "invalid value: [::1]:abc"),
             ("1.2.3.4:", "invalid value: 1.2.3.4:"),
             ("1.2.3.4:80", "must not be an IP"),
+            ("010.0.0.1", "must not be an IP"),
+            ("1.2.3.4:99999", "must not have a port"),
             ("a-.example.com", "invalid value: a-.example.com"),
             ("a..example.com", "invalid value: a..example.com"),
         ] {
@@ -587,6 +895,13 @@ mod tests {
             ("example.com:99999", "must not have a port"),
             ("example.com:", "invalid value: example.com:"),
             ("ex ample.com", "invalid value: ex ample.com"),
+            ("010.0.0.1", "must not be an IP"),
+            ("001.2.3.4:443", "must not be an IP"),
+            ("1.2.3.4:99999", "must not have a port"),
+            ("[::1]:99999", "must not have a port"),
+            ("256.0.0.1", "invalid value: 256.0.0.1"),
+            ("a:b:c", "invalid value: a:b:c"),
+            ("[::1]:abc", "invalid value: [::1]:abc"),
         ] {
             assert_eq!(validate_sni(bad), Err(message.to_string()), "{bad}");
         }

@@ -390,6 +390,333 @@ fn snis_follow_the_router_flavor() {
     }
 }
 
+/// The host-like fields, each with Kong's verdicts and messages (`kong/db/schema/typedefs.lua`
+/// over `normalize_ip` in `kong/tools/ip.lua`): service `host` (`host`), route `hosts`
+/// elements (`typedefs.hosts`), an upstream's `host_header` (`host_with_optional_port`),
+/// route `snis` elements (`sni` under the traditional router, `wildcard_host` under the
+/// others) and an upstream's `healthchecks.active.https_sni` (`sni`).
+#[test]
+fn host_fields_give_kongs_verdicts() {
+    type Doc = fn(&str) -> serde_json::Value;
+    let service: Doc =
+        |v| json!({"_format_version": "3.0", "services": [{"name": "s", "host": v}]});
+    let route_hosts: Doc = |v| {
+        json!({"_format_version": "3.0", "services": [{"name": "s", "host": "a.com",
+            "routes": [{"name": "r", "hosts": [v]}]}]})
+    };
+    let host_header: Doc =
+        |v| json!({"_format_version": "3.0", "upstreams": [{"name": "u", "host_header": v}]});
+    let route_snis: Doc = |v| {
+        json!({"_format_version": "3.0", "services": [{"name": "s", "host": "a.com",
+            "routes": [{"name": "r", "protocols": ["https"], "snis": [v]}]}]})
+    };
+    let https_sni: Doc = |v| {
+        json!({"_format_version": "3.0", "upstreams": [{"name": "u",
+            "healthchecks": {"active": {"https_sni": v}}}]})
+    };
+    // (document, router flavor, error prefix, value, Kong's message or "" for valid)
+    let trad = RouterFlavor::Traditional;
+    let compat = RouterFlavor::TraditionalCompatible;
+    let cases: &[(Doc, RouterFlavor, &str, &str, &str)] = &[
+        // service `host`: `must not have a port` for any port, `invalid value` else
+        (service, compat, "service[s] host", "example.com", ""),
+        (service, compat, "service[s] host", "example.com.", ""),
+        (service, compat, "service[s] host", "-a.example.com", ""),
+        (service, compat, "service[s] host", "010.0.0.1", ""),
+        (service, compat, "service[s] host", "::1", ""),
+        (service, compat, "service[s] host", "[::1]", ""),
+        (
+            service,
+            compat,
+            "service[s] host",
+            "a.com:80",
+            "must not have a port",
+        ),
+        (
+            service,
+            compat,
+            "service[s] host",
+            "a.com:0",
+            "must not have a port",
+        ),
+        (
+            service,
+            compat,
+            "service[s] host",
+            "a.com:99999",
+            "must not have a port",
+        ),
+        (
+            service,
+            compat,
+            "service[s] host",
+            "[::1]:80",
+            "must not have a port",
+        ),
+        (
+            service,
+            compat,
+            "service[s] host",
+            "a.com:",
+            "invalid value: a.com:",
+        ),
+        (
+            service,
+            compat,
+            "service[s] host",
+            "a.com:abc",
+            "invalid value: a.com:abc",
+        ),
+        (
+            service,
+            compat,
+            "service[s] host",
+            "a-.com",
+            "invalid value: a-.com",
+        ),
+        (
+            service,
+            compat,
+            "service[s] host",
+            "a:b:c",
+            "invalid value: a:b:c",
+        ),
+        (
+            service,
+            compat,
+            "service[s] host",
+            "256.0.0.1",
+            "invalid value: 256.0.0.1",
+        ),
+        // route `hosts`: the wildcard patterns, then `normalize_ip`'s errors with `*` as `abc`
+        (route_hosts, compat, "route[r] hosts.1", "*.a.com:80", ""),
+        (route_hosts, compat, "route[r] hosts.1", "a.*", ""),
+        (route_hosts, compat, "route[r] hosts.1", "010.0.0.1:80", ""),
+        (route_hosts, compat, "route[r] hosts.1", "[::1]:80", ""),
+        (route_hosts, compat, "route[r] hosts.1", "a.com:0", ""),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "a.*:80",
+            "invalid wildcard: must be placed at leftmost or rightmost label",
+        ),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "**",
+            "invalid wildcard: must have at most one wildcard",
+        ),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "a.com:abc",
+            "invalid hostname: a.com:abc",
+        ),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "a.com:",
+            "invalid hostname: a.com:",
+        ),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "*.a b",
+            "invalid hostname: abc.a b",
+        ),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "a.com:65536",
+            "invalid port number",
+        ),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "*.a.com:99999",
+            "invalid port number",
+        ),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "1.2.3:80",
+            "invalid ipv4 address: 1.2.3:80",
+        ),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "a:b:c",
+            "invalid ipv6 address: a:b:c",
+        ),
+        (
+            route_hosts,
+            compat,
+            "route[r] hosts.1",
+            "[::1]:x",
+            "invalid ipv6 address",
+        ),
+        // an upstream's `host_header`: `normalize_ip`'s errors as they are
+        (
+            host_header,
+            compat,
+            "upstream[u] host_header",
+            "a.com:8080",
+            "",
+        ),
+        (
+            host_header,
+            compat,
+            "upstream[u] host_header",
+            "001.2.3.4:80",
+            "",
+        ),
+        (
+            host_header,
+            compat,
+            "upstream[u] host_header",
+            "[::1]:80",
+            "",
+        ),
+        (
+            host_header,
+            compat,
+            "upstream[u] host_header",
+            "a.com:abc",
+            "invalid hostname: a.com:abc",
+        ),
+        (
+            host_header,
+            compat,
+            "upstream[u] host_header",
+            "a.com:65536",
+            "invalid port number",
+        ),
+        (
+            host_header,
+            compat,
+            "upstream[u] host_header",
+            "1.2.3.256",
+            "invalid ipv4 address: 1.2.3.256",
+        ),
+        (
+            host_header,
+            compat,
+            "upstream[u] host_header",
+            "[::1",
+            "invalid ipv6 address: [::1",
+        ),
+        // `sni`: `invalid value`, then `must not be an IP`, then `must not have a port`
+        (route_snis, trad, "route[r] snis.1", "a.com.", ""),
+        (
+            route_snis,
+            trad,
+            "route[r] snis.1",
+            "010.0.0.1",
+            "must not be an IP",
+        ),
+        (
+            route_snis,
+            trad,
+            "route[r] snis.1",
+            "[::1]:443",
+            "must not be an IP",
+        ),
+        (
+            route_snis,
+            trad,
+            "route[r] snis.1",
+            "a.com:443",
+            "must not have a port",
+        ),
+        (
+            route_snis,
+            trad,
+            "route[r] snis.1",
+            "1.2.3.4:99999",
+            "must not have a port",
+        ),
+        (
+            route_snis,
+            trad,
+            "route[r] snis.1",
+            "*.a.com",
+            "invalid value: *.a.com",
+        ),
+        (
+            route_snis,
+            trad,
+            "route[r] snis.1",
+            "a.com:abc",
+            "invalid value: a.com:abc",
+        ),
+        (
+            https_sni,
+            compat,
+            "upstream[u] healthchecks.active.https_sni",
+            "a.com",
+            "",
+        ),
+        (
+            https_sni,
+            compat,
+            "upstream[u] healthchecks.active.https_sni",
+            "001.2.3.4",
+            "must not be an IP",
+        ),
+        (
+            https_sni,
+            compat,
+            "upstream[u] healthchecks.active.https_sni",
+            "a.com:",
+            "invalid value: a.com:",
+        ),
+        // `wildcard_host`: `*` replaced by `wildcard`, which an `invalid value` shows
+        (route_snis, compat, "route[r] snis.1", "*.1.2.3.4", ""),
+        (
+            route_snis,
+            compat,
+            "route[r] snis.1",
+            "010.0.0.1",
+            "must not be an IP",
+        ),
+        (
+            route_snis,
+            compat,
+            "route[r] snis.1",
+            "*.a.com:99999",
+            "must not have a port",
+        ),
+        (
+            route_snis,
+            compat,
+            "route[r] snis.1",
+            "*.a.com:x",
+            "invalid value: wildcard.a.com:x",
+        ),
+    ];
+    for &(make, flavor, prefix, value, message) in cases {
+        let got = match load_with(&make(value).to_string(), flavor) {
+            Ok(_) => vec![],
+            Err(e) => error_lines(&e),
+        };
+        let want: Vec<String> = if message.is_empty() {
+            vec![]
+        } else {
+            vec![format!("{prefix}: {message}")]
+        };
+        assert_eq!(got, want, "{prefix} = {value:?} ({flavor:?})");
+    }
+}
+
 #[test]
 fn expressions_flavor() {
     let case = |name: &str, route: &str, expected: &[&str]| {
