@@ -134,9 +134,17 @@ fn trim_fraction(s: &str) -> &str {
     }
 }
 
-/// Status codes with their own counter slot; others go to a locked map.
-const CODE_RANGES: [(u16, u16); 5] = [(100, 101), (200, 206), (300, 308), (400, 431), (500, 511)];
-const SLOTS: usize = 2 + 7 + 9 + 32 + 12;
+/// Status codes with their own counter slot (nginx's 494 and 499, a client gone, among
+/// them); others go to a locked map.
+const CODE_RANGES: [(u16, u16); 6] = [
+    (100, 101),
+    (200, 206),
+    (300, 308),
+    (400, 431),
+    (494, 499),
+    (500, 511),
+];
+const SLOTS: usize = 2 + 7 + 9 + 32 + 6 + 12;
 
 fn slot(code: u16) -> Option<usize> {
     let mut base = 0;
@@ -565,11 +573,12 @@ mod tests {
 
     #[test]
     fn slots_round_trip() {
-        for code in [100, 101, 200, 206, 300, 308, 400, 404, 431, 500, 511] {
+        for code in [100, 101, 200, 206, 300, 308, 400, 404, 431, 494, 499, 500, 511] {
             assert_eq!(slot_code(slot(code).unwrap()), code);
         }
-        assert_eq!(slot(494), None);
+        assert_eq!(slot(493), None);
         assert_eq!(slot(299), None);
+        assert_eq!(slot(520), None);
     }
 
     #[test]

@@ -754,15 +754,32 @@ fn is_websocket(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// Whether a header is hop-by-hop (one [`strip_hop_by_hop`] removes by name).
+/// Whether a request header is one [`strip_hop_by_hop`] removes by name: the hop-by-hop
+/// ones, and `Expect`, which nginx's proxy module never passes on (it sets it empty by
+/// default; the gateway, like nginx, answers a `100-continue` itself).
 fn is_hop_by_hop(n: &HeaderName, keep_upgrade: bool) -> bool {
     n == header::CONNECTION
+        || n == header::EXPECT
         || n == header::TRANSFER_ENCODING
         || n == header::PROXY_AUTHENTICATE
         || (!keep_upgrade && n == header::UPGRADE)
         || n == KEEP_ALIVE
         || n == PROXY_CONNECTION
         || n == PROXY
+}
+
+/// The values of every `name` line, joined by ", " as nginx joins them for `$http_<name>`
+/// (one line: its value as it is); `None` when there is none, or one is not text.
+fn joined<'h>(h: &'h HeaderMap, name: &HeaderName) -> Option<std::borrow::Cow<'h, str>> {
+    let mut values = h.get_all(name).iter();
+    let first = values.next()?.to_str().ok()?;
+    let mut all = std::borrow::Cow::Borrowed(first);
+    for v in values {
+        let all = all.to_mut();
+        all.push_str(", ");
+        all.push_str(v.to_str().ok()?);
+    }
+    Some(all)
 }
 
 /// Removes a request's hop-by-hop headers (and those named in `Connection`) before it goes
@@ -1201,6 +1218,30 @@ async fn proxy(
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
+    // Kong sends its `Via` upstream whatever `headers` says, after the client's. The
+    // client's `Via` and `X-Forwarded-For` are read before the hop-by-hop headers go, as
+    // Kong reads them (`access.before`, where `Connection`-listed names are cleared in
+    // `access.after`), all their lines joined by ", " as nginx's `$http_*` joins them.
+    let via = match client_version {
+        Version::HTTP_11 => sh.via_h1.clone(),
+        Version::HTTP_2 => sh.via_h2.clone(),
+        v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
+            .unwrap_or_else(|_| sh.via_h1.clone()),
+    };
+    let via = match present
+        .has(Present::VIA)
+        .then(|| joined(h, &header::VIA))
+        .flatten()
+    {
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
+        }
+        None => Some(via),
+    };
+    let client_xff = present
+        .has(Present::X_FORWARDED_FOR)
+        .then(|| joined(h, X_FORWARDED_FOR.name()).map(std::borrow::Cow::into_owned))
+        .flatten();
     strip_hop_by_hop(h, upgrade, client_head.as_mut());
     // The headers the gateway sets (Kong's `proxy_set_header`s), beside the client's head:
     // they replace the client's of the same names when the upstream request is written,
@@ -1212,23 +1253,6 @@ async fn proxy(
         &TE,
         te_trailers.then(|| HeaderValue::from_static("trailers")),
     );
-    // Kong sends its `Via` upstream whatever `headers` says.
-    let via = match client_version {
-        Version::HTTP_11 => sh.via_h1.clone(),
-        Version::HTTP_2 => sh.via_h2.clone(),
-        v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
-            .unwrap_or_else(|_| sh.via_h1.clone()),
-    };
-    let client_via = present
-        .has(Present::VIA)
-        .then(|| h.get(header::VIA).and_then(|v| v.to_str().ok()))
-        .flatten();
-    let via = match client_via {
-        Some(prev) => {
-            HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
-        }
-        None => Some(via),
-    };
     set.set(&VIA, via);
     set.host_here();
     if upgrade {
@@ -1245,10 +1269,6 @@ async fn proxy(
     } else {
         HeaderValue::from_str(&realip.to_string()).ok()
     };
-    let client_xff = present
-        .has(Present::X_FORWARDED_FOR)
-        .then(|| h.get(X_FORWARDED_FOR.name()).and_then(|v| v.to_str().ok()))
-        .flatten();
     let xff = match client_xff {
         Some(prev) => {
             HeaderValue::from_str(&format!("{prev}, {}", conn.peer_ip.to_str().unwrap_or(""))).ok()

@@ -336,7 +336,7 @@ async fn malformed_answers_are_502() {
 }
 
 /// Sends `raw` on a new connection and reads `n` answers (each framed by its
-/// `Content-Length`); returns their bodies.
+/// `Content-Length`; interim ones skipped); returns their bodies.
 async fn raw_answers(addr: SocketAddr, raw: &[u8], n: usize) -> Vec<String> {
     let run = async {
         let mut c = TcpStream::connect(addr).await.expect("connect");
@@ -346,6 +346,11 @@ async fn raw_answers(addr: SocketAddr, raw: &[u8], n: usize) -> Vec<String> {
         while bodies.len() < n {
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                if head.starts_with("http/1.1 1") {
+                    // an interim answer (`100 Continue`): no body, not counted
+                    buf.drain(..end + 4);
+                    continue;
+                }
                 let len: usize = head
                     .lines()
                     .find_map(|l| l.strip_prefix("content-length:"))
@@ -435,6 +440,31 @@ async fn request_headers_go_upstream_as_received_on_the_fast_path() {
             seen(&got[0]),
             format!("{}{MIXED_LEFT}X-Last: z\n|", kongs("GET", "/seen", true))
         );
+    })
+    .await;
+}
+
+/// nginx never passes `Expect` upstream (its proxy module sets it empty); a client's
+/// `Via` and `X-Forwarded-For` lines are all kept, joined by ", " as nginx's `$http_*`
+/// joins them, even when `Connection` names them (Kong reads them before it clears the
+/// names `Connection` lists).
+#[tokio::test]
+async fn expect_is_dropped_and_repeated_forwarding_lines_are_joined() {
+    both(|g, _| async move {
+        let raw = "POST /seen HTTP/1.1\r\nHost: x\r\nVia: 1.0 a\r\nX-Forwarded-For: 1.1.1.1\r\n\
+                   Expect: 100-continue\r\nVia: 1.1 b\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3\r\n\
+                   Connection: Via, X-Forwarded-For\r\nContent-Length: 2\r\n\r\nok";
+        let got = raw_answers(g.http, raw.as_bytes(), 1).await;
+        let seen = seen(&got[0]);
+        assert!(!seen.to_ascii_lowercase().contains("expect"), "{seen}");
+        assert!(seen.contains("\nVia: 1.0 a, 1.1 b, 1.1 <kong>\n"), "{seen}");
+        assert!(
+            seen.contains("\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.1\n"),
+            "{seen}"
+        );
+        assert!(seen.ends_with("|ok"), "{seen}");
+        assert_eq!(seen.matches("Via:").count(), 1, "{seen}");
+        assert_eq!(seen.matches("X-Forwarded-For:").count(), 1, "{seen}");
     })
     .await;
 }
