@@ -333,6 +333,7 @@ const ED448: &[u8] = &[0x2b, 0x65, 0x71];
 const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 const P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
+const SECP256K1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x0a];
 
 /// The key length of an Edwards or Montgomery curve's algorithm.
 fn okp_len(alg: &[u8]) -> Option<usize> {
@@ -407,6 +408,70 @@ impl<'a> Der<'a> {
             return None;
         }
         Some(stripped(c))
+    }
+}
+
+/// What kind of key `key` is, when it is a well-formed key ring cannot sign with ("RSA keys
+/// of 1024 bits are"): RSA outside 2048 to 4096 bits (ring's `PRIVATE_KEY_PUBLIC_MODULUS_MAX_BITS`;
+/// 8192 is its verifier's limit) or with an exponent outside 65537 to 2^33 - 1, EC keys on
+/// curves other than P-256 and P-384, Ed448, DSA, RSA-PSS, key-agreement keys. `None` for a
+/// key of a kind ring takes (what it refused is the key itself) or one that does not parse.
+pub(crate) fn unsupported_signing_key(key: &rustls_pki_types::PrivateKeyDer<'_>) -> Option<String> {
+    use rustls_pki_types::PrivateKeyDer;
+    let rsa = |der: &[u8]| match rsa_private(der)? {
+        PublicKey::Rsa { n, e } => rsa_kind(&n, &e),
+        _ => None,
+    };
+    match key {
+        PrivateKeyDer::Pkcs1(k) => rsa(k.secret_pkcs1_der()),
+        PrivateKeyDer::Sec1(k) => {
+            // ECPrivateKey: version, private key, [0] the curve's OID
+            let mut r = Der(Der(k.secret_sec1_der()).element(SEQUENCE)?);
+            r.element(INTEGER)?;
+            r.element(OCTET_STRING)?;
+            curve_kind(Der(r.optional(0xa0)?).element(OID)?)
+        }
+        PrivateKeyDer::Pkcs8(k) => {
+            // PrivateKeyInfo: version, the algorithm (its OID and parameters), the key
+            let mut r = Der(Der(k.secret_pkcs8_der()).element(SEQUENCE)?);
+            r.element(INTEGER)?;
+            let mut alg = Der(r.element(SEQUENCE)?);
+            match alg.element(OID)? {
+                RSA_ENCRYPTION => rsa(r.element(OCTET_STRING)?),
+                EC_PUBLIC_KEY => curve_kind(alg.element(OID)?),
+                ED25519 => None,
+                RSASSA_PSS => Some("RSA-PSS keys are".into()),
+                ED448 => Some("Ed448 keys are".into()),
+                DSA => Some("DSA keys are".into()),
+                X25519 | X448 => Some("key agreement keys (X25519, X448) are".into()),
+                _ => Some("keys of this algorithm are".into()),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// An RSA key's (modulus `n`, exponent `e`, both without leading zeros) reason to be
+/// refused by ring: its size, or its exponent when the size is one ring takes.
+fn rsa_kind(n: &[u8], e: &[u8]) -> Option<String> {
+    let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
+    if !(2048..=4096).contains(&bits) {
+        return Some(format!("RSA keys of {bits} bits are"));
+    }
+    // (65537 is 0x010001; 2^33 - 1 is ring's `PublicExponent::MAX`)
+    let small = e.len() < 3 || (e.len() == 3 && e < &[0x01, 0x00, 0x01][..]);
+    let large = e.len() > 5 || (e.len() == 5 && e[0] > 1);
+    (small || large).then(|| "RSA keys with a public exponent outside 65537 to 2^33 - 1 are".into())
+}
+
+/// The named curve of an EC key ring refuses; `None` for P-256 and P-384 (what ring refused
+/// is then the key itself, and its own message says so).
+fn curve_kind(oid: &[u8]) -> Option<String> {
+    match oid {
+        P256 | P384 => None,
+        P521 => Some("ECDSA keys on P-521 are".into()),
+        SECP256K1 => Some("ECDSA keys on secp256k1 are".into()),
+        _ => Some("ECDSA keys on this curve are".into()),
     }
 }
 

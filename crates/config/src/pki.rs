@@ -54,130 +54,15 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> &'static str {
 /// than P-256 and P-384, Ed448, DSA, RSA-PSS keys) is named in the error, with what is
 /// supported: OpenSSL, and so Kong, would serve it.
 pub fn signing_key(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, String> {
-    rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| match unsupported(key) {
-        Some(kind) => format!(
-            "invalid key: {kind} not supported (supported: RSA of 2048 to 4096 bits, ECDSA on \
+    rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| {
+        match crate::keys::unsupported_signing_key(key) {
+            Some(kind) => format!(
+                "invalid key: {kind} not supported (supported: RSA of 2048 to 4096 bits, ECDSA on \
              P-256 or P-384, Ed25519)"
-        ),
-        None => format!("invalid key: {e}"),
+            ),
+            None => format!("invalid key: {e}"),
+        }
     })
-}
-
-/// What kind of key `key` is, when it is one ring cannot sign with ("RSA keys of 1024
-/// bits are"); `None` when that cannot be told (a malformed key).
-fn unsupported(key: &PrivateKeyDer<'_>) -> Option<String> {
-    match key {
-        PrivateKeyDer::Pkcs1(k) => rsa_kind(k.secret_pkcs1_der()),
-        PrivateKeyDer::Sec1(k) => {
-            // ECPrivateKey: version, private key, [0] the curve's OID
-            let (_, body, _) = der(k.secret_sec1_der()).filter(|t| t.0 == SEQUENCE)?;
-            let (_, _, rest) = der(body)?;
-            let (_, _, mut rest) = der(rest)?;
-            while let Some((tag, value, next)) = der(rest) {
-                if tag == 0xa0 {
-                    return curve_kind(der(value)?.1);
-                }
-                rest = next;
-            }
-            None
-        }
-        PrivateKeyDer::Pkcs8(k) => {
-            // PrivateKeyInfo: version, the algorithm (its OID and parameters), the key
-            let (_, body, _) = der(k.secret_pkcs8_der()).filter(|t| t.0 == SEQUENCE)?;
-            let (_, _, rest) = der(body)?;
-            let (_, algorithm, rest) = der(rest).filter(|t| t.0 == SEQUENCE)?;
-            let (_, oid, params) = der(algorithm).filter(|t| t.0 == OID)?;
-            match oid {
-                RSA_ENCRYPTION => {
-                    let (_, inner, _) = der(rest).filter(|t| t.0 == OCTET_STRING)?;
-                    rsa_kind(inner)
-                }
-                EC_PUBLIC_KEY => curve_kind(der(params).filter(|t| t.0 == OID)?.1),
-                RSA_PSS => Some("RSA-PSS keys are".into()),
-                ED448 => Some("Ed448 keys are".into()),
-                // (a supported kind: what ring refused is the key itself)
-                ED25519 => None,
-                DSA => Some("DSA keys are".into()),
-                X25519 | X448 => Some("key agreement keys (X25519, X448) are".into()),
-                _ => Some("keys of this algorithm are".into()),
-            }
-        }
-        _ => None,
-    }
-}
-
-const SEQUENCE: u8 = 0x30;
-const OID: u8 = 0x06;
-const OCTET_STRING: u8 = 0x04;
-const INTEGER: u8 = 0x02;
-/// 1.2.840.113549.1.1.1, 1.2.840.113549.1.1.10, 1.2.840.10045.2.1, 1.3.101.113,
-/// 1.3.101.112, 1.2.840.10040.4.1, 1.3.101.110 and 111 (DER contents of the OIDs).
-const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const RSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
-const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const ED448: &[u8] = &[0x2b, 0x65, 0x71];
-const ED25519: &[u8] = &[0x2b, 0x65, 0x70];
-const DSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01];
-const X25519: &[u8] = &[0x2b, 0x65, 0x6e];
-const X448: &[u8] = &[0x2b, 0x65, 0x6f];
-
-/// An RSAPrivateKey (version, modulus, public exponent, ...) that ring refuses: its size,
-/// or its exponent when the size is one ring takes.
-fn rsa_kind(key: &[u8]) -> Option<String> {
-    let (_, body, _) = der(key).filter(|t| t.0 == SEQUENCE)?;
-    let (_, _, rest) = der(body)?;
-    let (_, modulus, rest) = der(rest).filter(|t| t.0 == INTEGER)?;
-    let (_, exponent, _) = der(rest).filter(|t| t.0 == INTEGER)?;
-    let modulus = strip_zeros(modulus);
-    let bits = modulus.len() * 8 - modulus.first().map_or(0, |b| b.leading_zeros() as usize);
-    // (ring signs with 2048 to 4096 bits, `PRIVATE_KEY_PUBLIC_MODULUS_MAX_BITS`; the 8192 of
-    // its verifier is not a signing key's limit)
-    if !(2048..=4096).contains(&bits) {
-        return Some(format!("RSA keys of {bits} bits are"));
-    }
-    let exponent = strip_zeros(exponent);
-    let small = exponent.len() < 3 || (exponent.len() == 3 && exponent < &[0x01, 0x00, 0x01][..]);
-    // (over 2^33 - 1: ring's `PublicExponent::MAX`)
-    let large = exponent.len() > 5 || (exponent.len() == 5 && exponent[0] > 1);
-    (small || large).then(|| "RSA keys with a public exponent outside 65537 to 2^33 - 1 are".into())
-}
-
-/// The named curve of an EC key, as ring's support goes (P-256 and P-384 only); `None` for
-/// those two (what ring refused is then the key itself, and its own message says so).
-fn curve_kind(oid: &[u8]) -> Option<String> {
-    let name = match oid {
-        [0x2b, 0x81, 0x04, 0x00, 0x23] => "P-521",
-        [0x2b, 0x81, 0x04, 0x00, 0x0a] => "secp256k1",
-        [0x2b, 0x81, 0x04, 0x00, 0x22] | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07] => {
-            return None;
-        }
-        _ => return Some("ECDSA keys on this curve are".into()),
-    };
-    Some(format!("ECDSA keys on {name} are"))
-}
-
-fn strip_zeros(b: &[u8]) -> &[u8] {
-    let at = b.iter().position(|&x| x != 0).unwrap_or(b.len());
-    &b[at..]
-}
-
-/// One DER element at the start of `input`: its tag, its contents and what follows it.
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
 /// Why a key is not found to be the key of a certificate ([`matching`]).

@@ -573,7 +573,9 @@ mod tests {
 
     #[test]
     fn slots_round_trip() {
-        for code in [100, 101, 200, 206, 300, 308, 400, 404, 431, 494, 499, 500, 511] {
+        for code in [
+            100, 101, 200, 206, 300, 308, 400, 404, 431, 494, 499, 500, 511,
+        ] {
             assert_eq!(slot_code(slot(code).unwrap()), code);
         }
         assert_eq!(slot(493), None);
