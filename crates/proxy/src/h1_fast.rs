@@ -591,12 +591,15 @@ where
             return Outcome::Closed;
         };
         let head_only = req.method() == Method::HEAD;
-        // (kept with the request, shared: its headers go upstream as received)
-        let lines_at = spans.headers.first().map_or(head.len(), |h| h[0]);
-        let client = crate::h1_client::ClientHead::with_lines_at(head, lines_at);
+        // (kept with the request, shared, with the spans of its lines, lent to the phases:
+        // its headers go upstream as received)
+        let lines = std::mem::take(&mut spans.headers);
+        let mut client = crate::h1_client::ClientHead::with_lines(head, lines);
 
         // --- the request, through every phase ---
-        let (resp, stats) = crate::proxy::handle(sh, info, req, n as u64, Some(client)).await;
+        let (resp, stats) = crate::proxy::handle(sh, info, req, n as u64, Some(&mut client)).await;
+        // (the span list back, for the next head)
+        spans.headers = client.into_lines();
 
         // --- the response ---
         let (written, close) = match resp {
