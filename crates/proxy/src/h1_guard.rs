@@ -9,7 +9,9 @@
 //!
 //! The guard follows the message framing of the bytes the client sends (heads, bodies by
 //! `Content-Length` or by chunks), copying only heads, and checks every head, complete or
-//! not, with the fast path's rules ([`crate::h1_fast::refusal_of`]). A head it refuses never
+//! not, with the fast path's rules ([`crate::h1_fast::refusal_of`]; an unfinished head a
+//! line at a time as its lines complete, [`crate::h1_fast::HeadCheck`], so that a head
+//! trickled a line per read is not parsed whole for each). A head it refuses never
 //! reaches hyper: the bytes before it do, and then hyper's reads wait. Once every answer
 //! hyper owes has begun (its head seen written), the guard asks the task serving the
 //! connection to shut hyper down gracefully (`close_after`): hyper finishes the answer it is
@@ -242,6 +244,8 @@ pub(crate) struct H1Guard<T> {
     inner: T,
     state: State,
     head: Vec<u8>,
+    /// What of the unfinished head in `head` has been checked.
+    check: crate::h1_fast::HeadCheck,
     /// Requests handed to hyper whose final answer has not been seen written yet, in order.
     asked: std::collections::VecDeque<Asked>,
     /// Where the answers written are.
@@ -305,6 +309,7 @@ impl<T> H1Guard<T> {
             inner,
             state: State::Head,
             head: Vec::new(),
+            check: crate::h1_fast::HeadCheck::new(&limits.buffers),
             asked: std::collections::VecDeque::new(),
             writing: Writing::Head,
             wrote: Vec::new(),
@@ -400,15 +405,27 @@ impl<T> H1Guard<T> {
                         || (self.head.len() > self.limits.buffers.size
                             && !self.head[self.head.len() - self.limits.buffers.size..]
                                 .contains(&b'\n'));
+                    // (an unfinished head has only its lines completed since the last check
+                    // looked at; a complete one is parsed whole, once)
                     let verdict = if preface || !check {
                         None
-                    } else {
+                    } else if end.is_some() {
                         crate::h1_fast::refusal_of(
                             &self.head,
                             self.limits.max_headers,
                             &self.limits.buffers,
                         )
+                    } else {
+                        self.check.unfinished(
+                            &self.head,
+                            self.limits.max_headers,
+                            &self.limits.buffers,
+                        )
                     };
+                    if end.is_some() {
+                        // (the next head is checked from its start)
+                        self.check = crate::h1_fast::HeadCheck::new(&self.limits.buffers);
+                    }
                     let framing = if end.is_some() {
                         framing(&self.head)
                     } else {
@@ -1382,6 +1399,66 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
         let refused = g.refused.is_some();
         pass_on(g, bytes);
         !refused && g.refused.is_some()
+    }
+
+    /// A head trickled a line per read (up to nginx's 1000 header lines) is checked in
+    /// linear work: each line once as it completes, the whole head parsed once at its end
+    /// (not a parse of all of it per line); and a bad line among them is refused as soon as
+    /// it is in.
+    #[test]
+    fn a_head_trickled_a_line_per_read_is_checked_in_linear_work() {
+        // (the head sent a line per read; what was sent, parsed, and the line refused)
+        let trickled = |g: &mut H1Guard<()>, lines: usize, bad_at: Option<usize>| {
+            let before = crate::h1_fast::PARSED.with(std::cell::Cell::get);
+            let mut sent = 0;
+            let mut refused_at = None;
+            for i in 0..=lines + 1 {
+                let line = match i {
+                    0 => b"GET / HTTP/1.1\r\n".to_vec(),
+                    i if i == lines + 1 => b"\r\n".to_vec(),
+                    i if bad_at == Some(i) => b"Not A Header\r\n".to_vec(),
+                    i => format!("X-Header-{i:04}: {i}\r\n").into_bytes(),
+                };
+                sent += line.len();
+                if feed(g, &line) {
+                    refused_at = Some(i);
+                    break;
+                }
+            }
+            let parsed = crate::h1_fast::PARSED.with(std::cell::Cell::get) - before;
+            (sent, parsed, refused_at)
+        };
+        let big = |g: &mut H1Guard<()>| {
+            g.limits.max_headers = 1000;
+            g.limits.buffers = crate::header_buffers::HeaderBuffers::default();
+            g.check = crate::h1_fast::HeadCheck::new(&g.limits.buffers);
+        };
+        let mut g = guard();
+        big(&mut g);
+        let (sent, parsed, refused_at) = trickled(&mut g, 1000, None);
+        assert_eq!(refused_at, None);
+        assert!(g.refused.is_none());
+        assert_eq!(g.asked.len(), 1, "the head went to hyper");
+        // each line once, then the complete head (twice: past the fast path's 64 slots,
+        // with room for `max_headers`); a parse of the head per line would be ~500 times it
+        assert!(parsed <= 3 * sent, "{parsed} bytes parsed for {sent} sent");
+        // one line more than the limit is refused when that line completes
+        let mut g = guard();
+        big(&mut g);
+        let (_, _, refused_at) = trickled(&mut g, 1001, None);
+        assert_eq!(refused_at, Some(1001));
+        assert!(answer(&g).starts_with("TooLarge "), "{}", answer(&g));
+        // a bad line in the middle: refused as soon as it completes
+        let mut g = guard();
+        big(&mut g);
+        let (sent, parsed, refused_at) = trickled(&mut g, 1000, Some(500));
+        assert_eq!(refused_at, Some(500));
+        assert!(
+            answer(&g).starts_with("Bad GET / HTTP/1.1\r\n"),
+            "{}",
+            answer(&g)
+        );
+        assert!(parsed <= 2 * sent, "{parsed} bytes parsed for {sent} sent");
     }
 
     #[test]
