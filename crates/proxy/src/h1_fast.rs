@@ -607,7 +607,8 @@ fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::In
 /// times it: a PROXY protocol header and a TLS handshake before it count); each later one's
 /// from the end of the request before. `h2c`: whether the connection may open with the
 /// HTTP/2 preface, which is handed to hyper's protocol detection (a plain connection of a
-/// listener kind with `http2`); else the preface is refused as a head that does not parse.
+/// listener kind with `http2`); else, and anywhere but at the connection's first byte, the
+/// preface is refused as a head that does not parse.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<T>(
     sh: &Arc<Shared>,
@@ -648,16 +649,15 @@ where
         let n = loop {
             if !buf.is_empty() {
                 // (only where the listener's kind has `http2` and the connection is plain:
-                // elsewhere nginx reads the preface as an HTTP/1 request line, and refuses it)
+                // elsewhere nginx reads the preface as an HTTP/1 request line, and refuses it;
+                // and only as the connection's very first bytes, as nginx compares its first
+                // read with it (`ngx_http_wait_request_handler`): after a request, or after
+                // empty lines, it is a request line that does not parse, refused below as
+                // any other, 400)
                 if first && h2c && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
                     let head_by = unfinished(buf.len() >= H2_PREFACE.len());
                     let io = Rewind::new(io, buf.freeze());
                     return Outcome::Handoff { io, head_by };
-                }
-                // the HTTP/2 preface only starts a connection (RFC 9113 §3.4): after a
-                // request it is not handed to the protocol detection
-                if !first && buf.starts_with(&H2_PREFACE[..14]) {
-                    return Outcome::Closed;
                 }
                 match parse(&buf, sh.settings.max_headers, &buffers, &mut spans) {
                     Parsed::Simple(n) => break n,

@@ -151,7 +151,8 @@ pub(crate) struct Limits {
     pub(crate) buffers: crate::header_buffers::HeaderBuffers,
     /// Whether the connection may open with the HTTP/2 preface (h2c with prior knowledge,
     /// which turns the guard off): a plain connection of a listener kind with `http2`. Else
-    /// the preface is an HTTP/1 head like any other, which nginx refuses (400).
+    /// the preface is an HTTP/1 head like any other, which nginx refuses (400), as it is
+    /// anywhere but at the connection's first byte.
     pub(crate) h2c: bool,
 }
 
@@ -265,6 +266,14 @@ pub(crate) struct H1Guard<T> {
     /// Whether a request has been handed to hyper (it may then be writing an answer, and
     /// hyper-util has decided the protocol).
     handed: bool,
+    /// Whether nothing has come through yet (no head handed to hyper, no empty line
+    /// skipped): only then can the HTTP/2 preface come, as nginx looks for it at the start
+    /// of the connection's first read (`ngx_http_wait_request_handler`, the raw bytes
+    /// compared); later, or after empty lines, `PRI * HTTP/2.0` is a request line that does
+    /// not parse (400). (A guard the fast path hands a connection to after requests it
+    /// served gets a complete head first, never the start of the preface: the fast path
+    /// refuses that itself.)
+    fresh: bool,
     /// Whether a refused head gets no answer: a request handed to hyper closes the
     /// connection, or is HTTP/1.0 (see [`asks_close`]), or the answers are no longer
     /// counted.
@@ -320,6 +329,7 @@ impl<T> H1Guard<T> {
             release: Vec::new(),
             release_at: 0,
             handed: false,
+            fresh: true,
             silent: false,
             close_after,
             first_head_by: None,
@@ -379,6 +389,7 @@ impl<T> H1Guard<T> {
                 State::Head => {
                     // Skip the empty lines a client may send between requests (RFC 9112 §2.2).
                     if self.head.is_empty() && (buf[i] == b'\r' || buf[i] == b'\n') {
+                        self.fresh = false;
                         i += 1;
                         continue;
                     }
@@ -390,8 +401,10 @@ impl<T> H1Guard<T> {
                     self.head.extend_from_slice(&rest[..take]);
                     let line_ended = rest[..take].contains(&b'\n');
                     i += take;
-                    // The HTTP/2 preface (h2c prior knowledge) is not an HTTP/1 head.
+                    // The HTTP/2 preface (h2c prior knowledge) is not an HTTP/1 head, at
+                    // the connection's start only (see `fresh`).
                     let preface = self.limits.h2c
+                        && self.fresh
                         && H2_PREFACE
                             .starts_with(&self.head[..self.head.len().min(H2_PREFACE.len())]);
                     // (a head that is not complete is parsed again only when a line of it
@@ -458,6 +471,7 @@ impl<T> H1Guard<T> {
                         switch: switch_of(&self.head),
                     });
                     self.handed = true;
+                    self.fresh = false;
                     // After a request that closes the connection (hyper reads no further),
                     // or an HTTP/1.0 one (whose answer may end with the connection), a later
                     // refused head is withheld without an answer.
@@ -1231,6 +1245,49 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
                 "step {step}: {}",
                 answer(&g)
             );
+        }
+    }
+
+    /// The HTTP/2 preface passes only as the connection's first bytes (nginx compares its
+    /// first read with it): after a request handed to hyper, or after empty lines, it is a
+    /// request line that does not parse, refused (400) as any other.
+    #[test]
+    fn the_preface_is_one_only_at_the_connections_start() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for step in [preface.len(), 5, 1] {
+            // after a request
+            let mut g = guard();
+            assert_eq!(
+                pass_on(&mut g, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            );
+            let mut out = Vec::new();
+            for piece in preface.chunks(step) {
+                out.extend(pass_on(&mut g, piece));
+            }
+            assert_eq!(out, b"", "step {step}");
+            assert!(
+                answer(&g).starts_with("Bad PRI * HTTP/2.0"),
+                "step {step}: {}",
+                answer(&g)
+            );
+            // after empty lines
+            for lead in [&b"\r\n"[..], b"\n", b"\r\n\r\n"] {
+                let mut input = lead.to_vec();
+                input.extend_from_slice(preface);
+                let (out, g) = run(&input, step);
+                // (hyper gets the empty lines at most)
+                assert!(out.iter().all(|&b| b == b'\r' || b == b'\n'), "{out:?}");
+                assert!(
+                    answer(&g).starts_with("Bad PRI * HTTP/2.0"),
+                    "step {step}: {}",
+                    answer(&g)
+                );
+            }
+            // at the start it passes
+            let (out, g) = run(preface, step);
+            assert_eq!(out, preface);
+            assert!(g.refused.is_none());
         }
     }
 
