@@ -302,14 +302,18 @@ struct SetItem {
 /// `HeaderMap` stays the request's truth: [`encode_head`] writes from these bytes only when
 /// the lines it would write account for every value in the map, else from the map.
 ///
-/// On the fast path the head is the bytes the request was parsed from; on hyper's path, a
-/// copy the framing guard made of the head it passed to hyper, checked against hyper's
-/// request ([`ClientHead::matches`]) before it is used.
+/// On the fast path the head is the bytes the request was parsed from, with the spans of its
+/// header lines as the parse found them (so nothing is scanned again); on hyper's path, a
+/// copy the framing guard made of the head it passed to hyper, its lines found once
+/// ([`ClientHead::new`]), checked against hyper's request ([`ClientHead::matches`]) before it
+/// is used. The phases borrow it (`&mut`: [`ClientHead::removed`]), so that the futures that
+/// carry the request stay small.
 #[derive(Debug, Clone)]
 pub struct ClientHead {
     head: Bytes,
-    /// Where the header lines start (after the request line).
-    lines_at: usize,
+    /// Each header line's name and value (without the whitespace around it) as spans of
+    /// `head`: name start, name end, value start, value end; in order.
+    lines: Vec<[usize; 4]>,
     /// Names removed from the request's headers since it was parsed.
     removed: Vec<HeaderName>,
 }
@@ -318,18 +322,33 @@ impl ClientHead {
     /// The head in `head` (from the request line, or empty lines before it, to the blank
     /// line), already parsed by `httparse` (lines end with LF or CRLF, no obs-fold).
     pub fn new(head: Bytes) -> ClientHead {
-        let lines_at = request_line(&head).map_or(head.len(), |(_, rest)| head.len() - rest.len());
-        ClientHead::with_lines_at(head, lines_at)
+        let rest = request_line(&head).map_or(&[][..], |(_, rest)| rest);
+        let lines = HeaderLines { rest }
+            .map(|(name, value)| {
+                let (ns, ne) = crate::h1_fast::span(&head, name);
+                let (vs, ve) = crate::h1_fast::span(&head, value);
+                [ns, ne, vs, ve]
+            })
+            .collect();
+        ClientHead::with_lines(head, lines)
     }
 
-    /// [`ClientHead::new`] for a caller that knows where the header lines start: at
-    /// `lines_at` (the first name's first byte; the head's length when it has none).
-    pub fn with_lines_at(head: Bytes, lines_at: usize) -> ClientHead {
+    /// [`ClientHead::new`] for a caller that has parsed the head already: `lines` holds
+    /// each header line's name and value (without the whitespace around it) as spans of
+    /// `head` (name start, name end, value start, value end), in order. The fast path gives
+    /// its connection's span list, and takes it back afterwards ([`ClientHead::into_lines`]).
+    pub fn with_lines(head: Bytes, lines: Vec<[usize; 4]>) -> ClientHead {
         ClientHead {
             head,
-            lines_at,
+            lines,
             removed: Vec::new(),
         }
+    }
+
+    /// The span list given to [`ClientHead::with_lines`] (or made by [`ClientHead::new`]),
+    /// for reuse.
+    pub fn into_lines(self) -> Vec<[usize; 4]> {
+        self.lines
     }
 
     /// Notes that the headers named `name` were removed from the request.
@@ -352,10 +371,10 @@ impl ClientHead {
 
     /// The header lines, in order: (name, value), the value without the whitespace around
     /// it.
-    fn lines(&self) -> HeaderLines<'_> {
-        HeaderLines {
-            rest: self.head.get(self.lines_at..).unwrap_or_default(),
-        }
+    fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines
+            .iter()
+            .map(|&[ns, ne, vs, ve]| (&self.head[ns..ne], &self.head[vs..ve]))
     }
 
     /// Whether this head is the one hyper parsed into `req`: the same method, target and
@@ -417,7 +436,7 @@ fn request_line(head: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((line.strip_suffix(b"\r").unwrap_or(line), &head[end + 1..]))
 }
 
-/// The header lines of a head after its request line ([`ClientHead::lines`]).
+/// The header lines of a head after its request line (for [`ClientHead::new`]).
 struct HeaderLines<'a> {
     rest: &'a [u8],
 }

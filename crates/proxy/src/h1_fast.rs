@@ -168,6 +168,115 @@ pub(crate) fn refusal_of(
     }
 }
 
+/// The check of a request head that arrives in pieces, a line at a time: each line is
+/// looked at once, when it has arrived whole, so that a head trickled a line per read costs
+/// work in proportion to its size (a [`refusal_of`] per line would parse the whole head each
+/// time, with room for `max_headers` headers past the fast path's). Its verdict on a head
+/// that is not complete yet is [`refusal_of`]'s on that head: each line alone as `httparse`
+/// reads it in a head (the request line, then header lines), the lines counted against
+/// `max_headers`, then nginx's buffers filled line by line
+/// ([`crate::header_buffers::Fill`]); a complete head gets [`refusal_of`] itself, once (its
+/// request line's target, its framing and host rules).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadCheck {
+    /// The head's complete lines before this offset were found acceptable.
+    checked: usize,
+    /// Header lines among them (the request line not counted).
+    lines: usize,
+    /// nginx's buffers as those lines filled them.
+    fill: crate::header_buffers::Fill,
+}
+
+impl HeadCheck {
+    /// For a new head, nothing of it checked.
+    pub(crate) fn new(buffers: &HeaderBuffers) -> HeadCheck {
+        HeadCheck {
+            checked: 0,
+            lines: 0,
+            fill: crate::header_buffers::Fill::new(buffers),
+        }
+    }
+
+    /// Why nginx refuses `head`, a request head not complete yet (no blank line ending it)
+    /// that starts with its request line and extends the one this check last looked at, if
+    /// it does: [`refusal_of`]'s verdict, from the lines completed since and the partial
+    /// last line alone. The lines found acceptable are not looked at again.
+    pub(crate) fn unfinished(
+        &mut self,
+        head: &[u8],
+        max_headers: usize,
+        buffers: &HeaderBuffers,
+    ) -> Option<Refusal> {
+        debug_assert!(!head.starts_with(b"\r") && !head.starts_with(b"\n"));
+        // (the limit `parse` and `refusal_of` give httparse, which counts a header once its
+        // line is read whole, and refuses the first line past it)
+        let limit = max_headers.max(1);
+        let (mut at, mut lines, mut fill) = (self.checked, self.lines, self.fill);
+        // A line the buffers cannot take: the answer unless httparse refuses a later line
+        // (it reads them all first).
+        let mut too_large = None;
+        while let Some(nl) = memchr::memchr(b'\n', &head[at..]) {
+            let end = at + nl + 1;
+            let line = &head[at..end];
+            if !line_parses(line, at == 0) {
+                return Some(Refusal::Bad);
+            }
+            if at != 0 {
+                lines += 1;
+                if lines > limit {
+                    return Some(Refusal::TooLarge);
+                }
+            }
+            if too_large.is_none()
+                && let Err(why) = fill.line(buffers, line)
+            {
+                too_large = Some(why);
+            }
+            at = end;
+        }
+        let tail = &head[at..];
+        if !tail.is_empty() && !line_parses(tail, at == 0) {
+            return Some(Refusal::Bad);
+        }
+        if let Some(why) = too_large.or_else(|| fill.partial(buffers, tail.len())) {
+            return Some(why);
+        }
+        *self = HeadCheck {
+            checked: at,
+            lines,
+            fill,
+        };
+        None
+    }
+}
+
+/// Whether `line`, one line of a head (its LF included), or the partial last line (without
+/// one), is read by `httparse` without an error: as a request line (`request_line`), else as
+/// a header line. (Alone, a line that parses is a head to be continued: `Partial`.)
+fn line_parses(line: &[u8], request_line: bool) -> bool {
+    #[cfg(test)]
+    PARSED.with(|p| p.set(p.get() + line.len()));
+    if request_line {
+        matches!(
+            httparse::Request::new(&mut []).parse(line),
+            Ok(httparse::Status::Partial)
+        )
+    } else {
+        let mut one = [httparse::EMPTY_HEADER; 1];
+        matches!(
+            httparse::parse_headers(line, &mut one),
+            Ok(httparse::Status::Partial)
+        )
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes this thread's head checks gave `httparse` ([`parse_in`], [`line_parses`]): for
+    /// the tests that a head arriving in pieces is checked in linear work.
+    pub(crate) static PARSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// [`parse`] with the header slots given: more headers than slots is [`Parsed::TooMany`].
 fn parse_in<'b>(
     buf: &'b [u8],
@@ -175,6 +284,8 @@ fn parse_in<'b>(
     buffers: &HeaderBuffers,
     spans: &mut Spans,
 ) -> Parsed {
+    #[cfg(test)]
+    PARSED.with(|p| p.set(p.get() + buf.len()));
     let mut req = httparse::Request::new(hdrs);
     // (a head within nginx's first buffer is within every limit: one comparison)
     let n = match req.parse(buf) {
@@ -496,7 +607,8 @@ fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::In
 /// times it: a PROXY protocol header and a TLS handshake before it count); each later one's
 /// from the end of the request before. `h2c`: whether the connection may open with the
 /// HTTP/2 preface, which is handed to hyper's protocol detection (a plain connection of a
-/// listener kind with `http2`); else the preface is refused as a head that does not parse.
+/// listener kind with `http2`); else, and anywhere but at the connection's first byte, the
+/// preface is refused as a head that does not parse.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<T>(
     sh: &Arc<Shared>,
@@ -537,16 +649,15 @@ where
         let n = loop {
             if !buf.is_empty() {
                 // (only where the listener's kind has `http2` and the connection is plain:
-                // elsewhere nginx reads the preface as an HTTP/1 request line, and refuses it)
+                // elsewhere nginx reads the preface as an HTTP/1 request line, and refuses it;
+                // and only as the connection's very first bytes, as nginx compares its first
+                // read with it (`ngx_http_wait_request_handler`): after a request, or after
+                // empty lines, it is a request line that does not parse, refused below as
+                // any other, 400)
                 if first && h2c && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
                     let head_by = unfinished(buf.len() >= H2_PREFACE.len());
                     let io = Rewind::new(io, buf.freeze());
                     return Outcome::Handoff { io, head_by };
-                }
-                // the HTTP/2 preface only starts a connection (RFC 9113 §3.4): after a
-                // request it is not handed to the protocol detection
-                if !first && buf.starts_with(&H2_PREFACE[..14]) {
-                    return Outcome::Closed;
                 }
                 match parse(&buf, sh.settings.max_headers, &buffers, &mut spans) {
                     Parsed::Simple(n) => break n,
@@ -591,12 +702,15 @@ where
             return Outcome::Closed;
         };
         let head_only = req.method() == Method::HEAD;
-        // (kept with the request, shared: its headers go upstream as received)
-        let lines_at = spans.headers.first().map_or(head.len(), |h| h[0]);
-        let client = crate::h1_client::ClientHead::with_lines_at(head, lines_at);
+        // (kept with the request, shared, with the spans of its lines, lent to the phases:
+        // its headers go upstream as received)
+        let lines = std::mem::take(&mut spans.headers);
+        let mut client = crate::h1_client::ClientHead::with_lines(head, lines);
 
         // --- the request, through every phase ---
-        let (resp, stats) = crate::proxy::handle(sh, info, req, n as u64, Some(client)).await;
+        let (resp, stats) = crate::proxy::handle(sh, info, req, n as u64, Some(&mut client)).await;
+        // (the span list back, for the next head)
+        spans.headers = client.into_lines();
 
         // --- the response ---
         let (written, close) = match resp {
@@ -924,6 +1038,66 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head checked as it arrives ([`HeadCheck`]), however it is cut, gets the verdict
+    /// [`refusal_of`] gives each unfinished prefix: the same refusal at the same byte.
+    #[test]
+    fn a_head_checked_line_by_line_is_judged_as_parsed_whole() {
+        let small = HeaderBuffers {
+            first: 64,
+            count: 2,
+            size: 512,
+        };
+        let long = "a".repeat(600);
+        let mid = "b".repeat(300);
+        let heads: Vec<String> = vec![
+            "GET /a HTTP/1.1\r\nHost: x\r\nA: b\r\n\r\n".into(),
+            "GET /a HTTP/1.1\nHost: x\nA:\tb \n\n".into(),
+            "GET /a HTTP/1.1\r\nHost: x\r\nNo Colon\r\nA: b\r\n\r\n".into(),
+            "GET /a HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n".into(),
+            "GET /a HTTP/1.1\r\nHost: x\rA: b\r\n\r\n".into(),
+            "GET /a HTTP/1.1\r\nHo\x01st: x\r\n\r\n".into(),
+            "GET /a HTTP/1.1\r\nX: \x7f\r\n\r\n".into(),
+            "GET /a HTTP/9.1\r\nHost: x\r\n\r\n".into(),
+            "GET /a  HTTP/1.1\r\n\r\n".into(),
+            "G\x00T /a HTTP/1.1\r\n\r\n".into(),
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(),
+            format!("GET /{long} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\nCookie: {long}\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\nA: {mid}\r\nB: {mid}\r\nC: {mid}\r\nD: {mid}\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\nA: {mid}\r\nB: {mid}\r\nC: {mid}\r\nBad Line\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\nA: {long}\r\nX Y: z\r\n\r\n"),
+            "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n".into(),
+            "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD 4\r\nE: 5\r\n\r\n".into(),
+        ];
+        for head in &heads {
+            let head = head.as_bytes();
+            for (max_headers, buffers) in [(100, HeaderBuffers::default()), (3, small)] {
+                for step in [1, 2, 3, 5, 7, 16, 64, head.len()] {
+                    let mut check = HeadCheck::new(&buffers);
+                    let mut at = 0;
+                    while at < head.len() {
+                        at = (at + step).min(head.len());
+                        let prefix = &head[..at];
+                        if head_complete(prefix) {
+                            break;
+                        }
+                        let want = refusal_of(prefix, max_headers, &buffers);
+                        let got = check.unfinished(prefix, max_headers, &buffers);
+                        assert_eq!(
+                            got,
+                            want,
+                            "{:?} cut at {at} by {step}, max {max_headers}",
+                            String::from_utf8_lossy(prefix)
+                        );
+                        if got.is_some() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// A head handed to hyper is complete at its blank line, the empty lines before its
     /// request line skipped (they end no head: a client cannot pass an unfinished head off

@@ -9,7 +9,9 @@
 //!
 //! The guard follows the message framing of the bytes the client sends (heads, bodies by
 //! `Content-Length` or by chunks), copying only heads, and checks every head, complete or
-//! not, with the fast path's rules ([`crate::h1_fast::refusal_of`]). A head it refuses never
+//! not, with the fast path's rules ([`crate::h1_fast::refusal_of`]; an unfinished head a
+//! line at a time as its lines complete, [`crate::h1_fast::HeadCheck`], so that a head
+//! trickled a line per read is not parsed whole for each). A head it refuses never
 //! reaches hyper: the bytes before it do, and then hyper's reads wait. Once every answer
 //! hyper owes has begun (its head seen written), the guard asks the task serving the
 //! connection to shut hyper down gracefully (`close_after`): hyper finishes the answer it is
@@ -149,7 +151,8 @@ pub(crate) struct Limits {
     pub(crate) buffers: crate::header_buffers::HeaderBuffers,
     /// Whether the connection may open with the HTTP/2 preface (h2c with prior knowledge,
     /// which turns the guard off): a plain connection of a listener kind with `http2`. Else
-    /// the preface is an HTTP/1 head like any other, which nginx refuses (400).
+    /// the preface is an HTTP/1 head like any other, which nginx refuses (400), as it is
+    /// anywhere but at the connection's first byte.
     pub(crate) h2c: bool,
 }
 
@@ -242,6 +245,8 @@ pub(crate) struct H1Guard<T> {
     inner: T,
     state: State,
     head: Vec<u8>,
+    /// What of the unfinished head in `head` has been checked.
+    check: crate::h1_fast::HeadCheck,
     /// Requests handed to hyper whose final answer has not been seen written yet, in order.
     asked: std::collections::VecDeque<Asked>,
     /// Where the answers written are.
@@ -261,6 +266,14 @@ pub(crate) struct H1Guard<T> {
     /// Whether a request has been handed to hyper (it may then be writing an answer, and
     /// hyper-util has decided the protocol).
     handed: bool,
+    /// Whether nothing has come through yet (no head handed to hyper, no empty line
+    /// skipped): only then can the HTTP/2 preface come, as nginx looks for it at the start
+    /// of the connection's first read (`ngx_http_wait_request_handler`, the raw bytes
+    /// compared); later, or after empty lines, `PRI * HTTP/2.0` is a request line that does
+    /// not parse (400). (A guard the fast path hands a connection to after requests it
+    /// served gets a complete head first, never the start of the preface: the fast path
+    /// refuses that itself.)
+    fresh: bool,
     /// Whether a refused head gets no answer: a request handed to hyper closes the
     /// connection, or is HTTP/1.0 (see [`asks_close`]), or the answers are no longer
     /// counted.
@@ -305,6 +318,7 @@ impl<T> H1Guard<T> {
             inner,
             state: State::Head,
             head: Vec::new(),
+            check: crate::h1_fast::HeadCheck::new(&limits.buffers),
             asked: std::collections::VecDeque::new(),
             writing: Writing::Head,
             wrote: Vec::new(),
@@ -315,6 +329,7 @@ impl<T> H1Guard<T> {
             release: Vec::new(),
             release_at: 0,
             handed: false,
+            fresh: true,
             silent: false,
             close_after,
             first_head_by: None,
@@ -374,6 +389,7 @@ impl<T> H1Guard<T> {
                 State::Head => {
                     // Skip the empty lines a client may send between requests (RFC 9112 §2.2).
                     if self.head.is_empty() && (buf[i] == b'\r' || buf[i] == b'\n') {
+                        self.fresh = false;
                         i += 1;
                         continue;
                     }
@@ -385,8 +401,10 @@ impl<T> H1Guard<T> {
                     self.head.extend_from_slice(&rest[..take]);
                     let line_ended = rest[..take].contains(&b'\n');
                     i += take;
-                    // The HTTP/2 preface (h2c prior knowledge) is not an HTTP/1 head.
+                    // The HTTP/2 preface (h2c prior knowledge) is not an HTTP/1 head, at
+                    // the connection's start only (see `fresh`).
                     let preface = self.limits.h2c
+                        && self.fresh
                         && H2_PREFACE
                             .starts_with(&self.head[..self.head.len().min(H2_PREFACE.len())]);
                     // (a head that is not complete is parsed again only when a line of it
@@ -400,15 +418,27 @@ impl<T> H1Guard<T> {
                         || (self.head.len() > self.limits.buffers.size
                             && !self.head[self.head.len() - self.limits.buffers.size..]
                                 .contains(&b'\n'));
+                    // (an unfinished head has only its lines completed since the last check
+                    // looked at; a complete one is parsed whole, once)
                     let verdict = if preface || !check {
                         None
-                    } else {
+                    } else if end.is_some() {
                         crate::h1_fast::refusal_of(
                             &self.head,
                             self.limits.max_headers,
                             &self.limits.buffers,
                         )
+                    } else {
+                        self.check.unfinished(
+                            &self.head,
+                            self.limits.max_headers,
+                            &self.limits.buffers,
+                        )
                     };
+                    if end.is_some() {
+                        // (the next head is checked from its start)
+                        self.check = crate::h1_fast::HeadCheck::new(&self.limits.buffers);
+                    }
                     let framing = if end.is_some() {
                         framing(&self.head)
                     } else {
@@ -441,6 +471,7 @@ impl<T> H1Guard<T> {
                         switch: switch_of(&self.head),
                     });
                     self.handed = true;
+                    self.fresh = false;
                     // After a request that closes the connection (hyper reads no further),
                     // or an HTTP/1.0 one (whose answer may end with the connection), a later
                     // refused head is withheld without an answer.
@@ -1217,6 +1248,49 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
         }
     }
 
+    /// The HTTP/2 preface passes only as the connection's first bytes (nginx compares its
+    /// first read with it): after a request handed to hyper, or after empty lines, it is a
+    /// request line that does not parse, refused (400) as any other.
+    #[test]
+    fn the_preface_is_one_only_at_the_connections_start() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for step in [preface.len(), 5, 1] {
+            // after a request
+            let mut g = guard();
+            assert_eq!(
+                pass_on(&mut g, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            );
+            let mut out = Vec::new();
+            for piece in preface.chunks(step) {
+                out.extend(pass_on(&mut g, piece));
+            }
+            assert_eq!(out, b"", "step {step}");
+            assert!(
+                answer(&g).starts_with("Bad PRI * HTTP/2.0"),
+                "step {step}: {}",
+                answer(&g)
+            );
+            // after empty lines
+            for lead in [&b"\r\n"[..], b"\n", b"\r\n\r\n"] {
+                let mut input = lead.to_vec();
+                input.extend_from_slice(preface);
+                let (out, g) = run(&input, step);
+                // (hyper gets the empty lines at most)
+                assert!(out.iter().all(|&b| b == b'\r' || b == b'\n'), "{out:?}");
+                assert!(
+                    answer(&g).starts_with("Bad PRI * HTTP/2.0"),
+                    "step {step}: {}",
+                    answer(&g)
+                );
+            }
+            // at the start it passes
+            let (out, g) = run(preface, step);
+            assert_eq!(out, preface);
+            assert!(g.refused.is_none());
+        }
+    }
+
     #[test]
     fn a_held_head_completed_in_the_read_that_refuses_the_next_goes_to_hyper_first() {
         let mut g = guard();
@@ -1382,6 +1456,66 @@ GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
         let refused = g.refused.is_some();
         pass_on(g, bytes);
         !refused && g.refused.is_some()
+    }
+
+    /// A head trickled a line per read (up to nginx's 1000 header lines) is checked in
+    /// linear work: each line once as it completes, the whole head parsed once at its end
+    /// (not a parse of all of it per line); and a bad line among them is refused as soon as
+    /// it is in.
+    #[test]
+    fn a_head_trickled_a_line_per_read_is_checked_in_linear_work() {
+        // (the head sent a line per read; what was sent, parsed, and the line refused)
+        let trickled = |g: &mut H1Guard<()>, lines: usize, bad_at: Option<usize>| {
+            let before = crate::h1_fast::PARSED.with(std::cell::Cell::get);
+            let mut sent = 0;
+            let mut refused_at = None;
+            for i in 0..=lines + 1 {
+                let line = match i {
+                    0 => b"GET / HTTP/1.1\r\n".to_vec(),
+                    i if i == lines + 1 => b"\r\n".to_vec(),
+                    i if bad_at == Some(i) => b"Not A Header\r\n".to_vec(),
+                    i => format!("X-Header-{i:04}: {i}\r\n").into_bytes(),
+                };
+                sent += line.len();
+                if feed(g, &line) {
+                    refused_at = Some(i);
+                    break;
+                }
+            }
+            let parsed = crate::h1_fast::PARSED.with(std::cell::Cell::get) - before;
+            (sent, parsed, refused_at)
+        };
+        let big = |g: &mut H1Guard<()>| {
+            g.limits.max_headers = 1000;
+            g.limits.buffers = crate::header_buffers::HeaderBuffers::default();
+            g.check = crate::h1_fast::HeadCheck::new(&g.limits.buffers);
+        };
+        let mut g = guard();
+        big(&mut g);
+        let (sent, parsed, refused_at) = trickled(&mut g, 1000, None);
+        assert_eq!(refused_at, None);
+        assert!(g.refused.is_none());
+        assert_eq!(g.asked.len(), 1, "the head went to hyper");
+        // each line once, then the complete head (twice: past the fast path's 64 slots,
+        // with room for `max_headers`); a parse of the head per line would be ~500 times it
+        assert!(parsed <= 3 * sent, "{parsed} bytes parsed for {sent} sent");
+        // one line more than the limit is refused when that line completes
+        let mut g = guard();
+        big(&mut g);
+        let (_, _, refused_at) = trickled(&mut g, 1001, None);
+        assert_eq!(refused_at, Some(1001));
+        assert!(answer(&g).starts_with("TooLarge "), "{}", answer(&g));
+        // a bad line in the middle: refused as soon as it completes
+        let mut g = guard();
+        big(&mut g);
+        let (sent, parsed, refused_at) = trickled(&mut g, 1000, Some(500));
+        assert_eq!(refused_at, Some(500));
+        assert!(
+            answer(&g).starts_with("Bad GET / HTTP/1.1\r\n"),
+            "{}",
+            answer(&g)
+        );
+        assert!(parsed <= 2 * sent, "{parsed} bytes parsed for {sent} sent");
     }
 
     #[test]

@@ -78,46 +78,79 @@ impl HeaderBuffers {
         if head.len() <= self.first {
             return None;
         }
-        let mut free = self.first;
-        let mut taken = 0usize;
-        let mut request_line = true;
+        let mut fill = Fill::new(self);
         let mut rest = head;
-        while !rest.is_empty() {
-            let (line, ended) = match rest.iter().position(|&c| c == b'\n') {
-                Some(i) => (&rest[..=i], true),
-                None => (rest, false),
-            };
-            rest = &rest[line.len()..];
-            // empty lines before the request line are skipped, but take room
-            let blank = request_line && (line == b"\r\n" || line == b"\n");
-            let too_large = if request_line {
-                Refusal::UriTooLong
-            } else {
-                Refusal::TooLarge
-            };
-            if !ended {
-                // a partial last line past the room left needs a new large buffer: refused
-                // when it already fills one, or none is left
-                if line.len() > free && (line.len() >= self.size || taken == self.count) {
-                    return Some(too_large);
-                }
-                break;
+        while let Some(i) = rest.iter().position(|&c| c == b'\n') {
+            if let Err(why) = fill.line(self, &rest[..=i]) {
+                return Some(why);
             }
-            if line.len() <= free {
-                free -= line.len();
-            } else {
-                // the buffer fills up inside this line: the line moves to a new large buffer
-                if line.len() > self.size || taken == self.count {
-                    return Some(too_large);
-                }
-                taken += 1;
-                free = self.size - line.len();
-            }
-            if !blank {
-                request_line = false;
-            }
+            rest = &rest[i + 1..];
         }
-        None
+        fill.partial(self, rest.len())
+    }
+}
+
+/// How nginx's buffers are filled by the complete lines of a head so far: the same packing
+/// as [`HeaderBuffers::refusal`], a line at a time, for a head checked as its lines arrive
+/// (the framing guard's, [`crate::h1_fast::HeadCheck`]). A head whose lines all pass
+/// [`Fill::line`], and whose partial last line passes [`Fill::partial`], is one
+/// [`HeaderBuffers::refusal`] does not refuse.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fill {
+    /// Room left in the buffer being filled.
+    free: usize,
+    /// Large buffers taken.
+    taken: usize,
+    /// Whether the request line is still to come (empty lines before it are skipped, but
+    /// take room).
+    request_line: bool,
+}
+
+impl Fill {
+    /// Nothing read yet: the first buffer empty.
+    pub(crate) fn new(b: &HeaderBuffers) -> Fill {
+        Fill {
+            free: b.first,
+            taken: 0,
+            request_line: true,
+        }
+    }
+
+    /// The refusal of a line too large for the buffers (414 while the request line is
+    /// read, else nginx's 494).
+    fn too_large(&self) -> Refusal {
+        if self.request_line {
+            Refusal::UriTooLong
+        } else {
+            Refusal::TooLarge
+        }
+    }
+
+    /// Takes room for `line`, a complete line (its LF included); when it does not fit, the
+    /// head's refusal.
+    pub(crate) fn line(&mut self, b: &HeaderBuffers, line: &[u8]) -> Result<(), Refusal> {
+        if line.len() <= self.free {
+            self.free -= line.len();
+        } else {
+            // the buffer fills up inside this line: the line moves to a new large buffer
+            if line.len() > b.size || self.taken == b.count {
+                return Err(self.too_large());
+            }
+            self.taken += 1;
+            self.free = b.size - line.len();
+        }
+        // empty lines before the request line are skipped, but take room
+        if !(self.request_line && (line == b"\r\n" || line == b"\n")) {
+            self.request_line = false;
+        }
+        Ok(())
+    }
+
+    /// Why a partial last line of `len` bytes after the lines taken is refused, if it is:
+    /// past the room left it needs a new large buffer, so it is refused when it already
+    /// fills one, or none is left.
+    pub(crate) fn partial(&self, b: &HeaderBuffers, len: usize) -> Option<Refusal> {
+        (len > self.free && (len >= b.size || self.taken == b.count)).then(|| self.too_large())
     }
 }
 

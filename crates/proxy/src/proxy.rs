@@ -251,7 +251,7 @@ pub(crate) async fn serve(
     sh: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-    client: Option<ClientHead>,
+    mut client: Option<ClientHead>,
 ) -> Result<Response<ProxyBody>, crate::error::Unanswered> {
     let http10 = req.version() == Version::HTTP_10;
     let head_only = req.method() == Method::HEAD;
@@ -263,7 +263,7 @@ pub(crate) async fn serve(
             .get_all(header::CONNECTION)
             .iter()
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    let (answer, stats) = handle(&sh, &conn, req.map(Some), head_bytes, client).await;
+    let (answer, stats) = handle(&sh, &conn, req.map(Some), head_bytes, client.as_mut()).await;
     let mut r = answer.into_response();
     if crate::error::is_unanswered(&r) {
         return Err(crate::error::Unanswered);
@@ -349,7 +349,8 @@ pub(crate) fn response_head_len(r: &Response<ProxyBody>) -> u64 {
 /// One request through every phase. The body is `None` for a request without one (the
 /// HTTP/1.1 fast path, [`crate::h1_fast`], takes only those); `head_bytes`: the size of
 /// its head. `client`: an HTTP/1.x request's head as received, from which its headers go to
-/// an HTTP/1.1 upstream in their case and order ([`ClientHead`]). With the answer, for a
+/// an HTTP/1.1 upstream in their case and order ([`ClientHead`]), lent rather than moved
+/// (the futures that carry the request stay smaller). With the answer, for a
 /// request that matched a route, its counters, on which the writer counts the answer's head
 /// bytes and a complete body's bytes as it sends them (a streamed body counts its own,
 /// [`ProxyBody::attach_log`]).
@@ -358,7 +359,7 @@ pub(crate) async fn handle(
     conn: &ConnInfo,
     req: Request<Option<Incoming>>,
     head_bytes: u64,
-    client: Option<ClientHead>,
+    client: Option<&mut ClientHead>,
 ) -> (Answer, Option<Arc<RouteStats>>) {
     sh.metrics.requests.fetch_add(1, Relaxed);
     let present = Present::of(req.headers());
@@ -989,7 +990,7 @@ fn path_value(p: &str) -> Option<HeaderValue> {
 async fn proxy(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
-    (mut req, mut client_head): (Request<Option<Incoming>>, Option<ClientHead>),
+    (mut req, mut client_head): (Request<Option<Incoming>>, Option<&mut ClientHead>),
     present: Present,
     cx: &mut Ctx,
 ) -> Result<Answer, Error> {
@@ -1242,7 +1243,7 @@ async fn proxy(
         .has(Present::X_FORWARDED_FOR)
         .then(|| joined(h, X_FORWARDED_FOR.name()).map(std::borrow::Cow::into_owned))
         .flatten();
-    strip_hop_by_hop(h, upgrade, client_head.as_mut());
+    strip_hop_by_hop(h, upgrade, client_head.as_deref_mut());
     // The headers the gateway sets (Kong's `proxy_set_header`s), beside the client's head:
     // they replace the client's of the same names when the upstream request is written,
     // and are written before them, in the order of Kong's template (`TE`, `Via`, `Host`,
@@ -1305,7 +1306,7 @@ async fn proxy(
         pq,
         te_trailers,
         set,
-        client: client_head,
+        client: client_head.map(|c| &*c),
         framed,
     };
     send(sh, cx, &snap, up, parts, body, client_upgrade).await
@@ -1454,7 +1455,7 @@ struct Upstream<'a> {
     set: SetHeaders,
     /// The client's head as received (HTTP/1.x), for its headers' case and order on an
     /// HTTP/1.1 upstream.
-    client: Option<ClientHead>,
+    client: Option<&'a ClientHead>,
     /// Whether the client sent a body, even an empty one (the upstream then gets a
     /// `Content-Length`).
     framed: bool,
@@ -1744,7 +1745,7 @@ async fn send(
                     start: t_start,
                 };
                 let body = (full_bytes.as_ref(), up.framed, &mut stream_body);
-                return match t.send(sh, c, (p, up.client.as_ref()), &up.set, body).await {
+                return match t.send(sh, c, (p, up.client), &up.set, body).await {
                     Ok(r) => Ok(r),
                     Err((e, sent)) => {
                         spent = sent && !replayable;
