@@ -769,18 +769,14 @@ fn is_hop_by_hop(n: &HeaderName, keep_upgrade: bool) -> bool {
         || n == PROXY
 }
 
-/// The values of every `name` line, joined by ", " as nginx joins them for `$http_<name>`
-/// (one line: its value as it is); `None` when there is none, or one is not text.
-fn joined<'h>(h: &'h HeaderMap, name: &HeaderName) -> Option<std::borrow::Cow<'h, str>> {
-    let mut values = h.get_all(name).iter();
-    let first = values.next()?.to_str().ok()?;
-    let mut all = std::borrow::Cow::Borrowed(first);
-    for v in values {
-        let all = all.to_mut();
-        all.push_str(", ");
-        all.push_str(v.to_str().ok()?);
-    }
-    Some(all)
+/// `prev, last`: a client's list with the gateway's entry after it, as bytes (a value that
+/// is not text passes as it came, as in Kong).
+fn appended(prev: &HeaderValue, last: &HeaderValue) -> Option<HeaderValue> {
+    let mut v = Vec::with_capacity(prev.len() + 2 + last.len());
+    v.extend_from_slice(prev.as_bytes());
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(last.as_bytes());
+    HeaderValue::from_bytes(&v).ok()
 }
 
 /// Removes a request's hop-by-hop headers (and those named in `Connection`) before it goes
@@ -1222,7 +1218,8 @@ async fn proxy(
     // Kong sends its `Via` upstream whatever `headers` says, after the client's. The
     // client's `Via` and `X-Forwarded-For` are read before the hop-by-hop headers go, as
     // Kong reads them (`access.before`, where `Connection`-listed names are cleared in
-    // `access.after`), all their lines joined by ", " as nginx's `$http_*` joins them.
+    // `access.after`); of a repeated one, the first line, as Kong 3.6+'s `get_header` takes
+    // it (nginx 1.25 would join them; Kong chose the first value).
     let via = match client_version {
         Version::HTTP_11 => sh.via_h1.clone(),
         Version::HTTP_2 => sh.via_h2.clone(),
@@ -1231,17 +1228,15 @@ async fn proxy(
     };
     let via = match present
         .has(Present::VIA)
-        .then(|| joined(h, &header::VIA))
+        .then(|| h.get(header::VIA))
         .flatten()
     {
-        Some(prev) => {
-            HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or(""))).ok()
-        }
+        Some(prev) => appended(prev, &via),
         None => Some(via),
     };
     let client_xff = present
         .has(Present::X_FORWARDED_FOR)
-        .then(|| joined(h, X_FORWARDED_FOR.name()).map(std::borrow::Cow::into_owned))
+        .then(|| h.get(X_FORWARDED_FOR.name()).cloned())
         .flatten();
     strip_hop_by_hop(h, upgrade, client_head.as_deref_mut());
     // The headers the gateway sets (Kong's `proxy_set_header`s), beside the client's head:
@@ -1271,9 +1266,7 @@ async fn proxy(
         HeaderValue::from_str(&realip.to_string()).ok()
     };
     let xff = match client_xff {
-        Some(prev) => {
-            HeaderValue::from_str(&format!("{prev}, {}", conn.peer_ip.to_str().unwrap_or(""))).ok()
-        }
+        Some(prev) => appended(&prev, &conn.peer_ip),
         // (Kong: the client's list and the peer, else `$remote_addr`, the real client)
         None => real.clone(),
     };

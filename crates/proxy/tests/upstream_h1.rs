@@ -444,12 +444,12 @@ async fn request_headers_go_upstream_as_received_on_the_fast_path() {
     .await;
 }
 
-/// nginx never passes `Expect` upstream (its proxy module sets it empty); a client's
-/// `Via` and `X-Forwarded-For` lines are all kept, joined by ", " as nginx's `$http_*`
-/// joins them, even when `Connection` names them (Kong reads them before it clears the
-/// names `Connection` lists).
+/// nginx never passes `Expect` upstream (its proxy module sets it empty); of a client's
+/// repeated `Via` and `X-Forwarded-For` lines the first goes before the gateway's entry, as
+/// Kong 3.6+ reads them, even when `Connection` names them (Kong reads them before it
+/// clears the names `Connection` lists).
 #[tokio::test]
-async fn expect_is_dropped_and_repeated_forwarding_lines_are_joined() {
+async fn expect_is_dropped_and_the_first_forwarding_lines_are_kept() {
     both(|g, _| async move {
         let raw = "POST /seen HTTP/1.1\r\nHost: x\r\nVia: 1.0 a\r\nX-Forwarded-For: 1.1.1.1\r\n\
                    Expect: 100-continue\r\nVia: 1.1 b\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3\r\n\
@@ -457,9 +457,9 @@ async fn expect_is_dropped_and_repeated_forwarding_lines_are_joined() {
         let got = raw_answers(g.http, raw.as_bytes(), 1).await;
         let seen = seen(&got[0]);
         assert!(!seen.to_ascii_lowercase().contains("expect"), "{seen}");
-        assert!(seen.contains("\nVia: 1.0 a, 1.1 b, 1.1 <kong>\n"), "{seen}");
+        assert!(seen.contains("\nVia: 1.0 a, 1.1 <kong>\n"), "{seen}");
         assert!(
-            seen.contains("\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.1\n"),
+            seen.contains("\nX-Forwarded-For: 1.1.1.1, 127.0.0.1\n"),
             "{seen}"
         );
         assert!(seen.ends_with("|ok"), "{seen}");
