@@ -412,7 +412,7 @@ impl<'a> Der<'a> {
 }
 
 /// What kind of key `key` is, when it is a well-formed key ring cannot sign with ("RSA keys
-/// of 1024 bits are"): RSA outside 2048 to 4096 bits (ring's `PRIVATE_KEY_PUBLIC_MODULUS_MAX_BITS`;
+/// of 1024 bits are"): RSA of other than 2048, 3072 or 4096 bits (ring's `PRIVATE_KEY_PUBLIC_MODULUS_MAX_BITS`;
 /// 8192 is its verifier's limit) or with an exponent outside 65537 to 2^33 - 1, EC keys on
 /// curves other than P-256 and P-384, Ed448, DSA, RSA-PSS, key-agreement keys. `None` for a
 /// key of a kind ring takes (what it refused is the key itself) or one that does not parse.
@@ -455,7 +455,8 @@ pub(crate) fn unsupported_signing_key(key: &rustls_pki_types::PrivateKeyDer<'_>)
 /// refused by ring: its size, or its exponent when the size is one ring takes.
 fn rsa_kind(n: &[u8], e: &[u8]) -> Option<String> {
     let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
-    if !(2048..=4096).contains(&bits) {
+    // (and primes of a multiple of 512 bits: 2048, 3072 or 4096 in all)
+    if !(2048..=4096).contains(&bits) || (bits + 1) / 2 % 512 != 0 {
         return Some(format!("RSA keys of {bits} bits are"));
     }
     // (65537 is 0x010001; 2^33 - 1 is ring's `PublicExponent::MAX`)

@@ -49,7 +49,7 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> &'static str {
 }
 
 /// Loads a key into a signing key of the ring provider. A well-formed key of a kind ring
-/// cannot sign with (RSA under 2048 or over 4096 bits or with an exponent outside 65537 to
+/// cannot sign with (RSA of other than 2048, 3072 or 4096 bits, or with an exponent outside 65537 to
 /// 2^33 - 1, curves other
 /// than P-256 and P-384, Ed448, DSA, RSA-PSS keys) is named in the error, with what is
 /// supported: OpenSSL, and so Kong, would serve it.
@@ -57,7 +57,7 @@ pub fn signing_key(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, Strin
     rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| {
         match crate::keys::unsupported_signing_key(key) {
             Some(kind) => format!(
-                "invalid key: {kind} not supported (supported: RSA of 2048 to 4096 bits, ECDSA on \
+                "invalid key: {kind} not supported (supported: RSA of 2048, 3072 or 4096 bits, ECDSA on \
              P-256 or P-384, Ed25519)"
             ),
             None => format!("invalid key: {e}"),
@@ -252,11 +252,13 @@ mod tests {
                 Err(e) => e,
             }
         };
-        let supported = "(supported: RSA of 2048 to 4096 bits, ECDSA on P-256 or P-384, Ed25519)";
+        let supported =
+            "(supported: RSA of 2048, 3072 or 4096 bits, ECDSA on P-256 or P-384, Ed25519)";
         for (name, kind) in [
             ("rsa1024.key", "RSA keys of 1024 bits are"),
             ("rsa1024-pkcs1.key", "RSA keys of 1024 bits are"),
             ("rsa6144.key", "RSA keys of 6144 bits are"),
+            ("rsa2560.key", "RSA keys of 2560 bits are"),
             (
                 "rsa-e3.key",
                 "RSA keys with a public exponent outside 65537 to 2^33 - 1 are",
