@@ -456,7 +456,7 @@ pub(crate) fn unsupported_signing_key(key: &rustls_pki_types::PrivateKeyDer<'_>)
 fn rsa_kind(n: &[u8], e: &[u8]) -> Option<String> {
     let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
     // (and primes of a multiple of 512 bits: 2048, 3072 or 4096 in all)
-    if !(2048..=4096).contains(&bits) || (bits + 1) / 2 % 512 != 0 {
+    if !(2048..=4096).contains(&bits) || !bits.div_ceil(2).is_multiple_of(512) {
         return Some(format!("RSA keys of {bits} bits are"));
     }
     // (65537 is 0x010001; 2^33 - 1 is ring's `PublicExponent::MAX`)
