@@ -878,11 +878,7 @@ fn check_lines(buf: &[u8], checked: &mut usize, from: usize) -> io::Result<()> {
                 Ok(httparse::Status::Partial)
             )
         } else {
-            let mut one = [httparse::EMPTY_HEADER; 1];
-            matches!(
-                httparse::parse_headers(line, &mut one),
-                Ok(httparse::Status::Partial)
-            )
+            crate::h1_fast::header_line_parses(line)
         };
         if !valid {
             return Err(invalid_answer("upstream sent invalid header"));

@@ -262,12 +262,19 @@ fn line_parses(line: &[u8], request_line: bool) -> bool {
             Ok(httparse::Status::Partial)
         )
     } else {
-        let mut one = [httparse::EMPTY_HEADER; 1];
-        matches!(
-            httparse::parse_headers(line, &mut one),
-            Ok(httparse::Status::Partial)
-        )
+        header_line_parses(line)
     }
+}
+
+/// Whether `line`, one header line of a head (request or answer; its LF included, or the
+/// partial last line without one), is read by `httparse` without an error (alone, a line
+/// that parses is a head to be continued: `Partial`).
+pub(crate) fn header_line_parses(line: &[u8]) -> bool {
+    let mut one = [httparse::EMPTY_HEADER; 1];
+    matches!(
+        httparse::parse_headers(line, &mut one),
+        Ok(httparse::Status::Partial)
+    )
 }
 
 #[cfg(test)]
