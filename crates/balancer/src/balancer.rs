@@ -2,8 +2,9 @@
 //! building from a configuration with state carried over, picking peers, passive reports,
 //! health output.
 
+use crate::target::ip_literal;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -200,7 +201,7 @@ impl Peer {
         } else {
             h
         };
-        if h.is_empty() || h.parse::<IpAddr>().is_ok() {
+        if h.is_empty() || ip_literal(h).is_some() {
             None
         } else {
             Some(h)
@@ -233,14 +234,6 @@ impl Peer {
 /// [`host_header_value`] as a header value (`None` if it is not one).
 fn host_value(host: &str, port: u16, tls: bool) -> Option<http::HeaderValue> {
     http::HeaderValue::from_maybe_shared(bytes::Bytes::from(host_header_value(host, port, tls)))
-        .ok()
-}
-
-/// A service host that is an IP address (IPv6 in brackets or not).
-fn ip_literal(host: &str) -> Option<IpAddr> {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
         .ok()
 }
 

@@ -435,7 +435,7 @@ impl Resolver {
     }
 
     async fn query(&self, name: &str) -> (Result<Arc<DnsAnswer>, DnsError>, Duration) {
-        if let Ok(ip) = name.parse::<IpAddr>() {
+        if let Some(ip) = crate::target::ip_literal(name) {
             let rec = DnsRecord {
                 ip,
                 port: None,

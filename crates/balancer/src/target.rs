@@ -48,7 +48,7 @@ impl TargetAddr {
                 .parse::<u16>()
                 .map_err(|_| format!("invalid port '{p}'"))?,
         };
-        if let Ok(ip) = host.parse::<IpAddr>() {
+        if let Some(ip) = ip_literal(host) {
             return Ok(TargetAddr {
                 host: ip.to_string(),
                 port,
@@ -65,6 +65,14 @@ impl TargetAddr {
             ip: None,
         })
     }
+}
+
+/// An IP address, in brackets or not, written as Kong reads it (`010.0.0.1`,
+/// `1:2:3:4:5:6:7::8` and `1::2:` included; see [`silverback_config::typedefs::kong_ip`]),
+/// or as Rust's parser reads it.
+pub(crate) fn ip_literal(s: &str) -> Option<IpAddr> {
+    let s = s.trim_start_matches('[').trim_end_matches(']');
+    silverback_config::typedefs::kong_ip(s).or_else(|| s.parse().ok())
 }
 
 /// Checks a DNS hostname: labels of letters, digits, `-` and `_`, 1..63 bytes each.
@@ -105,6 +113,17 @@ mod tests {
         assert_eq!(t.port, 8000);
         let t = TargetAddr::parse("fe80::1").expect("ok");
         assert_eq!((t.host.as_str(), t.port), ("fe80::1", 8000));
+        // spellings Kong reads as addresses where Rust's parser does not
+        for (target, host, port) in [
+            ("010.0.0.1:81", "10.0.0.1", 81),
+            ("1:2:3:4:5:6:7::8", "1:2:3:4:5:6:7:8", 8000),
+            ("1::2:", "1::2:0", 8000),
+            ("[1::2:]:9000", "1::2:0", 9000),
+        ] {
+            let t = TargetAddr::parse(target).expect(target);
+            assert_eq!((t.host.as_str(), t.port), (host, port), "{target}");
+            assert_eq!(t.ip, Some(host.parse().unwrap()), "{target}");
+        }
         assert!(TargetAddr::parse("a:b").is_err());
         assert!(TargetAddr::parse("a b:80").is_err());
         assert!(TargetAddr::parse("host:70000").is_err());

@@ -171,8 +171,8 @@ pub fn hostname_type(s: &str) -> HostKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort<'a> {
     /// The name or address as written, without the port (and an IPv6 address without its
-    /// brackets). Kong's `normalize_ip` would also normalize an address (`010.0.0.1` to
-    /// `10.0.0.1`, IPv6 fully expanded); this keeps the spelling.
+    /// brackets), in its spelling; [`HostPort::ip`] gives the address Kong reads in it
+    /// (`010.0.0.1` is `10.0.0.1`).
     pub host: &'a str,
     /// The port, when one was given.
     pub port: Option<u16>,
@@ -185,6 +185,43 @@ impl HostPort<'_> {
     pub fn is_ip(&self) -> bool {
         self.kind != HostKind::Name
     }
+
+    /// The address, read as Kong's `normalize_ip` reads it (see [`kong_ip`]); `None` for a
+    /// name.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.kind {
+            HostKind::Name => None,
+            _ => kong_ip(self.host),
+        }
+    }
+}
+
+/// An IP address (without port or brackets) read as Kong's `normalize_ip` reads it, where
+/// Rust's parser is stricter: IPv4 octets in decimal with leading zeros (`010.0.0.1` is
+/// `10.0.0.1`, as nginx's `ngx_inet_addr` reads it too), and IPv6 by Kong's expansion (a
+/// leading or trailing `:` gets a `0`, the first `::` stands for the missing groups, even
+/// none: `1:2:3:4:5:6:7::8` is `1:2:3:4:5:6:7:8`, `1::2:` is `1::2:0`). `None` when Kong
+/// would refuse it, or it is a name.
+pub fn kong_ip(s: &str) -> Option<IpAddr> {
+    match hostname_type(s) {
+        HostKind::Ipv4 => ipv4_octets(s).map(IpAddr::from),
+        HostKind::Ipv6 => ipv6_groups(s).map(IpAddr::from),
+        HostKind::Name => None,
+    }
+}
+
+/// Four dot-separated decimal octets of 1 to 3 digits, each at most 255 (`normalize_ipv4`).
+fn ipv4_octets(a: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut n = 0;
+    for o in a.split('.') {
+        if n == 4 || !(1..=3).contains(&o.len()) || !all_digits(o) {
+            return None;
+        }
+        out[n] = o.parse::<u8>().ok()?;
+        n += 1;
+    }
+    (n == 4).then_some(out)
 }
 
 /// Why Kong's `normalize_ip` refuses a value; `Display` gives Kong's error string.
@@ -258,16 +295,7 @@ fn normalize_ipv4(s: &str) -> Result<(&str, Option<u16>), HostError<'_>> {
         Some(_) => return Err(HostError::Ipv4(s)),
         None => (s, None),
     };
-    let mut octets = 0;
-    for o in addr.split('.') {
-        octets += 1;
-        let ok =
-            (1..=3).contains(&o.len()) && all_digits(o) && o.parse::<u16>().is_ok_and(|v| v <= 255);
-        if !ok {
-            return Err(HostError::Ipv4(s));
-        }
-    }
-    if octets != 4 {
+    if ipv4_octets(addr).is_none() {
         return Err(HostError::Ipv4(s));
     }
     Ok((addr, port.map(port_number).transpose()?))
@@ -317,15 +345,17 @@ fn normalize_ipv6(s: &str) -> Result<(&str, Option<u16>), HostError<'_>> {
         }
         None => (s, None),
     };
-    if kong_ipv6(addr) {
+    if ipv6_groups(addr).is_some() {
         Ok((addr, port))
     } else {
         Err(HostError::Ipv6(s))
     }
 }
 
-/// Whether `normalize_ipv6` takes `a` (no brackets) as an address.
-fn kong_ipv6(a: &str) -> bool {
+/// The eight groups `normalize_ipv6` makes of `a` (no brackets), or `None` when it refuses
+/// it: a leading or trailing `:` gets a `0`, the first `::` is expanded to the missing groups
+/// (none, when eight are written), and eight groups of 1 to 4 hex digits must result.
+fn ipv6_groups(a: &str) -> Option<[u16; 8]> {
     let mut c = String::with_capacity(a.len() + 20);
     if a.starts_with(':') {
         c.push('0');
@@ -339,14 +369,16 @@ fn kong_ipv6(a: &str) -> bool {
         let ins = format!(":{}", "0:".repeat(8usize.saturating_sub(colons)));
         c = c.replacen("::", &ins, 1);
     }
-    let mut groups = 0;
+    let mut out = [0u16; 8];
+    let mut n = 0;
     for g in c.split(':') {
-        groups += 1;
-        if !(1..=4).contains(&g.len()) || !g.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return false;
+        if n == 8 || !(1..=4).contains(&g.len()) || !g.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
         }
+        out[n] = u16::from_str_radix(g, 16).ok()?;
+        n += 1;
     }
-    groups == 8
+    (n == 8).then_some(out)
 }
 
 fn check_hostname(s: &str) -> Result<(&str, Option<u16>), HostError<'_>> {
@@ -596,6 +628,50 @@ mod tests {
     }
 
     use super::*;
+
+    /// The address Kong reads in an IP host, where Rust's parser refuses the spelling.
+    #[test]
+    fn kong_ip_reads_kong_spellings() {
+        let ok = [
+            ("10.0.0.1", "10.0.0.1"),
+            ("010.0.0.1", "10.0.0.1"),
+            ("001.002.003.255", "1.2.3.255"),
+            ("::1", "::1"),
+            ("::", "::"),
+            ("FE80::1", "fe80::1"),
+            ("1:2:3:4:5:6:7::8", "1:2:3:4:5:6:7:8"),
+            ("1::2:", "1::2:0"),
+            ("1:2:3:4:5:6:7:", "1:2:3:4:5:6:7:0"),
+            ("0001:0002::00ff", "1:2::ff"),
+        ];
+        for (value, want) in ok {
+            let want: IpAddr = want.parse().unwrap();
+            assert_eq!(kong_ip(value), Some(want), "{value}");
+            let hp = split_host_port(value).unwrap();
+            assert_eq!(hp.ip(), Some(want), "{value}");
+        }
+        for value in [
+            "256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4:80",
+            "0010.0.0.1",
+            "1:2:3:4:5:6:7:8:9",
+            // the leading `0` makes nine groups
+            "::1:2:3:4:5:6:7:8",
+            "1::2::3",
+            "::ffff:1.2.3.4",
+            "12345::1",
+            "example.com",
+        ] {
+            assert_eq!(kong_ip(value), None, "{value}");
+        }
+        assert_eq!(split_host_port("example.com:80").unwrap().ip(), None);
+        assert_eq!(
+            split_host_port("[1::2:]:80").unwrap().ip(),
+            Some("1::2:0".parse().unwrap())
+        );
+    }
 
     /// Kong's `normalize_ip` (`kong/tools/ip.lua`): the parser `hostname_type` picks, the
     /// host and port it returns, and its error strings.

@@ -793,3 +793,60 @@ services:
     assert_eq!(h["data"][0]["health"], "HEALTHY", "{h}");
     g.gw.shutdown().await;
 }
+
+/// Addresses spelled as Kong reads them and Rust's parser does not (octets with leading
+/// zeros, a `::` standing for no group, a trailing `:`) load, and reach the address Kong
+/// reads: as a service host, and as upstream targets.
+#[tokio::test]
+async fn kong_address_spellings_reach_their_addresses() {
+    let v4 = Backend::builder().name("v4").ip("127.0.0.2").run().await;
+    let v6 = Backend::builder().name("v6").ip("::1").run().await;
+    let (p4, p6) = (v4.addr.port(), v6.addr.port());
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: zeros
+  targets:
+  - target: "127.000.0.02:{p4}"
+- name: nogroup
+  targets:
+  - target: "[0:0:0:0:0:0:0::1]:{p6}"
+services:
+- name: literal
+  host: "127.000.000.002"
+  port: {p4}
+  routes:
+  - name: literal
+    paths: ["/literal"]
+- name: literal6
+  host: "0:0:0:0:0:0:0::1"
+  port: {p6}
+  routes:
+  - name: literal6
+    paths: ["/literal6"]
+- name: zeros
+  host: zeros
+  routes:
+  - name: zeros
+    paths: ["/zeros"]
+- name: nogroup
+  host: nogroup
+  routes:
+  - name: nogroup
+    paths: ["/nogroup"]
+"#
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    for (path, backend) in [
+        ("/literal", "v4"),
+        ("/literal6", "v6"),
+        ("/zeros", "v4"),
+        ("/nogroup", "v6"),
+    ] {
+        let r = c.get("x", path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("x-backend"), Some(backend), "{path}");
+    }
+}
