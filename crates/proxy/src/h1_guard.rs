@@ -393,20 +393,38 @@ impl<T> H1Guard<T> {
                         i += 1;
                         continue;
                     }
+                    let rest = &buf[i..];
+                    // The HTTP/2 preface (h2c prior knowledge) is not an HTTP/1 head, at
+                    // the connection's start only (see `fresh`); its 24 bytes decide, as
+                    // nginx compares them: while they match so far it is held back, though
+                    // its first 18 bytes look like a complete head.
+                    let preface = if self.limits.h2c && self.fresh {
+                        preface_progress(&self.head, rest)
+                    } else {
+                        Preface::No
+                    };
+                    // (a held start of it that turns out not to be it, and holds a complete
+                    // head: that head, `PRI * HTTP/2.0`, refused below; what came after it
+                    // is never read)
+                    let held_head = preface == Preface::No
+                        && self.head.len() >= PREFACE_HEAD
+                        && H2_PREFACE.starts_with(&self.head);
+                    if held_head {
+                        self.head.truncate(PREFACE_HEAD);
+                    }
                     // (only the first head of a read can have begun in an earlier one)
                     let (start, earlier) = (i, self.head.len());
-                    let rest = &buf[i..];
-                    let end = find_head_end(&self.head, rest);
+                    let end = match preface {
+                        Preface::Partial => None,
+                        Preface::Whole(n) => Some(n),
+                        Preface::No if held_head => Some(0),
+                        Preface::No => find_head_end(&self.head, rest),
+                    };
+                    let preface = preface != Preface::No;
                     let take = end.unwrap_or(rest.len());
                     self.head.extend_from_slice(&rest[..take]);
                     let line_ended = rest[..take].contains(&b'\n');
                     i += take;
-                    // The HTTP/2 preface (h2c prior knowledge) is not an HTTP/1 head, at
-                    // the connection's start only (see `fresh`).
-                    let preface = self.limits.h2c
-                        && self.fresh
-                        && H2_PREFACE
-                            .starts_with(&self.head[..self.head.len().min(H2_PREFACE.len())]);
                     // (a head that is not complete is parsed again only when a line of it
                     // ended or it reached the size limit: a head sent a byte at a time costs
                     // one parse per line, not one per byte)
@@ -750,6 +768,35 @@ fn switch_of(head: &[u8]) -> Option<Switch> {
 
 /// Index in `rest` just past the blank line ending the head that `head` began, if any
 /// (`CRLF CRLF`, or a bare `LF` ending an empty line, as hyper accepts).
+/// How far the connection's first bytes (`head`, held, then `rest`) are the HTTP/2 preface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Preface {
+    /// They differ from it: an HTTP/1 head.
+    No,
+    /// All so far match it, and it is not complete.
+    Partial,
+    /// It is complete with this many bytes of `rest`.
+    Whole(usize),
+}
+
+fn preface_progress(head: &[u8], rest: &[u8]) -> Preface {
+    let Some(want) = H2_PREFACE.get(head.len()..) else {
+        return Preface::No;
+    };
+    let n = want.len().min(rest.len());
+    if !H2_PREFACE.starts_with(head) || rest[..n] != want[..n] {
+        Preface::No
+    } else if n == want.len() {
+        Preface::Whole(n)
+    } else {
+        Preface::Partial
+    }
+}
+
+/// The length of the preface's part that reads as an HTTP/1 head (`PRI * HTTP/2.0` and an
+/// empty line).
+const PREFACE_HEAD: usize = 18;
+
 pub(crate) fn find_head_end(head: &[u8], rest: &[u8]) -> Option<usize> {
     let mut p1 = head.last().copied().unwrap_or(0);
     let mut p2 = head.len().checked_sub(2).map_or(0, |i| head[i]);
@@ -1289,6 +1336,35 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
             assert_eq!(out, preface);
             assert!(g.refused.is_none());
         }
+    }
+
+    /// The preface's 24 bytes decide: its first 18 (`PRI * HTTP/2.0` and an empty line) are
+    /// held back, not handed to hyper as a complete head, and when what follows differs
+    /// they are the HTTP/1 head they look like, refused as nginx refuses it.
+    #[test]
+    fn the_preface_is_decided_by_all_its_bytes() {
+        for tail in [&b"XX\r\n\r\n"[..], b"SM\r\n\r\r", b"GET / HTTP/1.1\r\n\r\n"] {
+            let mut input = b"PRI * HTTP/2.0\r\n\r\n".to_vec();
+            input.extend_from_slice(tail);
+            for step in [input.len(), 18, 20, 5, 1] {
+                let (out, g) = run(&input, step);
+                assert_eq!(out, b"", "{tail:?} step {step}");
+                assert!(
+                    answer(&g).starts_with("Bad PRI * HTTP/2.0"),
+                    "{tail:?} step {step}: {}",
+                    answer(&g)
+                );
+            }
+        }
+        // held back while it matches, then passed whole
+        let mut g = guard();
+        assert_eq!(pass_on(&mut g, b"PRI * HTTP/2.0\r\n\r\n"), b"");
+        assert_eq!(pass_on(&mut g, b"SM\r\n"), b"");
+        assert_eq!(
+            pass_on(&mut g, b"\r\n\0\0"),
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0"
+        );
+        assert!(g.refused.is_none());
     }
 
     #[test]

@@ -2545,6 +2545,32 @@ async fn the_h2_preface_is_one_only_at_the_connections_start() {
             let out = String::from_utf8_lossy(&out);
             assert_kong_400(&out, "Bad request");
         }
+        // at the start, all 24 bytes decide: `PRI * HTTP/2.0` and an empty line followed by
+        // something else is that HTTP/1 head, in one read or with a pause after the empty line
+        let not_preface = b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n";
+        let out = raw(g.http, not_preface, w).await;
+        assert_kong_400(&out, "Bad request");
+        for split in [18, 20] {
+            let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+            c.write_all(&not_preface[..split]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.write_all(&not_preface[split..]).await.unwrap();
+            let (out, _) = read_to_close(&mut c, w).await;
+            let out = String::from_utf8_lossy(&out);
+            assert_kong_400(&out, "Bad request");
+        }
+        // (and the preface with the same pause is HTTP/2)
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        c.write_all(&preface[..18]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.write_all(&preface[18..]).await.unwrap();
+        let (out, _) = read_to_close(&mut c, Duration::from_millis(300)).await;
+        assert!(
+            out.len() >= 9 && out[3] == 4,
+            "{}: {out:?}",
+            what("a SETTINGS frame")
+        );
+        drop(c);
         g.gw.shutdown().await;
     }
 }
