@@ -417,7 +417,10 @@ impl Metrics {
             .unwrap_or_default();
         all.sort_by(|a, b| (&a.service, &a.route).cmp(&(&b.service, &b.route)));
 
-        o.push_str("# HELP kong_bandwidth_bytes Total bandwidth (ingress/egress) throughput in bytes\n# TYPE kong_bandwidth_bytes counter\n");
+        let family = family_start(
+            &mut o,
+            "# HELP kong_bandwidth_bytes Total bandwidth (ingress/egress) throughput in bytes\n# TYPE kong_bandwidth_bytes counter\n",
+        );
         for r in &all {
             for (dir, v) in [
                 ("egress", r.egress.load(Relaxed)),
@@ -432,6 +435,7 @@ impl Metrics {
                 }
             }
         }
+        family_end(&mut o, family);
         // Kong's control plane reports each data plane's hash with `node_id`, `hostname`
         // and `ip`; a node reporting itself has only its id to give (the hash itself as a
         // label would make a new series at every load).
@@ -446,7 +450,10 @@ impl Metrics {
         // DB-less: the declarative configuration is always there (Kong's `off` connector
         // connects without fail).
         o.push_str("# HELP kong_datastore_reachable Datastore reachable from Kong, 0 is unreachable\n# TYPE kong_datastore_reachable gauge\nkong_datastore_reachable 1\n");
-        o.push_str("# HELP kong_http_requests_total HTTP status codes per consumer/service/route in Kong\n# TYPE kong_http_requests_total counter\n");
+        let family = family_start(
+            &mut o,
+            "# HELP kong_http_requests_total HTTP status codes per consumer/service/route in Kong\n# TYPE kong_http_requests_total counter\n",
+        );
         let mut codes: Vec<(u16, &str, u64)> = Vec::new();
         for r in &all {
             codes.clear();
@@ -461,12 +468,16 @@ impl Metrics {
                 );
             }
         }
+        family_end(&mut o, family);
         let histogram = |o: &mut String,
                          name: &str,
                          help: &str,
                          bounds: &[u64],
                          pick: fn(&RouteStats) -> &Histogram| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+            let family = family_start(
+                o,
+                &format!("# HELP {name} {help}\n# TYPE {name} histogram\n"),
+            );
             for r in &all {
                 let h = pick(r);
                 if !h.is_empty() {
@@ -474,6 +485,7 @@ impl Metrics {
                     h.render(o, bounds, name, &l);
                 }
             }
+            family_end(o, family);
         };
         histogram(
             &mut o,
@@ -535,6 +547,23 @@ impl Metrics {
             self.config_swaps.load(Relaxed)
         );
         o
+    }
+}
+
+/// Writes a family's `# HELP` and `# TYPE` lines; returns where they start and end, for
+/// [`family_end`].
+fn family_start(o: &mut String, header: &str) -> (usize, usize) {
+    let start = o.len();
+    o.push_str(header);
+    (start, o.len())
+}
+
+/// Takes back a family's `# HELP` and `# TYPE` lines when no sample followed them: Kong's
+/// exporter (nginx-lua-prometheus) writes them with a family's first sample, so a family
+/// without samples does not appear.
+fn family_end(o: &mut String, (start, header_end): (usize, usize)) {
+    if o.len() == header_end {
+        o.truncate(start);
     }
 }
 
@@ -604,6 +633,41 @@ mod tests {
         assert!(!t.contains("hash=\""), "{t}");
         assert!(t.contains("\nsilverback_config_swaps_total 0\n"), "{t}");
         assert!(!t.contains("kong_data_plane_config_swaps_total"), "{t}");
+    }
+
+    /// A family without samples is not written at all (Kong's exporter writes `# HELP` and
+    /// `# TYPE` with a family's first sample).
+    #[test]
+    fn families_without_samples_are_left_out() {
+        let m = Metrics::default();
+        let t = m.render(NODE);
+        for name in [
+            "kong_bandwidth_bytes",
+            "kong_http_requests_total",
+            "kong_kong_latency_ms",
+            "kong_request_latency_ms",
+            "kong_upstream_latency_ms",
+        ] {
+            assert!(!t.contains(name), "{name}: {t}");
+        }
+        assert!(
+            t.contains("# TYPE kong_nginx_requests_total gauge\n"),
+            "{t}"
+        );
+        // a route with requests but no upstream latency (answered by the gateway)
+        let r = m.route("svc", "rt");
+        r.response(404, false);
+        r.latencies(1, 1, None);
+        let t = m.render(NODE);
+        for name in [
+            "kong_http_requests_total",
+            "kong_kong_latency_ms",
+            "kong_request_latency_ms",
+        ] {
+            assert!(t.contains(&format!("# TYPE {name} ")), "{name}: {t}");
+        }
+        assert!(!t.contains("kong_upstream_latency_ms"), "{t}");
+        assert!(!t.contains("kong_bandwidth_bytes"), "{t}");
     }
 
     /// Each histogram has Kong's buckets for it, with `le` as Kong prints it.
