@@ -112,6 +112,8 @@ struct Ctx {
     /// The request was answered (or left unanswered on purpose) and counted: a context
     /// dropped before is a request whose client went away.
     done: bool,
+    /// The answer opened a tunnel (a 101), which records the request's log when it ends.
+    tunnelled: bool,
 }
 
 impl Drop for Ctx {
@@ -374,6 +376,7 @@ pub(crate) async fn handle(
         head_bytes,
         upstream: None,
         done: false,
+        tunnelled: false,
     };
     if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
         cx.format = Format::negotiate(req.headers(), req.version() == Version::HTTP_2);
@@ -428,6 +431,8 @@ pub(crate) async fn handle(
     if matches!(body, ProxyBody::Upstream(_)) && !unanswered {
         // the latencies end with the streamed body
         body.attach_log(Log::new(stats.clone(), cx.start, cx.upstream));
+    } else if cx.tunnelled {
+        // (recorded when the tunnel ends)
     } else {
         // a complete body: sent in one write, its time not waited for
         stats.answered(ms(cx.start.elapsed()), cx.upstream);
@@ -532,6 +537,7 @@ pub(crate) fn refusal(
         head_bytes: 0,
         upstream: None,
         done: true,
+        tunnelled: false,
     };
     tracing::debug!(request_id = ?cx.rid, reason = ?why, "request head refused");
     // Kong's message for the status, but for nginx's 494, which Kong sends as a 400
@@ -1924,11 +1930,16 @@ async fn send(
         let mut tmp = Response::from_parts(rp, rbody);
         let upstream = hyper::upgrade::on(&mut tmp);
         let (rp, _) = tmp.into_parts();
+        // nginx logs an upgraded request when its tunnel ends: the request latency runs to
+        // then, and the bytes sent include the tunnel's toward the client
+        let mut log = Log::new(Arc::clone(up.stats), cx.start, cx.upstream);
+        cx.tunnelled = true;
         tokio::spawn(async move {
             let (Ok(u), Ok(d)) = tokio::join!(upstream, client) else {
                 return;
             };
-            tunnel(TokioIo::new(d), TokioIo::new(u), read_timeout).await;
+            let sent = tunnel(TokioIo::new(d), TokioIo::new(u), read_timeout).await;
+            log.egress(sent);
         });
         return Ok(Response::from_parts(rp, ProxyBody::empty()).into());
     }
@@ -1943,8 +1954,8 @@ async fn send(
 /// either side closes (after passing on what it had sent) or fails, or when no byte has
 /// moved either way for `idle` (the service's `read_timeout`, nginx's `proxy_read_timeout`,
 /// which any event re-arms; a write that stalls that long ends it too). Then both sides are
-/// shut down.
-async fn tunnel<C, U>(client: C, upstream: U, idle: Duration)
+/// shut down. Returns the bytes sent to the client.
+async fn tunnel<C, U>(client: C, upstream: U, idle: Duration) -> u64
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -1952,7 +1963,14 @@ where
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // when a byte last moved, either way
     let clock = crate::deadline::IdleClock::new();
-    async fn pump<R, W>(mut from: R, mut to: W, clock: &crate::deadline::IdleClock) -> W
+    // (the bytes written are counted in `moved` as they go: the side that did not end is
+    // dropped unfinished)
+    async fn pump<R, W>(
+        mut from: R,
+        mut to: W,
+        clock: &crate::deadline::IdleClock,
+        moved: Option<&std::sync::atomic::AtomicU64>,
+    ) -> W
     where
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin,
@@ -1967,15 +1985,19 @@ where
                     if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
                         return to;
                     }
+                    if let Some(m) = moved {
+                        m.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
                     clock.touch();
                 }
             }
         }
     }
+    let to_client = std::sync::atomic::AtomicU64::new(0);
     let (client_in, client_out) = tokio::io::split(client);
     let (upstream_in, upstream_out) = tokio::io::split(upstream);
-    let up = pump(client_in, upstream_out, &clock);
-    let down = pump(upstream_in, client_out, &clock);
+    let up = pump(client_in, upstream_out, &clock, None);
+    let down = pump(upstream_in, client_out, &clock, Some(&to_client));
     let quiet = clock.quiet_for(idle);
     let mut up = std::pin::pin!(up);
     let mut down = std::pin::pin!(down);
@@ -1997,6 +2019,7 @@ where
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+    to_client.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// An upstream answer's head: as read from an HTTP/1.1 connection, or hyper's.

@@ -2698,6 +2698,47 @@ async fn websocket_upgrade_and_echo() {
             .unwrap();
         assert_eq!(&buf[..n], format!("echo:{msg}").as_bytes());
     }
+    // nginx logs an upgraded request when its tunnel ends: no latency is recorded while it
+    // is open, and then one that covers it, with the tunnel's bytes toward the client sent
+    let metric = |t: &str, name: &str| -> Option<u64> {
+        t.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let count = "kong_request_latency_ms_count{service=\"ws\",route=\"ws\",workspace=\"default\"}";
+    let egress = "kong_bandwidth_bytes{service=\"ws\",route=\"ws\",direction=\"egress\"";
+    let t = get(g.status, "localhost", "/metrics").await.text();
+    assert_eq!(metric(&t, count), None, "{t}");
+    assert_eq!(
+        metric(
+            &t,
+            "kong_http_requests_total{service=\"ws\",route=\"ws\",code=\"101\""
+        ),
+        Some(1),
+        "{t}"
+    );
+    let head_sent = metric(&t, egress).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    let t = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let t = get(g.status, "localhost", "/metrics").await.text();
+            if metric(&t, count) == Some(1) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the tunnel's end is logged");
+    let sum = "kong_request_latency_ms_sum{service=\"ws\",route=\"ws\",workspace=\"default\"}";
+    assert!(metric(&t, sum).unwrap() >= 300, "{t}");
+    assert_eq!(
+        metric(&t, egress).unwrap(),
+        head_sent + "echo:one".len() as u64 + "echo:two".len() as u64,
+        "{t}"
+    );
     g.gw.shutdown().await;
 }
 
