@@ -152,6 +152,14 @@ async fn route(
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method().clone();
+    // Kong's `before_filter` (lapis runs it ahead of every handler, the 404 and the 405s
+    // included, on the admin and the status listeners): a `POST`, `PUT` or `PATCH` whose body
+    // the admin API cannot read is a 415, with no body.
+    if matches!(m, Method::POST | Method::PUT | Method::PATCH)
+        && !crate::admin_schemas::readable(&req)
+    {
+        return crate::admin_schemas::unsupported_type();
+    }
     let status_listener = kind == ListenerKind::Status;
     let Some((r, params)) = admin_routes::resolve(status_listener, &segs) else {
         return message(StatusCode::NOT_FOUND, "Not found");

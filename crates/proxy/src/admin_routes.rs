@@ -102,6 +102,9 @@ pub(crate) struct Route {
     pub(crate) endpoint: Endpoint,
     /// Also served by the status listener (which serves nothing else).
     pub(crate) on_status: bool,
+    /// Served by the status listener only (`/status/ready`, which only Kong's status API
+    /// attaches).
+    status_only: bool,
     /// Listed by `GET /endpoints`: a path Kong serves. (Served but not listed: the other
     /// names of a collection, `/keyauth_credentials`, `/consumers/{c}/key-auths`.)
     pub(crate) listed: bool,
@@ -120,12 +123,16 @@ impl Route {
                 }
             })
             .collect();
+        // (`/status/ready`: Kong attaches it to its status API alone, so the admin API
+        // neither serves nor lists it)
+        let status_only = endpoint == Endpoint::Ready;
         Route {
+            status_only,
             path,
             segs,
             endpoint,
             on_status,
-            listed,
+            listed: listed && !status_only,
         }
     }
 
@@ -307,7 +314,7 @@ pub(crate) fn resolve<'a>(
 ) -> Option<(&'static Route, Vec<&'a str>)> {
     ROUTES
         .iter()
-        .filter(|r| !status || r.on_status)
+        .filter(|r| if status { r.on_status } else { !r.status_only })
         .find_map(|r| r.params(path).map(|p| (r, p)))
 }
 
@@ -352,6 +359,11 @@ mod tests {
         // (a parameter's value that is no literal of the table).
         for r in ROUTES.iter() {
             let segs = instance(&r.path, "v0");
+            if r.status_only {
+                assert!(resolve(false, &segs).is_none(), "{}", r.path);
+                assert_eq!(resolve(true, &segs).map(|(f, _)| &f.path), Some(&r.path));
+                continue;
+            }
             let (found, params) = resolve(false, &segs).expect(&r.path);
             assert_eq!(found.path, r.path);
             assert!(params.iter().all(|p| *p == "v0"), "{}", r.path);

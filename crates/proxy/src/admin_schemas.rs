@@ -106,9 +106,7 @@ pub(crate) async fn validate(
     entity: &str,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    if !readable(&req) {
-        return unsupported_type();
-    }
+    // (a body it cannot read was refused before: `admin::route`)
     let ct = content_type(&req);
     let query = req.uri().query().map(str::to_string);
     let body = match crate::admin::read_body(sh, req.into_body()).await {
@@ -190,7 +188,8 @@ fn lua_number(n: &serde_json::Number) -> String {
     }
 }
 
-fn unsupported_type() -> Response<ProxyBody> {
+/// Kong's 415 of its `before_filter`: no body.
+pub(crate) fn unsupported_type() -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::empty());
     *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
     r
@@ -199,7 +198,7 @@ fn unsupported_type() -> Response<ProxyBody> {
 // === request bodies, as Kong's admin API reads them (the entity writes share this) ===
 
 /// Kong's `before_filter` (`kong/api/api_helpers.lua`), which every `POST`, `PUT` and
-/// `PATCH` of the admin API passes first: a body the admin API reads, by its `Content-Type`
+/// `PATCH` of the admin API passes first (`admin::route` checks it): a body the admin API reads, by its `Content-Type`
 /// (compared as Kong compares it, case and all), or no body. Otherwise 415.
 pub(crate) fn readable<B>(req: &Request<B>) -> bool {
     let h = req.headers();

@@ -71,6 +71,19 @@ async fn node_status_and_readiness() {
     assert_eq!(r.json(), json!({"message": "ready"}));
     // The status listener serves nothing else.
     assert_eq!(get(g.status, "localhost", "/config").await.status, 404);
+    // and the readiness probe is the status listener's alone, as Kong attaches it to its
+    // status API only: the admin listener neither serves nor lists it
+    let r = get(g.admin, "localhost", "/status/ready").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), json!({"message": "Not found"}));
+    let listed = get(g.admin, "localhost", "/endpoints").await.json();
+    assert!(
+        !listed["data"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/status/ready")),
+        "{listed}"
+    );
     g.gw.shutdown().await;
 }
 
@@ -146,7 +159,13 @@ async fn post_config_applies_and_failures_change_nothing() {
     let r = admin_post(g.admin, "/config", "application/json", "{nope").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json(), json!({"message": "Cannot parse JSON body"}));
-    let r = admin_post(g.admin, "/config", "text/yaml", "{nope").await;
+    let r = admin_post(
+        g.admin,
+        "/config",
+        "application/x-www-form-urlencoded",
+        "{nope",
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], 14);
     // (a JSON type with nothing to decode fails Kong's JSON check; no type, no document)
@@ -169,7 +188,13 @@ async fn post_config_applies_and_failures_change_nothing() {
         "_format_version: \"3.0\"\nservices:\n- name: yamlsvc\n  url: {}\n  routes:\n  - name: ry\n    paths: [/yaml]\n",
         b.url()
     );
-    let r = admin_post(g.admin, "/config", "text/yaml", yaml.clone()).await;
+    let r = admin_post(
+        g.admin,
+        "/config",
+        "application/x-www-form-urlencoded",
+        yaml.clone(),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(get(g.http, "x", "/yaml").await.status, 200);
     assert_eq!(get(g.http, "x", "/one").await.status, 404);
@@ -213,7 +238,7 @@ async fn post_config_applies_and_failures_change_nothing() {
     let r = admin_post(
         g.admin,
         "/config?check_hash=1",
-        "text/yaml",
+        "application/x-www-form-urlencoded",
         exported.clone(),
     )
     .await;
@@ -734,7 +759,13 @@ async fn the_configuration_hash_is_the_posted_documents_md5() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(g.gw.config_hash(), hex_md5(doc(&b, "r4").as_bytes()));
     let empty = "_format_version: \"3.0\"\n";
-    let r = admin_post(g.admin, "/config", "text/yaml", empty).await;
+    let r = admin_post(
+        g.admin,
+        "/config",
+        "application/x-www-form-urlencoded",
+        empty,
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(g.gw.config_hash(), "0".repeat(32));
     g.gw.shutdown().await;
@@ -950,7 +981,7 @@ async fn a_slow_upload_does_not_block_another_post_config() {
     let g = Gw::start(None).await;
     let mut slow = tokio::net::TcpStream::connect(g.admin).await.unwrap();
     slow.write_all(
-        b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: text/yaml\r\n\
+        b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
           content-length: 1000\r\n\r\n_format_version: \"3.0\"\n",
     )
     .await
@@ -978,7 +1009,7 @@ async fn concurrent_config_uploads_are_bounded() {
     for _ in 0..4 {
         let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
         s.write_all(
-            b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: text/yaml\r\n\
+            b"POST /config HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
               content-length: 1000\r\n\r\n_format_version: \"3.0\"\n",
         )
         .await
@@ -1742,6 +1773,11 @@ async fn json_scalar_bodies_are_kongs_500_wherever_a_handler_runs() {
         for body in scalars {
             for ct in ["application/json", "Application/JSON; charset=utf-8"] {
                 let r = c.send(with_body(method, path, ct, body)).await;
+                // (Kong's `before_filter` compares the type's case, for the writes)
+                if ct != "application/json" && matches!(method, "POST" | "PUT" | "PATCH") {
+                    assert_eq!(r.status, 415, "{method} {path} {ct} {body}: {}", r.text());
+                    continue;
+                }
                 assert_eq!(r.status, 500, "{method} {path} {ct} {body}: {}", r.text());
                 assert_eq!(
                     r.body,
@@ -2093,7 +2129,7 @@ consumers:
 "#,
         url = b.url()
     );
-    let r = admin_post(g.admin, "/config", "text/yaml", cfg).await;
+    let r = admin_post(g.admin, "/config", "application/x-www-form-urlencoded", cfg).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let a = g.admin;
     let r1 = get(a, "localhost", "/services/svc/routes/r1").await;
@@ -2853,7 +2889,7 @@ consumers:
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let r = admin_post(g.admin, "/config", "text/yaml", cfg).await;
+    let r = admin_post(g.admin, "/config", "application/x-www-form-urlencoded", cfg).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let a = g.admin;
     let s = get(a, "localhost", "/services/svc").await.json();
@@ -3572,7 +3608,7 @@ upstreams:
 "#,
         url = b.url()
     );
-    let r = admin_post(g.admin, "/config", "text/yaml", cfg).await;
+    let r = admin_post(g.admin, "/config", "application/x-www-form-urlencoded", cfg).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let not_found = json!({"message": "Not found"});
     let not_allowed = json!({"message": "Method not allowed"});
@@ -3988,7 +4024,7 @@ upstreams:
   targets:
   - target: 10.0.0.1:80
 "#;
-    let r = admin_post(g.admin, "/config", "text/yaml", cfg).await;
+    let r = admin_post(g.admin, "/config", "application/x-www-form-urlencoded", cfg).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let json_ct = "application/json";
     let form = "application/x-www-form-urlencoded";
@@ -4774,5 +4810,48 @@ async fn latencies_end_with_a_streamed_body() {
     assert!(sum("kong_request_latency_ms") >= 150, "{t}");
     assert!(sum("kong_kong_latency_ms") >= 150, "{t}");
     assert!(sum("kong_upstream_latency_ms") < 150, "{t}");
+    g.gw.shutdown().await;
+}
+
+/// Kong's `before_filter` runs ahead of every handler of the admin and status listeners: a
+/// `POST`, `PUT` or `PATCH` with a body of a type the admin API does not read (or a body
+/// without a type) is a 415 with no body, before the 404 of an unknown path, the 405 of a
+/// method an endpoint lacks, and `POST /config` itself (YAML goes as a form or a raw form
+/// body, not as `text/yaml`); the configuration is left as it was.
+#[tokio::test]
+async fn bodies_the_admin_api_cannot_read_are_415_everywhere() {
+    let cfg = "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:9\n";
+    let g = Gw::start(Some(cfg)).await;
+    let hash = g.gw.config_hash();
+    let yaml = "_format_version: \"3.0\"\n";
+    for (addr, method, path, ct, body) in [
+        (g.admin, "POST", "/config", "text/yaml", yaml),
+        (g.admin, "POST", "/config", "", yaml),
+        (g.admin, "POST", "/nope", "text/plain", "x"),
+        (g.admin, "PUT", "/", "text/plain", "x"),
+        (g.admin, "PATCH", "/services/s", "text/plain", "x"),
+        (g.status, "PUT", "/status", "text/plain", "x"),
+        (g.status, "POST", "/nope", "text/plain", "x"),
+    ] {
+        let r = admin_send(addr, method, path, ct, body.to_string()).await;
+        assert_eq!(r.status, 415, "{method} {path} {ct:?}: {}", r.text());
+        assert!(r.body.is_empty(), "{method} {path}: {}", r.text());
+    }
+    assert_eq!(g.gw.config_hash(), hash);
+    // the readable types and an empty body pass on to the handlers
+    for (method, path, ct, body, status) in [
+        ("POST", "/nope", "", "", 404),
+        ("PUT", "/", "application/json", "{}", 405),
+        (
+            "POST",
+            "/config",
+            "application/x-www-form-urlencoded",
+            yaml,
+            201,
+        ),
+    ] {
+        let r = admin_send(g.admin, method, path, ct, body.to_string()).await;
+        assert_eq!(r.status, status, "{method} {path} {ct:?}: {}", r.text());
+    }
     g.gw.shutdown().await;
 }

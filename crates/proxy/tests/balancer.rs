@@ -198,7 +198,7 @@ async fn passive_ejection_active_recovery_and_swap_keeps_health() {
     let r = admin_post(
         g.admin,
         "/config",
-        "application/x-yaml",
+        "application/x-www-form-urlencoded",
         checked_upstream(&a, &b, true),
     )
     .await;
@@ -433,7 +433,7 @@ async fn consistent_hashing_moves_few_keys_when_a_target_is_added() {
     let r = admin_post(
         g.admin,
         "/config",
-        "application/x-yaml",
+        "application/x-www-form-urlencoded",
         hashed_pool(&[&a, &b, &c3, &d]),
     )
     .await;

@@ -106,7 +106,7 @@ async fn regexes_compile_in_the_background_after_a_swap() {
         ));
     }
     let g = Gw::start(None).await;
-    let r = admin_post(g.admin, "/config", "application/x-yaml", cfg).await;
+    let r = admin_post(g.admin, "/config", "application/x-www-form-urlencoded", cfg).await;
     assert_eq!(r.status, 201, "{}", r.text());
     // No request has used a regex yet; the warm-up thread compiles all 40 (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(10);
