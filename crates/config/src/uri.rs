@@ -11,25 +11,45 @@ pub fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-fn is_unreserved(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+/// RFC 3986's reserved characters, which Kong's `normalize` leaves escaped (`%` included).
+fn is_reserved(c: u8) -> bool {
+    b"!*'();:@&=+$,/?%#[]".contains(&c)
 }
 
-/// Normalises a path as Kong does before routing (RFC 3986 §6.2.2): percent-decodes the
-/// escapes of unreserved characters (upper-casing the escapes that stay), merges repeated
-/// slashes when `merge_slashes` is set, and resolves `.` and `..` segments.
+/// Normalises a path as Kong does before routing (`kong/tools/uri.lua`): percent-decodes
+/// every escape but those of reserved characters (`!*'();:@&=+$,/?%#[]`, whose escapes are
+/// upper-cased), so unreserved characters and "others" (a space, `"`, `<`, bytes past
+/// ASCII...) are read as themselves; merges repeated slashes when `merge_slashes` is set;
+/// and resolves `.` and `..` segments. The bytes decoded may not be UTF-8 (`%FF`); then the
+/// path is lossily decoded here (see [`try_normalize`]).
 ///
 /// ```
 /// use silverback_config::uri::normalize;
 /// assert_eq!(normalize("/a/%62c/./d/../e", true), "/a/bc/e");
-/// assert_eq!(normalize("/x%2fy//z%20", true), "/x%2Fy/z%20");
+/// assert_eq!(normalize("/x%2fy//z%20", true), "/x%2Fy/z ");
 /// ```
 pub fn normalize(path: &str, merge_slashes: bool) -> String {
+    try_normalize(path, merge_slashes).unwrap_or_else(|lossy| lossy)
+}
+
+/// [`normalize`], or `Err` with the path lossily decoded when the decoded bytes are not
+/// UTF-8: Kong's router then matches nothing (atc-router refuses a path that is not UTF-8).
+pub fn try_normalize(path: &str, merge_slashes: bool) -> Result<String, String> {
     let decoded = if path.contains('%') {
-        decode_unreserved(path, false)
+        match String::from_utf8(decode_escapes(path)) {
+            Ok(s) => s,
+            Err(e) => {
+                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                return Err(normalize_decoded(lossy, merge_slashes));
+            }
+        }
     } else {
         path.to_string()
     };
+    Ok(normalize_decoded(decoded, merge_slashes))
+}
+
+fn normalize_decoded(decoded: String, merge_slashes: bool) -> String {
     let merged = if merge_slashes && decoded.contains("//") {
         let mut s = String::with_capacity(decoded.len());
         let mut prev_slash = false;
@@ -55,12 +75,11 @@ pub fn normalize(path: &str, merge_slashes: bool) -> String {
     }
 }
 
-/// Decodes escapes of unreserved characters and upper-cases the others. With
-/// `escape_regex_meta`, decoded regex metacharacters (`.`, `-`) are escaped with `\`, as
-/// Kong's path migration does for regex paths.
-fn decode_unreserved(path: &str, escape_regex_meta: bool) -> String {
+/// Kong's `normalize_decode`: each `%XX` (hex in either case) becomes its byte, unless the
+/// byte is reserved, when the escape stays, upper-cased.
+fn decode_escapes(path: &str) -> Vec<u8> {
     let b = path.as_bytes();
-    let mut out = String::with_capacity(b.len());
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
@@ -68,38 +87,64 @@ fn decode_unreserved(path: &str, escape_regex_meta: bool) -> String {
             && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
         {
             let c = h * 16 + l;
-            if is_unreserved(c) {
-                if escape_regex_meta && matches!(c, b'.' | b'-') {
-                    out.push('\\');
-                }
-                out.push(c as char);
+            if is_reserved(c) {
+                out.extend_from_slice(&[
+                    b'%',
+                    b[i + 1].to_ascii_uppercase(),
+                    b[i + 2].to_ascii_uppercase(),
+                ]);
             } else {
-                out.push('%');
-                out.push(b[i + 1].to_ascii_uppercase() as char);
-                out.push(b[i + 2].to_ascii_uppercase() as char);
+                out.push(c);
             }
             i += 3;
             continue;
         }
-        // copy one UTF-8 character
-        let ch_len = path[i..].chars().next().map_or(1, char::len_utf8);
-        out.push_str(&path[i..i + ch_len]);
-        i += ch_len;
+        out.push(b[i]);
+        i += 1;
     }
     out
 }
 
-/// Kong's 3.0 migration of an old (1.x/2.x) route path: plain paths are normalised, others
-/// become regexes (`~`), with unreserved escapes decoded.
+/// Kong's 3.0 migration of an old (1.x/2.x) route path (`migrate_path_280_300.lua`): a
+/// path of `[A-Za-z0-9./_~%-]` only is a prefix, normalised; any other becomes a regex
+/// (`~`), its escapes decoded as [`normalize`] decodes them, a decoded regex metacharacter
+/// (`.`, `^`, `-`, `{`, `}`, `\`, `|`) escaped with `\`.
 pub fn migrate_path(path: &str) -> String {
     let plain = path
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"./-_~%".contains(&b));
     if plain {
-        normalize(path, true)
-    } else {
-        format!("~{}", decode_unreserved(path, true))
+        return normalize(path, true);
     }
+    let mut out = Vec::with_capacity(path.len() + 1);
+    out.push(b'~');
+    let b = path.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            let c = h * 16 + l;
+            if is_reserved(c) {
+                out.extend_from_slice(&[
+                    b'%',
+                    b[i + 1].to_ascii_uppercase(),
+                    b[i + 2].to_ascii_uppercase(),
+                ]);
+            } else {
+                if b".^-{}\\|".contains(&c) {
+                    out.push(b'\\');
+                }
+                out.push(c);
+            }
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// RFC 3986 §5.2.4 `remove_dot_segments`.
@@ -174,8 +219,14 @@ mod tests {
             ("/%2e%2e/x", "/x"),
             ("/a%2Fb", "/a%2Fb"),
             ("/a%2fb", "/a%2Fb"),
-            ("/caf%c3%a9", "/caf%C3%A9"),
-            ("/a%20b", "/a%20b"),
+            // "others" are decoded too; reserved characters stay escaped
+            ("/caf%c3%a9", "/café"),
+            ("/a%20b", "/a b"),
+            ("/%22%3c%7C%5e", "/\"<|^"),
+            (
+                "/%21%2a%27%28%29%3b%3a%40%26%3d%2b%24%2c%2f%3f%25%23%5b%5d",
+                "/%21%2A%27%28%29%3B%3A%40%26%3D%2B%24%2C%2F%3F%25%23%5B%5D",
+            ),
             ("/%41%2d%5f", "/A-_"),
             ("/100%", "/100%"),
         ];
@@ -183,8 +234,15 @@ mod tests {
             assert_eq!(normalize(i, true), o, "input {i}");
         }
         assert_eq!(normalize("/a//b", false), "/a//b");
+        // bytes that are not UTF-8
+        assert_eq!(
+            try_normalize("/%FF/x", true),
+            Err("/\u{FFFD}/x".to_string())
+        );
+        assert_eq!(try_normalize("/%C3%A9", true), Ok("/é".to_string()));
         assert_eq!(migrate_path("/a/%62"), "/a/b");
         assert_eq!(migrate_path("/v[12]/%2e"), "~/v[12]/\\.");
+        assert_eq!(migrate_path("/v[12]/%5e%20%2F%7c"), "~/v[12]/\\^ %2F\\|");
     }
 
     #[test]

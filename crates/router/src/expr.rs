@@ -168,6 +168,11 @@ pub(crate) struct ExprSupport {
 }
 
 impl ExprSupport {
+    /// Whether some expression reads the path (`http.path`, `http.path.segments.*`).
+    pub fn reads_path(&self) -> bool {
+        self.fields.iter().any(|f| f.starts_with("http.path"))
+    }
+
     pub fn new(entries: &[Entry]) -> Self {
         let mut fields = Vec::new();
         for e in entries {

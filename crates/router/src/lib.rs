@@ -36,8 +36,10 @@
 //!
 //! # Semantics (what Kong does, and so what we do)
 //!
-//! - **Request fields.** The path is normalized as Kong does (percent-decoding of unreserved
-//!   characters, `.`/`..` resolution, merged slashes; [`silverback_config::uri::normalize`]).
+//! - **Request fields.** The path is normalized as Kong does (percent-decoding of every
+//!   escape but a reserved character's, `.`/`..` resolution, merged slashes;
+//!   [`silverback_config::uri::normalize`]); a path whose escapes decode to bytes that are
+//!   not UTF-8 matches nothing when some route reads the path (atc-router refuses the value).
 //!   The host is the `Host` header with a numeric `:port` split off, compared case-sensitively
 //!   as Kong does (it does not lowercase). The destination port is that `Host` port when
 //!   present, else the listener port ([`RequestView::port`]).
@@ -57,7 +59,12 @@
 //! - **Priority.** Kong's 64-bit priority (more fields, plain hosts, header count, regex over
 //!   prefix, `regex_priority`, prefix length), one matcher per path group (all regex paths;
 //!   each distinct prefix length), ties broken by the larger matcher UUID. See
-//!   [`compat_priority`].
+//!   [`compat_priority`]. This is the layout Kong documents and `transform.lua` describes;
+//!   Kong 3.x's code computes the field count, header count and `regex_priority` terms with
+//!   LuaJIT's 32-bit `bit.lshift` (its `lshift_uint64` rebinds a local instead of converting
+//!   to `uint64_t`), so in Kong a plain-host-only or regex route outranks one with more
+//!   fields, and routes of four fields or more get priorities that depend on LuaJIT's
+//!   conversion of negative numbers. Silverback keeps the documented order (a deviation).
 //! - **After the match.** [`RouteMatch::upstream_path`] follows Kong's `path_handling` v0
 //!   table (v1 under the `traditional` flavor only), [`RouteMatch::stripped_prefix`] is Kong's
 //!   `match_t.prefix`, [`RouteMatch::captures`] Kong's `uri_captures`.
@@ -257,6 +264,9 @@ pub struct Router {
     exprs: expr::ExprSupport,
     /// Every distinct regex, compiled on first use (see [`Router::compile_regexes`]).
     regexes: Vec<Arc<lazy_regex::LazyRegex>>,
+    /// Some matcher reads `http.path`: a request path whose escapes do not decode to UTF-8
+    /// then matches nothing, as in Kong, where atc-router refuses to add the value.
+    reads_path: bool,
 }
 
 impl std::fmt::Debug for Router {
@@ -279,6 +289,10 @@ impl Router {
         let entries = compile::compile(&config, flavor, &mut regexes)?;
         let index = index::Index::build(&entries);
         let exprs = expr::ExprSupport::new(&entries);
+        let reads_path = exprs.reads_path()
+            || entries
+                .iter()
+                .any(|e| matches!(&e.kind, compile::Kind::Fields(f) if !f.paths.is_empty()));
         Ok(Router {
             config,
             flavor,
@@ -286,6 +300,7 @@ impl Router {
             index,
             exprs,
             regexes: regexes.into_vec(),
+            reads_path,
         })
     }
 
@@ -335,7 +350,10 @@ impl Router {
 
     /// Finds the route for a request: the highest-priority matcher that matches.
     pub fn find<'r>(&'r self, req: &RequestView<'_>) -> Option<RouteMatch<'r>> {
-        let prepared = request::Prepared::new(req);
+        let (prepared, utf8) = request::Prepared::new(req);
+        if !utf8 && self.reads_path {
+            return None;
+        }
         let mut ctx = expr::LazyContext::new(&self.exprs);
         let mut it = self.index.candidates(&prepared);
         while let Some(i) = it.next_rank() {
@@ -350,7 +368,10 @@ impl Router {
     /// Like [`Router::find`], but walks every matcher in priority order without the index.
     /// Slow; for tests that check the index against the plain priority walk.
     pub fn find_linear<'r>(&'r self, req: &RequestView<'_>) -> Option<RouteMatch<'r>> {
-        let prepared = request::Prepared::new(req);
+        let (prepared, utf8) = request::Prepared::new(req);
+        if !utf8 && self.reads_path {
+            return None;
+        }
         let mut ctx = expr::LazyContext::new(&self.exprs);
         for e in &self.entries {
             if let Some(hit) = e.eval(&prepared, &mut ctx) {

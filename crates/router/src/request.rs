@@ -19,15 +19,20 @@ pub(crate) struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    pub fn new(view: &'a RequestView<'a>) -> Self {
+    /// The request prepared, and whether its path decoded to UTF-8: when its escapes decode
+    /// to bytes that are not (`/%FF`), the path is read lossily, and a router that reads
+    /// paths matches nothing (Kong's atc-router refuses such a value).
+    pub fn new(view: &'a RequestView<'a>) -> (Self, bool) {
         let (host, port) = split_host_port(view.host);
-        Prepared {
+        let (path, utf8) = normalize_path(view.path);
+        let p = Prepared {
             view,
             host: if host.is_empty() { None } else { Some(host) },
             dst_port: port.unwrap_or(view.port),
-            path: normalize_path(view.path),
+            path,
             method_bit: method_bit(view.method),
-        }
+        };
+        (p, utf8)
     }
 }
 
@@ -69,12 +74,16 @@ pub(crate) fn split_host_port(h: &str) -> (&str, Option<u16>) {
 }
 
 /// Kong's normalization of the request path (`normalize(uri, true)`), without allocating
-/// when the path is already normal.
-pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
+/// when the path is already normal, and whether its escapes decoded to UTF-8 (else the
+/// path is decoded lossily).
+pub(crate) fn normalize_path(path: &str) -> (Cow<'_, str>, bool) {
     if needs_normalization(path) {
-        Cow::Owned(silverback_config::uri::normalize(path, true))
+        match silverback_config::uri::try_normalize(path, true) {
+            Ok(p) => (Cow::Owned(p), true),
+            Err(lossy) => (Cow::Owned(lossy), false),
+        }
     } else {
-        Cow::Borrowed(path)
+        (Cow::Borrowed(path), true)
     }
 }
 
@@ -120,10 +129,10 @@ mod tests {
     fn normalization_fast_path_agrees() {
         for p in [
             "/", "/a/b", "/a//b", "/a/./b", "/a/../b", "/a/b/..", "/a/.", "/%41", "/a.b/c.",
-            "/..a/b", "", "*", "/a/b/", "/.", "/..", "a/./b",
+            "/..a/b", "", "*", "/a/b/", "/.", "/..", "a/./b", "/a%20b", "/%C3%A9",
         ] {
             assert_eq!(
-                normalize_path(p),
+                normalize_path(p).0,
                 silverback_config::uri::normalize(p, true),
                 "{p}"
             );

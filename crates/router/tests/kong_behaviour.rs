@@ -494,6 +494,46 @@ routes:
     );
 }
 
+/// Kong's `normalize` decodes every escape but a reserved character's: "others" (a space,
+/// `"`, bytes past ASCII) are matched, captured and stripped as themselves (the upstream
+/// path is escaped again by the proxy); a path whose escapes are not UTF-8 matches nothing
+/// where a route reads the path, as atc-router refuses the value.
+#[test]
+fn escapes_of_other_characters_are_decoded_before_matching() {
+    let doc = r#"
+_format_version: "3.0"
+routes:
+- {name: words, paths: ["~/search/(?<q>[a-z]+ [a-z]+)$"], strip_path: false}
+- {name: cafe, paths: ["~/café/(?<rest>.+)"]}
+- {name: any, paths: ["/"]}
+"#;
+    let r = compat(doc);
+    let m = must(&r, &Req::get("h", "/search/foo%20bar"));
+    assert_eq!(
+        route_name(&r, &Req::get("h", "/search/foo%20bar")).as_deref(),
+        Some("words")
+    );
+    assert_eq!(m.captures.by_key("q"), Some("foo bar"));
+    assert_eq!(m.upstream_path, "/search/foo bar");
+    let m = must(&r, &Req::get("h", "/caf%C3%A9/%22x%22"));
+    assert_eq!(m.captures.by_key("rest"), Some("\"x\""));
+    // (strip_path takes off what the regex matched)
+    assert_eq!(m.upstream_path, "/");
+    // reserved characters stay escaped
+    let m = must(&r, &Req::get("h", "/search/a%2Fb"));
+    assert_eq!(m.upstream_path, "/search/a%2Fb");
+    // not UTF-8 once decoded: nothing matches, not even `/`
+    for p in ["/%FF", "/caf%E9/x", "/a%C3"] {
+        assert_eq!(route_name(&r, &Req::get("h", p)), None, "{p}");
+    }
+    // ...unless no route reads the path
+    let hosts = compat("_format_version: \"3.0\"\nroutes:\n- {name: h, hosts: [a.test]}\n");
+    assert_eq!(
+        route_name(&hosts, &Req::get("a.test", "/%FF")).as_deref(),
+        Some("h")
+    );
+}
+
 /// (service path, route path, strip_path, request path, upstream path)
 const STRIP_PATH_V0: &[(Option<&str>, &str, bool, &str, &str)] = &[
     (None, "/foo", true, "/foo", "/"),

@@ -328,7 +328,15 @@ impl Reference {
         let router = &self.router;
         let mut c = Context::new(schema());
         let (host, port) = split_host_port(&req.host);
-        let path = silverback_config::uri::normalize(&req.path, true);
+        // (a path whose escapes are not UTF-8 fails the match where a route reads it, as
+        // atc-router refuses the value in Kong)
+        let (path, utf8) = match silverback_config::uri::try_normalize(&req.path, true) {
+            Ok(p) => (p, true),
+            Err(lossy) => (lossy, false),
+        };
+        if !utf8 && router.fields.keys().any(|f| f.starts_with("http.path")) {
+            return None;
+        }
         for f in router.fields.keys() {
             match f.as_str() {
                 "http.method" => c.add_value(f, Value::String(req.method.clone())),
