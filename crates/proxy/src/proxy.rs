@@ -929,15 +929,24 @@ fn real_addr(sh: &Shared, conn: &ConnInfo, h: &HeaderMap, trusted: bool) -> Sock
     ip.map_or(peer, |ip| SocketAddr::new(ip, 0))
 }
 
-/// The client's `Host` header (or the URI authority, for HTTP/2) as a header value,
-/// shared with the request head when it is the header itself.
-fn client_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
-    // An absolute-form target's authority (HTTP/1, RFC 9112 §3.2.2) or HTTP/2's
-    // `:authority` wins over `Host`, as nginx's `$host` takes the request line's.
-    if let Some(a) = req.uri().authority() {
-        return HeaderValue::from_str(a.as_str()).ok();
+/// The client's hosts as header values, shared with the request head where they are its
+/// `Host` header: nginx's `$http_host`, the `Host` header (HTTP/2's `:authority` stands for
+/// it, as nginx makes it the request's host header), which Kong routes on and sends with
+/// `preserve_host`; and nginx's `$host`, which takes an absolute-form target's authority
+/// (RFC 9112 §3.2.2) before the `Host` header, for `X-Forwarded-Host`.
+fn client_hosts<B>(req: &Request<B>) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    let header = req.headers().get(header::HOST).cloned();
+    let authority = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    if req.version() == Version::HTTP_2 {
+        let h = authority.or(header);
+        (h.clone(), h)
+    } else {
+        let line = authority.or_else(|| header.clone());
+        (header, line)
     }
-    req.headers().get(header::HOST).cloned()
 }
 
 /// nginx's check of a request's host, in one pass: not empty, no control bytes or spaces
@@ -1014,15 +1023,19 @@ async fn proxy(
         return Err(Error::downstream(Kind::PayloadTooLarge));
     }
 
-    // the client's host (the target's authority, else Host), read once for routing and later
-    let client_host = client_host_value(&req);
-    // RFC 9112 §3.2: an HTTP/1.1 request without a host, or any HTTP/1 request with an
-    // invalid one, is refused (as nginx does)
+    // the client's hosts, read once: `Host` for routing and `preserve_host`, and the
+    // request line's host before it for `X-Forwarded-Host` (see `client_hosts`)
+    let (client_host, line_host) = client_hosts(&req);
+    // RFC 9112 §3.2: an HTTP/1.1 request without a `Host` header (an absolute-form target
+    // does not stand for it), or any HTTP/1 request with an invalid host in either place, is
+    // refused (as nginx does)
     if req.version() <= Version::HTTP_11
-        && match &client_host {
+        && (match &client_host {
             None => req.version() == Version::HTTP_11,
             Some(h) => !valid_host(h.as_bytes()),
-        }
+        } || line_host
+            .as_ref()
+            .is_some_and(|h| !valid_host(h.as_bytes())))
     {
         return Err(Error::downstream(Kind::BadRequest));
     }
@@ -1049,9 +1062,11 @@ async fn proxy(
         let view = RequestView {
             method: req.method().as_str(),
             scheme,
+            // (UTF-8 past ASCII included, as atc-router takes any UTF-8 string; a host
+            // that is not UTF-8 matches only routes without hosts)
             host: client_host
                 .as_ref()
-                .and_then(|v| v.to_str().ok())
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
                 .unwrap_or(""),
             port: conn.local.port(),
             path: req.uri().path(),
@@ -1090,7 +1105,7 @@ async fn proxy(
     let fwd_https = fwd_proto.as_bytes() == b"https";
     let fwd_host = match hdr(&X_FORWARDED_HOST) {
         Some(v) => Some(v),
-        None => client_host.as_ref().and_then(forwarded_host),
+        None => line_host.as_ref().and_then(forwarded_host),
     };
     let fwd_port = hdr(&X_FORWARDED_PORT).unwrap_or_else(|| conn.local_port.clone());
     let fwd_path = match hdr(&X_FORWARDED_PATH) {

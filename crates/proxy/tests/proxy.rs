@@ -1748,6 +1748,9 @@ services:
   routes:
   - name: foo
     hosts: ["foo.example"]
+  - name: wild
+    hosts: ["*.wild"]
+    paths: ["/"]
 - name: other
   url: {other}
   routes:
@@ -1778,8 +1781,8 @@ services:
             "{out}"
         );
     }
-    // a host with bytes from 0x80 up is valid (as in nginx): it matches no host route, and
-    // routes without hosts still serve it
+    // a host with bytes from 0x80 up is valid (as in nginx): it matches no route of other
+    // hosts, and routes without hosts still serve it
     let out = raw(
         g.http,
         b"GET /x HTTP/1.1\r\nHost: caf\xc3\xa9.example\r\n\r\n",
@@ -1788,6 +1791,15 @@ services:
     .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("\"backend\":\"other\""), "{out}");
+    // ...and, being UTF-8, it matches host routes as any name (atc-router takes it)
+    let out = raw(
+        g.http,
+        b"GET /x HTTP/1.1\r\nHost: caf\xc3\xa9.wild\r\n\r\n",
+        w,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("\"backend\":\"foo\""), "{out}");
     // HTTP/1.0 needs no Host; its upstream `Via` carries the version as Kong writes it (a
     // Lua number: "1")
     let out = raw(g.http, b"GET /old HTTP/1.0\r\n\r\n", w).await;
@@ -1808,15 +1820,37 @@ services:
     let lower = out.to_ascii_lowercase();
     assert!(lower.contains("connection: close\r\n"), "{out}");
     assert!(!lower.contains("keep-alive"), "{out}");
-    // an absolute-form target's host routes, not the Host header (both request paths)
-    for req in [
-        &b"GET http://foo.example/abs HTTP/1.1\r\nHost: bar\r\n\r\n"[..],
-        b"POST http://foo.example/abs HTTP/1.1\r\nHost: bar\r\nContent-Length: 2\r\n\r\nhi",
+    // the Host header routes (Kong routes on `$http_host`), not an absolute-form target's
+    // host, which is nginx's `$host` and so `X-Forwarded-Host` (both request paths)
+    for (req, backend, fwd) in [
+        (
+            &b"GET http://foo.example/abs HTTP/1.1\r\nHost: bar\r\n\r\n"[..],
+            "other",
+            "foo.example",
+        ),
+        (
+            b"POST http://foo.example/abs HTTP/1.1\r\nHost: bar\r\nContent-Length: 2\r\n\r\nhi",
+            "other",
+            "foo.example",
+        ),
+        (
+            b"GET http://bar/abs HTTP/1.1\r\nHost: foo.example\r\n\r\n",
+            "foo",
+            "bar",
+        ),
     ] {
         let out = raw(g.http, req, w).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        assert!(out.to_ascii_lowercase().contains("x-backend: foo"), "{out}");
+        let lower = out.to_ascii_lowercase();
+        assert!(lower.contains(&format!("x-backend: {backend}")), "{out}");
+        assert!(
+            out.contains(&format!("\"x-forwarded-host\":\"{fwd}\"")),
+            "{out}"
+        );
     }
+    // an absolute-form target does not stand for the Host header HTTP/1.1 requires
+    let out = raw(g.http, b"GET http://foo.example/abs HTTP/1.1\r\n\r\n", w).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     // transfer codings nginx does not know: 501, nothing sent upstream
     let served = other.served();
     for te in ["gzip, chunked", "identity, chunked", "foo"] {

@@ -798,3 +798,20 @@ routes:
     assert_eq!(r.compile_regexes(), 1);
     assert_eq!(r.regex_counts(), (2, 2));
 }
+
+/// A host is any UTF-8 string to atc-router: one past ASCII matches wildcards as any name.
+#[test]
+fn hosts_past_ascii_match_as_names() {
+    check(
+        r#"
+_format_version: "3.0"
+routes:
+- {name: w, hosts: ["*.wild"], paths: ["/"]}
+- {name: any, paths: ["/"]}
+"#,
+        &[
+            (Req::get("caf\u{e9}.wild", "/x"), Some("w")),
+            (Req::get("caf\u{e9}.other", "/x"), Some("any")),
+        ],
+    );
+}
