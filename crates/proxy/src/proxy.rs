@@ -105,6 +105,9 @@ struct Ctx {
     /// not an error of Kong's (a client gone, 499; a stalled body, 408) then has the
     /// source `service`.
     past_access: bool,
+    /// When the access phase ended, and whether the service is gRPC (its `Via` names
+    /// HTTP/2): set with `past_access`, for the headers of an nginx error after it.
+    access_end: Option<(Instant, bool)>,
     /// The request's head bytes (counted as ingress once routed).
     head_bytes: u64,
     /// The upstream's time to its answer head (ms), once it answered.
@@ -373,6 +376,7 @@ pub(crate) async fn handle(
         stats: None,
         proxied: false,
         past_access: false,
+        access_end: None,
         head_bytes,
         upstream: None,
         done: false,
@@ -450,7 +454,9 @@ fn error_answer(sh: &Shared, cx: &Ctx, e: Error) -> Response<ProxyBody> {
     let mut r = if let Some(r) = nginx_answer(sh, cx, e.kind.status()) {
         r
     } else if e.kind.nginx_error() {
-        kong_error(sh, cx, cx.nginx_format, e.kind.status(), e.kind.message())
+        let mut r = kong_error(sh, cx, cx.nginx_format, e.kind.status(), e.kind.message());
+        proxied_error_headers(sh, cx, e.kind.status(), r.headers_mut());
+        r
     } else {
         response_error(sh, cx, e.kind.status(), e.kind.message())
     };
@@ -534,6 +540,7 @@ pub(crate) fn refusal(
         stats: None,
         proxied: false,
         past_access: false,
+        access_end: None,
         head_bytes: 0,
         upstream: None,
         done: true,
@@ -615,6 +622,42 @@ fn response_error(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> R
         message
     };
     kong_error(sh, cx, cx.format, status, message)
+}
+
+/// The headers of an nginx error past Kong's access phase: Kong's `error_page` handler
+/// restores the request's context, where `KONG_PROXIED` is set, so its header filter writes
+/// a proxied answer's headers (`X-Kong-Upstream-Latency` for the wait so far,
+/// `X-Kong-Proxy-Latency`, `Via`, `Server` in place of nginx's own, `X-Kong-Upstream-Status`
+/// when enabled), not `X-Kong-Response-Latency`. Before the access phase ended, the headers
+/// [`kong_headers`] wrote stay.
+fn proxied_error_headers(sh: &Shared, cx: &Ctx, status: StatusCode, h: &mut HeaderMap) {
+    let Some((end, grpc)) = cx.access_end else {
+        return;
+    };
+    let on = &sh.settings.headers;
+    h.remove(&X_KONG_RESPONSE_LATENCY);
+    if on.upstream_latency {
+        h.insert(
+            X_KONG_UPSTREAM_LATENCY.name().clone(),
+            num_header(ms(end.elapsed())),
+        );
+    }
+    if on.proxy_latency {
+        h.insert(
+            X_KONG_PROXY_LATENCY.name().clone(),
+            num_header(ms(end.saturating_duration_since(cx.start))),
+        );
+    }
+    if on.via {
+        let via = if grpc { &sh.via_h2 } else { &sh.via_h1 };
+        h.insert(header::VIA, via.clone());
+    }
+    if on.upstream_status {
+        h.insert(
+            X_KONG_UPSTREAM_STATUS.name().clone(),
+            HeaderValue::from(status.as_u16()),
+        );
+    }
 }
 
 fn kong_headers(sh: &Shared, cx: &Ctx, h: &mut HeaderMap) {
@@ -1304,6 +1347,7 @@ async fn proxy(
 
     // (the end of Kong's access phase: `KONG_PROXIED`)
     cx.past_access = true;
+    cx.access_end = Some((Instant::now(), is_h2(service.protocol)));
     let body: ReqBody = if let Some(body) = body {
         client_body(sh, route, service, &stats, upgrade, content_length, body).await?
     } else {

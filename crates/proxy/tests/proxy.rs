@@ -4188,3 +4188,62 @@ async fn a_half_closed_client_gets_its_batched_answer() {
         assert!(text.contains("\"uri\":\"/half\""), "{text}");
     }
 }
+
+/// An nginx error past Kong's access phase (an upstream refusing the connection) carries a
+/// proxied answer's headers, as Kong's error handler restores the request's context where
+/// `KONG_PROXIED` is set: the upstream and proxy latencies, `Via` and `Server`, not
+/// `X-Kong-Response-Latency`. An error of Kong's own phases (no route; no target to pick, a
+/// failure of its access phase) keeps a Kong answer's headers.
+#[tokio::test]
+async fn errors_past_the_access_phase_carry_proxied_headers() {
+    let dead = dead_addr("127.0.0.1").await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: empty
+services:
+- name: dead
+  url: http://{dead}
+  routes:
+  - name: dead
+    paths: ["/dead"]
+- name: empty
+  host: empty
+  routes:
+  - name: empty
+    paths: ["/empty"]
+"#
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    let version = silverback_proxy::KONG_VERSION;
+    let r = c.get("x", "/dead").await;
+    assert_eq!(r.status, 502);
+    for h in [
+        "x-kong-upstream-latency",
+        "x-kong-proxy-latency",
+        "x-kong-request-id",
+    ] {
+        assert!(
+            r.header(h)
+                .is_some_and(|v| v.parse::<u64>().is_ok() || h.ends_with("id")),
+            "{h}"
+        );
+    }
+    assert_eq!(
+        r.header("via"),
+        Some(format!("1.1 kong/{version}").as_str())
+    );
+    assert_eq!(r.header("server"), Some(format!("kong/{version}").as_str()));
+    assert_eq!(r.header("x-kong-response-latency"), None);
+    for path in ["/nothing", "/empty"] {
+        let r = c.get("x", path).await;
+        assert!(r.status == 404 || r.status == 503, "{path}: {}", r.status);
+        assert!(r.header("x-kong-response-latency").is_some(), "{path}");
+        assert_eq!(r.header("via"), None, "{path}");
+        assert_eq!(r.header("x-kong-upstream-latency"), None, "{path}");
+        assert_eq!(r.header("server"), Some(format!("kong/{version}").as_str()));
+    }
+    g.gw.shutdown().await;
+}
