@@ -1934,7 +1934,7 @@ async fn send(
         let via = if h2 { &sh.via_h2 } else { &sh.via_h1 };
         let via = match head.via() {
             Some(prev) => {
-                let mut v = prev.to_vec();
+                let mut v = prev.into_owned();
                 v.extend_from_slice(b", ");
                 v.extend_from_slice(via.as_bytes());
                 HeaderValue::from_bytes(&v).ok()
@@ -2099,10 +2099,36 @@ impl UpHead {
         }
     }
     /// The first `Via` value.
-    fn via(&self) -> Option<&[u8]> {
+    /// The upstream's `Via`, its lines joined with `, ` as nginx's `$upstream_http_via`
+    /// joins them (1.23+).
+    fn via(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        fn join<'a>(mut vs: impl Iterator<Item = &'a [u8]>) -> Option<std::borrow::Cow<'a, [u8]>> {
+            let first = vs.next()?;
+            let Some(second) = vs.next() else {
+                return Some(std::borrow::Cow::Borrowed(first));
+            };
+            let mut v = first.to_vec();
+            for more in std::iter::once(second).chain(vs) {
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(more);
+            }
+            Some(std::borrow::Cow::Owned(v))
+        }
         match self {
-            UpHead::Raw(h) => h.via(),
-            UpHead::Map(p) => p.headers.get(header::VIA).map(HeaderValue::as_bytes),
+            UpHead::Raw(h) => {
+                h.via()?;
+                join(
+                    h.iter()
+                        .filter(|(n, _)| n.eq_ignore_ascii_case(b"via"))
+                        .map(|(_, v)| v),
+                )
+            }
+            UpHead::Map(p) => join(
+                p.headers
+                    .get_all(header::VIA)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            ),
         }
     }
     fn has_server(&self) -> bool {

@@ -403,3 +403,38 @@ async fn the_fast_path_writes_kongs_case_and_keeps_the_upstreams() {
         assert!(head.contains(line), "{line:?} in {head}");
     }
 }
+
+/// An upstream's `Via` lines are joined with `, ` before the gateway's own is appended, as
+/// Kong builds it from nginx's `$upstream_http_via` (which joins repeated lines), on both
+/// request paths.
+#[tokio::test]
+async fn repeated_upstream_via_lines_are_joined() {
+    let be = RawBackend::builder()
+        .answer(
+            "/via",
+            &b"HTTP/1.1 200 OK\r\nVia: 1.1 a\r\nX-Other: 1\r\nvia: 1.0 b, 1.1 c\r\nContent-Length: 2\r\n\r\nok"[..],
+        )
+        .run()
+        .await;
+    let wait = std::time::Duration::from_millis(500);
+    for fast in [true, false] {
+        let g = gateway(&be, fast, None, Settings::loopback()).await;
+        // (a body makes the request take hyper's path when the fast path is on too)
+        for req in [
+            &b"GET /via HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"POST /via HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz",
+        ] {
+            let out = raw(g.http, req, wait).await;
+            let head = head_part(&out).to_ascii_lowercase();
+            let vias: Vec<&str> = head.lines().filter(|l| l.starts_with("via:")).collect();
+            assert_eq!(
+                vias,
+                [format!(
+                    "via: 1.1 a, 1.0 b, 1.1 c, 1.1 kong/{}",
+                    silverback_proxy::KONG_VERSION
+                )],
+                "fast {fast}: {out}"
+            );
+        }
+    }
+}
