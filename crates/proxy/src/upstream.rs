@@ -993,20 +993,10 @@ impl Pool {
         let tls = tokio_rustls::TlsConnector::from(cfg);
         match tokio::time::timeout(timeout, tls.connect(name, tcp)).await {
             Err(_) => Err(Error::upstream(Kind::ConnectTimeout).retryable()),
-            // A certificate the upstream presents that fails verification is not retried
-            // on another target (Kong: 502 at once).
-            Ok(Err(e)) => {
-                let cert = e.get_ref().is_some_and(|i| {
-                    i.downcast_ref::<rustls::Error>().is_some_and(|r| {
-                        matches!(
-                            r,
-                            rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)
-                        )
-                    })
-                });
-                let err = Error::upstream(Kind::UpstreamTls).because(e);
-                Err(if cert { err } else { err.retryable() })
-            }
+            // A failed handshake, a certificate that fails verification included, is tried
+            // again on the next peer, as nginx's `ngx_http_upstream_ssl_handshake` goes to
+            // the next upstream (`error`) on a verify or name-check failure.
+            Ok(Err(e)) => Err(Error::upstream(Kind::UpstreamTls).because(e).retryable()),
             Ok(Ok(s)) => Ok((Box::new(s), None)),
         }
     }

@@ -233,3 +233,73 @@ services:
     }
     g.gw.shutdown().await;
 }
+
+/// A handshake that fails verification goes on to the next target, as nginx's upstream
+/// module tries the next peer on a certificate that fails its check (`error`): with one
+/// target presenting a certificate of another CA, every request is served by the other;
+/// with that target alone, the tries run out and the answer is a 502.
+#[tokio::test]
+async fn a_target_failing_verification_is_retried_on_the_next() {
+    let test_ca = ca("Silverback Test CA");
+    let other_ca = ca("Another CA");
+    let good = Backend::builder()
+        .name("good")
+        .tls(server_tls(&leaf(&test_ca, &["localhost"], false), None))
+        .run()
+        .await;
+    let bad = Backend::builder()
+        .name("bad")
+        .ip("127.0.0.2")
+        .tls(server_tls(&leaf(&other_ca, &["localhost"], false), None))
+        .run()
+        .await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+ca_certificates:
+- id: {CA_ID}
+  cert: |
+{ca}
+upstreams:
+- name: pair
+  host_header: localhost
+  targets:
+  - target: {good}
+  - target: {bad}
+- name: lone
+  host_header: localhost
+  targets:
+  - target: {bad}
+services:
+- name: pair
+  protocol: https
+  host: pair
+  tls_verify: true
+  ca_certificates: [{CA_ID}]
+  routes:
+  - name: pair
+    paths: ["/pair"]
+- name: lone
+  protocol: https
+  host: lone
+  tls_verify: true
+  ca_certificates: [{CA_ID}]
+  routes:
+  - name: lone
+    paths: ["/lone"]
+"#,
+        ca = indent(&test_ca.pem()),
+        good = good.addr,
+        bad = bad.addr,
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    for _ in 0..6 {
+        let r = c.get("x", "/pair").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-backend"), Some("good"));
+    }
+    let r = c.get("x", "/lone").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    g.gw.shutdown().await;
+}
