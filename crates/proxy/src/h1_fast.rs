@@ -875,6 +875,12 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     write_body_after(io, out, slot, a.body, no_body, stats).await
 }
 
+/// Whether the head lines written so far have a `Content-Length` line.
+fn out_has_length(out: &[u8]) -> bool {
+    out.split(|&b| b == b'\n')
+        .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
 fn no_body(status: StatusCode, head_only: bool) -> bool {
     head_only
         || status.is_informational()
@@ -914,7 +920,16 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
     stats: Option<Arc<RouteStats>>,
 ) -> io::Result<()> {
     if no_body {
-        out.extend_from_slice(b"\r\n");
+        // An answer of the gateway's own to a `HEAD` keeps its body's length, as nginx
+        // keeps the `Content-Length` Kong's `kong.response.exit` sets (an upstream's answer
+        // to a `HEAD` has no body bytes here; its own length line was kept).
+        if let ProxyBody::Full(Some(b)) = &body
+            && !out_has_length(out)
+        {
+            push_length(out, b.len() as u64);
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
         if let Some(s) = &stats {
             s.egress(out.len() as u64);
         }

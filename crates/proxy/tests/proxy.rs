@@ -4247,3 +4247,55 @@ services:
     }
     g.gw.shutdown().await;
 }
+
+/// A `HEAD` to an answer of the gateway's own (no route; an upstream that refuses) gets
+/// the head of the `GET`'s answer, its `Content-Length` included, as nginx keeps the length
+/// Kong's `kong.response.exit` sets; on both request paths.
+#[tokio::test]
+async fn head_requests_get_the_length_of_the_gateways_answers() {
+    let dead = dead_addr("127.0.0.1").await;
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: dead\n  url: http://{dead}\n  routes:\n  - name: dead\n    paths: [\"/dead\"]\n"
+    );
+    for fast_h1 in [true, false] {
+        let settings = silverback_proxy::Settings {
+            fast_h1,
+            ..silverback_proxy::Settings::loopback()
+        };
+        let g = Gw::start_with(settings, Some(&cfg)).await;
+        let w = Duration::from_millis(300);
+        for path in ["/nothing", "/dead"] {
+            let get = raw(
+                g.http,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+                w,
+            )
+            .await;
+            let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+            let length = get_head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| panic!("{get}"));
+            assert_eq!(length, get_body.len().to_string(), "{get}");
+            let head = raw(
+                g.http,
+                format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+                w,
+            )
+            .await;
+            let (head_head, head_body) = head.split_once("\r\n\r\n").unwrap();
+            assert_eq!(head_body, "", "fast {fast_h1} {path}");
+            assert!(
+                head_head
+                    .to_ascii_lowercase()
+                    .contains(&format!("\r\ncontent-length: {length}")),
+                "fast {fast_h1} {path}: {head}"
+            );
+        }
+        g.gw.shutdown().await;
+    }
+}
