@@ -316,6 +316,10 @@ pub enum Format {
     Xml,
     /// gRPC: no body, `grpc-status`/`grpc-message` headers.
     Grpc,
+    /// `{"message":"…"}` as `application/json; charset=utf-8`: what Kong's error handler
+    /// sends to a request that asks for gRPC but is not one (not HTTP/2 with a gRPC
+    /// `Content-Type`), as `kong.response.exit` encodes its `{ message = … }` table.
+    Message,
 }
 
 impl Format {
@@ -345,11 +349,14 @@ impl Format {
     /// `kong/error_handlers.lua` renders). The first `Accept` value, or else the first
     /// `Content-Type`, or else `error_default_type`, is read as an `Accept` list; one that
     /// starts with `application/grpc` means gRPC.
-    pub fn nginx_error(headers: &HeaderMap, default: Format) -> Format {
+    /// That gRPC answer goes only to a gRPC request (HTTP/2 with a gRPC `Content-Type`,
+    /// Kong's `is_grpc_request`); to any other it is [`Format::Message`].
+    pub fn nginx_error(headers: &HeaderMap, default: Format, http2: bool) -> Format {
         Format::nginx_error_of(
             headers.get(header::ACCEPT).map(HeaderValue::as_bytes),
             headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
             default,
+            http2,
         )
     }
 
@@ -358,9 +365,16 @@ impl Format {
         accept: Option<&[u8]>,
         content_type: Option<&[u8]>,
         default: Format,
+        http2: bool,
     ) -> Format {
         match accept.or(content_type) {
-            Some(v) if is_grpc(v) => Format::Grpc,
+            Some(v) if is_grpc(v) => {
+                if http2 && content_type.is_some_and(is_grpc) {
+                    Format::Grpc
+                } else {
+                    Format::Message
+                }
+            }
             Some(v) => Format::of_accept(v),
             None => default,
         }
@@ -424,6 +438,7 @@ impl Format {
             Format::Html => Some("text/html; charset=utf-8"),
             Format::Xml => Some("application/xml; charset=utf-8"),
             Format::Grpc => None,
+            Format::Message => Some("application/json; charset=utf-8"),
         }
     }
 
@@ -442,6 +457,7 @@ impl Format {
             )
             .into(),
             Format::Grpc => Bytes::new(),
+            Format::Message => format!("{{\"message\":\"{message}\"}}").into(),
         }
     }
 }
@@ -744,19 +760,35 @@ mod tests {
     #[test]
     fn nginx_errors_fall_back_to_content_type_then_the_default() {
         let mut h = HeaderMap::new();
-        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Text);
-        assert_eq!(Format::nginx_error(&h, Format::Html), Format::Html);
+        let f = |h: &HeaderMap, d| Format::nginx_error(h, d, false);
+        assert_eq!(f(&h, Format::Text), Format::Text);
+        assert_eq!(f(&h, Format::Html), Format::Html);
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Html);
+        assert_eq!(f(&h, Format::Text), Format::Html);
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
-        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Json);
+        assert_eq!(f(&h, Format::Text), Format::Json);
         h.insert(header::ACCEPT, HeaderValue::from_static("application/xml"));
-        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Xml);
+        assert_eq!(f(&h, Format::Text), Format::Xml);
+        // asking for gRPC: gRPC's answer for a gRPC request only (HTTP/2, gRPC type)
         h.insert(header::ACCEPT, HeaderValue::from_static("application/grpc"));
-        assert_eq!(Format::nginx_error(&h, Format::Text), Format::Grpc);
+        assert_eq!(f(&h, Format::Text), Format::Message);
+        assert_eq!(Format::nginx_error(&h, Format::Text, true), Format::Message);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert_eq!(f(&h, Format::Text), Format::Message);
+        assert_eq!(Format::nginx_error(&h, Format::Text, true), Format::Grpc);
+        assert_eq!(
+            Format::Message.body(
+                "An invalid response was received from the upstream server",
+                "x"
+            ),
+            &b"{\"message\":\"An invalid response was received from the upstream server\"}"[..]
+        );
     }
 
     #[test]

@@ -384,7 +384,11 @@ pub(crate) async fn handle(
     };
     if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
         cx.format = Format::negotiate(req.headers(), req.version() == Version::HTTP_2);
-        cx.nginx_format = Format::nginx_error(req.headers(), sh.settings.error_default_type);
+        cx.nginx_format = Format::nginx_error(
+            req.headers(),
+            sh.settings.error_default_type,
+            req.version() == Version::HTTP_2,
+        );
     }
     let mut unanswered = false;
     let resp = match proxy(sh, conn, (req, client), present, &mut cx).await {
@@ -531,7 +535,9 @@ pub(crate) fn refusal(
         let page = crate::error::nginx_page(code).unwrap_or_default();
         return page_answer(status, page, "text/html; charset=UTF-8");
     }
-    let format = Format::nginx_error_of(accept, content_type, sh.settings.error_default_type);
+    // (a head refused while read is HTTP/1's)
+    let format =
+        Format::nginx_error_of(accept, content_type, sh.settings.error_default_type, false);
     let cx = Ctx {
         start: Instant::now(),
         rid: request_id(),

@@ -4299,3 +4299,41 @@ async fn head_requests_get_the_length_of_the_gateways_answers() {
         g.gw.shutdown().await;
     }
 }
+
+/// An nginx error to a request that asks for gRPC without being gRPC (HTTP/1.1) is Kong's
+/// `{"message":…}` in JSON, as its error handler's table goes through `kong.response.exit`,
+/// which answers the gRPC way only to HTTP/2 gRPC requests.
+#[tokio::test]
+async fn grpc_looking_http1_requests_get_json_errors() {
+    let dead = dead_addr("127.0.0.1").await;
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: dead\n  url: http://{dead}\n  routes:\n  - name: dead\n    paths: [\"/dead\"]\n"
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    for (name, value) in [
+        ("content-type", "application/grpc"),
+        ("accept", "application/grpc"),
+    ] {
+        let r = c
+            .send(
+                req("POST", "x", "/dead")
+                    .header(name, value)
+                    .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 502, "{name}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json; charset=utf-8"),
+            "{name}"
+        );
+        assert_eq!(
+            r.text(),
+            r#"{"message":"An invalid response was received from the upstream server"}"#
+        );
+        assert_eq!(r.header("grpc-status"), None);
+    }
+    g.gw.shutdown().await;
+}
