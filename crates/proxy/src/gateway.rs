@@ -50,6 +50,9 @@ pub struct BoundListener {
 
 /// State shared by every connection.
 pub(crate) struct Shared {
+    /// The gateway is shutting down: answers say `Connection: close` (hyper's path adds it
+    /// itself; this only keeps the `keep-alive` the gateway writes off them).
+    pub stopping: std::sync::atomic::AtomicBool,
     pub settings: Settings,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub pool: Arc<Pool>,
@@ -243,6 +246,7 @@ impl Gateway {
             HeaderValue::from_str(&s).map_err(|e| ProxyError::Tls(format!("server token: {e}")))
         };
         let shared = Arc::new(Shared {
+            stopping: std::sync::atomic::AtomicBool::new(false),
             server: hv(settings.server_token.clone())?,
             via_h1: hv(format!("1.1 {}", settings.server_token))?,
             via_h2: hv(format!("2 {}", settings.server_token))?,
@@ -397,6 +401,9 @@ impl Gateway {
 
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), then stops.
     pub async fn shutdown(self) {
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         self.shared.snapshot.load().balancers.shutdown();
         let grace = self.shared.settings.shutdown_grace;

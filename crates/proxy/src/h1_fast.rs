@@ -720,6 +720,14 @@ where
         spans.headers = client.into_lines();
 
         // --- the response ---
+        // (nginx writes `Connection: keep-alive` on every answer it keeps the connection
+        // for, and `close` once it is exiting)
+        let stopping = stop.requested();
+        let connection: &[u8] = if stopping {
+            b"Connection: close\r\n"
+        } else {
+            b"Connection: keep-alive\r\n"
+        };
         let (written, close) = match resp {
             Answer::Map(resp) => {
                 let close = resp
@@ -730,14 +738,15 @@ where
                 // after it would write it at once anyway)
                 let slot = slot.as_ref().filter(|_| !close);
                 (
-                    write_response(&mut io, &mut out, slot, resp, head_only, stats).await,
+                    write_response(&mut io, &mut out, slot, resp, head_only, connection, stats)
+                        .await,
                     close,
                 )
             }
             Answer::Raw(a) => {
                 let slot = slot.as_ref();
                 (
-                    write_raw(&mut io, &mut out, slot, a, head_only, stats).await,
+                    write_raw(&mut io, &mut out, slot, a, head_only, connection, stats).await,
                     false,
                 )
             }
@@ -809,17 +818,22 @@ impl<'a> Stop<'a> {
 }
 
 /// Writes a response; an error means the connection cannot be reused.
+/// `connection`: the `Connection` line to write unless the answer has its own.
 async fn write_response<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Vec<u8>,
     slot: Option<&crate::batch_write::Slot>,
     resp: Response<ProxyBody>,
     head_only: bool,
+    connection: &[u8],
     stats: Option<Arc<RouteStats>>,
 ) -> io::Result<()> {
     let (parts, body) = resp.into_parts();
     let no_body = no_body(parts.status, head_only);
     head_lines(out, &parts, no_body);
+    if !parts.headers.contains_key(header::CONNECTION) {
+        out.extend_from_slice(connection);
+    }
     write_body_after(io, out, slot, body, no_body, stats).await
 }
 
@@ -856,6 +870,7 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     slot: Option<&crate::batch_write::Slot>,
     a: RawAnswer,
     head_only: bool,
+    connection: &[u8],
     stats: Option<Arc<RouteStats>>,
 ) -> io::Result<()> {
     let status = a.head.status;
@@ -872,6 +887,8 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     if !a.head.has_date() {
         date_line(out);
     }
+    // (the upstream's own `Connection` was left out when its head was read)
+    out.extend_from_slice(connection);
     write_body_after(io, out, slot, a.body, no_body, stats).await
 }
 

@@ -259,6 +259,7 @@ pub(crate) async fn serve(
     mut client: Option<ClientHead>,
 ) -> Result<Response<ProxyBody>, crate::error::Unanswered> {
     let http10 = req.version() == Version::HTTP_10;
+    let http11 = req.version() == Version::HTTP_11;
     let head_only = req.method() == Method::HEAD;
     let head_bytes = request_head_len(&req);
     // (hyper adds `connection: close` to the answer of a request that asked for it)
@@ -272,6 +273,17 @@ pub(crate) async fn serve(
     let mut r = answer.into_response();
     if crate::error::is_unanswered(&r) {
         return Err(crate::error::Unanswered);
+    }
+    // nginx writes `Connection: keep-alive` on every HTTP/1.1 answer it keeps the
+    // connection for; hyper writes nothing then (and `close` itself when it closes)
+    if http11
+        && !asks_close
+        && !r.headers().contains_key(header::CONNECTION)
+        && !sh.stopping.load(std::sync::atomic::Ordering::Relaxed)
+        && !r.status().is_informational()
+    {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
     if let Some(stats) = stats {
         let mut sent = response_head_len(&r);

@@ -4337,3 +4337,51 @@ async fn grpc_looking_http1_requests_get_json_errors() {
     }
     g.gw.shutdown().await;
 }
+
+/// Every HTTP/1.1 answer says whether the connection stays open, as nginx writes it:
+/// `Connection: keep-alive` (on both request paths), or `close` when the client asked for
+/// it or the request is refused; one line, never both.
+#[tokio::test]
+async fn http1_answers_say_keep_alive_or_close() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let w = Duration::from_millis(300);
+    let connection = |out: &str| -> Vec<String> {
+        let head = out.split("\r\n\r\n").next().unwrap_or("");
+        head.lines()
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case("connection")
+                    .then(|| v.trim().to_ascii_lowercase())
+            })
+            .collect()
+    };
+    for (req, want) in [
+        (&b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n"[..], "keep-alive"),
+        (
+            b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+            "keep-alive",
+        ),
+        (
+            b"GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n",
+            "keep-alive",
+        ),
+        (
+            b"GET /any HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "close",
+        ),
+        (
+            b"GET /any HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "close",
+        ),
+    ] {
+        let out = raw(g.http, req, w).await;
+        assert_eq!(
+            connection(&out),
+            [want],
+            "{}: {out}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    g.gw.shutdown().await;
+}
