@@ -668,9 +668,10 @@ impl Accepted {
         later(self.at, sh.settings.client_header_timeout)
     }
 
-    fn info(self, tls: bool, sni: Option<Box<str>>) -> Arc<ConnInfo> {
+    fn info(self, sh: &Shared, tls: bool, sni: Option<Box<str>>) -> Arc<ConnInfo> {
         let mut info = ConnInfo::new(self.peer, self.local, tls, sni);
         info.proxied = self.proxied;
+        info.map_port(&sh.settings.port_maps);
         Arc::new(info)
     }
 }
@@ -692,7 +693,7 @@ async fn serve_conn<S>(
     let first_head_by = conn.first_head_by(sh);
     match tls {
         None if kind == ListenerKind::Proxy && sh.settings.fast_h1 => {
-            let info = conn.info(false, None);
+            let info = conn.info(sh, false, None);
             // Simple HTTP/1.1 requests on the fast path; hyper takes the connection over
             // at the first request that is not, with the bytes read so far put back. A
             // head (or HTTP/2 preface) handed over unfinished keeps the deadline the fast
@@ -709,7 +710,7 @@ async fn serve_conn<S>(
             }
         }
         None => {
-            let info = conn.info(false, None);
+            let info = conn.info(sh, false, None);
             // HTTP/1 framing checks hyper leaves out (h2c prior knowledge passes through
             // where the kind has `http2`).
             let io = (stream, Some(first_head_by), b.h2c);
@@ -730,7 +731,7 @@ async fn serve_conn<S>(
                 }
             };
             let sni = s.get_ref().1.server_name().map(Box::from);
-            let info = conn.info(true, sni);
+            let info = conn.info(sh, true, sni);
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let io = TokioIo::new(s);
                 let closing = (watcher, None, shutdown);

@@ -54,7 +54,7 @@ pub use default_certs::SslCert;
 pub use error::ProxyError;
 pub use gateway::{BoundListener, Gateway, ListenerKind};
 pub use settings::{
-    AdminToken, BatchWrites, Cidr, Headers, HeadersError, Listen, ListenError, Settings,
+    AdminToken, BatchWrites, Cidr, Headers, HeadersError, Listen, ListenError, PortMaps, Settings,
     UpstreamHeaders, parse_size,
 };
 

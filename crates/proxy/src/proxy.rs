@@ -70,7 +70,10 @@ pub struct ConnInfo {
     /// The client IP as a header value (`X-Forwarded-For`, `X-Real-IP`), built once per
     /// connection.
     peer_ip: HeaderValue,
-    /// The local port as a header value (`X-Forwarded-Port`).
+    /// The port clients reach the listener on: the local port, through `port_maps` (Kong's
+    /// `ctx.host_port`), for the router's `net.dst.port` and `X-Forwarded-Port`.
+    client_port: u16,
+    /// [`ConnInfo::client_port`] as a header value (`X-Forwarded-Port`).
     local_port: HeaderValue,
 }
 
@@ -86,7 +89,17 @@ impl ConnInfo {
             sni,
             proxied: None,
             peer_ip,
+            client_port: local.port(),
             local_port: HeaderValue::from(local.port()),
+        }
+    }
+
+    /// Applies `port_maps`: the port clients reach this connection's listener on.
+    pub fn map_port(&mut self, maps: &crate::settings::PortMaps) {
+        let p = maps.client_port(self.local.port());
+        if p != self.client_port {
+            self.client_port = p;
+            self.local_port = HeaderValue::from(p);
         }
     }
 }
@@ -1129,7 +1142,7 @@ async fn proxy(
                 .as_ref()
                 .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
                 .unwrap_or(""),
-            port: conn.local.port(),
+            port: conn.client_port,
             path: req.uri().path(),
             headers: req.headers(),
             sni: conn.sni.as_deref(),

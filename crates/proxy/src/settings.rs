@@ -419,6 +419,10 @@ pub struct Settings {
     pub real_ip_header: String,
     /// `real_ip_recursive` (default off).
     pub real_ip_recursive: bool,
+    /// `port_maps`: the port clients reach a listener port on, as `(listener port, client
+    /// port)` ([`PortMaps::parse`]). The router's `net.dst.port` (a request whose `Host` has
+    /// no port) and `X-Forwarded-Port` use it, as Kong's `ctx.host_port`. Default: none.
+    pub port_maps: PortMaps,
     /// `router_flavor` (default `traditional_compatible`).
     pub router_flavor: RouterFlavor,
     /// Plugins this node implements (reported by `GET /`, used to validate `POST /config`).
@@ -629,6 +633,7 @@ impl Default for Settings {
             trusted_ips: vec![],
             real_ip_header: "X-Real-IP".into(),
             real_ip_recursive: false,
+            port_maps: PortMaps::default(),
             router_flavor: RouterFlavor::TraditionalCompatible,
             plugins: Arc::new(PluginRegistry::new()),
             log_level: Arc::new(crate::log_level::LogLevel::fixed()),
@@ -696,6 +701,40 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size '{s}': too large"))
 }
 
+/// Kong's `port_maps`: which port clients use to reach each listener port (a load
+/// balancer or a Kubernetes Service in front of the gateway mapping `80` to `8000`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortMaps(Vec<(u16, u16)>);
+
+impl PortMaps {
+    /// Parses Kong's list of `client_port:listener_port` entries, comma-separated (`80:8000,
+    /// 443:8443`); each port from 1 to 65535, else Kong's `invalid port mapping
+    /// (`port_maps`): <entry>`. A later entry for the same listener port wins.
+    pub fn parse(s: &str) -> Result<PortMaps, String> {
+        let mut maps = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&n| n >= 1);
+            let pair = entry
+                .split_once(':')
+                .and_then(|(c, l)| Some((port(c)?, port(l)?)));
+            let Some((client, local)) = pair else {
+                return Err(format!("invalid port mapping (`port_maps`): {entry}"));
+            };
+            maps.retain(|&(l, _)| l != local);
+            maps.push((local, client));
+        }
+        Ok(PortMaps(maps))
+    }
+
+    /// The port clients reach listener port `local` on (`local` itself when unmapped).
+    pub fn client_port(&self, local: u16) -> u16 {
+        self.0
+            .iter()
+            .find(|&&(l, _)| l == local)
+            .map_or(local, |&(_, c)| c)
+    }
+}
+
 impl Settings {
     /// Settings for tests: every listener on `127.0.0.1:0`, one plain and one TLS+h2 proxy
     /// listener, and short timeouts.
@@ -717,6 +756,25 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn port_maps_are_kongs() {
+        let m = super::PortMaps::parse("80:8000, 443:8443,").unwrap();
+        assert_eq!(m.client_port(8000), 80);
+        assert_eq!(m.client_port(8443), 443);
+        assert_eq!(m.client_port(9000), 9000);
+        assert_eq!(
+            super::PortMaps::parse("").unwrap(),
+            super::PortMaps::default()
+        );
+        for bad in ["80", "80:", "0:8000", "80:70000", "x:8000", "80:8000:1"] {
+            assert_eq!(
+                super::PortMaps::parse(bad),
+                Err(format!("invalid port mapping (`port_maps`): {bad}")),
+                "{bad}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

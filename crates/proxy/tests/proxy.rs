@@ -4385,3 +4385,53 @@ async fn http1_answers_say_keep_alive_or_close() {
     }
     g.gw.shutdown().await;
 }
+
+/// Kong's `port_maps`: a listener's port as clients reach it (a Service mapping 80 to the
+/// gateway's port) is what `X-Forwarded-Port` says and what a route host's `:port` matches
+/// when the `Host` header has no port, on both request paths; a `Host` port still wins.
+#[tokio::test]
+async fn port_maps_give_the_port_clients_use() {
+    let on80 = Backend::builder().name("on80").run().await;
+    let any = Backend::builder().name("any").run().await;
+    // (a free port, named in `port_maps` before the listener takes it)
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: on80\n  url: {}\n  routes:\n  - name: on80\n    hosts: [\"a.test:80\"]\n- name: any\n  url: {}\n  routes:\n  - name: any\n    paths: [\"/\"]\n",
+        on80.url(),
+        any.url()
+    );
+    for fast_h1 in [true, false] {
+        let settings = silverback_proxy::Settings {
+            proxy_listen: silverback_proxy::Listen::parse_list(&format!("127.0.0.1:{port}"))
+                .unwrap(),
+            port_maps: silverback_proxy::PortMaps::parse(&format!("80:{port}")).unwrap(),
+            fast_h1,
+            ..silverback_proxy::Settings::loopback()
+        };
+        let g = Gw::start_with(settings, Some(&cfg)).await;
+        let mut c = H1::connect(g.http).await;
+        for (host, backend) in [
+            ("a.test".to_string(), "on80"),
+            ("a.test:80".to_string(), "on80"),
+            (format!("a.test:{port}"), "any"),
+        ] {
+            let r = c.get(&host, "/x").await;
+            assert_eq!(r.status, 200, "{host}");
+            assert_eq!(
+                r.header("x-backend"),
+                Some(backend),
+                "fast {fast_h1} {host}"
+            );
+            assert_eq!(
+                r.json()["headers"]["x-forwarded-port"],
+                "80",
+                "fast {fast_h1}"
+            );
+        }
+        g.gw.shutdown().await;
+    }
+}

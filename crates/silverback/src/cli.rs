@@ -94,6 +94,11 @@ pub struct DataPlaneArgs {
     /// Take the last untrusted address of `real_ip_header` rather than the last one.
     #[arg(long, env = "SILVERBACK_REAL_IP_RECURSIVE", default_value = "off", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub real_ip_recursive: bool,
+    /// Ports clients reach the listeners on, as Kong's `port_maps`: `client_port:listener_port`
+    /// pairs, comma-separated (`80:8000, 443:8443`, as Kong's Kubernetes chart sets them);
+    /// used for routes with `host:port` and `X-Forwarded-Port`.
+    #[arg(long, env = "SILVERBACK_PORT_MAPS", default_value = "")]
+    pub port_maps: String,
     /// Headers added to answers (Kong's `headers`): `server_tokens` (Server, Via),
     /// `latency_tokens`, single names such as `X-Kong-Upstream-Status`, or `off`.
     #[arg(
@@ -390,6 +395,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "TRUSTED_IPS",
         "REAL_IP_HEADER",
         "REAL_IP_RECURSIVE",
+        "PORT_MAPS",
         "DECLARATIVE_CONFIG",
         "LOG_LEVEL",
         "NGINX_WORKER_PROCESSES",

@@ -47,6 +47,8 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
             .map_err(|e| anyhow::anyhow!("invalid trusted_ips '{}': {e}", args.trusted_ips))?,
         real_ip_header: args.real_ip_header.clone(),
         real_ip_recursive: args.real_ip_recursive,
+        port_maps: silverback_proxy::PortMaps::parse(&args.port_maps)
+            .map_err(anyhow::Error::msg)?,
         router_flavor: args.router_flavor,
         worker_threads,
         admin_token,
