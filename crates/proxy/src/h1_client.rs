@@ -541,6 +541,16 @@ impl ExchangeError {
             ExchangeError::Failed(e)
         }
     }
+
+    /// [`ExchangeError::of_read`], but a request written at the end of the batch reports
+    /// its write's failure here: not sent.
+    fn of_answer_read(e: io::Error) -> ExchangeError {
+        if crate::batch_write::is_not_written(&e) {
+            ExchangeError::NotSent(e)
+        } else {
+            ExchangeError::of_read(e)
+        }
+    }
 }
 
 /// An upstream answer nginx would not take: its head is not HTTP/1 as nginx reads it, is
@@ -638,16 +648,10 @@ impl H1Conn {
         r?;
         let head_req = parts.method == Method::HEAD;
         loop {
-            let (rp, framing, reusable) =
-                self.read_head(head_req, head_limit).await.map_err(|e| {
-                    // (a request written at the end of the batch reports its write's failure
-                    // here)
-                    if crate::batch_write::is_not_written(&e) {
-                        ExchangeError::NotSent(e)
-                    } else {
-                        ExchangeError::of_read(e)
-                    }
-                })?;
+            let (rp, framing, reusable) = self
+                .read_head(head_req, head_limit)
+                .await
+                .map_err(ExchangeError::of_answer_read)?;
             if !rp.status.is_informational() || rp.status == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok((rp, framing, reusable));
             }
@@ -682,7 +686,7 @@ impl H1Conn {
             let (rp, framing, reusable) = self
                 .read_head(head_req, head_limit)
                 .await
-                .map_err(ExchangeError::of_read)?;
+                .map_err(ExchangeError::of_answer_read)?;
             if rp.status.is_informational() && rp.status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }

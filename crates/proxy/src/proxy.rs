@@ -2276,10 +2276,12 @@ impl H1Try<'_> {
                 None => SendBody::Stream(stream),
             };
             // the read timeout, on the connection's kept deadline
-            let streaming = matches!(body, SendBody::Stream(Some(_)));
-            let r = if streaming {
-                // A streamed body goes at the client's pace (`client_body_timeout` between
-                // its parts): the read timeout starts once it is sent.
+            let with_body = matches!(body, SendBody::Stream(Some(_)) | SendBody::Full(_));
+            let r = if with_body {
+                // The read timeout starts once the request is sent, as nginx arms
+                // `proxy_read_timeout` only then (a body is written under the write timeout;
+                // a streamed one at the client's pace, `client_body_timeout` between its
+                // parts).
                 match c.h1.send_request(parts, client, set, body).await {
                     Err(e) => Some(Err(e)),
                     Ok(()) => {
