@@ -1079,14 +1079,7 @@ fn root(sh: &Shared) -> Response<ProxyBody> {
         listeners
             .iter()
             .filter(|l| l.kind == kind)
-            .map(|l| {
-                json!({
-                    "ip": l.addr.ip().to_string(), "port": l.addr.port(), "ssl": l.listen.ssl,
-                    "http2": l.listen.http2, "reuseport": l.listen.reuseport,
-                    "proxy_protocol": l.listen.proxy_protocol,
-                    "backlog=N": l.listen.backlog, "listener": format!("{} {}", l.addr, if l.listen.ssl { "ssl" } else { "" }).trim_end(),
-                })
-            })
+            .map(|l| listener_json(l.addr, &l.listen))
             .collect()
     };
     let strs = |v: &[crate::Listen]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
@@ -1768,9 +1761,74 @@ pub(crate) fn now_unix() -> Option<i64> {
         .map(|d| d.as_secs() as i64)
 }
 
+/// A listener as Kong's `conf_loader` describes it in `GET /` (`parse_listeners`): its
+/// address and port, a boolean for each of the http subsystem's flags (`backlog=N` keyed
+/// by its text when given, else `backlog=%d+` false; the flags the gateway accepts and
+/// ignores, `deferred`, `bind`, `ipv6only=…`, `so_keepalive=…`, false), and `listener`, the
+/// address with the flags given, in Kong's order.
+fn listener_json(addr: std::net::SocketAddr, l: &crate::Listen) -> Value {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("ip".into(), json!(ip));
+    m.insert("port".into(), json!(addr.port()));
+    let mut given: Vec<String> = Vec::new();
+    let mut flag = |m: &mut serde_json::Map<String, Value>, name: &str, on: bool| {
+        m.insert(name.into(), json!(on));
+        if on {
+            given.push(name.into());
+        }
+    };
+    flag(&mut m, "ssl", l.ssl);
+    flag(&mut m, "http2", l.http2);
+    flag(&mut m, "proxy_protocol", l.proxy_protocol);
+    flag(&mut m, "deferred", false);
+    flag(&mut m, "bind", false);
+    flag(&mut m, "reuseport", l.reuseport);
+    // (nginx's default backlog, 511, is what an entry without `backlog=` gets)
+    if l.backlog == 511 {
+        flag(&mut m, "backlog=%d+", false);
+    } else {
+        flag(&mut m, &format!("backlog={}", l.backlog), true);
+    }
+    for name in [
+        "ipv6only=on",
+        "ipv6only=off",
+        "so_keepalive=on",
+        "so_keepalive=off",
+        "so_keepalive=%w*:%w*:%d*",
+    ] {
+        flag(&mut m, name, false);
+    }
+    let mut listener = format!("{ip}:{}", addr.port());
+    for g in &given {
+        listener.push(' ');
+        listener.push_str(g);
+    }
+    m.insert("listener".into(), json!(listener));
+    Value::Object(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `GET /`'s listener entries: a given backlog keyed by its text, IPv6 in brackets, the
+    /// flags given in Kong's order in `listener`.
+    #[test]
+    fn listeners_are_described_as_kongs_conf_loader_does() {
+        let l = crate::Listen::parse_list("[::1]:8000 reuseport backlog=16384")
+            .unwrap()
+            .remove(0);
+        let v = listener_json(l.addr, &l);
+        assert_eq!(v["ip"], "[::1]");
+        assert_eq!(v["backlog=16384"], true);
+        assert!(v.get("backlog=%d+").is_none(), "{v}");
+        assert_eq!(v["reuseport"], true);
+        assert_eq!(v["listener"], "[::1]:8000 reuseport backlog=16384");
+    }
 
     #[test]
     fn uuids_as_kong_reads_them() {

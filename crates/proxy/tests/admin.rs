@@ -36,6 +36,32 @@ async fn node_status_and_readiness() {
         g.http.port()
     );
     assert_eq!(v["configuration"]["proxy_listeners"][1]["ssl"], true);
+    // each listener as Kong's conf_loader describes it: every flag of the http subsystem a
+    // boolean, `backlog=%d+` false when none is given, and the entry's text
+    let plain = &v["configuration"]["proxy_listeners"][0];
+    for flag in [
+        "ssl",
+        "http2",
+        "proxy_protocol",
+        "deferred",
+        "bind",
+        "reuseport",
+        "backlog=%d+",
+        "ipv6only=on",
+        "ipv6only=off",
+        "so_keepalive=on",
+        "so_keepalive=off",
+        "so_keepalive=%w*:%w*:%d*",
+    ] {
+        assert_eq!(plain[flag], false, "{flag}: {plain}");
+    }
+    assert_eq!(plain["ip"], "127.0.0.1");
+    assert_eq!(plain["listener"], format!("127.0.0.1:{}", g.http.port()));
+    let tls = &v["configuration"]["proxy_listeners"][1];
+    assert_eq!(
+        tls["listener"],
+        format!("127.0.0.1:{} ssl http2", g.https.port())
+    );
 
     let r = get(g.status, "localhost", "/status").await;
     assert_eq!(
