@@ -759,6 +759,11 @@ fn entities(
     // entities as Kong shows them (every field, defaults and nulls, timestamps)
     let view = |k| View::of(sh, &snap, k);
     let one = |k, e: &Value| json_response(StatusCode::OK, &view(k).show(e));
+    // (a key that matched nothing: Kong's 400 for a key it cannot take, else 404)
+    let missing = |k, key: &str| {
+        crate::admin_writes::key_refusal(sh, k, key)
+            .unwrap_or_else(|| message(StatusCode::NOT_FOUND, "Not found"))
+    };
     match rest {
         [] => {
             if k == EntityKind::Consumer
@@ -779,30 +784,34 @@ fn entities(
         }
         [id] => match find_entity(&list, k, id) {
             Some(e) => one(k, e),
-            None => message(StatusCode::NOT_FOUND, "Not found"),
+            None => missing(k, id),
         },
         // One child under its parent (`/services/{s}/routes/{r}`,
         // `/upstreams/{u}/targets/{t}`, `/consumers/{c}/key-auth/{k}`): 404 when it belongs to
         // another parent.
         [id, child, cid] => {
-            let Some((ck, items)) =
-                find_entity(&list, k, id).and_then(|parent| children(&snap, k, parent, child))
-            else {
+            let Some(parent) = find_entity(&list, k, id) else {
+                return missing(k, id);
+            };
+            let Some((ck, items)) = children(&snap, k, parent, child) else {
                 return message(StatusCode::NOT_FOUND, "Not found");
             };
             // (an ACL under its consumer also by its group: `kong/plugins/acl/api.lua`)
-            let found = match ck {
-                EntityKind::Acl if !is_uuid(cid) => find_acl(&items, cid),
-                _ => find_entity(&items, ck, cid),
+            let acl_group = ck == EntityKind::Acl && !is_uuid(cid);
+            let found = if acl_group {
+                find_acl(&items, cid)
+            } else {
+                find_entity(&items, ck, cid)
             };
             match found {
                 Some(e) => one(ck, e),
-                None => message(StatusCode::NOT_FOUND, "Not found"),
+                None if acl_group => message(StatusCode::NOT_FOUND, "Not found"),
+                None => missing(ck, cid),
             }
         }
         [id, child] => {
             let Some(parent) = find_entity(&list, k, id) else {
-                return message(StatusCode::NOT_FOUND, "Not found");
+                return missing(k, id);
             };
             // The parent reference of a child (`/routes/{r}/service`), or a child collection
             // (`/services/{s}/routes`).

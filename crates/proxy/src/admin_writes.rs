@@ -402,25 +402,10 @@ impl Writer<'_> {
         })
     }
 
-    /// The DAO's check of a value that addresses an entity by a unique field: it must pass
-    /// the field's validation (Kong's `invalid unique` error, 400).
+    /// The DAO's check of a value that addresses an entity by a unique field
+    /// ([`unique_value`]).
     fn unique_value(&self, k: EntityKind, field: &'static str, value: &str) -> Step<()> {
-        let schema = self.schema(k);
-        let Some(f) = schema.field(field) else {
-            return Ok(());
-        };
-        match field_error(f, &Value::from(value)) {
-            None => Ok(()),
-            Some(FieldError::Message(why)) => Err(Box::new(json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"code": 10, "name": format!("invalid unique {field}"), "message": why}),
-            ))),
-            Some(FieldError::Nested(e)) => Err(Box::new(json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"code": 10, "name": format!("invalid unique {field}"),
-                        "message": e.to_json().to_string()}),
-            ))),
-        }
+        unique_value(self.sh, k, field, value).map_err(Box::new)
     }
 
     /// The entity `key` addresses, as the configuration holds it (only it copied).
@@ -954,6 +939,46 @@ fn unsupported(verb: &str, k: EntityKind, by: Option<&str>) -> Response<ProxyBod
 
 /// A path segment that is no UUID, addressing a kind without endpoint key: the DAO's
 /// `invalid primary key` (`kong/db/errors.lua`, code 1), answered 400 as it is.
+/// The DAO's check of a value that addresses an entity by a unique field: it must pass
+/// the field's validation (Kong's `invalid unique` error, 400).
+fn unique_value(
+    sh: &Shared,
+    k: EntityKind,
+    field: &'static str,
+    value: &str,
+) -> Result<(), Response<ProxyBody>> {
+    let schema = silverback_config::entities::schema(k, sh.settings.router_flavor);
+    let Some(f) = schema.field(field) else {
+        return Ok(());
+    };
+    let message = match field_error(f, &Value::from(value)) {
+        None => return Ok(()),
+        Some(FieldError::Message(why)) => why,
+        Some(FieldError::Nested(e)) => e.to_json().to_string(),
+    };
+    Err(json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"code": 10, "name": format!("invalid unique {field}"), "message": message}),
+    ))
+}
+
+/// Why a path segment `key` that matched no entity of `k` is Kong's 400 rather than a 404,
+/// as Kong's `query_entity` checks it before looking it up: a key that is not a UUID must
+/// pass the validation of the kind's endpoint key (`invalid unique <field>`), and a kind
+/// without one takes UUIDs alone (`invalid primary key`). `None`: a 404 it is.
+pub(crate) fn key_refusal(sh: &Shared, k: EntityKind, key: &str) -> Option<Response<ProxyBody>> {
+    if is_uuid(key) {
+        return None;
+    }
+    // (a certificate is also addressed by the name of one of its SNIs)
+    let (k, field) = match (k, k.endpoint_key()) {
+        (EntityKind::Certificate, _) => (EntityKind::Sni, "name"),
+        (_, Some(f)) => (k, f),
+        (_, None) => return Some(invalid_primary_key()),
+    };
+    unique_value(sh, k, field, key).err()
+}
+
 fn invalid_primary_key() -> Response<ProxyBody> {
     let fields = json!({"id": "expected a valid UUID"});
     json_response(

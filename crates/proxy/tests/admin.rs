@@ -4881,3 +4881,33 @@ async fn bodies_the_admin_api_cannot_read_are_415_everywhere() {
     }
     g.gw.shutdown().await;
 }
+
+/// A path key that matches nothing is Kong's 400 when Kong cannot take it as a key (its
+/// `query_entity` validates it first): a name that fails the endpoint key's validation is
+/// `invalid unique <field>` (code 10), a kind addressed by id alone takes UUIDs only
+/// (`invalid primary key`, code 1); else 404. On nested paths too.
+#[tokio::test]
+async fn keys_kong_cannot_take_are_400_on_reads() {
+    let cfg = "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:9\n  routes:\n  - name: r\n    paths: [\"/\"]\n";
+    let g = Gw::start(Some(cfg)).await;
+    for (path, status, code) in [
+        ("/services/bad%20name", 400, Some(10)),
+        ("/services/bad%20name/routes", 400, Some(10)),
+        ("/services/s/routes/bad%20name", 400, Some(10)),
+        ("/routes/bad%20name/service", 400, Some(10)),
+        ("/ca_certificates/not-a-uuid", 400, Some(1)),
+        ("/services/missing", 404, None),
+        ("/services/s/routes/missing", 404, None),
+        ("/services/00000000-0000-4000-8000-000000000000", 404, None),
+        ("/services/s", 200, None),
+    ] {
+        let r = get(g.admin, "localhost", path).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        if let Some(code) = code {
+            assert_eq!(r.json()["code"], code, "{path}: {}", r.text());
+        }
+    }
+    let r = get(g.admin, "localhost", "/services/bad%20name").await;
+    assert_eq!(r.json()["name"], "invalid unique name");
+    g.gw.shutdown().await;
+}
