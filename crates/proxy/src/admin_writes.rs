@@ -405,7 +405,10 @@ impl Writer<'_> {
     /// The DAO's check of a value that addresses an entity by a unique field
     /// ([`unique_value`]).
     fn unique_value(&self, k: EntityKind, field: &'static str, value: &str) -> Step<()> {
-        unique_value(self.sh, k, field, value).map_err(Box::new)
+        match unique_value(self.sh, k, field, value) {
+            Some(refused) => Err(Box::new(refused)),
+            None => Ok(()),
+        }
     }
 
     /// The entity `key` addresses, as the configuration holds it (only it copied).
@@ -940,23 +943,19 @@ fn unsupported(verb: &str, k: EntityKind, by: Option<&str>) -> Response<ProxyBod
 /// A path segment that is no UUID, addressing a kind without endpoint key: the DAO's
 /// `invalid primary key` (`kong/db/errors.lua`, code 1), answered 400 as it is.
 /// The DAO's check of a value that addresses an entity by a unique field: it must pass
-/// the field's validation (Kong's `invalid unique` error, 400).
+/// the field's validation, else Kong's `invalid unique` error (400), returned.
 fn unique_value(
     sh: &Shared,
     k: EntityKind,
     field: &'static str,
     value: &str,
-) -> Result<(), Response<ProxyBody>> {
+) -> Option<Response<ProxyBody>> {
     let schema = silverback_config::entities::schema(k, sh.settings.router_flavor);
-    let Some(f) = schema.field(field) else {
-        return Ok(());
+    let message = match field_error(schema.field(field)?, &Value::from(value))? {
+        FieldError::Message(why) => why,
+        FieldError::Nested(e) => e.to_json().to_string(),
     };
-    let message = match field_error(f, &Value::from(value)) {
-        None => return Ok(()),
-        Some(FieldError::Message(why)) => why,
-        Some(FieldError::Nested(e)) => e.to_json().to_string(),
-    };
-    Err(json_response(
+    Some(json_response(
         StatusCode::BAD_REQUEST,
         &json!({"code": 10, "name": format!("invalid unique {field}"), "message": message}),
     ))
@@ -976,7 +975,7 @@ pub(crate) fn key_refusal(sh: &Shared, k: EntityKind, key: &str) -> Option<Respo
         (_, Some(f)) => (k, f),
         (_, None) => return Some(invalid_primary_key()),
     };
-    unique_value(sh, k, field, key).err()
+    unique_value(sh, k, field, key)
 }
 
 fn invalid_primary_key() -> Response<ProxyBody> {
