@@ -32,15 +32,18 @@ pub fn normalize(path: &str, merge_slashes: bool) -> String {
     try_normalize(path, merge_slashes).unwrap_or_else(|lossy| lossy)
 }
 
-/// [`normalize`], or `Err` with the path lossily decoded when the decoded bytes are not
-/// UTF-8: Kong's router then matches nothing (atc-router refuses a path that is not UTF-8).
+/// [`normalize`], or `Err` when the decoded bytes are not UTF-8: Kong's router then matches
+/// nothing (atc-router refuses a path that is not UTF-8). The `Err` holds the path
+/// normalized with only the escapes of ASCII characters decoded, so that the others stay
+/// escaped (`/%FF` goes upstream as it came, as Kong's `escape` writes the byte back).
 pub fn try_normalize(path: &str, merge_slashes: bool) -> Result<String, String> {
     let decoded = if path.contains('%') {
-        match String::from_utf8(decode_escapes(path)) {
+        match String::from_utf8(decode_escapes(path, Decode::All)) {
             Ok(s) => s,
-            Err(e) => {
-                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
-                return Err(normalize_decoded(lossy, merge_slashes));
+            Err(_) => {
+                let ascii = String::from_utf8(decode_escapes(path, Decode::AsciiOnly))
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                return Err(normalize_decoded(ascii, merge_slashes));
             }
         }
     } else {
@@ -75,9 +78,21 @@ fn normalize_decoded(decoded: String, merge_slashes: bool) -> String {
     }
 }
 
-/// Kong's `normalize_decode`: each `%XX` (hex in either case) becomes its byte, unless the
-/// byte is reserved, when the escape stays, upper-cased.
-fn decode_escapes(path: &str) -> Vec<u8> {
+/// How [`decode_escapes`] treats the escape of a character that is not reserved.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    /// Decoded (Kong's `normalize_decode`).
+    All,
+    /// Decoded when ASCII; a byte past ASCII stays escaped as written.
+    AsciiOnly,
+    /// Decoded, a regex metacharacter escaped with `\` (Kong's `normalize_regex` of the 3.0
+    /// path migration: `.`, `^`, `-`, `{`, `}`, `\`, `|`).
+    Regex,
+}
+
+/// Each `%XX` (hex in either case) becomes its byte, unless the byte is reserved, when the
+/// escape stays, upper-cased; `how` says what becomes of the others.
+fn decode_escapes(path: &str, how: Decode) -> Vec<u8> {
     let b = path.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -93,7 +108,12 @@ fn decode_escapes(path: &str) -> Vec<u8> {
                     b[i + 1].to_ascii_uppercase(),
                     b[i + 2].to_ascii_uppercase(),
                 ]);
+            } else if how == Decode::AsciiOnly && !c.is_ascii() {
+                out.extend_from_slice(&b[i..i + 3]);
             } else {
+                if how == Decode::Regex && b".^-{}\\|".contains(&c) {
+                    out.push(b'\\');
+                }
                 out.push(c);
             }
             i += 3;
@@ -108,7 +128,7 @@ fn decode_escapes(path: &str) -> Vec<u8> {
 /// Kong's 3.0 migration of an old (1.x/2.x) route path (`migrate_path_280_300.lua`): a
 /// path of `[A-Za-z0-9./_~%-]` only is a prefix, normalised; any other becomes a regex
 /// (`~`), its escapes decoded as [`normalize`] decodes them, a decoded regex metacharacter
-/// (`.`, `^`, `-`, `{`, `}`, `\`, `|`) escaped with `\`.
+/// escaped with `\` ([`Decode::Regex`]).
 pub fn migrate_path(path: &str) -> String {
     let plain = path
         .bytes()
@@ -116,35 +136,10 @@ pub fn migrate_path(path: &str) -> String {
     if plain {
         return normalize(path, true);
     }
-    let mut out = Vec::with_capacity(path.len() + 1);
-    out.push(b'~');
-    let b = path.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
-        {
-            let c = h * 16 + l;
-            if is_reserved(c) {
-                out.extend_from_slice(&[
-                    b'%',
-                    b[i + 1].to_ascii_uppercase(),
-                    b[i + 2].to_ascii_uppercase(),
-                ]);
-            } else {
-                if b".^-{}\\|".contains(&c) {
-                    out.push(b'\\');
-                }
-                out.push(c);
-            }
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    format!(
+        "~{}",
+        String::from_utf8_lossy(&decode_escapes(path, Decode::Regex))
+    )
 }
 
 /// RFC 3986 §5.2.4 `remove_dot_segments`.
@@ -234,10 +229,10 @@ mod tests {
             assert_eq!(normalize(i, true), o, "input {i}");
         }
         assert_eq!(normalize("/a//b", false), "/a//b");
-        // bytes that are not UTF-8
+        // bytes that are not UTF-8: the escapes past ASCII stay as written
         assert_eq!(
-            try_normalize("/%FF/x", true),
-            Err("/\u{FFFD}/x".to_string())
+            try_normalize("/%FF/x%20y/%c3", true),
+            Err("/%FF/x y/%c3".to_string())
         );
         assert_eq!(try_normalize("/%C3%A9", true), Ok("/é".to_string()));
         assert_eq!(migrate_path("/a/%62"), "/a/b");

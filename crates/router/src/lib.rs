@@ -289,10 +289,12 @@ impl Router {
         let entries = compile::compile(&config, flavor, &mut regexes)?;
         let index = index::Index::build(&entries);
         let exprs = expr::ExprSupport::new(&entries);
-        let reads_path = exprs.reads_path()
-            || entries
-                .iter()
-                .any(|e| matches!(&e.kind, compile::Kind::Fields(f) if !f.paths.is_empty()));
+        // (Kong's `traditional` router matches bytes with PCRE, never through atc-router)
+        let reads_path = flavor != RouterFlavor::Traditional
+            && (exprs.reads_path()
+                || entries
+                    .iter()
+                    .any(|e| matches!(&e.kind, compile::Kind::Fields(f) if !f.paths.is_empty())));
         Ok(Router {
             config,
             flavor,

@@ -532,6 +532,11 @@ routes:
         route_name(&hosts, &Req::get("a.test", "/%FF")).as_deref(),
         Some("h")
     );
+    // (and the escapes past ASCII go upstream as they came, those of ASCII decoded)
+    assert_eq!(
+        must(&hosts, &Req::get("a.test", "/%FF/a%20b")).upstream_path,
+        "/%FF/a b"
+    );
 }
 
 /// (service path, route path, strip_path, request path, upstream path)
