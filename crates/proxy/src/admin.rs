@@ -805,7 +805,11 @@ fn entities(
             };
             match found {
                 Some(e) => one(ck, e),
-                None if acl_group => message(StatusCode::NOT_FOUND, "Not found"),
+                // (a target under its upstream is looked up by its text, unchecked:
+                // `kong/api/routes/upstreams.lua`)
+                None if acl_group || ck == EntityKind::Target => {
+                    message(StatusCode::NOT_FOUND, "Not found")
+                }
                 None => missing(ck, cid),
             }
         }
@@ -1771,13 +1775,18 @@ pub(crate) fn now_unix() -> Option<i64> {
 }
 
 /// A listener as Kong's `conf_loader` describes it in `GET /` (`parse_listeners`): its
-/// address and port, a boolean for each of the http subsystem's flags (`backlog=N` keyed
+/// address (IPv6 in brackets, expanded as `normalize_ip` writes it) and port, a boolean for
+/// each of the http subsystem's flags (`backlog=N` keyed
 /// by its text when given, else `backlog=%d+` false; the flags the gateway accepts and
 /// ignores, `deferred`, `bind`, `ipv6only=…`, `so_keepalive=…`, false), and `listener`, the
 /// address with the flags given, in Kong's order.
 fn listener_json(addr: std::net::SocketAddr, l: &crate::Listen) -> Value {
+    // (an IPv6 address as Kong's `normalize_ip` writes it: every group, four digits each)
     let ip = match addr.ip() {
-        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V6(v6) => {
+            let groups: Vec<String> = v6.segments().iter().map(|g| format!("{g:04x}")).collect();
+            format!("[{}]", groups.join(":"))
+        }
         v4 => v4.to_string(),
     };
     let mut m = serde_json::Map::new();
@@ -1832,11 +1841,14 @@ mod tests {
             .unwrap()
             .remove(0);
         let v = listener_json(l.addr, &l);
-        assert_eq!(v["ip"], "[::1]");
+        assert_eq!(v["ip"], "[0000:0000:0000:0000:0000:0000:0000:0001]");
         assert_eq!(v["backlog=16384"], true);
         assert!(v.get("backlog=%d+").is_none(), "{v}");
         assert_eq!(v["reuseport"], true);
-        assert_eq!(v["listener"], "[::1]:8000 reuseport backlog=16384");
+        assert_eq!(
+            v["listener"],
+            "[0000:0000:0000:0000:0000:0000:0000:0001]:8000 reuseport backlog=16384"
+        );
     }
 
     #[test]

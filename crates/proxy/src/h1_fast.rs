@@ -759,7 +759,8 @@ where
             let _ = io.shutdown().await;
             return Outcome::Closed;
         }
-        if stop.requested() {
+        // (a shutdown requested since is seen at the next wait for a head)
+        if stopping {
             return Outcome::Closed;
         }
     }

@@ -299,6 +299,9 @@ pub struct Log {
     upstream: Option<u64>,
     /// Body bytes sent.
     egress: u64,
+    /// A proxied answer's status counted with the log (an upgraded request's 101, counted
+    /// when its tunnel ends).
+    status: Option<u16>,
 }
 
 impl Log {
@@ -310,7 +313,13 @@ impl Log {
             start,
             upstream,
             egress: 0,
+            status: None,
         }
+    }
+    /// Counts the upstream's answer `status` with the log rather than at once.
+    pub fn with_status(mut self, status: u16) -> Log {
+        self.status = Some(status);
+        self
     }
     /// `n` more bytes sent to the client.
     pub fn egress(&mut self, n: u64) {
@@ -320,6 +329,9 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
+        if let Some(status) = self.status {
+            self.stats.response(status, true);
+        }
         self.stats
             .answered(self.start.elapsed().as_millis() as u64, self.upstream);
         if self.egress > 0 {

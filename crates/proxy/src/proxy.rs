@@ -118,9 +118,11 @@ struct Ctx {
     /// not an error of Kong's (a client gone, 499; a stalled body, 408) then has the
     /// source `service`.
     past_access: bool,
-    /// When the access phase ended, and whether the service is gRPC (its `Via` names
-    /// HTTP/2): set with `past_access`, for the headers of an nginx error after it.
-    access_end: Option<(Instant, bool)>,
+    /// When the first try toward the upstream began (the end of Kong's access phase, as
+    /// the answer's `X-Kong-Proxy-Latency` counts it), for the headers of an nginx error
+    /// after it; and whether the service is gRPC (its `Via` names HTTP/2).
+    access_end: Option<Instant>,
+    service_h2: bool,
     /// The request's head bytes (counted as ingress once routed).
     head_bytes: u64,
     /// The upstream's time to its answer head (ms), once it answered.
@@ -275,13 +277,14 @@ pub(crate) async fn serve(
     let http11 = req.version() == Version::HTTP_11;
     let head_only = req.method() == Method::HEAD;
     let head_bytes = request_head_len(&req);
-    // (hyper adds `connection: close` to the answer of a request that asked for it)
+    // (hyper adds `connection: close` to the answer of a request that asked for it, the
+    // token anywhere in a `Connection` list)
     let asks_close = req.version() == Version::HTTP_11
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        });
     let (answer, stats) = handle(&sh, &conn, req.map(Some), head_bytes, client.as_mut()).await;
     let mut r = answer.into_response();
     if crate::error::is_unanswered(&r) {
@@ -402,6 +405,7 @@ pub(crate) async fn handle(
         proxied: false,
         past_access: false,
         access_end: None,
+        service_h2: false,
         head_bytes,
         upstream: None,
         done: false,
@@ -572,6 +576,7 @@ pub(crate) fn refusal(
         proxied: false,
         past_access: false,
         access_end: None,
+        service_h2: false,
         head_bytes: 0,
         upstream: None,
         done: true,
@@ -662,9 +667,12 @@ fn response_error(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> R
 /// when enabled), not `X-Kong-Response-Latency`. Before the access phase ended, the headers
 /// [`kong_headers`] wrote stay.
 fn proxied_error_headers(sh: &Shared, cx: &Ctx, status: StatusCode, h: &mut HeaderMap) {
-    let Some((end, grpc)) = cx.access_end else {
+    if !cx.past_access {
         return;
-    };
+    }
+    // (an error before the first try, the client's body refused: no wait for the upstream)
+    let end = cx.access_end.unwrap_or_else(Instant::now);
+    let grpc = cx.service_h2;
     let on = &sh.settings.headers;
     h.remove(&X_KONG_RESPONSE_LATENCY);
     if on.upstream_latency {
@@ -1005,9 +1013,10 @@ fn real_addr(sh: &Shared, conn: &ConnInfo, h: &HeaderMap, trusted: bool) -> Sock
 
 /// The client's hosts as header values, shared with the request head where they are its
 /// `Host` header: nginx's `$http_host`, the `Host` header (HTTP/2's `:authority` stands for
-/// it, as nginx makes it the request's host header), which Kong routes on and sends with
-/// `preserve_host`; and nginx's `$host`, which takes an absolute-form target's authority
-/// (RFC 9112 §3.2.2) before the `Host` header, for `X-Forwarded-Host`.
+/// it when there is none, as nginx then makes it the request's host header), which Kong
+/// routes on and sends with `preserve_host`; and nginx's `$host`, which takes an
+/// absolute-form target's authority (RFC 9112 §3.2.2) or `:authority` before the `Host`
+/// header, for `X-Forwarded-Host`.
 fn client_hosts<B>(req: &Request<B>) -> (Option<HeaderValue>, Option<HeaderValue>) {
     let header = req.headers().get(header::HOST).cloned();
     let authority = req
@@ -1015,8 +1024,9 @@ fn client_hosts<B>(req: &Request<B>) -> (Option<HeaderValue>, Option<HeaderValue
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     if req.version() == Version::HTTP_2 {
-        let h = authority.or(header);
-        (h.clone(), h)
+        // (nginx makes `:authority` the request's host header only when it has none)
+        let line = authority.or_else(|| header.clone());
+        (header.or_else(|| line.clone()), line)
     } else {
         let line = authority.or_else(|| header.clone());
         (header, line)
@@ -1140,7 +1150,11 @@ async fn proxy(
             // that is not UTF-8 matches only routes without hosts)
             host: client_host
                 .as_ref()
-                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .and_then(|v| {
+                    v.to_str()
+                        .ok()
+                        .or_else(|| std::str::from_utf8(v.as_bytes()).ok())
+                })
                 .unwrap_or(""),
             port: conn.client_port,
             path: req.uri().path(),
@@ -1378,7 +1392,7 @@ async fn proxy(
 
     // (the end of Kong's access phase: `KONG_PROXIED`)
     cx.past_access = true;
-    cx.access_end = Some((Instant::now(), is_h2(service.protocol)));
+    cx.service_h2 = is_h2(service.protocol);
     let body: ReqBody = if let Some(body) = body {
         client_body(sh, route, service, &stats, upgrade, content_length, body).await?
     } else {
@@ -1765,6 +1779,7 @@ async fn send(
             set_cookie.clone_from(&peer.set_cookie);
         }
         let t_start = Instant::now();
+        cx.access_end.get_or_insert(t_start);
         let key = PoolKey {
             addr: peer.addr,
             tls: tls_cfg.as_ref().map(|t| TlsKey {
@@ -1997,7 +2012,10 @@ async fn send(
     {
         set.append(&SET_COOKIE, v);
     }
-    up.stats.response(status.as_u16(), true);
+    // (an upgraded request is counted when its tunnel ends, as nginx logs it then)
+    if upgrading.is_none() {
+        up.stats.response(status.as_u16(), true);
+    }
     // (the latencies are recorded when the answer ends: [`Log`])
     cx.upstream = Some(upstream_ms);
     cx.proxied = true;
@@ -2022,7 +2040,7 @@ async fn send(
         let (rp, _) = tmp.into_parts();
         // nginx logs an upgraded request when its tunnel ends: the request latency runs to
         // then, and the bytes sent include the tunnel's toward the client
-        let mut log = Log::new(Arc::clone(up.stats), cx.start, cx.upstream);
+        let mut log = Log::new(Arc::clone(up.stats), cx.start, cx.upstream).with_status(101);
         cx.tunnelled = true;
         tokio::spawn(async move {
             let (Ok(u), Ok(d)) = tokio::join!(upstream, client) else {

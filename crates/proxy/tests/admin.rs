@@ -4888,9 +4888,11 @@ async fn bodies_the_admin_api_cannot_read_are_415_everywhere() {
 /// (`invalid primary key`, code 1); else 404. On nested paths too.
 #[tokio::test]
 async fn keys_kong_cannot_take_are_400_on_reads() {
-    let cfg = "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:9\n  routes:\n  - name: r\n    paths: [\"/\"]\n";
+    let cfg = "_format_version: \"3.0\"\nupstreams:\n- name: u\nservices:\n- name: s\n  url: http://127.0.0.1:9\n  routes:\n  - name: r\n    paths: [\"/\"]\n";
     let g = Gw::start(Some(cfg)).await;
     for (path, status, code) in [
+        // (a target under its upstream is looked up by its text, unchecked)
+        ("/upstreams/u/targets/bad%20target", 404, None),
         ("/services/bad%20name", 400, Some(10)),
         ("/services/bad%20name/routes", 400, Some(10)),
         ("/services/s/routes/bad%20name", 400, Some(10)),
