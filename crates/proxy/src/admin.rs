@@ -764,6 +764,28 @@ fn entities(
         crate::admin_writes::key_refusal(sh, k, key)
             .unwrap_or_else(|| message(StatusCode::NOT_FOUND, "Not found"))
     };
+    // A certificate is also addressed by the name of one of its SNIs, as Kong's
+    // `kong/api/routes/certificates.lua` resolves it first (`SNI not found` when none has it).
+    let sni_cert;
+    let rest: &[&str] = match rest {
+        [id, more @ ..] if k == EntityKind::Certificate && !is_uuid(id) => {
+            if let Some(r) = crate::admin_writes::key_refusal(sh, k, id) {
+                return r;
+            }
+            let cert = flat_items(&snap, EntityKind::Sni)
+                .iter()
+                .find(|e| e.get("name").and_then(Value::as_str) == Some(*id))
+                .and_then(|e| e.get("certificate")?.get("id")?.as_str());
+            let Some(cert) = cert else {
+                return message(StatusCode::NOT_FOUND, "SNI not found");
+            };
+            sni_cert = std::iter::once(cert)
+                .chain(more.iter().copied())
+                .collect::<Vec<_>>();
+            &sni_cert
+        }
+        _ => rest,
+    };
     match rest {
         [] => {
             if k == EntityKind::Consumer

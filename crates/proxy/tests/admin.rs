@@ -4913,3 +4913,30 @@ async fn keys_kong_cannot_take_are_400_on_reads() {
     assert_eq!(r.json()["name"], "invalid unique name");
     g.gw.shutdown().await;
 }
+
+/// A certificate is also read by the name of one of its SNIs, as Kong's certificates
+/// routes resolve it first: 404 `SNI not found` when no SNI has that name, 400 when Kong
+/// cannot take it as an SNI name.
+#[tokio::test]
+async fn certificates_are_read_by_the_name_of_an_sni() {
+    let (c, k) = cert(&["example.test"]);
+    let indent = |p: &str| p.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let cfg = format!(
+        "_format_version: \"3.0\"\ncertificates:\n- id: 8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0042\n  cert: |\n{}  key: |\n{}  snis:\n  - name: example.test\n",
+        indent(&c),
+        indent(&k)
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let r = get(g.admin, "localhost", "/certificates/example.test").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0042");
+    let r = get(g.admin, "localhost", "/certificates/example.test/snis").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"][0]["name"], "example.test");
+    let r = get(g.admin, "localhost", "/certificates/other.test").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), serde_json::json!({"message": "SNI not found"}));
+    let r = get(g.admin, "localhost", "/certificates/bad%20name").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    g.gw.shutdown().await;
+}
