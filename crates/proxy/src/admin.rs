@@ -1798,10 +1798,9 @@ pub(crate) fn now_unix() -> Option<i64> {
 
 /// A listener as Kong's `conf_loader` describes it in `GET /` (`parse_listeners`): its
 /// address (IPv6 in brackets, expanded as `normalize_ip` writes it) and port, a boolean for
-/// each of the http subsystem's flags (`backlog=N` keyed
-/// by its text when given, else `backlog=%d+` false; the flags the gateway accepts and
-/// ignores, `deferred`, `bind`, `ipv6only=…`, `so_keepalive=…`, false), and `listener`, the
-/// address with the flags given, in Kong's order.
+/// each of the http subsystem's flags (a pattern flag given, `backlog=N` or
+/// `so_keepalive=a:b:c`, keyed by its text), and `listener`, the address with the flags
+/// given, in Kong's order.
 fn listener_json(addr: std::net::SocketAddr, l: &crate::Listen) -> Value {
     // (an IPv6 address as Kong's `normalize_ip` writes it: every group, four digits each)
     let ip = match addr.ip() {
@@ -1823,24 +1822,32 @@ fn listener_json(addr: std::net::SocketAddr, l: &crate::Listen) -> Value {
     };
     flag(&mut m, "ssl", l.ssl);
     flag(&mut m, "http2", l.http2);
+    let inert = |name: &str| l.inert.iter().any(|f| f == name);
     flag(&mut m, "proxy_protocol", l.proxy_protocol);
-    flag(&mut m, "deferred", false);
-    flag(&mut m, "bind", false);
+    flag(&mut m, "deferred", inert("deferred"));
+    flag(&mut m, "bind", inert("bind"));
     flag(&mut m, "reuseport", l.reuseport);
-    // (nginx's default backlog, 511, is what an entry without `backlog=` gets)
-    if l.backlog == 511 {
-        flag(&mut m, "backlog=%d+", false);
-    } else {
+    // (a pattern flag given is keyed by its text)
+    if l.backlog_given {
         flag(&mut m, &format!("backlog={}", l.backlog), true);
+    } else {
+        flag(&mut m, "backlog=%d+", false);
     }
     for name in [
         "ipv6only=on",
         "ipv6only=off",
         "so_keepalive=on",
         "so_keepalive=off",
-        "so_keepalive=%w*:%w*:%d*",
     ] {
-        flag(&mut m, name, false);
+        flag(&mut m, name, inert(name));
+    }
+    match l
+        .inert
+        .iter()
+        .find(|f| f.starts_with("so_keepalive=") && f.contains(':'))
+    {
+        Some(given) => flag(&mut m, given, true),
+        None => flag(&mut m, "so_keepalive=%w*:%w*:%d*", false),
     }
     let mut listener = format!("{ip}:{}", addr.port());
     for g in &given {
@@ -1859,17 +1866,23 @@ mod tests {
     /// flags given in Kong's order in `listener`.
     #[test]
     fn listeners_are_described_as_kongs_conf_loader_does() {
-        let l = crate::Listen::parse_list("[::1]:8000 reuseport backlog=16384")
-            .unwrap()
-            .remove(0);
+        let l = crate::Listen::parse_list(
+            "[::1]:8000 so_keepalive=30m::10 reuseport deferred backlog=16384",
+        )
+        .unwrap()
+        .remove(0);
         let v = listener_json(l.addr, &l);
         assert_eq!(v["ip"], "[0000:0000:0000:0000:0000:0000:0000:0001]");
         assert_eq!(v["backlog=16384"], true);
         assert!(v.get("backlog=%d+").is_none(), "{v}");
         assert_eq!(v["reuseport"], true);
+        assert_eq!(v["deferred"], true);
+        assert_eq!(v["bind"], false);
+        assert_eq!(v["so_keepalive=30m::10"], true);
+        assert!(v.get("so_keepalive=%w*:%w*:%d*").is_none(), "{v}");
         assert_eq!(
             v["listener"],
-            "[0000:0000:0000:0000:0000:0000:0000:0001]:8000 reuseport backlog=16384"
+            "[0000:0000:0000:0000:0000:0000:0000:0001]:8000 deferred reuseport backlog=16384 so_keepalive=30m::10"
         );
     }
 

@@ -27,6 +27,11 @@ pub struct Listen {
     pub proxy_protocol: bool,
     /// Listen backlog (default 511, nginx's).
     pub backlog: u32,
+    /// Whether `backlog=N` was given.
+    pub backlog_given: bool,
+    /// The flags Kong accepts that have no effect here (`deferred`, `bind`, `ipv6only=…`,
+    /// `so_keepalive=…`), as written: `GET /` reports them as Kong does.
+    pub inert: Vec<String>,
 }
 
 /// Why a listener specification was rejected.
@@ -56,6 +61,8 @@ impl Listen {
             reuseport: false,
             proxy_protocol: false,
             backlog: 511,
+            backlog_given: false,
+            inert: Vec::new(),
         }
     }
 
@@ -92,13 +99,16 @@ impl Listen {
                 "http2" => l.http2 = true,
                 "reuseport" => l.reuseport = true,
                 "proxy_protocol" => l.proxy_protocol = true,
-                "deferred" | "bind" => {}
+                "deferred" | "bind" => l.inert.push(w.into()),
                 _ if w.starts_with("backlog=") => {
                     l.backlog = w["backlog=".len()..]
                         .parse()
                         .map_err(|_| ListenError::Backlog(item.into()))?;
+                    l.backlog_given = true;
                 }
-                _ if w.starts_with("so_keepalive=") || w.starts_with("ipv6only=") => {}
+                _ if w.starts_with("so_keepalive=") || w.starts_with("ipv6only=") => {
+                    l.inert.push(w.into());
+                }
                 _ => return Err(ListenError::Flag(w.into(), item.into())),
             }
         }
