@@ -4248,10 +4248,7 @@ services:
 /// Kong's `kong.response.exit` sets; on both request paths.
 #[tokio::test]
 async fn head_requests_get_the_length_of_the_gateways_answers() {
-    let dead = dead_addr("127.0.0.1").await;
-    let cfg = format!(
-        "_format_version: \"3.0\"\nservices:\n- name: dead\n  url: http://{dead}\n  routes:\n  - name: dead\n    paths: [\"/dead\"]\n"
-    );
+    let cfg = dead_service_doc().await;
     for fast_h1 in [true, false] {
         let settings = silverback_proxy::Settings {
             fast_h1,
@@ -4300,10 +4297,7 @@ async fn head_requests_get_the_length_of_the_gateways_answers() {
 /// which answers the gRPC way only to HTTP/2 gRPC requests.
 #[tokio::test]
 async fn grpc_looking_http1_requests_get_json_errors() {
-    let dead = dead_addr("127.0.0.1").await;
-    let cfg = format!(
-        "_format_version: \"3.0\"\nservices:\n- name: dead\n  url: http://{dead}\n  routes:\n  - name: dead\n    paths: [\"/dead\"]\n"
-    );
+    let cfg = dead_service_doc().await;
     let g = Gw::start(Some(&cfg)).await;
     let mut c = H1::connect(g.http).await;
     for (name, value) in [
@@ -4433,4 +4427,13 @@ async fn port_maps_give_the_port_clients_use() {
         }
         g.gw.shutdown().await;
     }
+}
+
+/// A configuration of one service, `dead`, on an address where nothing listens (connections
+/// refused: a 502), routed at `/dead`.
+async fn dead_service_doc() -> String {
+    let dead = dead_addr("127.0.0.1").await;
+    format!(
+        "_format_version: \"3.0\"\nservices:\n- name: dead\n  url: http://{dead}\n  routes:\n  - name: dead\n    paths: [\"/dead\"]\n"
+    )
 }
