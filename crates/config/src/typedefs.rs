@@ -561,8 +561,16 @@ pub fn validate_router_path(p: &str) -> Result<(), String> {
         return Ok(());
     }
     check_rfc3986_and_percent(p).map_err(|(e, _)| e)?;
-    let n = uri::normalize(p, true);
-    if n != p {
+    // (escapes that decode to bytes that are not UTF-8 are not normal either: Kong's
+    // `normalize` decodes them to raw bytes)
+    let (n, normal) = match uri::try_normalize(p, true) {
+        Ok(n) => {
+            let same = n == p;
+            (n, same)
+        }
+        Err(n) => (n, false),
+    };
+    if !normal {
         return Err(format!("non-normalized path, consider use '{n}' instead"));
     }
     Ok(())

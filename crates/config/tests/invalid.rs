@@ -208,6 +208,17 @@ fn routes() {
         &doc(&format!("{svc}  - name: r\n    paths: [/a/./b]\n")),
         &["route[r] paths.1: non-normalized path, consider use '/a/b' instead"],
     );
+    // (an escape that decodes past ASCII is not normal either, UTF-8 or not)
+    check(
+        "non-normalized, not UTF-8",
+        &doc(&format!("{svc}  - name: r\n    paths: [\"/%FF\"]\n")),
+        &["route[r] paths.1: non-normalized path, consider use '/%FF' instead"],
+    );
+    check(
+        "non-normalized, UTF-8",
+        &doc(&format!("{svc}  - name: r\n    paths: [\"/caf%C3%A9\"]\n")),
+        &["route[r] paths.1: non-normalized path, consider use '/café' instead"],
+    );
     let err = load(&doc(&format!("{svc}  - name: r\n    paths: [\"~/a(\"]\n"))).unwrap_err();
     let lines = error_lines(&err);
     assert_eq!(lines.len(), 1);

@@ -755,7 +755,6 @@ fn entities(
 ) -> Response<ProxyBody> {
     let snap = sh.snapshot.load();
     let list = flat_list(&snap, k);
-    let base = path_of(coll, rest);
     // entities as Kong shows them (every field, defaults and nulls, timestamps)
     let view = |k| View::of(sh, &snap, k);
     let one = |k, e: &Value| json_response(StatusCode::OK, &view(k).show(e));
@@ -765,10 +764,12 @@ fn entities(
             .unwrap_or_else(|| message(StatusCode::NOT_FOUND, "Not found"))
     };
     // A certificate is also addressed by the name of one of its SNIs, as Kong's
-    // `kong/api/routes/certificates.lua` resolves it first (`SNI not found` when none has it).
+    // `kong/api/routes/certificates.lua` resolves it first (`SNI not found` when none has it)
+    // on `/certificates/{c}` and `/certificates/{c}/snis` (a page's `next` link then names
+    // the certificate by id, as Kong's rewritten parameter does).
     let sni_cert;
     let rest: &[&str] = match rest {
-        [id, more @ ..] if k == EntityKind::Certificate && !is_uuid(id) => {
+        [id, more @ ..] if k == EntityKind::Certificate && !is_uuid(id) && more.len() <= 1 => {
             if let Some(r) = crate::admin_writes::key_refusal(sh, k, id) {
                 return r;
             }
@@ -784,8 +785,13 @@ fn entities(
                 .collect::<Vec<_>>();
             &sni_cert
         }
+        // (deeper, Kong's generated route looks the certificate up by id alone)
+        [id, _, _] if k == EntityKind::Certificate && !is_uuid(id) => {
+            return crate::admin_writes::invalid_primary_key();
+        }
         _ => rest,
     };
+    let base = path_of(coll, rest);
     match rest {
         [] => {
             if k == EntityKind::Consumer

@@ -978,7 +978,7 @@ pub(crate) fn key_refusal(sh: &Shared, k: EntityKind, key: &str) -> Option<Respo
     unique_value(sh, k, field, key)
 }
 
-fn invalid_primary_key() -> Response<ProxyBody> {
+pub(crate) fn invalid_primary_key() -> Response<ProxyBody> {
     let fields = json!({"id": "expected a valid UUID"});
     json_response(
         StatusCode::BAD_REQUEST,

@@ -118,7 +118,7 @@ struct Ctx {
     /// not an error of Kong's (a client gone, 499; a stalled body, 408) then has the
     /// source `service`.
     past_access: bool,
-    /// When the first try toward the upstream began (the end of Kong's access phase, as
+    /// When the last try toward the upstream began (the end of Kong's balancer phase, as
     /// the answer's `X-Kong-Proxy-Latency` counts it), for the headers of an nginx error
     /// after it; and whether the service is gRPC (its `Via` names HTTP/2).
     access_end: Option<Instant>,
@@ -670,8 +670,9 @@ fn proxied_error_headers(sh: &Shared, cx: &Ctx, status: StatusCode, h: &mut Head
     if !cx.past_access {
         return;
     }
-    // (an error before the first try, the client's body refused: no wait for the upstream)
-    let end = cx.access_end.unwrap_or_else(Instant::now);
+    // (an error before the first try, the client's body refused: the wait counts from the
+    // request's start, the access phase's own time being next to nothing)
+    let end = cx.access_end.unwrap_or(cx.start);
     let grpc = cx.service_h2;
     let on = &sh.settings.headers;
     h.remove(&X_KONG_RESPONSE_LATENCY);
@@ -1779,7 +1780,8 @@ async fn send(
             set_cookie.clone_from(&peer.set_cookie);
         }
         let t_start = Instant::now();
-        cx.access_end.get_or_insert(t_start);
+        // (the last try's start, as Kong's balancer phase rewrites its times on each)
+        cx.access_end = Some(t_start);
         let key = PoolKey {
             addr: peer.addr,
             tls: tls_cfg.as_ref().map(|t| TlsKey {

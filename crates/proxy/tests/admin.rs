@@ -4938,5 +4938,14 @@ async fn certificates_are_read_by_the_name_of_an_sni() {
     assert_eq!(r.json(), serde_json::json!({"message": "SNI not found"}));
     let r = get(g.admin, "localhost", "/certificates/bad%20name").await;
     assert_eq!(r.status, 400, "{}", r.text());
+    // (one level deeper Kong's generated route takes an id only)
+    let r = get(
+        g.admin,
+        "localhost",
+        "/certificates/example.test/snis/example.test",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["code"], 1);
     g.gw.shutdown().await;
 }
