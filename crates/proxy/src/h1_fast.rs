@@ -835,6 +835,15 @@ async fn write_response<T: AsyncWrite + Unpin>(
     if !parts.headers.contains_key(header::CONNECTION) {
         out.extend_from_slice(connection);
     }
+    // An answer of the gateway's own to a `HEAD` keeps its body's length, as nginx keeps
+    // the `Content-Length` Kong's `kong.response.exit` sets (an upstream's answer to a
+    // `HEAD` has no body bytes, and its own length line was kept by `head_lines`).
+    if no_body
+        && let ProxyBody::Full(Some(b)) = &body
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        length_line(out, b.len() as u64);
+    }
     write_body_after(io, out, slot, body, no_body, stats).await
 }
 
@@ -893,12 +902,6 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     write_body_after(io, out, slot, a.body, no_body, stats).await
 }
 
-/// Whether the head lines written so far have a `Content-Length` line.
-fn out_has_length(out: &[u8]) -> bool {
-    out.split(|&b| b == b'\n')
-        .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
-}
-
 fn no_body(status: StatusCode, head_only: bool) -> bool {
     head_only
         || status.is_informational()
@@ -938,16 +941,7 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
     stats: Option<Arc<RouteStats>>,
 ) -> io::Result<()> {
     if no_body {
-        // An answer of the gateway's own to a `HEAD` keeps its body's length, as nginx
-        // keeps the `Content-Length` Kong's `kong.response.exit` sets (an upstream's answer
-        // to a `HEAD` has no body bytes here; its own length line was kept).
-        if let ProxyBody::Full(Some(b)) = &body
-            && !out_has_length(out)
-        {
-            push_length(out, b.len() as u64);
-        } else {
-            out.extend_from_slice(b"\r\n");
-        }
+        out.extend_from_slice(b"\r\n");
         if let Some(s) = &stats {
             s.egress(out.len() as u64);
         }
@@ -987,9 +981,15 @@ async fn write_body_after<T: AsyncWrite + Unpin>(
 }
 
 fn push_length(out: &mut Vec<u8>, n: u64) {
+    length_line(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` line.
+fn length_line(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
 }
 
 thread_local! {

@@ -279,7 +279,7 @@ pub(crate) async fn serve(
     let head_bytes = request_head_len(&req);
     // (hyper adds `connection: close` to the answer of a request that asked for it, the
     // token anywhere in a `Connection` list)
-    let asks_close = req.version() == Version::HTTP_11
+    let asks_close = http11
         && req.headers().get_all(header::CONNECTION).iter().any(|v| {
             v.as_bytes()
                 .split(|&b| b == b',')
@@ -1024,14 +1024,14 @@ fn client_hosts<B>(req: &Request<B>) -> (Option<HeaderValue>, Option<HeaderValue
         .uri()
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    if req.version() == Version::HTTP_2 {
-        // (nginx makes `:authority` the request's host header only when it has none)
-        let line = authority.or_else(|| header.clone());
-        (header.or_else(|| line.clone()), line)
+    let line = authority.or_else(|| header.clone());
+    // (nginx makes HTTP/2's `:authority` the request's host header only when it has none)
+    let host = if req.version() == Version::HTTP_2 {
+        header.or_else(|| line.clone())
     } else {
-        let line = authority.or_else(|| header.clone());
-        (header, line)
-    }
+        header
+    };
+    (host, line)
 }
 
 /// nginx's check of a request's host, in one pass: not empty, no control bytes or spaces
