@@ -1025,7 +1025,8 @@ fn client_hosts<B>(req: &Request<B>) -> (Option<HeaderValue>, Option<HeaderValue
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let line = authority.or_else(|| header.clone());
-    // (nginx makes HTTP/2's `:authority` the request's host header only when it has none)
+    // (HTTP/2's `:authority` is the request's host header: one with both is refused,
+    // [`h2_refusal`])
     let host = if req.version() == Version::HTTP_2 {
         header.or_else(|| line.clone())
     } else {
@@ -1059,13 +1060,16 @@ fn forwarded_host(host: &HeaderValue) -> Option<HeaderValue> {
     HeaderValue::from_str(&bare.to_ascii_lowercase()).ok()
 }
 
-/// Why nginx's HTTP/2 module refuses a request, if it does: its method or `:path` (400), or
-/// a method nginx does not serve (405). (Out of line: the HTTP/1 requests that make most of
-/// the traffic only test the version.)
+/// Why nginx's HTTP/2 module refuses a request, if it does: its method or `:path` (400), a
+/// `Host` header beside `:authority` (400: nginx before 1.29 makes `:authority` the host
+/// header, and a second one is a duplicate), or a method nginx does not serve (405). (Out
+/// of line: the HTTP/1 requests that make most of the traffic only test the version.)
 #[inline(never)]
 fn h2_refusal<B>(req: &Request<B>) -> Option<Kind> {
     let method = req.method().as_str().as_bytes();
-    if !crate::request_line::accepted_h2(method, req.uri().path().as_bytes()) {
+    if !crate::request_line::accepted_h2(method, req.uri().path().as_bytes())
+        || req.uri().authority().is_some() && req.headers().contains_key(header::HOST)
+    {
         Some(Kind::BadRequest)
     } else if method == b"TRACE" || method == b"CONNECT" {
         Some(Kind::MethodNotAllowed)
@@ -1144,19 +1148,24 @@ async fn proxy(
         Scheme::Http
     };
     let m = {
+        // (UTF-8 past ASCII included, as atc-router takes any UTF-8 string; one that is not
+        // matches nothing where a route reads hosts, as atc-router refuses the value)
+        let host = match &client_host {
+            None => Some(""),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .or_else(|| std::str::from_utf8(v.as_bytes()).ok()),
+        };
+        let host = match host {
+            Some(h) => h,
+            None if snap.router.reads_host() => return Err(Error::downstream(Kind::NoRoute)),
+            None => "",
+        };
         let view = RequestView {
             method: req.method().as_str(),
             scheme,
-            // (UTF-8 past ASCII included, as atc-router takes any UTF-8 string; a host
-            // that is not UTF-8 matches only routes without hosts)
-            host: client_host
-                .as_ref()
-                .and_then(|v| {
-                    v.to_str()
-                        .ok()
-                        .or_else(|| std::str::from_utf8(v.as_bytes()).ok())
-                })
-                .unwrap_or(""),
+            host,
             port: conn.client_port,
             path: req.uri().path(),
             headers: req.headers(),

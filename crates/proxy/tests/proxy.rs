@@ -1800,6 +1800,15 @@ services:
     .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("\"backend\":\"foo\""), "{out}");
+    // one that is not UTF-8 matches nothing, not even the route without hosts: atc-router
+    // refuses the value when some route reads hosts, and Kong's router then matches nothing
+    let out = raw(
+        g.http,
+        b"GET /x HTTP/1.1\r\nHost: caf\xe9.example\r\n\r\n",
+        w,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
     // HTTP/1.0 needs no Host; its upstream `Via` carries the version as Kong writes it (a
     // Lua number: "1")
     let out = raw(g.http, b"GET /old HTTP/1.0\r\n\r\n", w).await;
@@ -2641,6 +2650,17 @@ async fn h2c_prior_knowledge() {
         // (an nginx-level error: text unless the request asks for another format)
         assert!(r.text().starts_with("Bad request\nrequest_id: "), "{bad}");
     }
+    // a `Host` header beside `:authority` is a second host header to Kong's nginx (400)
+    let r = c
+        .send(
+            http::Request::get("http://h2c.test/any")
+                .header("host", "h2c.test")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().starts_with("Bad request\nrequest_id: "));
     // and a method nginx's HTTP/2 module refuses (400), or does not serve (405)
     for (method, status, message) in [
         ("get", 400, "Bad request"),

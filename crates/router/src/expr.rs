@@ -173,6 +173,26 @@ impl ExprSupport {
         self.fields.iter().any(|f| f.starts_with("http.path"))
     }
 
+    /// Whether some expression reads the host (`http.host`).
+    pub fn reads_host(&self) -> bool {
+        self.fields.iter().any(|f| f == "http.host")
+    }
+
+    /// The header names some expression reads (`http.headers.x_y` reads `x-y`).
+    pub fn header_names(&self) -> impl Iterator<Item = http::HeaderName> + '_ {
+        self.fields.iter().filter_map(|f| {
+            let name = f.strip_prefix("http.headers.")?;
+            http::HeaderName::from_bytes(name.replace('_', "-").as_bytes()).ok()
+        })
+    }
+
+    /// The query argument names some expression reads (`http.queries.x`).
+    pub fn query_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.fields
+            .iter()
+            .filter_map(|f| f.strip_prefix("http.queries."))
+    }
+
     pub fn new(entries: &[Entry]) -> Self {
         let mut fields = Vec::new();
         for e in entries {
@@ -230,6 +250,12 @@ fn segment_value(segs: &[&str], range: &str) -> Option<String> {
 }
 
 fn percent_decode(s: &str) -> String {
+    String::from_utf8_lossy(&percent_decode_bytes(s)).into_owned()
+}
+
+/// A query argument's name or value decoded as nginx's `ngx.req.get_uri_args` decodes it
+/// (`+` is a space), as bytes.
+fn percent_decode_bytes(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -251,7 +277,18 @@ fn percent_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+/// Whether every value of the query argument `name` decodes to UTF-8 (atc-router refuses
+/// any other value, and Kong's router then matches nothing).
+pub(crate) fn query_values_utf8(query: &str, name: &str) -> bool {
+    query.split('&').all(|part| match part.split_once('=') {
+        Some((k, v)) if !k.is_empty() && percent_decode(k) == name => {
+            std::str::from_utf8(&percent_decode_bytes(v)).is_ok()
+        }
+        _ => true,
+    })
 }
 
 fn query_values(query: &str, name: &str) -> Vec<String> {

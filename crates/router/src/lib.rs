@@ -39,7 +39,9 @@
 //! - **Request fields.** The path is normalized as Kong does (percent-decoding of every
 //!   escape but a reserved character's, `.`/`..` resolution, merged slashes;
 //!   [`silverback_config::uri::normalize`]); a path whose escapes decode to bytes that are
-//!   not UTF-8 matches nothing when some route reads the path (atc-router refuses the value).
+//!   not UTF-8 matches nothing when some route reads the path (atc-router refuses the value);
+//!   so does a request with a value not UTF-8 of a header or query argument some route
+//!   reads, or a host not UTF-8 when some route reads hosts ([`Router::reads_host`]).
 //!   The host is the `Host` header with a numeric `:port` split off, compared case-sensitively
 //!   as Kong does (it does not lowercase). The destination port is that `Host` port when
 //!   present, else the listener port ([`RequestView::port`]).
@@ -267,6 +269,50 @@ pub struct Router {
     /// Some matcher reads `http.path`: a request path whose escapes do not decode to UTF-8
     /// then matches nothing, as in Kong, where atc-router refuses to add the value.
     reads_path: bool,
+    /// Some matcher reads `http.host` (see [`Router::reads_host`]).
+    reads_host: bool,
+    /// The other values some matcher reads that atc-router takes only as UTF-8.
+    read_values: ReadValues,
+}
+
+/// The headers and query arguments some matcher reads (none in the `traditional` flavor,
+/// which never goes through atc-router): a request with a value of one of them that is not
+/// UTF-8 matches nothing, as Kong's context refuses such a value before any route is tried.
+#[derive(Debug, Default)]
+struct ReadValues {
+    headers: Vec<http::HeaderName>,
+    queries: Vec<String>,
+}
+
+impl ReadValues {
+    fn new(entries: &[compile::Entry], exprs: &expr::ExprSupport) -> Self {
+        let mut headers: Vec<http::HeaderName> = exprs.header_names().collect();
+        for e in entries {
+            if let compile::Kind::Fields(f) = &e.kind {
+                headers.extend(f.headers.iter().map(|h| h.name.clone()));
+            }
+        }
+        headers.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        headers.dedup();
+        let mut queries: Vec<String> = exprs.query_names().map(str::to_owned).collect();
+        queries.sort_unstable();
+        queries.dedup();
+        ReadValues { headers, queries }
+    }
+
+    /// Whether one of the values read is not UTF-8.
+    fn refused(&self, req: &RequestView<'_>) -> bool {
+        let header = self.headers.iter().any(|n| {
+            req.headers
+                .get_all(n)
+                .iter()
+                .any(|v| std::str::from_utf8(v.as_bytes()).is_err())
+        });
+        header
+            || req
+                .query
+                .is_some_and(|q| self.queries.iter().any(|n| !expr::query_values_utf8(q, n)))
+    }
 }
 
 impl std::fmt::Debug for Router {
@@ -295,6 +341,17 @@ impl Router {
                 || entries
                     .iter()
                     .any(|e| matches!(&e.kind, compile::Kind::Fields(f) if !f.paths.is_empty())));
+        let atc = flavor != RouterFlavor::Traditional;
+        let reads_host = atc
+            && (exprs.reads_host()
+                || entries
+                    .iter()
+                    .any(|e| matches!(&e.kind, compile::Kind::Fields(f) if !f.hosts.is_empty())));
+        let read_values = if atc {
+            ReadValues::new(&entries, &exprs)
+        } else {
+            ReadValues::default()
+        };
         Ok(Router {
             config,
             flavor,
@@ -303,6 +360,8 @@ impl Router {
             exprs,
             regexes: regexes.into_vec(),
             reads_path,
+            reads_host,
+            read_values,
         })
     }
 
@@ -345,6 +404,14 @@ impl Router {
         self.flavor
     }
 
+    /// Whether some matcher reads the request's host (a route with `hosts`, or an expression
+    /// reading `http.host`; never in the `traditional` flavor). A host that is not UTF-8
+    /// then matches nothing, as Kong's atc-router refuses the value; [`RequestView::host`]
+    /// being a `str`, the caller checks it: `!router.reads_host()` or a UTF-8 host.
+    pub fn reads_host(&self) -> bool {
+        self.reads_host
+    }
+
     /// Number of matchers (routes after the split by path group).
     pub fn matcher_count(&self) -> usize {
         self.entries.len()
@@ -353,7 +420,7 @@ impl Router {
     /// Finds the route for a request: the highest-priority matcher that matches.
     pub fn find<'r>(&'r self, req: &RequestView<'_>) -> Option<RouteMatch<'r>> {
         let (prepared, utf8) = request::Prepared::new(req);
-        if !utf8 && self.reads_path {
+        if !utf8 && self.reads_path || self.read_values.refused(req) {
             return None;
         }
         let mut ctx = expr::LazyContext::new(&self.exprs);
@@ -371,7 +438,7 @@ impl Router {
     /// Slow; for tests that check the index against the plain priority walk.
     pub fn find_linear<'r>(&'r self, req: &RequestView<'_>) -> Option<RouteMatch<'r>> {
         let (prepared, utf8) = request::Prepared::new(req);
-        if !utf8 && self.reads_path {
+        if !utf8 && self.reads_path || self.read_values.refused(req) {
             return None;
         }
         let mut ctx = expr::LazyContext::new(&self.exprs);

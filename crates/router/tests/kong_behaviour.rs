@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Req, compat, must, route_name, router};
+use http::{HeaderName, HeaderValue};
 use silverback_config::RouterFlavor;
 
 /// (request, expected route name or None)
@@ -537,6 +538,74 @@ routes:
         must(&hosts, &Req::get("a.test", "/%FF/a%20b")).upstream_path,
         "/%FF/a b"
     );
+}
+
+/// atc-router takes only UTF-8 values: a request whose value of a header or query argument
+/// some route reads is not UTF-8 matches nothing (Kong's context refuses the value before any
+/// route is tried), nor does one whose host is not when some route reads hosts (the caller
+/// checks that one: `Router::reads_host`). The `traditional` flavor reads bytes.
+#[test]
+fn values_that_are_not_utf8_match_nothing_where_they_are_read() {
+    let doc = r#"
+_format_version: "3.0"
+routes:
+- {name: v2, paths: ["/"], headers: {x-version: ["2"]}}
+- {name: any, paths: ["/"]}
+"#;
+    let r = compat(doc);
+    let latin1 = |name: &str| {
+        let mut q = Req::get("h", "/");
+        q.headers.append(
+            HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_bytes(b"caf\xe9").expect("value"),
+        );
+        q
+    };
+    assert_eq!(route_name(&r, &Req::get("h", "/")).as_deref(), Some("any"));
+    assert_eq!(route_name(&r, &latin1("x-version")), None);
+    // a header no route reads does not count
+    assert_eq!(route_name(&r, &latin1("x-other")).as_deref(), Some("any"));
+    // UTF-8 past ASCII is a value like any other
+    assert_eq!(
+        route_name(&r, &Req::get("h", "/").header("x-version", "café")).as_deref(),
+        Some("any")
+    );
+    let trad = router(RouterFlavor::Traditional, doc);
+    assert_eq!(
+        route_name(&trad, &latin1("x-version")).as_deref(),
+        Some("any")
+    );
+    assert!(!r.reads_host() && !trad.reads_host());
+    let hosts = compat("_format_version: \"3.0\"\nroutes:\n- {name: h, hosts: [a.test]}\n");
+    assert!(hosts.reads_host());
+
+    let q = router(
+        RouterFlavor::Expressions,
+        r#"
+_format_version: "3.0"
+routes:
+- {name: beta, expression: 'http.queries.beta == "1"', priority: 2}
+- {name: rest, expression: 'http.path ^= "/"', priority: 1}
+"#,
+    );
+    assert_eq!(
+        route_name(&q, &Req::get("h", "/").query("beta=1")).as_deref(),
+        Some("beta")
+    );
+    assert_eq!(route_name(&q, &Req::get("h", "/").query("beta=%FF")), None);
+    assert_eq!(
+        route_name(&q, &Req::get("h", "/").query("beta=1&beta=%E9")),
+        None
+    );
+    assert_eq!(
+        route_name(&q, &Req::get("h", "/").query("other=%FF&beta=caf%C3%A9")).as_deref(),
+        Some("rest")
+    );
+    let h = router(
+        RouterFlavor::Expressions,
+        "_format_version: \"3.0\"\nroutes:\n- {name: x, expression: 'http.host == \"a\"'}\n",
+    );
+    assert!(h.reads_host());
 }
 
 /// (service path, route path, strip_path, request path, upstream path)
