@@ -1830,6 +1830,11 @@ async fn send(
 
         // Whether this try sent a request that cannot be sent again.
         let mut spent = false;
+        // Whether the try failed on a kept-alive connection with an error (not a timeout,
+        // not an answer refused): nginx gives such a try back (`u->peer.tries++` for a
+        // cached peer's `NGX_HTTP_UPSTREAM_FT_ERROR`), so it does not count against
+        // `retries`.
+        let mut given_back = false;
         let r: Result<(UpHead, UpBody), AttemptError> = async {
             let chan = if client_upgrade.is_some() {
                 sh.pool
@@ -1863,7 +1868,8 @@ async fn send(
                 return match t.send(sh, c, (p, up.client), &up.set, body).await {
                     Ok(r) => Ok(r),
                     Err((e, sent)) => {
-                        spent = sent && !replayable;
+                        spent = sent.sent && !replayable;
+                        given_back = sent.on_kept_alive;
                         Err((e, None))
                     }
                 };
@@ -1938,11 +1944,13 @@ async fn send(
                         stream_body = Some(s);
                     }
                 }
-                if !e.retryable || attempt >= retries || head.is_none() {
+                if !e.retryable || (attempt >= retries && !given_back) || head.is_none() {
                     return Err(e);
                 }
-                tracing::debug!(error = %e, attempt, "retrying on another peer");
-                attempt += 1;
+                tracing::debug!(error = %e, attempt, given_back, "retrying on another peer");
+                if !given_back {
+                    attempt += 1;
+                }
             }
         }
     };
@@ -2277,6 +2285,27 @@ struct H1Try<'a> {
     start: Instant,
 }
 
+/// How a try on an HTTP/1.1 upstream failed, beside its error.
+#[derive(Debug, Clone, Copy)]
+struct H1Failure {
+    /// The request was (perhaps) sent.
+    sent: bool,
+    /// It failed on a kept-alive connection with an error, not a timeout: the try is given
+    /// back, as nginx gives it back.
+    on_kept_alive: bool,
+}
+
+impl H1Failure {
+    const NOT_SENT: H1Failure = H1Failure {
+        sent: false,
+        on_kept_alive: false,
+    };
+    const SENT: H1Failure = H1Failure {
+        sent: true,
+        on_kept_alive: false,
+    };
+}
+
 impl H1Try<'_> {
     /// Sends `parts` (with the client's head as received, if kept; with the complete body
     /// `full`, or the client's `stream`) on `c` and reads the answer's head. An empty `full`
@@ -2294,7 +2323,7 @@ impl H1Try<'_> {
             bool,
             &mut Option<crate::upstream::ClientBody>,
         ),
-    ) -> Result<(UpHead, UpBody), (Error, bool)> {
+    ) -> Result<(UpHead, UpBody), (Error, H1Failure)> {
         // the try's clock reading, read again after a connection that failed
         let mut start = self.start;
         let watch = stream.as_ref().map(crate::upstream::ClientBody::watch);
@@ -2339,14 +2368,20 @@ impl H1Try<'_> {
                     .await
             };
             let e = match r {
-                None => return Err((Error::upstream(Kind::ReadTimeout).retryable(), true)),
+                None => {
+                    return Err((
+                        Error::upstream(Kind::ReadTimeout).retryable(),
+                        H1Failure::SENT,
+                    ));
+                }
                 Some(Ok((head, framing, reusable))) => {
                     let body = RawBody::new(sh.pool.clone(), c, framing, reusable);
                     return Ok((UpHead::Raw(head), UpBody::Raw(body)));
                 }
                 Some(Err(e)) => e,
             };
-            let err = if e.io().kind() == std::io::ErrorKind::TimedOut {
+            let timed_out = e.io().kind() == std::io::ErrorKind::TimedOut;
+            let err = if timed_out {
                 Error::upstream(Kind::WriteTimeout).retryable()
             } else {
                 Error::upstream(Kind::InvalidResponse).retryable()
@@ -2363,14 +2398,23 @@ impl H1Try<'_> {
                         start,
                     )
                     .await
-                    .map_err(|e| (e, false))?;
+                    .map_err(|e| (e, H1Failure::NOT_SENT))?;
                 }
-                ExchangeError::NotSent(io) => return Err((err.because(io), false)),
-                ExchangeError::Failed(io) => return Err((err.because(io), true)),
+                ExchangeError::NotSent(io) => return Err((err.because(io), H1Failure::NOT_SENT)),
+                ExchangeError::Failed(io) => {
+                    let failure = H1Failure {
+                        sent: true,
+                        on_kept_alive: c.reused && !timed_out,
+                    };
+                    return Err((err.because(io), failure));
+                }
                 // an answer nginx refuses (`invalid_header`): a 502, not retried, as Kong's
                 // `proxy_next_upstream` is nginx's `error timeout`
                 ExchangeError::Invalid(io) => {
-                    return Err((Error::upstream(Kind::InvalidResponse).because(io), true));
+                    return Err((
+                        Error::upstream(Kind::InvalidResponse).because(io),
+                        H1Failure::SENT,
+                    ));
                 }
                 // the client's body failed (too large, broken off, stalled: 413, 400, 408;
                 // or at odds with its length: 400), and the upstream connection
@@ -2380,7 +2424,7 @@ impl H1Try<'_> {
                         .as_ref()
                         .and_then(crate::upstream::BodyWatch::failure)
                         .unwrap_or(Kind::BadRequest);
-                    return Err((Error::downstream(kind).because(io), true));
+                    return Err((Error::downstream(kind).because(io), H1Failure::SENT));
                 }
             }
         }

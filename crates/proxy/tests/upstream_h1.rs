@@ -2,6 +2,7 @@
 //! every way an HTTP/1.1 response can be framed (length, chunked with extensions and
 //! trailers, until close, no body for HEAD/204/304), interim 100 answers, request bodies
 //! streamed chunked or by length, connections the backend closes while idle (retried on a
+//! fresh one) or drops with a request on them (a try nginx gives back: sent again on a
 //! fresh one), and answers that must be refused (conflicting lengths, a length sent with
 //! chunked coding, bad heads: 502; more in `upstream_answers.rs`).
 //! The same requests are sent through the fast path and through hyper's server
@@ -24,7 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The backend: answers by path; `/echo` answers with the body it received (de-chunked);
 /// `/seen` with the request head it received, exactly, then a blank line and the body;
-/// `/close-idle` answers with a length and then closes the connection without saying so.
+/// `/close-idle` answers with a length and then closes the connection without saying so;
+/// `/drop-next` answers, and then closes the connection on the next request, unanswered.
 async fn backend(conns: Arc<AtomicUsize>) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
@@ -92,6 +94,7 @@ async fn read_body(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> Option<V
 
 async fn serve(mut s: TcpStream) {
     let mut buf = Vec::new();
+    let mut drop_next = false;
     loop {
         let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
             if !read_more(&mut s, &mut buf).await {
@@ -106,7 +109,14 @@ async fn serve(mut s: TcpStream) {
             return;
         };
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        if drop_next {
+            return;
+        }
         let out: Vec<u8> = match path.as_str() {
+            "/drop-next" => {
+                drop_next = true;
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst".to_vec()
+            }
             "/eof" => {
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
@@ -320,6 +330,32 @@ async fn a_connection_closed_while_idle_is_replaced() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(conns.load(Ordering::SeqCst), 3);
+    })
+    .await;
+}
+
+/// A kept-alive connection that fails once the request is on it (the upstream closes it
+/// unanswered) does not use up a try: nginx gives the try back for an error on a cached
+/// connection, so even with `retries: 0` the request goes again on a new connection. (An
+/// error on a new connection is the 502 of `retries: 0`.)
+#[tokio::test]
+async fn a_kept_alive_connection_that_fails_gives_its_try_back() {
+    both(|g, conns| async move {
+        let mut c = H1::connect(g.http).await;
+        for i in 0..3 {
+            let r = c.get("x", "/drop-next").await;
+            assert_eq!(
+                (r.status.as_u16(), r.text().as_str()),
+                (200, "first"),
+                "{i}"
+            );
+            // the request after it goes on the kept connection, which is dropped
+            let r = c.get("x", "/reason").await;
+            assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"), "{i}");
+        }
+        // each `/drop-next` connection, then a new one for its `/reason`, which serves
+        // the next `/drop-next`
+        assert_eq!(conns.load(Ordering::SeqCst), 4);
     })
     .await;
 }
