@@ -114,7 +114,8 @@ pub enum DnsError {
     Failed {
         /// The name.
         name: String,
-        /// The resolver's message.
+        /// The resolver's message: for an answer with an error code, Kong's resolver's
+        /// (`dns server error: 2 server failure`); else hickory's.
         detail: String,
         /// Whether a name server answered (with an error code such as "server failure"),
         /// rather than not at all (a timeout, an unreachable server).
@@ -126,7 +127,10 @@ impl From<&DnsError> for NoPeer {
     fn from(e: &DnsError) -> NoPeer {
         match e {
             DnsError::NotFound(_) => NoPeer::NameResolution,
-            DnsError::Failed { .. } => NoPeer::Resolver(e.to_string()),
+            DnsError::Failed { name, detail, .. } => NoPeer::Resolver {
+                name: name.clone(),
+                detail: detail.clone(),
+            },
         }
     }
 }
@@ -586,6 +590,16 @@ fn answer_error(e: &ResolveError) -> Option<&'static str> {
     }
 }
 
+/// The error code of an answer, when one came.
+fn answer_code(e: &ResolveError) -> Option<u16> {
+    match e.proto()?.kind() {
+        hickory_resolver::proto::ProtoErrorKind::NoRecordsFound { response_code, .. } => {
+            Some(u16::from(*response_code))
+        }
+        _ => None,
+    }
+}
+
 /// A failed query: "not found" when the name does not exist or has no records (cached for
 /// `not_found_ttl`), otherwise a failure (cached for `error_ttl`).
 fn classify(name: &str, e: &ResolveError) -> DnsError {
@@ -593,7 +607,10 @@ fn classify(name: &str, e: &ResolveError) -> DnsError {
         Some("name error" | "empty record received") => DnsError::NotFound(name.into()),
         reason => DnsError::Failed {
             name: name.into(),
-            detail: e.to_string(),
+            detail: match (reason, answer_code(e)) {
+                (Some(r), Some(code)) => format!("dns server error: {code} {r}"),
+                _ => e.to_string(),
+            },
             answered: reason.is_some(),
         },
     }

@@ -57,9 +57,14 @@ pub enum NoPeer {
     #[error("name resolution failed")]
     NameResolution,
     /// The resolver failed for another reason (timeout, server failure). Kong: 500, with
-    /// the detail going to the log.
-    #[error("DNS resolution failed: {0}")]
-    Resolver(String),
+    /// the message [`NoPeer::kong_message`].
+    #[error("DNS resolution failed for '{name}': {detail}")]
+    Resolver {
+        /// The name looked up (the service's host).
+        name: String,
+        /// The resolver's message.
+        detail: String,
+    },
 }
 
 impl NoPeer {
@@ -67,16 +72,20 @@ impl NoPeer {
     pub fn status(&self) -> u16 {
         match self {
             NoPeer::NoHealthyPeer | NoPeer::NameResolution => 503,
-            NoPeer::Resolver(_) => 500,
+            NoPeer::Resolver { .. } => 500,
         }
     }
 
-    /// The message Kong puts in the error body.
-    pub fn message(&self) -> &'static str {
+    /// The message Kong puts in the error body (its `balancer_execute` words a resolver's
+    /// failure: `failed the initial dns/balancer resolve for '<host>' with: <error>`).
+    pub fn kong_message(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            NoPeer::NoHealthyPeer => "failure to get a peer from the ring-balancer",
-            NoPeer::NameResolution => "name resolution failed",
-            NoPeer::Resolver(_) => "An unexpected error occurred",
+            NoPeer::NoHealthyPeer => "failure to get a peer from the ring-balancer".into(),
+            NoPeer::NameResolution => "name resolution failed".into(),
+            NoPeer::Resolver { name, detail } => {
+                format!("failed the initial dns/balancer resolve for '{name}' with: {detail}")
+                    .into()
+            }
         }
     }
 }

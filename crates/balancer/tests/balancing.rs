@@ -268,7 +268,7 @@ async fn threshold_and_no_peer_is_503() {
         .pick(&PickContext::default(), &[])
         .expect_err("50% is not above the threshold");
     assert_eq!(
-        (err.status(), err.message()),
+        (err.status(), err.kong_message().as_ref()),
         (503, "failure to get a peer from the ring-balancer")
     );
     let h = b.health();

@@ -131,10 +131,23 @@ async fn service_hosts_resolve_through_the_ttl_cache() {
     // Unknown names: 503 "name resolution failed".
     let err = bs.peer("nope.test", 80, &ctx, &[]).await.expect_err("nx");
     assert_eq!(
-        (err.status(), err.message()),
+        (err.status(), err.kong_message().as_ref()),
         (503, "name resolution failed")
     );
     assert_eq!(err, NoPeer::NameResolution);
+    // A name server's failure: 500, worded as Kong's `balancer_execute` words it, with the
+    // error as Kong's resolver gives it.
+    let err = bs
+        .peer("servfail.test", 80, &ctx, &[])
+        .await
+        .expect_err("servfail");
+    assert_eq!(
+        (err.status(), err.kong_message().as_ref()),
+        (
+            500,
+            "failed the initial dns/balancer resolve for 'servfail.test' with: dns server error: 2 server failure"
+        )
+    );
     // IPs need no DNS.
     let p = bs.peer("127.0.0.9", 81, &ctx, &[]).await.expect("ip");
     assert_eq!(p.addr, "127.0.0.9:81".parse::<SocketAddr>().expect("addr"));

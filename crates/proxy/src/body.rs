@@ -193,6 +193,21 @@ pub struct UpstreamBody {
     /// The balancer's peer: held until the response is finished (least-connections counts
     /// it as in flight until then).
     peer: Option<silverback_balancer::Peer>,
+    /// A body that broke off while it was read ahead ([`UpstreamBody::broken`]).
+    broken: Option<Box<Broken>>,
+}
+
+/// What was read of a body before it broke off, and how.
+struct Broken {
+    /// The bytes read, passed on first.
+    read: Option<Bytes>,
+    /// The failure, passed on after them (`None` once passed on).
+    error: Option<BoxError>,
+    /// The body's announced length, less what was passed on.
+    left: u64,
+    /// The writer was given a turn to flush what was passed on before the failure (hyper's
+    /// server drops what it holds unwritten when a body fails; nginx flushes it first).
+    flushed: bool,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -217,10 +232,34 @@ impl UpstreamBody {
             log: None,
             bytes: 0,
             peer,
+            broken: None,
         };
         if b.inner.is_end_stream() {
             b.release();
         }
+        ProxyBody::Upstream(Box::new(b))
+    }
+
+    /// A body of `len` bytes (announced) that broke off with `error` after `read` was read
+    /// ahead of sending it (`response_buffering`): passed on as nginx passes such a body on,
+    /// what was read, then the failure, which ends the client's connection (short of the
+    /// announced length).
+    pub fn broken(inner: UpBody, read: Bytes, error: BoxError, len: u64) -> ProxyBody {
+        let mut b = UpstreamBody {
+            inner,
+            read_timeout: Duration::ZERO,
+            sleep: None,
+            log: None,
+            bytes: 0,
+            peer: None,
+            broken: Some(Box::new(Broken {
+                read: (!read.is_empty()).then_some(read),
+                error: Some(error),
+                left: len,
+                flushed: false,
+            })),
+        };
+        b.release();
         ProxyBody::Upstream(Box::new(b))
     }
 
@@ -254,6 +293,19 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(u) => {
                 let u = &mut **u;
+                if let Some(b) = &mut u.broken {
+                    if let Some(d) = b.read.take() {
+                        u.bytes += d.len() as u64;
+                        b.left = b.left.saturating_sub(d.len() as u64);
+                        return Poll::Ready(Some(Ok(Frame::data(d))));
+                    }
+                    if !b.flushed {
+                        b.flushed = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(b.error.take().map(Err));
+                }
                 match Pin::new(&mut u.inner).poll_frame(cx) {
                     Poll::Ready(r) => {
                         u.sleep = None;
@@ -290,7 +342,10 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Upstream(u) => u.inner.is_end_stream(),
+            ProxyBody::Upstream(u) => match &u.broken {
+                Some(b) => b.error.is_none(),
+                None => u.inner.is_end_stream(),
+            },
         }
     }
 
@@ -299,7 +354,10 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => {
                 SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0))
             }
-            ProxyBody::Upstream(u) => u.inner.size_hint(),
+            ProxyBody::Upstream(u) => match &u.broken {
+                Some(b) => SizeHint::with_exact(b.left),
+                None => u.inner.size_hint(),
+            },
         }
     }
 }

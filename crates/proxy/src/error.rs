@@ -14,6 +14,7 @@
 //! | `PayloadTooLarge` | 413 | `Payload too large` |
 //! | `MethodNotAllowed` | 405 | `Method not allowed` |
 //! | `NotImplemented` | 501 | none: nginx's own HTML page ([`nginx_page`]) |
+//! | `Resolver` | 500 | `failed the initial dns/balancer resolve for '<host>' with: <error>` |
 //! | `Internal` | 500 | `An unexpected error occurred` |
 //!
 //! The errors nginx raises in Kong reach Kong's error handler only for the statuses of the
@@ -74,6 +75,10 @@ pub enum Kind {
     NotImplemented,
     /// A method nginx does not serve (`TRACE`, `CONNECT`).
     MethodNotAllowed,
+    /// The service's host did not resolve for another reason than its absence (a timeout, a
+    /// name server's failure): Kong's 500 from its balancer, whose message (the error's
+    /// cause) names the host and the resolver's error.
+    Resolver,
     /// Anything else.
     Internal,
 }
@@ -97,7 +102,7 @@ impl Kind {
             Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::Resolver | Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -108,7 +113,7 @@ impl Kind {
     pub fn nginx_error(self) -> bool {
         !matches!(
             self,
-            Kind::NoRoute | Kind::NoService | Kind::NameResolution | Kind::NoPeer
+            Kind::NoRoute | Kind::NoService | Kind::NameResolution | Kind::NoPeer | Kind::Resolver
         )
     }
 
@@ -160,6 +165,13 @@ impl Error {
     pub fn retryable(mut self) -> Error {
         self.retryable = true;
         self
+    }
+    /// What the client is told: the kind's message, or for [`Kind::Resolver`] its cause.
+    pub fn client_message(&self) -> std::borrow::Cow<'_, str> {
+        match (self.kind, &self.cause) {
+            (Kind::Resolver, Some(c)) => c.to_string().into(),
+            (kind, _) => kind.message().into(),
+        }
     }
     /// Attaches a cause.
     pub fn because(mut self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {

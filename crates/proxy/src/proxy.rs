@@ -491,7 +491,7 @@ fn error_answer(sh: &Shared, cx: &Ctx, e: Error) -> Response<ProxyBody> {
         proxied_error_headers(sh, cx, e.kind.status(), r.headers_mut());
         r
     } else {
-        response_error(sh, cx, e.kind.status(), e.kind.message())
+        response_error(sh, cx, e.kind.status(), &e.client_message())
     };
     // nginx closes the connection after a request it refuses (the request's framing
     // may be what it could not read)
@@ -1507,15 +1507,24 @@ fn buffers(head: &UpHead, body: &UpBody, limit: u64) -> bool {
 }
 
 /// Reads a whole response body (at most the size [`buffers`] allowed), with the read
-/// timeout between two reads as when streaming.
-async fn read_whole(body: &mut UpBody, read_timeout: Duration) -> Result<Bytes, Error> {
+/// timeout between two reads as when streaming. When it breaks off (a failure, a timeout),
+/// the error comes with what was read.
+async fn read_whole(body: &mut UpBody, read_timeout: Duration) -> Result<Bytes, (Error, Bytes)> {
     let mut first: Option<Bytes> = None;
     let mut rest: Option<bytes::BytesMut> = None;
+    let read = |first: Option<Bytes>, rest: Option<bytes::BytesMut>| match (first, rest) {
+        (_, Some(b)) => b.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    };
     while !body.is_end_stream() {
         let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
-            Err(_) => return Err(Error::upstream(Kind::ReadTimeout)),
+            Err(_) => return Err((Error::upstream(Kind::ReadTimeout), read(first, rest))),
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(Error::upstream(Kind::InvalidResponse).because(e)),
+            Ok(Some(Err(e))) => {
+                let e = Error::upstream(Kind::InvalidResponse).because(e);
+                return Err((e, read(first, rest)));
+            }
             Ok(Some(Ok(f))) => f,
         };
         let Ok(d) = frame.into_data() else {
@@ -1534,11 +1543,7 @@ async fn read_whole(body: &mut UpBody, read_timeout: Duration) -> Result<Bytes, 
             (Some(_), Some(b)) => b.extend_from_slice(&d),
         }
     }
-    Ok(match (first, rest) {
-        (_, Some(b)) => b.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
-    })
+    Ok(read(first, rest))
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -1975,16 +1980,20 @@ async fn send(
         (false, _) => None,
     };
 
-    // --- response buffering (before any byte goes to the client: a failure is a 502/504) ---
+    // --- response buffering ---
+    // A body that breaks off meanwhile is passed on as nginx passes it on once it sent the
+    // head (an answer this small waits in its `postpone_output`): the head, what was read,
+    // then the connection closed.
     let buffered = if up.route.response_buffering
         && !switching
         && !h2
         && buffers(&head, &rbody, sh.settings.response_buffer_limit)
     {
+        let len = rbody.size_hint().exact().unwrap_or(0);
         // The upstream connection goes back to the pool as soon as the body is in.
-        let b = read_whole(&mut rbody, read_timeout).await?;
+        let b = read_whole(&mut rbody, read_timeout).await;
         peer = None;
-        Some(b)
+        Some(b.map_err(|(e, read)| (e, read, len)))
     } else {
         None
     };
@@ -2533,16 +2542,17 @@ fn unsent(r: Request<crate::upstream::H2ReqBody>) -> Option<Request<ReqBody>> {
     b.into_unsent().map(|b| Request::from_parts(p, b))
 }
 
-/// The body of an upstream's answer: the one read whole when buffered, else the upstream's
-/// streamed through.
+/// The body of an upstream's answer: the one read whole when buffered (or what was read of
+/// it before it broke off, then the failure), else the upstream's streamed through.
 fn answer_body(
-    buffered: Option<Bytes>,
+    buffered: Option<Result<Bytes, (Error, Bytes, u64)>>,
     rbody: UpBody,
     read_timeout: Duration,
     peer: Option<silverback_balancer::Peer>,
 ) -> ProxyBody {
     match buffered {
-        Some(b) => ProxyBody::full(b),
+        Some(Ok(b)) => ProxyBody::full(b),
+        Some(Err((e, read, len))) => UpstreamBody::broken(rbody, read, Box::new(e), len),
         None => UpstreamBody::wrap(rbody, read_timeout, peer),
     }
 }

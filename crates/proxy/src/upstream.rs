@@ -482,7 +482,9 @@ pub fn no_peer(e: &silverback_balancer::NoPeer) -> Error {
     match e {
         NoPeer::NoHealthyPeer => Error::upstream(Kind::NoPeer),
         NoPeer::NameResolution => Error::upstream(Kind::NameResolution),
-        NoPeer::Resolver(m) => Error::new(Kind::Internal, Source::Internal).because(m.clone()),
+        NoPeer::Resolver { .. } => {
+            Error::new(Kind::Resolver, Source::Internal).because(e.kong_message().into_owned())
+        }
     }
 }
 

@@ -850,3 +850,77 @@ services:
         assert_eq!(r.header("x-backend"), Some(backend), "{path}");
     }
 }
+
+/// A name server on loopback that answers every query with `rcode` (2: SERVFAIL, 3:
+/// NXDOMAIN), the question echoed, no records.
+async fn failing_name_server(rcode: u8) -> std::net::SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            let q = &buf[..n];
+            if q.len() < 12 {
+                continue;
+            }
+            // the question: its name's labels up to the empty one, then type and class
+            let mut end = 12;
+            while end < q.len() && q[end] != 0 {
+                end += 1 + usize::from(q[end]);
+            }
+            end += 5;
+            if end > q.len() {
+                continue;
+            }
+            let mut a = Vec::with_capacity(end);
+            a.extend_from_slice(&q[..2]);
+            // a response to a recursive query, recursion available, the error code
+            a.extend_from_slice(&[0x81, 0x80 | rcode, 0, 1, 0, 0, 0, 0, 0, 0]);
+            a.extend_from_slice(&q[12..end]);
+            let _ = sock.send_to(&a, peer).await;
+        }
+    });
+    addr
+}
+
+/// A service host whose lookup fails: a name that does not exist is Kong's 503 `name
+/// resolution failed`; a name server's failure is Kong's 500, worded by its
+/// `balancer_execute` with the resolver's error (both Kong's own answers: JSON by default).
+#[tokio::test]
+async fn a_failed_lookup_is_kongs_503_or_500() {
+    for (rcode, status, message) in [
+        (3u8, 503u16, "name resolution failed".to_string()),
+        (
+            2,
+            500,
+            "failed the initial dns/balancer resolve for 'api.test' with: dns server error: 2 server failure"
+                .to_string(),
+        ),
+    ] {
+        let ns = failing_name_server(rcode).await;
+        let resolver = silverback_balancer::Resolver::new(silverback_balancer::ResolverOptions {
+            nameservers: Some(vec![ns]),
+            timeout: Duration::from_millis(500),
+            ..Default::default()
+        });
+        let settings = silverback_proxy::Settings {
+            balancer: silverback_balancer::Options {
+                resolver: Some(std::sync::Arc::new(resolver)),
+                ..Default::default()
+            },
+            ..silverback_proxy::Settings::loopback()
+        };
+        let cfg = "_format_version: \"3.0\"\nservices:\n- {name: s, host: api.test, port: 80, routes: [{name: r, paths: [/]}]}\n";
+        let g = Gw::start_with(settings, Some(cfg)).await;
+        let r = H1::connect(g.http).await.get("x", "/").await;
+        assert_eq!(r.status.as_u16(), status, "{}", r.text());
+        let body = r.json();
+        assert_eq!(body["message"], message.as_str());
+        assert_eq!(
+            body["request_id"].as_str(),
+            r.header("x-kong-request-id"),
+            "{body}"
+        );
+        g.gw.shutdown().await;
+    }
+}

@@ -228,7 +228,8 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
 }
 
 /// A DNS server on 127.0.0.1 (UDP) answering A queries for the names in its table, with
-/// the given TTL; other names get NXDOMAIN, other types an empty answer.
+/// the given TTL; other names get NXDOMAIN (SERVFAIL for `servfail.*`), other types an
+/// empty answer.
 /// Name -> SRV records (weight, port, target).
 pub type SrvTable = Arc<Mutex<Vec<(String, Vec<(u16, u16, String)>)>>>;
 
@@ -312,6 +313,9 @@ impl DnsServer {
                     continue;
                 }
                 match known {
+                    None if qname.starts_with("servfail.") => {
+                        resp.set_response_code(ResponseCode::ServFail);
+                    }
                     None => {
                         resp.set_response_code(ResponseCode::NXDomain);
                     }
