@@ -1356,6 +1356,11 @@ pub(crate) fn decode_str(s: &str, plus_is_space: bool) -> String {
 struct Posted {
     doc: Bytes,
     params: Vec<(String, String)>,
+    /// The document is a JSON body's own keys (`_format_version` among them), which lapis
+    /// decodes into the request's parameters: Kong loads those as a table
+    /// (`dc:parse_table(self.params)`), with no hash compared first, so `check_hash` never
+    /// answers 304 for them.
+    table: bool,
 }
 
 impl Posted {
@@ -1363,6 +1368,7 @@ impl Posted {
         Posted {
             doc,
             params: vec![],
+            table: false,
         }
     }
 
@@ -1443,11 +1449,12 @@ fn document(content_type: &str, body: Bytes) -> Result<Posted, String> {
             Some((k.to_string(), v))
         })
         .collect();
+    let table = is_json && m.contains_key("_format_version");
     let doc = match m.get("config") {
         Some(Value::String(doc)) if !m.contains_key("_format_version") => Bytes::from(doc.clone()),
         _ => body,
     };
-    Ok(Posted { doc, params })
+    Ok(Posted { doc, params, table })
 }
 
 /// The `boundary` parameter of a `multipart/form-data` content type (RFC 2046: 1 to 70
@@ -1715,7 +1722,8 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
             .map(str::to_string)
             .or_else(|| query_param(q, name))
     };
-    let check_hash = param("check_hash").as_deref() == Some("1");
+    // (a JSON document's own keys are loaded as a table, never compared: [`Posted::table`])
+    let check_hash = param("check_hash").as_deref() == Some("1") && !posted.table;
     let flatten = truthy(param("flatten_errors").as_deref());
     let doc = posted.doc;
     if doc.iter().all(u8::is_ascii_whitespace) {
@@ -1725,7 +1733,8 @@ async fn post_config(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Proxy
         );
     }
     // Kong's configuration hash: the md5 of the document as received. With `check_hash`,
-    // the document running already is answered 304 before anything is parsed, and before
+    // the document running already (as text: YAML, or JSON inside a `config` parameter or
+    // in a body of another type) is answered 304 before anything is parsed, and before
     // the loading lock (as Kong compares the hashes before it loads): re-posting it while
     // another document loads is "not modified", not "busy".
     let raw_md5 = hex::encode(md5::Md5::digest(&doc));
