@@ -1838,7 +1838,7 @@ async fn send(
         // Whether the try failed on a kept-alive connection with an error (not a timeout,
         // not an answer refused): nginx gives such a try back (`u->peer.tries++` for a
         // cached peer's `NGX_HTTP_UPSTREAM_FT_ERROR`), so it does not count against
-        // `retries`.
+        // `retries` (HTTP/1.1 and HTTP/2 upstreams).
         let mut given_back = false;
         let r: Result<(UpHead, UpBody), AttemptError> = async {
             let chan = if client_upgrade.is_some() {
@@ -1879,8 +1879,10 @@ async fn send(
                     }
                 };
             }
-            // Keep the head for another try when the body can be replayed.
-            let keep = replayable && attempt < retries;
+            // Keep the head for another try when the body can be replayed (and a try is
+            // left, or a kept-alive connection's failure would give this one back).
+            let kept_alive = matches!(&chan, Chan::H2(c) if c.reused);
+            let keep = replayable && (attempt < retries || kept_alive);
             let Some(mut p) = (if keep {
                 head.as_ref().map(clone_head)
             } else {
@@ -1907,7 +1909,7 @@ async fn send(
                         write_timeout,
                         read_timeout,
                     };
-                    t.send(sh, c, req, watch).await
+                    t.send(sh, c, req, watch, &mut given_back).await
                 }
                 Chan::Ws(mut tx) => {
                     let read_err = |e| hyper_error(e, watch.as_ref());
@@ -2477,13 +2479,16 @@ impl H2Try<'_> {
     /// which closes it (a timed-out or failed connection is never used again, as nginx
     /// closes it). A request a pooled connection does not take (closed, or going away
     /// before it was sent) goes on another, idle or new; one a new connection does not
-    /// take is given back with the error, for the balancer's next try.
+    /// take is given back with the error, for the balancer's next try. `given_back` is set
+    /// when the request failed with an error on a kept-alive connection after it was taken
+    /// (the try does not count, as in nginx).
     async fn send(
         &self,
         sh: &Arc<Shared>,
         mut c: crate::upstream::H2Conn,
         req: Request<ReqBody>,
         watch: Option<crate::upstream::BodyWatch>,
+        given_back: &mut bool,
     ) -> Result<(UpHead, UpBody), AttemptError> {
         // when hyper took the body's last part (the connection is pooled after the answer
         // only then)
@@ -2507,7 +2512,12 @@ impl H2Try<'_> {
                         Ok(Err(mut e)) => match e.take_message() {
                             Some(back) => (e.into_error(), back),
                             None => {
-                                return Err((hyper_error(e.into_error(), watch.as_ref()), None));
+                                let e = hyper_error(e.into_error(), watch.as_ref());
+                                // (an error, not a timeout, on a kept-alive connection: the
+                                // try is given back, as nginx gives a cached peer's back)
+                                *given_back =
+                                    c.reused && e.retryable && e.kind == Kind::InvalidResponse;
+                                return Err((e, None));
                             }
                         },
                     }

@@ -4120,6 +4120,33 @@ services:
     assert_eq!((seen(&log.conns), seen(&log.answered)), (3, 3));
 }
 
+/// A stream refused on a kept-alive HTTP/2 connection is an error on a cached connection,
+/// whose try nginx gives back: with `retries: 0` an idempotent request still goes again on a
+/// new connection.
+#[tokio::test]
+async fn h2_upstream_refusal_on_a_kept_connection_gives_its_try_back() {
+    let (addr, log) = support::h2_goaway_second_stream(1).await;
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: grpc\n  url: grpc://{addr}\n  retries: 0\n  routes:\n  - name: grpc\n    paths: [\"/\"]\n    protocols: [\"grpc\"]\n"
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H2::h2c(g.http).await;
+    let call = |method: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri("http://x/pkg.Svc/Call")
+            .header("content-type", "application/grpc")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap()
+    };
+    let r = c.send(call("POST")).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c1"[..]));
+    let r = c.send(call("GET")).await;
+    assert_eq!(log.refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c2"[..]));
+    g.gw.shutdown().await;
+}
+
 /// Upstream requests written at the end of the scheduler's batch (`batch_write`, on by
 /// default with one worker: this test's runtime is the current-thread one the gateway runs
 /// on): many keep-alive clients at once, each request's answer is its own, and the
