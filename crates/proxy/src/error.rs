@@ -15,6 +15,7 @@
 //! | `MethodNotAllowed` | 405 | `Method not allowed` |
 //! | `NotImplemented` | 501 | none: nginx's own HTML page ([`nginx_page`]) |
 //! | `Resolver` | 500 | `failed the initial dns/balancer resolve for '<host>' with: <error>` |
+//! | `Unavailable` | 503 | `The upstream server is currently unavailable` (nginx's, from Kong's error handler) |
 //! | `Internal` | 500 | `An unexpected error occurred` |
 //!
 //! The errors nginx raises in Kong reach Kong's error handler only for the statuses of the
@@ -79,6 +80,9 @@ pub enum Kind {
     /// name server's failure): Kong's 500 from its balancer, whose message (the error's
     /// cause) names the host and the resolver's error.
     Resolver,
+    /// No peer on a retry: Kong's balancer phase ends the request with `ngx.exit(503)`,
+    /// an nginx error (a name that does not resolve then is [`Kind::Internal`]'s 500).
+    Unavailable,
     /// Anything else.
     Internal,
 }
@@ -88,7 +92,7 @@ impl Kind {
     pub fn status(self) -> StatusCode {
         match self {
             Kind::NoRoute => StatusCode::NOT_FOUND,
-            Kind::NoService | Kind::NameResolution | Kind::NoPeer => {
+            Kind::NoService | Kind::NameResolution | Kind::NoPeer | Kind::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Kind::ConnectRefused | Kind::InvalidResponse | Kind::UpstreamTls => {
@@ -139,7 +143,7 @@ pub struct Error {
     /// Whether another attempt (to another or the same peer) may be made: true only when
     /// nothing of the request reached the upstream.
     pub retryable: bool,
-    /// Detail for the log (never sent to the client).
+    /// Detail for the log (sent to the client only as [`Kind::Resolver`]'s message).
     pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 

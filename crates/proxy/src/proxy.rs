@@ -1061,7 +1061,7 @@ fn forwarded_host(host: &HeaderValue) -> Option<HeaderValue> {
 }
 
 /// Why nginx's HTTP/2 module refuses a request, if it does: its method or `:path` (400), a
-/// `Host` header beside `:authority` (400: nginx before 1.29 makes `:authority` the host
+/// `Host` header beside `:authority` (400: nginx before 1.29.1 makes `:authority` the host
 /// header, and a second one is a duplicate), or a method nginx does not serve (405). (Out
 /// of line: the HTTP/1 requests that make most of the traffic only test the version.)
 #[inline(never)]
@@ -1107,11 +1107,6 @@ async fn proxy(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
     };
-    let max = sh.settings.client_max_body_size;
-    if max > 0 && content_length.is_some_and(|n| n > max) {
-        return Err(Error::downstream(Kind::PayloadTooLarge));
-    }
-
     // the client's hosts, read once: `Host` for routing and `preserve_host`, and the
     // request line's host before it for `X-Forwarded-Host` (see `client_hosts`)
     let (client_host, line_host) = client_hosts(&req);
@@ -1135,6 +1130,12 @@ async fn proxy(
         && let Some(kind) = h2_refusal(&req)
     {
         return Err(Error::downstream(kind));
+    }
+    // (the body's size once the head was found good, as nginx checks it in its find-config
+    // phase, after the head's own checks)
+    let max = sh.settings.client_max_body_size;
+    if max > 0 && content_length.is_some_and(|n| n > max) {
+        return Err(Error::downstream(Kind::PayloadTooLarge));
     }
 
     // --- route ---
@@ -1492,24 +1493,31 @@ async fn client_body(
     }
 }
 
-/// Whether a response is read whole before it is sent (`response_buffering`): an HTTP/1.1
-/// upstream's response with a `Content-Length` of at most `limit`, unless the upstream asks
-/// for streaming with `X-Accel-Buffering: no` (as nginx honours it). Bodies of unknown or
-/// larger size are streamed, so memory stays bounded by `limit` per response.
-fn buffers(head: &UpHead, body: &UpBody, limit: u64) -> bool {
-    if limit == 0 {
-        return false;
+/// The length of a response read whole before it is sent (`response_buffering`), if it is:
+/// an HTTP/1.1 upstream's response with a `Content-Length` of at most `limit`, unless the
+/// upstream asks for streaming with `X-Accel-Buffering: no` (as nginx honours it). Bodies of
+/// unknown or larger size are streamed, so memory stays bounded by `limit` per response.
+fn buffers(head: &UpHead, body: &UpBody, limit: u64) -> Option<u64> {
+    if limit == 0 || head.unbuffered() {
+        return None;
     }
-    if head.unbuffered() {
-        return false;
+    if body.is_end_stream() {
+        return Some(0);
     }
-    body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= limit)
+    body.size_hint().exact().filter(|n| *n <= limit)
 }
 
-/// Reads a whole response body (at most the size [`buffers`] allowed), with the read
-/// timeout between two reads as when streaming. When it breaks off (a failure, a timeout),
-/// the error comes with what was read.
-async fn read_whole(body: &mut UpBody, read_timeout: Duration) -> Result<Bytes, (Error, Bytes)> {
+/// A body read ahead that broke off: the failure, what was read, the announced length.
+struct Broken(Error, Bytes, u64);
+
+/// Reads a whole response body of `len` bytes (at most the size [`buffers`] allowed), with
+/// the read timeout between two reads as when streaming. When it breaks off (a failure, a
+/// timeout), the error comes with what was read.
+async fn read_whole(
+    body: &mut UpBody,
+    read_timeout: Duration,
+    len: u64,
+) -> Result<Bytes, Box<Broken>> {
     let mut first: Option<Bytes> = None;
     let mut rest: Option<bytes::BytesMut> = None;
     let read = |first: Option<Bytes>, rest: Option<bytes::BytesMut>| match (first, rest) {
@@ -1519,11 +1527,14 @@ async fn read_whole(body: &mut UpBody, read_timeout: Duration) -> Result<Bytes, 
     };
     while !body.is_end_stream() {
         let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
-            Err(_) => return Err((Error::upstream(Kind::ReadTimeout), read(first, rest))),
+            Err(_) => {
+                let e = Error::upstream(Kind::ReadTimeout);
+                return Err(Box::new(Broken(e, read(first, rest), len)));
+            }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 let e = Error::upstream(Kind::InvalidResponse).because(e);
-                return Err((e, read(first, rest)));
+                return Err(Box::new(Broken(e, read(first, rest), len)));
             }
             Ok(Some(Ok(f))) => f,
         };
@@ -1533,9 +1544,7 @@ async fn read_whole(body: &mut UpBody, read_timeout: Duration) -> Result<Bytes, 
         match (&mut first, &mut rest) {
             (None, _) => first = Some(d),
             (Some(f), None) => {
-                let mut b = bytes::BytesMut::with_capacity(
-                    body.size_hint().exact().unwrap_or(0) as usize + f.len() + d.len(),
-                );
+                let mut b = bytes::BytesMut::with_capacity(len as usize);
                 b.extend_from_slice(f);
                 b.extend_from_slice(&d);
                 rest = Some(b);
@@ -1782,12 +1791,18 @@ async fn send(
         {
             Ok(p) => p,
             // Every available address was tried: retry one of them (Kong's round-robin
-            // simply walks on, so a one-target upstream retries its target).
+            // simply walks on, so a one-target upstream retries its target). A failure then
+            // is Kong's balancer phase's `ngx.exit`: an nginx error.
             Err(_) if !tried.is_empty() => snap
                 .balancers
                 .peer(&service.host, service.port, &pctx, &[])
                 .await
-                .map_err(|e| no_peer(&e))?,
+                .map_err(|e| match e {
+                    silverback_balancer::NoPeer::Resolver { .. } => {
+                        Error::new(Kind::Internal, Source::Internal).because(e)
+                    }
+                    _ => Error::upstream(Kind::Unavailable).because(e),
+                })?,
             Err(e) => return Err(no_peer(&e)),
         };
         if set_cookie.is_none() {
@@ -1986,18 +2001,14 @@ async fn send(
     // A body that breaks off meanwhile is passed on as nginx passes it on once it sent the
     // head (an answer this small waits in its `postpone_output`): the head, what was read,
     // then the connection closed.
-    let buffered = if up.route.response_buffering
-        && !switching
-        && !h2
-        && buffers(&head, &rbody, sh.settings.response_buffer_limit)
-    {
-        let len = rbody.size_hint().exact().unwrap_or(0);
-        // The upstream connection goes back to the pool as soon as the body is in.
-        let b = read_whole(&mut rbody, read_timeout).await;
-        peer = None;
-        Some(b.map_err(|(e, read)| (e, read, len)))
-    } else {
-        None
+    let buffered = match buffers(&head, &rbody, sh.settings.response_buffer_limit) {
+        Some(len) if up.route.response_buffering && !switching && !h2 => {
+            // The upstream connection goes back to the pool as soon as the body is in.
+            let b = read_whole(&mut rbody, read_timeout, len).await;
+            peer = None;
+            Some(b)
+        }
+        _ => None,
     };
 
     // --- header_filter: what the gateway sets on the answer ---
@@ -2453,14 +2464,29 @@ fn hyper_error(e: hyper::Error, watch: Option<&crate::upstream::BodyWatch>) -> E
         Error::upstream(Kind::WriteTimeout).retryable()
     } else if e.is_timeout() {
         Error::upstream(Kind::ReadTimeout).retryable()
-    } else if e.is_parse() {
-        // an answer nginx refuses (`invalid_header`): not retried
+    } else if e.is_parse() || stream_refused(&e) {
+        // an answer nginx refuses (`invalid_header`): not retried; so is an HTTP/2 stream
+        // the upstream reset, or refused by a GOAWAY (nginx's gRPC module: "upstream
+        // rejected request", "upstream sent goaway", both `NGX_HTTP_UPSTREAM_INVALID_HEADER`)
         Error::upstream(Kind::InvalidResponse).because(e)
     } else {
         Error::upstream(Kind::InvalidResponse)
             .retryable()
             .because(e)
     }
+}
+
+/// Whether an HTTP/2 upstream reset the stream or refused it with a GOAWAY, rather than the
+/// connection failing under it.
+fn stream_refused(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            return h2e.is_remote() && (h2e.is_reset() || h2e.is_go_away());
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// What one try on an HTTP/2 upstream needs besides the request.
@@ -2555,14 +2581,17 @@ fn unsent(r: Request<crate::upstream::H2ReqBody>) -> Option<Request<ReqBody>> {
 /// The body of an upstream's answer: the one read whole when buffered (or what was read of
 /// it before it broke off, then the failure), else the upstream's streamed through.
 fn answer_body(
-    buffered: Option<Result<Bytes, (Error, Bytes, u64)>>,
+    buffered: Option<Result<Bytes, Box<Broken>>>,
     rbody: UpBody,
     read_timeout: Duration,
     peer: Option<silverback_balancer::Peer>,
 ) -> ProxyBody {
     match buffered {
         Some(Ok(b)) => ProxyBody::full(b),
-        Some(Err((e, read, len))) => UpstreamBody::broken(rbody, read, Box::new(e), len),
+        Some(Err(b)) => {
+            let Broken(e, read, len) = *b;
+            UpstreamBody::broken(rbody, read, Box::new(e), len)
+        }
         None => UpstreamBody::wrap(rbody, read_timeout, peer),
     }
 }

@@ -4067,83 +4067,81 @@ async fn alpn_h2_connections_take_http2_only() {
     g.gw.shutdown().await;
 }
 
-/// An h2 upstream that refuses a stream with GOAWAY after the gateway sent it on a pooled
-/// connection (naming an earlier stream as the last it processed). An idempotent request
-/// is sent again on a fresh connection, and the client sees one answer. A POST (every gRPC
-/// call) is not: it gets 502, as Kong's nginx does not send a non-idempotent request to
-/// the upstream again. The connection that refused it is closed, not pooled again, and the
-/// next request goes on a fresh one, POST or not.
-#[tokio::test]
-async fn h2_upstream_goaway_refusing_a_sent_stream() {
-    let (addr, log) = support::h2_goaway_second_stream(2).await;
-    let cfg = format!(
-        r#"
-_format_version: "3.0"
-services:
-- name: grpc
-  url: grpc://{addr}
-  routes:
-  - name: grpc
-    paths: ["/"]
-    protocols: ["grpc"]
-"#
-    );
-    let g = Gw::start(Some(&cfg)).await;
-    let mut c = H2::h2c(g.http).await;
-    let call = |method: &str| {
-        http::Request::builder()
-            .method(method)
-            .uri("http://x/pkg.Svc/Call")
-            .header("content-type", "application/grpc")
-            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
-            .unwrap()
-    };
-    let seen = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
-    let r = c.send(call("POST")).await;
-    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c1"[..]));
-    // A GET on the pooled connection, which refuses it: sent again on a second connection.
-    let r = c.send(call("GET")).await;
-    assert_eq!(seen(&log.refused), 1, "the stream was sent and refused");
-    assert_eq!(
-        (r.status.as_u16(), &r.body[..]),
-        (200, &b"c2"[..]),
-        "answered after a retry"
-    );
-    // A POST on the second connection, which refuses it too: not sent again.
-    let r = c.send(call("POST")).await;
-    assert_eq!(seen(&log.refused), 2);
-    assert_eq!(r.status.as_u16(), 502);
-    assert_eq!(seen(&log.conns), 2, "no other connection was opened for it");
-    // The next POST does not get that connection back: a third one answers.
-    let r = c.send(call("POST")).await;
-    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c3"[..]));
-    assert_eq!((seen(&log.conns), seen(&log.answered)), (3, 3));
+/// The config of one gRPC service to `addr` (`retries` as given), routed on `/`.
+fn grpc_service(addr: std::net::SocketAddr, retries: u32) -> String {
+    format!(
+        "_format_version: \"3.0\"\nservices:\n- name: grpc\n  url: grpc://{addr}\n  retries: {retries}\n  routes:\n  - name: grpc\n    paths: [\"/\"]\n    protocols: [\"grpc\"]\n"
+    )
 }
 
-/// A stream refused on a kept-alive HTTP/2 connection is an error on a cached connection,
-/// whose try nginx gives back: with `retries: 0` an idempotent request still goes again on a
-/// new connection.
+/// A gRPC-looking call with `method` (an idempotent GET, or a POST as every gRPC call).
+fn grpc_call(method: &str) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .method(method)
+        .uri("http://x/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .expect("a request")
+}
+
+/// An h2 upstream that refuses a stream with GOAWAY after the gateway sent it on a pooled
+/// connection (naming an earlier stream as the last it processed): a 502, not sent again,
+/// whatever the method and the retries left, as nginx's gRPC module takes such a refusal
+/// for an invalid answer ("upstream sent goaway", `invalid_header`, which Kong's
+/// `proxy_next_upstream` does not retry). The connection that refused it is closed, not
+/// pooled again, and the next request goes on a fresh one.
 #[tokio::test]
-async fn h2_upstream_refusal_on_a_kept_connection_gives_its_try_back() {
-    let (addr, log) = support::h2_goaway_second_stream(1).await;
-    let cfg = format!(
-        "_format_version: \"3.0\"\nservices:\n- name: grpc\n  url: grpc://{addr}\n  retries: 0\n  routes:\n  - name: grpc\n    paths: [\"/\"]\n    protocols: [\"grpc\"]\n"
-    );
-    let g = Gw::start(Some(&cfg)).await;
+async fn h2_upstream_goaway_refusing_a_sent_stream() {
+    let (addr, log) = support::h2_second_stream_refused(2, false).await;
+    let g = Gw::start(Some(&grpc_service(addr, 5))).await;
     let mut c = H2::h2c(g.http).await;
-    let call = |method: &str| {
-        http::Request::builder()
-            .method(method)
-            .uri("http://x/pkg.Svc/Call")
-            .header("content-type", "application/grpc")
-            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
-            .unwrap()
-    };
-    let r = c.send(call("POST")).await;
+    let seen = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+    let r = c.send(grpc_call("POST")).await;
     assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c1"[..]));
-    let r = c.send(call("GET")).await;
-    assert_eq!(log.refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+    for (i, method) in ["GET", "POST"].into_iter().enumerate() {
+        // on the pooled connection, which refuses it: not sent again
+        let r = c.send(grpc_call(method)).await;
+        assert_eq!(
+            seen(&log.refused),
+            i + 1,
+            "{method}: the stream was sent and refused"
+        );
+        assert_eq!(r.status.as_u16(), 502, "{method}");
+        assert_eq!(
+            seen(&log.conns),
+            i + 1,
+            "{method}: no other connection was opened for it"
+        );
+        // the next call does not get that connection back
+        let r = c.send(grpc_call("POST")).await;
+        let body = format!("c{}", i + 2);
+        assert_eq!(
+            (r.status.as_u16(), &r.body[..]),
+            (200, body.as_bytes()),
+            "{method}"
+        );
+    }
+    assert_eq!((seen(&log.conns), seen(&log.answered)), (3, 3));
+    g.gw.shutdown().await;
+}
+
+/// A kept-alive HTTP/2 connection that closes under a call it took is an error on a cached
+/// connection, whose try nginx gives back: with `retries: 0` an idempotent call still goes
+/// again on a new connection (a POST, never sent twice, is a 502).
+#[tokio::test]
+async fn h2_upstream_closing_a_kept_connection_gives_its_try_back() {
+    let (addr, log) = support::h2_second_stream_refused(2, true).await;
+    let g = Gw::start(Some(&grpc_service(addr, 0))).await;
+    let mut c = H2::h2c(g.http).await;
+    let seen = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+    let r = c.send(grpc_call("POST")).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c1"[..]));
+    let r = c.send(grpc_call("GET")).await;
+    assert_eq!(seen(&log.refused), 1);
     assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"c2"[..]));
+    let r = c.send(grpc_call("POST")).await;
+    assert_eq!(seen(&log.refused), 2);
+    assert_eq!(r.status.as_u16(), 502);
     g.gw.shutdown().await;
 }
 

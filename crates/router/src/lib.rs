@@ -278,10 +278,12 @@ pub struct Router {
 /// The headers and query arguments some matcher reads (none in the `traditional` flavor,
 /// which never goes through atc-router): a request with a value of one of them that is not
 /// UTF-8 matches nothing, as Kong's context refuses such a value before any route is tried.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ReadValues {
     headers: Vec<http::HeaderName>,
     queries: Vec<String>,
+    /// Neither: nothing to check (the usual router, tested first on every request).
+    none: bool,
 }
 
 impl ReadValues {
@@ -297,11 +299,22 @@ impl ReadValues {
         let mut queries: Vec<String> = exprs.query_names().map(str::to_owned).collect();
         queries.sort_unstable();
         queries.dedup();
-        ReadValues { headers, queries }
+        let none = headers.is_empty() && queries.is_empty();
+        ReadValues {
+            headers,
+            queries,
+            none,
+        }
     }
 
     /// Whether one of the values read is not UTF-8.
+    #[inline]
     fn refused(&self, req: &RequestView<'_>) -> bool {
+        !self.none && self.refused_by(req)
+    }
+
+    #[inline(never)]
+    fn refused_by(&self, req: &RequestView<'_>) -> bool {
         let header = self.headers.iter().any(|n| {
             req.headers
                 .get_all(n)
@@ -350,7 +363,11 @@ impl Router {
         let read_values = if atc {
             ReadValues::new(&entries, &exprs)
         } else {
-            ReadValues::default()
+            ReadValues {
+                headers: Vec::new(),
+                queries: Vec::new(),
+                none: true,
+            }
         };
         Ok(Router {
             config,

@@ -1386,23 +1386,27 @@ impl Parts {
     }
 }
 
-/// What [`h2_goaway_second_stream`]'s server saw.
+/// What [`h2_second_stream_refused`]'s server saw.
 #[derive(Debug, Default)]
 pub struct GoawayLog {
     /// Connections accepted.
     pub conns: AtomicUsize,
-    /// Streams refused with GOAWAY (each had been received whole, never answered).
+    /// Streams refused (each had been received whole, never answered).
     pub refused: AtomicUsize,
     /// Streams answered.
     pub answered: AtomicUsize,
 }
 
-/// An h2c server written frame by frame, so that the moment of its GOAWAY is exact: on each
-/// of its first `refusing` connections it answers the first stream, and on receiving the
-/// second stream's HEADERS it sends GOAWAY naming the first as the last it processed
-/// (RFC 9113 §6.8: the second was not processed), without answering it. Every other stream
-/// is answered: `:status 200` and the body `c<N>`, N the connection's number from 1.
-pub async fn h2_goaway_second_stream(refusing: usize) -> (SocketAddr, Arc<GoawayLog>) {
+/// An h2c server written frame by frame, so that the moment of its refusal is exact: on
+/// each of its first `refusing` connections it answers the first stream, and on receiving
+/// the second stream's HEADERS it sends GOAWAY naming the first as the last it processed
+/// (RFC 9113 §6.8: the second was not processed), without answering it; or, with `close`,
+/// closes the connection without a word. Every other stream is answered: `:status 200` and
+/// the body `c<N>`, N the connection's number from 1.
+pub async fn h2_second_stream_refused(
+    refusing: usize,
+    close: bool,
+) -> (SocketAddr, Arc<GoawayLog>) {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let len = u32::try_from(payload.len()).unwrap();
@@ -1453,6 +1457,9 @@ pub async fn h2_goaway_second_stream(refusing: usize) -> (SocketAddr, Arc<Goaway
                             streams.push(stream);
                             if n <= refusing && streams.len() == 2 {
                                 log.refused.fetch_add(1, Ordering::SeqCst);
+                                if close {
+                                    return;
+                                }
                                 // GOAWAY: last processed stream, NO_ERROR
                                 let mut p = streams[0].to_be_bytes().to_vec();
                                 p.extend_from_slice(&0u32.to_be_bytes());
