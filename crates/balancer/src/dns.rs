@@ -185,6 +185,8 @@ pub type DnsStats = BTreeMap<String, BTreeMap<String, u64>>;
 pub struct Resolver {
     inner: TokioResolver,
     opts: ResolverOptions,
+    /// The first name server, named in the error of a query no server answered.
+    first_server: Option<SocketAddr>,
     cache: RwLock<HashMap<Box<str>, Arc<CacheEntry>>>,
     /// Lookup counters by name (looked up here only when a name is not cached).
     lookups: Mutex<HashMap<Box<str>, Arc<LookupStats>>>,
@@ -223,12 +225,14 @@ impl Resolver {
         // Our own cache does the TTL bookkeeping; keep hickory's small.
         ropts.cache_size = 64;
         ropts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+        let first_server = config.name_servers().first().map(|s| s.socket_addr);
         let inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
             .with_options(ropts)
             .build();
         Resolver {
             inner,
             opts,
+            first_server,
             cache: RwLock::new(HashMap::new()),
             lookups: Mutex::new(HashMap::new()),
             queries: Mutex::new(BTreeMap::new()),
@@ -474,7 +478,8 @@ impl Resolver {
                         let srv_name: Arc<str> = target.into();
                         let started = Instant::now();
                         let ips = self.inner.lookup_ip(target).await;
-                        self.count_query(target, "A/AAAA", started.elapsed(), &ips);
+                        let took = started.elapsed();
+                        self.count_query(target, "A/AAAA", took, &ips);
                         match ips {
                             Ok(ips) => {
                                 ttl = ttl.min(ips.valid_until().saturating_duration_since(now));
@@ -487,7 +492,7 @@ impl Resolver {
                                     });
                                 }
                             }
-                            Err(e) => last_err = Some(e),
+                            Err(e) => last_err = Some((e, took)),
                         }
                     }
                     if !records.is_empty() {
@@ -498,8 +503,8 @@ impl Resolver {
                         };
                         return (Ok(Arc::new(a)), ttl);
                     }
-                    if let Some(e) = last_err {
-                        return (Err(classify(name, &e)), Duration::ZERO);
+                    if let Some((e, took)) = last_err {
+                        return (Err(self.classify(name, &e, took)), Duration::ZERO);
                     }
                 }
                 Err(e) if !(e.is_nx_domain() || e.is_no_records_found()) => {
@@ -510,7 +515,8 @@ impl Resolver {
         }
         let started = Instant::now();
         let ips = self.inner.lookup_ip(fqdn_name).await;
-        self.count_query(name, "A/AAAA", started.elapsed(), &ips);
+        let took = started.elapsed();
+        self.count_query(name, "A/AAAA", took, &ips);
         match ips {
             Ok(ips) => {
                 let ttl = ips.valid_until().saturating_duration_since(Instant::now());
@@ -536,7 +542,46 @@ impl Resolver {
                     ttl,
                 )
             }
-            Err(e) => (Err(classify(name, &e)), Duration::ZERO),
+            Err(e) => (Err(self.classify(name, &e, took)), Duration::ZERO),
+        }
+    }
+
+    /// A failed query of `name` that took `took`: "not found" when the name does not exist
+    /// or has no records (cached for `not_found_ttl`), otherwise a failure (cached for
+    /// `error_ttl`), worded as Kong's DNS client words it: `dns server error: 2 server
+    /// failure` for an answer's error code; for no answer, lua-resty-dns's `failed to
+    /// receive reply from UDP server <server>: timeout` in the client's `DNS server error:
+    /// <error>, took <N> ms`.
+    fn classify(&self, name: &str, e: &ResolveError, took: Duration) -> DnsError {
+        let reason = answer_error(e);
+        if matches!(reason, Some("name error" | "empty record received")) {
+            return DnsError::NotFound(name.into());
+        }
+        let detail = match (reason, answer_code(e)) {
+            (Some(r), Some(code)) => format!("dns server error: {code} {r}"),
+            _ => {
+                let why = match e.proto().map(hickory_resolver::proto::ProtoError::kind) {
+                    Some(hickory_resolver::proto::ProtoErrorKind::Timeout) => "timeout".to_string(),
+                    Some(hickory_resolver::proto::ProtoErrorKind::Io(io))
+                        if io.kind() == std::io::ErrorKind::ConnectionRefused =>
+                    {
+                        "connection refused".to_string()
+                    }
+                    _ => e.to_string(),
+                };
+                let server = self
+                    .first_server
+                    .map_or_else(|| "(none)".to_string(), |s| s.to_string());
+                format!(
+                    "DNS server error: failed to receive reply from UDP server {server}: {why}, took {} ms",
+                    took.as_millis()
+                )
+            }
+        };
+        DnsError::Failed {
+            name: name.into(),
+            detail,
+            answered: reason.is_some(),
         }
     }
 
@@ -597,21 +642,5 @@ fn answer_code(e: &ResolveError) -> Option<u16> {
             Some(u16::from(*response_code))
         }
         _ => None,
-    }
-}
-
-/// A failed query: "not found" when the name does not exist or has no records (cached for
-/// `not_found_ttl`), otherwise a failure (cached for `error_ttl`).
-fn classify(name: &str, e: &ResolveError) -> DnsError {
-    match answer_error(e) {
-        Some("name error" | "empty record received") => DnsError::NotFound(name.into()),
-        reason => DnsError::Failed {
-            name: name.into(),
-            detail: match (reason, answer_code(e)) {
-                (Some(r), Some(code)) => format!("dns server error: {code} {r}"),
-                _ => e.to_string(),
-            },
-            answered: reason.is_some(),
-        },
     }
 }

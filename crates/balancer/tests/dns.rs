@@ -264,7 +264,14 @@ async fn lookups_and_queries_are_counted_as_kongs_client_counts_them() {
         timeout: Duration::from_millis(200),
         ..Default::default()
     }));
-    r.pick("quiet.test", 80, &[]).await.expect_err("no answer");
+    let e = r.pick("quiet.test", 80, &[]).await.expect_err("no answer");
+    // worded as Kong's DNS client words it: the server, lua-resty-dns's reason, the time
+    let m = NoPeer::from(&e).kong_message().into_owned();
+    let want = format!(
+        "failed the initial dns/balancer resolve for 'quiet.test' with: DNS server error: failed to receive reply from UDP server {}: timeout, took ",
+        silent.local_addr().expect("addr")
+    );
+    assert!(m.starts_with(&want) && m.ends_with(" ms"), "{m}");
     let stats = r.stats();
     assert_eq!(stats["quiet.test:all"]["fail"], 1, "{stats:?}");
     assert!(!stats["quiet.test:all"].contains_key("miss"), "{stats:?}");
