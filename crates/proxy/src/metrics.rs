@@ -53,13 +53,18 @@ impl Histogram {
         self.sum.fetch_add(ms, Relaxed);
     }
 
-    /// Writes the series: the `le` values as Kong prints them (its bucket keys are
+    /// Writes the series' buckets: the `le` values as Kong prints them (its bucket keys are
     /// zero-padded in its shared dictionary, `00005.0`, and turned back into numbers by
-    /// `fix_histogram_bucket_labels` before output: `5`, `6000`, `+Inf`).
-    fn render(&self, out: &mut String, bounds: &[u64], name: &str, labels: &str) {
+    /// `fix_histogram_bucket_labels` before output: `5`, `6000`, `+Inf`), and only those an
+    /// observation fell in (Kong's `observe` increments the buckets at or above the value,
+    /// and a key never incremented is not in its dictionary: no `0` bucket is printed).
+    fn render_buckets(&self, out: &mut String, bounds: &[u64], name: &str, labels: &str) {
         let mut cum = 0;
         for (i, b) in self.buckets.iter().enumerate().take(bounds.len() + 1) {
             cum += b.load(Relaxed);
+            if cum == 0 {
+                continue;
+            }
             match bounds.get(i) {
                 Some(le) => {
                     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cum}");
@@ -69,8 +74,11 @@ impl Histogram {
                 }
             }
         }
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum.load(Relaxed));
+    }
+
+    /// The number of observations.
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
     }
 
     fn is_empty(&self) -> bool {
@@ -252,20 +260,13 @@ impl RouteStats {
             self.from_kong.inc(code)
         }
     }
-    /// Records the latencies of a request answered `request` ms after it began, `upstream`:
-    /// the upstream's time to its answer head (ms), if it answered. Kong's `kong` latency
-    /// (its proxy latency plus `KONG_RECEIVE_TIME`, the upstream body's streaming) is the
-    /// rest of `request`: the time before the request was sent and after the upstream's head.
-    pub fn answered(&self, request: u64, upstream: Option<u64>) {
-        self.latencies(
-            request,
-            request.saturating_sub(upstream.unwrap_or(0)),
-            upstream,
-        );
+    /// Records the latencies of a request answered `request` ms after it began, with the
+    /// [`Latencies`] fixed before its answer.
+    pub fn answered(&self, request: u64, l: Latencies) {
+        self.latencies(request, l.kong.unwrap_or(request), l.upstream);
     }
-    /// Records latencies (ms): Kong's `request` (to the answer's last byte), `kong` (the
-    /// gateway's own time, the upstream body's streaming included) and, only for requests
-    /// that reached an upstream's answer, `upstream` (to the upstream's answer head).
+    /// Records latencies (ms): Kong's `request` (to the answer's last byte), `kong` and,
+    /// for requests that went past the access phase, `upstream` ([`Latencies`]).
     pub fn latencies(&self, request: u64, kong: u64, upstream: Option<u64>) {
         self.request_latency
             .observe(UPSTREAM_LATENCY_BUCKETS, request);
@@ -284,6 +285,21 @@ impl RouteStats {
     }
 }
 
+/// The latencies of Kong 3.7+'s log serializer that are fixed before the answer's end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latencies {
+    /// `latencies.kong` (ms): Kong's proxy latency (`KONG_PROXY_LATENCY`, from the
+    /// request's start to the end of the balancer phase of its last try) for a request past
+    /// the access phase; `None` for Kong's own answer, whose `KONG_RESPONSE_LATENCY` is the
+    /// request's time (the upstream body's streaming is `latencies.receive`, not counted).
+    pub kong: Option<u64>,
+    /// `latencies.proxy` (ms): Kong's waiting time (`KONG_WAITING_TIME`), from the end of
+    /// the balancer phase to the answer's head (the upstream's, or an error's after the
+    /// access phase, or the log of a request whose client left); `None` when the request
+    /// never went past the access phase (Kong's -1, not observed).
+    pub upstream: Option<u64>,
+}
+
 /// What Kong's log phase records of a routed request whose answer body is streamed: the
 /// latencies, which end with the answer (nginx's `request_time` runs to its last byte), and
 /// the body bytes sent. Kept by the streamed body ([`crate::body::ProxyBody::attach_log`])
@@ -295,8 +311,8 @@ pub struct Log {
     stats: Arc<RouteStats>,
     /// When the request began.
     start: Instant,
-    /// The upstream's time to its answer head (ms), if it answered.
-    upstream: Option<u64>,
+    /// The latencies fixed before the answer's end.
+    latencies: Latencies,
     /// Body bytes sent.
     egress: u64,
     /// A proxied answer's status counted with the log (an upgraded request's 101, counted
@@ -305,13 +321,13 @@ pub struct Log {
 }
 
 impl Log {
-    /// The log of a request on `stats` begun at `start`, `upstream`: the upstream's time to
-    /// its answer head (ms) if it answered.
-    pub fn new(stats: Arc<RouteStats>, start: Instant, upstream: Option<u64>) -> Log {
+    /// The log of a request on `stats` begun at `start`, with the `latencies` fixed before
+    /// its answer's end.
+    pub fn new(stats: Arc<RouteStats>, start: Instant, latencies: Latencies) -> Log {
         Log {
             stats,
             start,
-            upstream,
+            latencies,
             egress: 0,
             status: None,
         }
@@ -333,7 +349,7 @@ impl Drop for Log {
             self.stats.response(status, true);
         }
         self.stats
-            .answered(self.start.elapsed().as_millis() as u64, self.upstream);
+            .answered(self.start.elapsed().as_millis() as u64, self.latencies);
         if self.egress > 0 {
             self.stats.egress(self.egress);
         }
@@ -490,12 +506,22 @@ impl Metrics {
                 o,
                 &format!("# HELP {name} {help}\n# TYPE {name} histogram\n"),
             );
-            for r in &all {
-                let h = pick(r);
-                if !h.is_empty() {
-                    let l = format!("{},workspace=\"default\"", r.labels);
-                    h.render(o, bounds, name, &l);
-                }
+            // Kong prints its keys sorted: every series' `_bucket` lines, then every
+            // `_count`, then every `_sum`
+            let series: Vec<(&Histogram, String)> = all
+                .iter()
+                .map(|r| (pick(r), r))
+                .filter(|(h, _)| !h.is_empty())
+                .map(|(h, r)| (h, format!("{},workspace=\"default\"", r.labels)))
+                .collect();
+            for (h, l) in &series {
+                h.render_buckets(o, bounds, name, l);
+            }
+            for (h, l) in &series {
+                let _ = writeln!(o, "{name}_count{{{l}}} {}", h.count());
+            }
+            for (h, l) in &series {
+                let _ = writeln!(o, "{name}_sum{{{l}}} {}", h.sum.load(Relaxed));
             }
             family_end(o, family);
         };
@@ -682,11 +708,13 @@ mod tests {
         assert!(!t.contains("kong_bandwidth_bytes"), "{t}");
     }
 
-    /// Each histogram has Kong's buckets for it, with `le` as Kong prints it.
+    /// Each histogram has Kong's buckets for it, with `le` as Kong prints it; a bucket no
+    /// observation fell in is not printed, and a family's `_bucket` lines come before its
+    /// `_count` lines, then its `_sum` lines (Kong's sorted keys).
     #[test]
     fn histograms_use_kongs_buckets_and_le_values() {
         let m = Metrics::default();
-        m.route("svc", "rt").latencies(3, 3, Some(3));
+        m.route("svc", "rt").latencies(3, 1, Some(3));
         let t = m.render(NODE);
         let les = |name: &str| -> Vec<String> {
             t.lines()
@@ -712,7 +740,7 @@ mod tests {
         assert_eq!(les("kong_kong_latency_ms"), kong);
         assert_eq!(les("kong_upstream_latency_ms"), upstream);
         assert_eq!(les("kong_request_latency_ms"), upstream);
-        assert!(t.contains("kong_kong_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"2\"} 0\n"), "{t}");
+        assert!(t.contains("kong_kong_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"1\"} 1\n"), "{t}");
         assert!(t.contains("kong_kong_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"5\"} 1\n"), "{t}");
         assert!(t.contains("kong_request_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"25\"} 1\n"), "{t}");
         assert!(t.contains("kong_request_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"+Inf\"} 1\n"), "{t}");
@@ -724,6 +752,24 @@ mod tests {
         assert!(t.contains("kong_request_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"60000\"} 1\n"), "{t}");
         assert!(t.contains("kong_request_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"+Inf\"} 2\n"), "{t}");
         assert!(t.contains("kong_kong_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"6000\"} 1\n"), "{t}");
+        // a series whose only observation is above the first bounds has no lines for them
+        m.route("svc", "rt2").latencies(3, 3, None);
+        let t = m.render(NODE);
+        let rt2 =
+            "kong_kong_latency_ms_bucket{service=\"svc\",route=\"rt2\",workspace=\"default\",le=";
+        assert!(!t.contains(&format!("{rt2}\"1\"}}")), "{t}");
+        assert!(!t.contains(&format!("{rt2}\"2\"}}")), "{t}");
+        assert!(t.contains(&format!("{rt2}\"5\"}} 1\n")), "{t}");
+        // every bucket line of the family, then every count, then every sum
+        let kinds: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("kong_kong_latency_ms_"))
+            .map(|l| l.split('{').next().unwrap_or(""))
+            .collect();
+        let mut sorted = kinds.clone();
+        sorted.sort_unstable();
+        assert_eq!(kinds, sorted, "{t}");
+        assert_eq!(kinds.iter().filter(|k| k.ends_with("_count")).count(), 2);
     }
 
     /// The node-level families Kong's exporter always writes.

@@ -48,7 +48,7 @@ use crate::deadline::Deadline;
 use crate::error::{Error, Format, Kind, Source, grpc_headers};
 use crate::gateway::{ListenerKind, Shared};
 use crate::h1_client::{ClientHead, ExchangeError, Named, RawBody, RawHead, SendBody, SetHeaders};
-use crate::metrics::{Log, RouteStats};
+use crate::metrics::{Latencies, Log, RouteStats};
 use crate::snapshot::Snapshot;
 use crate::upstream::{PoolKey, ReqBody, TlsKey, UpstreamTls, is_h2, no_peer};
 use silverback_balancer::{Outcome as BalancerOutcome, PickContext};
@@ -143,7 +143,24 @@ impl Drop for Ctx {
         }
         if let Some(stats) = self.stats.take() {
             stats.response(499, self.past_access);
-            drop(Log::new(stats, self.start, self.upstream));
+            drop(Log::new(stats, self.start, self.latencies()));
+        }
+    }
+}
+
+impl Ctx {
+    /// Kong's `latencies.kong` and `latencies.proxy` as they stand now ([`Latencies`]):
+    /// past the access phase, the time to the last try's start, and the upstream's time to
+    /// its answer head, or the wait since that start when it gave none (an error page, a
+    /// client gone).
+    fn latencies(&self) -> Latencies {
+        if !self.past_access {
+            return Latencies::default();
+        }
+        let end = self.access_end.unwrap_or(self.start);
+        Latencies {
+            kong: Some(ms(end.saturating_duration_since(self.start))),
+            upstream: Some(self.upstream.unwrap_or_else(|| ms(end.elapsed()))),
         }
     }
 }
@@ -467,12 +484,12 @@ pub(crate) async fn handle(
     };
     if matches!(body, ProxyBody::Upstream(_)) && !unanswered {
         // the latencies end with the streamed body
-        body.attach_log(Log::new(stats.clone(), cx.start, cx.upstream));
+        body.attach_log(Log::new(stats.clone(), cx.start, cx.latencies()));
     } else if cx.tunnelled {
         // (recorded when the tunnel ends)
     } else {
         // a complete body: sent in one write, its time not waited for
-        stats.answered(ms(cx.start.elapsed()), cx.upstream);
+        stats.answered(ms(cx.start.elapsed()), cx.latencies());
     }
     if unanswered {
         // (nothing is sent)
@@ -2081,7 +2098,7 @@ async fn send(
         let (rp, _) = tmp.into_parts();
         // nginx logs an upgraded request when its tunnel ends: the request latency runs to
         // then, and the bytes sent include the tunnel's toward the client
-        let mut log = Log::new(Arc::clone(up.stats), cx.start, cx.upstream).with_status(101);
+        let mut log = Log::new(Arc::clone(up.stats), cx.start, cx.latencies()).with_status(101);
         cx.tunnelled = true;
         tokio::spawn(async move {
             let (Ok(u), Ok(d)) = tokio::join!(upstream, client) else {

@@ -4832,30 +4832,43 @@ async fn a_client_gone_before_its_answer_counts_499() {
     g.gw.shutdown().await;
 }
 
-/// Latencies end with the answer, as Kong's log phase sees them: a body streamed for
-/// about 200 ms counts in `request` (nginx's `request_time`) and in `kong` (Kong's
-/// `KONG_RECEIVE_TIME`), not in `upstream` (to the upstream's answer head).
+/// Latencies as Kong 3.7+'s log serializer gives them to its exporter: a body streamed for
+/// about 200 ms counts in `request` (nginx's `request_time`, to the answer's end), not in
+/// `kong` (Kong's proxy latency, to the end of the balancer phase; the streaming is
+/// `latencies.receive`) nor in `upstream` (Kong's waiting time, to the upstream's answer
+/// head). An upstream that times out is waited for in `upstream` (Kong's error page after
+/// the access phase still sets the waiting time), not in `kong`.
 #[tokio::test]
-async fn latencies_end_with_a_streamed_body() {
+async fn latencies_are_kongs_proxy_and_waiting_times() {
     let b = Backend::start().await;
     let g = Gw::start(None).await;
-    load_config(g.admin, doc(&b, "r2")).await;
+    let d = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: svc\n  url: {url}\n  routes:\n  - name: r1\n    paths: [/one]\n- name: t\n  url: {url}\n  read_timeout: 100\n  retries: 0\n  routes:\n  - name: rt\n    paths: [/t]\n",
+        url = b.url()
+    );
+    let r = admin_post(g.admin, "/config", "application/x-www-form-urlencoded", d).await;
+    assert_eq!(r.status, 201, "{}", r.text());
     let r = get(g.http, "x", "/one/slow/10").await;
     assert_eq!(r.status, 200);
+    let r = get(g.http, "x", "/t/delay/400").await;
+    assert_eq!(r.status, 504);
     let t = get(g.status, "localhost", "/metrics").await.text();
-    let sum = |name: &str| -> u64 {
+    let sum = |name: &str, svc: &str, route: &str| -> u64 {
         t.lines()
             .find_map(|l| {
                 l.strip_prefix(&format!(
-                    r#"{name}_sum{{service="svc",route="r1",workspace="default"}} "#
+                    r#"{name}_sum{{service="{svc}",route="{route}",workspace="default"}} "#
                 ))
             })
             .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {t}"))
+            .unwrap_or_else(|| panic!("no {name} of {route} in {t}"))
     };
-    assert!(sum("kong_request_latency_ms") >= 150, "{t}");
-    assert!(sum("kong_kong_latency_ms") >= 150, "{t}");
-    assert!(sum("kong_upstream_latency_ms") < 150, "{t}");
+    assert!(sum("kong_request_latency_ms", "svc", "r1") >= 150, "{t}");
+    assert!(sum("kong_kong_latency_ms", "svc", "r1") < 150, "{t}");
+    assert!(sum("kong_upstream_latency_ms", "svc", "r1") < 150, "{t}");
+    assert!(sum("kong_upstream_latency_ms", "t", "rt") >= 90, "{t}");
+    assert!(sum("kong_kong_latency_ms", "t", "rt") < 90, "{t}");
+    assert!(sum("kong_request_latency_ms", "t", "rt") >= 90, "{t}");
     g.gw.shutdown().await;
 }
 
