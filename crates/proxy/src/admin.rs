@@ -206,16 +206,14 @@ async fn route(
         (Endpoint::Metrics, []) => only_get(&m, || {
             let snap = sh.snapshot.load();
             let node_id = sh.node_id.to_string();
-            let mut text = sh.metrics.render(crate::metrics::Node {
+            let targets = snap.balancers.target_health_metrics();
+            let text = sh.metrics.render(crate::metrics::Node {
                 node_id: &node_id,
                 version: crate::KONG_VERSION,
                 config_hash: snap.hash(),
                 timers: silverback_timers::global().counts(),
+                target_health: &targets,
             });
-            crate::metrics::render_target_health(
-                &mut text,
-                &snap.balancers.target_health_metrics(),
-            );
             let mut r = Response::new(ProxyBody::full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

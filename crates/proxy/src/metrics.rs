@@ -404,6 +404,8 @@ pub struct Node<'a> {
     pub config_hash: &'a str,
     /// Background jobs running now and pending ([`silverback_timers::Registry::counts`]).
     pub timers: (u64, u64),
+    /// The upstreams' targets and their health (`kong_upstream_target_health`).
+    pub target_health: &'a [silverback_balancer::TargetHealthSample],
 }
 
 impl Metrics {
@@ -579,6 +581,7 @@ impl Metrics {
             UPSTREAM_LATENCY_BUCKETS,
             |r| &r.upstream_latency,
         );
+        render_target_health(&mut o, node.target_health);
         let _ = writeln!(
             o,
             "# HELP silverback_config_swaps_total Configurations applied\n# TYPE silverback_config_swaps_total counter\nsilverback_config_swaps_total {}",
@@ -607,23 +610,30 @@ fn family_end(o: &mut String, (start, header_end): (usize, usize)) {
 
 /// Appends `kong_upstream_target_health`, as Kong's prometheus plugin writes it: for every
 /// target address, one sample per state, 1 for the current state and 0 for the others.
-pub fn render_target_health(o: &mut String, samples: &[silverback_balancer::TargetHealthSample]) {
+/// `kong_upstream_target_health`: a sample per target address and state, in Kong's sorted
+/// key order (by upstream, target, address, then state: `dns_error`, `healthchecks_off`,
+/// `healthy`, `unhealthy`).
+fn render_target_health(o: &mut String, samples: &[silverback_balancer::TargetHealthSample]) {
     if samples.is_empty() {
         return;
     }
     o.push_str("# HELP kong_upstream_target_health Health status of targets of upstream. States = healthchecks_off|healthy|unhealthy|dns_error, value is 1 when state is populated.\n# TYPE kong_upstream_target_health gauge\n");
+    let mut lines: Vec<String> = Vec::with_capacity(samples.len() * 4);
     for s in samples {
         for st in silverback_balancer::HealthStatus::ALL {
-            let _ = writeln!(
-                o,
-                "kong_upstream_target_health{{upstream=\"{}\",target=\"{}\",address=\"{}\",state=\"{}\",subsystem=\"http\"}} {}",
+            lines.push(format!(
+                "kong_upstream_target_health{{upstream=\"{}\",target=\"{}\",address=\"{}\",state=\"{}\",subsystem=\"http\"}} {}\n",
                 escape_label(&s.upstream),
                 escape_label(&s.target),
                 escape_label(&s.address),
                 st.metric_state(),
                 u8::from(st == s.state)
-            );
+            ));
         }
+    }
+    lines.sort_unstable();
+    for l in lines {
+        o.push_str(&l);
     }
 }
 
@@ -636,6 +646,7 @@ mod tests {
         version: "3.9.1",
         config_hash: "0123456789abcdef0123456789abcdef",
         timers: (2, 0),
+        target_health: &[],
     };
 
     #[test]
@@ -770,6 +781,48 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(kinds, sorted, "{t}");
         assert_eq!(kinds.iter().filter(|k| k.ends_with("_count")).count(), 2);
+    }
+
+    /// Target health in Kong's sorted-key order (upstream, target, address, state), its
+    /// family between `kong_upstream_latency_ms` and the gateway's own.
+    #[test]
+    fn target_health_in_kongs_order() {
+        use silverback_balancer::{HealthStatus, TargetHealthSample};
+        let m = Metrics::default();
+        m.route("svc", "rt").latencies(3, 1, Some(3));
+        let sample = |upstream: &str, target: &str, state| TargetHealthSample {
+            upstream: upstream.into(),
+            target: target.into(),
+            address: target.into(),
+            state,
+        };
+        let samples = [
+            sample("up", "b.test:80", HealthStatus::Healthy),
+            sample("up", "a.test:80", HealthStatus::Unhealthy),
+            sample("a-up", "c.test:80", HealthStatus::HealthchecksOff),
+        ];
+        let t = m.render(Node {
+            target_health: &samples,
+            ..NODE
+        });
+        let lines: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("kong_upstream_target_health{"))
+            .collect();
+        assert_eq!(lines.len(), 12, "{t}");
+        let mut sorted = lines.clone();
+        sorted.sort_unstable();
+        assert_eq!(lines, sorted);
+        assert!(lines[0].starts_with("kong_upstream_target_health{upstream=\"a-up\",target=\"c.test:80\",address=\"c.test:80\",state=\"dns_error\""), "{t}");
+        assert!(
+            lines[1].contains("state=\"healthchecks_off\",subsystem=\"http\"} 1"),
+            "{t}"
+        );
+        let at = |needle: &str| t.find(needle).unwrap_or_else(|| panic!("{needle} in {t}"));
+        assert!(at("# TYPE kong_upstream_latency_ms") < at("# TYPE kong_upstream_target_health"));
+        assert!(
+            at("# TYPE kong_upstream_target_health") < at("# TYPE silverback_config_swaps_total")
+        );
     }
 
     /// The node-level families Kong's exporter always writes.
