@@ -314,6 +314,12 @@ pub fn nginx_page(code: u16) -> Option<&'static str> {
             "400 Bad Request",
             "<center>Request Header Or Cookie Too Large</center>"
         )),
+        // plain HTTP on a TLS listener
+        497 => Some(page!(
+            "400 The plain HTTP request was sent to HTTPS port",
+            "400 Bad Request",
+            "<center>The plain HTTP request was sent to HTTPS port</center>"
+        )),
         501 => Some(page!("501 Not Implemented")),
         _ => None,
     }

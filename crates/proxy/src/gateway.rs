@@ -717,12 +717,27 @@ async fn serve_conn<S>(
             serve_guarded(sh, kind, b, io, info, watcher, shutdown).await
         }
         Some(tls) => {
-            // (the handshake within `tls_handshake_timeout`, and within the first head's
-            // timeout, which nginx starts at the accept and keeps through the handshake)
+            // (the handshake within the gateway's `tls_handshake_timeout`, and within the
+            // first head's timeout, which nginx starts at the accept and keeps through the
+            // handshake, its only bound there)
             let limit = sh
                 .settings
                 .tls_handshake_timeout
                 .min(first_head_by.saturating_duration_since(std::time::Instant::now()));
+            // nginx's first look (`ngx_http_ssl_handshake`): a byte that begins neither a
+            // TLS record (0x16) nor an SSLv2 hello (its high bit) is plain HTTP
+            use tokio::io::AsyncReadExt as _;
+            let mut stream = stream;
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(limit, stream.read(&mut first)).await {
+                Ok(Ok(1)) => {}
+                _ => return,
+            }
+            if first[0] != 0x16 && first[0] & 0x80 == 0 {
+                plain_http_on_tls(sh, kind, stream, first[0], first_head_by).await;
+                return;
+            }
+            let stream = crate::h1_fast::Rewind::new(stream, bytes::Bytes::copy_from_slice(&first));
             let s = match tls.accept_within(stream, limit).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -752,6 +767,44 @@ async fn serve_conn<S>(
             }
         }
     }
+}
+
+/// Plain HTTP on a TLS listener, whose first byte was `first`: the request head is read (by
+/// the first head's deadline, `head_by`; past it, or at the client's end, the connection
+/// closes unanswered), then answered as nginx answers it (`NGX_HTTP_TO_HTTPS`: 400 with its
+/// page "The plain HTTP request was sent to HTTPS port", which Kong's `error_page` lines
+/// leave to nginx; a head past the header buffers is nginx's 494 instead), the connection
+/// closed.
+async fn plain_http_on_tls<S>(
+    sh: &Arc<Shared>,
+    kind: ListenerKind,
+    mut stream: S,
+    first: u8,
+    head_by: std::time::Instant,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt as _;
+    let max = buffers_of(sh, kind).max_bytes();
+    let mut head = vec![first];
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::from_std(head_by);
+    let why = loop {
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+            break crate::proxy::Refusal::PlainHttp;
+        }
+        if head.len() > max {
+            break crate::proxy::Refusal::TooLarge;
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    };
+    tracing::debug!(listener = ?kind, "plain HTTP request on a TLS listener");
+    let answer = crate::h1_fast::refusal_bytes(sh, &head, why, kind);
+    let mut closing = crate::h1_fast::Closing::new(answer);
+    std::future::poll_fn(|cx| closing.poll_close(&mut stream, cx)).await;
 }
 
 /// `io` (HTTP/1, or, when `h2c`, h2c with prior knowledge) served by hyper behind the

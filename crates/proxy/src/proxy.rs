@@ -537,6 +537,9 @@ pub(crate) enum Refusal {
     NotAllowed,
     /// A request line longer than a large header buffer (nginx: 414).
     UriTooLong,
+    /// Plain HTTP on a TLS listener (nginx's 497, sent as 400 with nginx's own page: Kong's
+    /// `error_page` lines leave 497 out).
+    PlainHttp,
 }
 
 /// Kong's answer to a head refused before routing, on a listener of `kind`: 400 (or 405,
@@ -575,6 +578,7 @@ pub(crate) fn refusal(
         Refusal::NotImplemented => (501, StatusCode::NOT_IMPLEMENTED),
         Refusal::NotAllowed => (405, StatusCode::METHOD_NOT_ALLOWED),
         Refusal::UriTooLong => (414, StatusCode::URI_TOO_LONG),
+        Refusal::PlainHttp => (497, StatusCode::BAD_REQUEST),
     };
     if !proxied {
         tracing::debug!(reason = ?why, "request head refused");
@@ -605,7 +609,16 @@ pub(crate) fn refusal(
         Refusal::TooLarge => "Request header or cookie too large",
         _ => crate::error::status_message(status),
     };
-    let mut r = match nginx_answer(sh, &cx, status) {
+    let nginx = if why == Refusal::PlainHttp {
+        crate::error::nginx_page(code).map(|page| {
+            let mut r = page_answer(status, page, "text/html");
+            kong_headers(sh, &cx, r.headers_mut());
+            r
+        })
+    } else {
+        nginx_answer(sh, &cx, status)
+    };
+    let mut r = match nginx {
         Some(r) => r,
         None => kong_error(sh, &cx, format, status, message),
     };
@@ -820,19 +833,6 @@ impl Present {
 
     fn has(self, bits: u16) -> bool {
         self.bits & bits != 0
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map(|i| &host[..=i]).unwrap_or(host);
-    }
-    // a `:` followed by digits only (or nothing) at the end
-    let b = host.as_bytes();
-    let digits = b.iter().rev().take_while(|c| c.is_ascii_digit()).count();
-    match b.len().checked_sub(digits + 1) {
-        Some(colon) if b[colon] == b':' => &host[..colon],
-        _ => host,
     }
 }
 
@@ -1066,15 +1066,32 @@ pub(crate) fn valid_host(h: &[u8]) -> bool {
     !h.is_empty()
 }
 
-/// `X-Forwarded-Host` from the client's host: the port stripped, lowercased; shared with
-/// the client's value when that is already the case.
-fn forwarded_host(host: &HeaderValue) -> Option<HeaderValue> {
-    let s = host.to_str().ok()?;
-    let bare = strip_port(s);
-    if bare.len() == s.len() && !bare.bytes().any(|b| b.is_ascii_uppercase()) {
+/// nginx's `$host` (Kong's `X-Forwarded-Host` and the host of an https redirect) from the
+/// client's host, as `ngx_http_validate_host` keeps it: everything from the first `:`
+/// outside an IPv6 literal's brackets cut, one trailing dot dropped, lower case; shared with
+/// the client's value when that is already the case. Without a host, nginx's server name
+/// (Kong's `kong`).
+fn forwarded_host(host: Option<&HeaderValue>) -> Option<HeaderValue> {
+    let Some(host) = host else {
+        return Some(HeaderValue::from_static("kong"));
+    };
+    let b = host.as_bytes();
+    let mut len = b.len();
+    if b.first() == Some(&b'[') {
+        if let Some(end) = b.iter().position(|&c| c == b']') {
+            len = end + 1;
+        }
+    } else if let Some(colon) = b.iter().position(|&c| c == b':') {
+        len = colon;
+    }
+    if len > 0 && b[len - 1] == b'.' {
+        len -= 1;
+    }
+    let bare = &b[..len];
+    if bare.len() == b.len() && !bare.iter().any(u8::is_ascii_uppercase) {
         return Some(host.clone());
     }
-    HeaderValue::from_str(&bare.to_ascii_lowercase()).ok()
+    HeaderValue::from_bytes(&bare.to_ascii_lowercase()).ok()
 }
 
 /// Why nginx's HTTP/2 module refuses a request, if it does: its method or `:path` (400), a
@@ -1221,7 +1238,7 @@ async fn proxy(
     let fwd_https = fwd_proto.as_bytes() == b"https";
     let fwd_host = match hdr(&X_FORWARDED_HOST) {
         Some(v) => Some(v),
-        None => line_host.as_ref().and_then(forwarded_host),
+        None => forwarded_host(line_host.as_ref()),
     };
     let fwd_port = hdr(&X_FORWARDED_PORT).unwrap_or_else(|| conn.local_port.clone());
     let fwd_path = match hdr(&X_FORWARDED_PATH) {
@@ -2618,23 +2635,25 @@ mod helper_tests {
     use super::request_id;
 
     #[test]
-    fn strip_port_drops_a_numeric_port_only() {
-        for (host, bare) in [
+    fn forwarded_host_is_nginxs_host() {
+        let v = |s: &str| http::HeaderValue::from_str(s).unwrap();
+        for (host, want) in [
             ("a.test:8000", "a.test"),
             ("a.test", "a.test"),
-            ("a.test:", "a.test"),
-            ("a.test:x1", "a.test:x1"),
-            ("a.test:1x", "a.test:1x"),
+            ("A.Test:", "a.test"),
+            ("a.test:x1", "a.test"),
+            ("a.test.", "a.test"),
+            ("a.test.:80", "a.test"),
             ("[::1]:80", "[::1]"),
             ("[::1]", "[::1]"),
             ("1.2.3.4:1", "1.2.3.4"),
-            ("a:b:12", "a:b"),
+            ("a:b:12", "a"),
             ("8000", "8000"),
-            (":80", ""),
-            ("", ""),
         ] {
-            assert_eq!(super::strip_port(host), bare, "{host}");
+            let got = super::forwarded_host(Some(&v(host)));
+            assert_eq!(got, Some(v(want)), "{host}");
         }
+        assert_eq!(super::forwarded_host(None), Some(v("kong")));
     }
 
     #[test]

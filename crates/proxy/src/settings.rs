@@ -17,8 +17,9 @@ pub struct Listen {
     pub addr: SocketAddr,
     /// TLS termination on this listener.
     pub ssl: bool,
-    /// HTTP/2: offered by ALPN on `ssl` listeners. Plain listeners always accept h2c with
-    /// prior knowledge.
+    /// HTTP/2: offered by ALPN on `ssl` listeners; plain listeners accept h2c with prior
+    /// knowledge when some listener of their kind has it (nginx's `http2 on` is the
+    /// `server`'s).
     pub http2: bool,
     /// `SO_REUSEPORT` on the socket.
     pub reuseport: bool,

@@ -503,8 +503,9 @@ impl TlsListener {
         }
     }
 
-    /// The server side of a handshake on `io`, bounded by `timeout` (Kong's
-    /// `tls_handshake_timeout`) from the first byte to the last, a wait for the RSA
+    /// The server side of a handshake on `io`, bounded by `timeout` (the gateway's own
+    /// setting, within the first head's `client_header_timeout`, which bounds the handshake
+    /// in nginx) from the first byte to the last, a wait for the RSA
     /// certificate included: past it the handshake fails with [`std::io::ErrorKind::TimedOut`].
     pub(crate) async fn accept_within<IO>(
         &self,

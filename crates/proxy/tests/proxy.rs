@@ -1817,6 +1817,8 @@ services:
         "{out}"
     );
     assert!(out.contains("\"via\":\"1 kong/3.10.0\""), "{out}");
+    // ...and no host: `X-Forwarded-Host` is nginx's server name, Kong's `kong` (`$host`)
+    assert!(out.contains("\"x-forwarded-host\":\"kong\""), "{out}");
     // an HTTP/1.0 keep-alive client and an answer of unknown length (streamed by the
     // upstream): it ends with the connection, and the answer says so
     let out = raw(
@@ -2616,6 +2618,38 @@ async fn the_h2_preface_is_one_only_at_the_connections_start() {
         drop(c);
         g.gw.shutdown().await;
     }
+}
+
+/// Plain HTTP sent to a TLS listener is answered as nginx answers it (its 497): 400 with
+/// nginx's page "The plain HTTP request was sent to HTTPS port" (Kong's `error_page` lines
+/// leave it to nginx) and Kong's headers, the connection closed; TLS still works there.
+#[tokio::test]
+async fn plain_http_on_a_tls_listener_gets_nginxs_page() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let out = raw(
+        g.https,
+        b"GET /any HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    NginxPage {
+        status: "400",
+        page: NGINX_497,
+        content_type: "text/html",
+        headers: PageHeaders::Proxy,
+        head_only: false,
+    }
+    .check(&out, 0);
+    // TLS on the same listener is served as before
+    let mut t = tls_connect_after(g.https, b"", "x").await;
+    t.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (out, _) = read_to_close(&mut t, Duration::from_secs(5)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    g.gw.shutdown().await;
 }
 
 #[tokio::test]

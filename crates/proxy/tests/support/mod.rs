@@ -1497,6 +1497,15 @@ pub const NGINX_501: &str = "<html>\r\n\
 </body>\r\n\
 </html>\r\n";
 
+/// nginx's page for plain HTTP on a TLS port (its 497, sent as 400).
+pub const NGINX_497: &str = "<html>\r\n\
+<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n\
+<body>\r\n\
+<center><h1>400 Bad Request</h1></center>\r\n\
+<center>The plain HTTP request was sent to HTTPS port</center>\r\n\
+</body>\r\n\
+</html>\r\n";
+
 /// nginx's pages for the other refusals, in the same format: 400, 405, 413, 414, and 494 (a
 /// head past the buffers, sent as 400, whose page names the cause under the heading).
 pub const NGINX_400: &str = "<html>\r\n\
