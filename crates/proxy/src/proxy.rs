@@ -505,6 +505,12 @@ fn error_answer(sh: &Shared, cx: &Ctx, e: Error) -> Response<ProxyBody> {
         r
     } else if e.kind.nginx_error() {
         let mut r = kong_error(sh, cx, cx.nginx_format, e.kind.status(), e.kind.message());
+        if cx.nginx_format == Format::Grpc {
+            // (Kong's error handler answers a gRPC request with `kong.response.exit` and a
+            // table: `grpc-status` and `grpc-message`, no `Content-Type`, where its own
+            // phases' `kong.response.error` sets `application/grpc`)
+            r.headers_mut().remove(header::CONTENT_TYPE);
+        }
         proxied_error_headers(sh, cx, e.kind.status(), r.headers_mut());
         r
     } else {
@@ -1253,11 +1259,7 @@ async fn proxy(
             .filter(|p| *p != "/" && !p.is_empty())
             .and_then(|p| HeaderValue::from_str(p).ok()),
     };
-    if has_proto(route, Protocol::Https)
-        && !has_proto(route, Protocol::Http)
-        && !fwd_https
-        && !has_proto(route, Protocol::Grpcs)
-    {
+    if has_proto(route, Protocol::Https) && !has_proto(route, Protocol::Http) && !fwd_https {
         let code = route.https_redirect_status_code;
         if code == 426 {
             let mut r = response_error(
@@ -1340,8 +1342,11 @@ async fn proxy(
     };
 
     // --- upstream request ---
-    // (hyper upgrades HTTP/1.1 connections only)
+    // (hyper upgrades HTTP/1.1 connections only; a gRPC service takes no upgrade: Kong's
+    // `@grpc` location passes the request on as gRPC, its `Upgrade` dropped)
+    let grpc_service = is_h2(service.protocol);
     let upgrade = req.version() == Version::HTTP_11
+        && !grpc_service
         && present.has(Present::UPGRADE)
         && is_websocket(req.headers());
     let client_upgrade = if upgrade {
@@ -1355,11 +1360,22 @@ async fn proxy(
     let framed = present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
         || body_pending(req.body().as_ref());
     let (mut parts, body) = req.into_parts();
-    let mut pq = escape_path(&m.upstream_path).into_owned();
-    if let Some(q) = parts.uri.query() {
-        pq.push('?');
-        pq.push_str(q);
-    }
+    // A gRPC service gets the client's target as it came: Kong's `@grpc` location passes
+    // to `grpc_pass` without a URI, so nginx sends the request's unparsed URI (no
+    // `strip_path`, `path_handling` or service `path`).
+    let pq = if grpc_service {
+        parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string())
+    } else {
+        let mut pq = escape_path(&m.upstream_path).into_owned();
+        if let Some(q) = parts.uri.query() {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        pq
+    };
     let client_version = parts.version;
     let h = &mut parts.headers;
     let te_trailers = present.has(Present::TE)
@@ -1793,7 +1809,12 @@ async fn send(
             Some(f.collect().await.map(|c| c.to_bytes()).unwrap_or_default()),
         ),
     };
-    let replayable = full_bytes.is_some() && client_upgrade.is_none() && idempotent(&parts.method);
+    // A request once sent goes again only when its body is complete and its method
+    // idempotent (a WebSocket handshake is a GET like any other), and never from a
+    // `request_buffering: false` route, where Kong's nginx sets `request_body_no_buffering`
+    // (`ngx_http_upstream_next` retries no request it sent then, body or none).
+    let replayable =
+        full_bytes.is_some() && idempotent(&parts.method) && up.route.request_buffering;
     // The client's URI (shared, not copied): the balancer hashes on its path and query.
     let client_uri = parts.uri.clone();
     let mut origin_uri: Option<Uri> = None;

@@ -973,7 +973,10 @@ impl Pool {
         h2: bool,
         deferrable: bool,
     ) -> Result<(Box<dyn Io>, Option<crate::batch_write::Slot>), Error> {
-        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(key.addr)).await {
+        // (one deadline for the connect and the TLS handshake, as nginx arms one timer for
+        // both: `ngx_ssl_handshake`'s only when none is set)
+        let deadline = tokio::time::Instant::now() + timeout;
+        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(key.addr)).await {
             Err(_) => return Err(Error::upstream(Kind::ConnectTimeout).retryable()),
             Ok(Err(e)) => return Err(Error::upstream(Kind::ConnectRefused).retryable().because(e)),
             Ok(Ok(s)) => s,
@@ -993,7 +996,7 @@ impl Pool {
                 .map_err(|e| Error::upstream(Kind::UpstreamTls).because(e))?,
         };
         let tls = tokio_rustls::TlsConnector::from(cfg);
-        match tokio::time::timeout(timeout, tls.connect(name, tcp)).await {
+        match tokio::time::timeout_at(deadline, tls.connect(name, tcp)).await {
             Err(_) => Err(Error::upstream(Kind::ConnectTimeout).retryable()),
             // A failed handshake, a certificate that fails verification included, is tried
             // again on the next peer, as nginx's `ngx_http_upstream_ssl_handshake` goes to

@@ -3213,6 +3213,39 @@ async fn client_max_body_size_toward_an_h2_upstream() {
     g.gw.shutdown().await;
 }
 
+/// A gRPC service gets the client's target as it came, as Kong's `@grpc` location passes it
+/// (`grpc_pass` without a URI: nginx's unparsed URI): a route's `strip_path` (on by default)
+/// does not apply.
+#[tokio::test]
+async fn grpc_services_get_the_target_as_it_came() {
+    let b = Backend::start().await;
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: grpc\n  url: grpc://{}\n  routes:\n  - name: grpc\n    paths: [\"/grpc\"]\n    protocols: [\"grpc\"]\n",
+        b.addr
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H2::h2c(g.http).await;
+    let r = c
+        .send(
+            http::Request::post("http://x/grpc/pkg.Svc/Call?a=%41")
+                .header("content-type", "application/grpc")
+                .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // (the backend answers gRPC only under `/grpc`: stripped or prefixed, it would not)
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/grpc"),
+        "{:?}",
+        r.headers
+    );
+    let t = r.trailers.expect("trailers");
+    assert_eq!(t.get("grpc-status").unwrap(), "0");
+    g.gw.shutdown().await;
+}
+
 /// Only WebSocket is upgraded, as Kong does: another `Upgrade` (`h2c`, `foo`) is not passed
 /// upstream. A 101 answers a WebSocket request only: an upstream that switches protocols
 /// anyway gets no tunnel but a 502, whether the client sent another `Upgrade` or none.
@@ -4141,6 +4174,13 @@ async fn h2_upstream_goaway_refusing_a_sent_stream() {
             "{method}: the stream was sent and refused"
         );
         assert_eq!(r.status.as_u16(), 502, "{method}");
+        // (Kong's error handler: `grpc-status` and `grpc-message`, no `Content-Type`)
+        assert!(r.header("grpc-status").is_some(), "{:?}", r.headers);
+        assert_eq!(
+            r.header("grpc-message"),
+            Some("An invalid response was received from the upstream server")
+        );
+        assert_eq!(r.header("content-type"), None, "{:?}", r.headers);
         assert_eq!(
             seen(&log.conns),
             i + 1,

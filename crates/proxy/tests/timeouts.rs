@@ -151,3 +151,46 @@ services:
         g.gw.shutdown().await;
     }
 }
+
+/// A request sent and then timed out is tried again on a buffering route (`retries`), but
+/// never on a `request_buffering: false` route, where Kong's nginx retries no request it
+/// sent (`request_body_no_buffering`), whatever its method or body: one try, then 504.
+#[tokio::test]
+async fn sent_requests_are_not_retried_on_unbuffered_routes() {
+    // An upstream that reads requests and never answers; it counts them.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        head.clear();
+                    }
+                }
+            });
+        }
+    });
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: silent\n  url: http://{addr}\n  read_timeout: 100\n  retries: 2\n  routes:\n  - name: buffered\n    paths: [\"/b\"]\n  - name: unbuffered\n    paths: [\"/u\"]\n    request_buffering: false\n"
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let count = || seen.load(std::sync::atomic::Ordering::SeqCst);
+    let r = get(g.http, "x", "/b").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(count(), 3, "a try and two retries");
+    let r = get(g.http, "x", "/u").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(count(), 4, "one try");
+    g.gw.shutdown().await;
+}
