@@ -125,8 +125,9 @@ struct Ctx {
     service_h2: bool,
     /// The request's head bytes (counted as ingress once routed).
     head_bytes: u64,
-    /// The upstream's time to its answer head (ms), once it answered.
-    upstream: Option<u64>,
+    /// Once the upstream answered: its time to the answer head (ms), and the time to the
+    /// try's start (ms, Kong's proxy latency), as the answer's headers give them.
+    upstream: Option<(u64, u64)>,
     /// The request was answered (or left unanswered on purpose) and counted: a context
     /// dropped before is a request whose client went away.
     done: bool,
@@ -154,13 +155,19 @@ impl Ctx {
     /// its answer head, or the wait since that start when it gave none (an error page, a
     /// client gone).
     fn latencies(&self) -> Latencies {
+        if let Some((upstream, proxy)) = self.upstream {
+            return Latencies {
+                kong: Some(proxy),
+                upstream: Some(upstream),
+            };
+        }
         if !self.past_access {
             return Latencies::default();
         }
         let end = self.access_end.unwrap_or(self.start);
         Latencies {
             kong: Some(ms(end.saturating_duration_since(self.start))),
-            upstream: Some(self.upstream.unwrap_or_else(|| ms(end.elapsed()))),
+            upstream: Some(ms(end.elapsed())),
         }
     }
 }
@@ -2113,7 +2120,7 @@ async fn send(
         up.stats.response(status.as_u16(), true);
     }
     // (the latencies are recorded when the answer ends: [`Log`])
-    cx.upstream = Some(upstream_ms);
+    cx.upstream = Some((upstream_ms, proxy_ms));
     cx.proxied = true;
 
     let mut rp = match head {
