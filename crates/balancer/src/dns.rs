@@ -310,7 +310,7 @@ impl Resolver {
         match outcome {
             Ok(_) => q.query_succ += 1,
             Err(e) => match answer_error(e) {
-                Some(reason) => *q.query_fail.entry(reason).or_default() += 1,
+                Some((_, reason)) => *q.query_fail.entry(reason).or_default() += 1,
                 None => q.query_fail_nameserver += 1,
             },
         }
@@ -553,13 +553,13 @@ impl Resolver {
     /// receive reply from UDP server <server>: timeout` in the client's `DNS server error:
     /// <error>, took <N> ms`.
     fn classify(&self, name: &str, e: &ResolveError, took: Duration) -> DnsError {
-        let reason = answer_error(e);
-        if matches!(reason, Some("name error" | "empty record received")) {
+        let answered = answer_error(e);
+        if matches!(answered, Some((_, "name error" | "empty record received"))) {
             return DnsError::NotFound(name.into());
         }
-        let detail = match (reason, answer_code(e)) {
-            (Some(r), Some(code)) => format!("dns server error: {code} {r}"),
-            _ => {
+        let detail = match answered {
+            Some((code, r)) => format!("dns server error: {code} {r}"),
+            None => {
                 let why = match e.proto().map(hickory_resolver::proto::ProtoError::kind) {
                     Some(hickory_resolver::proto::ProtoErrorKind::Timeout) => "timeout".to_string(),
                     Some(hickory_resolver::proto::ProtoErrorKind::Io(io))
@@ -581,7 +581,7 @@ impl Resolver {
         DnsError::Failed {
             name: name.into(),
             detail,
-            answered: reason.is_some(),
+            answered: answered.is_some(),
         }
     }
 
@@ -616,31 +616,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// lua-resty-dns's reason for an answer with an error code (Kong's `query_fail:<reason>`),
-/// or `None` when no answer came (a timeout, an unreachable server, a malformed reply).
-fn answer_error(e: &ResolveError) -> Option<&'static str> {
+/// An answer's error code, with lua-resty-dns's reason for it (Kong's
+/// `query_fail:<reason>`), or `None` when no answer came (a timeout, an unreachable server,
+/// a malformed reply).
+fn answer_error(e: &ResolveError) -> Option<(u16, &'static str)> {
     use hickory_resolver::proto::ProtoErrorKind;
     use hickory_resolver::proto::op::ResponseCode;
     match e.proto()?.kind() {
-        ProtoErrorKind::NoRecordsFound { response_code, .. } => Some(match *response_code {
-            ResponseCode::NoError => "empty record received",
-            ResponseCode::FormErr => "format error",
-            ResponseCode::ServFail => "server failure",
-            ResponseCode::NXDomain => "name error",
-            ResponseCode::NotImp => "not implemented",
-            ResponseCode::Refused => "refused",
-            _ => "unknown",
-        }),
-        _ => None,
-    }
-}
-
-/// The error code of an answer, when one came.
-fn answer_code(e: &ResolveError) -> Option<u16> {
-    match e.proto()?.kind() {
-        hickory_resolver::proto::ProtoErrorKind::NoRecordsFound { response_code, .. } => {
-            Some(u16::from(*response_code))
-        }
+        ProtoErrorKind::NoRecordsFound { response_code, .. } => Some((
+            u16::from(*response_code),
+            match *response_code {
+                ResponseCode::NoError => "empty record received",
+                ResponseCode::FormErr => "format error",
+                ResponseCode::ServFail => "server failure",
+                ResponseCode::NXDomain => "name error",
+                ResponseCode::NotImp => "not implemented",
+                ResponseCode::Refused => "refused",
+                _ => "unknown",
+            },
+        )),
         _ => None,
     }
 }

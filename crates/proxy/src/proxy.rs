@@ -508,7 +508,8 @@ pub(crate) async fn handle(
 /// The answer to a request that failed with `e` before the upstream answered (Kong's or
 /// nginx's error, by what raised it).
 fn error_answer(sh: &Shared, cx: &Ctx, e: Error) -> Response<ProxyBody> {
-    let mut r = if let Some(r) = nginx_answer(sh, cx, e.kind.status()) {
+    let status = e.kind.status();
+    let mut r = if let Some(r) = nginx_answer(sh, cx, status.as_u16(), status) {
         r
     } else if e.kind.nginx_error() {
         let mut r = kong_error(sh, cx, cx.nginx_format, e.kind.status(), e.kind.message());
@@ -622,16 +623,7 @@ pub(crate) fn refusal(
         Refusal::TooLarge => "Request header or cookie too large",
         _ => crate::error::status_message(status),
     };
-    let nginx = if why == Refusal::PlainHttp {
-        crate::error::nginx_page(code).map(|page| {
-            let mut r = page_answer(status, page, "text/html");
-            kong_headers(sh, &cx, r.headers_mut());
-            r
-        })
-    } else {
-        nginx_answer(sh, &cx, status)
-    };
-    let mut r = match nginx {
+    let mut r = match nginx_answer(sh, &cx, code, status) {
         Some(r) => r,
         None => kong_error(sh, &cx, format, status, message),
     };
@@ -640,17 +632,23 @@ pub(crate) fn refusal(
     r
 }
 
-/// nginx's own answer to an error of `status` that Kong's proxy server's `error_page` lines
-/// leave to it (501; [`crate::error::kong_handles`]): nginx's HTML page as `text/html`
-/// whatever the request accepts ([`crate::error::nginx_page`]), the connection closed (nginx
-/// keeps no connection alive after a 501), and the headers Kong's header filter, which runs
-/// on that answer too in the proxy server, adds (`Server`, request id, latency, as `headers`
-/// says). `None` for the statuses Kong's handler renders.
-fn nginx_answer(sh: &Shared, cx: &Ctx, status: StatusCode) -> Option<Response<ProxyBody>> {
-    if crate::error::kong_handles(status) {
+/// nginx's own answer, sent with `status`, to an error of nginx's `code` that Kong's proxy
+/// server's `error_page` lines leave to it (501, and 497, plain HTTP on a TLS port, sent as
+/// 400; [`crate::error::kong_handles`]): nginx's HTML page as `text/html` whatever the
+/// request accepts ([`crate::error::nginx_page`]), the connection closed (nginx keeps no
+/// connection alive after them), and the headers Kong's header filter, which runs on that
+/// answer too in the proxy server, adds (`Server`, request id, latency, as `headers` says).
+/// `None` for the codes Kong's handler renders.
+fn nginx_answer(
+    sh: &Shared,
+    cx: &Ctx,
+    code: u16,
+    status: StatusCode,
+) -> Option<Response<ProxyBody>> {
+    if crate::error::kong_handles(code) {
         return None;
     }
-    let page = crate::error::nginx_page(status.as_u16())?;
+    let page = crate::error::nginx_page(code)?;
     let mut r = page_answer(status, page, "text/html");
     kong_headers(sh, cx, r.headers_mut());
     Some(r)

@@ -278,12 +278,10 @@ pub struct Router {
 /// The headers and query arguments some matcher reads (none in the `traditional` flavor,
 /// which never goes through atc-router): a request with a value of one of them that is not
 /// UTF-8 matches nothing, as Kong's context refuses such a value before any route is tried.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct ReadValues {
     headers: Vec<http::HeaderName>,
     queries: Vec<String>,
-    /// Neither: nothing to check (the usual router, tested first on every request).
-    none: bool,
 }
 
 impl ReadValues {
@@ -299,18 +297,14 @@ impl ReadValues {
         let mut queries: Vec<String> = exprs.query_names().map(str::to_owned).collect();
         queries.sort_unstable();
         queries.dedup();
-        let none = headers.is_empty() && queries.is_empty();
-        ReadValues {
-            headers,
-            queries,
-            none,
-        }
+        ReadValues { headers, queries }
     }
 
-    /// Whether one of the values read is not UTF-8.
+    /// Whether one of the values read is not UTF-8 (nothing to check, inline, for the usual
+    /// router, whose routes read neither).
     #[inline]
     fn refused(&self, req: &RequestView<'_>) -> bool {
-        !self.none && self.refused_by(req)
+        !(self.headers.is_empty() && self.queries.is_empty()) && self.refused_by(req)
     }
 
     #[inline(never)]
@@ -363,11 +357,7 @@ impl Router {
         let read_values = if atc {
             ReadValues::new(&entries, &exprs)
         } else {
-            ReadValues {
-                headers: Vec::new(),
-                queries: Vec::new(),
-                none: true,
-            }
+            ReadValues::default()
         };
         Ok(Router {
             config,
