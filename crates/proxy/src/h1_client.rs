@@ -479,6 +479,9 @@ pub struct H1Conn {
     /// Where a small request waits to be written at the end of the batch
     /// ([`crate::batch_write`]); `None`: written in place.
     slot: Option<crate::batch_write::Slot>,
+    /// The last request was not written whole: its answer came first
+    /// ([`crate::h1_send`]), and the connection cannot be reused.
+    cut: bool,
 }
 
 impl std::fmt::Debug for H1Conn {
@@ -606,6 +609,7 @@ impl H1Conn {
             buf: BytesMut::with_capacity(8192),
             out: Vec::with_capacity(1024),
             slot,
+            cut: false,
         }
     }
 
@@ -643,7 +647,9 @@ impl H1Conn {
         // on every request of the fast path)
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let r = self.send(&mut out, (parts, client), set, body).await;
+        let r = self
+            .send(&mut out, (parts, client), set, body, head_limit)
+            .await;
         self.out = out;
         r?;
         let head_req = parts.method == Method::HEAD;
@@ -659,17 +665,22 @@ impl H1Conn {
     }
 
     /// Writes a request (a streamed client body at the client's pace: the body itself holds
-    /// the client to `client_body_timeout`, [`crate::upstream::ClientBody`]).
+    /// the client to `client_body_timeout`, [`crate::upstream::ClientBody`]). Sending stops
+    /// early when the answer comes first ([`crate::h1_send`]; `head_limit` as for
+    /// [`read_answer`](Self::read_answer)).
     pub async fn send_request(
         &mut self,
         parts: &http::request::Parts,
         client: Option<&ClientHead>,
         set: &SetHeaders,
         body: SendBody<'_>,
+        head_limit: usize,
     ) -> Result<(), ExchangeError> {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let r = self.send(&mut out, (parts, client), set, body).await;
+        let r = self
+            .send(&mut out, (parts, client), set, body, head_limit)
+            .await;
         self.out = out;
         r
     }
@@ -695,16 +706,19 @@ impl H1Conn {
     }
 
     /// Writes the request: `parts` (and the client's head as received, if kept) with `set`.
+    /// A request with a body stops being written when its answer comes first
+    /// ([`crate::h1_send`]).
     async fn send(
         &mut self,
         out: &mut Vec<u8>,
         (parts, client): (&http::request::Parts, Option<&ClientHead>),
         set: &SetHeaders,
         body: SendBody<'_>,
+        head_limit: usize,
     ) -> Result<(), ExchangeError> {
-        use tokio::io::AsyncWriteExt;
         static NONE: Bytes = Bytes::new();
-        match body {
+        self.cut = false;
+        let req = match body {
             SendBody::Empty | SendBody::Full(_) => {
                 let (b, framing) = match body {
                     SendBody::Full(b) => (b, ReqFraming::Length(b.len() as u64)),
@@ -714,15 +728,12 @@ impl H1Conn {
                 if crate::batch_write::defer_message(self.slot.as_ref(), out, b) {
                     return Ok(());
                 }
-                let mut buf = Buf::chain(&out[..], b.clone());
-                let total = buf.remaining();
-                self.io.write_all_buf(&mut buf).await.map_err(|e| {
-                    if buf.remaining() == total {
-                        ExchangeError::NotSent(e)
-                    } else {
-                        ExchangeError::Failed(e)
-                    }
-                })
+                crate::h1_send::Request {
+                    head: out,
+                    data: b.clone(),
+                    stream: None,
+                    length: None,
+                }
             }
             SendBody::Stream(slot) => {
                 let exact = slot.as_ref().and_then(|b| b.size_hint().exact());
@@ -731,21 +742,17 @@ impl H1Conn {
                     None => ReqFraming::Chunked,
                 };
                 encode_head(out, parts, client, set, framing);
-                self.io
-                    .write_all(out)
-                    .await
-                    .map_err(ExchangeError::NotSent)?;
-                let Some(body) = slot.take() else {
-                    return Ok(());
-                };
-                write_body(&mut self.io, out, body, exact)
-                    .await
-                    .map_err(|e| match e {
-                        BodyError::Read(e) => ExchangeError::Client(e),
-                        BodyError::Write(e) => ExchangeError::Failed(e),
-                    })
+                crate::h1_send::Request {
+                    head: out,
+                    data: Bytes::new(),
+                    stream: Some(slot),
+                    length: exact,
+                }
             }
-        }
+        };
+        let sent = crate::h1_send::send(&mut self.io, &mut self.buf, req, head_limit).await?;
+        self.cut = sent == crate::h1_send::Sent::Cut;
+        Ok(())
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at the end of the stream.
@@ -851,8 +858,10 @@ impl H1Conn {
                 None => Framing::Eof,
             }
         };
-        let reusable =
-            !close && framing != Framing::Eof && status != StatusCode::SWITCHING_PROTOCOLS;
+        let reusable = !close
+            && !self.cut
+            && framing != Framing::Eof
+            && status != StatusCode::SWITCHING_PROTOCOLS;
         let head = RawHead {
             status,
             version,
@@ -900,6 +909,25 @@ fn head_end_from(buf: &[u8], from: usize) -> bool {
     buf.get(start..).is_some_and(|tail| {
         tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
     })
+}
+
+/// The length and status of the answer head complete at the start of `buf`, if one is
+/// (`None`: not yet); an error where [`parse_answer`] refuses it, or for an unfinished head
+/// that fills `limit` bytes.
+pub(crate) fn parse_answer_head(
+    buf: &[u8],
+    limit: usize,
+) -> io::Result<Option<(usize, StatusCode)>> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if !head_end_from(buf, 0) {
+        if buf.len() >= limit {
+            return Err(invalid_answer("upstream sent too big header"));
+        }
+        return Ok(None);
+    }
+    Ok(parse_answer(buf, limit)?.map(|p| (p.len, p.status)))
 }
 
 /// An answer head as [`parse_answer`] read it (spans are of the bytes parsed).

@@ -39,6 +39,7 @@ mod gateway;
 pub mod h1_client;
 pub mod h1_fast;
 pub mod h1_guard;
+mod h1_send;
 pub mod header_buffers;
 pub mod log_level;
 pub mod metrics;

@@ -2422,7 +2422,11 @@ impl H1Try<'_> {
                 // `proxy_read_timeout` only then (a body is written under the write timeout;
                 // a streamed one at the client's pace, `client_body_timeout` between its
                 // parts).
-                match c.h1.send_request(parts, client, set, body).await {
+                match c
+                    .h1
+                    .send_request(parts, client, set, body, sh.settings.proxy_buffer_size)
+                    .await
+                {
                     Err(e) => Some(Err(e)),
                     Ok(()) => {
                         let answer = std::pin::pin!(c.h1.read_answer(

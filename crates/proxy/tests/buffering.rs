@@ -8,13 +8,18 @@
 //! `request_buffering` against the echo backend, which reports the framing it received: a
 //! body of unknown length (chunked HTTP/1.1, HTTP/2 without `content-length`) that ends
 //! within `request_buffer_limit` goes upstream by length on a buffering route, as nginx
-//! sends a body it has read; streamed otherwise.
+//! sends a body it has read; streamed otherwise. An upstream that answers before it has
+//! read the body (a 413 from its head) is the answer, on either kind of route, as nginx
+//! reads the answer while it sends.
 
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use silverback_proxy::Settings;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -403,4 +408,145 @@ async fn the_clients_limits_hold_while_a_body_is_read_ahead() {
     assert!(out.contains(r#""content-length":"10""#), "{out}");
     assert!(out.contains(r#""body":"0123456789""#), "{out}");
     g.gw.shutdown().await;
+}
+
+/// An HTTP/1.1 backend that answers every request as soon as its head is in, without
+/// reading its body: `413` with the body `nope!`, and `Connection: close`. Then, by path, `/hold` keeps the
+/// connection open for 5 s without reading (its socket buffers fill up), `/close` closes it
+/// (a reset, as it holds unread bytes). Each accepted connection is counted.
+async fn early_backend(conns: Arc<AtomicUsize>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            conns.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 5\r\n\r\nnope!";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+                if String::from_utf8_lossy(&head).contains("/hold ") {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// nginx reads an upstream's answer while it sends the request's body: an upstream that
+/// refuses an upload from its head is answered to the client at once, the rest of the body
+/// is not sent, and that upstream connection is not reused. (This client reads only once
+/// it has written its whole body, so on a buffering route its connection stays usable.)
+#[tokio::test]
+async fn an_answer_that_comes_while_a_buffered_body_is_sent_is_the_answer() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let be = early_backend(conns.clone()).await;
+    // a limit that takes the whole body in (it is then written upstream as one piece)
+    let settings = Settings {
+        request_buffer_limit: 64 << 20,
+        ..Settings::loopback()
+    };
+    let routes = request_buffering_routes(&format!("http://{be}"));
+    let g = Gw::start_with(settings, Some(&routes)).await;
+    // far more than loopback's socket buffers take
+    let total = 48 << 20;
+    for (n, path) in ["/buffered/hold", "/buffered/close"]
+        .into_iter()
+        .enumerate()
+    {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\n");
+        let run = async {
+            let mut s = send_whole_body(g.http, &head, total, false, b'u').await;
+            let answer = read_answer(&mut s).await;
+            // the client's connection is kept: its body was read whole
+            s.write_all(b"GET /buffered/hold HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .expect("write");
+            (answer, read_answer(&mut s).await)
+        };
+        let (first, second) = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer within 20 s"));
+        for a in [&first, &second] {
+            assert!(a.starts_with("HTTP/1.1 413 "), "{path}: {a}");
+            assert!(a.ends_with("\r\n\r\nnope!"), "{path}: {a}");
+        }
+        // each request had an upstream connection of its own
+        assert_eq!(conns.load(Ordering::SeqCst), 2 * (n + 1), "{path}");
+    }
+}
+
+/// The same on a route that streams the body (`request_buffering: false`), or a buffering
+/// route given a body past `request_buffer_limit` (streamed too, where nginx would spill it
+/// to a file): the answer reaches the client while it is still sending, and its connection
+/// is closed after it (its body was not read whole), gently enough that the answer is not
+/// lost to a reset.
+#[tokio::test]
+async fn an_answer_that_comes_while_a_streamed_body_is_sent_is_the_answer() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let be = early_backend(conns.clone()).await;
+    let g = Gw::start(Some(&request_buffering_routes(&format!("http://{be}")))).await;
+    for path in [
+        "/streamed/hold",
+        "/streamed/close",
+        "/buffered/hold",
+        "/buffered/close",
+    ] {
+        let mut s = TcpStream::connect(g.http).await.expect("connect");
+        let total = 48usize << 20;
+        s.write_all(
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("head");
+        let (mut r, mut w) = s.into_split();
+        // the client writes on (its writes fail once the gateway is gone)
+        let writer = tokio::spawn(async move {
+            let piece = vec![b's'; 64 * 1024];
+            for _ in 0..total / piece.len() {
+                if w.write_all(&piece).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (got, closed) = read_to_close(&mut r, Duration::from_secs(20)).await;
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 413 "), "{path}: {got}");
+        assert!(got.ends_with("\r\n\r\nnope!"), "{path}: {got}");
+        assert!(closed, "{path}: the connection is closed after the answer");
+        writer.abort();
+    }
+}
+
+/// Reads one answer with a `Content-Length` from `s`: its head and body.
+async fn read_answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&got[..end + 4 + len]).into_owned();
+            }
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
 }
