@@ -1426,13 +1426,17 @@ async fn proxy(
     );
     set.set(&VIA, via);
     set.host_here();
+    // (Kong's `$upstream_upgrade` and `$upstream_connection`, which its access phase sets to
+    // `keep-alive` for any other request; a gRPC service's `grpc_pass` sends neither, HTTP/2
+    // having no such header)
     if upgrade {
-        // (Kong's `$upstream_upgrade` and `$upstream_connection`)
         set.set(&UPGRADE, Some(HeaderValue::from_static("websocket")));
         set.set(
             &CONNECTION,
             Some(HeaderValue::from_static("keep-alive, Upgrade")),
         );
+    } else if !grpc_service {
+        set.set(&CONNECTION, Some(HeaderValue::from_static("keep-alive")));
     }
     let realip = client.ip();
     let real = if realip == conn.peer.ip() {

@@ -450,7 +450,7 @@ fn seen(answer: &str) -> String {
 fn kongs(method: &str, path: &str, te: bool) -> String {
     let te = if te { "TE: trailers\n" } else { "" };
     format!(
-        "{method} {path} HTTP/1.1\n{te}Via: 1.0 other, 1.1 <kong>\nHost: <upstream>\n\
+        "{method} {path} HTTP/1.1\n{te}Via: 1.0 other, 1.1 <kong>\nHost: <upstream>\nConnection: keep-alive\n\
          X-Forwarded-For: 9.9.9.9, 127.0.0.1\nX-Forwarded-Proto: http\nX-Forwarded-Host: x\n\
          X-Forwarded-Port: <port>\nX-Forwarded-Path: {path}\nX-Real-IP: 127.0.0.1\n\
          X-Kong-Request-Id: <id>\n"
