@@ -525,10 +525,11 @@ fn error_answer(sh: &Shared, cx: &Ctx, e: Error) -> Response<ProxyBody> {
         response_error(sh, cx, e.kind.status(), &e.client_message())
     };
     // nginx closes the connection after a request it refuses (the request's framing
-    // may be what it could not read)
+    // may be what it could not read): its special response handler ends keep-alive for a
+    // 400, 413 or 501 before Kong's `error_page` takes the answer over
     if matches!(
         e.kind,
-        Kind::BadRequest | Kind::NotImplemented | Kind::MethodNotAllowed
+        Kind::BadRequest | Kind::PayloadTooLarge | Kind::NotImplemented | Kind::MethodNotAllowed
     ) {
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -3034,6 +3034,8 @@ async fn client_max_body_size_holds_for_chunked_bodies_too() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    // nginx ends keep-alive on its 413, even under Kong's error page
+    assert!(out.contains("\r\nConnection: close\r\n"), "{out}");
     let out = raw(
         g.http,
         b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n",
@@ -3041,6 +3043,7 @@ async fn client_max_body_size_holds_for_chunked_bodies_too() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("\r\nConnection: close\r\n"), "{out}");
     assert!(
         out.to_ascii_lowercase().contains("x-kong-request-id"),
         "{out}"
