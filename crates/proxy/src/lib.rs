@@ -45,6 +45,7 @@ pub mod log_level;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
+mod realip;
 mod request_line;
 pub mod settings;
 pub mod snapshot;

@@ -880,7 +880,6 @@ fn is_hop_by_hop(n: &HeaderName, keep_upgrade: bool) -> bool {
     n == header::CONNECTION
         || n == header::EXPECT
         || n == header::TRANSFER_ENCODING
-        || n == header::PROXY_AUTHENTICATE
         || (!keep_upgrade && n == header::UPGRADE)
         || n == KEEP_ALIVE
         || n == PROXY_CONNECTION
@@ -911,14 +910,11 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, mut client: Option<&m
         let t = t.trim();
         !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
     };
-    if h.get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.to_str().unwrap_or("").split(',').any(names_other))
-    {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+    // (of several `Connection` lines, the first, as Kong's `get_header` takes it)
+    let listed = h.get(header::CONNECTION).and_then(|v| v.to_str().ok());
+    if let Some(listed) = listed.filter(|v| v.split(',').any(names_other)) {
+        let named: Vec<HeaderName> = listed
+            .split(',')
             .filter(|t| names_other(t))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
@@ -1013,8 +1009,9 @@ fn escape_path(p: &str) -> std::borrow::Cow<'_, str> {
 
 /// The client address after `trusted_ips`/`real_ip_header` (nginx's `$remote_addr` and
 /// `$remote_port` after its `realip` module): the peer's, unless the peer is trusted and
-/// `real_ip_header` names a header it sent (the port then reads 0, as in nginx) or is
-/// `proxy_protocol` on a connection that began with a PROXY header giving an address.
+/// `real_ip_header` names a header it sent ([`crate::realip`]; the port reads 0 unless the
+/// entry had one, as in nginx) or is `proxy_protocol` on a connection that began with a
+/// PROXY header giving an address.
 fn real_addr(sh: &Shared, conn: &ConnInfo, h: &HeaderMap, trusted: bool) -> SocketAddr {
     let peer = conn.peer;
     if !trusted {
@@ -1024,21 +1021,10 @@ fn real_addr(sh: &Shared, conn: &ConnInfo, h: &HeaderMap, trusted: bool) -> Sock
     if name == "proxy_protocol" {
         return conn.proxied.and_then(|a| a.source).unwrap_or(peer);
     }
-    let Some(v) = h.get(name).and_then(|v| v.to_str().ok()) else {
-        return peer;
-    };
-    let items: Vec<IpAddr> = v.split(',').filter_map(|s| s.trim().parse().ok()).collect();
-    let ip = if sh.settings.real_ip_recursive {
-        items
-            .iter()
-            .rev()
-            .find(|ip| !sh.settings.is_trusted(**ip))
-            .or(items.first())
-            .copied()
-    } else {
-        items.last().copied()
-    };
-    ip.map_or(peer, |ip| SocketAddr::new(ip, 0))
+    let lines = h.get_all(name).into_iter().map(HeaderValue::as_bytes);
+    crate::realip::client_addr(peer, name, lines, sh.settings.real_ip_recursive, |ip| {
+        sh.settings.is_trusted(ip)
+    })
 }
 
 /// The client's hosts as header values, shared with the request head where they are its
@@ -1235,13 +1221,11 @@ async fn proxy(
     // --- access ---
     // The forwarded values, as header values: the client's own when it is trusted, else
     // what this node saw. Most are shared with the client's head or the connection (no
-    // copy); an empty value removes the header.
+    // copy); an empty value removes the header; a trusted client's value passes as its
+    // bytes came (text or not), as Kong's `get_header` passes it.
     let hdr = |n: &Named| {
         if trusted {
-            req.headers()
-                .get(n.name())
-                .filter(|v| v.to_str().is_ok())
-                .cloned()
+            req.headers().get(n.name()).cloned()
         } else {
             None
         }
@@ -1289,11 +1273,9 @@ async fn proxy(
             .unwrap_or("/");
         let mut r = Response::new(ProxyBody::empty());
         *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-        let fwd_host = fwd_host
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if let Ok(v) = HeaderValue::from_str(&format!("https://{fwd_host}{uri}")) {
+        let fwd_host = fwd_host.as_ref().map_or(&b""[..], HeaderValue::as_bytes);
+        let location = [&b"https://"[..], fwd_host, uri.as_bytes()].concat();
+        if let Ok(v) = HeaderValue::from_bytes(&location) {
             r.headers_mut().insert(header::LOCATION, v);
         }
         kong_headers(sh, cx, r.headers_mut());

@@ -157,8 +157,8 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// An IP network (`10.0.0.0/8`, `::1`, `unix:` is not supported). A bare address is a
-/// host network (`/32` or `/128`).
+/// An IP network (`10.0.0.0/8`, `::1`). A bare address is a host network (`/32` or
+/// `/128`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     /// Network address.
@@ -188,11 +188,12 @@ impl Cidr {
         Ok(Cidr { addr, prefix })
     }
 
-    /// Parses a comma-separated list.
+    /// Parses a comma-separated list. Kong's `unix:` entry (connections on UNIX-domain
+    /// sockets, which no listener here takes) is accepted and names nothing.
     pub fn parse_list(s: &str) -> Result<Vec<Cidr>, String> {
         s.split(',')
             .map(str::trim)
-            .filter(|x| !x.is_empty())
+            .filter(|x| !x.is_empty() && *x != "unix:")
             .map(Cidr::parse)
             .collect()
     }
@@ -924,5 +925,12 @@ mod tests {
         assert!(!Cidr::parse("::1").unwrap().contains("::2".parse().unwrap()));
         assert!(Cidr::parse("1.2.3.4/33").is_err());
         assert!(Cidr::parse("nope").is_err());
+        assert_eq!(
+            Cidr::parse_list("0.0.0.0/0, unix:,::/0").unwrap(),
+            [
+                Cidr::parse("0.0.0.0/0").unwrap(),
+                Cidr::parse("::/0").unwrap()
+            ]
+        );
     }
 }

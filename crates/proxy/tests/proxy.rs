@@ -177,6 +177,46 @@ async fn trusted_ips_and_real_ip_header() {
         e["headers"]["x-forwarded-for"],
         "5.6.7.8, 127.0.0.9, 127.0.0.1"
     );
+    // As nginx's realip reads X-Forwarded-For: every line, from the last; an entry with a
+    // port; an entry that is no address ends the reading, keeping what was found. (The list
+    // sent upstream is the first line and the peer, as Kong's `get_header` takes it.)
+    for (lines, real, xff) in [
+        (
+            &["9.9.9.9", "5.6.7.8:4711, 127.0.0.2"][..],
+            "5.6.7.8",
+            "9.9.9.9, 127.0.0.1",
+        ),
+        (
+            &["9.9.9.9", "127.0.0.2"][..],
+            "9.9.9.9",
+            "9.9.9.9, 127.0.0.1",
+        ),
+        (
+            &["1.1.1.1, junk, 127.0.0.5"][..],
+            "127.0.0.5",
+            "1.1.1.1, junk, 127.0.0.5, 127.0.0.1",
+        ),
+    ] {
+        let mut r = req("GET", "x", "/any");
+        for l in lines {
+            r = r.header("x-forwarded-for", *l);
+        }
+        let e = c.send(r.body(Full::default()).unwrap()).await.json();
+        assert_eq!(e["headers"]["x-real-ip"], real, "{lines:?}");
+        assert_eq!(e["headers"]["x-forwarded-for"], xff, "{lines:?}");
+    }
+    // a trusted client's forwarded values pass as their bytes came, text or not
+    let host = http::HeaderValue::from_bytes("café.example".as_bytes()).unwrap();
+    let e = c
+        .send(
+            req("GET", "x", "/any")
+                .header("x-forwarded-host", host)
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(e["headers"]["x-forwarded-host"], "café.example");
     // A trusted client saying https passes the https-only check.
     let r = c
         .send(

@@ -509,6 +509,25 @@ async fn expect_is_dropped_and_the_first_forwarding_lines_are_kept() {
     .await;
 }
 
+/// The names `Connection` lists are taken from its first line, as Kong's `get_header` reads
+/// it (a later line's names pass); `Proxy-Authenticate`, which neither Kong nor nginx
+/// removes from a request, passes too.
+#[tokio::test]
+async fn connection_names_come_from_its_first_line() {
+    both(|g, _| async move {
+        let raw = "GET /seen HTTP/1.1\r\nHost: x\r\nConnection: X-Gone, keep-alive\r\n\
+                   Connection: X-Kept\r\nX-Gone: 1\r\nX-Kept: 2\r\nProxy-Authenticate: p\r\n\r\n";
+        let got = raw_answers(g.http, raw.as_bytes(), 1).await;
+        let seen = seen(&got[0]);
+        assert!(!seen.contains("X-Gone"), "{seen}");
+        assert!(seen.contains("\nX-Kept: 2\n"), "{seen}");
+        assert!(seen.contains("\nProxy-Authenticate: p\n"), "{seen}");
+        assert_eq!(seen.matches("Connection:").count(), 1, "{seen}");
+        assert!(seen.contains("\nConnection: keep-alive\n"), "{seen}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn request_headers_go_upstream_as_received_with_a_body() {
     both(|g, _| async move {

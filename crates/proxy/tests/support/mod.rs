@@ -203,10 +203,10 @@ impl BackendBuilder {
 fn headers_json(h: &HeaderMap) -> Value {
     let mut m = BTreeMap::new();
     for k in h.keys() {
-        let vals: Vec<&str> = h
+        let vals: Vec<String> = h
             .get_all(k)
             .iter()
-            .map(|v| v.to_str().unwrap_or("?"))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
         m.insert(k.as_str().to_string(), Value::from(vals.join(", ")));
     }
