@@ -484,10 +484,10 @@ fn is_head_request(head: &[u8]) -> bool {
 
 /// nginx's `lingering_time` (30 s, Kong leaves it): the longest a lingering close goes on
 /// reading in all.
-const LINGERING_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const LINGERING_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 /// nginx's `lingering_timeout` (5 s): the longest a lingering close waits for the client's
 /// next bytes.
-const LINGERING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const LINGERING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// nginx's `NGX_HTTP_LINGERING_BUFFER_SIZE`: what one lingering read takes and drops.
 const LINGERING_BUFFER: usize = 4096;
 
@@ -591,7 +591,7 @@ impl Closing {
 }
 
 /// Builds the request of a simple head (the head's bytes are shared, not copied).
-fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<hyper::body::Incoming>>> {
+fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<crate::discard::Unread>>> {
     let method = Method::from_bytes(&head[spans.method.0..spans.method.1]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(spans.path.0..spans.path.1)).ok()?;
     // (the headers the proxy sets go beside it, not into it)

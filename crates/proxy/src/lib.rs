@@ -34,6 +34,7 @@ pub mod batch_write;
 pub mod body;
 pub mod deadline;
 pub mod default_certs;
+mod discard;
 pub mod error;
 mod gateway;
 pub mod h1_client;

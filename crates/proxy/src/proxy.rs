@@ -309,10 +309,23 @@ pub(crate) async fn serve(
                 .split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
         });
-    let (answer, stats) = handle(&sh, &conn, req.map(Some), head_bytes, client.as_mut()).await;
+    // An HTTP/1.x body the phases leave unread comes back here, to be discarded
+    // ([`crate::discard`]).
+    let back = (req.version() <= Version::HTTP_11 && !http_body::Body::is_end_stream(req.body()))
+        .then(crate::discard::Returned::default);
+    let req = req.map(|b| Some(crate::discard::Unread::new(b, back.clone())));
+    let (answer, stats) = handle(&sh, &conn, req, head_bytes, client.as_mut()).await;
     let mut r = answer.into_response();
     if crate::error::is_unanswered(&r) {
         return Err(crate::error::Unanswered);
+    }
+    let unread = back.and_then(|b| b.lock().ok().and_then(|mut s| s.take()));
+    if let Some(body) = unread
+        && r.headers()
+            .get(header::CONNECTION)
+            .is_none_or(|v| v != "close")
+    {
+        tokio::spawn(crate::discard::discard(body));
     }
     // nginx writes `Connection: keep-alive` on every HTTP/1.1 answer it keeps the
     // connection for; hyper writes nothing then (and `close` itself when it closes)
@@ -414,7 +427,7 @@ pub(crate) fn response_head_len(r: &Response<ProxyBody>) -> u64 {
 pub(crate) async fn handle(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
-    req: Request<Option<Incoming>>,
+    req: Request<Option<crate::discard::Unread>>,
     head_bytes: u64,
     client: Option<&mut ClientHead>,
 ) -> (Answer, Option<Arc<RouteStats>>) {
@@ -1122,7 +1135,10 @@ fn path_value(p: &str) -> Option<HeaderValue> {
 async fn proxy(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
-    (mut req, mut client_head): (Request<Option<Incoming>>, Option<&mut ClientHead>),
+    (mut req, mut client_head): (
+        Request<Option<crate::discard::Unread>>,
+        Option<&mut ClientHead>,
+    ),
     present: Present,
     cx: &mut Ctx,
 ) -> Result<Answer, Error> {
@@ -1346,7 +1362,7 @@ async fn proxy(
     // its headers did not end): nginx then sends the upstream a `Content-Length`, and
     // without one none, whatever the method.
     let framed = present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
-        || body_pending(req.body().as_ref());
+        || body_pending(req.body().as_ref().and_then(crate::discard::Unread::get));
     let (mut parts, body) = req.into_parts();
     // A gRPC service gets the client's target as it came: Kong's `@grpc` location passes
     // to `grpc_pass` without a URI, so nginx sends the request's unparsed URI (no
@@ -1446,7 +1462,7 @@ async fn proxy(
     // (the end of Kong's access phase: `KONG_PROXIED`)
     cx.past_access = true;
     cx.service_h2 = is_h2(service.protocol);
-    let body: ReqBody = if let Some(body) = body {
+    let body: ReqBody = if let Some(body) = body.and_then(crate::discard::Unread::take) {
         client_body(sh, route, service, &stats, upgrade, content_length, body).await?
     } else {
         Either::Right(Full::new(Bytes::new()))

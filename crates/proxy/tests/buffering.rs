@@ -527,26 +527,3 @@ async fn an_answer_that_comes_while_a_streamed_body_is_sent_is_the_answer() {
         writer.abort();
     }
 }
-
-/// Reads one answer with a `Content-Length` from `s`: its head and body.
-async fn read_answer(s: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if got.len() >= end + 4 + len {
-                return String::from_utf8_lossy(&got[..end + 4 + len]).into_owned();
-            }
-        }
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return String::from_utf8_lossy(&got).into_owned(),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-}

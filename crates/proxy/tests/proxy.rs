@@ -4599,3 +4599,61 @@ async fn dead_service_doc() -> String {
         "_format_version: \"3.0\"\nservices:\n- name: dead\n  url: http://{dead}\n  routes:\n  - name: dead\n    paths: [\"/dead\"]\n"
     )
 }
+
+/// A body the gateway answers without reading (no route: 404; an https-only route: 426) is
+/// discarded as nginx discards it, and the connection serves the next request: whether the
+/// body came with the head, after the answer, or chunked. A body that stops arriving ends
+/// the connection after nginx's `lingering_timeout` (5 s).
+#[tokio::test]
+async fn unread_bodies_are_discarded_and_the_connection_kept() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let next = b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    // the body with the head
+    s.write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let a = read_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 404 "), "{a}");
+    assert!(a.contains("\r\nConnection: keep-alive\r\n"), "{a}");
+    s.write_all(next).await.unwrap();
+    let a = read_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 200 "), "{a}");
+    // the body after the answer (a large one, in pieces), on an https-only route
+    s.write_all(b"PUT /secure HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+        .await
+        .unwrap();
+    let a = read_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 426 "), "{a}");
+    for _ in 0..16 {
+        s.write_all(&[b'z'; 65536]).await.unwrap();
+    }
+    s.write_all(next).await.unwrap();
+    let a = read_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 200 "), "{a}");
+    // chunked
+    s.write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let a = read_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 404 "), "{a}");
+    s.write_all(next).await.unwrap();
+    let a = read_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 200 "), "{a}");
+    // a body that stops: the connection is closed once the client has been quiet for 5 s
+    s.write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhel")
+        .await
+        .unwrap();
+    let a = read_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 404 "), "{a}");
+    let t = std::time::Instant::now();
+    let (rest, closed) = read_to_close(&mut s, Duration::from_secs(10)).await;
+    assert!(closed && rest.is_empty(), "{rest:?}");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    g.gw.shutdown().await;
+}

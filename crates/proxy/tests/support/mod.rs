@@ -1276,6 +1276,30 @@ pub async fn send_whole_body(
     s
 }
 
+/// Reads one answer framed by its `Content-Length` (none: no body) from `s`: its head and
+/// body (what came, if the connection ends first).
+pub async fn read_answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&got[..end + 4 + len]).into_owned();
+            }
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// Reads `s` until the peer closes it (or a read fails) or `wait` passes: what came, and
 /// whether it was closed.
 pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(
