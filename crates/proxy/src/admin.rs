@@ -1622,28 +1622,9 @@ fn body_failure(
     tracing::debug!(error = %e, ?failure, "admin request body not read whole");
     match failure {
         Some(crate::error::Kind::PayloadTooLarge) => nginx_refusal(StatusCode::PAYLOAD_TOO_LARGE),
-        Some(crate::error::Kind::BadRequest) if broken_framing(e) => {
-            nginx_refusal(StatusCode::BAD_REQUEST)
-        }
+        Some(crate::error::Kind::BadRequest) => nginx_refusal(StatusCode::BAD_REQUEST),
         _ => crate::error::unanswered(),
     }
-}
-
-/// Whether a body failed on its framing (a chunk size line, a chunk's end or a trailer that
-/// hyper's decoder refuses: an `InvalidData` or `InvalidInput` I/O error under the error),
-/// rather than on the connection (the client gone: an unexpected end, a reset).
-fn broken_framing(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
-            );
-        }
-        cause = c.source();
-    }
-    false
 }
 
 /// nginx's own answer to a request body it refuses in Kong's admin server, which has no
@@ -1916,25 +1897,6 @@ mod tests {
 
     fn doc_of(ct: &str, body: &'static [u8]) -> Result<Bytes, String> {
         document(ct, Bytes::from_static(body)).map(|p| p.doc)
-    }
-
-    #[test]
-    fn framing_errors_are_told_from_a_client_gone() {
-        use std::io::{Error, ErrorKind};
-        #[derive(Debug, thiserror::Error)]
-        #[error("body error")]
-        struct Wrapper(#[source] Error);
-        for (kind, framing) in [
-            (ErrorKind::InvalidInput, true),
-            (ErrorKind::InvalidData, true),
-            (ErrorKind::UnexpectedEof, false),
-            (ErrorKind::ConnectionReset, false),
-        ] {
-            let e = Wrapper(Error::new(kind, "x"));
-            assert_eq!(broken_framing(&e), framing, "{kind:?}");
-            assert_eq!(broken_framing(&Error::new(kind, "x")), framing, "{kind:?}");
-        }
-        assert!(!broken_framing(&crate::upstream::BodyTimedOut));
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub enum Kind {
     PayloadTooLarge,
     /// The client stopped sending its body (`client_body_timeout`).
     RequestTimeout,
+    /// The client's connection ended (closed or reset) inside its body: nginx terminates
+    /// the request without an answer, and logs and counts it as a 400.
+    ClientLeft,
     /// The client's body uses a transfer coding other than `chunked`.
     NotImplemented,
     /// A method nginx does not serve (`TRACE`, `CONNECT`).
@@ -101,7 +104,7 @@ impl Kind {
             Kind::ConnectTimeout | Kind::ReadTimeout | Kind::WriteTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Kind::BadRequest => StatusCode::BAD_REQUEST,
+            Kind::BadRequest | Kind::ClientLeft => StatusCode::BAD_REQUEST,
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,

@@ -456,7 +456,7 @@ pub(crate) async fn handle(
             req.version() == Version::HTTP_2,
         );
     }
-    let mut unanswered = false;
+    let mut unanswered: Option<StatusCode> = None;
     let resp = match proxy(sh, conn, (req, client), present, &mut cx).await {
         Ok(r) => r,
         Err(e) => {
@@ -471,11 +471,12 @@ pub(crate) async fn handle(
                     tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
                 }
             }
-            // A body that stalled past `client_body_timeout`: nginx terminates the request
-            // and closes the connection without an answer; its 408 is still logged and
-            // counted (`ngx_http_terminate_request` sets the status), here below.
-            if e.kind == Kind::RequestTimeout {
-                unanswered = true;
+            // A body that stalled past `client_body_timeout`, or whose connection ended:
+            // nginx terminates the request and closes the connection without an answer;
+            // its 408 or 400 is still logged and counted (`ngx_http_terminate_request` sets
+            // the status), here below.
+            if matches!(e.kind, Kind::RequestTimeout | Kind::ClientLeft) {
+                unanswered = Some(e.kind.status());
                 Answer::Map(crate::error::unanswered())
             } else {
                 Answer::Map(error_answer(sh, &cx, e))
@@ -488,21 +489,17 @@ pub(crate) async fn handle(
         return (resp, None);
     };
     if !cx.proxied {
-        let status = if unanswered {
-            StatusCode::REQUEST_TIMEOUT
-        } else {
-            resp.status()
-        };
-        // an unanswered 408 is no error page of Kong's: past the access phase its source
-        // is the service's (`kong.response.get_source()`)
-        stats.response(status.as_u16(), unanswered && cx.past_access);
+        let status = unanswered.unwrap_or(resp.status());
+        // an unanswered 408 or 400 is no error page of Kong's: past the access phase its
+        // source is the service's (`kong.response.get_source()`)
+        stats.response(status.as_u16(), unanswered.is_some() && cx.past_access);
     }
     let mut resp = resp;
     let body = match &mut resp {
         Answer::Map(r) => r.body_mut(),
         Answer::Raw(a) => &mut a.body,
     };
-    if matches!(body, ProxyBody::Upstream(_)) && !unanswered {
+    if matches!(body, ProxyBody::Upstream(_)) && unanswered.is_none() {
         // the latencies end with the streamed body
         body.attach_log(Log::new(stats.clone(), cx.start, cx.latencies()));
     } else if cx.tunnelled {
@@ -511,7 +508,7 @@ pub(crate) async fn handle(
         // a complete body: sent in one write, its time not waited for
         stats.answered(ms(cx.start.elapsed()), cx.latencies());
     }
-    if unanswered {
+    if unanswered.is_some() {
         // (nothing is sent)
         return (resp, None);
     }

@@ -225,6 +225,7 @@ impl BodyWatch {
     const TOO_LARGE: u8 = 1;
     const BROKEN: u8 = 2;
     const TIMED_OUT: u8 = 3;
+    const LEFT: u8 = 4;
 
     fn fail(&self, v: u8) {
         self.0
@@ -232,13 +233,14 @@ impl BodyWatch {
             .store(v, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The client's error that ended the body, if it failed: too large (413), broken off
-    /// (400) or stalled (408).
+    /// The client's error that ended the body, if it failed: too large (413), malformed
+    /// (400), stalled (408) or its connection gone (unanswered, counted as a 400).
     pub fn failure(&self) -> Option<Kind> {
         match self.0.failure.load(std::sync::atomic::Ordering::Relaxed) {
             Self::TOO_LARGE => Some(Kind::PayloadTooLarge),
             Self::BROKEN => Some(Kind::BadRequest),
             Self::TIMED_OUT => Some(Kind::RequestTimeout),
+            Self::LEFT => Some(Kind::ClientLeft),
             _ => None,
         }
     }
@@ -270,6 +272,23 @@ impl BodyWatch {
     fn end(&self) {
         let _ = self.0.end.set(tokio::time::Instant::now());
     }
+}
+
+/// Whether a body failed on its framing (a chunk size line, a chunk's end or a trailer that
+/// hyper's decoder refuses: an `InvalidData` or `InvalidInput` I/O error under the error),
+/// rather than on the connection (the client gone: an unexpected end, a reset).
+pub(crate) fn broken_framing(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            );
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The client's body went past `client_max_body_size`.
@@ -384,7 +403,11 @@ impl ClientBody {
                     self.watch.end();
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.watch.fail(BodyWatch::BROKEN),
+            Poll::Ready(Some(Err(e))) => self.watch.fail(if broken_framing(e) {
+                BodyWatch::BROKEN
+            } else {
+                BodyWatch::LEFT
+            }),
             Poll::Ready(None) => self.watch.end(),
             Poll::Pending => {
                 let idle = self.idle;
@@ -1098,10 +1121,29 @@ pub fn is_h2(p: Protocol) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{H2_PART, H2ReqBody, RequestSent};
+    use super::{BodyTimedOut, H2_PART, H2ReqBody, RequestSent, broken_framing};
     use bytes::Bytes;
     use http_body::Body;
     use http_body_util::{BodyExt, Either, Full};
+
+    #[test]
+    fn framing_errors_are_told_from_a_client_gone() {
+        use std::io::{Error, ErrorKind};
+        #[derive(Debug, thiserror::Error)]
+        #[error("body error")]
+        struct Wrapper(#[source] Error);
+        for (kind, framing) in [
+            (ErrorKind::InvalidInput, true),
+            (ErrorKind::InvalidData, true),
+            (ErrorKind::UnexpectedEof, false),
+            (ErrorKind::ConnectionReset, false),
+        ] {
+            let e = Wrapper(Error::new(kind, "x"));
+            assert_eq!(broken_framing(&e), framing, "{kind:?}");
+            assert_eq!(broken_framing(&Error::new(kind, "x")), framing, "{kind:?}");
+        }
+        assert!(!broken_framing(&BodyTimedOut));
+    }
 
     /// A body held in full goes to an HTTP/2 connection in parts of at most 16 KiB, the
     /// same bytes in order, and counts as sent only when its last part is taken.

@@ -4982,3 +4982,40 @@ async fn certificates_are_read_by_the_name_of_an_sni() {
     assert_eq!(r.json()["code"], 1);
     g.gw.shutdown().await;
 }
+
+/// A client whose connection ends inside its body (its write side shut, a length not
+/// reached) gets no answer: nginx terminates the request (`c->error`), and logs and counts
+/// it as a 400, from the `service` once past Kong's access phase (was answered 400). A
+/// malformed body is still answered 400.
+#[tokio::test]
+async fn a_client_gone_inside_its_body_gets_no_answer_and_counts_400() {
+    use tokio::io::AsyncWriteExt;
+    let b = Backend::start().await;
+    let g = Gw::start(None).await;
+    load_config(g.admin, doc(&b, "r2")).await;
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    s.write_all(b"POST /one/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let (out, closed) = read_to_close(&mut s, std::time::Duration::from_secs(5)).await;
+    assert!(closed, "closed");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    s.write_all(b"POST /one/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX")
+        .await
+        .unwrap();
+    let (out, _) = read_to_close(&mut s, std::time::Duration::from_secs(5)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    // (the unanswered one from the service, as nginx's terminated request; the answered
+    // one from Kong's error page)
+    let t = get(g.status, "localhost", "/metrics").await.text();
+    for source in ["service", "kong"] {
+        let line = format!(
+            r#"kong_http_requests_total{{service="svc",route="r1",code="400",source="{source}",workspace="default",consumer=""}} 1"#
+        );
+        assert!(t.contains(&line), "{line}\n{t}");
+    }
+    g.gw.shutdown().await;
+}
