@@ -2134,8 +2134,9 @@ async fn send(
     rp.version = Version::HTTP_11;
 
     if let Some(client) = upgrading {
+        // (nginx's header filter writes `Connection: upgrade` on a 101)
         rp.headers
-            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         let mut tmp = Response::from_parts(rp, rbody);
         let upstream = hyper::upgrade::on(&mut tmp);
         let (rp, _) = tmp.into_parts();
