@@ -13,9 +13,10 @@ CONF
 
 # (Not KONG_HEADERS: that is Kong's `headers` setting, which the gateway reads.)
 # With NGINX_KONG_HEADERS=1, the reference nginx sets what the gateway sets, as Kong's own nginx
-# does: the upstream request's Host (the upstream's), X-Forwarded-*, X-Real-IP, the request id
-# and Via, and the answer's Via, latency and request id headers. Both proxies then put the
-# same bytes on the wire for the backend and the client to parse. Prints the directives.
+# does: the upstream request's Host (the upstream's), `Connection: keep-alive`, X-Forwarded-*,
+# X-Real-IP, the request id and Via, and the answer's Via, latency and request id headers. Both
+# proxies then put the same bytes on the wire for the backend and the client to parse. Prints
+# the directives.
 kong_headers() {
   [ "${NGINX_KONG_HEADERS:-}" = 1 ] || return 0
   cat <<DIRECTIVES
@@ -29,6 +30,12 @@ proxy_set_header Host 127.0.0.1:$BE; proxy_set_header X-Forwarded-For \$proxy_ad
 DIRECTIVES
 }
 
+# The reference nginx's upstream `Connection`: none for plain `proxy_pass`, Kong's
+# `keep-alive` with NGINX_KONG_HEADERS=1.
+upstream_connection() {
+  if [ "${NGINX_KONG_HEADERS:-}" = 1 ]; then echo keep-alive; else echo '""'; fi
+}
+
 # Starts the backend (CPU 1) and the reference nginx reverse proxy (one worker, CPU 0,
 # keep-alive upstream), and sets NGXW to the proxy's worker pid.
 start_nginx_pair() {
@@ -37,7 +44,7 @@ start_nginx_pair() {
 worker_processes 1; pid $W/proxy.pid; error_log $W/proxy.err; events { worker_connections 4096; }
 http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$NGX backlog=4096; keepalive_requests 1000000;
-  location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+  location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection $(upstream_connection);
   $(kong_headers) } } }
 CONF
   taskset -c 1 nginx -c "$W/backend.conf" -p "$W" -e "$W/backend.err"
