@@ -39,7 +39,7 @@ pub mod report;
 mod ring;
 pub mod target;
 
-pub use balancer::{Balancer, Balancers, Options, Outcome, Peer, SetCookie};
+pub use balancer::{Balancer, Balancers, Options, Outcome, Peer, SetCookie, sni_name};
 pub use context::{PickContext, UriCaptures};
 pub use dns::{Resolver, ResolverOptions};
 pub use error::{BalancerError, NoPeer, SetHealthError};

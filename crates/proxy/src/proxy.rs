@@ -1871,19 +1871,25 @@ async fn send(
         let t_start = Instant::now();
         // (the last try's start, as Kong's balancer phase rewrites its times on each)
         cx.access_end = Some(t_start);
+        // The client's host with `preserve_host`: Kong's `$upstream_host`, which is also
+        // the TLS name (`proxy_ssl_name $upstream_host`) and the name verified.
+        let preserved = up
+            .client_host
+            .filter(|v| up.route.preserve_host && !v.is_empty());
         let key = PoolKey {
             addr: peer.addr,
             tls: tls_cfg.as_ref().map(|t| TlsKey {
-                sni: peer.sni().map(Arc::from),
+                sni: match preserved {
+                    Some(v) => v.to_str().ok().and_then(silverback_balancer::sni_name),
+                    None => peer.sni(),
+                }
+                .map(Arc::from),
                 policy: t.policy,
             }),
         };
 
         // Host and URI (recomputed on every try, as Kong does).
-        let host_value = match up
-            .client_host
-            .filter(|v| up.route.preserve_host && !v.is_empty())
-        {
+        let host_value = match preserved {
             Some(v) => Some(v.clone()),
             None => peer.host_header(tls),
         };

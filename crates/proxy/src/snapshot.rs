@@ -138,8 +138,8 @@ impl Snapshot {
     }
 
     /// How to connect to a TLS service's upstream: its `tls_verify`, `tls_verify_depth`,
-    /// `ca_certificates`, and `client_certificate` (the upstream's when the service host
-    /// names an upstream that has one, else the service's), compiled once per snapshot.
+    /// `ca_certificates`, and `client_certificate` (the service's, else the upstream's when
+    /// the service host names an upstream that has one), compiled once per snapshot.
     pub fn upstream_tls(&self, service: &Service) -> Result<Arc<UpstreamTls>, String> {
         match self.service_index.get(&service.id) {
             Some(&i) => self.service_tls[i]
@@ -164,11 +164,13 @@ impl Snapshot {
                 .ok_or_else(|| format!("no ca_certificate {id}"))?;
             spec.cas.push(&ca.cert);
         }
-        let cert = self
-            .balancers
-            .get(&s.host)
-            .and_then(|b| b.upstream().client_certificate.as_ref())
-            .or(s.client_certificate.as_ref());
+        // (the service's first: Kong's `fallback_upstream_client_cert` takes the upstream's
+        // only for a service without one)
+        let cert = s.client_certificate.as_ref().or_else(|| {
+            self.balancers
+                .get(&s.host)
+                .and_then(|b| b.upstream().client_certificate.as_ref())
+        });
         if let Some(fk) = cert {
             let cert = c
                 .certificates

@@ -1164,8 +1164,9 @@ impl TlsSpec<'_> {
 }
 
 /// WebPKI verification plus nginx's `proxy_ssl_verify_depth`: the chain the upstream
-/// presents may hold at most `depth - 1` intermediates besides the leaf (a presented copy of
-/// a trust anchor does not count), as OpenSSL counts depth 0 for the leaf.
+/// presents may hold at most `depth` intermediates besides the leaf (a presented copy of a
+/// trust anchor does not count), as OpenSSL's verify depth allows the leaf, `depth`
+/// intermediates and the trust anchor (depth 0: a leaf the anchor signed itself).
 #[derive(Debug)]
 struct DepthVerifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
@@ -1185,14 +1186,13 @@ impl ServerCertVerifier for DepthVerifier {
         let verified =
             self.inner
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
-        let issuers = intermediates
+        let between = intermediates
             .iter()
             .filter(|c| !self.anchors.iter().any(|a| a.as_slice() == c.as_ref()))
-            .count()
-            + 1;
-        if issuers > usize::from(self.depth) {
+            .count();
+        if between > usize::from(self.depth) {
             return Err(rustls::Error::General(format!(
-                "certificate chain too long: {issuers} issuers, tls_verify_depth {}",
+                "certificate chain too long: {between} intermediates, tls_verify_depth {}",
                 self.depth
             )));
         }

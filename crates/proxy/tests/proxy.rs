@@ -2813,7 +2813,10 @@ async fn websocket_upgrade_and_echo() {
     let n = s.read(&mut buf).await.unwrap();
     // nginx's header filter writes the 101's `Connection` itself, lower-case `upgrade`
     let raw_head = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert!(raw_head.contains("\r\nConnection: upgrade\r\n"), "{raw_head}");
+    assert!(
+        raw_head.contains("\r\nConnection: upgrade\r\n"),
+        "{raw_head}"
+    );
     let head = raw_head.to_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");

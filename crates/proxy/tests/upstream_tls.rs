@@ -1,7 +1,7 @@
 //! TLS to upstreams, as Kong does it: no verification unless `tls_verify`, verification
 //! against the service's `ca_certificates` (502 on failure), the name checked is the SNI
-//! (upstream `host_header` or target host), `tls_verify_depth`, and mTLS with the service's
-//! or the upstream's `client_certificate`. A test CA (rcgen) and real TLS backends.
+//! (the client's host with `preserve_host`, else the upstream `host_header` or target host), `tls_verify_depth` (OpenSSL's: that many
+//! intermediates), and mTLS with the service's `client_certificate`, else the upstream's. A test CA (rcgen) and real TLS backends.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod support;
@@ -24,6 +24,21 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     ];
     p.distinguished_name.push(DnType::CommonName, name);
     CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// An intermediate CA signed by `ca`.
+fn intermediate(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    name: &str,
+) -> CertifiedIssuer<'static, KeyPair> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::signed_by(p, KeyPair::generate().unwrap(), ca).unwrap()
 }
 
 /// A certificate signed by `ca`: (cert PEM, key PEM).
@@ -88,6 +103,7 @@ fn indent(pem: &str) -> String {
 const CA_ID: &str = "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0001";
 const OTHER_CA_ID: &str = "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0002";
 const CLIENT_ID: &str = "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0003";
+const STRANGER_ID: &str = "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0004";
 
 #[tokio::test]
 async fn verification_sni_and_mtls() {
@@ -95,9 +111,20 @@ async fn verification_sni_and_mtls() {
     let other_ca = ca("Another CA");
     let server = leaf(&test_ca, &["localhost", "127.0.0.1"], false);
     let client = leaf(&test_ca, &["client.test"], true);
+    // a client certificate the mTLS backend refuses (another CA's)
+    let stranger = leaf(&other_ca, &["stranger.test"], true);
+    // a server certificate under an intermediate: leaf, intermediate, then the test CA
+    let mid = intermediate(&test_ca, "Silverback Test Intermediate");
+    let chained = leaf(&mid, &["localhost", "127.0.0.1"], false);
+    let chained = (format!("{}{}", chained.0, mid.pem()), chained.1);
     let tls = Backend::builder()
         .name("tls")
         .tls(server_tls(&server, None))
+        .run()
+        .await;
+    let chain = Backend::builder()
+        .name("chain")
+        .tls(server_tls(&chained, None))
         .run()
         .await;
     let mtls = Backend::builder()
@@ -105,15 +132,18 @@ async fn verification_sni_and_mtls() {
         .tls(server_tls(&server, Some(&test_ca.pem())))
         .run()
         .await;
-    let svc = |name: &str, host: &str, extra: &str| {
+    let svc_on = |name: &str, host: &str, port: u16, extra: &str| {
         format!(
             "- name: {name}\n  protocol: https\n  host: {host}\n  port: {port}\n  retries: 1\n{extra}  routes:\n  - name: {name}\n    paths: [\"/{name}\"]\n",
-            port = if host.starts_with("127.") {
-                tls.addr.port()
-            } else {
-                443
-            },
         )
+    };
+    let svc = |name: &str, host: &str, extra: &str| {
+        let port = if host.starts_with("127.") {
+            tls.addr.port()
+        } else {
+            443
+        };
+        svc_on(name, host, port, extra)
     };
     let mut services = String::new();
     services += &svc("noverify", "127.0.0.1", "");
@@ -143,6 +173,27 @@ async fn verification_sni_and_mtls() {
         "127.0.0.1",
         &format!("  tls_verify: true\n  tls_verify_depth: 0\n  ca_certificates: [{CA_ID}]\n"),
     );
+    // OpenSSL's verify depth: the leaf, that many intermediates, the trust anchor
+    let verified_depth = |d: &str| format!("  tls_verify: true\n{d}  ca_certificates: [{CA_ID}]\n");
+    let chain_port = chain.addr.port();
+    services += &svc_on("chain", "127.0.0.1", chain_port, &verified_depth(""));
+    services += &svc_on(
+        "chain-depth0",
+        "127.0.0.1",
+        chain_port,
+        &verified_depth("  tls_verify_depth: 0\n"),
+    );
+    services += &svc_on(
+        "chain-depth1",
+        "127.0.0.1",
+        chain_port,
+        &verified_depth("  tls_verify_depth: 1\n"),
+    );
+    // with `preserve_host`, the client's host is the TLS name, and the name verified
+    services += &format!(
+        "- name: preserved\n  protocol: https\n  host: 127.0.0.1\n  port: {port}\n  retries: 0\n  tls_verify: true\n  ca_certificates: [{CA_ID}]\n  routes:\n  - name: preserved\n    paths: [\"/preserved\"]\n    preserve_host: true\n",
+        port = tls.addr.port()
+    );
     services += &svc("mtls-none", "mtls-plain", "");
     services += &svc(
         "mtls-service",
@@ -153,6 +204,12 @@ async fn verification_sni_and_mtls() {
         "mtls-upstream",
         "mtls-up",
         &format!("  tls_verify: true\n  ca_certificates: [{CA_ID}]\n"),
+    );
+    // the service's client certificate before the upstream's (which the backend refuses)
+    services += &svc(
+        "mtls-both",
+        "mtls-stranger",
+        &format!("  client_certificate: {{id: {CLIENT_ID}}}\n"),
     );
     let cfg = format!(
         r#"
@@ -170,6 +227,11 @@ certificates:
 {ccert}
   key: |
 {ckey}
+- id: {STRANGER_ID}
+  cert: |
+{scert}
+  key: |
+{skey}
 upstreams:
 - name: named
   host_header: localhost
@@ -188,12 +250,19 @@ upstreams:
   client_certificate: {{id: {CLIENT_ID}}}
   targets:
   - target: {mtls}
+- name: mtls-stranger
+  host_header: localhost
+  client_certificate: {{id: {STRANGER_ID}}}
+  targets:
+  - target: {mtls}
 services:
 {services}"#,
         ca = indent(&test_ca.pem()),
         other = indent(&other_ca.pem()),
         ccert = indent(&client.0),
         ckey = indent(&client.1),
+        scert = indent(&stranger.0),
+        skey = indent(&stranger.1),
         tls = tls.addr,
         mtls = mtls.addr,
     );
@@ -209,13 +278,23 @@ services:
         // The SNI and the verified name come from the upstream's host_header.
         ("/by-name", 200, "tls"),
         ("/wrong-name", 502, ""),
-        // Depth 0 allows no issuer at all.
-        ("/depth0", 502, ""),
+        // Depth 0 allows a leaf the trusted CA signed itself, not one under an
+        // intermediate; the default depth, 1, allows one intermediate.
+        ("/depth0", 200, "tls"),
+        ("/chain-depth0", 502, ""),
+        ("/chain-depth1", 200, "chain"),
+        ("/chain", 200, "chain"),
         // The backend requires a client certificate.
         ("/mtls-none", 502, ""),
         ("/mtls-service", 200, "mtls"),
         ("/mtls-upstream", 200, "mtls"),
+        ("/mtls-both", 200, "mtls"),
     ];
+    // the certificate names localhost (and 127.0.0.1), not wrong.example
+    for (host, status) in [("localhost:8443", 200), ("wrong.example", 502)] {
+        let r = c.get(host, "/preserved").await;
+        assert_eq!(r.status, status, "{host}: {}", r.text());
+    }
     for (path, status, backend) in expect {
         let r = c.get("x", path).await;
         assert_eq!(r.status, status, "{path}: {}", r.text());
