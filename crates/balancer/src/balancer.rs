@@ -1230,6 +1230,24 @@ impl Balancers {
     }
 }
 
+/// The TLS server name for a host (nginx's `ngx_http_upstream_ssl_name` on Kong's
+/// `proxy_ssl_name $upstream_host`): the host without its port, or `None` when it is an IP
+/// address (no SNI is sent for IPs, RFC 6066) or empty.
+pub fn sni_name(h: &str) -> Option<&str> {
+    let h = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else if h.matches(':').count() == 1 {
+        h.split(':').next().unwrap_or(h)
+    } else {
+        h
+    };
+    if h.is_empty() || ip_literal(h).is_some() {
+        None
+    } else {
+        Some(h)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1265,23 +1283,5 @@ mod tests {
         assert_eq!(p.host_header_value(true), "[::1]:80");
         assert!(p.target().is_none() && p.upstream().is_none());
         p.report(Outcome::TcpError);
-    }
-}
-
-/// The TLS server name for a host (nginx's `ngx_http_upstream_ssl_name` on Kong's
-/// `proxy_ssl_name $upstream_host`): the host without its port, or `None` when it is an IP
-/// address (no SNI is sent for IPs, RFC 6066) or empty.
-pub fn sni_name(h: &str) -> Option<&str> {
-    let h = if let Some(rest) = h.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else if h.matches(':').count() == 1 {
-        h.split(':').next().unwrap_or(h)
-    } else {
-        h
-    };
-    if h.is_empty() || ip_literal(h).is_some() {
-        None
-    } else {
-        Some(h)
     }
 }
