@@ -523,17 +523,24 @@ fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor>
         .title_case_headers(true)
         .keep_alive(true)
         .half_close(false);
+    // nginx's HTTP/2 settings on every server block of Kong's (none sets its own): 128
+    // concurrent streams, a stream window of `http2_body_preread_size` (64k) and the
+    // connection window opened to its largest (`NGX_HTTP_V2_MAX_WINDOW`), frames up to the
+    // largest size
     b.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(s.keepalive_timeout))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(128)
+        .initial_stream_window_size(65_536)
+        .initial_connection_window_size(H2_MAX_WINDOW)
+        .max_frame_size(16_777_215)
         .max_header_list_size(u32::try_from(buffers_of(sh, kind).max_bytes()).unwrap_or(u32::MAX));
-    if kind != ListenerKind::Proxy {
-        b.http2().max_concurrent_streams(16);
-    }
     b
 }
+
+/// The largest HTTP/2 flow-control window (2^31 - 1), nginx's `NGX_HTTP_V2_MAX_WINDOW`.
+const H2_MAX_WINDOW: u32 = (1 << 31) - 1;
 
 async fn accept_loop(
     sh: Arc<Shared>,

@@ -1156,15 +1156,15 @@ async fn proxy(
     // request line's host before it for `X-Forwarded-Host` (see `client_hosts`)
     let (client_host, line_host) = client_hosts(&req);
     // RFC 9112 §3.2: an HTTP/1.1 request without a `Host` header (an absolute-form target
-    // does not stand for it), or any HTTP/1 request with an invalid host in either place, is
-    // refused (as nginx does)
-    if req.version() <= Version::HTTP_11
-        && (match &client_host {
-            None => req.version() == Version::HTTP_11,
-            Some(h) => !valid_host(h.as_bytes()),
-        } || line_host
-            .as_ref()
-            .is_some_and(|h| !valid_host(h.as_bytes())))
+    // does not stand for it), or any request with an invalid host in either place, is
+    // refused (as nginx does); so is an HTTP/2 request with neither `:authority` nor `Host`
+    // (nginx's check is for every version past 1.0)
+    if (match &client_host {
+        None => req.version() >= Version::HTTP_11,
+        Some(h) => !valid_host(h.as_bytes()),
+    }) || line_host
+        .as_ref()
+        .is_some_and(|h| !valid_host(h.as_bytes()))
     {
         return Err(Error::downstream(Kind::BadRequest));
     }
@@ -1379,6 +1379,9 @@ async fn proxy(
     };
     let client_version = parts.version;
     let h = &mut parts.headers;
+    if client_version == Version::HTTP_2 {
+        join_cookies(h);
+    }
     let te_trailers = present.has(Present::TE)
         && h.get(header::TE)
             .and_then(|v| v.to_str().ok())
@@ -1479,6 +1482,24 @@ async fn proxy(
         framed,
     };
     send(sh, cx, &snap, up, parts, body, client_upgrade).await
+}
+
+/// An HTTP/2 request's `cookie` fields joined into one, `; ` between them, as nginx's
+/// HTTP/2 module joins them (RFC 9113 §8.2.3: an HTTP/1.1 upstream takes one line).
+fn join_cookies(h: &mut HeaderMap) {
+    let mut all = h.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let joined: Vec<u8> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
 }
 
 /// Whether a request's body has yet to end when its head is in: a chunked HTTP/1 body, or an

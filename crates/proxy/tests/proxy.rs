@@ -4663,3 +4663,117 @@ async fn unread_bodies_are_discarded_and_the_connection_kept() {
     );
     g.gw.shutdown().await;
 }
+
+/// The HTTP/2 settings are nginx's (Kong's server blocks set none of their own): 128
+/// concurrent streams, a 64k stream window (`http2_body_preread_size`), frames up to the
+/// largest size, and the connection window opened to its largest by a WINDOW_UPDATE.
+#[tokio::test]
+async fn h2_settings_are_nginxs() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut settings = None;
+    let mut window = None;
+    let mut buf = [0u8; 4096];
+    while settings.is_none() || window.is_none() {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("frames within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&buf[..n]);
+        while got.len() >= 9 {
+            let len = usize::from(got[0]) << 16 | usize::from(got[1]) << 8 | usize::from(got[2]);
+            if got.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (got[3], got[4]);
+            let stream = u32::from_be_bytes([got[5], got[6], got[7], got[8]]) & 0x7fff_ffff;
+            let payload = got[9..9 + len].to_vec();
+            got.drain(..9 + len);
+            match kind {
+                4 if flags & 1 == 0 => {
+                    settings = Some(
+                        payload
+                            .chunks(6)
+                            .map(|e| {
+                                (
+                                    u16::from_be_bytes([e[0], e[1]]),
+                                    u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
+                                )
+                            })
+                            .collect::<std::collections::BTreeMap<_, _>>(),
+                    );
+                }
+                8 if stream == 0 => {
+                    window = Some(u32::from_be_bytes([
+                        payload[0], payload[1], payload[2], payload[3],
+                    ]));
+                }
+                _ => {}
+            }
+        }
+    }
+    let settings = settings.unwrap();
+    // SETTINGS_MAX_CONCURRENT_STREAMS, _INITIAL_WINDOW_SIZE, _MAX_FRAME_SIZE
+    assert_eq!(settings.get(&3), Some(&128), "{settings:?}");
+    assert_eq!(settings.get(&4), Some(&65_536), "{settings:?}");
+    assert_eq!(settings.get(&5), Some(&16_777_215), "{settings:?}");
+    // from the default 65,535 to 2^31 - 1
+    assert_eq!(window, Some((1 << 31) - 1 - 65_535));
+    drop(s);
+    g.gw.shutdown().await;
+}
+
+/// An HTTP/2 request's cookie fields reach an HTTP/1.1 upstream as one `Cookie` line,
+/// joined with `; ` (RFC 9113 §8.2.3), as nginx's HTTP/2 module joins them.
+#[tokio::test]
+async fn h2_cookies_are_joined_for_an_http1_upstream() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let mut c = H2::h2c(g.http).await;
+    let r = c
+        .send(
+            http::Request::get("http://h2c.test/any")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // (the echo backend would show two lines as `a=1, b=2`)
+    assert_eq!(r.json()["headers"]["cookie"], "a=1; b=2");
+    g.gw.shutdown().await;
+}
+
+/// An HTTP/2 request with neither `:authority` nor `Host`, or with an invalid host, is a
+/// 400, as nginx refuses a request past HTTP/1.0 without a host.
+#[tokio::test]
+async fn h2_requests_need_a_valid_host() {
+    let b = Backend::start().await;
+    let g = Gw::start(Some(&basic(&b))).await;
+    let tcp = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    let (mut tx, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    for (uri, host, want) in [
+        ("/any", None, 400),
+        ("/any", Some("x"), 200),
+        ("http://a..b/any", None, 400),
+        ("http://ok.test/any", None, 200),
+    ] {
+        let mut r = http::Request::get(uri);
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        let (answer, _) = tx.send_request(r.body(()).unwrap(), true).unwrap();
+        let answer = answer.await.unwrap();
+        assert_eq!(answer.status().as_u16(), want, "{uri} {host:?}");
+    }
+    drop(tx);
+    g.gw.shutdown().await;
+}
