@@ -750,7 +750,15 @@ impl H1Conn {
                 }
             }
         };
-        let sent = crate::h1_send::send(&mut self.io, &mut self.buf, req, head_limit).await?;
+        // (boxed: the common requests, written at the end of the batch above, keep a small
+        // future)
+        let sent = Box::pin(crate::h1_send::send(
+            &mut self.io,
+            &mut self.buf,
+            req,
+            head_limit,
+        ))
+        .await?;
         self.cut = sent == crate::h1_send::Sent::Cut;
         Ok(())
     }

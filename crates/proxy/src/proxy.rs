@@ -187,6 +187,8 @@ static X_FORWARDED_PATH: Named = Named::new("x-forwarded-path", b"X-Forwarded-Pa
 static X_FORWARDED_PREFIX: Named = Named::new("x-forwarded-prefix", b"X-Forwarded-Prefix");
 static X_REAL_IP: Named = Named::new("x-real-ip", b"X-Real-IP");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `keep-alive` as a value, made once (`from_static` checks its bytes each time it runs).
+static KEEP_ALIVE_VALUE: HeaderValue = HeaderValue::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -336,7 +338,7 @@ pub(crate) async fn serve(
         && !r.status().is_informational()
     {
         r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+            .insert(header::CONNECTION, KEEP_ALIVE_VALUE.clone());
     }
     if let Some(stats) = stats {
         let mut sent = response_head_len(&r);
@@ -1435,7 +1437,7 @@ async fn proxy(
             Some(HeaderValue::from_static("keep-alive, Upgrade")),
         );
     } else if !grpc_service {
-        set.set(&CONNECTION, Some(HeaderValue::from_static("keep-alive")));
+        set.set(&CONNECTION, Some(KEEP_ALIVE_VALUE.clone()));
     }
     let realip = client.ip();
     let real = if realip == conn.peer.ip() {
