@@ -33,6 +33,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::h1_fast::span;
+pub use crate::h1_send::Sent;
 use crate::upstream::{Conn, Io, Pool, WriteTimed};
 
 /// nginx's default `proxy_buffer_size` (one memory page on x86-64), which Kong's template
@@ -479,9 +480,6 @@ pub struct H1Conn {
     /// Where a small request waits to be written at the end of the batch
     /// ([`crate::batch_write`]); `None`: written in place.
     slot: Option<crate::batch_write::Slot>,
-    /// The last request was not written whole: its answer came first
-    /// ([`crate::h1_send`]), and the connection cannot be reused.
-    cut: bool,
 }
 
 impl std::fmt::Debug for H1Conn {
@@ -609,7 +607,6 @@ impl H1Conn {
             buf: BytesMut::with_capacity(8192),
             out: Vec::with_capacity(1024),
             slot,
-            cut: false,
         }
     }
 
@@ -651,7 +648,7 @@ impl H1Conn {
             .send(&mut out, (parts, client), set, body, head_limit)
             .await;
         self.out = out;
-        r?;
+        let whole = r? == Sent::Whole;
         let head_req = parts.method == Method::HEAD;
         loop {
             let (rp, framing, reusable) = self
@@ -659,7 +656,7 @@ impl H1Conn {
                 .await
                 .map_err(ExchangeError::of_answer_read)?;
             if !rp.status.is_informational() || rp.status == StatusCode::SWITCHING_PROTOCOLS {
-                return Ok((rp, framing, reusable));
+                return Ok((rp, framing, reusable && whole));
             }
         }
     }
@@ -667,7 +664,8 @@ impl H1Conn {
     /// Writes a request (a streamed client body at the client's pace: the body itself holds
     /// the client to `client_body_timeout`, [`crate::upstream::ClientBody`]). Sending stops
     /// early when the answer comes first ([`crate::h1_send`]; `head_limit` as for
-    /// [`read_answer`](Self::read_answer)).
+    /// [`read_answer`](Self::read_answer)): the connection then cannot carry another
+    /// request, whatever its answer says.
     pub async fn send_request(
         &mut self,
         parts: &http::request::Parts,
@@ -675,7 +673,7 @@ impl H1Conn {
         set: &SetHeaders,
         body: SendBody<'_>,
         head_limit: usize,
-    ) -> Result<(), ExchangeError> {
+    ) -> Result<Sent, ExchangeError> {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let r = self
@@ -715,9 +713,8 @@ impl H1Conn {
         set: &SetHeaders,
         body: SendBody<'_>,
         head_limit: usize,
-    ) -> Result<(), ExchangeError> {
+    ) -> Result<Sent, ExchangeError> {
         static NONE: Bytes = Bytes::new();
-        self.cut = false;
         let req = match body {
             SendBody::Empty | SendBody::Full(_) => {
                 let (b, framing) = match body {
@@ -726,7 +723,7 @@ impl H1Conn {
                 };
                 encode_head(out, parts, client, set, framing);
                 if crate::batch_write::defer_message(self.slot.as_ref(), out, b) {
-                    return Ok(());
+                    return Ok(Sent::Whole);
                 }
                 crate::h1_send::Request {
                     head: out,
@@ -752,15 +749,13 @@ impl H1Conn {
         };
         // (boxed: the common requests, written at the end of the batch above, keep a small
         // future)
-        let sent = Box::pin(crate::h1_send::send(
+        Box::pin(crate::h1_send::send(
             &mut self.io,
             &mut self.buf,
             req,
             head_limit,
         ))
-        .await?;
-        self.cut = sent == crate::h1_send::Sent::Cut;
-        Ok(())
+        .await
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at the end of the stream.
@@ -866,10 +861,8 @@ impl H1Conn {
                 None => Framing::Eof,
             }
         };
-        let reusable = !close
-            && !self.cut
-            && framing != Framing::Eof
-            && status != StatusCode::SWITCHING_PROTOCOLS;
+        let reusable =
+            !close && framing != Framing::Eof && status != StatusCode::SWITCHING_PROTOCOLS;
         let head = RawHead {
             status,
             version,

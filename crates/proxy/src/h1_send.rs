@@ -31,7 +31,7 @@ use crate::upstream::{ClientBody, Io, WriteTimed};
 
 /// How sending a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sent {
+pub enum Sent {
     /// All of it was written.
     Whole,
     /// The upstream answered (or closed the connection, or it failed) first: the rest was

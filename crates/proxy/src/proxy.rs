@@ -187,8 +187,10 @@ static X_FORWARDED_PATH: Named = Named::new("x-forwarded-path", b"X-Forwarded-Pa
 static X_FORWARDED_PREFIX: Named = Named::new("x-forwarded-prefix", b"X-Forwarded-Prefix");
 static X_REAL_IP: Named = Named::new("x-real-ip", b"X-Real-IP");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-/// `keep-alive` as a value, made once (`from_static` checks its bytes each time it runs).
+/// Values made once (`from_static` checks its bytes each time it runs).
 static KEEP_ALIVE_VALUE: HeaderValue = HeaderValue::from_static("keep-alive");
+static HTTP_VALUE: HeaderValue = HeaderValue::from_static("http");
+static HTTPS_VALUE: HeaderValue = HeaderValue::from_static("https");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -1245,7 +1247,10 @@ async fn proxy(
             None
         }
     };
-    let fwd_proto = hdr(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(scheme.as_str()));
+    let fwd_proto = hdr(&X_FORWARDED_PROTO).unwrap_or_else(|| match scheme {
+        Scheme::Http => HTTP_VALUE.clone(),
+        Scheme::Https => HTTPS_VALUE.clone(),
+    });
     let fwd_https = fwd_proto.as_bytes() == b"https";
     let fwd_host = match hdr(&X_FORWARDED_HOST) {
         Some(v) => Some(v),
@@ -2458,14 +2463,17 @@ impl H1Try<'_> {
                     .await
                 {
                     Err(e) => Some(Err(e)),
-                    Ok(()) => {
+                    Ok(sent) => {
                         let answer = std::pin::pin!(c.h1.read_answer(
                             parts.method == http::Method::HEAD,
                             sh.settings.proxy_buffer_size
                         ));
+                        // (a request not sent whole leaves the connection unusable)
+                        let whole = sent == crate::h1_client::Sent::Whole;
                         Deadline::arm(&mut c.read_deadline, Instant::now(), self.read_timeout)
                             .within(answer)
                             .await
+                            .map(|r| r.map(|(head, f, reusable)| (head, f, reusable && whole)))
                     }
                 }
             } else {
