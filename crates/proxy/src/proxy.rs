@@ -1240,28 +1240,34 @@ async fn proxy(
     // what this node saw. Most are shared with the client's head or the connection (no
     // copy); an empty value removes the header; a trusted client's value passes as its
     // bytes came (text or not), as Kong's `get_header` passes it.
-    let hdr = |n: &Named| {
-        if trusted {
-            req.headers().get(n.name()).cloned()
-        } else {
-            None
-        }
+    // (read only from a trusted client: no call at all for the others)
+    let [c_proto, c_host, c_port, c_path, c_prefix] = if trusted {
+        [
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_FORWARDED_PORT,
+            &X_FORWARDED_PATH,
+            &X_FORWARDED_PREFIX,
+        ]
+        .map(|n| req.headers().get(n.name()).cloned())
+    } else {
+        [None, None, None, None, None]
     };
-    let fwd_proto = hdr(&X_FORWARDED_PROTO).unwrap_or_else(|| match scheme {
+    let fwd_proto = c_proto.unwrap_or_else(|| match scheme {
         Scheme::Http => HTTP_VALUE.clone(),
         Scheme::Https => HTTPS_VALUE.clone(),
     });
     let fwd_https = fwd_proto.as_bytes() == b"https";
-    let fwd_host = match hdr(&X_FORWARDED_HOST) {
+    let fwd_host = match c_host {
         Some(v) => Some(v),
         None => forwarded_host(line_host.as_ref()),
     };
-    let fwd_port = hdr(&X_FORWARDED_PORT).unwrap_or_else(|| conn.local_port.clone());
-    let fwd_path = match hdr(&X_FORWARDED_PATH) {
+    let fwd_port = c_port.unwrap_or_else(|| conn.local_port.clone());
+    let fwd_path = match c_path {
         Some(v) => Some(v),
         None => path_value(req.uri().path()),
     };
-    let fwd_prefix = match hdr(&X_FORWARDED_PREFIX) {
+    let fwd_prefix = match c_prefix {
         Some(p) => Some(p),
         None => m
             .stripped_prefix
