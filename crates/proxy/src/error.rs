@@ -268,6 +268,67 @@ pub fn kong_handles(code: u16) -> bool {
     )
 }
 
+/// The reason phrase nginx writes for `code` on an answer it makes (its header filter's
+/// `ngx_http_status_lines`, which Kong's answers go through too): its own wording where it
+/// differs from the standard one (`405 Not Allowed`, `503 Service Temporarily
+/// Unavailable`, `504 Gateway Time-out`), and none at all (`HTTP/1.1 426 `) for the codes
+/// its table leaves out.
+pub fn nginx_reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Time-out",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Large",
+        415 => "Unsupported Media Type",
+        416 => "Requested Range Not Satisfiable",
+        421 => "Misdirected Request",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Temporarily Unavailable",
+        504 => "Gateway Time-out",
+        505 => "HTTP Version Not Supported",
+        507 => "Insufficient Storage",
+        _ => "",
+    }
+}
+
+/// Gives an answer made here (one without a reason phrase of its own, as an upstream's
+/// status line brings) nginx's reason phrase, for hyper to write, where it differs from the
+/// standard one.
+pub(crate) fn set_nginx_reason<B>(r: &mut http::Response<B>) {
+    let status = r.status();
+    let reason = nginx_reason(status.as_u16());
+    if status.canonical_reason() != Some(reason)
+        && r.extensions().get::<hyper::ext::ReasonPhrase>().is_none()
+    {
+        r.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(reason.as_bytes()));
+    }
+}
+
 /// nginx's built-in page for an error nginx raises with `code` (its own code: 494 for a
 /// head past its buffers, sent as 400), for the codes the gateway refuses with: 400, 405,
 /// 413, 414, 494 and 501. Kong's proxy server leaves only 501 to nginx ([`kong_handles`]);

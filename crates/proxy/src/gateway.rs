@@ -941,10 +941,12 @@ fn held(
     r: Result<http::Response<crate::body::ProxyBody>, Infallible>,
     busy: Busy,
 ) -> http::Response<Held> {
-    let r = match r {
+    let mut r = match r {
         Ok(r) => r,
         Err(never) => match never {},
     };
+    // (hyper writes the standard phrases; nginx writes its own)
+    crate::error::set_nginx_reason(&mut r);
     r.map(|body| Held {
         body,
         busy: Some(busy),

@@ -850,14 +850,12 @@ async fn write_response<T: AsyncWrite + Unpin>(
 /// The status line and headers of an answer, without the blank line, the framing left to
 /// the writer (and `Date` added when missing).
 fn head_lines(out: &mut Vec<u8>, parts: &http::response::Parts, no_body: bool) {
-    status_line(
-        out,
-        parts.status,
-        parts
-            .extensions
-            .get::<hyper::ext::ReasonPhrase>()
-            .map(|r| r.as_bytes()),
-    );
+    // (an answer made here, or by hyper's client, without a phrase of its own: nginx's)
+    let reason = match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+        Some(r) => r.as_bytes(),
+        None => crate::error::nginx_reason(parts.status.as_u16()).as_bytes(),
+    };
+    status_line(out, parts.status, Some(reason));
     for (name, value) in &parts.headers {
         // The framing is this writer's, except where there is no body to frame (the
         // upstream's length of a HEAD or 304 answer stays).
@@ -909,15 +907,15 @@ fn no_body(status: StatusCode, head_only: bool) -> bool {
         || status == StatusCode::NOT_MODIFIED
 }
 
-/// Starts `out` with the status line (`reason` when given, else the status's own).
+/// Starts `out` with the status line: the code, then a space and `reason` when there is
+/// one (an upstream's status line without one is passed on as it came, as nginx passes it).
 fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    match reason {
-        Some(r) => out.extend_from_slice(r),
-        None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    if let Some(r) = reason {
+        out.push(b' ');
+        out.extend_from_slice(r);
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -1231,7 +1231,8 @@ async fn admin_bodies_over_the_limit_get_nginxs_413_page() {
     )
     .await;
     assert!(
-        over.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        // (nginx's own phrase)
+        over.starts_with("HTTP/1.1 413 Request Entity Too Large\r\n"),
         "{over}"
     );
     announced.check(&over, 0);

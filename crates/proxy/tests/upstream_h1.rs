@@ -645,3 +645,73 @@ async fn a_content_length_goes_upstream_when_the_client_sent_a_body() {
     })
     .await;
 }
+
+/// Status lines as nginx writes them: an upstream's as it came (a line without a reason
+/// phrase stays without one on the fast path; hyper's path adds none either way it keeps),
+/// and the gateway's own answers with nginx's phrases (`503 Service Temporarily
+/// Unavailable`, `426 ` with none), on both paths.
+#[tokio::test]
+async fn status_lines_are_nginxs() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let be = backend(conns).await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+services:
+- name: raw
+  url: http://{be}
+  retries: 0
+  routes:
+  - name: raw
+    paths: ["/"]
+    strip_path: false
+  - name: secure
+    paths: ["/secure"]
+    protocols: ["https"]
+- name: dead
+  url: http://127.0.0.1:1
+  retries: 0
+  routes:
+  - name: dead
+    paths: ["/dead"]
+routes:
+- name: orphan
+  paths: ["/orphan"]
+"#
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let line = |raw: &str| {
+        let raw = raw.to_string();
+        async move {
+            let mut s = TcpStream::connect(g.http).await.expect("connect");
+            s.write_all(raw.as_bytes()).await.expect("write");
+            let a = read_answer(&mut s).await;
+            a.split("\r\n").next().unwrap_or("").to_string()
+        }
+    };
+    // (the fast path: no body; hyper's: a body)
+    for (path, want) in [
+        ("/no-reason", "HTTP/1.1 200"),
+        ("/reason", "HTTP/1.1 200 Fine Thanks"),
+        ("/empty-reason", "HTTP/1.1 404 "),
+        ("/orphan", "HTTP/1.1 503 Service Temporarily Unavailable"),
+        ("/secure", "HTTP/1.1 426 "),
+    ] {
+        let fast = line(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert_eq!(fast, want, "fast path {path}");
+        let hyper = line(&format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz"
+        ))
+        .await;
+        // (hyper writes a phrase-less upstream line with the standard phrase)
+        let want = if path == "/no-reason" {
+            "HTTP/1.1 200 OK"
+        } else {
+            want
+        };
+        assert_eq!(hyper, want, "hyper's path {path}");
+    }
+    let dead = line("GET /dead HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(dead, "HTTP/1.1 502 Bad Gateway");
+    drop(g);
+}
