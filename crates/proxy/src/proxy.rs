@@ -951,6 +951,25 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, mut client: Option<&m
     }
 }
 
+/// Removes the upstream answer's headers nginx hides by default (hyper's client paths;
+/// the HTTP/1.1 client leaves them out while reading, [`RawHead`]): `X-Accel-*`, and for
+/// the proxy module (not `grpc`, a gRPC service's) `X-Pad`. (`Date` and `Server`, which
+/// nginx hides too, are passed on by Kong's `proxy_pass_header`/`grpc_pass_header`.)
+fn hide_headers(h: &mut HeaderMap, grpc: bool) {
+    let hidden = |n: &HeaderName| {
+        let n = n.as_str();
+        n.starts_with("x-accel-")
+            && matches!(
+                &n[8..],
+                "expires" | "redirect" | "limit-rate" | "buffering" | "charset"
+            )
+            || (!grpc && n == "x-pad")
+    };
+    while let Some(n) = h.keys().find(|n| hidden(n)).cloned() {
+        h.remove(n);
+    }
+}
+
 /// Removes an upstream answer's hop-by-hop headers (hyper's client paths; the HTTP/1.1
 /// client leaves the same ones out while reading, [`RawHead`]), as nginx and Kong 3.x's
 /// `header_filter` remove them: `Connection`, `Keep-Alive` and `Transfer-Encoding` (nginx's
@@ -2170,6 +2189,7 @@ async fn send(
         UpHead::Map(rp) => rp,
     };
     strip_answer_hop_by_hop(&mut rp.headers, asked_upgrade);
+    hide_headers(&mut rp.headers, h2);
     set.apply(&mut rp.headers, false);
     rp.version = Version::HTTP_11;
 
