@@ -819,7 +819,9 @@ impl<'a> Stop<'a> {
 }
 
 /// Writes a response; an error means the connection cannot be reused.
-/// `connection`: the `Connection` line to write unless the answer has its own.
+/// `connection`: the `Connection` line to write unless the answer closes the connection
+/// (`Connection: close`); another `Connection` of the answer's own (Kong's `Upgrade` on a
+/// 426) is one more line, as nginx writes its own beside the ones Kong sets.
 async fn write_response<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Vec<u8>,
@@ -832,7 +834,11 @@ async fn write_response<T: AsyncWrite + Unpin>(
     let (parts, body) = resp.into_parts();
     let no_body = no_body(parts.status, head_only);
     head_lines(out, &parts, no_body);
-    if !parts.headers.contains_key(header::CONNECTION) {
+    if !parts
+        .headers
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    {
         out.extend_from_slice(connection);
     }
     // An answer of the gateway's own to a `HEAD` keeps its body's length, as nginx keeps

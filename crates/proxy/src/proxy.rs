@@ -332,15 +332,27 @@ pub(crate) async fn serve(
         tokio::spawn(crate::discard::discard(body));
     }
     // nginx writes `Connection: keep-alive` on every HTTP/1.1 answer it keeps the
-    // connection for; hyper writes nothing then (and `close` itself when it closes)
+    // connection for, before a `Connection` Kong sets (`Upgrade` on a 426); hyper writes
+    // nothing then (and `close` itself when it closes)
     if http11
         && !asks_close
-        && !r.headers().contains_key(header::CONNECTION)
         && !sh.stopping.load(std::sync::atomic::Ordering::Relaxed)
         && !r.status().is_informational()
     {
-        r.headers_mut()
-            .insert(header::CONNECTION, KEEP_ALIVE_VALUE.clone());
+        let h = r.headers_mut();
+        match h.get(header::CONNECTION) {
+            None => {
+                h.insert(header::CONNECTION, KEEP_ALIVE_VALUE.clone());
+            }
+            Some(v) if v != "close" => {
+                let own: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
+                h.insert(header::CONNECTION, KEEP_ALIVE_VALUE.clone());
+                for v in own {
+                    h.append(header::CONNECTION, v);
+                }
+            }
+            Some(_) => {}
+        }
     }
     if let Some(stats) = stats {
         let mut sent = response_head_len(&r);

@@ -894,6 +894,31 @@ async fn https_only_routes() {
         r.header("x-kong-request-id")
     );
     assert_eq!(r.header("upgrade"), Some("TLS/1.2, HTTP/1.1"));
+    // nginx's own `Connection` line, and the one Kong sets: the connection is kept (the
+    // fast path and hyper's, as written)
+    for raw in [
+        "GET /secure HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /secure HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let a = read_answer(&mut s).await;
+        // (two lines on the fast path; hyper joins them into one)
+        let mut tokens: Vec<&str> = a
+            .split("\r\n")
+            .filter(|l| l.to_ascii_lowercase().starts_with("connection:"))
+            .flat_map(|l| l["connection:".len()..].split(','))
+            .map(str::trim)
+            .collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, ["Upgrade", "keep-alive"], "{a}");
+        // (and the connection takes the next request)
+        s.write_all(b"GET /any HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let a = read_answer(&mut s).await;
+        assert!(a.starts_with("HTTP/1.1 200 "), "{a}");
+    }
     let r = c.get("shop.example", "/redirect/x?q=1").await;
     assert_eq!(r.status, 301);
     assert_eq!(
