@@ -59,7 +59,8 @@ CONF
 start_gateway() {
   # shellcheck disable=SC2086 # the extra arguments are split on purpose
   taskset -c 0 "$1" proxy --proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$(($2 + 1))" \
-    --status-listen "127.0.0.1:$(($2 + 2))" --nginx-worker-processes 1 $3 >"$W/gw-$2.out" 2>&1 &
+    --status-listen "127.0.0.1:$(($2 + 2))" --nginx-worker-processes 1 \
+    --nginx-http-keepalive-requests 1000000 $3 >"$W/gw-$2.out" 2>&1 &
   echo $!
 }
 

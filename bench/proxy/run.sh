@@ -44,7 +44,7 @@ start_gw() { # bin port admin status extra-args -> pid
   local args=(--proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$3"
     --status-listen "127.0.0.1:$4")
   case "$(basename "$1")" in
-    silverback*) args=(proxy "${args[@]}" --nginx-worker-processes 1) ;;
+    silverback*) args=(proxy "${args[@]}" --nginx-worker-processes 1 --nginx-http-keepalive-requests 1000000) ;;
     *) args+=(--workers 1) ;;
   esac
   # shellcheck disable=SC2206 # the extra arguments are split on purpose

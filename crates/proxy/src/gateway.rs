@@ -473,11 +473,10 @@ impl ConnSetup {
     fn guard<T>(
         &self,
         io: T,
-        first_head_by: Option<std::time::Instant>,
-        h2c: bool,
+        (first_head_by, h2c): (Option<std::time::Instant>, bool),
         heads: Option<Arc<crate::h1_guard::Heads>>,
+        close_after: Arc<Notify>,
     ) -> (TokioIo<crate::h1_guard::H1Guard<T>>, Option<Arc<Notify>>) {
-        let close_after = Arc::new(Notify::new());
         let guard = crate::h1_guard::H1Guard::new(
             io,
             crate::h1_guard::Limits { h2c, ..self.limits },
@@ -756,7 +755,7 @@ async fn serve_conn<S>(
             let info = conn.info(sh, true, sni);
             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let io = TokioIo::new(s);
-                let closing = (watcher, None, shutdown);
+                let closing = (watcher, Some(info.close.clone()), shutdown);
                 serve_io(sh, kind, (&b.h2_only, true), (io, None), info, closing).await
             } else if kind == ListenerKind::Proxy && sh.settings.fast_h1 {
                 // HTTP/1.1 over TLS: the same fast path as in cleartext (no h2c: without
@@ -831,7 +830,8 @@ async fn serve_guarded<I>(
 {
     // (the heads as received, for the proxy's upstream requests: see `h1_guard`)
     let heads = (kind == ListenerKind::Proxy).then(Arc::default);
-    let (io, close_after) = b.guard(io, first_head_by, h2c, heads.clone());
+    let close = info.close.clone();
+    let (io, close_after) = b.guard(io, (first_head_by, h2c), heads.clone(), close);
     let builder = if h2c { &b.builder } else { &b.h1_only };
     serve_io(
         sh,

@@ -722,7 +722,9 @@ where
         // --- the response ---
         // (nginx writes `Connection: keep-alive` on every answer it keeps the connection
         // for, and `close` once it is exiting)
-        let stopping = stop.requested();
+        // (the request that reaches `keepalive_requests` is the connection's last, as
+        // shutting down makes every one)
+        let stopping = stop.requested() | info.last_request(sh.settings.keepalive_requests);
         let connection: &[u8] = if stopping {
             b"Connection: close\r\n"
         } else {

@@ -54,7 +54,7 @@ use crate::upstream::{PoolKey, ReqBody, TlsKey, UpstreamTls, is_h2, no_peer};
 use silverback_balancer::{Outcome as BalancerOutcome, PickContext};
 
 /// What the proxy knows about the client connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// Client address.
     pub peer: SocketAddr,
@@ -75,6 +75,11 @@ pub struct ConnInfo {
     client_port: u16,
     /// [`ConnInfo::client_port`] as a header value (`X-Forwarded-Port`).
     local_port: HeaderValue,
+    /// The requests made on the connection so far (nginx's `c->requests`).
+    requests: std::sync::atomic::AtomicU64,
+    /// Asks hyper's side of the connection to shut down gracefully (an HTTP/2 connection
+    /// that reached `keepalive_requests`, or the framing guard once it refused a head).
+    pub(crate) close: Arc<tokio::sync::Notify>,
 }
 
 impl ConnInfo {
@@ -91,7 +96,16 @@ impl ConnInfo {
             peer_ip,
             client_port: local.port(),
             local_port: HeaderValue::from(local.port()),
+            requests: std::sync::atomic::AtomicU64::new(0),
+            close: Arc::default(),
         }
+    }
+
+    /// Counts a request on the connection: whether it is the last one it takes
+    /// (`keepalive_requests`, nginx's: the request that reaches the limit is answered, and
+    /// the connection closed after it, or an HTTP/2 one shut down gracefully).
+    pub(crate) fn last_request(&self, keepalive_requests: u64) -> bool {
+        self.requests.fetch_add(1, Relaxed) + 1 >= keepalive_requests
     }
 
     /// Applies `port_maps`: the port clients reach this connection's listener on.
@@ -318,8 +332,19 @@ pub(crate) async fn serve(
     let back = (req.version() <= Version::HTTP_11 && !http_body::Body::is_end_stream(req.body()))
         .then(crate::discard::Returned::default);
     let req = req.map(|b| Some(crate::discard::Unread::new(b, back.clone())));
+    let last = conn.last_request(sh.settings.keepalive_requests);
+    let http2 = req.version() == Version::HTTP_2;
     let (answer, stats) = handle(&sh, &conn, req, head_bytes, client.as_mut()).await;
     let mut r = answer.into_response();
+    if last {
+        if http2 {
+            // (nginx's GOAWAY once the stream that reached the limit is taken)
+            conn.close.notify_one();
+        } else {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
     if crate::error::is_unanswered(&r) {
         return Err(crate::error::Unanswered);
     }

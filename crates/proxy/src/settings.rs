@@ -526,6 +526,12 @@ pub struct Settings {
     pub upstream_keepalive_idle_timeout: Duration,
     /// Requests after which an upstream connection is retired (10000).
     pub upstream_keepalive_max_requests: u32,
+    /// The requests a client connection takes (Kong's `nginx_http_keepalive_requests`,
+    /// nginx's `keepalive_requests`, 10,000 since Kong 3.6): the answer to the last one
+    /// says `Connection: close` and the connection closes after it; an HTTP/2 connection
+    /// is shut down gracefully (GOAWAY) once it took that many streams. 0 closes after
+    /// every request.
+    pub keepalive_requests: u64,
     /// The admin listeners' `client_max_body_size` in bytes (Kong's
     /// `nginx_admin_client_max_body_size`, 10m): a request announcing a larger body gets
     /// nginx's 413 page at once, and a body of unknown length (chunked) once it grows past
@@ -671,6 +677,7 @@ impl Default for Settings {
             upstream_keepalive_pool_size: 512,
             upstream_keepalive_idle_timeout: Duration::from_secs(60),
             upstream_keepalive_max_requests: 10_000,
+            keepalive_requests: 10_000,
             admin_client_max_body_size: 10 * 1024 * 1024,
             admin_upload_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),

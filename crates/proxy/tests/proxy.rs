@@ -4807,3 +4807,51 @@ async fn h2_requests_need_a_valid_host() {
     drop(tx);
     g.gw.shutdown().await;
 }
+
+/// `keepalive_requests` (Kong's `nginx_http_keepalive_requests`): the request that reaches
+/// it is answered with `Connection: close` and its connection closed, on the fast path and
+/// on hyper's (the count goes on across the hand-over); an HTTP/2 connection is shut down
+/// gracefully (GOAWAY) once it took that many streams.
+#[tokio::test]
+async fn keepalive_requests_ends_a_connection() {
+    let b = Backend::start().await;
+    let mut s = silverback_proxy::Settings::loopback();
+    s.keepalive_requests = 3;
+    let g = Gw::start_with(s, Some(&basic(&b))).await;
+    let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    for (i, raw) in [
+        "GET /any HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz",
+        "GET /any HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        c.write_all(raw.as_bytes()).await.unwrap();
+        let a = read_answer(&mut c).await;
+        assert!(a.starts_with("HTTP/1.1 200 "), "{i}: {a}");
+        let close = a.to_ascii_lowercase().contains("\r\nconnection: close\r\n");
+        assert_eq!(close, i == 2, "{i}: {a}");
+    }
+    let (rest, closed) = read_to_close(&mut c, Duration::from_secs(5)).await;
+    assert!(closed && rest.is_empty(), "{rest:?}");
+
+    // HTTP/2: the third stream is answered, then the connection ends
+    let tcp = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    let (mut tx, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..3 {
+        let r = http::Request::get("http://h2.test/any").body(()).unwrap();
+        let (answer, _) = tx.send_request(r, true).unwrap();
+        assert_eq!(answer.await.unwrap().status(), 200);
+    }
+    // (the client still holds the connection: the gateway ends it)
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the connection ends after its last stream")
+        .unwrap()
+        .unwrap();
+    let r = http::Request::get("http://h2.test/any").body(()).unwrap();
+    assert!(tx.send_request(r, true).is_err(), "no stream after the GOAWAY");
+    g.gw.shutdown().await;
+}

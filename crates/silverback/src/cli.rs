@@ -163,6 +163,15 @@ pub struct DataPlaneArgs {
         default_value = "4k"
     )]
     pub nginx_proxy_proxy_buffer_size: String,
+    /// The requests one client connection takes (Kong's `nginx_http_keepalive_requests`,
+    /// nginx's `keepalive_requests`; 10000 since Kong 3.6): the last one's answer closes
+    /// the connection, an HTTP/2 connection gets a GOAWAY. `0` closes after every request.
+    #[arg(
+        long,
+        env = "SILVERBACK_NGINX_HTTP_KEEPALIVE_REQUESTS",
+        default_value_t = 10_000
+    )]
+    pub nginx_http_keepalive_requests: u64,
     /// First buffer for a request head (Kong's `nginx_http_client_header_buffer_size`).
     #[arg(
         long,
