@@ -4852,6 +4852,9 @@ async fn keepalive_requests_ends_a_connection() {
         .unwrap()
         .unwrap();
     let r = http::Request::get("http://h2.test/any").body(()).unwrap();
-    assert!(tx.send_request(r, true).is_err(), "no stream after the GOAWAY");
+    assert!(
+        tx.send_request(r, true).is_err(),
+        "no stream after the GOAWAY"
+    );
     g.gw.shutdown().await;
 }
