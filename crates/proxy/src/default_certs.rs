@@ -1317,10 +1317,16 @@ fn spawn_rsa(
 mod tests {
     use super::*;
 
-    const PKI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/tests/fixtures/pki");
+    /// The config crate's test PKI (the directory cargo gives the test run, where a
+    /// binary built elsewhere would carry another path).
+    fn pki() -> String {
+        let dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        format!("{dir}/../config/tests/fixtures/pki")
+    }
 
     fn fixture(name: &str) -> String {
-        format!("{PKI}/{name}")
+        format!("{}/{name}", pki())
     }
 
     fn b64(s: &str) -> String {

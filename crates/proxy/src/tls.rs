@@ -1228,7 +1228,13 @@ mod tests {
     use std::time::{Duration, Instant};
     use tokio::task::JoinHandle;
 
-    const PKI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/tests/fixtures/pki");
+    /// The config crate's test PKI (the directory cargo gives the test run, where a
+    /// binary built elsewhere would carry another path).
+    fn pki() -> String {
+        let dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        format!("{dir}/../config/tests/fixtures/pki")
+    }
 
     /// Accepts any certificate and offers `schemes` in the ClientHello.
     #[derive(Debug)]
@@ -1725,7 +1731,8 @@ mod tests {
     fn certificates() -> (Arc<CertifiedKey>, Arc<CertifiedKey>) {
         let ecdsa = crate::default_certs::generate(KeyType::EcdsaP256).unwrap();
         let rsa =
-            crate::SslCert::parse(&format!("{PKI}/rsa.crt"), &format!("{PKI}/rsa.key")).load();
+            crate::SslCert::parse(&format!("{}/rsa.crt", pki()), &format!("{}/rsa.key", pki()))
+                .load();
         let rsa = rsa.unwrap().certificates().next().unwrap().clone();
         (ecdsa.certified, rsa)
     }
@@ -1872,7 +1879,7 @@ mod tests {
         let (ecdsa, rsa) = certificates();
         let (defaults, slot) = DefaultCertificates::pending(ecdsa);
         let settings = crate::Settings::loopback();
-        let pem = |name: &str| std::fs::read_to_string(format!("{PKI}/{name}")).unwrap();
+        let pem = |name: &str| std::fs::read_to_string(format!("{}/{name}", pki())).unwrap();
         let doc = serde_json::json!({
             "_format_version": "3.0",
             "certificates": [{
@@ -1973,7 +1980,7 @@ mod tests {
     }
 
     fn pem(name: &str) -> String {
-        std::fs::read_to_string(format!("{PKI}/{name}")).unwrap()
+        std::fs::read_to_string(format!("{}/{name}", pki())).unwrap()
     }
 
     /// The leaf certificate `name` gets, if any.

@@ -3497,7 +3497,8 @@ async fn grpc_content_types_on_http_routes_are_proxied() {
 async fn cert_alt_follows_the_clients_signature_preference() {
     let pki = format!(
         "{}/../config/tests/fixtures/pki",
-        env!("CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
     );
     let rsa_cert = std::fs::read_to_string(format!("{pki}/rsa.crt")).unwrap();
     let rsa_key = std::fs::read_to_string(format!("{pki}/rsa.key")).unwrap();

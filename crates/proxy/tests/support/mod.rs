@@ -1105,7 +1105,8 @@ pub fn key_of(der: &[u8]) -> (&'static str, usize, String) {
 pub fn pki_path(name: &str) -> String {
     format!(
         "{}/../config/tests/fixtures/pki/{name}",
-        env!("CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
     )
 }
 
