@@ -1282,7 +1282,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use tokio::io::AsyncWriteExt;
-    let mut sent = 0u64;
+    let mut counted = Counted::new(length);
     loop {
         let Some(frame) = body.frame().await else {
             break;
@@ -1296,13 +1296,8 @@ where
         if data.is_empty() {
             continue;
         }
-        sent += data.len() as u64;
+        counted.part(data.len()).map_err(BodyError::Read)?;
         match length {
-            Some(n) if sent > n => {
-                return Err(BodyError::Read(invalid(
-                    "body longer than its Content-Length",
-                )));
-            }
             Some(_) => io.write_all(&data).await.map_err(BodyError::Write)?,
             None => {
                 out.clear();
@@ -1312,12 +1307,40 @@ where
             }
         }
     }
-    match length {
-        Some(n) if n != sent => Err(BodyError::Read(invalid(
-            "body shorter than its Content-Length",
-        ))),
-        Some(_) => Ok(()),
-        None => io.write_all(b"0\r\n\r\n").await.map_err(BodyError::Write),
+    counted.end().map_err(BodyError::Read)?;
+    if length.is_none() {
+        io.write_all(b"0\r\n\r\n").await.map_err(BodyError::Write)?;
+    }
+    Ok(())
+}
+
+/// A body's bytes counted against the length its head announced (`None`: chunked coding,
+/// any length): a body must add up to exactly what it announced.
+pub(crate) struct Counted {
+    length: Option<u64>,
+    sent: u64,
+}
+
+impl Counted {
+    pub(crate) fn new(length: Option<u64>) -> Counted {
+        Counted { length, sent: 0 }
+    }
+
+    /// Counts a part of `n` bytes: an error once the parts pass the announced length.
+    pub(crate) fn part(&mut self, n: usize) -> io::Result<()> {
+        self.sent += n as u64;
+        match self.length {
+            Some(l) if self.sent > l => Err(invalid("body longer than its Content-Length")),
+            _ => Ok(()),
+        }
+    }
+
+    /// At the body's end: an error when the parts fell short of the announced length.
+    pub(crate) fn end(&self) -> io::Result<()> {
+        match self.length {
+            Some(l) if self.sent != l => Err(invalid("body shorter than its Content-Length")),
+            _ => Ok(()),
+        }
     }
 }
 

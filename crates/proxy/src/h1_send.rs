@@ -161,7 +161,7 @@ pub(crate) async fn send(
     };
     let mut body: Option<ClientBody> = None;
     // the streamed body's bytes so far, and whether its end is queued
-    let mut sent = 0u64;
+    let mut counted = crate::h1_client::Counted::new(length);
     let mut ended = stream.is_none();
     let mut written = 0usize;
     std::future::poll_fn(|cx| {
@@ -222,27 +222,21 @@ pub(crate) async fn send(
                     if data.is_empty() {
                         continue;
                     }
-                    sent += data.len() as u64;
+                    if let Err(e) = counted.part(data.len()) {
+                        return Poll::Ready(Err(ExchangeError::Client(e)));
+                    }
                     match length {
-                        Some(n) if sent > n => {
-                            return Poll::Ready(Err(ExchangeError::Client(invalid(
-                                "body longer than its Content-Length",
-                            ))));
-                        }
                         Some(_) => out.data = data,
                         None => out.chunk(data),
                     }
                 }
                 Poll::Ready(None) => {
                     ended = true;
-                    match length {
-                        Some(n) if n != sent => {
-                            return Poll::Ready(Err(ExchangeError::Client(invalid(
-                                "body shorter than its Content-Length",
-                            ))));
-                        }
-                        Some(_) => {}
-                        None => out.tail = b"0\r\n\r\n",
+                    if let Err(e) = counted.end() {
+                        return Poll::Ready(Err(ExchangeError::Client(e)));
+                    }
+                    if length.is_none() {
+                        out.tail = b"0\r\n\r\n";
                     }
                 }
             }
@@ -257,10 +251,6 @@ fn failed(written: usize, e: io::Error) -> ExchangeError {
     } else {
         ExchangeError::Failed(e)
     }
-}
-
-fn invalid(msg: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
 /// Whether the upstream's answer came, reading what the connection has: a final answer's
