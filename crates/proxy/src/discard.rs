@@ -17,7 +17,9 @@
 //! dropped instead, hyper would close the connection after the answer, which says
 //! `keep-alive`.) One difference from nginx: a client that sent `Expect: 100-continue`
 //! gets no `100 Continue` before the answer (hyper sends one only before an answer's
-//! head), where nginx sends one as it starts discarding.
+//! head), where nginx sends one as it starts discarding; such a client may then send its
+//! next request rather than the body, so its connection is closed after the answer
+//! (`Connection: close`) instead.
 
 use std::sync::{Arc, Mutex};
 

@@ -331,6 +331,9 @@ pub(crate) async fn serve(
     // ([`crate::discard`]).
     let back = (req.version() <= Version::HTTP_11 && !http_body::Body::is_end_stream(req.body()))
         .then(crate::discard::Returned::default);
+    // (a client waiting for `100 Continue` that gets the answer first may send its next
+    // request instead of the body: its unread body is not discarded, the connection closes)
+    let expects = req.headers().contains_key(header::EXPECT);
     let req = req.map(|b| Some(crate::discard::Unread::new(b, back.clone())));
     let last = conn.last_request(sh.settings.keepalive_requests);
     let http2 = req.version() == Version::HTTP_2;
@@ -349,12 +352,17 @@ pub(crate) async fn serve(
         return Err(crate::error::Unanswered);
     }
     let unread = back.and_then(|b| b.lock().ok().and_then(|mut s| s.take()));
-    if let Some(body) = unread
-        && r.headers()
+    if let Some(body) = unread {
+        if expects {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        } else if r
+            .headers()
             .get(header::CONNECTION)
             .is_none_or(|v| v != "close")
-    {
-        tokio::spawn(crate::discard::discard(body));
+        {
+            tokio::spawn(crate::discard::discard(body));
+        }
     }
     // nginx writes `Connection: keep-alive` on every HTTP/1.1 answer it keeps the
     // connection for, before a `Connection` Kong sets (`Upgrade` on a 426); hyper writes

@@ -4640,7 +4640,8 @@ async fn dead_service_doc() -> String {
 /// A body the gateway answers without reading (no route: 404; an https-only route: 426) is
 /// discarded as nginx discards it, and the connection serves the next request: whether the
 /// body came with the head, after the answer, or chunked. A body that stops arriving ends
-/// the connection after nginx's `lingering_timeout` (5 s).
+/// the connection after nginx's `lingering_timeout` (5 s); so does the answer to a client
+/// that waited for `100 Continue`.
 #[tokio::test]
 async fn unread_bodies_are_discarded_and_the_connection_kept() {
     let b = Backend::start().await;
@@ -4678,6 +4679,19 @@ async fn unread_bodies_are_discarded_and_the_connection_kept() {
     s.write_all(next).await.unwrap();
     let a = read_answer(&mut s).await;
     assert!(a.starts_with("HTTP/1.1 200 "), "{a}");
+    // a client waiting for `100 Continue` (which the gateway, answering first, does not
+    // send) may send its next request instead of the body: that connection is closed
+    let mut e = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    e.write_all(
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 30\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (a, closed) = read_to_close(&mut e, Duration::from_secs(5)).await;
+    let a = String::from_utf8_lossy(&a);
+    assert!(a.starts_with("HTTP/1.1 404 "), "{a}");
+    assert!(a.contains("\r\nConnection: close\r\n"), "{a}");
+    assert!(closed, "{a}");
     // a body that stops: the connection is closed once the client has been quiet for 5 s
     s.write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhel")
         .await
