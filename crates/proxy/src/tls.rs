@@ -1140,7 +1140,9 @@ impl TlsSpec<'_> {
                 pki::parse_key(key).map_err(|e| format!("client_certificate: {e}"))?,
             )),
         };
-        let mk = |alpn: &[u8]| -> Result<Arc<rustls::ClientConfig>, String> {
+        // (nginx's proxy module offers no ALPN to an https upstream; its gRPC module offers
+        // `h2`)
+        let mk = |alpn: Option<&[u8]>| -> Result<Arc<rustls::ClientConfig>, String> {
             let b = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| e.to_string())?
@@ -1152,13 +1154,13 @@ impl TlsSpec<'_> {
                     .with_client_auth_cert(chain.clone(), key.clone_key())
                     .map_err(|e| format!("client_certificate: {e}"))?,
             };
-            c.alpn_protocols = vec![alpn.to_vec()];
+            c.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
             Ok(Arc::new(c))
         };
         Ok(UpstreamTls {
             policy: self.digest(),
-            h1: mk(b"http/1.1")?,
-            h2: mk(b"h2")?,
+            h1: mk(None)?,
+            h2: mk(Some(b"h2"))?,
         })
     }
 }

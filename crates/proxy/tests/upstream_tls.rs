@@ -122,6 +122,17 @@ async fn verification_sni_and_mtls() {
         .tls(server_tls(&server, None))
         .run()
         .await;
+    // a backend that would refuse an ALPN offer of `http/1.1` (it names only `h2`): nginx
+    // offers no ALPN to an https upstream, and neither does the gateway
+    let h2_named = {
+        let mut c = (*server_tls(&server, None)).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Backend::builder()
+            .name("no-alpn")
+            .tls(Arc::new(c))
+            .run()
+            .await
+    };
     let chain = Backend::builder()
         .name("chain")
         .tls(server_tls(&chained, None))
@@ -147,6 +158,7 @@ async fn verification_sni_and_mtls() {
     };
     let mut services = String::new();
     services += &svc("noverify", "127.0.0.1", "");
+    services += &svc_on("no-alpn", "127.0.0.1", h2_named.addr.port(), "");
     services += &svc("system-roots", "127.0.0.1", "  tls_verify: true\n");
     services += &svc(
         "verified",
@@ -271,6 +283,7 @@ services:
     let expect = [
         // Kong's default: tls_verify off, any certificate accepted.
         ("/noverify", 200, "tls"),
+        ("/no-alpn", 200, "no-alpn"),
         // Verification against the system roots: our test CA is not among them.
         ("/system-roots", 502, ""),
         ("/verified", 200, "tls"),
