@@ -654,18 +654,9 @@ async fn a_content_length_goes_upstream_when_the_client_sent_a_body() {
 async fn status_lines_are_nginxs() {
     let conns = Arc::new(AtomicUsize::new(0));
     let be = backend(conns).await;
+    // (the raw service's routes, and more)
     let cfg = format!(
-        r#"
-_format_version: "3.0"
-services:
-- name: raw
-  url: http://{be}
-  retries: 0
-  routes:
-  - name: raw
-    paths: ["/"]
-    strip_path: false
-  - name: secure
+        r#"{}  - name: secure
     paths: ["/secure"]
     protocols: ["https"]
 - name: dead
@@ -677,7 +668,8 @@ services:
 routes:
 - name: orphan
   paths: ["/orphan"]
-"#
+"#,
+        config(be)
     );
     let g = Gw::start(Some(&cfg)).await;
     let line = |raw: &str| {
