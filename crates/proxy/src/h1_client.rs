@@ -1125,6 +1125,13 @@ pub(crate) fn keeps_upgrade(lines: usize, value: &[u8], asked: &[u8]) -> bool {
     lines == 1 && value.trim_ascii().eq_ignore_ascii_case(asked)
 }
 
+/// Whether nginx's proxy module hides an answer header of this name by default
+/// (`ngx_http_proxy_hide_headers`: `X-Pad`, `X-Accel-*`; `Date` and `Server` are passed by
+/// Kong's `proxy_pass_header`).
+pub(crate) fn hidden_by_nginx(name: &[u8]) -> bool {
+    matches!(classify(name), Name::Hidden | Name::AccelBuffering)
+}
+
 /// The [`Name`] of a header name as read (any case): one comparison at most.
 fn classify(name: &[u8]) -> Name {
     let is = |s: &[u8]| name.eq_ignore_ascii_case(s);

@@ -1002,13 +1002,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, mut client: Option<&m
 /// nginx hides too, are passed on by Kong's `proxy_pass_header`/`grpc_pass_header`.)
 fn hide_headers(h: &mut HeaderMap, grpc: bool) {
     let hidden = |n: &HeaderName| {
-        let n = n.as_str();
-        n.starts_with("x-accel-")
-            && matches!(
-                &n[8..],
-                "expires" | "redirect" | "limit-rate" | "buffering" | "charset"
-            )
-            || (!grpc && n == "x-pad")
+        crate::h1_client::hidden_by_nginx(n.as_str().as_bytes()) && !(grpc && n == "x-pad")
     };
     while let Some(n) = h.keys().find(|n| hidden(n)).cloned() {
         h.remove(n);
