@@ -1237,8 +1237,10 @@ impl RawHead {
         let (mut rp, ()) = http::Response::new(()).into_parts();
         rp.status = self.status;
         rp.version = self.version;
+        // (the upstream's phrase, kept wherever it differs from the one the answer would
+        // otherwise get, nginx's: `crate::error::set_nginx_reason`)
         if let Some((s, e)) = self.reason
-            && self.status.canonical_reason().map(str::as_bytes) != Some(&self.head[s..e])
+            && crate::error::nginx_reason(self.status.as_u16()).as_bytes() != &self.head[s..e]
             && let Ok(r) = hyper::ext::ReasonPhrase::try_from(self.head.slice(s..e))
         {
             rp.extensions.insert(r);

@@ -132,6 +132,7 @@ async fn serve(mut s: TcpStream) {
             "/reason" => b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             "/no-reason" => b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             "/empty-reason" => b"HTTP/1.1 404 \r\nContent-Length: 2\r\n\r\nno".to_vec(),
+            "/unavailable" => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
             // hop-by-hop headers (and one named by Connection) among end-to-end ones
             "/hops" => b"HTTP/1.1 200 OK\r\nServer: upstream-server\r\nConnection: X-Secret, keep-alive\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nVia: 1.0 upstream-proxy\r\nTrailer: X-Sum\r\nX-Kong-Request-Id: forged\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-End: e\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             "/both" => b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
@@ -686,6 +687,8 @@ routes:
         ("/no-reason", "HTTP/1.1 200"),
         ("/reason", "HTTP/1.1 200 Fine Thanks"),
         ("/empty-reason", "HTTP/1.1 404 "),
+        // (an upstream's own phrase, though nginx's table words its own answers otherwise)
+        ("/unavailable", "HTTP/1.1 503 Service Unavailable"),
         ("/orphan", "HTTP/1.1 503 Service Temporarily Unavailable"),
         ("/secure", "HTTP/1.1 426 "),
     ] {
