@@ -164,6 +164,26 @@ async fn route(
     let Some((r, params)) = admin_routes::resolve(status_listener, &segs) else {
         return message(StatusCode::NOT_FOUND, "Not found");
     };
+    // Kong's `OPTIONS` handler, which its admin API adds to every route that lacks one
+    // (Kong 2.6+, `api_helpers`): 204 with the route's methods (a route Kong disables
+    // answers its 404 below, as its `before` runs first). CORS preflights need it.
+    if m == Method::OPTIONS && r.endpoint != Endpoint::Disabled {
+        let methods = if status_listener {
+            admin_routes::STATUS_METHODS
+        } else {
+            r.methods
+        };
+        let mut resp = no_content();
+        let h = resp.headers_mut();
+        let v = HeaderValue::from_static(methods);
+        h.insert(header::ALLOW, v.clone());
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type"),
+        );
+        return resp;
+    }
     // The status listener's routes are all read-only.
     if status_listener && m != Method::GET && m != Method::HEAD {
         return message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
@@ -292,7 +312,7 @@ fn runs_handler(e: Endpoint, m: &Method) -> bool {
     match e {
         E::Cache => m == Method::DELETE,
         E::CacheKey => m == Method::GET || m == Method::DELETE,
-        E::SetHealth { .. } => m == Method::POST || m == Method::PUT,
+        E::SetHealth { .. } => m == Method::PUT,
         E::SetLogLevel | E::SetClusterLogLevel => m == Method::PUT,
         E::Disabled => true,
         // (their `POST` reads its body itself; no other method has a handler)
@@ -544,7 +564,8 @@ fn all_targets(sh: &Shared, u: &str, q: Option<&str>) -> Response<ProxyBody> {
     page(items, (&base, Next::OffsetOnly), q, &|e| v.show(e))
 }
 
-/// `POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`: Kong allows these in
+/// `PUT /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy` (Kong 3.x; `POST` in
+/// Kong 2.x): Kong allows these in
 /// DB-less mode (they change health state, not configuration). 204; 404 `Not found` for an
 /// unknown upstream or target, then 400 for an upstream without health checks. An address
 /// is `ip[:port]` (port 8000 when left out, as Kong reads it); one that is not the target's
@@ -557,7 +578,7 @@ fn set_health(
     address: Option<&str>,
     healthy: bool,
 ) -> Response<ProxyBody> {
-    if m != Method::POST && m != Method::PUT {
+    if m != Method::PUT {
         return message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
     }
     let snap = sh.snapshot.load();
@@ -602,6 +623,27 @@ pub(crate) fn flat_list(snap: &Snapshot, k: EntityKind) -> Vec<Value> {
     flat_items(snap, k).to_vec()
 }
 
+/// The names of each certificate's SNIs (by certificate id), sorted.
+fn sni_names(snap: &Snapshot) -> std::collections::HashMap<String, Vec<String>> {
+    let mut names: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for sni in flat_items(snap, EntityKind::Sni) {
+        let cert = sni
+            .get("certificate")
+            .and_then(|c| c.get("id"))
+            .and_then(Value::as_str);
+        if let (Some(cert), Some(name)) = (cert, sni.get("name").and_then(Value::as_str)) {
+            names
+                .entry(cert.to_string())
+                .or_default()
+                .push(name.to_string());
+        }
+    }
+    for list in names.values_mut() {
+        list.sort();
+    }
+    names
+}
+
 /// The entities of kind `k` in the snapshot's flattened configuration, borrowed (for a
 /// lookup: nothing is copied but what is found).
 pub(crate) fn flat_items(snap: &Snapshot, k: EntityKind) -> &[Value] {
@@ -631,10 +673,10 @@ pub(crate) fn find_entity<'a>(list: &'a [Value], k: EntityKind, key: &str) -> Op
 /// How a page's `next` link is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
-    /// A top-level collection (Kong's `get_collection_endpoint` without a parent): the
-    /// offset, then the client's `tags` and `size` when it gave them.
+    /// A top-level collection (Kong's `get_collection_endpoint` without a parent), `/tags`
+    /// included: the offset, then the client's `tags` and `size` when it gave them.
     Collection,
-    /// Anything else (nested collections, `/tags`, targets, an upstream's health): the
+    /// Anything else (nested collections, `/tags/{tag}`, targets, an upstream's health): the
     /// offset alone.
     OffsetOnly,
 }
@@ -790,6 +832,18 @@ fn entities(
         _ => rest,
     };
     let base = path_of(coll, rest);
+    // A certificate, listed or read by itself, carries the names of its SNIs, sorted, as
+    // Kong's certificates DAO adds them in `page` and `select_with_name_list` (not where
+    // another entity's reference is followed, `/snis/{s}/certificate`, a plain `select`).
+    let names = (k == EntityKind::Certificate).then(|| sni_names(&snap));
+    let with_snis = |mut shown: Value| {
+        if let (Some(names), Value::Object(m)) = (&names, &mut shown) {
+            let id = m.get("id").and_then(Value::as_str).unwrap_or("");
+            let list = names.get(id).cloned().unwrap_or_default();
+            m.insert("snis".to_string(), Value::from(list));
+        }
+        shown
+    };
     match rest {
         [] => {
             if k == EntityKind::Consumer
@@ -806,10 +860,12 @@ fn entities(
             let v = view(k);
             // (Kong links the next page under the collection's own name)
             let base = format!("/{}", admin_routes::kong_name(k));
-            page(items, (&base, Next::Collection), q, &|e| v.show(e))
+            page(items, (&base, Next::Collection), q, &|e| {
+                with_snis(v.show(e))
+            })
         }
         [id] => match find_entity(&list, k, id) {
-            Some(e) => one(k, e),
+            Some(e) => json_response(StatusCode::OK, &with_snis(view(k).show(e))),
             None => missing(k, id),
         },
         // One child under its parent (`/services/{s}/routes/{r}`,
@@ -994,7 +1050,8 @@ fn invalid_tags(why: &str) -> Response<ProxyBody> {
             "code": 11,
             "name": "invalid options",
             "message": format!("invalid option (tags: {why})"),
-            "fields": {"tags": why},
+            // (Kong's `new_err_t` names them `options` for this code)
+            "options": {"tags": why},
         }),
     )
 }
@@ -1091,7 +1148,7 @@ fn all_tags(sh: &Shared, q: Option<&str>) -> Response<ProxyBody> {
             }
         }
     }
-    page(items, ("/tags", Next::OffsetOnly), q, &Value::clone)
+    page(items, ("/tags", Next::Collection), q, &Value::clone)
 }
 
 fn root(sh: &Shared) -> Response<ProxyBody> {
@@ -1290,12 +1347,8 @@ fn dns_status(sh: &Shared) -> Response<ProxyBody> {
 
 fn ready(sh: &Shared) -> Response<ProxyBody> {
     let snap = sh.snapshot.load();
-    if !snap.loaded {
-        return message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no configuration available (configuration hash is not initialized)",
-        );
-    }
+    // (before the first load the hash is the empty configuration's, as `/status` reports
+    // it and as Kong's DB-less node starts with an empty configuration)
     if snap.config.is_empty() {
         return message(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -108,10 +108,41 @@ pub(crate) struct Route {
     /// Listed by `GET /endpoints`: a path Kong serves. (Served but not listed: the other
     /// names of a collection, `/keyauth_credentials`, `/consumers/{c}/key-auths`.)
     pub(crate) listed: bool,
+    /// The methods Kong has a handler for on this path, `OPTIONS` included, sorted and
+    /// joined as its `OPTIONS` answer lists them in `Allow`.
+    pub(crate) methods: &'static str,
+}
+
+/// `GET` alone (and `OPTIONS`).
+const READ: &str = "GET, OPTIONS";
+/// A collection: read it, add to it.
+const COLLECTION: &str = "GET, OPTIONS, POST";
+/// One entity: read, replace, update, delete.
+const ENTITY: &str = "DELETE, GET, OPTIONS, PATCH, PUT";
+/// The methods of a route Kong's status API serves: its `GET` handlers only.
+pub(crate) const STATUS_METHODS: &str = READ;
+
+/// The methods of a literal route serving `e`.
+fn methods_of(e: Endpoint) -> &'static str {
+    use Endpoint as E;
+    match e {
+        E::Cache => "DELETE, OPTIONS",
+        E::CacheKey => "DELETE, GET, OPTIONS",
+        E::Config => COLLECTION,
+        E::Validate => "OPTIONS, POST",
+        E::SetHealth { .. } | E::SetLogLevel | E::SetClusterLogLevel => "OPTIONS, PUT",
+        _ => READ,
+    }
 }
 
 impl Route {
-    fn new(path: String, endpoint: Endpoint, on_status: bool, listed: bool) -> Route {
+    fn new(
+        path: String,
+        endpoint: Endpoint,
+        on_status: bool,
+        listed: bool,
+        methods: &'static str,
+    ) -> Route {
         let segs = path
             .split('/')
             .filter(|s| !s.is_empty())
@@ -133,6 +164,7 @@ impl Route {
             endpoint,
             on_status,
             listed: listed && !status_only,
+            methods,
         }
     }
 
@@ -220,8 +252,8 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(build);
 fn build() -> Vec<Route> {
     use Endpoint as E;
     let mut t: Vec<Route> = Vec::new();
-    let mut add = |path: String, e: Endpoint, on_status: bool, listed: bool| {
-        t.push(Route::new(path, e, on_status, listed));
+    let mut add = |path: String, e: Endpoint, on_status: bool, listed: bool, m: &'static str| {
+        t.push(Route::new(path, e, on_status, listed, m));
     };
     for (path, e, on_status) in [
         ("/status", E::Status, true),
@@ -273,7 +305,7 @@ fn build() -> Vec<Route> {
             false,
         ),
     ] {
-        add(path.to_string(), e, on_status, true);
+        add(path.to_string(), e, on_status, true, methods_of(e));
     }
     // The entity endpoints, for every name of every collection (listed under Kong's names).
     for (coll, k) in collections() {
@@ -287,19 +319,21 @@ fn build() -> Vec<Route> {
         } else {
             e
         };
-        add(format!("/{coll}"), top, upstreams, listed);
-        add(one.clone(), top, upstreams, listed);
+        // (the status API has the upstreams' routes of Kong's `routes/upstreams.lua` only:
+        // health and targets, not the collection or the entity)
+        add(format!("/{coll}"), top, false, listed, COLLECTION);
+        add(one.clone(), top, false, listed, ENTITY);
         // `/routes/{routes}/service`: the entity a foreign key references
         for (fk, _) in k.foreign_keys() {
-            add(format!("{one}/{fk}"), top, false, listed);
+            add(format!("{one}/{fk}"), top, false, listed, ENTITY);
         }
         // `/services/{services}/routes[/{routes}]`: the children under their parent
         for (child, ck) in collections().chain(NESTED_NAMES) {
             if ck.foreign_keys().iter().any(|(_, p)| *p == k) {
                 let listed = listed && child == kong_nested_name(ck);
-                add(format!("{one}/{child}"), e, upstreams, listed);
+                add(format!("{one}/{child}"), e, upstreams, listed, COLLECTION);
                 let one_child = format!("{one}/{child}/{{{}}}", ck.plural());
-                add(one_child, e, upstreams, listed);
+                add(one_child, e, upstreams, listed, ENTITY);
             }
         }
     }
@@ -438,8 +472,6 @@ mod tests {
                 "/metrics",
                 "/upstreams/{upstreams}/health",
                 "/upstreams/{upstreams}/targets/all",
-                "/upstreams",
-                "/upstreams/{upstreams}",
                 "/upstreams/{upstreams}/targets",
                 "/upstreams/{upstreams}/targets/{targets}",
             ]

@@ -74,7 +74,7 @@ async fn node_status_and_readiness() {
     assert_eq!(r.status, 503);
     assert_eq!(
         r.json()["message"],
-        "no configuration available (configuration hash is not initialized)"
+        "no configuration available (empty configuration present)"
     );
     let r = admin_post(
         g.admin,
@@ -360,6 +360,9 @@ async fn entity_endpoints_are_read_only() {
     assert_eq!(t1.len(), 2, "{all:?}");
     assert!(t1.iter().all(|e| v["data"].as_array().unwrap().contains(e)));
     assert!(all.iter().any(|e| e["tag"] == "t2"), "{all:?}");
+    // `/tags` is a top-level collection to Kong: its `next` keeps the page size
+    let p1 = get(a, "localhost", "/tags?size=1").await.json();
+    assert_eq!(p1["next"], "/tags?offset=1&size=1", "{p1}");
     // Writes: 405 with Kong's DB-less messages (valid entities: an invalid one is refused
     // before, see `writes_check_the_body_before_the_refusal`).
     let route = r#"{"paths": ["/x"]}"#;
@@ -895,7 +898,7 @@ async fn tag_filters_survive_paging() {
         assert_eq!(
             r.json(),
             json!({"code": 11, "name": "invalid options",
-                   "message": format!("invalid option (tags: {why})"), "fields": {"tags": why}}),
+                   "message": format!("invalid option (tags: {why})"), "options": {"tags": why}}),
             "{q}"
         );
     }
@@ -1807,7 +1810,7 @@ async fn json_scalar_bodies_are_kongs_500_wherever_a_handler_runs() {
         (g.admin, "GET", "/metrics"),
         (g.admin, "GET", "/targets"),
         (g.admin, "DELETE", "/cache"),
-        (g.admin, "POST", "/upstreams/u/targets/127.0.0.1:9/healthy"),
+        (g.admin, "PUT", "/upstreams/u/targets/127.0.0.1:9/healthy"),
         (g.admin, "PUT", "/debug/node/log-level/debug"),
         (g.admin, "PUT", "/debug/cluster/log-level/debug"),
         (g.status, "GET", "/status"),
@@ -1949,7 +1952,16 @@ async fn health_overrides_check_the_target_before_the_health_checker() {
             {"name":"plain","targets":[{"target":"127.0.0.3:80"}]}]}"#,
     )
     .await;
-    let post = |p: &'static str| admin_post(a, p, "application/json", "");
+    let post = |p: &'static str| admin_send(a, "PUT", p, "application/json", "");
+    // (Kong 3.x takes `PUT` only; 2.x took `POST`)
+    let r = admin_post(
+        a,
+        "/upstreams/checked/targets/127.0.0.2:81/healthy",
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 405, "{}", r.text());
     let health = || async {
         let v = get(a, "localhost", "/upstreams/checked/health")
             .await
@@ -2984,13 +2996,10 @@ consumers:
         .json();
     assert_eq!(t["data"][0]["weight"], 100, "{t}");
     assert!(t["data"][0]["tags"].is_null(), "{t}");
-    // DB-less: the status API serves the upstreams' read-only routes too, and nothing else
+    // DB-less: the status API serves the upstreams' health and targets routes too
+    // (Kong's `routes/upstreams.lua`), and nothing else
     let st = g.status;
-    let up = get(st, "localhost", "/upstreams/up").await;
-    assert_eq!(up.status, 200, "{}", up.text());
-    assert_eq!(up.json(), get(a, "localhost", "/upstreams/up").await.json());
     for path in [
-        "/upstreams",
         "/upstreams/up/health",
         "/upstreams/up/targets",
         "/upstreams/up/targets/all",
@@ -3003,6 +3012,8 @@ consumers:
     assert_eq!(health["data"][0]["target"], "10.0.0.1:80", "{health}");
     for path in [
         "/services",
+        "/upstreams",
+        "/upstreams/up",
         "/upstreams/up/targets/10.0.0.1:80/healthy",
         "/config",
     ] {
@@ -4956,7 +4967,9 @@ async fn certificates_are_read_by_the_name_of_an_sni() {
     let (c, k) = cert(&["example.test"]);
     let indent = |p: &str| p.lines().map(|l| format!("    {l}\n")).collect::<String>();
     let cfg = format!(
-        "_format_version: \"3.0\"\ncertificates:\n- id: 8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0042\n  cert: |\n{}  key: |\n{}  snis:\n  - name: example.test\n",
+        "_format_version: \"3.0\"\ncertificates:\n- id: 8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0042\n  cert: |\n{}  key: |\n{}  snis:\n  - name: example.test\n  - name: a.example.test\n- id: 8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0043\n  cert: |\n{}  key: |\n{}\nservices:\n- name: s\n  url: https://127.0.0.1:1\n  client_certificate: 8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0043\n",
+        indent(&c),
+        indent(&k),
         indent(&c),
         indent(&k)
     );
@@ -4964,6 +4977,31 @@ async fn certificates_are_read_by_the_name_of_an_sni() {
     let r = get(g.admin, "localhost", "/certificates/example.test").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["id"], "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0042");
+    // Listed or read by itself, a certificate shows its SNIs' names, sorted (Kong's
+    // certificates DAO adds them); reached through another entity's reference, it does not.
+    assert_eq!(r.json()["snis"], json!(["a.example.test", "example.test"]));
+    let by_id = get(
+        g.admin,
+        "localhost",
+        "/certificates/8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0042",
+    )
+    .await;
+    assert_eq!(by_id.json(), r.json());
+    let all = get(g.admin, "localhost", "/certificates").await.json();
+    let snis: Vec<&Value> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["snis"])
+        .collect();
+    assert_eq!(
+        snis,
+        [&json!(["a.example.test", "example.test"]), &json!([])],
+        "{all}"
+    );
+    let r = get(g.admin, "localhost", "/services/s/client_certificate").await;
+    assert_eq!(r.json()["id"], "8e0a2a3a-5b7f-4a57-9a43-2f0d9a0c0043");
+    assert!(r.json().get("snis").is_none(), "{}", r.text());
     let r = get(g.admin, "localhost", "/certificates/example.test/snis").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"][0]["name"], "example.test");
@@ -5017,6 +5055,55 @@ async fn a_client_gone_inside_its_body_gets_no_answer_and_counts_400() {
             r#"kong_http_requests_total{{service="svc",route="r1",code="400",source="{source}",workspace="default",consumer=""}} 1"#
         );
         assert!(t.contains(&line), "{line}\n{t}");
+    }
+    g.gw.shutdown().await;
+}
+
+/// `OPTIONS` (a CORS preflight) on an admin route is answered as Kong's admin API answers it
+/// since Kong 2.6: 204 with the route's methods in `Allow` and
+/// `Access-Control-Allow-Methods`; an unknown or disabled route is 404. The status API's
+/// routes list `GET` only.
+#[tokio::test]
+async fn options_lists_a_routes_methods() {
+    let g = Gw::start(None).await;
+    for (addr, path, methods) in [
+        (g.admin, "/services", "GET, OPTIONS, POST"),
+        (g.admin, "/services/s", "DELETE, GET, OPTIONS, PATCH, PUT"),
+        (g.admin, "/services/s/routes", "GET, OPTIONS, POST"),
+        (
+            g.admin,
+            "/routes/r/service",
+            "DELETE, GET, OPTIONS, PATCH, PUT",
+        ),
+        (g.admin, "/config", "GET, OPTIONS, POST"),
+        (g.admin, "/status", "GET, OPTIONS"),
+        (g.admin, "/", "GET, OPTIONS"),
+        (g.admin, "/upstreams/u/targets/t/healthy", "OPTIONS, PUT"),
+        (g.status, "/status", "GET, OPTIONS"),
+        (g.status, "/upstreams/u/targets", "GET, OPTIONS"),
+    ] {
+        let r = admin_send(addr, "OPTIONS", path, "application/json", "").await;
+        assert_eq!(r.status, 204, "{path}: {}", r.text());
+        assert_eq!(r.header("allow"), Some(methods), "{path}");
+        assert_eq!(
+            r.header("access-control-allow-methods"),
+            Some(methods),
+            "{path}"
+        );
+        assert_eq!(
+            r.header("access-control-allow-headers"),
+            Some("Content-Type"),
+            "{path}"
+        );
+        assert!(r.body.is_empty(), "{path}");
+    }
+    for (addr, path) in [
+        (g.admin, "/nope"),
+        (g.admin, "/targets"),
+        (g.status, "/services"),
+    ] {
+        let r = admin_send(addr, "OPTIONS", path, "application/json", "").await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
     }
     g.gw.shutdown().await;
 }
