@@ -891,10 +891,30 @@ async fn serve_io<I>(
             let sh = sh.clone();
             // (a request that gets no answer fails the service: hyper then closes the
             // connection without writing anything, as nginx does)
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let busy = activity.begin();
+                // (nginx's `keepalive_requests` holds in Kong's admin and status servers
+                // too: the request that reaches it closes the connection, or its HTTP/2
+                // connection gets a GOAWAY)
+                let last = info.last_request(sh.settings.keepalive_requests);
+                let http2 = req.version() == hyper::Version::HTTP_2;
+                let info = info.clone();
                 let answer = crate::admin::serve(sh.clone(), kind, req);
-                async move { answer.await.map(|r| held(Ok(r), busy)) }
+                async move {
+                    answer.await.map(|mut r| {
+                        if last {
+                            if http2 {
+                                info.close.notify_one();
+                            } else {
+                                r.headers_mut().insert(
+                                    hyper::header::CONNECTION,
+                                    hyper::header::HeaderValue::from_static("close"),
+                                );
+                            }
+                        }
+                        held(Ok(r), busy)
+                    })
+                }
             });
             let conn = b.serve_connection(io, svc).into_owned();
             drive(conn, |c| c.graceful_shutdown(), closing, idle).await

@@ -4826,7 +4826,8 @@ async fn h2_requests_need_a_valid_host() {
 /// `keepalive_requests` (Kong's `nginx_http_keepalive_requests`): the request that reaches
 /// it is answered with `Connection: close` and its connection closed, on the fast path and
 /// on hyper's (the count goes on across the hand-over); an HTTP/2 connection is shut down
-/// gracefully (GOAWAY) once it took that many streams.
+/// gracefully (GOAWAY) once it took that many streams. The admin and status listeners
+/// count theirs alike.
 #[tokio::test]
 async fn keepalive_requests_ends_a_connection() {
     let b = Backend::start().await;
@@ -4871,5 +4872,21 @@ async fn keepalive_requests_ends_a_connection() {
         tx.send_request(r, true).is_err(),
         "no stream after the GOAWAY"
     );
+
+    // the admin and status listeners count their requests too (Kong's servers are nginx's)
+    for addr in [g.admin, g.status] {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for i in 0..3 {
+            c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let a = read_answer(&mut c).await;
+            assert!(a.starts_with("HTTP/1.1 200 "), "{addr} {i}: {a}");
+            let close = a.to_ascii_lowercase().contains("\r\nconnection: close\r\n");
+            assert_eq!(close, i == 2, "{addr} {i}: {a}");
+        }
+        let (rest, closed) = read_to_close(&mut c, Duration::from_secs(5)).await;
+        assert!(closed && rest.is_empty(), "{addr}: {rest:?}");
+    }
     g.gw.shutdown().await;
 }
