@@ -994,6 +994,10 @@ fn parse_answer(buf: &[u8], limit: usize) -> io::Result<Option<Parsed>> {
     let mut upgrade_value = (0usize, 0usize);
     let mut length: Option<u64> = None;
     let mut te = false;
+    // nginx's header filters (HTTP/1 and HTTP/2) write a 204 without `Content-Type` or
+    // `Content-Length` (`ngx_http_header_filter`: `ngx_str_null(&content_type)`,
+    // `content_length_n = -1`)
+    let no_content = r.code == Some(204);
     // One pass over the lines: the framing and hop-by-hop headers are read and left out,
     // the others kept (as spans of the head).
     for h in r.headers.iter() {
@@ -1014,8 +1018,9 @@ fn parse_answer(buf: &[u8], limit: usize) -> io::Result<Option<Parsed>> {
                     parse_length(value.trim_ascii())
                         .ok_or_else(|| invalid_answer("upstream sent invalid Content-Length"))?,
                 );
-                true
+                !no_content
             }
+            Name::ContentType => !no_content,
             Name::TransferEncoding => {
                 if te {
                     return Err(invalid_answer("upstream sent duplicate Transfer-Encoding"));
@@ -1098,6 +1103,8 @@ fn parse_answer(buf: &[u8], limit: usize) -> io::Result<Option<Parsed>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Name {
     ContentLength,
+    /// `Content-Type`: not forwarded on a 204.
+    ContentType,
     TransferEncoding,
     Connection,
     /// `Upgrade`: forwarded only when it names the protocol asked for ([`keeps_upgrade`]).
@@ -1143,6 +1150,7 @@ fn classify(name: &[u8]) -> Name {
         7 if is(b"upgrade") => Name::Upgrade,
         10 if is(b"connection") => Name::Connection,
         10 if is(b"keep-alive") => Name::HopByHop,
+        12 if is(b"content-type") => Name::ContentType,
         14 if is(b"content-length") => Name::ContentLength,
         15 if is(b"x-accel-expires") || is(b"x-accel-charset") => Name::Hidden,
         16 if is(b"x-accel-redirect") => Name::Hidden,

@@ -2229,6 +2229,12 @@ async fn send(
     };
     strip_answer_hop_by_hop(&mut rp.headers, asked_upgrade);
     hide_headers(&mut rp.headers, h2);
+    // (nginx's header filters write a 204 without them, as the HTTP/1.1 client leaves them
+    // out while reading)
+    if rp.status == StatusCode::NO_CONTENT {
+        rp.headers.remove(header::CONTENT_TYPE);
+        rp.headers.remove(header::CONTENT_LENGTH);
+    }
     set.apply(&mut rp.headers, false);
     rp.version = Version::HTTP_11;
 
@@ -2254,6 +2260,10 @@ async fn send(
     }
 
     // --- body_filter ---
+    // (a 204 is a head alone to nginx, `header_only`, whatever body the upstream sent)
+    if rp.status == StatusCode::NO_CONTENT {
+        return Ok(Response::from_parts(rp, ProxyBody::empty()).into());
+    }
     let body = answer_body(buffered, rbody, read_timeout, peer);
     Ok(Response::from_parts(rp, body).into())
 }

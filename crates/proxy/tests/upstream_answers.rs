@@ -11,6 +11,7 @@ mod support;
 
 use silverback_proxy::Settings;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 use support::*;
 
@@ -273,6 +274,48 @@ X-Accel-Charset: utf-8\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok"[..],
         ] {
             assert!(!r.headers.contains_key(gone), "{gone} (fast {fast})");
         }
+        assert_eq!(r.header("x-kept"), Some("1"));
+    }
+}
+
+/// A 204 reaches the client without `Content-Type` or `Content-Length`, as nginx's header
+/// filters (HTTP/1 and HTTP/2) drop them for that status; the upstream's `Last-Modified`
+/// stays (nginx drops only the one it would write itself).
+#[tokio::test]
+async fn a_204_loses_its_content_type_and_length() {
+    let be = RawBackend::builder()
+        .answer(
+            "/none",
+            &b"HTTP/1.1 204 No Content\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\
+Last-Modified: Mon, 02 Jan 2006 15:04:05 GMT\r\nX-Kept: 1\r\n\r\n"[..],
+        )
+        .run()
+        .await;
+    for fast in [true, false] {
+        let g = gateway(&be, fast, None, Settings::loopback()).await;
+        let mut c = tokio::net::TcpStream::connect(g.http).await.unwrap();
+        c.write_all(b"GET /none HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let a = read_answer(&mut c).await.to_ascii_lowercase();
+        assert!(a.starts_with("http/1.1 204 "), "fast {fast}: {a}");
+        assert!(!a.contains("content-type"), "fast {fast}: {a}");
+        assert!(!a.contains("content-length"), "fast {fast}: {a}");
+        assert!(
+            a.contains("\r\nlast-modified: mon, 02 jan 2006"),
+            "fast {fast}: {a}"
+        );
+        assert!(a.contains("\r\nx-kept: 1\r\n"), "fast {fast}: {a}");
+        // (the connection goes on: the 204 had no body)
+        c.write_all(b"GET /none HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_answer(&mut c).await.starts_with("HTTP/1.1 204 "));
+        // HTTP/2's header filter drops them alike
+        let r = h2c_parts(g.http, req("GET", "x", "/none"), Parts(Default::default())).await;
+        assert_eq!(r.status, 204);
+        assert!(!r.headers.contains_key("content-type"), "{:?}", r.headers);
+        assert!(!r.headers.contains_key("content-length"), "{:?}", r.headers);
         assert_eq!(r.header("x-kept"), Some("1"));
     }
 }

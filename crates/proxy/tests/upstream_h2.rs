@@ -381,3 +381,17 @@ async fn keepalive_settings_retire_connections() {
         g.gw.shutdown().await;
     }
 }
+
+/// A 204 from a gRPC service reaches the client without `Content-Type` or
+/// `Content-Length`, as nginx's header filter writes that status.
+#[tokio::test]
+async fn a_204_from_a_grpc_service_has_no_content_type() {
+    let b = backend(Proto::Grpc).await;
+    let g = Gw::start(Some(&config(Proto::Grpc, b.addr, 60_000))).await;
+    let r = call(g.http, "/any/status/204").await;
+    assert_eq!(r.status, 204, "{:?}", r.headers);
+    assert!(!r.headers.contains_key("content-type"), "{:?}", r.headers);
+    assert!(!r.headers.contains_key("content-length"), "{:?}", r.headers);
+    assert_eq!(r.header("x-backend"), Some("backend"), "{:?}", r.headers);
+    g.gw.shutdown().await;
+}
