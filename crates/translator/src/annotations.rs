@@ -34,7 +34,11 @@ pub type Errs = Vec<(String, String)>;
 impl<'a> Annotations<'a> {
     /// The trimmed value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.0.and_then(|m| m.get(key)).map(|s| s.trim())
+        self.raw(key).map(|s| s.trim())
+    }
+    /// The value of `key` as written, if set.
+    pub fn raw(&self, key: &str) -> Option<&'a str> {
+        self.0.and_then(|m| m.get(key)).map(String::as_str)
     }
     /// The trimmed value of `konghq.com/<name>` and the annotation's key.
     fn kong(&self, name: &str) -> Option<(&'a str, &'a str)> {
@@ -76,15 +80,6 @@ pub fn parse_bool(v: &str) -> Result<bool, String> {
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
         _ => Err(format!("invalid boolean '{v}': expected true or false")),
     }
-}
-
-/// An integer within `min..=max`.
-pub fn parse_int(v: &str, min: i64, max: i64) -> Result<i64, String> {
-    let n: i64 = v.parse().map_err(|_| format!("invalid integer '{v}'"))?;
-    if n < min || n > max {
-        return Err(format!("{n} is out of range {min}..{max}"));
-    }
-    Ok(n)
 }
 
 /// A comma-separated list, items trimmed, empty items dropped.
@@ -148,15 +143,58 @@ pub struct RouteOpts {
     pub rewrite: Option<String>,
     /// `konghq.com/plugins`.
     pub plugins: Vec<String>,
+    /// Values KIC ignores (the default is kept), as `(field, reason)`: reported as problems,
+    /// the Ingress is still translated.
+    pub ignored: Errs,
 }
 
 const STREAM: &[&str] = &["tcp", "tls", "udp", "tls_passthrough"];
 const GRPC: &[&str] = &["grpc", "grpcs"];
 
+/// KIC's `strings.ToLower(v)` compared with `"true"` / `"false"` (strip-path, preserve-host).
+fn true_or_false(v: &str) -> Option<bool> {
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Go's `strconv.Atoi` on a 64-bit platform: an optional sign and decimal digits.
+fn atoi(v: &str) -> Option<i64> {
+    let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// An integer annotation as KIC reads it: a value `strconv.Atoi` refuses is ignored (the
+/// default stays), a number out of `min..=max` is set and refused by Kong.
+enum Int {
+    Ignored(String),
+    Refused(String),
+    Ok(i64),
+}
+
+fn int(v: &str, min: i64, max: i64) -> Int {
+    match atoi(v) {
+        None => Int::Ignored(format!("'{v}' is not an integer; ignored")),
+        Some(n) if n < min || n > max => Int::Refused(format!("{n} is out of range {min}..{max}")),
+        Some(n) => Int::Ok(n),
+    }
+}
+
 impl RouteOpts {
-    /// Parses the annotations; the errors name the annotation at fault.
+    /// Parses the annotations. The errors name the annotation at fault; they are values
+    /// Kong would refuse (the Ingress cannot be served as written). Values KIC ignores are
+    /// in [`RouteOpts::ignored`] instead.
     pub fn parse(a: &Annotations<'_>, flavor: RouterFlavor) -> (RouteOpts, Errs) {
         let mut errs = Errs::new();
+        let mut ignored = Errs::new();
+        let expressions = flavor == RouterFlavor::Expressions;
         let mut o = RouteOpts {
             protocols: None,
             strip_path: false,
@@ -174,36 +212,48 @@ impl RouteOpts {
             regex_prefix: DEFAULT_REGEX_PREFIX.into(),
             rewrite: None,
             plugins: a.get(PLUGINS).map(list).unwrap_or_default(),
+            ignored: vec![],
         };
-        let boolean = |name: &str, target: &mut bool, errs: &mut Errs| {
+        // KIC: strings.ToLower(v) == "true" / "false", anything else keeps the default
+        for (name, target) in [
+            ("strip-path", &mut o.strip_path),
+            ("preserve-host", &mut o.preserve_host),
+        ] {
             if let Some((v, key)) = a.kong(name) {
-                match parse_bool(v) {
-                    Ok(b) => *target = b,
-                    Err(e) => errs.push((field(key), e)),
+                match true_or_false(v) {
+                    Some(b) => *target = b,
+                    None => ignored.push((
+                        field(key),
+                        format!("invalid value '{v}': expected true or false; ignored"),
+                    )),
                 }
             }
-        };
-        boolean("strip-path", &mut o.strip_path, &mut errs);
-        boolean("preserve-host", &mut o.preserve_host, &mut errs);
-        boolean("request-buffering", &mut o.request_buffering, &mut errs);
-        boolean("response-buffering", &mut o.response_buffering, &mut errs);
+        }
+        // KIC: strconv.ParseBool(strings.ToLower(v))
+        for (name, target) in [
+            ("request-buffering", &mut o.request_buffering),
+            ("response-buffering", &mut o.response_buffering),
+        ] {
+            if let Some((v, key)) = a.kong(name) {
+                match parse_bool(&v.to_ascii_lowercase()) {
+                    Ok(b) => *target = b,
+                    Err(e) => ignored.push((field(key), format!("{e}; ignored"))),
+                }
+            }
+        }
 
         if let Some((v, key)) = a.kong("protocols") {
             let ps = list(v);
-            let bad: Vec<&String> = ps
-                .iter()
-                .filter(|p| !t::PROTOCOLS.contains(&p.as_str()))
-                .collect();
-            if ps.is_empty() {
-                errs.push((field(key), "no protocol given".into()));
-            } else if let Some(b) = bad.first() {
-                errs.push((
+            if let Some(b) = ps.iter().find(|p| !t::PROTOCOLS.contains(&p.as_str())) {
+                ignored.push((
                     field(key),
                     format!(
-                        "invalid protocol '{b}': expected one of {}",
+                        "invalid protocol '{b}': expected one of {}; ignored",
                         t::PROTOCOLS.join(", ")
                     ),
                 ));
+            } else if ps.is_empty() {
+                ignored.push((field(key), "no protocol given; ignored".into()));
             } else if let Some(s) = ps.iter().find(|p| STREAM.contains(&p.as_str())) {
                 errs.push((
                     field(key),
@@ -212,10 +262,13 @@ impl RouteOpts {
             } else if ps.iter().any(|p| GRPC.contains(&p.as_str()))
                 && ps.iter().any(|p| !GRPC.contains(&p.as_str()))
             {
-                errs.push((
+                // KIC's normalizeProtocols
+                ignored.push((
                     field(key),
-                    "grpc/grpcs cannot be mixed with http/https/ws/wss".into(),
+                    "grpc/grpcs cannot be mixed with http/https/ws/wss; http and https are used"
+                        .into(),
                 ));
+                o.protocols = Some(vec!["http".into(), "https".into()]);
             } else {
                 o.protocols = Some(ps);
             }
@@ -227,36 +280,42 @@ impl RouteOpts {
             o.https_redirect_status_code = 302;
         }
         if let Some((v, key)) = a.kong("https-redirect-status-code") {
-            match parse_int(v, 0, 999) {
-                Ok(c) if [301, 302, 307, 308, 426].contains(&c) => o.https_redirect_status_code = c,
-                Ok(c) => errs.push((
+            match atoi(v) {
+                Some(c) if [301, 302, 307, 308, 426].contains(&c) => {
+                    o.https_redirect_status_code = c
+                }
+                _ => ignored.push((
                     field(key),
-                    format!("{c} is not one of 301, 302, 307, 308, 426"),
+                    format!("'{v}' is not one of 301, 302, 307, 308, 426; ignored"),
                 )),
-                Err(e) => errs.push((field(key), e)),
             }
         }
-        if let Some((v, key)) = a.kong("regex-priority") {
-            match parse_int(v, -(1 << 31), (1 << 31) - 1) {
-                Ok(n) => o.regex_priority = n,
-                Err(e) => errs.push((field(key), e)),
+        // KIC does not read these under the expressions router
+        if let Some((v, key)) = a.kong("regex-priority").filter(|_| !expressions) {
+            match int(v, -(1 << 31), (1 << 31) - 1) {
+                Int::Ok(n) => o.regex_priority = n,
+                Int::Ignored(e) => ignored.push((field(key), e)),
+                Int::Refused(e) => errs.push((field(key), e)),
             }
         }
         if let Some((v, key)) = a.kong("methods") {
+            // KIC: trimmed, upper-cased, each `\A[A-Z]+$`; one invalid method drops them all
+            // from a traditional route, only itself from an expression
             let ms: Vec<String> = list(v)
                 .into_iter()
                 .map(|m| m.to_ascii_uppercase())
                 .collect();
-            match ms
-                .iter()
-                .find(|m| !m.bytes().all(|b| b.is_ascii_uppercase()))
-            {
-                Some(m) => errs.push((field(key), format!("invalid method '{m}'"))),
-                None => o.methods = dedup(ms),
+            let (good, bad): (Vec<String>, Vec<String>) = ms
+                .into_iter()
+                .partition(|m| m.bytes().all(|b| b.is_ascii_uppercase()));
+            for m in &bad {
+                ignored.push((field(key), format!("invalid method '{m}'; ignored")));
+            }
+            if bad.is_empty() || expressions {
+                o.methods = dedup(good);
             }
         }
         if let Some((v, key)) = a.kong("snis") {
-            let snis = list(v);
             // route `snis` elements: Kong 3.7+'s `sni` under the traditional router,
             // `wildcard_host` under the others
             let check = if flavor == RouterFlavor::Traditional {
@@ -264,21 +323,36 @@ impl RouteOpts {
             } else {
                 t::validate_wildcard_host
             };
-            for s in &snis {
-                if let Err(e) = check(s) {
-                    errs.push((field(key), e));
+            let mut all_good = true;
+            let mut good = vec![];
+            for s in list(v) {
+                match check(&s) {
+                    Ok(()) => good.push(s),
+                    Err(e) => {
+                        all_good = false;
+                        ignored.push((field(key), format!("'{s}': {e}; ignored")));
+                    }
                 }
             }
-            o.snis = dedup(snis);
+            if all_good || expressions {
+                o.snis = dedup(good);
+            }
         }
         if let Some((v, key)) = a.kong("host-aliases") {
-            let hosts = list(v);
-            for h in &hosts {
-                if let Err(e) = t::validate_route_host(h) {
-                    errs.push((field(key), e));
+            let mut all_good = true;
+            let mut good = vec![];
+            for h in list(v) {
+                match t::validate_route_host(&h) {
+                    Ok(()) => good.push(h),
+                    Err(e) => {
+                        all_good = false;
+                        ignored.push((field(key), format!("'{h}': {e}; ignored")));
+                    }
                 }
             }
-            o.host_aliases = hosts;
+            if all_good || expressions {
+                o.host_aliases = good;
+            }
         }
         let sep = a
             .kong("headers-separator")
@@ -290,20 +364,26 @@ impl RouteOpts {
             if let Err(e) = t::validate_header_name(&name) {
                 errs.push((key, e));
             } else if name.eq_ignore_ascii_case("host") {
-                errs.push((
+                ignored.push((
                     key,
-                    "the Host header is matched with the Ingress host, not a header".into(),
+                    "the Host header is matched with the Ingress host, not a header; ignored"
+                        .into(),
                 ));
             } else {
                 let values = split(v, sep);
                 if values.is_empty() {
-                    errs.push((key, "no header value given".into()));
+                    ignored.push((key, "no header value given; ignored".into()));
                 } else {
                     o.headers.push((name.to_ascii_lowercase(), values));
                 }
             }
         }
-        if let Some((v, key)) = a.kong("path-handling") {
+        if let Some((v, key)) = a.kong("path-handling").filter(|_| !expressions) {
+            // KIC sets any value matching `v\d` (Kong refuses all but v0 and v1)
+            let versioned = v
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0] == b'v' && w[1].is_ascii_digit());
             match v {
                 "v0" => {}
                 "v1" if flavor == RouterFlavor::Traditional => o.path_handling = "v1".into(),
@@ -314,15 +394,19 @@ impl RouteOpts {
                         flavor.as_str()
                     ),
                 )),
-                other => errs.push((
+                other if versioned => errs.push((
                     field(key),
                     format!("invalid value '{other}': expected v0 or v1"),
+                )),
+                other => ignored.push((
+                    field(key),
+                    format!("invalid value '{other}': expected v0 or v1; ignored"),
                 )),
             }
         }
         if let Some((v, key)) = a.kong("regex-prefix") {
             if v.is_empty() {
-                errs.push((field(key), "empty regex prefix".into()));
+                ignored.push((field(key), "empty regex prefix; ignored".into()));
             } else {
                 o.regex_prefix = v.to_string();
             }
@@ -339,19 +423,23 @@ impl RouteOpts {
             .clone()
             .unwrap_or_else(|| vec!["http".into(), "https".into()]);
         let grpc = protocols.iter().any(|p| GRPC.contains(&p.as_str()));
-        if grpc && !o.methods.is_empty() {
+        if grpc && !o.methods.is_empty() && !expressions {
             errs.push((
                 field("konghq.com/methods"),
                 "methods cannot be matched on grpc routes".into(),
             ));
         }
         if grpc && o.strip_path {
-            errs.push((
+            // KIC's normalizeProtocols unsets strip_path on grpc routes (Kong's default
+            // there is false)
+            ignored.push((
                 field("konghq.com/strip-path"),
-                "strip-path must be false on grpc routes".into(),
+                "strip_path cannot be set on grpc routes; ignored".into(),
             ));
+            o.strip_path = false;
         }
         if !o.snis.is_empty()
+            && !expressions
             && !protocols
                 .iter()
                 .any(|p| matches!(p.as_str(), "https" | "grpcs" | "wss"))
@@ -361,6 +449,7 @@ impl RouteOpts {
                 "snis need an https, grpcs or wss protocol".into(),
             ));
         }
+        o.ignored = ignored;
         (o, errs)
     }
 }
@@ -435,12 +524,17 @@ pub struct ServiceOpts {
     pub tags: Vec<String>,
     /// `konghq.com/plugins`.
     pub plugins: Vec<String>,
+    /// Values KIC ignores (the default is kept), as `(field, reason)`: reported as problems,
+    /// the Service is still translated.
+    pub ignored: Errs,
 }
 
 impl ServiceOpts {
-    /// Parses the annotations; the errors name the annotation at fault.
+    /// Parses the annotations. The errors name the annotation at fault; they are values
+    /// Kong would refuse. Values KIC ignores are in [`ServiceOpts::ignored`] instead.
     pub fn parse(a: &Annotations<'_>) -> (ServiceOpts, Errs) {
         let mut errs = Errs::new();
+        let mut ignored = Errs::new();
         let mut o = ServiceOpts {
             protocol: "http".into(),
             path: None,
@@ -456,15 +550,16 @@ impl ServiceOpts {
             service_upstream: false,
             tags: tags(a, &mut errs),
             plugins: a.get(PLUGINS).map(list).unwrap_or_default(),
+            ignored: vec![],
         };
         if let Some((v, key)) = a.kong("protocol") {
             if t::SERVICE_PROTOCOLS.contains(&v) {
                 o.protocol = v.to_string();
             } else {
-                errs.push((
+                ignored.push((
                     field(key),
                     format!(
-                        "invalid protocol '{v}': expected one of {}",
+                        "invalid protocol '{v}': expected one of {}; ignored",
                         t::SERVICE_PROTOCOLS.join(", ")
                     ),
                 ));
@@ -475,7 +570,16 @@ impl ServiceOpts {
             o.path = Some("/".into());
         }
         if let Some((v, key)) = a.kong("path") {
-            if !http_like {
+            if !v.starts_with('/') {
+                // KIC: "kong errors if path doesn't start with `/`"
+                ignored.push((field(key), format!("'{v}' does not start with /; ignored")));
+            } else if matches!(o.protocol.as_str(), "grpc" | "grpcs") {
+                // KIC unsets the path of grpc services
+                ignored.push((
+                    field(key),
+                    "grpc services have no path; ignored".to_string(),
+                ));
+            } else if !http_like {
                 errs.push((
                     field(key),
                     format!("a path cannot be set with protocol {}", o.protocol),
@@ -492,58 +596,60 @@ impl ServiceOpts {
             ("write-timeout", &mut o.write_timeout),
         ] {
             if let Some((v, key)) = a.kong(name) {
-                match parse_int(v, 1, 2_147_483_646) {
-                    Ok(n) => *target = n,
-                    Err(e) => errs.push((field(key), e)),
+                match int(v, 1, 2_147_483_646) {
+                    Int::Ok(n) => *target = n,
+                    Int::Ignored(e) => ignored.push((field(key), e)),
+                    Int::Refused(e) => errs.push((field(key), e)),
                 }
             }
         }
         if let Some((v, key)) = a.kong("retries") {
-            match parse_int(v, 0, 32767) {
-                Ok(n) => o.retries = n,
-                Err(e) => errs.push((field(key), e)),
+            match int(v, 0, 32767) {
+                Int::Ok(n) => o.retries = n,
+                Int::Ignored(e) => ignored.push((field(key), e)),
+                Int::Refused(e) => errs.push((field(key), e)),
             }
         }
         // Kong's service checks: `tls_verify` (and a client certificate) for https, tls and
         // wss services; `tls_verify_depth` and `ca_certificates` for https and tls only
         let protocol = o.protocol.as_str();
-        let tls_only = |name: &str, wss: bool, errs: &mut Errs| -> Option<(&str, &str)> {
-            let (v, key) = a.kong(name)?;
-            if matches!(protocol, "https" | "tls") || (wss && protocol == "wss") {
-                Some((v, key))
+        let tls_ok = |wss: bool| matches!(protocol, "https" | "tls") || (wss && protocol == "wss");
+        let not_tls = |wss: bool| {
+            let which = if wss {
+                "https, tls or wss"
             } else {
-                let which = if wss {
-                    "https, tls or wss"
-                } else {
-                    "https or tls"
-                };
-                errs.push((
-                    field(key),
-                    format!("only applies to {which} services, not {protocol}"),
-                ));
-                None
-            }
+                "https or tls"
+            };
+            format!("only applies to {which} services, not {protocol}")
         };
-        if let Some((v, key)) = tls_only("tls-verify", true, &mut errs) {
+        if let Some((v, key)) = a.kong("tls-verify") {
             match parse_bool(v) {
+                Err(e) => ignored.push((field(key), format!("{e}; ignored"))),
+                Ok(_) if !tls_ok(true) => errs.push((field(key), not_tls(true))),
                 Ok(b) => o.tls_verify = Some(b),
-                Err(e) => errs.push((field(key), e)),
             }
         }
-        if let Some((v, key)) = tls_only("tls-verify-depth", false, &mut errs) {
-            match parse_int(v, 0, 64) {
-                Ok(n) => o.tls_verify_depth = Some(n),
-                Err(e) => errs.push((field(key), e)),
+        if let Some((v, key)) = a.kong("tls-verify-depth") {
+            match int(v, 0, 64) {
+                Int::Ignored(e) => ignored.push((field(key), e)),
+                Int::Refused(e) => errs.push((field(key), e)),
+                Int::Ok(_) if !tls_ok(false) => errs.push((field(key), not_tls(false))),
+                Int::Ok(n) => o.tls_verify_depth = Some(n),
             }
         }
-        if let Some((v, _)) = tls_only("ca-certificates-secrets", false, &mut errs) {
-            o.ca_secrets = list(v);
-        }
-        if let Some((v, key)) = tls_only("client-cert", true, &mut errs) {
-            if v.is_empty() {
-                errs.push((field(key), "empty Secret name".into()));
+        // KIC reports these and leaves them out of a service of another protocol
+        if let Some((v, key)) = a.kong("ca-certificates-secrets") {
+            if tls_ok(false) {
+                o.ca_secrets = list(v);
             } else {
+                ignored.push((field(key), format!("{}; ignored", not_tls(false))));
+            }
+        }
+        if let Some((v, key)) = a.kong("client-cert").filter(|(v, _)| !v.is_empty()) {
+            if tls_ok(true) {
                 o.client_cert = Some(v.to_string());
+            } else {
+                ignored.push((field(key), format!("{}; ignored", not_tls(true))));
             }
         }
         if let Some((v, key)) = a.kong("host-header") {
@@ -552,12 +658,18 @@ impl ServiceOpts {
                 Err(e) => errs.push((field(key), e)),
             }
         }
-        if let Some(v) = a.get(SERVICE_UPSTREAM) {
-            match parse_bool(v) {
-                Ok(b) => o.service_upstream = b,
-                Err(e) => errs.push((field(SERVICE_UPSTREAM), e)),
+        // KIC: exactly "true"
+        if let Some(v) = a.raw(SERVICE_UPSTREAM) {
+            match v {
+                "true" => o.service_upstream = true,
+                "false" => {}
+                other => ignored.push((
+                    field(SERVICE_UPSTREAM),
+                    format!("'{other}' is not \"true\" or \"false\"; ignored"),
+                )),
             }
         }
+        o.ignored = ignored;
         (o, errs)
     }
 }
@@ -598,44 +710,129 @@ mod tests {
         assert_eq!(o.https_redirect_status_code, 308);
     }
 
+    fn parse(pairs: &[(&str, &str)], flavor: RouterFlavor) -> (RouteOpts, Errs) {
+        let m = ann(pairs);
+        RouteOpts::parse(&Annotations(Some(&m)), flavor)
+    }
+
+    /// Values Kong would refuse are errors (the Ingress is left out).
     #[test]
     fn route_opts_errors() {
         for (k, v) in [
-            ("konghq.com/strip-path", "yes"),
-            ("konghq.com/protocols", "http,bogus"),
-            ("konghq.com/protocols", "grpc,http"),
             ("konghq.com/protocols", "tcp"),
-            ("konghq.com/https-redirect-status-code", "200"),
-            ("konghq.com/regex-priority", "x"),
-            ("konghq.com/methods", "G3T"),
-            ("konghq.com/headers.host", "a"),
+            ("konghq.com/regex-priority", "4294967296"),
             ("konghq.com/headers.bad name", "a"),
             ("konghq.com/path-handling", "v1"),
+            ("konghq.com/path-handling", "v2"),
             ("konghq.com/tags", "a/b"),
             ("konghq.com/rewrite", "/x/$"),
-            ("konghq.com/host-aliases", "a..b"),
         ] {
-            let m = ann(&[(k, v)]);
-            let (_, errs) =
-                RouteOpts::parse(&Annotations(Some(&m)), RouterFlavor::TraditionalCompatible);
+            let (o, errs) = parse(&[(k, v)], RouterFlavor::TraditionalCompatible);
             assert_eq!(errs.len(), 1, "{k}={v}: {errs:?}");
             assert!(errs[0].0.contains(k), "{errs:?}");
+            assert!(o.ignored.is_empty(), "{k}={v}: {:?}", o.ignored);
         }
-        let m = ann(&[("konghq.com/path-handling", "v1")]);
-        assert!(
-            RouteOpts::parse(&Annotations(Some(&m)), RouterFlavor::Traditional)
-                .1
-                .is_empty()
+        let (_, errs) = parse(
+            &[("konghq.com/path-handling", "v1")],
+            RouterFlavor::Traditional,
         );
+        assert!(errs.is_empty());
+    }
+
+    /// Values KIC ignores keep the default and are reported; the Ingress stays.
+    #[test]
+    fn route_opts_ignored() {
+        for (k, v) in [
+            ("konghq.com/strip-path", "yes"),
+            ("konghq.com/strip-path", "1"),
+            ("konghq.com/strip-path", "t"),
+            ("konghq.com/preserve-host", "0"),
+            ("konghq.com/request-buffering", "maybe"),
+            ("konghq.com/protocols", "http,bogus"),
+            ("konghq.com/protocols", ","),
+            ("konghq.com/https-redirect-status-code", "200"),
+            ("konghq.com/https-redirect-status-code", "303"),
+            ("konghq.com/regex-priority", "high"),
+            ("konghq.com/methods", "G3T"),
+            ("konghq.com/headers.host", "a"),
+            ("konghq.com/headers.x", ""),
+            ("konghq.com/path-handling", "x"),
+            ("konghq.com/regex-prefix", ""),
+            ("konghq.com/host-aliases", "a..b"),
+        ] {
+            let (o, errs) = parse(&[(k, v)], RouterFlavor::TraditionalCompatible);
+            assert!(errs.is_empty(), "{k}={v}: {errs:?}");
+            assert_eq!(o.ignored.len(), 1, "{k}={v}: {:?}", o.ignored);
+            assert!(o.ignored[0].0.contains(k), "{:?}", o.ignored);
+            assert!(o.ignored[0].1.ends_with("ignored"), "{:?}", o.ignored);
+            assert!(!o.strip_path && o.preserve_host && o.request_buffering);
+            assert_eq!(o.protocols, None);
+            assert_eq!((o.https_redirect_status_code, o.regex_priority), (426, 0));
+            assert!(o.methods.is_empty() && o.headers.is_empty() && o.host_aliases.is_empty());
+            assert_eq!(
+                (o.path_handling.as_str(), o.regex_prefix.as_str()),
+                ("v0", "/~")
+            );
+        }
+        // KIC's case-insensitive "true" / "false"
+        let (o, _) = parse(
+            &[
+                ("konghq.com/strip-path", "TRUE"),
+                ("konghq.com/preserve-host", "False"),
+            ],
+            RouterFlavor::TraditionalCompatible,
+        );
+        assert!(o.strip_path && !o.preserve_host && o.ignored.is_empty());
+        // grpc and http mixed: http and https (KIC's normalizeProtocols)
+        let (o, errs) = parse(
+            &[("konghq.com/protocols", "grpc,http")],
+            RouterFlavor::TraditionalCompatible,
+        );
+        assert!(errs.is_empty());
+        assert_eq!(o.protocols, Some(vec!["http".to_string(), "https".into()]));
+        assert_eq!(o.ignored.len(), 1);
+        // strip-path on grpc routes is unset
+        let (o, errs) = parse(
+            &[
+                ("konghq.com/protocols", "grpc,grpcs"),
+                ("konghq.com/strip-path", "true"),
+            ],
+            RouterFlavor::TraditionalCompatible,
+        );
+        assert!(errs.is_empty() && !o.strip_path);
+        assert_eq!(o.ignored.len(), 1);
+        // under the expressions router, KIC does not read regex-priority and path-handling
+        let (o, errs) = parse(
+            &[
+                ("konghq.com/path-handling", "v1"),
+                ("konghq.com/regex-priority", "high"),
+            ],
+            RouterFlavor::Expressions,
+        );
+        assert!(
+            errs.is_empty() && o.ignored.is_empty(),
+            "{errs:?} {:?}",
+            o.ignored
+        );
+        // a bad method: none under the traditional routers, the others in expressions
+        let bad = [("konghq.com/methods", "GET,G3T")];
+        let (o, _) = parse(&bad, RouterFlavor::TraditionalCompatible);
+        assert!(o.methods.is_empty());
+        let (o, _) = parse(&bad, RouterFlavor::Expressions);
+        assert_eq!(o.methods, ["GET"]);
     }
 
     /// `konghq.com/snis` elements are route `snis`: Kong 3.7+'s `wildcard_host` except under
-    /// the traditional router, where they are `sni` (no wildcard).
+    /// the traditional router, where they are `sni` (no wildcard). An invalid one is ignored.
     #[test]
     fn snis_follow_the_router_flavor() {
         let parse = |v: &str, flavor| {
-            let m = ann(&[("konghq.com/snis", v), ("konghq.com/protocols", "https")]);
-            RouteOpts::parse(&Annotations(Some(&m)), flavor).1
+            let (o, errs) = parse(
+                &[("konghq.com/snis", v), ("konghq.com/protocols", "https")],
+                flavor,
+            );
+            assert!(errs.is_empty(), "{errs:?}");
+            o.ignored
         };
         for flavor in [
             RouterFlavor::TraditionalCompatible,
@@ -654,7 +851,7 @@ mod tests {
             assert_eq!(errs.len(), 1, "{errs:?}");
             assert_eq!(
                 errs[0].1,
-                "wildcard must be leftmost or rightmost character"
+                "'a.*.example.com': wildcard must be leftmost or rightmost character; ignored"
             );
         }
         assert!(parse("a.example.com", RouterFlavor::Traditional).is_empty());
@@ -665,7 +862,7 @@ mod tests {
         ] {
             let errs = parse(bad, RouterFlavor::Traditional);
             assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
-            assert_eq!(errs[0].1, message, "{bad}");
+            assert_eq!(errs[0].1, format!("'{bad}': {message}; ignored"), "{bad}");
         }
     }
 
@@ -685,6 +882,49 @@ mod tests {
         let (o, errs) = ServiceOpts::parse(&Annotations(Some(&m)));
         assert_eq!(o.tls_verify, Some(true));
         assert_eq!(errs.len(), 1);
+    }
+
+    /// Values KIC ignores keep the default and are reported; the Service stays.
+    #[test]
+    fn service_opts_ignored() {
+        for (k, v) in [
+            ("konghq.com/protocol", "smtp"),
+            ("konghq.com/path", "api"),
+            ("konghq.com/read-timeout", "30s"),
+            ("konghq.com/connect-timeout", "1e3"),
+            ("konghq.com/retries", "many"),
+            ("konghq.com/tls-verify", "yes"),
+            ("konghq.com/tls-verify-depth", "deep"),
+            ("konghq.com/client-cert", "cert"),
+            ("konghq.com/ca-certificates-secrets", "ca"),
+            ("ingress.kubernetes.io/service-upstream", "yes"),
+            ("ingress.kubernetes.io/service-upstream", "True"),
+        ] {
+            let m = ann(&[(k, v)]);
+            let (o, errs) = ServiceOpts::parse(&Annotations(Some(&m)));
+            assert!(errs.is_empty(), "{k}={v}: {errs:?}");
+            assert_eq!(o.ignored.len(), 1, "{k}={v}: {:?}", o.ignored);
+            assert!(o.ignored[0].0.contains(k), "{:?}", o.ignored);
+            assert_eq!(
+                (o.protocol.as_str(), o.path.as_deref()),
+                ("http", Some("/"))
+            );
+            assert_eq!(
+                (o.read_timeout, o.connect_timeout, o.retries),
+                (60000, 60000, 5)
+            );
+            assert_eq!((o.tls_verify, o.tls_verify_depth), (None, None));
+            assert!(o.client_cert.is_none() && o.ca_secrets.is_empty() && !o.service_upstream);
+        }
+        let m = ann(&[("konghq.com/protocol", "grpc"), ("konghq.com/path", "/x")]);
+        let (o, errs) = ServiceOpts::parse(&Annotations(Some(&m)));
+        assert!(errs.is_empty() && o.path.is_none() && o.ignored.len() == 1);
+        let m = ann(&[("ingress.kubernetes.io/service-upstream", "true")]);
+        assert!(
+            ServiceOpts::parse(&Annotations(Some(&m)))
+                .0
+                .service_upstream
+        );
     }
 
     #[test]

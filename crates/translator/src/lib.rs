@@ -7,14 +7,15 @@
 //! `<ns>.<ingress>.<svc>.<host>.<port>` combined per (Ingress, backend, host), UUIDv5 ids,
 //! `k8s-*` tags, KIC's defaults and annotations (see [`annotations`]).
 //!
-//! A broken object is reported and left out together with what depends on it; the rest is
-//! still translated, and the output always passes `silverback_config::load`:
-//! - a problem of an Ingress's own (annotation value, host, path, TLS host) leaves the whole
-//!   Ingress out;
+//! Every problem is reported (the controller turns it into a Warning Event on the object); the
+//! output always passes `silverback_config::load`:
+//! - an annotation value KIC ignores (`strip-path: "1"`, `read-timeout: 30s`, an unknown
+//!   protocol, ...) keeps KIC's default, and the object is still translated; so does a Service
+//!   whose client certificate or CA certificate Secret cannot be used (translated without it);
+//! - a value Kong would refuse, or a bad host, path or TLS host, leaves the whole Ingress out;
+//!   on a Service, its Kong Services and the routes to them;
 //! - a dangling reference (missing Service, port or Secret, unusable TLS Secret, conflicting
-//!   SNI, second default backend) leaves out only what needs it;
-//! - a problem of a Service (annotation, client certificate, CA certificates) leaves out its
-//!   Kong Services and the routes to them.
+//!   SNI, second default backend) leaves out only what needs it.
 //!
 //! ```
 //! use silverback_translator::{Objects, TranslateOptions, translate};

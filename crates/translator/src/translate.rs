@@ -381,6 +381,10 @@ impl<'a> Translator<'a> {
         let annotations = Annotations(ing.metadata.annotations.as_ref());
         let (ro, e) = RouteOpts::parse(&annotations, self.opts.router_flavor);
         errs.extend(e);
+        // values KIC ignores: reported, the defaults kept
+        for (field, reason) in &ro.ignored {
+            self.problem(oref.clone(), field.clone(), reason.clone());
+        }
         if ro.rewrite.is_some() && !self.opts.rewrite_uris {
             // KIC ignores the annotation without its feature gate; say so, keep the Ingress.
             self.problem(
@@ -849,29 +853,38 @@ impl<'a> Translator<'a> {
                 ));
             }
         }
+        // values KIC ignores, and (as KIC) a client certificate or CA certificate that
+        // cannot be used: reported, the Service translated without them
+        let mut ignored = so.ignored.clone();
         let mut client_cert = None;
         if let Some(secret) = so.client_cert.clone() {
             match self.tls_secret_id(key.0, &secret) {
                 Ok(id) => client_cert = Some(id),
-                Err(reason) => errs.push((ann::field("konghq.com/client-cert"), reason)),
+                Err(reason) => ignored.push((
+                    ann::field("konghq.com/client-cert"),
+                    format!("{reason}; the Service has no client certificate"),
+                )),
             }
         }
         let mut ca_ids = vec![];
         for secret in &so.ca_secrets {
             match self.ca_by_secret.get(&(key.0.to_string(), secret.clone())) {
                 Some(Ok(id)) => ca_ids.push(id.clone()),
-                Some(Err(e)) => errs.push((
+                Some(Err(e)) => ignored.push((
                     ann::field("konghq.com/ca-certificates-secrets"),
-                    format!("Secret {}/{secret}: {e}", key.0),
+                    format!("Secret {}/{secret}: {e}; ignored", key.0),
                 )),
-                None => errs.push((
+                None => ignored.push((
                     ann::field("konghq.com/ca-certificates-secrets"),
                     format!(
-                        "Secret {}/{secret} not found or not labeled {CA_CERT_LABEL}=true",
+                        "Secret {}/{secret} not found or not labeled {CA_CERT_LABEL}=true; ignored",
                         key.0
                     ),
                 )),
             }
+        }
+        for (field, reason) in ignored {
+            self.problem(oref.clone(), field, reason);
         }
         ca_ids.sort();
         ca_ids.dedup();
