@@ -139,7 +139,7 @@ pub fn route(paths: &[PathMatch], m: &Matchers<'_>) -> (String, u64) {
         );
         clauses.push(or(values
             .iter()
-            .map(|v| format!("any(lower({field})) == {}", quote(&v.to_lowercase())))
+            .map(|v| header_predicate(&field, v))
             .collect()));
     }
     if !m.headers.is_empty() {
@@ -174,6 +174,16 @@ pub fn route(paths: &[PathMatch], m: &Matchers<'_>) -> (String, u64) {
     let priority =
         (fields.min(3) << 44) | (u64::from(plain_hosts) << 43) | (headers << 35) | path_bits;
     (expr, priority)
+}
+
+/// A header value's predicate: `~*re` is a regex match (KIC's `headerMatcherFromHeaders`),
+/// anything else a case-insensitive comparison. `any(...)`: a request may repeat the header,
+/// and one matching value is enough.
+fn header_predicate(field: &str, value: &str) -> String {
+    match value.strip_prefix("~*") {
+        Some(re) => format!("any({field}) ~ {}", quote(re)),
+        None => format!("any(lower({field})) == {}", quote(&value.to_lowercase())),
+    }
 }
 
 fn sni_predicate(s: &str) -> String {
@@ -238,6 +248,25 @@ mod tests {
             e,
             r#"(http.host == "a.example.com") && (http.path == "/x")"#
         );
+    }
+
+    /// `~*` header values are regexes, as in KIC; other values compare case-insensitively.
+    #[test]
+    fn header_regex() {
+        let headers = vec![(
+            "x-version".to_string(),
+            vec![r"~*^v\d+$".to_string(), "Beta".to_string()],
+        )];
+        let m = Matchers {
+            headers: &headers,
+            ..Default::default()
+        };
+        let (e, _) = route(&[PathMatch::Prefix("/".into())], &m);
+        assert_eq!(
+            e,
+            r#"(any(http.headers.x_version) ~ "^v\\d+$" || any(lower(http.headers.x_version)) == "beta") && (http.path ^= "/")"#
+        );
+        validate(&e, false).unwrap_or_else(|err| panic!("{e}: {err}"));
     }
 
     #[test]
