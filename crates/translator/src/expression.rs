@@ -5,16 +5,16 @@
 //! - `Prefix /a`: `(http.path == "/a" || http.path ^= "/a/")`, and `Prefix /`: `http.path ^= "/"`;
 //! - `ImplementationSpecific /a`: `http.path ^= "/a"`, or for a regex `http.path ~ "^re"`.
 //!
-//! Priority (46 bits, higher wins), chosen so that the more specific Ingress rule wins as
-//! the Ingress specification asks:
+//! Priority (46 bits, the most Kong's route `priority` takes; higher wins), chosen so that the
+//! more specific Ingress rule wins as the Ingress specification asks:
 //!
 //! | bits  | content |
 //! |-------|---------|
-//! | 44–45 | number of matched fields among host, path, headers (and methods / SNIs) capped at 3 |
-//! | 43    | every host is plain (no wildcard) |
-//! | 35–42 | number of header matches |
-//! | 34    | the path is a regex |
-//! | 1–33  | path length |
+//! | 43–45 | number of matched fields among paths, hosts, headers, methods and SNIs (0–5), as KIC counts them |
+//! | 42    | every host is plain (no wildcard) |
+//! | 34–41 | number of header matches (at most 255) |
+//! | 33    | the path is a regex |
+//! | 1–32  | path length (at most 2^32 - 1) |
 //! | 0     | the path is Exact |
 
 /// How an Ingress path matches.
@@ -31,13 +31,13 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
-    /// The priority bits of this path (bits 0–34).
+    /// The priority bits of this path (bits 0–33).
     pub fn priority_bits(&self) -> u64 {
-        let len = |s: &str| (s.len() as u64).min((1 << 33) - 1);
+        let len = |s: &str| (s.len() as u64).min((1 << 32) - 1);
         match self {
             PathMatch::Exact(p) => (len(p) << 1) | 1,
             PathMatch::SegmentPrefix(p) | PathMatch::Prefix(p) => len(p) << 1,
-            PathMatch::Regex(r) => (1 << 34) | (len(r) << 1),
+            PathMatch::Regex(r) => (1 << 33) | (len(r) << 1),
         }
     }
 
@@ -171,8 +171,8 @@ pub fn route(paths: &[PathMatch], m: &Matchers<'_>) -> (String, u64) {
         .map(PathMatch::priority_bits)
         .max()
         .unwrap_or(0);
-    let priority =
-        (fields.min(3) << 44) | (u64::from(plain_hosts) << 43) | (headers << 35) | path_bits;
+    // at most 5 fields: 3 bits, and the whole below Kong's 2^46
+    let priority = (fields << 43) | (u64::from(plain_hosts) << 42) | (headers << 34) | path_bits;
     (expr, priority)
 }
 
@@ -291,5 +291,51 @@ mod tests {
         assert!(host(&plain) > host(&wild));
         assert!(host(&wild) > p(PathMatch::Regex("/long/regex/path".into())));
         assert!(host(&plain) < (1 << 46));
+    }
+
+    /// Every matched field counts (KIC: up to 5), so a route matching a method on top of
+    /// host, headers and path wins over the same route without it; the whole priority stays
+    /// below 2^46, the most Kong's route `priority` takes.
+    #[test]
+    fn priorities_count_all_fields() {
+        let hosts = vec!["a.com".to_string()];
+        let headers = vec![("x".to_string(), vec!["1".to_string()])];
+        let methods = vec!["GET".to_string()];
+        let snis = vec!["a.com".to_string()];
+        let path = [PathMatch::Prefix("/".into())];
+        let three = Matchers {
+            hosts: &hosts,
+            headers: &headers,
+            ..Default::default()
+        };
+        let four = Matchers {
+            methods: &methods,
+            ..three.clone()
+        };
+        let five = Matchers {
+            snis: &snis,
+            ..four.clone()
+        };
+        let (p3, p4, p5) = (
+            route(&path, &three).1,
+            route(&path, &four).1,
+            route(&path, &five).1,
+        );
+        assert!(p3 < p4 && p4 < p5, "{p3} {p4} {p5}");
+        assert_eq!((p3 >> 43, p4 >> 43, p5 >> 43), (3, 4, 5));
+        // the largest priority: 5 fields, plain hosts, 255 headers, a regex path of maximal length
+        let many: Vec<(String, Vec<String>)> = (0..300)
+            .map(|i| (format!("h{i}"), vec!["v".to_string()]))
+            .collect();
+        let long = "a".repeat(1 << 12);
+        let max = route(
+            &[PathMatch::Regex(long)],
+            &Matchers {
+                headers: &many,
+                ..five.clone()
+            },
+        )
+        .1;
+        assert!(max >> 43 == 5 && max < (1 << 46), "{max}");
     }
 }
