@@ -111,7 +111,8 @@ fn tags(a: &Annotations<'_>, errs: &mut Errs) -> Vec<String> {
 /// Route settings from an Ingress's annotations, with KIC's defaults.
 #[derive(Debug, Clone)]
 pub struct RouteOpts {
-    /// `konghq.com/protocols` (and force-ssl-redirect); `None` leaves Kong's default.
+    /// `konghq.com/protocols`, else `[https]` with force-ssl-redirect; `None` leaves Kong's
+    /// default.
     pub protocols: Option<Vec<String>>,
     /// `konghq.com/strip-path` (default false).
     pub strip_path: bool,
@@ -242,6 +243,12 @@ impl RouteOpts {
             }
         }
 
+        // KIC: exactly "true"; it sets https (302) first, and a valid konghq.com/protocols
+        // then replaces the protocols (the status code stays)
+        if a.raw(FORCE_SSL_REDIRECT) == Some("true") {
+            o.protocols = Some(vec!["https".into()]);
+            o.https_redirect_status_code = 302;
+        }
         if let Some((v, key)) = a.kong("protocols") {
             let ps = list(v);
             if let Some(b) = ps.iter().find(|p| !t::PROTOCOLS.contains(&p.as_str())) {
@@ -272,12 +279,6 @@ impl RouteOpts {
             } else {
                 o.protocols = Some(ps);
             }
-        }
-        if a.get(FORCE_SSL_REDIRECT)
-            .is_some_and(|v| parse_bool(v) == Ok(true))
-        {
-            o.protocols = Some(vec!["https".into()]);
-            o.https_redirect_status_code = 302;
         }
         if let Some((v, key)) = a.kong("https-redirect-status-code") {
             match atoi(v) {
@@ -713,6 +714,35 @@ mod tests {
     fn parse(pairs: &[(&str, &str)], flavor: RouterFlavor) -> (RouteOpts, Errs) {
         let m = ann(pairs);
         RouteOpts::parse(&Annotations(Some(&m)), flavor)
+    }
+
+    /// force-ssl-redirect is on only for exactly "true", and konghq.com/protocols wins over it
+    /// (the redirect status code stays 302).
+    #[test]
+    fn force_ssl_redirect() {
+        let f = "ingress.kubernetes.io/force-ssl-redirect";
+        let flavor = RouterFlavor::TraditionalCompatible;
+        let (o, _) = parse(&[(f, "true")], flavor);
+        assert_eq!(o.protocols, Some(vec!["https".to_string()]));
+        assert_eq!(o.https_redirect_status_code, 302);
+        let (o, _) = parse(
+            &[(f, "true"), ("konghq.com/protocols", "http,https")],
+            flavor,
+        );
+        assert_eq!(o.protocols, Some(vec!["http".to_string(), "https".into()]));
+        assert_eq!(o.https_redirect_status_code, 302);
+        // an invalid protocols annotation is ignored: force-ssl-redirect's https stays
+        let (o, _) = parse(&[(f, "true"), ("konghq.com/protocols", "bogus")], flavor);
+        assert_eq!(o.protocols, Some(vec!["https".to_string()]));
+        for v in ["True", "1", " true", "yes"] {
+            let (o, errs) = parse(&[(f, v)], flavor);
+            assert!(errs.is_empty() && o.ignored.is_empty());
+            assert_eq!(
+                (o.protocols, o.https_redirect_status_code),
+                (None, 426),
+                "{v}"
+            );
+        }
     }
 
     /// Values Kong would refuse are errors (the Ingress is left out).
