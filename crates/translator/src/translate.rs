@@ -593,7 +593,9 @@ impl<'a> Translator<'a> {
         path_type: &str,
         ro: &RouteOpts,
     ) -> Result<Vec<(String, PathMatch)>, String> {
-        let path = path.unwrap_or_default();
+        // KIC's flattenMultipleSlashes, and an empty path is `/`
+        let path = flatten_slashes(path.unwrap_or_default());
+        let path = if path.is_empty() { "/" } else { path.as_ref() };
         let plain = |p: &str| -> Result<(), String> { t::validate_router_path(p) };
         match path_type {
             "Exact" => {
@@ -1191,6 +1193,20 @@ impl<'a> Translator<'a> {
     }
 }
 
+/// `path` with every run of `/` collapsed into one (KIC's `flattenMultipleSlashes`).
+fn flatten_slashes(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains("//") {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// KIC's canonical port string of a backend: the number, or the name.
 fn port_key(b: &IngressServiceBackend) -> String {
     match b.port.as_ref() {
@@ -1252,5 +1268,25 @@ fn secret_id(m: &ObjectMeta, kind: EntityKind) -> String {
     match m.uid.as_deref().and_then(|u| Uuid::try_parse(u).ok()) {
         Some(u) => u.to_string(),
         None => ids::kong_id(kind, &format!("{}/{}", meta_ns(m), meta_name(m))).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slashes_are_flattened() {
+        for (path, flat) in [
+            ("", ""),
+            ("/", "/"),
+            ("//", "/"),
+            ("/a//b///c/", "/a/b/c/"),
+            ("///a", "/a"),
+            ("/~/x//y", "/~/x/y"),
+            ("a/b", "a/b"),
+        ] {
+            assert_eq!(flatten_slashes(path), flat, "{path}");
+        }
     }
 }
