@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -1233,11 +1234,17 @@ fn resolve_port(svc: &Service, b: &IngressServiceBackend) -> Result<ServicePort,
         if !pn.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
             return Err(format!("invalid port name '{pn}'"));
         }
+        // KIC's findPort: the first port named so, or whose targetPort is that name
         return ports
             .iter()
-            .find(|sp| sp.name.as_deref() == Some(pn))
+            .find(|sp| {
+                sp.name.as_deref() == Some(pn)
+                    || matches!(&sp.target_port, Some(IntOrString::String(t)) if t == pn)
+            })
             .cloned()
-            .ok_or_else(|| format!("Service {ns}/{name} has no port named '{pn}'"));
+            .ok_or_else(|| {
+                format!("Service {ns}/{name} has no port named '{pn}' (nor targetPort '{pn}')")
+            });
     }
     let n = p
         .number
@@ -1274,6 +1281,30 @@ fn secret_id(m: &ObjectMeta, kind: EntityKind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend port name matches a Service port by name, or by a string targetPort (KIC's
+    /// findPort), the first port that matches either way winning.
+    #[test]
+    fn port_name_matches_a_named_target_port() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"ports": [
+                {"name": "admin", "port": 9000, "targetPort": 9000},
+                {"name": "http", "port": 80, "targetPort": "web"},
+                {"name": "web", "port": 8080, "targetPort": 8080},
+            ]}
+        }))
+        .unwrap();
+        let backend = |name: &str| -> IngressServiceBackend {
+            serde_json::from_value(json!({"name": "web", "port": {"name": name}})).unwrap()
+        };
+        let port = |name: &str| resolve_port(&svc, &backend(name)).map(|p| p.port);
+        assert_eq!(port("admin"), Ok(9000));
+        // the second port's targetPort comes before the third port's name
+        assert_eq!(port("web"), Ok(80));
+        assert_eq!(port("http"), Ok(80));
+        assert!(port("nope").is_err());
+    }
 
     #[test]
     fn slashes_are_flattened() {
