@@ -461,9 +461,13 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// Turns a `konghq.com/rewrite` value into the request-transformer `replace.uri` template:
-/// `$N` becomes the N-th regex capture; `\$` a literal dollar.
+/// Turns a `konghq.com/rewrite` value into the request-transformer `replace.uri` template,
+/// as KIC's `generateRewriteURIConfig`: `$N` becomes the N-th regex capture, `\$` a literal
+/// dollar; a `\` before anything else is an error. An empty value is `/`.
 pub fn rewrite_template(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        return Ok("/".into());
+    }
     if !v.starts_with('/') {
         return Err(format!("rewrite '{v}' must start with /"));
     }
@@ -471,10 +475,14 @@ pub fn rewrite_template(v: &str) -> Result<String, String> {
     let mut chars = v.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\\' if chars.peek() == Some(&'$') => {
-                chars.next();
-                out.push_str("\\$");
-            }
+            '\\' => match chars.next() {
+                Some('$') => out.push('$'),
+                _ => {
+                    return Err(format!(
+                        "rewrite '{v}': '\\' must be followed by '$' (a literal dollar)"
+                    ));
+                }
+            },
             '$' => {
                 let mut digits = String::new();
                 while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
@@ -963,7 +971,16 @@ mod tests {
             rewrite_template("/a/$1/b$12").unwrap(),
             "/a/$(uri_captures[1])/b$(uri_captures[12])"
         );
-        assert_eq!(rewrite_template(r"/p\$x").unwrap(), r"/p\$x");
+        // KIC writes an escaped dollar as a plain one
+        assert_eq!(rewrite_template(r"/p\$x").unwrap(), "/p$x");
+        assert_eq!(rewrite_template(r"/p\$").unwrap(), "/p$");
+        assert_eq!(
+            rewrite_template(r"/a$13\$x").unwrap(),
+            "/a$(uri_captures[13])$x"
+        );
+        assert!(rewrite_template(r"/p\n").is_err());
+        assert!(rewrite_template(r"/p\").is_err());
+        assert_eq!(rewrite_template("").unwrap(), "/");
         assert!(rewrite_template("x").is_err());
     }
 }

@@ -380,17 +380,24 @@ impl<'a> Translator<'a> {
             errs.push(("metadata.uid".into(), e));
         }
         let annotations = Annotations(ing.metadata.annotations.as_ref());
-        let (ro, e) = RouteOpts::parse(&annotations, self.opts.router_flavor);
+        let (ro, mut e) = RouteOpts::parse(&annotations, self.opts.router_flavor);
+        let rewrite_field = ann::field("konghq.com/rewrite");
+        if !self.opts.rewrite_uris {
+            // not used without the feature gate, whatever its value
+            e.retain(|(field, _)| *field != rewrite_field);
+        }
         errs.extend(e);
         // values KIC ignores: reported, the defaults kept
         for (field, reason) in &ro.ignored {
             self.problem(oref.clone(), field.clone(), reason.clone());
         }
-        if ro.rewrite.is_some() && !self.opts.rewrite_uris {
-            // KIC ignores the annotation without its feature gate; say so, keep the Ingress.
+        if annotations.get("konghq.com/rewrite").is_some() && !self.opts.rewrite_uris {
+            // Without its feature gate KIC reports an error and leaves out the Kong Services
+            // of the Ingress's routes (with every route they carry). Silverback is more
+            // lenient: it reports the annotation as ignored and keeps the Ingress, unrewritten.
             self.problem(
                 oref.clone(),
-                ann::field("konghq.com/rewrite"),
+                rewrite_field,
                 "ignored: URI rewriting is not enabled (RewriteURIs)",
             );
         }
