@@ -921,8 +921,8 @@ impl<'a> Translator<'a> {
         state
     }
 
-    /// Targets of a Service port: endpoint addresses, the Service DNS name
-    /// (`service-upstream`), or the external name.
+    /// Targets of a Service port: the Service DNS name (`service-upstream`), the external
+    /// name, or endpoint addresses.
     fn targets(
         &mut self,
         svc: &Service,
@@ -931,13 +931,7 @@ impl<'a> Translator<'a> {
     ) -> Vec<(String, u16)> {
         let ns = meta_ns(&svc.metadata);
         let name = meta_name(&svc.metadata);
-        let spec = svc.spec.as_ref();
-        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            let ext = spec
-                .and_then(|s| s.external_name.as_deref())
-                .unwrap_or_default();
-            return vec![(format!("{ext}:{}", sport.port), 100)];
-        }
+        // KIC's getEndpoints: service-upstream first, even for an ExternalName Service
         if service_upstream {
             let domain = if self.opts.cluster_domain.is_empty() {
                 String::new()
@@ -945,6 +939,13 @@ impl<'a> Translator<'a> {
                 format!(".{}", self.opts.cluster_domain)
             };
             return vec![(format!("{name}.{ns}.svc{domain}:{}", sport.port), 100)];
+        }
+        let spec = svc.spec.as_ref();
+        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            let ext = spec
+                .and_then(|s| s.external_name.as_deref())
+                .unwrap_or_default();
+            return vec![(format!("{ext}:{}", sport.port), 100)];
         }
         let mut out: BTreeMap<String, u16> = BTreeMap::new();
         let slices = self.slices.get(&(ns, name)).cloned().unwrap_or_default();
