@@ -488,13 +488,7 @@ impl<'a> Translator<'a> {
                 None => continue,
             };
             let base = format!("{ns}.{name}.{svc}.{}.{port}", host.replace('*', "_"));
-            let hosts: Vec<String> = if host.is_empty() {
-                ro.host_aliases.clone()
-            } else {
-                std::iter::once(host.clone())
-                    .chain(ro.host_aliases.iter().cloned())
-                    .collect()
-            };
+            let hosts = with_aliases(host, &ro.host_aliases);
             let routes = self.routes(&base, &hosts, &d.paths, &ro, &tags, false);
             self.add_routes(&kong_service, routes, &oref, &d.field, &ro);
         }
@@ -548,7 +542,13 @@ impl<'a> Translator<'a> {
                     if let Some(kong_service) = self.kong_service(&ns, backend, &bfield, &oref) {
                         let base = format!("{ns}.{name}");
                         let paths = vec![("/".to_string(), PathMatch::SegmentPrefix("/".into()))];
-                        let routes = self.routes(&base, &[], &paths, &ro, &tags, true);
+                        // KIC applies the host aliases to this route too, except under the
+                        // expressions router, where it is a fixed catch-all
+                        let hosts = match self.opts.router_flavor {
+                            RouterFlavor::Expressions => vec![],
+                            _ => with_aliases("", &ro.host_aliases),
+                        };
+                        let routes = self.routes(&base, &hosts, &paths, &ro, &tags, true);
                         self.add_routes(&kong_service, routes, &oref, &bfield, &ro);
                     }
                 }
@@ -1202,6 +1202,18 @@ impl<'a> Translator<'a> {
     }
 }
 
+/// A rule's host (none when empty) followed by the host aliases not already there (KIC's
+/// `appendIfMissing`).
+fn with_aliases(host: &str, aliases: &[String]) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::with_capacity(aliases.len() + 1);
+    for h in std::iter::once(host).chain(aliases.iter().map(String::as_str)) {
+        if !h.is_empty() && !hosts.iter().any(|x| x == h) {
+            hosts.push(h.to_string());
+        }
+    }
+    hosts
+}
+
 /// `path` with every run of `/` collapsed into one (KIC's `flattenMultipleSlashes`).
 fn flatten_slashes(path: &str) -> std::borrow::Cow<'_, str> {
     if !path.contains("//") {
@@ -1312,6 +1324,16 @@ mod tests {
         assert_eq!(port("web"), Ok(80));
         assert_eq!(port("http"), Ok(80));
         assert!(port("nope").is_err());
+    }
+
+    #[test]
+    fn host_aliases_are_deduplicated() {
+        let aliases: Vec<String> = ["b.com", "a.com", "b.com", "c.com"]
+            .map(String::from)
+            .into();
+        assert_eq!(with_aliases("a.com", &aliases), ["a.com", "b.com", "c.com"]);
+        assert_eq!(with_aliases("", &aliases), ["b.com", "a.com", "c.com"]);
+        assert!(with_aliases("", &[]).is_empty());
     }
 
     #[test]
