@@ -14,8 +14,10 @@
 //!   whose client certificate or CA certificate Secret cannot be used (translated without it);
 //! - a value Kong would refuse, or a bad host, path or TLS host, leaves the whole Ingress out;
 //!   on a Service, its Kong Services and the routes to them;
-//! - a dangling reference (missing Service, port or Secret, unusable TLS Secret, conflicting
-//!   SNI, second default backend) leaves out only what needs it.
+//! - a missing backend Service or port keeps the Kong Service and its routes, with an upstream
+//!   without targets (requests get 503, as with KIC, rather than falling to another route);
+//! - another dangling reference (missing or unusable TLS Secret, conflicting SNI, second
+//!   default backend) leaves out only what needs it.
 //!
 //! ```
 //! use silverback_translator::{Objects, TranslateOptions, translate};

@@ -749,25 +749,37 @@ impl<'a> Translator<'a> {
     ) -> Option<String> {
         let objects = self.objects;
         let key = (ns.to_string(), backend.name.clone());
-        let Some(svc) = objects.services.get(&key) else {
-            self.problem(
-                ing.clone(),
-                format!("{field}.name"),
-                format!("Service {ns}/{} not found", backend.name),
-            );
-            return None;
+        let port_field = match backend.port.as_ref().and_then(|p| p.name.as_ref()) {
+            Some(_) => format!("{field}.port.name"),
+            None => format!("{field}.port.number"),
         };
-        let port_def = backend.port.as_ref();
-        let sport: ServicePort = match resolve_port(svc, backend) {
-            Ok(p) => p,
-            Err(e) => {
-                let f = if port_def.and_then(|p| p.name.as_ref()).is_some() {
-                    "port.name"
-                } else {
-                    "port.number"
-                };
-                self.problem(ing.clone(), format!("{field}.{f}"), e);
-                return None;
+        // a port that cannot be named, or a name that cannot name a Kong Service: left out
+        if let Err(e) = check_backend_port(backend) {
+            self.problem(ing.clone(), port_field, e);
+            return None;
+        }
+        if !is_dns_subdomain(&backend.name) {
+            let reason = format!("invalid Service name '{}'", backend.name);
+            self.problem(ing.clone(), format!("{field}.name"), reason);
+            return None;
+        }
+        // As KIC, a missing Service or port keeps the Kong Service and its routes, with an
+        // upstream without targets: requests get 503 instead of falling to another route.
+        let svc = objects.services.get(&key);
+        let sport: Option<ServicePort> = match svc.map(|svc| resolve_port(svc, backend)) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                let reason = format!("{e}; its routes answer 503 (no targets)");
+                self.problem(ing.clone(), port_field, reason);
+                None
+            }
+            None => {
+                let reason = format!(
+                    "Service {ns}/{} not found; its routes answer 503 (no targets)",
+                    backend.name
+                );
+                self.problem(ing.clone(), format!("{field}.name"), reason);
+                None
             }
         };
         let port = port_key(backend);
@@ -775,19 +787,32 @@ impl<'a> Translator<'a> {
         if self.services.contains_key(&name) {
             return Some(name);
         }
-        let Ok(info) = self.svc_state(svc) else {
-            let reason = format!("Service {ns}/{} has problems and is left out", backend.name);
-            self.problem(ing.clone(), format!("{field}.name"), reason);
-            return None;
+        let info = match svc.map(|svc| self.svc_state(svc)) {
+            Some(Ok(info)) => info,
+            Some(Err(())) => {
+                let reason = format!("Service {ns}/{} has problems and is left out", backend.name);
+                self.problem(ing.clone(), format!("{field}.name"), reason);
+                return None;
+            }
+            // no Service: KIC's defaults, tagged with the Ingress that asks for it
+            None => Arc::new(SvcInfo {
+                so: ServiceOpts::parse(&Annotations(None)).0,
+                tags: ing.tags().into(),
+                client_cert: None,
+                ca_ids: vec![],
+            }),
         };
         let so = &info.so;
         let upstream_name = format!("{}.{ns}.{port}.svc", backend.name);
-        let targets = self.targets(
-            svc,
-            &sport,
-            so.service_upstream || self.params.service_upstream,
-        );
-        if !so.plugins.is_empty() {
+        let targets = match (svc, &sport) {
+            (Some(svc), Some(sport)) => self.targets(
+                svc,
+                sport,
+                so.service_upstream || self.params.service_upstream,
+            ),
+            _ => vec![],
+        };
+        if let (Some(svc), false) = (svc, so.plugins.is_empty()) {
             self.plugins.push(PluginAttachment {
                 object: ObjectRef::new(Kind::Service, &svc.metadata),
                 entity_type: "service".into(),
@@ -1240,7 +1265,30 @@ fn port_key(b: &IngressServiceBackend) -> String {
     }
 }
 
+/// Whether a backend's port can name a Kong Service: a valid name, or a number in range.
+fn check_backend_port(b: &IngressServiceBackend) -> Result<(), String> {
+    let p = b
+        .port
+        .as_ref()
+        .ok_or_else(|| "a backend port is required".to_string())?;
+    if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+        if !pn.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+            return Err(format!("invalid port name '{pn}'"));
+        }
+        return Ok(());
+    }
+    let n = p
+        .number
+        .ok_or_else(|| "a backend port number or name is required".to_string())?;
+    if !(1..=65535).contains(&n) {
+        return Err(format!("port {n} is out of range 1..65535"));
+    }
+    Ok(())
+}
+
+/// The Service port a backend names (see [`check_backend_port`] for the port's own errors).
 fn resolve_port(svc: &Service, b: &IngressServiceBackend) -> Result<ServicePort, String> {
+    check_backend_port(b)?;
     let ns = meta_ns(&svc.metadata);
     let name = meta_name(&svc.metadata);
     let spec = svc.spec.as_ref();
@@ -1251,9 +1299,6 @@ fn resolve_port(svc: &Service, b: &IngressServiceBackend) -> Result<ServicePort,
         .as_ref()
         .ok_or_else(|| "a backend port is required".to_string())?;
     if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
-        if !pn.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
-            return Err(format!("invalid port name '{pn}'"));
-        }
         // KIC's findPort: the first port named so, or whose targetPort is that name
         return ports
             .iter()
@@ -1266,12 +1311,7 @@ fn resolve_port(svc: &Service, b: &IngressServiceBackend) -> Result<ServicePort,
                 format!("Service {ns}/{name} has no port named '{pn}' (nor targetPort '{pn}')")
             });
     }
-    let n = p
-        .number
-        .ok_or_else(|| "a backend port number or name is required".to_string())?;
-    if !(1..=65535).contains(&n) {
-        return Err(format!("port {n} is out of range 1..65535"));
-    }
+    let n = p.number.unwrap_or_default();
     match ports.iter().find(|sp| sp.port == n) {
         Some(sp) => Ok(sp.clone()),
         None if external && ports.is_empty() => Ok(ServicePort {
