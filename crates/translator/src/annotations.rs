@@ -1,5 +1,7 @@
-//! The annotations the translator honours, parsed and checked. A value that Kong would
-//! reject, or that does not parse, is an error naming the annotation.
+//! The annotations the translator honours, parsed and checked as KIC reads them. A value KIC
+//! ignores (one that does not parse, a status code Kong does not offer, ...) keeps the
+//! default and is reported as ignored; a value KIC passes on and Kong would reject is an
+//! error naming the annotation (the object is left out).
 
 use std::collections::BTreeMap;
 

@@ -111,7 +111,7 @@ pub struct Problem {
     /// The field, in Kubernetes' notation (`spec.rules[0].http.paths[1].path`,
     /// `metadata.annotations[konghq.com/strip-path]`); empty for the whole object.
     pub field: String,
-    /// What is wrong and what was left out.
+    /// What is wrong, and what was left out or ignored because of it.
     pub reason: String,
 }
 
