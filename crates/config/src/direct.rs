@@ -190,7 +190,6 @@ impl Direct {
         index: &FxHashMap<&'static str, usize>,
         entries: Vec<(K, Value)>,
         id: Uuid,
-        flavor: RouterFlavor,
     ) -> Option<Typed> {
         // each value checked by its field; absent and null are alike
         let checked = entries.into_iter().filter_map(|(k, v)| {
@@ -207,7 +206,7 @@ impl Direct {
         });
         match &self.template {
             Typed::Service(t) => service(t.clone(), id, checked).map(Typed::Service),
-            Typed::Route(t) => route(t.clone(), id, checked, flavor).map(Typed::Route),
+            Typed::Route(t) => route(t.clone(), id, checked).map(Typed::Route),
             Typed::Upstream(t) => upstream(t.clone(), id, checked).map(Typed::Upstream),
             Typed::Target(t) => target(t.clone(), id, checked).map(Typed::Target),
         }
@@ -250,7 +249,7 @@ fn service(mut s: Service, id: Uuid, values: impl Checked) -> Option<Service> {
     (host && !(no_path && s.path.is_some())).then_some(s)
 }
 
-fn route(mut r: Route, id: Uuid, values: impl Checked, flavor: RouterFlavor) -> Option<Route> {
+fn route(mut r: Route, id: Uuid, values: impl Checked) -> Option<Route> {
     r.id = id;
     for v in values {
         let (k, v) = v?;
@@ -293,9 +292,6 @@ fn route(mut r: Route, id: Uuid, values: impl Checked, flavor: RouterFlavor) -> 
     }
     let https = r.protocols.contains(&Protocol::Https);
     if !r.snis.is_empty() && !https {
-        return None;
-    }
-    if r.path_handling == PathHandling::V1 && flavor != RouterFlavor::Traditional {
         return None;
     }
     let matches_on = !r.methods.is_empty()
@@ -424,7 +420,7 @@ mod tests {
             let e = entries(input.clone());
             assert!(supported(kind, &e, nested, flavor), "{input}");
             let direct = Direct::new(kind, &s, hc).expect("a typed path");
-            let typed = direct.build(&s, &index, e, id, flavor).expect("valid");
+            let typed = direct.build(&s, &index, e, id).expect("valid");
             assert_eq!(typed.kind(), kind);
             // every value given is in the typed entity, as its serialization shows
             let out = match typed {

@@ -386,10 +386,7 @@ impl Source for Entries<'_> {
             return None;
         }
         let entries = std::mem::take(&mut self.0);
-        Some(
-            path.direct
-                .build(path.schema, path.index, entries, path.id, path.flavor),
-        )
+        Some(path.direct.build(path.schema, path.index, entries, path.id))
     }
 }
 

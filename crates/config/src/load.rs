@@ -1024,13 +1024,25 @@ pub(crate) fn expand_url(url: &str) -> Result<Vec<(&'static str, Value)>, String
     if !crate::typedefs::SERVICE_PROTOCOLS.contains(&scheme.as_str()) {
         return Err(bad());
     }
+    // As LuaSocket's `url.parse` splits it for Kong's shorthand: the authority runs to the
+    // first `/`, without its user information (up to the first `@`); the path loses its
+    // `#fragment`, then its `?query`, then its `;params`, and is left out when nothing is
+    // left of it.
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(&rest[i..])),
         None => (rest, None),
     };
+    let authority = authority.split_once('@').map_or(authority, |(_, a)| a);
+    let path = path
+        .map(|p| p.split('#').next().unwrap_or(p))
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .map(|p| p.split(';').next().unwrap_or(p))
+        .filter(|p| !p.is_empty());
     let hp = crate::typedefs::split_host_port(authority).map_err(|_| bad())?;
+    // (Kong's shorthand gives 80 and 443 to `http` and `https` only, else the schema's
+    // default, 80: `grpcs://` and `tls://` come to port 80; `wss` as Kong Enterprise's)
     let default_port = match scheme.as_str() {
-        "https" | "grpcs" | "wss" | "tls" => 443,
+        "https" | "wss" => 443,
         _ => 80,
     };
     let mut out = vec![

@@ -116,7 +116,23 @@ pub fn parse_pair(
 
 /// A certificate field (Kong's `typedefs.certificate`): a PEM chain that parses.
 pub(crate) fn certificate_field(name: &'static str) -> Field {
-    Field::string(name).check_str(|s| parse_certs(s).map(|_| ()))
+    Field::string(name).check_str(|s| {
+        no_vault_reference(s)?;
+        parse_certs(s).map(|_| ())
+    })
+}
+
+/// Kong takes a vault reference (`{vault://env/tls-cert}`) in a certificate's `cert` and
+/// `key` (they are `referenceable`); Silverback has no vaults, so it says so rather than
+/// failing to read the reference as PEM.
+fn no_vault_reference(s: &str) -> Result<(), String> {
+    if crate::keys::is_vault_reference(s.trim()) {
+        return Err(format!(
+            "vault references are not supported by this gateway ('{}')",
+            s.trim()
+        ));
+    }
+    Ok(())
 }
 
 thread_local! {
@@ -130,6 +146,7 @@ thread_local! {
 /// A private key field (Kong's `typedefs.key`): a PEM key that loads.
 pub(crate) fn key_field(name: &'static str) -> Field {
     Field::string(name).check_str(|s| {
+        no_vault_reference(s)?;
         let key = signing_key(&parse_key(s)?)?;
         LOADED.with_borrow_mut(|kept| {
             if kept.len() == 2 {

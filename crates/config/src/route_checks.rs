@@ -146,19 +146,10 @@ pub(crate) fn checks(flavor: RouterFlavor) -> Vec<EntityCheck> {
                 "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
             ),
         }),
-        // (Kong only warns of `v1`; our other flavors do not implement it)
-        EntityCheck::custom(&["path_handling"], move |v, e| {
-            if v.str("path_handling") == Some("v1") && flavor != RouterFlavor::Traditional {
-                e.field(
-                    "path_handling",
-                    format!(
-                        "path_handling='v1' is not supported in the '{}' router flavor",
-                        flavor.as_str()
-                    ),
-                );
-            }
-            Ok(())
-        }),
+        // (`path_handling: v1`: Kong's check only warns that it is deprecated; outside the
+        // traditional flavor the upstream path is built by the v0 rules, as the router
+        // builds it)
+        EntityCheck::custom(&["path_handling"], |_, _| Ok(())),
     ];
     if expressions {
         checks.push(

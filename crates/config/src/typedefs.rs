@@ -68,8 +68,9 @@ pub fn tags() -> Field {
 pub fn validate_tag(t: &str) -> Result<(), String> {
     // byte by byte: every byte of a non-ASCII character is non-ASCII, and a `str` holds
     // only valid UTF-8, so this is the rule on characters
+    // (Kong's pattern takes the space too: `^[ \033-\043\045\046\048-\126\128-\244]+$`)
     if t.bytes()
-        .all(|b| (b.is_ascii_graphic() || !b.is_ascii()) && b != b',' && b != b'/')
+        .all(|b| (b.is_ascii_graphic() || b == b' ' || !b.is_ascii()) && b != b',' && b != b'/')
     {
         Ok(())
     } else {
@@ -510,16 +511,24 @@ fn check_regex(re: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Returns `(message, is_percent_error)`.
+/// Kong's `validate_path`: the characters of RFC 3986's lists first, then the
+/// percent-encoding. Returns `(message, is_percent_error)`.
 fn check_rfc3986_and_percent(p: &str) -> Result<(), (String, bool)> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_~/%:@!$&'()*+,;=".contains(c);
+    if !p.chars().all(allowed) {
+        return Err((
+            format!(
+                "invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"
+            ),
+            false,
+        ));
+    }
     let b = p.as_bytes();
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let ok = i + 2 < b.len() + 1
-                && b.len() > i + 2
-                && b[i + 1].is_ascii_hexdigit()
-                && b[i + 2].is_ascii_hexdigit();
+            let ok =
+                b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
             if !ok {
                 let end = (i + 3).min(b.len());
                 let frag = String::from_utf8_lossy(&b[i..end]);
@@ -529,15 +538,6 @@ fn check_rfc3986_and_percent(p: &str) -> Result<(), (String, bool)> {
             continue;
         }
         i += 1;
-    }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_~/%:@!$&'()*+,;=".contains(c);
-    if !p.chars().all(allowed) {
-        return Err((
-            format!(
-                "invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"
-            ),
-            false,
-        ));
     }
     Ok(())
 }
@@ -550,17 +550,20 @@ pub fn validate_router_path(p: &str) -> Result<(), String> {
     if p.contains("//") {
         return Err("must not have empty segments".into());
     }
+    // (Kong's `validate_path_with_regexes`: a regex's characters and escapes are the
+    // regex's business; a prefix path with characters outside RFC 3986's lists is taken
+    // when normal, as Kong's router matches it raw, and only a path within them is held to
+    // its percent-encoding)
     if let Some(re) = p.strip_prefix('~') {
-        if let Err((e, true)) = check_rfc3986_and_percent(re) {
-            return Err(e);
-        }
         if let Err(reason) = check_regex(&crate::router_regex(re)) {
             let reason = reason.lines().last().unwrap_or("").trim().to_string();
             return Err(format!("invalid regex: '{re}' (PCRE returned: {reason})"));
         }
         return Ok(());
     }
-    check_rfc3986_and_percent(p).map_err(|(e, _)| e)?;
+    if let Err((e, true)) = check_rfc3986_and_percent(p) {
+        return Err(e);
+    }
     // (escapes that decode to bytes that are not UTF-8 are not normal either: Kong's
     // `normalize` decodes them to raw bytes)
     let (n, normal) = match uri::try_normalize(p, true) {
@@ -1034,7 +1037,7 @@ mod tests {
         for (tag, ok) in [
             ("é-ü", true),
             ("日本", true),
-            ("a b", false),
+            ("a b", true),
             ("a,b", false),
             ("tab\t", false),
             ("del\u{7f}", false),

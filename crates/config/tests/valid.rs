@@ -370,29 +370,24 @@ fn migrates_old_format_versions() {
             vec!["/plain/path", "~/items/\\d+", "/with~tilde"]
         );
         // (Kong's `normalize` decodes every escape but a reserved character's: a migrated
-        // `%20` is a space, which a path cannot hold)
-        let err = load(&format!(
+        // `%20` is a space, which a prefix path may hold raw, as Kong 3.x's
+        // `validate_path_with_regexes` takes any normal path)
+        let spaced = load(&format!(
             "_format_version: \"{version}\"\nroutes:\n- name: r\n  paths: [/with%20escape]\n"
         ))
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("invalid path: '/with escape'"),
-            "{err}"
-        );
+        .expect("a space in a path");
+        assert_eq!(spaced.routes[0].paths, vec!["/with escape"]);
         assert_eq!(cfg.routes[1].paths, vec!["~/v[12]/x"]);
         assert!(
             cfg.to_json(false)
                 .starts_with("{\"_format_version\":\"3.0\"")
         );
     }
-    // 3.0 documents are taken literally
-    let err = load("_format_version: \"3.0\"\nroutes:\n- name: r\n  paths: [\"/items/\\\\d+\"]\n")
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("characters outside of the reserved list"),
-        "{err}"
-    );
+    // 3.0 documents are taken literally: a prefix path, however regex-like (Kong 3.x
+    // takes a normal prefix path whatever its characters)
+    let cfg = load("_format_version: \"3.0\"\nroutes:\n- name: r\n  paths: [\"/items/\\\\d+\"]\n")
+        .expect("a literal prefix");
+    assert_eq!(cfg.routes[0].paths, vec!["/items/\\d+"]);
 }
 
 #[test]
@@ -442,4 +437,56 @@ services:
         "grpc routes default to strip_path: false"
     );
     assert_eq!(cfg.routes[0].destinations[0].port, Some(5432));
+}
+
+/// Configurations Kong 3.x loads that an earlier, stricter reading refused, and the values
+/// Kong gives them.
+#[test]
+fn what_kong_accepts_loads_with_kongs_values() {
+    let doc = r#"
+_format_version: "3.0"
+services:
+- name: q
+  url: http://u:pw@b.test/api;v=1?version=2#top
+  tags: ["team payments"]
+  routes:
+  - name: v1
+    paths: [/api]
+    path_handling: v1
+  - name: raw
+    paths: ["/café", "/a b", "/users/{id}", "~/rate/100%$"]
+- name: g
+  url: grpcs://grpc.internal
+- name: bare
+  url: http://b.test
+"#;
+    let cfg = load(doc).expect("Kong loads it");
+    let q = &cfg.services[0];
+    assert_eq!(q.host, "b.test");
+    assert_eq!(q.port, 80);
+    assert_eq!(q.path.as_deref(), Some("/api"));
+    assert_eq!(q.tags, vec!["team payments"]);
+    // (kept as written: outside the traditional flavor it is built by the v0 rules)
+    assert_eq!(
+        cfg.routes[0].path_handling,
+        silverback_config::PathHandling::V1
+    );
+    assert_eq!(cfg.routes[1].paths.len(), 4);
+    // (Kong's shorthand gives 443 to `https` only)
+    assert_eq!(cfg.services[1].port, 80);
+    assert_eq!(cfg.services[2].path, None);
+
+    // still refused: a badly escaped prefix path within RFC 3986's characters, and one
+    // that is not in its normal form
+    for (path, why) in [
+        ("/a%zz", "invalid url-encoded value: '%zz'"),
+        ("/a%7Eb", "non-normalized path, consider use '/a~b' instead"),
+    ] {
+        let err = load(&format!(
+            "_format_version: \"3.0\"\nroutes:\n- name: r\n  paths: [\"{path}\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(why), "{path}: {err}");
+    }
 }
