@@ -383,6 +383,8 @@ impl Balancer {
             &upstream.hash_fallback,
             match upstream.hash_fallback.as_str() {
                 "header" => upstream.hash_fallback_header.as_deref(),
+                // (Kong has no `hash_fallback_cookie`: a cookie fallback reads `hash_on_cookie`)
+                "cookie" => upstream.hash_on_cookie.as_deref(),
                 "query_arg" => upstream.hash_fallback_query_arg.as_deref(),
                 "uri_capture" => upstream.hash_fallback_uri_capture.as_deref(),
                 _ => None,
@@ -395,8 +397,10 @@ impl Balancer {
             (_, Algorithm::RoundRobin) => Algorithm::ConsistentHashing,
             (_, a) => a,
         };
-        let cookie = match &hash_on {
-            HashOn::Cookie(n) => {
+        // A missing hash cookie is generated (and set on the response) whether the cookie is
+        // `hash_on` or `hash_fallback`, as Kong's `get_value_to_hash` does on either pass.
+        let cookie = match (&hash_on, &hash_fallback) {
+            (HashOn::Cookie(n), _) | (_, HashOn::Cookie(n)) => {
                 let path = if upstream.hash_on_cookie_path.is_empty() {
                     "/"
                 } else {

@@ -127,6 +127,48 @@ async fn consistent_hashing_moves_about_one_nth_when_a_target_is_added() {
 }
 
 #[tokio::test]
+async fn a_cookie_fallback_loads_and_generates_the_cookie() {
+    // Kong takes `hash_fallback: cookie` with `hash_on_cookie` naming the cookie.
+    let cfg = config(
+        "_format_version: '3.0'\nupstreams:\n- name: up\n  hash_on: header\n  hash_on_header: x-a\n  hash_fallback: cookie\n  hash_on_cookie: sess\n  targets:\n  - target: 127.0.2.1:80\n  - target: 127.0.2.2:80\n  - target: 127.0.2.3:80\n",
+    );
+    let bs = Balancers::build(&cfg, None, &Handle::current()).expect("a cookie fallback loads");
+    let b = bs.get("up").expect("upstream");
+    // Neither the header nor the cookie: a cookie is generated, with the default path.
+    let first = b.pick(&PickContext::default(), &[]).expect("peer");
+    let cookie = first.set_cookie.clone().expect("a cookie is generated");
+    let hv = cookie.header_value();
+    assert!(
+        hv.starts_with("sess=") && hv.ends_with("; Path=/; Same-Site=Lax; HttpOnly"),
+        "{hv}"
+    );
+    assert!(uuid::Uuid::parse_str(&cookie.value).is_ok(), "{hv}");
+    // The cookie then keeps the request on its peer, without a new cookie.
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::COOKIE,
+        HeaderValue::from_str(&format!("sess={}", cookie.value)).expect("v"),
+    );
+    let ctx = PickContext {
+        headers: Some(&h),
+        ..Default::default()
+    };
+    for _ in 0..10 {
+        let p = b.pick(&ctx, &[]).expect("peer");
+        assert_eq!(p.addr, first.addr);
+        assert!(p.set_cookie.is_none());
+    }
+    // The header, when present, comes first: no cookie is generated.
+    let mut h = HeaderMap::new();
+    h.insert("x-a", HeaderValue::from_static("k1"));
+    let ctx = PickContext {
+        headers: Some(&h),
+        ..Default::default()
+    };
+    assert!(b.pick(&ctx, &[]).expect("peer").set_cookie.is_none());
+}
+
+#[tokio::test]
 async fn hash_fallback_and_generated_cookie() {
     let cfg = config(
         "_format_version: '3.0'\nupstreams:\n- name: up\n  hash_on: cookie\n  hash_on_cookie: sticky\n  hash_on_cookie_path: /app\n  targets:\n  - target: 127.0.2.1:80\n  - target: 127.0.2.2:80\n  - target: 127.0.2.3:80\n",

@@ -364,6 +364,54 @@ services:
     g.gw.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_cookie_hash_fallback_sets_the_cookie() {
+    let a = Backend::builder().name("a").ip("127.0.0.10").run().await;
+    let b = Backend::builder().name("b").ip("127.0.0.11").run().await;
+    let cfg = pool_config(
+        "  hash_on: header\n  hash_on_header: x-a\n  hash_fallback: cookie\n  hash_on_cookie: sess\n",
+        &[&a, &b],
+        "",
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    // Neither `x-a` nor `sess`: Kong generates the cookie on the fallback pass.
+    let r = c.get("x", "/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sc = r.header("set-cookie").unwrap().to_string();
+    let (value, rest) = sc
+        .strip_prefix("sess=")
+        .and_then(|v| v.split_once(';'))
+        .unwrap_or_else(|| panic!("{sc}"));
+    assert_eq!(value.len(), 36, "a uuid: {sc}");
+    assert_eq!(rest, " Path=/; Same-Site=Lax; HttpOnly");
+    let first = r.header("x-backend").unwrap().to_string();
+    for _ in 0..4 {
+        let r = c
+            .send(
+                req("GET", "x", "/")
+                    .header("cookie", format!("sess={value}"))
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.header("x-backend"), Some(first.as_str()));
+        assert!(r.header("set-cookie").is_none());
+    }
+    // The header, when there is one, is hashed: no cookie.
+    let r = c
+        .send(
+            req("GET", "x", "/")
+                .header("x-a", "k")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("set-cookie").is_none());
+    g.gw.shutdown().await;
+}
+
 /// One upstream `pool` of `targets` (plus `upstream_fields`), and one service on it (plus
 /// `service_fields`) with a route for every path. Fields are YAML lines indented by two.
 fn pool_config(upstream_fields: &str, targets: &[&Backend], service_fields: &str) -> String {
