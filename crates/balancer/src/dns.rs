@@ -1,7 +1,8 @@
 //! DNS resolution with a TTL-respecting cache.
 //!
-//! - Names are looked up as SRV first (Kong's `dns_order` puts SRV before A), then A/AAAA;
-//!   the hosts file is honoured. An SRV answer's targets are resolved to addresses and keep
+//! - Names are looked up as SRV first, then A, as Kong's default `dns_order`
+//!   (`LAST,SRV,A,CNAME`), which asks no AAAA: names resolve to IPv4 addresses only (an
+//!   IPv6 literal is still used as is); the hosts file is honoured. An SRV answer's targets are resolved to addresses and keep
 //!   the record's port (0 = the caller's port) and weight (0 counts as 1).
 //! - An answer is cached until its TTL runs out (at least `min_ttl`). An expired answer is
 //!   still served for up to `stale_ttl` while one background query refreshes it, so a
@@ -34,7 +35,7 @@ pub struct ResolverOptions {
     pub nameservers: Option<Vec<SocketAddr>>,
     /// Per-query timeout.
     pub timeout: Duration,
-    /// Query SRV before A/AAAA (Kong's default order).
+    /// Query SRV before A (Kong's default order).
     pub srv: bool,
     /// Shortest time an answer is kept (a TTL of 0 is re-queried at this pace).
     pub min_ttl: Duration,
@@ -65,11 +66,11 @@ impl Default for ResolverOptions {
 pub struct DnsRecord {
     /// The address.
     pub ip: IpAddr,
-    /// The SRV record's port (`None` for A/AAAA, or an SRV port of 0).
+    /// The SRV record's port (`None` for A, or an SRV port of 0).
     pub port: Option<u16>,
-    /// The SRV record's weight, 0 raised to 1 (`None` for A/AAAA).
+    /// The SRV record's weight, 0 raised to 1 (`None` for A).
     pub weight: Option<u32>,
-    /// The SRV record's target name (`None` for A/AAAA).
+    /// The SRV record's target name (`None` for A).
     pub srv_name: Option<Arc<str>>,
 }
 
@@ -175,10 +176,9 @@ struct QueryStats {
 }
 
 /// The resolver's counters, by Kong's key and counter name: `<name>:all` for lookups,
-/// `<name>:SRV` and `<name>:A/AAAA` for queries. (Kong asks for A, then AAAA if that
-/// failed, and counts each under `<name>:A` / `<name>:AAAA`; we ask for both families at
-/// once, so one key counts them.) Counters that are still 0 are left out, as Kong's client
-/// leaves out those it never incremented.
+/// `<name>:SRV` and `<name>:A` for queries (Kong's default `dns_order` asks no AAAA).
+/// Counters that are still 0 are left out, as Kong's client leaves out those it never
+/// incremented.
 pub type DnsStats = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// A caching resolver, shared by every configuration (the cache survives swaps).
@@ -224,7 +224,9 @@ impl Resolver {
         ropts.attempts = 2;
         // Our own cache does the TTL bookkeeping; keep hickory's small.
         ropts.cache_size = 64;
-        ropts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+        // Kong's default `dns_order` (`LAST,SRV,A,CNAME`) asks no AAAA: IPv4 only, for targets
+        // and service hosts alike (hickory's built-in `localhost` included).
+        ropts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4Only;
         let first_server = config.name_servers().first().map(|s| s.socket_addr);
         let inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
             .with_options(ropts)
@@ -479,7 +481,7 @@ impl Resolver {
                         let started = Instant::now();
                         let ips = self.inner.lookup_ip(target).await;
                         let took = started.elapsed();
-                        self.count_query(target, "A/AAAA", took, &ips);
+                        self.count_query(target, "A", took, &ips);
                         match ips {
                             Ok(ips) => {
                                 ttl = ttl.min(ips.valid_until().saturating_duration_since(now));
@@ -508,7 +510,7 @@ impl Resolver {
                     }
                 }
                 Err(e) if !(e.is_nx_domain() || e.is_no_records_found()) => {
-                    tracing::debug!(name, error = %e, "SRV lookup failed; trying A/AAAA");
+                    tracing::debug!(name, error = %e, "SRV lookup failed; trying A");
                 }
                 Err(_) => {}
             }
@@ -516,7 +518,7 @@ impl Resolver {
         let started = Instant::now();
         let ips = self.inner.lookup_ip(fqdn_name).await;
         let took = started.elapsed();
-        self.count_query(name, "A/AAAA", took, &ips);
+        self.count_query(name, "A", took, &ips);
         match ips {
             Ok(ips) => {
                 let ttl = ips.valid_until().saturating_duration_since(Instant::now());

@@ -222,7 +222,7 @@ async fn lookups_and_queries_are_counted_as_kongs_client_counts_them() {
             .map(|(k, v)| (k.as_str(), *v))
             .collect::<Vec<_>>()
     };
-    // The first lookup asked the server (SRV first: no records, then A/AAAA); the next two
+    // The first lookup asked the server (SRV first: no records, then A); the next two
     // were answered from the cache.
     assert_eq!(
         get("api.test:all"),
@@ -234,7 +234,7 @@ async fn lookups_and_queries_are_counted_as_kongs_client_counts_them() {
         srv.contains(&("query_fail:empty record received", 1)),
         "{srv:?}"
     );
-    let a = get("api.test:A/AAAA");
+    let a = get("api.test:A");
     assert!(
         a.contains(&("query", 1)) && a.contains(&("query_succ", 1)),
         "{a:?}"
@@ -320,4 +320,39 @@ async fn the_dns_refresher_reports_its_runs_as_a_timer() {
         eventually(Duration::from_secs(5), || job().is_none()).await,
         "the job leaves with its balancer"
     );
+}
+
+/// Kong's default `dns_order` (`LAST,SRV,A,CNAME`) asks no AAAA: a name with both A and
+/// AAAA records gives its IPv4 addresses only, as a target and as a service host, and
+/// `localhost` is 127.0.0.1 (not also `::1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_resolve_to_ipv4_only() {
+    let dns = DnsServer::start(30).await;
+    dns.set("dual.test", &["127.0.26.1"]);
+    dns.set6("dual.test", &["fd00::26:1"]);
+    let cfg = config(
+        "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: dual.test:9000\n  - target: localhost:9001\n",
+    );
+    let r = resolver(&dns);
+    let opts = Options {
+        resolver: Some(Arc::clone(&r)),
+        ..Default::default()
+    };
+    let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
+    assert!(bs.ready(Duration::from_secs(5)).await);
+    let want: HashSet<SocketAddr> = ["127.0.26.1:9000", "127.0.0.1:9001"]
+        .iter()
+        .map(|s| s.parse().expect("addr"))
+        .collect();
+    assert_eq!(addrs(&bs, 20), want);
+    let ctx = PickContext::default();
+    for host in ["dual.test", "localhost"] {
+        let a = r.resolve(host).await.expect("resolves");
+        assert!(a.records.iter().all(|x| x.ip.is_ipv4()), "{host}: {a:?}");
+        for _ in 0..4 {
+            let p = bs.peer(host, 8080, &ctx, &[]).await.expect("peer");
+            assert!(p.addr.is_ipv4(), "{host}: {}", p.addr);
+        }
+    }
+    assert_eq!(dns.aaaa_queries.load(Ordering::SeqCst), 0, "AAAA was asked");
 }

@@ -236,25 +236,37 @@ pub type SrvTable = Arc<Mutex<Vec<(String, Vec<(u16, u16, String)>)>>>;
 /// Name -> IPv4 addresses.
 pub type DnsTable = Arc<Mutex<Vec<(String, Vec<std::net::Ipv4Addr>)>>>;
 
+/// Name -> IPv6 addresses (AAAA answers).
+pub type DnsTable6 = Arc<Mutex<Vec<(String, Vec<std::net::Ipv6Addr>)>>>;
+
 pub struct DnsServer {
     pub addr: SocketAddr,
     pub records: DnsTable,
     /// Name -> SRV records (weight, port, target).
     pub srv: SrvTable,
+    /// Name -> IPv6 addresses, answered to AAAA queries.
+    pub records6: DnsTable6,
     pub queries: Arc<AtomicUsize>,
+    /// AAAA queries received.
+    pub aaaa_queries: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
 impl DnsServer {
     pub async fn start(ttl: u32) -> DnsServer {
         use hickory_proto::op::{Message, MessageType, ResponseCode};
-        use hickory_proto::rr::{Name, RData, Record, RecordType, rdata::A, rdata::SRV};
+        use hickory_proto::rr::{
+            Name, RData, Record, RecordType, rdata::A, rdata::AAAA, rdata::SRV,
+        };
         let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let addr = sock.local_addr().expect("addr");
         let records: DnsTable = Arc::default();
         let queries = Arc::new(AtomicUsize::new(0));
         let srv: SrvTable = Arc::default();
+        let records6: DnsTable6 = Arc::default();
+        let aaaa_queries = Arc::new(AtomicUsize::new(0));
         let (r, q, sv) = (Arc::clone(&records), Arc::clone(&queries), Arc::clone(&srv));
+        let (r6, q6) = (Arc::clone(&records6), Arc::clone(&aaaa_queries));
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             loop {
@@ -288,6 +300,15 @@ impl DnsServer {
                 if query.query_type() == RecordType::A {
                     q.fetch_add(1, Ordering::SeqCst);
                 }
+                if query.query_type() == RecordType::AAAA {
+                    q6.fetch_add(1, Ordering::SeqCst);
+                }
+                let known6 = r6
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .find(|(n, _)| *n == qname)
+                    .map(|(_, ips)| ips.clone());
                 let srv_known = sv
                     .lock()
                     .expect("lock")
@@ -330,6 +351,15 @@ impl DnsServer {
                                 ));
                             }
                         }
+                        if query.query_type() == RecordType::AAAA {
+                            for ip in known6.unwrap_or_default() {
+                                resp.add_answer(Record::from_rdata(
+                                    query.name().clone(),
+                                    ttl,
+                                    RData::AAAA(AAAA(ip)),
+                                ));
+                            }
+                        }
                     }
                 }
                 resp.add_query(query);
@@ -342,7 +372,9 @@ impl DnsServer {
             addr,
             records,
             srv,
+            records6,
             queries,
+            aaaa_queries,
             task,
         }
     }
@@ -356,6 +388,14 @@ impl DnsServer {
 }
 
 impl DnsServer {
+    /// IPv6 addresses of `name` (answered to AAAA queries; A queries get `set`'s).
+    pub fn set6(&self, name: &str, ips: &[&str]) {
+        let ips = ips.iter().map(|s| s.parse().expect("ipv6")).collect();
+        let mut r = self.records6.lock().expect("lock");
+        r.retain(|(n, _)| n != name);
+        r.push((name.to_string(), ips));
+    }
+
     /// SRV records of `name`: (weight, port, target).
     pub fn set_srv(&self, name: &str, records: &[(u16, u16, &str)]) {
         self.set(name, &[]);
