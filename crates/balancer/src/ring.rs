@@ -18,7 +18,8 @@ use crate::health::{HEALTH_GENERATION, HealthPolicy, HealthState};
 const POINTS_PER_ADDRESS: f64 = 160.0;
 /// Largest round-robin wheel; bigger weight sets are scaled down to fit.
 const MAX_WHEEL: u64 = 1 << 16;
-/// The latency algorithm's EWMA decay window.
+/// The latency algorithm's EWMA decay time (Kong's `DECAY_TIME`, 10 s): an average
+/// `td` old weighs `exp(-td / EWMA_WINDOW)`, in a new sample and when scoring.
 const EWMA_WINDOW: Duration = Duration::from_secs(10);
 
 /// The balancing algorithm.
@@ -49,6 +50,11 @@ impl Algorithm {
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since [`epoch`].
+fn now_nanos() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One resolved address of a target, with state that outlives rings: health, latency.
@@ -100,15 +106,40 @@ impl Endpoint {
         f64::from_bits(self.ewma.load(Ordering::Relaxed))
     }
 
+    /// Gives an address without a sample the mean of the others (Kong's slow start),
+    /// touched now.
     pub(crate) fn seed_ewma(&self, v: f64) {
-        let _ = self
+        if self
             .ewma
-            .compare_exchange(0, v.to_bits(), Ordering::Relaxed, Ordering::Relaxed);
+            .compare_exchange(0, v.to_bits(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.ewma_at.store(now_nanos(), Ordering::Relaxed);
+        }
+    }
+
+    /// The average as the latency algorithm scores it at `now` (nanoseconds since
+    /// [`epoch`]): decayed toward 0 by the time since it was last touched, as Kong's
+    /// `get_or_update_ewma` with an rtt of 0 does, so that an address left alone (a slow one)
+    /// scores lower and lower until it is tried again.
+    #[inline]
+    pub(crate) fn decayed_ewma(&self, now: u64) -> f64 {
+        let v = self.ewma();
+        if v == 0.0 {
+            return 0.0;
+        }
+        let at = self.ewma_at.load(Ordering::Relaxed);
+        let dt = now.saturating_sub(at) as f64 / 1e9;
+        v * (-dt / EWMA_WINDOW.as_secs_f64()).exp()
     }
 
     /// Adds a latency sample (decaying over a 10 s window).
     pub(crate) fn record_latency(&self, sample: Duration) {
-        let now = epoch().elapsed().as_nanos() as u64;
+        self.record_latency_at(sample, now_nanos());
+    }
+
+    /// [`Endpoint::record_latency`] at `now` (nanoseconds since [`epoch`]).
+    pub(crate) fn record_latency_at(&self, sample: Duration, now: u64) {
         let sample = sample.as_secs_f64() * 1e6;
         let prev_at = self.ewma_at.swap(now, Ordering::Relaxed);
         let prev = self.ewma();
@@ -247,7 +278,7 @@ impl Ring {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .pick(&self.entries, tried),
-            Algo::Latency => self.pick_latency(tried),
+            Algo::Latency => self.pick_latency(tried, now_nanos()),
         }
     }
 
@@ -267,11 +298,13 @@ impl Ring {
         }
     }
 
-    fn pick_latency(&self, tried: &[SocketAddr]) -> Option<u32> {
+    /// Two random choices among the eligible addresses, the lower `decayed ewma / weight`
+    /// winning (Kong's `pick_and_score`), at `now` (nanoseconds since [`epoch`]).
+    fn pick_latency(&self, tried: &[SocketAddr], now: u64) -> Option<u32> {
         let n = self.entries.len();
         let score = |i: usize| {
             let e = &self.entries[i];
-            e.ep.ewma() / f64::from(e.weight.max(1))
+            e.ep.decayed_ewma(now) / f64::from(e.weight.max(1))
         };
         let mut found: [usize; 2] = [usize::MAX; 2];
         let mut count = 0;
@@ -706,6 +739,36 @@ mod tests {
         for _ in 0..50 {
             assert_ne!(ring.pick(0, &tried), Some(2));
         }
+    }
+
+    /// Kong's latency.lua decays an address's average when scoring it, by the time since it
+    /// was last touched (`ewma * exp(-td / 10)`): a slow address that gets no traffic scores
+    /// lower and lower, and is tried again once it scores below the fast one.
+    #[test]
+    fn latency_tries_an_idle_slow_address_again() {
+        let e = entries(&[100, 100]);
+        let t0 = now_nanos();
+        e[1].ep.record_latency_at(Duration::from_millis(100), t0);
+        e[0].ep.record_latency_at(Duration::from_millis(1), t0);
+        let ring = Ring::new(Algorithm::Latency, e);
+        // Right away the fast one wins every time.
+        for _ in 0..20 {
+            assert_eq!(ring.pick_latency(&[], t0), Some(0));
+        }
+        // The fast one keeps being used (its average is touched); the slow one is idle.
+        let later = t0 + 60_000_000_000;
+        ring.entries[0]
+            .ep
+            .record_latency_at(Duration::from_millis(1), later);
+        // 100 ms * exp(-6) = 0.25 ms < 1 ms: the slow one is tried again.
+        let slow = ring.entries[1].ep.decayed_ewma(later);
+        assert!((slow - 100_000.0 * (-6f64).exp()).abs() < 1.0, "{slow}");
+        assert_eq!(ring.pick_latency(&[], later), Some(1));
+        // Its new sample is then what it is scored by (the old average weighs exp(-6)).
+        ring.entries[1]
+            .ep
+            .record_latency_at(Duration::from_millis(100), later);
+        assert_eq!(ring.pick_latency(&[], later), Some(0));
     }
 
     #[test]
