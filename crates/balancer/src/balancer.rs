@@ -36,22 +36,31 @@ pub struct Options {
     pub probe_roots: Vec<CertificateDer<'static>>,
 }
 
-/// The result of one try, for passive health checks and the latency algorithm.
+/// The result of one try, for passive health checks and the latency algorithm. As in Kong,
+/// a try that failed and was retried is reported as what failed (`TcpError`, `Timeout`:
+/// Kong's balancer phase reports the previous try so), while the request's last try is
+/// reported by the status the request ended with (`Response`, or `Status` when that try got
+/// no response: Kong's log phase), a 504 counting as a timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Response headers arrived. `latency` runs from the start of the connect to the
-    /// response headers.
+    /// Response headers arrived (a request's last try: answers are not retried). `latency`
+    /// runs from the start of the connect to the response headers. The status counts as an
+    /// HTTP status, a 504 as a timeout.
     Response {
         /// The status.
         status: u16,
         /// Connect + time to response headers.
         latency: Duration,
     },
-    /// Connecting failed, or the connection broke before a response (Kong's
-    /// `tcp_failure`).
+    /// A try that will be retried failed to connect, or its connection broke before a
+    /// response (Kong's `tcp_failure`).
     TcpError,
-    /// A connect, write or read timeout (Kong counts a 504 as a timeout).
+    /// A try that will be retried timed out (connect, write or read).
     Timeout,
+    /// The request's last try got no response and the request ended with this status
+    /// (nginx's 502 for a failed connection or a bad answer, 504 for a timeout): counted as
+    /// that HTTP status, a 504 as a timeout, as Kong's log phase counts `ngx.status`.
+    Status(u16),
 }
 
 /// The `Set-Cookie` a response must carry when `hash_on: cookie` found no cookie and the
@@ -206,8 +215,9 @@ impl Peer {
         let report = match outcome {
             Outcome::Response { status, latency } => {
                 ep.record_latency(latency);
-                policy.passive.classify(status)
+                final_status(&policy, status)
             }
+            Outcome::Status(status) => final_status(&policy, status),
             Outcome::TcpError => Some(Report::TcpFailure),
             Outcome::Timeout => Some(Report::Timeout),
         };
@@ -216,6 +226,16 @@ impl Peer {
         {
             log_transition(&ep.upstream, &ep.target, ep.addr, now_healthy, "passive");
         }
+    }
+}
+
+/// How Kong's log phase counts the status a request ended with: 504 as a timeout, any
+/// other as an HTTP status.
+fn final_status(policy: &HealthPolicy, status: u16) -> Option<Report> {
+    if status == 504 {
+        Some(Report::Timeout)
+    } else {
+        policy.passive.classify(status)
     }
 }
 

@@ -2110,13 +2110,6 @@ async fn send(
                 break (peer, resp, t_start, t_done);
             }
             Err((e, back)) => {
-                // A client that sent a broken body or stopped sending is not the peer's
-                // failure: nothing counts against its health.
-                if e.source != Source::Downstream {
-                    peer.report(outcome_of(&e));
-                }
-                tried.push(peer.addr);
-                drop(peer);
                 if let Some(r) = back {
                     let (p, b) = r.into_parts();
                     head = Some(p);
@@ -2124,7 +2117,22 @@ async fn send(
                         stream_body = Some(s);
                     }
                 }
-                if !e.retryable || (attempt >= retries && !given_back) || head.is_none() {
+                let last = !e.retryable || (attempt >= retries && !given_back) || head.is_none();
+                // A client that sent a broken body or stopped sending is not the peer's
+                // failure: nothing counts against its health. A try that is retried counts
+                // as what failed (Kong's balancer phase); the last one by the status the
+                // request ends with (Kong's log phase: a refused connection is an HTTP 502,
+                // a timeout's 504 a timeout).
+                if e.source != Source::Downstream {
+                    peer.report(if last {
+                        BalancerOutcome::Status(e.kind.status().as_u16())
+                    } else {
+                        outcome_of(&e)
+                    });
+                }
+                tried.push(peer.addr);
+                drop(peer);
+                if last {
                     return Err(e);
                 }
                 tracing::debug!(error = %e, attempt, given_back, "retrying on another peer");

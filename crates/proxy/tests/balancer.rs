@@ -309,6 +309,92 @@ services:
     g.gw.shutdown().await;
 }
 
+/// Kong reports a retried try as what failed (its balancer phase) but the last try by the
+/// status the request ends with (its log phase): a refused last connection is an HTTP 502,
+/// not a TCP failure, and an upstream's own 504 is a timeout.
+#[tokio::test]
+async fn the_last_try_counts_as_the_final_status() {
+    let dead = dead_addr("127.0.0.13").await;
+    let dead2 = dead_addr("127.0.0.14").await;
+    let gw504 = Backend::builder()
+        .name("gw504")
+        .ip("127.0.0.15")
+        .run()
+        .await;
+    gw504.set_fail(504);
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: tcp
+  healthchecks:
+    passive:
+      unhealthy:
+        tcp_failures: 1
+  targets:
+  - target: {dead}
+- name: http502
+  healthchecks:
+    passive:
+      unhealthy:
+        http_statuses: [502]
+        http_failures: 1
+  targets:
+  - target: {dead2}
+- name: timeouts
+  healthchecks:
+    passive:
+      unhealthy:
+        timeouts: 1
+  targets:
+  - target: {gw504}
+services:
+- name: tcp
+  host: tcp
+  retries: 0
+  routes:
+  - name: tcp
+    paths: ["/tcp"]
+- name: http502
+  host: http502
+  retries: 0
+  routes:
+  - name: http502
+    paths: ["/http502"]
+- name: timeouts
+  host: timeouts
+  retries: 0
+  routes:
+  - name: timeouts
+    paths: ["/timeouts"]
+"#,
+        gw504 = gw504.addr,
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    // Refused, no retry: a 502, which counts as an HTTP 502, not as a TCP failure.
+    for _ in 0..3 {
+        assert_eq!(c.get("x", "/tcp").await.status, 502);
+    }
+    assert_eq!(
+        target_state(&health_of(&g, "tcp").await, &dead.to_string()),
+        "HEALTHY"
+    );
+    // With 502 among the unhealthy statuses, one refused last try is enough.
+    assert_eq!(c.get("x", "/http502").await.status, 502);
+    assert_eq!(
+        target_state(&health_of(&g, "http502").await, &dead2.to_string()),
+        "UNHEALTHY"
+    );
+    // The upstream's own 504 counts as a timeout.
+    assert_eq!(c.get("x", "/timeouts").await.status, 504);
+    assert_eq!(
+        target_state(&health_of(&g, "timeouts").await, &gw504.addr.to_string()),
+        "UNHEALTHY"
+    );
+    g.gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn hash_cookie_is_set_and_sticks() {
     let a = Backend::builder().name("a").ip("127.0.0.10").run().await;
