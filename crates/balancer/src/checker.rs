@@ -2,11 +2,13 @@
 //! `healthy.interval` and its unhealthy ones every `unhealthy.interval`, at most
 //! `concurrency` probes at a time, each bounded by `timeout`.
 //!
-//! Probes: `tcp` connects; `http` / `https` send `GET http_path` over HTTP/1.1 (TLS for
-//! https, SNI from `https_sni` or the target's name, certificate verified unless
-//! `https_verify_certificate` is false, the upstream's client certificate presented);
-//! `grpc` / `grpcs` send the same GET over HTTP/2 (prior knowledge / ALPN h2). The Host
-//! header is the upstream's `host_header` or the target's name, with `headers` added.
+//! Probes: `tcp` connects; `http` / `https` send lua-resty-healthcheck's request,
+//! `GET <http_path> HTTP/1.0`, the configured `headers`, then `Host` (the upstream's
+//! `host_header`, else the target's name, without a port) and nothing else, and read only
+//! the status line (TLS for https, SNI from `https_sni` or that name, certificate verified
+//! unless `https_verify_certificate` is false, the upstream's client certificate
+//! presented); `grpc` / `grpcs` send a GET of the same path and headers over HTTP/2 (prior
+//! knowledge / ALPN h2), with that host as the authority.
 //! A status in `healthy.http_statuses` is a success, one in `unhealthy.http_statuses` an
 //! HTTP failure; a refused or broken connection is a TCP failure; running out of time is
 //! a timeout. Kong turns `tcp` checks off for HTTP upstreams; we run them.
@@ -20,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -188,78 +190,128 @@ async fn probe_inner(
                 Ok(s) => s,
                 Err(_) => return Some(Report::TcpFailure),
             };
-            http_status(stream, h2, policy, host, ep).await
+            http_status(stream, h2, policy, host).await
         }
-        _ => http_status(tcp, h2, policy, host, ep).await,
+        _ => http_status(tcp, h2, policy, host).await,
     };
     match status {
+        // (no status read from the status line: lua-resty-healthcheck's `nil`, an HTTP
+        // failure)
+        Ok(0) => Some(Report::HttpFailure),
         Ok(st) => policy.classify(st),
         Err(()) => Some(Report::TcpFailure),
     }
 }
 
-async fn http_status<S>(
-    io: S,
-    h2: bool,
-    policy: &ActivePolicy,
-    host: &str,
-    ep: &Endpoint,
-) -> Result<u16, ()>
+async fn http_status<S>(io: S, h2: bool, policy: &ActivePolicy, host: &str) -> Result<u16, ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let port = ep.addr.port();
-    let default = matches!(policy.kind, ProbeKind::Https | ProbeKind::Grpcs)
-        .then_some(443)
-        .unwrap_or(80);
-    let authority = if host.contains(':') || port == default {
+    // lua-resty-healthcheck's Host: the upstream's `host_header`, else the target's name
+    // (the IP for an IP target), without a port.
+    let host = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]")
+    } else {
         host.to_string()
-    } else {
-        format!("{host}:{port}")
     };
-    let mut req = http::Request::builder().method("GET");
-    req = if h2 {
-        let scheme = if policy.kind == ProbeKind::Grpcs {
-            "https"
-        } else {
-            "http"
-        };
-        req.uri(format!("{scheme}://{authority}{}", policy.http_path))
+    if !h2 {
+        return http10_status(io, policy, &host).await;
+    }
+    let scheme = if policy.kind == ProbeKind::Grpcs {
+        "https"
     } else {
-        req.uri(policy.http_path.as_str())
-            .header(http::header::HOST, authority.as_str())
+        "http"
     };
-    req = req.header(http::header::USER_AGENT, "silverback-healthcheck");
+    let mut req = http::Request::builder()
+        .method("GET")
+        .uri(format!("{scheme}://{host}{}", policy.http_path));
     for (k, v) in &policy.headers {
         req = req.header(k.as_str(), v.as_str());
     }
     let req = req.body(Empty::<Bytes>::new()).map_err(|_| ())?;
-    let io = TokioIo::new(io);
-    if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .map_err(|_| ())?;
-        let task = tokio::spawn(conn);
-        let res = sender
-            .send_request(req)
-            .await
-            .map(|r| r.status().as_u16())
-            .map_err(|_| ());
-        task.abort();
-        res
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|_| ())?;
-        let task = tokio::spawn(conn);
-        let res = sender
-            .send_request(req)
-            .await
-            .map(|r| r.status().as_u16())
-            .map_err(|_| ());
-        task.abort();
-        res
+    let task = tokio::spawn(conn);
+    let res = sender
+        .send_request(req)
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|_| ());
+    task.abort();
+    res
+}
+
+/// Longest status line read; a longer first line is read as a bad one.
+const MAX_STATUS_LINE: usize = 8 * 1024;
+
+/// lua-resty-healthcheck's HTTP probe (`run_single_check`): `GET <http_path> HTTP/1.0`, the
+/// configured headers, then `Host`, nothing else; only the status line is read (the answer
+/// needs no `Content-Length` or end), and the connection is closed. A status line that is
+/// not `HTTP/<d>.<d> <status>` is status 0, which counts as an HTTP failure; a connection
+/// closed before a whole line is a TCP failure (`Err`).
+async fn http10_status<S>(mut io: S, policy: &ActivePolicy, host: &str) -> Result<u16, ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut req = format!("GET {} HTTP/1.0\r\n", policy.http_path);
+    for (k, v) in &policy.headers {
+        req.push_str(k);
+        req.push_str(": ");
+        req.push_str(v);
+        req.push_str("\r\n");
     }
+    req.push_str("Host: ");
+    req.push_str(host);
+    req.push_str("\r\n\r\n");
+    io.write_all(req.as_bytes()).await.map_err(|_| ())?;
+    io.flush().await.map_err(|_| ())?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    let line = loop {
+        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            break &buf[..end];
+        }
+        if buf.len() >= MAX_STATUS_LINE {
+            break &buf[..];
+        }
+        let n = io.read(&mut chunk).await.map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    Ok(status_of(line).unwrap_or(0))
+}
+
+/// The status of a status line, as `^HTTP/\d+\.\d+\s+(\d+)` (case-insensitive) finds it.
+fn status_of(line: &[u8]) -> Option<u16> {
+    let rest = line
+        .get(..5)?
+        .eq_ignore_ascii_case(b"HTTP/")
+        .then(|| &line[5..])?;
+    let digits = |s: &[u8]| s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let n = digits(rest);
+    let rest = rest.get(n..).filter(|_| n > 0)?.strip_prefix(b".")?;
+    let n = digits(rest);
+    let rest = rest.get(n..).filter(|_| n > 0)?;
+    let ws = rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c'))
+        .count();
+    let rest = rest.get(ws..).filter(|_| ws > 0)?;
+    let n = digits(rest);
+    if n == 0 {
+        return None;
+    }
+    // (more digits than a u16 holds: no status in either list)
+    Some(
+        std::str::from_utf8(&rest[..n])
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(u16::MAX),
+    )
 }
 
 fn tls_config(b: &Balancer, policy: &ActivePolicy) -> Result<ClientConfig, String> {
@@ -340,5 +392,22 @@ impl ServerCertVerifier for NoVerify {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_of;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_of(b"HTTP/1.1 200 OK\r"), Some(200));
+        assert_eq!(status_of(b"http/1.0  503"), Some(503));
+        assert_eq!(status_of(b"HTTP/2.0\t404 Not Found"), Some(404));
+        assert_eq!(status_of(b"HTTP/1.1 99999 x"), Some(u16::MAX));
+        assert_eq!(status_of(b"HTTP/1 200 OK"), None);
+        assert_eq!(status_of(b"HTTP/1.1200 OK"), None);
+        assert_eq!(status_of(b"ICY 200 OK"), None);
+        assert_eq!(status_of(b""), None);
     }
 }

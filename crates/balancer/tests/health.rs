@@ -245,3 +245,102 @@ async fn least_connections_sends_less_to_the_slow_target() {
     assert!(f > 5 * s, "fast {f}, slow {s}");
     assert!(s >= 1, "slow never used");
 }
+
+/// A backend that records each request head it reads and answers `answer` without a
+/// `Content-Length` and without closing the connection.
+async fn recording_backend(
+    ip: &str,
+    answer: &'static [u8],
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let h = Arc::clone(&heads);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 512];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                h.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&buf).into_owned());
+                let _ = s.write_all(answer).await;
+                // (held open: the probe must not wait for the end of the answer)
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Active HTTP probes send lua-resty-healthcheck's request: `GET <path> HTTP/1.0`, the
+/// configured headers, `Host` (the upstream's `host_header`, else the target's name or IP,
+/// no port), nothing else; and read only the status line, so an answer without a length
+/// that never ends is read in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_http_probes_send_kongs_request() {
+    let (plain, plain_heads) =
+        recording_backend("127.0.10.20", b"HTTP/1.1 500 Oops\r\nx: y\r\n\r\nbody").await;
+    let (hh, hh_heads) = recording_backend("127.0.10.21", b"HTTP/1.0 200 OK\r\n\r\n").await;
+    let checks = "  healthchecks:
+    active:
+      http_path: /status
+      timeout: 2
+      headers:
+        x-probe: [\"1\"]
+      healthy:
+        interval: 0.1
+      unhealthy:
+        interval: 0.1
+        http_failures: 1
+";
+    let cfg = config(&format!(
+        "_format_version: '3.0'
+upstreams:
+- name: up
+{checks}  targets:
+  - target: {plain}
+- name: named
+  host_header: probe.internal
+{checks}  targets:
+  - target: {hh}
+"
+    ));
+    let bs = Balancers::build(&cfg, None, &Handle::current()).expect("build");
+    // The 500 is read from the status line alone: an HTTP failure, not a timeout.
+    assert!(
+        eventually(Duration::from_secs(5), || state_of(&bs, plain)
+            == HealthStatus::Unhealthy)
+        .await,
+        "the probe's 500 was not counted"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !hh_heads
+            .lock()
+            .expect("lock")
+            .is_empty())
+        .await
+    );
+    let ip = plain.ip();
+    assert_eq!(
+        plain_heads.lock().expect("lock")[0],
+        format!("GET /status HTTP/1.0\r\nx-probe: 1\r\nHost: {ip}\r\n\r\n")
+    );
+    assert_eq!(
+        hh_heads.lock().expect("lock")[0],
+        "GET /status HTTP/1.0\r\nx-probe: 1\r\nHost: probe.internal\r\n\r\n"
+    );
+    let h = bs.get("named").expect("named").health();
+    assert_eq!(h.targets[0].health, HealthStatus::Healthy);
+}
