@@ -101,6 +101,7 @@ impl SetHeaders {
             name,
             value: value.filter(|v| !v.is_empty()),
             append: false,
+            prefix: 0,
         });
     }
 
@@ -110,7 +111,34 @@ impl SetHeaders {
             name,
             value: Some(value),
             append: true,
+            prefix: 0,
         });
+    }
+
+    /// Adds a `name` header that replaces the first one of that name whose value starts
+    /// with the same first `prefix` bytes, else comes after the others of that name: Kong's
+    /// `set_cookie` for the hash cookie (`<name>=`). One such header at most.
+    pub fn replace_prefixed(&mut self, name: &'static Named, value: HeaderValue, prefix: usize) {
+        debug_assert!(prefix > 0 && prefix <= value.len());
+        debug_assert!(!self.items.iter().any(|i| i.prefix > 0));
+        self.items.push(SetItem {
+            name,
+            value: Some(value),
+            append: true,
+            prefix,
+        });
+    }
+
+    /// Whether the header line `name: value` of a forwarded head gives way to a header set
+    /// with [`SetHeaders::replace_prefixed`] (the caller drops the first such line only).
+    pub fn replaced_line(&self, name: &[u8], value: &[u8]) -> bool {
+        self.items.iter().any(|i| {
+            i.prefix > 0
+                && name.eq_ignore_ascii_case(i.name.wire)
+                && i.value
+                    .as_ref()
+                    .is_some_and(|v| value.starts_with(&v.as_bytes()[..i.prefix]))
+        })
     }
 
     /// Sets the upstream `Host` (`None`: the client's stays).
@@ -132,6 +160,7 @@ impl SetHeaders {
     pub fn apply(&self, h: &mut HeaderMap, with_host: bool) {
         for i in &self.items {
             match (&i.value, i.append) {
+                (Some(v), true) if i.prefix > 0 => replace_first_prefixed(h, i, v),
                 (Some(v), true) => {
                     h.append(&i.name.name, v.clone());
                 }
@@ -293,6 +322,27 @@ struct SetItem {
     value: Option<HeaderValue>,
     /// Added after the others of its name rather than replacing them.
     append: bool,
+    /// Non-zero: replaces the first header of its name whose value starts with its own
+    /// first `prefix` bytes ([`SetHeaders::replace_prefixed`]).
+    prefix: usize,
+}
+
+/// Puts `v` in place of the first `i.name` header of `h` starting with `v`'s prefix, or
+/// after the others when none does.
+fn replace_first_prefixed(h: &mut HeaderMap, i: &SetItem, v: &HeaderValue) {
+    let prefix = &v.as_bytes()[..i.prefix];
+    let values: Vec<HeaderValue> = h.get_all(&i.name.name).iter().cloned().collect();
+    match values.iter().position(|x| x.as_bytes().starts_with(prefix)) {
+        Some(at) => {
+            h.remove(&i.name.name);
+            for (k, x) in values.into_iter().enumerate() {
+                h.append(&i.name.name, if k == at { v.clone() } else { x });
+            }
+        }
+        None => {
+            h.append(&i.name.name, v.clone());
+        }
+    }
 }
 
 /// A client's HTTP/1.x request head as it was received (request line, header lines, blank

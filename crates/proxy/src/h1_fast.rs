@@ -892,9 +892,15 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     let status = a.head.status;
     let no_body = no_body(status, head_only);
     status_line(out, status, a.head.reason());
+    // (the hash cookie replaces the first upstream cookie of its name, as Kong's set_cookie)
+    let mut replaced = false;
     for (name, value) in a.head.iter() {
         // (the transfer coding was left out when the head was read)
         if (!no_body && name.eq_ignore_ascii_case(b"content-length")) || a.set.replaces_raw(name) {
+            continue;
+        }
+        if !replaced && a.set.replaced_line(name, value) {
+            replaced = true;
             continue;
         }
         line(out, name, value);

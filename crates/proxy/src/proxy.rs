@@ -2214,10 +2214,11 @@ async fn send(
     if on.request_id {
         set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
     }
+    // (Kong's set_cookie: in place of the upstream's cookie of that name, if it set one)
     if let Some(c) = &set_cookie
         && let Ok(v) = HeaderValue::from_str(&c.header_value())
     {
-        set.append(&SET_COOKIE, v);
+        set.replace_prefixed(&SET_COOKIE, v, c.name.len() + 1);
     }
     // (an upgraded request is counted when its tunnel ends, as nginx logs it then)
     if upgrading.is_none() {

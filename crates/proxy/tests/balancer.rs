@@ -498,6 +498,69 @@ async fn a_cookie_hash_fallback_sets_the_cookie() {
     g.gw.shutdown().await;
 }
 
+/// Kong's `set_cookie` puts the hash cookie in place of an upstream's cookie of the same
+/// name (a `Set-Cookie` starting with `<name>=`) rather than adding a second one; other
+/// cookies stay. On the HTTP/1.1 answer as read and through hyper's (an HTTP/2 client).
+#[tokio::test]
+async fn the_hash_cookie_replaces_the_upstreams_cookie_of_that_name() {
+    let up = RawBackend::builder()
+        .answer(
+            "/app",
+            "HTTP/1.1 200 OK\r\nSet-Cookie: other=1\r\nSet-Cookie: sb=upstream; Path=/\r\nSet-Cookie: sbx=2\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .run()
+        .await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: sticky
+  hash_on: cookie
+  hash_on_cookie: sb
+  targets:
+  - target: {up}
+services:
+- name: sticky
+  host: sticky
+  routes:
+  - name: sticky
+    paths: ["/app"]
+    strip_path: false
+"#,
+        up = up.addr
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let check = |r: &Resp| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let mut got: Vec<&str> = r
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], "other=1");
+        assert!(
+            got[1].starts_with("sb=") && got[1].ends_with("; Path=/; Same-Site=Lax; HttpOnly"),
+            "{got:?}"
+        );
+        assert_eq!(got[2], "sbx=2");
+    };
+    let mut c = H1::connect(g.http).await;
+    check(&c.get("x", "/app").await);
+    let mut h2 = H2::h2c(g.http).await;
+    check(
+        &h2.send(
+            http::Request::get("http://x/app")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await,
+    );
+    g.gw.shutdown().await;
+}
+
 /// One upstream `pool` of `targets` (plus `upstream_fields`), and one service on it (plus
 /// `service_fields`) with a route for every path. Fields are YAML lines indented by two.
 fn pool_config(upstream_fields: &str, targets: &[&Backend], service_fields: &str) -> String {
