@@ -610,6 +610,30 @@ async fn owners(c: &mut H1, users: usize) -> Vec<String> {
     out
 }
 
+/// `hash_on: path` hashes nginx's `$uri` (Kong's `var.uri`): decoded, slashes merged, dot
+/// segments resolved, so spellings of one path go to one target.
+#[tokio::test]
+async fn hash_on_path_hashes_the_normalized_path() {
+    let a = Backend::builder().name("a").ip("127.0.0.10").run().await;
+    let b = Backend::builder().name("b").ip("127.0.0.11").run().await;
+    let c3 = Backend::builder().name("c").ip("127.0.0.12").run().await;
+    let cfg = pool_config("  hash_on: path\n", &[&a, &b, &c3], "");
+    let g = Gw::start(Some(&cfg)).await;
+    let mut c = H1::connect(g.http).await;
+    let mut owners = BTreeMap::new();
+    for k in 0..24 {
+        let plain = c.get("x", &format!("/p/k{k}")).await;
+        assert_eq!(plain.status, 200);
+        let plain = plain.header("x-backend").unwrap().to_string();
+        let spelled = c.get("x", &format!("/p//x/../%6B{k}")).await;
+        assert_eq!(spelled.status, 200);
+        assert_eq!(spelled.header("x-backend"), Some(plain.as_str()), "key {k}");
+        *owners.entry(plain).or_insert(0) += 1;
+    }
+    assert!(owners.len() > 1, "{owners:?}");
+    g.gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn consistent_hashing_moves_few_keys_when_a_target_is_added() {
     let a = Backend::builder().name("a").ip("127.0.0.10").run().await;
