@@ -751,7 +751,10 @@ impl Balancer {
                     t_unavailable += u64::from(e.weight);
                 }
                 addresses.push(AddressHealth {
-                    ip: e.ep.addr.ip().to_string(),
+                    ip: match e.ep.addr.ip() {
+                        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                        ip => ip.to_string(),
+                    },
                     port: e.ep.addr.port(),
                     weight: e.weight,
                     health: match (enabled, healthy) {
@@ -766,7 +769,8 @@ impl Balancer {
             let dns = {
                 let d = slot.dns.lock().unwrap_or_else(|e| e.into_inner());
                 match &d.status {
-                    DnsStatus::Pending => "pending".to_string(),
+                    DnsStatus::Pending => "unknown".to_string(),
+                    DnsStatus::Ip if slot.addr.host.contains(':') => "AAAA".to_string(),
                     DnsStatus::Ip => "A".to_string(),
                     DnsStatus::Resolved(k) => k.as_str().to_string(),
                     DnsStatus::Failed(e) => e.clone(),
@@ -785,7 +789,11 @@ impl Balancer {
                 HealthStatus::HealthchecksOff
             };
             let details = TargetDetails {
-                host: slot.addr.host.clone(),
+                host: if slot.addr.host.contains(':') {
+                    format!("[{}]", slot.addr.host)
+                } else {
+                    slot.addr.host.clone()
+                },
                 port: slot.addr.port,
                 dns,
                 node_weight: slot.config.weight,
@@ -796,7 +804,7 @@ impl Balancer {
                 },
                 addresses,
             };
-            hosts.push(details.clone());
+            hosts.push(BalancerHost::from(&details));
             targets.push(TargetHealth {
                 id: slot.config.id,
                 target: slot.config.target.clone(),
@@ -812,14 +820,20 @@ impl Balancer {
             });
         }
         let healthy = self.threshold_ok(&ring) && total > unavailable;
+        let balancer_health = if healthy {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        };
         let balancer = BalancerHealth {
-            health: match (enabled, healthy) {
-                (false, _) => HealthStatus::HealthchecksOff,
-                (true, true) => HealthStatus::Healthy,
-                (true, false) => HealthStatus::Unhealthy,
+            health: if enabled {
+                balancer_health
+            } else {
+                HealthStatus::HealthchecksOff
             },
+            balancer_health,
             id: self.upstream.id,
-            details: enabled.then(|| BalancerDetails {
+            details: BalancerDetails {
                 healthy,
                 weight: WeightSummary {
                     total,
@@ -827,7 +841,7 @@ impl Balancer {
                     available: total - unavailable,
                 },
                 hosts,
-            }),
+            },
         };
         UpstreamHealth {
             name: self.name.to_string(),
@@ -930,7 +944,7 @@ impl Balancer {
             }
             Err(e) => {
                 if d.addresses.is_empty() {
-                    d.status = DnsStatus::Failed(e.to_string());
+                    d.status = DnsStatus::Failed(e.client_message().to_string());
                 }
                 false
             }
@@ -996,7 +1010,7 @@ async fn dns_refresher(
                     failure = Some(format!("target {}: {e}", slot.target));
                     changed |= b.apply_dns(slot, Err(e));
                     let retry = match e {
-                        DnsError::NotFound(_) => resolver.options().not_found_ttl,
+                        DnsError::NotFound(..) => resolver.options().not_found_ttl,
                         DnsError::Failed { .. } => resolver.options().error_ttl,
                     };
                     next = next.min(Instant::now() + retry);

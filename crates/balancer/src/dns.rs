@@ -107,9 +107,10 @@ pub struct DnsAnswer {
 /// A failed lookup.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
-    /// The name does not exist or has no usable records.
+    /// The name does not exist or has no usable records; with Kong's DNS client's message
+    /// for it ([`NAME_ERROR`] or [`EMPTY_RECORD`]).
     #[error("name resolution failed for '{0}'")]
-    NotFound(String),
+    NotFound(String, &'static str),
     /// Timeout, server failure, or another resolver error.
     #[error("DNS error for '{name}': {detail}")]
     Failed {
@@ -124,10 +125,27 @@ pub enum DnsError {
     },
 }
 
+/// Kong's DNS client's message for a name that does not exist.
+pub const NAME_ERROR: &str = "dns server error: 3 name error";
+/// Kong's DNS client's message for a name without records of the types asked.
+pub const EMPTY_RECORD: &str = "dns client error: 101 empty record received";
+
+impl DnsError {
+    /// The DNS client's own message, as Kong shows it for a target whose lookup failed
+    /// (`dns` in `/upstreams/{u}/health`): `dns server error: 3 name error`,
+    /// `dns client error: 101 empty record received`, or the resolver's error.
+    pub fn client_message(&self) -> &str {
+        match self {
+            DnsError::NotFound(_, m) => m,
+            DnsError::Failed { detail, .. } => detail,
+        }
+    }
+}
+
 impl From<&DnsError> for NoPeer {
     fn from(e: &DnsError) -> NoPeer {
         match e {
-            DnsError::NotFound(_) => NoPeer::NameResolution,
+            DnsError::NotFound(..) => NoPeer::NameResolution,
             DnsError::Failed { name, detail, .. } => NoPeer::Resolver {
                 name: name.clone(),
                 detail: detail.clone(),
@@ -413,7 +431,7 @@ impl Resolver {
         let (answer, ttl) = self.query(name).await;
         let ttl = match &answer {
             Ok(_) => ttl.max(self.opts.min_ttl),
-            Err(DnsError::NotFound(_)) => self.opts.not_found_ttl,
+            Err(DnsError::NotFound(..)) => self.opts.not_found_ttl,
             Err(DnsError::Failed { .. }) => self.opts.error_ttl,
         };
         let prev = self.cached(name);
@@ -533,7 +551,10 @@ impl Resolver {
                     .collect();
                 records.dedup();
                 if records.is_empty() {
-                    return (Err(DnsError::NotFound(name.into())), Duration::ZERO);
+                    return (
+                        Err(DnsError::NotFound(name.into(), EMPTY_RECORD)),
+                        Duration::ZERO,
+                    );
                 }
                 (
                     Ok(Arc::new(DnsAnswer {
@@ -556,8 +577,12 @@ impl Resolver {
     /// <error>, took <N> ms`.
     fn classify(&self, name: &str, e: &ResolveError, took: Duration) -> DnsError {
         let answered = answer_error(e);
-        if matches!(answered, Some((_, "name error" | "empty record received"))) {
-            return DnsError::NotFound(name.into());
+        match answered {
+            Some((_, "name error")) => return DnsError::NotFound(name.into(), NAME_ERROR),
+            Some((_, "empty record received")) => {
+                return DnsError::NotFound(name.into(), EMPTY_RECORD);
+            }
+            _ => {}
         }
         let detail = match answered {
             Some((code, r)) => format!("dns server error: {code} {r}"),

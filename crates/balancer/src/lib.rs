@@ -45,8 +45,8 @@ pub use dns::{Resolver, ResolverOptions};
 pub use error::{BalancerError, NoPeer, SetHealthError};
 pub use health::ProbeKind;
 pub use report::{
-    AddressHealth, BalancerDetails, BalancerHealth, HealthStatus, TargetDetails, TargetHealth,
-    TargetHealthSample, UpstreamHealth, UpstreamRef, WeightSummary,
+    AddressHealth, BalancerAddress, BalancerDetails, BalancerHealth, BalancerHost, HealthStatus,
+    TargetDetails, TargetHealth, TargetHealthSample, UpstreamHealth, UpstreamRef, WeightSummary,
 };
 pub use ring::Algorithm;
 pub use target::{DEFAULT_TARGET_PORT, TargetAddr};

@@ -60,10 +60,11 @@ pub struct WeightSummary {
     pub available: u64,
 }
 
-/// One resolved address of a target.
+/// One resolved address of a target, in `GET /upstreams/{u}/health` (Kong's
+/// `get_upstream_health`: the address's `healthy` turned into `health`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AddressHealth {
-    /// The IP.
+    /// The IP (an IPv6 one in brackets, as Kong keeps it).
     pub ip: String,
     /// The port.
     pub port: u16,
@@ -73,14 +74,17 @@ pub struct AddressHealth {
     pub health: HealthStatus,
 }
 
-/// The balancer's view of one target (Kong's `data` of a target in `/health`).
+/// The balancer's view of one target (Kong's `getTargetStatus`, the `data` of a target in
+/// `/health`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetDetails {
-    /// The target's host.
+    /// The target's host (an IPv6 address in brackets, as in the target string).
     pub host: String,
     /// The target's port.
     pub port: u16,
-    /// Where the addresses came from: `"A"`, `"SRV"`, or the DNS error.
+    /// Where the addresses came from (Kong's `get_dns_source`): the record type (`"A"`,
+    /// `"SRV"`; `"A"` or `"AAAA"` for an IP target), the DNS client's error when the last
+    /// lookup failed without an earlier answer, `"unknown"` before the first lookup.
     pub dns: String,
     /// The configured weight.
     #[serde(rename = "nodeWeight")]
@@ -125,27 +129,82 @@ pub struct TargetHealth {
     pub data: TargetDetails,
 }
 
-/// `details` of [`BalancerHealth`].
+/// One address in [`BalancerHost`]: Kong's `getTargetStatus` address as the balancer's
+/// status gives it, with `healthy` (the address is available), not `health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BalancerAddress {
+    /// The IP (an IPv6 one in brackets).
+    pub ip: String,
+    /// The port.
+    pub port: u16,
+    /// The weight.
+    pub weight: u32,
+    /// Whether the address takes traffic (always with health checks off).
+    pub healthy: bool,
+}
+
+/// One target in [`BalancerDetails`] (Kong's `getTargetStatus`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BalancerHost {
+    /// The target's host (an IPv6 address in brackets).
+    pub host: String,
+    /// The target's port.
+    pub port: u16,
+    /// As [`TargetDetails::dns`].
+    pub dns: String,
+    /// The configured weight.
+    #[serde(rename = "nodeWeight")]
+    pub node_weight: u32,
+    /// Weight totals over the addresses.
+    pub weight: WeightSummary,
+    /// The addresses.
+    pub addresses: Vec<BalancerAddress>,
+}
+
+impl From<&TargetDetails> for BalancerHost {
+    fn from(t: &TargetDetails) -> Self {
+        BalancerHost {
+            host: t.host.clone(),
+            port: t.port,
+            dns: t.dns.clone(),
+            node_weight: t.node_weight,
+            weight: t.weight,
+            addresses: t
+                .addresses
+                .iter()
+                .map(|a| BalancerAddress {
+                    ip: a.ip.clone(),
+                    port: a.port,
+                    weight: a.weight,
+                    healthy: a.health != HealthStatus::Unhealthy,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `details` of [`BalancerHealth`] (Kong's balancer `getStatus`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BalancerDetails {
-    /// Whether the healthy weight is above the threshold.
+    /// Whether the healthy weight is above the threshold (and not 0).
     pub healthy: bool,
     /// Weight totals over every address.
     pub weight: WeightSummary,
     /// Every target's details.
-    pub hosts: Vec<TargetDetails>,
+    pub hosts: Vec<BalancerHost>,
 }
 
-/// `GET /upstreams/{u}/health?balancer_health=1` `data`.
+/// `GET /upstreams/{u}/health?balancer_health=1` `data` (Kong's `get_balancer_health`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BalancerHealth {
-    /// HEALTHY, UNHEALTHY or HEALTHCHECKS_OFF.
+    /// HEALTHCHECKS_OFF without health checks, else [`BalancerHealth::balancer_health`].
     pub health: HealthStatus,
+    /// HEALTHY or UNHEALTHY, with or without health checks.
+    pub balancer_health: HealthStatus,
     /// The upstream's id.
     pub id: Uuid,
-    /// Present when health checks are on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<BalancerDetails>,
+    /// The balancer's status, with or without health checks.
+    pub details: BalancerDetails,
 }
 
 /// The health of one upstream.
@@ -188,7 +247,7 @@ impl UpstreamHealth {
                 });
             }
             for a in &t.data.addresses {
-                let address = if a.ip.contains(':') {
+                let address = if a.ip.contains(':') && !a.ip.starts_with('[') {
                     format!("[{}]:{}", a.ip, a.port)
                 } else {
                     format!("{}:{}", a.ip, a.port)

@@ -423,15 +423,64 @@ async fn health_output_matches_kong_shapes() {
     );
     let bh = serde_json::to_value(&h.balancer).expect("json");
     assert_eq!(bh["health"], "HEALTHY");
+    assert_eq!(bh["balancer_health"], "HEALTHY");
     assert_eq!(
         bh["details"]["weight"],
         serde_json::json!({"total": 120, "unavailable": 100, "available": 20})
+    );
+    // Kong's getTargetStatus: the addresses' `healthy` (available), not `health`.
+    assert_eq!(
+        bh["details"]["hosts"][1],
+        serde_json::json!({"host": "127.0.6.2", "port": 81, "dns": "A", "nodeWeight": 100,
+            "weight": {"total": 100, "unavailable": 100, "available": 0},
+            "addresses": [{"ip": "127.0.6.2", "port": 81, "weight": 100, "healthy": false}]})
     );
     let samples = bs.target_health_metrics();
     assert_eq!(samples.len(), 2);
     assert_eq!(
         (samples[1].address.as_str(), samples[1].state.metric_state()),
         ("127.0.6.2:81", "unhealthy")
+    );
+}
+
+/// Kong's `get_balancer_health` without health checks: `health` HEALTHCHECKS_OFF, but
+/// `balancer_health` and `details` still given; an IPv6 target's host and address in
+/// brackets, its DNS source `AAAA`.
+#[tokio::test]
+async fn balancer_health_without_healthchecks_and_ipv6() {
+    let cfg = config(
+        "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: '[::1]:8080'\n  - target: 127.0.6.3\n- name: empty\n",
+    );
+    let bs = Balancers::build(&cfg, None, &Handle::current()).expect("build");
+    let bh = serde_json::to_value(bs.get("up").expect("up").health().balancer).expect("json");
+    assert_eq!(bh["health"], "HEALTHCHECKS_OFF");
+    assert_eq!(bh["balancer_health"], "HEALTHY");
+    assert_eq!(bh["details"]["healthy"], true);
+    assert_eq!(
+        bh["details"]["hosts"][0],
+        serde_json::json!({"host": "127.0.6.3", "port": 8000, "dns": "A", "nodeWeight": 100,
+            "weight": {"total": 100, "unavailable": 0, "available": 100},
+            "addresses": [{"ip": "127.0.6.3", "port": 8000, "weight": 100, "healthy": true}]})
+    );
+    assert_eq!(
+        bh["details"]["hosts"][1],
+        serde_json::json!({"host": "[::1]", "port": 8080, "dns": "AAAA", "nodeWeight": 100,
+            "weight": {"total": 100, "unavailable": 0, "available": 100},
+            "addresses": [{"ip": "[::1]", "port": 8080, "weight": 100, "healthy": true}]})
+    );
+    let samples = bs.target_health_metrics();
+    assert!(
+        samples.iter().any(|s| s.address == "[::1]:8080"),
+        "{samples:?}"
+    );
+    // No target: no weight, an unhealthy balancer.
+    let bh = serde_json::to_value(bs.get("empty").expect("empty").health().balancer).expect("json");
+    assert_eq!(bh["health"], "HEALTHCHECKS_OFF");
+    assert_eq!(bh["balancer_health"], "UNHEALTHY");
+    assert_eq!(
+        bh["details"],
+        serde_json::json!({"healthy": false, "hosts": [],
+            "weight": {"total": 0, "unavailable": 0, "available": 0}})
     );
 }
 

@@ -68,6 +68,8 @@ async fn hostname_targets_follow_dns() {
         .find(|t| t.target == "missing.test:9000")
         .expect("missing");
     assert_eq!(missing.health, HealthStatus::DnsError);
+    // Kong's `get_dns_source`: the DNS client's own error.
+    assert_eq!(missing.data.dns, "dns server error: 3 name error");
     let p = bs
         .get("up")
         .expect("up")

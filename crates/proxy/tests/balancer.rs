@@ -105,7 +105,30 @@ services:
         "/upstreams/pool/health?balancer_health=1",
     )
     .await;
-    assert_eq!(h.json()["data"]["health"], "HEALTHCHECKS_OFF");
+    // Kong's get_balancer_health: `balancer_health` and `details` with or without health
+    // checks, the addresses' `healthy` as getTargetStatus gives it.
+    let d = h.json()["data"].clone();
+    assert_eq!(d["health"], "HEALTHCHECKS_OFF");
+    assert_eq!(d["balancer_health"], "HEALTHY");
+    assert!(d["id"].is_string(), "{d}");
+    assert_eq!(d["details"]["healthy"], true, "{d}");
+    assert_eq!(
+        d["details"]["weight"],
+        serde_json::json!({"total": 100, "unavailable": 0, "available": 100})
+    );
+    let hosts = d["details"]["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3, "{d}");
+    let ha = hosts
+        .iter()
+        .find(|t| t["port"] == a.addr.port())
+        .unwrap_or_else(|| panic!("{d}"));
+    assert_eq!(
+        ha,
+        &serde_json::json!({"host": a.addr.ip().to_string(), "port": a.addr.port(), "dns": "A",
+            "nodeWeight": 25, "weight": {"total": 25, "unavailable": 0, "available": 25},
+            "addresses": [{"ip": a.addr.ip().to_string(), "port": a.addr.port(), "weight": 25,
+                "healthy": true}]})
+    );
     // Kong compares the parameter with "1" (`tostring(...) == "1"`, not its truthy()):
     // other values list the targets.
     for q in ["true", "yes", "on"] {
