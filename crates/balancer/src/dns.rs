@@ -2,8 +2,11 @@
 //!
 //! - Names are looked up as SRV first, then A, as Kong's default `dns_order`
 //!   (`LAST,SRV,A,CNAME`), which asks no AAAA: names resolve to IPv4 addresses only (an
-//!   IPv6 literal is still used as is); the hosts file is honoured. An SRV answer's targets are resolved to addresses and keep
-//!   the record's port (0 = the caller's port) and weight (0 counts as 1).
+//!   IPv6 literal is still used as is); the hosts file is honoured.
+//! - Of an SRV answer, only the records of the best (lowest) priority are used, as Kong's
+//!   balancer uses them; each record's target is resolved to addresses, which keep the
+//!   record's port (0 = the caller's port) and share its weight (0 counts as 1): the
+//!   record's weight counts once, split over its addresses, each given at least 1.
 //! - An answer is cached until its TTL runs out (at least `min_ttl`). An expired answer is
 //!   still served for up to `stale_ttl` while one background query refreshes it, so a
 //!   request never waits on DNS for a name it has resolved before.
@@ -68,7 +71,8 @@ pub struct DnsRecord {
     pub ip: IpAddr,
     /// The SRV record's port (`None` for A, or an SRV port of 0).
     pub port: Option<u16>,
-    /// The SRV record's weight, 0 raised to 1 (`None` for A).
+    /// The SRV record's weight, 0 raised to 1, shared by the addresses of its target
+    /// (`None` for A).
     pub weight: Option<u32>,
     /// The SRV record's target name (`None` for A).
     pub srv_name: Option<Arc<str>>,
@@ -490,10 +494,16 @@ impl Resolver {
                     let mut ttl = srv.as_lookup().valid_until().saturating_duration_since(now);
                     let mut records = Vec::new();
                     let mut last_err = None;
-                    for r in srv.iter() {
+                    // Only the records of the best (lowest) priority are used, in the order
+                    // Kong sorts them (priority, target, port).
+                    let best = srv.iter().map(|r| r.priority()).min();
+                    let mut top: Vec<_> =
+                        srv.iter().filter(|r| Some(r.priority()) == best).collect();
+                    top.sort_by_key(|r| (r.target().to_utf8(), r.port()));
+                    for r in top {
                         let target = r.target().to_utf8();
                         let target = target.trim_end_matches('.');
-                        let weight = Some(u32::from(r.weight()).max(1));
+                        let weight = u32::from(r.weight()).max(1);
                         let port = (r.port() != 0).then_some(r.port());
                         let srv_name: Arc<str> = target.into();
                         let started = Instant::now();
@@ -503,11 +513,19 @@ impl Resolver {
                         match ips {
                             Ok(ips) => {
                                 ttl = ttl.min(ips.valid_until().saturating_duration_since(now));
-                                for ip in ips.iter() {
+                                let mut ips: Vec<IpAddr> = ips.iter().collect();
+                                ips.sort_unstable();
+                                ips.dedup();
+                                // Kong keeps one address per SRV record (its name resolved
+                                // on each pick): the record's weight counts once, shared by
+                                // its addresses (each at least 1).
+                                let n = u32::try_from(ips.len()).unwrap_or(u32::MAX).max(1);
+                                for (i, ip) in ips.into_iter().enumerate() {
+                                    let extra = u32::from((i as u32) < weight % n);
                                     records.push(DnsRecord {
                                         ip,
                                         port,
-                                        weight,
+                                        weight: Some((weight / n + extra).max(1)),
                                         srv_name: Some(Arc::clone(&srv_name)),
                                     });
                                 }

@@ -358,3 +358,55 @@ async fn names_resolve_to_ipv4_only() {
     }
     assert_eq!(dns.aaaa_queries.load(Ordering::SeqCst), 0, "AAAA was asked");
 }
+
+/// Kong keeps one address per SRV record, so a record's weight counts once however many
+/// addresses its target has (here split over them), and only the records of the best
+/// (lowest) priority are used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_weights_count_once_per_record_and_only_the_best_priority() {
+    let dns = DnsServer::start(30).await;
+    dns.set("one.test", &["127.0.27.1"]);
+    dns.set("two.test", &["127.0.27.2", "127.0.27.3"]);
+    dns.set("backup.test", &["127.0.27.9"]);
+    dns.set_srv_prio(
+        "srv.test",
+        &[
+            (10, 10, 9001, "one.test"),
+            (10, 10, 9002, "two.test"),
+            (20, 50, 9003, "backup.test"),
+        ],
+    );
+    let opts = Options {
+        resolver: Some(resolver(&dns)),
+        ..Default::default()
+    };
+    let cfg = config(
+        "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: srv.test:80\n",
+    );
+    let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
+    assert!(bs.ready(Duration::from_secs(5)).await);
+    let h = bs.get("up").expect("up").health();
+    let got: Vec<(String, u16, u32)> = h.targets[0]
+        .data
+        .addresses
+        .iter()
+        .map(|a| (a.ip.clone(), a.port, a.weight))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("127.0.27.1".into(), 9001, 10),
+            ("127.0.27.2".into(), 9002, 5),
+            ("127.0.27.3".into(), 9002, 5),
+        ]
+    );
+    assert_eq!(h.targets[0].data.weight.total, 20);
+    let b = bs.get("up").expect("up");
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..400 {
+        let p = b.pick(&PickContext::default(), &[]).expect("peer");
+        *counts.entry(p.addr.port()).or_insert(0) += 1;
+    }
+    assert_eq!((counts[&9001], counts[&9002]), (200, 200), "{counts:?}");
+    assert!(!counts.contains_key(&9003), "{counts:?}");
+}

@@ -230,8 +230,8 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
 /// A DNS server on 127.0.0.1 (UDP) answering A queries for the names in its table, with
 /// the given TTL; other names get NXDOMAIN (SERVFAIL for `servfail.*`), other types an
 /// empty answer.
-/// Name -> SRV records (weight, port, target).
-pub type SrvTable = Arc<Mutex<Vec<(String, Vec<(u16, u16, String)>)>>>;
+/// Name -> SRV records (priority, weight, port, target).
+pub type SrvTable = Arc<Mutex<Vec<(String, Vec<(u16, u16, u16, String)>)>>>;
 
 /// Name -> IPv4 addresses.
 pub type DnsTable = Arc<Mutex<Vec<(String, Vec<std::net::Ipv4Addr>)>>>;
@@ -319,12 +319,12 @@ impl DnsServer {
                     && let Some(list) = srv_known
                 {
                     resp.set_response_code(ResponseCode::NoError);
-                    for (weight, port, target) in list {
+                    for (priority, weight, port, target) in list {
                         let target = Name::from_ascii(format!("{target}.")).expect("name");
                         resp.add_answer(Record::from_rdata(
                             query.name().clone(),
                             ttl,
-                            RData::SRV(SRV::new(0, weight, port, target)),
+                            RData::SRV(SRV::new(priority, weight, port, target)),
                         ));
                     }
                     resp.add_query(query);
@@ -396,8 +396,14 @@ impl DnsServer {
         r.push((name.to_string(), ips));
     }
 
-    /// SRV records of `name`: (weight, port, target).
+    /// SRV records of `name`, of priority 0: (weight, port, target).
     pub fn set_srv(&self, name: &str, records: &[(u16, u16, &str)]) {
+        let records: Vec<_> = records.iter().map(|(w, p, t)| (0, *w, *p, *t)).collect();
+        self.set_srv_prio(name, &records);
+    }
+
+    /// SRV records of `name`: (priority, weight, port, target).
+    pub fn set_srv_prio(&self, name: &str, records: &[(u16, u16, u16, &str)]) {
         self.set(name, &[]);
         let mut s = self.srv.lock().expect("lock");
         s.retain(|(n, _)| n != name);
@@ -405,7 +411,7 @@ impl DnsServer {
             name.to_string(),
             records
                 .iter()
-                .map(|(w, p, t)| (*w, *p, t.to_string()))
+                .map(|(pr, w, p, t)| (*pr, *w, *p, t.to_string()))
                 .collect(),
         ));
     }
