@@ -349,6 +349,9 @@ pub struct Balancer {
     resolver: Arc<Resolver>,
     stop: watch::Sender<bool>,
     probe_roots: Arc<[CertificateDer<'static>]>,
+    /// Woken each time a hostname target's lookup ended (requests waiting for a new
+    /// balancer's first answers: [`Balancers::peer_within`]).
+    dns_done: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -531,6 +534,7 @@ impl Balancer {
             resolver,
             stop,
             probe_roots,
+            dns_done: tokio::sync::Notify::new(),
         };
         b.rebuild_ring();
         Ok(b)
@@ -850,6 +854,42 @@ impl Balancer {
         }
     }
 
+    /// [`Balancer::pick`], but while a hostname target has not had its first answer yet (a
+    /// new balancer) and no peer is available, waits for its lookups to end, up to `wait`:
+    /// Kong resolves a balancer's targets when creating it, and a request that finds no
+    /// balancer waits for it, so a request right after a configuration change is not
+    /// refused for want of an answer that is on its way. A retry (`tried` not empty) does
+    /// not wait.
+    pub async fn pick_within(
+        &self,
+        ctx: &PickContext<'_>,
+        tried: &[SocketAddr],
+        wait: Duration,
+    ) -> Result<Peer, NoPeer> {
+        match self.pick(ctx, tried) {
+            Ok(p) => return Ok(p),
+            Err(e) if !tried.is_empty() || self.resolved() => return Err(e),
+            Err(_) => {}
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.dns_done.notified();
+            tokio::pin!(notified);
+            // (registered before looking, so that an answer in between is not missed)
+            notified.as_mut().enable();
+            let err = match self.pick(ctx, tried) {
+                Ok(p) => return Ok(p),
+                Err(e) => e,
+            };
+            if !tried.is_empty() || self.resolved() {
+                return Err(err);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(err);
+            }
+        }
+    }
+
     /// Whether every hostname target has been resolved at least once (or failed).
     pub fn resolved(&self) -> bool {
         self.targets.iter().all(|t| {
@@ -991,34 +1031,48 @@ async fn dns_refresher(
         let mut failure = None;
         let now = Instant::now();
         let mut next = now + Duration::from_secs(3600);
-        let mut changed = false;
-        for slot in b.targets.iter().filter(|t| t.addr.ip.is_none()) {
-            let res = tokio::select! {
-                r = resolver.resolve_fresh(&slot.addr.host) => r,
+        // Every hostname target at once: one slow name does not hold the others back, and
+        // each answer goes into the ring as it comes (a new balancer's first answers end the
+        // wait of the requests that arrived before them: [`Balancers::peer_within`]).
+        let mut lookups = tokio::task::JoinSet::new();
+        for (i, slot) in b.targets.iter().enumerate() {
+            if slot.addr.ip.is_none() {
+                let resolver = Arc::clone(&resolver);
+                let host = slot.addr.host.clone();
+                lookups.spawn(async move { (i, resolver.resolve_fresh(&host).await) });
+            }
+        }
+        loop {
+            let done = tokio::select! {
+                r = lookups.join_next() => r,
                 _ = stop.changed() => {
                     run.abandon();
                     return;
                 }
             };
-            match &res {
+            let Some(done) = done else { break };
+            let Ok((i, res)) = done else { continue };
+            let slot = &b.targets[i];
+            let changed = match &res {
                 Ok((answer, expires)) => {
-                    changed |= b.apply_dns(slot, Ok(answer));
                     next = next.min(*expires);
+                    b.apply_dns(slot, Ok(answer))
                 }
                 Err(e) => {
                     tracing::warn!(upstream = %b.name, target = %slot.target, error = %e, "target resolution failed");
                     failure = Some(format!("target {}: {e}", slot.target));
-                    changed |= b.apply_dns(slot, Err(e));
                     let retry = match e {
                         DnsError::NotFound(..) => resolver.options().not_found_ttl,
                         DnsError::Failed { .. } => resolver.options().error_ttl,
                     };
                     next = next.min(Instant::now() + retry);
+                    b.apply_dns(slot, Err(e))
                 }
+            };
+            if changed {
+                b.rebuild_ring();
             }
-        }
-        if changed {
-            b.rebuild_ring();
+            b.dns_done.notify_waiters();
         }
         drop(b);
         if let Some(f) = failure {
@@ -1209,7 +1263,10 @@ impl Balancers {
     /// The one call of the proxy: a peer for a service's `host` and `port`. A host naming an
     /// upstream goes through that balancer (the port is ignored, as in Kong); an IP is used
     /// as is; any other name is resolved through the DNS cache, rotating over its addresses
-    /// and avoiding `tried` ones.
+    /// and avoiding `tried` ones. An upstream whose hostname targets have not had their
+    /// first answer yet is waited for ([`Balancer::pick_within`]) up to four times the
+    /// resolver's query timeout (an SRV and an A query, each tried twice);
+    /// [`Balancers::peer_within`] sets the bound.
     pub async fn peer(
         &self,
         host: &str,
@@ -1217,8 +1274,22 @@ impl Balancers {
         ctx: &PickContext<'_>,
         tried: &[SocketAddr],
     ) -> Result<Peer, NoPeer> {
+        let wait = self.resolver.options().timeout.saturating_mul(4);
+        self.peer_within(host, port, ctx, tried, wait).await
+    }
+
+    /// [`Balancers::peer`], waiting up to `wait` for a new upstream's first DNS answers (the
+    /// proxy passes the service's connect timeout).
+    pub async fn peer_within(
+        &self,
+        host: &str,
+        port: u16,
+        ctx: &PickContext<'_>,
+        tried: &[SocketAddr],
+        wait: Duration,
+    ) -> Result<Peer, NoPeer> {
         if let Some(b) = self.by_name.get(host) {
-            return b.pick(ctx, tried);
+            return b.pick_within(ctx, tried, wait).await;
         }
         if let Some(d) = self
             .direct

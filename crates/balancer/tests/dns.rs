@@ -410,3 +410,62 @@ async fn srv_weights_count_once_per_record_and_only_the_best_priority() {
     assert_eq!((counts[&9001], counts[&9002]), (200, 200), "{counts:?}");
     assert!(!counts.contains_key(&9003), "{counts:?}");
 }
+
+/// A request right after a new balancer is built waits for its hostname targets' first
+/// answers instead of finding no peer, and a target whose name server does not answer does
+/// not hold its resolved siblings out of the ring meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_hostname_targets_are_waited_for_and_resolved_apart() {
+    let dns = DnsServer::start(30).await;
+    dns.set("fast.test", &["127.0.28.1"]);
+    // (sorted first: a pass in order would look it up first)
+    let cfg = config(
+        "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: a.silent.test:9000\n  - target: fast.test:9000\n",
+    );
+    let opts = Options {
+        resolver: Some(resolver(&dns)),
+        ..Default::default()
+    };
+    let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
+    let started = std::time::Instant::now();
+    let p = bs
+        .peer("up", 80, &PickContext::default(), &[])
+        .await
+        .expect("a peer once fast.test resolved");
+    assert_eq!(
+        p.addr,
+        "127.0.28.1:9000".parse::<SocketAddr>().expect("addr")
+    );
+    // (the silent name's queries time out after 500 ms, each tried twice)
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !bs.get("up").expect("up").resolved(),
+        "silent.test answered?"
+    );
+    // A bound of zero does not wait for anything.
+    let cfg2 = config(
+        "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: other.silent.test:9000\n",
+    );
+    let bs2 = Balancers::build_with(&cfg2, None, &Handle::current(), &opts).expect("build");
+    let started = std::time::Instant::now();
+    let e = bs2
+        .peer_within(
+            "up",
+            80,
+            &PickContext::default(),
+            &[],
+            Duration::from_millis(100),
+        )
+        .await
+        .expect_err("nothing resolved");
+    assert!(matches!(e, NoPeer::NoHealthyPeer), "{e:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(400),
+        "{took:?}"
+    );
+}

@@ -1938,7 +1938,9 @@ async fn send(
         };
         let peer = match snap
             .balancers
-            .peer(&service.host, service.port, &pctx, &tried)
+            // (a new upstream's hostname targets are waited for, up to the connect timeout,
+            // as Kong's request waits for the balancer it creates)
+            .peer_within(&service.host, service.port, &pctx, &tried, connect_timeout)
             .await
         {
             Ok(p) => p,
@@ -1947,7 +1949,7 @@ async fn send(
             // is Kong's balancer phase's `ngx.exit`: an nginx error.
             Err(_) if !tried.is_empty() => snap
                 .balancers
-                .peer(&service.host, service.port, &pctx, &[])
+                .peer_within(&service.host, service.port, &pctx, &[], Duration::ZERO)
                 .await
                 .map_err(|e| match e {
                     silverback_balancer::NoPeer::Resolver { .. } => {

@@ -1171,3 +1171,78 @@ async fn a_failed_lookup_is_kongs_503_or_500() {
         g.gw.shutdown().await;
     }
 }
+
+/// A name server that answers every A query with `ip` after `delay` (SRV queries: no
+/// records, after the same delay).
+async fn slow_name_server(ip: [u8; 4], delay: Duration) -> std::net::SocketAddr {
+    let sock = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            let q = buf[..n].to_vec();
+            if q.len() < 12 {
+                continue;
+            }
+            let mut end = 12;
+            while end < q.len() && q[end] != 0 {
+                end += 1 + usize::from(q[end]);
+            }
+            end += 5;
+            if end > q.len() {
+                continue;
+            }
+            let is_a = q[end - 4..end - 2] == [0, 1];
+            let sock = std::sync::Arc::clone(&sock);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut a = Vec::with_capacity(end + 16);
+                a.extend_from_slice(&q[..2]);
+                a.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+                a.extend_from_slice(&q[12..end]);
+                if is_a {
+                    // the name (a pointer to the question's), A, IN, TTL 60 s, 4 bytes
+                    a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                    a.extend_from_slice(&ip);
+                }
+                let _ = sock.send_to(&a, peer).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Kong resolves a new balancer's targets when it creates it, and a request that finds no
+/// balancer waits for it: a request right after a configuration with a new hostname
+/// target waits for its first answer (within the connect timeout) rather than getting a
+/// 503.
+#[tokio::test]
+async fn a_new_hostname_target_is_waited_for() {
+    let b = Backend::builder()
+        .name("named")
+        .ip("127.0.0.16")
+        .run()
+        .await;
+    let ns = slow_name_server([127, 0, 0, 16], Duration::from_millis(300)).await;
+    let resolver = silverback_balancer::Resolver::new(silverback_balancer::ResolverOptions {
+        nameservers: Some(vec![ns]),
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let settings = silverback_proxy::Settings {
+        balancer: silverback_balancer::Options {
+            resolver: Some(std::sync::Arc::new(resolver)),
+            ..Default::default()
+        },
+        ..silverback_proxy::Settings::loopback()
+    };
+    let cfg = format!(
+        "_format_version: \"3.0\"\nupstreams:\n- name: pool\n  targets:\n  - target: slow.test:{}\nservices:\n- {{name: s, host: pool, routes: [{{name: r, paths: [/]}}]}}\n",
+        b.addr.port()
+    );
+    let g = Gw::start_with(settings, Some(&cfg)).await;
+    let r = H1::connect(g.http).await.get("x", "/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-backend"), Some("named"));
+    g.gw.shutdown().await;
+}

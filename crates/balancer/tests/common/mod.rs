@@ -228,8 +228,8 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
 }
 
 /// A DNS server on 127.0.0.1 (UDP) answering A queries for the names in its table, with
-/// the given TTL; other names get NXDOMAIN (SERVFAIL for `servfail.*`), other types an
-/// empty answer.
+/// the given TTL; other names get NXDOMAIN (SERVFAIL for `servfail.*`, no answer at all for
+/// `silent.*` and `*.silent.*`), other types an empty answer.
 /// Name -> SRV records (priority, weight, port, target).
 pub type SrvTable = Arc<Mutex<Vec<(String, Vec<(u16, u16, u16, String)>)>>>;
 
@@ -250,6 +250,7 @@ pub struct DnsServer {
     /// AAAA queries received.
     pub aaaa_queries: Arc<AtomicUsize>,
     task: JoinHandle<()>,
+    tcp_task: JoinHandle<()>,
 }
 
 impl DnsServer {
@@ -260,6 +261,15 @@ impl DnsServer {
         };
         let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let addr = sock.local_addr().expect("addr");
+        // TCP on the same port takes connections and never answers, so that a name left
+        // unanswered over UDP (`silent.*`) times out rather than being refused over TCP.
+        let tcp = TcpListener::bind(addr).await.expect("bind tcp");
+        let tcp_task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = tcp.accept().await {
+                held.push(s);
+            }
+        });
         let records: DnsTable = Arc::default();
         let queries = Arc::new(AtomicUsize::new(0));
         let srv: SrvTable = Arc::default();
@@ -333,6 +343,10 @@ impl DnsServer {
                     }
                     continue;
                 }
+                if qname.starts_with("silent.") || qname.contains(".silent.") {
+                    // (never answered: the resolver times out)
+                    continue;
+                }
                 match known {
                     None if qname.starts_with("servfail.") => {
                         resp.set_response_code(ResponseCode::ServFail);
@@ -376,6 +390,7 @@ impl DnsServer {
             queries,
             aaaa_queries,
             task,
+            tcp_task,
         }
     }
 
@@ -420,5 +435,6 @@ impl DnsServer {
 impl Drop for DnsServer {
     fn drop(&mut self) {
         self.task.abort();
+        self.tcp_task.abort();
     }
 }
