@@ -689,7 +689,7 @@ impl Balancer {
         peer.report(outcome);
     }
 
-    /// The admin API override (`POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`):
+    /// The admin API override (`PUT /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`):
     /// sets every address of the target (by target string or id), or only `address`, read as
     /// Kong reads it (`ip[:port]`, the port 8000 when left out, as a target's). Checked in
     /// Kong's order: the target exists, then the upstream has health checks. As Kong's
