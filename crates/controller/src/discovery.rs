@@ -1,7 +1,14 @@
-//! Gateway discovery (`--kong-admin-svc ns/name`): every ready endpoint of the admin
-//! Service's EndpointSlices, on the ports named in `--kong-admin-svc-port-names`, becomes an
-//! admin API target. The target list follows the EndpointSlices as they change; targets whose
-//! URL did not change are kept (with what they were pushed).
+//! Gateway discovery (`--kong-admin-svc ns/name`): every endpoint of the admin Service's
+//! EndpointSlices that is not terminating, on the ports named in
+//! `--kong-admin-svc-port-names`, becomes an admin API target. The target list follows the
+//! EndpointSlices as they change; targets whose URL did not change are kept (with what they
+//! were pushed).
+//!
+//! Not-ready endpoints are targets too, as in KIC (`AdminAPIsFromEndpointSlice` skips only
+//! terminating ones): a data plane's readiness probe (`/status/ready`) fails until it holds a
+//! configuration, so a new or restarted data plane is published not ready, and only a push
+//! makes it ready. A target that does not answer yet fails its pushes and status checks; the
+//! sync loop's periodic check pushes to it once it answers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,7 +36,8 @@ pub struct DiscoveryOptions {
     pub admin: AdminSettings,
 }
 
-/// Admin URLs of the ready endpoints in `slices`: for each address, the first port (in
+/// Admin URLs of the endpoints in `slices` that are not terminating (ready or not): for each
+/// address, the first port (in
 /// `port_names` order) it exposes. Ports whose name contains `tls` (or whose appProtocol is
 /// `https`) are reached over HTTPS.
 pub fn admin_urls<'a>(
@@ -50,10 +58,12 @@ pub fn admin_urls<'a>(
             || port.app_protocol.as_deref() == Some("https");
         let scheme = if https { "https" } else { "http" };
         for e in &s.endpoints {
-            let c = e.conditions.as_ref();
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            if !ready || terminating {
+            let terminating = e
+                .conditions
+                .as_ref()
+                .and_then(|c| c.terminating)
+                .unwrap_or(false);
+            if terminating {
                 continue;
             }
             for a in &e.addresses {

@@ -276,8 +276,9 @@ pub struct AdminArgs {
     #[arg(long, env = "SILVERBACK_KONG_ADMIN_URL", value_delimiter = ',')]
     pub kong_admin_url: Vec<String>,
 
-    /// Gateway discovery: `namespace/name` of the data planes' admin Service; every ready
-    /// endpoint is configured.
+    /// Gateway discovery: `namespace/name` of the data planes' admin Service; every endpoint
+    /// that is not terminating (ready or not: a data plane is not ready until configured) is
+    /// configured.
     #[arg(long, env = "SILVERBACK_KONG_ADMIN_SVC", value_parser = parse_namespaced)]
     pub kong_admin_svc: Option<(String, String)>,
 

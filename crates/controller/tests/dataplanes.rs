@@ -285,3 +285,96 @@ async fn only_the_leader_pushes_and_a_new_leader_takes_over_after_a_crash() {
     eprintln!("leader after a release: {:?}", t0.elapsed());
     c.shutdown().await;
 }
+
+/// An admin EndpointSlice of its own for one data plane: `addr:port` with `conditions`.
+async fn admin_slice_with(
+    client: &kube::Client,
+    ns: &str,
+    (svc, slice): (&str, &str),
+    addr: Ipv4Addr,
+    port: u16,
+    conditions: serde_json::Value,
+) {
+    let s: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": slice, "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "admin", "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [addr.to_string()], "conditions": conditions}],
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+}
+
+/// A data plane that is not ready yet (its readiness probe fails until it is configured, so
+/// it is published not ready) is configured; a terminating one is not, as in KIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_discovery_configures_not_ready_endpoints_but_not_terminating_ones() {
+    common::logs();
+    let cp = start_control_plane(false).await;
+    let admin = cp.client();
+    let ns = cp.create_namespace("notready").await.unwrap();
+    apply_ingress_class(&admin).await;
+    let net1 = NetNs::create().unwrap();
+    let net2 = NetNs::create().unwrap();
+    let _echo = net1.spawn_echo(8080, "backend-nr").unwrap();
+    service_with_endpoint(&admin, &ns, "echo", &net1.addr().to_string(), 8080).await;
+    Api::<Ingress>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &ingress(&ns, "web", "/nr", "echo"))
+        .await
+        .unwrap();
+    let fresh = NsGateway::start(&net1, 8000, 8001);
+    let leaving = NsGateway::start(&net2, 8000, 8001);
+    admin_slice_with(
+        &admin,
+        &ns,
+        ("dp-admin", "fresh"),
+        net1.addr(),
+        8001,
+        json!({"ready": false, "serving": false, "terminating": false}),
+    )
+    .await;
+    admin_slice_with(
+        &admin,
+        &ns,
+        ("dp-admin", "leaving"),
+        net2.addr(),
+        8001,
+        json!({"ready": false, "serving": true, "terminating": true}),
+    )
+    .await;
+
+    let opts = ControllerOptions {
+        sync: SyncArgs {
+            proxy_sync_seconds: Duration::from_millis(200),
+            ..SyncArgs::default()
+        },
+        kube: KubeArgs {
+            leader_election: LeaderElection::Disabled,
+            ..KubeArgs::default()
+        },
+        admin: AdminArgs {
+            kong_admin_svc: Some((ns.clone(), "dp-admin".into())),
+            proxy_timeout_seconds: Duration::from_secs(5),
+            ..AdminArgs::default()
+        },
+    };
+    let ctl = silverback_controller::start_cluster(admin.clone(), &opts, vec![])
+        .await
+        .unwrap();
+    let body = until_status(SocketAddr::from((net1.addr(), 8000)), "n.test", "/nr", 200).await;
+    assert!(body.contains("backend-nr"), "{body}");
+    // A few check periods later the terminating one still has no route.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (s, _) = get(SocketAddr::from((net2.addr(), 8000)), "n.test", "/nr")
+        .await
+        .unwrap();
+    assert_eq!(s, 404);
+    assert_eq!(ctl.targets.borrow().len(), 1);
+    ctl.shutdown().await;
+    fresh.stop();
+    leaving.stop();
+}
