@@ -14,8 +14,12 @@
 //! 5. publishes a [`SyncOutcome`] for the status and Event writers.
 //!
 //! Between syncs a periodic check asks every data plane for its configuration hash: one that
-//! restarted (Kong's empty hash) or missed a push (network error, newly discovered) gets the
-//! last good document at once.
+//! restarted (Kong's empty hash) or did not accept the newest document (network error, not
+//! answering yet, newly discovered) gets the newest document at once. The newest document is
+//! the one the last sync settled on: its translation (or fallback) that no data plane
+//! rejected, accepted or not yet, else the last good one. So a push that failed on every
+//! data plane is retried on each check until one accepts it, without any object change, as
+//! KIC retries every tick until a push succeeds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -84,6 +88,9 @@ pub struct Document {
     pub empty: bool,
     /// The Ingresses it configures.
     pub configured: Vec<ObjectRef>,
+    /// Whether it is a fallback configuration (objects a data plane rejected left out or
+    /// put back in their last valid version).
+    pub fallback: bool,
 }
 
 impl Document {
@@ -95,6 +102,7 @@ impl Document {
             hash,
             empty: t.document.is_empty(),
             configured: t.configured.clone(),
+            fallback: false,
         }
     }
 }
@@ -232,6 +240,11 @@ pub struct Syncer {
     last_good: Option<Arc<Document>>,
     /// The objects translated into `last_good` (kept with `use_last_valid` only).
     last_valid_objects: Option<Arc<Objects>>,
+    /// The document the last sync settled on (not rejected; maybe not accepted by any data
+    /// plane yet), which the periodic check pushes to the data planes behind.
+    newest: Option<Arc<Document>>,
+    /// The objects translated into `newest` (kept with `use_last_valid` only).
+    newest_objects: Option<Arc<Objects>>,
     synced_generation: Option<u64>,
     pushes: u64,
     failures: u64,
@@ -298,6 +311,8 @@ impl Syncer {
             state: HashMap::new(),
             last_good: None,
             last_valid_objects: None,
+            newest: None,
+            newest_objects: None,
             synced_generation: None,
             pushes: 0,
             failures: 0,
@@ -621,6 +636,10 @@ impl Syncer {
                 }
             }
             if rejections.is_empty() {
+                // Not rejected: the newest document, retried by the periodic check on the
+                // data planes that did not accept it.
+                self.newest = Some(doc.clone());
+                self.newest_objects = doc_objects.clone();
                 if results.is_empty() || accepted > 0 || targets.is_empty() {
                     // Accepted (or nothing needed pushing / nowhere to push yet).
                     let changed = self.last_good.as_ref().map(|d| &d.hash) != Some(&doc.hash);
@@ -673,12 +692,17 @@ impl Syncer {
             let progress = (ex.rejected.len(), ex.no_backfill.len()) != before;
             if !self.opts.fallback || !progress || round > FALLBACK_ROUNDS {
                 outcome.failure = Some(messages.join("; "));
+                // Given up: the data planes keep (or get) the last good document.
+                self.newest = self.last_good.clone();
+                self.newest_objects = self.last_valid_objects.clone();
                 tracing::error!(error = %messages.join("; "), "configuration rejected; the last good configuration stays");
                 break;
             }
             fallback = true;
             let t = self.translate(&ex).await;
-            doc = Arc::new(t.doc);
+            let mut d = t.doc;
+            d.fallback = true;
+            doc = Arc::new(d);
             doc_objects = t.objects;
             backfilled = t.backfilled;
             if backfilled.is_empty() {
@@ -727,10 +751,11 @@ impl Syncer {
         self.outcome.send_replace(Some(Arc::new(outcome)));
     }
 
-    /// Asks every target for its hash; re-pushes the last good document to those that lost
-    /// it (restarted with an empty configuration) or never got it.
+    /// Asks every target for its hash; pushes the newest document (see the
+    /// [module documentation](self)) to those that lost their configuration (restarted
+    /// empty) or did not accept it (failed push, not answering until now, newly discovered).
     pub async fn check_targets(&mut self) {
-        let Some(good) = self.last_good.clone() else {
+        let Some(newest) = self.newest.clone().or_else(|| self.last_good.clone()) else {
             return;
         };
         let targets = self.targets();
@@ -739,33 +764,55 @@ impl Syncer {
         let mut todo = Vec::new();
         for (t, h) in targets.iter().zip(hashes) {
             let accepted = self.state.get(t.name()).and_then(|s| s.accepted.as_deref())
-                == Some(good.hash.as_str());
+                == Some(newest.hash.as_str());
             match h {
-                Ok(h) if h == EMPTY_HASH && !good.empty => {
+                Ok(h) if h == EMPTY_HASH && !newest.empty => {
                     tracing::info!(dataplane = %t.name(), "data plane has no configuration: pushing");
                     self.state.remove(t.name());
                     todo.push(t.clone());
                 }
-                Ok(_) if !accepted => todo.push(t.clone()),
+                Ok(_) if !accepted => {
+                    tracing::info!(dataplane = %t.name(), "data plane is behind: pushing the newest configuration");
+                    todo.push(t.clone());
+                }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(dataplane = %t.name(), error = %e, "status check failed"),
             }
         }
-        if !todo.is_empty() {
-            let results = self.push(&todo, &good, true, false).await;
-            let pushed = results.iter().any(|(_, r)| r.is_ok());
-            if pushed {
-                let mut o = self
-                    .outcome
-                    .borrow()
-                    .as_deref()
-                    .cloned()
-                    .unwrap_or_default();
-                o.pushed = false;
-                o.configured = good.configured.clone();
-                self.outcome.send_replace(Some(Arc::new(o)));
-            }
+        if todo.is_empty() {
+            return;
         }
+        let results = self.push(&todo, &newest, true, newest.fallback).await;
+        if !results.iter().any(|(_, r)| r.is_ok()) {
+            return;
+        }
+        // Accepted somewhere: it is the last good document now.
+        let new = self.last_good.as_ref().map(|d| &d.hash) != Some(&newest.hash);
+        if new {
+            *self
+                .diagnostics
+                .successful
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(newest.body.clone());
+            self.last_good = Some(newest.clone());
+            if self.newest_objects.is_some() {
+                self.last_valid_objects = self.newest_objects.clone();
+            }
+            self.pushes += 1;
+        }
+        let mut o = self
+            .outcome
+            .borrow()
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
+        o.pushed = new;
+        o.pushes = self.pushes;
+        if new {
+            o.failure = None;
+        }
+        o.configured = newest.configured.clone();
+        self.outcome.send_replace(Some(Arc::new(o)));
     }
 
     /// Hashes of what each target accepted last.

@@ -372,3 +372,60 @@ async fn outcomes_count_pushes_so_a_late_reader_misses_none() {
     assert_eq!(changed.failures, 0);
     ctl.shutdown().await;
 }
+
+/// A push that failed on every data plane (nothing listening at the admin URL yet) is
+/// retried by the periodic check: once a data plane answers there, it gets the document
+/// within a check period, without any object change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_failed_everywhere_is_retried_without_any_change() {
+    common::logs();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), manifests(9, "/retried")).unwrap();
+    // A port where nothing listens yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = silverback_controller::AdminArgs {
+        kong_admin_url: vec![format!("http://127.0.0.1:{port}")],
+        proxy_timeout_seconds: Duration::from_secs(2),
+        ..silverback_controller::AdminArgs::default()
+    };
+    let targets = silverback_controller::admin_targets(&admin).unwrap();
+    let sync = SyncArgs {
+        proxy_sync_seconds: Duration::from_millis(300),
+        ..SyncArgs::default()
+    };
+    let ctl = silverback_controller::start_files(dir.path().to_path_buf(), &sync, targets)
+        .await
+        .unwrap();
+    let failed = ctl
+        .wait_outcome(Duration::from_secs(10), |o| o.failures > 0)
+        .await
+        .expect("the first push fails");
+    assert_eq!(failed.pushes, 0);
+
+    // A data plane comes up at that address.
+    let settings = Settings {
+        admin_listen: silverback_proxy::Listen::parse_list(&format!("127.0.0.1:{port}")).unwrap(),
+        ..Settings::loopback()
+    };
+    let gw = Gateway::start(settings, None).await.unwrap();
+    let t0 = Instant::now();
+    eventually(Duration::from_secs(5), "the document pushed", || {
+        let ok = gw.config().to_json(false).contains("/retried");
+        async move { ok.then_some(()) }
+    })
+    .await;
+    eprintln!("configured {:?} after the data plane came up", t0.elapsed());
+    // Reported as a push of a new configuration (success Event), with no new translation.
+    let o = ctl
+        .wait_outcome(Duration::from_secs(5), |o| o.pushes == 1)
+        .await
+        .expect("the retried push counted");
+    assert!(o.failure.is_none(), "{:?}", o.failure);
+    assert_eq!(o.generation, failed.generation);
+    ctl.shutdown().await;
+    gw.shutdown().await;
+}
