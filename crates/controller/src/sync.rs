@@ -187,7 +187,8 @@ fn backfill(objects: &mut Objects, from: &Objects, kind: Kind, ns: &str, name: &
 pub struct SyncOutcome {
     /// Store generation translated.
     pub generation: u64,
-    /// Problems of the translation (objects left out by the translator).
+    /// Problems of the translation: objects (or parts of them) the translator left out, and
+    /// values it ignored while keeping the object (an invalid annotation value, for example).
     pub translation_problems: Vec<Problem>,
     /// Objects data planes rejected (left out by the fallback, or blocking the push).
     pub apply_problems: Vec<Problem>,
