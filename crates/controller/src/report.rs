@@ -8,10 +8,14 @@
 //! - A new configuration accepted by the data planes is a Normal Event
 //!   `KongConfigurationSucceeded` on the controller's Pod (when `--pod-name`/`--pod-namespace`
 //!   are known), a push that failed everywhere a Warning `KongConfigurationApplyFailed`.
-//! - Ingresses actually configured get `status.loadBalancer.ingress` from
-//!   `--publish-status-address`, else from the `--publish-service` Service (its LoadBalancer
-//!   ingress, external IPs or cluster IP); Ingresses that are no longer configured lose the
-//!   addresses we wrote.
+//! - Ingresses actually configured (in the last configuration a data plane accepted) get
+//!   `status.loadBalancer.ingress` from `--publish-status-address`, else from the
+//!   `--publish-service` Service (its LoadBalancer ingress, external IPs or cluster IP). As
+//!   in KIC, status is only ever set, never emptied: nothing is written while the addresses
+//!   cannot be read (the Service is missing, the API server fails) or are none yet, nor for
+//!   an Ingress not configured (yet); an Ingress that leaves our class, or whose
+//!   configuration goes, keeps the addresses last written (KIC only drops it from the
+//!   configuration).
 //!
 //! Only the leader writes.
 
@@ -229,10 +233,11 @@ impl KubeReporter {
         }
     }
 
-    /// The addresses to publish.
-    pub async fn addresses(&self) -> Vec<IngressLoadBalancerIngress> {
+    /// The addresses to publish; an error when they cannot be read or there are none (then
+    /// nothing is written, as in KIC).
+    pub async fn addresses(&self) -> Result<Vec<IngressLoadBalancerIngress>, String> {
         if !self.opts.publish_status_address.is_empty() {
-            return self
+            return Ok(self
                 .opts
                 .publish_status_address
                 .iter()
@@ -249,22 +254,16 @@ impl KubeReporter {
                         }
                     }
                 })
-                .collect();
+                .collect());
         }
         let Some((ns, name)) = &self.opts.publish_service else {
-            return vec![];
+            return Err("neither --publish-status-address nor --publish-service is set".into());
         };
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
         let svc = match api.get_opt(name).await {
             Ok(Some(s)) => s,
-            Ok(None) => {
-                tracing::warn!(service = %format!("{ns}/{name}"), "publish service not found");
-                return vec![];
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the publish service");
-                return vec![];
-            }
+            Ok(None) => return Err(format!("publish service {ns}/{name} not found")),
+            Err(e) => return Err(format!("cannot read the publish service {ns}/{name}: {e}")),
         };
         let lb: Vec<IngressLoadBalancerIngress> = svc
             .status
@@ -279,7 +278,7 @@ impl KubeReporter {
             })
             .collect();
         if !lb.is_empty() {
-            return lb;
+            return Ok(lb);
         }
         let spec = svc.spec.unwrap_or_default();
         let ips = spec
@@ -287,18 +286,35 @@ impl KubeReporter {
             .filter(|v| !v.is_empty())
             .or_else(|| spec.cluster_ips.filter(|v| !v.is_empty()))
             .unwrap_or_default();
-        ips.into_iter()
+        let addrs: Vec<IngressLoadBalancerIngress> = ips
+            .into_iter()
             .filter(|ip| ip != "None")
             .map(|ip| IngressLoadBalancerIngress {
                 ip: Some(ip),
                 ..Default::default()
             })
-            .collect()
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!(
+                "waiting for addresses to be provisioned for publish service {ns}/{name}"
+            ));
+        }
+        Ok(addrs)
     }
 
-    /// Brings every watched Ingress's status in line with `configured`.
+    /// Writes the addresses into the status of the `configured` Ingresses whose status
+    /// differs. Writes nothing when the addresses cannot be read; never empties a status.
     pub async fn update_status(&self, configured: &[ObjectRef]) {
-        let addresses = self.addresses().await;
+        if !configured.iter().any(|r| r.kind == "Ingress") {
+            return;
+        }
+        let addresses = match self.addresses().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "Ingress status not updated");
+                return;
+            }
+        };
         let configured: BTreeSet<(&str, &str)> = configured
             .iter()
             .filter(|r| r.kind == "Ingress")
@@ -322,23 +338,16 @@ impl KubeReporter {
                     .collect()
             });
         for (ns, name, now) in current {
-            let ours = configured.contains(&(ns.as_str(), name.as_str()));
-            let patch = if ours {
-                if now == addresses {
-                    continue;
-                }
-                json!({"status": {"loadBalancer": {"ingress": addresses}}})
-            } else if !now.is_empty() && now == addresses {
-                json!({"status": {"loadBalancer": {"ingress": null}}})
-            } else {
+            if !configured.contains(&(ns.as_str(), name.as_str())) || now == addresses {
                 continue;
-            };
+            }
+            let patch = json!({"status": {"loadBalancer": {"ingress": addresses}}});
             let api: Api<Ingress> = Api::namespaced(self.client.clone(), &ns);
             match api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => tracing::debug!(ingress = %format!("{ns}/{name}"), ours, "status written"),
+                Ok(_) => tracing::debug!(ingress = %format!("{ns}/{name}"), "status written"),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => {
                     tracing::warn!(ingress = %format!("{ns}/{name}"), error = %e, "cannot write status")

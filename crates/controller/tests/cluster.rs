@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
@@ -191,7 +191,8 @@ async fn ingresses_are_served_updated_and_removed_under_the_shipped_rbac() {
     until_status(proxy, "x.test", "/d", 404).await;
     assert_eq!(get(proxy, "x.test", "/other").await.unwrap().0, 200);
 
-    // An Ingress moved to another class loses the status we wrote.
+    // An Ingress moved to another class is no longer configured but keeps the status we
+    // wrote: as KIC, status is only ever set, never emptied.
     let patch = json!({"spec": {"ingressClassName": "someone-else"}});
     ingresses
         .patch(
@@ -202,19 +203,16 @@ async fn ingresses_are_served_updated_and_removed_under_the_shipped_rbac() {
         .await
         .unwrap();
     until_status(proxy, "x.test", "/other", 404).await;
-    eventually(Duration::from_secs(15), "status removed", || {
-        let api = ingresses.clone();
-        async move {
-            let i = api.get("other").await.ok()?;
-            let lb = i
-                .status
-                .and_then(|s| s.load_balancer)
-                .and_then(|l| l.ingress)
-                .unwrap_or_default();
-            lb.is_empty().then_some(())
-        }
-    })
-    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lb = ingresses
+        .get("other")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|l| l.ingress)
+        .unwrap_or_default();
+    assert_eq!(lb.len(), 1, "{lb:?}");
 
     ctl.shutdown().await;
 }
@@ -305,5 +303,108 @@ async fn ingress_class_parameters_and_namespace_scope_are_honoured() {
         async move { doc.contains("192.0.2.20:8080").then_some(()) }
     })
     .await;
+    ctl.shutdown().await;
+}
+
+/// `status.loadBalancer.ingress` of Ingress `name` (empty when unset).
+async fn lb_status(
+    api: &Api<Ingress>,
+    name: &str,
+) -> Vec<k8s_openapi::api::networking::v1::IngressLoadBalancerIngress> {
+    api.get(name)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|l| l.ingress)
+        .unwrap_or_default()
+}
+
+/// The controller with an in-process gateway, publishing the addresses of `ns/publish`.
+async fn with_publish_service(
+    client: kube::Client,
+    ns: &str,
+    publish: &str,
+) -> (silverback_controller::Controller, Arc<Gateway>) {
+    let settings = Settings::loopback();
+    let (flavor, plugins) = (settings.router_flavor, settings.plugins.clone());
+    let gw = Arc::new(Gateway::start(settings, None).await.unwrap());
+    let target: Arc<dyn DataPlaneTarget> =
+        Arc::new(InProcessTarget::new(gw.clone(), flavor, plugins));
+    let opts = ControllerOptions {
+        kube: KubeArgs {
+            publish_service: Some((ns.to_string(), publish.to_string())),
+            ..KubeArgs::default()
+        },
+        ..ControllerOptions::default()
+    };
+    let ctl = silverback_controller::start_cluster(client, &opts, vec![target])
+        .await
+        .unwrap();
+    (ctl, gw)
+}
+
+/// A proxy Service of `type_` named `name`.
+async fn proxy_service(client: &kube::Client, ns: &str, name: &str, type_: &str) -> Service {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"type": type_, "ports": [{"name": "http", "port": 80, "targetPort": 8000}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap()
+}
+
+/// Ingress status is not wiped when the publish Service cannot be read: nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_status_stays_when_the_publish_service_goes_away() {
+    common::logs();
+    let cp = start_control_plane(false).await;
+    let admin = cp.client();
+    let ns = cp.create_namespace("keep").await.unwrap();
+    apply_ingress_class(&admin).await;
+    service_with_endpoint(&admin, &ns, "echo", "192.0.2.40", 8080).await;
+    let svc = proxy_service(&admin, &ns, "kong-proxy", "ClusterIP").await;
+    let cluster_ip = svc.spec.unwrap().cluster_ip.unwrap();
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), &ns);
+    ingresses
+        .create(&PostParams::default(), &ingress(&ns, "web", "/k", "echo"))
+        .await
+        .unwrap();
+    let (ctl, _gw) = with_publish_service(admin.clone(), &ns, "kong-proxy").await;
+    eventually(Duration::from_secs(15), "status with the ClusterIP", || {
+        let api = ingresses.clone();
+        let ip = cluster_ip.clone();
+        async move {
+            let lb = lb_status(&api, "web").await;
+            (lb.len() == 1 && lb[0].ip.as_deref() == Some(ip.as_str())).then_some(())
+        }
+    })
+    .await;
+
+    // The publish Service goes away; a sync follows (a new Ingress).
+    Api::<Service>::namespaced(admin.clone(), &ns)
+        .delete("kong-proxy", &DeleteParams::default())
+        .await
+        .unwrap();
+    ingresses
+        .create(
+            &PostParams::default(),
+            &ingress(&ns, "second", "/k2", "echo"),
+        )
+        .await
+        .unwrap();
+    ctl.wait_outcome(Duration::from_secs(15), |o| {
+        o.configured.iter().any(|r| r.name == "second")
+    })
+    .await
+    .expect("the second Ingress configured");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lb = lb_status(&ingresses, "web").await;
+    assert_eq!(lb.len(), 1, "{lb:?}");
+    assert_eq!(lb[0].ip.as_deref(), Some(cluster_ip.as_str()));
+    assert!(lb_status(&ingresses, "second").await.is_empty());
     ctl.shutdown().await;
 }
