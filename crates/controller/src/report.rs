@@ -10,7 +10,8 @@
 //!   are known), a push that failed everywhere a Warning `KongConfigurationApplyFailed`.
 //! - Ingresses actually configured (in the last configuration a data plane accepted) get
 //!   `status.loadBalancer.ingress` from `--publish-status-address`, else from the
-//!   `--publish-service` Service (its LoadBalancer ingress, external IPs or cluster IP). As
+//!   `--publish-service` Service ([`service_addresses`]: a LoadBalancer's ingress entries,
+//!   else the cluster IPs). As
 //!   in KIC, status is only ever set, never emptied: nothing is written while the addresses
 //!   cannot be read (the Service is missing, the API server fails) or are none yet, nor for
 //!   an Ingress not configured (yet); an Ingress that leaves our class, or whose
@@ -83,6 +84,47 @@ fn note(s: &str) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+/// The addresses a publish Service gives, as KIC's address finder reads them: a
+/// `LoadBalancer` Service its load balancer's ingress entries only (an entry with both an IP
+/// and a host name gives both, as two addresses), none while the load balancer is pending;
+/// any other type its cluster IPs (none for a headless Service).
+pub fn service_addresses(svc: &Service) -> Vec<IngressLoadBalancerIngress> {
+    let spec = svc.spec.as_ref();
+    if spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer") {
+        let entries = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_deref())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for e in entries {
+            if let Some(ip) = e.ip.as_ref().filter(|s| !s.is_empty()) {
+                out.push(IngressLoadBalancerIngress {
+                    ip: Some(ip.clone()),
+                    ..Default::default()
+                });
+            }
+            if let Some(h) = e.hostname.as_ref().filter(|s| !s.is_empty()) {
+                out.push(IngressLoadBalancerIngress {
+                    hostname: Some(h.clone()),
+                    ..Default::default()
+                });
+            }
+        }
+        return out;
+    }
+    spec.and_then(|s| s.cluster_ips.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter(|ip| !ip.is_empty() && ip.as_str() != "None")
+        .map(|ip| IngressLoadBalancerIngress {
+            ip: Some(ip.clone()),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The writer; see the [module documentation](self).
@@ -265,35 +307,7 @@ impl KubeReporter {
             Ok(None) => return Err(format!("publish service {ns}/{name} not found")),
             Err(e) => return Err(format!("cannot read the publish service {ns}/{name}: {e}")),
         };
-        let lb: Vec<IngressLoadBalancerIngress> = svc
-            .status
-            .and_then(|s| s.load_balancer)
-            .and_then(|l| l.ingress)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| IngressLoadBalancerIngress {
-                ip: i.ip,
-                hostname: i.hostname,
-                ..Default::default()
-            })
-            .collect();
-        if !lb.is_empty() {
-            return Ok(lb);
-        }
-        let spec = svc.spec.unwrap_or_default();
-        let ips = spec
-            .external_ips
-            .filter(|v| !v.is_empty())
-            .or_else(|| spec.cluster_ips.filter(|v| !v.is_empty()))
-            .unwrap_or_default();
-        let addrs: Vec<IngressLoadBalancerIngress> = ips
-            .into_iter()
-            .filter(|ip| ip != "None")
-            .map(|ip| IngressLoadBalancerIngress {
-                ip: Some(ip),
-                ..Default::default()
-            })
-            .collect();
+        let addrs = service_addresses(&svc);
         if addrs.is_empty() {
             return Err(format!(
                 "waiting for addresses to be provisioned for publish service {ns}/{name}"
@@ -354,5 +368,55 @@ impl KubeReporter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).expect("a Service")
+    }
+
+    fn show(a: &[IngressLoadBalancerIngress]) -> Vec<String> {
+        a.iter()
+            .map(|i| {
+                i.ip.clone()
+                    .or_else(|| i.hostname.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn publish_service_addresses_follow_kics_address_finder() {
+        // A pending load balancer: nothing, not the cluster IP.
+        let pending = svc(
+            json!({"spec": {"type": "LoadBalancer", "clusterIPs": ["10.0.0.5"],
+                                           "externalIPs": ["203.0.113.9"]}}),
+        );
+        assert!(service_addresses(&pending).is_empty());
+        // An entry with both an IP and a host name gives both.
+        let lb = svc(
+            json!({"spec": {"type": "LoadBalancer", "clusterIPs": ["10.0.0.5"]},
+                            "status": {"loadBalancer": {"ingress": [
+                                {"ip": "198.51.100.1", "hostname": "lb.example.com"},
+                                {"hostname": "lb2.example.com"}]}}}),
+        );
+        assert_eq!(
+            show(&service_addresses(&lb)),
+            ["198.51.100.1", "lb.example.com", "lb2.example.com"]
+        );
+        let lb_addrs = service_addresses(&lb);
+        assert!(lb_addrs[1].ip.is_none());
+        // Other types: the cluster IPs (external IPs are not used).
+        let cip = svc(
+            json!({"spec": {"type": "NodePort", "clusterIPs": ["10.0.0.5", "fd00::5"],
+                                      "externalIPs": ["203.0.113.9"]}}),
+        );
+        assert_eq!(show(&service_addresses(&cip)), ["10.0.0.5", "fd00::5"]);
+        let headless = svc(json!({"spec": {"clusterIP": "None", "clusterIPs": ["None"]}}));
+        assert!(service_addresses(&headless).is_empty());
     }
 }

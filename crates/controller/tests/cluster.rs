@@ -408,3 +408,63 @@ async fn ingress_status_stays_when_the_publish_service_goes_away() {
     assert!(lb_status(&ingresses, "second").await.is_empty());
     ctl.shutdown().await;
 }
+
+/// A LoadBalancer publish Service whose load balancer is pending (envtest has no load
+/// balancer controller) publishes nothing, not its ClusterIP; once the load balancer has an
+/// address (an IP and a host name), both are published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_load_balancer_publishes_nothing() {
+    common::logs();
+    let cp = start_control_plane(false).await;
+    let admin = cp.client();
+    let ns = cp.create_namespace("lb").await.unwrap();
+    apply_ingress_class(&admin).await;
+    service_with_endpoint(&admin, &ns, "echo", "192.0.2.50", 8080).await;
+    proxy_service(&admin, &ns, "kong-proxy", "LoadBalancer").await;
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), &ns);
+    ingresses
+        .create(&PostParams::default(), &ingress(&ns, "web", "/lb", "echo"))
+        .await
+        .unwrap();
+    let (ctl, _gw) = with_publish_service(admin.clone(), &ns, "kong-proxy").await;
+    ctl.wait_outcome(Duration::from_secs(15), |o| !o.configured.is_empty())
+        .await
+        .expect("configured");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(lb_status(&ingresses, "web").await.is_empty());
+
+    // The load balancer gets its address; the next sync (a new Ingress) publishes it.
+    let patch = json!({"status": {"loadBalancer": {"ingress": [
+        {"ip": "198.51.100.20", "hostname": "lb.example.com"}]}}});
+    Api::<Service>::namespaced(admin.clone(), &ns)
+        .patch_status(
+            "kong-proxy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    ingresses
+        .create(
+            &PostParams::default(),
+            &ingress(&ns, "second", "/lb2", "echo"),
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the load balancer's addresses",
+        || {
+            let api = ingresses.clone();
+            async move {
+                let lb = lb_status(&api, "web").await;
+                (lb.len() == 2
+                    && lb[0].ip.as_deref() == Some("198.51.100.20")
+                    && lb[1].hostname.as_deref() == Some("lb.example.com"))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    ctl.shutdown().await;
+}
