@@ -1,6 +1,10 @@
 //! The controller's own HTTP endpoints: `/healthz`, `/readyz`, `/metrics` and, with
 //! `--dump-config`, `/debug/config/{successful,failed,fallback}`.
 //!
+//! `/readyz` is 503 until every watch listed once; then, as in KIC, a replica that leads (or
+//! runs without election) is ready only once a data plane accepted a configuration, and a
+//! replica that does not lead is ready at once.
+//!
 //! They are served on the health address (`--health-probe-bind-address`); with
 //! `--metrics-bind-address`, `/metrics` moves to a listener of its own, as in KIC.
 
@@ -26,8 +30,11 @@ pub struct Endpoints {
     pub store: Arc<Store>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Diagnostics documents.
+    /// Diagnostics documents, and whether anything was configured yet.
     pub diagnostics: Arc<Diagnostics>,
+    /// Whether this replica leads; set once election is set up (until then, and without
+    /// election, it is taken as leading).
+    pub leading: Arc<std::sync::OnceLock<watch::Receiver<bool>>>,
     /// Serve `/debug/config/*`.
     pub dump_config: bool,
     /// Serve `/healthz`, `/readyz` (and `/debug/config/*` with `dump_config`).
@@ -57,6 +64,17 @@ fn handle(e: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     StatusCode::SERVICE_UNAVAILABLE,
                     TEXT,
                     format!("waiting for the initial listing of: {pending}"),
+                )
+            } else if e.leading.get().is_none_or(|l| *l.borrow())
+                && !e
+                    .diagnostics
+                    .configured
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                resp(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    "no configuration accepted by a data plane yet",
                 )
             } else {
                 resp(StatusCode::OK, TEXT, "ok")

@@ -154,6 +154,8 @@ struct Common {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     health_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    /// The leader state `/readyz` reads; set once it exists.
+    leading: Arc<std::sync::OnceLock<watch::Receiver<bool>>>,
 }
 
 async fn common(sync: &SyncArgs) -> anyhow::Result<Common> {
@@ -163,10 +165,12 @@ async fn common(sync: &SyncArgs) -> anyhow::Result<Common> {
     let shutdown = watch::Sender::new(false);
     let mut tasks = Vec::new();
     let metrics_addr = sync.metrics_addr()?;
+    let leading = Arc::new(std::sync::OnceLock::new());
     let endpoints = |probes: bool, metrics_endpoint: bool| health::Endpoints {
         store: store.clone(),
         metrics: metrics.clone(),
         diagnostics: diagnostics.clone(),
+        leading: leading.clone(),
         dump_config: sync.dump_config,
         probes,
         metrics_endpoint,
@@ -197,6 +201,7 @@ async fn common(sync: &SyncArgs) -> anyhow::Result<Common> {
         tasks,
         health_addr,
         metrics_addr,
+        leading,
     })
 }
 
@@ -220,6 +225,7 @@ pub async fn start_files(
     c.tasks.push(watcher);
     let (_targets_tx, targets_rx) = watch::channel(targets);
     let (_leader_tx, leader_rx) = watch::channel(true);
+    let _ = c.leading.set(leader_rx.clone());
     let syncer = Syncer::new(
         c.store.clone(),
         sync_options(sync)?,
@@ -351,6 +357,7 @@ pub async fn start_cluster(
         LeaderElection::Auto => discovery,
     };
     let (leader_tx, leader_rx) = watch::channel(!elect);
+    let _ = c.leading.set(leader_rx.clone());
     if elect {
         let ns = opts
             .kube

@@ -209,9 +209,13 @@ pub struct SyncOutcome {
     pub targets: usize,
 }
 
-/// Documents kept for the diagnostics endpoint (`/debug/config/*`).
+/// What the sync loop keeps for the controller's endpoints: the documents of the diagnostics
+/// endpoint (`/debug/config/*`) and whether anything was configured yet (`/readyz`).
 #[derive(Debug, Default)]
 pub struct Diagnostics {
+    /// Whether a data plane accepted a configuration at least once (KIC's synchronizer
+    /// `IsReady` in DB-less mode).
+    pub configured: std::sync::atomic::AtomicBool,
     /// Last document accepted by the data planes.
     pub successful: Mutex<Option<Bytes>>,
     /// Last document rejected, with the error.
@@ -652,6 +656,9 @@ impl Syncer {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner()) = Some(doc.body.clone());
                         self.last_good = Some(doc.clone());
+                        self.diagnostics
+                            .configured
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                         if let Some(o) = doc_objects.take() {
                             self.last_valid_objects = Some(o);
                         }
@@ -796,6 +803,9 @@ impl Syncer {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(newest.body.clone());
             self.last_good = Some(newest.clone());
+            self.diagnostics
+                .configured
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             if self.newest_objects.is_some() {
                 self.last_valid_objects = self.newest_objects.clone();
             }

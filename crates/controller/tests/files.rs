@@ -429,3 +429,54 @@ async fn a_push_that_failed_everywhere_is_retried_without_any_change() {
     ctl.shutdown().await;
     gw.shutdown().await;
 }
+
+/// `/readyz` is 503 until a data plane accepted a configuration (KIC: the leader is ready
+/// only after its first successful push), then 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_first_accepted_configuration() {
+    common::logs();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), manifests(9, "/ready")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = silverback_controller::AdminArgs {
+        kong_admin_url: vec![format!("http://127.0.0.1:{port}")],
+        proxy_timeout_seconds: Duration::from_secs(2),
+        ..silverback_controller::AdminArgs::default()
+    };
+    let sync = SyncArgs {
+        proxy_sync_seconds: Duration::from_millis(300),
+        health_probe_bind_address: "127.0.0.1:0".into(),
+        ..SyncArgs::default()
+    };
+    let ctl = silverback_controller::start_files(
+        dir.path().to_path_buf(),
+        &sync,
+        silverback_controller::admin_targets(&admin).unwrap(),
+    )
+    .await
+    .unwrap();
+    let health = ctl.health_addr.unwrap();
+    ctl.wait_outcome(Duration::from_secs(10), |o| o.failures > 0)
+        .await
+        .expect("the first push fails");
+    let (s, body) = get(health, "h", "/readyz").await.unwrap();
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(get(health, "h", "/healthz").await.unwrap().0, 200);
+
+    let settings = Settings {
+        admin_listen: silverback_proxy::Listen::parse_list(&format!("127.0.0.1:{port}")).unwrap(),
+        ..Settings::loopback()
+    };
+    let gw = Gateway::start(settings, None).await.unwrap();
+    eventually(Duration::from_secs(5), "/readyz 200", || async move {
+        matches!(get(health, "h", "/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+    assert!(gw.config().to_json(false).contains("/ready"));
+    ctl.shutdown().await;
+    gw.shutdown().await;
+}
