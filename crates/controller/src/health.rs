@@ -1,6 +1,15 @@
 //! The controller's own HTTP endpoints: `/healthz`, `/readyz`, `/metrics` and, with
 //! `--dump-config`, `/debug/config/{successful,failed,fallback}`.
 //!
+//! The diagnostics documents are served on the health address (KIC serves its
+//! `/debug/config/*` on a diagnostics port of its own, `:10256`): `successful` is the last
+//! configuration a data plane accepted, `failed` the last one rejected with the error, and
+//! `fallback` the objects the last fallback left out and put back. As KIC's
+//! `kongstate.SanitizedCopy`, sensitive values are replaced by `{vault://redacted-value}`
+//! ([`REDACTED`]) unless `--dump-sensitive-config` is given: certificates' private keys and
+//! consumer credentials' secrets (basic-auth passwords, HMAC and JWT secrets, OAuth2 client
+//! secrets; key-auth keys get a placeholder of their own each, since keys must be unique).
+//!
 //! `/readyz` is 503 until every watch listed once; then, as in KIC, a replica that leads (or
 //! runs without election) is ready only once a data plane accepted a configuration, and a
 //! replica that does not lead is ready at once.
@@ -37,6 +46,8 @@ pub struct Endpoints {
     pub leading: Arc<std::sync::OnceLock<watch::Receiver<bool>>>,
     /// Serve `/debug/config/*`.
     pub dump_config: bool,
+    /// Serve them with sensitive values (private keys, credentials) instead of [`REDACTED`].
+    pub dump_sensitive_config: bool,
     /// Serve `/healthz`, `/readyz` (and `/debug/config/*` with `dump_config`).
     pub probes: bool,
     /// Serve `/metrics`.
@@ -50,6 +61,84 @@ fn resp(status: StatusCode, ct: &str, body: impl Into<Bytes>) -> Response<Full<B
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     r
+}
+
+/// What sensitive values are replaced with in the diagnostics documents (KIC's placeholder:
+/// a vault reference, so that the document still passes validation).
+pub const REDACTED: &str = "{vault://redacted-value}";
+
+/// `document` with its sensitive values replaced (see the [module documentation](self)).
+pub fn sanitize(document: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    fn redact(o: &mut Value, fields: &[&str]) {
+        if let Some(m) = o.as_object_mut() {
+            for f in fields {
+                if let Some(v) = m.get_mut(*f)
+                    && !v.is_null()
+                {
+                    *v = Value::String(REDACTED.into());
+                }
+            }
+        }
+    }
+    fn credentials(m: &mut serde_json::Map<String, Value>, keys: &mut usize) {
+        for (list, fields) in [
+            ("basicauth_credentials", &["password"][..]),
+            ("hmacauth_credentials", &["secret"][..]),
+            ("jwt_secrets", &["secret"][..]),
+            ("oauth2_credentials", &["client_secret"][..]),
+        ] {
+            for c in m
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                redact(c, fields);
+            }
+        }
+        for c in m
+            .get_mut("keyauth_credentials")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(k) = c.get_mut("key") {
+                *keys += 1;
+                *k = Value::String(format!("{{vault://redacted-key-{keys}}}"));
+            }
+        }
+    }
+    let mut doc = document.clone();
+    let mut keys = 0;
+    if let Some(m) = doc.as_object_mut() {
+        for c in m
+            .get_mut("certificates")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            redact(c, &["key", "key_alt"]);
+        }
+        credentials(m, &mut keys);
+        for c in m
+            .get_mut("consumers")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(cm) = c.as_object_mut() {
+                credentials(cm, &mut keys);
+            }
+        }
+    }
+    doc
+}
+
+/// A diagnostics document as served: sanitized unless `sensitive`.
+fn dumped(body: &[u8], sensitive: bool) -> serde_json::Value {
+    let v = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+    if sensitive { v } else { sanitize(&v) }
 }
 
 fn handle(e: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -93,7 +182,11 @@ fn handle(e: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             match d {
-                Some(b) => resp(StatusCode::OK, JSON, b),
+                Some(b) => resp(
+                    StatusCode::OK,
+                    JSON,
+                    dumped(&b, e.dump_sensitive_config).to_string(),
+                ),
                 None => resp(
                     StatusCode::NOT_FOUND,
                     TEXT,
@@ -112,7 +205,7 @@ fn handle(e: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 Some((b, err)) => {
                     let body = serde_json::json!({
                         "error": err,
-                        "config": serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default(),
+                        "config": dumped(&b, e.dump_sensitive_config),
                     });
                     resp(StatusCode::OK, JSON, body.to_string())
                 }
@@ -170,4 +263,43 @@ pub async fn serve(
         }
     });
     Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sanitize_redacts_what_kics_sanitized_copy_redacts() {
+        let doc = json!({
+            "certificates": [{"cert": "C", "key": "K", "key_alt": "K2", "cert_alt": "C2"}],
+            "consumers": [{"username": "u",
+                "keyauth_credentials": [{"key": "k1"}, {"key": "k2"}],
+                "basicauth_credentials": [{"username": "u", "password": "p"}],
+                "hmacauth_credentials": [{"username": "u", "secret": "s"}],
+                "jwt_secrets": [{"key": "iss", "secret": "s", "rsa_public_key": "pub"}],
+                "oauth2_credentials": [{"client_id": "id", "client_secret": "s"}]}],
+            "ca_certificates": [{"cert": "CA"}],
+        });
+        let s = sanitize(&doc);
+        assert_eq!(s["certificates"][0]["cert"], "C");
+        assert_eq!(s["certificates"][0]["key"], REDACTED);
+        assert_eq!(s["certificates"][0]["key_alt"], REDACTED);
+        let c = &s["consumers"][0];
+        let (k1, k2) = (
+            &c["keyauth_credentials"][0]["key"],
+            &c["keyauth_credentials"][1]["key"],
+        );
+        assert!(k1.as_str().unwrap().starts_with("{vault://"), "{k1}");
+        assert_ne!(k1, k2);
+        assert_eq!(c["basicauth_credentials"][0]["password"], REDACTED);
+        assert_eq!(c["basicauth_credentials"][0]["username"], "u");
+        assert_eq!(c["hmacauth_credentials"][0]["secret"], REDACTED);
+        assert_eq!(c["jwt_secrets"][0]["secret"], REDACTED);
+        assert_eq!(c["jwt_secrets"][0]["key"], "iss");
+        assert_eq!(c["jwt_secrets"][0]["rsa_public_key"], "pub");
+        assert_eq!(c["oauth2_credentials"][0]["client_secret"], REDACTED);
+        assert_eq!(s["ca_certificates"], doc["ca_certificates"]);
+    }
 }

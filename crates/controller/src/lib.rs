@@ -172,6 +172,7 @@ async fn common(sync: &SyncArgs) -> anyhow::Result<Common> {
         diagnostics: diagnostics.clone(),
         leading: leading.clone(),
         dump_config: sync.dump_config,
+        dump_sensitive_config: sync.dump_sensitive_config,
         probes,
         metrics_endpoint,
     };

@@ -115,9 +115,16 @@ pub struct SyncArgs {
     pub metrics_bind_address: String,
 
     /// Serve the pushed and rejected configurations at `/debug/config/{successful,failed,fallback}`
-    /// on the health address. They hold certificates' keys: keep the address private.
+    /// on the health address (KIC serves `/debug/config/*` on a port of its own, `:10256`).
+    /// Private keys and credentials are redacted, as in KIC, unless
+    /// `--dump-sensitive-config` is given.
     #[arg(long, env = "SILVERBACK_DUMP_CONFIG")]
     pub dump_config: bool,
+
+    /// With `--dump-config`, serve the configurations with their private keys and
+    /// credentials (keep the health address private then).
+    #[arg(long, env = "SILVERBACK_DUMP_SENSITIVE_CONFIG")]
+    pub dump_sensitive_config: bool,
 }
 
 impl Default for SyncArgs {
@@ -135,6 +142,7 @@ impl Default for SyncArgs {
             health_probe_bind_address: String::new(),
             metrics_bind_address: String::new(),
             dump_config: false,
+            dump_sensitive_config: false,
         }
     }
 }

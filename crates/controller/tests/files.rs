@@ -480,3 +480,81 @@ async fn readyz_waits_for_the_first_accepted_configuration() {
     ctl.shutdown().await;
     gw.shutdown().await;
 }
+
+/// A TLS Secret of a self-signed certificate for `host`, as one JSON document.
+fn tls_secret(name: &str, host: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": "default"},
+        "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()},
+    });
+    format!("---\n{doc}\n")
+}
+
+/// `--dump-config` serves the configuration without private keys (KIC's SanitizedCopy
+/// placeholder instead) unless `--dump-sensitive-config` is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dumped_configuration_hides_private_keys_unless_asked() {
+    common::logs();
+    let tls_ingress = r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: secure, namespace: default}
+spec:
+  ingressClassName: kong
+  tls: [{hosts: [secure.test], secretName: tls}]
+  rules:
+  - host: secure.test
+    http:
+      paths:
+      - {path: /s, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}
+"#;
+    for sensitive in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("app.yaml"),
+            manifests(9, "/a") + &tls_secret("tls", "secure.test") + tls_ingress,
+        )
+        .unwrap();
+        let settings = Settings::loopback();
+        let (flavor, plugins) = (settings.router_flavor, settings.plugins.clone());
+        let gw = Arc::new(Gateway::start(settings, None).await.unwrap());
+        let target: Arc<dyn DataPlaneTarget> =
+            Arc::new(InProcessTarget::new(gw.clone(), flavor, plugins));
+        let sync = SyncArgs {
+            health_probe_bind_address: "127.0.0.1:0".into(),
+            dump_config: true,
+            dump_sensitive_config: sensitive,
+            ..SyncArgs::default()
+        };
+        let ctl = silverback_controller::start_files(dir.path().to_path_buf(), &sync, vec![target])
+            .await
+            .unwrap();
+        ctl.wait_outcome(Duration::from_secs(10), |o| o.pushes > 0)
+            .await
+            .expect("pushed");
+        assert_eq!(gw.config().certificates.len(), 1);
+        let (s, dump) = get(ctl.health_addr.unwrap(), "h", "/debug/config/successful")
+            .await
+            .unwrap();
+        assert_eq!(s, 200);
+        let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+        let cert = &v["certificates"][0];
+        assert!(
+            cert["cert"].as_str().unwrap().contains("BEGIN CERTIFICATE"),
+            "{dump}"
+        );
+        if sensitive {
+            assert!(dump.contains("PRIVATE KEY"), "{dump}");
+        } else {
+            assert!(!dump.contains("PRIVATE KEY"), "{dump}");
+            assert_eq!(cert["key"], "{vault://redacted-value}", "{dump}");
+        }
+        ctl.shutdown().await;
+    }
+}
