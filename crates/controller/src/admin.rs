@@ -304,7 +304,12 @@ impl AdminClient {
                 Err(PushError::Rejected { message, flattened })
             }
             s => Err(PushError::Failed(format!(
-                "{} answered {s}: {}",
+                "{}{} answered {s}: {}",
+                if s == StatusCode::CONFLICT {
+                    "conflict: "
+                } else {
+                    ""
+                },
                 self.base,
                 String::from_utf8_lossy(&body)
                     .chars()

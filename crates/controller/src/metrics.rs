@@ -38,6 +38,10 @@ pub const FALLBACK_PUSH_DURATION: &str =
 /// `ingress_controller_fallback_configuration_push_broken_resource_count`
 pub const FALLBACK_PUSH_BROKEN: &str =
     "ingress_controller_fallback_configuration_push_broken_resource_count";
+/// `ingress_controller_fallback_configuration_push_size`
+pub const FALLBACK_PUSH_SIZE: &str = "ingress_controller_fallback_configuration_push_size";
+/// `ingress_controller_fallback_configuration_push_last`
+pub const FALLBACK_PUSH_LAST: &str = "ingress_controller_fallback_configuration_push_last";
 
 const HELP: &[(&str, &str, &str)] = &[
     (
@@ -53,12 +57,12 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         PUSH_SIZE,
         "gauge",
-        "Size of the last configuration pushed, bytes.",
+        "Size of the last configuration pushed (not a fallback one), bytes.",
     ),
     (
         PUSH_LAST_SUCCESSFUL,
         "gauge",
-        "Unix time of the last successful push.",
+        "Unix time of the last successful push of a configuration (not a fallback one).",
     ),
     (
         PUSH_BROKEN,
@@ -104,6 +108,16 @@ const HELP: &[(&str, &str, &str)] = &[
         FALLBACK_PUSH_BROKEN,
         "gauge",
         "Objects rejected in the last fallback push.",
+    ),
+    (
+        FALLBACK_PUSH_SIZE,
+        "gauge",
+        "Size of the last fallback configuration pushed, bytes.",
+    ),
+    (
+        FALLBACK_PUSH_LAST,
+        "gauge",
+        "Unix time of the last successful push of a fallback configuration.",
     ),
 ];
 

@@ -569,16 +569,19 @@ impl Syncer {
                 .set(broken, &[("dataplane", name.as_str())], rejected as f64);
             match &r {
                 Ok(()) => {
+                    // As KIC: a fallback push is reported under the fallback metrics only.
+                    let (size, last) = if fallback {
+                        (metrics::FALLBACK_PUSH_SIZE, metrics::FALLBACK_PUSH_LAST)
+                    } else {
+                        (metrics::PUSH_SIZE, metrics::PUSH_LAST_SUCCESSFUL)
+                    };
                     self.metrics.set(
-                        metrics::PUSH_SIZE,
+                        size,
                         &[("protocol", "db-less"), ("dataplane", name.as_str())],
                         doc.body.len() as f64,
                     );
-                    self.metrics.set(
-                        metrics::PUSH_LAST_SUCCESSFUL,
-                        &[("dataplane", name.as_str())],
-                        unix_now(),
-                    );
+                    self.metrics
+                        .set(last, &[("dataplane", name.as_str())], unix_now());
                     self.state.entry(name.clone()).or_default().accepted = Some(doc.hash.clone());
                     tracing::debug!(dataplane = %name, hash = %doc.hash, ms, "configuration pushed");
                 }

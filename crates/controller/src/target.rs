@@ -33,12 +33,14 @@ pub enum PushError {
 }
 
 impl PushError {
-    /// The failure reason label of the push metrics (`conflict`, `network`, `other`), as KIC's.
+    /// The failure reason label of the push metrics, as KIC's `pushFailureReason`: `network`
+    /// when the data plane could not be reached, `conflict` for a 409 (a configuration
+    /// conflict), `other` for anything else, a DB-less 400 rejection included.
     pub fn reason(&self) -> &'static str {
         match self {
-            PushError::Rejected { .. } => "conflict",
             PushError::Failed(m) if m.starts_with("network:") => "network",
-            PushError::Failed(_) => "other",
+            PushError::Failed(m) if m.starts_with("conflict:") => "conflict",
+            PushError::Rejected { .. } | PushError::Failed(_) => "other",
         }
     }
 }

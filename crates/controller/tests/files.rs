@@ -285,6 +285,13 @@ async fn last_valid_version_of_a_rejected_object_is_kept_when_asked() {
         until_status(proxy, "example.test", "/a", 200).await;
         assert_eq!(gw.config().ca_certificates.len(), 1);
         let good_line = good.lines().nth(1).unwrap();
+        let dp = [("dataplane", "in-process")];
+        let first_push = ctl.metrics.get(metrics::PUSH_LAST_SUCCESSFUL, &dp);
+        assert!(first_push > 0.0);
+        let first_size = ctl
+            .metrics
+            .get(metrics::PUSH_SIZE, &[("protocol", "db-less"), dp[0]]);
+        assert!(first_size > 0.0);
 
         // The CA Secret is edited into one the data plane rejects, a second broken one is
         // added, and the Ingress moves in the same edit.
@@ -299,6 +306,40 @@ async fn last_valid_version_of_a_rejected_object_is_kept_when_asked() {
             .await
             .expect("both Secrets reported as rejected");
         assert!(o.failure.is_none(), "{:?}", o.failure);
+        // Metrics, as KIC's: the fallback push is reported under the fallback metrics only
+        // (the last successful push and its size stay those of the first push), and the
+        // rejection (a DB-less 400) is failure_reason "other", not "conflict".
+        assert_eq!(
+            ctl.metrics.get(metrics::PUSH_LAST_SUCCESSFUL, &dp),
+            first_push
+        );
+        assert_eq!(
+            ctl.metrics
+                .get(metrics::PUSH_SIZE, &[("protocol", "db-less"), dp[0]]),
+            first_size
+        );
+        assert!(ctl.metrics.get(metrics::FALLBACK_PUSH_LAST, &dp) >= first_push);
+        assert!(
+            ctl.metrics.get(
+                metrics::FALLBACK_PUSH_SIZE,
+                &[("protocol", "db-less"), dp[0]]
+            ) > 0.0
+        );
+        let rejected = [
+            ("success", "false"),
+            ("protocol", "db-less"),
+            ("failure_reason", "other"),
+            dp[0],
+        ];
+        assert!(ctl.metrics.get(metrics::PUSH_COUNT, &rejected) >= 1.0);
+        let text = ctl.metrics.render();
+        assert!(!text.contains("failure_reason=\"conflict\""), "{text}");
+        assert!(
+            text.contains(
+                "ingress_controller_fallback_configuration_push_last{dataplane=\"in-process\"}"
+            ),
+            "{text}"
+        );
         let doc = gw.config().to_json(false);
         let health = ctl.health_addr.unwrap();
         let (_, fallback) = get(health, "h", "/debug/config/fallback").await.unwrap();
