@@ -1,5 +1,7 @@
 //! Command-line options, with KIC's flag names where KIC has the flag. Every flag can also be
-//! given as an environment variable `SILVERBACK_<FLAG_IN_UPPER_SNAKE_CASE>`.
+//! given as an environment variable `SILVERBACK_<FLAG_IN_UPPER_SNAKE_CASE>`; the `silverback`
+//! binary also reads KIC's `CONTROLLER_<FLAG_IN_UPPER_SNAKE_CASE>` for the flags KIC has
+//! (`SILVERBACK_*` wins when both are set; see its `cli` module).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,9 +1,17 @@
 //! The command line: subcommands, and data-plane settings under Kong's names.
 //!
-//! Every flag can also be given as a `SILVERBACK_*` environment variable. For data-plane
-//! settings that Kong has, the `KONG_*` variable of the same name is accepted as an alias
-//! (`KONG_PROXY_LISTEN` for `--proxy-listen`), so a Kong user's environment carries over; the
-//! `SILVERBACK_*` variable wins when both are set.
+//! Every flag can also be given as a `SILVERBACK_*` environment variable. Aliases let a Kong
+//! or KIC user's environment carry over:
+//!
+//! - for data-plane settings that Kong has, the `KONG_*` variable of the same name
+//!   (`KONG_PROXY_LISTEN` for `--proxy-listen`);
+//! - for controller flags that KIC has (under the same name), KIC's `CONTROLLER_*` variable
+//!   (`CONTROLLER_KONG_ADMIN_SVC` for `--kong-admin-svc`), as KIC binds every flag to
+//!   `CONTROLLER_<FLAG_IN_UPPER_SNAKE_CASE>` and the Kong Helm chart configures KIC that way.
+//!
+//! Precedence: a command-line flag, then the `SILVERBACK_*` variable, then the `KONG_*` alias,
+//! then the `CONTROLLER_*` alias (only `--log-level` and `--log-format` have both), then the
+//! default. Flags of our own (`--sync-debounce`, `--leader-election`...) have no alias.
 
 use std::path::PathBuf;
 
@@ -432,14 +440,68 @@ fn kong_alias(var: &str) -> Option<String> {
         .then(|| format!("KONG_{rest}"))
 }
 
-/// Rewrites an argument's environment variable to its `KONG_*` alias when only the alias is set.
+/// The `CONTROLLER_*` alias of a `SILVERBACK_*` variable, for controller flags KIC has under
+/// the same name (KIC's `envKeyPrefix = "CONTROLLER_"`).
+fn controller_alias(var: &str) -> Option<String> {
+    const KIC_FLAGS: &[&str] = &[
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "INGRESS_CLASS",
+        "PROXY_SYNC_SECONDS",
+        "USE_LAST_VALID_CONFIG_FOR_FALLBACK",
+        "ENABLE_DRAIN_SUPPORT",
+        "CLUSTER_DOMAIN",
+        "HEALTH_PROBE_BIND_ADDRESS",
+        "METRICS_BIND_ADDRESS",
+        "DUMP_CONFIG",
+        "DUMP_SENSITIVE_CONFIG",
+        "KUBECONFIG",
+        "WATCH_NAMESPACE",
+        "SECRET_LABEL_SELECTOR",
+        "PUBLISH_SERVICE",
+        "PUBLISH_STATUS_ADDRESS",
+        "UPDATE_STATUS",
+        "EMIT_KUBERNETES_EVENTS",
+        "ELECTION_ID",
+        "ELECTION_NAMESPACE",
+        "KONG_ADMIN_URL",
+        "KONG_ADMIN_SVC",
+        "KONG_ADMIN_SVC_PORT_NAMES",
+        "KONG_ADMIN_TLS_SKIP_VERIFY",
+        "KONG_ADMIN_TLS_SERVER_NAME",
+        "KONG_ADMIN_CA_CERT",
+        "KONG_ADMIN_CA_CERT_FILE",
+        "KONG_ADMIN_TLS_CLIENT_CERT",
+        "KONG_ADMIN_TLS_CLIENT_CERT_FILE",
+        "KONG_ADMIN_TLS_CLIENT_KEY",
+        "KONG_ADMIN_TLS_CLIENT_KEY_FILE",
+        "KONG_ADMIN_TOKEN",
+        "KONG_ADMIN_TOKEN_FILE",
+        "KONG_ADMIN_HEADER",
+        "PROXY_TIMEOUT_SECONDS",
+    ];
+    let rest = var.strip_prefix("SILVERBACK_")?;
+    KIC_FLAGS
+        .contains(&rest)
+        .then(|| format!("CONTROLLER_{rest}"))
+}
+
+/// Rewrites an argument's environment variable to its alias (`KONG_*`, else `CONTROLLER_*`)
+/// when the `SILVERBACK_*` variable is not set and the alias is.
 fn alias_env(arg: clap::Arg, lookup: &dyn Fn(&str) -> bool) -> clap::Arg {
     let Some(var) = arg.get_env().and_then(|v| v.to_str()).map(str::to_string) else {
         return arg;
     };
-    match kong_alias(&var) {
-        Some(kong) if !lookup(&var) && lookup(&kong) => arg.env(kong),
-        _ => arg,
+    if lookup(&var) {
+        return arg;
+    }
+    let alias = [kong_alias(&var), controller_alias(&var)]
+        .into_iter()
+        .flatten()
+        .find(|a| lookup(a));
+    match alias {
+        Some(a) => arg.env(a),
+        None => arg,
     }
 }
 
@@ -456,7 +518,8 @@ fn with_aliases(cmd: clap::Command, lookup: &dyn Fn(&str) -> bool) -> clap::Comm
 }
 
 impl Cli {
-    /// Parses the process's arguments and environment (with `KONG_*` aliases).
+    /// Parses the process's arguments and environment (with the `KONG_*` and `CONTROLLER_*`
+    /// aliases).
     pub fn parse_env() -> Cli {
         let lookup = |v: &str| std::env::var_os(v).is_some();
         let matches = with_aliases(Cli::command(), &lookup).get_matches();
@@ -504,6 +567,98 @@ mod tests {
         );
         assert_eq!(kong_alias("SILVERBACK_MANIFESTS"), None);
         assert_eq!(kong_alias("PROXY_LISTEN"), None);
+    }
+
+    #[test]
+    fn controller_aliases_cover_kic_flags_only() {
+        assert_eq!(
+            controller_alias("SILVERBACK_KONG_ADMIN_SVC").as_deref(),
+            Some("CONTROLLER_KONG_ADMIN_SVC")
+        );
+        assert_eq!(
+            controller_alias("SILVERBACK_PUBLISH_SERVICE").as_deref(),
+            Some("CONTROLLER_PUBLISH_SERVICE")
+        );
+        // Our own flags, and data-plane settings, have none.
+        assert_eq!(controller_alias("SILVERBACK_SYNC_DEBOUNCE"), None);
+        assert_eq!(controller_alias("SILVERBACK_LEADER_ELECTION"), None);
+        assert_eq!(controller_alias("SILVERBACK_PROXY_LISTEN"), None);
+        // Every alias names a controller flag that exists.
+        let cmd = Cli::command();
+        let controller = cmd
+            .find_subcommand("controller")
+            .expect("the controller subcommand");
+        let vars: Vec<String> = controller
+            .get_arguments()
+            .chain(cmd.get_arguments())
+            .filter_map(|a| a.get_env()?.to_str().map(str::to_string))
+            .collect();
+        let aliased = vars
+            .iter()
+            .filter(|v| controller_alias(v).is_some())
+            .count();
+        assert_eq!(aliased, 35, "{vars:?}");
+    }
+
+    /// Runs `test` of this binary in a child process with `env` set (the environment is read
+    /// by clap itself, and setting it in this multi-threaded process is unsound).
+    fn in_child_with_env(test: &str, env: &[(&str, &str)]) {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env("SILVERBACK_CLI_TEST_CHILD", "1")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn kics_controller_variables_configure_the_controller() {
+        if std::env::var_os("SILVERBACK_CLI_TEST_CHILD").is_none() {
+            in_child_with_env(
+                "cli::tests::kics_controller_variables_configure_the_controller",
+                &[
+                    ("CONTROLLER_KONG_ADMIN_URL", "https://a:8444,https://b:8444"),
+                    ("CONTROLLER_PUBLISH_SERVICE", "kong/kong-proxy"),
+                    ("CONTROLLER_INGRESS_CLASS", "from-controller"),
+                    ("CONTROLLER_DUMP_CONFIG", "true"),
+                    ("CONTROLLER_PROXY_SYNC_SECONDS", "5"),
+                    ("CONTROLLER_ELECTION_ID", "from-controller"),
+                    ("SILVERBACK_ELECTION_ID", "from-silverback"),
+                    ("CONTROLLER_WATCH_NAMESPACE", "from-controller"),
+                    ("CONTROLLER_SYNC_DEBOUNCE", "1h"),
+                ],
+            );
+            return;
+        }
+        let lookup = |v: &str| std::env::var_os(v).is_some();
+        let cli = Cli::try_parse_with(
+            ["silverback", "controller", "--watch-namespace", "from-flag"],
+            &lookup,
+        )
+        .unwrap();
+        let Command::Controller(c) = cli.command else {
+            panic!("controller")
+        };
+        let o = c.controller;
+        assert_eq!(o.admin.kong_admin_url, ["https://a:8444", "https://b:8444"]);
+        assert_eq!(
+            o.kube.publish_service,
+            Some(("kong".to_string(), "kong-proxy".to_string()))
+        );
+        assert_eq!(o.sync.ingress_class, "from-controller");
+        assert!(o.sync.dump_config);
+        assert_eq!(o.sync.proxy_sync_seconds, std::time::Duration::from_secs(5));
+        // SILVERBACK_* wins over CONTROLLER_*, a flag over both.
+        assert_eq!(o.kube.election_id, "from-silverback");
+        assert_eq!(o.kube.watch_namespace, ["from-flag"]);
+        // Not a KIC flag: no alias.
+        assert_eq!(o.sync.sync_debounce, std::time::Duration::from_millis(10));
     }
 
     #[test]
