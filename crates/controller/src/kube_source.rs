@@ -35,8 +35,41 @@ use crate::store::Store;
 pub struct WatchScope {
     /// Namespaces to watch; empty = all.
     pub namespaces: Vec<String>,
-    /// Label selector for Secrets (`--secret-label-selector`).
+    /// `--secret-label-selector`: a label key; only Secrets with this label set to `true` are
+    /// read (see [`secret_selector`]).
     pub secret_label_selector: Option<String>,
+}
+
+/// The label selector of the Secret watch for `--secret-label-selector KEY`: as in KIC
+/// ("Limits the secrets ingested to those having this label set to \"true\""), the value is a
+/// label key and the selector `KEY=true`; none when it is empty. An error when the value is
+/// not a label key (a selector such as `a=b` was given).
+pub fn secret_selector(key: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
+    });
+    anyhow::ensure!(
+        name_ok && prefix_ok,
+        "--secret-label-selector {key:?}: expected a label key (Secrets with this label set to \"true\" are read), as in KIC"
+    );
+    Ok(Some(format!("{key}=true")))
 }
 
 /// The `ApiResource` of Kong's IngressClassParameters.
@@ -296,8 +329,11 @@ pub async fn start(
         );
     }
     let mut secret_cfg = cfg();
-    if let Some(sel) = &scope.secret_label_selector {
-        secret_cfg = secret_cfg.labels(sel);
+    match secret_selector(scope.secret_label_selector.as_deref()) {
+        Ok(Some(sel)) => secret_cfg = secret_cfg.labels(&sel),
+        Ok(None) => {}
+        // Checked at start (start_cluster); not reached.
+        Err(e) => tracing::error!(error = %e, "Secret label selector ignored"),
     }
     for ns in namespaces {
         fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -352,4 +388,28 @@ pub async fn start(
         }
     }
     tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_label_selector_is_a_label_key_set_to_true() {
+        assert_eq!(
+            secret_selector(Some("konghq.com/secret"))
+                .unwrap()
+                .as_deref(),
+            Some("konghq.com/secret=true")
+        );
+        assert_eq!(
+            secret_selector(Some("managed")).unwrap().as_deref(),
+            Some("managed=true")
+        );
+        assert_eq!(secret_selector(Some("")).unwrap(), None);
+        assert_eq!(secret_selector(None).unwrap(), None);
+        for bad in ["a=b", "a,b", "!a", "a b", "Upper.Case/x", "/x"] {
+            assert!(secret_selector(Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

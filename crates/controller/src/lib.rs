@@ -319,6 +319,7 @@ pub async fn start_cluster(
     opts: &ControllerOptions,
     in_process: Vec<Arc<dyn DataPlaneTarget>>,
 ) -> anyhow::Result<Controller> {
+    kube_source::secret_selector(opts.kube.secret_label_selector.as_deref())?;
     let mut c = common(&opts.sync).await?;
     let sync_opts = sync_options(&opts.sync)?;
 

@@ -193,7 +193,8 @@ pub struct KubeArgs {
     #[arg(long, env = "SILVERBACK_WATCH_NAMESPACE", value_delimiter = ',')]
     pub watch_namespace: Vec<String>,
 
-    /// Only Secrets matching this label selector are read.
+    /// A label key: only Secrets with this label set to `true` are read (KIC's meaning; not a
+    /// label selector). Empty: every Secret.
     #[arg(long, env = "SILVERBACK_SECRET_LABEL_SELECTOR")]
     pub secret_label_selector: Option<String>,
 

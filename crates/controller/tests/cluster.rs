@@ -468,3 +468,83 @@ async fn a_pending_load_balancer_publishes_nothing() {
     .await;
     ctl.shutdown().await;
 }
+
+/// A CA certificate Secret (label `konghq.com/ca-cert`) with `labels` added.
+fn ca_secret(ns: &str, name: &str, labels: serde_json::Value) -> Secret {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut l = labels;
+    l["konghq.com/ca-cert"] = json!("true");
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns, "labels": l},
+        "stringData": {"cert": params.self_signed(&key).unwrap().pem()},
+    }))
+    .unwrap()
+}
+
+/// `--secret-label-selector KEY` reads only the Secrets whose label KEY is `true`, as in KIC
+/// (the value is a label key, not a selector).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_label_selector_reads_secrets_labelled_true_only() {
+    common::logs();
+    let cp = start_control_plane(false).await;
+    let admin = cp.client();
+    let ns = cp.create_namespace("sel").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let pp = PostParams::default();
+    for (name, labels) in [
+        ("yes", json!({"example.com/ingest": "true"})),
+        ("no", json!({"example.com/ingest": "false"})),
+        ("unlabelled", json!({})),
+    ] {
+        secrets
+            .create(&pp, &ca_secret(&ns, name, labels))
+            .await
+            .unwrap();
+    }
+    let gw = Arc::new(Gateway::start(Settings::loopback(), None).await.unwrap());
+    let settings = Settings::loopback();
+    let target: Arc<dyn DataPlaneTarget> = Arc::new(InProcessTarget::new(
+        gw.clone(),
+        settings.router_flavor,
+        settings.plugins.clone(),
+    ));
+    let opts = ControllerOptions {
+        kube: KubeArgs {
+            secret_label_selector: Some("example.com/ingest".into()),
+            ..KubeArgs::default()
+        },
+        ..ControllerOptions::default()
+    };
+    let ctl = silverback_controller::start_cluster(admin.clone(), &opts, vec![target.clone()])
+        .await
+        .unwrap();
+    ctl.wait_outcome(Duration::from_secs(20), |o| o.pushes > 0)
+        .await
+        .expect("pushed");
+    let names: Vec<String> = ctl
+        .store
+        .read(|o| o.secrets.keys().map(|(_, n)| n.clone()).collect());
+    assert_eq!(names, ["yes"]);
+    assert_eq!(gw.config().ca_certificates.len(), 1);
+    ctl.shutdown().await;
+
+    // A selector where a label key is expected is refused at start.
+    let bad = ControllerOptions {
+        kube: KubeArgs {
+            secret_label_selector: Some("example.com/ingest=true".into()),
+            ..KubeArgs::default()
+        },
+        ..ControllerOptions::default()
+    };
+    let e = silverback_controller::start_cluster(admin.clone(), &bad, vec![target])
+        .await
+        .unwrap_err();
+    assert!(format!("{e}").contains("label key"), "{e}");
+}
