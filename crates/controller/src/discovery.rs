@@ -9,6 +9,11 @@
 //! configuration, so a new or restarted data plane is published not ready, and only a push
 //! makes it ready. A target that does not answer yet fails its pushes and status checks; the
 //! sync loop's periodic check pushes to it once it answers.
+//!
+//! An HTTPS target is reached at its Pod IP but verified against the name
+//! `pod.<service>.<namespace>.svc`, as KIC's `adminAPIFromEndpoint` does (the Kong Helm
+//! chart and Kong's operator issue admin certificates for `*.<service>.<namespace>.svc`);
+//! that name replaces `--kong-admin-tls-server-name` for discovered targets, as in KIC.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -44,7 +49,32 @@ pub fn admin_urls<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     port_names: &[String],
 ) -> BTreeSet<String> {
-    let mut urls = BTreeSet::new();
+    admin_endpoints(slices, port_names).into_keys().collect()
+}
+
+/// The Service an EndpointSlice belongs to: its `kubernetes.io/service-name` label, else its
+/// owner of kind Service.
+fn service_of(s: &EndpointSlice) -> Option<String> {
+    s.labels()
+        .get("kubernetes.io/service-name")
+        .cloned()
+        .or_else(|| {
+            s.owner_references()
+                .iter()
+                .find(|o| o.kind == "Service")
+                .map(|o| o.name.clone())
+        })
+        .filter(|n| !n.is_empty())
+}
+
+/// [`admin_urls`], each with the TLS server name to verify it against: for an HTTPS URL,
+/// `pod.<service>.<namespace>.svc` (KIC's name for discovered admin APIs) when the slice's
+/// Service is known; `None` otherwise.
+pub fn admin_endpoints<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    port_names: &[String],
+) -> BTreeMap<String, Option<String>> {
+    let mut urls = BTreeMap::new();
     for s in slices {
         let ports = s.ports.as_deref().unwrap_or_default();
         let port = port_names.iter().find_map(|want| {
@@ -57,6 +87,11 @@ pub fn admin_urls<'a>(
         let https = port.name.as_deref().is_some_and(|n| n.contains("tls"))
             || port.app_protocol.as_deref() == Some("https");
         let scheme = if https { "https" } else { "http" };
+        let server_name = if https {
+            service_of(s).map(|svc| format!("pod.{svc}.{}.svc", s.namespace().unwrap_or_default()))
+        } else {
+            None
+        };
         for e in &s.endpoints {
             let terminating = e
                 .conditions
@@ -72,7 +107,7 @@ pub fn admin_urls<'a>(
                 } else {
                     a.clone()
                 };
-                urls.insert(format!("{scheme}://{host}:{number}"));
+                urls.insert(format!("{scheme}://{host}:{number}"), server_name.clone());
             }
         }
     }
@@ -132,13 +167,17 @@ pub async fn run(
                 slices.remove(&s.name_any());
             }
         }
-        let urls = admin_urls(slices.values(), &opts.port_names);
-        known.retain(|u, _| urls.contains(u));
-        for u in &urls {
+        let urls = admin_endpoints(slices.values(), &opts.port_names);
+        known.retain(|u, _| urls.contains_key(u));
+        for (u, server_name) in &urls {
             if known.contains_key(u) {
                 continue;
             }
-            match AdminClient::new(u, opts.admin.clone(), tls.clone()) {
+            let mut settings = opts.admin.clone();
+            if server_name.is_some() {
+                settings.tls.server_name = server_name.clone();
+            }
+            match AdminClient::new(u, settings, tls.clone()) {
                 Ok(c) => {
                     known.insert(u.clone(), Arc::new(AdminApiTarget::new(c)));
                 }
@@ -155,5 +194,56 @@ pub async fn run(
             targets.send_replace(list);
         }
         ready.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn https_endpoints_are_verified_against_the_services_pod_name() {
+        let slice = |name: &str, port: &str, labels: serde_json::Value| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "kong", "labels": labels},
+                "addressType": "IPv4",
+                "ports": [{"name": port, "port": 8444}],
+                "endpoints": [{"addresses": ["10.0.0.7"]}],
+            }))
+            .expect("a slice")
+        };
+        let names = ["admin-tls".to_string(), "admin".to_string()];
+        let tls = slice(
+            "a",
+            "admin-tls",
+            json!({"kubernetes.io/service-name": "kong-admin"}),
+        );
+        let e = admin_endpoints([&tls], &names);
+        assert_eq!(
+            e.get("https://10.0.0.7:8444"),
+            Some(&Some("pod.kong-admin.kong.svc".to_string()))
+        );
+        let plain = slice(
+            "b",
+            "admin",
+            json!({"kubernetes.io/service-name": "kong-admin"}),
+        );
+        assert_eq!(
+            admin_endpoints([&plain], &names).get("http://10.0.0.7:8444"),
+            Some(&None)
+        );
+        // Without the label, the owning Service names it.
+        let mut owned = slice("c", "admin-tls", json!({}));
+        owned.metadata.owner_references = Some(vec![
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Service", "name": "owner", "uid": "u"
+            }))
+            .expect("an owner"),
+        ]);
+        assert_eq!(
+            admin_endpoints([&owned], &names).get("https://10.0.0.7:8444"),
+            Some(&Some("pod.owner.kong.svc".to_string()))
+        );
     }
 }

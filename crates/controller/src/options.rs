@@ -307,7 +307,9 @@ pub struct AdminArgs {
     #[arg(long, env = "SILVERBACK_KONG_ADMIN_TLS_SKIP_VERIFY")]
     pub kong_admin_tls_skip_verify: bool,
 
-    /// Name to verify the data planes' certificates against.
+    /// Name to verify the data planes' certificates against (`--kong-admin-url` targets;
+    /// discovered HTTPS targets are verified against `pod.<service>.<namespace>.svc`, as in
+    /// KIC).
     #[arg(long, env = "SILVERBACK_KONG_ADMIN_TLS_SERVER_NAME")]
     pub kong_admin_tls_server_name: Option<String>,
 

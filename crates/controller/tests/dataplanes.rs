@@ -27,6 +27,16 @@ struct NsGateway {
 
 impl NsGateway {
     fn start(net: &NetNs, proxy_port: u16, admin_port: u16) -> NsGateway {
+        NsGateway::start_with(net, proxy_port, admin_port, None)
+    }
+
+    /// With `admin_tls` (certificate and key PEM), the admin listener is `ssl` and serves them.
+    fn start_with(
+        net: &NetNs,
+        proxy_port: u16,
+        admin_port: u16,
+        admin_tls: Option<(String, String)>,
+    ) -> NsGateway {
         let addr = net.addr();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -39,15 +49,23 @@ impl NsGateway {
                         .build()
                         .unwrap();
                     rt.block_on(async move {
-                        let settings = Settings {
+                        let ssl = if admin_tls.is_some() { " ssl" } else { "" };
+                        let mut settings = Settings {
                             proxy_listen: Listen::parse_list(&format!("{addr}:{proxy_port}"))
                                 .unwrap(),
-                            admin_listen: Listen::parse_list(&format!("{addr}:{admin_port}"))
+                            admin_listen: Listen::parse_list(&format!("{addr}:{admin_port}{ssl}"))
                                 .unwrap(),
                             status_listen: vec![],
                             shutdown_grace: Duration::from_millis(100),
                             ..Settings::loopback()
                         };
+                        if let Some((cert, key)) = &admin_tls {
+                            settings.admin_ssl_cert = silverback_proxy::SslCert::parse_setting(
+                                "admin_ssl_cert",
+                                cert,
+                                key,
+                            );
+                        }
                         let gw = Gateway::start(settings, None).await.unwrap();
                         ready_tx.send(()).unwrap();
                         let _ = stop_rx.await;
@@ -377,4 +395,75 @@ async fn gateway_discovery_configures_not_ready_endpoints_but_not_terminating_on
     ctl.shutdown().await;
     fresh.stop();
     leaving.stop();
+}
+
+/// A discovered HTTPS admin endpoint is verified against `pod.<service>.<namespace>.svc`, as
+/// KIC does: a data plane whose admin certificate is issued for `*.<service>.<namespace>.svc`
+/// (as the Kong Helm chart issues it), not for its Pod IP, is configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_https_admin_endpoints_are_verified_against_the_service_pod_name() {
+    common::logs();
+    let cp = start_control_plane(false).await;
+    let admin = cp.client();
+    let ns = cp.create_namespace("admintls").await.unwrap();
+    apply_ingress_class(&admin).await;
+
+    // A CA, and the data plane's admin certificate for *.dp-admin.<ns>.svc only.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "admin test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![format!("*.dp-admin.{ns}.svc")])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+
+    let net = NetNs::create().unwrap();
+    let _echo = net.spawn_echo(8080, "backend-tls").unwrap();
+    service_with_endpoint(&admin, &ns, "echo", &net.addr().to_string(), 8080).await;
+    Api::<Ingress>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &ingress(&ns, "web", "/tls", "echo"))
+        .await
+        .unwrap();
+    let dp = NsGateway::start_with(&net, 8000, 8444, Some((cert.pem(), key.serialize_pem())));
+    let s: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "dp-admin-1", "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": "dp-admin"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "admin-tls", "port": 8444, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [net.addr().to_string()], "conditions": {"ready": true}}],
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+
+    let opts = ControllerOptions {
+        sync: SyncArgs {
+            proxy_sync_seconds: Duration::from_millis(200),
+            ..SyncArgs::default()
+        },
+        kube: KubeArgs {
+            leader_election: LeaderElection::Disabled,
+            ..KubeArgs::default()
+        },
+        admin: AdminArgs {
+            kong_admin_svc: Some((ns.clone(), "dp-admin".into())),
+            kong_admin_ca_cert: Some(ca_cert.pem()),
+            proxy_timeout_seconds: Duration::from_secs(5),
+            ..AdminArgs::default()
+        },
+    };
+    let ctl = silverback_controller::start_cluster(admin.clone(), &opts, vec![])
+        .await
+        .unwrap();
+    let body = until_status(SocketAddr::from((net.addr(), 8000)), "t.test", "/tls", 200).await;
+    assert!(body.contains("backend-tls"), "{body}");
+    ctl.shutdown().await;
+    dp.stop();
 }
