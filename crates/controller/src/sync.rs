@@ -794,6 +794,18 @@ impl Syncer {
             return;
         }
         let results = self.push(&todo, &newest, true, newest.fallback).await;
+        // A document no data plane had checked (every push failed, say, before the data
+        // plane listened) that one now rejects: the next tick translates and pushes again
+        // through `sync`, which handles a rejection (the fallback, Events, the failed
+        // dump); until then the last good document is what lagging data planes get.
+        if results
+            .iter()
+            .any(|(_, r)| matches!(r, Err(PushError::Rejected { .. })))
+        {
+            tracing::info!("a data plane rejected the newest configuration: translating again");
+            self.synced_generation = None;
+            self.newest = self.last_good.clone();
+        }
         if !results.iter().any(|(_, r)| r.is_ok()) {
             return;
         }

@@ -471,6 +471,59 @@ async fn a_push_that_failed_everywhere_is_retried_without_any_change() {
     gw.shutdown().await;
 }
 
+/// A document no data plane could check (every push failed) that the data plane then
+/// rejects is not retried as it is: the controller translates and pushes again, so the
+/// fallback leaves the broken object out and the rest is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_document_the_data_plane_rejects_goes_through_the_fallback() {
+    common::logs();
+    let dir = tempfile::tempdir().unwrap();
+    let expired = ca_pem("expired CA", 2000, 2001);
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        manifests(9, "/checked") + &ca_secret("ca", &expired),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = silverback_controller::AdminArgs {
+        kong_admin_url: vec![format!("http://127.0.0.1:{port}")],
+        proxy_timeout_seconds: Duration::from_secs(2),
+        ..silverback_controller::AdminArgs::default()
+    };
+    let targets = silverback_controller::admin_targets(&admin).unwrap();
+    let sync = SyncArgs {
+        proxy_sync_seconds: Duration::from_millis(300),
+        ..SyncArgs::default()
+    };
+    let ctl = silverback_controller::start_files(dir.path().to_path_buf(), &sync, targets)
+        .await
+        .unwrap();
+    ctl.wait_outcome(Duration::from_secs(10), |o| o.failures > 0)
+        .await
+        .expect("the first push fails");
+    let settings = Settings {
+        admin_listen: silverback_proxy::Listen::parse_list(&format!("127.0.0.1:{port}")).unwrap(),
+        ..Settings::loopback()
+    };
+    let gw = Gateway::start(settings, None).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the rest pushed without the rejected CA",
+        || {
+            let c = gw.config();
+            let ok = c.to_json(false).contains("/checked") && c.ca_certificates.is_empty();
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+    ctl.shutdown().await;
+    gw.shutdown().await;
+}
+
 /// `/readyz` is 503 until a data plane accepted a configuration (KIC: the leader is ready
 /// only after its first successful push), then 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
