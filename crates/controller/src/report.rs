@@ -224,6 +224,7 @@ impl KubeReporter {
                     object,
                     field,
                     reason: why,
+                    ..
                 } = p;
                 let message = if field.is_empty() {
                     why.clone()

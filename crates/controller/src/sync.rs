@@ -456,12 +456,12 @@ impl Syncer {
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         match result {
             Ok(t) => {
-                let success = if t.problems.is_empty() {
-                    "true"
-                } else {
-                    "false"
-                };
-                let broken = objects_of(&t.problems).len() as f64;
+                // (values ignored while their object was translated, as KIC ignores them,
+                // are reported but fail nothing, as in KIC's metrics)
+                let failed: Vec<Problem> =
+                    t.problems.iter().filter(|p| !p.ignored).cloned().collect();
+                let success = if failed.is_empty() { "true" } else { "false" };
+                let broken = objects_of(&failed).len() as f64;
                 if fallback {
                     self.metrics
                         .inc(metrics::FALLBACK_TRANSLATION_COUNT, &[("success", success)]);

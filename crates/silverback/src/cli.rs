@@ -10,7 +10,7 @@
 //!   `CONTROLLER_<FLAG_IN_UPPER_SNAKE_CASE>` and the Kong Helm chart configures KIC that way.
 //!
 //! Precedence: a command-line flag, then the `SILVERBACK_*` variable, then the `KONG_*` alias,
-//! then the `CONTROLLER_*` alias (only `--log-level` and `--log-format` have both), then the
+//! then the `CONTROLLER_*` alias (only `--log-level` has both), then the
 //! default. Flags of our own (`--sync-debounce`, `--leader-election`...) have no alias.
 
 use std::path::PathBuf;

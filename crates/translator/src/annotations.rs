@@ -374,7 +374,17 @@ impl RouteOpts {
                 ));
             } else {
                 let values = split(v, sep);
-                if values.is_empty() {
+                // (a `~*` value is a regex the router compiles: one that does not compile
+                // would fail the whole configuration where Kong refuses the route)
+                let bad_regex = values.iter().find_map(|v| {
+                    let re = v.strip_prefix("~*")?;
+                    regex::Regex::new(re)
+                        .err()
+                        .map(|e| format!("invalid regex '{re}': {e}"))
+                });
+                if let Some(e) = bad_regex {
+                    errs.push((key, e));
+                } else if values.is_empty() {
                     ignored.push((key, "no header value given; ignored".into()));
                 } else {
                     o.headers.push((name.to_ascii_lowercase(), values));
@@ -389,14 +399,9 @@ impl RouteOpts {
                 .any(|w| w[0] == b'v' && w[1].is_ascii_digit());
             match v {
                 "v0" => {}
-                "v1" if flavor == RouterFlavor::Traditional => o.path_handling = "v1".into(),
-                "v1" => errs.push((
-                    field(key),
-                    format!(
-                        "path_handling v1 is not supported by the {} router",
-                        flavor.as_str()
-                    ),
-                )),
+                // (Kong takes v1 under every flavor but expressions, only warning that it
+                // is deprecated; outside the traditional flavor it builds the path by v0)
+                "v1" => o.path_handling = "v1".into(),
                 other if versioned => errs.push((
                     field(key),
                     format!("invalid value '{other}': expected v0 or v1"),
@@ -762,8 +767,8 @@ mod tests {
             ("konghq.com/protocols", "tcp"),
             ("konghq.com/regex-priority", "4294967296"),
             ("konghq.com/headers.bad name", "a"),
-            ("konghq.com/path-handling", "v1"),
             ("konghq.com/path-handling", "v2"),
+            ("konghq.com/headers.x-v", "~*("),
             ("konghq.com/tags", "a/b"),
             ("konghq.com/rewrite", "/x/$"),
         ] {
@@ -772,11 +777,15 @@ mod tests {
             assert!(errs[0].0.contains(k), "{errs:?}");
             assert!(o.ignored.is_empty(), "{k}={v}: {:?}", o.ignored);
         }
-        let (_, errs) = parse(
-            &[("konghq.com/path-handling", "v1")],
+        // v1: Kong only warns of it outside the traditional flavor
+        for flavor in [
             RouterFlavor::Traditional,
-        );
-        assert!(errs.is_empty());
+            RouterFlavor::TraditionalCompatible,
+        ] {
+            let (o, errs) = parse(&[("konghq.com/path-handling", "v1")], flavor);
+            assert!(errs.is_empty(), "{flavor:?}: {errs:?}");
+            assert_eq!(o.path_handling, "v1");
+        }
     }
 
     /// Values KIC ignores keep the default and are reported; the Ingress stays.

@@ -113,6 +113,9 @@ pub struct Problem {
     pub field: String,
     /// What is wrong, and what was left out or ignored because of it.
     pub reason: String,
+    /// Only a value was ignored (one KIC ignores too): the object was translated without it,
+    /// so it does not count as a broken object.
+    pub ignored: bool,
 }
 
 impl std::fmt::Display for Problem {
@@ -152,6 +155,7 @@ pub fn problems_from_flattened(errors: &[FlattenedError]) -> (Vec<Problem>, Vec<
                 object: object.clone(),
                 field: String::new(),
                 reason,
+                ignored: false,
             });
         }
     }

@@ -264,6 +264,17 @@ impl<'a> Translator<'a> {
             object,
             field: field.into(),
             reason: reason.into(),
+            ignored: false,
+        });
+    }
+
+    /// A value that was ignored, the object translated without it (as KIC ignores it).
+    fn ignored(&mut self, object: ObjectRef, field: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            object,
+            field: field.into(),
+            reason: reason.into(),
+            ignored: true,
         });
     }
 
@@ -389,13 +400,13 @@ impl<'a> Translator<'a> {
         errs.extend(e);
         // values KIC ignores: reported, the defaults kept
         for (field, reason) in &ro.ignored {
-            self.problem(oref.clone(), field.clone(), reason.clone());
+            self.ignored(oref.clone(), field.clone(), reason.clone());
         }
         if annotations.get("konghq.com/rewrite").is_some() && !self.opts.rewrite_uris {
             // Without its feature gate KIC reports an error and leaves out the Kong Services
             // of the Ingress's routes (with every route they carry). Silverback is more
             // lenient: it reports the annotation as ignored and keeps the Ingress, unrewritten.
-            self.problem(
+            self.ignored(
                 oref.clone(),
                 rewrite_field,
                 "ignored: URI rewriting is not enabled (RewriteURIs)",
@@ -511,6 +522,7 @@ impl<'a> Translator<'a> {
                             reason: format!(
                                 "SNI {h} is already served by another certificate (an older Ingress's); left out"
                             ),
+                            ignored: false,
                         };
                         self.problems.push(p);
                     }
@@ -919,7 +931,7 @@ impl<'a> Translator<'a> {
             }
         }
         for (field, reason) in ignored {
-            self.problem(oref.clone(), field, reason);
+            self.ignored(oref.clone(), field, reason);
         }
         ca_ids.sort();
         ca_ids.dedup();
@@ -1064,6 +1076,7 @@ impl<'a> Translator<'a> {
                 object: oref.clone(),
                 field: field.to_string(),
                 reason,
+                ignored: false,
             });
             None
         };
@@ -1374,6 +1387,37 @@ mod tests {
         assert_eq!(with_aliases("a.com", &aliases), ["a.com", "b.com", "c.com"]);
         assert_eq!(with_aliases("", &aliases), ["b.com", "a.com", "c.com"]);
         assert!(with_aliases("", &[]).is_empty());
+    }
+
+    /// A value KIC ignores is a problem marked `ignored` (the object is translated); a
+    /// missing backend Service is not.
+    #[test]
+    fn ignored_values_are_marked() {
+        let objects = Objects::from_yaml_documents(
+            br#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default, annotations: {konghq.com/strip-path: "1"}}
+spec:
+  ingressClassName: kong
+  rules:
+  - http:
+      paths:
+      - {path: /a, pathType: Prefix, backend: {service: {name: gone, port: {number: 80}}}}
+"#,
+        )
+        .unwrap();
+        let t = translate(&objects, &TranslateOptions::default());
+        let flagged: Vec<(bool, &str)> = t
+            .problems
+            .iter()
+            .map(|p| (p.ignored, p.field.as_str()))
+            .collect();
+        assert!(
+            flagged.contains(&(true, "metadata.annotations[konghq.com/strip-path]")),
+            "{flagged:?}"
+        );
+        assert!(flagged.iter().any(|(i, _)| !i), "{flagged:?}");
     }
 
     #[test]
