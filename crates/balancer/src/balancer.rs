@@ -1031,9 +1031,12 @@ async fn dns_refresher(
         let mut failure = None;
         let now = Instant::now();
         let mut next = now + Duration::from_secs(3600);
-        // Every hostname target at once: one slow name does not hold the others back, and
-        // each answer goes into the ring as it comes (a new balancer's first answers end the
-        // wait of the requests that arrived before them: [`Balancers::peer_within`]).
+        // Every hostname target at once: one slow name does not hold back the others' first
+        // answers, each going into the ring as it comes (a new balancer's first answers end
+        // the wait of the requests that arrived before them: [`Balancers::peer_within`]).
+        // (The next pass waits for the slowest lookup of this one: a name that does not
+        // answer delays its siblings' refreshes by its timeout, a few seconds; their answers
+        // are served stale meanwhile.)
         let mut lookups = tokio::task::JoinSet::new();
         for (i, slot) in b.targets.iter().enumerate() {
             if slot.addr.ip.is_none() {

@@ -40,6 +40,9 @@ pub struct ResolverOptions {
     pub timeout: Duration,
     /// Query SRV before A (Kong's default order).
     pub srv: bool,
+    /// Which address records are asked, in which order (Kong's `dns_order`: `A` and
+    /// `AAAA`); IPv4 only by default, as Kong's default order asks no AAAA.
+    pub families: Families,
     /// Shortest time an answer is kept (a TTL of 0 is re-queried at this pace).
     pub min_ttl: Duration,
     /// How long an expired answer may still be served while it is refreshed.
@@ -56,10 +59,64 @@ impl Default for ResolverOptions {
             nameservers: None,
             timeout: Duration::from_secs(2),
             srv: true,
+            families: Families::V4,
             min_ttl: Duration::from_secs(1),
             stale_ttl: Duration::from_secs(3600),
             not_found_ttl: Duration::from_secs(30),
             error_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The address records a name is looked up as, from Kong's `dns_order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Families {
+    /// A only (Kong's default order, `LAST,SRV,A,CNAME`).
+    V4,
+    /// AAAA only.
+    V6,
+    /// A, then AAAA when there is none.
+    V4ThenV6,
+    /// AAAA, then A when there is none.
+    V6ThenV4,
+}
+
+impl Families {
+    /// The families and whether SRV is asked, from a `dns_order` value (`LAST,SRV,A,CNAME`:
+    /// a comma-separated list of `LAST`, `SRV`, `A`, `AAAA` and `CNAME`, any case).
+    pub fn from_dns_order(order: &str) -> Result<(Families, bool), String> {
+        let mut a = None;
+        let mut aaaa = None;
+        let mut srv = false;
+        for (i, t) in order.split(',').map(str::trim).enumerate() {
+            match t.to_ascii_uppercase().as_str() {
+                "A" => a = a.or(Some(i)),
+                "AAAA" => aaaa = aaaa.or(Some(i)),
+                "SRV" => srv = true,
+                "LAST" | "CNAME" => {}
+                _ => {
+                    return Err(format!(
+                        "invalid dns_order entry '{t}': expected LAST, SRV, A, AAAA or CNAME"
+                    ));
+                }
+            }
+        }
+        let families = match (a, aaaa) {
+            (Some(_), None) => Families::V4,
+            (None, Some(_)) => Families::V6,
+            (Some(a), Some(b)) if a < b => Families::V4ThenV6,
+            (Some(_), Some(_)) => Families::V6ThenV4,
+            (None, None) => return Err("dns_order asks neither A nor AAAA".into()),
+        };
+        Ok((families, srv))
+    }
+
+    /// The record names as `/status/dns` counts queries (`A`, `AAAA`, `A/AAAA`).
+    fn as_str(self) -> &'static str {
+        match self {
+            Families::V4 => "A",
+            Families::V6 => "AAAA",
+            Families::V4ThenV6 | Families::V6ThenV4 => "A/AAAA",
         }
     }
 }
@@ -247,8 +304,15 @@ impl Resolver {
         // Our own cache does the TTL bookkeeping; keep hickory's small.
         ropts.cache_size = 64;
         // Kong's default `dns_order` (`LAST,SRV,A,CNAME`) asks no AAAA: IPv4 only, for targets
-        // and service hosts alike (hickory's built-in `localhost` included).
-        ropts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4Only;
+        // and service hosts alike (hickory's built-in `localhost` included), unless the
+        // order given asks AAAA
+        use hickory_resolver::config::LookupIpStrategy as S;
+        ropts.ip_strategy = match opts.families {
+            Families::V4 => S::Ipv4Only,
+            Families::V6 => S::Ipv6Only,
+            Families::V4ThenV6 => S::Ipv4thenIpv6,
+            Families::V6ThenV4 => S::Ipv6thenIpv4,
+        };
         let first_server = config.name_servers().first().map(|s| s.socket_addr);
         let inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
             .with_options(ropts)
@@ -509,7 +573,7 @@ impl Resolver {
                         let started = Instant::now();
                         let ips = self.inner.lookup_ip(target).await;
                         let took = started.elapsed();
-                        self.count_query(target, "A", took, &ips);
+                        self.count_query(target, self.opts.families.as_str(), took, &ips);
                         match ips {
                             Ok(ips) => {
                                 ttl = ttl.min(ips.valid_until().saturating_duration_since(now));
@@ -554,7 +618,7 @@ impl Resolver {
         let started = Instant::now();
         let ips = self.inner.lookup_ip(fqdn_name).await;
         let took = started.elapsed();
-        self.count_query(name, "A", took, &ips);
+        self.count_query(name, self.opts.families.as_str(), took, &ips);
         match ips {
             Ok(ips) => {
                 let ttl = ips.valid_until().saturating_duration_since(Instant::now());

@@ -41,7 +41,7 @@ pub mod target;
 
 pub use balancer::{Balancer, Balancers, Options, Outcome, Peer, SetCookie, sni_name};
 pub use context::{PickContext, UriCaptures};
-pub use dns::{Resolver, ResolverOptions};
+pub use dns::{Families, Resolver, ResolverOptions};
 pub use error::{BalancerError, NoPeer, SetHealthError};
 pub use health::ProbeKind;
 pub use report::{

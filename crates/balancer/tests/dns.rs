@@ -359,6 +359,52 @@ async fn names_resolve_to_ipv4_only() {
     assert_eq!(dns.aaaa_queries.load(Ordering::SeqCst), 0, "AAAA was asked");
 }
 
+/// A `dns_order` that asks AAAA (`--dns-order`, Kong's setting) resolves names that have
+/// only IPv6 addresses, and prefers the family it names first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_order_with_aaaa_resolves_ipv6() {
+    let dns = DnsServer::start(30).await;
+    dns.set6("six.test", &["fd00::28:1"]);
+    dns.set("dual.test", &["127.0.28.1"]);
+    dns.set6("dual.test", &["fd00::28:2"]);
+    for (order, dual) in [
+        ("LAST,SRV,A,AAAA,CNAME", "127.0.28.1"),
+        ("aaaa,a", "fd00::28:2"),
+    ] {
+        let (families, srv) = silverback_balancer::Families::from_dns_order(order).expect(order);
+        let r = Arc::new(Resolver::new(ResolverOptions {
+            nameservers: Some(vec![dns.addr]),
+            timeout: Duration::from_millis(500),
+            families,
+            srv,
+            ..Default::default()
+        }));
+        let six = r.resolve("six.test").await.expect("six.test resolves");
+        let ip: std::net::IpAddr = "fd00::28:1".parse().unwrap();
+        assert_eq!(
+            six.records.iter().map(|x| x.ip).collect::<Vec<_>>(),
+            [ip],
+            "{order}"
+        );
+        let d = r.resolve("dual.test").await.expect("dual.test resolves");
+        let want: std::net::IpAddr = dual.parse().unwrap();
+        assert_eq!(
+            d.records.iter().map(|x| x.ip).collect::<Vec<_>>(),
+            [want],
+            "{order}"
+        );
+    }
+    // Kong's default asks A only; an order without either, or with another word, is refused
+    use silverback_balancer::Families;
+    assert_eq!(
+        Families::from_dns_order("LAST,SRV,A,CNAME"),
+        Ok((Families::V4, true))
+    );
+    assert_eq!(Families::from_dns_order("AAAA"), Ok((Families::V6, false)));
+    assert!(Families::from_dns_order("LAST,SRV,CNAME").is_err());
+    assert!(Families::from_dns_order("A,MX").is_err());
+}
+
 /// Kong keeps one address per SRV record, so a record's weight counts once however many
 /// addresses its target has (here split over them), and only the records of the best
 /// (lowest) priority are used.

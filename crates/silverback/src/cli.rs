@@ -171,6 +171,12 @@ pub struct DataPlaneArgs {
         default_value = "4k"
     )]
     pub nginx_proxy_proxy_buffer_size: String,
+    /// The record types names are looked up as, in order (Kong's `dns_order`): `LAST`,
+    /// `SRV`, `A`, `AAAA`, `CNAME`. Kong's default asks no AAAA, so names resolve to IPv4
+    /// addresses only; add `AAAA` for IPv6 (`LAST,SRV,A,AAAA,CNAME`, or `AAAA` first to
+    /// prefer it).
+    #[arg(long, env = "SILVERBACK_DNS_ORDER", default_value = "LAST,SRV,A,CNAME")]
+    pub dns_order: String,
     /// The requests one client connection takes (Kong's `nginx_http_keepalive_requests`,
     /// nginx's `keepalive_requests`; 10000 since Kong 3.6): the last one's answer closes
     /// the connection, an HTTP/2 connection gets a GOAWAY. `0` closes after every request.
@@ -433,6 +439,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "STATUS_SSL_CERT",
         "STATUS_SSL_CERT_KEY",
         "PREFIX",
+        "DNS_ORDER",
     ];
     let rest = var.strip_prefix("SILVERBACK_")?;
     KONG_SETTINGS

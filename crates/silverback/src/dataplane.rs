@@ -86,7 +86,23 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
             &args.status_ssl_cert_key,
         ),
         prefix: prefix(args.prefix.as_deref())?,
+        balancer: balancer_options(&args.dns_order)?,
         ..Settings::default()
+    })
+}
+
+/// The load balancer's resolver, from Kong's `dns_order`.
+fn balancer_options(dns_order: &str) -> anyhow::Result<silverback_balancer::Options> {
+    let (families, srv) = silverback_balancer::Families::from_dns_order(dns_order)
+        .map_err(|e| anyhow::anyhow!("dns_order: {e}"))?;
+    let resolver = silverback_balancer::Resolver::new(silverback_balancer::ResolverOptions {
+        families,
+        srv,
+        ..Default::default()
+    });
+    Ok(silverback_balancer::Options {
+        resolver: Some(std::sync::Arc::new(resolver)),
+        ..Default::default()
     })
 }
 

@@ -259,11 +259,21 @@ impl DnsServer {
         use hickory_proto::rr::{
             Name, RData, Record, RecordType, rdata::A, rdata::AAAA, rdata::SRV,
         };
-        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let addr = sock.local_addr().expect("addr");
         // TCP on the same port takes connections and never answers, so that a name left
         // unanswered over UDP (`silent.*`) times out rather than being refused over TCP.
-        let tcp = TcpListener::bind(addr).await.expect("bind tcp");
+        // (a port free for UDP may be taken for TCP: another pair is tried)
+        let mut tries = 0;
+        let (sock, addr, tcp) = loop {
+            let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            let addr = sock.local_addr().expect("addr");
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (sock, addr, tcp),
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 50, "no port free for both UDP and TCP: {e}");
+                }
+            }
+        };
         let tcp_task = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((s, _)) = tcp.accept().await {
@@ -347,6 +357,8 @@ impl DnsServer {
                     // (never answered: the resolver times out)
                     continue;
                 }
+                // (a name with IPv6 addresses only exists: no A records, no error)
+                let known = known.or_else(|| known6.as_ref().map(|_| Vec::new()));
                 match known {
                     None if qname.starts_with("servfail.") => {
                         resp.set_response_code(ResponseCode::ServFail);
