@@ -68,6 +68,9 @@ pub struct SetHeaders {
     /// Where among the items the `Host` line is written ([`SetHeaders::host_here`]): before
     /// the item at this index (0 unless said otherwise).
     host_at: usize,
+    /// An item replaces a forwarded line by its value's prefix
+    /// ([`SetHeaders::replace_prefixed`]): only then are the lines compared.
+    prefixed: bool,
 }
 
 impl SetHeaders {
@@ -78,6 +81,7 @@ impl SetHeaders {
             lens: 0,
             host: None,
             host_at: 0,
+            prefixed: false,
         }
     }
 
@@ -121,6 +125,9 @@ impl SetHeaders {
     pub fn replace_prefixed(&mut self, name: &'static Named, value: HeaderValue, prefix: usize) {
         debug_assert!(prefix > 0 && prefix <= value.len());
         debug_assert!(!self.items.iter().any(|i| i.prefix > 0));
+        // (a prefix past u32 is no cookie name: compared in whole, the value itself)
+        let prefix = u32::try_from(prefix).unwrap_or(0);
+        self.prefixed = prefix > 0;
         self.items.push(SetItem {
             name,
             value: Some(value),
@@ -131,14 +138,16 @@ impl SetHeaders {
 
     /// Whether the header line `name: value` of a forwarded head gives way to a header set
     /// with [`SetHeaders::replace_prefixed`] (the caller drops the first such line only).
+    #[inline]
     pub fn replaced_line(&self, name: &[u8], value: &[u8]) -> bool {
-        self.items.iter().any(|i| {
-            i.prefix > 0
-                && name.eq_ignore_ascii_case(i.name.wire)
-                && i.value
-                    .as_ref()
-                    .is_some_and(|v| value.starts_with(&v.as_bytes()[..i.prefix]))
-        })
+        self.prefixed
+            && self.items.iter().any(|i| {
+                i.prefix > 0
+                    && name.eq_ignore_ascii_case(i.name.wire)
+                    && i.value
+                        .as_ref()
+                        .is_some_and(|v| value.starts_with(&v.as_bytes()[..i.prefix as usize]))
+            })
     }
 
     /// Sets the upstream `Host` (`None`: the client's stays).
@@ -323,14 +332,18 @@ struct SetItem {
     /// Added after the others of its name rather than replacing them.
     append: bool,
     /// Non-zero: replaces the first header of its name whose value starts with its own
-    /// first `prefix` bytes ([`SetHeaders::replace_prefixed`]).
-    prefix: usize,
+    /// first `prefix` bytes ([`SetHeaders::replace_prefixed`]). (A `u32` keeps the item
+    /// at 56 bytes, so that the usual list stays in the allocator's small sizes.)
+    prefix: u32,
 }
+
+// (12 items, the usual request's list, stay within 672 bytes)
+const _: () = assert!(std::mem::size_of::<SetItem>() <= 56);
 
 /// Puts `v` in place of the first `i.name` header of `h` starting with `v`'s prefix, or
 /// after the others when none does.
 fn replace_first_prefixed(h: &mut HeaderMap, i: &SetItem, v: &HeaderValue) {
-    let prefix = &v.as_bytes()[..i.prefix];
+    let prefix = &v.as_bytes()[..i.prefix as usize];
     let values: Vec<HeaderValue> = h.get_all(&i.name.name).iter().cloned().collect();
     match values.iter().position(|x| x.as_bytes().starts_with(prefix)) {
         Some(at) => {
@@ -1070,7 +1083,8 @@ fn parse_answer(buf: &[u8], limit: usize) -> io::Result<Option<Parsed>> {
                 );
                 !no_content
             }
-            Name::ContentType => !no_content,
+            // (looked for on a 204 only: most answers have one)
+            Name::Other if no_content && name.eq_ignore_ascii_case(b"content-type") => false,
             Name::TransferEncoding => {
                 if te {
                     return Err(invalid_answer("upstream sent duplicate Transfer-Encoding"));
@@ -1153,8 +1167,6 @@ fn parse_answer(buf: &[u8], limit: usize) -> io::Result<Option<Parsed>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Name {
     ContentLength,
-    /// `Content-Type`: not forwarded on a 204.
-    ContentType,
     TransferEncoding,
     Connection,
     /// `Upgrade`: forwarded only when it names the protocol asked for ([`keeps_upgrade`]).
@@ -1200,7 +1212,6 @@ fn classify(name: &[u8]) -> Name {
         7 if is(b"upgrade") => Name::Upgrade,
         10 if is(b"connection") => Name::Connection,
         10 if is(b"keep-alive") => Name::HopByHop,
-        12 if is(b"content-type") => Name::ContentType,
         14 if is(b"content-length") => Name::ContentLength,
         15 if is(b"x-accel-expires") || is(b"x-accel-charset") => Name::Hidden,
         16 if is(b"x-accel-redirect") => Name::Hidden,
