@@ -423,17 +423,7 @@ async fn a_push_that_failed_everywhere_is_retried_without_any_change() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("app.yaml"), manifests(9, "/retried")).unwrap();
     // A port where nothing listens yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = silverback_controller::AdminArgs {
-        kong_admin_url: vec![format!("http://127.0.0.1:{port}")],
-        proxy_timeout_seconds: Duration::from_secs(2),
-        ..silverback_controller::AdminArgs::default()
-    };
-    let targets = silverback_controller::admin_targets(&admin).unwrap();
+    let (port, targets) = admin_url_not_yet_served();
     let sync = SyncArgs {
         proxy_sync_seconds: Duration::from_millis(300),
         ..SyncArgs::default()
@@ -448,11 +438,7 @@ async fn a_push_that_failed_everywhere_is_retried_without_any_change() {
     assert_eq!(failed.pushes, 0);
 
     // A data plane comes up at that address.
-    let settings = Settings {
-        admin_listen: silverback_proxy::Listen::parse_list(&format!("127.0.0.1:{port}")).unwrap(),
-        ..Settings::loopback()
-    };
-    let gw = Gateway::start(settings, None).await.unwrap();
+    let gw = gateway_with_admin_on(port).await;
     let t0 = Instant::now();
     eventually(Duration::from_secs(5), "the document pushed", || {
         let ok = gw.config().to_json(false).contains("/retried");
@@ -484,17 +470,7 @@ async fn a_retried_document_the_data_plane_rejects_goes_through_the_fallback() {
         manifests(9, "/checked") + &ca_secret("ca", &expired),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = silverback_controller::AdminArgs {
-        kong_admin_url: vec![format!("http://127.0.0.1:{port}")],
-        proxy_timeout_seconds: Duration::from_secs(2),
-        ..silverback_controller::AdminArgs::default()
-    };
-    let targets = silverback_controller::admin_targets(&admin).unwrap();
+    let (port, targets) = admin_url_not_yet_served();
     let sync = SyncArgs {
         proxy_sync_seconds: Duration::from_millis(300),
         ..SyncArgs::default()
@@ -505,11 +481,7 @@ async fn a_retried_document_the_data_plane_rejects_goes_through_the_fallback() {
     ctl.wait_outcome(Duration::from_secs(10), |o| o.failures > 0)
         .await
         .expect("the first push fails");
-    let settings = Settings {
-        admin_listen: silverback_proxy::Listen::parse_list(&format!("127.0.0.1:{port}")).unwrap(),
-        ..Settings::loopback()
-    };
-    let gw = Gateway::start(settings, None).await.unwrap();
+    let gw = gateway_with_admin_on(port).await;
     eventually(
         Duration::from_secs(10),
         "the rest pushed without the rejected CA",
@@ -531,28 +503,15 @@ async fn readyz_waits_for_the_first_accepted_configuration() {
     common::logs();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("app.yaml"), manifests(9, "/ready")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = silverback_controller::AdminArgs {
-        kong_admin_url: vec![format!("http://127.0.0.1:{port}")],
-        proxy_timeout_seconds: Duration::from_secs(2),
-        ..silverback_controller::AdminArgs::default()
-    };
+    let (port, targets) = admin_url_not_yet_served();
     let sync = SyncArgs {
         proxy_sync_seconds: Duration::from_millis(300),
         health_probe_bind_address: "127.0.0.1:0".into(),
         ..SyncArgs::default()
     };
-    let ctl = silverback_controller::start_files(
-        dir.path().to_path_buf(),
-        &sync,
-        silverback_controller::admin_targets(&admin).unwrap(),
-    )
-    .await
-    .unwrap();
+    let ctl = silverback_controller::start_files(dir.path().to_path_buf(), &sync, targets)
+        .await
+        .unwrap();
     let health = ctl.health_addr.unwrap();
     ctl.wait_outcome(Duration::from_secs(10), |o| o.failures > 0)
         .await
@@ -561,11 +520,7 @@ async fn readyz_waits_for_the_first_accepted_configuration() {
     assert_eq!(s, 503, "{body}");
     assert_eq!(get(health, "h", "/healthz").await.unwrap().0, 200);
 
-    let settings = Settings {
-        admin_listen: silverback_proxy::Listen::parse_list(&format!("127.0.0.1:{port}")).unwrap(),
-        ..Settings::loopback()
-    };
-    let gw = Gateway::start(settings, None).await.unwrap();
+    let gw = gateway_with_admin_on(port).await;
     eventually(Duration::from_secs(5), "/readyz 200", || async move {
         matches!(get(health, "h", "/readyz").await, Ok((200, _))).then_some(())
     })
@@ -651,4 +606,28 @@ spec:
         }
         ctl.shutdown().await;
     }
+}
+
+/// An admin-URL target on a free port where nothing listens yet: its port and the targets.
+fn admin_url_not_yet_served() -> (u16, Vec<Arc<dyn DataPlaneTarget>>) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = silverback_controller::AdminArgs {
+        kong_admin_url: vec![format!("http://127.0.0.1:{port}")],
+        proxy_timeout_seconds: Duration::from_secs(2),
+        ..silverback_controller::AdminArgs::default()
+    };
+    (port, silverback_controller::admin_targets(&admin).unwrap())
+}
+
+/// A gateway whose admin API listens on `port` (a data plane coming up late).
+async fn gateway_with_admin_on(port: u16) -> Gateway {
+    let settings = Settings {
+        admin_listen: silverback_proxy::Listen::parse_list(&format!("127.0.0.1:{port}")).unwrap(),
+        ..Settings::loopback()
+    };
+    Gateway::start(settings, None).await.unwrap()
 }
