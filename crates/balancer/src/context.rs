@@ -47,7 +47,7 @@ pub struct PickContext<'a> {
     /// The request headers (`header` and `cookie`).
     pub headers: Option<&'a HeaderMap>,
     /// The request path as received, without query (`hash_on: path`, which hashes it as
-    /// nginx's `$uri`: [`nginx_uri`]).
+    /// nginx's `$uri`: [`silverback_config::uri::nginx_uri`]).
     pub path: &'a str,
     /// The raw query string, without `?` (`hash_on: query_arg`).
     pub query: Option<&'a str>,
@@ -133,70 +133,11 @@ impl HashOn {
                 .and_then(|h| cookie(h, name))
                 .map(|v| Cow::Owned(v.to_string()))
                 .or_else(|| ctx.generated_cookie.map(Cow::Borrowed)),
-            HashOn::Path => Some(nginx_uri(ctx.path)),
+            HashOn::Path => Some(silverback_config::uri::nginx_uri(ctx.path)),
             HashOn::QueryArg(name) => query_arg(ctx.query?, name).map(Cow::Owned),
             HashOn::UriCapture(name) => ctx.uri_captures?.capture(name).map(Cow::Borrowed),
         }
     }
-}
-
-/// nginx's `$uri` for a request path, which Kong hashes for `hash_on: path`: every `%XX`
-/// decoded (reserved characters too, so `%2F` is a slash), then repeated slashes merged
-/// (nginx's default `merge_slashes on`) and `.` / `..` segments resolved (a `..` above the
-/// root stays at the root; nginx refuses such a request). Bytes that are not UTF-8 after
-/// decoding are replaced (`U+FFFD`). Borrowed when there is nothing to do.
-pub fn nginx_uri(path: &str) -> Cow<'_, str> {
-    let b = path.as_bytes();
-    let plain = !b.contains(&b'%')
-        && !b.windows(2).any(|w| w == b"//" || w == b"/.")
-        && !b.starts_with(b".");
-    if plain {
-        return Cow::Borrowed(path);
-    }
-    let decoded = if b.contains(&b'%') {
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if b[i] == b'%'
-                && i + 2 < b.len()
-                && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-            {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    } else {
-        path.to_string()
-    };
-    let mut segs: Vec<&str> = Vec::new();
-    let mut trailing = false;
-    for seg in decoded.split('/') {
-        trailing = true;
-        match seg {
-            "" | "." => {}
-            ".." => {
-                segs.pop();
-            }
-            s => {
-                segs.push(s);
-                trailing = false;
-            }
-        }
-    }
-    let mut out = String::with_capacity(decoded.len());
-    for s in &segs {
-        out.push('/');
-        out.push_str(s);
-    }
-    if trailing || segs.is_empty() {
-        out.push('/');
-    }
-    Cow::Owned(out)
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -280,23 +221,6 @@ mod tests {
 
     #[test]
     fn paths_hash_as_nginx_uri() {
-        for (raw, uri) in [
-            ("/a/b", "/a/b"),
-            ("/a/b/", "/a/b/"),
-            ("/", "/"),
-            ("/a//b", "/a/b"),
-            ("/a/./b/../c", "/a/c"),
-            ("/a/%62%2Fc", "/a/b/c"),
-            ("/a/%2e%2E/b", "/b"),
-            ("/a/.", "/a/"),
-            ("/a/b/..", "/a/"),
-            ("/%41%20b%25", "/A b%"),
-            ("/x%zz%4", "/x%zz%4"),
-            ("/../a", "/a"),
-        ] {
-            assert_eq!(nginx_uri(raw), uri, "{raw}");
-        }
-        assert!(matches!(nginx_uri("/a/b.c/d"), Cow::Borrowed(_)));
         let ctx = PickContext {
             path: "/a//./x/../%62",
             ..Default::default()

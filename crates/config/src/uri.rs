@@ -78,10 +78,34 @@ fn normalize_decoded(decoded: String, merge_slashes: bool) -> String {
     }
 }
 
-/// How [`decode_escapes`] treats the escape of a character that is not reserved.
+/// nginx's `$uri` for a request path (what Kong hashes for an upstream's `hash_on: path`):
+/// every `%XX` decoded, reserved characters too (`%2F` is a slash), then repeated slashes
+/// merged (nginx's default `merge_slashes on`) and `.` / `..` segments resolved (a `..`
+/// above the root stays at the root; nginx refuses such a request). Bytes that are not UTF-8
+/// once decoded are replaced (`U+FFFD`). Borrowed when there is nothing to do.
+///
+/// ```
+/// use silverback_config::uri::nginx_uri;
+/// assert_eq!(nginx_uri("/a//%62%2Fc/./d/../e"), "/a/b/c/e");
+/// ```
+pub fn nginx_uri(path: &str) -> std::borrow::Cow<'_, str> {
+    let b = path.as_bytes();
+    let plain = !b.contains(&b'%')
+        && !b.windows(2).any(|w| w == b"//" || w == b"/.")
+        && !b.starts_with(b".");
+    if plain {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let decoded = String::from_utf8_lossy(&decode_escapes(path, Decode::Every)).into_owned();
+    std::borrow::Cow::Owned(normalize_decoded(decoded, true))
+}
+
+/// How [`decode_escapes`] treats an escape.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Decode {
-    /// Decoded (Kong's `normalize_decode`).
+    /// Every escape decoded, a reserved character's too (nginx's `$uri`).
+    Every,
+    /// Decoded, but a reserved character's (Kong's `normalize_decode`).
     All,
     /// Decoded when ASCII; a byte past ASCII stays escaped as written.
     AsciiOnly,
@@ -90,8 +114,9 @@ enum Decode {
     Regex,
 }
 
-/// Each `%XX` (hex in either case) becomes its byte, unless the byte is reserved, when the
-/// escape stays, upper-cased; `how` says what becomes of the others.
+/// Each `%XX` (hex in either case) becomes its byte, unless the byte is reserved (and `how`
+/// is not [`Decode::Every`]), when the escape stays, upper-cased; `how` says what becomes of
+/// the others.
 fn decode_escapes(path: &str, how: Decode) -> Vec<u8> {
     let b = path.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -102,7 +127,7 @@ fn decode_escapes(path: &str, how: Decode) -> Vec<u8> {
             && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
         {
             let c = h * 16 + l;
-            if is_reserved(c) {
+            if how != Decode::Every && is_reserved(c) {
                 out.extend_from_slice(&[
                     b'%',
                     b[i + 1].to_ascii_uppercase(),
@@ -245,5 +270,29 @@ mod tests {
         assert_eq!(escape("/a b"), "/a%20b");
         assert_eq!(escape("/ok/~x"), "/ok/~x");
         assert_eq!(escape("/é"), "/%C3%A9");
+    }
+
+    #[test]
+    fn nginx_uri_decodes_every_escape_merges_and_resolves() {
+        for (raw, uri) in [
+            ("/a/b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("/", "/"),
+            ("/a//b", "/a/b"),
+            ("/a/./b/../c", "/a/c"),
+            ("/a/%62%2Fc", "/a/b/c"),
+            ("/a/%2e%2E/b", "/b"),
+            ("/a/.", "/a/"),
+            ("/a/b/..", "/a/"),
+            ("/%41%20b%25", "/A b%"),
+            ("/x%zz%4", "/x%zz%4"),
+            ("/../a", "/a"),
+        ] {
+            assert_eq!(nginx_uri(raw), uri, "{raw}");
+        }
+        assert!(matches!(
+            nginx_uri("/a/b.c/d"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }
