@@ -441,10 +441,13 @@ fn kong_alias(var: &str) -> Option<String> {
         "PREFIX",
         "DNS_ORDER",
     ];
+    alias_in(var, KONG_SETTINGS, "KONG_")
+}
+
+/// `var` (`SILVERBACK_<NAME>`) under `prefix` when `<NAME>` is one of `names`.
+fn alias_in(var: &str, names: &[&str], prefix: &str) -> Option<String> {
     let rest = var.strip_prefix("SILVERBACK_")?;
-    KONG_SETTINGS
-        .contains(&rest)
-        .then(|| format!("KONG_{rest}"))
+    names.contains(&rest).then(|| format!("{prefix}{rest}"))
 }
 
 /// The `CONTROLLER_*` alias of a `SILVERBACK_*` variable, for controller flags KIC has under
@@ -487,10 +490,7 @@ fn controller_alias(var: &str) -> Option<String> {
         "KONG_ADMIN_HEADER",
         "PROXY_TIMEOUT_SECONDS",
     ];
-    let rest = var.strip_prefix("SILVERBACK_")?;
-    KIC_FLAGS
-        .contains(&rest)
-        .then(|| format!("CONTROLLER_{rest}"))
+    alias_in(var, KIC_FLAGS, "CONTROLLER_")
 }
 
 /// Rewrites an argument's environment variable to its alias (`KONG_*`, else `CONTROLLER_*`)
