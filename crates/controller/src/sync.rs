@@ -653,18 +653,7 @@ impl Syncer {
                     let changed = self.last_good.as_ref().map(|d| &d.hash) != Some(&doc.hash);
                     if accepted > 0 || (results.is_empty() && !targets.is_empty()) {
                         outcome.pushed = accepted > 0 && changed;
-                        *self
-                            .diagnostics
-                            .successful
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner()) = Some(doc.body.clone());
-                        self.last_good = Some(doc.clone());
-                        self.diagnostics
-                            .configured
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(o) = doc_objects.take() {
-                            self.last_valid_objects = Some(o);
-                        }
+                        self.settle_good(&doc, doc_objects.take());
                     }
                 }
                 if accepted == 0 && !failures.is_empty() {
@@ -762,6 +751,24 @@ impl Syncer {
         self.outcome.send_replace(Some(Arc::new(outcome)));
     }
 
+    /// `doc`, accepted by a data plane, is the last good document (served by
+    /// `/debug/config/successful`, `/readyz` ready); `objects`, when kept, are its objects'
+    /// last valid versions.
+    fn settle_good(&mut self, doc: &Arc<Document>, objects: Option<Arc<Objects>>) {
+        *self
+            .diagnostics
+            .successful
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(doc.body.clone());
+        self.last_good = Some(doc.clone());
+        self.diagnostics
+            .configured
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if objects.is_some() {
+            self.last_valid_objects = objects;
+        }
+    }
+
     /// Asks every target for its hash; pushes the newest document (see the
     /// [module documentation](self)) to those that lost their configuration (restarted
     /// empty) or did not accept it (failed push, not answering until now, newly discovered).
@@ -812,18 +819,7 @@ impl Syncer {
         // Accepted somewhere: it is the last good document now.
         let new = self.last_good.as_ref().map(|d| &d.hash) != Some(&newest.hash);
         if new {
-            *self
-                .diagnostics
-                .successful
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(newest.body.clone());
-            self.last_good = Some(newest.clone());
-            self.diagnostics
-                .configured
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            if self.newest_objects.is_some() {
-                self.last_valid_objects = self.newest_objects.clone();
-            }
+            self.settle_good(&newest, self.newest_objects.clone());
             self.pushes += 1;
         }
         let mut o = self
