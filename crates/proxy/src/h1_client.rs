@@ -1017,10 +1017,13 @@ struct Parsed {
 /// Parses an answer's head at the start of `buf`: `None` while it is incomplete, an
 /// [`InvalidAnswer`] where nginx refuses it (`limit`: nginx's `proxy_buffer_size`).
 fn parse_answer(buf: &[u8], limit: usize) -> io::Result<Option<Parsed>> {
-    let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
+    // (slots left uninitialized: the parser writes those it fills, not all 100 each time;
+    // `Response::parse`'s configuration, the default)
+    let mut inline = [const { std::mem::MaybeUninit::uninit() }; INLINE_HEADERS];
     let mut more;
-    let mut r = httparse::Response::new(&mut inline);
-    let mut status = r.parse(buf);
+    let config = httparse::ParserConfig::default();
+    let mut r = httparse::Response::new(&mut []);
+    let mut status = config.parse_response_with_uninit_headers(&mut r, buf, &mut inline);
     if let Err(httparse::Error::TooManyHeaders) = status {
         // No count limit (nginx has none): room for as many headers as the head can hold
         // lines (one too many means the head does not fit the buffer).
@@ -1028,9 +1031,9 @@ fn parse_answer(buf: &[u8], limit: usize) -> io::Result<Option<Parsed>> {
             .iter()
             .filter(|b| **b == b'\n')
             .count();
-        more = vec![httparse::EMPTY_HEADER; lines];
-        r = httparse::Response::new(&mut more);
-        status = r.parse(buf);
+        more = vec![std::mem::MaybeUninit::uninit(); lines];
+        r = httparse::Response::new(&mut []);
+        status = config.parse_response_with_uninit_headers(&mut r, buf, &mut more);
     }
     let len = match status {
         Ok(httparse::Status::Complete(n)) if n <= limit => n,

@@ -124,7 +124,8 @@ pub(crate) fn span_within(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
 /// and size as nginx's buffers do. [`Parsed::TooMany`]: more headers than this parser holds
 /// but within `max_headers` (hyper's to read; the head may not be complete yet).
 fn parse(buf: &[u8], max_headers: usize, buffers: &HeaderBuffers, spans: &mut Spans) -> Parsed {
-    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // (slots left uninitialized: the parser writes those it fills, not all 64 each time)
+    let mut hdrs = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let limit = max_headers.clamp(1, MAX_HEADERS);
     match parse_in(buf, &mut hdrs[..limit], buffers, spans) {
         Parsed::TooMany if max_headers <= MAX_HEADERS => Parsed::Refused(Refusal::TooLarge),
@@ -156,7 +157,7 @@ pub(crate) fn refusal_of(
     // for `max_headers` of them, which is not written out for every head)
     let parsed = match parse(head, max_headers, buffers, &mut spans) {
         Parsed::TooMany => {
-            let mut hdrs = vec![httparse::EMPTY_HEADER; max_headers];
+            let mut hdrs = vec![std::mem::MaybeUninit::uninit(); max_headers];
             parse_in(head, &mut hdrs, buffers, &mut spans)
         }
         p => p,
@@ -287,15 +288,18 @@ thread_local! {
 /// [`parse`] with the header slots given: more headers than slots is [`Parsed::TooMany`].
 fn parse_in<'b>(
     buf: &'b [u8],
-    hdrs: &mut [httparse::Header<'b>],
+    hdrs: &mut [std::mem::MaybeUninit<httparse::Header<'b>>],
     buffers: &HeaderBuffers,
     spans: &mut Spans,
 ) -> Parsed {
     #[cfg(test)]
     PARSED.with(|p| p.set(p.get() + buf.len()));
-    let mut req = httparse::Request::new(hdrs);
-    // (a head within nginx's first buffer is within every limit: one comparison)
-    let n = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    // (`Request::parse`'s configuration, the default; a head within nginx's first buffer is
+    // within every limit: one comparison)
+    let n = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, hdrs)
+    {
         Ok(httparse::Status::Complete(n)) => {
             if n > buffers.first
                 && let Some(why) = buffers.refusal(&buf[..n])
