@@ -3,6 +3,8 @@
 //! header; and Kong's 400 body with `flattened_errors` parsed into a rejection.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,13 +26,7 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "admin test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let (ca_cert, issuer) = common::test_ca();
 
     let server_key = rcgen::KeyPair::generate().unwrap();
     let server = rcgen::CertificateParams::new(vec!["kong-admin.test".to_string()])

@@ -409,13 +409,7 @@ async fn discovered_https_admin_endpoints_are_verified_against_the_service_pod_n
     apply_ingress_class(&admin).await;
 
     // A CA, and the data plane's admin certificate for *.dp-admin.<ns>.svc only.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "admin test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let (ca_cert, issuer) = common::test_ca();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec![format!("*.dp-admin.{ns}.svc")])
         .unwrap()

@@ -20,6 +20,18 @@ pub fn logs() {
         .try_init();
 }
 
+/// A self-signed CA for the admin API's TLS tests: its certificate, and the issuer that signs
+/// the server and client certificates.
+pub fn test_ca() -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "admin test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    (ca_cert, rcgen::Issuer::new(ca, ca_key))
+}
+
 /// One HTTP/1.1 GET; (status, body). Errors are returned as text.
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
     let fut = async {
