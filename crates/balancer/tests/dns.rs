@@ -15,6 +15,14 @@ use silverback_balancer::{
 };
 use tokio::runtime::Handle;
 
+/// Balancer options resolving through `dns` ([`resolver`]).
+fn options(dns: &DnsServer) -> Options {
+    Options {
+        resolver: Some(resolver(dns)),
+        ..Default::default()
+    }
+}
+
 fn resolver(dns: &DnsServer) -> Arc<Resolver> {
     Arc::new(Resolver::new(ResolverOptions {
         nameservers: Some(vec![dns.addr]),
@@ -39,10 +47,7 @@ async fn hostname_targets_follow_dns() {
     let cfg = config(
         "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: svc.test:9000\n    weight: 10\n  - target: missing.test:9000\n",
     );
-    let opts = Options {
-        resolver: Some(resolver(&dns)),
-        ..Default::default()
-    };
+    let opts = options(&dns);
     let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
     assert!(
         bs.ready(Duration::from_secs(5)).await,
@@ -97,10 +102,7 @@ async fn service_hosts_resolve_through_the_ttl_cache() {
     let cfg = config(
         "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: 127.0.0.1:1\n",
     );
-    let opts = Options {
-        resolver: Some(resolver(&dns)),
-        ..Default::default()
-    };
+    let opts = options(&dns);
     let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
     let ctx = PickContext::default();
     let p1 = bs.peer("api.test", 8080, &ctx, &[]).await.expect("peer");
@@ -162,10 +164,7 @@ async fn srv_targets_use_record_ports_weights_and_names() {
     dns.set("a.test", &["127.0.22.1"]);
     dns.set("b.test", &["127.0.22.2"]);
     dns.set_srv("srv.test", &[(0, 9001, "a.test"), (3, 9002, "b.test")]);
-    let opts = Options {
-        resolver: Some(resolver(&dns)),
-        ..Default::default()
-    };
+    let opts = options(&dns);
     for use_srv_name in [false, true] {
         let cfg = config(&format!(
             "_format_version: '3.0'\nupstreams:\n- name: up\n  use_srv_name: {use_srv_name}\n  targets:\n  - target: srv.test:80\n"
@@ -292,10 +291,7 @@ async fn the_dns_refresher_reports_its_runs_as_a_timer() {
     let cfg = config(
         "_format_version: '3.0'\nupstreams:\n- name: refresh-timer\n  targets:\n  - target: ok.test:9000\n  - target: gone.test:9000\n",
     );
-    let opts = Options {
-        resolver: Some(resolver(&dns)),
-        ..Default::default()
-    };
+    let opts = options(&dns);
     let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
     assert!(bs.ready(Duration::from_secs(5)).await);
     let job = || {
@@ -422,10 +418,7 @@ async fn srv_weights_count_once_per_record_and_only_the_best_priority() {
             (20, 50, 9003, "backup.test"),
         ],
     );
-    let opts = Options {
-        resolver: Some(resolver(&dns)),
-        ..Default::default()
-    };
+    let opts = options(&dns);
     let cfg = config(
         "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: srv.test:80\n",
     );
@@ -468,10 +461,7 @@ async fn new_hostname_targets_are_waited_for_and_resolved_apart() {
     let cfg = config(
         "_format_version: '3.0'\nupstreams:\n- name: up\n  targets:\n  - target: a.silent.test:9000\n  - target: fast.test:9000\n",
     );
-    let opts = Options {
-        resolver: Some(resolver(&dns)),
-        ..Default::default()
-    };
+    let opts = options(&dns);
     let bs = Balancers::build_with(&cfg, None, &Handle::current(), &opts).expect("build");
     let started = std::time::Instant::now();
     let p = bs

@@ -1098,6 +1098,23 @@ services:
     }
 }
 
+/// The gateway's settings on loopback, resolving hostnames through the name server `ns`
+/// with `timeout` per query.
+fn resolving_through(ns: std::net::SocketAddr, timeout: Duration) -> silverback_proxy::Settings {
+    let resolver = silverback_balancer::Resolver::new(silverback_balancer::ResolverOptions {
+        nameservers: Some(vec![ns]),
+        timeout,
+        ..Default::default()
+    });
+    silverback_proxy::Settings {
+        balancer: silverback_balancer::Options {
+            resolver: Some(std::sync::Arc::new(resolver)),
+            ..Default::default()
+        },
+        ..silverback_proxy::Settings::loopback()
+    }
+}
+
 /// A name server on loopback that answers every query with `rcode` (2: SERVFAIL, 3:
 /// NXDOMAIN), the question echoed, no records.
 async fn failing_name_server(rcode: u8) -> std::net::SocketAddr {
@@ -1145,18 +1162,7 @@ async fn a_failed_lookup_is_kongs_503_or_500() {
         ),
     ] {
         let ns = failing_name_server(rcode).await;
-        let resolver = silverback_balancer::Resolver::new(silverback_balancer::ResolverOptions {
-            nameservers: Some(vec![ns]),
-            timeout: Duration::from_millis(500),
-            ..Default::default()
-        });
-        let settings = silverback_proxy::Settings {
-            balancer: silverback_balancer::Options {
-                resolver: Some(std::sync::Arc::new(resolver)),
-                ..Default::default()
-            },
-            ..silverback_proxy::Settings::loopback()
-        };
+        let settings = resolving_through(ns, Duration::from_millis(500));
         let cfg = "_format_version: \"3.0\"\nservices:\n- {name: s, host: api.test, port: 80, routes: [{name: r, paths: [/]}]}\n";
         let g = Gw::start_with(settings, Some(cfg)).await;
         let r = H1::connect(g.http).await.get("x", "/").await;
@@ -1224,18 +1230,7 @@ async fn a_new_hostname_target_is_waited_for() {
         .run()
         .await;
     let ns = slow_name_server([127, 0, 0, 16], Duration::from_millis(300)).await;
-    let resolver = silverback_balancer::Resolver::new(silverback_balancer::ResolverOptions {
-        nameservers: Some(vec![ns]),
-        timeout: Duration::from_secs(2),
-        ..Default::default()
-    });
-    let settings = silverback_proxy::Settings {
-        balancer: silverback_balancer::Options {
-            resolver: Some(std::sync::Arc::new(resolver)),
-            ..Default::default()
-        },
-        ..silverback_proxy::Settings::loopback()
-    };
+    let settings = resolving_through(ns, Duration::from_secs(2));
     let cfg = format!(
         "_format_version: \"3.0\"\nupstreams:\n- name: pool\n  targets:\n  - target: slow.test:{}\nservices:\n- {{name: s, host: pool, routes: [{{name: r, paths: [/]}}]}}\n",
         b.addr.port()
