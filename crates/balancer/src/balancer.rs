@@ -94,8 +94,9 @@ pub struct Peer {
     /// The upstream's `host_header`, which replaces [`Peer::hostname`] in Host and SNI.
     pub host_header: Option<Arc<str>>,
     /// A cookie to set on the response (`hash_on: cookie` without a cookie). On a retry,
-    /// pass its value as [`PickContext::generated_cookie`].
-    pub set_cookie: Option<SetCookie>,
+    /// pass its value as [`PickContext::generated_cookie`]. (Boxed: a peer moves through
+    /// each step of a request, and the cookie is rare.)
+    pub set_cookie: Option<Box<SetCookie>>,
     inner: PeerInner,
 }
 
@@ -630,7 +631,7 @@ impl Balancer {
     }
 
     /// The hash of a request, and the cookie to set when one had to be generated.
-    fn hash(&self, ctx: &PickContext<'_>) -> (u64, Option<SetCookie>) {
+    fn hash(&self, ctx: &PickContext<'_>) -> (u64, Option<Box<SetCookie>>) {
         if let Some(v) = self
             .spec
             .hash_on
@@ -644,11 +645,11 @@ impl Balancer {
             let h = hash_value(&value);
             return (
                 h,
-                Some(SetCookie {
+                Some(Box::new(SetCookie {
                     name: Arc::clone(name),
                     value,
                     path: Arc::clone(path),
-                }),
+                })),
             );
         }
         (hash_value(""), None)

@@ -54,9 +54,6 @@ impl ProxyBody {
 /// An upstream response body: hyper's (upgraded connections), an HTTP/2 upstream's
 /// ([`H2Body`]), or read from an HTTP/1.1 connection ([`RawBody`]); the last two give
 /// their connection back to the pool at their end.
-// The HTTP/1.1 body, the common one, holds its connection inline: boxing it would cost an
-// allocation per request, more than moving the few hundred bytes.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum UpBody {
     /// From hyper's client.
@@ -121,7 +118,9 @@ impl Body for UpBody {
 #[derive(Debug)]
 pub struct H2Body {
     inner: Incoming,
-    conn: Option<(Arc<Pool>, H2Conn)>,
+    /// (boxed: it keeps [`UpBody`], which moves through each phase of every request, as
+    /// small as an HTTP/1.1 body)
+    conn: Option<Box<(Arc<Pool>, H2Conn)>>,
     /// Whether hyper took the request body's last part.
     request: RequestSent,
 }
@@ -131,7 +130,7 @@ impl H2Body {
     pub fn new(inner: Incoming, pool: Arc<Pool>, conn: H2Conn, request: RequestSent) -> H2Body {
         let mut b = H2Body {
             inner,
-            conn: Some((pool, conn)),
+            conn: Some(Box::new((pool, conn))),
             request,
         };
         if b.inner.is_end_stream() {
@@ -144,9 +143,10 @@ impl H2Body {
     /// by then too (as nginx keeps one only once the request body was sent), else closed.
     /// (A client body that failed never has its last part taken.)
     fn finish(&mut self) {
-        if let Some((pool, conn)) = self.conn.take()
+        if let Some(held) = self.conn.take()
             && self.request.taken()
         {
+            let (pool, conn) = *held;
             pool.put_h2(conn);
         }
     }

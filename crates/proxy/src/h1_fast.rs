@@ -744,7 +744,7 @@ where
                 // after it would write it at once anyway)
                 let slot = slot.as_ref().filter(|_| !close);
                 (
-                    write_response(&mut io, &mut out, slot, resp, head_only, connection, stats)
+                    write_response(&mut io, &mut out, slot, *resp, head_only, connection, stats)
                         .await,
                     close,
                 )
@@ -888,7 +888,7 @@ async fn write_raw<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Vec<u8>,
     slot: Option<&crate::batch_write::Slot>,
-    a: RawAnswer,
+    a: Box<RawAnswer>,
     head_only: bool,
     connection: &[u8],
     stats: Option<Arc<RouteStats>>,

@@ -473,95 +473,103 @@ pub(crate) fn response_head_len(r: &Response<ProxyBody>) -> u64 {
 /// request that matched a route, its counters, on which the writer counts the answer's head
 /// bytes and a complete body's bytes as it sends them (a streamed body counts its own,
 /// [`ProxyBody::attach_log`]).
-pub(crate) async fn handle(
+// (an `async` block on purpose: see the comment at its start)
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn handle(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
     req: Request<Option<crate::discard::Unread>>,
     head_bytes: u64,
     client: Option<&mut ClientHead>,
-) -> (Answer, Option<Arc<RouteStats>>) {
-    sh.metrics.requests.fetch_add(1, Relaxed);
-    let present = Present::of(req.headers());
-    let mut cx = Ctx {
-        start: Instant::now(),
-        rid: request_id(),
-        format: Format::Json,
-        nginx_format: sh.settings.error_default_type,
-        stats: None,
-        proxied: false,
-        past_access: false,
-        access_end: None,
-        service_h2: false,
-        head_bytes,
-        upstream: None,
-        done: false,
-        tunnelled: false,
-    };
-    if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
-        cx.format = Format::negotiate(req.headers(), req.version() == Version::HTTP_2);
-        cx.nginx_format = Format::nginx_error(
-            req.headers(),
-            sh.settings.error_default_type,
-            req.version() == Version::HTTP_2,
-        );
-    }
-    let mut unanswered: Option<StatusCode> = None;
-    let resp = match proxy(sh, conn, (req, client), present, &mut cx).await {
-        Ok(r) => r,
-        Err(e) => {
-            match e.source {
-                Source::Upstream => {
-                    tracing::warn!(request_id = ?cx.rid, error = %e, "upstream failure")
-                }
-                Source::Internal => {
-                    tracing::error!(request_id = ?cx.rid, error = %e, "internal failure")
-                }
-                Source::Downstream => {
-                    tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
-                }
-            }
-            // A body that stalled past `client_body_timeout`, or whose connection ended:
-            // nginx terminates the request and closes the connection without an answer;
-            // its 408 or 400 is still logged and counted (`ngx_http_terminate_request` sets
-            // the status), here below.
-            if matches!(e.kind, Kind::RequestTimeout | Kind::ClientLeft) {
-                unanswered = Some(e.kind.status());
-                Answer::Map(crate::error::unanswered())
-            } else {
-                Answer::Map(error_answer(sh, &cx, e))
-            }
+) -> impl std::future::Future<Output = (Answer, Option<Arc<RouteStats>>)> {
+    // An `async` block, not an `async fn`, here and in the phases it calls (`proxy`,
+    // `send`): an `async fn` copies each argument it takes by value into the future's own
+    // locals before it starts (the request, its parts, its body: a few hundred bytes each,
+    // for every request); an `async` block uses them where they were captured.
+    async move {
+        sh.metrics.requests.fetch_add(1, Relaxed);
+        let present = Present::of(req.headers());
+        let mut cx = Ctx {
+            start: Instant::now(),
+            rid: request_id(),
+            format: Format::Json,
+            nginx_format: sh.settings.error_default_type,
+            stats: None,
+            proxied: false,
+            past_access: false,
+            access_end: None,
+            service_h2: false,
+            head_bytes,
+            upstream: None,
+            done: false,
+            tunnelled: false,
+        };
+        if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
+            cx.format = Format::negotiate(req.headers(), req.version() == Version::HTTP_2);
+            cx.nginx_format = Format::nginx_error(
+                req.headers(),
+                sh.settings.error_default_type,
+                req.version() == Version::HTTP_2,
+            );
         }
-    };
-    cx.done = true;
-    // Kong's exporter counts only requests that matched a route
-    let Some(stats) = cx.stats.take() else {
-        return (resp, None);
-    };
-    if !cx.proxied {
-        let status = unanswered.unwrap_or(resp.status());
-        // an unanswered 408 or 400 is no error page of Kong's: past the access phase its
-        // source is the service's (`kong.response.get_source()`)
-        stats.response(status.as_u16(), unanswered.is_some() && cx.past_access);
+        let mut unanswered: Option<StatusCode> = None;
+        let resp = match proxy(sh, conn, (req, client), present, &mut cx).await {
+            Ok(r) => r,
+            Err(e) => {
+                match e.source {
+                    Source::Upstream => {
+                        tracing::warn!(request_id = ?cx.rid, error = %e, "upstream failure")
+                    }
+                    Source::Internal => {
+                        tracing::error!(request_id = ?cx.rid, error = %e, "internal failure")
+                    }
+                    Source::Downstream => {
+                        tracing::debug!(request_id = ?cx.rid, error = %e, "bad request")
+                    }
+                }
+                // A body that stalled past `client_body_timeout`, or whose connection ended:
+                // nginx terminates the request and closes the connection without an answer;
+                // its 408 or 400 is still logged and counted (`ngx_http_terminate_request` sets
+                // the status), here below.
+                if matches!(e.kind, Kind::RequestTimeout | Kind::ClientLeft) {
+                    unanswered = Some(e.kind.status());
+                    crate::error::unanswered().into()
+                } else {
+                    error_answer(sh, &cx, e).into()
+                }
+            }
+        };
+        cx.done = true;
+        // Kong's exporter counts only requests that matched a route
+        let Some(stats) = cx.stats.take() else {
+            return (resp, None);
+        };
+        if !cx.proxied {
+            let status = unanswered.unwrap_or(resp.status());
+            // an unanswered 408 or 400 is no error page of Kong's: past the access phase its
+            // source is the service's (`kong.response.get_source()`)
+            stats.response(status.as_u16(), unanswered.is_some() && cx.past_access);
+        }
+        let mut resp = resp;
+        let body = match &mut resp {
+            Answer::Map(r) => r.body_mut(),
+            Answer::Raw(a) => &mut a.body,
+        };
+        if matches!(body, ProxyBody::Upstream(_)) && unanswered.is_none() {
+            // the latencies end with the streamed body
+            body.attach_log(Log::new(stats.clone(), cx.start, cx.latencies()));
+        } else if cx.tunnelled {
+            // (recorded when the tunnel ends)
+        } else {
+            // a complete body: sent in one write, its time not waited for
+            stats.answered(ms(cx.start.elapsed()), cx.latencies());
+        }
+        if unanswered.is_some() {
+            // (nothing is sent)
+            return (resp, None);
+        }
+        (resp, Some(stats))
     }
-    let mut resp = resp;
-    let body = match &mut resp {
-        Answer::Map(r) => r.body_mut(),
-        Answer::Raw(a) => &mut a.body,
-    };
-    if matches!(body, ProxyBody::Upstream(_)) && unanswered.is_none() {
-        // the latencies end with the streamed body
-        body.attach_log(Log::new(stats.clone(), cx.start, cx.latencies()));
-    } else if cx.tunnelled {
-        // (recorded when the tunnel ends)
-    } else {
-        // a complete body: sent in one write, its time not waited for
-        stats.answered(ms(cx.start.elapsed()), cx.latencies());
-    }
-    if unanswered.is_some() {
-        // (nothing is sent)
-        return (resp, None);
-    }
-    (resp, Some(stats))
 }
 
 /// The answer to a request that failed with `e` before the upstream answered (Kong's or
@@ -1190,8 +1198,8 @@ fn path_value(p: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(p).ok()
 }
 
-#[allow(clippy::too_many_lines)]
-async fn proxy(
+#[allow(clippy::too_many_lines, clippy::manual_async_fn)]
+fn proxy(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
     (mut req, mut client_head): (
@@ -1200,359 +1208,365 @@ async fn proxy(
     ),
     present: Present,
     cx: &mut Ctx,
-) -> Result<Answer, Error> {
-    // --- rewrite ---
-    let content_length = if !present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
-        && !present.repeated
-    {
-        // no framing header, and no name given twice (a second Host, say)
-        None
-    } else if req.version() <= Version::HTTP_11 {
-        check_framing(req.headers())?
-    } else {
-        req.headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-    };
-    // the client's hosts, read once: `Host` for routing and `preserve_host`, and the
-    // request line's host before it for `X-Forwarded-Host` (see `client_hosts`)
-    let (client_host, line_host) = client_hosts(&req);
-    // RFC 9112 §3.2: an HTTP/1.1 request without a `Host` header (an absolute-form target
-    // does not stand for it), or any request with an invalid host in either place, is
-    // refused (as nginx does); so is an HTTP/2 request with neither `:authority` nor `Host`
-    // (nginx's check is for every version past 1.0)
-    if (match &client_host {
-        None => req.version() >= Version::HTTP_11,
-        Some(h) => !valid_host(h.as_bytes()),
-    }) || line_host
-        .as_ref()
-        .is_some_and(|h| !valid_host(h.as_bytes()))
-    {
-        return Err(Error::downstream(Kind::BadRequest));
-    }
-    // HTTP/1 heads had their request line checked before they were parsed into a request;
-    // an HTTP/2 request's method and `:path` are checked here, as nginx's HTTP/2 module
-    // checks them
-    if req.version() == Version::HTTP_2
-        && let Some(kind) = h2_refusal(&req)
-    {
-        return Err(Error::downstream(kind));
-    }
-    // (the body's size once the head was found good, as nginx checks it in its find-config
-    // phase, after the head's own checks)
-    let max = sh.settings.client_max_body_size;
-    if max > 0 && content_length.is_some_and(|n| n > max) {
-        return Err(Error::downstream(Kind::PayloadTooLarge));
-    }
+) -> impl std::future::Future<Output = Result<Answer, Error>> {
+    // (an `async` block, not an `async fn`: see [`handle`])
+    async move {
+        // --- rewrite ---
+        let content_length = if !present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
+            && !present.repeated
+        {
+            // no framing header, and no name given twice (a second Host, say)
+            None
+        } else if req.version() <= Version::HTTP_11 {
+            check_framing(req.headers())?
+        } else {
+            req.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        };
+        // the client's hosts, read once: `Host` for routing and `preserve_host`, and the
+        // request line's host before it for `X-Forwarded-Host` (see `client_hosts`)
+        let (client_host, line_host) = client_hosts(&req);
+        // RFC 9112 §3.2: an HTTP/1.1 request without a `Host` header (an absolute-form target
+        // does not stand for it), or any request with an invalid host in either place, is
+        // refused (as nginx does); so is an HTTP/2 request with neither `:authority` nor `Host`
+        // (nginx's check is for every version past 1.0)
+        if (match &client_host {
+            None => req.version() >= Version::HTTP_11,
+            Some(h) => !valid_host(h.as_bytes()),
+        }) || line_host
+            .as_ref()
+            .is_some_and(|h| !valid_host(h.as_bytes()))
+        {
+            return Err(Error::downstream(Kind::BadRequest));
+        }
+        // HTTP/1 heads had their request line checked before they were parsed into a request;
+        // an HTTP/2 request's method and `:path` are checked here, as nginx's HTTP/2 module
+        // checks them
+        if req.version() == Version::HTTP_2
+            && let Some(kind) = h2_refusal(&req)
+        {
+            return Err(Error::downstream(kind));
+        }
+        // (the body's size once the head was found good, as nginx checks it in its find-config
+        // phase, after the head's own checks)
+        let max = sh.settings.client_max_body_size;
+        if max > 0 && content_length.is_some_and(|n| n > max) {
+            return Err(Error::downstream(Kind::PayloadTooLarge));
+        }
 
-    // --- route ---
-    // (nginx's `realip` runs before anything: routes match the real client's address)
-    let trusted = sh.settings.is_trusted(conn.peer.ip());
-    let client = real_addr(sh, conn, req.headers(), trusted);
-    let snap = sh.snapshot.load_full();
-    let scheme = if conn.tls {
-        Scheme::Https
-    } else {
-        Scheme::Http
-    };
-    let m = {
-        // (UTF-8 past ASCII included, as atc-router takes any UTF-8 string; one that is not
-        // matches nothing where a route reads hosts, as atc-router refuses the value)
-        let host = match &client_host {
-            None => Some(""),
-            Some(v) => v
-                .to_str()
-                .ok()
-                .or_else(|| std::str::from_utf8(v.as_bytes()).ok()),
+        // --- route ---
+        // (nginx's `realip` runs before anything: routes match the real client's address)
+        let trusted = sh.settings.is_trusted(conn.peer.ip());
+        let client = real_addr(sh, conn, req.headers(), trusted);
+        let snap = sh.snapshot.load_full();
+        let scheme = if conn.tls {
+            Scheme::Https
+        } else {
+            Scheme::Http
         };
-        let host = match host {
-            Some(h) => h,
-            None if snap.router.reads_host() => return Err(Error::downstream(Kind::NoRoute)),
-            None => "",
+        let m = {
+            // (UTF-8 past ASCII included, as atc-router takes any UTF-8 string; one that is not
+            // matches nothing where a route reads hosts, as atc-router refuses the value)
+            let host = match &client_host {
+                None => Some(""),
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .or_else(|| std::str::from_utf8(v.as_bytes()).ok()),
+            };
+            let host = match host {
+                Some(h) => h,
+                None if snap.router.reads_host() => return Err(Error::downstream(Kind::NoRoute)),
+                None => "",
+            };
+            let view = RequestView {
+                method: req.method().as_str(),
+                scheme,
+                host,
+                port: conn.client_port,
+                path: req.uri().path(),
+                headers: req.headers(),
+                sni: conn.sni.as_deref(),
+                src: Some(client),
+                dst: Some(conn.local),
+                query: req.uri().query(),
+            };
+            snap.router.find(&view)
         };
-        let view = RequestView {
-            method: req.method().as_str(),
-            scheme,
-            host,
-            port: conn.client_port,
-            path: req.uri().path(),
-            headers: req.headers(),
-            sni: conn.sni.as_deref(),
-            src: Some(client),
-            dst: Some(conn.local),
-            query: req.uri().query(),
+        let Some(m) = m else {
+            return Err(Error::downstream(Kind::NoRoute));
         };
-        snap.router.find(&view)
-    };
-    let Some(m) = m else {
-        return Err(Error::downstream(Kind::NoRoute));
-    };
-    let route = m.route;
-    let stats = snap.route_stats(&sh.metrics, route, m.service);
-    // the head now, the body's bytes as they are read ([`crate::upstream::ClientBody`])
-    stats.ingress(cx.head_bytes);
-    cx.stats = Some(stats.clone());
+        let route = m.route;
+        let stats = snap.route_stats(&sh.metrics, route, m.service);
+        // the head now, the body's bytes as they are read ([`crate::upstream::ClientBody`])
+        stats.ingress(cx.head_bytes);
+        cx.stats = Some(stats.clone());
 
-    // --- access ---
-    // The forwarded values, as header values: the client's own when it is trusted, else
-    // what this node saw. Most are shared with the client's head or the connection (no
-    // copy); an empty value removes the header; a trusted client's value passes as its
-    // bytes came (text or not), as Kong's `get_header` passes it.
-    // (read only from a trusted client: no call at all for the others)
-    let [c_proto, c_host, c_port, c_path, c_prefix] = if trusted {
-        [
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-            &X_FORWARDED_PORT,
-            &X_FORWARDED_PATH,
-            &X_FORWARDED_PREFIX,
-        ]
-        .map(|n| req.headers().get(n.name()).cloned())
-    } else {
-        [None, None, None, None, None]
-    };
-    let fwd_proto = c_proto.unwrap_or_else(|| match scheme {
-        Scheme::Http => HTTP_VALUE.clone(),
-        Scheme::Https => HTTPS_VALUE.clone(),
-    });
-    let fwd_https = fwd_proto.as_bytes() == b"https";
-    let fwd_host = match c_host {
-        Some(v) => Some(v),
-        None => forwarded_host(line_host.as_ref()),
-    };
-    let fwd_port = c_port.unwrap_or_else(|| conn.local_port.clone());
-    let fwd_path = match c_path {
-        Some(v) => Some(v),
-        None => path_value(req.uri().path()),
-    };
-    let fwd_prefix = match c_prefix {
-        Some(p) => Some(p),
-        None => m
-            .stripped_prefix
-            .as_deref()
-            .filter(|p| *p != "/" && !p.is_empty())
-            .and_then(|p| HeaderValue::from_str(p).ok()),
-    };
-    if has_proto(route, Protocol::Https) && !has_proto(route, Protocol::Http) && !fwd_https {
-        let code = route.https_redirect_status_code;
-        if code == 426 {
-            let mut r = response_error(
-                sh,
-                cx,
-                StatusCode::UPGRADE_REQUIRED,
-                "Please use HTTPS protocol",
-            );
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            r.headers_mut().insert(
-                header::UPGRADE,
-                HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
-            );
-            return Ok(r.into());
-        }
-        let uri = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let mut r = Response::new(ProxyBody::empty());
-        *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-        let fwd_host = fwd_host.as_ref().map_or(&b""[..], HeaderValue::as_bytes);
-        let location = [&b"https://"[..], fwd_host, uri.as_bytes()].concat();
-        if let Ok(v) = HeaderValue::from_bytes(&location) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        kong_headers(sh, cx, r.headers_mut());
-        return Ok(r.into());
-    }
-    // gRPC routes take gRPC over HTTP/2 only (Kong checks this for gRPC routes alone: a
-    // gRPC-looking request on an http route is proxied as it is)
-    if has_proto(route, Protocol::Grpc) || has_proto(route, Protocol::Grpcs) {
-        let is_grpc = present.has(Present::CONTENT_TYPE)
-            && req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("application/grpc"));
-        if !is_grpc {
-            return Ok(response_error(
-                sh,
-                cx,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Non-gRPC request matched gRPC route",
-            )
-            .into());
-        }
-        if req.version() != Version::HTTP_2 {
-            let mut r = response_error(
-                sh,
-                cx,
-                StatusCode::UPGRADE_REQUIRED,
-                "Please use HTTP2 protocol",
-            );
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            r.headers_mut()
-                .insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
-            return Ok(r.into());
-        }
-        if !has_proto(route, Protocol::Grpc) && !fwd_https {
+        // --- access ---
+        // The forwarded values, as header values: the client's own when it is trusted, else
+        // what this node saw. Most are shared with the client's head or the connection (no
+        // copy); an empty value removes the header; a trusted client's value passes as its
+        // bytes came (text or not), as Kong's `get_header` passes it.
+        // (read only from a trusted client: no call at all for the others)
+        let [c_proto, c_host, c_port, c_path, c_prefix] = if trusted {
+            [
+                &X_FORWARDED_PROTO,
+                &X_FORWARDED_HOST,
+                &X_FORWARDED_PORT,
+                &X_FORWARDED_PATH,
+                &X_FORWARDED_PREFIX,
+            ]
+            .map(|n| req.headers().get(n.name()).cloned())
+        } else {
+            [None, None, None, None, None]
+        };
+        let fwd_proto = c_proto.unwrap_or_else(|| match scheme {
+            Scheme::Http => HTTP_VALUE.clone(),
+            Scheme::Https => HTTPS_VALUE.clone(),
+        });
+        let fwd_https = fwd_proto.as_bytes() == b"https";
+        let fwd_host = match c_host {
+            Some(v) => Some(v),
+            None => forwarded_host(line_host.as_ref()),
+        };
+        let fwd_port = c_port.unwrap_or_else(|| conn.local_port.clone());
+        let fwd_path = match c_path {
+            Some(v) => Some(v),
+            None => path_value(req.uri().path()),
+        };
+        let fwd_prefix = match c_prefix {
+            Some(p) => Some(p),
+            None => m
+                .stripped_prefix
+                .as_deref()
+                .filter(|p| *p != "/" && !p.is_empty())
+                .and_then(|p| HeaderValue::from_str(p).ok()),
+        };
+        if has_proto(route, Protocol::Https) && !has_proto(route, Protocol::Http) && !fwd_https {
+            let code = route.https_redirect_status_code;
+            if code == 426 {
+                let mut r = response_error(
+                    sh,
+                    cx,
+                    StatusCode::UPGRADE_REQUIRED,
+                    "Please use HTTPS protocol",
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                r.headers_mut().insert(
+                    header::UPGRADE,
+                    HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+                );
+                return Ok(r.into());
+            }
+            let uri = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
             let mut r = Response::new(ProxyBody::empty());
-            grpc_headers(
-                r.headers_mut(),
-                StatusCode::OK,
-                "gRPC request matched gRPCs route",
-            );
-            r.headers_mut()
-                .insert("grpc-status", HeaderValue::from_static("1"));
+            *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            let fwd_host = fwd_host.as_ref().map_or(&b""[..], HeaderValue::as_bytes);
+            let location = [&b"https://"[..], fwd_host, uri.as_bytes()].concat();
+            if let Ok(v) = HeaderValue::from_bytes(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
             kong_headers(sh, cx, r.headers_mut());
             return Ok(r.into());
         }
-    }
-    let Some(service) = m.service else {
-        return Err(Error::new(Kind::NoService, Source::Internal));
-    };
-
-    // --- upstream request ---
-    // (hyper upgrades HTTP/1.1 connections only; a gRPC service takes no upgrade: Kong's
-    // `@grpc` location passes the request on as gRPC, its `Upgrade` dropped)
-    let grpc_service = is_h2(service.protocol);
-    let upgrade = req.version() == Version::HTTP_11
-        && !grpc_service
-        && present.has(Present::UPGRADE)
-        && is_websocket(req.headers());
-    let client_upgrade = if upgrade {
-        Some(hyper::upgrade::on(&mut req))
-    } else {
-        None
-    };
-    // Whether the client sent a body, even an empty one (a length, chunks, an HTTP/2 stream
-    // its headers did not end): nginx then sends the upstream a `Content-Length`, and
-    // without one none, whatever the method.
-    let framed = present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
-        || body_pending(req.body().as_ref().and_then(crate::discard::Unread::get));
-    let (mut parts, body) = req.into_parts();
-    // A gRPC service gets the client's target as it came: Kong's `@grpc` location passes
-    // to `grpc_pass` without a URI, so nginx sends the request's unparsed URI (no
-    // `strip_path`, `path_handling` or service `path`).
-    let pq = if grpc_service {
-        parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string())
-    } else {
-        let mut pq = escape_path(&m.upstream_path).into_owned();
-        if let Some(q) = parts.uri.query() {
-            pq.push('?');
-            pq.push_str(q);
+        // gRPC routes take gRPC over HTTP/2 only (Kong checks this for gRPC routes alone: a
+        // gRPC-looking request on an http route is proxied as it is)
+        if has_proto(route, Protocol::Grpc) || has_proto(route, Protocol::Grpcs) {
+            let is_grpc = present.has(Present::CONTENT_TYPE)
+                && req
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("application/grpc"));
+            if !is_grpc {
+                return Ok(response_error(
+                    sh,
+                    cx,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "Non-gRPC request matched gRPC route",
+                )
+                .into());
+            }
+            if req.version() != Version::HTTP_2 {
+                let mut r = response_error(
+                    sh,
+                    cx,
+                    StatusCode::UPGRADE_REQUIRED,
+                    "Please use HTTP2 protocol",
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                r.headers_mut()
+                    .insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
+                return Ok(r.into());
+            }
+            if !has_proto(route, Protocol::Grpc) && !fwd_https {
+                let mut r = Response::new(ProxyBody::empty());
+                grpc_headers(
+                    r.headers_mut(),
+                    StatusCode::OK,
+                    "gRPC request matched gRPCs route",
+                );
+                r.headers_mut()
+                    .insert("grpc-status", HeaderValue::from_static("1"));
+                kong_headers(sh, cx, r.headers_mut());
+                return Ok(r.into());
+            }
         }
-        pq
-    };
-    let client_version = parts.version;
-    let h = &mut parts.headers;
-    if client_version == Version::HTTP_2 {
-        join_cookies(h);
-    }
-    let te_trailers = present.has(Present::TE)
-        && h.get(header::TE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            });
-    // Kong sends its `Via` upstream whatever `headers` says, after the client's. The
-    // client's `Via` and `X-Forwarded-For` are read before the hop-by-hop headers go, as
-    // Kong reads them (`access.before`, where `Connection`-listed names are cleared in
-    // `access.after`); of a repeated one, the first line, as Kong 3.6+'s `get_header` takes
-    // it (nginx 1.25 would join them; Kong chose the first value).
-    let via = match client_version {
-        Version::HTTP_11 => sh.via_h1.clone(),
-        Version::HTTP_2 => sh.via_h2.clone(),
-        v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
-            .unwrap_or_else(|_| sh.via_h1.clone()),
-    };
-    let via = match present
-        .has(Present::VIA)
-        .then(|| h.get(header::VIA))
-        .flatten()
-    {
-        Some(prev) => appended(prev, &via),
-        None => Some(via),
-    };
-    let client_xff = present
-        .has(Present::X_FORWARDED_FOR)
-        .then(|| h.get(X_FORWARDED_FOR.name()).cloned())
-        .flatten();
-    strip_hop_by_hop(h, upgrade, client_head.as_deref_mut());
-    // The headers the gateway sets (Kong's `proxy_set_header`s), beside the client's head:
-    // they replace the client's of the same names when the upstream request is written,
-    // and are written before them, in the order of Kong's template (`TE`, `Via`, `Host`,
-    // `Upgrade`, `Connection`, `X-Forwarded-*`, `X-Real-IP`, `X-Kong-Request-Id`), as nginx
-    // writes its `proxy_set_header`s.
-    let mut set = SetHeaders::with_capacity(12);
-    set.set(
-        &TE,
-        te_trailers.then(|| HeaderValue::from_static("trailers")),
-    );
-    set.set(&VIA, via);
-    set.host_here();
-    // (Kong's `$upstream_upgrade` and `$upstream_connection`, which its access phase sets to
-    // `keep-alive` for any other request; a gRPC service's `grpc_pass` sends neither, HTTP/2
-    // having no such header)
-    if upgrade {
-        set.set(&UPGRADE, Some(HeaderValue::from_static("websocket")));
+        let Some(service) = m.service else {
+            return Err(Error::new(Kind::NoService, Source::Internal));
+        };
+
+        // --- upstream request ---
+        // (hyper upgrades HTTP/1.1 connections only; a gRPC service takes no upgrade: Kong's
+        // `@grpc` location passes the request on as gRPC, its `Upgrade` dropped)
+        let grpc_service = is_h2(service.protocol);
+        let upgrade = req.version() == Version::HTTP_11
+            && !grpc_service
+            && present.has(Present::UPGRADE)
+            && is_websocket(req.headers());
+        let client_upgrade = if upgrade {
+            Some(hyper::upgrade::on(&mut req))
+        } else {
+            None
+        };
+        // Whether the client sent a body, even an empty one (a length, chunks, an HTTP/2 stream
+        // its headers did not end): nginx then sends the upstream a `Content-Length`, and
+        // without one none, whatever the method.
+        let framed = present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
+            || body_pending(req.body().as_ref().and_then(crate::discard::Unread::get));
+        let (mut parts, body) = req.into_parts();
+        // A gRPC service gets the client's target as it came: Kong's `@grpc` location passes
+        // to `grpc_pass` without a URI, so nginx sends the request's unparsed URI (no
+        // `strip_path`, `path_handling` or service `path`).
+        let pq = if grpc_service {
+            parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string())
+        } else {
+            let mut pq = escape_path(&m.upstream_path).into_owned();
+            if let Some(q) = parts.uri.query() {
+                pq.push('?');
+                pq.push_str(q);
+            }
+            pq
+        };
+        let client_version = parts.version;
+        let h = &mut parts.headers;
+        if client_version == Version::HTTP_2 {
+            join_cookies(h);
+        }
+        let te_trailers = present.has(Present::TE)
+            && h.get(header::TE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                });
+        // Kong sends its `Via` upstream whatever `headers` says, after the client's. The
+        // client's `Via` and `X-Forwarded-For` are read before the hop-by-hop headers go, as
+        // Kong reads them (`access.before`, where `Connection`-listed names are cleared in
+        // `access.after`); of a repeated one, the first line, as Kong 3.6+'s `get_header` takes
+        // it (nginx 1.25 would join them; Kong chose the first value).
+        let via = match client_version {
+            Version::HTTP_11 => sh.via_h1.clone(),
+            Version::HTTP_2 => sh.via_h2.clone(),
+            v => HeaderValue::from_str(&format!("{} {}", version_str(v), sh.settings.server_token))
+                .unwrap_or_else(|_| sh.via_h1.clone()),
+        };
+        let via = match present
+            .has(Present::VIA)
+            .then(|| h.get(header::VIA))
+            .flatten()
+        {
+            Some(prev) => appended(prev, &via),
+            None => Some(via),
+        };
+        let client_xff = present
+            .has(Present::X_FORWARDED_FOR)
+            .then(|| h.get(X_FORWARDED_FOR.name()).cloned())
+            .flatten();
+        strip_hop_by_hop(h, upgrade, client_head.as_deref_mut());
+        // The headers the gateway sets (Kong's `proxy_set_header`s), beside the client's head:
+        // they replace the client's of the same names when the upstream request is written,
+        // and are written before them, in the order of Kong's template (`TE`, `Via`, `Host`,
+        // `Upgrade`, `Connection`, `X-Forwarded-*`, `X-Real-IP`, `X-Kong-Request-Id`), as nginx
+        // writes its `proxy_set_header`s.
+        let mut set = SetHeaders::with_capacity(12);
         set.set(
-            &CONNECTION,
-            Some(HeaderValue::from_static("keep-alive, Upgrade")),
+            &TE,
+            te_trailers.then(|| HeaderValue::from_static("trailers")),
         );
-    } else if !grpc_service {
-        set.set(&CONNECTION, Some(KEEP_ALIVE_VALUE.clone()));
-    }
-    let realip = client.ip();
-    let real = if realip == conn.peer.ip() {
-        Some(conn.peer_ip.clone())
-    } else {
-        HeaderValue::from_str(&realip.to_string()).ok()
-    };
-    let xff = match client_xff {
-        Some(prev) => appended(&prev, &conn.peer_ip),
-        // (Kong: the client's list and the peer, else `$remote_addr`, the real client)
-        None => real.clone(),
-    };
-    set.set(&X_FORWARDED_FOR, xff);
-    set.set(&X_FORWARDED_PROTO, Some(fwd_proto));
-    set.set(&X_FORWARDED_HOST, fwd_host);
-    set.set(&X_FORWARDED_PORT, Some(fwd_port));
-    set.set(&X_FORWARDED_PATH, fwd_path);
-    set.set(&X_FORWARDED_PREFIX, fwd_prefix);
-    set.set(&X_REAL_IP, real);
-    if sh.settings.headers_upstream.request_id {
-        set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
-    }
+        set.set(&VIA, via);
+        set.host_here();
+        // (Kong's `$upstream_upgrade` and `$upstream_connection`, which its access phase sets to
+        // `keep-alive` for any other request; a gRPC service's `grpc_pass` sends neither, HTTP/2
+        // having no such header)
+        if upgrade {
+            set.set(&UPGRADE, Some(HeaderValue::from_static("websocket")));
+            set.set(
+                &CONNECTION,
+                Some(HeaderValue::from_static("keep-alive, Upgrade")),
+            );
+        } else if !grpc_service {
+            set.set(&CONNECTION, Some(KEEP_ALIVE_VALUE.clone()));
+        }
+        let realip = client.ip();
+        let real = if realip == conn.peer.ip() {
+            Some(conn.peer_ip.clone())
+        } else {
+            HeaderValue::from_str(&realip.to_string()).ok()
+        };
+        let xff = match client_xff {
+            Some(prev) => appended(&prev, &conn.peer_ip),
+            // (Kong: the client's list and the peer, else `$remote_addr`, the real client)
+            None => real.clone(),
+        };
+        set.set(&X_FORWARDED_FOR, xff);
+        set.set(&X_FORWARDED_PROTO, Some(fwd_proto));
+        set.set(&X_FORWARDED_HOST, fwd_host);
+        set.set(&X_FORWARDED_PORT, Some(fwd_port));
+        set.set(&X_FORWARDED_PATH, fwd_path);
+        set.set(&X_FORWARDED_PREFIX, fwd_prefix);
+        set.set(&X_REAL_IP, real);
+        if sh.settings.headers_upstream.request_id {
+            set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
+        }
 
-    // (the end of Kong's access phase: `KONG_PROXIED`)
-    cx.past_access = true;
-    cx.service_h2 = is_h2(service.protocol);
-    let body: ReqBody = if let Some(body) = body.and_then(crate::discard::Unread::take) {
-        client_body(sh, route, service, &stats, upgrade, content_length, body).await?
-    } else {
-        Either::Right(Full::new(Bytes::new()))
-    };
+        // (the end of Kong's access phase: `KONG_PROXIED`)
+        cx.past_access = true;
+        cx.service_h2 = is_h2(service.protocol);
+        let body: ReqBody = if let Some(body) = body.and_then(crate::discard::Unread::take) {
+            client_body(sh, route, service, &stats, upgrade, content_length, body).await?
+        } else {
+            Either::Right(Full::new(Bytes::new()))
+        };
 
-    let up = Upstream {
-        service,
-        route,
-        client_ip: realip,
-        captures: &m.captures,
-        client_host: client_host.as_ref(),
-        stats: &stats,
-        pq,
-        te_trailers,
-        set,
-        client: client_head.map(|c| &*c),
-        framed,
-    };
-    send(sh, cx, &snap, up, parts, body, client_upgrade).await
+        let mut up = Upstream {
+            service,
+            route,
+            client_ip: realip,
+            captures: &m.captures,
+            client_host: client_host.as_ref(),
+            stats: &stats,
+            pq,
+            te_trailers,
+            set,
+            client: client_head.map(|c| &*c),
+            framed,
+        };
+        // (the head and the try's settings stay here, lent: `send`'s future is built and
+        // moved without them)
+        let mut head = Some(parts);
+        send(sh, cx, &snap, &mut up, &mut head, body, client_upgrade).await
+    }
 }
 
 /// An HTTP/2 request's `cookie` fields joined into one, `; ` between them, as nginx's
@@ -1871,412 +1885,422 @@ impl silverback_balancer::context::UriCaptures for Caps<'_> {
 /// even when its body is a stream).
 type AttemptError = (Error, Option<Request<ReqBody>>);
 
-#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
-async fn send(
+#[allow(
+    clippy::too_many_lines,
+    clippy::too_many_arguments,
+    clippy::manual_async_fn
+)]
+fn send(
     sh: &Arc<Shared>,
     cx: &mut Ctx,
     snap: &Snapshot,
-    mut up: Upstream<'_>,
-    parts: http::request::Parts,
+    up: &mut Upstream<'_>,
+    head: &mut Option<http::request::Parts>,
     body: ReqBody,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Result<Answer, Error> {
-    let service = up.service;
-    let h2 = is_h2(service.protocol);
-    let tls = service.protocol.is_tls();
-    let connect_timeout = Duration::from_millis(u64::from(service.connect_timeout));
-    let read_timeout = Duration::from_millis(u64::from(service.read_timeout));
-    let write_timeout = Duration::from_millis(u64::from(service.write_timeout));
-    let tls_cfg = if tls {
-        Some(
-            snap.upstream_tls(service)
-                .map_err(|e| Error::new(Kind::UpstreamTls, Source::Internal).because(e))?,
-        )
-    } else {
-        None
-    };
-    let tls_ref = tls_cfg.as_deref();
-    let retries = u32::from(service.retries);
-    let (mut stream_body, full_bytes) = match body {
-        Either::Left(b) => (Some(b), None),
-        // A complete body is ready at once (an empty one, the usual, without collecting).
-        Either::Right(f) if f.is_end_stream() => (None, Some(Bytes::new())),
-        Either::Right(f) => (
-            None,
-            Some(f.collect().await.map(|c| c.to_bytes()).unwrap_or_default()),
-        ),
-    };
-    // A request once sent goes again only when its body is complete and its method
-    // idempotent (a WebSocket handshake is a GET like any other), and never from a
-    // `request_buffering: false` route, where Kong's nginx sets `request_body_no_buffering`
-    // (`ngx_http_upstream_next` retries no request it sent then, body or none).
-    let replayable =
-        full_bytes.is_some() && idempotent(&parts.method) && up.route.request_buffering;
-    // The client's URI (shared, not copied): the balancer hashes on its path and query.
-    let client_uri = parts.uri.clone();
-    let mut origin_uri: Option<Uri> = None;
-    let mut head = Some(parts);
-    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
-    let mut set_cookie: Option<silverback_balancer::SetCookie> = None;
-    let mut attempt = 0u32;
-
-    // --- balancer ---
-    // `t_done`: when the answer's head was in (one reading of the clock for every latency)
-    let (peer, resp, t_sent, t_done) = loop {
-        let Some(parts) = head.as_mut() else {
+) -> impl std::future::Future<Output = Result<Answer, Error>> {
+    // (an `async` block, not an `async fn`: see [`handle`])
+    async move {
+        let service = up.service;
+        let h2 = is_h2(service.protocol);
+        let tls = service.protocol.is_tls();
+        let connect_timeout = Duration::from_millis(u64::from(service.connect_timeout));
+        let read_timeout = Duration::from_millis(u64::from(service.read_timeout));
+        let write_timeout = Duration::from_millis(u64::from(service.write_timeout));
+        let tls_cfg = if tls {
+            Some(
+                snap.upstream_tls(service)
+                    .map_err(|e| Error::new(Kind::UpstreamTls, Source::Internal).because(e))?,
+            )
+        } else {
+            None
+        };
+        let tls_ref = tls_cfg.as_deref();
+        let retries = u32::from(service.retries);
+        let (mut stream_body, full_bytes) = match body {
+            Either::Left(b) => (Some(b), None),
+            // A complete body is ready at once (an empty one, the usual, without collecting).
+            Either::Right(f) if f.is_end_stream() => (None, Some(Bytes::new())),
+            Either::Right(f) => (
+                None,
+                Some(f.collect().await.map(|c| c.to_bytes()).unwrap_or_default()),
+            ),
+        };
+        // A request once sent goes again only when its body is complete and its method
+        // idempotent (a WebSocket handshake is a GET like any other), and never from a
+        // `request_buffering: false` route, where Kong's nginx sets `request_body_no_buffering`
+        // (`ngx_http_upstream_next` retries no request it sent then, body or none).
+        let Some(parts) = head.as_ref() else {
             return Err(Error::new(Kind::Internal, Source::Internal));
         };
-        let caps = Caps(up.captures);
-        let pctx = PickContext {
-            client_ip: Some(up.client_ip),
-            headers: Some(&parts.headers),
-            path: client_uri.path(),
-            query: client_uri.query(),
-            uri_captures: (!up.captures.is_empty()).then_some(&caps as _),
-            generated_cookie: set_cookie.as_ref().map(|c| c.value.as_str()),
-            ..PickContext::default()
-        };
-        let peer = match snap
-            .balancers
-            // (a new upstream's hostname targets are waited for, up to the connect timeout,
-            // as Kong's request waits for the balancer it creates)
-            .peer_within(&service.host, service.port, &pctx, &tried, connect_timeout)
-            .await
-        {
-            Ok(p) => p,
-            // Every available address was tried: retry one of them (Kong's round-robin
-            // simply walks on, so a one-target upstream retries its target). A failure then
-            // is Kong's balancer phase's `ngx.exit`: an nginx error.
-            Err(_) if !tried.is_empty() => snap
+        let replayable =
+            full_bytes.is_some() && idempotent(&parts.method) && up.route.request_buffering;
+        // The client's URI (shared, not copied): the balancer hashes on its path and query.
+        let client_uri = parts.uri.clone();
+        let mut origin_uri: Option<Uri> = None;
+        let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+        let mut set_cookie: Option<Box<silverback_balancer::SetCookie>> = None;
+        let mut attempt = 0u32;
+
+        // --- balancer ---
+        // `t_done`: when the answer's head was in (one reading of the clock for every latency)
+        let (peer, resp, t_sent, t_done) = loop {
+            let Some(parts) = head.as_mut() else {
+                return Err(Error::new(Kind::Internal, Source::Internal));
+            };
+            let caps = Caps(up.captures);
+            let pctx = PickContext {
+                client_ip: Some(up.client_ip),
+                headers: Some(&parts.headers),
+                path: client_uri.path(),
+                query: client_uri.query(),
+                uri_captures: (!up.captures.is_empty()).then_some(&caps as _),
+                generated_cookie: set_cookie.as_ref().map(|c| c.value.as_str()),
+                ..PickContext::default()
+            };
+            let peer = match snap
                 .balancers
-                .peer_within(&service.host, service.port, &pctx, &[], Duration::ZERO)
+                // (a new upstream's hostname targets are waited for, up to the connect timeout,
+                // as Kong's request waits for the balancer it creates)
+                .peer_within(&service.host, service.port, &pctx, &tried, connect_timeout)
                 .await
-                .map_err(|e| match e {
-                    silverback_balancer::NoPeer::Resolver { .. } => {
-                        Error::new(Kind::Internal, Source::Internal).because(e)
+            {
+                Ok(p) => p,
+                // Every available address was tried: retry one of them (Kong's round-robin
+                // simply walks on, so a one-target upstream retries its target). A failure then
+                // is Kong's balancer phase's `ngx.exit`: an nginx error.
+                Err(_) if !tried.is_empty() => snap
+                    .balancers
+                    .peer_within(&service.host, service.port, &pctx, &[], Duration::ZERO)
+                    .await
+                    .map_err(|e| match e {
+                        silverback_balancer::NoPeer::Resolver { .. } => {
+                            Error::new(Kind::Internal, Source::Internal).because(e)
+                        }
+                        _ => Error::upstream(Kind::Unavailable).because(e),
+                    })?,
+                Err(e) => return Err(no_peer(&e)),
+            };
+            if set_cookie.is_none() {
+                set_cookie.clone_from(&peer.set_cookie);
+            }
+            let t_start = Instant::now();
+            // (the last try's start, as Kong's balancer phase rewrites its times on each)
+            cx.access_end = Some(t_start);
+            // The client's host with `preserve_host`: Kong's `$upstream_host`, which is also
+            // the TLS name (`proxy_ssl_name $upstream_host`) and the name verified.
+            let preserved = up
+                .client_host
+                .filter(|v| up.route.preserve_host && !v.is_empty());
+            let key = PoolKey {
+                addr: peer.addr,
+                tls: tls_cfg.as_ref().map(|t| TlsKey {
+                    sni: match preserved {
+                        Some(v) => v.to_str().ok().and_then(silverback_balancer::sni_name),
+                        None => peer.sni(),
                     }
-                    _ => Error::upstream(Kind::Unavailable).because(e),
-                })?,
-            Err(e) => return Err(no_peer(&e)),
-        };
-        if set_cookie.is_none() {
-            set_cookie.clone_from(&peer.set_cookie);
-        }
-        let t_start = Instant::now();
-        // (the last try's start, as Kong's balancer phase rewrites its times on each)
-        cx.access_end = Some(t_start);
-        // The client's host with `preserve_host`: Kong's `$upstream_host`, which is also
-        // the TLS name (`proxy_ssl_name $upstream_host`) and the name verified.
-        let preserved = up
-            .client_host
-            .filter(|v| up.route.preserve_host && !v.is_empty());
-        let key = PoolKey {
-            addr: peer.addr,
-            tls: tls_cfg.as_ref().map(|t| TlsKey {
-                sni: match preserved {
-                    Some(v) => v.to_str().ok().and_then(silverback_balancer::sni_name),
-                    None => peer.sni(),
+                    .map(Arc::from),
+                    policy: t.policy,
+                }),
+            };
+
+            // Host and URI (recomputed on every try, as Kong does).
+            let host_value = match preserved {
+                Some(v) => Some(v.clone()),
+                None => peer.host_header(tls),
+            };
+            if h2 {
+                let scheme = if tls { "https" } else { "http" };
+                let host = host_value
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                parts.uri = Uri::try_from(format!("{scheme}://{host}{}", up.pq))
+                    .map_err(|e| Error::new(Kind::Internal, Source::Internal).because(e))?;
+                parts.headers.remove(header::HOST);
+                parts.version = Version::HTTP_2;
+            } else {
+                if origin_uri.is_none() {
+                    origin_uri = Some(origin_form(&parts.uri, &up.pq)?);
                 }
-                .map(Arc::from),
-                policy: t.policy,
-            }),
-        };
+                if let Some(u) = &origin_uri {
+                    parts.uri = u.clone();
+                }
+                up.set.set_host(host_value);
+                parts.version = Version::HTTP_11;
+            }
 
-        // Host and URI (recomputed on every try, as Kong does).
-        let host_value = match preserved {
-            Some(v) => Some(v.clone()),
-            None => peer.host_header(tls),
-        };
-        if h2 {
-            let scheme = if tls { "https" } else { "http" };
-            let host = host_value
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            parts.uri = Uri::try_from(format!("{scheme}://{host}{}", up.pq))
-                .map_err(|e| Error::new(Kind::Internal, Source::Internal).because(e))?;
-            parts.headers.remove(header::HOST);
-            parts.version = Version::HTTP_2;
-        } else {
-            if origin_uri.is_none() {
-                origin_uri = Some(origin_form(&parts.uri, &up.pq)?);
-            }
-            if let Some(u) = &origin_uri {
-                parts.uri = u.clone();
-            }
-            up.set.set_host(host_value);
-            parts.version = Version::HTTP_11;
-        }
-
-        // Whether this try sent a request that cannot be sent again.
-        let mut spent = false;
-        // Whether the try failed on a kept-alive connection with an error (not a timeout,
-        // not an answer refused): nginx gives such a try back (`u->peer.tries++` for a
-        // cached peer's `NGX_HTTP_UPSTREAM_FT_ERROR`), so it does not count against
-        // `retries` (HTTP/1.1 and HTTP/2 upstreams).
-        let mut given_back = false;
-        let r: Result<(UpHead, UpBody), AttemptError> = async {
-            let chan = if client_upgrade.is_some() {
-                sh.pool
-                    .connect_upgradable(&key, tls_ref, connect_timeout, write_timeout)
-                    .await
-                    .map(Chan::Ws)
-            } else if h2 {
-                next_h2(sh, &key, tls_ref, connect_timeout, write_timeout, t_start)
-                    .await
-                    .map(Chan::H2)
-            } else {
-                next_h1(sh, &key, tls_ref, connect_timeout, write_timeout, t_start)
-                    .await
-                    .map(Chan::H1)
-            };
-            let chan = chan.map_err(|e| (e, None))?;
-            if let Chan::H1(c) = chan {
-                // The head stays where it is: a retry encodes it again.
-                let Some(p) = head.as_ref() else {
-                    return Err((Error::new(Kind::Internal, Source::Internal), None));
+            // Whether this try sent a request that cannot be sent again.
+            let mut spent = false;
+            // Whether the try failed on a kept-alive connection with an error (not a timeout,
+            // not an answer refused): nginx gives such a try back (`u->peer.tries++` for a
+            // cached peer's `NGX_HTTP_UPSTREAM_FT_ERROR`), so it does not count against
+            // `retries` (HTTP/1.1 and HTTP/2 upstreams).
+            let mut given_back = false;
+            let r: Result<(UpHead, UpBody), AttemptError> = async {
+                let chan = if client_upgrade.is_some() {
+                    sh.pool
+                        .connect_upgradable(&key, tls_ref, connect_timeout, write_timeout)
+                        .await
+                        .map(Chan::Ws)
+                } else if h2 {
+                    next_h2(sh, &key, tls_ref, connect_timeout, write_timeout, t_start)
+                        .await
+                        .map(Chan::H2)
+                } else {
+                    next_h1(sh, &key, tls_ref, connect_timeout, write_timeout, t_start)
+                        .await
+                        .map(Chan::H1)
                 };
-                let t = H1Try {
-                    key: &key,
-                    tls: tls_ref,
-                    connect_timeout,
-                    write_timeout,
-                    read_timeout,
-                    start: t_start,
-                };
-                let body = (full_bytes.as_ref(), up.framed, &mut stream_body);
-                return match t.send(sh, c, (p, up.client), &up.set, body).await {
-                    Ok(r) => Ok(r),
-                    Err((e, sent)) => {
-                        spent = sent.sent && !replayable;
-                        given_back = sent.on_kept_alive;
-                        Err((e, None))
-                    }
-                };
-            }
-            // Keep the head for another try when the body can be replayed (and a try is
-            // left, or a kept-alive connection's failure would give this one back).
-            let kept_alive = matches!(&chan, Chan::H2(c) if c.reused);
-            let keep = replayable && (attempt < retries || kept_alive);
-            let Some(mut p) = (if keep {
-                head.as_ref().map(clone_head)
-            } else {
-                head.take()
-            }) else {
-                return Err((Error::new(Kind::Internal, Source::Internal), None));
-            };
-            // h2 carries the host as the URI's authority
-            up.set.apply(&mut p.headers, !h2);
-            let watch = stream_body.as_ref().map(crate::upstream::ClientBody::watch);
-            let b: ReqBody = match (&full_bytes, stream_body.take()) {
-                (Some(f), _) => Either::Right(Full::new(f.clone())),
-                (None, Some(s)) => Either::Left(s),
-                (None, None) => Either::Right(Full::new(Bytes::new())),
-            };
-            let req = Request::from_parts(p, b);
-            match chan {
-                Chan::H1(_) => Err((Error::new(Kind::Internal, Source::Internal), None)),
-                Chan::H2(c) => {
-                    let t = H2Try {
+                let chan = chan.map_err(|e| (e, None))?;
+                if let Chan::H1(c) = chan {
+                    // The head stays where it is: a retry encodes it again.
+                    let Some(p) = head.as_ref() else {
+                        return Err((Error::new(Kind::Internal, Source::Internal), None));
+                    };
+                    let t = H1Try {
                         key: &key,
                         tls: tls_ref,
                         connect_timeout,
                         write_timeout,
                         read_timeout,
+                        start: t_start,
                     };
-                    t.send(sh, c, req, watch, &mut given_back).await
+                    let body = (full_bytes.as_ref(), up.framed, &mut stream_body);
+                    return match t.send(sh, c, (p, up.client), &up.set, body).await {
+                        Ok(r) => Ok(r),
+                        Err((e, sent)) => {
+                            spent = sent.sent && !replayable;
+                            given_back = sent.on_kept_alive;
+                            Err((e, None))
+                        }
+                    };
                 }
-                Chan::Ws(mut tx) => {
-                    let read_err = |e| hyper_error(e, watch.as_ref());
-                    if let Err(e) = tx.ready().await {
-                        return Err((read_err(e), Some(req)));
+                // Keep the head for another try when the body can be replayed (and a try is
+                // left, or a kept-alive connection's failure would give this one back).
+                let kept_alive = matches!(&chan, Chan::H2(c) if c.reused);
+                let keep = replayable && (attempt < retries || kept_alive);
+                let Some(mut p) = (if keep {
+                    head.as_ref().map(clone_head)
+                } else {
+                    head.take()
+                }) else {
+                    return Err((Error::new(Kind::Internal, Source::Internal), None));
+                };
+                // h2 carries the host as the URI's authority
+                up.set.apply(&mut p.headers, !h2);
+                let watch = stream_body.as_ref().map(crate::upstream::ClientBody::watch);
+                let b: ReqBody = match (&full_bytes, stream_body.take()) {
+                    (Some(f), _) => Either::Right(Full::new(f.clone())),
+                    (None, Some(s)) => Either::Left(s),
+                    (None, None) => Either::Right(Full::new(Bytes::new())),
+                };
+                let req = Request::from_parts(p, b);
+                match chan {
+                    Chan::H1(_) => Err((Error::new(Kind::Internal, Source::Internal), None)),
+                    Chan::H2(c) => {
+                        let t = H2Try {
+                            key: &key,
+                            tls: tls_ref,
+                            connect_timeout,
+                            write_timeout,
+                            read_timeout,
+                        };
+                        t.send(sh, c, req, watch, &mut given_back).await
                     }
-                    match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
-                        Err(_) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
-                        Ok(r) => r.map(UpHead::hyper).map_err(|e| (read_err(e), None)),
+                    Chan::Ws(mut tx) => {
+                        let read_err = |e| hyper_error(e, watch.as_ref());
+                        if let Err(e) = tx.ready().await {
+                            return Err((read_err(e), Some(req)));
+                        }
+                        match tokio::time::timeout(read_timeout, tx.send_request(req)).await {
+                            Err(_) => Err((Error::upstream(Kind::ReadTimeout).retryable(), None)),
+                            Ok(r) => r.map(UpHead::hyper).map_err(|e| (read_err(e), None)),
+                        }
                     }
                 }
             }
-        }
-        .await;
-        if spent {
-            head = None;
-        }
-        match r {
-            Ok(resp) => {
-                let t_done = Instant::now();
-                peer.report(BalancerOutcome::Response {
-                    status: resp.0.status().as_u16(),
-                    latency: t_done.duration_since(t_start),
-                });
-                break (peer, resp, t_start, t_done);
+            .await;
+            if spent {
+                *head = None;
             }
-            Err((e, back)) => {
-                if let Some(r) = back {
-                    let (p, b) = r.into_parts();
-                    head = Some(p);
-                    if let Either::Left(s) = b {
-                        stream_body = Some(s);
-                    }
-                }
-                let last = !e.retryable || (attempt >= retries && !given_back) || head.is_none();
-                // A client that sent a broken body or stopped sending is not the peer's
-                // failure: nothing counts against its health. A try that is retried counts
-                // as what failed (Kong's balancer phase); the last one by the status the
-                // request ends with (Kong's log phase: a refused connection is an HTTP 502,
-                // a timeout's 504 a timeout).
-                if e.source != Source::Downstream {
-                    peer.report(if last {
-                        BalancerOutcome::Status(e.kind.status().as_u16())
-                    } else {
-                        outcome_of(&e)
+            match r {
+                Ok(resp) => {
+                    let t_done = Instant::now();
+                    peer.report(BalancerOutcome::Response {
+                        status: resp.0.status().as_u16(),
+                        latency: t_done.duration_since(t_start),
                     });
+                    break (peer, resp, t_start, t_done);
                 }
-                tried.push(peer.addr);
-                drop(peer);
-                if last {
-                    return Err(e);
-                }
-                tracing::debug!(error = %e, attempt, given_back, "retrying on another peer");
-                if !given_back {
-                    attempt += 1;
+                Err((e, back)) => {
+                    if let Some(r) = back {
+                        let (p, b) = r.into_parts();
+                        *head = Some(p);
+                        if let Either::Left(s) = b {
+                            stream_body = Some(s);
+                        }
+                    }
+                    let last =
+                        !e.retryable || (attempt >= retries && !given_back) || head.is_none();
+                    // A client that sent a broken body or stopped sending is not the peer's
+                    // failure: nothing counts against its health. A try that is retried counts
+                    // as what failed (Kong's balancer phase); the last one by the status the
+                    // request ends with (Kong's log phase: a refused connection is an HTTP 502,
+                    // a timeout's 504 a timeout).
+                    if e.source != Source::Downstream {
+                        peer.report(if last {
+                            BalancerOutcome::Status(e.kind.status().as_u16())
+                        } else {
+                            outcome_of(&e)
+                        });
+                    }
+                    tried.push(peer.addr);
+                    drop(peer);
+                    if last {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, attempt, given_back, "retrying on another peer");
+                    if !given_back {
+                        attempt += 1;
+                    }
                 }
             }
-        }
-    };
-    let upstream_ms = ms(t_done.duration_since(t_sent));
-    let proxy_ms = ms(t_sent.duration_since(cx.start));
-    let (head, mut rbody) = resp;
-    let status = head.status();
-    let mut peer = Some(peer);
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    // Kong's `$upstream_upgrade`: what the upstream was asked to switch to
-    let asked_upgrade: &[u8] = if client_upgrade.is_some() {
-        b"websocket"
-    } else {
-        b""
-    };
-    // a 101 only answers a client that asked for a WebSocket, stricter than Kong
-    // ([`is_websocket`]); an upstream that names another protocol in it has its `Upgrade`
-    // dropped, as Kong's header filter drops it
-    let upgrading = match (switching, client_upgrade) {
-        (true, Some(client)) => Some(client),
-        (true, None) => return Err(Error::upstream(Kind::InvalidResponse)),
-        (false, _) => None,
-    };
-
-    // --- response buffering ---
-    // A body that breaks off meanwhile is passed on as nginx passes it on once it sent the
-    // head (an answer this small waits in its `postpone_output`): the head, what was read,
-    // then the connection closed.
-    let buffered = match buffers(&head, &rbody, sh.settings.response_buffer_limit) {
-        Some(len) if up.route.response_buffering && !switching && !h2 => {
-            // The upstream connection goes back to the pool as soon as the body is in.
-            let b = read_whole(&mut rbody, read_timeout, len).await;
-            peer = None;
-            Some(b)
-        }
-        _ => None,
-    };
-
-    // --- header_filter: what the gateway sets on the answer ---
-    let mut set = SetHeaders::with_capacity(7);
-    if !up.te_trailers {
-        set.set(&TRAILER, None);
-    }
-    let on = &sh.settings.headers;
-    if on.via {
-        let via = if h2 { &sh.via_h2 } else { &sh.via_h1 };
-        let via = match head.via() {
-            Some(prev) => {
-                let mut v = prev.into_owned();
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(via.as_bytes());
-                HeaderValue::from_bytes(&v).ok()
-            }
-            None => Some(via.clone()),
         };
-        set.set(&VIA, via);
-    }
-    if on.server && !head.has_server() {
-        set.set(&SERVER, Some(sh.server.clone()));
-    }
-    if on.upstream_latency {
-        set.set(&X_KONG_UPSTREAM_LATENCY, Some(num_header(upstream_ms)));
-    }
-    if on.proxy_latency {
-        set.set(&X_KONG_PROXY_LATENCY, Some(num_header(proxy_ms)));
-    }
-    if on.upstream_status {
-        set.set(
-            &X_KONG_UPSTREAM_STATUS,
-            Some(HeaderValue::from(status.as_u16())),
-        );
-    }
-    if on.request_id {
-        set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
-    }
-    // (Kong's set_cookie: in place of the upstream's cookie of that name, if it set one)
-    if let Some(c) = &set_cookie
-        && let Ok(v) = HeaderValue::from_str(&c.header_value())
-    {
-        set.replace_prefixed(&SET_COOKIE, v, c.name.len() + 1);
-    }
-    // (an upgraded request is counted when its tunnel ends, as nginx logs it then)
-    if upgrading.is_none() {
-        up.stats.response(status.as_u16(), true);
-    }
-    // (the latencies are recorded when the answer ends: [`Log`])
-    cx.upstream = Some((upstream_ms, proxy_ms));
-    cx.proxied = true;
+        let upstream_ms = ms(t_done.duration_since(t_sent));
+        let proxy_ms = ms(t_sent.duration_since(cx.start));
+        let (head, mut rbody) = resp;
+        let status = head.status();
+        let mut peer = Some(peer);
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        // Kong's `$upstream_upgrade`: what the upstream was asked to switch to
+        let asked_upgrade: &[u8] = if client_upgrade.is_some() {
+            b"websocket"
+        } else {
+            b""
+        };
+        // a 101 only answers a client that asked for a WebSocket, stricter than Kong
+        // ([`is_websocket`]); an upstream that names another protocol in it has its `Upgrade`
+        // dropped, as Kong's header filter drops it
+        let upgrading = match (switching, client_upgrade) {
+            (true, Some(client)) => Some(client),
+            (true, None) => return Err(Error::upstream(Kind::InvalidResponse)),
+            (false, _) => None,
+        };
 
-    let mut rp = match head {
-        // HTTP/1.1 upstreams: the head goes on as read, with the set headers
-        UpHead::Raw(head) => {
-            let body = answer_body(buffered, rbody, read_timeout, peer);
-            return Ok(Answer::Raw(RawAnswer { head, set, body }));
+        // --- response buffering ---
+        // A body that breaks off meanwhile is passed on as nginx passes it on once it sent the
+        // head (an answer this small waits in its `postpone_output`): the head, what was read,
+        // then the connection closed.
+        let buffered = match buffers(&head, &rbody, sh.settings.response_buffer_limit) {
+            Some(len) if up.route.response_buffering && !switching && !h2 => {
+                // The upstream connection goes back to the pool as soon as the body is in.
+                let b = read_whole(&mut rbody, read_timeout, len).await;
+                peer = None;
+                Some(b)
+            }
+            _ => None,
+        };
+
+        // --- header_filter: what the gateway sets on the answer ---
+        let mut set = SetHeaders::with_capacity(7);
+        if !up.te_trailers {
+            set.set(&TRAILER, None);
         }
-        UpHead::Map(rp) => rp,
-    };
-    strip_answer_hop_by_hop(&mut rp.headers, asked_upgrade);
-    hide_headers(&mut rp.headers, h2);
-    // (nginx's header filters write a 204 without them, as the HTTP/1.1 client leaves them
-    // out while reading)
-    if rp.status == StatusCode::NO_CONTENT {
-        rp.headers.remove(header::CONTENT_TYPE);
-        rp.headers.remove(header::CONTENT_LENGTH);
-    }
-    set.apply(&mut rp.headers, false);
-    rp.version = Version::HTTP_11;
-
-    if let Some(client) = upgrading {
-        // (nginx's header filter writes `Connection: upgrade` on a 101)
-        rp.headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        let mut tmp = Response::from_parts(rp, rbody);
-        let upstream = hyper::upgrade::on(&mut tmp);
-        let (rp, _) = tmp.into_parts();
-        // nginx logs an upgraded request when its tunnel ends: the request latency runs to
-        // then, and the bytes sent include the tunnel's toward the client
-        let mut log = Log::new(Arc::clone(up.stats), cx.start, cx.latencies()).with_status(101);
-        cx.tunnelled = true;
-        tokio::spawn(async move {
-            let (Ok(u), Ok(d)) = tokio::join!(upstream, client) else {
-                return;
+        let on = &sh.settings.headers;
+        if on.via {
+            let via = if h2 { &sh.via_h2 } else { &sh.via_h1 };
+            let via = match head.via() {
+                Some(prev) => {
+                    let mut v = prev.into_owned();
+                    v.extend_from_slice(b", ");
+                    v.extend_from_slice(via.as_bytes());
+                    HeaderValue::from_bytes(&v).ok()
+                }
+                None => Some(via.clone()),
             };
-            let sent = tunnel(TokioIo::new(d), TokioIo::new(u), read_timeout).await;
-            log.egress(sent);
-        });
-        return Ok(Response::from_parts(rp, ProxyBody::empty()).into());
-    }
+            set.set(&VIA, via);
+        }
+        if on.server && !head.has_server() {
+            set.set(&SERVER, Some(sh.server.clone()));
+        }
+        if on.upstream_latency {
+            set.set(&X_KONG_UPSTREAM_LATENCY, Some(num_header(upstream_ms)));
+        }
+        if on.proxy_latency {
+            set.set(&X_KONG_PROXY_LATENCY, Some(num_header(proxy_ms)));
+        }
+        if on.upstream_status {
+            set.set(
+                &X_KONG_UPSTREAM_STATUS,
+                Some(HeaderValue::from(status.as_u16())),
+            );
+        }
+        if on.request_id {
+            set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
+        }
+        // (Kong's set_cookie: in place of the upstream's cookie of that name, if it set one)
+        if let Some(c) = &set_cookie
+            && let Ok(v) = HeaderValue::from_str(&c.header_value())
+        {
+            set.replace_prefixed(&SET_COOKIE, v, c.name.len() + 1);
+        }
+        // (an upgraded request is counted when its tunnel ends, as nginx logs it then)
+        if upgrading.is_none() {
+            up.stats.response(status.as_u16(), true);
+        }
+        // (the latencies are recorded when the answer ends: [`Log`])
+        cx.upstream = Some((upstream_ms, proxy_ms));
+        cx.proxied = true;
 
-    // --- body_filter ---
-    // (a 204 is a head alone to nginx, `header_only`, whatever body the upstream sent)
-    if rp.status == StatusCode::NO_CONTENT {
-        return Ok(Response::from_parts(rp, ProxyBody::empty()).into());
+        let mut rp = match head {
+            // HTTP/1.1 upstreams: the head goes on as read, with the set headers
+            UpHead::Raw(head) => {
+                let body = answer_body(buffered, rbody, read_timeout, peer);
+                return Ok(Answer::Raw(Box::new(RawAnswer { head, set, body })));
+            }
+            UpHead::Map(rp) => rp,
+        };
+        strip_answer_hop_by_hop(&mut rp.headers, asked_upgrade);
+        hide_headers(&mut rp.headers, h2);
+        // (nginx's header filters write a 204 without them, as the HTTP/1.1 client leaves them
+        // out while reading)
+        if rp.status == StatusCode::NO_CONTENT {
+            rp.headers.remove(header::CONTENT_TYPE);
+            rp.headers.remove(header::CONTENT_LENGTH);
+        }
+        set.apply(&mut rp.headers, false);
+        rp.version = Version::HTTP_11;
+
+        if let Some(client) = upgrading {
+            // (nginx's header filter writes `Connection: upgrade` on a 101)
+            rp.headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            let mut tmp = Response::from_parts(rp, rbody);
+            let upstream = hyper::upgrade::on(&mut tmp);
+            let (rp, _) = tmp.into_parts();
+            // nginx logs an upgraded request when its tunnel ends: the request latency runs to
+            // then, and the bytes sent include the tunnel's toward the client
+            let mut log = Log::new(Arc::clone(up.stats), cx.start, cx.latencies()).with_status(101);
+            cx.tunnelled = true;
+            tokio::spawn(async move {
+                let (Ok(u), Ok(d)) = tokio::join!(upstream, client) else {
+                    return;
+                };
+                let sent = tunnel(TokioIo::new(d), TokioIo::new(u), read_timeout).await;
+                log.egress(sent);
+            });
+            return Ok(Response::from_parts(rp, ProxyBody::empty()).into());
+        }
+
+        // --- body_filter ---
+        // (a 204 is a head alone to nginx, `header_only`, whatever body the upstream sent)
+        if rp.status == StatusCode::NO_CONTENT {
+            return Ok(Response::from_parts(rp, ProxyBody::empty()).into());
+        }
+        let body = answer_body(buffered, rbody, read_timeout, peer);
+        Ok(Response::from_parts(rp, body).into())
     }
-    let body = answer_body(buffered, rbody, read_timeout, peer);
-    Ok(Response::from_parts(rp, body).into())
 }
 
 /// Carries an upgraded connection's bytes both ways, as nginx's upgraded handler does: each
@@ -2423,12 +2447,15 @@ impl UpHead {
 /// What the request phases answer: a response, or an HTTP/1.1 upstream's head as read with
 /// the headers the gateway sets, which the HTTP/1.1 fast path writes without building a
 /// `HeaderMap` ([`Answer::into_response`] builds one for hyper's server).
+///
+/// Both boxed: an answer is returned up through every phase of the request (a few hundred
+/// bytes each time, unboxed); boxed, a pointer moves instead.
 #[derive(Debug)]
 pub(crate) enum Answer {
     /// A response.
-    Map(Response<ProxyBody>),
+    Map(Box<Response<ProxyBody>>),
     /// An upstream's answer forwarded.
-    Raw(RawAnswer),
+    Raw(Box<RawAnswer>),
 }
 
 /// An HTTP/1.1 upstream's answer forwarded: its head as read, the headers set on it, its
@@ -2442,7 +2469,7 @@ pub(crate) struct RawAnswer {
 
 impl From<Response<ProxyBody>> for Answer {
     fn from(r: Response<ProxyBody>) -> Self {
-        Answer::Map(r)
+        Answer::Map(Box::new(r))
     }
 }
 
@@ -2458,12 +2485,12 @@ impl Answer {
     /// As a response (the head's headers put into a `HeaderMap`).
     pub(crate) fn into_response(self) -> Response<ProxyBody> {
         match self {
-            Answer::Map(r) => r,
-            Answer::Raw(RawAnswer { head, set, body }) => match head.into_parts() {
+            Answer::Map(r) => *r,
+            Answer::Raw(a) => match a.head.into_parts() {
                 Ok(mut rp) => {
-                    set.apply(&mut rp.headers, false);
+                    a.set.apply(&mut rp.headers, false);
                     rp.version = Version::HTTP_11;
-                    Response::from_parts(rp, body)
+                    Response::from_parts(rp, a.body)
                 }
                 // httparse accepted what `http` refuses: not expected, answered as any
                 // invalid upstream answer
@@ -2536,6 +2563,8 @@ impl H1Try<'_> {
                 Some(b) => SendBody::Full(b),
                 None => SendBody::Stream(stream),
             };
+            // (its parts borrowed apart: the exchange and the deadline around it)
+            let cs: &mut crate::upstream::ConnState = &mut c;
             // the read timeout, on the connection's kept deadline
             let with_body = matches!(body, SendBody::Stream(Some(_)) | SendBody::Full(_));
             let r = if with_body {
@@ -2543,27 +2572,27 @@ impl H1Try<'_> {
                 // `proxy_read_timeout` only then (a body is written under the write timeout;
                 // a streamed one at the client's pace, `client_body_timeout` between its
                 // parts).
-                match c
+                match cs
                     .h1
                     .send_request(parts, client, set, body, sh.settings.proxy_buffer_size)
                     .await
                 {
                     Err(e) => Some(Err(e)),
                     Ok(sent) => {
-                        let answer = std::pin::pin!(c.h1.read_answer(
+                        let answer = std::pin::pin!(cs.h1.read_answer(
                             parts.method == http::Method::HEAD,
                             sh.settings.proxy_buffer_size
                         ));
                         // (a request not sent whole leaves the connection unusable)
                         let whole = sent == crate::h1_client::Sent::Whole;
-                        Deadline::arm(&mut c.read_deadline, Instant::now(), self.read_timeout)
+                        Deadline::arm(&mut cs.read_deadline, Instant::now(), self.read_timeout)
                             .within(answer)
                             .await
                             .map(|r| r.map(|(head, f, reusable)| (head, f, reusable && whole)))
                     }
                 }
             } else {
-                let exchange = std::pin::pin!(c.h1.exchange(
+                let exchange = std::pin::pin!(cs.h1.exchange(
                     parts,
                     client,
                     set,
@@ -2572,8 +2601,8 @@ impl H1Try<'_> {
                 ));
                 // (the try's clock reading, unless the connection was just opened: the
                 // connect time does not count against the read timeout)
-                let now = if c.reused { start } else { Instant::now() };
-                Deadline::arm(&mut c.read_deadline, now, self.read_timeout)
+                let now = if cs.reused { start } else { Instant::now() };
+                Deadline::arm(&mut cs.read_deadline, now, self.read_timeout)
                     .within(exchange)
                     .await
             };

@@ -182,8 +182,29 @@ impl http_body::Body for H2ReqBody {
 /// `client_body_timeout` between its parts (then it fails with [`BodyTimedOut`], 408). How
 /// it ended is kept in its [`BodyWatch`]. Its start can be read ahead
 /// ([`ClientBody::read_ahead`], request buffering); what was read ahead is passed on first.
+///
+/// Boxed: the request's body moves through each step of the request (into the try, back
+/// for the next), a pointer each time rather than the 250-odd bytes of its state; and a
+/// request without a body, the usual one, moves the smaller `Option` of it.
 #[derive(Debug)]
-pub struct ClientBody {
+pub struct ClientBody(Box<ClientBodyState>);
+
+impl std::ops::Deref for ClientBody {
+    type Target = ClientBodyState;
+    fn deref(&self) -> &ClientBodyState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ClientBody {
+    fn deref_mut(&mut self) -> &mut ClientBodyState {
+        &mut self.0
+    }
+}
+
+/// A [`ClientBody`]'s state.
+#[derive(Debug)]
+pub struct ClientBodyState {
     inner: Incoming,
     /// The data read ahead and not passed on yet, copied into one buffer as it comes: what
     /// it holds is bounded by its bytes, whatever the number of parts the client cut them
@@ -310,7 +331,7 @@ impl ClientBody {
         idle: Duration,
         stats: Option<Arc<crate::metrics::RouteStats>>,
     ) -> ClientBody {
-        let body = ClientBody {
+        let body = ClientBodyState {
             inner,
             ahead: bytes::BytesMut::new(),
             ahead_trailers: None,
@@ -324,7 +345,7 @@ impl ClientBody {
         if http_body::Body::is_end_stream(&body.inner) {
             body.watch.end();
         }
-        body
+        ClientBody(Box::new(body))
     }
 
     /// What tells, later, whether and how this body failed or ended.
@@ -372,7 +393,9 @@ impl ClientBody {
             .passed(usize::try_from(total).unwrap_or(usize::MAX));
         std::mem::take(&mut self.ahead).freeze()
     }
+}
 
+impl ClientBodyState {
     /// The next frame from the client, held to the size limit and the pause timeout (what
     /// is passed on is counted by the caller).
     fn poll_inner(
@@ -436,7 +459,7 @@ impl http_body::Body for ClientBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         use std::task::Poll;
-        let this = &mut *self;
+        let this: &mut ClientBodyState = &mut self.0;
         if this.ahead_len > 0 {
             this.watch.set_waiting(false);
             // (the buffer itself: what is left of its capacity is not kept)
@@ -677,16 +700,14 @@ trait Keep {
     fn is_closed(&mut self) -> bool;
 }
 
-/// What an idle HTTP/1.1 connection keeps besides its socket.
-struct H1Idle {
-    h1: H1Conn,
-    write_timeout: Arc<AtomicU64>,
-    read_deadline: Option<Deadline>,
-}
+/// An idle HTTP/1.1 connection: the checked-out connection's own box, kept as it is (its
+/// key, write timeout and deadline included), so that taking it and giving it back moves a
+/// pointer.
+struct H1Idle(Box<ConnState>);
 
 impl Keep for H1Idle {
     fn is_closed(&mut self) -> bool {
-        self.h1.is_closed()
+        self.0.h1.is_closed()
     }
 }
 
@@ -738,12 +759,16 @@ impl<C: Keep> IdleLists<C> {
     /// Keeps `conn`, which has just finished a request, unless it carried
     /// `max_requests` requests (`uses` counts that one) or `key` already has `max_idle`
     /// idle connections: it is then dropped, which closes it.
-    fn put(&self, key: PoolKey, conn: C, uses: u32, limits: &Limits) {
+    fn put(&self, key: &PoolKey, conn: C, uses: u32, limits: &Limits) {
         if uses >= limits.max_requests {
             return;
         }
         if let Ok(mut idle) = self.0.lock() {
-            let list = idle.entry(key).or_default();
+            // (the key is cloned only for a key met for the first time)
+            let list = match idle.get_mut(key) {
+                Some(l) => l,
+                None => idle.entry(key.clone()).or_default(),
+            };
             if list.len() < limits.max_idle {
                 list.push(Idle {
                     conn,
@@ -793,7 +818,27 @@ impl fmt::Debug for Pool {
 }
 
 /// A checked-out HTTP/1.1 connection; give it back with [`Pool::put`].
-pub struct Conn {
+///
+/// Boxed: a connection moves from the pool through each step of a request (the try, the
+/// answer's body) and back, a pointer each time rather than the 200-odd bytes of its state;
+/// the box is made once, when the connection is opened, and kept while it is pooled.
+pub struct Conn(Box<ConnState>);
+
+impl std::ops::Deref for Conn {
+    type Target = ConnState;
+    fn deref(&self) -> &ConnState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut ConnState {
+        &mut self.0
+    }
+}
+
+/// A [`Conn`]'s state.
+pub struct ConnState {
     /// The connection.
     pub h1: H1Conn,
     /// The key it belongs to.
@@ -905,15 +950,11 @@ impl Pool {
     /// An idle HTTP/1.1 connection for `key`, if one is alive (`now`: a clock reading of
     /// the caller).
     pub fn take(&self, key: &PoolKey, now: Instant) -> Option<Conn> {
-        let (c, uses) = self.h1.take(key, now, &self.limits)?;
-        Some(Conn {
-            h1: c.h1,
-            key: key.clone(),
-            uses,
-            reused: true,
-            write_timeout: c.write_timeout,
-            read_deadline: c.read_deadline,
-        })
+        let (H1Idle(mut c), uses) = self.h1.take(key, now, &self.limits)?;
+        // (its key is `key`: it was kept under its own)
+        c.uses = uses;
+        c.reused = true;
+        Some(Conn(c))
     }
 
     /// Gives an HTTP/1.1 connection back after its response was read to the end.
@@ -921,12 +962,10 @@ impl Pool {
         if c.h1.has_leftover() {
             return;
         }
-        let idle = H1Idle {
-            h1: c.h1,
-            write_timeout: c.write_timeout,
-            read_deadline: c.read_deadline,
-        };
-        self.h1.put(c.key, idle, c.uses + 1, &self.limits);
+        let Conn(state) = c;
+        let uses = state.uses + 1;
+        let key = state.key.clone();
+        self.h1.put(&key, H1Idle(state), uses, &self.limits);
     }
 
     /// An idle HTTP/2 connection for `key`, if one is alive (`now`: a clock reading of the
@@ -956,7 +995,7 @@ impl Pool {
             write_timeout: c.write_timeout,
             closer: c.closer,
         };
-        self.h2.put(c.key, idle, c.uses + 1, &self.limits);
+        self.h2.put(&c.key, idle, c.uses + 1, &self.limits);
     }
 
     /// Drops idle connections past their idle timeout or closed by their peer.
@@ -1046,14 +1085,14 @@ impl Pool {
             timeout_ms: wt.clone(),
             sleep: None,
         };
-        Ok(Conn {
+        Ok(Conn(Box::new(ConnState {
             h1: H1Conn::with_slot(io, slot),
             key: key.clone(),
             uses: 0,
             reused: false,
             write_timeout: wt,
             read_deadline: None,
-        })
+        })))
     }
 
     /// A new HTTP/1.1 connection that can be upgraded (WebSocket); never pooled.
