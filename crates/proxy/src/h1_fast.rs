@@ -48,7 +48,7 @@ use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
@@ -595,22 +595,38 @@ impl Closing {
 }
 
 /// Builds the request of a simple head (the head's bytes are shared, not copied).
-fn request(head: &Bytes, spans: &Spans) -> Option<Request<Option<crate::discard::Unread>>> {
-    let method = Method::from_bytes(&head[spans.method.0..spans.method.1]).ok()?;
-    let uri = Uri::from_maybe_shared(head.slice(spans.path.0..spans.path.1)).ok()?;
+/// Makes `out` the request whose head is `head` (its lines at `spans`), in place: a head
+/// kept from the connection's request before is reused, its header map's memory with it
+/// (the phases lend it, and take it only to send it to an HTTP/2 upstream). `false`: a
+/// method, target, name or value that does not parse (`out` then holds no request).
+fn request(head: &Bytes, spans: &Spans, out: &mut Option<http::request::Parts>) -> bool {
+    let parts = out.get_or_insert_with(|| Request::new(()).into_parts().0);
+    let (Ok(method), Ok(uri)) = (
+        Method::from_bytes(&head[spans.method.0..spans.method.1]),
+        Uri::from_maybe_shared(head.slice(spans.path.0..spans.path.1)),
+    ) else {
+        *out = None;
+        return false;
+    };
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.extensions.clear();
     // (the headers the proxy sets go beside it, not into it)
-    let mut headers = HeaderMap::with_capacity(spans.headers.len());
+    let headers = &mut parts.headers;
+    headers.clear();
+    headers.reserve(spans.headers.len());
     for [ns, ne, vs, ve] in &spans.headers {
-        let name = HeaderName::from_bytes(&head[*ns..*ne]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(*vs..*ve)).ok()?;
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&head[*ns..*ne]),
+            HeaderValue::from_maybe_shared(head.slice(*vs..*ve)),
+        ) else {
+            *out = None;
+            return false;
+        };
         headers.append(name, value);
     }
-    let mut req = Request::new(None);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Some(req)
+    true
 }
 
 /// Serves `io` until it closes or a request needs hyper. The first request head's
@@ -636,6 +652,8 @@ where
     let mut buf = BytesMut::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut spans = Spans::default();
+    // (the request's head, lent to the phases and kept for the next: no body comes this way)
+    let mut parts: Option<http::request::Parts> = None;
     let mut first = true;
     let mut stop = Stop::new(shutdown);
     let buffers = sh.settings.proxy_header_buffers;
@@ -707,19 +725,20 @@ where
         };
         first = false;
         let head = buf.split_to(n).freeze();
-        let Some(req) = request(&head, &spans) else {
+        if !request(&head, &spans, &mut parts) {
             // A target or value hyper would refuse too.
             refuse(sh, &mut io, &head, Refusal::Bad).await;
             return Outcome::Closed;
-        };
-        let head_only = req.method() == Method::HEAD;
+        }
+        let head_only = parts.as_ref().is_some_and(|p| p.method == Method::HEAD);
         // (kept with the request, shared, with the spans of its lines, lent to the phases:
         // its headers go upstream as received)
         let lines = std::mem::take(&mut spans.headers);
         let mut client = crate::h1_client::ClientHead::with_lines(head, lines);
 
         // --- the request, through every phase ---
-        let (resp, stats) = crate::proxy::handle(sh, info, req, n as u64, Some(&mut client)).await;
+        let (resp, stats) =
+            crate::proxy::handle(sh, info, (&mut parts, None), n as u64, Some(&mut client)).await;
         // (the span list back, for the next head)
         spans.headers = client.into_lines();
 
@@ -1409,12 +1428,14 @@ mod tests {
             panic!("not simple")
         };
         assert_eq!(n, raw.len());
-        let req = request(&raw, &spans).expect("request");
-        assert_eq!(req.method(), Method::GET);
-        assert_eq!(req.uri().path(), "/p");
-        assert_eq!(req.uri().query(), Some("q"));
-        assert_eq!(req.headers()["host"], "h");
-        let all: Vec<_> = req.headers().get_all("x-a").iter().collect();
+        let mut req = None;
+        assert!(request(&raw, &spans, &mut req));
+        let req = req.expect("request");
+        assert_eq!(req.method, Method::GET);
+        assert_eq!(req.uri.path(), "/p");
+        assert_eq!(req.uri.query(), Some("q"));
+        assert_eq!(req.headers["host"], "h");
+        let all: Vec<_> = req.headers.get_all("x-a").iter().collect();
         assert_eq!(all, ["1", "2"]);
     }
 

@@ -334,10 +334,12 @@ pub(crate) async fn serve(
     // (a client waiting for `100 Continue` that gets the answer first may send its next
     // request instead of the body: its unread body is not discarded, the connection closes)
     let expects = req.headers().contains_key(header::EXPECT);
-    let req = req.map(|b| Some(crate::discard::Unread::new(b, back.clone())));
+    let (parts, body) = req.into_parts();
+    let body = Some(crate::discard::Unread::new(body, back.clone()));
     let last = conn.last_request(sh.settings.keepalive_requests);
-    let http2 = req.version() == Version::HTTP_2;
-    let (answer, stats) = handle(&sh, &conn, req, head_bytes, client.as_mut()).await;
+    let http2 = parts.version == Version::HTTP_2;
+    let mut head = Some(parts);
+    let (answer, stats) = handle(&sh, &conn, (&mut head, body), head_bytes, client.as_mut()).await;
     let mut r = answer.into_response();
     if last {
         if http2 {
@@ -465,9 +467,10 @@ pub(crate) fn response_head_len(r: &Response<ProxyBody>) -> u64 {
     (n + 2) as u64
 }
 
-/// One request through every phase. The body is `None` for a request without one (the
-/// HTTP/1.1 fast path, [`crate::h1_fast`], takes only those); `head_bytes`: the size of
-/// its head. `client`: an HTTP/1.x request's head as received, from which its headers go to
+/// One request through every phase: its head (`Some`, lent: the phases take it only to
+/// send it to an HTTP/2 upstream, and keep the rest where it is) and its body (`None` for a
+/// request without one: the HTTP/1.1 fast path, [`crate::h1_fast`], takes only those);
+/// `head_bytes`: the size of its head. `client`: an HTTP/1.x request's head as received, from which its headers go to
 /// an HTTP/1.1 upstream in their case and order ([`ClientHead`]), lent rather than moved
 /// (the futures that carry the request stay smaller). With the answer, for a
 /// request that matched a route, its counters, on which the writer counts the answer's head
@@ -478,7 +481,10 @@ pub(crate) fn response_head_len(r: &Response<ProxyBody>) -> u64 {
 pub(crate) fn handle(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
-    req: Request<Option<crate::discard::Unread>>,
+    (head, body): (
+        &mut Option<http::request::Parts>,
+        Option<crate::discard::Unread>,
+    ),
     head_bytes: u64,
     client: Option<&mut ClientHead>,
 ) -> impl std::future::Future<Output = (Answer, Option<Arc<RouteStats>>)> {
@@ -488,7 +494,14 @@ pub(crate) fn handle(
     // for every request); an `async` block uses them where they were captured.
     async move {
         sh.metrics.requests.fetch_add(1, Relaxed);
-        let present = Present::of(req.headers());
+        // (a head already taken is the proxy phase's internal error)
+        let present = head.as_ref().map_or(
+            Present {
+                bits: 0,
+                repeated: false,
+            },
+            |req| Present::of(&req.headers),
+        );
         let mut cx = Ctx {
             start: Instant::now(),
             rid: request_id(),
@@ -504,16 +517,18 @@ pub(crate) fn handle(
             done: false,
             tunnelled: false,
         };
-        if present.has(Present::CONTENT_TYPE | Present::ACCEPT) {
-            cx.format = Format::negotiate(req.headers(), req.version() == Version::HTTP_2);
+        if present.has(Present::CONTENT_TYPE | Present::ACCEPT)
+            && let Some(req) = head.as_ref()
+        {
+            cx.format = Format::negotiate(&req.headers, req.version == Version::HTTP_2);
             cx.nginx_format = Format::nginx_error(
-                req.headers(),
+                &req.headers,
                 sh.settings.error_default_type,
-                req.version() == Version::HTTP_2,
+                req.version == Version::HTTP_2,
             );
         }
         let mut unanswered: Option<StatusCode> = None;
-        let resp = match proxy(sh, conn, (req, client), present, &mut cx).await {
+        let resp = match proxy(sh, conn, (head, body, client), present, &mut cx).await {
             Ok(r) => r,
             Err(e) => {
                 match e.source {
@@ -1113,16 +1128,16 @@ fn real_addr(sh: &Shared, conn: &ConnInfo, h: &HeaderMap, trusted: bool) -> Sock
 /// routes on and sends with `preserve_host`; and nginx's `$host`, which takes an
 /// absolute-form target's authority (RFC 9112 §3.2.2) or `:authority` before the `Host`
 /// header, for `X-Forwarded-Host`.
-fn client_hosts<B>(req: &Request<B>) -> (Option<HeaderValue>, Option<HeaderValue>) {
-    let header = req.headers().get(header::HOST).cloned();
+fn client_hosts(req: &http::request::Parts) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    let header = req.headers.get(header::HOST).cloned();
     let authority = req
-        .uri()
+        .uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let line = authority.or_else(|| header.clone());
     // (HTTP/2's `:authority` is the request's host header: one with both is refused,
     // [`h2_refusal`])
-    let host = if req.version() == Version::HTTP_2 {
+    let host = if req.version == Version::HTTP_2 {
         header.or_else(|| line.clone())
     } else {
         header
@@ -1177,10 +1192,10 @@ fn forwarded_host(host: Option<&HeaderValue>) -> Option<HeaderValue> {
 /// header, and a second one is a duplicate), or a method nginx does not serve (405). (Out
 /// of line: the HTTP/1 requests that make most of the traffic only test the version.)
 #[inline(never)]
-fn h2_refusal<B>(req: &Request<B>) -> Option<Kind> {
-    let method = req.method().as_str().as_bytes();
-    if !crate::request_line::accepted_h2(method, req.uri().path().as_bytes())
-        || req.uri().authority().is_some() && req.headers().contains_key(header::HOST)
+fn h2_refusal(req: &http::request::Parts) -> Option<Kind> {
+    let method = req.method.as_str().as_bytes();
+    if !crate::request_line::accepted_h2(method, req.uri.path().as_bytes())
+        || req.uri.authority().is_some() && req.headers.contains_key(header::HOST)
     {
         Some(Kind::BadRequest)
     } else if method == b"TRACE" || method == b"CONNECT" {
@@ -1202,8 +1217,9 @@ fn path_value(p: &str) -> Option<HeaderValue> {
 fn proxy(
     sh: &Arc<Shared>,
     conn: &ConnInfo,
-    (mut req, mut client_head): (
-        Request<Option<crate::discard::Unread>>,
+    (head, body, mut client_head): (
+        &mut Option<http::request::Parts>,
+        Option<crate::discard::Unread>,
         Option<&mut ClientHead>,
     ),
     present: Present,
@@ -1211,28 +1227,31 @@ fn proxy(
 ) -> impl std::future::Future<Output = Result<Answer, Error>> {
     // (an `async` block, not an `async fn`: see [`handle`])
     async move {
+        let Some(req) = head.as_mut() else {
+            return Err(Error::new(Kind::Internal, Source::Internal));
+        };
         // --- rewrite ---
         let content_length = if !present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
             && !present.repeated
         {
             // no framing header, and no name given twice (a second Host, say)
             None
-        } else if req.version() <= Version::HTTP_11 {
-            check_framing(req.headers())?
+        } else if req.version <= Version::HTTP_11 {
+            check_framing(&req.headers)?
         } else {
-            req.headers()
+            req.headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
         };
         // the client's hosts, read once: `Host` for routing and `preserve_host`, and the
         // request line's host before it for `X-Forwarded-Host` (see `client_hosts`)
-        let (client_host, line_host) = client_hosts(&req);
+        let (client_host, line_host) = client_hosts(req);
         // RFC 9112 §3.2: an HTTP/1.1 request without a `Host` header (an absolute-form target
         // does not stand for it), or any request with an invalid host in either place, is
         // refused (as nginx does); so is an HTTP/2 request with neither `:authority` nor `Host`
         // (nginx's check is for every version past 1.0)
         if (match &client_host {
-            None => req.version() >= Version::HTTP_11,
+            None => req.version >= Version::HTTP_11,
             Some(h) => !valid_host(h.as_bytes()),
         }) || line_host
             .as_ref()
@@ -1243,8 +1262,8 @@ fn proxy(
         // HTTP/1 heads had their request line checked before they were parsed into a request;
         // an HTTP/2 request's method and `:path` are checked here, as nginx's HTTP/2 module
         // checks them
-        if req.version() == Version::HTTP_2
-            && let Some(kind) = h2_refusal(&req)
+        if req.version == Version::HTTP_2
+            && let Some(kind) = h2_refusal(req)
         {
             return Err(Error::downstream(kind));
         }
@@ -1258,7 +1277,7 @@ fn proxy(
         // --- route ---
         // (nginx's `realip` runs before anything: routes match the real client's address)
         let trusted = sh.settings.is_trusted(conn.peer.ip());
-        let client = real_addr(sh, conn, req.headers(), trusted);
+        let client = real_addr(sh, conn, &req.headers, trusted);
         let snap = sh.snapshot.load_full();
         let scheme = if conn.tls {
             Scheme::Https
@@ -1281,16 +1300,16 @@ fn proxy(
                 None => "",
             };
             let view = RequestView {
-                method: req.method().as_str(),
+                method: req.method.as_str(),
                 scheme,
                 host,
                 port: conn.client_port,
-                path: req.uri().path(),
-                headers: req.headers(),
+                path: req.uri.path(),
+                headers: &req.headers,
                 sni: conn.sni.as_deref(),
                 src: Some(client),
                 dst: Some(conn.local),
-                query: req.uri().query(),
+                query: req.uri.query(),
             };
             snap.router.find(&view)
         };
@@ -1317,7 +1336,7 @@ fn proxy(
                 &X_FORWARDED_PATH,
                 &X_FORWARDED_PREFIX,
             ]
-            .map(|n| req.headers().get(n.name()).cloned())
+            .map(|n| req.headers.get(n.name()).cloned())
         } else {
             [None, None, None, None, None]
         };
@@ -1333,7 +1352,7 @@ fn proxy(
         let fwd_port = c_port.unwrap_or_else(|| conn.local_port.clone());
         let fwd_path = match c_path {
             Some(v) => Some(v),
-            None => path_value(req.uri().path()),
+            None => path_value(req.uri.path()),
         };
         let fwd_prefix = match c_prefix {
             Some(p) => Some(p),
@@ -1360,11 +1379,7 @@ fn proxy(
                 );
                 return Ok(r.into());
             }
-            let uri = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
+            let uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
             let mut r = Response::new(ProxyBody::empty());
             *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
             let fwd_host = fwd_host.as_ref().map_or(&b""[..], HeaderValue::as_bytes);
@@ -1380,7 +1395,7 @@ fn proxy(
         if has_proto(route, Protocol::Grpc) || has_proto(route, Protocol::Grpcs) {
             let is_grpc = present.has(Present::CONTENT_TYPE)
                 && req
-                    .headers()
+                    .headers
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|ct| ct.starts_with("application/grpc"));
@@ -1393,7 +1408,7 @@ fn proxy(
                 )
                 .into());
             }
-            if req.version() != Version::HTTP_2 {
+            if req.version != Version::HTTP_2 {
                 let mut r = response_error(
                     sh,
                     cx,
@@ -1427,12 +1442,16 @@ fn proxy(
         // (hyper upgrades HTTP/1.1 connections only; a gRPC service takes no upgrade: Kong's
         // `@grpc` location passes the request on as gRPC, its `Upgrade` dropped)
         let grpc_service = is_h2(service.protocol);
-        let upgrade = req.version() == Version::HTTP_11
+        let upgrade = req.version == Version::HTTP_11
             && !grpc_service
             && present.has(Present::UPGRADE)
-            && is_websocket(req.headers());
+            && is_websocket(&req.headers);
         let client_upgrade = if upgrade {
-            Some(hyper::upgrade::on(&mut req))
+            Some(
+                req.extensions
+                    .remove::<hyper::upgrade::OnUpgrade>()
+                    .unwrap_or_else(|| hyper::upgrade::on(Request::new(()))),
+            )
         } else {
             None
         };
@@ -1440,8 +1459,8 @@ fn proxy(
         // its headers did not end): nginx then sends the upstream a `Content-Length`, and
         // without one none, whatever the method.
         let framed = present.has(Present::CONTENT_LENGTH | Present::TRANSFER_ENCODING)
-            || body_pending(req.body().as_ref().and_then(crate::discard::Unread::get));
-        let (mut parts, body) = req.into_parts();
+            || body_pending(body.as_ref().and_then(crate::discard::Unread::get));
+        let parts = req;
         // A gRPC service gets the client's target as it came: Kong's `@grpc` location passes
         // to `grpc_pass` without a URI, so nginx sends the request's unparsed URI (no
         // `strip_path`, `path_handling` or service `path`).
@@ -1562,10 +1581,9 @@ fn proxy(
             client: client_head.map(|c| &*c),
             framed,
         };
-        // (the head and the try's settings stay here, lent: `send`'s future is built and
-        // moved without them)
-        let mut head = Some(parts);
-        send(sh, cx, &snap, &mut up, &mut head, body, client_upgrade).await
+        // (the head and the try's settings stay where they are, lent: `send`'s future is
+        // built and moved without them)
+        send(sh, cx, &snap, &mut up, head, body, client_upgrade).await
     }
 }
 
