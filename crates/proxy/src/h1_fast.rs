@@ -594,11 +594,11 @@ impl Closing {
     }
 }
 
-/// Builds the request of a simple head (the head's bytes are shared, not copied).
-/// Makes `out` the request whose head is `head` (its lines at `spans`), in place: a head
-/// kept from the connection's request before is reused, its header map's memory with it
-/// (the phases lend it, and take it only to send it to an HTTP/2 upstream). `false`: a
-/// method, target, name or value that does not parse (`out` then holds no request).
+/// Makes `out` the request of a simple head `head` (its lines at `spans`; the head's bytes
+/// are shared, not copied), in place: a head kept from the connection's request before is
+/// reused, its header map's memory with it (the phases lend it, and take it only to send it
+/// to an HTTP/2 upstream). `false`: a method, target, name or value that does not parse
+/// (`out` then holds no request).
 fn request(head: &Bytes, spans: &Spans, out: &mut Option<http::request::Parts>) -> bool {
     let parts = out.get_or_insert_with(|| Request::new(()).into_parts().0);
     let (Ok(method), Ok(uri)) = (

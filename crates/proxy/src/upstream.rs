@@ -698,6 +698,8 @@ struct Idle<C> {
 trait Keep {
     /// Whether the peer closed it (or it failed) while it was idle.
     fn is_closed(&mut self) -> bool;
+    /// The key it is kept under.
+    fn key(&self) -> &PoolKey;
 }
 
 /// An idle HTTP/1.1 connection: the checked-out connection's own box, kept as it is (its
@@ -709,11 +711,17 @@ impl Keep for H1Idle {
     fn is_closed(&mut self) -> bool {
         self.0.h1.is_closed()
     }
+    fn key(&self) -> &PoolKey {
+        &self.0.key
+    }
 }
 
 impl Keep for H2Idle {
     fn is_closed(&mut self) -> bool {
         self.tx.is_closed()
+    }
+    fn key(&self) -> &PoolKey {
+        &self.key
     }
 }
 
@@ -757,17 +765,17 @@ impl<C: Keep> IdleLists<C> {
     }
 
     /// Keeps `conn`, which has just finished a request, unless it carried
-    /// `max_requests` requests (`uses` counts that one) or `key` already has `max_idle`
+    /// `max_requests` requests (`uses` counts that one) or its key already has `max_idle`
     /// idle connections: it is then dropped, which closes it.
-    fn put(&self, key: &PoolKey, conn: C, uses: u32, limits: &Limits) {
+    fn put(&self, conn: C, uses: u32, limits: &Limits) {
         if uses >= limits.max_requests {
             return;
         }
         if let Ok(mut idle) = self.0.lock() {
             // (the key is cloned only for a key met for the first time)
-            let list = match idle.get_mut(key) {
+            let list = match idle.get_mut(conn.key()) {
                 Some(l) => l,
-                None => idle.entry(key.clone()).or_default(),
+                None => idle.entry(conn.key().clone()).or_default(),
             };
             if list.len() < limits.max_idle {
                 list.push(Idle {
@@ -890,6 +898,7 @@ impl fmt::Debug for H2Conn {
 
 /// What an idle HTTP/2 connection keeps.
 struct H2Idle {
+    key: PoolKey,
     tx: hyper::client::conn::http2::SendRequest<H2ReqBody>,
     write_timeout: Arc<AtomicU64>,
     closer: Closer,
@@ -964,8 +973,7 @@ impl Pool {
         }
         let Conn(state) = c;
         let uses = state.uses + 1;
-        let key = state.key.clone();
-        self.h1.put(&key, H1Idle(state), uses, &self.limits);
+        self.h1.put(H1Idle(state), uses, &self.limits);
     }
 
     /// An idle HTTP/2 connection for `key`, if one is alive (`now`: a clock reading of the
@@ -974,7 +982,8 @@ impl Pool {
         let (c, uses) = self.h2.take(key, now, &self.limits)?;
         Some(H2Conn {
             tx: c.tx,
-            key: key.clone(),
+            // (kept under its own key, which is `key`)
+            key: c.key,
             uses,
             write_timeout: c.write_timeout,
             reused: true,
@@ -991,11 +1000,12 @@ impl Pool {
             return;
         }
         let idle = H2Idle {
+            key: c.key,
             tx: c.tx,
             write_timeout: c.write_timeout,
             closer: c.closer,
         };
-        self.h2.put(&c.key, idle, c.uses + 1, &self.limits);
+        self.h2.put(idle, c.uses + 1, &self.limits);
     }
 
     /// Drops idle connections past their idle timeout or closed by their peer.
