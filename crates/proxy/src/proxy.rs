@@ -470,12 +470,12 @@ pub(crate) fn response_head_len(r: &Response<ProxyBody>) -> u64 {
 /// One request through every phase: its head (`Some`, lent: the phases take it only to
 /// send it to an HTTP/2 upstream, and keep the rest where it is) and its body (`None` for a
 /// request without one: the HTTP/1.1 fast path, [`crate::h1_fast`], takes only those);
-/// `head_bytes`: the size of its head. `client`: an HTTP/1.x request's head as received, from which its headers go to
-/// an HTTP/1.1 upstream in their case and order ([`ClientHead`]), lent rather than moved
-/// (the futures that carry the request stay smaller). With the answer, for a
-/// request that matched a route, its counters, on which the writer counts the answer's head
-/// bytes and a complete body's bytes as it sends them (a streamed body counts its own,
-/// [`ProxyBody::attach_log`]).
+/// `head_bytes`: the size of its head. `client`: an HTTP/1.x request's head as received,
+/// from which its headers go to an HTTP/1.1 upstream in their case and order
+/// ([`ClientHead`]), lent rather than moved (the futures that carry the request stay
+/// smaller). With the answer, for a request that matched a route, its counters, on which
+/// the writer counts the answer's head bytes and a complete body's bytes as it sends them
+/// (a streamed body counts its own, [`ProxyBody::attach_log`]).
 // (an `async` block on purpose: see the comment at its start)
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn handle(
