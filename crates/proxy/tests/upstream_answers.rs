@@ -5,7 +5,7 @@
 //! `invalid_header` is not in Kong's `proxy_next_upstream`), where a connection closed before
 //! an answer is retried; the headers nginx hides stay out; chunked bodies with bare LF line
 //! ends are read; an HTTP/1.0 answer's connection is not reused; the fast path writes the
-//! headers it sets in Kong's case. Each runs through the fast path and hyper's server.
+//! headers it sets in Kong's case; a WebSocket upstream's 101 keeps its own reason phrase. Each runs through the fast path and hyper's server.
 
 mod support;
 
@@ -479,5 +479,36 @@ async fn repeated_upstream_via_lines_are_joined() {
                 "fast {fast}: {out}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_upstreams_own_reason_phrase_reaches_the_client() {
+    // nginx passes an upstream's status line on as it came, its phrase included
+    let be = RawBackend::builder()
+        .answer(
+            "/ws",
+            &b"HTTP/1.1 101 Web Socket Protocol Handshake\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..],
+        )
+        .run()
+        .await;
+    for fast in [true, false] {
+        let g = gateway(&be, fast, None, Settings::loopback()).await;
+        let wait = Duration::from_millis(500);
+        let out = raw(
+            g.http,
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            wait,
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 101 Web Socket Protocol Handshake\r\n"),
+            "fast {fast}: {out}"
+        );
+        assert!(
+            out.to_ascii_lowercase()
+                .contains("\r\nupgrade: websocket\r\n"),
+            "fast {fast}: {out}"
+        );
     }
 }
