@@ -137,6 +137,10 @@ struct Ctx {
     /// after it; and whether the service is gRPC (its `Via` names HTTP/2).
     access_end: Option<Instant>,
     service_h2: bool,
+    /// The hash cookie the balancer generated for this request (`hash_on: cookie`, the
+    /// client sent none): Kong's header filter sets it on every answer past the access
+    /// phase, nginx's error pages included.
+    hash_cookie: Option<Box<silverback_balancer::SetCookie>>,
     /// The request's head bytes (counted as ingress once routed).
     head_bytes: u64,
     /// Once the upstream answered: its time to the answer head (ms), and the time to the
@@ -512,6 +516,7 @@ pub(crate) fn handle(
             past_access: false,
             access_end: None,
             service_h2: false,
+            hash_cookie: None,
             head_bytes,
             upstream: None,
             done: false,
@@ -695,6 +700,7 @@ pub(crate) fn refusal(
         past_access: false,
         access_end: None,
         service_h2: false,
+        hash_cookie: None,
         head_bytes: 0,
         upstream: None,
         done: true,
@@ -788,8 +794,9 @@ fn response_error(sh: &Shared, cx: &Ctx, status: StatusCode, message: &str) -> R
 /// restores the request's context, where `KONG_PROXIED` is set, so its header filter writes
 /// a proxied answer's headers (`X-Kong-Upstream-Latency` for the wait so far,
 /// `X-Kong-Proxy-Latency`, `Via`, `Server` in place of nginx's own, `X-Kong-Upstream-Status`
-/// when enabled), not `X-Kong-Response-Latency`. Before the access phase ended, the headers
-/// [`kong_headers`] wrote stay.
+/// when enabled, and the balancer's hash cookie when it generated one), not
+/// `X-Kong-Response-Latency`. Before the access phase ended, the headers [`kong_headers`]
+/// wrote stay.
 fn proxied_error_headers(sh: &Shared, cx: &Ctx, status: StatusCode, h: &mut HeaderMap) {
     if !cx.past_access {
         return;
@@ -821,6 +828,12 @@ fn proxied_error_headers(sh: &Shared, cx: &Ctx, status: StatusCode, h: &mut Head
             X_KONG_UPSTREAM_STATUS.name().clone(),
             HeaderValue::from(status.as_u16()),
         );
+    }
+    // (the header filter's `before`, which sets the hash cookie, runs for the error page too)
+    if let Some(c) = &cx.hash_cookie
+        && let Ok(v) = HeaderValue::from_str(&c.header_value())
+    {
+        h.append(SET_COOKIE.name().clone(), v);
     }
 }
 
@@ -1957,7 +1970,6 @@ fn send(
         let client_uri = parts.uri.clone();
         let mut origin_uri: Option<Uri> = None;
         let mut tried: Vec<std::net::SocketAddr> = Vec::new();
-        let mut set_cookie: Option<Box<silverback_balancer::SetCookie>> = None;
         let mut attempt = 0u32;
 
         // --- balancer ---
@@ -1973,7 +1985,7 @@ fn send(
                 path: client_uri.path(),
                 query: client_uri.query(),
                 uri_captures: (!up.captures.is_empty()).then_some(&caps as _),
-                generated_cookie: set_cookie.as_ref().map(|c| c.value.as_str()),
+                generated_cookie: cx.hash_cookie.as_ref().map(|c| c.value.as_str()),
                 ..PickContext::default()
             };
             let peer = match snap
@@ -1999,8 +2011,8 @@ fn send(
                     })?,
                 Err(e) => return Err(no_peer(&e)),
             };
-            if set_cookie.is_none() {
-                set_cookie.clone_from(&peer.set_cookie);
+            if cx.hash_cookie.is_none() {
+                cx.hash_cookie.clone_from(&peer.set_cookie);
             }
             let t_start = Instant::now();
             // (the last try's start, as Kong's balancer phase rewrites its times on each)
@@ -2258,7 +2270,7 @@ fn send(
             set.set(&X_KONG_REQUEST_ID, Some(cx.rid.clone()));
         }
         // (Kong's set_cookie: in place of the upstream's cookie of that name, if it set one)
-        if let Some(c) = &set_cookie
+        if let Some(c) = &cx.hash_cookie
             && let Ok(v) = HeaderValue::from_str(&c.header_value())
         {
             set.replace_prefixed(&SET_COOKIE, v, c.name.len() + 1);

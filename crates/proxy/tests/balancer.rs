@@ -473,6 +473,80 @@ services:
     g.gw.shutdown().await;
 }
 
+/// Kong's header filter sets the hash cookie on every answer past the access phase: on the
+/// 502 nginx answers when no target can be reached too (its error page runs the filter with
+/// the request's context), on HTTP/1.1 (the fast path and hyper's) and HTTP/2 alike. A
+/// client that sent the cookie gets none.
+#[tokio::test]
+async fn the_hash_cookie_is_set_on_an_error_page_after_the_access_phase() {
+    let dead = dead_addr("127.0.0.1").await;
+    let cfg = format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: sticky
+  hash_on: cookie
+  hash_on_cookie: sb
+  targets:
+  - target: {dead}
+services:
+- name: sticky
+  host: sticky
+  retries: 1
+  routes:
+  - name: sticky
+    paths: ["/app"]
+    strip_path: false
+"#
+    );
+    let g = Gw::start(Some(&cfg)).await;
+    let check = |r: &Resp, what: &str| {
+        assert_eq!(r.status, 502, "{what}: {}", r.text());
+        let sc = r
+            .header("set-cookie")
+            .unwrap_or_else(|| panic!("{what}: no cookie"));
+        assert!(sc.starts_with("sb="), "{what}: {sc}");
+        assert!(
+            sc.ends_with("; Path=/; Same-Site=Lax; HttpOnly"),
+            "{what}: {sc}"
+        );
+        // (nginx's error, past the access phase: a proxied answer's headers)
+        assert!(r.header("x-kong-upstream-latency").is_some(), "{what}");
+    };
+    let mut c = H1::connect(g.http).await;
+    check(&c.get("x", "/app").await, "HTTP/1.1");
+    // a body: hyper's path
+    let r = c
+        .send(
+            req("POST", "x", "/app")
+                .body(bytes::Bytes::from_static(b"data").into())
+                .unwrap(),
+        )
+        .await;
+    check(&r, "HTTP/1.1 with a body");
+    let mut h2 = H2::h2c(g.http).await;
+    let r = h2
+        .send(
+            http::Request::get("http://x/app")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    check(&r, "HTTP/2");
+    // the client's own cookie: nothing generated, nothing set
+    let r = c
+        .send(
+            req("GET", "x", "/app")
+                .header("cookie", "sb=mine")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 502);
+    assert!(r.header("set-cookie").is_none());
+    g.gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_cookie_hash_fallback_sets_the_cookie() {
     let a = Backend::builder().name("a").ip("127.0.0.10").run().await;
