@@ -459,18 +459,34 @@ services:
     let first = r.header("x-backend").unwrap().to_string();
     let cookie = sc.split(';').next().unwrap().to_string();
     for _ in 0..6 {
-        let r = c
-            .send(
-                req("GET", "x", "/app")
-                    .header("cookie", &cookie)
-                    .body(Default::default())
-                    .unwrap(),
-            )
-            .await;
+        let r = c.get_with("x", "/app", &[("cookie", &cookie)]).await;
         assert_eq!(r.header("x-backend"), Some(first.as_str()));
         assert!(r.header("set-cookie").is_none());
     }
     g.gw.shutdown().await;
+}
+
+/// A service on one target behind an upstream hashing on the cookie `sb`, routed at `/app`
+/// (`service_extra`: more lines of the service, indented as its fields).
+fn sticky_config(target: std::net::SocketAddr, service_extra: &str) -> String {
+    format!(
+        r#"
+_format_version: "3.0"
+upstreams:
+- name: sticky
+  hash_on: cookie
+  hash_on_cookie: sb
+  targets:
+  - target: {target}
+services:
+- name: sticky
+  host: sticky
+{service_extra}  routes:
+  - name: sticky
+    paths: ["/app"]
+    strip_path: false
+"#
+    )
 }
 
 /// Kong's header filter sets the hash cookie on every answer past the access phase: on the
@@ -480,26 +496,7 @@ services:
 #[tokio::test]
 async fn the_hash_cookie_is_set_on_an_error_page_after_the_access_phase() {
     let dead = dead_addr("127.0.0.1").await;
-    let cfg = format!(
-        r#"
-_format_version: "3.0"
-upstreams:
-- name: sticky
-  hash_on: cookie
-  hash_on_cookie: sb
-  targets:
-  - target: {dead}
-services:
-- name: sticky
-  host: sticky
-  retries: 1
-  routes:
-  - name: sticky
-    paths: ["/app"]
-    strip_path: false
-"#
-    );
-    let g = Gw::start(Some(&cfg)).await;
+    let g = Gw::start(Some(&sticky_config(dead, "  retries: 1\n"))).await;
     let check = |r: &Resp, what: &str| {
         assert_eq!(r.status, 502, "{what}: {}", r.text());
         let sc = r
@@ -534,14 +531,7 @@ services:
         .await;
     check(&r, "HTTP/2");
     // the client's own cookie: nothing generated, nothing set
-    let r = c
-        .send(
-            req("GET", "x", "/app")
-                .header("cookie", "sb=mine")
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let r = c.get_with("x", "/app", &[("cookie", "sb=mine")]).await;
     assert_eq!(r.status, 502);
     assert!(r.header("set-cookie").is_none());
     g.gw.shutdown().await;
@@ -571,25 +561,13 @@ async fn a_cookie_hash_fallback_sets_the_cookie() {
     let first = r.header("x-backend").unwrap().to_string();
     for _ in 0..4 {
         let r = c
-            .send(
-                req("GET", "x", "/")
-                    .header("cookie", format!("sess={value}"))
-                    .body(Default::default())
-                    .unwrap(),
-            )
+            .get_with("x", "/", &[("cookie", &format!("sess={value}"))])
             .await;
         assert_eq!(r.header("x-backend"), Some(first.as_str()));
         assert!(r.header("set-cookie").is_none());
     }
     // The header, when there is one, is hashed: no cookie.
-    let r = c
-        .send(
-            req("GET", "x", "/")
-                .header("x-a", "k")
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let r = c.get_with("x", "/", &[("x-a", "k")]).await;
     assert_eq!(r.status, 200);
     assert!(r.header("set-cookie").is_none());
     g.gw.shutdown().await;
@@ -607,26 +585,7 @@ async fn the_hash_cookie_replaces_the_upstreams_cookie_of_that_name() {
         )
         .run()
         .await;
-    let cfg = format!(
-        r#"
-_format_version: "3.0"
-upstreams:
-- name: sticky
-  hash_on: cookie
-  hash_on_cookie: sb
-  targets:
-  - target: {up}
-services:
-- name: sticky
-  host: sticky
-  routes:
-  - name: sticky
-    paths: ["/app"]
-    strip_path: false
-"#,
-        up = up.addr
-    );
-    let g = Gw::start(Some(&cfg)).await;
+    let g = Gw::start(Some(&sticky_config(up.addr, ""))).await;
     let check = |r: &Resp| {
         assert_eq!(r.status, 200, "{}", r.text());
         let mut got: Vec<&str> = r

@@ -651,6 +651,14 @@ impl H1 {
         self.send(req("GET", host, path).body(Full::default()).unwrap())
             .await
     }
+    /// A `GET` with the headers given (beside `Host`).
+    pub async fn get_with(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut b = req("GET", host, path);
+        for (name, value) in headers {
+            b = b.header(*name, *value);
+        }
+        self.send(b.body(Full::default()).unwrap()).await
+    }
 }
 
 pub fn req(method: &str, host: &str, path: &str) -> http::request::Builder {
