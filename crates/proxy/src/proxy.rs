@@ -168,6 +168,27 @@ impl Drop for Ctx {
 }
 
 impl Ctx {
+    /// A request's context as it starts: now, with a new request id, the error formats,
+    /// and the head's size; nothing routed, tried or answered yet.
+    fn new(format: Format, nginx_format: Format, head_bytes: u64) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            rid: request_id(),
+            format,
+            nginx_format,
+            stats: None,
+            proxied: false,
+            past_access: false,
+            access_end: None,
+            service_h2: false,
+            hash_cookie: None,
+            head_bytes,
+            upstream: None,
+            done: false,
+            tunnelled: false,
+        }
+    }
+
     /// Kong's `latencies.kong` and `latencies.proxy` as they stand now ([`Latencies`]):
     /// past the access phase, the time to the last try's start, and the upstream's time to
     /// its answer head, or the wait since that start when it gave none (an error page, a
@@ -506,22 +527,7 @@ pub(crate) fn handle(
             },
             |req| Present::of(&req.headers),
         );
-        let mut cx = Ctx {
-            start: Instant::now(),
-            rid: request_id(),
-            format: Format::Json,
-            nginx_format: sh.settings.error_default_type,
-            stats: None,
-            proxied: false,
-            past_access: false,
-            access_end: None,
-            service_h2: false,
-            hash_cookie: None,
-            head_bytes,
-            upstream: None,
-            done: false,
-            tunnelled: false,
-        };
+        let mut cx = Ctx::new(Format::Json, sh.settings.error_default_type, head_bytes);
         if present.has(Present::CONTENT_TYPE | Present::ACCEPT)
             && let Some(req) = head.as_ref()
         {
@@ -690,22 +696,9 @@ pub(crate) fn refusal(
     // (a head refused while read is HTTP/1's)
     let format =
         Format::nginx_error_of(accept, content_type, sh.settings.error_default_type, false);
-    let cx = Ctx {
-        start: Instant::now(),
-        rid: request_id(),
-        format,
-        nginx_format: format,
-        stats: None,
-        proxied: false,
-        past_access: false,
-        access_end: None,
-        service_h2: false,
-        hash_cookie: None,
-        head_bytes: 0,
-        upstream: None,
-        done: true,
-        tunnelled: false,
-    };
+    let mut cx = Ctx::new(format, format, 0);
+    // (answered here, whatever the client does next)
+    cx.done = true;
     tracing::debug!(request_id = ?cx.rid, reason = ?why, "request head refused");
     // Kong's message for the status, but for nginx's 494, which Kong sends as a 400
     let message = match why {
