@@ -541,6 +541,20 @@ fn conn_builder(sh: &Shared, kind: ListenerKind) -> auto::Builder<TokioExecutor>
 /// The largest HTTP/2 flow-control window (2^31 - 1), nginx's `NGX_HTTP_V2_MAX_WINDOW`.
 const H2_MAX_WINDOW: u32 = (1 << 31) - 1;
 
+/// How long a listener waits after a failed accept. Out of file descriptors (`EMFILE`,
+/// `ENFILE`): 500 ms, as nginx stops accepting for `accept_mutex_delay` then, so that the
+/// connections it holds can finish and the log gets one line per wait, not a flood. Other
+/// failures: 20 ms.
+fn accept_pause(e: &std::io::Error) -> Duration {
+    /// Linux's `errno` values for a full file table, the process's and the system's.
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    match e.raw_os_error() {
+        Some(EMFILE | ENFILE) => Duration::from_millis(500),
+        _ => Duration::from_millis(20),
+    }
+}
+
 async fn accept_loop(
     sh: Arc<Shared>,
     (kind, proxy_protocol): (ListenerKind, bool),
@@ -555,8 +569,9 @@ async fn accept_loop(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let pause = accept_pause(&e);
+                    tracing::warn!(error = %e, retry_in = ?pause, "accept failed");
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             },

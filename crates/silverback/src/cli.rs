@@ -145,6 +145,15 @@ pub struct DataPlaneArgs {
         default_value = "auto"
     )]
     pub nginx_worker_processes: String,
+    /// The open-file limit (Kong's `nginx_main_worker_rlimit_nofile`, nginx's
+    /// `worker_rlimit_nofile`): each connection takes a file descriptor. `auto` raises the
+    /// soft limit to the hard one; a number sets both to it.
+    #[arg(
+        long,
+        env = "SILVERBACK_NGINX_MAIN_WORKER_RLIMIT_NOFILE",
+        default_value = "auto"
+    )]
+    pub nginx_main_worker_rlimit_nofile: String,
     /// Largest request body accepted on the proxy and status listeners (Kong's
     /// `nginx_http_client_max_body_size`): bytes, or with `k`/`m`/`g`; larger bodies get
     /// 413. `0`, Kong's default, means no limit.
@@ -422,6 +431,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "DECLARATIVE_CONFIG",
         "LOG_LEVEL",
         "NGINX_WORKER_PROCESSES",
+        "NGINX_MAIN_WORKER_RLIMIT_NOFILE",
         "NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
         "NGINX_ADMIN_CLIENT_MAX_BODY_SIZE",
         "NGINX_HTTP_CLIENT_HEADER_BUFFER_SIZE",

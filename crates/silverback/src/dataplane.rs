@@ -199,10 +199,19 @@ pub fn runtime(settings: &Settings) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
+/// The data plane's settings, with the process's open-file limit set as they ask
+/// (`nginx_main_worker_rlimit_nofile`, [`crate::limits`]).
+pub fn prepare(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
+    let nofile = crate::limits::Nofile::parse(&args.nginx_main_worker_rlimit_nofile)?;
+    let settings = settings(args)?;
+    crate::limits::apply(nofile);
+    Ok(settings)
+}
+
 /// Starts the data plane, optionally with a declarative file, and serves until SIGINT or
 /// SIGTERM.
 pub fn serve(args: &DataPlaneArgs, config: Option<&Path>) -> anyhow::Result<()> {
-    let settings = settings(args)?;
+    let settings = prepare(args)?;
     let initial = match config {
         Some(path) => Some(load_file(path, settings.router_flavor, &settings.plugins)?),
         None => None,

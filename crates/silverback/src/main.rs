@@ -2,6 +2,7 @@
 
 mod cli;
 mod dataplane;
+mod limits;
 mod run;
 mod translate;
 mod validate;

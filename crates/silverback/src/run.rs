@@ -17,7 +17,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.manifests.is_none() && args.config.is_some() {
         return dataplane::serve(&args.data_plane, args.config.as_deref());
     }
-    let settings = dataplane::settings(&args.data_plane)?;
+    let settings = dataplane::prepare(&args.data_plane)?;
     let rt = dataplane::runtime(&settings)?;
     rt.block_on(async move {
         let flavor = settings.router_flavor;

@@ -520,6 +520,159 @@ fn proxy_rejects_a_bad_proxy_buffer_size() {
     }
 }
 
+/// A process's open-file limits (soft, hard) from `/proc`; `None` stands for unlimited.
+fn open_file_limits(pid: u32) -> (Option<u64>, Option<u64>) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut v = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|n| n.parse().ok());
+    (v.next().unwrap(), v.next().unwrap())
+}
+
+/// Starts `silverback proxy` under a shell that first sets the soft open-file limit to 256,
+/// with `env`; returns it once its admin API answers.
+fn proxy_with_low_soft_limit(env: &[(&str, &str)]) -> Child {
+    let (proxy, admin, status) = (free_port(), free_port(), free_port());
+    let child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -Sn 256 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_silverback"),
+            "proxy",
+        ])
+        .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
+        .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("KONG_STATUS_LISTEN", format!("127.0.0.1:{status}"))
+        .env("KONG_NGINX_WORKER_PROCESSES", "1")
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Child(child);
+    let up = wait_for(admin, "/status");
+    assert!(up.starts_with("HTTP/1.1 200"), "{up}");
+    child
+}
+
+/// Kong's `nginx_main_worker_rlimit_nofile`: `auto` (the default) takes the soft limit up to
+/// the hard one, so a shell's low `ulimit -n` does not cap the connections; a number sets
+/// both limits, as nginx's `worker_rlimit_nofile`.
+#[test]
+fn proxy_sets_the_open_file_limit() {
+    let (_, hard) = open_file_limits(std::process::id());
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let auto = proxy_with_low_soft_limit(&[]);
+    let (soft_now, hard_now) = open_file_limits(auto.0.id());
+    assert_eq!(hard_now, hard, "the hard limit is left as it was");
+    assert_eq!(
+        soft_now,
+        Some(hard.unwrap_or(nr_open)),
+        "the soft limit is raised from 256"
+    );
+    drop(auto);
+
+    // A number, at most the hard limit (lowering it needs no privilege).
+    let n = hard.unwrap_or(u64::MAX).min(2048);
+    let set =
+        proxy_with_low_soft_limit(&[("KONG_NGINX_MAIN_WORKER_RLIMIT_NOFILE", &n.to_string())]);
+    assert_eq!(open_file_limits(set.0.id()), (Some(n), Some(n)));
+}
+
+/// Out of file descriptors, a listener stops accepting for 500 ms at a time, as nginx does
+/// (one log line per wait, not a flood), and serves again once connections close.
+#[test]
+fn proxy_waits_out_a_full_file_table_and_recovers() {
+    use std::io::BufRead;
+    let (proxy, admin, status) = (free_port(), free_port(), free_port());
+    // Both limits at 48: the gateway cannot raise them.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 48 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_silverback"),
+            "proxy",
+        ])
+        .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
+        .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("KONG_STATUS_LISTEN", format!("127.0.0.1:{status}"))
+        .env("KONG_NGINX_WORKER_PROCESSES", "1")
+        .env("SILVERBACK_LOG_FORMAT", "text")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _child = Child(child);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr).lines() {
+            let Ok(l) = l else { break };
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let up = wait_for(proxy, "/");
+    assert!(up.starts_with("HTTP/1.1 404"), "{up}");
+    let failures = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("accept failed"))
+            .count()
+    };
+    assert_eq!(failures(), 0);
+    // More connections than descriptors: the gateway accepts until its table is full.
+    let held: Vec<_> = (0..80)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", proxy)).unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while failures() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no accept failed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let first = failures();
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    let more = failures() - first;
+    // 500 ms apart: three or four more in 1.6 s (at 20 ms apart, about eighty).
+    assert!(
+        (1..=5).contains(&more),
+        "{more} more accept failures in 1.6 s"
+    );
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("accept failed") && l.contains("Too many open files")),
+        "the log names the cause"
+    );
+    drop(held);
+    // Serves again once the connections are gone.
+    let again = wait_for(proxy, "/");
+    assert!(again.starts_with("HTTP/1.1 404"), "{again}");
+}
+
+#[test]
+fn proxy_rejects_a_bad_open_file_limit() {
+    for v in ["0", "many"] {
+        let out = silverback(&["proxy"], &[("KONG_NGINX_MAIN_WORKER_RLIMIT_NOFILE", v)]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("invalid nginx_main_worker_rlimit_nofile '{v}'")),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn proxy_rejects_a_bad_error_default_type() {
     let out = silverback(&["proxy"], &[("KONG_ERROR_DEFAULT_TYPE", "text/csv")]);
