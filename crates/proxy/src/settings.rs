@@ -520,11 +520,14 @@ pub struct Settings {
     /// TLS handshake timeout (the handshake must also end within the first request head's
     /// `client_header_timeout`, which runs from the accept).
     pub tls_handshake_timeout: Duration,
-    /// Idle upstream connections kept per address (`upstream_keepalive_pool_size`, 512).
+    /// Idle upstream connections kept per address (`upstream_keepalive_pool_size`, 512); 0
+    /// keeps none (a new connection for every request).
     pub upstream_keepalive_pool_size: usize,
-    /// Idle time after which pooled upstream connections are closed (60 s).
+    /// Idle time after which pooled upstream connections are closed
+    /// (`upstream_keepalive_idle_timeout`, 60 s); 0 is no limit.
     pub upstream_keepalive_idle_timeout: Duration,
-    /// Requests after which an upstream connection is retired (10000).
+    /// Requests after which an upstream connection is retired
+    /// (`upstream_keepalive_max_requests`, 10000); 0 is no limit.
     pub upstream_keepalive_max_requests: u32,
     /// The requests a client connection takes (Kong's `nginx_http_keepalive_requests`,
     /// nginx's `keepalive_requests`, 10,000 since Kong 3.6): the answer to the last one

@@ -935,15 +935,25 @@ where
 
 impl Pool {
     /// A pool with Kong's keep-alive settings: at most `max_idle` idle connections per key
-    /// and protocol, each closed after `idle_timeout` idle or `max_requests` requests.
+    /// and protocol, each closed after `idle_timeout` idle or `max_requests` requests. As
+    /// Kong reads them, a `max_idle` of 0 keeps no connection, and an `idle_timeout` or
+    /// `max_requests` of 0 is no limit.
     pub fn new(max_idle: usize, idle_timeout: Duration, max_requests: u32) -> Pool {
         Pool {
             h1: IdleLists::new(),
             h2: IdleLists::new(),
             limits: Limits {
                 max_idle,
-                idle_timeout,
-                max_requests,
+                idle_timeout: if idle_timeout.is_zero() {
+                    Duration::MAX
+                } else {
+                    idle_timeout
+                },
+                max_requests: if max_requests == 0 {
+                    u32::MAX
+                } else {
+                    max_requests
+                },
             },
             batch_writes: true,
         }

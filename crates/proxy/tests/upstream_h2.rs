@@ -382,6 +382,36 @@ async fn keepalive_settings_retire_connections() {
     }
 }
 
+/// The settings at 0, as Kong reads them: no limit on requests per connection or on idle
+/// time, and a pool size of 0 keeps no connection (each request opens one).
+#[tokio::test]
+async fn keepalive_settings_of_0_are_kongs() {
+    for proto in [Proto::Grpc, Proto::Http] {
+        let b = backend(proto).await;
+        let mut settings = Settings::loopback();
+        settings.upstream_keepalive_max_requests = 0;
+        settings.upstream_keepalive_idle_timeout = Duration::ZERO;
+        let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
+        for _ in 0..7 {
+            one(proto, g.http).await;
+        }
+        assert_eq!(accepted(&b), 1, "{proto:?}: one connection for all");
+        assert_eq!(g.gw.idle_upstream_connections(), 1, "{proto:?}");
+        g.gw.shutdown().await;
+
+        let b = backend(proto).await;
+        let mut settings = Settings::loopback();
+        settings.upstream_keepalive_pool_size = 0;
+        let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
+        for _ in 0..3 {
+            one(proto, g.http).await;
+        }
+        assert_eq!(accepted(&b), 3, "{proto:?}: a connection per request");
+        assert_eq!(g.gw.idle_upstream_connections(), 0, "{proto:?}");
+        g.gw.shutdown().await;
+    }
+}
+
 /// A 204 from a gRPC service reaches the client without `Content-Type` or
 /// `Content-Length`, as nginx's header filter writes that status.
 #[tokio::test]

@@ -145,6 +145,30 @@ pub struct DataPlaneArgs {
         default_value = "auto"
     )]
     pub nginx_worker_processes: String,
+    /// Idle upstream connections kept per address, TLS server name included (Kong's
+    /// `upstream_keepalive_pool_size`). `0` keeps none: every request opens a connection.
+    #[arg(
+        long,
+        env = "SILVERBACK_UPSTREAM_KEEPALIVE_POOL_SIZE",
+        default_value_t = 512
+    )]
+    pub upstream_keepalive_pool_size: usize,
+    /// Requests after which an upstream connection is closed (Kong's
+    /// `upstream_keepalive_max_requests`). `0`: no limit.
+    #[arg(
+        long,
+        env = "SILVERBACK_UPSTREAM_KEEPALIVE_MAX_REQUESTS",
+        default_value_t = 10_000
+    )]
+    pub upstream_keepalive_max_requests: u32,
+    /// Seconds an idle upstream connection is kept (Kong's
+    /// `upstream_keepalive_idle_timeout`). `0`: no limit.
+    #[arg(
+        long,
+        env = "SILVERBACK_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",
+        default_value_t = 60
+    )]
+    pub upstream_keepalive_idle_timeout: u64,
     /// The open-file limit (Kong's `nginx_main_worker_rlimit_nofile`, nginx's
     /// `worker_rlimit_nofile`): each connection takes a file descriptor. `auto` raises the
     /// soft limit to the hard one; a number sets both to it.
@@ -432,6 +456,9 @@ fn kong_alias(var: &str) -> Option<String> {
         "LOG_LEVEL",
         "NGINX_WORKER_PROCESSES",
         "NGINX_MAIN_WORKER_RLIMIT_NOFILE",
+        "UPSTREAM_KEEPALIVE_POOL_SIZE",
+        "UPSTREAM_KEEPALIVE_MAX_REQUESTS",
+        "UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",
         "NGINX_HTTP_CLIENT_MAX_BODY_SIZE",
         "NGINX_ADMIN_CLIENT_MAX_BODY_SIZE",
         "NGINX_HTTP_CLIENT_HEADER_BUFFER_SIZE",
@@ -699,6 +726,28 @@ mod tests {
         assert!(!p.data_plane.real_ip_recursive);
         assert_eq!(p.data_plane.nginx_admin_client_max_body_size, "10m");
         assert_eq!(p.data_plane.nginx_proxy_proxy_buffer_size, "4k");
+        assert_eq!(p.data_plane.nginx_main_worker_rlimit_nofile, "auto");
+        // (Kong 3.6's upstream keep-alive defaults, which the data plane's own match)
+        let s = crate::dataplane::settings(&p.data_plane).unwrap();
+        let d = silverback_proxy::Settings::default();
+        assert_eq!(s.upstream_keepalive_pool_size, 512);
+        assert_eq!(
+            s.upstream_keepalive_pool_size,
+            d.upstream_keepalive_pool_size
+        );
+        assert_eq!(s.upstream_keepalive_max_requests, 10_000);
+        assert_eq!(
+            s.upstream_keepalive_max_requests,
+            d.upstream_keepalive_max_requests
+        );
+        assert_eq!(
+            s.upstream_keepalive_idle_timeout,
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(
+            s.upstream_keepalive_idle_timeout,
+            d.upstream_keepalive_idle_timeout
+        );
     }
 
     #[test]

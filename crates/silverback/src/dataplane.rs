@@ -71,6 +71,11 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         .map_err(|e| anyhow::anyhow!("nginx_admin_client_max_body_size: {e}"))?,
         proxy_buffer_size: proxy_buffer_size(&args.nginx_proxy_proxy_buffer_size)?,
         keepalive_requests: args.nginx_http_keepalive_requests,
+        upstream_keepalive_pool_size: args.upstream_keepalive_pool_size,
+        upstream_keepalive_max_requests: args.upstream_keepalive_max_requests,
+        upstream_keepalive_idle_timeout: std::time::Duration::from_secs(
+            args.upstream_keepalive_idle_timeout,
+        ),
         header_buffers,
         proxy_header_buffers,
         log_level: crate::log_level(),

@@ -230,6 +230,9 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
         .env("KONG_NGINX_HTTP_LARGE_CLIENT_HEADER_BUFFERS", "4 4k")
         .env("KONG_NGINX_PROXY_LARGE_CLIENT_HEADER_BUFFERS", "2 16k")
         .env("KONG_NGINX_ADMIN_CLIENT_MAX_BODY_SIZE", "1k")
+        .env("KONG_UPSTREAM_KEEPALIVE_POOL_SIZE", "7")
+        .env("KONG_UPSTREAM_KEEPALIVE_MAX_REQUESTS", "0")
+        .env("KONG_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT", "15")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -248,6 +251,13 @@ fn proxy_serves_a_declarative_file_with_kong_settings_from_the_environment() {
         admin_root.contains("\"router_flavor\":\"traditional_compatible\""),
         "{admin_root}"
     );
+    for setting in [
+        "\"upstream_keepalive_pool_size\":7",
+        "\"upstream_keepalive_max_requests\":0",
+        "\"upstream_keepalive_idle_timeout\":15",
+    ] {
+        assert!(admin_root.contains(setting), "{setting}: {admin_root}");
+    }
     let miss = http_get(proxy, "/other").unwrap();
     assert!(miss.starts_with("HTTP/1.1 404"), "{miss}");
     // KONG_HEADERS=server_tokens: Server, but no request id or latency.
