@@ -315,10 +315,14 @@ impl Gateway {
                             d.clone(),
                             *http2.get(kind),
                             sessions,
+                            shared.settings.tls_versions,
                         ),
-                        ListenerKind::Admin | ListenerKind::Status => {
-                            TlsListener::defaults_only(d.clone(), *http2.get(kind), sessions)
-                        }
+                        ListenerKind::Admin | ListenerKind::Status => TlsListener::defaults_only(
+                            d.clone(),
+                            *http2.get(kind),
+                            sessions,
+                            shared.settings.tls_versions,
+                        ),
                     }
                 }),
                 _ => None,

@@ -58,7 +58,7 @@ pub use error::ProxyError;
 pub use gateway::{BoundListener, Gateway, ListenerKind};
 pub use settings::{
     AdminToken, BatchWrites, Cidr, Headers, HeadersError, Listen, ListenError, PortMaps, Settings,
-    UpstreamHeaders, parse_size,
+    TlsVersions, UpstreamHeaders, parse_size,
 };
 
 /// The Kong version whose behaviour and admin API this data plane reproduces (reported by

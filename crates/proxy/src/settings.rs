@@ -568,6 +568,9 @@ pub struct Settings {
     pub admin_ssl_cert: crate::SslCert,
     /// `status_ssl_cert` and `status_ssl_cert_key`: the same for `ssl` status listeners.
     pub status_ssl_cert: crate::SslCert,
+    /// The TLS versions every `ssl` listener speaks (Kong's `ssl_cipher_suite`, and
+    /// `ssl_protocols` under its `custom` suite). Default: TLS 1.2 and 1.3 (`intermediate`).
+    pub tls_versions: TlsVersions,
     /// Kong's `prefix`: the directory whose `ssl/` keeps the generated default certificates
     /// under Kong's names (`kong-default.crt`, `admin-kong-default-ecdsa.key`, ...; see
     /// [`crate::default_certs`]), written at the first start that needs them and read back
@@ -604,6 +607,89 @@ impl AdminToken {
 impl std::fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// The TLS protocol versions the `ssl` listeners speak, from Kong's `ssl_cipher_suite` and
+/// `ssl_protocols` ([`TlsVersions::from_kong`]). rustls speaks no version before TLS 1.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsVersions {
+    /// TLS 1.2.
+    pub tls12: bool,
+    /// TLS 1.3.
+    pub tls13: bool,
+}
+
+impl Default for TlsVersions {
+    /// Kong's default suite, `intermediate`: TLS 1.2 and 1.3.
+    fn default() -> Self {
+        TlsVersions {
+            tls12: true,
+            tls13: true,
+        }
+    }
+}
+
+impl TlsVersions {
+    /// The versions of Kong's `ssl_cipher_suite` (`modern`, `intermediate`, `old`, `fips`,
+    /// `custom`), with `ssl_protocols` (space-separated nginx names: `TLSv1`, `TLSv1.1`,
+    /// `TLSv1.2`, `TLSv1.3`) read under `custom` only, as Kong reads it.
+    ///
+    /// `modern` is TLS 1.3 alone, `intermediate` TLS 1.2 and 1.3 and `fips` TLS 1.2 alone,
+    /// as Kong's. `old` (TLS 1.0 to 1.3 in Kong) speaks TLS 1.2 and 1.3 here, and under
+    /// `custom` the versions before TLS 1.2 are left out: the second value lists what was
+    /// left out, for a warning. A `custom` list naming neither TLS 1.2 nor 1.3, an unknown suite or an
+    /// unknown protocol name is an error that names the setting.
+    pub fn from_kong(suite: &str, protocols: &str) -> Result<(TlsVersions, Vec<String>), String> {
+        let both = TlsVersions::default();
+        match suite.trim() {
+            "modern" => Ok((
+                TlsVersions {
+                    tls12: false,
+                    tls13: true,
+                },
+                Vec::new(),
+            )),
+            "intermediate" => Ok((both, Vec::new())),
+            "old" => Ok((both, vec!["TLSv1".into(), "TLSv1.1".into()])),
+            "fips" => Ok((
+                TlsVersions {
+                    tls12: true,
+                    tls13: false,
+                },
+                Vec::new(),
+            )),
+            "custom" => {
+                let mut v = TlsVersions {
+                    tls12: false,
+                    tls13: false,
+                };
+                let mut dropped = Vec::new();
+                for p in protocols.split_whitespace() {
+                    match p {
+                        "TLSv1.2" => v.tls12 = true,
+                        "TLSv1.3" => v.tls13 = true,
+                        "TLSv1" | "TLSv1.1" | "SSLv2" | "SSLv3" => dropped.push(p.to_string()),
+                        other => {
+                            return Err(format!(
+                                "invalid ssl_protocols '{protocols}': unknown protocol '{other}' \
+                                 (expected TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3)"
+                            ));
+                        }
+                    }
+                }
+                if !v.tls12 && !v.tls13 {
+                    return Err(format!(
+                        "invalid ssl_protocols '{protocols}': names neither TLSv1.2 nor TLSv1.3, \
+                         the versions this gateway speaks"
+                    ));
+                }
+                Ok((v, dropped))
+            }
+            other => Err(format!(
+                "invalid ssl_cipher_suite '{other}': expected modern, intermediate, old, fips or custom"
+            )),
+        }
     }
 }
 
@@ -689,6 +775,7 @@ impl Default for Settings {
             ssl_cert: crate::SslCert::default(),
             admin_ssl_cert: crate::SslCert::parse_setting("admin_ssl_cert", "", ""),
             status_ssl_cert: crate::SslCert::parse_setting("status_ssl_cert", "", ""),
+            tls_versions: TlsVersions::default(),
             prefix: None,
         }
     }
@@ -918,6 +1005,47 @@ mod tests {
             "headers_upstream: invalid entry 'via'"
         );
         assert!(UpstreamHeaders::parse("Off").is_err());
+    }
+
+    #[test]
+    fn tls_versions_from_kongs_cipher_suites() {
+        let v = |tls12, tls13| TlsVersions { tls12, tls13 };
+        let ok = |suite: &str, protocols: &str| TlsVersions::from_kong(suite, protocols).unwrap();
+        assert_eq!(ok("modern", "TLSv1.2"), (v(false, true), vec![]));
+        assert_eq!(ok("intermediate", ""), (v(true, true), vec![]));
+        assert_eq!(ok("fips", ""), (v(true, false), vec![]));
+        // Kong's `old` reaches down to TLS 1.0; what cannot be spoken is named for a warning.
+        assert_eq!(
+            ok("old", ""),
+            (
+                v(true, true),
+                vec!["TLSv1".to_string(), "TLSv1.1".to_string()]
+            )
+        );
+        // `ssl_protocols` counts under `custom` only (Kong's default list here).
+        assert_eq!(
+            ok("custom", "TLSv1.1 TLSv1.2 TLSv1.3"),
+            (v(true, true), vec!["TLSv1.1".to_string()])
+        );
+        assert_eq!(ok("custom", "TLSv1.3"), (v(false, true), vec![]));
+        assert_eq!(ok("custom", " TLSv1.2 "), (v(true, false), vec![]));
+        for (suite, protocols, error) in [
+            ("strong", "", "invalid ssl_cipher_suite 'strong'"),
+            (
+                "custom",
+                "TLSv1 TLSv1.1",
+                "names neither TLSv1.2 nor TLSv1.3",
+            ),
+            ("custom", "", "names neither TLSv1.2 nor TLSv1.3"),
+            (
+                "custom",
+                "TLSv1.2,TLSv1.3",
+                "unknown protocol 'TLSv1.2,TLSv1.3'",
+            ),
+        ] {
+            let e = TlsVersions::from_kong(suite, protocols).unwrap_err();
+            assert!(e.contains(error), "{suite} {protocols}: {e}");
+        }
     }
 
     #[test]

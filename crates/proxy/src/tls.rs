@@ -456,6 +456,8 @@ pub(crate) struct TlsListener {
     /// for their resolvers' version (they share session storage and ticketer).
     tls12: Arc<rustls::ServerConfig>,
     tls13: Arc<rustls::ServerConfig>,
+    /// TLS 1.3 is allowed (else a client offering it gets the TLS 1.2 configuration).
+    tls13_on: bool,
     defaults: Arc<DefaultCertificates>,
     /// Proxy listeners: the configuration's certificates by SNI, which need no waiting.
     snapshot: Option<Arc<ArcSwap<crate::snapshot::Snapshot>>>,
@@ -468,6 +470,7 @@ impl TlsListener {
         defaults: Arc<DefaultCertificates>,
         http2: bool,
         sessions: &Sessions,
+        versions: crate::TlsVersions,
     ) -> TlsListener {
         let resolver = |version| -> Arc<dyn ResolvesServerCert> {
             Arc::new(SniResolver {
@@ -476,10 +479,11 @@ impl TlsListener {
                 version,
             })
         };
-        let (tls12, tls13) = server_configs(resolver, http2, sessions);
+        let (tls12, tls13) = server_configs(resolver, http2, sessions, versions);
         TlsListener {
             tls12,
             tls13,
+            tls13_on: versions.tls13,
             defaults,
             snapshot: Some(snapshot),
         }
@@ -490,14 +494,16 @@ impl TlsListener {
         defaults: Arc<DefaultCertificates>,
         http2: bool,
         sessions: &Sessions,
+        versions: crate::TlsVersions,
     ) -> TlsListener {
         let resolver = |version| -> Arc<dyn ResolvesServerCert> {
             Arc::new(DefaultsOnly(defaults.clone(), version))
         };
-        let (tls12, tls13) = server_configs(resolver, http2, sessions);
+        let (tls12, tls13) = server_configs(resolver, http2, sessions, versions);
         TlsListener {
             tls12,
             tls13,
+            tls13_on: versions.tls13,
             defaults,
             snapshot: None,
         }
@@ -543,8 +549,8 @@ impl TlsListener {
             self.defaults.rsa_settled().await;
         }
         let config = match offered.version() {
-            Version::Tls12 => &self.tls12,
-            Version::Tls13 => &self.tls13,
+            Version::Tls13 if self.tls13_on => &self.tls13,
+            _ => &self.tls12,
         };
         start.into_stream(config.clone()).await
     }
@@ -974,26 +980,51 @@ pub(crate) fn accepts_ecdsa_p256(hello: &ClientHello<'_>, offered: Offered) -> b
 
 /// The server configurations of a TLS listener for handshakes that speak TLS 1.2 and TLS
 /// 1.3, with the certificate resolvers `resolver` makes for each version.
+///
+/// Both speak the `versions` allowed: a client offering only TLS 1.2 to a listener without
+/// it is refused (rustls's `protocol_version` alert), and without TLS 1.3 every client is
+/// handed the TLS 1.2 configuration ([`TlsListener::accept`]).
 fn server_configs(
     resolver: impl Fn(Version) -> Arc<dyn ResolvesServerCert>,
     http2: bool,
     sessions: &Sessions,
+    versions: crate::TlsVersions,
 ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>) {
-    let mut tls13 = Arc::unwrap_or_clone(server_config(resolver(Version::Tls13), http2));
+    let mut allowed: Vec<&'static rustls::SupportedProtocolVersion> = Vec::with_capacity(2);
+    if versions.tls13 {
+        allowed.push(&rustls::version::TLS13);
+    }
+    if versions.tls12 {
+        allowed.push(&rustls::version::TLS12);
+    }
+    let mut tls13 = Arc::unwrap_or_clone(server_config_with(
+        resolver(Version::Tls13),
+        http2,
+        &allowed,
+    ));
     sessions.apply(&mut tls13);
     let mut tls12 = tls13.clone();
     tls12.cert_resolver = resolver(Version::Tls12);
     (Arc::new(tls12), Arc::new(tls13))
 }
 
-/// The server configuration of a TLS listener.
+/// The server configuration of a TLS listener (TLS 1.2 and 1.3).
 pub fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
     http2: bool,
 ) -> Arc<rustls::ServerConfig> {
+    server_config_with(resolver, http2, rustls::ALL_VERSIONS)
+}
+
+/// The server configuration of a TLS listener speaking `versions`.
+fn server_config_with(
+    resolver: Arc<dyn ResolvesServerCert>,
+    http2: bool,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = match rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .with_protocol_versions(versions)
     {
         Ok(b) => b.with_no_client_auth().with_cert_resolver(resolver),
         // The ring provider supports every protocol version; unreachable in practice.
@@ -1750,8 +1781,12 @@ mod tests {
     ) {
         let (ecdsa, rsa) = certificates();
         let (defaults, slot) = DefaultCertificates::pending(ecdsa.clone());
-        let listener =
-            TlsListener::defaults_only(defaults.clone(), false, &Sessions::new(SESSION_CACHE_SIZE));
+        let listener = TlsListener::defaults_only(
+            defaults.clone(),
+            false,
+            &Sessions::new(SESSION_CACHE_SIZE),
+            crate::TlsVersions::default(),
+        );
         (defaults, slot, listener, ecdsa, rsa)
     }
 
@@ -1913,6 +1948,7 @@ mod tests {
             defaults.clone(),
             false,
             &Sessions::new(SESSION_CACHE_SIZE),
+            crate::TlsVersions::default(),
         );
         let (server, client_run) = handshake(
             &listener,

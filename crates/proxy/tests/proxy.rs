@@ -4890,3 +4890,37 @@ async fn keepalive_requests_ends_a_connection() {
     }
     g.gw.shutdown().await;
 }
+
+/// Kong's `ssl_cipher_suite` chooses the TLS versions of the `ssl` listeners: `modern` is
+/// TLS 1.3 alone (a client speaking only TLS 1.2 is refused), `fips` TLS 1.2 alone (a
+/// client offering both gets TLS 1.2), `intermediate`, the default, both.
+#[tokio::test]
+async fn the_cipher_suite_chooses_the_tls_versions() {
+    use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+    use silverback_proxy::{Settings, TlsVersions};
+    async fn version(
+        addr: std::net::SocketAddr,
+        tls12_only: bool,
+    ) -> std::io::Result<rustls::ProtocolVersion> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("example.test").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(resuming_client(tls12_only))
+            .connect(name, tcp)
+            .await?;
+        Ok(tls.get_ref().1.protocol_version().unwrap())
+    }
+    for (suite, both, tls12_only) in [
+        ("intermediate", Some(TLSv1_3), Some(TLSv1_2)),
+        ("modern", Some(TLSv1_3), None),
+        ("fips", Some(TLSv1_2), Some(TLSv1_2)),
+    ] {
+        let mut settings = Settings::loopback();
+        settings.tls_versions = TlsVersions::from_kong(suite, "").unwrap().0;
+        let g = Gw::start_with(settings, None).await;
+        assert_eq!(version(g.https, false).await.ok(), both, "{suite}");
+        assert_eq!(version(g.https, true).await.ok(), tls12_only, "{suite}");
+        // (a refused handshake leaves the listener serving)
+        assert_eq!(version(g.https, false).await.ok(), both, "{suite}");
+        g.gw.shutdown().await;
+    }
+}

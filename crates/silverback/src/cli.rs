@@ -169,6 +169,23 @@ pub struct DataPlaneArgs {
         default_value_t = 60
     )]
     pub upstream_keepalive_idle_timeout: u64,
+    /// The TLS versions of the `ssl` listeners, as Kong's `ssl_cipher_suite` names them:
+    /// `modern` (TLS 1.3), `intermediate` (TLS 1.2 and 1.3), `fips` (TLS 1.2), `old`
+    /// (TLS 1.2 and 1.3 here: nothing older is spoken), or `custom` (`--ssl-protocols`).
+    #[arg(
+        long,
+        env = "SILVERBACK_SSL_CIPHER_SUITE",
+        default_value = "intermediate"
+    )]
+    pub ssl_cipher_suite: String,
+    /// The TLS versions under `--ssl-cipher-suite custom` (Kong's `ssl_protocols`, nginx's
+    /// names, space-separated); `TLSv1` and `TLSv1.1` are left out with a warning.
+    #[arg(
+        long,
+        env = "SILVERBACK_SSL_PROTOCOLS",
+        default_value = "TLSv1.1 TLSv1.2 TLSv1.3"
+    )]
+    pub ssl_protocols: String,
     /// The open-file limit (Kong's `nginx_main_worker_rlimit_nofile`, nginx's
     /// `worker_rlimit_nofile`): each connection takes a file descriptor. `auto` raises the
     /// soft limit to the hard one; a number sets both to it.
@@ -470,6 +487,8 @@ fn kong_alias(var: &str) -> Option<String> {
         "HEADERS_UPSTREAM",
         "ERROR_DEFAULT_TYPE",
         "SSL_CERT",
+        "SSL_CIPHER_SUITE",
+        "SSL_PROTOCOLS",
         "SSL_CERT_KEY",
         "ADMIN_SSL_CERT",
         "ADMIN_SSL_CERT_KEY",

@@ -39,6 +39,16 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         None => None,
     };
     let (header_buffers, proxy_header_buffers) = header_buffers(args)?;
+    let (tls_versions, not_spoken) =
+        silverback_proxy::TlsVersions::from_kong(&args.ssl_cipher_suite, &args.ssl_protocols)
+            .map_err(anyhow::Error::msg)?;
+    if !not_spoken.is_empty() {
+        tracing::warn!(
+            ssl_cipher_suite = %args.ssl_cipher_suite,
+            left_out = %not_spoken.join(" "),
+            "TLS versions before 1.2 are not spoken; the ssl listeners speak TLS 1.2 and later"
+        );
+    }
     Ok(Settings {
         proxy_listen: listen("proxy_listen", &args.proxy_listen)?,
         admin_listen: listen("admin_listen", &args.admin_listen)?,
@@ -90,6 +100,7 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
             &args.status_ssl_cert,
             &args.status_ssl_cert_key,
         ),
+        tls_versions,
         prefix: prefix(args.prefix.as_deref())?,
         balancer: balancer_options(&args.dns_order)?,
         ..Settings::default()

@@ -684,6 +684,31 @@ fn proxy_rejects_a_bad_open_file_limit() {
 }
 
 #[test]
+fn proxy_rejects_a_bad_ssl_cipher_suite_or_protocols() {
+    for (env, why) in [
+        (
+            [
+                ("KONG_SSL_CIPHER_SUITE", "strong"),
+                ("KONG_SSL_PROTOCOLS", ""),
+            ],
+            "invalid ssl_cipher_suite 'strong'",
+        ),
+        (
+            [
+                ("KONG_SSL_CIPHER_SUITE", "custom"),
+                ("KONG_SSL_PROTOCOLS", "TLSv1.1"),
+            ],
+            "invalid ssl_protocols 'TLSv1.1': names neither TLSv1.2 nor TLSv1.3",
+        ),
+    ] {
+        let out = silverback(&["proxy"], &env);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{stderr}");
+    }
+}
+
+#[test]
 fn proxy_rejects_a_bad_error_default_type() {
     let out = silverback(&["proxy"], &[("KONG_ERROR_DEFAULT_TYPE", "text/csv")]);
     assert_eq!(out.status.code(), Some(1));
