@@ -94,6 +94,15 @@ fn accepted(b: &Backend) -> usize {
     b.connections.load(Ordering::SeqCst)
 }
 
+/// A backend for `proto`, and a gateway proxying to it with the settings `tweak` leaves.
+async fn backend_behind(proto: Proto, tweak: impl FnOnce(&mut Settings)) -> (Backend, Gw) {
+    let b = backend(proto).await;
+    let mut settings = Settings::loopback();
+    tweak(&mut settings);
+    let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
+    (b, g)
+}
+
 /// Waits (up to 5 s) until `f` holds.
 async fn until(what: &str, f: impl Fn() -> bool) {
     let t = Instant::now();
@@ -339,10 +348,7 @@ async fn sequential_calls_share_a_connection_and_concurrent_ones_do_not() {
 async fn keepalive_settings_retire_connections() {
     for proto in [Proto::Grpc, Proto::Http] {
         // at most 3 requests per connection: 7 calls take 3 connections
-        let b = backend(proto).await;
-        let mut settings = Settings::loopback();
-        settings.upstream_keepalive_max_requests = 3;
-        let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
+        let (b, g) = backend_behind(proto, |s| s.upstream_keepalive_max_requests = 3).await;
         for _ in 0..7 {
             one(proto, g.http).await;
         }
@@ -350,10 +356,10 @@ async fn keepalive_settings_retire_connections() {
         g.gw.shutdown().await;
 
         // idle for at most 2 s (a margin for a slow machine between the first two calls)
-        let b = backend(proto).await;
-        let mut settings = Settings::loopback();
-        settings.upstream_keepalive_idle_timeout = Duration::from_secs(2);
-        let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
+        let (b, g) = backend_behind(proto, |s| {
+            s.upstream_keepalive_idle_timeout = Duration::from_secs(2)
+        })
+        .await;
         one(proto, g.http).await;
         one(proto, g.http).await;
         assert_eq!(accepted(&b), 1, "{proto:?}: reused while fresh");
@@ -363,10 +369,7 @@ async fn keepalive_settings_retire_connections() {
         g.gw.shutdown().await;
 
         // at most 2 idle connections per address: of 4 used at once, 2 are kept
-        let b = backend(proto).await;
-        let mut settings = Settings::loopback();
-        settings.upstream_keepalive_pool_size = 2;
-        let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
+        let (b, g) = backend_behind(proto, |s| s.upstream_keepalive_pool_size = 2).await;
         for round in 1..=2 {
             // four at once: the backend holds each until all four arrived
             b.hold_until(4);
@@ -387,11 +390,11 @@ async fn keepalive_settings_retire_connections() {
 #[tokio::test]
 async fn keepalive_settings_of_0_are_kongs() {
     for proto in [Proto::Grpc, Proto::Http] {
-        let b = backend(proto).await;
-        let mut settings = Settings::loopback();
-        settings.upstream_keepalive_max_requests = 0;
-        settings.upstream_keepalive_idle_timeout = Duration::ZERO;
-        let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
+        let (b, g) = backend_behind(proto, |s| {
+            s.upstream_keepalive_max_requests = 0;
+            s.upstream_keepalive_idle_timeout = Duration::ZERO;
+        })
+        .await;
         for _ in 0..7 {
             one(proto, g.http).await;
         }
@@ -399,10 +402,7 @@ async fn keepalive_settings_of_0_are_kongs() {
         assert_eq!(g.gw.idle_upstream_connections(), 1, "{proto:?}");
         g.gw.shutdown().await;
 
-        let b = backend(proto).await;
-        let mut settings = Settings::loopback();
-        settings.upstream_keepalive_pool_size = 0;
-        let g = Gw::start_with(settings, Some(&config(proto, b.addr, 5000))).await;
+        let (b, g) = backend_behind(proto, |s| s.upstream_keepalive_pool_size = 0).await;
         for _ in 0..3 {
             one(proto, g.http).await;
         }
