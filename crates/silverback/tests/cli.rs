@@ -543,14 +543,19 @@ fn open_file_limits(pid: u32) -> (Option<u64>, Option<u64>) {
     (v.next().unwrap(), v.next().unwrap())
 }
 
-/// Starts `silverback proxy` under a shell that first sets the soft open-file limit to 256,
-/// with `env`; returns it once its admin API answers.
-fn proxy_with_low_soft_limit(env: &[(&str, &str)]) -> Child {
+/// Starts `silverback proxy` (one worker, listeners on free loopback ports, `env`) under a
+/// shell that first runs `ulimit` with `limit` (`-Sn 256`); returns it with its proxy and
+/// admin ports.
+fn proxy_under_ulimit(
+    limit: &str,
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, u16, u16) {
     let (proxy, admin, status) = (free_port(), free_port(), free_port());
     let child = Command::new("sh")
         .args([
             "-c",
-            "ulimit -Sn 256 && exec \"$0\" \"$@\"",
+            &format!("ulimit {limit} && exec \"$0\" \"$@\""),
             env!("CARGO_BIN_EXE_silverback"),
             "proxy",
         ])
@@ -559,9 +564,15 @@ fn proxy_with_low_soft_limit(env: &[(&str, &str)]) -> Child {
         .env("KONG_STATUS_LISTEN", format!("127.0.0.1:{status}"))
         .env("KONG_NGINX_WORKER_PROCESSES", "1")
         .envs(env.iter().copied())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
+    (child, proxy, admin)
+}
+
+/// [`proxy_under_ulimit`] with the soft open-file limit at 256, once its admin API answers.
+fn proxy_with_low_soft_limit(env: &[(&str, &str)]) -> Child {
+    let (child, _, admin) = proxy_under_ulimit("-Sn 256", env, std::process::Stdio::null());
     let child = Child(child);
     let up = wait_for(admin, "/status");
     assert!(up.starts_with("HTTP/1.1 200"), "{up}");
@@ -601,23 +612,12 @@ fn proxy_sets_the_open_file_limit() {
 #[test]
 fn proxy_waits_out_a_full_file_table_and_recovers() {
     use std::io::BufRead;
-    let (proxy, admin, status) = (free_port(), free_port(), free_port());
     // Both limits at 48: the gateway cannot raise them.
-    let mut child = Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -n 48 && exec \"$0\" \"$@\"",
-            env!("CARGO_BIN_EXE_silverback"),
-            "proxy",
-        ])
-        .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
-        .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-        .env("KONG_STATUS_LISTEN", format!("127.0.0.1:{status}"))
-        .env("KONG_NGINX_WORKER_PROCESSES", "1")
-        .env("SILVERBACK_LOG_FORMAT", "text")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, proxy, _) = proxy_under_ulimit(
+        "-n 48",
+        &[("SILVERBACK_LOG_FORMAT", "text")],
+        std::process::Stdio::piped(),
+    );
     let stderr = child.stderr.take().unwrap();
     let _child = Child(child);
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
