@@ -18,6 +18,16 @@ fn silverback(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("the binary runs")
 }
 
+/// Runs the binary with `args` and `env`, which must stop it at start (status 1) with an
+/// error that says `why`; its standard error.
+fn refused_at_start(args: &[&str], env: &[(&str, &str)], why: &str) -> String {
+    let out = silverback(args, env);
+    assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains(why), "{why}: {stderr}");
+    stderr
+}
+
 fn write(dir: &tempfile::TempDir, name: &str, body: &str) -> String {
     let p = dir.path().join(name);
     std::fs::write(&p, body).unwrap();
@@ -450,7 +460,7 @@ fn an_invalid_log_level_is_refused_at_start() {
 fn proxy_refuses_an_invalid_file_naming_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let f = write(&dir, "kong.yaml", INVALID);
-    let out = silverback(
+    refused_at_start(
         &[
             "proxy",
             "--config",
@@ -463,54 +473,35 @@ fn proxy_refuses_an_invalid_file_naming_the_error() {
             "off",
         ],
         &[],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("service 'a': host: invalid value: bad_host!"),
-        "{stderr}"
+        "service 'a': host: invalid value: bad_host!",
     );
 }
 
 #[test]
 fn proxy_rejects_a_bad_headers_setting() {
-    let out = silverback(&["proxy", "--headers", "server_tokens, X-Bogus"], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("headers: invalid entry 'X-Bogus'"),
-        "{stderr}"
+    refused_at_start(
+        &["proxy", "--headers", "server_tokens, X-Bogus"],
+        &[],
+        "headers: invalid entry 'X-Bogus'",
     );
-    let out = silverback(&["proxy"], &[("KONG_HEADERS_UPSTREAM", "via")]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("headers_upstream: invalid entry 'via'"),
-        "{stderr}"
+    refused_at_start(
+        &["proxy"],
+        &[("KONG_HEADERS_UPSTREAM", "via")],
+        "headers_upstream: invalid entry 'via'",
     );
 }
 
 #[test]
 fn proxy_rejects_a_bad_body_size_setting() {
-    let out = silverback(
+    refused_at_start(
         &["proxy"],
         &[("KONG_NGINX_HTTP_CLIENT_MAX_BODY_SIZE", "8 mb")],
+        "nginx_http_client_max_body_size: invalid size '8 mb'",
     );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("nginx_http_client_max_body_size: invalid size '8 mb'"),
-        "{stderr}"
-    );
-    let out = silverback(
+    refused_at_start(
         &["proxy"],
         &[("KONG_NGINX_ADMIN_CLIENT_MAX_BODY_SIZE", "10 m")],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("nginx_admin_client_max_body_size: invalid size '10 m'"),
-        "{stderr}"
+        "nginx_admin_client_max_body_size: invalid size '10 m'",
     );
 }
 
@@ -520,12 +511,10 @@ fn proxy_rejects_a_bad_proxy_buffer_size() {
         ("160 k", "invalid size '160 k'"),
         ("0", "must be more than 0"),
     ] {
-        let out = silverback(&["proxy"], &[("KONG_NGINX_PROXY_PROXY_BUFFER_SIZE", v)]);
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(&format!("nginx_proxy_proxy_buffer_size: {why}")),
-            "{stderr}"
+        refused_at_start(
+            &["proxy"],
+            &[("KONG_NGINX_PROXY_PROXY_BUFFER_SIZE", v)],
+            &format!("nginx_proxy_proxy_buffer_size: {why}"),
         );
     }
 }
@@ -673,12 +662,10 @@ fn proxy_waits_out_a_full_file_table_and_recovers() {
 #[test]
 fn proxy_rejects_a_bad_open_file_limit() {
     for v in ["0", "many"] {
-        let out = silverback(&["proxy"], &[("KONG_NGINX_MAIN_WORKER_RLIMIT_NOFILE", v)]);
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(&format!("invalid nginx_main_worker_rlimit_nofile '{v}'")),
-            "{stderr}"
+        refused_at_start(
+            &["proxy"],
+            &[("KONG_NGINX_MAIN_WORKER_RLIMIT_NOFILE", v)],
+            &format!("invalid nginx_main_worker_rlimit_nofile '{v}'"),
         );
     }
 }
@@ -701,21 +688,16 @@ fn proxy_rejects_a_bad_ssl_cipher_suite_or_protocols() {
             "invalid ssl_protocols 'TLSv1.1': names neither TLSv1.2 nor TLSv1.3",
         ),
     ] {
-        let out = silverback(&["proxy"], &env);
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(why), "{stderr}");
+        refused_at_start(&["proxy"], &env, why);
     }
 }
 
 #[test]
 fn proxy_rejects_a_bad_error_default_type() {
-    let out = silverback(&["proxy"], &[("KONG_ERROR_DEFAULT_TYPE", "text/csv")]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("invalid error_default_type 'text/csv'"),
-        "{stderr}"
+    refused_at_start(
+        &["proxy"],
+        &[("KONG_ERROR_DEFAULT_TYPE", "text/csv")],
+        "invalid error_default_type 'text/csv'",
     );
 }
 
@@ -730,34 +712,20 @@ fn proxy_rejects_a_bad_ssl_cert_without_printing_keys() {
             .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
     );
     let missing = dir.path().join("missing.crt").display().to_string();
-    let out = silverback(
+    refused_at_start(
         &["proxy"],
         &[
             ("KONG_SSL_CERT", &missing),
             ("KONG_SSL_CERT_KEY", &format!("{pki}/rsa.key")),
         ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "ssl_cert: failed loading certificate from {missing}: no such file"
-        )),
-        "{stderr}"
+        &format!("ssl_cert: failed loading certificate from {missing}: no such file"),
     );
     // The ECDSA key, given as PEM text, for the RSA certificate.
     let key = std::fs::read_to_string(format!("{pki}/ec.key")).unwrap();
-    let out = silverback(
+    let stderr = refused_at_start(
         &["proxy", "--ssl-cert", &format!("{pki}/rsa.crt")],
         &[("SILVERBACK_SSL_CERT_KEY", &key)],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "ssl_cert_key entry 1 (PEM text) does not match ssl_cert {pki}/rsa.crt"
-        )),
-        "{stderr}"
+        &format!("ssl_cert_key entry 1 (PEM text) does not match ssl_cert {pki}/rsa.crt"),
     );
     let secret_line = key.lines().nth(1).unwrap();
     assert!(!stderr.contains(secret_line), "{stderr}");
@@ -765,15 +733,10 @@ fn proxy_rejects_a_bad_ssl_cert_without_printing_keys() {
     // variables often carry it: the error names the entry and never quotes the text.
     let one_line = key.replace('\n', "");
     let rsa = format!("{pki}/rsa.crt");
-    let out = silverback(
+    let stderr = refused_at_start(
         &["proxy", "--ssl-cert", &rsa, "--ssl-cert-key", &one_line],
         &[],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("ssl_cert_key: failed loading key from entry 1 (PEM text): invalid key"),
-        "{stderr}"
+        "ssl_cert_key: failed loading key from entry 1 (PEM text): invalid key",
     );
     assert!(!stderr.contains(secret_line), "{stderr}");
     let as_numbers = secret_line
