@@ -638,8 +638,8 @@ impl TlsVersions {
     /// `modern` is TLS 1.3 alone, `intermediate` TLS 1.2 and 1.3 and `fips` TLS 1.2 alone,
     /// as Kong's. `old` (TLS 1.0 to 1.3 in Kong) speaks TLS 1.2 and 1.3 here, and under
     /// `custom` the versions before TLS 1.2 are left out: the second value lists what was
-    /// left out, for a warning. A `custom` list naming neither TLS 1.2 nor 1.3, an unknown suite or an
-    /// unknown protocol name is an error that names the setting.
+    /// left out, for a warning. A `custom` list naming neither TLS 1.2 nor 1.3, an unknown
+    /// suite or an unknown protocol name is an error that names the setting.
     pub fn from_kong(suite: &str, protocols: &str) -> Result<(TlsVersions, Vec<String>), String> {
         let both = TlsVersions::default();
         match suite.trim() {

@@ -456,7 +456,7 @@ pub(crate) struct TlsListener {
     /// for their resolvers' version (they share session storage and ticketer).
     tls12: Arc<rustls::ServerConfig>,
     tls13: Arc<rustls::ServerConfig>,
-    /// TLS 1.3 is allowed (else a client offering it gets the TLS 1.2 configuration).
+    /// TLS 1.3 is allowed (else every handshake takes the TLS 1.2 configuration).
     tls13_on: bool,
     defaults: Arc<DefaultCertificates>,
     /// Proxy listeners: the configuration's certificates by SNI, which need no waiting.
@@ -544,13 +544,16 @@ impl TlsListener {
         let Scanning { io, scan } = io;
         let start = tokio_rustls::StartHandshake::from_parts(accepted, io);
         let hello = start.client_hello();
-        let offered = scan.offered().unwrap_or_else(|| Offered::guess(&hello));
+        let mut offered = scan.offered().unwrap_or_else(|| Offered::guess(&hello));
+        // Without TLS 1.3 on this listener, the handshake speaks TLS 1.2 whatever else is
+        // offered, and its certificate is chosen (or waited for) by TLS 1.2's rules.
+        offered.tls13 &= self.tls13_on;
         if self.waits_for_rsa(&hello, offered) {
             self.defaults.rsa_settled().await;
         }
         let config = match offered.version() {
-            Version::Tls13 if self.tls13_on => &self.tls13,
-            _ => &self.tls12,
+            Version::Tls12 => &self.tls12,
+            Version::Tls13 => &self.tls13,
         };
         start.into_stream(config.clone()).await
     }
