@@ -522,13 +522,7 @@ async fn the_hash_cookie_is_set_on_an_error_page_after_the_access_phase() {
         .await;
     check(&r, "HTTP/1.1 with a body");
     let mut h2 = H2::h2c(g.http).await;
-    let r = h2
-        .send(
-            http::Request::get("http://x/app")
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let r = h2.get("http://x/app").await;
     check(&r, "HTTP/2");
     // the client's own cookie: nothing generated, nothing set
     let r = c.get_with("x", "/app", &[("cookie", "sb=mine")]).await;
@@ -606,14 +600,7 @@ async fn the_hash_cookie_replaces_the_upstreams_cookie_of_that_name() {
     let mut c = H1::connect(g.http).await;
     check(&c.get("x", "/app").await);
     let mut h2 = H2::h2c(g.http).await;
-    check(
-        &h2.send(
-            http::Request::get("http://x/app")
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await,
-    );
+    check(&h2.get("http://x/app").await);
     g.gw.shutdown().await;
 }
 

@@ -705,13 +705,7 @@ async fn headers_settings_choose_the_added_headers() {
     }
     // The same over HTTP/2 (h2c), where hyper writes the answer.
     let mut c2 = H2::h2c(g.http).await;
-    let r = c2
-        .send(
-            http::Request::get("http://h2c.test/any")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+    let r = c2.get("http://h2c.test/any").await;
     assert_eq!(r.status, 200);
     for name in ["via", "server", "x-kong-proxy-latency", "x-kong-request-id"] {
         assert_eq!(r.header(name), None, "{name} over h2 with headers=off");
@@ -2191,13 +2185,7 @@ async fn tls_certificates_by_sni_and_h2_by_alpn() {
     let (tls, _, alpn) = tls_connect(g.https, "exact.test", &[b"h2", b"http/1.1"]).await;
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
     let mut c = H2::over(tls).await;
-    let r = c
-        .send(
-            http::Request::get("https://exact.test/sni/x")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+    let r = c.get("https://exact.test/sni/x").await;
     assert_eq!(r.status, 200);
     let e = r.json();
     assert_eq!(e["uri"], "/sni/x");
@@ -2207,13 +2195,7 @@ async fn tls_certificates_by_sni_and_h2_by_alpn() {
     // The SNI route does not match another name.
     let (tls, _, _) = tls_connect(g.https, "a.wild.test", &[b"h2"]).await;
     let mut c = H2::over(tls).await;
-    let r = c
-        .send(
-            http::Request::get("https://a.wild.test/sni/x")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+    let r = c.get("https://a.wild.test/sni/x").await;
     assert_eq!(
         r.json()["uri"],
         "/sni/x",
@@ -2514,14 +2496,7 @@ async fn http2_is_enabled_per_listener_kind() {
             );
         }
         for addr in [g.http, g.admin] {
-            let r = H2::h2c(addr)
-                .await
-                .send(
-                    http::Request::get("http://h2c.test/status")
-                        .body(Full::default())
-                        .unwrap(),
-                )
-                .await;
+            let r = H2::h2c(addr).await.get("http://h2c.test/status").await;
             assert_ne!(r.status, 400, "{addr} (fast path: {fast_h1})");
         }
         // the status kind has no `http2`: no h2 there
@@ -2602,14 +2577,7 @@ async fn the_h2_preface_is_one_only_at_the_connections_start() {
         let g = Gw::start_with(settings, Some(&basic(&b))).await;
         let what = |w: &str| format!("{w} (fast path: {fast_h1})");
         // (h2c is taken at the start)
-        let r = H2::h2c(g.http)
-            .await
-            .send(
-                http::Request::get("http://h2c.test/any")
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await;
+        let r = H2::h2c(g.http).await.get("http://h2c.test/any").await;
         assert_eq!(r.status, 200, "{}", what("h2c"));
         // after a request served (on the fast path, when on), and after one handed to hyper
         // (a body: behind the framing guard whatever the fast path)
@@ -2723,13 +2691,7 @@ async fn h2c_prior_knowledge() {
     let g = Gw::start(Some(&basic(&b))).await;
     let mut c = H2::h2c(g.http).await;
     for i in 0..5 {
-        let r = c
-            .send(
-                http::Request::get(format!("http://h2c.test/strip/{i}"))
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await;
+        let r = c.get(format!("http://h2c.test/strip/{i}")).await;
         assert_eq!(r.status, 200);
         let e = r.json();
         assert_eq!(e["uri"], format!("/base/{i}"));
@@ -2738,13 +2700,7 @@ async fn h2c_prior_knowledge() {
     }
     // a `:path` nginx cannot normalize gets Kong's 400 on its stream; the connection goes on
     for bad in ["/../any", "/any/%2e%2e/%2E%2E/x", "/any%00"] {
-        let r = c
-            .send(
-                http::Request::get(format!("http://h2c.test{bad}"))
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await;
+        let r = c.get(format!("http://h2c.test{bad}")).await;
         assert_eq!(r.status, 400, "{bad}");
         // (an nginx-level error: text unless the request asks for another format)
         assert!(r.text().starts_with("Bad request\nrequest_id: "), "{bad}");
@@ -2780,13 +2736,7 @@ async fn h2c_prior_knowledge() {
             "{method}"
         );
     }
-    let r = c
-        .send(
-            http::Request::get("http://h2c.test/any/x/../y")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+    let r = c.get("http://h2c.test/any/x/../y").await;
     assert_eq!(r.status, 200);
     g.gw.shutdown().await;
 }
@@ -2935,13 +2885,7 @@ services:
     assert_eq!(t.get("grpc-message").unwrap(), "ok");
 
     // Non-gRPC request on a gRPC route: 415.
-    let r = c
-        .send(
-            http::Request::get("http://x/grpc.Echo/Say")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+    let r = c.get("http://x/grpc.Echo/Say").await;
     assert_eq!(r.status, 415);
     assert_eq!(r.json()["message"], "Non-gRPC request matched gRPC route");
     // gRPC over HTTP/1.1: 426.

@@ -753,6 +753,11 @@ impl H2 {
         self.tx.ready().await.unwrap();
         read(self.tx.send_request(req).await.expect("response")).await
     }
+    /// A `GET` of `uri` (scheme and authority included) with no headers and no body.
+    pub async fn get(&mut self, uri: impl AsRef<str>) -> Resp {
+        let req = Request::get(uri.as_ref()).body(Full::default()).unwrap();
+        self.send(req).await
+    }
 }
 
 /// An HTTP/2 (h2c) server that takes requests but never reads their bodies and never
