@@ -46,28 +46,33 @@ impl Nofile {
     }
 
     /// The (soft, hard) limits to ask for, given the current ones.
-    /// (An unlimited hard limit counts as `nr_open`, the kernel's ceiling for the setting.)
-    fn wanted(self, (soft, hard): (rlim_t, rlim_t), nr_open: rlim_t) -> (rlim_t, rlim_t) {
+    /// (An unlimited hard limit counts as `nr_open()`, the kernel's ceiling for the setting,
+    /// read only then.)
+    fn wanted(
+        self,
+        (soft, hard): (rlim_t, rlim_t),
+        nr_open: impl FnOnce() -> rlim_t,
+    ) -> (rlim_t, rlim_t) {
         match self {
-            Nofile::Auto if hard == RLIM_INFINITY => (soft.max(nr_open), hard),
+            Nofile::Auto if hard == RLIM_INFINITY => (soft.max(nr_open()), hard),
             Nofile::Auto => (soft.max(hard), hard),
             Nofile::Exactly(n) => (n, n),
         }
     }
 }
 
-/// Applies the setting to this process and logs the outcome; the soft limit in force after.
+/// Applies the setting to this process and logs the outcome.
 /// A refusal by the system is a warning, not an error: the gateway starts with the limits
 /// it had.
-pub fn apply(setting: Nofile) -> rlim_t {
+pub fn apply(setting: Nofile) {
     let current = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the open-file limit");
-            return 0;
+            return;
         }
     };
-    let (soft, hard) = setting.wanted(current, nr_open());
+    let (soft, hard) = setting.wanted(current, nr_open);
     let now = if (soft, hard) == current {
         current.0
     } else {
@@ -100,7 +105,6 @@ pub fn apply(setting: Nofile) -> rlim_t {
              performance allow at least 4096 (ulimit -n)"
         );
     }
-    now
 }
 
 /// The kernel's ceiling for the open-file limit (Linux's `fs.nr_open`; 1048576 by default,
@@ -131,7 +135,7 @@ mod tests {
 
     #[test]
     fn auto_raises_the_soft_limit_to_the_hard_one_and_a_number_sets_both() {
-        let nr_open = 1 << 20;
+        let nr_open = || 1 << 20;
         assert_eq!(
             Nofile::Auto.wanted((1024, 524_288), nr_open),
             (524_288, 524_288)
@@ -140,7 +144,7 @@ mod tests {
         // An unlimited hard limit: as far as the kernel lets the setting go.
         assert_eq!(
             Nofile::Auto.wanted((1024, RLIM_INFINITY), nr_open),
-            (nr_open, RLIM_INFINITY)
+            (1 << 20, RLIM_INFINITY)
         );
         assert_eq!(
             Nofile::Exactly(2048).wanted((1024, 524_288), nr_open),
