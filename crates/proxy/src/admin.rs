@@ -73,10 +73,16 @@ pub(crate) fn message(status: StatusCode, m: &str) -> Response<ProxyBody> {
 /// grows past it, or breaks its chunked framing, while Kong reads it (with it).
 pub(crate) async fn serve(
     sh: Arc<Shared>,
-    kind: ListenerKind,
+    (kind, remote): (ListenerKind, std::net::IpAddr),
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, crate::error::Unanswered> {
     let start = std::time::Instant::now();
+    // (nginx's `combined` line by default; Kong's admin and status servers have no
+    // `realip`: the peer's address)
+    let access = sh.access.get(kind).as_ref().map(|l| {
+        let head_only = req.method() == http::Method::HEAD;
+        (l.begin_request(remote, &req, b""), head_only)
+    });
     // (nginx counts every request it reads, the admin and status servers' included)
     sh.metrics
         .requests
@@ -124,6 +130,14 @@ pub(crate) async fn serve(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
         );
+    }
+    if let Some((mut e, head_only)) = access {
+        e.status = r.status().as_u16();
+        let sent = match r.body() {
+            ProxyBody::Full(Some(b)) if !head_only => b.len() as u64,
+            _ => 0,
+        };
+        e.finish(sent);
     }
     Ok(r)
 }

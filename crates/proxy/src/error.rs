@@ -202,6 +202,16 @@ impl std::error::Error for Error {}
 /// Errors of starting or reconfiguring a [`crate::Gateway`].
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// An access log file could not be opened.
+    #[error("{setting}: cannot open {path}: {source}")]
+    AccessLog {
+        /// The setting that names it (`proxy_access_log`, ...).
+        setting: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     pub server: HeaderValue,
     pub via_h1: HeaderValue,
     pub via_h2: HeaderValue,
+    /// The access logs of the listener kinds ([`crate::access_log`]).
+    pub access: PerKind<Option<crate::access_log::Logger>>,
 }
 
 /// How many admin request bodies (`POST /config`, validations, writes) may be read into
@@ -245,7 +247,16 @@ impl Gateway {
         let hv = |s: String| {
             HeaderValue::from_str(&s).map_err(|e| ProxyError::Tls(format!("server token: {e}")))
         };
+        let [proxy_log, admin_log, status_log] = crate::access_log::open_all(
+            [
+                ("proxy_access_log", settings.proxy_access_log.as_ref()),
+                ("admin_access_log", settings.admin_access_log.as_ref()),
+                ("status_access_log", settings.status_access_log.as_ref()),
+            ],
+            settings.prefix.as_deref(),
+        )?;
         let shared = Arc::new(Shared {
+            access: PerKind::new(proxy_log, admin_log, status_log),
             stopping: std::sync::atomic::AtomicBool::new(false),
             server: hv(settings.server_token.clone())?,
             via_h1: hv(format!("1.1 {}", settings.server_token))?,
@@ -416,6 +427,16 @@ impl Gateway {
                 tracing::warn!("listener did not drain in time");
             }
         }
+        // (the lines of the requests served so far are written out)
+        let sinks: Vec<_> = [
+            ListenerKind::Proxy,
+            ListenerKind::Admin,
+            ListenerKind::Status,
+        ]
+        .into_iter()
+        .filter_map(|k| self.shared.access.get(k).as_ref().map(|l| l.sink().clone()))
+        .collect();
+        let _ = tokio::task::spawn_blocking(move || sinks.iter().for_each(|s| s.close())).await;
     }
 }
 
@@ -464,8 +485,8 @@ impl ConnSetup {
                 buffers: buffers_of(sh, kind),
                 h2c: false,
             },
-            answerer: Arc::new(move |head, why| {
-                crate::h1_fast::refusal_bytes(&sh2, head, why, kind)
+            answerer: Arc::new(move |head, why, peer| {
+                crate::h1_fast::refusal_bytes(&sh2, head, why, (kind, peer))
             }),
         }
     }
@@ -476,7 +497,7 @@ impl ConnSetup {
     /// of the heads it passes to `heads`, if given.
     fn guard<T>(
         &self,
-        io: T,
+        (io, peer): (T, std::net::IpAddr),
         (first_head_by, h2c): (Option<std::time::Instant>, bool),
         heads: Option<Arc<crate::h1_guard::Heads>>,
         close_after: Arc<Notify>,
@@ -487,7 +508,8 @@ impl ConnSetup {
             self.answerer.clone(),
             close_after.clone(),
         );
-        let io = TokioIo::new(guard.first_head_by(first_head_by).keeping_heads(heads));
+        let guard = guard.with_peer(peer).first_head_by(first_head_by);
+        let io = TokioIo::new(guard.keeping_heads(heads));
         (io, Some(close_after))
     }
 }
@@ -759,7 +781,8 @@ async fn serve_conn<S>(
                 _ => return,
             }
             if first[0] != 0x16 && first[0] & 0x80 == 0 {
-                plain_http_on_tls(sh, kind, stream, first[0], first_head_by).await;
+                let first = (first[0], peer.ip());
+                plain_http_on_tls(sh, kind, stream, first, first_head_by).await;
                 return;
             }
             let stream = crate::h1_fast::Rewind::new(stream, bytes::Bytes::copy_from_slice(&first));
@@ -804,7 +827,7 @@ async fn plain_http_on_tls<S>(
     sh: &Arc<Shared>,
     kind: ListenerKind,
     mut stream: S,
-    first: u8,
+    (first, peer): (u8, std::net::IpAddr),
     head_by: std::time::Instant,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -827,7 +850,7 @@ async fn plain_http_on_tls<S>(
         }
     };
     tracing::debug!(listener = ?kind, "plain HTTP request on a TLS listener");
-    let answer = crate::h1_fast::refusal_bytes(sh, &head, why, kind);
+    let answer = crate::h1_fast::refusal_bytes(sh, &head, why, (kind, peer));
     let mut closing = crate::h1_fast::Closing::new(answer);
     std::future::poll_fn(|cx| closing.poll_close(&mut stream, cx)).await;
 }
@@ -850,6 +873,7 @@ async fn serve_guarded<I>(
     // (the heads as received, for the proxy's upstream requests: see `h1_guard`)
     let heads = (kind == ListenerKind::Proxy).then(Arc::default);
     let close = info.close.clone();
+    let io = (io, info.peer.ip());
     let (io, close_after) = b.guard(io, (first_head_by, h2c), heads.clone(), close);
     let builder = if h2c { &b.builder } else { &b.h1_only };
     serve_io(
@@ -918,7 +942,7 @@ async fn serve_io<I>(
                 let last = info.last_request(sh.settings.keepalive_requests);
                 let http2 = req.version() == hyper::Version::HTTP_2;
                 let info = info.clone();
-                let answer = crate::admin::serve(sh.clone(), kind, req);
+                let answer = crate::admin::serve(sh.clone(), (kind, info.peer.ip()), req);
                 async move {
                     answer.await.map(|mut r| {
                         if last {

@@ -430,14 +430,15 @@ fn raw_header<'b>(buf: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
 }
 
 /// Answers a refused head as Kong's proxy server does ([`refusal_bytes`]) and closes the
-/// connection.
+/// connection; `peer`: the client's address.
 async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(
     sh: &Shared,
-    io: &mut T,
+    (io, peer): (&mut T, std::net::IpAddr),
     head: &[u8],
     why: Refusal,
 ) {
-    let answer = refusal_bytes(sh, head, why, crate::gateway::ListenerKind::Proxy);
+    let kind = crate::gateway::ListenerKind::Proxy;
+    let answer = refusal_bytes(sh, head, why, (kind, peer));
     let mut closing = Closing::new(answer);
     std::future::poll_fn(|cx| closing.poll_close(io, cx)).await;
 }
@@ -451,7 +452,7 @@ pub(crate) fn refusal_bytes(
     sh: &Shared,
     head: &[u8],
     why: Refusal,
-    kind: crate::gateway::ListenerKind,
+    (kind, peer): (crate::gateway::ListenerKind, std::net::IpAddr),
 ) -> Vec<u8> {
     let resp = crate::proxy::refusal(
         sh,
@@ -468,8 +469,15 @@ pub(crate) fn refusal_bytes(
         ProxyBody::Upstream(_) => Bytes::new(),
     };
     push_length(&mut out, body.len() as u64);
-    if !is_head_request(head) {
+    let head_only = is_head_request(head);
+    if !head_only {
         out.extend_from_slice(&body);
+    }
+    if let Some(log) = sh.access.get(kind) {
+        let sent = if head_only { 0 } else { body.len() as u64 };
+        let id = parts.headers.get("x-kong-request-id");
+        let id = id.map_or(&b""[..], |v| v.as_bytes());
+        log.refused(peer, head, (parts.status.as_u16(), sent), id);
     }
     out
 }
@@ -691,7 +699,7 @@ where
                 match parse(&buf, sh.settings.max_headers, &buffers, &mut spans) {
                     Parsed::Simple(n) => break n,
                     Parsed::Refused(why) => {
-                        refuse(sh, &mut io, &buf, why).await;
+                        refuse(sh, (&mut io, info.peer.ip()), &buf, why).await;
                         return Outcome::Closed;
                     }
                     // (a head with more headers than the fast path holds may not be
@@ -727,7 +735,7 @@ where
         let head = buf.split_to(n).freeze();
         if !request(&head, &spans, &mut parts) {
             // A target or value hyper would refuse too.
-            refuse(sh, &mut io, &head, Refusal::Bad).await;
+            refuse(sh, (&mut io, info.peer.ip()), &head, Refusal::Bad).await;
             return Outcome::Closed;
         }
         let head_only = parts.as_ref().is_some_and(|p| p.method == Method::HEAD);

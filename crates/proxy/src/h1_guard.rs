@@ -163,8 +163,9 @@ impl Limits {
     }
 }
 
-/// Renders the answer to a refused head (the head as read so far, and why), as bytes.
-pub(crate) type Answerer = Arc<dyn Fn(&[u8], Refusal) -> Vec<u8> + Send + Sync>;
+/// Renders the answer to a refused head (the head as read so far, why, and the client's
+/// address, for the access log), as bytes.
+pub(crate) type Answerer = Arc<dyn Fn(&[u8], Refusal, std::net::IpAddr) -> Vec<u8> + Send + Sync>;
 
 #[derive(Debug)]
 enum State {
@@ -255,6 +256,8 @@ pub(crate) struct H1Guard<T> {
     wrote: Vec<u8>,
     limits: Limits,
     answerer: Answerer,
+    /// The client's address (for the access log line of a refused head).
+    peer: std::net::IpAddr,
     /// The answer to a refused head, written when hyper shuts the connection down.
     refused: Option<Box<crate::h1_fast::Closing>>,
     /// The lingering close of a connection hyper shuts down inside a request's body.
@@ -324,6 +327,7 @@ impl<T> H1Guard<T> {
             wrote: Vec::new(),
             limits,
             answerer,
+            peer: std::net::Ipv4Addr::UNSPECIFIED.into(),
             refused: None,
             lingering: None,
             release: Vec::new(),
@@ -341,6 +345,12 @@ impl<T> H1Guard<T> {
     /// documentation).
     pub(crate) fn keeping_heads(mut self, heads: Option<Arc<Heads>>) -> H1Guard<T> {
         self.heads = heads;
+        self
+    }
+
+    /// The client's address is `peer`.
+    pub(crate) fn with_peer(mut self, peer: std::net::IpAddr) -> H1Guard<T> {
+        self.peer = peer;
         self
     }
 
@@ -555,7 +565,7 @@ impl<T> H1Guard<T> {
         let answer = if self.silent {
             Vec::new()
         } else {
-            (self.answerer)(&self.head, why)
+            (self.answerer)(&self.head, why, self.peer)
         };
         self.pass();
         self.refused = Some(Box::new(crate::h1_fast::Closing::new(answer)));
@@ -1118,7 +1128,7 @@ mod tests {
                 },
                 h2c: true,
             },
-            Arc::new(|head: &[u8], why| {
+            Arc::new(|head: &[u8], why, _| {
                 let mut a = format!("{why:?} ").into_bytes();
                 a.extend_from_slice(head);
                 a

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access_log;
 pub mod admin;
 mod admin_routes;
 mod admin_schemas;

@@ -318,6 +318,8 @@ pub struct Log {
     /// A proxied answer's status counted with the log (an upgraded request's 101, counted
     /// when its tunnel ends).
     status: Option<u16>,
+    /// The request's access log line, written with the body bytes sent.
+    access: Option<Box<crate::access_log::Entry>>,
 }
 
 impl Log {
@@ -330,7 +332,13 @@ impl Log {
             latencies,
             egress: 0,
             status: None,
+            access: None,
         }
+    }
+    /// Writes the request's access log line (if any) when the log is recorded.
+    pub fn with_access(mut self, access: Option<Box<crate::access_log::Entry>>) -> Log {
+        self.access = access;
+        self
     }
     /// Counts the upstream's answer `status` with the log rather than at once.
     pub fn with_status(mut self, status: u16) -> Log {
@@ -352,6 +360,9 @@ impl Drop for Log {
             .answered(self.start.elapsed().as_millis() as u64, self.latencies);
         if self.egress > 0 {
             self.stats.egress(self.egress);
+        }
+        if let Some(e) = self.access.take() {
+            e.finish(self.egress);
         }
     }
 }

@@ -151,6 +151,9 @@ struct Ctx {
     done: bool,
     /// The answer opened a tunnel (a 101), which records the request's log when it ends.
     tunnelled: bool,
+    /// The request's access log line, when the proxy listeners log
+    /// ([`crate::access_log`]): written once the answer ends.
+    access: Option<Box<crate::access_log::Entry>>,
 }
 
 impl Drop for Ctx {
@@ -159,6 +162,10 @@ impl Drop for Ctx {
     fn drop(&mut self) {
         if self.done {
             return;
+        }
+        if let Some(mut e) = self.access.take() {
+            e.status = 499;
+            e.finish(0);
         }
         if let Some(stats) = self.stats.take() {
             stats.response(499, self.past_access);
@@ -186,6 +193,7 @@ impl Ctx {
             upstream: None,
             done: false,
             tunnelled: false,
+            access: None,
         }
     }
 
@@ -528,6 +536,14 @@ pub(crate) fn handle(
             |req| Present::of(&req.headers),
         );
         let mut cx = Ctx::new(Format::Json, sh.settings.error_default_type, head_bytes);
+        let mut head_only = false;
+        if let (Some(log), Some(req)) = (sh.access.get(ListenerKind::Proxy), head.as_ref()) {
+            // (nginx's `$remote_addr` is `realip`'s)
+            let trusted = sh.settings.is_trusted(conn.peer.ip());
+            let remote = real_addr(sh, conn, &req.headers, trusted).ip();
+            cx.access = Some(log.begin(remote, req, cx.rid.as_bytes()));
+            head_only = req.method == Method::HEAD;
+        }
         if present.has(Present::CONTENT_TYPE | Present::ACCEPT)
             && let Some(req) = head.as_ref()
         {
@@ -566,8 +582,21 @@ pub(crate) fn handle(
             }
         };
         cx.done = true;
+        let mut access = cx.access.take();
+        if let Some(e) = &mut access {
+            e.status = unanswered.unwrap_or(resp.status()).as_u16();
+        }
+        // (the body bytes of a complete answer: nothing goes out unanswered, nor to a `HEAD`)
+        let full = |resp: &Answer| match (resp, unanswered.is_some() || head_only) {
+            (_, true) => 0,
+            (Answer::Map(r), _) => full_len(r.body()),
+            (Answer::Raw(a), _) => full_len(&a.body),
+        };
         // Kong's exporter counts only requests that matched a route
         let Some(stats) = cx.stats.take() else {
+            if let Some(e) = access {
+                e.finish(full(&resp));
+            }
             return (resp, None);
         };
         if !cx.proxied {
@@ -577,24 +606,36 @@ pub(crate) fn handle(
             stats.response(status.as_u16(), unanswered.is_some() && cx.past_access);
         }
         let mut resp = resp;
+        let sent = full(&resp);
         let body = match &mut resp {
             Answer::Map(r) => r.body_mut(),
             Answer::Raw(a) => &mut a.body,
         };
         if matches!(body, ProxyBody::Upstream(_)) && unanswered.is_none() {
             // the latencies end with the streamed body
-            body.attach_log(Log::new(stats.clone(), cx.start, cx.latencies()));
+            body.attach_log(Log::new(stats.clone(), cx.start, cx.latencies()).with_access(access));
         } else if cx.tunnelled {
             // (recorded when the tunnel ends)
         } else {
             // a complete body: sent in one write, its time not waited for
             stats.answered(ms(cx.start.elapsed()), cx.latencies());
+            if let Some(e) = access {
+                e.finish(sent);
+            }
         }
         if unanswered.is_some() {
             // (nothing is sent)
             return (resp, None);
         }
         (resp, Some(stats))
+    }
+}
+
+/// The length of a complete body (none for a streamed one).
+fn full_len(b: &ProxyBody) -> u64 {
+    match b {
+        ProxyBody::Full(Some(b)) => b.len() as u64,
+        _ => 0,
     }
 }
 
@@ -2304,7 +2345,12 @@ fn send(
             let (rp, _) = tmp.into_parts();
             // nginx logs an upgraded request when its tunnel ends: the request latency runs to
             // then, and the bytes sent include the tunnel's toward the client
-            let mut log = Log::new(Arc::clone(up.stats), cx.start, cx.latencies()).with_status(101);
+            if let Some(e) = &mut cx.access {
+                e.status = 101;
+            }
+            let mut log = Log::new(Arc::clone(up.stats), cx.start, cx.latencies())
+                .with_status(101)
+                .with_access(cx.access.take());
             cx.tunnelled = true;
             tokio::spawn(async move {
                 let (Ok(u), Ok(d)) = tokio::join!(upstream, client) else {

@@ -578,6 +578,16 @@ pub struct Settings {
     /// disk and each process generates its own. Taken as given: the command line makes it
     /// absolute, as Kong does.
     pub prefix: Option<std::path::PathBuf>,
+    /// The access log of the proxy listeners (Kong's `proxy_access_log`, in
+    /// `kong_log_format` unless it names a format); `None`, the library's default, logs
+    /// nothing. See [`crate::access_log`].
+    pub proxy_access_log: Option<crate::access_log::AccessLogSpec>,
+    /// The access log of the admin listeners (Kong's `admin_access_log`, nginx's
+    /// `combined` format unless it names one). Default: none.
+    pub admin_access_log: Option<crate::access_log::AccessLogSpec>,
+    /// The access log of the status listeners (Kong's `status_access_log`). Default: none,
+    /// as Kong's.
+    pub status_access_log: Option<crate::access_log::AccessLogSpec>,
 }
 
 /// A secret the admin API requires in `Kong-Admin-Token`. Never printed: its `Debug` is
@@ -777,6 +787,9 @@ impl Default for Settings {
             status_ssl_cert: crate::SslCert::parse_setting("status_ssl_cert", "", ""),
             tls_versions: TlsVersions::default(),
             prefix: None,
+            proxy_access_log: None,
+            admin_access_log: None,
+            status_access_log: None,
         }
     }
 }

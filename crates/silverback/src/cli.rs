@@ -186,6 +186,29 @@ pub struct DataPlaneArgs {
         default_value = "TLSv1.1 TLSv1.2 TLSv1.3"
     )]
     pub ssl_protocols: String,
+    /// The proxy listeners' access log (Kong's `proxy_access_log`): a file, `/dev/stdout`,
+    /// `/dev/stderr`, or `off`; in Kong's `kong_log_format` unless a format follows the
+    /// file (`combined`). A relative file is under `--prefix`. (Kong's default is
+    /// `logs/access.log`; this is the one its Kubernetes charts set.)
+    #[arg(
+        long,
+        env = "SILVERBACK_PROXY_ACCESS_LOG",
+        default_value = "/dev/stdout"
+    )]
+    pub proxy_access_log: String,
+    /// The admin listeners' access log (Kong's `admin_access_log`), in nginx's `combined`
+    /// format unless a format follows the file. (Kong's default is `logs/admin_access.log`;
+    /// this is the one its Kubernetes charts set.)
+    #[arg(
+        long,
+        env = "SILVERBACK_ADMIN_ACCESS_LOG",
+        default_value = "/dev/stdout"
+    )]
+    pub admin_access_log: String,
+    /// The status listeners' access log (Kong's `status_access_log`), as
+    /// `--admin-access-log`.
+    #[arg(long, env = "SILVERBACK_STATUS_ACCESS_LOG", default_value = "off")]
+    pub status_access_log: String,
     /// The open-file limit (Kong's `nginx_main_worker_rlimit_nofile`, nginx's
     /// `worker_rlimit_nofile`): each connection takes a file descriptor. `auto` raises the
     /// soft limit to the hard one; a number sets both to it.
@@ -473,6 +496,9 @@ fn kong_alias(var: &str) -> Option<String> {
         "LOG_LEVEL",
         "NGINX_WORKER_PROCESSES",
         "NGINX_MAIN_WORKER_RLIMIT_NOFILE",
+        "PROXY_ACCESS_LOG",
+        "ADMIN_ACCESS_LOG",
+        "STATUS_ACCESS_LOG",
         "UPSTREAM_KEEPALIVE_POOL_SIZE",
         "UPSTREAM_KEEPALIVE_MAX_REQUESTS",
         "UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use silverback_config::{Config, LoadOptions, PluginRegistry, RouterFlavor, load_bytes};
+use silverback_proxy::access_log::LogFormat::{Combined, Kong};
 use silverback_proxy::header_buffers::HeaderBuffers;
 use silverback_proxy::{
     AdminToken, Cidr, Gateway, Headers, Listen, Settings, SslCert, UpstreamHeaders,
@@ -102,9 +103,23 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         ),
         tls_versions,
         prefix: prefix(args.prefix.as_deref())?,
+        proxy_access_log: access_log("proxy_access_log", &args.proxy_access_log, Kong)?,
+        admin_access_log: access_log("admin_access_log", &args.admin_access_log, Combined)?,
+        status_access_log: access_log("status_access_log", &args.status_access_log, Combined)?,
         balancer: balancer_options(&args.dns_order)?,
         ..Settings::default()
     })
+}
+
+/// One of Kong's `*_access_log` settings, named `setting`, whose format is `default` unless
+/// it names one.
+fn access_log(
+    setting: &str,
+    value: &str,
+    default: silverback_proxy::access_log::LogFormat,
+) -> anyhow::Result<Option<silverback_proxy::access_log::AccessLogSpec>> {
+    silverback_proxy::access_log::AccessLogSpec::parse(value, default)
+        .map_err(|e| anyhow::anyhow!("{setting}: {e}"))
 }
 
 /// The load balancer's resolver, from Kong's `dns_order`.

@@ -670,6 +670,84 @@ fn proxy_rejects_a_bad_open_file_limit() {
     }
 }
 
+/// The access logs as Kong's Kubernetes charts set them, by default: the proxy's lines (in
+/// Kong's format) and the admin API's (nginx's `combined`) on stdout, none of the status
+/// listener's; `off` turns a log off.
+#[test]
+fn proxy_writes_access_logs_to_stdout_by_default() {
+    use std::io::Read;
+    let run = |env: &[(&str, &str)]| {
+        let (proxy, admin, status) = (free_port(), free_port(), free_port());
+        let mut child = Child(
+            Command::new(env!("CARGO_BIN_EXE_silverback"))
+                .arg("proxy")
+                .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
+                .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+                .env("KONG_STATUS_LISTEN", format!("127.0.0.1:{status}"))
+                .envs(env.iter().copied())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let up = wait_for(admin, "/status");
+        assert!(up.starts_with("HTTP/1.1 200"), "{up}");
+        let none = http_get_with(proxy, "/none", "User-Agent: probe/1\r\n").unwrap();
+        assert!(none.starts_with("HTTP/1.1 404"), "{none}");
+        assert!(
+            http_get(status, "/status")
+                .unwrap()
+                .starts_with("HTTP/1.1 200")
+        );
+        // (lines are written within 50 ms)
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let _ = child.0.kill();
+        let mut out = String::new();
+        child
+            .0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    };
+    let out = run(&[]);
+    let lines: Vec<&str> = out.lines().collect();
+    // (the admin API answered once it was up: its earlier tries were refused connections)
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("127.0.0.1 - - ["), "{out}");
+    assert!(
+        lines[0].contains("] \"GET /status HTTP/1.1\" 200 "),
+        "{out}"
+    );
+    assert!(lines[0].ends_with(" \"-\" \"-\""), "{out}");
+    assert!(
+        lines[1].contains("] \"GET /none HTTP/1.1\" 404 ")
+            && lines[1].contains(" \"-\" \"probe/1\" kong_request_id: \""),
+        "{out}"
+    );
+    let quiet = run(&[
+        ("KONG_PROXY_ACCESS_LOG", "off"),
+        ("KONG_ADMIN_ACCESS_LOG", "off"),
+    ]);
+    assert_eq!(quiet, "");
+}
+
+#[test]
+fn proxy_rejects_a_bad_access_log() {
+    refused_at_start(
+        &["proxy"],
+        &[("KONG_PROXY_ACCESS_LOG", "/tmp/a.log main")],
+        "proxy_access_log: unknown log format 'main'",
+    );
+    refused_at_start(
+        &["proxy", "--admin-access-log", "/nonexistent-dir/admin.log"],
+        &[],
+        "admin_access_log: cannot open /nonexistent-dir/admin.log",
+    );
+}
+
 #[test]
 fn proxy_rejects_a_bad_ssl_cipher_suite_or_protocols() {
     for (env, why) in [
