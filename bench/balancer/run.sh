@@ -33,7 +33,8 @@ http { access_log off; server {
 CONF
 taskset -c 1 nginx -c "$W/backend.conf" -p "$W" -e "$W/backend.err"
 taskset -c 0 "$BIN" proxy --proxy-listen "127.0.0.1:$GW backlog=4096" --admin-listen "127.0.0.1:$ADMIN" \
-  --status-listen "127.0.0.1:$STATUS" --nginx-worker-processes 1 --log-level error 2>"$W/gw.err" &
+  --status-listen "127.0.0.1:$STATUS" --nginx-worker-processes 1 --log-level error \
+  --proxy-access-log off --admin-access-log off 2>"$W/gw.err" &
 GWPID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/status" >/dev/null && break; sleep 0.1; done
 

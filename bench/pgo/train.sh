@@ -26,6 +26,7 @@ cleanup() {
 trap cleanup EXIT
 "$BIN" proxy --proxy-listen "127.0.0.1:$GW" --admin-listen "127.0.0.1:$ADMIN" \
   --status-listen "127.0.0.1:$STATUS" --nginx-worker-processes 1 --nginx-http-keepalive-requests 1000000 \
+  --proxy-access-log off --admin-access-log off \
   >"$W/gw.out" 2>&1 &
 GWPID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/status" >/dev/null && break; sleep 0.1; done

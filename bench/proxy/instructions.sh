@@ -50,7 +50,7 @@ total() { grep -E "^(summary|totals):" "$W/cg.out" | head -1 | awk '{print $2}';
 gateway() { # requests per connection -> instructions of the whole run
   valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" "$BIN" proxy --proxy-listen "127.0.0.1:$GW" \
     --admin-listen "127.0.0.1:$ADMIN" --status-listen "127.0.0.1:$STATUS" --nginx-worker-processes 1 \
-    --nginx-http-keepalive-requests 1000000 "$@" \
+    --nginx-http-keepalive-requests 1000000 --proxy-access-log off --admin-access-log off "$@" \
     >"$W/gw.out" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do curl -sf "http://127.0.0.1:$ADMIN/status" >/dev/null && break; sleep 0.2; done

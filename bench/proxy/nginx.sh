@@ -36,13 +36,32 @@ upstream_connection() {
   if [ "${NGINX_KONG_HEADERS:-}" = 1 ]; then echo keep-alive; else echo '""'; fi
 }
 
+# The access logs. Unset ACCESS_LOG: neither proxy logs (the comparison of the proxying
+# itself). ACCESS_LOG=1: both write a line per request to a file in $W, in the same format
+# (Kong's `kong_log_format`, whose `$kong_request_id` is nginx's `$request_id` here).
+# gw_log_args PORT: the gateway's flags; ngx_access_log: the reference nginx's directives.
+gw_log_args() {
+  if [ "${ACCESS_LOG:-}" = 1 ]; then
+    echo "--proxy-access-log $W/gw-access-$1.log --admin-access-log off"
+  else
+    echo "--proxy-access-log off --admin-access-log off"
+  fi
+}
+ngx_access_log() {
+  if [ "${ACCESS_LOG:-}" = 1 ]; then
+    echo "log_format kong '\$remote_addr - \$remote_user [\$time_local] \"\$request\" \$status \$body_bytes_sent \"\$http_referer\" \"\$http_user_agent\" kong_request_id: \"\$request_id\"'; access_log $W/ngx-access.log kong;"
+  else
+    echo "access_log off;"
+  fi
+}
+
 # Starts the backend (CPU 1) and the reference nginx reverse proxy (one worker, CPU 0,
 # keep-alive upstream), and sets NGXW to the proxy's worker pid.
 start_nginx_pair() {
   backend_conf
   cat >"$W/proxy.conf" <<CONF
 worker_processes 1; pid $W/proxy.pid; error_log $W/proxy.err; events { worker_connections 4096; }
-http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepalive_requests 1000000; }
+http { $(ngx_access_log) upstream be { server 127.0.0.1:$BE; keepalive 256; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$NGX backlog=4096; keepalive_requests 1000000;
   location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection $(upstream_connection);
   $(kong_headers) } } }
@@ -60,7 +79,7 @@ start_gateway() {
   # shellcheck disable=SC2086 # the extra arguments are split on purpose
   taskset -c 0 "$1" proxy --proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$(($2 + 1))" \
     --status-listen "127.0.0.1:$(($2 + 2))" --nginx-worker-processes 1 \
-    --nginx-http-keepalive-requests 1000000 $3 >"$W/gw-$2.out" 2>&1 &
+    --nginx-http-keepalive-requests 1000000 $(gw_log_args "$2") $3 >"$W/gw-$2.out" 2>&1 &
   echo $!
 }
 

@@ -9,6 +9,8 @@
 # `silverback-proxy` example `gateway` does: `GW_BIN=example`). GW2_BIN adds a second
 # gateway to every round (A/B of two builds: nginx, gateway, gateway 2, ...). GW_ARGS and
 # GW2_ARGS add `silverback proxy` flags to each (e.g. GW2_BIN=$GW_BIN GW2_ARGS="--headers off").
+# Neither proxy writes an access log unless ACCESS_LOG=1, which has both log every request to
+# a file in the same format (`gw_log_args` in nginx.sh).
 #
 # Needs: nginx (nginx-light), wrk, curl, python3, taskset. Usage:
 #   bench/proxy/run.sh [ROUNDS=3] [DURATION=5s] [CONNECTIONS=50]
@@ -44,7 +46,9 @@ start_gw() { # bin port admin status extra-args -> pid
   local args=(--proxy-listen "127.0.0.1:$2 backlog=4096" --admin-listen "127.0.0.1:$3"
     --status-listen "127.0.0.1:$4")
   case "$(basename "$1")" in
-    silverback*) args=(proxy "${args[@]}" --nginx-worker-processes 1 --nginx-http-keepalive-requests 1000000) ;;
+    # shellcheck disable=SC2207 # the log flags are split on purpose
+    silverback*) args=(proxy "${args[@]}" --nginx-worker-processes 1 --nginx-http-keepalive-requests 1000000
+      $(gw_log_args "$2")) ;;
     *) args+=(--workers 1) ;;
   esac
   # shellcheck disable=SC2206 # the extra arguments are split on purpose
