@@ -9,6 +9,7 @@
 # Needs: valgrind, nginx (nginx-light), curl, python3. Usage:
 #   [ROUTES=10000] [SKIP_NGINX=1] [KEEP=FILE] bench/proxy/instructions.sh [GATEWAY_BIN [extra gateway flags...]]
 # (KEEP=FILE: the callgrind profile of the gateway's longer run is kept there, for callgrind_annotate.)
+# (ACCESS_LOG=1: both proxies write an access log, in the same format; see nginx.sh.)
 # (GATEWAY_BIN defaults to the release build of `silverback`, built here.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,7 +26,7 @@ backend_conf
 cat > "$W/proxy.conf" <<CONF
 daemon off; master_process off; worker_processes 1; pid $W/proxy.pid; error_log $W/proxy.err;
 events { worker_connections 4096; }
-http { access_log off; upstream be { server 127.0.0.1:$BE; keepalive 256; keepalive_requests 1000000; }
+http { $(ngx_access_log) upstream be { server 127.0.0.1:$BE; keepalive 256; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$NGX backlog=4096; keepalive_requests 1000000;
   location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
   $(kong_headers) } } }
@@ -50,7 +51,7 @@ total() { grep -E "^(summary|totals):" "$W/cg.out" | head -1 | awk '{print $2}';
 gateway() { # requests per connection -> instructions of the whole run
   valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" "$BIN" proxy --proxy-listen "127.0.0.1:$GW" \
     --admin-listen "127.0.0.1:$ADMIN" --status-listen "127.0.0.1:$STATUS" --nginx-worker-processes 1 \
-    --nginx-http-keepalive-requests 1000000 --proxy-access-log off --admin-access-log off "$@" \
+    --nginx-http-keepalive-requests 1000000 $(gw_log_args "$GW") "$@" \
     >"$W/gw.out" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do curl -sf "http://127.0.0.1:$ADMIN/status" >/dev/null && break; sleep 0.2; done

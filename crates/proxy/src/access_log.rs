@@ -310,10 +310,11 @@ impl Logger {
     }
 
     /// The line of a request as it begins: everything but the time, status and body bytes,
-    /// which [`Entry::finish`] adds. `request_id`: Kong's `$kong_request_id`.
+    /// which [`Entry::finish`] adds. `remote`: `$remote_addr`, as text; `request_id`:
+    /// Kong's `$kong_request_id`.
     pub fn begin(
         &self,
-        remote: IpAddr,
+        remote: &[u8],
         req: &http::request::Parts,
         request_id: &[u8],
     ) -> Box<Entry> {
@@ -328,7 +329,7 @@ impl Logger {
     /// [`Logger::begin`] for a request not taken apart.
     pub fn begin_request<B>(
         &self,
-        remote: IpAddr,
+        remote: &[u8],
         req: &http::Request<B>,
         request_id: &[u8],
     ) -> Box<Entry> {
@@ -338,13 +339,14 @@ impl Logger {
 
     fn begin_with(
         &self,
-        remote: IpAddr,
+        remote: &[u8],
         line: (&http::Method, &http::Uri, http::Version),
         headers: &HeaderMap,
         request_id: &[u8],
     ) -> Box<Entry> {
-        let mut text = Vec::with_capacity(160);
-        let _ = write!(Text(&mut text), "{remote} - ");
+        let mut text = Vec::with_capacity(192);
+        text.extend_from_slice(remote);
+        text.extend_from_slice(b" - ");
         escaped(&mut text, remote_user(headers).as_deref().unwrap_or(b""));
         text.push(b' ');
         let mid = text.len();
@@ -503,26 +505,36 @@ fn remote_user(h: &HeaderMap) -> Option<Vec<u8>> {
     Some(user)
 }
 
+/// The bytes nginx's default log escaping leaves as they are.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
 /// Appends `v` as nginx's default log escaping writes a variable: `-` when empty; `"`, `\`,
 /// control bytes and bytes past ASCII as `\xHH`.
 fn escaped(out: &mut Vec<u8>, v: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let plain = |b: &u8| PLAIN[usize::from(*b)];
     if v.is_empty() {
         out.push(b'-');
         return;
     }
-    for &b in v {
-        if !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\' {
-            out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
-            ]);
-        } else {
-            out.push(b);
-        }
+    // (most values need no escape: copied whole)
+    let mut rest = v;
+    while let Some(i) = rest.iter().position(|b| !plain(b)) {
+        let b = rest[i];
+        out.extend_from_slice(&rest[..i]);
+        let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
+        out.extend_from_slice(&[b'\\', b'x', hex[0], hex[1]]);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
 /// nginx's `$time_local` (in UTC): `28/Nov/2026:02:52:32 +0000`, made once a second per
@@ -671,7 +683,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        let mut e = kong.begin("10.1.2.3".parse().unwrap(), &req, b"0123abcd");
+        let mut e = kong.begin(b"10.1.2.3", &req, b"0123abcd");
         e.status = 200;
         e.finish(12);
         let h2 = parts(
@@ -680,7 +692,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        let mut e = combined.begin("::1".parse().unwrap(), &h2, b"-");
+        let mut e = combined.begin(b"::1", &h2, b"-");
         e.status = 404;
         e.finish(0);
         let raw = b"\r\nGET /\x01 HTTP/1.1\r\nHost: x\r\n";

@@ -69,7 +69,7 @@ pub struct ConnInfo {
     pub proxied: Option<crate::proxy_protocol::Addresses>,
     /// The client IP as a header value (`X-Forwarded-For`, `X-Real-IP`), built once per
     /// connection.
-    peer_ip: HeaderValue,
+    pub(crate) peer_ip: HeaderValue,
     /// The port clients reach the listener on: the local port, through `port_maps` (Kong's
     /// `ctx.host_port`), for the router's `net.dst.port` and `X-Forwarded-Port`.
     client_port: u16,
@@ -541,7 +541,11 @@ pub(crate) fn handle(
             // (nginx's `$remote_addr` is `realip`'s)
             let trusted = sh.settings.is_trusted(conn.peer.ip());
             let remote = real_addr(sh, conn, &req.headers, trusted).ip();
-            cx.access = Some(log.begin(remote, req, cx.rid.as_bytes()));
+            cx.access = Some(if remote == conn.peer.ip() {
+                log.begin(conn.peer_ip.as_bytes(), req, cx.rid.as_bytes())
+            } else {
+                log.begin(remote.to_string().as_bytes(), req, cx.rid.as_bytes())
+            });
             head_only = req.method == Method::HEAD;
         }
         if present.has(Present::CONTENT_TYPE | Present::ACCEPT)
