@@ -73,7 +73,7 @@ pub(crate) fn message(status: StatusCode, m: &str) -> Response<ProxyBody> {
 /// grows past it, or breaks its chunked framing, while Kong reads it (with it).
 pub(crate) async fn serve(
     sh: Arc<Shared>,
-    (kind, remote): (ListenerKind, HeaderValue),
+    (kind, remote, tls): (ListenerKind, HeaderValue, bool),
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, crate::error::Unanswered> {
     let start = std::time::Instant::now();
@@ -81,7 +81,15 @@ pub(crate) async fn serve(
     // `realip`: the peer's address)
     let access = sh.access.get(kind).as_ref().map(|l| {
         let head_only = req.method() == http::Method::HEAD;
-        (l.begin_request(remote.as_bytes(), &req, b""), head_only)
+        let r = crate::access_log::Request {
+            remote: remote.as_bytes(),
+            line: crate::access_log::Line::Parsed(req.method(), req.uri(), req.version()),
+            headers: Some(req.headers()),
+            request_id: b"",
+            tls: Some(tls),
+            hostname: &sh.hostname,
+        };
+        (l.begin(&r), head_only)
     });
     // (nginx counts every request it reads, the admin and status servers' included)
     sh.metrics

@@ -942,7 +942,8 @@ async fn serve_io<I>(
                 let last = info.last_request(sh.settings.keepalive_requests);
                 let http2 = req.version() == hyper::Version::HTTP_2;
                 let info = info.clone();
-                let answer = crate::admin::serve(sh.clone(), (kind, info.peer_ip.clone()), req);
+                let answer =
+                    crate::admin::serve(sh.clone(), (kind, info.peer_ip.clone(), info.tls), req);
                 async move {
                     answer.await.map(|mut r| {
                         if last {

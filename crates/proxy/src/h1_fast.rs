@@ -477,7 +477,12 @@ pub(crate) fn refusal_bytes(
         let sent = if head_only { 0 } else { body.len() as u64 };
         let id = parts.headers.get("x-kong-request-id");
         let id = id.map_or(&b""[..], |v| v.as_bytes());
-        log.refused(peer, head, (parts.status.as_u16(), sent), id);
+        log.refused(
+            (peer, &sh.hostname),
+            head,
+            (parts.status.as_u16(), sent),
+            id,
+        );
     }
     out
 }

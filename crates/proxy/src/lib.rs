@@ -43,6 +43,7 @@ pub mod h1_fast;
 pub mod h1_guard;
 mod h1_send;
 pub mod header_buffers;
+pub mod log_format;
 pub mod log_level;
 pub mod metrics;
 pub mod proxy;

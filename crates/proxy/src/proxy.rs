@@ -541,11 +541,21 @@ pub(crate) fn handle(
             // (nginx's `$remote_addr` is `realip`'s)
             let trusted = sh.settings.is_trusted(conn.peer.ip());
             let remote = real_addr(sh, conn, &req.headers, trusted).ip();
-            cx.access = Some(if remote == conn.peer.ip() {
-                log.begin(conn.peer_ip.as_bytes(), req, cx.rid.as_bytes())
+            let text;
+            let remote = if remote == conn.peer.ip() {
+                conn.peer_ip.as_bytes()
             } else {
-                log.begin(remote.to_string().as_bytes(), req, cx.rid.as_bytes())
-            });
+                text = remote.to_string();
+                text.as_bytes()
+            };
+            cx.access = Some(log.begin(&crate::access_log::Request {
+                remote,
+                line: crate::access_log::Line::Parsed(&req.method, &req.uri, req.version),
+                headers: Some(&req.headers),
+                request_id: cx.rid.as_bytes(),
+                tls: Some(conn.tls),
+                hostname: &sh.hostname,
+            }));
             head_only = req.method == Method::HEAD;
         }
         if present.has(Present::CONTENT_TYPE | Present::ACCEPT)

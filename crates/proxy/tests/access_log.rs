@@ -5,6 +5,7 @@
 mod support;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -22,7 +23,7 @@ fn routes(b: &Backend) -> String {
 fn spec(path: &Path, format: LogFormat) -> Option<AccessLogSpec> {
     Some(AccessLogSpec {
         path: path.to_path_buf(),
-        format,
+        format: Arc::new(format),
     })
 }
 
@@ -57,7 +58,7 @@ async fn requests_are_logged_in_kongs_format_when_their_answers_end() {
     let dir = TempDir::new("access");
     let log = dir.path().join("access.log");
     let mut s = silverback_proxy::Settings::loopback();
-    s.proxy_access_log = spec(&log, LogFormat::Kong);
+    s.proxy_access_log = spec(&log, LogFormat::kong());
     s.trusted_ips = silverback_proxy::Cidr::parse_list("127.0.0.0/8").unwrap();
     let g = Gw::start_with(s, Some(&routes(&b))).await;
 
@@ -152,7 +153,7 @@ async fn a_client_gone_is_499_and_a_tunnel_is_logged_at_its_end() {
     s.prefix = Some(dir.path().to_path_buf());
     s.proxy_access_log = Some(AccessLogSpec {
         path: "logs/proxy.log".into(),
-        format: LogFormat::Combined,
+        format: Arc::new(LogFormat::combined()),
     });
     let g = Gw::start_with(s, Some(&routes(&b))).await;
 
@@ -202,8 +203,8 @@ async fn admin_and_status_logs() {
     let dir = TempDir::new("access-admin");
     let shared = dir.path().join("shared.log");
     let mut s = silverback_proxy::Settings::loopback();
-    s.proxy_access_log = spec(&shared, LogFormat::Kong);
-    s.admin_access_log = spec(&shared, LogFormat::Combined);
+    s.proxy_access_log = spec(&shared, LogFormat::kong());
+    s.admin_access_log = spec(&shared, LogFormat::combined());
     let g = Gw::start(None).await;
     let quiet = get(g.status, "localhost", "/status").await;
     assert_eq!(quiet.status, 200);
@@ -237,7 +238,7 @@ async fn an_unopenable_log_stops_the_start() {
     let dir = TempDir::new("access-bad");
     let mut s = silverback_proxy::Settings::loopback();
     let path = dir.path().join("missing/dir/a.log");
-    s.status_access_log = spec(&path, LogFormat::Combined);
+    s.status_access_log = spec(&path, LogFormat::combined());
     let e = silverback_proxy::Gateway::start(s, None)
         .await
         .err()

@@ -209,6 +209,11 @@ pub struct DataPlaneArgs {
     /// `--admin-access-log`.
     #[arg(long, env = "SILVERBACK_STATUS_ACCESS_LOG", default_value = "off")]
     pub status_access_log: String,
+    /// A log format of one's own, for the access logs to name after their file (Kong's
+    /// injected `nginx_http_log_format`, nginx's `log_format` arguments): `NAME
+    /// [escape=default|json|none] 'STRING'`, e.g. `json escape=json '{"status":$status}'`.
+    #[arg(long, env = "SILVERBACK_NGINX_HTTP_LOG_FORMAT")]
+    pub nginx_http_log_format: Option<String>,
     /// The open-file limit (Kong's `nginx_main_worker_rlimit_nofile`, nginx's
     /// `worker_rlimit_nofile`): each connection takes a file descriptor. `auto` raises the
     /// soft limit to the hard one; a number sets both to it.
@@ -499,6 +504,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "PROXY_ACCESS_LOG",
         "ADMIN_ACCESS_LOG",
         "STATUS_ACCESS_LOG",
+        "NGINX_HTTP_LOG_FORMAT",
         "UPSTREAM_KEEPALIVE_POOL_SIZE",
         "UPSTREAM_KEEPALIVE_MAX_REQUESTS",
         "UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use silverback_config::{Config, LoadOptions, PluginRegistry, RouterFlavor, load_bytes};
-use silverback_proxy::access_log::LogFormat::{Combined, Kong};
+use std::sync::Arc;
+
+use silverback_proxy::access_log::{AccessLogSpec, LogFormat};
 use silverback_proxy::header_buffers::HeaderBuffers;
 use silverback_proxy::{
     AdminToken, Cidr, Gateway, Headers, Listen, Settings, SslCert, UpstreamHeaders,
@@ -17,6 +19,14 @@ use crate::cli::DataPlaneArgs;
 pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
     let listen = |name: &str, v: &str| {
         Listen::parse_list(v).with_context(|| format!("invalid {name} '{v}'"))
+    };
+    // (the formats the access logs may name)
+    let custom = custom_log_format(args.nginx_http_log_format.as_deref())?;
+    let kong = Arc::new(LogFormat::kong());
+    let combined = Arc::new(LogFormat::combined());
+    let access_log = |setting: &str, value: &str, default: &Arc<LogFormat>| {
+        AccessLogSpec::parse(value, default, custom.as_ref())
+            .map_err(|e| anyhow::anyhow!("{setting}: {e}"))
     };
     let worker_threads = match args.nginx_worker_processes.as_str() {
         "auto" => None,
@@ -103,23 +113,30 @@ pub fn settings(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
         ),
         tls_versions,
         prefix: prefix(args.prefix.as_deref())?,
-        proxy_access_log: access_log("proxy_access_log", &args.proxy_access_log, Kong)?,
-        admin_access_log: access_log("admin_access_log", &args.admin_access_log, Combined)?,
-        status_access_log: access_log("status_access_log", &args.status_access_log, Combined)?,
+        proxy_access_log: access_log("proxy_access_log", &args.proxy_access_log, &kong)?,
+        admin_access_log: access_log("admin_access_log", &args.admin_access_log, &combined)?,
+        status_access_log: access_log("status_access_log", &args.status_access_log, &combined)?,
         balancer: balancer_options(&args.dns_order)?,
         ..Settings::default()
     })
 }
 
-/// One of Kong's `*_access_log` settings, named `setting`, whose format is `default` unless
-/// it names one.
-fn access_log(
-    setting: &str,
-    value: &str,
-    default: silverback_proxy::access_log::LogFormat,
-) -> anyhow::Result<Option<silverback_proxy::access_log::AccessLogSpec>> {
-    silverback_proxy::access_log::AccessLogSpec::parse(value, default)
-        .map_err(|e| anyhow::anyhow!("{setting}: {e}"))
+/// Kong's `nginx_http_log_format`: a format of the user's, for the access logs to name.
+/// Its variables that are not read are warned about (each is written without a value).
+fn custom_log_format(value: Option<&str>) -> anyhow::Result<Option<Arc<LogFormat>>> {
+    let Some(v) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let f = LogFormat::parse(v).map_err(|e| anyhow::anyhow!("nginx_http_log_format: {e}"))?;
+    let unsupported = f.unsupported();
+    if !unsupported.is_empty() {
+        tracing::warn!(
+            format = f.name(),
+            variables = ?unsupported,
+            "nginx_http_log_format: these variables are not known here: logged without a value"
+        );
+    }
+    Ok(Some(Arc::new(f)))
 }
 
 /// The load balancer's resolver, from Kong's `dns_order`.

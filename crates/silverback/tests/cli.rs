@@ -673,46 +673,49 @@ fn proxy_rejects_a_bad_open_file_limit() {
 /// The access logs as Kong's Kubernetes charts set them, by default: the proxy's lines (in
 /// Kong's format) and the admin API's (nginx's `combined`) on stdout, none of the status
 /// listener's; `off` turns a log off.
+/// What the proxy writes on stdout, with `env`, for a request to its admin API, one to its
+/// proxy (`GET /none`, answered 404) and one to its status listener.
+fn stdout_of_three_requests(env: &[(&str, &str)]) -> String {
+    use std::io::Read;
+    let (proxy, admin, status) = (free_port(), free_port(), free_port());
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_silverback"))
+            .arg("proxy")
+            .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
+            .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+            .env("KONG_STATUS_LISTEN", format!("127.0.0.1:{status}"))
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let up = wait_for(admin, "/status");
+    assert!(up.starts_with("HTTP/1.1 200"), "{up}");
+    let none = http_get_with(proxy, "/none", "User-Agent: probe/1\r\n").unwrap();
+    assert!(none.starts_with("HTTP/1.1 404"), "{none}");
+    assert!(
+        http_get(status, "/status")
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    // (lines are written within 50 ms)
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = child.0.kill();
+    let mut out = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
 #[test]
 fn proxy_writes_access_logs_to_stdout_by_default() {
-    use std::io::Read;
-    let run = |env: &[(&str, &str)]| {
-        let (proxy, admin, status) = (free_port(), free_port(), free_port());
-        let mut child = Child(
-            Command::new(env!("CARGO_BIN_EXE_silverback"))
-                .arg("proxy")
-                .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
-                .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-                .env("KONG_STATUS_LISTEN", format!("127.0.0.1:{status}"))
-                .envs(env.iter().copied())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let up = wait_for(admin, "/status");
-        assert!(up.starts_with("HTTP/1.1 200"), "{up}");
-        let none = http_get_with(proxy, "/none", "User-Agent: probe/1\r\n").unwrap();
-        assert!(none.starts_with("HTTP/1.1 404"), "{none}");
-        assert!(
-            http_get(status, "/status")
-                .unwrap()
-                .starts_with("HTTP/1.1 200")
-        );
-        // (lines are written within 50 ms)
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let _ = child.0.kill();
-        let mut out = String::new();
-        child
-            .0
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        out
-    };
-    let out = run(&[]);
+    let out = stdout_of_three_requests(&[]);
     let lines: Vec<&str> = out.lines().collect();
     // (the admin API answered once it was up: its earlier tries were refused connections)
     assert_eq!(lines.len(), 2, "{out}");
@@ -727,11 +730,38 @@ fn proxy_writes_access_logs_to_stdout_by_default() {
             && lines[1].contains(" \"-\" \"probe/1\" kong_request_id: \""),
         "{out}"
     );
-    let quiet = run(&[
+    let quiet = stdout_of_three_requests(&[
         ("KONG_PROXY_ACCESS_LOG", "off"),
         ("KONG_ADMIN_ACCESS_LOG", "off"),
     ]);
     assert_eq!(quiet, "");
+}
+
+/// Kong's `nginx_http_log_format` defines a format the access logs can name: here JSON lines.
+#[test]
+fn proxy_writes_access_logs_in_a_format_of_ones_own() {
+    let format = r#"json escape=json '{"method":"$request_method","uri":"$request_uri","status":$status,'
+        '"bytes":$body_bytes_sent,"agent":"$http_user_agent","id":"$kong_request_id","took":$request_time}'"#;
+    let out = stdout_of_three_requests(&[
+        ("KONG_NGINX_HTTP_LOG_FORMAT", format),
+        ("KONG_PROXY_ACCESS_LOG", "/dev/stdout json"),
+        ("KONG_ADMIN_ACCESS_LOG", "off"),
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["method"], "GET", "{out}");
+    assert_eq!(v["uri"], "/none", "{out}");
+    assert_eq!(v["status"], 404, "{out}");
+    assert_eq!(v["agent"], "probe/1", "{out}");
+    assert!(v["bytes"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(v["id"].as_str().unwrap().len(), 32, "{out}");
+    assert!(v["took"].as_f64().unwrap() < 5.0, "{out}");
+    refused_at_start(
+        &["proxy"],
+        &[("KONG_NGINX_HTTP_LOG_FORMAT", "json escape=yaml '$status'")],
+        "nginx_http_log_format: unknown escape 'yaml'",
+    );
 }
 
 #[test]
