@@ -123,6 +123,9 @@ struct Pending {
     dropped: u64,
     /// No more lines come: the writer writes what is left and ends.
     closed: bool,
+    /// The file is to be opened again before the next write (it was moved away, nginx's
+    /// `USR1`).
+    reopen: bool,
 }
 
 /// One log file, written by a thread of its own.
@@ -180,6 +183,19 @@ impl Sink {
         }
     }
 
+    /// Has the writer open the file again (by its path) before its next write: after a log
+    /// rotation moved it away, as nginx does on `USR1`. A file that cannot be opened is
+    /// warned about, and the old one kept.
+    pub fn reopen(&self) {
+        lock(&self.pending).reopen = true;
+        self.wake.notify_one();
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Writes out every line appended so far and stops the writer thread (at the
     /// gateway's end); lines appended after are dropped.
     pub fn close(&self) {
@@ -220,17 +236,33 @@ fn write_loop(sink: &std::sync::Weak<Sink>, mut file: std::fs::File) {
     let mut failing = false;
     loop {
         let Some(s) = sink.upgrade() else { return };
-        let (chunk, dropped, closed) = {
+        let (chunk, dropped, closed, reopen) = {
             let mut p = lock(&s.pending);
-            while p.buf.is_empty() && !p.closed {
+            while p.buf.is_empty() && !p.closed && !p.reopen {
                 p.parked = true;
-                // (woken by `append`, or `close`; a sink dropped without `close` leaves
-                // this thread parked until the process ends, holding nothing but the file)
+                // (woken by `append`, `reopen` or `close`; a sink dropped without `close`
+                // leaves this thread parked until the process ends, holding nothing but
+                // the file)
                 p = s.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
             }
+            p.parked = false;
             let dropped = std::mem::take(&mut p.dropped);
-            (std::mem::replace(&mut p.buf, spare), dropped, p.closed)
+            let reopen = std::mem::take(&mut p.reopen);
+            (
+                std::mem::replace(&mut p.buf, spare),
+                dropped,
+                p.closed,
+                reopen,
+            )
         };
+        if reopen {
+            match open_file(&s.path, false) {
+                Ok(f) => file = f,
+                Err(e) => {
+                    tracing::warn!(path = %s.path.display(), error = %e, "cannot open the access log again: writing on to the old file");
+                }
+            }
+        }
         match file.write_all(&chunk) {
             Ok(()) if failing => {
                 failing = false;

@@ -409,6 +409,24 @@ impl Gateway {
             .map(|l| l.addr)
     }
 
+    /// The access logs' files, each once ([`crate::access_log`]): for the binary to reopen
+    /// them on a signal ([`crate::access_log::Sink::reopen`]).
+    pub fn access_logs(&self) -> Vec<Arc<crate::access_log::Sink>> {
+        let mut sinks: Vec<Arc<crate::access_log::Sink>> = vec![];
+        for k in [
+            ListenerKind::Proxy,
+            ListenerKind::Admin,
+            ListenerKind::Status,
+        ] {
+            if let Some(l) = self.shared.access.get(k)
+                && !sinks.iter().any(|s| Arc::ptr_eq(s, l.sink()))
+            {
+                sinks.push(l.sink().clone());
+            }
+        }
+        sinks
+    }
+
     /// Idle upstream connections in the pool.
     pub fn idle_upstream_connections(&self) -> usize {
         self.shared.pool.idle_count()
@@ -422,20 +440,13 @@ impl Gateway {
         let _ = self.shutdown.send(true);
         self.shared.snapshot.load().balancers.shutdown();
         let grace = self.shared.settings.shutdown_grace;
+        // (the lines of the requests served meanwhile are written out at the end)
+        let sinks = self.access_logs();
         for t in self.tasks {
             if tokio::time::timeout(grace, t).await.is_err() {
                 tracing::warn!("listener did not drain in time");
             }
         }
-        // (the lines of the requests served so far are written out)
-        let sinks: Vec<_> = [
-            ListenerKind::Proxy,
-            ListenerKind::Admin,
-            ListenerKind::Status,
-        ]
-        .into_iter()
-        .filter_map(|k| self.shared.access.get(k).as_ref().map(|l| l.sink().clone()))
-        .collect();
         let _ = tokio::task::spawn_blocking(move || sinks.iter().for_each(|s| s.close())).await;
     }
 }

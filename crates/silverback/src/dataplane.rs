@@ -286,8 +286,36 @@ pub async fn start(
     for l in gateway.local_addrs() {
         tracing::info!(kind = ?l.kind, addr = %l.addr, "listening");
     }
+    reopen_logs_on_usr1(gateway.access_logs());
     tracing::info!(entities, hash = %gateway.config_hash(), "data plane started");
     Ok(gateway)
+}
+
+/// Opens the access logs' files again on each SIGUSR1, as nginx does: after a rotation
+/// moved them away, new lines go to new files.
+fn reopen_logs_on_usr1(sinks: Vec<Arc<silverback_proxy::access_log::Sink>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if sinks.is_empty() {
+            return;
+        }
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGUSR1: access logs are not reopened");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                for s in &sinks {
+                    tracing::info!(path = %s.path().display(), "reopening the access log");
+                    s.reopen();
+                }
+            }
+        });
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -737,6 +737,52 @@ fn proxy_writes_access_logs_to_stdout_by_default() {
     assert_eq!(quiet, "");
 }
 
+/// On SIGUSR1 the access logs are opened again, as nginx reopens them: once a rotation moved
+/// the file away, new lines go to a new file.
+#[test]
+fn proxy_reopens_its_access_log_on_usr1() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (proxy, admin, status) = (free_port(), free_port(), free_port());
+    let child = Child(
+        Command::new(env!("CARGO_BIN_EXE_silverback"))
+            .arg("proxy")
+            .env("KONG_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
+            .env("KONG_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+            .env("KONG_STATUS_LISTEN", format!("127.0.0.1:{status}"))
+            .env("KONG_PROXY_ACCESS_LOG", &log)
+            .env("KONG_ADMIN_ACCESS_LOG", "off")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(admin, "/status");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let until = |what: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !what() {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    http_get(proxy, "/before").unwrap();
+    until(&|| read(&log).contains("GET /before "));
+    let moved = dir.path().join("access.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    let killed = Command::new("kill")
+        .args(["-USR1", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // (the reopening happens once the signal is handled: requests until a new file has one)
+    until(&|| {
+        http_get(proxy, "/after").unwrap();
+        read(&log).contains("GET /after ")
+    });
+    assert!(read(&moved).contains("GET /before "));
+    assert!(!read(&log).contains("GET /before "));
+}
+
 /// Kong's `nginx_http_log_format` defines a format the access logs can name: here JSON lines.
 #[test]
 fn proxy_writes_access_logs_in_a_format_of_ones_own() {
