@@ -171,15 +171,9 @@ async fn a_client_gone_is_499_and_a_tunnel_is_logged_at_its_end() {
         ["127.0.0.1 - - \"POST /delay/800 HTTP/1.1\" 499 0 \"-\" \"-\""]
     );
 
-    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let (mut s, head) = websocket_open(g.http, "/ws").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
     s.write_all(b"ping").await.unwrap();
     let n = s.read(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"echo:ping");

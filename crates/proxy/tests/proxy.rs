@@ -2745,26 +2745,11 @@ async fn h2c_prior_knowledge() {
 async fn websocket_tunnels_after_101() {
     let b = Backend::start().await;
     let g = Gw::start(Some(&basic(&b))).await;
-    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
-    s.write_all(
-        b"GET /any/../ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    let (_, head) = websocket_open(g.http, "/any/../ws").await;
     // `/any/../ws` normalizes to `/ws`, which no route matches.
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
-    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
-    s.write_all(
-        b"GET /any/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let n = s.read(&mut buf).await.unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    let (_, head) = websocket_open(g.http, "/any/x").await;
     // The backend only upgrades /ws: a normal response, no tunnel.
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     g.gw.shutdown().await;
@@ -2778,16 +2763,9 @@ async fn websocket_upgrade_and_echo() {
         b.url()
     );
     let g = Gw::start(Some(&cfg)).await;
-    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let (mut s, raw_head) = websocket_open(g.http, "/ws").await;
     let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
     // nginx's header filter writes the 101's `Connection` itself, lower-case `upgrade`
-    let raw_head = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(
         raw_head.contains("\r\nConnection: upgrade\r\n"),
         "{raw_head}"

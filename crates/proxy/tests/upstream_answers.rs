@@ -495,12 +495,7 @@ async fn a_websocket_upstreams_own_reason_phrase_reaches_the_client() {
     for fast in [true, false] {
         let g = gateway(&be, fast, None, Settings::loopback()).await;
         let wait = Duration::from_millis(500);
-        let out = raw(
-            g.http,
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            wait,
-        )
-        .await;
+        let out = raw(g.http, &websocket_upgrade("/ws"), wait).await;
         assert!(
             out.starts_with("HTTP/1.1 101 Web Socket Protocol Handshake\r\n"),
             "fast {fast}: {out}"

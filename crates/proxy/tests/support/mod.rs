@@ -1232,6 +1232,24 @@ impl Drop for TempDir {
     }
 }
 
+/// A WebSocket upgrade request for `path` (host `x`), as raw bytes.
+pub fn websocket_upgrade(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Connects to `addr`, asks for a WebSocket upgrade of `path`, and reads the answer's head
+/// (one read): the connection, for the tunnel, and the head as received.
+pub async fn websocket_open(addr: SocketAddr, path: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&websocket_upgrade(path)).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    (s, String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 /// Sends raw bytes and reads until the server closes or `wait` passes.
 pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
