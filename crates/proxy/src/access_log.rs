@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+pub use crate::log_format::Try;
 use crate::log_format::{End, Holes};
 pub use crate::log_format::{Line, LogFormat, Request};
 
@@ -340,6 +341,7 @@ impl Logger {
             holes: Holes::default(),
             start: Instant::now(),
             status: 0,
+            tries: self.0.1.reads_tries().then(Vec::new),
         });
         let Entry { text, holes, .. } = &mut *e;
         self.0.1.begin(r, text, holes);
@@ -393,15 +395,25 @@ pub struct Entry {
     start: Instant,
     /// The answer's status (`$status`).
     pub status: u16,
+    /// The tries toward the upstream, when the format reads them (`$upstream_*`).
+    tries: Option<Vec<Try>>,
 }
 
 impl Entry {
+    /// Records a try toward the upstream (if the format reads them).
+    pub fn tried(&mut self, t: Try) {
+        if let Some(tries) = &mut self.tries {
+            tries.push(t);
+        }
+    }
+
     /// Logs the request with `body_bytes` of answer body sent.
     pub fn finish(&self, body_bytes: u64) {
         let end = End {
             status: self.status,
             body_bytes,
             start: self.start,
+            tries: self.tries.as_deref().unwrap_or_default(),
         };
         let (sink, format) = &*self.log.0;
         sink.append(|buf| format.finish(&self.text, &self.holes, &end, buf));

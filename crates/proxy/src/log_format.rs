@@ -10,7 +10,9 @@
 //! Variables read: `$remote_addr`, `$remote_user`, `$request`, `$request_method`,
 //! `$request_uri`, `$uri`, `$args`, `$query_string`, `$server_protocol`, `$scheme`, `$host`,
 //! `$http_NAME` (any request header), `$kong_request_id`, `$request_id`, `$hostname`,
-//! `$status`, `$body_bytes_sent`, `$time_local`, `$time_iso8601`, `$msec`, `$request_time`.
+//! `$status`, `$body_bytes_sent`, `$time_local`, `$time_iso8601`, `$msec`, `$request_time`,
+//! and of the tries toward the upstream, as nginx lists them (`, ` between tries):
+//! `$upstream_addr`, `$upstream_status`, `$upstream_response_time`.
 //! Any other is written as nginx writes a variable without a value (`-`, or nothing with
 //! `escape=json`), and named by [`LogFormat::unsupported`] so that the start can warn.
 
@@ -44,6 +46,9 @@ pub(crate) enum AtEnd {
     TimeIso8601,
     Msec,
     RequestTime,
+    UpstreamAddr,
+    UpstreamStatus,
+    UpstreamResponseTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +91,9 @@ impl Var {
             "time_iso8601" => Var::End(AtEnd::TimeIso8601),
             "msec" => Var::End(AtEnd::Msec),
             "request_time" => Var::End(AtEnd::RequestTime),
+            "upstream_addr" => Var::End(AtEnd::UpstreamAddr),
+            "upstream_status" => Var::End(AtEnd::UpstreamStatus),
+            "upstream_response_time" => Var::End(AtEnd::UpstreamResponseTime),
             _ => name
                 .strip_prefix("http_")
                 .and_then(|h| HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok())
@@ -155,10 +163,24 @@ pub enum Line<'a> {
 
 /// What a line's end-time variables are read from.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct End {
+pub(crate) struct End<'a> {
     pub status: u16,
     pub body_bytes: u64,
     pub start: Instant,
+    /// The tries toward the upstream: each one's address, status (the answer's, or the
+    /// 502 or 504 of its failure) and time to the answer's head or the failure.
+    pub tries: &'a [Try],
+}
+
+/// One try toward the upstream, as the `$upstream_*` variables list it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Try {
+    /// The peer's address.
+    pub addr: std::net::SocketAddr,
+    /// The answer's status, or the 502 or 504 the try failed with.
+    pub status: u16,
+    /// From the try's start to the answer's head, or to its failure.
+    pub time: Duration,
 }
 
 impl LogFormat {
@@ -258,6 +280,19 @@ impl LogFormat {
         }
     }
 
+    /// Whether the format reads the tries toward the upstream (`$upstream_*`), which are
+    /// then recorded.
+    pub fn reads_tries(&self) -> bool {
+        self.pieces.iter().any(|p| {
+            matches!(
+                p,
+                Piece::Var(Var::End(
+                    AtEnd::UpstreamAddr | AtEnd::UpstreamStatus | AtEnd::UpstreamResponseTime
+                ))
+            )
+        })
+    }
+
     /// The variables of the format that are not read here (each written without a value).
     pub fn unsupported(&self) -> Vec<&str> {
         self.pieces
@@ -337,7 +372,7 @@ impl LogFormat {
     }
 
     /// Appends the finished line: the text begun, with `end`'s values in its holes.
-    pub(crate) fn finish(&self, text: &[u8], holes: &Holes, end: &End, out: &mut Vec<u8>) {
+    pub(crate) fn finish(&self, text: &[u8], holes: &Holes, end: &End<'_>, out: &mut Vec<u8>) {
         let mut from = 0;
         let mut n = itoa::Buffer::new();
         for &(at, var) in &holes.at[..usize::from(holes.len)] {
@@ -356,6 +391,30 @@ impl LogFormat {
                     seconds_ms(out, now);
                 }
                 AtEnd::RequestTime => seconds_ms(out, end.start.elapsed()),
+                AtEnd::UpstreamAddr | AtEnd::UpstreamStatus | AtEnd::UpstreamResponseTime
+                    if end.tries.is_empty() =>
+                {
+                    self.value(out, b"");
+                }
+                AtEnd::UpstreamAddr | AtEnd::UpstreamStatus | AtEnd::UpstreamResponseTime => {
+                    for (i, t) in end.tries.iter().enumerate() {
+                        if i > 0 {
+                            out.extend_from_slice(b", ");
+                        }
+                        match var {
+                            AtEnd::UpstreamAddr => {
+                                let mut a = String::new();
+                                let _ =
+                                    std::fmt::Write::write_fmt(&mut a, format_args!("{}", t.addr));
+                                out.extend_from_slice(a.as_bytes());
+                            }
+                            AtEnd::UpstreamStatus => {
+                                out.extend_from_slice(n.format(t.status).as_bytes());
+                            }
+                            _ => seconds_ms(out, t.time),
+                        }
+                    }
+                }
             }
         }
         out.extend_from_slice(&text[from..]);
@@ -594,7 +653,7 @@ fn clock_at(secs: u64) -> Clock {
 mod tests {
     use super::*;
 
-    fn line(f: &LogFormat, req: &http::Request<()>, end: End) -> String {
+    fn line(f: &LogFormat, req: &http::Request<()>, end: End<'_>) -> String {
         let r = Request {
             remote: b"10.0.0.1",
             line: Line::Parsed(req.method(), req.uri(), req.version()),
@@ -610,11 +669,12 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    fn end() -> End {
+    fn end() -> End<'static> {
         End {
             status: 201,
             body_bytes: 17,
             start: Instant::now(),
+            tries: &[],
         }
     }
 
@@ -645,11 +705,11 @@ mod tests {
         let f = LogFormat::parse(
             r#"json_fmt escape=json '{"addr":"$remote_addr","req":"$request","st":$status,'
                '"ua":"$http_user_agent","x":"$http_x_custom_thing","host":"$host",'
-               '"up":"$upstream_addr","args":"$args","uri":"$uri","sch":"$scheme","id":"${request_id}","n":"$hostname"}'"#,
+               '"up":"$upstream_addr","pid":"$pid","args":"$args","uri":"$uri","sch":"$scheme","id":"${request_id}","n":"$hostname"}'"#,
         )
         .unwrap();
         assert_eq!(f.name(), "json_fmt");
-        assert_eq!(f.unsupported(), ["upstream_addr"]);
+        assert_eq!(f.unsupported(), ["pid"]);
         let req = http::Request::get("/p/a%20b?x=1&y=2")
             .header("host", "api.example:8443")
             .header("user-agent", "curl \"8\"\t")
@@ -658,7 +718,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             line(&f, &req, end()),
-            r#"{"addr":"10.0.0.1","req":"GET /p/a%20b?x=1&y=2 HTTP/1.1","st":201,"ua":"curl \"8\"\t","x":"v","host":"api.example","up":"","args":"x=1&y=2","uri":"/p/a%20b","sch":"https","id":"abc123","n":"node-1"}"#
+            r#"{"addr":"10.0.0.1","req":"GET /p/a%20b?x=1&y=2 HTTP/1.1","st":201,"ua":"curl \"8\"\t","x":"v","host":"api.example","up":"","pid":"","args":"x=1&y=2","uri":"/p/a%20b","sch":"https","id":"abc123","n":"node-1"}"#
         );
     }
 

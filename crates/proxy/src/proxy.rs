@@ -2205,6 +2205,13 @@ fn send(
             match r {
                 Ok(resp) => {
                     let t_done = Instant::now();
+                    if let Some(a) = &mut cx.access {
+                        a.tried(crate::access_log::Try {
+                            addr: peer.addr,
+                            status: resp.0.status().as_u16(),
+                            time: t_done.duration_since(t_start),
+                        });
+                    }
                     peer.report(BalancerOutcome::Response {
                         status: resp.0.status().as_u16(),
                         latency: t_done.duration_since(t_start),
@@ -2231,6 +2238,13 @@ fn send(
                             BalancerOutcome::Status(e.kind.status().as_u16())
                         } else {
                             outcome_of(&e)
+                        });
+                    }
+                    if let Some(a) = &mut cx.access {
+                        a.tried(crate::access_log::Try {
+                            addr: peer.addr,
+                            status: e.kind.status().as_u16(),
+                            time: t_start.elapsed(),
                         });
                     }
                     tried.push(peer.addr);

@@ -241,3 +241,50 @@ async fn an_unopenable_log_stops_the_start() {
     assert!(e.starts_with("status_access_log: cannot open "), "{e}");
     assert!(e.contains("missing/dir/a.log"), "{e}");
 }
+
+/// A format of one's own reads the tries toward the upstream as nginx lists them: each try's
+/// address, status (a refused connection's 502) and time, `, ` between them.
+#[tokio::test]
+async fn a_format_of_ones_own_lists_the_tries() {
+    let b = Backend::start().await;
+    let dir = TempDir::new("access-tries");
+    let log = dir.path().join("tries.log");
+    let format = LogFormat::parse(
+        "tries escape=json '$status|$upstream_addr|$upstream_status|$upstream_response_time|$request_uri'",
+    )
+    .unwrap();
+    assert!(format.unsupported().is_empty());
+    let mut s = silverback_proxy::Settings::loopback();
+    s.proxy_access_log = spec(&log, format);
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: up\n  url: {}\n  routes:\n  - name: up\n    paths: [\"/up\"]\n- name: dead\n  url: http://127.0.0.1:1\n  retries: 1\n  routes:\n  - name: dead\n    paths: [\"/dead\"]\n",
+        b.url()
+    );
+    let g = Gw::start_with(s, Some(&cfg)).await;
+    assert_eq!(get(g.http, "x", "/up").await.status, 200);
+    assert_eq!(get(g.http, "x", "/dead").await.status, 502);
+    assert_eq!(get(g.http, "x", "/nowhere").await.status, 404);
+    let mut text = String::new();
+    for _ in 0..250 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let be = b.addr.to_string();
+    assert_eq!(lines[0][..3], ["200", be.as_str(), "200"], "{text}");
+    assert_eq!(
+        lines[1][..3],
+        ["502", "127.0.0.1:1, 127.0.0.1:1", "502, 502"],
+        "{text}"
+    );
+    let times: Vec<&str> = lines[1][3].split(", ").collect();
+    assert_eq!(times.len(), 2, "{text}");
+    assert!(times.iter().all(|t| t.starts_with("0.")), "{text}");
+    // (no upstream: empty, as escape=json writes a variable without a value)
+    assert_eq!(lines[2], ["404", "", "", "", "/nowhere"], "{text}");
+    g.gw.shutdown().await;
+}
