@@ -144,7 +144,7 @@ pub struct Request<'a> {
     pub line: Line<'a>,
     /// The request's headers (none for a head refused before it was parsed).
     pub headers: Option<&'a HeaderMap>,
-    /// `$kong_request_id` (empty: none).
+    /// `$kong_request_id` (empty: none): the gateway's own hex id, written as it is.
     pub request_id: &'a [u8],
     /// Whether the connection is TLS (`$scheme`); `None`: not known.
     pub tls: Option<bool>,
@@ -327,7 +327,6 @@ impl LogFormat {
             Line::Parsed(m, u, v) => Some((m, u, v)),
             Line::Raw(_) => None,
         };
-        let mut scratch = Vec::new();
         let value: Option<&[u8]> = match v {
             Var::RemoteAddr => {
                 // (an address needs no escape)
@@ -335,26 +334,30 @@ impl LogFormat {
                 return;
             }
             Var::RemoteUser => {
-                scratch = headers.and_then(remote_user).unwrap_or_default();
-                Some(&scratch)
+                let user = headers.and_then(remote_user).unwrap_or_default();
+                self.value(out, &user);
+                return;
             }
             Var::Request => match r.line {
                 Line::Parsed(m, u, ver) => {
-                    scratch.reserve(64);
-                    scratch.extend_from_slice(m.as_str().as_bytes());
-                    scratch.push(b' ');
-                    target(&mut scratch, u, ver);
-                    scratch.push(b' ');
-                    scratch.extend_from_slice(version(ver).as_bytes());
-                    Some(&scratch)
+                    // (written in parts: never empty)
+                    self.part(out, m.as_str().as_bytes());
+                    out.push(b' ');
+                    self.part(out, &target(u, ver));
+                    out.push(b' ');
+                    out.extend_from_slice(version(ver).as_bytes());
+                    return;
                 }
                 Line::Raw(raw) => Some(raw),
             },
             Var::RequestMethod => parsed.map(|(m, _, _)| m.as_str().as_bytes()),
-            Var::RequestUri => parsed.map(|(_, u, ver)| {
-                target(&mut scratch, u, ver);
-                &scratch[..]
-            }),
+            Var::RequestUri => {
+                if let Some((_, u, ver)) = parsed {
+                    self.value(out, &target(u, ver));
+                    return;
+                }
+                None
+            }
             Var::Uri => parsed.map(|(_, u, _)| u.path().as_bytes()),
             Var::Args => parsed.and_then(|(_, u, _)| u.query()).map(str::as_bytes),
             Var::ServerProtocol => parsed.map(|(_, _, ver)| version(ver).as_bytes()),
@@ -364,7 +367,12 @@ impl LogFormat {
                 authority.or_else(|| header(&header::HOST).map(host_of))
             }
             Var::Header(n) => header(n),
-            Var::RequestId => Some(r.request_id),
+            // (hex, the gateway's own: nothing to escape)
+            Var::RequestId if !r.request_id.is_empty() => {
+                out.extend_from_slice(r.request_id);
+                return;
+            }
+            Var::RequestId => None,
             Var::Hostname => Some(r.hostname.as_bytes()),
             Var::End(_) | Var::Unsupported(_) => None,
         };
@@ -420,13 +428,22 @@ impl LogFormat {
         out.extend_from_slice(&text[from..]);
     }
 
-    /// Appends a variable's value, escaped as the format says.
+    /// Appends a variable's value, escaped as the format says (`-` for none, but with
+    /// `escape=json`).
     fn value(&self, out: &mut Vec<u8>, v: &[u8]) {
-        match (self.escape, v.is_empty()) {
-            (Escape::Json, _) => escaped_json(out, v),
-            (_, true) => out.push(b'-'),
-            (Escape::Default, false) => escaped(out, v),
-            (Escape::None, false) => out.extend_from_slice(v),
+        if v.is_empty() && self.escape != Escape::Json {
+            out.push(b'-');
+        } else {
+            self.part(out, v);
+        }
+    }
+
+    /// Appends part of a value, escaped as the format says.
+    fn part(&self, out: &mut Vec<u8>, v: &[u8]) {
+        match self.escape {
+            Escape::Json => escaped_json(out, v),
+            Escape::Default => escaped(out, v),
+            Escape::None => out.extend_from_slice(v),
         }
     }
 }
@@ -445,12 +462,12 @@ fn seconds_ms(out: &mut Vec<u8>, d: Duration) {
 }
 
 /// A request's target as it came: an HTTP/1 absolute form whole, else the path and query.
-fn target(out: &mut Vec<u8>, uri: &http::Uri, version: http::Version) {
+fn target(uri: &http::Uri, version: http::Version) -> std::borrow::Cow<'_, [u8]> {
     if uri.scheme().is_some() && version != http::Version::HTTP_2 {
-        out.extend_from_slice(uri.to_string().as_bytes());
+        std::borrow::Cow::Owned(uri.to_string().into_bytes())
     } else {
         let t = uri.path_and_query().map_or("/", |p| p.as_str());
-        out.extend_from_slice(t.as_bytes());
+        std::borrow::Cow::Borrowed(t.as_bytes())
     }
 }
 
