@@ -1,25 +1,24 @@
 //! The access logs of the listeners: Kong's `proxy_access_log`, `admin_access_log` and
-//! `status_access_log`, one line per request in nginx's formats.
+//! `status_access_log`, one line per request in nginx's formats ([`crate::log_format`]).
 //!
 //! - The proxy listeners log in Kong's `kong_log_format` unless the setting names a format:
 //!   `$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
 //!   "$http_referer" "$http_user_agent" kong_request_id: "$kong_request_id"`.
 //! - The admin and status listeners log in nginx's `combined` format, the same without the
 //!   request id.
+//! - A setting may name one of those, or the format of Kong's `nginx_http_log_format`.
 //!
-//! Values are escaped as nginx's default `escape` does (`"`, `\`, control bytes and bytes
-//! past ASCII as `\xHH`), and an empty value is `-`. `$remote_addr` is the address after
-//! `trusted_ips`/`real_ip_header` on the proxy listeners (nginx's `realip` module runs in
-//! Kong's proxy server only). `$time_local` is written in UTC. A request is logged when
-//! its answer ends: with a streamed body once the body is sent, an upgraded connection once
-//! its tunnel closes, a request whose client left before its answer as `499`.
+//! `$remote_addr` is the address after `trusted_ips`/`real_ip_header` on the proxy listeners
+//! (nginx's `realip` module runs in Kong's proxy server only). A request is logged when its
+//! answer ends: with a streamed body once the body is sent, an upgraded connection once its
+//! tunnel closes, a request whose client left before its answer as `499`.
 //!
 //! The request path never writes a file: [`Sink::append`] copies the line into a buffer
 //! under a short lock, and a thread of the sink's own writes the buffer out at most
 //! [`FLUSH_INTERVAL`] later (at once after an idle spell). If that thread falls behind (a
 //! pipe nobody reads, a full disk) by more than [`MAX_PENDING`] bytes, further lines are
 //! dropped and counted, and the count is logged once the thread gets through again: the
-//! proxy keeps serving.
+//! proxy keeps serving. [`Sink::reopen`] has the thread open its file again (log rotation).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
