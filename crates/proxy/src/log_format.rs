@@ -4,8 +4,8 @@
 //!
 //! A format is compiled once into literal pieces and variables. A line is made in two steps:
 //! the variables known from the request's head are written when the request begins
-//! ([`LogFormat::begin`]), and a hole is left for each one known only at its end (`$status`,
-//! `$body_bytes_sent`, the times), filled by [`LogFormat::finish`].
+//! (`LogFormat::begin`), and a hole is left for each one known only at its end (`$status`,
+//! `$body_bytes_sent`, the times), filled by `LogFormat::finish`.
 //!
 //! Variables read: `$remote_addr`, `$remote_user`, `$request`, `$request_method`,
 //! `$request_uri`, `$uri`, `$args`, `$query_string`, `$server_protocol`, `$scheme`, `$host`,
