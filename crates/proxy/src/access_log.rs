@@ -34,6 +34,9 @@ pub use crate::log_format::{Line, LogFormat, Request};
 /// How long the writer thread waits between writes while lines keep coming.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
+/// How long [`Sink::close`] waits for the last lines to be written.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Bytes a sink holds for its writer at most; lines past that are dropped.
 pub const MAX_PENDING: usize = 8 << 20;
 
@@ -197,13 +200,23 @@ impl Sink {
     }
 
     /// Writes out every line appended so far and stops the writer thread (at the
-    /// gateway's end); lines appended after are dropped.
+    /// gateway's end); lines appended after are dropped. Waits for the writer at most
+    /// [`CLOSE_WAIT`]: a write that blocks (a pipe nobody reads) does not hold up the end.
     pub fn close(&self) {
         lock(&self.pending).closed = true;
         self.wake.notify_one();
-        if let Some(h) = lock(&self.writer).take() {
-            let _ = h.join();
+        let Some(h) = lock(&self.writer).take() else {
+            return;
+        };
+        let deadline = Instant::now() + CLOSE_WAIT;
+        while !h.is_finished() {
+            if Instant::now() >= deadline {
+                tracing::warn!(path = %self.path.display(), "the access log's last lines could not be written in time");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
+        let _ = h.join();
     }
 }
 
@@ -529,6 +542,42 @@ mod tests {
             "127.0.0.1 - - \"GET /\\x01 HTTP/1.1\" 400 150 \"-\" \"-\" kong_request_id: \"-\""
         );
         sink.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A writer blocked on a pipe nobody reads does not hold up the gateway's end.
+    #[test]
+    fn closing_does_not_wait_on_a_blocked_writer() {
+        let dir = std::env::temp_dir().join(format!("sb-access-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // (a reader that opens the pipe and never reads, so that opening it for writing
+        // does not block)
+        let reader = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let sink = Sink::open(&fifo, false).unwrap();
+        let line = vec![b'x'; 4096];
+        // (past the pipe's buffer, 64 KiB: the writer blocks in `write`)
+        for _ in 0..64 {
+            sink.append(|b| b.extend_from_slice(&line));
+        }
+        std::thread::sleep(FLUSH_INTERVAL * 4);
+        let t = Instant::now();
+        sink.close();
+        let took = t.elapsed();
+        assert!(took >= CLOSE_WAIT && took < CLOSE_WAIT * 2, "{took:?}");
+        drop(reader);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
