@@ -84,6 +84,9 @@ pub(crate) struct Shared {
     pub via_h2: HeaderValue,
     /// The access logs of the listener kinds ([`crate::access_log`]).
     pub access: PerKind<Option<crate::access_log::Logger>>,
+    /// Bumped when the connections reach `worker_connections`: idle HTTP/1.1 proxy
+    /// connections close to make room ([`admit`]).
+    pub drain: watch::Sender<u64>,
 }
 
 /// How many admin request bodies (`POST /config`, validations, writes) may be read into
@@ -257,6 +260,7 @@ impl Gateway {
         )?;
         let shared = Arc::new(Shared {
             access: PerKind::new(proxy_log, admin_log, status_log),
+            drain: watch::Sender::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             server: hv(settings.server_token.clone())?,
             via_h1: hv(format!("1.1 {}", settings.server_token))?,
@@ -592,6 +596,43 @@ fn accept_pause(e: &std::io::Error) -> Duration {
     }
 }
 
+/// How long a connection accepted past `worker_connections` waits for room (idle
+/// connections closing, [`admit`]) before it is closed unanswered.
+pub const ROOM_WAIT: Duration = Duration::from_millis(100);
+
+/// Whether a connection just accepted, the `open`th open now, may be served under
+/// `worker_connections`. Past the limit, idle HTTP/1.1 proxy connections are asked to close
+/// (nginx closes its reusable connections, idle keep-alive ones, when it runs short), and
+/// the connection waits up to [`ROOM_WAIT`] for the count to come back within the limit;
+/// else it is dropped and counted, with a warning at most once a second (nginx's "worker
+/// connections are not enough").
+async fn admit(sh: &Shared, open: i64) -> bool {
+    let limit = sh.settings.worker_connections as i64;
+    if limit == 0 || open <= limit {
+        return true;
+    }
+    sh.drain.send_modify(|n| *n += 1);
+    let until = tokio::time::Instant::now() + ROOM_WAIT;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if sh.metrics.active.load(Relaxed) <= limit {
+            return true;
+        }
+    }
+    sh.metrics.dropped.fetch_add(1, Relaxed);
+    static WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if WARNED.swap(now, Relaxed) != now {
+        tracing::warn!(
+            worker_connections = limit,
+            "worker_connections are not enough: closing a new connection"
+        );
+    }
+    false
+}
+
 async fn accept_loop(
     sh: Arc<Shared>,
     (kind, proxy_protocol): (ListenerKind, bool),
@@ -626,7 +667,11 @@ async fn accept_loop(
         let watcher = graceful.watcher();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            sh2.metrics.active.fetch_add(1, Relaxed);
+            let open = sh2.metrics.active.fetch_add(1, Relaxed) + 1;
+            if !admit(&sh2, open).await {
+                sh2.metrics.active.fetch_sub(1, Relaxed);
+                return;
+            }
             let conn = Accepted {
                 peer,
                 local,

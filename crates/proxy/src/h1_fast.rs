@@ -668,7 +668,7 @@ where
     // (the request's head, lent to the phases and kept for the next: no body comes this way)
     let mut parts: Option<http::request::Parts> = None;
     let mut first = true;
-    let mut stop = Stop::new(shutdown);
+    let mut stop = Stop::new(shutdown, sh.drain.subscribe());
     let buffers = sh.settings.proxy_header_buffers;
     let mut header_deadline = None;
     loop {
@@ -804,44 +804,61 @@ where
     }
 }
 
-/// The gateway's shutdown as one connection's task waits for it between requests.
+/// What an idle connection's task waits for between requests: the gateway's shutdown, or a
+/// call for room under `worker_connections` (`Shared::drain`), either of which closes an
+/// idle connection.
 ///
 /// A `watch::Receiver::changed` future made per request registers and removes a waiter each
 /// time (about 400 instructions). This one is made once per connection: it stays registered
 /// with the task (whose waker is the same for all its life), and is polled again only when
-/// the value has changed since.
+/// a value has changed since. (A call for room made while the connection was busy closes
+/// it at its next idle wait.)
 struct Stop<'a> {
-    /// Ready once the value is `true`; pending for ever if the sender is gone without a
-    /// shutdown (the connection serves on).
+    /// Ready once the shutdown value is `true`, or the drain value changes; pending for ever
+    /// if the senders are gone without either (the connection serves on).
     wait: Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
     rx: &'a watch::Receiver<bool>,
+    drain: watch::Receiver<u64>,
     polled: bool,
 }
 
 impl<'a> Stop<'a> {
-    fn new(rx: &'a watch::Receiver<bool>) -> Stop<'a> {
+    fn new(rx: &'a watch::Receiver<bool>, drain: watch::Receiver<u64>) -> Stop<'a> {
         let mut own = rx.clone();
+        let mut own_drain = drain.clone();
         Stop {
             wait: Box::pin(async move {
+                let mut draining = true;
                 loop {
                     if *own.borrow_and_update() {
                         return;
                     }
-                    if own.changed().await.is_err() {
-                        std::future::pending::<()>().await;
+                    tokio::select! {
+                        r = own.changed() => if r.is_err() {
+                            std::future::pending::<()>().await;
+                        },
+                        r = own_drain.changed(), if draining => match r {
+                            Ok(()) => return,
+                            Err(_) => draining = false,
+                        },
                     }
                 }
             }),
             rx,
+            drain,
             polled: false,
         }
     }
 
-    /// Ready once a shutdown is requested; registers the task to be woken then.
+    /// Ready once a shutdown is requested or room is called for; registers the task to be
+    /// woken then.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Polled before by this task and nothing sent since: still registered, still
         // pending. (A sender gone reads as a change: the future then waits for ever.)
-        if self.polled && !self.rx.has_changed().unwrap_or(true) {
+        if self.polled
+            && !self.rx.has_changed().unwrap_or(true)
+            && !self.drain.has_changed().unwrap_or(false)
+        {
             return Poll::Pending;
         }
         self.polled = true;
@@ -1202,7 +1219,8 @@ mod tests {
     #[tokio::test]
     async fn stop_polled_first_without_budget_still_sees_the_shutdown() {
         let (tx, rx) = watch::channel(false);
-        let mut stop = Stop::new(&rx);
+        let (_drain, drained) = watch::channel(0);
+        let mut stop = Stop::new(&rx, drained);
         std::future::poll_fn(|cx| {
             crate::deadline::tests::exhaust_budget(cx);
             assert!(stop.poll(cx).is_pending());

@@ -374,8 +374,8 @@ impl Drop for Log {
 pub struct Connections {
     /// Connections accepted, on every listener.
     pub accepted: u64,
-    /// Connections handled: nginx counts one when it accepts it unless it drops it for its
-    /// `worker_connections` limit; the gateway drops none, so as many as were accepted.
+    /// Connections handled: those accepted but the ones dropped for want of room under
+    /// `worker_connections`, as nginx counts them.
     pub handled: u64,
     /// Connections open now.
     pub active: u64,
@@ -397,6 +397,8 @@ pub struct Metrics {
     pub accepted: AtomicU64,
     /// Connections open now.
     pub active: AtomicI64,
+    /// Connections closed at once for want of room under `worker_connections`.
+    pub dropped: AtomicU64,
     /// Requests read (every listener, refused heads included).
     pub requests: AtomicU64,
     /// Configuration swaps.
@@ -437,7 +439,7 @@ impl Metrics {
         let active = self.active.load(Relaxed).max(0) as u64;
         Connections {
             accepted,
-            handled: accepted,
+            handled: accepted.saturating_sub(self.dropped.load(Relaxed)),
             active,
             reading: 0,
             writing: active,

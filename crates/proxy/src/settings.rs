@@ -578,6 +578,13 @@ pub struct Settings {
     /// disk and each process generates its own. Taken as given: the command line makes it
     /// absolute, as Kong does.
     pub prefix: Option<std::path::PathBuf>,
+    /// The most client connections open at once, every listener's together: nginx's
+    /// `worker_connections` (Kong's `nginx_events_worker_connections`) times the workers.
+    /// Past it, idle HTTP/1.1 connections of the proxy listeners are closed to make room (as
+    /// nginx reuses its idle keep-alive connections), and a connection that finds no room
+    /// within [`crate::gateway::ROOM_WAIT`] is closed unanswered. `0`, the library's
+    /// default: no limit.
+    pub worker_connections: usize,
     /// The access log of the proxy listeners (Kong's `proxy_access_log`, in
     /// `kong_log_format` unless it names a format); `None`, the library's default, logs
     /// nothing. See [`crate::access_log`].
@@ -790,6 +797,7 @@ impl Default for Settings {
             proxy_access_log: None,
             admin_access_log: None,
             status_access_log: None,
+            worker_connections: 0,
         }
     }
 }

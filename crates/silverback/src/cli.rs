@@ -186,6 +186,16 @@ pub struct DataPlaneArgs {
         default_value = "TLSv1.1 TLSv1.2 TLSv1.3"
     )]
     pub ssl_protocols: String,
+    /// The most connections per worker (Kong's `nginx_events_worker_connections`, nginx's
+    /// `worker_connections`): `auto` is the open-file limit held between 1024 and 16384.
+    /// Past it (times the workers), idle connections are closed to make room, and a
+    /// connection that finds none is closed.
+    #[arg(
+        long,
+        env = "SILVERBACK_NGINX_EVENTS_WORKER_CONNECTIONS",
+        default_value = "auto"
+    )]
+    pub nginx_events_worker_connections: String,
     /// The proxy listeners' access log (Kong's `proxy_access_log`): a file, `/dev/stdout`,
     /// `/dev/stderr`, or `off`; in Kong's `kong_log_format` unless a format follows the
     /// file (`combined`). A relative file is under `--prefix`. (Kong's default is
@@ -501,6 +511,7 @@ fn kong_alias(var: &str) -> Option<String> {
         "LOG_LEVEL",
         "NGINX_WORKER_PROCESSES",
         "NGINX_MAIN_WORKER_RLIMIT_NOFILE",
+        "NGINX_EVENTS_WORKER_CONNECTIONS",
         "PROXY_ACCESS_LOG",
         "ADMIN_ACCESS_LOG",
         "STATUS_ACCESS_LOG",

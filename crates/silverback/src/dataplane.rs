@@ -251,8 +251,15 @@ pub fn runtime(settings: &Settings) -> anyhow::Result<tokio::runtime::Runtime> {
 /// (`nginx_main_worker_rlimit_nofile`, [`crate::limits`]).
 pub fn prepare(args: &DataPlaneArgs) -> anyhow::Result<Settings> {
     let nofile = crate::limits::Nofile::parse(&args.nginx_main_worker_rlimit_nofile)?;
-    let settings = settings(args)?;
-    crate::limits::apply(nofile);
+    let connections =
+        crate::limits::WorkerConnections::parse(&args.nginx_events_worker_connections)?;
+    let mut settings = settings(args)?;
+    let soft = crate::limits::apply(nofile);
+    // (the runtime's workers: one per core unless set)
+    let workers = settings.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    settings.worker_connections = connections.total(soft, workers);
     Ok(settings)
 }
 

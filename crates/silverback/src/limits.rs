@@ -61,15 +61,15 @@ impl Nofile {
     }
 }
 
-/// Applies the setting to this process and logs the outcome.
-/// A refusal by the system is a warning, not an error: the gateway starts with the limits
-/// it had.
-pub fn apply(setting: Nofile) {
+/// Applies the setting to this process and logs the outcome; returns the soft limit now in
+/// effect (`None` when it cannot be read). A refusal by the system is a warning, not an
+/// error: the gateway starts with the limits it had.
+pub fn apply(setting: Nofile) -> Option<rlim_t> {
     let current = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the open-file limit");
-            return;
+            return None;
         }
     };
     let (soft, hard) = setting.wanted(current, nr_open);
@@ -105,6 +105,44 @@ pub fn apply(setting: Nofile) {
              performance allow at least 4096 (ulimit -n)"
         );
     }
+    Some(now)
+}
+
+/// What `nginx_events_worker_connections` asks for: the most connections per worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerConnections {
+    /// Kong's `auto`: the open-file limit, held between 1024 and 16384.
+    Auto,
+    /// This many.
+    Exactly(usize),
+}
+
+impl WorkerConnections {
+    /// Parses the setting: `auto` or a positive number.
+    pub fn parse(v: &str) -> anyhow::Result<WorkerConnections> {
+        match v.trim() {
+            "auto" => Ok(WorkerConnections::Auto),
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(WorkerConnections::Exactly(n)),
+                _ => bail!(
+                    "invalid nginx_events_worker_connections '{v}': expected a positive number or auto"
+                ),
+            },
+        }
+    }
+
+    /// The most client connections of `workers` workers together, under the open-file
+    /// limit `nofile` (the soft one in effect; `None`: unknown).
+    pub fn total(self, nofile: Option<rlim_t>, workers: usize) -> usize {
+        let per_worker = match self {
+            WorkerConnections::Auto => {
+                let n = nofile.unwrap_or(16_384).clamp(1024, 16_384);
+                usize::try_from(n).unwrap_or(16_384)
+            }
+            WorkerConnections::Exactly(n) => n,
+        };
+        per_worker.saturating_mul(workers.max(1))
+    }
 }
 
 /// The kernel's ceiling for the open-file limit (Linux's `fs.nr_open`; 1048576 by default,
@@ -119,6 +157,24 @@ fn nr_open() -> rlim_t {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_connections_are_kongs_auto_or_a_number_per_worker() {
+        let auto = WorkerConnections::parse("auto").unwrap();
+        assert_eq!(auto.total(Some(1 << 20), 2), 2 * 16_384);
+        assert_eq!(auto.total(Some(256), 1), 1024);
+        assert_eq!(auto.total(Some(4096), 3), 3 * 4096);
+        assert_eq!(auto.total(None, 1), 16_384);
+        let n = WorkerConnections::parse("100").unwrap();
+        assert_eq!(n.total(Some(1 << 20), 4), 400);
+        for bad in ["0", "-5", "many", ""] {
+            let e = WorkerConnections::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid nginx_events_worker_connections"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn the_setting_is_auto_or_a_positive_number() {

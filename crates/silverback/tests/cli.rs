@@ -825,6 +825,17 @@ fn proxy_rejects_a_bad_access_log() {
 }
 
 #[test]
+fn proxy_rejects_a_bad_worker_connections() {
+    for v in ["0", "many"] {
+        refused_at_start(
+            &["proxy"],
+            &[("KONG_NGINX_EVENTS_WORKER_CONNECTIONS", v)],
+            &format!("invalid nginx_events_worker_connections '{v}'"),
+        );
+    }
+}
+
+#[test]
 fn proxy_rejects_a_bad_ssl_cipher_suite_or_protocols() {
     for (env, why) in [
         (
