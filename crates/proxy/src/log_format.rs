@@ -235,7 +235,7 @@ impl LogFormat {
             .count();
         if ends > MAX_END_VARIABLES {
             return Err(format!(
-                "log format '{name}' has {ends} of $status, $body_bytes_sent and the times: at most {MAX_END_VARIABLES}"
+                "log format '{name}' has {ends} of $status, $body_bytes_sent, the times and $upstream_*: at most {MAX_END_VARIABLES}"
             ));
         }
         Ok(f)
