@@ -18,45 +18,21 @@ fn routes(b: &Backend) -> String {
     )
 }
 
-/// Sends `GET path` on `s` and reads the whole answer (by its `Content-Length`); its status.
+/// Sends `GET path` on `s` and reads the whole answer ([`read_answer`]); its status.
 async fn get_on(s: &mut TcpStream, path: &str) -> u16 {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).to_string();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_string)
-                })
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap();
-            if body.len() >= len {
-                return head[9..12].parse().unwrap();
-            }
-        }
-    }
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_answer(s))
+        .await
+        .unwrap();
+    answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
 /// Whether the gateway closed `s` (within 2 s) without sending anything.
 async fn closed_silently(s: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
+    let (got, closed) = read_to_close(s, Duration::from_secs(2)).await;
+    closed && got.is_empty()
 }
 
 fn settings(limit: usize) -> silverback_proxy::Settings {
