@@ -34,15 +34,8 @@ pub enum Nofile {
 impl Nofile {
     /// Parses the setting: `auto` or a positive number.
     pub fn parse(v: &str) -> anyhow::Result<Nofile> {
-        match v.trim() {
-            "auto" => Ok(Nofile::Auto),
-            n => match n.parse::<rlim_t>() {
-                Ok(n) if n > 0 => Ok(Nofile::Exactly(n)),
-                _ => bail!(
-                    "invalid nginx_main_worker_rlimit_nofile '{v}': expected a positive number or auto"
-                ),
-            },
-        }
+        Ok(auto_or_positive("nginx_main_worker_rlimit_nofile", v)?
+            .map_or(Nofile::Auto, Nofile::Exactly))
     }
 
     /// The (soft, hard) limits to ask for, given the current ones.
@@ -58,6 +51,20 @@ impl Nofile {
             Nofile::Auto => (soft.max(hard), hard),
             Nofile::Exactly(n) => (n, n),
         }
+    }
+}
+
+/// A setting that is `auto` (`None`) or a positive number; an error names `setting`.
+fn auto_or_positive<N>(setting: &str, v: &str) -> anyhow::Result<Option<N>>
+where
+    N: std::str::FromStr + PartialOrd + Default,
+{
+    match v.trim() {
+        "auto" => Ok(None),
+        n => match n.parse::<N>() {
+            Ok(n) if n > N::default() => Ok(Some(n)),
+            _ => bail!("invalid {setting} '{v}': expected a positive number or auto"),
+        },
     }
 }
 
@@ -120,15 +127,8 @@ pub enum WorkerConnections {
 impl WorkerConnections {
     /// Parses the setting: `auto` or a positive number.
     pub fn parse(v: &str) -> anyhow::Result<WorkerConnections> {
-        match v.trim() {
-            "auto" => Ok(WorkerConnections::Auto),
-            n => match n.parse::<usize>() {
-                Ok(n) if n > 0 => Ok(WorkerConnections::Exactly(n)),
-                _ => bail!(
-                    "invalid nginx_events_worker_connections '{v}': expected a positive number or auto"
-                ),
-            },
-        }
+        Ok(auto_or_positive("nginx_events_worker_connections", v)?
+            .map_or(WorkerConnections::Auto, WorkerConnections::Exactly))
     }
 
     /// The most client connections of `workers` workers together, under the open-file
