@@ -141,11 +141,11 @@ pub(crate) async fn serve(
     }
     if let Some((mut e, head_only)) = access {
         e.status = r.status().as_u16();
-        let sent = match r.body() {
-            ProxyBody::Full(Some(b)) if !head_only => b.len() as u64,
-            _ => 0,
-        };
-        e.finish(sent);
+        e.finish(if head_only {
+            0
+        } else {
+            r.body().complete_len()
+        });
     }
     Ok(r)
 }

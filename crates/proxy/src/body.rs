@@ -41,6 +41,14 @@ impl ProxyBody {
         ProxyBody::Full(if b.is_empty() { None } else { Some(b) })
     }
 
+    /// The length of a complete body; 0 for a streamed one, which counts its own bytes.
+    pub fn complete_len(&self) -> u64 {
+        match self {
+            ProxyBody::Full(Some(b)) => b.len() as u64,
+            _ => 0,
+        }
+    }
+
     /// Keeps the request's `log` until this body is sent: a streamed body records it at its
     /// end (or when dropped, the client gone), with the body bytes it passed on; a complete
     /// one at once.

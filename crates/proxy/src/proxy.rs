@@ -428,8 +428,8 @@ pub(crate) async fn serve(
             sent += "connection: close\r\n".len() as u64;
         }
         // (hyper sends no body to a HEAD request; a streamed body counts its own bytes)
-        if let (false, ProxyBody::Full(Some(b))) = (head_only, r.body()) {
-            sent += b.len() as u64;
+        if !head_only {
+            sent += r.body().complete_len();
         }
         stats.egress(sent);
     }
@@ -603,8 +603,8 @@ pub(crate) fn handle(
         // (the body bytes of a complete answer: nothing goes out unanswered, nor to a `HEAD`)
         let full = |resp: &Answer| match (resp, unanswered.is_some() || head_only) {
             (_, true) => 0,
-            (Answer::Map(r), _) => full_len(r.body()),
-            (Answer::Raw(a), _) => full_len(&a.body),
+            (Answer::Map(r), _) => r.body().complete_len(),
+            (Answer::Raw(a), _) => a.body.complete_len(),
         };
         // Kong's exporter counts only requests that matched a route
         let Some(stats) = cx.stats.take() else {
@@ -620,7 +620,6 @@ pub(crate) fn handle(
             stats.response(status.as_u16(), unanswered.is_some() && cx.past_access);
         }
         let mut resp = resp;
-        let sent = full(&resp);
         let body = match &mut resp {
             Answer::Map(r) => r.body_mut(),
             Answer::Raw(a) => &mut a.body,
@@ -634,7 +633,7 @@ pub(crate) fn handle(
             // a complete body: sent in one write, its time not waited for
             stats.answered(ms(cx.start.elapsed()), cx.latencies());
             if let Some(e) = access {
-                e.finish(sent);
+                e.finish(full(&resp));
             }
         }
         if unanswered.is_some() {
@@ -642,14 +641,6 @@ pub(crate) fn handle(
             return (resp, None);
         }
         (resp, Some(stats))
-    }
-}
-
-/// The length of a complete body (none for a streamed one).
-fn full_len(b: &ProxyBody) -> u64 {
-    match b {
-        ProxyBody::Full(Some(b)) => b.len() as u64,
-        _ => 0,
     }
 }
 
