@@ -20,7 +20,6 @@
 //! dropped and counted, and the count is logged once the thread gets through again: the
 //! proxy keeps serving. [`Sink::reopen`] has the thread open its file again (log rotation).
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -376,8 +375,7 @@ impl Logger {
             .unwrap_or(raw.len());
         let line = &raw[start..];
         let end = memchr::memchr2(b'\r', b'\n', line).unwrap_or(line.len());
-        let mut addr = String::new();
-        let _ = write!(addr, "{remote}");
+        let addr = remote.to_string();
         let mut e = self.begin(&Request {
             remote: addr.as_bytes(),
             line: Line::Raw(&line[..end]),

@@ -411,10 +411,7 @@ impl LogFormat {
                         }
                         match var {
                             AtEnd::UpstreamAddr => {
-                                let mut a = String::new();
-                                let _ =
-                                    std::fmt::Write::write_fmt(&mut a, format_args!("{}", t.addr));
-                                out.extend_from_slice(a.as_bytes());
+                                out.extend_from_slice(t.addr.to_string().as_bytes());
                             }
                             AtEnd::UpstreamStatus => {
                                 out.extend_from_slice(n.format(t.status).as_bytes());
